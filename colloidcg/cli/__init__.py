@@ -1,0 +1,67 @@
+"""The ``colloidcg`` command line.
+
+Each subcommand lives in its own module in this package and defines
+``add_parser(subparsers)``, which registers an ``argparse`` sub-parser whose default
+``func`` takes the parsed arguments and returns an exit code. Modules are discovered
+automatically; heavy libraries are imported inside the ``func`` so that ``--help`` stays
+fast.
+
+User errors (:class:`colloidcg.errors.ColloidcgError`) are printed as one line and give
+exit code 2; no traceback is shown for them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+import warnings
+
+from .._version import __version__
+from ..errors import ColloidcgError
+
+#: The order subcommands appear in ``colloidcg --help``; others follow alphabetically.
+ORDER = ("info", "synth", "track", "rearrangements", "train", "simulate", "evaluate",
+         "export", "batch", "demo")
+
+
+def _subcommand_modules():
+    names = [m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")]
+    names.sort(key=lambda n: (ORDER.index(n) if n in ORDER else len(ORDER), n))
+    for name in names:
+        mod = importlib.import_module(f"{__name__}.{name}")
+        if hasattr(mod, "add_parser"):
+            yield mod
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="colloidcg",
+        description="Colloid microscopy video in; trajectories, rearrangements and a "
+                    "learned stochastic particle model out.",
+    )
+    parser.add_argument("--version", action="version", version=f"colloidcg {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for mod in _subcommand_modules():
+        mod.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code = args.func(args)
+    except ColloidcgError as exc:
+        print(f"colloidcg {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"colloidcg {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return int(code or 0)
+
+
+def run() -> None:  # pragma: no cover - console-script shim
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    sys.exit(main())
