@@ -49,19 +49,20 @@ def background_field(height: int, width: int, unevenness: float,
     return np.clip(1.0 + field, 0.05, None)
 
 
-def _splat(img_flat: np.ndarray, height: int, width: int, cx: np.ndarray, cy: np.ndarray,
+def _splat(img: np.ndarray, border: int, cx: np.ndarray, cy: np.ndarray,
            wx: np.ndarray, wy: np.ndarray, amp: np.ndarray) -> None:
-    """Add separable patches amp * wy[:, :, None] * wx[:, None, :] at integer corners.
+    """Add separable patches amp * wy[:, :, None] * wx[:, None, :] into ``img``.
 
-    cx, cy: (N,) integer column/row of each patch's first pixel; wx, wy: (N, P) weights.
+    img: (H + 2 border, W + 2 border) buffer, so every patch lies inside it; cx, cy: (N,)
+    image column/row of each patch's first pixel; wx, wy: (N, P) weights.
     """
+    hb, wb = img.shape
     p = wx.shape[1]
-    cols = cx[:, None] + np.arange(p)[None, :]  # (N, P)
-    rows = cy[:, None] + np.arange(p)[None, :]
-    vals = amp[:, None, None] * wy[:, :, None] * wx[:, None, :]  # (N, P, P)
-    idx = rows[:, :, None] * width + cols[:, None, :]
-    ok = ((rows >= 0) & (rows < height))[:, :, None] & ((cols >= 0) & (cols < width))[:, None, :]
-    img_flat += np.bincount(idx[ok], weights=vals[ok], minlength=height * width)
+    base = (cy + border) * wb + (cx + border)  # (N,)
+    off = (np.arange(p)[:, None] * wb + np.arange(p)[None, :]).ravel()  # (P*P,)
+    idx = (base[:, None] + off[None, :]).ravel()
+    vals = ((amp[:, None] * wy)[:, :, None] * wx[:, None, :]).ravel()
+    img.ravel()[:] += np.bincount(idx, weights=vals, minlength=hb * wb)
 
 
 def fluorescence_spots(x: np.ndarray, y: np.ndarray, sigma: np.ndarray, peak: np.ndarray,
@@ -75,11 +76,16 @@ def fluorescence_spots(x: np.ndarray, y: np.ndarray, sigma: np.ndarray, peak: np
     peak : (N,) value of the continuous Gaussian at its centre times the pixel area
         (so total integrated signal = peak * 2 pi sigma^2).
     """
-    img = np.zeros(height * width)
     if len(x) == 0:
-        return img.reshape(height, width)
+        return np.zeros((height, width))
     half = int(np.ceil(4.0 * float(np.max(sigma))))
     off = np.arange(-half, half + 1, dtype=float)
+    # spots are clipped to a border around the image so that each patch fits the buffer
+    reach = half + 2
+    keep = (x > -reach) & (x < width - 1 + reach) & (y > -reach) & (y < height - 1 + reach)
+    x, y, sigma, peak = x[keep], y[keep], sigma[keep], peak[keep]
+    border = 2 * half + 3
+    img = np.zeros((height + 2 * border, width + 2 * border))
     for s in range(0, len(x), chunk):
         xs, ys, sg, pk = x[s:s + chunk], y[s:s + chunk], sigma[s:s + chunk], peak[s:s + chunk]
         ix = np.round(xs).astype(np.int64)
@@ -90,8 +96,8 @@ def fluorescence_spots(x: np.ndarray, y: np.ndarray, sigma: np.ndarray, peak: np
         wx = 0.5 * (erf((ex + 0.5) / k) - erf((ex - 0.5) / k))
         wy = 0.5 * (erf((ey + 0.5) / k) - erf((ey - 0.5) / k))
         amp = pk * 2.0 * np.pi * sg * sg
-        _splat(img, height, width, ix - half, iy - half, wx, wy, amp)
-    return img.reshape(height, width)
+        _splat(img, border, ix - half, iy - half, wx, wy, amp)
+    return img[border:border + height, border:border + width].copy()
 
 
 def brightfield_profile(r: np.ndarray, radius: np.ndarray) -> np.ndarray:
