@@ -37,7 +37,10 @@ class SynthConfig:
             edge move by +/- gamma0 * height/2 px.
         shear_period: frames.
         events: number of randomly planted localised shear transformations, or a list of
-            (frame, x, y, radius, strain) tuples (x, y in FOV pixels at that frame).
+            (frame, x, y, radius, strain) tuples: the particles within ``radius`` px of
+            (x, y) (FOV px) in frame ``frame - 1`` are displaced by an Eshelby-like pure
+            shear of that strain, spread over the interval to ``frame``, where the truth
+            marks them ``planted``; the dynamics then relaxes the surroundings.
         event_radius: px (default 2.5 * diameter); event_strain: local shear strain.
         substeps: integration substeps per frame (None: chosen from the stiffness).
         equilibration: frames simulated (and discarded) before frame 0.

@@ -192,11 +192,10 @@ def make_video(config: SynthConfig | None = None, progress: bool = False,
         # +drift per frame in the FOV, i.e. the FOV origin moves by -drift in the sample.
         return np.array([margin, margin]) - drift * t
 
-    total = cfg.equilibration + T
     bar = None
     if progress:
         from tqdm.auto import tqdm
-        bar = tqdm(total=total, desc="simulating", unit="frame")
+        bar = tqdm(total=cfg.equilibration + T, desc="simulating", unit="frame")
 
     # ---- equilibration (shear running, no events, not recorded)
     t = -float(cfg.equilibration)
@@ -216,7 +215,7 @@ def make_video(config: SynthConfig | None = None, progress: bool = False,
             kick = None
             for e in ev_by_frame.get(f, []):
                 box.strain = strain_fn(t)[0]
-                centre = np.array([e["x"], e["y"]]) + origin(f)
+                centre = np.array([e["x"], e["y"]]) + origin(f - 1)
                 u, moved = _event_kick(pos, box, centre, e["radius"], e["strain"], e["angle"])
                 kick = u if kick is None else kick + u
                 planted[f] |= moved
@@ -232,6 +231,7 @@ def make_video(config: SynthConfig | None = None, progress: bool = False,
             bar.update(1)
     if bar is not None:
         bar.close()
+        bar = tqdm(total=T, desc="rendering", unit="frame")
 
     # ---- map to FOV coordinates, frame by frame
     top = 2 ** cfg.bit_depth - 1
@@ -281,6 +281,10 @@ def make_video(config: SynthConfig | None = None, progress: bool = False,
             rec["vy"] = vtraj[f, inside, 1] + drift[1]
         rec["planted"] = planted[f, inside]
         rows.append(pd.DataFrame(rec))
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
 
     truth = pd.concat(rows, ignore_index=True)
     key = list(zip(truth["sim"].to_numpy(), truth["ix"].to_numpy(), truth["iy"].to_numpy()))
@@ -319,6 +323,9 @@ def _write_tiff_atomic(path: Path, frames: np.ndarray, fps: float, um_per_px: fl
             metadata={"axes": "TYX", "finterval": 1.0 / fps, "unit": "micron", "fps": fps},
             compression="zlib" if compress else None,
         )
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
