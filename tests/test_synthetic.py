@@ -145,10 +145,11 @@ def test_particles_enter_and_leave_field_of_view():
 def test_planted_event_moves_the_particles_in_its_region():
     ev = (4, 40.0, 40.0, 14.0, 0.5)
     cfg = SynthConfig(width=80, height=80, n_frames=7, diameter=10.0, diffusion=0.005,
-                      events=[ev], seed=11)
+                      events=[ev], event_duration=1, seed=11)
     v = make_video(cfg)
     table = v.events
-    assert list(table.columns) == ["event_id", "frame", "x", "y", "radius", "strain", "angle"]
+    assert list(table.columns) == ["event_id", "frame", "x", "y", "radius", "strain", "angle",
+                                   "duration"]
     assert table.iloc[0][["frame", "x", "y", "radius", "strain"]].tolist() == list(ev)
     t = v.truth
     assert t.planted[t.frame != 4].sum() == 0
@@ -166,6 +167,16 @@ def test_planted_event_moves_the_particles_in_its_region():
     assert big.sum() >= 3
     assert np.median(np.linalg.norm(step[big] - u[big], axis=1) / np.linalg.norm(u[big], axis=1)) < 0.5
     assert np.linalg.norm(step[near], axis=1).mean() > 3 * np.linalg.norm(step[~near], axis=1).mean()
+
+
+def test_event_duration_spreads_the_strain():
+    ev = (3, 40.0, 40.0, 14.0, 0.6)
+    cfg = SynthConfig(width=80, height=80, n_frames=8, diameter=10.0, diffusion=0.005,
+                      events=[ev], event_duration=3, seed=11)
+    t = make_video(cfg).truth
+    per_frame = t.groupby("frame").planted.sum()
+    assert (per_frame.loc[[3, 4, 5]] > 0).all()
+    assert per_frame.drop([3, 4, 5]).sum() == 0
 
 
 def test_random_events_are_inside_video():

@@ -13,6 +13,7 @@ _FIELDS = {
     "thermal_ratio": "thermal_ratio", "inertia": "inertia",
     "shear_amplitude": "shear_amplitude", "shear_period": "shear_period",
     "events": "events", "event_radius": "event_radius", "event_strain": "event_strain",
+    "event_duration": "event_duration",
     "equilibration": "equilibration", "mode": "mode", "spot_sigma": "spot_sigma",
     "brightness_cv": "brightness_cv", "photons": "photons", "background": "background",
     "unevenness": "unevenness", "read_noise": "read_noise", "bit_depth": "bit_depth",
@@ -81,7 +82,9 @@ def add_parser(subparsers) -> None:
                         "times (default 0)")
     g.add_argument("--event-radius", type=float, metavar="PX",
                    help="radius of a planted event, px (default 2.5 diameters)")
-    g.add_argument("--event-strain", type=float, metavar="S", help="local strain of an event (default 0.3)")
+    g.add_argument("--event-strain", type=float, metavar="S", help="local strain of an event (default 0.6)")
+    g.add_argument("--event-duration", type=int, metavar="N",
+                   help="frames over which an event's strain is spread (default 3)")
     g.add_argument("--equilibration", type=int, metavar="N",
                    help="frames simulated before recording starts (default 30)")
     g = p.add_argument_group("imaging")

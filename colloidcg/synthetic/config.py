@@ -41,7 +41,12 @@ class SynthConfig:
             (x, y) (FOV px) in frame ``frame - 1`` are displaced by an Eshelby-like pure
             shear of that strain, spread over the interval to ``frame``, where the truth
             marks them ``planted``; the dynamics then relaxes the surroundings.
-        event_radius: px (default 2.5 * diameter); event_strain: local shear strain.
+        event_radius: px (default 2.5 * diameter); event_strain: local shear strain
+            (default 0.6: with duration 3 this gives lasting neighbour changes, i.e. a
+            plastic rearrangement, with one-frame steps under 3 px at 16 px diameter).
+        event_duration: frames over which each event's strain is spread (default 3); the
+            particles are marked ``planted`` in each of frames frame .. frame+duration-1.
+            Spreading a strong event over several frames keeps per-frame steps small.
         substeps: integration substeps per frame (None: chosen from the stiffness).
         equilibration: frames simulated (and discarded) before frame 0.
         margin: px of simulated sample around the field of view (None: 3 diameters).
@@ -74,7 +79,8 @@ class SynthConfig:
     shear_period: float = 50.0
     events: int | Sequence[Sequence[float]] = 0
     event_radius: float | None = None
-    event_strain: float = 0.3
+    event_strain: float = 0.6
+    event_duration: int = 3
     substeps: int | None = None
     equilibration: int = 30
     margin: float | None = None
@@ -138,6 +144,7 @@ class SynthConfig:
         num("shear_amplitude", 0.0, 0.5)
         num("shear_period", 0.0, None, lo_open=True)
         num("event_strain", 0.0, 2.0)
+        num("event_duration", 1, 1000, integer=True)
         num("equilibration", 0, 100_000, integer=True)
         num("spot_sigma", 0.02, 2.0)
         num("brightness_cv", 0.0, 0.5)
@@ -180,8 +187,9 @@ class SynthConfig:
         if isinstance(ev, (int,)) or (isinstance(ev, float) and ev.is_integer()):
             if ev < 0 or ev > 10_000:
                 raise ParameterError(f"events: expected a count in 0..10000, got {ev!r}")
-            if ev > 0 and self.n_frames < 2:
-                raise ParameterError("events: planting events needs n_frames >= 2")
+            if ev > 0 and self.n_frames < 1 + self.event_duration:
+                raise ParameterError(
+                    f"events: planting events needs n_frames >= event_duration + 1 = {1 + self.event_duration}")
             return int(ev)
         out = []
         try:
@@ -222,7 +230,8 @@ PRESETS: dict[str, dict[str, Any]] = {
                      read_noise=3.0, bit_depth=16),
     "sample": dict(n_frames=50, width=256, height=256, diameter=16.0, area_fraction=0.8,
                    bidisperse=True, diffusion=0.1, drift=(0.3, 0.15), shear_amplitude=0.04,
-                   shear_period=50.0, events=3, mode="fluorescence", bit_depth=8, seed=1),
+                   shear_period=50.0, events=3, event_strain=0.6, event_duration=3,
+                   mode="fluorescence", bit_depth=8, seed=1),
     "dilute": dict(n_frames=100, width=256, height=256, diameter=8.0, area_fraction=0.05,
                    diffusion=0.5, mode="fluorescence", bit_depth=8),
 }

@@ -28,7 +28,7 @@ from .render import (background_field, brightfield_rings, digitise, fluorescence
 
 TRUTH_UNITS = {"frame": "frame index", "x": "px", "y": "px", "diameter": "px",
                "vx": "px/frame", "vy": "px/frame", "particle": "id", "planted": "bool"}
-EVENT_COLUMNS = ["event_id", "frame", "x", "y", "radius", "strain", "angle"]
+EVENT_COLUMNS = ["event_id", "frame", "x", "y", "radius", "strain", "angle", "duration"]
 
 
 class SyntheticVideo(NamedTuple):
@@ -49,8 +49,9 @@ class SyntheticVideo(NamedTuple):
 
     @property
     def events(self) -> pd.DataFrame:
-        """Planted events: event_id, frame, x, y (FOV px at that frame), radius (px),
-        strain, angle (rad, principal stretch axis)."""
+        """Planted events: event_id, frame (first frame showing the displacement), x, y
+        (FOV px, in frame ``frame - 1``), radius (px), strain, angle (rad, stretch axis),
+        duration (frames)."""
         return pd.DataFrame(self.meta["events"], columns=EVENT_COLUMNS)
 
 
@@ -89,11 +90,14 @@ def _resolve_events(cfg: SynthConfig, rng: np.random.Generator) -> list[dict[str
     ev = cfg.event_list()
     radius = cfg.event_radius if cfg.event_radius is not None else 2.5 * cfg.diameter
     if isinstance(ev, int):
+        # centres at least half a radius inside the image when it is large enough
+        inset_x = min(0.5 * radius, 0.25 * cfg.width)
+        inset_y = min(0.5 * radius, 0.25 * cfg.height)
         rows = []
         for _ in range(ev):
-            rows.append((int(rng.integers(1, cfg.n_frames)),
-                         float(rng.uniform(-0.5, cfg.width - 0.5)),
-                         float(rng.uniform(-0.5, cfg.height - 0.5)),
+            rows.append((int(rng.integers(1, cfg.n_frames - cfg.event_duration + 1)),
+                         float(rng.uniform(inset_x - 0.5, cfg.width - 0.5 - inset_x)),
+                         float(rng.uniform(inset_y - 0.5, cfg.height - 0.5 - inset_y)),
                          float(radius), float(cfg.event_strain)))
         rows.sort(key=lambda r: r[0])
     else:
@@ -101,7 +105,8 @@ def _resolve_events(cfg: SynthConfig, rng: np.random.Generator) -> list[dict[str
     out = []
     for k, (f, x, y, r, s) in enumerate(rows):
         out.append(dict(event_id=k, frame=int(f), x=float(x), y=float(y), radius=float(r),
-                        strain=float(s), angle=float(rng.uniform(0, np.pi))))
+                        strain=float(s), angle=float(rng.uniform(0, np.pi)),
+                        duration=int(cfg.event_duration)))
     return out
 
 
@@ -183,7 +188,8 @@ def make_video(config: SynthConfig | None = None, progress: bool = False,
     events = _resolve_events(cfg, rng_ev)
     ev_by_frame: dict[int, list[dict]] = {}
     for e in events:
-        ev_by_frame.setdefault(e["frame"], []).append(e)
+        for g in range(e["frame"], min(e["frame"] + e["duration"], T)):
+            ev_by_frame.setdefault(g, []).append(e)
 
     drift = np.asarray(cfg.drift, dtype=float)
 
@@ -215,8 +221,9 @@ def make_video(config: SynthConfig | None = None, progress: bool = False,
             kick = None
             for e in ev_by_frame.get(f, []):
                 box.strain = strain_fn(t)[0]
-                centre = np.array([e["x"], e["y"]]) + origin(f - 1)
-                u, moved = _event_kick(pos, box, centre, e["radius"], e["strain"], e["angle"])
+                centre = np.array([e["x"], e["y"]]) + origin(e["frame"] - 1)  # fixed in the sample
+                u, moved = _event_kick(pos, box, centre, e["radius"], e["strain"] / e["duration"],
+                                       e["angle"])
                 kick = u if kick is None else kick + u
                 planted[f] |= moved
             for k in range(nsub):
@@ -360,7 +367,8 @@ def write_synthetic(out_dir: str | os.PathLike, config: SynthConfig | None = Non
     if res.meta["events"]:
         ev_side = provenance("synth", {"video": paths["video"]}, cfg.to_dict(),
                              {"frame": "frame index", "x": "px", "y": "px", "radius": "px",
-                              "strain": "dimensionless", "angle": "rad"}, meta=meta)
+                              "strain": "dimensionless", "angle": "rad",
+                              "duration": "frames"}, meta=meta)
         write_table(paths["events"], res.events, ev_side)
         written["events"] = paths["events"]
     elif overwrite:
