@@ -1,0 +1,484 @@
+"""The metriplectic (GENERIC) particle model.
+
+State per particle i: position r_i (d), velocity v_i (d), entropic variables S_i (n_s).
+Flat state ordering, used by the dense matrices: x = [r (N*d), v (N*d), S (N*n_s)].
+
+Energy (Espanol & Revenga 2003, smoothed dissipative particle dynamics, with learned parts):
+
+    E = sum_i m |v_i|^2 / 2 + sum_i U(S_i, V_i) [+ E_dev],   V_i = 1 / d_i,
+    d_i = W(0) + sum_{j != i} W(|r_ij|)       (learned kernel W of support h)
+
+Entropy: S_tot = sum_i sum_a S_i^a. Temperatures T_i^a = dU/dS_i^a > 0 and an effective
+temperature theta_i = sum_a w_a T_i^a with learned w_a > 0, sum_a w_a = 1 (theta_i = T_i
+when n_s = 1). Heat q delivered to particle i raises S_i by w q / theta_i, so that
+T_i . dS_i = q.
+
+Dynamics:  dx = [L dE/dx + M dS/dx + k_B div M] dt + dx~,   <dx~ dx~^T> = 2 k_B M dt.
+
+L is the canonical Poisson matrix on (r, v) with mass m (dr = v dt, m dv = -dE/dr dt),
+zero on S, so L = -L^T and L dS/dx = 0. M is assembled from noise "channels" b_c:
+M = sum_c b_c b_c^T, dx~ = sqrt(2 k_B dt) sum_c b_c xi_c with xi_c ~ N(0, 1) independent.
+Every channel satisfies b_c . dE/dx = 0 (the kinetic energy it injects is taken from the
+internal energy of the particles involved), hence M = M^T >= 0 and M dE/dx = 0 exactly.
+Channels (v_ij = v_i - v_j, e_ij = r_ij / |r_ij|, P_ij = I - e e^T):
+
+- pair friction, per pair, velocity increment X = sigma_perp P xi (d channels, "shear",
+  coefficient A) + sigma_par e xi' (1 channel, "bulk"/central, coefficient B);
+  dv_i = X / m, dv_j = -X / m (momentum conserved), dS_i = -w (v_ij . X) / (2 theta_i),
+  dS_j = -w (v_ij . X) / (2 theta_j). With sigma^2 = G(q) theta_bar (theta_bar/theta_ref)^alpha,
+  theta_bar = harmonic mean of theta_i and theta_j, the drift M dS/dx is the friction
+  force -(1/m) Gamma_ij v_ij with Gamma = G_A (..)^a P + G_B (..)^b e e^T and the heat
+  v_ij . Gamma v_ij shared equally as T dS. This is the Espanol-Revenga SDPD structure:
+  their noise, a symmetric traceless Wiener matrix plus a trace part acting on e_ij, is a
+  Gaussian vector with covariance of exactly this form (a P + b e e^T); we sample it in
+  this equivalent (d + 1)-channel form.
+- heat conduction, per pair, one antisymmetric scalar: dS_i = w c xi / theta_i,
+  dS_j = -w c xi / theta_j, c^2 = C(q) theta_i theta_j (theta_bar/theta_ref)^alpha_C:
+  Fourier's law T_i dS_i = c^2 (1/theta_i - 1/theta_j) dt.
+- optional substrate (solvent) friction, per particle, d channels: dv_i = sigma_0 xi / m,
+  dS_i = -w (v_i . sigma_0 xi) / theta_i. It lets momentum flow to the solvent (a colloid
+  monolayer does not conserve its own momentum); with ``substrate=False`` total momentum
+  is conserved exactly.
+
+The Ito drift k_B div M is evaluated analytically, channel family by channel family,
+from div(b b^T) = (b . grad) b + b (div b), using theta_i's derivative
+g_i = d theta_i / d S_i (from the Hessian of U) and kappa_i = w . g_i >= 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from types import SimpleNamespace
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .encoder import StructuralEncoder
+from .graph import find_pairs, minimum_image, wrap
+from .nets import CompactKernel, InternalEnergy, PairCoefficients, inv_softplus
+
+
+@dataclass
+class ModelConfig:
+    """Architecture and physical scales of a :class:`MetriplecticModel`.
+
+    Lengths are in the trajectory's length unit (um for video data), times in its time
+    unit (s). ``cutoff`` is h; ``tau``, ``mass_scale`` and ``theta_ref`` set the initial
+    scales of friction (mass/time), mass and temperature (energy, with k_B = 1 unless set).
+    """
+
+    dim: int = 2
+    cutoff: float = 1.0
+    n_s: int = 1
+    width: int = 50
+    depth: int = 2
+    n_kernel: int = 4
+    energy_width: int = 32
+    energy_depth: int = 2
+    encoder_width: int = 32
+    n_rbf: int = 8
+    substrate: bool = True
+    deviatoric: bool = False
+    k_B: float = 1.0
+    tau: float = 1.0
+    mass_scale: float = 1.0
+    theta_ref: float = 1.0
+    volume_ref: float = 1.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown model configuration keys: {sorted(unknown)}")
+        return cls(**d)
+
+
+@dataclass
+class State:
+    """Particle state. r, v: (N, d); S: (N, n_s). Units of the trajectory."""
+
+    r: torch.Tensor
+    v: torch.Tensor
+    S: torch.Tensor
+
+    def flat(self) -> torch.Tensor:
+        return torch.cat([self.r.reshape(-1), self.v.reshape(-1), self.S.reshape(-1)])
+
+    @staticmethod
+    def unflat(x: torch.Tensor, n: int, d: int, k: int) -> "State":
+        return State(x[: n * d].view(n, d), x[n * d: 2 * n * d].view(n, d), x[2 * n * d:].view(n, k))
+
+    def clone(self) -> "State":
+        return State(self.r.clone(), self.v.clone(), self.S.clone())
+
+
+def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (a * b).sum(-1)
+
+
+def _scatter(n: int, idx: torch.Tensor, val: torch.Tensor) -> torch.Tensor:
+    out = torch.zeros((n,) + val.shape[1:], dtype=val.dtype, device=val.device)
+    return out.index_add_(0, idx, val)
+
+
+class MetriplecticModel(nn.Module):
+    """Learned SDPD-like metriplectic particle model (see module docstring)."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        if config.dim not in (2, 3):
+            raise ValueError("dim must be 2 or 3")
+        self.config = config
+        c = config
+        self.kernel = CompactKernel(c.n_kernel)
+        self.energy = InternalEnergy(c.n_s, c.energy_width, c.energy_depth)
+        self.pair = PairCoefficients(c.width, c.depth, 3)
+        self.encoder = StructuralEncoder(c.dim, c.n_s, c.n_rbf, c.encoder_width, 2)
+        self.raw_mass = nn.Parameter(torch.tensor(inv_softplus(1.0)))
+        self.raw_w = nn.Parameter(torch.zeros(c.n_s))
+        self.raw_alpha = nn.Parameter(torch.zeros(3))  # exponents for A, B, C
+        if c.substrate:
+            self.raw_gamma0 = nn.Parameter(torch.tensor(inv_softplus(1.0)))
+            self.raw_alpha0 = nn.Parameter(torch.tensor(0.0))
+        if c.deviatoric:
+            self.raw_shear = nn.Parameter(torch.tensor(inv_softplus(0.1)))
+        self.tables = None  # optional tabulated pair functions for fast rollouts
+
+    # ------------------------------------------------------------------ scalars
+    @property
+    def mass(self) -> torch.Tensor:
+        return self.config.mass_scale * F.softplus(self.raw_mass)
+
+    @property
+    def heat_weights(self) -> torch.Tensor:
+        return torch.softmax(self.raw_w, 0)
+
+    def _alphas(self) -> torch.Tensor:
+        return 2.0 * torch.tanh(self.raw_alpha)
+
+    def _gamma0(self):
+        return self.config.mass_scale / self.config.tau * F.softplus(self.raw_gamma0), \
+            2.0 * torch.tanh(self.raw_alpha0)
+
+    # ------------------------------------------------------------------ pieces
+    def pair_functions(self, q: torch.Tensor):
+        """W(q), dW/dq and the (P, 3) dimensionless A, B, C of q = r / h."""
+        if self.tables is not None:
+            return self.tables(q)
+        w, dw = self.kernel(q)
+        return w, dw, self.pair(q).to(q.dtype)
+
+    def particle_terms(self, S: torch.Tensor, dens: torch.Tensor):
+        """Per-particle thermodynamics from U(S, V = 1/dens).
+
+        Returns U (N,), T = dU/dS (N, n_s), P = dU/d dens (N,), theta (N,), kappa (N,)
+        with kappa = w^T (d^2U/dS^2) w >= 0. Differentiable w.r.t. parameters and inputs.
+        """
+        c = self.config
+        with torch.enable_grad():
+            S_in = S if S.requires_grad else S.detach().requires_grad_(True)
+            d_in = dens if dens.requires_grad else dens.detach().requires_grad_(True)
+            u = c.theta_ref * self.energy(S_in, 1.0 / (d_in * c.volume_ref))
+            T, P = torch.autograd.grad(u.sum(), (S_in, d_in), create_graph=True)
+            w = self.heat_weights.to(S.dtype)
+            theta = T @ w
+            g, = torch.autograd.grad(theta.sum(), S_in, create_graph=True)
+            kappa = g @ w
+        if not torch.is_grad_enabled():
+            u, T, P, theta, kappa = (t.detach() for t in (u, T, P, theta, kappa))
+        return u, T, P, theta, kappa
+
+    def compute(self, state: State, pairs: torch.Tensor, box: torch.Tensor | None = None):
+        """Everything the drift, noise and covariance need, in one pass.
+
+        Parameters
+        ----------
+        state : State with r, v (N, d), S (N, n_s).
+        pairs : (P, 2) unordered candidate pairs (pairs beyond the cutoff contribute 0).
+        box : (d,) periodic box or None.
+        """
+        c = self.config
+        r, v, S = state.r, state.v, state.S
+        n, d = r.shape
+        i, j = pairs[:, 0], pairs[:, 1]
+        rij = minimum_image(r[i] - r[j], box)
+        dist = torch.linalg.vector_norm(rij, dim=-1).clamp_min(1e-12 * c.cutoff)
+        e = rij / dist.unsqueeze(-1)
+        q = dist / c.cutoff
+        W, dW, coef = self.pair_functions(q)
+        w0 = self.kernel.at_zero().to(r.dtype)
+        dens = w0 + _scatter(n, i, W) + _scatter(n, j, W)
+        U, T, Pd, theta, kappa = self.particle_terms(S, dens)
+        ns = SimpleNamespace(n=n, d=d, i=i, j=j, e=e, q=q, dW=dW, dens=dens, U=U, T=T, Pd=Pd,
+                             theta=theta, kappa=kappa, state=state, pairs=pairs, box=box)
+        m = self.mass.to(r.dtype)
+        ns.m = m
+        # conservative forces F_i = -dE/dr_i (pairwise, equal and opposite)
+        fpair = -((Pd[i] + Pd[j]) * dW / c.cutoff).unsqueeze(-1) * e
+        ns.force = _scatter(n, i, fpair) - _scatter(n, j, fpair)
+        if c.deviatoric:
+            ns.force = ns.force + self._deviatoric_force(r, pairs, box)
+        # pair amplitudes
+        th_i, th_j = theta[i], theta[j]
+        th_bar = 2.0 * th_i * th_j / (th_i + th_j)
+        dbar_i = th_bar.square() / (2.0 * th_i.square())  # d theta_bar / d theta_i
+        dbar_j = th_bar.square() / (2.0 * th_j.square())
+        alpha = self._alphas().to(r.dtype)
+        gscale = c.mass_scale / c.tau
+        ratio = th_bar / c.theta_ref
+        s2 = []
+        for k in range(2):  # shear (perpendicular), bulk (central) friction
+            val = gscale * coef[:, k] * th_bar * ratio ** alpha[k]
+            dval = (1.0 + alpha[k]) * val / th_bar
+            s2.append((val, dval * dbar_i, dval * dbar_j))
+        ns.s2_perp, ns.s2_par = s2
+        c2 = coef[:, 2] / c.tau * th_i * th_j * ratio ** alpha[2]
+        ns.c2 = (c2, c2 / th_i + alpha[2] * c2 / th_bar * dbar_i,
+                 c2 / th_j + alpha[2] * c2 / th_bar * dbar_j)
+        ns.th_i, ns.th_j, ns.th_bar = th_i, th_j, th_bar
+        ns.vij = v[i] - v[j]
+        if c.substrate:
+            g0, a0 = self._gamma0()
+            g0 = g0.to(r.dtype)
+            s0 = g0 * theta * (theta / c.theta_ref) ** a0
+            ns.s0 = (s0, (1.0 + a0) * s0 / theta)
+        return ns
+
+    def _deviatoric_energy(self, r, pairs, box, dens):
+        """E_dev = theta_ref * mu / 2 * sum_i |dev G_i|^2, G_i = sum_j W e e^T / d_i (fabric)."""
+        c = self.config
+        n, d = r.shape
+        i, j = pairs[:, 0], pairs[:, 1]
+        rij = minimum_image(r[i] - r[j], box)
+        dist = torch.linalg.vector_norm(rij, dim=-1).clamp_min(1e-12 * c.cutoff)
+        e = rij / dist.unsqueeze(-1)
+        W, _, _ = self.pair_functions(dist / c.cutoff)
+        ee = (e.unsqueeze(-1) * e.unsqueeze(-2)) * W.view(-1, 1, 1)
+        G = (_scatter(n, i, ee) + _scatter(n, j, ee)) / dens.view(-1, 1, 1)
+        tr = G.diagonal(dim1=-2, dim2=-1).sum(-1)
+        dev = G - torch.eye(d, dtype=r.dtype, device=r.device) * (tr / d).view(-1, 1, 1)
+        mu = F.softplus(self.raw_shear).to(r.dtype)
+        return c.theta_ref * mu / 2 * dev.square().sum((-1, -2))
+
+    def _deviatoric_force(self, r, pairs, box):
+        """-dE_dev/dr by automatic differentiation (translation invariant: sums to zero)."""
+        with torch.enable_grad():
+            r_in = r if r.requires_grad else r.detach().requires_grad_(True)
+            W, _, _ = self.pair_functions(torch.linalg.vector_norm(
+                minimum_image(r_in[pairs[:, 0]] - r_in[pairs[:, 1]], box), dim=-1) / self.config.cutoff)
+            n = r.shape[0]
+            dens = self.kernel.at_zero().to(r.dtype) + _scatter(n, pairs[:, 0], W) + _scatter(n, pairs[:, 1], W)
+            e_dev = self._deviatoric_energy(r_in, pairs, box, dens).sum()
+            g, = torch.autograd.grad(e_dev, r_in, create_graph=torch.is_grad_enabled())
+        return -g
+
+    # ------------------------------------------------------------------ energy
+    def total_energy(self, state: State, pairs: torch.Tensor, box=None) -> torch.Tensor:
+        ns = self.compute(state, pairs, box)
+        e = 0.5 * ns.m * state.v.square().sum() + ns.U.sum()
+        if self.config.deviatoric:
+            e = e + self._deviatoric_energy(state.r, pairs, box, ns.dens).sum()
+        return e
+
+    # ------------------------------------------------------------------ drift
+    def drift(self, state: State, pairs: torch.Tensor, box=None, ns=None, ito: bool = True):
+        """Deterministic drift (dr/dt, dv/dt, dS/dt) = L dE/dx + M dS/dx [+ k_B div M]."""
+        if ns is None:
+            ns = self.compute(state, pairs, box)
+        c = self.config
+        n, d, i, j, e, m = ns.n, ns.d, ns.i, ns.j, ns.e, ns.m
+        v = state.v
+        w = self.heat_weights.to(v.dtype)
+        th_i, th_j, th_bar = ns.th_i, ns.th_j, ns.th_bar
+        k_i, k_j = ns.kappa[i], ns.kappa[j]
+        vij = ns.vij
+        ev = _dot(e, vij)
+        par_v = e * ev.unsqueeze(-1)       # e (e . v)
+        perp_v = vij - par_v               # P v
+        q3_par = ev.square()
+        q3_perp = (vij.square().sum(-1) - q3_par).clamp_min(0.0)
+        sp, sp_i, sp_j = ns.s2_perp
+        sb, sb_i, sb_j = ns.s2_par
+        # M dS/dx: friction force and frictional heating
+        fv = -(sp / th_bar).unsqueeze(-1) * perp_v - (sb / th_bar).unsqueeze(-1) * par_v
+        heat = (sp * q3_perp + sb * q3_par) / (2.0 * th_bar)        # = T_i dS_i = T_j dS_j
+        sdot_i = heat / th_i
+        sdot_j = heat / th_j
+        c2, c2_i, c2_j = ns.c2
+        cond = c2 * (1.0 / th_i - 1.0 / th_j)
+        sdot_i = sdot_i + cond / th_i
+        sdot_j = sdot_j - cond / th_j
+        if ito and c.k_B != 0.0:
+            kb = c.k_B
+            for (s2, s2i, s2j, q1, q2, q3) in ((sp, sp_i, sp_j, perp_v, d - 1, q3_perp),
+                                               (sb, sb_i, sb_j, par_v, 1, q3_par)):
+                a_i = s2i / th_i - s2 / th_i ** 2
+                a_j = s2j / th_j - s2 / th_j ** 2
+                fv = fv - kb / 2.0 * (k_i * a_i + k_j * a_j).unsqueeze(-1) * q1
+                b_i = s2i / th_i ** 2 - 2.0 * s2 / th_i ** 3
+                b_j = s2j / th_j ** 2 - 2.0 * s2 / th_j ** 3
+                c_i = s2i / (th_i * th_j) - s2 / (th_i ** 2 * th_j)
+                c_j = s2j / (th_i * th_j) - s2 / (th_i * th_j ** 2)
+                sdot_i = sdot_i + kb * (-q2 * s2 / (m * th_i) + q3 / 4.0 * (k_i * b_i + k_j * c_j))
+                sdot_j = sdot_j + kb * (-q2 * s2 / (m * th_j) + q3 / 4.0 * (k_j * b_j + k_i * c_i))
+            sdot_i = sdot_i + kb * (k_i * (c2_i / th_i ** 2 - 2 * c2 / th_i ** 3)
+                                    - k_j * (c2_j / (th_i * th_j) - c2 / (th_i * th_j ** 2)))
+            sdot_j = sdot_j + kb * (k_j * (c2_j / th_j ** 2 - 2 * c2 / th_j ** 3)
+                                    - k_i * (c2_i / (th_i * th_j) - c2 / (th_i ** 2 * th_j)))
+        dv = ns.force / m + (_scatter(n, i, fv) - _scatter(n, j, fv)) / m
+        sdot = _scatter(n, i, sdot_i) + _scatter(n, j, sdot_j)
+        if c.substrate:
+            s0, s0p = ns.s0
+            th = ns.theta
+            v2 = v.square().sum(-1)
+            dv = dv - (s0 / (m * th)).unsqueeze(-1) * v
+            sdot = sdot + s0 * v2 / th ** 2
+            if ito and c.k_B != 0.0:
+                kb = c.k_B
+                dv = dv - kb * (ns.kappa * (s0p / th - s0 / th ** 2) / m).unsqueeze(-1) * v
+                sdot = sdot + kb * (-d * s0 / (m * th)
+                                    + v2 * ns.kappa * (s0p / th ** 2 - 2 * s0 / th ** 3))
+        dS = sdot.unsqueeze(-1) * w
+        return v, dv, dS
+
+    # ------------------------------------------------------------------ noise
+    def noise(self, state: State, pairs: torch.Tensor, dt: float, generator=None, box=None, ns=None):
+        """One FDT-consistent noise increment (dv~, dS~), covariance 2 k_B M dt."""
+        if ns is None:
+            ns = self.compute(state, pairs, box)
+        c = self.config
+        n, d, i, j, e, m = ns.n, ns.d, ns.i, ns.j, ns.e, ns.m
+        v = state.v
+        dtype, dev = v.dtype, v.device
+        amp = (2.0 * c.k_B * dt) ** 0.5
+        w = self.heat_weights.to(dtype)
+        npair = i.shape[0]
+        xi = torch.randn(npair, d + 2, dtype=dtype, device=dev, generator=generator)
+        xp = xi[:, :d]
+        xp = xp - e * _dot(e, xp).unsqueeze(-1)
+        X = ns.s2_perp[0].clamp_min(0).sqrt().unsqueeze(-1) * xp \
+            + (ns.s2_par[0].clamp_min(0).sqrt() * xi[:, d]).unsqueeze(-1) * e
+        X = amp * X
+        hf = -0.5 * _dot(ns.vij, X)
+        cz = amp * ns.c2[0].clamp_min(0).sqrt() * xi[:, d + 1]
+        dv = (_scatter(n, i, X) - _scatter(n, j, X)) / m
+        ds = _scatter(n, i, (hf + cz) / ns.th_i) + _scatter(n, j, (hf - cz) / ns.th_j)
+        if c.substrate:
+            X0 = amp * ns.s0[0].clamp_min(0).sqrt().unsqueeze(-1) * torch.randn(
+                n, d, dtype=dtype, device=dev, generator=generator)
+            dv = dv + X0 / m
+            ds = ds - _dot(v, X0) / ns.theta
+        return dv, ds.unsqueeze(-1) * w
+
+    # ------------------------------------------------------------------ covariance
+    def velocity_covariance(self, ns, dt: float) -> torch.Tensor:
+        """Per-particle (N, d, d) blocks of the velocity-noise covariance 2 k_B M_vv dt."""
+        n, d, i, j, e = ns.n, ns.d, ns.i, ns.j, ns.e
+        eye = torch.eye(d, dtype=e.dtype, device=e.device)
+        ee = e.unsqueeze(-1) * e.unsqueeze(-2)
+        blk = ns.s2_perp[0].view(-1, 1, 1) * (eye - ee) + ns.s2_par[0].view(-1, 1, 1) * ee
+        cov = _scatter(n, i, blk) + _scatter(n, j, blk)
+        if self.config.substrate:
+            cov = cov + ns.s0[0].view(-1, 1, 1) * eye
+        return 2.0 * self.config.k_B * dt * cov / ns.m ** 2
+
+    # ------------------------------------------------------------------ dense (tests)
+    def dense_channels(self, state: State, pairs: torch.Tensor, box=None) -> torch.Tensor:
+        """The (D, n_channels) matrix B with M = B B^T, D = N (2 d + n_s). For small systems."""
+        ns = self.compute(state, pairs, box)
+        n, d, i, j, e, m = ns.n, ns.d, ns.i, ns.j, ns.e, ns.m
+        k = self.config.n_s
+        D = n * (2 * d + k)
+        ov, oS = n * d, 2 * n * d
+        w = self.heat_weights.to(e.dtype)
+        npair = i.shape[0]
+        eye = torch.eye(d, dtype=e.dtype, device=e.device)
+        Pm = eye - e.unsqueeze(-1) * e.unsqueeze(-2)                     # (P, d, d)
+        u = torch.cat([ns.s2_perp[0].clamp_min(0).sqrt().view(-1, 1, 1) * Pm.transpose(1, 2),
+                       (ns.s2_par[0].clamp_min(0).sqrt().unsqueeze(-1) * e).unsqueeze(1)], 1)
+        nvc = d + 1                                                      # (P, nvc, d) rows = channels
+        cols_v = (torch.arange(npair, device=e.device) * (nvc + 1)).view(-1, 1) + torch.arange(nvc, device=e.device)
+        rows, cols, vals = [], [], []
+        ax = torch.arange(d, device=e.device)
+        sx = torch.arange(k, device=e.device)
+        for sgn, idx in ((1.0, i), (-1.0, j)):
+            rows.append((ov + idx.view(-1, 1, 1) * d + ax).expand(npair, nvc, d).reshape(-1))
+            cols.append(cols_v.unsqueeze(-1).expand(npair, nvc, d).reshape(-1))
+            vals.append((sgn * u / m).reshape(-1))
+        hf = -0.5 * (u * ns.vij.unsqueeze(1)).sum(-1)                    # (P, nvc)
+        for idx, th in ((i, ns.th_i), (j, ns.th_j)):
+            rows.append((oS + idx.view(-1, 1, 1) * k + sx).expand(npair, nvc, k).reshape(-1))
+            cols.append(cols_v.unsqueeze(-1).expand(npair, nvc, k).reshape(-1))
+            vals.append(((hf / th.unsqueeze(-1)).unsqueeze(-1) * w).reshape(-1))
+        ch = torch.arange(npair, device=e.device) * (nvc + 1) + nvc
+        cc = ns.c2[0].clamp_min(0).sqrt()
+        for sgn, idx, th in ((1.0, i, ns.th_i), (-1.0, j, ns.th_j)):
+            rows.append((oS + idx.view(-1, 1) * k + sx).reshape(-1))
+            cols.append(ch.view(-1, 1).expand(npair, k).reshape(-1))
+            vals.append(((sgn * cc / th).unsqueeze(-1) * w).reshape(-1))
+        nch = npair * (nvc + 1)
+        if self.config.substrate:
+            s0 = ns.s0[0].clamp_min(0).sqrt()
+            pidx = torch.arange(n, device=e.device)
+            c0 = nch + pidx.view(-1, 1) * d + ax                            # (N, d)
+            rows.append((ov + pidx.view(-1, 1) * d + ax).reshape(-1))
+            cols.append(c0.reshape(-1))
+            vals.append((s0.view(-1, 1) / m * torch.ones(n, d, dtype=e.dtype, device=e.device)).reshape(-1))
+            hs = -(state.v * s0.view(-1, 1)) / ns.theta.view(-1, 1)       # (N, d)
+            rows.append((oS + pidx.view(-1, 1, 1) * k + sx).expand(n, d, k).reshape(-1))
+            cols.append(c0.unsqueeze(-1).expand(n, d, k).reshape(-1))
+            vals.append((hs.unsqueeze(-1) * w).reshape(-1))
+            nch = nch + n * d
+        B = torch.zeros(D, nch, dtype=e.dtype, device=e.device)
+        return B.index_put((torch.cat(rows), torch.cat(cols)), torch.cat(vals), accumulate=True)
+
+    def dense_M(self, state: State, pairs: torch.Tensor, box=None) -> torch.Tensor:
+        B = self.dense_channels(state, pairs, box)
+        return B @ B.T
+
+    def dense_L(self, n: int, dtype=torch.float64, device=None) -> torch.Tensor:
+        d, k = self.config.dim, self.config.n_s
+        D = n * (2 * d + k)
+        L = torch.zeros(D, D, dtype=dtype, device=device)
+        m = self.mass.detach().to(dtype)
+        eye = torch.eye(n * d, dtype=dtype, device=device) / m
+        L[: n * d, n * d: 2 * n * d] = eye
+        L[n * d: 2 * n * d, : n * d] = -eye
+        return L
+
+    def gradients(self, state: State, pairs: torch.Tensor, box=None):
+        """Flat dE/dx and dS/dx (dS_tot/dx = 1 on every S component, 0 elsewhere)."""
+        ns = self.compute(state, pairs, box)
+        gE = torch.cat([-ns.force.reshape(-1), (ns.m * state.v).reshape(-1), ns.T.reshape(-1)])
+        gS = torch.cat([torch.zeros_like(state.r).reshape(-1), torch.zeros_like(state.v).reshape(-1),
+                        torch.ones_like(state.S).reshape(-1)])
+        return gE, gS
+
+    # ------------------------------------------------------------------ stepping
+    def step(self, state: State, pairs: torch.Tensor, dt: float, generator=None, box=None,
+             noise: bool = True) -> State:
+        """One Euler-Maruyama step, positions updated with the new velocity (semi-implicit):
+
+        v' = v + a dt + dv~,  S' = S + dS/dt dt + dS~,  r' = r + v' dt.
+        """
+        ns = self.compute(state, pairs, box)
+        _, dv, dS = self.drift(state, pairs, box, ns=ns)
+        v = state.v + dv * dt
+        S = state.S + dS * dt
+        if noise and self.config.k_B != 0.0:
+            nv, nS = self.noise(state, pairs, dt, generator, box, ns=ns)
+            v = v + nv
+            S = S + nS
+        r = wrap(state.r + v * dt, box)
+        return State(r, v, S)
+
+    def initial_S(self, r: torch.Tensor, pairs: torch.Tensor | None = None, box=None) -> torch.Tensor:
+        """S from the structural encoder, (N, n_s)."""
+        if pairs is None:
+            pairs = find_pairs(r, self.config.cutoff, box)
+        return self.encoder(r, pairs, self.config.cutoff, box)

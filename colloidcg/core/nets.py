@@ -1,0 +1,146 @@
+"""Learned building blocks whose physical constraints hold by construction.
+
+- :class:`CompactKernel`: the density kernel W(r) of compact support h, a positive
+  combination of polynomial bumps (1 - r/h)^p, p >= 3, so that W >= 0, W is
+  non-increasing, and W and W' vanish continuously at r = h.
+- :class:`InternalEnergy`: U(S, V), jointly convex in (S, V), strictly increasing in every
+  component of S and strictly decreasing in V. It is an input-convex neural network
+  (Amos, Xu & Kolter 2017) applied to (S, -V/V0) with all weights non-negative (softplus
+  of free parameters) and a convex, non-decreasing activation (softplus); such a network
+  is convex and non-decreasing in each input. Added terms make the properties strict:
+  ``lam . softplus(S)`` (T = dU/dS > 0, heat-capacity matrix positive definite) and
+  ``-mu log(V/V0)`` (pressure -dU/dV > 0, compressibility > 0).
+- :class:`PairCoefficients`: non-negative pair functions A(q), B(q), C(q) of q = r/h
+  (softplus of an MLP output times the envelope (1 - q)^2 for q < 1, 0 beyond).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+def inv_softplus(y: float) -> float:
+    """x with softplus(x) = y (y > 0)."""
+    return y + math.log(-math.expm1(-y))
+
+
+def envelope(q: torch.Tensor) -> torch.Tensor:
+    """Smooth cut-off (1 - q)^2 for q < 1, exactly 0 for q >= 1."""
+    return torch.clamp(1.0 - q, min=0.0).square()
+
+
+class MLP(nn.Module):
+    """Plain multilayer perceptron with SiLU activations."""
+
+    def __init__(self, n_in: int, n_out: int, width: int, depth: int):
+        super().__init__()
+        layers: list[nn.Module] = []
+        n = n_in
+        for _ in range(depth):
+            layers += [nn.Linear(n, width), nn.SiLU()]
+            n = width
+        layers.append(nn.Linear(n, n_out))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class CompactKernel(nn.Module):
+    """W(r) = sum_k c_k (1 - r/h)_+^(k+3), c_k = softplus(raw_k) > 0.
+
+    Evaluated on q = r/h. Returns W(q) and dW/dq.
+    """
+
+    def __init__(self, n_terms: int = 4):
+        super().__init__()
+        self.powers: torch.Tensor
+        self.register_buffer("powers", torch.arange(3, 3 + n_terms, dtype=torch.float32))
+        self.raw = nn.Parameter(torch.full((n_terms,), inv_softplus(1.0 / n_terms)))
+
+    def coefficients(self) -> torch.Tensor:
+        return F.softplus(self.raw)
+
+    def forward(self, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        c = self.coefficients().to(q.dtype)
+        p = self.powers.to(q.dtype)
+        base = torch.clamp(1.0 - q, min=0.0).unsqueeze(-1)  # (..., 1)
+        w = (c * base ** p).sum(-1)
+        dw = -(c * p * base ** (p - 1)).sum(-1)
+        return w, dw
+
+    def at_zero(self) -> torch.Tensor:
+        return self.coefficients().sum()
+
+
+class InternalEnergy(nn.Module):
+    """Input-convex, monotone internal energy U(S, V) in units of ``theta_ref``.
+
+    Parameters
+    ----------
+    n_s : number of entropic components.
+    width, depth : hidden width and number of hidden layers of the ICNN.
+    """
+
+    def __init__(self, n_s: int = 1, width: int = 32, depth: int = 2):
+        super().__init__()
+        n_in = n_s + 1
+        self.n_s = n_s
+        self.wx = nn.ParameterList()
+        self.wz = nn.ParameterList()
+        self.b = nn.ParameterList()
+        n_prev = 0
+        for layer in range(depth):
+            self.wx.append(nn.Parameter(torch.randn(width, n_in) * 0.5 - 2.0))
+            if layer > 0:
+                self.wz.append(nn.Parameter(torch.randn(width, n_prev) * 0.5 - 3.0))
+            self.b.append(nn.Parameter(torch.randn(width) * 0.5))
+            n_prev = width
+        self.out_z = nn.Parameter(torch.randn(n_prev) * 0.5 - 4.0)
+        self.out_x = nn.Parameter(torch.full((n_in,), -3.0))
+        # Linear entropy term sets the temperature scale (T ~ 1 at init); the softplus
+        # term gives strict convexity (heat capacity > 0) and T > 0 everywhere.
+        self.lin_s = nn.Parameter(torch.full((n_s,), inv_softplus(1.0)))
+        self.lam = nn.Parameter(torch.full((n_s,), inv_softplus(0.1)))
+        self.mu = nn.Parameter(torch.tensor(inv_softplus(1.0)))
+
+    def forward(self, S: torch.Tensor, v_red: torch.Tensor) -> torch.Tensor:
+        """U per particle.
+
+        Parameters
+        ----------
+        S : (N, n_s) entropic variables (dimensionless, units of k_B).
+        v_red : (N,) reduced volume V / V0 > 0.
+        """
+        x = torch.cat([S, -v_red.unsqueeze(-1)], dim=-1)
+        z = None
+        for layer in range(len(self.wx)):
+            pre = x @ F.softplus(self.wx[layer]).T + self.b[layer]
+            if layer > 0:
+                pre = pre + z @ F.softplus(self.wz[layer - 1]).T
+            z = F.softplus(pre)
+        u = z @ F.softplus(self.out_z) + x @ F.softplus(self.out_x)
+        u = u + S @ F.softplus(self.lin_s) + F.softplus(S) @ F.softplus(self.lam)
+        u = u - F.softplus(self.mu) * torch.log(v_red)
+        return u
+
+
+class PairCoefficients(nn.Module):
+    """Non-negative pair functions of q = r/h: shear friction A, bulk friction B, conduction C.
+
+    Returns a (..., 3) tensor (dimensionless; the model multiplies by its scales).
+    """
+
+    def __init__(self, width: int = 50, depth: int = 2, n_out: int = 3):
+        super().__init__()
+        self.mlp = MLP(1, n_out, width, depth)
+        with torch.no_grad():
+            self.mlp.net[-1].bias.fill_(inv_softplus(1.0))
+            self.mlp.net[-1].weight.mul_(0.1)
+
+    def forward(self, q: torch.Tensor) -> torch.Tensor:
+        return F.softplus(self.mlp(q.unsqueeze(-1))) * envelope(q).unsqueeze(-1)

@@ -1,0 +1,221 @@
+"""From a tracks table to tensors: :class:`Trajectory`, and back again.
+
+A tracks table (trackpy schema: frame, particle, x, y [, z] in pixels) becomes dense
+arrays over (frame, particle) in physical units (um, s):
+
+- ``pos`` (T, N, d): positions, um; zero where a particle is missing;
+- ``vel`` (T, N, d): backward finite differences (r_t - r_{t-1}) / dt, um/s — the velocity
+  that brought the particle to r_t, which makes r_{t+1} = r_t + v_{t+1} dt exact, as in
+  the model's semi-implicit step; zero where undefined;
+- ``present`` (T, N): the particle was tracked in that frame;
+- ``mask`` (T, N): usable as a model particle: present, velocity defined, and at least
+  ``edge`` away from the field of view's border (particles near the border, whose
+  neighbourhoods are cut by the frame, are prescribed halo particles in training);
+- ``dt`` = 1 / fps; ``box`` (d,) periodic box in um, or None for open boundaries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .errors import ColloidcgError, ParameterError
+
+
+@dataclass
+class Trajectory:
+    """Particle trajectories as tensors (see module docstring for shapes and units)."""
+
+    pos: torch.Tensor
+    vel: torch.Tensor
+    present: torch.Tensor
+    mask: torch.Tensor
+    dt: float
+    box: torch.Tensor | None = None
+    frames: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
+    particles: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
+    um_per_px: float = 1.0
+    fps: float = 1.0
+    rearranging: torch.Tensor | None = None   # (T, N) float in {0, 1}, NaN where unknown
+    d2min: torch.Tensor | None = None         # (T, N) float, NaN where unknown
+    fov: tuple | None = None                  # ((lo, hi) per axis) in um, for open boundaries
+
+    @property
+    def n_frames(self) -> int:
+        return self.pos.shape[0]
+
+    @property
+    def n_particles(self) -> int:
+        return self.pos.shape[1]
+
+    @property
+    def dim(self) -> int:
+        return self.pos.shape[2]
+
+    def to(self, device=None, dtype=None) -> "Trajectory":
+        def cv(t):
+            if t is None:
+                return None
+            if t.is_floating_point():
+                return t.to(device=device, dtype=dtype)
+            return t.to(device=device)
+        return Trajectory(cv(self.pos), cv(self.vel), cv(self.present), cv(self.mask), self.dt,
+                          cv(self.box), self.frames, self.particles, self.um_per_px, self.fps,
+                          cv(self.rearranging), cv(self.d2min), self.fov)
+
+    def frame_slice(self, start: int, stop: int) -> "Trajectory":
+        s = slice(start, stop)
+        sub = lambda t: None if t is None else t[s]  # noqa: E731
+        return Trajectory(self.pos[s], self.vel[s], self.present[s], self.mask[s], self.dt, self.box,
+                          self.frames[s], self.particles, self.um_per_px, self.fps,
+                          sub(self.rearranging), sub(self.d2min), self.fov)
+
+
+def _meta_value(meta: dict | None, key: str):
+    if not meta:
+        return None
+    for where in (meta, meta.get("meta", {}) or {}, meta.get("units", {}) or {},
+                  meta.get("parameters", {}) or {}):
+        if isinstance(where, dict) and where.get(key) is not None:
+            try:
+                return float(where[key])
+            except (TypeError, ValueError):
+                continue
+    return None
+
+
+def from_tracks(tracks: pd.DataFrame, meta: dict | None = None, *, fps: float | None = None,
+                um_per_px: float | None = None, box_px=None, edge: float = 0.0,
+                labels: pd.DataFrame | None = None, dtype=torch.float64) -> Trajectory:
+    """Build a :class:`Trajectory` from a tracks table.
+
+    Parameters
+    ----------
+    tracks : DataFrame with columns frame, particle, x, y [, z] (pixels); optional d2min and
+        rearranging columns (rearrangement detector output).
+    meta : sidecar dict; ``fps`` and ``um_per_px`` are looked up in it (top level, "meta",
+        "units" or "parameters") unless given.
+    fps : frames per second (default: from meta, else 1 — time in frames).
+    um_per_px : pixel size (default: from meta, else 1 — lengths in pixels).
+    box_px : periodic box lengths in pixels (sequence of d floats) or None (open).
+    edge : distance (um) from the field-of-view border within which particles are halo.
+    labels : optional table with frame, particle and d2min and/or rearranging columns.
+    """
+    need = ["frame", "particle", "x", "y"]
+    missing = [c for c in need if c not in tracks.columns]
+    if missing:
+        raise ColloidcgError(f"tracks: missing column(s) {', '.join(missing)}; expected frame, particle, x, y")
+    cols = ["x", "y"] + (["z"] if "z" in tracks.columns else [])
+    d = len(cols)
+    if len(tracks) == 0:
+        raise ColloidcgError("tracks: the table is empty")
+    xyz = tracks[cols].to_numpy(dtype=float)
+    if not np.all(np.isfinite(xyz)):
+        bad = tracks.loc[~np.isfinite(xyz).all(1), "frame"].iloc[0]
+        raise ColloidcgError(f"tracks: NaN or infinite positions (first in frame {bad}); drop or fill them first")
+    fps = fps if fps is not None else _meta_value(meta, "fps")
+    um = um_per_px if um_per_px is not None else _meta_value(meta, "um_per_px")
+    fps = 1.0 if fps is None else float(fps)
+    um = 1.0 if um is None else float(um)
+    if not np.isfinite(fps) or fps <= 0:
+        raise ParameterError(f"fps: must be positive (got {fps}); dt = 1/fps must be > 0")
+    if not np.isfinite(um) or um <= 0:
+        raise ParameterError(f"um_per_px: must be positive (got {um})")
+    frame = tracks["frame"].to_numpy().astype(np.int64)
+    pid = tracks["particle"].to_numpy().astype(np.int64)
+    f0, f1 = frame.min(), frame.max()
+    T = int(f1 - f0 + 1)
+    if len(np.unique(frame)) < 3:
+        raise ColloidcgError(f"tracks: {len(np.unique(frame))} frame(s); at least 3 are needed "
+                             "(two velocities, one transition)")
+    if pd.Index(zip(frame, pid)).duplicated().any():
+        raise ColloidcgError("tracks: a particle appears twice in one frame (duplicate frame, particle rows)")
+    parts, col = np.unique(pid, return_inverse=True)
+    row = frame - f0
+    N = len(parts)
+    pos = np.zeros((T, N, d))
+    present = np.zeros((T, N), bool)
+    pos[row, col] = xyz * um
+    present[row, col] = True
+    dt = 1.0 / fps
+    vel = np.zeros_like(pos)
+    vok = np.zeros((T, N), bool)
+    vok[1:] = present[1:] & present[:-1]
+    vel[1:] = np.where(vok[1:, :, None], (pos[1:] - pos[:-1]) / dt, 0.0)
+    mask = present & vok
+    box = None
+    fov = None
+    if box_px is not None:
+        b = np.asarray(box_px, float).reshape(-1)
+        if b.shape != (d,) or np.any(b <= 0):
+            raise ParameterError(f"box: expected {d} positive lengths in pixels, got {box_px}")
+        box = torch.as_tensor(b * um, dtype=dtype)
+        # unwrap jumps across the box so that finite differences are the true displacements
+        disp = pos[1:] - pos[:-1]
+        disp -= b * um * np.round(disp / (b * um))
+        vel[1:] = np.where(vok[1:, :, None], disp / dt, 0.0)
+    else:
+        lo = xyz.min(0) * um
+        hi = xyz.max(0) * um
+        fov = tuple((float(a), float(c)) for a, c in zip(lo, hi))
+        if edge > 0:
+            near = np.zeros((T, N), bool)
+            for ax in range(d):
+                near |= (pos[..., ax] < lo[ax] + edge) | (pos[..., ax] > hi[ax] - edge)
+            mask &= ~near
+    rearr = d2 = None
+    lab = labels if labels is not None else tracks
+    if "rearranging" in lab.columns or "d2min" in lab.columns:
+        lf = lab["frame"].to_numpy().astype(np.int64) - f0
+        lp = np.searchsorted(parts, lab["particle"].to_numpy().astype(np.int64))
+        ok = (lf >= 0) & (lf < T) & (lp < N)
+        ok[ok] &= parts[lp[ok]] == lab["particle"].to_numpy()[ok]
+        if "rearranging" in lab.columns:
+            arr = np.full((T, N), np.nan)
+            arr[lf[ok], lp[ok]] = lab["rearranging"].to_numpy(dtype=float)[ok]
+            rearr = torch.as_tensor(arr, dtype=dtype)
+        if "d2min" in lab.columns:
+            arr = np.full((T, N), np.nan)
+            arr[lf[ok], lp[ok]] = lab["d2min"].to_numpy(dtype=float)[ok]
+            d2 = torch.as_tensor(arr, dtype=dtype)
+    return Trajectory(torch.as_tensor(pos, dtype=dtype), torch.as_tensor(vel, dtype=dtype),
+                      torch.as_tensor(present), torch.as_tensor(mask), dt, box,
+                      np.arange(f0, f1 + 1), parts, um, fps, rearr, d2, fov)
+
+
+def to_tracks(pos, um_per_px: float = 1.0, fps: float = 1.0, first_frame: int = 0,
+              particles=None, present=None, vel=None) -> pd.DataFrame:
+    """Arrays (T, N, d) in um back to the tracks schema (pixels, frames).
+
+    Parameters
+    ----------
+    pos : (T, N, d) positions in um (tensor or array).
+    um_per_px, fps : calibration used to convert back to pixels and px/frame.
+    particles : (N,) particle ids (default 0..N-1).
+    present : (T, N) bool; rows where False are left out.
+    vel : (T, N, d) velocities in um/s (optional; written as vx, vy [, vz] in px/frame).
+
+    Returns a DataFrame with frame, particle, x, y [, z] [, vx, vy [, vz]].
+    """
+    p = pos.detach().cpu().numpy() if isinstance(pos, torch.Tensor) else np.asarray(pos)
+    T, N, d = p.shape
+    ids = np.arange(N) if particles is None else np.asarray(particles)
+    fr = np.repeat(np.arange(first_frame, first_frame + T), N)
+    out = {"frame": fr.astype(np.int64), "particle": np.tile(ids, T).astype(np.int64)}
+    names = ["x", "y", "z"][:d]
+    flat = p.reshape(T * N, d) / um_per_px
+    for a, nm in enumerate(names):
+        out[nm] = flat[:, a]
+    if vel is not None:
+        vv = vel.detach().cpu().numpy() if isinstance(vel, torch.Tensor) else np.asarray(vel)
+        vv = vv.reshape(T * N, d) / um_per_px / fps
+        for a, nm in enumerate(names):
+            out["v" + nm] = vv[:, a]
+    df = pd.DataFrame(out)
+    if present is not None:
+        pr = present.detach().cpu().numpy() if isinstance(present, torch.Tensor) else np.asarray(present)
+        df = df[pr.reshape(-1).astype(bool)].reset_index(drop=True)
+    return df

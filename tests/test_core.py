@@ -1,0 +1,316 @@
+"""The five guarantees of the metriplectic core, on random states and random weights (float64)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+from colloidcg.core import MetriplecticModel, ModelConfig, State, find_pairs, rollout
+from colloidcg.core.graph import NeighbourList, minimum_image
+
+H = 1.0
+SETTINGS = dict(max_examples=12, deadline=None, derandomize=True)
+
+
+def random_model(seed, dim=2, n_s=1, substrate=True, k_B=0.7, deviatoric=False, width=12):
+    torch.manual_seed(seed)
+    cfg = ModelConfig(dim=dim, cutoff=H, n_s=n_s, substrate=substrate, k_B=k_B, width=width,
+                      energy_width=10, encoder_width=10, deviatoric=deviatoric)
+    m = MetriplecticModel(cfg).double()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    return m
+
+
+def random_state(seed, n, dim, n_s, size):
+    g = torch.Generator().manual_seed(seed + 1000)
+    r = torch.rand(n, dim, generator=g, dtype=torch.float64) * size
+    v = torch.randn(n, dim, generator=g, dtype=torch.float64)
+    S = torch.randn(n, n_s, generator=g, dtype=torch.float64)
+    return State(r, v, S)
+
+
+cases = st.tuples(st.integers(0, 10_000), st.sampled_from([2, 3]), st.sampled_from([1, 2]),
+                  st.booleans())
+
+
+# ----------------------------------------------------------------- graph
+@given(st.integers(0, 1000), st.sampled_from([2, 3]), st.booleans())
+@settings(**SETTINGS)
+def test_pairs_match_brute_force(seed, dim, periodic):
+    rng = np.random.default_rng(seed)
+    L = 4.0
+    r = torch.as_tensor(rng.uniform(0, L, (60, dim)))
+    box = torch.full((dim,), L, dtype=torch.float64) if periodic else None
+    pairs = find_pairs(r, 1.3, box)
+    rij = minimum_image(r[:, None] - r[None], box)
+    dist = rij.norm(dim=-1)
+    iu = torch.triu_indices(60, 60, 1)
+    close = dist[iu[0], iu[1]] < 1.3
+    want = {(int(a), int(b)) for a, b in iu.T[close]}
+    assert {tuple(p) for p in pairs.tolist()} == want
+
+
+def test_verlet_list_rebuilds_only_when_needed():
+    box = torch.tensor([5.0, 5.0], dtype=torch.float64)
+    nl = NeighbourList(1.0, 0.4, box)
+    r = torch.rand(50, 2, dtype=torch.float64) * 5
+    nl.update(r)
+    nl.update(r + 0.1)          # moved 0.14 < skin/2: reuse
+    assert nl.n_builds == 1
+    nl.update(r + 0.3)          # moved 0.42 > skin/2: rebuild
+    assert nl.n_builds == 2
+
+
+# ----------------------------------------------------------------- guarantee 1: momentum
+@given(cases)
+@settings(**SETTINGS)
+def test_momentum_conserved_every_step_with_noise(case):
+    seed, dim, n_s, _ = case
+    m = random_model(seed, dim, n_s, substrate=False)
+    L = 3.5
+    box = torch.full((dim,), L, dtype=torch.float64)
+    s = random_state(seed, 40 if dim == 2 else 60, dim, n_s, L)
+    gen = torch.Generator().manual_seed(seed)
+    nl = NeighbourList(H, 0.2, box)
+    mass = float(m.mass.detach())
+    for _ in range(5):
+        p0 = mass * s.v.sum(0)
+        scale = mass * s.v.abs().sum()
+        pairs = nl.update(s.r)
+        with torch.no_grad():
+            s = m.step(s, pairs, 0.01, generator=gen, box=box)
+        p1 = mass * s.v.sum(0)
+        assert float((p1 - p0).abs().max()) <= 1e-12 * float(scale)
+
+
+# ----------------------------------------------------------------- guarantees 2, 3: degeneracy, laws
+@given(cases)
+@settings(**SETTINGS)
+def test_first_and_second_law_in_deterministic_limit(case):
+    seed, dim, n_s, substrate = case
+    m = random_model(seed, dim, n_s, substrate=substrate, k_B=0.0)
+    s = random_state(seed, 7, dim, n_s, 1.2)
+    pairs = find_pairs(s.r, H)
+    gE, gS = m.gradients(s, pairs)
+    M = m.dense_M(s, pairs).detach()
+    L = m.dense_L(7)
+    gE, gS = gE.detach(), gS.detach()
+    dr, dv, dS = m.drift(s, pairs)
+    drift = torch.cat([dr.reshape(-1), dv.reshape(-1), dS.reshape(-1)]).detach()
+    # the matrix-free drift is L dE + M dS
+    assert torch.allclose(drift, L @ gE + M @ gS, rtol=1e-10, atol=1e-12 * float(drift.abs().max()))
+    # first law: dE/dt = dE/dx . drift = 0
+    assert abs(float(gE @ drift)) <= 1e-9 * float(gE.norm() * drift.norm())
+    # degeneracy: M dE = 0, L dS = 0; symmetry, antisymmetry
+    assert float((M @ gE).norm()) <= 1e-12 * float(M.norm() * gE.norm())
+    assert float((L @ gS).abs().max()) == 0.0
+    assert torch.allclose(M, M.T, atol=1e-14 * float(M.abs().max()))
+    assert torch.equal(L, -L.T)
+    # second law: dS/dt = dS . M dS >= 0, M positive semidefinite, dS/dt from drift agrees
+    sdot = float(gS @ M @ gS)
+    assert sdot >= 0.0
+    assert math.isclose(float(dS.sum()), sdot, rel_tol=1e-9, abs_tol=1e-12)
+    assert float(torch.linalg.eigvalsh(M).min()) >= -1e-10 * float(M.abs().max())
+
+
+@given(cases)
+@settings(max_examples=6, deadline=None, derandomize=True)
+def test_ito_term_is_divergence_of_M_and_keeps_mean_energy(case):
+    """The analytic k_B div M equals the autograd divergence of the dense M(x), and
+    dE . div M + tr(Hess E . M) = div(M dE) = 0: to first order in dt the mean energy
+    change of a stochastic step vanishes."""
+    seed, dim, n_s, substrate = case
+    m = random_model(seed, dim, n_s, substrate=substrate, k_B=0.6)
+    n = 5
+    s = random_state(seed, n, dim, n_s, 1.0)
+    pairs = find_pairs(s.r, H)
+
+    def Mfun(x):
+        return m.dense_M(State.unflat(x, n, dim, n_s), pairs)
+
+    x = s.flat().clone()
+    J = torch.autograd.functional.jacobian(Mfun, x, vectorize=True)
+    divM = torch.einsum("kll->k", J)
+    gE, gS = m.gradients(s, pairs)
+    M = Mfun(x)
+    want = m.dense_L(n) @ gE + M @ gS + m.config.k_B * divM
+    dr, dv, dS = m.drift(s, pairs)
+    got = torch.cat([dr.reshape(-1), dv.reshape(-1), dS.reshape(-1)])
+    assert torch.allclose(got, want, rtol=1e-9, atol=1e-11 * float(want.abs().max()))
+
+    def Efun(x):
+        return m.total_energy(State.unflat(x, n, dim, n_s), pairs)
+
+    HE = torch.autograd.functional.hessian(Efun, x, vectorize=True)
+    balance = gE @ divM + torch.trace(HE @ M)
+    assert abs(float(balance)) <= 1e-9 * float(gE.norm() * divM.norm() + HE.norm() * M.norm())
+
+
+# ----------------------------------------------------------------- guarantee 4: FDT
+@pytest.mark.parametrize("dim,n_s,substrate", [(2, 1, True), (3, 2, False)])
+def test_noise_covariance_is_2kB_M_dt(dim, n_s, substrate):
+    m = random_model(7, dim, n_s, substrate=substrate, k_B=0.8)
+    n = 4
+    s = random_state(3, n, dim, n_s, 0.9)
+    pairs = find_pairs(s.r, H)
+    dt = 0.01
+    nsamp = 10_000
+    gen = torch.Generator().manual_seed(11)
+    with torch.no_grad():
+        ns = m.compute(s, pairs)
+        # batch the 10^4 draws by stacking independent calls
+        draws = []
+        for _ in range(nsamp):
+            dv, dS = m.noise(s, pairs, dt, gen, ns=ns)
+            draws.append(torch.cat([dv.reshape(-1), dS.reshape(-1)]))
+        X = torch.stack(draws)
+        want = (2 * m.config.k_B * dt * m.dense_M(s, pairs))[n * dim:, n * dim:]
+    emp = X.T @ X / nsamp   # zero-mean noise: second moment is the covariance
+    dg = torch.diagonal(want)
+    se = torch.sqrt((dg[:, None] * dg[None, :] + want ** 2) / nsamp)
+    z = (emp - want) / (se + 1e-300)
+    assert float(X.mean(0).abs().max() / dg.sqrt().max()) < 5 / math.sqrt(nsamp)
+    assert float(z.abs().max()) < 5.0
+    assert float((emp - want).norm() / want.norm()) < 0.05
+
+
+# ----------------------------------------------------------------- guarantee 5: invariance
+def _rotation(dim, seed):
+    g = torch.Generator().manual_seed(seed)
+    Q, _ = torch.linalg.qr(torch.randn(dim, dim, generator=g, dtype=torch.float64))
+    return Q
+
+
+@given(cases)
+@settings(**SETTINGS)
+def test_invariance_rotation_translation_permutation(case):
+    seed, dim, n_s, substrate = case
+    m = random_model(seed, dim, n_s, substrate=substrate, deviatoric=bool(seed % 2))
+    n = 12
+    s = random_state(seed, n, dim, n_s, 1.6)
+    Q = _rotation(dim, seed)
+    shift = torch.randn(dim, dtype=torch.float64) * 5
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+
+    def evaluate(r, v, S):
+        pairs = find_pairs(r, H)
+        S_enc = m.initial_S(r, pairs)
+        st_ = State(r, v, S)
+        E = m.total_energy(st_, pairs)
+        ns = m.compute(st_, pairs)
+        _, dv, dS = m.drift(st_, pairs, ns=ns)
+        return E.detach(), S_enc.detach(), ns.force.detach(), dv.detach(), dS.detach()
+
+    E0, S0, F0, a0, s0 = evaluate(s.r, s.v, s.S)
+    r1 = (s.r @ Q.T + shift)[perm]
+    v1 = (s.v @ Q.T)[perm]
+    E1, S1, F1, a1, s1 = evaluate(r1, v1, s.S[perm])
+    tol = dict(rtol=1e-9, atol=1e-10)
+    assert torch.allclose(E1, E0, **tol)
+    assert torch.allclose(S1, S0[perm], **tol)
+    assert torch.allclose(F1, (F0 @ Q.T)[perm], **tol)
+    assert torch.allclose(a1, (a0 @ Q.T)[perm], **tol)
+    assert torch.allclose(s1, s0[perm], **tol)
+
+
+# ----------------------------------------------------------------- physics of the parts
+@given(st.integers(0, 1000), st.sampled_from([1, 2]))
+@settings(**SETTINGS)
+def test_internal_energy_convex_monotone(seed, n_s):
+    m = random_model(seed, 2, n_s)
+    g = torch.Generator().manual_seed(seed)
+    S = torch.randn(200, n_s, generator=g, dtype=torch.float64) * 4
+    dens = torch.rand(200, generator=g, dtype=torch.float64) * 5 + 0.05
+    U, T, Pd, theta, kappa = m.particle_terms(S, dens)
+    assert bool((T > 0).all()) and bool((theta > 0).all()) and bool((kappa > 0).all())
+    assert bool((Pd > 0).all())   # dU/d(density) > 0  <=>  pressure -dU/dV > 0
+    x = torch.cat([S, (1 / dens).unsqueeze(-1)], -1)[:20]
+
+    def u(xx):
+        return m.config.theta_ref * m.energy(xx[:, :n_s], xx[:, n_s] / m.config.volume_ref).sum()
+
+    Hs = torch.autograd.functional.hessian(u, x)
+    for a in range(20):
+        blk = Hs[a, :, a, :]
+        assert float(torch.linalg.eigvalsh(blk).min()) > -1e-10   # jointly convex in (S, V)
+
+
+def test_kernel_and_coefficients_vanish_beyond_cutoff():
+    m = random_model(1)
+    q = torch.linspace(0, 1.5, 301, dtype=torch.float64)
+    W, dW, coef = m.pair_functions(q)
+    assert bool((W[q >= 1] == 0).all()) and bool((dW[q >= 1] == 0).all())
+    assert bool((coef[q >= 1] == 0).all()) and bool((coef >= 0).all())
+    assert bool((dW <= 0).all())
+
+
+# ----------------------------------------------------------------- integration
+def test_rollout_reproducible_and_seed_dependent():
+    m = random_model(5, 2, 1)
+    s = random_state(5, 30, 2, 1, 3.0)
+    box = torch.tensor([3.0, 3.0], dtype=torch.float64)
+    a = rollout(m, s, 20, 0.005, box=box, seed=123)
+    b = rollout(m, s, 20, 0.005, box=box, seed=123)
+    c = rollout(m, s, 20, 0.005, box=box, seed=124)
+    assert torch.equal(a.r, b.r) and torch.equal(a.S, b.S)
+    assert not torch.equal(a.r, c.r)
+
+
+def test_verlet_skin_does_not_change_deterministic_rollout():
+    m = random_model(6, 2, 1)
+    s = random_state(6, 40, 2, 1, 4.0)
+    box = torch.tensor([4.0, 4.0], dtype=torch.float64)
+    a = rollout(m, s, 30, 0.01, box=box, noise=False, skin=0.5)
+    b = rollout(m, s, 30, 0.01, box=box, noise=False, skin=0.0)
+    assert b.n_neighbour_builds == 30 and a.n_neighbour_builds < 30
+    assert torch.allclose(a.r, b.r, atol=1e-12)
+
+
+def test_boundary_particles_are_prescribed():
+    m = random_model(8, 2, 1)
+    s = random_state(8, 20, 2, 1, 2.0)
+    boundary = torch.zeros(20, dtype=torch.bool)
+    boundary[:5] = True
+    out = rollout(m, s, 10, 0.01, boundary=boundary, seed=1)
+    assert torch.equal(out.r[:, :5], s.r[:5].expand(11, 5, 2))
+    assert not torch.equal(out.r[-1, 5:], s.r[5:])
+
+
+@pytest.mark.slow
+def test_long_stochastic_run_mean_energy_does_not_drift():
+    """Ensemble of stochastic runs: the mean total energy stays at its initial value; the
+    same runs without the Ito term drift (shows the test can see a drift)."""
+    m = random_model(2, 2, 1, substrate=True, k_B=0.5)
+    s = random_state(2, 16, 2, 1, 2.0)
+    box = torch.tensor([2.0, 2.0], dtype=torch.float64)
+    dt, steps, reps = 2e-3, 300, 24
+
+    def run(ito):
+        dE = []
+        for rep in range(reps):
+            gen = torch.Generator().manual_seed(rep)
+            cur = s.clone()
+            nl = NeighbourList(H, 0.3, box)
+            E0 = float(m.total_energy(cur, nl.update(cur.r), box))
+            with torch.no_grad():
+                for _ in range(steps):
+                    pairs = nl.update(cur.r)
+                    ns = m.compute(cur, pairs, box)
+                    _, dv, dS = m.drift(cur, pairs, box, ns=ns, ito=ito)
+                    nv, nS = m.noise(cur, pairs, dt, gen, box, ns=ns)
+                    v = cur.v + dv * dt + nv
+                    cur = State(torch.remainder(cur.r + v * dt, box), v, cur.S + dS * dt + nS)
+            dE.append(float(m.total_energy(cur, nl.update(cur.r), box)) - E0)
+        dE = np.array(dE)
+        return dE.mean(), dE.std(ddof=1) / np.sqrt(reps)
+
+    mean_ito, se_ito = run(True)
+    mean_no, se_no = run(False)
+    assert abs(mean_ito) < 4 * se_ito + 1e-3
+    assert abs(mean_no) > 4 * se_no
