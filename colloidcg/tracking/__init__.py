@@ -1,0 +1,268 @@
+"""Sub-pixel tracking of colloids: video in, trackpy-schema trajectories out.
+
+>>> from colloidcg.tracking import track
+>>> result = track("experiment.tif")                   # doctest: +SKIP
+>>> result.tracks.head()                                # frame, particle, x, y, ...
+>>> result.params.diameter, result.params.sources       # what was used, and why
+
+Detection and linking are trackpy's; positions are then refined by fitting every spot
+jointly with its neighbours (:mod:`colloidcg.tracking.refine`), which removes the bias
+that overlapping neighbours give centroids in dense packings. Parameters not given are
+estimated from the data (:mod:`colloidcg.tracking.params`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..errors import ParameterError, TrackingError
+from ..outputs import provenance, write_table
+from .link import add_velocities, estimate_drift, filter_stubs, link, subtract_drift
+from .locate import locate_frame, locate_many, prepare
+from .params import (TrackParams, blob_sigma, spot_scale, suggest_diameter, suggest_invert,
+                     suggest_minmass, suggest_search_range, suggest_separation)
+from .refine import refine_jointly
+
+__all__ = ["track", "TrackParams", "TrackResult", "locate_frame", "refine_jointly",
+           "suggest_parameters"]
+
+
+@dataclass
+class TrackResult:
+    """What :func:`track` returns.
+
+    Attributes
+    ----------
+    tracks : DataFrame
+        frame, particle, x, y [, z] (px), mass, size, ecc, signal, raw_mass, ep,
+        vx, vy [, vz] (px/frame); with drift subtraction also x_image, y_image.
+    params : TrackParams
+        The parameters used, every ``None`` resolved; ``params.sources`` says for each
+        whether it was given or estimated.
+    meta : dict
+        The video's description (path, frames, shape, fps, um_per_px and their sources).
+    drift : DataFrame or None
+        Cumulative drift per frame (px) when it was estimated.
+    """
+
+    tracks: pd.DataFrame
+    params: TrackParams
+    meta: dict[str, Any]
+    drift: pd.DataFrame | None = None
+
+    def sidecar(self) -> dict[str, Any]:
+        fps, ump = self.meta.get("fps"), self.meta.get("um_per_px")
+        extra = {"video": self.meta, "n_particles": int(self.tracks["particle"].nunique()),
+                 "n_rows": len(self.tracks)}
+        if self.drift is not None:
+            extra["drift_px"] = {c: self.drift[c].round(4).tolist() for c in self.drift.columns}
+        return provenance(
+            "track", {"video": self.meta.get("path")}, _jsonable(dataclasses.asdict(self.params)),
+            units={"x": "px", "y": "px", "z": "px", "frame": "frame", "vx": "px/frame",
+                   "vy": "px/frame", "fps": fps, "um_per_px": ump,
+                   "um_per_slice": self.meta.get("um_per_slice")},
+            **extra)
+
+    def save(self, out_dir: str | Path, overwrite: bool = False) -> Path:
+        """Write OUT_DIR/tracks.parquet and OUT_DIR/tracks.json (atomically)."""
+        from ..outputs import check_writable
+
+        out = Path(out_dir) / "tracks.parquet"
+        check_writable([out, out.with_suffix(".json")], overwrite)
+        return write_table(out, self.tracks, self.sidecar())
+
+
+def _jsonable(d):
+    if isinstance(d, dict):
+        return {k: _jsonable(v) for k, v in d.items()}
+    if isinstance(d, (tuple, list)):
+        return [_jsonable(v) for v in d]
+    if isinstance(d, np.generic):
+        return d.item()
+    return d
+
+
+def _frame_range(params: TrackParams, n: int, path) -> range:
+    if params.frames is None:
+        return range(n)
+    start, stop = params.frames
+    if not (0 <= start < stop <= n):
+        raise ParameterError(f"frames: range {start}..{stop} is outside the video {path}, "
+                             f"which has frames 0..{n - 1} (stop is exclusive, at most {n})")
+    return range(start, stop)
+
+
+def _nn_spacing(x: np.ndarray, y: np.ndarray) -> float:
+    from scipy.spatial import cKDTree
+
+    if len(x) < 2:
+        return float("nan")
+    d, _ = cKDTree(np.c_[x, y]).query(np.c_[x, y], k=2)
+    return float(np.median(d[:, 1]))
+
+
+def suggest_parameters(frame: np.ndarray, params: TrackParams | None = None) -> TrackParams:
+    """Fill ``invert``, ``diameter``, ``separation`` and ``minmass`` from one frame.
+
+    Values already set in ``params`` are kept. ``params.sources`` records for each
+    parameter "given" or "estimated". Raises :class:`TrackingError` if nothing
+    particle-like is found.
+    """
+    import trackpy as tp
+
+    p = dataclasses.replace(params) if params is not None else TrackParams()
+    p.sources = dict(p.sources)
+    ndim = frame.ndim
+    p.validate(ndim)
+    for name in ("invert", "diameter", "separation", "minmass", "search_range"):
+        p.sources.setdefault(name, "given" if getattr(p, name) is not None else "estimated")
+    if p.invert is None:
+        p.invert = suggest_invert(frame)
+    img = prepare(frame, p.invert, p.roi)
+    spacing = float("nan")
+    if p.diameter is None:
+        plane = img if ndim == 2 else img.max(axis=0)
+        s0 = blob_sigma(plane)
+        if not np.isfinite(s0):
+            raise TrackingError("no particles found: nothing spot-like in the first frame; "
+                                "check the video or give --diameter and --invert")
+        sig = np.full(ndim, s0)
+        if ndim == 3:
+            s_ac, _ = spot_scale(img)
+            sig[0] = s0 * s_ac[0] / s_ac[1:].mean()
+        d0 = suggest_diameter(sig)
+        f0 = tp.locate(img, d0 if ndim == 3 else d0[0], minmass=0,
+                       separation=[max(2.0, 0.6 * d) for d in d0] if ndim == 3 else max(2.0, 0.6 * d0[0]),
+                       engine="numba")
+        if len(f0) == 0:
+            raise TrackingError("no particles found in the first frame; check the video or "
+                                "give --diameter, --minmass and --invert")
+        keep = f0["mass"].to_numpy() >= suggest_minmass(f0["mass"].to_numpy())
+        f0 = f0[keep]
+        spacing = _nn_spacing(f0["x"].to_numpy(), f0["y"].to_numpy())
+        if ndim == 2 and len(f0) >= 3:
+            r = refine_jointly(img, f0["x"].to_numpy(), f0["y"].to_numpy(), s0, add_missed=False)
+            ok = r["converged"]
+            if ok.sum() >= 3:
+                sig = np.full(2, float(np.median(r["sigma"][ok])))
+        dia = suggest_diameter(sig)
+        p.diameter = dia[0] if ndim == 2 else dia
+    dia_t = p.diameter if isinstance(p.diameter, tuple) else (p.diameter,) * ndim
+    if p.separation is None:
+        if not np.isfinite(spacing):
+            f1 = tp.locate(img, p.diameter, minmass=0, engine="numba")
+            if len(f1):
+                f1 = f1[f1["mass"] >= suggest_minmass(f1["mass"].to_numpy())]
+                spacing = _nn_spacing(f1["x"].to_numpy(), f1["y"].to_numpy())
+        sep = suggest_separation(dia_t, np.full(ndim, spacing))
+        p.separation = sep[0] if ndim == 2 else sep
+    if p.minmass is None:
+        f2 = tp.locate(img, p.diameter, minmass=0, separation=p.separation, engine="numba")
+        if len(f2) == 0:
+            raise TrackingError(f"no particles found in the first frame with diameter={p.diameter}; "
+                                "check the video, --diameter and --invert")
+        p.minmass = suggest_minmass(f2["mass"].to_numpy())
+    return p
+
+
+def track(video, params: TrackParams | dict | None = None, progress: bool = True,
+          **overrides) -> TrackResult:
+    """Locate and link every particle of a video.
+
+    Parameters
+    ----------
+    video : path, :class:`colloidcg.io.Video` or ndarray (T, Y, X) / (T, Z, Y, X)
+        The frames. A path is opened with :func:`colloidcg.io.open_video`.
+    params : TrackParams or dict, optional
+        Parameters; any left ``None`` are estimated from the data.
+    progress : bool
+        Show progress bars (tqdm) on stderr.
+    **overrides
+        Any :class:`TrackParams` field, e.g. ``diameter=11, minmass=500``.
+
+    Returns
+    -------
+    TrackResult
+        ``.tracks`` in the trackpy schema (px, frames), ``.params`` as resolved.
+
+    Raises
+    ------
+    VideoError, ParameterError, TrackingError
+        With one-line messages naming the file or parameter.
+    """
+    from ..io import Video, open_video
+
+    if isinstance(params, dict):
+        params = TrackParams.from_dict(params)
+    p = dataclasses.replace(params) if params is not None else TrackParams()
+    for k, v in overrides.items():
+        if not hasattr(p, k) or k == "sources":
+            raise ParameterError(f"{k}: not a tracking parameter")
+        setattr(p, k, v)
+    if isinstance(video, (str, Path)):
+        video = open_video(video)
+    if isinstance(video, Video):
+        meta = video.meta.as_dict()
+        cfg_track = video.meta.config.get("track", {})
+        given = {k for k, v in overrides.items() if v is not None}
+        for k, v in cfg_track.items():   # colloidcg.toml [track] fills what was not given
+            if k not in given and (params is None or getattr(params, k, None) is None):
+                if not hasattr(p, k) or k == "sources":
+                    raise ParameterError(f"{video.meta.path}: colloidcg.toml [track] has unknown key '{k}'")
+                setattr(p, k, tuple(v) if isinstance(v, list) else v)
+                p.sources = {**p.sources, k: "colloidcg.toml"}
+        path = video.meta.path
+    else:
+        video = np.asarray(video)
+        if video.ndim not in (3, 4) or video.shape[0] == 0:
+            raise ParameterError(f"video: expected an array of shape (T, Y, X) or (T, Z, Y, X) with "
+                                 f"T >= 1, got {video.shape}")
+        meta = {"path": None, "n_frames": video.shape[0], "frame_shape": list(video.shape[1:]),
+                "fps": None, "um_per_px": None}
+        path = "<array>"
+    n = len(video)
+    frames = _frame_range(p, n, path)
+    first = np.asarray(video[frames.start])
+    p.validate(first.ndim)
+    if p.roi is not None:
+        h, w = first.shape[-2:]
+        x0, y0, x1, y1 = p.roi
+        if not (0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h):
+            raise ParameterError(f"roi: {p.roi} is outside the {w} x {h} px frames of {path}")
+    p = suggest_parameters(first, p)
+    kwargs = dict(diameter=p.diameter, separation=p.separation, minmass=p.minmass,
+                  invert=p.invert, roi=p.roi, refine=p.refine)
+    features = locate_many(video, frames, processes=p.processes, progress=progress, **kwargs)
+    if len(features) == 0:
+        raise TrackingError(f"no particles found in {path} with diameter={p.diameter}, "
+                            f"minmass={p.minmass:.4g}, invert={p.invert}; check these parameters")
+    if p.search_range is None:
+        pos = ["z", "y", "x"] if "z" in features else ["y", "x"]
+        f0 = features[features["frame"] == frames.start][pos].to_numpy()
+        nxt = frames.start + 1 if len(frames) > 1 else frames.start
+        f1 = features[features["frame"] == nxt][pos].to_numpy()
+        spacing = _nn_spacing(f0[:, -1], f0[:, -2]) if len(f0) > 1 else float("nan")
+        p.search_range = round(suggest_search_range(f0, f1, spacing), 3)
+    tracks = link(features, p.search_range, p.memory)
+    tracks = filter_stubs(tracks, min(p.min_length, len(frames)))
+    if len(tracks) == 0:
+        raise TrackingError(f"no trajectories of at least {p.min_length} frames in {path}; "
+                            "lower --min-length or check --search-range")
+    drift = None
+    if p.subtract_drift:
+        drift = estimate_drift(tracks)
+        tracks = subtract_drift(tracks, drift)
+    tracks = add_velocities(tracks)
+    pos = ["z", "y", "x"] if "z" in tracks else ["y", "x"]
+    first_cols = ["frame", "particle", "x", "y"] + (["z"] if "z" in tracks else [])
+    rest = [c for c in tracks.columns if c not in first_cols]
+    tracks = tracks[first_cols + rest]
+    tracks["frame"] = tracks["frame"].astype(np.int64)
+    tracks["particle"] = tracks["particle"].astype(np.int64)
+    return TrackResult(tracks=tracks, params=p, meta=meta, drift=drift)

@@ -1,0 +1,82 @@
+"""From per-frame features to trajectories: linking, drift, velocities, stubs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ..errors import TrackingError
+
+
+def link(features: pd.DataFrame, search_range: float, memory: int) -> pd.DataFrame:
+    """Link features into trajectories with trackpy; adds the ``particle`` column.
+
+    Parameters
+    ----------
+    features : DataFrame
+        frame, x, y [, z] (px) ...
+    search_range : float
+        Largest displacement between frames (px).
+    memory : int
+        Frames a particle may vanish for and keep its identity.
+    """
+    import trackpy as tp
+
+    pos = ["z", "y", "x"] if "z" in features else ["y", "x"]
+    try:
+        linked = tp.link(features, search_range, memory=memory, pos_columns=pos,
+                         adaptive_stop=0.5, adaptive_step=0.9, link_strategy="auto")
+    except tp.SubnetOversizeException:
+        raise TrackingError(
+            f"linking with search_range={search_range:.3g} px met an unsolvably large group of "
+            "candidate links; pass a smaller --search-range") from None
+    return linked.reset_index(drop=True)
+
+
+def estimate_drift(tracks: pd.DataFrame) -> pd.DataFrame:
+    """Cumulative collective drift per frame (px), indexed by frame: columns y, x [, z]."""
+    import trackpy as tp
+
+    pos = ["z", "y", "x"] if "z" in tracks else ["y", "x"]
+    return tp.compute_drift(tracks, pos_columns=pos)
+
+
+def subtract_drift(tracks: pd.DataFrame, drift: pd.DataFrame) -> pd.DataFrame:
+    """New table with the drift removed from x, y [, z]; image positions kept as x_image, y_image."""
+    out = tracks.copy()
+    d = drift.reindex(out["frame"].to_numpy()).fillna(0.0)
+    for c in drift.columns:
+        out[f"{c}_image"] = out[c]
+        out[c] = out[c].to_numpy() - d[c].to_numpy()
+    return out
+
+
+def add_velocities(tracks: pd.DataFrame) -> pd.DataFrame:
+    """New table with vx, vy [, vz] in px/frame from finite differences along each track.
+
+    Central differences where a particle is present in the frames before and after,
+    one-sided differences at track ends and gaps, NaN for single-frame tracks.
+    """
+    pos = [c for c in ("x", "y", "z") if c in tracks]
+    t = tracks.sort_values(["particle", "frame"], kind="stable")
+    same = t["particle"].to_numpy()
+    fr = t["frame"].to_numpy()
+    has_next = np.r_[(same[1:] == same[:-1]) & (fr[1:] - fr[:-1] == 1), False]
+    has_prev = np.r_[False, has_next[:-1]]
+    out = t.copy()
+    for c in pos:
+        v = t[c].to_numpy()
+        fwd = np.r_[v[1:] - v[:-1], np.nan]
+        bwd = np.r_[np.nan, v[1:] - v[:-1]]
+        vel = np.where(has_next & has_prev, 0.5 * (fwd + bwd),
+                       np.where(has_next, fwd, np.where(has_prev, bwd, np.nan)))
+        out[f"v{c}"] = vel
+    return out.sort_values(["frame", "particle"], kind="stable").reset_index(drop=True)
+
+
+def filter_stubs(tracks: pd.DataFrame, min_length: int) -> pd.DataFrame:
+    """Drop trajectories present in fewer than ``min_length`` frames."""
+    if min_length <= 1:
+        return tracks
+    counts = tracks.groupby("particle")["frame"].transform("size")
+    return tracks[counts >= min_length].reset_index(drop=True)
