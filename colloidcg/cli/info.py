@@ -61,4 +61,9 @@ def run(args) -> int:
         if m.timestamps is not None:
             t = m.timestamps
             print(f"timestamps  {len(t)} in file, {t[0]:.6g} .. {t[-1]:.6g} s")
+            if len(t) > 1 and t[-1] > t[0]:
+                rate = (len(t) - 1) / (t[-1] - t[0])
+                note = "" if not m.fps or abs(rate / m.fps - 1) < 0.01 else \
+                    " (differs from the header's fps: frames may have been skipped when saving)"
+                print(f"            {rate:.6g} frames/s from the timestamps{note}")
     return 0

@@ -1,0 +1,44 @@
+"""Pictures of results (matplotlib, Agg backend: works without a display)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+
+def _figure(size=(6.4, 6.4)):
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt, plt.figure(figsize=size, dpi=100)
+
+
+def plot_tracks(image: np.ndarray, tracks: pd.DataFrame, path: str | Path, title: str = "",
+                tail: int = 20) -> Path:
+    """The first frame with each trajectory's first ``tail`` positions drawn over it (PNG)."""
+    import io
+
+    plt, fig = _figure()
+    ax = fig.add_subplot(111)
+    ax.imshow(image, cmap="gray", interpolation="nearest")
+    t0 = int(tracks["frame"].min())
+    seg = tracks[(tracks["frame"] >= t0) & (tracks["frame"] < t0 + tail)]
+    for _, g in seg.groupby("particle"):
+        ax.plot(g["x"].to_numpy(), g["y"].to_numpy(), lw=0.8)
+    first = tracks[tracks["frame"] == t0]
+    ax.plot(first["x"], first["y"], "r+", ms=4, mew=0.6)
+    ax.set_title(title or f"{tracks['particle'].nunique()} tracks")
+    ax.set_xlim(-0.5, image.shape[1] - 0.5)
+    ax.set_ylim(image.shape[0] - 0.5, -0.5)
+    ax.set_xlabel("x (px)")
+    ax.set_ylabel("y (px)")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    plt.close(fig)
+    from .outputs import atomic_write_bytes as write
+
+    return write(path, buf.getvalue())
