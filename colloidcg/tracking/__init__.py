@@ -137,9 +137,9 @@ def suggest_parameters(frame: np.ndarray, params: TrackParams | None = None) -> 
             s_ac, _ = spot_scale(img)
             sig[0] = s0 * s_ac[0] / s_ac[1:].mean()
         d0 = suggest_diameter(sig)
-        f0 = tp.locate(img, d0 if ndim == 3 else d0[0], minmass=0,
-                       separation=[max(2.0, 0.6 * d) for d in d0] if ndim == 3 else max(2.0, 0.6 * d0[0]),
-                       engine="numba")
+        # trackpy's default separation (diameter + 1) here: a smaller one lets pixel noise
+        # swamp the mass distribution that minmass is read from.
+        f0 = tp.locate(img, d0 if ndim == 3 else d0[0], minmass=0, engine="numba")
         if len(f0) == 0:
             raise TrackingError("no particles found in the first frame; check the video or "
                                 "give --diameter, --minmass and --invert")

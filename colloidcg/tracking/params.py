@@ -173,20 +173,28 @@ def spot_scale(frame: np.ndarray, invert: bool = False) -> tuple[np.ndarray, np.
 
 
 def blob_sigma(frame: np.ndarray, invert: bool = False) -> float:
-    """Median Laplacian-of-Gaussian blob width (px) of a 2D frame (a crop of <= 384 px)."""
+    """Median Laplacian-of-Gaussian blob width (px) of a 2D frame (a crop of <= 384 px).
+
+    The frame is lightly smoothed, flattened and divided by its robust noise level, so
+    only blobs at least 5 noise-sigmas strong count: pixel noise is never taken for spots.
+    """
     from skimage.feature import blob_log
 
     img = frame.astype(np.float64)
     if invert:
         img = img.max() - img
-    img = img[:384, :384]
-    img = _flatten_background(img)
-    lo, hi = np.percentile(img, [1, 99.9])
-    img = (img - lo) / max(hi - lo, 1e-12)
+    crop = img[:384, :384]
+    img = _flatten_background(ndimage.gaussian_filter(crop, 1.0))
+    # Pixel noise from the finest scale (robust even when spots fill the frame), scaled to
+    # what remains of white noise after the 1 px smoothing (factor 1 / (2 sqrt(pi))).
+    hf = crop - ndimage.gaussian_filter(crop, 1.0)
+    noise = 1.4826 * np.median(np.abs(hf - np.median(hf))) / (2 * np.sqrt(np.pi))
+    z = np.clip(img / max(noise, 1e-12), 0, None)
     max_sigma = max(2.0, min(img.shape) / 8)
-    blobs = blob_log(img, min_sigma=0.7, max_sigma=max_sigma, num_sigma=int(4 * max_sigma),
-                     threshold_rel=0.1, overlap=1.0)
-    return float(np.median(blobs[:, 2])) if len(blobs) else float("nan")
+    blobs = blob_log(z, min_sigma=1.0, max_sigma=max_sigma, num_sigma=int(4 * max_sigma),
+                     threshold=5.0, overlap=1.0)
+    # Undo the 1 px smoothing: widths add in quadrature.
+    return float(np.sqrt(max(np.median(blobs[:, 2]) ** 2 - 1.0, 0.5))) if len(blobs) else float("nan")
 
 
 def suggest_diameter(sigma: np.ndarray) -> tuple[int, ...]:

@@ -1,0 +1,182 @@
+"""Tracking accuracy against known truth, automatic parameters, real files, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import trackpy as tp
+
+from colloidcg.errors import ParameterError, TrackingError
+from colloidcg.synthetic import SynthConfig, make_video
+from colloidcg.tracking import TrackParams, refine_jointly, track
+from colloidcg.tracking.accuracy import score_tracks
+from colloidcg.tracking.link import add_velocities
+from colloidcg.tracking.params import suggest_minmass, suggest_search_range
+
+tp.quiet()
+
+
+@pytest.fixture(scope="module")
+def dense():
+    """Area fraction 0.8, bidisperse (13.3/18.7 px), fluorescence noise, 16-bit."""
+    return make_video(SynthConfig.preset("accuracy", n_frames=8, seed=3))
+
+
+@pytest.fixture(scope="module")
+def dense_result(dense):
+    frames, truth, meta = dense
+    return track(frames, progress=False, processes=1)
+
+
+def test_dense_accuracy_with_automatic_parameters(dense, dense_result):
+    frames, truth, _ = dense
+    s = score_tracks(dense_result.tracks, truth, frames.shape[1:], margin=16, match_radius=4)
+    assert s.recall >= 0.99 and s.precision >= 0.99
+    assert s.rms_error <= 0.15
+    assert s.link_accuracy >= 0.99
+    assert set(dense_result.params.sources.values()) == {"estimated"}
+
+
+def test_joint_refinement_beats_centroids(dense, dense_result):
+    frames, truth, _ = dense
+    p = dense_result.params
+    plain = track(frames, progress=False, processes=1, diameter=p.diameter, minmass=p.minmass,
+                  separation=p.separation, search_range=p.search_range, refine=False)
+    s_plain = score_tracks(plain.tracks, truth, frames.shape[1:], margin=16, match_radius=4)
+    s_joint = score_tracks(dense_result.tracks, truth, frames.shape[1:], margin=16, match_radius=4)
+    assert s_joint.rms_error < 0.9 * s_plain.rms_error
+
+
+def test_dark_particles_detected_and_tracked(dense):
+    frames, truth, _ = dense
+    inverted = np.iinfo(frames.dtype).max - frames[:4]
+    r = track(inverted, progress=False, processes=1)
+    assert r.params.invert is True
+    s = score_tracks(r.tracks, truth[truth.frame < 4], frames.shape[1:], margin=16, match_radius=4)
+    assert s.recall >= 0.99 and s.precision >= 0.99 and s.rms_error <= 0.2
+
+
+def _spots(points, amp, sigma, shape, bg=10.0):
+    from scipy.special import erf
+
+    img = np.full(shape, bg)
+    u = np.arange(shape[1])
+    v = np.arange(shape[0])
+    k = np.sqrt(2) * sigma
+    for (x, y), a in zip(points, amp):
+        gx = 0.5 * (erf((u + 0.5 - x) / k) - erf((u - 0.5 - x) / k))
+        gy = 0.5 * (erf((v + 0.5 - y) / k) - erf((v - 0.5 - y) / k))
+        img += a * np.outer(gy, gx)
+    return img
+
+
+def test_refinement_exact_on_noise_free_overlapping_spots():
+    # A triangular cluster of strongly overlapping spots (4.2 sigma apart), all in view.
+    rng = np.random.default_rng(2)
+    pts = np.array([[30.3, 30.1], [45.9, 30.7], [38.2, 43.6], [53.4, 43.9], [22.6, 43.2]])
+    pts += rng.normal(0, 0.3, pts.shape)
+    img = _spots(pts, [3000, 3300, 2800, 3100, 2900], 3.7, (80, 80))
+    start = pts + rng.normal(0, 0.4, pts.shape)
+    r = refine_jointly(img, start[:, 0], start[:, 1], 3.5, add_missed=False)
+    err = np.hypot(r["x"] - pts[:, 0], r["y"] - pts[:, 1])
+    assert err.max() < 0.01
+    np.testing.assert_allclose(r["sigma"], 3.7, atol=0.01)
+
+
+def test_minmass_threshold_separates_noise_from_particles():
+    rng = np.random.default_rng(0)
+    noise = rng.lognormal(np.log(50), 0.3, 300)
+    parts = rng.lognormal(np.log(2000), 0.15, 500)
+    t = suggest_minmass(np.r_[noise, parts])
+    assert (noise > t).mean() < 0.01 and t < parts.min()
+    # Unimodal: keep everything particle-like.
+    assert suggest_minmass(parts) < parts.min()
+
+
+def test_search_range_follows_displacements():
+    rng = np.random.default_rng(0)
+    p0 = np.stack(np.meshgrid(np.arange(0, 300, 15.0), np.arange(0, 300, 15.0)), -1).reshape(-1, 2)
+    small = suggest_search_range(p0, p0 + rng.normal(0, 0.3, p0.shape), 15)
+    large = suggest_search_range(p0, p0 + rng.normal(0, 1.5, p0.shape), 15)
+    assert 1 <= small < large <= 0.45 * 15
+
+
+def test_velocities_by_finite_differences():
+    t = pd.DataFrame({"frame": np.r_[0:5, 0:2], "particle": [0] * 5 + [1] * 2,
+                      "x": np.r_[np.arange(5) * 2.0, [1.0, 4.0]], "y": np.r_[np.arange(5) ** 2.0, [0, 0]]})
+    v = add_velocities(t)
+    p0 = v[v.particle == 0].sort_values("frame")
+    np.testing.assert_allclose(p0.vx, 2.0)
+    np.testing.assert_allclose(p0.vy, [1, 2, 4, 6, 7])   # central inside, one-sided at ends
+    np.testing.assert_allclose(v[v.particle == 1].vx, 3.0)
+
+
+def test_drift_subtraction_recovers_stage_drift():
+    frames, truth, _ = make_video(SynthConfig.preset("accuracy", n_frames=12, seed=5, drift=(0.4, -0.25),
+                                                     bit_depth=8, photons=300))
+    r = track(frames, progress=False, processes=1, subtract_drift=True)
+    slope = np.polyfit(r.drift.index.to_numpy(), r.drift[["x", "y"]].to_numpy(), 1)[0]
+    np.testing.assert_allclose(slope, [0.4, -0.25], atol=0.03)
+    assert {"x_image", "y_image"} <= set(r.tracks.columns)
+
+
+def test_frame_range_and_roi(dense):
+    frames, truth, _ = dense
+    r = track(frames, progress=False, processes=1, frames=(2, 5), roi=(40, 30, 200, 220))
+    t = r.tracks
+    assert sorted(t.frame.unique()) == [2, 3, 4]
+    assert t.x.min() >= 39.5 and t.x.max() < 199.5 and t.y.min() >= 29.5 and t.y.max() < 219.5
+
+
+# ---------------------------------------------------------------- real data
+def test_stuck_particles_noise_floor(shared_data):
+    r = track(shared_data / "stuck.tif", progress=False, processes=1)
+    t = r.tracks
+    full = t.groupby("particle").filter(lambda g: len(g) == 5)
+    assert full.particle.nunique() >= 35          # ~44 particles, all immobile
+    # Apparent motion of particles that do not move = localisation noise floor.
+    floor = np.sqrt(full.groupby("particle")[["x", "y"]].var(ddof=1).mean().mean())
+    print(f"stuck.tif noise floor: {floor:.4f} px per axis over {full.particle.nunique()} particles")
+    assert floor < 0.1
+
+
+def test_brightfield_rings_tracked(shared_data):
+    # Rings (dark edge, bright centre): located as inverted blobs the size of the ring,
+    # without the Gaussian-spot refinement (see README, "Bright-field rings").
+    r = track(shared_data / "brightfield", progress=False, processes=1, invert=True,
+              diameter=21, refine=False)
+    t = r.tracks
+    long = t.groupby("particle").size()
+    assert (long == 50).sum() == 5       # the five colloids, each followed through all 50 frames
+    # Found particles sit on the rings' bright centres, not on background.
+    from colloidcg.io import open_video
+
+    img = open_video(shared_data / "brightfield")[0].astype(float)
+    f0 = t[t.frame == 0]
+    vals = img[np.rint(f0.y).astype(int), np.rint(f0.x).astype(int)]
+    assert np.median(vals) > np.median(img)
+
+
+# ---------------------------------------------------------------- bad input
+@pytest.mark.parametrize("d", [8, -3, 0, 2.5])
+def test_bad_diameter(dense, d):
+    with pytest.raises(ParameterError, match="diameter must be a positive odd integer"):
+        track(dense[0], progress=False, diameter=d)
+
+
+def test_frame_range_outside(dense):
+    with pytest.raises(ParameterError, match=r"frames: range 5..50 is outside"):
+        track(dense[0], progress=False, frames=(5, 50))
+
+
+def test_no_particles():
+    rng = np.random.default_rng(0)
+    flat = rng.normal(100, 0.5, (3, 64, 64)).astype(np.uint16)
+    with pytest.raises(TrackingError, match="no particles found"):
+        track(flat, progress=False, diameter=9, minmass=1e6)
+
+
+def test_unknown_parameter():
+    with pytest.raises(ParameterError, match="unknown tracking parameter"):
+        TrackParams.from_dict({"diamter": 9})
