@@ -1,0 +1,133 @@
+"""Softness baseline: does local structure predict where the material rearranges?
+
+Following Cubuk et al. (PRL 114, 108001, 2015), a linear classifier on the radial
+structure functions G(i; r) of particle i at frame t predicts whether i rearranges in the
+window [t, t + lag] (its ``rearranging`` label at frame t). Here the classifier is an
+L2-regularised logistic regression on standardised features with balanced class weights
+(scikit-learn). Its decision function is the "softness" S.
+
+The split is by time so that the test measures prediction of the future: rows with
+frame < t_split (the first ``train_fraction`` of the frame range) train the model; rows
+with frame >= t_split + lag are held out, so no training window overlaps a test window.
+Rows flagged ``edge`` and rows with NaN D2min or NaN features are left out. The score is
+the ROC AUC on the held-out rows: 0.5 is chance, 1 perfect.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from ..errors import ColloidcgError, ParameterError
+
+
+@dataclass
+class SoftnessResult:
+    """Outcome of :func:`softness_baseline`.
+
+    Attributes
+    ----------
+    auc : float  ROC AUC on the held-out frames
+    model : sklearn Pipeline (StandardScaler -> LogisticRegression), fitted
+    features : list of the feature columns, in the model's order
+    split_frame : int  first frame not used for training; test frames start at split_frame + lag
+    n_train, n_test : rows used; n_train_pos, n_test_pos : rearranging rows among them
+    """
+
+    auc: float
+    model: object
+    features: list = field(default_factory=list)
+    split_frame: int = 0
+    n_train: int = 0
+    n_test: int = 0
+    n_train_pos: int = 0
+    n_test_pos: int = 0
+
+    def softness(self, table: pd.DataFrame) -> np.ndarray:
+        """Softness S (the classifier's decision function) of every row of ``table``;
+        NaN where a feature is NaN."""
+        X = table[self.features].to_numpy(float)
+        ok = np.isfinite(X).all(axis=1)
+        out = np.full(len(table), np.nan)
+        if ok.any():
+            out[ok] = self.model.decision_function(X[ok])
+        return out
+
+    def summary(self) -> dict:
+        return {"auc": self.auc, "split_frame": self.split_frame, "n_train": self.n_train,
+                "n_test": self.n_test, "n_train_pos": self.n_train_pos, "n_test_pos": self.n_test_pos,
+                "features": list(self.features)}
+
+
+def softness_baseline(table: pd.DataFrame, lag: int, train_fraction: float = 0.5,
+                      features: list[str] | None = None, max_train_rows: int = 200_000,
+                      C: float = 1.0, random_state: int = 0) -> SoftnessResult:
+    """Train the logistic-regression softness baseline and score it on later frames.
+
+    Parameters
+    ----------
+    table : DataFrame
+        A rearrangements table (from :func:`colloidcg.rearrangements.detect`): frame,
+        d2min, rearranging, edge and the radial structure functions ``G_*``.
+    lag : int
+        The lag (frames) the labels were computed with; sets the gap between train and
+        test frames.
+    train_fraction : float in (0, 1)
+        Fraction of the frame range used for training.
+    features : list of str, optional
+        Feature columns; default every ``G_*`` column.
+    max_train_rows : int
+        Training rows are subsampled (uniformly, seeded) to at most this many.
+    C : float
+        Inverse L2 regularisation strength.
+    random_state : int
+
+    Returns
+    -------
+    SoftnessResult
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    if not 0.0 < train_fraction < 1.0:
+        raise ParameterError(f"train_fraction: expected a number between 0 and 1, got {train_fraction!r}")
+    if features is None:
+        features = [c for c in table.columns if str(c).startswith("G_")]
+    need = ["frame", "d2min", "rearranging", "edge"] + list(features)
+    missing = [c for c in need if c not in table.columns]
+    if not features or missing:
+        raise ColloidcgError("softness baseline: the table lacks "
+                             f"{', '.join(missing) or 'radial structure function (G_*) columns'}; "
+                             "run the rearrangements stage with descriptors")
+    X = table[features].to_numpy(float)
+    y = table["rearranging"].to_numpy(bool)
+    frame = table["frame"].to_numpy()
+    use = np.isfinite(X).all(axis=1) & np.isfinite(table["d2min"].to_numpy(float)) \
+        & ~table["edge"].to_numpy(bool)
+    f0, f1 = int(frame.min()), int(frame.max())
+    split = f0 + int(np.ceil(train_fraction * (f1 - f0 + 1)))
+    train = use & (frame < split)
+    test = use & (frame >= split + int(lag))
+    for name, m in (("training", train), ("test", test)):
+        pos = int(y[m].sum())
+        if pos == 0 or pos == int(m.sum()):
+            raise ColloidcgError(
+                f"softness baseline: the {name} frames hold {pos} rearranging and "
+                f"{int(m.sum()) - pos} other usable rows; both classes are needed "
+                f"(try a lower threshold, a longer video, or another train_fraction)")
+    rng = np.random.default_rng(random_state)
+    tr = np.flatnonzero(train)
+    if len(tr) > max_train_rows:
+        tr = np.sort(rng.choice(tr, max_train_rows, replace=False))
+    model = make_pipeline(StandardScaler(),
+                          LogisticRegression(C=C, class_weight="balanced", max_iter=2000))
+    model.fit(X[tr], y[tr])
+    te = np.flatnonzero(test)
+    auc = float(roc_auc_score(y[te], model.decision_function(X[te])))
+    return SoftnessResult(auc=auc, model=model, features=list(features), split_frame=split,
+                          n_train=len(tr), n_test=len(te), n_train_pos=int(y[tr].sum()),
+                          n_test_pos=int(y[te].sum()))

@@ -1,0 +1,19 @@
+"""Structural descriptors of tracked particles: g(r), Voronoi cells, coordination, psi6,
+and the radial structure functions used for "softness" (Cubuk et al. 2015).
+
+All inputs are trackpy-schema tracks in px; see :func:`descriptors` for the columns.
+"""
+
+from .descriptors import DescriptorAccumulator, descriptors
+from .frames import Frames, fov_from_shape, prepare
+from .neighbours import PairChunk, frame_pairs
+from .order import pair_counts, psi_k
+from .radial import DEFAULT_RADII, DEFAULT_WIDTH, feature_names
+from .rdf import cutoff_from_gr, first_minimum, radial_distribution
+from .voronoi import voronoi_2d, voronoi_frames
+
+__all__ = [
+    "descriptors", "DescriptorAccumulator", "Frames", "prepare", "fov_from_shape",
+    "PairChunk", "frame_pairs", "pair_counts", "psi_k", "DEFAULT_RADII", "DEFAULT_WIDTH",
+    "feature_names", "cutoff_from_gr", "first_minimum", "radial_distribution", "voronoi_2d", "voronoi_frames",
+]
