@@ -287,8 +287,8 @@ def test_long_stochastic_run_mean_energy_does_not_drift():
     """Ensemble of stochastic runs: the mean total energy stays at its initial value; the
     same runs without the Ito term drift (shows the test can see a drift)."""
     m = random_model(2, 2, 1, substrate=True, k_B=0.5)
-    s = random_state(2, 16, 2, 1, 2.0)
-    box = torch.tensor([2.0, 2.0], dtype=torch.float64)
+    s = random_state(2, 24, 2, 1, 3.0)
+    box = torch.tensor([3.0, 3.0], dtype=torch.float64)
     dt, steps, reps = 2e-3, 300, 24
 
     def run(ito):
@@ -312,5 +312,6 @@ def test_long_stochastic_run_mean_energy_does_not_drift():
 
     mean_ito, se_ito = run(True)
     mean_no, se_no = run(False)
+    print(mean_ito, se_ito, mean_no, se_no)
     assert abs(mean_ito) < 4 * se_ito + 1e-3
     assert abs(mean_no) > 4 * se_no

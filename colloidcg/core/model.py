@@ -143,7 +143,7 @@ class MetriplecticModel(nn.Module):
         self.raw_w = nn.Parameter(torch.zeros(c.n_s))
         self.raw_alpha = nn.Parameter(torch.zeros(3))  # exponents for A, B, C
         if c.substrate:
-            self.raw_gamma0 = nn.Parameter(torch.tensor(inv_softplus(1.0)))
+            self.raw_gamma0 = nn.Parameter(torch.tensor(inv_softplus(0.5)))
             self.raw_alpha0 = nn.Parameter(torch.tensor(0.0))
         if c.deviatoric:
             self.raw_shear = nn.Parameter(torch.tensor(inv_softplus(0.1)))

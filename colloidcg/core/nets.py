@@ -139,7 +139,7 @@ class PairCoefficients(nn.Module):
         super().__init__()
         self.mlp = MLP(1, n_out, width, depth)
         with torch.no_grad():
-            self.mlp.net[-1].bias.fill_(inv_softplus(1.0))
+            self.mlp.net[-1].bias.fill_(inv_softplus(0.05))
             self.mlp.net[-1].weight.mul_(0.1)
 
     def forward(self, q: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,139 @@
+"""Speed of the metriplectic core: training step and stochastic rollout step.
+
+Setup (issue 4): 2D, about 12 neighbours per particle, pair networks with 2 hidden layers
+of width 50, float32, 2 threads. Each (mode, N) runs in its own process so that its peak
+memory (RSS) is its own.
+
+    python benchmarks/core.py                 # table over N = 1e3, 1e4, 1e5, 1e6
+    python benchmarks/core.py --sizes 1000 10000 --json
+
+Training step: forward (drift, covariance), Gaussian NLL, backward, Adam step.
+Rollout step: neighbour search with a Verlet skin (amortised), drift, noise, update,
+with the pair functions tabulated (error printed) unless --no-tabulate.
+With --json the last line is one JSON object with train_particle_steps_per_s and
+rollout_particle_steps_per_s at N = 1e4 and rollout_peak_rss_gb_1e6.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+import time
+
+
+def _system(n: int, dtype):
+    import torch
+    rho = 1.0
+    h = math.sqrt(12.0 / (math.pi * rho))
+    side = int(math.ceil(math.sqrt(n)))
+    L = side / math.sqrt(rho)
+    g = torch.Generator().manual_seed(0)
+    ij = torch.stack(torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij"), -1).reshape(-1, 2)[:n]
+    r = (ij.to(dtype) + 0.5 + 0.2 * (torch.rand(n, 2, generator=g, dtype=dtype) - 0.5)) / math.sqrt(rho)
+    v = torch.randn(n, 2, generator=g, dtype=dtype)
+    box = torch.tensor([L, L], dtype=dtype)
+    return r, v, box, h
+
+
+def worker(mode: str, n: int, steps: int, tab: bool) -> dict:
+    import resource
+
+    import torch
+    torch.set_num_threads(2)
+    from colloidcg.core import MetriplecticModel, ModelConfig, State, find_pairs, transition_nll
+    from colloidcg.core.graph import NeighbourList
+    from colloidcg.core.integrate import make_generator
+    dtype = torch.float32
+    r, v, box, h = _system(n, dtype)
+    model = MetriplecticModel(ModelConfig(dim=2, cutoff=h, width=50, depth=2, tau=1.0)).to(dtype)
+    out = {"mode": mode, "n": n}
+    if mode == "train":
+        pairs = find_pairs(r, h, box)
+        out["neighbours"] = 2 * pairs.shape[0] / n
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        v_next = v + 0.1 * torch.randn_like(v)
+        valid = torch.ones(n, dtype=torch.bool)
+
+        def one():
+            opt.zero_grad()
+            S = model.initial_S(r, pairs, box)
+            loss, _ = transition_nll(model, State(r, v, S), v_next, valid, pairs, 0.01, box)
+            loss.backward()
+            opt.step()
+        one()
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            one()
+        dt = time.perf_counter() - t0
+    else:
+        err = None
+        if tab:
+            from colloidcg.core.tabulate import tabulate
+            err = tabulate(model)
+        out["tabulation_max_rel_error"] = err
+        nl = NeighbourList(h, 0.3 * h, box)
+        gen = make_generator(0, "cpu")
+        with torch.no_grad():
+            S = model.initial_S(r, find_pairs(r, h, box), box)
+            st = State(r, v * 0.05, S)
+            st = model.step(st, nl.update(st.r), 0.01, generator=gen, box=box)
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                st = model.step(st, nl.update(st.r), 0.01, generator=gen, box=box)
+            dt = time.perf_counter() - t0
+        out["neighbour_builds"] = nl.n_builds
+    out["seconds_per_step"] = dt / steps
+    out["particle_steps_per_s"] = n * steps / dt
+    out["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000, 1000000])
+    p.add_argument("--train-max-n", type=int, default=100000,
+                   help="largest N for the training benchmark (memory of the autograd graph)")
+    p.add_argument("--no-tabulate", action="store_true")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--worker", nargs=3, metavar=("MODE", "N", "STEPS"), help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    if a.worker:
+        print(json.dumps(worker(a.worker[0], int(a.worker[1]), int(a.worker[2]), not a.no_tabulate)))
+        return 0
+    rows = []
+    for n in a.sizes:
+        for mode in ("train", "rollout"):
+            if mode == "train" and n > a.train_max_n:
+                continue
+            steps = max(3, min(50, int(2e5 / n))) if mode == "rollout" else max(2, min(20, int(3e4 / n)))
+            cmd = [sys.executable, __file__, "--worker", mode, str(n), str(steps)]
+            if a.no_tabulate:
+                cmd.append("--no-tabulate")
+            res = subprocess.run(cmd, capture_output=True, text=True)
+            if res.returncode != 0:
+                rows.append({"mode": mode, "n": n, "error": res.stderr.strip().splitlines()[-1:]})
+            else:
+                rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
+    print(f"{'mode':8s} {'N':>9s} {'s/step':>10s} {'particle-steps/s':>17s} {'peak RSS GB':>12s}")
+    for r in rows:
+        if "error" in r:
+            print(f"{r['mode']:8s} {r['n']:9d}  failed: {r['error']}")
+            continue
+        print(f"{r['mode']:8s} {r['n']:9d} {r['seconds_per_step']:10.4f} {r['particle_steps_per_s']:17.0f} "
+              f"{r['peak_rss_gb']:12.2f}")
+    tab = [r.get("tabulation_max_rel_error") for r in rows if r.get("tabulation_max_rel_error") is not None]
+    if tab:
+        print(f"tabulated pair functions: max relative error {max(tab):.2e}")
+    if a.json:
+        pick = lambda mode, n, key: next((r.get(key) for r in rows if r["mode"] == mode and r["n"] == n), None)  # noqa: E731
+        print(json.dumps({"train_particle_steps_per_s": pick("train", 10000, "particle_steps_per_s"),
+                          "rollout_particle_steps_per_s": pick("rollout", 10000, "particle_steps_per_s"),
+                          "rollout_peak_rss_gb_1e6": pick("rollout", 1000000, "peak_rss_gb")}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

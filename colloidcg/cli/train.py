@@ -1,0 +1,85 @@
+"""``colloidcg train``: fit the metriplectic model to a tracks table."""
+
+from __future__ import annotations
+
+import argparse
+
+from ._common import add_calibration, add_output
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train", help="fit the stochastic particle model to tracks",
+        description="Fit the structure-preserving (metriplectic) particle model to a tracks "
+                    "table; writes model.pt, config.json, report.json and loss/validation plots.")
+    p.add_argument("tracks", metavar="TRACKS.parquet", help="tracks table (frame, particle, x, y in px)")
+    add_output(p, help="model folder to write")
+    add_calibration(p)
+    p.add_argument("--rearrangements", metavar="R.parquet", default=None,
+                   help="rearrangement table with frame, particle, rearranging [, d2min]: "
+                        "used for the ROC AUC of S and, with --aux-weight, an auxiliary loss")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--batch-frames", type=int, default=4, dest="batch_frames")
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cutoff", type=float, default=None, help="interaction range in um (default: 2.5 x nearest-neighbour distance)")
+    p.add_argument("--edge", type=float, default=None, help="halo width at the image border in um (default: the cutoff)")
+    p.add_argument("--loc-noise", default="estimate", dest="loc_noise",
+                   help="localisation noise in um, 'estimate' (default) or 'none'")
+    p.add_argument("--multistep", type=int, default=1, help="add the K-step likelihood (K > 1)")
+    p.add_argument("--aux-weight", type=float, default=0.0, dest="aux_weight")
+    p.add_argument("--n-s", type=int, default=1, dest="n_s", help="number of entropic variables per particle")
+    p.add_argument("--dtype", default="float64", choices=["float32", "float64"])
+    p.add_argument("--box", type=float, nargs="+", default=None, metavar="L",
+                   help="periodic box lengths in px (simulation data); default: open boundaries")
+    p.add_argument("--no-substrate", action="store_true", dest="no_substrate",
+                   help="no friction against the solvent/substrate (momentum-conserving model)")
+    p.add_argument("--deviatoric", action="store_true", help="add the deviatoric (shear) energy, for solids")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..core.persist import save_model
+    from ..data import from_tracks
+    from ..errors import ParameterError
+    from ..outputs import atomic_write_json, check_writable, read_table
+    from ..train import TrainConfig, fit
+    from ._train_plots import plot_history
+
+    out = Path(args.output)
+    check_writable([out / "model.pt", out / "config.json", out / "report.json"], args.overwrite)
+    tracks, meta = read_table(args.tracks, required=["frame", "particle", "x", "y"])
+    labels = None
+    if args.rearrangements:
+        labels, _ = read_table(args.rearrangements, required=["frame", "particle", "rearranging"])
+    loc = args.loc_noise
+    if loc not in ("estimate", "none"):
+        try:
+            loc = float(loc)
+        except ValueError:
+            raise ParameterError(f"--loc-noise: expected a number in um, 'estimate' or 'none', got {loc!r}") from None
+    traj = from_tracks(tracks, meta, fps=args.fps, um_per_px=args.um_per_px, box_px=args.box, labels=labels)
+    cfg = TrainConfig(epochs=args.epochs, batch_frames=args.batch_frames, lr=args.lr, device=args.device,
+                      seed=args.seed, cutoff=args.cutoff, edge=args.edge, loc_noise=loc,
+                      multistep=args.multistep, aux_weight=args.aux_weight, n_s=args.n_s,
+                      dtype=args.dtype, substrate=not args.no_substrate, deviatoric=args.deviatoric,
+                      progress=not args.quiet, checkpoint_dir=str(out))
+    result = fit(traj, cfg)
+    calib = {"um_per_px": traj.um_per_px, "fps": traj.fps,
+             "box_px": list(args.box) if args.box else None, "tracks": str(Path(args.tracks).resolve())}
+    save_model(result.model, out, {"calibration": calib, "train": cfg.to_dict()})
+    report = dict(result.report)
+    report["history"] = result.history
+    report["plots"] = [p.name for p in plot_history(result.history, out)]
+    atomic_write_json(out / "report.json", report)
+    auc = report.get("rearrangement_auc", {})
+    msg = (f"trained {report['epochs_run']} epochs (best {report['best_epoch']}, validation MSD error "
+           f"{report['best_val_score']:.3g}); model in {out}")
+    if auc.get("S") is not None:
+        msg += f"; rearrangement ROC AUC of S: {auc['S']:.3f}"
+    print(msg)
+    return 0

@@ -1,0 +1,346 @@
+"""Statistics of any tracks table, the same code for measured and simulated tracks.
+
+All functions take a trackpy-schema table (frame, particle, x, y [, z] in px) plus the
+calibration (``um_per_px``, ``fps``) and return physical units (um, s):
+
+- :func:`msd`: ensemble mean squared displacement (``trackpy.motion.emsd``);
+- :func:`vacf`: velocity autocorrelation <v(t) . v(t + lag)> of finite-difference
+  velocities (``tidynamics.acf`` per particle track, averaged over particles);
+- :func:`rdf`: radial distribution g(r) (``freud.density.RDF`` in a periodic box; for an
+  open field of view, pair counts normalised by those of uniform random points in the
+  same field of view, which corrects for the edges);
+- :func:`van_hove`: self part of the van Hove function, displacement-component histogram;
+- :func:`non_gaussian`: alpha_2(t) = d/(d+2) <dr^4>/<dr^2>^2 - 1 (Rahman 1964);
+- :func:`rearrangement_rate`: rearranging particles per particle per second, from a
+  ``rearranging`` column.
+
+:func:`compare` computes all of them for two tables and their relative RMS errors;
+:func:`write_report` writes ``metrics.json`` and PNG plots.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.spatial import cKDTree
+
+from .errors import ColloidcgError
+
+DIMS = ("x", "y", "z")
+
+
+def _dims(tracks: pd.DataFrame) -> list[str]:
+    return [c for c in DIMS if c in tracks.columns]
+
+
+def _check(tracks: pd.DataFrame, name: str = "tracks") -> None:
+    need = ["frame", "particle", "x", "y"]
+    miss = [c for c in need if c not in tracks.columns]
+    if miss:
+        raise ColloidcgError(f"{name}: missing column(s) {', '.join(miss)}")
+    if tracks["frame"].nunique() < 3:
+        raise ColloidcgError(f"{name}: fewer than 3 frames; statistics need at least 3")
+    if not np.isfinite(tracks[_dims(tracks)].to_numpy(float)).all():
+        raise ColloidcgError(f"{name}: NaN or infinite positions")
+
+
+def dense(tracks: pd.DataFrame, um_per_px: float = 1.0):
+    """(T, N, d) positions in um with NaN where missing, plus frame numbers."""
+    dims = _dims(tracks)
+    f = tracks["frame"].to_numpy().astype(np.int64)
+    parts, col = np.unique(tracks["particle"].to_numpy(), return_inverse=True)
+    f0 = f.min()
+    T = int(f.max() - f0 + 1)
+    out = np.full((T, len(parts), len(dims)), np.nan)
+    out[f - f0, col] = tracks[dims].to_numpy(float) * um_per_px
+    return out, np.arange(f0, f0 + T)
+
+
+def msd(tracks: pd.DataFrame, um_per_px: float = 1.0, fps: float = 1.0, max_lag: int = 100) -> pd.DataFrame:
+    """Ensemble MSD: columns lag (frames), t (s), msd (um^2)."""
+    import trackpy
+    dims = _dims(tracks)
+    pos_columns = dims
+    em = trackpy.motion.emsd(tracks[["frame", "particle"] + dims], mpp=um_per_px, fps=fps,
+                             max_lagtime=max_lag, pos_columns=pos_columns)
+    lagt = np.asarray(em.index, float)
+    return pd.DataFrame({"lag": np.rint(lagt * fps).astype(int), "t": lagt, "msd": np.asarray(em, float)})
+
+
+def vacf(tracks: pd.DataFrame, um_per_px: float = 1.0, fps: float = 1.0, max_lag: int = 50) -> pd.DataFrame:
+    """Velocity autocorrelation of finite-difference velocities (um^2/s^2) and normalised."""
+    import tidynamics
+    pos, _ = dense(tracks, um_per_px)
+    vel = (pos[1:] - pos[:-1]) * fps
+    T = vel.shape[0]
+    L = min(max_lag, T - 1)
+    acc = np.zeros(L + 1)
+    cnt = np.zeros(L + 1)
+    for n in range(vel.shape[1]):
+        v = vel[:, n]
+        ok = np.isfinite(v).all(1)
+        if ok.sum() < 2:
+            continue
+        # longest contiguous run per particle keeps tidynamics' FFT estimate exact
+        idx = np.flatnonzero(ok)
+        breaks = np.flatnonzero(np.diff(idx) > 1)
+        for seg in np.split(idx, breaks + 1):
+            if len(seg) < 2:
+                continue
+            a = tidynamics.acf(v[seg])          # mean over time origins, per lag
+            k = min(L + 1, len(a))
+            w = len(seg) - np.arange(k)
+            acc[:k] += a[:k] * w
+            cnt[:k] += w
+    c = np.where(cnt > 0, acc / np.maximum(cnt, 1), np.nan)
+    return pd.DataFrame({"lag": np.arange(L + 1), "t": np.arange(L + 1) / fps, "vacf": c,
+                         "vacf_norm": c / c[0]})
+
+
+def rdf(tracks: pd.DataFrame, um_per_px: float = 1.0, r_max: float | None = None, bins: int = 60,
+        box_px=None, max_frames: int = 20, seed: int = 0) -> pd.DataFrame:
+    """g(r) averaged over up to ``max_frames`` frames: columns r (um), g."""
+    pos, _ = dense(tracks, um_per_px)
+    d = pos.shape[-1]
+    frames = np.linspace(0, pos.shape[0] - 1, min(max_frames, pos.shape[0])).astype(int)
+    if r_max is None:
+        p0 = pos[frames[0]][np.isfinite(pos[frames[0]]).all(1)]
+        nn = cKDTree(p0).query(p0, k=2)[0][:, 1]
+        r_max = 5.0 * float(np.median(nn))
+    edges = np.linspace(0, r_max, bins + 1)
+    centres = 0.5 * (edges[1:] + edges[:-1])
+    if box_px is not None:
+        import freud
+        box = np.asarray(box_px, float) * um_per_px
+        fbox = freud.box.Box(Lx=box[0], Ly=box[1], Lz=0 if d == 2 else box[2], is2D=(d == 2))
+        rd = freud.density.RDF(bins=bins, r_max=r_max)
+        for t in frames:
+            p = pos[t][np.isfinite(pos[t]).all(1)]
+            p = np.mod(p, box) - box / 2
+            pts = np.c_[p, np.zeros(len(p))] if d == 2 else p
+            rd.compute((fbox, pts.astype(np.float32)), reset=False)
+        return pd.DataFrame({"r": np.asarray(rd.bin_centers), "g": np.asarray(rd.rdf)})
+    rng = np.random.default_rng(seed)
+    hist = np.zeros(bins)
+    ideal = np.zeros(bins)
+    for t in frames:
+        p = pos[t][np.isfinite(pos[t]).all(1)]
+        if len(p) < 2:
+            continue
+        lo, hi = p.min(0), p.max(0)
+        dd = cKDTree(p).sparse_distance_matrix(cKDTree(p), r_max, output_type="ndarray")["v"]
+        hist += np.histogram(dd[dd > 0], edges)[0]
+        for _ in range(2):
+            q = rng.uniform(lo, hi, p.shape)
+            dq = cKDTree(q).sparse_distance_matrix(cKDTree(q), r_max, output_type="ndarray")["v"]
+            ideal += 0.5 * np.histogram(dq[dq > 0], edges)[0]
+    g = np.where(ideal > 0, hist / np.maximum(ideal, 1e-300), np.nan)
+    return pd.DataFrame({"r": centres, "g": g})
+
+
+def _displacements(tracks, um_per_px, lag):
+    pos, _ = dense(tracks, um_per_px)
+    dr = pos[lag:] - pos[:-lag]
+    return dr[np.isfinite(dr).all(-1)]
+
+
+def van_hove(tracks: pd.DataFrame, um_per_px: float = 1.0, lags=(1, 10), bins: int = 41) -> pd.DataFrame:
+    """Self van Hove G_s(dx, lag): probability density of displacement components (um^-1)."""
+    rows = []
+    for lag in lags:
+        dr = _displacements(tracks, um_per_px, lag)
+        if dr.size == 0:
+            continue
+        comp = dr.reshape(-1)
+        s = float(np.std(comp)) or 1.0
+        edges = np.linspace(-5 * s, 5 * s, bins + 1)
+        h, _ = np.histogram(comp, edges, density=True)
+        for c_, v in zip(0.5 * (edges[1:] + edges[:-1]), h):
+            rows.append({"lag": lag, "dx": c_, "p": v})
+    return pd.DataFrame(rows, columns=["lag", "dx", "p"])
+
+
+def non_gaussian(tracks: pd.DataFrame, um_per_px: float = 1.0, fps: float = 1.0, max_lag: int = 50) -> pd.DataFrame:
+    """alpha_2(t) = d/(d+2) <dr^4>/<dr^2>^2 - 1."""
+    pos, _ = dense(tracks, um_per_px)
+    d = pos.shape[-1]
+    out = []
+    for lag in range(1, min(max_lag, pos.shape[0] - 1) + 1):
+        dr = pos[lag:] - pos[:-lag]
+        r2 = np.square(dr).sum(-1)
+        r2 = r2[np.isfinite(r2)]
+        if r2.size == 0:
+            continue
+        out.append({"lag": lag, "t": lag / fps, "alpha2": d / (d + 2) * np.mean(r2 ** 2) / np.mean(r2) ** 2 - 1})
+    return pd.DataFrame(out, columns=["lag", "t", "alpha2"])
+
+
+def rearrangement_rate(tracks: pd.DataFrame, fps: float = 1.0) -> float:
+    """Rearranging particle-frames per particle-frame, times fps (1/s); NaN without labels."""
+    if "rearranging" not in tracks.columns:
+        return float("nan")
+    lab = tracks["rearranging"].to_numpy(float)
+    lab = lab[np.isfinite(lab)]
+    return float(np.mean(lab > 0.5) * fps) if lab.size else float("nan")
+
+
+def rel_rms(model: np.ndarray, data: np.ndarray, pointwise: bool = False) -> float:
+    """Relative RMS error of ``model`` against ``data`` on their common finite points.
+
+    pointwise=False: sqrt(mean((m - d)^2) / mean(d^2)) (curves that cross zero: VACF, g(r));
+    pointwise=True: sqrt(mean(((m - d) / d)^2)) (positive curves: MSD).
+    """
+    m = np.asarray(model, float)
+    d = np.asarray(data, float)
+    n = min(len(m), len(d))
+    m, d = m[:n], d[:n]
+    ok = np.isfinite(m) & np.isfinite(d)
+    if pointwise:
+        ok &= d != 0
+    if not ok.any():
+        return float("nan")
+    if pointwise:
+        return float(np.sqrt(np.mean(((m[ok] - d[ok]) / d[ok]) ** 2)))
+    return float(np.sqrt(np.mean((m[ok] - d[ok]) ** 2) / np.mean(d[ok] ** 2)))
+
+
+def statistics(tracks: pd.DataFrame, um_per_px: float = 1.0, fps: float = 1.0, max_lag: int | None = None,
+               box_px=None, r_max: float | None = None) -> dict:
+    """All statistics of one table (DataFrames and scalars)."""
+    _check(tracks)
+    T = int(tracks["frame"].max() - tracks["frame"].min() + 1)
+    L = max_lag or max(2, T // 2)
+    return {
+        "msd": msd(tracks, um_per_px, fps, L),
+        "vacf": vacf(tracks, um_per_px, fps, min(L, 50)),
+        "rdf": rdf(tracks, um_per_px, r_max=r_max, box_px=box_px),
+        "van_hove": van_hove(tracks, um_per_px, lags=(1, max(1, min(10, T // 4)))),
+        "non_gaussian": non_gaussian(tracks, um_per_px, fps, min(L, 50)),
+        "rearrangement_rate": rearrangement_rate(tracks, fps),
+    }
+
+
+def compare(data: pd.DataFrame, sim: pd.DataFrame, um_per_px: float = 1.0, fps: float = 1.0,
+            max_lag: int | None = None, box_px=None) -> tuple[dict, dict, dict]:
+    """Statistics of both tables and their relative RMS errors (common lags / bins).
+
+    Returns (metrics, stats_data, stats_sim); metrics holds msd_rel_rms (pointwise),
+    vacf_rel_rms, rdf_rel_rms, van_hove_rel_rms, non_gaussian_abs_diff, rates.
+    """
+    _check(data, "data")
+    _check(sim, "simulation")
+    Td = int(data["frame"].max() - data["frame"].min() + 1)
+    Ts = int(sim["frame"].max() - sim["frame"].min() + 1)
+    L = max_lag or max(2, min(Td, Ts) // 2)
+    sd = statistics(data, um_per_px, fps, L, box_px)
+    r_max = float(sd["rdf"]["r"].iloc[-1] + 0.5 * (sd["rdf"]["r"].iloc[1] - sd["rdf"]["r"].iloc[0]))
+    ss = statistics(sim, um_per_px, fps, L, box_px, r_max=r_max)
+    m1 = sd["msd"].merge(ss["msd"], on="lag", suffixes=("_d", "_s"))
+    v1 = sd["vacf"].merge(ss["vacf"], on="lag", suffixes=("_d", "_s"))
+    vh = sd["van_hove"].merge(ss["van_hove"], on=["lag", "dx"], how="inner", suffixes=("_d", "_s"))
+    ng = sd["non_gaussian"].merge(ss["non_gaussian"], on="lag", suffixes=("_d", "_s"))
+    # van Hove: evaluate the simulation's histogram on the data's bins
+    vh_err = []
+    for lag in sd["van_hove"]["lag"].unique():
+        dd = sd["van_hove"][sd["van_hove"]["lag"] == lag]
+        dr = _displacements(sim, um_per_px, int(lag)).reshape(-1)
+        if dr.size == 0:
+            continue
+        step = float(dd["dx"].iloc[1] - dd["dx"].iloc[0])
+        edges = np.r_[dd["dx"].to_numpy() - step / 2, dd["dx"].iloc[-1] + step / 2]
+        hs = np.histogram(dr, edges)[0] / (dr.size * step)
+        vh_err.append(rel_rms(hs, dd["p"].to_numpy()))
+    metrics = {
+        "msd_rel_rms": rel_rms(m1["msd_s"], m1["msd_d"], pointwise=True),
+        "vacf_rel_rms": rel_rms(v1["vacf_s"], v1["vacf_d"]),
+        "rdf_rel_rms": rel_rms(ss["rdf"]["g"], sd["rdf"]["g"]),
+        "van_hove_rel_rms": float(np.nanmean(vh_err)) if vh_err else float("nan"),
+        "non_gaussian_abs_diff": float(np.nanmean(np.abs(ng["alpha2_s"] - ng["alpha2_d"]))) if len(ng) else float("nan"),
+        "rearrangement_rate_data": sd["rearrangement_rate"],
+        "rearrangement_rate_sim": ss["rearrangement_rate"],
+        "max_lag_frames": L,
+        "units": {"length": "um", "time": "s"},
+    }
+    del vh
+    return metrics, sd, ss
+
+
+def plot_comparison(sd: dict, ss: dict, out_dir, labels=("data", "model")) -> list[Path]:
+    """PNG plots of each statistic, model against data. Returns the written paths."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from .outputs import atomic_write_bytes
+    import io
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+
+    def save(fig, name):
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        written.append(atomic_write_bytes(out_dir / name, buf.getvalue()))
+
+    specs = [("msd", "t", "msd", "lag time (s)", "MSD (um$^2$)", True),
+             ("vacf", "t", "vacf_norm", "lag time (s)", "VACF / VACF(0)", False),
+             ("rdf", "r", "g", "r (um)", "g(r)", False),
+             ("non_gaussian", "t", "alpha2", "lag time (s)", r"$\alpha_2$", False)]
+    for key, x, y, xl, yl, loglog in specs:
+        fig, ax = plt.subplots(figsize=(4.5, 3.4))
+        for st, lab, sty in ((sd, labels[0], "o"), (ss, labels[1], "-")):
+            df = st[key]
+            if len(df):
+                ax.plot(df[x], df[y], sty, ms=3, label=lab)
+        if loglog:
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+        ax.set_xlabel(xl)
+        ax.set_ylabel(yl)
+        ax.legend(frameon=False)
+        save(fig, f"{key}.png")
+    fig, ax = plt.subplots(figsize=(4.5, 3.4))
+    for st, lab, sty in ((sd, labels[0], "o"), (ss, labels[1], "-")):
+        df = st["van_hove"]
+        for lag in df["lag"].unique():
+            dd = df[df["lag"] == lag]
+            ax.semilogy(dd["dx"], dd["p"].where(dd["p"] > 0), sty, ms=3, label=f"{lab}, lag {lag}")
+    ax.set_xlabel("dx (um)")
+    ax.set_ylabel("G$_s$(dx)")
+    ax.legend(frameon=False, fontsize=7)
+    save(fig, "van_hove.png")
+    return written
+
+
+def write_report(data: pd.DataFrame, sim: pd.DataFrame, out_dir, um_per_px: float = 1.0, fps: float = 1.0,
+                 box_px=None, extra: dict | None = None) -> dict:
+    """Compare two tables; write metrics.json and PNG plots into ``out_dir``."""
+    from .outputs import atomic_write_json
+    metrics, sd, ss = compare(data, sim, um_per_px, fps, box_px=box_px)
+    plots = plot_comparison(sd, ss, out_dir)
+    rec = dict(metrics)
+    rec["plots"] = [p.name for p in plots]
+    rec["curves"] = {k: {"data": sd[k].to_dict(orient="list"), "model": ss[k].to_dict(orient="list")}
+                     for k in ("msd", "vacf", "rdf", "non_gaussian")}
+    if extra:
+        rec.update(extra)
+    atomic_write_json(Path(out_dir) / "metrics.json", _finite(rec))
+    return rec
+
+
+def _finite(obj):
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, (float, np.floating)) and not math.isfinite(float(obj)):
+        return None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        return float(obj)
+    return obj

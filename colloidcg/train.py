@@ -1,0 +1,474 @@
+"""Fitting the metriplectic model to a :class:`~colloidcg.data.Trajectory`.
+
+``fit(trajectory, TrainConfig(...))`` calibrates the model's scales to the data, then
+minimises the Gaussian transition NLL (:mod:`colloidcg.core.loss`) with Adam and a cosine
+learning-rate schedule over mini-batches of frames. S is never observed: the structural
+encoder predicts S_t from the configuration of every frame and is trained through the
+likelihood (its S sets temperatures, pressures and friction). Optional auxiliary loss:
+a logistic read-out of S predicts the detector's "rearranging" labels in the next frames.
+
+Each epoch ends with a validation score: the relative RMS error of the mean squared
+displacement of a stochastic rollout over the held-out (last) frames, halo particles
+prescribed from the data, against the data's. Training stops early when it has not
+improved for ``patience`` epochs; the best model is kept. A non-finite loss stops training
+with :class:`TrainingDiverged`, after restoring and saving the last good weights.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .core.graph import find_pairs, minimum_image
+from .core.integrate import rollout
+from .core.loss import multistep_nll, transition_nll
+from .core.model import MetriplecticModel, ModelConfig, State
+from .core.persist import save_model
+from .data import Trajectory
+from .errors import ColloidcgError, ParameterError
+
+
+class TrainingDiverged(ColloidcgError):
+    """The loss became NaN or infinite; the last good weights were kept."""
+
+
+@dataclass
+class TrainConfig:
+    """Training options (lengths in the trajectory's units, um for video data).
+
+    cutoff : interaction range h; None picks 2.5 x the median nearest-neighbour distance.
+    edge : halo width at the field-of-view border; None uses the cutoff.
+    loc_noise : localisation noise (standard deviation, length units) as a number,
+        "estimate" (from the lag-1 anticorrelation of displacements) or "none".
+    multistep : K > 1 adds the K-step likelihood (:func:`multistep_nll`).
+    aux_weight : weight of the auxiliary rearrangement loss (needs labels).
+    horizon : frames ahead in which a rearrangement counts as "next" (AUC and aux loss).
+    """
+
+    epochs: int = 30
+    batch_frames: int = 4
+    lr: float = 3e-3
+    lr_final_fraction: float = 0.1
+    val_fraction: float = 0.2
+    patience: int = 8
+    seed: int = 0
+    device: str = "cpu"
+    dtype: str = "float64"
+    cutoff: float | None = None
+    edge: float | None = None
+    loc_noise: str | float = "estimate"
+    multistep: int = 1
+    aux_weight: float = 0.0
+    horizon: int = 3
+    n_s: int = 1
+    width: int = 50
+    depth: int = 2
+    substrate: bool = True
+    deviatoric: bool = False
+    covariance: str = "marginal"
+    val_rollout_steps: int = 20
+    max_frames_per_epoch: int | None = None
+    progress: bool = True
+    checkpoint_dir: str | None = None
+    grad_clip: float = 10.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class FitResult:
+    model: MetriplecticModel
+    report: dict
+    history: list = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------- helpers
+def median_nn_distance(traj: Trajectory, max_frames: int = 5) -> float:
+    from scipy.spatial import cKDTree
+    vals = []
+    for t in np.linspace(0, traj.n_frames - 1, min(max_frames, traj.n_frames)).astype(int):
+        r = traj.pos[t][traj.present[t]].cpu().numpy()
+        if len(r) < 2:
+            continue
+        box = None if traj.box is None else traj.box.cpu().numpy()
+        tree = cKDTree(np.mod(r, box) if box is not None else r, boxsize=box)
+        dd, _ = tree.query(np.mod(r, box) if box is not None else r, k=2)
+        vals.append(dd[:, 1])
+    if not vals:
+        raise ColloidcgError("trajectory: no frame has two or more particles; nothing to learn interactions from")
+    return float(np.median(np.concatenate(vals)))
+
+
+def estimate_localisation_noise(traj: Trajectory) -> float:
+    """sigma_loc from <dx_t . dx_{t+1}> = -d sigma^2 (positions with independent errors).
+
+    Returns 0 when displacements are positively correlated (inertial motion dominates).
+    """
+    ok = traj.present[2:] & traj.present[1:-1] & traj.present[:-2]
+    if not bool(ok.any()):
+        return 0.0
+    d1 = (traj.pos[1:-1] - traj.pos[:-2])[ok]
+    d2 = (traj.pos[2:] - traj.pos[1:-1])[ok]
+    if traj.box is not None:
+        d1 = minimum_image(d1, traj.box)
+        d2 = minimum_image(d2, traj.box)
+    c = float((d1 * d2).sum(-1).mean()) / traj.dim
+    return math.sqrt(max(0.0, -c))
+
+
+def roc_auc(score: np.ndarray, label: np.ndarray) -> float:
+    """Area under the ROC curve (NaN when only one class is present)."""
+    from sklearn.metrics import roc_auc_score
+    ok = np.isfinite(score) & np.isfinite(label)
+    y = label[ok] > 0.5
+    if y.all() or (~y).all():
+        return float("nan")
+    return float(roc_auc_score(y, score[ok]))
+
+
+def _future_labels(traj: Trajectory, t: int, horizon: int) -> torch.Tensor | None:
+    if traj.rearranging is None:
+        return None
+    fut = traj.rearranging[t + 1: t + 1 + horizon]
+    if fut.shape[0] == 0:
+        return None
+    known = torch.isfinite(fut).any(0)
+    lab = torch.nan_to_num(fut, nan=0.0).amax(0)
+    return torch.where(known, lab, torch.full_like(lab, float("nan")))
+
+
+class _Frames:
+    """Per-frame cached sub-systems: the particles present at t (and their pairs)."""
+
+    def __init__(self, traj: Trajectory, cutoff: float):
+        self.traj = traj
+        self.cutoff = cutoff
+        self.cache: dict[int, tuple] = {}
+
+    def get(self, t: int):
+        if t not in self.cache:
+            tr = self.traj
+            idx = torch.nonzero(tr.present[t] & tr.present[t + 1]).squeeze(-1)
+            r = tr.pos[t, idx]
+            pairs = find_pairs(r, self.cutoff, tr.box)
+            valid = (tr.mask[t, idx] & tr.mask[t + 1, idx])
+            self.cache[t] = (idx, r, tr.vel[t, idx], tr.vel[t + 1, idx], pairs, valid)
+        return self.cache[t]
+
+
+# ---------------------------------------------------------------------------- calibration
+def build_model(traj: Trajectory, cfg: TrainConfig, cutoff: float) -> MetriplecticModel:
+    vel = traj.vel[traj.mask]
+    if vel.shape[0] < 2:
+        raise ColloidcgError("trajectory: fewer than two usable velocities (particles must be tracked in consecutive frames)")
+    v2 = float(vel.var(0).mean())
+    if not math.isfinite(v2) or v2 <= 0:
+        raise ColloidcgError("trajectory: velocities are all equal (particles do not move); nothing to learn")
+    mcfg = ModelConfig(dim=traj.dim, cutoff=cutoff, n_s=cfg.n_s, width=cfg.width, depth=cfg.depth,
+                       substrate=cfg.substrate, deviatoric=cfg.deviatoric, tau=traj.dt,
+                       mass_scale=1.0, theta_ref=v2)
+    model = MetriplecticModel(mcfg)
+    dtype = getattr(torch, cfg.dtype)
+    model = model.to(dtype=dtype, device=cfg.device)
+    # reference volume and encoder feature normalisation from a few frames
+    vols, feats = [], []
+    with torch.no_grad():
+        for t in np.linspace(0, traj.n_frames - 1, min(5, traj.n_frames)).astype(int):
+            r = traj.pos[t][traj.present[t]]
+            pairs = find_pairs(r, cutoff, traj.box)
+            q = minimum_image(r[pairs[:, 0]] - r[pairs[:, 1]], traj.box).norm(dim=-1) / cutoff
+            W, _, _ = model.pair_functions(q)
+            dens = model.kernel.at_zero() + torch.zeros(r.shape[0], dtype=r.dtype, device=r.device) \
+                .index_add(0, pairs[:, 0], W).index_add(0, pairs[:, 1], W)
+            vols.append(1.0 / dens)
+            feats.append(model.encoder.features(r, pairs, cutoff, traj.box))
+    model.config.volume_ref = float(torch.cat(vols).mean())
+    f = torch.cat(feats)
+    model.encoder.f_mean.copy_(f.mean(0))
+    model.encoder.f_std.copy_(f.std(0).clamp_min(1e-6))
+    return model
+
+
+# ---------------------------------------------------------------------------- validation
+def _msd_curve(r: torch.Tensor) -> torch.Tensor:
+    """MSD from the first frame, (T,) for r (T, N, d)."""
+    return (r - r[0]).square().sum(-1).mean(-1)
+
+
+def validation_rollout(model: MetriplecticModel, traj: Trajectory, start: int, steps: int,
+                       seed: int = 0) -> dict:
+    """Rollout over frames start..start+steps, halo prescribed; MSD relative RMS error."""
+    steps = min(steps, traj.n_frames - 1 - start)
+    if steps < 2:
+        return {"msd_rel_rms": float("nan")}
+    keep = traj.present[start: start + steps + 1].all(0) & traj.present[start]
+    idx = torch.nonzero(keep).squeeze(-1)
+    if idx.numel() < 2:
+        return {"msd_rel_rms": float("nan")}
+    interior = traj.mask[start, idx]
+    r0, v0 = traj.pos[start, idx], traj.vel[start, idx]
+    with torch.no_grad():
+        S0 = model.initial_S(r0, None, traj.box)
+        halo = ~interior
+
+        def prescribed(k):
+            t = start + k
+            return State(traj.pos[t, idx], traj.vel[t, idx], S0)
+
+        out = rollout(model, State(r0, v0, S0), steps, traj.dt, box=traj.box, seed=seed,
+                      boundary=halo if bool(halo.any()) else None, prescribed=prescribed)
+    data_r = traj.pos[start: start + steps + 1, idx]
+    if traj.box is not None:
+        disp = minimum_image(data_r[1:] - data_r[:-1], traj.box)
+        data_r = torch.cat([data_r[:1], data_r[:1] + torch.cumsum(disp, 0)])
+    sel = interior if bool(interior.any()) else torch.ones_like(interior)
+    m_sim = _msd_curve(out.r[:, sel])[1:]
+    m_dat = _msd_curve(data_r[:, sel])[1:]
+    err = float(torch.sqrt(((m_sim - m_dat) / m_dat.clamp_min(1e-300)).square().mean()))
+    if not math.isfinite(err):
+        err = float("inf")
+    return {"msd_rel_rms": err, "msd_sim": m_sim.tolist(), "msd_data": m_dat.tolist()}
+
+
+# ---------------------------------------------------------------------------- fit
+def fit(traj: Trajectory, config: TrainConfig | None = None, out_dir=None) -> FitResult:
+    """Train a model on ``traj``; returns the best model and a report dict.
+
+    ``out_dir`` (or ``config.checkpoint_dir``) receives ``checkpoint/`` (last good
+    weights, each epoch) and ``best/`` (best validation score so far).
+    """
+    cfg = config or TrainConfig()
+    if cfg.epochs < 1 or cfg.batch_frames < 1 or cfg.lr <= 0:
+        raise ParameterError("epochs and batch_frames must be >= 1 and lr > 0")
+    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ParameterError(f"device: {cfg.device!r} requested but CUDA is not available")
+    if traj.n_frames < 3:
+        raise ColloidcgError(f"trajectory: {traj.n_frames} frames; at least 3 are needed")
+    if not (traj.dt > 0 and math.isfinite(traj.dt)):
+        raise ParameterError(f"dt: must be positive, got {traj.dt}")
+    if not bool(torch.isfinite(traj.pos[traj.present]).all()):
+        raise ColloidcgError("trajectory: NaN or infinite positions")
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    dtype = getattr(torch, cfg.dtype)
+    traj = traj.to(device=cfg.device, dtype=dtype)
+    cutoff = float(cfg.cutoff) if cfg.cutoff else 2.5 * median_nn_distance(traj)
+    if cfg.edge is not None and traj.box is None and cfg.edge > 0 and traj.fov is not None:
+        _apply_edge(traj, cfg.edge)
+    elif cfg.edge is None and traj.box is None and traj.fov is not None:
+        _apply_edge(traj, cutoff)
+    model = build_model(traj, cfg, cutoff)
+    if cfg.loc_noise == "estimate":
+        loc_sigma = estimate_localisation_noise(traj)
+    elif cfg.loc_noise in ("none", None):
+        loc_sigma = 0.0
+    else:
+        loc_sigma = float(cfg.loc_noise)
+        if loc_sigma < 0:
+            raise ParameterError(f"loc_noise: must be >= 0, got {loc_sigma}")
+    loc_var = loc_sigma ** 2
+
+    # transitions t -> t+1 need v_t (t >= 1) and v_{t+1}
+    ts = np.arange(1, traj.n_frames - 1)
+    frames = _Frames(traj, cutoff)
+    usable = [int(t) for t in ts if bool(frames.get(int(t))[5].any())]
+    if not usable:
+        raise ColloidcgError(
+            "trajectory: no particle is usable for training (every particle is missing in consecutive "
+            "frames or within the edge halo); lower --edge or check the tracks")
+    n_pairs = sum(int(frames.get(t)[4].shape[0]) for t in usable[:5])
+    if n_pairs == 0 and not cfg.substrate:
+        raise ColloidcgError(f"trajectory: no particle has a neighbour within the cutoff h={cutoff:.3g}; "
+                             "check um_per_px or pass a larger cutoff")
+    n_val = max(1, int(round(cfg.val_fraction * len(usable)))) if len(usable) > 2 else 0
+    train_t = usable[: len(usable) - n_val] if n_val else usable
+    val_t = usable[len(usable) - n_val:] if n_val else []
+    aux_head = None
+    params = list(model.parameters())
+    if cfg.aux_weight > 0:
+        if traj.rearranging is None:
+            raise ParameterError("aux_weight: > 0 needs rearrangement labels (rearranging column)")
+        aux_head = torch.nn.Linear(cfg.n_s, 1).to(device=cfg.device, dtype=dtype)
+        params += list(aux_head.parameters())
+    opt = torch.optim.Adam(params, lr=cfg.lr)
+    per_epoch = len(train_t) if cfg.max_frames_per_epoch is None else min(len(train_t), cfg.max_frames_per_epoch)
+    steps_per_epoch = max(1, math.ceil(per_epoch / cfg.batch_frames))
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(
+        opt, T_max=cfg.epochs * steps_per_epoch, eta_min=cfg.lr * cfg.lr_final_fraction)
+    ckdir = Path(out_dir or cfg.checkpoint_dir) if (out_dir or cfg.checkpoint_dir) else None
+    gen = np.random.default_rng(cfg.seed)
+
+    def batch_loss(tlist):
+        total = 0.0
+        aux_total = 0.0
+        for t in tlist:
+            idx, r, v, vn, pairs, valid = frames.get(t)
+            S = model.initial_S(r, pairs, traj.box)
+            nll, info = transition_nll(model, State(r, v, S), vn, valid, pairs, traj.dt, traj.box,
+                                       loc_var=loc_var, covariance=cfg.covariance)
+            total = total + nll
+            if cfg.multistep > 1 and t + cfg.multistep < traj.n_frames:
+                total = total + _multistep_term(model, traj, t, cfg.multistep, cutoff, loc_var)
+            if aux_head is not None:
+                lab = _future_labels(traj, t, cfg.horizon)
+                if lab is not None:
+                    lab = lab[idx]
+                    ok = torch.isfinite(lab)
+                    if bool(ok.any()):
+                        logit = aux_head(S).squeeze(-1)[ok]
+                        aux_total = aux_total + torch.nn.functional.binary_cross_entropy_with_logits(
+                            logit, lab[ok])
+        loss = total / len(tlist)
+        if aux_head is not None:
+            loss = loss + cfg.aux_weight * aux_total / len(tlist)
+        return loss
+
+    history = []
+    best = (float("inf"), -1)
+    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    last_good = best_state
+    bad_epochs = 0
+    t_start = time.perf_counter()
+    n_particle_steps = 0
+    try:
+        from tqdm.auto import tqdm
+        bar = tqdm(range(cfg.epochs), desc="train", disable=not cfg.progress, leave=False)
+    except ImportError:  # pragma: no cover
+        bar = range(cfg.epochs)
+    stopped_early = False
+    for epoch in bar:
+        model.train()
+        order = gen.permutation(train_t)[:per_epoch]
+        losses = []
+        for b in range(0, len(order), cfg.batch_frames):
+            tl = [int(x) for x in order[b: b + cfg.batch_frames]]
+            opt.zero_grad()
+            loss = batch_loss(tl)
+            if not torch.isfinite(loss):
+                model.load_state_dict(last_good)
+                where = ""
+                if ckdir is not None:
+                    save_model(model, ckdir / "checkpoint", {"epoch": epoch, "note": "last good weights before divergence"})
+                    where = f"; the last good weights are in {ckdir / 'checkpoint'}"
+                raise TrainingDiverged(f"training diverged (loss is {float(loss)}) at epoch {epoch + 1}, "
+                                       f"frames {tl}{where}; try a smaller --lr or a larger cutoff")
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            opt.step()
+            sched.step()
+            bad = any(not bool(torch.isfinite(p).all()) for p in params)
+            if bad:
+                model.load_state_dict(last_good)
+                raise TrainingDiverged(f"training diverged (non-finite weights) at epoch {epoch + 1}; "
+                                       "the last good weights were restored; try a smaller --lr")
+            losses.append(float(loss.detach()))
+            n_particle_steps += sum(int(frames.get(t)[0].shape[0]) for t in tl)
+        last_good = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        model.eval()
+        with torch.no_grad():
+            val_nll = float(np.mean([float(batch_loss([t])) for t in val_t])) if val_t else float("nan")
+            vstart = (val_t[0] - 1) if val_t else 0
+            vr = validation_rollout(model, traj, vstart, cfg.val_rollout_steps, seed=cfg.seed)
+        score = vr["msd_rel_rms"]
+        if not math.isfinite(score):
+            score = val_nll if math.isfinite(val_nll) else float(np.mean(losses))
+        rec = {"epoch": epoch + 1, "train_nll": float(np.mean(losses)), "val_nll": val_nll,
+               "val_msd_rel_rms": vr["msd_rel_rms"], "lr": sched.get_last_lr()[0]}
+        history.append(rec)
+        if hasattr(bar, "set_postfix"):
+            bar.set_postfix(nll=f"{rec['train_nll']:.3f}", val_msd=f"{vr['msd_rel_rms']:.3f}")
+        if ckdir is not None:
+            save_model(model, ckdir / "checkpoint", {"epoch": epoch + 1})
+        if score < best[0]:
+            best = (score, epoch + 1)
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            bad_epochs = 0
+            if ckdir is not None:
+                save_model(model, ckdir / "best", {"epoch": epoch + 1})
+        else:
+            bad_epochs += 1
+            if bad_epochs >= cfg.patience:
+                stopped_early = True
+                break
+    elapsed = time.perf_counter() - t_start
+    model.load_state_dict(best_state)
+    model.eval()
+    report = {
+        "epochs_run": len(history), "best_epoch": best[1], "best_val_score": best[0],
+        "stopped_early": stopped_early, "cutoff": cutoff, "dt": traj.dt,
+        "localisation_noise": loc_sigma, "n_train_frames": len(train_t), "n_val_frames": len(val_t),
+        "train_seconds": elapsed, "particle_steps_per_s": n_particle_steps / max(elapsed, 1e-9),
+        "mass": float(model.mass.detach()), "config": cfg.to_dict(),
+    }
+    if traj.rearranging is not None:
+        report["rearrangement_auc"] = rearrangement_auc(model, traj, val_t or train_t, cfg.horizon,
+                                                       frames, aux_head, sign_frames=train_t)
+    return FitResult(model, report, history)
+
+
+def _apply_edge(traj: Trajectory, edge: float) -> None:
+    lo = torch.tensor([a for a, _ in traj.fov], dtype=traj.pos.dtype, device=traj.pos.device)
+    hi = torch.tensor([b for _, b in traj.fov], dtype=traj.pos.dtype, device=traj.pos.device)
+    near = ((traj.pos < lo + edge) | (traj.pos > hi - edge)).any(-1)
+    traj.mask = traj.mask & ~near
+
+
+def _multistep_term(model, traj: Trajectory, t: int, K: int, cutoff: float, loc_var: float):
+    win = traj.present[t - 1: t + K + 1].all(0)
+    idx = torch.nonzero(win).squeeze(-1)
+    r_seq = traj.pos[t: t + K + 1, idx]
+    v_seq = traj.vel[t: t + K + 1, idx]
+    pairs = find_pairs(r_seq[0], cutoff * 1.3, traj.box)
+    S0 = model.initial_S(r_seq[0], find_pairs(r_seq[0], cutoff, traj.box), traj.box)
+    interior = traj.mask[t: t + K + 1, idx].all(0)
+    valid = interior.unsqueeze(0).expand(K, -1)
+    return multistep_nll(model, r_seq, v_seq, S0, valid, pairs, traj.dt, traj.box,
+                         loc_var=loc_var, prescribed=~interior)
+
+
+@torch.no_grad()
+def rearrangement_auc(model: MetriplecticModel, traj: Trajectory, tlist, horizon: int,
+                      frames: _Frames | None = None, aux_head=None, sign_frames=None) -> dict:
+    """ROC AUC with which S_t (first component, sign fixed on ``sign_frames``), the
+    entropy production dS/dt, and the auxiliary read-out (if trained) predict that a
+    particle rearranges within the next ``horizon`` frames."""
+    frames = frames or _Frames(traj, model.config.cutoff)
+
+    def collect(ts):
+        out = {"S": [], "dSdt": [], "aux": [], "y": []}
+        for t in ts:
+            lab = _future_labels(traj, t, horizon)
+            if lab is None:
+                continue
+            idx, r, v, _, pairs, _ = frames.get(t)
+            S = model.initial_S(r, pairs, traj.box)
+            _, _, dS = model.drift(State(r, v, S), pairs, traj.box)
+            out["S"].append(S[:, 0].cpu().numpy())
+            out["dSdt"].append(dS.sum(-1).cpu().numpy())
+            out["aux"].append(aux_head(S).squeeze(-1).cpu().numpy() if aux_head is not None
+                              else np.full(len(idx), np.nan))
+            out["y"].append(lab[idx].cpu().numpy())
+        return {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in out.items()}
+
+    ev = collect(tlist)
+    res = {"n": int(np.isfinite(ev["y"]).sum()) if len(ev["y"]) else 0, "horizon": horizon}
+    if res["n"] == 0:
+        return res
+    sign = 1.0
+    if sign_frames is not None:
+        tr = collect(sign_frames)
+        if len(tr["y"]):
+            a = roc_auc(tr["S"], tr["y"])
+            sign = -1.0 if (math.isfinite(a) and a < 0.5) else 1.0
+    res["S"] = roc_auc(sign * ev["S"], ev["y"])
+    res["S_sign"] = sign
+    res["dSdt"] = roc_auc(ev["dSdt"], ev["y"])
+    if aux_head is not None:
+        res["aux"] = roc_auc(ev["aux"], ev["y"])
+    return res
