@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from ..errors import ParameterError
+from ..outputs import check_writable, provenance, write_table
 from ..structure import radial
 from ..structure.descriptors import DescriptorAccumulator, _diameter
 from ..structure.frames import prepare
@@ -36,6 +38,32 @@ class Rearrangements:
     table: pd.DataFrame
     events: pd.DataFrame
     parameters: dict
+
+    TABLE = "rearrangements.parquet"
+    EVENTS = "events.parquet"
+
+    @classmethod
+    def output_paths(cls, out_dir) -> list[Path]:
+        """The files :meth:`save` writes in ``out_dir`` (tables and their JSON sidecars)."""
+        out = Path(out_dir)
+        return [out / cls.TABLE, (out / cls.TABLE).with_suffix(".json"),
+                out / cls.EVENTS, (out / cls.EVENTS).with_suffix(".json")]
+
+    def save(self, out_dir, inputs: dict | None = None, overwrite: bool = False,
+             **extra) -> tuple[Path, Path]:
+        """Write OUT_DIR/rearrangements.parquet and OUT_DIR/events.parquet, each with a
+        JSON sidecar holding the resolved parameters (atomically; refuses to replace
+        existing files unless ``overwrite``). ``extra`` items go into both sidecars."""
+        check_writable(self.output_paths(out_dir), overwrite)
+        out = Path(out_dir)
+        units = {"x": "px", "y": "px", "frame": "frame", "d2min": "px^2", "d2min_norm": "1",
+                 "voronoi_area": "px^2", "cutoff_px": "px", "lag_frames": "frame"}
+        side = provenance("rearrangements", inputs or {}, self.parameters, units, **extra)
+        t = write_table(out / self.TABLE, self.table, side)
+        e = write_table(out / self.EVENTS, self.events,
+                        {**side, "table": "events: one row per connected group of rearranging "
+                                          "particle-frames"})
+        return t, e
 
 
 def detect(tracks: pd.DataFrame, lag: int | None = None, cutoff: float | None = None,

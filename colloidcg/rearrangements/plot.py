@@ -29,7 +29,8 @@ def plot_d2min_frame(table: pd.DataFrame, frame: int | None, path, image: np.nda
     Colour is log-scaled ``column`` (default d2min, px^2) with a colour bar; particles
     labelled ``rearranging`` are outlined in red; particles with NaN D2min are small grey
     dots. With ``image`` (the video frame, 2D array) the points are drawn over it, pixel
-    centres at integer coordinates as in the tracks.
+    centres at integer coordinates as in the tracks (``x_image``, ``y_image`` are used
+    when the table has them, i.e. when tracking subtracted the drift).
 
     Parameters
     ----------
@@ -56,7 +57,10 @@ def plot_d2min_frame(table: pd.DataFrame, frame: int | None, path, image: np.nda
     if sub.empty:
         raise ColloidcgError(f"plot: frame {frame} is not in the table "
                              f"(frames {table['frame'].min()}..{table['frame'].max()})")
-    x, y = sub["x"].to_numpy(float), sub["y"].to_numpy(float)
+    from ..structure.frames import image_axes
+
+    xc, yc = image_axes(sub)  # image coordinates when tracking subtracted the drift
+    x, y = sub[xc].to_numpy(float), sub[yc].to_numpy(float)
     v = sub[column].to_numpy(float)
     rr = sub["rearranging"].to_numpy(bool) if "rearranging" in sub.columns else np.zeros(len(sub), bool)
 
@@ -84,7 +88,7 @@ def plot_d2min_frame(table: pd.DataFrame, frame: int | None, path, image: np.nda
     spacing = np.sqrt(area / max(len(sub), 1))
     bbox = ax.get_position()
     pt_per_px = min(bbox.width * (w_in + 1.2) * 72 / (xr[1] - xr[0]), bbox.height * h_in * 72 / (yr[1] - yr[0]))
-    s = (0.8 * spacing * pt_per_px) ** 2
+    s = ((0.6 if image is not None else 0.8) * spacing * pt_per_px) ** 2
     ok = np.isfinite(v) & (v > 0)
     if (~ok).any():
         ax.scatter(x[~ok], y[~ok], s=s / 9, c="0.6", lw=0, label="no D2min")

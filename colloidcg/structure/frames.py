@@ -112,6 +112,11 @@ def _integer_column(df: pd.DataFrame, col: str, what: str) -> np.ndarray:
     return vals.astype(np.int64)
 
 
+def image_axes(tracks: pd.DataFrame, axes=("x", "y")) -> list[str]:
+    """The position columns in image coordinates: ``x_image`` etc. where present."""
+    return [f"{a}_image" if f"{a}_image" in tracks.columns else a for a in axes]
+
+
 def fov_from_shape(shape) -> np.ndarray:
     """Field of view of an image of ``shape`` = (rows, cols) or (slices, rows, cols).
 
@@ -129,7 +134,10 @@ def prepare(tracks: pd.DataFrame, fov=None, what: str = "tracks") -> Frames:
     ----------
     tracks : DataFrame
         Trackpy-schema table with at least frame, particle, x, y (px); a ``z`` column
-        makes the data 3D.
+        makes the data 3D. When tracking subtracted the stage drift, the image positions
+        ``x_image``, ``y_image`` are used instead of x, y: the analyses here are
+        unchanged by a translation of a whole frame, and the field of view is in image
+        coordinates.
     fov : array-like (d, 2), optional
         Field of view ``((xlo, xhi), (ylo, yhi)[, (zlo, zhi)])`` in px. When omitted it is
         inferred: the extent of all particle centres, padded by half the mean spacing on
@@ -153,6 +161,7 @@ def prepare(tracks: pd.DataFrame, fov=None, what: str = "tracks") -> Frames:
     if len(tracks) == 0:
         raise ColloidcgError(f"{what}: the table has no rows")
     axes = ["x", "y"] + (["z"] if "z" in tracks.columns else [])
+    axes = image_axes(tracks, axes)
     try:
         pos = tracks[axes].to_numpy(dtype=float)
     except (TypeError, ValueError):

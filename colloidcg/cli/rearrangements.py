@@ -1,0 +1,130 @@
+"""``colloidcg rearrangements TRACKS.parquet -o OUT_DIR``: where and when the material rearranges."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ._common import add_output
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "rearrangements",
+        help="D2min, rearranging particles, events and structural descriptors from tracks",
+        description="Compute the non-affine displacement D2min (Falk & Langer 1998) of every "
+                    "particle and frame, label rearranging particles, group them into events, "
+                    "and add structural descriptors (Voronoi area, coordination, |psi6|, radial "
+                    "structure functions) and the softness baseline's ROC AUC. Parameters left "
+                    "out are measured from the data; the values used are saved in "
+                    "OUT_DIR/rearrangements.json. Writes OUT_DIR/rearrangements.parquet, "
+                    "OUT_DIR/events.parquet (each with a .json sidecar) and OUT_DIR/d2min.png.")
+    p.add_argument("tracks", help="tracks table (.parquet) from `colloidcg track`")
+    add_output(p)
+    g = p.add_argument_group("parameters (default: measured from the data)")
+    g.add_argument("--lag", type=int, help="frames between the configurations compared "
+                                           "(default: from the MSD, cage rattling << cutoff)")
+    g.add_argument("--cutoff", type=float, help="neighbour distance, px (default: first minimum of g(r))")
+    g.add_argument("--threshold", type=float,
+                   help="d2min_norm above which a particle is rearranging (dimensionless; "
+                        "default: 3 robust standard deviations above the median of log D2min)")
+    g.add_argument("--diameter", type=float,
+                   help="particle diameter, px, for the local area fraction (default: the "
+                        "table's diameter column, if any)")
+    g.add_argument("--fov", type=float, nargs=4, metavar=("XLO", "XHI", "YLO", "YHI"),
+                   help="field of view, px (default: the tracked video's frame or ROI from the "
+                        "tracks' sidecar, else the extent of the data)")
+    p.add_argument("--no-descriptors", dest="descriptors", action="store_false",
+                   help="skip the structural descriptors and the softness baseline")
+    p.add_argument("--plot-frame", type=int, dest="plot_frame",
+                   help="frame drawn in d2min.png (default: the one with most rearranging particles)")
+    p.set_defaults(func=run)
+
+
+def fov_from_sidecar(meta: dict):
+    """Field of view (px) of the video the tracks came from, or None when unknown.
+
+    Uses the tracking ROI when one was set, else the frame shape of the video.
+    """
+    from ..structure.frames import fov_from_shape
+
+    roi = (meta.get("parameters") or {}).get("roi")
+    if roi:
+        x0, y0, x1, y1 = (float(v) for v in roi)
+        return [(x0 - 0.5, x1 - 0.5), (y0 - 0.5, y1 - 0.5)]
+    shape = (meta.get("video") or {}).get("frame_shape")
+    if shape:
+        return fov_from_shape(shape).tolist()
+    return None
+
+
+def _background(meta: dict, frame: int):
+    """The video frame under the plot, or None when the video cannot be read."""
+    path = (meta.get("video") or {}).get("path")
+    if not path or not Path(path).exists():
+        return None
+    try:
+        from ..io import open_video
+
+        with open_video(path) as video:
+            img = video[frame]
+        return img if img.ndim == 2 else None
+    except Exception:  # a picture without background is still useful
+        return None
+
+
+def run(args) -> int:
+    import numpy as np
+
+    from ..errors import ColloidcgError, ParameterError
+    from ..outputs import check_writable, read_table
+    from ..rearrangements import (Rearrangements, busiest_frame, detect, plot_d2min_frame,
+                                  softness_baseline)
+
+    out = Path(args.output)
+    png = out / "d2min.png"
+    check_writable(Rearrangements.output_paths(out) + [png], args.overwrite)
+    tracks, meta = read_table(args.tracks, required=["frame", "particle", "x", "y"])
+    if args.fov is not None:
+        xlo, xhi, ylo, yhi = args.fov
+        fov = [(xlo, xhi), (ylo, yhi)]
+    else:
+        fov = fov_from_sidecar(meta) if "z" not in tracks.columns else None
+        if fov is not None:
+            pos = tracks[["x_image" if "x_image" in tracks else "x",
+                          "y_image" if "y_image" in tracks else "y"]].to_numpy(float)
+            lo, hi = np.array(fov)[:, 0], np.array(fov)[:, 1]
+            if ((pos < lo) | (pos > hi)).any():
+                fov = None  # the sidecar does not describe these coordinates
+    try:
+        res = detect(tracks, lag=args.lag, cutoff=args.cutoff, threshold=args.threshold, fov=fov,
+                     diameter=args.diameter, descriptors=args.descriptors)
+    except ColloidcgError as exc:
+        # name the input file in the one-line message
+        raise type(exc)(f"{args.tracks}: {exc}") from None
+    soft = None
+    if args.descriptors:
+        try:
+            s = softness_baseline(res.table, res.parameters["lag_frames"])
+            soft = s.summary()
+        except ColloidcgError as exc:
+            soft = {"auc": None, "reason": str(exc)}
+    units_in = (meta.get("units") or {})
+    extra = {"softness_baseline": soft,
+             "calibration": {"fps": units_in.get("fps"), "um_per_px": units_in.get("um_per_px")}}
+    t_path, e_path = res.save(out, inputs={"tracks": args.tracks}, overwrite=args.overwrite, **extra)
+    frame = args.plot_frame if args.plot_frame is not None else busiest_frame(res.table)
+    if frame not in set(res.table["frame"].unique()):
+        raise ParameterError(f"--plot-frame {frame}: not a frame of {args.tracks}")
+    plot_d2min_frame(res.table, frame, png, image=_background(meta, frame))
+    p = res.parameters
+    how = (lambda rule, measured: "given" if rule == "given" else measured)
+    print(f"lag {p['lag_frames']} frames ({how(p['lag_rule'], 'from the MSD')}), cutoff "
+          f"{p['cutoff_px']:.3g} px ({p['cutoff_rule']}), threshold {p['threshold']:.3g} on d2min_norm "
+          f"({how(p['threshold_rule'], 'from the D2min distribution')})")
+    print(f"{p['n_rearranging']} rearranging particle-frames in {p['n_events']} events "
+          f"-> {t_path}, {e_path}")
+    if soft is not None:
+        print(f"softness baseline ROC AUC: "
+              f"{'%.3f' % soft['auc'] if soft.get('auc') is not None else 'n/a (' + soft['reason'] + ')'}")
+    print(f"picture of frame {frame}: {png}")
+    return 0
