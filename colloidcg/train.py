@@ -28,6 +28,7 @@ from .core.graph import find_pairs, minimum_image
 from .core.integrate import rollout
 from .core.loss import multistep_nll, transition_nll
 from .core.model import MetriplecticModel, ModelConfig, State
+from .core.nets import inv_softplus
 from .core.persist import save_model
 from .data import Trajectory
 from .errors import ColloidcgError, ParameterError
@@ -170,9 +171,15 @@ def build_model(traj: Trajectory, cfg: TrainConfig, cutoff: float) -> Metriplect
     v2 = float(vel.var(0).mean())
     if not math.isfinite(v2) or v2 <= 0:
         raise ColloidcgError("trajectory: velocities are all equal (particles do not move); nothing to learn")
+    # lag-1 velocity correlation a; for the Euler-Maruyama AR(1) with FDT noise the
+    # stationary variance is 2 theta / (m (1 + a)), so theta ~ m <v^2> (1 + a) / 2
+    ok = traj.mask[1:] & traj.mask[:-1]
+    a = float((traj.vel[1:][ok] * traj.vel[:-1][ok]).sum() / traj.vel[:-1][ok].square().sum()) \
+        if bool(ok.any()) else 0.0
+    a = min(max(a, -0.5), 0.95)
     mcfg = ModelConfig(dim=traj.dim, cutoff=cutoff, n_s=cfg.n_s, width=cfg.width, depth=cfg.depth,
                        substrate=cfg.substrate, deviatoric=cfg.deviatoric, tau=traj.dt,
-                       mass_scale=1.0, theta_ref=v2)
+                       mass_scale=1.0, theta_ref=v2 * (1.0 + a) / 2.0)
     model = MetriplecticModel(mcfg)
     dtype = getattr(torch, cfg.dtype)
     model = model.to(dtype=dtype, device=cfg.device)
@@ -189,6 +196,11 @@ def build_model(traj: Trajectory, cfg: TrainConfig, cutoff: float) -> Metriplect
             vols.append(1.0 / dens)
             feats.append(model.encoder.features(r, pairs, cutoff, traj.box))
     model.config.volume_ref = float(torch.cat(vols).mean())
+    if cfg.substrate:
+        # start the solvent friction at the data's lag-1 velocity relaxation, 1 - a with
+        # a = <v_t . v_t+1> / <v^2> (Euler-Maruyama: v_t+1 = (1 - gamma dt / m) v_t + ...)
+        with torch.no_grad():
+            model.raw_gamma0.fill_(inv_softplus(min(max(1.0 - a, 0.05), 1.5)))
     f = torch.cat(feats)
     model.encoder.f_mean.copy_(f.mean(0))
     model.encoder.f_std.copy_(f.std(0).clamp_min(1e-6))

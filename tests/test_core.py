@@ -13,6 +13,7 @@ from colloidcg.core import MetriplecticModel, ModelConfig, State, find_pairs, ro
 from colloidcg.core.graph import NeighbourList, minimum_image
 
 H = 1.0
+torch.set_num_threads(1)
 SETTINGS = dict(max_examples=12, deadline=None, derandomize=True)
 
 

@@ -29,7 +29,9 @@ from .model import MetriplecticModel, State
 def _gauss_nll_blocks(res: torch.Tensor, cov: torch.Tensor) -> torch.Tensor:
     """Per-row NLL of residuals (N, d) under (N, d, d) covariances."""
     d = res.shape[-1]
-    chol = torch.linalg.cholesky(cov)
+    chol, info = torch.linalg.cholesky_ex(cov)
+    if bool((info != 0).any()):  # not positive definite (diverged weights): report NaN
+        return res.new_full(res.shape[:-1], float("nan"))
     z = torch.linalg.solve_triangular(chol, res.unsqueeze(-1), upper=False).squeeze(-1)
     logdet = 2.0 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
     return 0.5 * (z.square().sum(-1) + logdet + d * math.log(2 * math.pi))

@@ -69,7 +69,10 @@ def load_model(directory, device="cpu", weights_name: str = "model.pt") -> tuple
         mcfg = ModelConfig.from_dict(cfg["model"])
     except (KeyError, TypeError, ValueError) as exc:
         raise ColloidcgError(f"{directory}: config.json has an invalid model section ({exc})") from None
-    model = MetriplecticModel(mcfg)
+    dtype = getattr(torch, str(cfg.get("dtype", "float64")), None)
+    if not isinstance(dtype, torch.dtype):
+        raise ColloidcgError(f"{directory}: config.json has an unknown dtype {cfg.get('dtype')!r}")
+    model = MetriplecticModel(mcfg).to(dtype)
     wpath = directory / weights_name
     if not wpath.exists():
         raise ColloidcgError(f"{directory}: no {weights_name}; the model directory is incomplete")
@@ -78,5 +81,4 @@ def load_model(directory, device="cpu", weights_name: str = "model.pt") -> tuple
         model.load_state_dict(state)
     except Exception as exc:  # corrupt or mismatched file: several unrelated types
         raise ColloidcgError(f"{wpath}: weights do not match the configuration ({exc.__class__.__name__})") from None
-    dtype = getattr(torch, cfg.get("dtype", "float64"))
-    return model.to(device=device, dtype=dtype), cfg
+    return model.to(device=device), cfg

@@ -1,0 +1,135 @@
+"""Training: a short fit learns free Langevin friction; bad input and divergence give clear
+errors; the CLI chain train -> simulate -> evaluate writes its files."""
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from colloidcg.cli import main
+from colloidcg.core.persist import load_model, save_model
+from colloidcg.data import from_tracks
+from colloidcg.errors import ColloidcgError
+from colloidcg.outputs import provenance, write_table
+from colloidcg.train import TrainConfig, TrainingDiverged, estimate_localisation_noise, fit
+
+torch.set_num_threads(1)
+
+
+def langevin(n=60, frames=40, gamma=5.0, kT=1.0, sub=20, L=60.0, seed=0, loc=0.0):
+    """Free underdamped Langevin particles (BAOAB, no forces), recorded every frame."""
+    rng = np.random.default_rng(seed)
+    r = rng.uniform(0, L, (n, 2))
+    v = rng.normal(0, math.sqrt(kT), (n, 2))
+    h = 1.0 / sub
+    c1 = math.exp(-gamma * h)
+    c2 = math.sqrt(kT * (1 - c1 ** 2))
+    out = []
+    for _ in range(frames):
+        out.append(r.copy())
+        for _ in range(sub):
+            r = r + 0.5 * h * v
+            v = c1 * v + c2 * rng.normal(size=v.shape)
+            r = r + 0.5 * h * v
+    pos = np.array(out) + rng.normal(0, loc, (frames, n, 2))
+    return pd.DataFrame({"frame": np.repeat(np.arange(frames), n), "particle": np.tile(np.arange(n), frames),
+                         "x": pos[..., 0].ravel(), "y": pos[..., 1].ravel()})
+
+
+FAST = dict(epochs=3, batch_frames=8, lr=1e-2, cutoff=3.0, edge=0.0, progress=False, val_rollout_steps=5)
+
+
+def test_fit_learns_velocity_relaxation_of_free_particles():
+    traj = from_tracks(langevin(frames=60))
+    res = fit(traj, TrainConfig(**{**FAST, "epochs": 4, "lr": 1e-2}, loc_noise="none"))
+    assert res.history[-1]["train_nll"] < res.history[0]["train_nll"]
+    m = res.model
+    with torch.no_grad():
+        r0 = traj.pos[1]
+        S = m.initial_S(r0)
+        from colloidcg.core import State, find_pairs
+        pairs = find_pairs(r0, m.config.cutoff)
+        ns = m.compute(State(r0, traj.vel[1], S), pairs)
+        gamma_dt = float((ns.s0[0] / (ns.m * ns.theta)).mean()) * traj.dt
+    # truth: lag-1 correlation of finite-difference velocities, a = C(1)/C(0) = 0.123 -> 1 - a
+    print("gamma_dt", gamma_dt)
+    assert 0.8 < gamma_dt < 0.95
+    assert set(res.report) >= {"epochs_run", "best_epoch", "cutoff", "localisation_noise", "particle_steps_per_s"}
+
+
+def test_localisation_noise_estimate():
+    traj = from_tracks(langevin(frames=40, gamma=50.0, loc=0.3, seed=2))
+    est = estimate_localisation_noise(traj)
+    assert 0.2 < est < 0.4
+
+
+def test_divergence_stops_with_message_and_keeps_checkpoint(tmp_path):
+    traj = from_tracks(langevin(frames=12))
+    with pytest.raises(TrainingDiverged, match="diverged"):
+        fit(traj, TrainConfig(**{**FAST, "lr": 1e30, "epochs": 4}), out_dir=tmp_path)
+
+
+def test_no_usable_particles_and_bad_dt_messages():
+    df = langevin(frames=10)
+    traj = from_tracks(df)
+    traj.dt = 0.0
+    with pytest.raises(ColloidcgError, match="dt"):
+        fit(traj, TrainConfig(**FAST))
+    with pytest.raises(ColloidcgError, match="usable"):
+        fit(from_tracks(df), TrainConfig(**{**FAST, "edge": 1e6}))
+
+
+def test_model_directory_round_trip_and_incompatible_version(tmp_path):
+    traj = from_tracks(langevin(frames=10))
+    res = fit(traj, TrainConfig(**{**FAST, "epochs": 1}))
+    save_model(res.model, tmp_path / "m")
+    m2, cfg = load_model(tmp_path / "m")
+    sd2 = m2.state_dict()
+    for k, a in res.model.state_dict().items():
+        assert torch.equal(a, sd2[k]), k
+    c = json.loads((tmp_path / "m" / "config.json").read_text())
+    c["format_version"] = 999
+    (tmp_path / "m" / "config.json").write_text(json.dumps(c))
+    with pytest.raises(ColloidcgError, match="incompatible"):
+        load_model(tmp_path / "m")
+
+
+def test_rearrangement_auc_reported():
+    df = langevin(frames=16)
+    rng = np.random.default_rng(0)
+    df["rearranging"] = rng.random(len(df)) < 0.2
+    res = fit(from_tracks(df), TrainConfig(**{**FAST, "epochs": 1, "aux_weight": 0.5}))
+    auc = res.report["rearrangement_auc"]
+    assert auc["n"] > 0 and 0.0 <= auc["S"] <= 1.0 and "aux" in auc
+
+
+def test_cli_train_simulate_evaluate(tmp_path, capsys):
+    tracks = tmp_path / "tracks.parquet"
+    write_table(tracks, langevin(frames=16), provenance("test", {}, {}, meta={"fps": 10.0, "um_per_px": 0.2}))
+    model = tmp_path / "model"
+    assert main(["train", str(tracks), "-o", str(model), "--epochs", "2", "--quiet", "--cutoff", "0.6",
+                 "--edge", "0"]) == 0
+    for f in ("model.pt", "config.json", "report.json", "loss.png", "validation.png"):
+        assert (model / f).exists(), f
+    sim = tmp_path / "sim.parquet"
+    assert main(["simulate", str(model), "--init", str(tracks), "--frame", "1", "--steps", "12",
+                 "--seed", "3", "-o", str(sim)]) == 0
+    out = pd.read_parquet(sim)
+    assert set(out.columns) >= {"frame", "particle", "x", "y"} and out["frame"].nunique() == 13
+    sim2 = tmp_path / "sim2.parquet"
+    assert main(["simulate", str(model), "--init", str(tracks), "--frame", "1", "--steps", "12",
+                 "--seed", "3", "-o", str(sim2), "--fast"]) == 0
+    assert np.allclose(pd.read_parquet(sim2)[["x", "y"]], out[["x", "y"]], atol=1e-3)
+    assert main(["evaluate", str(tracks), str(sim), "-o", str(tmp_path / "rep")]) == 0
+    assert (tmp_path / "rep" / "metrics.json").exists()
+    # bad inputs: one-line errors, exit code 2
+    capsys.readouterr()
+    assert main(["simulate", str(tmp_path), "--init", str(tracks), "--steps", "3", "-o", str(tmp_path / "x.parquet")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("colloidcg simulate: error:") and err.count("\n") == 1
+    bad = tmp_path / "bad.parquet"
+    write_table(bad, langevin(frames=2), {})
+    assert main(["train", str(bad), "-o", str(tmp_path / "m2")]) == 2
