@@ -3,8 +3,9 @@
 The rules (also in the README):
 
 - **cutoff** (px): the first minimum of g(r) after its first peak
-  (:func:`colloidcg.structure.cutoff_from_gr`); 1.5 x the peak position when g(r) has no
-  minimum below 1.
+  (:func:`colloidcg.structure.cutoff_from_gr`): g(r) from up to 50 evenly spaced frames,
+  bins of a/40 smoothed over 2 bins, the peak and the minimum required to differ by 4
+  Poisson standard errors; 1.5 mean spacings when g(r) has no such minimum (a gas).
 - **lag** (frames): the longest lag at which the *typical* cage rattling is still well
   below the cutoff: the largest tau <= max(1, n_frames // 10) whose drift-corrected
   median displacement sqrt(median |dr(tau) - <dr(tau)>|^2) is at most
