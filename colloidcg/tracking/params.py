@@ -1,23 +1,28 @@
 """Tracking parameters and how they are suggested from the data.
 
-Every parameter can be given; any left as ``None`` is estimated from the video:
+Every parameter can be given; any left as ``None`` is estimated from the first frame:
 
-- ``invert``: whether particles are dark on a bright background, from which tail of the
-  (background-subtracted) intensity distribution is longer.
-- ``diameter``: from the spot width s, first from a Laplacian-of-Gaussian scale search
-  (scikit-image ``blob_log``, median over blobs), then corrected by the median width of
-  Gaussians fitted to the detected spots; the diameter is the smallest odd integer
-  >= 3.5 s (trackpy's mask should just hold a spot). For z-stacks the axial width is
+- ``invert``: from a scale-space blob scan (scale-normalised determinant of the Hessian,
+  Lindeberg, Int. J. Comput. Vis. 30, 79 (1998), which answers to blobs and not to
+  lines or rings) of both polarities: particles are dark when the strongest dark blobs
+  are stronger than the strongest bright ones. Ring-shaped bright-field particles (dark
+  edge, bright centre) are thus tracked by their compact bright centres.
+- ``diameter``: from the spot width s: the median blob scale of the strong blobs, then
+  the median width of Gaussians fitted jointly to the detected spots (which corrects
+  the scan's bias in dense packings); the diameter is the smallest odd integer
+  >= 3.5 s (trackpy's mask then just holds a spot). For z-stacks the axial width is
   scaled from the lateral one by the ratio of the autocorrelation widths.
-- ``separation``: 0.6 x the typical neighbour spacing (first side peak of the
-  autocorrelation), capped at diameter + 1, so touching neighbours are still resolved.
-- ``minmass``: from the distribution of feature masses found with no threshold: when it
-  is bimodal (noise peaks versus particles, Otsu's threshold on log mass separating
-  modes at least 4x apart) the threshold between the modes; otherwise a quarter of the
-  5th percentile (keeping every particle-like feature).
+- ``separation``: 0.6 x the median nearest-neighbour distance of the spots, capped at
+  diameter + 1, so touching neighbours are still resolved.
+- ``minmass``: at least the mass that pure pixel noise reaches (the largest feature
+  mass found in a white-noise image of the frame's noise level, measured with a
+  second-difference estimator, Immerkaer, Comput. Vis. Image Underst. 64, 300 (1996));
+  above that, the middle of a clear break (a factor >= 3) in the sorted masses, if
+  there is one (dim junk versus particles), else a quarter of the 5th percentile.
 - ``search_range``: from the displacement distribution: the 99.5th percentile of the
-  distance from each feature to its nearest feature in the next frame, times 1.5, plus
-  0.5 px; capped at 0.45 x the neighbour spacing so that linking stays unambiguous.
+  distance from each feature to its nearest feature in the next frame (leaving out
+  features near the edges, which may be entering or leaving the view), times 1.5,
+  plus 0.5 px; capped at 0.45 x the neighbour spacing so that linking stays unambiguous.
 """
 
 from __future__ import annotations
@@ -109,11 +114,147 @@ def _flatten_background(img: np.ndarray) -> np.ndarray:
     return img - ndimage.gaussian_filter(img, sig, mode="nearest")
 
 
-def suggest_invert(frame: np.ndarray) -> bool:
-    """True when particles are dark on a bright background."""
-    flat = _flatten_background(frame.astype(np.float64))
-    lo, med, hi = np.percentile(flat, [0.5, 50, 99.5])
-    return bool((med - lo) > (hi - med))
+def noise_level(img: np.ndarray) -> float:
+    """Standard deviation of the pixel noise of a 2D image (robust to its structure).
+
+    The image is filtered with the second-difference mask [[1,-2,1],[-2,4,-2],[1,-2,1]]
+    (norm 6), which removes smooth structure such as spots and background (Immerkaer
+    1996); the median absolute response, over 0.6745, gives the noise.
+    """
+    import cv2
+
+    k = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
+    r = cv2.filter2D(np.asarray(img, np.float32), -1, k, borderType=cv2.BORDER_REFLECT)
+    r = r[1:-1, 1:-1] if min(r.shape) > 2 else r
+    return float(1.4826 * np.median(np.abs(r)) / 6.0)
+
+
+def _hessian_bank(img: np.ndarray, scales: np.ndarray):
+    """For each scale s: the signed blob strength s^2 sqrt(det H) (+ bright, - dark) of
+    the image smoothed at s, on a grid coarsened by f (a power of 2 with s / f < 3).
+
+    Yields (s, f, strength) with strength of shape (ceil(Y / f), ceil(X / f)).
+    """
+    import cv2
+
+    ny, nx = img.shape
+    levels = {1: img}
+    for s in scales:
+        f = 1
+        while s / f >= 3.0 and min(ny, nx) // (2 * f) >= 16:
+            f *= 2
+        if f not in levels:
+            levels[f] = cv2.resize(img, (-(-nx // f), -(-ny // f)), interpolation=cv2.INTER_AREA)
+        sl = s / f
+        g = cv2.GaussianBlur(levels[f], (0, 0), sl, borderType=cv2.BORDER_REFLECT)
+        lxx = cv2.Sobel(g, cv2.CV_32F, 2, 0, ksize=1, borderType=cv2.BORDER_REFLECT)
+        lyy = cv2.Sobel(g, cv2.CV_32F, 0, 2, ksize=1, borderType=cv2.BORDER_REFLECT)
+        lxy = cv2.Sobel(g, cv2.CV_32F, 1, 1, ksize=3, scale=0.25, borderType=cv2.BORDER_REFLECT)
+        det = lxx * lyy - lxy * lxy
+        np.maximum(det, 0, out=det)
+        np.sqrt(det, out=det)
+        det *= sl * sl
+        det[lxx + lyy > 0] *= -1.0
+        yield s, f, det
+
+
+def blob_scan(frame: np.ndarray, z_min: float = 6.0, s_min: float = 0.8,
+              s_max: float | None = None) -> dict[str, np.ndarray]:
+    """Blobs of both polarities in a 2D frame, with their scale and strength.
+
+    Parameters
+    ----------
+    frame : ndarray (Y, X)
+    z_min : float
+        A blob must be this many times stronger than pure pixel noise gives at its scale.
+    s_min, s_max : float
+        Range of blob scales (Gaussian sigma, px); s_max defaults to 1/16 of the frame.
+
+    Returns
+    -------
+    dict
+        ``"bright"``, ``"dark"``: ndarray (N, 4) of x, y (px), scale s (px) and strength
+        (scale-normalised sqrt det Hessian, image units), strongest first; ``"noise"``:
+        the pixel noise level.
+    """
+    import cv2
+
+    img = np.asarray(frame, np.float32)
+    ny, nx = img.shape
+    if s_max is None:
+        s_max = max(2.0, min(ny, nx) / 16)
+    scales = s_min * 2 ** (np.arange(int(np.floor(3 * np.log2(s_max / s_min))) + 1) / 3)
+    flat = img - _smooth_large(img, 4 * s_max)
+    noise = max(noise_level(img), 1e-12)
+    white = np.random.default_rng(0).normal(0, 1.0, (128, 128)).astype(np.float32)
+    # per coarsening level: the best strength over that level's scales (bright, dark),
+    # that scale, and the strength in units of what noise gives at that scale
+    best: dict[int, list] = {}
+    for (s, f, b), (_, _, bw) in zip(_hessian_bank(flat, scales), _hessian_bank(white, scales)):
+        inner = bw[8:-8, 8:-8] if min(bw.shape) > 32 else bw
+        unit = noise * float(np.sqrt(np.mean(inner ** 2)))
+        if f not in best:
+            best[f] = [b.copy(), -b, np.full(b.shape, s, np.float32), np.full(b.shape, s, np.float32),
+                       b / unit, -b / unit]
+            continue
+        for k, sb in ((0, b), (1, -b)):
+            up = sb > best[f][k]
+            np.copyto(best[f][k], sb, where=up)
+            np.copyto(best[f][2 + k], np.float32(s), where=up)
+            np.copyto(best[f][4 + k], sb / unit, where=up)
+    # merge the levels at full resolution (strength ranks across levels: it is
+    # scale-normalised), then keep local maxima that are significant
+    out: dict[str, np.ndarray] = {"noise": np.float64(noise)}
+    for k, name in ((0, "bright"), (1, "dark")):
+        m_all = s_all = z_all = None
+        for f, arrs in best.items():
+            st, sc, z = arrs[k], arrs[2 + k], arrs[4 + k]
+            if f > 1:
+                st = cv2.resize(st, (nx, ny), interpolation=cv2.INTER_LINEAR)
+                sc = cv2.resize(sc, (nx, ny), interpolation=cv2.INTER_NEAREST)
+                z = cv2.resize(z, (nx, ny), interpolation=cv2.INTER_LINEAR)
+            if m_all is None:
+                m_all, s_all, z_all = st.copy(), sc.copy(), z.copy()
+                continue
+            up = st > m_all
+            np.copyto(m_all, st, where=up)
+            np.copyto(s_all, sc, where=up)
+            np.copyto(z_all, z, where=up)
+        peak = (m_all == cv2.dilate(m_all, np.ones((3, 3), np.uint8))) & (z_all > z_min)
+        ys, xs = np.nonzero(peak)
+        b = np.c_[xs, ys, s_all[ys, xs], m_all[ys, xs]].astype(np.float64)
+        out[name] = b[np.argsort(-b[:, 3])]
+    return out
+
+
+def _smooth_large(img: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian smoothing at a large scale, computed on a coarsened grid (float32)."""
+    import cv2
+
+    ny, nx = img.shape
+    f = max(1, int(sigma // 4))
+    small = cv2.resize(img, (-(-nx // f), -(-ny // f)), interpolation=cv2.INTER_AREA) if f > 1 else img
+    small = cv2.GaussianBlur(small, (0, 0), sigma / f, borderType=cv2.BORDER_REFLECT)
+    return cv2.resize(small, (nx, ny), interpolation=cv2.INTER_LINEAR) if f > 1 else small
+
+
+def _reference_strength(blobs: np.ndarray) -> float:
+    """Strength of the third strongest blob (robust to a dust speck or two)."""
+    return float(blobs[min(2, len(blobs) - 1), 3]) if len(blobs) else 0.0
+
+
+def strong_blobs(blobs: np.ndarray, fraction: float = 0.25) -> np.ndarray:
+    """The blobs at least ``fraction`` as strong as the third strongest: the particles."""
+    if len(blobs) == 0:
+        return blobs
+    return blobs[blobs[:, 3] >= fraction * _reference_strength(blobs)]
+
+
+def suggest_invert(frame: np.ndarray, scan: dict | None = None) -> bool:
+    """True when particles are dark on a bright background (see the module docstring)."""
+    plane = frame if frame.ndim == 2 else np.asarray(frame).max(axis=0)
+    scan = scan if scan is not None else blob_scan(plane.astype(np.float64))
+    return bool(_reference_strength(scan["dark"]) > _reference_strength(scan["bright"]))
 
 
 def _autocorr(img: np.ndarray) -> np.ndarray:
@@ -173,28 +314,11 @@ def spot_scale(frame: np.ndarray, invert: bool = False) -> tuple[np.ndarray, np.
 
 
 def blob_sigma(frame: np.ndarray, invert: bool = False) -> float:
-    """Median Laplacian-of-Gaussian blob width (px) of a 2D frame (a crop of <= 384 px).
-
-    The frame is lightly smoothed, flattened and divided by its robust noise level, so
-    only blobs at least 5 noise-sigmas strong count: pixel noise is never taken for spots.
-    """
-    from skimage.feature import blob_log
-
-    img = frame.astype(np.float64)
-    if invert:
-        img = img.max() - img
-    crop = img[:384, :384]
-    img = _flatten_background(ndimage.gaussian_filter(crop, 1.0))
-    # Pixel noise from the finest scale (robust even when spots fill the frame), scaled to
-    # what remains of white noise after the 1 px smoothing (factor 1 / (2 sqrt(pi))).
-    hf = crop - ndimage.gaussian_filter(crop, 1.0)
-    noise = 1.4826 * np.median(np.abs(hf - np.median(hf))) / (2 * np.sqrt(np.pi))
-    z = np.clip(img / max(noise, 1e-12), 0, None)
-    max_sigma = max(2.0, min(img.shape) / 8)
-    blobs = blob_log(z, min_sigma=1.0, max_sigma=max_sigma, num_sigma=int(4 * max_sigma),
-                     threshold=5.0, overlap=1.0)
-    # Undo the 1 px smoothing: widths add in quadrature.
-    return float(np.sqrt(max(np.median(blobs[:, 2]) ** 2 - 1.0, 0.5))) if len(blobs) else float("nan")
+    """Median scale (Gaussian sigma, px) of the strong blobs of a 2D frame (NaN if none)."""
+    img = np.asarray(frame, dtype=np.float64)
+    scan = blob_scan(-img if invert else img)
+    strong = strong_blobs(scan["bright"])
+    return float(np.median(strong[:, 2])) if len(strong) else float("nan")
 
 
 def suggest_diameter(sigma: np.ndarray) -> tuple[int, ...]:
@@ -215,24 +339,126 @@ def suggest_separation(diameter: tuple[int, ...], spacing: np.ndarray) -> tuple[
     return tuple(out)
 
 
-def suggest_minmass(mass: np.ndarray) -> float:
-    """Threshold separating particles from noise in a distribution of feature masses."""
-    from skimage.filters import threshold_otsu
+def suggest_minmass(mass: np.ndarray, floor: float = 0.0) -> float:
+    """Threshold separating particles from noise in a distribution of feature masses.
 
-    mass = np.asarray(mass, dtype=float)
-    mass = mass[np.isfinite(mass) & (mass > 0)]
+    Parameters
+    ----------
+    mass : ndarray (N,)
+        Masses of the features found with no threshold.
+    floor : float
+        The mass pure noise reaches (:func:`noise_mass_floor`); the threshold is never
+        lower.
+
+    Above the floor, the masses sorted in log scale are searched for a clear break: the
+    widest gap between neighbouring values (at least a factor 3) that has at least three
+    features above it; the threshold is its geometric middle. Without one the masses form
+    one population, and the threshold is a quarter of its 5th percentile (keeping every
+    particle-like feature). Unlike Otsu's method this holds when a few particles sit
+    among many dim features.
+    """
+    mass = np.sort(np.asarray(mass, dtype=float))
+    mass = mass[np.isfinite(mass) & (mass > max(floor, 0.0))]
     if len(mass) < 4:
-        return 0.0
+        return float(floor)
     logm = np.log(mass)
-    fallback = 0.25 * float(np.percentile(mass, 5))
-    try:
-        t = threshold_otsu(logm)
-    except ValueError:
-        return fallback
-    lo, hi = logm[logm <= t], logm[logm > t]
-    if len(lo) and len(hi) and np.median(hi) - np.median(lo) > math.log(4.0):
-        return float(math.exp(t))
-    return fallback
+    gaps = np.diff(logm)[:-2]          # a gap below at least three features
+    if len(gaps):
+        i = int(np.argmax(gaps))
+        if gaps[i] > math.log(3.0):
+            return max(float(math.exp(0.5 * (logm[i] + logm[i + 1]))), floor)
+    return max(floor, 0.25 * float(np.percentile(mass, 5)))
+
+
+def feature_masses(img: np.ndarray, diameter: int, separation: float, refine: bool = True
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """x, y (px) and mass of every candidate feature of a 2D frame (no mass threshold),
+    as the locating step measures them: the peaks of
+    :func:`colloidcg.tracking.locate.find_peaks` (``refine``), or ``trackpy.locate``."""
+    if refine:
+        from .locate import find_peaks
+
+        x, y, mass, _ = find_peaks(img, diameter, separation)
+        return x, y, mass
+    import warnings
+
+    import trackpy as tp
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        f = tp.locate(np.asarray(img, dtype=np.float64), diameter, minmass=0,
+                      separation=separation, engine="numba")
+    return f["x"].to_numpy(), f["y"].to_numpy(), f["mass"].to_numpy()
+
+
+def noise_mass_floor(shape: tuple[int, int], noise: float, diameter: int, separation: float,
+                     refine: bool = True, seed: int = 0) -> float:
+    """The largest feature mass found in white noise of std ``noise`` (px counts) on a
+    frame of ``shape`` (at most 512 x 512), measured as :func:`feature_masses` does: a
+    mass threshold that pure noise does not pass."""
+    h, w = min(shape[0], 512), min(shape[1], 512)
+    img = np.random.default_rng(seed).normal(0.0, noise, (h, w)) + 10 * noise
+    _, _, mass = feature_masses(img, diameter, separation, refine)
+    return float(mass.max()) if len(mass) else 0.0
+
+
+def nn_spacing(x: np.ndarray, y: np.ndarray) -> float:
+    """Median nearest-neighbour distance (px) of points; NaN for fewer than two."""
+    from scipy.spatial import cKDTree
+
+    if len(x) < 2:
+        return float("nan")
+    d, _ = cKDTree(np.c_[x, y]).query(np.c_[x, y], k=2)
+    return float(np.median(d[:, 1]))
+
+
+def suggest_parameters_2d(img: np.ndarray, p: "TrackParams") -> "TrackParams":
+    """Fill ``diameter``, ``separation`` and ``minmass`` of ``p`` (in place) from a 2D
+    frame ``img`` that is already cropped and oriented (particles bright).
+
+    Raises :class:`TrackingError` when nothing particle-like is found.
+    """
+    from ..errors import TrackingError
+    from .locate import find_peaks
+    from .refine import refine_jointly
+
+    noise = noise_level(img)
+    spacing = float("nan")
+    if p.diameter is None:
+        blobs = strong_blobs(blob_scan(img)["bright"])
+        if len(blobs) == 0:
+            raise TrackingError("no particles found: nothing spot-like in the first frame; "
+                                "check the video or give --diameter and --invert")
+        s = float(np.median(blobs[:, 2]))
+        spacing = nn_spacing(blobs[:, 0], blobs[:, 1])
+        d0 = suggest_diameter([s])[0]
+        sep0 = suggest_separation((d0,), [spacing])[0]
+        x, y, mass, _ = find_peaks(img, d0, sep0)
+        keep = mass >= suggest_minmass(mass, noise_mass_floor(img.shape, noise, d0, sep0))
+        if keep.sum() >= 3:
+            # widths of Gaussians fitted jointly (the scan is biased by close neighbours)
+            r = refine_jointly(img, x[keep], y[keep], d0 / 3.5, add_missed=False,
+                               n_sweeps=2, stage1_sweeps=2, tol=1e-2)
+            ok = r["converged"]
+            if ok.sum() >= 3:
+                s = float(np.median(r["sigma"][ok]))
+                spacing = nn_spacing(r["x"][ok], r["y"][ok])
+        p.diameter = suggest_diameter([s])[0]
+    if p.separation is None:
+        if not np.isfinite(spacing):
+            x, y, mass, _ = find_peaks(img, p.diameter, p.diameter + 1.0)
+            floor = noise_mass_floor(img.shape, noise, p.diameter, p.diameter + 1.0)
+            keep = mass >= suggest_minmass(mass, floor)
+            spacing = nn_spacing(x[keep], y[keep])
+        p.separation = suggest_separation((p.diameter,), [spacing])[0]
+    if p.minmass is None:
+        _, _, mass = feature_masses(img, p.diameter, p.separation, p.refine)
+        if len(mass) == 0:
+            raise TrackingError(f"no particles found in the first frame with diameter={p.diameter}; "
+                                "check the video, --diameter and --invert")
+        floor = noise_mass_floor(img.shape, noise, p.diameter, p.separation, p.refine)
+        p.minmass = suggest_minmass(mass, floor)
+    return p
 
 
 def suggest_search_range(pos0: np.ndarray, pos1: np.ndarray, spacing: float) -> float:
@@ -250,6 +476,14 @@ def suggest_search_range(pos0: np.ndarray, pos1: np.ndarray, spacing: float) -> 
     if len(pos0) == 0 or len(pos1) == 0:
         return max(1.0, 0.45 * spacing) if np.isfinite(spacing) else 5.0
     d, _ = cKDTree(pos1).query(pos0)
+    if np.isfinite(spacing):
+        # particles entering or leaving the view have no partner: leave out the features
+        # within half a spacing of the edges (of the box that holds all features)
+        both = np.vstack([pos0, pos1])
+        lo, hi = both.min(axis=0) + 0.5 * spacing, both.max(axis=0) - 0.5 * spacing
+        inner = np.all((pos0 >= lo) & (pos0 <= hi), axis=1)
+        if inner.sum() >= 10:
+            d = d[inner]
     guess = 1.5 * float(np.percentile(d, 99.5)) + 0.5
     if np.isfinite(spacing):
         guess = min(guess, 0.45 * spacing)
