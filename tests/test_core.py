@@ -290,7 +290,7 @@ def test_long_stochastic_run_mean_energy_does_not_drift():
     m = random_model(2, 2, 1, substrate=True, k_B=0.5)
     s = random_state(2, 24, 2, 1, 3.0)
     box = torch.tensor([3.0, 3.0], dtype=torch.float64)
-    dt, steps, reps = 2e-3, 300, 24
+    dt, steps, reps = 2e-3, 150, 16
 
     def run(ito):
         dE = []
