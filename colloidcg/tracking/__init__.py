@@ -25,9 +25,9 @@ from ..errors import ParameterError, TrackingError
 from ..outputs import provenance, write_table
 from .link import add_velocities, estimate_drift, filter_stubs, link, subtract_drift
 from .locate import locate_frame, locate_many, prepare
-from .params import (TrackParams, blob_sigma, spot_scale, suggest_diameter, suggest_invert,
-                     suggest_minmass, suggest_parameters_2d, suggest_search_range,
-                     suggest_separation)
+from .params import (TrackParams, blob_scan, blob_sigma, spot_scale, suggest_diameter,
+                     suggest_invert, suggest_minmass, suggest_parameters_2d,
+                     suggest_search_range, suggest_separation)
 from .refine import refine_jointly
 
 __all__ = ["track", "TrackParams", "TrackResult", "locate_frame", "refine_jointly",
@@ -123,12 +123,15 @@ def suggest_parameters(frame: np.ndarray, params: TrackParams | None = None) -> 
     p.validate(ndim)
     for name in ("invert", "diameter", "separation", "minmass", "search_range"):
         p.sources.setdefault(name, "given" if getattr(p, name) is not None else "estimated")
+    scan = None
     if p.invert is None:
         raw = prepare(frame, False, p.roi)
-        p.invert = suggest_invert(raw if ndim == 2 else raw.max(axis=0))
+        plane = raw if ndim == 2 else raw.max(axis=0)
+        scan = blob_scan(plane)
+        p.invert = suggest_invert(plane, scan)
     img = prepare(frame, p.invert, p.roi)
     if ndim == 2:
-        return suggest_parameters_2d(img, p)
+        return suggest_parameters_2d(img, p, scan)
     spacing = float("nan")
     if p.diameter is None:
         plane = img if ndim == 2 else img.max(axis=0)

@@ -78,14 +78,13 @@ def bandpass(img: np.ndarray, diameter: int, noise_size: float = 1.0) -> np.ndar
 
 
 @njit(cache=True)
-def _disc_sums(img, xs, ys, radius, scale_to_full):
-    """Sum of img over a disc of ``radius`` px around each (rounded) position.
-
-    With ``scale_to_full`` the sum over the in-frame part is scaled to the whole disc's
-    area (spots cut by the frame border).
-    """
+def _disc_sums(img, xs, ys, radius):
+    """Sum of img over a disc of ``radius`` px around each (rounded) position: returns
+    the sum over the in-frame part and that sum scaled to the whole disc's area (for
+    spots cut by the frame border)."""
     ny, nx = img.shape
     out = np.empty(len(xs))
+    full = np.empty(len(xs))
     r = int(radius)
     r2 = radius * radius
     for i in range(len(xs)):
@@ -102,13 +101,30 @@ def _disc_sums(img, xs, ys, radius, scale_to_full):
                 continue
             lo = max(0, cu - half)
             hi = min(nx, cu + half + 1)
-            for u in range(lo, hi):
-                acc += img[v, u]
+            row = img[v, lo:hi]
+            for k in range(hi - lo):
+                acc += row[k]
             n_in += max(0, hi - lo)
-        if scale_to_full and n_in > 0:
-            acc *= n_all / n_in
         out[i] = acc
-    return out
+        full[i] = acc * n_all / n_in if n_in > 0 else 0.0
+    return out, full
+
+
+@njit(cache=True)
+def _maxima(bp, dil, threshold):
+    """Positions (x, y) of pixels equal to their dilation and above ``threshold``."""
+    ny, nx = bp.shape
+    xs = []
+    ys = []
+    for v in range(ny):
+        brow = bp[v]
+        drow = dil[v]
+        for u in range(nx):
+            c = brow[u]
+            if c > threshold and c == drow[u]:
+                xs.append(u)
+                ys.append(v)
+    return np.array(xs, dtype=np.int64), np.array(ys, dtype=np.int64)
 
 
 @njit(cache=True)
@@ -174,19 +190,15 @@ def find_peaks(img: np.ndarray, diameter: int, separation: float, percentile: fl
     sub = bp[::3, ::3]
     sub = sub[sub > 0]
     thr = float(np.percentile(sub, percentile)) if len(sub) else 0.0
-    ys, xs = np.nonzero((bp == dil) & (bp > thr))
+    xs, ys = _maxima(bp, dil, thr)
     empty = np.zeros(0)
     if len(xs) == 0:
         return empty, empty, empty, bp
-    mass = _disc_sums(bp, xs.astype(np.float64), ys.astype(np.float64), float(diameter // 2), True)
+    _, mass = _disc_sums(bp, xs.astype(np.float64), ys.astype(np.float64), float(diameter // 2))
     if len(xs) > 1:   # plateaus and near-equal neighbours: keep the brighter of close pairs
-        pairs = cKDTree(np.c_[xs, ys]).query_pairs(separation, output_type="ndarray")
-        if len(pairs):
-            drop = np.where(mass[pairs[:, 0]] >= mass[pairs[:, 1]], pairs[:, 1], pairs[:, 0])
-            keep = np.ones(len(xs), bool)
-            keep[drop] = False
-            xs, ys, mass = xs[keep], ys[keep], mass[keep]
-    fx, fy = _subpixel(bp, ys.astype(np.int64), xs.astype(np.int64))
+        keep = ~_duplicates(xs.astype(np.float64), ys.astype(np.float64), mass, separation)
+        xs, ys, mass = xs[keep], ys[keep], mass[keep]
+    fx, fy = _subpixel(bp, ys, xs)
     return fx, fy, mass, bp
 
 
@@ -251,49 +263,46 @@ def _locate_refined(img: np.ndarray, diameter, separation, minmass: float) -> pd
     r = refine_jointly(img, x, y, sigma, **REFINE_OPTIONS)
     rx, ry = r["x"], r["y"]
     radius = float(d // 2)
-    mass = _disc_sums(bp, rx, ry, radius, False)
+    mass, full = _disc_sums(bp, rx, ry, radius)
     # keep converged spots centred in the frame whose mass at the fitted position passes
     # minmass (as trackpy: after refinement; scaled up to the full disc where the border
-    # cuts it)
+    # cuts it); then the duplicate and satellite rules
     ok = r["converged"] & (rx >= -0.5) & (rx < w - 0.5) & (ry >= -0.5) & (ry < h - 0.5)
-    full = _disc_sums(bp, rx, ry, radius, True)
     ok &= full >= minmass
-    ok &= ~_duplicates(rx, ry, np.where(ok, mass, -np.inf), sep)   # as trackpy: separation
-    ok &= ~_satellites(rx, ry, np.where(ok, full, 0.0), 2.0 * d, SATELLITE_RATIO)
+    ok[ok] = _thin(rx[ok], ry[ok], mass[ok], full[ok], sep, 2.0 * d, SATELLITE_RATIO)
     sel = np.flatnonzero(ok)
     rx, ry, s = rx[sel], ry[sel], r["sigma"][sel]
     return pd.DataFrame({
         "x": rx, "y": ry, "mass": mass[sel], "size": s, "ecc": r["ecc"][sel],
         "signal": r["amplitude"][sel] / (2 * np.pi * s ** 2),
-        "raw_mass": _disc_sums(img, rx, ry, radius, False), "ep": r["ep"][sel]})
+        "raw_mass": _disc_sums(img, rx, ry, radius)[0], "ep": r["ep"][sel]})
 
 
-def _satellites(x: np.ndarray, y: np.ndarray, mass: np.ndarray, reach: float,
-                ratio: float) -> np.ndarray:
-    """Mask of spots with a spot at least ``ratio`` times as massive within ``reach`` px:
-    the bright halo and side lobes of ring-shaped (bright-field) particles."""
+def _thin(x, y, mass, full, separation, reach, ratio) -> np.ndarray:
+    """Which spots to keep: of spots closer than ``separation`` only the most massive
+    (greedy, as trackpy's ``where_close``); no spot within ``reach`` px of one at least
+    ``ratio`` times as massive (by the border-scaled ``full`` mass): the bright halo and
+    side lobes of ring-shaped (bright-field) particles."""
     from scipy.spatial import cKDTree
 
-    drop = np.zeros(len(x), bool)
+    keep = np.ones(len(x), bool)
     if len(x) < 2:
-        return drop
-    pairs = cKDTree(np.c_[x, y]).query_pairs(reach, output_type="ndarray")
-    if len(pairs):
-        a, b = pairs[:, 0], pairs[:, 1]
-        drop[a[mass[b] >= ratio * mass[a]]] = True
-        drop[b[mass[a] >= ratio * mass[b]]] = True
-    return drop & (mass > 0)
+        return keep
+    pairs = cKDTree(np.c_[x, y]).query_pairs(max(separation, reach), output_type="ndarray")
+    if len(pairs) == 0:
+        return keep
+    a, b = pairs[:, 0], pairs[:, 1]
+    keep[a[full[b] >= ratio * full[a]]] = False
+    keep[b[full[a] >= ratio * full[b]]] = False
+    close = np.hypot(x[a] - x[b], y[a] - y[b]) < separation
+    keep &= ~_greedy_drop(pairs[close], mass, len(x))
+    return keep
 
 
-def _duplicates(x: np.ndarray, y: np.ndarray, mass: np.ndarray, tol: float) -> np.ndarray:
-    """Mask of spots within ``tol`` px of a brighter spot that is kept (greedy, brightest
-    first, like trackpy's ``where_close``)."""
-    from scipy.spatial import cKDTree
-
-    drop = np.zeros(len(x), bool)
-    if len(x) < 2:
-        return drop
-    pairs = cKDTree(np.c_[x, y]).query_pairs(tol, output_type="ndarray")
+def _greedy_drop(pairs: np.ndarray, mass: np.ndarray, n: int) -> np.ndarray:
+    """Of each close pair drop the less massive, brightest first (a dropped spot no
+    longer removes others)."""
+    drop = np.zeros(n, bool)
     if len(pairs) == 0:
         return drop
     partners: dict[int, list[int]] = {}
@@ -306,6 +315,16 @@ def _duplicates(x: np.ndarray, y: np.ndarray, mass: np.ndarray, tol: float) -> n
                 if mass[j] <= mass[i]:
                     drop[j] = True
     return drop
+
+
+def _duplicates(x: np.ndarray, y: np.ndarray, mass: np.ndarray, tol: float) -> np.ndarray:
+    """Mask of spots within ``tol`` px of a more massive kept spot (trackpy's rule)."""
+    from scipy.spatial import cKDTree
+
+    if len(x) < 2:
+        return np.zeros(len(x), bool)
+    pairs = cKDTree(np.c_[x, y]).query_pairs(tol, output_type="ndarray")
+    return _greedy_drop(pairs, mass, len(x))
 
 
 # ------------------------------------------------------------------ parallel driver

@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
+from numba import njit
 from scipy import ndimage
 
 from ..errors import ParameterError
@@ -126,36 +127,75 @@ def noise_level(img: np.ndarray) -> float:
     k = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
     r = cv2.filter2D(np.asarray(img, np.float32), -1, k, borderType=cv2.BORDER_REFLECT)
     r = r[1:-1, 1:-1] if min(r.shape) > 2 else r
+    r = r[::2, ::2] if r.size > 65536 else r     # a quarter of the pixels is plenty
     return float(1.4826 * np.median(np.abs(r)) / 6.0)
 
 
-def _hessian_bank(img: np.ndarray, scales: np.ndarray):
-    """For each scale s: the signed blob strength s^2 sqrt(det H) (+ bright, - dark) of
-    the image smoothed at s, on a grid coarsened by f (a power of 2 with s / f < 3).
+@njit(cache=True)
+def _doh(g, v, u, norm):
+    """Signed scale-normalised blob strength at (v, u): norm sqrt(det H), + for a bright
+    blob (negative trace), - for a dark one; H by central differences, edges clamped."""
+    ny, nx = g.shape
+    vm, vp = max(v - 1, 0), min(v + 1, ny - 1)
+    um, up = max(u - 1, 0), min(u + 1, nx - 1)
+    c = g[v, u]
+    lxx = g[v, up] - 2.0 * c + g[v, um]
+    lyy = g[vp, u] - 2.0 * c + g[vm, u]
+    lxy = 0.25 * (g[vp, up] - g[vp, um] - g[vm, up] + g[vm, um])
+    det = lxx * lyy - lxy * lxy
+    b = norm * math.sqrt(det) if det > 0.0 else 0.0
+    return b if lxx + lyy < 0.0 else -b
 
-    Yields (s, f, strength) with strength of shape (ceil(Y / f), ceil(X / f)).
-    """
-    import cv2
 
-    ny, nx = img.shape
-    levels = {1: img}
-    for s in scales:
-        f = 1
-        while s / f >= 3.0 and min(ny, nx) // (2 * f) >= 16:
-            f *= 2
-        if f not in levels:
-            levels[f] = cv2.resize(img, (-(-nx // f), -(-ny // f)), interpolation=cv2.INTER_AREA)
-        sl = s / f
-        g = cv2.GaussianBlur(levels[f], (0, 0), sl, borderType=cv2.BORDER_REFLECT)
-        lxx = cv2.Sobel(g, cv2.CV_32F, 2, 0, ksize=1, borderType=cv2.BORDER_REFLECT)
-        lyy = cv2.Sobel(g, cv2.CV_32F, 0, 2, ksize=1, borderType=cv2.BORDER_REFLECT)
-        lxy = cv2.Sobel(g, cv2.CV_32F, 1, 1, ksize=3, scale=0.25, borderType=cv2.BORDER_REFLECT)
-        det = lxx * lyy - lxy * lxy
-        np.maximum(det, 0, out=det)
-        np.sqrt(det, out=det)
-        det *= sl * sl
-        det[lxx + lyy > 0] *= -1.0
-        yield s, f, det
+@njit(cache=True)
+def _doh_rms(g, norm):
+    """Root mean square of the blob strength over the interior of g."""
+    ny, nx = g.shape
+    acc = 0.0
+    n = 0
+    for v in range(2, ny - 2):
+        for u in range(2, nx - 2):
+            b = _doh(g, v, u, norm)
+            acc += b * b
+            n += 1
+    return math.sqrt(acc / max(n, 1))
+
+
+@njit(cache=True)
+def _doh_track(g, norm, s, unit, best, scale, z):
+    """Keep, per pixel and polarity (index 0 bright, 1 dark), the strongest blob strength
+    over the scales seen so far, its scale and its strength in noise units."""
+    ny, nx = g.shape
+    for v in range(ny):
+        for u in range(nx):
+            b = _doh(g, v, u, norm)
+            k = 0 if b >= 0.0 else 1
+            b = abs(b)
+            if b > best[k, v, u]:
+                best[k, v, u] = b
+                scale[k, v, u] = s
+                z[k, v, u] = b / unit
+
+
+@njit(cache=True)
+def _merge_levels(best, scale, z, lb, ls, lz):
+    """Fold one (upsampled) level's maps into the full-resolution ones."""
+    _, ny, nx = best.shape
+    for k in range(2):
+        for v in range(ny):
+            for u in range(nx):
+                if lb[k, v, u] > best[k, v, u]:
+                    best[k, v, u] = lb[k, v, u]
+                    scale[k, v, u] = ls[k, v, u]
+                    z[k, v, u] = lz[k, v, u]
+
+
+def _level_of(s: float, shape: tuple[int, int]) -> int:
+    """Coarsening factor (a power of 2) at which scale s is computed: s / f < 3."""
+    f = 1
+    while s / f >= 3.0 and min(shape) // (2 * f) >= 16:
+        f *= 2
+    return f
 
 
 def blob_scan(frame: np.ndarray, z_min: float = 6.0, s_min: float = 0.8,
@@ -187,43 +227,42 @@ def blob_scan(frame: np.ndarray, z_min: float = 6.0, s_min: float = 0.8,
     flat = img - _smooth_large(img, 4 * s_max)
     noise = max(noise_level(img), 1e-12)
     white = np.random.default_rng(0).normal(0, 1.0, (128, 128)).astype(np.float32)
-    # per coarsening level: the best strength over that level's scales (bright, dark),
-    # that scale, and the strength in units of what noise gives at that scale
-    best: dict[int, list] = {}
-    for (s, f, b), (_, _, bw) in zip(_hessian_bank(flat, scales), _hessian_bank(white, scales)):
-        inner = bw[8:-8, 8:-8] if min(bw.shape) > 32 else bw
-        unit = noise * float(np.sqrt(np.mean(inner ** 2)))
-        if f not in best:
-            best[f] = [b.copy(), -b, np.full(b.shape, s, np.float32), np.full(b.shape, s, np.float32),
-                       b / unit, -b / unit]
-            continue
-        for k, sb in ((0, b), (1, -b)):
-            up = sb > best[f][k]
-            np.copyto(best[f][k], sb, where=up)
-            np.copyto(best[f][2 + k], np.float32(s), where=up)
-            np.copyto(best[f][4 + k], sb / unit, where=up)
-    # merge the levels at full resolution (strength ranks across levels: it is
-    # scale-normalised), then keep local maxima that are significant
+    # per coarsening level f: the strongest blob per pixel and polarity over that
+    # level's scales, its scale, and its strength in units of what pixel noise gives
+    # (the same filter on white noise of the frame's noise level)
+    maps: dict[int, tuple] = {}
+    levels: dict[int, tuple] = {}
+    for s in scales:
+        f = _level_of(s, (ny, nx))
+        if f not in levels:
+            shrink = (lambda a: cv2.resize(a, (-(-a.shape[1] // f), -(-a.shape[0] // f)),
+                                           interpolation=cv2.INTER_AREA) * (f if a is white else 1))
+            levels[f] = (flat, white) if f == 1 else (shrink(flat), shrink(white))
+            shp = (2,) + levels[f][0].shape
+            maps[f] = (np.zeros(shp, np.float32), np.zeros(shp, np.float32),
+                       np.zeros(shp, np.float32))
+        sl = s / f
+        g = cv2.GaussianBlur(levels[f][0], (0, 0), sl, borderType=cv2.BORDER_REFLECT)
+        gw = cv2.GaussianBlur(levels[f][1], (0, 0), sl, borderType=cv2.BORDER_REFLECT)
+        unit = noise * max(_doh_rms(gw, sl * sl), 1e-12)
+        _doh_track(g, sl * sl, s, unit, *maps[f])
+    best = scale = z = None
+    for f, (b, sc, zz) in maps.items():
+        if f > 1:
+            b, sc, zz = (np.stack([cv2.resize(a[k], (nx, ny), interpolation=how) for k in range(2)])
+                         for a, how in ((b, cv2.INTER_LINEAR), (sc, cv2.INTER_NEAREST),
+                                        (zz, cv2.INTER_LINEAR)))
+        if best is None:
+            best, scale, z = b.copy(), sc.copy(), zz.copy()
+        else:
+            _merge_levels(best, scale, z, b, sc, zz)
     out: dict[str, np.ndarray] = {"noise": np.float64(noise)}
     for k, name in ((0, "bright"), (1, "dark")):
-        m_all = s_all = z_all = None
-        for f, arrs in best.items():
-            st, sc, z = arrs[k], arrs[2 + k], arrs[4 + k]
-            if f > 1:
-                st = cv2.resize(st, (nx, ny), interpolation=cv2.INTER_LINEAR)
-                sc = cv2.resize(sc, (nx, ny), interpolation=cv2.INTER_NEAREST)
-                z = cv2.resize(z, (nx, ny), interpolation=cv2.INTER_LINEAR)
-            if m_all is None:
-                m_all, s_all, z_all = st.copy(), sc.copy(), z.copy()
-                continue
-            up = st > m_all
-            np.copyto(m_all, st, where=up)
-            np.copyto(s_all, sc, where=up)
-            np.copyto(z_all, z, where=up)
-        peak = (m_all == cv2.dilate(m_all, np.ones((3, 3), np.uint8))) & (z_all > z_min)
+        m = best[k]
+        peak = (m == cv2.dilate(m, np.ones((3, 3), np.uint8))) & (z[k] > z_min)
         ys, xs = np.nonzero(peak)
-        b = np.c_[xs, ys, s_all[ys, xs], m_all[ys, xs]].astype(np.float64)
-        out[name] = b[np.argsort(-b[:, 3])]
+        bl = np.c_[xs, ys, scale[k][ys, xs], m[ys, xs]].astype(np.float64)
+        out[name] = bl[np.argsort(-bl[:, 3])]
     return out
 
 
@@ -394,9 +433,9 @@ def feature_masses(img: np.ndarray, diameter: int, separation: float, refine: bo
 def noise_mass_floor(shape: tuple[int, int], noise: float, diameter: int, separation: float,
                      refine: bool = True, seed: int = 0) -> float:
     """The largest feature mass found in white noise of std ``noise`` (px counts) on a
-    frame of ``shape`` (at most 512 x 512), measured as :func:`feature_masses` does: a
+    frame of ``shape`` (at most 256 x 256), measured as :func:`feature_masses` does: a
     mass threshold that pure noise does not pass."""
-    h, w = min(shape[0], 512), min(shape[1], 512)
+    h, w = min(shape[0], 256), min(shape[1], 256)
     img = np.random.default_rng(seed).normal(0.0, noise, (h, w)) + 10 * noise
     _, _, mass = feature_masses(img, diameter, separation, refine)
     return float(mass.max()) if len(mass) else 0.0
@@ -412,9 +451,11 @@ def nn_spacing(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.median(d[:, 1]))
 
 
-def suggest_parameters_2d(img: np.ndarray, p: "TrackParams") -> "TrackParams":
+def suggest_parameters_2d(img: np.ndarray, p: "TrackParams", scan: dict | None = None
+                          ) -> "TrackParams":
     """Fill ``diameter``, ``separation`` and ``minmass`` of ``p`` (in place) from a 2D
-    frame ``img`` that is already cropped and oriented (particles bright).
+    frame ``img`` that is already cropped and oriented (particles bright). ``scan`` is
+    :func:`blob_scan` of the frame before orientation, if already computed.
 
     Raises :class:`TrackingError` when nothing particle-like is found.
     """
@@ -422,10 +463,15 @@ def suggest_parameters_2d(img: np.ndarray, p: "TrackParams") -> "TrackParams":
     from .locate import find_peaks
     from .refine import refine_jointly
 
-    noise = noise_level(img)
+    if scan is None:
+        scan = blob_scan(img)
+        blobs = scan["bright"]
+    else:
+        blobs = scan["dark" if p.invert else "bright"]
+    noise = float(scan["noise"])
     spacing = float("nan")
     if p.diameter is None:
-        blobs = strong_blobs(blob_scan(img)["bright"])
+        blobs = strong_blobs(blobs)
         if len(blobs) == 0:
             raise TrackingError("no particles found: nothing spot-like in the first frame; "
                                 "check the video or give --diameter and --invert")

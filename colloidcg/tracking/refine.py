@@ -44,6 +44,8 @@ _SQRTPI = math.sqrt(math.pi)
 
 #: Half-width, in spot sigmas, of the window each spot is fitted in.
 FIT_HALF_WIDTH = 2.5
+#: The same in the first stage, whose fit only has to be good enough for the background.
+STAGE1_FIT_HALF_WIDTH = 2.5
 #: Half-width, in spot sigmas, to which spots are rendered into the model image: wider
 #: than the fit window, since a neighbour's tail cut at 2.5 sigma still holds 4 % of its
 #: peak; at 3.5 sigma it holds 0.2 %.
@@ -214,12 +216,14 @@ class _Model:
 
     def add(self, params):
         """Append spots (rows of x, y, A, s, ...) to the model."""
-        new = _Model(self.canvas.shape, params)
-        self.params = np.vstack([self.params, new.params])
-        self.canvas += new.canvas
-        self.cache_x = np.vstack([self.cache_x, new.cache_x])
-        self.cache_y = np.vstack([self.cache_y, new.cache_y])
-        self.cache_w = np.vstack([self.cache_w, new.cache_w])
+        params = np.ascontiguousarray(params, dtype=np.float64)
+        n, m = len(params), self.cache_x.shape[1]
+        cx, cy, cw = np.zeros((n, m)), np.zeros((n, m)), np.zeros((n, 3), np.int64)
+        _render_all(self.canvas, params, RENDER_HALF_WIDTH, cx, cy, cw)
+        self.params = np.vstack([self.params, params])
+        self.cache_x = np.vstack([self.cache_x, cx])
+        self.cache_y = np.vstack([self.cache_y, cy])
+        self.cache_w = np.vstack([self.cache_w, cw])
 
 
 def render_spots(shape, params) -> np.ndarray:
@@ -560,13 +564,14 @@ def _neighbours(params, reach):
     return ptr, dst[o].astype(np.int64)
 
 
-def _sweeps(img, model, free, n_sweeps, n_newton, sigma, tol, stats):
+def _sweeps(img, model, free, n_sweeps, n_newton, sigma, tol, stats, fit_k=None):
     """Gauss-Seidel sweeps until no spot changes by more than ``tol`` or n_sweeps done.
 
     The first sweep visits every spot with ``n_newton`` Gauss-Newton steps; later ones
     (one step each) only the spots whose neighbourhood changed. Returns sweeps run.
     """
     free = np.asarray(free, dtype=np.int64)
+    fit_k = FIT_HALF_WIDTH if fit_k is None else fit_k
     params = model.params
     n = len(params)
     if n == 0 or n_sweeps < 1:
@@ -575,18 +580,19 @@ def _sweeps(img, model, free, n_sweeps, n_newton, sigma, tol, stats):
     order = np.arange(n)
     active = np.ones(n, np.uint8)
     ptr = idx = np.zeros(n + 1, np.int64)
-    if n_sweeps > 1:
-        reach = (FIT_HALF_WIDTH + RENDER_HALF_WIDTH) * min(s_max, float(params[:, 3].max())) + 2
+    if n_sweeps > 2:   # with two sweeps nearly every spot is active in the second anyway
+        reach = (fit_k + RENDER_HALF_WIDTH) * min(s_max, float(params[:, 3].max())) + 2
         ptr, idx = _neighbours(params, reach)
     for k in range(n_sweeps):
         nxt = np.zeros(n, np.uint8)
         nn = n_newton if k == 0 else 1
         _gs_sweep(img, model.canvas, params, model.cache_x, model.cache_y, model.cache_w,
-                  order, free, nn, FIT_HALF_WIDTH, RENDER_HALF_WIDTH, 0.4 * sigma, s_max,
+                  order, free, nn, fit_k, RENDER_HALF_WIDTH, 0.4 * sigma, s_max,
                   float(sigma), tol, stats, active, nxt, ptr, idx)
         order = order[::-1].copy()   # symmetric Gauss-Seidel: alternate direction
-        active = nxt
-        if not active.any():
+        if n_sweeps > 2:
+            active = nxt
+        if not nxt.any():
             return k + 1
     return n_sweeps
 
@@ -765,7 +771,7 @@ def refine_jointly(image: np.ndarray, x: np.ndarray, y: np.ndarray, sigma: float
     model = _Model(img.shape, init(x, y, floor))
     start = model.params[:, :2].copy()
     stats = np.zeros((n0, 3))
-    _sweeps(img, model, STAGE1_FREE, stage1_sweeps, n_newton, sigma, tol, stats)
+    _sweeps(img, model, STAGE1_FREE, stage1_sweeps, n_newton, sigma, tol, stats, STAGE1_FIT_HALF_WIDTH)
     residual = np.subtract(img, model.canvas)
     bg = smooth_background(residual, block)
     residual -= bg
