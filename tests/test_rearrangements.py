@@ -202,6 +202,14 @@ def test_d2min_keeps_rows_index_and_does_not_mutate_input():
     np.testing.assert_array_equal(mine.loc[ref.index].to_numpy(), ref.to_numpy())
 
 
+def test_results_do_not_depend_on_threads_or_chunking():
+    df = lattice_tracks(nx=12, ny=12, n_frames=30, noise=0.4, seed=13, events=[(15, 70, 60, 8.0, 8.0)])
+    one = detect(df, lag=2, cutoff=13.0, workers=1)
+    two = detect(df, lag=2, cutoff=13.0, workers=2)
+    pd.testing.assert_frame_equal(one.table, two.table)
+    pd.testing.assert_frame_equal(one.events, two.events)
+
+
 def test_edge_flag_marks_cutoff_disc_leaving_the_field_of_view():
     df = lattice_tracks(nx=10, ny=10, n_frames=3, noise=0.1)
     fov = [(0.0, 130.0), (0.0, 110.0)]
@@ -284,6 +292,27 @@ def test_default_lag_follows_the_rattling_rule():
     d = np.array(info["displacement_px"])
     lags = np.array(info["lags"])
     np.testing.assert_allclose(d / np.sqrt(lags), step * np.sqrt(2 * np.log(2)), rtol=0.1)
+
+
+def test_default_lag_is_the_onset_of_the_cage_plateau():
+    # caged motion: each particle relaxes to its site (Ornstein-Uhlenbeck, time 5 frames),
+    # so the displacement saturates; the lag is where it reaches 90 % of the plateau
+    rng = np.random.default_rng(12)
+    p0 = hex_lattice(14, 14)
+    T, tau, s = 300, 5.0, 0.3
+    u = np.zeros((T, len(p0), 2))
+    a = np.exp(-1 / tau)
+    u[0] = rng.normal(0, s, u[0].shape)
+    for t in range(1, T):
+        u[t] = a * u[t - 1] + np.sqrt(1 - a * a) * rng.normal(0, s, u[0].shape)
+    pos = p0[None] + u
+    df = pd.DataFrame({"frame": np.repeat(np.arange(T), len(p0)), "particle": np.tile(np.arange(len(p0)), T),
+                       "x": pos[..., 0].ravel(), "y": pos[..., 1].ravel()})
+    lag, info = choose_lag(prepare(df), 13.5)
+    # OU: u^2(t) ~ 2 s^2 (1 - exp(-t / tau)) -> 90 % of the plateau at t = tau ln(1/(1-0.81))
+    assert 0.6 * tau * np.log(1 / 0.19) <= lag <= 1.5 * tau * np.log(1 / 0.19)
+    d = np.array(info["displacement_px"])
+    assert d.max() < 0.1 * 13.5 and d[-1] == pytest.approx(d[-3], rel=0.05)
 
 
 def test_default_lag_ignores_stage_drift():
@@ -395,6 +424,7 @@ def test_softness_baseline_learns_soft_spots_from_radial_structure():
     soft = softness_baseline(res.table, lag=2)
     assert soft.auc > 0.7  # chance is 0.5; measured 0.78 for this seed
     assert soft.n_train_pos > 10 and soft.n_test_pos > 10
+    assert 0 < soft.auc_se < 0.05
     assert soft.split_frame == 60
     assert set(soft.features) == {c for c in res.table.columns if c.startswith("G_")}
     s = soft.softness(res.table)

@@ -22,7 +22,7 @@ import pandas as pd
 
 from ..errors import ParameterError
 from ..structure.frames import Frames, prepare
-from ..structure.neighbours import PairChunk, frame_pairs
+from ..structure.neighbours import PairChunk, map_chunks
 
 #: Y is treated as singular (neighbours on a line or plane) when
 #: det(Y) <= SINGULAR_RTOL * (trace(Y) / d)^d.
@@ -131,11 +131,10 @@ class D2minColumns:
     edge: np.ndarray
 
 
-def d2min_columns(fr: Frames, lag: int, cutoff: float, chunks=None) -> D2minColumns:
-    """Compute D2min on prepared frames; ``chunks`` are pair chunks within >= cutoff."""
+def d2min_columns(fr: Frames, lag: int, cutoff: float, workers: int | None = None) -> D2minColumns:
+    """Compute D2min on prepared frames (``workers`` threads, default min(2, CPUs))."""
     acc = D2minAccumulator(fr, lag, cutoff)
-    for chunk in (frame_pairs(fr, cutoff) if chunks is None else chunks):
-        acc.add(chunk)
+    map_chunks(acc.add, fr, cutoff, workers)
     acc.check_enough_neighbours()
     return finish(acc)
 
@@ -147,7 +146,8 @@ def finish(acc: D2minAccumulator) -> D2minColumns:
     return D2minColumns(acc.d2min, norm, acc.n_neighbours, fr.edge_mask(acc.cutoff))
 
 
-def d2min(tracks: pd.DataFrame, lag: int, cutoff: float, fov=None) -> pd.DataFrame:
+def d2min(tracks: pd.DataFrame, lag: int, cutoff: float, fov=None,
+          workers: int | None = None) -> pd.DataFrame:
     """Falk-Langer D2min of every particle in every frame.
 
     Parameters
@@ -161,6 +161,8 @@ def d2min(tracks: pd.DataFrame, lag: int, cutoff: float, fov=None) -> pd.DataFra
     fov : (d, 2) array-like, optional
         Field of view ((xlo, xhi), (ylo, yhi)[, (zlo, zhi)]) in px; default inferred from
         the data (see :func:`colloidcg.structure.prepare`).
+    workers : int, optional
+        Threads (default min(2, CPU count)); frames are split among them.
 
     Returns
     -------
@@ -184,7 +186,7 @@ def d2min(tracks: pd.DataFrame, lag: int, cutoff: float, fov=None) -> pd.DataFra
     fr = prepare(tracks, fov)
     lag = check_lag(lag, fr)
     cutoff = check_cutoff(cutoff)
-    cols = d2min_columns(fr, lag, cutoff)
+    cols = d2min_columns(fr, lag, cutoff, workers)
     out = tracks.copy()
     out["d2min"] = fr.unsort(cols.d2min)
     out["d2min_norm"] = fr.unsort(cols.d2min_norm)

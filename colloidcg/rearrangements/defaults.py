@@ -6,12 +6,15 @@ The rules (also in the README):
   (:func:`colloidcg.structure.cutoff_from_gr`): g(r) from up to 50 evenly spaced frames,
   bins of a/40 smoothed over 2 bins, the peak and the minimum required to differ by 4
   Poisson standard errors; 1.5 mean spacings when g(r) has no such minimum (a gas).
-- **lag** (frames): the longest lag at which the *typical* cage rattling is still well
-  below the cutoff: the largest tau <= max(1, n_frames // 10) whose drift-corrected
-  median displacement sqrt(median |dr(tau) - <dr(tau)>|^2) is at most
-  ``RATTLE_FRACTION`` = 0.1 of the cutoff (tau = 1 if even one frame exceeds it).
-  The median (not the mean) keeps rare rearrangements from shortening the lag; the mean
-  displacement of each frame pair (stage drift) is subtracted first.
+- **lag** (frames): the onset of the cage-rattling plateau, kept well below the cutoff.
+  The typical displacement u(tau) = sqrt(median |dr(tau) - <dr(tau)>|^2) (drift-corrected:
+  the mean displacement of each frame pair is removed; the median keeps rare
+  rearrangements out) is measured at up to 25 lags between 1 and max(1, n_frames // 10).
+  Lags with u <= ``RATTLE_FRACTION`` = 0.1 x cutoff are admissible; with L the longest
+  admissible one, the lag is the shortest admissible tau with u(tau) >= ``PLATEAU`` = 0.9
+  u(L). In a caged system (u levels off) this is where the cage has been explored, so a
+  longer lag adds no rattling but blurs events in time; where u keeps growing
+  (diffusion) it is close to L. tau = 1 when no lag is admissible.
 - **threshold** (on ``d2min_norm``, dimensionless): the tail beyond the cage-rattling
   bulk. On log10(d2min_norm) of the finite, non-edge rows, the bulk's centre is the
   median m and its width the robust standard deviation s = 1.4826 x MAD; the threshold
@@ -28,10 +31,11 @@ from ..structure.frames import Frames
 from ..structure.rdf import cutoff_from_gr
 
 RATTLE_FRACTION = 0.1
+PLATEAU = 0.9
 N_SIGMA = 3.0
 
 __all__ = ["cutoff_from_gr", "choose_lag", "choose_threshold", "typical_displacement",
-           "RATTLE_FRACTION", "N_SIGMA"]
+           "RATTLE_FRACTION", "PLATEAU", "N_SIGMA"]
 
 
 def typical_displacement(fr: Frames, lag: int, max_starts: int = 100) -> float:
@@ -57,23 +61,28 @@ def typical_displacement(fr: Frames, lag: int, max_starts: int = 100) -> float:
     return float(np.sqrt(np.median(np.square(dr - drift[f]).sum(1))))
 
 
-def choose_lag(fr: Frames, cutoff: float, fraction: float = RATTLE_FRACTION) -> tuple[int, dict]:
+def choose_lag(fr: Frames, cutoff: float, fraction: float = RATTLE_FRACTION,
+               plateau: float = PLATEAU) -> tuple[int, dict]:
     """The default lag (frames) for D2min; see the module docstring for the rule.
 
     Returns
     -------
     lag : int
     info : dict
-        ``{"lags": [...], "displacement_px": [...]}``, the measured curve.
+        ``{"lags": [...], "displacement_px": [...]}``, the measured curve u(tau).
     """
     span = int(fr.frames[-1] - fr.frames[0]) + 1
-    tau_max = max(1, span // 10)
     if span < 2:
         raise ParameterError("lag: the tracks hold a single frame; D2min needs at least two")
+    tau_max = max(1, span // 10)
     lags = np.unique(np.round(np.geomspace(1, tau_max, min(tau_max, 25))).astype(int))
     disp = np.array([typical_displacement(fr, int(t)) for t in lags])
     ok = disp <= fraction * cutoff
-    lag = int(lags[ok].max()) if ok.any() else 1
+    if not ok.any():
+        lag = 1
+    else:
+        u_max = disp[np.flatnonzero(ok)[-1]]  # at L, the longest admissible lag
+        lag = int(lags[ok & (disp >= plateau * u_max)].min())
     return lag, {"lags": lags.tolist(), "displacement_px": disp.tolist()}
 
 

@@ -13,9 +13,9 @@ from ..outputs import check_writable, provenance, write_table
 from ..structure import radial
 from ..structure.descriptors import DescriptorAccumulator, _diameter
 from ..structure.frames import prepare
-from ..structure.neighbours import frame_pairs
+from ..structure.neighbours import map_chunks
 from .d2min import D2minAccumulator, check_cutoff, check_lag, finish
-from .defaults import N_SIGMA, RATTLE_FRACTION, choose_lag, choose_threshold, cutoff_from_gr
+from .defaults import N_SIGMA, PLATEAU, RATTLE_FRACTION, choose_lag, choose_threshold, cutoff_from_gr
 from .events import event_table, label_events
 
 
@@ -69,7 +69,7 @@ class Rearrangements:
 def detect(tracks: pd.DataFrame, lag: int | None = None, cutoff: float | None = None,
            threshold: float | None = None, fov=None, diameter: float | None = None,
            descriptors: bool = True, radii=radial.DEFAULT_RADII, width: float = radial.DEFAULT_WIDTH,
-           n_sigma: float = N_SIGMA) -> Rearrangements:
+           n_sigma: float = N_SIGMA, workers: int | None = None) -> Rearrangements:
     """Find where and when the material rearranges, and describe the local structure.
 
     Parameters
@@ -94,6 +94,8 @@ def detect(tracks: pd.DataFrame, lag: int | None = None, cutoff: float | None = 
     n_sigma : float
         Robust standard deviations above the median of log10(d2min_norm) for the default
         threshold.
+    workers : int, optional
+        Threads (default min(2, CPU count)); frames are split among them.
 
     Returns
     -------
@@ -124,7 +126,8 @@ def detect(tracks: pd.DataFrame, lag: int | None = None, cutoff: float | None = 
     params["cutoff_px"] = float(cutoff)
     if lag is None:
         lag, info = choose_lag(fr, cutoff)
-        params["lag_rule"] = (f"largest lag <= n_frames // 10 with median drift-corrected "
+        params["lag_rule"] = (f"shortest lag whose median drift-corrected displacement reaches "
+                              f"{PLATEAU:g} x that of the longest lag <= n_frames // 10 with "
                               f"displacement <= {RATTLE_FRACTION:g} x cutoff")
         params["lag_curve"] = info
     else:
@@ -137,10 +140,12 @@ def detect(tracks: pd.DataFrame, lag: int | None = None, cutoff: float | None = 
     if descriptors:
         sacc = DescriptorAccumulator(fr, cutoff, radii, width, _diameter(tracks, fr, diameter))
         r_search = sacc.search_radius
-    for chunk in frame_pairs(fr, r_search):
+    def work(chunk):
         dacc.add(chunk)
         if sacc is not None:
             sacc.add(chunk)
+
+    map_chunks(work, fr, r_search, workers)
     dacc.check_enough_neighbours()
     d2 = finish(dacc)
 

@@ -30,6 +30,9 @@ class SoftnessResult:
     Attributes
     ----------
     auc : float  ROC AUC on the held-out frames
+    auc_se : float  its standard error (Hanley & McNeil, Radiology 143, 29, 1982), which
+        treats rows as independent and so understates the error when the rearranging rows
+        come from few events
     model : sklearn Pipeline (StandardScaler -> LogisticRegression), fitted
     features : list of the feature columns, in the model's order
     split_frame : int  first frame not used for training; test frames start at split_frame + lag
@@ -38,6 +41,7 @@ class SoftnessResult:
 
     auc: float
     model: object
+    auc_se: float = float("nan")
     features: list = field(default_factory=list)
     split_frame: int = 0
     n_train: int = 0
@@ -56,7 +60,7 @@ class SoftnessResult:
         return out
 
     def summary(self) -> dict:
-        return {"auc": self.auc, "split_frame": self.split_frame, "n_train": self.n_train,
+        return {"auc": self.auc, "auc_se": self.auc_se, "split_frame": self.split_frame, "n_train": self.n_train,
                 "n_test": self.n_test, "n_train_pos": self.n_train_pos, "n_test_pos": self.n_test_pos,
                 "features": list(self.features)}
 
@@ -128,6 +132,10 @@ def softness_baseline(table: pd.DataFrame, lag: int, train_fraction: float = 0.5
     model.fit(X[tr], y[tr])
     te = np.flatnonzero(test)
     auc = float(roc_auc_score(y[te], model.decision_function(X[te])))
-    return SoftnessResult(auc=auc, model=model, features=list(features), split_frame=split,
+    n1, n0 = int(y[te].sum()), int((~y[te]).sum())
+    q1, q2 = auc / (2 - auc), 2 * auc ** 2 / (1 + auc)
+    se = float(np.sqrt((auc * (1 - auc) + (n1 - 1) * (q1 - auc ** 2) + (n0 - 1) * (q2 - auc ** 2))
+                       / (n1 * n0)))
+    return SoftnessResult(auc=auc, auc_se=se, model=model, features=list(features), split_frame=split,
                           n_train=len(tr), n_test=len(te), n_train_pos=int(y[tr].sum()),
                           n_test_pos=int(y[te].sum()))

@@ -25,7 +25,7 @@ import pandas as pd
 from ..errors import ParameterError
 from . import radial
 from .frames import Frames, prepare
-from .neighbours import PairChunk, frame_pairs
+from .neighbours import PairChunk, map_chunks
 from .order import pair_counts, psi_k
 from .voronoi import voronoi_frames
 
@@ -105,7 +105,8 @@ def _diameter(tracks: pd.DataFrame, fr: Frames, diameter):
 
 
 def descriptors(tracks: pd.DataFrame, cutoff: float | None = None, fov=None, diameter=None,
-                radii=radial.DEFAULT_RADII, width: float = radial.DEFAULT_WIDTH) -> pd.DataFrame:
+                radii=radial.DEFAULT_RADII, width: float = radial.DEFAULT_WIDTH,
+                workers: int | None = None) -> pd.DataFrame:
     """Structural descriptors of every particle in every frame.
 
     Parameters
@@ -122,6 +123,8 @@ def descriptors(tracks: pd.DataFrame, cutoff: float | None = None, fov=None, dia
         the table has one, else no area fraction.
     radii, width : radial structure function radii and Gaussian width, units of the mean
         spacing a.
+    workers : int, optional
+        Threads (default min(2, CPU count)).
 
     Returns
     -------
@@ -136,8 +139,7 @@ def descriptors(tracks: pd.DataFrame, cutoff: float | None = None, fov=None, dia
     elif not (np.isfinite(cutoff) and cutoff > 0):
         raise ParameterError(f"cutoff: expected a positive distance in px, got {cutoff!r}")
     acc = DescriptorAccumulator(fr, cutoff, radii, width, _diameter(tracks, fr, diameter))
-    for chunk in frame_pairs(fr, acc.search_radius):
-        acc.add(chunk)
+    map_chunks(acc.add, fr, acc.search_radius, workers)
     out = tracks.copy()
     for name, col in acc.finish().items():
         out[name] = fr.unsort(col)

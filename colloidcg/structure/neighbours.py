@@ -38,7 +38,45 @@ class PairChunk:
         return PairChunk(self.lo, self.hi, self.i[keep], self.j[keep], self.dist[keep])
 
 
-def frame_pairs(fr: Frames, r: float, chunk_rows: int = 200_000) -> Iterator[PairChunk]:
+def chunk_bounds(fr: Frames, chunk_rows: int = 50_000) -> list[tuple[int, int]]:
+    """Split the frames into consecutive ranges [f0, f1) of about ``chunk_rows`` rows."""
+    starts = fr.starts
+    n_frames = len(fr.frames)
+    out = []
+    f = 0
+    while f < n_frames:
+        g = int(np.searchsorted(starts, starts[f] + chunk_rows, side="right")) - 1
+        g = min(max(g, f + 1), n_frames)
+        out.append((f, g))
+        f = g
+    return out
+
+
+def pairs_in_frames(fr: Frames, f0: int, f1: int, r: float) -> PairChunk:
+    """All pairs at most ``r`` apart within each of the frames with index f0 .. f1 - 1."""
+    starts = fr.starts
+    ii, jj, dd = [], [], []
+    for k in range(f0, f1):
+        s, e = int(starts[k]), int(starts[k + 1])
+        if e - s < 2:
+            continue
+        pts = fr.pos[s:e]
+        p = cKDTree(pts).query_pairs(r, output_type="ndarray")
+        if len(p):
+            dd.append(np.sqrt(np.square(pts[p[:, 1]] - pts[p[:, 0]]).sum(axis=1)))
+            p += s
+            ii.append(p[:, 0])
+            jj.append(p[:, 1])
+    if ii:
+        i, j, dist = np.concatenate(ii), np.concatenate(jj), np.concatenate(dd)
+    else:
+        i = j = np.empty(0, np.int64)
+        dist = np.empty(0)
+    return PairChunk(int(starts[f0]), int(starts[f1]), i.astype(np.int64, copy=False),
+                     j.astype(np.int64, copy=False), dist)
+
+
+def frame_pairs(fr: Frames, r: float, chunk_rows: int = 50_000) -> Iterator[PairChunk]:
     """Yield :class:`PairChunk` objects covering every frame of ``fr`` once, in order.
 
     Parameters
@@ -49,28 +87,28 @@ def frame_pairs(fr: Frames, r: float, chunk_rows: int = 200_000) -> Iterator[Pai
     chunk_rows : int
         Approximate number of rows per chunk (a chunk always holds whole frames).
     """
-    starts = fr.starts
-    n_frames = len(fr.frames)
-    f = 0
-    while f < n_frames:
-        g = int(np.searchsorted(starts, starts[f] + chunk_rows, side="right")) - 1
-        g = min(max(g, f + 1), n_frames)
-        ii, jj, dd = [], [], []
-        for k in range(f, g):
-            s, e = int(starts[k]), int(starts[k + 1])
-            if e - s < 2:
-                continue
-            pts = fr.pos[s:e]
-            p = cKDTree(pts).query_pairs(r, output_type="ndarray")
-            if len(p):
-                dd.append(np.sqrt(np.square(pts[p[:, 1]] - pts[p[:, 0]]).sum(axis=1)))
-                p += s
-                ii.append(p[:, 0])
-                jj.append(p[:, 1])
-        if ii:
-            i, j, dist = np.concatenate(ii), np.concatenate(jj), np.concatenate(dd)
-        else:
-            i = j = np.empty(0, np.int64)
-            dist = np.empty(0)
-        yield PairChunk(int(starts[f]), int(starts[g]), i, j, dist)
-        f = g
+    for f0, f1 in chunk_bounds(fr, chunk_rows):
+        yield pairs_in_frames(fr, f0, f1, r)
+
+
+def map_chunks(fn, fr: Frames, r: float, workers: int | None = None, chunk_rows: int = 50_000) -> None:
+    """Call ``fn(chunk)`` on the pair chunks of all frames, in ``workers`` threads.
+
+    ``fn`` must only write rows ``chunk.lo:chunk.hi`` of shared arrays, so that chunks
+    can run concurrently (the KD trees, Delaunay triangulations, numba kernels and large
+    numpy operations release the GIL). ``workers`` defaults to min(2, CPU count); 1 runs
+    in this thread.
+    """
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    bounds = chunk_bounds(fr, chunk_rows)
+    workers = min(2, os.cpu_count() or 1) if workers is None else max(1, int(workers))
+    job = (lambda b: fn(pairs_in_frames(fr, b[0], b[1], r)))
+    if workers == 1 or len(bounds) == 1:
+        for b in bounds:
+            job(b)
+        return
+    with ThreadPoolExecutor(workers) as ex:
+        for _ in ex.map(job, bounds):
+            pass
