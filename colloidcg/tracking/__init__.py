@@ -251,11 +251,16 @@ def track(video, params: TrackParams | dict | None = None, progress: bool = True
                             f"minmass={p.minmass:.4g}, invert={p.invert}; check these parameters")
     if p.search_range is None:
         pos = ["z", "y", "x"] if "z" in features else ["y", "x"]
-        f0 = features[features["frame"] == frames.start][pos].to_numpy()
-        nxt = frames.start + 1 if len(frames) > 1 else frames.start
-        f1 = features[features["frame"] == nxt][pos].to_numpy()
+        by_frame = {k: g[pos].to_numpy() for k, g in features.groupby("frame")}
+        f0 = by_frame.get(frames.start, np.zeros((0, len(pos))))
         spacing = _nn_spacing(f0[:, -1], f0[:, -2]) if len(f0) > 1 else float("nan")
-        p.search_range = round(suggest_search_range(f0, f1, spacing), 3)
+        # up to 20 pairs of consecutive frames, spread over the range
+        starts = np.unique(np.linspace(frames.start, max(frames.start, frames.stop - 2),
+                                       min(20, max(1, len(frames) - 1))).astype(int))
+        empty = np.zeros((0, len(pos)))
+        p0 = [by_frame.get(k, empty) for k in starts]
+        p1 = [by_frame.get(k + 1 if len(frames) > 1 else k, empty) for k in starts]
+        p.search_range = round(suggest_search_range(p0, p1, spacing), 3)
     tracks = link(features, p.search_range, p.memory)
     tracks = filter_stubs(tracks, min(p.min_length, len(frames)))
     if len(tracks) == 0:

@@ -288,14 +288,13 @@ def _thin(x, y, mass, full, separation, reach, ratio) -> np.ndarray:
     keep = np.ones(len(x), bool)
     if len(x) < 2:
         return keep
-    pairs = cKDTree(np.c_[x, y]).query_pairs(max(separation, reach), output_type="ndarray")
-    if len(pairs) == 0:
-        return keep
-    a, b = pairs[:, 0], pairs[:, 1]
-    keep[a[full[b] >= ratio * full[a]]] = False
-    keep[b[full[a] >= ratio * full[b]]] = False
-    close = np.hypot(x[a] - x[b], y[a] - y[b]) < separation
-    keep &= ~_greedy_drop(pairs[close], mass, len(x))
+    tree = cKDTree(np.c_[x, y])
+    faint = np.flatnonzero(full * ratio <= full.max())   # only these can be satellites
+    if len(faint):
+        for i, nb in zip(faint, tree.query_ball_point(np.c_[x[faint], y[faint]], reach)):
+            keep[i] = not np.any(full[nb] >= ratio * full[i])
+    pairs = tree.query_pairs(separation, output_type="ndarray")
+    keep &= ~_greedy_drop(pairs, mass, len(x))
     return keep
 
 

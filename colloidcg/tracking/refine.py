@@ -290,7 +290,7 @@ def _solve_free(jtj, jtr, free, step, inv_diag, work, idx):
 @njit(cache=True)
 def _gs_sweep(img, canvas, params, cache_x, cache_y, cache_w, order, free, n_newton,
               fit_k, render_k, s_min, s_max, max_shift, tol, stats, active, next_active,
-              nbr_ptr, nbr_idx):
+              nbr_ptr, nbr_idx, last):
     """One Gauss-Seidel sweep: refit each active spot in ``order`` against img - (others).
 
     ``canvas`` holds the model of all spots and is updated after each spot, so the next
@@ -300,8 +300,11 @@ def _gs_sweep(img, canvas, params, cache_x, cache_y, cache_w, order, free, n_new
     ``tol`` relative) marks itself and its neighbours (CSR lists ``nbr_ptr``,
     ``nbr_idx``) in ``next_active``; spots whose neighbourhood did not change are
     skipped, so late sweeps cost little. ``stats[i]`` receives the residual variance
-    per pixel and the (unscaled) variances of x and y from the normal matrix.
-    Returns the number of spots refitted.
+    per pixel and the (unscaled) variances of x and y from the normal matrix. With
+    ``last`` the sweep is the final one: ``stats[i, 3]`` receives the eccentricity of the
+    spot's own light (Gaussian-weighted second moments of the image minus background and
+    other spots, sqrt((Mxx - Myy)^2 + 4 Mxy^2) / (Mxx + Myy), 0 for a round spot, as
+    trackpy's). Returns the number of spots refitted.
     """
     ny, nx = img.shape
     m = 2 * MAX_HALF_WIDTH + 1
@@ -487,6 +490,33 @@ def _gs_sweep(img, canvas, params, cache_x, cache_y, cache_w, order, free, n_new
         if d2 > max_shift * max_shift:
             continue
         done += 1
+        if last:
+            # eccentricity from the target's moments, weighted by the fitted profile
+            _profile(cu, w, p[0], p[3], nx, X[0], X[1], X[2], X[3], X[4])
+            _profile(cv, w, p[1], p[3], ny, Y[0], Y[1], Y[2], Y[3], Y[4])
+            mxx = 0.0
+            myy = 0.0
+            mxy = 0.0
+            for kv in range(mw):
+                gv = Y[0, kv]
+                if gv == 0.0:
+                    continue
+                dv = cv - w + kv - p[1]
+                trow = T[kv, :mw]
+                ax = 0.0
+                axx = 0.0
+                axy = 0.0
+                for k in range(mw):
+                    t = (trow[k] - p[4]) * X[0, k]
+                    du = cu - w + k - p[0]
+                    ax += t
+                    axx += t * du * du
+                    axy += t * du
+                mxx += gv * axx
+                myy += gv * dv * dv * ax
+                mxy += gv * dv * axy
+            tot = mxx + myy
+            stats[i, 3] = math.sqrt((mxx - myy) ** 2 + 4 * mxy * mxy) / tot if tot > 0 else np.nan
         if (d2 > tol * tol or abs(p[2] - old[2]) > tol * old[2]
                 or abs(p[3] - old[3]) > tol * old[3]):
             next_active[i] = 1
@@ -513,43 +543,6 @@ def _gs_sweep(img, canvas, params, cache_x, cache_y, cache_w, order, free, n_new
     return done
 
 
-@njit(cache=True)
-def _moments(img, canvas, params, cache_x, cache_y, cache_w, fit_k, out):
-    """Eccentricity of each spot from Gaussian-weighted second moments of its own light
-    (image minus background minus the other spots), ecc = sqrt((Mxx - Myy)^2 + 4 Mxy^2)
-    / (Mxx + Myy): 0 for a round spot, as trackpy's."""
-    ny, nx = img.shape
-    for i in range(params.shape[0]):
-        x, y, a, s, b0 = params[i, 0], params[i, 1], params[i, 2], params[i, 3], params[i, 4]
-        w = _half_width(s, fit_k)
-        cu = cache_w[i, 0]
-        cv = cache_w[i, 1]
-        wr = cache_w[i, 2]
-        w = min(w, wr)
-        gx = cache_x[i, wr - w:wr + w + 1]
-        gy = cache_y[i, wr - w:wr + w + 1]
-        mxx = 0.0
-        myy = 0.0
-        mxy = 0.0
-        for kv in range(2 * w + 1):
-            v = cv - w + kv
-            if v < 0 or v >= ny:
-                continue
-            dv = v - y
-            for ku in range(2 * w + 1):
-                u = cu - w + ku
-                if u < 0 or u >= nx:
-                    continue
-                du = u - x
-                g = gx[ku] * gy[kv]
-                t = (img[v, u] - canvas[v, u] + a * g - b0) * g
-                mxx += t * du * du
-                myy += t * dv * dv
-                mxy += t * du * dv
-        tot = mxx + myy
-        out[i] = math.sqrt((mxx - myy) ** 2 + 4 * mxy * mxy) / tot if tot > 0 else np.nan
-
-
 def _neighbours(params, reach):
     """CSR lists of the spots within ``reach`` px of each spot."""
     from scipy.spatial import cKDTree
@@ -564,11 +557,13 @@ def _neighbours(params, reach):
     return ptr, dst[o].astype(np.int64)
 
 
-def _sweeps(img, model, free, n_sweeps, n_newton, sigma, tol, stats, fit_k=None):
+def _sweeps(img, model, free, n_sweeps, n_newton, sigma, tol, stats, fit_k=None, final=False):
     """Gauss-Seidel sweeps until no spot changes by more than ``tol`` or n_sweeps done.
 
     The first sweep visits every spot with ``n_newton`` Gauss-Newton steps; later ones
-    (one step each) only the spots whose neighbourhood changed. Returns sweeps run.
+    (one step each) only the spots whose neighbourhood changed. With ``final`` the last
+    sweep visits every spot and also gives the eccentricities (``stats[:, 3]``).
+    Returns the number of sweeps run.
     """
     free = np.asarray(free, dtype=np.int64)
     fit_k = FIT_HALF_WIDTH if fit_k is None else fit_k
@@ -583,18 +578,25 @@ def _sweeps(img, model, free, n_sweeps, n_newton, sigma, tol, stats, fit_k=None)
     if n_sweeps > 2:   # with two sweeps nearly every spot is active in the second anyway
         reach = (fit_k + RENDER_HALF_WIDTH) * min(s_max, float(params[:, 3].max())) + 2
         ptr, idx = _neighbours(params, reach)
-    for k in range(n_sweeps):
+    done = 0
+    for k in range(n_sweeps - 1 if final else n_sweeps):
         nxt = np.zeros(n, np.uint8)
-        nn = n_newton if k == 0 else 1
         _gs_sweep(img, model.canvas, params, model.cache_x, model.cache_y, model.cache_w,
-                  order, free, nn, fit_k, RENDER_HALF_WIDTH, 0.4 * sigma, s_max,
-                  float(sigma), tol, stats, active, nxt, ptr, idx)
+                  order, free, n_newton if k == 0 else 1, fit_k, RENDER_HALF_WIDTH,
+                  0.4 * sigma, s_max, float(sigma), tol, stats, active, nxt, ptr, idx, 0)
+        done += 1
         order = order[::-1].copy()   # symmetric Gauss-Seidel: alternate direction
         if n_sweeps > 2:
             active = nxt
         if not nxt.any():
-            return k + 1
-    return n_sweeps
+            break
+    if final:
+        _gs_sweep(img, model.canvas, params, model.cache_x, model.cache_y, model.cache_w,
+                  order, free, n_newton if done == 0 else 1, fit_k, RENDER_HALF_WIDTH,
+                  0.4 * sigma, s_max, float(sigma), tol, stats, np.ones(n, np.uint8),
+                  np.zeros(n, np.uint8), ptr, idx, 1)
+        done += 1
+    return done
 
 
 # ------------------------------------------------------------------ background
@@ -770,8 +772,9 @@ def refine_jointly(image: np.ndarray, x: np.ndarray, y: np.ndarray, sigma: float
     floor = background_floor(img, w, block)
     model = _Model(img.shape, init(x, y, floor))
     start = model.params[:, :2].copy()
-    stats = np.zeros((n0, 3))
-    _sweeps(img, model, STAGE1_FREE, stage1_sweeps, n_newton, sigma, tol, stats, STAGE1_FIT_HALF_WIDTH)
+    stats = np.zeros((n0, 4))
+    _sweeps(img, model, STAGE1_FREE, stage1_sweeps, n_newton, sigma, tol, stats,
+            STAGE1_FIT_HALF_WIDTH)
     residual = np.subtract(img, model.canvas)
     bg = smooth_background(residual, block)
     residual -= bg
@@ -788,13 +791,13 @@ def refine_jointly(image: np.ndarray, x: np.ndarray, y: np.ndarray, sigma: float
             added = np.r_[added, np.ones(len(mx), bool)]
     # Stage 2: the smooth background map; x, y, A and s per spot.
     model.params[:, 4:] = 0.0
-    stats = np.zeros((len(model.params), 3))
+    stats = np.zeros((len(model.params), 4))
+    stats[:, 3] = np.nan
     sub = np.subtract(img, bg, out=residual)
-    _sweeps(sub, model, STAGE2_FREE, n_sweeps, stage2_newton, sigma, tol, stats)
+    _sweeps(sub, model, STAGE2_FREE, n_sweeps, stage2_newton, sigma, tol, stats, final=True)
     params = model.params
     moved = np.hypot(params[:, 0] - start[:, 0], params[:, 1] - start[:, 1])
-    ecc = np.empty(len(params))
-    _moments(sub, model.canvas, params, model.cache_x, model.cache_y, model.cache_w, 2.0, ecc)
+    ecc = stats[:, 3]
     ep = np.sqrt(stats[:, 0] * 0.5 * (stats[:, 1] + stats[:, 2]))
     cu = np.clip(np.rint(params[:, 0]).astype(np.int64), 0, nx - 1)
     cv = np.clip(np.rint(params[:, 1]).astype(np.int64), 0, ny - 1)
