@@ -23,14 +23,19 @@ def link(features: pd.DataFrame, search_range: float, memory: int) -> pd.DataFra
     import trackpy as tp
 
     pos = ["z", "y", "x"] if "z" in features else ["y", "x"]
+    features = features.reset_index(drop=True)
+    # trackpy copies what it is given: only frame and position (a quarter faster)
+    slim = features[["frame"] + pos]
     try:
-        linked = tp.link(features, search_range, memory=memory, pos_columns=pos,
+        linked = tp.link(slim, search_range, memory=memory, pos_columns=pos,
                          adaptive_stop=0.5, adaptive_step=0.9, link_strategy="auto")
     except tp.SubnetOversizeException:
         raise TrackingError(
             f"linking with search_range={search_range:.3g} px met an unsolvably large group of "
             "candidate links; pass a smaller --search-range") from None
-    return linked.reset_index(drop=True)
+    out = features.loc[linked.index].copy()
+    out["particle"] = linked["particle"].to_numpy()
+    return out.reset_index(drop=True)
 
 
 def estimate_drift(tracks: pd.DataFrame) -> pd.DataFrame:
