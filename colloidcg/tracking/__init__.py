@@ -108,6 +108,27 @@ def _nn_spacing(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.median(d[:, 1]))
 
 
+def _estimate_search_range(features: pd.DataFrame, frames: range) -> float:
+    """Search range from nearest-feature distances between consecutive frames: up to 20
+    pairs of frames spread over the range, pooled."""
+    pos = ["z", "y", "x"] if "z" in features else ["y", "x"]
+    t = features["frame"].to_numpy()
+    xyz = features[pos].to_numpy()
+    order = np.argsort(t, kind="stable")
+    t, xyz = t[order], xyz[order]
+
+    def at(k):
+        return xyz[np.searchsorted(t, k, "left"):np.searchsorted(t, k, "right")]
+
+    f0 = at(frames.start)
+    spacing = _nn_spacing(f0[:, -1], f0[:, -2]) if len(f0) > 1 else float("nan")
+    starts = np.unique(np.linspace(frames.start, max(frames.start, frames.stop - 2),
+                                   min(20, max(1, len(frames) - 1))).astype(int))
+    p0 = [at(k) for k in starts]
+    p1 = [at(k + 1 if len(frames) > 1 else k) for k in starts]
+    return round(suggest_search_range(p0, p1, spacing), 3)
+
+
 def suggest_parameters(frame: np.ndarray, params: TrackParams | None = None) -> TrackParams:
     """Fill ``invert``, ``diameter``, ``separation`` and ``minmass`` from one frame.
 
@@ -250,17 +271,7 @@ def track(video, params: TrackParams | dict | None = None, progress: bool = True
         raise TrackingError(f"no particles found in {path} with diameter={p.diameter}, "
                             f"minmass={p.minmass:.4g}, invert={p.invert}; check these parameters")
     if p.search_range is None:
-        pos = ["z", "y", "x"] if "z" in features else ["y", "x"]
-        by_frame = {k: g[pos].to_numpy() for k, g in features.groupby("frame")}
-        f0 = by_frame.get(frames.start, np.zeros((0, len(pos))))
-        spacing = _nn_spacing(f0[:, -1], f0[:, -2]) if len(f0) > 1 else float("nan")
-        # up to 20 pairs of consecutive frames, spread over the range
-        starts = np.unique(np.linspace(frames.start, max(frames.start, frames.stop - 2),
-                                       min(20, max(1, len(frames) - 1))).astype(int))
-        empty = np.zeros((0, len(pos)))
-        p0 = [by_frame.get(k, empty) for k in starts]
-        p1 = [by_frame.get(k + 1 if len(frames) > 1 else k, empty) for k in starts]
-        p.search_range = round(suggest_search_range(p0, p1, spacing), 3)
+        p.search_range = _estimate_search_range(features, frames)
     tracks = link(features, p.search_range, p.memory)
     tracks = filter_stubs(tracks, min(p.min_length, len(frames)))
     if len(tracks) == 0:

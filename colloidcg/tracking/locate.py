@@ -29,7 +29,7 @@ import multiprocessing as mp
 import os
 import sys
 import warnings
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -330,21 +330,23 @@ def _duplicates(x: np.ndarray, y: np.ndarray, mass: np.ndarray, tol: float) -> n
 _FORKED: dict[str, Any] = {}   # the video and parameters, inherited by forked workers
 
 
-def _locate_chunk(video, frame_numbers: Sequence[int], kwargs: dict[str, Any] | None) -> pd.DataFrame:
+def _locate_chunk(video, frame_numbers: Sequence[int], kwargs: dict[str, Any] | None
+                  ) -> list[pd.DataFrame]:
     if video is None:   # forked worker: take them from the parent's memory
         video, kwargs = _FORKED["video"], _FORKED["kwargs"]
-    parts = [locate_frame(video[i], i, **kwargs) for i in frame_numbers]
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    return [locate_frame(video[i], i, **kwargs) for i in frame_numbers]
 
 
-def locate_many(video, frame_numbers: Sequence[int], processes: int | None = None,
-                progress: bool = True, **kwargs) -> pd.DataFrame:
-    """Locate particles in many frames, in parallel over frames.
+def iter_locate(video, frame_numbers: Sequence[int], processes: int | None = None,
+                progress: bool = True, **kwargs) -> Iterator[pd.DataFrame]:
+    """Locate particles in many frames, in parallel over frames; yield one DataFrame per
+    frame (as :func:`locate_frame`), in frame order, as soon as it is ready.
 
     ``video`` is anything indexable by frame number: an in-memory array is inherited
     by forked worker processes (no copy); a :class:`colloidcg.io.Video` pickles as its
     path and workers reopen it. Frames are dealt out in small chunks to ``processes``
-    worker processes (default: all cores).
+    worker processes (default: all cores); the caller gets the first frames while later
+    ones are still being located.
     """
     from tqdm.auto import tqdm
 
@@ -355,37 +357,41 @@ def locate_many(video, frame_numbers: Sequence[int], processes: int | None = Non
                file=sys.stderr)
     try:
         if n_proc <= 1:
-            parts = []
             for i in frame_numbers:
-                parts.append(locate_frame(video[i], i, **kwargs))
+                yield locate_frame(video[i], i, **kwargs)
                 bar.update(1)
-        else:
-            chunk = max(1, min(8, len(frame_numbers) // (4 * n_proc)))
-            chunks = [frame_numbers[k:k + chunk] for k in range(0, len(frame_numbers), chunk)]
-            # fork is fast and needs no __main__ guard in user scripts; it is safe because
-            # nothing here starts OpenMP threads (the numba kernels are single-threaded).
-            fork = sys.platform.startswith("linux")
-            ctx = mp.get_context("fork" if fork else "spawn")
-            inherit = fork and isinstance(video, np.ndarray)
-            if inherit:
-                _FORKED.update(video=video, kwargs=kwargs)
-            args = (None, None) if inherit else (video, kwargs)
-            parts = [None] * len(chunks)
-            try:
-                with _single_threaded_cv2(), \
-                        cf.ProcessPoolExecutor(n_proc, mp_context=ctx,
-                                               initializer=_worker_init) as pool:
-                    futures = {pool.submit(_locate_chunk, args[0], c, args[1]): k
-                               for k, c in enumerate(chunks)}
-                    for fut in cf.as_completed(futures):
-                        k = futures[fut]
-                        parts[k] = fut.result()
-                        bar.update(len(chunks[k]))
-            finally:
-                _FORKED.clear()
+            return
+        chunk = max(1, min(4, len(frame_numbers) // (4 * n_proc)))
+        chunks = [frame_numbers[k:k + chunk] for k in range(0, len(frame_numbers), chunk)]
+        # fork is fast and needs no __main__ guard in user scripts; it is safe because
+        # nothing here starts OpenMP threads (the numba kernels are single-threaded).
+        fork = sys.platform.startswith("linux")
+        ctx = mp.get_context("fork" if fork else "spawn")
+        inherit = fork and isinstance(video, np.ndarray)
+        if inherit:
+            _FORKED.update(video=video, kwargs=kwargs)
+        args = (None, None) if inherit else (video, kwargs)
+        try:
+            with _single_threaded_cv2(), \
+                    cf.ProcessPoolExecutor(n_proc, mp_context=ctx, initializer=_worker_init) as pool:
+                futures = [pool.submit(_locate_chunk, args[0], c, args[1]) for c in chunks]
+                for fut, c in zip(futures, chunks):   # in order; later ones run meanwhile
+                    yield from fut.result()
+                    bar.update(len(c))
+        finally:
+            _FORKED.clear()
     finally:
         bar.close()
-    parts = [p for p in parts if p is not None and len(p)]
+
+
+def locate_many(video, frame_numbers: Sequence[int], processes: int | None = None,
+                progress: bool = True, **kwargs) -> pd.DataFrame:
+    """Locate particles in many frames, in parallel over frames (see :func:`iter_locate`).
+
+    Returns one DataFrame: frame, y, x [, z] (px), mass, size, ecc, signal, raw_mass, ep.
+    """
+    parts = [p for p in iter_locate(video, frame_numbers, processes, progress, **kwargs)
+             if len(p)]
     if not parts:
         return pd.DataFrame(columns=FEATURE_COLUMNS)
     return pd.concat(parts, ignore_index=True)

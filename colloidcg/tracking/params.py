@@ -7,10 +7,11 @@ Every parameter can be given; any left as ``None`` is estimated from the first f
   lines or rings) of both polarities: particles are dark when the strongest dark blobs
   are stronger than the strongest bright ones. Ring-shaped bright-field particles (dark
   edge, bright centre) are thus tracked by their compact bright centres.
-- ``diameter``: from the spot width s: the median blob scale of the strong blobs, then
-  the median width of Gaussians fitted jointly to the detected spots (which corrects
-  the scan's bias in dense packings); the diameter is the smallest odd integer
-  >= 3.5 s (trackpy's mask then just holds a spot). For z-stacks the axial width is
+- ``diameter``: from the spot width s: the median blob scale of the strong blobs, or
+  the median width of Gaussians fitted jointly to the detected spots if larger (the
+  scan is biased low by close neighbours in dense packings; the fit takes only the
+  core of structured particles such as bright-field rings); the diameter is the
+  smallest odd integer >= 3.5 s (trackpy's mask then just holds a spot). For z-stacks the axial width is
   scaled from the lateral one by the ratio of the autocorrelation widths.
 - ``separation``: 0.6 x the median nearest-neighbour distance of the spots, capped at
   0.85 x diameter (about 3 spot sigmas; trackpy's diameter + 1 would merge touching
@@ -489,12 +490,22 @@ def suggest_parameters_2d(img: np.ndarray, p: "TrackParams", scan: dict | None =
         x, y, mass, _ = find_peaks(img, d0, sep0)
         keep = mass >= suggest_minmass(mass, noise_mass_floor(img.shape, noise, d0, sep0))
         if keep.sum() >= 3:
-            # widths of Gaussians fitted jointly (the scan is biased by close neighbours)
-            r = refine_jointly(img, x[keep], y[keep], d0 / 3.5, add_missed=False,
-                               n_sweeps=2, stage1_sweeps=2, tol=1e-2)
+            # widths of Gaussians fitted jointly (the scan is biased by close neighbours),
+            # in a central crop holding about 400 spots
+            x, y = x[keep], y[keep]
+            h, w = img.shape
+            cheb = np.maximum(np.abs(x - (w - 1) / 2), np.abs(y - (h - 1) / 2))
+            half = np.sort(cheb)[min(len(cheb), 400) - 1] + 1.5 * d0
+            x0, x1 = max(0, int((w - 1) / 2 - half)), min(w, int((w - 1) / 2 + half) + 1)
+            y0, y1 = max(0, int((h - 1) / 2 - half)), min(h, int((h - 1) / 2 + half) + 1)
+            inside = (x >= x0) & (x < x1) & (y >= y0) & (y < y1)
+            r = refine_jointly(img[y0:y1, x0:x1], x[inside] - x0, y[inside] - y0, d0 / 3.5,
+                               add_missed=False, n_sweeps=2, stage1_sweeps=2, tol=1e-2)
             ok = r["converged"]
             if ok.sum() >= 3:
-                s = float(np.median(r["sigma"][ok]))
+                # the larger of the two: a Gaussian fitted to a structured particle (a
+                # bright-field ring) takes only its core
+                s = max(s, float(np.median(r["sigma"][ok])))
                 spacing = nn_spacing(r["x"][ok], r["y"][ok])
         p.diameter = suggest_diameter([s])[0]
     if p.separation is None:

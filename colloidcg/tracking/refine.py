@@ -658,7 +658,7 @@ def background_floor(img: np.ndarray, width: int, block: int) -> np.ndarray:
     k = max(1, int(width)) | 1
     low = cv2.erode(np.asarray(img, dtype=np.float32), np.ones((k, k), np.uint8),
                     borderType=cv2.BORDER_REPLICATE)
-    return smooth_background(low.astype(np.float64), block)
+    return smooth_background(low, block)
 
 
 # ------------------------------------------------------------------ missed spots
@@ -700,8 +700,14 @@ def find_missed(residual: np.ndarray, x: np.ndarray, y: np.ndarray, sigma: float
     import cv2
     from scipy.spatial import cKDTree
 
-    sm = cv2.GaussianBlur(np.asarray(residual, dtype=np.float32), (0, 0), sigma / 2)
-    px, py = _local_maxima(sm, max(1, int(sigma)), float(threshold))
+    # on 2 x 2 px cells (spots are several px wide; the fit refines the positions)
+    res = np.asarray(residual, dtype=np.float32)
+    f = 2 if sigma >= 2.5 and min(res.shape) >= 16 else 1
+    if f > 1:
+        res = cv2.resize(res, (res.shape[1] // f, res.shape[0] // f), interpolation=cv2.INTER_AREA)
+    sm = cv2.GaussianBlur(res, (0, 0), sigma / (2 * f))
+    px, py = _local_maxima(sm, max(1, int(sigma / f)), float(threshold))
+    px, py = (px + 0.5) * f - 0.5, (py + 0.5) * f - 0.5
     if len(px) and len(x):
         d, _ = cKDTree(np.c_[x, y]).query(np.c_[px, py])
         keep = d > min_distance
