@@ -5,9 +5,11 @@
 >>> result.tracks.head()                                # frame, particle, x, y, ...
 >>> result.params.diameter, result.params.sources       # what was used, and why
 
-Detection and linking are trackpy's; positions are then refined by fitting every spot
-jointly with its neighbours (:mod:`colloidcg.tracking.refine`), which removes the bias
-that overlapping neighbours give centroids in dense packings. Parameters not given are
+Detection follows trackpy's rules (band-pass, local maxima, mass; computed with OpenCV,
+:mod:`colloidcg.tracking.locate`) and linking is trackpy's; positions come from fitting
+every spot jointly with its neighbours (:mod:`colloidcg.tracking.refine`), which removes
+the bias that overlapping neighbours give centroids in dense packings. With
+``refine=False`` locating is plain ``trackpy.locate``. Parameters not given are
 estimated from the data (:mod:`colloidcg.tracking.params`).
 """
 
