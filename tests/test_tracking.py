@@ -29,8 +29,6 @@ def dense_result(dense):
     return track(frames, progress=False, processes=1)
 
 
-@pytest.mark.xfail(reason="issue 2 target RMS <= 0.15 px not met yet (measured 0.157 px on this "
-                          "video, 2026-11-21); recall, precision and linking pass", strict=False)
 def test_dense_accuracy_with_automatic_parameters(dense, dense_result):
     frames, truth, _ = dense
     s = score_tracks(dense_result.tracks, truth, frames.shape[1:], margin=16, match_radius=4)
@@ -80,8 +78,6 @@ def _spots(points, amp, sigma, shape, bg=10.0):
     return img
 
 
-@pytest.mark.xfail(reason="joint fit stops at ~0.03 px on noise-free overlapping spots; it should "
-                          "converge to the exact positions (open in issue 2)", strict=False)
 def test_refinement_exact_on_noise_free_overlapping_spots():
     # A triangular cluster of strongly overlapping spots (4.2 sigma apart), all in view.
     rng = np.random.default_rng(2)
@@ -91,7 +87,7 @@ def test_refinement_exact_on_noise_free_overlapping_spots():
     start = pts + rng.normal(0, 0.4, pts.shape)
     r = refine_jointly(img, start[:, 0], start[:, 1], 3.5, add_missed=False)
     err = np.hypot(r["x"] - pts[:, 0], r["y"] - pts[:, 1])
-    assert err.max() < 0.01
+    assert err.max() < 0.005
     np.testing.assert_allclose(r["sigma"], 3.7, atol=0.01)
 
 
@@ -150,6 +146,11 @@ def test_stuck_particles_noise_floor(shared_data):
     floor = np.sqrt(full.groupby("particle")[["x", "y"]].var(ddof=1).mean().mean())
     print(f"stuck.tif noise floor: {floor:.4f} px per axis over {full.particle.nunique()} particles")
     assert floor < 0.1
+
+
+def test_brightfield_automatic_parameters(shared_data):
+    r = track(shared_data / "brightfield", progress=False, processes=1)
+    assert (r.tracks.groupby("particle").size() == 50).sum() == 5
 
 
 def test_brightfield_rings_tracked(shared_data):
