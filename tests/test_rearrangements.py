@@ -267,7 +267,7 @@ def test_duplicate_particle_in_a_frame_is_refused():
 # ----------------------------------------------------------------- defaults
 def test_default_cutoff_is_between_first_and_second_shell():
     res = detect(lattice_tracks(nx=14, ny=14, n_frames=12, noise=0.4), descriptors=False)
-    assert 1.2 * A < res.parameters["cutoff_px"] < 1.6 * A
+    assert res.parameters["cutoff_px"] > 1.2 * A and res.parameters["cutoff_px"] < 1.6 * A
     assert res.parameters["cutoff_rule"] == "first minimum of g(r)"
 
 

@@ -197,7 +197,7 @@ def test_cutoff_from_gr_on_a_noisy_lattice_and_gas_fallback():
     fr = prepare(tracks_from(p[None] + rng.normal(0, 0.6, (10, len(p), 2))))
     cut, rule = cutoff_from_gr(fr)
     assert rule == "first minimum of g(r)"
-    assert 1.25 * A < cut < 1.55 * A
+    assert cut > 1.25 * A and cut < 1.55 * A
     gas = prepare(tracks_from(rng.uniform(0, 500, (10, 300, 2))), fov=[(0, 500), (0, 500)])
     cut2, rule2 = cutoff_from_gr(gas)
     assert rule2.startswith("1.5 x mean spacing") and cut2 == pytest.approx(1.5 * gas.spacing)

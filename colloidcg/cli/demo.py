@@ -19,7 +19,6 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    import json
 
     import pandas as pd
     import trackpy

@@ -116,7 +116,6 @@ def voronoi_frames(pos: np.ndarray, starts: np.ndarray, fov: np.ndarray):
         hull.append(h + s)
         src.append(np.repeat(np.arange(s, e), np.diff(indptr)))
         dst.append(indices + s)
-    R = len(pos)
     cat = (lambda xs, shape: np.concatenate(xs) if xs else np.empty(shape, np.int64))
     simp = cat(simp, (0, 3))
     area = _cell_areas(pos, simp, cat(hull, (0,)), fov)

@@ -284,7 +284,6 @@ def track(video, params: TrackParams | dict | None = None, progress: bool = True
         drift = estimate_drift(tracks)
         tracks = subtract_drift(tracks, drift)
     tracks = add_velocities(tracks)
-    pos = ["z", "y", "x"] if "z" in tracks else ["y", "x"]
     first_cols = ["frame", "particle", "x", "y"] + (["z"] if "z" in tracks else [])
     rest = [c for c in tracks.columns if c not in first_cols]
     tracks = tracks[first_cols + rest]

@@ -181,7 +181,6 @@ def find_peaks(img: np.ndarray, diameter: int, separation: float, percentile: fl
     bp : ndarray (Y, X) float32
     """
     import cv2
-    from scipy.spatial import cKDTree
 
     if bp is None:
         bp = bandpass(img, diameter)
