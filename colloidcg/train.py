@@ -249,11 +249,18 @@ def validation_rollout(model: MetriplecticModel, traj: Trajectory, start: int, s
 
 
 # ---------------------------------------------------------------------------- fit
-def fit(traj: Trajectory, config: TrainConfig | None = None, out_dir=None) -> FitResult:
+def fit(traj: Trajectory, config: TrainConfig | None = None, out_dir=None,
+        callback=None) -> FitResult:
     """Train a model on ``traj``; returns the best model and a report dict.
 
     ``out_dir`` (or ``config.checkpoint_dir``) receives ``checkpoint/`` (last good
     weights, each epoch) and ``best/`` (best validation score so far).
+
+    ``callback(record)``, if given, is called after every epoch with that epoch's history
+    record (``epoch``, ``train_nll``, ``val_nll``, ``val_msd_rel_rms``, ``lr``); if it
+    returns True, training stops there (as on early stopping) and the best model so far is
+    returned, with ``report["cancelled"] = True``. GUIs and batch runners use it for live
+    loss curves and cancellation.
     """
     cfg = config or TrainConfig()
     if cfg.epochs < 1 or cfg.batch_frames < 1 or cfg.lr <= 0:
@@ -354,6 +361,7 @@ def fit(traj: Trajectory, config: TrainConfig | None = None, out_dir=None) -> Fi
     except ImportError:  # pragma: no cover
         bar = range(cfg.epochs)
     stopped_early = False
+    cancelled = False
     for epoch in bar:
         model.train()
         order = gen.permutation(train_t)[:per_epoch]
@@ -397,23 +405,27 @@ def fit(traj: Trajectory, config: TrainConfig | None = None, out_dir=None) -> Fi
             bar.set_postfix(nll=f"{rec['train_nll']:.3f}", val_msd=f"{vr['msd_rel_rms']:.3f}")
         if ckdir is not None:
             save_model(model, ckdir / "checkpoint", {"epoch": epoch + 1})
+        if callback is not None and callback(dict(rec)):
+            cancelled = True
         if score < best[0]:
             best = (score, epoch + 1)
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             bad_epochs = 0
             if ckdir is not None:
                 save_model(model, ckdir / "best", {"epoch": epoch + 1})
+            if cancelled:
+                break
         else:
             bad_epochs += 1
-            if bad_epochs >= cfg.patience:
-                stopped_early = True
+            if bad_epochs >= cfg.patience or cancelled:
+                stopped_early = not cancelled
                 break
     elapsed = time.perf_counter() - t_start
     model.load_state_dict(best_state)
     model.eval()
     report = {
         "epochs_run": len(history), "best_epoch": best[1], "best_val_score": best[0],
-        "stopped_early": stopped_early, "cutoff": cutoff, "dt": traj.dt,
+        "stopped_early": stopped_early, "cancelled": cancelled, "cutoff": cutoff, "dt": traj.dt,
         "localisation_noise": loc_sigma, "n_train_frames": len(train_t), "n_val_frames": len(val_t),
         "train_seconds": elapsed, "particle_steps_per_s": n_particle_steps / max(elapsed, 1e-9),
         "mass": float(model.mass.detach()), "config": cfg.to_dict(),

@@ -133,3 +133,13 @@ def test_cli_train_simulate_evaluate(tmp_path, capsys):
     bad = tmp_path / "bad.parquet"
     write_table(bad, langevin(frames=2), {})
     assert main(["train", str(bad), "-o", str(tmp_path / "m2")]) == 2
+
+
+def test_callback_sees_every_epoch_and_can_cancel():
+    traj = from_tracks(langevin(frames=30))
+    seen = []
+    res = fit(traj, TrainConfig(**{**FAST, "epochs": 5}, loc_noise="none"),
+              callback=lambda rec: seen.append(rec) or rec["epoch"] >= 2)
+    assert [r["epoch"] for r in seen] == [1, 2]
+    assert res.report["cancelled"] and not res.report["stopped_early"]
+    assert res.report["epochs_run"] == 2 and all(math.isfinite(r["train_nll"]) for r in seen)
