@@ -42,3 +42,29 @@ def plot_tracks(image: np.ndarray, tracks: pd.DataFrame, path: str | Path, title
     from .outputs import atomic_write_bytes as write
 
     return write(path, buf.getvalue())
+
+
+def plot_training_history(history: list[dict], out_dir) -> list[Path]:
+    """``loss.png`` (training and validation NLL per epoch) and ``validation.png`` (rollout
+    MSD relative RMS error per epoch) in ``out_dir``; returns their paths."""
+    import io
+
+    from .outputs import atomic_write_bytes
+
+    out_dir = Path(out_dir)
+    ep = [h["epoch"] for h in history]
+    written = []
+    for name, keys, ylabel in (("loss.png", ("train_nll", "val_nll"), "NLL per particle"),
+                               ("validation.png", ("val_msd_rel_rms",), "rollout MSD rel. RMS error")):
+        plt, fig = _figure((4.5, 3.4))
+        ax = fig.add_subplot(111)
+        for k in keys:
+            ax.plot(ep, [h[k] for h in history], "o-", ms=3, label=k)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+        ax.legend(frameon=False)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        written.append(atomic_write_bytes(out_dir / name, buf.getvalue()))
+    return written

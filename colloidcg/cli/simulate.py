@@ -30,12 +30,10 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from ..core.integrate import rollout
-    from ..core.model import State
     from ..core.persist import load_model
-    from ..data import from_tracks, to_tracks
-    from ..errors import ColloidcgError, ParameterError
+    from ..errors import ParameterError
     from ..outputs import check_writable, provenance, read_table, write_table
+    from ..simulate import simulate
 
     out = Path(args.output)
     if out.suffix != ".parquet":
@@ -46,41 +44,14 @@ def run(args: argparse.Namespace) -> int:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise ParameterError(f"--device: {args.device!r} requested but CUDA is not available")
     model, cfg = load_model(args.model, device=args.device)
-    cal = cfg.get("calibration", {})
     tracks, meta = read_table(args.init, required=["frame", "particle", "x", "y"])
-    um = cal.get("um_per_px") or 1.0
-    fps = cal.get("fps") or 1.0
-    traj = from_tracks(tracks, meta, fps=fps, um_per_px=um, box_px=cal.get("box_px"))
-    if traj.dim != model.config.dim:
-        raise ColloidcgError(f"{args.init}: {traj.dim}D tracks but the model is {model.config.dim}D")
-    dtype = next(model.parameters()).dtype
-    traj = traj.to(device=args.device, dtype=dtype)
-    f0 = int(traj.frames[0])
-    frame = f0 + 1 if args.frame is None else args.frame
-    t = frame - f0
-    if not (0 <= t < traj.n_frames):
-        raise ParameterError(f"--frame: {frame} is not in {args.init} (frames {f0}..{int(traj.frames[-1])})")
-    idx = torch.nonzero(traj.present[t]).squeeze(-1)
-    if idx.numel() == 0:
-        raise ColloidcgError(f"{args.init}: no particle in frame {frame}")
-    r0 = traj.pos[t, idx]
-    v0 = traj.vel[t, idx] if t > 0 else torch.zeros_like(r0)
-    tab_err = None
-    if args.fast:
-        from ..core.tabulate import tabulate
-        tab_err = tabulate(model)
-    with torch.no_grad():
-        S0 = model.initial_S(r0, None, traj.box)
-        res = rollout(model, State(r0, v0, S0), args.steps, traj.dt, box=traj.box, seed=args.seed,
-                      substeps=args.substeps)
-    df = to_tracks(res.r, traj.um_per_px, traj.fps, first_frame=frame,
-                   particles=traj.particles[idx.cpu().numpy()], vel=res.v)
+    sim = simulate(model, cfg, tracks, meta, steps=args.steps, frame=args.frame, seed=args.seed,
+                   substeps=args.substeps, fast=args.fast, name=str(args.init))
     side = provenance("simulate", {"model": args.model, "init": args.init},
-                      {"frame": frame, "steps": args.steps, "seed": args.seed, "substeps": args.substeps,
-                       "device": args.device, "fast": args.fast, "tabulation_max_rel_error": tab_err},
+                      {**sim.parameters, "device": args.device},
                       units={"x": "px", "y": "px", "vx": "px/frame", "vy": "px/frame", "frame": "frame"},
-                      meta={"fps": traj.fps, "um_per_px": traj.um_per_px,
-                            "box_px": cal.get("box_px")})
-    write_table(out, df, side)
-    print(f"simulated {args.steps} frames of {idx.numel()} particles from frame {frame}: {out}")
+                      meta=sim.meta)
+    write_table(out, sim.tracks, side)
+    print(f"simulated {args.steps} frames of {sim.parameters['n_particles']} particles from frame "
+          f"{sim.parameters['frame']}: {out}")
     return 0

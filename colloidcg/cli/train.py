@@ -43,15 +43,12 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..core.persist import save_model
-    from ..data import from_tracks
     from ..errors import ParameterError
-    from ..outputs import atomic_write_json, check_writable, read_table
-    from ..train import TrainConfig, fit
-    from ._train_plots import plot_history
+    from ..outputs import check_writable, read_table
+    from ..train import MODEL_FILES, TrainConfig, train_tracks
 
     out = Path(args.output)
-    check_writable([out / "model.pt", out / "config.json", out / "report.json"], args.overwrite)
+    check_writable([out / name for name in MODEL_FILES], args.overwrite)
     tracks, meta = read_table(args.tracks, required=["frame", "particle", "x", "y"])
     labels = None
     if args.rearrangements:
@@ -62,20 +59,14 @@ def run(args: argparse.Namespace) -> int:
             loc = float(loc)
         except ValueError:
             raise ParameterError(f"--loc-noise: expected a number in um, 'estimate' or 'none', got {loc!r}") from None
-    traj = from_tracks(tracks, meta, fps=args.fps, um_per_px=args.um_per_px, box_px=args.box, labels=labels)
     cfg = TrainConfig(epochs=args.epochs, batch_frames=args.batch_frames, lr=args.lr, device=args.device,
                       seed=args.seed, cutoff=args.cutoff, edge=args.edge, loc_noise=loc,
                       multistep=args.multistep, aux_weight=args.aux_weight, n_s=args.n_s,
                       dtype=args.dtype, substrate=not args.no_substrate, deviatoric=args.deviatoric,
-                      progress=not args.quiet, checkpoint_dir=str(out))
-    result = fit(traj, cfg)
-    calib = {"um_per_px": traj.um_per_px, "fps": traj.fps,
-             "box_px": list(args.box) if args.box else None, "tracks": str(Path(args.tracks).resolve())}
-    save_model(result.model, out, {"calibration": calib, "train": cfg.to_dict()})
-    report = dict(result.report)
-    report["history"] = result.history
-    report["plots"] = [p.name for p in plot_history(result.history, out)]
-    atomic_write_json(out / "report.json", report)
+                      progress=not args.quiet)
+    result = train_tracks(tracks, meta, cfg, out, labels=labels, fps=args.fps, um_per_px=args.um_per_px,
+                          box_px=args.box, source=args.tracks)
+    report = result.report
     auc = report.get("rearrangement_auc", {})
     msg = (f"trained {report['epochs_run']} epochs (best {report['best_epoch']}, validation MSD error "
            f"{report['best_val_score']:.3g}); model in {out}")
