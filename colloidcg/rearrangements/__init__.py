@@ -18,9 +18,11 @@ from .events import event_table, find_events, label_events
 from .pipeline import Rearrangements, detect
 from .plot import busiest_frame, plot_d2min_frame
 from .softness import SoftnessResult, softness_baseline
+from ..structure.frames import fov_from_shape
 
 __all__ = [
     "d2min", "detect", "Rearrangements", "find_events", "label_events", "event_table",
     "choose_lag", "choose_threshold", "cutoff_from_gr", "typical_displacement",
     "softness_baseline", "SoftnessResult", "plot_d2min_frame", "busiest_frame",
+    "fov_from_shape",
 ]
