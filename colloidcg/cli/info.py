@@ -12,20 +12,47 @@ def add_parser(sub) -> None:
     p = sub.add_parser(
         "info", help="describe a video (frames, shape, calibration) or an output's provenance",
         description="For a video: print frames, shape, dtype, frame rate and pixel size, and "
-                    "where each calibration value came from (file, colloidcg.toml, flag). For a "
-                    ".parquet/.json output: print the parameters, version and inputs saved with it.")
-    p.add_argument("path", help="video file, folder of frames, or a colloidcg output (.parquet/.json)")
+                    "where each calibration value came from (file, colloidcg.toml, flag). For an "
+                    "output: print the parameters, version and inputs saved with it: a .parquet "
+                    "table or its .json sidecar, a model directory (config.json), a model bundle "
+                    "(bundle.json), a batch stage folder (stage.json) or a batch output folder "
+                    "(summary.csv).")
+    p.add_argument("path", help="video file, folder of frames, or a colloidcg output "
+                                "(.parquet/.json, model directory, bundle, batch folder)")
     add_calibration(p)
     p.set_defaults(func=run)
 
 
-def _print_provenance(path: Path) -> int:
+def _short(v, width: int = 100) -> str:
+    text = json.dumps(v, default=str) if isinstance(v, (list, dict)) else str(v)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _print_tree(rec: dict, indent: int = 0, skip=()) -> None:
+    pad = " " * indent
+    for k, v in rec.items():
+        if k in skip:
+            continue
+        if isinstance(v, dict) and v and indent < 4:
+            print(f"{pad}{k}:")
+            _print_tree(v, indent + 2)
+        else:
+            print(f"{pad}{k:<18} {_short(v)}" if indent else f"{k:<14} {_short(v)}")
+
+
+def _read_json(path: Path) -> dict:
     from ..errors import ColloidcgError
 
-    side = path.with_suffix(".json")
-    if not side.exists():
-        raise ColloidcgError(f"{path}: no provenance sidecar {side.name} beside it")
-    rec = json.loads(side.read_text())
+    try:
+        rec = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ColloidcgError(f"{path}: not a readable JSON file ({exc})") from None
+    if not isinstance(rec, dict):
+        raise ColloidcgError(f"{path}: expected a JSON object")
+    return rec
+
+
+def _print_sidecar(path: Path, rec: dict) -> int:
     print(f"output     {path}")
     for key in ("stage", "colloidcg_version", "created"):
         if key in rec:
@@ -34,16 +61,77 @@ def _print_provenance(path: Path) -> int:
         if rec.get(section):
             print(f"{section}:")
             for k, v in rec[section].items():
-                print(f"  {k:<16} {v}")
+                print(f"  {k:<16} {_short(v)}")
+    rest = {k: v for k, v in rec.items()
+            if k not in ("stage", "colloidcg_version", "created", "inputs", "parameters", "units")}
+    if rest:
+        _print_tree(rest)
+    return 0
+
+
+def _print_bundle(path: Path) -> int:
+    from ..export import read_bundle
+
+    desc = read_bundle(path)
+    print(f"bundle     {path}")
+    _print_tree(desc, skip=("torchscript", "files"))
+    print("torchscript modules (torch.jit.load; inputs and outputs in bundle.json 'torchscript'):")
+    for name, sig in (desc.get("torchscript") or {}).items():
+        print(f"  {name:<12} {sig.get('call', '')}")
+    print(f"files      {', '.join(desc.get('files') or {})} (checksums verified)")
+    return 0
+
+
+def _print_model_dir(path: Path) -> int:
+    from ..core.persist import read_config
+
+    cfg = read_config(path)
+    print(f"model      {path}")
+    _print_tree(cfg)
+    rpath = path / "report.json"
+    if rpath.is_file():
+        rep = _read_json(rpath)
+        print("report:")
+        _print_tree({k: v for k, v in rep.items() if k not in ("history", "calibration")}, 2)
+    return 0
+
+
+def _print_batch(path: Path) -> int:
+    import pandas as pd
+
+    df = pd.read_csv(path / "summary.csv")
+    print(f"batch      {path}")
+    with pd.option_context("display.width", 200, "display.max_columns", 12):
+        print(df[[c for c in ("video", "stage", "status", "duration_s", "error") if c in df]].to_string(index=False))
+    side = path / "batch.json"
+    if side.is_file():
+        _print_tree(_read_json(side), skip=("videos",))
     return 0
 
 
 def run(args) -> int:
+    from ..errors import ColloidcgError
     from ..io import open_video
 
     path = Path(args.path)
     if path.suffix.lower() in (".parquet", ".json"):
-        return _print_provenance(path)
+        side = path.with_suffix(".json")
+        if not side.exists():
+            raise ColloidcgError(f"{path}: no provenance sidecar {side.name} beside it")
+        if side.name == "bundle.json":
+            return _print_bundle(side.parent)
+        if side.name == "config.json" and (side.parent / "model.pt").exists():
+            return _print_model_dir(side.parent)
+        return _print_sidecar(path, _read_json(side))
+    if path.is_dir():
+        if (path / "bundle.json").is_file():
+            return _print_bundle(path)
+        if (path / "config.json").is_file() and (path / "model.pt").is_file():
+            return _print_model_dir(path)
+        if (path / "stage.json").is_file():
+            return _print_sidecar(path, _read_json(path / "stage.json"))
+        if (path / "summary.csv").is_file():
+            return _print_batch(path)
     with open_video(path, fps=args.fps, um_per_px=args.um_per_px) as video:
         m = video.meta
         print(f"file        {m.path}")

@@ -12,7 +12,8 @@ def add_parser(subparsers) -> None:
         "simulate", help="run a trained model from a frame of a tracks table",
         description="Stochastic rollout of a trained model, started from one frame of a tracks "
                     "table; writes the result in the tracks schema (px, frames).")
-    p.add_argument("model", metavar="MODEL_DIR", help="folder written by colloidcg train")
+    p.add_argument("model", metavar="MODEL", help="model folder written by colloidcg train, or a "
+                                                 "bundle written by colloidcg export")
     p.add_argument("--init", required=True, metavar="TRACKS.parquet", help="tracks table to start from")
     p.add_argument("--frame", type=int, default=None, help="frame to start from (default: the second frame)")
     p.add_argument("--steps", type=int, required=True, help="number of frames to simulate")
@@ -30,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from ..core.persist import load_model
+    from ..export import load_model
     from ..errors import ParameterError
     from ..outputs import check_writable, provenance, read_table, write_table
     from ..simulate import simulate

@@ -1,0 +1,44 @@
+"""``colloidcg export MODEL_DIR -o BUNDLE``: pack a trained model as a bundle."""
+
+from __future__ import annotations
+
+import argparse
+
+from ._common import add_output
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "export", help="pack a trained model as a bundle (weights, JSON description, TorchScript)",
+        description="Write a model bundle: model.pt (weights), bundle.json (architecture, units, "
+                    "dt, cutoff, calibration, provenance of the training data, metrics, versions, "
+                    "TorchScript signatures, checksums) and torchscript/{drift,noise,energy,encoder}.pt, "
+                    "which load with torch.jit.load in a Python that has only torch. "
+                    "Reload the bundle with colloidcg.load_model(BUNDLE) or use it as MODEL in "
+                    "colloidcg simulate.")
+    p.add_argument("model", metavar="MODEL_DIR", help="folder written by colloidcg train")
+    add_output(p, help="bundle folder to create")
+    p.add_argument("--metrics", metavar="METRICS.json", default=None,
+                   help="metrics.json from colloidcg evaluate, recorded in the bundle")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from ..errors import ColloidcgError
+    from ..export import export_bundle
+
+    metrics = None
+    if args.metrics:
+        mp = Path(args.metrics)
+        try:
+            metrics = json.loads(mp.read_text())
+        except (OSError, ValueError) as exc:
+            raise ColloidcgError(f"--metrics: {mp}: not a readable JSON file ({exc})") from None
+        metrics = {k: v for k, v in metrics.items() if k != "curves"}
+    out = export_bundle(args.model, args.output, overwrite=args.overwrite, metrics=metrics)
+    print(f"bundle written: {out} (torchscript/drift.pt, noise.pt, energy.pt, encoder.pt; "
+          f"describe it with: colloidcg info {out})")
+    return 0

@@ -1,0 +1,13 @@
+"""Exporting trained models: bundles with weights, a JSON description and TorchScript.
+
+- :func:`export_bundle`: model directory -> bundle folder (see :mod:`.bundle`).
+- :func:`load_model`: bundle or model directory -> (model, config), to simulate or
+  fine-tune; also available as :func:`colloidcg.load_model`.
+- :func:`read_bundle`: the bundle's description (bundle.json), checked.
+- :mod:`.scripted`: the TorchScript modules (drift, noise, energy, encoder), which load
+  with ``torch.jit.load`` in a Python that has only torch.
+"""
+
+from .bundle import BUNDLE_FORMAT, BUNDLE_VERSION, export_bundle, is_bundle, load_model, read_bundle
+
+__all__ = ["export_bundle", "load_model", "read_bundle", "is_bundle", "BUNDLE_FORMAT", "BUNDLE_VERSION"]
