@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -36,7 +37,8 @@ class Simulation:
 
 def simulate(model: MetriplecticModel, model_config: dict, tracks: pd.DataFrame, meta: dict | None = None, *,
              steps: int, frame: int | None = None, seed: int = 0, substeps: int = 1,
-             fast: bool = False, name: str = "tracks") -> Simulation:
+             fast: bool = False, halo: float | None = None, keep_halo: bool = False,
+             name: str = "tracks") -> Simulation:
     """Stochastic rollout of ``model`` for ``steps`` frames, started from ``frame`` of ``tracks``.
 
     ``model_config`` is the model directory's ``config.json`` dict (its ``calibration``
@@ -44,6 +46,13 @@ def simulate(model: MetriplecticModel, model_config: dict, tracks: pd.DataFrame,
     defaults to the second frame, the first with finite-difference velocities. ``fast``
     tabulates the pair functions (error reported in ``parameters``). ``name`` is used in
     error messages (the file the tracks came from).
+
+    Open boundaries (video): a field of view is a window into a larger sample, so the
+    particles within ``halo`` (um; default the model's cutoff, 0 for none) of its border at
+    the starting frame are boundary particles, as in training: their state is prescribed
+    from the data at every later frame the data has them, and held at their last observed
+    state after that. They are left out of the returned tracks unless ``keep_halo``.
+    Periodic boxes have no boundary particles.
     """
     if steps < 1:
         raise ParameterError(f"steps: must be >= 1, got {steps}")
@@ -67,6 +76,13 @@ def simulate(model: MetriplecticModel, model_config: dict, tracks: pd.DataFrame,
         raise ColloidcgError(f"{name}: no particle in frame {frame}")
     r0 = traj.pos[t, idx]
     v0 = traj.vel[t, idx] if t > 0 else torch.zeros_like(r0)
+    halo = model.config.cutoff if halo is None else float(halo)
+    if halo < 0:
+        raise ParameterError(f"halo: must be >= 0 um, got {halo}")
+    boundary = _boundary_mask(r0, traj.fov, halo) if traj.box is None else None
+    if boundary is not None and bool(boundary.all()):
+        raise ColloidcgError(f"{name}: every particle of frame {frame} lies within the halo ({halo:g} um) "
+                             "of the field-of-view border; nothing is left to simulate (pass a smaller halo)")
     tab_err = None
     if fast:
         from .core.tabulate import tabulate
@@ -74,15 +90,51 @@ def simulate(model: MetriplecticModel, model_config: dict, tracks: pd.DataFrame,
     try:
         with torch.no_grad():
             S0 = model.initial_S(r0, None, traj.box)
+            prescribed = _observed(traj, t, idx, steps, S0) if boundary is not None else None
             res = rollout(model, State(r0, v0, S0), steps, traj.dt, box=traj.box, seed=seed,
-                          substeps=substeps)
+                          substeps=substeps, boundary=boundary, prescribed=prescribed)
     finally:
         if fast:
             from .core.tabulate import untabulate
             untabulate(model)
-    df = to_tracks(res.r, traj.um_per_px, traj.fps, first_frame=frame,
-                   particles=traj.particles[idx.cpu().numpy()], vel=res.v)
+    keep = torch.ones_like(idx, dtype=torch.bool) if (boundary is None or keep_halo) else ~boundary
+    df = to_tracks(res.r[:, keep], traj.um_per_px, traj.fps, first_frame=frame,
+                   particles=traj.particles[idx[keep].cpu().numpy()], vel=res.v[:, keep])
+    if keep_halo and boundary is not None:
+        df["boundary"] = np.tile(boundary.cpu().numpy(), res.r.shape[0])
+    n_halo = 0 if boundary is None else int(boundary.sum())
     parameters = {"frame": frame, "steps": steps, "seed": seed, "substeps": substeps, "fast": fast,
-                  "tabulation_max_rel_error": tab_err, "n_particles": int(idx.numel())}
+                  "tabulation_max_rel_error": tab_err, "n_particles": int(idx.numel()) - n_halo,
+                  "n_boundary": n_halo, "halo_um": halo if boundary is not None else None}
     return Simulation(df, parameters, {"fps": traj.fps, "um_per_px": traj.um_per_px,
                                        "box_px": cal.get("box_px")})
+
+
+def _boundary_mask(r0: torch.Tensor, fov, halo: float) -> torch.Tensor | None:
+    """(N,) bool: particles within ``halo`` of the field-of-view border; None when there is
+    no field of view or no halo."""
+    if fov is None or halo <= 0:
+        return None
+    near = torch.zeros(r0.shape[0], dtype=torch.bool, device=r0.device)
+    for ax, (lo, hi) in enumerate(fov):
+        near |= (r0[:, ax] < lo + halo) | (r0[:, ax] > hi - halo)
+    return near if bool(near.any()) else None
+
+
+def _observed(traj, t: int, idx: torch.Tensor, steps: int, S0: torch.Tensor):
+    """``k -> State`` of the particles ``idx`` at frame t + k from the data, each held at its
+    last observed state where the data no longer has it (velocity zero once held)."""
+    last = min(traj.n_frames - 1, t + steps)
+    pos = traj.pos[t: last + 1, idx].clone()
+    vel = traj.vel[t: last + 1, idx].clone()
+    seen = traj.present[t: last + 1, idx]
+    for k in range(1, pos.shape[0]):           # forward fill, one vectorised step per frame
+        gone = ~seen[k]
+        pos[k, gone] = pos[k - 1, gone]
+        vel[k, gone] = 0.0
+
+    def prescribed(k: int) -> State:
+        if k < pos.shape[0]:
+            return State(pos[k], vel[k], S0)
+        return State(pos[-1], torch.zeros_like(vel[-1]), S0)
+    return prescribed

@@ -10,46 +10,104 @@ from ._common import add_output
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "demo", help="run the pipeline on the shipped sample video and report",
-        description="Runs every available stage on sample_videos/dense (a synthetic dense "
-                    "monolayer with known truth): tracking, then its accuracy against the truth, "
-                    "with a picture of the tracks over the first frame.")
+        description="Runs every stage on sample_videos/dense (a synthetic dense, sheared "
+                    "monolayer with known truth): tracking and its accuracy against the truth, "
+                    "rearrangements (D2min, events, softness baseline), training the "
+                    "metriplectic model, a rollout from the second frame, and the "
+                    "model-versus-data report, with pictures of each.")
     add_output(p, required=False, help="output folder (default: colloidcg_demo)")
+    p.add_argument("--epochs", type=int, default=15, help="training epochs (default 15)")
+    p.add_argument("--seed", type=int, default=0, help="seed of training and rollout (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-
     import pandas as pd
     import trackpy
 
+    from ..errors import ParameterError
+    from ..evaluate import write_report
     from ..io import open_video
-    from ..outputs import atomic_write_json, check_writable
+    from ..outputs import atomic_write_json, check_writable, provenance, write_table
+    from ..plots import plot_tracks
+    from ..rearrangements import (Rearrangements, busiest_frame, detect, fov_from_shape,
+                                  plot_d2min_frame, softness_baseline)
     from ..samples import sample_dir
+    from ..simulate import simulate
     from ..tracking import track
     from ..tracking.accuracy import score_tracks
-    from ..plots import plot_tracks
+    from ..train import MODEL_FILES, TrainConfig, train_tracks
 
+    if args.epochs < 1:
+        raise ParameterError(f"--epochs: must be >= 1, got {args.epochs}")
     trackpy.quiet()
     out = Path(args.output or "colloidcg_demo")
     sample = sample_dir("dense")
-    track_dir = out / "track"
-    check_writable([track_dir / "tracks.parquet", out / "tracking_accuracy.json"], args.overwrite)
-    print(f"[1] tracking {sample / 'video.tif'}")
-    with open_video(sample / "video.tif") as video:
-        result = track(video, progress=not args.quiet)
-        result.save(track_dir, overwrite=args.overwrite)
+    dirs = {k: out / k for k in ("track", "rearrangements", "model", "simulate", "report")}
+    check_writable([dirs["track"] / "tracks.parquet", out / "tracking_accuracy.json", out / "tracks.png",
+                    *Rearrangements.output_paths(dirs["rearrangements"]), out / "d2min.png",
+                    *(dirs["model"] / f for f in MODEL_FILES), dirs["simulate"] / "sim.parquet",
+                    dirs["report"] / "metrics.json"], args.overwrite)
+    video_path = sample / "video.tif"
+
+    print(f"[1/5] tracking {video_path}")
+    with open_video(video_path) as video:
+        result = track(video, {"subtract_drift": True}, progress=not args.quiet)  # the sample drifts
+        tracks_path = result.save(dirs["track"], overwrite=args.overwrite)
         first = video[0]
+        frames = {f: video[f] for f in range(len(video))}
     truth = pd.read_parquet(sample / "truth.parquet")
     d = float(result.params.diameter)
-    score = score_tracks(result.tracks, truth, first.shape, margin=d, match_radius=d / 4)
+    in_image = result.tracks.drop(columns=["x", "y"]).rename(columns={"x_image": "x", "y_image": "y"})
+    score = score_tracks(in_image, truth, first.shape, margin=d, match_radius=d / 4)
     atomic_write_json(out / "tracking_accuracy.json", score.as_dict())
-    png = plot_tracks(first, result.tracks, out / "tracks.png", title="sample_videos/dense: tracks")
+    png = plot_tracks(first, in_image, out / "tracks.png", title="sample_videos/dense: tracks")
     t = result.tracks
-    print(f"    {t['particle'].nunique()} trajectories, {len(t)} positions -> {track_dir / 'tracks.parquet'}")
+    print(f"    {t['particle'].nunique()} trajectories, {len(t)} positions -> {tracks_path}")
     print(f"    against the known truth (particles >= {d:g} px from the edges): recall {score.recall:.4f}, "
           f"precision {score.precision:.4f}, RMS error {score.rms_error:.3f} px, "
-          f"link accuracy {score.link_accuracy:.4f}")
-    print(f"    picture: {png}")
+          f"link accuracy {score.link_accuracy:.4f}; picture: {png}")
+
+    print("[2/5] rearrangements (D2min, events, structural descriptors)")
+    rea = detect(in_image, fov=fov_from_shape(first.shape))  # D2min ignores the drift; the edges need image px
+    soft = softness_baseline(rea.table, rea.parameters["lag_frames"])
+    rea.save(dirs["rearrangements"], inputs={"tracks": tracks_path}, overwrite=args.overwrite,
+             softness_baseline=soft.summary())
+    busy = busiest_frame(rea.table)
+    d2png = plot_d2min_frame(rea.table, busy, out / "d2min.png", image=frames[busy])
+    p = rea.parameters
+    print(f"    lag {p['lag_frames']} frames, cutoff {p['cutoff_px']:.1f} px, threshold "
+          f"{p['threshold']:.3g} (d2min_norm); {int(rea.table['rearranging'].sum())} rearranging "
+          f"particle-frames in {len(rea.events)} events; softness baseline ROC AUC {soft.auc:.2f}")
+    print(f"    picture of D2min on frame {busy}: {d2png}")
+
+    print("[3/5] training the metriplectic model")
+    labels = rea.table[["frame", "particle", "rearranging"]]
+    cfg = TrainConfig(epochs=args.epochs, seed=args.seed, progress=not args.quiet)
+    fit = train_tracks(t, result.sidecar(), cfg, dirs["model"], labels=labels, source=str(tracks_path))
+    rep = fit.report
+    auc = (rep.get("rearrangement_auc") or {}).get("S")
+    print(f"    {rep['epochs_run']} epochs, best validation rollout MSD error {rep['best_val_score']:.3g}"
+          + (f", ROC AUC of S for next rearrangements {auc:.2f}" if auc is not None else "")
+          + f" -> {dirs['model']}")
+
+    print("[4/5] simulating from the second frame")
+    cal = {"calibration": rep["calibration"]}
+    n_steps = int(t["frame"].max()) - int(t["frame"].min()) - 1
+    sim = simulate(fit.model, cal, t, result.sidecar(), steps=n_steps, seed=args.seed,
+                   name=str(tracks_path))
+    sim_path = write_table(dirs["simulate"] / "sim.parquet", sim.tracks,
+                           provenance("simulate", {"model": dirs["model"], "init": tracks_path},
+                                      sim.parameters, units={"x": "px", "y": "px", "frame": "frame"},
+                                      meta=sim.meta))
+    print(f"    {sim.parameters['n_particles']} particles, {n_steps} frames -> {sim_path}")
+
+    print("[5/5] model against data")
+    um, fps = rep["calibration"]["um_per_px"], rep["calibration"]["fps"]
+    m = write_report(t, sim.tracks, dirs["report"], um_per_px=um, fps=fps,
+                     extra={"data": str(tracks_path), "sim": str(sim_path)})
+    print(f"    relative RMS errors: MSD {m['msd_rel_rms']:.3g}, velocity autocorrelation "
+          f"{m['vacf_rel_rms']:.3g}, g(r) {m['rdf_rel_rms']:.3g}; plots in {dirs['report']}/")
     print(f"done: results in {out}/")
     return 0
