@@ -26,6 +26,7 @@ import math
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
@@ -210,7 +211,9 @@ def export_bundle(model_dir: str | os.PathLike, bundle_dir: str | os.PathLike, o
         (tmp / TS_DIR).mkdir()
         for name, mod in modules.items():
             buf = io.BytesIO()
-            torch.jit.save(mod, buf)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)   # see scripted.script_modules
+                torch.jit.save(mod, buf)
             (tmp / TS_DIR / name).write_bytes(buf.getvalue())
         files = sorted(p for p in tmp.rglob("*") if p.is_file())
         desc["files"] = {p.relative_to(tmp).as_posix(): sha256_file(p) for p in files}

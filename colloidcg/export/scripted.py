@@ -566,5 +566,11 @@ MODULES = {"drift.pt": Drift, "noise.pt": Noise, "energy.pt": Energy, "encoder.p
 
 def script_modules(model) -> dict:
     """{file name: scripted module} for ``model`` (weights copied, CPU, model dtype)."""
+    import warnings
+
     core = ScriptedCore(model)
-    return {name: torch.jit.script(cls(core)) for name, cls in MODULES.items()}
+    with warnings.catch_warnings():
+        # torch 2.x marks TorchScript deprecated in favour of torch.export; TorchScript is
+        # used because its files load with plain torch.jit.load, with dynamic N and P
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return {name: torch.jit.script(cls(core)) for name, cls in MODULES.items()}

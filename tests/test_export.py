@@ -1,0 +1,239 @@
+"""Model bundles: contents, TorchScript modules that run with torch alone and agree with the
+model to 1e-10, reloading (colloidcg.load_model, simulate), clear errors for bad bundles."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import colloidcg
+from colloidcg.cli import main
+from colloidcg.core.graph import find_pairs
+from colloidcg.core.model import MetriplecticModel, ModelConfig, State
+from colloidcg.core.persist import save_model
+from colloidcg.errors import ColloidcgError, OutputExistsError
+from colloidcg.export import export_bundle, read_bundle
+from colloidcg.outputs import provenance, write_table
+
+torch.set_num_threads(1)
+
+FPS, UM = 20.0, 0.25
+
+
+def _tracks(tmp_path):
+    """A small tracks table (px, frames) with a sidecar, as tracking writes it."""
+    rng = np.random.default_rng(0)
+    n, T = 40, 8
+    pos = rng.uniform(0, 60, (n, 2)) + np.cumsum(rng.normal(0, 0.3, (T, n, 2)), 0)
+    df = pd.DataFrame({"frame": np.repeat(np.arange(T), n), "particle": np.tile(np.arange(n), T),
+                       "x": pos[..., 0].ravel(), "y": pos[..., 1].ravel()})
+    path = tmp_path / "tracks" / "tracks.parquet"
+    write_table(path, df, provenance("track", {"video": str(tmp_path / "movie.tif")}, {"diameter": 7},
+                                     units={"x": "px", "fps": FPS, "um_per_px": UM}))
+    return path
+
+
+def _model(seed: int, **cfg) -> MetriplecticModel:
+    torch.manual_seed(seed)
+    m = MetriplecticModel(ModelConfig(dim=2, cutoff=2.0, theta_ref=0.7, tau=0.3, **cfg)).double()
+    with torch.no_grad():   # move away from the initial weights so that every term matters
+        for p in m.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+        m.encoder.f_std.uniform_(0.5, 2.0)
+    return m
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("export")
+    tracks = _tracks(tmp)
+    out = {}
+    for name, kw in {"substrate": dict(n_s=2, substrate=True),
+                     "deviatoric": dict(n_s=1, substrate=False, deviatoric=True)}.items():
+        m = _model(len(out), **kw)
+        mdir = tmp / f"model_{name}"
+        save_model(m, mdir, {"calibration": {"um_per_px": UM, "fps": FPS, "box_px": None,
+                                             "tracks": str(tracks)},
+                             "train": {"epochs": 3}})
+        (mdir / "report.json").write_text(json.dumps({"epochs_run": 3, "best_val_score": 0.25}))
+        out[name] = (m, mdir, export_bundle(mdir, tmp / f"bundle_{name}", metrics={"msd_rel_rms": 0.1}))
+    return tmp, tracks, out
+
+
+def test_bundle_holds_weights_description_and_torchscript(bundles):
+    tmp, tracks, out = bundles
+    m, mdir, b = out["substrate"]
+    assert {p.name for p in b.iterdir()} == {"bundle.json", "model.pt", "config.json", "torchscript"}
+    assert {p.name for p in (b / "torchscript").iterdir()} == {"drift.pt", "noise.pt", "energy.pt", "encoder.pt"}
+    d = read_bundle(b)
+    assert d["architecture"]["n_s"] == 2 and d["architecture"]["cutoff"] == 2.0
+    assert d["dt"] == pytest.approx(1 / FPS) and d["cutoff"] == 2.0
+    assert d["units"]["length"] == "um" and d["units"]["time"] == "s"
+    assert d["colloidcg_version"] == colloidcg.__version__
+    prov = d["provenance"]["training_data"]
+    assert prov["tracks"] == str(tracks)
+    import hashlib
+    assert prov["tracks_sha256"] == hashlib.sha256(tracks.read_bytes()).hexdigest()
+    assert prov["tracks_sidecar"]["inputs"]["video"].endswith("movie.tif")
+    assert d["metrics"]["training"]["best_val_score"] == 0.25
+    assert d["metrics"]["evaluation"]["msd_rel_rms"] == 0.1
+    for name in ("drift.pt", "noise.pt", "energy.pt", "encoder.pt"):
+        sig = d["torchscript"][name]
+        assert sig["inputs"] and sig["outputs"] and "pairs(r" in sig["pairs"]
+    assert set(d["files"]) == {"model.pt", "config.json", "torchscript/drift.pt", "torchscript/noise.pt",
+                               "torchscript/energy.pt", "torchscript/encoder.pt"}
+    # weights reload exactly, through the public entry point
+    m2, cfg = colloidcg.load_model(b)
+    for k, v in m.state_dict().items():
+        assert torch.equal(v, m2.state_dict()[k]), k
+    assert cfg["calibration"]["fps"] == FPS and cfg["bundle"]["bundle_version"] == 1
+    m3, _ = colloidcg.load_model(mdir)   # a model directory works too
+    assert torch.equal(m3.raw_mass, m.raw_mass)
+
+
+# Runs with -I (no user site, no PYTHONPATH, no script dir) and with colloidcg's editable
+# install finder removed, so only torch can be imported. Reads a state, writes results.
+TORCH_ONLY = textwrap.dedent(r"""
+    import sys
+    sys.meta_path[:] = [f for f in sys.meta_path if "colloidcg" not in repr(f).lower()]
+    sys.path[:] = [p for p in sys.path if "colloidcg" not in p and "/work/main" not in p]
+    try:
+        import colloidcg
+    except ImportError:
+        pass
+    else:
+        raise SystemExit("colloidcg is importable: the test would prove nothing")
+    import torch
+    case = torch.load(sys.argv[1])
+    res = {}
+    for name, b in case["bundles"].items():
+        ts = {k: torch.jit.load(b + "/torchscript/" + k + ".pt") for k in ("drift", "noise", "energy", "encoder")}
+        for bx, box in (("open", None), ("box", case["box"])):
+            r, v, S = case["r"], case["v"], case[name + "_S"]
+            pairs = ts["drift"].pairs(r, box)
+            out = {"pairs": pairs}
+            out["drift"] = ts["drift"](r, v, S, pairs, box)
+            out["cov"] = ts["noise"](r, v, S, pairs, 0.01, box)
+            g = torch.Generator().manual_seed(7)
+            xi_pair = torch.randn(pairs.shape[0], r.shape[1] + 2, dtype=r.dtype, generator=g)
+            xi_particle = torch.randn(r.shape[0], r.shape[1], dtype=r.dtype, generator=g)
+            out["sample"] = ts["noise"].sample(r, v, S, pairs, 0.01, xi_pair, xi_particle, box)
+            out["energy"] = ts["energy"](r, v, S, pairs, box)
+            with torch.no_grad():
+                out["S0"] = ts["encoder"](r, pairs, box)
+                out["drift_nograd"] = ts["drift"](r, v, S, pairs, box)
+            res[name + "_" + bx] = out
+    torch.save(res, sys.argv[2])
+""")
+
+
+def test_torchscript_runs_with_torch_alone_and_matches_the_model(bundles, tmp_path):
+    _, _, out = bundles
+    rng = torch.Generator().manual_seed(0)
+    n = 30
+    r = torch.rand(n, 2, generator=rng, dtype=torch.float64) * 6.0
+    v = torch.randn(n, 2, generator=rng, dtype=torch.float64)
+    box = torch.tensor([6.0, 6.5], dtype=torch.float64)
+    case = {"r": r, "v": v, "box": box, "bundles": {k: str(b) for k, (_, _, b) in out.items()}}
+    for name, (m, _, _) in out.items():
+        with torch.no_grad():
+            case[name + "_S"] = m.initial_S(r) + 0.2 * torch.randn(n, m.config.n_s, generator=rng, dtype=torch.float64)
+    torch.save(case, tmp_path / "case.pt")
+    script = tmp_path / "torch_only.py"
+    script.write_text(TORCH_ONLY)
+    proc = subprocess.run([sys.executable, "-I", str(script), str(tmp_path / "case.pt"), str(tmp_path / "res.pt")],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = torch.load(tmp_path / "res.pt")
+
+    def close(a, b):
+        scale = float(b.abs().max()) or 1.0
+        return float((a.detach() - b.detach()).abs().max()) / scale
+
+    for name, (m, _, _) in out.items():
+        S = case[name + "_S"]
+        for bx, bv in (("open", None), ("box", box)):
+            got = res[f"{name}_{bx}"]
+            pairs = find_pairs(r, m.config.cutoff, bv)
+            assert torch.equal(got["pairs"], pairs)
+            assert len(pairs) > 3 * n          # a dense enough state to test interactions
+            st = State(r, v, S)
+            ns = m.compute(st, pairs, bv)
+            for a, b in zip(got["drift"], m.drift(st, pairs, bv, ns=ns)):
+                assert close(a, b) < 1e-10
+            for a, b in zip(got["drift_nograd"], got["drift"]):
+                assert close(a, b) < 1e-12
+            assert close(got["cov"], m.velocity_covariance(ns, 0.01)) < 1e-10
+            g = torch.Generator().manual_seed(7)   # the same normal numbers the model draws
+            for a, b in zip(got["sample"], m.noise(st, pairs, 0.01, generator=g, box=bv, ns=ns)):
+                assert close(a, b) < 1e-10
+            E, e = got["energy"]
+            assert close(E, m.total_energy(st, pairs, bv)) < 1e-10
+            assert close(e.sum(), E) < 1e-12
+            assert close(got["S0"], m.initial_S(r, pairs, bv)) < 1e-10
+
+
+def test_simulate_and_info_accept_a_bundle(bundles, tmp_path, capsys):
+    _, tracks, out = bundles
+    _, _, b = out["substrate"]
+    sim = tmp_path / "sim.parquet"
+    assert main(["simulate", str(b), "--init", str(tracks), "--steps", "3", "-o", str(sim)]) == 0
+    df = pd.read_parquet(sim)
+    assert df["frame"].nunique() == 4 and np.isfinite(df[["x", "y"]].to_numpy()).all()
+    assert json.loads(sim.with_suffix(".json").read_text())["inputs"]["model"] == str(b)
+    capsys.readouterr()
+    assert main(["info", str(b)]) == 0
+    text = capsys.readouterr().out
+    assert "bundle_version" in text and "tracks_sha256" in text and "drift.pt" in text
+    assert main(["info", str(out["substrate"][1])]) == 0
+    assert "calibration:" in capsys.readouterr().out
+
+
+def test_export_cli_and_refusals(bundles, tmp_path, capsys):
+    _, _, out = bundles
+    mdir = out["deviatoric"][1]
+    b = tmp_path / "b"
+    assert main(["export", str(mdir), "-o", str(b)]) == 0
+    capsys.readouterr()
+    assert main(["export", str(mdir), "-o", str(b)]) == 2          # exists: refused
+    err = capsys.readouterr().err
+    assert "already exists" in err and len(err.strip().splitlines()) == 1
+    with pytest.raises(OutputExistsError):
+        export_bundle(mdir, b)
+    export_bundle(mdir, b, overwrite=True)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]   # no temporary left
+    assert main(["export", str(tmp_path / "nothing"), "-o", str(tmp_path / "c")]) == 2
+    assert "model directory" in capsys.readouterr().err
+
+
+def test_incompatible_or_damaged_bundle_gives_clear_errors(bundles, tmp_path):
+    import shutil
+
+    _, _, out = bundles
+    src = out["substrate"][2]
+    b = tmp_path / "b"
+    shutil.copytree(src, b)
+    desc = json.loads((b / "bundle.json").read_text())
+    (b / "bundle.json").write_text(json.dumps({**desc, "bundle_version": 99}))
+    with pytest.raises(ColloidcgError, match=r"bundle version 99 .*incompatible.*reads bundle version 1"):
+        colloidcg.load_model(b)
+    (b / "bundle.json").write_text(json.dumps(desc))
+    with open(b / "model.pt", "ab") as fh:
+        fh.write(b"0")
+    with pytest.raises(ColloidcgError, match="model.pt does not match the checksum"):
+        colloidcg.load_model(b)
+    shutil.copy(src / "model.pt", b / "model.pt")
+    (b / "torchscript" / "noise.pt").unlink()
+    with pytest.raises(ColloidcgError, match="incomplete, torchscript/noise.pt is missing"):
+        colloidcg.load_model(b)
+    with pytest.raises(ColloidcgError, match="neither a model bundle"):
+        colloidcg.load_model(tmp_path)
+    with pytest.raises(ColloidcgError, match="no such model"):
+        colloidcg.load_model(tmp_path / "missing")
