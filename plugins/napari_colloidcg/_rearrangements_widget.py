@@ -1,0 +1,170 @@
+"""The Rearrangements widget: D2min as point colour on every frame with a colour bar,
+events as highlighted markers, and an events table whose rows jump to the event.
+
+The numbers come from :func:`colloidcg.rearrangements.detect`; the widget draws them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from magicgui.widgets import CheckBox, FloatSpinBox, PushButton, SpinBox
+
+from ._common import (KEY, LayerWidget, frame_shape, notify_info, points_data, position_columns,
+                      replace_layer, spatial_transform, tracks_table)
+from ._plots import ColourBar
+
+#: Columns of the events table, as :func:`colloidcg.rearrangements.event_table` names them.
+EVENT_COLUMNS = ["event_id", "frame_start", "frame_end", "x", "y", "n_particles", "peak_d2min"]
+CMAP = "inferno"
+
+
+def _auto(box):
+    box.native.setSpecialValueText("auto")
+    return box
+
+
+class RearrangementsWidget(LayerWidget):
+    """D2min and rearrangement events of the selected tracks layer.
+
+    After :meth:`compute`: ``result`` (:class:`colloidcg.rearrangements.Rearrangements`),
+    ``d2min_layer`` and ``events_layer`` (Points), ``table`` (the Qt events table).
+    """
+
+    def __init__(self, napari_viewer):
+        super().__init__(napari_viewer, labels=True)
+        self.tracks = self.layer_combo("tracks", "tracks")
+        self.lag = _auto(SpinBox(label="lag (frames)", value=0, min=0, max=100000,
+                                 tooltip="D2min lag; auto: from the mean squared displacement"))
+        self.cutoff = _auto(FloatSpinBox(label="cutoff (px)", value=0.0, min=0.0, max=1e4, step=0.5,
+                                         tooltip="neighbour radius; auto: first minimum of g(r)"))
+        self.threshold = _auto(FloatSpinBox(
+            label="threshold", value=0.0, min=0.0, max=1e6, step=0.01,
+            tooltip="rearranging when d2min_norm exceeds it; auto: from the D2min distribution"))
+        self.descriptors = CheckBox(text="structural descriptors too (slower)", value=False)
+        self.compute_button = PushButton(text="Compute D2min")
+        self.colour_bar = ColourBar()
+        from qtpy.QtWidgets import QAbstractItemView, QTableWidget
+
+        self.table = QTableWidget(0, len(EVENT_COLUMNS))
+        self.table.setHorizontalHeaderLabels([c.replace("_", " ") for c in EVENT_COLUMNS])
+        self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
+        self.table.setMinimumHeight(160)
+        self.table.cellClicked.connect(lambda row, _col: self.jump_to_event(row))
+        self.extend([self.tracks, self.lag, self.cutoff, self.threshold, self.descriptors,
+                     self.compute_button, self.status])
+        lay = self.native.layout()
+        lay.addWidget(self.colour_bar.canvas)
+        lay.addWidget(self.table)
+        self.compute_button.clicked.connect(self.compute)
+        self.result = None
+        self.d2min_layer = None
+        self.events_layer = None
+        self._source = None
+        self.status.value = "pick a tracks layer (Track widget or tracks.parquet) and compute"
+
+    # ------------------------------------------------------------------ compute
+    def compute(self, *_):
+        """Run :func:`colloidcg.rearrangements.detect` in a worker thread."""
+        from colloidcg.rearrangements import detect
+        from colloidcg.structure.frames import fov_from_shape
+
+        layer = self.tracks.value
+        if layer is None:
+            notify_info("colloidcg: no tracks layer; track a video or load tracks.parquet first")
+            return None
+        df, _ = tracks_table(layer)
+        shape = frame_shape(layer)
+        kwargs = dict(lag=int(self.lag.value) or None, cutoff=float(self.cutoff.value) or None,
+                      threshold=float(self.threshold.value) or None,
+                      fov=fov_from_shape(shape) if shape else None,
+                      descriptors=bool(self.descriptors.value))
+        self.status.value = f"computing D2min over {df['frame'].nunique()} frames..."
+        self.compute_button.enabled = False
+
+        def done():
+            self.compute_button.enabled = True
+
+        return self.run_worker(detect, df, **kwargs, on_return=lambda r: self._show(layer, r),
+                               on_finish=done, progress={"desc": "D2min"})
+
+    def _show(self, layer, result) -> None:
+        self.result = result
+        self._source = layer
+        tab = result.table
+        ok = np.isfinite(tab["d2min_norm"].to_numpy(float)) & (tab["d2min_norm"].to_numpy(float) > 0)
+        rows = tab[ok]
+        value = np.log10(rows["d2min_norm"].to_numpy(float))
+        thr = float(np.log10(result.parameters["threshold"]))
+        lo = float(np.percentile(value, 1)) if len(value) else -1.0
+        hi = max(float(np.percentile(value, 99.5)) if len(value) else 1.0, thr)
+        if hi <= lo:
+            hi = lo + 1.0
+        spacing = float(result.parameters.get("mean_spacing_px") or 10.0)
+        transform = spatial_transform(layer, 3)
+        features = pd.DataFrame({"log10_d2min_norm": value,
+                                 "d2min": rows["d2min"].to_numpy(float),
+                                 "rearranging": rows["rearranging"].to_numpy(bool),
+                                 "particle": rows["particle"].to_numpy()})
+        self.d2min_layer = replace_layer(
+            self.viewer, "D2min", "points", points_data(rows), features=features,
+            face_color="log10_d2min_norm", face_colormap=CMAP, face_contrast_limits=(lo, hi),
+            size=0.55 * spacing, border_width=0, opacity=0.85, **transform)
+        self.d2min_layer.metadata[KEY] = {"kind": "d2min", "limits": (lo, hi), "threshold": thr}
+        self.colour_bar.show(CMAP, lo, hi, "log$_{10}$ D$^2_{min}$ / (n a$^2$)   (line: threshold)", thr)
+        self._show_events(result, transform)
+        self.status.value = (f"lag {result.parameters['lag_frames']} frames, cutoff "
+                             f"{result.parameters['cutoff_px']:.1f} px, threshold "
+                             f"{result.parameters['threshold']:.3g}: {len(result.events)} events, "
+                             f"{result.parameters['n_rearranging']} rearranging particle-frames")
+
+    def _show_events(self, result, transform: dict) -> None:
+        from qtpy.QtWidgets import QTableWidgetItem
+
+        ev = result.events
+        pos = position_columns(ev, image=False)
+        rows = []
+        for _, e in ev.iterrows():
+            for f in range(int(e["frame_start"]), int(e["frame_end"]) + 1):
+                rows.append([f, *(float(e[c]) for c in pos), int(e["event_id"])])
+        data = np.array([r[:-1] for r in rows], float) if rows else np.zeros((0, 1 + len(pos)))
+        ids = np.array([r[-1] for r in rows], int)
+        size = 2.0 * float(result.parameters["cutoff_px"])
+        self.events_layer = replace_layer(
+            self.viewer, "rearrangement events", "points", data,
+            features=pd.DataFrame({"event_id": ids}), symbol="ring", face_color="cyan",
+            size=size, border_width=0, opacity=0.9, **transform)
+        self.events_layer.metadata[KEY] = {"kind": "events", "events": ev}
+        self.table.setRowCount(len(ev))
+        for i, (_, e) in enumerate(ev.iterrows()):
+            for j, c in enumerate(EVENT_COLUMNS):
+                v = e.get(c, np.nan)
+                text = f"{v:.1f}" if c in ("x", "y", "peak_d2min") else f"{int(v)}"
+                self.table.setItem(i, j, QTableWidgetItem(text))
+        self.table.resizeColumnsToContents()
+
+    # ------------------------------------------------------------------ navigation
+    def jump_to_event(self, row: int) -> None:
+        """Show event ``row`` of the table: its peak frame on the slider, the view
+        centred on it, its markers selected."""
+        if self.result is None or not (0 <= row < len(self.result.events)):
+            return
+        e = self.result.events.iloc[row]
+        frame = int(e["peak_frame"]) if "peak_frame" in e else int(e["frame_start"])
+        frame = min(max(frame, int(e["frame_start"])), int(e["frame_end"]))
+        pos = [float(e[c]) for c in position_columns(self.result.events, image=False)]
+        layer = self.events_layer if self.events_layer in self.viewer.layers else self._source
+        world = layer.data_to_world([frame, *pos])
+        self.viewer.dims.set_current_step(0, frame)
+        camera = getattr(self.viewer, "scene", self.viewer).camera   # napari >= 0.9: viewer.scene
+        camera.center = tuple(world[-2:])
+        if self.events_layer is not None and self.events_layer in self.viewer.layers:
+            ids = self.events_layer.features["event_id"].to_numpy()
+            frames = np.rint(self.events_layer.data[:, 0]).astype(int)
+            self.events_layer.selected_data = set(np.flatnonzero((ids == int(e["event_id"])) &
+                                                                 (frames == frame)).tolist())
+        self.table.selectRow(row)
+        self.status.value = (f"event {int(e['event_id'])}: frames {int(e['frame_start'])}-"
+                             f"{int(e['frame_end'])}, {int(e['n_particles'])} particles, peak D2min "
+                             f"{float(e['peak_d2min']):.3g} px^2")
