@@ -1,0 +1,205 @@
+"""Finding the videos under a folder and the configuration that applies to each.
+
+A video is a movie or Phantom .cine file, a TIFF with more than one frame, or a folder
+holding two or more single-frame images (a folder of frames). Hidden files and folders
+(names starting with ".") are ignored. Every ``colloidcg.toml`` under the root is read and
+checked before any work starts; the nearest one above a video applies to it, on top of
+the batch-wide ``--config`` file (key by key: the nearer file wins).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import ColloidcgError
+from ..io.config import CONFIG_NAME, find_config, read_config
+from ..io.readers import CINE_EXTS, FRAME_EXTS, MOVIE_EXTS, TIFF_EXTS
+
+#: Tables of colloidcg.toml the batch reads, besides [calibration] (checked by
+#: colloidcg.io.config.read_config): table -> {key: (expected types, description)}.
+REARRANGEMENT_KEYS = {"lag": (int,), "cutoff": (int, float), "threshold": (int, float),
+                      "diameter": (int, float), "descriptors": (bool,), "n_sigma": (int, float)}
+EVALUATE_KEYS = {"steps": (int,), "seed": (int,), "substeps": (int,), "fast": (bool,)}
+#: TrainConfig fields the batch sets itself.
+TRAIN_RESERVED = {"progress", "checkpoint_dir"}
+TABLES = ("calibration", "track", "rearrangements", "train", "evaluate")
+
+
+@dataclass
+class VideoJob:
+    """One video of a batch.
+
+    path : absolute path of the video (file or folder of frames).
+    rel : its path relative to the batch root (POSIX), which names its output folder.
+    config : the merged configuration (tables as in colloidcg.toml).
+    config_files : the files it came from, farthest first.
+    """
+
+    path: str
+    rel: str
+    config: dict[str, Any] = field(default_factory=dict)
+    config_files: list[str] = field(default_factory=list)
+
+
+def _type_name(types) -> str:
+    return " or ".join(sorted({t.__name__ for t in types}))
+
+
+def _check_value(path: Path, table: str, key: str, value, types) -> None:
+    ok = any(isinstance(value, t) and not (isinstance(value, bool) and t is not bool) for t in types)
+    if not ok:
+        raise ColloidcgError(f"{path}: '{table}.{key}' must be {_type_name(types)}, got {value!r}")
+
+
+def _train_types() -> dict[str, tuple]:
+    from ..train import TrainConfig
+
+    hints = typing.get_type_hints(TrainConfig)
+    out = {}
+    for f in dataclasses.fields(TrainConfig):
+        if f.name in TRAIN_RESERVED:
+            continue
+        h = hints[f.name]
+        args = tuple(typing.get_args(h) or (h,))
+        if float in args:
+            args = args + (int,)
+        out[f.name] = args
+    return out
+
+
+def check_tables(path: Path, data: dict) -> dict:
+    """Check the batch tables of one parsed colloidcg.toml; errors name the file and key."""
+    from ..tracking import TrackParams
+
+    for table in data:
+        if table not in TABLES:
+            raise ColloidcgError(f"{path}: unknown table [{table}]; expected some of "
+                                 f"{', '.join('[' + t + ']' for t in TABLES)}")
+    track = data.get("track", {})
+    names = {f.name for f in dataclasses.fields(TrackParams)} - {"sources"}
+    for key, value in track.items():
+        if key not in names:
+            raise ColloidcgError(f"{path}: unknown key 'track.{key}'; expected one of {', '.join(sorted(names))}")
+    if track:
+        vals = {k: tuple(v) if isinstance(v, list) else v for k, v in track.items()}
+        try:
+            p = TrackParams(**vals)
+            d = p.diameter
+            p.validate(len(d) if isinstance(d, tuple) else 2)
+        except (ColloidcgError, TypeError, ValueError) as exc:
+            raise ColloidcgError(f"{path}: [track] {exc}") from None
+    for table, spec in (("rearrangements", REARRANGEMENT_KEYS), ("evaluate", EVALUATE_KEYS),
+                        ("train", None)):
+        if table not in data:
+            continue
+        spec = spec if spec is not None else _train_types()   # imports torch: only when needed
+        for key, value in data.get(table, {}).items():
+            if key not in spec:
+                raise ColloidcgError(f"{path}: unknown key '{table}.{key}'; expected one of "
+                                     f"{', '.join(sorted(spec))}")
+            _check_value(path, table, key, value, tuple(t for t in spec[key] if isinstance(t, type)))
+    return data
+
+
+def load_config(path: str | os.PathLike) -> dict:
+    """Read and check one configuration file (colloidcg.toml format)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ColloidcgError(f"{path}: no such configuration file")
+    return check_tables(path, read_config(path))
+
+
+def merge(base: dict, over: dict) -> dict:
+    """Tables of ``over`` on top of ``base``, key by key."""
+    out = {t: dict(v) for t, v in base.items()}
+    for t, v in over.items():
+        out.setdefault(t, {}).update(v)
+    return out
+
+
+def _frame_count(path: Path) -> int | None:
+    """Frames in a TIFF file; None when it cannot be read (then it is treated as a video,
+    so that the batch reports it as failed instead of silently skipping it)."""
+    import logging
+
+    from ..io.readers import TiffBackend
+
+    log = logging.getLogger("tifffile")
+    level = log.level
+    log.setLevel(logging.CRITICAL)   # a damaged file is reported by the batch, not logged here
+    try:
+        b = TiffBackend(path)
+    except ColloidcgError:
+        return None
+    finally:
+        log.setLevel(level)
+    try:
+        return int(b.n_frames)
+    finally:
+        b.close()
+
+
+def find_videos(root: str | os.PathLike, exclude: str | os.PathLike | None = None) -> list[Path]:
+    """Every video under ``root`` (sorted), skipping hidden entries and ``exclude``."""
+    root = Path(root)
+    skip = Path(exclude).resolve() if exclude is not None else None
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
+                             and (skip is None or (here / d).resolve() != skip))
+        frames = 0
+        for name in sorted(filenames):
+            if name.startswith("."):
+                continue
+            p = here / name
+            ext = p.suffix.lower()
+            if ext in MOVIE_EXTS or ext in CINE_EXTS:
+                found.append(p)
+            elif ext in TIFF_EXTS:
+                n = _frame_count(p)
+                if n is None or n > 1:
+                    found.append(p)
+                else:
+                    frames += 1
+            elif ext in FRAME_EXTS:
+                frames += 1
+        if frames >= 2:
+            found.append(here)
+    return sorted(found)
+
+
+def discover(root: str | os.PathLike, base_config: str | os.PathLike | None = None,
+             exclude: str | os.PathLike | None = None) -> list[VideoJob]:
+    """The videos under ``root`` with their merged configuration; every colloidcg.toml
+    under ``root`` is checked first. Raises :class:`ColloidcgError` when none is found."""
+    root = Path(root).resolve()
+    if not root.is_dir():
+        raise ColloidcgError(f"{root}: not a folder (ROOT must be the folder that holds the videos)")
+    base = load_config(base_config) if base_config else {}
+    skip = Path(exclude).resolve() if exclude is not None else None
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")
+                       and (skip is None or (Path(dirpath) / d).resolve() != skip)]
+        if CONFIG_NAME in filenames:
+            load_config(Path(dirpath) / CONFIG_NAME)
+    videos = find_videos(root, exclude)
+    if not videos:
+        kinds = ", ".join(MOVIE_EXTS + CINE_EXTS + TIFF_EXTS)
+        raise ColloidcgError(f"{root}: no videos found (looked for {kinds} files and folders of "
+                             f"two or more {'/'.join(FRAME_EXTS)} frames)")
+    jobs = []
+    for v in videos:
+        rel = v.relative_to(root).as_posix()
+        cfg_path = find_config(v, root)
+        cfg, files = dict(base), ([str(Path(base_config).resolve())] if base_config else [])
+        if cfg_path is not None:
+            cfg = merge(base, load_config(cfg_path))
+            files.append(str(cfg_path))
+        jobs.append(VideoJob(str(v), rel if rel != "." else v.name, cfg, files))
+    return jobs

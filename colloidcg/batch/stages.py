@@ -1,0 +1,346 @@
+"""The batch's stages, one video at a time: each runs in a Dask worker (or in-process).
+
+Stage folders are OUT/<video>/<stage>/. Each stage reads what earlier stages wrote there
+(the output folder must be visible to every worker: a shared file system on a cluster),
+decides from its key whether it is up to date (:mod:`.hashing`), and otherwise clears its
+folder, runs, and writes ``stage.json`` last. Every failure is caught and recorded, so
+one bad video never stops the others.
+
+- track: the video -> tracks.parquet (+ sidecar), msd.png, gr.png, statistics.json
+- rearrangements: tracks -> rearrangements.parquet, events.parquet, d2min.png
+- train: tracks (+ rearrangement labels when that stage is complete) -> the model folder
+- evaluate: model + tracks -> sim.parquet, metrics.json and model-versus-data plots
+- export: model (+ evaluate metrics when complete) -> bundle/
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import shutil
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from .._version import __version__
+from ..errors import ColloidcgError
+from . import hashing
+from .discover import VideoJob
+
+STAGES = ("track", "rearrangements", "train", "evaluate", "export")
+REQUIRES = {"track": (), "rearrangements": ("track",), "train": ("track",),
+            "evaluate": ("track", "train"), "export": ("train",)}
+#: Used when complete, not required.
+OPTIONAL = {"train": ("rearrangements",), "export": ("evaluate",)}
+
+
+@dataclass
+class Options:
+    """Batch-wide settings passed to every stage.
+
+    out : the batch output folder (absolute).
+    root : the batch input folder (absolute), for colloidcg.toml look-ups.
+    torch_threads : threads torch may use inside a task (None: leave torch's setting).
+    """
+
+    out: str
+    root: str
+    torch_threads: int | None = None
+
+
+def stage_dir(opts: Options, job: VideoJob, stage: str) -> Path:
+    return Path(opts.out) / job.rel / stage
+
+
+class _Blocked(Exception):
+    """An input stage has no complete output."""
+
+
+def _upstream(opts: Options, job: VideoJob, stage: str) -> dict[str, dict]:
+    recs = {}
+    for up in REQUIRES[stage]:
+        rec = hashing.completed(stage_dir(opts, job, up))
+        if rec is None:
+            old = hashing.read_record(stage_dir(opts, job, up))
+            if old is not None and old.get("status") in ("failed", "blocked"):
+                raise _Blocked(f"stage '{up}' {old['status']}")
+            raise _Blocked(f"needs the output of stage '{up}', which has not run "
+                           f"(add {up} to --stages)")
+        recs[up] = rec
+    for up in OPTIONAL.get(stage, ()):
+        rec = hashing.completed(stage_dir(opts, job, up))
+        if rec is not None:
+            recs[up] = rec
+    return recs
+
+
+def _out_hash(rec: dict | None, name: str) -> str | None:
+    if rec is None:
+        return None
+    info = (rec.get("outputs") or {}).get(name)
+    return info.get("sha256") if info else None
+
+
+# ----------------------------------------------------------------------------- track
+def _open_video(job: VideoJob, opts: Options):
+    from ..io import open_video
+
+    video = open_video(job.path, config_root=opts.root)
+    # the batch-wide --config fills calibration the file and colloidcg.toml left unknown;
+    # the merged tables become the video's configuration (track() reads [track] from it)
+    cal = job.config.get("calibration", {})
+    change: dict[str, Any] = {"config": job.config, "sources": dict(video.meta.sources)}
+    for key in ("fps", "um_per_px", "um_per_slice"):
+        if getattr(video.meta, key) is None and key in cal:
+            change[key] = float(cal[key])
+            change["sources"][key] = f"batch configuration ({job.config_files[0]})"
+    video.meta = dataclasses.replace(video.meta, **change)
+    return video
+
+
+def _plan_track(job, opts, ups, ctx):
+    sd = stage_dir(opts, job, "track")
+    prev = hashing.read_record(sd)
+    prev_video = ((prev or {}).get("inputs") or {}).get("video") if prev else None
+    video = _open_video(job, opts)
+    ctx["video"] = video
+    vid = hashing.hash_video(job.path, prev_video if isinstance(prev_video, dict) else None)
+    m = video.meta
+    params = {"track": {k: v for k, v in job.config.get("track", {}).items() if k != "processes"},
+              "calibration": {"fps": m.fps, "um_per_px": m.um_per_px, "um_per_slice": m.um_per_slice}}
+    return params, {"video": vid}
+
+
+def _run_track(job, opts, ups, ctx, out: Path) -> dict:
+    import trackpy
+
+    from ..tracking import track
+    from .analysis import track_statistics
+
+    trackpy.quiet()
+    video = ctx["video"]
+    # one process per task: the batch's parallelism is its Dask workers (and a Dask
+    # worker is a daemonic process, which may not start a process pool)
+    result = track(video, None, progress=False, processes=1)
+    result.save(out, overwrite=True)
+    return track_statistics(result.tracks, out, video.meta.um_per_px, video.meta.fps)
+
+
+# ----------------------------------------------------------------------------- rearrangements
+def _plan_rearrangements(job, opts, ups, ctx):
+    return ({"rearrangements": job.config.get("rearrangements", {})},
+            {"tracks": _out_hash(ups["track"], "tracks.parquet")})
+
+
+def _background(meta: dict, frame: int):
+    path = (meta.get("video") or {}).get("path")
+    if not path or not Path(path).exists():
+        return None
+    try:
+        from ..io import open_video
+
+        with open_video(path) as video:
+            img = video[frame]
+        return img if img.ndim == 2 else None
+    except (ColloidcgError, OSError, IndexError):
+        return None   # the map is still useful without the image under it
+
+
+def _run_rearrangements(job, opts, ups, ctx, out: Path) -> dict:
+    import numpy as np
+
+    from ..cli.rearrangements import fov_from_sidecar
+    from ..outputs import read_table
+    from ..rearrangements import busiest_frame, detect, plot_d2min_frame, softness_baseline
+
+    tpath = stage_dir(opts, job, "track") / "tracks.parquet"
+    tracks, meta = read_table(tpath, required=["frame", "particle", "x", "y"])
+    fov = fov_from_sidecar(meta) if "z" not in tracks.columns else None
+    if fov is not None:
+        pos = tracks[["x_image" if "x_image" in tracks else "x",
+                      "y_image" if "y_image" in tracks else "y"]].to_numpy(float)
+        lo, hi = np.array(fov)[:, 0], np.array(fov)[:, 1]
+        if ((pos < lo) | (pos > hi)).any():
+            fov = None
+    kw = dict(job.config.get("rearrangements", {}))
+    res = detect(tracks, fov=fov, workers=1, **kw)
+    soft = None
+    if kw.get("descriptors", True):
+        try:
+            soft = softness_baseline(res.table, res.parameters["lag_frames"]).summary()
+        except ColloidcgError as exc:
+            soft = {"auc": None, "reason": str(exc)}
+    units = meta.get("units") or {}
+    res.save(out, inputs={"tracks": str(tpath)}, overwrite=True, softness_baseline=soft,
+             calibration={"fps": units.get("fps"), "um_per_px": units.get("um_per_px")})
+    frame = busiest_frame(res.table)
+    plot_d2min_frame(res.table, frame, out / "d2min.png", image=_background(meta, frame))
+    p = res.parameters
+    return {"n_rearranging": p.get("n_rearranging"), "n_events": p.get("n_events"),
+            "lag_frames": p.get("lag_frames"), "d2min_threshold": p.get("threshold"),
+            "softness_auc": (soft or {}).get("auc"), "d2min_frame": frame}
+
+
+# ----------------------------------------------------------------------------- train
+def _plan_train(job, opts, ups, ctx):
+    labels = _out_hash(ups.get("rearrangements"), "rearrangements.parquet")
+    return ({"train": job.config.get("train", {})},
+            {"tracks": _out_hash(ups["track"], "tracks.parquet"), "labels": labels})
+
+
+def _run_train(job, opts, ups, ctx, out: Path) -> dict:
+    from ..outputs import read_table
+    from ..train import TrainConfig, train_tracks
+
+    tpath = stage_dir(opts, job, "track") / "tracks.parquet"
+    tracks, meta = read_table(tpath, required=["frame", "particle", "x", "y"])
+    labels = None
+    if "rearrangements" in ups:
+        labels, _ = read_table(stage_dir(opts, job, "rearrangements") / "rearrangements.parquet",
+                               required=["frame", "particle", "rearranging"])
+    cfg = TrainConfig(**{**job.config.get("train", {}), "progress": False})
+    res = train_tracks(tracks, meta, cfg, out, labels=labels, source=str(tpath))
+    rep = res.report
+    auc = (rep.get("rearrangement_auc") or {}).get("S")
+    return {"epochs_run": rep.get("epochs_run"), "best_val_score": rep.get("best_val_score"),
+            "cutoff_um": rep.get("cutoff"), "rearrangement_auc_S": auc}
+
+
+# ----------------------------------------------------------------------------- evaluate
+def _model_hash(rec: dict | None) -> str | None:
+    if rec is None:
+        return None
+    return hashing.canonical([_out_hash(rec, "model.pt"), _out_hash(rec, "config.json")])
+
+
+def _plan_evaluate(job, opts, ups, ctx):
+    return ({"evaluate": job.config.get("evaluate", {})},
+            {"tracks": _out_hash(ups["track"], "tracks.parquet"), "model": _model_hash(ups["train"])})
+
+
+def _run_evaluate(job, opts, ups, ctx, out: Path) -> dict:
+    from ..export import load_model
+    from ..evaluate import write_report
+    from ..outputs import provenance, read_table, write_table
+    from ..simulate import simulate
+
+    tpath = stage_dir(opts, job, "track") / "tracks.parquet"
+    mdir = stage_dir(opts, job, "train")
+    tracks, meta = read_table(tpath, required=["frame", "particle", "x", "y"])
+    model, cfg = load_model(mdir)
+    ev = job.config.get("evaluate", {})
+    f0, f1 = int(tracks["frame"].min()), int(tracks["frame"].max())
+    steps = int(ev.get("steps", f1 - f0 - 1))
+    if steps < 2:
+        raise ColloidcgError(f"{tpath}: {f1 - f0 + 1} frames; evaluate needs at least 4 "
+                             "(a rollout of two or more steps)")
+    sim = simulate(model, cfg, tracks, meta, steps=steps, seed=int(ev.get("seed", 0)),
+                   substeps=int(ev.get("substeps", 1)), fast=bool(ev.get("fast", False)),
+                   name=str(tpath))
+    side = provenance("simulate", {"model": str(mdir), "init": str(tpath)}, sim.parameters,
+                      units={"x": "px", "y": "px", "vx": "px/frame", "vy": "px/frame", "frame": "frame"},
+                      meta=sim.meta)
+    write_table(out / "sim.parquet", sim.tracks, side)
+    cal = cfg.get("calibration") or {}
+    um, fps = cal.get("um_per_px") or 1.0, cal.get("fps") or 1.0
+    rec = write_report(tracks, sim.tracks, out, um_per_px=um, fps=fps, box_px=cal.get("box_px"),
+                       extra={"data": str(tpath), "sim": str(out / "sim.parquet"), "fps": fps,
+                              "um_per_px": um})
+    return {k: rec.get(k) for k in ("msd_rel_rms", "vacf_rel_rms", "rdf_rel_rms", "van_hove_rel_rms")}
+
+
+# ----------------------------------------------------------------------------- export
+def _plan_export(job, opts, ups, ctx):
+    return ({}, {"model": _model_hash(ups["train"]), "metrics": _out_hash(ups.get("evaluate"), "metrics.json")})
+
+
+def _run_export(job, opts, ups, ctx, out: Path) -> dict:
+    import json
+
+    from ..export import export_bundle
+
+    metrics = None
+    if "evaluate" in ups:
+        rec = json.loads((stage_dir(opts, job, "evaluate") / "metrics.json").read_text())
+        metrics = {k: v for k, v in rec.items() if k != "curves"}
+    export_bundle(stage_dir(opts, job, "train"), out / "bundle", overwrite=True, metrics=metrics)
+    return {"bundle": f"{job.rel}/export/bundle"}
+
+
+PLAN: dict[str, Callable] = {"track": _plan_track, "rearrangements": _plan_rearrangements,
+                             "train": _plan_train, "evaluate": _plan_evaluate, "export": _plan_export}
+RUN: dict[str, Callable] = {"track": _run_track, "rearrangements": _run_rearrangements,
+                            "train": _run_train, "evaluate": _run_evaluate, "export": _run_export}
+
+
+def _error_text(exc: BaseException) -> str:
+    if isinstance(exc, ColloidcgError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def run_stage(job: VideoJob, stage: str, opts: Options, previous: Any = None) -> dict[str, Any]:
+    """Run (or skip, when up to date) one stage of one video; never raises for the
+    video's own problems. Returns the summary row: video, stage, status ("done",
+    "unchanged", "failed", "blocked"), error, duration_s, computed_s and key numbers.
+
+    ``previous`` is the row of the stage before it in this run; it is only used to make
+    Dask run the stages of a video in order.
+    """
+    t0 = time.perf_counter()
+    logging.getLogger("tifffile").setLevel(logging.ERROR)   # damaged files are reported in the row
+    sd = stage_dir(opts, job, stage)
+    row: dict[str, Any] = {"video": job.rel, "stage": stage, "status": "", "error": "",
+                           "duration_s": 0.0, "computed_s": None, "numbers": {}}
+    record: dict[str, Any] = {"stage": stage, "colloidcg_version": __version__,
+                              "video": job.path, "video_rel": job.rel, "config_files": job.config_files}
+    if opts.torch_threads and stage in ("train", "evaluate", "export"):
+        import torch
+
+        torch.set_num_threads(int(opts.torch_threads))
+    ctx: dict[str, Any] = {}
+    try:
+        ups = _upstream(opts, job, stage)
+        params, inputs = PLAN[stage](job, opts, ups, ctx)
+        key = hashing.stage_key(stage, params, {k: (v.get("sha256") if isinstance(v, dict) else v)
+                                                 for k, v in inputs.items()})
+        done = hashing.up_to_date(sd, key)
+        if done is not None:
+            row.update(status="unchanged", computed_s=done.get("duration_s"),
+                       numbers=done.get("numbers") or {})
+            return row
+        record.update(key=key, parameters=params, inputs=inputs)
+        if sd.exists():
+            shutil.rmtree(sd)
+        sd.mkdir(parents=True)
+        numbers = RUN[stage](job, opts, ups, ctx, sd)
+        numbers = {k: v for k, v in numbers.items()}
+        dur = time.perf_counter() - t0
+        record.update(status="done", error=None, numbers=numbers, duration_s=round(dur, 3),
+                      outputs=hashing.manifest(sd),
+                      created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        hashing.write_record(sd, record)
+        row.update(status="done", numbers=numbers, computed_s=round(dur, 3))
+    except _Blocked as exc:
+        row.update(status="blocked", error=str(exc))
+        record.update(status="blocked", error=str(exc))
+        hashing.write_record(sd, record)
+    except Exception as exc:   # one video's failure must not stop the batch: record it
+        row.update(status="failed", error=_error_text(exc))
+        record.update(status="failed", error=_error_text(exc), traceback=traceback.format_exc())
+        try:
+            hashing.write_record(sd, record)
+        except OSError:
+            pass
+    finally:
+        video = ctx.get("video")
+        if video is not None:
+            video.close()
+        row["duration_s"] = round(time.perf_counter() - t0, 3)
+    return row
+
+
+def job_dict(job: VideoJob) -> dict:
+    return dataclasses.asdict(job)

@@ -1,0 +1,269 @@
+"""colloidcg batch: discovery and colloidcg.toml rules, stages on a Dask LocalCluster and on a
+real `dask scheduler` + `dask worker`, resume and idempotence, failures recorded, summary,
+a self-contained report checked in headless Chromium, and clear errors for bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+
+from colloidcg.batch import discover, run_batch
+from colloidcg.cli import main
+from colloidcg.errors import ColloidcgError
+from colloidcg.synthetic import SynthConfig, make_video
+
+
+def _frames(seed: int) -> np.ndarray:
+    cfg = SynthConfig(n_frames=12, width=64, height=64, diameter=8.0, area_fraction=0.6, seed=seed)
+    return make_video(cfg).frames
+
+
+def _tif(path: Path, frames: np.ndarray, fps: float | None = 100.0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"axes": "TYX"}
+    kw = {}
+    if fps:
+        meta.update(finterval=1.0 / fps, unit="micron")
+        kw["resolution"] = (10.0, 10.0)   # 0.1 um per px
+    tifffile.imwrite(path, frames, imagej=True, metadata=meta, **kw)
+    return path
+
+
+def _frame_folder(folder: Path, frames: np.ndarray) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, f in enumerate(frames):
+        tifffile.imwrite(folder / f"frame_{i:03d}.tif", f)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory):
+    """ROOT/a/v0.tif, b/v1.tif, b/frames/ (frames), b/c/frames/ (frames), b/c/broken.tif;
+    b/colloidcg.toml: fps 50 and memory 2; b/c/colloidcg.toml: fps 25 (nearest wins)."""
+    root = tmp_path_factory.mktemp("exp")
+    _tif(root / "a" / "v0.tif", _frames(0))
+    _tif(root / "b" / "v1.tif", _frames(1))
+    _frame_folder(root / "b" / "frames", _frames(2))
+    _frame_folder(root / "b" / "c" / "frames", _frames(3))
+    (root / "b" / "c" / "broken.tif").write_bytes(b"II*\x00" + bytes(range(256)) * 4)
+    (root / "b" / "colloidcg.toml").write_text("[calibration]\nfps = 50.0\num_per_px = 0.2\n[track]\nmemory = 2\n")
+    (root / "b" / "c" / "colloidcg.toml").write_text("[calibration]\nfps = 25.0\n[rearrangements]\ncutoff = 12.0\n")
+    (root / "notes.png").write_bytes(b"not a video, a lone picture")   # one image: not a video
+    return root
+
+
+VIDEOS = ["a/v0.tif", "b/c/broken.tif", "b/c/frames", "b/frames", "b/v1.tif"]
+
+
+def test_discovery_and_nearest_config(experiment):
+    jobs = {j.rel: j for j in discover(experiment)}
+    assert sorted(jobs) == VIDEOS
+    assert jobs["b/frames"].config["calibration"]["fps"] == 50.0
+    assert jobs["b/c/frames"].config["calibration"] == {"fps": 25.0}      # nearest file wins
+    assert jobs["b/c/frames"].config["rearrangements"] == {"cutoff": 12.0}
+    assert "track" not in jobs["b/c/frames"].config
+    assert jobs["b/v1.tif"].config["track"] == {"memory": 2}
+    assert jobs["a/v0.tif"].config == {}
+
+
+def _chromium():
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
+        if shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def check_report_in_chromium(report: Path, videos: list[str], tmp_path: Path) -> str:
+    """Load the page from file:// in headless Chromium; every video has its section and every
+    image decodes (the page's script sets data-images-ok once all <img> have naturalWidth > 0)."""
+    exe = _chromium()
+    if exe is None:
+        pytest.skip("no chromium binary found (apt-get install chromium); the HTML report "
+                    "was written but not checked in a browser")
+    proc = subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                           f"--user-data-dir={tmp_path / 'chromium-profile'}",
+                           "--virtual-time-budget=10000", "--dump-dom", report.resolve().as_uri()],
+                          capture_output=True, text=True, timeout=180)
+    dom = proc.stdout
+    assert proc.returncode == 0 and "<body" in dom, proc.stderr[-2000:]
+    assert 'data-images-ok="true"' in dom, dom[:2000]
+    n = int(dom.split('data-images="')[1].split('"')[0])
+    assert n > 0
+    for v in videos:
+        assert f'data-video="{v}"' in dom
+    return dom
+
+
+def test_batch_local_cluster_failures_resume_and_report(experiment, tmp_path):
+    out = tmp_path / "out"
+    code = main(["batch", str(experiment), "-o", str(out), "--stages", "rearrangements,track",
+                 "--workers", "2", "--quiet"])
+    assert code == 1                                          # one video is corrupt
+    s = pd.read_csv(out / "summary.csv", keep_default_na=False)
+    assert list(s.columns[:6]) == ["video", "stage", "status", "error", "duration_s", "computed_s"]
+    assert sorted(s["video"].unique()) == VIDEOS and len(s) == 2 * len(VIDEOS)
+    st = s.set_index(["video", "stage"])["status"]
+    assert st[("b/c/broken.tif", "track")] == "failed" and st[("b/c/broken.tif", "rearrangements")] == "blocked"
+    assert "broken.tif" in s.set_index(["video", "stage"]).loc[("b/c/broken.tif", "track"), "error"]
+    good = [v for v in VIDEOS if v != "b/c/broken.tif"]
+    assert all(st[(v, "track")] == "done" and st[(v, "rearrangements")] == "done" for v in good)
+    trk = s[(s["stage"] == "track") & (s["status"] == "done")]
+    assert (trk["n_particles"].astype(int) > 20).all() and (trk["D"].astype(float) > 0).all()
+
+    # layout and provenance: OUT/<video>/<stage>/ with results, parameters and version
+    for v in good:
+        rec = json.loads((out / v / "track" / "stage.json").read_text())
+        assert rec["status"] == "done" and rec["colloidcg_version"] and len(rec["key"]) == 64
+        assert "tracks.parquet" in rec["outputs"] and (out / v / "track" / "tracks.parquet").is_file()
+        assert (out / v / "rearrangements" / "d2min.png").is_file()
+    cal = {v: json.loads((out / v / "track" / "stage.json").read_text())["parameters"]["calibration"]["fps"]
+           for v in good}
+    assert cal == {"a/v0.tif": 100.0, "b/v1.tif": 100.0, "b/frames": 50.0, "b/c/frames": 25.0}
+    side = json.loads((out / "b/v1.tif/track/tracks.json").read_text())
+    assert side["parameters"]["memory"] == 2 and side["parameters"]["sources"]["memory"] == "colloidcg.toml"
+    assert json.loads((out / "b/c/frames/track/tracks.json").read_text())["parameters"]["memory"] == 3
+    rr = json.loads((out / "b/c/frames/rearrangements/rearrangements.json").read_text())
+    assert rr["parameters"]["cutoff_px"] == 12.0 and rr["parameters"]["cutoff_rule"] == "given"
+    failed = json.loads((out / "b/c/broken.tif/track/stage.json").read_text())
+    assert failed["status"] == "failed" and "broken.tif" in failed["error"]
+
+    check_report_in_chromium(out / "report.html", VIDEOS, tmp_path)
+
+    # rerun: nothing changed -> every good stage is skipped, the corrupt video fails again
+    before = {v: (out / v / "track" / "tracks.parquet").stat().st_mtime_ns for v in good}
+    # ... except what a killed or damaged run left: a missing record and a truncated output
+    (out / "a/v0.tif/rearrangements/stage.json").unlink()
+    with open(out / "b/frames/track/tracks.parquet", "r+b") as fh:
+        fh.truncate(100)
+    (experiment / "b" / "c" / "colloidcg.toml").write_text(
+        "[calibration]\nfps = 25.0\n[rearrangements]\ncutoff = 12.0\n[track]\nmemory = 1\n")
+    res = run_batch(experiment, out, stages="track,rearrangements", workers=2, progress=False)
+    st = res.rows.set_index(["video", "stage"])["status"]
+    assert st[("a/v0.tif", "track")] == "unchanged" and st[("a/v0.tif", "rearrangements")] == "done"
+    assert st[("b/frames", "track")] == "done"                 # damaged output redone
+    assert st[("b/c/frames", "track")] == "done"               # changed parameter redone
+    assert st[("b/v1.tif", "track")] == "unchanged" and st[("b/v1.tif", "rearrangements")] == "unchanged"
+    assert st[("b/c/broken.tif", "track")] == "failed" and res.n_failed == 2
+    assert (out / "b/v1.tif/track/tracks.parquet").stat().st_mtime_ns == before["b/v1.tif"]
+    assert pd.read_parquet(out / "b/frames/track/tracks.parquet").shape[0] > 0
+    assert json.loads((out / "b/c/frames/track/tracks.json").read_text())["parameters"]["memory"] == 1
+    assert not list(out.rglob(".*.tmp"))                      # no temporary files left behind
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def dask_processes(tmp_path):
+    """A real `dask scheduler` and one `dask worker` process on loopback; torn down after."""
+    port = _free_port()
+    addr = f"tcp://127.0.0.1:{port}"
+    logs = [open(tmp_path / "scheduler.log", "w"), open(tmp_path / "worker.log", "w")]
+    procs = [subprocess.Popen([sys.executable, "-m", "dask", "scheduler", "--host", "127.0.0.1",
+                               "--port", str(port), "--no-dashboard"], stdout=logs[0], stderr=subprocess.STDOUT)]
+    time.sleep(0.5)
+    procs.append(subprocess.Popen([sys.executable, "-m", "dask", "worker", addr, "--nworkers", "1",
+                                   "--nthreads", "1", "--no-dashboard", "--host", "127.0.0.1",
+                                   "--memory-limit", "0", "--local-directory", str(tmp_path / "dw")],
+                                  stdout=logs[1], stderr=subprocess.STDOUT))
+    try:
+        yield addr
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+        for p in reversed(procs):
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        for f in logs:
+            f.close()
+
+
+def test_batch_on_real_dask_scheduler_with_train_evaluate_export(dask_processes, tmp_path, capsys):
+    """All stages through real scheduler and worker processes; training kept to one epoch."""
+    root = tmp_path / "root"
+    _tif(root / "run1" / "movie.tif", _frames(5))
+    cfg = tmp_path / "cfg.toml"
+    cfg.write_text("[train]\nepochs = 1\nval_rollout_steps = 3\n[evaluate]\nseed = 3\n")
+    out = tmp_path / "out"
+    code = main(["batch", str(root), "-o", str(out), "--config", str(cfg), "--scheduler", dask_processes,
+                 "--quiet"])
+    text = capsys.readouterr()
+    assert code == 0, text.out + text.err
+    s = pd.read_csv(out / "summary.csv")
+    assert list(s["stage"]) == ["track", "rearrangements", "train", "evaluate", "export"]
+    assert (s["status"] == "done").all(), s[["stage", "status", "error"]]
+    assert s.loc[s["stage"] == "train", "epochs_run"].item() == 1
+    assert np.isfinite(s.loc[s["stage"] == "evaluate", "msd_rel_rms"].item())
+    v = out / "run1" / "movie.tif"
+    assert {"sim.parquet", "metrics.json", "msd.png", "rdf.png"} <= {p.name for p in (v / "evaluate").iterdir()}
+    bundle = v / "export" / "bundle"
+    desc = json.loads((bundle / "bundle.json").read_text())
+    assert desc["metrics"]["evaluation"]["msd_rel_rms"] == pytest.approx(s.loc[s["stage"] == "evaluate", "msd_rel_rms"].item())
+    assert desc["provenance"]["training_data"]["tracks"] == str(v / "track" / "tracks.parquet")
+    import colloidcg
+
+    model, mcfg = colloidcg.load_model(bundle)
+    assert mcfg["train"]["epochs"] == 1
+    assert json.loads((v / "train" / "stage.json").read_text())["inputs"]["labels"]   # labels used
+    assert main(["info", str(v / "train")]) == 0 and "calibration:" in capsys.readouterr().out
+    dom = check_report_in_chromium(out / "report.html", ["run1/movie.tif"], tmp_path)
+    assert "Model versus data" in dom and dom.count("<img") >= 8
+
+
+def test_bad_input_gives_clear_errors(tmp_path, experiment, capsys):
+    empty = tmp_path / "empty"
+    (empty / "sub").mkdir(parents=True)
+    (empty / "sub" / "readme.txt").write_text("no videos here")
+    with pytest.raises(ColloidcgError, match="no videos found"):
+        run_batch(empty, tmp_path / "o1", progress=False)
+    assert main(["batch", str(empty), "-o", str(tmp_path / "o1")]) == 2
+    err = capsys.readouterr().err
+    assert "no videos found" in err and len(err.strip().splitlines()) == 1
+
+    bad = tmp_path / "bad"
+    _tif(bad / "x" / "v.tif", _frames(0)[:4])
+    (bad / "x" / "colloidcg.toml").write_text("[track]\ndiamter = 9\n")
+    with pytest.raises(ColloidcgError, match=r"x/colloidcg.toml: unknown key 'track.diamter'"):
+        run_batch(bad, tmp_path / "o2", progress=False)
+    (bad / "x" / "colloidcg.toml").write_text("[train]\nepochs = 'many'\n")
+    with pytest.raises(ColloidcgError, match=r"colloidcg.toml: 'train.epochs' must be int"):
+        run_batch(bad, tmp_path / "o2", progress=False)
+    (bad / "x" / "colloidcg.toml").write_text("[calibration\nfps = 3\n")
+    with pytest.raises(ColloidcgError, match=r"x/colloidcg.toml: malformed TOML"):
+        run_batch(bad, tmp_path / "o2", progress=False)
+    (bad / "x" / "colloidcg.toml").write_text("[calibration]\nfsp = 3\n")
+    with pytest.raises(ColloidcgError, match=r"x/colloidcg.toml: unknown key 'calibration.fsp'"):
+        run_batch(bad, tmp_path / "o2", progress=False)
+    assert not (tmp_path / "o2").exists()                     # nothing written before the checks
+
+    with pytest.raises(ColloidcgError, match="inside ROOT"):
+        run_batch(experiment, experiment / "results", progress=False)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "thesis.docx").write_text("precious")
+    with pytest.raises(ColloidcgError, match="not a colloidcg batch output"):
+        run_batch(experiment, other, progress=False)
+    with pytest.raises(ColloidcgError, match="--stages: unknown stage"):
+        run_batch(experiment, tmp_path / "o3", stages="track,fly", progress=False)
+
+    port = _free_port()   # nothing listens there
+    (bad / "x" / "colloidcg.toml").unlink()
+    with pytest.raises(ColloidcgError, match=rf"--scheduler tcp://127.0.0.1:{port}: cannot reach .* check the address"):
+        run_batch(bad, tmp_path / "o4", scheduler=f"tcp://127.0.0.1:{port}", connect_timeout=2,
+                  progress=False)
