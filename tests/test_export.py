@@ -42,6 +42,8 @@ def _tracks(tmp_path):
 
 def _model(seed: int, **cfg) -> MetriplecticModel:
     torch.manual_seed(seed)
+    if "stiffness" in ModelConfig.__dataclass_fields__:   # calibration constant of U's volume term
+        cfg["stiffness"] = 3.0
     m = MetriplecticModel(ModelConfig(dim=2, cutoff=2.0, theta_ref=0.7, tau=0.3, **cfg)).double()
     with torch.no_grad():   # move away from the initial weights so that every term matters
         for p in m.parameters():

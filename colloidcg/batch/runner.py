@@ -133,7 +133,7 @@ class _Cluster:
 
 
 def run_batch(root, out, *, config=None, stages=STAGES, workers: int | None = None,
-              scheduler: str | None = None, torch_threads: int | None = None, progress: bool = True,
+              scheduler: str | None = None, threads: int | None = None, progress: bool = True,
               connect_timeout: float = 10.0, worker_timeout: float = 60.0,
               report: bool = True) -> BatchResult:
     """Run ``stages`` on every video under ``root``, results in ``out``.
@@ -149,8 +149,9 @@ def run_batch(root, out, *, config=None, stages=STAGES, workers: int | None = No
     workers : worker processes of the embedded LocalCluster (default: CPU count, at most
         the number of videos); ignored with ``scheduler``.
     scheduler : address of a running Dask scheduler (e.g. "tcp://10.0.0.5:8786").
-    torch_threads : threads for torch inside each task (default with the LocalCluster:
-        CPU count / workers; with a scheduler: torch's own default on the worker).
+    threads : threads each task may use: torch in training, OpenCV in tracking, the
+        rearrangement stage's threads (default with the LocalCluster: CPU count / workers;
+        with a scheduler: 1).
     progress : tqdm bars over videos and stages on stderr.
 
     Returns a :class:`BatchResult`; failures are in it, not raised. Raises
@@ -166,20 +167,20 @@ def run_batch(root, out, *, config=None, stages=STAGES, workers: int | None = No
     check_folders(root, out)
     if workers is not None and workers < 1:
         raise ParameterError(f"--workers: must be >= 1, got {workers}")
-    if torch_threads is not None and torch_threads < 1:
-        raise ParameterError(f"--torch-threads: must be >= 1, got {torch_threads}")
+    if threads is not None and threads < 1:
+        raise ParameterError(f"--threads: must be >= 1, got {threads}")
     jobs = discover(root, config, exclude=out)
     n_cpu = os.cpu_count() or 1
     if scheduler is None:
         workers = workers or max(1, min(n_cpu, len(jobs)))
-        if torch_threads is None:
-            torch_threads = max(1, n_cpu // workers)
-    opts = Options(out=str(out), root=str(root), torch_threads=torch_threads)
+        if threads is None:
+            threads = max(1, n_cpu // workers)
+    opts = Options(out=str(out), root=str(root), threads=threads or 1)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / BATCH_JSON, {
         "colloidcg_version": __version__, "root": str(root), "out": str(out),
         "config": str(Path(config).resolve()) if config else None, "stages": stages,
-        "scheduler": scheduler or f"LocalCluster({workers} workers)", "torch_threads": torch_threads,
+        "scheduler": scheduler or f"LocalCluster({workers} workers)", "threads": opts.threads,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "videos": [j.rel for j in jobs]})
 

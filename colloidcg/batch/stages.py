@@ -42,12 +42,13 @@ class Options:
 
     out : the batch output folder (absolute).
     root : the batch input folder (absolute), for colloidcg.toml look-ups.
-    torch_threads : threads torch may use inside a task (None: leave torch's setting).
+    threads : threads one task may use: torch (train, evaluate, export), OpenCV (track),
+        rearrangement worker threads.
     """
 
     out: str
     root: str
-    torch_threads: int | None = None
+    threads: int = 1
 
 
 def stage_dir(opts: Options, job: VideoJob, stage: str) -> Path:
@@ -119,7 +120,10 @@ def _run_track(job, opts, ups, ctx, out: Path) -> dict:
     from ..tracking import track
     from .analysis import track_statistics
 
+    import cv2
+
     trackpy.quiet()
+    cv2.setNumThreads(int(opts.threads))
     video = ctx["video"]
     # one process per task: the batch's parallelism is its Dask workers (and a Dask
     # worker is a daemonic process, which may not start a process pool)
@@ -165,7 +169,7 @@ def _run_rearrangements(job, opts, ups, ctx, out: Path) -> dict:
         if ((pos < lo) | (pos > hi)).any():
             fov = None
     kw = dict(job.config.get("rearrangements", {}))
-    res = detect(tracks, fov=fov, workers=1, **kw)
+    res = detect(tracks, fov=fov, workers=int(opts.threads), **kw)
     soft = None
     if kw.get("descriptors", True):
         try:
@@ -296,10 +300,10 @@ def run_stage(job: VideoJob, stage: str, opts: Options, previous: Any = None) ->
                            "duration_s": 0.0, "computed_s": None, "numbers": {}}
     record: dict[str, Any] = {"stage": stage, "colloidcg_version": __version__,
                               "video": job.path, "video_rel": job.rel, "config_files": job.config_files}
-    if opts.torch_threads and stage in ("train", "evaluate", "export"):
+    if stage in ("train", "evaluate", "export"):
         import torch
 
-        torch.set_num_threads(int(opts.torch_threads))
+        torch.set_num_threads(int(opts.threads))
     ctx: dict[str, Any] = {}
     try:
         ups = _upstream(opts, job, stage)

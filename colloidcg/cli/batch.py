@@ -34,9 +34,11 @@ def add_parser(subparsers) -> None:
                    help="address of a running Dask scheduler, e.g. tcp://10.0.0.5:8786 (start it "
                         "with `dask scheduler`, workers with `dask worker ADDRESS`); ROOT and OUT "
                         "must be on a file system all workers see at the same path")
-    p.add_argument("--torch-threads", type=int, default=None, dest="torch_threads",
-                   help="threads torch uses inside each task (training); default with the local "
-                        "cluster: CPU count / workers; with --scheduler: the worker's setting")
+    p.add_argument("--threads", type=int, default=None,
+                   help="threads each task may use (torch in training, OpenCV in tracking, "
+                        "rearrangement threads); default with the local cluster: CPU count / "
+                        "workers; with --scheduler: 1 (give the cores of one machine divided by "
+                        "the workers on it)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -45,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     from ..batch import run_batch
 
     res = run_batch(args.root, args.output, config=args.config, stages=args.stages,
-                    workers=args.workers, scheduler=args.scheduler, torch_threads=args.torch_threads,
+                    workers=args.workers, scheduler=args.scheduler, threads=args.threads,
                     progress=not args.quiet)
     t = res.rows
     n_videos = t["video"].nunique()

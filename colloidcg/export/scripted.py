@@ -112,6 +112,8 @@ class ScriptedCore(nn.Module):
         self.mass_scale = float(c.mass_scale)
         self.theta_ref = float(c.theta_ref)
         self.volume_ref = float(c.volume_ref)
+        # scale of U's volume term (a fixed calibration constant; 1 in models without it)
+        self.stiffness = float(getattr(c, "stiffness", 1.0))
         self.substrate = bool(c.substrate)
         self.deviatoric = bool(c.deviatoric)
         # kernel W(q) = sum_k softplus(raw_k) (1 - q)_+^p_k
@@ -195,7 +197,7 @@ class ScriptedCore(nn.Module):
             z = F.softplus(pre)
         u = z @ F.softplus(self.u_out_z) + x @ F.softplus(self.u_out_x)
         u = u + S @ F.softplus(self.u_lin_s) + F.softplus(S) @ F.softplus(self.u_lam)
-        u = u - F.softplus(self.u_mu) * torch.log(v_red)
+        u = u - self.stiffness * F.softplus(self.u_mu) * torch.log(v_red)
         return u
 
     def mass(self) -> Tensor:

@@ -1,0 +1,85 @@
+"""Parallel speed-up of ``colloidcg batch`` on an embedded Dask LocalCluster.
+
+    python benchmarks/batch.py                     # 8 videos, 192 x 192 px x 40 frames
+    python benchmarks/batch.py --quick             # 8 videos, 96 x 96 px x 24 frames
+    python benchmarks/batch.py --stages track,rearrangements,train --repeat 2
+
+Eight small synthetic videos (colloidcg.synthetic, dense fluorescent monolayer) are
+written once; then the same batch runs with 1 and with 2 worker processes, each into a new
+output folder (so nothing is skipped as unchanged). A one-video warm-up run first fills
+the numba cache, so neither timed run pays for compilation. The wall time covers the
+whole ``run_batch`` call: discovery, cluster start, all stages, summary.csv and
+report.html. Prints both wall times and their ratio (target: >= 1.7x with 2 workers,
+which needs two otherwise idle cores: check ``uptime`` first).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from colloidcg.batch import run_batch  # noqa: E402
+from colloidcg.synthetic import SynthConfig, write_synthetic  # noqa: E402
+
+
+def make_videos(root: Path, n: int, size: int, frames: int) -> None:
+    for k in range(n):
+        d = root / f"exp{k // 4}" / f"run{k}"
+        cfg = SynthConfig(n_frames=frames, width=size, height=size, diameter=10.0,
+                          area_fraction=0.6, seed=100 + k)
+        write_synthetic(d, cfg, overwrite=True)
+        (d / "truth.parquet").unlink()
+        (d / "truth.json").unlink()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="smaller videos (96 x 96 px x 24 frames)")
+    ap.add_argument("--videos", type=int, default=8)
+    ap.add_argument("--stages", default="track,rearrangements")
+    ap.add_argument("--repeat", type=int, default=1, help="time each worker count this many times; best kept")
+    ap.add_argument("--keep", metavar="DIR", default=None, help="work in DIR and keep it")
+    args = ap.parse_args()
+    size, frames = (96, 24) if args.quick else (192, 40)
+    work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="colloidcg-bench-batch-"))
+    root = work / "videos"
+    t = time.perf_counter()
+    make_videos(root, args.videos, size, frames)
+    print(f"{args.videos} videos of {size} x {size} px x {frames} frames written in "
+          f"{time.perf_counter() - t:.1f} s; stages {args.stages}; {os.cpu_count()} CPUs; "
+          f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    warm = work / "warm"
+    (warm / "v").mkdir(parents=True, exist_ok=True)
+    shutil.copy(next(root.rglob("video.tif")), warm / "v" / "video.tif")
+    run_batch(warm / "v", work / "warm_out", stages=args.stages, workers=1, progress=False)
+
+    best = {}
+    for rep in range(args.repeat):
+        for workers in (1, 2):
+            out = work / f"out_{workers}_{rep}"
+            res = run_batch(root, out, stages=args.stages, workers=workers, threads=1, progress=False)
+            bad = res.rows[res.rows["status"] != "done"]
+            if len(bad):
+                raise SystemExit(f"unexpected statuses:\n{bad[['video', 'stage', 'status', 'error']]}")
+            best[workers] = min(best.get(workers, float("inf")), res.wall_s)
+            print(f"  run {rep + 1}: {workers} worker(s): {res.wall_s:7.2f} s")
+    ratio = best[1] / best[2]
+    print()
+    print(f"{'workers':>8} {'wall (s)':>10}")
+    print(f"{1:>8} {best[1]:>10.2f}")
+    print(f"{2:>8} {best[2]:>10.2f}")
+    print(f"speed-up with 2 workers: {ratio:.2f}x (target >= 1.7x); load average now "
+          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
