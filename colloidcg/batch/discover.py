@@ -145,7 +145,14 @@ def _frame_count(path: Path) -> int | None:
 
 
 def find_videos(root: str | os.PathLike, exclude: str | os.PathLike | None = None) -> list[Path]:
-    """Every video under ``root`` (sorted), skipping hidden entries and ``exclude``."""
+    """Every video under ``root`` (sorted), skipping hidden entries and ``exclude``.
+
+    In each folder: movie and .cine files are videos; a TIFF is a video when it has more
+    than one frame (or cannot be read: the batch then reports it as failed); the folder
+    itself is a video (a folder of frames) when it holds two or more single-frame images
+    and no multi-frame TIFF. Once two single-frame TIFFs and no video TIFF have been seen
+    in a folder, its remaining TIFFs are taken as frames without opening them.
+    """
     root = Path(root)
     skip = Path(exclude).resolve() if exclude is not None else None
     found: list[Path] = []
@@ -153,7 +160,7 @@ def find_videos(root: str | os.PathLike, exclude: str | os.PathLike | None = Non
         here = Path(dirpath)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
                              and (skip is None or (here / d).resolve() != skip))
-        frames = 0
+        frames, tif_frames, stacks = 0, 0, []
         for name in sorted(filenames):
             if name.startswith("."):
                 continue
@@ -162,14 +169,16 @@ def find_videos(root: str | os.PathLike, exclude: str | os.PathLike | None = Non
             if ext in MOVIE_EXTS or ext in CINE_EXTS:
                 found.append(p)
             elif ext in TIFF_EXTS:
-                n = _frame_count(p)
+                n = 1 if (tif_frames >= 2 and not stacks) else _frame_count(p)
                 if n is None or n > 1:
-                    found.append(p)
+                    stacks.append(p)
                 else:
                     frames += 1
+                    tif_frames += 1
             elif ext in FRAME_EXTS:
                 frames += 1
-        if frames >= 2:
+        found.extend(stacks)
+        if frames >= 2 and not stacks:
             found.append(here)
     return sorted(found)
 
