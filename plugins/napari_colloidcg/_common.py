@@ -165,7 +165,9 @@ class LayerWidget(Container):
         self.viewer = napari_viewer
         self._workers: set = set()
         self.status = Label(value="")
+        self.status.native.setWordWrap(True)
         self._combos: list[ComboBox] = []
+        self.native.setMaximumWidth(460)   # leave the canvas most of the window
         self.closed = False   # the Qt widget was deleted (viewer closed): results are dropped
         self.native.destroyed.connect(self._on_destroyed)
         ev = self.viewer.layers.events
@@ -205,10 +207,13 @@ class LayerWidget(Container):
             try:
                 return fn(*args)
             except RuntimeError as exc:
-                if "deleted" not in str(exc):
-                    raise
-                self.closed = True
-                return None
+                if "deleted" in str(exc):
+                    self.closed = True
+                    return None
+                notify_error(exc)
+            except Exception as exc:   # shown, never raised into Qt's event loop
+                notify_error(exc)
+            return None
         return call
 
     # workers

@@ -280,7 +280,7 @@ class ModelWidget(LayerWidget):
                 tracks[c] = tracks[c] + float((at[f"{c}_image"] - at[c]).mean())
         self.simulation_layer = replace_layer(
             self.viewer, "simulation", "tracks", tracks_data(tracks), color_by="track_id",
-            colormap="hsv", tail_length=int(self.steps.value), tail_width=2.5,
+            colormap="hsv", tail_length=int(self.steps.value), tail_width=2.5, blending="translucent",
             **spatial_transform(layer, 3))
         self.simulation_layer.metadata[KEY] = {"kind": "simulation", "tracks": sim.tracks,
                                                "meta": {"units": sim.meta, **sim.parameters}}

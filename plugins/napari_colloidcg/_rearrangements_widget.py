@@ -34,8 +34,8 @@ class RearrangementsWidget(LayerWidget):
     def __init__(self, napari_viewer):
         super().__init__(napari_viewer, labels=True)
         self.tracks = self.layer_combo("tracks", "tracks")
-        self.lag = _auto(SpinBox(label="lag (frames)", value=0, min=0, max=100000,
-                                 tooltip="D2min lag; auto: from the mean squared displacement"))
+        self.lag = SpinBox(label="lag (frames; 0: auto)", value=0, min=0, max=100000,
+                           tooltip="D2min lag; 0: chosen from the mean squared displacement")
         self.cutoff = _auto(FloatSpinBox(label="cutoff (px)", value=0.0, min=0.0, max=1e4, step=0.5,
                                          tooltip="neighbour radius; auto: first minimum of g(r)"))
         self.threshold = _auto(FloatSpinBox(
@@ -98,9 +98,10 @@ class RearrangementsWidget(LayerWidget):
         value = np.log10(rows["d2min_norm"].to_numpy(float))
         thr = float(np.log10(result.parameters["threshold"]))
         lo = float(np.percentile(value, 1)) if len(value) else -1.0
-        hi = max(float(np.percentile(value, 99.5)) if len(value) else 1.0, thr)
+        hi = float(np.percentile(value, 99.5)) if len(value) else lo + 1.0
         if hi <= lo:
             hi = lo + 1.0
+        hi = max(hi, thr + 0.1 * (hi - lo))     # the threshold stays inside the colour bar
         spacing = float(result.parameters.get("mean_spacing_px") or 10.0)
         transform = spatial_transform(layer, 3)
         features = pd.DataFrame({"log10_d2min_norm": value,
@@ -133,8 +134,9 @@ class RearrangementsWidget(LayerWidget):
         size = 2.0 * float(result.parameters["cutoff_px"])
         self.events_layer = replace_layer(
             self.viewer, "rearrangement events", "points", data,
-            features=pd.DataFrame({"event_id": ids}), symbol="ring", face_color="cyan",
-            size=size, border_width=0, opacity=0.9, **transform)
+            features=pd.DataFrame({"event_id": ids}), symbol="disc", face_color="transparent",
+            border_color="cyan", border_width=0.08, border_width_is_relative=True, size=size,
+            **transform)
         self.events_layer.metadata[KEY] = {"kind": "events", "events": ev}
         self.table.setRowCount(len(ev))
         for i, (_, e) in enumerate(ev.iterrows()):

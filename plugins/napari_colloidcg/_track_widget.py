@@ -53,12 +53,13 @@ class TrackWidget(LayerWidget):
         self.memory = SpinBox(label="memory (frames)", value=3, min=0, max=1000)
         self.min_length = SpinBox(label="min length (frames)", value=3, min=1, max=100000)
         self.subtract_drift = CheckBox(text="subtract stage drift")
-        self.processes = _auto_box(SpinBox(label="processes", value=0, min=0, max=256,
-                                           tooltip="worker processes; auto: all cores"))
+        self.processes = SpinBox(label="processes (0: all cores)", value=0, min=0, max=256,
+                                 tooltip="worker processes locating frames in parallel")
         self.track_button = PushButton(text="Track all")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
-        self.save_button = PushButton(text="Save tracks.parquet...", enabled=False)
-        self.load_button = PushButton(text="Load tracks.parquet...")
+        self.save_button = PushButton(text="Save tracks...", enabled=False,
+                                      tooltip="write tracks.parquet and tracks.json in a folder")
+        self.load_button = PushButton(text="Load tracks...", tooltip="show a tracks.parquet")
         self.extend([
             self.image, self.diameter, self.separation, self.minmass,
             self.invert, self.refine, self.auto_button, self.live,
@@ -92,6 +93,7 @@ class TrackWidget(LayerWidget):
         self.save_button.clicked.connect(self._save_dialog)
         self.load_button.clicked.connect(self._load_dialog)
         self.viewer.dims.events.current_step.connect(self._on_step)
+        self.viewer.layers.events.removed.connect(self._on_layer_removed)
 
     @property
     def busy(self) -> bool:
@@ -121,6 +123,11 @@ class TrackWidget(LayerWidget):
     def _on_image_changed(self, *_):
         if self._ready:
             self.request_preview()
+
+    def _on_layer_removed(self, event) -> None:
+        if self.preview_layer is not None and event.value is self.preview_layer:
+            self.preview_layer = None
+            self.live.value = False    # the user deleted the preview: stop drawing it
 
     def _on_step(self, *_):
         if self._ready and self.live.value:
@@ -166,6 +173,9 @@ class TrackWidget(LayerWidget):
         thread; while one runs, the latest request waits for it (no queue builds up)."""
         if self.closed or not (self._ready and self.live.value) or self.image.value is None:
             return
+        if self.preview_layer is not None and self.preview_layer in self.viewer.layers \
+                and not self.preview_layer.visible:
+            return   # hidden by the user: napari does not refresh hidden layers
         self._preview_requested_at = time.perf_counter()
         self._preview_pending = True
         if self._preview_worker is None:
@@ -206,6 +216,8 @@ class TrackWidget(LayerWidget):
     def _show_preview(self, out) -> None:
         layer, t, params, df, seconds, asked = out
         if layer not in self.viewer.layers:
+            return
+        if self.preview_layer in self.viewer.layers and not self.preview_layer.visible:
             return
         data = points_data(df) if len(df) else np.zeros((0, 3))
         if self.preview_layer is None or self.preview_layer not in self.viewer.layers:
@@ -303,7 +315,7 @@ class TrackWidget(LayerWidget):
         self._table = (df, sidecar)
         self.tracks_layer = replace_layer(
             self.viewer, name, "tracks", tracks_data(df), color_by="track_id", tail_length=15,
-            tail_width=1.5, **transform)
+            tail_width=2, blending="translucent", **transform)
         self.tracks_layer.metadata[KEY] = {"kind": "tracks", "tracks": df, "meta": sidecar,
                                            "frame_shape": list(shape) if shape else None}
         self.save_button.enabled = True
