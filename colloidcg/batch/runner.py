@@ -83,10 +83,11 @@ class _Cluster:
         from distributed import Client, LocalCluster
 
         if self.scheduler is None:
-            # one single-threaded worker process per slot; no memory limit (training holds
+            # one single-threaded worker process per slot; dashboard on a free port (several
+            # batches on one machine never collide); no memory limit (training holds
             # its data inside the task, which Dask's memory manager cannot spill)
             self.cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1,
-                                        processes=True, dashboard_address=None,
+                                        processes=True, dashboard_address=":0",
                                         memory_limit=0, silence_logs=logging.ERROR)
             self.client = Client(self.cluster)
             return self.client

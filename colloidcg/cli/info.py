@@ -99,7 +99,7 @@ def _print_model_dir(path: Path) -> int:
 def _print_batch(path: Path) -> int:
     import pandas as pd
 
-    df = pd.read_csv(path / "summary.csv")
+    df = pd.read_csv(path / "summary.csv", keep_default_na=False)
     print(f"batch      {path}")
     with pd.option_context("display.width", 200, "display.max_columns", 12):
         print(df[[c for c in ("video", "stage", "status", "duration_s", "error") if c in df]].to_string(index=False))
