@@ -7,10 +7,13 @@ encoder predicts S_t from the configuration of every frame and is trained throug
 likelihood (its S sets temperatures, pressures and friction). Optional auxiliary loss:
 a logistic read-out of S predicts the detector's "rearranging" labels in the next frames.
 
-Each epoch ends with a validation score: the relative RMS error of the mean squared
-displacement of a stochastic rollout over the held-out (last) frames, halo particles
-prescribed from the data, against the data's. Training stops early when it has not
-improved for ``patience`` epochs; the best model is kept. A non-finite loss stops training
+Each epoch ends with two validation scores on the held-out (last) frames: their NLL and the
+relative RMS error of the mean squared displacement of a stochastic rollout over them
+(halo particles prescribed from the data) against the data's. The model is selected by
+``select``: "val_nll" (default; the held-out likelihood, a proper score with little
+sampling noise; an epoch whose rollout diverges is never selected) or "val_msd" (the
+rollout's MSD error; noisy for short windows and few particles). Training stops early
+when the score has not improved for ``patience`` epochs; the best model is kept. A non-finite loss stops training
 with :class:`TrainingDiverged`, after restoring and saving the last good weights.
 """
 
@@ -29,6 +32,7 @@ from .core.integrate import rollout
 from .core.loss import multistep_nll, transition_nll
 from .core.model import MetriplecticModel, ModelConfig, State
 from .core.nets import inv_softplus
+from .core.ou import coefficients as ou_coefficients, invert_rho1
 from .core.persist import save_model
 from .data import Trajectory
 from .errors import ColloidcgError, ParameterError
@@ -49,6 +53,10 @@ class TrainConfig:
     multistep : K > 1 adds the K-step likelihood (:func:`multistep_nll`).
     aux_weight : weight of the auxiliary rearrangement loss (needs labels).
     horizon : frames ahead in which a rearrangement counts as "next" (AUC and aux loss).
+    frame_average : read velocities as frame averages with a latent instantaneous velocity
+        and integrate the substrate friction exactly (:mod:`colloidcg.core.ou`); off gives
+        the plain Euler-Maruyama model at the frame rate.
+    select : "val_nll" or "val_msd", the validation score that picks the best epoch.
     """
 
     epochs: int = 30
@@ -71,6 +79,8 @@ class TrainConfig:
     depth: int = 2
     substrate: bool = True
     deviatoric: bool = False
+    frame_average: bool = True
+    select: str = "val_nll"
     covariance: str = "marginal"
     val_rollout_steps: int = 20
     max_frames_per_epoch: int | None = None
@@ -177,9 +187,19 @@ def build_model(traj: Trajectory, cfg: TrainConfig, cutoff: float) -> Metriplect
     a = float((traj.vel[1:][ok] * traj.vel[:-1][ok]).sum() / traj.vel[:-1][ok].square().sum()) \
         if bool(ok.any()) else 0.0
     a = min(max(a, -0.5), 0.95)
+    frame_average = cfg.frame_average and cfg.substrate
+    if frame_average:
+        # frame-averaged velocities of a Langevin particle: lag-1 correlation rho1(x) and
+        # variance 2 phi2(x) kT/m, x = gamma dt (colloidcg.core.ou)
+        x0 = min(max(invert_rho1(max(a, 1e-3)), 0.05), 50.0)
+        theta = v2 / (2.0 * float(ou_coefficients(torch.tensor(x0, dtype=torch.float64)).phi2))
+    else:
+        # Euler-Maruyama AR(1): v_t+1 = (1 - gamma dt) v_t + noise, a = 1 - gamma dt
+        x0 = min(max(1.0 - a, 0.05), 1.5)
+        theta = v2 * (1.0 + a) / 2.0
     mcfg = ModelConfig(dim=traj.dim, cutoff=cutoff, n_s=cfg.n_s, width=cfg.width, depth=cfg.depth,
                        substrate=cfg.substrate, deviatoric=cfg.deviatoric, tau=traj.dt,
-                       mass_scale=1.0, theta_ref=v2 * (1.0 + a) / 2.0)
+                       mass_scale=1.0, theta_ref=theta, frame_average=frame_average)
     model = MetriplecticModel(mcfg)
     dtype = getattr(torch, cfg.dtype)
     model = model.to(dtype=dtype, device=cfg.device)
@@ -197,14 +217,57 @@ def build_model(traj: Trajectory, cfg: TrainConfig, cutoff: float) -> Metriplect
             feats.append(model.encoder.features(r, pairs, cutoff, traj.box))
     model.config.volume_ref = float(torch.cat(vols).mean())
     if cfg.substrate:
-        # start the solvent friction at the data's lag-1 velocity relaxation, 1 - a with
-        # a = <v_t . v_t+1> / <v^2> (Euler-Maruyama: v_t+1 = (1 - gamma dt / m) v_t + ...)
+        # start the solvent friction gamma dt = x0 at the data's lag-1 velocity relaxation
         with torch.no_grad():
-            model.raw_gamma0.fill_(inv_softplus(min(max(1.0 - a, 0.05), 1.5)))
+            model.raw_gamma0.fill_(inv_softplus(x0))
     f = torch.cat(feats)
     model.encoder.f_mean.copy_(f.mean(0))
     model.encoder.f_std.copy_(f.std(0).clamp_min(1e-6))
+    model.config.stiffness = force_scale(model, traj)
     return model
+
+
+@torch.no_grad()
+def force_scale(model: MetriplecticModel, traj: Trajectory, max_frames: int = 8) -> float:
+    """Least-squares factor lambda by which the model's conservative forces must be scaled
+    to explain the data's mean velocity changes, y = lambda X:
+
+    y = v_{t+1} - rho v_t (the velocity change the friction alone predicts removed),
+    X = (F / m) dt F1 (frame-averaged models; Euler-Maruyama: F1 = 1), over a few frames.
+
+    Used to set ``ModelConfig.stiffness``, U's bulk-modulus scale: dense colloids push on
+    each other with forces of many kT per particle size, out of reach of a U initialised
+    at the thermal scale. Returns a value clamped to [1e-2, 1e6] (1 when there is no signal).
+    """
+    model.config.stiffness = 1.0
+    ts = [t for t in range(1, traj.n_frames - 1) if bool((traj.mask[t] & traj.mask[t + 1]).any())]
+    if not ts:
+        return 1.0
+    ts = [ts[k] for k in np.linspace(0, int(0.8 * (len(ts) - 1)), min(max_frames, len(ts))).astype(int)]
+    num = den = 0.0
+    for t in ts:
+        idx = torch.nonzero(traj.present[t] & traj.present[t + 1]).squeeze(-1)
+        r, v = traj.pos[t, idx], traj.vel[t, idx]
+        pairs = find_pairs(r, model.config.cutoff, traj.box)
+        if pairs.shape[0] == 0:
+            continue
+        S = model.initial_S(r, pairs, traj.box)
+        ns = model.compute(State(r, v, S), pairs, traj.box)
+        x = ns.gamma0 * traj.dt if model.config.substrate else torch.zeros_like(ns.theta)
+        if model.frame_averaged:
+            co = ou_coefficients(x)
+            rho, f1 = co.rho1, co.F1
+        else:
+            rho, f1 = 1.0 - x, torch.ones_like(x)
+        ok = traj.mask[t, idx] & traj.mask[t + 1, idx]
+        y = (traj.vel[t + 1, idx] - rho.unsqueeze(-1) * v)[ok]
+        X = (ns.force / ns.m * traj.dt * f1.unsqueeze(-1))[ok]
+        num += float((X * y).sum())
+        den += float(X.square().sum())
+    lam = num / den if den > 0 else float("nan")
+    if not math.isfinite(lam) or lam <= 0:
+        return 1.0
+    return float(min(max(lam, 1e-2), 1e6))
 
 
 # ---------------------------------------------------------------------------- validation
@@ -265,6 +328,10 @@ def fit(traj: Trajectory, config: TrainConfig | None = None, out_dir=None,
     cfg = config or TrainConfig()
     if cfg.epochs < 1 or cfg.batch_frames < 1 or cfg.lr <= 0:
         raise ParameterError("epochs and batch_frames must be >= 1 and lr > 0")
+    if cfg.select not in ("val_nll", "val_msd"):
+        raise ParameterError(f"select: expected 'val_nll' or 'val_msd', got {cfg.select!r}")
+    if cfg.multistep < 1:
+        raise ParameterError(f"multistep: must be >= 1, got {cfg.multistep}")
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
         raise ParameterError(f"device: {cfg.device!r} requested but CUDA is not available")
     if traj.n_frames < 3:
@@ -353,6 +420,7 @@ def fit(traj: Trajectory, config: TrainConfig | None = None, out_dir=None,
     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     last_good = best_state
     bad_epochs = 0
+    best_rec = None
     t_start = time.perf_counter()
     n_particle_steps = 0
     try:
@@ -395,9 +463,12 @@ def fit(traj: Trajectory, config: TrainConfig | None = None, out_dir=None,
             val_nll = float(np.mean([float(batch_loss([t])) for t in val_t])) if val_t else float("nan")
             vstart = (val_t[0] - 1) if val_t else 0
             vr = validation_rollout(model, traj, vstart, cfg.val_rollout_steps, seed=cfg.seed)
-        score = vr["msd_rel_rms"]
-        if not math.isfinite(score):
-            score = val_nll if math.isfinite(val_nll) else float(np.mean(losses))
+        if cfg.select == "val_msd" or not math.isfinite(val_nll):
+            score = vr["msd_rel_rms"]
+            if not math.isfinite(score):
+                score = val_nll if math.isfinite(val_nll) else float(np.mean(losses))
+        else:
+            score = val_nll if math.isfinite(vr["msd_rel_rms"]) or not val_t else float("inf")
         rec = {"epoch": epoch + 1, "train_nll": float(np.mean(losses)), "val_nll": val_nll,
                "val_msd_rel_rms": vr["msd_rel_rms"], "lr": sched.get_last_lr()[0]}
         history.append(rec)
@@ -409,6 +480,7 @@ def fit(traj: Trajectory, config: TrainConfig | None = None, out_dir=None,
             cancelled = True
         if score < best[0]:
             best = (score, epoch + 1)
+            best_rec = rec
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             bad_epochs = 0
             if ckdir is not None:
@@ -423,8 +495,11 @@ def fit(traj: Trajectory, config: TrainConfig | None = None, out_dir=None,
     elapsed = time.perf_counter() - t_start
     model.load_state_dict(best_state)
     model.eval()
+    best_rec = best_rec or (history[-1] if history else {})
     report = {
-        "epochs_run": len(history), "best_epoch": best[1], "best_val_score": best[0],
+        "epochs_run": len(history), "best_epoch": best[1],
+        "best_val_score": best_rec.get("val_msd_rel_rms", float("nan")),
+        "best_val_nll": best_rec.get("val_nll", float("nan")), "selected_by": cfg.select,
         "stopped_early": stopped_early, "cancelled": cancelled, "cutoff": cutoff, "dt": traj.dt,
         "localisation_noise": loc_sigma, "n_train_frames": len(train_t), "n_val_frames": len(val_t),
         "train_seconds": elapsed, "particle_steps_per_s": n_particle_steps / max(elapsed, 1e-9),

@@ -5,7 +5,9 @@
   coefficients);
 - :mod:`.encoder`: rotation/translation/permutation-invariant structural encoder for S;
 - :mod:`.model`: energy, drift (L dE + M dS + k_B div M), FDT noise, dense M for tests;
-- :mod:`.integrate`: seeded Euler-Maruyama rollouts with a Verlet skin;
+- :mod:`.ou`: exact Ornstein-Uhlenbeck coefficients of the substrate friction over a frame
+  and the statistics of frame-averaged (finite-difference) velocities;
+- :mod:`.integrate`: seeded rollouts (exact-OU or Euler-Maruyama steps) with a Verlet skin;
 - :mod:`.loss`: Gaussian transition likelihoods;
 - :mod:`.tabulate`: tabulated pair functions for fast rollouts.
 """

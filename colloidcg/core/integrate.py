@@ -2,6 +2,10 @@
 
 Euler-Maruyama for (v, S) with the Ito drift included, positions advanced with the new
 velocity (semi-implicit / symplectic Euler), neighbour pairs reused with a Verlet skin.
+Frame-averaged models (``model.frame_averaged``) carry the instantaneous velocity as a
+hidden state: it is drawn from its conditional law given the initial frame-averaged
+velocity, advanced with the exact-OU step (:meth:`~.model.MetriplecticModel.step_ou`), and
+the recorded velocities are displacement / dt, what finite differences of positions give.
 Random numbers come from one seeded ``torch.Generator``, so a rollout with the same seed,
 model, initial state, dtype and device is reproduced exactly.
 """
@@ -61,24 +65,37 @@ def rollout(model: MetriplecticModel, state: State, steps: int, dt: float, *,
     nl = NeighbourList(h, 0.3 * h if skin is None else skin, box)
     gen = make_generator(seed, state.r.device)
     h_dt = dt / substeps
+    fa = model.frame_averaged
     cur = State(wrap(state.r, box), state.v.clone(), state.S.clone())
+    v_avg = state.v.clone()     # last step-averaged velocity (what the pair friction sees)
+    if fa:
+        cur.v = model.latent_velocity(cur, nl.update(cur.r), dt, generator=gen, box=box, noise=noise)
     unwrapped = state.r.clone()
     hold = state.clone() if boundary is not None else None
-    rs, vs, Ss = [unwrapped.clone()], [cur.v.clone()], [cur.S.clone()]
+    rs, vs, Ss = [unwrapped.clone()], [state.v.clone()], [cur.S.clone()]
     for k in range(1, steps + 1):
+        start = unwrapped.clone() if fa else None
         for _ in range(substeps):
             pairs = nl.update(cur.r)
-            new = model.step(cur, pairs, h_dt, generator=gen, box=box, noise=noise)
-            unwrapped = unwrapped + new.v * h_dt
-            cur = new
+            if fa:
+                cur, dr = model.step_ou(cur, pairs, h_dt, generator=gen, box=box, noise=noise,
+                                        v_avg=v_avg)
+                v_avg = dr / h_dt
+                unwrapped = unwrapped + dr
+            else:
+                cur = model.step(cur, pairs, h_dt, generator=gen, box=box, noise=noise)
+                unwrapped = unwrapped + cur.v * h_dt
+        v_rec = (unwrapped - start) / dt if fa else cur.v
         if boundary is not None:
             ref = prescribed(k) if prescribed is not None else hold
             unwrapped[boundary] = ref.r[boundary]
             cur.r[boundary] = wrap(ref.r[boundary], box)
             cur.v[boundary] = ref.v[boundary]
             cur.S[boundary] = ref.S[boundary]
+            v_rec[boundary] = ref.v[boundary]
+            v_avg[boundary] = ref.v[boundary]
         if k % record_every == 0:
             rs.append(unwrapped.clone())
-            vs.append(cur.v.clone())
+            vs.append(v_rec.clone())
             Ss.append(cur.S.clone())
     return Rollout(torch.stack(rs), torch.stack(vs), torch.stack(Ss), dt * record_every, nl.n_builds)

@@ -1,20 +1,25 @@
 """Gaussian negative log-likelihood of observed transitions.
 
-One step (Euler-Maruyama with the model's semi-implicit position update): given the
-state x_t = (r_t, v_t, S_t), the next velocity is Gaussian,
+Data velocities are frame averages v_t = (r_t - r_{t-1}) / dt, so positions follow
+exactly (r_{t+1} = r_t + v_{t+1} dt) and carry no extra information; the likelihood is that
+of v_{t+1} given the state x_t = (r_t, v_t, S_t). It is Gaussian with, per particle,
 
-    v_{t+1} ~ N( v_t + a(x_t) dt,  2 k_B M_vv(x_t) dt + Sigma_loc ),
+- Euler-Maruyama models (``config.frame_average`` off, or no substrate):
+  mean v_t + a(x_t) dt, covariance Sigma = 2 k_B M_vv(x_t) dt (a the full drift: forces,
+  friction, Ito term);
+- frame-averaged models: mean v_t + a dt F1(x), covariance Sigma G(x), x = gamma0 dt the
+  substrate friction per frame (:mod:`.ou`): the exact one-frame statistics of averaged
+  velocities of a Langevin particle, whose instantaneous velocity is latent.
 
-with a the full drift (forces, friction, Ito term). Positions follow exactly
-(r_{t+1} = r_t + v_{t+1} dt, true by construction of finite-difference velocities), so
-they carry no extra information. For video data, localisation noise of variance
-sigma_loc^2 per coordinate makes the velocity increment v_{t+1} - v_t =
-(r_{t+1} - 2 r_t + r_{t-1}) / dt carry an extra variance 6 sigma_loc^2 / dt^2.
+Localisation noise of variance sigma^2 per coordinate adds (eps_{t+1} - eps_t - c (eps_t -
+eps_{t-1})) / dt to the residual, c = d mean / d v_t (rho1 for frame-averaged models,
+1 - gamma0 dt for Euler-Maruyama), a variance sigma^2 (1 + (1 + c)^2 + c^2) / dt^2.
 
 ``covariance="marginal"`` (default) sums, over particles, the exact marginal Gaussian
 log-density of each particle's increment (d x d covariance blocks of M_vv): a composite
 likelihood (Lindsay 1988; Varin, Reid & Firth 2011), consistent for the parameters, linear
-in N. ``covariance="full"`` uses the joint dense covariance (small systems only).
+in N. ``covariance="full"`` uses the joint dense covariance (small systems only; it keeps
+the per-particle frame-averaging factors as a diagonal scaling).
 """
 
 from __future__ import annotations
@@ -23,7 +28,9 @@ import math
 
 import torch
 
+from .graph import wrap
 from .model import MetriplecticModel, State
+from .ou import coefficients, conditional_variance_factor
 
 
 def _gauss_nll_blocks(res: torch.Tensor, cov: torch.Tensor) -> torch.Tensor:
@@ -35,6 +42,37 @@ def _gauss_nll_blocks(res: torch.Tensor, cov: torch.Tensor) -> torch.Tensor:
     z = torch.linalg.solve_triangular(chol, res.unsqueeze(-1), upper=False).squeeze(-1)
     logdet = 2.0 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
     return 0.5 * (z.square().sum(-1) + logdet + d * math.log(2 * math.pi))
+
+
+def _loc_factor(c: torch.Tensor) -> torch.Tensor:
+    """Localisation-noise variance of a one-frame residual, in units sigma^2 / dt^2."""
+    return 1.0 + (1.0 + c) ** 2 + c ** 2
+
+
+def _rates(model: MetriplecticModel, ns, dt: float, like: torch.Tensor) -> torch.Tensor:
+    """Substrate friction per frame x = gamma0 dt (N,), zero without a substrate."""
+    if model.config.substrate:
+        return ns.gamma0 * dt
+    return torch.zeros(ns.n, dtype=like.dtype, device=like.device)
+
+
+def transition_mean_cov(model: MetriplecticModel, state: State, pairs: torch.Tensor, dt: float,
+                        box=None):
+    """Mean (N, d) and covariance blocks (N, d, d) of v_{t+1} given ``state`` at t, and c (N,)
+    = d mean / d v_t of the substrate part (for the localisation-noise term)."""
+    ns = model.compute(state, pairs, box)
+    _, dv, dS = model.drift(state, pairs, box, ns=ns)
+    cov = model.velocity_covariance(ns, dt)
+    x = _rates(model, ns, dt, dv)
+    if model.frame_averaged:
+        co = coefficients(x)
+        mean = state.v + dv * (dt * co.F1).unsqueeze(-1)
+        cov = cov * co.G.view(-1, 1, 1)
+        c = co.rho1
+    else:
+        mean = state.v + dv * dt
+        c = 1.0 - x
+    return mean, cov, c, {"ns": ns, "dS": dS, "mean": mean}
 
 
 def transition_nll(model: MetriplecticModel, state: State, v_next: torch.Tensor,
@@ -56,36 +94,44 @@ def transition_nll(model: MetriplecticModel, state: State, v_next: torch.Tensor,
     -------
     (nll, info): scalar tensor and a dict with the drift terms (for diagnostics).
     """
-    ns = model.compute(state, pairs, box)
-    _, dv, dS = model.drift(state, pairs, box, ns=ns)
-    mean = state.v + dv * dt
+    mean, cov_b, c, info = transition_mean_cov(model, state, pairs, dt, box)
     res = (v_next - mean)[valid]
     d = res.shape[-1]
     eye = torch.eye(d, dtype=res.dtype, device=res.device)
-    loc = 6.0 * loc_var / dt ** 2
+    loc = (loc_var / dt ** 2) * _loc_factor(c)[valid]
     if covariance == "marginal":
-        cov = model.velocity_covariance(ns, dt)[valid]
+        cov = cov_b[valid]
         scale = cov.diagonal(dim1=-2, dim2=-1).mean(-1).detach().clamp_min(1e-300)
         cov = cov + (loc + jitter * scale).view(-1, 1, 1) * eye
         nll = _gauss_nll_blocks(res, cov).mean()
     elif covariance == "full":
         B = model.dense_channels(state, pairs, box)
         n = state.r.shape[0]
-        Bv = B[n * d: 2 * n * d].view(n, d, -1)[valid].reshape(-1, B.shape[1])
+        Bv = B[n * d: 2 * n * d].view(n, d, -1)
+        if model.frame_averaged:
+            x = _rates(model, info["ns"], dt, res)
+            Bv = Bv * coefficients(x).G.sqrt().view(-1, 1, 1)
+        Bv = Bv[valid].reshape(-1, B.shape[1])
         cov = 2.0 * model.config.k_B * dt * Bv @ Bv.T
         scale = cov.diagonal().mean().detach()
-        cov = cov + (loc + jitter * scale) * torch.eye(cov.shape[0], dtype=cov.dtype, device=cov.device)
+        cov = cov + torch.diag((loc + jitter * scale).repeat_interleave(d))
         nll = _gauss_nll_blocks(res.reshape(1, -1), cov.unsqueeze(0)).sum() / res.shape[0]
     else:
         raise ValueError("covariance must be 'marginal' or 'full'")
-    return nll, {"ns": ns, "dS": dS, "mean": mean}
+    return nll, info
 
 
 def multistep_nll(model: MetriplecticModel, r_seq: torch.Tensor, v_seq: torch.Tensor,
                   S0: torch.Tensor, valid_seq: torch.Tensor, pairs: torch.Tensor, dt: float,
                   box=None, loc_var=0.0, prescribed: torch.Tensor | None = None):
-    """K-step NLL: the deterministic (noise-free) K-step prediction of v_{t+k}, k = 1..K,
-    with covariance approximated by k one-step covariances at x_t (Gaussian closure).
+    """K-step NLL: mean over k = 1..K and valid particles of -log p(v_{t+k} | x_t).
+
+    Gaussian closure: the mean is the noise-free K-step path from x_t (for frame-averaged
+    models from the latent instantaneous velocity's conditional mean, with the exact-OU
+    step), the covariance that of the linearised substrate dynamics, exact for free
+    particles: Sigma (1 - phi^{2k}) / (1 - phi^2), phi = 1 - gamma0 dt (Euler-Maruyama), or
+    Sigma phi2 (1 - rho_k^2) / x, rho_k = rho1 e^{-x (k-1)} (frame-averaged; :mod:`.ou`).
+    For K = 1 it equals :func:`transition_nll`.
 
     r_seq, v_seq : (K+1, N, d) observed; valid_seq : (K, N) bool for frames t+1..t+K;
     prescribed : (N,) bool particles whose (r, v) are taken from the data at every step
@@ -93,23 +139,55 @@ def multistep_nll(model: MetriplecticModel, r_seq: torch.Tensor, v_seq: torch.Te
     """
     K = r_seq.shape[0] - 1
     state = State(r_seq[0], v_seq[0], S0)
-    ns = model.compute(state, pairs, box)
-    cov1 = model.velocity_covariance(ns, dt)
+    mean1, cov1, c1, info = transition_mean_cov(model, state, pairs, dt, box)
+    ns = info["ns"]
+    sigma = model.velocity_covariance(ns, dt)
+    x = _rates(model, ns, dt, sigma)
     d = r_seq.shape[-1]
     eye = torch.eye(d, dtype=r_seq.dtype, device=r_seq.device)
     total = r_seq.new_zeros(())
     count = 0
+    fa = model.frame_averaged
+    if fa:
+        u = model.latent_velocity(state, pairs, dt, box=box, noise=False)
+        b, b_ext, sdot = model.ou_parts(state, ns)
+        w = model.heat_weights.to(sdot.dtype)
     cur = state
     for k in range(1, K + 1):
-        nxt = model.step(cur, pairs, dt, box=box, noise=False)
+        if k == 1:
+            mean, cov, c = mean1, cov1, c1
+            if fa:
+                u1, dr, dS = model.ou_flow(state, ns, b, u, dt, noise=False, b_ext=b_ext)
+                v_prev = dr / dt
+                nxt = State(wrap(state.r + dr, box), u1, state.S + sdot.unsqueeze(-1) * w * dt + dS)
+            else:
+                nxt = model.step(cur, pairs, dt, box=box, noise=False)
+        else:
+            if fa:
+                nxt, dr = model.step_ou(cur, pairs, dt, box=box, noise=False, v_avg=v_prev)
+                mean = dr / dt
+                cov = sigma * conditional_variance_factor(x, k).view(-1, 1, 1)
+                c = coefficients(x).rho1 * torch.exp(-x * (k - 1))
+            else:
+                nxt = model.step(cur, pairs, dt, box=box, noise=False)
+                mean = nxt.v
+                phi2 = (1.0 - x) ** 2
+                cov = sigma * sum(phi2 ** j for j in range(k)).view(-1, 1, 1)
+                c = (1.0 - x) ** k
+        if fa and k > 1:
+            v_prev = mean
         if prescribed is not None:
             pm = prescribed.unsqueeze(-1)
             nxt = State(torch.where(pm, r_seq[k], nxt.r), torch.where(pm, v_seq[k], nxt.v), nxt.S)
+            if fa:
+                v_prev = torch.where(pm, v_seq[k], v_prev)
         valid = valid_seq[k - 1]
-        res = (v_seq[k] - nxt.v)[valid]
-        cov = k * cov1[valid] + (6.0 * loc_var / dt ** 2 + 1e-9 * cov1[valid].diagonal(
+        res = (v_seq[k] - mean)[valid]
+        locf = _loc_factor(c) if k == 1 else 2.0 + 2.0 * c ** 2
+        cv = cov[valid]
+        cv = cv + (loc_var / dt ** 2 * locf[valid] + 1e-9 * cv.diagonal(
             dim1=-2, dim2=-1).mean(-1).detach()).view(-1, 1, 1) * eye
-        total = total + _gauss_nll_blocks(res, cov).sum()
+        total = total + _gauss_nll_blocks(res, cv).sum()
         count += int(valid.sum())
         cur = nxt
     return total / max(count, 1)

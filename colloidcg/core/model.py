@@ -65,7 +65,12 @@ class ModelConfig:
 
     Lengths are in the trajectory's length unit (um for video data), times in its time
     unit (s). ``cutoff`` is h; ``tau``, ``mass_scale`` and ``theta_ref`` set the initial
-    scales of friction (mass/time), mass and temperature (energy, with k_B = 1 unless set).
+    scales of friction (mass/time), mass and temperature (energy, with k_B = 1 unless set);
+    ``stiffness`` the scale of U's volume dependence (bulk modulus / theta_ref), calibrated
+    from the data's drift so that stiff dense packings are reachable by training.
+    ``frame_average`` (with ``substrate``): the data's velocities are frame averages
+    (finite differences of positions), the likelihood and rollouts treat the instantaneous
+    velocity as latent and integrate the substrate friction exactly (:mod:`.ou`).
     """
 
     dim: int = 2
@@ -80,11 +85,13 @@ class ModelConfig:
     n_rbf: int = 8
     substrate: bool = True
     deviatoric: bool = False
+    frame_average: bool = True
     k_B: float = 1.0
     tau: float = 1.0
     mass_scale: float = 1.0
     theta_ref: float = 1.0
     volume_ref: float = 1.0
+    stiffness: float = 1.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -148,6 +155,7 @@ class MetriplecticModel(nn.Module):
         if c.deviatoric:
             self.raw_shear = nn.Parameter(torch.tensor(inv_softplus(0.1)))
         self.tables = None  # optional tabulated pair functions for fast rollouts
+        self.eos_table = None  # optional tabulated U(S, V) for fast rollouts (n_s = 1)
 
     # ------------------------------------------------------------------ scalars
     @property
@@ -183,7 +191,7 @@ class MetriplecticModel(nn.Module):
         with torch.enable_grad():
             S_in = S if S.requires_grad else S.detach().requires_grad_(True)
             d_in = dens if dens.requires_grad else dens.detach().requires_grad_(True)
-            u = c.theta_ref * self.energy(S_in, 1.0 / (d_in * c.volume_ref))
+            u = c.theta_ref * self.energy(S_in, 1.0 / (d_in * c.volume_ref), c.stiffness)
             T, P = torch.autograd.grad(u.sum(), (S_in, d_in), create_graph=True)
             w = self.heat_weights.to(S.dtype)
             theta = T @ w
@@ -247,6 +255,8 @@ class MetriplecticModel(nn.Module):
             g0 = g0.to(r.dtype)
             s0 = g0 * theta * (theta / c.theta_ref) ** a0
             ns.s0 = (s0, (1.0 + a0) * s0 / theta)
+            ns.a0 = a0.to(r.dtype)
+            ns.gamma0 = s0 / (m * theta)          # substrate friction rate (1/time), (N,)
         return ns
 
     def _deviatoric_energy(self, r, pairs, box, dens):
@@ -290,10 +300,39 @@ class MetriplecticModel(nn.Module):
         """Deterministic drift (dr/dt, dv/dt, dS/dt) = L dE/dx + M dS/dx [+ k_B div M]."""
         if ns is None:
             ns = self.compute(state, pairs, box)
+        dv, sdot = self._pair_drift(state, ns, ito)
+        if self.config.substrate:
+            g0, dv_ito, sdot_sub = self._substrate_drift(state, ns, ito)
+            dv = dv - g0.unsqueeze(-1) * state.v + dv_ito
+            sdot = sdot + sdot_sub
+        dS = sdot.unsqueeze(-1) * self.heat_weights.to(dv.dtype)
+        return state.v, dv, dS
+
+    def _substrate_drift(self, state: State, ns, ito: bool = True):
+        """Substrate (solvent) part of the drift: friction rate gamma0 (N,) (the friction
+        acceleration is -gamma0 v), the Ito velocity term (N, d) and dS/dt (N,)."""
+        c = self.config
+        d, m, v = ns.d, ns.m, state.v
+        s0, s0p = ns.s0
+        th = ns.theta
+        v2 = v.square().sum(-1)
+        sdot = s0 * v2 / th ** 2
+        dv_ito = torch.zeros_like(v)
+        if ito and c.k_B != 0.0:
+            kb = c.k_B
+            dv_ito = -kb * (ns.kappa * (s0p / th - s0 / th ** 2) / m).unsqueeze(-1) * v
+            sdot = sdot + kb * (-d * s0 / (m * th) + v2 * ns.kappa * (s0p / th ** 2 - 2 * s0 / th ** 3))
+        return ns.gamma0, dv_ito, sdot
+
+    def _pair_drift(self, state: State, ns, ito: bool = True, friction_heat: bool = True):
+        """Conservative forces and the pair channels (friction, conduction) of the drift:
+        dv/dt (N, d) and the scalar dS/dt (N,) before the heat weights.
+
+        ``friction_heat=False`` leaves the friction channels' entropy terms (frictional
+        heating and their Ito terms) out of dS/dt, for steps that book the realized heat
+        instead (:meth:`step_ou`)."""
         c = self.config
         n, d, i, j, e, m = ns.n, ns.d, ns.i, ns.j, ns.e, ns.m
-        v = state.v
-        w = self.heat_weights.to(v.dtype)
         th_i, th_j, th_bar = ns.th_i, ns.th_j, ns.th_bar
         k_i, k_j = ns.kappa[i], ns.kappa[j]
         vij = ns.vij
@@ -307,8 +346,9 @@ class MetriplecticModel(nn.Module):
         # M dS/dx: friction force and frictional heating
         fv = -(sp / th_bar).unsqueeze(-1) * perp_v - (sb / th_bar).unsqueeze(-1) * par_v
         heat = (sp * q3_perp + sb * q3_par) / (2.0 * th_bar)        # = T_i dS_i = T_j dS_j
-        sdot_i = heat / th_i
-        sdot_j = heat / th_j
+        fh = 1.0 if friction_heat else 0.0
+        sdot_i = fh * heat / th_i
+        sdot_j = fh * heat / th_j
         c2, c2_i, c2_j = ns.c2
         cond = c2 * (1.0 / th_i - 1.0 / th_j)
         sdot_i = sdot_i + cond / th_i
@@ -324,31 +364,24 @@ class MetriplecticModel(nn.Module):
                 b_j = s2j / th_j ** 2 - 2.0 * s2 / th_j ** 3
                 c_i = s2i / (th_i * th_j) - s2 / (th_i ** 2 * th_j)
                 c_j = s2j / (th_i * th_j) - s2 / (th_i * th_j ** 2)
-                sdot_i = sdot_i + kb * (-q2 * s2 / (m * th_i) + q3 / 4.0 * (k_i * b_i + k_j * c_j))
-                sdot_j = sdot_j + kb * (-q2 * s2 / (m * th_j) + q3 / 4.0 * (k_j * b_j + k_i * c_i))
+                sdot_i = sdot_i + fh * kb * (-q2 * s2 / (m * th_i) + q3 / 4.0 * (k_i * b_i + k_j * c_j))
+                sdot_j = sdot_j + fh * kb * (-q2 * s2 / (m * th_j) + q3 / 4.0 * (k_j * b_j + k_i * c_i))
             sdot_i = sdot_i + kb * (k_i * (c2_i / th_i ** 2 - 2 * c2 / th_i ** 3)
                                     - k_j * (c2_j / (th_i * th_j) - c2 / (th_i * th_j ** 2)))
             sdot_j = sdot_j + kb * (k_j * (c2_j / th_j ** 2 - 2 * c2 / th_j ** 3)
                                     - k_i * (c2_i / (th_i * th_j) - c2 / (th_i ** 2 * th_j)))
         dv = ns.force / m + (_scatter(n, i, fv) - _scatter(n, j, fv)) / m
         sdot = _scatter(n, i, sdot_i) + _scatter(n, j, sdot_j)
-        if c.substrate:
-            s0, s0p = ns.s0
-            th = ns.theta
-            v2 = v.square().sum(-1)
-            dv = dv - (s0 / (m * th)).unsqueeze(-1) * v
-            sdot = sdot + s0 * v2 / th ** 2
-            if ito and c.k_B != 0.0:
-                kb = c.k_B
-                dv = dv - kb * (ns.kappa * (s0p / th - s0 / th ** 2) / m).unsqueeze(-1) * v
-                sdot = sdot + kb * (-d * s0 / (m * th)
-                                    + v2 * ns.kappa * (s0p / th ** 2 - 2 * s0 / th ** 3))
-        dS = sdot.unsqueeze(-1) * w
-        return v, dv, dS
+        return dv, sdot
 
     # ------------------------------------------------------------------ noise
-    def noise(self, state: State, pairs: torch.Tensor, dt: float, generator=None, box=None, ns=None):
-        """One FDT-consistent noise increment (dv~, dS~), covariance 2 k_B M dt."""
+    def noise(self, state: State, pairs: torch.Tensor, dt: float, generator=None, box=None, ns=None,
+              substrate: bool = True, friction_heat: bool = True):
+        """One FDT-consistent noise increment (dv~, dS~), covariance 2 k_B M dt.
+
+        ``substrate=False`` leaves out the substrate channels (the exact-OU step draws them
+        itself); ``friction_heat=False`` leaves out the entropy part of the friction
+        channels' noise (the exact-OU step books the realized heat instead)."""
         if ns is None:
             ns = self.compute(state, pairs, box)
         c = self.config
@@ -364,11 +397,11 @@ class MetriplecticModel(nn.Module):
         X = ns.s2_perp[0].clamp_min(0).sqrt().unsqueeze(-1) * xp \
             + (ns.s2_par[0].clamp_min(0).sqrt() * xi[:, d]).unsqueeze(-1) * e
         X = amp * X
-        hf = -0.5 * _dot(ns.vij, X)
+        hf = -0.5 * _dot(ns.vij, X) if friction_heat else 0.0
         cz = amp * ns.c2[0].clamp_min(0).sqrt() * xi[:, d + 1]
         dv = (_scatter(n, i, X) - _scatter(n, j, X)) / m
         ds = _scatter(n, i, (hf + cz) / ns.th_i) + _scatter(n, j, (hf - cz) / ns.th_j)
-        if c.substrate:
+        if c.substrate and substrate:
             X0 = amp * ns.s0[0].clamp_min(0).sqrt().unsqueeze(-1) * torch.randn(
                 n, d, dtype=dtype, device=dev, generator=generator)
             dv = dv + X0 / m
@@ -476,6 +509,144 @@ class MetriplecticModel(nn.Module):
             S = S + nS
         r = wrap(state.r + v * dt, box)
         return State(r, v, S)
+
+    # ------------------------------------------------------------------ exact-OU stepping
+    @property
+    def frame_averaged(self) -> bool:
+        """True when data velocities are read as frame averages and the substrate friction
+        is integrated exactly (``config.frame_average`` with a substrate)."""
+        return bool(self.config.frame_average and self.config.substrate)
+
+    def ou_flow(self, state: State, ns, b: torch.Tensor, u: torch.Tensor, dt: float,
+                generator=None, noise: bool = True, b_ext: torch.Tensor | None = None,
+                u_ref: torch.Tensor | None = None):
+        """Exact substrate OU flow over dt under the constant acceleration b (N, d), from the
+        instantaneous velocity u (Ermak & Buckholz 1980; see :mod:`.ou`).
+
+        Returns (u', dr, dS) with dS (N, n_s) the entropy change. The heat
+        q = -(m/2)(|u'|^2 - |u_ref|^2) + m b_ext . dr, the kinetic energy the particle lost
+        other than by the work of b_ext, is moved into its internal energy exactly:
+        U(S + w s, V) = U(S, V) + q is solved for s by Newton's method, so a free particle's
+        energy is conserved step by step. ``b_ext`` is the part of b whose work other
+        terms account for (the conservative forces: the particles' volumes); default b.
+        ``u_ref`` is the velocity the kinetic energy is counted from (default u). Noise off
+        gives the mean path (the noise's mean heat included).
+        """
+        from .ou import coefficients
+        c = self.config
+        d, m = ns.d, ns.m
+        th = ns.theta
+        x = ns.gamma0 * dt
+        co = coefficients(x)
+        s2 = (c.k_B * th / m).clamp_min(0.0)                       # kT/m per particle
+        u1 = co.E.unsqueeze(-1) * u + (dt * co.phi1).unsqueeze(-1) * b
+        dr = dt * (co.phi1.unsqueeze(-1) * u + (dt * co.phi2).unsqueeze(-1) * b)
+        if noise and c.k_B != 0.0:
+            z = torch.randn((2,) + u.shape, dtype=u.dtype, device=u.device, generator=generator)
+            sd = s2.sqrt()
+            u1 = u1 + (sd * co.vu.sqrt()).unsqueeze(-1) * z[0]
+            dr = dr + (dt * sd).unsqueeze(-1) * (co.cross.unsqueeze(-1) * z[0]
+                                                 + co.cond.sqrt().unsqueeze(-1) * z[1])
+        u0 = u if u_ref is None else u_ref
+        heat = -0.5 * m * (u1.square().sum(-1) - u0.square().sum(-1)) + m * _dot(b if b_ext is None else b_ext, dr)
+        if not (noise and c.k_B != 0.0):
+            heat = heat - 0.5 * m * d * s2 * co.vu
+        return u1, dr, self.heat_to_entropy(state.S, ns, heat)
+
+    def heat_to_entropy(self, S: torch.Tensor, ns, heat: torch.Tensor, iterations: int = 3) -> torch.Tensor:
+        """dS (N, n_s) along the heat weights w with U(S + dS, V) = U(S, V) + heat (N,).
+
+        Newton's method from the second-order guess heat/theta - kappa heat^2 / (2 theta^3);
+        dU/ds = theta > 0, so it converges quadratically."""
+        w = self.heat_weights.to(S.dtype)
+        th = ns.theta
+        s = heat / th - ns.kappa * heat.square() / (2 * th ** 3)
+        target = ns.U + heat
+        for _ in range(iterations):
+            u_new, th_new = self.internal_energy(S + s.unsqueeze(-1) * w, ns.dens)
+            s = s - (u_new - target) / th_new
+        return s.unsqueeze(-1) * w
+
+    def internal_energy(self, S: torch.Tensor, dens: torch.Tensor):
+        """U (N,) and theta = w . dU/dS (N,) at (S, V = 1/dens)."""
+        c = self.config
+        if self.eos_table is not None:
+            u, T = self.eos_table.energy(S, dens)
+            return u, T @ self.heat_weights.to(S.dtype)
+        with torch.enable_grad():
+            S_in = S.detach().requires_grad_(True) if not S.requires_grad else S
+            u = c.theta_ref * self.energy(S_in, 1.0 / (dens * c.volume_ref), c.stiffness)
+            T, = torch.autograd.grad(u.sum(), S_in, create_graph=torch.is_grad_enabled())
+        th = T @ self.heat_weights.to(S.dtype)
+        if not torch.is_grad_enabled():
+            u, th = u.detach(), th.detach()
+        return u, th
+
+    def ou_parts(self, state: State, ns):
+        """Pieces of the exact-OU step at ``state``: the constant acceleration b (N, d)
+        (conservative forces, pair friction, Ito velocity terms), the conservative part
+        force/m, and dS/dt (N,) of heat conduction (the only entropy change not booked from
+        the realized heat)."""
+        dv, sdot = self._pair_drift(state, ns, friction_heat=False)
+        _, dv_ito, _ = self._substrate_drift(state, ns)
+        return dv + dv_ito, ns.force / ns.m, sdot
+
+    def step_ou(self, state: State, pairs: torch.Tensor, dt: float, generator=None, box=None,
+                noise: bool = True, v_avg: torch.Tensor | None = None):
+        """One step with the substrate friction integrated exactly (frame-averaged models).
+
+        ``state.v`` is the instantaneous velocity u. The pair noise acts as a kick; forces,
+        pair friction and the Ito velocity terms act as a constant acceleration over the
+        step, solved exactly with the substrate OU (:meth:`ou_flow`, Ermak & Buckholz 1980).
+        Energy is booked from the realized motion: every particle's kinetic energy change
+        not due to the conservative forces becomes heat in its own internal energy, so
+        friction and noise, substrate and pair alike, conserve the energy exactly; heat
+        conduction is Euler-Maruyama. ``v_avg`` (default ``state.v``) is the velocity the
+        pair friction and the Ito velocity terms act on: the previous step's averaged
+        velocity, as in the likelihood (:mod:`.loss`), rather than the instantaneous one,
+        which fluctuates on the fast substrate time scale 1/gamma0 and would make that
+        explicit friction stiff. Returns (new State with instantaneous velocity,
+        displacement dr): dr / dt is the step's averaged velocity, what finite differences
+        of recorded positions measure. Without a substrate this is :meth:`step` (dr = v' dt).
+        """
+        if not self.config.substrate:
+            new = self.step(state, pairs, dt, generator, box, noise)
+            return new, new.v * dt
+        seen = state if v_avg is None else State(state.r, v_avg, state.S)
+        ns = self.compute(seen, pairs, box)
+        b, b_ext, sdot = self.ou_parts(seen, ns)
+        w = self.heat_weights.to(b.dtype)
+        S = state.S + sdot.unsqueeze(-1) * w * dt
+        u = state.v
+        if noise and self.config.k_B != 0.0:
+            nv, nS = self.noise(state, pairs, dt, generator, box, ns=ns, substrate=False,
+                                friction_heat=False)
+            u = u + nv
+            S = S + nS
+        u1, dr, dS = self.ou_flow(state, ns, b, u, dt, generator, noise, b_ext=b_ext, u_ref=state.v)
+        return State(wrap(state.r + dr, box), u1, S + dS), dr
+
+    def latent_velocity(self, state: State, pairs: torch.Tensor, dt: float, generator=None, box=None,
+                        noise: bool = True) -> torch.Tensor:
+        """Instantaneous velocity at the end of a frame whose averaged velocity is state.v.
+
+        Stationary frozen-coefficient closure (see :mod:`.ou`): mean v + a dt (1 - beta) / x
+        (a the full drift), variance Sigma (1 - rho1) / (2 x) per component, Sigma the
+        frame's Euler-Maruyama velocity-noise variance. Noise off gives the mean.
+        """
+        if not self.frame_averaged:
+            return state.v
+        from .ou import coefficients
+        ns = self.compute(state, pairs, box)
+        _, dv, _ = self.drift(state, pairs, box, ns=ns)
+        co = coefficients(ns.gamma0 * dt)
+        u = state.v + dv * (dt * co.omb).unsqueeze(-1)
+        if noise and self.config.k_B != 0.0:
+            sig = self.velocity_covariance(ns, dt).diagonal(dim1=-2, dim2=-1).mean(-1)
+            var = sig * co.F1 / 2.0
+            u = u + var.clamp_min(0).sqrt().unsqueeze(-1) * torch.randn(
+                u.shape, dtype=u.dtype, device=u.device, generator=generator)
+        return u
 
     def initial_S(self, r: torch.Tensor, pairs: torch.Tensor | None = None, box=None) -> torch.Tensor:
         """S from the structural encoder, (N, n_s)."""

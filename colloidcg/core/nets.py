@@ -108,13 +108,15 @@ class InternalEnergy(nn.Module):
         self.lam = nn.Parameter(torch.full((n_s,), inv_softplus(0.1)))
         self.mu = nn.Parameter(torch.tensor(inv_softplus(1.0)))
 
-    def forward(self, S: torch.Tensor, v_red: torch.Tensor) -> torch.Tensor:
+    def forward(self, S: torch.Tensor, v_red: torch.Tensor, stiffness: float = 1.0) -> torch.Tensor:
         """U per particle.
 
         Parameters
         ----------
         S : (N, n_s) entropic variables (dimensionless, units of k_B).
         v_red : (N,) reduced volume V / V0 > 0.
+        stiffness : fixed factor (> 0) on the ``-mu log(V/V0)`` term: the dimensionless bulk
+            modulus scale, calibrated from data (dense colloids are stiff in units of kT).
         """
         x = torch.cat([S, -v_red.unsqueeze(-1)], dim=-1)
         z = None
@@ -125,7 +127,7 @@ class InternalEnergy(nn.Module):
             z = F.softplus(pre)
         u = z @ F.softplus(self.out_z) + x @ F.softplus(self.out_x)
         u = u + S @ F.softplus(self.lin_s) + F.softplus(S) @ F.softplus(self.lam)
-        u = u - F.softplus(self.mu) * torch.log(v_red)
+        u = u - stiffness * F.softplus(self.mu) * torch.log(v_red)
         return u
 
 

@@ -19,8 +19,9 @@ from ..errors import ColloidcgError
 from ..outputs import atomic_write_bytes, atomic_write_json
 from .model import MetriplecticModel, ModelConfig
 
-#: Bump when the meaning of stored weights changes.
-FORMAT_VERSION = 1
+#: Bump when the meaning of stored weights changes. 2: frame-averaged velocities with a
+#: latent instantaneous velocity and exact substrate friction; U's stiffness scale.
+FORMAT_VERSION = 2
 FORMAT_NAME = "colloidcg-metriplectic"
 
 
