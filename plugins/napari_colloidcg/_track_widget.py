@@ -101,12 +101,17 @@ class TrackWidget(LayerWidget):
         return bool(self._workers) or self._preview_pending
 
     # ------------------------------------------------------------------ parameters
-    def params(self, complete: bool = True):
-        """The fields as :class:`colloidcg.tracking.TrackParams` (auto fields None)."""
+    def params(self):
+        """The fields as :class:`colloidcg.tracking.TrackParams`. Fields left on auto are
+        None, and so are the detection fields until they are set (by auto or by hand):
+        tracking then estimates them, as ``colloidcg track`` does."""
         from colloidcg.tracking import TrackParams
 
-        p = TrackParams(diameter=int(self.diameter.value), separation=float(self.separation.value),
-                        minmass=float(self.minmass.value), invert=bool(self.invert.value),
+        ready = self._ready
+        p = TrackParams(diameter=int(self.diameter.value) if ready else None,
+                        separation=float(self.separation.value) if ready else None,
+                        minmass=float(self.minmass.value) if ready else None,
+                        invert=bool(self.invert.value) if ready else None,
                         refine=bool(self.refine.value),
                         search_range=float(self.search_range.value) or None,
                         memory=int(self.memory.value), min_length=int(self.min_length.value),
@@ -153,7 +158,7 @@ class TrackWidget(LayerWidget):
 
         return self.run_worker(work, on_return=self._fill, progress={"desc": "suggest parameters"})
 
-    def _fill(self, p) -> None:
+    def _fill(self, p, preview: bool = True) -> None:
         self._filling = True
         try:
             self.diameter.value = int(p.diameter)
@@ -165,7 +170,8 @@ class TrackWidget(LayerWidget):
         self._ready = True
         self.status.value = (f"suggested: diameter {p.diameter} px, separation {p.separation:.1f} px, "
                              f"minmass {p.minmass:.4g}, {'dark' if p.invert else 'bright'} particles")
-        self.request_preview()
+        if preview:
+            self.request_preview()
 
     # ------------------------------------------------------------------ preview
     def request_preview(self) -> None:
@@ -304,6 +310,8 @@ class TrackWidget(LayerWidget):
 
     def _show_result(self, image_layer, result, seconds: float) -> None:
         self.result = result
+        if not self._ready:   # show what was estimated
+            self._fill(result.params, preview=False)
         shape = tuple(result.meta.get("frame_shape") or image_layer.data.shape[1:])
         self._show_tracks(result.tracks, result.sidecar(), f"{image_layer.name} tracks",
                           spatial_transform(image_layer, 3), shape)
