@@ -12,7 +12,6 @@ Tables travel between widgets in the layers' ``metadata["colloidcg"]``:
 
 from __future__ import annotations
 
-import time
 from typing import Any, Callable
 
 import numpy as np
@@ -146,12 +145,8 @@ def replace_layer(viewer, name: str, kind: str, data, **kwargs):
 def current_frame(viewer, layer=None) -> int:
     """Frame number (index on the first axis of ``layer``) under the viewer's slider."""
     if layer is not None:
-        try:
-            t = layer.world_to_data(viewer.dims.point)[0]
-            return int(np.clip(round(float(t)), 0, layer.data.shape[0] - 1)) \
-                if hasattr(layer.data, "shape") else int(round(float(t)))
-        except (ValueError, IndexError, TypeError):
-            pass
+        t = round(float(layer.world_to_data(viewer.dims.point)[0]))
+        return int(np.clip(t, 0, layer.data.shape[0] - 1))
     return int(viewer.dims.current_step[0])
 
 
@@ -253,13 +248,3 @@ class LayerWidget(Container):
     def cancel_all(self) -> None:
         for w in list(self._workers):
             w.quit()
-
-
-class Stopwatch:
-    """Seconds since construction (for status lines)."""
-
-    def __init__(self):
-        self.t0 = time.perf_counter()
-
-    def __call__(self) -> float:
-        return time.perf_counter() - self.t0
