@@ -199,3 +199,27 @@ def test_no_particles():
 def test_unknown_parameter():
     with pytest.raises(ParameterError, match="unknown tracking parameter"):
         TrackParams.from_dict({"diamter": 9})
+
+
+def test_track_iter_steps_match_track_and_stop_early(dense, dense_result):
+    import multiprocessing
+
+    from colloidcg.tracking import track_iter
+
+    frames, truth, meta = dense
+    steps = track_iter(frames, processes=1, meta={"fps": 50.0})
+    seen = []
+    while True:
+        try:
+            seen.append(next(steps))
+        except StopIteration as done:
+            result = done.value
+            break
+    assert seen == list(range(1, len(frames) + 1))
+    pd.testing.assert_frame_equal(result.tracks, dense_result.tracks)
+    assert result.meta["fps"] == 50.0 and result.meta["n_frames"] == len(frames)
+    # stopping after two frames shuts the worker processes down
+    steps = track_iter(np.concatenate([frames] * 4), processes=2)
+    assert [next(steps), next(steps)] == [1, 2]
+    steps.close()
+    assert multiprocessing.active_children() == []

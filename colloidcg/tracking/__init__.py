@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generator
 
 import numpy as np
 import pandas as pd
@@ -26,13 +26,13 @@ import pandas as pd
 from ..errors import ParameterError, TrackingError
 from ..outputs import provenance, write_table
 from .link import add_velocities, estimate_drift, filter_stubs, link, subtract_drift
-from .locate import locate_frame, locate_many, prepare
+from .locate import iter_locate, locate_frame, prepare
 from .params import (TrackParams, blob_scan, blob_sigma, spot_scale, suggest_diameter,
                      suggest_invert, suggest_minmass, suggest_parameters_2d,
                      suggest_search_range, suggest_separation)
 from .refine import refine_jointly
 
-__all__ = ["track", "TrackParams", "TrackResult", "locate_frame", "refine_jointly",
+__all__ = ["track", "track_iter", "TrackParams", "TrackResult", "locate_frame", "refine_jointly",
            "suggest_parameters"]
 
 
@@ -226,6 +226,25 @@ def track(video, params: TrackParams | dict | None = None, progress: bool = True
     VideoError, ParameterError, TrackingError
         With one-line messages naming the file or parameter.
     """
+    steps = track_iter(video, params, progress=progress, **overrides)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
+
+
+def track_iter(video, params: TrackParams | dict | None = None, progress: bool = False,
+               meta: dict | None = None, **overrides) -> Generator[int, None, TrackResult]:
+    """:func:`track` in steps, for callers that show progress or may stop early (the napari
+    widget, batch runners).
+
+    A generator: yields the number of frames located so far after every frame, and
+    returns the :class:`TrackResult` (``StopIteration.value``; ``result = yield from
+    track_iter(...)``). Closing it early (``close()``) stops the worker processes; frames
+    already handed out finish first. ``meta`` describes an array ``video`` for the sidecar
+    (fps, um_per_px, path); other arguments are those of :func:`track`.
+    """
     from ..io import Video, open_video
 
     if isinstance(params, dict):
@@ -253,9 +272,9 @@ def track(video, params: TrackParams | dict | None = None, progress: bool = True
         if video.ndim not in (3, 4) or video.shape[0] == 0:
             raise ParameterError(f"video: expected an array of shape (T, Y, X) or (T, Z, Y, X) with "
                                  f"T >= 1, got {video.shape}")
-        meta = {"path": None, "n_frames": video.shape[0], "frame_shape": list(video.shape[1:]),
-                "fps": None, "um_per_px": None}
-        path = "<array>"
+        meta = {"path": None, "fps": None, "um_per_px": None, **(meta or {}),
+                "n_frames": video.shape[0], "frame_shape": list(video.shape[1:])}
+        path = meta["path"] or "<array>"
     n = len(video)
     frames = _frame_range(p, n, path)
     first = np.asarray(video[frames.start])
@@ -268,10 +287,16 @@ def track(video, params: TrackParams | dict | None = None, progress: bool = True
     p = suggest_parameters(first, p)
     kwargs = dict(diameter=p.diameter, separation=p.separation, minmass=p.minmass,
                   invert=p.invert, roi=p.roi, refine=p.refine)
-    features = locate_many(video, frames, processes=p.processes, progress=progress, **kwargs)
-    if len(features) == 0:
+    parts = []
+    for done, f in enumerate(iter_locate(video, frames, processes=p.processes, progress=progress,
+                                         **kwargs), start=1):
+        if len(f):
+            parts.append(f)
+        yield done
+    if not parts:
         raise TrackingError(f"no particles found in {path} with diameter={p.diameter}, "
                             f"minmass={p.minmass:.4g}, invert={p.invert}; check these parameters")
+    features = pd.concat(parts, ignore_index=True)
     if p.search_range is None:
         p.search_range = _estimate_search_range(features, frames)
     tracks = link(features, p.search_range, p.memory)

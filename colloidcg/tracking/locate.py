@@ -371,12 +371,16 @@ def iter_locate(video, frame_numbers: Sequence[int], processes: int | None = Non
             _FORKED.update(video=video, kwargs=kwargs)
         args = (None, None) if inherit else (video, kwargs)
         try:
-            with _single_threaded_cv2(), \
-                    cf.ProcessPoolExecutor(n_proc, mp_context=ctx, initializer=_worker_init) as pool:
-                futures = [pool.submit(_locate_chunk, args[0], c, args[1]) for c in chunks]
-                for fut, c in zip(futures, chunks):   # in order; later ones run meanwhile
-                    yield from fut.result()
-                    bar.update(len(c))
+            with _single_threaded_cv2():
+                pool = cf.ProcessPoolExecutor(n_proc, mp_context=ctx, initializer=_worker_init)
+                try:
+                    futures = [pool.submit(_locate_chunk, args[0], c, args[1]) for c in chunks]
+                    for fut, c in zip(futures, chunks):   # in order; later ones run meanwhile
+                        yield from fut.result()
+                        bar.update(len(c))
+                finally:
+                    # a consumer that stops early (close()) drops the chunks not yet started
+                    pool.shutdown(wait=True, cancel_futures=True)
         finally:
             _FORKED.clear()
     finally:
