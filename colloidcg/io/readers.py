@@ -70,6 +70,12 @@ class TiffBackend:
             raise VideoError(f"{path}: TIFF axes {axes!r} have no trailing Y, X image plane")
         other = [(a, n) for a, n in zip(axes, shape) if a not in "YXS"]
         n_pages = int(np.prod([n for _, n in other])) if other else 1
+        ij = self._tif.imagej_metadata if self._tif.is_imagej else None
+        declared = int((ij or {}).get("images", 0) or 0)
+        if declared > n_pages:
+            # tifffile falls back to the readable pages of a cut ImageJ file (with a warning)
+            raise VideoError(f"{path}: truncated or corrupt ImageJ TIFF: its header declares "
+                             f"{declared} images but only {n_pages} can be read")
         index = np.arange(n_pages).reshape([n for _, n in other] or [1])
         names = [a for a, _ in other] or ["T"]
         # Select channel 0 of any channel axis.
