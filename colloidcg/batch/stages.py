@@ -320,7 +320,6 @@ def run_stage(job: VideoJob, stage: str, opts: Options, previous: Any = None) ->
             shutil.rmtree(sd)
         sd.mkdir(parents=True)
         numbers = RUN[stage](job, opts, ups, ctx, sd)
-        numbers = {k: v for k, v in numbers.items()}
         dur = time.perf_counter() - t0
         record.update(status="done", error=None, numbers=numbers, duration_s=round(dur, 3),
                       outputs=hashing.manifest(sd),
@@ -344,7 +343,3 @@ def run_stage(job: VideoJob, stage: str, opts: Options, previous: Any = None) ->
             video.close()
         row["duration_s"] = round(time.perf_counter() - t0, 3)
     return row
-
-
-def job_dict(job: VideoJob) -> dict:
-    return dataclasses.asdict(job)
