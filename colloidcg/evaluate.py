@@ -150,7 +150,7 @@ def _displacements(tracks, um_per_px, lag):
 def van_hove(tracks: pd.DataFrame, um_per_px: float = 1.0, lags=(1, 10), bins: int = 41) -> pd.DataFrame:
     """Self van Hove G_s(dx, lag): probability density of displacement components (um^-1)."""
     rows = []
-    for lag in lags:
+    for lag in sorted(set(int(x) for x in lags)):   # each lag once (short tables give (1, 1))
         dr = _displacements(tracks, um_per_px, lag)
         if dr.size == 0:
             continue

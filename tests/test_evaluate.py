@@ -84,3 +84,12 @@ def test_cli_evaluate(tmp_path):
     m = json.loads((tmp_path / "rep" / "metrics.json").read_text())
     assert m["fps"] == FPS and m["msd_rel_rms"] < 0.2
     assert main(["evaluate", str(a), str(b), "-o", str(tmp_path / "rep")]) == 2   # refuses to overwrite
+
+
+def test_compare_short_tables():
+    """Fewer than 8 frames: the van Hove lags collapse to one; compare still works."""
+    short = brownian(n=100, T=6, seed=1)
+    metrics, sd, _ = ev.compare(short, short)
+    assert sorted(sd["van_hove"]["lag"].unique()) == [1]
+    assert metrics["van_hove_rel_rms"] == pytest.approx(0.0, abs=1e-12)
+    assert metrics["msd_rel_rms"] == pytest.approx(0.0, abs=1e-12)
