@@ -46,7 +46,9 @@ class TrainingDiverged(ColloidcgError):
 class TrainConfig:
     """Training options (lengths in the trajectory's units, um for video data).
 
-    cutoff : interaction range h; None picks 2.5 x the median nearest-neighbour distance.
+    cutoff : interaction range h; None picks it among ``cutoff_factors`` x the median
+        nearest-neighbour distance by the held-out NLL of short fits (:func:`select_cutoff`).
+    cutoff_factors : candidate cutoffs in units of the median nearest-neighbour distance.
     edge : halo width at the field-of-view border; None uses the cutoff.
     loc_noise : localisation noise (standard deviation, length units) as a number,
         "estimate" (from the lag-1 anticorrelation of displacements) or "none".
@@ -75,12 +77,14 @@ class TrainConfig:
     aux_weight: float = 0.0
     horizon: int = 3
     n_s: int = 1
+    n_kernel: int = 4
     width: int = 50
     depth: int = 2
     substrate: bool = True
     deviatoric: bool = False
     frame_average: bool = True
     select: str = "val_nll"
+    cutoff_factors: tuple = (1.1, 1.5, 2.5)
     covariance: str = "marginal"
     val_rollout_steps: int = 20
     max_frames_per_epoch: int | None = None
@@ -198,6 +202,7 @@ def build_model(traj: Trajectory, cfg: TrainConfig, cutoff: float) -> Metriplect
         x0 = min(max(1.0 - a, 0.05), 1.5)
         theta = v2 * (1.0 + a) / 2.0
     mcfg = ModelConfig(dim=traj.dim, cutoff=cutoff, n_s=cfg.n_s, width=cfg.width, depth=cfg.depth,
+                       n_kernel=cfg.n_kernel,
                        substrate=cfg.substrate, deviatoric=cfg.deviatoric, tau=traj.dt,
                        mass_scale=1.0, theta_ref=theta, frame_average=frame_average)
     model = MetriplecticModel(mcfg)
@@ -344,7 +349,16 @@ def fit(traj: Trajectory, config: TrainConfig | None = None, out_dir=None,
     np.random.seed(cfg.seed)
     dtype = getattr(torch, cfg.dtype)
     traj = traj.to(device=cfg.device, dtype=dtype)
-    cutoff = float(cfg.cutoff) if cfg.cutoff else 2.5 * median_nn_distance(traj)
+    selection = None
+    if cfg.cutoff:
+        cutoff = float(cfg.cutoff)
+        if not (cutoff > 0 and math.isfinite(cutoff)):
+            raise ParameterError(f"cutoff: must be a positive length, got {cfg.cutoff}")
+        if traj.box is not None and cutoff * 1.3 >= 0.5 * float(traj.box.min()):
+            raise ParameterError(f"cutoff: {cutoff:g} is too large for the periodic box "
+                                 f"{[round(float(b), 4) for b in traj.box]} (needs 1.3 x cutoff < half the box)")
+    else:
+        cutoff, selection = select_cutoff(traj, cfg)
     if cfg.edge is not None and traj.box is None and cfg.edge > 0 and traj.fov is not None:
         _apply_edge(traj, cfg.edge)
     elif cfg.edge is None and traj.box is None and traj.fov is not None:
@@ -503,12 +517,48 @@ def fit(traj: Trajectory, config: TrainConfig | None = None, out_dir=None,
         "stopped_early": stopped_early, "cancelled": cancelled, "cutoff": cutoff, "dt": traj.dt,
         "localisation_noise": loc_sigma, "n_train_frames": len(train_t), "n_val_frames": len(val_t),
         "train_seconds": elapsed, "particle_steps_per_s": n_particle_steps / max(elapsed, 1e-9),
-        "mass": float(model.mass.detach()), "config": cfg.to_dict(),
+        "mass": float(model.mass.detach()), "stiffness": float(model.config.stiffness),
+        "config": cfg.to_dict(),
     }
+    if selection is not None:
+        report["cutoff_selection"] = selection
     if traj.rearranging is not None:
         report["rearrangement_auc"] = rearrangement_auc(model, traj, val_t or train_t, cfg.horizon,
                                                        frames, aux_head, sign_frames=train_t)
     return FitResult(model, report, history)
+
+
+def select_cutoff(traj: Trajectory, cfg: TrainConfig) -> tuple[float, dict]:
+    """The interaction range with the best held-out NLL after a short fit, among
+    ``cfg.cutoff_factors`` x the median nearest-neighbour distance.
+
+    Contact-like forces (colloids) want h near the first neighbour shell (a longer-ranged
+    kernel softens the repulsion and shifts the first peak of g(r)); fluid-like, many-body
+    interactions want a longer range. Each candidate gets 3 epochs of at most 8 frames.
+    Returns (cutoff, {"nn_distance", "candidates": [[cutoff, val_nll], ...]}).
+    """
+    nn_d = median_nn_distance(traj)
+    factors = sorted(set(float(f) for f in cfg.cutoff_factors))
+    if not factors or min(factors) <= 0:
+        raise ParameterError(f"cutoff_factors: expected positive numbers, got {cfg.cutoff_factors!r}")
+    if len(factors) == 1:
+        return factors[0] * nn_d, {"nn_distance": nn_d, "candidates": [[factors[0] * nn_d, None]]}
+    rows = []
+    for f in factors:
+        c = f * nn_d
+        if traj.box is not None and 1.3 * c >= 0.5 * float(traj.box.min()):
+            continue
+        quick = TrainConfig(**{**cfg.to_dict(), "cutoff": c, "epochs": 3, "max_frames_per_epoch": 8,
+                               "val_rollout_steps": 2, "progress": False, "checkpoint_dir": None,
+                               "patience": 3, "seed": cfg.seed})
+        try:
+            nll = fit(traj, quick).report["best_val_nll"]
+        except ColloidcgError:
+            nll = float("nan")
+        rows.append([c, nll])
+    ok = [r for r in rows if r[1] is not None and math.isfinite(r[1])]
+    best = min(ok, key=lambda r: r[1])[0] if ok else 2.5 * nn_d
+    return best, {"nn_distance": nn_d, "candidates": rows}
 
 
 def _apply_edge(traj: Trajectory, edge: float) -> None:

@@ -96,3 +96,119 @@ def test_free_langevin_msd_and_vacf_within_5_percent(gamma):
     print(f"gamma dt={gamma}: MSD rel. RMS {e_msd:.4f}, VACF rel. RMS {e_vacf:.4f}")
     assert e_msd <= 0.05
     assert e_vacf <= 0.05
+
+
+# ----------------------------------------------------------------------------- 2. dense soft disks
+def soft_disk_tracks(n, phi, bidisperse, frames, seed=0, diffusion=0.05, kT=1e-3, diameter=16.0,
+                     equilibration=200):
+    """Overdamped soft disks (colloidcg.synthetic dynamics: harmonic contacts, Brownian
+    dynamics with the synthetic module's substep rule) in a periodic box, particle truth.
+    Returns (tracks with unwrapped positions in px, one frame per time unit; box side px)."""
+    from colloidcg.synthetic.dynamics import Box, Integrator, random_packing
+    rng = np.random.default_rng(seed)
+    if bidisperse:
+        small = 2 * diameter / (1 + 1.4)
+        sizes = np.array([small, 1.4 * small])
+    else:
+        sizes = np.array([diameter])
+    diam = rng.permutation(np.resize(sizes, n))
+    side = math.sqrt(np.sum(np.pi / 4 * diam ** 2) / phi)
+    box = Box(side, side, yc=side / 2)
+    pos = random_packing(n, diam, box, rng)
+    nsub = max(4, int(math.ceil(18 * diffusion / (kT * diam.min() ** 2))))
+    integ = Integrator(diam, box, diffusion, kT, 0.0, lambda t: (0.0, 0.0), rng)
+    h = 1.0 / nsub
+    out = np.empty((frames, n, 2))
+    for f in range(-equilibration, frames):
+        if f >= 0:
+            out[f] = pos
+        for k in range(nsub):
+            pos, _ = integ.step(pos, None, f + k * h, h)
+    df = pd.DataFrame({"frame": np.repeat(np.arange(frames), n), "particle": np.tile(np.arange(n), frames),
+                       "x": out[..., 0].ravel(), "y": out[..., 1].ravel()})
+    return df, side
+
+
+def dense_known_answer(n, phi, bidisperse, seed=0, window=50):
+    """Train on ``window`` frames, roll out 10 x window frames from the first training frame,
+    compare with the truth over the same frames. Returns (MSD, g(r), VACF) errors."""
+    df, side = soft_disk_tracks(n, phi, bidisperse, 10 * window + 2, seed=seed)
+    traj = from_tracks(df[df["frame"] < window], box_px=[side, side])
+    res = fit(traj, TrainConfig(epochs=20, lr=1e-2, progress=False, loc_noise="none", seed=seed))
+    steps = 10 * window
+    with torch.no_grad():
+        r0, v0 = traj.pos[1], traj.vel[1]
+        S0 = res.model.initial_S(r0, None, traj.box)
+        out = rollout(res.model, State(r0, v0, S0), steps, traj.dt, box=traj.box, seed=seed + 1)
+    sim = to_tracks(out.r)
+    truth = df[(df["frame"] >= 1) & (df["frame"] <= steps + 1)]
+    lags = steps // 2
+    e_msd = ev.rel_rms(ev.msd(sim, max_lag=lags)["msd"], ev.msd(truth, max_lag=lags)["msd"], pointwise=True)
+    e_g = ev.rel_rms(ev.rdf(sim, box_px=[side, side], max_frames=100)["g"],
+                     ev.rdf(truth, box_px=[side, side], max_frames=100)["g"])
+    e_vacf = ev.rel_rms(ev.vacf(sim, max_lag=20)["vacf"], ev.vacf(truth, max_lag=20)["vacf"])
+    print(f"soft disks n={n} phi={phi} bidisperse={bidisperse}: cutoff {res.report['cutoff']:.2f} "
+          f"MSD {e_msd:.4f} g(r) {e_g:.4f} VACF {e_vacf:.4f}")
+    return e_msd, e_g, e_vacf
+
+
+@pytest.mark.slow
+def test_dense_monodisperse_soft_disks_long_rollout():
+    """Dense liquid of monodisperse soft disks (area fraction 0.65, near freezing), 600
+    particles, trained on 50 frames, rolled out for 500."""
+    e_msd, e_g, e_vacf = dense_known_answer(600, 0.65, False)
+    assert e_msd <= 0.10
+    assert e_g <= 0.05
+    assert e_vacf <= 0.15
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=False, reason=(
+    "bidisperse glassy packing (area fraction 0.8, the synthetic 'dense' preset): the model's "
+    "interactions have one range for all particles, so the three contact distances of a "
+    "binary mixture are not represented; measured (300 particles, seed 0) MSD error 0.80 "
+    "(long-time MSD about 2x too large), g(r) 0.15, VACF 0.11"))
+def test_dense_bidisperse_soft_disks_long_rollout():
+    e_msd, e_g, e_vacf = dense_known_answer(300, 0.8, True)
+    assert e_msd <= 0.10
+    assert e_g <= 0.05
+    assert e_vacf <= 0.15
+
+
+# ----------------------------------------------------------------------------- 3. end to end
+def end_to_end(area_fraction, bidisperse, frames=80, seed=0):
+    """Synthetic video -> colloidcg.tracking.track -> train_tracks -> simulate (field-of-view
+    halo prescribed from the tracks, as the CLI does) -> MSD against the particle truth."""
+    from colloidcg.simulate import simulate
+    from colloidcg.synthetic import SynthConfig, make_video
+    from colloidcg.tracking import track
+    from colloidcg.train import train_tracks
+    video = make_video(SynthConfig(n_frames=frames, width=256, height=256, diameter=16.0,
+                                   area_fraction=area_fraction, bidisperse=bidisperse, seed=seed))
+    tracks = track(video.frames, progress=False).tracks
+    meta = {"fps": video.meta["fps"], "um_per_px": video.meta["um_per_px"]}
+    res = train_tracks(tracks, meta, TrainConfig(epochs=20, lr=1e-2, progress=False, seed=seed))
+    steps = frames - 2
+    sim = simulate(res.model, {"calibration": res.report["calibration"]}, tracks, meta, steps=steps,
+                   frame=1, seed=seed + 1)
+    um, fps, lags = meta["um_per_px"], meta["fps"], steps // 2
+    m_sim = ev.msd(sim.tracks, um, fps, max_lag=lags)["msd"]
+    m_true = ev.msd(video.truth, um, fps, max_lag=lags)["msd"]
+    err = ev.rel_rms(m_sim, m_true, pointwise=True)
+    print(f"end to end, area fraction {area_fraction}, bidisperse {bidisperse}: localisation noise "
+          f"{res.report['localisation_noise']:.4f} um, cutoff {res.report['cutoff']:.3f} um, MSD {err:.4f}")
+    return err
+
+
+@pytest.mark.slow
+def test_end_to_end_from_tracked_video_msd_within_15_percent():
+    assert end_to_end(0.65, False) <= 0.15
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=False, reason=(
+    "bidisperse packing at area fraction 0.8 (the synthetic 'dense' preset): one interaction "
+    "range for all particles (see the dense bidisperse known answer); measured MSD error 0.62 "
+    "over the 78-frame rollout (long-lag MSD 2x the truth's)"))
+def test_end_to_end_bidisperse_dense_preset():
+    assert end_to_end(0.8, True) <= 0.15

@@ -147,3 +147,44 @@ def test_callback_sees_every_epoch_and_can_cancel():
     assert [r["epoch"] for r in seen] == [1, 2]
     assert res.report["cancelled"] and not res.report["stopped_early"]
     assert res.report["epochs_run"] == 2 and all(math.isfinite(r["train_nll"]) for r in seen)
+
+
+def _one_line(exc_info):
+    msg = str(exc_info.value)
+    assert msg and "\n" not in msg
+    return msg
+
+
+def test_bad_trajectories_give_one_line_errors():
+    df = langevin(frames=10)
+    traj = from_tracks(df)
+    traj.pos[3, 5, 0] = float("nan")
+    with pytest.raises(ColloidcgError, match="NaN") as e:
+        fit(traj, TrainConfig(**FAST))
+    _one_line(e)
+    with pytest.raises(ColloidcgError, match="at least 3") as e:
+        fit(from_tracks(df).frame_slice(0, 2), TrainConfig(**FAST))
+    _one_line(e)
+    # particles without neighbours: fine with substrate friction (free particles), an error
+    # for a model whose only forces are pair interactions
+    far = langevin(n=20, frames=10, L=1e4)
+    with pytest.raises(ColloidcgError, match="no particle has a neighbour") as e:
+        fit(from_tracks(far), TrainConfig(**{**FAST, "substrate": False}))
+    _one_line(e)
+    with pytest.raises(ColloidcgError, match="cutoff") as e:
+        fit(from_tracks(df, box_px=[60.0, 60.0]), TrainConfig(**{**FAST, "cutoff": 25.0}))
+    _one_line(e)
+    for bad in ({"select": "best"}, {"multistep": 0}, {"cutoff": -1.0}):
+        with pytest.raises(ColloidcgError) as e:
+            fit(from_tracks(df), TrainConfig(**{**FAST, **bad}))
+        _one_line(e)
+
+
+def test_multistep_likelihood_is_used_in_training():
+    traj = from_tracks(langevin(frames=20))
+    one = fit(traj, TrainConfig(**{**FAST, "epochs": 1}, loc_noise="none"))
+    three = fit(traj, TrainConfig(**{**FAST, "epochs": 1, "multistep": 3}, loc_noise="none"))
+    a, b = one.history[0]["train_nll"], three.history[0]["train_nll"]
+    assert math.isfinite(b)
+    # the 3-step term adds a (positive-density, here > 1 nat) NLL to every batch
+    assert b > a + 1.0
