@@ -79,7 +79,7 @@ def rollout_free(model, traj, n, steps, seed=0, spacing=50.0):
 
 
 # ----------------------------------------------------------------------------- 1. free Langevin
-@pytest.mark.parametrize("gamma", [1.0, 4.0])
+@pytest.mark.parametrize("gamma", [1.0, pytest.param(4.0, marks=pytest.mark.slow)])
 def test_free_langevin_msd_and_vacf_within_5_percent(gamma):
     """gamma dt = 1: inertia resolved at the frame rate (finite-difference velocities are
     strongly correlated averages); gamma dt = 4: nearly overdamped at the frame rate."""
