@@ -83,19 +83,26 @@ def _chromium():
     return None
 
 
-def check_report_in_chromium(report: Path, videos: list[str], tmp_path: Path) -> str:
-    """Load the page from file:// in headless Chromium; every video has its section and every
-    image decodes (the page's script sets data-images-ok once all <img> have naturalWidth > 0)."""
-    exe = _chromium()
-    if exe is None:
-        pytest.skip("no chromium binary found (apt-get install chromium); the HTML report "
-                    "was written but not checked in a browser")
-    proc = subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+NO_CHROMIUM = "no chromium binary found (apt-get install chromium): report.html is not checked in a browser"
+
+
+def _dump_dom(page: Path, tmp_path: Path) -> str:
+    proc = subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
                            f"--user-data-dir={tmp_path / 'chromium-profile'}",
-                           "--virtual-time-budget=10000", "--dump-dom", report.resolve().as_uri()],
+                           "--virtual-time-budget=10000", "--dump-dom", page.resolve().as_uri()],
                           capture_output=True, text=True, timeout=180)
-    dom = proc.stdout
-    assert proc.returncode == 0 and "<body" in dom, proc.stderr[-2000:]
+    assert proc.returncode == 0 and "<body" in proc.stdout, proc.stderr[-2000:]
+    return proc.stdout
+
+
+def check_report_in_chromium(report: Path, videos: list[str], tmp_path: Path) -> str | None:
+    """Load the page from file:// in headless Chromium; every video has its section and every
+    image decodes (the page's script sets data-images-ok once all <img> have naturalWidth > 0).
+    Returns the rendered DOM, or None where no chromium is installed (then
+    test_report_check_detects_broken_images is skipped, with the reason)."""
+    if _chromium() is None:
+        return None
+    dom = _dump_dom(report, tmp_path)
     assert 'data-images-ok="true"' in dom, dom[:2000]
     n = int(dom.split('data-images="')[1].split('"')[0])
     assert n > 0
@@ -104,7 +111,45 @@ def check_report_in_chromium(report: Path, videos: list[str], tmp_path: Path) ->
     return dom
 
 
-def test_batch_local_cluster_failures_resume_and_report(experiment, tmp_path):
+def test_report_check_detects_broken_images(tmp_path):
+    """The browser check itself: a page from write_report with one valid PNG and one that
+    is not an image is reported as not fully decoded; with both valid, as decoded."""
+    if _chromium() is None:
+        pytest.skip(NO_CHROMIUM)
+    import io
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from colloidcg.batch.discover import VideoJob
+    from colloidcg.batch.hashing import write_record
+    from colloidcg.batch.report_html import write_report
+    from colloidcg.batch.summary import summary_table
+
+    fig, ax = plt.subplots(figsize=(2, 2))
+    ax.plot([0, 1], [0, 1])
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    out = tmp_path / "out"
+    for stage in ("track", "rearrangements"):
+        write_record(out / "v.tif" / stage, {"status": "done", "outputs": {}})
+    (out / "v.tif" / "track" / "msd.png").write_bytes(buf.getvalue())
+    (out / "v.tif" / "rearrangements" / "d2min.png").write_bytes(b"not a PNG at all" * 8)
+    rows = [{"video": "v.tif", "stage": s, "status": "done", "error": "", "duration_s": 1.0,
+             "computed_s": 1.0, "numbers": {}} for s in ("track", "rearrangements")]
+    table = summary_table(rows, ["track", "rearrangements"])
+    jobs = [VideoJob("/x/v.tif", "v.tif")]
+    write_report(out, jobs, table, ["track", "rearrangements"])
+    dom = _dump_dom(out / "report.html", tmp_path)
+    assert 'data-images="2"' in dom and 'data-images-decoded="1"' in dom and 'data-images-ok="false"' in dom
+    (out / "v.tif" / "rearrangements" / "d2min.png").write_bytes(buf.getvalue())
+    write_report(out, jobs, table, ["track", "rearrangements"])
+    assert check_report_in_chromium(out / "report.html", ["v.tif"], tmp_path) is not None
+
+
+def test_batch_local_cluster_failures_resume_and_report(experiment, tmp_path, capsys):
     out = tmp_path / "out"
     code = main(["batch", str(experiment), "-o", str(out), "--stages", "rearrangements,track",
                  "--workers", "2", "--quiet"])
@@ -138,6 +183,13 @@ def test_batch_local_cluster_failures_resume_and_report(experiment, tmp_path):
     assert failed["status"] == "failed" and "broken.tif" in failed["error"]
 
     check_report_in_chromium(out / "report.html", VIDEOS, tmp_path)
+    capsys.readouterr()
+    assert main(["info", str(out)]) == 0                      # the batch's provenance
+    text = capsys.readouterr().out
+    assert "b/c/broken.tif" in text and "failed" in text and str(experiment) in text
+    assert main(["info", str(out / "b/v1.tif/track")]) == 0   # one stage's record
+    text = capsys.readouterr().out
+    assert "stage      track" in text and "memory" in text and "sha256" in text
 
     # rerun: nothing changed -> every good stage is skipped, the corrupt video fails again
     before = {v: (out / v / "track" / "tracks.parquet").stat().st_mtime_ns for v in good}
@@ -222,8 +274,9 @@ def test_batch_on_real_dask_scheduler_with_train_evaluate_export(dask_processes,
     assert mcfg["train"]["epochs"] == 1
     assert json.loads((v / "train" / "stage.json").read_text())["inputs"]["labels"]   # labels used
     assert main(["info", str(v / "train")]) == 0 and "calibration:" in capsys.readouterr().out
-    dom = check_report_in_chromium(out / "report.html", ["run1/movie.tif"], tmp_path)
-    assert "Model versus data" in dom and dom.count("<img") >= 8
+    html = (out / "report.html").read_text()
+    assert "Model versus data" in html and html.count("data:image/png;base64,") >= 8
+    check_report_in_chromium(out / "report.html", ["run1/movie.tif"], tmp_path)
 
 
 def test_bad_input_gives_clear_errors(tmp_path, experiment, capsys):

@@ -44,8 +44,9 @@ table{border-collapse:collapse;margin:.4em 0}td,th{border:1px solid #ddd;padding
 figure{display:inline-block;margin:.4em;vertical-align:top}figure img{max-width:360px;height:auto}
 figcaption{font-size:.85em;color:#555;max-width:360px}.err{color:#c62828;white-space:pre-wrap}
 """
-# Sets data-images-ok on <body> once every picture has decoded (used by the browser test
-# and handy for any automated check of the page).
+# Sets data-images-ok on <body> when the page has loaded and every picture decoded to a
+# non-empty image (naturalWidth > 0; data that is not an image gives 0); used by the
+# browser test and handy for any automated check of the page.
 SCRIPT = """
 window.addEventListener('load', function () {
   var imgs = Array.prototype.slice.call(document.images);
