@@ -9,7 +9,9 @@ memory (RSS) is its own.
 
 Training step: forward (drift, covariance), Gaussian NLL, backward, Adam step.
 Rollout step: neighbour search with a Verlet skin (amortised), drift, noise, update,
-with the pair functions tabulated (error printed) unless --no-tabulate.
+with the pair functions and the equation of state tabulated (errors printed) unless
+--no-tabulate; frame-averaged models (the default) take the exact-OU step. The workers run
+with glibc allocator settings that keep freed memory (printed; --default-malloc for none).
 With --json the last line is one JSON object with train_particle_steps_per_s and
 rollout_particle_steps_per_s at N = 1e4 and rollout_peak_rss_gb_1e6.
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import subprocess
 import sys
 import time
@@ -38,14 +41,26 @@ def _system(n: int, dtype):
     return r, v, box, h
 
 
+#: glibc returns large freed blocks to the system and faults them in again on the next
+#: step; for rollouts of 10^5-10^6 particles that costs 20-50 % of the time. These settings
+#: (documented glibc tunables, read at process start) keep freed memory for reuse.
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "4294967296", "MALLOC_TRIM_THRESHOLD_": "4294967296",
+              "MALLOC_TOP_PAD_": "1073741824"}
+
+
+def _load() -> str:
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "?"
+
+
 def worker(mode: str, n: int, steps: int, tab: bool) -> dict:
     import resource
 
     import torch
     torch.set_num_threads(2)
-    from colloidcg.core import MetriplecticModel, ModelConfig, State, find_pairs, transition_nll
-    from colloidcg.core.graph import NeighbourList
-    from colloidcg.core.integrate import make_generator
+    from colloidcg.core import MetriplecticModel, ModelConfig, State, find_pairs, rollout, transition_nll
     dtype = torch.float32
     r, v, box, h = _system(n, dtype)
     model = MetriplecticModel(ModelConfig(dim=2, cutoff=h, width=50, depth=2, tau=1.0)).to(dtype)
@@ -74,17 +89,19 @@ def worker(mode: str, n: int, steps: int, tab: bool) -> dict:
             from colloidcg.core.tabulate import tabulate
             err = tabulate(model)
         out["tabulation_max_rel_error"] = err
-        nl = NeighbourList(h, 0.3 * h, box)
-        gen = make_generator(0, "cpu")
         with torch.no_grad():
-            S = model.initial_S(r, find_pairs(r, h, box), box)
+            pairs = find_pairs(r, h, box)
+            S = model.initial_S(r, pairs, box)
             st = State(r, v * 0.05, S)
-            st = model.step(st, nl.update(st.r), 0.01, generator=gen, box=box)
+            if tab:     # equation of state over this state's (S, density) range, built once
+                from colloidcg.core.tabulate import tabulate_eos
+                out["eos_table_max_rel_error"] = tabulate_eos(model, S, model.compute(st, pairs, box).dens)
+            rollout(model, st, 1, 0.01, box=box, seed=0)          # warm-up
             t0 = time.perf_counter()
-            for _ in range(steps):
-                st = model.step(st, nl.update(st.r), 0.01, generator=gen, box=box)
+            res = rollout(model, st, steps, 0.01, box=box, seed=0, record_every=steps)
             dt = time.perf_counter() - t0
-        out["neighbour_builds"] = nl.n_builds
+        out["neighbour_builds"] = res.n_neighbour_builds
+        out["scheme"] = "exact-OU (frame-averaged)" if model.frame_averaged else "Euler-Maruyama"
     out["seconds_per_step"] = dt / steps
     out["particle_steps_per_s"] = n * steps / dt
     out["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
@@ -98,35 +115,45 @@ def main(argv=None) -> int:
                    help="largest N for the training benchmark (memory of the autograd graph)")
     p.add_argument("--no-tabulate", action="store_true")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--default-malloc", action="store_true",
+                   help="run the workers with glibc's default allocator settings (see below)")
     p.add_argument("--worker", nargs=3, metavar=("MODE", "N", "STEPS"), help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.worker:
         print(json.dumps(worker(a.worker[0], int(a.worker[1]), int(a.worker[2]), not a.no_tabulate)))
         return 0
+    load = _load()
     rows = []
     for n in a.sizes:
         for mode in ("train", "rollout"):
             if mode == "train" and n > a.train_max_n:
                 continue
-            steps = max(3, min(50, int(2e5 / n))) if mode == "rollout" else max(2, min(20, int(3e4 / n)))
+            steps = max(10, min(50, int(2e5 / n))) if mode == "rollout" else max(2, min(20, int(3e4 / n)))
             cmd = [sys.executable, __file__, "--worker", mode, str(n), str(steps)]
             if a.no_tabulate:
                 cmd.append("--no-tabulate")
-            res = subprocess.run(cmd, capture_output=True, text=True)
+            env = dict(os.environ) if a.default_malloc else {**os.environ, **MALLOC_ENV}
+            res = subprocess.run(cmd, capture_output=True, text=True, env=env)
             if res.returncode != 0:
                 rows.append({"mode": mode, "n": n, "error": res.stderr.strip().splitlines()[-1:]})
             else:
                 rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
-    print(f"{'mode':8s} {'N':>9s} {'s/step':>10s} {'particle-steps/s':>17s} {'peak RSS GB':>12s}")
+    alloc = "glibc defaults" if a.default_malloc else " ".join(f"{k}={v}" for k, v in MALLOC_ENV.items())
+    print(f"allocator: {alloc}; load average before: {load}")
+    print(f"{'mode':8s} {'N':>9s} {'s/step':>10s} {'particle-steps/s':>17s} {'peak RSS GB':>12s} {'nl builds':>10s}")
     for r in rows:
         if "error" in r:
             print(f"{r['mode']:8s} {r['n']:9d}  failed: {r['error']}")
             continue
         print(f"{r['mode']:8s} {r['n']:9d} {r['seconds_per_step']:10.4f} {r['particle_steps_per_s']:17.0f} "
-              f"{r['peak_rss_gb']:12.2f}")
+              f"{r['peak_rss_gb']:12.2f} {r.get('neighbour_builds', ''):>10}")
+    print(f"load average after: {_load()}")
     tab = [r.get("tabulation_max_rel_error") for r in rows if r.get("tabulation_max_rel_error") is not None]
     if tab:
         print(f"tabulated pair functions: max relative error {max(tab):.2e}")
+    eos = [r.get("eos_table_max_rel_error") for r in rows if r.get("eos_table_max_rel_error") is not None]
+    if eos:
+        print(f"tabulated equation of state U, T, P, kappa: max relative error {max(eos):.2e}")
     if a.json:
         pick = lambda mode, n, key: next((r.get(key) for r in rows if r["mode"] == mode and r["n"] == n), None)  # noqa: E731
         print(json.dumps({"train_particle_steps_per_s": pick("train", 10000, "particle_steps_per_s"),

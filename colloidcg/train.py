@@ -1,8 +1,11 @@
 """Fitting the metriplectic model to a :class:`~colloidcg.data.Trajectory`.
 
-``fit(trajectory, TrainConfig(...))`` calibrates the model's scales to the data, then
-minimises the Gaussian transition NLL (:mod:`colloidcg.core.loss`) with Adam and a cosine
-learning-rate schedule over mini-batches of frames. S is never observed: the structural
+``fit(trajectory, TrainConfig(...))`` calibrates the model's scales to the data (friction
+and temperature from the velocities' variance and lag-1 correlation read as frame averages
+of a Langevin velocity; U's stiffness from a least-squares fit of the forces to the mean
+velocity changes; the interaction range, when not given, by the held-out NLL of short fits),
+then minimises the Gaussian transition NLL (:mod:`colloidcg.core.loss`) with Adam and a
+cosine learning-rate schedule over mini-batches of frames. S is never observed: the structural
 encoder predicts S_t from the configuration of every frame and is trained through the
 likelihood (its S sets temperatures, pressures and friction). Optional auxiliary loss:
 a logistic read-out of S predicts the detector's "rearranging" labels in the next frames.

@@ -30,6 +30,7 @@ class Rollout:
     S: torch.Tensor
     dt: float
     n_neighbour_builds: int
+    eos_table_error: float | None = None
 
 
 def make_generator(seed: int | None, device) -> torch.Generator:
@@ -58,6 +59,12 @@ def rollout(model: MetriplecticModel, state: State, steps: int, dt: float, *,
     prescribed : callable ``k -> State`` giving the boundary particles' state after
         recorded step k (k = 1..steps), or None to hold them at their initial state.
     record_every : keep every n-th recorded step.
+
+    When the model's pair functions are tabulated (:func:`.tabulate.tabulate`, the fast
+    mode) and it has one entropic variable, its equation of state is tabulated too for the
+    duration of the rollout, over the initial state's range of (S, density) with margins
+    (particles outside fall back to the network); the table's interpolation error is
+    returned as ``eos_table_error``.
     """
     if steps < 0 or substeps < 1 or record_every < 1:
         raise ValueError("steps must be >= 0, substeps and record_every >= 1")
@@ -70,6 +77,21 @@ def rollout(model: MetriplecticModel, state: State, steps: int, dt: float, *,
     v_avg = state.v.clone()     # last step-averaged velocity (what the pair friction sees)
     if fa:
         cur.v = model.latent_velocity(cur, nl.update(cur.r), dt, generator=gen, box=box, noise=noise)
+    eos_err, own_eos = None, False
+    if model.tables is not None and model.eos_table is None and model.config.n_s == 1:
+        from .tabulate import tabulate_eos
+        dens0 = model.compute(cur, nl.update(cur.r), box).dens
+        eos_err, own_eos = tabulate_eos(model, cur.S, dens0), True
+    try:
+        return _run(model, state, cur, v_avg, nl, gen, steps, dt, h_dt, box, noise, boundary, prescribed,
+                    record_every, substeps, fa, eos_err)
+    finally:
+        if own_eos:
+            model.eos_table = None
+
+
+def _run(model, state, cur, v_avg, nl, gen, steps, dt, h_dt, box, noise, boundary, prescribed,
+         record_every, substeps, fa, eos_err):
     unwrapped = state.r.clone()
     hold = state.clone() if boundary is not None else None
     rs, vs, Ss = [unwrapped.clone()], [state.v.clone()], [cur.S.clone()]
@@ -98,4 +120,5 @@ def rollout(model: MetriplecticModel, state: State, steps: int, dt: float, *,
             rs.append(unwrapped.clone())
             vs.append(v_rec.clone())
             Ss.append(cur.S.clone())
-    return Rollout(torch.stack(rs), torch.stack(vs), torch.stack(Ss), dt * record_every, nl.n_builds)
+    return Rollout(torch.stack(rs), torch.stack(vs), torch.stack(Ss), dt * record_every, nl.n_builds,
+                   eos_err)
