@@ -87,7 +87,7 @@ class TrainConfig:
     deviatoric: bool = False
     frame_average: bool = True
     select: str = "val_nll"
-    cutoff_factors: tuple = (1.1, 1.5, 2.5)
+    cutoff_factors: tuple = (1.05, 1.15, 1.5, 2.5)
     covariance: str = "marginal"
     val_rollout_steps: int = 20
     max_frames_per_epoch: int | None = None

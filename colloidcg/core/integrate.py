@@ -94,14 +94,16 @@ def _run(model, state, cur, v_avg, nl, gen, steps, dt, h_dt, box, noise, boundar
          record_every, substeps, fa, eos_err):
     unwrapped = state.r.clone()
     hold = state.clone() if boundary is not None else None
+    prev = None                  # (force, displacement) of the last step, for its work
     rs, vs, Ss = [unwrapped.clone()], [state.v.clone()], [cur.S.clone()]
     for k in range(1, steps + 1):
         start = unwrapped.clone() if fa else None
         for _ in range(substeps):
             pairs = nl.update(cur.r)
             if fa:
-                cur, dr = model.step_ou(cur, pairs, h_dt, generator=gen, box=box, noise=noise,
-                                        v_avg=v_avg)
+                cur, dr, force = model.step_ou(cur, pairs, h_dt, generator=gen, box=box, noise=noise,
+                                               v_avg=v_avg, prev=prev)
+                prev = (force, dr)
                 v_avg = dr / h_dt
                 unwrapped = unwrapped + dr
             else:
@@ -116,6 +118,9 @@ def _run(model, state, cur, v_avg, nl, gen, steps, dt, h_dt, box, noise, boundar
             cur.S[boundary] = ref.S[boundary]
             v_rec[boundary] = ref.v[boundary]
             v_avg[boundary] = ref.v[boundary]
+            if prev is not None and prev[0] is not None:
+                prev = (prev[0], prev[1].clone())
+                prev[1][boundary] = 0.0        # prescribed moves are not the forces' work
         if k % record_every == 0:
             rs.append(unwrapped.clone())
             vs.append(v_rec.clone())

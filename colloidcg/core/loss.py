@@ -164,7 +164,7 @@ def multistep_nll(model: MetriplecticModel, r_seq: torch.Tensor, v_seq: torch.Te
                 nxt = model.step(cur, pairs, dt, box=box, noise=False)
         else:
             if fa:
-                nxt, dr = model.step_ou(cur, pairs, dt, box=box, noise=False, v_avg=v_prev)
+                nxt, dr, _ = model.step_ou(cur, pairs, dt, box=box, noise=False, v_avg=v_prev)
                 mean = dr / dt
                 cov = sigma * conditional_variance_factor(x, k).view(-1, 1, 1)
                 c = coefficients(x).rho1 * torch.exp(-x * (k - 1))

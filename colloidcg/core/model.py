@@ -556,7 +556,7 @@ class MetriplecticModel(nn.Module):
 
     def ou_flow(self, state: State, ns, b: torch.Tensor, u: torch.Tensor, dt: float,
                 generator=None, noise: bool = True, b_ext: torch.Tensor | None = None,
-                u_ref: torch.Tensor | None = None):
+                u_ref: torch.Tensor | None = None, heat_extra: torch.Tensor | None = None):
         """Exact substrate OU flow over dt under the constant acceleration b (N, d), from the
         instantaneous velocity u (Ermak & Buckholz 1980; see :mod:`.ou`).
 
@@ -566,8 +566,9 @@ class MetriplecticModel(nn.Module):
         U(S + w s, V) = U(S, V) + q is solved for s by Newton's method, so a free particle's
         energy is conserved step by step. ``b_ext`` is the part of b whose work other
         terms account for (the conservative forces: the particles' volumes); default b.
-        ``u_ref`` is the velocity the kinetic energy is counted from (default u). Noise off
-        gives the mean path (the noise's mean heat included).
+        ``u_ref`` is the velocity the kinetic energy is counted from (default u);
+        ``heat_extra`` (N,) is added to q. Noise off gives the mean path (the noise's mean
+        heat included).
         """
         from .ou import coefficients
         c = self.config
@@ -588,6 +589,8 @@ class MetriplecticModel(nn.Module):
         heat = -0.5 * m * (u1.square().sum(-1) - u0.square().sum(-1)) + m * _dot(b if b_ext is None else b_ext, dr)
         if not (noise and c.k_B != 0.0):
             heat = heat - 0.5 * m * d * s2 * co.vu
+        if heat_extra is not None:
+            heat = heat + heat_extra
         return u1, dr, self.heat_to_entropy(state.S, ns, heat)
 
     def heat_to_entropy(self, S: torch.Tensor, ns, heat: torch.Tensor, iterations: int = 2) -> torch.Tensor:
@@ -629,7 +632,7 @@ class MetriplecticModel(nn.Module):
         return dv + dv_ito, ns.force / ns.m, sdot
 
     def step_ou(self, state: State, pairs: torch.Tensor, dt: float, generator=None, box=None,
-                noise: bool = True, v_avg: torch.Tensor | None = None):
+                noise: bool = True, v_avg: torch.Tensor | None = None, prev=None):
         """One step with the substrate friction integrated exactly (frame-averaged models).
 
         ``state.v`` is the instantaneous velocity u. The pair noise acts as a kick; forces,
@@ -642,13 +645,22 @@ class MetriplecticModel(nn.Module):
         pair friction and the Ito velocity terms act on: the previous step's averaged
         velocity, as in the likelihood (:mod:`.loss`), rather than the instantaneous one,
         which fluctuates on the fast substrate time scale 1/gamma0 and would make that
-        explicit friction stiff. Returns (new State with instantaneous velocity,
-        displacement dr): dr / dt is the step's averaged velocity, what finite differences
-        of recorded positions measure. Without a substrate this is :meth:`step` (dr = v' dt).
+        explicit friction stiff.
+
+        The work of the conservative forces is booked with the trapezoidal rule,
+        (F(r) + F(r')) / 2 . dr, one step late: ``prev`` = (F, dr) of the previous step adds
+        (F(r) - F_prev) / 2 . dr_prev to this step's heat. With F(r) . dr alone the internal
+        energy would gain dr . H dr / 2 per step (H the Hessian of the energy), which for a
+        stiff packing heats it steadily.
+
+        Returns (new State with instantaneous velocity, displacement dr, force F(r)): dr / dt
+        is the step's averaged velocity, what finite differences of recorded positions
+        measure; (F, dr) is the next step's ``prev``. Without a substrate this is
+        :meth:`step` (dr = v' dt).
         """
         if not self.config.substrate:
             new = self.step(state, pairs, dt, generator, box, noise)
-            return new, new.v * dt
+            return new, new.v * dt, None
         seen = state if v_avg is None else State(state.r, v_avg, state.S)
         ns = self.compute(seen, pairs, box)
         b, b_ext, sdot = self.ou_parts(seen, ns)
@@ -660,8 +672,12 @@ class MetriplecticModel(nn.Module):
                                 friction_heat=False)
             u = u + nv
             S = S + nS
-        u1, dr, dS = self.ou_flow(state, ns, b, u, dt, generator, noise, b_ext=b_ext, u_ref=state.v)
-        return State(wrap(state.r + dr, box), u1, S + dS), dr
+        extra = None
+        if prev is not None and prev[0] is not None:
+            extra = 0.5 * _dot(ns.force - prev[0], prev[1])
+        u1, dr, dS = self.ou_flow(state, ns, b, u, dt, generator, noise, b_ext=b_ext, u_ref=state.v,
+                                  heat_extra=extra)
+        return State(wrap(state.r + dr, box), u1, S + dS), dr, ns.force
 
     def latent_velocity(self, state: State, pairs: torch.Tensor, dt: float, generator=None, box=None,
                         noise: bool = True) -> torch.Tensor:
