@@ -138,24 +138,10 @@ def _plan_rearrangements(job, opts, ups, ctx):
             {"tracks": _out_hash(ups["track"], "tracks.parquet")})
 
 
-def _background(meta: dict, frame: int):
-    path = (meta.get("video") or {}).get("path")
-    if not path or not Path(path).exists():
-        return None
-    try:
-        from ..io import open_video
-
-        with open_video(path) as video:
-            img = video[frame]
-        return img if img.ndim == 2 else None
-    except (ColloidcgError, OSError, IndexError):
-        return None   # the map is still useful without the image under it
-
-
 def _run_rearrangements(job, opts, ups, ctx, out: Path) -> dict:
     import numpy as np
 
-    from ..cli.rearrangements import fov_from_sidecar
+    from ..rearrangements.plot import fov_from_sidecar, video_frame
     from ..outputs import read_table
     from ..rearrangements import busiest_frame, detect, plot_d2min_frame, softness_baseline
 
@@ -180,7 +166,7 @@ def _run_rearrangements(job, opts, ups, ctx, out: Path) -> dict:
     res.save(out, inputs={"tracks": str(tpath)}, overwrite=True, softness_baseline=soft,
              calibration={"fps": units.get("fps"), "um_per_px": units.get("um_per_px")})
     frame = busiest_frame(res.table)
-    plot_d2min_frame(res.table, frame, out / "d2min.png", image=_background(meta, frame))
+    plot_d2min_frame(res.table, frame, out / "d2min.png", image=video_frame(meta, frame))
     p = res.parameters
     return {"n_rearranging": p.get("n_rearranging"), "n_events": p.get("n_events"),
             "lag_frames": p.get("lag_frames"), "d2min_threshold": p.get("threshold"),

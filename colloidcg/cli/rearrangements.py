@@ -40,42 +40,11 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
-def fov_from_sidecar(meta: dict):
-    """Field of view (px) of the video the tracks came from, or None when unknown.
-
-    Uses the tracking ROI when one was set, else the frame shape of the video.
-    """
-    from ..structure.frames import fov_from_shape
-
-    roi = (meta.get("parameters") or {}).get("roi")
-    if roi:
-        x0, y0, x1, y1 = (float(v) for v in roi)
-        return [(x0 - 0.5, x1 - 0.5), (y0 - 0.5, y1 - 0.5)]
-    shape = (meta.get("video") or {}).get("frame_shape")
-    if shape:
-        return fov_from_shape(shape).tolist()
-    return None
-
-
-def _background(meta: dict, frame: int):
-    """The video frame under the plot, or None when the video cannot be read."""
-    path = (meta.get("video") or {}).get("path")
-    if not path or not Path(path).exists():
-        return None
-    try:
-        from ..io import open_video
-
-        with open_video(path) as video:
-            img = video[frame]
-        return img if img.ndim == 2 else None
-    except Exception:  # a picture without background is still useful
-        return None
-
-
 def run(args) -> int:
     import numpy as np
 
     from ..errors import ColloidcgError, ParameterError
+    from ..rearrangements.plot import fov_from_sidecar, video_frame
     from ..outputs import check_writable, read_table
     from ..rearrangements import (Rearrangements, busiest_frame, detect, plot_d2min_frame,
                                   softness_baseline)
@@ -115,7 +84,7 @@ def run(args) -> int:
     frame = args.plot_frame if args.plot_frame is not None else busiest_frame(res.table)
     if frame not in set(res.table["frame"].unique()):
         raise ParameterError(f"--plot-frame {frame}: not a frame of {args.tracks}")
-    plot_d2min_frame(res.table, frame, png, image=_background(meta, frame))
+    plot_d2min_frame(res.table, frame, png, image=video_frame(meta, frame))
     p = res.parameters
     how = (lambda rule, measured: "given" if rule == "given" else measured)
     print(f"lag {p['lag_frames']} frames ({how(p['lag_rule'], 'from the MSD')}), cutoff "

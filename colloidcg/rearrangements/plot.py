@@ -10,6 +10,7 @@ import pandas as pd
 
 from ..errors import ColloidcgError
 from ..outputs import atomic_write_bytes
+from ..structure.frames import fov_from_shape
 
 
 def busiest_frame(table: pd.DataFrame) -> int:
@@ -114,3 +115,34 @@ def plot_d2min_frame(table: pd.DataFrame, frame: int | None, path, image: np.nda
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
     return atomic_write_bytes(path, buf.getvalue())
+
+
+def fov_from_sidecar(meta: dict):
+    """Field of view (px) of the video the tracks came from, or None when unknown.
+
+    Uses the tracking ROI when one was set, else the frame shape of the video.
+    """
+    roi = (meta.get("parameters") or {}).get("roi")
+    if roi:
+        x0, y0, x1, y1 = (float(v) for v in roi)
+        return [(x0 - 0.5, x1 - 0.5), (y0 - 0.5, y1 - 0.5)]
+    shape = (meta.get("video") or {}).get("frame_shape")
+    if shape:
+        return fov_from_shape(shape).tolist()
+    return None
+
+
+def video_frame(meta: dict, frame: int):
+    """Frame ``frame`` of the video a tracks sidecar ``meta`` names (to draw under the
+    D2min map), or None when that video cannot be read."""
+    path = (meta.get("video") or {}).get("path")
+    if not path or not Path(path).exists():
+        return None
+    try:
+        from ..io import open_video
+
+        with open_video(path) as video:
+            img = video[frame]
+        return img if img.ndim == 2 else None
+    except (ColloidcgError, OSError, IndexError):  # a picture without the frame is still useful
+        return None
