@@ -90,7 +90,7 @@ def test_multistep_matches_exact_k_step_density_of_free_particles(frame_average)
     pairs = find_pairs(r, 1.0)
     assert pairs.shape[0] == 0
     valid = torch.ones(K, n, dtype=torch.bool)
-    got = float(multistep_nll(m, r_seq, v_seq, S0, valid, pairs, dt))
+    got = float(multistep_nll(m, r_seq, v_seq, S0, valid, pairs, dt).detach())
     with torch.no_grad():
         ns = m.compute(State(r, v_seq[0], S0), pairs)
     gamma = float(ns.gamma0[0])
