@@ -44,7 +44,8 @@ def simulate(model: MetriplecticModel, model_config: dict, tracks: pd.DataFrame,
     ``model_config`` is the model directory's ``config.json`` dict (its ``calibration``
     gives fps, um_per_px and box_px, the units the model was trained in). ``frame``
     defaults to the second frame, the first with finite-difference velocities. ``fast``
-    tabulates the pair functions (error reported in ``parameters``). ``name`` is used in
+    tabulates the pair functions and the equation of state (errors reported in
+    ``parameters``). ``name`` is used in
     error messages (the file the tracks came from).
 
     Open boundaries (video): a field of view is a window into a larger sample, so the
@@ -104,7 +105,9 @@ def simulate(model: MetriplecticModel, model_config: dict, tracks: pd.DataFrame,
         df["boundary"] = np.tile(boundary.cpu().numpy(), res.r.shape[0])
     n_halo = 0 if boundary is None else int(boundary.sum())
     parameters = {"frame": frame, "steps": steps, "seed": seed, "substeps": substeps, "fast": fast,
-                  "tabulation_max_rel_error": tab_err, "n_particles": int(idx.numel()) - n_halo,
+                  "tabulation_max_rel_error": tab_err,
+                  "eos_table_max_rel_error": getattr(res, "eos_table_error", None),
+                  "n_particles": int(idx.numel()) - n_halo,
                   "n_boundary": n_halo, "halo_um": halo if boundary is not None else None}
     return Simulation(df, parameters, {"fps": traj.fps, "um_per_px": traj.um_per_px,
                                        "box_px": cal.get("box_px")})

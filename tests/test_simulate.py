@@ -56,3 +56,14 @@ def test_halo_zero_simulates_everyone_and_bad_arguments(trained):
         simulate(model, cfg, tracks, steps=0)
     with pytest.raises(ColloidcgError, match="halo"):
         simulate(model, cfg, tracks, steps=3, halo=1e3)
+
+
+def test_fast_mode_reports_table_errors_and_stays_close(trained):
+    tracks, model, cfg = trained
+    exact = simulate(model, cfg, tracks, steps=3, frame=2, seed=4)
+    fast = simulate(model, cfg, tracks, steps=3, frame=2, seed=4, fast=True)
+    assert fast.parameters["tabulation_max_rel_error"] < 1e-4
+    assert fast.parameters["eos_table_max_rel_error"] < 1e-2
+    diff = (fast.tracks[["x", "y"]].to_numpy() - exact.tracks[["x", "y"]].to_numpy())
+    assert abs(diff).max() < 1e-2                                          # px, same noise
+    assert model.tables is None and getattr(model, "eos_table", None) is None   # tables removed after

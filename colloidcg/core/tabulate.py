@@ -135,7 +135,10 @@ def tabulate_eos(model: MetriplecticModel, S: torch.Tensor, dens: torch.Tensor, 
     s_rng = (s_lo - pad, s_hi + pad)
     d_lo, d_hi = float(dens.min()), float(dens.max())
     pad = margin * (d_hi - d_lo)
-    d_rng = (min(d_lo - pad, 0.5 * d_lo), max(d_hi + pad, 1.5 * d_hi))
+    lo = min(d_lo - pad, 0.5 * d_lo)
+    if lo <= 0.0:            # a wide spread (isolated particles) must not reach V = 1/d <= 0
+        lo = 0.5 * d_lo      # d >= W(0) > 0
+    d_rng = (lo, max(d_hi + pad, 1.5 * d_hi))
 
     def exact(sv, dv):
         rows = []
