@@ -188,3 +188,18 @@ def test_multistep_likelihood_is_used_in_training():
     assert math.isfinite(b)
     # the 3-step term adds a (positive-density, here > 1 nat) NLL to every batch
     assert b > a + 1.0
+
+
+def test_cli_train_options_reach_the_configuration(tmp_path):
+    tracks = tmp_path / "tracks.parquet"
+    write_table(tracks, langevin(frames=12), provenance("test", {}, {}, meta={"fps": 10.0, "um_per_px": 0.2}))
+    model = tmp_path / "model"
+    assert main(["train", str(tracks), "-o", str(model), "--epochs", "1", "--quiet", "--edge", "0",
+                 "--cutoff-factors", "1.5", "2.5", "--select", "val_msd", "--no-frame-average",
+                 "--n-kernel", "3"]) == 0
+    cfg = json.loads((model / "config.json").read_text())
+    assert cfg["train"]["cutoff_factors"] == [1.5, 2.5] and cfg["train"]["select"] == "val_msd"
+    assert cfg["train"]["frame_average"] is False and cfg["model"]["n_kernel"] == 3
+    sel = json.loads((model / "report.json").read_text())["cutoff_selection"]
+    tried = [c for c, _ in sel["candidates"]]
+    assert tried == pytest.approx([1.5 * sel["nn_distance"], 2.5 * sel["nn_distance"]])

@@ -36,6 +36,16 @@ def add_parser(subparsers) -> None:
     p.add_argument("--no-substrate", action="store_true", dest="no_substrate",
                    help="no friction against the solvent/substrate (momentum-conserving model)")
     p.add_argument("--deviatoric", action="store_true", help="add the deviatoric (shear) energy, for solids")
+    p.add_argument("--cutoff-factors", type=float, nargs="+", default=None, dest="cutoff_factors",
+                   metavar="F", help="candidate cutoffs, in median nearest-neighbour distances, when "
+                                     "--cutoff is not given (default 1.05 1.15 1.5 2.5)")
+    p.add_argument("--n-kernel", type=int, default=4, dest="n_kernel",
+                   help="basis functions of the learned kernel (default 4)")
+    p.add_argument("--select", default="val_nll", choices=["val_nll", "val_msd"],
+                   help="validation score that picks the best epoch (default val_nll)")
+    p.add_argument("--no-frame-average", action="store_false", dest="frame_average",
+                   help="read velocities as instantaneous, not as frame averages (particle data "
+                        "recorded at the integration step)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -63,7 +73,9 @@ def run(args: argparse.Namespace) -> int:
                       seed=args.seed, cutoff=args.cutoff, edge=args.edge, loc_noise=loc,
                       multistep=args.multistep, aux_weight=args.aux_weight, n_s=args.n_s,
                       dtype=args.dtype, substrate=not args.no_substrate, deviatoric=args.deviatoric,
-                      progress=not args.quiet)
+                      progress=not args.quiet, n_kernel=args.n_kernel, select=args.select,
+                      frame_average=args.frame_average,
+                      **({"cutoff_factors": tuple(args.cutoff_factors)} if args.cutoff_factors else {}))
     result = train_tracks(tracks, meta, cfg, out, labels=labels, fps=args.fps, um_per_px=args.um_per_px,
                           box_px=args.box, source=args.tracks)
     report = result.report
