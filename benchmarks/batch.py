@@ -80,8 +80,9 @@ def main() -> None:
     print(f"{'workers':>8} {'wall (s)':>10} {'task s':>10}")
     for w in (1, 2):
         print(f"{w:>8} {best[w][0]:>10.2f} {best[w][1]:>10.2f}")
-    print("(task s: the stages' own durations summed; it grows with 2 workers when the two "
-          "cores are not both free)")
+    print("(task s: the stages' own durations summed, each worker's first imports included; it "
+          "grows with 2 workers when the two cores are not both free, and by ~10 % from memory "
+          "contention even when they are)")
     print(f"speed-up with 2 workers: {ratio:.2f}x (target >= 1.7x); load average now "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     if not args.keep:
