@@ -9,6 +9,7 @@ batch can tell whether a stage must be redone.
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import os
 import tempfile
@@ -20,6 +21,15 @@ import pandas as pd
 
 from ._version import __version__
 from .errors import ColloidcgError, OutputExistsError
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """SHA-256 hex digest of a file, read in chunks (constant memory for any size)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk_bytes := fh.read(chunk):
+            h.update(chunk_bytes)
+    return h.hexdigest()
 
 
 def check_writable(paths: Iterable[Path], overwrite: bool) -> None:

@@ -19,20 +19,9 @@ from typing import Any
 
 from .._version import __version__
 from ..io.readers import FRAME_EXTS
-from ..outputs import atomic_write_json
+from ..outputs import atomic_write_json, sha256_file
 
 RECORD = "stage.json"
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while True:
-            b = fh.read(chunk)
-            if not b:
-                break
-            h.update(b)
-    return h.hexdigest()
 
 
 def _frame_files(folder: Path) -> list[Path]:

@@ -19,7 +19,6 @@ so an interrupted export never leaves a partial bundle under the final name.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import io
 import json
 import math
@@ -33,6 +32,7 @@ import torch
 
 from .._version import __version__
 from ..errors import ColloidcgError, OutputExistsError
+from ..outputs import sha256_file
 
 BUNDLE_FORMAT = "colloidcg-model-bundle"
 BUNDLE_VERSION = 1
@@ -45,17 +45,6 @@ UNITS = {
               "theta = dU/dS are in the same unit)",
     "mass": "model mass unit (learned; the model's energy unit follows from it)",
 }
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while True:
-            b = fh.read(chunk)
-            if not b:
-                break
-            h.update(b)
-    return h.hexdigest()
 
 
 def is_bundle(path: str | os.PathLike) -> bool:
