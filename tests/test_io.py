@@ -183,7 +183,7 @@ def test_truncated_tiff(tmp_path, frames8):
         [v[i] for i in range(len(v))]
 
 
-def test_truncated_imagej_tiff_is_refused_not_read_as_one_frame(tmp_path, frames8):
+def test_truncated_imagej_tiff_is_refused_not_read_as_one_frame(tmp_path, frames8, caplog):
     p = tmp_path / "ij.tif"
     tifffile.imwrite(p, np.repeat(frames8, 4, axis=0), imagej=True, metadata={"axes": "TYX"})
     assert len(open_video(p)) == 4 * len(frames8)
@@ -191,6 +191,7 @@ def test_truncated_imagej_tiff_is_refused_not_read_as_one_frame(tmp_path, frames
     p.write_bytes(data[: len(data) // 2])
     with pytest.raises(VideoError, match=r"ij.tif: truncated .*declares %d images" % (4 * len(frames8))):
         open_video(p)
+    assert not [r for r in caplog.records if r.name == "tifffile"]   # one error, no log noise
 
 
 def test_truncated_movie(tmp_path, frames8, write_movie):

@@ -8,6 +8,8 @@ numpy array, (Y, X) or (Z, Y, X), greyscale, native dtype) and ``native`` calibr
 
 from __future__ import annotations
 
+import logging
+
 import re
 import xml.etree.ElementTree as ET
 from fractions import Fraction
@@ -59,6 +61,17 @@ class TiffBackend:
         import tifffile
 
         self.path = path
+        # tifffile logs damaged structures as warnings and carries on with what it can
+        # read; the checks in _open turn that into one clear error, so its log is muted.
+        log = logging.getLogger("tifffile")
+        level = log.level
+        log.setLevel(logging.CRITICAL)
+        try:
+            self._open(tifffile, path)
+        finally:
+            log.setLevel(level)
+
+    def _open(self, tifffile, path: Path) -> None:
         try:
             self._tif = tifffile.TiffFile(path)
             series = self._tif.series[0]
