@@ -61,6 +61,19 @@ def test_rgb_tiff_becomes_grey(tmp_path):
     assert np.all(v[1] == round(0.587 * 100))
 
 
+def test_planar_rgb_tiff_becomes_grey(tmp_path):
+    """RGB stored as separate planes (axes (T,) S, Y, X), as tifffile writes a (3, Y, X) array."""
+    planes = np.zeros((2, 3, 8, 9), np.uint8)
+    planes[:, 0] = 50
+    planes[1, 2] = 200
+    path = tmp_path / "planar.tif"
+    tifffile.imwrite(path, planes, photometric="rgb", planarconfig="separate")
+    v = open_video(path)
+    assert len(v) == 2 and v.frame_shape == (8, 9)
+    assert np.all(v[0] == round(0.299 * 50))
+    assert np.all(v[1] == round(0.299 * 50 + 0.114 * 200))
+
+
 def test_folder_of_pngs_in_natural_order(tmp_path, frames8):
     import imageio.v3 as iio
 

@@ -452,3 +452,20 @@ def test_model_widget_end_to_end(tracked_small, qtbot, tmp_path):
     w.cancel()
     _wait_idle(qtbot, w)
     assert w.report["cancelled"] and w.report["epochs_run"] < 200
+
+
+def test_auto_keeps_the_colloidcg_toml_track_values(make_napari_viewer, qtbot, tmp_path):
+    from napari_colloidcg import napari_get_reader
+    from napari_colloidcg._track_widget import TrackWidget
+
+    sv = _small_video(n_frames=3, size=96)
+    tifffile.imwrite(tmp_path / "video.tif", sv.frames, imagej=True, metadata={"axes": "TYX"})
+    (tmp_path / "colloidcg.toml").write_text("[track]\nminmass = 1234.5\n")
+    viewer = make_napari_viewer()
+    for data, kwargs, _ in napari_get_reader(str(tmp_path / "video.tif"))(str(tmp_path / "video.tif")):
+        viewer.add_image(data, **kwargs)
+    w = TrackWidget(viewer)
+    w.auto()
+    _wait_idle(qtbot, w)
+    assert w.minmass.value == pytest.approx(1234.5)          # from the file
+    assert w.diameter.value % 2 == 1 and w.diameter.value > 3   # estimated

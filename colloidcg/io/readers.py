@@ -78,9 +78,11 @@ class TiffBackend:
             axes, shape = series.axes, series.shape
         except Exception as exc:
             raise VideoError(f"{path}: not a readable TIFF ({exc})") from None
-        spatial = [a for a in axes if a in "YXS"]
-        if spatial[:2] != ["Y", "X"]:
-            raise VideoError(f"{path}: TIFF axes {axes!r} have no trailing Y, X image plane")
+        plane = "Y" in axes and "X" in axes and axes.index("X") == axes.index("Y") + 1
+        if not plane:
+            raise VideoError(f"{path}: TIFF axes {axes!r} have no Y, X image plane")
+        # RGB(A) samples either follow X (contiguous) or precede Y (separate planes)
+        self._planar = "S" in axes and axes.index("S") < axes.index("Y")
         other = [(a, n) for a, n in zip(axes, shape) if a not in "YXS"]
         n_pages = int(np.prod([n for _, n in other])) if other else 1
         ij = self._tif.imagej_metadata if self._tif.is_imagej else None
@@ -134,6 +136,8 @@ class TiffBackend:
         except Exception as exc:
             raise VideoError(f"{self.path}: frame {i} cannot be read, the file may be truncated "
                              f"or corrupt ({exc.__class__.__name__}: {exc})") from None
+        if self._planar:
+            planes = [np.moveaxis(p, -3, -1) for p in planes]
         planes = [to_grey(p) for p in planes]
         return planes[0] if not self.is_stack else np.stack(planes)
 

@@ -143,7 +143,9 @@ class TrackWidget(LayerWidget):
 
     def auto(self, *_):
         """Estimate diameter, separation, minmass and dark/bright from the current frame
-        (:func:`colloidcg.tracking.suggest_parameters`), in a worker thread."""
+        (:func:`colloidcg.tracking.suggest_parameters`), in a worker thread. Values that a
+        ``colloidcg.toml`` beside the video sets in ``[track]`` are kept, as
+        ``colloidcg track`` keeps them."""
         layer = self.image.value
         if layer is None:
             notify_info("colloidcg: open a video first (File > Open, or File > Open Sample)")
@@ -152,9 +154,10 @@ class TrackWidget(LayerWidget):
 
         t = current_frame(self.viewer, layer)
         self.status.value = f"estimating parameters on frame {t}..."
+        path = layer_info(layer).get("path")
 
         def work():
-            return suggest_parameters(self._frame(layer, t))
+            return suggest_parameters(self._frame(layer, t), _toml_track_params(path))
 
         return self.run_worker(work, on_return=self._fill, progress={"desc": "suggest parameters"})
 
@@ -394,3 +397,23 @@ class TrackWidget(LayerWidget):
         path, _ = QFileDialog.getOpenFileName(self.native, "Open tracks", "", "Parquet tables (*.parquet)")
         if path:
             self.load_tracks(path)
+
+
+def _toml_track_params(path):
+    """TrackParams from the ``[track]`` table of the ``colloidcg.toml`` nearest to the video
+    at ``path`` (None when there is no file or no table); errors name the file and key."""
+    if not path:
+        return None
+    from colloidcg.io.config import find_config, read_config
+    from colloidcg.tracking import TrackParams
+
+    cfg_path = find_config(path)
+    if cfg_path is None:
+        return None
+    table = read_config(cfg_path).get("track") or {}
+    if not table:
+        return None
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in table.items()}
+    params = TrackParams.from_dict(values, where=f"{cfg_path} [track]")
+    params.sources = {k: "colloidcg.toml" for k in values}
+    return params
