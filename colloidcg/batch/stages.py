@@ -139,21 +139,13 @@ def _plan_rearrangements(job, opts, ups, ctx):
 
 
 def _run_rearrangements(job, opts, ups, ctx, out: Path) -> dict:
-    import numpy as np
-
     from ..rearrangements.plot import fov_from_sidecar, video_frame
     from ..outputs import read_table
     from ..rearrangements import busiest_frame, detect, plot_d2min_frame, softness_baseline
 
     tpath = stage_dir(opts, job, "track") / "tracks.parquet"
     tracks, meta = read_table(tpath, required=["frame", "particle", "x", "y"])
-    fov = fov_from_sidecar(meta) if "z" not in tracks.columns else None
-    if fov is not None:
-        pos = tracks[["x_image" if "x_image" in tracks else "x",
-                      "y_image" if "y_image" in tracks else "y"]].to_numpy(float)
-        lo, hi = np.array(fov)[:, 0], np.array(fov)[:, 1]
-        if ((pos < lo) | (pos > hi)).any():
-            fov = None
+    fov = fov_from_sidecar(meta, tracks)
     kw = dict(job.config.get("rearrangements", {}))
     res = detect(tracks, fov=fov, workers=int(opts.threads), **kw)
     soft = None

@@ -41,8 +41,6 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    import numpy as np
-
     from ..errors import ColloidcgError, ParameterError
     from ..rearrangements.plot import fov_from_sidecar, video_frame
     from ..outputs import check_writable, read_table
@@ -57,13 +55,7 @@ def run(args) -> int:
         xlo, xhi, ylo, yhi = args.fov
         fov = [(xlo, xhi), (ylo, yhi)]
     else:
-        fov = fov_from_sidecar(meta) if "z" not in tracks.columns else None
-        if fov is not None:
-            pos = tracks[["x_image" if "x_image" in tracks else "x",
-                          "y_image" if "y_image" in tracks else "y"]].to_numpy(float)
-            lo, hi = np.array(fov)[:, 0], np.array(fov)[:, 1]
-            if ((pos < lo) | (pos > hi)).any():
-                fov = None  # the sidecar does not describe these coordinates
+        fov = fov_from_sidecar(meta, tracks)
     try:
         res = detect(tracks, lag=args.lag, cutoff=args.cutoff, threshold=args.threshold, fov=fov,
                      diameter=args.diameter, descriptors=args.descriptors)

@@ -117,19 +117,32 @@ def plot_d2min_frame(table: pd.DataFrame, frame: int | None, path, image: np.nda
     return atomic_write_bytes(path, buf.getvalue())
 
 
-def fov_from_sidecar(meta: dict):
+def fov_from_sidecar(meta: dict, tracks: pd.DataFrame | None = None):
     """Field of view (px) of the video the tracks came from, or None when unknown.
 
-    Uses the tracking ROI when one was set, else the frame shape of the video.
+    Uses the tracking ROI when one was set, else the frame shape of the video. With
+    ``tracks``, None also when they are 3D or when their image positions (``x_image``,
+    ``y_image`` after drift subtraction, else ``x``, ``y``) fall outside it: the sidecar
+    then does not describe these coordinates.
     """
+    if tracks is not None and "z" in tracks.columns:
+        return None
     roi = (meta.get("parameters") or {}).get("roi")
+    shape = (meta.get("video") or {}).get("frame_shape")
     if roi:
         x0, y0, x1, y1 = (float(v) for v in roi)
-        return [(x0 - 0.5, x1 - 0.5), (y0 - 0.5, y1 - 0.5)]
-    shape = (meta.get("video") or {}).get("frame_shape")
-    if shape:
-        return fov_from_shape(shape).tolist()
-    return None
+        fov = [(x0 - 0.5, x1 - 0.5), (y0 - 0.5, y1 - 0.5)]
+    elif shape:
+        fov = fov_from_shape(shape).tolist()
+    else:
+        return None
+    if tracks is not None:
+        pos = tracks[["x_image" if "x_image" in tracks else "x",
+                      "y_image" if "y_image" in tracks else "y"]].to_numpy(float)
+        lo, hi = np.array(fov)[:, 0], np.array(fov)[:, 1]
+        if ((pos < lo) | (pos > hi)).any():
+            return None
+    return fov
 
 
 def video_frame(meta: dict, frame: int):
