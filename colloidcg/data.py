@@ -11,7 +11,11 @@ arrays over (frame, particle) in physical units (um, s):
 - ``mask`` (T, N): usable as a model particle: present, velocity defined, and at least
   ``edge`` away from the field of view's border (particles near the border, whose
   neighbourhoods are cut by the frame, are prescribed halo particles in training);
-- ``dt`` = 1 / fps; ``box`` (d,) periodic box in um, or None for open boundaries.
+- ``dt`` = 1 / fps; ``box`` (d,) periodic box in um, or None for open boundaries;
+- ``size`` (N,): optional per-particle size, the particle's median over its frames of a
+  size column of the tracks (units of that column, e.g. the synthetic truth's
+  ``diameter`` or the tracker's ``size``, proportional to the radius of gyration); a
+  constant of the particle, read by models trained with per-particle sizes.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ class Trajectory:
     rearranging: torch.Tensor | None = None   # (T, N) float in {0, 1}, NaN where unknown
     d2min: torch.Tensor | None = None         # (T, N) float, NaN where unknown
     fov: tuple | None = None                  # ((lo, hi) per axis) in um, for open boundaries
+    size: torch.Tensor | None = None          # (N,) per-particle size (size column's units)
 
     @property
     def n_frames(self) -> int:
@@ -64,14 +69,14 @@ class Trajectory:
             return t.to(device=device)
         return Trajectory(cv(self.pos), cv(self.vel), cv(self.present), cv(self.mask), self.dt,
                           cv(self.box), self.frames, self.particles, self.um_per_px, self.fps,
-                          cv(self.rearranging), cv(self.d2min), self.fov)
+                          cv(self.rearranging), cv(self.d2min), self.fov, cv(self.size))
 
     def frame_slice(self, start: int, stop: int) -> "Trajectory":
         s = slice(start, stop)
         sub = lambda t: None if t is None else t[s]  # noqa: E731
         return Trajectory(self.pos[s], self.vel[s], self.present[s], self.mask[s], self.dt, self.box,
                           self.frames[s], self.particles, self.um_per_px, self.fps,
-                          sub(self.rearranging), sub(self.d2min), self.fov)
+                          sub(self.rearranging), sub(self.d2min), self.fov, self.size)
 
 
 def _meta_value(meta: dict | None, key: str):
@@ -89,7 +94,8 @@ def _meta_value(meta: dict | None, key: str):
 
 def from_tracks(tracks: pd.DataFrame, meta: dict | None = None, *, fps: float | None = None,
                 um_per_px: float | None = None, box_px=None, edge: float = 0.0,
-                labels: pd.DataFrame | None = None, dtype=torch.float64) -> Trajectory:
+                labels: pd.DataFrame | None = None, size_column: str | None = None,
+                dtype=torch.float64) -> Trajectory:
     """Build a :class:`Trajectory` from a tracks table.
 
     Parameters
@@ -103,6 +109,8 @@ def from_tracks(tracks: pd.DataFrame, meta: dict | None = None, *, fps: float | 
     box_px : periodic box lengths in pixels (sequence of d floats) or None (open).
     edge : distance (um) from the field-of-view border within which particles are halo.
     labels : optional table with frame, particle and d2min and/or rearranging columns.
+    size_column : name of a per-particle size column (e.g. ``diameter`` or the tracker's
+        ``size``); its per-particle median becomes ``Trajectory.size``.
     """
     need = ["frame", "particle", "x", "y"]
     missing = [c for c in need if c not in tracks.columns]
@@ -181,9 +189,20 @@ def from_tracks(tracks: pd.DataFrame, meta: dict | None = None, *, fps: float | 
             arr = np.full((T, N), np.nan)
             arr[lf[ok], lp[ok]] = lab["d2min"].to_numpy(dtype=float)[ok]
             d2 = torch.as_tensor(arr, dtype=dtype)
+    size = None
+    if size_column:
+        if size_column not in tracks.columns:
+            raise ParameterError(f"size_column: the tracks have no column {size_column!r}")
+        # the median over a particle's frames: one constant per particle, robust to the
+        # frame-to-frame noise of a tracker's size estimate
+        med = pd.Series(tracks[size_column].to_numpy(dtype=float)).groupby(col).median()
+        vals = med.reindex(np.arange(N)).to_numpy()
+        if not np.all(np.isfinite(vals) & (vals > 0)):
+            raise ParameterError(f"size_column: {size_column!r} must be positive and finite for every particle")
+        size = torch.as_tensor(np.array(vals, dtype=float), dtype=dtype)
     return Trajectory(torch.as_tensor(pos, dtype=dtype), torch.as_tensor(vel, dtype=dtype),
                       torch.as_tensor(present), torch.as_tensor(mask), dt, box,
-                      np.arange(f0, f1 + 1), parts, um, fps, rearr, d2, fov)
+                      np.arange(f0, f1 + 1), parts, um, fps, rearr, d2, fov, size)
 
 
 def to_tracks(pos, um_per_px: float = 1.0, fps: float = 1.0, first_frame: int = 0,

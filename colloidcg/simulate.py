@@ -62,7 +62,8 @@ def simulate(model: MetriplecticModel, model_config: dict, tracks: pd.DataFrame,
     cal = model_config.get("calibration", {}) or {}
     um = cal.get("um_per_px") or 1.0
     fps = cal.get("fps") or 1.0
-    traj = from_tracks(tracks, meta, fps=fps, um_per_px=um, box_px=cal.get("box_px"))
+    traj = from_tracks(tracks, meta, fps=fps, um_per_px=um, box_px=cal.get("box_px"),
+                       size_column=model.config.size_column or None)
     if traj.dim != model.config.dim:
         raise ColloidcgError(f"{name}: {traj.dim}D tracks but the model is {model.config.dim}D")
     param = next(model.parameters())
@@ -92,7 +93,8 @@ def simulate(model: MetriplecticModel, model_config: dict, tracks: pd.DataFrame,
         with torch.no_grad():
             S0 = model.initial_S(r0, None, traj.box)
             prescribed = _observed(traj, t, idx, steps, S0) if boundary is not None else None
-            res = rollout(model, State(r0, v0, S0), steps, traj.dt, box=traj.box, seed=seed,
+            size = None if traj.size is None else traj.size[idx]
+            res = rollout(model, State(r0, v0, S0, size), steps, traj.dt, box=traj.box, seed=seed,
                           substeps=substeps, boundary=boundary, prescribed=prescribed)
     finally:
         if fast:

@@ -62,6 +62,10 @@ class TrainConfig:
         and integrate the substrate friction exactly (:mod:`colloidcg.core.ou`); off gives
         the plain Euler-Maruyama model at the frame rate.
     select : "val_nll" or "val_msd", the validation score that picks the best epoch.
+    size_column : tracks column with a per-particle size (``size`` from the tracker,
+        ``diameter`` in the synthetic truth) that :func:`train_tracks` reads: each pair's
+        interaction range then scales with its contact distance (bidisperse packings).
+        "" (default): one range for all particles. :func:`fit` uses ``traj.size`` when set.
     """
 
     epochs: int = 30
@@ -94,6 +98,7 @@ class TrainConfig:
     progress: bool = True
     checkpoint_dir: str | None = None
     grad_clip: float = 10.0
+    size_column: str = ""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -107,8 +112,25 @@ class FitResult:
 
 
 # ---------------------------------------------------------------------------- helpers
+def _size(traj: Trajectory, idx) -> torch.Tensor | None:
+    """Per-particle sizes of the particles ``idx`` (index tensor or mask), None without sizes."""
+    return None if traj.size is None else traj.size[idx]
+
+
+def _reduced_sizes(traj: Trajectory) -> torch.Tensor | None:
+    """(N,) a_i = min(s_i / s_ref, 1), s_ref the sizes' 95th percentile (the model's
+    ``size_scale``), or None without sizes."""
+    if traj.size is None:
+        return None
+    return (traj.size / float(torch.quantile(traj.size.double(), 0.95))).clamp(max=1.0)
+
+
 def median_nn_distance(traj: Trajectory, max_frames: int = 5) -> float:
+    """Median nearest-neighbour distance; with per-particle sizes the median over particles
+    of min_j |r_ij| / sigma_ij (the distance in the units in which the model's pair ranges
+    are h: sigma_ij = (a_i + a_j) / 2, among the 6 nearest neighbours)."""
     from scipy.spatial import cKDTree
+    a = _reduced_sizes(traj)
     vals = []
     for t in np.linspace(0, traj.n_frames - 1, min(max_frames, traj.n_frames)).astype(int):
         r = traj.pos[t][traj.present[t]].cpu().numpy()
@@ -116,8 +138,14 @@ def median_nn_distance(traj: Trajectory, max_frames: int = 5) -> float:
             continue
         box = None if traj.box is None else traj.box.cpu().numpy()
         tree = cKDTree(np.mod(r, box) if box is not None else r, boxsize=box)
-        dd, _ = tree.query(np.mod(r, box) if box is not None else r, k=2)
-        vals.append(dd[:, 1])
+        if a is None:
+            dd, _ = tree.query(np.mod(r, box) if box is not None else r, k=2)
+            vals.append(dd[:, 1])
+            continue
+        k = min(7, len(r))
+        dd, nb = tree.query(np.mod(r, box) if box is not None else r, k=k)
+        at = a[traj.present[t]].cpu().numpy()
+        vals.append((dd[:, 1:] / (0.5 * (at[:, None] + at[nb[:, 1:]]))).min(1))
     if not vals:
         raise ColloidcgError("trajectory: no frame has two or more particles; nothing to learn interactions from")
     return float(np.median(np.concatenate(vals)))
@@ -208,6 +236,11 @@ def build_model(traj: Trajectory, cfg: TrainConfig, cutoff: float) -> Metriplect
                        n_kernel=cfg.n_kernel,
                        substrate=cfg.substrate, deviatoric=cfg.deviatoric, tau=traj.dt,
                        mass_scale=1.0, theta_ref=theta, frame_average=frame_average)
+    if traj.size is not None:
+        # reference size: the large particles' (a high quantile, robust to a tracker's
+        # outliers), so that every pair range h (a_i + a_j) / 2 is at most the cutoff
+        mcfg.size_scale = float(torch.quantile(traj.size.double(), 0.95))
+        mcfg.size_column = cfg.size_column
     model = MetriplecticModel(mcfg)
     dtype = getattr(torch, cfg.dtype)
     model = model.to(dtype=dtype, device=cfg.device)
@@ -217,7 +250,8 @@ def build_model(traj: Trajectory, cfg: TrainConfig, cutoff: float) -> Metriplect
         for t in np.linspace(0, traj.n_frames - 1, min(5, traj.n_frames)).astype(int):
             r = traj.pos[t][traj.present[t]]
             pairs = find_pairs(r, cutoff, traj.box)
-            q = minimum_image(r[pairs[:, 0]] - r[pairs[:, 1]], traj.box).norm(dim=-1) / cutoff
+            a = model.reduced_size(State(r, r, r, _size(traj, traj.present[t])))
+            q = minimum_image(r[pairs[:, 0]] - r[pairs[:, 1]], traj.box).norm(dim=-1) / model.pair_range(a, pairs)
             W, _, _ = model.pair_functions(q)
             dens = model.kernel.at_zero() + torch.zeros(r.shape[0], dtype=r.dtype, device=r.device) \
                 .index_add(0, pairs[:, 0], W).index_add(0, pairs[:, 1], W)
@@ -260,7 +294,7 @@ def force_scale(model: MetriplecticModel, traj: Trajectory, max_frames: int = 8)
         if pairs.shape[0] == 0:
             continue
         S = model.initial_S(r, pairs, traj.box)
-        ns = model.compute(State(r, v, S), pairs, traj.box)
+        ns = model.compute(State(r, v, S, _size(traj, idx)), pairs, traj.box)
         x = ns.gamma0 * traj.dt if model.config.substrate else torch.zeros_like(ns.theta)
         if model.frame_averaged:
             co = ou_coefficients(x)
@@ -302,9 +336,9 @@ def validation_rollout(model: MetriplecticModel, traj: Trajectory, start: int, s
 
         def prescribed(k):
             t = start + k
-            return State(traj.pos[t, idx], traj.vel[t, idx], S0)
+            return State(traj.pos[t, idx], traj.vel[t, idx], S0, _size(traj, idx))
 
-        out = rollout(model, State(r0, v0, S0), steps, traj.dt, box=traj.box, seed=seed,
+        out = rollout(model, State(r0, v0, S0, _size(traj, idx)), steps, traj.dt, box=traj.box, seed=seed,
                       boundary=halo if bool(halo.any()) else None, prescribed=prescribed)
     data_r = traj.pos[start: start + steps + 1, idx]
     if traj.box is not None:
@@ -413,7 +447,7 @@ def fit(traj: Trajectory, config: TrainConfig | None = None, out_dir=None,
         for t in tlist:
             idx, r, v, vn, pairs, valid = frames.get(t)
             S = model.initial_S(r, pairs, traj.box)
-            nll, info = transition_nll(model, State(r, v, S), vn, valid, pairs, traj.dt, traj.box,
+            nll, info = transition_nll(model, State(r, v, S, _size(traj, idx)), vn, valid, pairs, traj.dt, traj.box,
                                        loc_var=loc_var, covariance=cfg.covariance)
             total = total + nll
             if cfg.multistep > 1 and t + cfg.multistep < traj.n_frames:
@@ -581,7 +615,7 @@ def _multistep_term(model, traj: Trajectory, t: int, K: int, cutoff: float, loc_
     interior = traj.mask[t: t + K + 1, idx].all(0)
     valid = interior.unsqueeze(0).expand(K, -1)
     return multistep_nll(model, r_seq, v_seq, S0, valid, pairs, traj.dt, traj.box,
-                         loc_var=loc_var, prescribed=~interior)
+                         loc_var=loc_var, prescribed=~interior, size=_size(traj, idx))
 
 
 @torch.no_grad()
@@ -600,7 +634,7 @@ def rearrangement_auc(model: MetriplecticModel, traj: Trajectory, tlist, horizon
                 continue
             idx, r, v, _, pairs, _ = frames.get(t)
             S = model.initial_S(r, pairs, traj.box)
-            _, _, dS = model.drift(State(r, v, S), pairs, traj.box)
+            _, _, dS = model.drift(State(r, v, S, _size(traj, idx)), pairs, traj.box)
             out["S"].append(S[:, 0].cpu().numpy())
             out["dSdt"].append(dS.sum(-1).cpu().numpy())
             out["aux"].append(aux_head(S).squeeze(-1).cpu().numpy() if aux_head is not None
@@ -649,7 +683,8 @@ def train_tracks(tracks, meta: dict | None = None, config: TrainConfig | None = 
     from .plots import plot_training_history
 
     cfg = config or TrainConfig()
-    traj = from_tracks(tracks, meta, fps=fps, um_per_px=um_per_px, box_px=box_px, labels=labels)
+    traj = from_tracks(tracks, meta, fps=fps, um_per_px=um_per_px, box_px=box_px, labels=labels,
+                       size_column=cfg.size_column or None)
     if out_dir is not None and cfg.checkpoint_dir is None:
         cfg = TrainConfig(**{**cfg.to_dict(), "checkpoint_dir": str(out_dir)})
     result = fit(traj, cfg, callback=callback)

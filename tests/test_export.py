@@ -268,3 +268,48 @@ def test_loaded_bundle_can_be_fine_tuned(bundles):
     assert all(np.isfinite(losses)) and losses[-1] < losses[0]
     fresh, _ = colloidcg.load_model(b)
     assert torch.equal(fresh.raw_mass, out["substrate"][0].raw_mass)
+
+
+def test_model_with_per_particle_sizes_exports_with_a_size_input(tmp_path):
+    """A model with per-particle sizes: the bundle's modules take the sizes as their optional
+    last input and agree with the model to 1e-10; without sizes they refuse."""
+    tracks = _tracks(tmp_path)
+    m = _model(5, n_s=1, substrate=True, deviatoric=True, size_scale=8.0, size_column="size")
+    mdir = tmp_path / "model_sized"
+    save_model(m, mdir, {"calibration": {"um_per_px": UM, "fps": FPS, "box_px": None, "tracks": str(tracks)},
+                         "train": {"epochs": 3}})
+    b = export_bundle(mdir, tmp_path / "bundle_sized")
+    assert read_bundle(b)["architecture"]["size_scale"] == 8.0
+    import warnings
+    with warnings.catch_warnings():       # torch 2.x marks TorchScript deprecated
+        warnings.simplefilter("ignore", DeprecationWarning)
+        ts = {k: torch.jit.load(str(b / "torchscript" / f"{k}.pt")) for k in ("drift", "noise", "energy")}
+    rng = torch.Generator().manual_seed(1)
+    n = 30
+    r = torch.rand(n, 2, generator=rng, dtype=torch.float64) * 6.0
+    v = torch.randn(n, 2, generator=rng, dtype=torch.float64)
+    size = torch.where(torch.rand(n, generator=rng) < 0.5, 8.0, 8.0 / 1.4).to(torch.float64)
+    box = torch.tensor([6.0, 6.5], dtype=torch.float64)
+    with torch.no_grad():
+        S = m.initial_S(r, None, box)
+    pairs = find_pairs(r, m.config.cutoff, box)
+    st = State(r, v, S, size)
+    ns = m.compute(st, pairs, box)
+    assert 0 < len(ns.pairs) < len(pairs)      # small pairs have a shorter range
+
+    def close(a, b):
+        return float((a.detach() - b.detach()).abs().max()) / (float(b.detach().abs().max()) or 1.0)
+
+    for a, want in zip(ts["drift"](r, v, S, pairs, box, size), m.drift(st, pairs, box, ns=ns)):
+        assert close(a, want) < 1e-10
+    assert close(ts["noise"](r, v, S, pairs, 0.01, box, size), m.velocity_covariance(ns, 0.01)) < 1e-10
+    assert close(ts["energy"](r, v, S, pairs, box, size)[0], m.total_energy(st, pairs, box)) < 1e-10
+    # the model draws noise for the pairs within their ranges: give the modules those pairs
+    g = torch.Generator().manual_seed(7)
+    xi_pair = torch.randn(len(ns.pairs), 4, dtype=torch.float64, generator=g)
+    xi_particle = torch.randn(n, 2, dtype=torch.float64, generator=g)
+    got = ts["noise"].sample(r, v, S, ns.pairs, 0.01, xi_pair, xi_particle, box, size)
+    for a, want in zip(got, m.noise(st, pairs, 0.01, generator=torch.Generator().manual_seed(7), box=box, ns=ns)):
+        assert close(a, want) < 1e-10
+    with pytest.raises(Exception, match="size"):
+        ts["drift"](r, v, S, pairs, box)

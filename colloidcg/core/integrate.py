@@ -73,7 +73,7 @@ def rollout(model: MetriplecticModel, state: State, steps: int, dt: float, *,
     gen = make_generator(seed, state.r.device)
     h_dt = dt / substeps
     fa = model.frame_averaged
-    cur = State(wrap(state.r, box), state.v.clone(), state.S.clone())
+    cur = State(wrap(state.r, box), state.v.clone(), state.S.clone(), state.size)
     v_avg = state.v.clone()     # last step-averaged velocity (what the pair friction sees)
     if fa:
         cur.v = model.latent_velocity(cur, nl.update(cur.r), dt, generator=gen, box=box, noise=noise)

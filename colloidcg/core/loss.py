@@ -123,7 +123,8 @@ def transition_nll(model: MetriplecticModel, state: State, v_next: torch.Tensor,
 
 def multistep_nll(model: MetriplecticModel, r_seq: torch.Tensor, v_seq: torch.Tensor,
                   S0: torch.Tensor, valid_seq: torch.Tensor, pairs: torch.Tensor, dt: float,
-                  box=None, loc_var=0.0, prescribed: torch.Tensor | None = None):
+                  box=None, loc_var=0.0, prescribed: torch.Tensor | None = None,
+                  size: torch.Tensor | None = None):
     """K-step NLL: mean over k = 1..K and valid particles of -log p(v_{t+k} | x_t).
 
     Gaussian closure: the mean is the noise-free K-step path from x_t (for frame-averaged
@@ -135,10 +136,11 @@ def multistep_nll(model: MetriplecticModel, r_seq: torch.Tensor, v_seq: torch.Te
 
     r_seq, v_seq : (K+1, N, d) observed; valid_seq : (K, N) bool for frames t+1..t+K;
     prescribed : (N,) bool particles whose (r, v) are taken from the data at every step
-    (halo / boundary). Pairs are those at t (the caller adds a skin).
+    (halo / boundary); size : (N,) per-particle sizes (models with sizes). Pairs are those
+    at t (the caller adds a skin).
     """
     K = r_seq.shape[0] - 1
-    state = State(r_seq[0], v_seq[0], S0)
+    state = State(r_seq[0], v_seq[0], S0, size)
     mean1, cov1, c1, info = transition_mean_cov(model, state, pairs, dt, box)
     ns = info["ns"]
     sigma = model.velocity_covariance(ns, dt)
@@ -159,7 +161,7 @@ def multistep_nll(model: MetriplecticModel, r_seq: torch.Tensor, v_seq: torch.Te
             if fa:
                 u1, dr, dS = model.ou_flow(state, ns, b, u, dt, noise=False, b_ext=b_ext)
                 v_prev = dr / dt
-                nxt = State(wrap(state.r + dr, box), u1, state.S + sdot.unsqueeze(-1) * w * dt + dS)
+                nxt = State(wrap(state.r + dr, box), u1, state.S + sdot.unsqueeze(-1) * w * dt + dS, size)
             else:
                 nxt = model.step(cur, pairs, dt, box=box, noise=False)
         else:
@@ -178,7 +180,7 @@ def multistep_nll(model: MetriplecticModel, r_seq: torch.Tensor, v_seq: torch.Te
             v_prev = mean
         if prescribed is not None:
             pm = prescribed.unsqueeze(-1)
-            nxt = State(torch.where(pm, r_seq[k], nxt.r), torch.where(pm, v_seq[k], nxt.v), nxt.S)
+            nxt = State(torch.where(pm, r_seq[k], nxt.r), torch.where(pm, v_seq[k], nxt.v), nxt.S, size)
             if fa:
                 v_prev = torch.where(pm, v_seq[k], v_prev)
         valid = valid_seq[k - 1]

@@ -8,6 +8,15 @@ Energy (Espanol & Revenga 2003, smoothed dissipative particle dynamics, with lea
     E = sum_i m |v_i|^2 / 2 + sum_i U(S_i, V_i) [+ E_dev],   V_i = 1 / d_i,
     d_i = W(0) + sum_{j != i} W(|r_ij|)       (learned kernel W of support h)
 
+Per-particle sizes (``config.size_scale > 0``): particle i carries a constant size s_i
+(:attr:`State.size`, units of the data's size column), reduced to a_i = min(s_i / s_ref, 1)
+with s_ref = ``size_scale``; every pair function of the pair (i, j) (kernel, friction,
+conduction) is evaluated at q = |r_ij| / (h sigma_ij), sigma_ij = (a_i + a_j) / 2 <= 1, so
+that each pair's range scales with its contact distance, as in a binary mixture. sigma_ij
+is symmetric and moves with the particles, so every identity below holds unchanged (the
+forces stay -dE/dr: d W(|r_ij| / (h sigma_ij)) / dr_i = W' e_ij / (h sigma_ij)). Without
+sizes (``size_scale = 0``, the default) sigma_ij = 1.
+
 Entropy: S_tot = sum_i sum_a S_i^a. Temperatures T_i^a = dU/dS_i^a > 0 and an effective
 temperature theta_i = sum_a w_a T_i^a with learned w_a > 0, sum_a w_a = 1 (theta_i = T_i
 when n_s = 1). Heat q delivered to particle i raises S_i by w q / theta_i, so that
@@ -85,6 +94,9 @@ class ModelConfig:
     ``frame_average`` (with ``substrate``): the data's velocities are frame averages
     (finite differences of positions), the likelihood and rollouts treat the instantaneous
     velocity as latent and integrate the substrate friction exactly (:mod:`.ou`).
+    ``size_scale`` > 0: per-particle sizes, reduced by this reference size (units of the
+    tracks' ``size_column``; the largest particles' size), scale each pair's range (see the
+    module docstring); 0: one range h for all pairs.
     """
 
     dim: int = 2
@@ -106,6 +118,8 @@ class ModelConfig:
     theta_ref: float = 1.0
     volume_ref: float = 1.0
     stiffness: float = 1.0
+    size_scale: float = 0.0
+    size_column: str = ""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -121,11 +135,14 @@ class ModelConfig:
 
 @dataclass
 class State:
-    """Particle state. r, v: (N, d); S: (N, n_s). Units of the trajectory."""
+    """Particle state. r, v: (N, d); S: (N, n_s). Units of the trajectory. ``size``: optional
+    (N,) per-particle sizes (constants that move with the particles; read only by models
+    with ``config.size_scale > 0``)."""
 
     r: torch.Tensor
     v: torch.Tensor
     S: torch.Tensor
+    size: torch.Tensor | None = None
 
     def flat(self) -> torch.Tensor:
         return torch.cat([self.r.reshape(-1), self.v.reshape(-1), self.S.reshape(-1)])
@@ -135,7 +152,7 @@ class State:
         return State(x[: n * d].view(n, d), x[n * d: 2 * n * d].view(n, d), x[2 * n * d:].view(n, k))
 
     def clone(self) -> "State":
-        return State(self.r.clone(), self.v.clone(), self.S.clone())
+        return State(self.r.clone(), self.v.clone(), self.S.clone(), self.size)
 
 
 def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -231,6 +248,23 @@ class MetriplecticModel(nn.Module):
             u, T, P, theta, kappa = (t.detach() for t in (u, T, P, theta, kappa))
         return u, T, P, theta, kappa
 
+    def reduced_size(self, state: State) -> torch.Tensor | None:
+        """(N,) reduced sizes a_i = min(s_i / size_scale, 1), or None for a model without sizes."""
+        c = self.config
+        if c.size_scale <= 0:
+            return None
+        if state.size is None:
+            from ..errors import ColloidcgError
+            raise ColloidcgError(f"state: the model was trained with per-particle sizes (tracks column "
+                                 f"{c.size_column!r}); pass them as State.size")
+        return (state.size.to(state.r.dtype) / c.size_scale).clamp(min=1e-3, max=1.0)
+
+    def pair_range(self, a: torch.Tensor | None, pairs: torch.Tensor):
+        """Range h sigma_ij of every pair, (P,), or the scalar h without sizes."""
+        if a is None:
+            return self.config.cutoff
+        return self.config.cutoff * 0.5 * (a[pairs[:, 0]] + a[pairs[:, 1]])
+
     def compute(self, state: State, pairs: torch.Tensor, box: torch.Tensor | None = None):
         """Everything the drift, noise and covariance need, in one pass.
 
@@ -247,13 +281,17 @@ class MetriplecticModel(nn.Module):
         i, j = pairs[:, 0], pairs[:, 1]
         rij = minimum_image(r[i] - r[j], box)
         dist = torch.linalg.vector_norm(rij, dim=-1).clamp_min(1e-12 * c.cutoff)
-        near = dist < c.cutoff
+        a = self.reduced_size(state)
+        h = self.pair_range(a, pairs)
+        near = dist < h
         if not bool(near.all()):
             k = torch.nonzero(near).squeeze(-1)
             pairs, rij, dist = pairs.index_select(0, k), rij.index_select(0, k), dist.index_select(0, k)
             i, j = pairs[:, 0], pairs[:, 1]
+            if a is not None:
+                h = h.index_select(0, k)
         e = rij / dist.unsqueeze(-1)
-        q = dist / c.cutoff
+        q = dist / h
         W, dW, coef = self.pair_functions(q)
         w0 = self.kernel.at_zero().to(r.dtype)
         ij = torch.cat([i, j])
@@ -264,10 +302,10 @@ class MetriplecticModel(nn.Module):
         m = self.mass.to(r.dtype)
         ns.m = m
         # conservative forces F_i = -dE/dr_i (pairwise, equal and opposite)
-        fpair = -((Pd[i] + Pd[j]) * dW / c.cutoff).unsqueeze(-1) * e
+        fpair = -((Pd[i] + Pd[j]) * dW / h).unsqueeze(-1) * e
         ns.force = _scatter2(n, ij, fpair, -fpair)
         if c.deviatoric:
-            ns.force = ns.force + self._deviatoric_force(r, pairs, box)
+            ns.force = ns.force + self._deviatoric_force(r, pairs, box, a)
         # pair amplitudes
         th_i, th_j = theta[i], theta[j]
         th_bar = 2.0 * th_i * th_j / (th_i + th_j)
@@ -296,7 +334,7 @@ class MetriplecticModel(nn.Module):
             ns.gamma0 = s0 / (m * theta)          # substrate friction rate (1/time), (N,)
         return ns
 
-    def _deviatoric_energy(self, r, pairs, box, dens):
+    def _deviatoric_energy(self, r, pairs, box, dens, a=None):
         """E_dev = theta_ref * mu / 2 * sum_i |dev G_i|^2, G_i = sum_j W e e^T / d_i (fabric)."""
         c = self.config
         n, d = r.shape
@@ -304,7 +342,7 @@ class MetriplecticModel(nn.Module):
         rij = minimum_image(r[i] - r[j], box)
         dist = torch.linalg.vector_norm(rij, dim=-1).clamp_min(1e-12 * c.cutoff)
         e = rij / dist.unsqueeze(-1)
-        W, _, _ = self.pair_functions(dist / c.cutoff)
+        W, _, _ = self.pair_functions(dist / self.pair_range(a, pairs))
         ee = (e.unsqueeze(-1) * e.unsqueeze(-2)) * W.view(-1, 1, 1)
         G = (_scatter(n, i, ee) + _scatter(n, j, ee)) / dens.view(-1, 1, 1)
         tr = G.diagonal(dim1=-2, dim2=-1).sum(-1)
@@ -312,15 +350,15 @@ class MetriplecticModel(nn.Module):
         mu = F.softplus(self.raw_shear).to(r.dtype)
         return c.theta_ref * mu / 2 * dev.square().sum((-1, -2))
 
-    def _deviatoric_force(self, r, pairs, box):
+    def _deviatoric_force(self, r, pairs, box, a=None):
         """-dE_dev/dr by automatic differentiation (translation invariant: sums to zero)."""
         with torch.enable_grad():
             r_in = r if r.requires_grad else r.detach().requires_grad_(True)
             W, _, _ = self.pair_functions(torch.linalg.vector_norm(
-                minimum_image(r_in[pairs[:, 0]] - r_in[pairs[:, 1]], box), dim=-1) / self.config.cutoff)
+                minimum_image(r_in[pairs[:, 0]] - r_in[pairs[:, 1]], box), dim=-1) / self.pair_range(a, pairs))
             n = r.shape[0]
             dens = self.kernel.at_zero().to(r.dtype) + _scatter(n, pairs[:, 0], W) + _scatter(n, pairs[:, 1], W)
-            e_dev = self._deviatoric_energy(r_in, pairs, box, dens).sum()
+            e_dev = self._deviatoric_energy(r_in, pairs, box, dens, a).sum()
             g, = torch.autograd.grad(e_dev, r_in, create_graph=torch.is_grad_enabled())
         return -g
 
@@ -329,7 +367,7 @@ class MetriplecticModel(nn.Module):
         ns = self.compute(state, pairs, box)
         e = 0.5 * ns.m * state.v.square().sum() + ns.U.sum()
         if self.config.deviatoric:
-            e = e + self._deviatoric_energy(state.r, pairs, box, ns.dens).sum()
+            e = e + self._deviatoric_energy(state.r, pairs, box, ns.dens, self.reduced_size(state)).sum()
         return e
 
     # ------------------------------------------------------------------ drift
@@ -545,7 +583,7 @@ class MetriplecticModel(nn.Module):
             v = v + nv
             S = S + nS
         r = wrap(state.r + v * dt, box)
-        return State(r, v, S)
+        return State(r, v, S, state.size)
 
     # ------------------------------------------------------------------ exact-OU stepping
     @property
@@ -661,7 +699,7 @@ class MetriplecticModel(nn.Module):
         if not self.config.substrate:
             new = self.step(state, pairs, dt, generator, box, noise)
             return new, new.v * dt, None
-        seen = state if v_avg is None else State(state.r, v_avg, state.S)
+        seen = state if v_avg is None else State(state.r, v_avg, state.S, state.size)
         ns = self.compute(seen, pairs, box)
         b, b_ext, sdot = self.ou_parts(seen, ns)
         w = self.heat_weights.to(b.dtype)
@@ -677,7 +715,7 @@ class MetriplecticModel(nn.Module):
             extra = 0.5 * _dot(ns.force - prev[0], prev[1])
         u1, dr, dS = self.ou_flow(state, ns, b, u, dt, generator, noise, b_ext=b_ext, u_ref=state.v,
                                   heat_extra=extra)
-        return State(wrap(state.r + dr, box), u1, S + dS), dr, ns.force
+        return State(wrap(state.r + dr, box), u1, S + dS, state.size), dr, ns.force
 
     def latent_velocity(self, state: State, pairs: torch.Tensor, dt: float, generator=None, box=None,
                         noise: bool = True) -> torch.Tensor:

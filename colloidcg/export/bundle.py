@@ -104,15 +104,18 @@ def _check_agreement(model, modules: dict) -> dict:
         pairs = modules["drift.pt"].pairs(r, None)
         S = model_cpu.initial_S(r, pairs, None)
         S = S + 0.1 * torch.randn(S.shape, generator=gen, dtype=torch.float64).to(dtype)
-        st = State(r, v, S)
+        # per-particle sizes for models trained with them: a binary mixture (ratio 1.4)
+        size = (c.size_scale * torch.where(torch.rand(n, generator=gen) < 0.5, 1.0, 1 / 1.4)).to(dtype) \
+            if c.size_scale > 0 else None
+        st = State(r, v, S, size)
         ns = model_cpu.compute(st, pairs, None)
         ref = {"drift": model_cpu.drift(st, pairs, None, ns=ns),
                "cov": (model_cpu.velocity_covariance(ns, 0.01),),
                "energy": (model_cpu.total_energy(st, pairs, None),),
                "encoder": (model_cpu.initial_S(r, pairs, None),)}
-        got = {"drift": modules["drift.pt"](r, v, S, pairs, None),
-               "cov": (modules["noise.pt"](r, v, S, pairs, 0.01, None),),
-               "energy": (modules["energy.pt"](r, v, S, pairs, None)[0],),
+        got = {"drift": modules["drift.pt"](r, v, S, pairs, None, size),
+               "cov": (modules["noise.pt"](r, v, S, pairs, 0.01, None, size),),
+               "energy": (modules["energy.pt"](r, v, S, pairs, None, size)[0],),
                "encoder": (modules["encoder.pt"](r, pairs, None),)}
     tol = 1e-9 if dtype == torch.float64 else 1e-4
     diffs = {}

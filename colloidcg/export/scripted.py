@@ -33,10 +33,14 @@ COMMON_INPUTS = {
     "pairs": "(P, 2) int64 particle index pairs i < j, every pair closer than the cutoff "
              "(from .pairs(r, box); extra pairs farther apart contribute exactly 0)",
     "box": "(d,) periodic box lengths in um, or None for open boundaries",
+    "size": "optional (N,) per-particle sizes in the units of the tracks column the model was "
+            "trained with (bundle config: size_column, size_scale); required by models with "
+            "per-particle sizes (size_scale > 0), whose pair ranges are h (a_i + a_j) / 2, "
+            "a = min(size / size_scale, 1); ignored by models without",
 }
 SIGNATURES = {
     "drift.pt": {
-        "call": "forward(r, v, S, pairs, box=None) -> (drdt, dvdt, dSdt)",
+        "call": "forward(r, v, S, pairs, box=None, size=None) -> (drdt, dvdt, dSdt)",
         "inputs": COMMON_INPUTS,
         "outputs": {"drdt": "(N, d) um/s (= v)",
                     "dvdt": "(N, d) um/s^2: conservative force / m, friction and the Ito term",
@@ -44,8 +48,8 @@ SIGNATURES = {
         "meaning": "deterministic part of dx = [L dE/dx + M dS/dx + k_B div M] dt + dx~",
     },
     "noise.pt": {
-        "call": "forward(r, v, S, pairs, dt, box=None) -> cov_v; "
-                "sample(r, v, S, pairs, dt, xi_pair, xi_particle, box=None) -> (dv, dS)",
+        "call": "forward(r, v, S, pairs, dt, box=None, size=None) -> cov_v; "
+                "sample(r, v, S, pairs, dt, xi_pair, xi_particle, box=None, size=None) -> (dv, dS)",
         "inputs": {**COMMON_INPUTS, "dt": "time step, s (float)",
                    "xi_pair": "(P, d + 2) independent standard normal numbers",
                    "xi_particle": "(N, d) independent standard normal numbers (unused when "
@@ -57,7 +61,7 @@ SIGNATURES = {
         "meaning": "fluctuation-dissipation noise dx~ with <dx~ dx~^T> = 2 k_B M dt",
     },
     "energy.pt": {
-        "call": "forward(r, v, S, pairs, box=None) -> (E, e)",
+        "call": "forward(r, v, S, pairs, box=None, size=None) -> (E, e)",
         "inputs": COMMON_INPUTS,
         "outputs": {"E": "() total energy, model energy unit (mass unit x um^2/s^2; k_B = 1)",
                     "e": "(N,) per-particle energy m|v|^2/2 + U(S, V) [+ deviatoric part], "
@@ -67,7 +71,7 @@ SIGNATURES = {
     },
     "encoder.pt": {
         "call": "forward(r, pairs, box=None) -> S",
-        "inputs": {k: COMMON_INPUTS[k] for k in ("r", "pairs", "box")},
+        "inputs": {k: COMMON_INPUTS[k] for k in ("r", "pairs", "box")},  # no size: S0 from structure
         "outputs": {"S": "(N, n_s) initial entropic variables from the local structure"},
         "meaning": "rotation-, translation- and permutation-invariant structural encoder",
     },
@@ -116,6 +120,8 @@ class ScriptedCore(nn.Module):
         self.stiffness = float(getattr(c, "stiffness", 1.0))
         self.substrate = bool(c.substrate)
         self.deviatoric = bool(c.deviatoric)
+        # per-particle sizes: reference size (0 = one range h for all pairs)
+        self.size_scale = float(getattr(c, "size_scale", 0.0))
         # kernel W(q) = sum_k softplus(raw_k) (1 - q)_+^p_k
         self.register_buffer("k_raw", t(model.kernel.raw))
         self.register_buffer("k_powers", t(model.kernel.powers))
@@ -224,7 +230,18 @@ class ScriptedCore(nn.Module):
         kappa = g2 @ w
         return [u, T, P, theta, kappa]
 
-    def deviatoric_energy(self, r: Tensor, pairs: Tensor, box: Optional[Tensor]) -> Tensor:
+    def pair_range(self, pairs: Tensor, size: Optional[Tensor], like: Tensor) -> Tensor:
+        """(P,) range of every pair: h (a_i + a_j) / 2, a = min(size / size_scale, 1), for a
+        model with per-particle sizes; h otherwise."""
+        if self.size_scale <= 0.0:
+            return torch.full([pairs.shape[0]], self.cutoff, dtype=like.dtype, device=like.device)
+        if size is None:
+            raise RuntimeError("size: this model was trained with per-particle sizes; pass size (N,)")
+        a = (size.to(like.dtype) / self.size_scale).clamp(min=1e-3, max=1.0)
+        return self.cutoff * 0.5 * (a[pairs[:, 0]] + a[pairs[:, 1]])
+
+    def deviatoric_energy(self, r: Tensor, pairs: Tensor, box: Optional[Tensor],
+                          size: Optional[Tensor] = None) -> Tensor:
         """Per-particle theta_ref mu / 2 |dev G_i|^2 (fabric tensor G_i)."""
         n = r.shape[0]
         d = r.shape[1]
@@ -233,7 +250,7 @@ class ScriptedCore(nn.Module):
         rij = _minimum_image(r[i] - r[j], box)
         dist = torch.linalg.vector_norm(rij, dim=-1).clamp_min(1e-12 * self.cutoff)
         e = rij / dist.unsqueeze(-1)
-        W, _ = self.kernel(dist / self.cutoff)
+        W, _ = self.kernel(dist / self.pair_range(pairs, size, dist))
         dens = self.kernel_zero() + _scatter(n, i, W) + _scatter(n, j, W)
         ee = (e.unsqueeze(-1) * e.unsqueeze(-2)) * W.view(-1, 1, 1)
         G = (_scatter(n, i, ee) + _scatter(n, j, ee)) / dens.view(-1, 1, 1)
@@ -242,16 +259,17 @@ class ScriptedCore(nn.Module):
         mu = F.softplus(self.raw_shear)
         return self.theta_ref * mu / 2 * dev.square().sum([-1, -2])
 
-    def deviatoric_force(self, r: Tensor, pairs: Tensor, box: Optional[Tensor]) -> Tensor:
+    def deviatoric_force(self, r: Tensor, pairs: Tensor, box: Optional[Tensor],
+                         size: Optional[Tensor] = None) -> Tensor:
         r_in = r if r.requires_grad else r.detach().requires_grad_(True)
-        e_dev = self.deviatoric_energy(r_in, pairs, box).sum()
+        e_dev = self.deviatoric_energy(r_in, pairs, box, size).sum()
         g = torch.autograd.grad([e_dev], [r_in], create_graph=True)[0]
         assert g is not None
         return -g
 
     # ------------------------------------------------------------------ compute
     def compute(self, r: Tensor, v: Tensor, S: Tensor, pairs: Tensor,
-                box: Optional[Tensor]) -> List[Tensor]:
+                box: Optional[Tensor], size: Optional[Tensor] = None) -> List[Tensor]:
         """Intermediate results shared by drift, noise and energy (see ``_names``)."""
         n = r.shape[0]
         i = pairs[:, 0]
@@ -259,16 +277,17 @@ class ScriptedCore(nn.Module):
         rij = _minimum_image(r[i] - r[j], box)
         dist = torch.linalg.vector_norm(rij, dim=-1).clamp_min(1e-12 * self.cutoff)
         e = rij / dist.unsqueeze(-1)
-        q = dist / self.cutoff
+        hr = self.pair_range(pairs, size, dist)
+        q = dist / hr
         W, dW = self.kernel(q)
         coef = self.coefficients(q)
         dens = self.kernel_zero() + _scatter(n, i, W) + _scatter(n, j, W)
         terms = self.particle_terms(S, dens)
         U, T, Pd, theta, kappa = terms[0], terms[1], terms[2], terms[3], terms[4]
-        fpair = -((Pd[i] + Pd[j]) * dW / self.cutoff).unsqueeze(-1) * e
+        fpair = -((Pd[i] + Pd[j]) * dW / hr).unsqueeze(-1) * e
         force = _scatter(n, i, fpair) - _scatter(n, j, fpair)
         if self.deviatoric:
-            force = force + self.deviatoric_force(r, pairs, box)
+            force = force + self.deviatoric_force(r, pairs, box, size)
         th_i = theta[i]
         th_j = theta[j]
         th_bar = 2.0 * th_i * th_j / (th_i + th_j)
@@ -299,10 +318,10 @@ class ScriptedCore(nn.Module):
     # ------------------------------------------------------------------ drift
     @torch.jit.export
     def drift(self, r: Tensor, v: Tensor, S: Tensor, pairs: Tensor,
-              box: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
+              box: Optional[Tensor] = None, size: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
         grad_on = torch.is_grad_enabled()
         torch.set_grad_enabled(True)
-        ns = self.compute(r, v, S, pairs, box)
+        ns = self.compute(r, v, S, pairs, box, size)
         e, theta, kappa, force = ns[0], ns[4], ns[5], ns[6]
         th_i, th_j, th_bar = ns[7], ns[8], ns[9]
         sp, sp_i, sp_j, sb, sb_i, sb_j = ns[10], ns[11], ns[12], ns[13], ns[14], ns[15]
@@ -373,10 +392,10 @@ class ScriptedCore(nn.Module):
     # ------------------------------------------------------------------ noise
     @torch.jit.export
     def velocity_covariance(self, r: Tensor, v: Tensor, S: Tensor, pairs: Tensor, dt: float,
-                            box: Optional[Tensor] = None) -> Tensor:
+                            box: Optional[Tensor] = None, size: Optional[Tensor] = None) -> Tensor:
         grad_on = torch.is_grad_enabled()
         torch.set_grad_enabled(True)
-        ns = self.compute(r, v, S, pairs, box)
+        ns = self.compute(r, v, S, pairs, box, size)
         e, sp, sb, s0 = ns[0], ns[10], ns[13], ns[19]
         n = r.shape[0]
         d = r.shape[1]
@@ -394,10 +413,10 @@ class ScriptedCore(nn.Module):
     @torch.jit.export
     def noise_sample(self, r: Tensor, v: Tensor, S: Tensor, pairs: Tensor, dt: float,
                      xi_pair: Tensor, xi_particle: Tensor,
-                     box: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+                     box: Optional[Tensor] = None, size: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
         grad_on = torch.is_grad_enabled()
         torch.set_grad_enabled(True)
-        ns = self.compute(r, v, S, pairs, box)
+        ns = self.compute(r, v, S, pairs, box, size)
         e, theta, th_i, th_j = ns[0], ns[4], ns[7], ns[8]
         sp, sb, c2, s0, vij = ns[10], ns[13], ns[16], ns[19], ns[21]
         n = r.shape[0]
@@ -429,7 +448,7 @@ class ScriptedCore(nn.Module):
     # ------------------------------------------------------------------ energy
     @torch.jit.export
     def energy(self, r: Tensor, v: Tensor, S: Tensor, pairs: Tensor,
-               box: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+               box: Optional[Tensor] = None, size: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
         grad_on = torch.is_grad_enabled()
         torch.set_grad_enabled(True)
         n = r.shape[0]
@@ -437,12 +456,12 @@ class ScriptedCore(nn.Module):
         j = pairs[:, 1]
         rij = _minimum_image(r[i] - r[j], box)
         dist = torch.linalg.vector_norm(rij, dim=-1).clamp_min(1e-12 * self.cutoff)
-        W, _ = self.kernel(dist / self.cutoff)
+        W, _ = self.kernel(dist / self.pair_range(pairs, size, dist))
         dens = self.kernel_zero() + _scatter(n, i, W) + _scatter(n, j, W)
         U = self.particle_terms(S, dens)[0]
         e = 0.5 * self.mass() * v.square().sum(-1) + U
         if self.deviatoric:
-            e = e + self.deviatoric_energy(r, pairs, box)
+            e = e + self.deviatoric_energy(r, pairs, box, size)
         E = e.sum()
         torch.set_grad_enabled(grad_on)
         if not grad_on:
@@ -502,8 +521,8 @@ class Drift(nn.Module):
         self.core = core
 
     def forward(self, r: Tensor, v: Tensor, S: Tensor, pairs: Tensor,
-                box: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
-        return self.core.drift(r, v, S, pairs, box)
+                box: Optional[Tensor] = None, size: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
+        return self.core.drift(r, v, S, pairs, box, size)
 
     @torch.jit.export
     def pairs(self, r: Tensor, box: Optional[Tensor] = None) -> Tensor:
@@ -518,14 +537,14 @@ class Noise(nn.Module):
         self.core = core
 
     def forward(self, r: Tensor, v: Tensor, S: Tensor, pairs: Tensor, dt: float,
-                box: Optional[Tensor] = None) -> Tensor:
-        return self.core.velocity_covariance(r, v, S, pairs, dt, box)
+                box: Optional[Tensor] = None, size: Optional[Tensor] = None) -> Tensor:
+        return self.core.velocity_covariance(r, v, S, pairs, dt, box, size)
 
     @torch.jit.export
     def sample(self, r: Tensor, v: Tensor, S: Tensor, pairs: Tensor, dt: float,
                xi_pair: Tensor, xi_particle: Tensor,
-               box: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
-        return self.core.noise_sample(r, v, S, pairs, dt, xi_pair, xi_particle, box)
+               box: Optional[Tensor] = None, size: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+        return self.core.noise_sample(r, v, S, pairs, dt, xi_pair, xi_particle, box, size)
 
     @torch.jit.export
     def pairs(self, r: Tensor, box: Optional[Tensor] = None) -> Tensor:
@@ -540,8 +559,8 @@ class Energy(nn.Module):
         self.core = core
 
     def forward(self, r: Tensor, v: Tensor, S: Tensor, pairs: Tensor,
-                box: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
-        return self.core.energy(r, v, S, pairs, box)
+                box: Optional[Tensor] = None, size: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+        return self.core.energy(r, v, S, pairs, box, size)
 
     @torch.jit.export
     def pairs(self, r: Tensor, box: Optional[Tensor] = None) -> Tensor:
