@@ -203,3 +203,19 @@ def test_cli_train_options_reach_the_configuration(tmp_path):
     sel = json.loads((model / "report.json").read_text())["cutoff_selection"]
     tried = [c for c, _ in sel["candidates"]]
     assert tried == pytest.approx([1.5 * sel["nn_distance"], 2.5 * sel["nn_distance"]])
+
+
+def test_cli_size_column(tmp_path, capsys):
+    t = langevin(frames=10)
+    t["size"] = np.where(t["particle"] % 2 == 0, 1.0, 1.4)
+    tracks = tmp_path / "tracks.parquet"
+    write_table(tracks, t, provenance("test", {}, {}, meta={"fps": 10.0, "um_per_px": 0.2}))
+    model = tmp_path / "model"
+    assert main(["train", str(tracks), "-o", str(model), "--epochs", "1", "--quiet", "--edge", "0",
+                 "--cutoff", "0.6", "--size-column", "size"]) == 0
+    cfg = json.loads((model / "config.json").read_text())
+    assert cfg["model"]["size_column"] == "size" and cfg["model"]["size_scale"] == pytest.approx(1.4)
+    capsys.readouterr()
+    assert main(["train", str(tracks), "-o", str(tmp_path / "m2"), "--epochs", "1", "--quiet",
+                 "--size-column", "radius"]) == 2
+    assert "radius" in capsys.readouterr().err

@@ -84,7 +84,8 @@ def run(args) -> int:
 
     print("[3/5] training the metriplectic model")
     labels = rea.table[["frame", "particle", "rearranging"]]
-    cfg = TrainConfig(epochs=args.epochs, seed=args.seed, progress=not args.quiet)
+    # the sample is bidisperse: pair ranges follow each particle's tracked size
+    cfg = TrainConfig(epochs=args.epochs, seed=args.seed, progress=not args.quiet, size_column="size")
     fit = train_tracks(t, result.sidecar(), cfg, dirs["model"], labels=labels, source=str(tracks_path))
     rep = fit.report
     auc = (rep.get("rearrangement_auc") or {}).get("S")

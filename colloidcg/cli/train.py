@@ -43,6 +43,9 @@ def add_parser(subparsers) -> None:
                    help="basis functions of the learned kernel (default 4)")
     p.add_argument("--select", default="val_nll", choices=["val_nll", "val_msd"],
                    help="validation score that picks the best epoch (default val_nll)")
+    p.add_argument("--size-column", default="", dest="size_column", metavar="COLUMN",
+                   help="per-particle size column of the tracks (e.g. 'size' from the tracker) for "
+                        "bidisperse/polydisperse packings: pair ranges scale with the pair's mean size")
     p.add_argument("--no-frame-average", action="store_false", dest="frame_average",
                    help="read velocities as instantaneous, not as frame averages (particle data "
                         "recorded at the integration step)")
@@ -74,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
                       multistep=args.multistep, aux_weight=args.aux_weight, n_s=args.n_s,
                       dtype=args.dtype, substrate=not args.no_substrate, deviatoric=args.deviatoric,
                       progress=not args.quiet, n_kernel=args.n_kernel, select=args.select,
-                      frame_average=args.frame_average,
+                      frame_average=args.frame_average, size_column=args.size_column,
                       **({"cutoff_factors": tuple(args.cutoff_factors)} if args.cutoff_factors else {}))
     result = train_tracks(tracks, meta, cfg, out, labels=labels, fps=args.fps, um_per_px=args.um_per_px,
                           box_px=args.box, source=args.tracks)
