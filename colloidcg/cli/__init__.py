@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 import warnings
@@ -64,4 +65,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def run() -> None:  # pragma: no cover - console-script shim
     warnings.filterwarnings("ignore", category=DeprecationWarning)
-    sys.exit(main())
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # the output went into a reader that stopped early (`colloidcg info X | head`):
+        # not an error; keep Python from complaining again when it flushes at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 0
+    sys.exit(code)
