@@ -469,3 +469,23 @@ def test_auto_keeps_the_colloidcg_toml_track_values(make_napari_viewer, qtbot, t
     _wait_idle(qtbot, w)
     assert w.minmass.value == pytest.approx(1234.5)          # from the file
     assert w.diameter.value % 2 == 1 and w.diameter.value > 3   # estimated
+
+
+def test_model_widget_trains_with_per_particle_sizes(tracked_small, qtbot):
+    from napari_colloidcg._model_widget import ModelWidget
+
+    viewer, image, tw, _ = tracked_small
+    w = ModelWidget(viewer)
+    w.config_overrides = dict(val_rollout_steps=4, max_frames_per_epoch=6, width=16, cutoff=2.5)
+    w.epochs.value = 1
+    w.sizes.value = True
+    w.train()
+    _wait_idle(qtbot, w)
+    assert w.model is not None and w.model.config.size_column == "size"
+    assert w.model.config.size_scale == pytest.approx(np.percentile(
+        tw.result.tracks.groupby("particle")["size"].median(), 95))
+    viewer.dims.set_current_step(0, 4)
+    w.steps.value = 3
+    w.simulate_from_frame()
+    _wait_idle(qtbot, w)
+    assert np.isfinite(w.simulation.tracks[["x", "y"]].to_numpy()).all()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from magicgui.widgets import Container, FloatSpinBox, PushButton, SpinBox
+from magicgui.widgets import CheckBox, Container, FloatSpinBox, PushButton, SpinBox
 from qtpy.QtCore import QObject, Signal
 
 from ._common import (KEY, LayerWidget, calibration, current_frame, layer_info, notify_info,
@@ -55,6 +55,7 @@ class ModelWidget(LayerWidget):
         self.lr = FloatSpinBox(label="learning rate", value=3e-3, min=1e-6, max=1.0, step=1e-3)
         self.lr.native.setDecimals(5)
         self.seed = SpinBox(label="seed", value=0, min=0, max=2**31 - 1)
+        self.sizes = CheckBox(text="per-particle sizes (tracks' size column; mixtures)", value=False)
         self.train_button = PushButton(text="Train")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.load_button = PushButton(text="Load model...")
@@ -65,7 +66,7 @@ class ModelWidget(LayerWidget):
         self.loss_plot = LossPlot()
         self.colour_bar = ColourBar()
         self.extend([
-            self.tracks, self.epochs, self.batch_frames, self.lr, self.seed,
+            self.tracks, self.epochs, self.batch_frames, self.lr, self.seed, self.sizes,
             Container(widgets=[self.train_button, self.cancel_button, self.load_button],
                       layout="horizontal", labels=False),
             self.show_s_button, self.steps, self.simulate_button, self.export_button, self.status,
@@ -118,6 +119,7 @@ class ModelWidget(LayerWidget):
         try:
             cfg = TrainConfig(**{"epochs": int(self.epochs.value), "batch_frames": int(self.batch_frames.value),
                                  "lr": float(self.lr.value), "seed": int(self.seed.value),
+                                 "size_column": "size" if self.sizes.value else "",
                                  "progress": False, **self.config_overrides})
         except TypeError as exc:
             from colloidcg.errors import ParameterError
