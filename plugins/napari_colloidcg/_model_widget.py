@@ -261,12 +261,14 @@ class ModelWidget(LayerWidget):
         seed = int(self.seed.value)
 
         def work():
+            from colloidcg.evaluate import compare
+
             sim = simulate(model, config, df, meta, steps=steps, frame=frame, seed=seed,
                            name=layer.name)
             window = df[(df["frame"] >= frame) & (df["frame"] <= frame + steps)]
             if window["frame"].nunique() < 3:
                 window = df
-            return (sim, *model_vs_data(window, sim.tracks, um, fps, box_px))
+            return (sim, *compare(window, sim.tracks, um, fps, box_px=box_px))
 
         self.status.value = f"simulating {steps} frames from frame {frame}..."
         return self.run_worker(work, on_return=lambda out: self._show_simulation(layer, df, frame, *out),
@@ -357,27 +359,6 @@ class ModelWidget(LayerWidget):
                 return
             overwrite = True
         self.export(folder, overwrite=overwrite)
-
-
-def model_vs_data(data: pd.DataFrame, sim: pd.DataFrame, um_per_px: float, fps: float, box_px=None):
-    """(metrics, statistics of data, statistics of sim) for the dock: MSD and g(r) from
-    :func:`colloidcg.evaluate.statistics` on the same lags and radii, and their relative
-    RMS errors (:func:`colloidcg.evaluate.rel_rms`). The full :func:`~colloidcg.evaluate.compare`
-    is not used because the dock needs only these two curves and short rollouts are
-    common here."""
-    from colloidcg.evaluate import rel_rms, statistics
-
-    td = int(data["frame"].max() - data["frame"].min() + 1)
-    ts = int(sim["frame"].max() - sim["frame"].min() + 1)
-    lag = max(2, min(td, ts) // 2)
-    sd = statistics(data, um_per_px, fps, lag, box_px)
-    r = sd["rdf"]["r"].to_numpy()
-    r_max = float(r[-1] + 0.5 * (r[1] - r[0])) if len(r) > 1 else None
-    ss = statistics(sim, um_per_px, fps, lag, box_px, r_max=r_max)
-    m = sd["msd"].merge(ss["msd"], on="lag", suffixes=("_d", "_s"))
-    metrics = {"msd_rel_rms": rel_rms(m["msd_s"], m["msd_d"], pointwise=True),
-               "rdf_rel_rms": rel_rms(ss["rdf"]["g"], sd["rdf"]["g"]), "max_lag_frames": lag}
-    return metrics, sd, ss
 
 
 def _spacing(table: pd.DataFrame) -> float:
