@@ -92,6 +92,14 @@ def _meta_value(meta: dict | None, key: str):
     return None
 
 
+def near_edge(pos: torch.Tensor, fov, edge: float) -> torch.Tensor:
+    """Bool tensor of shape ``pos.shape[:-1]``: positions (..., d) closer than ``edge`` to the
+    border of the field of view ``fov`` ((lo, hi) per axis, same units as ``pos``)."""
+    lo = torch.tensor([a for a, _ in fov], dtype=pos.dtype, device=pos.device)
+    hi = torch.tensor([b for _, b in fov], dtype=pos.dtype, device=pos.device)
+    return ((pos < lo + edge) | (pos > hi - edge)).any(-1)
+
+
 def from_tracks(tracks: pd.DataFrame, meta: dict | None = None, *, fps: float | None = None,
                 um_per_px: float | None = None, box_px=None, edge: float = 0.0,
                 labels: pd.DataFrame | None = None, size_column: str | None = None,
@@ -170,10 +178,7 @@ def from_tracks(tracks: pd.DataFrame, meta: dict | None = None, *, fps: float | 
         hi = xyz.max(0) * um
         fov = tuple((float(a), float(c)) for a, c in zip(lo, hi))
         if edge > 0:
-            near = np.zeros((T, N), bool)
-            for ax in range(d):
-                near |= (pos[..., ax] < lo[ax] + edge) | (pos[..., ax] > hi[ax] - edge)
-            mask &= ~near
+            mask &= ~near_edge(torch.as_tensor(pos), fov, edge).numpy()
     rearr = d2 = None
     lab = labels if labels is not None else tracks
     if "rearranging" in lab.columns or "d2min" in lab.columns:

@@ -15,7 +15,8 @@ import torch
 
 from .core.integrate import rollout
 from .core.model import MetriplecticModel, State
-from .data import from_tracks, to_tracks
+from .core.tabulate import tabulate, untabulate
+from .data import from_tracks, near_edge, to_tracks
 from .errors import ColloidcgError, ParameterError
 
 
@@ -81,14 +82,15 @@ def simulate(model: MetriplecticModel, model_config: dict, tracks: pd.DataFrame,
     halo = model.config.cutoff if halo is None else float(halo)
     if halo < 0:
         raise ParameterError(f"halo: must be >= 0 um, got {halo}")
-    boundary = _boundary_mask(r0, traj.fov, halo) if traj.box is None else None
+    boundary = None
+    if traj.box is None and traj.fov is not None and halo > 0:
+        boundary = near_edge(r0, traj.fov, halo)
+        if not bool(boundary.any()):
+            boundary = None
     if boundary is not None and bool(boundary.all()):
         raise ColloidcgError(f"{name}: every particle of frame {frame} lies within the halo ({halo:g} um) "
                              "of the field-of-view border; nothing is left to simulate (pass a smaller halo)")
-    tab_err = None
-    if fast:
-        from .core.tabulate import tabulate
-        tab_err = tabulate(model)
+    tab_err = tabulate(model) if fast else None
     try:
         with torch.no_grad():
             S0 = model.initial_S(r0, None, traj.box)
@@ -98,7 +100,6 @@ def simulate(model: MetriplecticModel, model_config: dict, tracks: pd.DataFrame,
                           substeps=substeps, boundary=boundary, prescribed=prescribed)
     finally:
         if fast:
-            from .core.tabulate import untabulate
             untabulate(model)
     keep = torch.ones_like(idx, dtype=torch.bool) if (boundary is None or keep_halo) else ~boundary
     df = to_tracks(res.r[:, keep], traj.um_per_px, traj.fps, first_frame=frame,
@@ -108,22 +109,11 @@ def simulate(model: MetriplecticModel, model_config: dict, tracks: pd.DataFrame,
     n_halo = 0 if boundary is None else int(boundary.sum())
     parameters = {"frame": frame, "steps": steps, "seed": seed, "substeps": substeps, "fast": fast,
                   "tabulation_max_rel_error": tab_err,
-                  "eos_table_max_rel_error": getattr(res, "eos_table_error", None),
+                  "eos_table_max_rel_error": res.eos_table_error,
                   "n_particles": int(idx.numel()) - n_halo,
                   "n_boundary": n_halo, "halo_um": halo if boundary is not None else None}
     return Simulation(df, parameters, {"fps": traj.fps, "um_per_px": traj.um_per_px,
                                        "box_px": cal.get("box_px")})
-
-
-def _boundary_mask(r0: torch.Tensor, fov, halo: float) -> torch.Tensor | None:
-    """(N,) bool: particles within ``halo`` of the field-of-view border; None when there is
-    no field of view or no halo."""
-    if fov is None or halo <= 0:
-        return None
-    near = torch.zeros(r0.shape[0], dtype=torch.bool, device=r0.device)
-    for ax, (lo, hi) in enumerate(fov):
-        near |= (r0[:, ax] < lo + halo) | (r0[:, ax] > hi - halo)
-    return near if bool(near.any()) else None
 
 
 def _observed(traj, t: int, idx: torch.Tensor, steps: int, S0: torch.Tensor):

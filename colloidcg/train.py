@@ -37,7 +37,7 @@ from .core.model import MetriplecticModel, ModelConfig, State
 from .core.nets import inv_softplus
 from .core.ou import coefficients as ou_coefficients, invert_rho1
 from .core.persist import save_model
-from .data import Trajectory
+from .data import Trajectory, near_edge
 from .errors import ColloidcgError, ParameterError
 
 
@@ -599,10 +599,7 @@ def select_cutoff(traj: Trajectory, cfg: TrainConfig) -> tuple[float, dict]:
 
 
 def _apply_edge(traj: Trajectory, edge: float) -> None:
-    lo = torch.tensor([a for a, _ in traj.fov], dtype=traj.pos.dtype, device=traj.pos.device)
-    hi = torch.tensor([b for _, b in traj.fov], dtype=traj.pos.dtype, device=traj.pos.device)
-    near = ((traj.pos < lo + edge) | (traj.pos > hi - edge)).any(-1)
-    traj.mask = traj.mask & ~near
+    traj.mask = traj.mask & ~near_edge(traj.pos, traj.fov, edge)
 
 
 def _multistep_term(model, traj: Trajectory, t: int, K: int, cutoff: float, loc_var: float):
