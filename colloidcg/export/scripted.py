@@ -513,28 +513,29 @@ class ScriptedCore(nn.Module):
         return self.enc_net(f)
 
 
-class Drift(nn.Module):
-    """drift.pt: (r, v, S, pairs, box) -> (dr/dt, dv/dt, dS/dt)."""
+class _Exported(nn.Module):
+    """What every exported module shares: the scripted core and its pair search
+    ``pairs(r, box=None) -> (P, 2)``."""
 
     def __init__(self, core: ScriptedCore):
         super().__init__()
         self.core = core
-
-    def forward(self, r: Tensor, v: Tensor, S: Tensor, pairs: Tensor,
-                box: Optional[Tensor] = None, size: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
-        return self.core.drift(r, v, S, pairs, box, size)
 
     @torch.jit.export
     def pairs(self, r: Tensor, box: Optional[Tensor] = None) -> Tensor:
         return self.core.pairs(r, box)
 
 
-class Noise(nn.Module):
-    """noise.pt: velocity-noise covariance (forward) and one noise increment (sample)."""
+class Drift(_Exported):
+    """drift.pt: (r, v, S, pairs, box) -> (dr/dt, dv/dt, dS/dt)."""
 
-    def __init__(self, core: ScriptedCore):
-        super().__init__()
-        self.core = core
+    def forward(self, r: Tensor, v: Tensor, S: Tensor, pairs: Tensor,
+                box: Optional[Tensor] = None, size: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
+        return self.core.drift(r, v, S, pairs, box, size)
+
+
+class Noise(_Exported):
+    """noise.pt: velocity-noise covariance (forward) and one noise increment (sample)."""
 
     def forward(self, r: Tensor, v: Tensor, S: Tensor, pairs: Tensor, dt: float,
                 box: Optional[Tensor] = None, size: Optional[Tensor] = None) -> Tensor:
@@ -546,40 +547,20 @@ class Noise(nn.Module):
                box: Optional[Tensor] = None, size: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
         return self.core.noise_sample(r, v, S, pairs, dt, xi_pair, xi_particle, box, size)
 
-    @torch.jit.export
-    def pairs(self, r: Tensor, box: Optional[Tensor] = None) -> Tensor:
-        return self.core.pairs(r, box)
 
-
-class Energy(nn.Module):
+class Energy(_Exported):
     """energy.pt: (r, v, S, pairs, box) -> (total E, per-particle e)."""
-
-    def __init__(self, core: ScriptedCore):
-        super().__init__()
-        self.core = core
 
     def forward(self, r: Tensor, v: Tensor, S: Tensor, pairs: Tensor,
                 box: Optional[Tensor] = None, size: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
         return self.core.energy(r, v, S, pairs, box, size)
 
-    @torch.jit.export
-    def pairs(self, r: Tensor, box: Optional[Tensor] = None) -> Tensor:
-        return self.core.pairs(r, box)
 
-
-class Encoder(nn.Module):
+class Encoder(_Exported):
     """encoder.pt: (r, pairs, box) -> initial S."""
-
-    def __init__(self, core: ScriptedCore):
-        super().__init__()
-        self.core = core
 
     def forward(self, r: Tensor, pairs: Tensor, box: Optional[Tensor] = None) -> Tensor:
         return self.core.initial_S(r, pairs, box)
-
-    @torch.jit.export
-    def pairs(self, r: Tensor, box: Optional[Tensor] = None) -> Tensor:
-        return self.core.pairs(r, box)
 
 
 MODULES = {"drift.pt": Drift, "noise.pt": Noise, "energy.pt": Energy, "encoder.pt": Encoder}
