@@ -56,7 +56,6 @@ def run(args) -> int:
         result = track(video, {"subtract_drift": True}, progress=not args.quiet)  # the sample drifts
         tracks_path = result.save(dirs["track"], overwrite=args.overwrite)
         first = video[0]
-        frames = {f: video[f] for f in range(len(video))}
     truth = pd.read_parquet(sample / "truth.parquet")
     d = float(result.params.diameter)
     in_image = result.tracks.drop(columns=["x", "y"]).rename(columns={"x_image": "x", "y_image": "y"})
@@ -75,7 +74,9 @@ def run(args) -> int:
     rea.save(dirs["rearrangements"], inputs={"tracks": tracks_path}, overwrite=args.overwrite,
              softness_baseline=soft.summary())
     busy = busiest_frame(rea.table)
-    d2png = plot_d2min_frame(rea.table, busy, out / "d2min.png", image=frames[busy])
+    with open_video(video_path) as video:
+        busy_image = video[busy]
+    d2png = plot_d2min_frame(rea.table, busy, out / "d2min.png", image=busy_image)
     p = rea.parameters
     print(f"    lag {p['lag_frames']} frames, cutoff {p['cutoff_px']:.1f} px, threshold "
           f"{p['threshold']:.3g} (d2min_norm); {int(rea.table['rearranging'].sum())} rearranging "
