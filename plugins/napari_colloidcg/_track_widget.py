@@ -263,7 +263,7 @@ class TrackWidget(LayerWidget):
     def track_all(self, *_):
         """Track the whole video in a worker thread with napari's progress bar; the
         result becomes a Tracks layer coloured by particle."""
-        from ._tracking import track_steps
+        from colloidcg.tracking import track_iter
 
         layer = self.image.value
         if layer is None:
@@ -295,7 +295,7 @@ class TrackWidget(LayerWidget):
             self.track_button.enabled = True
             self.cancel_button.enabled = False
 
-        worker = self.run_worker(track_steps, video, params, meta, on_return=returned,
+        worker = self.run_worker(track_iter, video, params, meta=meta, on_return=returned,
                                  on_finish=finished, progress={"total": n, "desc": "Tracking"})
         worker.aborted.connect(lambda: self._set_status("tracking cancelled"))
         self._track_worker = worker
