@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import tifffile
 
-from colloidcg.batch import discover, run_batch
+from colloidcg.batch import VideoJob, discover, run_batch
 from colloidcg.cli import main
 from colloidcg.errors import ColloidcgError
 from colloidcg.synthetic import SynthConfig, make_video
@@ -320,3 +320,37 @@ def test_bad_input_gives_clear_errors(tmp_path, experiment, capsys):
     with pytest.raises(ColloidcgError, match=rf"--scheduler tcp://127.0.0.1:{port}: cannot reach .* check the address"):
         run_batch(bad, tmp_path / "o4", scheduler=f"tcp://127.0.0.1:{port}", connect_timeout=2,
                   progress=False)
+
+
+def _worker_state() -> dict:
+    from threadpoolctl import threadpool_info
+
+    return {"trackpy": "trackpy" in sys.modules,
+            "blas_threads": max((p["num_threads"] for p in threadpool_info()), default=1)}
+
+
+def test_local_cluster_workers_start_with_stage_modules_and_bounded_threads(monkeypatch, tmp_path):
+    """Workers fork from a server that already imported what the stages need, and each
+    stage runs with BLAS pools limited to its thread share."""
+    from distributed import Client
+
+    from colloidcg.batch import runner, stages
+
+    with runner._Cluster(None, 1, 10.0, 60.0, ["track"]) as client:
+        assert isinstance(client, Client)
+        (state,) = client.run(_worker_state).values()
+    assert state["trackpy"]
+
+    seen = {}
+
+    def fake_track(job, opts, ups, ctx, out):
+        seen.update(_worker_state())
+        return {}
+
+    monkeypatch.setitem(stages.RUN, "track", fake_track)
+    monkeypatch.setitem(stages.PLAN, "track", lambda job, opts, ups, ctx: ({}, {}))
+    job = VideoJob(path=str(tmp_path / "v.tif"), rel="v.tif")
+    row = stages.run_stage(job, "track", stages.Options(out=str(tmp_path / "out"), root=str(tmp_path),
+                                                        threads=1))
+    assert row["status"] == "done", row
+    assert seen["blas_threads"] == 1

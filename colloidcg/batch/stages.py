@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from threadpoolctl import threadpool_limits
+
 from .._version import __version__
 from ..errors import ColloidcgError
 from . import hashing
@@ -282,6 +284,13 @@ def run_stage(job: VideoJob, stage: str, opts: Options, previous: Any = None) ->
         import torch
 
         torch.set_num_threads(int(opts.threads))
+    # BLAS/OpenMP pools sized to the task's share of the machine: a worker started from
+    # a fork server has numpy's pools sized before Dask's per-worker thread settings
+    with threadpool_limits(int(opts.threads)):
+        return _run_stage(job, stage, opts, sd, row, record, t0)
+
+
+def _run_stage(job, stage, opts, sd, row, record, t0) -> dict[str, Any]:
     ctx: dict[str, Any] = {}
     try:
         ups = _upstream(opts, job, stage)
