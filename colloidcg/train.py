@@ -400,6 +400,10 @@ def fit(traj: Trajectory, config: TrainConfig | None = None, out_dir=None,
         _apply_edge(traj, cfg.edge)
     elif cfg.edge is None and traj.box is None and traj.fov is not None:
         _apply_edge(traj, cutoff)
+    # the model's initial weights depend on the seed only, not on whether (or how many)
+    # short fits of the cutoff selection ran before
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
     model = build_model(traj, cfg, cutoff)
     if cfg.loc_noise == "estimate":
         loc_sigma = estimate_localisation_noise(traj)

@@ -219,3 +219,15 @@ def test_cli_size_column(tmp_path, capsys):
     assert main(["train", str(tracks), "-o", str(tmp_path / "m2"), "--epochs", "1", "--quiet",
                  "--size-column", "radius"]) == 2
     assert "radius" in capsys.readouterr().err
+
+
+def test_seed_alone_sets_the_initial_weights_whatever_the_cutoff_selection_ran():
+    """A fit whose cutoff was selected among candidates (short fits run first) ends exactly
+    where a fit given that cutoff directly ends: same seed, same weights."""
+    traj = from_tracks(langevin(n=40, frames=20))
+    cfg = {**FAST, "epochs": 2, "loc_noise": "none", "cutoff": None, "cutoff_factors": (1.5, 2.5)}
+    picked = fit(traj, TrainConfig(**cfg))
+    assert len(picked.report["cutoff_selection"]["candidates"]) == 2
+    direct = fit(traj, TrainConfig(**{**cfg, "cutoff": picked.report["cutoff"]}))
+    a, b = picked.model.state_dict(), direct.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
