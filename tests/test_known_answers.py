@@ -171,11 +171,10 @@ def test_dense_monodisperse_soft_disks_long_rollout():
 @pytest.mark.slow
 @pytest.mark.xfail(strict=False, reason=(
     "bidisperse glassy packing (area fraction 0.8, the synthetic 'dense' preset): with "
-    "per-particle sizes (pair range h (a_i + a_j) / 2) the MSD and VACF meet their targets "
-    "(measured, 300 particles, seed 0: MSD 0.067, VACF 0.022; with one range for all pairs "
-    "0.75 and 0.060) but g(r) does not: 0.081 (one range: 0.147) against 0.05; g(r) is "
-    "sensitive to the selected cutoff (0.045 at 1.3 x the nearest-neighbour distance, not "
-    "among the default candidates)"))
+    "per-particle sizes (pair range h (a_i + a_j) / 2) the VACF meets its target but MSD and "
+    "g(r) do not for most seeds (300 particles, seeds 0-4: MSD 0.07-0.14, mean 0.115, "
+    "against 0.10; g(r) 0.04-0.08, mean 0.069, against 0.05; VACF <= 0.11; with one range for "
+    "all pairs MSD 0.75, g(r) 0.147); g(r) is sensitive to the selected cutoff"))
 def test_dense_bidisperse_soft_disks_long_rollout():
     """Bidisperse soft disks (size ratio 1.4, area fraction 0.8) with per-particle sizes
     from the truth's diameters, 300 particles, trained on 50 frames, rolled out for 500."""
@@ -219,6 +218,6 @@ def test_end_to_end_from_tracked_video_msd_within_15_percent():
 @pytest.mark.slow
 def test_end_to_end_bidisperse_dense_preset():
     """Bidisperse packing at area fraction 0.8 (the synthetic 'dense' preset), per-particle
-    sizes from the tracker's ``size`` column (measured MSD error 0.10; with one interaction
+    sizes from the tracker's ``size`` column (measured MSD error 0.145 at seed 0, 0.11-0.19 over seeds 0-3; with one interaction
     range for all particles it was 0.51)."""
     assert end_to_end(0.8, True) <= 0.15

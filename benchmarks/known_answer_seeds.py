@@ -1,0 +1,50 @@
+"""Spread of the learned model's known answers over seeds (data, video and training).
+
+    python benchmarks/known_answer_seeds.py              # 5 particle-truth + 4 end-to-end seeds
+    python benchmarks/known_answer_seeds.py --seeds 2    # quicker
+
+Runs the slow known-answer cases of tests/test_known_answers.py (which use seed 0) for
+several seeds and prints one table: per case and seed the relative RMS errors, then mean
+and worst against the targets of the issue. About 25 s per case and seed on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from test_known_answers import dense_known_answer, end_to_end  # noqa: E402
+
+CASES = [
+    ("dense monodisperse, particle truth", lambda s: dense_known_answer(600, 0.65, False, seed=s), (0.10, 0.05, 0.15)),
+    ("dense bidisperse, particle truth, sizes", lambda s: dense_known_answer(300, 0.8, True, seed=s), (0.10, 0.05, 0.15)),
+    ("end to end, monodisperse", lambda s: (end_to_end(0.65, False, seed=s),), (0.15,)),
+    ("end to end, bidisperse, sizes", lambda s: (end_to_end(0.8, True, seed=s),), (0.15,)),
+]
+NAMES = ("MSD", "g(r)", "VACF")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, default=4)
+    args = ap.parse_args()
+    rows = []
+    for name, run, targets in CASES:
+        errs = np.array([run(s) for s in range(args.seeds)])
+        for k, target in enumerate(targets):
+            e = errs[:, k]
+            rows.append((name, NAMES[k], target, e, int((e > target).sum())))
+    print(f"\n| case | quantity | target | per seed (0..{args.seeds - 1}) | mean | worst | seeds over |")
+    print("|---|---|---:|---|---:|---:|---:|")
+    for name, q, target, e, over in rows:
+        print(f"| {name} | {q} | {target:.2f} | {' / '.join(f'{x:.3f}' for x in e)} | "
+              f"{e.mean():.3f} | {e.max():.3f} | {over} |")
+
+
+if __name__ == "__main__":
+    main()
