@@ -9,7 +9,10 @@ summary.csv and report.html at the end.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import multiprocessing
+import multiprocessing.forkserver
 import os
 import sys
 import time
@@ -71,7 +74,7 @@ def _worker_info() -> dict:
 
 
 #: Modules each stage imports in the worker, preloaded once into the LocalCluster's fork
-#: server (see :func:`_start_method`).
+#: server (see :func:`_forkserver_workers`).
 STAGE_MODULES = {
     "track": ("trackpy", "cv2", "matplotlib.pyplot", "colloidcg.tracking", "colloidcg.batch.analysis"),
     "rearrangements": ("sklearn.linear_model", "colloidcg.rearrangements"),
@@ -81,9 +84,10 @@ STAGE_MODULES = {
 }
 
 
-def _start_method(stages: list[str]):
-    """Make the embedded LocalCluster start its worker processes from a fork server that
-    has already imported what the stages need; returns a context manager.
+@contextlib.contextmanager
+def _forkserver_workers(stages: list[str]):
+    """While open, the embedded LocalCluster starts its worker processes from a fork
+    server that has already imported what the stages need.
 
     With Dask's default "spawn", every worker process imports trackpy, torch and the rest
     itself (about 2 s of CPU each for trackpy alone); from a fork server those imports
@@ -91,25 +95,21 @@ def _start_method(stages: list[str]):
     single-threaded process (never the driver), so forking it is safe. Where there is no
     fork server (Windows), Dask's default stays.
     """
-    import contextlib
-    import multiprocessing
-    import multiprocessing.forkserver
-
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        yield
+        return
     import dask
 
-    if "forkserver" not in multiprocessing.get_all_start_methods():
-        return contextlib.nullcontext()
-    cm = dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"})
-    from distributed.utils import get_mp_context
+    with dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"}):
+        from distributed.utils import get_mp_context
 
-    # Dask sets its own preload list the first time it makes the context; ours extends it
-    # (it only counts until the fork server starts, which is at the first worker)
-    ctx = get_mp_context()
-    mods = ["distributed"] + sorted({m for s in stages for m in STAGE_MODULES.get(s, ())})
-    ctx.set_forkserver_preload(mods)
-    # start it now: it imports while this process starts the scheduler
-    multiprocessing.forkserver.ensure_running()
-    return cm
+        # Dask sets its own preload list the first time it makes the context; ours extends
+        # it (it only counts until the fork server starts, which is at the first worker)
+        mods = ["distributed"] + sorted({m for s in stages for m in STAGE_MODULES.get(s, ())})
+        get_mp_context().set_forkserver_preload(mods)
+        # start it now: it imports while this process starts the scheduler
+        multiprocessing.forkserver.ensure_running()
+        yield
 
 
 class _Cluster:
@@ -119,14 +119,14 @@ class _Cluster:
                  worker_timeout: float, stages: list[str] = ()):
         self.scheduler, self.workers, self.stages = scheduler, workers, list(stages)
         self.connect_timeout, self.worker_timeout = connect_timeout, worker_timeout
-        self.cluster = self.client = self._method = None
+        self.cluster = self.client = None
+        self._stack = contextlib.ExitStack()
 
     def __enter__(self):
         from distributed import Client, LocalCluster
 
         if self.scheduler is None:
-            self._method = _start_method(self.stages)
-            self._method.__enter__()
+            self._stack.enter_context(_forkserver_workers(self.stages))
             # one single-threaded worker process per slot; dashboard on a free port (several
             # batches on one machine never collide); no memory limit (training holds
             # its data inside the task, which Dask's memory manager cannot spill)
@@ -172,9 +172,7 @@ class _Cluster:
         if self.cluster is not None:
             self.cluster.close()
             self.cluster = None
-        if self._method is not None:
-            self._method.__exit__(None, None, None)
-            self._method = None
+        self._stack.close()
 
     def __exit__(self, *exc):
         self.close()

@@ -284,13 +284,6 @@ def run_stage(job: VideoJob, stage: str, opts: Options, previous: Any = None) ->
         import torch
 
         torch.set_num_threads(int(opts.threads))
-    # BLAS/OpenMP pools sized to the task's share of the machine: a worker started from
-    # a fork server has numpy's pools sized before Dask's per-worker thread settings
-    with threadpool_limits(int(opts.threads)):
-        return _run_stage(job, stage, opts, sd, row, record, t0)
-
-
-def _run_stage(job, stage, opts, sd, row, record, t0) -> dict[str, Any]:
     ctx: dict[str, Any] = {}
     try:
         ups = _upstream(opts, job, stage)
@@ -306,7 +299,10 @@ def _run_stage(job, stage, opts, sd, row, record, t0) -> dict[str, Any]:
         if sd.exists():
             shutil.rmtree(sd)
         sd.mkdir(parents=True)
-        numbers = RUN[stage](job, opts, ups, ctx, sd)
+        # BLAS/OpenMP pools sized to the task's share of the machine: a worker started
+        # from a fork server has numpy's pools sized before Dask's per-worker settings
+        with threadpool_limits(int(opts.threads)):
+            numbers = RUN[stage](job, opts, ups, ctx, sd)
         dur = time.perf_counter() - t0
         record.update(status="done", error=None, numbers=numbers, duration_s=round(dur, 3),
                       outputs=hashing.manifest(sd),
