@@ -218,6 +218,6 @@ def test_end_to_end_from_tracked_video_msd_within_15_percent():
 @pytest.mark.slow
 def test_end_to_end_bidisperse_dense_preset():
     """Bidisperse packing at area fraction 0.8 (the synthetic 'dense' preset), per-particle
-    sizes from the tracker's ``size`` column (measured MSD error 0.145 at seed 0, 0.11-0.19 over seeds 0-3; with one interaction
-    range for all particles it was 0.51)."""
+    sizes from the tracker's ``size`` column (measured MSD error 0.082 at seed 0, 0.06-0.09 over seeds 0-3; with one interaction
+    range for all particles 0.47)."""
     assert end_to_end(0.8, True) <= 0.15

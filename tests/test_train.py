@@ -70,6 +70,27 @@ def test_localisation_noise_estimate():
     assert 0.2 < est < 0.4
 
 
+def test_localisation_noise_estimate_caged_particles():
+    """Particles rattling in cages (positions an AR(1) around fixed sites: successive
+    displacements anti-correlated by the motion itself, as in dense suspensions) plus
+    localisation noise sigma = 0.2. Motion alone gives C(1) = -V (1 - phi)^2 = -0.04 and
+    C(2) = phi C(1); noise adds -sigma^2 = -0.04 to C(1) only. Taking all of -C(1) as noise
+    would give 0.28; the estimate must stay near 0.2 (its bias here: sqrt(0.044) = 0.21)."""
+    rng = np.random.default_rng(3)
+    n, frames, phi, V, sigma = 400, 300, 0.9, 4.0, 0.2
+    sites = rng.uniform(0, 400, (n, 2))
+    u = rng.normal(0, math.sqrt(V), (n, 2))
+    pos = np.empty((frames, n, 2))
+    for t in range(frames):
+        pos[t] = sites + u
+        u = phi * u + rng.normal(0, math.sqrt(V * (1 - phi ** 2)), (n, 2))
+    pos += rng.normal(0, sigma, pos.shape)
+    df = pd.DataFrame({"frame": np.repeat(np.arange(frames), n), "particle": np.tile(np.arange(n), frames),
+                       "x": pos[..., 0].ravel(), "y": pos[..., 1].ravel()})
+    est = estimate_localisation_noise(from_tracks(df))
+    assert 0.18 < est < 0.235
+
+
 def test_divergence_stops_with_message_and_keeps_checkpoint(tmp_path):
     traj = from_tracks(langevin(frames=12))
     with pytest.raises(TrainingDiverged, match="diverged"):
