@@ -2,6 +2,7 @@
 
     python benchmarks/rearrangements.py            # full: 1000 particles x 100/300/1000 frames
     python benchmarks/rearrangements.py --quick    # 1000 particles x 50/100/200 frames
+    python benchmarks/rearrangements.py --quick --skip-speed --learned-s 3   # S vs softness
 
 Speed: a 2D hex lattice of 1000 particles (spacing 10 px) with thermal jitter and planted
 local shear transformations. For each length it times, separately, D2min (given lag and
@@ -16,7 +17,9 @@ Accuracy:
   soft-disk glass with planted shear transformations (colloidcg.synthetic truth) and
   (b) a control where rearrangements sit at vacancies, so that structure predicts them;
 - agreement of rearranging labels from the tracked sample video with those from its
-  true trajectories, same parameters (precision, recall).
+  true trajectories, same parameters (precision, recall);
+- with ``--learned-s N``: the learned model's S on the control, trained on the same
+  training frames and scored on the same test rows as the softness baseline, N seeds.
 """
 
 from __future__ import annotations
@@ -143,7 +146,42 @@ def vacancy_ceiling_auc(table: pd.DataFrame, soft, lag: int, seed: int = 0) -> f
                                exposure[table["particle"].to_numpy()[test]]))
 
 
-def accuracy(quick: bool) -> None:
+def learned_s_auc(tracks: pd.DataFrame, table: pd.DataFrame, soft, lag: int, seed: int = 0,
+                  aux_weight: float = 1.0, epochs: int = 40) -> tuple[float, float]:
+    """ROC AUC of the learned S on exactly the softness baseline's test rows and labels.
+
+    The model sees only the frames before the baseline's split (its own validation split
+    for model selection lies inside them); S on the test rows is the encoder's S of each
+    frame, its sign fixed on the training rows (S is learned up to sign). Returns (AUC,
+    the model's cutoff, which is also the encoder's radius).
+    """
+    import torch
+    from sklearn.metrics import roc_auc_score
+
+    from colloidcg.data import from_tracks
+    from colloidcg.train import TrainConfig, fit
+
+    labels = table[["frame", "particle", "rearranging"]]
+    early = tracks[tracks["frame"] < soft.split_frame]
+    traj = from_tracks(early, None, fps=1.0, um_per_px=1.0, labels=labels[labels["frame"] < soft.split_frame])
+    res = fit(traj, TrainConfig(epochs=epochs, patience=epochs, aux_weight=aux_weight, horizon=lag,
+                                edge=0, progress=False, seed=seed))
+    s_of = {}
+    with torch.no_grad():
+        for f, g in tracks.groupby("frame"):
+            r = torch.tensor(g[["x", "y"]].to_numpy(float), dtype=torch.float64)
+            s_of.update(zip(zip(np.full(len(g), f), g["particle"].to_numpy()),
+                            res.model.initial_S(r)[:, 0].numpy()))
+    use = np.isfinite(table["d2min"].to_numpy(float)) & ~table["edge"].to_numpy(bool)
+    S = np.array([s_of.get(k, np.nan) for k in zip(table["frame"], table["particle"])])
+    frame, y = table["frame"].to_numpy(), table["rearranging"].to_numpy(bool)
+    train = use & (frame < soft.split_frame) & np.isfinite(S)
+    test = use & (frame >= soft.split_frame + lag) & np.isfinite(S)
+    sign = 1.0 if roc_auc_score(y[train], S[train]) >= 0.5 else -1.0
+    return float(roc_auc_score(y[test], sign * S[test])), float(res.model.config.cutoff)
+
+
+def accuracy(quick: bool, learned_seeds: int = 0) -> None:
     print("\n## Softness baseline (ROC AUC on held-out later frames; 0.5 = chance)\n")
     print("| system | rows | lag | rearranging rows (train / test) | ROC AUC +- s.e. |")
     print("|---|---:|---:|---:|---:|")
@@ -169,6 +207,16 @@ def accuracy(quick: bool) -> None:
           f"{s.n_train_pos} / {s.n_test_pos} | {s.auc:.3f} +- {s.auc_se:.3f} |")
     print(f"| control, structural ceiling: the true shear amplitude each site feels, same test rows | "
           f"{len(res.table)} | 2 | - / {s.n_test_pos} | {vacancy_ceiling_auc(res.table, s, 2):.3f} |")
+    if learned_seeds:
+        tracks = soft_spot_system()
+        for aux in (0.0, 1.0):
+            runs = [learned_s_auc(tracks, res.table, s, 2, seed=k, aux_weight=aux) for k in range(learned_seeds)]
+            aucs = [a for a, _ in runs]
+            what = "self-supervised" if aux == 0 else f"--aux-weight {aux:g}"
+            print(f"| control, learned S ({what}, 40 epochs on the training frames; cutoff "
+                  f"{', '.join(f'{h:.1f}' for _, h in runs)} px), same test rows, seeds 0-{learned_seeds - 1} | "
+                  f"{len(res.table)} | 2 | {s.n_train_pos} / {s.n_test_pos} | "
+                  f"{np.mean(aucs):.3f} ({' / '.join(f'{a:.3f}' for a in aucs)}) |")
 
     print("\n## Labels from tracked video vs labels from true trajectories (same parameters)\n")
     sample = Path(__file__).resolve().parents[1] / "sample_videos" / "dense"
@@ -206,9 +254,14 @@ def accuracy(quick: bool) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="shorter runs (50/100/200 frames)")
+    ap.add_argument("--learned-s", type=int, default=0, metavar="SEEDS",
+                    help="also train the model's S on the vacancy control's training frames, with "
+                         "SEEDS seeds, and score it on the softness test rows (about 1 min per seed)")
+    ap.add_argument("--skip-speed", action="store_true", help="accuracy tables only")
     args = ap.parse_args()
-    speed((50, 100, 200) if args.quick else (100, 300, 1000))
-    accuracy(args.quick)
+    if not args.skip_speed:
+        speed((50, 100, 200) if args.quick else (100, 300, 1000))
+    accuracy(args.quick, args.learned_s)
 
 
 if __name__ == "__main__":

@@ -201,6 +201,26 @@ def roc_auc(score: np.ndarray, label: np.ndarray) -> float:
     return float(roc_auc_score(y, score[ok]))
 
 
+def _balanced_pos_weight(traj: Trajectory, tlist, horizon: int, dtype, device) -> torch.Tensor:
+    """Weight of the rearranging rows in the auxiliary loss: (negatives / positives) over
+    the training frames, so both classes weigh equally (as the softness baseline's
+    class-balanced logistic regression). Rearrangements are rare (typically < 1 % of
+    rows): unweighted, the loss is all but indifferent to them."""
+    pos = neg = 0
+    for t in tlist:
+        lab = _future_labels(traj, t, horizon)
+        if lab is None:
+            continue
+        lab = lab[traj.present[t]]
+        pos += int((lab == 1).sum())
+        neg += int((lab == 0).sum())
+    if pos == 0 or neg == 0:
+        raise ParameterError(f"aux_weight: the training frames hold {pos} rearranging and {neg} other "
+                             "labelled rows; the auxiliary loss needs both (detect with a lower "
+                             "threshold, train on more frames, or set aux_weight 0)")
+    return torch.tensor(neg / pos, dtype=dtype, device=device)
+
+
 def _future_labels(traj: Trajectory, t: int, horizon: int) -> torch.Tensor | None:
     if traj.rearranging is None:
         return None
@@ -453,13 +473,14 @@ def fit(traj: Trajectory, config: TrainConfig | None = None, out_dir=None,
     n_val = max(1, int(round(cfg.val_fraction * len(usable)))) if len(usable) > 2 else 0
     train_t = usable[: len(usable) - n_val] if n_val else usable
     val_t = usable[len(usable) - n_val:] if n_val else []
-    aux_head = None
+    aux_head = pos_weight = None
     params = list(model.parameters())
     if cfg.aux_weight > 0:
         if traj.rearranging is None:
             raise ParameterError("aux_weight: > 0 needs rearrangement labels (rearranging column)")
         aux_head = torch.nn.Linear(cfg.n_s, 1).to(device=cfg.device, dtype=dtype)
         params += list(aux_head.parameters())
+        pos_weight = _balanced_pos_weight(traj, train_t, cfg.horizon, dtype, cfg.device)
     opt = torch.optim.Adam(params, lr=cfg.lr)
     per_epoch = len(train_t) if cfg.max_frames_per_epoch is None else min(len(train_t), cfg.max_frames_per_epoch)
     steps_per_epoch = max(1, math.ceil(per_epoch / cfg.batch_frames))
@@ -487,7 +508,7 @@ def fit(traj: Trajectory, config: TrainConfig | None = None, out_dir=None,
                     if bool(ok.any()):
                         logit = aux_head(S).squeeze(-1)[ok]
                         aux_total = aux_total + torch.nn.functional.binary_cross_entropy_with_logits(
-                            logit, lab[ok])
+                            logit, lab[ok], pos_weight=pos_weight)
         loss = total / len(tlist)
         if aux_head is not None:
             loss = loss + cfg.aux_weight * aux_total / len(tlist)

@@ -12,7 +12,7 @@ import torch
 from colloidcg.cli import main
 from colloidcg.core.persist import load_model, save_model
 from colloidcg.data import from_tracks
-from colloidcg.errors import ColloidcgError
+from colloidcg.errors import ColloidcgError, ParameterError
 from colloidcg.outputs import provenance, write_table
 from colloidcg.train import TrainConfig, TrainingDiverged, estimate_localisation_noise, fit
 
@@ -129,6 +129,47 @@ def test_rearrangement_auc_reported():
     res = fit(from_tracks(df), TrainConfig(**{**FAST, "epochs": 1, "aux_weight": 0.5}))
     auc = res.report["rearrangement_auc"]
     assert auc["n"] > 0 and 0.0 <= auc["S"] <= 1.0 and "aux" in auc
+
+
+def vacancy_lattice_labels(seed, side=14, n_vac=16, frames=40, rate=0.03, noise=0.3):
+    """Triangular lattice (spacing 10) with ``n_vac`` vacancies, static sites plus position
+    noise; a particle with k vacant first-shell sites is labelled rearranging in a frame with
+    probability rate * k (rare: ~1 % of rows). Returns (tracks with labels, k per particle)."""
+    from scipy.spatial import cKDTree
+    rng = np.random.default_rng(seed)
+    jj, ii = np.meshgrid(np.arange(side), np.arange(side))
+    full = np.column_stack([(jj * 10.0 + (ii % 2) * 5.0).ravel(), (ii * 10.0 * math.sqrt(3) / 2).ravel()])
+    vac = rng.choice(len(full), n_vac, replace=False)
+    keep = np.ones(len(full), bool)
+    keep[vac] = False
+    p0 = full[keep]
+    n = len(p0)
+    k = np.isfinite(cKDTree(full[vac]).query(p0, k=6, distance_upper_bound=11.0)[0]).sum(1)
+    pos = p0[None] + rng.normal(0, noise, (frames, n, 2))
+    lab = rng.random((frames, n)) < rate * k[None]
+    df = pd.DataFrame({"frame": np.repeat(np.arange(frames), n), "particle": np.tile(np.arange(n), frames),
+                       "x": pos[..., 0].ravel(), "y": pos[..., 1].ravel(), "rearranging": lab.ravel()})
+    return df, k
+
+
+def test_auxiliary_loss_without_positive_labels_is_a_clear_error():
+    df, _ = vacancy_lattice_labels(0, frames=8)
+    df["rearranging"] = False
+    with pytest.raises(ParameterError, match="aux_weight: the training frames hold 0 rearranging"):
+        fit(from_tracks(df), TrainConfig(epochs=1, cutoff=24.0, edge=0.0, progress=False, aux_weight=1.0))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_auxiliary_loss_teaches_S_rare_structural_labels(seed):
+    """Rearrangements happen only next to vacancies and in ~1 % of rows. With the
+    auxiliary loss (class-balanced, as the softness baseline's regression) S must rank
+    the held-out frames' rows nearly as well as the ideal predictor, the number of vacant
+    first-shell sites (AUC ~0.8), within 6 epochs. Unweighted, the rare positives hardly
+    move the loss: S reached 0.61 and 0.62 here."""
+    df, _ = vacancy_lattice_labels(seed)
+    res = fit(from_tracks(df), TrainConfig(epochs=6, batch_frames=8, lr=1e-2, cutoff=24.0, edge=0.0,
+                                           progress=False, val_rollout_steps=5, aux_weight=1.0, seed=seed))
+    assert res.report["rearrangement_auc"]["S"] >= 0.75
 
 
 def test_cli_train_simulate_evaluate(tmp_path, capsys):
