@@ -1,11 +1,13 @@
 """Spread of the learned model's known answers over seeds (data, video and training).
 
-    python benchmarks/known_answer_seeds.py              # 5 particle-truth + 4 end-to-end seeds
+    python benchmarks/known_answer_seeds.py              # 4 seeds per case
     python benchmarks/known_answer_seeds.py --seeds 2    # quicker
 
 Runs the slow known-answer cases of tests/test_known_answers.py (which use seed 0) for
-several seeds and prints one table: per case and seed the relative RMS errors, then mean
-and worst against the targets of the issue. About 25 s per case and seed on 2 cores.
+several seeds, plus denser monodisperse packings (area fraction 0.75 and 0.85, which have
+no test: the model's g(r) degrades towards jamming), and prints one table: per case and
+seed the relative RMS errors, then mean and worst against the targets of the issue. About
+25-40 s per case and seed on 2 cores.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from test_known_answers import dense_known_answer, end_to_end  # noqa: E402
 
 CASES = [
     ("dense monodisperse, particle truth", lambda s: dense_known_answer(600, 0.65, False, seed=s), (0.10, 0.05, 0.15)),
+    ("denser monodisperse 0.75, particle truth", lambda s: dense_known_answer(400, 0.75, False, seed=s), (0.10, 0.05, 0.15)),
+    ("denser monodisperse 0.85 (solid-like), particle truth", lambda s: dense_known_answer(400, 0.85, False, seed=s), (0.10, 0.05, 0.15)),
     ("dense bidisperse, particle truth, sizes", lambda s: dense_known_answer(300, 0.8, True, seed=s), (0.10, 0.05, 0.15)),
     ("end to end, monodisperse", lambda s: (end_to_end(0.65, False, seed=s),), (0.15,)),
     ("end to end, bidisperse, sizes", lambda s: (end_to_end(0.8, True, seed=s),), (0.15,)),
