@@ -134,7 +134,7 @@ def test_rearrangement_auc_reported():
 def vacancy_lattice_labels(seed, side=14, n_vac=16, frames=40, rate=0.03, noise=0.3):
     """Triangular lattice (spacing 10) with ``n_vac`` vacancies, static sites plus position
     noise; a particle with k vacant first-shell sites is labelled rearranging in a frame with
-    probability rate * k (rare: ~1 % of rows). Returns (tracks with labels, k per particle)."""
+    probability rate * k (rare: ~1 % of rows). Returns the tracks with their labels."""
     from scipy.spatial import cKDTree
     rng = np.random.default_rng(seed)
     jj, ii = np.meshgrid(np.arange(side), np.arange(side))
@@ -149,11 +149,11 @@ def vacancy_lattice_labels(seed, side=14, n_vac=16, frames=40, rate=0.03, noise=
     lab = rng.random((frames, n)) < rate * k[None]
     df = pd.DataFrame({"frame": np.repeat(np.arange(frames), n), "particle": np.tile(np.arange(n), frames),
                        "x": pos[..., 0].ravel(), "y": pos[..., 1].ravel(), "rearranging": lab.ravel()})
-    return df, k
+    return df
 
 
 def test_auxiliary_loss_without_positive_labels_is_a_clear_error():
-    df, _ = vacancy_lattice_labels(0, frames=8)
+    df = vacancy_lattice_labels(0, frames=8)
     df["rearranging"] = False
     with pytest.raises(ParameterError, match="aux_weight: the training frames hold 0 rearranging"):
         fit(from_tracks(df), TrainConfig(epochs=1, cutoff=24.0, edge=0.0, progress=False, aux_weight=1.0))
@@ -166,7 +166,7 @@ def test_auxiliary_loss_teaches_S_rare_structural_labels(seed):
     the held-out frames' rows nearly as well as the ideal predictor, the number of vacant
     first-shell sites (AUC ~0.8), within 6 epochs. Unweighted, the rare positives hardly
     move the loss: S reached 0.61 and 0.62 here."""
-    df, _ = vacancy_lattice_labels(seed)
+    df = vacancy_lattice_labels(seed)
     res = fit(from_tracks(df), TrainConfig(epochs=6, batch_frames=8, lr=1e-2, cutoff=24.0, edge=0.0,
                                            progress=False, val_rollout_steps=5, aux_weight=1.0, seed=seed))
     assert res.report["rearrangement_auc"]["S"] >= 0.75
