@@ -61,6 +61,8 @@ class TrainConfig:
     frame_average : read velocities as frame averages with a latent instantaneous velocity
         and integrate the substrate friction exactly (:mod:`colloidcg.core.ou`); off gives
         the plain Euler-Maruyama model at the frame rate.
+    n_pair : terms of the learned repulsive pair energy (soft-sphere contacts with learned
+        contact distances, :class:`colloidcg.core.nets.PairPotential`); 0: none.
     select : "val_nll" or "val_msd", the validation score that picks the best epoch.
     size_column : tracks column with a per-particle size (``size`` from the tracker,
         ``diameter`` in the synthetic truth) that :func:`train_tracks` reads: each pair's
@@ -85,6 +87,7 @@ class TrainConfig:
     horizon: int = 3
     n_s: int = 1
     n_kernel: int = 4
+    n_pair: int = 8
     width: int = 50
     depth: int = 2
     substrate: bool = True
@@ -276,7 +279,7 @@ def build_model(traj: Trajectory, cfg: TrainConfig, cutoff: float) -> Metriplect
         x0 = min(max(1.0 - a, 0.05), 1.5)
         theta = v2 * (1.0 + a) / 2.0
     mcfg = ModelConfig(dim=traj.dim, cutoff=cutoff, n_s=cfg.n_s, width=cfg.width, depth=cfg.depth,
-                       n_kernel=cfg.n_kernel,
+                       n_kernel=cfg.n_kernel, n_pair=cfg.n_pair,
                        substrate=cfg.substrate, deviatoric=cfg.deviatoric, tau=traj.dt,
                        mass_scale=1.0, theta_ref=theta, frame_average=frame_average)
     if traj.size is not None:
@@ -607,6 +610,14 @@ def fit(traj: Trajectory, config: TrainConfig | None = None, out_dir=None,
     }
     if selection is not None:
         report["cutoff_selection"] = selection
+    if model.config.n_pair > 0:
+        # the learned soft-sphere terms: contact distance b_k h (length units) and strength
+        # c_k theta_ref stiffness (energy units; the term's energy at full overlap)
+        pot = model.pair_potential
+        scale = model.config.theta_ref * model.config.stiffness
+        report["pair_energy"] = {
+            "contact_distance": [float(b) * cutoff for b in pot.ranges().detach().cpu()],
+            "strength": [float(c) * scale for c in pot.coefficients().detach().cpu()]}
     if traj.rearranging is not None:
         report["rearrangement_auc"] = rearrangement_auc(model, traj, val_t or train_t, cfg.horizon,
                                                        frames, aux_head, sign_frames=train_t)

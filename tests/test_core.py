@@ -17,10 +17,17 @@ torch.set_num_threads(1)
 SETTINGS = dict(max_examples=12, deadline=None, derandomize=True)
 
 
-def random_model(seed, dim=2, n_s=1, substrate=True, k_B=0.7, deviatoric=False, width=12):
+def pair_terms(seed):
+    """Half of the seeds (independently of the parity that switches the deviatoric energy
+    on) get a learned pair energy with 4 terms."""
+    return 4 * ((seed // 2) % 2)
+
+
+def random_model(seed, dim=2, n_s=1, substrate=True, k_B=0.7, deviatoric=False, width=12, n_pair=None):
     torch.manual_seed(seed)
     cfg = ModelConfig(dim=dim, cutoff=H, n_s=n_s, substrate=substrate, k_B=k_B, width=width,
-                      energy_width=10, encoder_width=10, deviatoric=deviatoric)
+                      energy_width=10, encoder_width=10, deviatoric=deviatoric,
+                      n_pair=pair_terms(seed) if n_pair is None else n_pair)
     m = MetriplecticModel(cfg).double()
     with torch.no_grad():
         for p in m.parameters():
@@ -249,6 +256,66 @@ def test_kernel_and_coefficients_vanish_beyond_cutoff():
     assert bool((W[q >= 1] == 0).all()) and bool((dW[q >= 1] == 0).all())
     assert bool((coef[q >= 1] == 0).all()) and bool((coef >= 0).all())
     assert bool((dW <= 0).all())
+
+
+@given(cases)
+@settings(**SETTINGS)
+def test_pair_energy_repulsive_and_forces_are_its_gradient(case):
+    """The learned pair energy is >= 0, non-increasing and 0 beyond its largest contact
+    distance (< h); the model's forces with it are exactly -dE/dr (periodic box)."""
+    seed, dim, n_s, substrate = case
+    m = random_model(seed, dim, n_s, substrate=substrate, n_pair=5)
+    m_raw = m.pair_potential.raw.detach().clone()
+    q = torch.linspace(0, 1.2, 601, dtype=torch.float64)
+    with torch.no_grad():
+        phi, dphi = m.pair_potential(q)
+    b = m.pair_potential.ranges().detach().to(q.dtype)
+    assert bool((phi >= 0).all()) and bool((dphi <= 0).all()) and bool((phi[:-1] >= phi[1:]).all())
+    assert bool((phi[q >= b.max()] == 0).all()) and bool((dphi[q >= b.max()] == 0).all())
+    assert float(phi[0]) > 0
+    L = 2.2
+    box = torch.full((dim,), L, dtype=torch.float64)
+    s = random_state(seed, 14 if dim == 2 else 24, dim, n_s, L)
+    pairs = find_pairs(s.r, H, box)
+    r = s.r.clone().requires_grad_(True)
+    E = m.total_energy(State(r, s.v, s.S), pairs, box)
+    g, = torch.autograd.grad(E, r)
+    F = m.compute(s, pairs, box).force
+    assert torch.allclose(F.detach(), -g, rtol=1e-9, atol=1e-11 * float(g.abs().max()))
+    # the pair energy's part of the force is the pairwise sum of -phi'(r) e_ij
+    with torch.no_grad():
+        m.pair_potential.raw.fill_(-200.0)             # coefficients 0: no pair energy
+        F0 = m.compute(s, pairs, box).force
+        rij = minimum_image(s.r[pairs[:, 0]] - s.r[pairs[:, 1]], box)
+        dist = rij.norm(dim=-1)
+        m.pair_potential.raw.copy_(m_raw)
+        dphi = m.pair_values(dist / H)[3][1]
+        f = -(dphi / H / dist).unsqueeze(-1) * rij
+        want = torch.zeros_like(F0).index_add_(0, pairs[:, 0], f).index_add_(0, pairs[:, 1], -f)
+    assert float(want.abs().max()) > 0
+    assert torch.allclose(F.detach() - F0, want, rtol=1e-9, atol=1e-11 * float(want.abs().max()))
+
+
+def test_tabulated_pair_functions_with_pair_energy_match_the_networks():
+    """The fast-mode table carries the pair energy too: forces and energy from the table
+    agree with the networks to its reported interpolation error."""
+    from colloidcg.core.tabulate import tabulate, untabulate
+    m = random_model(3, 2, 1, n_pair=4)
+    s = random_state(3, 60, 2, 1, 4.0)
+    box = torch.tensor([4.0, 4.0], dtype=torch.float64)
+    pairs = find_pairs(s.r, H, box)
+    with torch.no_grad():
+        exact = m.compute(s, pairs, box)
+        E = m.total_energy(s, pairs, box)
+        err = tabulate(m)
+        table = m.compute(s, pairs, box)
+        E_tab = m.total_energy(s, pairs, box)
+        untabulate(m)
+    assert m.tables is None and 0 < err < 1e-3      # worst at the kinks of dphi/dq (q = b_k)
+    fmax = float(exact.force.abs().max())
+    assert float((table.force - exact.force).abs().max()) < 1e-4 * fmax
+    assert float((table.phi - exact.phi).abs().max()) < 1e-4 * float(exact.phi.abs().max())
+    assert abs(float(E_tab - E)) < 1e-5 * abs(float(E))
 
 
 # ----------------------------------------------------------------- integration

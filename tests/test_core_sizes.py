@@ -24,7 +24,7 @@ def sized_model(seed, dim=2, n_s=1, substrate=True, k_B=0.7, deviatoric=False, s
     torch.manual_seed(seed)
     cfg = ModelConfig(dim=dim, cutoff=H, n_s=n_s, substrate=substrate, k_B=k_B, width=12,
                       energy_width=10, encoder_width=10, deviatoric=deviatoric, size_scale=size_scale,
-                      size_column="diameter")
+                      size_column="diameter", n_pair=4 * ((seed // 2) % 2))
     m = MetriplecticModel(cfg).double()
     with torch.no_grad():
         for p in m.parameters():

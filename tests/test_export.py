@@ -57,7 +57,7 @@ def bundles(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("export")
     tracks = _tracks(tmp)
     out = {}
-    for name, kw in {"substrate": dict(n_s=2, substrate=True),
+    for name, kw in {"substrate": dict(n_s=2, substrate=True, n_pair=4),
                      "deviatoric": dict(n_s=1, substrate=False, deviatoric=True)}.items():
         m = _model(len(out), **kw)
         mdir = tmp / f"model_{name}"
@@ -274,7 +274,7 @@ def test_model_with_per_particle_sizes_exports_with_a_size_input(tmp_path):
     """A model with per-particle sizes: the bundle's modules take the sizes as their optional
     last input and agree with the model to 1e-10; without sizes they refuse."""
     tracks = _tracks(tmp_path)
-    m = _model(5, n_s=1, substrate=True, deviatoric=True, size_scale=8.0, size_column="size")
+    m = _model(5, n_s=1, substrate=True, deviatoric=True, size_scale=8.0, size_column="size", n_pair=3)
     mdir = tmp_path / "model_sized"
     save_model(m, mdir, {"calibration": {"um_per_px": UM, "fps": FPS, "box_px": None, "tracks": str(tracks)},
                          "train": {"epochs": 3}})

@@ -41,6 +41,9 @@ def add_parser(subparsers) -> None:
                                      "--cutoff is not given (default 1.05 1.15 1.5 2.5)")
     p.add_argument("--n-kernel", type=int, default=4, dest="n_kernel",
                    help="basis functions of the learned kernel (default 4)")
+    p.add_argument("--n-pair", type=int, default=8, dest="n_pair",
+                   help="terms of the learned repulsive pair energy (soft-sphere contacts; default 8, "
+                        "0: none, the density-kernel energy alone)")
     p.add_argument("--select", default="val_nll", choices=["val_nll", "val_msd"],
                    help="validation score that picks the best epoch (default val_nll)")
     p.add_argument("--size-column", default="", dest="size_column", metavar="COLUMN",
@@ -76,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
                       seed=args.seed, cutoff=args.cutoff, edge=args.edge, loc_noise=loc,
                       multistep=args.multistep, aux_weight=args.aux_weight, n_s=args.n_s,
                       dtype=args.dtype, substrate=not args.no_substrate, deviatoric=args.deviatoric,
-                      progress=not args.quiet, n_kernel=args.n_kernel, select=args.select,
+                      progress=not args.quiet, n_kernel=args.n_kernel, n_pair=args.n_pair, select=args.select,
                       frame_average=args.frame_average, size_column=args.size_column,
                       **({"cutoff_factors": tuple(args.cutoff_factors)} if args.cutoff_factors else {}))
     result = train_tracks(tracks, meta, cfg, out, labels=labels, fps=args.fps, um_per_px=args.um_per_px,

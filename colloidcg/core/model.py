@@ -5,8 +5,15 @@ Flat state ordering, used by the dense matrices: x = [r (N*d), v (N*d), S (N*n_s
 
 Energy (Espanol & Revenga 2003, smoothed dissipative particle dynamics, with learned parts):
 
-    E = sum_i m |v_i|^2 / 2 + sum_i U(S_i, V_i) [+ E_dev],   V_i = 1 / d_i,
-    d_i = W(0) + sum_{j != i} W(|r_ij|)       (learned kernel W of support h)
+    E = sum_i m |v_i|^2 / 2 + sum_i U(S_i, V_i) [+ sum_{i<j} phi(|r_ij|)] [+ E_dev],
+    V_i = 1 / d_i,  d_i = W(0) + sum_{j != i} W(|r_ij|)   (learned kernel W of support h)
+
+The optional pair energy phi (``config.n_pair`` > 0; :class:`~.nets.PairPotential`) is a
+learned repulsive soft-sphere potential: the density-kernel energy alone gives forces
+(P_i + P_j) W'(r) whose radial shape is W' for every density, which cannot follow the
+sharp contact forces of a packing near jamming; phi can (it reproduces harmonic soft disks
+exactly). It is conservative and pairwise like the rest of E, so every identity below
+holds unchanged.
 
 Per-particle sizes (``config.size_scale > 0``): particle i carries a constant size s_i
 (:attr:`State.size`, units of the data's size column), reduced to a_i = min(s_i / s_ref, 1)
@@ -79,7 +86,7 @@ from torch.nn import functional as F
 
 from .encoder import StructuralEncoder
 from .graph import find_pairs, minimum_image, wrap
-from .nets import CompactKernel, InternalEnergy, PairCoefficients, inv_softplus
+from .nets import CompactKernel, InternalEnergy, PairCoefficients, PairPotential, inv_softplus
 
 
 @dataclass
@@ -94,6 +101,9 @@ class ModelConfig:
     ``frame_average`` (with ``substrate``): the data's velocities are frame averages
     (finite differences of positions), the likelihood and rollouts treat the instantaneous
     velocity as latent and integrate the substrate friction exactly (:mod:`.ou`).
+    ``n_pair`` > 0: a learned repulsive pair energy of that many harmonic terms is added to
+    E (:class:`~.nets.PairPotential`, energy scale ``theta_ref * stiffness``); 0: none (the
+    density-kernel energy alone, as in models saved before it existed).
     ``size_scale`` > 0: per-particle sizes, reduced by this reference size (units of the
     tracks' ``size_column``; the largest particles' size), scale each pair's range (see the
     module docstring); 0: one range h for all pairs.
@@ -120,6 +130,7 @@ class ModelConfig:
     stiffness: float = 1.0
     size_scale: float = 0.0
     size_column: str = ""
+    n_pair: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -183,6 +194,8 @@ class MetriplecticModel(nn.Module):
         self.energy = InternalEnergy(c.n_s, c.energy_width, c.energy_depth)
         self.pair = PairCoefficients(c.width, c.depth, 3)
         self.encoder = StructuralEncoder(c.dim, c.n_s, c.n_rbf, c.encoder_width, 2)
+        if c.n_pair > 0:
+            self.pair_potential = PairPotential(c.n_pair)
         self.raw_mass = nn.Parameter(torch.tensor(inv_softplus(1.0)))
         self.raw_w = nn.Parameter(torch.zeros(c.n_s))
         self.raw_alpha = nn.Parameter(torch.zeros(3))  # exponents for A, B, C
@@ -213,10 +226,26 @@ class MetriplecticModel(nn.Module):
     # ------------------------------------------------------------------ pieces
     def pair_functions(self, q: torch.Tensor):
         """W(q), dW/dq and the (P, 3) dimensionless A, B, C of q = r / h."""
+        W, dW, coef, _ = self.pair_values(q)
+        return W, dW, coef
+
+    def pair_values(self, q: torch.Tensor):
+        """Every function of a pair's q = r / h in one pass: W (P,), dW/dq (P,), the (P, 3)
+        dimensionless A, B, C and, with a pair energy (``n_pair`` > 0), the pair's energy phi
+        and d phi / dq (energy units: ``theta_ref * stiffness`` times
+        :class:`~.nets.PairPotential`) as a tuple, else None."""
         if self.tables is not None:
-            return self.tables(q)
-        w, dw = self.kernel(q)
-        return w, dw, self.pair(q).to(q.dtype)
+            out = self.tables(q)
+            W, dW, coef = out[:, 0], out[:, 1], out[:, 2:5]
+            pot = (out[:, 5], out[:, 6]) if out.shape[1] > 5 else None
+        else:
+            W, dW = self.kernel(q)
+            coef = self.pair(q).to(q.dtype)
+            pot = self.pair_potential(q) if self.config.n_pair > 0 else None
+        if self.config.n_pair <= 0:
+            return W, dW, coef, None
+        scale = self.config.theta_ref * self.config.stiffness
+        return W, dW, coef, (scale * pot[0], scale * pot[1])
 
     def particle_terms(self, S: torch.Tensor, dens: torch.Tensor):
         """Per-particle thermodynamics from U(S, V = 1/dens).
@@ -292,7 +321,7 @@ class MetriplecticModel(nn.Module):
                 h = h.index_select(0, k)
         e = rij / dist.unsqueeze(-1)
         q = dist / h
-        W, dW, coef = self.pair_functions(q)
+        W, dW, coef, pot = self.pair_values(q)
         w0 = self.kernel.at_zero().to(r.dtype)
         ij = torch.cat([i, j])
         dens = w0 + _scatter2(n, ij, W, W)
@@ -302,7 +331,11 @@ class MetriplecticModel(nn.Module):
         m = self.mass.to(r.dtype)
         ns.m = m
         # conservative forces F_i = -dE/dr_i (pairwise, equal and opposite)
-        fpair = -((Pd[i] + Pd[j]) * dW / h).unsqueeze(-1) * e
+        dEdr = (Pd[i] + Pd[j]) * dW / h
+        if pot is not None:
+            ns.phi = pot[0]
+            dEdr = dEdr + pot[1] / h
+        fpair = -dEdr.unsqueeze(-1) * e
         ns.force = _scatter2(n, ij, fpair, -fpair)
         if c.deviatoric:
             ns.force = ns.force + self._deviatoric_force(r, pairs, box, a)
@@ -366,6 +399,8 @@ class MetriplecticModel(nn.Module):
     def total_energy(self, state: State, pairs: torch.Tensor, box=None) -> torch.Tensor:
         ns = self.compute(state, pairs, box)
         e = 0.5 * ns.m * state.v.square().sum() + ns.U.sum()
+        if self.config.n_pair > 0:
+            e = e + ns.phi.sum()
         if self.config.deviatoric:
             e = e + self._deviatoric_energy(state.r, pairs, box, ns.dens, self.reduced_size(state)).sum()
         return e

@@ -146,3 +146,32 @@ class PairCoefficients(nn.Module):
 
     def forward(self, q: torch.Tensor) -> torch.Tensor:
         return F.softplus(self.mlp(q.unsqueeze(-1))) * envelope(q).unsqueeze(-1)
+
+
+class PairPotential(nn.Module):
+    """Repulsive pair energy phi(q) = sum_k c_k (1 - q / b_k)_+^2 of q = r/h, dimensionless.
+
+    A non-negative combination (c_k = softplus(raw_k) >= 0) of harmonic soft-sphere
+    potentials (Durian 1995) with learned contact distances b_k h, b_k = sigmoid(.) in
+    (0, 1), initially spread evenly over [``b_min``, 0.98]: phi >= 0, phi is non-increasing
+    (purely repulsive), and phi and its force vanish continuously at q = b_k < 1.
+    Returns phi(q) and dphi/dq.
+    """
+
+    def __init__(self, n_terms: int = 8, b_min: float = 0.3, init: float = 1e-1):
+        super().__init__()
+        b = torch.linspace(b_min, 0.98, n_terms)
+        self.raw_b = nn.Parameter(torch.log(b / (1.0 - b)))
+        self.raw = nn.Parameter(torch.full((n_terms,), inv_softplus(init)))
+
+    def coefficients(self) -> torch.Tensor:
+        return F.softplus(self.raw)
+
+    def ranges(self) -> torch.Tensor:
+        return torch.sigmoid(self.raw_b)
+
+    def forward(self, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        c = self.coefficients().to(q.dtype)
+        b = self.ranges().to(q.dtype)
+        gap = torch.clamp(1.0 - q.unsqueeze(-1) / b, min=0.0)   # (..., n)
+        return (c * gap.square()).sum(-1), -(2.0 * c * gap / b).sum(-1)

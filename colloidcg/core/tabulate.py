@@ -25,30 +25,37 @@ from .model import MetriplecticModel
 
 
 class PairTable(nn.Module):
-    """Linear-interpolation table of (W, dW/dq, A, B, C) on n points of q in [0, 1]."""
+    """Linear-interpolation table of k pair functions on n points of q in [0, 1]: the
+    columns of :func:`_exact` (W, dW/dq, A, B, C [, phi, dphi/dq dimensionless])."""
 
     def __init__(self, values: torch.Tensor):
         super().__init__()
-        self.register_buffer("values", values)  # (n, 5)
-        self.n = values.shape[0]
+        self.register_buffer("values", values)  # (n, k)
+        self.n, self.k = values.shape
         # per interval: value at the left node and slope, so one gather serves a lookup
         ext = torch.cat([values, values[-1:]])
-        self.register_buffer("cells", torch.cat([ext[:-1], ext[1:] - ext[:-1]], -1))   # (n, 10)
+        self.register_buffer("cells", torch.cat([ext[:-1], ext[1:] - ext[:-1]], -1))   # (n, 2k)
 
-    def forward(self, q: torch.Tensor):
+    def forward(self, q: torch.Tensor) -> torch.Tensor:
+        """(P, k) interpolated values at q (P,); 0 at q >= 1."""
         x = torch.clamp(q, 0.0, 1.0) * (self.n - 1)
         i0 = torch.clamp(x.floor().long(), max=self.n - 2)
         f = (x - i0.to(x.dtype)).unsqueeze(-1)
         cell = self.cells.to(q.dtype).index_select(0, i0)
-        out = cell[:, :5] + cell[:, 5:] * f
-        out = out * (q < 1.0).unsqueeze(-1).to(q.dtype)
-        return out[..., 0], out[..., 1], out[..., 2:]
+        out = cell[:, :self.k] + cell[:, self.k:] * f
+        return out * (q < 1.0).unsqueeze(-1).to(q.dtype)
 
 
 @torch.no_grad()
 def _exact(model: MetriplecticModel, q: torch.Tensor) -> torch.Tensor:
+    """(P, k) columns W, dW/dq, A, B, C and, for a model with a pair energy, the
+    dimensionless phi and dphi/dq (the model scales them by theta_ref * stiffness)."""
     w, dw = model.kernel(q)
-    return torch.cat([w.unsqueeze(-1), dw.unsqueeze(-1), model.pair(q).to(q.dtype)], -1)
+    cols = [w.unsqueeze(-1), dw.unsqueeze(-1), model.pair(q).to(q.dtype)]
+    if model.config.n_pair > 0:
+        phi, dphi = model.pair_potential(q)
+        cols += [phi.unsqueeze(-1), dphi.unsqueeze(-1)]
+    return torch.cat(cols, -1)
 
 
 @torch.no_grad()
@@ -67,8 +74,7 @@ def tabulate(model: MetriplecticModel, n: int = 4097) -> float:
     qf = torch.linspace(0.0, 1.0, 7 * (n - 1) + 1, dtype=torch.float64, device=device)[:-1]
     exact = _exact(model.double(), qf)
     model.to(dtype)
-    w, dw, c = table.double()(qf)
-    approx = torch.cat([w.unsqueeze(-1), dw.unsqueeze(-1), c], -1)
+    approx = table.double()(qf)
     scale = exact.abs().amax(0).clamp_min(1e-300)
     err = float(((approx - exact).abs().amax(0) / scale).max())
     model.tables = table.to(dtype)

@@ -64,10 +64,10 @@ SIGNATURES = {
         "call": "forward(r, v, S, pairs, box=None, size=None) -> (E, e)",
         "inputs": COMMON_INPUTS,
         "outputs": {"E": "() total energy, model energy unit (mass unit x um^2/s^2; k_B = 1)",
-                    "e": "(N,) per-particle energy m|v|^2/2 + U(S, V) [+ deviatoric part], "
-                         "same unit"},
-        "meaning": "E = sum_i m|v_i|^2/2 + U(S_i, V_i) [+ E_dev]; conserved by the "
-                   "deterministic dynamics",
+                    "e": "(N,) per-particle energy m|v|^2/2 + U(S, V) [+ half of each of its "
+                         "pairs' energy phi] [+ deviatoric part], same unit"},
+        "meaning": "E = sum_i m|v_i|^2/2 + U(S_i, V_i) [+ sum_pairs phi(r_ij)] [+ E_dev]; "
+                   "conserved by the deterministic dynamics",
     },
     "encoder.pt": {
         "call": "forward(r, pairs, box=None) -> S",
@@ -125,6 +125,12 @@ class ScriptedCore(nn.Module):
         # kernel W(q) = sum_k softplus(raw_k) (1 - q)_+^p_k
         self.register_buffer("k_raw", t(model.kernel.raw))
         self.register_buffer("k_powers", t(model.kernel.powers))
+        # pair energy phi(q) = sum_k softplus(raw_k) (1 - q / sigmoid(raw_b_k))_+^2, scaled by
+        # theta_ref * stiffness (n_pair = 0: none)
+        self.n_pair = int(getattr(c, "n_pair", 0))
+        pot = model.pair_potential if self.n_pair > 0 else None
+        self.register_buffer("pp_raw", t(pot.raw) if pot is not None else torch.zeros(0, dtype=dt))
+        self.register_buffer("pp_raw_b", t(pot.raw_b) if pot is not None else torch.zeros(0, dtype=dt))
         # internal energy U (input-convex network); every hidden layer has the same width,
         # so the per-layer weights stack into single tensors
         en = model.energy
@@ -188,6 +194,14 @@ class ScriptedCore(nn.Module):
 
     def kernel_zero(self) -> Tensor:
         return F.softplus(self.k_raw).sum()
+
+    def pair_energy(self, q: Tensor) -> Tuple[Tensor, Tensor]:
+        """Pair energy phi (P,) and d phi / dq (P,), energy units."""
+        c = F.softplus(self.pp_raw)
+        b = torch.sigmoid(self.pp_raw_b)
+        gap = torch.clamp(1.0 - q.unsqueeze(-1) / b, min=0.0)
+        scale = self.theta_ref * self.stiffness
+        return scale * (c * gap.square()).sum(-1), -scale * (2.0 * c * gap / b).sum(-1)
 
     def coefficients(self, q: Tensor) -> Tensor:
         env = torch.clamp(1.0 - q, min=0.0).square()
@@ -284,7 +298,10 @@ class ScriptedCore(nn.Module):
         dens = self.kernel_zero() + _scatter(n, i, W) + _scatter(n, j, W)
         terms = self.particle_terms(S, dens)
         U, T, Pd, theta, kappa = terms[0], terms[1], terms[2], terms[3], terms[4]
-        fpair = -((Pd[i] + Pd[j]) * dW / hr).unsqueeze(-1) * e
+        dEdr = (Pd[i] + Pd[j]) * dW / hr
+        if self.n_pair > 0:
+            dEdr = dEdr + self.pair_energy(q)[1] / hr
+        fpair = -dEdr.unsqueeze(-1) * e
         force = _scatter(n, i, fpair) - _scatter(n, j, fpair)
         if self.deviatoric:
             force = force + self.deviatoric_force(r, pairs, box, size)
@@ -456,10 +473,14 @@ class ScriptedCore(nn.Module):
         j = pairs[:, 1]
         rij = _minimum_image(r[i] - r[j], box)
         dist = torch.linalg.vector_norm(rij, dim=-1).clamp_min(1e-12 * self.cutoff)
-        W, _ = self.kernel(dist / self.pair_range(pairs, size, dist))
+        q = dist / self.pair_range(pairs, size, dist)
+        W, _ = self.kernel(q)
         dens = self.kernel_zero() + _scatter(n, i, W) + _scatter(n, j, W)
         U = self.particle_terms(S, dens)[0]
         e = 0.5 * self.mass() * v.square().sum(-1) + U
+        if self.n_pair > 0:
+            half = 0.5 * self.pair_energy(q)[0]          # each pair's energy, split evenly
+            e = e + _scatter(n, i, half) + _scatter(n, j, half)
         if self.deviatoric:
             e = e + self.deviatoric_energy(r, pairs, box, size)
         E = e.sum()
