@@ -61,9 +61,12 @@ def worker(mode: str, n: int, steps: int, tab: bool) -> dict:
     import torch
     torch.set_num_threads(2)
     from colloidcg.core import MetriplecticModel, ModelConfig, State, find_pairs, rollout, transition_nll
+    from colloidcg.train import TrainConfig
     dtype = torch.float32
     r, v, box, h = _system(n, dtype)
-    model = MetriplecticModel(ModelConfig(dim=2, cutoff=h, width=50, depth=2, tau=1.0)).to(dtype)
+    # the architecture training builds, learned pair energy included
+    model = MetriplecticModel(ModelConfig(dim=2, cutoff=h, width=50, depth=2, tau=1.0,
+                                          n_pair=TrainConfig().n_pair)).to(dtype)
     out = {"mode": mode, "n": n}
     if mode == "train":
         pairs = find_pairs(r, h, box)
