@@ -115,7 +115,17 @@ def test_model_directory_round_trip_and_incompatible_version(tmp_path):
     sd2 = m2.state_dict()
     for k, a in res.model.state_dict().items():
         assert torch.equal(a, sd2[k]), k
+    assert m2.config.n_pair == TrainConfig().n_pair > 0 and "pair_potential.raw_b" in sd2
     c = json.loads((tmp_path / "m" / "config.json").read_text())
+    # a model saved before the pair energy existed (no n_pair key, no such weights) loads
+    # as what it was: the density-kernel energy alone
+    old = tmp_path / "old"
+    save_model(fit(traj, TrainConfig(**{**FAST, "epochs": 1, "n_pair": 0})).model, old)
+    c_old = json.loads((old / "config.json").read_text())
+    del c_old["model"]["n_pair"]
+    (old / "config.json").write_text(json.dumps(c_old))
+    m_old, _ = load_model(old)
+    assert m_old.config.n_pair == 0 and not hasattr(m_old, "pair_potential")
     c["format_version"] = 999
     (tmp_path / "m" / "config.json").write_text(json.dumps(c))
     with pytest.raises(ColloidcgError, match="incompatible"):
