@@ -23,11 +23,14 @@ def pair_terms(seed):
     return 4 * ((seed // 2) % 2)
 
 
-def random_model(seed, dim=2, n_s=1, substrate=True, k_B=0.7, deviatoric=False, width=12, n_pair=None):
+def random_model(seed, dim=2, n_s=1, substrate=True, k_B=0.7, deviatoric=False, width=12, n_pair=None,
+                 **config):
+    """A float64 model with small random networks, its weights moved away from their
+    initialisation; ``config``: further ModelConfig fields (e.g. per-particle sizes)."""
     torch.manual_seed(seed)
     cfg = ModelConfig(dim=dim, cutoff=H, n_s=n_s, substrate=substrate, k_B=k_B, width=width,
                       energy_width=10, encoder_width=10, deviatoric=deviatoric,
-                      n_pair=pair_terms(seed) if n_pair is None else n_pair)
+                      n_pair=pair_terms(seed) if n_pair is None else n_pair, **config)
     m = MetriplecticModel(cfg).double()
     with torch.no_grad():
         for p in m.parameters():

@@ -9,9 +9,10 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from colloidcg.core import MetriplecticModel, ModelConfig, State, find_pairs
+from colloidcg.core import State, find_pairs
 from colloidcg.core.graph import NeighbourList
 from colloidcg.errors import ColloidcgError
+from test_core import random_model
 
 H = 1.0
 torch.set_num_threads(1)
@@ -21,15 +22,8 @@ cases = st.tuples(st.integers(0, 10_000), st.sampled_from([2, 3]), st.sampled_fr
 
 
 def sized_model(seed, dim=2, n_s=1, substrate=True, k_B=0.7, deviatoric=False, size_scale=2.0):
-    torch.manual_seed(seed)
-    cfg = ModelConfig(dim=dim, cutoff=H, n_s=n_s, substrate=substrate, k_B=k_B, width=12,
-                      energy_width=10, encoder_width=10, deviatoric=deviatoric, size_scale=size_scale,
-                      size_column="diameter", n_pair=4 * ((seed // 2) % 2))
-    m = MetriplecticModel(cfg).double()
-    with torch.no_grad():
-        for p in m.parameters():
-            p.add_(0.3 * torch.randn_like(p))
-    return m
+    return random_model(seed, dim, n_s, substrate=substrate, k_B=k_B, deviatoric=deviatoric,
+                        size_scale=size_scale, size_column="diameter")
 
 
 def sized_state(seed, n, dim, n_s, side):
