@@ -103,10 +103,12 @@ def test_free_langevin_msd_and_vacf_within_5_percent(gamma):
 
 # ----------------------------------------------------------------------------- 2. dense soft disks
 def soft_disk_tracks(n, phi, bidisperse, frames, seed=0, diffusion=0.05, kT=1e-3, diameter=16.0,
-                     equilibration=200):
+                     equilibration=200, noise_seed=None):
     """Overdamped soft disks (colloidcg.synthetic dynamics: harmonic contacts, Brownian
     dynamics with the synthetic module's substep rule) in a periodic box, particle truth.
-    Returns (tracks with unwrapped positions in px, one frame per time unit; box side px)."""
+    Returns (tracks with unwrapped positions in px, one frame per time unit; box side px).
+    ``noise_seed`` redraws the noise from frame 1 on (where rollouts start): the same start,
+    another realisation of the truth (the floor any model's errors can reach)."""
     from colloidcg.synthetic.dynamics import Box, Integrator, random_packing
     rng = np.random.default_rng(seed)
     if bidisperse:
@@ -123,6 +125,8 @@ def soft_disk_tracks(n, phi, bidisperse, frames, seed=0, diffusion=0.05, kT=1e-3
     h = 1.0 / nsub
     out = np.empty((frames, n, 2))
     for f in range(-equilibration, frames):
+        if f == 1 and noise_seed is not None:
+            integ.rng = np.random.default_rng(noise_seed)
         if f >= 0:
             out[f] = pos
         for k in range(nsub):
@@ -146,16 +150,31 @@ def dense_known_answer(n, phi, bidisperse, seed=0, window=50, **train):
         r0, v0 = traj.pos[1], traj.vel[1]
         S0 = res.model.initial_S(r0, None, traj.box)
         out = rollout(res.model, State(r0, v0, S0, traj.size), steps, traj.dt, box=traj.box, seed=seed + 1)
-    sim = to_tracks(out.r)
-    truth = df[(df["frame"] >= 1) & (df["frame"] <= steps + 1)]
+    e_msd, e_g, e_vacf = rollout_errors(to_tracks(out.r), df, side, steps)
+    print(f"soft disks n={n} phi={phi} bidisperse={bidisperse}: cutoff {res.report['cutoff']:.2f} "
+          f"MSD {e_msd:.4f} g(r) {e_g:.4f} VACF {e_vacf:.4f}")
+    return e_msd, e_g, e_vacf
+
+
+def rollout_errors(sim, truth, side, steps):
+    """(MSD, g(r), VACF) relative RMS errors of ``sim`` (frames 1..steps + 1) against the
+    same frames of ``truth``."""
+    truth = truth[(truth["frame"] >= 1) & (truth["frame"] <= steps + 1)]
     lags = steps // 2
     e_msd = ev.rel_rms(ev.msd(sim, max_lag=lags)["msd"], ev.msd(truth, max_lag=lags)["msd"], pointwise=True)
     e_g = ev.rel_rms(ev.rdf(sim, box_px=[side, side], max_frames=100)["g"],
                      ev.rdf(truth, box_px=[side, side], max_frames=100)["g"])
     e_vacf = ev.rel_rms(ev.vacf(sim, max_lag=20)["vacf"], ev.vacf(truth, max_lag=20)["vacf"])
-    print(f"soft disks n={n} phi={phi} bidisperse={bidisperse}: cutoff {res.report['cutoff']:.2f} "
-          f"MSD {e_msd:.4f} g(r) {e_g:.4f} VACF {e_vacf:.4f}")
     return e_msd, e_g, e_vacf
+
+
+def truth_floor(n, phi, bidisperse, seed=0, window=50):
+    """The errors :func:`dense_known_answer` would give a perfect model: the truth against
+    another realisation of itself from the same frame-1 state (other noise), same metrics."""
+    df, side = soft_disk_tracks(n, phi, bidisperse, 10 * window + 2, seed=seed)
+    other, _ = soft_disk_tracks(n, phi, bidisperse, 10 * window + 2, seed=seed, noise_seed=10_000 + seed)
+    steps = 10 * window
+    return rollout_errors(other[(other["frame"] >= 1) & (other["frame"] <= steps + 1)], df, side, steps)
 
 
 @pytest.mark.slow
