@@ -10,13 +10,13 @@ import torch
 
 from colloidcg.cli import main
 from colloidcg.core import State, find_pairs, rollout
-from colloidcg.core.graph import NeighbourList
+from colloidcg.core.integrate import deterministic_on
 from colloidcg.core.persist import load_model, save_model
 from colloidcg.core.tabulate import tabulate
 from colloidcg.data import from_tracks
 from colloidcg.errors import ParameterError
 from colloidcg.train import TrainConfig, fit
-from test_core import H, random_model, random_state
+from test_core import H, assert_momentum_conserved, random_model, random_state
 from test_train import FAST, langevin
 
 HAS_CUDA = torch.cuda.is_available()
@@ -42,6 +42,20 @@ def test_asking_for_cuda_without_it_is_a_clear_error(tmp_path, capsys):
                  "-o", str(tmp_path / "sim.parquet")])
     assert code != 0
     assert "--device: 'cuda' requested but CUDA is not available" in capsys.readouterr().err
+
+
+def test_rollouts_on_cuda_switch_deterministic_algorithms_on_and_back():
+    """Only the setting is switched (no GPU needed): on for CUDA, restored after, even on
+    an error; untouched on the CPU."""
+    assert not torch.are_deterministic_algorithms_enabled()
+    with deterministic_on("cpu"):
+        assert not torch.are_deterministic_algorithms_enabled()
+    with pytest.raises(RuntimeError, match="inside"):
+        with deterministic_on("cuda:0"):
+            assert torch.are_deterministic_algorithms_enabled()
+            assert torch.is_deterministic_algorithms_warn_only_enabled()
+            raise RuntimeError("inside")
+    assert not torch.are_deterministic_algorithms_enabled()
 
 
 @needs_cuda
@@ -71,14 +85,8 @@ def test_momentum_conserved_on_cuda_with_noise(dim):
     L = 3.5
     box = torch.full((dim,), L, dtype=torch.float64, device="cuda")
     s = _to(random_state(7, 40 if dim == 2 else 60, dim, 1, L), "cuda")
-    gen = torch.Generator(device="cuda").manual_seed(7)
-    nl = NeighbourList(H, 0.2, box)
-    mass = float(m.mass.detach())
-    for _ in range(5):
-        p0, scale = mass * s.v.sum(0), mass * s.v.abs().sum()
-        with torch.no_grad():
-            s = m.step(s, nl.update(s.r), 0.01, generator=gen, box=box)
-        assert float((mass * s.v.sum(0) - p0).abs().max()) <= 1e-12 * float(scale)
+    s = assert_momentum_conserved(m, s, box, torch.Generator(device="cuda").manual_seed(7), 5)
+    assert s.v.device.type == "cuda"
 
 
 @needs_cuda
@@ -91,16 +99,10 @@ def test_seeded_rollout_on_cuda_reproduces(fast):
     L = 4.0
     box = torch.full((2,), L, dtype=torch.float64, device="cuda")
     s = _to(random_state(3, 50, 2, 1, L), "cuda")
-    # CUDA's index_add_ sums with atomics in any order unless deterministic algorithms are
-    # on (then it sorts); warn_only: cuBLAS would otherwise demand CUBLAS_WORKSPACE_CONFIG
-    was = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    try:
-        a = rollout(m, s, 20, 0.01, box=box, seed=5)
-        b = rollout(m, s, 20, 0.01, box=box, seed=5)
-        c = rollout(m, s, 20, 0.01, box=box, seed=6)
-    finally:
-        torch.use_deterministic_algorithms(was)
+    a = rollout(m, s, 20, 0.01, box=box, seed=5)
+    b = rollout(m, s, 20, 0.01, box=box, seed=5)
+    c = rollout(m, s, 20, 0.01, box=box, seed=6)
+    assert not torch.are_deterministic_algorithms_enabled()   # rollout restored the setting
     assert a.r.device.type == "cuda"
     assert bool(torch.isfinite(a.r).all())
     assert torch.equal(a.r, b.r) and torch.equal(a.S, b.S)

@@ -44,10 +44,6 @@ def run(args: argparse.Namespace) -> int:
         raise ParameterError(f"--steps: must be >= 1, got {args.steps}")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise ParameterError(f"--device: {args.device!r} requested but CUDA is not available")
-    if args.device.startswith("cuda"):
-        # --seed promises the same rollout every time; on CUDA that needs index_add_'s
-        # deterministic (sorting) path instead of atomics (warn_only: cuBLAS is left as is)
-        torch.use_deterministic_algorithms(True, warn_only=True)
     model, cfg = load_model(args.model, device=args.device)
     tracks, meta = read_table(args.init, required=["frame", "particle", "x", "y"])
     sim = simulate(model, cfg, tracks, meta, steps=args.steps, frame=args.frame, seed=args.seed,

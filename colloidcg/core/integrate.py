@@ -7,11 +7,13 @@ hidden state: it is drawn from its conditional law given the initial frame-avera
 velocity, advanced with the exact-OU step (:meth:`~.model.MetriplecticModel.step_ou`), and
 the recorded velocities are displacement / dt, what finite differences of positions give.
 Random numbers come from one seeded ``torch.Generator``, so a rollout with the same seed,
-model, initial state, dtype and device is reproduced exactly.
+model, initial state, dtype and device is reproduced exactly (on CUDA with deterministic
+scatter-adds, which :func:`rollout` turns on for its duration: :func:`deterministic_on`).
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -31,6 +33,28 @@ class Rollout:
     dt: float
     n_neighbour_builds: int
     eos_table_error: float | None = None
+
+
+@contextlib.contextmanager
+def deterministic_on(device):
+    """On CUDA, turn on torch's deterministic algorithms for the duration (restored after).
+
+    CUDA's index_add_, which sums every pair's contribution onto its particles, adds with
+    atomics in whatever order the threads arrive unless deterministic algorithms are on
+    (then it sorts), so a seeded rollout would differ at the rounding level from run to
+    run. warn_only: cuBLAS matrix products would otherwise demand CUBLAS_WORKSPACE_CONFIG.
+    On the CPU nothing changes (its scatter-adds are ordered).
+    """
+    if torch.device(device).type != "cuda":
+        yield
+        return
+    was = torch.are_deterministic_algorithms_enabled()
+    was_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(was, warn_only=was_warn)
 
 
 def make_generator(seed: int | None, device) -> torch.Generator:
@@ -68,26 +92,27 @@ def rollout(model: MetriplecticModel, state: State, steps: int, dt: float, *,
     """
     if steps < 0 or substeps < 1 or record_every < 1:
         raise ValueError("steps must be >= 0, substeps and record_every >= 1")
-    h = model.config.cutoff
-    nl = NeighbourList(h, 0.3 * h if skin is None else skin, box)
-    gen = make_generator(seed, state.r.device)
-    h_dt = dt / substeps
-    fa = model.frame_averaged
-    cur = State(wrap(state.r, box), state.v.clone(), state.S.clone(), state.size)
-    v_avg = state.v.clone()     # last step-averaged velocity (what the pair friction sees)
-    if fa:
-        cur.v = model.latent_velocity(cur, nl.update(cur.r), dt, generator=gen, box=box, noise=noise)
-    eos_err, own_eos = None, False
-    if model.tables is not None and model.eos_table is None and model.config.n_s == 1:
-        from .tabulate import tabulate_eos
-        dens0 = model.compute(cur, nl.update(cur.r), box).dens
-        eos_err, own_eos = tabulate_eos(model, cur.S, dens0), True
-    try:
-        return _run(model, state, cur, v_avg, nl, gen, steps, dt, h_dt, box, noise, boundary, prescribed,
-                    record_every, substeps, fa, eos_err)
-    finally:
-        if own_eos:
-            model.eos_table = None
+    with deterministic_on(state.r.device):
+        h = model.config.cutoff
+        nl = NeighbourList(h, 0.3 * h if skin is None else skin, box)
+        gen = make_generator(seed, state.r.device)
+        h_dt = dt / substeps
+        fa = model.frame_averaged
+        cur = State(wrap(state.r, box), state.v.clone(), state.S.clone(), state.size)
+        v_avg = state.v.clone()     # last step-averaged velocity (what the pair friction sees)
+        if fa:
+            cur.v = model.latent_velocity(cur, nl.update(cur.r), dt, generator=gen, box=box, noise=noise)
+        eos_err, own_eos = None, False
+        if model.tables is not None and model.eos_table is None and model.config.n_s == 1:
+            from .tabulate import tabulate_eos
+            dens0 = model.compute(cur, nl.update(cur.r), box).dens
+            eos_err, own_eos = tabulate_eos(model, cur.S, dens0), True
+        try:
+            return _run(model, state, cur, v_avg, nl, gen, steps, dt, h_dt, box, noise, boundary, prescribed,
+                        record_every, substeps, fa, eos_err)
+        finally:
+            if own_eos:
+                model.eos_table = None
 
 
 def _run(model, state, cur, v_avg, nl, gen, steps, dt, h_dt, box, noise, boundary, prescribed,
