@@ -19,15 +19,66 @@ The features go through an MLP to the n_s components of S.
 
 from __future__ import annotations
 
+from typing import List, Optional
+
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from .graph import minimum_image
 from .nets import MLP
 
 
-def _safe_sqrt(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
-    return torch.sqrt(x + eps)
+def invariant_features(r: Tensor, pairs: Tensor, cutoff: float, box: Optional[Tensor],
+                       centres: Tensor, width: float) -> Tensor:
+    """(N, n_features) invariant features of every particle's neighbourhood.
+
+    r : (N, d) positions; pairs : (P, 2) unordered pairs i < j (all pairs closer than
+    ``cutoff`` at least; farther ones contribute exactly 0); box : (d,) or None;
+    centres : (n_rbf,) radial Gaussian centres in units of ``cutoff``; width : their
+    standard deviation, same units. Columns: n_rbf radial, the neighbour weight, |D|, then
+    tr D^3 (3D) or |psi_2|, |psi_4|, |psi_6| (2D).
+
+    Written in TorchScript's subset so that the exported ``encoder.pt`` compiles this very
+    function (:mod:`colloidcg.export.scripted`) rather than a copy of it.
+    """
+    n = r.shape[0]
+    dim = r.shape[1]
+    i = pairs[:, 0]
+    j = pairs[:, 1]
+    rij = minimum_image(r[i] - r[j], box)
+    dist = torch.linalg.vector_norm(rij, dim=-1)
+    q = dist / cutoff
+    w = torch.clamp(1.0 - q, min=0.0).square()
+    e = rij / dist.clamp_min(1e-12).unsqueeze(-1)
+    # radial histogram, scattered to both ends of each pair
+    g = torch.exp(-(q.unsqueeze(-1) - centres) ** 2 / (2 * width ** 2)) * w.unsqueeze(-1)
+    rad = torch.zeros(n, centres.shape[0], dtype=r.dtype, device=r.device)
+    rad.index_add_(0, i, g).index_add_(0, j, g)
+    wsum = torch.zeros(n, dtype=r.dtype, device=r.device)
+    wsum.index_add_(0, i, w).index_add_(0, j, w)
+    denom = wsum.clamp_min(1e-12)
+    # fabric tensor: e e^T is even in e, so both ends get the same contribution
+    ee = (e.unsqueeze(-1) * e.unsqueeze(-2)) * w.view(-1, 1, 1)
+    fab = torch.zeros(n, dim, dim, dtype=r.dtype, device=r.device)
+    fab.index_add_(0, i, ee).index_add_(0, j, ee)
+    fab = fab / denom.view(-1, 1, 1)
+    dev = fab - torch.eye(dim, dtype=r.dtype, device=r.device) * (
+        fab.diagonal(dim1=-2, dim2=-1).sum(-1) / dim).view(-1, 1, 1)
+    dev2 = dev @ dev
+    feats: List[Tensor] = [rad, wsum.unsqueeze(-1),
+                           torch.sqrt(dev2.diagonal(dim1=-2, dim2=-1).sum(-1) + 1e-12).unsqueeze(-1)]
+    if dim == 3:
+        feats.append((dev2 @ dev).diagonal(dim1=-2, dim2=-1).sum(-1).unsqueeze(-1))
+    if dim == 2:
+        phi = torch.atan2(e[:, 1], e[:, 0])
+        for l in [2, 4, 6]:
+            # bond j->i has angle phi + pi: exp(i l (phi + pi)) = exp(i l phi) for even l
+            both = torch.stack([w * torch.cos(l * phi), w * torch.sin(l * phi)], -1)
+            cs = torch.zeros(n, 2, dtype=r.dtype, device=r.device)
+            cs.index_add_(0, i, both).index_add_(0, j, both)
+            cs = cs / denom.unsqueeze(-1)
+            feats.append(torch.sqrt(cs.square().sum(-1) + 1e-12).unsqueeze(-1))
+    return torch.cat(feats, dim=-1)
 
 
 class StructuralEncoder(nn.Module):
@@ -56,46 +107,8 @@ class StructuralEncoder(nn.Module):
 
     def features(self, r: torch.Tensor, pairs: torch.Tensor, cutoff: float,
                  box: torch.Tensor | None) -> torch.Tensor:
-        """(N, n_features) invariant features; pairs are unordered (P, 2)."""
-        n = r.shape[0]
-        i, j = pairs[:, 0], pairs[:, 1]
-        rij = minimum_image(r[i] - r[j], box)
-        dist = torch.linalg.vector_norm(rij, dim=-1)
-        q = dist / cutoff
-        w = torch.clamp(1.0 - q, min=0.0).square()
-        e = rij / dist.clamp_min(1e-12).unsqueeze(-1)
-        # radial histogram, scattered to both ends of each pair
-        g = torch.exp(-(q.unsqueeze(-1) - self.centres.to(r.dtype)) ** 2 / (2 * self.width_rbf ** 2))
-        g = g * w.unsqueeze(-1)
-        rad = torch.zeros(n, self.n_rbf, dtype=r.dtype, device=r.device)
-        rad.index_add_(0, i, g).index_add_(0, j, g)
-        wsum = torch.zeros(n, dtype=r.dtype, device=r.device)
-        wsum.index_add_(0, i, w).index_add_(0, j, w)
-        denom = wsum.clamp_min(1e-12)
-        # fabric tensor: e e^T is even in e, so both ends get the same contribution
-        ee = (e.unsqueeze(-1) * e.unsqueeze(-2)) * w.view(-1, 1, 1)
-        fab = torch.zeros(n, self.dim, self.dim, dtype=r.dtype, device=r.device)
-        fab.index_add_(0, i, ee).index_add_(0, j, ee)
-        fab = fab / denom.view(-1, 1, 1)
-        dev = fab - torch.eye(self.dim, dtype=r.dtype, device=r.device) * (
-            fab.diagonal(dim1=-2, dim2=-1).sum(-1) / self.dim).view(-1, 1, 1)
-        dev2 = dev @ dev
-        feats = [rad, wsum.unsqueeze(-1),
-                 _safe_sqrt(dev2.diagonal(dim1=-2, dim2=-1).sum(-1)).unsqueeze(-1)]
-        if self.dim == 3:
-            feats.append((dev2 @ dev).diagonal(dim1=-2, dim2=-1).sum(-1).unsqueeze(-1))
-        if self.dim == 2:
-            phi = torch.atan2(e[:, 1], e[:, 0])
-            for l in (2, 4, 6):
-                # bond j->i has angle phi + pi: exp(i l (phi + pi)) = exp(i l phi) for even l
-                c = w * torch.cos(l * phi)
-                s = w * torch.sin(l * phi)
-                cs = torch.zeros(n, 2, dtype=r.dtype, device=r.device)
-                both = torch.stack([c, s], -1)
-                cs.index_add_(0, i, both).index_add_(0, j, both)
-                cs = cs / denom.unsqueeze(-1)
-                feats.append(_safe_sqrt(cs.square().sum(-1)).unsqueeze(-1))
-        return torch.cat(feats, dim=-1)
+        """(N, n_features) invariant features (:func:`invariant_features`)."""
+        return invariant_features(r, pairs, cutoff, box, self.centres.to(r.dtype), self.width_rbf)
 
     def forward(self, r: torch.Tensor, pairs: torch.Tensor, cutoff: float,
                 box: torch.Tensor | None) -> torch.Tensor:

@@ -11,18 +11,22 @@ guarantees that no pair closer than ``cutoff`` is missed.
 
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
 
-def minimum_image(rij: torch.Tensor, box: torch.Tensor | None) -> torch.Tensor:
+def minimum_image(rij: torch.Tensor, box: Optional[torch.Tensor]) -> torch.Tensor:
     """Minimum-image separation vectors.
 
     Parameters
     ----------
     rij : (..., d) tensor of raw separations r_i - r_j.
     box : (d,) tensor of periodic box lengths, or None for open boundaries.
+
+    TorchScript-compatible (the exported modules compile it).
     """
     if box is None:
         return rij

@@ -23,6 +23,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from ..core.encoder import invariant_features
+from ..core.graph import minimum_image
+
 #: Inputs and outputs of each exported module, with shapes and units; written into the
 #: bundle's JSON and the README. N particles, d dimensions (2 or 3), n_s entropic
 #: variables per particle, P pairs.
@@ -83,12 +86,6 @@ PAIRS_METHOD = ("pairs(r, box=None) -> (P, 2) int64: every pair i < j closer tha
 def _scatter(n: int, idx: Tensor, val: Tensor) -> Tensor:
     shape = [n] + list(val.shape[1:])
     return torch.zeros(shape, dtype=val.dtype, device=val.device).index_add_(0, idx, val)
-
-
-def _minimum_image(rij: Tensor, box: Optional[Tensor]) -> Tensor:
-    if box is None:
-        return rij
-    return rij - box * torch.round(rij / box)
 
 
 class ScriptedCore(nn.Module):
@@ -154,7 +151,6 @@ class ScriptedCore(nn.Module):
         self.register_buffer("enc_mean", t(enc.f_mean))
         self.register_buffer("enc_std", t(enc.f_std))
         self.enc_width = float(enc.width_rbf)
-        self.n_rbf = int(enc.n_rbf)
         # scalars
         self.register_buffer("raw_mass", t(model.raw_mass))
         self.register_buffer("raw_w", t(model.raw_w))
@@ -174,7 +170,7 @@ class ScriptedCore(nn.Module):
         idx = torch.arange(n, device=r.device)
         for start in range(0, n, self.pair_block):
             stop = min(n, start + self.pair_block)
-            rij = _minimum_image(r[start:stop].unsqueeze(1) - r.unsqueeze(0), box)
+            rij = minimum_image(r[start:stop].unsqueeze(1) - r.unsqueeze(0), box)
             d2 = (rij * rij).sum(-1)
             close = (d2 < self.cutoff * self.cutoff) & (idx[start:stop].unsqueeze(1) < idx.unsqueeze(0))
             ij = torch.nonzero(close)
@@ -261,7 +257,7 @@ class ScriptedCore(nn.Module):
         d = r.shape[1]
         i = pairs[:, 0]
         j = pairs[:, 1]
-        rij = _minimum_image(r[i] - r[j], box)
+        rij = minimum_image(r[i] - r[j], box)
         dist = torch.linalg.vector_norm(rij, dim=-1).clamp_min(1e-12 * self.cutoff)
         e = rij / dist.unsqueeze(-1)
         W, _ = self.kernel(dist / self.pair_range(pairs, size, dist))
@@ -288,7 +284,7 @@ class ScriptedCore(nn.Module):
         n = r.shape[0]
         i = pairs[:, 0]
         j = pairs[:, 1]
-        rij = _minimum_image(r[i] - r[j], box)
+        rij = minimum_image(r[i] - r[j], box)
         dist = torch.linalg.vector_norm(rij, dim=-1).clamp_min(1e-12 * self.cutoff)
         e = rij / dist.unsqueeze(-1)
         hr = self.pair_range(pairs, size, dist)
@@ -471,7 +467,7 @@ class ScriptedCore(nn.Module):
         n = r.shape[0]
         i = pairs[:, 0]
         j = pairs[:, 1]
-        rij = _minimum_image(r[i] - r[j], box)
+        rij = minimum_image(r[i] - r[j], box)
         dist = torch.linalg.vector_norm(rij, dim=-1).clamp_min(1e-12 * self.cutoff)
         q = dist / self.pair_range(pairs, size, dist)
         W, _ = self.kernel(q)
@@ -492,46 +488,8 @@ class ScriptedCore(nn.Module):
     # ------------------------------------------------------------------ encoder
     @torch.jit.export
     def initial_S(self, r: Tensor, pairs: Tensor, box: Optional[Tensor] = None) -> Tensor:
-        n = r.shape[0]
-        dim = r.shape[1]
-        i = pairs[:, 0]
-        j = pairs[:, 1]
-        rij = _minimum_image(r[i] - r[j], box)
-        dist = torch.linalg.vector_norm(rij, dim=-1)
-        q = dist / self.cutoff
-        w = torch.clamp(1.0 - q, min=0.0).square()
-        e = rij / dist.clamp_min(1e-12).unsqueeze(-1)
-        g = torch.exp(-(q.unsqueeze(-1) - self.enc_centres) ** 2 / (2 * self.enc_width ** 2))
-        g = g * w.unsqueeze(-1)
-        rad = torch.zeros(n, self.n_rbf, dtype=r.dtype, device=r.device)
-        rad.index_add_(0, i, g).index_add_(0, j, g)
-        wsum = torch.zeros(n, dtype=r.dtype, device=r.device)
-        wsum.index_add_(0, i, w).index_add_(0, j, w)
-        denom = wsum.clamp_min(1e-12)
-        ee = (e.unsqueeze(-1) * e.unsqueeze(-2)) * w.view(-1, 1, 1)
-        fab = torch.zeros(n, dim, dim, dtype=r.dtype, device=r.device)
-        fab.index_add_(0, i, ee).index_add_(0, j, ee)
-        fab = fab / denom.view(-1, 1, 1)
-        dev = fab - torch.eye(dim, dtype=r.dtype, device=r.device) * (
-            fab.diagonal(dim1=-2, dim2=-1).sum(-1) / dim).view(-1, 1, 1)
-        dev2 = dev @ dev
-        feats = [rad, wsum.unsqueeze(-1),
-                 torch.sqrt(dev2.diagonal(dim1=-2, dim2=-1).sum(-1) + 1e-12).unsqueeze(-1)]
-        if dim == 3:
-            feats.append((dev2 @ dev).diagonal(dim1=-2, dim2=-1).sum(-1).unsqueeze(-1))
-        if dim == 2:
-            phi = torch.atan2(e[:, 1], e[:, 0])
-            for l in [2, 4, 6]:
-                c = w * torch.cos(l * phi)
-                s = w * torch.sin(l * phi)
-                cs = torch.zeros(n, 2, dtype=r.dtype, device=r.device)
-                both = torch.stack([c, s], -1)
-                cs.index_add_(0, i, both).index_add_(0, j, both)
-                cs = cs / denom.unsqueeze(-1)
-                feats.append(torch.sqrt(cs.square().sum(-1) + 1e-12).unsqueeze(-1))
-        f = torch.cat(feats, dim=-1)
-        f = (f - self.enc_mean) / self.enc_std
-        return self.enc_net(f)
+        f = invariant_features(r, pairs, self.cutoff, box, self.enc_centres, self.enc_width)
+        return self.enc_net((f - self.enc_mean) / self.enc_std)
 
 
 class _Exported(nn.Module):
