@@ -31,14 +31,9 @@ torch.set_num_threads(1)
 
 
 # ----------------------------------------------------------------------------- helpers
-def langevin_tracks(n, frames, gamma, kT=1.0, sub=40, spacing=50.0, seed=0):
-    """Free underdamped Langevin particles (BAOAB with ``sub`` substeps per frame, m = 1,
-    dt = 1 frame), far apart on a grid; positions recorded every frame."""
-    rng = np.random.default_rng(seed)
-    side = int(math.ceil(math.sqrt(n)))
-    r = np.stack(np.meshgrid(np.arange(side), np.arange(side)), -1).reshape(-1, 2)[:n] * spacing
-    r = r.astype(float)
-    v = rng.normal(0, math.sqrt(kT), (n, 2))
+def free_langevin(r, v, frames, gamma, kT, sub, rng) -> np.ndarray:
+    """(frames, n, 2) positions of free underdamped Langevin particles (m = 1, BAOAB with
+    ``sub`` substeps per frame of unit length) from positions ``r`` and velocities ``v``."""
     h = 1.0 / sub
     c1 = math.exp(-gamma * h)
     c2 = math.sqrt(kT * (1 - c1 ** 2))
@@ -49,9 +44,25 @@ def langevin_tracks(n, frames, gamma, kT=1.0, sub=40, spacing=50.0, seed=0):
             r = r + 0.5 * h * v
             v = c1 * v + c2 * rng.normal(size=v.shape)
             r = r + 0.5 * h * v
-    pos = np.array(out)
+    return np.array(out)
+
+
+def tracks_table(pos: np.ndarray) -> pd.DataFrame:
+    """Tracks schema (frame, particle, x, y) of (frames, n, 2) positions."""
+    frames, n = pos.shape[:2]
     return pd.DataFrame({"frame": np.repeat(np.arange(frames), n), "particle": np.tile(np.arange(n), frames),
                          "x": pos[..., 0].ravel(), "y": pos[..., 1].ravel()})
+
+
+def langevin_tracks(n, frames, gamma, kT=1.0, sub=40, spacing=50.0, seed=0):
+    """Free underdamped Langevin particles (BAOAB with ``sub`` substeps per frame, m = 1,
+    dt = 1 frame), far apart on a grid; positions recorded every frame."""
+    rng = np.random.default_rng(seed)
+    side = int(math.ceil(math.sqrt(n)))
+    r = np.stack(np.meshgrid(np.arange(side), np.arange(side)), -1).reshape(-1, 2)[:n] * spacing
+    r = r.astype(float)
+    v = rng.normal(0, math.sqrt(kT), (n, 2))
+    return tracks_table(free_langevin(r, v, frames, gamma, kT, sub, rng))
 
 
 def langevin_truth(gamma, kT, lags, d=2):

@@ -16,6 +16,8 @@ from colloidcg.errors import ColloidcgError, ParameterError
 from colloidcg.outputs import provenance, write_table
 from colloidcg.train import TrainConfig, TrainingDiverged, estimate_localisation_noise, fit
 
+from test_known_answers import free_langevin, tracks_table
+
 torch.set_num_threads(1)
 
 
@@ -24,19 +26,8 @@ def langevin(n=60, frames=40, gamma=5.0, kT=1.0, sub=20, L=60.0, seed=0, loc=0.0
     rng = np.random.default_rng(seed)
     r = rng.uniform(0, L, (n, 2))
     v = rng.normal(0, math.sqrt(kT), (n, 2))
-    h = 1.0 / sub
-    c1 = math.exp(-gamma * h)
-    c2 = math.sqrt(kT * (1 - c1 ** 2))
-    out = []
-    for _ in range(frames):
-        out.append(r.copy())
-        for _ in range(sub):
-            r = r + 0.5 * h * v
-            v = c1 * v + c2 * rng.normal(size=v.shape)
-            r = r + 0.5 * h * v
-    pos = np.array(out) + rng.normal(0, loc, (frames, n, 2))
-    return pd.DataFrame({"frame": np.repeat(np.arange(frames), n), "particle": np.tile(np.arange(n), frames),
-                         "x": pos[..., 0].ravel(), "y": pos[..., 1].ravel()})
+    pos = free_langevin(r, v, frames, gamma, kT, sub, rng)
+    return tracks_table(pos + rng.normal(0, loc, (frames, n, 2)))
 
 
 FAST = dict(epochs=3, batch_frames=8, lr=1e-2, cutoff=3.0, edge=0.0, progress=False, val_rollout_steps=5)
