@@ -7,7 +7,9 @@ Runs the slow known-answer cases of tests/test_known_answers.py (which use seed 
 several seeds, plus monodisperse disks at area fraction 0.85 (solid-like, no test: its
 g(r) misses the target), and prints one table: per case and seed the relative RMS errors,
 then mean and worst against the targets of the issue. ``--n-pair 0`` trains without the
-learned pair energy, for comparison. About 25-40 s per case and seed on 2 cores.
+learned pair energy, for comparison; ``--deviatoric`` adds the shear-strain energy and
+``--cases`` picks cases by number (``--cases 1,2`` for 0.75 and 0.85). About 15-40 s per
+case and seed on 2 cores.
 
 ``--floor`` prints instead the errors a perfect model would get on the particle-truth
 cases: the truth against another realisation of itself from the same start (other noise),
@@ -45,12 +47,18 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=4)
     ap.add_argument("--n-pair", type=int, default=None, dest="n_pair",
                     help="terms of the learned pair energy (default: TrainConfig's; 0: none)")
+    ap.add_argument("--deviatoric", action="store_true", help="train with the deviatoric energy")
+    ap.add_argument("--cases", default=None,
+                    help="comma-separated case numbers (0-based, in the order of the table); default all")
     ap.add_argument("--floor", action="store_true",
                     help="the truth against itself from the same start (other noise), no model")
     args = ap.parse_args()
     train = {} if args.n_pair is None else {"n_pair": args.n_pair}
+    if args.deviatoric:
+        train["deviatoric"] = True
+    cases = CASES if args.cases is None else [CASES[int(k)] for k in args.cases.split(",")]
     rows = []
-    for name, a in CASES:
+    for name, a in cases:
         if len(a) == 3:
             run = truth_floor if args.floor else partial(dense_known_answer, **train)
             errs = np.array([run(*a, seed=s) for s in range(args.seeds)])

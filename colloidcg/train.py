@@ -291,7 +291,7 @@ def build_model(traj: Trajectory, cfg: TrainConfig, cutoff: float) -> Metriplect
     dtype = getattr(torch, cfg.dtype)
     model = model.to(dtype=dtype, device=cfg.device)
     # reference volume and encoder feature normalisation from a few frames
-    vols, feats = [], []
+    vols, feats, nbr_weight = [], [], []
     with torch.no_grad():
         for t in np.linspace(0, traj.n_frames - 1, min(5, traj.n_frames)).astype(int):
             r = traj.pos[t][traj.present[t]]
@@ -302,8 +302,11 @@ def build_model(traj: Trajectory, cfg: TrainConfig, cutoff: float) -> Metriplect
             dens = model.kernel.at_zero() + torch.zeros(r.shape[0], dtype=r.dtype, device=r.device) \
                 .index_add(0, pairs[:, 0], W).index_add(0, pairs[:, 1], W)
             vols.append(1.0 / dens)
+            nbr_weight.append(dens - model.kernel.at_zero())
             feats.append(model.encoder.features(r, pairs, cutoff, traj.box))
     model.config.volume_ref = float(torch.cat(vols).mean())
+    # the deviatoric energy's fabric in units of a typical particle's neighbour weight
+    model.config.fabric_ref = max(float(torch.cat(nbr_weight).mean()), 1e-12)
     if cfg.substrate:
         # start the solvent friction gamma dt = x0 at the data's lag-1 velocity relaxation
         with torch.no_grad():

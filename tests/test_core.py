@@ -302,6 +302,59 @@ def test_pair_energy_repulsive_and_forces_are_its_gradient(case):
     assert torch.allclose(F.detach() - F0, want, rtol=1e-9, atol=1e-11 * float(want.abs().max()))
 
 
+def _lattice(dim, cells, a):
+    """Positions of a triangular (2D) or simple cubic (3D) lattice of spacing ``a`` filling a
+    periodic box, and the box; both lattices have isotropic second-rank fabric tensors."""
+    if dim == 2:
+        jj, ii = (g.ravel() for g in np.meshgrid(np.arange(cells), np.arange(2 * cells)))
+        r = np.column_stack([(jj + 0.5 * (ii % 2)) * a, ii * a * math.sqrt(3) / 2]).astype(float)
+        box = np.array([cells * a, 2 * cells * a * math.sqrt(3) / 2])
+    else:
+        r = np.stack(np.meshgrid(*[np.arange(cells)] * 3), -1).reshape(-1, 3) * a
+        box = np.full(3, cells * a)
+    return torch.as_tensor(r, dtype=torch.float64), torch.as_tensor(box, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+def test_deviatoric_energy_is_a_shear_energy(dim):
+    """E_dev is zero for an unstrained lattice whatever its density (isotropic fabric), has no
+    forces there, grows as strain^2 under a volume-preserving shear, and its forces are
+    O(1) of the calibrated force scale theta_ref * stiffness / h, not of the thermal scale."""
+    m = random_model(3, dim, 1, substrate=False, deviatoric=True, n_pair=0)
+    m.config.stiffness = 250.0
+    with torch.no_grad():
+        m.raw_shear.fill_(math.log(math.e - 1))                    # mu = 1
+    r0, box0 = _lattice(dim, 6, 0.45)
+    pairs = find_pairs(r0, H * 1.01, box0)
+    a = m.reduced_size(State(r0, r0, r0))
+    with torch.no_grad():
+        W = m.pair_functions(minimum_image(r0[pairs[:, 0]] - r0[pairs[:, 1]], box0).norm(dim=-1) / H)[0]
+    m.config.fabric_ref = float(2 * W.sum() / len(r0))          # as training calibrates it
+
+    def energy(strain, compress=1.0):
+        A = torch.eye(dim, dtype=torch.float64) * compress
+        A[0, 0] *= 1 + strain
+        A[1, 1] /= 1 + strain                                     # det A = compress^dim
+        r, box = r0 @ A.T, box0 * torch.diagonal(A)
+        return m._deviatoric_energy(r, find_pairs(r, H, box), box, a).detach()
+
+    scale = m.config.theta_ref * m.config.stiffness
+    for c in (0.9, 1.0, 1.1):                                     # isotropic compression or expansion
+        assert float(energy(0.0, c).abs().max()) < 1e-12 * scale
+    assert float(m._deviatoric_force(r0, pairs, box0, a).detach().abs().max()) < 1e-10 * scale / H
+    e1, e2 = float(energy(0.001).sum()), float(energy(0.002).sum())
+    assert e1 > 0
+    assert e2 / e1 == pytest.approx(4.0, rel=0.02)               # harmonic at small strain
+    r = r0.clone()
+    r[:, 0] *= 1.02
+    r[:, 1] /= 1.02
+    box = box0.clone()
+    box[0] *= 1.02
+    box[1] /= 1.02
+    f = m._deviatoric_force(r + 0.01 * torch.randn_like(r), find_pairs(r, H, box), box, a).detach()
+    assert 1e-3 * scale / H < float(f.norm(dim=-1).mean()) < 10 * scale / H
+
+
 @pytest.mark.parametrize("n_pair", [0, 4])
 def test_tabulated_pair_functions_match_the_networks(n_pair):
     """The fast-mode table (with the pair energy when the model has one, as trained models

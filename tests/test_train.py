@@ -117,6 +117,15 @@ def test_model_directory_round_trip_and_incompatible_version(tmp_path):
     (old / "config.json").write_text(json.dumps(c_old))
     m_old, _ = load_model(old)
     assert m_old.config.n_pair == 0 and not hasattr(m_old, "pair_potential")
+    # a model with the deviatoric energy of the earlier form (no fabric_ref) is refused
+    dev = tmp_path / "dev"
+    save_model(fit(traj, TrainConfig(**{**FAST, "epochs": 1, "deviatoric": True})).model, dev)
+    assert load_model(dev)[0].config.fabric_ref > 0
+    c_dev = json.loads((dev / "config.json").read_text())
+    del c_dev["model"]["fabric_ref"]
+    (dev / "config.json").write_text(json.dumps(c_dev))
+    with pytest.raises(ColloidcgError, match=r"deviatoric energy .*retrain"):
+        load_model(dev)
     c["format_version"] = 999
     (tmp_path / "m" / "config.json").write_text(json.dumps(c))
     with pytest.raises(ColloidcgError, match="incompatible"):

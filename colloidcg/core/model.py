@@ -104,6 +104,9 @@ class ModelConfig:
     ``n_pair`` > 0: a learned repulsive pair energy of that many harmonic terms is added to
     E (:class:`~.nets.PairPotential`, energy scale ``theta_ref * stiffness``); 0: none (the
     density-kernel energy alone, as in models saved before it existed).
+    ``deviatoric``: add the shear-strain energy of :meth:`MetriplecticModel._deviatoric_energy`
+    (for solids); ``fabric_ref`` its reference neighbour weight, calibrated from the data
+    (the mean over particles of sum_j W(q_ij)).
     ``size_scale`` > 0: per-particle sizes, reduced by this reference size (units of the
     tracks' ``size_column``; the largest particles' size), scale each pair's range (see the
     module docstring); 0: one range h for all pairs.
@@ -128,6 +131,7 @@ class ModelConfig:
     theta_ref: float = 1.0
     volume_ref: float = 1.0
     stiffness: float = 1.0
+    fabric_ref: float = 1.0
     size_scale: float = 0.0
     size_column: str = ""
     n_pair: int = 0
@@ -203,7 +207,7 @@ class MetriplecticModel(nn.Module):
             self.raw_gamma0 = nn.Parameter(torch.tensor(inv_softplus(0.5)))
             self.raw_alpha0 = nn.Parameter(torch.tensor(0.0))
         if c.deviatoric:
-            self.raw_shear = nn.Parameter(torch.tensor(inv_softplus(0.1)))
+            self.raw_shear = nn.Parameter(torch.tensor(inv_softplus(1e-3)))
         self.tables = None  # optional tabulated pair functions for fast rollouts
         self.eos_table = None  # optional tabulated U(S, V) for fast rollouts (n_s = 1)
 
@@ -367,8 +371,17 @@ class MetriplecticModel(nn.Module):
             ns.gamma0 = s0 / (m * theta)          # substrate friction rate (1/time), (N,)
         return ns
 
-    def _deviatoric_energy(self, r, pairs, box, dens, a=None):
-        """E_dev = theta_ref * mu / 2 * sum_i |dev G_i|^2, G_i = sum_j W e e^T / d_i (fabric)."""
+    def _deviatoric_energy(self, r, pairs, box, a=None):
+        """Per-particle shear-strain energy (N,), theta_ref * stiffness * mu / 2 * |dev F_i|^2.
+
+        F_i = sum_j W(q_ij) e_ij e_ij^T / fabric_ref is the fabric tensor of i's
+        neighbours (its own W(0) left out), in units of the typical neighbour weight
+        ``fabric_ref`` (calibrated from the data), so |dev F_i| is O(1) in a strained
+        packing whatever the kernel's scale; it goes to 0 smoothly as neighbours leave the
+        cutoff. The energy scale is that of the conservative forces (the calibrated
+        stiffness), mu a learned positive factor. Pairwise sums of even functions of e_ij:
+        translation- and rotation-invariant, so the forces conserve momentum.
+        """
         c = self.config
         n, d = r.shape
         i, j = pairs[:, 0], pairs[:, 1]
@@ -377,21 +390,17 @@ class MetriplecticModel(nn.Module):
         e = rij / dist.unsqueeze(-1)
         W, _, _ = self.pair_functions(dist / self.pair_range(a, pairs))
         ee = (e.unsqueeze(-1) * e.unsqueeze(-2)) * W.view(-1, 1, 1)
-        G = (_scatter(n, i, ee) + _scatter(n, j, ee)) / dens.view(-1, 1, 1)
-        tr = G.diagonal(dim1=-2, dim2=-1).sum(-1)
-        dev = G - torch.eye(d, dtype=r.dtype, device=r.device) * (tr / d).view(-1, 1, 1)
+        fab = (_scatter(n, i, ee) + _scatter(n, j, ee)) / c.fabric_ref
+        tr = fab.diagonal(dim1=-2, dim2=-1).sum(-1)
+        dev = fab - torch.eye(d, dtype=r.dtype, device=r.device) * (tr / d).view(-1, 1, 1)
         mu = F.softplus(self.raw_shear).to(r.dtype)
-        return c.theta_ref * mu / 2 * dev.square().sum((-1, -2))
+        return c.theta_ref * c.stiffness * mu / 2 * dev.square().sum((-1, -2))
 
     def _deviatoric_force(self, r, pairs, box, a=None):
         """-dE_dev/dr by automatic differentiation (translation invariant: sums to zero)."""
         with torch.enable_grad():
             r_in = r if r.requires_grad else r.detach().requires_grad_(True)
-            W, _, _ = self.pair_functions(torch.linalg.vector_norm(
-                minimum_image(r_in[pairs[:, 0]] - r_in[pairs[:, 1]], box), dim=-1) / self.pair_range(a, pairs))
-            n = r.shape[0]
-            dens = self.kernel.at_zero().to(r.dtype) + _scatter(n, pairs[:, 0], W) + _scatter(n, pairs[:, 1], W)
-            e_dev = self._deviatoric_energy(r_in, pairs, box, dens, a).sum()
+            e_dev = self._deviatoric_energy(r_in, pairs, box, a).sum()
             g, = torch.autograd.grad(e_dev, r_in, create_graph=torch.is_grad_enabled())
         return -g
 
@@ -402,7 +411,7 @@ class MetriplecticModel(nn.Module):
         if self.config.n_pair > 0:
             e = e + ns.phi.sum()
         if self.config.deviatoric:
-            e = e + self._deviatoric_energy(state.r, pairs, box, ns.dens, self.reduced_size(state)).sum()
+            e = e + self._deviatoric_energy(state.r, pairs, box, self.reduced_size(state)).sum()
         return e
 
     # ------------------------------------------------------------------ drift

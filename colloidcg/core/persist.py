@@ -66,6 +66,11 @@ def load_model(directory, device="cpu", weights_name: str = "model.pt") -> tuple
     """Load a model directory; returns (model, config dict)."""
     directory = Path(directory)
     cfg = read_config(directory)
+    if cfg.get("model", {}).get("deviatoric") and "fabric_ref" not in cfg["model"]:
+        raise ColloidcgError(
+            f"{directory}: model trained with the deviatoric energy of colloidcg "
+            f"{cfg.get('colloidcg_version', '?')}, whose fabric tensor was normalised differently; "
+            "its weights do not fit this version's deviatoric energy; retrain the model")
     try:
         mcfg = ModelConfig.from_dict(cfg["model"])
     except (KeyError, TypeError, ValueError) as exc:

@@ -115,6 +115,7 @@ class ScriptedCore(nn.Module):
         self.volume_ref = float(c.volume_ref)
         # scale of U's volume term (a fixed calibration constant; 1 in models without it)
         self.stiffness = float(getattr(c, "stiffness", 1.0))
+        self.fabric_ref = float(c.fabric_ref)
         self.substrate = bool(c.substrate)
         self.deviatoric = bool(c.deviatoric)
         # per-particle sizes: reference size (0 = one range h for all pairs)
@@ -252,7 +253,7 @@ class ScriptedCore(nn.Module):
 
     def deviatoric_energy(self, r: Tensor, pairs: Tensor, box: Optional[Tensor],
                           size: Optional[Tensor] = None) -> Tensor:
-        """Per-particle theta_ref mu / 2 |dev G_i|^2 (fabric tensor G_i)."""
+        """Per-particle theta_ref stiffness mu / 2 |dev F_i|^2, F_i = sum_j W e e^T / fabric_ref."""
         n = r.shape[0]
         d = r.shape[1]
         i = pairs[:, 0]
@@ -261,13 +262,12 @@ class ScriptedCore(nn.Module):
         dist = torch.linalg.vector_norm(rij, dim=-1).clamp_min(1e-12 * self.cutoff)
         e = rij / dist.unsqueeze(-1)
         W, _ = self.kernel(dist / self.pair_range(pairs, size, dist))
-        dens = self.kernel_zero() + _scatter(n, i, W) + _scatter(n, j, W)
         ee = (e.unsqueeze(-1) * e.unsqueeze(-2)) * W.view(-1, 1, 1)
-        G = (_scatter(n, i, ee) + _scatter(n, j, ee)) / dens.view(-1, 1, 1)
-        tr = G.diagonal(dim1=-2, dim2=-1).sum(-1)
-        dev = G - torch.eye(d, dtype=r.dtype, device=r.device) * (tr / d).view(-1, 1, 1)
+        fab = (_scatter(n, i, ee) + _scatter(n, j, ee)) / self.fabric_ref
+        tr = fab.diagonal(dim1=-2, dim2=-1).sum(-1)
+        dev = fab - torch.eye(d, dtype=r.dtype, device=r.device) * (tr / d).view(-1, 1, 1)
         mu = F.softplus(self.raw_shear)
-        return self.theta_ref * mu / 2 * dev.square().sum([-1, -2])
+        return self.theta_ref * self.stiffness * mu / 2 * dev.square().sum([-1, -2])
 
     def deviatoric_force(self, r: Tensor, pairs: Tensor, box: Optional[Tensor],
                          size: Optional[Tensor] = None) -> Tensor:
