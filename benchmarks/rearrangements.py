@@ -146,14 +146,37 @@ def vacancy_ceiling_auc(table: pd.DataFrame, soft, lag: int, seed: int = 0) -> f
                                exposure[table["particle"].to_numpy()[test]]))
 
 
+def neighbour_count_auc(tracks: pd.DataFrame, table: pd.DataFrame, soft, lag: int, radius: float,
+                        first_frame: bool = False) -> float:
+    """ROC AUC of minus the number of neighbours within ``radius`` px (fewer neighbours:
+    nearer a vacancy) on the softness baseline's test rows: counted in each row's own frame,
+    or (``first_frame``) in frame 0, before any shear has distorted the lattice."""
+    from scipy.spatial import cKDTree
+    from sklearn.metrics import roc_auc_score
+
+    count = {}
+    for f, g in tracks.groupby("frame"):
+        if first_frame and f > 0:
+            break
+        xy = g[["x", "y"]].to_numpy(float)
+        n = np.array([len(hits) - 1 for hits in cKDTree(xy).query_ball_point(xy, radius)])
+        count.update(zip(zip(np.full(len(g), f), g["particle"].to_numpy()), n))
+    frames = np.zeros(len(table), int) if first_frame else table["frame"].to_numpy()
+    c = np.array([count[k] for k in zip(frames, table["particle"].to_numpy())], float)
+    test = (table["frame"].to_numpy() >= soft.split_frame + lag) \
+        & np.isfinite(table["d2min"].to_numpy(float)) & ~table["edge"].to_numpy(bool)
+    return float(roc_auc_score(table["rearranging"].to_numpy(bool)[test], -c[test]))
+
+
 def learned_s_auc(tracks: pd.DataFrame, table: pd.DataFrame, soft, lag: int, seed: int = 0,
-                  aux_weight: float = 1.0, epochs: int = 40) -> tuple[float, float]:
+                  aux_weight: float = 1.0, epochs: int = 40) -> tuple[float, float, float]:
     """ROC AUC of the learned S on exactly the softness baseline's test rows and labels.
 
     The model sees only the frames before the baseline's split (its own validation split
     for model selection lies inside them); S on the test rows is the encoder's S of each
     frame, its sign fixed on the training rows (S is learned up to sign). Returns (AUC,
-    the model's cutoff, which is also the encoder's radius).
+    AUC of the encoder's S of each particle's neighbourhood in frame 0 instead of the row's
+    own frame, the model's cutoff, which is also the encoder's radius).
     """
     import torch
     from sklearn.metrics import roc_auc_score
@@ -173,12 +196,15 @@ def learned_s_auc(tracks: pd.DataFrame, table: pd.DataFrame, soft, lag: int, see
             s_of.update(zip(zip(np.full(len(g), f), g["particle"].to_numpy()),
                             res.model.initial_S(r)[:, 0].numpy()))
     use = np.isfinite(table["d2min"].to_numpy(float)) & ~table["edge"].to_numpy(bool)
-    S = np.array([s_of.get(k, np.nan) for k in zip(table["frame"], table["particle"])])
     frame, y = table["frame"].to_numpy(), table["rearranging"].to_numpy(bool)
-    train = use & (frame < soft.split_frame) & np.isfinite(S)
-    test = use & (frame >= soft.split_frame + lag) & np.isfinite(S)
-    sign = 1.0 if roc_auc_score(y[train], S[train]) >= 0.5 else -1.0
-    return float(roc_auc_score(y[test], sign * S[test])), float(res.model.config.cutoff)
+    aucs = []
+    for frames in (frame, np.zeros_like(frame)):
+        S = np.array([s_of.get(k, np.nan) for k in zip(frames, table["particle"])])
+        train = use & (frame < soft.split_frame) & np.isfinite(S)
+        test = use & (frame >= soft.split_frame + lag) & np.isfinite(S)
+        sign = 1.0 if roc_auc_score(y[train], S[train]) >= 0.5 else -1.0
+        aucs.append(float(roc_auc_score(y[test], sign * S[test])))
+    return aucs[0], aucs[1], float(res.model.config.cutoff)
 
 
 def accuracy(quick: bool, learned_seeds: int = 0) -> None:
@@ -207,16 +233,23 @@ def accuracy(quick: bool, learned_seeds: int = 0) -> None:
           f"{s.n_train_pos} / {s.n_test_pos} | {s.auc:.3f} +- {s.auc_se:.3f} |")
     print(f"| control, structural ceiling: the true shear amplitude each site feels, same test rows | "
           f"{len(res.table)} | 2 | - / {s.n_test_pos} | {vacancy_ceiling_auc(res.table, s, 2):.3f} |")
+    tracks = soft_spot_system()
+    for first in (False, True):
+        aucs = [neighbour_count_auc(tracks, res.table, s, 2, rc, first_frame=first) for rc in (11, 12, 13, 14, 15)]
+        where = "frame 0 (before any shear)" if first else "the row's own frame"
+        print(f"| control, minus the neighbours within 11 / 12 / 13 / 14 / 15 px, counted in {where}, "
+              f"same test rows | "
+              f"{len(res.table)} | 2 | - / {s.n_test_pos} | {' / '.join(f'{a:.3f}' for a in aucs)} |")
     if learned_seeds:
-        tracks = soft_spot_system()
         for aux in (0.0, 1.0):
             runs = [learned_s_auc(tracks, res.table, s, 2, seed=k, aux_weight=aux) for k in range(learned_seeds)]
-            aucs = [a for a, _ in runs]
             what = "self-supervised" if aux == 0 else f"--aux-weight {aux:g}"
-            print(f"| control, learned S ({what}, 40 epochs on the training frames; cutoff "
-                  f"{', '.join(f'{h:.1f}' for _, h in runs)} px), same test rows, seeds 0-{learned_seeds - 1} | "
-                  f"{len(res.table)} | 2 | {s.n_train_pos} / {s.n_test_pos} | "
-                  f"{np.mean(aucs):.3f} ({' / '.join(f'{a:.3f}' for a in aucs)}) |")
+            for col, where in ((0, "its own frame"), (1, "frame 0")):
+                aucs = [run[col] for run in runs]
+                print(f"| control, learned S ({what}, 40 epochs on the training frames; cutoff "
+                      f"{', '.join(f'{run[2]:.1f}' for run in runs)} px) of the neighbourhood in {where}, "
+                      f"same test rows, seeds 0-{learned_seeds - 1} | {len(res.table)} | 2 | "
+                      f"{s.n_train_pos} / {s.n_test_pos} | {np.mean(aucs):.3f} ({' / '.join(f'{a:.3f}' for a in aucs)}) |")
 
     print("\n## Labels from tracked video vs labels from true trajectories (same parameters)\n")
     sample = Path(__file__).resolve().parents[1] / "sample_videos" / "dense"
