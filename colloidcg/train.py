@@ -299,10 +299,10 @@ def build_model(traj: Trajectory, cfg: TrainConfig, cutoff: float) -> Metriplect
             a = model.reduced_size(State(r, r, r, _size(traj, traj.present[t])))
             q = minimum_image(r[pairs[:, 0]] - r[pairs[:, 1]], traj.box).norm(dim=-1) / model.pair_range(a, pairs)
             W, _, _ = model.pair_functions(q)
-            dens = model.kernel.at_zero() + torch.zeros(r.shape[0], dtype=r.dtype, device=r.device) \
-                .index_add(0, pairs[:, 0], W).index_add(0, pairs[:, 1], W)
-            vols.append(1.0 / dens)
-            nbr_weight.append(dens - model.kernel.at_zero())
+            nbr = torch.zeros(r.shape[0], dtype=r.dtype, device=r.device) \
+                .index_add(0, pairs[:, 0], W).index_add(0, pairs[:, 1], W)   # sum_j W(q_ij)
+            vols.append(1.0 / (model.kernel.at_zero() + nbr))
+            nbr_weight.append(nbr)
             feats.append(model.encoder.features(r, pairs, cutoff, traj.box))
     model.config.volume_ref = float(torch.cat(vols).mean())
     # the deviatoric energy's fabric in units of a typical particle's neighbour weight
