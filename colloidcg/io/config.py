@@ -7,6 +7,8 @@ in every folder below it; the nearest file wins. Recognised tables and keys::
     fps = 500.0          # frames per second
     um_per_px = 0.107    # micrometres per pixel (lateral)
     um_per_slice = 0.3   # micrometres between z slices (stacks only)
+    tiff_axis = "T"      # a TIFF stack's only non-spatial axis is time ("T"), one z
+                         # stack ("Z") or channels ("C"); see colloidcg.io.open_video
 
     [track]              # any parameter of colloidcg.tracking.track
     diameter = 11
@@ -25,7 +27,8 @@ from typing import Any
 from ..errors import ColloidcgError
 
 CONFIG_NAME = "colloidcg.toml"
-CALIBRATION_KEYS = {"fps": float, "um_per_px": float, "um_per_slice": float}
+CALIBRATION_KEYS = {"fps": float, "um_per_px": float, "um_per_slice": float, "tiff_axis": str}
+TIFF_AXIS_VALUES = ("T", "Z", "C")
 
 
 def read_config(path: str | Path) -> dict[str, Any]:
@@ -47,6 +50,11 @@ def read_config(path: str | Path) -> dict[str, Any]:
             raise ColloidcgError(
                 f"{path}: unknown key 'calibration.{key}'; expected one of "
                 f"{', '.join(sorted(CALIBRATION_KEYS))}")
+        if key == "tiff_axis":
+            if value not in TIFF_AXIS_VALUES:
+                raise ColloidcgError(f"{path}: 'calibration.tiff_axis' must be one of "
+                                     f"{', '.join(repr(v) for v in TIFF_AXIS_VALUES)}, got {value!r}")
+            continue
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
             raise ColloidcgError(
                 f"{path}: 'calibration.{key}' must be a positive number, got {value!r}")

@@ -12,6 +12,7 @@ import logging
 
 import re
 import xml.etree.ElementTree as ET
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -57,10 +58,15 @@ class TiffBackend:
 
     kind = "tiff"
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, tiff_axis: str | None = None):
         import tifffile
 
         self.path = path
+        if tiff_axis is not None and tiff_axis not in TIFF_AXIS_ROLES:
+            raise VideoError(f"{path}: tiff_axis must be one of {', '.join(TIFF_AXIS_ROLES)}, "
+                             f"got {tiff_axis!r}")
+        self._tiff_axis = tiff_axis
+        self.notes: list[str] = []
         # tifffile logs damaged structures as warnings and carries on with what it can
         # read; the checks in _open turn that into one clear error, so its log is muted.
         log = logging.getLogger("tifffile")
@@ -93,15 +99,18 @@ class TiffBackend:
                              f"{declared} images but only {n_pages} can be read")
         index = np.arange(n_pages).reshape([n for _, n in other] or [1])
         names = [a for a, _ in other] or ["T"]
+        if len(other) == 1:
+            role = self._single_axis_role(other[0][0], other[0][1], ij)
+            names = [role]
+            if role == "Z":     # one z stack: a single 3D frame
+                index = index.reshape(1, -1)
+                names = ["T", "Z"]
         # Select channel 0 of any channel axis.
         for ax in ("C",):
             if ax in names:
                 index = np.take(index, 0, axis=names.index(ax))
                 names.remove(ax)
         time_like = [a for a in names if a in "TIQ"]
-        if not time_like and "Z" in names and len(names) == 1:
-            names = ["T"]
-            time_like = ["T"]
         if "Z" in names and time_like:
             index = np.moveaxis(index, [names.index(time_like[0]), names.index("Z")], [0, 1])
             index = index.reshape(index.shape[0], index.shape[1], -1)[:, :, 0]
@@ -124,6 +133,32 @@ class TiffBackend:
         else:
             self._mm = None
         self.native = self._read_calibration()
+
+    def _single_axis_role(self, axis: str, n: int, ij: dict | None) -> str:
+        """What the stack's only non-spatial axis is: "T" (frames), "Z" (one z stack) or
+        "C" (channels, of which channel 0 is read)."""
+        choose = (f"choose with tiff_axis='T' (frames), 'Z' (one z stack) or 'C' (channels; "
+                  f"channel 0 is read): --tiff-axis on the command line, or tiff_axis in the "
+                  f"[calibration] table of colloidcg.toml")
+        if self._tiff_axis is not None:
+            if self._tiff_axis != axis:
+                self.notes.append(f"axis {axis} ({n} entries) read as {self._tiff_axis} "
+                                  f"({TIFF_AXIS_ROLES[self._tiff_axis]}), as chosen by tiff_axis")
+            return self._tiff_axis
+        if axis != "C":
+            if axis == "Z":
+                self.notes.append(f"axis Z ({n} entries) read as T (time): a stack whose only "
+                                  f"axis is Z is ImageJ's default; tiff_axis='Z' reads one z stack")
+            return "T"
+        if _has_channel_metadata(self._tif, ij):
+            return "C"
+        if n > 4:
+            self.notes.append(f"axis C ({n} entries, more than a colour image has, no channel "
+                              f"metadata) read as T (time)")
+            return "T"
+        raise VideoError(f"{self.path}: the stack's only non-spatial axis is C (channels) with "
+                         f"{n} entries and no channel metadata, so it may be {n} colour channels "
+                         f"or {n} frames; {choose}")
 
     def read(self, i: int) -> np.ndarray:
         pages = self._pages_of[i]
@@ -165,6 +200,32 @@ class TiffBackend:
 
     def close(self) -> None:
         self._tif.close()
+
+
+#: Values of ``tiff_axis``: what a stack's only non-spatial axis holds.
+TIFF_AXIS_ROLES = {"T": "time", "Z": "one z stack", "C": "channels"}
+
+
+def _has_channel_metadata(tif, ij: dict | None) -> bool:
+    """Whether the file says more about its channels than their number: ImageJ colour
+    tables, display ranges or a composite/colour mode; OME channel names or colours."""
+    if ij:
+        keys = {str(k).lower() for k in ij}
+        if keys & {"luts", "ranges", "lut"}:
+            return True
+        if str(ij.get("mode", "")).lower() in ("composite", "color", "colour"):
+            return True
+        return False
+    if tif.is_ome and tif.ome_metadata:
+        try:
+            root = ET.fromstring(tif.ome_metadata)
+        except ET.ParseError:
+            return False
+        for el in root.iter():
+            if el.tag.endswith("Channel") and set(el.attrib) & {
+                    "Name", "Color", "EmissionWavelength", "ExcitationWavelength", "Fluor"}:
+                return True
+    return False
 
 
 def _ome_calibration(xml: str) -> dict[str, Any]:
@@ -234,16 +295,65 @@ class FolderBackend:
         pass
 
 
-class MovieBackend:
-    """AVI / MP4 / MOV through PyAV (FFmpeg), decoded on demand.
+@dataclass(frozen=True)
+class MovieIndex:
+    """Where every decoded frame of a movie stream sits in time.
 
-    Sequential reads continue the running decoder; a jump seeks to the keyframe before the
-    wanted frame and decodes forward, so random access is exact for constant-rate video.
+    pts : (T,) int64, the presentation timestamps of the decoded frames in display order,
+        in units of ``time_base``; frame ``i`` is the one whose timestamp is ``pts[i]``.
+    key : (T,) bool, frames that start a decodable run (keyframes).
+    seek : (T,) int64, the timestamp to seek to for a keyframe (its decoding timestamp,
+        which the demuxers' seek tables use); for other frames, unused.
+    time_base : Fraction, seconds per timestamp unit.
+    method : "container index", "packets" or "decoded": how the index was made.
+    """
+
+    pts: np.ndarray
+    key: np.ndarray
+    seek: np.ndarray
+    time_base: Fraction
+    method: str
+
+    @property
+    def times(self) -> np.ndarray:
+        """Seconds from the first frame."""
+        return (self.pts - self.pts[0]).astype(np.float64) * float(self.time_base)
+
+
+# Indexes made in this process, by (path, size, mtime): reopening a movie (a worker process
+# that unpickles a Video, a batch stage after discovery) does not scan it again.
+_INDEX_CACHE: dict[tuple, MovieIndex] = {}
+_INDEX_CACHE_MAX = 64
+
+
+def _file_key(path: Path) -> tuple:
+    st = path.stat()
+    return (str(path.resolve()), st.st_size, st.st_mtime_ns)
+
+
+def _valid_index(pts, key) -> bool:
+    return len(pts) > 0 and bool(key[0]) and bool(np.all(np.diff(pts) > 0))
+
+
+class MovieBackend:
+    """AVI / MP4 / MOV / MKV through PyAV (FFmpeg), decoded on demand.
+
+    Frames are indexed by their decoded presentation timestamps, found once at open:
+    from the container's own sample table where it lists every frame and frames are not
+    reordered (MP4/MOV/AVI without B-frames: nothing is read), else by demuxing the
+    packets without decoding them, else (packets without timestamps, duplicated
+    timestamps, edit lists that discard frames) by decoding the stream once. The
+    number of frames is what the stream decodes to, whatever the header claims; each
+    frame's time is its timestamp; fps is the median timestamp step.
+
+    Reading in order continues the running decoder. Any other read seeks to the
+    keyframe at or before the wanted frame's timestamp and decodes forward to exactly
+    that timestamp, so a frame is the same whatever was read before.
     """
 
     kind = "movie"
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, index: MovieIndex | None = None):
         import av
 
         self.path = path
@@ -253,54 +363,191 @@ class MovieBackend:
         except Exception as exc:
             raise VideoError(f"{path}: not a readable video ({exc.__class__.__name__}: {exc})") from None
         s = self._stream
+        try:
+            s.codec_context.thread_type = "AUTO"     # frame threads: faster in-order decoding
+        except Exception:                           # pragma: no cover - old FFmpeg builds
+            pass
         rate = s.average_rate or s.guessed_rate or s.base_rate
-        self._rate = Fraction(rate) if rate else None
-        self._tb = Fraction(s.time_base) if s.time_base else None
-        self._start = s.start_time or 0
-        n = s.frames
-        if not n and s.duration and self._rate and self._tb:
-            n = int(round(float(s.duration * self._tb * self._rate)))
-        if not n:
-            n = self._count_packets()
-        self.n_frames = int(n)
+        header_fps = float(rate) if rate else None
+        header_n = int(s.frames or 0)
+        if not header_n and s.duration and rate and s.time_base:
+            header_n = int(round(float(s.duration * s.time_base * rate)))
+        key = _file_key(path)
+        if index is None:
+            index = _INDEX_CACHE.get(key)
+        if index is None:
+            index = self._make_index()
+            if len(_INDEX_CACHE) >= _INDEX_CACHE_MAX:
+                _INDEX_CACHE.pop(next(iter(_INDEX_CACHE)))
+            _INDEX_CACHE[key] = index
+        self.index = index
+        self._pos = {int(t): i for i, t in enumerate(index.pts)}
+        self._keys = np.flatnonzero(index.key)
+        self.n_frames = len(index.pts)
         self.is_stack = False
-        self._decoder = None
-        self._next = 0
-        self.native = {"fps": float(self._rate)} if self._rate else {}
         self.dtype = np.dtype(np.uint8)
+        self._decoder = None
+        self._next = -1              # the frame the running decoder gives next
+        self._last: tuple[int, np.ndarray] | None = None
+        native: dict[str, Any] = {"timestamps": index.times,
+                                  "header": {"n_frames": header_n or None, "fps": header_fps}}
+        if self.n_frames > 1:
+            step = Fraction(float(np.median(np.diff(index.pts)))) * index.time_base
+            native["fps"] = float(1 / step)
+        elif header_fps:
+            native["fps"] = header_fps
+        self.native = native
 
-    def _count_packets(self) -> int:
-        count = sum(1 for p in self._container.demux(self._stream) if p.size)
-        self._container.seek(0)
-        return count
+    # -- the index -----------------------------------------------------------------
+    def _make_index(self) -> MovieIndex:
+        s = self._stream
+        tb = Fraction(s.time_base) if s.time_base else Fraction(1, 1)
+        fmt = self._container.format.name or ""
+        reorder = bool(getattr(s.codec_context, "has_b_frames", 0))
+        try:
+            if not reorder and ("mp4" in fmt or "mov" in fmt or fmt == "avi") and self._whole_file(fmt):
+                entries = [e for e in s.index_entries if e.size > 0]
+                size = self.path.stat().st_size
+                if entries and not any(e.is_discard for e in entries) and \
+                        max(e.pos + e.size for e in entries) <= size:
+                    pts = np.array([e.timestamp for e in entries], np.int64)
+                    key = np.array([e.is_keyframe for e in entries], bool)
+                    if _valid_index(pts, key):
+                        return MovieIndex(pts, key, pts.copy(), tb, "container index")
+            rows = []
+            # AVI stores no presentation times: with reordered (B-) frames its packets'
+            # timestamps are decoding times, which the decoded frames do not keep
+            usable = not (reorder and fmt == "avi")
+            last_corrupt = False
+            for pkt in self._container.demux(s):
+                if not pkt.size:
+                    continue
+                last_corrupt = bool(pkt.is_corrupt)
+                ts = pkt.pts if pkt.pts is not None else (pkt.dts if not reorder else None)
+                if ts is None or pkt.is_discard or pkt.is_corrupt:
+                    usable = False
+                rows.append((ts if ts is not None else -1,
+                             pkt.dts if pkt.dts is not None else (ts if ts is not None else -1),
+                             bool(pkt.is_keyframe)))
+            self._container.seek(0)
+        except Exception as exc:
+            raise VideoError(f"{self.path}: cannot read the video stream, the file may be truncated "
+                             f"or corrupt ({exc.__class__.__name__}: {exc})") from None
+        if last_corrupt:
+            raise VideoError(f"{self.path}: the last frame's data is cut short after {len(rows) - 1} "
+                             f"frames: the file is truncated")
+        if usable and rows:
+            order = np.argsort([r[0] for r in rows], kind="stable")
+            pts = np.array([rows[k][0] for k in order], np.int64)
+            key = np.array([rows[k][2] for k in order], bool)
+            seek = np.array([rows[k][1] for k in order], np.int64)
+            if _valid_index(pts, key):
+                return MovieIndex(pts, key, seek, tb, "packets")
+        key_dts = {r[0]: r[1] for r in rows if r[2] and r[0] >= 0}
+        return self._decode_index(tb, key_dts)
 
-    def _frame_index(self, frame) -> int:
-        if frame.pts is None or not (self._rate and self._tb):
-            return self._next
-        return int(round(float((frame.pts - self._start) * self._tb * self._rate)))
+    def _whole_file(self, fmt: str) -> bool:
+        """False for an AVI shorter than its RIFF header says (cut off: no frame index)."""
+        if fmt != "avi":
+            return True
+        with open(self.path, "rb") as fh:
+            head = fh.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF":
+            return False
+        return int.from_bytes(head[4:8], "little") + 8 <= self.path.stat().st_size
+
+    def _decode_index(self, tb: Fraction, key_dts: dict[int, int]) -> MovieIndex:
+        """Decode the whole stream once. Frames whose timestamps are missing or out of
+        order (B-frames in AVI) are numbered in output order instead ("decoded order")."""
+        pts, key, seek = [], [], []
+        try:
+            self._container.seek(0)
+            for frame in self._container.decode(self._stream):
+                pts.append(frame.pts)
+                dts = key_dts.get(frame.pts) if frame.key_frame and frame.pts is not None else None
+                key.append(dts is not None)
+                seek.append(-1 if dts is None else dts)
+            self._container.seek(0)
+        except Exception as exc:
+            raise VideoError(f"{self.path}: frame {len(pts)} cannot be decoded, the file may be "
+                             f"truncated or corrupt ({exc.__class__.__name__}: {exc})") from None
+        n = len(pts)
+        if not n:
+            return MovieIndex(np.zeros(0, np.int64), np.zeros(0, bool), np.zeros(0, np.int64), tb,
+                              "decoded")
+        key[0], seek[0] = True, -1
+        arr = np.array([-1 if p is None else p for p in pts], np.int64)
+        if any(p is None for p in pts) or not np.all(np.diff(arr) > 0):
+            # no usable timestamps: frame k is the k-th frame the decoder puts out, at k / rate
+            rate = self._stream.average_rate or self._stream.guessed_rate
+            tb = Fraction(1, 1) / Fraction(rate) if rate else Fraction(1, 1)
+            return MovieIndex(np.arange(n, dtype=np.int64), np.array(key), np.array(seek, np.int64),
+                              tb, "decoded order")
+        return MovieIndex(arr, np.array(key), np.array(seek, np.int64), tb, "decoded")
+
+    # -- reading -------------------------------------------------------------------
+    def _restart(self, k: int) -> None:
+        """Put the decoder at keyframe number ``k`` of the index (or the stream start)."""
+        idx = self.index
+        target = int(idx.seek[k]) if k >= 0 else -1
+        if target < 0 or k <= 0:
+            self._container.seek(0)
+            k = 0
+        else:
+            self._container.seek(target, stream=self._stream, backward=True, any_frame=False)
+        self._decoder = self._container.decode(self._stream)
+        self._count = k          # output number of the next frame ("decoded order" index)
+        self._fresh = k > 0      # the first frame out after a seek must be that keyframe
 
     def read(self, i: int) -> np.ndarray:
+        if self._last is not None and self._last[0] == i:
+            return self._last[1].copy()
+        want = int(self.index.pts[i])
         try:
-            if self._decoder is None or i != self._next:
-                if self._rate and self._tb:
-                    target = self._start + int(Fraction(i) / self._rate / self._tb)
-                    self._container.seek(target, stream=self._stream, backward=True, any_frame=False)
-                else:
-                    self._container.seek(0)
-                self._decoder = self._container.decode(self._stream)
-                self._next = -1
-            for frame in self._decoder:
-                k = self._frame_index(frame)
-                if k >= i:
-                    self._next = i + 1
-                    return self._to_array(frame)
+            if self._decoder is not None and i == self._next:
+                frame = self._pull(want)
+                if frame is not None:
+                    return self._keep(i, frame)
+            # seek to the last keyframe at or before the wanted frame; if the demuxer lands
+            # after it, step back one keyframe at a time (finally: from the start)
+            keys = self._keys[self._keys <= i]
+            for k in list(keys[::-1][:3]) + [0]:
+                self._restart(int(k))
+                frame = self._pull(want)
+                if frame is not None:
+                    return self._keep(i, frame)
         except VideoError:
             raise
         except Exception as exc:
+            self._decoder = None
             raise VideoError(f"{self.path}: frame {i} cannot be decoded, the file may be truncated "
                              f"or corrupt ({exc.__class__.__name__}: {exc})") from None
-        raise VideoError(f"{self.path}: frame {i} is missing: the file ends early "
-                         f"(header says {self.n_frames} frames); it may be truncated")
+        self._decoder = None
+        raise VideoError(f"{self.path}: frame {i} (time {self.index.times[i]:.6g} s) cannot be "
+                         f"decoded: the stream ends or skips it; the file may be truncated")
+
+    def _pull(self, want: int):
+        """Decode forward to the frame whose timestamp is ``want``; None if passed or ended."""
+        numbered = self.index.method == "decoded order"
+        for frame in self._decoder:
+            if numbered and self._fresh and not frame.key_frame:
+                return None      # not where the index says: try an earlier keyframe
+            self._fresh = False
+            ts = self._count if numbered else frame.pts
+            self._count += 1
+            if ts is None:
+                continue
+            if ts == want:
+                return frame
+            if ts > want:
+                return None
+        return None
+
+    def _keep(self, i: int, frame) -> np.ndarray:
+        arr = self._to_array(frame)
+        self._next = i + 1
+        self._last = (i, arr)
+        return arr.copy()
 
     @staticmethod
     def _to_array(frame) -> np.ndarray:
@@ -310,6 +557,7 @@ class MovieBackend:
         return frame.to_ndarray(format="gray")
 
     def close(self) -> None:
+        self._decoder = None
         self._container.close()
 
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..errors import ParameterError, VideoError
 from .config import find_config, read_config
-from .readers import backend_for
+from .readers import TIFF_AXIS_ROLES, MovieBackend, TiffBackend, backend_for
 
 
 @dataclass(frozen=True)
@@ -36,12 +36,21 @@ class VideoMeta:
     um_per_slice : float or None
         Distance between z slices in micrometres (stacks only).
     timestamps : ndarray of shape (T,) or None
-        Per-frame times in seconds from the first frame, when the file records them.
+        Per-frame times in seconds from the first frame, when the file records them
+        (movies: the decoded presentation timestamps; Phantom .cine: the camera's stamps).
+        :attr:`Video.times` gives times for every video.
     sources : dict
         For each of fps, um_per_px, um_per_slice: "file", "colloidcg.toml (<path>)",
-        "flag" or "unknown".
+        "flag" or "unknown". For a movie, fps from "file" is the median step of its
+        frame timestamps.
     config : dict
         The parsed colloidcg.toml that applies to this video (empty when none).
+    header : dict
+        What a movie container's header claims ("n_frames", "fps"), kept to be reported
+        when it disagrees with the decoded frames; empty for other formats.
+    notes : tuple of str
+        How the file was interpreted where it could have been read otherwise (a TIFF axis
+        read as time, a movie header that disagrees with its frames), for ``info``.
     """
 
     path: Path
@@ -55,6 +64,8 @@ class VideoMeta:
     timestamps: np.ndarray | None = None
     sources: dict[str, str] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
+    header: dict[str, Any] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
 
     @property
     def ndim(self) -> int:
@@ -86,15 +97,25 @@ class Video:
     """
 
     def __init__(self, path: str | Path, fps: float | None = None, um_per_px: float | None = None,
-                 config_root: str | Path | None = None):
-        self._args = (path, fps, um_per_px, config_root)
+                 config_root: str | Path | None = None, tiff_axis: str | None = None):
+        self._args = (path, fps, um_per_px, config_root, tiff_axis)
         path = Path(path)
         if not path.exists():
             raise VideoError(f"{path}: no such file or folder")
         for name, val in (("fps", fps), ("um_per_px", um_per_px)):
             if val is not None and not (np.isfinite(val) and val > 0):
                 raise ParameterError(f"{name} must be a positive number, got {val}")
-        self._backend = backend_for(path)(path)
+        if tiff_axis is not None and tiff_axis not in TIFF_AXIS_ROLES:
+            raise ParameterError(f"tiff_axis must be one of {', '.join(TIFF_AXIS_ROLES)} "
+                                 f"({', '.join(TIFF_AXIS_ROLES.values())}), got {tiff_axis!r}")
+        cfg_path = find_config(path, config_root)
+        config = read_config(cfg_path) if cfg_path else {}
+        cal_cfg = config.get("calibration", {})
+        kind = backend_for(path)
+        if kind is TiffBackend:
+            self._backend = kind(path, tiff_axis=tiff_axis or cal_cfg.get("tiff_axis"))
+        else:
+            self._backend = kind(path)
         b = self._backend
         if b.n_frames < 1:
             raise VideoError(f"{path}: contains no frames")
@@ -104,9 +125,6 @@ class Video:
         # Reading the last frame now catches truncated files before any work starts.
         if b.n_frames > 1:
             b.read(b.n_frames - 1)
-        cfg_path = find_config(path, config_root)
-        config = read_config(cfg_path) if cfg_path else {}
-        cal_cfg = config.get("calibration", {})
         values, sources = {}, {}
         flags = {"fps": fps, "um_per_px": um_per_px, "um_per_slice": None}
         for key in ("fps", "um_per_px", "um_per_slice"):
@@ -118,10 +136,22 @@ class Video:
                 values[key], sources[key] = cal_cfg[key], f"{cfg_path.name} ({cfg_path})"
             else:
                 values[key], sources[key] = None, "unknown"
+        header = {k: v for k, v in (b.native.get("header") or {}).items() if v}
+        notes = list(getattr(b, "notes", ()))
+        if header.get("n_frames") and header["n_frames"] != b.n_frames:
+            notes.append(f"the container header claims {header['n_frames']} frames; "
+                         f"{b.n_frames} frames decode")
+        if header.get("fps") and b.native.get("fps") and abs(header["fps"] / b.native["fps"] - 1) > 0.01:
+            notes.append(f"the container header claims {header['fps']:g} fps; the frame "
+                         f"timestamps give {b.native['fps']:.6g} fps (median step)")
+        if tiff_axis and kind is TiffBackend:
+            sources["tiff_axis"] = "flag"
+        elif cal_cfg.get("tiff_axis") and kind is TiffBackend:
+            sources["tiff_axis"] = f"{cfg_path.name} ({cfg_path})"
         self.meta = VideoMeta(path=path, format=b.kind, n_frames=b.n_frames,
                               frame_shape=tuple(first.shape), dtype=np.dtype(first.dtype),
                               timestamps=b.native.get("timestamps"), sources=sources,
-                              config=config, **values)
+                              config=config, header=header, notes=tuple(notes), **values)
 
     # -- sequence protocol -------------------------------------------------
     def __len__(self) -> int:
@@ -139,6 +169,18 @@ class Video:
     def __iter__(self) -> Iterator[np.ndarray]:
         for i in range(len(self)):
             yield self[i]
+
+    @property
+    def times(self) -> np.ndarray | None:
+        """Time of every frame in seconds from the first: the file's per-frame timestamps
+        (movies, .cine) unless the frame rate was stated by flag, else frame / fps; None
+        when neither is known."""
+        m = self.meta
+        if m.timestamps is not None and m.sources.get("fps") != "flag":
+            return np.asarray(m.timestamps, dtype=np.float64)
+        if m.fps:
+            return np.arange(m.n_frames) / m.fps
+        return None
 
     @property
     def frame_shape(self) -> tuple[int, ...]:
@@ -172,10 +214,32 @@ class Video:
         self.close()
 
     def __getstate__(self):
-        return {"args": self._args}
+        # the metadata (and a movie's frame index) travel along: a worker reopens the file
+        # without scanning or validating it again
+        return {"args": self._args, "meta": self.meta,
+                "index": getattr(self._backend, "index", None)}
 
     def __setstate__(self, state):
-        self.__init__(*state["args"])
+        args = state["args"]
+        meta, index = state.get("meta"), state.get("index")
+        if meta is None:
+            self.__init__(*args)
+            return
+        self._args = args
+        path = Path(args[0])
+        kind = backend_for(path)
+        if kind is MovieBackend:
+            self._backend = kind(path, index=index)
+        elif kind is TiffBackend:
+            tiff_axis = args[4] if len(args) > 4 else None
+            cal = (meta.config or {}).get("calibration", {})
+            self._backend = kind(path, tiff_axis=tiff_axis or cal.get("tiff_axis"))
+        else:
+            self._backend = kind(path)
+        if self._backend.n_frames != meta.n_frames:
+            raise VideoError(f"{path}: the file changed since it was opened "
+                             f"({meta.n_frames} frames then, {self._backend.n_frames} now)")
+        self.meta = meta
 
     def __repr__(self) -> str:
         m = self.meta
@@ -184,7 +248,7 @@ class Video:
 
 
 def open_video(path: str | Path, fps: float | None = None, um_per_px: float | None = None,
-               config_root: str | Path | None = None) -> Video:
+               config_root: str | Path | None = None, tiff_axis: str | None = None) -> Video:
     """Open a video lazily.
 
     Parameters
@@ -199,10 +263,18 @@ def open_video(path: str | Path, fps: float | None = None, um_per_px: float | No
     config_root : path, optional
         Look for ``colloidcg.toml`` in every folder from the video's up to this one (batch
         use); by default only beside the video.
+    tiff_axis : {"T", "Z", "C"}, optional
+        For a TIFF stack with a single non-spatial axis: read it as time ("T", frames),
+        as one z stack ("Z", a single 3D frame) or as channels ("C", channel 0 is read).
+        By default the file's label decides, except that a "channel" axis with more than
+        4 entries and no channel metadata is read as time, and one with 2-4 entries and no
+        channel metadata is refused as ambiguous. Falls back to ``tiff_axis`` in the
+        ``[calibration]`` table of ``colloidcg.toml``; ignored for other files and for
+        hyperstacks with several labelled axes.
 
     Raises
     ------
     VideoError
         The file is missing, of an unknown kind, corrupt, truncated or has no frames.
     """
-    return Video(path, fps=fps, um_per_px=um_per_px, config_root=config_root)
+    return Video(path, fps=fps, um_per_px=um_per_px, config_root=config_root, tiff_axis=tiff_axis)
