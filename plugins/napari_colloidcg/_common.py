@@ -30,9 +30,21 @@ def notify_error(exc: BaseException) -> None:
     from colloidcg.errors import ColloidcgError
 
     if isinstance(exc, ColloidcgError):
-        show_error(str(exc))
+        show_error(gui_message(exc))
     else:
         notification_manager.receive_error(type(exc), exc, exc.__traceback__)
+
+
+def gui_message(exc: BaseException) -> str:
+    """The library's message in the GUI's words: a command-line flag ("pass --overwrite")
+    becomes what to do in the window."""
+    import re
+
+    msg = str(exc)
+    msg = re.sub(r";?\s*pass --overwrite to replace it", "; choose another folder, or confirm "
+                 "replacing it when the save dialog asks", msg)
+    msg = re.sub(r"--overwrite", "replacing (confirm it in the save dialog)", msg)
+    return msg
 
 
 def notify_info(message: str) -> None:
@@ -130,16 +142,74 @@ def spatial_transform(layer, ndim: int) -> dict:
     return out
 
 
+#: napari layer classes the widgets tell apart (``isinstance``: works on the proxied
+#: viewer that napari gives widgets opened from the Plugins menu, where ``type()`` is
+#: the proxy's).
+_KINDS = ("image", "points", "tracks", "labels", "shapes", "surface", "vectors")
+
+
+def sidecar_transform(meta: dict, ndim: int) -> dict:
+    """scale (micrometres when the sidecar knows the pixel size) for a layer of ``ndim``
+    dimensions (frame axis first) made from a table with no footage open."""
+    units = meta.get("units") or {}
+    um = units.get("um_per_px") or (meta.get("video") or {}).get("um_per_px")
+    if not um:
+        return {}
+    um = float(um)
+    dz = float(units.get("um_per_slice") or (meta.get("video") or {}).get("um_per_slice") or um)
+    spatial = (dz,) * (ndim - 3) + (um, um)
+    return {"scale": (1.0, *spatial), "units": ("pixel", *("um",) * (ndim - 1))}
+
+
 def kind_of(layer) -> str:
-    """"image", "points", "tracks", ... for a napari layer."""
-    return type(layer).__name__.lower()
+    """"image", "points", "tracks", ... for a napari layer ("" for anything else)."""
+    import napari.layers as nl
+
+    for kind in _KINDS:
+        if isinstance(layer, getattr(nl, kind.capitalize())):
+            return kind
+    return ""
 
 
-def replace_layer(viewer, name: str, kind: str, data, **kwargs):
-    """Add a layer, replacing one of the same name (and kind) made earlier."""
-    if name in viewer.layers and kind_of(viewer.layers[name]) == kind:
-        viewer.layers.remove(name)
-    return getattr(viewer, f"add_{kind}")(data, name=name, **kwargs)
+def find_layer(viewer, name: str):
+    """The layer called ``name`` in ``viewer`` (None when there is none). Layers are
+    found by name, never by identity: napari hands plugin widgets a proxy of the viewer
+    whose layers are new proxy objects at every access."""
+    for lay in viewer.layers:
+        if lay.name == name:
+            return lay
+    return None
+
+
+def same_layer(a, b) -> bool:
+    """True when ``a`` and ``b`` are the same layer: the same name and the same
+    ``metadata["colloidcg"]["uid"]`` (layers made elsewhere: the same name and kind)."""
+    if a is None or b is None:
+        return False
+    if a.name != b.name:
+        return False
+    ua, ub = layer_info(a).get("uid"), layer_info(b).get("uid")
+    return ua == ub if (ua or ub) else kind_of(a) == kind_of(b)
+
+
+def alive(viewer, layer) -> bool:
+    """``layer`` is still in ``viewer`` (found by name and uid)."""
+    return layer is not None and same_layer(find_layer(viewer, layer.name), layer)
+
+
+def replace_layer(viewer, name: str, kind: str, data, metadata: dict | None = None, **kwargs):
+    """Add a layer called ``name``, replacing the layer of that name and kind made
+    earlier (re-running an action updates its layer instead of adding "name [1]").
+
+    ``metadata`` becomes ``metadata["colloidcg"]`` with a fresh ``uid`` (how the widgets
+    recognise their layers through napari's proxies)."""
+    import uuid
+
+    old = find_layer(viewer, name)
+    if old is not None and kind_of(old) == kind:
+        viewer.layers.remove(old.name)
+    info = {**(metadata or {}), "uid": uuid.uuid4().hex}
+    return getattr(viewer, f"add_{kind}")(data, name=name, metadata={KEY: info}, **kwargs)
 
 
 def current_frame(viewer, layer=None) -> int:
@@ -148,6 +218,60 @@ def current_frame(viewer, layer=None) -> int:
         t = round(float(layer.world_to_data(viewer.dims.point)[0]))
         return int(np.clip(t, 0, layer.data.shape[0] - 1))
     return int(viewer.dims.current_step[0])
+
+
+def table_features(df: pd.DataFrame) -> pd.DataFrame:
+    """Every column of a table as layer features (users colour and filter by them):
+    numbers and booleans as they are, anything else as text."""
+    out = {}
+    for c in df.columns:
+        col = df[c]
+        if pd.api.types.is_bool_dtype(col) or pd.api.types.is_numeric_dtype(col):
+            out[str(c)] = col.to_numpy()
+        else:
+            out[str(c)] = col.astype(str).to_numpy()
+    return pd.DataFrame(out)
+
+
+def tracks_layer_args(df: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
+    """(data, features) for a Tracks layer: rows sorted by particle and frame, every
+    column a feature in the same order (``color_by`` any of them)."""
+    d = df.sort_values(["particle", "frame"], kind="stable")
+    return tracks_data(d), table_features(d).reset_index(drop=True)
+
+
+def tabs(pages: dict):
+    """A QTabWidget with one page per item (title: list of magicgui or Qt widgets): docks
+    stay short enough for a 1366 x 768 screen."""
+    from qtpy.QtWidgets import QTabWidget, QVBoxLayout, QWidget
+
+    tw = QTabWidget()
+    for title, widgets in pages.items():
+        page = QWidget()
+        lay = QVBoxLayout(page)
+        lay.setContentsMargins(2, 2, 2, 2)
+        lay.setSpacing(2)
+        for w in widgets:
+            lay.addWidget(w if isinstance(w, QWidget) else w.native)
+        lay.addStretch(1)
+        tw.addTab(page, title)
+    return tw
+
+
+def collapsible(title: str, *widgets, expanded: bool = True):
+    """A collapsible section (superqt) holding magicgui or Qt widgets: docks stay short
+    enough for a 1366 x 768 screen."""
+    from qtpy.QtWidgets import QWidget
+    from superqt import QCollapsible
+
+    box = QCollapsible(title)
+    for w in widgets:
+        box.addWidget(w if isinstance(w, QWidget) else w.native)
+    if expanded:
+        box.expand(animate=False)
+    else:
+        box.collapse(animate=False)
+    return box
 
 
 # ---------------------------------------------------------------- widget base
@@ -162,32 +286,99 @@ class LayerWidget(Container):
         self.status = Label(value="")
         self.status.native.setWordWrap(True)
         self._combos: list[ComboBox] = []
+        self._resetting = False
         self.native.setMaximumWidth(460)   # leave the canvas most of the window
         self.closed = False   # the Qt widget was deleted (viewer closed): results are dropped
         self.native.destroyed.connect(self._on_destroyed)
+        self._tabified = False
+        self._show_filter = _FirstShow(self._on_first_show)
+        self.native.installEventFilter(self._show_filter)
         ev = self.viewer.layers.events
         ev.inserted.connect(self._refresh_choices)
         ev.removed.connect(self._refresh_choices)
 
     # layers to pick from
     def layer_combo(self, label: str, kind: str, accept: Callable[[Any], bool] | None = None) -> ComboBox:
+        """A layer chooser that follows its layer by name: when an action replaces the
+        chosen layer (same name, new data), the new one is chosen."""
         def choices(_widget=None):
             return [(lay.name, lay) for lay in self.viewer.layers
                     if kind_of(lay) == kind and (accept is None or accept(lay))]
 
         combo = ComboBox(label=label, choices=choices, nullable=False)
+        combo._cg_name = None
+
+        def remember(value):
+            if not self._resetting:
+                combo._cg_name = None if value is None else value.name
+
+        combo.changed.connect(remember)
         self._combos.append(combo)
         return combo
 
     def _refresh_choices(self, event=None) -> None:
         if self.closed:
             return
-        for combo in self._combos:
-            try:
+        self._resetting = True
+        try:
+            for combo in self._combos:
+                want = combo._cg_name
                 combo.reset_choices()
-            except RuntimeError:   # widget already deleted (viewer closing)
-                self.closed = True
-                return
+                if want is None:   # nothing chosen yet: remember what the combo shows
+                    combo._cg_name = None if combo.value is None else combo.value.name
+                    continue
+                if combo.value is not None and combo.value.name == want:
+                    continue
+                for lay in self.viewer.layers:   # the chosen layer was replaced: follow it
+                    if lay.name == want:
+                        try:
+                            combo.value = lay
+                        except ValueError:   # same name, not a valid choice here
+                            pass
+                        break
+        except RuntimeError:   # widget already deleted (viewer closing)
+            self.closed = True
+        finally:
+            self._resetting = False
+
+    # docking
+    def _on_first_show(self) -> None:
+        from qtpy.QtCore import QTimer
+
+        QTimer.singleShot(0, self.tabify)
+
+    def tabify(self) -> bool:
+        """Put this widget's dock in the same tab group as the other colloidcg docks of
+        the window (opened from the Plugins menu they would stack into a column taller
+        than a laptop screen). True when it joined a group."""
+        from qtpy.QtWidgets import QDockWidget, QMainWindow
+
+        if self._tabified or self.closed:
+            return False
+        w, dock = self.native, None
+        try:
+            while w is not None:
+                if isinstance(w, QDockWidget):
+                    dock = w
+                    break
+                w = w.parentWidget()
+        except RuntimeError:
+            return False
+        if dock is None:
+            return False
+        self._tabified = True
+        dock.setProperty("colloidcg_dock", True)
+        main = dock.parentWidget()
+        if not isinstance(main, QMainWindow):
+            return False
+        for other in main.findChildren(QDockWidget):
+            if other is not dock and other.property("colloidcg_dock") and not other.isHidden() \
+                    and not other.isFloating() and main.dockWidgetArea(other) == main.dockWidgetArea(dock):
+                main.tabifyDockWidget(other, dock)
+                dock.show()
+                dock.raise_()
+                return True
+        return False
 
     def _on_destroyed(self, *_):
         self.closed = True
@@ -242,9 +433,34 @@ class LayerWidget(Container):
         return worker
 
     def _on_error(self, exc: BaseException) -> None:
-        self.status.value = f"error: {str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}"
+        text = gui_message(exc)
+        self.status.value = f"error: {text.splitlines()[0][:200] if text else type(exc).__name__}"
         notify_error(exc)
 
     def cancel_all(self) -> None:
         for w in list(self._workers):
             w.quit()
+
+
+def _first_show_filter_class():
+    from qtpy.QtCore import QEvent, QObject
+
+    class FirstShow(QObject):
+        """Calls ``callback`` once, at the first Show event of the watched widget."""
+
+        def __init__(self, callback):
+            super().__init__()
+            self.callback = callback
+            self.done = False
+
+        def eventFilter(self, obj, event):
+            if not self.done and event.type() == QEvent.Type.Show:
+                self.done = True
+                self.callback()
+            return False
+
+    return FirstShow
+
+
+def _FirstShow(callback):
+    return _first_show_filter_class()(callback)

@@ -355,7 +355,7 @@ class ModelWidget(LayerWidget):
             return
         overwrite = False
         if Path(folder).exists():
-            if QMessageBox.question(self.native, "Replace?", f"{folder} exists. Replace it?") != QMessageBox.Yes:
+            if QMessageBox.question(self.native, "Replace?", f"{folder} exists. Replace it?") != QMessageBox.StandardButton.Yes:
                 return
             overwrite = True
         self.export(folder, overwrite=overwrite)

@@ -11,12 +11,19 @@ import time
 from pathlib import Path
 
 import numpy as np
-from magicgui.widgets import CheckBox, Container, FloatSpinBox, PushButton, SpinBox
+import pandas as pd
+from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, Label, PushButton, SpinBox
 
-from ._common import (KEY, LayerWidget, calibration, current_frame, layer_info, notify_error,
-                      notify_info, points_data, replace_layer, spatial_transform, tracks_data)
+from ._common import (KEY, LayerWidget, alive, calibration, tabs, current_frame,
+                      find_layer, gui_message, layer_info, notify_error, notify_info,
+                      points_data, replace_layer, sidecar_transform, spatial_transform,
+                      table_features,
+                      tracks_layer_args)
+from ._plots import MassHistogram
 
 PREVIEW = "detections (preview)"
+LINKS = "links (preview)"
+QUALITY_COLOURS = {"ok": "#4caf50", "warning": "#ff9800", "unreliable": "#f44336"}
 
 
 def _auto_box(box, text: str = "auto"):
@@ -43,6 +50,14 @@ class TrackWidget(LayerWidget):
         self.minmass = FloatSpinBox(label="minmass", value=0.0, min=0.0, max=1e12, step=10.0,
                                     tooltip="minimum integrated brightness of a particle")
         self.invert = CheckBox(text="dark particles on bright background")
+        from colloidcg.tracking import TrackParams as _TP
+
+        #: particle contrast when the library knows mixed contrast (TrackParams.contrast)
+        self.contrast = None
+        if "contrast" in getattr(_TP, "__dataclass_fields__", {}):
+            self.contrast = ComboBox(label="particles", choices=["bright", "dark", "both"],
+                                     value="bright", tooltip="bright on dark, dark on bright, "
+                                     "or both kinds in one video (mixed contrast)")
         self.refine = CheckBox(text="joint refinement (dense packings)", value=True)
         self.auto_button = PushButton(text="auto", tooltip="fill in the suggested values "
                                       "estimated from the current frame")
@@ -50,6 +65,9 @@ class TrackWidget(LayerWidget):
         self.search_range = _auto_box(FloatSpinBox(
             label="search range (px)", value=0.0, min=0.0, max=500.0, step=0.5,
             tooltip="largest frame-to-frame step; auto: estimated from the detections"))
+        self.show_links = CheckBox(text="preview links to the next frame", value=True,
+                                   tooltip="arrows from each particle to where it is linked "
+                                   "in the next frame at this search range")
         self.memory = SpinBox(label="memory (frames)", value=3, min=0, max=1000)
         self.min_length = SpinBox(label="min length (frames)", value=3, min=1, max=100000)
         self.subtract_drift = CheckBox(text="subtract stage drift")
@@ -60,17 +78,29 @@ class TrackWidget(LayerWidget):
         self.save_button = PushButton(text="Save tracks...", enabled=False,
                                       tooltip="write tracks.parquet and tracks.json in a folder")
         self.load_button = PushButton(text="Load tracks...", tooltip="show a tracks.parquet")
-        self.extend([
-            self.image, self.diameter, self.separation, self.minmass,
-            self.invert, self.refine, self.auto_button, self.live,
-            self.search_range, self.memory, self.min_length, self.processes,
-            self.subtract_drift,
-            Container(widgets=[self.track_button, self.cancel_button], layout="horizontal", labels=False),
-            Container(widgets=[self.save_button, self.load_button], layout="horizontal", labels=False),
-            self.status,
-        ])
-        self.preview_layer = None
-        self.tracks_layer = None
+        self.quality = Label(value="")
+        self.quality.native.setWordWrap(True)
+        self.quality.visible = False
+        self.mass_plot = MassHistogram(self.viewer)
+        contrast = [self.contrast] if self.contrast is not None else [self.invert]
+        detection = Container(widgets=[self.diameter, self.separation, self.minmass, *contrast,
+                                       self.refine, self.auto_button, self.live], labels=True)
+        linking = Container(widgets=[self.search_range, self.show_links, self.memory,
+                                     self.min_length, self.processes, self.subtract_drift],
+                            labels=True)
+        self.extend([self.image])
+        lay = self.native.layout()
+        self.sections = tabs({"Detection": [detection, self.mass_plot.canvas],
+                              "Linking": [linking]})
+        lay.addWidget(self.sections)
+        for w in (Container(widgets=[self.track_button, self.cancel_button], layout="horizontal", labels=False),
+                  Container(widgets=[self.save_button, self.load_button], layout="horizontal", labels=False),
+                  self.status, self.quality):
+            lay.addWidget(w.native)
+        self._invalid: str | None = None   # why the fields cannot be used (shown in status)
+        self._preview_uid: str | None = None
+        self._links_uid: str | None = None
+        self._tracks_name: str | None = None
         self.result = None            # TrackResult of the last run
         self._table = None            # (tracks DataFrame, sidecar) to save
         self._ready = False           # parameters were set (auto or by hand)
@@ -81,9 +111,12 @@ class TrackWidget(LayerWidget):
         self.last_preview_seconds: float | None = None
         self.n_previews = 0
         self._track_worker = None
+        self._diam_z: int | None = None   # (Z, Y, X) videos: z diameter and separation from auto
+        self._sep_z: float | None = None
         self.status.value = "press auto to estimate the parameters from the current frame"
 
-        for w in (self.diameter, self.separation, self.minmass, self.invert, self.refine):
+        for w in (self.diameter, self.separation, self.minmass, self.invert, self.refine,
+                  self.search_range, self.show_links, *([self.contrast] if self.contrast else [])):
             w.changed.connect(self._on_param_changed)
         self.live.changed.connect(lambda v: self.request_preview() if v else None)
         self.image.changed.connect(self._on_image_changed)
@@ -100,39 +133,115 @@ class TrackWidget(LayerWidget):
         """True while a worker runs or a preview waits for one."""
         return bool(self._workers) or self._preview_pending
 
+    # ------------------------------------------------------------------ layers
+    @property
+    def preview_layer(self):
+        """The detections preview (Points) while it is in the viewer, else None."""
+        lay = find_layer(self.viewer, PREVIEW)
+        return lay if lay is not None and layer_info(lay).get("uid") == self._preview_uid else None
+
+    @property
+    def links_layer(self):
+        """The links preview (Vectors) while it is in the viewer, else None."""
+        lay = find_layer(self.viewer, LINKS)
+        return lay if lay is not None and layer_info(lay).get("uid") == self._links_uid else None
+
+    @property
+    def tracks_layer(self):
+        """The Tracks layer of the last Track all or Load tracks (None once deleted)."""
+        if self._tracks_name is None:
+            return None
+        lay = find_layer(self.viewer, self._tracks_name)
+        return lay if lay is not None and layer_info(lay).get("kind") == "tracks" else None
+
     # ------------------------------------------------------------------ parameters
-    def params(self):
+    def _diameter(self, ndim: int = 2):
+        d = int(self.diameter.value)
+        if ndim == 3 and self._diam_z is not None:
+            return (int(self._diam_z), d, d)
+        return d
+
+    def params(self, ndim: int = 2):
         """The fields as :class:`colloidcg.tracking.TrackParams`. Fields left on auto are
         None, and so are the detection fields until they are set (by auto or by hand):
-        tracking then estimates them, as ``colloidcg track`` does."""
+        tracking then estimates them, as ``colloidcg track`` does. ``ndim`` 3 for
+        (Z, Y, X) frames (the z diameter and separation from auto, else the in-plane ones)."""
         from colloidcg.tracking import TrackParams
 
         ready = self._ready
-        p = TrackParams(diameter=int(self.diameter.value) if ready else None,
-                        separation=float(self.separation.value) if ready else None,
+        kw = {}
+        if self.contrast is not None:
+            kw["contrast"] = str(self.contrast.value) if ready else None
+            invert = None if (not ready or self.contrast.value == "both") else self.contrast.value == "dark"
+        else:
+            invert = bool(self.invert.value) if ready else None
+        sep = float(self.separation.value)
+        if ndim == 3 and self._sep_z is not None:
+            sep = (float(self._sep_z), sep, sep)
+        p = TrackParams(diameter=self._diameter(ndim) if ready else None,
+                        separation=sep if ready else None,
                         minmass=float(self.minmass.value) if ready else None,
-                        invert=bool(self.invert.value) if ready else None,
+                        invert=invert,
                         refine=bool(self.refine.value),
                         search_range=float(self.search_range.value) or None,
                         memory=int(self.memory.value), min_length=int(self.min_length.value),
                         subtract_drift=bool(self.subtract_drift.value),
-                        processes=int(self.processes.value) or None)
-        return p.validate(2)
+                        processes=int(self.processes.value) or None, **kw)
+        return p.validate(ndim)
+
+    def _check_fields(self) -> str | None:
+        """Why the fields cannot be used as they are (None when they can): checked as the
+        user types."""
+        d = int(self.diameter.value)
+        if d % 2 == 0:
+            return (f"diameter must be odd (trackpy's rule): {d} px is even; "
+                    f"use {d - 1} or {d + 1}")
+        try:
+            self.params(3 if self._video_ndim() == 4 else 2)
+        except Exception as exc:
+            return gui_message(exc)
+        return None
+
+    def _video_ndim(self) -> int:
+        layer = self.image.value
+        return int(layer.data.ndim) if layer is not None else 3
+
+    def _set_invalid(self, why: str | None) -> None:
+        """Show (or clear) a field error: status line, red diameter field, no rings left
+        from the last valid preview, Track all disabled."""
+        self._invalid = why
+        bad = why is not None and why.startswith("diameter")
+        self.diameter.native.setStyleSheet("background-color: #7a2a2a;" if bad else "")
+        self.track_button.enabled = why is None and self._track_worker is None
+        if why is not None:
+            self.status.value = f"check the fields: {why}"
+            for lay in (self.preview_layer, self.links_layer):
+                if lay is not None:
+                    lay.data = np.zeros((0, *np.shape(lay.data)[1:]))
 
     def _on_param_changed(self, *_):
         if self._filling:
             return
         self._ready = True
-        self.request_preview()
+        why = self._check_fields()
+        self._set_invalid(why)
+        if why is None:
+            self.request_preview()
 
     def _on_image_changed(self, *_):
         if self._ready:
             self.request_preview()
 
     def _on_layer_removed(self, event) -> None:
-        if self.preview_layer is not None and event.value is self.preview_layer:
-            self.preview_layer = None
+        lay = event.value
+        if lay.name == PREVIEW and self._preview_uid is not None \
+                and layer_info(lay).get("uid") == self._preview_uid:
+            self._preview_uid = None
             self.live.value = False    # the user deleted the preview: stop drawing it
+        elif lay.name == LINKS and self._links_uid is not None \
+                and layer_info(lay).get("uid") == self._links_uid:
+            self._links_uid = None
+            self.show_links.value = False
 
     def _on_step(self, *_):
         if self._ready and self.live.value:
@@ -162,17 +271,26 @@ class TrackWidget(LayerWidget):
         return self.run_worker(work, on_return=self._fill, progress={"desc": "suggest parameters"})
 
     def _fill(self, p, preview: bool = True) -> None:
+        d = p.diameter if isinstance(p.diameter, (tuple, list)) else (p.diameter,)
+        sep = p.separation if isinstance(p.separation, (tuple, list)) else (p.separation,)
+        self._diam_z = int(d[0]) if len(d) == 3 else None
+        self._sep_z = float(sep[0]) if len(sep) == 3 else None
         self._filling = True
         try:
-            self.diameter.value = int(p.diameter)
-            self.separation.value = float(round(p.separation, 2))
+            self.diameter.value = int(d[-1])
+            self.separation.value = float(round(float(sep[-1]), 2))
             self.minmass.value = float(round(p.minmass, 2))
-            self.invert.value = bool(p.invert)
+            contrast = getattr(p, "contrast", None) or ("dark" if p.invert else "bright")
+            self.invert.value = contrast == "dark"
+            if self.contrast is not None:
+                self.contrast.value = contrast
         finally:
             self._filling = False
         self._ready = True
-        self.status.value = (f"suggested: diameter {p.diameter} px, separation {p.separation:.1f} px, "
-                             f"minmass {p.minmass:.4g}, {'dark' if p.invert else 'bright'} particles")
+        self._set_invalid(None)
+        z = f" (z: {self._diam_z} px)" if self._diam_z is not None else ""
+        self.status.value = (f"suggested: diameter {int(d[-1])} px{z}, separation {float(sep[-1]):.1f} px, "
+                             f"minmass {p.minmass:.4g}, {contrast} particles")
         if preview:
             self.request_preview()
 
@@ -180,10 +298,11 @@ class TrackWidget(LayerWidget):
     def request_preview(self) -> None:
         """Locate particles on the current frame with the current fields, off the main
         thread; while one runs, the latest request waits for it (no queue builds up)."""
-        if self.closed or not (self._ready and self.live.value) or self.image.value is None:
+        if self.closed or not (self._ready and self.live.value) or self.image.value is None \
+                or self._invalid is not None:
             return
-        if self.preview_layer is not None and self.preview_layer in self.viewer.layers \
-                and not self.preview_layer.visible:
+        lay = self.preview_layer
+        if lay is not None and not lay.visible:
             return   # hidden by the user: napari does not refresh hidden layers
         self._preview_requested_at = time.perf_counter()
         self._preview_pending = True
@@ -191,28 +310,39 @@ class TrackWidget(LayerWidget):
             self._start_preview()
 
     def _start_preview(self) -> None:
-        from ._tracking import locate_preview
+        from ._tracking import candidate_masses, link_preview, locate_preview
 
         self._preview_pending = False
         layer = self.image.value
-        if self.closed or layer not in self.viewer.layers:
+        if self.closed or layer is None or not alive(self.viewer, layer) or self._invalid is not None:
             return
-        if layer.data.ndim != 3:
-            if layer is not None:
-                self.status.value = "preview and tracking here are for 2D video (T, Y, X)"
+        ndim = layer.data.ndim
+        if ndim not in (3, 4):
+            self.status.value = f"{layer.name}: expected a video (T, Y, X) or (T, Z, Y, X), got shape {layer.data.shape}"
             return
         try:
-            params = self.params()
+            params = self.params(ndim - 1)
         except Exception as exc:
-            notify_error(exc)
+            self._set_invalid(gui_message(exc))
             return
         t = current_frame(self.viewer, layer)
+        links = bool(self.show_links.value) and t + 1 < layer.data.shape[0]
+        sr = float(self.search_range.value) or None
         asked = self._preview_requested_at
 
         def work():
             t0 = time.perf_counter()
-            df = locate_preview(self._frame(layer, t), t, params)
-            return layer, t, params, df, time.perf_counter() - t0, asked
+            frame = self._frame(layer, t)
+            df = locate_preview(frame, t, params)
+            seconds = time.perf_counter() - t0
+            mass = candidate_masses(frame, params)
+            out = {"layer": layer, "t": t, "params": params, "table": df, "seconds": seconds,
+                   "asked": asked, "mass": mass, "links": None, "search_range": None}
+            if links:
+                f1 = locate_preview(self._frame(layer, t + 1), t + 1, params)
+                out["links"], out["search_range"] = link_preview(df, f1, sr)
+                out["n_next"] = len(f1)
+            return out
 
         self._preview_worker = self.run_worker(work, on_return=self._show_preview,
                                                on_finish=self._preview_done)
@@ -223,27 +353,69 @@ class TrackWidget(LayerWidget):
             self._start_preview()
 
     def _show_preview(self, out) -> None:
-        layer, t, params, df, seconds, asked = out
-        if layer not in self.viewer.layers:
+        layer, t, params, df = out["layer"], out["t"], out["params"], out["table"]
+        if not alive(self.viewer, layer) or not self.live.value or self._invalid is not None:
+            return   # deleted, switched off, or the fields changed to something invalid
+        existing = self.preview_layer
+        if existing is not None and not existing.visible:
             return
-        if self.preview_layer in self.viewer.layers and not self.preview_layer.visible:
-            return
-        data = points_data(df) if len(df) else np.zeros((0, 3))
-        if self.preview_layer is None or self.preview_layer not in self.viewer.layers:
-            self.preview_layer = self.viewer.add_points(
-                data, name=PREVIEW, size=params.diameter, face_color="transparent",
-                border_color="lime", border_width=0.12, border_width_is_relative=True,
-                **spatial_transform(layer, 3))
+        ndim = layer.data.ndim
+        data = points_data(df) if len(df) else np.zeros((0, ndim))
+        size = float(np.max(params.diameter))
+        meta = {"kind": "preview", "frame": t, "table": df}
+        if existing is None:
+            new = replace_layer(
+                self.viewer, PREVIEW, "points", data, metadata=meta, features=table_features(df),
+                size=size, face_color="transparent", border_color="lime", border_width=0.12,
+                border_width_is_relative=True, **spatial_transform(layer, ndim))
+            self._preview_uid = layer_info(new)["uid"]
         else:
-            self.preview_layer.data = data
-            self.preview_layer.size = params.diameter
-            self.preview_layer.border_color = "lime"
-            for k, v in spatial_transform(layer, 3).items():
-                setattr(self.preview_layer, k, v)
-        self.preview_layer.metadata[KEY] = {"frame": t, "table": df}
+            existing.data = data
+            existing.features = table_features(df)
+            existing.size = size
+            existing.border_color = "lime"
+            for k, v in spatial_transform(layer, ndim).items():
+                setattr(existing, k, v)
+            info = layer_info(existing)
+            info.update(meta)
+        self.mass_plot.show(out["mass"], params.minmass)
+        self._show_links(layer, out)
         self.n_previews += 1
-        self.last_preview_seconds = time.perf_counter() - asked
-        self.status.value = (f"frame {t}: {len(df)} particles (located in {1e3 * seconds:.0f} ms)")
+        self.last_preview_seconds = time.perf_counter() - out["asked"]
+        text = f"frame {t}: {len(df)} particles (located in {1e3 * out['seconds']:.0f} ms)"
+        if out["links"] is not None:
+            lk = out["links"]
+            med = float(np.median(lk["step"])) if len(lk) else float("nan")
+            text += (f"; {len(lk)} linked to frame {t + 1} at search range "
+                     f"{out['search_range']:.2f} px{' (auto)' if not self.search_range.value else ''}, "
+                     f"median step {med:.2f} px")
+        self.status.value = text
+
+    def _show_links(self, layer, out) -> None:
+        lk = out["links"]
+        existing = self.links_layer
+        if lk is None:
+            if existing is not None:
+                existing.data = np.zeros((0, 2, layer.data.ndim))
+            return
+        pos = [c for c in ("z", "y", "x") if c in lk.columns]
+        n, d = len(lk), 1 + len(pos)
+        vec = np.zeros((n, 2, d))
+        if n:
+            vec[:, 0, 0] = lk["frame"].to_numpy(float)
+            vec[:, 0, 1:] = lk[pos].to_numpy(float)
+            vec[:, 1, 1:] = lk[[f"d{c}" for c in pos]].to_numpy(float)
+        feats = pd.DataFrame({"step_px": lk["step"].to_numpy(float) if n else np.zeros(0)})
+        meta = {"kind": "links", "search_range": out["search_range"]}
+        if existing is None:
+            new = replace_layer(self.viewer, LINKS, "vectors", vec, metadata=meta, features=feats,
+                                edge_color="yellow", edge_width=0.6, length=1.0,
+                                **spatial_transform(layer, layer.data.ndim))
+            self._links_uid = layer_info(new)["uid"]
+        else:
+            existing.data = vec
+            existing.features = feats
+            layer_info(existing).update(meta)
 
     # ------------------------------------------------------------------ tracking
     def _source(self, layer):
@@ -261,8 +433,8 @@ class TrackWidget(LayerWidget):
                      "fps": fps, "um_per_px": um}
 
     def track_all(self, *_):
-        """Track the whole video in a worker thread with napari's progress bar; the
-        result becomes a Tracks layer coloured by particle."""
+        """Track the whole video, 2D (T, Y, X) or 3D (T, Z, Y, X), in a worker thread with
+        napari's progress bar; the result becomes a Tracks layer (every column a feature)."""
         from colloidcg.tracking import track_iter
 
         layer = self.image.value
@@ -271,18 +443,22 @@ class TrackWidget(LayerWidget):
             return None
         if self._track_worker is not None:
             return self._track_worker
+        if self._invalid is not None:
+            self.status.value = f"check the fields: {self._invalid}"
+            return None
         try:
-            params = self.params()
-            if layer.data.ndim != 3:
+            if layer.data.ndim not in (3, 4):
                 from colloidcg.errors import ParameterError
-                raise ParameterError(f"{layer.name}: the Track widget tracks 2D video (T, Y, X); "
-                                     f"this layer has shape {layer.data.shape}; use `colloidcg track`")
+                raise ParameterError(f"{layer.name}: expected a video (T, Y, X) or (T, Z, Y, X); "
+                                     f"this layer has shape {layer.data.shape}")
+            params = self.params(layer.data.ndim - 1)
             video, meta = self._source(layer)
         except Exception as exc:
-            notify_error(exc)
+            self._on_error(exc)
             return None
         n = len(video)
         self.status.value = f"tracking {n} frames..."
+        self.quality.visible = False
         self.track_button.enabled = False
         self.cancel_button.enabled = True
         clock = time.perf_counter()
@@ -292,7 +468,7 @@ class TrackWidget(LayerWidget):
 
         def finished():
             self._track_worker = None
-            self.track_button.enabled = True
+            self.track_button.enabled = self._invalid is None
             self.cancel_button.enabled = False
 
         worker = self.run_worker(track_iter, video, params, meta=meta, on_return=returned,
@@ -315,20 +491,44 @@ class TrackWidget(LayerWidget):
         self.result = result
         if not self._ready:   # show what was estimated
             self._fill(result.params, preview=False)
+        ndim = image_layer.data.ndim
         shape = tuple(result.meta.get("frame_shape") or image_layer.data.shape[1:])
-        self._show_tracks(result.tracks, result.sidecar(), f"{image_layer.name} tracks",
-                          spatial_transform(image_layer, 3), shape)
+        sidecar = result.sidecar()
+        quality = getattr(result, "quality", None) or sidecar.get("quality")
+        self._show_tracks(result.tracks, sidecar, f"{image_layer.name} tracks",
+                          spatial_transform(image_layer, ndim), shape)
         n = result.tracks["particle"].nunique()
+        sr = result.params.search_range
         self.status.value = (f"{n} trajectories, {len(result.tracks)} positions in {seconds:.1f} s "
-                             f"(search range {result.params.search_range:.2f} px)")
+                             f"(search range {sr:.2f} px)")
+        self.show_quality(quality)
+
+    def show_quality(self, quality) -> None:
+        """Show the tracking quality verdict ({"status", "reasons", "metrics"}) when the
+        library gives one (tracks.json ``quality``); hidden otherwise."""
+        if not isinstance(quality, dict) or not quality.get("status"):
+            self.quality.value = ""
+            self.quality.visible = False
+            return
+        status = str(quality.get("status"))
+        reasons = [str(r) for r in (quality.get("reasons") or [])]
+        colour = QUALITY_COLOURS.get(status, "#9e9e9e")
+        text = f"<b style='color:{colour}'>tracking quality: {status}</b>"
+        if reasons:
+            text += "<br>" + "<br>".join(f"- {r}" for r in reasons[:6])
+        self.quality.value = text
+        self.quality.native.setToolTip("\n".join(f"{k}: {v}" for k, v in (quality.get("metrics") or {}).items()))
+        self.quality.visible = True
 
     def _show_tracks(self, df, sidecar: dict, name: str, transform: dict, shape) -> None:
         self._table = (df, sidecar)
-        self.tracks_layer = replace_layer(
-            self.viewer, name, "tracks", tracks_data(df), color_by="track_id", tail_length=15,
-            tail_width=2, blending="translucent", **transform)
-        self.tracks_layer.metadata[KEY] = {"kind": "tracks", "tracks": df, "meta": sidecar,
-                                           "frame_shape": list(shape) if shape else None}
+        data, features = tracks_layer_args(df)
+        replace_layer(
+            self.viewer, name, "tracks", data, features=features, color_by="track_id",
+            tail_length=15, tail_width=2, blending="translucent",
+            metadata={"kind": "tracks", "tracks": df, "meta": sidecar,
+                      "frame_shape": list(shape) if shape else None}, **transform)
+        self._tracks_name = name
         self.save_button.enabled = True
 
     # ------------------------------------------------------------------ files
@@ -364,16 +564,15 @@ class TrackWidget(LayerWidget):
             notify_error(exc)
             return None
         image = self.image.value
-        if image is not None:
-            transform, shape = spatial_transform(image, 3), image.data.shape[1:]
+        ndim = 4 if "z" in df.columns else 3
+        if image is not None and image.data.ndim == ndim:
+            transform, shape = spatial_transform(image, ndim), image.data.shape[1:]
         else:
-            um = (meta.get("units") or {}).get("um_per_px")
-            transform = {"scale": (1.0, float(um), float(um)),
-                         "units": ("pixel", "um", "um")} if um else {}
-            shape = (meta.get("video") or {}).get("frame_shape")
+            transform, shape = sidecar_transform(meta, ndim), (meta.get("video") or {}).get("frame_shape")
         self.result = None
         self._show_tracks(df, meta, f"{Path(path).parent.name or 'loaded'} tracks", transform, shape)
         self.status.value = f"loaded {len(df)} positions of {df['particle'].nunique()} particles from {path}"
+        self.show_quality(meta.get("quality"))
         return self.tracks_layer
 
     def _save_dialog(self, *_):
@@ -386,7 +585,7 @@ class TrackWidget(LayerWidget):
         overwrite = False
         if target.exists() or target.with_suffix(".json").exists():
             ans = QMessageBox.question(self.native, "Replace?", f"{target} exists. Replace it?")
-            if ans != QMessageBox.Yes:
+            if ans != QMessageBox.StandardButton.Yes:
                 return
             overwrite = True
         self.save_tracks(folder, overwrite=overwrite)
