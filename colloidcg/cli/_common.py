@@ -16,3 +16,11 @@ def add_calibration(p: argparse.ArgumentParser) -> None:
                    help="frame rate in frames per second (overrides the file and colloidcg.toml)")
     p.add_argument("--um-per-px", type=float, default=None, dest="um_per_px",
                    help="pixel size in micrometres (overrides the file and colloidcg.toml)")
+
+
+def add_tiff_axis(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tiff-axis", choices=("T", "Z", "C"), default=None, dest="tiff_axis",
+                   help="what a TIFF stack's only non-spatial axis holds: T (frames in time), "
+                        "Z (one z stack) or C (channels; channel 0 is read). Default: the "
+                        "file's labels, except that an unlabelled 'channel' axis of more than 4 "
+                        "is time (overrides tiff_axis in colloidcg.toml)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ._common import add_calibration
+from ._common import add_calibration, add_tiff_axis
 
 
 def add_parser(sub) -> None:
@@ -20,6 +20,7 @@ def add_parser(sub) -> None:
     p.add_argument("path", help="video file, folder of frames, or a colloidcg output "
                                 "(.parquet/.json, model directory, bundle, batch folder)")
     add_calibration(p)
+    add_tiff_axis(p)
     p.set_defaults(func=run)
 
 
@@ -110,6 +111,8 @@ def _print_batch(path: Path) -> int:
 
 
 def run(args) -> int:
+    import numpy as np
+
     from ..errors import ColloidcgError
     from ..io import open_video
 
@@ -132,15 +135,23 @@ def run(args) -> int:
             return _print_sidecar(path, _read_json(path / "stage.json"))
         if (path / "summary.csv").is_file():
             return _print_batch(path)
-    with open_video(path, fps=args.fps, um_per_px=args.um_per_px) as video:
+    with open_video(path, fps=args.fps, um_per_px=args.um_per_px, tiff_axis=args.tiff_axis) as video:
         m = video.meta
+        hdr = m.header or {}
         print(f"file        {m.path}")
         print(f"format      {m.format}")
-        print(f"frames      {m.n_frames}")
+        claim = (f" (decoded; the container header claims {hdr['n_frames']})"
+                 if hdr.get("n_frames") and hdr["n_frames"] != m.n_frames else "")
+        print(f"frames      {m.n_frames}{claim}")
         print(f"shape       {' x '.join(map(str, m.frame_shape))} ({'Z, ' if m.ndim == 3 else ''}Y, X px)")
         print(f"dtype       {m.dtype}")
         fps = f"{m.fps:g}" if m.fps else "unknown"
-        print(f"fps         {fps:<12} from {m.sources['fps']}")
+        how = ""
+        if m.format == "movie" and m.sources["fps"] == "file":
+            how = " (median step of the frame timestamps)"
+        if hdr.get("fps") and m.fps and abs(hdr["fps"] / m.fps - 1) > 0.01:
+            how += f"; the container header claims {hdr['fps']:g} fps"
+        print(f"fps         {fps:<12} from {m.sources['fps']}{how}")
         ump = f"{m.um_per_px:g}" if m.um_per_px else "unknown"
         print(f"um_per_px   {ump:<12} from {m.sources['um_per_px']}")
         if m.ndim == 3:
@@ -149,9 +160,19 @@ def run(args) -> int:
         if m.timestamps is not None:
             t = m.timestamps
             print(f"timestamps  {len(t)} in file, {t[0]:.6g} .. {t[-1]:.6g} s")
-            if len(t) > 1 and t[-1] > t[0]:
+            if len(t) > 1:
+                d = np.diff(t)
+                kind = "regular" if np.ptp(d) <= 1e-3 * abs(np.median(d)) else "irregular"
+                print(f"            steps {d.min():.6g} .. {d.max():.6g} s, median {np.median(d):.6g} s "
+                      f"({kind})")
+            if len(t) > 1 and t[-1] > t[0] and m.format != "movie":
                 rate = (len(t) - 1) / (t[-1] - t[0])
                 note = "" if not m.fps or abs(rate / m.fps - 1) < 0.01 else \
                     " (differs from the header's fps: frames may have been skipped when saving)"
                 print(f"            {rate:.6g} frames/s from the timestamps{note}")
+        if m.sources.get("tiff_axis"):
+            print(f"tiff_axis   {'':<12} from {m.sources['tiff_axis']}")
+        for line in m.notes:
+            if not line.startswith("the container header"):   # shown with frames and fps
+                print(f"note        {line}")
     return 0

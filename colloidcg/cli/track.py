@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ._common import add_calibration, add_output
+from ._common import add_calibration, add_output, add_tiff_axis
 
 
 def _odd_int(text: str) -> int:
@@ -50,6 +50,7 @@ def add_parser(sub) -> None:
                    help="drop trajectories shorter than this many frames (default 3)")
     g.add_argument("--processes", type=int, help="worker processes (default: all cores)")
     add_calibration(p)
+    add_tiff_axis(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -72,7 +73,8 @@ def run(args) -> int:
         subtract_drift=args.subtract_drift, min_length=args.min_length, processes=args.processes)
     given = {k for k in ("diameter", "minmass", "separation", "search_range", "invert")
              if getattr(args, k) is not None}
-    with open_video(args.video, fps=args.fps, um_per_px=args.um_per_px) as video:
+    with open_video(args.video, fps=args.fps, um_per_px=args.um_per_px,
+                    tiff_axis=args.tiff_axis) as video:
         result = track(video, params, progress=not args.quiet,
                        **{k: getattr(params, k) for k in given})
     result.save(out, overwrite=args.overwrite)
