@@ -106,7 +106,7 @@ def test_search_range_follows_displacements():
     p0 = np.stack(np.meshgrid(np.arange(0, 300, 15.0), np.arange(0, 300, 15.0)), -1).reshape(-1, 2)
     small = suggest_search_range(p0, p0 + rng.normal(0, 0.3, p0.shape), 15)
     large = suggest_search_range(p0, p0 + rng.normal(0, 1.5, p0.shape), 15)
-    assert small >= 1 and small < large and large <= 0.45 * 15
+    assert small >= 1 and small < large and large <= 0.5 * 15   # half the particle distance
 
 
 def test_velocities_by_finite_differences():

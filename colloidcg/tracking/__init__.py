@@ -28,7 +28,7 @@ from ..outputs import provenance, write_table
 from .link import add_velocities, estimate_drift, filter_stubs, link, subtract_drift
 from .locate import iter_locate, locate_frame, prepare
 from .params import (TrackParams, blob_scan, blob_sigma, spot_scale, suggest_diameter,
-                     suggest_invert, suggest_minmass, suggest_parameters_2d,
+                     suggest_contrast, suggest_invert, suggest_minmass, suggest_parameters_2d,
                      suggest_search_range, suggest_separation)
 from .refine import refine_jointly
 
@@ -144,17 +144,29 @@ def suggest_parameters(frame: np.ndarray, params: TrackParams | None = None) -> 
     p.sources = dict(p.sources)
     ndim = frame.ndim
     p.validate(ndim)
-    for name in ("invert", "diameter", "separation", "minmass", "search_range"):
+    for name in ("diameter", "separation", "minmass", "search_range"):
         p.sources.setdefault(name, "given" if getattr(p, name) is not None else "estimated")
+    if p.contrast is None and p.invert is not None:
+        p.contrast = "dark" if p.invert else "bright"
+        p.sources.setdefault("contrast", p.sources.get("invert", "given"))
+    p.sources.setdefault("contrast", "given" if p.contrast is not None else "estimated")
     scan = None
-    if p.invert is None:
+    if p.contrast is None:
         raw = prepare(frame, False, p.roi)
         plane = raw if ndim == 2 else raw.max(axis=0)
         scan = blob_scan(plane)
-        p.invert = suggest_invert(plane, scan)
-    img = prepare(frame, p.invert, p.roi)
+        p.contrast = suggest_contrast(scan) if ndim == 2 else \
+            ("dark" if suggest_invert(plane, scan) else "bright")
+    if p.contrast == "both" and ndim != 2:
+        raise ParameterError("contrast: 'both' (mixed contrast) is available for 2D frames only")
+    p.invert = None if p.contrast == "both" else p.contrast == "dark"
+    p.sources["invert"] = p.sources["contrast"]
+    img = prepare(frame, bool(p.invert), p.roi)
     if ndim == 2:
-        return suggest_parameters_2d(img, p, scan)
+        if p.contrast == "both" and scan is None:
+            scan = blob_scan(prepare(frame, False, p.roi))
+        return suggest_parameters_2d(img, p, scan,
+                                     prepare(frame, True, p.roi) if p.contrast == "both" else None)
     spacing = float("nan")
     if p.diameter is None:
         plane = img if ndim == 2 else img.max(axis=0)
@@ -286,7 +298,7 @@ def track_iter(video, params: TrackParams | dict | None = None, progress: bool =
             raise ParameterError(f"roi: {p.roi} is outside the {w} x {h} px frames of {path}")
     p = suggest_parameters(first, p)
     kwargs = dict(diameter=p.diameter, separation=p.separation, minmass=p.minmass,
-                  invert=p.invert, roi=p.roi, refine=p.refine)
+                  invert=p.invert, roi=p.roi, refine=p.refine, contrast=p.contrast)
     parts = []
     for done, f in enumerate(iter_locate(video, frames, processes=p.processes, progress=progress,
                                          **kwargs), start=1):
@@ -295,7 +307,7 @@ def track_iter(video, params: TrackParams | dict | None = None, progress: bool =
         yield done
     if not parts:
         raise TrackingError(f"no particles found in {path} with diameter={p.diameter}, "
-                            f"minmass={p.minmass:.4g}, invert={p.invert}; check these parameters")
+                            f"minmass={p.minmass:.4g}, contrast={p.contrast}; check these parameters")
     features = pd.concat(parts, ignore_index=True)
     if p.search_range is None:
         p.search_range = _estimate_search_range(features, frames)

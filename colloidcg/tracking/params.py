@@ -41,6 +41,10 @@ from scipy import ndimage
 from ..errors import ParameterError
 
 
+#: Particle contrasts :class:`TrackParams` knows.
+CONTRASTS = ("bright", "dark", "both")
+
+
 @dataclass
 class TrackParams:
     """Parameters of :func:`colloidcg.tracking.track`. ``None`` means "estimate".
@@ -54,6 +58,9 @@ class TrackParams:
     search_range: float | None = None
     memory: int = 3
     invert: bool | None = None
+    #: "bright", "dark" or "both" (mixed contrast: both populations are tracked, each row
+    #: gets a ``contrast`` of +1 or -1); None: estimate. ``invert=True`` means "dark".
+    contrast: str | None = None
     frames: tuple[int, int] | None = None      # [start, stop) frame range
     roi: tuple[int, int, int, int] | None = None  # x0, y0, x1, y1 in px (x1, y1 exclusive)
     refine: bool = True                        # overlap-aware joint refinement (2D)
@@ -102,6 +109,12 @@ class TrackParams:
             raise ParameterError(f"memory must be a non-negative integer number of frames, got {self.memory}")
         if not (isinstance(self.min_length, int) and self.min_length >= 1):
             raise ParameterError(f"min_length must be a positive integer number of frames, got {self.min_length}")
+        if self.contrast is not None and self.contrast not in CONTRASTS:
+            raise ParameterError(f"contrast must be one of {', '.join(CONTRASTS)}, got {self.contrast!r}")
+        if self.contrast is not None and self.invert is not None and \
+                self.contrast != ("dark" if self.invert else "bright"):
+            raise ParameterError(f"invert={self.invert} contradicts contrast={self.contrast!r}; "
+                                 "give one of them")
         if self.processes is not None and self.processes < 1:
             raise ParameterError(f"processes must be >= 1, got {self.processes}")
         if self.roi is not None:
@@ -299,6 +312,61 @@ def suggest_invert(frame: np.ndarray, scan: dict | None = None) -> bool:
     return bool(_reference_strength(scan["dark"]) > _reference_strength(scan["bright"]))
 
 
+def suggest_contrast(scan: dict, fraction: float = 0.25) -> str:
+    """"bright", "dark" or "both" from a :func:`blob_scan` of the raw frame.
+
+    The strong blobs of each polarity are those at least ``fraction`` as strong as the
+    strongest population's third strongest blob. A blob is discounted when it sits
+    within three scales of a stronger blob of the other polarity: the halo of a
+    bright-field particle (a dark spot's bright ring, a bright spot's dark ring) is not
+    a particle. The weaker polarity is a population of its own ("both") when it keeps
+    at least 5 such blobs, at least a fifth as many as the stronger one, and most of
+    them are not interstitial (near the circumcentre of a Delaunay triangle of the
+    stronger polarity's blobs: the bright gaps between dark particles in a dense
+    packing, or the dark junctions between bright cells, belong to the other
+    population's structure).
+    """
+    from scipy.spatial import Delaunay, cKDTree
+
+    ref = max(_reference_strength(scan["bright"]), _reference_strength(scan["dark"]))
+    strong = {k: scan[k][scan[k][:, 3] >= fraction * ref] if len(scan[k]) else scan[k]
+              for k in ("bright", "dark")}
+    kept = {}
+    for k, other in (("bright", "dark"), ("dark", "bright")):
+        b, o = strong[k], strong[other]
+        if len(b) and len(o):
+            d, j = cKDTree(o[:, :2]).query(b[:, :2])
+            halo = (d < 3.5 * np.maximum(b[:, 2], o[j, 2])) & (o[j, 3] > b[:, 3])
+            b = b[~halo]
+        kept[k] = b
+    rb, rd = _reference_strength(scan["bright"]), _reference_strength(scan["dark"])
+    main = "dark" if rd > rb else "bright"
+    minor = "bright" if main == "dark" else "dark"
+    a, b = kept[main], kept[minor]
+    if min(rb, rd) < 0.75 * ref or len(b) < max(5, 0.2 * len(a)):
+        return main
+    if len(a) >= 3:
+        try:
+            tri = Delaunay(a[:, :2])
+        except Exception:   # degenerate (collinear) point sets have no triangles
+            return "both"
+        p = a[tri.simplices, :2]                     # (M, 3, 2) triangle corners
+        ax, ay, bx, by, cx, cy = (p[:, 0, 0], p[:, 0, 1], p[:, 1, 0], p[:, 1, 1],
+                                  p[:, 2, 0], p[:, 2, 1])
+        den = 2 * (ax * (by - cy) + bx * (cy - ay) + cx * (ay - by))
+        ok = np.abs(den) > 1e-9
+        ux = ((ax ** 2 + ay ** 2) * (by - cy) + (bx ** 2 + by ** 2) * (cy - ay)
+              + (cx ** 2 + cy ** 2) * (ay - by))[ok] / den[ok]
+        uy = ((ax ** 2 + ay ** 2) * (cx - bx) + (bx ** 2 + by ** 2) * (ax - cx)
+              + (cx ** 2 + cy ** 2) * (bx - ax))[ok] / den[ok]
+        spacing = nn_spacing(a[:, 0], a[:, 1])
+        if len(ux) and np.isfinite(spacing):
+            d, _ = cKDTree(np.c_[ux, uy]).query(b[:, :2])
+            if np.mean(d < 0.2 * spacing) > 0.5:
+                return main
+    return "both"
+
+
 def _autocorr(img: np.ndarray) -> np.ndarray:
     f = np.fft.rfftn(img - img.mean())
     ac = np.fft.irfftn(f * np.conj(f), s=img.shape)
@@ -459,21 +527,25 @@ def nn_spacing(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.median(d[:, 1]))
 
 
-def suggest_parameters_2d(img: np.ndarray, p: "TrackParams", scan: dict | None = None
-                          ) -> "TrackParams":
+def suggest_parameters_2d(img: np.ndarray, p: "TrackParams", scan: dict | None = None,
+                          img_dark: np.ndarray | None = None) -> "TrackParams":
     """Fill ``diameter``, ``separation`` and ``minmass`` of ``p`` (in place) from a 2D
     frame ``img`` that is already cropped and oriented (particles bright). ``scan`` is
-    :func:`blob_scan` of the frame before orientation, if already computed.
+    :func:`blob_scan` of the frame before orientation, if already computed. For mixed
+    contrast (``p.contrast == "both"``) ``img`` is the frame with bright particles and
+    ``img_dark`` the inverted one: widths and masses of both populations are pooled.
 
     Raises :class:`TrackingError` when nothing particle-like is found.
     """
     from ..errors import TrackingError
-    from .locate import find_peaks
-    from .refine import refine_jointly
 
+    imgs = [img] if img_dark is None else [img, img_dark]
     if scan is None:
         scan = blob_scan(img)
         blobs = scan["bright"]
+    elif img_dark is not None:
+        blobs = np.vstack([scan["bright"], scan["dark"]])
+        blobs = blobs[np.argsort(-blobs[:, 3])]
     else:
         blobs = scan["dark" if p.invert else "bright"]
     noise = float(scan["noise"])
@@ -482,51 +554,184 @@ def suggest_parameters_2d(img: np.ndarray, p: "TrackParams", scan: dict | None =
         blobs = strong_blobs(blobs)
         if len(blobs) == 0:
             raise TrackingError("no particles found: nothing spot-like in the first frame; "
-                                "check the video or give --diameter and --invert")
+                                "check the video or give --diameter and --contrast")
         s = float(np.median(blobs[:, 2]))
         spacing = nn_spacing(blobs[:, 0], blobs[:, 1])
         d0 = suggest_diameter([s])[0]
         sep0 = suggest_separation((d0,), [spacing])[0]
-        x, y, mass, _ = find_peaks(img, d0, sep0)
-        keep = mass >= suggest_minmass(mass, noise_mass_floor(img.shape, noise, d0, sep0))
-        if keep.sum() >= 3:
-            # widths of Gaussians fitted jointly (the scan is biased by close neighbours),
-            # in a central crop holding about 400 spots
-            x, y = x[keep], y[keep]
-            h, w = img.shape
-            cheb = np.maximum(np.abs(x - (w - 1) / 2), np.abs(y - (h - 1) / 2))
-            half = np.sort(cheb)[min(len(cheb), 400) - 1] + 1.5 * d0
-            x0, x1 = max(0, int((w - 1) / 2 - half)), min(w, int((w - 1) / 2 + half) + 1)
-            y0, y1 = max(0, int((h - 1) / 2 - half)), min(h, int((h - 1) / 2 + half) + 1)
-            inside = (x >= x0) & (x < x1) & (y >= y0) & (y < y1)
-            r = refine_jointly(img[y0:y1, x0:x1], x[inside] - x0, y[inside] - y0, d0 / 3.5,
-                               add_missed=False, n_sweeps=2, stage1_sweeps=2, tol=1e-2)
+        floor = noise_mass_floor(img.shape, noise, d0, sep0)
+        found = _peaks(imgs, d0, sep0, floor)
+        sig, xy = [], []
+        for im, sign in zip(imgs, (1, -1)):
+            x, y = found[found[:, 3] == sign, :2].T
+            if len(x) < 3:
+                continue
+            r = _fit_widths(im, x, y, d0)
             ok = r["converged"]
-            if ok.sum() >= 3:
-                # the larger of the two: a Gaussian fitted to a structured particle (a
-                # bright-field ring) takes only its core
-                s = max(s, float(np.median(r["sigma"][ok])))
-                spacing = nn_spacing(r["x"][ok], r["y"][ok])
+            sig.append(r["sigma"][ok])
+            xy.append(np.c_[r["x"][ok], r["y"][ok]])
+        sig = np.concatenate(sig) if sig else np.zeros(0)
+        if len(sig) >= 3:
+            # the larger of the two: a Gaussian fitted to a structured particle (a
+            # bright-field ring) takes only its core
+            s = max(s, float(np.median(sig)))
+            xy = np.vstack(xy)
+            spacing = nn_spacing(xy[:, 0], xy[:, 1])
         p.diameter = suggest_diameter([s])[0]
     if p.separation is None:
         if not np.isfinite(spacing):
-            x, y, mass, _ = find_peaks(img, p.diameter, p.diameter + 1.0)
             floor = noise_mass_floor(img.shape, noise, p.diameter, p.diameter + 1.0)
-            keep = mass >= suggest_minmass(mass, floor)
-            spacing = nn_spacing(x[keep], y[keep])
+            found = _peaks(imgs, p.diameter, p.diameter + 1.0, floor)
+            spacing = nn_spacing(found[:, 0], found[:, 1])
         p.separation = suggest_separation((p.diameter,), [spacing])[0]
     if p.minmass is None:
-        _, _, mass = feature_masses(img, p.diameter, p.separation, p.refine)
+        mass = np.concatenate([feature_masses(im, p.diameter, p.separation, p.refine)[2]
+                               for im in imgs])
         if len(mass) == 0:
             raise TrackingError(f"no particles found in the first frame with diameter={p.diameter}; "
-                                "check the video, --diameter and --invert")
+                                "check the video, --diameter and --contrast")
         floor = noise_mass_floor(img.shape, noise, p.diameter, p.separation, p.refine)
+        floor = max(floor, background_mass_floor(imgs, p.diameter, p.separation, floor))
         p.minmass = suggest_minmass(mass, floor)
     return p
 
 
-def suggest_search_range(pos0, pos1, spacing: float) -> float:
-    """Search range from the nearest-feature distances between consecutive frames.
+#: Noise peaks allowed above the background floor, per frame (all polarities together).
+FALSE_PEAKS_PER_FRAME = 0.5
+
+
+def background_mass_floor(imgs: list[np.ndarray], diameter: int, separation: float,
+                          white_floor: float) -> float:
+    """The mass that the frame's own background reaches, from its own peaks.
+
+    The white-noise floor (:func:`noise_mass_floor`) models the noise as independent
+    pixels of the level :func:`noise_level` measures. Compressed video (H.264, MJPEG),
+    clipped or quantised backgrounds break that model: their noise is correlated or
+    blocky, and its peaks are more massive than white noise of the same level gives.
+    Here the band-passed peaks farther than 1.5 diameters from any clear particle (mass
+    above 3 x ``white_floor``) are taken as the background's own; an exponential fitted
+    to the top 10 % of their masses gives the mass that
+    :data:`FALSE_PEAKS_PER_FRAME` background peaks exceed over the whole frame. Returns
+    0 when the background is too small to measure (fewer than 200 peaks, or under a
+    third of all peaks: a dense packing, where the white-noise floor stands).
+
+    Parameters
+    ----------
+    imgs : list of ndarray (Y, X)
+        The frame oriented for each polarity tracked (particles bright).
+    diameter, separation : float
+        Feature diameter and separation (px).
+    white_floor : float
+        The white-noise floor (trackpy mass units).
+    """
+    from scipy.spatial import cKDTree
+
+    from .locate import find_peaks
+
+    xy, mass = [], []
+    for im in imgs:
+        x, y, m, _ = find_peaks(im, diameter, separation, percentile=0)
+        xy.append(np.c_[x, y])
+        mass.append(m)
+    xy, mass = np.vstack(xy), np.concatenate(mass)
+    strong = mass >= 3 * white_floor
+    if strong.any():
+        far = cKDTree(xy[strong]).query(xy)[0] > 1.5 * diameter
+    else:
+        far = np.ones(len(mass), bool)
+    bg = np.sort(mass[far])
+    if len(bg) < 200 or len(bg) < len(mass) / 3:
+        return 0.0
+    u = float(bg[int(0.9 * len(bg))])
+    excess = bg[bg > u] - u
+    if len(excess) < 10:
+        return 0.0
+    beta = float(excess.mean())
+    expected = len(excess) * len(mass) / len(bg)        # peaks above u over the whole frame
+    return u + beta * math.log(max(expected / FALSE_PEAKS_PER_FRAME, 1.0))
+
+
+def _peaks(imgs: list[np.ndarray], diameter: int, separation: float, floor: float
+           ) -> np.ndarray:
+    """Peaks above the suggested minmass in each oriented image (bright, then dark), with
+    mixed-contrast halos dropped: ndarray (N, 4) of x, y (px), mass, sign (+1, -1)."""
+    from .locate import find_peaks, halos
+
+    rows = []
+    for im, sign in zip(imgs, (1, -1)):
+        x, y, mass, _ = find_peaks(im, diameter, separation)
+        keep = mass >= suggest_minmass(mass, floor)
+        rows.append(np.c_[x[keep], y[keep], mass[keep], np.full(keep.sum(), sign)])
+    found = np.vstack(rows)
+    if len(imgs) > 1:
+        found = found[~halos(found[:, 0], found[:, 1], found[:, 2], found[:, 3], float(diameter))]
+    return found
+
+
+def _fit_widths(img: np.ndarray, x: np.ndarray, y: np.ndarray, d0: int) -> dict:
+    """Jointly fitted Gaussian widths of the spots at (x, y) (the blob scan is biased by
+    close neighbours), in a central crop holding about 400 spots."""
+    from .refine import refine_jointly
+
+    h, w = img.shape
+    cheb = np.maximum(np.abs(x - (w - 1) / 2), np.abs(y - (h - 1) / 2))
+    half = np.sort(cheb)[min(len(cheb), 400) - 1] + 1.5 * d0
+    x0, x1 = max(0, int((w - 1) / 2 - half)), min(w, int((w - 1) / 2 + half) + 1)
+    y0, y1 = max(0, int((h - 1) / 2 - half)), min(h, int((h - 1) / 2 + half) + 1)
+    inside = (x >= x0) & (x < x1) & (y >= y0) & (y < y1)
+    r = refine_jointly(img[y0:y1, x0:x1], x[inside] - x0, y[inside] - y0, d0 / 3.5,
+                       add_missed=False, n_sweeps=2, stage1_sweeps=2, tol=1e-2)
+    r["x"] = r["x"] + x0
+    r["y"] = r["y"] + y0
+    return r
+
+
+def displacement_excess(pos0, pos1, r_max: float, bin_px: float = 0.25
+                        ) -> tuple[np.ndarray, np.ndarray, int]:
+    """Distribution of frame-to-frame displacements without knowing identities.
+
+    The number of features of frame t+1 at distance r from a feature of frame t, minus
+    what the structure alone puts there (the same count within frame t, scaled by the
+    feature counts), is the self part of the van Hove function: each particle's own
+    displacement. Features that are unrelated between frames (noise, particles
+    entering or leaving) cancel.
+
+    Parameters
+    ----------
+    pos0, pos1 : lists of ndarray (N, d), (M, d)
+        Feature positions (px) in pairs of consecutive frames.
+    r_max : float
+        Largest displacement considered (px).
+
+    Returns
+    -------
+    edges : ndarray (B + 1,)
+        Bin edges (px).
+    excess : ndarray (B,)
+        Excess pair count per bin, summed over the frame pairs.
+    n0 : int
+        Number of features of the first frames, summed.
+    """
+    from scipy.spatial import cKDTree
+
+    edges = np.arange(0.0, r_max + bin_px, bin_px)
+    excess = np.zeros(len(edges) - 1)
+    n0 = 0
+    for a, b in zip(pos0, pos1):
+        a, b = np.asarray(a, float), np.asarray(b, float)
+        if len(a) < 2 or len(b) < 2:
+            continue
+        ta, tb = cKDTree(a), cKDTree(b)
+        cross = ta.sparse_distance_matrix(tb, r_max, output_type="ndarray")["v"]
+        same = ta.sparse_distance_matrix(ta, r_max, output_type="ndarray")
+        same = same["v"][same["i"] != same["j"]]
+        excess += np.histogram(cross, edges)[0] - np.histogram(same, edges)[0] * len(b) / len(a)
+        n0 += len(a)
+    return edges, excess, n0
+
+
+def suggest_search_range(pos0, pos1, spacing: float, area: float | None = None) -> float:
+    """Search range from the displacement distribution between consecutive frames.
 
     Parameters
     ----------
@@ -534,30 +739,32 @@ def suggest_search_range(pos0, pos1, spacing: float) -> float:
         Feature positions in px in two consecutive frames (lists: several pairs of
         frames, pooled).
     spacing : float
-        Typical neighbour spacing in px.
-    """
-    from scipy.spatial import cKDTree
+        Typical neighbour spacing in px (median nearest-neighbour distance).
+    area : float, optional
+        Area (px^2; volume in 3D) the features occupy; default: their bounding box.
 
+    The displacements come from :func:`displacement_excess` (no linking needed, so
+    noise detections and particles entering or leaving do not inflate it); the range is
+    1.5 x their 99th percentile + 0.5 px, at most half the mean particle distance
+    (density^(-1/d)) so that linking stays unambiguous in dense packings.
+    """
     if not isinstance(pos0, (list, tuple)):
         pos0, pos1 = [pos0], [pos1]
-    dist = []
-    for a, b in zip(pos0, pos1):
-        a, b = np.asarray(a, float), np.asarray(b, float)
-        if len(a) == 0 or len(b) == 0:
-            continue
-        d, _ = cKDTree(b).query(a)
-        if np.isfinite(spacing):
-            # particles entering or leaving the view have no partner: leave out the
-            # features within half a spacing of the edges (of the box holding them all)
-            both = np.vstack([a, b])
-            lo, hi = both.min(axis=0) + 0.5 * spacing, both.max(axis=0) - 0.5 * spacing
-            inner = np.all((a >= lo) & (a <= hi), axis=1)
-            if inner.sum() >= 10:
-                d = d[inner]
-        dist.append(d)
-    if not dist:
+    pos0 = [np.asarray(a, float) for a in pos0]
+    pos1 = [np.asarray(b, float) for b in pos1]
+    counts = [len(a) for a in pos0 if len(a)]
+    if not counts:
         return max(1.0, 0.45 * spacing) if np.isfinite(spacing) else 5.0
-    guess = 1.5 * float(np.percentile(np.concatenate(dist), 99.5)) + 0.5
+    both = np.vstack([a for a in pos0 if len(a)])
+    dim = both.shape[1]
+    if area is None:
+        area = float(np.prod(np.maximum(np.ptp(both, axis=0), 1.0)))
+    cap = 0.5 * (area / float(np.median(counts))) ** (1.0 / dim)
     if np.isfinite(spacing):
-        guess = min(guess, 0.45 * spacing)
-    return max(guess, 1.0)
+        cap = max(cap, 0.45 * spacing)
+    edges, excess, n0 = displacement_excess(pos0, pos1, cap)
+    cum = np.cumsum(excess)
+    if n0 == 0 or cum[-1] <= 0.05 * n0:
+        return max(1.0, cap)          # no correlated motion found: the quality check says so
+    r99 = float(edges[1:][np.argmax(cum >= 0.99 * cum[-1])])
+    return float(max(1.0, min(1.5 * r99 + 0.5, cap)))
