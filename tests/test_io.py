@@ -229,3 +229,258 @@ def test_zero_frames(tmp_path):
     folder.mkdir()
     with pytest.raises(VideoError, match="folder holds no image frames"):
         open_video(folder)
+
+
+# ---------------------------------------------------------------- honest movie readers
+def _level_frames(n: int, shape=(32, 48)) -> np.ndarray:
+    """Frames whose central block has grey level 20 + k * (230 // n): it names the frame."""
+    f = np.full((n, *shape), 128, np.uint8)
+    for k in range(n):
+        f[k, 8:24, 8:40] = 20 + k * (230 // n)
+        f[k, :4, : 4 + k % 40] = 255           # and something that moves
+    return f
+
+
+def _frame_number(img: np.ndarray, n: int) -> int:
+    return int(round((float(img[12:20, 16:32].mean()) - 20) / (230 // n)))
+
+
+def _encode(path, frames, codec, pts, time_base, rate, options=None, pix_fmt=None):
+    """Encode greyscale frames with the given presentation timestamps (PyAV)."""
+    from fractions import Fraction
+
+    import av
+
+    tb = Fraction(time_base)
+    with av.open(str(path), "w") as c:
+        s = c.add_stream(codec, rate=rate, options=options or {})
+        s.width, s.height = frames.shape[2], frames.shape[1]
+        s.pix_fmt = pix_fmt or {"mjpeg": "yuvj420p", "ffv1": "gray"}.get(codec, "yuv420p")
+        s.time_base = tb
+        s.codec_context.time_base = tb
+        for img, t in zip(frames, pts):
+            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="gray")
+            vf.pts, vf.time_base = int(t), tb
+            for pkt in s.encode(vf):
+                c.mux(pkt)
+        for pkt in s.encode():
+            c.mux(pkt)
+    return path
+
+
+@pytest.fixture(scope="module")
+def lying_avi(tmp_path_factory):
+    """The issue's case: an MJPEG AVI whose header claims 3001 frames at 100 fps and that
+    holds 121 frames 0.25 s apart (the muxer writes empty chunks for the gaps)."""
+    path = tmp_path_factory.mktemp("avi") / "lying.avi"
+    return _encode(path, _level_frames(121), "mjpeg", np.arange(121) * 25, "1/100", 100)
+
+
+def _decode_all(path) -> list[np.ndarray]:
+    import av
+
+    with av.open(str(path)) as c:
+        return [f.to_ndarray(format="gray") for f in c.decode(c.streams.video[0])]
+
+
+def test_avi_whose_header_claims_more_frames_is_read_by_timestamps(lying_avi):
+    import av
+
+    with av.open(str(lying_avi)) as c:                      # what the header claims
+        s = c.streams.video[0]
+        assert (s.frames, float(s.average_rate)) == (3001, 100.0)
+    v = open_video(lying_avi)
+    assert len(v) == 121
+    np.testing.assert_allclose(v.meta.timestamps, np.arange(121) * 0.25)
+    np.testing.assert_allclose(v.times, np.arange(121) * 0.25)
+    assert v.meta.fps == pytest.approx(4.0) and v.meta.sources["fps"] == "file"
+    assert v.meta.header == {"n_frames": 3001, "fps": 100.0}
+    assert any("3001 frames" in n for n in v.meta.notes)
+    assert any("100 fps" in n for n in v.meta.notes)
+    # in order: every frame, each one itself
+    seq = [v[i] for i in range(len(v))]
+    assert [_frame_number(f, 121) for f in seq] == list(range(121))
+    truth = _decode_all(lying_avi)
+    assert len(truth) == 121 and all(np.array_equal(a, b) for a, b in zip(seq, truth))
+    with pytest.raises(IndexError, match=r"lying.avi: frame 121 is outside 0..120"):
+        v[121]
+
+
+def test_movie_random_access_is_repeatable_whatever_was_read_before(lying_avi):
+    v = open_video(lying_avi)
+    ref = open_video(lying_avi)[50]
+    for before in (120, 49, 51, 0, 50, 119):
+        v[before]
+        np.testing.assert_array_equal(v[50], ref)
+    rng = np.random.default_rng(3)
+    seq = [open_video(lying_avi)[i] for i in range(121)]   # a fresh reader each time
+    for i in rng.permutation(121):
+        np.testing.assert_array_equal(v[i], seq[i])
+
+
+def test_frame_range_beyond_the_real_count_names_file_parameter_and_count(lying_avi):
+    from colloidcg.errors import ParameterError
+    from colloidcg.tracking import track
+
+    with pytest.raises(ParameterError, match=r"frames.*lying.avi.*0\.\.120.*121"):
+        track(open_video(lying_avi), frames=(2990, 3001), progress=False, diameter=9)
+
+
+def test_info_reports_decoded_frames_and_the_header_claim(lying_avi, capsys):
+    from colloidcg.cli import main
+
+    assert main(["info", str(lying_avi)]) == 0
+    out = capsys.readouterr().out
+    assert "frames      121 (decoded; the container header claims 3001)" in out
+    assert "fps         4 " in out and "median step of the frame timestamps" in out
+    assert "the container header claims 100 fps" in out
+    assert "121 in file, 0 .. 30 s" in out and "(regular)" in out
+
+
+@pytest.mark.parametrize("ext,codec", [("mkv", "ffv1"), ("mp4", "libx264"), ("mkv", "libx264")])
+def test_variable_frame_rate_movie(tmp_path, ext, codec):
+    steps = np.where(np.arange(39) % 3 == 2, 100, 40)              # ms: 40, 40, 100, ...
+    pts = np.r_[0, np.cumsum(steps)]
+    frames = _level_frames(40)
+    opts = {"bf": "2", "g": "12", "qp": "0"} if codec == "libx264" else None
+    path = _encode(tmp_path / f"vfr.{ext}", frames, codec, pts, "1/1000", 25, opts)
+    v = open_video(path)
+    assert len(v) == 40
+    np.testing.assert_allclose(v.meta.timestamps, pts / 1000, atol=1e-9)
+    assert v.meta.fps == pytest.approx(25.0)                      # median step 40 ms
+    seq = [v[i] for i in range(40)]
+    assert [_frame_number(f, 40) for f in seq] == list(range(40))
+    if codec == "ffv1":
+        for a, b in zip(seq, frames):
+            np.testing.assert_array_equal(a, b)
+    for i in np.random.default_rng(0).permutation(40):
+        np.testing.assert_array_equal(v[i], seq[i])
+
+
+@pytest.mark.parametrize("ext,bf,method", [
+    ("mp4", 3, "packets"), ("mkv", 3, "packets"), ("avi", 3, "decoded order"),
+    ("mp4", 0, "container index"), ("avi", 0, "packets")])
+def test_h264_random_access_is_exact(tmp_path, ext, bf, method):
+    """H.264 with B-frames: frames are decoded out of order, and AVI keeps no presentation
+    times for them (frames are then numbered in output order). Without B-frames, AVI
+    still shifts H.264's presentation times one step past its index's decoding times:
+    the index is checked against the decoder and the packets' own times are used."""
+    frames = _level_frames(60)
+    path = _encode(tmp_path / f"b.{ext}", frames, "libx264", np.arange(60), "1/25", 25,
+                   {"bf": str(bf), "g": "16", "qp": "10"})
+    truth = _decode_all(path)
+    v = open_video(path)
+    assert v._backend.index.method == method
+    assert len(v) == len(truth) == 60 and v.meta.fps == pytest.approx(25)
+    np.testing.assert_allclose(v.times, np.arange(60) / 25)
+    for i in np.random.default_rng(1).permutation(60):
+        np.testing.assert_array_equal(v[i], truth[i])
+    assert [_frame_number(v[i], 60) for i in range(60)] == list(range(60))
+
+
+def test_movie_pickles_with_its_index(lying_avi):
+    v = open_video(lying_avi)
+    w = pickle.loads(pickle.dumps(v))
+    assert len(w) == 121 and w.meta.header == v.meta.header
+    np.testing.assert_array_equal(w._backend.index.pts, v._backend.index.pts)
+    np.testing.assert_array_equal(w[77], v[77])
+
+
+def test_real_mp4_timestamps_and_random_access(shared_data):
+    path = shared_data / "mixed_contrast" / "colloids.mp4"
+    v = open_video(path)
+    assert (len(v), v.frame_shape) == (51, (302, 324))
+    assert v.meta.fps == pytest.approx(50) and not v.meta.notes
+    np.testing.assert_allclose(v.times, np.arange(51) / 50)
+    truth = _decode_all(path)
+    for i in np.random.default_rng(2).permutation(51):
+        np.testing.assert_array_equal(v[i], truth[i])
+
+
+def test_real_foam_tiff_folder(shared_data):
+    v = open_video(shared_data / "foam")
+    assert len(v) == 9 and v.meta.format == "image folder"
+    assert v[8].shape == v.frame_shape
+
+
+# ---------------------------------------------------------------- TIFF axis labels
+def test_imagej_stack_labelled_channels_is_read_as_time(tmp_path):
+    data = np.arange(12 * 20 * 30, dtype=np.uint16).reshape(12, 20, 30)
+    path = tmp_path / "c12.tif"
+    tifffile.imwrite(path, data, imagej=True)           # what a user writes without axes
+    with tifffile.TiffFile(path) as t:                   # tifffile labels the axis "C"
+        assert t.series[0].axes == "CYX" and t.imagej_metadata["channels"] == 12
+    v = open_video(path)
+    assert len(v) == 12 and v.frame_shape == (20, 30)
+    for i in (0, 11, 5):
+        np.testing.assert_array_equal(v[i], data[i])
+    assert any("axis C" in n and "time" in n for n in v.meta.notes)
+
+
+def test_channel_axis_with_channel_metadata_stays_channels(tmp_path):
+    data = np.arange(6 * 20 * 30, dtype=np.uint16).reshape(6, 20, 30)
+    path = tmp_path / "composite.tif"
+    tifffile.imwrite(path, data, imagej=True, metadata={"mode": "composite"})
+    v = open_video(path)
+    assert len(v) == 1
+    np.testing.assert_array_equal(v[0], data[0])
+    assert len(open_video(path, tiff_axis="T")) == 6
+
+
+def test_ambiguous_channel_axis_is_refused_with_a_way_to_choose(tmp_path, capsys):
+    from colloidcg.cli import main
+
+    data = np.arange(3 * 20 * 30, dtype=np.uint16).reshape(3, 20, 30)
+    path = tmp_path / "c3.tif"
+    tifffile.imwrite(path, data, imagej=True)
+    with pytest.raises(VideoError, match=r"c3.tif: .*only non-spatial axis is C .*3 entries.*"
+                                         r"--tiff-axis") as err:
+        open_video(path)
+    assert "\n" not in str(err.value)
+    v = open_video(path, tiff_axis="T")
+    assert len(v) == 3
+    np.testing.assert_array_equal(v[2], data[2])
+    z = open_video(path, tiff_axis="Z")
+    assert len(z) == 1 and z.frame_shape == (3, 20, 30)
+    np.testing.assert_array_equal(z[0], data)
+    c = open_video(path, tiff_axis="C")
+    assert len(c) == 1 and c.frame_shape == (20, 30)
+    with pytest.raises(ColloidcgError, match="tiff_axis"):
+        open_video(path, tiff_axis="X")
+    # the command line: an error of one line, then the flag
+    assert main(["info", str(path)]) != 0
+    assert "--tiff-axis" in capsys.readouterr().err
+    assert main(["info", str(path), "--tiff-axis", "T"]) == 0
+    out = capsys.readouterr().out
+    assert "frames      3" in out and "tiff_axis" in out and "flag" in out
+    # colloidcg.toml beside the video
+    (tmp_path / "colloidcg.toml").write_text('[calibration]\ntiff_axis = "T"\n')
+    v = open_video(path)
+    assert len(v) == 3 and v.meta.sources["tiff_axis"].startswith("colloidcg.toml")
+    (tmp_path / "colloidcg.toml").write_text('[calibration]\ntiff_axis = "time"\n')
+    with pytest.raises(ColloidcgError, match=r"colloidcg.toml.*calibration.tiff_axis"):
+        open_video(path)
+
+
+def test_z_only_stack_is_time_unless_told_otherwise(tmp_path):
+    data = np.arange(5 * 8 * 9, dtype=np.uint8).reshape(5, 8, 9)
+    path = tmp_path / "z.tif"
+    tifffile.imwrite(path, data, imagej=True, metadata={"axes": "ZYX"})
+    assert len(open_video(path)) == 5
+    z = open_video(path, tiff_axis="Z")
+    assert len(z) == 1 and z.frame_shape == (5, 8, 9)
+
+
+def test_channel_labelled_stack_is_tracked_and_batched_as_a_video(tmp_path):
+    """The tracking and batch paths see the 12 frames too (batch discovery counts them)."""
+    from colloidcg.batch.discover import find_videos
+    from colloidcg.synthetic import make_video
+    from colloidcg.tracking import track
+
+    syn = make_video(n_frames=12, width=96, height=96, diameter=10.0, area_fraction=0.3, seed=1)
+    path = tmp_path / "c.tif"
+    tifffile.imwrite(path, syn.frames, imagej=True)
+    tifffile.imwrite(tmp_path / "single.tif", syn.frames[0])
+    assert find_videos(tmp_path) == [path]
+    res = track(open_video(path), progress=False, processes=1, min_length=1)
+    assert res.tracks["frame"].nunique() == 12

@@ -137,9 +137,9 @@ class TiffBackend:
     def _single_axis_role(self, axis: str, n: int, ij: dict | None) -> str:
         """What the stack's only non-spatial axis is: "T" (frames), "Z" (one z stack) or
         "C" (channels, of which channel 0 is read)."""
-        choose = (f"choose with tiff_axis='T' (frames), 'Z' (one z stack) or 'C' (channels; "
-                  f"channel 0 is read): --tiff-axis on the command line, or tiff_axis in the "
-                  f"[calibration] table of colloidcg.toml")
+        choose = ("choose T (frames), Z (one z stack) or C (channels, channel 0 is read) with "
+                  "--tiff-axis, open_video(tiff_axis=...) or tiff_axis in [calibration] of "
+                  "colloidcg.toml")
         if self._tiff_axis is not None:
             if self._tiff_axis != axis:
                 self.notes.append(f"axis {axis} ({n} entries) read as {self._tiff_axis} "
@@ -372,6 +372,9 @@ class MovieBackend:
         header_n = int(s.frames or 0)
         if not header_n and s.duration and rate and s.time_base:
             header_n = int(round(float(s.duration * s.time_base * rate)))
+        self._decoder = None
+        self._next = -1              # the frame the running decoder gives next
+        self._last: tuple[int, np.ndarray] | None = None
         key = _file_key(path)
         if index is None:
             index = _INDEX_CACHE.get(key)
@@ -380,15 +383,10 @@ class MovieBackend:
             if len(_INDEX_CACHE) >= _INDEX_CACHE_MAX:
                 _INDEX_CACHE.pop(next(iter(_INDEX_CACHE)))
             _INDEX_CACHE[key] = index
-        self.index = index
-        self._pos = {int(t): i for i, t in enumerate(index.pts)}
-        self._keys = np.flatnonzero(index.key)
+        self._use(index)
         self.n_frames = len(index.pts)
         self.is_stack = False
         self.dtype = np.dtype(np.uint8)
-        self._decoder = None
-        self._next = -1              # the frame the running decoder gives next
-        self._last: tuple[int, np.ndarray] | None = None
         native: dict[str, Any] = {"timestamps": index.times,
                                   "header": {"n_frames": header_n or None, "fps": header_fps}}
         if self.n_frames > 1:
@@ -405,46 +403,86 @@ class MovieBackend:
         fmt = self._container.format.name or ""
         reorder = bool(getattr(s.codec_context, "has_b_frames", 0))
         try:
-            if not reorder and ("mp4" in fmt or "mov" in fmt or fmt == "avi") and self._whole_file(fmt):
-                entries = [e for e in s.index_entries if e.size > 0]
-                size = self.path.stat().st_size
-                if entries and not any(e.is_discard for e in entries) and \
-                        max(e.pos + e.size for e in entries) <= size:
-                    pts = np.array([e.timestamp for e in entries], np.int64)
-                    key = np.array([e.is_keyframe for e in entries], bool)
-                    if _valid_index(pts, key):
-                        return MovieIndex(pts, key, pts.copy(), tb, "container index")
-            rows = []
-            # AVI stores no presentation times: with reordered (B-) frames its packets'
-            # timestamps are decoding times, which the decoded frames do not keep
-            usable = not (reorder and fmt == "avi")
-            last_corrupt = False
-            for pkt in self._container.demux(s):
-                if not pkt.size:
-                    continue
-                last_corrupt = bool(pkt.is_corrupt)
-                ts = pkt.pts if pkt.pts is not None else (pkt.dts if not reorder else None)
-                if ts is None or pkt.is_discard or pkt.is_corrupt:
-                    usable = False
-                rows.append((ts if ts is not None else -1,
-                             pkt.dts if pkt.dts is not None else (ts if ts is not None else -1),
-                             bool(pkt.is_keyframe)))
-            self._container.seek(0)
+            cand = self._container_index(tb, fmt, reorder)
+            if cand is not None and self._agrees(cand):
+                return cand
+            cand, key_dts = self._packet_index(tb, fmt, reorder)
+            if cand is not None and self._agrees(cand):
+                return cand
+        except VideoError:
+            raise
         except Exception as exc:
             raise VideoError(f"{self.path}: cannot read the video stream, the file may be truncated "
                              f"or corrupt ({exc.__class__.__name__}: {exc})") from None
+        return self._decode_index(tb, key_dts)
+
+    def _container_index(self, tb, fmt, reorder) -> MovieIndex | None:
+        """The container's own table of frames (MP4/MOV sample table, AVI idx1): read at
+        open, nothing else is read. Its timestamps are decoding times, so only for
+        streams without reordered frames."""
+        if reorder or not ("mp4" in fmt or "mov" in fmt or fmt == "avi") or not self._whole_file(fmt):
+            return None
+        entries = [e for e in self._stream.index_entries if e.size > 0]
+        if not entries or any(e.is_discard for e in entries):
+            return None
+        if max(e.pos + e.size for e in entries) > self.path.stat().st_size:
+            return None
+        pts = np.array([e.timestamp for e in entries], np.int64)
+        key = np.array([e.is_keyframe for e in entries], bool)
+        return MovieIndex(pts, key, pts.copy(), tb, "container index") if _valid_index(pts, key) else None
+
+    def _packet_index(self, tb, fmt, reorder) -> tuple[MovieIndex | None, dict[int, int]]:
+        """Every packet's timestamps, demuxed without decoding."""
+        rows = []
+        # AVI stores no presentation times: with reordered (B-) frames its packets'
+        # timestamps are decoding times, which the decoded frames do not keep
+        usable = not (reorder and fmt == "avi")
+        last_corrupt = False
+        self._container.seek(0)
+        for pkt in self._container.demux(self._stream):
+            if not pkt.size:
+                continue
+            last_corrupt = bool(pkt.is_corrupt)
+            ts = pkt.pts if pkt.pts is not None else (pkt.dts if not reorder else None)
+            if ts is None or pkt.is_discard or pkt.is_corrupt:
+                usable = False
+            rows.append((ts if ts is not None else -1,
+                         pkt.dts if pkt.dts is not None else (ts if ts is not None else -1),
+                         bool(pkt.is_keyframe)))
+        self._container.seek(0)
         if last_corrupt:
             raise VideoError(f"{self.path}: the last frame's data is cut short after {len(rows) - 1} "
                              f"frames: the file is truncated")
+        key_dts = {r[0]: r[1] for r in rows if r[2] and r[0] >= 0}
         if usable and rows:
             order = np.argsort([r[0] for r in rows], kind="stable")
             pts = np.array([rows[k][0] for k in order], np.int64)
             key = np.array([rows[k][2] for k in order], bool)
             seek = np.array([rows[k][1] for k in order], np.int64)
             if _valid_index(pts, key):
-                return MovieIndex(pts, key, seek, tb, "packets")
-        key_dts = {r[0]: r[1] for r in rows if r[2] and r[0] >= 0}
-        return self._decode_index(tb, key_dts)
+                return MovieIndex(pts, key, seek, tb, "packets"), key_dts
+        return None, key_dts
+
+    def _agrees(self, index: MovieIndex) -> bool:
+        """Check an index made without decoding against the decoder: the first frame, and
+        every frame from the last keyframe to the end, must be there with those times."""
+        self._use(index)
+        try:
+            self.read(0)
+            keys = np.flatnonzero(index.key)
+            k = int(keys[-1])
+            self._restart(k)
+            tail = [f.pts for f in self._decoder]
+            ok = [t for t in tail if t is not None and t >= index.pts[k]] == index.pts[k:].tolist()
+        except Exception:
+            ok = False
+        self._decoder, self._last, self._next = None, None, -1
+        self._container.seek(0)
+        return ok
+
+    def _use(self, index: MovieIndex) -> None:
+        self.index = index
+        self._keys = np.flatnonzero(index.key)
 
     def _whole_file(self, fmt: str) -> bool:
         """False for an AVI shorter than its RIFF header says (cut off: no frame index)."""
