@@ -106,6 +106,83 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def validate(self, where: str = "") -> "TrainConfig":
+        """Check every option before any work (or allocation); lists are accepted where
+        tuples are. Raises :class:`ParameterError` naming the option (prefixed by
+        ``where``, e.g. a configuration file's ``[train]`` table). Returns self."""
+        from .core.persist import MODEL_LIMITS
+
+        pre = f"{where}" if where else ""
+
+        def bad(name, expected, value):
+            return ParameterError(f"{pre}{name}: expected {expected}, got {value!r}")
+
+        def integer(name, lo, hi=None, none=False):
+            v = getattr(self, name)
+            if none and v is None:
+                return
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo or (hi is not None and v > hi):
+                rng = f"from {lo} to {hi}" if hi is not None else f">= {lo}"
+                raise bad(name, f"an integer {rng}", v)
+
+        def number(name, lo, strict=True, hi=None, none=False):
+            v = getattr(self, name)
+            if none and v is None:
+                return
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and \
+                (v > lo if strict else v >= lo) and (hi is None or v <= hi)
+            if not ok:
+                rng = f"{'>' if strict else '>='} {lo}" + (f" and <= {hi}" if hi is not None else "")
+                raise bad(name, f"a finite number {rng}", v)
+
+        for name in ("epochs", "batch_frames", "patience", "multistep", "horizon", "val_rollout_steps"):
+            integer(name, 1)
+        integer("max_frames_per_epoch", 1, none=True)
+        integer("seed", 0)
+        for name in ("n_s", "n_kernel", "n_pair", "width", "depth"):
+            lo, hi = MODEL_LIMITS[name]
+            integer(name, lo, hi)
+        number("lr", 0)
+        number("lr_final_fraction", 0, hi=1)
+        number("val_fraction", 0, strict=False, hi=0.9)
+        number("aux_weight", 0, strict=False)
+        number("grad_clip", 0)
+        number("cutoff", 0, none=True)
+        number("edge", 0, strict=False, none=True)
+        for name in ("substrate", "deviatoric", "frame_average", "progress"):
+            if not isinstance(getattr(self, name), bool):
+                raise bad(name, "true or false", getattr(self, name))
+        if not isinstance(self.device, str) or not (
+                self.device == "cpu" or self.device == "cuda" or
+                (self.device.startswith("cuda:") and self.device[5:].isdigit())):
+            raise bad("device", "'cpu', 'cuda' or 'cuda:N'", self.device)
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ParameterError(f"{pre}device: {self.device!r} requested but CUDA is not available "
+                                 "on this machine; use 'cpu'")
+        if self.dtype not in ("float32", "float64"):
+            raise bad("dtype", "'float32' or 'float64'", self.dtype)
+        if self.select not in ("val_nll", "val_msd"):
+            raise bad("select", "'val_nll' or 'val_msd'", self.select)
+        if self.covariance not in ("marginal", "full"):
+            raise bad("covariance", "'marginal' or 'full'", self.covariance)
+        if not isinstance(self.size_column, str):
+            raise bad("size_column", "a column name (text)", self.size_column)
+        ln = self.loc_noise
+        if not (ln in ("estimate", "none") or (isinstance(ln, (int, float)) and not isinstance(ln, bool)
+                                              and math.isfinite(ln) and ln >= 0)):
+            raise bad("loc_noise", "'estimate', 'none' or a length >= 0", ln)
+        cf = self.cutoff_factors
+        if isinstance(cf, list):
+            cf = tuple(cf)
+            object.__setattr__(self, "cutoff_factors", cf)
+        if not (isinstance(cf, tuple) and cf and all(
+                isinstance(f, (int, float)) and not isinstance(f, bool) and math.isfinite(f) and f > 0
+                for f in cf)):
+            raise bad("cutoff_factors", "a non-empty list of positive numbers", self.cutoff_factors)
+        if self.aux_weight > 0 and self.n_s < 1:
+            raise bad("aux_weight", "0 without entropic variables", self.aux_weight)
+        return self
+
 
 @dataclass
 class FitResult:
@@ -416,7 +493,7 @@ def fit(traj: Trajectory, config: TrainConfig | None = None, out_dir=None,
     returned, with ``report["cancelled"] = True``. GUIs and batch runners use it for live
     loss curves and cancellation.
     """
-    cfg = config or TrainConfig()
+    cfg = (config or TrainConfig()).validate()
     if cfg.epochs < 1 or cfg.batch_frames < 1 or cfg.lr <= 0:
         raise ParameterError("epochs and batch_frames must be >= 1 and lr > 0")
     if cfg.select not in ("val_nll", "val_msd"):
@@ -726,7 +803,8 @@ MODEL_FILES = ("model.pt", "config.json", "report.json")
 
 def train_tracks(tracks, meta: dict | None = None, config: TrainConfig | None = None, out_dir=None, *,
                  labels=None, fps: float | None = None, um_per_px: float | None = None,
-                 box_px=None, source: str | None = None, callback=None) -> FitResult:
+                 box_px=None, source: str | None = None, callback=None,
+                 final_dir=None) -> FitResult:
     """Train on a tracks table (trackpy schema, px and frames) and, with ``out_dir``, write
     the model folder: ``model.pt``, ``config.json`` (architecture, calibration, training
     options), ``report.json`` (metrics and history), ``loss.png`` and ``validation.png``.
@@ -735,13 +813,15 @@ def train_tracks(tracks, meta: dict | None = None, config: TrainConfig | None = 
     ``um_per_px`` are given); ``labels`` a rearrangement table (frame, particle,
     rearranging) for the AUC and auxiliary loss; ``source`` the tracks' path, recorded as
     provenance. The CLI, the batch runner and the napari widget all train through here.
+    ``final_dir``: where ``out_dir`` will be moved when it is a transaction's staging
+    folder (:class:`colloidcg.outputs.Commit`); recorded as the checkpoint folder.
     """
     from .core.persist import save_model
     from .data import from_tracks
     from .outputs import atomic_write_json
     from .plots import plot_training_history
 
-    cfg = config or TrainConfig()
+    cfg = (config or TrainConfig()).validate()
     traj = from_tracks(tracks, meta, fps=fps, um_per_px=um_per_px, box_px=box_px, labels=labels,
                        size_column=cfg.size_column or None)
     if out_dir is not None and cfg.checkpoint_dir is None:
@@ -752,7 +832,10 @@ def train_tracks(tracks, meta: dict | None = None, config: TrainConfig | None = 
                                     "tracks": str(Path(source).resolve()) if source else None}
     if out_dir is not None:
         out = Path(out_dir)
-        save_model(result.model, out, {"calibration": result.report["calibration"], "train": cfg.to_dict()})
+        train_rec = cfg.to_dict()
+        if final_dir is not None:
+            train_rec["checkpoint_dir"] = str(final_dir)
+        save_model(result.model, out, {"calibration": result.report["calibration"], "train": train_rec})
         report = dict(result.report)
         report["history"] = result.history
         report["plots"] = [p.name for p in plot_training_history(result.history, out)]

@@ -10,6 +10,7 @@ the batch-wide ``--config`` file (key by key: the nearer file wins).
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import typing
 from dataclasses import dataclass, field
@@ -102,7 +103,30 @@ def check_tables(path: Path, data: dict) -> dict:
             if key not in spec:
                 raise ColloidcgError(f"{path}: unknown key '{table}.{key}'; expected one of "
                                      f"{', '.join(sorted(spec))}")
-            _check_value(path, table, key, value, tuple(t for t in spec[key] if isinstance(t, type)))
+            types = tuple(t for t in spec[key] if isinstance(t, type))
+            if tuple in types and isinstance(value, list):   # TOML has arrays, not tuples
+                value = tuple(value)
+            _check_value(path, table, key, value, types)
+    for key, lo in (("steps", 2), ("seed", 0), ("substeps", 1)):
+        v = data.get("evaluate", {}).get(key)
+        if v is not None and v < lo:
+            raise ColloidcgError(f"{path}: 'evaluate.{key}' must be >= {lo}, got {v!r}")
+    for key in ("lag",):
+        v = data.get("rearrangements", {}).get(key)
+        if v is not None and v < 1:
+            raise ColloidcgError(f"{path}: 'rearrangements.{key}' must be >= 1, got {v!r}")
+    for key in ("cutoff", "threshold", "diameter", "n_sigma"):
+        v = data.get("rearrangements", {}).get(key)
+        if v is not None and not (math.isfinite(v) and v > 0):
+            raise ColloidcgError(f"{path}: 'rearrangements.{key}' must be a finite positive number, got {v!r}")
+    if "train" in data:
+        from ..errors import ParameterError
+        from .stages import train_config
+
+        try:   # every value, as training will use it (device available, dtype, limits...)
+            train_config(data["train"], where=f"{path}: train.")
+        except (ParameterError, TypeError) as exc:
+            raise ColloidcgError(str(exc)) from None
     return data
 
 
@@ -144,7 +168,8 @@ def _frame_count(path: Path) -> int | None:
         b.close()
 
 
-def find_videos(root: str | os.PathLike, exclude: str | os.PathLike | None = None) -> list[Path]:
+def find_videos(root: str | os.PathLike, exclude: str | os.PathLike | None = None,
+                skipped: list | None = None) -> list[Path]:
     """Every video under ``root`` (sorted), skipping hidden entries and ``exclude``.
 
     In each folder: movie and .cine files are videos; a TIFF is a video when it has more
@@ -152,6 +177,10 @@ def find_videos(root: str | os.PathLike, exclude: str | os.PathLike | None = Non
     itself is a video (a folder of frames) when it holds two or more single-frame images
     and no multi-frame TIFF. Once two single-frame TIFFs and no video TIFF have been seen
     in a folder, its remaining TIFFs are taken as frames without opening them.
+
+    ``skipped``, when given, receives (path, reason) for every image file that is not
+    part of a video (a lone single-frame image; single frames beside multi-frame TIFFs),
+    so that the batch can report them instead of skipping them silently.
     """
     root = Path(root)
     skip = Path(exclude).resolve() if exclude is not None else None
@@ -160,7 +189,7 @@ def find_videos(root: str | os.PathLike, exclude: str | os.PathLike | None = Non
         here = Path(dirpath)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
                              and (skip is None or (here / d).resolve() != skip))
-        frames, tif_frames, stacks = 0, 0, []
+        frames, tif_frames, stacks, frame_files = 0, 0, [], []
         for name in sorted(filenames):
             if name.startswith("."):
                 continue
@@ -175,18 +204,27 @@ def find_videos(root: str | os.PathLike, exclude: str | os.PathLike | None = Non
                 else:
                     frames += 1
                     tif_frames += 1
+                    frame_files.append(p)
             elif ext in FRAME_EXTS:
                 frames += 1
+                frame_files.append(p)
         found.extend(stacks)
         if frames >= 2 and not stacks:
             found.append(here)
+        elif frame_files and skipped is not None:
+            why = ("single-frame image beside multi-frame TIFFs in the same folder (not taken as a "
+                   "folder of frames)" if stacks else
+                   "a single image, not a video (a folder of frames needs two or more; a TIFF "
+                   "read as one frame may be a stack whose frames are labelled as another axis)")
+            skipped.extend((f, why) for f in frame_files)
     return sorted(found)
 
 
 def discover(root: str | os.PathLike, base_config: str | os.PathLike | None = None,
-             exclude: str | os.PathLike | None = None) -> list[VideoJob]:
+             exclude: str | os.PathLike | None = None, skipped: list | None = None) -> list[VideoJob]:
     """The videos under ``root`` with their merged configuration; every colloidcg.toml
-    under ``root`` is checked first. Raises :class:`ColloidcgError` when none is found."""
+    under ``root`` is checked first. Raises :class:`ColloidcgError` when none is found.
+    ``skipped`` receives (path, reason) of image files that are not videos."""
     root = Path(root).resolve()
     if not root.is_dir():
         raise ColloidcgError(f"{root}: not a folder (ROOT must be the folder that holds the videos)")
@@ -197,7 +235,7 @@ def discover(root: str | os.PathLike, base_config: str | os.PathLike | None = No
                        and (skip is None or (Path(dirpath) / d).resolve() != skip)]
         if CONFIG_NAME in filenames:
             load_config(Path(dirpath) / CONFIG_NAME)
-    videos = find_videos(root, exclude)
+    videos = find_videos(root, exclude, skipped)
     if not videos:
         kinds = ", ".join(MOVIE_EXTS + CINE_EXTS + TIFF_EXTS)
         raise ColloidcgError(f"{root}: no videos found (looked for {kinds} files and folders of "

@@ -22,6 +22,8 @@ from ..io.readers import FRAME_EXTS
 from ..outputs import atomic_write_json, sha256_file
 
 RECORD = "stage.json"
+#: Beside a kept (stale) result: the failed or blocked redo that did not replace it.
+ATTEMPT = "attempt.json"
 
 
 def _frame_files(folder: Path) -> list[Path]:
@@ -78,7 +80,7 @@ def manifest(stage_dir: str | os.PathLike) -> dict[str, dict]:
     out = {}
     for p in sorted(stage_dir.rglob("*")):
         rel = p.relative_to(stage_dir)
-        if not p.is_file() or p.name == RECORD or any(part.startswith(".") for part in rel.parts):
+        if not p.is_file() or rel.as_posix() in (RECORD, ATTEMPT) or any(part.startswith(".") for part in rel.parts):
             continue
         out[rel.as_posix()] = {"size": p.stat().st_size, "sha256": sha256_file(p)}
     return out
@@ -106,6 +108,48 @@ def read_record(stage_dir: str | os.PathLike) -> dict | None:
 
 def write_record(stage_dir: str | os.PathLike, record: dict) -> Path:
     return atomic_write_json(Path(stage_dir) / RECORD, record)
+
+
+def read_attempt(stage_dir: str | os.PathLike) -> dict | None:
+    """The failed or blocked redo recorded beside a kept result (None when there is none)."""
+    p = Path(stage_dir) / ATTEMPT
+    if not p.is_file():
+        return None
+    try:
+        rec = json.loads(p.read_text())
+    except (OSError, ValueError):
+        return {"status": "failed", "error": f"{p}: unreadable"}
+    return rec if isinstance(rec, dict) else {"status": "failed", "error": f"{p}: unreadable"}
+
+
+def write_attempt(stage_dir: str | os.PathLike, record: dict) -> Path:
+    return atomic_write_json(Path(stage_dir) / ATTEMPT, record)
+
+
+def clear_attempt(stage_dir: str | os.PathLike) -> None:
+    try:
+        (Path(stage_dir) / ATTEMPT).unlink()
+    except FileNotFoundError:
+        pass
+
+
+def verified_status(stage_dir: str | os.PathLike) -> tuple[str, str]:
+    """(status, why) of a stage folder as it is on disk now, checking every recorded
+    output's size and SHA-256: "done", "stale" (a complete result that a later redo failed
+    to replace), "failed", "blocked", "incomplete" (recorded outputs missing or changed) or
+    "absent"."""
+    rec = read_record(stage_dir)
+    if rec is None:
+        return "absent", "no stage.json"
+    status = rec.get("status")
+    if status != "done":
+        return str(status or "unknown"), str(rec.get("error") or "")
+    if not outputs_intact(stage_dir, rec.get("outputs") or {}):
+        return "incomplete", "recorded outputs are missing or changed on disk"
+    att = read_attempt(stage_dir)
+    if att is not None:
+        return "stale", f"{att.get('status', 'failed')}: {att.get('error', '')}"
+    return "done", ""
 
 
 def up_to_date(stage_dir: str | os.PathLike, key: str) -> dict | None:

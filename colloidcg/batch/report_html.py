@@ -40,7 +40,7 @@ CSS = """
 body{font-family:system-ui,sans-serif;margin:1.5em;max-width:1200px;color:#222}
 h1{font-size:1.5em}h2{font-size:1.2em;border-top:1px solid #ccc;padding-top:.8em}
 table{border-collapse:collapse;margin:.4em 0}td,th{border:1px solid #ddd;padding:2px 8px;text-align:left}
-.done,.unchanged{color:#1a7f37}.failed,.blocked{color:#c62828;font-weight:bold}
+.done,.unchanged{color:#1a7f37}.failed,.blocked{color:#c62828;font-weight:bold}.stale{color:#b26a00;font-weight:bold}
 figure{display:inline-block;margin:.4em;vertical-align:top}figure img{max-width:360px;height:auto}
 figcaption{font-size:.85em;color:#555;max-width:360px}.err{color:#c62828;white-space:pre-wrap}
 """
@@ -73,8 +73,8 @@ def _img(path: Path, caption: str) -> str:
 
 
 def _done(out: Path, rel: str, stage: str) -> bool:
-    rec = hashing.read_record(out / rel / stage)
-    return rec is not None and rec.get("status") == "done"
+    """The stage's result is complete on disk now (every recorded file checked)."""
+    return hashing.completed(out / rel / stage) is not None
 
 
 def _video_section(out: Path, job: VideoJob, rows: pd.DataFrame, idx: int) -> str:
@@ -97,13 +97,13 @@ def _video_section(out: Path, job: VideoJob, rows: pd.DataFrame, idx: int) -> st
                     ("particles per frame", s.get("particles_per_frame")),
                     ("frames", s.get("n_frames")),
                     (f"D, short-time ({s.get('D_units')})", s.get("D"))]
-    rrec = hashing.read_record(out / rel / "rearrangements")
-    if rrec and rrec.get("status") == "done":
+    rrec = hashing.completed(out / rel / "rearrangements")
+    if rrec:
         n = rrec.get("numbers") or {}
         numbers += [("rearranging particle-frames", n.get("n_rearranging")),
                     ("rearrangement events", n.get("n_events")), ("D2min lag (frames)", n.get("lag_frames"))]
-    trec = hashing.read_record(out / rel / "train")
-    if trec and trec.get("status") == "done":
+    trec = hashing.completed(out / rel / "train")
+    if trec:
         n = trec.get("numbers") or {}
         numbers += [("training epochs", n.get("epochs_run")),
                     ("validation MSD error", n.get("best_val_score")),
@@ -128,10 +128,12 @@ def _video_section(out: Path, job: VideoJob, rows: pd.DataFrame, idx: int) -> st
     return "\n".join(parts)
 
 
-def write_report(out, jobs: list[VideoJob], table: pd.DataFrame, stages: list[str]) -> Path:
-    """Write OUT/report.html from the stage folders and the summary table."""
+def write_report(out, jobs: list[VideoJob], table: pd.DataFrame, stages: list[str],
+                 skipped: dict | None = None) -> Path:
+    """Write OUT/report.html from the stage folders and the summary table; ``skipped``:
+    {file: reason} of image files under ROOT that are not videos."""
     out = Path(out)
-    n_bad = table[table["status"].isin(["failed", "blocked"])]["video"].nunique()
+    n_bad = table[table["status"].isin(["failed", "blocked", "stale"])]["video"].nunique()
     when = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     head = (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>colloidcg batch report</title><style>{CSS}</style>"
@@ -148,6 +150,10 @@ def write_report(out, jobs: list[VideoJob], table: pd.DataFrame, stages: list[st
                         for s in stages)
         parts.append(f'<tr><td><a href="#video-{k}">{html.escape(job.rel)}</a></td>{cells}</tr>')
     parts.append("</table>")
+    if skipped:
+        parts.append(f"<h2>Files skipped (not videos): {len(skipped)}</h2><table>" + "".join(
+            f"<tr><td>{html.escape(f)}</td><td>{html.escape(why)}</td></tr>" for f, why in skipped.items())
+            + "</table>")
     for k, job in enumerate(jobs):
         parts.append(_video_section(out, job, table[table["video"] == job.rel], k))
     parts.append("</body></html>")

@@ -16,29 +16,32 @@ import multiprocessing.forkserver
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from .._version import __version__
 from ..errors import ColloidcgError, ParameterError
-from ..outputs import atomic_write_json
+from ..outputs import (LOCK_NAME, TXN_PREFIX, OutputLock, atomic_write_json, check_output_folder,
+                       recover, recover_tree)
 from .discover import VideoJob, discover
-from .stages import STAGES, Options, run_stage
+from .stages import STAGES, Options, record_failure, run_stage, stage_dir
 
 BATCH_JSON = "batch.json"
 
 
 @dataclass
 class BatchResult:
-    """rows: one per (video, stage), as in summary.csv; n_failed: rows failed or blocked."""
+    """rows: one per (video, stage), as in summary.csv; n_failed: rows failed, blocked or
+    stale; skipped: image files under ROOT that are not videos, with the reason."""
 
     rows: pd.DataFrame
     summary: Path
     report: Path
     n_failed: int
     wall_s: float
+    skipped: dict = field(default_factory=dict)
 
 
 def parse_stages(text: str | list | tuple) -> list[str]:
@@ -59,10 +62,13 @@ def check_folders(root: Path, out: Path) -> None:
     if out == root or root in out.parents:
         raise ColloidcgError(f"-o {out}: the output folder is inside ROOT {root}; choose a folder "
                              "outside it (its results would otherwise be scanned as input)")
+    check_output_folder(out)
     if out.exists():
         if not out.is_dir():
             raise ColloidcgError(f"-o {out}: exists and is not a folder")
-        if any(out.iterdir()) and not (out / BATCH_JSON).is_file():
+        mine = (LOCK_NAME,)   # a lock file left by a killed run is no content
+        if any(p.name not in mine and not p.name.startswith(TXN_PREFIX) for p in out.iterdir()) \
+                and not (out / BATCH_JSON).is_file():
             raise ColloidcgError(f"-o {out}: exists, is not empty and is not a colloidcg batch output "
                                  f"(no {BATCH_JSON}); choose a new or empty folder")
 
@@ -130,8 +136,11 @@ class _Cluster:
             # one single-threaded worker process per slot; dashboard on a free port (several
             # batches on one machine never collide); no memory limit (training holds
             # its data inside the task, which Dask's memory manager cannot spill)
+            # scheduler and dashboard listen on this machine only (127.0.0.1), never on
+            # all interfaces
             self.cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1,
-                                        processes=True, dashboard_address=":0",
+                                        processes=True, host="127.0.0.1",
+                                        dashboard_address="127.0.0.1:0",
                                         memory_limit=0, silence_logs=logging.ERROR)
             self.client = Client(self.cluster)
             return self.client
@@ -215,37 +224,95 @@ def run_batch(root, out, *, config=None, stages=STAGES, workers: int | None = No
         raise ParameterError(f"--workers: must be >= 1, got {workers}")
     if threads is not None and threads < 1:
         raise ParameterError(f"--threads: must be >= 1, got {threads}")
-    jobs = discover(root, config, exclude=out)
+    skipped: list = []
+    jobs = discover(root, config, exclude=out, skipped=skipped)
     n_cpu = os.cpu_count() or 1
     if scheduler is None:
         workers = workers or max(1, min(n_cpu, len(jobs)))
         if threads is None:
             threads = max(1, n_cpu // workers)
     opts = Options(out=str(out), root=str(root), threads=threads or 1)
+    made = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / BATCH_JSON, {
-        "colloidcg_version": __version__, "root": str(root), "out": str(out),
-        "config": str(Path(config).resolve()) if config else None, "stages": stages,
-        "scheduler": scheduler or f"LocalCluster({workers} workers)", "threads": opts.threads,
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "videos": [j.rel for j in jobs]})
+    ok = False
+    try:
+        with OutputLock(out):
+            recover_tree(out)   # finish or undo the commits of killed runs, remove their temporaries
+            info = {"colloidcg_version": __version__, "root": str(root), "out": str(out),
+                    "config": str(Path(config).resolve()) if config else None, "stages": stages,
+                    "scheduler": scheduler or f"LocalCluster({workers} workers)", "threads": opts.threads,
+                    "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "state": "running",
+                    "pid": os.getpid(), "videos": [j.rel for j in jobs],
+                    "skipped": {str(Path(f).relative_to(root).as_posix()): why for f, why in skipped}}
 
-    rows = _execute(jobs, stages, opts, scheduler, workers or 0, progress, connect_timeout, worker_timeout)
-    table = write_summary(rows, out / "summary.csv", stages)
-    rpath = out / "report.html"
-    if report:
-        write_report(out, jobs, table, stages)
-    n_bad = int(table["status"].isin(["failed", "blocked"]).sum())
-    return BatchResult(table, out / "summary.csv", rpath, n_bad, time.perf_counter() - t_start)
+            def started():   # the cluster is up: from here on the run leaves a record
+                atomic_write_json(out / BATCH_JSON, info)
+
+            rows = _execute(jobs, stages, opts, scheduler, workers or 0, progress, connect_timeout,
+                            worker_timeout, on_ready=started)
+            rows = settle_rows(rows, jobs, stages, opts)
+            table = write_summary(rows, out / "summary.csv", stages)
+            rpath = out / "report.html"
+            if report:
+                write_report(out, jobs, table, stages, skipped=info["skipped"])
+            atomic_write_json(out / BATCH_JSON, {**info, "state": "finished",
+                                                 "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        ok = True
+    finally:
+        if made and not ok:
+            try:
+                out.rmdir()   # nothing was written (only where the run failed before it started)
+            except OSError:
+                pass
+    n_bad = int(table["status"].isin(["failed", "blocked", "stale"]).sum())
+    return BatchResult(table, out / "summary.csv", rpath, n_bad, time.perf_counter() - t_start,
+                       info["skipped"])
+
+
+#: Start of the error of a row whose Dask task itself died (not a failure inside run_stage).
+TASK_DIED = "the Dask task failed"
+
+
+def settle_rows(rows: list[dict], jobs: list[VideoJob], stages: list[str], opts: Options) -> list[dict]:
+    """Rows of tasks that died (a killed worker, a lost task) made true to the disk.
+
+    The first such stage of a video is "failed"; the stages after it, which Dask fails
+    along with it, are "blocked" by it. Each is recorded in its stage folder like any
+    failure: a previous complete result is kept and reported "stale".
+    """
+    by = {(r["video"], r["stage"]): r for r in rows}
+    for job in jobs:
+        cause = None
+        for stage in stages:
+            r = by.get((job.rel, stage))
+            if r is None or not str(r.get("error", "")).startswith(TASK_DIED):
+                if r is not None and r.get("status") in ("failed", "blocked"):
+                    cause = cause or stage
+                continue
+            if cause is None:
+                status, error, cause = "failed", r["error"], stage
+            else:
+                status, error = "blocked", f"stage '{cause}' did not finish"
+            rec = {"stage": stage, "colloidcg_version": __version__, "video": job.path,
+                   "video_rel": job.rel, "config_files": job.config_files}
+            try:
+                sd = stage_dir(opts, job, stage)
+                recover(sd.parent, held=True)   # the dead task's transaction folder
+                record_failure(sd, rec, status, error, row=r)
+            except OSError:
+                r.update(status=status, error=error)
+    return rows
 
 
 def _execute(jobs: list[VideoJob], stages: list[str], opts: Options, scheduler, workers: int,
-             progress: bool, connect_timeout: float, worker_timeout: float) -> list[dict]:
+             progress: bool, connect_timeout: float, worker_timeout: float, on_ready=None) -> list[dict]:
     from distributed import as_completed
     from tqdm.auto import tqdm
 
     rows: list[dict] = []
     with _Cluster(scheduler, workers, connect_timeout, worker_timeout, stages) as client:
+        if on_ready is not None:
+            on_ready()
         futures, order = {}, []
         for k, job in enumerate(jobs):
             prev = None
@@ -271,7 +338,7 @@ def _execute(jobs: list[VideoJob], stages: list[str], opts: Options, scheduler, 
                     except Exception as e:  # a cancelled future raises here
                         exc = e
                     row = {"video": job.rel, "stage": stage, "status": "failed",
-                           "error": f"the Dask task failed: {type(exc).__name__}: {exc}",
+                           "error": " ".join(f"{TASK_DIED}: {type(exc).__name__}: {exc}".split()),
                            "duration_s": None, "computed_s": None, "numbers": {}}
                 rows.append(row)
                 bar_s.set_postfix_str(f"{job.rel}: {stage} {row['status']}", refresh=False)

@@ -2,9 +2,12 @@
 
 Stage folders are OUT/<video>/<stage>/. Each stage reads what earlier stages wrote there
 (the output folder must be visible to every worker: a shared file system on a cluster),
-decides from its key whether it is up to date (:mod:`.hashing`), and otherwise clears its
-folder, runs, and writes ``stage.json`` last. Every failure is caught and recorded, so
-one bad video never stops the others.
+decides from its key whether it is up to date (:mod:`.hashing`), and otherwise runs in a
+transaction folder beside its stage folder (:class:`colloidcg.outputs.Commit`), writes
+``stage.json`` there last and swaps the finished folder in whole: a killed or failed
+redo never touches the previous result. Every failure is caught and recorded, so one
+bad video never stops the others; when a previous complete result exists it is kept and
+reported "stale", with the reason, in ``attempt.json`` beside its ``stage.json``.
 
 - track: the video -> tracks.parquet (+ sidecar), msd.png, gr.png, statistics.json
 - rearrangements: tracks -> rearrangements.parquet, events.parquet, d2min.png
@@ -17,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import shutil
 import time
 import traceback
 from dataclasses import dataclass
@@ -28,6 +30,7 @@ from threadpoolctl import threadpool_limits
 
 from .._version import __version__
 from ..errors import ColloidcgError
+from ..outputs import Commit
 from . import hashing
 from .discover import VideoJob
 
@@ -64,6 +67,9 @@ class _Blocked(Exception):
 def _upstream(opts: Options, job: VideoJob, stage: str) -> dict[str, dict]:
     recs = {}
     for up in REQUIRES[stage]:
+        att = hashing.read_attempt(stage_dir(opts, job, up))
+        if att is not None:
+            raise _Blocked(f"stage '{up}' {att.get('status', 'failed')} (its previous result is kept, stale)")
         rec = hashing.completed(stage_dir(opts, job, up))
         if rec is None:
             old = hashing.read_record(stage_dir(opts, job, up))
@@ -74,7 +80,7 @@ def _upstream(opts: Options, job: VideoJob, stage: str) -> dict[str, dict]:
         recs[up] = rec
     for up in OPTIONAL.get(stage, ()):
         rec = hashing.completed(stage_dir(opts, job, up))
-        if rec is not None:
+        if rec is not None and hashing.read_attempt(stage_dir(opts, job, up)) is None:
             recs[up] = rec
     return recs
 
@@ -176,7 +182,7 @@ def _plan_train(job, opts, ups, ctx):
 
 def _run_train(job, opts, ups, ctx, out: Path) -> dict:
     from ..outputs import read_table
-    from ..train import TrainConfig, train_tracks
+    from ..train import train_tracks
 
     tpath = stage_dir(opts, job, "track") / "tracks.parquet"
     tracks, meta = read_table(tpath, required=["frame", "particle", "x", "y"])
@@ -184,12 +190,20 @@ def _run_train(job, opts, ups, ctx, out: Path) -> dict:
     if "rearrangements" in ups:
         labels, _ = read_table(stage_dir(opts, job, "rearrangements") / "rearrangements.parquet",
                                required=["frame", "particle", "rearranging"])
-    cfg = TrainConfig(**{**job.config.get("train", {}), "progress": False})
-    res = train_tracks(tracks, meta, cfg, out, labels=labels, source=str(tpath))
+    cfg = train_config(job.config.get("train", {}))
+    res = train_tracks(tracks, meta, cfg, out, labels=labels, source=str(tpath), final_dir=ctx["final"])
     rep = res.report
     auc = (rep.get("rearrangement_auc") or {}).get("S")
     return {"epochs_run": rep.get("epochs_run"), "best_val_score": rep.get("best_val_score"),
             "cutoff_um": rep.get("cutoff"), "rearrangement_auc_S": auc}
+
+
+def train_config(table: dict, where: str = ""):
+    """The TrainConfig of a [train] table (lists accepted where tuples are), checked."""
+    from ..train import TrainConfig
+
+    kw = {k: tuple(v) if isinstance(v, list) else v for k, v in table.items()}
+    return TrainConfig(**{**kw, "progress": False}).validate(where)
 
 
 # ----------------------------------------------------------------------------- evaluate
@@ -215,6 +229,7 @@ def _run_evaluate(job, opts, ups, ctx, out: Path) -> dict:
     tracks, meta = read_table(tpath, required=["frame", "particle", "x", "y"])
     model, cfg = load_model(mdir)
     ev = job.config.get("evaluate", {})
+    final = ctx["final"]
     f0, f1 = int(tracks["frame"].min()), int(tracks["frame"].max())
     steps = int(ev.get("steps", f1 - f0 - 1))
     if steps < 2:
@@ -230,7 +245,7 @@ def _run_evaluate(job, opts, ups, ctx, out: Path) -> dict:
     cal = cfg.get("calibration") or {}
     um, fps = cal.get("um_per_px") or 1.0, cal.get("fps") or 1.0
     rec = write_report(tracks, sim.tracks, out, um_per_px=um, fps=fps, box_px=cal.get("box_px"),
-                       extra={"data": str(tpath), "sim": str(out / "sim.parquet"), "fps": fps,
+                       extra={"data": str(tpath), "sim": str(final / "sim.parquet"), "fps": fps,
                               "um_per_px": um})
     return {k: rec.get(k) for k in ("msd_rel_rms", "vacf_rel_rms", "rdf_rel_rms", "van_hove_rel_rms")}
 
@@ -260,15 +275,44 @@ RUN: dict[str, Callable] = {"track": _run_track, "rearrangements": _run_rearrang
 
 
 def _error_text(exc: BaseException) -> str:
-    if isinstance(exc, ColloidcgError):
-        return str(exc)
-    return f"{type(exc).__name__}: {exc}"
+    """One line (summary.csv rows stay one line; the traceback is in stage.json)."""
+    text = str(exc) if isinstance(exc, ColloidcgError) else f"{type(exc).__name__}: {exc}"
+    return " ".join(text.split())
+
+
+def record_failure(sd: Path, record: dict, status: str, error: str, row: dict | None = None,
+                   **extra) -> dict:
+    """Record that a stage ``status`` ("failed" or "blocked") with ``error``.
+
+    When the stage folder ``sd`` holds a previous complete result it is kept untouched and
+    marked stale: ``attempt.json`` beside its ``stage.json`` says what went wrong, and the
+    row becomes "stale" with the previous result's numbers. Otherwise a folder holding only
+    the failure's ``stage.json`` is swapped in. Returns the (updated) row.
+    """
+    row = row if row is not None else {}
+    rec = {**record, "status": status, "error": error,
+           "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **extra}
+    prev = hashing.completed(sd)
+    if prev is not None:
+        hashing.write_attempt(sd, rec)
+        row.update(status="stale", numbers=prev.get("numbers") or {},
+                   computed_s=prev.get("duration_s"),
+                   error=f"{status}: {error}; kept the previous result (from {prev.get('created', '?')})")
+        return row
+    with Commit(sd.parent) as tx:
+        work = tx.path(sd.name)
+        work.mkdir()
+        hashing.write_record(work, rec)
+        tx.commit()
+    row.update(status=status, error=error)
+    return row
 
 
 def run_stage(job: VideoJob, stage: str, opts: Options, previous: Any = None) -> dict[str, Any]:
     """Run (or skip, when up to date) one stage of one video; never raises for the
     video's own problems. Returns the summary row: video, stage, status ("done",
-    "unchanged", "failed", "blocked"), error, duration_s, computed_s and key numbers.
+    "unchanged", "failed", "blocked", or "stale": failed or blocked with the previous
+    complete result kept), error, duration_s, computed_s and key numbers.
 
     ``previous`` is the row of the stage before it in this run; it is only used to make
     Dask run the stages of a video in order.
@@ -292,34 +336,36 @@ def run_stage(job: VideoJob, stage: str, opts: Options, previous: Any = None) ->
                                                  for k, v in inputs.items()})
         done = hashing.up_to_date(sd, key)
         if done is not None:
+            hashing.clear_attempt(sd)   # an earlier failed redo is superseded: this result is current
             row.update(status="unchanged", computed_s=done.get("duration_s"),
                        numbers=done.get("numbers") or {})
             return row
         record.update(key=key, parameters=params, inputs=inputs)
-        if sd.exists():
-            shutil.rmtree(sd)
-        sd.mkdir(parents=True)
-        # BLAS/OpenMP pools sized to the task's share of the machine: a worker started
-        # from a fork server has numpy's pools sized before Dask's per-worker settings
-        with threadpool_limits(int(opts.threads)):
-            numbers = RUN[stage](job, opts, ups, ctx, sd)
-        dur = time.perf_counter() - t0
-        record.update(status="done", error=None, numbers=numbers, duration_s=round(dur, 3),
-                      outputs=hashing.manifest(sd),
-                      created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-        hashing.write_record(sd, record)
+        ctx["final"] = sd
+        # the stage runs in a transaction folder beside its folder and is swapped in whole
+        # when complete: a failed or killed redo leaves the previous result as it was
+        with Commit(sd.parent) as tx:
+            work = tx.path(stage)
+            work.mkdir()
+            # BLAS/OpenMP pools sized to the task's share of the machine: a worker started
+            # from a fork server has numpy's pools sized before Dask's per-worker settings
+            with threadpool_limits(int(opts.threads)):
+                numbers = RUN[stage](job, opts, ups, ctx, work)
+            dur = time.perf_counter() - t0
+            record.update(status="done", error=None, numbers=numbers, duration_s=round(dur, 3),
+                          outputs=hashing.manifest(work),
+                          created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+            hashing.write_record(work, record)
+            tx.commit()
         row.update(status="done", numbers=numbers, computed_s=round(dur, 3))
     except _Blocked as exc:
-        row.update(status="blocked", error=str(exc))
-        record.update(status="blocked", error=str(exc))
-        hashing.write_record(sd, record)
+        record_failure(sd, record, "blocked", str(exc), row=row)
     except Exception as exc:   # one video's failure must not stop the batch: record it
-        row.update(status="failed", error=_error_text(exc))
-        record.update(status="failed", error=_error_text(exc), traceback=traceback.format_exc())
         try:
-            hashing.write_record(sd, record)
+            record_failure(sd, record, "failed", _error_text(exc), row=row,
+                           traceback=traceback.format_exc())
         except OSError:
-            pass
+            row.update(status="failed", error=_error_text(exc))
     finally:
         video = ctx.get("video")
         if video is not None:

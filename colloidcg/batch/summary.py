@@ -16,8 +16,9 @@ def summary_table(rows: list[dict], stages: list[str]) -> pd.DataFrame:
     """Rows sorted by video, then pipeline order; the key numbers of every stage become
     columns (empty where a stage does not report that number).
 
-    status: "done" (ran now), "unchanged" (up to date, skipped), "failed" (error says
-    why) or "blocked" (an input stage failed or has no output). duration_s: seconds this
+    status: "done" (ran now), "unchanged" (up to date, skipped; its files verified),
+    "failed" (error says why), "blocked" (an input stage failed or has no output) or
+    "stale" (failed or blocked, and the previous complete result was kept; error says why). duration_s: seconds this
     run spent on the row; computed_s: seconds the stored result took to compute.
     """
     flat, extra = [], []

@@ -11,10 +11,23 @@ def add_output(p: argparse.ArgumentParser, required: bool = True, help: str = "o
                    help="replace existing outputs (default: refuse and write nothing)")
 
 
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0 (calibration flags)."""
+    import math
+
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not (math.isfinite(v) and v > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite positive number, got {text!r}")
+    return v
+
+
 def add_calibration(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--fps", type=float, default=None,
+    p.add_argument("--fps", type=positive_float, default=None,
                    help="frame rate in frames per second (overrides the file and colloidcg.toml)")
-    p.add_argument("--um-per-px", type=float, default=None, dest="um_per_px",
+    p.add_argument("--um-per-px", type=positive_float, default=None, dest="um_per_px",
                    help="pixel size in micrometres (overrides the file and colloidcg.toml)")
 
 

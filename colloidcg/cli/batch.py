@@ -54,8 +54,10 @@ def run(args: argparse.Namespace) -> int:
     counts = t["status"].value_counts().to_dict()
     print(f"{n_videos} videos, {len(t)} stage runs in {res.wall_s:.1f} s: "
           + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
-    bad = t[t["status"] == "failed"]
+    bad = t[t["status"].isin(["failed", "stale"])]
     for _, r in bad.iterrows():
-        print(f"  failed: {r['video']} [{r['stage']}]: {r['error']}")
+        print(f"  {r['status']}: {r['video']} [{r['stage']}]: {r['error']}")
+    for f, why in (res.skipped or {}).items():
+        print(f"  skipped: {f}: {why}")
     print(f"summary: {res.summary}\nreport:  {res.report}")
     return 1 if res.n_failed else 0

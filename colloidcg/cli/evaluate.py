@@ -23,25 +23,30 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import math
     from pathlib import Path
 
     from ..data import _meta_value
     from ..errors import ParameterError
     from ..evaluate import write_report
-    from ..outputs import check_writable, read_table
+    from ..outputs import check_unique_rows, output_folder, read_table
 
     out = Path(args.output)
-    check_writable([out / "metrics.json"], args.overwrite)
-    data, mdata = read_table(args.data, required=["frame", "particle", "x", "y"])
-    sim, msim = read_table(args.sim, required=["frame", "particle", "x", "y"])
-    fps = args.fps or _meta_value(mdata, "fps") or _meta_value(msim, "fps") or 1.0
-    um = args.um_per_px or _meta_value(mdata, "um_per_px") or _meta_value(msim, "um_per_px") or 1.0
-    if fps <= 0 or um <= 0:
-        raise ParameterError("--fps and --um-per-px must be positive")
-    box = args.box or (msim.get("meta", {}) or {}).get("box_px")
-    rec = write_report(data, sim, out, um_per_px=um, fps=fps, box_px=box,
-                       extra={"data": str(Path(args.data).resolve()), "sim": str(Path(args.sim).resolve()),
-                              "fps": fps, "um_per_px": um})
+    with output_folder(out, ["metrics.json"], args.overwrite) as tx:
+        data, mdata = read_table(args.data, required=["frame", "particle", "x", "y"])
+        sim, msim = read_table(args.sim, required=["frame", "particle", "x", "y"])
+        check_unique_rows(data, args.data)
+        check_unique_rows(sim, args.sim)
+        fps = args.fps or _meta_value(mdata, "fps") or _meta_value(msim, "fps") or 1.0
+        um = args.um_per_px or _meta_value(mdata, "um_per_px") or _meta_value(msim, "um_per_px") or 1.0
+        box = args.box or (msim.get("meta", {}) or {}).get("box_px")
+        if box is not None and not (isinstance(box, (list, tuple)) and len(box) >= 2 and all(
+                isinstance(b, (int, float)) and math.isfinite(b) and b > 0 for b in box)):
+            raise ParameterError(f"{'--box' if args.box else str(args.sim) + ': meta.box_px'}: expected "
+                                 f"two or three positive lengths in px, got {box!r}")
+        rec = write_report(data, sim, tx.new, um_per_px=um, fps=fps, box_px=box,
+                           extra={"data": str(Path(args.data).resolve()), "sim": str(Path(args.sim).resolve()),
+                                  "fps": fps, "um_per_px": um})
     print(f"MSD error {rec['msd_rel_rms']:.3g}, VACF error {rec['vacf_rel_rms']:.3g}, "
           f"g(r) error {rec['rdf_rel_rms']:.3g}; report in {out}")
     return 0

@@ -29,6 +29,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..errors import ColloidcgError
     from ..export import export_bundle
+    from ..outputs import output_folder
 
     metrics = None
     if args.metrics:
@@ -38,7 +39,14 @@ def run(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as exc:
             raise ColloidcgError(f"--metrics: {mp}: not a readable JSON file ({exc})") from None
         metrics = {k: v for k, v in metrics.items() if k != "curves"}
-    out = export_bundle(args.model, args.output, overwrite=args.overwrite, metrics=metrics)
+    bundle = Path(args.output)
+    if bundle.resolve() == Path(args.model).resolve():
+        raise ColloidcgError(f"-o {bundle}: the bundle must be a new folder, not the model directory itself")
+    if bundle.exists() and not bundle.is_dir():
+        raise ColloidcgError(f"-o {bundle}: exists and is not a folder (nothing was written)")
+    # the folder holding the bundle is locked while it is built; the bundle is swapped in whole
+    with output_folder(bundle.parent, [bundle.name], args.overwrite, option=f"-o {bundle}: folder"):
+        out = export_bundle(args.model, bundle, overwrite=True, metrics=metrics)
     print(f"bundle written: {out} (torchscript/drift.pt, noise.pt, energy.pt, encoder.pt; "
           f"describe it with: colloidcg info {out})")
     return 0

@@ -85,9 +85,15 @@ def _print_bundle(path: Path) -> int:
 
 def _print_model_dir(path: Path) -> int:
     from ..core.persist import read_config
+    from ..errors import ColloidcgError
+    from ..outputs import sha256_file
 
     cfg = read_config(path)
-    print(f"model      {path}")
+    want = cfg.get("weights_sha256")
+    if want and sha256_file(path / "model.pt") != want:
+        raise ColloidcgError(f"{path / 'model.pt'}: the weights do not belong to "
+                             f"{path / 'config.json'} (checksum differs); retrain")
+    print(f"model      {path}{' (weights checksum verified)' if want else ''}")
     _print_tree(cfg)
     rpath = path / "report.json"
     if rpath.is_file():
@@ -100,14 +106,67 @@ def _print_model_dir(path: Path) -> int:
 def _print_batch(path: Path) -> int:
     import pandas as pd
 
-    df = pd.read_csv(path / "summary.csv", keep_default_na=False)
-    print(f"batch      {path}")
-    with pd.option_context("display.width", 200, "display.max_columns", 12):
-        print(df[[c for c in ("video", "stage", "status", "duration_s", "error") if c in df]].to_string(index=False))
+    from ..batch.hashing import verified_status
+    from ..errors import ColloidcgError
+    from ..outputs import OutputLock
+
+    try:
+        df = pd.read_csv(path / "summary.csv", keep_default_na=False)
+    except Exception as exc:  # pandas raises several unrelated types
+        raise ColloidcgError(f"{path / 'summary.csv'}: not a readable summary ({exc.__class__.__name__})") from None
     side = path / "batch.json"
-    if side.is_file():
-        _print_tree(_read_json(side), skip=("videos",))
+    rec = _read_json(side) if side.is_file() else {}
+    print(f"batch      {path}")
+    # what summary.csv says, checked against the stage folders as they are now
+    disk, notes = [], []
+    for _, r in df.iterrows():
+        st, why = verified_status(path / str(r.get("video", "")) / str(r.get("stage", "")))
+        said = str(r.get("status", ""))
+        agree = {"done": ("done",), "unchanged": ("done",), "stale": ("stale",),
+                 "failed": ("failed", "stale"), "blocked": ("blocked", "stale")}.get(said, (said,))
+        disk.append(st)
+        if st not in agree:
+            notes.append(f"  {r.get('video')} [{r.get('stage')}]: summary.csv says {said}, "
+                         f"on disk it is {st}{': ' + why if why else ''}")
+    df["on_disk"] = disk
+    with pd.option_context("display.width", 200, "display.max_columns", 12):
+        print(df[[c for c in ("video", "stage", "status", "on_disk", "duration_s", "error") if c in df]].to_string(index=False))
+    if rec.get("state") == "running":
+        try:
+            with OutputLock(path):
+                busy = False
+        except ColloidcgError:
+            busy = True
+        except OSError:
+            busy = False
+        notes.insert(0, "  a batch is running in this folder now (summary.csv is from an earlier run)" if busy
+                     else "  the last batch run here was interrupted (summary.csv is from an earlier "
+                          "run; rerun the batch to resume)")
+    if notes:
+        print("differences between summary.csv and the files (the files are what is there):")
+        print("\n".join(notes))
+    else:
+        print("every row of summary.csv checked against its stage folder: they agree")
+    if rec.get("skipped"):
+        print("skipped files (not videos):")
+        for f, why in rec["skipped"].items():
+            print(f"  {f}: {why}")
+    if rec:
+        _print_tree(rec, skip=("videos", "skipped"))
     return 0
+
+
+def _check_parquet(path: Path) -> int:
+    """The number of rows of a Parquet table; a one-line error when it is not one."""
+    from ..errors import ColloidcgError
+
+    try:
+        import pyarrow.parquet as pq
+
+        return int(pq.ParquetFile(path).metadata.num_rows)
+    except Exception as exc:  # pyarrow raises several unrelated types
+        raise ColloidcgError(f"{path}: not a readable Parquet table ({exc.__class__.__name__}: "
+                             f"{' '.join(str(exc).split())[:200]})") from None
 
 
 def run(args) -> int:
@@ -116,11 +175,20 @@ def run(args) -> int:
     from ..errors import ColloidcgError
     from ..io import open_video
 
+    from ..outputs import check_table_pair, recover
+
     path = Path(args.path)
+    recover(path if path.is_dir() else path.parent)   # finish a commit a killed run left halfway
+    if path.suffix.lower() == ".parquet" and path.exists():
+        _check_parquet(path)
     if path.suffix.lower() in (".parquet", ".json"):
         side = path.with_suffix(".json")
         if not side.exists():
             raise ColloidcgError(f"{path}: no provenance sidecar {side.name} beside it")
+        table = path.with_suffix(".parquet")
+        if side.name not in ("bundle.json", "config.json") and table.exists():
+            _check_parquet(table)
+            check_table_pair(table, _read_json(side))
         if side.name == "bundle.json":
             return _print_bundle(side.parent)
         if side.name == "config.json" and (side.parent / "model.pt").exists():
@@ -132,6 +200,10 @@ def run(args) -> int:
         if (path / "config.json").is_file() and (path / "model.pt").is_file():
             return _print_model_dir(path)
         if (path / "stage.json").is_file():
+            from ..batch.hashing import verified_status
+
+            st, why = verified_status(path)
+            print(f"on disk    {st}{' (' + why + ')' if why else ''} (every recorded output checked)")
             return _print_sidecar(path, _read_json(path / "stage.json"))
         if (path / "summary.csv").is_file():
             return _print_batch(path)

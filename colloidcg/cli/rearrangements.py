@@ -43,40 +43,46 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from ..errors import ColloidcgError, ParameterError
     from ..rearrangements.plot import fov_from_sidecar, video_frame
-    from ..outputs import check_writable, read_table
+    from ..outputs import output_folder, read_table
     from ..rearrangements import (Rearrangements, busiest_frame, detect, plot_d2min_frame,
                                   softness_baseline)
 
     out = Path(args.output)
     png = out / "d2min.png"
-    check_writable(Rearrangements.output_paths(out) + [png], args.overwrite)
-    tracks, meta = read_table(args.tracks, required=["frame", "particle", "x", "y"])
-    if args.fov is not None:
-        xlo, xhi, ylo, yhi = args.fov
-        fov = [(xlo, xhi), (ylo, yhi)]
-    else:
-        fov = fov_from_sidecar(meta, tracks)
-    try:
-        res = detect(tracks, lag=args.lag, cutoff=args.cutoff, threshold=args.threshold, fov=fov,
-                     diameter=args.diameter, descriptors=args.descriptors)
-    except ColloidcgError as exc:
-        # name the input file in the one-line message
-        raise type(exc)(f"{args.tracks}: {exc}") from None
-    soft = None
-    if args.descriptors:
+    names = [q.name for q in Rearrangements.output_paths(out)] + [png.name]
+    with output_folder(out, names, args.overwrite) as tx:
+        tracks, meta = read_table(args.tracks, required=["frame", "particle", "x", "y"])
+        if args.plot_frame is not None and args.plot_frame not in set(tracks["frame"].unique()):
+            f = tracks["frame"]
+            raise ParameterError(f"--plot-frame {args.plot_frame}: not a frame of {args.tracks} "
+                                 f"(frames {int(f.min())}..{int(f.max())}; nothing was written)")
+        if args.fov is not None:
+            xlo, xhi, ylo, yhi = args.fov
+            fov = [(xlo, xhi), (ylo, yhi)]
+        else:
+            fov = fov_from_sidecar(meta, tracks)
         try:
-            s = softness_baseline(res.table, res.parameters["lag_frames"])
-            soft = s.summary()
+            res = detect(tracks, lag=args.lag, cutoff=args.cutoff, threshold=args.threshold, fov=fov,
+                         diameter=args.diameter, descriptors=args.descriptors)
         except ColloidcgError as exc:
-            soft = {"auc": None, "reason": str(exc)}
-    units_in = (meta.get("units") or {})
-    extra = {"softness_baseline": soft,
-             "calibration": {"fps": units_in.get("fps"), "um_per_px": units_in.get("um_per_px")}}
-    t_path, e_path = res.save(out, inputs={"tracks": args.tracks}, overwrite=args.overwrite, **extra)
-    frame = args.plot_frame if args.plot_frame is not None else busiest_frame(res.table)
-    if frame not in set(res.table["frame"].unique()):
-        raise ParameterError(f"--plot-frame {frame}: not a frame of {args.tracks}")
-    plot_d2min_frame(res.table, frame, png, image=video_frame(meta, frame))
+            # name the input file in the one-line message
+            raise type(exc)(f"{args.tracks}: {exc}") from None
+        soft = None
+        if args.descriptors:
+            try:
+                s = softness_baseline(res.table, res.parameters["lag_frames"])
+                soft = s.summary()
+            except ColloidcgError as exc:
+                soft = {"auc": None, "reason": str(exc)}
+        units_in = (meta.get("units") or {})
+        extra = {"softness_baseline": soft,
+                 "calibration": {"fps": units_in.get("fps"), "um_per_px": units_in.get("um_per_px")}}
+        frame = args.plot_frame if args.plot_frame is not None else busiest_frame(res.table)
+        if frame not in set(res.table["frame"].unique()):
+            raise ParameterError(f"--plot-frame {frame}: not a frame of {args.tracks}")
+        res.save(tx.new, inputs={"tracks": args.tracks}, overwrite=True, **extra)
+        plot_d2min_frame(res.table, frame, tx.path(png.name), image=video_frame(meta, frame))
+    t_path, e_path = [q for q in Rearrangements.output_paths(out) if q.suffix == ".parquet"]
     p = res.parameters
     how = (lambda rule, measured: "given" if rule == "given" else measured)
     print(f"lag {p['lag_frames']} frames ({how(p['lag_rule'], 'from the MSD')}), cutoff "

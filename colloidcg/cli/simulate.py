@@ -33,26 +33,27 @@ def run(args: argparse.Namespace) -> int:
 
     from ..export import load_model
     from ..errors import ParameterError
-    from ..outputs import check_writable, provenance, read_table, write_table
+    from ..outputs import output_folder, provenance, read_table, write_table
     from ..simulate import simulate
 
     out = Path(args.output)
     if out.suffix != ".parquet":
         raise ParameterError(f"-o: {out}: expected a .parquet file name")
-    check_writable([out, out.with_suffix(".json")], args.overwrite)
     if args.steps < 1:
         raise ParameterError(f"--steps: must be >= 1, got {args.steps}")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise ParameterError(f"--device: {args.device!r} requested but CUDA is not available")
-    model, cfg = load_model(args.model, device=args.device)
-    tracks, meta = read_table(args.init, required=["frame", "particle", "x", "y"])
-    sim = simulate(model, cfg, tracks, meta, steps=args.steps, frame=args.frame, seed=args.seed,
-                   substeps=args.substeps, fast=args.fast, name=str(args.init))
-    side = provenance("simulate", {"model": args.model, "init": args.init},
-                      {**sim.parameters, "device": args.device},
-                      units={"x": "px", "y": "px", "vx": "px/frame", "vy": "px/frame", "frame": "frame"},
-                      meta=sim.meta)
-    write_table(out, sim.tracks, side)
+    with output_folder(out.parent, [out.name, out.with_suffix(".json").name], args.overwrite,
+                       option=f"-o {out}: folder") as tx:
+        model, cfg = load_model(args.model, device=args.device)
+        tracks, meta = read_table(args.init, required=["frame", "particle", "x", "y"])
+        sim = simulate(model, cfg, tracks, meta, steps=args.steps, frame=args.frame, seed=args.seed,
+                       substeps=args.substeps, fast=args.fast, name=str(args.init))
+        side = provenance("simulate", {"model": args.model, "init": args.init},
+                          {**sim.parameters, "device": args.device},
+                          units={"x": "px", "y": "px", "vx": "px/frame", "vy": "px/frame", "frame": "frame"},
+                          meta=sim.meta)
+        write_table(tx.path(out.name), sim.tracks, side)
     print(f"simulated {args.steps} frames of {sim.parameters['n_particles']} particles from frame "
           f"{sim.parameters['frame']}: {out}")
     return 0

@@ -59,25 +59,27 @@ def run(args) -> int:
     import trackpy
 
     from ..io import open_video
-    from ..outputs import check_writable
+    from ..outputs import output_folder
     from ..tracking import TrackParams, track
 
     trackpy.quiet()
     out = Path(args.output)
-    check_writable([out / "tracks.parquet", out / "tracks.json"], args.overwrite)
-    params = TrackParams(
-        diameter=args.diameter, minmass=args.minmass, separation=args.separation,
-        search_range=args.search_range, memory=args.memory, invert=args.invert,
-        frames=tuple(args.frames) if args.frames else None,
-        roi=tuple(args.roi) if args.roi else None, refine=args.refine,
-        subtract_drift=args.subtract_drift, min_length=args.min_length, processes=args.processes)
-    given = {k for k in ("diameter", "minmass", "separation", "search_range", "invert")
-             if getattr(args, k) is not None}
-    with open_video(args.video, fps=args.fps, um_per_px=args.um_per_px,
-                    tiff_axis=args.tiff_axis) as video:
-        result = track(video, params, progress=not args.quiet,
-                       **{k: getattr(params, k) for k in given})
-    result.save(out, overwrite=args.overwrite)
+    # the output folder is checked, locked and cleaned of killed runs' leftovers before the
+    # work; the tables are swapped in together at the end, and nothing is written on failure
+    with output_folder(out, ["tracks.parquet", "tracks.json"], args.overwrite) as tx:
+        params = TrackParams(
+            diameter=args.diameter, minmass=args.minmass, separation=args.separation,
+            search_range=args.search_range, memory=args.memory, invert=args.invert,
+            frames=tuple(args.frames) if args.frames else None,
+            roi=tuple(args.roi) if args.roi else None, refine=args.refine,
+            subtract_drift=args.subtract_drift, min_length=args.min_length, processes=args.processes)
+        given = {k for k in ("diameter", "minmass", "separation", "search_range", "invert")
+                 if getattr(args, k) is not None}
+        with open_video(args.video, fps=args.fps, um_per_px=args.um_per_px,
+                        tiff_axis=args.tiff_axis) as video:
+            result = track(video, params, progress=not args.quiet,
+                           **{k: getattr(params, k) for k in given})
+        result.save(tx.new, overwrite=True)
     t = result.tracks
     p = result.params
     print(f"{len(t)} positions, {t['particle'].nunique()} trajectories over "

@@ -57,18 +57,14 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import math
     from pathlib import Path
 
     from ..errors import ParameterError
-    from ..outputs import check_writable, read_table
+    from ..outputs import check_unique_rows, output_folder, read_table
     from ..train import MODEL_FILES, TrainConfig, train_tracks
 
     out = Path(args.output)
-    check_writable([out / name for name in MODEL_FILES], args.overwrite)
-    tracks, meta = read_table(args.tracks, required=["frame", "particle", "x", "y"])
-    labels = None
-    if args.rearrangements:
-        labels, _ = read_table(args.rearrangements, required=["frame", "particle", "rearranging"])
     loc = args.loc_noise
     if loc not in ("estimate", "none"):
         try:
@@ -82,8 +78,23 @@ def run(args: argparse.Namespace) -> int:
                       progress=not args.quiet, n_kernel=args.n_kernel, n_pair=args.n_pair, select=args.select,
                       frame_average=args.frame_average, size_column=args.size_column,
                       **({"cutoff_factors": tuple(args.cutoff_factors)} if args.cutoff_factors else {}))
-    result = train_tracks(tracks, meta, cfg, out, labels=labels, fps=args.fps, um_per_px=args.um_per_px,
-                          box_px=args.box, source=args.tracks)
+    try:
+        cfg.validate()
+    except ParameterError as exc:   # name the flag, not the option
+        name, _, rest = str(exc).partition(":")
+        raise ParameterError(f"--{name.replace('_', '-')}:{rest}") from None
+    if args.box is not None and not all(math.isfinite(b) and b > 0 for b in args.box):
+        raise ParameterError(f"--box: expected positive lengths in px, got {args.box}")
+    with output_folder(out, MODEL_FILES, args.overwrite) as tx:
+        tracks, meta = read_table(args.tracks, required=["frame", "particle", "x", "y"])
+        check_unique_rows(tracks, args.tracks)
+        labels = None
+        if args.rearrangements:
+            labels, _ = read_table(args.rearrangements, required=["frame", "particle", "rearranging"])
+            check_unique_rows(labels, args.rearrangements)
+        result = train_tracks(tracks, meta, cfg, tx.new, labels=labels, fps=args.fps,
+                              um_per_px=args.um_per_px, box_px=args.box, source=args.tracks,
+                              final_dir=out.resolve())
     report = result.report
     auc = report.get("rearrangement_auc", {})
     msg = (f"trained {report['epochs_run']} epochs (best {report['best_epoch']}, validation MSD error "

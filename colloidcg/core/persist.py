@@ -8,6 +8,7 @@ line naming the directory, anything it cannot read.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 from pathlib import Path
@@ -16,7 +17,7 @@ import torch
 
 from .._version import __version__
 from ..errors import ColloidcgError
-from ..outputs import atomic_write_bytes, atomic_write_json
+from ..outputs import atomic_write_bytes, atomic_write_json, sha256_file
 from .model import MetriplecticModel, ModelConfig
 
 #: Bump when the meaning of stored weights changes. 2: frame-averaged velocities with a
@@ -35,12 +36,47 @@ def save_model(model: MetriplecticModel, directory, extra: dict | None = None,
     torch.save(state, buf)
     atomic_write_bytes(directory / weights_name, buf.getvalue())
     cfg = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION,
+           "weights_sha256": hashlib.sha256(buf.getvalue()).hexdigest(),
            "colloidcg_version": __version__, "model": model.config.to_dict(),
            "dtype": str(next(model.parameters()).dtype).replace("torch.", "")}
     if extra:
         cfg.update(extra)
     atomic_write_json(directory / "config.json", cfg)
     return directory
+
+
+#: Largest sizes a model configuration may ask for: far above any trained model, far
+#: below sizes that would exhaust memory when the networks are allocated.
+MODEL_LIMITS = {"dim": (2, 3), "n_s": (1, 16), "width": (1, 4096), "depth": (1, 32),
+                "n_kernel": (1, 256), "energy_width": (1, 4096), "energy_depth": (1, 32),
+                "encoder_width": (1, 4096), "n_rbf": (1, 1024), "n_pair": (0, 1024)}
+#: Physical scales: finite and positive (size_scale: finite and >= 0).
+MODEL_SCALES = ("cutoff", "k_B", "tau", "mass_scale", "theta_ref", "volume_ref", "stiffness",
+                "fabric_ref")
+
+
+def check_model_config(model: dict, where: str) -> None:
+    """Refuse a model configuration outside sane limits before anything is allocated;
+    the one-line error names ``where`` (the file) and the key."""
+    import math
+
+    if not isinstance(model, dict):
+        raise ColloidcgError(f"{where}: 'model' must be a JSON object, got {type(model).__name__}")
+    for key, (lo, hi) in MODEL_LIMITS.items():
+        if key not in model:
+            continue
+        v = model[key]
+        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+            raise ColloidcgError(f"{where}: 'model.{key}' must be an integer from {lo} to {hi}, got {v!r}")
+    for key in MODEL_SCALES + ("size_scale",):
+        if key not in model:
+            continue
+        v = model[key]
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and \
+            (v >= 0 if key == "size_scale" else v > 0)
+        if not ok:
+            raise ColloidcgError(f"{where}: 'model.{key}' must be a finite "
+                                 f"{'non-negative' if key == 'size_scale' else 'positive'} number, got {v!r}")
 
 
 def read_config(directory) -> dict:
@@ -71,6 +107,7 @@ def load_model(directory, device="cpu", weights_name: str = "model.pt") -> tuple
             f"{directory}: model trained with the deviatoric energy of colloidcg "
             f"{cfg.get('colloidcg_version', '?')}, whose fabric tensor was normalised differently; "
             "its weights do not fit this version's deviatoric energy; retrain the model")
+    check_model_config(cfg.get("model"), str(directory / "config.json"))
     try:
         mcfg = ModelConfig.from_dict(cfg["model"])
     except (KeyError, TypeError, ValueError) as exc:
@@ -82,6 +119,10 @@ def load_model(directory, device="cpu", weights_name: str = "model.pt") -> tuple
     wpath = directory / weights_name
     if not wpath.exists():
         raise ColloidcgError(f"{directory}: no {weights_name}; the model directory is incomplete")
+    want = cfg.get("weights_sha256")
+    if want and weights_name == "model.pt" and sha256_file(wpath) != want:
+        raise ColloidcgError(f"{wpath}: the weights do not belong to {directory / 'config.json'} "
+                             "(checksum differs): the model folder was not written together; retrain")
     try:
         state = torch.load(wpath, map_location="cpu", weights_only=True)
         model.load_state_dict(state)

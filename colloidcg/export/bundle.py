@@ -24,7 +24,6 @@ import json
 import math
 import os
 import shutil
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -32,7 +31,7 @@ import torch
 
 from .._version import __version__
 from ..errors import ColloidcgError, OutputExistsError
-from ..outputs import sha256_file
+from ..outputs import Commit, sha256_file
 
 BUNDLE_FORMAT = "colloidcg-model-bundle"
 BUNDLE_VERSION = 1
@@ -193,11 +192,11 @@ def export_bundle(model_dir: str | os.PathLike, bundle_dir: str | os.PathLike, o
         "torchscript_check_max_rel_diff": diffs,
     }
 
-    parent = bundle_dir.parent
-    parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{bundle_dir.name}.", suffix=".tmp", dir=parent))
-    try:
-        os.chmod(tmp, 0o777 & ~_umask())
+    # the bundle is built in a transaction folder beside it and swapped in whole: a reader
+    # (or a killed run) sees no bundle, the previous complete one or the new complete one
+    with Commit(bundle_dir.parent) as tx:
+        tmp = tx.path(bundle_dir.name)
+        tmp.mkdir()
         shutil.copy2(model_dir / "model.pt", tmp / "model.pt")
         shutil.copy2(model_dir / "config.json", tmp / "config.json")
         (tmp / TS_DIR).mkdir()
@@ -211,28 +210,8 @@ def export_bundle(model_dir: str | os.PathLike, bundle_dir: str | os.PathLike, o
         desc["files"] = {p.relative_to(tmp).as_posix(): sha256_file(p) for p in files}
         text = json.dumps(_json_clean(desc), indent=2, allow_nan=False)
         (tmp / BUNDLE_JSON).write_text(text + "\n")
-        _replace_dir(tmp, bundle_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        tx.commit()
     return bundle_dir
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _replace_dir(src: Path, dst: Path) -> None:
-    """Move the finished folder ``src`` to ``dst``, replacing an old ``dst`` (rename only)."""
-    if dst.exists():
-        old = dst.with_name(f".{dst.name}.old.{os.getpid()}")
-        os.replace(dst, old)
-        os.replace(src, dst)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(src, dst)
 
 
 def read_bundle(path: str | os.PathLike, verify: bool = True) -> dict:
