@@ -12,18 +12,22 @@ from __future__ import annotations
 
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from magicgui.widgets import CheckBox, Container, FloatSpinBox, PushButton, SpinBox
+from magicgui.widgets import CheckBox, Container, FloatSpinBox, Label, PushButton, SpinBox
 from qtpy.QtCore import QObject, Signal
 
-from ._common import (KEY, LayerWidget, calibration, current_frame, layer_info, notify_info,
-                      points_data, replace_layer, spatial_transform, tracks_data, tracks_table)
+from ._common import (LayerWidget, calibration, current_frame, find_layer, frame_shape,
+                      layer_info, notify_info, points_data, replace_layer, spatial_transform,
+                      table_features, tabs, tracks_layer_args, tracks_table)
 from ._plots import ColourBar, ComparisonPlot, LossPlot
 
 S_CMAP = "viridis"
+S_LAYER = "S (model)"
+SIM_LAYER = "simulation"
 
 
 class _EpochSignal(QObject):
@@ -63,17 +67,30 @@ class ModelWidget(LayerWidget):
         self.steps = SpinBox(label="rollout steps (frames)", value=20, min=1, max=100000)
         self.simulate_button = PushButton(text="Simulate from this frame", enabled=False)
         self.export_button = PushButton(text="Export bundle...", enabled=False)
-        self.loss_plot = LossPlot()
-        self.colour_bar = ColourBar()
-        self.extend([
-            self.tracks, self.epochs, self.batch_frames, self.lr, self.seed, self.sizes,
-            Container(widgets=[self.train_button, self.cancel_button, self.load_button],
-                      layout="horizontal", labels=False),
-            self.show_s_button, self.steps, self.simulate_button, self.export_button, self.status,
-        ])
+        self.mask_edge = CheckBox(text="hide the field-of-view edge (halo of one cutoff)",
+                                  value=True, tooltip="particles closer than the model's cutoff "
+                                  "to the edge of the footage miss neighbours: their S is not "
+                                  "comparable")
+        self.auc_label = Label(value="")
+        self.auc_label.native.setWordWrap(True)
+        self.loss_plot = LossPlot(self.viewer)
+        self.colour_bar = ColourBar(viewer=self.viewer)
+        self.comparison = ComparisonPlot(self.viewer)
+        self.extend([self.tracks])
         lay = self.native.layout()
-        lay.addWidget(self.loss_plot.canvas)
-        lay.addWidget(self.colour_bar.canvas)
+        train_box = Container(widgets=[self.epochs, self.batch_frames, self.lr, self.seed, self.sizes,
+                                       Container(widgets=[self.train_button, self.cancel_button],
+                                                 layout="horizontal", labels=False)], labels=True)
+        s_box = Container(widgets=[self.show_s_button, self.mask_edge], labels=False)
+        sim_box = Container(widgets=[self.steps, self.simulate_button], labels=True)
+        self.sections = tabs({"Train": [train_box, self.loss_plot.canvas],
+                              "S": [s_box, self.colour_bar.canvas, self.auc_label],
+                              "Rollout": [sim_box, self.comparison.widget]})
+        lay.addWidget(self.sections)
+        for w in (Container(widgets=[self.load_button, self.export_button], layout="horizontal",
+                            labels=False), self.status):
+            lay.addWidget(w.native)
+        self.mask_edge.changed.connect(self._apply_edge_mask)
         self.train_button.clicked.connect(self.train)
         self.cancel_button.clicked.connect(self.cancel)
         self.load_button.clicked.connect(self._load_dialog)
@@ -90,12 +107,28 @@ class ModelWidget(LayerWidget):
         self.model_dir: Path | None = None
         self.report: dict = {}
         self.history: list = []
-        self.s_layer = None
+        self._uids: dict = {}
         self.simulation = None
-        self.simulation_layer = None
-        self.comparison: ComparisonPlot | None = None
         self.metrics: dict = {}
+        self.auc: dict = {}
+        self._train_started = 0.0
+        self._epochs_total = 0
+        self.eta_seconds: float | None = None
         self.status.value = "train on a tracks layer, or load a model"
+
+    def _made(self, name: str):
+        lay = find_layer(self.viewer, name)
+        return lay if lay is not None and layer_info(lay).get("uid") == self._uids.get(name) else None
+
+    @property
+    def s_layer(self):
+        """Points coloured by the learned S (None until shown or once deleted)."""
+        return self._made(S_LAYER)
+
+    @property
+    def simulation_layer(self):
+        """Tracks of the last rollout (None until simulated or once deleted)."""
+        return self._made(SIM_LAYER)
 
     def _table(self):
         layer = self.tracks.value
@@ -130,6 +163,8 @@ class ModelWidget(LayerWidget):
         self.history = []
         self.loss_plot.clear()
         self._progress = progress(total=cfg.epochs, desc="Training")
+        self._train_started = time.perf_counter()
+        self._epochs_total = int(cfg.epochs)
         signal, stop = self._signal, self._stop
 
         def callback(record):
@@ -150,12 +185,27 @@ class ModelWidget(LayerWidget):
                                callback=callback, on_return=self._trained, on_finish=finished)
 
     def _on_epoch(self, record: dict) -> None:
-        self.history.append(record)
-        self.loss_plot.add(record)
-        if self._progress is not None:
-            self._progress.update(1)
-        self.status.value = (f"epoch {record['epoch']}: train NLL {record['train_nll']:.4g}, "
-                             f"validation NLL {record['val_nll']:.4g}")
+        if not any(r.get("epoch") == record.get("epoch") for r in self.history):
+            self.history.append(record)   # (a record may arrive after the result)
+        if not any(r.get("epoch") == record.get("epoch") for r in self.loss_plot.records):
+            self.loss_plot.add(record)
+        if self._progress is None:   # training already returned: keep its summary
+            return
+        self._progress.update(1)
+        self.status.value = (f"epoch {record['epoch']}/{self._epochs_total}: training NLL "
+                             f"{record['train_nll']:.4g}, validation NLL {record['val_nll']:.4g}; "
+                             f"{self.eta_text(int(record['epoch']))}")
+
+    def eta_text(self, done: int) -> str:
+        """"about 1 min 20 s left" from the mean time per epoch so far (the best epoch
+        may stop training earlier: patience)."""
+        total = self._epochs_total
+        if done <= 0 or total <= 0:
+            return "time left unknown"
+        per = (time.perf_counter() - self._train_started) / done
+        left = max(0.0, per * (total - done))
+        self.eta_seconds = left
+        return f"about {_duration(left)} left ({_duration(per)} per epoch)"
 
     def cancel(self, *_) -> None:
         """Stop training at the end of the current epoch (the best model so far is kept)."""
@@ -199,7 +249,13 @@ class ModelWidget(LayerWidget):
 
     def show_S(self, *_):
         """Colour every tracked particle of every frame by the model's S (first component),
-        computed by the structural encoder from its neighbourhood, in a worker thread."""
+        computed by the structural encoder from its neighbourhood, in a worker thread.
+
+        Particles closer than the model's cutoff to the edge of the field of view miss
+        neighbours: they are marked (feature ``edge``) and hidden while *hide the
+        field-of-view edge* is ticked. When a D2min layer of the same tracks exists, the
+        ROC AUC with which S picks the rearranging particles is shown beside the softness
+        baseline's (:func:`colloidcg.rearrangements.softness.softness_baseline`)."""
         layer, df, _ = self._table()
         if layer is None or self.model is None:
             return None
@@ -208,6 +264,10 @@ class ModelWidget(LayerWidget):
         cal = (self.model_config or {}).get("calibration") or {}
         box_px = cal.get("box_px")
         n_frames = int(df["frame"].nunique())
+        cutoff_px = float(model.config.cutoff) / um
+        fov = _fov(df, frame_shape(layer))
+        labels = self._labels_for(layer)
+        horizon = int(((self.model_config or {}).get("train") or {}).get("horizon") or 3)
 
         def work():
             import torch
@@ -222,30 +282,61 @@ class ModelWidget(LayerWidget):
                     s = model.initial_S(r, None, box)[:, 0].cpu().numpy() if len(g) > 1 else np.full(len(g), np.nan)
                 parts.append(g.assign(S=s))
                 yield
-            return pd.concat(parts)
+            table = pd.concat(parts)
+            table["edge"] = _near_edge(table, fov, cutoff_px) if box_px is None else False
+            auc = s_auc(table, labels, horizon) if labels is not None else {}
+            return table, auc
 
-        return self.run_worker(work, on_return=lambda t: self._show_S(layer, t),
-                               progress={"total": n_frames, "desc": "S per frame"})
+        def done(out):
+            self._show_S(layer, *out, cutoff_px)
 
-    def _show_S(self, layer, table: pd.DataFrame) -> None:
-        t = table[np.isfinite(table["S"].to_numpy(float))]
+        return self.run_worker(work, on_return=done, progress={"total": n_frames, "desc": "S per frame"})
+
+    def _labels_for(self, layer):
+        """The rearrangement table (D2min layer metadata) of the tracks ``layer``, if any."""
+        for lay in self.viewer.layers:
+            info = layer_info(lay)
+            if info.get("kind") == "d2min" and isinstance(info.get("table"), pd.DataFrame) \
+                    and info.get("source") in (None, layer.name):
+                return info["table"], dict(info.get("parameters") or {})
+        return None
+
+    def _show_S(self, layer, table: pd.DataFrame, auc: dict, cutoff_px: float) -> None:
+        t = table[np.isfinite(table["S"].to_numpy(float))].reset_index(drop=True)
+        edge = t["edge"].to_numpy(bool)
         s = t["S"].to_numpy(float)
-        lo, hi = (float(np.percentile(s, 1)), float(np.percentile(s, 99))) if len(s) else (0.0, 1.0)
+        inner = s[~edge] if (~edge).any() else s
+        lo, hi = (float(np.percentile(inner, 1)), float(np.percentile(inner, 99))) if len(inner) else (0.0, 1.0)
         if hi <= lo:
             hi = lo + 1e-6
         spacing = _spacing(t)
-        self.s_layer = replace_layer(
-            self.viewer, "S (model)", "points", points_data(t), features=pd.DataFrame({"S": s}),
+        features = table_features(t)
+        lay = replace_layer(
+            self.viewer, S_LAYER, "points", points_data(t), features=features,
             face_color="S", face_colormap=S_CMAP, face_contrast_limits=(lo, hi),
-            size=0.55 * spacing, border_width=0, opacity=0.85, **spatial_transform(layer, 3))
-        self.s_layer.metadata[KEY] = {"kind": "S", "table": t}
-        self.colour_bar.show(S_CMAP, lo, hi, "S (learned entropy variable)")
-        self.status.value = f"S on {len(t)} particle-frames: {lo:.3g} .. {hi:.3g} (1st-99th percentile)"
+            size=0.55 * spacing, border_width=0, opacity=0.85,
+            metadata={"kind": "S", "table": t, "edge_px": cutoff_px, "auc": auc},
+            **spatial_transform(layer, 2 + (1 if "z" in t.columns else 0) + 1))
+        self._uids[S_LAYER] = layer_info(lay)["uid"]
+        self._apply_edge_mask()
+        self.auc = auc
+        self.colour_bar.show(S_CMAP, lo, hi, "S (learned entropy variable; colours: interior 1-99 %)")
+        self.auc_label.value = _auc_text(auc)
+        self.status.value = (f"S on {len(t)} particle-frames: {lo:.3g} .. {hi:.3g} (1st-99th percentile "
+                             f"of the interior); {int(edge.sum())} within {cutoff_px:.1f} px of the "
+                             f"field-of-view edge {'hidden' if self.mask_edge.value else 'shown'}")
+
+    def _apply_edge_mask(self, *_):
+        lay = self.s_layer
+        if lay is None or "edge" not in lay.features:
+            return
+        edge = lay.features["edge"].to_numpy(bool)
+        lay.shown = ~edge if self.mask_edge.value else np.ones(len(edge), bool)
 
     # ------------------------------------------------------------------ rollout
     def simulate_from_frame(self, *_):
         """Roll the model out for ``steps`` frames from the frame on screen; show it as a
-        Tracks layer beside the observed tracks and MSD / g(r) of both in a dock."""
+        Tracks layer beside the observed tracks and MSD / g(r) of both in the Rollout tab."""
         from colloidcg.simulate import simulate
 
         layer, df, meta = self._table()
@@ -276,37 +367,23 @@ class ModelWidget(LayerWidget):
 
     def _show_simulation(self, layer, df, frame, sim, metrics, sd, ss) -> None:
         self.simulation, self.metrics = sim, metrics
-        tracks = sim.tracks.copy()
-        # drift-subtracted tracks: draw the rollout where the footage shows its start frame
-        at = df[df["frame"] == frame]
-        for c in ("x", "y", "z"):
-            if f"{c}_image" in at.columns and c in tracks.columns and len(at):
-                tracks[c] = tracks[c] + float((at[f"{c}_image"] - at[c]).mean())
-        self.simulation_layer = replace_layer(
-            self.viewer, "simulation", "tracks", tracks_data(tracks), color_by="track_id",
+        # drift-subtracted tracks: draw the rollout where the footage shows it, frame by frame
+        tracks = with_image_positions(sim.tracks, df)
+        data, features = tracks_layer_args(tracks)
+        lay = replace_layer(
+            self.viewer, SIM_LAYER, "tracks", data, features=features, color_by="track_id",
             colormap="hsv", tail_length=int(self.steps.value), tail_width=2.5, blending="translucent",
-            **spatial_transform(layer, 3))
-        self.simulation_layer.metadata[KEY] = {"kind": "simulation", "tracks": sim.tracks,
-                                               "meta": {"units": sim.meta, **sim.parameters}}
+            metadata={"kind": "simulation", "tracks": sim.tracks,
+                      "meta": {"units": sim.meta, **sim.parameters}},
+            **spatial_transform(layer, data.shape[1] - 1))
+        self._uids[SIM_LAYER] = layer_info(lay)["uid"]
         cal = (self.model_config or {}).get("calibration") or {}
         units = ("um" if cal.get("um_per_px") else "px", "s" if cal.get("fps") else "frames")
-        self._comparison_dock().show(sd, ss, units)
+        self.comparison.show(sd, ss, units)
+        self.sections.setCurrentIndex(2)
         self.status.value = (f"rollout of {sim.parameters['n_particles']} particles for "
                              f"{sim.parameters['steps']} frames from frame {frame}: MSD relative "
                              f"error {metrics['msd_rel_rms']:.3g}, g(r) {metrics['rdf_rel_rms']:.3g}")
-
-    def _comparison_dock(self) -> ComparisonPlot:
-        alive = self.comparison is not None
-        if alive:
-            try:
-                self.comparison.widget.isVisible()
-            except RuntimeError:   # the dock was closed and its Qt widget deleted
-                alive = False
-        if not alive:
-            self.comparison = ComparisonPlot()
-            self.viewer.window.add_dock_widget(self.comparison.widget, name="model vs data",
-                                               area="right")
-        return self.comparison
 
     # ------------------------------------------------------------------ export
     def export(self, bundle_dir, overwrite: bool = False):
@@ -383,3 +460,117 @@ def _jsonable(obj):
     if isinstance(obj, float) and not np.isfinite(obj):
         return None
     return obj
+
+
+def _duration(seconds: float) -> str:
+    seconds = float(seconds)
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)} min {int(seconds % 60)} s"
+    return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60)} min"
+
+
+def with_image_positions(sim: pd.DataFrame, observed: pd.DataFrame) -> pd.DataFrame:
+    """The rollout in the footage's frame: where tracking subtracted the stage drift, the
+    observed drift of each frame (mean of x_image - x over its particles) is added back at
+    that frame, as ``x_image`` (and y, z); frames past the data keep the last known drift."""
+    out = sim.copy()
+    for c in ("x", "y", "z"):
+        ic = f"{c}_image"
+        if ic not in observed.columns or c not in out.columns:
+            continue
+        drift = (observed[ic] - observed[c]).groupby(observed["frame"]).mean().sort_index()
+        frames = out["frame"].to_numpy()
+        known = drift.index.to_numpy()
+        idx = np.clip(np.searchsorted(known, frames, side="right") - 1, 0, len(known) - 1)
+        exact = drift.reindex(frames).to_numpy()
+        off = np.where(np.isfinite(exact), exact, drift.to_numpy()[idx])
+        out[ic] = out[c].to_numpy() + off
+    return out
+
+
+def _fov(df: pd.DataFrame, shape) -> list:
+    """Field of view in px as (lo, hi) per axis in x, y[, z] order: the footage when its
+    shape is known, else the extent of the positions."""
+    dims = [c for c in ("x", "y", "z") if c in df.columns]
+    if shape:
+        shape = list(shape)
+        sizes = {"x": shape[-1], "y": shape[-2], "z": shape[-3] if len(shape) > 2 else None}
+        if all(sizes[c] is not None for c in dims):
+            return [(-0.5, float(sizes[c]) - 0.5) for c in dims]
+    return [(float(df[c].min()), float(df[c].max())) for c in dims]
+
+
+def _near_edge(table: pd.DataFrame, fov, width: float) -> np.ndarray:
+    """Rows closer than ``width`` px to the field of view's border (the model's halo)."""
+    dims = [c for c in ("x", "y", "z") if c in table.columns]
+    out = np.zeros(len(table), bool)
+    for c, (lo, hi) in zip(dims, fov):
+        v = table[c].to_numpy(float)
+        out |= (v < lo + width) | (v > hi - width)
+    return out
+
+
+def s_auc(table: pd.DataFrame, labels, horizon: int) -> dict:
+    """ROC AUC with which S picks the rearranging particle-frames, on the rows the softness
+    baseline is scored on (edge rows out; test frames after its training frames, with S's
+    sign fixed on the training frames, as S is learned up to sign), and the baseline's AUC
+    when the rearrangement table has the structural descriptors."""
+    from colloidcg.train import roc_auc
+
+    rt, params = labels
+    lag = int(params.get("lag_frames") or 1)
+    need = {"frame", "particle", "rearranging", "d2min"}
+    if not need <= set(rt.columns):
+        return {"error": "the D2min layer has no rearranging labels"}
+    m = rt[["frame", "particle", "rearranging", "d2min"] + [c for c in rt.columns if str(c).startswith("G_")]
+           + (["edge"] if "edge" in rt.columns else [])].merge(
+        table[["frame", "particle", "S", "edge"]].rename(columns={"edge": "s_edge"}),
+        on=["frame", "particle"], how="inner")
+    edge = m["s_edge"].to_numpy(bool) | (m["edge"].to_numpy(bool) if "edge" in m.columns else False)
+    use = np.isfinite(m["d2min"].to_numpy(float)) & np.isfinite(m["S"].to_numpy(float)) & ~edge
+    out: dict = {"n_rows": int(use.sum()), "lag": lag}
+    soft = None
+    if any(str(c).startswith("G_") for c in m.columns) and "edge" in m.columns:
+        try:
+            from colloidcg.rearrangements.softness import softness_baseline
+
+            soft = softness_baseline(rt, lag)
+            out["softness_auc"], out["softness_auc_se"] = soft.auc, soft.auc_se
+        except Exception as exc:   # one class missing, too few frames: say so
+            out["softness_error"] = str(exc).splitlines()[0]
+    frame = m["frame"].to_numpy()
+    if not use.any():
+        return {**out, "error": "no labelled interior particle-frames (S and D2min of other tracks?)"}
+    f0, f1 = int(frame.min()), int(frame.max())
+    split = soft.split_frame if soft is not None else f0 + int(np.ceil(0.5 * (f1 - f0 + 1)))
+    train = use & (frame < split)
+    test = use & (frame >= split + lag)
+    y = m["rearranging"].to_numpy(float)
+    s = m["S"].to_numpy(float)
+    a_train = roc_auc(s[train], y[train]) if train.any() else float("nan")
+    sign = -1.0 if np.isfinite(a_train) and a_train < 0.5 else 1.0
+    out.update({"split_frame": int(split), "S_sign": sign, "n_test": int(test.sum()),
+                "n_test_rearranging": int(y[test].sum()) if test.any() else 0,
+                "S_auc": roc_auc(sign * s[test], y[test]) if test.any() else float("nan")})
+    return out
+
+
+def _auc_text(auc: dict) -> str:
+    if not auc:
+        return ("AUC of S: compute D2min on these tracks (Rearrangements) to see how well S "
+                "picks the rearranging particles")
+    if "error" in auc:
+        return f"AUC of S: {auc['error']}"
+    text = (f"AUC of S for rearranging particles: {auc['S_auc']:.3f} (frames >= "
+            f"{auc['split_frame'] + auc['lag']}, {auc['n_test']} rows, {auc['n_test_rearranging']} "
+            f"rearranging; edge out; sign {'-' if auc['S_sign'] < 0 else '+'}S)")
+    if "softness_auc" in auc:
+        text += f"; softness baseline {auc['softness_auc']:.3f} +/- {auc['softness_auc_se']:.3f}"
+    elif "softness_error" in auc:
+        text += f"; softness baseline: {auc['softness_error']}"
+    else:
+        text += ("; softness baseline: tick 'structural descriptors' in Rearrangements and "
+                 "compute again")
+    return text

@@ -10,13 +10,16 @@ import numpy as np
 import pandas as pd
 from magicgui.widgets import CheckBox, FloatSpinBox, PushButton, SpinBox
 
-from ._common import (KEY, LayerWidget, frame_shape, notify_info, points_data, position_columns,
-                      replace_layer, spatial_transform, tracks_table)
+from ._common import (LayerWidget, alive, find_layer, frame_shape, layer_info, notify_info,
+                      points_data, position_columns, replace_layer, spatial_transform,
+                      table_features, tracks_table)
 from ._plots import ColourBar
 
 #: Columns of the events table, as :func:`colloidcg.rearrangements.event_table` names them.
 EVENT_COLUMNS = ["event_id", "frame_start", "frame_end", "x", "y", "n_particles", "peak_d2min"]
 CMAP = "inferno"
+D2MIN = "D2min"
+EVENTS = "rearrangement events"
 
 
 def _auto(box):
@@ -43,14 +46,15 @@ class RearrangementsWidget(LayerWidget):
             tooltip="rearranging when d2min_norm exceeds it; auto: from the D2min distribution"))
         self.descriptors = CheckBox(text="structural descriptors too (slower)", value=False)
         self.compute_button = PushButton(text="Compute D2min")
-        self.colour_bar = ColourBar()
+        self.colour_bar = ColourBar(viewer=self.viewer)
         from qtpy.QtWidgets import QAbstractItemView, QTableWidget
 
         self.table = QTableWidget(0, len(EVENT_COLUMNS))
         self.table.setHorizontalHeaderLabels([c.replace("_", " ") for c in EVENT_COLUMNS])
         self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
         self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
-        self.table.setMinimumHeight(160)
+        self.table.setMinimumHeight(120)
+        self.table.setMaximumHeight(260)
         self.table.cellClicked.connect(lambda row, _col: self.jump_to_event(row))
         self.extend([self.tracks, self.lag, self.cutoff, self.threshold, self.descriptors,
                      self.compute_button, self.status])
@@ -59,10 +63,23 @@ class RearrangementsWidget(LayerWidget):
         lay.addWidget(self.table)
         self.compute_button.clicked.connect(self.compute)
         self.result = None
-        self.d2min_layer = None
-        self.events_layer = None
+        self._uids: dict = {}
         self._source = None
         self.status.value = "pick a tracks layer (Track widget or tracks.parquet) and compute"
+
+    def _made(self, name: str):
+        lay = find_layer(self.viewer, name)
+        return lay if lay is not None and layer_info(lay).get("uid") == self._uids.get(name) else None
+
+    @property
+    def d2min_layer(self):
+        """Points coloured by D2min (None until computed or once deleted)."""
+        return self._made(D2MIN)
+
+    @property
+    def events_layer(self):
+        """Points circling the events (None until computed or once deleted)."""
+        return self._made(EVENTS)
 
     # ------------------------------------------------------------------ compute
     def compute(self, *_):
@@ -104,15 +121,15 @@ class RearrangementsWidget(LayerWidget):
         hi = max(hi, thr + 0.1 * (hi - lo))     # the threshold stays inside the colour bar
         spacing = float(result.parameters.get("mean_spacing_px") or 10.0)
         transform = spatial_transform(layer, 3)
-        features = pd.DataFrame({"log10_d2min_norm": value,
-                                 "d2min": rows["d2min"].to_numpy(float),
-                                 "rearranging": rows["rearranging"].to_numpy(bool),
-                                 "particle": rows["particle"].to_numpy()})
-        self.d2min_layer = replace_layer(
-            self.viewer, "D2min", "points", points_data(rows), features=features,
+        features = table_features(rows.reset_index(drop=True))
+        features.insert(0, "log10_d2min_norm", value)
+        lay = replace_layer(
+            self.viewer, D2MIN, "points", points_data(rows), features=features,
             face_color="log10_d2min_norm", face_colormap=CMAP, face_contrast_limits=(lo, hi),
-            size=0.55 * spacing, border_width=0, opacity=0.85, **transform)
-        self.d2min_layer.metadata[KEY] = {"kind": "d2min", "limits": (lo, hi), "threshold": thr}
+            size=0.55 * spacing, border_width=0, opacity=0.85,
+            metadata={"kind": "d2min", "limits": (lo, hi), "threshold": thr, "table": tab,
+                      "parameters": result.parameters, "source": layer.name}, **transform)
+        self._uids[D2MIN] = layer_info(lay)["uid"]
         self.colour_bar.show(CMAP, lo, hi, "log$_{10}$ D$^2_{min}$ / (n a$^2$)   (line: threshold)", thr)
         self._show_events(result, transform)
         self.status.value = (f"lag {result.parameters['lag_frames']} frames, cutoff "
@@ -132,12 +149,12 @@ class RearrangementsWidget(LayerWidget):
         data = np.array([r[:-1] for r in rows], float) if rows else np.zeros((0, 1 + len(pos)))
         ids = np.array([r[-1] for r in rows], int)
         size = 2.0 * float(result.parameters["cutoff_px"])
-        self.events_layer = replace_layer(
-            self.viewer, "rearrangement events", "points", data,
-            features=pd.DataFrame({"event_id": ids}), symbol="disc", face_color="transparent",
-            border_color="cyan", border_width=0.08, border_width_is_relative=True, size=size,
-            **transform)
-        self.events_layer.metadata[KEY] = {"kind": "events", "events": ev}
+        lay = replace_layer(
+            self.viewer, EVENTS, "points", data, features=event_features(ev, ids),
+            symbol="disc", face_color="transparent", border_color="cyan", border_width=0.08,
+            border_width_is_relative=True, size=size,
+            metadata={"kind": "events", "events": ev}, **transform)
+        self._uids[EVENTS] = layer_info(lay)["uid"]
         self.table.setRowCount(len(ev))
         for i, (_, e) in enumerate(ev.iterrows()):
             for j, c in enumerate(EVENT_COLUMNS):
@@ -156,17 +173,29 @@ class RearrangementsWidget(LayerWidget):
         frame = int(e["peak_frame"]) if "peak_frame" in e else int(e["frame_start"])
         frame = min(max(frame, int(e["frame_start"])), int(e["frame_end"]))
         pos = [float(e[c]) for c in position_columns(self.result.events, image=False)]
-        layer = self.events_layer if self.events_layer in self.viewer.layers else self._source
-        world = layer.data_to_world([frame, *pos])
+        layer = self.events_layer
+        if layer is None:
+            layer = self._source if alive(self.viewer, self._source) else None
+        world = layer.data_to_world([frame, *pos]) if layer is not None else [frame, *pos]
         self.viewer.dims.set_current_step(0, frame)
         camera = getattr(self.viewer, "scene", self.viewer).camera   # napari >= 0.9: viewer.scene
         camera.center = tuple(world[-2:])
-        if self.events_layer is not None and self.events_layer in self.viewer.layers:
-            ids = self.events_layer.features["event_id"].to_numpy()
-            frames = np.rint(self.events_layer.data[:, 0]).astype(int)
-            self.events_layer.selected_data = set(np.flatnonzero((ids == int(e["event_id"])) &
+        evl = self.events_layer
+        if evl is not None:
+            ids = evl.features["event_id"].to_numpy()
+            frames = np.rint(evl.data[:, 0]).astype(int)
+            evl.selected_data = set(np.flatnonzero((ids == int(e["event_id"])) &
                                                                  (frames == frame)).tolist())
         self.table.selectRow(row)
         self.status.value = (f"event {int(e['event_id'])}: frames {int(e['frame_start'])}-"
                              f"{int(e['frame_end'])}, {int(e['n_particles'])} particles, peak D2min "
                              f"{float(e['peak_d2min']):.3g} px^2")
+
+
+def event_features(events: pd.DataFrame, ids: np.ndarray) -> pd.DataFrame:
+    """Features of the event markers (one marker per event and frame): every column of
+    the events table, repeated on each of its markers."""
+    if not len(ids):
+        return pd.DataFrame({"event_id": ids})
+    ev = events.set_index("event_id", drop=False)
+    return table_features(ev.loc[ids].reset_index(drop=True))
