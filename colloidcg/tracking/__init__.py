@@ -30,6 +30,7 @@ from .locate import iter_locate, locate_frame, prepare
 from .params import (TrackParams, blob_scan, blob_sigma, spot_scale, suggest_diameter,
                      suggest_contrast, suggest_invert, suggest_minmass, suggest_parameters_2d,
                      suggest_search_range, suggest_separation)
+from .quality import Quality, assess, calibrate_ep
 from .refine import refine_jointly
 
 __all__ = ["track", "track_iter", "TrackParams", "TrackResult", "locate_frame", "refine_jointly",
@@ -52,17 +53,23 @@ class TrackResult:
         The video's description (path, frames, shape, fps, um_per_px and their sources).
     drift : DataFrame or None
         Cumulative drift per frame (px) when it was estimated.
+    quality : Quality or None
+        The verdict on the tracks (:mod:`colloidcg.tracking.quality`): status "ok",
+        "warning" or "unreliable", the reasons, and the metrics behind them.
     """
 
     tracks: pd.DataFrame
     params: TrackParams
     meta: dict[str, Any]
     drift: pd.DataFrame | None = None
+    quality: Quality | None = None
 
     def sidecar(self) -> dict[str, Any]:
         fps, ump = self.meta.get("fps"), self.meta.get("um_per_px")
         extra = {"video": self.meta, "n_particles": int(self.tracks["particle"].nunique()),
                  "n_rows": len(self.tracks)}
+        if self.quality is not None:
+            extra["quality"] = self.quality.as_dict()
         if self.drift is not None:
             extra["drift_px"] = {c: self.drift[c].round(4).tolist() for c in self.drift.columns}
         return provenance(
@@ -314,8 +321,22 @@ def track_iter(video, params: TrackParams | dict | None = None, progress: bool =
     tracks = link(features, p.search_range, p.memory)
     tracks = filter_stubs(tracks, min(p.min_length, len(frames)))
     if len(tracks) == 0:
-        raise TrackingError(f"no trajectories of at least {p.min_length} frames in {path}; "
-                            "lower --min-length or check --search-range")
+        from .quality import frame_correlation
+
+        k0 = frames.start
+        sample = [np.asarray(video[k]) for k in range(k0, min(k0 + 5, frames.stop))]
+        corr = frame_correlation(sample, int(np.max(p.diameter)) | 1) if first.ndim == 2 else float("nan")
+        why = (f"; consecutive frames are nearly unrelated (correlation {corr:.2f}): particles move "
+               "farther than their size between frames, or the frames are noise"
+               if np.isfinite(corr) and corr < 0.3 else "")
+        raise TrackingError(f"no trajectories of at least {p.min_length} frames in {path} "
+                            f"(search range {p.search_range:.3g} px){why}; lower --min-length or "
+                            "check --search-range")
+    scale, how = calibrate_ep(tracks) if "ep" in tracks else (1.0, "no ep")
+    if how == "tracks":
+        tracks["ep"] = tracks["ep"] * scale
+    quality = _assess(tracks, p, frames, video, first)
+    quality.metrics.update(ep_scale=round(scale, 4), ep_calibration=how)
     drift = None
     if p.subtract_drift:
         drift = estimate_drift(tracks)
@@ -326,4 +347,29 @@ def track_iter(video, params: TrackParams | dict | None = None, progress: bool =
     tracks = tracks[first_cols + rest]
     tracks["frame"] = tracks["frame"].astype(np.int64)
     tracks["particle"] = tracks["particle"].astype(np.int64)
-    return TrackResult(tracks=tracks, params=p, meta=meta, drift=drift)
+    return TrackResult(tracks=tracks, params=p, meta=meta, drift=drift, quality=quality)
+
+
+def _assess(tracks: pd.DataFrame, p: TrackParams, frames: range, video, first: np.ndarray
+            ) -> Quality:
+    """The quality verdict, with the frame correlation of up to 5 consecutive frames
+    from the middle of the range."""
+    from .params import noise_level
+
+    k0 = frames.start + max(0, (len(frames) - 5) // 2)
+    numbers = list(range(k0, min(k0 + 5, frames.stop)))
+    sample = [np.asarray(video[k]) for k in numbers]
+    if first.ndim == 3:                      # z-stacks: the plane of maximum intensity
+        sample = [s.max(axis=0) for s in sample]
+        first = first.max(axis=0)
+    origin = (0, 0)
+    if p.roi is not None:
+        x0, y0, x1, y1 = p.roi
+        sample = [s[y0:y1, x0:x1] for s in sample]
+        first = first[y0:y1, x0:x1]
+        origin = (x0, y0)
+    d = float(np.max(p.diameter))
+    return assess(tracks, diameter=d, search_range=float(p.search_range), n_frames=len(frames),
+                  noise=noise_level(np.asarray(first, np.float32)), frames=sample,
+                  frame_numbers=numbers if first.ndim == 2 and "z" not in tracks else None,
+                  origin=origin)

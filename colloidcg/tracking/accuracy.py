@@ -85,3 +85,133 @@ def score_tracks(tracks: pd.DataFrame, truth: pd.DataFrame, frame_shape: tuple[i
         rms_error=float(np.sqrt(np.mean(sq_err))) if sq_err else float("nan"),
         link_accuracy=good / total if total else float("nan"),
         n_true=n_true, n_found=n_found)
+
+
+# ---------------------------------------------------------------- localisation, one-to-one
+
+@dataclass
+class LocalisationScore:
+    """Detection and localisation accuracy with a one-to-one (Hungarian) matching.
+
+    Counted particles: true ones whose centre is more than ``margin`` px inside every edge
+    (recall, errors), found ones likewise (precision). A found particle inside counts as
+    true positive when it is matched to any true particle, counted or not.
+
+    recall, precision : float
+    rms_error : sqrt(mean(dx^2 + dy^2)) over matched counted pairs (px)
+    median_error : median of sqrt(dx^2 + dy^2) (px)
+    p99_error : 99th percentile of the distance (px)
+    axis_sigma : robust per-axis error, 1.4826 x median(|dx|, |dy| pooled) (px)
+    median_ep : median of the found ``ep`` column over matched pairs (NaN without it)
+    ep_ratio : median_ep / median_error (issue 15's "ep calibration"; a per-axis ep that is
+        exactly right gives 1 / 1.177 = 0.85 for Gaussian errors)
+    ep_axis_ratio : median_ep / axis_sigma (1 when ep is a correct per-axis error)
+    n_true, n_found, n_matched : counts
+    """
+
+    recall: float
+    precision: float
+    rms_error: float
+    median_error: float
+    p99_error: float
+    axis_sigma: float
+    median_ep: float
+    ep_ratio: float
+    ep_axis_ratio: float
+    n_true: int
+    n_found: int
+    n_matched: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def match_one_to_one(found_xy, true_xy, radius: float):
+    """Optimal one-to-one assignment (minimum total distance) of found to true positions
+    within ``radius`` px. Returns (i_found, i_true) index arrays of the matched pairs."""
+    from scipy.optimize import linear_sum_assignment
+    from scipy.sparse.csgraph import connected_components
+    from scipy.sparse import coo_matrix
+
+    found_xy = np.asarray(found_xy, float).reshape(-1, 2)
+    true_xy = np.asarray(true_xy, float).reshape(-1, 2)
+    nf, nt = len(found_xy), len(true_xy)
+    if nf == 0 or nt == 0:
+        return np.zeros(0, int), np.zeros(0, int)
+    sdm = cKDTree(found_xy).sparse_distance_matrix(cKDTree(true_xy), radius,
+                                                   output_type="coo_matrix")
+    fi, ti, dist = sdm.row, sdm.col, sdm.data
+    if len(fi) == 0:
+        return np.zeros(0, int), np.zeros(0, int)
+    # solve each connected cluster of candidate pairs separately (small dense problems)
+    graph = coo_matrix((np.ones(len(fi)), (fi, nf + ti)), shape=(nf + nt, nf + nt))
+    _, comp = connected_components(graph, directed=False)
+    out_f, out_t = [], []
+    pair_comp = comp[fi]
+    order = np.argsort(pair_comp, kind="stable")
+    bounds = np.flatnonzero(np.diff(pair_comp[order])) + 1
+    for grp in np.split(order, bounds):
+        gf, gt, gd = fi[grp], ti[grp], dist[grp]
+        uf, lf = np.unique(gf, return_inverse=True)
+        ut, lt = np.unique(gt, return_inverse=True)
+        if len(grp) == 1:
+            out_f.append(uf)
+            out_t.append(ut)
+            continue
+        big = 1e6 * (radius + 1)
+        cost = np.full((len(uf), len(ut)), big)
+        cost[lf, lt] = gd
+        r, c = linear_sum_assignment(cost)
+        ok = cost[r, c] < big
+        out_f.append(uf[r[ok]])
+        out_t.append(ut[c[ok]])
+    return np.concatenate(out_f), np.concatenate(out_t)
+
+
+def score_localisation(found: pd.DataFrame, truth: pd.DataFrame, frame_shape: tuple[int, int],
+                       margin: float, match_radius: float) -> LocalisationScore:
+    """Score detections (frame, x, y [, ep]) against truth (frame, x, y), frame by frame,
+    with a one-to-one matching within ``match_radius``; see :class:`LocalisationScore`."""
+    h, w = frame_shape
+
+    def inside(df):
+        x, y = df["x"].to_numpy(), df["y"].to_numpy()
+        return (x > margin - 0.5) & (x < w - 0.5 - margin) & (y > margin - 0.5) & (y < h - 0.5 - margin)
+
+    dx_all, dy_all, ep_all = [], [], []
+    n_true = n_found = n_tp_true = n_tp_found = 0
+    has_ep = "ep" in found.columns
+    fgroups = dict(tuple(found.groupby("frame"))) if len(found) else {}
+    for frame, t in truth.groupby("frame"):
+        f = fgroups.get(frame, found.iloc[:0])
+        tin, fin = inside(t), inside(f)
+        n_true += int(tin.sum())
+        n_found += int(fin.sum())
+        i_f, i_t = match_one_to_one(f[["x", "y"]].to_numpy(), t[["x", "y"]].to_numpy(), match_radius)
+        n_tp_found += int(fin[i_f].sum())
+        n_tp_true += int(tin[i_t].sum())
+        sel = tin[i_t]
+        fx, fy = f["x"].to_numpy()[i_f[sel]], f["y"].to_numpy()[i_f[sel]]
+        tx, ty = t["x"].to_numpy()[i_t[sel]], t["y"].to_numpy()[i_t[sel]]
+        dx_all.append(fx - tx)
+        dy_all.append(fy - ty)
+        if has_ep:
+            ep_all.append(f["ep"].to_numpy()[i_f[sel]])
+    dx = np.concatenate(dx_all) if dx_all else np.zeros(0)
+    dy = np.concatenate(dy_all) if dy_all else np.zeros(0)
+    r = np.hypot(dx, dy)
+    nan = float("nan")
+    med = float(np.median(r)) if len(r) else nan
+    axis = float(1.4826 * np.median(np.abs(np.concatenate([dx, dy])))) if len(r) else nan
+    ep = np.concatenate(ep_all) if ep_all else np.zeros(0)
+    ep = ep[np.isfinite(ep)]
+    med_ep = float(np.median(ep)) if len(ep) else nan
+    return LocalisationScore(
+        recall=n_tp_true / n_true if n_true else nan,
+        precision=n_tp_found / n_found if n_found else nan,
+        rms_error=float(np.sqrt(np.mean(r ** 2))) if len(r) else nan,
+        median_error=med, p99_error=float(np.percentile(r, 99)) if len(r) else nan,
+        axis_sigma=axis, median_ep=med_ep,
+        ep_ratio=med_ep / med if len(r) and med > 0 else nan,
+        ep_axis_ratio=med_ep / axis if len(r) and axis > 0 else nan,
+        n_true=n_true, n_found=n_found, n_matched=len(r))

@@ -315,55 +315,39 @@ def suggest_invert(frame: np.ndarray, scan: dict | None = None) -> bool:
 def suggest_contrast(scan: dict, fraction: float = 0.25) -> str:
     """"bright", "dark" or "both" from a :func:`blob_scan` of the raw frame.
 
-    The strong blobs of each polarity are those at least ``fraction`` as strong as the
-    strongest population's third strongest blob. A blob is discounted when it sits
-    within three scales of a stronger blob of the other polarity: the halo of a
+    The polarity with the stronger blobs (by the third strongest) is the main one. The
+    strong blobs of each polarity are those at least ``fraction`` as strong as the main
+    polarity's third strongest. A blob of the other (minor) polarity is discounted when
+    it sits within 3.5 scales of a stronger blob of the main one: the halo of a
     bright-field particle (a dark spot's bright ring, a bright spot's dark ring) is not
-    a particle. The weaker polarity is a population of its own ("both") when it keeps
-    at least 5 such blobs, at least a fifth as many as the stronger one, and most of
-    them are not interstitial (near the circumcentre of a Delaunay triangle of the
-    stronger polarity's blobs: the bright gaps between dark particles in a dense
-    packing, or the dark junctions between bright cells, belong to the other
-    population's structure).
+    a particle. The minor polarity is a population of its own ("both") when it keeps at
+    least 5 blobs, at least a fifth as many as the main one, and most of them (over
+    60 %) are not bound to the main population's structure, i.e. farther than 0.7 x
+    its median neighbour spacing from every main blob. Ring fragments, halos, the
+    bright gaps between dark particles of a dense packing or the dark junctions between
+    bright cells all sit that close; an independent population does not (for random
+    positions only about 30 % of its members would).
     """
-    from scipy.spatial import Delaunay, cKDTree
+    from scipy.spatial import cKDTree
 
-    ref = max(_reference_strength(scan["bright"]), _reference_strength(scan["dark"]))
-    strong = {k: scan[k][scan[k][:, 3] >= fraction * ref] if len(scan[k]) else scan[k]
-              for k in ("bright", "dark")}
-    kept = {}
-    for k, other in (("bright", "dark"), ("dark", "bright")):
-        b, o = strong[k], strong[other]
-        if len(b) and len(o):
-            d, j = cKDTree(o[:, :2]).query(b[:, :2])
-            halo = (d < 3.5 * np.maximum(b[:, 2], o[j, 2])) & (o[j, 3] > b[:, 3])
-            b = b[~halo]
-        kept[k] = b
     rb, rd = _reference_strength(scan["bright"]), _reference_strength(scan["dark"])
     main = "dark" if rd > rb else "bright"
     minor = "bright" if main == "dark" else "dark"
-    a, b = kept[main], kept[minor]
-    if min(rb, rd) < 0.75 * ref or len(b) < max(5, 0.2 * len(a)):
+    ref = max(rb, rd)
+    strong = {k: scan[k][scan[k][:, 3] >= fraction * ref] if len(scan[k]) else scan[k]
+              for k in ("bright", "dark")}
+    a, b = strong[main], strong[minor]
+    if len(a) and len(b):
+        d, j = cKDTree(a[:, :2]).query(b[:, :2])
+        halo = (d < 3.5 * np.maximum(b[:, 2], a[j, 2])) & (a[j, 3] > b[:, 3])
+        b = b[~halo]
+    if len(b) < max(5, 0.2 * len(a)):
         return main
-    if len(a) >= 3:
-        try:
-            tri = Delaunay(a[:, :2])
-        except Exception:   # degenerate (collinear) point sets have no triangles
-            return "both"
-        p = a[tri.simplices, :2]                     # (M, 3, 2) triangle corners
-        ax, ay, bx, by, cx, cy = (p[:, 0, 0], p[:, 0, 1], p[:, 1, 0], p[:, 1, 1],
-                                  p[:, 2, 0], p[:, 2, 1])
-        den = 2 * (ax * (by - cy) + bx * (cy - ay) + cx * (ay - by))
-        ok = np.abs(den) > 1e-9
-        ux = ((ax ** 2 + ay ** 2) * (by - cy) + (bx ** 2 + by ** 2) * (cy - ay)
-              + (cx ** 2 + cy ** 2) * (ay - by))[ok] / den[ok]
-        uy = ((ax ** 2 + ay ** 2) * (cx - bx) + (bx ** 2 + by ** 2) * (ax - cx)
-              + (cx ** 2 + cy ** 2) * (bx - ax))[ok] / den[ok]
+    if len(a) >= 2:
         spacing = nn_spacing(a[:, 0], a[:, 1])
-        if len(ux) and np.isfinite(spacing):
-            d, _ = cKDTree(np.c_[ux, uy]).query(b[:, :2])
-            if np.mean(d < 0.2 * spacing) > 0.5:
-                return main
+        d, _ = cKDTree(a[:, :2]).query(b[:, :2])
+        if np.mean(d < 0.7 * spacing) > 0.6:
+            return main
     return "both"
 
 

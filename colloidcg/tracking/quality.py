@@ -1,0 +1,295 @@
+"""A verdict on tracks: can they be trusted, and if not, why not.
+
+Automatic parameters can be wrong without any error being raised: a tracker always
+returns *something*. :func:`assess` reads measurable signs of trouble from the tracks
+and a few frames, and turns them into a :class:`Quality`: ``status`` is "ok",
+"warning" or "unreliable", ``reasons`` says why in words a user can act on, and
+``metrics`` holds every number the verdict was drawn from (all saved in
+``tracks.json``).
+
+The signs, and the thresholds (warning / unreliable) at which they count:
+
+- ``snr``: median fitted peak height of the detections over the pixel noise
+  (:func:`colloidcg.tracking.params.noise_level`): < 3 / < 1.5. Below about 2,
+  detections are as likely to be noise as particles.
+- ``close_pairs``: fraction of detections with another closer than half a diameter:
+  > 0.05 / > 0.2. Two particles cannot overlap that much; such pairs are one particle
+  found twice (rings, halos, a diameter too small).
+- ``track_length``: median, over detections, of the length of the track holding them,
+  as a fraction of the frames tracked: < 0.2 / < 0.05 (videos of 20 frames or more).
+  Broken tracks mean a search range that is too small, or detections that come and go.
+- ``steps_near_range``: fraction of linked steps longer than 0.8 x the search range:
+  > 0.02 / > 0.1. Steps piling up at the search range mean it cuts the real
+  displacement distribution.
+- ``frame_correlation``: median correlation of consecutive band-passed frames, over
+  the pixels around the detections: < 0.3 / < 0.1. Frames that are unrelated cannot be linked, whatever the tracker.
+- ``noise_share``: share of the mean squared step that is localisation noise,
+  2 sigma^2 / <dx^2> per axis, with sigma^2 from the anticorrelation of successive
+  steps (C(2) - C(1), as in training): > 0.8 (warning only: stuck particles are
+  legitimately all noise) and "unreliable" when > 0.8 together with a low frame
+  correlation, the signature of linking noise to noise.
+
+Calibrated on cases with known truth in ``tests/test_quality.py``: dense and dilute
+synthetic videos from two renderers say "ok"; videos of pure noise, frames
+re-drawn at random, and a diameter far too small never do.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+#: (warning, unreliable) thresholds and the direction in which a metric is bad.
+THRESHOLDS: dict[str, tuple[float, float, str]] = {
+    "snr": (3.0, 1.5, "low"),
+    "close_pairs": (0.05, 0.2, "high"),
+    "track_length": (0.2, 0.05, "low"),
+    "steps_near_range": (0.02, 0.1, "high"),
+    "frame_correlation": (0.3, 0.1, "low"),
+    "noise_share": (0.8, math.inf, "high"),
+}
+
+MESSAGES = {
+    "snr": "detections are faint: median signal-to-noise {v:.2g} (check --minmass, --diameter "
+           "or the video's exposure)",
+    "close_pairs": "{v:.0%} of detections have another closer than half a diameter: particles "
+                   "found twice (try a larger --diameter or --separation)",
+    "track_length": "tracks are short: the median detection is in a track spanning {v:.0%} of the "
+                    "frames (try a larger --search-range or --memory, or check --minmass)",
+    "steps_near_range": "{v:.1%} of linked steps are longer than 0.8 x the search range: it cuts "
+                        "real displacements (try a larger --search-range)",
+    "frame_correlation": "consecutive frames are nearly unrelated (correlation {v:.2f}): particles "
+                         "move farther than their size between frames, or the frames are noise; "
+                         "tracks cannot be trusted",
+    "noise_share": "{v:.0%} of the mean squared step is localisation noise: the particles barely "
+                   "move between frames, or the positions are noisy",
+}
+
+STATUSES = ("ok", "warning", "unreliable")
+
+
+@dataclass
+class Quality:
+    """The verdict on a set of tracks.
+
+    status : "ok", "warning" or "unreliable"
+    reasons : one sentence per sign of trouble, worst first
+    metrics : every measured sign (``None`` where it could not be measured)
+    """
+
+    status: str = "ok"
+    reasons: list[str] = field(default_factory=list)
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def frame_correlation(frames: Sequence[np.ndarray], diameter: int,
+                      points: Sequence[np.ndarray] | None = None) -> float:
+    """Median Pearson correlation of consecutive frames after trackpy's band-pass.
+
+    Parameters
+    ----------
+    frames : sequence of ndarray (Y, X)
+        Consecutive frames (at least two).
+    diameter : int
+        Feature diameter (px) of the band-pass.
+    points : sequence of ndarray (N, 2), optional
+        x, y (px) of the detections in each frame. When given, only the pixels within
+        half a diameter of the first frame's detections count, so that the empty
+        background's pixel noise does not swamp the particles in a dilute field.
+    """
+    import cv2
+
+    from .locate import bandpass
+
+    if len(frames) < 2:
+        return float("nan")
+    bp = [bandpass(np.asarray(f, np.float32), diameter) for f in frames]
+    cs = []
+    for i, (a, b) in enumerate(zip(bp[:-1], bp[1:])):
+        if points is not None:
+            mask = np.zeros(a.shape, np.uint8)
+            for x, y in np.asarray(points[i]).reshape(-1, 2):
+                cv2.circle(mask, (int(round(x)), int(round(y))), max(1, int(diameter) // 2), 1, -1)
+            sel = mask.astype(bool)
+            if sel.sum() < 10:
+                continue
+            a, b = a[sel], b[sel]
+        a, b = a.ravel() - a.mean(), b.ravel() - b.mean()
+        den = math.sqrt(float(a @ a) * float(b @ b))
+        if den > 0:
+            cs.append(float(a @ b) / den)
+    return float(np.median(cs)) if cs else float("nan")
+
+
+def step_covariances(tracks: pd.DataFrame, lags: Sequence[int] = (0, 1, 2)) -> dict[int, float]:
+    """Covariance per axis of a track's successive displacements at the given lags, px^2.
+
+    C(k) = <dx_t . dx_{t+k}> / d over all tracks, using only displacements between
+    consecutive frames. C(0) is the mean squared step per axis.
+    """
+    pos = [c for c in ("x", "y", "z") if c in tracks]
+    t = tracks.sort_values(["particle", "frame"])
+    p = t["particle"].to_numpy()
+    f = t["frame"].to_numpy()
+    xyz = t[pos].to_numpy(float)
+    step = xyz[1:] - xyz[:-1]
+    ok = (p[1:] == p[:-1]) & (f[1:] == f[:-1] + 1)
+    out = {}
+    for k in lags:
+        if len(step) <= k:
+            out[k] = float("nan")
+            continue
+        a, b = step[:len(step) - k], step[k:]
+        both = ok[:len(ok) - k] & ok[k:]
+        if k:
+            both &= (p[1:len(p) - k] == p[1 + k:]) & (f[k:len(f) - 1] == f[:len(f) - 1 - k] + k)
+        out[k] = float((a[both] * b[both]).sum(axis=1).mean() / len(pos)) if both.any() else float("nan")
+    return out
+
+
+def localisation_noise(tracks: pd.DataFrame) -> float:
+    """Localisation noise sigma (px per axis) from the tracks themselves.
+
+    Independent position errors of variance sigma^2 add -sigma^2 to the covariance C(1)
+    of successive steps and nothing to C(2); the motion's own correlations change
+    slowly with the lag, so sigma^2 = C(2) - C(1) (see
+    :func:`colloidcg.train.estimate_localisation_noise`). NaN without enough steps.
+    """
+    c = step_covariances(tracks)
+    if not (np.isfinite(c[1]) and np.isfinite(c[2])):
+        return float("nan")
+    return math.sqrt(max(0.0, c[2] - c[1]))
+
+
+def calibrate_ep(tracks: pd.DataFrame, max_rel_error: float = 0.4) -> tuple[float, str]:
+    """Scale factor for the fitted ``ep`` so that its RMS equals the tracks' own noise.
+
+    The fit's ``ep`` (from its normal matrix and the local residual variance) follows
+    crowding and brightness particle by particle, but its overall scale assumes
+    independent pixel noise and a Gaussian spot: correlated noise (compression) makes
+    it too small, a ring-shaped spot too large. The localisation noise measured from
+    the tracks (:func:`localisation_noise`) is free of both assumptions; it sets the
+    scale when it is well determined: its variance estimate C(2) - C(1) must have a
+    standard error (about sqrt(2) C(0) / sqrt(n) for n step pairs) below
+    ``max_rel_error`` of itself.
+
+    Returns
+    -------
+    scale : float
+        Multiply ``ep`` by this (1.0 when not calibrated).
+    how : str
+        "tracks" or why not: "too few steps", "noise not resolved".
+    """
+    if "ep" not in tracks:
+        return 1.0, "no ep"
+    c = step_covariances(tracks)
+    t = tracks.sort_values(["particle", "frame"])
+    p, f = t["particle"].to_numpy(), t["frame"].to_numpy()
+    n_pairs = int(((p[2:] == p[:-2]) & (f[2:] == f[:-2] + 2)).sum())
+    if n_pairs < 100 or not all(np.isfinite(c[k]) for k in (0, 1, 2)):
+        return 1.0, "too few steps"
+    var = c[2] - c[1]
+    se = math.sqrt(2.0) * c[0] / math.sqrt(n_pairs)
+    if var <= 0 or se > max_rel_error * var:
+        return 1.0, "noise not resolved"
+    ep = tracks["ep"].to_numpy(float)
+    ep = ep[np.isfinite(ep)]
+    rms = math.sqrt(float(np.mean(ep ** 2))) if len(ep) else 0.0
+    if rms <= 0:
+        return 1.0, "no ep"
+    return math.sqrt(var) / rms, "tracks"
+
+
+def _grade(name: str, value) -> int:
+    if value is None or not np.isfinite(value):
+        return 0
+    warn, bad, side = THRESHOLDS[name]
+    worse = (lambda a, b: a < b) if side == "low" else (lambda a, b: a > b)
+    return 2 if worse(value, bad) else 1 if worse(value, warn) else 0
+
+
+def assess(tracks: pd.DataFrame, *, diameter: float, search_range: float, n_frames: int,
+           noise: float, frames: Sequence[np.ndarray] | None = None,
+           frame_numbers: Sequence[int] | None = None, origin: tuple[float, float] = (0, 0)
+           ) -> Quality:
+    """Judge tracks from measurable signs (see the module docstring).
+
+    Parameters
+    ----------
+    tracks : DataFrame
+        frame, particle, x, y [, z] (px), signal (peak height, image units) where known.
+        Image coordinates (before any drift subtraction).
+    diameter : float
+        Feature diameter (px; the largest axis for anisotropic 3D diameters).
+    search_range : float
+        Linking search range (px).
+    n_frames : int
+        Frames tracked.
+    noise : float
+        Pixel noise of the frames (image units).
+    frames : sequence of ndarray, optional
+        A few consecutive raw frames (oriented or not) for the frame correlation.
+    frame_numbers : sequence of int, optional
+        Their frame numbers in ``tracks``: the correlation then looks at the pixels
+        around the detections only (see :func:`frame_correlation`).
+    origin : (x0, y0)
+        Position (px) in ``tracks`` coordinates of the frames' first pixel (a crop).
+    """
+    from scipy.spatial import cKDTree
+
+    m: dict[str, Any] = {}
+    if "signal" in tracks and noise > 0:
+        sig = np.abs(tracks["signal"].to_numpy(float))
+        sig = sig[np.isfinite(sig)]
+        m["snr"] = float(np.median(sig) / noise) if len(sig) else None
+    else:
+        m["snr"] = None
+    pos = [c for c in ("x", "y", "z") if c in tracks]
+    close, total = 0, 0
+    for _, g in tracks.groupby("frame"):
+        if len(g) > 1:
+            d, _ = cKDTree(g[pos].to_numpy(float)).query(g[pos].to_numpy(float), k=2)
+            close += int((d[:, 1] < 0.5 * diameter).sum())
+        total += len(g)
+    m["close_pairs"] = close / total if total else None
+    lengths = tracks.groupby("particle")["frame"].transform("size").to_numpy()
+    m["track_length"] = float(np.median(lengths) / n_frames) if n_frames >= 20 and len(lengths) else None
+    t = tracks.sort_values(["particle", "frame"])
+    p, f, xyz = t["particle"].to_numpy(), t["frame"].to_numpy(), t[pos].to_numpy(float)
+    linked = (p[1:] == p[:-1])
+    steps = np.linalg.norm(xyz[1:] - xyz[:-1], axis=1)[linked & (f[1:] == f[:-1] + 1)]
+    m["steps_near_range"] = float(np.mean(steps > 0.8 * search_range)) if len(steps) >= 20 else None
+    points = None
+    if frame_numbers is not None:
+        points = [tracks.loc[tracks["frame"] == k, ["x", "y"]].to_numpy(float) - np.asarray(origin)
+                  for k in frame_numbers]
+    m["frame_correlation"] = frame_correlation(frames, int(diameter) | 1, points) \
+        if frames is not None and len(frames) >= 2 else None
+    c = step_covariances(t)
+    sigma = localisation_noise(t)
+    m["localisation_noise_px"] = sigma if np.isfinite(sigma) else None
+    m["mean_squared_step_px2"] = c[0] if np.isfinite(c[0]) else None
+    m["noise_share"] = float(min(1.0, 2 * sigma ** 2 / c[0])) \
+        if np.isfinite(sigma) and np.isfinite(c[0]) and c[0] > 0 else None
+    if "ep" in tracks:
+        ep = tracks["ep"].to_numpy(float)
+        ep = ep[np.isfinite(ep)]
+        m["median_ep_px"] = float(np.median(ep)) if len(ep) else None
+
+    grades = {k: _grade(k, m[k]) for k in THRESHOLDS}
+    # noise to noise: steps all noise *and* frames unrelated
+    if grades["noise_share"] and m["frame_correlation"] is not None \
+            and m["frame_correlation"] < THRESHOLDS["frame_correlation"][0]:
+        grades["noise_share"] = 2
+    order = sorted((k for k in grades if grades[k]), key=lambda k: -grades[k])
+    reasons = [MESSAGES[k].format(v=m[k]) for k in order]
+    status = STATUSES[max(grades.values(), default=0)]
+    return Quality(status=status, reasons=reasons,
+                   metrics={k: (round(v, 5) if isinstance(v, float) else v) for k, v in m.items()})
