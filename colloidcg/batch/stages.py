@@ -137,7 +137,11 @@ def _run_track(job, opts, ups, ctx, out: Path) -> dict:
     # worker is a daemonic process, which may not start a process pool)
     result = track(video, None, progress=False, processes=1)
     result.save(out, overwrite=True)
-    return track_statistics(result.tracks, out, video.meta.um_per_px, video.meta.fps)
+    numbers = track_statistics(result.tracks, out, video.meta.um_per_px, video.meta.fps)
+    if result.quality is not None:    # summary.csv: the tracking verdict and its reasons
+        numbers.update(quality=result.quality.status,
+                       quality_reasons="; ".join(result.quality.reasons))
+    return numbers
 
 
 # ----------------------------------------------------------------------------- rearrangements

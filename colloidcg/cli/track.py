@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from ._common import add_calibration, add_output, add_tiff_axis
@@ -38,6 +39,9 @@ def add_parser(sub) -> None:
                      help="particles are dark on a bright background")
     inv.add_argument("--no-invert", dest="invert", action="store_false",
                      help="particles are bright on a dark background")
+    inv.add_argument("--contrast", choices=("bright", "dark", "both"),
+                     help="particle contrast; 'both': mixed bright and dark particles in one "
+                          "field (bright field around focus), each row gets contrast +1 or -1")
     g.add_argument("--frames", type=int, nargs=2, metavar=("START", "STOP"),
                    help="frame range to track, STOP exclusive")
     g.add_argument("--roi", type=int, nargs=4, metavar=("X0", "Y0", "X1", "Y1"),
@@ -70,10 +74,10 @@ def run(args) -> int:
         params = TrackParams(
             diameter=args.diameter, minmass=args.minmass, separation=args.separation,
             search_range=args.search_range, memory=args.memory, invert=args.invert,
-            frames=tuple(args.frames) if args.frames else None,
+            contrast=args.contrast, frames=tuple(args.frames) if args.frames else None,
             roi=tuple(args.roi) if args.roi else None, refine=args.refine,
             subtract_drift=args.subtract_drift, min_length=args.min_length, processes=args.processes)
-        given = {k for k in ("diameter", "minmass", "separation", "search_range", "invert")
+        given = {k for k in ("diameter", "minmass", "separation", "search_range", "invert", "contrast")
                  if getattr(args, k) is not None}
         with open_video(args.video, fps=args.fps, um_per_px=args.um_per_px,
                         tiff_axis=args.tiff_axis) as video:
@@ -87,7 +91,12 @@ def run(args) -> int:
     print(f"diameter={p.diameter} ({p.sources.get('diameter')}), minmass={p.minmass:.4g} "
           f"({p.sources.get('minmass')}), separation={_fmt(p.separation)} "
           f"({p.sources.get('separation')}), search_range={p.search_range:.3g} "
-          f"({p.sources.get('search_range')}), invert={p.invert} ({p.sources.get('invert')})")
+          f"({p.sources.get('search_range')}), contrast={p.contrast} ({p.sources.get('contrast')})")
+    q = result.quality
+    if q is not None:
+        print(f"quality: {q.status}")
+        for reason in q.reasons:
+            print(f"warning: {reason}", file=sys.stderr)
     return 0
 
 
