@@ -24,6 +24,15 @@ matched within 4 px (:func:`colloidcg.tracking.accuracy.score_tracks`).
 
     python benchmarks/tracking.py                 # 40 frames
     python benchmarks/tracking.py --frames 100 --repeats 1
+
+Conditions mode (issue 15, item 4): accuracy over many imaging conditions, rendered by
+the independent renderer :mod:`colloidcg.synthetic.scenes` (not the renderer colloidcg is
+developed against), with the Cramér-Rao bound of each condition
+(:mod:`colloidcg.tracking.crb`); see ``benchmarks/tracking_conditions.py``:
+
+    python benchmarks/tracking.py --conditions quick            # ~3 min on 2 cores
+    python benchmarks/tracking.py --conditions full --scenes    # longer
+    python benchmarks/tracking.py --conditions quick --json     # machine output
 """
 
 from __future__ import annotations
@@ -40,7 +49,20 @@ def main(argv=None) -> int:
     ap.add_argument("--frames", type=int, default=40, help="frames in the video (default 40)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the synthetic video")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per method (fastest kept)")
+    ap.add_argument("--conditions", choices=("quick", "full"), default=None,
+                    help="accuracy table over imaging conditions instead of the speed table")
+    ap.add_argument("--scenes", action="store_true",
+                    help="with --conditions: also the analogue scenes of issue 15's failure classes")
+    ap.add_argument("--only", default=None,
+                    help="with --conditions: comma-separated condition names to run")
+    ap.add_argument("--json", action="store_true", help="with --conditions: print JSON")
     args = ap.parse_args(argv)
+    if args.conditions or args.scenes:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from tracking_conditions import run_conditions
+
+        return run_conditions(args.conditions or "quick", scenes=args.scenes,
+                              as_json=args.json, only=args.only, seed=args.seed)
 
     import numpy as np
     import trackpy as tp

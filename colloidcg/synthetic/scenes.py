@@ -509,7 +509,13 @@ def frames(shape=(128, 128), n_frames: int = 3, area_fraction: float = 0.6, diam
 
 @dataclass
 class Scene:
-    """An analogue of a failure class: frames (T, H, W), truth (trackpy schema), info."""
+    """An analogue of a failure class: frames (T, H, W), truth (trackpy schema), info.
+
+    ``info`` holds the scene's description, what a good tracker should give
+    (``expect``), and ``crb``: the keyword arguments of
+    :func:`colloidcg.tracking.crb.crb_particles` that describe frame 0's rendering
+    (positions and diameters from the truth of frame 0, in its row order).
+    """
 
     frames: np.ndarray
     truth: pd.DataFrame
@@ -568,6 +574,9 @@ def scene_mixed_contrast(n_frames: int = 10, shape=(302, 324), n_particles: int 
         "name": "mixed_contrast", "diameter": d, "n_bright": int(bright.sum()),
         "n_dark": int((~bright).sum()), "background": 146.0, "contrast": "both",
         "step_px": 1.5,
+        "crb": dict(psf="ring", sigma_over_d=0.19, amplitude=amplitude, contrast=contrast,
+                    background=146.0, ring_radius=ring_radius, ring_width=ring_width,
+                    ring_depth=ring_depth, poisson=False, read_noise=8.0, saturation=255.0),
         "expect": "both populations found (contrast +1 and -1), one detection per particle, "
                   "no detections on the halos, full-length tracks"})
 
@@ -593,6 +602,8 @@ def scene_fluorescence_mjpeg(n_frames: int = 10, shape=(256, 256), n_particles: 
     return Scene(fr, truth, {
         "name": "fluorescence_mjpeg", "diameter": d, "jpeg_quality": jpeg_quality,
         "n_in_view": len(inside), "background": 1.0, "contrast": "bright",
+        "crb": dict(psf="gauss_pixel", sigma_over_d=0.23, amplitude=amp, background=2.0,
+                    read_noise=1.5, offset=-1.0, saturation=255.0),
         "expect": "about n_in_view detections a frame (not 4 x more), diameter ~7 (not 11)"})
 
 
@@ -608,12 +619,13 @@ def scene_dense_brightfield(n_frames: int = 5, shape=(256, 256), diameter: float
     pos, diam = random_packing(shape, area_fraction, (diameter,), rng=rng)
     traj = brownian_steps(pos, diam, shape, n_frames, 0.3, rng=rng)
     yy, xx = np.mgrid[0:shape[0], 0:shape[1]]
-    out = []
+    out, bgs = [], []
     for t in range(n_frames):
         tree = cKDTree(traj[t])
         dist, idx = tree.query(np.column_stack([xx.ravel(), yy.ravel()]))
         gap = (dist > 0.5 * diam[idx]).reshape(shape).astype(float)
         bg = 110.0 + 70.0 * _smooth(gap, 1.0)
+        bgs.append(bg)
         mu = expected_image(traj[t], diam, shape, psf="ring", sigma_over_d=0.15, amplitude=90.0,
                             background=bg, ring_radius=0.42, ring_width=0.07,
                             ring_depth=60.0 / 90.0 + 0.0)
@@ -622,6 +634,9 @@ def scene_dense_brightfield(n_frames: int = 5, shape=(256, 256), diameter: float
     return Scene(np.stack(out), truth, {
         "name": "dense_brightfield", "diameter": diameter, "area_fraction": area_fraction,
         "contrast": "bright centres", "gap_brightness": 180.0,
+        "crb": dict(psf="ring", sigma_over_d=0.15, amplitude=90.0, background=bgs[0],
+                    ring_radius=0.42, ring_width=0.07, ring_depth=60.0 / 90.0, poisson=False,
+                    read_noise=4.0, saturation=255.0),
         "expect": "one detection per particle, none on the bright interstitial gaps"})
 
 
@@ -650,6 +665,8 @@ def scene_uncorrelated(n_frames: int = 10, shape=(256, 256), diameter: float = 1
         rows.append(tt)
     return Scene(np.stack(out), pd.concat(rows, ignore_index=True), {
         "name": "uncorrelated", "diameter": diameter, "snr": snr, "frame_correlation": "~0",
+        "crb": dict(psf="gauss_centre", sigma_over_d=0.28, amplitude=snr * noise, background=60.0,
+                    poisson=False, read_noise=noise, saturation=255.0),
         "contrast": "bright",
         "expect": "quality verdict 'unreliable' (uncorrelated frames, low SNR); "
                   "never 'ok'; diameter ~15 not 5"})
@@ -694,6 +711,8 @@ def scene_dark_dish(n_frames: int = 5, shape=(256, 320), diameter: float = 11.0,
     return Scene(np.stack(out), truth, {
         "name": "dark_dish", "diameter": diameter, "area_fraction": area_fraction,
         "contrast": "dark", "sample_mask": mask, "border_px": border,
+        "crb": dict(psf="gauss_pixel", sigma_over_d=0.3, amplitude=120.0, contrast=-1.0,
+                    background=bg, floor=5.0, read_noise=3.0, saturation=255.0),
         "expect": "no detections on the black borders or the wall; precision >= 0.99"})
 
 
@@ -720,6 +739,8 @@ def scene_dense_bidisperse(n_frames: int = 10, shape=(256, 256), seed: int = 0,
         "sigma_over_d": 0.28, "drift_px_per_frame": tuple(drift), "contrast": "bright",
         "psf": "gauss_centre", "amplitude": peak_grey, "background": background_grey,
         "read_noise": read_noise,
+        "crb": dict(psf="gauss_centre", sigma_over_d=0.28, amplitude=peak_grey,
+                    background=background_grey, read_noise=read_noise, saturation=255.0),
         "expect": "recall, precision >= 0.99 and RMS <= 0.15 px (issue 15 target)"})
 
 

@@ -106,6 +106,7 @@ class LocalisationScore:
     ep_ratio : median_ep / median_error (issue 15's "ep calibration"; a per-axis ep that is
         exactly right gives 1 / 1.177 = 0.85 for Gaussian errors)
     ep_axis_ratio : median_ep / axis_sigma (1 when ep is a correct per-axis error)
+    mean_dx, mean_dy : mean error (found - true) per axis (px): a bias or a convention shift
     n_true, n_found, n_matched : counts
     """
 
@@ -118,6 +119,8 @@ class LocalisationScore:
     median_ep: float
     ep_ratio: float
     ep_axis_ratio: float
+    mean_dx: float
+    mean_dy: float
     n_true: int
     n_found: int
     n_matched: int
@@ -169,9 +172,15 @@ def match_one_to_one(found_xy, true_xy, radius: float):
 
 
 def score_localisation(found: pd.DataFrame, truth: pd.DataFrame, frame_shape: tuple[int, int],
-                       margin: float, match_radius: float) -> LocalisationScore:
+                       margin: float, match_radius: float, truth_region=None) -> LocalisationScore:
     """Score detections (frame, x, y [, ep]) against truth (frame, x, y), frame by frame,
-    with a one-to-one matching within ``match_radius``; see :class:`LocalisationScore`."""
+    with a one-to-one matching within ``match_radius``; see :class:`LocalisationScore`.
+
+    ``truth_region``: optional (H, W) bool image; true particles count (recall, errors)
+    only where it is True at their nearest pixel, e.g. more than a diameter inside the
+    part of the frame that shows the sample. Found particles are counted by ``margin`` alone,
+    so detections on borders and walls still cost precision.
+    """
     h, w = frame_shape
 
     def inside(df):
@@ -185,6 +194,10 @@ def score_localisation(found: pd.DataFrame, truth: pd.DataFrame, frame_shape: tu
     for frame, t in truth.groupby("frame"):
         f = fgroups.get(frame, found.iloc[:0])
         tin, fin = inside(t), inside(f)
+        if truth_region is not None:
+            xi = np.clip(np.round(t["x"].to_numpy()).astype(int), 0, w - 1)
+            yi = np.clip(np.round(t["y"].to_numpy()).astype(int), 0, h - 1)
+            tin = tin & np.asarray(truth_region, bool)[yi, xi]
         n_true += int(tin.sum())
         n_found += int(fin.sum())
         i_f, i_t = match_one_to_one(f[["x", "y"]].to_numpy(), t[["x", "y"]].to_numpy(), match_radius)
@@ -214,4 +227,5 @@ def score_localisation(found: pd.DataFrame, truth: pd.DataFrame, frame_shape: tu
         axis_sigma=axis, median_ep=med_ep,
         ep_ratio=med_ep / med if len(r) and med > 0 else nan,
         ep_axis_ratio=med_ep / axis if len(r) and axis > 0 else nan,
+        mean_dx=float(np.mean(dx)) if len(r) else nan, mean_dy=float(np.mean(dy)) if len(r) else nan,
         n_true=n_true, n_found=n_found, n_matched=len(r))

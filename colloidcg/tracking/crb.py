@@ -33,15 +33,16 @@ __all__ = ["fisher_information", "crb_spot", "crb_particles", "mortensen_sigma"]
 
 
 def fisher_information(mu, dmu, read_noise: float = 0.0, gain: float = 1.0,
-                       quantisation: bool = False, use=None) -> np.ndarray:
+                       quantisation: bool = False, use=None, poisson: bool = True) -> np.ndarray:
     """Fisher matrix (P, P) from the expected image ``mu`` (..., electrons) and its
     derivatives ``dmu`` (P, ...) for Poisson + Gaussian read noise (electrons).
 
     ``use``: optional boolean mask of the pixels that count (e.g. not saturated).
+    ``poisson=False``: Gaussian read noise alone (images rendered without shot noise).
     """
     mu = np.asarray(mu, float)
     dmu = np.asarray(dmu, float).reshape(len(dmu), -1)
-    var = np.maximum(mu, 0.0).ravel() + read_noise ** 2
+    var = (np.maximum(mu, 0.0).ravel() if poisson else np.zeros(mu.size)) + read_noise ** 2
     if quantisation:
         var = var + 1.0 / (12.0 * gain ** 2)
     var = np.maximum(var, 1e-12)
@@ -66,7 +67,7 @@ def crb_spot(psf: str = "gauss_pixel", diameter: float = 10.0, sigma_over_d: flo
              background: float = 0.0, read_noise: float = 0.0, x: float = 0.0, y: float = 0.0,
              nuisance: bool = True, gain: float = 1.0, offset: float = 0.0,
              quantisation: bool = False, saturation: float | None = None, h: float = 1e-4,
-             **psf_kw) -> tuple[float, float]:
+             poisson: bool = True, **psf_kw) -> tuple[float, float]:
     """Per-axis CRB (px) of one isolated spot, rendered as :mod:`colloidcg.synthetic.scenes` does.
 
     ``x, y``: the spot's offset from a pixel centre (px). ``photons``/``amplitude``,
@@ -94,7 +95,7 @@ def crb_spot(psf: str = "gauss_pixel", diameter: float = 10.0, sigma_over_d: flo
                     (spot(x, y + h) - spot(x, y - h)) / (2 * h),
                     s0 / level, np.ones_like(s0)])
     use = None if saturation is None else gain * mu + offset < saturation
-    f = fisher_information(mu, dmu, read_noise, gain, quantisation, use)
+    f = fisher_information(mu, dmu, read_noise, gain, quantisation, use, poisson)
     cx, cy = _bound(f, nuisance)
     return float(cx), float(cy)
 
@@ -104,7 +105,8 @@ def crb_particles(positions, diameters, shape, psf: str = "gauss_pixel",
                   background=0.0, read_noise: float = 0.0, gain: float = 1.0,
                   offset: float = 0.0, quantisation: bool = False,
                   saturation: float | None = None, indices=None, nuisance: bool = True,
-                  h: float = 1e-4, **psf_kw) -> np.ndarray:
+                  h: float = 1e-4, poisson: bool = True, floor: float | None = 0.0,
+                  **psf_kw) -> np.ndarray:
     """Per-particle, per-axis CRB (px) in a crowded frame, shape (len(indices), 2).
 
     Each particle's position (and, with ``nuisance``, its brightness and the local
@@ -120,7 +122,8 @@ def crb_particles(positions, diameters, shape, psf: str = "gauss_pixel",
     if (photons is None) == (amplitude is None):
         raise ValueError("give exactly one of photons or amplitude")
     mu = expected_image(pos, d, shape, psf=psf, sigma_over_d=sigma_over_d, photons=photons,
-                        amplitude=amplitude, contrast=contrast, background=background, **psf_kw)
+                        amplitude=amplitude, contrast=contrast, background=background,
+                        floor=floor, **psf_kw)
     kw = _psf_kw(n, contrast=contrast, level=photons if photons is not None else amplitude,
                  ring_radius=psf_kw.get("ring_radius", 0.45),
                  ring_width=psf_kw.get("ring_width", 0.1),
@@ -156,8 +159,8 @@ def crb_particles(positions, diameters, shape, psf: str = "gauss_pixel",
             s0 / lv, np.ones_like(s0)])
         m = mu[ys:ye, xs:xe]
         use = None if saturation is None else gain * m + offset < saturation
-        out[row] = _bound(fisher_information(m, dmu, read_noise, gain, quantisation, use),
-                          nuisance)
+        out[row] = _bound(fisher_information(m, dmu, read_noise, gain, quantisation, use,
+                                             poisson), nuisance)
     return out
 
 
