@@ -362,7 +362,16 @@ class Commit:
         return names
 
     def abort(self) -> None:
-        shutil.rmtree(self.txn, ignore_errors=True)
+        """Undo an uncommitted transaction; one past its commit record is finished instead
+        (or, when that fails too, left for :func:`recover`): the new result then wins."""
+        if (self.txn / "commit.json").is_file():
+            try:
+                names = json.loads((self.txn / "commit.json").read_text())["names"]
+                _roll_forward(self.txn, self.folder, names)
+            except (OSError, ValueError, KeyError):
+                pass
+        else:
+            shutil.rmtree(self.txn, ignore_errors=True)
         self._forget()
 
     def _forget(self) -> None:
