@@ -173,11 +173,13 @@ def random_packing(shape: tuple[int, int], area_fraction: float, diameters: Sequ
     shape : (H, W)
         The image the packing is for (px).
     area_fraction : float
-        Target fraction of the area covered by disks, 0 < phi <= 0.88 (monodisperse) or
-        about 0.82 (bidisperse, above which random disks jam). Reached by placing the
-        disks at random and pushing overlapping pairs apart (soft-disk relaxation); for
-        a monodisperse packing above 0.75 the start is a randomly rotated triangular
-        lattice with random vacancies (dense monodisperse monolayers are polycrystalline).
+        Target fraction of the area covered by disks (counted as in :func:`area_fraction`),
+        0 < phi <= 0.88 for one size, up to about 0.85 for two sizes of ratio 1.4 (random
+        bidisperse disks jam near 0.84; the relaxation finds room up to ~0.85 by partial
+        ordering). Reached by placing the disks at random and pushing overlapping pairs
+        apart (soft-disk relaxation); for one size above 0.75 the start is a randomly
+        rotated triangular lattice with random vacancies, shaken (dense monodisperse
+        monolayers are polycrystalline).
     diameters : sequence of float
         One diameter per species (px), e.g. ``(10,)`` or ``(8.4, 12)``.
     fractions : sequence of float, optional
@@ -212,7 +214,6 @@ def random_packing(shape: tuple[int, int], area_fraction: float, diameters: Sequ
     counts[np.argmax(frac)] += n - counts.sum()
     diam = np.repeat(dsp, counts)
     rng.shuffle(diam)
-    # fix the exact count so that the achieved fraction is as close as possible
     if len(dsp) == 1 and area_fraction > 0.75:
         d0 = dsp[0]
         a = d0 * 1.003           # lattice spacing at contact (+ the relaxation's clearance)
@@ -224,8 +225,7 @@ def random_packing(shape: tuple[int, int], area_fraction: float, diameters: Sequ
         ly = jj * a * np.sqrt(3) / 2
         gx = cth * lx.ravel() - sth * ly.ravel() + (lo[0] + hi[0]) / 2 + rng.uniform(0, a)
         gy = sth * lx.ravel() + cth * ly.ravel() + (lo[1] + hi[1]) / 2 + rng.uniform(0, a)
-        r_edge = 0.5 * d0
-        ok = (gx >= lo[0] + r_edge * 0) & (gx <= hi[0]) & (gy >= lo[1]) & (gy <= hi[1])
+        ok = (gx >= lo[0]) & (gx <= hi[0]) & (gy >= lo[1]) & (gy <= hi[1])
         sites = np.column_stack([gx[ok], gy[ok]])
         if len(sites) < n:
             raise RuntimeError(f"area fraction {area_fraction} exceeds the lattice's")
