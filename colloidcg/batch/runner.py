@@ -23,8 +23,8 @@ import pandas as pd
 
 from .._version import __version__
 from ..errors import ColloidcgError, ParameterError
-from ..outputs import (LOCK_NAME, TXN_PREFIX, OutputLock, atomic_write_json, check_output_folder,
-                       recover, recover_tree)
+from ..outputs import (LOCK_NAME, TXN_PREFIX, OutputLock, _make_folder, atomic_write_json,
+                       check_output_folder, recover, recover_tree)
 from .discover import VideoJob, discover
 from .stages import STAGES, Options, record_failure, run_stage, stage_dir
 
@@ -233,7 +233,7 @@ def run_batch(root, out, *, config=None, stages=STAGES, workers: int | None = No
             threads = max(1, n_cpu // workers)
     opts = Options(out=str(out), root=str(root), threads=threads or 1)
     made = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
+    _make_folder(out, "-o")
     ok = False
     try:
         with OutputLock(out):
