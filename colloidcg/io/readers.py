@@ -363,10 +363,6 @@ class MovieBackend:
         except Exception as exc:
             raise VideoError(f"{path}: not a readable video ({exc.__class__.__name__}: {exc})") from None
         s = self._stream
-        try:
-            s.codec_context.thread_type = "AUTO"     # frame threads: faster in-order decoding
-        except Exception:                           # pragma: no cover - old FFmpeg builds
-            pass
         rate = s.average_rate or s.guessed_rate or s.base_rate
         header_fps = float(rate) if rate else None
         header_n = int(s.frames or 0)
@@ -471,8 +467,8 @@ class MovieBackend:
             self.read(0)
             keys = np.flatnonzero(index.key)
             k = int(keys[-1])
-            self._restart(k)
-            tail = [f.pts for f in self._decoder]
+            self.read(k)
+            tail = [int(index.pts[k])] + [f.pts for f in self._decoder]
             ok = [t for t in tail if t is not None and t >= index.pts[k]] == index.pts[k:].tolist()
         except Exception:
             ok = False
@@ -524,10 +520,9 @@ class MovieBackend:
         return MovieIndex(arr, np.array(key), np.array(seek, np.int64), tb, "decoded")
 
     # -- reading -------------------------------------------------------------------
-    def _restart(self, k: int) -> None:
-        """Put the decoder at keyframe number ``k`` of the index (or the stream start)."""
-        idx = self.index
-        target = int(idx.seek[k]) if k >= 0 else -1
+    def _restart(self, k: int, target: int = -1) -> None:
+        """Put the decoder at keyframe number ``k`` of the index by seeking to timestamp
+        ``target`` (k = 0 or a negative target: the stream start)."""
         if target < 0 or k <= 0:
             self._container.seek(0)
             k = 0
@@ -548,9 +543,8 @@ class MovieBackend:
                     return self._keep(i, frame)
             # seek to the last keyframe at or before the wanted frame; if the demuxer lands
             # after it, step back one keyframe at a time (finally: from the start)
-            keys = self._keys[self._keys <= i]
-            for k in list(keys[::-1][:3]) + [0]:
-                self._restart(int(k))
+            for k, target in self._seek_plan(i):
+                self._restart(k, target)
                 frame = self._pull(want)
                 if frame is not None:
                     return self._keep(i, frame)
@@ -563,6 +557,22 @@ class MovieBackend:
         self._decoder = None
         raise VideoError(f"{self.path}: frame {i} (time {self.index.times[i]:.6g} s) cannot be "
                          f"decoded: the stream ends or skips it; the file may be truncated")
+
+    def _seek_plan(self, i: int) -> list[tuple[int, int]]:
+        """Where to seek from for frame ``i``: the last keyframe at or before it, by its
+        presentation time (what the MP4 and Matroska demuxers seek by) then by its decoding
+        time (AVI); if the demuxer lands past the frame, the keyframes before; the start."""
+        idx = self.index
+        plan = []
+        for k in self._keys[self._keys <= i][::-1][:3]:
+            k = int(k)
+            if k == 0:
+                break
+            if idx.method != "decoded order":
+                plan.append((k, int(idx.pts[k])))
+            if idx.seek[k] >= 0 and (idx.method == "decoded order" or idx.seek[k] != idx.pts[k]):
+                plan.append((k, int(idx.seek[k])))
+        return plan + [(0, -1)]
 
     def _pull(self, want: int):
         """Decode forward to the frame whose timestamp is ``want``; None if passed or ended."""
