@@ -316,6 +316,7 @@ def track_iter(video, params: TrackParams | dict | None = None, progress: bool =
         raise TrackingError(f"no particles found in {path} with diameter={p.diameter}, "
                             f"minmass={p.minmass:.4g}, contrast={p.contrast}; check these parameters")
     features = pd.concat(parts, ignore_index=True)
+    features, masked = _mask_no_sample(features, first, p)
     if p.search_range is None:
         p.search_range = _estimate_search_range(features, frames)
     tracks = link(features, p.search_range, p.memory)
@@ -336,7 +337,8 @@ def track_iter(video, params: TrackParams | dict | None = None, progress: bool =
     if how == "tracks":
         tracks["ep"] = tracks["ep"] * scale
     quality = _assess(tracks, p, frames, video, first)
-    quality.metrics.update(ep_scale=round(scale, 4), ep_calibration=how)
+    quality.metrics.update(ep_scale=round(scale, 4), ep_calibration=how,
+                           no_sample_fraction=round(masked, 4))
     drift = None
     if p.subtract_drift:
         drift = estimate_drift(tracks)
@@ -348,6 +350,27 @@ def track_iter(video, params: TrackParams | dict | None = None, progress: bool =
     tracks["frame"] = tracks["frame"].astype(np.int64)
     tracks["particle"] = tracks["particle"].astype(np.int64)
     return TrackResult(tracks=tracks, params=p, meta=meta, drift=drift, quality=quality)
+
+
+def _mask_no_sample(features: pd.DataFrame, first: np.ndarray, p: TrackParams
+                    ) -> tuple[pd.DataFrame, float]:
+    """Drop detections where the first frame shows no sample (black borders, walls;
+    :func:`colloidcg.tracking.params.sample_mask`); returns them and the masked share
+    of the frame. 2D, single-contrast only."""
+    from .params import sample_mask
+
+    if first.ndim != 2 or p.contrast == "both" or "signal" not in features or not len(features):
+        return features, 0.0
+    img = prepare(first, bool(p.invert), p.roi)
+    peak = float(np.nanmedian(features["signal"].to_numpy(float)))
+    mask = sample_mask(img, int(np.max(p.diameter)), peak)
+    if mask is None:
+        return features, 0.0
+    x0, y0 = (p.roi[0], p.roi[1]) if p.roi is not None else (0, 0)
+    h, w = mask.shape
+    xi = np.clip(np.rint(features["x"].to_numpy() - x0).astype(int), 0, w - 1)
+    yi = np.clip(np.rint(features["y"].to_numpy() - y0).astype(int), 0, h - 1)
+    return features[mask[yi, xi]].reset_index(drop=True), float(1 - mask.mean())
 
 
 def _assess(tracks: pd.DataFrame, p: TrackParams, frames: range, video, first: np.ndarray

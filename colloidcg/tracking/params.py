@@ -321,12 +321,14 @@ def suggest_contrast(scan: dict, fraction: float = 0.25) -> str:
     it sits within 3.5 scales of a stronger blob of the main one: the halo of a
     bright-field particle (a dark spot's bright ring, a bright spot's dark ring) is not
     a particle. The minor polarity is a population of its own ("both") when it keeps at
-    least 5 blobs, at least a fifth as many as the main one, and most of them (over
-    60 %) are not bound to the main population's structure, i.e. farther than 0.7 x
-    its median neighbour spacing from every main blob. Ring fragments, halos, the
-    bright gaps between dark particles of a dense packing or the dark junctions between
-    bright cells all sit that close; an independent population does not (for random
-    positions only about 30 % of its members would).
+    least 5 blobs, at least a fifth as many as the main one, and they are not bound to
+    the main population's structure (:func:`_bound`). Ring fragments, halos, the bright
+    gaps between dark particles of a dense packing or the dark junctions between bright
+    cells nearly all sit close to the main blobs; an independent population does not.
+
+    Known limit: in a dense packing of dark particles whose bright gaps are as strong
+    as the particles, the gaps can become the main polarity and the particles the
+    minor one ("both"); give ``contrast`` then.
     """
     from scipy.spatial import cKDTree
 
@@ -339,16 +341,23 @@ def suggest_contrast(scan: dict, fraction: float = 0.25) -> str:
     a, b = strong[main], strong[minor]
     if len(a) and len(b):
         d, j = cKDTree(a[:, :2]).query(b[:, :2])
-        halo = (d < 3.5 * np.maximum(b[:, 2], a[j, 2])) & (a[j, 3] > b[:, 3])
-        b = b[~halo]
-    if len(b) < max(5, 0.2 * len(a)):
+        b = b[~((d < 3.5 * np.maximum(b[:, 2], a[j, 2])) & (a[j, 3] > b[:, 3]))]
+    if len(b) < max(5, 0.2 * len(a)) or _bound(a, b):
         return main
-    if len(a) >= 2:
-        spacing = nn_spacing(a[:, 0], a[:, 1])
-        d, _ = cKDTree(a[:, :2]).query(b[:, :2])
-        if np.mean(d < 0.7 * spacing) > 0.6:
-            return main
     return "both"
+
+
+def _bound(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether blobs ``b`` (N, >=2: x, y, ...) belong to the structure of blobs ``a``:
+    over 60 % of them closer to an ``a`` blob than 0.7 x the median neighbour spacing
+    of ``a`` (randomly placed blobs: about 30 %)."""
+    from scipy.spatial import cKDTree
+
+    if len(a) < 2 or len(b) == 0:
+        return False
+    spacing = nn_spacing(a[:, 0], a[:, 1])
+    d, _ = cKDTree(a[:, :2]).query(b[:, :2])
+    return bool(np.mean(d < 0.7 * spacing) > 0.6)
 
 
 def _autocorr(img: np.ndarray) -> np.ndarray:
@@ -578,6 +587,37 @@ def suggest_parameters_2d(img: np.ndarray, p: "TrackParams", scan: dict | None =
         floor = max(floor, background_mass_floor(imgs, p.diameter, p.separation, floor))
         p.minmass = suggest_minmass(mass, floor)
     return p
+
+
+def sample_mask(img: np.ndarray, diameter: int, peak: float) -> np.ndarray | None:
+    """Where the frame shows the sample: False on black borders, walls and other areas
+    in which no particle can be seen.
+
+    ``img`` is oriented (particles bright) and ``peak`` is the typical height of a
+    particle above its surroundings. The frame is averaged over windows of one
+    diameter; an area that stays brighter or darker than the frame's median average by
+    more than 0.8 ``peak`` over more than four particle areas is not made of particles
+    (a packing of them averages about half their peak, with the gaps between them) and
+    is masked, widened by half a diameter. Returns None when all of the frame is sample.
+    """
+    import cv2
+
+    if not np.isfinite(peak) or peak <= 0:
+        return None
+    k = int(diameter) | 1
+    avg = cv2.blur(np.asarray(img, np.float32), (k, k), borderType=cv2.BORDER_REPLICATE)
+    off = np.abs(avg - np.median(avg)) > 0.8 * peak
+    if not off.any():
+        return None
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(off.astype(np.uint8), connectivity=8)
+    big = np.flatnonzero(stats[:, cv2.CC_STAT_AREA] > 4 * math.pi * (diameter / 2) ** 2)
+    big = big[big > 0]
+    if len(big) == 0:
+        return None
+    bad = np.isin(labels, big).astype(np.uint8)
+    r = max(1, int(diameter) // 2)
+    bad = cv2.dilate(bad, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
+    return ~bad.astype(bool)
 
 
 #: Noise peaks allowed above the background floor, per frame (all polarities together).

@@ -1,0 +1,214 @@
+"""Tracking on microscopy this project's own renderer did not make.
+
+Each failure class of automatic tracking has a synthetic analogue from the independent
+scene renderer (:mod:`colloidcg.synthetic.scenes`, written apart from
+``colloidcg.synthetic.render``), scored against its truth; real files from
+``../shared/data`` are used where they exist. The quality verdict is checked to say
+"ok" on good data and never on meaningless data.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.spatial import cKDTree
+
+from colloidcg.errors import TrackingError
+from colloidcg.synthetic import scenes
+from colloidcg.tracking import track
+from colloidcg.tracking.accuracy import score_tracks
+from colloidcg.tracking.params import suggest_search_range
+from colloidcg.tracking.quality import assess, calibrate_ep, localisation_noise
+
+
+def _track(frames, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return track(frames, progress=False, processes=1, **kw)
+
+
+def _score(result, scene, diameter):
+    t = result.tracks
+    return score_tracks(t, scene.truth, scene.frames.shape[1:], margin=diameter,
+                        match_radius=0.5 * diameter)
+
+
+def test_mixed_contrast_analogue_tracks_both_populations():
+    sc = scenes.scene_mixed_contrast(n_frames=10, seed=1)
+    r = _track(sc.frames)
+    assert r.params.contrast == "both" and r.params.sources["contrast"] == "estimated"
+    s = _score(r, sc, sc.info["diameter"])
+    assert s.recall >= 0.99 and s.precision >= 0.99, s
+    assert s.rms_error <= 0.25, s
+    # both populations, with the right sign
+    truth0 = sc.truth[sc.truth.frame == 0]
+    f0 = r.tracks[r.tracks.frame == 0]
+    d, j = cKDTree(f0[["x", "y"]].to_numpy()).query(truth0[["x", "y"]].to_numpy())
+    hit = d < 2
+    assert np.all(f0["contrast"].to_numpy()[j[hit]] == np.sign(truth0["contrast"].to_numpy()[hit]))
+    assert set(f0["contrast"]) == {-1, 1}
+    # tracks span the video for particles that stay in view
+    lengths = r.tracks.groupby("particle").size()
+    assert (lengths == 10).sum() >= 0.8 * r.tracks.groupby("frame").size().median()
+    assert r.quality.status == "ok", r.quality.reasons
+
+
+def test_mixed_contrast_real_video(shared_data):
+    """../shared/data/mixed_contrast: both contrasts, and the tracks of the particles that
+    stay in view run the whole 51 frames (the source's hand-set trackpy settings give 45
+    detections a frame and 33 full-length tracks)."""
+    r = _track(shared_data / "mixed_contrast" / "colloids.mp4")
+    t = r.tracks
+    assert r.params.contrast == "both"
+    counts = t.groupby("contrast").size()
+    assert counts.get(1, 0) > 500 and counts.get(-1, 0) > 500
+    per_frame = t.groupby("frame").size()
+    assert 38 <= per_frame.median() <= 60, per_frame.median()
+    lengths = t.groupby("particle").size()
+    assert (lengths == 51).sum() >= 25, lengths.sort_values().tail(30).tolist()
+    assert r.params.search_range >= 4.5      # the steps reach 4-5 px
+    assert r.quality.status == "ok", r.quality.reasons
+
+
+def test_fluorescence_on_black_mjpeg_background():
+    """Near-black clipped background with JPEG block artefacts: the noise floor comes from
+    the background's own peaks, so block artefacts are not particles."""
+    sc = scenes.scene_fluorescence_mjpeg(n_frames=8, seed=2)
+    r = _track(sc.frames)
+    assert r.params.diameter in (7, 9)
+    s = _score(r, sc, sc.info["diameter"])
+    assert s.recall >= 0.99 and s.precision >= 0.99, s
+    assert s.rms_error <= 0.15, s
+
+
+def test_dense_bidisperse_other_renderer_accuracy_and_ep():
+    """The issue's dense bidisperse 8-bit case (Gaussians sampled at pixel centres, sigma
+    0.28 d, drift): recall and precision >= 0.99 at <= 0.15 px, and the reported ep within
+    30 % of the real error once calibrated on the tracks."""
+    sc = scenes.scene_dense_bidisperse(n_frames=12, seed=3)
+    r = _track(sc.frames)
+    s = _score(r, sc, 12.0)
+    assert s.recall >= 0.99 and s.precision >= 0.99 and s.rms_error <= 0.15, s
+    t = r.tracks
+    errs, eps = [], []
+    for k, g in t.groupby("frame"):
+        tt = sc.truth[sc.truth.frame == k]
+        d, j = cKDTree(tt[["x", "y"]].to_numpy()).query(g[["x", "y"]].to_numpy())
+        ok = d < 4
+        errs.append(g[["x", "y"]].to_numpy()[ok] - tt[["x", "y"]].to_numpy()[j[ok]])
+        eps.append(g["ep"].to_numpy()[ok])
+    real = float(np.sqrt(np.mean(np.vstack(errs) ** 2)))      # per axis
+    assert r.quality.metrics["ep_calibration"] == "tracks"
+    assert abs(np.median(np.concatenate(eps)) / real - 1) < 0.3
+    assert abs(localisation_noise(t) / real - 1) < 0.3
+
+
+@pytest.mark.parametrize("seed", [0, 4])
+def test_black_borders_and_container_wall(seed):
+    """Dense dark spheres, black letterbox bands and a dish wall: no detections where
+    the frame shows no sample. The contrast is given: the bright gaps of this packing
+    are as strong as its particles, the documented limit of the contrast estimate
+    (test_dense_dark_packing_contrast_estimate)."""
+    sc = scenes.scene_dark_dish(n_frames=4, seed=seed)
+    r = _track(sc.frames, contrast="dark")
+    assert r.quality.metrics["no_sample_fraction"] > 0.05
+    s = _score(r, sc, sc.info["diameter"])
+    assert s.recall >= 0.98 and s.precision >= 0.99, s
+    # nothing on the black bands
+    border = sc.info["border_px"]
+    x = r.tracks["x"].to_numpy()
+    assert np.mean((x < border - 1) | (x > sc.frames.shape[2] - border)) < 0.005
+
+
+@pytest.mark.xfail(strict=True, reason="known limit: the bright gaps of a dense packing of "
+                   "dark spheres are blobs as strong as the particles, and the contrast estimate "
+                   "answers 'both'; give contrast='dark' (see README, Tracking)")
+def test_dense_dark_packing_contrast_estimate():
+    from colloidcg.tracking import suggest_parameters
+
+    sc = scenes.scene_dark_dish(n_frames=4, seed=0)
+    assert suggest_parameters(sc.frames[0]).contrast == "dark"
+
+
+@pytest.mark.xfail(strict=True, reason="known limit: bright interstitial gaps of a dense "
+                   "bright-field packing are as bright and compact as the particle centres and "
+                   "are detected as particles (precision about 0.55); see README, Tracking")
+def test_dense_brightfield_gaps_are_not_particles():
+    sc = scenes.scene_dense_brightfield(n_frames=3, seed=5)
+    r = _track(sc.frames)
+    s = _score(r, sc, sc.info["diameter"])
+    assert s.precision >= 0.95, s
+
+
+def test_unrelated_frames_are_never_ok():
+    """Blobs re-drawn at random every frame at low signal: the frames cannot be linked.
+    Either tracking refuses with a reason naming the frame correlation, or the verdict
+    says unreliable; never "ok"."""
+    for snr, seed in ((1.5, 0), (4.0, 1)):
+        sc = scenes.scene_uncorrelated(n_frames=8, seed=seed, snr=snr)
+        try:
+            r = _track(sc.frames, min_length=2)
+        except TrackingError as e:
+            assert "unrelated" in str(e)
+            continue
+        assert r.params.diameter >= 11        # 15 px blobs, not a noise-sized 5
+        assert r.quality.status == "unreliable", r.quality.as_dict()
+
+
+def test_quality_ok_on_the_project_video_and_bad_on_a_too_small_diameter():
+    from colloidcg.synthetic import SynthConfig, make_video
+
+    frames, truth, _ = make_video(SynthConfig.preset("dense", seed=8, n_frames=12, width=192,
+                                                     height=192))
+    good = _track(frames)
+    assert good.quality.status == "ok", good.quality.reasons
+    assert good.quality.metrics["frame_correlation"] > 0.5
+    bad = _track(frames, diameter=3, separation=1.5, minmass=1.0)
+    assert bad.quality.status != "ok"
+    assert bad.quality.metrics["close_pairs"] > 0.05 or bad.quality.metrics["snr"] < 3
+
+
+def test_pure_noise_is_unreliable():
+    rng = np.random.default_rng(0)
+    noise = rng.normal(100, 10, (12, 128, 128)).clip(0, 255).astype(np.uint8)
+    try:
+        r = _track(noise, diameter=7, min_length=2)
+    except TrackingError:
+        return
+    assert r.quality.status == "unreliable", r.quality.as_dict()
+
+
+def test_search_range_from_displacements_ignores_unrelated_detections():
+    """Dilute particles stepping ~4 px, with as many noise detections re-drawn every
+    frame: the self part of the van Hove function still gives a range that covers the
+    steps (nearest-neighbour distances alone would be swamped by the noise)."""
+    rng = np.random.default_rng(1)
+    p0 = rng.uniform(0, 400, (60, 2))
+    p0s, p1s = [], []
+    for _ in range(10):
+        p1 = p0 + rng.normal(0, 1.5, p0.shape)
+        p0s.append(np.vstack([p0, rng.uniform(0, 400, (60, 2))]))
+        p1s.append(np.vstack([p1, rng.uniform(0, 400, (60, 2))]))
+        p0 = p1
+    sr = suggest_search_range(p0s, p1s, spacing=10.0)
+    steps = np.hypot(*rng.normal(0, 1.5, (2, 100000)))
+    assert np.percentile(steps, 99) <= sr <= 3 * np.percentile(steps, 99.9), sr
+
+
+def test_calibrate_ep_needs_resolved_noise():
+    rng = np.random.default_rng(2)
+    n, T, sigma = 300, 20, 0.1
+    walk = rng.uniform(0, 1000, (1, n, 2)) + np.cumsum(rng.normal(0, 0.2, (T, n, 2)), axis=0)
+    obs = walk + rng.normal(0, sigma, walk.shape)
+    t = pd.DataFrame({"frame": np.repeat(np.arange(T), n), "particle": np.tile(np.arange(n), T),
+                      "x": obs[..., 0].ravel(), "y": obs[..., 1].ravel(),
+                      "ep": np.full(T * n, 0.03)})
+    scale, how = calibrate_ep(t)
+    assert how == "tracks" and abs(0.03 * scale / sigma - 1) < 0.15
+    few = t[t.particle < 3]
+    assert calibrate_ep(few) == (1.0, "too few steps")
+    q = assess(t, diameter=7, search_range=2.0, n_frames=T, noise=1.0)
+    assert q.status == "ok" and abs(q.metrics["localisation_noise_px"] / sigma - 1) < 0.15
