@@ -400,9 +400,11 @@ def recover(folder: str | os.PathLike, wait: bool = False, held: bool = False) -
     """Finish or undo the interrupted commits in ``folder`` and remove temporary files of
     killed runs; returns what was done (for messages and tests).
 
-    ``held``: the caller holds the folder's lock (a writer): every leftover whose owner is
-    not running is handled. Otherwise (a reader) the lock is taken for the time of the
-    repair, and nothing is done while another process holds it or the folder is read-only.
+    ``held``: the caller holds the folder's lock (a writer): transactions whose owner is
+    not running are handled and temporary files removed. Otherwise (a reader) the lock is
+    taken for the time of the repair of dead writers' transactions (temporary files are
+    left to the next writer), and nothing is done while another process holds it or the
+    folder is read-only.
     """
     folder = Path(folder)
     found = leftovers(folder)
@@ -434,7 +436,7 @@ def recover(folder: str | os.PathLike, wait: bool = False, held: bool = False) -
                         done.append(f"removed the uncommitted {p.name}")
                 except FileNotFoundError:   # another process repaired it meanwhile
                     continue
-            elif held or lock is not None:
+            elif held:   # temporaries carry no owner: only the folder's writer removes them
                 if str(p) in _LIVE_TXNS:
                     continue
                 _remove(p)
