@@ -408,6 +408,8 @@ def recover(folder: str | os.PathLike, wait: bool = False, held: bool = False) -
     """
     folder = Path(folder)
     found = leftovers(folder)
+    if not held:   # a reader repairs dead writers' transactions only
+        found = [p for p in found if p.name.startswith(TXN_PREFIX) and not _txn_owner_alive(p)]
     if not found:
         return []
     lock = None

@@ -456,3 +456,43 @@ def test_two_batches(tmp_path):
     for v in ("a/v0.tif", "v1.tif"):
         assert verified_status(out / v / "track") == ("done", "")
     _no_leftovers(out)
+
+
+# ----------------------------------------------------------------------------- a killed worker
+@pytest.mark.slow
+def test_killed_worker_blocks_downstream(tmp_path):
+    """SIGKILL the Dask worker process running a stage (its pid is in the name of the
+    stage's transaction folder), with no retries allowed: that stage is "failed", the
+    stages after it "blocked" (not "failed"), the other video completes, no leftovers."""
+    root, cfg_a, _, args = _batch_setup(tmp_path, "track,rearrangements,train")
+    out = tmp_path / "out"
+    env = {**ENV, "DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "0"}
+    p = subprocess.Popen([sys.executable, "-m", "colloidcg", *args(out, cfg_a)], env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    video = out / "a" / "v0.tif"
+    killed = None
+    deadline = time.monotonic() + 300
+    while killed is None and p.poll() is None and time.monotonic() < deadline:
+        for txn in video.glob(TXN_PREFIX + "*") if video.is_dir() else []:
+            pid = int(txn.name.rsplit("-", 2)[-2])
+            stage = next(iter(txn.glob("new/*")), None)
+            if stage is not None and stage.name in ("track", "rearrangements"):
+                os.kill(pid, signal.SIGKILL)
+                killed = stage.name
+                break
+        time.sleep(0.01)
+    so, err = p.communicate(timeout=600)
+    _reap_group(p.pid)
+    assert killed is not None, (so, err)
+    summary = pd.read_csv(out / "summary.csv", keep_default_na=False).set_index(["video", "stage"])
+    st = summary["status"]
+    order = ["track", "rearrangements", "train"]
+    k = order.index(killed)
+    assert st[("a/v0.tif", killed)] == "failed" and "the Dask task failed" in summary.loc[("a/v0.tif", killed), "error"]
+    for later in order[k + 1:]:   # chained after it in Dask: not run, and said so
+        assert st[("a/v0.tif", later)] == "blocked", summary
+        assert f"stage '{killed}' did not finish" in summary.loc[("a/v0.tif", later), "error"]
+    assert all(st[("v1.tif", s)] == "done" for s in order), summary
+    assert p.returncode == 1
+    assert verified_status(video / killed)[0] == "failed"
+    _no_leftovers(out)
