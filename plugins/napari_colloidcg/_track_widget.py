@@ -506,6 +506,11 @@ class TrackWidget(LayerWidget):
     def show_quality(self, quality) -> None:
         """Show the tracking quality verdict ({"status", "reasons", "metrics"}) when the
         library gives one (tracks.json ``quality``); hidden otherwise."""
+        if quality is not None and not isinstance(quality, dict):
+            if hasattr(quality, "as_dict"):
+                quality = quality.as_dict()
+            else:
+                quality = {k: getattr(quality, k, None) for k in ("status", "reasons", "metrics")}
         if not isinstance(quality, dict) or not quality.get("status"):
             self.quality.value = ""
             self.quality.visible = False
