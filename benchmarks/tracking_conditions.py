@@ -397,9 +397,27 @@ def _f(v, nd=3):
     return f"{v:.{nd}f}"
 
 
+def _git_state() -> str:
+    """The commit measured, and whether the tracker's files differ from it."""
+    import subprocess
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        head = subprocess.run(["git", "-C", root, "log", "-1", "--format=%h %cI"],
+                              capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--",
+                                "colloidcg/tracking"], capture_output=True, text=True,
+                               timeout=10).stdout.strip()
+    except Exception:
+        return "unknown commit"
+    return f"commit {head}" + (" + uncommitted changes in colloidcg/tracking" if dirty else "")
+
+
 def markdown(rows, scenes_rows, mode, seconds) -> str:
     lines = []
     lines.append(f"## Tracking accuracy over imaging conditions ({mode})")
+    lines.append("")
+    lines.append(f"Measured at {_git_state()}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.")
     lines.append("")
     if rows:
         r0 = rows[0]
