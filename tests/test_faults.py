@@ -417,7 +417,7 @@ def test_kill_batch(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_kill_batch_many(tmp_path, capsys):
-    _batch_trials(tmp_path, capsys, seed=13, n=6, stages="track,rearrangements,train,export")
+    _batch_trials(tmp_path, capsys, seed=13, n=4, stages="track,rearrangements,train,export")
 
 
 # ----------------------------------------------------------------------------- two writers
@@ -492,7 +492,16 @@ def test_killed_worker_blocks_downstream(tmp_path):
     for later in order[k + 1:]:   # chained after it in Dask: not run, and said so
         assert st[("a/v0.tif", later)] == "blocked", summary
         assert f"stage '{killed}' did not finish" in summary.loc[("a/v0.tif", later), "error"]
-    assert all(st[("v1.tif", s)] == "done" for s in order), summary
+    # the other video's tasks queued on the same worker died with it (Dask counts them as
+    # killed too): the same rule holds there, otherwise it is done
+    v1 = [st[("v1.tif", s)] for s in order]
+    died = [s for s in order if "the Dask task failed" in summary.loc[("v1.tif", s), "error"]]
+    if died:
+        j = order.index(died[0])
+        assert v1[j] == "failed" and set(v1[j + 1:]) <= {"blocked"}, summary
+        assert set(v1[:j]) <= {"done"}
+    else:
+        assert set(v1) == {"done"}, summary
     assert p.returncode == 1
     assert verified_status(video / killed)[0] == "failed"
     _no_leftovers(out)
