@@ -297,6 +297,8 @@ def test_avi_whose_header_claims_more_frames_is_read_by_timestamps(lying_avi):
     assert v.meta.header == {"n_frames": 3001, "fps": 100.0}
     assert any("3001 frames" in n for n in v.meta.notes)
     assert any("100 fps" in n for n in v.meta.notes)
+    side = v.meta.as_dict()                     # what output sidecars record
+    assert side["n_frames"] == 121 and side["fps"] == 4.0 and side["header"]["n_frames"] == 3001
     # in order: every frame, each one itself
     seq = [v[i] for i in range(len(v))]
     assert [_frame_number(f, 121) for f in seq] == list(range(121))

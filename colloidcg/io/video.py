@@ -84,6 +84,9 @@ class VideoMeta:
             "frame_shape": list(self.frame_shape), "dtype": str(self.dtype), "fps": self.fps,
             "um_per_px": self.um_per_px, "um_per_slice": self.um_per_slice,
             "sources": dict(self.sources),
+            # only where the file was read otherwise than it claims (movie header, TIFF axis)
+            **({"header": dict(self.header)} if self.header and self.notes else {}),
+            **({"notes": list(self.notes)} if self.notes else {}),
         }
 
 
