@@ -54,7 +54,7 @@ def main(argv=None) -> int:
     ap.add_argument("--scenes", action="store_true",
                     help="with --conditions: also the analogue scenes of issue 15's failure classes")
     ap.add_argument("--only", default=None,
-                    help="with --conditions: comma-separated condition names to run")
+                    help="with --conditions: condition names to run, separated by semicolons")
     ap.add_argument("--json", action="store_true", help="with --conditions: print JSON")
     args = ap.parse_args(argv)
     if args.conditions or args.scenes:

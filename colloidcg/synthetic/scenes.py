@@ -648,7 +648,6 @@ def scene_uncorrelated(n_frames: int = 10, shape=(256, 256), diameter: float = 1
     frame), peak signal ``snr`` x the noise standard deviation: tracks are meaningless.
     """
     rng = np.random.default_rng(seed)
-    trajs, diams, ids = [], [], []
     out = []
     noise = 12.0
     next_id = 0

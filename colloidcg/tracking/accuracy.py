@@ -107,6 +107,8 @@ class LocalisationScore:
         exactly right gives 1 / 1.177 = 0.85 for Gaussian errors)
     ep_axis_ratio : median_ep / axis_sigma (1 when ep is a correct per-axis error)
     mean_dx, mean_dy : mean error (found - true) per axis (px): a bias or a convention shift
+    rms_crowded : RMS error of the counted true particles with another true particle closer
+        than ``crowded_within`` px (NaN when not asked); n_crowded their number
     n_true, n_found, n_matched : counts
     """
 
@@ -121,6 +123,8 @@ class LocalisationScore:
     ep_axis_ratio: float
     mean_dx: float
     mean_dy: float
+    rms_crowded: float
+    n_crowded: int
     n_true: int
     n_found: int
     n_matched: int
@@ -172,14 +176,16 @@ def match_one_to_one(found_xy, true_xy, radius: float):
 
 
 def score_localisation(found: pd.DataFrame, truth: pd.DataFrame, frame_shape: tuple[int, int],
-                       margin: float, match_radius: float, truth_region=None) -> LocalisationScore:
+                       margin: float, match_radius: float, truth_region=None,
+                       crowded_within: float | None = None) -> LocalisationScore:
     """Score detections (frame, x, y [, ep]) against truth (frame, x, y), frame by frame,
     with a one-to-one matching within ``match_radius``; see :class:`LocalisationScore`.
 
     ``truth_region``: optional (H, W) bool image; true particles count (recall, errors)
     only where it is True at their nearest pixel, e.g. more than a diameter inside the
     part of the frame that shows the sample. Found particles are counted by ``margin`` alone,
-    so detections on borders and walls still cost precision.
+    so detections on borders and walls still cost precision. ``crowded_within``: also the
+    RMS error of particles with a true neighbour closer than this (px).
     """
     h, w = frame_shape
 
@@ -187,7 +193,7 @@ def score_localisation(found: pd.DataFrame, truth: pd.DataFrame, frame_shape: tu
         x, y = df["x"].to_numpy(), df["y"].to_numpy()
         return (x > margin - 0.5) & (x < w - 0.5 - margin) & (y > margin - 0.5) & (y < h - 0.5 - margin)
 
-    dx_all, dy_all, ep_all = [], [], []
+    dx_all, dy_all, ep_all, crowd_all = [], [], [], []
     n_true = n_found = n_tp_true = n_tp_found = 0
     has_ep = "ep" in found.columns
     fgroups = dict(tuple(found.groupby("frame"))) if len(found) else {}
@@ -208,12 +214,21 @@ def score_localisation(found: pd.DataFrame, truth: pd.DataFrame, frame_shape: tu
         tx, ty = t["x"].to_numpy()[i_t[sel]], t["y"].to_numpy()[i_t[sel]]
         dx_all.append(fx - tx)
         dy_all.append(fy - ty)
+        if crowded_within is not None:
+            txy = t[["x", "y"]].to_numpy()
+            if len(txy) > 1:
+                nn, _ = cKDTree(txy).query(txy, k=2)
+                crowd_all.append(nn[:, 1][i_t[sel]] < crowded_within)
+            else:
+                crowd_all.append(np.zeros(int(sel.sum()), bool))
         if has_ep:
             ep_all.append(f["ep"].to_numpy()[i_f[sel]])
     dx = np.concatenate(dx_all) if dx_all else np.zeros(0)
     dy = np.concatenate(dy_all) if dy_all else np.zeros(0)
     r = np.hypot(dx, dy)
     nan = float("nan")
+    crowd = np.concatenate(crowd_all) if crowd_all else np.zeros(0, bool)
+    rms_crowded = float(np.sqrt(np.mean(r[crowd] ** 2))) if crowd.any() else nan
     med = float(np.median(r)) if len(r) else nan
     axis = float(1.4826 * np.median(np.abs(np.concatenate([dx, dy])))) if len(r) else nan
     ep = np.concatenate(ep_all) if ep_all else np.zeros(0)
@@ -228,4 +243,5 @@ def score_localisation(found: pd.DataFrame, truth: pd.DataFrame, frame_shape: tu
         ep_ratio=med_ep / med if len(r) and med > 0 else nan,
         ep_axis_ratio=med_ep / axis if len(r) and axis > 0 else nan,
         mean_dx=float(np.mean(dx)) if len(r) else nan, mean_dy=float(np.mean(dy)) if len(r) else nan,
+        rms_crowded=rms_crowded, n_crowded=int(crowd.sum()),
         n_true=n_true, n_found=n_found, n_matched=len(r))
