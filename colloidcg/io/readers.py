@@ -9,8 +9,8 @@ numpy array, (Y, X) or (Z, Y, X), greyscale, native dtype) and ``native`` calibr
 from __future__ import annotations
 
 import logging
-
 import re
+import threading
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from fractions import Fraction
@@ -368,6 +368,7 @@ class MovieBackend:
         header_n = int(s.frames or 0)
         if not header_n and s.duration and rate and s.time_base:
             header_n = int(round(float(s.duration * s.time_base * rate)))
+        self._lock = threading.RLock()
         self._decoder = None
         self._next = -1              # the frame the running decoder gives next
         self._last: tuple[int, np.ndarray] | None = None
@@ -533,6 +534,10 @@ class MovieBackend:
         self._fresh = k > 0      # the first frame out after a seek must be that keyframe
 
     def read(self, i: int) -> np.ndarray:
+        with self._lock:         # one decoder: dask's threads take turns
+            return self._read(i)
+
+    def _read(self, i: int) -> np.ndarray:
         if self._last is not None and self._last[0] == i:
             return self._last[1].copy()
         want = int(self.index.pts[i])
