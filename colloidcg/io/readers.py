@@ -2,7 +2,8 @@
 
 Each back-end opens a file lazily and offers ``n_frames``, ``read(i)`` (one frame as a
 numpy array, (Y, X) or (Z, Y, X), greyscale, native dtype) and ``native`` calibration
-(whatever the file itself records: fps, um_per_px, timestamps). Errors are raised as
+(whatever the file itself records: fps, um_per_px, timestamps; for movies also "header",
+the container header's claims). Errors are raised as
 :class:`colloidcg.errors.VideoError` with the path in the message.
 """
 
