@@ -108,29 +108,32 @@ def test_dense_bidisperse_other_renderer_accuracy_and_ep():
 
 @pytest.mark.parametrize("seed", [0, 4])
 def test_black_borders_and_container_wall(seed):
-    """Dense dark spheres, black letterbox bands and a dish wall: no detections where
-    the frame shows no sample. The contrast is given: the bright gaps of this packing
-    are as strong as its particles, the documented limit of the contrast estimate
-    (test_dense_dark_packing_contrast_estimate)."""
+    """Dense dark spheres whose bright gaps are blobs too, black letterbox bands and a
+    dish wall: the particles are found as dark, and nothing where the frame shows no
+    sample."""
     sc = scenes.scene_dark_dish(n_frames=4, seed=seed)
-    r = _track(sc.frames, contrast="dark")
+    r = _track(sc.frames)
+    assert r.params.contrast == "dark"
     assert r.quality.metrics["no_sample_fraction"] > 0.05
     s = _score(r, sc, sc.info["diameter"])
     assert s.recall >= 0.98 and s.precision >= 0.99, s
-    # nothing on the black bands
     border = sc.info["border_px"]
     x = r.tracks["x"].to_numpy()
     assert np.mean((x < border - 1) | (x > sc.frames.shape[2] - border)) < 0.005
 
 
-@pytest.mark.xfail(strict=True, reason="known limit: the bright gaps of a dense packing of "
-                   "dark spheres are blobs as strong as the particles, and the contrast estimate "
-                   "answers 'both'; give contrast='dark' (see README, Tracking)")
-def test_dense_dark_packing_contrast_estimate():
+def test_contrast_estimate_on_real_and_synthetic_cases(shared_data):
+    """The contrast estimate on the real files and both renderers' bright-field rings."""
+    from colloidcg.io import open_video
+    from colloidcg.synthetic import SynthConfig, make_video
     from colloidcg.tracking import suggest_parameters
 
-    sc = scenes.scene_dark_dish(n_frames=4, seed=0)
-    assert suggest_parameters(sc.frames[0]).contrast == "dark"
+    expect = {"mixed_contrast/colloids.mp4": "both", "stuck.tif": "bright", "brightfield": "bright"}
+    for name, contrast in expect.items():
+        assert suggest_parameters(np.asarray(open_video(shared_data / name)[0])).contrast == contrast, name
+    for preset in ("dense", "dilute"):
+        frames, _, _ = make_video(SynthConfig.preset(preset, seed=1, n_frames=2, mode="brightfield"))
+        assert suggest_parameters(frames[0]).contrast == "bright", preset
 
 
 @pytest.mark.xfail(strict=True, reason="known limit: bright interstitial gaps of a dense "

@@ -315,33 +315,39 @@ def suggest_invert(frame: np.ndarray, scan: dict | None = None) -> bool:
 def suggest_contrast(scan: dict, fraction: float = 0.25) -> str:
     """"bright", "dark" or "both" from a :func:`blob_scan` of the raw frame.
 
-    The polarity with the stronger blobs (by the third strongest) is the main one. The
-    strong blobs of each polarity are those at least ``fraction`` as strong as the main
-    polarity's third strongest. A blob of the other (minor) polarity is discounted when
-    it sits within 3.5 scales of a stronger blob of the main one: the halo of a
-    bright-field particle (a dark spot's bright ring, a bright spot's dark ring) is not
-    a particle. The minor polarity is a population of its own ("both") when it keeps at
-    least 5 blobs, at least a fifth as many as the main one, and they are not bound to
-    the main population's structure (:func:`_bound`). Ring fragments, halos, the bright
-    gaps between dark particles of a dense packing or the dark junctions between bright
-    cells nearly all sit close to the main blobs; an independent population does not.
+    The strong blobs of each polarity are those at least ``fraction`` as strong as the
+    third strongest blob of either. The polarity whose strong blobs are typically
+    (median) stronger is the main one: the bright gaps of a dense packing of dark
+    particles are many, but weaker. A blob of either polarity is discounted when it sits
+    within 3.5 scales of a stronger blob of the other: the halo of a bright-field
+    particle (a dark spot's bright ring, a bright spot's dark ring) is not a particle.
+    The minor polarity is a population of its own ("both") when it keeps at least 5
+    blobs, at least a fifth as many as the main one, and is not bound to the main
+    population's structure (:func:`_bound`): ring fragments, the bright gaps between
+    dark particles or the dark junctions between bright cells all sit close to the main
+    blobs; an independent population does not.
 
-    Known limit: in a dense packing of dark particles whose bright gaps are as strong
-    as the particles, the gaps can become the main polarity and the particles the
-    minor one ("both"); give ``contrast`` then.
+    Chosen on 14 cases (real: the mixed-contrast, stuck and bright-field files of the
+    shared data; synthetic from two renderers: fluorescence, bright-field rings, dark
+    spheres with bright gaps, mixed contrast, compressed backgrounds): all right, with
+    the binding threshold in the middle of the range that gets them all.
     """
     from scipy.spatial import cKDTree
 
-    rb, rd = _reference_strength(scan["bright"]), _reference_strength(scan["dark"])
-    main = "dark" if rd > rb else "bright"
-    minor = "bright" if main == "dark" else "dark"
-    ref = max(rb, rd)
+    ref = max(_reference_strength(scan["bright"]), _reference_strength(scan["dark"]))
     strong = {k: scan[k][scan[k][:, 3] >= fraction * ref] if len(scan[k]) else scan[k]
               for k in ("bright", "dark")}
-    a, b = strong[main], strong[minor]
-    if len(a) and len(b):
-        d, j = cKDTree(a[:, :2]).query(b[:, :2])
-        b = b[~((d < 3.5 * np.maximum(b[:, 2], a[j, 2])) & (a[j, 3] > b[:, 3]))]
+    typical = {k: float(np.median(v[:, 3])) if len(v) else 0.0 for k, v in strong.items()}
+    main = "dark" if typical["dark"] > typical["bright"] else "bright"
+    minor = "bright" if main == "dark" else "dark"
+    kept = {}
+    for k, other in ((main, minor), (minor, main)):
+        b, o = strong[k], strong[other]
+        if len(b) and len(o):
+            d, j = cKDTree(o[:, :2]).query(b[:, :2])
+            b = b[~((d < 3.5 * np.maximum(b[:, 2], o[j, 2])) & (o[j, 3] > b[:, 3]))]
+        kept[k] = b
+    a, b = kept[main], kept[minor]
     if len(b) < max(5, 0.2 * len(a)) or _bound(a, b):
         return main
     return "both"
@@ -349,15 +355,15 @@ def suggest_contrast(scan: dict, fraction: float = 0.25) -> str:
 
 def _bound(a: np.ndarray, b: np.ndarray) -> bool:
     """Whether blobs ``b`` (N, >=2: x, y, ...) belong to the structure of blobs ``a``:
-    over 60 % of them closer to an ``a`` blob than 0.7 x the median neighbour spacing
-    of ``a`` (randomly placed blobs: about 30 %)."""
+    over 55 % of them closer to an ``a`` blob than 0.75 x the median neighbour spacing
+    of ``a`` (randomly placed blobs: about 32 %)."""
     from scipy.spatial import cKDTree
 
     if len(a) < 2 or len(b) == 0:
         return False
     spacing = nn_spacing(a[:, 0], a[:, 1])
     d, _ = cKDTree(a[:, :2]).query(b[:, :2])
-    return bool(np.mean(d < 0.7 * spacing) > 0.6)
+    return bool(np.mean(d < 0.75 * spacing) > 0.55)
 
 
 def _autocorr(img: np.ndarray) -> np.ndarray:
