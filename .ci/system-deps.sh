@@ -2,7 +2,7 @@
 # Debian packages the test suite needs, installed only when missing:
 #   xvfb                      an X server for the napari GUI tests (pytest-xvfb starts it)
 #   libxcb-*, libxkbcommon-x11-0, libgl1, libegl1, libfontconfig1, libdbus-1-3
-#                             what Qt 5's xcb platform plugin loads
+#                             what Qt's xcb platform plugin loads (Qt 6: libxcb-cursor0 too)
 #   chromium                  headless browser that checks the batch report.html
 set -e
 PKGS="xvfb libxkbcommon-x11-0 libxcb-icccm4 libxcb-image0 libxcb-keysyms1 libxcb-randr0
