@@ -1,7 +1,8 @@
 """Screenshots of the napari plugin's widgets on the shipped sample video, for the README.
 
-Writes ``docs/images/napari_track.png``, ``napari_rearrangements.png`` and
-``napari_model.png`` (palette PNGs, to keep the repository small). Every number in them
+Writes ``docs/images/napari_track.png``, ``napari_rearrangements.png``,
+``napari_model_S.png`` and ``napari_model.png`` (palette PNGs, to keep the repository
+small), in a 1366 x 768 window with the widgets opened as from the Plugins menu. Every number in them
 is computed by the widgets on ``sample_videos/dense``, as a user would: the Track
 widget's auto parameters and Track all, the Rearrangements widget's defaults, and a short
 training run of the Model widget.
@@ -42,6 +43,18 @@ def _save(viewer, path: Path, colours: int = 192) -> Path:
     return path
 
 
+def _raise(widget) -> None:
+    """Bring a widget's dock tab to the front."""
+    from qtpy.QtWidgets import QDockWidget
+
+    w = widget.native
+    while w is not None and not isinstance(w, QDockWidget):
+        w = w.parentWidget()
+    if w is not None:
+        w.show()
+        w.raise_()
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(HERE / "images"), help="folder for the PNGs (default docs/images)")
@@ -50,25 +63,27 @@ def main(argv=None) -> int:
     out = Path(args.out)
 
     import napari
-    import napari._qt.qt_main_window as qt_main_window
     import numpy as np
     from qtpy.QtWidgets import QApplication
 
     from colloidcg.samples import sample_video
-    from napari_colloidcg._model_widget import ModelWidget
-    from napari_colloidcg._rearrangements_widget import RearrangementsWidget
-    from napari_colloidcg._track_widget import TrackWidget
 
-    qt_main_window.SHOW_QT_WARNING = False   # no deprecation toast over the canvas
     viewer = napari.Viewer(show=True, title="colloidcg in napari")
     app = QApplication.instance()
-    viewer.window.resize(1500, 900)
+    viewer.window.resize(1366, 768)      # a laptop screen
     viewer.open(str(sample_video()), plugin="colloidcg")
     viewer.dims.set_current_step(0, 20)
 
-    # Track: suggested parameters, live preview, Track all
-    track = TrackWidget(viewer)
-    dock = viewer.window.add_dock_widget(track, name="Track", area="right")
+    def dock(name):   # as a user opens it: Plugins > colloidcg > NAME (docks join one tab group)
+        return viewer.window.add_plugin_dock_widget("colloidcg", name)[1]
+
+    # Track: suggested parameters, live preview with the mass histogram and the links to the
+    # next frame, then Track all
+    track = dock("Track")
+    rearr = dock("Rearrangements")
+    model = dock("Model")
+    _wait(app, lambda: model._tabified)
+    _raise(track)
     track.auto()
     _wait(app, lambda: track.preview_layer is not None and not track.busy)
     track.subtract_drift.value = True     # the sample drifts (0.3, 0.15) px/frame
@@ -78,15 +93,17 @@ def main(argv=None) -> int:
     track.tracks_layer.tail_width = 3
     viewer.layers.selection.active = track.tracks_layer
     viewer.reset_view()
+    viewer.camera.zoom *= 1.6
     _wait(app, lambda: True)
     _save(viewer, out / "napari_track.png")
 
     # Rearrangements: D2min colours, events, the table's largest event
-    track.preview_layer.visible = False
-    track.tracks_layer.visible = False
-    viewer.window.remove_dock_widget(dock)
-    rearr = RearrangementsWidget(viewer)
-    dock = viewer.window.add_dock_widget(rearr, name="Rearrangements", area="right")
+    track.live.value = False
+    for lay in (track.preview_layer, track.links_layer, track.tracks_layer):
+        if lay is not None:
+            lay.visible = False
+    _raise(rearr)
+    rearr.descriptors.value = True        # for the softness baseline beside S's AUC
     rearr.compute()
     _wait(app, lambda: not rearr.busy)
     viewer.reset_view()
@@ -99,15 +116,19 @@ def main(argv=None) -> int:
     # Model: a short training run, S on the footage, a rollout against the observed tracks
     rearr.d2min_layer.visible = False
     rearr.events_layer.visible = False
-    viewer.window.remove_dock_widget(dock)
-    model = ModelWidget(viewer)
-    viewer.window.add_dock_widget(model, name="Model", area="right")
+    _raise(model)
     model.config_overrides = {"max_frames_per_epoch": 24, "val_rollout_steps": 10}
     model.epochs.value = args.epochs
     model.train()
     _wait(app, lambda: not model.busy)
     model.show_S()
     _wait(app, lambda: not model.busy)
+    model.sections.setCurrentIndex(1)
+    viewer.dims.set_current_step(0, 30)
+    viewer.layers.selection.active = model.s_layer
+    viewer.reset_view()
+    _wait(app, lambda: True)
+    _save(viewer, out / "napari_model_S.png")
     viewer.dims.set_current_step(0, 10)
     model.steps.value = 20
     model.simulate_from_frame()

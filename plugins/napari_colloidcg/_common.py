@@ -44,7 +44,16 @@ def gui_message(exc: BaseException) -> str:
     msg = re.sub(r";?\s*pass --overwrite to replace it", "; choose another folder, or confirm "
                  "replacing it when the save dialog asks", msg)
     msg = re.sub(r"--overwrite", "replacing (confirm it in the save dialog)", msg)
-    return msg
+    return re.sub(r"--([a-z][a-z0-9-]*)", lambda m: f"'{GUI_FIELDS.get(m[1], m[1].replace('-', ' '))}'", msg)
+
+
+#: Command-line flags the library's messages name, as the widgets label those fields.
+GUI_FIELDS = {"diameter": "diameter (px)", "separation": "separation (px)", "minmass": "minmass",
+              "invert": "particles: dark/bright", "contrast": "particles", "search-range": "search range (px)",
+              "memory": "memory (frames)", "min-length": "min length (frames)",
+              "processes": "processes", "lag": "lag (frames)", "cutoff": "cutoff (px)",
+              "threshold": "threshold", "epochs": "epochs", "batch-frames": "frames per batch",
+              "lr": "learning rate", "seed": "seed", "steps": "rollout steps (frames)"}
 
 
 def notify_info(message: str) -> None:
@@ -377,6 +386,7 @@ class LayerWidget(Container):
                 main.tabifyDockWidget(other, dock)
                 dock.show()
                 dock.raise_()
+                _fit_to_screen(main)
                 return True
         return False
 
@@ -440,6 +450,17 @@ class LayerWidget(Container):
     def cancel_all(self) -> None:
         for w in list(self._workers):
             w.quit()
+
+
+def _fit_to_screen(main) -> None:
+    """Shrink the main window back onto its screen: docks added one below the other before
+    they were tabbed together may have grown it past the screen's height."""
+    try:
+        screen = main.screen().availableGeometry()
+    except Exception:   # no screen (offscreen platform)
+        return
+    if main.height() > screen.height() or main.width() > screen.width():
+        main.resize(min(main.width(), screen.width()), min(main.height(), screen.height()))
 
 
 def _first_show_filter_class():

@@ -99,6 +99,8 @@ class TrackWidget(LayerWidget):
             lay.addWidget(w.native)
         self._invalid: str | None = None   # why the fields cannot be used (shown in status)
         self._preview_uid: str | None = None
+        self._preview_text = ""
+        self._extras_key = None
         self._links_uid: str | None = None
         self._tracks_name: str | None = None
         self.result = None            # TrackResult of the last run
@@ -310,7 +312,7 @@ class TrackWidget(LayerWidget):
             self._start_preview()
 
     def _start_preview(self) -> None:
-        from ._tracking import candidate_masses, link_preview, locate_preview
+        from ._tracking import locate_preview
 
         self._preview_pending = False
         layer = self.image.value
@@ -332,17 +334,9 @@ class TrackWidget(LayerWidget):
 
         def work():
             t0 = time.perf_counter()
-            frame = self._frame(layer, t)
-            df = locate_preview(frame, t, params)
-            seconds = time.perf_counter() - t0
-            mass = candidate_masses(frame, params)
-            out = {"layer": layer, "t": t, "params": params, "table": df, "seconds": seconds,
-                   "asked": asked, "mass": mass, "links": None, "search_range": None}
-            if links:
-                f1 = locate_preview(self._frame(layer, t + 1), t + 1, params)
-                out["links"], out["search_range"] = link_preview(df, f1, sr)
-                out["n_next"] = len(f1)
-            return out
+            df = locate_preview(self._frame(layer, t), t, params)
+            return {"layer": layer, "t": t, "params": params, "table": df,
+                    "seconds": time.perf_counter() - t0, "asked": asked, "links": links, "sr": sr}
 
         self._preview_worker = self.run_worker(work, on_return=self._show_preview,
                                                on_finish=self._preview_done)
@@ -378,18 +372,43 @@ class TrackWidget(LayerWidget):
                 setattr(existing, k, v)
             info = layer_info(existing)
             info.update(meta)
-        self.mass_plot.show(out["mass"], params.minmass)
-        self._show_links(layer, out)
         self.n_previews += 1
         self.last_preview_seconds = time.perf_counter() - out["asked"]
-        text = f"frame {t}: {len(df)} particles (located in {1e3 * out['seconds']:.0f} ms)"
-        if out["links"] is not None:
-            lk = out["links"]
-            med = float(np.median(lk["step"])) if len(lk) else float("nan")
-            text += (f"; {len(lk)} linked to frame {t + 1} at search range "
-                     f"{out['search_range']:.2f} px{' (auto)' if not self.search_range.value else ''}, "
-                     f"median step {med:.2f} px")
-        self.status.value = text
+        self._preview_text = f"frame {t}: {len(df)} particles (located in {1e3 * out['seconds']:.0f} ms)"
+        self.status.value = self._preview_text
+        self._start_extras(out)
+
+    def _start_extras(self, out) -> None:
+        """After the rings: the mass histogram and the links to the next frame, in a
+        worker of their own (the rings never wait for them); a result for fields or a
+        frame that changed meanwhile is dropped."""
+        from ._tracking import candidate_masses, link_preview, locate_preview
+
+        layer, t, params, df, links, sr = (out[k] for k in ("layer", "t", "params", "table", "links", "sr"))
+        key = (t, repr(params), sr, links)
+        self._extras_key = key
+
+        def work():
+            frame = self._frame(layer, t)
+            res = {"mass": candidate_masses(frame, params), "links": None, "search_range": None}
+            if links:
+                f1 = locate_preview(self._frame(layer, t + 1), t + 1, params)
+                res["links"], res["search_range"] = link_preview(df, f1, sr)
+            return res
+
+        def show(res):
+            if key != self._extras_key or self._invalid is not None or not self.live.value:
+                return
+            self.mass_plot.show(res["mass"], params.minmass)
+            self._show_links(layer, res)
+            if res["links"] is not None:
+                lk = res["links"]
+                med = float(np.median(lk["step"])) if len(lk) else float("nan")
+                self.status.value = (f"{self._preview_text}; {len(lk)} linked to frame {t + 1} at search "
+                                     f"range {res['search_range']:.2f} px{' (auto)' if not sr else ''}, "
+                                     f"median step {med:.2f} px")
+
+        self.run_worker(work, on_return=show)
 
     def _show_links(self, layer, out) -> None:
         lk = out["links"]
