@@ -367,6 +367,10 @@ def test_track_all_twice_save_load_and_cancel(sample_viewer, qtbot, tmp_path, no
     n = len(notes)
     assert w.save_tracks(tmp_path) is None            # exists: refused, said in the GUI's words
     assert len(notes) == n + 1 and "exists" in notes[-1] and "--overwrite" not in notes[-1]
+    from colloidcg.errors import TrackingError
+    from napari_colloidcg._common import gui_message
+    said = gui_message(TrackingError("no particles found; give --diameter, --minmass and --invert"))
+    assert "--" not in said and "'diameter (px)'" in said and "'minmass'" in said
     viewer.layers.remove(w.tracks_layer.name)
     loaded = w.load_tracks(out)
     assert loaded.name in _names(viewer) and len(loaded.data) == len(tracks)

@@ -1,10 +1,14 @@
 """napari plugin for colloidcg: a thin GUI over the library, no physics of its own.
 
-- Reader: every video format :func:`colloidcg.io.open_video` reads, served lazily.
+- Reader: every video format :func:`colloidcg.io.open_video` reads, served lazily; and
+  colloidcg's results: tracks, rearrangements, events and simulated tables, model folders
+  and bundles (into the Model widget), a batch OUT folder or one video's results in it.
+- Writer: Tracks and Points layers to the tracks schema (Parquet + JSON sidecar).
+- ``python -m napari_colloidcg.prefer``: colloidcg as napari's reader for video endings.
 - Sample data: the videos shipped in ``sample_videos/``.
 - Widgets: Track (live detection preview, tracking in a worker thread), Rearrangements
   (D2min colours, events table), Model (training with a live loss curve, S on the
-  footage, rollouts against the observed tracks, export).
+  footage, rollouts against the observed tracks, export); their docks share one tab group.
 
 The manifest is ``napari.yaml``, registered through the ``napari.manifest`` entry point.
 """
