@@ -92,6 +92,18 @@ def _meta_value(meta: dict | None, key: str):
     return None
 
 
+def meta_box(meta: dict | None):
+    """The periodic box (px) a sidecar records as ``meta.box_px`` (MD tracks from
+    ``colloidcg md-read``, simulations of periodic models), or None."""
+    box = ((meta or {}).get("meta") or {}).get("box_px") if isinstance((meta or {}).get("meta"), dict) else None
+    if box is None:
+        return None
+    if not (isinstance(box, (list, tuple)) and len(box) in (2, 3) and all(
+            isinstance(b, (int, float)) and not isinstance(b, bool) and np.isfinite(b) and b > 0 for b in box)):
+        raise ColloidcgError(f"sidecar meta.box_px: expected two or three positive lengths in px, got {box!r}")
+    return [float(b) for b in box]
+
+
 def near_edge(pos: torch.Tensor, fov, edge: float) -> torch.Tensor:
     """Bool tensor of shape ``pos.shape[:-1]``: positions (..., d) closer than ``edge`` to the
     border of the field of view ``fov`` ((lo, hi) per axis, same units as ``pos``)."""

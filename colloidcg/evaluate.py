@@ -115,6 +115,8 @@ def rdf(tracks: pd.DataFrame, um_per_px: float = 1.0, r_max: float | None = None
     if box_px is not None:
         import freud
         box = np.asarray(box_px, float) * um_per_px
+        # freud needs r_max below half the box (minimum image); small MD boxes reach it
+        r_max = min(r_max, 0.4999 * float(box[:d].min()))
         fbox = freud.box.Box(Lx=box[0], Ly=box[1], Lz=0 if d == 2 else box[2], is2D=(d == 2))
         rd = freud.density.RDF(bins=bins, r_max=r_max)
         for t in frames:

@@ -817,11 +817,13 @@ def train_tracks(tracks, meta: dict | None = None, config: TrainConfig | None = 
     folder (:class:`colloidcg.outputs.Commit`); recorded as the checkpoint folder.
     """
     from .core.persist import save_model
-    from .data import from_tracks
+    from .data import from_tracks, meta_box
     from .outputs import atomic_write_json
     from .plots import plot_training_history
 
     cfg = (config or TrainConfig()).validate()
+    if box_px is None:      # a periodic box recorded with the tracks (MD tracks, simulations)
+        box_px = meta_box(meta)
     traj = from_tracks(tracks, meta, fps=fps, um_per_px=um_per_px, box_px=box_px, labels=labels,
                        size_column=cfg.size_column or None)
     if out_dir is not None and cfg.checkpoint_dir is None:

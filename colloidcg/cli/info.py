@@ -156,6 +156,16 @@ def _print_batch(path: Path) -> int:
     return 0
 
 
+def _print_trajectory(path: Path) -> int:
+    """An MD trajectory (colloidcg.md): format, frames, atoms, box, units, what it holds."""
+    from ..md.trajectory import read_trajectory
+
+    desc = read_trajectory(path).describe()
+    print(f"trajectory {path}")
+    _print_tree(desc)
+    return 0
+
+
 def _check_parquet(path: Path) -> int:
     """The number of rows of a Parquet table; a one-line error when it is not one."""
     from ..errors import ColloidcgError
@@ -207,6 +217,11 @@ def run(args) -> int:
             return _print_sidecar(path, _read_json(path / "stage.json"))
         if (path / "summary.csv").is_file():
             return _print_batch(path)
+    if path.is_file():
+        from ..md.trajectory import detect_format
+
+        if detect_format(path) is not None:
+            return _print_trajectory(path)
     with open_video(path, fps=args.fps, um_per_px=args.um_per_px, tiff_axis=args.tiff_axis) as video:
         m = video.meta
         hdr = m.header or {}

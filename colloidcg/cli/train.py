@@ -32,7 +32,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--n-s", type=int, default=1, dest="n_s", help="number of entropic variables per particle")
     p.add_argument("--dtype", default="float64", choices=["float32", "float64"])
     p.add_argument("--box", type=float, nargs="+", default=None, metavar="L",
-                   help="periodic box lengths in px (simulation data); default: open boundaries")
+                   help="periodic box lengths in px (simulation data); default: the tracks' sidecar "
+                        "meta.box_px (colloidcg md-read), else open boundaries")
     p.add_argument("--no-substrate", action="store_true", dest="no_substrate",
                    help="no friction against the solvent/substrate (momentum-conserving model)")
     p.add_argument("--deviatoric", action="store_true", help="add the deviatoric (shear) energy, for solids")
