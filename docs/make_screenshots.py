@@ -35,6 +35,11 @@ def _wait(app, cond, timeout=600.0):
 def _save(viewer, path: Path, colours: int = 192) -> Path:
     from PIL import Image
 
+    from qtpy.QtWidgets import QApplication
+
+    viewer.window.resize(1366, 768)      # a laptop screen (docks added may have grown it)
+    for _ in range(20):
+        QApplication.instance().processEvents()
     rgba = viewer.screenshot(canvas_only=False, flash=False)   # the whole window, docks included
     img = Image.fromarray(rgba[..., :3]).quantize(colors=colours, method=Image.Quantize.MEDIANCUT)
     path.parent.mkdir(parents=True, exist_ok=True)
