@@ -50,3 +50,18 @@ def test_crb_particles_isolated_equals_spot_and_crowding_costs():
     np.testing.assert_allclose(one[0], ref, rtol=1e-3)
     two = crb_particles([[30.2, 29.9], [39.2, 29.9]], 10.0, (61, 61), **kw)
     assert two[0, 0] > one[0, 0]           # the neighbour's photons add noise along x
+
+
+def test_fitted_neighbours_bound():
+    kw = dict(psf="gauss_pixel", sigma_over_d=0.3, photons=2000.0, background=4.0, read_noise=2.0)
+    # isolated: the joint bound is the single-spot bound
+    one_k = crb_particles([[30.2, 29.9]], 10.0, (61, 61), **kw)
+    one_f = crb_particles([[30.2, 29.9]], 10.0, (61, 61), neighbours="fitted", **kw)
+    np.testing.assert_allclose(one_f, one_k, rtol=1e-9)
+    # strongly overlapping pair: estimating the neighbour too costs a lot along the pair axis
+    pair = [[30.0, 30.0], [34.0, 30.0]]
+    k = crb_particles(pair, 10.0, (61, 61), **kw)
+    f = crb_particles(pair, 10.0, (61, 61), neighbours="fitted", **kw)
+    assert f[0, 0] > 1.5 * k[0, 0] and f[0, 1] >= k[0, 1] * (1 - 1e-9)
+    with pytest.raises(ValueError):
+        crb_particles(pair, 10.0, (61, 61), neighbours="nope", **kw)

@@ -106,16 +106,29 @@ def crb_particles(positions, diameters, shape, psf: str = "gauss_pixel",
                   offset: float = 0.0, quantisation: bool = False,
                   saturation: float | None = None, indices=None, nuisance: bool = True,
                   h: float = 1e-4, poisson: bool = True, floor: float | None = 0.0,
-                  **psf_kw) -> np.ndarray:
+                  neighbours: str = "known", reach: float = 1.5, **psf_kw) -> np.ndarray:
     """Per-particle, per-axis CRB (px) in a crowded frame, shape (len(indices), 2).
 
-    Each particle's position (and, with ``nuisance``, its brightness and the local
-    background) is unknown; its neighbours' contributions to the expected image are known.
-    This is the bound for a perfect neighbour-aware fit: their photons add noise, but
-    their overlap does not bias. Arguments as :func:`colloidcg.synthetic.scenes.render`.
+    ``neighbours="known"``: each particle's position (and, with ``nuisance``, its
+    brightness and the local background) is unknown, its neighbours' contributions to the
+    expected image are known: the bound for a perfect neighbour-aware fit, where their
+    photons add noise but their overlap costs nothing.
+
+    ``neighbours="fitted"``: the particle and every neighbour closer than ``reach`` x the
+    contact distance are estimated jointly (positions and brightnesses, and one local
+    background), over the union of their windows; the neighbours' own neighbours are known.
+    This is the honest bound in crowding: overlapping spots share information, so it is
+    larger than the "known" one (much larger when spots overlap strongly).
+
+    Other arguments as :func:`colloidcg.synthetic.scenes.render`; ``floor`` as in
+    :func:`colloidcg.synthetic.scenes.expected_image`.
     """
+    from scipy.spatial import cKDTree
+
     from ..synthetic.scenes import _psf_kw, _window, expected_image, psf_patch
 
+    if neighbours not in ("known", "fitted"):
+        raise ValueError(f"neighbours must be 'known' or 'fitted', got {neighbours!r}")
     pos = np.asarray(positions, float).reshape(-1, 2)
     n = len(pos)
     d = np.broadcast_to(np.asarray(diameters, float), (n,))
@@ -129,39 +142,72 @@ def crb_particles(positions, diameters, shape, psf: str = "gauss_pixel",
                  ring_width=psf_kw.get("ring_width", 0.1),
                  ring_depth=psf_kw.get("ring_depth", 0.6))
     hh, ww = shape
-    idx = np.arange(n) if indices is None else np.asarray(indices)
-    out = np.full((len(idx), 2), np.inf)
-    for row, i in enumerate(idx):
-        x, y = pos[i]
-        sig = sigma_over_d * d[i]
-        half = _window(psf, sig, d[i], kw["ring_radius"][i], kw["ring_width"][i])
+    halves = np.array([_window(psf, sigma_over_d * d[j], d[j], kw["ring_radius"][j],
+                               kw["ring_width"][j]) for j in range(n)])
+    tree = cKDTree(pos) if neighbours == "fitted" and n > 1 else None
+
+    def derivs(j, box):
+        """dmu/dx_j, dmu/dy_j, dmu/dlevel_j of particle j on the box (x0, y0, x1, y1)."""
+        x, y = pos[j]
         cx, cy = int(np.round(x)), int(np.round(y))
-        lv = kw["level"][i]
+        half = halves[j]
+        lv = kw["level"][j]
+        sig = sigma_over_d * d[j]
 
         def spot(dx, dy):
-            return kw["contrast"][i] * psf_patch(
-                psf, dx, dy, sig, d[i], half,
+            return kw["contrast"][j] * psf_patch(
+                psf, dx, dy, sig, d[j], half,
                 photons=lv if photons is not None else None,
                 amplitude=lv if amplitude is not None else None,
-                ring_radius=kw["ring_radius"][i], ring_width=kw["ring_width"][i],
-                ring_depth=kw["ring_depth"][i])
+                ring_radius=kw["ring_radius"][j], ring_width=kw["ring_width"][j],
+                ring_depth=kw["ring_depth"][j])
 
-        x0, y0 = cx - half, cy - half
-        xs, ys = max(x0, 0), max(y0, 0)
-        xe, ye = min(cx + half + 1, ww), min(cy + half + 1, hh)
+        bx0, by0, bx1, by1 = box
+        out = np.zeros((3, by1 - by0, bx1 - bx0))
+        px0, py0 = cx - half, cy - half
+        xs, ys = max(px0, bx0), max(py0, by0)
+        xe, ye = min(cx + half + 1, bx1), min(cy + half + 1, by1)
         if xe <= xs or ye <= ys:
+            return out
+        src = (slice(ys - py0, ye - py0), slice(xs - px0, xe - px0))
+        dst = (slice(ys - by0, ye - by0), slice(xs - bx0, xe - bx0))
+        ddx, ddy = x - cx, y - cy
+        out[0][dst] = ((spot(ddx + h, ddy) - spot(ddx - h, ddy)) / (2 * h))[src]
+        out[1][dst] = ((spot(ddx, ddy + h) - spot(ddx, ddy - h)) / (2 * h))[src]
+        out[2][dst] = (spot(ddx, ddy) / lv)[src]
+        return out
+
+    idx = np.arange(n) if indices is None else np.asarray(indices)
+    res = np.full((len(idx), 2), np.inf)
+    for row, i in enumerate(idx):
+        group = [int(i)]
+        if tree is not None:
+            near = tree.query_ball_point(pos[i], reach * 0.5 * (d[i] + d.max()))
+            group += [int(j) for j in near if j != i
+                      and np.hypot(*(pos[j] - pos[i])) < reach * 0.5 * (d[i] + d[j])]
+        cx, cy = int(np.round(pos[i, 0])), int(np.round(pos[i, 1]))
+        box = [cx - halves[i], cy - halves[i], cx + halves[i] + 1, cy + halves[i] + 1]
+        for j in group[1:]:
+            jx, jy = int(np.round(pos[j, 0])), int(np.round(pos[j, 1]))
+            box = [min(box[0], jx - halves[j]), min(box[1], jy - halves[j]),
+                   max(box[2], jx + halves[j] + 1), max(box[3], jy + halves[j] + 1)]
+        box = [max(box[0], 0), max(box[1], 0), min(box[2], ww), min(box[3], hh)]
+        if box[2] <= box[0] or box[3] <= box[1]:
             continue
-        sl = (slice(ys - y0, ye - y0), slice(xs - x0, xe - x0))
-        s0 = spot(x - cx, y - cy)[sl]
-        dmu = np.stack([
-            ((spot(x - cx + h, y - cy) - spot(x - cx - h, y - cy)) / (2 * h))[sl],
-            ((spot(x - cx, y - cy + h) - spot(x - cx, y - cy - h)) / (2 * h))[sl],
-            s0 / lv, np.ones_like(s0)])
-        m = mu[ys:ye, xs:xe]
+        blocks = [derivs(j, box) for j in group]
+        dmu = np.concatenate(blocks + [np.ones((1, box[3] - box[1], box[2] - box[0]))])
+        if not nuisance:
+            dmu = np.concatenate([b[:2] for b in blocks])
+        m = mu[box[1]:box[3], box[0]:box[2]]
         use = None if saturation is None else gain * m + offset < saturation
-        out[row] = _bound(fisher_information(m, dmu, read_noise, gain, quantisation, use,
-                                             poisson), nuisance)
-    return out
+        f = fisher_information(m, dmu, read_noise, gain, quantisation, use, poisson)
+        try:
+            inv = np.linalg.inv(f)
+        except np.linalg.LinAlgError:
+            continue
+        v = np.diag(inv)[:2]
+        res[row] = np.sqrt(np.where(v > 0, v, np.inf))
+    return res
 
 
 def mortensen_sigma(sigma: float, photons: float, background: float = 0.0,
