@@ -310,3 +310,17 @@ def test_lammps_star_melt_molecule_map_conserves_momentum(tmp_path):
     assert np.abs(p_total).max() < 1e-6 * np.abs(vel).max() * 8
     step = np.abs(np.diff(pos, axis=0)).max()
     assert step < 0.25 * rec["box"][0]
+
+
+@needs_lammps
+def test_cli_md_synth_then_md_read(tmp_path, capsys):
+    args = ["md-synth", "ideal-gas", "-o", str(tmp_path / "g"), "--n", "50", "--frames", "5", "--dump-every", "5",
+            "--equilibrate", "10"]
+    assert main(args) == 0
+    rec = json.loads((tmp_path / "g" / "run.json").read_text())
+    assert rec["exact"]["D"] == 1.0 and rec["frames"] == 5
+    assert main(["md-read", str(tmp_path / "g" / "dump.lammpstrj"), "-o", str(tmp_path / "t")]) == 0
+    df = pd.read_parquet(tmp_path / "t" / "tracks.parquet")
+    assert df["particle"].nunique() == 50 and df["frame"].nunique() == 5
+    assert main(args) == 2                                   # the dump exists: refused
+    assert "already exists" in capsys.readouterr().err
