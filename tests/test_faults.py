@@ -291,7 +291,7 @@ def _track_trials(tmp_path, capsys, seed: int, n: int):
 
 
 def test_kill_track(tmp_path, capsys):
-    _track_trials(tmp_path, capsys, seed=1, n=3)
+    _track_trials(tmp_path, capsys, seed=1, n=2)
 
 
 @pytest.mark.slow
@@ -339,7 +339,7 @@ def _train_trials(tmp_path, capsys, tracks: Path, seed: int, n: int):
 
 
 def test_kill_train(tmp_path, capsys, tiny_tracks):
-    _train_trials(tmp_path, capsys, tiny_tracks, seed=2, n=2)
+    _train_trials(tmp_path, capsys, tiny_tracks, seed=2, n=1)
 
 
 @pytest.mark.slow
@@ -412,7 +412,7 @@ def _batch_trials(tmp_path, capsys, seed: int, n: int, stages: str, n_videos: in
 
 
 def test_kill_batch(tmp_path, capsys):
-    _batch_trials(tmp_path, capsys, seed=3, n=1, stages="track,rearrangements", n_videos=1)
+    _batch_trials(tmp_path, capsys, seed=3, n=1, stages="track", n_videos=1)
 
 
 @pytest.mark.slow

@@ -72,9 +72,20 @@ def _img(path: Path, caption: str) -> str:
             f"<figcaption>{html.escape(caption)}</figcaption></figure>")
 
 
+#: Stage records checked while one report is written: (folder) -> record or None.
+_CHECKED: dict[Path, dict | None] = {}
+
+
+def _completed(folder: Path) -> dict | None:
+    """The stage's record when its result is complete on disk now (every recorded file's
+    size and SHA-256 checked, once per report), else None."""
+    if folder not in _CHECKED:
+        _CHECKED[folder] = hashing.completed(folder)
+    return _CHECKED[folder]
+
+
 def _done(out: Path, rel: str, stage: str) -> bool:
-    """The stage's result is complete on disk now (every recorded file checked)."""
-    return hashing.completed(out / rel / stage) is not None
+    return _completed(out / rel / stage) is not None
 
 
 def _video_section(out: Path, job: VideoJob, rows: pd.DataFrame, idx: int) -> str:
@@ -97,12 +108,12 @@ def _video_section(out: Path, job: VideoJob, rows: pd.DataFrame, idx: int) -> st
                     ("particles per frame", s.get("particles_per_frame")),
                     ("frames", s.get("n_frames")),
                     (f"D, short-time ({s.get('D_units')})", s.get("D"))]
-    rrec = hashing.completed(out / rel / "rearrangements")
+    rrec = _completed(out / rel / "rearrangements")
     if rrec:
         n = rrec.get("numbers") or {}
         numbers += [("rearranging particle-frames", n.get("n_rearranging")),
                     ("rearrangement events", n.get("n_events")), ("D2min lag (frames)", n.get("lag_frames"))]
-    trec = hashing.completed(out / rel / "train")
+    trec = _completed(out / rel / "train")
     if trec:
         n = trec.get("numbers") or {}
         numbers += [("training epochs", n.get("epochs_run")),
@@ -133,6 +144,7 @@ def write_report(out, jobs: list[VideoJob], table: pd.DataFrame, stages: list[st
     """Write OUT/report.html from the stage folders and the summary table; ``skipped``:
     {file: reason} of image files under ROOT that are not videos."""
     out = Path(out)
+    _CHECKED.clear()
     n_bad = table[table["status"].isin(["failed", "blocked", "stale"])]["video"].nunique()
     when = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     head = (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
