@@ -236,7 +236,7 @@ def read_table(path: str | os.PathLike, required: Iterable[str] = ()) -> tuple[p
     one of the ``required`` columns.
     """
     path = Path(path)
-    recover(path.parent, wait=False)
+    recover(path.parent)   # finish a commit a killed writer left halfway
     if not path.exists():
         raise ColloidcgError(f"{path}: no such file (expected a .parquet table)")
     try:
@@ -396,7 +396,7 @@ def leftovers(folder: str | os.PathLike) -> list[Path]:
     return sorted(p for p in entries if p.name.startswith(TXN_PREFIX) or _LEGACY_TMP.match(p.name))
 
 
-def recover(folder: str | os.PathLike, wait: bool = False, held: bool = False) -> list[str]:
+def recover(folder: str | os.PathLike, held: bool = False) -> list[str]:
     """Finish or undo the interrupted commits in ``folder`` and remove temporary files of
     killed runs; returns what was done (for messages and tests).
 
