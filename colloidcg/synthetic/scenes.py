@@ -36,6 +36,15 @@ PSFs (``sigma = sigma_over_d * diameter``):
     ``(2 J1(v) / v)^2`` with ``v = k r``, ``k`` such that its best-fit Gaussian has the
     given sigma (first dark ring at 2.91 sigma); pixel-integrated by 4 x 4 supersampling.
 
+Analogue scenes of issue 15's failure classes (each returns a :class:`Scene`: frames,
+truth, info; ``SCENES`` maps names to them): :func:`scene_mixed_contrast` (a),
+:func:`scene_fluorescence_mjpeg` (b), :func:`scene_dense_brightfield` (c),
+:func:`scene_uncorrelated` (d), :func:`scene_dark_dish` (e), :func:`scene_dense_bidisperse`
+(f). With the tracker as it was before issue 15 (commit 7d8cce3) they reproduce the
+reported failures: (a) diameter 5, dark particles missed, short tracks; (b) minmass 1.1,
+~2 x too many detections; (c) ~50 % extra detections on the gaps; (d) diameter 7,
+meaningless tracks without a warning; (e) precision 0.91; (f) RMS 0.36 px.
+
 >>> from colloidcg.synthetic.scenes import random_packing, render
 >>> rng = np.random.default_rng(0)                                  # doctest: +SKIP
 >>> pos, d = random_packing((128, 128), 0.6, (10.0,), rng=rng)      # doctest: +SKIP
