@@ -42,7 +42,7 @@ truth, info; ``SCENES`` maps names to them): :func:`scene_mixed_contrast` (a),
 :func:`scene_uncorrelated` (d), :func:`scene_dark_dish` (e), :func:`scene_dense_bidisperse`
 (f). With the tracker as it was before issue 15 (commit 7d8cce3) they reproduce the
 reported failures: (a) diameter 5, dark particles missed, short tracks; (b) minmass 1.1,
-~2 x too many detections; (c) ~50 % extra detections on the gaps; (d) diameter 7,
+~2 x too many detections; (c) ~90 % extra detections on the gaps; (d) diameter 7,
 meaningless tracks without a warning; (e) precision 0.91; (f) RMS 0.36 px.
 
 >>> from colloidcg.synthetic.scenes import random_packing, render
