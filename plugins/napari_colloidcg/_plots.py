@@ -22,11 +22,11 @@ def theme_colours(viewer=None) -> dict:
             "accent": th.highlight.as_hex(), "type": str(th.type)}
 
 
-def _canvas(width: float, height: float):
+def _canvas(width: float, height: float, layout: str | None = "constrained"):
     from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    fig = Figure(figsize=(width, height), dpi=100, layout=layout)
     canvas = FigureCanvasQTAgg(fig)
     canvas.setMinimumHeight(int(height * 80))
     canvas.setMaximumHeight(int(height * 110))
@@ -36,8 +36,8 @@ def _canvas(width: float, height: float):
 class _Plot:
     """A figure on a Qt canvas, in the colours of the viewer's theme."""
 
-    def __init__(self, width: float, height: float, viewer=None):
-        self.figure, self.canvas = _canvas(width, height)
+    def __init__(self, width: float, height: float, viewer=None, layout: str | None = "constrained"):
+        self.figure, self.canvas = _canvas(width, height, layout)
         self.viewer = viewer
         self.colours = theme_colours(viewer)
         if viewer is not None:
@@ -121,9 +121,7 @@ class MassHistogram(_Plot):
         self.mass = np.zeros(0)
         self.minmass: float | None = None
         self._artists = None
-        super().__init__(3.2, 1.3, viewer)
-        self.figure.set_layout_engine("none")
-        self.figure.subplots_adjust(left=0.14, right=0.97, bottom=0.36, top=0.95)
+        super().__init__(3.2, 1.3, viewer, layout=None)   # fixed margins: cheap redraws
         self.draw()
 
     def show(self, mass, minmass: float | None) -> None:
@@ -135,12 +133,14 @@ class MassHistogram(_Plot):
     def draw(self) -> None:
         """Build the axes (again: at start and when the theme changes)."""
         self.figure.clear()
-        ax = self.figure.add_subplot(111)
+        ax = self.figure.add_axes((0.13, 0.33, 0.84, 0.62))
         c = self.colours
         stairs = ax.stairs(np.zeros(1), np.array([1.0, 10.0]), fill=True, color=c["accent"], alpha=0.85)
         line = ax.axvline(1.0, color="orange", lw=1.5, visible=False)
         label = ax.text(0.02, 0.92, "", transform=ax.transAxes, fontsize=7, va="top", color=c["fg"])
         ax.set_xscale("log")
+        from matplotlib.ticker import NullFormatter
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("mass of every candidate spot (minmass 0)", fontsize=7)
         ax.set_ylabel("spots", fontsize=7)
         self.style(ax)
