@@ -162,7 +162,7 @@ def suggest_parameters(frame: np.ndarray, params: TrackParams | None = None) -> 
         raw = prepare(frame, False, p.roi)
         plane = raw if ndim == 2 else raw.max(axis=0)
         scan = blob_scan(plane)
-        p.contrast = suggest_contrast(scan) if ndim == 2 else \
+        p.contrast = suggest_contrast(scan, area=float(plane.size)) if ndim == 2 else \
             ("dark" if suggest_invert(plane, scan) else "bright")
     if p.contrast == "both" and ndim != 2:
         raise ParameterError("contrast: 'both' (mixed contrast) is available for 2D frames only")

@@ -43,6 +43,12 @@ FEATURE_COLUMNS = ["frame", "y", "x", "mass", "size", "ecc", "signal", "raw_mass
 #: with a background offset each; the background map comes from their residual), one of
 #: the second. More sweeps change positions by < 0.005 px on dense test videos.
 REFINE_OPTIONS = dict(n_sweeps=1, stage1_sweeps=2, n_newton=2, stage2_newton=1, tol=1e-2)
+#: Where spots overlap heavily (median neighbour distance under this many spot sigmas)
+#: the background and the spots are refitted in turn this many times: the first
+#: background, taken while every spot still has its own offset, sits too high there
+#: (23 for a true 20 on the dense bidisperse analogue), and each pass moves it and the
+#: positions closer (RMS 0.32 -> 0.22 px there; 0.18 -> 0.12 px for ring-shaped spots).
+CROWDED_SIGMAS, CROWDED_BACKGROUND_PASSES = 3.2, 3
 #: A spot within two diameters of one this many times more massive is dropped as a
 #: satellite (the bright halo of a bright-field ring); neighbouring particles differ by
 #: far less.
@@ -296,7 +302,14 @@ def _locate_refined(img: np.ndarray, diameter, separation, minmass: float) -> pd
     h, w = img.shape
     if len(x) == 0:
         return pd.DataFrame(columns=FEATURE_COLUMNS[1:])
-    r = refine_jointly(img, x, y, sigma, **REFINE_OPTIONS)
+    opts = dict(REFINE_OPTIONS)
+    if len(x) > 2:
+        from scipy.spatial import cKDTree
+
+        nn = cKDTree(np.c_[x, y]).query(np.c_[x, y], k=2)[0][:, 1]
+        if np.median(nn) < CROWDED_SIGMAS * sigma:
+            opts["background_passes"] = CROWDED_BACKGROUND_PASSES
+    r = refine_jointly(img, x, y, sigma, **opts)
     rx, ry = r["x"], r["y"]
     radius = float(d // 2)
     mass, full = _disc_sums(bp, rx, ry, radius)

@@ -719,7 +719,7 @@ def find_missed(residual: np.ndarray, x: np.ndarray, y: np.ndarray, sigma: float
 def refine_jointly(image: np.ndarray, x: np.ndarray, y: np.ndarray, sigma: float,
                    n_sweeps: int = 8, n_newton: int = 2, add_missed: bool = True,
                    tol: float = 1e-3, stage1_sweeps: int = 8,
-                   stage2_newton: int = 2) -> dict[str, np.ndarray]:
+                   stage2_newton: int = 2, background_passes: int = 1) -> dict[str, np.ndarray]:
     """Refine spot centres by fitting all spots of a frame jointly.
 
     Parameters
@@ -800,7 +800,12 @@ def refine_jointly(image: np.ndarray, x: np.ndarray, y: np.ndarray, sigma: float
     stats = np.zeros((len(model.params), 4))
     stats[:, 3] = np.nan
     sub = np.subtract(img, bg, out=residual)
-    _sweeps(sub, model, STAGE2_FREE, n_sweeps, stage2_newton, sigma, tol, stats, final=True)
+    for k in range(background_passes):
+        if k:   # the background again, from what the current spots leave
+            bg = smooth_background(np.subtract(img, model.canvas), block)
+            np.subtract(img, bg, out=sub)
+        _sweeps(sub, model, STAGE2_FREE, n_sweeps, stage2_newton, sigma, tol, stats,
+                final=k == background_passes - 1)
     params = model.params
     moved = np.hypot(params[:, 0] - start[:, 0], params[:, 1] - start[:, 1])
     ecc = stats[:, 3]
