@@ -38,6 +38,15 @@ def _wait(app, cond, timeout=120.0):
             raise TimeoutError("the widget did not finish in time")
 
 
+def _settle(app, seconds=0.15):
+    """Let pending repaints finish (the histogram and link arrows drawn after the rings),
+    as between two keystrokes or slider steps of a person."""
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        app.processEvents()
+        time.sleep(0.005)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=10, help="timed parameter changes (default 10)")
@@ -66,6 +75,7 @@ def main(argv=None) -> int:
 
     lat = []
     for k in range(args.repeats + 1):
+        _settle(app)
         n0 = w.n_previews
         w.minmass.value = base * (1.0 + 0.01 * (k + 1))
         _wait(app, lambda: w.n_previews > n0 and not w.busy)
@@ -74,6 +84,7 @@ def main(argv=None) -> int:
 
     lat = []
     for k in range(args.repeats + 1):
+        _settle(app)
         n0 = w.n_previews
         viewer.dims.set_current_step(0, 1 + k % (len(frames) - 1))
         _wait(app, lambda: w.n_previews > n0 and not w.busy)

@@ -98,6 +98,7 @@ class TrackWidget(LayerWidget):
                   self.status, self.quality):
             lay.addWidget(w.native)
         self._invalid: str | None = None   # why the fields cannot be used (shown in status)
+        self._diameter_marked = False
         self._preview_uid: str | None = None
         self._preview_text = ""
         self._extras_key = None
@@ -213,8 +214,12 @@ class TrackWidget(LayerWidget):
         from the last valid preview, Track all disabled."""
         self._invalid = why
         bad = why is not None and why.startswith("diameter")
-        self.diameter.native.setStyleSheet("background-color: #7a2a2a;" if bad else "")
-        self.track_button.enabled = why is None and self._track_worker is None
+        if bad != self._diameter_marked:   # restyling a widget is slow: only on a change
+            self.diameter.native.setStyleSheet("background-color: #7a2a2a;" if bad else "")
+            self._diameter_marked = bad
+        enabled = why is None and self._track_worker is None
+        if self.track_button.enabled != enabled:
+            self.track_button.enabled = enabled
         if why is not None:
             self.status.value = f"check the fields: {why}"
             for lay in (self.preview_layer, self.links_layer):
