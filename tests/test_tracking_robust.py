@@ -105,7 +105,7 @@ def test_dense_bidisperse_other_renderer_accuracy_and_ep():
     sc = scenes.scene_dense_bidisperse(n_frames=12, seed=3)
     r = _track(sc.frames)
     s = _score(r, sc, 12.0)
-    assert s.recall >= 0.99 and s.precision >= 0.99 and s.rms_error <= 0.26, s
+    assert s.recall >= 0.99 and s.precision >= 0.99 and s.rms_error <= 0.2, s
     e, ep = _errors_and_ep(r, sc)
     assert r.quality.metrics["ep_calibration"] == "tracks"
     # ep is a per-axis standard deviation: for Gaussian errors the median distance
@@ -113,10 +113,10 @@ def test_dense_bidisperse_other_renderer_accuracy_and_ep():
     assert abs(1.177 * np.median(ep) / np.median(np.hypot(*e.T)) - 1) < 0.3
 
 
-@pytest.mark.xfail(strict=True, reason="not met: RMS 0.23 px against the 0.15 px target, "
-                   "which the Cramér-Rao bound allows (0.12 px with the neighbours fitted): the "
-                   "Gauss-Seidel joint fit converges slowly where spots overlap this much "
-                   "(from the true positions, 10 sweeps reach 0.155 px)")
+@pytest.mark.xfail(strict=True, reason="not met: RMS 0.17-0.24 px over three realisations "
+                   "against the 0.15 px target, which the Cramér-Rao bound allows (0.12 px with "
+                   "the neighbours fitted): the Gauss-Seidel joint fit converges slowly where "
+                   "spots overlap this much (four times the work reaches 0.16 px)")
 def test_dense_bidisperse_meets_the_target():
     sc = scenes.scene_dense_bidisperse(n_frames=6, seed=3)
     s = _score(_track(sc.frames), sc, 12.0)
