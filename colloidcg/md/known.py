@@ -1,0 +1,131 @@
+"""Known answers from LAMMPS truth: train on a short MD window, roll out 10x longer, and
+compare with the continued MD through the same :mod:`colloidcg.evaluate` code.
+
+- :func:`ideal_gas_answer`: the Langevin ideal gas; the rollout's MSD and VACF (of
+  finite-difference velocities) against the exact ones (and against the continued MD),
+  and the model's diffusion coefficient (slope of its MSD) against kT damp / m.
+- :func:`star_melt_answer`: the DPD-thermostatted star-polymer melt coarse-grained to one
+  particle per star; a momentum-conserving model (no substrate friction) trained on the
+  first window; MSD, VACF and g(r) relative RMS errors of the rollout against the continued
+  MD, and the rollout's total momentum over time (it must stay at its initial value).
+
+``size``: "short" (the default test suite: small systems, seconds) or "full" (the slow
+tests and the README's numbers: minutes). Both return a dict of measured numbers.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .. import evaluate as ev
+from .coarse import read_md_tracks
+from .lammps import ideal_gas, ideal_gas_exact, ideal_gas_msd, ideal_gas_vacf_frame_averaged, star_melt
+
+SIZES = {
+    "ideal_gas": {"short": dict(n=300, train_frames=30, epochs=4),
+                  "full": dict(n=1000, train_frames=200, epochs=10)},
+    "star_melt": {"short": dict(n_stars=27, arms=3, beads=3, train_frames=20, epochs=3, equilibrate=5000,
+                                train={"cutoff": 2.5}),
+                  "full": dict(n_stars=64, arms=4, beads=4, train_frames=100, epochs=15, equilibrate=20000,
+                               train={})},
+}
+
+
+def _split(df, n_train: int):
+    train = df[df["frame"] < n_train].reset_index(drop=True)
+    cont = df[df["frame"] >= n_train - 1].reset_index(drop=True)
+    return train, cont
+
+
+def _train_and_roll(train, side, cont_frames: int, cfg, workdir: Path, seed: int):
+    from ..simulate import simulate
+    from ..train import train_tracks
+
+    res = train_tracks(train, side, cfg, workdir / "model")
+    mcfg = json.loads((workdir / "model" / "config.json").read_text())
+    start = int(train["frame"].max())
+    sim = simulate(res.model, mcfg, train, side, steps=cont_frames - 1, frame=start, seed=seed)
+    return res, sim
+
+
+def ideal_gas_answer(workdir, size: str = "short", seed: int = 3, dim: int = 3, **train_options) -> dict:
+    """Measured numbers of the ideal-gas known answer (see module docstring)."""
+    from ..train import TrainConfig
+
+    p = SIZES["ideal_gas"][size]
+    work = Path(workdir)
+    W = p["train_frames"]
+    T, damp = 1.0, 1.0
+    rec = ideal_gas(work / "md", n=p["n"], density=0.05, dim=dim, temperature=T, damp=damp, timestep=0.01,
+                    frames=11 * W, dump_every=25, equilibrate=500, seed=seed)
+    df, side = read_md_tracks(rec["dump"])
+    train, cont = _split(df, W)
+    fdt = rec["frame_dt"]
+    fps = 1.0 / fdt
+    cfg = TrainConfig(**{"epochs": p["epochs"], "progress": False, "cutoff": 2.0, "n_pair": 0, "seed": seed, **train_options})
+    res, sim = _train_and_roll(train, side, cont["frame"].nunique(), cfg, work, seed)
+    out = {"size": size, "n": p["n"], "dim": dim, "train_frames": W, "rollout_frames": int(sim.tracks["frame"].nunique()),
+           "frame_dt": fdt, "exact": ideal_gas_exact(dim, T, damp)}
+    lag = max(5, W // 2)
+    for name, tr in (("md", cont), ("model", sim.tracks)):
+        m = ev.msd(tr, 1.0, fps, max_lag=lag)
+        v = ev.vacf(tr, 1.0, fps, max_lag=10)
+        out[f"{name}_msd_rel_rms_vs_exact"] = ev.rel_rms(m["msd"], ideal_gas_msd(m["t"], dim, T, damp), pointwise=True)
+        out[f"{name}_vacf_rel_rms_vs_exact"] = ev.rel_rms(v["vacf"], ideal_gas_vacf_frame_averaged(v["lag"], fdt, dim, T, damp))
+        # D from the MSD slope beyond 3 friction times (exact: MSD = 2 d D (t - damp))
+        late = m["t"] > 3 * damp
+        out[f"{name}_D"] = float(np.mean(m["msd"][late] / (2 * dim * (m["t"][late] - damp))))
+    metrics, _, _ = ev.compare(cont, sim.tracks, 1.0, fps, max_lag=lag, box_px=side["meta"]["box_px"])
+    out["model_vs_md"] = {k: metrics[k] for k in ("msd_rel_rms", "vacf_rel_rms", "rdf_rel_rms")}
+    out["D_rel_error"] = out["model_D"] / out["exact"]["D"] - 1
+    out["train_report"] = {k: res.report.get(k) for k in ("epochs_run", "best_epoch", "best_val_score")}
+    return out
+
+
+def total_momentum(tracks) -> np.ndarray:
+    """(T, d) sum over particles of the tracks' vx, vy [, vz] per frame (equal masses)."""
+    cols = [c for c in ("vx", "vy", "vz") if c in tracks.columns]
+    return tracks.groupby("frame")[cols].sum().to_numpy()
+
+
+def star_melt_answer(workdir, size: str = "short", seed: int = 5, md_dir=None, **train_options) -> dict:
+    """Measured numbers of the star-polymer known answer (see module docstring);
+    ``md_dir``: an existing star_melt run folder to reuse (its dump must hold 11 windows);
+    ``train_options``: TrainConfig options that replace the defaults used here."""
+    from ..train import TrainConfig
+
+    p = SIZES["star_melt"][size]
+    work = Path(workdir)
+    W = p["train_frames"]
+    if md_dir is None:
+        rec = star_melt(work / "md", n_stars=p["n_stars"], arms=p["arms"], beads=p["beads"], frames=11 * W,
+                        dump_every=100, equilibrate=p["equilibrate"], seed=seed)
+    else:
+        rec = json.loads((Path(md_dir) / "run.json").read_text())
+    df, side = read_md_tracks(rec["dump"], "molecule")
+    df = df[df["frame"] < 11 * W]
+    train, cont = _split(df, W)
+    fps = side["meta"]["fps"]
+    box = side["meta"]["box_px"]
+    cfg = TrainConfig(**{"epochs": p["epochs"], "progress": False, "substrate": False, "seed": seed,
+                         **p["train"], **train_options})
+    res, sim = _train_and_roll(train, side, cont["frame"].nunique(), cfg, work, seed)
+    lag = max(5, W // 2)
+    metrics, sd, ss = ev.compare(cont, sim.tracks, 1.0, fps, max_lag=lag, box_px=box)
+    P = total_momentum(sim.tracks)
+    v_scale = float(np.sqrt((sim.tracks[["vx", "vy", "vz"]].to_numpy() ** 2).sum(1).mean()))
+    n = sim.tracks["particle"].nunique()
+    return {"size": size, "n_stars": p["n_stars"], "arms": p["arms"], "beads": p["beads"], "box": box,
+            "train_frames": W, "rollout_frames": int(sim.tracks["frame"].nunique()), "frame_dt": 1 / fps,
+            "cutoff": res.model.config.cutoff,
+            "msd_rel_rms": metrics["msd_rel_rms"], "vacf_rel_rms": metrics["vacf_rel_rms"],
+            "rdf_rel_rms": metrics["rdf_rel_rms"], "non_gaussian_abs_diff": metrics["non_gaussian_abs_diff"],
+            # drift of the total momentum after the first recorded step, relative to the
+            # momentum scale sqrt(N) |v|_rms (what independent velocities would sum to)
+            "momentum_drift_rel": float(np.abs(P[1:] - P[1]).max() / (np.sqrt(n) * v_scale)),
+            "momentum_initial_rel": float(np.abs(P[0]).max() / (np.sqrt(n) * v_scale)),
+            "md_momentum_rel": float(np.abs(total_momentum(cont)).max() / (np.sqrt(n) * v_scale)),
+            "train_report": {k: res.report.get(k) for k in ("epochs_run", "best_epoch", "best_val_score")}}

@@ -1,0 +1,64 @@
+"""Known answers from LAMMPS truth (issue 21, part 4), through colloidcg.md.known.
+
+Short versions (default suite): the same path end to end on small systems. What they
+assert is what holds at that size: the MD data read through md-read reproduce the exact
+ideal-gas MSD and VACF (units, times and unwrapping are right), the pipeline trains,
+rolls out 10x the training window and evaluates, and the momentum-conserving star model
+conserves total momentum in the periodic box. The targets on the learned model (MSD,
+VACF, g(r) within 0.10 of the continued MD; the ideal gas's D and VACF within 5 % of the
+exact ones) are asserted by the slow, full versions (pytest -m slow).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from colloidcg.md.lammps import lammps_available
+
+HAVE_LAMMPS, WHY = lammps_available()
+pytestmark = pytest.mark.skipif(not HAVE_LAMMPS, reason=f"LAMMPS unavailable: {WHY}")
+
+
+def test_ideal_gas_short(tmp_path):
+    from colloidcg.md.known import ideal_gas_answer
+
+    r = ideal_gas_answer(tmp_path, "short")
+    assert r["rollout_frames"] >= 10 * r["train_frames"]
+    # the LAMMPS truth, read back, is the exact Langevin free particle
+    assert r["md_msd_rel_rms_vs_exact"] <= 0.05
+    assert r["md_vacf_rel_rms_vs_exact"] <= 0.05
+    assert abs(r["md_D"] - 1.0) <= 0.05
+    for k in ("model_msd_rel_rms_vs_exact", "model_vacf_rel_rms_vs_exact", "model_D"):
+        assert r[k] == r[k] and r[k] > 0            # finite, measured
+
+
+def test_star_melt_short_momentum(tmp_path):
+    from colloidcg.md.known import star_melt_answer
+
+    r = star_melt_answer(tmp_path, "short")
+    assert r["rollout_frames"] >= 10 * r["train_frames"]
+    assert r["md_momentum_rel"] < 1e-6                  # the DPD melt conserves momentum
+    assert r["momentum_drift_rel"] < 1e-9               # so does the model (to rounding)
+    for k in ("msd_rel_rms", "vacf_rel_rms", "rdf_rel_rms"):
+        assert r[k] == r[k]
+
+
+@pytest.mark.slow
+def test_ideal_gas_full(tmp_path):
+    from colloidcg.md.known import ideal_gas_answer
+
+    r = ideal_gas_answer(tmp_path, "full")
+    assert r["md_msd_rel_rms_vs_exact"] <= 0.05 and r["md_vacf_rel_rms_vs_exact"] <= 0.05
+    assert abs(r["D_rel_error"]) <= 0.05, r
+    assert r["model_vacf_rel_rms_vs_exact"] <= 0.05, r
+
+
+@pytest.mark.slow
+def test_star_melt_full(tmp_path):
+    from colloidcg.md.known import star_melt_answer
+
+    r = star_melt_answer(tmp_path, "full")
+    assert r["momentum_drift_rel"] < 1e-9, r
+    assert r["msd_rel_rms"] <= 0.10, r
+    assert r["vacf_rel_rms"] <= 0.10, r
+    assert r["rdf_rel_rms"] <= 0.10, r
