@@ -857,6 +857,9 @@ def test_colloidcg_as_the_preferred_reader(make_napari_viewer, tmp_path, frames8
     settings = get_settings()
     before = dict(settings.plugins.extension2reader)
     try:
+        settings.plugins.extension2reader = {}
+        with pytest.raises(Exception, match="Multiple plugins"):     # what makes napari ask
+            viewer.open(str(path), plugin=None)
         mapping = prefer_colloidcg(settings)
         assert mapping["*.tif"] == mapping["*.cine"] == PLUGIN
         (layer,) = viewer.open(str(path), plugin=None)
