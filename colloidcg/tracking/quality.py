@@ -25,7 +25,7 @@ The signs, and the thresholds (warning / unreliable) at which they count:
   the pixels around the detections: < 0.3 / < 0.1. Frames that are unrelated cannot be linked, whatever the tracker.
 - ``noise_share``: share of the mean squared step that is localisation noise,
   2 sigma^2 / <dx^2> per axis, with sigma^2 from the anticorrelation of successive
-  steps (C(2) - C(1), as in training): > 0.8 (warning only: stuck particles are
+  steps (:func:`localisation_noise`): > 0.8 (warning only: stuck particles are
   legitimately all noise) and "unreliable" when > 0.8 together with a low frame
   correlation, the signature of linking noise to noise.
 
@@ -154,29 +154,39 @@ def step_covariances(tracks: pd.DataFrame, lags: Sequence[int] = (0, 1, 2)) -> d
     return out
 
 
-def localisation_noise(tracks: pd.DataFrame) -> float:
-    """Localisation noise sigma (px per axis) from the tracks themselves.
+def _noise_variance(c: dict[int, float]) -> float:
+    """sigma^2 from step covariances: the smaller of -C(1) and C(2) - C(1).
 
-    Independent position errors of variance sigma^2 add -sigma^2 to the covariance C(1)
-    of successive steps and nothing to C(2); the motion's own correlations change
-    slowly with the lag, so sigma^2 = C(2) - C(1) (see
-    :func:`colloidcg.train.estimate_localisation_noise`). NaN without enough steps.
+    Static errors of variance sigma^2 add -sigma^2 to C(1) and nothing to C(2). The
+    motion's own covariances c(k) bias the two estimates by -c(1) and c(2) - c(1). For
+    overdamped colloids both biases are >= 0 (successive steps are never positively
+    correlated, c(1) <= 0, and the anticorrelation of caging fades with the lag,
+    c(2) >= c(1)), so each is an upper bound and the smaller is the tighter: -C(1) where
+    the motion is nearly free, C(2) - C(1) in cages (as in training,
+    :func:`colloidcg.train.estimate_localisation_noise`). Inertial (ballistic) motion
+    between frames breaks the assumption and makes this an underestimate.
     """
+    return min(-c[1], c[2] - c[1])
+
+
+def localisation_noise(tracks: pd.DataFrame) -> float:
+    """Localisation noise sigma (px per axis) from the tracks themselves
+    (:func:`_noise_variance` of :func:`step_covariances`). NaN without enough steps."""
     c = step_covariances(tracks)
     if not (np.isfinite(c[1]) and np.isfinite(c[2])):
         return float("nan")
-    return math.sqrt(max(0.0, c[2] - c[1]))
+    return math.sqrt(max(0.0, _noise_variance(c)))
 
 
 def calibrate_ep(tracks: pd.DataFrame, max_rel_error: float = 0.4) -> tuple[float, str]:
-    """Scale factor for the fitted ``ep`` so that its RMS equals the tracks' own noise.
+    """Scale factor for the fitted ``ep`` so that its median equals the tracks' own noise.
 
     The fit's ``ep`` (from its normal matrix and the local residual variance) follows
     crowding and brightness particle by particle, but its overall scale assumes
     independent pixel noise and a Gaussian spot: correlated noise (compression) makes
     it too small, a ring-shaped spot too large. The localisation noise measured from
     the tracks (:func:`localisation_noise`) is free of both assumptions; it sets the
-    scale when it is well determined: its variance estimate C(2) - C(1) must have a
+    scale when it is well determined: its variance estimate must have a
     standard error (about sqrt(2) C(0) / sqrt(n) for n step pairs) below
     ``max_rel_error`` of itself.
 
@@ -195,16 +205,16 @@ def calibrate_ep(tracks: pd.DataFrame, max_rel_error: float = 0.4) -> tuple[floa
     n_pairs = int(((p[2:] == p[:-2]) & (f[2:] == f[:-2] + 2)).sum())
     if n_pairs < 100 or not all(np.isfinite(c[k]) for k in (0, 1, 2)):
         return 1.0, "too few steps"
-    var = c[2] - c[1]
+    var = _noise_variance(c)
     se = math.sqrt(2.0) * c[0] / math.sqrt(n_pairs)
     if var <= 0 or se > max_rel_error * var:
         return 1.0, "noise not resolved"
     ep = tracks["ep"].to_numpy(float)
     ep = ep[np.isfinite(ep)]
-    rms = math.sqrt(float(np.mean(ep ** 2))) if len(ep) else 0.0
-    if rms <= 0:
+    typical = float(np.median(ep)) if len(ep) else 0.0     # robust to a few failed fits
+    if typical <= 0:
         return 1.0, "no ep"
-    return math.sqrt(var) / rms, "tracks"
+    return math.sqrt(var) / typical, "tracks"
 
 
 def _grade(name: str, value) -> int:
