@@ -312,6 +312,14 @@ def test_train_options_checked_first(tmp_path, capsys, tracked, flags, needle):
     assert "diverged" not in err and not (tmp_path / "m").exists()
 
 
+def test_simulate_device_checked(tmp_path, capsys, tracked):
+    _, _, tracks, model = tracked
+    code, err = _cli(["simulate", model, "--init", tracks, "--steps", "2", "--device", "tpu",
+                      "-o", tmp_path / "s.parquet"], capsys)
+    _one_line_error(code, err, "--device", "'tpu'")
+    assert _entries(tmp_path) == []
+
+
 def test_negative_fps_flag_named(tmp_path, capsys, tracked):
     _, _, tracks, _ = tracked
     for cmd in (["evaluate", tracks, tracks, "-o", tmp_path / "e"], ["track", tracks, "-o", tmp_path / "t"]):

@@ -41,6 +41,9 @@ def run(args: argparse.Namespace) -> int:
         raise ParameterError(f"-o: {out}: expected a .parquet file name")
     if args.steps < 1:
         raise ParameterError(f"--steps: must be >= 1, got {args.steps}")
+    dev = args.device
+    if not (dev == "cpu" or dev == "cuda" or (dev.startswith("cuda:") and dev[5:].isdigit())):
+        raise ParameterError(f"--device: expected 'cpu', 'cuda' or 'cuda:N', got {dev!r}")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise ParameterError(f"--device: {args.device!r} requested but CUDA is not available")
     with output_folder(out.parent, [out.name, out.with_suffix(".json").name], args.overwrite,
