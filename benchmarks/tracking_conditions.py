@@ -280,7 +280,7 @@ def _verdict(s, bound):
     return "MISSED: " + ", ".join(miss)
 
 
-def run_condition(c: Condition, n_frames: int, seed: int) -> dict:
+def run_condition(c: Condition, n_frames: int, seed: int, n_crb: int = 100) -> dict:
     import trackpy as tp
 
     from colloidcg.tracking import track
@@ -293,7 +293,7 @@ def run_condition(c: Condition, n_frames: int, seed: int) -> dict:
     radius = 0.5 * min(ds)
     crowd = 1.1 * min(ds)          # "touching": a neighbour within 1.1 x the smaller diameter
     crb_med, crb_rms, crb_k_med, crb_k_rms = crb_condition(c, traj, diam, shape, level, margin,
-                                                           seed=seed)
+                                                           max_particles=n_crb, seed=seed)
     t_render = time.perf_counter() - t0
     row = {"condition": c.name, "describe": c.describe(), "spec": asdict(c),
            "shape": list(shape), "n_frames": n_frames, "crb_median_axis": crb_med,
@@ -562,7 +562,7 @@ def run_conditions(mode: str = "quick", scenes: bool = False, as_json: bool = Fa
         pass
     rows = []
     for i, c in enumerate(conds):
-        rows.append(run_condition(c, n_frames, seed + i))
+        rows.append(run_condition(c, n_frames, seed + i, n_crb=60 if mode == "quick" else 150))
         if not as_json:
             r = rows[-1]
             msg = ", ".join(f"{m}: {v['target']}" for m, v in r["methods"].items())
