@@ -539,7 +539,7 @@ def test_rearrangements_widget_twice_and_follows_new_tracks(tracked_small, qtbot
     assert len(w.result.table) == len(new)
 
 
-def test_model_widget_end_to_end(tracked_small, qtbot, tmp_path):
+def test_model_widget_end_to_end(tracked_small, qtbot, tmp_path, notes):
     from colloidcg.export import is_bundle, load_model
 
     viewer, image, tw, _ = tracked_small
@@ -610,6 +610,14 @@ def test_model_widget_end_to_end(tracked_small, qtbot, tmp_path):
     r = torch.as_tensor(tracks[tracks["frame"] == 0][["x", "y"]].to_numpy() * 0.1)
     with torch.no_grad():
         np.testing.assert_allclose(model2.initial_S(r).numpy(), w.model.initial_S(r).numpy(), rtol=1e-6)
+    # again: refused in the GUI's words while the bundle exists, replaced when confirmed
+    n = len(notes)
+    w.export(bundle)
+    _wait_idle(qtbot, w)
+    assert len(notes) == n + 1 and "exists" in notes[-1] and "--overwrite" not in notes[-1]
+    w.export(bundle, overwrite=True)
+    _wait_idle(qtbot, w)
+    assert is_bundle(bundle) and "exported" in w.status.value
 
     # cancel: stops after the current epoch and keeps the best model so far
     w.epochs.value = 200
