@@ -267,22 +267,6 @@ def tabs(pages: dict):
     return tw
 
 
-def collapsible(title: str, *widgets, expanded: bool = True):
-    """A collapsible section (superqt) holding magicgui or Qt widgets: docks stay short
-    enough for a 1366 x 768 screen."""
-    from qtpy.QtWidgets import QWidget
-    from superqt import QCollapsible
-
-    box = QCollapsible(title)
-    for w in widgets:
-        box.addWidget(w if isinstance(w, QWidget) else w.native)
-    if expanded:
-        box.expand(animate=False)
-    else:
-        box.collapse(animate=False)
-    return box
-
-
 # ---------------------------------------------------------------- widget base
 class LayerWidget(Container):
     """Base of the colloidcg widgets: a magicgui Container bound to a viewer, which runs

@@ -14,10 +14,9 @@ import numpy as np
 import pandas as pd
 from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, Label, PushButton, SpinBox
 
-from ._common import (KEY, LayerWidget, alive, calibration, tabs, current_frame,
-                      find_layer, gui_message, layer_info, notify_error, notify_info,
-                      points_data, replace_layer, sidecar_transform, spatial_transform,
-                      table_features,
+from ._common import (LayerWidget, alive, calibration, current_frame, find_layer, gui_message,
+                      layer_info, notify_error, notify_info, points_data, replace_layer,
+                      sidecar_transform, spatial_transform, table_features, tabs,
                       tracks_layer_args)
 from ._plots import MassHistogram
 
