@@ -8,6 +8,12 @@ Tables travel between widgets in the layers' ``metadata["colloidcg"]``:
 - image layers (from the reader): ``path``, ``meta`` (the video description);
 - tracks layers: ``tracks`` (DataFrame, trackpy schema), ``meta`` (the JSON sidecar),
   ``frame_shape`` (Y, X) of the footage when known.
+
+Every layer a widget makes also has ``kind`` and a ``uid`` there, and carries its table's
+columns as features. Widgets opened from the Plugins menu get a proxy of the viewer, whose
+layers are new proxy objects at every access: layers are therefore found by name and uid
+(:func:`find_layer`, :func:`same_layer`), told apart with ``isinstance`` (:func:`kind_of`),
+and replaced by name when an action runs again (:func:`replace_layer`).
 """
 
 from __future__ import annotations
