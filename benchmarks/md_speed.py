@@ -63,11 +63,11 @@ run 200
     t0 = time.perf_counter()
     lmp.command(f"run {steps}")
     dt = time.perf_counter() - t0
-    lmp.command("compute nb all coord/atom cutoff 1.0")
-    lmp.command("compute nbm all reduce ave c_nb")
-    lmp.command("thermo_style custom step c_nbm")
-    lmp.command("run 0")
-    neigh = float(lmp.get_thermo("c_nbm"))
+    import numpy as np
+    from scipy.spatial import cKDTree
+    x = np.array(lmp.numpy.extract_atom("x"))[:n, :dim]
+    box = np.full(dim, L)
+    neigh = 2.0 * len(cKDTree(np.mod(x, box), boxsize=box).query_pairs(1.0)) / n
     lmp.close()
     return {"engine": "lammps dpd", "n": n, "dim": dim, "steps": steps, "seconds": dt,
             "particle_steps_per_s_per_core": n * steps / dt, "neighbours": neigh}
@@ -90,6 +90,14 @@ def rollout_worker(n: int, dim: int, steps: int) -> dict:
     box = torch.full((dim,), side * a, dtype=dtype)
     v = 0.05 * torch.randn(n, dim, generator=g, dtype=dtype)
     h = 1.0
+    # a jittered lattice: h is the distance within which 12 neighbours per particle lie
+    import numpy as np
+    from scipy.spatial import cKDTree
+    rb = np.mod(r.double().numpy(), box.double().numpy())
+    dist = cKDTree(rb, boxsize=box.double().numpy()).sparse_distance_matrix(
+        cKDTree(rb, boxsize=box.double().numpy()), 1.6, output_type="ndarray")["v"]
+    dist = np.sort(dist[dist > 0])                       # each pair twice
+    h = float(dist[min(len(dist) - 1, int(NEIGHBOURS * n))]) * (1 + 1e-9)
     model = MetriplecticModel(ModelConfig(dim=dim, cutoff=h, width=50, depth=2, tau=1.0,
                                           n_pair=TrainConfig().n_pair)).to(dtype)
     err = tabulate(model)
@@ -121,11 +129,15 @@ def main(argv=None) -> int:
     from colloidcg.md.lammps import lammps_available
     have, why = lammps_available()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    try:
+        print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} cores")
+    except OSError:
+        pass
     rows = []
     for dim in a.dims:
         for n in a.sizes:
             for engine in (("lammps", "ours") if have else ("ours",)):
-                steps = max(20, int(2e6 / n)) if engine == "lammps" else max(5, int(1e5 / n))
+                steps = max(20, int(2e6 / n)) if engine == "lammps" else max(10, int(3e5 / n))
                 res = subprocess.run([sys.executable, __file__, "--worker", engine, str(n), str(dim), str(steps)],
                                      capture_output=True, text=True, env=env)
                 if res.returncode != 0:
@@ -134,6 +146,10 @@ def main(argv=None) -> int:
                     rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
     if not have:
         print(f"LAMMPS not measured: {why}")
+    try:
+        print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} cores")
+    except OSError:
+        pass
     print(f"{'engine':32s} {'dim':>3s} {'N':>8s} {'steps':>6s} {'neighbours':>10s} {'particle-steps/s/core':>22s}")
     for r in rows:
         if "error" in r:
