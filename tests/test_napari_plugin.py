@@ -6,6 +6,7 @@ GUI tests run under xvfb (pytest-xvfb) with napari's ``make_napari_viewer`` fixt
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -13,6 +14,12 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+
+# One Qt binding in the process: pytest-qt prefers PyQt6 when it is installed while qtpy
+# (napari) prefers PyQt5; in an environment that still has PyQt5 beside the extra's PyQt6,
+# make qtpy take PyQt6 too.
+if importlib.util.find_spec("PyQt6") is not None:
+    os.environ.setdefault("QT_API", "pyqt6")
 
 napari = pytest.importorskip("napari")
 tifffile = pytest.importorskip("tifffile")
