@@ -27,7 +27,8 @@ from ..errors import ParameterError, TrackingError
 from ..outputs import provenance, write_table
 from .link import add_velocities, estimate_drift, filter_stubs, link, subtract_drift
 from .locate import iter_locate, locate_frame, prepare
-from .params import (TrackParams, blob_scan, blob_sigma, spot_scale, suggest_diameter,
+from .params import (TrackParams, blob_scan, blob_sigma, contrast_ambiguity, spot_scale,
+                     suggest_diameter,
                      suggest_contrast, suggest_invert, suggest_minmass, suggest_parameters_2d,
                      suggest_search_range, suggest_separation)
 from .quality import Quality, assess, calibrate_ep
@@ -392,7 +393,10 @@ def _assess(tracks: pd.DataFrame, p: TrackParams, frames: range, video, first: n
         first = first[y0:y1, x0:x1]
         origin = (x0, y0)
     d = float(np.max(p.diameter))
+    ambiguity = None
+    if p.sources.get("contrast") == "estimated" and p.contrast != "both":
+        ambiguity = contrast_ambiguity(blob_scan(np.asarray(first, np.float32)))
     return assess(tracks, diameter=d, search_range=float(p.search_range), n_frames=len(frames),
                   noise=noise_level(np.asarray(first, np.float32)), frames=sample,
                   frame_numbers=numbers if first.ndim == 2 and "z" not in tracks else None,
-                  origin=origin)
+                  origin=origin, contrast_ambiguity=ambiguity)

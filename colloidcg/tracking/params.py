@@ -341,9 +341,7 @@ def suggest_contrast(scan: dict, fraction: float = 0.25, area: float | None = No
     """
     from scipy.spatial import cKDTree
 
-    ref = max(_reference_strength(scan["bright"]), _reference_strength(scan["dark"]))
-    strong = {k: scan[k][scan[k][:, 3] >= fraction * ref] if len(scan[k]) else scan[k]
-              for k in ("bright", "dark")}
+    strong = _strong_by_polarity(scan, fraction)
     typical = {k: float(np.median(v[:, 3])) if len(v) else 0.0 for k, v in strong.items()}
     main = "dark" if typical["dark"] > typical["bright"] else "bright"
     minor = "bright" if main == "dark" else "dark"
@@ -362,6 +360,24 @@ def suggest_contrast(scan: dict, fraction: float = 0.25, area: float | None = No
         if covered > 0.3 * area:
             return main
     return "both"
+
+
+def _strong_by_polarity(scan: dict, fraction: float = 0.25) -> dict[str, np.ndarray]:
+    """The blobs of each polarity at least ``fraction`` as strong as the third strongest
+    blob of either."""
+    ref = max(_reference_strength(scan["bright"]), _reference_strength(scan["dark"]))
+    return {k: scan[k][scan[k][:, 3] >= fraction * ref] if len(scan[k]) else scan[k]
+            for k in ("bright", "dark")}
+
+
+def contrast_ambiguity(scan: dict) -> float:
+    """Typical (median) strength of the weaker polarity's strong blobs over the
+    stronger's, 0..1: near 1 the frame has bright and dark blobs alike, as where wide
+    spots overlap so much that the holes between them are blobs too, and the contrast
+    estimate may take the holes for the particles."""
+    typical = [float(np.median(v[:, 3])) if len(v) else 0.0
+               for v in _strong_by_polarity(scan).values()]
+    return min(typical) / max(typical) if max(typical) > 0 else 0.0
 
 
 def _bound(a: np.ndarray, b: np.ndarray) -> bool:

@@ -23,6 +23,9 @@ The signs, and the thresholds (warning / unreliable) at which they count:
   displacement distribution.
 - ``frame_correlation``: median correlation of consecutive band-passed frames, over
   the pixels around the detections: < 0.3 / < 0.1. Frames that are unrelated cannot be linked, whatever the tracker.
+- ``contrast_ambiguity``: when the contrast was estimated, the typical strength of the
+  weaker polarity's blobs over the stronger's: > 0.8 (warning only). Wide spots that
+  overlap heavily leave holes between them that are blobs as strong as the spots.
 - ``noise_share``: share of the mean squared step that is localisation noise,
   2 sigma^2 / <dx^2> per axis, with sigma^2 from the anticorrelation of successive
   steps (:func:`localisation_noise`): > 0.8 (warning only: stuck particles are
@@ -51,6 +54,7 @@ THRESHOLDS: dict[str, tuple[float, float, str]] = {
     "steps_near_range": (0.02, 0.1, "high"),
     "frame_correlation": (0.3, 0.1, "low"),
     "noise_share": (0.8, math.inf, "high"),
+    "contrast_ambiguity": (0.8, math.inf, "high"),
 }
 
 MESSAGES = {
@@ -67,6 +71,9 @@ MESSAGES = {
                          "tracks cannot be trusted",
     "noise_share": "{v:.0%} of the mean squared step is localisation noise: the particles barely "
                    "move between frames, or the positions are noisy",
+    "contrast_ambiguity": "bright and dark blobs are nearly equally strong (ratio {v:.2f}): the "
+                          "estimated contrast may have taken the gaps between particles for "
+                          "particles; check an overlay or give --contrast",
 }
 
 STATUSES = ("ok", "warning", "unreliable")
@@ -227,8 +234,8 @@ def _grade(name: str, value) -> int:
 
 def assess(tracks: pd.DataFrame, *, diameter: float, search_range: float, n_frames: int,
            noise: float, frames: Sequence[np.ndarray] | None = None,
-           frame_numbers: Sequence[int] | None = None, origin: tuple[float, float] = (0, 0)
-           ) -> Quality:
+           frame_numbers: Sequence[int] | None = None, origin: tuple[float, float] = (0, 0),
+           contrast_ambiguity: float | None = None) -> Quality:
     """Judge tracks from measurable signs (see the module docstring).
 
     Parameters
@@ -251,6 +258,9 @@ def assess(tracks: pd.DataFrame, *, diameter: float, search_range: float, n_fram
         around the detections only (see :func:`frame_correlation`).
     origin : (x0, y0)
         Position (px) in ``tracks`` coordinates of the frames' first pixel (a crop).
+    contrast_ambiguity : float, optional
+        :func:`colloidcg.tracking.params.contrast_ambiguity` of the first frame, when
+        the contrast was estimated.
     """
     from scipy.spatial import cKDTree
 
@@ -293,6 +303,7 @@ def assess(tracks: pd.DataFrame, *, diameter: float, search_range: float, n_fram
         ep = ep[np.isfinite(ep)]
         m["median_ep_px"] = float(np.median(ep)) if len(ep) else None
 
+    m["contrast_ambiguity"] = contrast_ambiguity
     grades = {k: _grade(k, m[k]) for k in THRESHOLDS}
     # noise to noise: steps all noise *and* frames unrelated
     if grades["noise_share"] and m["frame_correlation"] is not None \
