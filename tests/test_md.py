@@ -324,3 +324,27 @@ def test_cli_md_synth_then_md_read(tmp_path, capsys):
     assert df["particle"].nunique() == 50 and df["frame"].nunique() == 5
     assert main(args) == 2                                   # the dump exists: refused
     assert "already exists" in capsys.readouterr().err
+
+
+def test_mdanalysis_with_topology_residues_as_molecules(tmp_path):
+    mda = pytest.importorskip("MDAnalysis")
+    N, T, L = 6, 4, 20.0
+    u = mda.Universe.empty(N, n_residues=3, atom_resindex=[0, 0, 1, 1, 2, 2], trajectory=True)
+    u.add_TopologyAttr("resids", [1, 2, 3])
+    u.add_TopologyAttr("names", ["A", "B"] * 3)
+    u.add_TopologyAttr("types", ["A", "B"] * 3)
+    u.add_TopologyAttr("masses", [1.0, 3.0] * 3)
+    base = np.array([[1, 1, 1], [2, 1, 1], [5, 5, 5], [6, 5, 5], [10, 10, 10], [10, 11, 10]], float)
+    u.atoms.positions = base
+    u.dimensions = [L, L, L, 90, 90, 90]
+    u.atoms.write(str(tmp_path / "top.pdb"))
+    with mda.Writer(str(tmp_path / "t.xtc"), n_atoms=N) as w:
+        for t in range(T):
+            u.atoms.positions = base + 0.5 * t
+            u.trajectory.ts.time = float(t)
+            w.write(u.atoms)
+    tr = read_trajectory(tmp_path / "t.xtc", topology=tmp_path / "top.pdb")
+    assert list(tr.mol) == [1, 1, 2, 2, 3, 3] and list(tr.types) == ["A", "B"] * 3
+    pos, *_ = coarse_grain(tr, "molecule")
+    want = np.array([[1.5, 1, 1], [5.5, 5, 5], [10, 10.5, 10]])            # equal masses
+    assert np.allclose(pos[0], want, atol=0.01) and np.allclose(pos[-1], want + 1.5, atol=0.01)

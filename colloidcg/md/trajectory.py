@@ -601,8 +601,12 @@ def _read_mdanalysis(p: Path, topology, units: str | None, sl: slice, box) -> MD
     ids = attr("ids") if topology is not None else None
     if ids is None:
         ids = np.arange(1, len(atoms) + 1)
+    notes = []
+    if mass is not None and not np.all(np.asarray(mass, float) > 0):
+        mass = None     # MDAnalysis guesses 0 for types it does not know (PDB has no masses)
+        notes.append("the topology gives no (or zero) masses: equal masses assumed")
     unit_rec = {"style": "mdanalysis", "length": "Angstrom", "time": "ps", "source": "MDAnalysis"}
     return MDTrajectory(str(p), f"mdanalysis:{type(u.trajectory).__name__}", posa, bx, times, False,
                         np.asarray(ids, np.int64), np.stack(vel)[..., :d] if has_vel else None,
                         None if types is None else np.array([str(t) for t in types]), mol, mass, None,
-                        unit_rec, (True,) * d, [])
+                        unit_rec, (True,) * d, notes)
