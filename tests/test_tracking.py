@@ -226,3 +226,26 @@ def test_track_iter_steps_match_track_and_stop_early(dense, dense_result):
     assert len(set(multiprocessing.active_children()) - before) == 2
     steps.close()
     assert set(multiprocessing.active_children()) - before == set()
+
+
+def test_bad_frames_and_absurd_diameter_are_named(tmp_path):
+    """A NaN pixel, a blank video and a diameter larger than the frame: one-line errors
+    that name the file, the frame and the cause (not "no particles found")."""
+    import tifffile
+
+    from colloidcg.errors import ParameterError, TrackingError
+    from colloidcg.synthetic import SynthConfig, make_video
+
+    frames, _, _ = make_video(SynthConfig.preset("dilute", seed=1, n_frames=6, width=128, height=128))
+    nan = frames.astype(np.float32)
+    nan[3, 40, 50] = np.nan
+    path = tmp_path / "nan.tif"
+    tifffile.imwrite(path, nan)
+    with pytest.raises(TrackingError, match=r"nan\.tif: frame 3 has 1 non-finite"):
+        track(path, progress=False)
+    black = tmp_path / "black.tif"
+    tifffile.imwrite(black, np.zeros((4, 64, 64), np.uint8), photometric="minisblack")
+    with pytest.raises(TrackingError, match=r"black\.tif: frame 0 is blank"):
+        track(black, progress=False)
+    with pytest.raises(ParameterError, match="diameter: 999 px is more than half of the 128 px"):
+        track(frames, progress=False, diameter=999)

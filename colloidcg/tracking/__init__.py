@@ -304,15 +304,28 @@ def track_iter(video, params: TrackParams | dict | None = None, progress: bool =
         x0, y0, x1, y1 = p.roi
         if not (0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h):
             raise ParameterError(f"roi: {p.roi} is outside the {w} x {h} px frames of {path}")
-    p = suggest_parameters(first, p)
+    _check_frame(first, frames.start, path)
+    if p.diameter is not None:
+        small = min(first.shape[-2:]) if p.roi is None else min(p.roi[2] - p.roi[0], p.roi[3] - p.roi[1])
+        if max(np.atleast_1d(p.diameter)) > small / 2:
+            raise ParameterError(f"diameter: {p.diameter} px is more than half of the "
+                                 f"{small} px frame (or roi) of {path}; expected the diameter of "
+                                 "one particle's spot")
+    try:
+        p = suggest_parameters(first, p)
+    except TrackingError as e:
+        raise TrackingError(f"{path}: {e}") from None
     kwargs = dict(diameter=p.diameter, separation=p.separation, minmass=p.minmass,
                   invert=p.invert, roi=p.roi, refine=p.refine, contrast=p.contrast)
     parts = []
-    for done, f in enumerate(iter_locate(video, frames, processes=p.processes, progress=progress,
-                                         **kwargs), start=1):
-        if len(f):
-            parts.append(f)
-        yield done
+    try:
+        for done, f in enumerate(iter_locate(video, frames, processes=p.processes,
+                                             progress=progress, **kwargs), start=1):
+            if len(f):
+                parts.append(f)
+            yield done
+    except TrackingError as e:          # a bad frame met while locating: name the file
+        raise TrackingError(f"{path}: {e}") from None
     if not parts:
         raise TrackingError(f"no particles found in {path} with diameter={p.diameter}, "
                             f"minmass={p.minmass:.4g}, contrast={p.contrast}; check these parameters")
@@ -351,6 +364,20 @@ def track_iter(video, params: TrackParams | dict | None = None, progress: bool =
     tracks["frame"] = tracks["frame"].astype(np.int64)
     tracks["particle"] = tracks["particle"].astype(np.int64)
     return TrackResult(tracks=tracks, params=p, meta=meta, drift=drift, quality=quality)
+
+
+def _check_frame(frame: np.ndarray, k: int, path) -> None:
+    """Refuse a frame with non-finite pixels, or one that is blank, naming the frame."""
+    if np.issubdtype(frame.dtype, np.floating):
+        bad = ~np.isfinite(frame)
+        if bad.any():
+            where = np.argwhere(bad)[0]
+            raise TrackingError(f"{path}: frame {k} has {int(bad.sum())} non-finite pixels "
+                                f"(NaN or inf; the first at row {where[-2]}, column {where[-1]}); "
+                                "replace them (e.g. by the local background) before tracking")
+    if frame.size and frame.min() == frame.max():
+        raise TrackingError(f"{path}: frame {k} is blank (every pixel is {frame.flat[0]}); "
+                            "nothing can be tracked in it")
 
 
 def _mask_no_sample(features: pd.DataFrame, first: np.ndarray, p: TrackParams

@@ -254,6 +254,11 @@ def locate_frame(frame: np.ndarray, frame_no: int, diameter, separation, minmass
         ecc, signal (peak height above background), raw_mass, ep (px: standard error of
         the position).
     """
+    if np.issubdtype(np.asarray(frame).dtype, np.floating) and not np.isfinite(frame).all():
+        from ..errors import TrackingError
+
+        raise TrackingError(f"frame {frame_no} has {int((~np.isfinite(frame)).sum())} non-finite "
+                            "pixels (NaN or inf); replace them before tracking")
     if contrast == "both":
         return _locate_both(frame, frame_no, diameter, separation, minmass, roi, refine)
     img = prepare(frame, bool(invert), roi)
