@@ -620,7 +620,11 @@ def suggest_parameters_2d(img: np.ndarray, p: "TrackParams", scan: dict | None =
         strong = strong_blobs(blobs)
         covered = float(np.sum(math.pi * (1.75 * strong[:, 2]) ** 2)) if len(strong) else 0.0
         if covered < 0.3 * img.size:   # a background to measure (not a dense packing)
-            floor = max(floor, background_mass_floor(imgs, p.diameter, p.separation, floor))
+            bg = background_mass_floor(imgs, p.diameter, p.separation, floor)
+            # at very low signal no particle is clear, and the "background" is the
+            # particles: a floor that half the blobs of the scan cannot pass is not noise
+            if np.sum(mass >= bg) >= 0.5 * len(strong):
+                floor = max(floor, bg)
         p.minmass = suggest_minmass(mass, floor)
     return p
 
