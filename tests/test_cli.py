@@ -100,7 +100,7 @@ def test_bad_inputs_give_one_line_errors(small_video, tmp_path, capsys):
     _one_line_error(capsys, ["track", str(empty), "-o", o], "empty", "no image frames")
     blank = tmp_path / "blank.tif"
     tifffile.imwrite(blank, np.full((6, 64, 64), 100, np.uint16))
-    _one_line_error(capsys, ["track", str(blank), "-o", o], "no particles found")
+    _one_line_error(capsys, ["track", str(blank), "-o", o], "blank.tif: frame 0 is blank")
     _one_line_error(capsys, ["track", v, "-o", o, "--diameter", "12"], "diameter", "odd")
     _one_line_error(capsys, ["track", v, "-o", o, "--diameter", "-5"], "diameter", "positive odd")
     _one_line_error(capsys, ["track", v, "-o", o, "--frames", "3", "40"], "frames", "outside", "video.tif")
