@@ -270,8 +270,9 @@ def compare(data: pd.DataFrame, sim: pd.DataFrame, um_per_px: float = 1.0, fps: 
     return metrics, sd, ss
 
 
-def plot_comparison(sd: dict, ss: dict, out_dir, labels=("data", "model")) -> list[Path]:
-    """PNG plots of each statistic, model against data. Returns the written paths."""
+def plot_comparison(sd: dict, ss: dict, out_dir, labels=("data", "model"), fps: float | None = None) -> list[Path]:
+    """PNG plots of each statistic, model against data. Returns the written paths. ``fps``
+    (frames per second) gives the van Hove lags in seconds too."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -288,11 +289,15 @@ def plot_comparison(sd: dict, ss: dict, out_dir, labels=("data", "model")) -> li
         plt.close(fig)
         written.append(atomic_write_bytes(out_dir / name, buf.getvalue()))
 
-    specs = [("msd", "t", "msd", "lag time (s)", "MSD (um$^2$)", True),
-             ("vacf", "t", "vacf_norm", "lag time (s)", "VACF / VACF(0)", False),
-             ("rdf", "r", "g", "r (um)", "g(r)", False),
-             ("non_gaussian", "t", "alpha2", "lag time (s)", r"$\alpha_2$", False)]
-    for key, x, y, xl, yl, loglog in specs:
+    specs = [("msd", "t", "msd", "lag time (s)", "mean squared displacement (µm$^2$)", True,
+              "mean squared displacement"),
+             ("vacf", "t", "vacf_norm", "lag time (s)", "velocity autocorrelation / its value at 0",
+              False, "velocity autocorrelation (normalised)"),
+             ("rdf", "r", "g", "pair distance r (µm)", "radial distribution g(r)", False,
+              "radial distribution function"),
+             ("non_gaussian", "t", "alpha2", "lag time (s)", r"non-Gaussian parameter $\alpha_2$", False,
+              "non-Gaussian parameter of the displacements")]
+    for key, x, y, xl, yl, loglog, title in specs:
         fig, ax = plt.subplots(figsize=(4.5, 3.4))
         for st, lab, sty in ((sd, labels[0], "o"), (ss, labels[1], "-")):
             df = st[key]
@@ -303,6 +308,7 @@ def plot_comparison(sd: dict, ss: dict, out_dir, labels=("data", "model")) -> li
             ax.set_yscale("log")
         ax.set_xlabel(xl)
         ax.set_ylabel(yl)
+        ax.set_title(title, fontsize=10)
         ax.legend(frameon=False)
         save(fig, f"{key}.png")
     fig, ax = plt.subplots(figsize=(4.5, 3.4))
@@ -310,9 +316,11 @@ def plot_comparison(sd: dict, ss: dict, out_dir, labels=("data", "model")) -> li
         df = st["van_hove"]
         for lag in df["lag"].unique():
             dd = df[df["lag"] == lag]
-            ax.semilogy(dd["dx"], dd["p"].where(dd["p"] > 0), sty, ms=3, label=f"{lab}, lag {lag}")
-    ax.set_xlabel("dx (um)")
-    ax.set_ylabel("G$_s$(dx)")
+            lag_text = f"{lag} frame{'s' if lag != 1 else ''}" + (f" ({lag / fps:.3g} s)" if fps else "")
+            ax.semilogy(dd["dx"], dd["p"].where(dd["p"] > 0), sty, ms=3, label=f"{lab}, lag {lag_text}")
+    ax.set_xlabel("displacement along x or y, $\\Delta x$ (µm)")
+    ax.set_ylabel("self van Hove $G_s(\\Delta x, t)$ (µm$^{-1}$)")
+    ax.set_title("distribution of displacements over a lag t", fontsize=10)
     ax.legend(frameon=False, fontsize=7)
     save(fig, "van_hove.png")
     return written
@@ -323,7 +331,7 @@ def write_report(data: pd.DataFrame, sim: pd.DataFrame, out_dir, um_per_px: floa
     """Compare two tables; write metrics.json and PNG plots into ``out_dir``."""
     from .outputs import atomic_write_json
     metrics, sd, ss = compare(data, sim, um_per_px, fps, box_px=box_px)
-    plots = plot_comparison(sd, ss, out_dir)
+    plots = plot_comparison(sd, ss, out_dir, fps=fps)
     rec = dict(metrics)
     rec["plots"] = [p.name for p in plots]
     rec["curves"] = {k: {"data": sd[k].to_dict(orient="list"), "model": ss[k].to_dict(orient="list")}

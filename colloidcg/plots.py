@@ -27,10 +27,14 @@ def plot_tracks(image: np.ndarray, tracks: pd.DataFrame, path: str | Path, title
     ax.imshow(image, cmap="gray", interpolation="nearest")
     t0 = int(tracks["frame"].min())
     seg = tracks[(tracks["frame"] >= t0) & (tracks["frame"] < t0 + tail)]
-    for _, g in seg.groupby("particle"):
-        ax.plot(g["x"].to_numpy(), g["y"].to_numpy(), lw=0.8)
+    n_frames = int(seg["frame"].max()) - t0 + 1 if len(seg) else 0
+    for i, (_, g) in enumerate(seg.groupby("particle")):
+        ax.plot(g["x"].to_numpy(), g["y"].to_numpy(), lw=0.8,
+                label=f"path of each particle over frames {t0}-{t0 + n_frames - 1}" if i == 0 else None)
     first = tracks[tracks["frame"] == t0]
-    ax.plot(first["x"], first["y"], "r+", ms=4, mew=0.6)
+    ax.plot(first["x"], first["y"], "r+", ms=4, mew=0.6,
+            label=f"position in frame {t0} ({len(first)} particles)")
+    ax.legend(loc="upper right", fontsize=8, framealpha=0.85)
     ax.set_title(title or f"{tracks['particle'].nunique()} tracks")
     ax.set_xlim(-0.5, image.shape[1] - 0.5)
     ax.set_ylim(image.shape[0] - 0.5, -0.5)
@@ -46,7 +50,8 @@ def plot_tracks(image: np.ndarray, tracks: pd.DataFrame, path: str | Path, title
 
 def plot_training_history(history: list[dict], out_dir) -> list[Path]:
     """``loss.png`` (training and validation NLL per epoch) and ``validation.png`` (rollout
-    MSD relative RMS error per epoch) in ``out_dir``; returns their paths."""
+    MSD relative RMS error per epoch) in ``out_dir``; returns their paths. The NLL is the
+    negative log-likelihood of one frame-to-frame step of one particle (natural log, nats)."""
     import io
 
     from .outputs import atomic_write_bytes
@@ -54,14 +59,20 @@ def plot_training_history(history: list[dict], out_dir) -> list[Path]:
     out_dir = Path(out_dir)
     ep = [h["epoch"] for h in history]
     written = []
-    for name, keys, ylabel in (("loss.png", ("train_nll", "val_nll"), "NLL per particle"),
-                               ("validation.png", ("val_msd_rel_rms",), "rollout MSD rel. RMS error")):
-        plt, fig = _figure((4.5, 3.4))
+    names = {"train_nll": "training frames", "val_nll": "validation frames (held out)",
+              "val_msd_rel_rms": "rollout over validation frames"}
+    for name, keys, ylabel, title in (
+            ("loss.png", ("train_nll", "val_nll"),
+             "negative log-likelihood\nper particle and frame step (nats)", "training loss (lower is better)"),
+            ("validation.png", ("val_msd_rel_rms",),
+             "relative RMS error of the MSD\n(model rollout vs data)", "validation (lower is better)")):
+        plt, fig = _figure((4.8, 3.6))
         ax = fig.add_subplot(111)
         for k in keys:
-            ax.plot(ep, [h[k] for h in history], "o-", ms=3, label=k)
+            ax.plot(ep, [h.get(k, float("nan")) for h in history], "o-", ms=3, label=names[k])
         ax.set_xlabel("epoch")
         ax.set_ylabel(ylabel)
+        ax.set_title(title, fontsize=10)
         ax.legend(frameon=False)
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")

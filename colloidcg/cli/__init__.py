@@ -21,6 +21,7 @@ import warnings
 
 from .._version import __version__
 from ..errors import ColloidcgError
+from ._common import DefaultsHelpFormatter, RawDescriptionDefaultsHelpFormatter
 
 #: The order subcommands appear in ``colloidcg --help``; others follow alphabetically.
 ORDER = ("info", "synth", "track", "rearrangements", "train", "simulate", "evaluate",
@@ -46,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for mod in _subcommand_modules():
         mod.add_parser(sub)
+    for sp in sub.choices.values():     # every flag's help says its default
+        raw = issubclass(sp.formatter_class, argparse.RawDescriptionHelpFormatter)
+        sp.formatter_class = RawDescriptionDefaultsHelpFormatter if raw else DefaultsHelpFormatter
     return parser
 
 

@@ -24,11 +24,11 @@ def positive_float(text: str) -> float:
     return v
 
 
-def add_calibration(p: argparse.ArgumentParser) -> None:
+def add_calibration(p: argparse.ArgumentParser, source: str = "the file and colloidcg.toml") -> None:
     p.add_argument("--fps", type=positive_float, default=None,
-                   help="frame rate in frames per second (overrides the file and colloidcg.toml)")
+                   help=f"frame rate, frames per second (default: from {source})")
     p.add_argument("--um-per-px", type=positive_float, default=None, dest="um_per_px",
-                   help="pixel size in micrometres (overrides the file and colloidcg.toml)")
+                   help=f"pixel size, um per px (default: from {source})")
 
 
 def add_tiff_axis(p: argparse.ArgumentParser) -> None:
@@ -37,3 +37,74 @@ def add_tiff_axis(p: argparse.ArgumentParser) -> None:
                         "Z (one z stack) or C (channels; channel 0 is read). Default: the "
                         "file's labels, except that an unlabelled 'channel' axis of more than 4 "
                         "is time (overrides tiff_axis in colloidcg.toml)")
+
+
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Appends ``(default: X)`` to a flag's help unless the help already names its
+    default or the default is empty (None, False, a switch); every subcommand uses it."""
+
+    def _get_help_string(self, action):
+        h = action.help or ""
+        d = action.default
+        if "%(default)" in h or "default" in h.lower() or d is None or d is False or d is True \
+                or d == "" or d is argparse.SUPPRESS or not action.option_strings:
+            return h
+        if isinstance(d, (list, tuple)):
+            d = " ".join(str(x) for x in d)
+        return f"{h} (default: {d})" if h else f"default: {d}"
+
+
+class RawDescriptionDefaultsHelpFormatter(DefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """:class:`DefaultsHelpFormatter` that keeps the description's and epilog's line breaks."""
+
+
+def config_default(cls, name: str):
+    """The default of dataclass field ``name`` of ``cls`` (e.g. TrainConfig), so that the
+    command line shows the library's own defaults instead of repeating them."""
+    import dataclasses
+
+    for f in dataclasses.fields(cls):
+        if f.name == name:
+            if f.default is not dataclasses.MISSING:
+                return f.default
+            return f.default_factory()   # type: ignore[misc]
+    raise KeyError(name)
+
+
+class Length(float):
+    """A length given on the command line, with the unit it was given in (``um`` or
+    ``px``; ``None`` when the number carried no unit)."""
+
+    unit: str | None
+
+    def __new__(cls, value: float, unit: str | None):
+        obj = super().__new__(cls, value)
+        obj.unit = unit
+        return obj
+
+    def to_um(self, um_per_px: float, bare: str = "um") -> float:
+        unit = self.unit or bare
+        return float(self) * um_per_px if unit == "px" else float(self)
+
+    def to_px(self, um_per_px: float, bare: str = "px") -> float:
+        unit = self.unit or bare
+        return float(self) / um_per_px if unit == "um" else float(self)
+
+
+def length(text: str) -> Length:
+    """argparse type: a finite length >= 0, optionally with a unit suffix: ``12``, ``1.5um``,
+    ``1.5µm`` or ``16px``."""
+    import math
+    import re
+
+    m = re.fullmatch(r"\s*([-+0-9.eE]+)\s*(um|µm|μm|px)?\s*", text)
+    try:
+        v = float(m.group(1)) if m else float("nan")
+    except ValueError:
+        v = float("nan")
+    if not m or not math.isfinite(v) or v < 0:
+        raise argparse.ArgumentTypeError(
+            f"expected a length >= 0, a number optionally followed by um or px (e.g. 1.5um, 16px), "
+            f"got {text!r}")
+    unit = m.group(2)
+    return Length(v, "um" if unit in ("µm", "μm") else unit)

@@ -23,7 +23,7 @@ def add_parser(subparsers) -> None:
                    help="output folder (new, empty, or an earlier batch output to resume; not inside ROOT)")
     p.add_argument("--config", metavar="CFG.toml", default=None,
                    help="configuration for every video (colloidcg.toml format); a colloidcg.toml "
-                        "under ROOT overrides it key by key")
+                        "under ROOT overrides it key by key (default: none)")
     p.add_argument("--stages", default="track,rearrangements,train,evaluate,export",
                    help="comma-separated stages to run (default: all: "
                         "track,rearrangements,train,evaluate,export)")
@@ -33,7 +33,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--scheduler", metavar="ADDRESS", default=None,
                    help="address of a running Dask scheduler, e.g. tcp://10.0.0.5:8786 (start it "
                         "with `dask scheduler`, workers with `dask worker ADDRESS`); ROOT and OUT "
-                        "must be on a file system all workers see at the same path")
+                        "must be on a file system all workers see at the same path (default: an embedded local "
+                        "cluster)")
     p.add_argument("--threads", type=int, default=None,
                    help="threads each task may use (torch in training, OpenCV in tracking, "
                         "rearrangement threads); default with the local cluster: CPU count / "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import add_calibration, add_output
+from ._common import add_calibration, add_output, length
 
 
 def add_parser(subparsers) -> None:
@@ -12,13 +12,19 @@ def add_parser(subparsers) -> None:
         "evaluate", help="compare measured and simulated tracks (MSD, VACF, g(r), ...)",
         description="MSD, velocity autocorrelation, g(r), self van Hove, non-Gaussian parameter "
                     "and rearrangement rate of two tracks tables, their relative RMS errors "
-                    "(metrics.json) and plots (PNG).")
-    p.add_argument("data", metavar="DATA.parquet")
-    p.add_argument("sim", metavar="SIM.parquet")
-    add_output(p, help="report folder")
-    add_calibration(p)
-    p.add_argument("--box", type=float, nargs="+", default=None, metavar="L",
-                   help="periodic box lengths in px (for g(r) of periodic simulations)")
+                    "(metrics.json) and plots (PNG). The tables are in px and frames; the metrics "
+                    "and plots in um and s, converted with --um-per-px and --fps.")
+    p.add_argument("data", metavar="DATA.parquet",
+                   help="measured tracks table (frame, particle, x, y in px), e.g. "
+                        "colloidcg track's tracks.parquet")
+    p.add_argument("sim", metavar="SIM.parquet",
+                   help="simulated tracks table in the same schema, e.g. from colloidcg simulate")
+    add_output(p, help="report folder (metrics.json and PNG plots)")
+    add_calibration(p, source="the tables' sidecars, else 1")
+    p.add_argument("--box", type=length, nargs="+", default=None, metavar="L",
+                   help="periodic box lengths, px, or in um with the suffix (51.2um), for g(r) "
+                        "of periodic simulations (default: SIM's sidecar meta.box_px, else open "
+                        "boundaries)")
     p.set_defaults(func=run)
 
 
@@ -39,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
         check_unique_rows(sim, args.sim)
         fps = args.fps or _meta_value(mdata, "fps") or _meta_value(msim, "fps") or 1.0
         um = args.um_per_px or _meta_value(mdata, "um_per_px") or _meta_value(msim, "um_per_px") or 1.0
-        box = args.box or (msim.get("meta", {}) or {}).get("box_px")
+        box = [b.to_px(um, bare="px") for b in args.box] if args.box else \
+            (msim.get("meta", {}) or {}).get("box_px")
         if box is not None and not (isinstance(box, (list, tuple)) and len(box) >= 2 and all(
                 isinstance(b, (int, float)) and math.isfinite(b) and b > 0 for b in box)):
             raise ParameterError(f"{'--box' if args.box else str(args.sim) + ': meta.box_px'}: expected "

@@ -19,7 +19,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("model", metavar="MODEL_DIR", help="folder written by colloidcg train")
     add_output(p, help="bundle folder to create")
     p.add_argument("--metrics", metavar="METRICS.json", default=None,
-                   help="metrics.json from colloidcg evaluate, recorded in the bundle")
+                   help="metrics.json from colloidcg evaluate, recorded in the bundle (default: none)")
     p.set_defaults(func=run)
 
 

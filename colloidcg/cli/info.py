@@ -19,7 +19,7 @@ def add_parser(sub) -> None:
                     "(summary.csv).")
     p.add_argument("path", help="video file, folder of frames, or a colloidcg output "
                                 "(.parquet/.json, model directory, bundle, batch folder)")
-    add_calibration(p)
+    add_calibration(p, source="the video file and colloidcg.toml; videos only")
     add_tiff_axis(p)
     p.set_defaults(func=run)
 
@@ -29,16 +29,34 @@ def _short(v, width: int = 100) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
-def _print_tree(rec: dict, indent: int = 0, skip=()) -> None:
+#: Units printed after numbers with these keys in model folders and bundles (the model's
+#: length unit is um for video data; for MD tracks it is the trajectory's length unit).
+_UNITS = {"cutoff": "um", "edge": "um", "loc_noise": "um", "nn_distance": "um", "um_per_px": "um/px",
+          "fps": "frames/s", "dt": "s", "box_px": "px", "lr": "(Adam learning rate)"}
+
+
+def _print_tree(rec: dict, indent: int = 0, skip=(), units: dict | None = None) -> None:
     pad = " " * indent
     for k, v in rec.items():
         if k in skip:
             continue
         if isinstance(v, dict) and v and indent < 4:
             print(f"{pad}{k}:")
-            _print_tree(v, indent + 2)
+            _print_tree(v, indent + 2, units=units)
         else:
-            print(f"{pad}{k:<18} {_short(v)}" if indent else f"{k:<14} {_short(v)}")
+            unit = (units or {}).get(k) if v is not None and not isinstance(v, (str, bool, dict)) else None
+            text = _short(v) + (f" {unit}" if unit else "")
+            print(f"{pad}{k:<18} {text}" if indent else f"{k:<14} {text}")
+
+
+def _print_cutoff(model: dict, calibration: dict | None) -> None:
+    """The interaction range first, with its unit and in pixels."""
+    c = (model or {}).get("cutoff")
+    if not isinstance(c, (int, float)):
+        return
+    um = (calibration or {}).get("um_per_px")
+    px = f" = {c / um:.4g} px" if isinstance(um, (int, float)) and um > 0 else ""
+    print(f"cutoff     {c:.4g} um{px} (interaction range; for MD tracks the trajectory's length unit)")
 
 
 def _read_json(path: Path) -> dict:
@@ -75,7 +93,9 @@ def _print_bundle(path: Path) -> int:
 
     desc = read_bundle(path)
     print(f"bundle     {path}")
-    _print_tree(desc, skip=("torchscript", "files"))
+    _print_cutoff(desc.get("model") or desc.get("architecture") or {"cutoff": desc.get("cutoff")},
+                  desc.get("calibration"))
+    _print_tree(desc, skip=("torchscript", "files"), units=_UNITS)
     print("torchscript modules (torch.jit.load; inputs and outputs in bundle.json 'torchscript'):")
     for name, sig in (desc.get("torchscript") or {}).items():
         print(f"  {name:<12} {sig.get('call', '')}")
@@ -94,12 +114,13 @@ def _print_model_dir(path: Path) -> int:
         raise ColloidcgError(f"{path / 'model.pt'}: the weights do not belong to "
                              f"{path / 'config.json'} (checksum differs); retrain")
     print(f"model      {path}{' (weights checksum verified)' if want else ''}")
-    _print_tree(cfg)
+    _print_cutoff(cfg.get("model"), cfg.get("calibration"))
+    _print_tree(cfg, units=_UNITS)
     rpath = path / "report.json"
     if rpath.is_file():
         rep = _read_json(rpath)
         print("report:")
-        _print_tree({k: v for k, v in rep.items() if k not in ("history", "calibration")}, 2)
+        _print_tree({k: v for k, v in rep.items() if k not in ("history", "calibration")}, 2, units=_UNITS)
     return 0
 
 

@@ -40,23 +40,25 @@ def add_parser(subparsers) -> None:
                    help="file format (default: from the file name)")
     p.add_argument("--topology", metavar="FILE", default=None,
                    help="topology MDAnalysis reads (LAMMPS data, PDB, PSF, GRO, TPR, ...), for "
-                        "MDAnalysis formats: types, molecules (residues), masses")
+                        "MDAnalysis formats: types, molecules (residues), masses (default: none)")
     p.add_argument("--coarse-grain", default="none", dest="coarse_grain", metavar="MAP",
                    help="none (every atom a particle; default), molecule (one per molecule), "
                         "type (one per molecule and atom type) or a mapping file (CSV/Parquet "
                         "with columns id, group; or JSON {group: [atom ids]})")
     p.add_argument("--types", nargs="+", default=None, metavar="T",
-                   help="keep only atoms of these types (before coarse-graining)")
+                   help="keep only atoms of these types (before coarse-graining; default: all)")
     p.add_argument("--units", default=None,
                    help="LAMMPS unit style (lj, real, metal, si, cgs, electron, micro, nano) when "
-                        "the file does not say; a file that says otherwise is an error")
+                        "the file does not say; a file that says otherwise is an error (default: the "
+                        "file's; unnamed units when it says none)")
     p.add_argument("--timestep", type=float, default=None, metavar="DT",
                    help="integration step in time units, for files that number frames by step "
                         "(dumps without ITEM: TIME, GSD); default: time in steps")
     p.add_argument("--dim", type=int, choices=[2, 3], default=None,
                    help="2 or 3 (default: 2 when every z is equal)")
     p.add_argument("--box", type=float, nargs="+", default=None, metavar="L",
-                   help="box lengths for files without a unit cell (e.g. XYZ)")
+                   help="box lengths, in the trajectory's length unit, for files without a unit cell "
+                        "(e.g. XYZ; default: the file's unit cell)")
     p.add_argument("--start", type=int, default=0, help="first frame kept (default 0)")
     p.add_argument("--stop", type=int, default=None, help="frame to stop before (default: the end)")
     p.add_argument("--stride", type=int, default=1, help="keep every N-th frame (default 1)")

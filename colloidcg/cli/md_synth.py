@@ -28,24 +28,27 @@ def add_parser(subparsers) -> None:
                     "diffusion and VACF known) or a melt of star polymers (FENE + WCA beads, "
                     "DPD or Langevin thermostat).",
         epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("system", choices=["ideal-gas", "star-melt"])
+    p.add_argument("system", choices=["ideal-gas", "star-melt"],
+                   help="ideal-gas (Langevin, exact diffusion and VACF) or star-melt "
+                        "(Kremer-Grest star polymers)")
     add_output(p, help="output folder")
     p.add_argument("--frames", type=int, default=200, help="frames dumped (default 200)")
     p.add_argument("--dump-every", type=int, default=None, dest="dump_every",
                    help="steps between frames (default 10 gas, 100 melt)")
     p.add_argument("--timestep", type=float, default=None, help="integration step, tau (default 0.01 gas, 0.005 melt)")
     p.add_argument("--equilibrate", type=int, default=None, help="steps before the dump (default 1000 gas, 20000 melt)")
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--temperature", type=float, default=1.0,
+                   help="temperature, LJ units (epsilon / k_B)")
+    p.add_argument("--seed", type=int, default=1, help="LAMMPS random seed")
     p.add_argument("--threads", type=int, default=1, help="OpenMP threads (OPENMP package styles; default 1)")
     g = p.add_argument_group("ideal gas")
     g.add_argument("--n", type=int, default=1000, help="particles (default 1000)")
     g.add_argument("--density", type=float, default=None, help="number density (default 0.1 gas, 0.85 melt beads)")
-    g.add_argument("--dim", type=int, choices=[2, 3], default=3)
+    g.add_argument("--dim", type=int, choices=[2, 3], default=3, help="dimensions")
     g.add_argument("--damp", type=float, default=None,
                    help="Langevin friction time, tau (default 1 gas, 2 melt with --thermostat langevin)")
     g = p.add_argument_group("star-polymer melt")
-    g.add_argument("--n-stars", type=int, default=64, dest="n_stars")
+    g.add_argument("--n-stars", type=int, default=64, dest="n_stars", help="star polymers")
     g.add_argument("--arms", type=int, default=4, help="arms per star (default 4)")
     g.add_argument("--beads", type=int, default=4, help="beads per arm (default 4)")
     g.add_argument("--thermostat", choices=["dpd", "langevin"], default="dpd",

@@ -18,7 +18,8 @@ def add_parser(sub) -> None:
                     "out are measured from the data; the values used are saved in "
                     "OUT_DIR/rearrangements.json. Writes OUT_DIR/rearrangements.parquet, "
                     "OUT_DIR/events.parquet (each with a .json sidecar) and OUT_DIR/d2min.png.")
-    p.add_argument("tracks", help="tracks table (.parquet) from `colloidcg track`")
+    p.add_argument("tracks", metavar="TRACKS.parquet",
+                   help="tracks table (frame, particle, x, y in px) from `colloidcg track`")
     add_output(p)
     g = p.add_argument_group("parameters (default: measured from the data)")
     g.add_argument("--lag", type=int, help="frames between the configurations compared "
@@ -34,7 +35,7 @@ def add_parser(sub) -> None:
                    help="field of view, px (default: the tracked video's frame or ROI from the "
                         "tracks' sidecar, else the extent of the data)")
     p.add_argument("--no-descriptors", dest="descriptors", action="store_false",
-                   help="skip the structural descriptors and the softness baseline")
+                   help="skip the structural descriptors and the softness baseline (default: compute them)")
     p.add_argument("--plot-frame", type=int, dest="plot_frame",
                    help="frame drawn in d2min.png (default: the one with most rearranging particles)")
     p.set_defaults(func=run)

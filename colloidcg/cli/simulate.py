@@ -4,25 +4,35 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import add_output
 
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "simulate", help="run a trained model from a frame of a tracks table",
         description="Stochastic rollout of a trained model, started from one frame of a tracks "
-                    "table; writes the result in the tracks schema (px, frames).")
+                    "table; writes the result in the tracks schema (px, frames) to the "
+                    ".parquet file given with -o, with a JSON sidecar beside it. Lengths in px, "
+                    "times in frames.")
     p.add_argument("model", metavar="MODEL", help="model folder written by colloidcg train, or a "
                                                  "bundle written by colloidcg export")
-    p.add_argument("--init", required=True, metavar="TRACKS.parquet", help="tracks table to start from")
-    p.add_argument("--frame", type=int, default=None, help="frame to start from (default: the second frame)")
-    p.add_argument("--steps", type=int, required=True, help="number of frames to simulate")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--substeps", type=int, default=1, help="integration steps per frame (default 1)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--init", required=True, metavar="TRACKS.parquet", help="tracks table (px, frames) to start from; "
+                   "particles near its field-of-view edge are prescribed from it as a halo")
+    p.add_argument("--frame", type=int, default=None, metavar="F",
+                   help="frame number of --init to start from (default: the second frame)")
+    p.add_argument("--steps", type=int, required=True, metavar="N",
+                   help="number of frames to simulate (required)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the noise; same seed, same rollout")
+    p.add_argument("--substeps", type=int, default=1, metavar="K",
+                   help="integration steps per frame (default 1)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--fast", action="store_true",
-                   help="tabulated pair functions (faster; error reported in the sidecar)")
-    add_output(p, help="output table SIM.parquet")
+                   help="tabulated pair functions and equation of state (faster; the tabulation error is "
+                        "reported in the sidecar; default: exact)")
+    p.add_argument("-o", "--output", required=True, metavar="SIM.parquet",
+                   help="output table, a file name ending in .parquet (its sidecar SIM.json is "
+                        "written beside it)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace existing outputs (default: refuse and write nothing)")
     p.set_defaults(func=run)
 
 

@@ -49,7 +49,8 @@ def add_parser(subparsers) -> None:
     )
     add_output(p, help="output folder (created if needed)")
     p.add_argument("--preset", choices=["dense", "accuracy", "sample", "dilute"], default=None,
-                   help="start from a named configuration (see below)")
+                   help="start from a named configuration (see below; default: none, the defaults given "
+                        "with each option)")
     g = p.add_argument_group("field of view and particles")
     g.add_argument("--frames", type=int, metavar="N", help="number of frames (default 100)")
     g.add_argument("--width", type=int, metavar="W", help="image width, px (default 256)")
@@ -59,7 +60,7 @@ def add_parser(subparsers) -> None:
     g.add_argument("--area-fraction", type=float, metavar="F",
                    help="area fraction of the disks, up to 0.9 (default 0.8)")
     g.add_argument("--bidisperse", action="store_true", default=None,
-                   help="50:50 mixture of two sizes (ratio --size-ratio)")
+                   help="50:50 mixture of two sizes (ratio --size-ratio; default: monodisperse)")
     g.add_argument("--monodisperse", action="store_false", dest="bidisperse", default=None,
                    help="one size only (the default unless a preset says otherwise)")
     g.add_argument("--size-ratio", type=float, metavar="R", help="large/small diameter (default 1.4)")

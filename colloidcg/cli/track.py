@@ -27,32 +27,37 @@ def add_parser(sub) -> None:
     p.add_argument("video", help="video file (.tif/.tiff/.avi/.mp4/.mov/.cine) or folder of frames")
     add_output(p)
     g = p.add_argument_group("tracking parameters (default: estimated from the video)")
-    g.add_argument("--diameter", type=_odd_int, help="spot diameter, odd integer, px")
-    g.add_argument("--minmass", type=float, help="minimum integrated brightness of a particle")
-    g.add_argument("--separation", type=float, help="minimum distance between particles, px")
+    g.add_argument("--diameter", type=_odd_int, metavar="PX",
+                   help="spot diameter, odd integer, px (default: estimated from the video)")
+    g.add_argument("--minmass", type=float, metavar="M",
+                   help="minimum integrated brightness of a particle, in band-passed grey values (the tracks' mass column; default: estimated above the noise floor)")
+    g.add_argument("--separation", type=float, metavar="PX",
+                   help="minimum distance between particles, px (default: estimated, 0.6 x the neighbour spacing, at most 0.85 x the diameter)")
     g.add_argument("--search-range", type=float, dest="search_range",
-                   help="largest displacement between frames, px")
+                   metavar="PX", help="largest displacement between frames, px (default: estimated from the displacements)")
     g.add_argument("--memory", type=int, default=3,
+                   metavar="N",
                    help="frames a particle may vanish and keep its identity (default 3)")
     inv = g.add_mutually_exclusive_group()
     inv.add_argument("--invert", dest="invert", action="store_true", default=None,
-                     help="particles are dark on a bright background")
+                     help="particles are dark on a bright background (default: contrast estimated)")
     inv.add_argument("--no-invert", dest="invert", action="store_false",
                      help="particles are bright on a dark background")
     inv.add_argument("--contrast", choices=("bright", "dark", "both"),
                      help="particle contrast; 'both': mixed bright and dark particles in one "
-                          "field (bright field around focus), each row gets contrast +1 or -1")
+                          "field (bright field around focus), each row gets contrast +1 or -1 (default: estimated)")
     g.add_argument("--frames", type=int, nargs=2, metavar=("START", "STOP"),
-                   help="frame range to track, STOP exclusive")
+                   help="frame range to track, frame numbers from 0, STOP exclusive (default: every frame)")
     g.add_argument("--roi", type=int, nargs=4, metavar=("X0", "Y0", "X1", "Y1"),
-                   help="region of interest in px (X1, Y1 exclusive)")
+                   help="region of interest in px (X1, Y1 exclusive; default: the whole frame)")
     g.add_argument("--no-refine", dest="refine", action="store_false",
-                   help="skip the overlap-aware joint refinement (plain trackpy centroids)")
+                   help="skip the overlap-aware joint refinement (plain trackpy centroids; default: refine)")
     g.add_argument("--subtract-drift", action="store_true",
-                   help="estimate collective drift and subtract it from x, y")
+                   help="estimate collective drift and subtract it from x, y (default: keep it)")
     g.add_argument("--min-length", type=int, default=3, dest="min_length",
+                   metavar="N",
                    help="drop trajectories shorter than this many frames (default 3)")
-    g.add_argument("--processes", type=int, help="worker processes (default: all cores)")
+    g.add_argument("--processes", type=int, metavar="N", help="worker processes (default: all cores)")
     add_calibration(p)
     add_tiff_axis(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
