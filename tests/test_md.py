@@ -348,3 +348,39 @@ def test_mdanalysis_with_topology_residues_as_molecules(tmp_path):
     pos, *_ = coarse_grain(tr, "molecule")
     want = np.array([[1.5, 1, 1], [5.5, 5, 5], [10, 10.5, 10]])            # equal masses
     assert np.allclose(pos[0], want, atol=0.01) and np.allclose(pos[-1], want + 1.5, atol=0.01)
+
+
+@needs_lammps
+def test_lammps_written_dcd_read_through_mdanalysis_matches_the_dump(tmp_path):
+    """One LAMMPS run writes a text dump and a DCD of the same frames; the DCD read through
+    MDAnalysis (and unwrapped by the minimum image in time) gives the dump's positions."""
+    pytest.importorskip("MDAnalysis")
+    from colloidcg.md.lammps import run_script
+
+    L = 8.0
+    run_script(f"""
+units lj
+atom_style atomic
+region box block 0 {L} 0 {L} 0 {L}
+create_box 1 box
+create_atoms 1 random 60 5 NULL
+mass 1 1.0
+pair_style zero 1.0
+pair_coeff * *
+velocity all create 1.0 6
+fix nve all nve
+fix lang all langevin 1.0 1.0 1.0 7
+timestep 0.01
+dump t all custom 10 {tmp_path / 'd.lammpstrj'} id type xu yu zu
+dump_modify t units yes time yes sort id
+dump c all dcd 10 {tmp_path / 'd.dcd'}
+dump_modify c sort id
+run 90
+""")
+    a = read_trajectory(tmp_path / "d.lammpstrj")
+    b = read_trajectory(tmp_path / "d.dcd")
+    assert a.n_frames == b.n_frames == 10 and np.allclose(b.box, L, atol=1e-4)
+    pa, *_ = coarse_grain(a, "none")
+    pb, *_ = coarse_grain(b, "none")
+    shift = np.round((pb[0] - pa[0]) / L) * L
+    assert np.allclose(pb - shift, pa, atol=1e-4)
