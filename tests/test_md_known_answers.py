@@ -58,7 +58,8 @@ def test_ideal_gas_full(tmp_path):
                    "frames, rollout 1000): momentum kept to 3e-15 and g(r) 0.084, but the momentum-conserving "
                    "model moves too far: MSD 2.1, VACF 1.1 relative RMS (frames every 0.5 tau, 15-40 epochs: "
                    "MSD 2.1-2.6); with substrate friction (not momentum-conserving) MSD 0.10, VACF 0.14, "
-                   "g(r) 0.09: the learned pair friction does not reach the stars' damping")
+                   "g(r) 0.09. The no-substrate (Euler-Maruyama) rollout runs hot: <v^2> 1.4x the MD's, "
+                   "rising to 1.8x over 1000 frames")
 def test_star_melt_full(tmp_path):
     from colloidcg.md.known import star_melt_answer
 
