@@ -122,3 +122,128 @@ def test_info_prints_provenance(small_video, tmp_path, capsys):
     assert main(["info", str(out / "tracks.parquet")]) == 0
     text = capsys.readouterr().out
     assert "stage      track" in text and "diameter" in text and "video.tif" in text
+
+
+# --- help text: every flag says what it is, its default and its unit (issue 17) ---
+
+def _subparsers():
+    import argparse
+
+    sub = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)][0]
+    return sub.choices
+
+
+def _help_of(parser, action) -> str:
+    return parser._get_formatter()._get_help_string(action) or ""
+
+
+def test_every_flag_has_help_with_its_default():
+    import argparse
+
+    switches = (argparse._StoreTrueAction, argparse._StoreFalseAction, argparse._HelpAction,
+                argparse._VersionAction)
+    for name, sp in _subparsers().items():
+        for a in sp._actions:
+            if isinstance(a, (argparse._HelpAction, argparse._VersionAction)):
+                continue
+            flag = f"colloidcg {name} {'/'.join(a.option_strings) or a.metavar or a.dest}"
+            h = _help_of(sp, a)
+            assert h.strip() and h != argparse.SUPPRESS, f"{flag}: no help text"
+            if not a.option_strings or a.required or isinstance(a, switches):
+                continue
+            assert "default" in h.lower(), f"{flag}: the help does not say the default: {h!r}"
+            d = a.default
+            if d is not None and not isinstance(d, bool) and d != "":
+                shown = " ".join(map(str, d)) if isinstance(d, (list, tuple)) else str(d)
+                assert shown in h or f"{d:g}" in h if isinstance(d, float) else shown in h, \
+                    f"{flag}: default {d!r} not in its help {h!r}"
+        # the rendered --help shows it too (the formatter is the one argparse uses)
+        assert "usage: colloidcg " + name in sp.format_help()
+
+
+def test_train_defaults_are_TrainConfig_defaults():
+    from colloidcg.train import TrainConfig
+
+    args = build_parser().parse_args(["train", "t.parquet", "-o", "m"])
+    cfg = TrainConfig()
+    for key in ("epochs", "batch_frames", "lr", "seed", "aux_weight", "multistep", "n_s", "n_kernel",
+                "n_pair", "select", "dtype", "device", "loc_noise", "size_column"):
+        assert getattr(args, key) == getattr(cfg, key), key
+    assert tuple(args.cutoff_factors) == cfg.cutoff_factors
+    text = build_parser()._subparsers._group_actions[0].choices["train"].format_help()
+    assert f"(default: {cfg.epochs})" in " ".join(text.split())
+
+
+@pytest.mark.parametrize("command, flag, unit", [
+    ("train", "--cutoff", "um"), ("train", "--edge", "um"), ("train", "--loc-noise", "um"),
+    ("train", "--box", "um"), ("train", "--fps", "frames per second"), ("train", "--um-per-px", "um per px"),
+    ("track", "--diameter", "px"), ("track", "--separation", "px"), ("track", "--search-range", "px"),
+    ("track", "--memory", "frames"), ("track", "--roi", "px"),
+    ("rearrangements", "--cutoff", "px"), ("rearrangements", "--lag", "frames"),
+    ("simulate", "--steps", "frames"), ("simulate", "--substeps", "per frame"),
+    ("evaluate", "--box", "px"), ("synth", "--diffusion", "px^2/frame"), ("synth", "--drift", "px/frame"),
+    ("md-read", "--box", "length unit"), ("md-synth", "--temperature", "LJ units"),
+])
+def test_flags_name_their_units(command, flag, unit):
+    sp = _subparsers()[command]
+    action = next(a for a in sp._actions if flag in a.option_strings)
+    assert unit in _help_of(sp, action), f"colloidcg {command} {flag}: no unit {unit!r}"
+
+
+def test_simulate_help_says_output_is_a_parquet_file(capsys):
+    with pytest.raises(SystemExit):
+        main(["simulate", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "-o SIM.parquet" in out and ".parquet" in out and "OUT_DIR" not in out
+
+
+def test_evaluate_positionals_are_explained():
+    sp = _subparsers()["evaluate"]
+    pos = [a for a in sp._actions if not a.option_strings]
+    assert [a.metavar for a in pos] == ["DATA.parquet", "SIM.parquet"]
+    assert all("tracks" in a.help for a in pos)
+
+
+def test_length_arguments_take_units():
+    from colloidcg.cli._common import length
+
+    assert length("2.5").unit is None and float(length("2.5")) == 2.5
+    assert length("2.5um").unit == "um" and length("2.5 µm").unit == "um"
+    assert length("24px").to_um(0.1) == pytest.approx(2.4)
+    assert length("2.4um").to_px(0.1) == pytest.approx(24.0)
+    for bad in ("-1", "3 nm", "px", "nan"):
+        with pytest.raises(Exception):
+            length(bad)
+
+
+@pytest.fixture(scope="module")
+def small_tracks(small_video, tmp_path_factory):
+    out = tmp_path_factory.mktemp("tracks") / "track"
+    assert main(["track", str(small_video / "video.tif"), "-o", str(out), "--quiet"]) == 0
+    return out / "tracks.parquet"
+
+
+def test_train_box_without_unit_is_refused_where_um_and_px_differ(small_tracks, tmp_path, capsys):
+    out = tmp_path / "model"
+    assert main(["train", str(small_tracks), "-o", str(out), "--box", "160", "160", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "--box" in err and "give the unit" in err and "px" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_train_lengths_in_px_are_converted_and_info_prints_the_cutoff_with_its_unit(small_tracks, tmp_path,
+                                                                                     capsys):
+    from colloidcg.data import _meta_value
+
+    um = _meta_value(json.loads(small_tracks.with_suffix(".json").read_text()), "um_per_px")
+    assert um is not None and um != 1.0
+    out = tmp_path / "model"
+    assert main(["train", str(small_tracks), "-o", str(out), "--cutoff", "24px", "--epochs", "1",
+                 "--quiet"]) == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["model"]["cutoff"] == pytest.approx(24 * um)
+    capsys.readouterr()
+    assert main(["info", str(out)]) == 0
+    text = capsys.readouterr().out
+    line = next(ln for ln in text.splitlines() if ln.startswith("cutoff"))
+    assert f"{24 * um:.4g} um" in line and "= 24 px" in line

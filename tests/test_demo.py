@@ -53,6 +53,19 @@ def test_demo_trains_simulates_and_reports(demo_out):
     for key in ("msd_rel_rms", "vacf_rel_rms", "rdf_rel_rms"):
         assert metrics[key] is not None and metrics[key] >= 0
     assert {"msd.png", "rdf.png", "vacf.png"} <= {p.name for p in (demo_out / "report").iterdir()}
+    bundle = json.loads((demo_out / "bundle" / "bundle.json").read_text())
+    assert bundle["cutoff"] == pytest.approx(cfg["model"]["cutoff"])
+    assert {"drift.pt", "noise.pt", "energy.pt", "encoder.pt"} <= {
+        p.name for p in (demo_out / "bundle" / "torchscript").iterdir()}
+
+
+def test_demo_shows_and_times_every_stage(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "-o", str(out), "--epochs", "1", "--quiet"]) == 0
+    text = capsys.readouterr().out
+    for k in range(1, 7):
+        assert f"[{k}/6]" in text
+    assert text.count("    took ") == 6 and "done in " in text
 
 
 def test_demo_refuses_to_overwrite(demo_out, capsys):
