@@ -2,7 +2,7 @@
 structure-preserving stochastic particle model out.
 
 The stages are modules: :mod:`colloidcg.io` (video), :mod:`colloidcg.tracking`,
-:mod:`colloidcg.synthetic` and the later stages described in the README.
+:mod:`colloidcg.synthetic` and the later stages described in the README and docs/.
 :func:`load_model` reloads a trained model (bundle or model directory).
 """
 

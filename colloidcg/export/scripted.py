@@ -27,7 +27,7 @@ from ..core.encoder import invariant_features
 from ..core.graph import minimum_image
 
 #: Inputs and outputs of each exported module, with shapes and units; written into the
-#: bundle's JSON and the README. N particles, d dimensions (2 or 3), n_s entropic
+#: bundle's JSON and docs/export.md. N particles, d dimensions (2 or 3), n_s entropic
 #: variables per particle, P pairs.
 COMMON_INPUTS = {
     "r": "(N, d) positions, um",

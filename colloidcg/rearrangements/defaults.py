@@ -1,6 +1,6 @@
 """Default lag, cutoff and threshold, measured from the data.
 
-The rules (also in the README):
+The rules (also in docs/rearrangements.md):
 
 - **cutoff** (px): the first minimum of g(r) after its first peak
   (:func:`colloidcg.structure.cutoff_from_gr`): g(r) from up to 50 evenly spaced frames,
