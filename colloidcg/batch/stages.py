@@ -170,7 +170,8 @@ def _run_rearrangements(job, opts, ups, ctx, out: Path) -> dict:
     res.save(out, inputs={"tracks": str(tpath)}, overwrite=True, softness_baseline=soft,
              calibration={"fps": units.get("fps"), "um_per_px": units.get("um_per_px")})
     frame = busiest_frame(res.table)
-    plot_d2min_frame(res.table, frame, out / "d2min.png", image=video_frame(meta, frame))
+    plot_d2min_frame(res.table, frame, out / "d2min.png", image=video_frame(meta, frame),
+                     lag=res.parameters.get("lag_frames"), fps=units.get("fps"))
     p = res.parameters
     return {"n_rearranging": p.get("n_rearranging"), "n_events": p.get("n_events"),
             "lag_frames": p.get("lag_frames"), "d2min_threshold": p.get("threshold"),

@@ -99,7 +99,8 @@ def run(args) -> int:
     busy = busiest_frame(rea.table)
     with open_video(video_path) as video:
         busy_image = video[busy]
-    d2png = plot_d2min_frame(rea.table, busy, out / "d2min.png", image=busy_image)
+    d2png = plot_d2min_frame(rea.table, busy, out / "d2min.png", image=busy_image,
+                             lag=rea.parameters["lag_frames"], fps=result.meta.get("fps"))
     p = rea.parameters
     print(f"    lag {p['lag_frames']} frames, cutoff {p['cutoff_px']:.1f} px, threshold "
           f"{p['threshold']:.3g} (d2min_norm); {int(rea.table['rearranging'].sum())} rearranging "

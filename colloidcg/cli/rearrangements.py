@@ -82,7 +82,8 @@ def run(args) -> int:
         if frame not in set(res.table["frame"].unique()):
             raise ParameterError(f"--plot-frame {frame}: not a frame of {args.tracks}")
         res.save(tx.new, inputs={"tracks": args.tracks}, overwrite=True, **extra)
-        plot_d2min_frame(res.table, frame, tx.path(png.name), image=video_frame(meta, frame))
+        plot_d2min_frame(res.table, frame, tx.path(png.name), image=video_frame(meta, frame),
+                         lag=res.parameters.get("lag_frames"), fps=units_in.get("fps"))
     t_path, e_path = [q for q in Rearrangements.output_paths(out) if q.suffix == ".parquet"]
     p = res.parameters
     how = (lambda rule, measured: "given" if rule == "given" else measured)

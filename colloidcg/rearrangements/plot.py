@@ -24,7 +24,8 @@ def busiest_frame(table: pd.DataFrame) -> int:
 
 
 def plot_d2min_frame(table: pd.DataFrame, frame: int | None, path, image: np.ndarray | None = None,
-                     column: str = "d2min", dpi: int = 120) -> Path:
+                     column: str = "d2min", dpi: int = 120, lag: int | None = None,
+                     fps: float | None = None) -> Path:
     """Draw the particles of one frame coloured by D2min and save a PNG.
 
     Colour is log-scaled ``column`` (default d2min, px^2) with a colour bar; particles
@@ -41,6 +42,8 @@ def plot_d2min_frame(table: pd.DataFrame, frame: int | None, path, image: np.nda
     image : (rows, cols) array, optional
     column : str  column to colour by
     dpi : int
+    lag : int, optional  the D2min lag in frames, named in the title (and in s with ``fps``)
+    fps : float, optional  frames per second
 
     Returns
     -------
@@ -92,26 +95,30 @@ def plot_d2min_frame(table: pd.DataFrame, frame: int | None, path, image: np.nda
     s = ((0.6 if image is not None else 0.8) * spacing * pt_per_px) ** 2
     ok = np.isfinite(v) & (v > 0)
     if (~ok).any():
-        ax.scatter(x[~ok], y[~ok], s=s / 9, c="0.6", lw=0, label="no D2min")
+        ax.scatter(x[~ok], y[~ok], s=s / 9, c="0.6", lw=0, label="no D$^2_{min}$ (too few neighbours)")
     if ok.any():
         vmin, vmax = np.percentile(v[ok], [1, 99.9])
         vmax = max(vmax, vmin * 1.0001)
         sc = ax.scatter(x[ok], y[ok], c=v[ok], s=s, cmap="viridis", norm=LogNorm(vmin, vmax),
                         lw=0, alpha=0.9)
         cb = fig.colorbar(sc, cax=cax)
-        cb.set_label(f"{'D$^2_{min}$ (px$^2$)' if column == 'd2min' else column}")
+        cb.set_label("non-affine displacement D$^2_{min}$ (px$^2$)" if column == "d2min" else column)
     else:
         cax.set_visible(False)
     if rr.any():
         ax.scatter(x[rr], y[rr], s=s * 1.3, facecolors="none", edgecolors="red", lw=1.2,
-                   label="rearranging")
+                   label="rearranging (D$^2_{min}$ above the threshold)")
         ax.legend(loc="upper right", fontsize=8, framealpha=0.8)
     ax.set_xlim(*xr)
     ax.set_ylim(yr[1], yr[0])  # image orientation: y (row) grows downwards
     ax.set_aspect("equal")
     ax.set_xlabel("x (px)")
     ax.set_ylabel("y (px)")
-    ax.set_title(f"frame {frame}: {int(rr.sum())} rearranging of {len(sub)}", fontsize=10)
+    over = ""
+    if lag:
+        secs = f", {lag / fps:.3g} s" if fps else ""
+        over = f"\nD$^2_{{min}}$ from frame {frame} to {frame + lag} (lag {lag} frames{secs})"
+    ax.set_title(f"frame {frame}: {int(rr.sum())} of {len(sub)} particles rearranging{over}", fontsize=10)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
     return atomic_write_bytes(path, buf.getvalue())
