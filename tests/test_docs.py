@@ -36,7 +36,7 @@ def test_readme_test_command_is_what_ci_runs():
 
 def test_quick_start_uses_a_virtual_environment():
     readme = (ROOT / "README.md").read_text()
-    assert "python -m venv .venv && . .venv/bin/activate" in readme
+    assert "python3 -m venv .venv && . .venv/bin/activate" in readme
     assert "--index-url https://download.pytorch.org/whl/cpu" in readme
     assert "never pulls CUDA" not in readme
 
