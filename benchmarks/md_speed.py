@@ -120,6 +120,7 @@ def main(argv=None) -> int:
     p.add_argument("--sizes", type=int, nargs="+", default=[10000, 100000])
     p.add_argument("--dims", type=int, nargs="+", default=[2, 3])
     p.add_argument("--json", action="store_true", help="last line: one JSON object with every row")
+    p.add_argument("--quick", action="store_true", help="a tenth of the steps (smoke test, not a measurement)")
     p.add_argument("--worker", nargs=4, metavar=("ENGINE", "N", "DIM", "STEPS"), help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.worker:
@@ -138,6 +139,8 @@ def main(argv=None) -> int:
         for n in a.sizes:
             for engine in (("lammps", "ours") if have else ("ours",)):
                 steps = max(20, int(2e6 / n)) if engine == "lammps" else max(10, int(3e5 / n))
+                if a.quick:
+                    steps = max(5, steps // 10)
                 res = subprocess.run([sys.executable, __file__, "--worker", engine, str(n), str(dim), str(steps)],
                                      capture_output=True, text=True, env=env)
                 if res.returncode != 0:

@@ -384,3 +384,21 @@ run 90
     pb, *_ = coarse_grain(b, "none")
     shift = np.round((pb[0] - pa[0]) / L) * L
     assert np.allclose(pb - shift, pa, atol=1e-4)
+
+
+@needs_lammps
+def test_md_speed_benchmark_smoke(capsys):
+    """benchmarks/md_speed.py runs both engines and prints the ratio (no timing asserted)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "md_speed.py"
+    spec = importlib.util.spec_from_file_location("md_speed", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["--sizes", "400", "--dims", "3", "--quick", "--json"]) == 0
+    out = capsys.readouterr().out
+    rec = json.loads(out.strip().splitlines()[-1])
+    assert "3d_400" in rec["ratio_lammps_over_ours"] and rec["ratio_lammps_over_ours"]["3d_400"] > 0
+    assert {r["engine"] for r in rec["rows"]} == {"lammps dpd", "colloidcg rollout (tabulated)"}
+    assert all(10 <= r["neighbours"] <= 14 for r in rec["rows"])
