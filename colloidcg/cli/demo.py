@@ -7,10 +7,13 @@ from pathlib import Path
 from ._common import add_output
 
 
-#: Training of the demo: short, so that the whole demo takes about a minute on 2 cores.
-DEMO_EPOCHS = 10
-DEMO_FRAMES_PER_EPOCH = 20
-DEMO_CUTOFF_FACTOR = 1.15     # what select_cutoff picks on the sample (of 1.05, 1.15, 1.5, 2.5)
+#: Training epochs of the demo.
+DEMO_EPOCHS = 15
+#: torch threads while the demo trains and simulates. The sample's ~200 particles give
+#: tensors too small to share between cores: one thread is as fast as two on an idle
+#: machine, and on a busy one two threads wait for each other (OpenMP spinning) and made
+#: training 3-10x slower (a 4.5-minute demo on 2 shared cores).
+DEMO_TORCH_THREADS = 1
 
 
 def add_parser(sub) -> None:
@@ -21,10 +24,8 @@ def add_parser(sub) -> None:
                     "accuracy against the truth, rearrangements (D2min, events, softness "
                     "baseline), training the metriplectic model, a rollout from the second "
                     "frame, the model-versus-data report and an exported bundle, with pictures "
-                    "and the time of each stage. About a minute on 2 cores: training is kept "
-                    "short (the cutoff fixed at 1.15 nearest-neighbour distances, which "
-                    "colloidcg train's automatic choice picks on this sample; at most "
-                    f"{DEMO_FRAMES_PER_EPOCH} frames an epoch).")
+                    "and the time of each stage. Under a minute on 2 cores (torch runs on one "
+                    "thread here: the sample is too small to gain from more).")
     add_output(p, required=False, help="output folder (default: colloidcg_demo)")
     p.add_argument("--epochs", type=int, default=DEMO_EPOCHS, help="training epochs")
     p.add_argument("--seed", type=int, default=0, help="seed of training and rollout (default 0)")
@@ -33,6 +34,17 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(DEMO_TORCH_THREADS)
+    try:
+        return _run(args)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(args) -> int:
     import time
 
     import pandas as pd
@@ -108,19 +120,20 @@ def run(args) -> int:
     print(f"    picture of D2min on frame {busy}: {d2png}")
     print(took())
 
-    print(f"[3/6] training the metriplectic model ({args.epochs} epochs of at most {DEMO_FRAMES_PER_EPOCH} "
-          f"frames; cutoff {DEMO_CUTOFF_FACTOR} x the nearest-neighbour distance)")
+    print(f"[3/6] training the metriplectic model ({args.epochs} epochs; the interaction range chosen "
+          f"among {', '.join(f'{f:g}' for f in TrainConfig.cutoff_factors)} x the nearest-neighbour distance "
+          f"by short fits)")
     labels = rea.table[["frame", "particle", "rearranging"]]
     # the sample is bidisperse: pair ranges follow each particle's tracked size
-    cfg = TrainConfig(epochs=args.epochs, seed=args.seed, progress=not args.quiet, size_column="size",
-                      cutoff_factors=(DEMO_CUTOFF_FACTOR,), max_frames_per_epoch=DEMO_FRAMES_PER_EPOCH)
+    cfg = TrainConfig(epochs=args.epochs, seed=args.seed, progress=not args.quiet, size_column="size")
     fit = train_tracks(t, result.sidecar(), cfg, dirs["model"], labels=labels, source=str(tracks_path))
     rep = fit.report
     auc = (rep.get("rearrangement_auc") or {}).get("S")
     print(f"    {rep['epochs_run']} epochs, best validation rollout MSD error {rep['best_val_score']:.3g}"
           + (f", ROC AUC of S for next rearrangements {auc:.2f}" if auc is not None else "")
           + f" -> {dirs['model']}")
-    print(f"    cutoff {rep['cutoff']:.3g} um; loss and validation curves: {dirs['model']}/loss.png, "
+    print(f"    cutoff {rep['cutoff']:.3g} um ({rep['cutoff'] / rep['cutoff_selection']['nn_distance']:.3g} x the "
+          f"nearest-neighbour distance); loss and validation curves: {dirs['model']}/loss.png, "
           f"validation.png")
     print(took())
 
