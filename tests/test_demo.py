@@ -60,8 +60,12 @@ def test_demo_trains_simulates_and_reports(demo_out):
 
 
 def test_demo_shows_and_times_every_stage(tmp_path, capsys):
+    import torch
+
+    threads = torch.get_num_threads()
     out = tmp_path / "demo"
     assert main(["demo", "-o", str(out), "--epochs", "1", "--quiet"]) == 0
+    assert torch.get_num_threads() == threads      # the demo's one torch thread is not left behind
     text = capsys.readouterr().out
     for k in range(1, 7):
         assert f"[{k}/6]" in text
