@@ -248,7 +248,7 @@ def locate_frame(frame: np.ndarray, frame_no: int, diameter, separation, minmass
         and a ``contrast`` column (+1 bright, -1 dark) is added. Of a bright and a dark
         spot closer than ``diameter`` only the more massive is kept: the bright halo of
         a dark particle (and the dark ring of a bright one) is not a particle.
-        Otherwise ``invert`` decides.
+        "bright"/"dark" override ``invert``; None: ``invert`` decides.
 
     Returns
     -------
@@ -265,6 +265,8 @@ def locate_frame(frame: np.ndarray, frame_no: int, diameter, separation, minmass
                             "pixels (NaN or inf); replace them before tracking")
     if contrast == "both":
         return _locate_both(frame, frame_no, diameter, separation, minmass, roi, refine)
+    if contrast is not None:
+        invert = contrast == "dark"
     img = prepare(frame, bool(invert), roi)
     if img.ndim == 2 and refine:
         f = _locate_refined(img, diameter, separation, minmass)
@@ -359,7 +361,9 @@ def _locate_refined(img: np.ndarray, diameter, separation, minmass: float) -> pd
     rx, ry, s, ep = rx[sel], ry[sel], r["sigma"][sel], r["ep"][sel]
     failed = np.zeros(len(ep), bool)
     if len(ep) >= 10 and not crowded:     # where spots overlap, centroids are worse still
-        failed = ep > FAILED_FIT_EP * np.median(ep)
+        # (and a disc cut by the frame's border pulls the centroid inwards)
+        inside = (rx >= radius) & (rx <= w - 1 - radius) & (ry >= radius) & (ry <= h - 1 - radius)
+        failed = (ep > FAILED_FIT_EP * np.median(ep)) & inside
     if failed.any():
         cx, cy = _centroids(bp, rx[failed], ry[failed], radius)
         # a centroid that wanders off (an edge, a wall) is no better: keep the fit there

@@ -812,8 +812,9 @@ def suggest_search_range(pos0, pos1, spacing: float, area: float | None = None) 
 
     The displacements come from :func:`displacement_excess` (no linking needed, so
     noise detections and particles entering or leaving do not inflate it); the range is
-    1.75 x their 95th percentile + 0.5 px (1.5 x the 99th for Gaussian steps, less
-    sensitive to the noise of the tail), at most half the mean particle distance
+    1.5 x their 99th percentile + 0.5 px, the percentile taken against the plateau of the
+    cumulative excess over the outer half of the range, at most half the mean particle
+    distance
     (density^(-1/d)) so that linking stays unambiguous in dense packings.
     """
     if not isinstance(pos0, (list, tuple)):
@@ -834,11 +835,10 @@ def suggest_search_range(pos0, pos1, spacing: float, area: float | None = None) 
     cum = np.cumsum(excess)
     if n0 == 0 or cum[-1] <= 0.05 * n0:
         return max(1.0, cap)          # no correlated motion found: the quality check says so
-    # the plateau from the outer half of the range (noise makes the last bin wander), and
-    # the 95th percentile, which the tail's noise moves less than the 99th; for 2D
-    # Gaussian steps 1.75 x r95 = 1.5 x r99
+    # the plateau from the outer half of the range (noise makes the last bin wander); the
+    # 99th percentile, not a lower one: rearrangements give the steps a heavy tail
     plateau = float(np.median(cum[len(cum) // 2:]))
     if plateau <= 0:
         return max(1.0, cap)
-    r95 = float(edges[1:][np.argmax(cum >= 0.95 * plateau)])
-    return float(max(1.0, min(1.75 * r95 + 0.5, cap)))
+    r99 = float(edges[1:][np.argmax(cum >= 0.99 * plateau)])
+    return float(max(1.0, min(1.5 * r99 + 0.5, cap)))

@@ -326,15 +326,19 @@ class LayerWidget(Container):
                 if want is None:   # nothing chosen yet: remember what the combo shows
                     combo._cg_name = None if combo.value is None else combo.value.name
                     continue
-                if combo.value is not None and combo.value.name == want:
+                live = next((lay for lay in self.viewer.layers if lay.name == want), None)
+                if live is None:
                     continue
-                for lay in self.viewer.layers:   # the chosen layer was replaced: follow it
-                    if lay.name == want:
-                        try:
-                            combo.value = lay
-                        except ValueError:   # same name, not a valid choice here
-                            pass
-                        break
+                # the same layer (by name and uid; identities differ through napari's
+                # proxies), or a replacement of the same name whose combo value is stale
+                current = combo.value
+                if current is not None and current.name == want and \
+                        layer_info(current).get("uid") == layer_info(live).get("uid"):
+                    continue
+                try:                             # the chosen layer was replaced: follow it
+                    combo.value = live
+                except ValueError:               # same name, not a valid choice here
+                    pass
         except RuntimeError:   # widget already deleted (viewer closing)
             self.closed = True
         finally:

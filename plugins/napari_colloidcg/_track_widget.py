@@ -48,15 +48,9 @@ class TrackWidget(LayerWidget):
                                        step=0.5, tooltip="minimum distance between particles")
         self.minmass = FloatSpinBox(label="minmass", value=0.0, min=0.0, max=1e12, step=10.0,
                                     tooltip="minimum integrated brightness of a particle")
-        self.invert = CheckBox(text="dark particles on bright background")
-        from colloidcg.tracking import TrackParams as _TP
-
-        #: particle contrast when the library knows mixed contrast (TrackParams.contrast)
-        self.contrast = None
-        if "contrast" in getattr(_TP, "__dataclass_fields__", {}):
-            self.contrast = ComboBox(label="particles", choices=["bright", "dark", "both"],
-                                     value="bright", tooltip="bright on dark, dark on bright, "
-                                     "or both kinds in one video (mixed contrast)")
+        self.contrast = ComboBox(label="particles", choices=["bright", "dark", "both"],
+                                 value="bright", tooltip="bright on dark, dark on bright, "
+                                 "or both kinds in one video (mixed contrast)")
         self.refine = CheckBox(text="joint refinement (dense packings)", value=True)
         self.auto_button = PushButton(text="auto", tooltip="fill in the suggested values "
                                       "estimated from the current frame")
@@ -81,8 +75,7 @@ class TrackWidget(LayerWidget):
         self.quality.native.setWordWrap(True)
         self.quality.visible = False
         self.mass_plot = MassHistogram(self.viewer)
-        contrast = [self.contrast] if self.contrast is not None else [self.invert]
-        detection = Container(widgets=[self.diameter, self.separation, self.minmass, *contrast,
+        detection = Container(widgets=[self.diameter, self.separation, self.minmass, self.contrast,
                                        self.refine, self.auto_button, self.live], labels=True)
         linking = Container(widgets=[self.search_range, self.show_links, self.memory,
                                      self.min_length, self.processes, self.subtract_drift],
@@ -117,8 +110,8 @@ class TrackWidget(LayerWidget):
         self._sep_z: float | None = None
         self.status.value = "press auto to estimate the parameters from the current frame"
 
-        for w in (self.diameter, self.separation, self.minmass, self.invert, self.refine,
-                  self.search_range, self.show_links, *([self.contrast] if self.contrast else [])):
+        for w in (self.diameter, self.separation, self.minmass, self.contrast, self.refine,
+                  self.search_range, self.show_links):
             w.changed.connect(self._on_param_changed)
         self.live.changed.connect(lambda v: self.request_preview() if v else None)
         self.image.changed.connect(self._on_image_changed)
@@ -171,24 +164,18 @@ class TrackWidget(LayerWidget):
         from colloidcg.tracking import TrackParams
 
         ready = self._ready
-        kw = {}
-        if self.contrast is not None:
-            kw["contrast"] = str(self.contrast.value) if ready else None
-            invert = None if (not ready or self.contrast.value == "both") else self.contrast.value == "dark"
-        else:
-            invert = bool(self.invert.value) if ready else None
         sep = float(self.separation.value)
         if ndim == 3 and self._sep_z is not None:
             sep = (float(self._sep_z), sep, sep)
         p = TrackParams(diameter=self._diameter(ndim) if ready else None,
                         separation=sep if ready else None,
                         minmass=float(self.minmass.value) if ready else None,
-                        invert=invert,
+                        contrast=str(self.contrast.value) if ready else None,
                         refine=bool(self.refine.value),
                         search_range=float(self.search_range.value) or None,
                         memory=int(self.memory.value), min_length=int(self.min_length.value),
                         subtract_drift=bool(self.subtract_drift.value),
-                        processes=int(self.processes.value) or None, **kw)
+                        processes=int(self.processes.value) or None)
         return p.validate(ndim)
 
     def _check_fields(self) -> str | None:
@@ -286,10 +273,8 @@ class TrackWidget(LayerWidget):
             self.diameter.value = int(d[-1])
             self.separation.value = float(round(float(sep[-1]), 2))
             self.minmass.value = float(round(p.minmass, 2))
-            contrast = getattr(p, "contrast", None) or ("dark" if p.invert else "bright")
-            self.invert.value = contrast == "dark"
-            if self.contrast is not None:
-                self.contrast.value = contrast
+            contrast = p.contrast
+            self.contrast.value = contrast
         finally:
             self._filling = False
         self._ready = True

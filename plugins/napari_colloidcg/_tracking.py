@@ -7,8 +7,6 @@ frame at the current search range (:func:`colloidcg.tracking.link.link`).
 
 from __future__ import annotations
 
-import inspect
-
 import numpy as np
 import pandas as pd
 
@@ -17,26 +15,18 @@ from colloidcg.tracking import TrackParams, locate_frame
 __all__ = ["locate_preview", "candidate_masses", "link_preview"]
 
 
-def _contrast_kwargs(params: TrackParams) -> dict:
-    """``contrast=`` for library versions whose locate_frame takes it."""
-    c = getattr(params, "contrast", None)
-    if c is not None and "contrast" in inspect.signature(locate_frame).parameters:
-        return {"contrast": c}
-    return {}
-
-
 def locate_preview(frame: np.ndarray, frame_no: int, params: TrackParams) -> pd.DataFrame:
     """Particles of one frame with the given (complete) parameters, as Track all finds them."""
     return locate_frame(np.asarray(frame), frame_no, params.diameter, params.separation,
                         params.minmass, params.invert, roi=params.roi, refine=params.refine,
-                        **_contrast_kwargs(params))
+                        contrast=params.contrast)
 
 
 def candidate_masses(frame: np.ndarray, params: TrackParams) -> np.ndarray:
     """trackpy's mass of every candidate spot of a frame (minmass 0, no joint fit): the
     distribution that minmass cuts."""
     f = locate_frame(np.asarray(frame), 0, params.diameter, params.separation, 0.0,
-                     params.invert, roi=params.roi, refine=False, **_contrast_kwargs(params))
+                     params.invert, roi=params.roi, refine=False, contrast=params.contrast)
     return f["mass"].to_numpy(float)
 
 
