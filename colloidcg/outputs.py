@@ -259,7 +259,7 @@ def read_table(path: str | os.PathLike, required: Iterable[str] = ()) -> tuple[p
 #: Hidden transaction folders (one per commit in progress) and the lock file of a folder.
 TXN_PREFIX = ".colloidcg-txn-"
 LOCK_NAME = ".colloidcg.lock"
-#: Temporary files of single-file atomic writes (``.NAME.XXXXXXXX.tmp``) and older
+#: Temporary files of single-file atomic writes (``.NAME.<8 random chars>.tmp``) and older
 #: replaced folders (``.NAME.old.PID``), left only by killed runs.
 _LEGACY_TMP = re.compile(r"^\..+\.(?:[A-Za-z0-9_]{8}\.tmp|old\.\d+)$")
 _HOST = socket.gethostname().replace("-", "_") or "host"

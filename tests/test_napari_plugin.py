@@ -541,8 +541,10 @@ def test_rearrangements_widget_twice_and_follows_new_tracks(tracked_small, qtbot
     new = tw.result.tracks
     assert _names(viewer).count("small tracks") == 1
     assert w.tracks.value.name == "small tracks"
+    before = w.result
     w.compute()
     _wait_idle(qtbot, w)
+    assert w.result is not before            # computed anew (a failure would keep the old one)
     assert len(w.result.table) == len(new)
 
 
