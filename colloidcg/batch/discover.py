@@ -1,6 +1,7 @@
 """Finding the videos under a folder and the configuration that applies to each.
 
-A video is a movie or Phantom .cine file, a TIFF with more than one frame, or a folder
+What a video is comes from the table of formats (:func:`colloidcg.io.readers.backends`):
+as shipped, a movie or Phantom .cine file, a TIFF with more than one frame, or a folder
 holding two or more single-frame images (a folder of frames). Hidden files and folders
 (names starting with ".") are ignored. Every ``colloidcg.toml`` under the root is read and
 checked before any work starts; the nearest one above a video applies to it, on top of
@@ -19,7 +20,7 @@ from typing import Any
 
 from ..errors import ColloidcgError
 from ..io.config import CONFIG_NAME, find_config, read_config
-from ..io.readers import CINE_EXTS, FRAME_EXTS, MOVIE_EXTS, TIFF_EXTS
+from ..io.readers import backends, file_extensions, frame_extensions
 
 #: Tables of colloidcg.toml the batch reads, besides [calibration] (checked by
 #: colloidcg.io.config.read_config): table -> {key: (expected types, description)}.
@@ -146,37 +147,27 @@ def merge(base: dict, over: dict) -> dict:
     return out
 
 
-def _frame_count(path: Path) -> int | None:
-    """Frames in a TIFF file; None when it cannot be read (then it is treated as a video,
-    so that the batch reports it as failed instead of silently skipping it)."""
-    import logging
-
-    from ..io.readers import TiffBackend
-
-    log = logging.getLogger("tifffile")
-    level = log.level
-    log.setLevel(logging.CRITICAL)   # a damaged file is reported by the batch, not logged here
-    try:
-        b = TiffBackend(path)
-    except ColloidcgError:
-        return None
-    finally:
-        log.setLevel(level)
-    try:
-        return int(b.n_frames)
-    finally:
-        b.close()
+def _file_format(path: Path, file_specs):
+    """The first file format of the table that claims ``path``, or None."""
+    for spec in file_specs:
+        if spec.claims(path):
+            return spec
+    return None
 
 
 def find_videos(root: str | os.PathLike, exclude: str | os.PathLike | None = None,
                 skipped: list | None = None) -> list[Path]:
     """Every video under ``root`` (sorted), skipping hidden entries and ``exclude``.
 
-    In each folder: movie and .cine files are videos; a TIFF is a video when it has more
-    than one frame (or cannot be read: the batch then reports it as failed); the folder
-    itself is a video (a folder of frames) when it holds two or more single-frame images
-    and no multi-frame TIFF. Once two single-frame TIFFs and no video TIFF have been seen
-    in a folder, its remaining TIFFs are taken as frames without opening them.
+    Read from the table of formats. In each folder: a file that a file format claims is a
+    video, except that a file of a format that counts frames (TIFF) is a video only when
+    it has more than one frame (or cannot be read: the batch then reports it as failed),
+    and otherwise one image; files with the endings a folder format reads are images. The
+    folder itself is a video (a folder of frames) when it holds two or more single-frame
+    images and no multi-frame file with an image ending (which the folder reader would
+    take as a frame). Once two single-frame files have been counted and no multi-frame
+    one with an image ending seen in a folder, its remaining files of that kind are taken
+    as frames without opening them.
 
     ``skipped``, when given, receives (path, reason) for every image file that is not
     part of a video (a lone single-frame image; single frames beside multi-frame TIFFs),
@@ -184,39 +175,46 @@ def find_videos(root: str | os.PathLike, exclude: str | os.PathLike | None = Non
     """
     root = Path(root)
     skip = Path(exclude).resolve() if exclude is not None else None
+    file_specs = [s for s in backends() if s.layout == "file"]
+    frame_exts = set(frame_extensions())
     found: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(root):
         here = Path(dirpath)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
                              and (skip is None or (here / d).resolve() != skip))
-        frames, tif_frames, stacks, frame_files = 0, 0, [], []
+        frames, counted, stacks, frame_files, lone = 0, 0, [], [], []
         for name in sorted(filenames):
             if name.startswith("."):
                 continue
             p = here / name
             ext = p.suffix.lower()
-            if ext in MOVIE_EXTS or ext in CINE_EXTS:
-                found.append(p)
-            elif ext in TIFF_EXTS:
-                n = 1 if (tif_frames >= 2 and not stacks) else _frame_count(p)
+            spec = _file_format(p, file_specs)
+            if spec is not None and spec.count_frames is not None:
+                n = 1 if (counted >= 2 and not stacks and ext in frame_exts) else spec.count_frames(p)
                 if n is None or n > 1:
-                    stacks.append(p)
-                else:
+                    (stacks if ext in frame_exts else found).append(p)
+                elif ext in frame_exts:
                     frames += 1
-                    tif_frames += 1
+                    counted += 1
                     frame_files.append(p)
-            elif ext in FRAME_EXTS:
+                else:
+                    lone.append(p)
+            elif spec is not None:
+                (stacks if ext in frame_exts else found).append(p)
+            elif ext in frame_exts:
                 frames += 1
                 frame_files.append(p)
         found.extend(stacks)
+        single = ("a single image, not a video (a folder of frames needs two or more; a TIFF "
+                  "read as one frame may be a stack whose frames are labelled as another axis)")
         if frames >= 2 and not stacks:
             found.append(here)
         elif frame_files and skipped is not None:
             why = ("single-frame image beside multi-frame TIFFs in the same folder (not taken as a "
-                   "folder of frames)" if stacks else
-                   "a single image, not a video (a folder of frames needs two or more; a TIFF "
-                   "read as one frame may be a stack whose frames are labelled as another axis)")
+                   "folder of frames)" if stacks else single)
             skipped.extend((f, why) for f in frame_files)
+        if lone and skipped is not None:
+            skipped.extend((f, single) for f in lone)
     return sorted(found)
 
 
@@ -237,9 +235,9 @@ def discover(root: str | os.PathLike, base_config: str | os.PathLike | None = No
             load_config(Path(dirpath) / CONFIG_NAME)
     videos = find_videos(root, exclude, skipped)
     if not videos:
-        kinds = ", ".join(MOVIE_EXTS + CINE_EXTS + TIFF_EXTS)
+        kinds = ", ".join(file_extensions())
         raise ColloidcgError(f"{root}: no videos found (looked for {kinds} files and folders of "
-                             f"two or more {'/'.join(FRAME_EXTS)} frames)")
+                             f"two or more {'/'.join(frame_extensions())} frames)")
     jobs = []
     for v in videos:
         rel = v.relative_to(root).as_posix()

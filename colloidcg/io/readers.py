@@ -1,10 +1,15 @@
-"""Format back-ends behind :func:`colloidcg.io.open_video`.
+"""Format back-ends behind :func:`colloidcg.io.open_video`, and the table that lists them.
 
 Each back-end opens a file lazily and offers ``n_frames``, ``read(i)`` (one frame as a
-numpy array, (Y, X) or (Z, Y, X), greyscale, native dtype) and ``native`` calibration
+numpy array, (Y, X) or (Z, Y, X), greyscale, native dtype), ``native`` calibration
 (whatever the file itself records: fps, um_per_px, timestamps; for movies also "header",
-the container header's claims). Errors are raised as
-:class:`colloidcg.errors.VideoError` with the path in the message.
+the container header's claims), ``is_stack``, ``dtype`` and ``close()``. Errors are raised
+as :class:`colloidcg.errors.VideoError` with the path in the message.
+
+Which back-end reads what is declared once, in the table at the end of this module
+(:class:`BackendSpec` entries, see :func:`backends`): ``open_video``, batch discovery,
+``colloidcg info`` and the napari reader all read it. Adding a format is one back-end
+class and one entry there (or :func:`register_backend` at run time).
 """
 
 from __future__ import annotations
@@ -16,16 +21,14 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from ..errors import VideoError
 
-MOVIE_EXTS = (".avi", ".mp4", ".mov", ".mkv", ".m4v")
-TIFF_EXTS = (".tif", ".tiff")
-CINE_EXTS = (".cine",)
-FRAME_EXTS = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
+# File endings tifffile decodes (TIFF stacks; TIFF frames in a folder of frames).
+_TIFFFILE_EXTS = (".tif", ".tiff")
 
 # Length units as ImageJ/OME write them, in micrometres.
 _UNIT_UM = {"micron": 1.0, "microns": 1.0, "um": 1.0, "µm": 1.0, "\u00b5m": 1.0, "\\u00B5m": 1.0,
@@ -258,13 +261,16 @@ class FolderBackend:
     kind = "image folder"
 
     def __init__(self, path: Path):
-        files = [p for p in path.iterdir() if p.is_file() and p.suffix.lower() in FRAME_EXTS
+        # the frame endings are this format's entry in the table (a subclass registered
+        # under another name reads the endings of its own entry)
+        frame_exts = backend_spec(self.kind).extensions
+        files = [p for p in path.iterdir() if p.is_file() and p.suffix.lower() in frame_exts
                  and not p.name.startswith(".")]
         if not files:
             raise VideoError(f"{path}: folder holds no image frames "
-                             f"(expected files ending in {', '.join(FRAME_EXTS)})")
+                             f"(expected files ending in {', '.join(frame_exts)})")
         exts = {p.suffix.lower() for p in files}
-        if len(exts) > 1 and not exts <= set(TIFF_EXTS):
+        if len(exts) > 1 and not exts <= set(_TIFFFILE_EXTS):
             raise VideoError(f"{path}: folder mixes image types {sorted(exts)}; expected one kind of frame")
         self.path = path
         self.files = sorted(files, key=lambda p: natural_key(p.name))
@@ -277,7 +283,7 @@ class FolderBackend:
     def read(self, i: int) -> np.ndarray:
         f = self.files[i]
         try:
-            if f.suffix.lower() in TIFF_EXTS:
+            if f.suffix.lower() in _TIFFFILE_EXTS:
                 import tifffile
                 img = tifffile.imread(f)
             else:
@@ -651,17 +657,208 @@ class CineBackend:
         self._reader.close()
 
 
-def backend_for(path: Path):
-    """Pick the back-end for ``path`` from its type and extension."""
-    if path.is_dir():
-        return FolderBackend
+# ------------------------------------------------------------------ the table of formats
+@dataclass(frozen=True)
+class BackendSpec:
+    """One video format: what :func:`open_video`, batch discovery, ``colloidcg info`` and
+    the napari reader need to know about it.
+
+    name : str
+        The format's name, as :attr:`VideoMeta.format <colloidcg.io.VideoMeta>` reports it
+        ("tiff", "movie", "image folder", "cine"); unique in the table.
+    reader : type
+        The back-end class, called as ``reader(path, **options)`` (see the module docstring
+        for what it offers).
+    extensions : tuple of str
+        Lower-case file endings with their dot. A file format opens files with these
+        endings; a folder format reads the frames with these endings in a folder.
+    layout : "file" or "folder"
+        One file is one video, or one folder of single-frame files is one video.
+    description : str
+        One line for help texts and the docs.
+    options : tuple of str
+        Keyword arguments of ``reader`` beyond the path that :class:`Video` hands on when
+        they are set: ``"tiff_axis"`` (``open_video``'s), ``"index"`` (a movie's frame
+        index, carried along when a Video is pickled).
+    detect : callable, optional
+        ``detect(path) -> bool`` for what the ending alone does not settle. A file format
+        claims a file whose ending it lists when ``detect`` is None or says yes; a folder
+        format claims a folder when ``detect`` says yes, by default when the folder holds a
+        (non-hidden) file with one of its endings.
+    count_frames : callable, optional
+        For file formats whose files may hold a single image (TIFF): ``count_frames(path)``
+        gives the number of frames, or None when the file cannot be read. Batch discovery
+        takes a one-frame file as a frame of a folder of frames, not as a video.
+    fps_from_timestamps : bool
+        The frame rate the file gives is the median step of its per-frame timestamps
+        (movies), as ``colloidcg info`` says.
+    """
+
+    name: str
+    reader: type
+    extensions: tuple[str, ...]
+    layout: str
+    description: str
+    options: tuple[str, ...] = ()
+    detect: Callable[[Path], bool] | None = None
+    count_frames: Callable[[Path], int | None] | None = None
+    fps_from_timestamps: bool = False
+
+    def claims(self, path: Path) -> bool:
+        """Whether this format reads ``path`` (a file or folder, which must exist)."""
+        path = Path(path)
+        if self.layout == "folder":
+            if not path.is_dir():
+                return False
+            if self.detect is not None:
+                return bool(self.detect(path))
+            return any(p.suffix.lower() in self.extensions and not p.name.startswith(".")
+                       and p.is_file() for p in path.iterdir())
+        return (path.suffix.lower() in self.extensions and not path.is_dir()
+                and (self.detect is None or bool(self.detect(path))))
+
+    def summary(self) -> str:
+        """``name (endings): description``, one line for help texts."""
+        what = " ".join(self.extensions)
+        where = f"a folder of {what} frames" if self.layout == "folder" else what
+        return f"{self.name} ({where}): {self.description}"
+
+
+def _tiff_frame_count(path: Path) -> int | None:
+    """Frames in a TIFF file; None when it cannot be read (batch discovery then takes it
+    as a video, so that the batch reports it as failed instead of skipping it silently)."""
+    try:
+        b = TiffBackend(path)     # mutes tifffile's log itself: the batch reports the damage
+    except VideoError:
+        return None
+    try:
+        return int(b.n_frames)
+    finally:
+        b.close()
+
+
+#: The formats, in the order they are tried and listed. The single place that says which
+#: back-end reads what: add an entry here (and a back-end class above) for a new format.
+_TABLE: list[BackendSpec] = [
+    BackendSpec("tiff", TiffBackend, _TIFFFILE_EXTS, "file",
+                "multi-page TIFF, 8 or 16 bit, ImageJ or OME metadata, (T, Z, Y, X) "
+                "hyperstacks as 3D frames (tifffile)",
+                options=("tiff_axis",), count_frames=_tiff_frame_count),
+    BackendSpec("movie", MovieBackend, (".avi", ".mp4", ".mov", ".mkv", ".m4v"), "file",
+                "movies decoded on demand, frames indexed by their presentation timestamps "
+                "(PyAV/FFmpeg)",
+                options=("index",), fps_from_timestamps=True),
+    BackendSpec("image folder", FolderBackend, (".png", *_TIFFFILE_EXTS, ".jpg", ".jpeg", ".bmp"),
+                "folder", "single-frame images in natural sort order (f2 before f10)"),
+    BackendSpec("cine", CineBackend, (".cine",), "file",
+                "Phantom high-speed camera files, with per-frame timestamps (pims)"),
+]
+
+_LAYOUTS = ("file", "folder")
+
+
+def backends() -> tuple[BackendSpec, ...]:
+    """Every registered format, in the order they are tried."""
+    return tuple(_TABLE)
+
+
+def backend_spec(name: str) -> BackendSpec:
+    """The table entry of the format called ``name`` (KeyError when there is none)."""
+    for spec in _TABLE:
+        if spec.name == name:
+            return spec
+    raise KeyError(f"no video format {name!r}; known: {', '.join(s.name for s in _TABLE)}")
+
+
+def register_backend(spec: BackendSpec, before: str | None = None) -> BackendSpec:
+    """Add a format to the table (at the end, or before the entry named ``before``, which
+    is then tried after it). Returns ``spec``; :func:`unregister_backend` removes it."""
+    if not isinstance(spec, BackendSpec):
+        raise TypeError(f"expected a BackendSpec, got {type(spec).__name__}")
+    if spec.layout not in _LAYOUTS:
+        raise ValueError(f"{spec.name}: layout must be one of {', '.join(_LAYOUTS)}, got {spec.layout!r}")
+    if not spec.extensions or any(not e.startswith(".") or e != e.lower() for e in spec.extensions):
+        raise ValueError(f"{spec.name}: extensions must be lower-case endings with their dot, "
+                         f"got {spec.extensions!r}")
+    if any(s.name == spec.name for s in _TABLE):
+        raise ValueError(f"a video format named {spec.name!r} is registered already")
+    if spec.layout == "file" and spec.detect is None:
+        taken = {e: s.name for s in _TABLE if s.layout == "file" for e in s.extensions}
+        clash = [e for e in spec.extensions if e in taken]
+        if clash:
+            raise ValueError(f"{spec.name}: {', '.join(clash)} already read by "
+                             f"{', '.join(sorted({taken[e] for e in clash}))}; give detect= to "
+                             f"tell the files apart")
+    at = len(_TABLE) if before is None else _TABLE.index(backend_spec(before))
+    _TABLE.insert(at, spec)
+    return spec
+
+
+def unregister_backend(name: str) -> BackendSpec:
+    """Remove the format called ``name`` from the table; returns its entry."""
+    spec = backend_spec(name)
+    _TABLE.remove(spec)
+    return spec
+
+
+def file_extensions() -> tuple[str, ...]:
+    """Endings of the files that are videos in themselves (file formats), table order."""
+    return tuple(dict.fromkeys(e for s in _TABLE if s.layout == "file" for e in s.extensions))
+
+
+def frame_extensions() -> tuple[str, ...]:
+    """Endings of the frames that folder formats read, table order."""
+    return tuple(dict.fromkeys(e for s in _TABLE if s.layout == "folder" for e in s.extensions))
+
+
+def formats_help() -> str:
+    """The formats as one sentence for help texts: ``name (endings): description; ...``."""
+    return "; ".join(s.summary() for s in _TABLE)
+
+
+def video_arg_help(extra: str = "") -> str:
+    """Help text of a command-line argument that takes a video."""
+    files = "/".join(file_extensions())
+    folder = " or folder of frames" if any(s.layout == "folder" for s in _TABLE) else ""
+    return f"video file ({files}){folder}{extra}"
+
+
+def unsupported(path: Path) -> VideoError:
+    """The error for a path no format claims: it names the path and what is read."""
     ext = path.suffix.lower()
-    if ext in TIFF_EXTS:
-        return TiffBackend
-    if ext in MOVIE_EXTS:
-        return MovieBackend
-    if ext in CINE_EXTS:
-        return CineBackend
-    raise VideoError(
-        f"{path}: unsupported video format '{ext or path.name}'; expected a folder of frames or a file "
-        f"ending in {', '.join(TIFF_EXTS + MOVIE_EXTS + CINE_EXTS)}")
+    folder = "a folder of frames or " if any(s.layout == "folder" for s in _TABLE) else ""
+    return VideoError(f"{path}: unsupported video format '{ext or path.name}'; expected {folder}"
+                      f"a file ending in {', '.join(file_extensions())}")
+
+
+def spec_for(path: Path) -> BackendSpec:
+    """The table entry that reads ``path``: for a folder, the first folder format that
+    claims it (else the first folder format, whose reader then says what the folder
+    lacks); for a file, the first file format that claims it. VideoError when none does."""
+    path = Path(path)
+    if path.is_dir():
+        folders = [s for s in _TABLE if s.layout == "folder"]
+        for spec in folders:
+            if spec.claims(path):
+                return spec
+        if folders:
+            return folders[0]
+        raise VideoError(f"{path}: a folder, and no registered video format reads folders; "
+                         f"expected a file ending in {', '.join(file_extensions())}")
+    for spec in _TABLE:
+        if spec.layout == "file" and spec.claims(path):
+            return spec
+    raise unsupported(path)
+
+
+def backend_for(path: Path):
+    """The back-end class that reads ``path`` (see :func:`spec_for`)."""
+    return spec_for(path).reader
+
+
+# Values for code that imports them, made from the table as it ships. Code that must see
+# formats registered at run time calls file_extensions() / frame_extensions() instead.
+TIFF_EXTS = backend_spec("tiff").extensions
+MOVIE_EXTS = backend_spec("movie").extensions
+CINE_EXTS = backend_spec("cine").extensions
+FRAME_EXTS = backend_spec("image folder").extensions

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..errors import ParameterError, VideoError
 from .config import find_config, read_config
-from .readers import TIFF_AXIS_ROLES, MovieBackend, TiffBackend, backend_for
+from .readers import TIFF_AXIS_ROLES, spec_for
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,8 @@ class VideoMeta:
     path : Path
         The file (or folder of frames).
     format : str
-        Back-end kind: "tiff", "movie", "image folder" or "cine".
+        The format's name in the table of formats (:func:`colloidcg.io.readers.backends`):
+        "tiff", "movie", "image folder" or "cine" as shipped.
     n_frames : int
         Number of frames T.
     frame_shape : tuple of int
@@ -90,6 +91,13 @@ class VideoMeta:
         }
 
 
+def _open_backend(spec, path: Path, **options):
+    """``spec.reader(path, ...)`` with those of ``options`` that are set and that the
+    format's table entry lists as its reader's."""
+    return spec.reader(path, **{k: v for k, v in options.items()
+                                if v is not None and k in spec.options})
+
+
 class Video:
     """A video whose frames are read on demand.
 
@@ -114,11 +122,8 @@ class Video:
         cfg_path = find_config(path, config_root)
         config = read_config(cfg_path) if cfg_path else {}
         cal_cfg = config.get("calibration", {})
-        kind = backend_for(path)
-        if kind is TiffBackend:
-            self._backend = kind(path, tiff_axis=tiff_axis or cal_cfg.get("tiff_axis"))
-        else:
-            self._backend = kind(path)
+        spec = spec_for(path)
+        self._backend = _open_backend(spec, path, tiff_axis=tiff_axis or cal_cfg.get("tiff_axis"))
         b = self._backend
         if b.n_frames < 1:
             raise VideoError(f"{path}: contains no frames")
@@ -147,11 +152,11 @@ class Video:
         if header.get("fps") and b.native.get("fps") and abs(header["fps"] / b.native["fps"] - 1) > 0.01:
             notes.append(f"the container header claims {header['fps']:g} fps; the frame "
                          f"timestamps give {b.native['fps']:.6g} fps (median step)")
-        if tiff_axis and kind is TiffBackend:
+        if tiff_axis and "tiff_axis" in spec.options:
             sources["tiff_axis"] = "flag"
-        elif cal_cfg.get("tiff_axis") and kind is TiffBackend:
+        elif cal_cfg.get("tiff_axis") and "tiff_axis" in spec.options:
             sources["tiff_axis"] = f"{cfg_path.name} ({cfg_path})"
-        self.meta = VideoMeta(path=path, format=b.kind, n_frames=b.n_frames,
+        self.meta = VideoMeta(path=path, format=spec.name, n_frames=b.n_frames,
                               frame_shape=tuple(first.shape), dtype=np.dtype(first.dtype),
                               timestamps=b.native.get("timestamps"), sources=sources,
                               config=config, header=header, notes=tuple(notes), **values)
@@ -230,15 +235,10 @@ class Video:
             return
         self._args = args
         path = Path(args[0])
-        kind = backend_for(path)
-        if kind is MovieBackend:
-            self._backend = kind(path, index=index)
-        elif kind is TiffBackend:
-            tiff_axis = args[4] if len(args) > 4 else None
-            cal = (meta.config or {}).get("calibration", {})
-            self._backend = kind(path, tiff_axis=tiff_axis or cal.get("tiff_axis"))
-        else:
-            self._backend = kind(path)
+        tiff_axis = args[4] if len(args) > 4 else None
+        cal = (meta.config or {}).get("calibration", {})
+        self._backend = _open_backend(spec_for(path), path, index=index,
+                                      tiff_axis=tiff_axis or cal.get("tiff_axis"))
         if self._backend.n_frames != meta.n_frames:
             raise VideoError(f"{path}: the file changed since it was opened "
                              f"({meta.n_frames} frames then, {self._backend.n_frames} now)")
@@ -258,7 +258,9 @@ def open_video(path: str | Path, fps: float | None = None, um_per_px: float | No
     ----------
     path : str or Path
         A .avi/.mp4/.mov file, a multi-page .tif/.tiff (8 or 16 bit, (T, Y, X) or a
-        (T, Z, Y, X) hyperstack), a folder of .png/.tif frames, or a Phantom .cine file.
+        (T, Z, Y, X) hyperstack), a folder of .png/.tif frames, or a Phantom .cine file:
+        every format in the table of :func:`colloidcg.io.readers.backends`, which decides
+        which back-end reads the path (a folder: the folder formats; a file: by its ending).
     fps, um_per_px : float, optional
         Calibration given by the user. They take precedence over what the file records
         and over ``colloidcg.toml`` (a user who states a value means it); without them the
