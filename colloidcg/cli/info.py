@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..io.readers import backends, formats_help, video_arg_help
 from ._common import add_calibration, add_tiff_axis
 
 
 def add_parser(sub) -> None:
+    # the video formats come from the table of formats (colloidcg.io.readers.backends)
     p = sub.add_parser(
         "info", help="describe a video (frames, shape, calibration) or an output's provenance",
         description="For a video: print frames, shape, dtype, frame rate and pixel size, and "
@@ -16,9 +18,9 @@ def add_parser(sub) -> None:
                     "output: print the parameters, version and inputs saved with it: a .parquet "
                     "table or its .json sidecar, a model directory (config.json), a model bundle "
                     "(bundle.json), a batch stage folder (stage.json) or a batch output folder "
-                    "(summary.csv).")
-    p.add_argument("path", help="video file, folder of frames, or a colloidcg output "
-                                "(.parquet/.json, model directory, bundle, batch folder)")
+                    f"(summary.csv). Video formats: {formats_help()}.")
+    p.add_argument("path", help=video_arg_help(", or a colloidcg output (.parquet/.json, model "
+                                               "directory, bundle, batch folder)"))
     add_calibration(p, source="the video file and colloidcg.toml; videos only")
     add_tiff_axis(p)
     p.set_defaults(func=run)
@@ -246,8 +248,9 @@ def run(args) -> int:
     with open_video(path, fps=args.fps, um_per_px=args.um_per_px, tiff_axis=args.tiff_axis) as video:
         m = video.meta
         hdr = m.header or {}
+        spec = next((s for s in backends() if s.name == m.format), None)
         print(f"file        {m.path}")
-        print(f"format      {m.format}")
+        print(f"format      {m.format}" + (f" ({spec.description})" if spec else ""))
         claim = (f" (decoded; the container header claims {hdr['n_frames']})"
                  if hdr.get("n_frames") and hdr["n_frames"] != m.n_frames else "")
         print(f"frames      {m.n_frames}{claim}")
@@ -255,7 +258,8 @@ def run(args) -> int:
         print(f"dtype       {m.dtype}")
         fps = f"{m.fps:g}" if m.fps else "unknown"
         how = ""
-        if m.format == "movie" and m.sources["fps"] == "file":
+        by_stamps = spec is not None and spec.fps_from_timestamps
+        if by_stamps and m.sources["fps"] == "file":
             how = " (median step of the frame timestamps)"
         if hdr.get("fps") and m.fps and abs(hdr["fps"] / m.fps - 1) > 0.01:
             how += f"; the container header claims {hdr['fps']:g} fps"
@@ -273,7 +277,7 @@ def run(args) -> int:
                 kind = "regular" if np.ptp(d) <= 1e-3 * abs(np.median(d)) else "irregular"
                 print(f"            steps {d.min():.6g} .. {d.max():.6g} s, median {np.median(d):.6g} s "
                       f"({kind})")
-            if len(t) > 1 and t[-1] > t[0] and m.format != "movie":
+            if len(t) > 1 and t[-1] > t[0] and not by_stamps:
                 rate = (len(t) - 1) / (t[-1] - t[0])
                 note = "" if not m.fps or abs(rate / m.fps - 1) < 0.01 else \
                     " (differs from the header's fps: frames may have been skipped when saving)"

@@ -16,8 +16,16 @@ from typing import Any, Callable
 
 import numpy as np
 
-#: File endings the reader is offered for (folders of frames are offered too).
-VIDEO_EXTS = (".tif", ".tiff", ".avi", ".mp4", ".mov", ".mkv", ".m4v", ".cine")
+from colloidcg.io.readers import file_extensions
+
+
+def __getattr__(name):
+    # VIDEO_EXTS: the file endings the reader is offered for (folders of frames are offered
+    # too), read from colloidcg's table of formats when asked for, so that a format
+    # registered at run time counts; napari.yaml lists the endings of the table as it ships.
+    if name == "VIDEO_EXTS":
+        return file_extensions()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class _Frames:
@@ -108,7 +116,7 @@ def napari_get_reader(path) -> Callable | None:
         results = _results_reader(p)
         if results is not None:
             return results
-        if not (p.is_dir() or p.suffix.lower() in VIDEO_EXTS):
+        if not (p.is_dir() or p.suffix.lower() in file_extensions()):
             return None
         from colloidcg.io import open_video
 
