@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from ..io.readers import video_arg_help
 from ._common import add_calibration, add_output, add_tiff_axis
 
 
@@ -24,7 +25,7 @@ def add_parser(sub) -> None:
         description="Track every particle of a video with sub-pixel accuracy. Parameters left "
                     "out are estimated from the data; the ones used, and whether each was given "
                     "or estimated, are saved in OUT_DIR/tracks.json.")
-    p.add_argument("video", help="video file (.tif/.tiff/.avi/.mp4/.mov/.cine) or folder of frames")
+    p.add_argument("video", help=video_arg_help())     # the formats of colloidcg.io.readers' table
     add_output(p)
     g = p.add_argument_group("tracking parameters (default: estimated from the video)")
     g.add_argument("--diameter", type=_odd_int, metavar="PX",
