@@ -177,6 +177,30 @@ def test_registered_format_is_opened_discovered_and_described(tmp_path, fake_for
         open_video(tmp_path / "nope.gif")
 
 
+class ListedFramesBackend(NpyFolderBackend):
+    kind = "listed frames"
+
+
+def test_folder_format_with_its_own_detection_goes_first_when_asked(tmp_path):
+    spec = BackendSpec("listed frames", ListedFramesBackend, (".npy",), "folder", "frames named in frames.lst",
+                       detect=lambda p: (p / "frames.lst").is_file())
+    d = tmp_path / "listed"
+    d.mkdir()
+    (d / "frames.lst").write_text("f0.npy\n")
+    np.save(d / "f0.npy", np.ones((4, 5), np.uint16))
+    (d / "extra.png").write_bytes(b"a picture the image folder reader would claim")
+    register_backend(spec, before="image folder")
+    try:
+        assert [s.name for s in backends()][:3] == ["tiff", "movie", "listed frames"]
+        v = open_video(d)
+        assert v.meta.format == "listed frames" and len(v) == 1 and v.dtype == np.uint16
+        assert find_videos(tmp_path) == [d]          # one frame: a video all the same, as claimed
+    finally:
+        unregister_backend("listed frames")
+    assert find_videos(tmp_path) == []               # one .png alone is no video
+    assert readers.spec_for(d).name == "image folder"
+
+
 def test_registered_format_in_the_napari_reader(tmp_path, fake_formats):
     pytest.importorskip("dask")
     _reader = pytest.importorskip("napari_colloidcg._reader")

@@ -61,16 +61,14 @@ def _check_value(path: Path, table: str, key: str, value, types) -> None:
 def _train_types() -> dict[str, tuple]:
     from ..train import TrainConfig
 
-    hints = typing.get_type_hints(TrainConfig)
     out = {}
-    for f in dataclasses.fields(TrainConfig):
-        if f.name in TRAIN_RESERVED:
+    for name, h in TrainConfig.option_hints().items():   # flat architecture keys and 'model' too
+        if name in TRAIN_RESERVED:
             continue
-        h = hints[f.name]
         args = tuple(typing.get_args(h) or (h,))
         if float in args:
             args = args + (int,)
-        out[f.name] = args
+        out[name] = args
     return out
 
 
@@ -165,7 +163,7 @@ def find_videos(root: str | os.PathLike, exclude: str | os.PathLike | None = Non
     and otherwise one image; files with the endings a folder format reads are images. The
     folder itself is a video (a folder of frames) when it holds two or more single-frame
     images and no multi-frame file with an image ending (which the folder reader would
-    take as a frame). Once two single-frame files have been counted and no multi-frame
+    take as a frame), or when a folder format with a ``detect`` check claims it. Once two single-frame files have been counted and no multi-frame
     one with an image ending seen in a folder, its remaining files of that kind are taken
     as frames without opening them.
 
@@ -176,6 +174,8 @@ def find_videos(root: str | os.PathLike, exclude: str | os.PathLike | None = Non
     root = Path(root)
     skip = Path(exclude).resolve() if exclude is not None else None
     file_specs = [s for s in backends() if s.layout == "file"]
+    # folder formats that recognise their folders by a check of their own
+    detecting = [s for s in backends() if s.layout == "folder" and s.detect is not None]
     frame_exts = set(frame_extensions())
     found: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(root):
@@ -207,7 +207,7 @@ def find_videos(root: str | os.PathLike, exclude: str | os.PathLike | None = Non
         found.extend(stacks)
         single = ("a single image, not a video (a folder of frames needs two or more; a TIFF "
                   "read as one frame may be a stack whose frames are labelled as another axis)")
-        if frames >= 2 and not stacks:
+        if (frames >= 2 and not stacks) or any(s.claims(here) for s in detecting):
             found.append(here)
         elif frame_files and skipped is not None:
             why = ("single-frame image beside multi-frame TIFFs in the same folder (not taken as a "
