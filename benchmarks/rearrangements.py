@@ -157,15 +157,16 @@ def neighbour_count_auc(tracks: pd.DataFrame, table: pd.DataFrame, soft, lag: in
     """ROC AUC of minus the number of neighbours within ``radius`` px (fewer neighbours:
     nearer a vacancy) on the softness baseline's test rows: counted in each row's own frame,
     or (``first_frame``) in frame 0, before any shear has distorted the lattice."""
-    from scipy.spatial import cKDTree
     from sklearn.metrics import roc_auc_score
+
+    from colloidcg.neighbours import count_within
 
     count = {}
     for f, g in tracks.groupby("frame"):
         if first_frame and f > 0:
             break
         xy = g[["x", "y"]].to_numpy(float)
-        n = np.array([len(hits) - 1 for hits in cKDTree(xy).query_ball_point(xy, radius)])
+        n = count_within(xy, radius)
         count.update(zip(zip(np.full(len(g), f), g["particle"].to_numpy()), n))
     frames = np.zeros(len(table), int) if first_frame else table["frame"].to_numpy()
     c = np.array([count[k] for k in zip(frames, table["particle"].to_numpy())], float)
@@ -260,8 +261,8 @@ def accuracy(quick: bool, learned_seeds: int = 0) -> None:
     sample = Path(__file__).resolve().parents[1] / "sample_videos" / "dense"
     try:
         import trackpy
-        from scipy.spatial import cKDTree
 
+        from colloidcg.neighbours import nearest
         from colloidcg.tracking import track
     except ImportError:
         print("colloidcg.tracking not importable: skipped")
@@ -277,7 +278,7 @@ def accuracy(quick: bool, learned_seeds: int = 0) -> None:
     ta, tb = [], []
     for f, ga in ref.table.groupby("frame"):
         gb = got.table[got.table["frame"] == f]
-        d, i = cKDTree(gb[["x", "y"]].to_numpy()).query(ga[["x", "y"]].to_numpy())
+        d, i = nearest(gb[["x", "y"]].to_numpy(), query=ga[["x", "y"]].to_numpy())
         ok = d < 3.0
         ta.append(ga["rearranging"].to_numpy()[ok])
         tb.append(gb["rearranging"].to_numpy()[i[ok]])

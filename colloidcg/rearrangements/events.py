@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
-from scipy.spatial import cKDTree
+
+from ..neighbours import Tree
 
 EVENT_COLUMNS = ["event_id", "frame_start", "frame_end", "x", "y", "n_particles", "peak_d2min",
                  "peak_frame", "n_rows"]
@@ -45,12 +46,12 @@ def label_events(pos: np.ndarray, fidx: np.ndarray, rearranging: np.ndarray,
     L = 2.0 * cutoff
     p = pos[rows]
     z = fidx[rows].astype(float) * L
-    here = cKDTree(np.column_stack([p, z]))
-    same = here.query_pairs(cutoff, output_type="ndarray")
-    prev = cKDTree(np.column_stack([p, z - L]))  # row at frame k+1 placed at frame k
-    nxt = here.sparse_distance_matrix(prev, cutoff, output_type="ndarray")
-    a = np.concatenate([same[:, 0], nxt["i"]])
-    b = np.concatenate([same[:, 1], nxt["j"]])
+    here = Tree(np.column_stack([p, z]))
+    same = here.pairs(cutoff)
+    prev = Tree(np.column_stack([p, z - L]))  # row at frame k+1 placed at frame k
+    ni, nj, _ = here.distances_to(prev, cutoff)
+    a = np.concatenate([same[:, 0], ni])
+    b = np.concatenate([same[:, 1], nj])
     n = len(rows)
     graph = coo_matrix((np.ones(len(a), np.int8), (a, b)), shape=(n, n))
     _, lab = connected_components(graph, directed=False)

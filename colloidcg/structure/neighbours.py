@@ -1,7 +1,7 @@
 """Neighbour pairs within a radius, frame by frame, in chunks of frames.
 
-One :class:`scipy.spatial.cKDTree` per frame finds all unordered pairs (i < j) at most
-``r`` apart; pairs never join particles of different frames. Pairs are handed out in
+One k-d tree per frame (:func:`colloidcg.neighbours.pairs`) finds all unordered pairs
+(i < j) at most ``r`` apart; pairs never join particles of different frames. Pairs are handed out in
 chunks of whole frames so that memory stays bounded however long the video is.
 """
 
@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
-from scipy.spatial import cKDTree
 
+from ..neighbours import pairs as close_pairs
 from .frames import Frames
 
 
@@ -61,9 +61,9 @@ def pairs_in_frames(fr: Frames, f0: int, f1: int, r: float) -> PairChunk:
         if e - s < 2:
             continue
         pts = fr.pos[s:e]
-        p = cKDTree(pts).query_pairs(r, output_type="ndarray")
+        p, d = close_pairs(pts, r, sort=False, distances=True)
         if len(p):
-            dd.append(np.sqrt(np.square(pts[p[:, 1]] - pts[p[:, 0]]).sum(axis=1)))
+            dd.append(d)
             p += s
             ii.append(p[:, 0])
             jj.append(p[:, 1])
@@ -83,7 +83,7 @@ def frame_pairs(fr: Frames, r: float, chunk_rows: int = 50_000) -> Iterator[Pair
     ----------
     fr : Frames
     r : float
-        Pair distance cutoff in px (pairs with distance <= r, as cKDTree.query_pairs).
+        Pair distance cutoff in px (pairs with distance <= r).
     chunk_rows : int
         Approximate number of rows per chunk (a chunk always holds whole frames).
     """

@@ -19,7 +19,7 @@ Underdamped Langevin dynamics, BAOAB splitting (Leimkuhler & Matthews 2013)::
 Imposed simple shear: the solvent velocity is u = (gamma_dot(t) (y - y_c), 0) with
 Lees-Edwards boundary conditions (Lees & Edwards 1972). Neighbour search is done in the
 convected coordinates s = x - gamma(t) (y - y_c), in which the periodic images form a plain
-rectangular lattice, so ``scipy.spatial.cKDTree(boxsize=...)`` applies unchanged; the real
+rectangular lattice, so the periodic neighbour search (:mod:`colloidcg.neighbours`) applies unchanged; the real
 separation of a pair is (ds + gamma dy, dy).
 """
 
@@ -28,7 +28,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.spatial import cKDTree
+
+from ..neighbours import Tree, wrap
 
 
 @dataclass
@@ -47,13 +48,7 @@ class Box:
     def convected(self, pos: np.ndarray) -> np.ndarray:
         """Wrapped convected coordinates (s, y) of ``pos`` (N, 2) unwrapped real positions."""
         s = pos[:, 0] - self.strain * (pos[:, 1] - self.yc)
-        out = np.empty_like(pos)
-        out[:, 0] = np.mod(s, self.lx)
-        out[:, 1] = np.mod(pos[:, 1], self.ly)
-        # np.mod can return exactly L for tiny negative inputs; cKDTree needs [0, L).
-        out[:, 0][out[:, 0] >= self.lx] = 0.0
-        out[:, 1][out[:, 1] >= self.ly] = 0.0
-        return out
+        return wrap(np.column_stack([s, pos[:, 1]]), (self.lx, self.ly))
 
     def separation(self, conv_i: np.ndarray, conv_j: np.ndarray) -> np.ndarray:
         """Real minimum-image separation r_i - r_j (M, 2) from convected coordinates."""
@@ -89,8 +84,9 @@ class NeighbourList:
             if np.max(np.einsum("ij,ij->i", d, d)) < (0.5 * self.skin) ** 2:
                 return self.pairs
         radius = self.cutoff * (1.0 + self.max_strain) + self.skin
-        tree = cKDTree(conv, boxsize=(box.lx, box.ly))
-        self.pairs = tree.query_pairs(radius, output_type="ndarray")
+        # the k-d tree's pair order, as before the search moved to colloidcg.neighbours:
+        # the force sums (bincount over pairs) then reproduce earlier trajectories bit for bit
+        self.pairs = Tree(conv, (box.lx, box.ly)).pairs(radius, sort=False)
         self._ref = conv.copy()
         self.rebuilds += 1
         return self.pairs

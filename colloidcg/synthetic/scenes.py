@@ -60,7 +60,9 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 from scipy import special
-from scipy.spatial import cKDTree
+
+from ..neighbours import nearest
+from ..neighbours import pairs as close_pairs
 
 __all__ = [
     "PSFS", "random_packing", "area_fraction", "min_gap", "brownian_steps", "psf_patch",
@@ -92,8 +94,7 @@ def _species(diameters, fractions):
 
 
 def _pairs(pos, diam, box=None):
-    tree = cKDTree(pos)
-    pairs = tree.query_pairs(diam.max(), output_type="ndarray")
+    pairs = close_pairs(pos, diam.max(), sort=False)
     if len(pairs) == 0:
         return pairs, np.zeros((0, 2)), np.zeros(0), np.zeros(0)
     i, j = pairs[:, 0], pairs[:, 1]
@@ -118,7 +119,8 @@ def _relax(pos, diam, lo, hi, n_iter=4000, inflate=1.002, tol=1e-9):
     for _ in range(n_iter):
         if cand is None or np.max(np.abs(pos - ref)) > 0.5 * skin:
             ref = pos.copy()
-            cand = cKDTree(pos).query_pairs(float(d_inf.max()) + skin, output_type="ndarray")
+            # the k-d tree's pair order keeps the pushes' sums (bincount) as they were
+            cand = close_pairs(pos, float(d_inf.max()) + skin, sort=False)
             if len(cand) == 0:
                 break
             ci, cj = cand[:, 0], cand[:, 1]
@@ -164,8 +166,7 @@ def min_gap(positions, diameters) -> float:
     d = np.asarray(diameters, float)
     if len(pos) < 2:
         return float("inf")
-    tree = cKDTree(pos)
-    pairs = tree.query_pairs(2 * d.max(), output_type="ndarray")
+    pairs = close_pairs(pos, 2 * d.max(), sort=False)
     if len(pairs) == 0:
         return float("inf")
     r = np.linalg.norm(pos[pairs[:, 1]] - pos[pairs[:, 0]], axis=1)
@@ -636,8 +637,7 @@ def scene_dense_brightfield(n_frames: int = 5, shape=(256, 256), diameter: float
     yy, xx = np.mgrid[0:shape[0], 0:shape[1]]
     out, bgs = [], []
     for t in range(n_frames):
-        tree = cKDTree(traj[t])
-        dist, idx = tree.query(np.column_stack([xx.ravel(), yy.ravel()]))
+        dist, idx = nearest(traj[t], query=np.column_stack([xx.ravel(), yy.ravel()]))
         gap = (dist > 0.5 * diam[idx]).reshape(shape).astype(float)
         bg = 110.0 + 70.0 * _smooth(gap, 1.0)
         bgs.append(bg)

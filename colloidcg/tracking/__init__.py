@@ -110,12 +110,11 @@ def _frame_range(params: TrackParams, n: int, path) -> range:
 
 
 def _nn_spacing(x: np.ndarray, y: np.ndarray) -> float:
-    from scipy.spatial import cKDTree
+    from ..neighbours import nearest
 
     if len(x) < 2:
         return float("nan")
-    d, _ = cKDTree(np.c_[x, y]).query(np.c_[x, y], k=2)
-    return float(np.median(d[:, 1]))
+    return float(np.median(nearest(np.c_[x, y])[0]))
 
 
 def _estimate_search_range(features: pd.DataFrame, frames: range) -> float:

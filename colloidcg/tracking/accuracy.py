@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
-from scipy.spatial import cKDTree
+from ..neighbours import cross_distances, nearest
 
 
 @dataclass
@@ -60,8 +60,8 @@ def score_tracks(tracks: pd.DataFrame, truth: pd.DataFrame, frame_shape: tuple[i
         if len(f) == 0 or len(t) == 0:
             continue
         tp_, fp_ = t[["x", "y"]].to_numpy(), f[["x", "y"]].to_numpy()
-        d_ft, i_ft = cKDTree(tp_).query(fp_)
-        d_tf, i_tf = cKDTree(fp_).query(tp_)
+        d_ft, i_ft = nearest(tp_, query=fp_)
+        d_tf, i_tf = nearest(fp_, query=tp_)
         mutual = (i_tf[i_ft] == np.arange(len(fp_))) & (d_ft <= match_radius)
         n_tp_found += int((mutual & fin).sum())
         matched_true = np.zeros(len(tp_), bool)
@@ -145,9 +145,7 @@ def match_one_to_one(found_xy, true_xy, radius: float):
     nf, nt = len(found_xy), len(true_xy)
     if nf == 0 or nt == 0:
         return np.zeros(0, int), np.zeros(0, int)
-    sdm = cKDTree(found_xy).sparse_distance_matrix(cKDTree(true_xy), radius,
-                                                   output_type="coo_matrix")
-    fi, ti, dist = sdm.row, sdm.col, sdm.data
+    fi, ti, dist = cross_distances(found_xy, true_xy, radius)
     if len(fi) == 0:
         return np.zeros(0, int), np.zeros(0, int)
     # solve each connected cluster of candidate pairs separately (small dense problems)
@@ -217,8 +215,8 @@ def score_localisation(found: pd.DataFrame, truth: pd.DataFrame, frame_shape: tu
         if crowded_within is not None:
             txy = t[["x", "y"]].to_numpy()
             if len(txy) > 1:
-                nn, _ = cKDTree(txy).query(txy, k=2)
-                crowd_all.append(nn[:, 1][i_t[sel]] < crowded_within)
+                nn, _ = nearest(txy)
+                crowd_all.append(nn[i_t[sel]] < crowded_within)
             else:
                 crowd_all.append(np.zeros(int(sel.sum()), bool))
         if has_ep:

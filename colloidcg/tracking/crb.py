@@ -123,8 +123,7 @@ def crb_particles(positions, diameters, shape, psf: str = "gauss_pixel",
     Other arguments as :func:`colloidcg.synthetic.scenes.render`; ``floor`` as in
     :func:`colloidcg.synthetic.scenes.expected_image`.
     """
-    from scipy.spatial import cKDTree
-
+    from ..neighbours import Tree
     from ..synthetic.scenes import _psf_kw, _window, expected_image, psf_patch
 
     if neighbours not in ("known", "fitted"):
@@ -144,7 +143,7 @@ def crb_particles(positions, diameters, shape, psf: str = "gauss_pixel",
     hh, ww = shape
     halves = np.array([_window(psf, sigma_over_d * d[j], d[j], kw["ring_radius"][j],
                                kw["ring_width"][j]) for j in range(n)])
-    tree = cKDTree(pos) if neighbours == "fitted" and n > 1 else None
+    tree = Tree(pos) if neighbours == "fitted" and n > 1 else None
 
     def derivs(j, box):
         """dmu/dx_j, dmu/dy_j, dmu/dlevel_j of particle j on the box (x0, y0, x1, y1)."""
@@ -182,7 +181,7 @@ def crb_particles(positions, diameters, shape, psf: str = "gauss_pixel",
     for row, i in enumerate(idx):
         group = [int(i)]
         if tree is not None:
-            near = tree.query_ball_point(pos[i], reach * 0.5 * (d[i] + d.max()))
+            near = tree.within(reach * 0.5 * (d[i] + d.max()), query=pos[i])
             group += [int(j) for j in near if j != i
                       and np.hypot(*(pos[j] - pos[i])) < reach * 0.5 * (d[i] + d[j])]
         cx, cy = int(np.round(pos[i, 0])), int(np.round(pos[i, 1]))

@@ -314,11 +314,11 @@ def halos(x: np.ndarray, y: np.ndarray, mass: np.ndarray, sign: np.ndarray, diam
     as massive (a dark particle's bright halo, a bright particle's dark ring); of a pair
     closer than ``diameter``, the less massive in any case. ``sign``: +1 bright, -1 dark,
     per spot."""
-    from scipy.spatial import cKDTree
+    from ..neighbours import pairs as close_pairs
 
     if len(x) < 2:
         return np.zeros(len(x), bool)
-    pairs = cKDTree(np.c_[x, y]).query_pairs(HALO_REACH * diameter, output_type="ndarray")
+    pairs = close_pairs(np.c_[x, y], HALO_REACH * diameter)
     pairs = pairs[sign[pairs[:, 0]] != sign[pairs[:, 1]]]
     if len(pairs):
         a, b = pairs[:, 0], pairs[:, 1]
@@ -341,9 +341,9 @@ def _locate_refined(img: np.ndarray, diameter, separation, minmass: float) -> pd
     opts = dict(REFINE_OPTIONS)
     crowded = False
     if len(x) > 2:
-        from scipy.spatial import cKDTree
+        from ..neighbours import nearest
 
-        nn = cKDTree(np.c_[x, y]).query(np.c_[x, y], k=2)[0][:, 1]
+        nn = nearest(np.c_[x, y])[0]
         crowded = bool(np.median(nn) < CROWDED_SIGMAS * sigma)
         if crowded:
             opts = dict(CROWDED_OPTIONS)
@@ -421,17 +421,17 @@ def _thin(x, y, mass, full, separation, reach, ratio) -> np.ndarray:
     (greedy, as trackpy's ``where_close``); no spot within ``reach`` px of one at least
     ``ratio`` times as massive (by the border-scaled ``full`` mass): the bright halo and
     side lobes of ring-shaped (bright-field) particles."""
-    from scipy.spatial import cKDTree
+    from ..neighbours import Tree
 
     keep = np.ones(len(x), bool)
     if len(x) < 2:
         return keep
-    tree = cKDTree(np.c_[x, y])
+    tree = Tree(np.c_[x, y])
     faint = np.flatnonzero(full * ratio <= full.max())   # only these can be satellites
     if len(faint):
-        for i, nb in zip(faint, tree.query_ball_point(np.c_[x[faint], y[faint]], reach)):
+        for i, nb in zip(faint, tree.within(reach, query=np.c_[x[faint], y[faint]])):
             keep[i] = not np.any(full[nb] >= ratio * full[i])
-    pairs = tree.query_pairs(separation, output_type="ndarray")
+    pairs = tree.pairs(separation)
     keep &= ~_greedy_drop(pairs, mass, len(x))
     return keep
 
@@ -456,11 +456,11 @@ def _greedy_drop(pairs: np.ndarray, mass: np.ndarray, n: int) -> np.ndarray:
 
 def _duplicates(x: np.ndarray, y: np.ndarray, mass: np.ndarray, tol: float) -> np.ndarray:
     """Mask of spots within ``tol`` px of a more massive kept spot (trackpy's rule)."""
-    from scipy.spatial import cKDTree
+    from ..neighbours import pairs as close_pairs
 
     if len(x) < 2:
         return np.zeros(len(x), bool)
-    pairs = cKDTree(np.c_[x, y]).query_pairs(tol, output_type="ndarray")
+    pairs = close_pairs(np.c_[x, y], tol)
     return _greedy_drop(pairs, mass, len(x))
 
 

@@ -339,7 +339,7 @@ def suggest_contrast(scan: dict, fraction: float = 0.25, area: float | None = No
     spheres with bright gaps, mixed contrast, compressed backgrounds): all right, with
     the binding threshold in the middle of the range that gets them all.
     """
-    from scipy.spatial import cKDTree
+    from ..neighbours import nearest
 
     strong = _strong_by_polarity(scan, fraction)
     typical = {k: float(np.median(v[:, 3])) if len(v) else 0.0 for k, v in strong.items()}
@@ -349,7 +349,7 @@ def suggest_contrast(scan: dict, fraction: float = 0.25, area: float | None = No
     for k, other in ((main, minor), (minor, main)):
         b, o = strong[k], strong[other]
         if len(b) and len(o):
-            d, j = cKDTree(o[:, :2]).query(b[:, :2])
+            d, j = nearest(o[:, :2], query=b[:, :2])
             b = b[~((d < 3.5 * np.maximum(b[:, 2], o[j, 2])) & (o[j, 3] > b[:, 3]))]
         kept[k] = b
     a, b = kept[main], kept[minor]
@@ -384,12 +384,12 @@ def _bound(a: np.ndarray, b: np.ndarray) -> bool:
     """Whether blobs ``b`` (N, >=2: x, y, ...) belong to the structure of blobs ``a``:
     over 55 % of them closer to an ``a`` blob than 0.75 x the median neighbour spacing
     of ``a`` (randomly placed blobs: about 32 %)."""
-    from scipy.spatial import cKDTree
+    from ..neighbours import nearest
 
     if len(a) < 2 or len(b) == 0:
         return False
     spacing = nn_spacing(a[:, 0], a[:, 1])
-    d, _ = cKDTree(a[:, :2]).query(b[:, :2])
+    d, _ = nearest(a[:, :2], query=b[:, :2])
     return bool(np.mean(d < 0.75 * spacing) > 0.55)
 
 
@@ -545,12 +545,11 @@ def noise_mass_floor(shape: tuple[int, int], noise: float, diameter: int, separa
 
 def nn_spacing(x: np.ndarray, y: np.ndarray) -> float:
     """Median nearest-neighbour distance (px) of points; NaN for fewer than two."""
-    from scipy.spatial import cKDTree
+    from ..neighbours import nearest
 
     if len(x) < 2:
         return float("nan")
-    d, _ = cKDTree(np.c_[x, y]).query(np.c_[x, y], k=2)
-    return float(np.median(d[:, 1]))
+    return float(np.median(nearest(np.c_[x, y])[0]))
 
 
 def suggest_parameters_2d(img: np.ndarray, p: "TrackParams", scan: dict | None = None,
@@ -689,8 +688,7 @@ def background_mass_floor(imgs: list[np.ndarray], diameter: int, separation: flo
     white_floor : float
         The white-noise floor (trackpy mass units).
     """
-    from scipy.spatial import cKDTree
-
+    from ..neighbours import nearest
     from .locate import find_peaks
 
     xy, mass = [], []
@@ -703,7 +701,7 @@ def background_mass_floor(imgs: list[np.ndarray], diameter: int, separation: flo
     # (a white-noise floor near 0, as on a flat compressed background, makes all "clear")
     strong = mass >= max(3 * white_floor, 0.2 * float(np.percentile(mass, 99)) if len(mass) else 0.0)
     if strong.any():
-        far = cKDTree(xy[strong]).query(xy)[0] > 1.5 * diameter
+        far = nearest(xy[strong], query=xy)[0] > 1.5 * diameter
     else:
         far = np.ones(len(mass), bool)
     bg = np.sort(mass[far])
@@ -779,7 +777,7 @@ def displacement_excess(pos0, pos1, r_max: float, bin_px: float = 0.25
     n0 : int
         Number of features of the first frames, summed.
     """
-    from scipy.spatial import cKDTree
+    from ..neighbours import Tree
 
     edges = np.arange(0.0, r_max + bin_px, bin_px)
     excess = np.zeros(len(edges) - 1)
@@ -788,10 +786,10 @@ def displacement_excess(pos0, pos1, r_max: float, bin_px: float = 0.25
         a, b = np.asarray(a, float), np.asarray(b, float)
         if len(a) < 2 or len(b) < 2:
             continue
-        ta, tb = cKDTree(a), cKDTree(b)
-        cross = ta.sparse_distance_matrix(tb, r_max, output_type="ndarray")["v"]
-        same = ta.sparse_distance_matrix(ta, r_max, output_type="ndarray")
-        same = same["v"][same["i"] != same["j"]]
+        ta = Tree(a)
+        cross = ta.distances_to(Tree(b), r_max)[2]
+        i, j, same = ta.distances_to(ta, r_max)
+        same = same[i != j]
         excess += np.histogram(cross, edges)[0] - np.histogram(same, edges)[0] * len(b) / len(a)
         n0 += len(a)
     return edges, excess, n0

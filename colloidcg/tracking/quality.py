@@ -262,7 +262,7 @@ def assess(tracks: pd.DataFrame, *, diameter: float, search_range: float, n_fram
         :func:`colloidcg.tracking.params.contrast_ambiguity` of the first frame, when
         the contrast was estimated.
     """
-    from scipy.spatial import cKDTree
+    from ..neighbours import nearest
 
     m: dict[str, Any] = {}
     if "signal" in tracks and noise > 0:
@@ -275,8 +275,8 @@ def assess(tracks: pd.DataFrame, *, diameter: float, search_range: float, n_fram
     close, total = 0, 0
     for _, g in tracks.groupby("frame"):
         if len(g) > 1:
-            d, _ = cKDTree(g[pos].to_numpy(float)).query(g[pos].to_numpy(float), k=2)
-            close += int((d[:, 1] < 0.5 * diameter).sum())
+            d, _ = nearest(g[pos].to_numpy(float))
+            close += int((d < 0.5 * diameter).sum())
         total += len(g)
     m["close_pairs"] = close / total if total else None
     lengths = tracks.groupby("particle")["frame"].transform("size").to_numpy()

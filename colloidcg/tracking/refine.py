@@ -545,10 +545,10 @@ def _gs_sweep(img, canvas, params, cache_x, cache_y, cache_w, order, free, n_new
 
 def _neighbours(params, reach):
     """CSR lists of the spots within ``reach`` px of each spot."""
-    from scipy.spatial import cKDTree
+    from ..neighbours import pairs as close_pairs
 
     n = len(params)
-    pairs = cKDTree(params[:, :2]).query_pairs(reach, output_type="ndarray")
+    pairs = close_pairs(params[:, :2], reach)
     src = np.r_[pairs[:, 0], pairs[:, 1]]
     dst = np.r_[pairs[:, 1], pairs[:, 0]]
     o = np.argsort(src, kind="stable")
@@ -698,7 +698,8 @@ def find_missed(residual: np.ndarray, x: np.ndarray, y: np.ndarray, sigma: float
     neighbours) and dropped from the output afterwards.
     """
     import cv2
-    from scipy.spatial import cKDTree
+
+    from ..neighbours import nearest
 
     # on 2 x 2 px cells (spots are several px wide; the fit refines the positions)
     res = np.asarray(residual, dtype=np.float32)
@@ -709,7 +710,7 @@ def find_missed(residual: np.ndarray, x: np.ndarray, y: np.ndarray, sigma: float
     px, py = _local_maxima(sm, max(1, int(sigma / f)), float(threshold))
     px, py = (px + 0.5) * f - 0.5, (py + 0.5) * f - 0.5
     if len(px) and len(x):
-        d, _ = cKDTree(np.c_[x, y]).query(np.c_[px, py])
+        d, _ = nearest(np.c_[x, y], query=np.c_[px, py])
         keep = d > min_distance
         px, py = px[keep], py[keep]
     return px, py

@@ -37,8 +37,7 @@ def link_preview(f0: pd.DataFrame, f1: pd.DataFrame, search_range: float | None)
     (:func:`colloidcg.tracking.params.suggest_search_range`). Returns (one row per linked
     particle: frame, [z,] y, x at the first frame, dz, dy, dx, step (px); the search range used).
     """
-    from scipy.spatial import cKDTree
-
+    from colloidcg.neighbours import nearest
     from colloidcg.tracking.link import link
     from colloidcg.tracking.params import suggest_search_range
 
@@ -47,7 +46,7 @@ def link_preview(f0: pd.DataFrame, f1: pd.DataFrame, search_range: float | None)
         return pd.DataFrame(columns=["frame", *pos, *(f"d{c}" for c in pos), "step"]), float(search_range or 0.0)
     if not search_range:
         a = f0[pos].to_numpy(float)
-        spacing = float(np.median(cKDTree(a).query(a, k=2)[0][:, 1])) if len(a) > 1 else float("nan")
+        spacing = float(np.median(nearest(a)[0])) if len(a) > 1 else float("nan")
         search_range = float(suggest_search_range(a, f1[pos].to_numpy(float), spacing))
     both = pd.concat([f0[["frame", *pos]], f1[["frame", *pos]]], ignore_index=True)
     linked = link(both, float(search_range), 0)
