@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .core.graph import find_pairs, wrap
 from .core.integrate import rollout
 from .core.model import MetriplecticModel, State
-from .core.tabulate import tabulate, untabulate
 from .data import from_tracks, near_edge, to_tracks
 from .errors import ColloidcgError, ParameterError
 
@@ -45,8 +45,8 @@ def simulate(model: MetriplecticModel, model_config: dict, tracks: pd.DataFrame,
     ``model_config`` is the model directory's ``config.json`` dict (its ``calibration``
     gives fps, um_per_px and box_px, the units the model was trained in). ``frame``
     defaults to the second frame, the first with finite-difference velocities. ``fast``
-    tabulates the pair functions and the equation of state (errors reported in
-    ``parameters``). ``name`` is used in
+    rolls out a tabulated copy of the model (:meth:`MetriplecticModel.tabulated`: pair
+    functions, pair energy and equation of state; errors reported in ``parameters``). ``name`` is used in
     error messages (the file the tracks came from).
 
     Open boundaries (video): a field of view is a window into a larger sample, so the
@@ -90,17 +90,22 @@ def simulate(model: MetriplecticModel, model_config: dict, tracks: pd.DataFrame,
     if boundary is not None and bool(boundary.all()):
         raise ColloidcgError(f"{name}: every particle of frame {frame} lies within the halo ({halo:g} um) "
                              "of the field-of-view border; nothing is left to simulate (pass a smaller halo)")
-    tab_err = tabulate(model) if fast else None
-    try:
-        with torch.no_grad():
-            S0 = model.initial_S(r0, None, traj.box)
-            prescribed = _observed(traj, t, idx, steps, S0) if boundary is not None else None
-            size = None if traj.size is None else traj.size[idx]
-            res = rollout(model, State(r0, v0, S0, size), steps, traj.dt, box=traj.box, seed=seed,
-                          substeps=substeps, boundary=boundary, prescribed=prescribed)
-    finally:
+    tab_err = eos_err = None
+    with torch.no_grad():
+        S0 = model.initial_S(r0, None, traj.box)
+        prescribed = _observed(traj, t, idx, steps, S0) if boundary is not None else None
+        size = None if traj.size is None else traj.size[idx]
+        state = State(r0, v0, S0, size)
+        runner = model
         if fast:
-            untabulate(model)
+            # a tabulated copy; the equation-of-state table covers the starting state
+            rw = wrap(r0, traj.box)
+            dens0 = model.density_of(State(rw, v0, S0, size), find_pairs(rw, model.cutoff, traj.box), traj.box)
+            runner, errors = model.tabulated((S0, dens0))
+            eos_err = errors.pop("density", None)
+            tab_err = max(errors.values())
+        res = rollout(runner, state, steps, traj.dt, box=traj.box, seed=seed, substeps=substeps,
+                      boundary=boundary, prescribed=prescribed)
     keep = torch.ones_like(idx, dtype=torch.bool) if (boundary is None or keep_halo) else ~boundary
     df = to_tracks(res.r[:, keep], traj.um_per_px, traj.fps, first_frame=frame,
                    particles=traj.particles[idx[keep].cpu().numpy()], vel=res.v[:, keep])
@@ -109,7 +114,7 @@ def simulate(model: MetriplecticModel, model_config: dict, tracks: pd.DataFrame,
     n_halo = 0 if boundary is None else int(boundary.sum())
     parameters = {"frame": frame, "steps": steps, "seed": seed, "substeps": substeps, "fast": fast,
                   "tabulation_max_rel_error": tab_err,
-                  "eos_table_max_rel_error": res.eos_table_error,
+                  "eos_table_max_rel_error": eos_err,
                   "n_particles": int(idx.numel()) - n_halo,
                   "n_boundary": n_halo, "halo_um": halo if boundary is not None else None}
     return Simulation(df, parameters, {"fps": traj.fps, "um_per_px": traj.um_per_px,

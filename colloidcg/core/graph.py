@@ -11,33 +11,13 @@ guarantees that no pair closer than ``cutoff`` is missed.
 
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
+from .driver import VerletList, minimum_image, wrap
 
-def minimum_image(rij: torch.Tensor, box: Optional[torch.Tensor]) -> torch.Tensor:
-    """Minimum-image separation vectors.
-
-    Parameters
-    ----------
-    rij : (..., d) tensor of raw separations r_i - r_j.
-    box : (d,) tensor of periodic box lengths, or None for open boundaries.
-
-    TorchScript-compatible (the exported modules compile it).
-    """
-    if box is None:
-        return rij
-    return rij - box * torch.round(rij / box)
-
-
-def wrap(r: torch.Tensor, box: torch.Tensor | None) -> torch.Tensor:
-    """Positions wrapped into ``[0, L)`` for a periodic box (unchanged when ``box`` is None)."""
-    if box is None:
-        return r
-    return torch.remainder(r, box)
+__all__ = ["find_pairs", "NeighbourList", "minimum_image", "wrap"]
 
 
 def find_pairs(r: torch.Tensor, radius: float, box: torch.Tensor | None = None) -> torch.Tensor:
@@ -72,8 +52,8 @@ def find_pairs(r: torch.Tensor, radius: float, box: torch.Tensor | None = None) 
     return pairs.to(r.device)
 
 
-class NeighbourList:
-    """Verlet neighbour list with a skin, for rollouts.
+class NeighbourList(VerletList):
+    """Verlet neighbour list with a skin over :func:`find_pairs` (k-d tree), for rollouts.
 
     Parameters
     ----------
@@ -89,26 +69,4 @@ class NeighbourList:
     """
 
     def __init__(self, cutoff: float, skin: float, box: torch.Tensor | None = None):
-        if cutoff <= 0 or skin < 0:
-            raise ValueError("cutoff must be positive and skin non-negative")
-        self.cutoff = float(cutoff)
-        self.skin = float(skin)
-        self.box = box
-        self.pairs: torch.Tensor | None = None
-        self._r_ref: torch.Tensor | None = None
-        self.n_builds = 0
-
-    def build(self, r: torch.Tensor) -> torch.Tensor:
-        self.pairs = find_pairs(r, self.cutoff + self.skin, self.box)
-        self._r_ref = r.detach().clone()
-        self.n_builds += 1
-        return self.pairs
-
-    def update(self, r: torch.Tensor) -> torch.Tensor:
-        """Pairs valid for positions ``r``, rebuilding only when needed."""
-        if self.pairs is None or self._r_ref is None or self._r_ref.shape != r.shape:
-            return self.build(r)
-        disp = minimum_image(r.detach() - self._r_ref, self.box)
-        if float(disp.square().sum(-1).max()) > (0.5 * self.skin) ** 2:
-            return self.build(r)
-        return self.pairs
+        super().__init__(cutoff, skin, box, search=find_pairs)

@@ -28,9 +28,14 @@ import math
 
 import torch
 
-from .graph import wrap
-from .model import MetriplecticModel, State
+from . import dynamics
+from .config import State
+from .dense import dense_channels
+from .driver import wrap
+from .integrators import EulerMaruyama, ExactOU
+from .model import MetriplecticModel
 from .ou import coefficients, conditional_variance_factor
+from .types import Carry
 
 
 def _gauss_nll_blocks(res: torch.Tensor, cov: torch.Tensor) -> torch.Tensor:
@@ -51,9 +56,9 @@ def _loc_factor(c: torch.Tensor) -> torch.Tensor:
 
 def _rates(model: MetriplecticModel, ns, dt: float, like: torch.Tensor) -> torch.Tensor:
     """Substrate friction per frame x = gamma0 dt (N,), zero without a substrate."""
-    if model.config.substrate:
-        return ns.gamma0 * dt
-    return torch.zeros(ns.n, dtype=like.dtype, device=like.device)
+    if model.substrate:
+        return ns.diss.gamma0 * dt
+    return torch.zeros(ns.geom.n, dtype=like.dtype, device=like.device)
 
 
 def transition_mean_cov(model: MetriplecticModel, state: State, pairs: torch.Tensor, dt: float,
@@ -105,14 +110,14 @@ def transition_nll(model: MetriplecticModel, state: State, v_next: torch.Tensor,
         cov = cov + (loc + jitter * scale).view(-1, 1, 1) * eye
         nll = _gauss_nll_blocks(res, cov).mean()
     elif covariance == "full":
-        B = model.dense_channels(state, pairs, box)
+        B = dense_channels(model, state, pairs, box)
         n = state.r.shape[0]
         Bv = B[n * d: 2 * n * d].view(n, d, -1)
         if model.frame_averaged:
             x = _rates(model, info["ns"], dt, res)
             Bv = Bv * coefficients(x).G.sqrt().view(-1, 1, 1)
         Bv = Bv[valid].reshape(-1, B.shape[1])
-        cov = 2.0 * model.config.k_B * dt * Bv @ Bv.T
+        cov = 2.0 * model.k_B * dt * Bv @ Bv.T
         scale = cov.diagonal().mean().detach()
         cov = cov + torch.diag((loc + jitter * scale).repeat_interleave(d))
         nll = _gauss_nll_blocks(res.reshape(1, -1), cov.unsqueeze(0)).sum() / res.shape[0]
@@ -150,29 +155,34 @@ def multistep_nll(model: MetriplecticModel, r_seq: torch.Tensor, v_seq: torch.Te
     total = r_seq.new_zeros(())
     count = 0
     fa = model.frame_averaged
+    em = EulerMaruyama(model)
+    ou = ExactOU(model)
+    zero = torch.zeros_like(state.r)
     if fa:
-        u = model.latent_velocity(state, pairs, dt, box=box, noise=False)
-        b, b_ext, sdot = model.ou_parts(state, ns)
-        w = model.heat_weights.to(sdot.dtype)
-    cur = state
+        u = ou.init(state.r, state.v, state.S, pairs, box, size, dt, None, False).u
+        b, b_ext, sdot = dynamics.ou_parts(ns, state.v, model.k_B)
+    cur = Carry(wrap(state.r, box), state.v, state.S, state.v, zero, zero)
+    v_prev = state.v
     for k in range(1, K + 1):
         if k == 1:
             mean, cov, c = mean1, cov1, c1
             if fa:
-                u1, dr, dS = model.ou_flow(state, ns, b, u, dt, noise=False, b_ext=b_ext)
+                u1, dr, heat = dynamics.ou_flow(ns, b, b_ext, u, u, dt, model.k_B, None, None)
+                dS = model.terms["density"].heat_to_entropy(state.S, ns.thermo, heat, ns.w)
                 v_prev = dr / dt
-                nxt = State(wrap(state.r + dr, box), u1, state.S + sdot.unsqueeze(-1) * w * dt + dS, size)
+                nxt = Carry(wrap(state.r + dr, box), u1, state.S + sdot.unsqueeze(-1) * ns.w * dt + dS,
+                            v_prev, zero, zero)
             else:
-                nxt = model.step(cur, pairs, dt, box=box, noise=False)
+                nxt = em.step(cur, pairs, box, size, dt, None, False)
         else:
             if fa:
-                nxt, dr, _ = model.step_ou(cur, pairs, dt, box=box, noise=False, v_avg=v_prev)
-                mean = dr / dt
+                nxt = ou.step(Carry(cur.r, cur.u, cur.S, v_prev, zero, zero), pairs, box, size, dt, None, False)
+                mean = nxt.dr / dt
                 cov = sigma * conditional_variance_factor(x, k).view(-1, 1, 1)
                 c = coefficients(x).rho1 * torch.exp(-x * (k - 1))
             else:
-                nxt = model.step(cur, pairs, dt, box=box, noise=False)
-                mean = nxt.v
+                nxt = em.step(cur, pairs, box, size, dt, None, False)
+                mean = nxt.u
                 phi2 = (1.0 - x) ** 2
                 cov = sigma * sum(phi2 ** j for j in range(k)).view(-1, 1, 1)
                 c = (1.0 - x) ** k
@@ -180,7 +190,8 @@ def multistep_nll(model: MetriplecticModel, r_seq: torch.Tensor, v_seq: torch.Te
             v_prev = mean
         if prescribed is not None:
             pm = prescribed.unsqueeze(-1)
-            nxt = State(torch.where(pm, r_seq[k], nxt.r), torch.where(pm, v_seq[k], nxt.v), nxt.S, size)
+            nxt = Carry(torch.where(pm, r_seq[k], nxt.r), torch.where(pm, v_seq[k], nxt.u), nxt.S,
+                        nxt.v_avg, zero, zero)
             if fa:
                 v_prev = torch.where(pm, v_seq[k], v_prev)
         valid = valid_seq[k - 1]

@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import math
+from typing import List, Tuple
 
 import torch
 from torch import nn
@@ -108,8 +109,9 @@ class InternalEnergy(nn.Module):
         self.lam = nn.Parameter(torch.full((n_s,), inv_softplus(0.1)))
         self.mu = nn.Parameter(torch.tensor(inv_softplus(1.0)))
 
+    @torch.jit.unused
     def forward(self, S: torch.Tensor, v_red: torch.Tensor, stiffness: float = 1.0) -> torch.Tensor:
-        """U per particle.
+        """U per particle (eager only; the compiled model uses :meth:`derivatives`).
 
         Parameters
         ----------
@@ -129,6 +131,70 @@ class InternalEnergy(nn.Module):
         u = u + S @ F.softplus(self.lin_s) + F.softplus(S) @ F.softplus(self.lam)
         u = u - stiffness * F.softplus(self.mu) * torch.log(v_red)
         return u
+
+    def derivatives(self, S: torch.Tensor, v_red: torch.Tensor, stiffness: float,
+                    w: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """U and its derivatives in closed form (no autograd), for the drift and export.
+
+        Parameters as :meth:`forward`; ``w`` (n_s,) the heat weights. Returns
+        ``(u, du/dS (N, n_s), du/dv_red (N,), w^T (d^2u/dS^2) w (N,))``, all in units of
+        ``theta_ref`` like :meth:`forward`.
+
+        The network's input gradient is back-propagated by hand through its layers
+        (d softplus = sigmoid), and the second derivative along w is carried forward with
+        the layers (forward-mode: a layer's pre-activation moves by a = dpre . w, its
+        output's curvature is s(1 - s) a^2 + s dpre'', s = sigmoid(pre)). Tested against
+        autograd in tests/test_core.py.
+        """
+        n_s = self.n_s
+        x = torch.cat([S, -v_red.unsqueeze(-1)], dim=-1)
+        wx_in = torch.cat([w, torch.zeros(1, dtype=w.dtype, device=w.device)])     # direction in x
+        z = torch.zeros(0, dtype=x.dtype, device=x.device)
+        a_z = torch.zeros(0, dtype=x.dtype, device=x.device)       # dz . w
+        c_z = torch.zeros(0, dtype=x.dtype, device=x.device)       # w^T (d^2 z) w
+        sig: List[torch.Tensor] = []
+        wzs: List[torch.Tensor] = []
+        wxs: List[torch.Tensor] = []
+        biases: List[torch.Tensor] = []
+        raw_wz: List[torch.Tensor] = []
+        for b in self.b:                 # TorchScript indexes lists, not ParameterLists
+            biases.append(b)
+        for wz in self.wz:
+            raw_wz.append(wz)
+        for layer, wx in enumerate(self.wx):
+            A = F.softplus(wx)
+            pre = x @ A.T + biases[layer]
+            a = (A @ wx_in).expand(x.shape[0], -1)
+            c = torch.zeros_like(pre)
+            if layer > 0:
+                B = F.softplus(raw_wz[layer - 1])
+                pre = pre + z @ B.T
+                a = a + a_z @ B.T
+                c = c_z @ B.T
+                wzs.append(B)
+            s = torch.sigmoid(pre)
+            z = F.softplus(pre)
+            a_z = s * a
+            c_z = s * (1.0 - s) * a.square() + s * c
+            sig.append(s)
+            wxs.append(A)
+        out_z = F.softplus(self.out_z)
+        out_x = F.softplus(self.out_x)
+        lin = F.softplus(self.lin_s)
+        lam = F.softplus(self.lam)
+        mu = F.softplus(self.mu)
+        u = z @ out_z + x @ out_x + S @ lin + F.softplus(S) @ lam - stiffness * mu * torch.log(v_red)
+        # reverse pass: g = du/dpre of the current layer
+        g = sig[-1] * out_z
+        grad_x = out_x + g @ wxs[-1]
+        for layer in range(len(sig) - 1, 0, -1):
+            g = sig[layer - 1] * (g @ wzs[layer - 1])
+            grad_x = grad_x + g @ wxs[layer - 1]
+        sS = torch.sigmoid(S)
+        du_dS = grad_x[:, :n_s] + lin + sS * lam
+        du_dv = -grad_x[:, n_s] - stiffness * mu / v_red
+        curv = c_z @ out_z + (sS * (1.0 - sS) * lam) @ w.square()
+        return u, du_dS, du_dv, curv
 
 
 class PairCoefficients(nn.Module):

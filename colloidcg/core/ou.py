@@ -31,23 +31,42 @@ the closed forms cancel) and returned in x's dtype.
 
 from __future__ import annotations
 
-from types import SimpleNamespace
+from typing import NamedTuple
 
 import torch
+from torch import Tensor
 
 _X_MIN = 1e-12
 _X_MAX = 1e6
 
 
-def coefficients(x: torch.Tensor) -> SimpleNamespace:
+class OUCoefficients(NamedTuple):
+    """OU step and frame-averaging coefficients, each shaped like x (see :func:`coefficients`)."""
+
+    E: Tensor
+    phi1: Tensor
+    phi2: Tensor
+    psi: Tensor
+    vu: Tensor
+    cross: Tensor
+    cond: Tensor
+    rho1: Tensor
+    F1: Tensor
+    G: Tensor
+    omb: Tensor
+    varu: Tensor
+
+
+def coefficients(x: Tensor) -> OUCoefficients:
     """OU step and frame-averaging coefficients of x = gamma h (any shape, x >= 0).
 
-    Returns a namespace of tensors shaped like x: E = e^{-x}, phi1, phi2, psi, vu = 1 - e^{-2x},
-    cross = x phi1^2 / sqrt(vu), cond = psi - x^2 phi1^4 / vu (conditional variance of xi_r
-    given xi_u, in units s2 h^2), rho1, F1, G, omb = (1 - beta) / x, varu = 1 - rho1.
+    Fields (tensors shaped like x, in x's dtype): E = e^{-x}, phi1, phi2, psi,
+    vu = 1 - e^{-2x}, cross = x phi1^2 / sqrt(vu), cond = psi - x^2 phi1^4 / vu (conditional
+    variance of xi_r given xi_u, in units s2 h^2), rho1, F1, G, omb = (1 - beta) / x,
+    varu = 1 - rho1. TorchScript-compatible.
     """
     dtype = x.dtype
-    x = x.to(torch.float64).clamp(_X_MIN, _X_MAX)   # differentiable: the loss trains gamma
+    x = x.to(torch.float64).clamp(1e-12, 1e6)   # _X_MIN, _X_MAX; differentiable: the loss trains gamma
     small = x < 1e-3
     xs = torch.where(small, torch.ones_like(x), x)     # keeps the closed forms finite
     em1 = torch.expm1(-xs)
@@ -64,9 +83,9 @@ def coefficients(x: torch.Tensor) -> SimpleNamespace:
     beta = phi1 / (2 * phi2)
     omb = torch.where(small, 1.0 / 6 - x / 36 + x ** 2 / 540, (1 - beta) / xs)
     varu = x * F1
-    out = dict(E=E, phi1=phi1, phi2=phi2, psi=psi, vu=vu, cross=cross, cond=cond, rho1=rho1,
-               F1=F1, G=G, omb=omb, varu=varu)
-    return SimpleNamespace(**{k: v.to(dtype) for k, v in out.items()})
+    return OUCoefficients(E.to(dtype), phi1.to(dtype), phi2.to(dtype), psi.to(dtype), vu.to(dtype),
+                          cross.to(dtype), cond.to(dtype), rho1.to(dtype), F1.to(dtype), G.to(dtype),
+                          omb.to(dtype), varu.to(dtype))
 
 
 def lag_correlation(x: torch.Tensor, k: int) -> torch.Tensor:

@@ -18,12 +18,38 @@ import torch
 from .._version import __version__
 from ..errors import ColloidcgError
 from ..outputs import atomic_write_bytes, atomic_write_json, sha256_file
-from .model import MetriplecticModel, ModelConfig
+from .config import ModelConfig
+from .model import MetriplecticModel
 
 #: Bump when the meaning of stored weights changes. 2: frame-averaged velocities with a
 #: latent instantaneous velocity and exact substrate friction; U's stiffness scale.
 FORMAT_VERSION = 2
 FORMAT_NAME = "colloidcg-metriplectic"
+
+
+#: Names of weights in model folders written before the energy terms became modules of their
+#: own (colloidcg <= 0.8): old prefix -> new prefix. The weights mean the same.
+RENAMED = (("kernel.", "pairfn.kernel."), ("pair.mlp.", "pairfn.coef.mlp."),
+           ("energy.", "terms.density.eos."), ("pair_potential.", "terms.pair.potential."),
+           ("raw_shear", "terms.deviatoric.raw_mu"))
+
+
+def upgrade_state_dict(state: dict, model: MetriplecticModel) -> dict:
+    """A state dict of an older layout with its keys renamed to this version's
+    (:data:`RENAMED`); a model without a substrate gets the (unused) substrate parameters
+    it lacked. Current state dicts are returned unchanged."""
+    out = {}
+    for key, value in state.items():
+        for old, new in RENAMED:
+            if key.startswith(old):
+                key = new + key[len(old):]
+                break
+        out[key] = value
+    own = model.state_dict()
+    for key in ("raw_gamma0", "raw_alpha0"):
+        if key not in out and key in own:
+            out[key] = own[key].detach().clone()
+    return out
 
 
 def save_model(model: MetriplecticModel, directory, extra: dict | None = None,
@@ -125,7 +151,7 @@ def load_model(directory, device="cpu", weights_name: str = "model.pt") -> tuple
                              "(checksum differs): the model folder was not written together; retrain")
     try:
         state = torch.load(wpath, map_location="cpu", weights_only=True)
-        model.load_state_dict(state)
+        model.load_state_dict(upgrade_state_dict(state, model))
     except Exception as exc:  # corrupt or mismatched file: several unrelated types
         raise ColloidcgError(f"{wpath}: weights do not match the configuration ({exc.__class__.__name__})") from None
     return model.to(device=device), cfg

@@ -9,8 +9,13 @@ A bundle is a folder::
       model.pt           the weights (torch state dict)
       config.json        the model-directory configuration (so BUNDLE is also a model
                          directory that colloidcg.core.persist can read)
-      torchscript/
-        drift.pt noise.pt energy.pt encoder.pt   (see colloidcg.export.scripted)
+      torchscript/model.pt  the model itself with its integrator, compiled (TorchScript;
+                         colloidcg.export.compiled): drift, noise, energy, encoder, pair
+                         search, and the integrator's init and step (the frame-averaged
+                         exact-OU step for the default models)
+      driver.py          the torch-only rollout loop (colloidcg.core.driver, verbatim)
+      rollout.py         python rollout.py --init INIT.csv --steps N --seed S -o OUT.csv:
+                         a rollout with torch alone, the same as colloidcg simulate's
 
 The folder is assembled under a temporary name beside the target and renamed into place,
 so an interrupted export never leaves a partial bundle under the final name.
@@ -30,11 +35,14 @@ from pathlib import Path
 import torch
 
 from .._version import __version__
+from .compiled import COMMON as COMMON_UNITS
 from ..errors import ColloidcgError, OutputExistsError
 from ..outputs import Commit, sha256_file
 
 BUNDLE_FORMAT = "colloidcg-model-bundle"
-BUNDLE_VERSION = 1
+#: 2: the compiled model itself (torchscript/model.pt) with driver.py and rollout.py, in
+#: place of version 1's four mirror modules.
+BUNDLE_VERSION = 2
 BUNDLE_JSON = "bundle.json"
 TS_DIR = "torchscript"
 UNITS = {
@@ -84,53 +92,6 @@ def _training_provenance(cfg: dict) -> dict:
     return prov
 
 
-def _check_agreement(model, modules: dict) -> dict:
-    """Evaluate the model and the scripted modules on a test configuration and return the
-    largest relative differences; raise when they disagree (a bug, not a user error)."""
-    from ..core.model import State
-
-    p = next(model.parameters())
-    dtype = p.dtype
-    c = model.config
-    gen = torch.Generator().manual_seed(12345)
-    n = 24
-    side = c.cutoff * (n / 5.0) ** (1.0 / c.dim)          # ~5 neighbours within the cutoff
-    r = torch.rand(n, c.dim, generator=gen, dtype=torch.float64).to(dtype) * side
-    vs = math.sqrt(max(c.theta_ref, 1e-30))
-    v = torch.randn(n, c.dim, generator=gen, dtype=torch.float64).to(dtype) * vs
-    model_cpu = model.to("cpu")
-    with torch.no_grad():
-        pairs = modules["drift.pt"].pairs(r, None)
-        S = model_cpu.initial_S(r, pairs, None)
-        S = S + 0.1 * torch.randn(S.shape, generator=gen, dtype=torch.float64).to(dtype)
-        # per-particle sizes for models trained with them: a binary mixture (ratio 1.4)
-        size = (c.size_scale * torch.where(torch.rand(n, generator=gen) < 0.5, 1.0, 1 / 1.4)).to(dtype) \
-            if c.size_scale > 0 else None
-        st = State(r, v, S, size)
-        ns = model_cpu.compute(st, pairs, None)
-        ref = {"drift": model_cpu.drift(st, pairs, None, ns=ns),
-               "cov": (model_cpu.velocity_covariance(ns, 0.01),),
-               "energy": (model_cpu.total_energy(st, pairs, None),),
-               "encoder": (model_cpu.initial_S(r, pairs, None),)}
-        got = {"drift": modules["drift.pt"](r, v, S, pairs, None, size),
-               "cov": (modules["noise.pt"](r, v, S, pairs, 0.01, None, size),),
-               "energy": (modules["energy.pt"](r, v, S, pairs, None, size)[0],),
-               "encoder": (modules["encoder.pt"](r, pairs, None),)}
-    tol = 1e-9 if dtype == torch.float64 else 1e-4
-    diffs = {}
-    for key in ref:
-        worst = 0.0
-        for a, b in zip(ref[key], got[key]):
-            scale = float(a.abs().max()) or 1.0
-            worst = max(worst, float((a - b).abs().max()) / scale)
-        diffs[key] = worst
-    bad = {k: d for k, d in diffs.items() if not d <= tol}
-    if bad:
-        raise RuntimeError(f"the TorchScript modules disagree with the model ({bad}, tolerance {tol}); "
-                           "colloidcg.export.scripted no longer mirrors colloidcg.core.model")
-    return diffs
-
-
 def export_bundle(model_dir: str | os.PathLike, bundle_dir: str | os.PathLike, overwrite: bool = False,
                   metrics: dict | None = None) -> Path:
     """Pack the model directory ``model_dir`` (from ``colloidcg train``) as a bundle.
@@ -146,8 +107,9 @@ def export_bundle(model_dir: str | os.PathLike, bundle_dir: str | os.PathLike, o
     Returns the bundle path. Raises :class:`ColloidcgError` for an unreadable model
     directory or an existing target without ``overwrite`` (checked before any work).
     """
+    from ..core import driver
     from ..core.persist import load_model as load_dir
-    from .scripted import PAIRS_METHOD, SIGNATURES, script_modules
+    from .compiled import SIGNATURES, check_agreement, compile_model
 
     model_dir, bundle_dir = Path(model_dir), Path(bundle_dir)
     if bundle_dir.exists() and not overwrite:
@@ -156,8 +118,8 @@ def export_bundle(model_dir: str | os.PathLike, bundle_dir: str | os.PathLike, o
         raise ColloidcgError(f"{bundle_dir}: the bundle must be a new folder, not the model directory itself")
     model, cfg = load_dir(model_dir)
     model.eval()
-    modules = script_modules(model)
-    diffs = _check_agreement(model, modules)
+    compiled = compile_model(model)
+    diffs = check_agreement(model, compiled)
 
     report = {}
     rpath = model_dir / "report.json"
@@ -188,7 +150,11 @@ def export_bundle(model_dir: str | os.PathLike, bundle_dir: str | os.PathLike, o
         "provenance": {"model_dir": str(model_dir.resolve()), "training_data": _training_provenance(cfg),
                        "train_options": cfg.get("train")},
         "metrics": {"training": train_metrics, **({"evaluation": metrics} if metrics else {})},
-        "torchscript": {name: {**sig, "pairs": PAIRS_METHOD} for name, sig in SIGNATURES.items()},
+        "torchscript": {"file": f"{TS_DIR}/model.pt", "load": "ts = torch.jit.load(...)",
+                        "inputs": COMMON_UNITS, "methods": SIGNATURES,
+                        "integrator": "exact_ou" if model.frame_averaged else "euler_maruyama",
+                        "records_average": bool(compiled.records_average)},
+        "rollout": "python rollout.py --init INIT.csv --steps N --seed S -o OUT.csv (see rollout.py --help)",
         "torchscript_check_max_rel_diff": diffs,
     }
 
@@ -200,12 +166,13 @@ def export_bundle(model_dir: str | os.PathLike, bundle_dir: str | os.PathLike, o
         shutil.copy2(model_dir / "model.pt", tmp / "model.pt")
         shutil.copy2(model_dir / "config.json", tmp / "config.json")
         (tmp / TS_DIR).mkdir()
-        for name, mod in modules.items():
-            buf = io.BytesIO()
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)   # see scripted.script_modules
-                torch.jit.save(mod, buf)
-            (tmp / TS_DIR / name).write_bytes(buf.getvalue())
+        buf = io.BytesIO()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)   # TorchScript is deprecated upstream
+            torch.jit.save(compiled, buf)
+        (tmp / TS_DIR / "model.pt").write_bytes(buf.getvalue())
+        shutil.copy2(driver.__file__, tmp / "driver.py")
+        shutil.copy2(Path(__file__).with_name("rollout_script.py"), tmp / "rollout.py")   # never imported here
         files = sorted(p for p in tmp.rglob("*") if p.is_file())
         desc["files"] = {p.relative_to(tmp).as_posix(): sha256_file(p) for p in files}
         text = json.dumps(_json_clean(desc), indent=2, allow_nan=False)

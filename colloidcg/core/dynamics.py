@@ -1,0 +1,193 @@
+"""The dynamics of the metriplectic model as pure functions of its :class:`~.types.Terms`.
+
+dx = [L dE/dx + M dS/dx + k_B div M] dt + dx~,  <dx~ dx~^T> = 2 k_B M dt  (module docstring of
+:mod:`.model` for the channels). Every function here reads the terms of one state and
+explicit inputs (velocities, noise numbers, dt, k_B) and returns tensors; none holds state
+or draws random numbers itself unless given a generator. They are TorchScript-compatible:
+the exported model compiles them.
+
+The Ito drift k_B div M is evaluated analytically, channel family by channel family, from
+div(b b^T) = (b . grad) b + b (div b), using theta's derivative kappa = w^T (d^2U/dS^2) w.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from .ou import coefficients
+from .scatter import dot, scatter2
+from .types import Terms
+
+
+def pair_drift(t: Terms, k_B: float, ito: bool = True, friction_heat: bool = True) -> Tuple[Tensor, Tensor]:
+    """Conservative forces and the pair channels (friction, conduction) of the drift:
+    dv/dt (N, d) and the scalar dS/dt (N,) before the heat weights.
+
+    ``friction_heat=False`` leaves the friction channels' entropy terms (frictional heating
+    and their Ito terms) out of dS/dt, for steps that book the realized heat instead (the
+    exact-OU step)."""
+    g, ds = t.geom, t.diss
+    n, e, m = g.n, g.e, t.m
+    d = e.shape[1]
+    th_i, th_j, th_bar = ds.th_i, ds.th_j, ds.th_bar
+    kappa = t.thermo.kappa
+    k_i, k_j = kappa[g.i], kappa[g.j]
+    vij = t.vij
+    ev = dot(e, vij)
+    par_v = e * ev.unsqueeze(-1)       # e (e . v)
+    perp_v = vij - par_v               # P v
+    q3_par = ev.square()
+    q3_perp = (vij.square().sum(-1) - q3_par).clamp_min(0.0)
+    sp, sp_i, sp_j = ds.s2_perp
+    sb, sb_i, sb_j = ds.s2_par
+    # M dS/dx: friction force and frictional heating
+    fv = -(sp / th_bar).unsqueeze(-1) * perp_v - (sb / th_bar).unsqueeze(-1) * par_v
+    heat = (sp * q3_perp + sb * q3_par) / (2.0 * th_bar)        # = T_i dS_i = T_j dS_j
+    fh = 1.0 if friction_heat else 0.0
+    sdot_i = fh * heat / th_i
+    sdot_j = fh * heat / th_j
+    c2, c2_i, c2_j = ds.c2
+    cond = c2 * (1.0 / th_i - 1.0 / th_j)
+    sdot_i = sdot_i + cond / th_i
+    sdot_j = sdot_j - cond / th_j
+    if ito and k_B != 0.0:
+        kb = k_B
+        for s2, s2i, s2j, q1, q2, q3 in ((sp, sp_i, sp_j, perp_v, d - 1, q3_perp),
+                                         (sb, sb_i, sb_j, par_v, 1, q3_par)):
+            a_i = s2i / th_i - s2 / th_i ** 2
+            a_j = s2j / th_j - s2 / th_j ** 2
+            fv = fv - kb / 2.0 * (k_i * a_i + k_j * a_j).unsqueeze(-1) * q1
+            b_i = s2i / th_i ** 2 - 2.0 * s2 / th_i ** 3
+            b_j = s2j / th_j ** 2 - 2.0 * s2 / th_j ** 3
+            c_i = s2i / (th_i * th_j) - s2 / (th_i ** 2 * th_j)
+            c_j = s2j / (th_i * th_j) - s2 / (th_i * th_j ** 2)
+            sdot_i = sdot_i + fh * kb * (-q2 * s2 / (m * th_i) + q3 / 4.0 * (k_i * b_i + k_j * c_j))
+            sdot_j = sdot_j + fh * kb * (-q2 * s2 / (m * th_j) + q3 / 4.0 * (k_j * b_j + k_i * c_i))
+        sdot_i = sdot_i + kb * (k_i * (c2_i / th_i ** 2 - 2 * c2 / th_i ** 3)
+                                - k_j * (c2_j / (th_i * th_j) - c2 / (th_i * th_j ** 2)))
+        sdot_j = sdot_j + kb * (k_j * (c2_j / th_j ** 2 - 2 * c2 / th_j ** 3)
+                                - k_i * (c2_i / (th_i * th_j) - c2 / (th_i ** 2 * th_j)))
+    dv = t.force / m + scatter2(n, g.ij, fv, -fv) / m
+    sdot = scatter2(n, g.ij, sdot_i, sdot_j)
+    return dv, sdot
+
+
+def substrate_drift(t: Terms, v: Tensor, k_B: float, ito: bool = True) -> Tuple[Tensor, Tensor]:
+    """Substrate (solvent) part of the drift besides the friction -gamma0 v: the Ito
+    velocity term (N, d) and dS/dt (N,) (frictional heating and its Ito term)."""
+    d = v.shape[1]
+    m = t.m
+    s0, s0p = t.diss.s0
+    th = t.thermo.theta
+    v2 = v.square().sum(-1)
+    sdot = s0 * v2 / th ** 2
+    dv_ito = torch.zeros_like(v)
+    if ito and k_B != 0.0:
+        kappa = t.thermo.kappa
+        dv_ito = -k_B * (kappa * (s0p / th - s0 / th ** 2) / m).unsqueeze(-1) * v
+        sdot = sdot + k_B * (-d * s0 / (m * th) + v2 * kappa * (s0p / th ** 2 - 2 * s0 / th ** 3))
+    return dv_ito, sdot
+
+
+def drift(t: Terms, v: Tensor, k_B: float, substrate: bool, ito: bool = True) -> Tuple[Tensor, Tensor]:
+    """Deterministic drift (dv/dt (N, d), dS/dt (N, n_s)) = [L dE/dx + M dS/dx + k_B div M]_(v, S);
+    dr/dt = v."""
+    dv, sdot = pair_drift(t, k_B, ito, True)
+    if substrate:
+        dv_ito, sdot_sub = substrate_drift(t, v, k_B, ito)
+        dv = dv - t.diss.gamma0.unsqueeze(-1) * v + dv_ito
+        sdot = sdot + sdot_sub
+    return dv, sdot.unsqueeze(-1) * t.w
+
+
+def pair_noise_numbers(t: Terms, generator: Optional[torch.Generator]) -> Tensor:
+    """(P, d + 2) standard normal numbers for the pair channels."""
+    e = t.geom.e
+    return torch.randn([e.shape[0], e.shape[1] + 2], dtype=e.dtype, device=e.device, generator=generator)
+
+
+def noise(t: Terms, v: Tensor, dt: float, k_B: float, xi_pair: Tensor, xi_sub: Optional[Tensor],
+          friction_heat: bool = True) -> Tuple[Tensor, Tensor]:
+    """One FDT-consistent noise increment (dv~ (N, d), dS~ (N, n_s)), covariance 2 k_B M dt,
+    from standard normal numbers: ``xi_pair`` (P, d + 2) for the pair channels (d shear + 1
+    central friction, 1 conduction) and ``xi_sub`` (N, d) for the substrate channels (None:
+    left out, e.g. when the exact-OU step draws them itself). ``friction_heat=False`` leaves
+    out the entropy part of the friction channels (the exact-OU step books the realized
+    heat instead)."""
+    g, ds = t.geom, t.diss
+    n, e, m = g.n, g.e, t.m
+    d = e.shape[1]
+    amp = (2.0 * k_B * dt) ** 0.5
+    xp = xi_pair[:, :d]
+    xp = xp - e * dot(e, xp).unsqueeze(-1)
+    X = ds.s2_perp[0].clamp_min(0).sqrt().unsqueeze(-1) * xp \
+        + (ds.s2_par[0].clamp_min(0).sqrt() * xi_pair[:, d]).unsqueeze(-1) * e
+    X = amp * X
+    cz = amp * ds.c2[0].clamp_min(0).sqrt() * xi_pair[:, d + 1]
+    if friction_heat:
+        hf = -0.5 * dot(t.vij, X)
+        ds_ = scatter2(n, g.ij, (hf + cz) / ds.th_i, (hf - cz) / ds.th_j)
+    else:
+        ds_ = scatter2(n, g.ij, cz / ds.th_i, -cz / ds.th_j)
+    dv = scatter2(n, g.ij, X, -X) / m
+    if xi_sub is not None:
+        X0 = amp * ds.s0[0].clamp_min(0).sqrt().unsqueeze(-1) * xi_sub
+        dv = dv + X0 / m
+        ds_ = ds_ - dot(v, X0) / t.thermo.theta
+    return dv, ds_.unsqueeze(-1) * t.w
+
+
+def velocity_covariance(t: Terms, dt: float, k_B: float, substrate: bool) -> Tensor:
+    """Per-particle (N, d, d) blocks of the velocity-noise covariance 2 k_B M_vv dt."""
+    g, ds = t.geom, t.diss
+    e = g.e
+    d = e.shape[1]
+    eye = torch.eye(d, dtype=e.dtype, device=e.device)
+    ee = e.unsqueeze(-1) * e.unsqueeze(-2)
+    blk = ds.s2_perp[0].view(-1, 1, 1) * (eye - ee) + ds.s2_par[0].view(-1, 1, 1) * ee
+    cov = scatter2(g.n, g.ij, blk, blk)
+    if substrate:
+        cov = cov + ds.s0[0].view(-1, 1, 1) * eye
+    return 2.0 * k_B * dt * cov / t.m ** 2
+
+
+def ou_parts(t: Terms, v: Tensor, k_B: float) -> Tuple[Tensor, Tensor, Tensor]:
+    """Pieces of the exact-OU step: the constant acceleration b (N, d) (conservative
+    forces, pair friction, Ito velocity terms), its conservative part force / m, and dS/dt
+    (N,) of heat conduction (the only entropy change not booked from the realized heat)."""
+    dv, sdot = pair_drift(t, k_B, True, False)
+    dv_ito, _ = substrate_drift(t, v, k_B, True)
+    return dv + dv_ito, t.force / t.m, sdot
+
+
+def ou_flow(t: Terms, b: Tensor, b_ext: Tensor, u: Tensor, u_ref: Tensor, dt: float, k_B: float,
+            z: Optional[Tensor], heat_extra: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
+    """Exact substrate OU flow over dt under the constant acceleration b (N, d), from the
+    instantaneous velocity u (Ermak & Buckholz 1980; :mod:`.ou`).
+
+    Returns (u', dr, heat): heat (N,) = -(m/2)(|u'|^2 - |u_ref|^2) + m b_ext . dr [+ heat_extra],
+    the kinetic energy the particle lost other than by the work of b_ext, which the caller
+    moves into its internal energy. ``z`` (2, N, d) standard normal numbers, or None for the
+    mean path (the noise's mean heat included)."""
+    m = t.m
+    d = u.shape[1]
+    th = t.thermo.theta
+    x = t.diss.gamma0 * dt
+    co = coefficients(x)
+    s2 = (k_B * th / m).clamp_min(0.0)                       # kT/m per particle
+    u1 = co.E.unsqueeze(-1) * u + (dt * co.phi1).unsqueeze(-1) * b
+    dr = dt * (co.phi1.unsqueeze(-1) * u + (dt * co.phi2).unsqueeze(-1) * b)
+    if z is not None:
+        sd = s2.sqrt()
+        u1 = u1 + (sd * co.vu.sqrt()).unsqueeze(-1) * z[0]
+        dr = dr + (dt * sd).unsqueeze(-1) * (co.cross.unsqueeze(-1) * z[0]
+                                             + co.cond.sqrt().unsqueeze(-1) * z[1])
+    heat = -0.5 * m * (u1.square().sum(-1) - u_ref.square().sum(-1)) + m * dot(b_ext, dr)
+    if z is None:
+        heat = heat - 0.5 * m * d * s2 * co.vu
+    if heat_extra is not None:
+        heat = heat + heat_extra
+    return u1, dr, heat

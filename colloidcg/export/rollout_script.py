@@ -1,0 +1,181 @@
+"""Roll out an exported colloidcg model with torch alone (copied into every bundle as rollout.py).
+
+    python rollout.py --init INIT.csv --steps N --seed S -o OUT.csv [--frame F] [--substeps K]
+                      [--halo H] [--pixels] [--device cpu|cuda]
+
+INIT.csv holds the tracks schema: frame, particle, x, y [, z] [, size] [, vx, vy [, vz]],
+in the bundle's units (positions um, velocities um/s; ``--pixels``: px and px/frame with
+the bundle's calibration). The rollout starts at frame F (default: the second frame of the
+file); the starting velocities are its vx, vy [, vz] when given, else the finite
+differences from the frame before. Without a periodic box (bundle calibration box_px),
+particles within H (default: the cutoff) of the field of view's border (the extent of all
+positions in the file) are boundary particles: prescribed from the file's later frames,
+held at their last position once the file has no more, and left out of OUT.csv, as
+``colloidcg simulate`` does; ``--halo 0`` for none. OUT.csv: frame, particle, x, y [, z],
+vx, vy [, vz] in the same units, recorded velocities being displacement / dt (what finite
+differences of positions give) for frame-averaged models.
+
+With the same seed, this script and ``colloidcg simulate BUNDLE --init (the same rows) ...``
+give the same trajectory: they run the same loop (driver.py, beside this file) over the
+same compiled model. Only torch (and the standard library) is imported.
+"""
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import driver  # noqa: E402  (the bundle's copy of colloidcg.core.driver)
+
+
+def read_csv(path: Path):
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows:
+        raise SystemExit(f"{path}: no rows")
+    need = ["frame", "particle", "x", "y"]
+    missing = [c for c in need if c not in rows[0]]
+    if missing:
+        raise SystemExit(f"{path}: missing column(s) {', '.join(missing)}; expected frame, particle, x, y")
+    return rows
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--init", required=True, help="tracks CSV to start from")
+    p.add_argument("--steps", type=int, required=True, help="frames to simulate")
+    p.add_argument("--seed", type=int, default=0, help="seed of the noise (default 0)")
+    p.add_argument("-o", "--output", required=True, help="output CSV")
+    p.add_argument("--frame", type=int, default=None, help="frame to start from (default: the second)")
+    p.add_argument("--substeps", type=int, default=1, help="integration steps per frame (default 1)")
+    p.add_argument("--halo", type=float, default=None, help="boundary width, um (default: the cutoff)")
+    p.add_argument("--pixels", action="store_true", help="CSV positions in px, velocities in px/frame")
+    p.add_argument("--device", default="cpu")
+    a = p.parse_args(argv)
+    if a.steps < 1 or a.substeps < 1:
+        raise SystemExit("--steps and --substeps must be >= 1")
+
+    desc = json.loads((HERE / "bundle.json").read_text())
+    cal = desc.get("calibration") or {}
+    arch = desc["architecture"]
+    dtype = getattr(torch, desc.get("dtype", "float64"))
+    um = float(cal.get("um_per_px") or 1.0)
+    fps = float(cal.get("fps") or 1.0)
+    dt = 1.0 / fps
+    d = int(arch["dim"])
+    integrator = torch.jit.load(str(HERE / "torchscript" / "model.pt"), map_location=a.device)
+    model = integrator.model
+    box = None
+    if cal.get("box_px"):
+        box = torch.tensor([float(b) for b in cal["box_px"]], dtype=torch.float64) * um
+
+    rows = read_csv(Path(a.init))
+    names = ["x", "y", "z"][:d]
+    scale_r = um if a.pixels else 1.0                 # to um
+    scale_v = um * fps if a.pixels else 1.0           # to um/s
+    frames = sorted({int(r["frame"]) for r in rows})
+    parts = sorted({int(r["particle"]) for r in rows})
+    col = {pid: k for k, pid in enumerate(parts)}
+    T, N = frames[-1] - frames[0] + 1, len(parts)
+    pos = torch.zeros(T, N, d, dtype=torch.float64)
+    present = torch.zeros(T, N, dtype=torch.bool)
+    vel_given = torch.full((T, N, d), float("nan"), dtype=torch.float64)
+    size_col = arch.get("size_column") or ""
+    size = torch.full((N,), float("nan"), dtype=torch.float64) if float(arch.get("size_scale") or 0) > 0 else None
+    sizes = {}
+    for r in rows:
+        t, k = int(r["frame"]) - frames[0], col[int(r["particle"])]
+        pos[t, k] = torch.tensor([float(r[n]) for n in names], dtype=torch.float64) * scale_r
+        present[t, k] = True
+        if all(("v" + n) in r and r["v" + n] != "" for n in names):
+            vel_given[t, k] = torch.tensor([float(r["v" + n]) for n in names], dtype=torch.float64) * scale_v
+        if size is not None:
+            if size_col not in r:
+                raise SystemExit(f"{a.init}: the model was trained with per-particle sizes; expected a "
+                                 f"{size_col!r} column")
+            sizes.setdefault(k, []).append(float(r[size_col]))
+    if size is not None:
+        for k, vals in sizes.items():        # per-particle median, as colloidcg reads sizes
+            vals.sort()
+            h = len(vals) // 2
+            size[k] = vals[h] if len(vals) % 2 else 0.5 * (vals[h - 1] + vals[h])
+    f = frames[0] + 1 if a.frame is None else a.frame
+    t = f - frames[0]
+    if not (0 <= t < T):
+        raise SystemExit(f"--frame: {f} is not in {a.init} (frames {frames[0]}..{frames[-1]})")
+    idx = torch.nonzero(present[t]).squeeze(-1)
+    r0 = pos[t, idx]
+    v0 = vel_given[t, idx]
+    if bool(torch.isnan(v0).any()):
+        if t == 0:
+            v0 = torch.where(torch.isnan(v0), torch.zeros_like(v0), v0)
+        else:
+            disp = pos[t, idx] - pos[t - 1, idx]
+            if box is not None:
+                disp = driver.minimum_image(disp, box)
+            fd = torch.where(present[t - 1, idx].unsqueeze(-1), disp / dt, torch.zeros_like(disp))
+            v0 = torch.where(torch.isnan(v0), fd, v0)
+
+    cutoff = float(arch["cutoff"])
+    halo = cutoff if a.halo is None else a.halo
+    boundary = None
+    prescribed = None                    # k -> (r, v, S) of the boundary particles
+    if box is None and halo > 0:
+        flat = pos[present]
+        lo, hi = flat.min(0).values, flat.max(0).values
+        boundary = ((r0 < lo + halo) | (r0 > hi - halo)).any(-1)
+        if not bool(boundary.any()):
+            boundary = None
+        elif bool(boundary.all()):
+            raise SystemExit(f"every particle of frame {f} lies within the halo ({halo:g} um) of the border")
+    dev = torch.device(a.device)
+    cast = dict(dtype=dtype, device=dev)
+    r0, v0 = r0.to(**cast), v0.to(**cast)
+    bx = None if box is None else box.to(**cast)
+    sz = None if size is None else size[idx].to(**cast)
+    with torch.no_grad():
+        pairs0 = model.pairs(driver.wrap(r0, bx), bx)
+        S0 = model.encode(driver.wrap(r0, bx), pairs0, bx)
+    if boundary is not None:
+        last = min(T - 1, t + a.steps)
+        pp = pos[t: last + 1, idx].clone()
+        vv = torch.zeros_like(pp)
+        seen = present[t: last + 1, idx]
+        for k in range(1, pp.shape[0]):
+            vv[k] = torch.where(seen[k].unsqueeze(-1) & present[t + k - 1, idx].unsqueeze(-1),
+                                (pp[k] - pp[k - 1]) / dt, torch.zeros_like(vv[k]))
+            gone = ~seen[k]
+            pp[k, gone] = pp[k - 1, gone]
+            vv[k, gone] = 0.0
+        pp, vv = pp.to(**cast), vv.to(**cast)
+
+        def from_file(k):
+            if k < pp.shape[0]:
+                return pp[k], vv[k], S0
+            return pp[-1], torch.zeros_like(vv[-1]), S0
+        prescribed = from_file
+        boundary = boundary.to(dev)
+
+    nl = driver.VerletList(cutoff, 0.3 * cutoff, bx, search=lambda r, radius, b: driver.search_pairs(r, radius, b))
+    r_out, v_out, _, _ = driver.run(integrator, r0, v0, S0, a.steps, dt, neighbours=nl, size=sz, box=bx, seed=a.seed,
+                                    boundary=boundary, prescribed=prescribed, substeps=a.substeps)
+    keep = torch.ones(idx.shape[0], dtype=torch.bool) if boundary is None else ~boundary.cpu()
+    with open(a.output, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["frame", "particle"] + names + ["v" + n for n in names])
+        for k in range(r_out.shape[0]):
+            for j in torch.nonzero(keep).squeeze(-1).tolist():
+                rr = (r_out[k, j].double().cpu() / scale_r).tolist()
+                vk = (v_out[k, j].double().cpu() / scale_v).tolist()
+                w.writerow([f + k, parts[int(idx[j])]] + [repr(x) for x in rr] + [repr(x) for x in vk])
+    print(f"simulated {a.steps} frames of {int(keep.sum())} particles from frame {f}: {a.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
