@@ -6,9 +6,9 @@ calibration (``um_per_px``, ``fps``) and return physical units (um, s):
 - :func:`msd`: ensemble mean squared displacement (``trackpy.motion.emsd``);
 - :func:`vacf`: velocity autocorrelation <v(t) . v(t + lag)> of finite-difference
   velocities (``tidynamics.acf`` per particle track, averaged over particles);
-- :func:`rdf`: radial distribution g(r) (``freud.density.RDF`` in a periodic box; for an
-  open field of view, pair counts normalised by those of uniform random points in the
-  same field of view, which corrects for the edges);
+- :func:`rdf`: radial distribution g(r) (:func:`colloidcg.structure.rdf.gr`: minimum
+  image in a periodic box; for an open field of view, pair counts normalised by those of
+  uniform random points in the same field of view, which corrects for the edges);
 - :func:`van_hove`: self part of the van Hove function, displacement-component histogram;
 - :func:`non_gaussian`: alpha_2(t) = d/(d+2) <dr^4>/<dr^2>^2 - 1 (Rahman 1964);
 - :func:`rearrangement_rate`: rearranging particles per particle per second, from a
@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy.spatial import cKDTree
 
 from .errors import ColloidcgError
 
@@ -101,46 +100,52 @@ def vacf(tracks: pd.DataFrame, um_per_px: float = 1.0, fps: float = 1.0, max_lag
 
 
 def rdf(tracks: pd.DataFrame, um_per_px: float = 1.0, r_max: float | None = None, bins: int = 60,
-        box_px=None, max_frames: int = 20, seed: int = 0) -> pd.DataFrame:
-    """g(r) averaged over up to ``max_frames`` frames: columns r (um), g."""
+        box_px=None, max_frames: int = 20, seed: int = 0, edge: str | None = None,
+        fov_px=None) -> pd.DataFrame:
+    """g(r) averaged over up to ``max_frames`` evenly spaced frames: columns r (um), g
+    (dimensionless).
+
+    A thin caller of :func:`colloidcg.structure.rdf.gr`. ``edge`` (default: ``"periodic"``
+    when ``box_px`` is given, else ``"random"``):
+
+    - ``"periodic"``: minimum image in the box ``box_px`` (px side lengths); r_max is cut
+      to just below half the shortest side;
+    - ``"random"``: pair counts over those of as many uniform random points (two sets per
+      frame, seeded by ``seed``) in ``fov_px`` ((d, 2) px bounds; default each frame's
+      bounding box of the particles), which corrects for the edges of an open field of
+      view;
+    - ``"exclude"``: only particles at least r_max from every edge of ``fov_px`` (default
+      the bounding box of all positions) are centres.
+
+    ``r_max`` in um, default 5 median nearest-neighbour distances of the first frame used;
+    ``bins`` equal bins from 0 to r_max.
+    """
+    from .neighbours import nearest
+    from .structure.rdf import gr
+
     pos, _ = dense(tracks, um_per_px)
     d = pos.shape[-1]
     frames = np.linspace(0, pos.shape[0] - 1, min(max_frames, pos.shape[0])).astype(int)
+    if edge is None:
+        edge = "periodic" if box_px is not None else "random"
     if r_max is None:
         p0 = pos[frames[0]][np.isfinite(pos[frames[0]]).all(1)]
-        nn = cKDTree(p0).query(p0, k=2)[0][:, 1]
-        r_max = 5.0 * float(np.median(nn))
+        r_max = 5.0 * float(np.median(nearest(p0)[0]))
+    box = fov = None
+    if edge == "periodic":
+        if box_px is None:
+            raise ColloidcgError("rdf: edge='periodic' needs the periodic box box_px")
+        box = np.asarray(box_px, float)[:d] * um_per_px
+        # the minimum image needs r_max below half the box; small MD boxes reach it
+        r_max = min(r_max, 0.4999 * float(box.min()))
+    if fov_px is not None:
+        fov = np.asarray(fov_px, float)[:d] * um_per_px
+    elif edge == "exclude":
+        fin = pos[np.isfinite(pos).all(-1)]
+        fov = np.c_[fin.min(0), fin.max(0)]
     edges = np.linspace(0, r_max, bins + 1)
-    centres = 0.5 * (edges[1:] + edges[:-1])
-    if box_px is not None:
-        import freud
-        box = np.asarray(box_px, float) * um_per_px
-        # freud needs r_max below half the box (minimum image); small MD boxes reach it
-        r_max = min(r_max, 0.4999 * float(box[:d].min()))
-        fbox = freud.box.Box(Lx=box[0], Ly=box[1], Lz=0 if d == 2 else box[2], is2D=(d == 2))
-        rd = freud.density.RDF(bins=bins, r_max=r_max)
-        for t in frames:
-            p = pos[t][np.isfinite(pos[t]).all(1)]
-            p = np.mod(p, box) - box / 2
-            pts = np.c_[p, np.zeros(len(p))] if d == 2 else p
-            rd.compute((fbox, pts.astype(np.float32)), reset=False)
-        return pd.DataFrame({"r": np.asarray(rd.bin_centers), "g": np.asarray(rd.rdf)})
-    rng = np.random.default_rng(seed)
-    hist = np.zeros(bins)
-    ideal = np.zeros(bins)
-    for t in frames:
-        p = pos[t][np.isfinite(pos[t]).all(1)]
-        if len(p) < 2:
-            continue
-        lo, hi = p.min(0), p.max(0)
-        dd = cKDTree(p).sparse_distance_matrix(cKDTree(p), r_max, output_type="ndarray")["v"]
-        hist += np.histogram(dd[dd > 0], edges)[0]
-        for _ in range(2):
-            q = rng.uniform(lo, hi, p.shape)
-            dq = cKDTree(q).sparse_distance_matrix(cKDTree(q), r_max, output_type="ndarray")["v"]
-            ideal += 0.5 * np.histogram(dq[dq > 0], edges)[0]
-    g = np.where(ideal > 0, hist / np.maximum(ideal, 1e-300), np.nan)
-    return pd.DataFrame({"r": centres, "g": g})
+    r, g, _ = gr((pos[t] for t in frames), edges, edge, box=box, fov=fov, rng=seed)
+    return pd.DataFrame({"r": r, "g": g})
 
 
 def _displacements(tracks, um_per_px, lag):

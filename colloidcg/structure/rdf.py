@@ -1,24 +1,165 @@
-"""Radial distribution function g(r) of tracked particles and its first minimum.
+"""Radial distribution function g(r) and its first minimum.
 
-g(r) is measured without periodic images: only particles at least ``r_max`` from every
-edge of the field of view serve as centres, so each centre's shells lie wholly inside
-the image and need no edge correction. Normalisation is by the ideal-gas count
-rho * (shell area or volume), with rho the frame's number density.
+:func:`gr` is the one g(r) of colloidcg: it takes positions frame by frame (any length
+unit) and treats the edges of the observed region in one of three ways, ``edge=``
+
+``"periodic"``
+    A periodic box (``box``, side lengths): pair distances by the minimum image, every
+    particle a centre; the largest r must be below half the shortest side.
+``"exclude"``
+    An open field of view (``fov``, (d, 2) lo/hi bounds) whose edges are excluded: only
+    particles at least r_max from every edge serve as centres, so each centre's shells lie
+    wholly inside the field of view and need no correction.
+``"random"``
+    An open region normalised by random points: the pair counts are divided by those of
+    the same number of uniform random points in the same region (``fov``, or each frame's
+    bounding box of the particles), which corrects for the edges at every r (no particle
+    is left out, at the price of the random points' own noise).
+
+``"periodic"`` and ``"exclude"`` normalise by the ideal-gas count n_centres * rho * (shell
+area or volume), rho = N / V the frame's number density; as freud's ``RDF`` (its default
+"exact" normalisation) g then tends to (N - 1) / N rather than 1 for N particles.
+:func:`radial_distribution` (structure stage, px, ``Frames``) and
+:func:`colloidcg.evaluate.rdf` (tracks tables, um) are thin callers of :func:`gr`.
 """
 
 from __future__ import annotations
 
+from typing import Iterable
+
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
-from scipy.spatial import cKDTree
 
 from ..errors import ColloidcgError
+from ..neighbours import pairs as close_pairs
 from .frames import Frames
+
+#: The edge treatments of :func:`gr`.
+EDGE_TREATMENTS = ("periodic", "exclude", "random")
+
+
+def _shells(edges: np.ndarray, dim: int) -> np.ndarray:
+    if dim == 2:
+        return np.pi * np.diff(edges ** 2)
+    if dim == 3:
+        return 4.0 / 3.0 * np.pi * np.diff(edges ** 3)
+    raise ValueError(f"g(r) needs 2D or 3D positions, got {dim}D")
+
+
+def gr(frames: Iterable[np.ndarray], edges, edge: str = "exclude", *, box=None, fov=None,
+       n_random: int = 2, rng=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """g(r) of point sets, averaged over frames, with the edge treatment ``edge``.
+
+    Parameters
+    ----------
+    frames : iterable of (N_t, d) float arrays
+        Positions of each frame, in one length unit L (px, um, ...); d = 2 or 3. Rows that
+        are not finite are ignored.
+    edges : (B + 1,) float
+        Bin edges in L, ascending from 0 or more; r_max = edges[-1].
+    edge : "periodic", "exclude" or "random"
+        See the module docstring.
+    box : (d,) float, L
+        Periodic side lengths (``"periodic"`` only, required there); positions are wrapped
+        into [0, L).
+    fov : (d, 2) float, L
+        Field of view, (lo, hi) per axis: required for ``"exclude"``; for ``"random"`` the
+        region of the random points (default: each frame's bounding box of the particles).
+    n_random : int
+        ``"random"``: random point sets per frame (their pair counts are averaged).
+    rng : numpy Generator or int seed, optional
+        ``"random"``: the random points' generator (default seed 0).
+
+    Returns
+    -------
+    r : (B,) float64, L: bin centres
+    g : (B,) float64, dimensionless (NaN where nothing was counted)
+    sigma : (B,) float64: Poisson standard error of g (a pair of two centres is counted
+        twice, so the variance is the sum of squared weights; at least one count)
+
+    Raises
+    ------
+    ColloidcgError
+        ``"exclude"``: no particle lies r_max from every edge in any frame.
+    """
+    if edge not in EDGE_TREATMENTS:
+        raise ValueError(f"edge must be one of {', '.join(EDGE_TREATMENTS)}, got {edge!r}")
+    edges = np.asarray(edges, float)
+    r_max = float(edges[-1])
+    nb = len(edges) - 1
+    counts = np.zeros(nb)
+    var = np.zeros(nb)          # Poisson variance of the weighted counts: sum of w^2
+    norm = 0.0                  # periodic / exclude: sum over frames of n_centres * rho
+    ideal = np.zeros(nb)        # random: mean pair counts of the random points
+    dim = None
+    b = None
+    if edge == "periodic":
+        if box is None:
+            raise ValueError("edge='periodic' needs the periodic box")
+    elif edge == "exclude":
+        if fov is None:
+            raise ValueError("edge='exclude' needs the field of view fov")
+        fov = np.asarray(fov, float)
+    elif fov is not None:
+        fov = np.asarray(fov, float)
+    if edge == "random" and not isinstance(rng, np.random.Generator):
+        rng = np.random.default_rng(0 if rng is None else rng)
+    for p in frames:
+        p = np.asarray(p, float)
+        p = p[np.isfinite(p).all(axis=1)]
+        dim = p.shape[1]
+        n = len(p)
+        if edge == "periodic":
+            b = np.asarray(box, float).reshape(-1)[:dim]
+            if n < 1:
+                continue
+            ij, d = close_pairs(p, r_max, b, sort=False, distances=True)
+            w = np.full(len(d), 2.0)
+            norm += n * n / float(np.prod(b))
+        elif edge == "exclude":
+            lo, hi = fov[:dim, 0], fov[:dim, 1]
+            centre = ((p - r_max >= lo) & (p + r_max <= hi)).all(axis=1)
+            if not centre.any():
+                continue
+            ij, d = close_pairs(p, r_max, sort=False, distances=True)
+            w = centre[ij[:, 0]].astype(float) + centre[ij[:, 1]]
+            norm += centre.sum() * n / float(np.prod(hi - lo))
+        else:
+            if n < 2:
+                continue
+            lo, hi = (p.min(0), p.max(0)) if fov is None else (fov[:dim, 0], fov[:dim, 1])
+            d = close_pairs(p, r_max, sort=False, distances=True)[1]
+            w = np.full(len(d), 2.0)
+            for _ in range(n_random):
+                q = rng.uniform(lo, hi, p.shape)
+                dq = close_pairs(q, r_max, sort=False, distances=True)[1]
+                ideal += np.histogram(dq, bins=edges, weights=np.full(len(dq), 2.0))[0] / n_random
+        counts += np.histogram(d, bins=edges, weights=w)[0]
+        var += np.histogram(d, bins=edges, weights=w * w)[0]
+    r = 0.5 * (edges[1:] + edges[:-1])
+    if edge == "exclude" and norm == 0:
+        raise ColloidcgError(f"field of view too small to measure g(r) out to r = {r_max:.3g} "
+                             f"(no particle that far from every edge)")
+    err = np.sqrt(np.maximum(var, 1.0))
+    if edge == "random":
+        ok = ideal > 0
+        g = np.where(ok, counts / np.where(ok, ideal, 1.0), np.nan)
+        return r, g, np.where(ok, err / np.where(ok, ideal, 1.0), np.nan)
+    if norm == 0:
+        nan = np.full(nb, np.nan)
+        return r, nan, nan.copy()
+    ideal_count = norm * _shells(edges, dim)
+    return r, counts / ideal_count, err / ideal_count
 
 
 def radial_distribution(fr: Frames, r_max: float | None = None, bin_width: float | None = None,
-                        max_frames: int = 50, return_sigma: bool = False):
-    """g(r) averaged over up to ``max_frames`` evenly spaced frames.
+                        max_frames: int = 50, return_sigma: bool = False, edge: str = "exclude"):
+    """g(r) of the tracks in px, averaged over up to ``max_frames`` evenly spaced frames.
+
+    A thin caller of :func:`gr`: by default the field of view's edges are excluded
+    (``edge="exclude"``: only particles at least ``r_max`` from every edge of ``fr.fov``
+    are centres); ``"periodic"`` treats ``fr.fov`` as a periodic box, ``"random"``
+    normalises by uniform random points in it.
 
     Parameters
     ----------
@@ -28,6 +169,7 @@ def radial_distribution(fr: Frames, r_max: float | None = None, bin_width: float
     bin_width : float, optional
         Histogram bin in px; default a/40 (a = mean spacing).
     max_frames : int
+    edge : "exclude", "periodic" or "random"
 
     Returns
     -------
@@ -40,35 +182,20 @@ def radial_distribution(fr: Frames, r_max: float | None = None, bin_width: float
     r_max = 3.0 * a if r_max is None else float(r_max)
     bin_width = a / 40.0 if bin_width is None else float(bin_width)
     edges = np.arange(0.0, r_max + 0.5 * bin_width, bin_width)
-    counts = np.zeros(len(edges) - 1)
-    var = np.zeros(len(edges) - 1)  # Poisson variance of the weighted counts: sum of w^2
-    norm = 0.0  # sum over frames of n_centres * rho
-    vol = float(np.prod(np.diff(fr.fov, axis=1)))
-    lo, hi = fr.fov[:, 0], fr.fov[:, 1]
     sel = np.unique(np.linspace(0, len(fr.frames) - 1, min(max_frames, len(fr.frames))).round().astype(int))
-    for f in sel:
-        s, e = fr.starts[f], fr.starts[f + 1]
-        p = fr.pos[s:e]
-        centre = ((p - r_max >= lo) & (p + r_max <= hi)).all(axis=1)
-        if not centre.any():
-            continue
-        pairs = cKDTree(p).query_pairs(r_max, output_type="ndarray")
-        d = np.sqrt(np.square(p[pairs[:, 1]] - p[pairs[:, 0]]).sum(axis=1))
-        w = centre[pairs[:, 0]].astype(float) + centre[pairs[:, 1]]
-        counts += np.histogram(d, bins=edges, weights=w)[0]
-        var += np.histogram(d, bins=edges, weights=w * w)[0]
-        norm += centre.sum() * (e - s) / vol
-    if norm == 0:
+    lo = fr.fov[:, 0]
+    box = np.diff(fr.fov, axis=1)[:, 0]
+    pos = (fr.pos[fr.starts[f]:fr.starts[f + 1]] for f in sel)
+    if edge == "periodic":
+        pos = (p - lo for p in pos)
+    try:
+        r, g, sigma = gr(pos, edges, edge, box=box, fov=fr.fov)
+    except ColloidcgError:
         raise ColloidcgError(f"field of view too small to measure g(r) out to r = {r_max:.3g} px "
-                             f"(no particle that far from every edge); pass cutoff explicitly")
-    if fr.dim == 2:
-        shell = np.pi * np.diff(edges ** 2)
-    else:
-        shell = 4.0 / 3.0 * np.pi * np.diff(edges ** 3)
-    r = 0.5 * (edges[1:] + edges[:-1])
+                             f"(no particle that far from every edge); pass cutoff explicitly") from None
     if return_sigma:
-        return r, counts / (norm * shell), np.sqrt(np.maximum(var, 1.0)) / (norm * shell)
-    return r, counts / (norm * shell)
+        return r, g, sigma
+    return r, g
 
 
 def first_minimum(r: np.ndarray, g: np.ndarray, smooth_bins: float = 2.0,
