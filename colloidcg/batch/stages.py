@@ -204,11 +204,11 @@ def _run_train(job, opts, ups, ctx, out: Path) -> dict:
 
 
 def train_config(table: dict, where: str = ""):
-    """The TrainConfig of a [train] table (lists accepted where tuples are), checked."""
+    """The TrainConfig of a [train] table, checked: architecture options flat (``n_s``) or
+    in a ``[train.model]`` table, lists accepted where tuples are, unknown keys named."""
     from ..train import TrainConfig
 
-    kw = {k: tuple(v) if isinstance(v, list) else v for k, v in table.items()}
-    return TrainConfig(**{**kw, "progress": False}).validate(where)
+    return TrainConfig.from_dict({**table, "progress": False}, where).validate(where)
 
 
 # ----------------------------------------------------------------------------- evaluate

@@ -58,17 +58,32 @@ class RawDescriptionDefaultsHelpFormatter(DefaultsHelpFormatter, argparse.RawDes
     """:class:`DefaultsHelpFormatter` that keeps the description's and epilog's line breaks."""
 
 
-def config_default(cls, name: str):
-    """The default of dataclass field ``name`` of ``cls`` (e.g. TrainConfig), so that the
-    command line shows the library's own defaults instead of repeating them."""
+def _config_option(cls, name: str) -> tuple:
+    """(default, help) of option ``name`` of the dataclass ``cls``: from ``cls.describe``
+    where the class describes its options itself (TrainConfig: its embedded architecture
+    options too), else from the field and its metadata (``help``)."""
     import dataclasses
 
+    if hasattr(cls, "describe"):
+        info = cls.describe(name)
+        return info.default, info.help
     for f in dataclasses.fields(cls):
         if f.name == name:
-            if f.default is not dataclasses.MISSING:
-                return f.default
-            return f.default_factory()   # type: ignore[misc]
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            return default, f.metadata.get("help", "")
     raise KeyError(name)
+
+
+def config_default(cls, name: str):
+    """The default of option ``name`` of the dataclass ``cls`` (e.g. TrainConfig), so that
+    the command line shows the library's own defaults instead of repeating them."""
+    return _config_option(cls, name)[0]
+
+
+def config_help(cls, name: str) -> str:
+    """The help text (with its unit) of option ``name`` of the dataclass ``cls``, from the
+    field's metadata, so that the command line does not repeat it."""
+    return _config_option(cls, name)[1]
 
 
 class Length(float):

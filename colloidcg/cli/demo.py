@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ._common import add_output
+from ._common import add_output, config_default
 
 
 #: Training epochs of the demo.
@@ -121,7 +121,7 @@ def _run(args) -> int:
     print(took())
 
     print(f"[3/6] training the metriplectic model ({args.epochs} epochs; the interaction range chosen "
-          f"among {', '.join(f'{f:g}' for f in TrainConfig.cutoff_factors)} x the nearest-neighbour distance "
+          f"among {', '.join(f'{f:g}' for f in config_default(TrainConfig, 'cutoff_factors'))} x the nearest-neighbour distance "
           f"by short fits)")
     labels = rea.table[["frame", "particle", "rearranging"]]
     # the sample is bidisperse: pair ranges follow each particle's tracked size

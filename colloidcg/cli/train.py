@@ -3,8 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import re
 
-from ._common import add_calibration, add_output, config_default, length
+from ._common import add_calibration, add_output, config_default, config_help, length
+
+
+#: TrainConfig options that are lengths (um, or with the px suffix).
+LENGTHS = ("cutoff", "edge", "loc_noise")
+#: TrainConfig options set by flags of the same name (dest); --cutoff, --edge and --loc-noise
+#: are lengths converted to um first.
+CONFIG_FLAGS = ("epochs", "batch_frames", "lr", "device", "seed", "multistep", "aux_weight", "n_s", "dtype",
+                "substrate", "deviatoric", "cutoff_factors", "n_kernel", "n_pair", "select", "size_column",
+                "frame_average", "progress")
 
 
 def add_parser(subparsers) -> None:
@@ -12,6 +22,20 @@ def add_parser(subparsers) -> None:
 
     def d(name):
         return config_default(TrainConfig, name)
+
+    def h(name, extra=""):    # the option's help text, from TrainConfig, in flag names
+        text = config_help(TrainConfig, name)
+        for other in CONFIG_FLAGS:
+            if "_" in other:
+                text = re.sub(rf"\b{other}\b", "--" + other.replace("_", "-"), text)
+        text = text.replace("lr_final_fraction", f"{d('lr_final_fraction'):g}")
+        if name in LENGTHS:
+            text = text.replace(" in um", " in um (or with a unit: 2.4um, 24px)", 1)
+        return text + extra
+
+    def off(name):           # a --no-X switch: what "off" means, then the default
+        on, _, without = h(name).partition("; off: ")
+        return f"{without}; default: {on}"
 
     p = subparsers.add_parser(
         "train", help="fit the stochastic particle model to tracks",
@@ -30,65 +54,39 @@ def add_parser(subparsers) -> None:
                    help="rearrangement table with frame, particle, rearranging [, d2min]: "
                         "used for the ROC AUC of S and, with --aux-weight, an auxiliary loss "
                         "(default: none)")
-    p.add_argument("--epochs", type=int, default=d("epochs"), metavar="N",
-                   help="training epochs, each a pass over the training frames; the best epoch "
-                        "by the validation score is kept")
+    p.add_argument("--epochs", type=int, default=d("epochs"), metavar="N", help=h("epochs"))
     p.add_argument("--batch-frames", type=int, default=d("batch_frames"), dest="batch_frames",
-                   metavar="N", help="frames (one-step transitions) per optimiser step")
+                   metavar="N", help=h("batch_frames"))
     p.add_argument("--lr", type=float, default=d("lr"),
-                   help=f"Adam learning rate at the start; it decays to "
-                        f"{d('lr_final_fraction'):g} x this by the last epoch")
-    p.add_argument("--device", default=d("device"), help="cpu, cuda or cuda:N")
-    p.add_argument("--seed", type=int, default=d("seed"),
-                   help="seed of the weight initialisation, batch order and validation rollouts")
+                   help=h("lr"))
+    p.add_argument("--device", default=d("device"), help=h("device"))
+    p.add_argument("--seed", type=int, default=d("seed"), help=h("seed"))
     p.add_argument("--cutoff", type=length, default=None, metavar="LENGTH",
-                   help="interaction range, um (or with a unit: 2.4um, 24px); default: chosen "
-                        "among --cutoff-factors x the median nearest-neighbour distance by the "
-                        "held-out likelihood of short fits")
-    p.add_argument("--edge", type=length, default=None, metavar="LENGTH",
-                   help="width of the halo at the field-of-view border whose particles are "
-                        "prescribed from the data and left out of the loss, um (or 24px); "
-                        "default: the cutoff")
+                   help=h("cutoff"))
+    p.add_argument("--edge", type=length, default=None, metavar="LENGTH", help=h("edge"))
     p.add_argument("--loc-noise", default=d("loc_noise"), dest="loc_noise", metavar="SIGMA",
-                   help="localisation noise (standard deviation per axis), um (or with px), "
-                        "'estimate' (from the tracks) or 'none'")
-    p.add_argument("--multistep", type=int, default=d("multistep"), metavar="K",
-                   help="K > 1 adds the K-step likelihood (K frames ahead)")
+                   help=h("loc_noise"))
+    p.add_argument("--multistep", type=int, default=d("multistep"), metavar="K", help=h("multistep"))
     p.add_argument("--aux-weight", type=float, default=d("aux_weight"), dest="aux_weight",
-                   help="weight of the auxiliary loss that teaches S the rearrangement labels "
-                        "of --rearrangements (0: S is learned through the likelihood alone)")
-    p.add_argument("--n-s", type=int, default=d("n_s"), dest="n_s",
-                   help="number of entropic variables per particle")
-    p.add_argument("--dtype", default=d("dtype"), choices=["float32", "float64"],
-                   help="floating-point precision of the model")
+                   help=h("aux_weight", "; the labels come from --rearrangements"))
+    p.add_argument("--n-s", type=int, default=d("n_s"), dest="n_s", help=h("n_s"))
+    p.add_argument("--dtype", default=d("dtype"), choices=["float32", "float64"], help=h("dtype"))
     p.add_argument("--box", type=length, nargs="+", default=None, metavar="L",
                    help="periodic box lengths, um, or in px with the suffix (512px); a bare "
                         "number is accepted only where um and px coincide (MD tracks), since it "
                         "meant px in earlier versions; default: the "
                         "tracks' sidecar meta.box_px (colloidcg md-read), else open boundaries")
-    p.add_argument("--no-substrate", action="store_true", dest="no_substrate",
-                   help="no friction against the solvent/substrate (momentum-conserving model)")
-    p.add_argument("--deviatoric", action="store_true", help="add the deviatoric (shear) energy, for solids")
+    p.add_argument("--no-substrate", action="store_false", dest="substrate", help=off("substrate"))
+    p.add_argument("--deviatoric", action="store_true", default=d("deviatoric"), help=h("deviatoric"))
     p.add_argument("--cutoff-factors", type=float, nargs="+", default=d("cutoff_factors"),
-                   dest="cutoff_factors", metavar="F",
-                   help="candidate cutoffs, in median nearest-neighbour distances, when --cutoff "
-                        "is not given")
-    p.add_argument("--n-kernel", type=int, default=d("n_kernel"), dest="n_kernel",
-                   help="basis functions of the learned kernel")
-    p.add_argument("--n-pair", type=int, default=d("n_pair"), dest="n_pair",
-                   help="terms of the learned repulsive pair energy (soft-sphere contacts; "
-                        "0: none, the density-kernel energy alone)")
-    p.add_argument("--select", default=d("select"), choices=["val_nll", "val_msd"],
-                   help="validation score that picks the best epoch: held-out likelihood or "
-                        "rollout MSD error")
+                   dest="cutoff_factors", metavar="F", help=h("cutoff_factors"))
+    p.add_argument("--n-kernel", type=int, default=d("n_kernel"), dest="n_kernel", help=h("n_kernel"))
+    p.add_argument("--n-pair", type=int, default=d("n_pair"), dest="n_pair", help=h("n_pair"))
+    p.add_argument("--select", default=d("select"), choices=["val_nll", "val_msd"], help=h("select"))
     p.add_argument("--size-column", default=d("size_column"), dest="size_column", metavar="COLUMN",
-                   help="per-particle size column of the tracks (e.g. 'size' from the tracker) for "
-                        "bidisperse/polydisperse packings: pair ranges scale with the pair's mean "
-                        "size (default: none, one range for all pairs)")
-    p.add_argument("--no-frame-average", action="store_false", dest="frame_average",
-                   help="read velocities as instantaneous, not as frame averages (particle data "
-                        "recorded at the integration step)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+                   help=h("size_column"))
+    p.add_argument("--no-frame-average", action="store_false", dest="frame_average", help=off("frame_average"))
+    p.add_argument("--quiet", action="store_false", dest="progress", help="no progress bar")
     p.set_defaults(func=run)
 
 
@@ -125,13 +123,8 @@ def run(args: argparse.Namespace) -> int:
             float(v) if isinstance(v, Length) else v)
 
     loc, cutoff, edge = um(loc), um(args.cutoff), um(args.edge)
-    cfg = TrainConfig(epochs=args.epochs, batch_frames=args.batch_frames, lr=args.lr, device=args.device,
-                      seed=args.seed, cutoff=cutoff, edge=edge, loc_noise=loc,
-                      multistep=args.multistep, aux_weight=args.aux_weight, n_s=args.n_s,
-                      dtype=args.dtype, substrate=not args.no_substrate, deviatoric=args.deviatoric,
-                      progress=not args.quiet, n_kernel=args.n_kernel, n_pair=args.n_pair, select=args.select,
-                      frame_average=args.frame_average, size_column=args.size_column,
-                      cutoff_factors=tuple(args.cutoff_factors))
+    options = {name: getattr(args, name) for name in CONFIG_FLAGS}
+    cfg = TrainConfig.from_dict({**options, "cutoff": cutoff, "edge": edge, "loc_noise": loc})
     try:
         cfg.validate()
     except ParameterError as exc:   # name the flag, not the option

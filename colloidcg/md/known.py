@@ -72,8 +72,8 @@ def ideal_gas_answer(workdir, size: str = "short", seed: int = 3, dim: int = 3, 
     # MD positions carry no localisation noise; lr and batch as in the free-particle known
     # answer of tests/test_known_answers.py (with lr 3e-3, 4 frames per batch and cutoff 2
     # the model's D came out 6 % high on the full size)
-    cfg = TrainConfig(**{"epochs": p["epochs"], "progress": False, "cutoff": 1.0, "n_pair": 0, "seed": seed,
-                         "lr": 1e-2, "batch_frames": 8, "loc_noise": "none", **train_options})
+    cfg = TrainConfig.from_dict({"epochs": p["epochs"], "progress": False, "cutoff": 1.0, "n_pair": 0, "seed": seed,
+                                 "lr": 1e-2, "batch_frames": 8, "loc_noise": "none", **train_options})
     res, sim = _train_and_roll(train, side, cont["frame"].nunique(), cfg, work, seed)
     out = {"size": size, "n": p["n"], "dim": dim, "train_frames": W, "rollout_frames": int(sim.tracks["frame"].nunique()),
            "frame_dt": fdt, "exact": ideal_gas_exact(dim, T, damp)}
@@ -118,8 +118,8 @@ def star_melt_answer(workdir, size: str = "short", seed: int = 5, md_dir=None, *
     train, cont = _split(df, W)
     fps = side["meta"]["fps"]
     box = side["meta"]["box_px"]
-    cfg = TrainConfig(**{"epochs": p["epochs"], "progress": False, "substrate": False, "seed": seed,
-                         **p["train"], **train_options})
+    cfg = TrainConfig.from_dict({"epochs": p["epochs"], "progress": False, "substrate": False, "seed": seed,
+                                 **p["train"], **train_options})
     res, sim = _train_and_roll(train, side, cont["frame"].nunique(), cfg, work, seed)
     lag = max(5, W // 2)
     metrics, sd, ss = ev.compare(cont, sim.tracks, 1.0, fps, max_lag=lag, box_px=box)

@@ -46,20 +46,31 @@ class ModelWidget(LayerWidget):
 
     After training or :meth:`load_model`: ``model``, ``model_config`` (the config.json
     dict: calibration, training options), ``report`` and ``history``. ``config_overrides``
-    (dict) is merged into :class:`colloidcg.train.TrainConfig` (scripts and tests use it
-    for short runs). Layers made: ``s_layer`` (Points coloured by S), ``simulation_layer``
+    (dict) is merged into :class:`colloidcg.train.TrainConfig` by its ``from_dict`` (scripts and
+    tests use it for short runs; architecture options flat or under ``model``). The training
+    fields' defaults and tooltips are TrainConfig's. Layers made: ``s_layer`` (Points coloured by S), ``simulation_layer``
     (Tracks); ``comparison`` holds the MSD and g(r) plot docked beside the viewer.
     """
 
     def __init__(self, napari_viewer):
         super().__init__(napari_viewer, labels=True)
         self.tracks = self.layer_combo("tracks", "tracks", accept=_is_observed)
-        self.epochs = SpinBox(label="epochs", value=30, min=1, max=100000)
-        self.batch_frames = SpinBox(label="frames per batch", value=4, min=1, max=10000)
-        self.lr = FloatSpinBox(label="learning rate", value=3e-3, min=1e-6, max=1.0, step=1e-3)
+        from colloidcg.train import TrainConfig
+
+        def opt(name):    # default and help of a training option: TrainConfig's
+            return TrainConfig.describe(name)
+
+        self.epochs = SpinBox(label="epochs", value=opt("epochs").default, min=1, max=100000,
+                              tooltip=opt("epochs").help)
+        self.batch_frames = SpinBox(label="frames per batch", value=opt("batch_frames").default, min=1,
+                                    max=10000, tooltip=opt("batch_frames").help)
+        self.lr = FloatSpinBox(label="learning rate", value=opt("lr").default, min=1e-6, max=1.0, step=1e-3,
+                               tooltip=opt("lr").help)
         self.lr.native.setDecimals(5)
-        self.seed = SpinBox(label="seed", value=0, min=0, max=2**31 - 1)
-        self.sizes = CheckBox(text="per-particle sizes (tracks' size column; mixtures)", value=False)
+        self.seed = SpinBox(label="seed", value=opt("seed").default, min=0, max=2**31 - 1,
+                            tooltip=opt("seed").help)
+        self.sizes = CheckBox(text="per-particle sizes (tracks' size column; mixtures)",
+                              value=bool(opt("size_column").default), tooltip=opt("size_column").help)
         self.train_button = PushButton(text="Train")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.load_button = PushButton(text="Load model...")
@@ -149,14 +160,14 @@ class ModelWidget(LayerWidget):
         layer, df, meta = self._table()
         if layer is None or self.busy:
             return None
+        from colloidcg.errors import ParameterError
         try:
-            cfg = TrainConfig(**{"epochs": int(self.epochs.value), "batch_frames": int(self.batch_frames.value),
-                                 "lr": float(self.lr.value), "seed": int(self.seed.value),
-                                 "size_column": "size" if self.sizes.value else "",
-                                 "progress": False, **self.config_overrides})
-        except TypeError as exc:
-            from colloidcg.errors import ParameterError
-            self._on_error(ParameterError(f"config_overrides: {exc}"))
+            cfg = TrainConfig.from_dict({"epochs": int(self.epochs.value), "batch_frames": int(self.batch_frames.value),
+                                         "lr": float(self.lr.value), "seed": int(self.seed.value),
+                                         "size_column": "size" if self.sizes.value else "",
+                                         "progress": False, **self.config_overrides}, "config_overrides: ")
+        except ParameterError as exc:
+            self._on_error(exc)
             return None
         um, fps = calibration(layer)
         self._stop.clear()

@@ -1,0 +1,107 @@
+"""The training objective: the loss of a batch of transitions as a plain function of
+(model, batch, options).
+
+Per transition: the one-step Gaussian NLL of the next velocities (mean per scored particle,
+:func:`colloidcg.core.loss.transition_nll`), plus, with a K-step window, the K-step NLL
+(:func:`colloidcg.core.loss.multistep_nll`), plus, with an :class:`AuxiliaryLoss`, the
+class-balanced logistic loss of a read-out of S against the coming rearrangement labels.
+S is never observed: the encoder predicts S_t from the configuration at t.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+
+from ..core.loss import multistep_nll, transition_nll
+from ..core.model import MetriplecticModel, State
+from .sampler import Transition, TransitionBatch, Window
+
+
+@dataclass
+class AuxiliaryLoss:
+    """A logistic read-out of S, ``head`` (n_s -> 1), trained on the rearrangement labels
+    with weight ``weight``; rearranging rows weigh ``pos_weight`` (negatives / positives
+    of the training frames: both classes count equally)."""
+
+    head: torch.nn.Linear
+    weight: float
+    pos_weight: torch.Tensor
+
+    @classmethod
+    def new(cls, n_s: int, weight: float, pos_weight: torch.Tensor) -> "AuxiliaryLoss":
+        """A fresh read-out (its initial weights drawn from torch's global generator), on the
+        device and in the dtype of ``pos_weight``."""
+        head = torch.nn.Linear(n_s, 1).to(device=pos_weight.device, dtype=pos_weight.dtype)
+        return cls(head, weight, pos_weight)
+
+    def __call__(self, S: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor | None:
+        """Mean class-balanced binary cross-entropy over the rows with known labels
+        (None when there are none)."""
+        if labels is None:
+            return None
+        ok = torch.isfinite(labels)
+        if not bool(ok.any()):
+            return None
+        logit = self.head(S).squeeze(-1)[ok]
+        return torch.nn.functional.binary_cross_entropy_with_logits(logit, labels[ok], pos_weight=self.pos_weight)
+
+
+@dataclass
+class LossOptions:
+    """What the loss needs besides the model and the batch: the frame interval ``dt``
+    (time), the periodic box (length; None: open), the localisation noise variance
+    ``loc_var`` (length^2 per axis), the transition covariance ("marginal" or "full") and
+    the optional auxiliary loss."""
+
+    dt: float
+    box: torch.Tensor | None = None
+    loc_var: float = 0.0
+    covariance: str = "marginal"
+    aux: AuxiliaryLoss | None = None
+
+
+class TransitionTerms(NamedTuple):
+    """The loss terms of one transition (scalar tensors; None where absent)."""
+
+    nll: torch.Tensor
+    multistep: torch.Tensor | None
+    aux: torch.Tensor | None
+
+
+def window_nll(model: MetriplecticModel, w: Window, opts: LossOptions) -> torch.Tensor:
+    """K-step NLL of a window (scored particles; the rest prescribed from the data)."""
+    S0 = model.initial_S(w.r[0], w.pairs_S, opts.box)
+    valid = w.interior.unsqueeze(0).expand(w.steps, -1)
+    return multistep_nll(model, w.r, w.v, S0, valid, w.pairs, opts.dt, opts.box,
+                         loc_var=opts.loc_var, prescribed=~w.interior, size=w.size)
+
+
+def transition_terms(model: MetriplecticModel, tr: Transition, opts: LossOptions) -> TransitionTerms:
+    """The loss terms of one transition."""
+    S = model.initial_S(tr.r, tr.pairs, opts.box)
+    nll, _ = transition_nll(model, State(tr.r, tr.v, S, tr.size), tr.v_next, tr.valid, tr.pairs, opts.dt,
+                            opts.box, loc_var=opts.loc_var, covariance=opts.covariance)
+    ms = window_nll(model, tr.window, opts) if tr.window is not None else None
+    aux = opts.aux(S, tr.labels) if opts.aux is not None else None
+    return TransitionTerms(nll, ms, aux)
+
+
+def batch_loss(model: MetriplecticModel, batch: TransitionBatch, opts: LossOptions) -> torch.Tensor:
+    """Mean over the batch's transitions of their NLL (+ K-step NLL), plus ``aux.weight``
+    times the mean auxiliary loss."""
+    total = 0.0
+    aux_total = 0.0
+    for tr in batch:
+        terms = transition_terms(model, tr, opts)
+        total = total + terms.nll
+        if terms.multistep is not None:
+            total = total + terms.multistep
+        if terms.aux is not None:
+            aux_total = aux_total + terms.aux
+    loss = total / len(batch)
+    if opts.aux is not None:
+        loss = loss + opts.aux.weight * aux_total / len(batch)
+    return loss
