@@ -11,6 +11,8 @@ from hypothesis import given, settings, strategies as st
 
 from colloidcg.core import MetriplecticModel, ModelConfig, State, find_pairs, rollout
 from colloidcg.core.graph import NeighbourList, minimum_image
+from colloidcg.core.terms import REGISTRY
+from core_helpers import dense_L, dense_M, em_step, flat, gradients, unflat
 
 H = 1.0
 torch.set_num_threads(1)
@@ -98,7 +100,7 @@ def assert_momentum_conserved(m, s, box, gen, steps):
     for _ in range(steps):
         p0, scale = mass * s.v.sum(0), mass * s.v.abs().sum()
         with torch.no_grad():
-            s = m.step(s, nl.update(s.r), 0.01, generator=gen, box=box)
+            s = em_step(m, s, nl.update(s.r), 0.01, generator=gen, box=box)
         assert float((mass * s.v.sum(0) - p0).abs().max()) <= 1e-12 * float(scale)
     return s
 
@@ -111,9 +113,9 @@ def test_first_and_second_law_in_deterministic_limit(case):
     m = random_model(seed, dim, n_s, substrate=substrate, k_B=0.0)
     s = random_state(seed, 7, dim, n_s, 1.2)
     pairs = find_pairs(s.r, H)
-    gE, gS = m.gradients(s, pairs)
-    M = m.dense_M(s, pairs).detach()
-    L = m.dense_L(7)
+    gE, gS = gradients(m, s, pairs)
+    M = dense_M(m, s, pairs).detach()
+    L = dense_L(m, 7)
     gE, gS = gE.detach(), gS.detach()
     dr, dv, dS = m.drift(s, pairs)
     drift = torch.cat([dr.reshape(-1), dv.reshape(-1), dS.reshape(-1)]).detach()
@@ -146,20 +148,20 @@ def test_ito_term_is_divergence_of_M_and_keeps_mean_energy(case):
     pairs = find_pairs(s.r, H)
 
     def Mfun(x):
-        return m.dense_M(State.unflat(x, n, dim, n_s), pairs)
+        return dense_M(m, unflat(x, n, dim, n_s), pairs)
 
-    x = s.flat().clone()
+    x = flat(s).clone()
     J = torch.autograd.functional.jacobian(Mfun, x, vectorize=True)
     divM = torch.einsum("kll->k", J)
-    gE, gS = m.gradients(s, pairs)
+    gE, gS = gradients(m, s, pairs)
     M = Mfun(x)
-    want = m.dense_L(n) @ gE + M @ gS + m.config.k_B * divM
+    want = dense_L(m, n) @ gE + M @ gS + m.config.k_B * divM
     dr, dv, dS = m.drift(s, pairs)
     got = torch.cat([dr.reshape(-1), dv.reshape(-1), dS.reshape(-1)])
     assert torch.allclose(got, want, rtol=1e-9, atol=1e-11 * float(want.detach().abs().max()))
 
     def Efun(x):
-        return m.total_energy(State.unflat(x, n, dim, n_s), pairs)
+        return m.total_energy(unflat(x, n, dim, n_s), pairs)
 
     HE = torch.autograd.functional.hessian(Efun, x, vectorize=True)
     balance = gE @ divM + torch.trace(HE @ M)
@@ -184,7 +186,7 @@ def test_noise_covariance_is_2kB_M_dt(dim, n_s, substrate):
             dv, dS = m.noise(s, pairs, dt, gen, ns=ns)
             draws.append(torch.cat([dv.reshape(-1), dS.reshape(-1)]))
         X = torch.stack(draws)
-        want = (2 * m.config.k_B * dt * m.dense_M(s, pairs))[n * dim:, n * dim:]
+        want = (2 * m.config.k_B * dt * dense_M(m, s, pairs))[n * dim:, n * dim:]
     emp = X.T @ X / nsamp   # zero-mean noise: second moment is the covariance
     dg = torch.diagonal(want)
     se = torch.sqrt((dg[:, None] * dg[None, :] + want ** 2) / nsamp)
@@ -241,13 +243,15 @@ def test_internal_energy_convex_monotone(seed, n_s):
     g = torch.Generator().manual_seed(seed)
     S = torch.randn(200, n_s, generator=g, dtype=torch.float64) * 4
     dens = torch.rand(200, generator=g, dtype=torch.float64) * 5 + 0.05
-    U, T, Pd, theta, kappa = m.particle_terms(S, dens)
-    assert bool((T > 0).all()) and bool((theta > 0).all()) and bool((kappa > 0).all())
-    assert bool((Pd > 0).all())   # dU/d(density) > 0  <=>  pressure -dU/dV > 0
+    th = m.terms["density"].thermo(dens, S, m.heat_weights)
+    assert bool((th.T > 0).all()) and bool((th.theta > 0).all()) and bool((th.kappa > 0).all())
+    assert bool((th.P > 0).all())   # dU/d(density) > 0  <=>  pressure -dU/dV > 0
     x = torch.cat([S, (1 / dens).unsqueeze(-1)], -1)[:20]
+    eos = m.terms["density"].eos
+    c = m.config
 
     def u(xx):
-        return m.config.theta_ref * m.energy(xx[:, :n_s], xx[:, n_s] / m.config.volume_ref).sum()
+        return c.theta_ref * eos(xx[:, :n_s], xx[:, n_s] / c.volume_ref, c.stiffness).sum()
 
     Hs = torch.autograd.functional.hessian(u, x)
     for a in range(20):
@@ -255,10 +259,31 @@ def test_internal_energy_convex_monotone(seed, n_s):
         assert float(torch.linalg.eigvalsh(blk).min()) > -1e-10   # jointly convex in (S, V)
 
 
+@given(st.integers(0, 1000), st.sampled_from([1, 3]))
+@settings(**SETTINGS)
+def test_closed_form_thermodynamics_match_autograd(seed, n_s):
+    """T, P, theta and kappa in closed form (no autograd in the drift) equal the autograd
+    derivatives of the network U(S, V)."""
+    m = random_model(seed, 2, n_s)
+    m.update_config(stiffness=7.0, volume_ref=0.3, theta_ref=2.0)
+    g = torch.Generator().manual_seed(seed)
+    S = (torch.randn(50, n_s, generator=g, dtype=torch.float64) * 3).requires_grad_(True)
+    dens = (torch.rand(50, generator=g, dtype=torch.float64) * 5 + 0.05).requires_grad_(True)
+    w = m.heat_weights
+    term = m.terms["density"]
+    u = 2.0 * term.eos(S, 1.0 / (dens * 0.3), 7.0)
+    T, P = torch.autograd.grad(u.sum(), (S, dens), create_graph=True)
+    theta = T @ w
+    kappa = torch.autograd.grad(theta.sum(), S, create_graph=True)[0] @ w
+    th = term.thermo(dens, S, w)
+    for got, want in ((th.U, u), (th.T, T), (th.P, P), (th.theta, theta), (th.kappa, kappa)):
+        assert torch.allclose(got, want, rtol=1e-11, atol=1e-12 * float(want.detach().abs().max()))
+
+
 def test_kernel_and_coefficients_vanish_beyond_cutoff():
     m = random_model(1)
     q = torch.linspace(0, 1.5, 301, dtype=torch.float64)
-    W, dW, coef = m.pair_functions(q)
+    W, dW, coef = m.pairfn(q)
     assert bool((W[q >= 1] == 0).all()) and bool((dW[q >= 1] == 0).all())
     assert bool((coef[q >= 1] == 0).all()) and bool((coef >= 0).all())
     assert bool((dW <= 0).all())
@@ -271,11 +296,12 @@ def test_pair_energy_repulsive_and_forces_are_its_gradient(case):
     distance (< h); the model's forces with it are exactly -dE/dr (periodic box)."""
     seed, dim, n_s, substrate = case
     m = random_model(seed, dim, n_s, substrate=substrate, n_pair=5)
-    m_raw = m.pair_potential.raw.detach().clone()
+    pot = m.terms["pair"].potential
+    m_raw = pot.raw.detach().clone()
     q = torch.linspace(0, 1.2, 601, dtype=torch.float64)
     with torch.no_grad():
-        phi, dphi = m.pair_potential(q)
-    b = m.pair_potential.ranges().detach().to(q.dtype)
+        phi, dphi = pot(q)
+    b = pot.ranges().detach().to(q.dtype)
     assert bool((phi >= 0).all()) and bool((dphi <= 0).all()) and bool((phi[:-1] >= phi[1:]).all())
     assert bool((phi[q >= b.max()] == 0).all()) and bool((dphi[q >= b.max()] == 0).all())
     assert float(phi[0]) > 0
@@ -290,12 +316,12 @@ def test_pair_energy_repulsive_and_forces_are_its_gradient(case):
     assert torch.allclose(F.detach(), -g, rtol=1e-9, atol=1e-11 * float(g.abs().max()))
     # the pair energy's part of the force is the pairwise sum of -phi'(r) e_ij
     with torch.no_grad():
-        m.pair_potential.raw.fill_(-200.0)             # coefficients 0: no pair energy
+        pot.raw.fill_(-200.0)                          # coefficients 0: no pair energy
         F0 = m.compute(s, pairs, box).force
         rij = minimum_image(s.r[pairs[:, 0]] - s.r[pairs[:, 1]], box)
         dist = rij.norm(dim=-1)
-        m.pair_potential.raw.copy_(m_raw)
-        dphi = m.pair_values(dist / H)[3][1]
+        pot.raw.copy_(m_raw)
+        dphi = m.terms["pair"].phi(dist / H)[1]
         f = -(dphi / H / dist).unsqueeze(-1) * rij
         want = torch.zeros_like(F0).index_add_(0, pairs[:, 0], f).index_add_(0, pairs[:, 1], -f)
     assert float(want.abs().max()) > 0
@@ -321,27 +347,29 @@ def test_deviatoric_energy_is_a_shear_energy(dim):
     forces there, grows as strain^2 under a volume-preserving shear, and its forces are
     O(1) of the calibrated force scale theta_ref * stiffness / h, not of the thermal scale."""
     m = random_model(3, dim, 1, substrate=False, deviatoric=True, n_pair=0)
-    m.config.stiffness = 250.0
+    m.update_config(stiffness=250.0)
+    term = m.terms["deviatoric"]
     with torch.no_grad():
-        m.raw_shear.fill_(math.log(math.e - 1))                    # mu = 1
+        term.raw_mu.fill_(math.log(math.e - 1))                    # mu = 1
     r0, box0 = _lattice(dim, 6, 0.45)
     pairs = find_pairs(r0, H * 1.01, box0)
-    a = m.reduced_size(State(r0, r0, r0))
     with torch.no_grad():
-        W = m.pair_functions(minimum_image(r0[pairs[:, 0]] - r0[pairs[:, 1]], box0).norm(dim=-1) / H)[0]
-    m.config.fabric_ref = float(2 * W.sum() / len(r0))          # as training calibrates it
+        m.calibrate(m.neighbour_weight(r0, pairs, box0))          # fabric_ref as training sets it
+
+    def dev(r, pairs, box):
+        return term.evaluate(m.geometry(r, pairs, box, None), None, None)
 
     def energy(strain, compress=1.0):
         A = torch.eye(dim, dtype=torch.float64) * compress
         A[0, 0] *= 1 + strain
         A[1, 1] /= 1 + strain                                     # det A = compress^dim
         r, box = r0 @ A.T, box0 * torch.diagonal(A)
-        return m._deviatoric_energy(r, find_pairs(r, H, box), box, a).detach()
+        return dev(r, find_pairs(r, H, box), box).energy.detach()
 
     scale = m.config.theta_ref * m.config.stiffness
     for c in (0.9, 1.0, 1.1):                                     # isotropic compression or expansion
         assert float(energy(0.0, c).abs().max()) < 1e-12 * scale
-    assert float(m._deviatoric_force(r0, pairs, box0, a).detach().abs().max()) < 1e-10 * scale / H
+    assert float(dev(r0, pairs, box0).force.detach().abs().max()) < 1e-10 * scale / H
     e1, e2 = float(energy(0.001).sum()), float(energy(0.002).sum())
     assert e1 > 0
     assert e2 / e1 == pytest.approx(4.0, rel=0.02)               # harmonic at small strain
@@ -351,16 +379,15 @@ def test_deviatoric_energy_is_a_shear_energy(dim):
     box = box0.clone()
     box[0] *= 1.02
     box[1] /= 1.02
-    f = m._deviatoric_force(r + 0.01 * torch.randn_like(r), find_pairs(r, H, box), box, a).detach()
+    f = dev(r + 0.01 * torch.randn_like(r), find_pairs(r, H, box), box).force.detach()
     assert 1e-3 * scale / H < float(f.norm(dim=-1).mean()) < 10 * scale / H
 
 
 @pytest.mark.parametrize("n_pair", [0, 4])
-def test_tabulated_pair_functions_match_the_networks(n_pair):
-    """The fast-mode table (with the pair energy when the model has one, as trained models
-    do; without, as models saved before it) gives the networks' forces and energy to its
-    reported interpolation error."""
-    from colloidcg.core.tabulate import tabulate, untabulate
+def test_tabulated_copy_matches_the_networks(n_pair):
+    """The fast copy (pair functions, pair energy when the model has one, equation of
+    state) gives the networks' forces and energy to its reported interpolation errors, and
+    leaves the original untouched."""
     m = random_model(3, 2, 1, n_pair=n_pair)
     s = random_state(3, 60, 2, 1, 4.0)
     box = torch.tensor([4.0, 4.0], dtype=torch.float64)
@@ -368,18 +395,64 @@ def test_tabulated_pair_functions_match_the_networks(n_pair):
     with torch.no_grad():
         exact = m.compute(s, pairs, box)
         E = m.total_energy(s, pairs, box)
-        err = tabulate(m)
-        table = m.compute(s, pairs, box)
-        E_tab = m.total_energy(s, pairs, box)
-        untabulate(m)
-    assert m.tables is None and 0 < err < (1e-3 if n_pair else 1e-6)   # pair energy: kinks of dphi/dq at q = b_k
+        fast, errors = m.tabulated((s.S, exact.thermo.dens))
+        table = fast.compute(s, pairs, box)
+        E_tab = fast.total_energy(s, pairs, box)
+    assert type(m.pairfn).__name__ == "PairFunctions" and type(fast.pairfn).__name__ == "TabulatedPairFunctions"
+    assert set(errors) == {"pair_functions", "density"} | ({"pair"} if n_pair else set())
+    assert 0 < errors["pair_functions"] < 1e-6 and 0 < errors["density"] < 1e-2
+    if n_pair:
+        assert 0 < errors["pair"] < 1e-3                       # kinks of dphi/dq at q = b_k
     fmax = float(exact.force.abs().max())
     assert float((table.force - exact.force).abs().max()) < 1e-4 * fmax
     assert abs(float(E_tab - E)) < 1e-5 * abs(float(E))
-    if n_pair:
-        assert float((table.phi - exact.phi).abs().max()) < 1e-4 * float(exact.phi.abs().max())
-    else:
-        assert not hasattr(table, "phi")
+    assert float((table.thermo.theta - exact.thermo.theta).abs().max()) < 1e-4 * float(exact.thermo.theta.abs().max())
+
+
+# ----------------------------------------------------------------- every energy term
+def term_model(name, seed=4, dim=2):
+    """A model with the energy term ``name`` switched on (with its calibrated scales)."""
+    on = {"pair": {"n_pair": 4}, "deviatoric": {"deviatoric": True}}.get(name, {})
+    m = random_model(seed, dim, 1, substrate=True, n_pair=on.get("n_pair", 0), deviatoric=on.get("deviatoric", False))
+    assert name in m.terms, f"no configuration switches the term {name!r} on; add it to term_model"
+    with torch.no_grad():
+        m.update_config(stiffness=3.0)
+        for p in m.terms[name].parameters():
+            p.add_(0.5)                                        # away from small initial strengths
+    return m
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+@pytest.mark.parametrize("dim", [2, 3])
+def test_every_energy_term_is_conservative_momentum_conserving_and_invariant(name, dim):
+    """Each registered term's closed-form forces are minus the autograd gradient of its
+    energy, sum to zero (momentum), and rotate with the configuration (invariance)."""
+    m = term_model(name, dim=dim)
+    L = 2.4
+    box = torch.full((dim,), L, dtype=torch.float64)
+    s = random_state(5, 30 if dim == 2 else 50, dim, 1, L)
+    pairs = find_pairs(s.r, H, box)
+    term = m.terms[name]
+    r = s.r.clone().requires_grad_(True)
+    g = m.geometry(r, pairs, box, None)
+    dens = m.pairfn.at_zero() + torch.zeros(len(r), dtype=r.dtype).index_add(0, g.ij, torch.cat([g.W, g.W]))
+    thermo = m.terms["density"].thermo(dens, s.S, m.heat_weights)
+    out = term.evaluate(g, s.S, thermo)
+    grad, = torch.autograd.grad(out.energy.sum(), r)
+    F = out.force.detach()
+    assert float(F.abs().max()) > 0 and float(out.energy.detach().abs().sum()) > 0
+    assert torch.allclose(F, -grad, rtol=1e-9, atol=1e-10 * float(grad.abs().max()))
+    assert float(F.sum(0).abs().max()) < 1e-11 * float(F.abs().sum())
+    Q = _rotation(dim, 3)
+    rq = s.r @ Q.T
+    with torch.no_grad():
+        gq = m.geometry(rq, find_pairs(rq, H), None, None)
+        g0 = m.geometry(s.r, find_pairs(s.r, H), None, None)
+        th0 = m.terms["density"].thermo(m.pairfn.at_zero() + torch.zeros(len(r), dtype=r.dtype).index_add(
+            0, g0.ij, torch.cat([g0.W, g0.W])), s.S, m.heat_weights)
+        o0, oq = term.evaluate(g0, s.S, th0), term.evaluate(gq, s.S, th0)
+    assert torch.allclose(oq.energy, o0.energy, rtol=1e-10, atol=1e-12)
+    assert torch.allclose(oq.force, o0.force @ Q.T, rtol=1e-9, atol=1e-10 * float(o0.force.abs().max()))
 
 
 # ----------------------------------------------------------------- integration

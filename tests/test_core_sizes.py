@@ -11,6 +11,7 @@ from hypothesis import given, settings, strategies as st
 
 from colloidcg.core import State, find_pairs
 from colloidcg.errors import ColloidcgError
+from core_helpers import dense_L, dense_M, gradients, ou_step
 from test_core import assert_momentum_conserved, random_model
 
 H = 1.0
@@ -56,9 +57,9 @@ def test_first_and_second_law_with_sizes(case):
     m = sized_model(seed, dim, n_s, substrate=substrate, k_B=0.0)
     s = sized_state(seed, 7, dim, n_s, 1.2)
     pairs = find_pairs(s.r, H)
-    gE, gS = (t.detach() for t in m.gradients(s, pairs))
-    M = m.dense_M(s, pairs).detach()
-    L = m.dense_L(7)
+    gE, gS = (t.detach() for t in gradients(m, s, pairs))
+    M = dense_M(m, s, pairs).detach()
+    L = dense_L(m, 7)
     _, dv, dS = m.drift(s, pairs)
     drift = torch.cat([s.v.reshape(-1), dv.reshape(-1), dS.reshape(-1)]).detach()
     assert torch.allclose(drift, L @ gE + M @ gS, rtol=1e-10, atol=1e-12 * float(drift.abs().max()))
@@ -89,9 +90,9 @@ def test_small_pairs_interact_over_a_shorter_range():
     pairs = find_pairs(r, H)
     small = m.compute(State(r, v, S, torch.full((2,), 1.4, dtype=torch.float64)), pairs)
     large = m.compute(State(r, v, S, torch.full((2,), 2.0, dtype=torch.float64)), pairs)
-    assert small.pairs.shape[0] == 0 and float(small.force.detach().abs().max()) == 0.0
-    assert large.pairs.shape[0] == 1 and float(large.force.detach().abs().max()) > 0.0
-    assert math.isclose(float(large.q[0]), 0.8, rel_tol=1e-12)
+    assert small.geom.pairs.shape[0] == 0 and float(small.force.detach().abs().max()) == 0.0
+    assert large.geom.pairs.shape[0] == 1 and float(large.force.detach().abs().max()) > 0.0
+    assert math.isclose(float(large.geom.q[0]), 0.8, rel_tol=1e-12)
 
 
 @given(cases)
@@ -126,9 +127,9 @@ def test_unit_sizes_reproduce_the_model_without_sizes():
     pairs = find_pairs(s.r, H)
     gen = lambda: torch.Generator().manual_seed(1)  # noqa: E731
     with torch.no_grad():
-        a = plain.step_ou(State(s.r, s.v, s.S), pairs, 0.05, generator=gen())[0]
-        b = sized.step_ou(State(s.r, s.v, s.S, torch.full((20,), 2.0, dtype=torch.float64)), pairs, 0.05,
-                          generator=gen())[0]
+        a = ou_step(plain, State(s.r, s.v, s.S), pairs, 0.05, generator=gen())[0]
+        b = ou_step(sized, State(s.r, s.v, s.S, torch.full((20,), 2.0, dtype=torch.float64)), pairs, 0.05,
+                    generator=gen())[0]
     for x, y in ((a.r, b.r), (a.v, b.v), (a.S, b.S)):
         assert torch.equal(x, y)
 

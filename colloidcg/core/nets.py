@@ -132,6 +132,38 @@ class InternalEnergy(nn.Module):
         u = u - stiffness * F.softplus(self.mu) * torch.log(v_red)
         return u
 
+    def value_and_slope(self, S: torch.Tensor, v_red: torch.Tensor, stiffness: float,
+                        w: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """U and its derivative along the heat weights, w . dU/dS (N,), in one forward pass
+        (forward-mode through the layers; what Newton's method on U(S + s w) = target needs)."""
+        x = torch.cat([S, -v_red.unsqueeze(-1)], dim=-1)
+        wx_in = torch.cat([w, torch.zeros(1, dtype=w.dtype, device=w.device)])
+        z = torch.zeros(0, dtype=x.dtype, device=x.device)
+        a_z = torch.zeros(0, dtype=x.dtype, device=x.device)
+        biases: List[torch.Tensor] = []
+        raw_wz: List[torch.Tensor] = []
+        for b in self.b:
+            biases.append(b)
+        for wz in self.wz:
+            raw_wz.append(wz)
+        for layer, wx in enumerate(self.wx):
+            A = F.softplus(wx)
+            pre = x @ A.T + biases[layer]
+            a = (A @ wx_in).expand(x.shape[0], -1)
+            if layer > 0:
+                B = F.softplus(raw_wz[layer - 1])
+                pre = pre + z @ B.T
+                a = a + a_z @ B.T
+            z = F.softplus(pre)
+            a_z = torch.sigmoid(pre) * a
+        out_z = F.softplus(self.out_z)
+        out_x = F.softplus(self.out_x)
+        lin = F.softplus(self.lin_s)
+        lam = F.softplus(self.lam)
+        u = z @ out_z + x @ out_x + S @ lin + F.softplus(S) @ lam - stiffness * F.softplus(self.mu) * torch.log(v_red)
+        slope = a_z @ out_z + (out_x[:-1] + lin) @ w + (torch.sigmoid(S) * lam) @ w
+        return u, slope
+
     def derivatives(self, S: torch.Tensor, v_red: torch.Tensor, stiffness: float,
                     w: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """U and its derivatives in closed form (no autograd), for the drift and export.
