@@ -174,6 +174,24 @@ def test_train_defaults_are_TrainConfig_defaults():
     assert f"(default: {cfg.epochs})" in " ".join(text.split())
 
 
+def test_train_help_texts_are_TrainConfig_help_texts():
+    """Each training flag's help is the option's help in TrainConfig's field metadata
+    (architecture options: TrainConfig.describe), so it is written once."""
+    from colloidcg.train import TrainConfig
+
+    sp = _subparsers()["train"]
+    flags = {a.dest: a for a in sp._actions}
+    for name in ("epochs", "batch_frames", "seed", "multistep", "n_s", "n_kernel", "n_pair", "select",
+                 "dtype", "device", "size_column", "deviatoric"):
+        assert flags[name].help.startswith(TrainConfig.describe(name).help), name
+    assert flags["frame_average"].option_strings == ["--no-frame-average"]
+    assert flags["substrate"].option_strings == ["--no-substrate"]
+    # --cutoff states the rule select_cutoff applies, in flag names, with the unit
+    cutoff = " ".join(_help_of(sp, flags["cutoff"]).split())
+    for part in ("um", "--cutoff-factors", "median nearest-neighbour distance", "held-out NLL", "short fit"):
+        assert part in cutoff, part
+
+
 @pytest.mark.parametrize("command, flag, unit", [
     ("train", "--cutoff", "um"), ("train", "--edge", "um"), ("train", "--loc-noise", "um"),
     ("train", "--box", "um"), ("train", "--fps", "frames per second"), ("train", "--um-per-px", "um per px"),
