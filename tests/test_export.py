@@ -1,5 +1,6 @@
-"""Model bundles: contents, TorchScript modules that run with torch alone and agree with the
-model to 1e-10, reloading (colloidcg.load_model, simulate), clear errors for bad bundles."""
+"""Model bundles: contents, the compiled model running with torch alone and agreeing with the
+eager model to 1e-10, rollout.py reproducing colloidcg simulate, reloading
+(colloidcg.load_model, simulate), clear errors for bad bundles."""
 
 from __future__ import annotations
 
@@ -72,8 +73,9 @@ def bundles(tmp_path_factory):
 def test_bundle_holds_weights_description_and_torchscript(bundles):
     tmp, tracks, out = bundles
     m, mdir, b = out["substrate"]
-    assert {p.name for p in b.iterdir()} == {"bundle.json", "model.pt", "config.json", "torchscript"}
-    assert {p.name for p in (b / "torchscript").iterdir()} == {"drift.pt", "noise.pt", "energy.pt", "encoder.pt"}
+    assert {p.name for p in b.iterdir()} == {"bundle.json", "model.pt", "config.json", "torchscript",
+                                              "driver.py", "rollout.py"}
+    assert {p.name for p in (b / "torchscript").iterdir()} == {"model.pt"}
     d = read_bundle(b)
     assert d["architecture"]["n_s"] == 2 and d["architecture"]["cutoff"] == 2.0
     assert d["dt"] == pytest.approx(1 / FPS) and d["cutoff"] == 2.0
@@ -86,23 +88,24 @@ def test_bundle_holds_weights_description_and_torchscript(bundles):
     assert prov["tracks_sidecar"]["inputs"]["video"].endswith("movie.tif")
     assert d["metrics"]["training"]["best_val_score"] == 0.25
     assert d["metrics"]["evaluation"]["msd_rel_rms"] == 0.1
-    for name in ("drift.pt", "noise.pt", "energy.pt", "encoder.pt"):
-        sig = d["torchscript"][name]
-        assert sig["inputs"] and sig["outputs"] and "pairs(r" in sig["pairs"]
-    assert set(d["files"]) == {"model.pt", "config.json", "torchscript/drift.pt", "torchscript/noise.pt",
-                               "torchscript/energy.pt", "torchscript/encoder.pt"}
+    ts = d["torchscript"]
+    assert ts["file"] == "torchscript/model.pt" and ts["inputs"]["r"].endswith("um")
+    assert any(k.startswith("ts.model.drift_rates(") for k in ts["methods"])
+    assert any(k.startswith("ts.step(") for k in ts["methods"])
+    assert ts["integrator"] == ("exact_ou" if b.name.endswith("substrate") else "euler_maruyama")
+    assert set(d["files"]) == {"model.pt", "config.json", "torchscript/model.pt", "driver.py", "rollout.py"}
     # weights reload exactly, through the public entry point
     m2, cfg = colloidcg.load_model(b)
     for k, v in m.state_dict().items():
         assert torch.equal(v, m2.state_dict()[k]), k
-    assert cfg["calibration"]["fps"] == FPS and cfg["bundle"]["bundle_version"] == 1
+    assert cfg["calibration"]["fps"] == FPS and cfg["bundle"]["bundle_version"] == 2
     m3, _ = colloidcg.load_model(mdir)   # a model directory works too
     assert torch.equal(m3.raw_mass, m.raw_mass)
 
 
 # Runs with -I (no user site, no PYTHONPATH, no script dir) and with colloidcg's editable
-# install finder removed, so only torch can be imported. Reads a state, writes results.
-TORCH_ONLY = textwrap.dedent(r"""
+# install finder removed, so only torch can be imported.
+NO_COLLOIDCG = textwrap.dedent(r"""
     import sys
     sys.meta_path[:] = [f for f in sys.meta_path if "colloidcg" not in repr(f).lower()]
     sys.path[:] = [p for p in sys.path if "colloidcg" not in p and "/work/main" not in p]
@@ -112,31 +115,44 @@ TORCH_ONLY = textwrap.dedent(r"""
         pass
     else:
         raise SystemExit("colloidcg is importable: the test would prove nothing")
+""")
+# Reads a state, writes the compiled model's results.
+TORCH_ONLY = NO_COLLOIDCG + textwrap.dedent(r"""
     import torch
     case = torch.load(sys.argv[1])
     res = {}
     for name, b in case["bundles"].items():
-        ts = {k: torch.jit.load(b + "/torchscript/" + k + ".pt") for k in ("drift", "noise", "energy", "encoder")}
+        ts = torch.jit.load(b + "/torchscript/model.pt")
+        m = ts.model
         for bx, box in (("open", None), ("box", case["box"])):
             r, v, S = case["r"], case["v"], case[name + "_S"]
-            pairs = ts["drift"].pairs(r, box)
+            pairs = m.pairs(r, box)
             out = {"pairs": pairs}
-            out["drift"] = ts["drift"](r, v, S, pairs, box)
-            out["cov"] = ts["noise"](r, v, S, pairs, 0.01, box)
-            g = torch.Generator().manual_seed(7)
-            xi_pair = torch.randn(pairs.shape[0], r.shape[1] + 2, dtype=r.dtype, generator=g)
-            xi_particle = torch.randn(r.shape[0], r.shape[1], dtype=r.dtype, generator=g)
-            out["sample"] = ts["noise"].sample(r, v, S, pairs, 0.01, xi_pair, xi_particle, box)
-            out["energy"] = ts["energy"](r, v, S, pairs, box)
+            out["drift"] = m.drift_rates(r, v, S, pairs, box)
+            out["cov"] = m.noise_covariance(r, v, S, pairs, 0.01, box)
+            out["sample"] = m.noise_sample(r, v, S, pairs, 0.01, torch.Generator().manual_seed(7), box)
+            out["energy"] = m.energy(r, v, S, pairs, box)
+            g = torch.Generator().manual_seed(3)
+            carry = ts.init(r, v, S, pairs, box, None, 0.01, g, True)
+            out["step"] = tuple(ts.step(carry, pairs, box, None, 0.01, g, True))
             with torch.no_grad():
-                out["S0"] = ts["encoder"](r, pairs, box)
-                out["drift_nograd"] = ts["drift"](r, v, S, pairs, box)
+                out["S0"] = m.encode(r, pairs, box)
+                out["drift_nograd"] = m.drift_rates(r, v, S, pairs, box)
             res[name + "_" + bx] = out
     torch.save(res, sys.argv[2])
+""")
+# Runs a bundle's rollout.py the same way: argv[1] the script, the rest its arguments.
+RUN_ROLLOUT = NO_COLLOIDCG + textwrap.dedent(r"""
+    import runpy
+    script = sys.argv[1]
+    sys.argv = sys.argv[1:]
+    runpy.run_path(script, run_name="__main__")
 """)
 
 
 def test_torchscript_runs_with_torch_alone_and_matches_the_model(bundles, tmp_path):
+    from colloidcg.core.integrators import integrator_for
+
     _, _, out = bundles
     rng = torch.Generator().manual_seed(0)
     n = 30
@@ -180,6 +196,52 @@ def test_torchscript_runs_with_torch_alone_and_matches_the_model(bundles, tmp_pa
             assert close(E, m.total_energy(st, pairs, bv)) < 1e-10
             assert close(e.sum(), E) < 1e-12
             assert close(got["S0"], m.initial_S(r, pairs, bv)) < 1e-10
+            g = torch.Generator().manual_seed(3)
+            integ = integrator_for(m)
+            with torch.no_grad():
+                want = integ.step(integ.init(r, v, S, pairs, bv, None, 0.01, g, True), pairs, bv, None, 0.01, g, True)
+            for a, b in zip(got["step"], want):
+                assert close(a, b) < 1e-10
+
+
+def _rollout_script_matches_simulate(bundle, tracks, tmp_path, steps=6, seed=11, frame=2, size_column=None):
+    """Run the bundle's rollout.py with torch alone on the rows of ``tracks`` (written as CSV
+    in um) and colloidcg simulate on the same rows; return their largest relative
+    differences of positions and velocities and the number of rows."""
+    df = pd.read_parquet(tracks)
+    sim = tmp_path / "sim.parquet"
+    assert main(["simulate", str(bundle), "--init", str(tracks), "--steps", str(steps), "--seed", str(seed),
+                 "--frame", str(frame), "-o", str(sim)]) == 0
+    csv = df.copy()
+    csv["x"] *= UM
+    csv["y"] *= UM
+    csv.to_csv(tmp_path / "init.csv", index=False, float_format="%.17g")
+    script = tmp_path / "run_rollout.py"
+    script.write_text(RUN_ROLLOUT)
+    proc = subprocess.run([sys.executable, "-I", str(script), str(bundle / "rollout.py"), "--init",
+                           str(tmp_path / "init.csv"), "--steps", str(steps), "--seed", str(seed), "--frame",
+                           str(frame), "-o", str(tmp_path / "out.csv")],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a = pd.read_parquet(sim).sort_values(["frame", "particle"]).reset_index(drop=True)
+    b = pd.read_csv(tmp_path / "out.csv").sort_values(["frame", "particle"]).reset_index(drop=True)
+    assert len(a) == len(b) and (a[["frame", "particle"]].to_numpy() == b[["frame", "particle"]].to_numpy()).all()
+    pos_a, pos_b = a[["x", "y"]].to_numpy() * UM, b[["x", "y"]].to_numpy()
+    vel_a, vel_b = a[["vx", "vy"]].to_numpy() * UM * FPS, b[["vx", "vy"]].to_numpy()
+    moved = np.abs(pos_a - np.repeat(pos_a[: len(pos_a) // (steps + 1)], steps + 1, 0)).max()
+    assert moved > 0
+    return (np.abs(pos_a - pos_b).max() / np.abs(pos_a).max(), np.abs(vel_a - vel_b).max() / np.abs(vel_a).max(),
+            len(a))
+
+
+@pytest.mark.parametrize("name", ["substrate", "deviatoric"])
+def test_rollout_script_with_torch_alone_reproduces_simulate(bundles, tmp_path, name):
+    """The bundle's rollout.py (torch only) and colloidcg simulate, same rows and seed: the
+    same trajectory to 1e-5 relative (frame-averaged exact-OU and Euler-Maruyama models,
+    open boundaries with their halo)."""
+    _, tracks, out = bundles
+    dpos, dvel, n = _rollout_script_matches_simulate(out[name][2], tracks, tmp_path)
+    assert n > 7 * 10 and dpos < 1e-5 and dvel < 1e-5
 
 
 def test_simulate_and_info_accept_a_bundle(bundles, tmp_path, capsys):
@@ -193,7 +255,7 @@ def test_simulate_and_info_accept_a_bundle(bundles, tmp_path, capsys):
     capsys.readouterr()
     assert main(["info", str(b)]) == 0
     text = capsys.readouterr().out
-    assert "bundle_version" in text and "tracks_sha256" in text and "drift.pt" in text
+    assert "bundle_version" in text and "tracks_sha256" in text and "rollout.py" in text
     assert main(["info", str(out["substrate"][1])]) == 0
     assert "calibration:" in capsys.readouterr().out
 
@@ -224,7 +286,7 @@ def test_incompatible_or_damaged_bundle_gives_clear_errors(bundles, tmp_path):
     shutil.copytree(src, b)
     desc = json.loads((b / "bundle.json").read_text())
     (b / "bundle.json").write_text(json.dumps({**desc, "bundle_version": 99}))
-    with pytest.raises(ColloidcgError, match=r"bundle version 99 .*incompatible.*reads bundle version 1"):
+    with pytest.raises(ColloidcgError, match=r"bundle version 99 .*incompatible.*reads bundle version 2"):
         colloidcg.load_model(b)
     (b / "bundle.json").write_text(json.dumps(desc))
     with open(b / "model.pt", "ab") as fh:
@@ -232,8 +294,8 @@ def test_incompatible_or_damaged_bundle_gives_clear_errors(bundles, tmp_path):
     with pytest.raises(ColloidcgError, match="model.pt does not match the checksum"):
         colloidcg.load_model(b)
     shutil.copy(src / "model.pt", b / "model.pt")
-    (b / "torchscript" / "noise.pt").unlink()
-    with pytest.raises(ColloidcgError, match="incomplete, torchscript/noise.pt is missing"):
+    (b / "torchscript" / "model.pt").unlink()
+    with pytest.raises(ColloidcgError, match="incomplete, torchscript/model.pt is missing"):
         colloidcg.load_model(b)
     with pytest.raises(ColloidcgError, match="neither a model bundle"):
         colloidcg.load_model(tmp_path)
@@ -283,7 +345,7 @@ def test_model_with_per_particle_sizes_exports_with_a_size_input(tmp_path):
     import warnings
     with warnings.catch_warnings():       # torch 2.x marks TorchScript deprecated
         warnings.simplefilter("ignore", DeprecationWarning)
-        ts = {k: torch.jit.load(str(b / "torchscript" / f"{k}.pt")) for k in ("drift", "noise", "energy")}
+        ts = torch.jit.load(str(b / "torchscript" / "model.pt")).model
     rng = torch.Generator().manual_seed(1)
     n = 30
     r = torch.rand(n, 2, generator=rng, dtype=torch.float64) * 6.0
@@ -295,21 +357,17 @@ def test_model_with_per_particle_sizes_exports_with_a_size_input(tmp_path):
     pairs = find_pairs(r, m.config.cutoff, box)
     st = State(r, v, S, size)
     ns = m.compute(st, pairs, box)
-    assert 0 < len(ns.pairs) < len(pairs)      # small pairs have a shorter range
+    assert 0 < len(ns.geom.pairs) < len(pairs)      # small pairs have a shorter range
 
     def close(a, b):
         return float((a.detach() - b.detach()).abs().max()) / (float(b.detach().abs().max()) or 1.0)
 
-    for a, want in zip(ts["drift"](r, v, S, pairs, box, size), m.drift(st, pairs, box, ns=ns)):
+    for a, want in zip(ts.drift_rates(r, v, S, pairs, box, size), m.drift(st, pairs, box, ns=ns)):
         assert close(a, want) < 1e-10
-    assert close(ts["noise"](r, v, S, pairs, 0.01, box, size), m.velocity_covariance(ns, 0.01)) < 1e-10
-    assert close(ts["energy"](r, v, S, pairs, box, size)[0], m.total_energy(st, pairs, box)) < 1e-10
-    # the model draws noise for the pairs within their ranges: give the modules those pairs
-    g = torch.Generator().manual_seed(7)
-    xi_pair = torch.randn(len(ns.pairs), 4, dtype=torch.float64, generator=g)
-    xi_particle = torch.randn(n, 2, dtype=torch.float64, generator=g)
-    got = ts["noise"].sample(r, v, S, ns.pairs, 0.01, xi_pair, xi_particle, box, size)
+    assert close(ts.noise_covariance(r, v, S, pairs, 0.01, box, size), m.velocity_covariance(ns, 0.01)) < 1e-10
+    assert close(ts.energy(r, v, S, pairs, box, size)[0], m.total_energy(st, pairs, box)) < 1e-10
+    got = ts.noise_sample(r, v, S, pairs, 0.01, torch.Generator().manual_seed(7), box, size)
     for a, want in zip(got, m.noise(st, pairs, 0.01, generator=torch.Generator().manual_seed(7), box=box, ns=ns)):
         assert close(a, want) < 1e-10
     with pytest.raises(Exception, match="size"):
-        ts["drift"](r, v, S, pairs, box)
+        ts.drift_rates(r, v, S, pairs, box)

@@ -98,9 +98,12 @@ def _print_bundle(path: Path) -> int:
     _print_cutoff(desc.get("model") or desc.get("architecture") or {"cutoff": desc.get("cutoff")},
                   desc.get("calibration"))
     _print_tree(desc, skip=("torchscript", "files"), units=_UNITS)
-    print("torchscript modules (torch.jit.load; inputs and outputs in bundle.json 'torchscript'):")
-    for name, sig in (desc.get("torchscript") or {}).items():
-        print(f"  {name:<12} {sig.get('call', '')}")
+    ts = desc.get("torchscript") or {}
+    print(f"compiled model {ts.get('file')} (ts = torch.jit.load(...); integrator {ts.get('integrator')}; "
+          "inputs and outputs in bundle.json 'torchscript'):")
+    for call in ts.get("methods") or {}:
+        print(f"  {call}")
+    print(f"rollout    {desc.get('rollout')}")
     print(f"files      {', '.join(desc.get('files') or {})} (checksums verified)")
     return 0
 

@@ -103,10 +103,17 @@ def drift(t: Terms, v: Tensor, k_B: float, substrate: bool, ito: bool = True) ->
     return dv, sdot.unsqueeze(-1) * t.w
 
 
-def pair_noise_numbers(t: Terms, generator: Optional[torch.Generator]) -> Tensor:
-    """(P, d + 2) standard normal numbers for the pair channels."""
+def normal_numbers(t: Terms, n_particle_sets: int, generator: Optional[torch.Generator]) -> Tuple[Tensor, Tensor]:
+    """Standard normal numbers for one step, drawn in ONE call of the generator: (P, d + 2)
+    for the pair channels and (n_particle_sets, N, d) for per-particle channels. One draw
+    keeps the stream's order fixed wherever the step runs: TorchScript's optimizer may
+    reorder two independent draws (seen with autograd on), which would change a seeded
+    trajectory."""
     e = t.geom.e
-    return torch.randn([e.shape[0], e.shape[1] + 2], dtype=e.dtype, device=e.device, generator=generator)
+    p, d = e.shape[0], e.shape[1]
+    n = t.geom.n
+    z = torch.randn([p * (d + 2) + n_particle_sets * n * d], dtype=e.dtype, device=e.device, generator=generator)
+    return z[: p * (d + 2)].view(p, d + 2), z[p * (d + 2):].view(n_particle_sets, n, d)
 
 
 def noise(t: Terms, v: Tensor, dt: float, k_B: float, xi_pair: Tensor, xi_sub: Optional[Tensor],

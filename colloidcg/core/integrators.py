@@ -56,10 +56,10 @@ class EulerMaruyama(nn.Module):
         v = c.u + dv * dt
         S = c.S + dS * dt
         if noise and m.k_B != 0.0:
-            xi = dynamics.pair_noise_numbers(t, generator)
+            xi, xp = dynamics.normal_numbers(t, 1 if m.substrate else 0, generator)
             xs: Optional[Tensor] = None
             if m.substrate:
-                xs = torch.randn(c.r.shape, dtype=c.r.dtype, device=c.r.device, generator=generator)
+                xs = xp[0]
             nv, nS = dynamics.noise(t, c.u, dt, m.k_B, xi, xs, True)
             v = v + nv
             S = S + nS
@@ -123,16 +123,13 @@ class ExactOU(nn.Module):
         b, b_ext, sdot = dynamics.ou_parts(t, c.v_avg, m.k_B)
         S = c.S + sdot.unsqueeze(-1) * t.w * dt
         u = c.u
-        draw = noise and m.k_B != 0.0
-        if draw:
-            xi = dynamics.pair_noise_numbers(t, generator)
+        z: Optional[Tensor] = None
+        if noise and m.k_B != 0.0:
+            xi, z = dynamics.normal_numbers(t, 2, generator)
             nv, nS = dynamics.noise(t, c.v_avg, dt, m.k_B, xi, None, False)
             u = u + nv
             S = S + nS
         extra = 0.5 * dot(t.force - c.force, c.dr)
-        z: Optional[Tensor] = None
-        if draw:
-            z = torch.randn([2, u.shape[0], u.shape[1]], dtype=u.dtype, device=u.device, generator=generator)
         u1, dr, heat = dynamics.ou_flow(t, b, b_ext, u, c.u, dt, m.k_B, z, extra)
         dS = m.terms["density"].heat_to_entropy(c.S, t.thermo, heat, t.w)
         return Carry(wrap(c.r + dr, box), u1, S + dS, dr / dt, t.force, dr)

@@ -346,10 +346,13 @@ class MetriplecticModel(nn.Module):
                      size: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
         """One noise increment (dv~ (N, d), dS~ (N, n_s)) over dt, covariance 2 k_B M dt."""
         t = self.terms_of(r, v, S, pairs, box, size)
-        xi = dynamics.pair_noise_numbers(t, generator)
+        return self._noise(t, v, dt, generator)
+
+    def _noise(self, t: Terms, v: Tensor, dt: float, generator: Optional[torch.Generator]) -> Tuple[Tensor, Tensor]:
+        xi, xp = dynamics.normal_numbers(t, 1 if self.substrate else 0, generator)
         xs: Optional[Tensor] = None
         if self.substrate:
-            xs = torch.randn(r.shape, dtype=r.dtype, device=r.device, generator=generator)
+            xs = xp[0]
         return dynamics.noise(t, v, dt, self.k_B, xi, xs, True)
 
     @torch.jit.export
@@ -393,10 +396,7 @@ class MetriplecticModel(nn.Module):
               ns: Optional[Terms] = None) -> Tuple[Tensor, Tensor]:
         """One FDT-consistent noise increment (dv~, dS~), covariance 2 k_B M dt."""
         t = self.compute(state, pairs, box) if ns is None else ns
-        xi = dynamics.pair_noise_numbers(t, generator)
-        xs = torch.randn(state.r.shape, dtype=state.r.dtype, device=state.r.device,
-                         generator=generator) if self.substrate else None
-        return dynamics.noise(t, state.v, dt, self.k_B, xi, xs, True)
+        return self._noise(t, state.v, dt, generator)
 
     def velocity_covariance(self, ns: Terms, dt: float) -> Tensor:
         """Per-particle (N, d, d) blocks of the velocity-noise covariance 2 k_B M_vv dt."""
