@@ -38,8 +38,8 @@ def invariant_features(r: Tensor, pairs: Tensor, cutoff: float, box: Optional[Te
     standard deviation, same units. Columns: n_rbf radial, the neighbour weight, |D|, then
     tr D^3 (3D) or |psi_2|, |psi_4|, |psi_6| (2D).
 
-    Written in TorchScript's subset so that the exported ``encoder.pt`` compiles this very
-    function (:mod:`colloidcg.export.scripted`) rather than a copy of it.
+    Written in TorchScript's subset: the exported bundle compiles the model itself,
+    this function included (:mod:`colloidcg.export.compiled`).
     """
     n = r.shape[0]
     dim = r.shape[1]

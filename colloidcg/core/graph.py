@@ -1,9 +1,9 @@
 """Particle graph: neighbour pairs within a cutoff, open or periodic boundaries.
 
 Pairs are stored once per unordered pair, ``pairs[:, 0] < pairs[:, 1]``, as a (P, 2)
-``torch.long`` tensor on the positions' device. They are found with
-``scipy.spatial.cKDTree`` (a k-d tree with periodic ``boxsize`` support) on the CPU and
-moved to the positions' device; this is the only CPU step of a rollout and it is
+``torch.long`` tensor on the positions' device. They are found with the project's one
+neighbour search, :mod:`colloidcg.neighbours` (a k-d tree with periodic box support), on
+the CPU and moved to the positions' device; this is the only CPU step of a rollout and it is
 amortised by a Verlet skin (Verlet 1967): pairs are searched within ``cutoff + skin`` and
 reused until some particle has moved more than ``skin / 2`` since the last search, which
 guarantees that no pair closer than ``cutoff`` is missed.
@@ -11,9 +11,9 @@ guarantees that no pair closer than ``cutoff`` is missed.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
-from scipy.spatial import cKDTree
+
+from .. import neighbours
 
 from .driver import VerletList, minimum_image, wrap
 
@@ -34,18 +34,10 @@ def find_pairs(r: torch.Tensor, radius: float, box: torch.Tensor | None = None) 
     (P, 2) long tensor on ``r.device`` with ``i < j``, sorted by i then j.
     """
     pos = r.detach().to("cpu", torch.float64).numpy()
-    if box is not None:
-        b = box.detach().to("cpu", torch.float64).numpy()
-        if np.any(radius >= b / 2):
-            raise ValueError(f"search radius {radius:g} must be less than half the box {b.tolist()}")
-        pos = np.mod(pos, b)
-        pos[pos >= b] = 0.0  # np.mod can round up to exactly L; cKDTree needs [0, L)
-        tree = cKDTree(pos, boxsize=b)
-    else:
-        tree = cKDTree(pos)
-    pairs = torch.as_tensor(tree.query_pairs(radius, output_type="ndarray").reshape(-1, 2), dtype=torch.long)
+    b = None if box is None else box.detach().to("cpu", torch.float64).numpy()
+    pairs = torch.as_tensor(neighbours.pairs(pos, radius, b, sort=False), dtype=torch.long)
     if pairs.shape[0] > 1:
-        # one sort of the key i N + j (torch's sort is several times faster than np.lexsort
+        # one sort of the key i N + j (torch's sort is several times faster than np.argsort
         # on 10^7 pairs)
         _, order = torch.sort(pairs[:, 0] * len(pos) + pairs[:, 1])
         pairs = pairs[order]
