@@ -14,14 +14,19 @@ calibration (``um_per_px``, ``fps``) and return physical units (um, s):
 - :func:`rearrangement_rate`: rearranging particles per particle per second, from a
   ``rearranging`` column.
 
-:func:`compare` computes all of them for two tables and their relative RMS errors;
-:func:`write_report` writes ``metrics.json`` and PNG plots.
+:func:`statistics`, :func:`compare`, :func:`plot_comparison`, :func:`write_report`, the
+batch HTML report and napari's rollout plot all read one table, :data:`STATISTICS`: each
+:class:`Statistic` names its function, its columns and their units, its axis labels, how
+its model-versus-data error is computed and how it is drawn. Adding a statistic is one
+:func:`register` call (see docs/statistics.md).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -214,28 +219,238 @@ def rel_rms(model: np.ndarray, data: np.ndarray, pointwise: bool = False) -> flo
     return float(np.sqrt(np.mean((m[ok] - d[ok]) ** 2) / np.mean(d[ok] ** 2)))
 
 
+# ----------------------------------------------------------------------------- the table
+@dataclass(frozen=True)
+class Settings:
+    """What a statistic's function is given besides the tracks table.
+
+    ``um_per_px`` (um per px) and ``fps`` (frames per s) convert the table's px and
+    frames; ``max_lag`` (frames) bounds the lags of time-dependent statistics;
+    ``n_frames`` is the number of frames the table spans; ``box_px`` the periodic box (px)
+    or None; ``r_max`` (um) an explicit largest distance, or None. ``reference`` is the
+    data's value of this same statistic while the model's is computed (so that the model
+    is measured on the data's bins, lags or range), None otherwise.
+    """
+
+    um_per_px: float = 1.0
+    fps: float = 1.0
+    max_lag: int = 2
+    n_frames: int = 3
+    box_px: Any = None
+    r_max: float | None = None
+    reference: Any = None
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """What an error function is given besides the two values: both tables and the
+    settings (lags, calibration)."""
+
+    data: pd.DataFrame
+    sim: pd.DataFrame
+    settings: Settings
+
+
+@dataclass(frozen=True)
+class Statistic:
+    """One row of :data:`STATISTICS`.
+
+    Attributes
+    ----------
+    name : key in :func:`statistics`' result; the plot is ``{name}.png``.
+    compute : ``(tracks, Settings) -> DataFrame`` (a curve) or ``-> float`` (a scalar).
+    label : short name for captions and report rows ("MSD").
+    title : plot title (the statistic in words).
+    units : column -> unit of the computed table ({"t": "s", "msd": "um^2"}; a scalar's
+        unit under "value"); units are um and s when calibrated, px and frames otherwise.
+    x, y : the columns drawn (curves).
+    x_label, y_label : axis labels; ``{L}`` and ``{T}`` stand for the length and time
+        units (µm and s in the report).
+    log_x, log_y : logarithmic axes (non-positive values are not drawn).
+    group : column that splits a curve into several (the van Hove lag), with
+        ``group_label(value, fps)`` naming each.
+    error : ``(data_value, model_value, Comparison) -> float``, the model-versus-data
+        error recorded as ``metric`` (see :func:`rel_rms_on`, :func:`mean_abs_diff_on`);
+        None: no error (a scalar's values are recorded as ``{name}_data`` and ``{name}_sim``).
+    metric, metric_label : its key in ``metrics.json`` and its row label in reports.
+    curves : the curves go into ``metrics.json`` (``curves``).
+    plot : drawn by :func:`plot_comparison` (curves only).
+    napari : drawn in napari's rollout tab too.
+    """
+
+    name: str
+    compute: Callable[[pd.DataFrame, Settings], Any]
+    label: str
+    title: str = ""
+    units: Mapping[str, str] = field(default_factory=dict)
+    x: str | None = None
+    y: str | None = None
+    x_label: str = ""
+    y_label: str = ""
+    log_x: bool = False
+    log_y: bool = False
+    group: str | None = None
+    group_label: Callable[[Any, float | None], str] | None = None
+    error: Callable[[Any, Any, Comparison], float] | None = None
+    metric: str | None = None
+    metric_label: str = ""
+    curves: bool = True
+    plot: bool = True
+    napari: bool = False
+
+    @property
+    def scalar(self) -> bool:
+        """True for a single number (no x/y columns)."""
+        return self.x is None
+
+    def axis_labels(self, length: str = "µm", time: str = "s") -> tuple[str, str]:
+        """(x label, y label) with the units filled in."""
+        def fill(t):
+            return t.replace("{L}", length).replace("{T}", time)
+        return fill(self.x_label), fill(self.y_label)
+
+    def metric_rows(self) -> list[tuple[str, str]]:
+        """(metrics.json key, label) of what :func:`compare` records for this statistic."""
+        rows = []
+        if self.error is not None and self.metric:
+            rows.append((self.metric, self.metric_label or f"{self.label} error"))
+        if self.scalar:
+            u = self.units.get("value")
+            unit = f" ({u})" if u else ""
+            rows += [(f"{self.name}_data", f"{self.label}, data{unit}"),
+                     (f"{self.name}_sim", f"{self.label}, model{unit}")]
+        return rows
+
+
+#: The statistics, in the order they are computed, reported and drawn.
+STATISTICS: dict[str, Statistic] = {}
+
+
+def register(stat: Statistic) -> Statistic:
+    """Add ``stat`` to :data:`STATISTICS` (replacing one of the same name); returns it."""
+    if stat.error is not None and not stat.metric:
+        raise ValueError(f"statistic {stat.name!r}: an error needs a metric name")
+    if not stat.scalar and not stat.y:
+        raise ValueError(f"statistic {stat.name!r}: a curve needs its y column")
+    STATISTICS[stat.name] = stat
+    return stat
+
+
+def unregister(name: str) -> Statistic:
+    """Remove and return the statistic ``name``."""
+    return STATISTICS.pop(name)
+
+
+def rel_rms_on(column: str, on: str | None = "lag", pointwise: bool = False):
+    """Error function: :func:`rel_rms` of the model's ``column`` against the data's, on
+    the rows with equal ``on`` (None: row by row over the common length)."""
+    def error(d: pd.DataFrame, m: pd.DataFrame, _ctx=None) -> float:
+        if on is None:
+            return rel_rms(m[column], d[column], pointwise=pointwise)
+        j = d.merge(m, on=on, suffixes=("_d", "_s"))
+        return rel_rms(j[f"{column}_s"], j[f"{column}_d"], pointwise=pointwise)
+    return error
+
+
+def mean_abs_diff_on(column: str, on: str = "lag"):
+    """Error function: mean |model - data| of ``column`` on the rows with equal ``on``."""
+    def error(d: pd.DataFrame, m: pd.DataFrame, _ctx=None) -> float:
+        j = d.merge(m, on=on, suffixes=("_d", "_s"))
+        return float(np.nanmean(np.abs(j[f"{column}_s"] - j[f"{column}_d"]))) if len(j) else float("nan")
+    return error
+
+
+def _van_hove_error(d: pd.DataFrame, m: pd.DataFrame, ctx: Comparison) -> float:
+    """Mean over lags of the relative RMS error of the model's displacement histogram,
+    re-binned on the data's bins."""
+    err = []
+    for lag in d["lag"].unique():
+        dd = d[d["lag"] == lag]
+        dr = _displacements(ctx.sim, ctx.settings.um_per_px, int(lag)).reshape(-1)
+        if dr.size == 0:
+            continue
+        step = float(dd["dx"].iloc[1] - dd["dx"].iloc[0])
+        edges = np.r_[dd["dx"].to_numpy() - step / 2, dd["dx"].iloc[-1] + step / 2]
+        hs = np.histogram(dr, edges)[0] / (dr.size * step)
+        err.append(rel_rms(hs, dd["p"].to_numpy()))
+    return float(np.nanmean(err)) if err else float("nan")
+
+
+def _rdf_stat(tracks: pd.DataFrame, st: Settings) -> pd.DataFrame:
+    r_max = st.r_max
+    ref = st.reference
+    if r_max is None and ref is not None and len(ref) > 1:   # the model on the data's bins
+        r_max = float(ref["r"].iloc[-1] + 0.5 * (ref["r"].iloc[1] - ref["r"].iloc[0]))
+    return rdf(tracks, st.um_per_px, r_max=r_max, box_px=st.box_px)
+
+
+def _lag_text(lag, fps) -> str:
+    return f"lag {lag} frame{'s' if lag != 1 else ''}" + (f" ({lag / fps:.3g} s)" if fps else "")
+
+
+for _stat in (
+    Statistic("msd", lambda t, st: msd(t, st.um_per_px, st.fps, st.max_lag), "MSD",
+              "mean squared displacement", {"lag": "frame", "t": "s", "msd": "um^2"},
+              "t", "msd", "lag time ({T})", "MSD ({L}$^2$)", log_x=True, log_y=True,
+              error=rel_rms_on("msd", "lag", pointwise=True), metric="msd_rel_rms",
+              metric_label="MSD relative RMS error", napari=True),
+    Statistic("vacf", lambda t, st: vacf(t, st.um_per_px, st.fps, min(st.max_lag, 50)),
+              "Velocity autocorrelation", "velocity autocorrelation (normalised)",
+              {"lag": "frame", "t": "s", "vacf": "um^2/s^2", "vacf_norm": ""},
+              "t", "vacf_norm", "lag time ({T})", "velocity autocorrelation / its value at 0",
+              error=rel_rms_on("vacf", "lag"), metric="vacf_rel_rms",
+              metric_label="VACF relative RMS error"),
+    Statistic("rdf", _rdf_stat, "g(r)", "radial distribution function", {"r": "um", "g": ""},
+              "r", "g", "pair distance r ({L})", "g(r)",
+              error=rel_rms_on("g", None), metric="rdf_rel_rms",
+              metric_label="g(r) relative RMS error", napari=True),
+    Statistic("van_hove", lambda t, st: van_hove(t, st.um_per_px, lags=(1, max(1, min(10, st.n_frames // 4)))),
+              "Self van Hove", "distribution of displacements over a lag t",
+              {"lag": "frame", "dx": "um", "p": "1/um"},
+              "dx", "p", "displacement along x or y, $\\Delta x$ ({L})",
+              "self van Hove $G_s(\\Delta x, t)$ ({L}$^{-1}$)", log_y=True, group="lag",
+              group_label=_lag_text, error=_van_hove_error, metric="van_hove_rel_rms",
+              metric_label="van Hove relative RMS error", curves=False),
+    Statistic("non_gaussian", lambda t, st: non_gaussian(t, st.um_per_px, st.fps, min(st.max_lag, 50)),
+              "Non-Gaussian parameter", "non-Gaussian parameter of the displacements",
+              {"lag": "frame", "t": "s", "alpha2": ""},
+              "t", "alpha2", "lag time ({T})", r"non-Gaussian parameter $\alpha_2$",
+              error=mean_abs_diff_on("alpha2", "lag"), metric="non_gaussian_abs_diff",
+              metric_label="non-Gaussian parameter, mean |difference|"),
+    Statistic("rearrangement_rate", lambda t, st: rearrangement_rate(t, st.fps), "rearrangement rate",
+              "rearranging particles per particle and second", {"value": "1/s"}),
+):
+    register(_stat)
+del _stat
+
+
 def statistics(tracks: pd.DataFrame, um_per_px: float = 1.0, fps: float = 1.0, max_lag: int | None = None,
-               box_px=None, r_max: float | None = None) -> dict:
-    """All statistics of one table (DataFrames and scalars)."""
+               box_px=None, r_max: float | None = None, reference: dict | None = None) -> dict:
+    """Every statistic of :data:`STATISTICS` for one table: {name: DataFrame or float}.
+
+    ``max_lag`` in frames (default half the frames); ``r_max`` in um; ``reference``: the
+    data's statistics when these are the model's (each statistic then measures on the
+    data's bins, lags or range).
+    """
     _check(tracks)
     T = int(tracks["frame"].max() - tracks["frame"].min() + 1)
     L = max_lag or max(2, T // 2)
-    return {
-        "msd": msd(tracks, um_per_px, fps, L),
-        "vacf": vacf(tracks, um_per_px, fps, min(L, 50)),
-        "rdf": rdf(tracks, um_per_px, r_max=r_max, box_px=box_px),
-        "van_hove": van_hove(tracks, um_per_px, lags=(1, max(1, min(10, T // 4)))),
-        "non_gaussian": non_gaussian(tracks, um_per_px, fps, min(L, 50)),
-        "rearrangement_rate": rearrangement_rate(tracks, fps),
-    }
+    out = {}
+    for name, stat in list(STATISTICS.items()):
+        st = Settings(um_per_px, fps, L, T, box_px, r_max,
+                      None if reference is None else reference.get(name))
+        out[name] = stat.compute(tracks, st)
+    return out
 
 
 def compare(data: pd.DataFrame, sim: pd.DataFrame, um_per_px: float = 1.0, fps: float = 1.0,
             max_lag: int | None = None, box_px=None) -> tuple[dict, dict, dict]:
-    """Statistics of both tables and their relative RMS errors (common lags / bins).
+    """Statistics of both tables and their model-versus-data errors (common lags / bins).
 
-    Returns (metrics, stats_data, stats_sim); metrics holds msd_rel_rms (pointwise),
-    vacf_rel_rms, rdf_rel_rms, van_hove_rel_rms, non_gaussian_abs_diff, rates.
+    Returns (metrics, stats_data, stats_sim); metrics holds each statistic's error under
+    its ``metric`` name (msd_rel_rms (pointwise), vacf_rel_rms, rdf_rel_rms,
+    van_hove_rel_rms, non_gaussian_abs_diff, ...), each scalar statistic's two values
+    (``{name}_data``, ``{name}_sim``: the rearrangement rates), max_lag_frames and units.
     """
     _check(data, "data")
     _check(sim, "simulation")
@@ -243,41 +458,24 @@ def compare(data: pd.DataFrame, sim: pd.DataFrame, um_per_px: float = 1.0, fps: 
     Ts = int(sim["frame"].max() - sim["frame"].min() + 1)
     L = max_lag or max(2, min(Td, Ts) // 2)
     sd = statistics(data, um_per_px, fps, L, box_px)
-    r_max = float(sd["rdf"]["r"].iloc[-1] + 0.5 * (sd["rdf"]["r"].iloc[1] - sd["rdf"]["r"].iloc[0]))
-    ss = statistics(sim, um_per_px, fps, L, box_px, r_max=r_max)
-    m1 = sd["msd"].merge(ss["msd"], on="lag", suffixes=("_d", "_s"))
-    v1 = sd["vacf"].merge(ss["vacf"], on="lag", suffixes=("_d", "_s"))
-    vh = sd["van_hove"].merge(ss["van_hove"], on=["lag", "dx"], how="inner", suffixes=("_d", "_s"))
-    ng = sd["non_gaussian"].merge(ss["non_gaussian"], on="lag", suffixes=("_d", "_s"))
-    # van Hove: evaluate the simulation's histogram on the data's bins
-    vh_err = []
-    for lag in sd["van_hove"]["lag"].unique():
-        dd = sd["van_hove"][sd["van_hove"]["lag"] == lag]
-        dr = _displacements(sim, um_per_px, int(lag)).reshape(-1)
-        if dr.size == 0:
-            continue
-        step = float(dd["dx"].iloc[1] - dd["dx"].iloc[0])
-        edges = np.r_[dd["dx"].to_numpy() - step / 2, dd["dx"].iloc[-1] + step / 2]
-        hs = np.histogram(dr, edges)[0] / (dr.size * step)
-        vh_err.append(rel_rms(hs, dd["p"].to_numpy()))
-    metrics = {
-        "msd_rel_rms": rel_rms(m1["msd_s"], m1["msd_d"], pointwise=True),
-        "vacf_rel_rms": rel_rms(v1["vacf_s"], v1["vacf_d"]),
-        "rdf_rel_rms": rel_rms(ss["rdf"]["g"], sd["rdf"]["g"]),
-        "van_hove_rel_rms": float(np.nanmean(vh_err)) if vh_err else float("nan"),
-        "non_gaussian_abs_diff": float(np.nanmean(np.abs(ng["alpha2_s"] - ng["alpha2_d"]))) if len(ng) else float("nan"),
-        "rearrangement_rate_data": sd["rearrangement_rate"],
-        "rearrangement_rate_sim": ss["rearrangement_rate"],
-        "max_lag_frames": L,
-        "units": {"length": "um", "time": "s"},
-    }
-    del vh
+    ss = statistics(sim, um_per_px, fps, L, box_px, reference=sd)
+    ctx = Comparison(data, sim, Settings(um_per_px, fps, L, min(Td, Ts), box_px))
+    metrics: dict = {}
+    for name, stat in list(STATISTICS.items()):
+        if stat.error is not None:
+            metrics[stat.metric] = stat.error(sd[name], ss[name], ctx)
+        if stat.scalar:
+            metrics[f"{name}_data"] = sd[name]
+            metrics[f"{name}_sim"] = ss[name]
+    metrics["max_lag_frames"] = L
+    metrics["units"] = {"length": "um", "time": "s"}
     return metrics, sd, ss
 
 
 def plot_comparison(sd: dict, ss: dict, out_dir, labels=("data", "model"), fps: float | None = None) -> list[Path]:
-    """PNG plots of each statistic, model against data. Returns the written paths. ``fps``
-    (frames per second) gives the van Hove lags in seconds too."""
+    """PNG plots ``{name}.png`` of each curve statistic of :data:`STATISTICS`, model
+    against data. Returns the written paths. ``fps`` (frames per second) gives the van
+    Hove lags in seconds too."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -287,48 +485,45 @@ def plot_comparison(sd: dict, ss: dict, out_dir, labels=("data", "model"), fps: 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-
-    def save(fig, name):
+    for name, stat in list(STATISTICS.items()):
+        if stat.scalar or not stat.plot:
+            continue
+        fig, ax = plt.subplots(figsize=(4.5, 3.4))
+        draw_statistic(ax, stat, ((sd.get(name), labels[0], "o"), (ss.get(name), labels[1], "-")), fps=fps)
+        xl, yl = stat.axis_labels()
+        ax.set_xlabel(xl)
+        ax.set_ylabel(yl)
+        ax.set_title(stat.title, fontsize=10)
+        ax.legend(frameon=False, fontsize=7 if stat.group else None)
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
         plt.close(fig)
-        written.append(atomic_write_bytes(out_dir / name, buf.getvalue()))
-
-    specs = [("msd", "t", "msd", "lag time (s)", "mean squared displacement (µm$^2$)", True,
-              "mean squared displacement"),
-             ("vacf", "t", "vacf_norm", "lag time (s)", "velocity autocorrelation / its value at 0",
-              False, "velocity autocorrelation (normalised)"),
-             ("rdf", "r", "g", "pair distance r (µm)", "radial distribution g(r)", False,
-              "radial distribution function"),
-             ("non_gaussian", "t", "alpha2", "lag time (s)", r"non-Gaussian parameter $\alpha_2$", False,
-              "non-Gaussian parameter of the displacements")]
-    for key, x, y, xl, yl, loglog, title in specs:
-        fig, ax = plt.subplots(figsize=(4.5, 3.4))
-        for st, lab, sty in ((sd, labels[0], "o"), (ss, labels[1], "-")):
-            df = st[key]
-            if len(df):
-                ax.plot(df[x], df[y], sty, ms=3, label=lab)
-        if loglog:
-            ax.set_xscale("log")
-            ax.set_yscale("log")
-        ax.set_xlabel(xl)
-        ax.set_ylabel(yl)
-        ax.set_title(title, fontsize=10)
-        ax.legend(frameon=False)
-        save(fig, f"{key}.png")
-    fig, ax = plt.subplots(figsize=(4.5, 3.4))
-    for st, lab, sty in ((sd, labels[0], "o"), (ss, labels[1], "-")):
-        df = st["van_hove"]
-        for lag in df["lag"].unique():
-            dd = df[df["lag"] == lag]
-            lag_text = f"{lag} frame{'s' if lag != 1 else ''}" + (f" ({lag / fps:.3g} s)" if fps else "")
-            ax.semilogy(dd["dx"], dd["p"].where(dd["p"] > 0), sty, ms=3, label=f"{lab}, lag {lag_text}")
-    ax.set_xlabel("displacement along x or y, $\\Delta x$ (µm)")
-    ax.set_ylabel("self van Hove $G_s(\\Delta x, t)$ (µm$^{-1}$)")
-    ax.set_title("distribution of displacements over a lag t", fontsize=10)
-    ax.legend(frameon=False, fontsize=7)
-    save(fig, "van_hove.png")
+        written.append(atomic_write_bytes(out_dir / f"{name}.png", buf.getvalue()))
     return written
+
+
+def draw_statistic(ax, stat: Statistic, series, fps: float | None = None) -> None:
+    """Draw the curves of ``stat`` on the matplotlib axes ``ax``: ``series`` is a sequence
+    of (value, label, style) (the value a DataFrame from :func:`statistics`, or None);
+    the axes get the statistic's log scales (labels and titles are the caller's)."""
+    for df, lab, sty in series:
+        if df is None or not len(df):
+            continue
+        parts = ([(v, f"{lab}, {stat.group_label(v, fps) if stat.group_label else v}")
+                  for v in df[stat.group].unique()] if stat.group else [(None, lab)])
+        for v, text in parts:
+            dd = df if v is None else df[df[stat.group] == v]
+            xv, yv = dd[stat.x], dd[stat.y]
+            keep = pd.Series(True, index=dd.index)
+            if stat.log_x:
+                keep &= xv > 0
+            if stat.log_y:
+                keep &= yv > 0
+            ax.plot(xv.where(keep), yv.where(keep), sty, ms=3, label=text)   # NaN: a gap
+    if stat.log_x:
+        ax.set_xscale("log")
+    if stat.log_y:
+        ax.set_yscale("log")
 
 
 def write_report(data: pd.DataFrame, sim: pd.DataFrame, out_dir, um_per_px: float = 1.0, fps: float = 1.0,
@@ -340,7 +535,7 @@ def write_report(data: pd.DataFrame, sim: pd.DataFrame, out_dir, um_per_px: floa
     rec = dict(metrics)
     rec["plots"] = [p.name for p in plots]
     rec["curves"] = {k: {"data": sd[k].to_dict(orient="list"), "model": ss[k].to_dict(orient="list")}
-                     for k in ("msd", "vacf", "rdf", "non_gaussian")}
+                     for k, stat in STATISTICS.items() if not stat.scalar and stat.curves}
     if extra:
         rec.update(extra)
     atomic_write_json(Path(out_dir) / "metrics.json", _finite(rec))

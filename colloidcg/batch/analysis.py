@@ -45,7 +45,7 @@ def track_statistics(tracks: pd.DataFrame, out_dir, um_per_px: float | None, fps
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    from ..evaluate import _dims, msd, rdf
+    from ..evaluate import STATISTICS, _dims, msd, rdf
 
     out_dir = Path(out_dir)
     um = um_per_px or 1.0
@@ -67,8 +67,8 @@ def track_statistics(tracks: pd.DataFrame, out_dir, um_per_px: float | None, fps
         if np.isfinite(D):
             ax.loglog(m["t"], 2 * dim * D * m["t"] + off, "--", lw=1,
                       label=f"fit, D = {D:.3g} {lu}$^2$/{tu}")
-        ax.set_xlabel(f"lag time ({tu})")
-        ax.set_ylabel(f"MSD ({lu}$^2$)")
+        ax.set_xlabel(STATISTICS["msd"].axis_labels(lu, tu)[0])
+        ax.set_ylabel(STATISTICS["msd"].axis_labels(lu, tu)[1])
         ax.legend(frameon=False, fontsize=8)
         _save_plot(fig, out_dir / "msd.png")
     try:
@@ -80,8 +80,9 @@ def track_statistics(tracks: pd.DataFrame, out_dir, um_per_px: float | None, fps
         fig, ax = plt.subplots(figsize=(4.5, 3.4))
         ax.plot(g["r"], g["g"], "-")
         ax.axhline(1.0, color="0.6", lw=0.8)
-        ax.set_xlabel(f"r ({lu})")
-        ax.set_ylabel("g(r)")
+        xl, yl = STATISTICS["rdf"].axis_labels(lu, tu)
+        ax.set_xlabel(xl)
+        ax.set_ylabel(yl)
         _save_plot(fig, out_dir / "gr.png")
     atomic_write_json(out_dir / "statistics.json", rec)
     return {k: rec[k] for k in ("n_particles", "n_frames", "particles_per_frame", "D", "D_units")}

@@ -18,23 +18,31 @@ from ..outputs import atomic_write_bytes
 from . import hashing
 from .discover import VideoJob
 
-#: (stage, file, caption) of the pictures shown per video, in order.
-PICTURES = [
+#: (stage, file, caption) of the pictures shown per video before the model-versus-data
+#: plots, which :func:`pictures` adds from :data:`colloidcg.evaluate.STATISTICS`.
+PICTURES_MEASURED = [
     ("track", "msd.png", "Mean squared displacement (measured)"),
     ("track", "gr.png", "Radial distribution g(r) (measured)"),
     ("rearrangements", "d2min.png", "D2min map (busiest frame; red: rearranging)"),
     ("train", "loss.png", "Training loss"),
-    ("evaluate", "msd.png", "MSD: model vs data"),
-    ("evaluate", "vacf.png", "Velocity autocorrelation: model vs data"),
-    ("evaluate", "rdf.png", "g(r): model vs data"),
-    ("evaluate", "van_hove.png", "Self van Hove: model vs data"),
-    ("evaluate", "non_gaussian.png", "Non-Gaussian parameter: model vs data"),
 ]
-METRICS = [("msd_rel_rms", "MSD relative RMS error"), ("vacf_rel_rms", "VACF relative RMS error"),
-           ("rdf_rel_rms", "g(r) relative RMS error"), ("van_hove_rel_rms", "van Hove relative RMS error"),
-           ("non_gaussian_abs_diff", "non-Gaussian parameter, mean |difference|"),
-           ("rearrangement_rate_data", "rearrangement rate, data (1/s)"),
-           ("rearrangement_rate_sim", "rearrangement rate, model (1/s)")]
+
+
+def pictures() -> list[tuple[str, str, str]]:
+    """(stage, file, caption) of every picture shown per video, in order: the measured
+    ones, then one model-versus-data plot per drawn statistic."""
+    from ..evaluate import STATISTICS
+
+    return PICTURES_MEASURED + [("evaluate", f"{name}.png", f"{stat.label}: model vs data")
+                                for name, stat in STATISTICS.items() if not stat.scalar and stat.plot]
+
+
+def metric_rows() -> list[tuple[str, str]]:
+    """(metrics.json key, label) of the model-versus-data table, from the statistics."""
+    from ..evaluate import STATISTICS
+
+    return [row for stat in STATISTICS.values() for row in stat.metric_rows()]
+
 
 CSS = """
 body{font-family:system-ui,sans-serif;margin:1.5em;max-width:1200px;color:#222}
@@ -126,9 +134,9 @@ def _video_section(out: Path, job: VideoJob, rows: pd.DataFrame, idx: int) -> st
     if _done(out, rel, "evaluate") and mpath.is_file():
         m = json.loads(mpath.read_text())
         parts.append("<h3>Model versus data</h3><table class=\"metrics\">" + "".join(
-            f"<tr><th>{html.escape(label)}</th><td>{_fmt(m.get(key))}</td></tr>" for key, label in METRICS)
+            f"<tr><th>{html.escape(label)}</th><td>{_fmt(m.get(key))}</td></tr>" for key, label in metric_rows())
             + "</table>")
-    figs = [_img(out / rel / stage / name, cap) for stage, name, cap in PICTURES
+    figs = [_img(out / rel / stage / name, cap) for stage, name, cap in pictures()
             if _done(out, rel, stage) and (out / rel / stage / name).is_file()]
     if figs:
         parts.append("<div class=\"figures\">" + "".join(figs) + "</div>")

@@ -198,7 +198,8 @@ class LossPlot(_Plot):
 
 
 class ComparisonPlot(_Plot):
-    """MSD (log-log) and g(r) of the model's rollout against the observed tracks."""
+    """The statistics marked ``napari`` in :data:`colloidcg.evaluate.STATISTICS` (MSD,
+    g(r)) of the model's rollout against the observed tracks, one panel each."""
 
     def __init__(self, viewer=None):
         from qtpy.QtWidgets import QVBoxLayout, QWidget
@@ -220,26 +221,20 @@ class ComparisonPlot(_Plot):
         self.draw()
 
     def draw(self) -> None:
+        from colloidcg.evaluate import STATISTICS, draw_statistic
+
         L, T = self._units
         data, model = self.curves.get("data") or {}, self.curves.get("model") or {}
+        stats = [s for s in STATISTICS.values() if s.napari and not s.scalar]
         self.figure.clear()
-        ax1 = self.figure.add_subplot(211)
-        ax2 = self.figure.add_subplot(212)
-        for st, lab, sty in ((data, "data", "o"), (model, "model", "-")):
-            if "msd" in st and len(st["msd"]):
-                m = st["msd"]
-                ok = (m["t"] > 0) & (m["msd"] > 0)
-                ax1.plot(m["t"][ok], m["msd"][ok], sty, ms=3, label=lab)
-            if "rdf" in st and len(st["rdf"]):
-                ax2.plot(st["rdf"]["r"], st["rdf"]["g"], sty, ms=3, label=lab)
-        if data or model:
-            ax1.set_xscale("log")
-            ax1.set_yscale("log")
-            ax1.legend(fontsize=7, frameon=False)
-            ax2.legend(fontsize=7, frameon=False)
-        ax1.set_xlabel(f"lag time ({T})", fontsize=8)
-        ax1.set_ylabel(f"MSD ({L}$^2$)", fontsize=8)
-        ax2.set_xlabel(f"r ({L})", fontsize=8)
-        ax2.set_ylabel("g(r)", fontsize=8)
-        self.style(ax1, ax2)
+        axes = [self.figure.add_subplot(len(stats), 1, k + 1) for k in range(len(stats))]
+        for ax, stat in zip(axes, stats):
+            draw_statistic(ax, stat, ((data.get(stat.name), "data", "o"),
+                                      (model.get(stat.name), "model", "-")))
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=7, frameon=False)
+            xl, yl = stat.axis_labels(L, T)
+            ax.set_xlabel(xl, fontsize=8)
+            ax.set_ylabel(yl, fontsize=8)
+        self.style(*axes)
         self.canvas.draw_idle()
