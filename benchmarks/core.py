@@ -6,6 +6,9 @@ memory (RSS) is its own.
 
     python benchmarks/core.py                 # table over N = 1e3, 1e4, 1e5, 1e6
     python benchmarks/core.py --sizes 1000 10000 --json
+    python benchmarks/core.py --sizes 10000 1000000 --compare /tmp/before
+        # side by side with another checkout of colloidcg (e.g. `git worktree add
+        # /tmp/before <commit>`), run alternately in the same session
 
 Training step: forward (drift, covariance), Gaussian NLL, backward, Adam step.
 Rollout step: neighbour search with a Verlet skin (amortised), drift, noise, update,
@@ -55,6 +58,20 @@ def _load() -> str:
         return "?"
 
 
+def _tabulated(model, st, pairs, box):
+    """The fast model and its table errors (pair functions, equation of state over this
+    state's range), with this checkout's API or the one before the core redesign
+    (colloidcg.core.tabulate, which installed the tables in the model)."""
+    if hasattr(model, "tabulated"):
+        dens = model.density_of(st, pairs, box)
+        fast, errors = model.tabulated((st.S, dens))
+        eos = errors.pop("density", None)
+        return fast, max(errors.values()), eos
+    from colloidcg.core.tabulate import tabulate, tabulate_eos
+    err = tabulate(model)
+    return model, err, tabulate_eos(model, st.S, model.compute(st, pairs, box).dens)
+
+
 def worker(mode: str, n: int, steps: int, tab: bool) -> dict:
     import resource
 
@@ -87,18 +104,14 @@ def worker(mode: str, n: int, steps: int, tab: bool) -> dict:
             one()
         dt = time.perf_counter() - t0
     else:
-        err = None
-        if tab:
-            from colloidcg.core.tabulate import tabulate
-            err = tabulate(model)
-        out["tabulation_max_rel_error"] = err
         with torch.no_grad():
             pairs = find_pairs(r, h, box)
             S = model.initial_S(r, pairs, box)
             st = State(r, v * 0.05, S)
-            if tab:     # equation of state over this state's (S, density) range, built once
-                from colloidcg.core.tabulate import tabulate_eos
-                out["eos_table_max_rel_error"] = tabulate_eos(model, S, model.compute(st, pairs, box).dens)
+            out["tabulation_max_rel_error"] = out["eos_table_max_rel_error"] = None
+            if tab:
+                model, out["tabulation_max_rel_error"], out["eos_table_max_rel_error"] = \
+                    _tabulated(model, st, pairs, box)
             rollout(model, st, 1, 0.01, box=box, seed=0)          # warm-up
             t0 = time.perf_counter()
             res = rollout(model, st, steps, 0.01, box=box, seed=0, record_every=steps)
@@ -120,36 +133,46 @@ def main(argv=None) -> int:
     p.add_argument("--json", action="store_true")
     p.add_argument("--default-malloc", action="store_true",
                    help="run the workers with glibc's default allocator settings (see below)")
+    p.add_argument("--compare", metavar="CHECKOUT", default=None,
+                   help="also run every case with the colloidcg of this folder (a git worktree of "
+                        "another commit), alternating with this one, and print both side by side")
     p.add_argument("--worker", nargs=3, metavar=("MODE", "N", "STEPS"), help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.worker:
         print(json.dumps(worker(a.worker[0], int(a.worker[1]), int(a.worker[2]), not a.no_tabulate)))
         return 0
     load = _load()
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    sources = [("this", here)] + ([("compare", os.path.abspath(a.compare))] if a.compare else [])
     rows = []
     for n in a.sizes:
         for mode in ("train", "rollout"):
             if mode == "train" and n > a.train_max_n:
                 continue
             steps = max(10, min(50, int(2e5 / n))) if mode == "rollout" else max(2, min(20, int(3e4 / n)))
-            cmd = [sys.executable, __file__, "--worker", mode, str(n), str(steps)]
-            if a.no_tabulate:
-                cmd.append("--no-tabulate")
-            env = dict(os.environ) if a.default_malloc else {**os.environ, **MALLOC_ENV}
-            res = subprocess.run(cmd, capture_output=True, text=True, env=env)
-            if res.returncode != 0:
-                rows.append({"mode": mode, "n": n, "error": res.stderr.strip().splitlines()[-1:]})
-            else:
-                rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
+            for label, src in sources:
+                cmd = [sys.executable, __file__, "--worker", mode, str(n), str(steps)]
+                if a.no_tabulate:
+                    cmd.append("--no-tabulate")
+                env = dict(os.environ) if a.default_malloc else {**os.environ, **MALLOC_ENV}
+                env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")   # that checkout's colloidcg
+                res = subprocess.run(cmd, capture_output=True, text=True, env=env)
+                if res.returncode != 0:
+                    rows.append({"mode": mode, "n": n, "source": label, "error": res.stderr.strip().splitlines()[-1:]})
+                else:
+                    rows.append({**json.loads(res.stdout.strip().splitlines()[-1]), "source": label})
     alloc = "glibc defaults" if a.default_malloc else " ".join(f"{k}={v}" for k, v in MALLOC_ENV.items())
     print(f"allocator: {alloc}; load average before: {load}")
-    print(f"{'mode':8s} {'N':>9s} {'s/step':>10s} {'particle-steps/s':>17s} {'peak RSS GB':>12s} {'nl builds':>10s}")
+    if a.compare:
+        print(f"this = {here}; compare = {os.path.abspath(a.compare)}")
+    print(f"{'mode':8s} {'N':>9s} {'source':>8s} {'s/step':>10s} {'particle-steps/s':>17s} {'peak RSS GB':>12s} "
+          f"{'nl builds':>10s}")
     for r in rows:
         if "error" in r:
-            print(f"{r['mode']:8s} {r['n']:9d}  failed: {r['error']}")
+            print(f"{r['mode']:8s} {r['n']:9d} {r['source']:>8s}  failed: {r['error']}")
             continue
-        print(f"{r['mode']:8s} {r['n']:9d} {r['seconds_per_step']:10.4f} {r['particle_steps_per_s']:17.0f} "
-              f"{r['peak_rss_gb']:12.2f} {r.get('neighbour_builds', ''):>10}")
+        print(f"{r['mode']:8s} {r['n']:9d} {r['source']:>8s} {r['seconds_per_step']:10.4f} "
+              f"{r['particle_steps_per_s']:17.0f} {r['peak_rss_gb']:12.2f} {r.get('neighbour_builds', ''):>10}")
     print(f"load average after: {_load()}")
     tab = [r.get("tabulation_max_rel_error") for r in rows if r.get("tabulation_max_rel_error") is not None]
     if tab:
@@ -158,7 +181,8 @@ def main(argv=None) -> int:
     if eos:
         print(f"tabulated equation of state U, T, P, kappa: max relative error {max(eos):.2e}")
     if a.json:
-        pick = lambda mode, n, key: next((r.get(key) for r in rows if r["mode"] == mode and r["n"] == n), None)  # noqa: E731
+        pick = lambda mode, n, key: next((r.get(key) for r in rows if r["mode"] == mode and r["n"] == n  # noqa: E731
+                                          and r["source"] == "this"), None)
         print(json.dumps({"train_particle_steps_per_s": pick("train", 10000, "particle_steps_per_s"),
                           "rollout_particle_steps_per_s": pick("rollout", 10000, "particle_steps_per_s"),
                           "rollout_peak_rss_gb_1e6": pick("rollout", 1000000, "peak_rss_gb")}))

@@ -257,14 +257,15 @@ class MetriplecticModel(nn.Module):
         dist = torch.linalg.vector_norm(rij, dim=-1).clamp_min(1e-12 * self.cutoff)
         a = self.reduced_size(size, r)
         if a is None:
-            h = torch.full_like(dist, self.cutoff)
+            h = dist.new_full([1], self.cutoff)             # one range: broadcast
         else:
             h = self.cutoff * 0.5 * (a[i] + a[j])
         near = dist < h
         if not bool(near.all()):
             k = torch.nonzero(near).squeeze(-1)
-            pairs, rij, dist, h = pairs.index_select(0, k), rij.index_select(0, k), \
-                dist.index_select(0, k), h.index_select(0, k)
+            pairs, rij, dist = pairs.index_select(0, k), rij.index_select(0, k), dist.index_select(0, k)
+            if a is not None:
+                h = h.index_select(0, k)
             i, j = pairs[:, 0], pairs[:, 1]
         e = rij / dist.unsqueeze(-1)
         q = dist / h
@@ -290,10 +291,16 @@ class MetriplecticModel(nn.Module):
         thermo = self.terms["density"].thermo(dens, S, w)
         force = torch.zeros_like(r)
         energy = torch.zeros_like(dens)
+        pair_energy = torch.zeros_like(g.dist)
+        dEdr = torch.zeros_like(g.dist)
         for term in self.terms.values():
             out = term.evaluate(g, S, thermo)
             force = force + out.force
             energy = energy + out.energy
+            pair_energy = pair_energy + out.pair_energy
+            dEdr = dEdr + out.dEdr
+        fpair = -dEdr.unsqueeze(-1) * g.e          # central forces of every term, scattered once
+        force = force + scatter2(n, g.ij, fpair, -fpair)
         theta = thermo.theta
         th_i, th_j = theta[g.i], theta[g.j]
         th_bar = 2.0 * th_i * th_j / (th_i + th_j)
@@ -322,7 +329,7 @@ class MetriplecticModel(nn.Module):
             s0t = (z, z)
             gamma0 = z
         diss = Dissipation(th_i, th_j, th_bar, s2_perp, s2_par, c2t, s0t, gamma0)
-        return Terms(g, thermo, diss, m, w, force, energy, v, v[g.i] - v[g.j])
+        return Terms(g, thermo, diss, m, w, force, energy, pair_energy, v, v[g.i] - v[g.j])
 
     # ------------------------------------------------------------------ exported
     @torch.jit.export
@@ -360,7 +367,8 @@ class MetriplecticModel(nn.Module):
                size: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
         """Total energy () and per-particle energy (N,): m |v|^2 / 2 plus every term's share."""
         t = self.terms_of(r, v, S, pairs, box, size)
-        e = 0.5 * t.m * v.square().sum(-1) + t.energy
+        half = 0.5 * t.pair_energy
+        e = 0.5 * t.m * v.square().sum(-1) + t.energy + scatter2(t.geom.n, t.geom.ij, half, half)
         return e.sum(), e
 
     @torch.jit.export
@@ -404,7 +412,7 @@ class MetriplecticModel(nn.Module):
 
     def total_energy(self, state: State, pairs: Tensor, box=None) -> Tensor:
         t = self.compute(state, pairs, box)
-        return 0.5 * t.m * state.v.square().sum() + t.energy.sum()
+        return 0.5 * t.m * state.v.square().sum() + t.energy.sum() + t.pair_energy.sum()
 
     def initial_S(self, r: Tensor, pairs: Optional[Tensor] = None, box=None) -> Tensor:
         """S from the structural encoder, (N, n_s)."""

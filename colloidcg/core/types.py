@@ -20,7 +20,8 @@ class PairGeometry(NamedTuple):
     pairs : (P, 2) int64, i < j, only pairs closer than their range h_ij.
     i, j : (P,) the two columns; ij : (2P,) cat(i, j), for scattering to both ends.
     e : (P, d) unit vectors r_ij / |r_ij| (r_ij = r_i - r_j, minimum image).
-    dist : (P,) |r_ij|, L.  h : (P,) pair range h sigma_ij, L.  q : (P,) dist / h.
+    dist : (P,) |r_ij|, L.  h : (P,) pair range h sigma_ij, or (1,) when every pair has
+    the range h (models without sizes; broadcasts), L.  q : (P,) dist / h.
     W : (P,) kernel W(q), dimensionless; dW : (P,) dW/dq.
     coef : (P, 3) dimensionless friction and conduction functions A, B, C of q.
     n : number of particles N.
@@ -58,9 +59,21 @@ class Thermo(NamedTuple):
 
 
 class TermOut(NamedTuple):
-    """What one energy term contributes: energy (N,) per particle, E; force (N, d) = -dE/dr, E/L."""
+    """What one energy term contributes, split so that the model sums every term's central
+    pair forces and pair energies before it scatters them onto particles once.
+
+    energy : (N,) energy attributed to single particles, E.
+    pair_energy : (P,) energy of each pair (half to each of its particles), E.
+    dEdr : (P,) central pair force: dE/d|r_ij|, E/L; the force on i is -dEdr e_ij, on j +dEdr e_ij.
+    force : (N, d) any other (non-central) force -dE/dr, E/L.
+    The term's energy is energy + each particle's half of its pairs' pair_energy; its force
+    is force + the scattered central forces (:func:`colloidcg.core.terms.base.energy_of`,
+    :func:`~colloidcg.core.terms.base.force_of`).
+    """
 
     energy: Tensor
+    pair_energy: Tensor
+    dEdr: Tensor
     force: Tensor
 
 
@@ -93,7 +106,9 @@ class Terms(NamedTuple):
     geom : the pairs; thermo : per-particle thermodynamics; diss : noise amplitudes.
     m : () particle mass.  w : (n_s,) heat weights (sum 1).
     force : (N, d) conservative force -dE/dr of all energy terms, E/L.
-    energy : (N,) conservative energy per particle (U and the other terms; no kinetic), E.
+    energy : (N,) conservative energy attributed to single particles (U, the deviatoric
+        part), E; pair_energy : (P,) the pairs' energies (half to each particle), E. No
+        kinetic energy.
     v : (N, d) the velocities the dissipative terms act on; vij : (P, d) v_i - v_j.
     """
 
@@ -104,6 +119,7 @@ class Terms(NamedTuple):
     w: Tensor
     force: Tensor
     energy: Tensor
+    pair_energy: Tensor
     v: Tensor
     vij: Tensor
 

@@ -8,9 +8,10 @@ is a small ``nn.Module`` with
   or None when the configuration does not ask for it;
 - ``configure(config)``: copy the physical scales it uses from the configuration into plain
   attributes (called at construction and after calibration);
-- ``evaluate(geom, S, thermo) -> TermOut``: its energy per particle (N,) and its forces
-  -dE/dr (N, d) for the pairs ``geom`` (:class:`~colloidcg.core.types.PairGeometry`), in
-  closed form, TorchScript-compatible (the exported model compiles it);
+- ``evaluate(geom, S, thermo) -> TermOut``: its energy and forces for the pairs ``geom``
+  (:class:`~colloidcg.core.types.PairGeometry`) in closed form (:class:`~colloidcg.core.types.TermOut`:
+  per-particle and per-pair energies, central pair forces dE/d|r_ij| and any other force),
+  TorchScript-compatible (the exported model compiles it);
 - ``calibrate(neighbour_weight, w0) -> dict``: configuration values it sets from the data
   (the per-particle neighbour weight sum_j W(q_ij) of a few frames, and W(0)); {} when none;
 - ``tabulated(n, sample, w) -> (term, error)``: a fast version for rollouts (tables of n
@@ -28,9 +29,9 @@ from __future__ import annotations
 
 from typing import Optional, Tuple
 
-import torch
 from torch import Tensor, nn
 
+from ..scatter import scatter2
 from ..types import PairGeometry, TermOut, Thermo
 
 
@@ -60,9 +61,19 @@ class EnergyTerm(nn.Module):
         return {}
 
 
-def zeros_out(geom: PairGeometry, like: Tensor) -> TermOut:
-    """A term's output when it contributes nothing (N,) and (N, d)."""
-    n = geom.n
-    d = geom.e.shape[1]
-    return TermOut(torch.zeros(n, dtype=like.dtype, device=like.device),
-                   torch.zeros(n, d, dtype=like.dtype, device=like.device))
+def no_force(geom: PairGeometry) -> Tensor:
+    """(N, d) zeros: the ``force`` of a term whose forces are all central (a broadcast view,
+    no allocation of N d numbers)."""
+    return geom.e.new_zeros(1, geom.e.shape[1]).expand(geom.n, geom.e.shape[1])
+
+
+def energy_of(geom: PairGeometry, out: TermOut) -> Tensor:
+    """(N,) a term's energy per particle: its own part and half of each of its pairs'."""
+    half = 0.5 * out.pair_energy
+    return out.energy + scatter2(geom.n, geom.ij, half, half)
+
+
+def force_of(geom: PairGeometry, out: TermOut) -> Tensor:
+    """(N, d) a term's force -dE/dr: its non-central part and its central pair forces."""
+    f = -out.dEdr.unsqueeze(-1) * geom.e
+    return out.force + scatter2(geom.n, geom.ij, f, -f)

@@ -21,9 +21,8 @@ import torch
 from torch import Tensor
 
 from ..nets import InternalEnergy
-from ..scatter import scatter2
 from ..types import PairGeometry, TermOut, Thermo
-from .base import EnergyTerm
+from .base import EnergyTerm, no_force
 
 
 class DensityEnergy(EnergyTerm):
@@ -72,23 +71,30 @@ class DensityEnergy(EnergyTerm):
     def evaluate(self, geom: PairGeometry, S: Tensor, thermo: Thermo) -> TermOut:
         P = thermo.P
         dEdr = (P[geom.i] + P[geom.j]) * geom.dW / geom.h
-        f = -dEdr.unsqueeze(-1) * geom.e
-        return TermOut(thermo.U, scatter2(geom.n, geom.ij, f, -f))
+        return TermOut(thermo.U, torch.zeros_like(dEdr), dEdr, no_force(geom))
 
     def heat_to_entropy(self, S: Tensor, thermo: Thermo, heat: Tensor, w: Tensor) -> Tensor:
         """dS (N, n_s) along the heat weights w with U(S + dS, V) = U(S, V) + heat (N,).
 
         Newton's method from the second-order guess heat/theta - kappa heat^2 / (2 theta^3);
-        dU/ds = theta > 0 and U is convex in s, so it converges quadratically: four
-        iterations reach rounding level for heats of many kT (two left errors of 1e-6 of
-        U for the largest heats of a free gas at kT/m = 9)."""
+        dU/ds = theta > 0 and U is convex in s, so it converges quadratically: one or two
+        updates reach rounding level of U for the heats of a step, and up to four are
+        taken where they do not (two left errors of 1e-6 of U for the largest heats of a
+        free gas at kT/m = 9). It stops when U(S + s w) = U + heat to a few roundings of U.
+        """
         w = w.to(S.dtype)
         th = thermo.theta
         s = heat / th - thermo.kappa * heat.square() / (2 * th ** 3)
         target = thermo.U + heat
-        for _ in range(4):
+        tol = 64.0 * (2.2e-16 if S.dtype == torch.float64 else 1.2e-7)   # roundings of U (and of a table)
+        for k in range(5):
             u_new, th_new = self.u_theta(S + s.unsqueeze(-1) * w, thermo.dens, w)
-            s = s - (u_new - target) / th_new
+            res = u_new - target
+            if k >= 1 and bool((res.abs() <= tol * (target.abs() + heat.abs())).all()):
+                break                                   # U(S + s w) = U + heat to rounding
+            if k == 4:
+                break
+            s = s - res / th_new
         return s.unsqueeze(-1) * w
 
     def tabulated(self, n: int, sample: Optional[Tuple[Tensor, Tensor]] = None,

@@ -19,10 +19,9 @@ import torch
 from torch import Tensor
 
 from ..nets import PairPotential
-from ..scatter import scatter2
 from ..tables import LinearTable
 from ..types import PairGeometry, TermOut, Thermo
-from .base import EnergyTerm
+from .base import EnergyTerm, no_force
 
 
 class PairEnergy(EnergyTerm):
@@ -55,9 +54,7 @@ class PairEnergy(EnergyTerm):
 
     def evaluate(self, geom: PairGeometry, S: Tensor, thermo: Thermo) -> TermOut:
         phi, dphi = self.phi(geom.q)
-        f = -(dphi / geom.h).unsqueeze(-1) * geom.e
-        half = 0.5 * phi
-        return TermOut(scatter2(geom.n, geom.ij, half, half), scatter2(geom.n, geom.ij, f, -f))
+        return TermOut(no_force(geom)[:, 0], phi, dphi / geom.h, no_force(geom))
 
     @torch.no_grad()
     def tabulated(self, n: int, sample: Optional[Tuple[Tensor, Tensor]] = None,
