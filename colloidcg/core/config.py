@@ -4,9 +4,17 @@ particles, the eager API's argument)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 
 import torch
+
+
+def _opt(default, help: str, unit: str | None = None):
+    """A field with its help text and unit (read by the CLI, the napari widget and
+    :class:`colloidcg.train.TrainConfig`); ``None`` for ``terms`` means an empty dict."""
+    if default is None:
+        return field(default_factory=dict, metadata={"help": help, "unit": unit})
+    return field(default=default, metadata={"help": help, "unit": unit})
 
 
 @dataclass
@@ -30,31 +38,41 @@ class ModelConfig:
     ``size_scale`` > 0: per-particle sizes, reduced by this reference size (units of the
     tracks' ``size_column``; the largest particles' size), scale each pair's range (see the
     module docstring); 0: one range h for all pairs.
+    ``terms``: energy terms that have no field of their own, switched on by name with
+    their options (``{"name": {"option": value}}``); a new term needs no other change here.
+    Every field's help text and unit are in its metadata (:func:`option_help`).
     """
 
-    dim: int = 2
-    cutoff: float = 1.0
-    n_s: int = 1
-    width: int = 50
-    depth: int = 2
-    n_kernel: int = 4
-    energy_width: int = 32
-    energy_depth: int = 2
-    encoder_width: int = 32
-    n_rbf: int = 8
-    substrate: bool = True
-    deviatoric: bool = False
-    frame_average: bool = True
-    k_B: float = 1.0
-    tau: float = 1.0
-    mass_scale: float = 1.0
-    theta_ref: float = 1.0
-    volume_ref: float = 1.0
-    stiffness: float = 1.0
-    fabric_ref: float = 1.0
-    size_scale: float = 0.0
-    size_column: str = ""
-    n_pair: int = 0
+    dim: int = _opt(2, "spatial dimension, 2 or 3 (set from the data)")
+    cutoff: float = _opt(1.0, "interaction range h of every pair function", "length")
+    n_s: int = _opt(1, "number of entropy-like variables S per particle")
+    width: int = _opt(50, "width of the pair networks (friction and heat-conduction coefficients)")
+    depth: int = _opt(2, "hidden layers of the pair networks")
+    n_kernel: int = _opt(4, "basis functions of the learned density kernel W")
+    energy_width: int = _opt(32, "width of the internal-energy network U(S, V)")
+    energy_depth: int = _opt(2, "hidden layers of the internal-energy network U(S, V)")
+    encoder_width: int = _opt(32, "width of the structural encoder that predicts S")
+    n_rbf: int = _opt(8, "radial basis functions of the structural encoder's features")
+    substrate: bool = _opt(True, "friction against the solvent/substrate; off: the momentum-conserving model")
+    deviatoric: bool = _opt(False, "add the deviatoric (shear-strain) energy, for solids")
+    frame_average: bool = _opt(True, "read velocities as frame averages (finite differences of positions) "
+                                     "of a latent instantaneous velocity and integrate the substrate "
+                                     "friction exactly; off: instantaneous velocities, Euler-Maruyama at "
+                                     "the frame rate (particle data recorded at the integration step)")
+    k_B: float = _opt(1.0, "Boltzmann constant in the model's units (0: deterministic)")
+    tau: float = _opt(1.0, "time scale of the friction coefficients", "time")
+    mass_scale: float = _opt(1.0, "scale of the learned particle mass", "mass")
+    theta_ref: float = _opt(1.0, "temperature scale (calibrated from the velocities)", "energy")
+    volume_ref: float = _opt(1.0, "reference kernel volume 1 / (W(0) + sum_j W) (calibrated)")
+    stiffness: float = _opt(1.0, "bulk scale of U's volume term, in theta_ref (calibrated from the forces)")
+    fabric_ref: float = _opt(1.0, "typical neighbour weight sum_j W of the deviatoric energy (calibrated)")
+    size_scale: float = _opt(0.0, "reference size of per-particle sizes (0: one range for all pairs)", "size")
+    size_column: str = _opt("", "tracks column with the per-particle size")
+    n_pair: int = _opt(0, "terms of the learned repulsive pair energy (soft-sphere contacts with learned "
+                          "contact distances); 0: none, the density-kernel energy alone")
+    terms: dict = _opt(None, "further energy terms switched on by name, with their options: "
+                             "{name: {option: value}} (terms without a field of their own; "
+                             "colloidcg.core.terms)")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -66,6 +84,14 @@ class ModelConfig:
         if unknown:
             raise ValueError(f"unknown model configuration keys: {sorted(unknown)}")
         return cls(**d)
+
+    @staticmethod
+    def option_help(name: str) -> tuple[str, str | None]:
+        """(help text, unit) of the field ``name``."""
+        for f in fields(ModelConfig):
+            if f.name == name:
+                return f.metadata["help"], f.metadata["unit"]
+        raise KeyError(name)
 
     def replace(self, **changes) -> "ModelConfig":
         """A copy with ``changes`` applied (unknown names raise TypeError)."""

@@ -94,6 +94,14 @@ def check_model_config(model: dict, where: str) -> None:
         v = model[key]
         if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
             raise ColloidcgError(f"{where}: 'model.{key}' must be an integer from {lo} to {hi}, got {v!r}")
+    terms = model.get("terms", {})
+    if not (isinstance(terms, dict) and all(isinstance(k, str) and isinstance(v, dict) for k, v in terms.items())):
+        raise ColloidcgError(f"{where}: 'model.terms' must map energy-term names to option tables, got {terms!r}")
+    from .terms import REGISTRY
+    unknown = sorted(set(terms) - set(REGISTRY))
+    if unknown:
+        raise ColloidcgError(f"{where}: the model uses energy term(s) {unknown} that this colloidcg "
+                             f"{__version__} does not have (it has {sorted(REGISTRY)})")
     for key in MODEL_SCALES + ("size_scale",):
         if key not in model:
             continue

@@ -58,10 +58,14 @@ SIGNATURES = {
 
 def compile_model(model) -> torch.jit.ScriptModule:
     """The model's integrator (holding the model), compiled with TorchScript, on the CPU."""
-    from ..core.integrators import integrator_for
     import copy
+    import warnings
+
+    from ..core.integrators import integrator_for
     m = copy.deepcopy(model).to("cpu").eval()
-    return torch.jit.script(integrator_for(m))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)   # TorchScript is deprecated upstream, still supported
+        return torch.jit.script(integrator_for(m))
 
 
 def check_agreement(model, compiled) -> dict:

@@ -29,27 +29,6 @@ from ..errors import ParameterError
 CALIBRATED = ("dim", "cutoff", "k_B", "tau", "mass_scale", "theta_ref", "volume_ref", "stiffness",
               "fabric_ref", "size_scale", "size_column")
 
-#: Help texts and units of the architecture options (ModelConfig's fields carry none).
-MODEL_OPTIONS = {
-    "n_s": ("number of entropy-like variables S per particle", None),
-    "width": ("width of the pair networks (friction and heat-conduction coefficients)", None),
-    "depth": ("hidden layers of the pair networks", None),
-    "n_kernel": ("basis functions of the learned density kernel W", None),
-    "energy_width": ("width of the internal-energy network U(S, V)", None),
-    "energy_depth": ("hidden layers of the internal-energy network U(S, V)", None),
-    "encoder_width": ("width of the structural encoder that predicts S", None),
-    "n_rbf": ("radial basis functions of the structural encoder's features", None),
-    "substrate": ("friction against the solvent/substrate; off: the momentum-conserving model", None),
-    "deviatoric": ("add the deviatoric (shear-strain) energy, for solids", None),
-    "frame_average": ("read velocities as frame averages (finite differences of positions) of a latent "
-                      "instantaneous velocity and integrate the substrate friction exactly; off: "
-                      "instantaneous velocities, Euler-Maruyama at the frame rate (particle data "
-                      "recorded at the integration step)", None),
-    "n_pair": ("terms of the learned repulsive pair energy (soft-sphere contacts with learned "
-               "contact distances); 0: none, the density-kernel energy alone", None),
-}
-
-
 def architecture_keys() -> tuple[str, ...]:
     """The ModelConfig fields that are training options (in ModelConfig's order)."""
     return tuple(f.name for f in fields(ModelConfig) if f.name not in CALIBRATED)
@@ -318,7 +297,7 @@ def _accept_flat_architecture(cls):
     def alias(name):
         return property(lambda self: getattr(self.model, name),
                         lambda self, value: setattr(self.model, name, value),
-                        doc=f"``model.{name}``: {MODEL_OPTIONS.get(name, ('', None))[0]}")
+                        doc=f"``model.{name}``: {ModelConfig.option_help(name)[0]}")
 
     cls.__init__ = __init__
     for name in names:
@@ -345,6 +324,6 @@ def option_info(name: str) -> OptionInfo:
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
             return OptionInfo(default, f.metadata["help"], f.metadata["unit"])
     if name in architecture_keys():
-        text, unit = MODEL_OPTIONS.get(name, (name.replace("_", " "), None))
+        text, unit = ModelConfig.option_help(name)
         return OptionInfo(getattr(default_model_config(), name), text, unit)
     raise KeyError(name)

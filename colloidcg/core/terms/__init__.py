@@ -32,7 +32,11 @@ def _discover() -> None:
 
 
 def build_terms(config) -> dict[str, EnergyTerm]:
-    """The terms a configuration asks for, in registry order (density first)."""
+    """The terms a configuration asks for, in registry order (density first). A name in
+    ``config.terms`` that no module defines raises ValueError."""
+    unknown = sorted(set(config.terms) - set(REGISTRY))
+    if unknown:
+        raise ValueError(f"unknown energy term(s) {unknown}; this colloidcg has {sorted(REGISTRY)}")
     out = {}
     for name, cls in REGISTRY.items():
         term = cls.build(config)

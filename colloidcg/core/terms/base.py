@@ -5,7 +5,8 @@ is a small ``nn.Module`` with
 
 - ``name`` (class attribute): its key in the model's ``terms`` (and in state dicts);
 - ``build(config)`` (classmethod): the term for a :class:`~colloidcg.core.config.ModelConfig`,
-  or None when the configuration does not ask for it;
+  or None when the configuration does not ask for it (default: on when
+  ``config.terms`` names it, with the options given there);
 - ``configure(config)``: copy the physical scales it uses from the configuration into plain
   attributes (called at construction and after calibration);
 - ``evaluate(geom, S, thermo) -> TermOut``: its energy and forces for the pairs ``geom``
@@ -42,7 +43,13 @@ class EnergyTerm(nn.Module):
 
     @classmethod
     def build(cls, config) -> Optional["EnergyTerm"]:
-        raise NotImplementedError
+        """Default: the term is on when ``config.terms`` names it, built with the options
+        given there as keyword arguments, then configured."""
+        if cls.name not in config.terms:
+            return None
+        term = cls(**config.terms[cls.name])
+        term.configure(config)
+        return term
 
     def configure(self, config) -> None:
         pass
