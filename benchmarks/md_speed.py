@@ -78,7 +78,6 @@ def rollout_worker(n: int, dim: int, steps: int) -> dict:
     import torch
     torch.set_num_threads(1)
     from colloidcg.core import MetriplecticModel, ModelConfig, State, find_pairs, rollout
-    from colloidcg.core.tabulate import tabulate, tabulate_eos
     from colloidcg.train import TrainConfig
 
     dtype = torch.float32
@@ -100,12 +99,13 @@ def rollout_worker(n: int, dim: int, steps: int) -> dict:
     h = float(dist[min(len(dist) - 1, int(NEIGHBOURS * n))]) * (1 + 1e-9)
     model = MetriplecticModel(ModelConfig(dim=dim, cutoff=h, width=50, depth=2, tau=1.0,
                                           n_pair=TrainConfig().n_pair)).to(dtype)
-    err = tabulate(model)
     with torch.no_grad():
         pairs = find_pairs(r, h, box)
         S = model.initial_S(r, pairs, box)
         st = State(r, v, S)
-        tabulate_eos(model, S, model.compute(st, pairs, box).dens)
+        # the fast copy: pair functions, pair energy and the equation of state over this state
+        model, errors = model.tabulated((S, model.density_of(st, pairs, box)))
+        err = max(v for k, v in errors.items() if k != "density")
         rollout(model, st, 2, 0.01, box=box, seed=0)            # warm-up
         t0 = time.perf_counter()
         rollout(model, st, steps, 0.01, box=box, seed=0, record_every=steps)

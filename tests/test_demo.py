@@ -55,8 +55,8 @@ def test_demo_trains_simulates_and_reports(demo_out):
     assert {"msd.png", "rdf.png", "vacf.png"} <= {p.name for p in (demo_out / "report").iterdir()}
     bundle = json.loads((demo_out / "bundle" / "bundle.json").read_text())
     assert bundle["cutoff"] == pytest.approx(cfg["model"]["cutoff"])
-    assert {"drift.pt", "noise.pt", "energy.pt", "encoder.pt"} <= {
-        p.name for p in (demo_out / "bundle" / "torchscript").iterdir()}
+    assert {p.name for p in (demo_out / "bundle" / "torchscript").iterdir()} == {"model.pt"}
+    assert (demo_out / "bundle" / "rollout.py").is_file() and (demo_out / "bundle" / "driver.py").is_file()
 
 
 def test_demo_shows_and_times_every_stage(tmp_path, capsys):

@@ -160,7 +160,8 @@ def _run(args) -> int:
     print("[6/6] exporting the model as a bundle (weights, description, TorchScript)")
     bundle = export_bundle(dirs["model"], dirs["bundle"], overwrite=args.overwrite,
                            metrics={k: m[k] for k in ("msd_rel_rms", "vacf_rel_rms", "rdf_rel_rms")})
-    print(f"    {bundle}: load with colloidcg.load_model or torch.jit.load (torchscript/)")
+    print(f"    {bundle}: load with colloidcg.load_model or torch.jit.load (torchscript/model.pt); "
+          "roll out with torch alone: python rollout.py --help")
     print(took())
     wall, cpu = time.perf_counter() - start[0], time.process_time() - start[1]
     print(f"done in {wall:.0f} s ({cpu:.0f} s CPU in this process; tracking also uses worker processes): "

@@ -9,11 +9,12 @@ from ._common import add_output
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
-        "export", help="pack a trained model as a bundle (weights, JSON description, TorchScript)",
+        "export", help="pack a trained model as a bundle (weights, JSON description, compiled model, rollout.py)",
         description="Write a model bundle: model.pt (weights), bundle.json (architecture, units, "
                     "dt, cutoff, calibration, provenance of the training data, metrics, versions, "
-                    "TorchScript signatures, checksums) and torchscript/{drift,noise,energy,encoder}.pt, "
-                    "which load with torch.jit.load in a Python that has only torch. "
+                    "the compiled model's methods, checksums), torchscript/model.pt (the model itself, "
+                    "compiled with TorchScript, with its integrator), driver.py and rollout.py (a rollout "
+                    "with torch alone: python BUNDLE/rollout.py --init INIT.csv --steps N --seed S -o OUT.csv). "
                     "Reload the bundle with colloidcg.load_model(BUNDLE) or use it as MODEL in "
                     "colloidcg simulate.")
     p.add_argument("model", metavar="MODEL_DIR", help="folder written by colloidcg train")
@@ -47,6 +48,6 @@ def run(args: argparse.Namespace) -> int:
     # the folder holding the bundle is locked while it is built; the bundle is swapped in whole
     with output_folder(bundle.parent, [bundle.name], args.overwrite, option=f"-o {bundle}: folder"):
         out = export_bundle(args.model, bundle, overwrite=True, metrics=metrics)
-    print(f"bundle written: {out} (torchscript/drift.pt, noise.pt, energy.pt, encoder.pt; "
+    print(f"bundle written: {out} (torchscript/model.pt, rollout.py; "
           f"describe it with: colloidcg info {out})")
     return 0

@@ -12,7 +12,7 @@ import torch
 from ..core.model import MetriplecticModel
 from ..data import Trajectory, near_edge
 from ..errors import ColloidcgError, ParameterError
-from .calibrate import build_model, pair_energy_report
+from .calibrate import build_model
 from .config import TrainConfig
 from .cutoff import fits_box, select_cutoff
 from .labels import balanced_pos_weight, rearrangement_auc
@@ -167,9 +167,11 @@ def fit_with_cutoff(traj: Trajectory, cfg: TrainConfig, cutoff: float, sampler: 
     }
     if selection is not None:
         report["cutoff_selection"] = selection
-    pair = pair_energy_report(model, cutoff)
-    if pair is not None:
-        report["pair_energy"] = pair
+    # every energy term's learned parameters in physical units (the pair energy also under
+    # its earlier key, which reports and notebooks read)
+    report["energy_terms"] = model.term_reports()
+    if "pair" in report["energy_terms"]:
+        report["pair_energy"] = report["energy_terms"]["pair"]
     if traj.rearranging is not None:
         frames = sampler.frame_transitions or FrameTransitions(traj, cutoff)
         report["rearrangement_auc"] = rearrangement_auc(
