@@ -414,7 +414,9 @@ def test_tabulated_copy_matches_the_networks(n_pair):
 def term_model(name, seed=4, dim=2):
     """A model with the energy term ``name`` switched on (with its calibrated scales)."""
     on = {"pair": {"n_pair": 4}, "deviatoric": {"deviatoric": True}}.get(name, {})
-    m = random_model(seed, dim, 1, substrate=True, n_pair=on.get("n_pair", 0), deviatoric=on.get("deviatoric", False))
+    terms = {} if name in ("density", "pair", "deviatoric") else {name: {}}   # by name, default options
+    m = random_model(seed, dim, 1, substrate=True, n_pair=on.get("n_pair", 0),
+                     deviatoric=on.get("deviatoric", False), terms=terms)
     assert name in m.terms, f"no configuration switches the term {name!r} on; add it to term_model"
     with torch.no_grad():
         m.update_config(stiffness=3.0)

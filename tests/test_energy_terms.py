@@ -12,7 +12,7 @@ import torch
 from colloidcg.core import MetriplecticModel, ModelConfig, State, find_pairs
 from colloidcg.core.persist import load_model, save_model
 from colloidcg.core.terms import REGISTRY
-from colloidcg.core.terms.base import EnergyTerm, no_force
+from colloidcg.core.terms.base import EnergyTerm
 from colloidcg.core.types import PairGeometry, TermOut, Thermo
 from colloidcg.errors import ColloidcgError
 from colloidcg.export.compiled import check_agreement, compile_model
@@ -37,7 +37,7 @@ class Tether(EnergyTerm):
     def evaluate(self, geom: PairGeometry, S: torch.Tensor, thermo: Thermo) -> TermOut:
         gap = 1.0 - geom.q
         c = self.k * self.scale
-        return TermOut(no_force(geom)[:, 0], 0.5 * c * gap.square(), -c * gap / geom.h, no_force(geom))
+        return TermOut(None, 0.5 * c * gap.square(), -c * gap / geom.h, None)
 
     def report(self) -> dict:
         return {"k": self.k}

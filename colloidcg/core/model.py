@@ -295,10 +295,18 @@ class MetriplecticModel(nn.Module):
         dEdr = torch.zeros_like(g.dist)
         for term in self.terms.values():
             out = term.evaluate(g, S, thermo)
-            force = force + out.force
-            energy = energy + out.energy
-            pair_energy = pair_energy + out.pair_energy
-            dEdr = dEdr + out.dEdr
+            part = out.force
+            if part is not None:
+                force = force + part
+            part = out.energy
+            if part is not None:
+                energy = energy + part
+            part = out.pair_energy
+            if part is not None:
+                pair_energy = pair_energy + part
+            part = out.dEdr
+            if part is not None:
+                dEdr = dEdr + part
         fpair = -dEdr.unsqueeze(-1) * g.e          # central forces of every term, scattered once
         force = force + scatter2(n, g.ij, fpair, -fpair)
         theta = thermo.theta

@@ -9,7 +9,7 @@ k_B = 1 by default).
 """
 
 
-from typing import NamedTuple, Tuple
+from typing import NamedTuple, Optional, Tuple
 
 from torch import Tensor
 
@@ -66,15 +66,16 @@ class TermOut(NamedTuple):
     pair_energy : (P,) energy of each pair (half to each of its particles), E.
     dEdr : (P,) central pair force: dE/d|r_ij|, E/L; the force on i is -dEdr e_ij, on j +dEdr e_ij.
     force : (N, d) any other (non-central) force -dE/dr, E/L.
+    Each is None where the term has no such part (nothing is allocated or added for it).
     The term's energy is energy + each particle's half of its pairs' pair_energy; its force
     is force + the scattered central forces (:func:`colloidcg.core.terms.base.energy_of`,
     :func:`~colloidcg.core.terms.base.force_of`).
     """
 
-    energy: Tensor
-    pair_energy: Tensor
-    dEdr: Tensor
-    force: Tensor
+    energy: Optional[Tensor]
+    pair_energy: Optional[Tensor]
+    dEdr: Optional[Tensor]
+    force: Optional[Tensor]
 
 
 class Dissipation(NamedTuple):

@@ -68,19 +68,23 @@ class EnergyTerm(nn.Module):
         return {}
 
 
-def no_force(geom: PairGeometry) -> Tensor:
-    """(N, d) zeros: the ``force`` of a term whose forces are all central (a broadcast view,
-    no allocation of N d numbers)."""
-    return geom.e.new_zeros(1, geom.e.shape[1]).expand(geom.n, geom.e.shape[1])
-
-
 def energy_of(geom: PairGeometry, out: TermOut) -> Tensor:
     """(N,) a term's energy per particle: its own part and half of each of its pairs'."""
-    half = 0.5 * out.pair_energy
-    return out.energy + scatter2(geom.n, geom.ij, half, half)
+    e = geom.dist.new_zeros(geom.n)
+    if out.energy is not None:
+        e = e + out.energy
+    if out.pair_energy is not None:
+        half = 0.5 * out.pair_energy
+        e = e + scatter2(geom.n, geom.ij, half, half)
+    return e
 
 
 def force_of(geom: PairGeometry, out: TermOut) -> Tensor:
     """(N, d) a term's force -dE/dr: its non-central part and its central pair forces."""
-    f = -out.dEdr.unsqueeze(-1) * geom.e
-    return out.force + scatter2(geom.n, geom.ij, f, -f)
+    f = geom.e.new_zeros(geom.n, geom.e.shape[1])
+    if out.force is not None:
+        f = f + out.force
+    if out.dEdr is not None:
+        fp = -out.dEdr.unsqueeze(-1) * geom.e
+        f = f + scatter2(geom.n, geom.ij, fp, -fp)
+    return f

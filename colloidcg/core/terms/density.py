@@ -22,7 +22,7 @@ from torch import Tensor
 
 from ..nets import InternalEnergy
 from ..types import PairGeometry, TermOut, Thermo
-from .base import EnergyTerm, no_force
+from .base import EnergyTerm
 
 
 class DensityEnergy(EnergyTerm):
@@ -71,30 +71,37 @@ class DensityEnergy(EnergyTerm):
     def evaluate(self, geom: PairGeometry, S: Tensor, thermo: Thermo) -> TermOut:
         P = thermo.P
         dEdr = (P[geom.i] + P[geom.j]) * geom.dW / geom.h
-        return TermOut(thermo.U, torch.zeros_like(dEdr), dEdr, no_force(geom))
+        return TermOut(thermo.U, None, dEdr, None)
 
     def heat_to_entropy(self, S: Tensor, thermo: Thermo, heat: Tensor, w: Tensor) -> Tensor:
         """dS (N, n_s) along the heat weights w with U(S + dS, V) = U(S, V) + heat (N,).
 
         Newton's method from the second-order guess heat/theta - kappa heat^2 / (2 theta^3);
-        dU/ds = theta > 0 and U is convex in s, so it converges quadratically: one or two
-        updates reach rounding level of U for the heats of a step, and up to four are
-        taken where they do not (two left errors of 1e-6 of U for the largest heats of a
-        free gas at kT/m = 9). It stops when U(S + s w) = U + heat to a few roundings of U.
+        dU/ds = theta > 0 and U is convex in s, so it converges quadratically. After one
+        update of every particle, the particles whose U(S + s w) is not yet U + heat to a few
+        roundings of U get up to three more (only they are evaluated): one update reaches
+        rounding for the heats of a step; a free gas at kT/m = 9 needed three for its
+        largest heats (two left errors of 1e-6 of U).
         """
         w = w.to(S.dtype)
         th = thermo.theta
         s = heat / th - thermo.kappa * heat.square() / (2 * th ** 3)
         target = thermo.U + heat
-        tol = 64.0 * (2.2e-16 if S.dtype == torch.float64 else 1.2e-7)   # roundings of U (and of a table)
-        for k in range(5):
-            u_new, th_new = self.u_theta(S + s.unsqueeze(-1) * w, thermo.dens, w)
-            res = u_new - target
-            if k >= 1 and bool((res.abs() <= tol * (target.abs() + heat.abs())).all()):
+        tol = 8 * 2.2e-16 if S.dtype == torch.float64 else 64 * 1.2e-7   # roundings of U (float32: and of a table)
+        u_new, th_new = self.u_theta(S + s.unsqueeze(-1) * w, thermo.dens, w)
+        s = s - (u_new - target) / th_new
+        u_new, th_new = self.u_theta(S + s.unsqueeze(-1) * w, thermo.dens, w)
+        res = u_new - target
+        bad = res.abs() > tol * (target.abs() + heat.abs())
+        idx = torch.nonzero(bad).squeeze(-1)
+        for _ in range(3):
+            if idx.shape[0] == 0:
                 break                                   # U(S + s w) = U + heat to rounding
-            if k == 4:
-                break
-            s = s - res / th_new
+            s = s.index_put((idx,), s[idx] - res[bad] / th_new[bad])
+            u_new, th_new = self.u_theta(S[idx] + s[idx].unsqueeze(-1) * w, thermo.dens[idx], w)
+            res = u_new - target[idx]
+            bad = res.abs() > tol * (target[idx].abs() + heat[idx].abs())
+            idx = idx[bad]
         return s.unsqueeze(-1) * w
 
     def tabulated(self, n: int, sample: Optional[Tuple[Tensor, Tensor]] = None,

@@ -77,8 +77,7 @@ class DeviatoricEnergy(EnergyTerm):
         g = ((geom.dW / geom.h) * eGe).unsqueeze(-1) * e \
             + (2.0 * geom.W / geom.dist).unsqueeze(-1) * (Ge - eGe.unsqueeze(-1) * e)
         g = g / self.fabric_ref
-        zero = torch.zeros_like(geom.dist)
-        return TermOut(energy, zero, zero, scatter2(n, geom.ij, -g, g))
+        return TermOut(energy, None, None, scatter2(n, geom.ij, -g, g))
 
     def report(self) -> dict:
         return {"shear_factor": float(F.softplus(self.raw_mu)), "fabric_ref": self.fabric_ref,

@@ -21,7 +21,7 @@ from torch import Tensor
 from ..nets import PairPotential
 from ..tables import LinearTable
 from ..types import PairGeometry, TermOut, Thermo
-from .base import EnergyTerm, no_force
+from .base import EnergyTerm
 
 
 class PairEnergy(EnergyTerm):
@@ -54,7 +54,7 @@ class PairEnergy(EnergyTerm):
 
     def evaluate(self, geom: PairGeometry, S: Tensor, thermo: Thermo) -> TermOut:
         phi, dphi = self.phi(geom.q)
-        return TermOut(no_force(geom)[:, 0], phi, dphi / geom.h, no_force(geom))
+        return TermOut(None, phi, dphi / geom.h, None)
 
     @torch.no_grad()
     def tabulated(self, n: int, sample: Optional[Tuple[Tensor, Tensor]] = None,
