@@ -113,3 +113,41 @@ def test_new_term_compiles_saves_and_reloads(tether, tmp_path):
 def test_unknown_term_name_is_refused():
     with pytest.raises(ValueError, match="unknown energy term"):
         MetriplecticModel(ModelConfig(terms={"no_such_term": {}}))
+
+
+def test_model_folder_with_the_earlier_weight_names_loads(tmp_path):
+    """Model folders saved before the energy terms were modules (weights kernel.*, pair.*,
+    energy.*, pair_potential.*, raw_shear; no substrate parameters without a substrate)
+    load with the same weights and the same forces."""
+    import hashlib
+    import io
+    import json
+
+    from colloidcg.core.persist import RENAMED
+
+    m = MetriplecticModel(ModelConfig(cutoff=1.0, width=12, energy_width=10, encoder_width=10, n_pair=3,
+                                      deviatoric=True, substrate=False)).double()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    folder = save_model(m, tmp_path / "old")
+    old = {}
+    for key, value in m.state_dict().items():
+        if key in ("raw_gamma0", "raw_alpha0"):
+            continue                                  # absent from models without a substrate
+        for before, now in RENAMED:
+            if key.startswith(now):
+                key = before + key[len(now):]
+                break
+        old[key] = value
+    assert "energy.mu" in old and "raw_shear" in old and "kernel.raw" in old
+    buf = io.BytesIO()
+    torch.save(old, buf)
+    (folder / "model.pt").write_bytes(buf.getvalue())
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["weights_sha256"] = hashlib.sha256(buf.getvalue()).hexdigest()
+    (folder / "config.json").write_text(json.dumps(cfg))
+    m2, _ = load_model(folder)
+    s = _state(20, 2.0)
+    pairs = find_pairs(s.r, 1.0)
+    assert torch.equal(m2.compute(s, pairs).force, m.compute(s, pairs).force)
