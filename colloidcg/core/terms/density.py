@@ -160,9 +160,12 @@ class TabulatedDensityEnergy(DensityEnergy):
         w64 = w.double().to(device)
 
         def exact(sv: Tensor, dv: Tensor) -> Tensor:
-            Sg, Dg = torch.meshgrid(sv, dv, indexing="ij")
-            th = term.exact_thermo(Dg.reshape(-1), Sg.reshape(-1, 1), w64)
-            return torch.stack([th.U, th.T[:, 0], th.P, th.kappa], -1).view(len(sv), len(dv), 4)
+            rows = []
+            for k in range(0, len(sv), 16):      # 16 rows at a time: bounded memory
+                Sg, Dg = torch.meshgrid(sv[k: k + 16], dv, indexing="ij")
+                th = term.exact_thermo(Dg.reshape(-1), Sg.reshape(-1, 1), w64)
+                rows.append(torch.stack([th.U, th.T[:, 0], th.P, th.kappa], -1).view(Sg.shape[0], len(dv), 4))
+            return torch.cat(rows)
 
         sv = torch.linspace(new.s0, new.s1, n, dtype=torch.float64, device=device)
         dv = torch.linspace(new.d0, new.d1, n, dtype=torch.float64, device=device)
