@@ -132,6 +132,21 @@ class InternalEnergy(nn.Module):
         u = u - stiffness * F.softplus(self.mu) * torch.log(v_red)
         return u
 
+    def layer_weights(self) -> Tuple[List[torch.Tensor], List[torch.Tensor], List[torch.Tensor]]:
+        """The non-negative input weights softplus(wx_l), the biases b_l and the non-negative
+        hidden weights softplus(wz_l) (layers 1..), as lists (TorchScript indexes lists,
+        not ParameterLists)."""
+        A: List[torch.Tensor] = []
+        biases: List[torch.Tensor] = []
+        B: List[torch.Tensor] = []
+        for wx in self.wx:
+            A.append(F.softplus(wx))
+        for b in self.b:
+            biases.append(b)
+        for wz in self.wz:
+            B.append(F.softplus(wz))
+        return A, biases, B
+
     def value_and_slope(self, S: torch.Tensor, v_red: torch.Tensor, stiffness: float,
                         w: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """U and its derivative along the heat weights, w . dU/dS (N,), in one forward pass
@@ -140,18 +155,13 @@ class InternalEnergy(nn.Module):
         wx_in = torch.cat([w, torch.zeros(1, dtype=w.dtype, device=w.device)])
         z = torch.zeros(0, dtype=x.dtype, device=x.device)
         a_z = torch.zeros(0, dtype=x.dtype, device=x.device)
-        biases: List[torch.Tensor] = []
-        raw_wz: List[torch.Tensor] = []
-        for b in self.b:
-            biases.append(b)
-        for wz in self.wz:
-            raw_wz.append(wz)
-        for layer, wx in enumerate(self.wx):
-            A = F.softplus(wx)
+        As, biases, Bs = self.layer_weights()
+        for layer in range(len(As)):
+            A = As[layer]
             pre = x @ A.T + biases[layer]
             a = (A @ wx_in).expand(x.shape[0], -1)
             if layer > 0:
-                B = F.softplus(raw_wz[layer - 1])
+                B = Bs[layer - 1]
                 pre = pre + z @ B.T
                 a = a + a_z @ B.T
             z = F.softplus(pre)
@@ -185,31 +195,22 @@ class InternalEnergy(nn.Module):
         a_z = torch.zeros(0, dtype=x.dtype, device=x.device)       # dz . w
         c_z = torch.zeros(0, dtype=x.dtype, device=x.device)       # w^T (d^2 z) w
         sig: List[torch.Tensor] = []
-        wzs: List[torch.Tensor] = []
-        wxs: List[torch.Tensor] = []
-        biases: List[torch.Tensor] = []
-        raw_wz: List[torch.Tensor] = []
-        for b in self.b:                 # TorchScript indexes lists, not ParameterLists
-            biases.append(b)
-        for wz in self.wz:
-            raw_wz.append(wz)
-        for layer, wx in enumerate(self.wx):
-            A = F.softplus(wx)
+        wxs, biases, wzs = self.layer_weights()
+        for layer in range(len(wxs)):
+            A = wxs[layer]
             pre = x @ A.T + biases[layer]
             a = (A @ wx_in).expand(x.shape[0], -1)
             c = torch.zeros_like(pre)
             if layer > 0:
-                B = F.softplus(raw_wz[layer - 1])
+                B = wzs[layer - 1]
                 pre = pre + z @ B.T
                 a = a + a_z @ B.T
                 c = c_z @ B.T
-                wzs.append(B)
             s = torch.sigmoid(pre)
             z = F.softplus(pre)
             a_z = s * a
             c_z = s * (1.0 - s) * a.square() + s * c
             sig.append(s)
-            wxs.append(A)
         out_z = F.softplus(self.out_z)
         out_x = F.softplus(self.out_x)
         lin = F.softplus(self.lin_s)
