@@ -1,0 +1,88 @@
+"""``colloidcg upsample``: large-system snapshots from a small one, by hierarchical tiling."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "upsample", help="build large-system snapshots from a small tracks table and a model",
+        description="Hierarchical upsampling (docs/scaling.md): tiles of the input (frames of a periodic "
+                    "box under random cyclic shifts, or square windows of an open field of view) are "
+                    "placed side by side with random symmetries, overlaps at the seams are pushed apart "
+                    "and the seams relaxed with the model, the rest held fixed; repeated by doubling "
+                    "until the area (volume) is K times the tile's. Writes the tracks schema (frame = "
+                    "sample index, px) to the .parquet file given with -o, with a JSON sidecar recording "
+                    "the periodic box and the seam relaxation.")
+    p.add_argument("model", metavar="MODEL", help="model folder written by colloidcg train, or a bundle "
+                                                 "written by colloidcg export")
+    p.add_argument("--init", required=True, metavar="TRACKS.parquet",
+                   help="tracks table (px, frames) whose frames are the tiles; a periodic box comes from "
+                        "the model's calibration or the table's sidecar (meta.box_px), else square "
+                        "windows of the field of view are tiled")
+    p.add_argument("--frame", type=int, default=None, metavar="F",
+                   help="take every tile from this frame (default: tiles drawn from all frames)")
+    p.add_argument("--factor", type=int, required=True, metavar="K",
+                   help="area factor (volume in 3D): a square (cube) such as 4, 16, 64 (required)")
+    p.add_argument("--samples", type=int, default=1, metavar="N", help="independent large snapshots")
+    p.add_argument("--seed", type=int, default=0, help="seed of the tiling and relaxation noise")
+    p.add_argument("--relax-steps", type=int, default=10, metavar="N",
+                   help="model frames of seam relaxation per doubling (0: overlap removal only)")
+    p.add_argument("--band", type=float, default=None, metavar="PX",
+                   help="half-width of the relaxed band along each seam, px (default: the model's "
+                        "interaction range)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("-o", "--output", required=True, metavar="BIG.parquet",
+                   help="output table, a file name ending in .parquet (its sidecar BIG.json is written "
+                        "beside it)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace existing outputs (default: refuse and write nothing)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import torch
+
+    from ..errors import ParameterError
+    from ..export import load_model
+    from ..outputs import output_folder, provenance, read_table, write_table
+    from ..scaling import side_steps, upsample
+
+    out = Path(args.output)
+    if out.suffix != ".parquet":
+        raise ParameterError(f"-o: {out}: expected a .parquet file name")
+    if args.samples < 1:
+        raise ParameterError(f"--samples: must be >= 1, got {args.samples}")
+    if args.relax_steps < 0:
+        raise ParameterError(f"--relax-steps: must be >= 0, got {args.relax_steps}")
+    dev = args.device
+    if not (dev == "cpu" or dev == "cuda" or (dev.startswith("cuda:") and dev[5:].isdigit())):
+        raise ParameterError(f"--device: expected 'cpu', 'cuda' or 'cuda:N', got {dev!r}")
+    if dev.startswith("cuda") and not torch.cuda.is_available():
+        raise ParameterError(f"--device: {dev!r} requested but CUDA is not available")
+    with output_folder(out.parent, [out.name, out.with_suffix(".json").name], args.overwrite,
+                       option=f"-o {out}: folder") as tx:
+        model, cfg = load_model(args.model, device=dev)
+        try:
+            side_steps(args.factor, int(model.config.dim))
+        except ParameterError as exc:
+            raise ParameterError(f"--{exc}") from None
+        tracks, meta = read_table(args.init, required=["frame", "particle", "x", "y"])
+        up = upsample(model, cfg, tracks, meta, factor=args.factor, frame=args.frame, samples=args.samples,
+                      seed=args.seed, relax_steps=args.relax_steps, band=args.band, name=str(args.init))
+        cal = cfg.get("calibration", {}) or {}
+        dim = int(model.config.dim)
+        names = ["x", "y", "z"][:dim]
+        units = {**{n: "px" for n in names}, **{"v" + n: "px/frame" for n in names},
+                 "frame": "sample index", "seam_distance": "px"}
+        side = provenance("upsample", {"model": args.model, "init": args.init},
+                          {**up.parameters, "device": dev}, units=units,
+                          meta={"box_px": up.box_px, "um_per_px": cal.get("um_per_px"), "fps": cal.get("fps")})
+        write_table(tx.path(out.name), up.tracks, side)
+    n = up.parameters["n_particles"]
+    print(f"upsampled x{args.factor}: {args.samples} snapshot(s) of {min(n)}-{max(n)} particles in a "
+          f"{' x '.join(f'{b:.1f}' for b in up.box_px)} px periodic box: {out}")
+    return 0

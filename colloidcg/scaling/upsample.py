@@ -1,0 +1,528 @@
+"""Hierarchical upsampling: large-system snapshots built from small observed or simulated ones.
+
+The method (after the hierarchical upsampling of Chen et al., "Scalable learning of
+macroscopic stochastic dynamics", carried from lattices to off-lattice particles):
+
+1. **Tiles.** A tile is one configuration of the input tracks table: a frame of a periodic
+   box (the model's ``calibration.box_px`` or the table's sidecar ``meta.box_px``) under a
+   random cyclic shift, or, for an open field of view, a square (cube in 3D) window cut
+   inside the field of view at a random place. Each tile gets a random symmetry of its box:
+   reflections of any axis, and exchanges of axes whose sides are equal (the 8 symmetries
+   of a square, 48 of a cube; a rectangular periodic box is only reflected, since a 90 degree
+   rotation would swap its sides).
+2. **Doubling.** ``m^d`` independent configurations (m = 2 while the remaining side factor
+   is even, else the remaining odd factor) are placed side by side in a box m times larger
+   per axis. Every placed configuration is drawn afresh (its own tiles, shifts and
+   symmetries), so the large system is not a periodic repetition.
+3. **Overlaps at the seams** are removed by displacement: pairs closer than the data's
+   closest approach for that pair of sizes are pushed apart symmetrically, a few sweeps;
+   pairs still closer than 0.9 x the closest approach after that lose one particle (the
+   number dropped is reported; it is usually 0).
+4. **Seam relaxation with the learned model.** The particles within ``band`` of the new
+   seams are rolled out for ``relax_steps`` frames with :func:`colloidcg.core.integrate.rollout`
+   in the large periodic box, the particles in the next ``cutoff`` + skin wide layer held
+   fixed as prescribed boundary particles (the rest of the system does not enter). All
+   seam windows of a level go into one rollout: the windows along the seams overlap at
+   the seam crossings and are relaxed together there. The overlap removal is repeated after
+   the rollout for pairs the model brought closer than the closest approach.
+5. Repeat 2-4 until the target area factor K = m_total^d.
+
+Per-particle sizes travel with their particles, so a mixture keeps its composition
+exactly (K copies' worth of each species, less dropped particles). Positions are in px
+(the tracks' unit), the model is run in its own units (um, s) from the model's calibration.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from itertools import permutations
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..errors import ColloidcgError, ParameterError
+
+__all__ = ["Configuration", "Upsampled", "ClosestApproach", "upsample", "side_steps",
+           "closest_approach", "separate", "tile_configurations"]
+
+#: Most distinct sizes treated as discrete species (more: sizes are continuous).
+MAX_SPECIES = 8
+
+
+# ----------------------------------------------------------------------------- data types
+@dataclass
+class Configuration:
+    """One periodic configuration, px.
+
+    pos : (N, d) float64 positions in [0, box), px.
+    vel : (N, d) float64 velocities, px/frame (zeros where the input had none).
+    size : (N,) float64 per-particle size (the size column's unit), or None.
+    box : (d,) float64 periodic side lengths, px.
+    seam : (N,) float64 distance of each particle to the nearest seam it was placed
+        beside, px, measured when that seam was made (inf: never beside a seam).
+    """
+
+    pos: np.ndarray
+    vel: np.ndarray
+    size: np.ndarray | None
+    box: np.ndarray
+    seam: np.ndarray
+
+
+@dataclass
+class Upsampled:
+    """Result of :func:`upsample`.
+
+    tracks : DataFrame, tracks schema: frame (= sample index), particle, x, y [, z] (px,
+        wrapped into the box), vx, vy [, vz] (px/frame), the model's size column when it
+        has sizes, and seam_distance (px, distance to the nearest seam when it was made).
+    box_px : (d,) list, the periodic box of every sample, px.
+    parameters : what was done: factor, steps of the doubling, relaxation settings,
+        particles displaced/dropped, closest approach, timings (for the sidecar).
+    """
+
+    tracks: pd.DataFrame
+    box_px: list
+    parameters: dict = field(default_factory=dict)
+
+
+class ClosestApproach:
+    """The data's closest approach for each pair of sizes, px.
+
+    Discrete sizes (at most :data:`MAX_SPECIES` distinct values, or none): a table of the
+    smallest distance seen per pair of species. Continuous sizes: the smallest ratio of
+    distance to mean size (s_i + s_j)/2 seen, times that pair's mean size.
+    """
+
+    def __init__(self, species: np.ndarray | None, table: np.ndarray | None, ratio: float | None):
+        self.species, self.table, self.ratio = species, table, ratio
+
+    def __call__(self, si: np.ndarray | None, sj: np.ndarray | None) -> np.ndarray:
+        """(P,) closest approach for pairs with sizes ``si``, ``sj`` (None: no sizes)."""
+        if self.table is not None:
+            if self.species is None:
+                return np.full(1 if si is None else len(si), self.table[0, 0])
+            a = np.clip(np.searchsorted(self.species, si), 0, len(self.species) - 1)
+            b = np.clip(np.searchsorted(self.species, sj), 0, len(self.species) - 1)
+            return self.table[a, b]
+        return self.ratio * 0.5 * (si + sj)
+
+    def largest(self, size: np.ndarray | None) -> float:
+        """The largest closest approach of any pair of the sizes ``size``, px."""
+        if self.table is not None:
+            return float(self.table.max())
+        return float(self.ratio * np.max(size))
+
+    def as_dict(self) -> dict:
+        if self.table is not None:
+            return {"species": None if self.species is None else self.species.tolist(),
+                    "closest_px": self.table.tolist()}
+        return {"distance_over_mean_size": self.ratio}
+
+
+# ----------------------------------------------------------------------------- pieces
+def side_steps(factor: int, dim: int) -> list[int]:
+    """The per-axis multipliers of the doubling steps for an area (volume) factor.
+
+    ``factor`` must be m^dim for an integer m >= 2: 2 while m is even, then the odd rest
+    in one step (16 in 2D: [2, 2]; 36: [2, 3]). Raises ParameterError otherwise.
+    """
+    word = "square" if dim == 2 else "cube"
+    if isinstance(factor, bool) or int(factor) != factor or factor < 2:
+        raise ParameterError(f"factor: must be an integer {word} >= {2 ** dim} (the area factor K), got {factor}")
+    factor = int(factor)
+    m = round(factor ** (1.0 / dim))
+    if m ** dim != factor or m < 2:
+        near = [k ** dim for k in (max(2, m - 1), max(2, m), m + 1)]
+        raise ParameterError(f"factor: {factor} is not a {word}; tiling needs K = m^{dim} "
+                             f"(e.g. {', '.join(str(n) for n in sorted(set(near)))})")
+    steps = []
+    while m % 2 == 0:
+        steps.append(2)
+        m //= 2
+    if m > 1:
+        steps.append(m)
+    return steps
+
+
+def closest_approach(frames: list[np.ndarray], sizes: list[np.ndarray | None], box=None) -> ClosestApproach:
+    """The closest approach per pair of sizes in ``frames`` ((N_t, d) px each, minimum image
+    in ``box`` when given), with ``sizes`` (N_t,) or None per frame."""
+    from ..neighbours import nearest, pairs
+
+    all_sizes = None if sizes[0] is None else np.concatenate(sizes)
+    species = None
+    if all_sizes is not None:
+        species = np.unique(all_sizes)
+        if len(species) > MAX_SPECIES:
+            species = None
+    nn = np.median(np.concatenate([nearest(p, 1, box=box)[0] for p in frames if len(p) > 1]))
+    radius = 1.2 * nn
+    if box is not None:
+        radius = min(radius, 0.499 * float(np.min(box)))
+    if all_sizes is None or species is not None:
+        c = 1 if species is None else len(species)
+        table = np.full((c, c), np.inf)
+        for p, s in zip(frames, sizes):
+            pr, d = pairs(p, radius, box, sort=False, distances=True)
+            if len(pr) == 0:
+                continue
+            if species is None:
+                table[0, 0] = min(table[0, 0], d.min())
+                continue
+            a = np.searchsorted(species, s[pr[:, 0]])
+            b = np.searchsorted(species, s[pr[:, 1]])
+            key = np.minimum(a, b) * c + np.maximum(a, b)
+            mins = pd.Series(d).groupby(key).min()
+            for k, v in mins.items():
+                i, j = divmod(int(k), c)
+                table[i, j] = table[j, i] = min(table[i, j], float(v))
+        if not np.isfinite(table).all():
+            # a pair of species never seen this close: scale the closest pair seen by mean size
+            ok = np.isfinite(table)
+            if species is None or not ok.any():
+                raise ColloidcgError("tracks: no two particles within 1.2 nearest-neighbour distances; "
+                                     "cannot tell the closest approach")
+            mean = 0.5 * (species[:, None] + species[None, :])
+            ratio = float(np.min(table[ok] / mean[ok]))
+            table = np.where(ok, table, ratio * mean)
+        return ClosestApproach(species, table, None)
+    ratio = np.inf
+    for p, s in zip(frames, sizes):
+        pr, d = pairs(p, radius, box, sort=False, distances=True)
+        if len(pr):
+            ratio = min(ratio, float(np.min(d / (0.5 * (s[pr[:, 0]] + s[pr[:, 1]])))))
+    if not np.isfinite(ratio):
+        raise ColloidcgError("tracks: no two particles within 1.2 nearest-neighbour distances; "
+                             "cannot tell the closest approach")
+    return ClosestApproach(None, None, ratio)
+
+
+def separate(pos: np.ndarray, size: np.ndarray | None, box: np.ndarray, closest: ClosestApproach, *,
+             sweeps: int = 50, drop_below: float = 0.9) -> tuple[np.ndarray, np.ndarray, int]:
+    """Push apart pairs closer than their closest approach; drop one of the pairs still
+    closer than ``drop_below`` x the closest approach after ``sweeps`` sweeps.
+
+    pos : (N, d) px in the periodic ``box`` (d,) px. Returns (new positions wrapped into the
+    box, (N,) bool mask of the particles kept, number of particles displaced).
+    """
+    from ..neighbours import Tree
+
+    pos = np.mod(pos, box)
+    reach = closest.largest(size)
+    moved = np.zeros(len(pos), bool)
+    for _ in range(sweeps):
+        tree = Tree(pos, box)
+        pr = tree.pairs(reach, sort=False)
+        if len(pr) == 0:
+            break
+        i, j = pr[:, 0], pr[:, 1]
+        sep = tree.separations(i, j)               # r_j - r_i, minimum image
+        d = np.sqrt(np.square(sep).sum(1))
+        target = closest(None if size is None else size[i], None if size is None else size[j])
+        bad = d < target
+        if not bad.any():
+            break
+        i, j, sep, d, target = i[bad], j[bad], sep[bad], d[bad], target[bad]
+        unit = sep / np.maximum(d, 1e-12)[:, None]
+        push = 0.5 * (target - d)[:, None] * unit
+        delta = np.zeros_like(pos)
+        for k in range(pos.shape[1]):
+            delta[:, k] = np.bincount(j, push[:, k], len(pos)) - np.bincount(i, push[:, k], len(pos))
+        moved[i] = moved[j] = True
+        pos = np.mod(pos + delta, box)
+    keep = np.ones(len(pos), bool)
+    tree = Tree(pos, box)
+    pr, d = tree.pairs(reach, sort=True, distances=True)
+    if len(pr):
+        i, j = pr[:, 0], pr[:, 1]
+        target = closest(None if size is None else size[i], None if size is None else size[j])
+        for a, b in pr[d < drop_below * target]:
+            if keep[a] and keep[b]:
+                keep[b] = False
+    return pos, keep, int(moved.sum())
+
+
+def _symmetries(box: np.ndarray) -> list[np.ndarray]:
+    """Axis permutations that map the box onto itself (equal sides only)."""
+    d = len(box)
+    out = []
+    for p in permutations(range(d)):
+        if np.allclose(box[list(p)], box, rtol=1e-9, atol=0):
+            out.append(np.array(p))
+    return out
+
+
+def _transform(cfg: Configuration, rng: np.random.Generator, shift: bool = True) -> Configuration:
+    """A random cyclic shift and a random symmetry of the box (reflections, exchanges of
+    equal sides) applied to a periodic configuration."""
+    box = cfg.box
+    pos = cfg.pos + (rng.uniform(0, 1, len(box)) * box if shift else 0.0)
+    pos = np.mod(pos, box)
+    perms = _symmetries(box)
+    perm = perms[rng.integers(len(perms))]
+    flip = rng.integers(0, 2, len(box)).astype(bool)
+    pos = pos[:, perm]
+    vel = cfg.vel[:, perm].copy()
+    pos[:, flip] = box[flip] - pos[:, flip]
+    vel[:, flip] *= -1.0
+    return Configuration(np.mod(pos, box), vel, cfg.size, box, cfg.seam)
+
+
+def tile_configurations(parts: list[Configuration], m: int) -> tuple[Configuration, np.ndarray]:
+    """Place ``m^d`` configurations with equal boxes side by side in a box m times larger.
+
+    Returns (the placed configuration, (N,) distance of each particle to the nearest new
+    seam, px). Its ``seam`` is the smaller of that and the parts' own seam distances.
+    """
+    box = parts[0].box
+    d = len(box)
+    pos, vel, size, seam, new = [], [], [], [], []
+    for k, part in enumerate(parts):
+        idx = np.array(np.unravel_index(k, (m,) * d))
+        u = np.mod(part.pos, box)
+        dist = np.min(np.minimum(u, box - u), axis=1)
+        pos.append(u + idx * box)
+        vel.append(part.vel)
+        size.append(part.size)
+        seam.append(np.minimum(part.seam, dist))
+        new.append(dist)
+    sz = None if parts[0].size is None else np.concatenate(size)
+    return (Configuration(np.concatenate(pos), np.concatenate(vel), sz, box * m, np.concatenate(seam)),
+            np.concatenate(new))
+
+
+# ----------------------------------------------------------------------------- sources
+@dataclass
+class _Source:
+    """Frames of the input: positions (N_t, d) px, velocities px/frame, sizes; the periodic
+    box (px) or the open field of view ((d, 2) px) and the window side."""
+
+    pos: list
+    vel: list
+    size: list
+    box: np.ndarray | None
+    fov: np.ndarray | None
+    window: float | None
+
+
+def _frames(tracks: pd.DataFrame, size_col: str | None, frame: int | None, box: np.ndarray | None,
+            name: str):
+    cols = ["x", "y"] + (["z"] if "z" in tracks.columns else [])
+    if size_col and size_col not in tracks.columns:
+        raise ColloidcgError(f"{name}: the model was trained with per-particle sizes (column {size_col!r}) "
+                             "but the tracks have no such column")
+    if not np.isfinite(tracks[cols].to_numpy(float)).all():
+        raise ColloidcgError(f"{name}: NaN or infinite positions; drop or fill them first")
+    all_frames = np.unique(tracks["frame"].to_numpy())
+    if frame is not None:
+        if frame not in set(all_frames.tolist()):
+            raise ParameterError(f"frame: {frame} is not in {name} (frames {all_frames[0]}..{all_frames[-1]})")
+        use = [int(frame)]
+    else:
+        use = [int(f) for f in all_frames]
+    by = {f: g for f, g in tracks.groupby("frame", sort=True)}
+    pos, vel, size = [], [], []
+    for f in use:
+        g = by[f]
+        p = g[cols].to_numpy(float)
+        v = np.zeros_like(p)
+        prev = by.get(f - 1)
+        if prev is not None:
+            j = g[["particle"]].merge(prev[["particle"] + cols], on="particle", how="left")
+            q = j[cols].to_numpy(float)
+            ok = np.isfinite(q).all(1)
+            disp = p[ok] - q[ok]
+            if box is not None:
+                disp -= box * np.round(disp / box)
+            v[ok] = disp
+        pos.append(p)
+        vel.append(v)
+        size.append(g[size_col].to_numpy(float) if size_col else None)
+    return pos, vel, size
+
+
+def _source(tracks, meta, model_config, size_col, frame, cutoff_px, dim, name) -> _Source:
+    from ..data import meta_box
+
+    cal = model_config.get("calibration", {}) or {}
+    box = cal.get("box_px") or meta_box(meta)
+    box = None if box is None else np.asarray(box, float).reshape(-1)
+    d = 3 if "z" in tracks.columns else 2
+    if d != dim:
+        raise ColloidcgError(f"{name}: {d}D tracks but the model is {dim}D")
+    if box is not None and len(box) != d:
+        raise ColloidcgError(f"{name}: the periodic box {box.tolist()} has {len(box)} sides for {d}D tracks")
+    pos, vel, size = _frames(tracks, size_col, frame, box, name)
+    if box is not None:
+        if float(np.min(box)) <= 2 * cutoff_px:
+            raise ColloidcgError(f"{name}: the periodic box {box.tolist()} px is not wider than twice the "
+                                 f"model's interaction range ({cutoff_px:g} px); nothing to tile")
+        pos = [np.mod(p, box) for p in pos]
+        return _Source(pos, vel, size, box, None, None)
+    allp = np.concatenate(pos)
+    fov = np.stack([allp.min(0), allp.max(0)], 1)
+    window = float(np.min(fov[:, 1] - fov[:, 0]))
+    if not np.isfinite(window) or window <= 2 * cutoff_px:
+        raise ColloidcgError(f"{name}: no periodic box (model calibration or sidecar meta.box_px) and a field of "
+                             f"view of {window:g} px, not wider than twice the model's interaction range "
+                             f"({cutoff_px:g} px); nothing to tile")
+    return _Source(pos, vel, size, None, fov, window)
+
+
+def _base(src: _Source, rng: np.random.Generator) -> Configuration:
+    """One level-0 tile: a random frame, shifted (periodic) or windowed (open), with a
+    random symmetry of its box."""
+    t = int(rng.integers(len(src.pos)))
+    p, v, s = src.pos[t], src.vel[t], src.size[t]
+    if src.box is not None:
+        cfg = Configuration(p, v, s, src.box, np.full(len(p), np.inf))
+        return _transform(cfg, rng, shift=True)
+    w = src.window
+    lo = src.fov[:, 0] + rng.uniform(0, 1, len(src.fov)) * (src.fov[:, 1] - src.fov[:, 0] - w)
+    inside = np.all((p >= lo) & (p < lo + w), axis=1)
+    if inside.sum() < 2:
+        raise ColloidcgError("tracks: fewer than two particles in a window of the field of view; nothing to tile")
+    cfg = Configuration(p[inside] - lo, v[inside], None if s is None else s[inside],
+                        np.full(len(lo), w), np.full(int(inside.sum()), np.inf))
+    return _transform(cfg, rng, shift=False)
+
+
+# ----------------------------------------------------------------------------- relaxation
+def _relax(model, cfg: Configuration, new_seam: np.ndarray, *, band_px: float, cutoff_px: float,
+           steps: int, um: float, fps: float, seed: int) -> tuple[Configuration, int]:
+    """Roll out the particles within ``band_px`` of the new seams for ``steps`` frames, the
+    next ``cutoff_px`` (+ 30 % skin) wide layer held fixed. Returns (configuration, number
+    of particles moved)."""
+    from ..core import State, rollout
+
+    sub = np.nonzero(new_seam < band_px + 1.3 * cutoff_px)[0]
+    mobile = new_seam[sub] < band_px
+    if steps == 0 or not mobile.any():
+        return cfg, 0
+    param = next(model.parameters())
+    as_t = lambda a: torch.as_tensor(a, dtype=param.dtype, device=param.device)  # noqa: E731
+    box = as_t(cfg.box * um)
+    r0 = as_t(cfg.pos[sub] * um)
+    v0 = as_t(cfg.vel[sub] * um * fps)
+    size = None if cfg.size is None else as_t(cfg.size[sub])
+    with torch.no_grad():
+        S0 = model.initial_S(r0, None, box)
+        res = rollout(model, State(r0, v0, S0, size), steps, 1.0 / fps, box=box, seed=seed,
+                      boundary=as_t(~mobile).bool())
+    pos = cfg.pos.copy()
+    vel = cfg.vel.copy()
+    pos[sub] = np.mod(res.r[-1].cpu().numpy() / um, cfg.box)
+    vel[sub] = res.v[-1].cpu().numpy() / um / fps
+    return Configuration(pos, vel, cfg.size, cfg.box, cfg.seam), int(mobile.sum())
+
+
+# ----------------------------------------------------------------------------- entry point
+def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None = None, *, factor: int,
+             frame: int | None = None, samples: int = 1, seed: int = 0, relax_steps: int = 10,
+             band: float | None = None, name: str = "tracks") -> Upsampled:
+    """Large-system snapshots built from ``tracks`` by hierarchical tiling (module docstring).
+
+    Parameters
+    ----------
+    model : :class:`~colloidcg.core.model.MetriplecticModel` used to relax the seams.
+    model_config : the model directory's config dict; its ``calibration`` gives um_per_px,
+        fps and, for periodic training data, box_px.
+    tracks : tracks table (px, frames): frame, particle, x, y [, z] [, the model's size column].
+    meta : the table's sidecar (``meta.box_px`` gives a periodic box when the model has none).
+    factor : area (volume) factor K = m^d, m >= 2 integer.
+    frame : draw every tile from this frame (default: tiles drawn from all frames at random).
+    samples : number of independent large snapshots.
+    seed : seed of the tiling's random numbers and of the relaxation noise.
+    relax_steps : model frames of seam relaxation per doubling step (0: overlap removal only).
+    band : half-width of the relaxed band along the seams, px (default: the model's
+        interaction range).
+
+    Returns
+    -------
+    :class:`Upsampled`: ``samples`` snapshots, each in the periodic box m times the tile's
+    side per axis (open input: m times the square window's side).
+    """
+    t_start = time.perf_counter()
+    dim = int(model.config.dim)
+    steps = side_steps(factor, dim)
+    if int(samples) != samples or samples < 1:
+        raise ParameterError(f"samples: must be a positive integer, got {samples}")
+    if int(relax_steps) != relax_steps or relax_steps < 0:
+        raise ParameterError(f"relax_steps: must be an integer >= 0, got {relax_steps}")
+    cal = model_config.get("calibration", {}) or {}
+    um = float(cal.get("um_per_px") or 1.0)
+    fps = float(cal.get("fps") or 1.0)
+    cutoff_px = float(model.cutoff) / um
+    band_px = cutoff_px if band is None else float(band)
+    if not band_px > 0:
+        raise ParameterError(f"band: must be > 0 px, got {band}")
+    size_col = model.config.size_column or None
+    src = _source(tracks, meta, model_config, size_col, frame, cutoff_px, dim, name)
+    closest = closest_approach(src.pos[:20] if len(src.pos) > 20 else src.pos,
+                               src.size[:20] if len(src.size) > 20 else src.size,
+                               src.box if src.box is not None else None)
+    rng = np.random.default_rng(seed)
+    stats = {"displaced": 0, "dropped": 0, "relaxed": 0, "displaced_after_relaxation": 0}
+
+    def build(level: int) -> Configuration:
+        if level == 0:
+            return _base(src, rng)
+        m = steps[level - 1]
+        parts = []
+        for _ in range(m ** dim):
+            part = build(level - 1)
+            parts.append(_transform(part, rng) if level > 1 else part)
+        cfg, new = tile_configurations(parts, m)
+        pos, keep, moved = separate(cfg.pos, cfg.size, cfg.box, closest)
+        stats["displaced"] += moved
+        stats["dropped"] += int((~keep).sum())
+        cfg = Configuration(pos[keep], cfg.vel[keep], None if cfg.size is None else cfg.size[keep],
+                            cfg.box, cfg.seam[keep])
+        new = new[keep]
+        cfg, n_relaxed = _relax(model, cfg, new, band_px=band_px, cutoff_px=cutoff_px, steps=int(relax_steps),
+                                um=um, fps=fps, seed=int(rng.integers(2 ** 31)))
+        stats["relaxed"] += n_relaxed
+        if n_relaxed:
+            pos, keep, moved = separate(cfg.pos, cfg.size, cfg.box, closest)
+            stats["displaced_after_relaxation"] += moved
+            stats["dropped"] += int((~keep).sum())
+            cfg = Configuration(pos[keep], cfg.vel[keep], None if cfg.size is None else cfg.size[keep],
+                                cfg.box, cfg.seam[keep])
+        return cfg
+
+    tables = []
+    box_px = None
+    n_each = []
+    for k in range(int(samples)):
+        cfg = build(len(steps))
+        box_px = cfg.box
+        n_each.append(len(cfg.pos))
+        cols = {"frame": np.full(len(cfg.pos), k, np.int64), "particle": np.arange(len(cfg.pos), dtype=np.int64)}
+        names = ["x", "y", "z"][:dim]
+        for a, nm in enumerate(names):
+            cols[nm] = cfg.pos[:, a]
+        for a, nm in enumerate(names):
+            cols["v" + nm] = cfg.vel[:, a]
+        if size_col:
+            cols[size_col] = cfg.size
+        cols["seam_distance"] = cfg.seam
+        tables.append(pd.DataFrame(cols))
+    tile_side = (src.box if src.box is not None else np.full(dim, src.window))
+    parameters = {
+        "factor": int(factor), "side_steps": steps, "samples": int(samples), "seed": int(seed),
+        "frame": frame, "tile": "periodic box" if src.box is not None else "square window of the field of view",
+        "tile_px": tile_side.tolist(), "n_source_frames": len(src.pos),
+        "n_particles": n_each,
+        "closest_approach": closest.as_dict(),
+        "seam_relaxation": {"model_steps": int(relax_steps), "band_px": band_px,
+                            "held_fixed_layer_px": 1.3 * cutoff_px,
+                            "particles_relaxed": stats["relaxed"],
+                            "particles_displaced": stats["displaced"],
+                            "particles_displaced_after_relaxation": stats["displaced_after_relaxation"],
+                            "particles_dropped": stats["dropped"]},
+        "seconds": round(time.perf_counter() - t_start, 3),
+    }
+    return Upsampled(pd.concat(tables, ignore_index=True), [float(b) for b in box_px], parameters)
