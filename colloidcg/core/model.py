@@ -166,9 +166,12 @@ class MetriplecticModel(nn.Module):
         if config.dim not in (2, 3):
             raise ValueError("dim must be 2 or 3")
         c = config
+        # built in this order, the networks draw the same initial weights from torch's
+        # generator as the model before its energy terms became modules (U, then the pair
+        # coefficients, then the encoder), so a seeded training reproduces earlier results
+        self.terms = nn.ModuleDict(build_terms(c))
         self.pairfn = PairFunctions(c.n_kernel, c.width, c.depth)
         self.encoder = StructuralEncoder(c.dim, c.n_s, c.n_rbf, c.encoder_width, 2)
-        self.terms = nn.ModuleDict(build_terms(c))
         self.raw_mass = nn.Parameter(torch.tensor(inv_softplus(1.0)))
         self.raw_w = nn.Parameter(torch.zeros(c.n_s))
         self.raw_alpha = nn.Parameter(torch.zeros(3))  # exponents for A, B, C
