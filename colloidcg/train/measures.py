@@ -31,7 +31,7 @@ def median_nn_distance(traj: Trajectory, max_frames: int = 5) -> float:
     over particles of min_j |r_ij| / sigma_ij (the distance in the units in which the
     model's pair ranges are h: sigma_ij = (a_i + a_j) / 2, among the 6 nearest neighbours).
     Over up to ``max_frames`` frames spread over the trajectory."""
-    from scipy.spatial import cKDTree
+    from .. import neighbours
     a = reduced_sizes(traj)
     vals = []
     for t in np.linspace(0, traj.n_frames - 1, min(max_frames, traj.n_frames)).astype(int):
@@ -39,15 +39,14 @@ def median_nn_distance(traj: Trajectory, max_frames: int = 5) -> float:
         if len(r) < 2:
             continue
         box = None if traj.box is None else traj.box.cpu().numpy()
-        tree = cKDTree(np.mod(r, box) if box is not None else r, boxsize=box)
         if a is None:
-            dd, _ = tree.query(np.mod(r, box) if box is not None else r, k=2)
-            vals.append(dd[:, 1])
+            vals.append(neighbours.nearest(r, 1, box=box)[0])
             continue
-        k = min(7, len(r))
-        dd, nb = tree.query(np.mod(r, box) if box is not None else r, k=k)
+        k = min(6, len(r) - 1)
+        dd, nb = neighbours.nearest(r, k, box=box)
+        dd, nb = dd.reshape(len(r), k), nb.reshape(len(r), k)
         at = a[traj.present[t]].cpu().numpy()
-        vals.append((dd[:, 1:] / (0.5 * (at[:, None] + at[nb[:, 1:]]))).min(1))
+        vals.append((dd / (0.5 * (at[:, None] + at[nb]))).min(1))
     if not vals:
         raise ColloidcgError("trajectory: no frame has two or more particles; nothing to learn interactions from")
     return float(np.median(np.concatenate(vals)))

@@ -451,14 +451,13 @@ class ModelWidget(LayerWidget):
 
 def _spacing(table: pd.DataFrame) -> float:
     """Median nearest-neighbour distance (px) in the first frame: marker size."""
-    from scipy.spatial import cKDTree
+    from colloidcg.neighbours import nearest
 
     f = table[table["frame"] == table["frame"].min()]
     xy = f[[c for c in ("x", "y") if c in f.columns]].to_numpy(float)
     if len(xy) < 2:
         return 10.0
-    d, _ = cKDTree(xy).query(xy, k=2)
-    return float(np.median(d[:, 1]))
+    return float(np.median(nearest(xy, 1)[0]))
 
 
 def _jsonable(obj):
