@@ -151,3 +151,11 @@ def test_model_folder_with_the_earlier_weight_names_loads(tmp_path):
     s = _state(20, 2.0)
     pairs = find_pairs(s.r, 1.0)
     assert torch.equal(m2.compute(s, pairs).force, m.compute(s, pairs).force)
+
+
+def test_training_options_refuse_an_unknown_term_before_any_work():
+    from colloidcg.errors import ParameterError
+    from colloidcg.train import TrainConfig
+
+    with pytest.raises(ParameterError, match=r"\[train\] terms: expected energy terms among"):
+        TrainConfig(model=ModelConfig(n_pair=8, terms={"no_such_term": {}})).validate("[train] ")

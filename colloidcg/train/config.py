@@ -234,6 +234,12 @@ class TrainConfig:
                 integer(name, lo, hi, obj=m)
             elif isinstance(getattr(defaults, name), bool) and not isinstance(getattr(m, name), bool):
                 raise bad(name, "true or false", getattr(m, name))
+        from ..core.terms import REGISTRY
+        if not (isinstance(m.terms, dict) and all(isinstance(k, str) and isinstance(v, dict) for k, v in m.terms.items())):
+            raise bad("terms", "a table of energy-term names to option tables", m.terms)
+        unknown = sorted(set(m.terms) - set(REGISTRY))
+        if unknown:
+            raise bad("terms", f"energy terms among {sorted(REGISTRY)}", unknown)
         number("lr", 0)
         number("lr_final_fraction", 0, hi=1)
         number("val_fraction", 0, strict=False, hi=0.9)
