@@ -147,9 +147,15 @@ def side_steps(factor: int, dim: int) -> list[int]:
     return steps
 
 
-def closest_approach(frames: list[np.ndarray], sizes: list[np.ndarray | None], box=None) -> ClosestApproach:
+def closest_approach(frames: list[np.ndarray], sizes: list[np.ndarray | None], box=None,
+                     quantile: float = 0.0) -> ClosestApproach:
     """The closest approach per pair of sizes in ``frames`` ((N_t, d) px each, minimum image
-    in ``box`` when given), with ``sizes`` (N_t,) or None per frame."""
+    in ``box`` when given), with ``sizes`` (N_t,) or None per frame.
+
+    ``quantile`` 0 gives the smallest distance seen; q > 0 the q-quantile of the distances
+    of the pairs within 1.2 median nearest-neighbour distances (the near side of the first
+    shell), per pair of species (continuous sizes: of distance over mean size).
+    """
     from ..neighbours import nearest, pairs
 
     all_sizes = None if sizes[0] is None else np.concatenate(sizes)
@@ -162,48 +168,47 @@ def closest_approach(frames: list[np.ndarray], sizes: list[np.ndarray | None], b
     radius = 1.2 * nn
     if box is not None:
         radius = min(radius, 0.499 * float(np.min(box)))
-    if all_sizes is None or species is not None:
-        c = 1 if species is None else len(species)
-        table = np.full((c, c), np.inf)
-        for p, s in zip(frames, sizes):
-            pr, d = pairs(p, radius, box, sort=False, distances=True)
-            if len(pr) == 0:
-                continue
-            if species is None:
-                table[0, 0] = min(table[0, 0], d.min())
-                continue
-            a = np.searchsorted(species, s[pr[:, 0]])
-            b = np.searchsorted(species, s[pr[:, 1]])
-            key = np.minimum(a, b) * c + np.maximum(a, b)
-            mins = pd.Series(d).groupby(key).min()
-            for k, v in mins.items():
-                i, j = divmod(int(k), c)
-                table[i, j] = table[j, i] = min(table[i, j], float(v))
-        if not np.isfinite(table).all():
-            # a pair of species never seen this close: scale the closest pair seen by mean size
-            ok = np.isfinite(table)
-            if species is None or not ok.any():
-                raise ColloidcgError("tracks: no two particles within 1.2 nearest-neighbour distances; "
-                                     "cannot tell the closest approach")
-            mean = 0.5 * (species[:, None] + species[None, :])
-            ratio = float(np.min(table[ok] / mean[ok]))
-            table = np.where(ok, table, ratio * mean)
-        return ClosestApproach(species, table, None)
-    ratio = np.inf
+    keys, dists = [], []
+    continuous = all_sizes is not None and species is None
+    c = 1 if species is None else len(species)
     for p, s in zip(frames, sizes):
         pr, d = pairs(p, radius, box, sort=False, distances=True)
-        if len(pr):
-            ratio = min(ratio, float(np.min(d / (0.5 * (s[pr[:, 0]] + s[pr[:, 1]])))))
-    if not np.isfinite(ratio):
+        if len(pr) == 0:
+            continue
+        if continuous:
+            d = d / (0.5 * (s[pr[:, 0]] + s[pr[:, 1]]))
+            keys.append(np.zeros(len(d), np.int64))
+        elif species is None:
+            keys.append(np.zeros(len(d), np.int64))
+        else:
+            a = np.searchsorted(species, s[pr[:, 0]])
+            b = np.searchsorted(species, s[pr[:, 1]])
+            keys.append(np.minimum(a, b) * c + np.maximum(a, b))
+        dists.append(d)
+    if not dists:
         raise ColloidcgError("tracks: no two particles within 1.2 nearest-neighbour distances; "
-                             "cannot tell the closest approach")
-    return ClosestApproach(None, None, ratio)
+                         "cannot tell the closest approach")
+    per = pd.Series(np.concatenate(dists)).groupby(np.concatenate(keys)).quantile(float(quantile))
+    if continuous:
+        return ClosestApproach(None, None, float(per.iloc[0]))
+    table = np.full((c, c), np.inf)
+    for k, v in per.items():
+        i, j = divmod(int(k), c)
+        table[i, j] = table[j, i] = float(v)
+    if not np.isfinite(table).all():
+        # a pair of species never seen this close: scale the closest pair seen by mean size
+        ok = np.isfinite(table)
+        mean = 0.5 * (species[:, None] + species[None, :])
+        ratio = float(np.min(table[ok] / mean[ok]))
+        table = np.where(ok, table, ratio * mean)
+    return ClosestApproach(species, table, None)
 
 
 def separate(pos: np.ndarray, size: np.ndarray | None, box: np.ndarray, closest: ClosestApproach, *,
-             sweeps: int = 50, drop_below: float = 0.9) -> tuple[np.ndarray, np.ndarray, int]:
-    """Push apart pairs closer than their closest approach; drop one of the pairs still
-    closer than ``drop_below`` x the closest approach after ``sweeps`` sweeps.
+             sweeps: int = 50, drop_below: float = 0.9,
+             floor: ClosestApproach | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+    """Push apart pairs closer than ``closest`` for their sizes; drop one of the pairs still
+    closer than ``drop_below`` x ``floor`` (default ``closest``) after ``sweeps`` sweeps.
 
     pos : (N, d) px in the periodic ``box`` (d,) px. Returns (new positions wrapped into the
     box, (N,) bool mask of the particles kept, number of particles displaced).
@@ -236,9 +241,10 @@ def separate(pos: np.ndarray, size: np.ndarray | None, box: np.ndarray, closest:
     keep = np.ones(len(pos), bool)
     tree = Tree(pos, box)
     pr, d = tree.pairs(reach, sort=True, distances=True)
+    floor = closest if floor is None else floor
     if len(pr):
         i, j = pr[:, 0], pr[:, 1]
-        target = closest(None if size is None else size[i], None if size is None else size[j])
+        target = floor(None if size is None else size[i], None if size is None else size[j])
         for a, b in pr[d < drop_below * target]:
             if keep[a] and keep[b]:
                 keep[b] = False
@@ -422,7 +428,7 @@ def _relax(model, cfg: Configuration, new_seam: np.ndarray, *, band_px: float, c
 # ----------------------------------------------------------------------------- entry point
 def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None = None, *, factor: int,
              frame: int | None = None, samples: int = 1, seed: int = 0, relax_steps: int = 10,
-             band: float | None = None, name: str = "tracks") -> Upsampled:
+             band: float | None = None, push_quantile: float = 0.02, name: str = "tracks") -> Upsampled:
     """Large-system snapshots built from ``tracks`` by hierarchical tiling (module docstring).
 
     Parameters
@@ -439,6 +445,10 @@ def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None 
     relax_steps : model frames of seam relaxation per doubling step (0: overlap removal only).
     band : half-width of the relaxed band along the seams, px (default: the model's
         interaction range).
+    push_quantile : pairs placed across a seam closer than this quantile of the data's
+        near-shell distances for their pair of sizes are pushed apart to it before the
+        relaxation (0: to the closest approach); after the relaxation only pairs closer
+        than the closest approach are pushed.
 
     Returns
     -------
@@ -452,6 +462,8 @@ def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None 
         raise ParameterError(f"samples: must be a positive integer, got {samples}")
     if int(relax_steps) != relax_steps or relax_steps < 0:
         raise ParameterError(f"relax_steps: must be an integer >= 0, got {relax_steps}")
+    if not 0.0 <= push_quantile < 1.0:
+        raise ParameterError(f"push_quantile: must be in [0, 1), got {push_quantile}")
     cal = model_config.get("calibration", {}) or {}
     um = float(cal.get("um_per_px") or 1.0)
     fps = float(cal.get("fps") or 1.0)
@@ -464,6 +476,8 @@ def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None 
     closest = closest_approach(src.pos[:20] if len(src.pos) > 20 else src.pos,
                                src.size[:20] if len(src.size) > 20 else src.size,
                                src.box if src.box is not None else None)
+    push = closest if not push_quantile else closest_approach(
+        src.pos[:20], src.size[:20], src.box if src.box is not None else None, quantile=push_quantile)
     rng = np.random.default_rng(seed)
     stats = {"displaced": 0, "dropped": 0, "relaxed": 0, "displaced_after_relaxation": 0}
 
@@ -476,7 +490,7 @@ def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None 
             part = build(level - 1)
             parts.append(_transform(part, rng) if level > 1 else part)
         cfg, new = tile_configurations(parts, m)
-        pos, keep, moved = separate(cfg.pos, cfg.size, cfg.box, closest)
+        pos, keep, moved = separate(cfg.pos, cfg.size, cfg.box, push, floor=closest)
         stats["displaced"] += moved
         stats["dropped"] += int((~keep).sum())
         cfg = Configuration(pos[keep], cfg.vel[keep], None if cfg.size is None else cfg.size[keep],
@@ -517,6 +531,7 @@ def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None 
         "tile_px": tile_side.tolist(), "n_source_frames": len(src.pos),
         "n_particles": n_each,
         "closest_approach": closest.as_dict(),
+        "push_quantile": push_quantile, "push_to": push.as_dict(),
         "seam_relaxation": {"model_steps": int(relax_steps), "band_px": band_px,
                             "held_fixed_layer_px": 1.3 * cutoff_px,
                             "particles_relaxed": stats["relaxed"],
