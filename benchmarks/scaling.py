@@ -70,9 +70,9 @@ def main(argv=None) -> int:
         n = up.parameters["n_particles"][0]
         rel = up.parameters["seam_relaxation"]
         g = up.tracks
-        r0 = torch.as_tensor(g[["x", "y"]].to_numpy(), dtype=torch.float64)
+        r0 = torch.tensor(g[["x", "y"]].to_numpy(), dtype=torch.float64)
         box = torch.as_tensor(up.box_px, dtype=torch.float64)
-        size = torch.as_tensor(g["diameter"].to_numpy(), dtype=torch.float64)
+        size = torch.tensor(g["diameter"].to_numpy(), dtype=torch.float64)
         t0 = time.perf_counter()
         with torch.no_grad():
             S0 = model.initial_S(r0, None, box)

@@ -206,17 +206,34 @@ def closest_approach(frames: list[np.ndarray], sizes: list[np.ndarray | None], b
 
 def separate(pos: np.ndarray, size: np.ndarray | None, box: np.ndarray, closest: ClosestApproach, *,
              sweeps: int = 50, drop_below: float = 0.9,
-             floor: ClosestApproach | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+             floor: ClosestApproach | None = None,
+             active: np.ndarray | None = None,
+             group: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, int]:
     """Push apart pairs closer than ``closest`` for their sizes; drop one of the pairs still
     closer than ``drop_below`` x ``floor`` (default ``closest``) after ``sweeps`` sweeps.
+    ``active`` (N,) bool: only pairs among these particles are looked at (the others are
+    neither moved nor dropped); default all. ``group`` (N,) int: pairs from one group (one
+    part placed beside a seam) are pushed only when closer than ``floor``, and then to it;
+    default: every pair is pushed to ``closest``.
 
     pos : (N, d) px in the periodic ``box`` (d,) px. Returns (new positions wrapped into the
     box, (N,) bool mask of the particles kept, number of particles displaced).
     """
     from ..neighbours import Tree
 
+    if active is not None:
+        idx = np.nonzero(active)[0]
+        sub, kept, n_moved = separate(pos[idx], None if size is None else size[idx], box, closest,
+                                      sweeps=sweeps, drop_below=drop_below, floor=floor,
+                                      group=None if group is None else group[idx])
+        pos = np.mod(pos, box)
+        pos[idx] = sub
+        keep = np.ones(len(pos), bool)
+        keep[idx] = kept
+        return pos, keep, n_moved
     pos = np.mod(pos, box)
     reach = closest.largest(size)
+    floor = closest if floor is None else floor
     moved = np.zeros(len(pos), bool)
     for _ in range(sweeps):
         tree = Tree(pos, box)
@@ -228,6 +245,10 @@ def separate(pos: np.ndarray, size: np.ndarray | None, box: np.ndarray, closest:
         d = np.sqrt(np.square(sep).sum(1))
         target = closest(None if size is None else size[i], None if size is None else size[j])
         bad = d < target
+        if group is not None:     # same side of a seam: only pairs closer than the floor
+            low = floor(None if size is None else size[i], None if size is None else size[j])
+            bad &= (group[i] != group[j]) | (d < low)
+            target = np.where(group[i] != group[j], target, low)
         if not bad.any():
             break
         i, j, sep, d, target = i[bad], j[bad], sep[bad], d[bad], target[bad]
@@ -241,7 +262,6 @@ def separate(pos: np.ndarray, size: np.ndarray | None, box: np.ndarray, closest:
     keep = np.ones(len(pos), bool)
     tree = Tree(pos, box)
     pr, d = tree.pairs(reach, sort=True, distances=True)
-    floor = closest if floor is None else floor
     if len(pr):
         i, j = pr[:, 0], pr[:, 1]
         target = floor(None if size is None else size[i], None if size is None else size[j])
@@ -277,15 +297,16 @@ def _transform(cfg: Configuration, rng: np.random.Generator, shift: bool = True)
     return Configuration(np.mod(pos, box), vel, cfg.size, box, cfg.seam)
 
 
-def tile_configurations(parts: list[Configuration], m: int) -> tuple[Configuration, np.ndarray]:
+def tile_configurations(parts: list[Configuration], m: int) -> tuple[Configuration, np.ndarray, np.ndarray]:
     """Place ``m^d`` configurations with equal boxes side by side in a box m times larger.
 
     Returns (the placed configuration, (N,) distance of each particle to the nearest new
-    seam, px). Its ``seam`` is the smaller of that and the parts' own seam distances.
+    seam, px, (N,) index of the part each particle came from). The configuration's ``seam``
+    is the smaller of that distance and the parts' own seam distances.
     """
     box = parts[0].box
     d = len(box)
-    pos, vel, size, seam, new = [], [], [], [], []
+    pos, vel, size, seam, new, label = [], [], [], [], [], []
     for k, part in enumerate(parts):
         idx = np.array(np.unravel_index(k, (m,) * d))
         u = np.mod(part.pos, box)
@@ -295,9 +316,10 @@ def tile_configurations(parts: list[Configuration], m: int) -> tuple[Configurati
         size.append(part.size)
         seam.append(np.minimum(part.seam, dist))
         new.append(dist)
+        label.append(np.full(len(u), k))
     sz = None if parts[0].size is None else np.concatenate(size)
     return (Configuration(np.concatenate(pos), np.concatenate(vel), sz, box * m, np.concatenate(seam)),
-            np.concatenate(new))
+            np.concatenate(new), np.concatenate(label))
 
 
 # ----------------------------------------------------------------------------- sources
@@ -489,8 +511,10 @@ def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None 
         for _ in range(m ** dim):
             part = build(level - 1)
             parts.append(_transform(part, rng) if level > 1 else part)
-        cfg, new = tile_configurations(parts, m)
-        pos, keep, moved = separate(cfg.pos, cfg.size, cfg.box, push, floor=closest)
+        cfg, new, part = tile_configurations(parts, m)
+        # only pairs across the new seams can be too close: look near them alone
+        near = new < push.largest(cfg.size) + band_px
+        pos, keep, moved = separate(cfg.pos, cfg.size, cfg.box, push, floor=closest, active=near, group=part)
         stats["displaced"] += moved
         stats["dropped"] += int((~keep).sum())
         cfg = Configuration(pos[keep], cfg.vel[keep], None if cfg.size is None else cfg.size[keep],
@@ -500,7 +524,8 @@ def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None 
                                 um=um, fps=fps, seed=int(rng.integers(2 ** 31)))
         stats["relaxed"] += n_relaxed
         if n_relaxed:
-            pos, keep, moved = separate(cfg.pos, cfg.size, cfg.box, closest)
+            near = new < band_px + 1.3 * cutoff_px + closest.largest(cfg.size)
+            pos, keep, moved = separate(cfg.pos, cfg.size, cfg.box, closest, active=near)
             stats["displaced_after_relaxation"] += moved
             stats["dropped"] += int((~keep).sum())
             cfg = Configuration(pos[keep], cfg.vel[keep], None if cfg.size is None else cfg.size[keep],
