@@ -444,6 +444,11 @@ def test_every_energy_term_is_conservative_momentum_conserving_and_invariant(nam
     energy = energy_of(g, out)
     grad, = torch.autograd.grad(energy.sum(), r)
     F = force_of(g, out).detach()
+    if name != "density":          # only U may depend on S (the temperatures come from U alone)
+        S_req = s.S.clone().requires_grad_(True)
+        e_S = energy_of(g, term.evaluate(g, S_req, thermo)).sum()
+        gS = torch.autograd.grad(e_S, S_req, allow_unused=True)[0]
+        assert gS is None or float(gS.abs().max()) == 0.0
     assert float(F.abs().max()) > 0 and float(energy.detach().abs().sum()) > 0
     assert torch.allclose(F, -grad, rtol=1e-9, atol=1e-10 * float(grad.abs().max()))
     assert float(F.sum(0).abs().max()) < 1e-11 * float(F.abs().sum())

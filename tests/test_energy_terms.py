@@ -159,3 +159,25 @@ def test_training_options_refuse_an_unknown_term_before_any_work():
 
     with pytest.raises(ParameterError, match=r"\[train\] terms: expected energy terms among"):
         TrainConfig(model=ModelConfig(n_pair=8, terms={"no_such_term": {}})).validate("[train] ")
+
+
+def test_a_new_term_calibrates_its_own_option(tether):
+    """A term's calibrated value that is not a ModelConfig field is stored with its options
+    (ModelConfig.terms) and reaches the term again when the model is loaded."""
+    class Calibrated(Tether):
+        name = "test_tether"
+
+        def __init__(self, k: float = 1.0, ref: float = 1.0):
+            super().__init__(k)
+            self.ref = float(ref)
+
+        def calibrate(self, neighbour_weight, w0=0.0):
+            return {"ref": float(neighbour_weight.mean())}
+
+    REGISTRY[Tether.name] = Calibrated
+    m = _model()
+    changes = m.calibrate(torch.tensor([2.0, 4.0], dtype=torch.float64))
+    assert changes["terms"]["test_tether"] == {"k": 30.0, "ref": 3.0}
+    assert m.config.terms["test_tether"]["ref"] == 3.0
+    again = MetriplecticModel(m.config)
+    assert again.terms["test_tether"].ref == 3.0

@@ -215,6 +215,8 @@ def _rollout_script_matches_simulate(bundle, tracks, tmp_path, steps=6, seed=11,
     csv = df.copy()
     csv["x"] *= UM
     csv["y"] *= UM
+    rng = np.random.default_rng(5)           # velocity columns are ignored, as simulate ignores them
+    csv["vx"], csv["vy"] = rng.normal(size=len(csv)), rng.normal(size=len(csv))
     csv.to_csv(tmp_path / "init.csv", index=False, float_format="%.17g")
     script = tmp_path / "run_rollout.py"
     script.write_text(RUN_ROLLOUT)
@@ -234,13 +236,23 @@ def _rollout_script_matches_simulate(bundle, tracks, tmp_path, steps=6, seed=11,
             len(a))
 
 
-@pytest.mark.parametrize("name", ["substrate", "deviatoric"])
+@pytest.mark.parametrize("name", ["substrate", "deviatoric", "float32 periodic"])
 def test_rollout_script_with_torch_alone_reproduces_simulate(bundles, tmp_path, name):
     """The bundle's rollout.py (torch only) and colloidcg simulate, same rows and seed: the
     same trajectory to 1e-5 relative (frame-averaged exact-OU and Euler-Maruyama models,
-    open boundaries with their halo)."""
+    open boundaries with their halo; a float32 model in a periodic box)."""
     _, tracks, out = bundles
-    dpos, dvel, n = _rollout_script_matches_simulate(out[name][2], tracks, tmp_path)
+    if name == "float32 periodic":
+        m = _model(7, n_s=1, substrate=True, n_pair=4).float()
+        save_model(m, tmp_path / "model32", {"calibration": {"um_per_px": UM, "fps": FPS, "box_px": [64.0, 64.0]}})
+        bundle = export_bundle(tmp_path / "model32", tmp_path / "bundle32")
+        df = pd.read_parquet(tracks)
+        df["x"], df["y"] = np.mod(df["x"], 64.0), np.mod(df["y"], 64.0)
+        tracks = tmp_path / "periodic.parquet"
+        write_table(tracks, df, provenance("track", {}, {}, units={"x": "px"}))
+    else:
+        bundle = out[name][2]
+    dpos, dvel, n = _rollout_script_matches_simulate(bundle, tracks, tmp_path)
     assert n > 7 * 10 and dpos < 1e-5 and dvel < 1e-5
 
 

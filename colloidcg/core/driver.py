@@ -6,7 +6,10 @@ Nothing here imports colloidcg or SciPy. Pieces:
 - :func:`minimum_image`, :func:`wrap`: periodic-box geometry (the model compiles them);
 - :func:`search_pairs`: every pair closer than a radius, O(N^2) in blocks of rows (the
   exported model's neighbour search; colloidcg itself searches with a k-d tree,
-  :func:`colloidcg.core.graph.find_pairs`, and both return the same sorted pairs);
+  :func:`colloidcg.core.graph.find_pairs`). Both lists are sorted by i then j; they may
+  differ in candidate pairs at exactly the search radius (``<=`` in float64 there, ``<`` in
+  the model's dtype here), which never matters: the model keeps only pairs closer than
+  their range, well inside the radius with its skin;
 - :class:`VerletList`: a neighbour list with a skin over any such search (Verlet 1967);
 - :func:`run`: the loop over an integrator's ``step`` (:mod:`colloidcg.core.integrators`),
   with substeps, recording, and boundary particles whose state is prescribed.

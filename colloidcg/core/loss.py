@@ -25,17 +25,17 @@ the per-particle frame-averaging factors as a diagonal scaling).
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 
-from . import dynamics
 from .config import State
 from .dense import dense_channels
 from .driver import wrap
 from .integrators import EulerMaruyama, ExactOU
 from .model import MetriplecticModel
 from .ou import coefficients, conditional_variance_factor
-from .types import Carry
+from .types import Carry, Terms
 
 
 def _gauss_nll_blocks(res: torch.Tensor, cov: torch.Tensor) -> torch.Tensor:
@@ -61,10 +61,25 @@ def _rates(model: MetriplecticModel, ns, dt: float, like: torch.Tensor) -> torch
     return torch.zeros(ns.geom.n, dtype=like.dtype, device=like.device)
 
 
+class TransitionMoments(NamedTuple):
+    """The Gaussian law of v_{t+1} given the state at t.
+
+    mean : (N, d) L/t.  cov : (N, d, d) per-particle covariance blocks, (L/t)^2.
+    c : (N,) d mean / d v_t of the substrate part (for the localisation-noise term).
+    terms : the state's :class:`~.types.Terms`.  dS : (N, n_s) dS/dt of the drift, 1/t.
+    """
+
+    mean: torch.Tensor
+    cov: torch.Tensor
+    c: torch.Tensor
+    terms: Terms
+    dS: torch.Tensor
+
+
 def transition_mean_cov(model: MetriplecticModel, state: State, pairs: torch.Tensor, dt: float,
-                        box=None):
-    """Mean (N, d) and covariance blocks (N, d, d) of v_{t+1} given ``state`` at t, and c (N,)
-    = d mean / d v_t of the substrate part (for the localisation-noise term)."""
+                        box=None) -> TransitionMoments:
+    """Mean (N, d) and covariance blocks (N, d, d) of v_{t+1} given ``state`` at t
+    (:class:`TransitionMoments`)."""
     ns = model.compute(state, pairs, box)
     _, dv, dS = model.drift(state, pairs, box, ns=ns)
     cov = model.velocity_covariance(ns, dt)
@@ -77,7 +92,7 @@ def transition_mean_cov(model: MetriplecticModel, state: State, pairs: torch.Ten
     else:
         mean = state.v + dv * dt
         c = 1.0 - x
-    return mean, cov, c, {"ns": ns, "dS": dS, "mean": mean}
+    return TransitionMoments(mean, cov, c, ns, dS)
 
 
 def transition_nll(model: MetriplecticModel, state: State, v_next: torch.Tensor,
@@ -97,9 +112,10 @@ def transition_nll(model: MetriplecticModel, state: State, v_next: torch.Tensor,
 
     Returns
     -------
-    (nll, info): scalar tensor and a dict with the drift terms (for diagnostics).
+    (nll, moments): scalar tensor and the :class:`TransitionMoments` it was computed from.
     """
-    mean, cov_b, c, info = transition_mean_cov(model, state, pairs, dt, box)
+    moments = transition_mean_cov(model, state, pairs, dt, box)
+    mean, cov_b, c = moments.mean, moments.cov, moments.c
     res = (v_next - mean)[valid]
     d = res.shape[-1]
     eye = torch.eye(d, dtype=res.dtype, device=res.device)
@@ -114,7 +130,7 @@ def transition_nll(model: MetriplecticModel, state: State, v_next: torch.Tensor,
         n = state.r.shape[0]
         Bv = B[n * d: 2 * n * d].view(n, d, -1)
         if model.frame_averaged:
-            x = _rates(model, info["ns"], dt, res)
+            x = _rates(model, moments.terms, dt, res)
             Bv = Bv * coefficients(x).G.sqrt().view(-1, 1, 1)
         Bv = Bv[valid].reshape(-1, B.shape[1])
         cov = 2.0 * model.k_B * dt * Bv @ Bv.T
@@ -123,7 +139,7 @@ def transition_nll(model: MetriplecticModel, state: State, v_next: torch.Tensor,
         nll = _gauss_nll_blocks(res.reshape(1, -1), cov.unsqueeze(0)).sum() / res.shape[0]
     else:
         raise ValueError("covariance must be 'marginal' or 'full'")
-    return nll, info
+    return nll, moments
 
 
 def multistep_nll(model: MetriplecticModel, r_seq: torch.Tensor, v_seq: torch.Tensor,
@@ -146,8 +162,7 @@ def multistep_nll(model: MetriplecticModel, r_seq: torch.Tensor, v_seq: torch.Te
     """
     K = r_seq.shape[0] - 1
     state = State(r_seq[0], v_seq[0], S0, size)
-    mean1, cov1, c1, info = transition_mean_cov(model, state, pairs, dt, box)
-    ns = info["ns"]
+    mean1, cov1, c1, ns, _ = transition_mean_cov(model, state, pairs, dt, box)
     sigma = model.velocity_covariance(ns, dt)
     x = _rates(model, ns, dt, sigma)
     d = r_seq.shape[-1]
@@ -158,20 +173,17 @@ def multistep_nll(model: MetriplecticModel, r_seq: torch.Tensor, v_seq: torch.Te
     em = EulerMaruyama(model)
     ou = ExactOU(model)
     zero = torch.zeros_like(state.r)
-    if fa:
-        u = ou.init(state.r, state.v, state.S, pairs, box, size, dt, None, False).u
-        b, b_ext, sdot = dynamics.ou_parts(ns, state.v, model.k_B)
     cur = Carry(wrap(state.r, box), state.v, state.S, state.v, zero, zero)
+    if fa:   # the latent instantaneous velocity's conditional mean; friction sees the data's v
+        cur = Carry(cur.r, ou.init(state.r, state.v, state.S, pairs, box, size, dt, None, False).u,
+                    state.S, state.v, zero, zero)
     v_prev = state.v
     for k in range(1, K + 1):
         if k == 1:
             mean, cov, c = mean1, cov1, c1
             if fa:
-                u1, dr, heat = dynamics.ou_flow(ns, b, b_ext, u, u, dt, model.k_B, None, None)
-                dS = model.terms["density"].heat_to_entropy(state.S, ns.thermo, heat, ns.w)
-                v_prev = dr / dt
-                nxt = Carry(wrap(state.r + dr, box), u1, state.S + sdot.unsqueeze(-1) * ns.w * dt + dS,
-                            v_prev, zero, zero)
+                nxt = ou.step(cur, pairs, box, size, dt, None, False)
+                v_prev = nxt.dr / dt
             else:
                 nxt = em.step(cur, pairs, box, size, dt, None, False)
         else:

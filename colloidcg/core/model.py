@@ -75,7 +75,7 @@ particles). The likelihood (:mod:`.loss`) uses the matching statistics of frame 
 (:mod:`.ou`), exact for free Langevin particles at any gamma dt.
 
 Code layout: the energy is a dict of terms (:mod:`.terms`, one module each: the density
-term U(S, V), the pair energy, the deviatoric energy); :meth:`MetriplecticModel.terms`
+term U(S, V), the pair energy, the deviatoric energy); :meth:`MetriplecticModel.terms_of`
 evaluates everything a state's dynamics needs once (:class:`~.types.Terms`), and the
 dynamics are pure functions of it (:mod:`.dynamics`). The model is written in
 TorchScript's subset: the exported bundle is this very model, compiled
@@ -207,10 +207,19 @@ class MetriplecticModel(nn.Module):
     def calibrate(self, neighbour_weight: Tensor) -> dict:
         """Let every term set its scales from a sample of per-particle neighbour weights
         sum_j W(q_ij) (:meth:`neighbour_weight`); returns the configuration changes made."""
+        from dataclasses import fields
+        own = {f.name for f in fields(ModelConfig)}
         w0 = float(self.pairfn.at_zero())
         changes: dict = {}
-        for term in self.terms.values():
-            changes.update(term.calibrate(neighbour_weight, w0))
+        terms = {k: dict(v) for k, v in self.config.terms.items()}
+        for name, term in self.terms.items():
+            for key, value in term.calibrate(neighbour_weight, w0).items():
+                if key in own:
+                    changes[key] = value
+                else:       # a term's own calibrated option, kept with its options (config.json)
+                    terms.setdefault(name, {})[key] = value
+        if terms != self.config.terms:
+            changes["terms"] = terms
         if changes:
             self.update_config(**changes)
         return changes

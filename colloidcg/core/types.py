@@ -1,7 +1,7 @@
 """Typed intermediate results of the metriplectic model.
 
 Every quantity the drift, the noise and the likelihood share is computed once per state by
-:meth:`~.model.MetriplecticModel.terms` and handed on in these named tuples (TorchScript
+:meth:`~.model.MetriplecticModel.terms_of` and handed on in these named tuples (TorchScript
 compiles them, so the exported model uses the same types). N particles, d dimensions,
 P interacting pairs (those closer than their range), n_s entropic variables. Units are
 the trajectory's: lengths L (um for video), times t (s), energy E (mass x L^2 / t^2,

@@ -82,7 +82,8 @@ def check_agreement(model, compiled) -> dict:
     r = (torch.rand(n, c.dim, generator=gen, dtype=torch.float64) * side).to(dtype)
     vs = math.sqrt(max(c.theta_ref, 1e-30))
     v = (torch.randn(n, c.dim, generator=gen, dtype=torch.float64) * vs).to(dtype)
-    m = model.to("cpu")
+    import copy
+    m = copy.deepcopy(model).to("cpu")           # the caller's model stays where it is
     size = (c.size_scale * torch.where(torch.rand(n, generator=gen) < 0.5, 1.0, 1 / 1.4)).to(dtype) \
         if c.size_scale > 0 else None
     with torch.no_grad():

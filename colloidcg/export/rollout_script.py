@@ -3,11 +3,12 @@
     python rollout.py --init INIT.csv --steps N --seed S -o OUT.csv [--frame F] [--substeps K]
                       [--halo H] [--pixels] [--device cpu|cuda]
 
-INIT.csv holds the tracks schema: frame, particle, x, y [, z] [, size] [, vx, vy [, vz]],
-in the bundle's units (positions um, velocities um/s; ``--pixels``: px and px/frame with
-the bundle's calibration). The rollout starts at frame F (default: the second frame of the
-file); the starting velocities are its vx, vy [, vz] when given, else the finite
-differences from the frame before. Without a periodic box (bundle calibration box_px),
+INIT.csv holds the tracks schema: frame, particle, x, y [, z] [, size] (other columns, such
+as vx, vy, are ignored), in the bundle's units (positions um; ``--pixels``: px with the
+bundle's calibration). The rollout starts at frame F (default: the second frame of the
+file); as in colloidcg, the starting velocities are the finite differences from the frame
+before (frame-averaged velocities, what the model was trained on), zero for particles the
+frame before lacks. Without a periodic box (bundle calibration box_px),
 particles within H (default: the cutoff) of the field of view's border (the extent of all
 positions in the file) are boundary particles: prescribed from the file's later frames,
 held at their last position once the file has no more, and left out of OUT.csv, as
@@ -84,7 +85,6 @@ def main(argv=None) -> int:
     T, N = frames[-1] - frames[0] + 1, len(parts)
     pos = torch.zeros(T, N, d, dtype=torch.float64)
     present = torch.zeros(T, N, dtype=torch.bool)
-    vel_given = torch.full((T, N, d), float("nan"), dtype=torch.float64)
     size_col = arch.get("size_column") or ""
     size = torch.full((N,), float("nan"), dtype=torch.float64) if float(arch.get("size_scale") or 0) > 0 else None
     sizes = {}
@@ -92,8 +92,6 @@ def main(argv=None) -> int:
         t, k = int(r["frame"]) - frames[0], col[int(r["particle"])]
         pos[t, k] = torch.tensor([float(r[n]) for n in names], dtype=torch.float64) * scale_r
         present[t, k] = True
-        if all(("v" + n) in r and r["v" + n] != "" for n in names):
-            vel_given[t, k] = torch.tensor([float(r["v" + n]) for n in names], dtype=torch.float64) * scale_v
         if size is not None:
             if size_col not in r:
                 raise SystemExit(f"{a.init}: the model was trained with per-particle sizes; expected a "
@@ -110,16 +108,12 @@ def main(argv=None) -> int:
         raise SystemExit(f"--frame: {f} is not in {a.init} (frames {frames[0]}..{frames[-1]})")
     idx = torch.nonzero(present[t]).squeeze(-1)
     r0 = pos[t, idx]
-    v0 = vel_given[t, idx]
-    if bool(torch.isnan(v0).any()):
-        if t == 0:
-            v0 = torch.where(torch.isnan(v0), torch.zeros_like(v0), v0)
-        else:
-            disp = pos[t, idx] - pos[t - 1, idx]
-            if box is not None:
-                disp = driver.minimum_image(disp, box)
-            fd = torch.where(present[t - 1, idx].unsqueeze(-1), disp / dt, torch.zeros_like(disp))
-            v0 = torch.where(torch.isnan(v0), fd, v0)
+    v0 = torch.zeros_like(r0)
+    if t > 0:
+        disp = pos[t, idx] - pos[t - 1, idx]
+        if box is not None:
+            disp = driver.minimum_image(disp, box)
+        v0 = torch.where(present[t - 1, idx].unsqueeze(-1), disp / dt, v0)
 
     cutoff = float(arch["cutoff"])
     halo = cutoff if a.halo is None else a.halo

@@ -14,7 +14,10 @@ is a small ``nn.Module`` with
   per-particle and per-pair energies, central pair forces dE/d|r_ij| and any other force),
   TorchScript-compatible (the exported model compiles it);
 - ``calibrate(neighbour_weight, w0) -> dict``: configuration values it sets from the data
-  (the per-particle neighbour weight sum_j W(q_ij) of a few frames, and W(0)); {} when none;
+  (the per-particle neighbour weight sum_j W(q_ij) of a few frames, and W(0)); {} when none.
+  A key that is a ModelConfig field sets that field; any other is stored with the term's
+  options in ``ModelConfig.terms[name]`` (so it is saved in config.json and passed to the
+  constructor when the model is loaded);
 - ``tabulated(n, sample, w) -> (term, error)``: a fast version for rollouts (tables of n
   points instead of networks; ``sample`` = (S, dens) of the state to cover, ``w`` the heat
   weights) and its largest relative error, or (self, 0.0). Called on a float64 copy;
@@ -23,7 +26,11 @@ is a small ``nn.Module`` with
 Every term must be conservative (forces are minus the gradient of its energy), pairwise in
 the sense that it depends on positions only through pair separations (so forces conserve
 momentum), and invariant under rotations; the guarantee tests in tests/test_core.py walk
-every registered term. docs/architecture.md shows how to add one.
+every registered term. Only the density term's U may depend on the entropic variables S:
+the temperatures T = dU/dS that the dissipative part, the noise and the heat booking use
+come from U alone, so another term depending on S would break the degeneracy M dE/dx = 0
+(the guarantee test checks that every other term's energy has no S-gradient).
+docs/architecture.md shows how to add one.
 """
 
 from __future__ import annotations

@@ -77,17 +77,18 @@ class DensityEnergy(EnergyTerm):
         """dS (N, n_s) along the heat weights w with U(S + dS, V) = U(S, V) + heat (N,).
 
         Newton's method from the second-order guess heat/theta - kappa heat^2 / (2 theta^3);
-        dU/ds = theta > 0 and U is convex in s, so it converges quadratically. After one
-        update of every particle, the particles whose U(S + s w) is not yet U + heat to a few
-        roundings of U get up to three more (only they are evaluated): one update reaches
-        rounding for the heats of a step; a free gas at kT/m = 9 needed three for its
-        largest heats (two left errors of 1e-6 of U).
+        dU/ds = theta > 0 and U is convex in s, so it converges quadratically. Every particle
+        gets one update; those whose U(S + s w) is not yet U + heat to 1e-12 of U (float32:
+        8e-6) get up to three more, and only they are evaluated again. With the network one
+        update is enough for the heats of a step (20,000 particles: none needed another); a
+        free gas at kT/m = 9 needed three for its largest heats. The tabulated version solves
+        its own piecewise-linear U, exactly in one update within a cell.
         """
         w = w.to(S.dtype)
         th = thermo.theta
         s = heat / th - thermo.kappa * heat.square() / (2 * th ** 3)
         target = thermo.U + heat
-        tol = 8 * 2.2e-16 if S.dtype == torch.float64 else 64 * 1.2e-7   # roundings of U (float32: and of a table)
+        tol = 1e-12 if S.dtype == torch.float64 else 64 * 1.2e-7   # roundings of U (and of a table)
         u_new, th_new = self.u_theta(S + s.unsqueeze(-1) * w, thermo.dens, w)
         s = s - (u_new - target) / th_new
         u_new, th_new = self.u_theta(S + s.unsqueeze(-1) * w, thermo.dens, w)
@@ -180,16 +181,20 @@ class TabulatedDensityEnergy(DensityEnergy):
         err = float(((interp - mids).abs().amax((0, 1)) / scale).max())
         return new, err
 
-    def thermo(self, dens: Tensor, S: Tensor, w: Tensor) -> Thermo:
-        s = S[:, 0]
-        xs = (s - self.s0) * ((self.ns - 1) / (self.s1 - self.s0))
+    def _cells(self, S: Tensor, dens: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Each row's table cell (N, 16), its fractional position in S and in dens (N, 1)
+        each, and whether it lies inside the table (N,)."""
+        xs = (S[:, 0] - self.s0) * ((self.ns - 1) / (self.s1 - self.s0))
         xd = (dens - self.d0) * ((self.nd - 1) / (self.d1 - self.d0))
         inside = (xs >= 0) & (xs <= self.ns - 1) & (xd >= 0) & (xd <= self.nd - 1)
         i0 = xs.clamp(0, self.ns - 1).floor().long().clamp(max=self.ns - 2)
         j0 = xd.clamp(0, self.nd - 1).floor().long().clamp(max=self.nd - 2)
         fs = (xs - i0.to(xs.dtype)).clamp(0, 1).unsqueeze(-1)
         fd = (xd - j0.to(xd.dtype)).clamp(0, 1).unsqueeze(-1)
-        c = self.cells.to(S.dtype).index_select(0, i0 * (self.nd - 1) + j0)
+        return self.cells.to(S.dtype).index_select(0, i0 * (self.nd - 1) + j0), fs, fd, inside
+
+    def thermo(self, dens: Tensor, S: Tensor, w: Tensor) -> Thermo:
+        c, fs, fd, inside = self._cells(S, dens)
         out = c[:, 0:4] + c[:, 4:8] * fs + (c[:, 8:12] + c[:, 12:16] * fs) * fd
         if not bool(inside.all()):
             idx = torch.nonzero(~inside).squeeze(-1)
@@ -200,8 +205,20 @@ class TabulatedDensityEnergy(DensityEnergy):
         return Thermo(dens, cols[0], T, cols[2], cols[1], cols[3])
 
     def u_theta(self, S: Tensor, dens: Tensor, w: Tensor) -> Tuple[Tensor, Tensor]:
-        th = self.thermo(dens, S, w)
-        return th.U, th.theta
+        """The table's U and its own slope in S (the bilinear U is linear in S within a
+        cell), so that Newton's method in :meth:`heat_to_entropy` solves the table's
+        equation U(S + dS) = U + heat in one step within a cell (the interpolated T, a
+        separate column, is not exactly that slope); the network outside the table."""
+        c, fs, fd, inside = self._cells(S, dens)
+        u = (c[:, 0:1] + c[:, 4:5] * fs + (c[:, 8:9] + c[:, 12:13] * fs) * fd)[:, 0]
+        slope = ((c[:, 4:5] + c[:, 12:13] * fd) * ((self.ns - 1) / (self.s1 - self.s0)))[:, 0]
+        if not bool(inside.all()):
+            idx = torch.nonzero(~inside).squeeze(-1)
+            u_ex, th_ex = self.eos.value_and_slope(S[idx], 1.0 / (dens[idx] * self.volume_ref), self.stiffness,
+                                                   w.to(S.dtype))
+            u = u.index_put((idx,), (self.theta_ref * u_ex).to(u.dtype))
+            slope = slope.index_put((idx,), (self.theta_ref * th_ex).to(u.dtype))
+        return u, slope
 
 
 TERM = DensityEnergy
