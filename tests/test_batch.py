@@ -354,3 +354,29 @@ def test_local_cluster_workers_start_with_stage_modules_and_bounded_threads(monk
                                                         threads=1))
     assert row["status"] == "done", row
     assert seen["blas_threads"] == 1
+
+
+def test_batch_configuration_chooses_the_tiff_axis(tmp_path):
+    """A batch --config's [calibration] tiff_axis reads a TIFF whose only non-spatial axis is
+    ambiguous (refused without it), unless a colloidcg.toml beside the video says otherwise."""
+    import tifffile
+
+    from colloidcg.batch.discover import VideoJob
+    from colloidcg.batch.stages import Options, _open_video
+    from colloidcg.errors import VideoError
+    from colloidcg.io import open_video
+
+    data = np.arange(3 * 20 * 30, dtype=np.uint16).reshape(3, 20, 30)
+    root = tmp_path / "root"
+    (root / "a").mkdir(parents=True)
+    path = root / "a" / "c3.tif"
+    tifffile.imwrite(path, data, imagej=True)
+    with pytest.raises(VideoError, match="tiff"):
+        open_video(path)
+    opts = Options(out=str(tmp_path / "out"), root=str(root))
+    job = VideoJob(str(path), "a/c3.tif", {"calibration": {"tiff_axis": "T"}}, [str(tmp_path / "batch.toml")])
+    v = _open_video(job, opts)
+    assert len(v) == 3 and v.meta.sources["tiff_axis"] == f"batch configuration ({tmp_path / 'batch.toml'})"
+    (root / "a" / "colloidcg.toml").write_text('[calibration]\ntiff_axis = "Z"\n')   # nearer, wins
+    v = _open_video(job, opts)
+    assert len(v) == 1 and v.frame_shape == (3, 20, 30)

@@ -94,13 +94,26 @@ def _out_hash(rec: dict | None, name: str) -> str | None:
 
 # ----------------------------------------------------------------------------- track
 def _open_video(job: VideoJob, opts: Options):
+    from ..errors import VideoError
     from ..io import open_video
 
-    video = open_video(job.path, config_root=opts.root)
     # the batch-wide --config fills calibration the file and colloidcg.toml left unknown;
     # the merged tables become the video's configuration (track() reads [track] from it)
     cal = job.config.get("calibration", {})
+    axis = cal.get("tiff_axis")
+    try:
+        video = open_video(job.path, config_root=opts.root)
+    except VideoError:
+        if not axis:
+            raise
+        video = None              # e.g. an ambiguous TIFF axis, which the configuration settles
+    from_batch = bool(axis) and (video is None or "tiff_axis" not in video.meta.sources)
+    if from_batch:
+        # no colloidcg.toml beside the video chose the TIFF axis: the batch configuration does
+        video = open_video(job.path, config_root=opts.root, tiff_axis=axis)
     change: dict[str, Any] = {"config": job.config, "sources": dict(video.meta.sources)}
+    if from_batch and "tiff_axis" in change["sources"]:
+        change["sources"]["tiff_axis"] = f"batch configuration ({job.config_files[0]})"
     for key in ("fps", "um_per_px", "um_per_slice"):
         if getattr(video.meta, key) is None and key in cal:
             change[key] = float(cal[key])
