@@ -14,10 +14,11 @@ macroscopic stochastic dynamics", carried from lattices to off-lattice particles
    is even, else the remaining odd factor) are placed side by side in a box m times larger
    per axis. Every placed configuration is drawn afresh (its own tiles, shifts and
    symmetries), so the large system is not a periodic repetition.
-3. **Overlaps at the seams** are removed by displacement: pairs closer than the data's
-   closest approach for that pair of sizes are pushed apart symmetrically, a few sweeps;
-   pairs still closer than 0.9 x the closest approach after that lose one particle (the
-   number dropped is reported; it is usually 0).
+3. **Overlaps at the seams** are removed by displacement: pairs across a new seam closer
+   than the data's ``push_quantile`` (2 %) quantile of near-shell distances for that pair
+   of sizes, and any pair near the seams closer than the data's closest approach, are
+   pushed apart symmetrically, up to 50 sweeps; pairs still closer than 0.9 x the closest
+   approach after that lose one particle (the number dropped is reported; 0 in the tests).
 4. **Seam relaxation with the learned model.** The particles within ``band`` of the new
    seams are rolled out for ``relax_steps`` frames with :func:`colloidcg.core.integrate.rollout`
    in the large periodic box, the particles in the next ``cutoff`` + skin wide layer held
