@@ -11,6 +11,40 @@ def add_output(p: argparse.ArgumentParser, required: bool = True, help: str = "o
                    help="replace existing outputs (default: refuse and write nothing)")
 
 
+def add_table_output(p: argparse.ArgumentParser, name: str) -> None:
+    """-o TABLE.parquet (a sidecar TABLE.json is written beside it) and --overwrite."""
+    p.add_argument("-o", "--output", required=True, metavar=f"{name}.parquet",
+                   help=f"output table, a file name ending in .parquet (its sidecar {name}.json is "
+                        "written beside it)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace existing outputs (default: refuse and write nothing)")
+
+
+def table_output(args: argparse.Namespace):
+    """The -o path of :func:`add_table_output`, checked: a ParameterError unless it ends in
+    .parquet."""
+    from pathlib import Path
+
+    from ..errors import ParameterError
+    out = Path(args.output)
+    if out.suffix != ".parquet":
+        raise ParameterError(f"-o: {out}: expected a .parquet file name")
+    return out
+
+
+def torch_device(dev: str) -> str:
+    """``--device``: 'cpu', 'cuda' or 'cuda:N', and CUDA only where torch sees it
+    (ParameterError otherwise)."""
+    import torch
+
+    from ..errors import ParameterError
+    if not (dev == "cpu" or dev == "cuda" or (dev.startswith("cuda:") and dev[5:].isdigit())):
+        raise ParameterError(f"--device: expected 'cpu', 'cuda' or 'cuda:N', got {dev!r}")
+    if dev.startswith("cuda") and not torch.cuda.is_available():
+        raise ParameterError(f"--device: {dev!r} requested but CUDA is not available")
+    return dev
+
+
 def positive_float(text: str) -> float:
     """argparse type: a finite number > 0 (calibration flags)."""
     import math

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ._common import add_table_output, table_output, torch_device
 
 
 def add_parser(subparsers) -> None:
@@ -28,34 +29,20 @@ def add_parser(subparsers) -> None:
     p.add_argument("--fast", action="store_true",
                    help="tabulated pair functions and equation of state (faster; the tabulation error is "
                         "reported in the sidecar; default: exact)")
-    p.add_argument("-o", "--output", required=True, metavar="SIM.parquet",
-                   help="output table, a file name ending in .parquet (its sidecar SIM.json is "
-                        "written beside it)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace existing outputs (default: refuse and write nothing)")
+    add_table_output(p, "SIM")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    import torch
-
     from ..export import load_model
     from ..errors import ParameterError
     from ..outputs import output_folder, provenance, read_table, write_table
     from ..simulate import simulate
 
-    out = Path(args.output)
-    if out.suffix != ".parquet":
-        raise ParameterError(f"-o: {out}: expected a .parquet file name")
+    out = table_output(args)
     if args.steps < 1:
         raise ParameterError(f"--steps: must be >= 1, got {args.steps}")
-    dev = args.device
-    if not (dev == "cpu" or dev == "cuda" or (dev.startswith("cuda:") and dev[5:].isdigit())):
-        raise ParameterError(f"--device: expected 'cpu', 'cuda' or 'cuda:N', got {dev!r}")
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ParameterError(f"--device: {args.device!r} requested but CUDA is not available")
+    torch_device(args.device)
     with output_folder(out.parent, [out.name, out.with_suffix(".json").name], args.overwrite,
                        option=f"-o {out}: folder") as tx:
         model, cfg = load_model(args.model, device=args.device)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ._common import add_table_output, table_output, torch_device
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
@@ -33,36 +35,22 @@ def add_parser(subparsers) -> None:
                    help="half-width of the relaxed band along each seam, px (default: the model's "
                         "interaction range)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    p.add_argument("-o", "--output", required=True, metavar="BIG.parquet",
-                   help="output table, a file name ending in .parquet (its sidecar BIG.json is written "
-                        "beside it)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace existing outputs (default: refuse and write nothing)")
+    add_table_output(p, "BIG")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    import torch
-
     from ..errors import ParameterError
     from ..export import load_model
     from ..outputs import output_folder, provenance, read_table, write_table
     from ..scaling import side_steps, upsample
 
-    out = Path(args.output)
-    if out.suffix != ".parquet":
-        raise ParameterError(f"-o: {out}: expected a .parquet file name")
+    out = table_output(args)
     if args.samples < 1:
         raise ParameterError(f"--samples: must be >= 1, got {args.samples}")
     if args.relax_steps < 0:
         raise ParameterError(f"--relax-steps: must be >= 0, got {args.relax_steps}")
-    dev = args.device
-    if not (dev == "cpu" or dev == "cuda" or (dev.startswith("cuda:") and dev[5:].isdigit())):
-        raise ParameterError(f"--device: expected 'cpu', 'cuda' or 'cuda:N', got {dev!r}")
-    if dev.startswith("cuda") and not torch.cuda.is_available():
-        raise ParameterError(f"--device: {dev!r} requested but CUDA is not available")
+    dev = torch_device(args.device)
     with output_folder(out.parent, [out.name, out.with_suffix(".json").name], args.overwrite,
                        option=f"-o {out}: folder") as tx:
         model, cfg = load_model(args.model, device=dev)

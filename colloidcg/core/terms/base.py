@@ -62,7 +62,8 @@ class EnergyTerm(nn.Module):
         pass
 
     def evaluate(self, geom: PairGeometry, S: Tensor, thermo: Thermo) -> TermOut:
-        raise NotImplementedError
+        raise TypeError(f"{type(self).__name__} is an energy term without evaluate(geom, S, thermo); "
+                        "every term defines it (colloidcg.core.terms.base)")
 
     def calibrate(self, neighbour_weight: Tensor, w0: float = 0.0) -> dict:
         return {}
