@@ -470,12 +470,23 @@ def _held_here(folder: Path) -> bool:
     return str((Path(folder) / LOCK_NAME).resolve()) in _HELD_LOCKS
 
 
-def _lock_info(path: Path) -> dict:
-    try:
-        rec = json.loads(path.read_text() or "{}")
-        return rec if isinstance(rec, dict) else {}
-    except (OSError, ValueError):
-        return {}
+def _lock_info(path: Path, tries: int = 1) -> dict:
+    """The holder's record in a lock file ({} when unreadable). With ``tries`` > 1 an empty
+    or partial record is read again, 10 ms apart: a holder that has just taken the lock
+    empties the file and writes its record a moment later."""
+    import time
+
+    rec: object = {}
+    for k in range(tries):
+        try:
+            rec = json.loads(path.read_text() or "{}")
+        except (OSError, ValueError):
+            rec = {}
+        if isinstance(rec, dict) and "pid" in rec:
+            return rec
+        if k + 1 < tries:
+            time.sleep(0.01)
+    return rec if isinstance(rec, dict) else {}
 
 
 class OutputLock:
@@ -528,7 +539,7 @@ class OutputLock:
                 fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
                 os.close(fd)
-                raise self._busy(_lock_info(self.path)) from None
+                raise self._busy(_lock_info(self.path, tries=50)) from None
             try:
                 same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
             except FileNotFoundError:
