@@ -209,7 +209,7 @@ class MetriplecticModel(nn.Module):
         sum_j W(q_ij) (:meth:`neighbour_weight`); returns the configuration changes made."""
         from dataclasses import fields
         own = {f.name for f in fields(ModelConfig)}
-        w0 = float(self.pairfn.at_zero())
+        w0 = float(self.pairfn.at_zero().detach())
         changes: dict = {}
         terms = {k: dict(v) for k, v in self.config.terms.items()}
         for name, term in self.terms.items():

@@ -25,7 +25,8 @@ weights.
 Modules: :mod:`.config` (options), :mod:`.sampler` (transitions and samplers),
 :mod:`.objective` (the loss), :mod:`.calibrate` (a new model's scales), :mod:`.measures`
 (data statistics), :mod:`.cutoff` (the interaction range), :mod:`.validation`,
-:mod:`.labels` (rearrangement labels and AUC), :mod:`.loop` (epoch, divergence guard, early
+:mod:`.patches` (:class:`PatchSampler`: random patches of a large system with a
+prescribed halo), :mod:`.labels` (rearrangement labels and AUC), :mod:`.loop` (epoch, divergence guard, early
 stopping, checkpoints, progress bar), :mod:`.fitting` (:func:`fit`), :mod:`.tracks`
 (:func:`train_tracks`).
 """
@@ -38,13 +39,14 @@ from .labels import balanced_pos_weight, future_labels, rearrangement_auc, roc_a
 from .loop import TrainingDiverged
 from .measures import estimate_localisation_noise, median_nn_distance
 from .objective import AuxiliaryLoss, LossOptions, batch_loss, transition_terms
+from .patches import PatchSampler
 from .sampler import (FrameSampler, FrameTransitions, Transition, TransitionBatch, TransitionSampler,
                       Window, make_transition, make_window)
 from .tracks import MODEL_FILES, train_tracks
 from .validation import validation_rollout
 
 __all__ = ["AuxiliaryLoss", "FitResult", "FrameSampler", "FrameTransitions", "LossOptions", "MODEL_FILES",
-           "TrainConfig", "TrainingDiverged", "Transition", "TransitionBatch", "TransitionSampler", "Window",
+           "PatchSampler", "TrainConfig", "TrainingDiverged", "Transition", "TransitionBatch", "TransitionSampler", "Window",
            "balanced_pos_weight", "batch_loss", "build_model", "check_trajectory", "default_model_config",
            "estimate_localisation_noise", "fit", "force_scale", "future_labels", "make_transition",
            "make_window", "median_nn_distance", "option_info", "pair_energy_report", "rearrangement_auc",
