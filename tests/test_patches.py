@@ -54,8 +54,10 @@ def test_a_patch_with_a_halo_of_twice_the_range_has_the_whole_frame_terms(period
     centre = torch.tensor([6.0, 20.0] if periodic else [20.0, 20.0], dtype=torch.float64)  # across the box edge
     got = {}
     for label, halo in (("2h", None), ("h/2", 0.5 * CUTOFF)):
-        s = PatchSampler(side=10.0, halo=halo)
+        s = PatchSampler(side=10.0)
         s.setup(traj, CUTOFF, cfg)
+        if halo is not None:
+            s.halo = halo                            # thinner than setup allows, to show the difference
         patch = s.patch(t, centre)
         assert patch.valid.sum() > 10 and (~patch.valid).sum() > 0
         # the whole frame, scoring only the patch's scored particles
@@ -77,10 +79,13 @@ def test_fit_trains_on_patches_and_validates_on_whole_frames():
     sampler = PatchSampler(side=8.0, patches_per_frame=3)
     res = fit(traj, cfg, sampler=sampler)
     frames = fit(traj, cfg)                                  # the same data on whole frames
+    untrained = fit(traj, TrainConfig.from_dict({**cfg.to_dict(), "lr": 1e-9}))
     assert len(res.history) == 3 and all(math.isfinite(h["train_nll"]) for h in res.history)
-    # validated on the same whole frames, the patch-trained model is as good as the other
-    val_p, val_f = res.history[-1]["val_nll"], frames.history[-1]["val_nll"]
-    assert abs(val_p - val_f) < 0.01 * abs(val_f), (val_p, val_f)
+    # validated on the same whole frames: patches teach the model what whole frames do
+    val_p, val_f, val_0 = (r.history[-1]["val_nll"] for r in (res, frames, untrained))
+    gain = val_0 - val_f
+    assert gain > 0, (val_0, val_f)
+    assert val_p < val_0 - 0.5 * gain and abs(val_p - val_f) < gain, (val_p, val_f, val_0)
     assert res.report["n_val_frames"] == frames.report["n_val_frames"]
     batches = list(sampler.epoch(0))
     assert sum(len(b) for b in batches) <= len(sampler.train_frames) * 3
@@ -96,3 +101,20 @@ def test_a_patch_narrower_than_twice_the_range_is_refused():
         PatchSampler(side=5.0).setup(traj, CUTOFF, cfg)
     with pytest.raises(ParameterError, match="side"):
         PatchSampler(side=-1.0)
+    with pytest.raises(ParameterError, match="thinner than twice the interaction range"):
+        PatchSampler(side=10.0, halo=CUTOFF).setup(traj, CUTOFF, cfg)
+    assert PatchSampler(side=np.float32(8.0)).side == 8.0
+
+
+def test_a_patch_halo_is_not_scored_by_the_auxiliary_loss():
+    import pandas as pd
+    df = _tracks(n=200, frames=8, L=30.0)
+    df["rearranging"] = (df["particle"] % 5 == 0).astype(float)
+    traj = from_tracks(df, {}, box_px=[30.0, 30.0])
+    cfg = TrainConfig(**{**FAST, "cutoff": CUTOFF})
+    s = PatchSampler(side=8.0)
+    s.setup(traj, CUTOFF, cfg)
+    p = s.patch(3, torch.tensor([15.0, 15.0], dtype=torch.float64))
+    assert p.labels is not None and bool(torch.isnan(p.labels[~p.valid]).all())
+    assert not bool(torch.isnan(p.labels[p.valid]).any())
+    assert isinstance(df, pd.DataFrame)

@@ -144,6 +144,10 @@ def make_transition(traj: Trajectory, t: int, cutoff: float, index: torch.Tensor
     if horizon is not None:
         lab = future_labels(traj, t, horizon)
         labels = None if lab is None else lab[index]
+        if labels is not None and valid is not None:
+            # a sub-system's prescribed particles (a patch's halo) are not scored by the
+            # auxiliary loss either: their S comes from a cut-off neighbourhood
+            labels = torch.where(valid, labels, torch.full_like(labels, float("nan")))
     window = None
     if multistep > 1 and t + multistep < traj.n_frames:
         among = interior = None
