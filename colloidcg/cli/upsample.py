@@ -21,14 +21,15 @@ def add_parser(subparsers) -> None:
                                                  "written by colloidcg export")
     p.add_argument("--init", required=True, metavar="TRACKS.parquet",
                    help="tracks table (px, frames) whose frames are the tiles; a periodic box comes from "
-                        "the model's calibration or the table's sidecar (meta.box_px), else square "
+                        "the table's sidecar (meta.box_px), else the model's calibration (both given and "
+                        "different: refused), else square "
                         "windows of the field of view are tiled")
     p.add_argument("--frame", type=int, default=None, metavar="F",
                    help="take every tile from this frame (default: tiles drawn from all frames)")
     p.add_argument("--factor", type=int, required=True, metavar="K",
                    help="area factor (volume in 3D): a square (cube) such as 4, 16, 64 (required)")
     p.add_argument("--samples", type=int, default=1, metavar="N", help="independent large snapshots")
-    p.add_argument("--seed", type=int, default=0, help="seed of the tiling and relaxation noise")
+    p.add_argument("--seed", type=int, default=0, help="seed (>= 0) of the tiling and relaxation noise")
     p.add_argument("--relax-steps", type=int, default=10, metavar="N",
                    help="model frames of seam relaxation per doubling (0: overlap removal only)")
     p.add_argument("--band", type=float, default=None, metavar="PX",
@@ -48,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
     out = table_output(args)
     if args.samples < 1:
         raise ParameterError(f"--samples: must be >= 1, got {args.samples}")
+    if args.seed < 0:
+        raise ParameterError(f"--seed: must be >= 0, got {args.seed}")
     if args.relax_steps < 0:
         raise ParameterError(f"--relax-steps: must be >= 0, got {args.relax_steps}")
     dev = torch_device(args.device)

@@ -4,8 +4,9 @@ The method (after the hierarchical upsampling of Chen et al., "Scalable learning
 macroscopic stochastic dynamics", carried from lattices to off-lattice particles):
 
 1. **Tiles.** A tile is one configuration of the input tracks table: a frame of a periodic
-   box (the model's ``calibration.box_px`` or the table's sidecar ``meta.box_px``) under a
-   random cyclic shift, or, for an open field of view, a square (cube in 3D) window cut
+   box (the table's sidecar ``meta.box_px``, else the model's ``calibration.box_px``; both
+   given and different: refused; positions that fold onto each other when wrapped into
+   the box: refused) under a random cyclic shift, or, for an open field of view, a square (cube in 3D) window cut
    inside the field of view at a random place. Each tile gets a random symmetry of its box:
    reflections of any axis, and exchanges of axes whose sides are equal (the 8 symmetries
    of a square, 48 of a cube; a rectangular periodic box is only reflected, since a 90 degree
@@ -21,8 +22,10 @@ macroscopic stochastic dynamics", carried from lattices to off-lattice particles
    approach after that lose one particle (the number dropped is reported; 0 in the tests).
 4. **Seam relaxation with the learned model.** The particles within ``band`` of the new
    seams are rolled out for ``relax_steps`` frames with :func:`colloidcg.core.integrate.rollout`
-   in the large periodic box, the particles in the next ``cutoff`` + skin wide layer held
-   fixed as prescribed boundary particles (the rest of the system does not enter). All
+   in the large periodic box, the particles in the next 2.1 x ``cutoff`` wide layer held
+   fixed as prescribed boundary particles (the rest of the system does not enter; a band
+   particle's terms depend on particles up to 2 x ``cutoff`` away, so one deterministic
+   step of the band equals that of the whole system). All
    seam windows of a level go into one rollout: the windows along the seams overlap at
    the seam crossings and are relaxed together there. The overlap removal is repeated after
    the rollout for pairs the model brought closer than the closest approach.
@@ -81,7 +84,8 @@ class Upsampled:
         has sizes, and seam_distance (px, distance to the nearest seam when it was made).
     box_px : (d,) list, the periodic box of every sample, px.
     parameters : what was done: factor, steps of the doubling, relaxation settings,
-        particles displaced/dropped, closest approach, timings (for the sidecar).
+        particles relaxed/displaced/dropped (totals over all samples and levels), closest
+        approach, timings (for the sidecar).
     """
 
     tracks: pd.DataFrame
@@ -212,33 +216,48 @@ def separate(pos: np.ndarray, size: np.ndarray | None, box: np.ndarray, closest:
              group: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, int]:
     """Push apart pairs closer than ``closest`` for their sizes; drop one of the pairs still
     closer than ``drop_below`` x ``floor`` (default ``closest``) after ``sweeps`` sweeps.
-    ``active`` (N,) bool: only pairs among these particles are looked at (the others are
-    neither moved nor dropped); default all. ``group`` (N,) int: pairs from one group (one
-    part placed beside a seam) are pushed only when closer than ``floor``, and then to it;
-    default: every pair is pushed to ``closest``.
+    ``active`` (N,) bool: only pairs with at least one active particle are looked at, their
+    neighbours looked up among all particles; only active particles are moved or dropped
+    (an active particle paired with an inactive one takes the whole push); default all.
+    ``group`` (N,) int: pairs from one group (one part placed beside a seam) are pushed only
+    when closer than ``floor``, and then to it; default: every pair is pushed to ``closest``.
 
     pos : (N, d) px in the periodic ``box`` (d,) px. Returns (new positions wrapped into the
     box, (N,) bool mask of the particles kept, number of particles displaced).
     """
     from ..neighbours import Tree
 
-    if active is not None:
-        idx = np.nonzero(active)[0]
-        sub, kept, n_moved = separate(pos[idx], None if size is None else size[idx], box, closest,
-                                      sweeps=sweeps, drop_below=drop_below, floor=floor,
-                                      group=None if group is None else group[idx])
-        pos = np.mod(pos, box)
+    pos = np.mod(pos, box)
+    reach = closest.largest(size)
+    if active is not None and not np.all(active):
+        act = np.nonzero(active)[0]
+        if len(act) == 0:
+            return pos, np.ones(len(pos), bool), 0
+        # candidates: the active particles and every particle within twice the reach of one
+        near = Tree(pos, box).within(2.0 * reach, query=pos[act])
+        idx = np.unique(np.concatenate([act] + [np.asarray(n, np.int64) for n in near]))
+        sub, kept, n_moved = _separate(pos[idx], None if size is None else size[idx], box, closest,
+                                       sweeps, drop_below, floor, np.asarray(active, bool)[idx],
+                                       None if group is None else group[idx], reach)
         pos[idx] = sub
         keep = np.ones(len(pos), bool)
         keep[idx] = kept
         return pos, keep, n_moved
-    pos = np.mod(pos, box)
-    reach = closest.largest(size)
+    return _separate(pos, size, box, closest, sweeps, drop_below, floor, np.ones(len(pos), bool), group, reach)
+
+
+def _separate(pos, size, box, closest, sweeps, drop_below, floor, movable, group, reach):
+    from ..neighbours import Tree
+
     floor = closest if floor is None else floor
     moved = np.zeros(len(pos), bool)
+    w = movable.astype(float)
     for _ in range(sweeps):
         tree = Tree(pos, box)
         pr = tree.pairs(reach, sort=False)
+        if len(pr) == 0:
+            break
+        pr = pr[movable[pr[:, 0]] | movable[pr[:, 1]]]
         if len(pr) == 0:
             break
         i, j = pr[:, 0], pr[:, 1]
@@ -254,11 +273,14 @@ def separate(pos: np.ndarray, size: np.ndarray | None, box: np.ndarray, closest:
             break
         i, j, sep, d, target = i[bad], j[bad], sep[bad], d[bad], target[bad]
         unit = sep / np.maximum(d, 1e-12)[:, None]
-        push = 0.5 * (target - d)[:, None] * unit
+        share = 1.0 / (w[i] + w[j])                # 1/2 each, or all to the movable one
+        push = (target - d)[:, None] * unit * share[:, None]
         delta = np.zeros_like(pos)
         for k in range(pos.shape[1]):
-            delta[:, k] = np.bincount(j, push[:, k], len(pos)) - np.bincount(i, push[:, k], len(pos))
-        moved[i] = moved[j] = True
+            delta[:, k] = (np.bincount(j, push[:, k] * w[j], len(pos))
+                           - np.bincount(i, push[:, k] * w[i], len(pos)))
+        moved[i[movable[i]]] = True
+        moved[j[movable[j]]] = True
         pos = np.mod(pos + delta, box)
     keep = np.ones(len(pos), bool)
     tree = Tree(pos, box)
@@ -267,8 +289,8 @@ def separate(pos: np.ndarray, size: np.ndarray | None, box: np.ndarray, closest:
         i, j = pr[:, 0], pr[:, 1]
         target = floor(None if size is None else size[i], None if size is None else size[j])
         for a, b in pr[d < drop_below * target]:
-            if keep[a] and keep[b]:
-                keep[b] = False
+            if keep[a] and keep[b] and (movable[a] or movable[b]):
+                keep[b if movable[b] else a] = False
     return pos, keep, int(moved.sum())
 
 
@@ -340,11 +362,18 @@ class _Source:
 def _frames(tracks: pd.DataFrame, size_col: str | None, frame: int | None, box: np.ndarray | None,
             name: str):
     cols = ["x", "y"] + (["z"] if "z" in tracks.columns else [])
+    if len(tracks) == 0:
+        raise ColloidcgError(f"{name}: no rows; nothing to tile")
     if size_col and size_col not in tracks.columns:
         raise ColloidcgError(f"{name}: the model was trained with per-particle sizes (column {size_col!r}) "
                              "but the tracks have no such column")
     if not np.isfinite(tracks[cols].to_numpy(float)).all():
         raise ColloidcgError(f"{name}: NaN or infinite positions; drop or fill them first")
+    if size_col:
+        sz = pd.to_numeric(tracks[size_col], errors="coerce").to_numpy(float)
+        if not (np.isfinite(sz) & (sz > 0)).all():
+            raise ColloidcgError(f"{name}: the size column {size_col!r} has NaN, infinite or non-positive "
+                                 "values; every particle needs a positive size")
     all_frames = np.unique(tracks["frame"].to_numpy())
     if frame is not None:
         if frame not in set(all_frames.tolist()):
@@ -352,32 +381,64 @@ def _frames(tracks: pd.DataFrame, size_col: str | None, frame: int | None, box: 
         use = [int(frame)]
     else:
         use = [int(f) for f in all_frames]
-    by = {f: g for f, g in tracks.groupby("frame", sort=True)}
+    by = {int(f): g for f, g in tracks.groupby("frame", sort=True)}
+    # the previous frame present in the table (tracks saved every n frames: a gap of n)
+    order = [int(f) for f in all_frames]
+    before = dict(zip(order[1:], order[:-1]))
     pos, vel, size = [], [], []
     for f in use:
         g = by[f]
         p = g[cols].to_numpy(float)
         v = np.zeros_like(p)
-        prev = by.get(f - 1)
-        if prev is not None:
+        fp = before.get(f)
+        if fp is not None:
+            prev = by[fp]
             j = g[["particle"]].merge(prev[["particle"] + cols], on="particle", how="left")
             q = j[cols].to_numpy(float)
             ok = np.isfinite(q).all(1)
             disp = p[ok] - q[ok]
             if box is not None:
                 disp -= box * np.round(disp / box)
-            v[ok] = disp
+            v[ok] = disp / float(f - fp)
         pos.append(p)
         vel.append(v)
         size.append(g[size_col].to_numpy(float) if size_col else None)
+    if max(len(p) for p in pos) < 2:
+        raise ColloidcgError(f"{name}: at most one particle per frame; nothing to tile")
     return pos, vel, size
+
+
+def _check_box(pos: list, box: np.ndarray, name: str) -> None:
+    """Refuse positions that do not fit the periodic ``box``. Positions outside [0, box) are
+    allowed (unwrapped tracks) as long as wrapping them into the box does not put particles
+    on top of each other: a frame (up to 20, evenly spaced) whose closest pair, wrapped, is
+    closer than half its closest pair unwrapped is refused (tracks from a wider box)."""
+    from ..neighbours import nearest
+
+    step = max(1, len(pos) // 20)
+    for p in pos[::step]:
+        if len(p) < 2 or ((p >= 0) & (p < box)).all():
+            continue
+        wrapped = float(np.min(nearest(np.mod(p, box), 1, box=box)[0]))
+        unwrapped = float(np.min(nearest(p, 1)[0]))
+        if wrapped < 0.5 * unwrapped:
+            raise ColloidcgError(f"{name}: positions outside the periodic box {box.tolist()} px fall on top of "
+                                 f"others when wrapped into it (closest pair {wrapped:.3g} px, "
+                                 f"{unwrapped:.3g} px unwrapped); tracks from another box?")
 
 
 def _source(tracks, meta, model_config, size_col, frame, cutoff_px, dim, name) -> _Source:
     from ..data import meta_box
 
     cal = model_config.get("calibration", {}) or {}
-    box = cal.get("box_px") or meta_box(meta)
+    side_box = meta_box(meta)
+    cal_box = cal.get("box_px")
+    if side_box is not None and cal_box is not None:
+        a, b = np.asarray(side_box, float).reshape(-1), np.asarray(cal_box, float).reshape(-1)
+        if a.shape != b.shape or not np.allclose(a, b, rtol=1e-6, atol=0):
+            raise ColloidcgError(f"{name}: sidecar meta.box_px {a.tolist()} px differs from the model's "
+                                 f"calibration box_px {b.tolist()} px; tracks from another box?")
+    box = side_box if side_box is not None else cal_box
     box = None if box is None else np.asarray(box, float).reshape(-1)
     d = 3 if "z" in tracks.columns else 2
     if d != dim:
@@ -389,13 +450,14 @@ def _source(tracks, meta, model_config, size_col, frame, cutoff_px, dim, name) -
         if float(np.min(box)) <= 2 * cutoff_px:
             raise ColloidcgError(f"{name}: the periodic box {box.tolist()} px is not wider than twice the "
                                  f"model's interaction range ({cutoff_px:g} px); nothing to tile")
+        _check_box(pos, box, name)
         pos = [np.mod(p, box) for p in pos]
         return _Source(pos, vel, size, box, None, None)
     allp = np.concatenate(pos)
     fov = np.stack([allp.min(0), allp.max(0)], 1)
     window = float(np.min(fov[:, 1] - fov[:, 0]))
     if not np.isfinite(window) or window <= 2 * cutoff_px:
-        raise ColloidcgError(f"{name}: no periodic box (model calibration or sidecar meta.box_px) and a field of "
+        raise ColloidcgError(f"{name}: no periodic box (sidecar meta.box_px or model calibration) and a field of "
                              f"view of {window:g} px, not wider than twice the model's interaction range "
                              f"({cutoff_px:g} px); nothing to tile")
     return _Source(pos, vel, size, None, fov, window)
@@ -420,14 +482,26 @@ def _base(src: _Source, rng: np.random.Generator) -> Configuration:
 
 
 # ----------------------------------------------------------------------------- relaxation
+#: Held layer around the relaxed band, in interaction ranges: a particle's terms depend on
+#: its neighbours within the range h and, through their densities and encoded S, on their
+#: neighbours within another h (colloidcg/train/patches.py): 2 h, plus a 10 % skin.
+HELD_LAYER = 2.0
+HELD_SKIN = 0.1
+
+
+def held_layer_px(cutoff_px: float) -> float:
+    """Width of the layer held fixed around the relaxed band, px."""
+    return (HELD_LAYER + HELD_SKIN) * cutoff_px
+
+
 def _relax(model, cfg: Configuration, new_seam: np.ndarray, *, band_px: float, cutoff_px: float,
-           steps: int, um: float, fps: float, seed: int) -> tuple[Configuration, int]:
+           steps: int, um: float, fps: float, seed: int, noise: bool = True) -> tuple[Configuration, int]:
     """Roll out the particles within ``band_px`` of the new seams for ``steps`` frames, the
-    next ``cutoff_px`` (+ 30 % skin) wide layer held fixed. Returns (configuration, number
-    of particles moved)."""
+    next :func:`held_layer_px` wide layer held fixed (the rest of the system does not enter).
+    Returns (configuration, number of particles moved)."""
     from ..core import State, rollout
 
-    sub = np.nonzero(new_seam < band_px + 1.3 * cutoff_px)[0]
+    sub = np.nonzero(new_seam < band_px + held_layer_px(cutoff_px))[0]
     mobile = new_seam[sub] < band_px
     if steps == 0 or not mobile.any():
         return cfg, 0
@@ -439,7 +513,7 @@ def _relax(model, cfg: Configuration, new_seam: np.ndarray, *, band_px: float, c
     size = None if cfg.size is None else as_t(cfg.size[sub])
     with torch.no_grad():
         S0 = model.initial_S(r0, None, box)
-        res = rollout(model, State(r0, v0, S0, size), steps, 1.0 / fps, box=box, seed=seed,
+        res = rollout(model, State(r0, v0, S0, size), steps, 1.0 / fps, box=box, seed=seed, noise=noise,
                       boundary=as_t(~mobile).bool())
     pos = cfg.pos.copy()
     vel = cfg.vel.copy()
@@ -458,13 +532,14 @@ def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None 
     ----------
     model : :class:`~colloidcg.core.model.MetriplecticModel` used to relax the seams.
     model_config : the model directory's config dict; its ``calibration`` gives um_per_px,
-        fps and, for periodic training data, box_px.
+        fps and, for periodic training data, box_px (used when the sidecar has no box).
     tracks : tracks table (px, frames): frame, particle, x, y [, z] [, the model's size column].
-    meta : the table's sidecar (``meta.box_px`` gives a periodic box when the model has none).
+    meta : the table's sidecar; its ``meta.box_px`` is the periodic box (else the model's
+        calibration box_px; both given and different: ColloidcgError).
     factor : area (volume) factor K = m^d, m >= 2 integer.
     frame : draw every tile from this frame (default: tiles drawn from all frames at random).
     samples : number of independent large snapshots.
-    seed : seed of the tiling's random numbers and of the relaxation noise.
+    seed : seed (>= 0) of the tiling's random numbers and of the relaxation noise.
     relax_steps : model frames of seam relaxation per doubling step (0: overlap removal only).
     band : half-width of the relaxed band along the seams, px (default: the model's
         interaction range).
@@ -481,6 +556,8 @@ def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None 
     t_start = time.perf_counter()
     dim = int(model.config.dim)
     steps = side_steps(factor, dim)
+    if isinstance(seed, bool) or int(seed) != seed or seed < 0:
+        raise ParameterError(f"seed: must be an integer >= 0, got {seed}")
     if int(samples) != samples or samples < 1:
         raise ParameterError(f"samples: must be a positive integer, got {samples}")
     if int(relax_steps) != relax_steps or relax_steps < 0:
@@ -525,7 +602,7 @@ def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None 
                                 um=um, fps=fps, seed=int(rng.integers(2 ** 31)))
         stats["relaxed"] += n_relaxed
         if n_relaxed:
-            near = new < band_px + 1.3 * cutoff_px + closest.largest(cfg.size)
+            near = new < band_px     # the relaxed particles; neighbours among all
             pos, keep, moved = separate(cfg.pos, cfg.size, cfg.box, closest, active=near)
             stats["displaced_after_relaxation"] += moved
             stats["dropped"] += int((~keep).sum())
@@ -559,7 +636,7 @@ def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None 
         "closest_approach": closest.as_dict(),
         "push_quantile": push_quantile, "push_to": push.as_dict(),
         "seam_relaxation": {"model_steps": int(relax_steps), "band_px": band_px,
-                            "held_fixed_layer_px": 1.3 * cutoff_px,
+                            "held_fixed_layer_px": held_layer_px(cutoff_px),
                             "particles_relaxed": stats["relaxed"],
                             "particles_displaced": stats["displaced"],
                             "particles_displaced_after_relaxation": stats["displaced_after_relaxation"],
