@@ -256,6 +256,14 @@ def test_cli(small, tmp_path):
     assert main(["upsample", str(mdir), "--init", str(init), "--factor", "8", "-o",
                  str(tmp_path / "x.parquet")]) == 2
     assert not (tmp_path / "x.parquet").exists()
+    # a sidecar box different from the model's: a one-line refusal naming the file (exit 2)
+    wrong = tmp_path / "wrong.parquet"
+    write_table(wrong, df[df["frame"] < 5], provenance("test", {}, {}, meta={"box_px": [1.5 * side, side]}))
+    assert main(["upsample", str(mdir), "--init", str(wrong), "--factor", "4", "-o",
+                 str(tmp_path / "y.parquet")]) == 2
+    assert main(["upsample", str(mdir), "--init", str(init), "--factor", "4", "--seed", "-1", "-o",
+                 str(tmp_path / "y.parquet")]) == 2
+    assert not (tmp_path / "y.parquet").exists()
 
 
 def test_box_from_sidecar_first_and_mismatch_refused(small):
