@@ -62,6 +62,11 @@ def main(argv=None) -> int:
         raise SystemExit("--steps and --substeps must be >= 1")
 
     desc = json.loads((HERE / "bundle.json").read_text())
+    made_with = str(desc.get("torch_version", ""))
+    if made_with.split(".")[:2] != torch.__version__.split("+")[0].split(".")[:2]:
+        print(f"note: the bundle was compiled with torch {made_with}, this is torch {torch.__version__}; "
+              "TorchScript files usually load across versions, but results may differ at the rounding level",
+              file=sys.stderr)
     cal = desc.get("calibration") or {}
     arch = desc["architecture"]
     dtype = getattr(torch, desc.get("dtype", "float64"))
