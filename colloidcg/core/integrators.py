@@ -12,7 +12,9 @@ TorchScript: the exported bundle carries the model's integrator, and
 :func:`colloidcg.core.driver.run` loops over ``step`` in colloidcg and in the bundle alike.
 
 - :class:`EulerMaruyama`: v' = v + a dt + dv~, S' = S + dS/dt dt + dS~, r' = r + v' dt
-  (semi-implicit: positions move with the new velocity). ``records_average`` False.
+  (semi-implicit: positions move with the new velocity). ``records_average`` True: with
+  substeps, the recorded velocity is the frame's displacement / dt, as the data's finite
+  differences are (one step per frame: the new velocity itself, to rounding).
 - :class:`ExactOU` (frame-averaged models): the substrate friction integrated exactly
   with the other accelerations held over the step (Ermak & Buckholz 1980), the
   instantaneous velocity carried as a hidden state, the heat booked from the realized
@@ -39,7 +41,7 @@ class EulerMaruyama(nn.Module):
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
-        self.records_average = False
+        self.records_average = True
 
     @torch.jit.export
     def init(self, r: Tensor, v: Tensor, S: Tensor, pairs: Tensor, box: Optional[Tensor],
