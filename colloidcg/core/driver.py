@@ -131,9 +131,9 @@ def run(integrator, r: Tensor, v: Tensor, S: Tensor, steps: int, dt: float, *, n
 
     integrator : an object with ``init(r, v, S, pairs, box, size, dt, generator, noise)`` and
         ``step(carry, pairs, box, size, dt, generator, noise)`` returning a
-        :class:`~colloidcg.core.types.Carry` (eager or compiled), and ``records_average``
-        (True: the recorded velocity is the step's displacement / dt, what finite
-        differences of recorded positions give; False: the integrator's own velocity).
+        :class:`~colloidcg.core.types.Carry` (eager or compiled). The recorded velocity is
+        each recorded step's displacement / dt, what finite differences of recorded
+        positions give.
     r, v, S : (N, d), (N, d), (N, n_s) initial state (positions may be unwrapped).
     neighbours : a :class:`VerletList` for the model's cutoff.
     steps : recorded steps; each is ``substeps`` integration steps of dt / substeps.
@@ -161,7 +161,7 @@ def run(integrator, r: Tensor, v: Tensor, S: Tensor, steps: int, dt: float, *, n
             for _ in range(substeps):
                 cur = integrator.step(cur, neighbours.update(cur.r), box, size, h_dt, gen, noise)
                 unwrapped = unwrapped + cur.dr
-            v_rec = (unwrapped - start) / dt if integrator.records_average else cur.u.clone()
+            v_rec = (unwrapped - start) / dt          # the frame average, as finite differences give
             if boundary is not None:
                 ref_r, ref_v, ref_S = prescribed(k) if prescribed is not None else hold
                 unwrapped[boundary] = ref_r[boundary]

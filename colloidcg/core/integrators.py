@@ -12,13 +12,15 @@ TorchScript: the exported bundle carries the model's integrator, and
 :func:`colloidcg.core.driver.run` loops over ``step`` in colloidcg and in the bundle alike.
 
 - :class:`EulerMaruyama`: v' = v + a dt + dv~, S' = S + dS/dt dt + dS~, r' = r + v' dt
-  (semi-implicit: positions move with the new velocity). ``records_average`` True: with
-  substeps, the recorded velocity is the frame's displacement / dt, as the data's finite
-  differences are (one step per frame: the new velocity itself, to rounding).
+  (semi-implicit: positions move with the new velocity).
 - :class:`ExactOU` (frame-averaged models): the substrate friction integrated exactly
   with the other accelerations held over the step (Ermak & Buckholz 1980), the
   instantaneous velocity carried as a hidden state, the heat booked from the realized
-  kinetic energy change (energy conserved step by step). ``records_average`` True.
+  kinetic energy change (energy conserved step by step).
+
+Both record the frame's displacement / dt (:func:`.driver.run`), what finite differences of
+recorded positions give, as the data's velocities are (for Euler-Maruyama at one step per
+frame, the new velocity itself, to rounding).
 """
 
 from __future__ import annotations
@@ -35,13 +37,16 @@ from .scatter import dot
 from .types import Carry
 
 
-class EulerMaruyama(nn.Module):
-    """Semi-implicit Euler-Maruyama step (see the module docstring)."""
+class Integrator(nn.Module):
+    """Holds the model; subclasses define ``init`` and ``step`` (see the module docstring)."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
-        self.records_average = True
+
+
+class EulerMaruyama(Integrator):
+    """Semi-implicit Euler-Maruyama step (see the module docstring)."""
 
     @torch.jit.export
     def init(self, r: Tensor, v: Tensor, S: Tensor, pairs: Tensor, box: Optional[Tensor],
@@ -68,12 +73,9 @@ class EulerMaruyama(nn.Module):
         dr = v * dt
         return Carry(wrap(c.r + dr, box), v, S, v, t.force, dr)
 
-    def forward(self, c: Carry, pairs: Tensor, box: Optional[Tensor], size: Optional[Tensor], dt: float,
-                generator: Optional[torch.Generator], noise: bool) -> Carry:
-        return self.step(c, pairs, box, size, dt, generator, noise)
 
 
-class ExactOU(nn.Module):
+class ExactOU(Integrator):
     """Exact-OU step for frame-averaged models (see the module docstring).
 
     ``init`` draws the instantaneous velocity at the end of the frame whose averaged
@@ -94,11 +96,6 @@ class ExactOU(nn.Module):
     gain dr . H dr / 2 per step (H the Hessian of the energy), which heats a stiff packing
     steadily.
     """
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-        self.records_average = True
 
     @torch.jit.export
     def init(self, r: Tensor, v: Tensor, S: Tensor, pairs: Tensor, box: Optional[Tensor],
@@ -136,9 +133,6 @@ class ExactOU(nn.Module):
         dS = m.terms["density"].heat_to_entropy(c.S, t.thermo, heat, t.w)
         return Carry(wrap(c.r + dr, box), u1, S + dS, dr / dt, t.force, dr)
 
-    def forward(self, c: Carry, pairs: Tensor, box: Optional[Tensor], size: Optional[Tensor], dt: float,
-                generator: Optional[torch.Generator], noise: bool) -> Carry:
-        return self.step(c, pairs, box, size, dt, generator, noise)
 
 
 def integrator_for(model) -> nn.Module:

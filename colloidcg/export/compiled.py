@@ -51,8 +51,7 @@ SIGNATURES = {
         "the integrator's carried state from a recorded one (v: frame-averaged velocities, um/s; "
         "frame-averaged models draw the hidden instantaneous velocity); carry = (r, u, S, v_avg, force, dr)",
     "ts.step(carry, pairs, box, size, dt, generator, noise) -> carry":
-        "one step of dt (s); carry.dr / dt is the step's averaged velocity, what is recorded "
-        "(ts.records_average)",
+        "one step of dt (s); carry.dr / dt is the step's averaged velocity, what rollouts record",
 }
 
 
