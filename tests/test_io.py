@@ -116,13 +116,17 @@ def test_movies_random_access(tmp_path, frames8, ext, codec, lossless, write_mov
 def test_cine_frame_rate_and_timestamps(shared_data):
     v = open_video(shared_data / "cine_781.cine")
     assert len(v) == 15 and v.frame_shape == (256, 256) and v.dtype == np.uint16
-    assert v.meta.fps == pytest.approx(90000) and v.meta.sources["fps"] == "file"
     t = v.meta.timestamps
     assert len(t) == 15 and t[0] == 0
     # This file's stamps are 1/9000 s apart although its header says 90 000 fps (it was
-    # saved with a frame skip); both are reported as recorded, and the spacing is regular.
+    # saved with a frame skip): the stamps are the time base, as for movies, and the
+    # header's claim is reported beside them.
     assert np.all(np.diff(t) > 0)
     np.testing.assert_allclose(np.diff(t), np.diff(t).mean(), rtol=1e-3)
+    assert v.meta.fps == pytest.approx(1.0 / np.median(np.diff(t))) and v.meta.sources["fps"] == "file"
+    assert v.meta.fps == pytest.approx(9000, rel=1e-3)
+    assert v.meta.header["fps"] == pytest.approx(90000)
+    assert any("claims 90000 fps" in n for n in v.meta.notes), v.meta.notes
 
 
 def test_real_tiff_and_frame_folder(shared_data):
