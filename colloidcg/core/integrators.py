@@ -7,7 +7,13 @@ Each integrator is a small module holding the model, with
 - ``step(carry, pairs, box, size, dt, generator, noise) -> Carry``: one step of dt.
 
 Random numbers come from the ``generator`` passed in, always drawn in the same order, so
-a seeded run is reproduced exactly; ``noise=False`` gives the mean path. Both compile with
+a seeded run is reproduced exactly; ``noise=False`` gives the mean path. ``numbers`` (optional,
+last argument of ``init`` and ``step``) hands in the standard normal numbers instead: (pair
+numbers (P, d + 2), per-particle numbers (k, N, d)), P the interacting pairs in the order of
+``pairs`` (which must then hold only pairs closer than their range), k = 1 for
+Euler-Maruyama with a substrate (else 0), 2 for the exact-OU step, 1 for its ``init``
+(pair numbers unused); used for noise keyed by particle identity
+(:mod:`colloidcg.scaling.simulators`). Both compile with
 TorchScript: the exported bundle carries the model's integrator, and
 :func:`colloidcg.core.driver.run` loops over ``step`` in colloidcg and in the bundle alike.
 
@@ -25,7 +31,7 @@ frame, the new velocity itself, to rounding).
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -50,20 +56,25 @@ class EulerMaruyama(Integrator):
 
     @torch.jit.export
     def init(self, r: Tensor, v: Tensor, S: Tensor, pairs: Tensor, box: Optional[Tensor],
-             size: Optional[Tensor], dt: float, generator: Optional[torch.Generator], noise: bool) -> Carry:
+             size: Optional[Tensor], dt: float, generator: Optional[torch.Generator], noise: bool,
+             numbers: Optional[Tuple[Tensor, Tensor]] = None) -> Carry:
         z = torch.zeros_like(r)
         return Carry(wrap(r, box), v, S, v, z, z)
 
     @torch.jit.export
     def step(self, c: Carry, pairs: Tensor, box: Optional[Tensor], size: Optional[Tensor], dt: float,
-             generator: Optional[torch.Generator], noise: bool) -> Carry:
+             generator: Optional[torch.Generator], noise: bool,
+             numbers: Optional[Tuple[Tensor, Tensor]] = None) -> Carry:
         m = self.model
         t = m.terms_of(c.r, c.u, c.S, pairs, box, size)
         dv, dS = dynamics.drift(t, c.u, m.k_B, m.substrate, True)
         v = c.u + dv * dt
         S = c.S + dS * dt
         if noise and m.k_B != 0.0:
-            xi, xp = dynamics.normal_numbers(t, 1 if m.substrate else 0, generator)
+            if numbers is None:
+                xi, xp = dynamics.normal_numbers(t, 1 if m.substrate else 0, generator)
+            else:
+                xi, xp = numbers[0], numbers[1]
             xs: Optional[Tensor] = None
             if m.substrate:
                 xs = xp[0]
@@ -99,7 +110,8 @@ class ExactOU(Integrator):
 
     @torch.jit.export
     def init(self, r: Tensor, v: Tensor, S: Tensor, pairs: Tensor, box: Optional[Tensor],
-             size: Optional[Tensor], dt: float, generator: Optional[torch.Generator], noise: bool) -> Carry:
+             size: Optional[Tensor], dt: float, generator: Optional[torch.Generator], noise: bool,
+             numbers: Optional[Tuple[Tensor, Tensor]] = None) -> Carry:
         m = self.model
         r = wrap(r, box)
         t = m.terms_of(r, v, S, pairs, box, size)
@@ -109,14 +121,18 @@ class ExactOU(Integrator):
         if noise and m.k_B != 0.0:
             sig = dynamics.velocity_covariance(t, dt, m.k_B, m.substrate).diagonal(dim1=-2, dim2=-1).mean(-1)
             var = sig * co.F1 / 2.0
-            u = u + var.clamp_min(0).sqrt().unsqueeze(-1) * torch.randn(
-                u.shape, dtype=u.dtype, device=u.device, generator=generator)
+            if numbers is None:
+                xu = torch.randn(u.shape, dtype=u.dtype, device=u.device, generator=generator)
+            else:
+                xu = numbers[1][0]
+            u = u + var.clamp_min(0).sqrt().unsqueeze(-1) * xu
         z = torch.zeros_like(r)
         return Carry(r, u, S, v, z, z)
 
     @torch.jit.export
     def step(self, c: Carry, pairs: Tensor, box: Optional[Tensor], size: Optional[Tensor], dt: float,
-             generator: Optional[torch.Generator], noise: bool) -> Carry:
+             generator: Optional[torch.Generator], noise: bool,
+             numbers: Optional[Tuple[Tensor, Tensor]] = None) -> Carry:
         m = self.model
         t = m.terms_of(c.r, c.v_avg, c.S, pairs, box, size)
         b, b_ext, sdot = dynamics.ou_parts(t, c.v_avg, m.k_B)
@@ -124,7 +140,10 @@ class ExactOU(Integrator):
         u = c.u
         z: Optional[Tensor] = None
         if noise and m.k_B != 0.0:
-            xi, z = dynamics.normal_numbers(t, 2, generator)
+            if numbers is None:
+                xi, z = dynamics.normal_numbers(t, 2, generator)
+            else:
+                xi, z = numbers[0], numbers[1]
             nv, nS = dynamics.noise(t, c.v_avg, dt, m.k_B, xi, None, False)
             u = u + nv
             S = S + nS
