@@ -13,6 +13,7 @@ LENGTHS = ("cutoff", "edge", "loc_noise")
 #: TrainConfig options set by flags of the same name (dest); --cutoff, --edge and --loc-noise
 #: are lengths converted to um first.
 CONFIG_FLAGS = ("epochs", "batch_frames", "lr", "device", "seed", "multistep", "aux_weight", "n_s", "dtype",
+                "s_memory", "s_window",
                 "substrate", "deviatoric", "cutoff_factors", "n_kernel", "n_pair", "select", "size_column",
                 "frame_average", "progress")
 
@@ -40,7 +41,8 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "train", help="fit the stochastic particle model to tracks",
         description="Fit the structure-preserving (metriplectic) particle model to a tracks "
-                    "table; writes model.pt, config.json, report.json and loss/validation plots. "
+                    "table; writes model.pt, config.json, report.json, S.parquet (S carried along the "
+                    "data) and loss/validation plots. "
                     "Units: every length option (--cutoff, --edge, --loc-noise, --box) is in um "
                     "(for MD tracks from colloidcg md-read: the trajectory's length unit); a "
                     "number may carry its unit, e.g. --cutoff 2.4um or --cutoff 24px (px are "
@@ -67,6 +69,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("--loc-noise", default=d("loc_noise"), dest="loc_noise", metavar="SIGMA",
                    help=h("loc_noise"))
     p.add_argument("--multistep", type=int, default=d("multistep"), metavar="K", help=h("multistep"))
+    p.add_argument("--s-memory", default=d("s_memory"), dest="s_memory", choices=["encoded", "carried"],
+                   help=h("s_memory"))
+    p.add_argument("--s-window", type=int, default=d("s_window"), dest="s_window", metavar="K",
+                   help=h("s_window"))
     p.add_argument("--aux-weight", type=float, default=d("aux_weight"), dest="aux_weight",
                    help=h("aux_weight", "; the labels come from --rearrangements"))
     p.add_argument("--n-s", type=int, default=d("n_s"), dest="n_s", help=h("n_s"))
@@ -143,18 +149,23 @@ def run(args: argparse.Namespace) -> int:
     with output_folder(out, MODEL_FILES, args.overwrite) as tx:
         tracks, meta = read_table(args.tracks, required=["frame", "particle", "x", "y"])
         check_unique_rows(tracks, args.tracks)
-        labels = None
+        labels = lag = None
         if args.rearrangements:
-            labels, _ = read_table(args.rearrangements, required=["frame", "particle", "rearranging"])
+            labels, lab_meta = read_table(args.rearrangements, required=["frame", "particle", "rearranging"])
             check_unique_rows(labels, args.rearrangements)
+            lag = (lab_meta.get("parameters") or {}).get("lag_frames")
         result = train_tracks(tracks, meta, cfg, tx.new, labels=labels, fps=args.fps,
                               um_per_px=args.um_per_px, box_px=box_px, source=args.tracks,
-                              final_dir=out.resolve())
+                              final_dir=out.resolve(), labels_lag=lag)
     report = result.report
     auc = report.get("rearrangement_auc", {})
     msg = (f"trained {report['epochs_run']} epochs (best {report['best_epoch']}, validation MSD error "
            f"{report['best_val_score']:.3g}); model in {out}")
     if auc.get("S") is not None:
         msg += f"; rearrangement ROC AUC of S: {auc['S']:.3f}"
+    cs = report.get("carried_s_auc", {})
+    if "S0" in cs:
+        msg += (f"; carried S on the softness test rows: {cs['S0']['auc']:.3f} (softness "
+                f"{cs['softness']['auc']:.3f} +- {cs['softness']['se']:.3f})")
     print(msg)
     return 0

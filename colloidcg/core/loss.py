@@ -95,6 +95,21 @@ def transition_mean_cov(model: MetriplecticModel, state: State, pairs: torch.Ten
     return TransitionMoments(mean, cov, c, ns, dS)
 
 
+def moments_nll(moments: TransitionMoments, v_next: torch.Tensor, valid: torch.Tensor, dt: float,
+                loc_var: torch.Tensor | float = 0.0, jitter: float = 1e-9) -> torch.Tensor:
+    """(n_valid,) marginal NLL of each valid particle's observed v_{t+1} (N, d) under the
+    one-step law ``moments`` with localisation noise of variance ``loc_var`` (length^2 per
+    coordinate): the per-particle terms :func:`transition_nll` averages."""
+    res = (v_next - moments.mean)[valid]
+    d = res.shape[-1]
+    eye = torch.eye(d, dtype=res.dtype, device=res.device)
+    loc = (loc_var / dt ** 2) * _loc_factor(moments.c)[valid]
+    cov = moments.cov[valid]
+    scale = cov.diagonal(dim1=-2, dim2=-1).mean(-1).detach().clamp_min(1e-300)
+    cov = cov + (loc + jitter * scale).view(-1, 1, 1) * eye
+    return _gauss_nll_blocks(res, cov)
+
+
 def transition_nll(model: MetriplecticModel, state: State, v_next: torch.Tensor,
                    valid: torch.Tensor, pairs: torch.Tensor, dt: float, box=None,
                    loc_var: torch.Tensor | float = 0.0, covariance: str = "marginal",
@@ -115,16 +130,12 @@ def transition_nll(model: MetriplecticModel, state: State, v_next: torch.Tensor,
     (nll, moments): scalar tensor and the :class:`TransitionMoments` it was computed from.
     """
     moments = transition_mean_cov(model, state, pairs, dt, box)
-    mean, cov_b, c = moments.mean, moments.cov, moments.c
+    mean, c = moments.mean, moments.c
     res = (v_next - mean)[valid]
     d = res.shape[-1]
-    eye = torch.eye(d, dtype=res.dtype, device=res.device)
     loc = (loc_var / dt ** 2) * _loc_factor(c)[valid]
     if covariance == "marginal":
-        cov = cov_b[valid]
-        scale = cov.diagonal(dim1=-2, dim2=-1).mean(-1).detach().clamp_min(1e-300)
-        cov = cov + (loc + jitter * scale).view(-1, 1, 1) * eye
-        nll = _gauss_nll_blocks(res, cov).mean()
+        nll = moments_nll(moments, v_next, valid, dt, loc_var, jitter).mean()
     elif covariance == "full":
         B = dense_channels(model, state, pairs, box)
         n = state.r.shape[0]

@@ -88,6 +88,13 @@ class TrainConfig:
                                          "'estimate' (from the correlation of successive displacements) "
                                          "or 'none'")
     multistep: int = option(1, unit="frames", help="K > 1 adds the K-step likelihood (K frames ahead)")
+    s_memory: str = option("encoded", help="how S is obtained along the data: encoded (the encoder predicts "
+                                           "S afresh from every frame) or carried (encoded once at the "
+                                           "start of an s_window-frame window, then evolved with the "
+                                           "model's noise-aware dS/dt, and trained through the window's "
+                                           "one-step likelihoods)")
+    s_window: int = option(4, unit="frames", help="frames over which S is carried in training "
+                                                  "(s_memory carried)")
     aux_weight: float = option(0.0, help="weight of the auxiliary loss that teaches S the rearrangement "
                                          "labels (0: S is learned through the likelihood alone)")
     horizon: int = option(3, unit="frames", help="frames ahead within which a rearrangement counts as "
@@ -216,7 +223,8 @@ class TrainConfig:
                 rng = f"{'>' if strict else '>='} {lo}" + (f" and <= {hi}" if hi is not None else "")
                 raise bad(name, f"a finite number {rng}", v)
 
-        for name in ("epochs", "batch_frames", "patience", "multistep", "horizon", "val_rollout_steps"):
+        for name in ("epochs", "batch_frames", "patience", "multistep", "horizon", "val_rollout_steps",
+                     "s_window"):
             integer(name, 1)
         integer("max_frames_per_epoch", 1, none=True)
         integer("seed", 0)
@@ -260,6 +268,10 @@ class TrainConfig:
             raise bad("dtype", "'float32' or 'float64'", self.dtype)
         if self.select not in ("val_nll", "val_msd"):
             raise bad("select", "'val_nll' or 'val_msd'", self.select)
+        if self.s_memory not in ("encoded", "carried"):
+            raise bad("s_memory", "'encoded' or 'carried'", self.s_memory)
+        if self.s_memory == "carried" and self.covariance != "marginal":
+            raise bad("covariance", "'marginal' with s_memory 'carried'", self.covariance)
         if self.covariance not in ("marginal", "full"):
             raise bad("covariance", "'marginal' or 'full'", self.covariance)
         if not isinstance(self.size_column, str):

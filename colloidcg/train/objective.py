@@ -5,7 +5,9 @@ Per transition: the one-step Gaussian NLL of the next velocities (mean per score
 :func:`colloidcg.core.loss.transition_nll`), plus, with a K-step window, the K-step NLL
 (:func:`colloidcg.core.loss.multistep_nll`), plus, with an :class:`AuxiliaryLoss`, the
 class-balanced logistic loss of a read-out of S against the coming rearrangement labels.
-S is never observed: the encoder predicts S_t from the configuration at t.
+S is never observed: the encoder predicts S_t from the configuration at t, or, with a
+carried-S window (``TrainConfig.s_memory = "carried"``), from the window's first frame, after
+which S is carried with the model's noise-aware dS/dt (:mod:`.carried`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import torch
 
 from ..core.loss import multistep_nll, transition_nll
 from ..core.model import MetriplecticModel, State
+from .carried import carried_window_terms
 from .sampler import Transition, TransitionBatch, Window
 
 
@@ -80,7 +83,14 @@ def window_nll(model: MetriplecticModel, w: Window, opts: LossOptions) -> torch.
 
 
 def transition_terms(model: MetriplecticModel, tr: Transition, opts: LossOptions) -> TransitionTerms:
-    """The loss terms of one transition."""
+    """The loss terms of one transition. With a carried-S window (``tr.carried``) its NLL is
+    the window's mean one-step NLL with S carried from the window's first frame and the
+    auxiliary loss that of the carried S (:func:`~colloidcg.train.carried.carried_window_terms`);
+    otherwise the one-step NLL and auxiliary loss of the S encoded from frame t."""
+    if tr.carried is not None:
+        nll, aux = carried_window_terms(model, tr.carried, opts.dt, opts.box, opts.loc_var, opts.aux)
+        ms = window_nll(model, tr.window, opts) if tr.window is not None else None
+        return TransitionTerms(nll, ms, aux)
     S = model.initial_S(tr.r, tr.pairs, opts.box)
     nll, _ = transition_nll(model, State(tr.r, tr.v, S, tr.size), tr.v_next, tr.valid, tr.pairs, opts.dt,
                             opts.box, loc_var=opts.loc_var, covariance=opts.covariance)

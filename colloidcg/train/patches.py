@@ -25,7 +25,7 @@ import torch
 from ..core.driver import minimum_image
 from ..data import Trajectory
 from ..errors import ParameterError
-from .sampler import FrameSampler, TransitionBatch, make_transition
+from .sampler import FrameSampler, TransitionBatch, carried_window, make_transition
 
 
 class PatchSampler(FrameSampler):
@@ -75,6 +75,7 @@ class PatchSampler(FrameSampler):
         self.halo = 2.0 * cutoff if self.halo_width is None else self.halo_width
         self.horizon = config.horizon if traj.rearranging is not None else None
         self.multistep = config.multistep
+        self.s_window = carried_window(config)
         if traj.box is not None:
             self.lo = torch.zeros(traj.dim, dtype=traj.pos.dtype)
             self.hi = traj.box.detach().cpu().to(traj.pos.dtype)
@@ -99,7 +100,7 @@ class PatchSampler(FrameSampler):
         if not bool(inner.any()):
             return None
         trn = make_transition(tr, t, self.cutoff, index=index, valid=inner, horizon=self.horizon,
-                              multistep=self.multistep)
+                              multistep=self.multistep, s_window=self.s_window)
         return trn if bool(trn.valid.any()) else None
 
     def epoch(self, epoch: int) -> Iterator[TransitionBatch]:

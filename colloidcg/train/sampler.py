@@ -18,6 +18,7 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -27,6 +28,9 @@ from ..data import Trajectory
 from ..errors import ColloidcgError
 from .labels import future_labels
 from .measures import particle_sizes
+
+if TYPE_CHECKING:
+    from .carried import CarriedWindow
 
 #: Pairs of a K-step window are searched within this multiple of the cutoff at its first
 #: frame and kept for all K steps (particles move in between).
@@ -78,6 +82,8 @@ class Transition:
     labels : (n,) float, rearrangement within the next ``horizon`` frames (1, 0, NaN
         unknown), or None without labels
     window : the K-step window starting at t (``multistep`` > 1), or None
+    carried : the carried-S window starting at t (``s_window`` given: training with
+        ``s_memory = "carried"``), or None
     """
 
     frame: int
@@ -90,6 +96,7 @@ class Transition:
     size: torch.Tensor | None = None
     labels: torch.Tensor | None = None
     window: Window | None = None
+    carried: "CarriedWindow | None" = None
 
     @property
     def prescribed(self) -> torch.Tensor:
@@ -126,12 +133,14 @@ class TransitionBatch:
 
 def make_transition(traj: Trajectory, t: int, cutoff: float, index: torch.Tensor | None = None,
                     valid: torch.Tensor | None = None, horizon: int | None = None,
-                    multistep: int = 1) -> Transition:
+                    multistep: int = 1, s_window: int | None = None) -> Transition:
     """The transition t -> t+1 of the particles ``index`` (default: every particle present
     at t and t+1; given, they must be). ``valid``: (n,) bool, False for particles to
     prescribe besides those outside the trajectory's mask (the field-of-view halo).
     ``horizon``: attach the rearrangement labels; ``multistep`` K > 1: attach the K-step
-    window of the same particles when t + K is a frame (:func:`make_window`)."""
+    window of the same particles when t + K is a frame (:func:`make_window`); ``s_window``:
+    attach the carried-S window of up to that many frames
+    (:func:`~colloidcg.train.carried.make_carried_window`)."""
     whole = index is None
     if whole:
         index = torch.nonzero(traj.present[t] & traj.present[t + 1]).squeeze(-1)
@@ -148,18 +157,21 @@ def make_transition(traj: Trajectory, t: int, cutoff: float, index: torch.Tensor
             # a sub-system's prescribed particles (a patch's halo) are not scored by the
             # auxiliary loss either: their S comes from a cut-off neighbourhood
             labels = torch.where(valid, labels, torch.full_like(labels, float("nan")))
-    window = None
+    window = carried = None
+    among = interior = None
+    if not whole:   # the windows follow the same sub-system
+        among = torch.zeros(traj.n_particles, dtype=torch.bool, device=index.device)
+        among[index] = True
+    if valid is not None:
+        interior = torch.zeros(traj.n_particles, dtype=torch.bool, device=index.device)
+        interior[index] = valid
     if multistep > 1 and t + multistep < traj.n_frames:
-        among = interior = None
-        if not whole:   # the window follows the same sub-system
-            among = torch.zeros(traj.n_particles, dtype=torch.bool, device=index.device)
-            among[index] = True
-        if valid is not None:
-            interior = torch.zeros(traj.n_particles, dtype=torch.bool, device=index.device)
-            interior[index] = valid
         window = make_window(traj, t, multistep, cutoff, among, interior)
+    if s_window is not None:
+        from .carried import make_carried_window
+        carried = make_carried_window(traj, t, s_window, cutoff, among, interior, horizon)
     return Transition(t, index, r, traj.vel[t, index], traj.vel[t + 1, index], pairs, ok,
-                      particle_sizes(traj, index), labels, window)
+                      particle_sizes(traj, index), labels, window, carried)
 
 
 def make_window(traj: Trajectory, t: int, steps: int, cutoff: float,
@@ -180,18 +192,25 @@ def make_window(traj: Trajectory, t: int, steps: int, cutoff: float,
                   find_pairs(r_seq[0], cutoff, traj.box), inner, particle_sizes(traj, idx))
 
 
+def carried_window(config) -> int | None:
+    """The carried-S window length of a TrainConfig (None unless ``s_memory`` is carried)."""
+    return config.s_window if getattr(config, "s_memory", "encoded") == "carried" else None
+
+
 class FrameTransitions:
     """The whole-frame transitions t -> t+1 of a trajectory (every particle present at t
     and t+1; the field-of-view halo prescribed), made on first use and cached."""
 
-    def __init__(self, traj: Trajectory, cutoff: float, horizon: int | None = None, multistep: int = 1):
+    def __init__(self, traj: Trajectory, cutoff: float, horizon: int | None = None, multistep: int = 1,
+                 s_window: int | None = None):
         self.traj, self.cutoff, self.horizon, self.multistep = traj, cutoff, horizon, multistep
+        self.s_window = s_window
         self.cache: dict[int, Transition] = {}
 
     def get(self, t: int) -> Transition:
         if t not in self.cache:
             self.cache[t] = make_transition(self.traj, t, self.cutoff, horizon=self.horizon,
-                                            multistep=self.multistep)
+                                            multistep=self.multistep, s_window=self.s_window)
         return self.cache[t]
 
 
@@ -254,7 +273,7 @@ class FrameSampler(TransitionSampler):
 
     def setup(self, traj: Trajectory, cutoff: float, config) -> None:
         horizon = config.horizon if traj.rearranging is not None else None
-        self.frames = frames = FrameTransitions(traj, cutoff, horizon, config.multistep)
+        self.frames = frames = FrameTransitions(traj, cutoff, horizon, config.multistep, carried_window(config))
         # transitions t -> t+1 need v_t (t >= 1) and v_{t+1}
         usable = [t for t in range(1, traj.n_frames - 1) if bool(frames.get(t).valid.any())]
         if not usable:

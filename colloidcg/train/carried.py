@@ -1,0 +1,344 @@
+"""S as carried state: encoded once, then evolved with the model's own dS/dt along the data.
+
+The structural encoder gives each particle's S at the first frame it is seen (the start of
+a training window, or a particle's entry into the field of view); after that S follows
+the model's deterministic entropy production along the measured positions and velocities,
+S_{t+1} = S_t + dt dS/dt(r_t, v_t, S_t). Training in this mode (``TrainConfig.s_memory =
+"carried"``) scores the one-step likelihood of every observed velocity of a K-frame window
+given the data before it and the carried S (:func:`carried_window_terms`), so S is learned
+from what it does to the dynamics over K frames, with gradients through the carried S into
+the encoder (truncated at the window start). :func:`carry_along` carries S over a whole
+trajectory (the model folder's ``S.parquet``; the rearrangement AUCs).
+
+**Noise-aware heat.** The entropy production dS/dt is a quadratic form in the velocities
+(frictional heating: sum_pairs v_ij^T A_ij v_ij / theta and, with a substrate,
+s0 |v_i|^2 / theta^2) plus terms that do not depend on them (Ito terms, heat
+conduction). Measured velocities are v_obs = v + e, with e = (eps_{t} - eps_{t-1}) / dt the
+localisation error (variance sigma^2 = ``loc_var`` per coordinate, length^2; 2 sigma^2 /
+dt^2 per coordinate of e): the heating of e is counted as if it were motion, sigma^2-sized
+per frame, and along tracks of slow colloids it swamps the latent heating (|dS| 110-140
+k_B per frame against a spread of S of about 4 on the vacancy control). Here dS/dt counts
+the heating of the latent motion instead, its expectation given the data:
+
+    E[Q(v) | data] = Q(v_hat) + tr(A P),    v_hat = E[v | data],  P = Cov[v | data],
+
+exact for a quadratic form Q(v) = v^T A v (no linear part). The posterior is the one the
+likelihood's own noise model implies (:func:`velocity_posterior`): the one-step law of
+v_{t+1} given the state at t (mean m, covariance Sigma, d mean / d v_t = c) sees the
+residual rho = v_obs_{t+1} - m = innovation + n, n = (eps_{t+1} - eps_t - c (eps_t -
+eps_{t-1})) / dt, Var n = b I, b = sigma^2 (1 + (1 + c)^2 + c^2) / dt^2. The error of
+v_obs_{t+1}, e = (eps_{t+1} - eps_t) / dt, has Cov(e, rho) = a I, a = sigma^2 (2 + c) / dt^2,
+so with V = Sigma + b I
+
+    v_hat = v_obs - a V^-1 rho,     P = 2 sigma^2 / dt^2 I - a^2 V^-1
+
+(Gaussian conditioning; P >= 0 since 2 b dt^2 / sigma^2 - (2 + c)^2 = 3 c^2 >= 0 where
+Sigma = 0). At a particle's first velocity (no preceding transition) the prior is the
+equilibrium law N(0, k_B theta / m I): v_hat = s / (s + R) v_obs, P = s R / (s + R) I,
+s = k_B theta / m, R = 2 sigma^2 / dt^2. Without noise (sigma = 0) v_hat = v_obs and P = 0:
+the plain dS/dt. tr(A P) is evaluated with P's isotropic part p = tr P / d (exact for
+isotropic P; the substrate part always is) by the model's own drift: dS at velocities
+whose quadratic invariants equal the expected ones (|v_i|^2 = d p_i; for each pair
+(e . v_ij)^2 = p_i + p_j, |v_ij|^2 = d (p_i + p_j)) minus dS at v = 0.
+
+Units: S in k_B, velocities length/time (px/frame for tracks in px and frames), loc_var
+length^2 (px^2), dS/dt k_B/time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..core import dynamics
+from ..core.config import State
+from ..core.graph import find_pairs
+from ..core.loss import TransitionMoments, moments_nll, transition_mean_cov
+from ..core.model import MetriplecticModel
+from ..core.ou import coefficients
+from ..core.types import Terms
+from ..data import Trajectory
+from .labels import future_labels
+from .measures import particle_sizes
+
+
+# ----------------------------------------------------------------------------- noise-aware heat
+def velocity_posterior(moments: TransitionMoments, v_obs: torch.Tensor, loc_var: float,
+                       dt: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Posterior mean (N, d) and isotropic variance p (N,) (length^2/time^2 per coordinate)
+    of the latent v_{t+1} given its observation ``v_obs`` (N, d) and the one-step law
+    ``moments`` from the state at t (module docstring)."""
+    if not loc_var:
+        return v_obs, torch.zeros_like(v_obs[:, 0])
+    d = v_obs.shape[-1]
+    c = moments.c
+    s2 = loc_var / dt ** 2
+    a = s2 * (2.0 + c)
+    b = s2 * (1.0 + (1.0 + c) ** 2 + c ** 2)
+    eye = torch.eye(d, dtype=v_obs.dtype, device=v_obs.device)
+    V = moments.cov + b.view(-1, 1, 1) * eye
+    rho = v_obs - moments.mean
+    Vinv_rho = torch.linalg.solve(V, rho.unsqueeze(-1)).squeeze(-1)
+    v_hat = v_obs - a.unsqueeze(-1) * Vinv_rho
+    tr_Vinv = torch.linalg.inv(V).diagonal(dim1=-2, dim2=-1).sum(-1)
+    p = (2.0 * s2 - a ** 2 * tr_Vinv / d).clamp_min(0.0)
+    return v_hat, p
+
+
+def entry_posterior(terms: Terms, v_obs: torch.Tensor, loc_var: float, dt: float,
+                    k_B: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Posterior of a velocity with no preceding transition, under the equilibrium prior
+    N(0, k_B theta / m I): (mean (N, d), isotropic variance (N,))."""
+    if not loc_var:
+        return v_obs, torch.zeros_like(v_obs[:, 0])
+    s = (k_B * terms.thermo.theta / terms.m).clamp_min(0.0)
+    R = 2.0 * loc_var / dt ** 2
+    k = s / (s + R)
+    return k.unsqueeze(-1) * v_obs, k * R
+
+
+def _perpendicular(e: torch.Tensor) -> torch.Tensor:
+    """(P, d) unit vectors perpendicular to the unit vectors ``e`` (P, d), d = 2 or 3."""
+    if e.shape[-1] == 2:
+        return torch.stack([-e[:, 1], e[:, 0]], -1)
+    ref = torch.zeros_like(e)
+    ref[:, 0] = 1.0
+    near_x = e[:, 0].abs() > 0.9
+    ref[near_x, 0] = 0.0
+    ref[near_x, 1] = 1.0
+    n = torch.linalg.cross(e, ref)
+    return n / torch.linalg.vector_norm(n, dim=-1, keepdim=True)
+
+
+def latent_entropy_rate(model: MetriplecticModel, terms: Terms, v_hat: torch.Tensor,
+                        p: torch.Tensor | None, dt: float) -> torch.Tensor:
+    """dS/dt (N, n_s) of the latent motion: the model's deterministic drift at the posterior
+    mean velocities ``v_hat`` (N, d) plus the expected heating of their posterior spread
+    ``p`` (N,) (module docstring; None: no spread). ``terms``: the state's
+    :class:`~colloidcg.core.types.Terms` (its own velocities are not used); ``dt`` the
+    frame interval.
+
+    Frame-averaged models: the friction heats with the latent *instantaneous* velocity u,
+    not with the frame average v. Given v, u has the conditional law the exact-OU step
+    starts from (:class:`~colloidcg.core.integrators.ExactOU`): mean v + a dt (1 - beta) / x,
+    variance k_B theta / m x F1 per coordinate (x = gamma0 dt; :mod:`colloidcg.core.ou`),
+    and v's own posterior spread p enters with the factor (1 - x (1 - beta) / x)^2. Without
+    this the frame averages' smaller spread (2 / x of k_B theta / m for x >> 1) would
+    count as a steady cooling."""
+    g = terms.geom
+
+    def rate(v: torch.Tensor, vij: torch.Tensor):
+        return dynamics.drift(terms._replace(v=v, vij=vij), v, model.k_B, model.substrate, True)
+
+    dv, dS = rate(v_hat, v_hat[g.i] - v_hat[g.j])
+    if p is None:
+        p = torch.zeros_like(v_hat[:, 0])
+    if model.frame_averaged:
+        x = terms.diss.gamma0 * dt
+        co = coefficients(x)
+        u_hat = v_hat + dv * (dt * co.omb).unsqueeze(-1)
+        kT_m = (model.k_B * terms.thermo.theta / terms.m).clamp_min(0.0)
+        p = (1.0 - x * co.omb) ** 2 * p + kT_m * co.varu
+        dv, dS = rate(u_hat, u_hat[g.i] - u_hat[g.j])
+    if not bool((p > 0).any()):
+        return dS
+    d = v_hat.shape[-1]
+    pij = p[g.i] + p[g.j]
+    fake_vij = pij.clamp_min(1e-300).sqrt().unsqueeze(-1) * (g.e + (d - 1) ** 0.5 * _perpendicular(g.e))
+    fake_v = p.clamp_min(1e-300).sqrt().unsqueeze(-1).expand(-1, d)
+    zero = torch.zeros_like(v_hat)
+    return dS + rate(fake_v, fake_vij)[1] - rate(zero, zero[g.i] - zero[g.j])[1]
+
+
+# ----------------------------------------------------------------------------- training windows
+@dataclass
+class CarriedWindow:
+    """A sub-system followed over K steps (frames t..t+K) for training with carried S;
+    m particles, d dimensions.
+
+    index : (m,) long, trajectory rows (particles present in every frame t-1..t+K)
+    r, v : (K+1, m, d) positions (length) and velocities (length/time) at t..t+K
+    pairs : K tensors (P_k, 2) long, pairs within the cutoff at t+k (local indices), k < K
+    interior : (m,) bool, particles scored at every step (the rest: halo, prescribed)
+    size : (m,) per-particle sizes, or None
+    labels : (K, m) float rearrangement labels at t..t+K-1 (1, 0, NaN), or None
+    """
+
+    index: torch.Tensor
+    r: torch.Tensor
+    v: torch.Tensor
+    pairs: list
+    interior: torch.Tensor
+    size: torch.Tensor | None = None
+    labels: torch.Tensor | None = None
+
+    @property
+    def steps(self) -> int:
+        return self.r.shape[0] - 1
+
+
+def make_carried_window(traj: Trajectory, t: int, steps: int, cutoff: float,
+                        among: torch.Tensor | None = None, interior: torch.Tensor | None = None,
+                        horizon: int | None = None) -> CarriedWindow:
+    """The carried-S window of up to ``steps`` frames from t (fewer near the end of the
+    data), of the particles present in frames t-1..t+K (only those of the (N,) bool mask
+    ``among`` when given), scored where the trajectory's mask (and ``interior``) holds in
+    every frame t..t+K; ``horizon`` attaches the rearrangement labels of frames t..t+K-1."""
+    K = max(1, min(steps, traj.n_frames - 1 - t))
+    win = traj.present[t - 1: t + K + 1].all(0)
+    if among is not None:
+        win = win & among
+    idx = torch.nonzero(win).squeeze(-1)
+    r = traj.pos[t: t + K + 1, idx]
+    inner = traj.mask[t: t + K + 1, idx].all(0)
+    if interior is not None:
+        inner = inner & interior[idx]
+    pairs = [find_pairs(r[k], cutoff, traj.box) for k in range(K)]
+    labels = None
+    if horizon is not None and traj.rearranging is not None:
+        rows = []
+        for k in range(K):
+            lab = future_labels(traj, t + k, horizon)
+            rows.append(torch.full((idx.numel(),), float("nan"), dtype=r.dtype, device=r.device)
+                        if lab is None else lab[idx].to(r.dtype))
+        labels = torch.stack(rows)
+    return CarriedWindow(idx, r, traj.vel[t: t + K + 1, idx], pairs, inner, particle_sizes(traj, idx), labels)
+
+
+def carried_window_terms(model: MetriplecticModel, w: CarriedWindow, dt: float, box=None,
+                         loc_var: float = 0.0, aux=None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(NLL, auxiliary loss or None) of a carried-S window.
+
+    S_0 is encoded from the window's first frame; for k = 0..K-1 the observed v_{t+k+1} is
+    scored under the one-step law from the data (r, v) at t+k and the carried S_k
+    (:func:`colloidcg.core.loss.moments_nll`), and S_{k+1} = S_k + dt dS/dt with the
+    noise-aware dS/dt of :func:`latent_entropy_rate`. The NLL is the mean over steps and
+    scored particles (for K = 1 it equals the one-step NLL of the encoded S); ``aux`` (an
+    :class:`~colloidcg.train.AuxiliaryLoss`) is the mean over steps of its loss on S_k
+    against the labels of frame t+k.
+    """
+    S = model.initial_S(w.r[0], w.pairs[0], box)
+    total = w.r.new_zeros(())
+    count = 0
+    aux_terms = []
+    v_hat = p = None
+    for k in range(w.steps):
+        mom = transition_mean_cov(model, State(w.r[k], w.v[k], S, w.size), w.pairs[k], dt, box)
+        nll = moments_nll(mom, w.v[k + 1], w.interior, dt, loc_var)
+        total = total + nll.sum()
+        count += int(nll.shape[0])
+        if aux is not None and w.labels is not None:
+            a = aux(S, w.labels[k])
+            if a is not None:
+                aux_terms.append(a)
+        if k + 1 < w.steps:
+            if v_hat is None:
+                v_hat, p = entry_posterior(mom.terms, w.v[k], loc_var, dt, model.k_B)
+            S = S + dt * latent_entropy_rate(model, mom.terms, v_hat, p, dt)
+            v_hat, p = velocity_posterior(mom, w.v[k + 1], loc_var, dt)
+    aux_loss = torch.stack(aux_terms).mean() if aux_terms else None
+    return total / max(count, 1), aux_loss
+
+
+# ----------------------------------------------------------------------------- whole trajectories
+@dataclass
+class CarriedS:
+    """S carried along a trajectory (T frames, N particles, n_s components).
+
+    S : (T, N, n_s) S at every present row (NaN elsewhere), k_B.
+    dSdt : (T, N, n_s) the noise-aware dS/dt used from that row to the next, k_B/time
+        (NaN at rows without a velocity: a particle's first frame).
+    """
+
+    S: torch.Tensor
+    dSdt: torch.Tensor
+
+
+@torch.no_grad()
+def carry_along(model: MetriplecticModel, traj: Trajectory, loc_var: float = 0.0,
+                progress: bool = False) -> CarriedS:
+    """Carry S along ``traj`` (:class:`CarriedS`): each particle's S is encoded at the first
+    frame it is seen (from that frame's configuration) and then advanced frame by frame
+    with the noise-aware dS/dt (:func:`latent_entropy_rate`) at the measured positions and
+    the posterior velocities (:func:`velocity_posterior`; localisation variance
+    ``loc_var``, length^2). A particle that disappears and comes back is encoded again.
+    At a particle's first frame its velocity is unknown: it enters its neighbours' drift
+    with v = 0, its own S is held to the next frame."""
+    T, N, d = traj.pos.shape
+    dt = traj.dt
+    param = next(model.parameters())
+    dtype, device = param.dtype, param.device
+    pos, vel = traj.pos.to(device, dtype), traj.vel.to(device, dtype)
+    present = traj.present.to(device)
+    box = None if traj.box is None else traj.box.to(device, dtype)
+    size = None if traj.size is None else traj.size.to(device, dtype)
+    n_s = model.n_s
+    S_out = torch.full((T, N, n_s), float("nan"), dtype=dtype, device=device)
+    dS_out = torch.full_like(S_out, float("nan"))
+    cur = torch.full((N, n_s), float("nan"), dtype=dtype, device=device)
+    carried = torch.zeros(N, dtype=torch.bool, device=device)
+    prev_mom = None          # (index, TransitionMoments, had a velocity) of the previous frame
+    frames = range(T)
+    if progress:
+        from tqdm.auto import tqdm
+        frames = tqdm(frames, desc="carry S", leave=False)
+    for t in frames:
+        here = present[t]
+        carried = carried & here                      # gone particles are re-encoded on return
+        idx = torch.nonzero(here).squeeze(-1)
+        if idx.numel() == 0:
+            prev_mom = None
+            continue
+        r = pos[t, idx]
+        pairs = find_pairs(r, model.cutoff, box)
+        new = ~carried[idx]
+        if bool(new.any()):
+            cur[idx[new]] = model.initial_S(r, pairs, box)[new]
+            carried[idx[new]] = True
+        S_out[t, idx] = cur[idx]
+        has_v = present[t - 1, idx] if t > 0 else torch.zeros_like(new)
+        v = torch.where(has_v.unsqueeze(-1), vel[t, idx], torch.zeros_like(r))
+        sz = None if size is None else size[idx]
+        mom = transition_mean_cov(model, State(r, v, cur[idx], sz), pairs, dt, box)
+        v_hat, p = entry_posterior(mom.terms, v, loc_var, dt, model.k_B)
+        if prev_mom is not None and loc_var:
+            pidx, pm, p_has_v = prev_mom
+            slot = torch.full((N,), -1, dtype=torch.long, device=device)
+            slot[pidx[p_has_v]] = torch.nonzero(p_has_v).squeeze(-1)
+            j = slot[idx]
+            ok = (j >= 0) & has_v
+            if bool(ok.any()):
+                jj = j[ok]
+                sub = TransitionMoments(pm.mean[jj], pm.cov[jj], pm.c[jj], pm.terms, pm.dS[jj])
+                vh, pp = velocity_posterior(sub, v[ok], loc_var, dt)
+                v_hat, p = v_hat.clone(), p.clone()
+                v_hat[ok], p[ok] = vh, pp
+        v_hat = torch.where(has_v.unsqueeze(-1), v_hat, torch.zeros_like(v_hat))
+        p = torch.where(has_v, p, torch.zeros_like(p))
+        rate = latent_entropy_rate(model, mom.terms, v_hat, p, dt)
+        rate = torch.where(has_v.unsqueeze(-1), rate, torch.zeros_like(rate))
+        dS_out[t, idx] = torch.where(has_v.unsqueeze(-1), rate, torch.full_like(rate, float("nan")))
+        cur[idx] = cur[idx] + dt * rate
+        prev_mom = (idx, mom, has_v)
+    return CarriedS(S_out, dS_out)
+
+
+def carried_table(model: MetriplecticModel, traj: Trajectory, loc_var: float = 0.0,
+                  progress: bool = False):
+    """:func:`carry_along` as a table: frame, particle, S0 [, S1 ...] (k_B), dSdt (the sum
+    over components, k_B per frame), one row per tracked row of ``traj``; frames and
+    particle ids those of the tracks."""
+    import pandas as pd
+    res = carry_along(model, traj, loc_var, progress)
+    pres = traj.present.cpu().numpy()
+    tt, nn = np.nonzero(pres)
+    S = res.S.cpu().numpy()[tt, nn]
+    dS = res.dSdt.sum(-1).cpu().numpy()[tt, nn] * traj.dt
+    cols = {"frame": np.asarray(traj.frames)[tt].astype(np.int64),
+            "particle": np.asarray(traj.particles)[nn]}
+    for k in range(S.shape[1]):
+        cols[f"S{k}"] = S[:, k]
+    cols["dSdt"] = dS
+    return pd.DataFrame(cols)
