@@ -24,9 +24,12 @@ Implementations:
   Brownian harmonic soft disks (Ermak & McCammon 1978, Euler-Maruyama), the forces of
   :func:`colloidcg.synthetic.dynamics.pair_forces`, 2D.
 - :class:`ModelSimulator`: a learned :class:`~colloidcg.core.model.MetriplecticModel`
-  stepped by its own integrator (:func:`~colloidcg.core.integrators.integrator_for`:
-  exact-OU or Euler-Maruyama), its normal numbers handed in through the integrators'
-  ``numbers`` argument.
+  stepped by its integrator with local steps (:func:`~colloidcg.core.integrators.integrator_for`
+  with ``local=True``: exact-OU for frame-averaged models, else Euler-Maruyama; the
+  pair-splitting step that rollouts of momentum-conserving models use sweeps pairs in
+  sequence, so a particle's step there depends on chains of pairs and no finite halo makes
+  a patch step exact), its normal numbers handed in through the integrators' ``numbers``
+  argument.
 """
 
 from __future__ import annotations
@@ -288,6 +291,7 @@ class SoftDiskSimulator:
         pos = pos - offset
         if state.box is not None:
             pos = np.mod(pos, np.asarray(state.box, float))
+        pos[fz] = np.asarray(state.pos, float)[fz]       # exactly where they were
         return state._replace(pos=pos, vel=None)
 
 
@@ -420,7 +424,7 @@ class ModelSimulator:
         v0 = self._t(np.zeros((n, d)) if state.vel is None else np.asarray(state.vel, float) * um * fps)
         size = self._size(state)
         dt = 1.0 / fps / self.substeps
-        integ = integrator_for(m)
+        integ = integrator_for(m, local=True)
         exact = isinstance(integ, ExactOU)
         sets = 2 if exact else (1 if m.substrate else 0)
         fzt = torch.as_tensor(fz, device=self.device)
