@@ -24,7 +24,7 @@ from ..errors import ColloidcgError
 from ._common import DefaultsHelpFormatter, RawDescriptionDefaultsHelpFormatter
 
 #: The order subcommands appear in ``colloidcg --help``; others follow alphabetically.
-ORDER = ("info", "synth", "track", "rearrangements", "train", "simulate", "upsample", "evaluate",
+ORDER = ("info", "synth", "track", "rearrangements", "train", "simulate", "upsample", "macro", "evaluate",
          "export", "batch", "demo")
 
 

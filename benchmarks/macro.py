@@ -1,0 +1,291 @@
+"""Known answer for the macroscopic SDE (issue 19): soft disks ordering after a quench.
+
+Truth: monodisperse overdamped harmonic soft disks (colloidcg.synthetic's dynamics through
+colloidcg.scaling.SoftDiskSimulator, keyed noise), diameter 16 px, area fraction 0.85,
+kT = 0.002 eps, D0 = 0.25 px^2/frame, 3 micro steps per frame, quenched from uniformly
+random positions (infinite temperature). The mean local hexatic order |psi6_i| (6 nearest
+neighbours) rises from 0.36 to ~0.6 within 50 frames and then grows slowly as grains
+coarsen.
+
+1. Learning uses small systems only (64 particles, 1/16 of the target area): 16 small
+   quench trajectories, one snapshot every macro step (25 frames). Large snapshots are
+   built by tiling 16 small snapshots of the same time (random shifts and symmetries),
+   pushing overlaps apart at the seams and relaxing with 2 frames of the truth dynamics;
+   partial evolution of patches (the small box's side, halo 2 diameters) gives increments.
+2. The SDE (psi6, optionally closure variables) is run for the 16x system (1024 particles),
+   200 runs, and its ensemble-mean psi6 trajectory compared with 20 direct simulations of
+   the 16x system (relative MSE = sum (pred - true)^2 / sum true^2 over the macro steps);
+   the naive baseline is the same SDE fitted on whole small-system increments, lambda = 1.
+3. Fluctuations: the across-run variance of psi6 at 4x and 16x (and the direct runs').
+4. Patch curve (l/2, l, 2l) and lambda sweep (1, K/4, K/2, K, 2K).
+
+    python benchmarks/macro.py                     # everything (cached in --cache)
+    python benchmarks/macro.py --stage truth       # only the direct simulations
+
+Prints markdown tables; writes plots and results.json into --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+PHI, KT, D0, SUBSTEPS, DIAM = 0.85, 0.002, 0.25, 3, 16.0
+N_SMALL, FACTOR, DT, STEPS = 64, 16, 25, 30
+
+
+def simulator():
+    from colloidcg.scaling.simulators import SoftDiskSimulator
+    return SoftDiskSimulator(diffusion=D0, kT=KT, substeps=SUBSTEPS, diameter=DIAM)
+
+
+def side_for(n):
+    return math.sqrt(n * math.pi / 4 * DIAM ** 2 / PHI)
+
+
+def quench_start(n, seed):
+    """Uniformly random positions (an infinite-temperature start), a MicroState."""
+    from colloidcg.scaling.simulators import MicroState
+    side = side_for(n)
+    rng = np.random.default_rng(seed)
+    return MicroState(rng.uniform(0, side, (n, 2)), np.full(n, DIAM), np.array([side, side]),
+                      np.arange(n, dtype=np.int64), None, None)
+
+
+def trajectory(n, seed, steps=STEPS, keep=False):
+    """psi6 along one quench (steps + 1 values, one per macro step); with ``keep`` the states too."""
+    from colloidcg.scaling.observables import whole
+    from colloidcg.scaling.partial import full_step
+    from colloidcg.scaling.simulators import derive_key
+    sim = simulator()
+    s = quench_start(n, seed)
+    z, states = [whole(s, ["psi6"])[0]], [s]
+    for k in range(steps):
+        s = full_step(sim, s, DT, derive_key(seed, n, k))
+        z.append(whole(s, ["psi6"])[0])
+        if keep:
+            states.append(s)
+    return np.array(z), states
+
+
+def cached(path: Path, fn):
+    if path.exists():
+        return dict(np.load(path, allow_pickle=True))
+    out = fn()
+    np.savez(path, **out)
+    return out
+
+
+def stage_truth(cache: Path, runs: int):
+    from tqdm.auto import tqdm
+    res = {}
+    for f in (1, 4, FACTOR):
+        def go(f=f):
+            return {"z": np.array([trajectory(N_SMALL * f, 1000 * f + r)[0]
+                                   for r in tqdm(range(runs), desc=f"direct {f}x")])}
+        res[f] = cached(cache / f"truth_{f}x.npz", go)["z"]
+    return res
+
+
+def stage_small(cache: Path, n_traj: int):
+    """Small quench trajectories: positions (n_traj, STEPS + 1, N, 2)."""
+    from tqdm.auto import tqdm
+
+    def go():
+        pos = [np.array([s.pos for s in trajectory(N_SMALL, r, keep=True)[1]])
+               for r in tqdm(range(n_traj), desc="small quenches")]
+        return {"pos": np.array(pos)}
+    return cached(cache / f"small_{n_traj}.npz", go)["pos"]
+
+
+def upsampled(small_pos, t, samples, rng):
+    """Large snapshots at macro step t: 4 x 4 small snapshots of time t from different
+    trajectories, random shifts/symmetries, overlaps pushed apart, 2 frames of truth
+    relaxation of the whole large system. Returns MicroStates."""
+    from colloidcg.scaling.partial import full_step
+    from colloidcg.scaling.simulators import MicroState, derive_key
+    from colloidcg.scaling.upsample import Configuration, _transform, closest_approach, separate, tile_configurations
+    side = side_for(N_SMALL)
+    box = np.array([side, side])
+    m = int(round(math.sqrt(FACTOR)))
+    frames = [np.mod(p, box) for p in small_pos[:, -1]]
+    closest = closest_approach(frames[:8], [None] * 8, box)
+    out = []
+    for k in range(samples):
+        pick = rng.choice(len(small_pos), m * m, replace=len(small_pos) < m * m)
+        parts = [_transform(Configuration(np.mod(small_pos[i, t], box), np.zeros((N_SMALL, 2)), None, box,
+                                          np.full(N_SMALL, np.inf)), rng) for i in pick]
+        cfg, new, part = tile_configurations(parts, m)
+        pos, keep, _ = separate(cfg.pos, None, cfg.box, closest, active=new < 2 * DIAM, group=part)
+        pos = pos[keep]
+        st = MicroState(pos, np.full(len(pos), DIAM), cfg.box, np.arange(len(pos), dtype=np.int64), None, None)
+        st = full_step(simulator(), st, 2, derive_key(77, t, k))
+        out.append(st)
+    return out
+
+
+def relmse(pred, true):
+    return float(np.sum((pred - true) ** 2) / np.sum(true ** 2))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--stage", choices=("truth", "all"), default="all")
+    ap.add_argument("--cache", default="/tmp/colloidcg_macro_cache")
+    ap.add_argument("--out", default="benchmarks/results/macro")
+    ap.add_argument("--runs", type=int, default=20, help="direct simulations per size")
+    ap.add_argument("--small", type=int, default=16, help="small quench trajectories")
+    ap.add_argument("--samples", type=int, default=3, help="upsampled snapshots per macro step")
+    ap.add_argument("--patches", type=int, default=4, help="patches per upsampled snapshot")
+    ap.add_argument("--closure", type=int, default=0, help="learned closure variables")
+    ap.add_argument("--sde-runs", type=int, default=200)
+    args = ap.parse_args(argv)
+    import torch
+    torch.set_num_threads(1)
+    cache, out = Path(args.cache), Path(args.out)
+    cache.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    truth = stage_truth(cache, args.runs)
+    if args.stage == "truth":
+        return 0
+    from colloidcg.scaling.macro import Encoder, fit_sde, partial_increments, trajectory_increments
+    from colloidcg.scaling.partial import partial_evolution
+    from colloidcg.scaling.simulators import MicroState
+    small_pos = stage_small(cache, args.small)
+    side = side_for(N_SMALL)
+    tile_area = side * side
+    big_area = FACTOR * tile_area
+    rng = np.random.default_rng(5)
+    t0 = time.perf_counter()
+    snaps, snap_t = [], []
+    for t in range(STEPS):
+        for s in upsampled(small_pos, t, args.samples, rng):
+            snaps.append(s)
+            snap_t.append(t)
+    t_up = time.perf_counter() - t0
+    enc = Encoder(["psi6"])
+    results = {"parameters": {"phi": PHI, "kT": KT, "D0": D0, "substeps": SUBSTEPS, "diameter_px": DIAM,
+                              "n_small": N_SMALL, "factor": FACTOR, "dt_frames": DT, "steps": STEPS,
+                              "direct_runs": args.runs, "small_trajectories": args.small,
+                              "upsampled_per_step": args.samples, "patches_per_snapshot": args.patches,
+                              "sde_runs": args.sde_runs}}
+    z_start = np.mean([enc.whole(s) for s, t in zip(snaps, snap_t) if t == 0], axis=0)
+    true_mean = truth[FACTOR].mean(0)
+
+    def evaluate(sde, factor, seed=0):
+        z = sde.simulate(steps=STEPS, runs=args.sde_runs, factor=factor, z0=z_start, seed=seed)
+        return z[..., 0]
+
+    def fit(z0, z1, lam, area):
+        sde, rep = fit_sde(z0, z1, dt=DT, names=enc.names, lam=lam, area_px2=area, tile_area_px2=tile_area,
+                           start=z_start, seed=0)
+        return sde
+
+    # partial evolution at l/2, l, 2l
+    patch_rows = {}
+    sdes = {}
+    inc = {}
+    for mult in (0.5, 1.0, 2.0):
+        l = mult * side
+        t0 = time.perf_counter()
+        steps = partial_evolution(simulator(), snaps, patch=l, steps=DT, patches_per_snapshot=args.patches,
+                                  seed=11, progress=True)
+        t_pe = time.perf_counter() - t0
+        z0, z1 = partial_increments(enc, snaps, steps)
+        K = steps[0].n_patches
+        inc[mult] = (z0, z1, K)
+        sde = fit(z0, z1, K, big_area)
+        sdes[mult] = sde
+        z = evaluate(sde, FACTOR)
+        patch_rows[mult] = {"patch_px": l, "K": K, "relmse": relmse(z.mean(0), true_mean),
+                            "var_ratio_16x": float(np.mean(z[:, 5:].var(0)) / np.mean(truth[FACTOR][:, 5:].var(0))),
+                            "seconds_partial": t_pe}
+    # naive: whole small-system increments, lambda = 1
+    small_states = [[MicroState(p, np.full(N_SMALL, DIAM), np.array([side, side]), np.arange(N_SMALL), None, None)
+                     for p in traj] for traj in small_pos]
+    nz0, nz1 = trajectory_increments(enc, small_states)
+    naive = fit(nz0, nz1, 1.0, tile_area)
+    zn = evaluate(naive, FACTOR)
+    # lambda sweep at l
+    z0, z1, K = inc[1.0]
+    lam_rows = {}
+    for name, lam in (("1", 1.0), ("K/4", K / 4), ("K/2", K / 2), ("K", K), ("2K", 2 * K)):
+        sde = fit(z0, z1, lam, big_area)
+        z = evaluate(sde, FACTOR)
+        var_ratio = float(np.mean(z[:, 5:].var(0)) / np.mean(truth[FACTOR][:, 5:].var(0)))
+        lam_rows[name] = {"lambda": lam, "relmse": relmse(z.mean(0), true_mean), "var_ratio_16x": var_ratio,
+                          "log_var_error": abs(math.log(var_ratio))}
+    ours = sdes[1.0]
+    zo = evaluate(ours, FACTOR)
+    z4 = evaluate(ours, 4, seed=1)
+    var = {"pred_4x": float(np.mean(z4[:, 5:].var(0))), "pred_16x": float(np.mean(zo[:, 5:].var(0))),
+           "direct_1x": float(np.mean(truth[1][:, 5:].var(0))), "direct_4x": float(np.mean(truth[4][:, 5:].var(0))),
+           "direct_16x": float(np.mean(truth[FACTOR][:, 5:].var(0)))}
+    var["pred_ratio_4x_over_16x"] = var["pred_4x"] / var["pred_16x"]
+    var["direct_ratio_4x_over_16x"] = var["direct_4x"] / var["direct_16x"]
+    results.update({
+        "relmse_ours": relmse(zo.mean(0), true_mean), "relmse_naive": relmse(zn.mean(0), true_mean),
+        "relmse_small_mean": relmse(truth[1].mean(0), true_mean),
+        "patch_curve": patch_rows, "lambda_sweep": lam_rows, "variance": var,
+        "seconds_upsampling": t_up,
+    })
+    results["ratio_naive_over_ours"] = results["relmse_naive"] / results["relmse_ours"]
+    (out / "results.json").write_text(json.dumps(results, indent=1, default=float))
+    # plots
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    t = np.arange(STEPS + 1) * DT
+    fig, ax = plt.subplots(1, 2, figsize=(11, 4))
+    ax[0].plot(t, true_mean, "k-", lw=2, label=f"direct 16x ({args.runs} runs)")
+    ax[0].fill_between(t, true_mean - truth[FACTOR].std(0), true_mean + truth[FACTOR].std(0), color="k", alpha=0.15)
+    ax[0].plot(t, truth[1].mean(0), "k:", label="direct 1x (training size)")
+    ax[0].plot(t, zo.mean(0), "C0-", label="macro SDE, partial evolution, lambda = K")
+    ax[0].plot(t, zn.mean(0), "C3--", label="naive (small increments, lambda = 1)")
+    ax[0].set_xlabel("time (frames)")
+    ax[0].set_ylabel("mean |psi6|")
+    ax[0].legend(fontsize=8)
+    ax[1].plot(t, truth[FACTOR].var(0), "k-", label="direct 16x")
+    ax[1].plot(t, truth[4].var(0), "k--", label="direct 4x")
+    ax[1].plot(t, zo.var(0), "C0-", label="SDE 16x")
+    ax[1].plot(t, z4.var(0), "C0--", label="SDE 4x")
+    ax[1].set_yscale("log")
+    ax[1].set_xlabel("time (frames)")
+    ax[1].set_ylabel("variance over runs")
+    ax[1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "ensemble.png", dpi=110)
+    plt.close(fig)
+    # tables
+    print(f"## macro SDE known answer (soft disks, phi {PHI}, kT {KT}; {N_SMALL} -> {N_SMALL * FACTOR} particles)\n")
+    print("| | relative MSE of the ensemble-mean psi6 against 20 direct 16x runs |")
+    print("|---|---|")
+    print(f"| partial evolution, lambda = K | {results['relmse_ours']:.2e} |")
+    print(f"| naive (small increments, lambda = 1) | {results['relmse_naive']:.2e} |")
+    print(f"| ratio naive / ours | {results['ratio_naive_over_ours']:.2f} |")
+    print(f"| the small system's own mean (direct 1x) | {results['relmse_small_mean']:.2e} |\n")
+    print("| patch | K | relative MSE | variance / direct 16x |")
+    print("|---|---|---|---|")
+    for mult, r in patch_rows.items():
+        print(f"| {mult:g} l = {r['patch_px']:.1f} px | {r['K']:.1f} | {r['relmse']:.2e} | {r['var_ratio_16x']:.2f} |")
+    print("\n| lambda | relative MSE | variance / direct 16x |")
+    print("|---|---|---|")
+    for name, r in lam_rows.items():
+        print(f"| {name} = {r['lambda']:.1f} | {r['relmse']:.2e} | {r['var_ratio_16x']:.2f} |")
+    print("\n| variance of psi6 over runs (steps 5-30) | 4x | 16x | 4x / 16x |")
+    print("|---|---|---|---|")
+    print(f"| SDE | {var['pred_4x']:.2e} | {var['pred_16x']:.2e} | {var['pred_ratio_4x_over_16x']:.2f} |")
+    print(f"| direct | {var['direct_4x']:.2e} | {var['direct_16x']:.2e} | {var['direct_ratio_4x_over_16x']:.2f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

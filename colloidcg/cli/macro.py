@@ -1,0 +1,341 @@
+"""``colloidcg macro train|simulate``: the macroscopic SDE learned from small systems.
+
+train: upsampling of snapshots of the input tracks, partial evolution of patches with the
+learned model, closure encoder and SDE fit (docs/scaling.md); simulate: ensembles of the
+SDE for a system of any area factor.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from ._common import add_output, add_table_output, table_output, torch_device
+
+REPORT_FILES = ["sde.json", "sde.pt", "report.json", "increments.png", "lambda_sweep.png", "patch_curve.png"]
+CLOSURE_FILES = ["closure.json", "closure.pt"]
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "macro", help="learn and run a macroscopic SDE of large systems from small ones",
+        description="The macroscopic SDE dz = mu(z) dt + sigma(z) dW of chosen observables and learned "
+                    "closure variables (docs/scaling.md): 'train' builds large snapshots by upsampling, "
+                    "evolves patches of them with the model (partial evolution) and fits the SDE to the "
+                    "increments; 'simulate' runs ensembles for a system of any area factor.")
+    sub = p.add_subparsers(dest="macro_command", metavar="ACTION", required=True)
+
+    t = sub.add_parser("train", help="upsample, partial evolution, closure encoder and SDE fit",
+                       description="Upsample snapshots of the input tracks by --factor, evolve random patches "
+                                   "of side --patch (a frozen halo of twice the interaction range around "
+                                   "each) by --steps frames with the model, and fit the SDE to the "
+                                   "increments z1 = z(x0) + z_I(x1) - z_I(x0), covariance scaled by lambda "
+                                   "(default K, the patch count). Writes MACRO_DIR: sde.json + sde.pt "
+                                   "(the SDE), closure.json + closure.pt (the closure encoder, when "
+                                   "--n-closure > 0), report.json and plots.")
+    t.add_argument("model", metavar="MODEL", help="model folder written by colloidcg train (or a bundle)")
+    t.add_argument("--init", required=True, metavar="TRACKS.parquet",
+                   help="small-system tracks (px, frames) whose frames are upsampled; periodic box from the "
+                        "sidecar or the model's calibration, else windows of the field of view")
+    t.add_argument("--factor", type=int, default=16, metavar="K",
+                   help="area factor of the upsampled snapshots: a square (2D) or cube (3D)")
+    t.add_argument("--snapshots", type=int, default=8, metavar="N",
+                   help="input frames upsampled, evenly spaced over the table")
+    t.add_argument("--steps", type=int, default=10, metavar="F", help="frames per macroscopic step")
+    t.add_argument("--patch", type=float, default=None, metavar="L",
+                   help="patch side, px (default: the tile's side, so K = --factor); at least twice the "
+                        "model's interaction range")
+    t.add_argument("--patches", type=int, default=4, metavar="P", help="patches evolved per snapshot")
+    t.add_argument("--observables", default="psi6", metavar="NAMES",
+                   help="comma-separated: psi6, ordered_fraction, mean_S (evolved); area_fraction "
+                        "(a constant label, recorded, not evolved)")
+    t.add_argument("--n-closure", type=int, default=0, metavar="N", dest="n_closure",
+                   help="learned closure variables")
+    t.add_argument("--lambda", default="auto", dest="lam", metavar="auto|X",
+                   help="covariance scale of a patch increment: auto = K, the patch count")
+    t.add_argument("--no-patch-curve", action="store_true", dest="no_patch_curve",
+                   help="skip the fits at half and twice the patch side (the report's patch curve)")
+    t.add_argument("--seed", type=int, default=0, help="seed (>= 0) of upsampling, patches and noise")
+    t.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    add_output(t, help="output folder MACRO_DIR")
+    t.set_defaults(func=run_train)
+
+    s = sub.add_parser("simulate", help="ensemble of the macroscopic SDE for a system of K times the tile's area",
+                       description="Euler-Maruyama runs of the SDE in MACRO_DIR for a system whose area "
+                                   "(volume) is --factor times the small system's; the noise covariance "
+                                   "is scaled by the area the SDE was fitted for over this system's. "
+                                   "Writes a table with columns run, step, time (frames) and one per "
+                                   "variable, its sidecar, and a plot of the ensemble against time "
+                                   "(TABLE.png).")
+    s.add_argument("macro_dir", metavar="MACRO_DIR", help="folder written by colloidcg macro train")
+    s.add_argument("--factor", type=float, required=True, metavar="K",
+                   help="the system's area (volume) over the small system's, > 0")
+    s.add_argument("--steps", type=int, required=True, metavar="N", help="macroscopic steps")
+    s.add_argument("--runs", type=int, default=100, metavar="R", help="independent runs")
+    s.add_argument("--seed", type=int, default=0, help="seed (>= 0) of the noise")
+    add_table_output(s, "MACRO")
+    s.set_defaults(func=run_simulate)
+
+
+# ---------------------------------------------------------------------- train
+def _states(up, size_col, dim):
+    """MicroStates of an upsampled table (one per sample)."""
+    import numpy as np
+
+    from ..scaling.simulators import MicroState
+    names = ["x", "y", "z"][:dim]
+    box = np.asarray(up.box_px, float)
+    out = []
+    for _, g in up.tracks.groupby("frame", sort=True):
+        vel = g[["v" + n for n in names]].to_numpy(float) if all("v" + n in g for n in names) else None
+        out.append(MicroState(g[names].to_numpy(float), g[size_col].to_numpy(float) if size_col else None, box,
+                              g["particle"].to_numpy(np.int64), vel, None))
+    return out
+
+
+def _small_increments(tracks, meta, box, frames, steps, size_col, dim):
+    """Whole-system states of the input at frames f and f + steps (periodic input only)."""
+    import numpy as np
+
+    from ..scaling.simulators import MicroState
+    names = ["x", "y", "z"][:dim]
+    by = {int(f): g for f, g in tracks.groupby("frame")}
+    pairs = []
+    for f in frames:
+        if f + steps in by:
+            a, b = by[f], by[f + steps]
+            pairs.append([MicroState(np.mod(g[names].to_numpy(float), box),
+                                     g[size_col].to_numpy(float) if size_col else None, box,
+                                     g["particle"].to_numpy(np.int64), None, None) for g in (a, b)])
+    return pairs
+
+
+def run_train(args: argparse.Namespace) -> int:
+    import math
+    from pathlib import Path
+
+    import numpy as np
+    import torch
+
+    from ..errors import ParameterError
+    from ..export import load_model
+    from ..outputs import atomic_write_json, output_folder, read_table
+    from ..scaling import side_steps, upsample
+    from ..scaling.macro import fit_sde, learn_macro, trajectory_increments
+    from ..scaling.observables import check_names, labels as label_values
+    from ..scaling.simulators import ModelSimulator
+
+    for flag, v, lo in (("--snapshots", args.snapshots, 1), ("--steps", args.steps, 1), ("--patches", args.patches, 1),
+                        ("--n-closure", args.n_closure, 0), ("--seed", args.seed, 0)):
+        if v < lo:
+            raise ParameterError(f"{flag}: must be >= {lo}, got {v}")
+    if args.lam != "auto":
+        try:
+            lam = float(args.lam)
+        except ValueError:
+            raise ParameterError(f"--lambda: expected 'auto' or a number > 0, got {args.lam!r}") from None
+        if not (math.isfinite(lam) and lam > 0):
+            raise ParameterError(f"--lambda: expected 'auto' or a number > 0, got {args.lam!r}")
+    else:
+        lam = "auto"
+    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    dev = torch_device(args.device)
+    out = Path(args.output)
+    names = REPORT_FILES + (CLOSURE_FILES if args.n_closure else [])
+    with output_folder(out, names, args.overwrite, option=f"-o {out}") as tx:
+        model, cfg = load_model(args.model, device=dev)
+        model = model.double()
+        dim = int(model.config.dim)
+        try:
+            side_steps(args.factor, dim)
+        except ParameterError as exc:
+            raise ParameterError(f"--{exc}") from None
+        size_col = model.config.size_column or None
+        obs, labs = check_names(args.observables.split(","), dim, has_S=True, has_size=bool(size_col))
+        tracks, meta = read_table(args.init, required=["frame", "particle", "x", "y"])
+        sim = ModelSimulator(model, cfg, device=dev)
+        if args.patch is not None and args.patch < 2 * sim.interaction_range:
+            raise ParameterError(f"--patch: {args.patch:g} px is smaller than twice the model's interaction "
+                                 f"range (2 x {sim.interaction_range:g} px)")
+        frames = np.unique(tracks["frame"].to_numpy())
+        pick = frames[np.unique(np.round(np.linspace(0, len(frames) - 1, min(args.snapshots, len(frames)))).astype(int))]
+        from tqdm.auto import tqdm
+        snaps, up_params = [], None
+        for i, f in enumerate(tqdm(pick, desc="upsampling", unit="snapshot")):
+            up = upsample(model, cfg, tracks, meta, factor=args.factor, frame=int(f), samples=1,
+                          seed=args.seed + i, name=str(args.init))
+            snaps += _states(up, size_col, dim)
+            up_params = up.parameters
+        tile = np.asarray(up_params["tile_px"], float)
+        tile_area = float(np.prod(tile))
+        patch = float(np.min(tile)) if args.patch is None else float(args.patch)
+        labels = label_values(snaps[0], labs)
+        res = learn_macro(sim, snaps, patch=patch, steps=args.steps, observables=obs, n_closure=args.n_closure,
+                          lam=lam, patches_per_snapshot=args.patches, tile_area_px2=tile_area, labels=labels,
+                          seed=args.seed, progress=True)
+        folder = tx.path("sde.json").parent
+        res.sde.save(folder)
+        if res.encoder.closure is not None:
+            res.encoder.closure.save(folder)
+        K = res.n_patches
+        report = {"model": str(args.model), "init": str(args.init), "factor": args.factor,
+                  "snapshot_frames": [int(f) for f in pick], "observables": obs, "labels": labels,
+                  "n_closure": args.n_closure, "upsampling": {k: up_params[k] for k in ("tile", "tile_px", "side_steps")},
+                  **res.report, "closure_training": res.closure_report}
+        # lambda sweep: the small input's own whole-system increments (periodic input only)
+        box = up_params["tile_px"] if up_params["tile"] == "periodic box" else None
+        sweep = []
+        if box is not None:
+            pairs = _small_increments(tracks, meta, np.asarray(box, float), [int(f) for f in frames], args.steps,
+                                      size_col, dim)
+            if len(pairs) >= 10:
+                sz0, sz1 = trajectory_increments(res.encoder, pairs)
+                for name, lv in (("1", 1.0), ("K/4", K / 4), ("K/2", K / 2), ("K", K), ("2K", 2 * K)):
+                    sde_l, _ = fit_sde(res.z0, res.z1, dt=args.steps, names=res.encoder.names, lam=lv,
+                                       area_px2=res.report["area_px2"], tile_area_px2=tile_area, seed=args.seed)
+                    sweep.append({"lambda": name, "value": lv,
+                                  **_variance_check(sde_l, sz0, sz1, args.steps)})
+        report["lambda_sweep"] = sweep or "needs a periodic input with frames --steps apart (>= 10 pairs)"
+        # patch curve: half and twice the patch side
+        curve = [{"patch_px": patch, "K": K, "val_nll": res.report["fit"]["val_nll"],
+                  **(_variance_check(res.sde, sz0, sz1, args.steps) if sweep else {})}]
+        if not args.no_patch_curve:
+            box_min = float(np.min(np.asarray(snaps[0].box)))
+            for mult in (0.5, 2.0):
+                lp = mult * patch
+                if lp < 2 * sim.interaction_range or lp > box_min:
+                    continue
+                # observables only (no closure) at the other patch sides
+                r2 = learn_macro(sim, snaps, patch=lp, steps=args.steps, observables=obs,
+                                 patches_per_snapshot=args.patches, tile_area_px2=tile_area, seed=args.seed,
+                                 progress=True)
+                row = {"patch_px": lp, "K": r2.n_patches, "val_nll": r2.report["fit"]["val_nll"]}
+                if sweep:
+                    row.update(_variance_check(r2.sde, *trajectory_increments(r2.encoder, pairs), args.steps))
+                curve.append(row)
+        report["patch_curve"] = sorted(curve, key=lambda r: r["patch_px"])
+        atomic_write_json(tx.path("report.json"), report)
+        _plots(tx, res, report)
+    print(f"macro SDE of {', '.join(res.encoder.names)} from {len(res.z0)} patch increments "
+          f"(K = {K:.3g}, lambda = {res.lam:.3g}): {out}")
+    return 0
+
+
+def _variance_check(sde, z0, z1, steps) -> dict:
+    """The SDE's predicted increment variance for the small system (factor 1) against the
+    observed variance of the small input's increments about the predicted drift (first
+    variable); ratio 1 is right."""
+    import numpy as np
+    import torch
+
+    with torch.no_grad():
+        Z0 = torch.as_tensor(z0, dtype=torch.float64)
+        mu = sde.drift(Z0).numpy() * steps
+        L = sde.sigma(Z0)
+        cov = (L @ L.transpose(1, 2)).numpy() * steps * sde.covariance_scale(1.0)
+    resid = (z1 - z0) - mu
+    obs = float(np.mean(resid[:, 0] ** 2))
+    pred = float(np.mean(cov[:, 0, 0]))
+    return {"predicted_variance_small": pred, "observed_variance_small": obs, "ratio": pred / obs}
+
+
+def _plots(tx, res, report) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    import torch
+
+    d = len(res.encoder.names)
+    fig, axes = plt.subplots(1, d, figsize=(4.2 * d, 3.8), squeeze=False)
+    with torch.no_grad():
+        mu = res.sde.drift(torch.as_tensor(res.z0)).numpy() * res.sde.dt
+    for k, ax in enumerate(axes[0]):
+        dz = res.z1[:, k] - res.z0[:, k]
+        ax.scatter(res.z0[:, k], dz, s=5, alpha=0.4, label="partial increments")
+        order = np.argsort(res.z0[:, k])
+        ax.plot(res.z0[order, k], mu[order, k], "k.", ms=3, label="mu(z0) dt")
+        ax.set_xlabel(res.encoder.names[k])
+        ax.set_ylabel(f"increment over {res.sde.dt:g} frames")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(tx.path("increments.png"), dpi=100)
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(4.5, 3.8))
+    if isinstance(report["lambda_sweep"], list) and report["lambda_sweep"]:
+        rows = report["lambda_sweep"]
+        ax.semilogx([r["value"] for r in rows], [r["ratio"] for r in rows], "o-")
+        ax.axhline(1.0, color="k", lw=0.8)
+        ax.set_xlabel("lambda")
+        ax.set_ylabel("predicted / observed small-system variance")
+    else:
+        ax.text(0.5, 0.5, "no lambda sweep:\n" + str(report["lambda_sweep"]), ha="center", va="center", fontsize=8)
+        ax.set_axis_off()
+    fig.tight_layout()
+    fig.savefig(tx.path("lambda_sweep.png"), dpi=100)
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(4.5, 3.8))
+    rows = report["patch_curve"]
+    key = "ratio" if all("ratio" in r for r in rows) else "val_nll"
+    ax.plot([r["patch_px"] for r in rows], [r[key] for r in rows], "o-")
+    ax.set_xlabel("patch side (px)")
+    ax.set_ylabel("predicted / observed small-system variance" if key == "ratio" else "validation NLL")
+    fig.tight_layout()
+    fig.savefig(tx.path("patch_curve.png"), dpi=100)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------- simulate
+def run_simulate(args: argparse.Namespace) -> int:
+    import math
+
+    import numpy as np
+    import pandas as pd
+    import torch
+
+    from ..errors import ParameterError
+    from ..outputs import output_folder, provenance, write_table
+    from ..scaling.macro import load_sde
+
+    out = table_output(args)
+    if not (math.isfinite(args.factor) and args.factor > 0):
+        raise ParameterError(f"--factor: must be a number > 0, got {args.factor}")
+    for flag, v, lo in (("--steps", args.steps, 1), ("--runs", args.runs, 1), ("--seed", args.seed, 0)):
+        if v < lo:
+            raise ParameterError(f"{flag}: must be >= {lo}, got {v}")
+    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    sde = load_sde(args.macro_dir)
+    z = sde.simulate(steps=args.steps, runs=args.runs, factor=args.factor, seed=args.seed, progress=True)
+    R, T, d = z.shape
+    cols = {"run": np.repeat(np.arange(R), T), "step": np.tile(np.arange(T), R),
+            "time": np.tile(np.arange(T) * sde.dt, R)}
+    for k, n in enumerate(sde.names):
+        cols[n] = z[:, :, k].ravel()
+    for n, v in sde.config.labels.items():
+        cols[n] = np.full(R * T, float(v))
+    df = pd.DataFrame(cols)
+    png = out.with_suffix(".png")
+    with output_folder(out.parent, [out.name, out.with_suffix(".json").name, png.name], args.overwrite,
+                       option=f"-o {out}: folder") as tx:
+        side = provenance("macro simulate", {"macro_dir": args.macro_dir},
+                          {"factor": args.factor, "steps": args.steps, "runs": args.runs, "seed": args.seed,
+                           "dt_frames": sde.dt, "covariance_scale": sde.covariance_scale(args.factor)},
+                          units={"time": "frames", "step": "macro steps"})
+        write_table(tx.path(out.name), df, side)
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        fig, axes = plt.subplots(1, d, figsize=(4.2 * d, 3.6), squeeze=False)
+        t = np.arange(T) * sde.dt
+        for k, ax in enumerate(axes[0]):
+            for r in range(min(R, 30)):
+                ax.plot(t, z[r, :, k], color="0.6", lw=0.5)
+            ax.plot(t, z[:, :, k].mean(0), "k-", lw=2, label=f"mean of {R} runs")
+            ax.set_xlabel("time (frames)")
+            ax.set_ylabel(sde.names[k])
+            ax.legend(fontsize=7)
+        fig.suptitle(f"area factor {args.factor:g}")
+        fig.tight_layout()
+        fig.savefig(tx.path(png.name), dpi=100)
+        plt.close(fig)
+    print(f"{R} runs x {args.steps} steps of {', '.join(sde.names)} (area factor {args.factor:g}): {out}")
+    return 0

@@ -1,0 +1,481 @@
+"""The macroscopic SDE dz = mu(z) dt + sigma(z) dW, learned from (partial) increments.
+
+After Chen et al., "Scalable learning of macroscopic stochastic dynamics": the drift mu
+and a Cholesky factor sigma of the diffusion are small neural networks of the
+macroscopic state z (observables and closure variables, :mod:`colloidcg.scaling.observables`,
+:mod:`colloidcg.scaling.closure`). They are fitted by the Gaussian likelihood of increments
+
+    z1 - z0 ~ N(mu(z0) dt, lambda sigma(z0) sigma(z0)^T dt + jitter)
+
+where an increment of partial evolution (one patch of K evolved, the rest frozen) has the
+whole system's mean but K times its covariance, so lambda = K (the patch count) makes
+sigma the whole (upsampled) system's noise. At inference sigma is used unscaled for that
+system; a system whose area (volume) is F times the one the SDE was defined for has
+covariance sigma sigma^T / F, so fluctuations shrink as 1/sqrt(area).
+
+Units: z in its own units (observables are dimensionless), time in frames of the
+microscopic data (the SDE's step ``dt`` is the macroscopic step, in frames), areas in px^2
+(px^3 in 3D).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import ColloidcgError, ParameterError
+
+__all__ = ["MacroSDE", "SDEConfig", "FitReport", "Encoder", "fit_sde", "load_sde", "gaussian_nll", "partial_increments",
+           "trajectory_increments", "learn_macro", "MacroLearned"]
+
+#: Files of a saved SDE inside its folder.
+CONFIG_FILE = "sde.json"
+STATE_FILE = "sde.pt"
+
+
+class _Net(torch.nn.Module):
+    """A small MLP with a linear skip: out = W u + b + MLP(u) (a linear drift, such as an
+    Ornstein-Uhlenbeck process's, is represented exactly by the skip)."""
+
+    def __init__(self, n_in: int, n_out: int, hidden: int, layers: int):
+        super().__init__()
+        self.linear = torch.nn.Linear(n_in, n_out)
+        mods, w = [], n_in
+        for _ in range(layers):
+            mods += [torch.nn.Linear(w, hidden), torch.nn.SiLU()]
+            w = hidden
+        mods.append(torch.nn.Linear(w, n_out))
+        self.mlp = torch.nn.Sequential(*mods)
+        torch.nn.init.zeros_(self.mlp[-1].weight)
+        torch.nn.init.zeros_(self.mlp[-1].bias)
+
+    def forward(self, u):
+        return self.linear(u) + self.mlp(u)
+
+
+@dataclass
+class SDEConfig:
+    """What a saved SDE needs besides its weights (json).
+
+    names : the variables of z, in order.
+    dt : the macroscopic step, frames.
+    area_px2 : area (volume) of the system whose noise sigma describes (unscaled), px^2.
+    tile_area_px2 : area of the small system the data came from (``factor`` in
+        :meth:`MacroSDE.simulate` is relative to it), px^2.
+    z_mean, z_scale : normalisation of z (d,).
+    drift_scale : typical |drift| per component, units of z per frame (d,).
+    noise_scale : typical sigma per component, units of z per sqrt(frame) (d,).
+    z0 : the state the runs start from by default (d,).
+    labels : constant labels of the data (e.g. area_fraction), not evolved.
+    hidden, layers : the networks' width and depth.
+    """
+
+    names: list
+    dt: float
+    area_px2: float
+    tile_area_px2: float
+    z_mean: list
+    z_scale: list
+    drift_scale: list
+    noise_scale: list
+    z0: list
+    labels: dict = field(default_factory=dict)
+    hidden: int = 32
+    layers: int = 2
+    extra: dict = field(default_factory=dict)
+
+
+class MacroSDE(torch.nn.Module):
+    """dz = mu(z) dt + sigma(z) dW, d = len(names) variables.
+
+    mu(z) = drift_scale * f(u), sigma(z) = diag(noise_scale) L(u), u = (z - z_mean) / z_scale,
+    f a small MLP with a linear skip, L lower triangular with a positive diagonal
+    (softplus + 1e-4). Float64 throughout.
+    """
+
+    def __init__(self, config: SDEConfig):
+        super().__init__()
+        self.config = config
+        d = len(config.names)
+        self.d = d
+        self.drift_net = _Net(d, d, config.hidden, config.layers).double()
+        self.chol_net = _Net(d, d * (d + 1) // 2, config.hidden, config.layers).double()
+        self.register_buffer("z_mean", torch.tensor(config.z_mean, dtype=torch.float64))
+        self.register_buffer("z_scale", torch.tensor(config.z_scale, dtype=torch.float64))
+        self.register_buffer("drift_scale", torch.tensor(config.drift_scale, dtype=torch.float64))
+        self.register_buffer("noise_scale", torch.tensor(config.noise_scale, dtype=torch.float64))
+        self._tril = torch.tril_indices(d, d)
+        with torch.no_grad():    # start at sigma = noise_scale (softplus(x) = 1 - 1e-4 on the diagonal)
+            diag = (self._tril[0] == self._tril[1])
+            self.chol_net.linear.weight.zero_()
+            self.chol_net.linear.bias.zero_()
+            self.chol_net.linear.bias[diag] = math.log(math.expm1(1.0 - 1e-4))
+
+    @property
+    def names(self) -> list:
+        return list(self.config.names)
+
+    @property
+    def dt(self) -> float:
+        return float(self.config.dt)
+
+    def _u(self, z):
+        return (z - self.z_mean) / self.z_scale
+
+    def drift(self, z: torch.Tensor) -> torch.Tensor:
+        """mu(z), (R, d) -> (R, d), units of z per frame."""
+        return self.drift_net(self._u(z)) * self.drift_scale
+
+    def sigma(self, z: torch.Tensor) -> torch.Tensor:
+        """sigma(z), (R, d) -> (R, d, d) lower triangular, units of z per sqrt(frame)."""
+        raw = self.chol_net(self._u(z))
+        L = z.new_zeros(z.shape[0], self.d, self.d)
+        L[:, self._tril[0], self._tril[1]] = raw
+        i = torch.arange(self.d)
+        L[:, i, i] = torch.nn.functional.softplus(L[:, i, i]) + 1e-4
+        return L * self.noise_scale[None, :, None]
+
+    def covariance_scale(self, factor: float | None = None, area_px2: float | None = None) -> float:
+        """The factor on sigma sigma^T for a system of ``factor`` times the tile's area (or
+        of ``area_px2``): the defining area over the system's area."""
+        if area_px2 is None:
+            if factor is None:
+                return 1.0
+            area_px2 = float(factor) * float(self.config.tile_area_px2)
+        if not area_px2 > 0:
+            raise ParameterError(f"factor: the system's area must be > 0, got {area_px2} px^2")
+        return float(self.config.area_px2) / float(area_px2)
+
+    @torch.no_grad()
+    def simulate(self, *, steps: int, runs: int, factor: float | None = None, area_px2: float | None = None,
+                 z0=None, seed: int = 0, progress: bool = False) -> np.ndarray:
+        """Euler-Maruyama ensemble, vectorised over runs.
+
+        steps : macroscopic steps of ``dt`` frames. runs : independent runs.
+        factor : the system's area over the tile's (default: the area the SDE was fitted
+            for); the covariance is scaled by :meth:`covariance_scale`.
+        z0 : (d,) or (runs, d) start (default: the stored ``z0``).
+        Returns (runs, steps + 1, d) float64.
+        """
+        if int(steps) != steps or steps < 1:
+            raise ParameterError(f"steps: must be a positive integer, got {steps}")
+        if int(runs) != runs or runs < 1:
+            raise ParameterError(f"runs: must be a positive integer, got {runs}")
+        c = self.covariance_scale(factor, area_px2)
+        gen = torch.Generator().manual_seed(int(seed))
+        z = torch.as_tensor(self.config.z0 if z0 is None else z0, dtype=torch.float64)
+        z = z.expand(int(runs), self.d).clone() if z.ndim == 1 else z.clone()
+        if z.shape != (int(runs), self.d):
+            raise ParameterError(f"z0: expected ({self.d},) or ({runs}, {self.d}), got {tuple(z.shape)}")
+        out = torch.empty(int(runs), int(steps) + 1, self.d, dtype=torch.float64)
+        out[:, 0] = z
+        dt = self.dt
+        amp = math.sqrt(dt * c)
+        it = range(int(steps))
+        if progress:
+            from tqdm.auto import tqdm
+            it = tqdm(it, desc="macro SDE", unit="step")
+        for k in it:
+            xi = torch.randn(int(runs), self.d, 1, dtype=torch.float64, generator=gen)
+            z = z + self.drift(z) * dt + amp * (self.sigma(z) @ xi)[..., 0]
+            out[:, k + 1] = z
+        return out.numpy()
+
+    # ------------------------------------------------------------------ save / load
+    def save(self, folder) -> Path:
+        """Write ``sde.json`` (config) and ``sde.pt`` (state dict) into ``folder``, atomically."""
+        import io
+
+        from ..outputs import atomic_write_bytes, atomic_write_json
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        buf = io.BytesIO()
+        torch.save(self.state_dict(), buf)
+        atomic_write_bytes(folder / STATE_FILE, buf.getvalue())
+        atomic_write_json(folder / CONFIG_FILE, {"kind": "colloidcg macro SDE", "version": 1,
+                                                  "config": asdict(self.config)})
+        return folder
+
+
+def load_sde(folder) -> MacroSDE:
+    """A :class:`MacroSDE` saved by :meth:`MacroSDE.save` (in any process)."""
+    folder = Path(folder)
+    cfg_path, st_path = folder / CONFIG_FILE, folder / STATE_FILE
+    if not cfg_path.is_file() or not st_path.is_file():
+        raise ColloidcgError(f"{folder}: not a macro SDE folder (expected {CONFIG_FILE} and {STATE_FILE}, "
+                             "as written by colloidcg macro train)")
+    try:
+        doc = json.loads(cfg_path.read_text())
+        cfg = SDEConfig(**doc["config"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ColloidcgError(f"{cfg_path}: unreadable macro SDE configuration ({exc})") from None
+    sde = MacroSDE(cfg)
+    sde.load_state_dict(torch.load(st_path, map_location="cpu", weights_only=True))
+    sde.eval()
+    return sde
+
+
+# ---------------------------------------------------------------------- fitting
+def gaussian_nll(sde: MacroSDE, z0: torch.Tensor, dz: torch.Tensor, lam: float, jitter: float) -> torch.Tensor:
+    """Mean negative log-likelihood (per increment, without the constant) of increments
+    ``dz`` (M, d) from ``z0`` (M, d): N(mu dt, lam sigma sigma^T dt + jitter^2 diag(noise_scale^2) dt)."""
+    dt = sde.dt
+    r = dz - sde.drift(z0) * dt
+    L = sde.sigma(z0)
+    cov = lam * dt * (L @ L.transpose(1, 2))
+    cov = cov + torch.diag_embed((jitter * sde.noise_scale) ** 2 * dt).expand_as(cov)
+    C = torch.linalg.cholesky(cov)
+    y = torch.linalg.solve_triangular(C, r[..., None], upper=False)[..., 0]
+    logdet = torch.log(torch.diagonal(C, dim1=1, dim2=2)).sum(1)
+    return (0.5 * (y ** 2).sum(1) + logdet).mean()
+
+
+@dataclass
+class FitReport:
+    """What :func:`fit_sde` did: lambda, the jitter, iterations, train/validation NLL per
+    increment, the number of increments."""
+
+    lam: float
+    jitter: float
+    iterations: int
+    train_nll: float
+    val_nll: float
+    n_increments: int
+
+
+def fit_sde(z0, z1, *, dt: float, names, lam: float = 1.0, area_px2: float = 1.0,
+            tile_area_px2: float | None = None, start=None, labels: dict | None = None,
+            jitter: float = 1e-3, hidden: int = 32, layers: int = 2, iterations: int = 300,
+            lr: float = 2e-3, weight_decay: float = 1e-5, val_fraction: float = 0.2, seed: int = 0,
+            progress: bool = False) -> tuple[MacroSDE, FitReport]:
+    """Fit :class:`MacroSDE` to increments by the Gaussian likelihood.
+
+    z0, z1 : (M, d) states before and after one macroscopic step of ``dt`` frames (for
+        partial evolution z1 = z(x0) + z_I(x1) - z_I(x0), see docs/scaling.md).
+    lam : covariance scale of the increments (the patch count K for partial increments,
+        1 for whole-system increments).
+    area_px2 : area (volume) of the system the increments describe, px^2: the unscaled
+        sigma is that system's noise. tile_area_px2 : the small system's area (default
+        ``area_px2``); ``factor`` in :meth:`MacroSDE.simulate` is relative to it.
+    start : (d,) the state simulations start from by default (default: the first row of z0).
+    jitter : the noise floor, a fraction of the typical noise per component (added in
+        quadrature, unscaled by lambda).
+    iterations : full-batch Adam steps (lr, weight_decay); the state with the lowest
+        validation NLL (a random ``val_fraction`` of the increments) is kept.
+    """
+    z0 = np.asarray(z0, np.float64)
+    z1 = np.asarray(z1, np.float64)
+    names = list(names)
+    if z0.ndim != 2 or z0.shape != z1.shape or z0.shape[1] != len(names):
+        raise ParameterError(f"increments: z0 and z1 must both be (M, {len(names)}), got {z0.shape} and {z1.shape}")
+    if len(z0) < 10:
+        raise ColloidcgError(f"increments: {len(z0)} increments are too few to fit an SDE (need >= 10)")
+    if not np.isfinite(z0).all() or not np.isfinite(z1).all():
+        raise ColloidcgError("increments: NaN or infinite values in z")
+    if not (np.isfinite(lam) and lam > 0):
+        raise ParameterError(f"lambda: must be a finite number > 0, got {lam}")
+    if not dt > 0:
+        raise ParameterError(f"dt: must be > 0 frames, got {dt}")
+    dz = z1 - z0
+    zs = np.maximum(z0.std(0), 1e-12)
+    ds = np.maximum(np.abs(dz.mean(0)) / dt, 1e-12)
+    spread = np.maximum(dz.std(0), 1e-12)
+    ns = spread / math.sqrt(lam * dt)
+    ds = np.maximum(ds, spread / dt * 0.1)
+    cfg = SDEConfig(names=names, dt=float(dt), area_px2=float(area_px2),
+                    tile_area_px2=float(area_px2 if tile_area_px2 is None else tile_area_px2),
+                    z_mean=z0.mean(0).tolist(), z_scale=zs.tolist(), drift_scale=ds.tolist(),
+                    noise_scale=ns.tolist(), z0=list(map(float, z0[0] if start is None else start)),
+                    labels=dict(labels or {}), hidden=int(hidden), layers=int(layers),
+                    extra={"lambda": float(lam), "jitter": float(jitter)})
+    torch.manual_seed(int(seed))
+    sde = MacroSDE(cfg)
+    # start from the least-squares linear drift (an Ornstein-Uhlenbeck fit), the MLP at zero
+    u = (z0 - z0.mean(0)) / zs
+    X = np.concatenate([u, np.ones((len(u), 1))], axis=1)
+    coef = np.linalg.lstsq(X, dz / dt / ds, rcond=None)[0]
+    resid = dz - (X @ coef) * ds * dt
+    with torch.no_grad():
+        sde.drift_net.linear.weight.copy_(torch.as_tensor(coef[:-1].T))
+        sde.drift_net.linear.bias.copy_(torch.as_tensor(coef[-1]))
+        ns = np.maximum(resid.std(0), 1e-12) / math.sqrt(lam * dt)
+        sde.noise_scale.copy_(torch.as_tensor(ns))
+    cfg.noise_scale = ns.tolist()
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(len(z0))
+    n_val = int(round(val_fraction * len(z0))) if len(z0) >= 20 else 0
+    va, tr = perm[:n_val], perm[n_val:]
+    t = lambda a: torch.as_tensor(a, dtype=torch.float64)  # noqa: E731
+    Z0, DZ = t(z0), t(dz)
+    opt = torch.optim.Adam(sde.parameters(), lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=int(iterations), eta_min=lr * 0.02)
+    best, best_state, last_tr = math.inf, None, math.nan
+    it = range(int(iterations))
+    if progress:
+        from tqdm.auto import tqdm
+        it = tqdm(it, desc="fit macro SDE", unit="it")
+    for _ in it:
+        opt.zero_grad()
+        loss = gaussian_nll(sde, Z0[tr], DZ[tr], lam, jitter)
+        loss.backward()
+        opt.step()
+        sched.step()
+        last_tr = float(loss.detach())
+        if n_val:
+            with torch.no_grad():
+                v = float(gaussian_nll(sde, Z0[va], DZ[va], lam, jitter))
+        else:
+            v = last_tr
+        if v < best:
+            best = v
+            best_state = {k: x.detach().clone() for k, x in sde.state_dict().items()}
+    if best_state is not None:
+        sde.load_state_dict(best_state)
+    sde.eval()
+    with torch.no_grad():
+        tr_nll = float(gaussian_nll(sde, Z0[tr], DZ[tr], lam, jitter))
+    return sde, FitReport(float(lam), float(jitter), int(iterations), tr_nll, float(best), int(len(z0)))
+
+
+# ---------------------------------------------------------------------- increments
+class Encoder:
+    """The macroscopic encoder phi: chosen observables (:mod:`.observables`) followed by
+    learned closure variables (:class:`~.closure.ClosureEncoder`, optional). Every
+    variable is a mean over particles, so phi is additive.
+
+    names : the observables' names; closure : an encoder or None.
+    """
+
+    def __init__(self, names, closure=None):
+        self.observables = list(names)
+        self.closure = closure
+
+    @property
+    def names(self) -> list:
+        n = 0 if self.closure is None else self.closure.n_closure
+        return self.observables + [f"closure_{k}" for k in range(n)]
+
+    def per_particle(self, state) -> np.ndarray:
+        """(N, d) per-particle values of every variable."""
+        from .observables import per_particle
+        f = per_particle(state, self.observables)
+        if self.closure is not None:
+            f = np.concatenate([f, self.closure.codes(state)], axis=1)
+        return f
+
+    def whole(self, state) -> np.ndarray:
+        """(d,) the whole state's z: the mean over its particles."""
+        return self.per_particle(state).mean(0)
+
+    def patch(self, state, inner_mask) -> np.ndarray:
+        """(d,) a patch's z: the mean over its inner particles (the halo supplies neighbours)."""
+        return self.per_particle(state)[np.asarray(inner_mask, bool)].mean(0)
+
+
+def partial_increments(encoder: Encoder, snapshots, patch_steps) -> tuple[np.ndarray, np.ndarray]:
+    """Increments of the large systems from partial evolution.
+
+    snapshots : the periodic snapshots the patches were cut from (MicroState, prepared by
+        the simulator where it fills in S); patch_steps : :class:`~.partial.PatchStep` list.
+    Returns (z0, z1), (P, d) each: z0 = phi(x0) of the snapshot, z1 = phi(x0) + phi(x1, I)
+    - phi(x0, I), phi(., I) the mean over the patch's inner particles (Chen et al.): an
+    increment with the whole system's mean and K times its covariance.
+    """
+    whole = {}
+    z0, z1 = [], []
+    for ps in patch_steps:
+        if ps.snapshot not in whole:
+            whole[ps.snapshot] = encoder.whole(snapshots[ps.snapshot])
+        w = whole[ps.snapshot]
+        z0.append(w)
+        z1.append(w + encoder.patch(ps.after, ps.inner_mask) - encoder.patch(ps.before, ps.inner_mask))
+    return np.array(z0), np.array(z1)
+
+
+def trajectory_increments(encoder: Encoder, trajectories) -> tuple[np.ndarray, np.ndarray]:
+    """Whole-system increments along trajectories (lists of MicroState one macro step
+    apart): (z(x_t), z(x_{t+1})) pairs, (M, d) each (the naive baseline's data)."""
+    z0, z1 = [], []
+    for traj in trajectories:
+        z = np.array([encoder.whole(s) for s in traj])
+        z0.append(z[:-1])
+        z1.append(z[1:])
+    return np.concatenate(z0), np.concatenate(z1)
+
+
+# ---------------------------------------------------------------------- the whole chain
+@dataclass
+class MacroLearned:
+    """Result of :func:`learn_macro`.
+
+    sde : the fitted :class:`MacroSDE`; encoder : the :class:`Encoder` (observables and
+    closure); z0, z1 : (P, d) the partial increments; n_patches : K; lam : the lambda
+    used; report : what was done (json-ready); closure_report : the closure training's
+    losses (or None).
+    """
+
+    sde: MacroSDE
+    encoder: Encoder
+    z0: np.ndarray
+    z1: np.ndarray
+    n_patches: float
+    lam: float
+    report: dict
+    closure_report: dict | None = None
+
+
+def learn_macro(simulator, snapshots, *, patch: float, steps: int, observables, n_closure: int = 0,
+                lam: float | str = "auto", patches_per_snapshot: int = 4, tile_area_px2: float | None = None,
+                start=None, labels: dict | None = None, seed: int = 0, iterations: int = 300,
+                progress: bool = False) -> MacroLearned:
+    """Partial evolution, closure encoder and SDE fit on large periodic ``snapshots``.
+
+    simulator : a :class:`~.simulators.MicroSimulator`; snapshots : large periodic
+    MicroStates (upsampled); patch : patch side, px; steps : frames per macro step;
+    observables : names (:mod:`.observables`); n_closure : learned closure variables (0:
+    none); lam : 'auto' (= K, the patch count) or a number; tile_area_px2 : the small
+    system's area, px^2 (default: the snapshots'); start : (d_obs,) or None, the default
+    start of simulations (default: the mean z of the first snapshot).
+    """
+    from .closure import local_features, mean_spacing, train_closure
+    from .partial import partial_evolution
+
+    if not snapshots:
+        raise ParameterError("snapshots: expected at least one large configuration")
+    prepared = [simulator.prepare(s._replace(pos=np.mod(np.asarray(s.pos, float), np.asarray(s.box, float))))
+                for s in snapshots]
+    patch_steps = partial_evolution(simulator, prepared, patch=float(patch), steps=int(steps),
+                                    patches_per_snapshot=int(patches_per_snapshot), seed=int(seed),
+                                    progress=progress)
+    K = float(patch_steps[0].n_patches)
+    closure = None
+    closure_report = None
+    obs = Encoder(observables)
+    if n_closure:
+        spacing = mean_spacing(prepared[0])
+        feats, o0, do = [], [], []
+        for ps in patch_steps:
+            f = local_features(ps.before, spacing)[ps.inner_mask]
+            feats.append(f)
+            a, b = obs.patch(ps.before, ps.inner_mask), obs.patch(ps.after, ps.inner_mask)
+            o0.append(a)
+            do.append(b - a)
+        closure, closure_report = train_closure(feats, np.array(o0), np.array(do), n_closure=int(n_closure),
+                                                spacing=spacing, seed=int(seed), progress=progress)
+    enc = Encoder(observables, closure)
+    z0, z1 = partial_increments(enc, prepared, patch_steps)
+    lam_v = K if lam == "auto" else float(lam)
+    area = float(np.prod(np.asarray(prepared[0].box, float)))
+    z_start = enc.whole(prepared[0]) if start is None else np.asarray(start, float)
+    sde, fit = fit_sde(z0, z1, dt=float(steps), names=enc.names, lam=lam_v, area_px2=area,
+                       tile_area_px2=area if tile_area_px2 is None else float(tile_area_px2), start=z_start,
+                       labels=labels, seed=int(seed), iterations=iterations, progress=progress)
+    report = {"patch_px": float(patch), "n_patches_K": K, "lambda": lam_v, "steps_frames": int(steps),
+              "snapshots": len(prepared), "patches": len(patch_steps), "area_px2": area,
+              "tile_area_px2": sde.config.tile_area_px2, "variables": enc.names, "fit": asdict(fit)}
+    return MacroLearned(sde, enc, z0, z1, K, lam_v, report, closure_report)

@@ -1,0 +1,144 @@
+"""Additive per-particle observables: the chosen macroscopic variables z*.
+
+Each observable is a mean over particles of a per-particle quantity f_i(x), so it is
+intensive and additive: the whole system's value is the mean over all particles, a
+patch's value the mean over the patch's inner particles (a patch's halo only supplies
+neighbours), and the whole system's value is the particle-weighted mean of its patches'.
+
+Observables (:data:`OBSERVABLES`):
+
+- ``psi6``: mean local hexatic order |psi6_i|, psi6_i = (1/6) sum_j exp(6 i theta_ij) over
+  the 6 nearest neighbours (Nelson & Halperin 1979; 2D only).
+- ``ordered_fraction``: the fraction of particles with |psi6_i| > ``ORDER_THRESHOLD`` (0.7).
+- ``mean_S``: mean of the first entropy-like variable S of the learned model (needs S).
+- ``area_fraction`` is *not* a dynamic variable: in a fixed periodic box it is a constant
+  (sum of pi/4 size_i^2 over the box area; pi/6 size^3 over the volume in 3D). It is kept
+  as a label of the data (:func:`labels`), never evolved; asking for it among the
+  evolved variables is refused.
+
+A rearrangement-rate proxy needs two configurations per evaluation (not one state), so it
+is not an additive observable of a state and is not offered.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import ParameterError
+
+__all__ = ["OBSERVABLES", "LABELS", "ORDER_THRESHOLD", "check_names", "per_particle", "whole", "patch_mean",
+           "labels", "psi6_local", "knn"]
+
+OBSERVABLES = ("psi6", "ordered_fraction", "mean_S")
+LABELS = ("area_fraction",)
+ORDER_THRESHOLD = 0.7
+
+
+def check_names(names: Sequence[str], dim: int, has_S: bool = True, has_size: bool = True) -> tuple[list, list]:
+    """Split requested ``names`` into (evolved observables, constant labels); a one-line
+    ParameterError for a name the data cannot give (psi6 in 3D, mean_S without S,
+    area_fraction without sizes, unknown names)."""
+    obs, lab = [], []
+    for n in names:
+        n = n.strip()
+        if not n:
+            continue
+        if n in LABELS:
+            if not has_size:
+                raise ParameterError("observables: area_fraction needs per-particle sizes; the data have none")
+            lab.append(n)
+            continue
+        if n not in OBSERVABLES:
+            raise ParameterError(f"observables: unknown {n!r}; expected some of "
+                                 f"{', '.join(OBSERVABLES + LABELS)}")
+        if n in ("psi6", "ordered_fraction") and dim != 2:
+            raise ParameterError(f"observables: {n} is a 2D hexatic order; the data are {dim}D")
+        if n == "mean_S" and not has_S:
+            raise ParameterError("observables: mean_S needs the model's S; the simulator has none")
+        if n not in obs:
+            obs.append(n)
+    if not obs:
+        raise ParameterError(f"observables: need at least one of {', '.join(OBSERVABLES)} to evolve "
+                             "(area_fraction is a constant label)")
+    return obs, lab
+
+
+def knn(pos: np.ndarray, box, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` nearest neighbours of every particle, minimum image in ``box`` (None: open).
+    Returns (separations (N, k, d) px, r_j - r_i; distances (N, k) px)."""
+    from ..neighbours import Tree
+
+    tree = Tree(pos, box)
+    k = min(int(k), len(pos) - 1)
+    if k < 1:
+        raise ParameterError("state: fewer than two particles")
+    d, idx = tree.nearest(k)
+    d = d.reshape(len(pos), k)
+    idx = idx.reshape(len(pos), k)
+    sep = tree.points[idx] - tree.points[:, None, :]
+    if tree.box is not None:
+        sep -= tree.box * np.round(sep / tree.box)
+    return sep, d
+
+
+def psi6_local(pos: np.ndarray, box, k: int = 6) -> np.ndarray:
+    """Complex psi6_i (N,) over the ``k`` nearest neighbours (2D positions px)."""
+    if pos.shape[1] != 2:
+        raise ParameterError(f"psi6: a 2D hexatic order; the positions are {pos.shape[1]}D")
+    sep, _ = knn(pos, box, k)
+    ang = np.arctan2(sep[..., 1], sep[..., 0])
+    return np.exp(6j * ang).mean(axis=1)
+
+
+def per_particle(state, names: Sequence[str]) -> np.ndarray:
+    """(N, len(names)) per-particle values f_i of the observables ``names`` for a
+    :class:`~colloidcg.scaling.simulators.MicroState` (pos (N, d) px, box (d,) px or None,
+    S (N, n_S) or None)."""
+    pos = np.asarray(state.pos, np.float64)
+    cols = []
+    psi = None
+    for n in names:
+        if n in ("psi6", "ordered_fraction"):
+            if psi is None:
+                psi = np.abs(psi6_local(pos, state.box))
+            cols.append(psi if n == "psi6" else (psi > ORDER_THRESHOLD).astype(np.float64))
+        elif n == "mean_S":
+            if state.S is None:
+                raise ParameterError("observables: mean_S needs the model's S; the state has none")
+            cols.append(np.asarray(state.S, np.float64)[:, 0])
+        else:
+            raise ParameterError(f"observables: unknown {n!r}; expected some of {', '.join(OBSERVABLES)}")
+    return np.stack(cols, axis=1) if cols else np.zeros((len(pos), 0))
+
+
+def whole(state, names: Sequence[str]) -> np.ndarray:
+    """(len(names),) the whole system's observables: the mean over all particles."""
+    return per_particle(state, names).mean(axis=0)
+
+
+def patch_mean(state, inner_mask: np.ndarray, names: Sequence[str]) -> np.ndarray:
+    """(len(names),) a patch's observables: the mean over its inner particles
+    (``inner_mask`` (N,) bool over ``state``'s particles; the halo supplies neighbours)."""
+    f = per_particle(state, names)
+    m = np.asarray(inner_mask, bool)
+    if not m.any():
+        raise ParameterError("patch: no inner particles")
+    return f[m].mean(axis=0)
+
+
+def labels(state, names: Sequence[str]) -> dict:
+    """Constant labels of a periodic state: {'area_fraction': sum of particle areas over
+    the box area} (sizes are diameters, px)."""
+    out = {}
+    for n in names:
+        if n == "area_fraction":
+            if state.size is None or state.box is None:
+                raise ParameterError("observables: area_fraction needs sizes and a periodic box")
+            s = np.asarray(state.size, np.float64)
+            d = len(state.box)
+            vol = math.pi / 4 * s ** 2 if d == 2 else math.pi / 6 * s ** 3
+            out[n] = float(vol.sum() / np.prod(state.box))
+    return out
