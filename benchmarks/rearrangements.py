@@ -36,6 +36,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from colloidcg.rearrangements import d2min, detect, find_events, softness_baseline  # noqa: E402
+from colloidcg.rearrangements.scoring import softness_test_rows  # noqa: E402
 from colloidcg.structure import descriptors  # noqa: E402
 
 SPACING = 10.0
@@ -124,13 +125,6 @@ def soft_spot_system(seed: int = 0) -> pd.DataFrame:
                          "x": pos[..., 0].ravel(), "y": pos[..., 1].ravel()})
 
 
-def softness_test_rows(table: pd.DataFrame, soft, lag: int) -> np.ndarray:
-    """Boolean mask of the softness baseline's test rows: frames from its split_frame + lag
-    on, D2min known, edge rows out."""
-    return (table["frame"].to_numpy() >= soft.split_frame + lag) \
-        & np.isfinite(table["d2min"].to_numpy(float)) & ~table["edge"].to_numpy(bool)
-
-
 def vacancy_ceiling_auc(table: pd.DataFrame, soft, lag: int, seed: int = 0) -> float:
     """ROC AUC of the best structural predictor of the vacancy control, on the test rows
     of the softness baseline ``soft`` trained with ``lag`` (frames from its split_frame +
@@ -147,7 +141,7 @@ def vacancy_ceiling_auc(table: pd.DataFrame, soft, lag: int, seed: int = 0) -> f
     keep[vac] = False
     p0 = full[keep]
     exposure = sum(np.linalg.norm(_shear_amplitude(p0, full[v]), axis=1) for v in vac)
-    test = softness_test_rows(table, soft, lag)
+    test = softness_test_rows(table, soft)
     return float(roc_auc_score(table["rearranging"].to_numpy(bool)[test],
                                exposure[table["particle"].to_numpy()[test]]))
 
@@ -170,7 +164,7 @@ def neighbour_count_auc(tracks: pd.DataFrame, table: pd.DataFrame, soft, lag: in
         count.update(zip(zip(np.full(len(g), f), g["particle"].to_numpy()), n))
     frames = np.zeros(len(table), int) if first_frame else table["frame"].to_numpy()
     c = np.array([count[k] for k in zip(frames, table["particle"].to_numpy())], float)
-    test = softness_test_rows(table, soft, lag)
+    test = softness_test_rows(table, soft)
     return float(roc_auc_score(table["rearranging"].to_numpy(bool)[test], -c[test]))
 
 

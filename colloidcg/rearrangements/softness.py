@@ -36,7 +36,9 @@ class SoftnessResult:
     model : sklearn Pipeline (StandardScaler -> LogisticRegression), fitted
     features : list of the feature columns, in the model's order
     split_frame : int  first frame not used for training; test frames start at split_frame + lag
+    lag : int  the lag (frames) of the labels, which sets the gap between train and test frames
     n_train, n_test : rows used; n_train_pos, n_test_pos : rearranging rows among them
+        (n_train after subsampling to ``max_train_rows``)
     """
 
     auc: float
@@ -44,6 +46,7 @@ class SoftnessResult:
     auc_se: float = float("nan")
     features: list = field(default_factory=list)
     split_frame: int = 0
+    lag: int = 0
     n_train: int = 0
     n_test: int = 0
     n_train_pos: int = 0
@@ -59,10 +62,38 @@ class SoftnessResult:
             out[ok] = self.model.decision_function(X[ok])
         return out
 
+    def rows(self, table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """(train, test): boolean masks (len(table),) of the rows this baseline trains on
+        (before subsampling) and is scored on, by :func:`baseline_rows`."""
+        return baseline_rows(table, self.split_frame, self.lag, self.features)
+
     def summary(self) -> dict:
-        return {"auc": self.auc, "auc_se": self.auc_se, "split_frame": self.split_frame, "n_train": self.n_train,
+        return {"auc": self.auc, "auc_se": self.auc_se, "split_frame": self.split_frame, "lag": self.lag,
+                "n_train": self.n_train,
                 "n_test": self.n_test, "n_train_pos": self.n_train_pos, "n_test_pos": self.n_test_pos,
                 "features": list(self.features)}
+
+
+def usable_rows(table: pd.DataFrame, features) -> np.ndarray:
+    """(len(table),) bool: rows with D2min known, not ``edge`` and every feature finite."""
+    X = table[list(features)].to_numpy(float)
+    return np.isfinite(X).all(axis=1) & np.isfinite(table["d2min"].to_numpy(float)) \
+        & ~table["edge"].to_numpy(bool)
+
+
+def split_frame(frame: np.ndarray, train_fraction: float) -> int:
+    """First frame after the training part: first frame + ceil(train_fraction x frame span)."""
+    f0, f1 = int(np.min(frame)), int(np.max(frame))
+    return f0 + int(np.ceil(train_fraction * (f1 - f0 + 1)))
+
+
+def baseline_rows(table: pd.DataFrame, split: int, lag: int, features) -> tuple[np.ndarray, np.ndarray]:
+    """The softness baseline's rows: (train, test) boolean masks (len(table),). Training rows
+    have frame < ``split``; test rows frame >= split + ``lag`` (no label window of a
+    training row reaches a test frame); both only among :func:`usable_rows`."""
+    use = usable_rows(table, features)
+    frame = table["frame"].to_numpy()
+    return use & (frame < split), use & (frame >= split + int(lag))
 
 
 def softness_baseline(table: pd.DataFrame, lag: int, train_fraction: float = 0.5,
@@ -109,13 +140,8 @@ def softness_baseline(table: pd.DataFrame, lag: int, train_fraction: float = 0.5
                              "run the rearrangements stage with descriptors")
     X = table[features].to_numpy(float)
     y = table["rearranging"].to_numpy(bool)
-    frame = table["frame"].to_numpy()
-    use = np.isfinite(X).all(axis=1) & np.isfinite(table["d2min"].to_numpy(float)) \
-        & ~table["edge"].to_numpy(bool)
-    f0, f1 = int(frame.min()), int(frame.max())
-    split = f0 + int(np.ceil(train_fraction * (f1 - f0 + 1)))
-    train = use & (frame < split)
-    test = use & (frame >= split + int(lag))
+    split = split_frame(table["frame"].to_numpy(), train_fraction)
+    train, test = baseline_rows(table, split, lag, features)
     for name, m in (("training", train), ("test", test)):
         pos = int(y[m].sum())
         if pos == 0 or pos == int(m.sum()):
@@ -137,5 +163,5 @@ def softness_baseline(table: pd.DataFrame, lag: int, train_fraction: float = 0.5
     se = float(np.sqrt((auc * (1 - auc) + (n1 - 1) * (q1 - auc ** 2) + (n0 - 1) * (q2 - auc ** 2))
                        / (n1 * n0)))
     return SoftnessResult(auc=auc, auc_se=se, model=model, features=list(features), split_frame=split,
-                          n_train=len(tr), n_test=len(te), n_train_pos=int(y[tr].sum()),
+                          lag=int(lag), n_train=len(tr), n_test=len(te), n_train_pos=int(y[tr].sum()),
                           n_test_pos=int(y[te].sum()))
