@@ -92,7 +92,7 @@ def test_bundle_holds_weights_description_and_torchscript(bundles):
     assert ts["file"] == "torchscript/model.pt" and ts["inputs"]["r"].endswith("um")
     assert any(k.startswith("ts.model.drift_rates(") for k in ts["methods"])
     assert any(k.startswith("ts.step(") for k in ts["methods"])
-    assert ts["integrator"] == ("exact_ou" if b.name.endswith("substrate") else "euler_maruyama")
+    assert ts["integrator"] == ("exact_ou" if b.name.endswith("substrate") else "pair_splitting")
     assert set(d["files"]) == {"model.pt", "config.json", "torchscript/model.pt", "driver.py", "rollout.py"}
     # weights reload exactly, through the public entry point
     m2, cfg = colloidcg.load_model(b)

@@ -22,13 +22,16 @@ from .scatter import dot, scatter2
 from .types import Terms
 
 
-def pair_drift(t: Terms, k_B: float, ito: bool = True, friction_heat: bool = True) -> Tuple[Tensor, Tensor]:
+def pair_drift(t: Terms, k_B: float, ito: bool = True, friction_heat: bool = True,
+               friction_force: bool = True) -> Tuple[Tensor, Tensor]:
     """Conservative forces and the pair channels (friction, conduction) of the drift:
     dv/dt (N, d) and the scalar dS/dt (N,) before the heat weights.
 
     ``friction_heat=False`` leaves the friction channels' entropy terms (frictional heating
     and their Ito terms) out of dS/dt, for steps that book the realized heat instead (the
-    exact-OU step)."""
+    exact-OU step). ``friction_force=False`` also leaves out the pair friction force
+    -Gamma v_ij / m itself (not its Ito terms), for steps that integrate it pair by pair
+    (:func:`pair_ou_sweep`)."""
     g, ds = t.geom, t.diss
     n, e, m = g.n, g.e, t.m
     d = e.shape[1]
@@ -44,7 +47,8 @@ def pair_drift(t: Terms, k_B: float, ito: bool = True, friction_heat: bool = Tru
     sp, sp_i, sp_j = ds.s2_perp
     sb, sb_i, sb_j = ds.s2_par
     # M dS/dx: friction force and frictional heating
-    fv = -(sp / th_bar).unsqueeze(-1) * perp_v - (sb / th_bar).unsqueeze(-1) * par_v
+    ff = 1.0 if friction_force else 0.0
+    fv = -ff * ((sp / th_bar).unsqueeze(-1) * perp_v + (sb / th_bar).unsqueeze(-1) * par_v)
     heat = (sp * q3_perp + sb * q3_par) / (2.0 * th_bar)        # = T_i dS_i = T_j dS_j
     fh = 1.0 if friction_heat else 0.0
     sdot_i = fh * heat / th_i
@@ -198,3 +202,90 @@ def ou_flow(t: Terms, b: Tensor, b_ext: Tensor, u: Tensor, u_ref: Tensor, dt: fl
     if heat_extra is not None:
         heat = heat + heat_extra
     return u1, dr, heat
+
+
+def pair_ou_sweep(t: Terms, v: Tensor, dt: float, k_B: float, xi_pair: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
+    """The pair friction and its noise over dt, integrated exactly pair by pair (a
+    Shardlow splitting of dissipative particle dynamics; Shardlow 2003, SIAM J. Sci.
+    Comput. 24, 1267), with every coefficient frozen at the terms' state.
+
+    Alone, a pair's friction and noise move only its relative velocity v_ij (the pair's
+    centre-of-mass velocity is untouched), along e_ij with the rate lam_par = 2 s2_par /
+    (theta_bar m) and across it with lam_perp = 2 s2_perp / (theta_bar m): an
+    Ornstein-Uhlenbeck process per component whose stationary variance is
+    2 k_B theta_bar / m (reduced mass m / 2 at temperature theta_bar). Its exact update,
+    v_ij' = a v_ij + sqrt(2 k_B theta_bar / m (1 - a^2)) xi, a = exp(-lam dt), keeps the
+    Maxwell distribution at theta_bar for any dt (the discrete fluctuation-dissipation
+    balance that an Euler-Maruyama step of a stiff friction breaks) and reduces to the
+    Euler-Maruyama increment of the pair channels for lam dt -> 0.
+
+    Pairs that share a particle do not commute, so they are updated in rounds of disjoint
+    pairs (a matching: a pair goes in a round when its key is the smallest among the
+    remaining pairs of both its particles; keys are the pair indices scrambled by an odd
+    multiplier modulo 2^32, a fixed pseudo-random order), each round vectorised, which is a
+    sequential sweep over all pairs in one fixed order. Momentum is conserved exactly, and
+    each update's kinetic energy loss, -(m/4)(|v_ij'|^2 - |v_ij|^2), is the pair's heat,
+    shared equally (the channels' T_i dS_i = T_j dS_j).
+
+    v : (N, d) velocities. xi_pair : (P, d + 2) standard normal numbers of
+    :func:`normal_numbers` (columns 0..d-1 across, d along e_ij; d + 1, conduction, unused
+    here), or None for the noise-free path. Returns (v' (N, d), heat (N,)): the caller moves
+    each particle's heat into its internal energy.
+    """
+    g, ds = t.geom, t.diss
+    n, e, m = g.n, g.e, t.m
+    d = e.shape[1]
+    p = e.shape[0]
+    th = ds.th_bar.clamp_min(0.0)
+    rate = 2.0 * dt / (th * m)
+    a_perp = torch.exp(-rate * ds.s2_perp[0].clamp_min(0.0))
+    a_par = torch.exp(-rate * ds.s2_par[0].clamp_min(0.0))
+    heat = torch.zeros(n, dtype=v.dtype, device=v.device)
+    if p == 0:
+        return v, heat
+    n_perp = torch.zeros_like(e)
+    n_par = torch.zeros_like(th)
+    var = 2.0 * k_B * th / m                             # stationary variance of a v_ij component
+    if xi_pair is None:
+        # the mean path books the noise's mean heat: each pair's expected kinetic energy gain
+        # (m/4) var ((d - 1)(1 - a_perp^2) + 1 - a_par^2), taken from both particles equally
+        h0 = 0.125 * m * var * ((d - 1) * (1.0 - a_perp.square()) + 1.0 - a_par.square())
+        heat = heat - scatter2(n, g.ij, h0, h0)
+    else:
+        xp = xi_pair[:, :d]
+        xp = xp - e * dot(e, xp).unsqueeze(-1)
+        n_perp = (var * (1.0 - a_perp.square())).clamp_min(0.0).sqrt().unsqueeze(-1) * xp
+        n_par = (var * (1.0 - a_par.square())).clamp_min(0.0).sqrt() * xi_pair[:, d]
+    idx = torch.arange(p, device=e.device)
+    key = (idx * 2654435761) % 4294967296               # a bijection of 0..2^32-1: unique keys
+    big = torch.full([n], 4294967296, dtype=key.dtype, device=key.device)
+    rem = idx
+    gi, gj = g.i, g.j
+    while rem.shape[0] > 0:
+        k = key[rem]
+        ii, jj = gi[rem], gj[rem]
+        low = big.scatter_reduce(0, ii, k, "amin").scatter_reduce(0, jj, k, "amin")
+        sel = (low[ii] == k) & (low[jj] == k)
+        q = rem[sel]
+        rem = rem[~sel]
+        qi, qj = gi[q], gj[q]
+        eq = e[q]
+        vij = v[qi] - v[qj]
+        par = dot(eq, vij)
+        perp = vij - eq * par.unsqueeze(-1)
+        par1 = a_par[q] * par + n_par[q]
+        perp1 = a_perp[q].unsqueeze(-1) * perp + n_perp[q]
+        dvij = (par1 - par).unsqueeze(-1) * eq + perp1 - perp
+        v = v.index_add(0, qi, 0.5 * dvij).index_add(0, qj, -0.5 * dvij)
+        h = -0.125 * m * (par1.square() + perp1.square().sum(-1) - par.square() - perp.square().sum(-1))
+        heat = heat.index_add(0, qi, h).index_add(0, qj, h)
+    return v, heat
+
+
+def conduction_noise(t: Terms, dt: float, k_B: float, xi_pair: Tensor) -> Tensor:
+    """The heat-conduction part of :func:`noise` alone: dS~ (N, n_s) from the conduction
+    column (d + 1) of ``xi_pair`` (P, d + 2)."""
+    g, ds = t.geom, t.diss
+    d = g.e.shape[1]
+    cz = (2.0 * k_B * dt) ** 0.5 * ds.c2[0].clamp_min(0).sqrt() * xi_pair[:, d + 1]
+    return scatter2(g.n, g.ij, cz / ds.th_i, -cz / ds.th_j).unsqueeze(-1) * t.w

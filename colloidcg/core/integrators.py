@@ -13,18 +13,22 @@ numbers (P, d + 2), per-particle numbers (k, N, d)), P the interacting pairs in 
 ``pairs`` (which must then hold only pairs closer than their range), k = 1 for
 Euler-Maruyama with a substrate (else 0), 2 for the exact-OU step, 1 for its ``init``
 (pair numbers unused); used for noise keyed by particle identity
-(:mod:`colloidcg.scaling.simulators`). Both compile with
+(:mod:`colloidcg.scaling.simulators`); the pair-splitting step takes the pair numbers
+only (k = 0). All compile with
 TorchScript: the exported bundle carries the model's integrator, and
 :func:`colloidcg.core.driver.run` loops over ``step`` in colloidcg and in the bundle alike.
 
 - :class:`EulerMaruyama`: v' = v + a dt + dv~, S' = S + dS/dt dt + dS~, r' = r + v' dt
   (semi-implicit: positions move with the new velocity).
+- :class:`PairSplitting` (momentum-conserving models, no substrate): kick, the pair
+  friction and noise integrated exactly pair by pair (Shardlow 2003), kick, drift; the
+  heat booked from the realized kinetic energy change.
 - :class:`ExactOU` (frame-averaged models): the substrate friction integrated exactly
   with the other accelerations held over the step (Ermak & Buckholz 1980), the
   instantaneous velocity carried as a hidden state, the heat booked from the realized
   kinetic energy change (energy conserved step by step).
 
-Both record the frame's displacement / dt (:func:`.driver.run`), what finite differences of
+All record the frame's displacement / dt (:func:`.driver.run`), what finite differences of
 recorded positions give, as the data's velocities are (for Euler-Maruyama at one step per
 frame, the new velocity itself, to rounding).
 """
@@ -154,7 +158,74 @@ class ExactOU(Integrator):
 
 
 
-def integrator_for(model) -> nn.Module:
-    """The model's integrator: :class:`ExactOU` for frame-averaged models, else
-    :class:`EulerMaruyama`."""
-    return ExactOU(model) if model.frame_averaged else EulerMaruyama(model)
+class PairSplitting(Integrator):
+    """Momentum-conserving models (no substrate): a DPD-style splitting in which every
+    pair's friction and noise are integrated exactly (see the module docstring).
+
+    ``step``, with the terms evaluated once at the start of the step (r, u, S):
+
+    1. half a kick, u += (F / m + the pair channels' Ito velocity terms) dt / 2;
+    2. the pair friction and its noise over dt, exactly pair by pair with frozen
+       coefficients (:func:`.dynamics.pair_ou_sweep`); each pair's kinetic energy loss is
+       its heat, moved into the internal energies of its two particles by solving
+       U(S + dS) = U(S) + heat (the friction and noise conserve the energy exactly, and
+       the noise-free path books the noise's mean heat);
+    3. the other half kick with the same F;
+    4. r += u dt (a drift); heat conduction is Euler-Maruyama.
+
+    Without friction this is the leapfrog (kick, drift) scheme; the sweep keeps the
+    Maxwell distribution of every pair's relative velocity at its temperature for any dt,
+    where Euler-Maruyama of a stiff pair friction (rate x dt not small) runs hot by about
+    1 / (1 - x dt / 2) per mode. Total momentum is conserved exactly by every part.
+    """
+
+    @torch.jit.export
+    def init(self, r: Tensor, v: Tensor, S: Tensor, pairs: Tensor, box: Optional[Tensor],
+             size: Optional[Tensor], dt: float, generator: Optional[torch.Generator], noise: bool,
+             numbers: Optional[Tuple[Tensor, Tensor]] = None) -> Carry:
+        z = torch.zeros_like(r)
+        return Carry(wrap(r, box), v, S, v, z, z)
+
+    @torch.jit.export
+    def step(self, c: Carry, pairs: Tensor, box: Optional[Tensor], size: Optional[Tensor], dt: float,
+             generator: Optional[torch.Generator], noise: bool,
+             numbers: Optional[Tuple[Tensor, Tensor]] = None) -> Carry:
+        m = self.model
+        t = m.terms_of(c.r, c.u, c.S, pairs, box, size)
+        kick, sdot = dynamics.pair_drift(t, m.k_B, True, False, False)
+        S = c.S + sdot.unsqueeze(-1) * t.w * dt
+        xi: Optional[Tensor] = None
+        if noise and m.k_B != 0.0:
+            if numbers is None:
+                xi, _ = dynamics.normal_numbers(t, 0, generator)
+            else:
+                xi = numbers[0]
+            S = S + dynamics.conduction_noise(t, dt, m.k_B, xi)
+        u = c.u + (0.5 * dt) * kick
+        u, heat = dynamics.pair_ou_sweep(t, u, dt, m.k_B, xi)
+        u = u + (0.5 * dt) * kick
+        S = S + m.terms["density"].heat_to_entropy(c.S, t.thermo, heat, t.w)
+        dr = u * dt
+        return Carry(wrap(c.r + dr, box), u, S, u, t.force, dr)
+
+
+def integrator_name(model, local: bool = False) -> str:
+    """The name of :func:`integrator_for`'s choice (the bundle's manifest)."""
+    if model.frame_averaged:
+        return "exact_ou"
+    return "euler_maruyama" if (model.substrate or local) else "pair_splitting"
+
+
+def integrator_for(model, local: bool = False) -> nn.Module:
+    """The model's integrator: :class:`ExactOU` for frame-averaged models,
+    :class:`PairSplitting` for momentum-conserving ones (no substrate), else
+    :class:`EulerMaruyama` (a substrate without frame averaging).
+
+    ``local=True`` asks for a step whose result for a particle depends only on the
+    particles within one interaction range (patch steps, :mod:`colloidcg.scaling.partial`):
+    the pair sweep of :class:`PairSplitting` carries information along chains of pairs
+    within one step, so momentum-conserving models then get :class:`EulerMaruyama`
+    (which runs hot where the pair friction is stiff, x dt not small)."""
+    if model.frame_averaged:
+        return ExactOU(model)
+    return EulerMaruyama(model) if (model.substrate or local) else PairSplitting(model)

@@ -36,6 +36,7 @@ import torch
 
 from .._version import __version__
 from .compiled import COMMON as COMMON_UNITS
+from ..core.integrators import integrator_name
 from ..errors import ColloidcgError, OutputExistsError
 from ..outputs import Commit, sha256_file
 
@@ -152,7 +153,7 @@ def export_bundle(model_dir: str | os.PathLike, bundle_dir: str | os.PathLike, o
         "metrics": {"training": train_metrics, **({"evaluation": metrics} if metrics else {})},
         "torchscript": {"file": f"{TS_DIR}/model.pt", "load": "ts = torch.jit.load(...)",
                         "inputs": COMMON_UNITS, "methods": SIGNATURES,
-                        "integrator": "exact_ou" if model.frame_averaged else "euler_maruyama"},
+                        "integrator": integrator_name(model)},
         "rollout": "python rollout.py --init INIT.csv --steps N --seed S -o OUT.csv (see rollout.py --help)",
         "torchscript_check_max_rel_diff": diffs,
     }
