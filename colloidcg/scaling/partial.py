@@ -16,6 +16,10 @@ Here:
   their snapshot state for the whole macro step; when the patch and its halo span the box
   along some axis, the whole periodic system is simulated instead, every particle outside
   the patch frozen;
+- optionally a mobile ``buffer`` layer between the patch and the halo moves with the patch
+  but is not part of the sample: the frozen halo then acts on the sample only through it,
+  which reduces the frozen halo's bias over long macro steps (a particle beside a frozen
+  wall is more confined than in the whole system);
 - noise is keyed by particle (and pair) identity (:mod:`.simulators`), so :func:`full_step`
   with the same key gives the whole system the same noise. For one micro step an interior
   particle's patch step then equals its full-system step (to rounding): its step depends
@@ -53,6 +57,8 @@ class PatchStep(NamedTuple):
     key : the noise key of this patch; ``full_step(simulator, snapshot, steps, key)`` gives
         the whole system the same noise.
     rows : (M_total,) indices into the snapshot of the rows of before/after.
+    frozen_mask : (M_total,) bool, the frozen halo rows (the rest: inner rows and the
+        mobile buffer).
     """
 
     snapshot: int
@@ -65,6 +71,7 @@ class PatchStep(NamedTuple):
     n_patches: float
     key: int
     rows: np.ndarray
+    frozen_mask: np.ndarray
 
 
 def full_step(simulator, snapshot: MicroState, steps: int, key: int) -> MicroState:
@@ -75,7 +82,7 @@ def full_step(simulator, snapshot: MicroState, steps: int, key: int) -> MicroSta
     return simulator.advance(snapshot, steps, frozen=None, key=key)
 
 
-def _check_geometry(simulator, box: np.ndarray, patch: float, halo: float | None) -> float:
+def _check_geometry(simulator, box: np.ndarray, patch: float, halo: float | None, buffer: float) -> float:
     rng = float(simulator.interaction_range)
     if not (np.isfinite(patch) and patch > 0):
         raise ParameterError(f"patch: expected a positive side, px, got {patch!r}")
@@ -88,30 +95,38 @@ def _check_geometry(simulator, box: np.ndarray, patch: float, halo: float | None
     if not halo >= 2.0 * rng * (1.0 - 1e-12):
         raise ParameterError(f"halo: {halo:g} px is thinner than twice the interaction range (2 x {rng:g} px); "
                              "an interior particle's step depends on particles that far away")
+    if not (np.isfinite(buffer) and buffer >= 0):
+        raise ParameterError(f"buffer: expected a width >= 0 px, got {buffer!r}")
     return halo
 
 
-def cut_patch(snapshot: MicroState, centre: np.ndarray, side: float, halo: float):
-    """The patch of ``side`` px about ``centre`` with its ``halo``: (state to simulate,
-    rows into the snapshot (inner first), inner mask, periodic or not).
+def cut_patch(snapshot: MicroState, centre: np.ndarray, side: float, halo: float, buffer: float = 0.0):
+    """The patch of ``side`` px about ``centre`` with its mobile ``buffer`` and frozen
+    ``halo``: (state to simulate, rows into the snapshot (inner first, then the buffer, then
+    the halo), inner mask, frozen mask, periodic or not).
 
-    Open (box None, minimum-image coordinates about the centre) unless side + 2 halo
-    reaches the box along some axis; then every particle, in the periodic box."""
+    Open (box None, minimum-image coordinates about the centre) unless side + 2 (buffer +
+    halo) reaches the box along some axis; then every particle, in the periodic box, all
+    outside the patch and buffer frozen."""
     box = np.asarray(snapshot.box, float)
     pos = np.asarray(snapshot.pos, float)
     dx = pos - centre
     dx -= box * np.round(dx / box)
     a = np.abs(dx)
     inner = np.all(a < 0.5 * side, axis=1)
-    periodic = bool(np.any(side + 2.0 * halo >= box))
+    mobile = np.all(a < 0.5 * side + buffer, axis=1)
+    periodic = bool(np.any(side + 2.0 * (buffer + halo) >= box))
     if periodic:
         region = np.ones(len(pos), bool)
     else:
-        region = np.all(a < 0.5 * side + halo, axis=1)
+        region = np.all(a < 0.5 * side + buffer + halo, axis=1)
     inn = np.nonzero(inner)[0]
-    rows = np.concatenate([inn, np.nonzero(region & ~inner)[0]])
+    buf = np.nonzero(mobile & ~inner)[0]
+    rows = np.concatenate([inn, buf, np.nonzero(region & ~mobile)[0]])
     mask = np.zeros(len(rows), bool)
     mask[: len(inn)] = True
+    frozen = np.ones(len(rows), bool)
+    frozen[: len(inn) + len(buf)] = False
     sel = lambda x: None if x is None else np.asarray(x)[rows]  # noqa: E731
     if periodic:
         state = MicroState(np.mod(pos[rows], box), sel(snapshot.size), box, np.asarray(snapshot.ids)[rows],
@@ -119,12 +134,12 @@ def cut_patch(snapshot: MicroState, centre: np.ndarray, side: float, halo: float
     else:
         state = MicroState(centre + dx[rows], sel(snapshot.size), None, np.asarray(snapshot.ids)[rows],
                            sel(snapshot.vel), sel(snapshot.S))
-    return state, rows, mask, periodic
+    return state, rows, mask, frozen, periodic
 
 
 def partial_evolution(simulator, snapshots: list[MicroState], *, patch: float, steps: int,
-                      patches_per_snapshot: int = 1, halo: float | None = None, seed: int = 0,
-                      progress: bool = False) -> list[PatchStep]:
+                      patches_per_snapshot: int = 1, halo: float | None = None, buffer: float = 0.0,
+                      seed: int = 0, progress: bool = False) -> list[PatchStep]:
     """Evolve ``patches_per_snapshot`` random patches of each snapshot by ``steps`` frames.
 
     simulator : a :class:`~.simulators.MicroSimulator` (px, frames).
@@ -132,6 +147,9 @@ def partial_evolution(simulator, snapshots: list[MicroState], *, patch: float, s
     patch : patch side, px; at least 2 x the interaction range, at most the box.
     steps : frames of one macro step (>= 1).
     halo : frozen halo width, px (default 2 x the interaction range; thinner is refused).
+    buffer : width of a mobile layer between the patch and the halo, px (default 0): it
+        moves but is not part of the sample (``inner``), and shields the sample from the
+        frozen halo over long macro steps.
     seed : the patch centres and noise keys derive from it (key = f(seed, snapshot, patch)).
 
     Returns one :class:`PatchStep` per patch, in order of snapshot then patch. Snapshots
@@ -157,15 +175,16 @@ def partial_evolution(simulator, snapshots: list[MicroState], *, patch: float, s
             if snap.box is None:
                 raise ParameterError(f"snapshots[{s}].box: partial evolution needs the periodic box, px")
             box = np.asarray(snap.box, float)
-            h = _check_geometry(simulator, box, float(patch), halo)
+            h = _check_geometry(simulator, box, float(patch), halo, float(buffer))
             snap = simulator.prepare(snap._replace(pos=np.mod(np.asarray(snap.pos, float), box)))
             K = float(np.prod(box)) / float(patch) ** d
             for p in range(int(patches_per_snapshot)):
                 centre = rng.uniform(0.0, 1.0, d) * box
                 key = derive_key(seed, s, p)
-                before, rows, mask, _ = cut_patch(snap, centre, float(patch), h)
-                after = simulator.advance(before, int(steps), frozen=~mask, key=key)
-                out.append(PatchStep(s, centre, float(patch), rows[mask], before, after, mask, K, key, rows))
+                before, rows, mask, frozen, _ = cut_patch(snap, centre, float(patch), h, float(buffer))
+                after = simulator.advance(before, int(steps), frozen=frozen, key=key)
+                out.append(PatchStep(s, centre, float(patch), rows[mask], before, after, mask, K, key, rows,
+                                     frozen))
                 if bar is not None:
                     bar.update(1)
     finally:
