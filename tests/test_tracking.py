@@ -249,3 +249,28 @@ def test_bad_frames_and_absurd_diameter_are_named(tmp_path):
         track(black, progress=False)
     with pytest.raises(ParameterError, match="diameter: 999 px is more than half of the 128 px"):
         track(frames, progress=False, diameter=999)
+
+
+def test_interstices_of_a_packing_are_dropped_and_small_particles_kept():
+    """The lit gaps at the centroids of a triangular packing go; a small particle caged by
+    three large ones in contact (size ratio 1.4: it sits at 0.86 of their spacing) stays,
+    and so does a particle that is merely fainter than its lattice neighbours."""
+    from colloidcg.tracking.locate import interstices
+
+    d = 12.0
+    i, j = np.meshgrid(np.arange(12), np.arange(12))
+    lattice = np.c_[(i + 0.5 * (j % 2)).ravel() * d, j.ravel() * d * np.sqrt(3) / 2]
+    up = lattice + [0.5 * d, d / (2 * np.sqrt(3))]            # centroids of the up triangles
+    inner = (up[:, 0] < 10 * d) & (up[:, 1] < 9 * d)
+    pts = np.r_[lattice, up[inner]]
+    mass = np.r_[np.full(len(lattice), 600.0), np.full(inner.sum(), 300.0)]
+    mass[40] = 460.0                                          # a fainter real particle
+    drop = interstices(pts[:, 0], pts[:, 1], mass)
+    assert drop[len(lattice):].all()
+    assert not drop[:len(lattice)].any()
+    # a small particle (d_s = d / 1.4) in a vacancy of the large ones' lattice, pushed
+    # into contact with two of them (10.3 px, 0.86 of their spacing): kept
+    small = lattice[40] + [-0.5 * (d - 0.5 * (d + d / 1.4)) * 2, 0.0]
+    pts = np.r_[np.delete(lattice, 40, axis=0), [small]]
+    mass = np.r_[np.full(len(lattice) - 1, 600.0), 300.0]
+    assert not interstices(pts[:, 0], pts[:, 1], mass).any()
