@@ -76,7 +76,11 @@ class PatchStep(NamedTuple):
 
 def full_step(simulator, snapshot: MicroState, steps: int, key: int) -> MicroState:
     """Advance the whole periodic ``snapshot`` by ``steps`` frames with noise keyed by
-    ``key`` (the same numbers a patch with that key gives its particles)."""
+    ``key`` (the same numbers a patch with that key gives its particles).
+
+    The micro-step counter of the keyed noise starts at 0 in every call, so a trajectory
+    made of several calls needs a new key for each (e.g.
+    :func:`~.simulators.derive_key` (seed, call index)); the same key twice repeats the noise."""
     if snapshot.box is None:
         raise ParameterError("snapshot.box: a full-system step needs the periodic box, px")
     return simulator.advance(snapshot, steps, frozen=None, key=key)

@@ -11,6 +11,8 @@ number of frames. Two properties make partial evolution (:mod:`.partial`) testab
   identities)`` (pair channels), never of the order or the number of particles simulated
   alongside. A particle of a patch thus receives the same noise as in the whole system, so
   one micro step of an interior particle in a patch equals its step in the whole system.
+  The micro-step counter starts at 0 in every ``advance`` call: successive calls of one
+  trajectory need distinct keys (:func:`derive_key`).
 
 The keyed numbers come from a counter-based hash (:func:`keyed_normals`): the SplitMix64
 finaliser (Steele, Lea & Flood 2014) applied word by word to the counter, then the
@@ -41,7 +43,7 @@ import numpy as np
 from ..errors import ParameterError
 
 __all__ = ["MicroState", "MicroSimulator", "SoftDiskSimulator", "ModelSimulator", "keyed_normals",
-           "check_state"]
+           "derive_key", "check_state"]
 
 
 class MicroState(NamedTuple):
