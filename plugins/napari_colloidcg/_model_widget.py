@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from magicgui.widgets import CheckBox, Container, FloatSpinBox, Label, PushButton, SpinBox
+from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, Label, PushButton, SpinBox
 from qtpy.QtCore import QObject, Signal
 
 from ._common import (LayerWidget, calibration, current_frame, find_layer, frame_shape,
@@ -27,6 +27,8 @@ from ._plots import ColourBar, ComparisonPlot, LossPlot
 
 S_CMAP = "viridis"
 S_LAYER = "S (model)"
+#: What "Show S" shows: label -> kind.
+S_SOURCES = {"carried along the tracks": "carried", "encoded from each frame": "encoded"}
 SIM_LAYER = "simulation"
 
 
@@ -75,6 +77,11 @@ class ModelWidget(LayerWidget):
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.load_button = PushButton(text="Load model...")
         self.show_s_button = PushButton(text="Show S on the footage", enabled=False)
+        self.s_source = ComboBox(label="S", choices=list(S_SOURCES), value=next(iter(S_SOURCES)),
+                                 tooltip="carried: encoded at each particle's first frame, then advanced "
+                                         "with the model's noise-aware dS/dt along the tracks (the model "
+                                         "folder's S.parquet when it covers these tracks); encoded: the "
+                                         "encoder's S of each frame's neighbourhood, no memory")
         self.steps = SpinBox(label="rollout steps (frames)", value=20, min=1, max=100000)
         self.simulate_button = PushButton(text="Simulate from this frame", enabled=False)
         self.export_button = PushButton(text="Export bundle...", enabled=False)
@@ -92,7 +99,8 @@ class ModelWidget(LayerWidget):
         train_box = Container(widgets=[self.epochs, self.batch_frames, self.lr, self.seed, self.sizes,
                                        Container(widgets=[self.train_button, self.cancel_button],
                                                  layout="horizontal", labels=False)], labels=True)
-        s_box = Container(widgets=[self.show_s_button, self.mask_edge], labels=False)
+        s_box = Container(widgets=[Container(widgets=[self.s_source], labels=True), self.show_s_button,
+                                   self.mask_edge], labels=False)
         sim_box = Container(widgets=[self.steps, self.simulate_button], labels=True)
         self.sections = tabs({"Train": [train_box, self.loss_plot.canvas],
                               "S": [s_box, self.colour_bar.canvas, self.auc_label],
@@ -259,8 +267,12 @@ class ModelWidget(LayerWidget):
         return float(cal.get("um_per_px") or 1.0), float(cal.get("fps") or 1.0)
 
     def show_S(self, *_):
-        """Colour every tracked particle of every frame by the model's S (first component),
-        computed by the structural encoder from its neighbourhood, in a worker thread.
+        """Colour every tracked particle of every frame by the model's S (first component), in
+        a worker thread: carried along the tracks (the default; encoded at each particle's
+        first frame and advanced with the noise-aware dS/dt, :mod:`colloidcg.train.carried`;
+        read from the model folder's ``S.parquet`` when that covers every row of the tracks;
+        feature ``dSdt`` beside it, k_B per frame) or, with *S* set to encoded, computed by the
+        structural encoder from each frame's neighbourhood.
 
         Particles closer than the model's cutoff to the edge of the field of view miss
         neighbours: they are marked (feature ``edge``) and hidden while *hide the
@@ -279,21 +291,28 @@ class ModelWidget(LayerWidget):
         fov = _fov(df, frame_shape(layer))
         labels = self._labels_for(layer)
         horizon = int(((self.model_config or {}).get("train") or {}).get("horizon") or 3)
+        carried = S_SOURCES[self.s_source.value] == "carried"
+        stored = self._stored_S()
+        loc_um = self._localisation_noise()
 
         def work():
             import torch
 
             dtype = next(model.parameters()).dtype
-            box = None if box_px is None else torch.as_tensor(np.asarray(box_px, float) * um, dtype=dtype)
-            dims = [c for c in ("x", "y", "z") if c in df.columns]
-            parts = []
-            for _, g in df.groupby("frame", sort=True):
-                r = torch.as_tensor(g[dims].to_numpy(float) * um, dtype=dtype)
-                with torch.no_grad():
-                    s = model.initial_S(r, None, box)[:, 0].cpu().numpy() if len(g) > 1 else np.full(len(g), np.nan)
-                parts.append(g.assign(S=s))
+            if carried:
+                table = _carried(model, df, stored, um, self._units()[1], box_px, loc_um, dtype)
                 yield
-            table = pd.concat(parts)
+            else:
+                box = None if box_px is None else torch.as_tensor(np.asarray(box_px, float) * um, dtype=dtype)
+                dims = [c for c in ("x", "y", "z") if c in df.columns]
+                parts = []
+                for _, g in df.groupby("frame", sort=True):
+                    r = torch.as_tensor(g[dims].to_numpy(float) * um, dtype=dtype)
+                    with torch.no_grad():
+                        s = model.initial_S(r, None, box)[:, 0].cpu().numpy() if len(g) > 1 else np.full(len(g), np.nan)
+                    parts.append(g.assign(S=s))
+                    yield
+                table = pd.concat(parts)
             table["edge"] = _near_edge(table, fov, cutoff_px) if box_px is None else False
             auc = s_auc(table, labels, horizon) if labels is not None else {}
             return table, auc
@@ -301,7 +320,29 @@ class ModelWidget(LayerWidget):
         def done(out):
             self._show_S(layer, *out, cutoff_px)
 
-        return self.run_worker(work, on_return=done, progress={"total": n_frames, "desc": "S per frame"})
+        return self.run_worker(work, on_return=done, progress={"total": 1 if carried else n_frames,
+                                                                "desc": "carried S" if carried else "S per frame"})
+
+    def _stored_S(self) -> pd.DataFrame | None:
+        """The model folder's S.parquet (frame, particle, S0.., dSdt), or None."""
+        if self.model_dir is None or not (self.model_dir / "S.parquet").is_file():
+            return None
+        try:
+            return pd.read_parquet(self.model_dir / "S.parquet")
+        except Exception:     # unreadable: computed anew instead
+            return None
+
+    def _localisation_noise(self) -> float:
+        """The localisation noise (um) the model was trained with: the training report's, else 0."""
+        rep = self.report
+        if not rep and self.model_dir is not None and (self.model_dir / "report.json").is_file():
+            import json
+            try:
+                rep = json.loads((self.model_dir / "report.json").read_text())
+            except (OSError, ValueError):
+                rep = {}
+        val = (rep or {}).get("localisation_noise")
+        return float(val) if isinstance(val, (int, float)) and np.isfinite(val) else 0.0
 
     def _labels_for(self, layer):
         """The rearrangement table (D2min layer metadata) of the tracks ``layer``, if any."""
@@ -331,7 +372,8 @@ class ModelWidget(LayerWidget):
         self._uids[S_LAYER] = layer_info(lay)["uid"]
         self._apply_edge_mask()
         self.auc = auc
-        self.colour_bar.show(S_CMAP, lo, hi, "S (learned entropy variable; colours: interior 1-99 %)")
+        what = "carried along the tracks" if "dSdt" in t.columns else "encoded from each frame"
+        self.colour_bar.show(S_CMAP, lo, hi, f"S ({what}; colours: interior 1-99 %)")
         self.auc_label.value = _auc_text(auc)
         self.status.value = (f"S on {len(t)} particle-frames: {lo:.3g} .. {hi:.3g} (1st-99th percentile "
                              f"of the interior); {int(edge.sum())} within {cutoff_px:.1f} px of the "
@@ -498,6 +540,34 @@ def with_image_positions(sim: pd.DataFrame, observed: pd.DataFrame) -> pd.DataFr
         off = np.where(np.isfinite(exact), exact, drift.to_numpy()[idx])
         out[ic] = out[c].to_numpy() + off
     return out
+
+
+def _carried(model, df: pd.DataFrame, stored: pd.DataFrame | None, um: float, fps: float, box_px,
+             loc_um: float, dtype) -> pd.DataFrame:
+    """``df`` with the carried S (first component, column S) and dS/dt (k_B per frame): from
+    ``stored`` (a model folder's S.parquet) when it has every (frame, particle) row of
+    ``df``, else carried along ``df`` (:func:`colloidcg.train.carried.carried_table`, with
+    localisation noise ``loc_um`` um)."""
+    from colloidcg.data import from_tracks
+    from colloidcg.train.carried import carried_table
+
+    keys = ["frame", "particle"]
+    if stored is not None and {"frame", "particle", "S0", "dSdt"} <= set(stored.columns):
+        st = stored[keys + ["S0", "dSdt"]]
+        idx = pd.MultiIndex.from_frame(df[keys].astype("int64"))
+        if idx.isin(pd.MultiIndex.from_frame(st[keys].astype("int64"))).all():
+            return _join_S(df, st)
+    traj = from_tracks(df, None, fps=fps, um_per_px=um, box_px=box_px,
+                       size_column=model.config.size_column or None).to(dtype=dtype)
+    return _join_S(df, carried_table(model, traj, loc_um ** 2))
+
+
+def _join_S(df: pd.DataFrame, st: pd.DataFrame) -> pd.DataFrame:
+    st = st[["frame", "particle", "S0", "dSdt"]].rename(columns={"S0": "S"})
+    st = st.astype({"frame": df["frame"].dtype, "particle": df["particle"].dtype})
+    out = df.drop(columns=[c for c in ("S", "dSdt") if c in df.columns]).merge(st, on=["frame", "particle"],
+                                                                             how="left")
+    return out.sort_values(["frame", "particle"], kind="stable").reset_index(drop=True)
 
 
 def _fov(df: pd.DataFrame, shape) -> list:

@@ -1,0 +1,198 @@
+"""S as carried state (issue 20): the noise-aware heat is the expected heating of the
+latent motion (Gaussian conditioning checked by Monte Carlo, the quadratic form's trace
+checked against sampled velocities, no steady cooling from frame averaging); a known
+answer: with localisation noise added to truth tracks the mean dS/dt along the data stays
+within 20 % of the noise-free one where the plain drift does not; a one-frame carried
+window is the one-step likelihood; carried S follows its own rate and is encoded on entry;
+training with carried S runs; ``train_tracks`` writes S.parquet and scores it on the
+softness baseline's test rows."""
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from colloidcg.core.loss import TransitionMoments, transition_nll
+from colloidcg.core.model import State
+from colloidcg.data import from_tracks
+from colloidcg.errors import ParameterError
+from colloidcg.train import TrainConfig, build_model, fit, make_transition
+from colloidcg.train.carried import (carried_table, carried_window_terms, carry_along, latent_entropy_rate,
+                                     velocity_posterior)
+
+from test_known_answers import soft_disk_tracks
+from test_train import FAST, langevin
+
+torch.set_num_threads(1)
+
+
+def test_velocity_posterior_is_gaussian_conditioning_on_the_likelihoods_noise_model():
+    """Monte Carlo of the one-step residual: latent innovation xi ~ N(0, Sigma) plus the
+    localisation errors of three frames. The posterior mean's squared error per coordinate
+    equals the posterior variance p, and its error is uncorrelated with the residual."""
+    g = torch.Generator().manual_seed(0)
+    dt, sigma, c = 0.5, 0.3, torch.tensor([0.4])
+    Sigma = torch.tensor([[0.20, 0.05], [0.05, 0.10]], dtype=torch.float64)
+    M = 400_000
+    eps = sigma * torch.randn(3, M, 2, generator=g, dtype=torch.float64)     # eps_{t-1}, eps_t, eps_{t+1}
+    xi = torch.randn(M, 2, generator=g, dtype=torch.float64) @ torch.linalg.cholesky(Sigma).T
+    m_lat = torch.tensor([1.0, -2.0], dtype=torch.float64)
+    v_lat = m_lat + xi                                                      # latent v_{t+1}
+    v_obs = v_lat + (eps[2] - eps[1]) / dt
+    mean = m_lat + c * (eps[1] - eps[0]) / dt                               # from the noisy v_t
+    mom = TransitionMoments(mean, Sigma.expand(M, 2, 2), c.expand(M), None, None)
+    v_hat, p = velocity_posterior(mom, v_obs, sigma ** 2, dt)
+    err = v_hat - v_lat
+    assert float(err.mean(0).abs().max()) < 5e-3
+    mse = float(err.square().mean())
+    assert abs(mse / float(p[0]) - 1) < 0.01
+    rho = v_obs - mean
+    cross = (err.unsqueeze(-1) * rho.unsqueeze(-2)).mean(0)                  # E[err rho^T] = 0
+    assert float(cross.abs().max()) < 0.01 * float(rho.square().mean())
+    # without noise the observation is the latent velocity
+    v0, p0 = velocity_posterior(mom, v_obs, 0.0, dt)
+    assert torch.equal(v0, v_obs) and float(p0.abs().max()) == 0.0
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+def test_noise_heat_is_the_expected_heating_of_sampled_velocities(dim):
+    """For an Euler-Maruyama model (instantaneous velocities) latent_entropy_rate(v_hat, p)
+    equals the mean of the plain drift's dS/dt over velocities drawn from N(v_hat, p I):
+    the trace term is the quadratic form's expectation (pairs and substrate)."""
+    torch.manual_seed(1)
+    n = 30
+    r = torch.rand(n, dim, dtype=torch.float64) * 4.0
+    traj = from_tracks(pd.DataFrame({"frame": np.repeat(np.arange(3), n), "particle": np.tile(np.arange(n), 3),
+                                     "x": np.tile(r[:, 0].numpy(), 3) + np.random.default_rng(0).normal(0, 0.1, 3 * n),
+                                     "y": np.tile(r[:, 1].numpy(), 3) + np.random.default_rng(1).normal(0, 0.1, 3 * n),
+                                     **({"z": np.tile(r[:, 2].numpy(), 3)} if dim == 3 else {})}))
+    cfg = TrainConfig(n_pair=0, frame_average=False).validate()
+    model = build_model(traj, cfg, 1.5)
+    with torch.no_grad():
+        for prm in model.pairfn.coef.parameters():      # sizeable pair friction
+            prm.add_(0.3 * torch.randn_like(prm))
+        r0 = traj.pos[1]
+        pairs = model.pairs(r0)
+        assert pairs.shape[0] > 20
+        S = model.initial_S(r0, pairs) + 0.1 * torch.randn(n, 1, dtype=torch.float64)
+        v_hat = 0.5 * torch.randn(n, dim, dtype=torch.float64)
+        p = 0.2 + torch.rand(n, dtype=torch.float64)
+        t = model.terms_of(r0, v_hat, S, pairs, None, None)
+        want = latent_entropy_rate(model, t, v_hat, p, traj.dt)
+        # M copies of the configuration, far apart, each with its own sampled velocities
+        M = 1500
+        g = torch.Generator().manual_seed(2)
+        rr = (r0.unsqueeze(0) + 100.0 * torch.arange(M, dtype=torch.float64).view(-1, 1, 1)).reshape(-1, dim)
+        pp = (pairs.unsqueeze(0) + n * torch.arange(M).view(-1, 1, 1)).reshape(-1, 2)
+        v = v_hat + p.sqrt().unsqueeze(-1) * torch.randn(M, n, dim, generator=g, dtype=torch.float64)
+        _, _, dS = model.drift(State(rr, v.reshape(-1, dim), S.repeat(M, 1)), pp)
+        dS = dS.view(M, n, -1)
+        mc, se = dS.mean(0), dS.std(0) / math.sqrt(M)
+        plain = model.drift(State(r0, v_hat, S), pairs)[2]
+    z_want, z_plain = float(((want - mc) / se).abs().max()), float(((plain - mc) / se).abs().max())
+    print(f"d={dim}: largest |z| of the noise-aware rate {z_want:.2f}, of the plain drift {z_plain:.1f}")
+    assert z_want < 4.5
+    assert z_plain > 10      # the plain drift misses the heating
+
+
+def test_frame_averaged_free_particles_do_not_cool_along_their_tracks():
+    """Frame averages of a Langevin velocity spread less than k_B T / m (2 / x of it for
+    x = gamma dt >> 1): the plain drift along them books a steady cooling of d k_B gamma.
+    The latent (instantaneous) velocity's heating balances it: mean dS/dt ~ 0."""
+    traj = from_tracks(langevin(n=60, frames=60, gamma=5.0))
+    model = build_model(traj, TrainConfig(n_pair=0, loc_noise="none").validate(), 3.0)
+    assert model.frame_averaged
+    car = carry_along(model, traj, 0.0)
+    rate = car.dSdt[2:].sum(-1)
+    with torch.no_grad():
+        gamma = float(model.compute(State(traj.pos[5], traj.vel[5], car.S[5]), model.pairs(traj.pos[5])).diss.gamma0.mean())
+        scale = 2 * model.k_B * gamma            # the Ito term's size, d k_B gamma0
+        plain = torch.stack([model.drift(State(traj.pos[t], traj.vel[t], car.S[t]), model.pairs(traj.pos[t]))[2]
+                             for t in range(2, traj.n_frames)]).sum(-1)
+    assert abs(float(rate.mean())) < 0.05 * scale
+    assert float(plain.mean()) < -0.5 * scale
+
+
+def _noisy(df, sigma, seed):
+    rng = np.random.default_rng(seed)
+    out = df.copy()
+    out["x"] = out["x"] + rng.normal(0, sigma, len(out))
+    out["y"] = out["y"] + rng.normal(0, sigma, len(out))
+    return out
+
+
+def test_known_answer_noise_aware_heat_within_20_percent_of_noise_free():
+    """Known answer: dense soft disks (particle truth, periodic), the same model along the
+    same tracks with and without localisation noise of sigma = 0.5 and 1 x the typical
+    step per frame and axis: the mean dS/dt along the data stays within 20 % of the
+    noise-free one with the noise-aware heat, and not with the plain drift."""
+    df, side = soft_disk_tracks(80, 0.7, False, 30, seed=0, equilibration=100)
+    clean = from_tracks(df, box_px=[side, side])
+    torch.manual_seed(0)
+    model = build_model(clean, TrainConfig(loc_noise="none").validate(), 18.0)
+    step = float(clean.vel[2:].square().mean().sqrt()) * clean.dt
+    ref = carry_along(model, clean, 0.0).dSdt[2:].sum(-1)
+    ref_mean = float(ref.mean())
+    assert abs(ref_mean) > 3 * float(ref.std()) / math.sqrt(ref.numel())   # a measurable heat rate
+    for k, ratio in enumerate((0.5, 1.0)):
+        noisy = from_tracks(_noisy(df, ratio * step, k), box_px=[side, side])
+        aware = float(carry_along(model, noisy, (ratio * step) ** 2).dSdt[2:].sum(-1).mean())
+        plain = float(carry_along(model, noisy, 0.0).dSdt[2:].sum(-1).mean())
+        print(f"noise {ratio} x step: mean dS/dt clean {ref_mean:.4g}, noise-aware {aware:.4g}, plain {plain:.4g}")
+        assert abs(aware - ref_mean) <= 0.2 * abs(ref_mean)
+        assert abs(plain - ref_mean) > 0.3 * abs(ref_mean)         # the plain drift misses the target
+
+
+def test_one_frame_carried_window_is_the_one_step_likelihood():
+    """With a window of one frame nothing is carried: its NLL is the one-step NLL of the
+    encoded S, to rounding."""
+    df, side = soft_disk_tracks(40, 0.65, False, 8, seed=1, equilibration=20)
+    traj = from_tracks(df, box_px=[side, side])
+    model = build_model(traj, TrainConfig().validate(), 18.0)
+    tr = make_transition(traj, 3, 18.0, s_window=1)
+    S = model.initial_S(tr.r, tr.pairs, traj.box)
+    want, _ = transition_nll(model, State(tr.r, tr.v, S), tr.v_next, tr.valid, tr.pairs, traj.dt, traj.box,
+                             loc_var=0.01)
+    got, aux = carried_window_terms(model, tr.carried, traj.dt, traj.box, 0.01)
+    assert aux is None
+    assert torch.equal(tr.carried.index, tr.index)
+    assert abs(float(got) - float(want)) < 1e-10 * abs(float(want))
+
+
+def test_carried_S_follows_its_rate_and_is_encoded_on_entry():
+    """S_{t+1} = S_t + dt dS/dt_t along every track; a particle entering at frame 5 gets the
+    encoder's S of frame 5's configuration, is held through its first frame (no velocity
+    yet), and its first dS/dt is NaN."""
+    df = langevin(n=30, frames=12, L=12.0)
+    late = (df["particle"] == 7) & (df["frame"] < 5)
+    traj = from_tracks(df[~late])
+    model = build_model(traj, TrainConfig(n_pair=0).validate(), 3.0)
+    car = carry_along(model, traj, 0.004)
+    both = traj.present[1:] & traj.present[:-1]
+    step = car.S[1:] - car.S[:-1] - traj.dt * torch.nan_to_num(car.dSdt[:-1])
+    assert float(step[both].abs().max()) < 1e-12
+    j = int(np.flatnonzero(traj.particles == 7)[0])
+    assert bool(torch.isnan(car.S[:5, j]).all())
+    here = torch.nonzero(traj.present[5]).squeeze(-1)
+    enc = model.initial_S(traj.pos[5, here], None)
+    assert torch.allclose(car.S[5, j], enc[int((here == j).nonzero())], atol=1e-12)
+    assert bool(torch.isnan(car.dSdt[5, j]).all()) and torch.equal(car.S[6, j], car.S[5, j])
+    table = carried_table(model, traj, 0.004)
+    assert len(table) == int(traj.present.sum()) and list(table.columns) == ["frame", "particle", "S0", "dSdt"]
+
+
+def test_training_with_carried_S_lowers_the_likelihood_and_options_are_checked():
+    traj = from_tracks(langevin(n=24, frames=16))
+    res = fit(traj, TrainConfig(**{**FAST, "epochs": 3, "batch_frames": 4}, s_memory="carried", s_window=3, n_pair=0))
+    h = res.history
+    assert all(math.isfinite(r["val_nll"]) for r in h)
+    assert h[-1]["train_nll"] < h[0]["train_nll"]
+    with pytest.raises(ParameterError, match="s_memory"):
+        TrainConfig(s_memory="remembered").validate()
+    with pytest.raises(ParameterError, match="s_window"):
+        TrainConfig(s_window=0).validate()
+    with pytest.raises(ParameterError, match="covariance"):
+        TrainConfig(s_memory="carried", covariance="full").validate()
