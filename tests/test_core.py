@@ -531,3 +531,120 @@ def test_long_stochastic_run_mean_energy_does_not_drift():
     print(mean_ito, se_ito, mean_no, se_no)
     assert abs(mean_ito) < 4 * se_ito + 1e-3
     assert abs(mean_no) > 4 * se_no
+
+
+# ----------------------------------------------------------------- the pair-splitting step
+def _lattice_terms(seed, side=4, k_B=0.7):
+    """A side x side square lattice (spacing 0.9, periodic; 4 neighbours within the range
+    1): equal densities, so every particle and pair has the same temperature. Returns
+    (model, terms, v0, box)."""
+    m = random_model(seed, 2, 1, substrate=False, k_B=k_B)
+    g = torch.arange(side, dtype=torch.float64) * 0.9
+    r = torch.stack(torch.meshgrid(g, g, indexing="ij"), -1).reshape(-1, 2) + 0.05
+    box = torch.full((2,), 0.9 * side, dtype=torch.float64)
+    n = side * side
+    gen = torch.Generator().manual_seed(seed)
+    v = torch.randn(n, 2, generator=gen, dtype=torch.float64)
+    S = torch.zeros(n, 1, dtype=torch.float64)
+    with torch.no_grad():
+        t = m.terms_of(r, v, S, find_pairs(r, H, box), box, None)
+    assert t.geom.i.shape[0] == 2 * n
+    return m, t, v, box
+
+
+def _em_friction(t, v, dt, k_B, xi):
+    """The Euler-Maruyama increment of the pair friction and its noise from velocities v."""
+    from colloidcg.core import dynamics
+    t2 = t._replace(v=v, vij=v[t.geom.i] - v[t.geom.j])
+    with_f, _ = dynamics.pair_drift(t2, k_B, False, False, True)
+    without, _ = dynamics.pair_drift(t2, k_B, False, False, False)
+    dv = (with_f - without) * dt
+    if xi is not None:
+        dv = dv + dynamics.noise(t2, v, dt, k_B, xi, None, True)[0]
+    return dv
+
+
+def test_pair_sweep_conserves_momentum_and_energy_and_heats():
+    """One sweep: total momentum exact, kinetic energy lost = heat booked (to rounding), and
+    without noise every particle gains heat (each pair's relative speed only decays)."""
+    from colloidcg.core import dynamics
+    m, t, v, _ = _lattice_terms(1)
+    mass = t.m
+    for dt in (1e-3, 0.3, 30.0):
+        xi = dynamics.normal_numbers(t, 0, torch.Generator().manual_seed(2))[0]
+        for noise_numbers in (xi, None):
+            v1, heat = dynamics.pair_ou_sweep(t, v, dt, 0.0 if noise_numbers is None else m.k_B, noise_numbers)
+            assert float((v1.sum(0) - v.sum(0)).abs().max()) <= 1e-13 * float(v.abs().sum())
+            dke = 0.5 * mass * (v1.square().sum() - v.square().sum())
+            assert abs(float(dke + heat.sum())) <= 1e-12 * float(0.5 * mass * v.square().sum())
+            if noise_numbers is None:
+                assert float(heat.min()) >= 0.0 and float(heat.sum()) > 0.0
+
+
+def test_pair_sweep_is_euler_maruyama_for_small_steps():
+    """The noise-free sweep's velocity change differs from the Euler-Maruyama friction
+    increment by O(dt^2): the relative difference falls tenfold with dt."""
+    from colloidcg.core import dynamics
+    m, t, v, _ = _lattice_terms(2)
+    errs = []
+    for dt in (1e-3, 1e-4):
+        v1, _ = dynamics.pair_ou_sweep(t, v, dt, m.k_B, None)
+        em = _em_friction(t, v, dt, 0.0, None)
+        errs.append(float((v1 - v - em).norm() / em.norm()))
+    assert errs[0] < 0.05 and 7 < errs[0] / errs[1] < 13
+
+
+def test_pair_sweep_keeps_the_temperature_at_any_step():
+    """Discrete fluctuation-dissipation balance: repeated sweeps (frozen positions, equal
+    temperatures) sample the relative velocities at k_B theta / m per degree of freedom
+    whether the friction is resolved or not (rate x dt up to 20); Euler-Maruyama at the
+    step where its stiffest mode has x dt = 1 runs measurably hot (the test can fail)."""
+    from colloidcg.core import dynamics
+    m, t, v0, _ = _lattice_terms(3, side=8)
+    n = v0.shape[0]
+    kT_m = float(m.k_B * t.thermo.theta[0] / t.m)
+    assert torch.allclose(t.thermo.theta, t.thermo.theta[0].expand(n), rtol=1e-12)
+    # the friction rate of the stiffest velocity mode: the largest eigenvalue of v -> -dv/dt
+    A = torch.stack([_em_friction(t, e.view(n, 2), 1.0, 0.0, None).reshape(-1)
+                     for e in torch.eye(2 * n, dtype=torch.float64)], 1)
+    lam_max = float(torch.linalg.eigvals(-A).real.max())
+    gen = torch.Generator().manual_seed(4)
+
+    def temperature(step, dt, steps=300, burn=60):
+        v, acc = v0.clone(), []
+        for k in range(steps + burn):
+            v = step(v, dt, dynamics.normal_numbers(t, 0, gen)[0])
+            if k >= burn:
+                acc.append(float((v - v.mean(0)).square().sum()) / ((n - 1) * 2 * kT_m))
+        return np.mean(acc), np.std(acc) / np.sqrt(steps / 10)
+
+    sweep = lambda v, dt, xi: dynamics.pair_ou_sweep(t, v, dt, m.k_B, xi)[0]  # noqa: E731
+    em = lambda v, dt, xi: v + _em_friction(t, v, dt, m.k_B, xi)              # noqa: E731
+    for x in (1.0, 20.0):
+        T, se = temperature(sweep, x / lam_max)
+        assert abs(T - 1) < max(4 * se, 0.03), (x, T, se)
+    T_em, se_em = temperature(em, 1.0 / lam_max)
+    assert T_em - 1 > 0.1 and T_em - 1 > 6 * se_em, (T_em, se_em)
+
+
+@given(cases)
+@settings(max_examples=3, deadline=None, derandomize=True)
+def test_pair_splitting_step_conserves_momentum_and_compiles(case):
+    """Every noisy step of the momentum-conserving model's integrator (PairSplitting, the
+    choice of integrator_for without a substrate) keeps the total momentum to rounding, and
+    the TorchScript-compiled step reproduces the eager one exactly."""
+    from colloidcg.core.driver import VerletList, run
+    from colloidcg.core.integrators import PairSplitting, integrator_for
+    seed, dim, n_s, _ = case
+    m = random_model(seed, dim, n_s, substrate=False)
+    assert isinstance(integrator_for(m), PairSplitting)
+    L = 3.5
+    box = torch.full((dim,), L, dtype=torch.float64)
+    s = random_state(seed, 40 if dim == 2 else 60, dim, n_s, L)
+    out = []
+    for integ in (PairSplitting(m), torch.jit.script(PairSplitting(m))):
+        r, v, S, _ = run(integ, s.r, s.v, s.S, 4, 0.05, neighbours=VerletList(H, 0.2, box), box=box, seed=seed)
+        p = v.sum(1)
+        assert float((p[1:] - s.v.sum(0)).abs().max()) <= 1e-12 * float(s.v.abs().sum())
+        out.append((r, v, S))
+    assert all(torch.equal(a, b) for a, b in zip(*out))
