@@ -1,8 +1,8 @@
-"""Speed and accuracy of the rearrangement stage.
+"""Speed and accuracy of the rearrangement stage, and the rearrangement-prediction cases.
 
-    python benchmarks/rearrangements.py            # full: 1000 particles x 100/300/1000 frames
-    python benchmarks/rearrangements.py --quick    # 1000 particles x 50/100/200 frames
-    python benchmarks/rearrangements.py --quick --skip-speed --learned-s 3   # S vs softness
+    python benchmarks/rearrangements.py                      # speed (100/300/1000 frames) + all cases
+    python benchmarks/rearrangements.py --quick --skip-speed --case vacancy --seeds 3
+    python benchmarks/rearrangements.py --skip-speed --case glass,glass-video --seeds 3
 
 Speed: a 2D hex lattice of 1000 particles (spacing 10 px) with thermal jitter and planted
 local shear transformations. For each length it times, separately, D2min (given lag and
@@ -11,15 +11,27 @@ parameter measured from the data (``detect`` with defaults: g(r) cutoff, MSD lag
 D2min threshold, D2min, events, descriptors). Wall and CPU seconds are printed; cost per
 particle-frame shows the scaling (flat = linear).
 
-Accuracy:
-- the softness baseline's ROC AUC (logistic regression on radial structure functions,
-  trained on the first half of the frames, scored on the second) on (a) a synthetic
-  soft-disk glass with planted shear transformations (colloidcg.synthetic truth) and
-  (b) a control where rearrangements sit at vacancies, so that structure predicts them;
-- agreement of rearranging labels from the tracked sample video with those from its
-  true trajectories, same parameters (precision, recall);
-- with ``--learned-s N``: the learned model's S on the control, trained on the same
-  training frames and scored on the same test rows as the softness baseline, N seeds.
+Cases (``--case``), each scored with :func:`colloidcg.rearrangements.score_against_softness`
+on exactly the softness baseline's test rows (ROC AUC for "rearranges within the next lag
+frames", block-bootstrap standard errors over test frames):
+
+- ``vacancy``: the control where shears sit at vacancies of a lattice, so structure
+  predicts them; the structural ceiling is each site's exposure to the vacancies' shears.
+- ``glass``: natural rearrangements, none planted: a dense bidisperse soft-disk glass
+  (size ratio 1.4, 50:50, area fraction 0.83, kT/eps = 1e-3, colloidcg.synthetic), true
+  trajectories; labels are the top 1 % of D2min over 10 frames (see :func:`glass_labels`).
+- ``glass-video``: the same system rendered as a fluorescence video, tracked with
+  colloidcg.tracking.track, labelled from the tracked positions with the truth's lag,
+  cutoff and threshold; localisation error and label agreement with the truth reported.
+- ``planted``: a soft-disk glass with shears planted at random places (no structural
+  predictor can do well) and the labels of the tracked sample video against its truth.
+
+Predictors: softness, particle size alone (sign fixed on the training rows), a structural
+reference (vacancy: the exposure ceiling; glass: minus the local area fraction, sign fixed),
+and with ``--seeds N`` the learned S over N training seeds: self-supervised and with the
+auxiliary loss, S encoded from each frame (``s_memory`` encoded) and S carried along the
+tracks (``s_memory`` carried), and the carried dS/dt. Models are trained on the frames
+before the softness baseline's split only.
 """
 
 from __future__ import annotations
@@ -36,7 +48,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from colloidcg.rearrangements import d2min, detect, find_events, softness_baseline  # noqa: E402
-from colloidcg.rearrangements.scoring import softness_test_rows  # noqa: E402
+from colloidcg.rearrangements.scoring import score_against_softness, softness_test_rows  # noqa: E402
 from colloidcg.structure import descriptors  # noqa: E402
 
 SPACING = 10.0
@@ -125,143 +137,371 @@ def soft_spot_system(seed: int = 0) -> pd.DataFrame:
                          "x": pos[..., 0].ravel(), "y": pos[..., 1].ravel()})
 
 
-def vacancy_ceiling_auc(table: pd.DataFrame, soft, lag: int, seed: int = 0) -> float:
-    """ROC AUC of the best structural predictor of the vacancy control, on the test rows
-    of the softness baseline ``soft`` trained with ``lag`` (frames from its split_frame +
-    lag on, edge rows out).
-
-    Which vacancy shears when is random, so no predictor of structure can know more than
-    each site's exposure: the summed shear amplitude the vacancies near it would give it
-    (the control's own generating rule). Any S or softness is bounded by this number.
-    """
-    from sklearn.metrics import roc_auc_score
-
+def vacancy_exposure(table: pd.DataFrame, seed: int = 0) -> np.ndarray:
+    """(len(table),) the vacancy control's structural ceiling: each row's site exposure, the
+    summed shear amplitude (px) the vacancies near it would give it (the control's own
+    generating rule). Which vacancy shears when is random, so no predictor of structure can
+    know more than this; any S or softness is bounded by its AUC."""
     full, vac = _vacancy_lattice(np.random.default_rng(seed))
     keep = np.ones(len(full), bool)
     keep[vac] = False
     p0 = full[keep]
     exposure = sum(np.linalg.norm(_shear_amplitude(p0, full[v]), axis=1) for v in vac)
-    test = softness_test_rows(table, soft)
-    return float(roc_auc_score(table["rearranging"].to_numpy(bool)[test],
-                               exposure[table["particle"].to_numpy()[test]]))
+    return exposure[table["particle"].to_numpy()]
 
 
-def neighbour_count_auc(tracks: pd.DataFrame, table: pd.DataFrame, soft, lag: int, radius: float,
-                        first_frame: bool = False) -> float:
-    """ROC AUC of minus the number of neighbours within ``radius`` px (fewer neighbours:
-    nearer a vacancy) on the softness baseline's test rows: counted in each row's own frame,
-    or (``first_frame``) in frame 0, before any shear has distorted the lattice."""
-    from sklearn.metrics import roc_auc_score
-
+def neighbour_counts(tracks: pd.DataFrame, table: pd.DataFrame, radius: float,
+                     first_frame: bool = False) -> np.ndarray:
+    """(len(table),) the number of neighbours within ``radius`` px of each row's particle:
+    counted in the row's own frame, or (``first_frame``) in frame 0, before any shear has
+    distorted the vacancy lattice."""
     from colloidcg.neighbours import count_within
 
     count = {}
     for f, g in tracks.groupby("frame"):
         if first_frame and f > 0:
             break
-        xy = g[["x", "y"]].to_numpy(float)
-        n = count_within(xy, radius)
+        n = count_within(g[["x", "y"]].to_numpy(float), radius)
         count.update(zip(zip(np.full(len(g), f), g["particle"].to_numpy()), n))
     frames = np.zeros(len(table), int) if first_frame else table["frame"].to_numpy()
-    c = np.array([count[k] for k in zip(frames, table["particle"].to_numpy())], float)
-    test = softness_test_rows(table, soft)
-    return float(roc_auc_score(table["rearranging"].to_numpy(bool)[test], -c[test]))
+    return np.array([count.get(k, np.nan) for k in zip(frames, table["particle"].to_numpy())], float)
 
 
-def learned_s_auc(tracks: pd.DataFrame, table: pd.DataFrame, soft, lag: int, seed: int = 0,
-                  aux_weight: float = 1.0, epochs: int = 40) -> tuple[float, float, float]:
-    """ROC AUC of the learned S on exactly the softness baseline's test rows and labels.
+# ----------------------------------------------------------------------------- learned S
 
-    The model sees only the frames before the baseline's split (its own validation split
-    for model selection lies inside them); S on the test rows is the encoder's S of each
-    frame, its sign fixed on the training rows (S is learned up to sign). Returns (AUC,
-    AUC of the encoder's S of each particle's neighbourhood in frame 0 instead of the row's
-    own frame, the model's cutoff, which is also the encoder's radius).
-    """
+def learned_s(tracks: pd.DataFrame, table: pd.DataFrame, soft, seed: int = 0, aux_weight: float = 0.0,
+              s_memory: str = "encoded", epochs: int = 40, frame0: bool = False) -> dict:
+    """Train the model on the frames before the softness baseline's split (its own
+    validation split for model selection lies inside them) and return per-row values
+    aligned with ``table`` (arrays (len(table),), NaN where a row has none):
+
+    ``S``: the encoder's S (first component) of each row's own frame;
+    ``S_carried``, ``dSdt``: S carried along all the tracks (encoded at a particle's first
+    frame, then advanced with the model's noise-aware dS/dt) and that dS/dt
+    (:func:`colloidcg.train.carried.carried_table`);
+    ``S_frame0`` (with ``frame0``): the encoder's S of each particle's neighbourhood in
+    frame 0; and ``cutoff`` (px), the model's range, also the encoder's radius.
+
+    Tracks in px and frames (calibration 1 um/px, 1 frame/s), labels' horizon = the
+    baseline's lag, no size column (the model sees positions only)."""
     import torch
-    from sklearn.metrics import roc_auc_score
 
     from colloidcg.data import from_tracks
     from colloidcg.train import TrainConfig, fit
+    from colloidcg.train.carried import carried_table
 
+    lag = soft.lag
     labels = table[["frame", "particle", "rearranging"]]
     early = tracks[tracks["frame"] < soft.split_frame]
     traj = from_tracks(early, None, fps=1.0, um_per_px=1.0, labels=labels[labels["frame"] < soft.split_frame])
-    res = fit(traj, TrainConfig(epochs=epochs, patience=epochs, aux_weight=aux_weight, horizon=lag,
-                                edge=0, progress=False, seed=seed))
+    cfg = TrainConfig(epochs=epochs, patience=epochs, aux_weight=aux_weight, horizon=lag, edge=0,
+                      progress=False, seed=seed, s_memory=s_memory)
+    res = fit(traj, cfg)
+    model = res.model
+    keys = list(zip(table["frame"].to_numpy(), table["particle"].to_numpy()))
     s_of = {}
+    dtype = next(model.parameters()).dtype
     with torch.no_grad():
         for f, g in tracks.groupby("frame"):
-            r = torch.tensor(g[["x", "y"]].to_numpy(float), dtype=torch.float64)
+            r = torch.tensor(g[["x", "y"]].to_numpy(float), dtype=dtype)
             s_of.update(zip(zip(np.full(len(g), f), g["particle"].to_numpy()),
-                            res.model.initial_S(r)[:, 0].numpy()))
-    use = np.isfinite(table["d2min"].to_numpy(float)) & ~table["edge"].to_numpy(bool)
-    frame, y = table["frame"].to_numpy(), table["rearranging"].to_numpy(bool)
-    aucs = []
-    for frames in (frame, np.zeros_like(frame)):
-        S = np.array([s_of.get(k, np.nan) for k in zip(frames, table["particle"])])
-        train = use & (frame < soft.split_frame) & np.isfinite(S)
-        test = use & (frame >= soft.split_frame + lag) & np.isfinite(S)
-        sign = 1.0 if roc_auc_score(y[train], S[train]) >= 0.5 else -1.0
-        aucs.append(float(roc_auc_score(y[test], sign * S[test])))
-    return aucs[0], aucs[1], float(res.model.config.cutoff)
+                            model.initial_S(r)[:, 0].numpy()))
+    out = {"S": np.array([s_of.get(k, np.nan) for k in keys], float), "cutoff": float(model.config.cutoff)}
+    if frame0:
+        out["S_frame0"] = np.array([s_of.get((0, k[1]), np.nan) for k in keys], float)
+    whole = from_tracks(tracks, None, fps=1.0, um_per_px=1.0).to(dtype=dtype)
+    ct = carried_table(model, whole, float(res.report["localisation_noise"]) ** 2).set_index(["frame", "particle"])
+    idx = pd.MultiIndex.from_tuples(keys, names=["frame", "particle"])
+    out["S_carried"] = ct["S0"].reindex(idx).to_numpy(float)
+    out["dSdt"] = ct["dSdt"].reindex(idx).to_numpy(float)
+    return out
 
 
-def accuracy(quick: bool, learned_seeds: int = 0) -> None:
-    print("\n## Softness baseline (ROC AUC on held-out later frames; 0.5 = chance)\n")
-    print("| system | rows | lag | rearranging rows (train / test) | ROC AUC +- s.e. |")
-    print("|---|---:|---:|---:|---:|")
-    try:
-        from colloidcg.synthetic import SynthConfig, make_video
+# ----------------------------------------------------------------------------- the glass
 
-        T = 100 if quick else 300
-        n_ev = T // 5
-        vid = make_video(SynthConfig(n_frames=T, width=256, height=256, diameter=16.0,
-                                     area_fraction=0.8, bidisperse=True, diffusion=0.1,
-                                     events=n_ev, seed=3))
-        res = detect(vid.truth, fov=[(-0.5, 255.5), (-0.5, 255.5)])
-        lag = res.parameters["lag_frames"]
-        s = softness_baseline(res.table, lag)
-        print(f"| synthetic soft-disk glass, {T} frames, {n_ev} shears planted at random (truth) | "
-              f"{len(res.table)} | {lag} | {s.n_train_pos} / {s.n_test_pos} | "
-              f"{s.auc:.3f} +- {s.auc_se:.3f} |")
-    except ImportError:
-        print("| synthetic soft-disk glass | colloidcg.synthetic not importable | | | |")
-    res = detect(soft_spot_system(), lag=2, cutoff=13.0)
-    s = softness_baseline(res.table, 2)
-    print(f"| control: shears at vacancies (structure predicts) | {len(res.table)} | 2 | "
-          f"{s.n_train_pos} / {s.n_test_pos} | {s.auc:.3f} +- {s.auc_se:.3f} |")
-    print(f"| control, structural ceiling: the true shear amplitude each site feels, same test rows | "
-          f"{len(res.table)} | 2 | - / {s.n_test_pos} | {vacancy_ceiling_auc(res.table, s, 2):.3f} |")
+GLASS = dict(width=256, height=256, diameter=16.0, area_fraction=0.83, bidisperse=True, size_ratio=1.4,
+             diffusion=1.0, thermal_ratio=1e-3, equilibration=200, events=0, mode="fluorescence",
+             bit_depth=8)
+GLASS_LAG = 10
+GLASS_QUANTILE = 0.99
+
+
+def glass_video(n_frames: int = 300, seed: int = 1, **overrides):
+    """The natural-rearrangement case: a dense bidisperse soft-disk glass (:data:`GLASS`:
+    50:50, size ratio 1.4, area fraction 0.83, kT/eps = 1e-3, D0 = 1 px^2/frame, mean
+    diameter 16 px, 256 x 256 px, nothing planted), simulated and rendered by
+    colloidcg.synthetic. Returns the :class:`~colloidcg.synthetic.SyntheticVideo`."""
+    from colloidcg.synthetic import SynthConfig, make_video
+
+    return make_video(SynthConfig(**{**GLASS, "n_frames": n_frames, "seed": seed, **overrides}),
+                      progress=True)
+
+
+def glass_labels(tracks: pd.DataFrame, fov, lag: int = GLASS_LAG, quantile: float = GLASS_QUANTILE,
+                 cutoff: float | None = None, threshold: float | None = None):
+    """Rearrangement labels and descriptors of a glass (:func:`detect`). The threshold on
+    d2min_norm is the ``quantile`` of its finite non-edge values (unless given): in a
+    thermal glass log D2min has no tail beyond its lognormal bulk (it is left-skewed), so
+    the detector's default (median + 3 robust SDs of log D2min) finds almost nothing;
+    the top 1 % over ``lag`` frames is the Cubuk-style fixed threshold on D2min.
+    Returns the :class:`~colloidcg.rearrangements.Rearrangements`."""
+    if threshold is None:
+        pre = detect(tracks, lag=lag, cutoff=cutoff, fov=fov, descriptors=False)
+        x = pre.table["d2min_norm"].to_numpy(float)
+        ok = np.isfinite(x) & ~pre.table["edge"].to_numpy(bool)
+        threshold = float(np.quantile(x[ok], quantile))
+        cutoff = pre.parameters["cutoff_px"]
+    return detect(tracks, lag=lag, cutoff=cutoff, threshold=threshold, fov=fov)
+
+
+def lost_neighbours(table: pd.DataFrame, cutoff: float, lag: int, factor: float = 1.2) -> np.ndarray:
+    """(len(table),) for each row (frame t, particle i): how many of i's neighbours at t
+    (closer than ``cutoff`` px) are farther than ``factor`` x cutoff at t + lag, counting
+    pairs present at both frames; NaN where frame t + lag is absent. A genuine
+    rearrangement changes neighbours; cage rattling does not."""
+    from colloidcg.neighbours import pairs
+
+    out = np.full(len(table), np.nan)
+    frame = table["frame"].to_numpy()
+    by = {f: np.flatnonzero(frame == f) for f in np.unique(frame)}
+    xy = table[["x", "y"]].to_numpy(float)
+    pid = table["particle"].to_numpy()
+    for f, rows in by.items():
+        if f + lag not in by:
+            continue
+        later = pd.Series(by[f + lag], index=pid[by[f + lag]])
+        ij = pairs(xy[rows], cutoff)
+        if len(ij) == 0:
+            out[rows] = 0
+            continue
+        a, b = later.reindex(pid[rows][ij[:, 0]]).to_numpy(), later.reindex(pid[rows][ij[:, 1]]).to_numpy()
+        ok = np.isfinite(a) & np.isfinite(b)
+        d = np.linalg.norm(xy[a[ok].astype(int)] - xy[b[ok].astype(int)], axis=1)
+        lost = d > factor * cutoff
+        out[rows] = np.bincount(np.concatenate([ij[ok, 0][lost], ij[ok, 1][lost]]), minlength=len(rows))
+    return out
+
+
+def label_check(res, soft) -> dict:
+    """Are the labels genuine rearrangements? Rate and balance of the labels, events, and
+    the fraction of labelled and other rows that lose a neighbour over the lag."""
+    t, p = res.table, res.parameters
+    y = t["rearranging"].to_numpy(bool)
+    lost = lost_neighbours(t, p["cutoff_px"], p["lag_frames"])
+    ok = np.isfinite(lost)
+    return {"rate": float(y.mean()), "n_events": int(p["n_events"]), "n_rows": len(t),
+            "train_pos": soft.n_train_pos, "n_train": soft.n_train, "test_pos": soft.n_test_pos,
+            "n_test": soft.n_test, "lost_labelled": float(np.mean(lost[ok & y] >= 1)),
+            "lost_other": float(np.mean(lost[ok & ~y] >= 1)), "threshold": float(p["threshold"]),
+            "lag": int(p["lag_frames"]), "cutoff": float(p["cutoff_px"])}
+
+
+def structure_fit(table: pd.DataFrame, soft, size_column: str) -> np.ndarray:
+    """(len(table),) the decision function of a richer structural classifier, the glass
+    cases' "ceiling" column: the softness regression (class-balanced logistic, standardised
+    features, the same training rows) on the structure functions plus coordination,
+    Voronoi area, |psi6| and the particle's size. Not a proven bound (a glass has none
+    known); the best cheap structural predictor here."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    feats = list(soft.features) + ["coordination", "voronoi_area", "psi6", size_column]
+    X = table[feats].to_numpy(float)
+    ok = np.isfinite(X).all(axis=1)
+    train = soft.rows(table)[0] & ok
+    model = make_pipeline(StandardScaler(), LogisticRegression(class_weight="balanced", max_iter=2000))
+    model.fit(X[train], table["rearranging"].to_numpy(bool)[train])
+    out = np.full(len(table), np.nan)
+    out[ok] = model.decision_function(X[ok])
+    return out
+
+
+def match_rows(ref: pd.DataFrame, got: pd.DataFrame, max_dist: float = 3.0):
+    """Rows of ``got`` matched to rows of ``ref`` frame by frame (nearest within
+    ``max_dist`` px): (ref row positions, got row positions, distances px)."""
+    from colloidcg.neighbours import nearest
+
+    fa, fb = ref["frame"].to_numpy(), got["frame"].to_numpy()
+    ia, ib, dd = [], [], []
+    for f in np.unique(fa):
+        ra, rb = np.flatnonzero(fa == f), np.flatnonzero(fb == f)
+        if len(rb) == 0:
+            continue
+        d, i = nearest(got[["x", "y"]].to_numpy(float)[rb], query=ref[["x", "y"]].to_numpy(float)[ra])
+        ok = d < max_dist
+        ia.append(ra[ok])
+        ib.append(rb[np.asarray(i)[ok]])
+        dd.append(d[ok])
+    return np.concatenate(ia), np.concatenate(ib), np.concatenate(dd)
+
+
+# ----------------------------------------------------------------------------- cases
+
+def case_vacancy(seeds: int, epochs: int, memories) -> dict:
+    """The vacancy control: table, baseline and values to score."""
     tracks = soft_spot_system()
-    for first in (False, True):
-        aucs = [neighbour_count_auc(tracks, res.table, s, 2, rc, first_frame=first) for rc in (11, 12, 13, 14, 15)]
-        where = "frame 0 (before any shear)" if first else "the row's own frame"
-        print(f"| control, minus the neighbours within 11 / 12 / 13 / 14 / 15 px, counted in {where}, "
-              f"same test rows | "
-              f"{len(res.table)} | 2 | - / {s.n_test_pos} | {' / '.join(f'{a:.3f}' for a in aucs)} |")
-    if learned_seeds:
-        for aux in (0.0, 1.0):
-            runs = [learned_s_auc(tracks, res.table, s, 2, seed=k, aux_weight=aux) for k in range(learned_seeds)]
-            what = "self-supervised" if aux == 0 else f"--aux-weight {aux:g}"
-            for col, where in ((0, "its own frame"), (1, "frame 0")):
-                aucs = [run[col] for run in runs]
-                print(f"| control, learned S ({what}, 40 epochs on the training frames; cutoff "
-                      f"{', '.join(f'{run[2]:.1f}' for run in runs)} px) of the neighbourhood in {where}, "
-                      f"same test rows, seeds 0-{learned_seeds - 1} | {len(res.table)} | 2 | "
-                      f"{s.n_train_pos} / {s.n_test_pos} | {np.mean(aucs):.3f} ({' / '.join(f'{a:.3f}' for a in aucs)}) |")
+    res = detect(tracks, lag=2, cutoff=13.0)
+    soft = softness_baseline(res.table, 2)
+    t = res.table
+    values = {"size alone": np.full(len(t), np.nan),
+              "ceiling": vacancy_exposure(t),
+              "minus neighbours within 13 px, frame 0": -neighbour_counts(tracks, t, 13.0, first_frame=True),
+              "minus neighbours within 13 px, own frame": -neighbour_counts(tracks, t, 13.0)}
+    values.pop("size alone")  # a monodisperse lattice: no sizes
+    return {"name": "vacancy", "tracks": tracks, "res": res, "soft": soft, "values": values,
+            "fix": set(), "learn": (seeds, epochs, memories, True), "checks": label_check(res, soft)}
+
+
+def case_glass(vid, seeds: int, epochs: int, memories) -> dict:
+    fov = [(-0.5, vid.meta["width"] - 0.5), (-0.5, vid.meta["height"] - 0.5)]
+    tracks = vid.truth[["frame", "particle", "x", "y", "diameter"]]
+    res = glass_labels(tracks, fov)
+    soft = softness_baseline(res.table, res.parameters["lag_frames"])
+    t = res.table
+    values = {"size alone": t["diameter"].to_numpy(float), "ceiling": structure_fit(t, soft, "diameter"),
+              "minus local area fraction": -t["area_fraction"].to_numpy(float)}
+    return {"name": "glass", "tracks": tracks, "res": res, "soft": soft, "values": values,
+            "fix": {"size alone", "minus local area fraction"}, "learn": (seeds, epochs, memories, False),
+            "checks": label_check(res, soft)}
+
+
+def case_glass_video(vid, truth_case: dict, seeds: int, epochs: int, memories) -> dict:
+    import trackpy
+
+    from colloidcg.tracking import track
+
+    trackpy.quiet()
+    fov = [(-0.5, vid.meta["width"] - 0.5), (-0.5, vid.meta["height"] - 0.5)]
+    tr = track(vid.frames, progress=True)
+    tracks = tr.tracks[["frame", "particle", "x", "y", "size"]]
+    p = truth_case["res"].parameters
+    res = glass_labels(tracks, fov, lag=p["lag_frames"], cutoff=p["cutoff_px"], threshold=p["threshold"])
+    soft = softness_baseline(res.table, p["lag_frames"])
+    t = res.table
+    ref = truth_case["res"].table
+    ia, ib, d = match_rows(ref, t)
+    ya, yb = ref["rearranging"].to_numpy(bool)[ia], t["rearranging"].to_numpy(bool)[ib]
+    tp = int((ya & yb).sum())
+    checks = label_check(res, soft)
+    checks.update(rms_error=float(np.sqrt(np.mean(d ** 2))), rms_error_axis=float(np.sqrt(np.mean(d ** 2) / 2)),
+                  matched=len(ia), truth_rows=len(ref), tracked_rows=len(t),
+                  precision=tp / max(int(yb.sum()), 1), recall=tp / max(int(ya.sum()), 1))
+    values = {"size alone": t["size"].to_numpy(float), "ceiling": structure_fit(t, soft, "size")}
+    return {"name": "glass-video", "tracks": tracks, "res": res, "soft": soft, "values": values,
+            "fix": {"size alone"}, "learn": (seeds, epochs, memories, False), "checks": checks}
+
+
+def score_case(case: dict) -> dict:
+    """Train the learned S (if asked) and score every value of ``case``; returns
+    {"report": ScoreReport of the fixed values, "learned": {column: [ScoreReport per seed]}}."""
+    t, soft = case["res"].table, case["soft"]
+    rep = score_against_softness(t, case["values"], soft=soft, fix_sign=case["fix"])
+    seeds, epochs, memories, frame0 = case["learn"]
+    learned: dict = {}
+    for seed in range(seeds):
+        for memory in memories:
+            for aux in (0.0, 1.0):
+                t0 = time.perf_counter()
+                v = learned_s(case["tracks"], t, soft, seed=seed, aux_weight=aux, s_memory=memory,
+                              epochs=epochs, frame0=frame0)
+                vals = {"S": v["S"], "S carried": v["S_carried"], "dS/dt": v["dSdt"]}
+                if frame0:
+                    vals["S frame 0"] = v["S_frame0"]
+                r = score_against_softness(t, vals, soft=soft, fix_sign=[k for k in vals if k != "dS/dt"])
+                tag = "self-supervised" if aux == 0 else "aux"
+                learned.setdefault((memory, tag), []).append((r, v["cutoff"]))
+                print(f"  [{case['name']}] trained s_memory={memory}, {tag}, seed {seed}: "
+                      + ", ".join(f"{k} {r[k].auc:.3f}" for k in vals)
+                      + f" (cutoff {v['cutoff']:.1f} px, {time.perf_counter() - t0:.0f} s)", flush=True)
+    return {"report": rep, "learned": learned}
+
+
+def _fmt(score) -> str:
+    return f"{score.auc:.3f} +- {score.se:.3f}"
+
+
+def _mean(runs, key) -> str:
+    aucs = [r[key].auc for r, _ in runs]
+    return f"{np.mean(aucs):.3f} ({' / '.join(f'{a:.3f}' for a in aucs)})"
+
+
+def print_tables(results: list[tuple[dict, dict]], memories) -> None:
+    """The summary table (README format) and the details."""
+    print("\n## Predicting rearrangements: ROC AUC on the softness baseline's test rows "
+          "(+- block-bootstrap s.e.; learned S: mean over seeds (each seed))\n")
+    main_mem = "carried" if "carried" in memories else (memories[0] if memories else None)
+    skey = "S carried" if main_mem == "carried" else "S"
+    print(f"| case | softness | size alone | S self-supervised | S + aux | dS/dt | ceiling |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for case, out in results:
+        rep, learned = out["report"], out["learned"]
+        size = _fmt(rep["size alone"]) if "size alone" in [s.name for s in rep.scores] else "-"
+        ceil = _fmt(rep["ceiling"])
+        ss = learned.get((main_mem, "self-supervised"))
+        ax = learned.get((main_mem, "aux"))
+        print(f"| {case['name']} | {_fmt(rep.softness)} | {size} | {_mean(ss, skey) if ss else '-'} | "
+              f"{_mean(ax, skey) if ax else '-'} | {_mean(ax, 'dS/dt') if ax else '-'} | {ceil} |")
+    if main_mem:
+        print(f"\n(S: s_memory {main_mem}; dS/dt of the models trained with the auxiliary loss; "
+              "ceiling: vacancy, each site's exposure to the vacancies' shears; glass, a class-balanced "
+              "logistic regression on the structure functions, coordination, Voronoi area, |psi6| and size)")
+    for case, out in results:
+        rep, learned = out["report"], out["learned"]
+        c = case["checks"]
+        print(f"\n### {case['name']}\n")
+        print(f"labels: lag {c['lag']} frames, cutoff {c['cutoff']:.1f} px, threshold {c['threshold']:.3g} "
+              f"(d2min_norm); {c['n_rows']} rows, {100 * c['rate']:.2f} % rearranging in {c['n_events']} "
+              f"events; softness train {c['train_pos']} / {c['n_train']} rows, test {c['test_pos']} / "
+              f"{c['n_test']} rows (rearranging / all); rows that lose a neighbour over the lag: "
+              f"{100 * c['lost_labelled']:.1f} % of the rearranging, {100 * c['lost_other']:.2f} % of the others")
+        if "rms_error" in c:
+            print(f"tracking: RMS localisation error {c['rms_error']:.2f} px ({c['rms_error_axis']:.2f} px per "
+                  f"axis) over {c['matched']} matched rows ({c['tracked_rows']} tracked, {c['truth_rows']} "
+                  f"true); tracked labels against true labels: precision {c['precision']:.3f}, recall "
+                  f"{c['recall']:.3f}")
+        print("\n| predictor | ROC AUC +- s.e. (bootstrap) | s.e. rows independent | sign | minus softness +- s.e. (paired) |")
+        print("|---|---:|---:|---:|---:|")
+        for sc in [rep.softness, *rep.scores]:
+            print(f"| {sc.name} | {_fmt(sc)} | {sc.se_rows:.3f} | {sc.sign:+.0f} | {sc.diff:+.3f} +- {sc.diff_se:.3f} |")
+        for (memory, tag), runs in learned.items():
+            keys = [s.name for s in runs[0][0].scores]
+            for k in keys:
+                diffs = [r[k].diff for r, _ in runs]
+                des = [r[k].diff_se for r, _ in runs]
+                print(f"| {k}, s_memory {memory}, {tag}, seeds 0-{len(runs) - 1} (cutoff "
+                      f"{', '.join(f'{cut:.1f}' for _, cut in runs)} px) | {_mean(runs, k)} | "
+                      f"{np.mean([r[k].se for r, _ in runs]):.3f} (mean s.e.) | "
+                      f"{'/'.join(f'{r[k].sign:+.0f}' for r, _ in runs)} | "
+                      f"{np.mean(diffs):+.3f} (mean; s.e. {np.mean(des):.3f}) |")
+
+
+def planted_and_sample(quick: bool) -> None:
+    """The softness baseline on shears planted at random (no structural predictor can do
+    well) and the tracked sample video's labels against its truth's."""
+    print("\n## Softness baseline on shears planted at random places (truth labels)\n")
+    from colloidcg.synthetic import SynthConfig, make_video
+
+    T = 100 if quick else 300
+    n_ev = T // 5
+    vid = make_video(SynthConfig(n_frames=T, width=256, height=256, diameter=16.0, area_fraction=0.8,
+                                 bidisperse=True, diffusion=0.1, events=n_ev, seed=3))
+    res = detect(vid.truth, fov=[(-0.5, 255.5), (-0.5, 255.5)])
+    lag = res.parameters["lag_frames"]
+    s = softness_baseline(res.table, lag)
+    rep = score_against_softness(res.table, {"diameter": "diameter"}, soft=s, fix_sign=True)
+    print(f"| system | rows | lag | rearranging rows (train / test) | softness ROC AUC +- s.e. | size alone |")
+    print("|---|---:|---:|---:|---:|---:|")
+    print(f"| soft-disk glass, {T} frames, {n_ev} shears planted at random | {len(res.table)} | {lag} | "
+          f"{s.n_train_pos} / {s.n_test_pos} | {_fmt(rep.softness)} | {_fmt(rep['diameter'])} |")
 
     print("\n## Labels from tracked video vs labels from true trajectories (same parameters)\n")
-    sample = Path(__file__).resolve().parents[1] / "sample_videos" / "dense"
-    try:
-        import trackpy
+    import trackpy
 
-        from colloidcg.neighbours import nearest
-        from colloidcg.tracking import track
-    except ImportError:
-        print("colloidcg.tracking not importable: skipped")
-        return
+    from colloidcg.tracking import track
+
     trackpy.quiet()
+    sample = Path(__file__).resolve().parents[1] / "sample_videos" / "dense"
     truth = pd.read_parquet(sample / "truth.parquet")
     tracks = track(sample / "video.tif", progress=False).tracks
     fov = [(-0.5, 255.5), (-0.5, 255.5)]
@@ -269,14 +509,8 @@ def accuracy(quick: bool, learned_seeds: int = 0) -> None:
     p = ref.parameters
     got = detect(tracks, fov=fov, lag=p["lag_frames"], cutoff=p["cutoff_px"], threshold=p["threshold"],
                  descriptors=False)
-    ta, tb = [], []
-    for f, ga in ref.table.groupby("frame"):
-        gb = got.table[got.table["frame"] == f]
-        d, i = nearest(gb[["x", "y"]].to_numpy(), query=ga[["x", "y"]].to_numpy())
-        ok = d < 3.0
-        ta.append(ga["rearranging"].to_numpy()[ok])
-        tb.append(gb["rearranging"].to_numpy()[i[ok]])
-    ta, tb = np.concatenate(ta), np.concatenate(tb)
+    ia, ib, _ = match_rows(ref.table, got.table)
+    ta, tb = ref.table["rearranging"].to_numpy(bool)[ia], got.table["rearranging"].to_numpy(bool)[ib]
     tp = int((ta & tb).sum())
     print("| video | matched rows | rearranging (truth / tracked) | precision | recall |")
     print("|---|---:|---:|---:|---:|")
@@ -284,17 +518,52 @@ def accuracy(quick: bool, learned_seeds: int = 0) -> None:
           f"{tp / max(tb.sum(), 1):.3f} | {tp / max(ta.sum(), 1):.3f} |")
 
 
+CASES = ("vacancy", "glass", "glass-video", "planted")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="shorter runs (50/100/200 frames)")
-    ap.add_argument("--learned-s", type=int, default=0, metavar="SEEDS",
-                    help="also train the model's S on the vacancy control's training frames, with "
-                         "SEEDS seeds, and score it on the softness test rows (about 1 min per seed)")
+    ap.add_argument("--quick", action="store_true", help="shorter runs (speed: 50/100/200 frames; planted: 100)")
     ap.add_argument("--skip-speed", action="store_true", help="accuracy tables only")
+    ap.add_argument("--case", default="all",
+                    help=f"comma-separated cases among {', '.join(CASES)}, or all (default)")
+    ap.add_argument("--seeds", "--learned-s", type=int, default=0, metavar="N",
+                    help="train the learned S with N seeds per variant (0: no learned S)")
+    ap.add_argument("--epochs", type=int, default=40, help="training epochs of each learned S (default 40)")
+    ap.add_argument("--s-memory", default="encoded,carried",
+                    help="comma-separated s_memory variants to train: encoded, carried (default both)")
+    ap.add_argument("--glass-frames", type=int, default=300, help="frames of the glass (default 300)")
+    ap.add_argument("--glass-seed", type=int, default=1, help="seed of the glass simulation (default 1)")
     args = ap.parse_args()
+    cases = CASES if args.case == "all" else tuple(c.strip() for c in args.case.split(","))
+    bad = [c for c in cases if c not in CASES]
+    if bad:
+        ap.error(f"--case: unknown {', '.join(bad)}; expected some of {', '.join(CASES)} or all")
+    memories = tuple(m.strip() for m in args.s_memory.split(",") if m.strip())
+    if any(m not in ("encoded", "carried") for m in memories):
+        ap.error("--s-memory: expected encoded, carried or both")
     if not args.skip_speed:
         speed((50, 100, 200) if args.quick else (100, 300, 1000))
-    accuracy(args.quick, args.learned_s)
+    learn = (args.seeds, args.epochs, memories)
+    results = []
+    if "vacancy" in cases:
+        case = case_vacancy(*learn)
+        results.append((case, score_case(case)))
+    if "glass" in cases or "glass-video" in cases:
+        t0 = time.perf_counter()
+        vid = glass_video(args.glass_frames, args.glass_seed)
+        print(f"glass: simulated and rendered {args.glass_frames} frames in {time.perf_counter() - t0:.0f} s",
+              flush=True)
+        truth_case = case_glass(vid, *learn)
+        if "glass" in cases:
+            results.append((truth_case, score_case(truth_case)))
+        if "glass-video" in cases:
+            case = case_glass_video(vid, truth_case, *learn)
+            results.append((case, score_case(case)))
+    if results:
+        print_tables(results, memories)
+    if "planted" in cases:
+        planted_and_sample(args.quick)
 
 
 if __name__ == "__main__":

@@ -88,10 +88,12 @@ class BlockPairs:
             return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
 
 
-def block_pair_counts(score: np.ndarray, label: np.ndarray, block: np.ndarray) -> BlockPairs:
-    """:class:`BlockPairs` of ``score`` (N,), ``label`` (N,) bool, ``block`` (N,) ids 0..B-1.
-    Cost O(B N log N)."""
-    n_blocks = int(block.max()) + 1 if len(block) else 0
+def block_pair_counts(score: np.ndarray, label: np.ndarray, block: np.ndarray,
+                      n_blocks: int | None = None) -> BlockPairs:
+    """:class:`BlockPairs` of ``score`` (N,), ``label`` (N,) bool, ``block`` (N,) ids
+    0..B-1 (B = ``n_blocks``, default max(block) + 1). Cost O(B N log N)."""
+    if n_blocks is None:
+        n_blocks = int(block.max()) + 1 if len(block) else 0
     pos, neg = label, ~label
     sp, bp = score[pos], block[pos]
     C = np.zeros((n_blocks, n_blocks))
@@ -299,7 +301,7 @@ def score_against_softness(table: pd.DataFrame, values, lag: int | None = None, 
     counts = bootstrap_counts(n_blocks, n_boot, seed)
 
     def boot(score, ok):
-        return block_pair_counts(score[te][ok], y[te][ok], block[ok]).auc(counts)
+        return block_pair_counts(score[te][ok], y[te][ok], block[ok], n_blocks).auc(counts)
 
     ok_all = np.ones(len(te), bool)
     soft_boot_all = boot(s_soft, ok_all)
