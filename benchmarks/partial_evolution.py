@@ -7,7 +7,8 @@
 **cost**: a large periodic soft-disk system (4096 monodisperse disks of 16 px, area
 fraction 0.8, FIRE-relaxed) and one patch of 1/16 of its area (K = 16, the size of the
 small system one would learn from) with a halo of 2 x the interaction range; the time of
-one macro step (``--frames``) of the patch and of the whole system, for synthetic's
+one macro step (``--frames``) of the patch (without and with mobile buffers of
+``--buffers`` interaction ranges) and of the whole system, for synthetic's
 overdamped soft disks (SoftDiskSimulator, 4 micro steps per frame) and for a learned model
 (ModelSimulator; a random-init 2D MetriplecticModel, float32, h = 1.5 diameters, exact-OU,
 1 step per frame). One torch thread.
@@ -72,12 +73,15 @@ def cost(args) -> None:
     torch.manual_seed(0)
     m = MetriplecticModel(ModelConfig(dim=2, cutoff=1.5 * D, n_pair=2))
     sims.append(("learned model (exact-OU)", ModelSimulator(m, {}), args.model_frames))
-    print(f"{'simulator':<26} {'frames':>6} {'patch+halo N':>12} {'patch s':>9} {'whole s':>9} {'ratio':>7}")
+    print(f"{'simulator':<26} {'frames':>6} {'buffer':>6} {'simulated N':>11} {'patch s':>9} {'whole s':>9} "
+          f"{'ratio':>7}")
     for name, sim, frames in sims:
         s0 = sim.prepare(snap)
-        tp, ps = timed(lambda: partial_evolution(sim, [s0], patch=patch, steps=frames, seed=1), args.repeat)
-        tf, _ = timed(lambda: full_step(sim, s0, frames, ps[0].key), args.repeat)
-        print(f"{name:<26} {frames:>6} {len(ps[0].rows):>12} {tp:>9.3f} {tf:>9.3f} {tf / tp:>7.1f}")
+        tf, _ = timed(lambda: full_step(sim, s0, frames, 1), args.repeat)
+        for buf in [0.0] + [b for b in args.buffers if b > 0]:
+            tp, ps = timed(lambda: partial_evolution(sim, [s0], patch=patch, steps=frames, seed=1,
+                                                     buffer=buf * sim.interaction_range), args.repeat)
+            print(f"{name:<26} {frames:>6} {buf:>5}x {len(ps[0].rows):>11} {tp:>9.3f} {tf:>9.3f} {tf / tp:>7.1f}")
 
 
 def hexatic(pos: np.ndarray, box, rc: float) -> np.ndarray:
