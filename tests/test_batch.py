@@ -380,3 +380,83 @@ def test_batch_configuration_chooses_the_tiff_axis(tmp_path):
     (root / "a" / "colloidcg.toml").write_text('[calibration]\ntiff_axis = "Z"\n')   # nearer, wins
     v = _open_video(job, opts)
     assert len(v) == 1 and v.frame_shape == (3, 20, 30)
+
+
+# ----------------------------------------------------------------------------- MD trajectories
+def _md_dump(path: Path, n_mol: int = 40, T: int = 14, L: float = 9.0, seed: int = 0) -> Path:
+    """A LAMMPS text dump (lj units, times, unwrapped xu yu zu, mol ids) of n_mol dimers
+    diffusing in a periodic box: what `dump custom` writes for a molecular liquid."""
+    rng = np.random.default_rng(seed)
+    com = rng.uniform(0, L, (n_mol, 3))
+    bond = rng.normal(size=(n_mol, 3))
+    bond *= 0.5 / np.linalg.norm(bond, axis=1, keepdims=True)
+    out = []
+    for k in range(T):
+        com = com + rng.normal(0, 0.15, com.shape)
+        atoms = np.concatenate([com + bond, com - bond])          # atom i and i + n_mol: molecule i
+        mol = np.r_[np.arange(1, n_mol + 1), np.arange(1, n_mol + 1)]
+        out += (["ITEM: UNITS", "lj"] if k == 0 else []) + [
+            "ITEM: TIME", f"{0.5 * k}", "ITEM: TIMESTEP", str(100 * k), "ITEM: NUMBER OF ATOMS", str(2 * n_mol),
+            "ITEM: BOX BOUNDS pp pp pp", f"0 {L}", f"0 {L}", f"0 {L}", "ITEM: ATOMS id mol type xu yu zu"]
+        out += [f"{i + 1} {mol[i]} 1 {a[0]:.8f} {a[1]:.8f} {a[2]:.8f}" for i, a in enumerate(atoms)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(out) + "\n")
+    return path
+
+
+def test_discovery_finds_trajectories_and_checks_the_md_table(tmp_path):
+    root = tmp_path / "root"
+    _md_dump(root / "melt" / "run.lammpstrj")
+    (root / "melt" / "colloidcg.toml").write_text('[md]\ncoarse_grain = "molecule"\n')
+    jobs = discover(root)
+    assert [(j.rel, j.kind) for j in jobs] == [("melt/run.lammpstrj", "trajectory")]
+    assert jobs[0].config["md"] == {"coarse_grain": "molecule"}
+    (root / "melt" / "colloidcg.toml").write_text('[md]\ncoarse_grain = "atoms"\n')
+    with pytest.raises(ColloidcgError, match=r"colloidcg.toml: 'md.coarse_grain' must be none, molecule, type"):
+        discover(root)
+    (root / "melt" / "colloidcg.toml").write_text('[md]\nunits = "lj"\nframes = 3\n')
+    with pytest.raises(ColloidcgError, match=r"unknown key 'md.frames'"):
+        discover(root)
+
+
+def test_batch_of_md_trajectories_on_real_dask_scheduler(dask_processes, tmp_path, capsys):
+    """A folder of LAMMPS dumps through a real scheduler and worker: the first stage reads
+    and coarse-grains each dump (one particle per molecule, from the [md] table), the
+    rearrangement stage is skipped, and train, evaluate and export run on the periodic 3D
+    box; a truncated dump fails its first stage with the reader's one-line error and blocks
+    only its own later stages."""
+    root = tmp_path / "root"
+    good = _md_dump(root / "melt" / "run.lammpstrj")
+    bad = _md_dump(root / "cut" / "run.lammpstrj", seed=1)
+    bad.write_text("\n".join(bad.read_text().splitlines()[:-5]) + "\n")
+    (root / "colloidcg.toml").write_text('[md]\ncoarse_grain = "molecule"\n')
+    cfg = tmp_path / "cfg.toml"
+    cfg.write_text("[train]\nepochs = 1\nval_rollout_steps = 3\nsubstrate = false\ncutoff = 2.5\n"
+                   "[evaluate]\nseed = 3\nsteps = 5\n")
+    out = tmp_path / "out"
+    code = main(["batch", str(root), "-o", str(out), "--config", str(cfg), "--scheduler", dask_processes, "--quiet"])
+    text = capsys.readouterr()
+    assert code == 1, text.out + text.err                      # the truncated dump failed
+    s = pd.read_csv(out / "summary.csv")
+    g = s[s["video"] == "melt/run.lammpstrj"].set_index("stage")
+    assert list(g.index) == ["track", "rearrangements", "train", "evaluate", "export"]
+    assert g.loc["rearrangements", "status"] == "skipped"
+    assert (g.drop(index="rearrangements")["status"] == "done").all(), g[["status", "error"]]
+    assert g.loc["track", "n_particles"] == 40 and g.loc["track", "n_frames"] == 14
+    c = s[s["video"] == "cut/run.lammpstrj"].set_index("stage")
+    assert c.loc["track", "status"] == "failed" and "truncated" in c.loc["track", "error"]
+    assert c.loc["train", "status"] == "blocked"
+    from colloidcg.outputs import read_table
+    tracks, side = read_table(out / "melt" / "run.lammpstrj" / "track" / "tracks.parquet")
+    assert side["meta"]["box_px"] == [9.0, 9.0, 9.0] and side["meta"]["fps"] == pytest.approx(2.0)
+    assert {"x", "y", "z"} <= set(tracks.columns)
+    sim, _ = read_table(out / "melt" / "run.lammpstrj" / "evaluate" / "sim.parquet")
+    v = sim.groupby("frame")[["vx", "vy", "vz"]].sum().to_numpy()   # no substrate: momentum conserved
+    assert np.abs(v[1:] - v[1]).max() < 1e-9 * np.abs(sim[["vx", "vy", "vz"]].to_numpy()).sum(0).max()
+    desc = json.loads((out / "melt" / "run.lammpstrj" / "export" / "bundle" / "bundle.json").read_text())
+    assert desc["torchscript"]["integrator"] == "pair_splitting"
+    # resumed: nothing changes, nothing runs again
+    assert main(["batch", str(root), "-o", str(out), "--config", str(cfg), "--scheduler", dask_processes,
+                 "--quiet"]) == 1
+    s2 = pd.read_csv(out / "summary.csv").set_index(["video", "stage"])
+    assert (s2.loc["melt/run.lammpstrj"].drop(index="rearrangements")["status"] == "unchanged").all()

@@ -1,4 +1,10 @@
-"""Finding the videos under a folder and the configuration that applies to each.
+"""Finding the videos (and MD trajectories) under a folder and the configuration that
+applies to each.
+
+MD trajectories are files with the endings of :data:`TRAJECTORY_SUFFIXES` (LAMMPS text
+dumps, GSD, and the MDAnalysis trajectory formats that carry their own coordinates: XTC,
+TRR, DCD, NetCDF, H5MD); each is a job of kind "trajectory", read and coarse-grained by
+the batch's first stage with the options of the ``[md]`` table (:data:`MD_KEYS`).
 
 What a video is comes from the table of formats (:func:`colloidcg.io.readers.backends`):
 as shipped, a movie or Phantom .cine file, a TIFF with more than one frame, or a folder
@@ -27,9 +33,17 @@ from ..io.readers import backends, file_extensions, frame_extensions
 REARRANGEMENT_KEYS = {"lag": (int,), "cutoff": (int, float), "threshold": (int, float),
                       "diameter": (int, float), "descriptors": (bool,), "n_sigma": (int, float)}
 EVALUATE_KEYS = {"steps": (int,), "seed": (int,), "substeps": (int,), "fast": (bool,)}
+#: [md] keys: how a trajectory is read and coarse-grained (colloidcg md-read's options).
+#: ``coarse_grain``: none, molecule, type, or a mapping file (CSV/Parquet/JSON; a relative
+#: path is taken from the trajectory's folder); ``topology`` likewise.
+MD_KEYS = {"coarse_grain": (str,), "types": (list,), "units": (str,), "timestep": (int, float),
+           "dim": (int,), "topology": (str,)}
+#: Endings of the files the batch takes as MD trajectories.
+TRAJECTORY_SUFFIXES = (".dump", ".lammpstrj", ".lammpsdump", ".gsd", ".xtc", ".trr", ".dcd", ".nc", ".ncdf",
+                       ".h5md")
 #: TrainConfig fields the batch sets itself.
 TRAIN_RESERVED = {"progress", "checkpoint_dir"}
-TABLES = ("calibration", "track", "rearrangements", "train", "evaluate")
+TABLES = ("calibration", "track", "rearrangements", "train", "evaluate", "md")
 
 
 @dataclass
@@ -40,12 +54,15 @@ class VideoJob:
     rel : its path relative to the batch root (POSIX), which names its output folder.
     config : the merged configuration (tables as in colloidcg.toml).
     config_files : the files it came from, farthest first.
+    kind : "video", or "trajectory" (an MD trajectory file: read and coarse-grained instead
+        of tracked; no rearrangement stage).
     """
 
     path: str
     rel: str
     config: dict[str, Any] = field(default_factory=dict)
     config_files: list[str] = field(default_factory=list)
+    kind: str = "video"
 
 
 def _type_name(types) -> str:
@@ -94,7 +111,7 @@ def check_tables(path: Path, data: dict) -> dict:
         except (ColloidcgError, TypeError, ValueError) as exc:
             raise ColloidcgError(f"{path}: [track] {exc}") from None
     for table, spec in (("rearrangements", REARRANGEMENT_KEYS), ("evaluate", EVALUATE_KEYS),
-                        ("train", None)):
+                        ("md", MD_KEYS), ("train", None)):
         if table not in data:
             continue
         spec = spec if spec is not None else _train_types()   # imports torch: only when needed
@@ -110,6 +127,20 @@ def check_tables(path: Path, data: dict) -> dict:
         v = data.get("evaluate", {}).get(key)
         if v is not None and v < lo:
             raise ColloidcgError(f"{path}: 'evaluate.{key}' must be >= {lo}, got {v!r}")
+    md = data.get("md", {})
+    from ..md.coarse import MAPS
+    from ..md.trajectory import UNIT_STYLES
+    cg = md.get("coarse_grain")
+    if cg is not None and cg not in MAPS and not cg.lower().endswith((".csv", ".parquet", ".json")):
+        raise ColloidcgError(f"{path}: 'md.coarse_grain' must be {', '.join(MAPS)} or a mapping file "
+                             f"(.csv, .parquet, .json), got {cg!r}")
+    if md.get("units") is not None and md["units"] not in UNIT_STYLES:
+        raise ColloidcgError(f"{path}: 'md.units' must be a LAMMPS unit style ({', '.join(UNIT_STYLES)}), "
+                             f"got {md['units']!r}")
+    if md.get("dim") is not None and md["dim"] not in (2, 3):
+        raise ColloidcgError(f"{path}: 'md.dim' must be 2 or 3, got {md['dim']!r}")
+    if md.get("timestep") is not None and not (math.isfinite(md["timestep"]) and md["timestep"] > 0):
+        raise ColloidcgError(f"{path}: 'md.timestep' must be a finite positive number, got {md['timestep']!r}")
     for key in ("lag",):
         v = data.get("rearrangements", {}).get(key)
         if v is not None and v < 1:
@@ -188,6 +219,9 @@ def find_videos(root: str | os.PathLike, exclude: str | os.PathLike | None = Non
                 continue
             p = here / name
             ext = p.suffix.lower()
+            if ext in TRAJECTORY_SUFFIXES:
+                found.append(p)            # an MD trajectory
+                continue
             spec = _file_format(p, file_specs)
             if spec is not None and spec.count_frames is not None:
                 n = 1 if (counted >= 2 and not stacks and ext in frame_exts) else spec.count_frames(p)
@@ -236,8 +270,9 @@ def discover(root: str | os.PathLike, base_config: str | os.PathLike | None = No
     videos = find_videos(root, exclude, skipped)
     if not videos:
         kinds = ", ".join(file_extensions())
-        raise ColloidcgError(f"{root}: no videos found (looked for {kinds} files and folders of "
-                             f"two or more {'/'.join(frame_extensions())} frames)")
+        raise ColloidcgError(f"{root}: no videos found (looked for {kinds} files, folders of "
+                             f"two or more {'/'.join(frame_extensions())} frames, and MD trajectories "
+                             f"{', '.join(TRAJECTORY_SUFFIXES)})")
     jobs = []
     for v in videos:
         rel = v.relative_to(root).as_posix()
@@ -246,5 +281,6 @@ def discover(root: str | os.PathLike, base_config: str | os.PathLike | None = No
         if cfg_path is not None:
             cfg = merge(base, load_config(cfg_path))
             files.append(str(cfg_path))
-        jobs.append(VideoJob(str(v), rel if rel != "." else v.name, cfg, files))
+        kind = "trajectory" if (v.is_file() and v.suffix.lower() in TRAJECTORY_SUFFIXES) else "video"
+        jobs.append(VideoJob(str(v), rel if rel != "." else v.name, cfg, files, kind))
     return jobs

@@ -9,8 +9,11 @@ redo never touches the previous result. Every failure is caught and recorded, so
 bad video never stops the others; when a previous complete result exists it is kept and
 reported "stale", with the reason, in ``attempt.json`` beside its ``stage.json``.
 
-- track: the video -> tracks.parquet (+ sidecar), msd.png, gr.png, statistics.json
-- rearrangements: tracks -> rearrangements.parquet, events.parquet, d2min.png
+- track: the video -> tracks.parquet (+ sidecar), msd.png, gr.png, statistics.json; for
+  an MD trajectory (job kind "trajectory"), the trajectory read and coarse-grained with
+  the ``[md]`` table's options (:func:`colloidcg.md.read_md_tracks`) -> the same files
+- rearrangements: tracks -> rearrangements.parquet, events.parquet, d2min.png; "skipped"
+  for trajectories (detection reads video tracks: 2D positions with localisation noise)
 - train: tracks (+ rearrangement labels when that stage is complete) -> the model folder
 - evaluate: model + tracks -> sim.parquet, metrics.json and model-versus-data plots
 - export: model (+ evaluate metrics when complete) -> bundle/
@@ -122,10 +125,30 @@ def _open_video(job: VideoJob, opts: Options):
     return video
 
 
+def _md_options(job: VideoJob) -> dict:
+    """md-read's options from the job's [md] table; relative paths from the trajectory's folder."""
+    md = dict(job.config.get("md", {}))
+    here = Path(job.path).parent
+    for key in ("topology", "coarse_grain"):
+        v = md.get(key)
+        if key == "coarse_grain" and v in ("none", "molecule", "type", None):
+            continue
+        if v is not None and not Path(v).is_absolute():
+            md[key] = str(here / v)
+    return md
+
+
 def _plan_track(job, opts, ups, ctx):
     sd = stage_dir(opts, job, "track")
     prev = hashing.read_record(sd)
     prev_video = ((prev or {}).get("inputs") or {}).get("video") if prev else None
+    if job.kind == "trajectory":
+        md = _md_options(job)
+        inputs = {"video": hashing.hash_video(job.path, prev_video if isinstance(prev_video, dict) else None)}
+        for key in ("topology", "coarse_grain"):
+            if md.get(key) and Path(md[key]).is_file():
+                inputs[key] = hashing.hash_video(md[key])
+        return {"md": md}, inputs
     video = _open_video(job, opts)
     ctx["video"] = video
     vid = hashing.hash_video(job.path, prev_video if isinstance(prev_video, dict) else None)
@@ -135,7 +158,25 @@ def _plan_track(job, opts, ups, ctx):
     return params, {"video": vid}
 
 
+def _run_trajectory(job, opts, out: Path) -> dict:
+    from ..md import read_md_tracks
+    from ..outputs import write_table
+    from .analysis import track_statistics
+
+    md = _md_options(job)
+    mapping = md.pop("coarse_grain", "none")
+    types = md.pop("types", None)
+    tracks, side = read_md_tracks(job.path, mapping, types, **md)
+    write_table(out / "tracks.parquet", tracks, side)
+    meta = side.get("meta") or {}
+    numbers = track_statistics(tracks, out, 1.0, meta.get("fps"))
+    numbers.update(coarse_grain=mapping, length_unit=meta.get("length_unit"), time_unit=meta.get("time_unit"))
+    return numbers
+
+
 def _run_track(job, opts, ups, ctx, out: Path) -> dict:
+    if job.kind == "trajectory":
+        return _run_trajectory(job, opts, out)
     import trackpy
 
     from ..tracking import track
@@ -347,6 +388,10 @@ def run_stage(job: VideoJob, stage: str, opts: Options, previous: Any = None) ->
 
         torch.set_num_threads(int(opts.threads))
     ctx: dict[str, Any] = {}
+    if job.kind == "trajectory" and stage == "rearrangements":
+        row.update(status="skipped", error="an MD trajectory: rearrangement detection reads video tracks "
+                                           "(2D positions with localisation noise)")
+        return row
     try:
         ups = _upstream(opts, job, stage)
         params, inputs = PLAN[stage](job, opts, ups, ctx)

@@ -18,7 +18,8 @@ def summary_table(rows: list[dict], stages: list[str]) -> pd.DataFrame:
 
     status: "done" (ran now), "unchanged" (up to date, skipped; its files verified),
     "failed" (error says why), "blocked" (an input stage failed or has no output) or
-    "stale" (failed or blocked, and the previous complete result was kept; error says why). duration_s: seconds this
+    "stale" (failed or blocked, and the previous complete result was kept; error says why),
+    "skipped" (the stage does not apply: rearrangements of an MD trajectory). duration_s: seconds this
     run spent on the row; computed_s: seconds the stored result took to compute.
     """
     flat, extra = [], []
