@@ -35,6 +35,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("--band", type=float, default=None, metavar="PX",
                    help="half-width of the relaxed band along each seam, px (default: the model's "
                         "interaction range)")
+    p.add_argument("--relax-temperature", default="auto", metavar="auto|X",
+                   help="scale of the model's k_B during the seam relaxation: auto (default) calibrates it so "
+                        "that the model's rollouts of the input keep the input's first coordination shell; "
+                        "1 runs the model as trained")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     add_table_output(p, "BIG")
     p.set_defaults(func=run)
@@ -53,6 +57,14 @@ def run(args: argparse.Namespace) -> int:
         raise ParameterError(f"--seed: must be >= 0, got {args.seed}")
     if args.relax_steps < 0:
         raise ParameterError(f"--relax-steps: must be >= 0, got {args.relax_steps}")
+    temperature = args.relax_temperature
+    if temperature != "auto":
+        try:
+            temperature = float(temperature)
+        except ValueError:
+            temperature = -1.0
+        if not (temperature > 0 and temperature != float("inf")):
+            raise ParameterError(f"--relax-temperature: must be auto or a number > 0, got {args.relax_temperature}")
     dev = torch_device(args.device)
     with output_folder(out.parent, [out.name, out.with_suffix(".json").name], args.overwrite,
                        option=f"-o {out}: folder") as tx:
@@ -63,12 +75,14 @@ def run(args: argparse.Namespace) -> int:
             raise ParameterError(f"--{exc}") from None
         tracks, meta = read_table(args.init, required=["frame", "particle", "x", "y"])
         up = upsample(model, cfg, tracks, meta, factor=args.factor, frame=args.frame, samples=args.samples,
-                      seed=args.seed, relax_steps=args.relax_steps, band=args.band, name=str(args.init))
+                      seed=args.seed, relax_steps=args.relax_steps, band=args.band,
+                      relax_temperature=temperature, name=str(args.init))
         cal = cfg.get("calibration", {}) or {}
         dim = int(model.config.dim)
         names = ["x", "y", "z"][:dim]
         units = {**{n: "px" for n in names}, **{"v" + n: "px/frame" for n in names},
-                 "frame": "sample index", "seam_distance": "px"}
+                 "frame": "sample index", "seam_distance": "px",
+                 "tile": "index of the tile within the sample"}
         side = provenance("upsample", {"model": args.model, "init": args.init},
                           {**up.parameters, "device": dev}, units=units,
                           meta={"box_px": up.box_px, "um_per_px": cal.get("um_per_px"), "fps": cal.get("fps")})

@@ -66,6 +66,9 @@ class Configuration:
     box : (d,) float64 periodic side lengths, px.
     seam : (N,) float64 distance of each particle to the nearest seam it was placed
         beside, px, measured when that seam was made (inf: never beside a seam).
+    tile : (N,) int64 index of the level-0 tile each particle came from (0..n_tiles-1),
+        or None (all from one tile).
+    n_tiles : number of level-0 tiles placed in the configuration.
     """
 
     pos: np.ndarray
@@ -73,6 +76,18 @@ class Configuration:
     size: np.ndarray | None
     box: np.ndarray
     seam: np.ndarray
+    tile: np.ndarray | None = None
+    n_tiles: int = 1
+
+    def tiles(self) -> np.ndarray:
+        """(N,) int64 tile index of each particle (zeros when ``tile`` is None)."""
+        return np.zeros(len(self.pos), np.int64) if self.tile is None else self.tile
+
+    def subset(self, keep: np.ndarray, pos: np.ndarray | None = None) -> "Configuration":
+        """The particles ``keep`` ((N,) bool), with new positions ``pos`` (N, d) if given."""
+        pos = self.pos if pos is None else pos
+        return Configuration(pos[keep], self.vel[keep], None if self.size is None else self.size[keep],
+                             self.box, self.seam[keep], self.tiles()[keep], self.n_tiles)
 
 
 @dataclass
@@ -81,7 +96,8 @@ class Upsampled:
 
     tracks : DataFrame, tracks schema: frame (= sample index), particle, x, y [, z] (px,
         wrapped into the box), vx, vy [, vz] (px/frame), the model's size column when it
-        has sizes, and seam_distance (px, distance to the nearest seam when it was made).
+        has sizes, seam_distance (px, distance to the nearest seam when it was made) and
+        tile (index of the level-0 tile the particle came from, 0..K-1 within a sample).
     box_px : (d,) list, the periodic box of every sample, px.
     parameters : what was done: factor, steps of the doubling, relaxation settings,
         particles relaxed/displaced/dropped (totals over all samples and levels), closest
@@ -317,7 +333,7 @@ def _transform(cfg: Configuration, rng: np.random.Generator, shift: bool = True)
     vel = cfg.vel[:, perm].copy()
     pos[:, flip] = box[flip] - pos[:, flip]
     vel[:, flip] *= -1.0
-    return Configuration(np.mod(pos, box), vel, cfg.size, box, cfg.seam)
+    return Configuration(np.mod(pos, box), vel, cfg.size, box, cfg.seam, cfg.tile, cfg.n_tiles)
 
 
 def tile_configurations(parts: list[Configuration], m: int) -> tuple[Configuration, np.ndarray, np.ndarray]:
@@ -329,7 +345,8 @@ def tile_configurations(parts: list[Configuration], m: int) -> tuple[Configurati
     """
     box = parts[0].box
     d = len(box)
-    pos, vel, size, seam, new, label = [], [], [], [], [], []
+    pos, vel, size, seam, new, label, tile = [], [], [], [], [], [], []
+    n_tiles = max(part.n_tiles for part in parts)
     for k, part in enumerate(parts):
         idx = np.array(np.unravel_index(k, (m,) * d))
         u = np.mod(part.pos, box)
@@ -340,8 +357,10 @@ def tile_configurations(parts: list[Configuration], m: int) -> tuple[Configurati
         seam.append(np.minimum(part.seam, dist))
         new.append(dist)
         label.append(np.full(len(u), k))
+        tile.append(part.tiles() + k * n_tiles)
     sz = None if parts[0].size is None else np.concatenate(size)
-    return (Configuration(np.concatenate(pos), np.concatenate(vel), sz, box * m, np.concatenate(seam)),
+    return (Configuration(np.concatenate(pos), np.concatenate(vel), sz, box * m, np.concatenate(seam),
+                          np.concatenate(tile), n_tiles * len(parts)),
             np.concatenate(new), np.concatenate(label))
 
 
@@ -494,11 +513,29 @@ def held_layer_px(cutoff_px: float) -> float:
     return (HELD_LAYER + HELD_SKIN) * cutoff_px
 
 
+class _Temperature:
+    """Context: the model's k_B scaled by ``scale`` inside the block, restored after."""
+
+    def __init__(self, model, scale: float):
+        self.model, self.scale = model, float(scale)
+
+    def __enter__(self):
+        self.k_B = self.model.k_B
+        self.model.k_B = self.k_B * self.scale
+        return self.model
+
+    def __exit__(self, *exc):
+        self.model.k_B = self.k_B
+        return False
+
+
 def _relax(model, cfg: Configuration, new_seam: np.ndarray, *, band_px: float, cutoff_px: float,
-           steps: int, um: float, fps: float, seed: int, noise: bool = True) -> tuple[Configuration, int]:
+           steps: int, um: float, fps: float, seed: int, noise: bool = True,
+           temperature: float = 1.0) -> tuple[Configuration, int]:
     """Roll out the particles within ``band_px`` of the new seams for ``steps`` frames, the
-    next :func:`held_layer_px` wide layer held fixed (the rest of the system does not enter).
-    Returns (configuration, number of particles moved)."""
+    next :func:`held_layer_px` wide layer held fixed (the rest of the system does not enter),
+    the model's k_B scaled by ``temperature``. Returns (configuration, number of particles
+    moved)."""
     from ..core import State, rollout
 
     sub = np.nonzero(new_seam < band_px + held_layer_px(cutoff_px))[0]
@@ -511,7 +548,7 @@ def _relax(model, cfg: Configuration, new_seam: np.ndarray, *, band_px: float, c
     r0 = as_t(cfg.pos[sub] * um)
     v0 = as_t(cfg.vel[sub] * um * fps)
     size = None if cfg.size is None else as_t(cfg.size[sub])
-    with torch.no_grad():
+    with torch.no_grad(), _Temperature(model, temperature):
         S0 = model.initial_S(r0, None, box)
         res = rollout(model, State(r0, v0, S0, size), steps, 1.0 / fps, box=box, seed=seed, noise=noise,
                       boundary=as_t(~mobile).bool())
@@ -519,13 +556,132 @@ def _relax(model, cfg: Configuration, new_seam: np.ndarray, *, band_px: float, c
     vel = cfg.vel.copy()
     pos[sub] = np.mod(res.r[-1].cpu().numpy() / um, cfg.box)
     vel[sub] = res.v[-1].cpu().numpy() / um / fps
-    return Configuration(pos, vel, cfg.size, cfg.box, cfg.seam), int(mobile.sum())
+    return Configuration(pos, vel, cfg.size, cfg.box, cfg.seam, cfg.tile, cfg.n_tiles), int(mobile.sum())
+
+
+#: k_B scales tried when calibrating the relaxation temperature (:func:`relaxation_temperature`):
+#: from 1 down while the model's rollouts are less ordered than the input, up otherwise.
+TEMPERATURE_GRID = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
+#: Input frames rolled out per scale, and the fewest steps rolled out.
+CALIBRATION_FRAMES = 4
+CALIBRATION_MIN_STEPS = 10
+
+
+def shell_histogram(pos: np.ndarray, box: np.ndarray | None, centres: np.ndarray, r_max: float, bins: int,
+                    area: float) -> tuple[np.ndarray, np.ndarray]:
+    """Pair counts and ideal-gas counts in ``bins`` shells up to ``r_max`` px around the
+    ``centres`` (N,) bool particles of one configuration ``pos`` (N, d) px, neighbours
+    among all particles (minimum image in ``box``; open: ``area`` is the field of view's
+    area or volume, px^d, and the centres must lie at least ``r_max`` inside it). Returns
+    ((bins,) pair counts, (bins,) ideal counts); their ratio summed over configurations
+    is g(r)."""
+    from ..neighbours import pairs
+
+    d = pos.shape[1]
+    edges = np.linspace(0.0, r_max, bins + 1)
+    pr, dist = pairs(pos, r_max, box, sort=False, distances=True)
+    w = centres[pr[:, 0]].astype(float) + centres[pr[:, 1]].astype(float)
+    counts = np.histogram(dist, edges, weights=w)[0]
+    shell = (np.pi * np.diff(edges ** 2)) if d == 2 else (4.0 / 3.0 * np.pi * np.diff(edges ** 3))
+    ideal = int(centres.sum()) * (len(pos) - 1) / area * shell
+    return counts, ideal
+
+
+def relaxation_temperature(model, src: "_Source", *, steps: int, cutoff_px: float, um: float, fps: float,
+                           seed: int, grid=TEMPERATURE_GRID) -> dict:
+    """The scale of the model's k_B under which its rollouts of the input keep the input's
+    first coordination shell.
+
+    ``CALIBRATION_FRAMES`` evenly spaced input frames are rolled out for max(``steps``,
+    ``CALIBRATION_MIN_STEPS``) frames at scales of ``grid`` (open fields of view: the
+    particles within :func:`held_layer_px` of the edge held fixed). The statistic is the
+    mean of g(r) over the input's first peak (the bins from the first with g > 1 to the
+    last before g falls below 1 again, up to the interaction range), from the second half
+    of each rollout. Scales are tried from 1 down (rollouts less ordered than the input)
+    or up (more ordered) until the statistic crosses the input's value; the scale is
+    interpolated linearly there (the closest scale tried if it never does). Returns
+    {"k_B_scale", "first_shell_g" (input), "grid" {scale tried: rollout value}}.
+    """
+    from ..core import State, rollout
+
+    n = len(src.pos)
+    take = np.unique(np.linspace(0, n - 1, min(n, CALIBRATION_FRAMES)).round().astype(int))
+    bins = 24
+    n_steps = max(int(steps), CALIBRATION_MIN_STEPS)
+    layer = held_layer_px(cutoff_px)
+
+    def centres_and_area(p):
+        if src.box is not None:
+            return np.ones(len(p), bool), float(np.prod(src.box))
+        lo, hi = src.fov[:, 0], src.fov[:, 1]
+        return np.all((p > lo + layer) & (p < hi - layer), axis=1), float(np.prod(hi - lo))
+
+    def g_of(configs):
+        c_sum, i_sum = np.zeros(bins), np.zeros(bins)
+        for p in configs:
+            cen, area = centres_and_area(p)
+            if cen.sum() == 0:
+                continue
+            c, i = shell_histogram(p, src.box, cen, cutoff_px, bins, area)
+            c_sum += c
+            i_sum += i
+        return c_sum / np.maximum(i_sum, 1e-300)
+
+    step = max(1, n // 20)
+    g0 = g_of([np.mod(p, src.box) if src.box is not None else p for p in src.pos[::step]])
+    above = np.nonzero(g0 > 1.0)[0]
+    if len(above) == 0 or model.k_B == 0.0:
+        return {"k_B_scale": 1.0, "first_shell_g": None, "grid": {}}
+    first = above[0]
+    last = first
+    while last + 1 < bins and g0[last + 1] > 1.0:
+        last += 1
+    peak = slice(first, last + 1)
+    target = float(g0[peak].mean())
+    param = next(model.parameters())
+    as_t = lambda a: torch.as_tensor(a, dtype=param.dtype, device=param.device)  # noqa: E731
+    box = None if src.box is None else as_t(src.box * um)
+    values = {}
+
+    def measure(scale):
+        configs = []
+        for k, t in enumerate(take):
+            p = np.mod(src.pos[t], src.box) if src.box is not None else src.pos[t]
+            r0 = as_t(p * um)
+            size = None if src.size[t] is None else as_t(src.size[t])
+            # open field of view: the particles near its edges held fixed (no free surface)
+            boundary = None if src.box is not None else as_t(~centres_and_area(p)[0]).bool()
+            with torch.no_grad(), _Temperature(model, scale):
+                S0 = model.initial_S(r0, None, box)
+                res = rollout(model, State(r0, as_t(src.vel[t] * um * fps), S0, size), n_steps, 1.0 / fps,
+                              box=box, seed=seed + k, boundary=boundary)
+            for r in res.r[n_steps // 2 + 1:]:
+                q = r.cpu().numpy() / um
+                configs.append(np.mod(q, src.box) if src.box is not None else q)
+        values[float(scale)] = float(g_of(configs)[peak].mean())
+        return values[float(scale)] - target
+
+    grid = sorted(float(x) for x in grid)
+    first_y = measure(1.0)
+    order = [x for x in grid if x > 1.0] if first_y > 0 else [x for x in grid[::-1] if x < 1.0]
+    for scale in order:
+        if measure(scale) * first_y <= 0:
+            break
+    xs = np.array(sorted(values))
+    ys = np.array([values[x] for x in xs]) - target
+    best = float(xs[np.argmin(np.abs(ys))])
+    for a, b, ya, yb in zip(xs[:-1], xs[1:], ys[:-1], ys[1:]):
+        if ya == 0.0 or ya * yb < 0:
+            best = float(a + (b - a) * ya / (ya - yb)) if ya != yb else float(a)
+            break
+    return {"k_B_scale": best, "first_shell_g": target, "grid": values}
 
 
 # ----------------------------------------------------------------------------- entry point
 def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None = None, *, factor: int,
              frame: int | None = None, samples: int = 1, seed: int = 0, relax_steps: int = 10,
-             band: float | None = None, push_quantile: float = 0.02, name: str = "tracks") -> Upsampled:
+             band: float | None = None, push_quantile: float = 0.02, relax_temperature: float | str = "auto",
+             name: str = "tracks") -> Upsampled:
     """Large-system snapshots built from ``tracks`` by hierarchical tiling (module docstring).
 
     Parameters
@@ -547,6 +703,9 @@ def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None 
         near-shell distances for their pair of sizes are pushed apart to it before the
         relaxation (0: to the closest approach); after the relaxation only pairs closer
         than the closest approach are pushed.
+    relax_temperature : scale of the model's k_B during the seam relaxation; "auto": the
+        scale under which the model's rollouts of the input keep the input's first
+        coordination shell (:func:`relaxation_temperature`); 1: the model as trained.
 
     Returns
     -------
@@ -564,6 +723,10 @@ def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None 
         raise ParameterError(f"relax_steps: must be an integer >= 0, got {relax_steps}")
     if not 0.0 <= push_quantile < 1.0:
         raise ParameterError(f"push_quantile: must be in [0, 1), got {push_quantile}")
+    if not (relax_temperature == "auto" or (isinstance(relax_temperature, (int, float))
+                                            and not isinstance(relax_temperature, bool)
+                                            and np.isfinite(relax_temperature) and relax_temperature > 0)):
+        raise ParameterError(f"relax_temperature: must be 'auto' or a number > 0, got {relax_temperature!r}")
     cal = model_config.get("calibration", {}) or {}
     um = float(cal.get("um_per_px") or 1.0)
     fps = float(cal.get("fps") or 1.0)
@@ -578,6 +741,13 @@ def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None 
                                src.box if src.box is not None else None)
     push = closest if not push_quantile else closest_approach(
         src.pos[:20], src.size[:20], src.box if src.box is not None else None, quantile=push_quantile)
+    if relax_temperature == "auto" and relax_steps > 0:
+        calibration = relaxation_temperature(model, src, steps=int(relax_steps), cutoff_px=cutoff_px, um=um,
+                                             fps=fps, seed=int(seed))
+    else:
+        scale = 1.0 if relax_temperature == "auto" else float(relax_temperature)
+        calibration = {"k_B_scale": scale, "first_shell_g": None, "grid": {}}
+    k_B_scale = float(calibration["k_B_scale"])
     rng = np.random.default_rng(seed)
     stats = {"displaced": 0, "dropped": 0, "relaxed": 0, "displaced_after_relaxation": 0}
 
@@ -595,19 +765,17 @@ def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None 
         pos, keep, moved = separate(cfg.pos, cfg.size, cfg.box, push, floor=closest, active=near, group=part)
         stats["displaced"] += moved
         stats["dropped"] += int((~keep).sum())
-        cfg = Configuration(pos[keep], cfg.vel[keep], None if cfg.size is None else cfg.size[keep],
-                            cfg.box, cfg.seam[keep])
+        cfg = cfg.subset(keep, pos)
         new = new[keep]
         cfg, n_relaxed = _relax(model, cfg, new, band_px=band_px, cutoff_px=cutoff_px, steps=int(relax_steps),
-                                um=um, fps=fps, seed=int(rng.integers(2 ** 31)))
+                                um=um, fps=fps, seed=int(rng.integers(2 ** 31)), temperature=k_B_scale)
         stats["relaxed"] += n_relaxed
         if n_relaxed:
             near = new < band_px     # the relaxed particles; neighbours among all
             pos, keep, moved = separate(cfg.pos, cfg.size, cfg.box, closest, active=near)
             stats["displaced_after_relaxation"] += moved
             stats["dropped"] += int((~keep).sum())
-            cfg = Configuration(pos[keep], cfg.vel[keep], None if cfg.size is None else cfg.size[keep],
-                                cfg.box, cfg.seam[keep])
+            cfg = cfg.subset(keep, pos)
         return cfg
 
     tables = []
@@ -626,17 +794,21 @@ def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None 
         if size_col:
             cols[size_col] = cfg.size
         cols["seam_distance"] = cfg.seam
+        cols["tile"] = cfg.tiles()
         tables.append(pd.DataFrame(cols))
     tile_side = (src.box if src.box is not None else np.full(dim, src.window))
     parameters = {
         "factor": int(factor), "side_steps": steps, "samples": int(samples), "seed": int(seed),
         "frame": frame, "tile": "periodic box" if src.box is not None else "square window of the field of view",
-        "tile_px": tile_side.tolist(), "n_source_frames": len(src.pos),
+        "tile_px": tile_side.tolist(), "n_source_frames": len(src.pos), "size_column": size_col,
         "n_particles": n_each,
         "closest_approach": closest.as_dict(),
         "push_quantile": push_quantile, "push_to": push.as_dict(),
         "seam_relaxation": {"model_steps": int(relax_steps), "band_px": band_px,
                             "held_fixed_layer_px": held_layer_px(cutoff_px),
+                            "k_B_scale": k_B_scale,
+                            "temperature_calibration": {"input_first_shell_g": calibration["first_shell_g"],
+                                                        "rollout_first_shell_g": calibration["grid"]},
                             "particles_relaxed": stats["relaxed"],
                             "particles_displaced": stats["displaced"],
                             "particles_displaced_after_relaxation": stats["displaced_after_relaxation"],

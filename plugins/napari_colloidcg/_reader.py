@@ -101,7 +101,9 @@ def napari_get_reader(path) -> Callable | None:
 
     Videos (every format :func:`colloidcg.io.open_video` reads, folders of frames) open
     lazily; colloidcg's outputs open ready to inspect: a tracks table (``tracks.parquet``:
-    Tracks + Points, every column a feature), simulated tracks, a rearrangements or events
+    Tracks + Points, every column a feature), an upsampled system (``colloidcg upsample``:
+    Points, one sample per frame, with local |psi6| and the seam distance as features, and
+    its periodic box), simulated tracks, a rearrangements or events
     table, a model folder or bundle (loaded into the Model widget), one video's batch
     results (``OUT/<video>/``: video, tracks, D2min, events, model) or a batch ``OUT``
     folder. Never raises: a file colloidcg should read but cannot (corrupt, truncated,
@@ -236,8 +238,9 @@ def event_layers(ev, meta: dict, name: str) -> list[tuple]:
 
 
 def table_layers(path: Path, name: str | None = None, source: str | None = None) -> list[tuple]:
-    """LayerData for one of colloidcg's Parquet tables (tracks, simulated tracks, a
-    rearrangements table, an events table); raises ColloidcgError for anything else."""
+    """LayerData for one of colloidcg's Parquet tables (tracks, an upsampled system,
+    simulated tracks, a rearrangements table, an events table); raises ColloidcgError for
+    anything else."""
     from colloidcg.errors import ColloidcgError
     from colloidcg.outputs import read_table
 
@@ -250,6 +253,10 @@ def table_layers(path: Path, name: str | None = None, source: str | None = None)
         raise ColloidcgError(f"{path}: the table is empty")
     folder = path.parent.parent if path.parent.name in STAGES else path.parent
     base = name or folder.name or path.stem
+    from ._upsample import is_upsample, upsample_layers
+
+    if kind == "tracks" and is_upsample(meta):
+        return upsample_layers(df, meta, f"{name or path.stem} upsampled")
     if kind == "events":
         return event_layers(df, meta, f"{base} events")
     if kind == "rearrangements":
