@@ -10,8 +10,10 @@ coarsen.
 1. Learning uses small systems only (64 particles, 1/16 of the target area): 16 small
    quench trajectories, one snapshot every macro step (25 frames). Large snapshots are
    built by tiling 16 small snapshots of the same time (random shifts and symmetries),
-   pushing overlaps apart at the seams and relaxing with 2 frames of the truth dynamics;
-   partial evolution of patches (the small box's side, halo 2 diameters) gives increments.
+   pushing overlaps apart at the seams and relaxing with 2 frames of the truth dynamics
+   (not at the start, uniformly random already); partial evolution of patches (the small
+   box's side, a mobile buffer of 2 diameters, then a frozen halo of 2 diameters) gives
+   increments.
 2. The SDE (psi6, optionally closure variables) is run for the 16x system (1024 particles),
    200 runs, and its ensemble-mean psi6 trajectory compared with 20 direct simulations of
    the 16x system (relative MSE = sum (pred - true)^2 / sum true^2 over the macro steps);
@@ -40,6 +42,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 PHI, KT, D0, SUBSTEPS, DIAM = 0.85, 0.002, 0.25, 3, 16.0
 N_SMALL, FACTOR, DT, STEPS = 64, 16, 25, 30
+RELAX, BUFFER = 2, 2 * DIAM     # frames of seam relaxation; mobile buffer between patch and frozen halo, px
 
 
 def simulator():
@@ -124,10 +127,13 @@ def upsampled(small_pos, t, samples, rng):
         parts = [_transform(Configuration(np.mod(small_pos[i, t], box), np.zeros((N_SMALL, 2)), None, box,
                                           np.full(N_SMALL, np.inf)), rng) for i in pick]
         cfg, new, part = tile_configurations(parts, m)
-        pos, keep, _ = separate(cfg.pos, None, cfg.box, closest, active=new < 2 * DIAM, group=part)
-        pos = pos[keep]
+        pos = cfg.pos
+        if t > 0:    # the quench's start is uniformly random: tiles of it need no seam treatment
+            pos, keep, _ = separate(cfg.pos, None, cfg.box, closest, active=new < 2 * DIAM, group=part)
+            pos = pos[keep]
         st = MicroState(pos, np.full(len(pos), DIAM), cfg.box, np.arange(len(pos), dtype=np.int64), None, None)
-        st = full_step(simulator(), st, 2, derive_key(77, t, k))
+        if t > 0:
+            st = full_step(simulator(), st, RELAX, derive_key(77, t, k))
         out.append(st)
     return out
 
@@ -145,6 +151,7 @@ def main(argv=None) -> int:
     ap.add_argument("--small", type=int, default=16, help="small quench trajectories")
     ap.add_argument("--samples", type=int, default=3, help="upsampled snapshots per macro step")
     ap.add_argument("--patches", type=int, default=4, help="patches per upsampled snapshot")
+    ap.add_argument("--buffer", type=float, default=BUFFER, help="mobile buffer around each patch, px")
     ap.add_argument("--closure", type=int, default=0, help="learned closure variables")
     ap.add_argument("--sde-runs", type=int, default=200)
     args = ap.parse_args(argv)
@@ -176,7 +183,7 @@ def main(argv=None) -> int:
                               "n_small": N_SMALL, "factor": FACTOR, "dt_frames": DT, "steps": STEPS,
                               "direct_runs": args.runs, "small_trajectories": args.small,
                               "upsampled_per_step": args.samples, "patches_per_snapshot": args.patches,
-                              "sde_runs": args.sde_runs}}
+                              "sde_runs": args.sde_runs, "buffer_px": args.buffer, "relax_frames": RELAX}}
     z_start = np.mean([enc.whole(s) for s, t in zip(snaps, snap_t) if t == 0], axis=0)
     true_mean = truth[FACTOR].mean(0)
 
@@ -197,7 +204,7 @@ def main(argv=None) -> int:
         l = mult * side
         t0 = time.perf_counter()
         steps = partial_evolution(simulator(), snaps, patch=l, steps=DT, patches_per_snapshot=args.patches,
-                                  seed=11, progress=True)
+                                  buffer=args.buffer, seed=11, progress=True)
         t_pe = time.perf_counter() - t0
         z0, z1 = partial_increments(enc, snaps, steps)
         K = steps[0].n_patches

@@ -1,4 +1,5 @@
-"""Speed of hierarchical upsampling (colloidcg.scaling.upsample) to 10^4 and 10^5 particles.
+"""Speed of hierarchical upsampling (colloidcg.scaling.upsample) to 10^4 and 10^5 particles, and of
+the macroscopic SDE (10^3 runs x 10^3 steps) against the particle model on the same large system.
 
 A small periodic bidisperse soft-disk liquid (400 particles, area fraction 0.7,
 colloidcg.synthetic dynamics) is simulated, a model is trained on it for a few epochs
@@ -81,7 +82,28 @@ def main(argv=None) -> int:
         print(f"K={k:4d}: {n:7d} particles, steps {up.parameters['side_steps']}: upsampling {t_up:7.1f} s "
               f"({rel['particles_relaxed']} particle relaxations, {rel['particles_dropped']} dropped); "
               f"the particle model, {args.model_steps} frames of the whole system: {t_model:7.1f} s")
+    macro_speed(t_model / args.model_steps, n)
     return 0
+
+
+def macro_speed(model_seconds_per_frame: float, n_particles: int, runs: int = 1000, steps: int = 1000,
+                dt_frames: float = 10.0) -> None:
+    """Time a 2-variable macroscopic SDE (colloidcg.scaling.macro; fitted to synthetic
+    Ornstein-Uhlenbeck increments, untimed) for ``runs`` x ``steps``, and set it beside what
+    the particle model would need for the same ensemble of the large system (its measured
+    cost per frame x steps x dt_frames x runs)."""
+    from colloidcg.scaling.macro import fit_sde
+    rng = np.random.default_rng(0)
+    z0 = rng.uniform(0.3, 0.9, (2000, 2))
+    z1 = z0 + 0.05 * (0.6 - z0) + 0.02 * rng.standard_normal(z0.shape)
+    sde, _ = fit_sde(z0, z1, dt=dt_frames, names=["psi6", "closure_0"], lam=16.0, iterations=50)
+    t0 = time.perf_counter()
+    sde.simulate(steps=steps, runs=runs, seed=0)
+    t_sde = time.perf_counter() - t0
+    t_particles = model_seconds_per_frame * steps * dt_frames * runs
+    print(f"macro SDE, 2 variables: {runs} runs x {steps} steps in {t_sde:.1f} s; the particle model for the "
+          f"same ensemble ({n_particles} particles, {steps} x {dt_frames:g} frames x {runs} runs) would take "
+          f"about {t_particles / 3600:.0f} h ({model_seconds_per_frame:.3g} s per frame, measured above)")
 
 
 if __name__ == "__main__":

@@ -430,7 +430,7 @@ class MacroLearned:
 
 
 def learn_macro(simulator, snapshots, *, patch: float, steps: int, observables, n_closure: int = 0,
-                lam: float | str = "auto", patches_per_snapshot: int = 4, tile_area_px2: float | None = None,
+                lam: float | str = "auto", patches_per_snapshot: int = 4, buffer: float = 0.0, tile_area_px2: float | None = None,
                 start=None, labels: dict | None = None, seed: int = 0, iterations: int = 300,
                 progress: bool = False) -> MacroLearned:
     """Partial evolution, closure encoder and SDE fit on large periodic ``snapshots``.
@@ -439,7 +439,8 @@ def learn_macro(simulator, snapshots, *, patch: float, steps: int, observables, 
     MicroStates (upsampled); patch : patch side, px; steps : frames per macro step;
     observables : names (:mod:`.observables`); n_closure : learned closure variables (0:
     none); lam : 'auto' (= K, the patch count) or a number; tile_area_px2 : the small
-    system's area, px^2 (default: the snapshots'); start : (d_obs,) or None, the default
+    system's area, px^2 (default: the snapshots'); buffer : mobile layer between each patch
+    and its frozen halo, px (:func:`~.partial.partial_evolution`); start : (d_obs,) or None, the default
     start of simulations (default: the mean z of the first snapshot).
     """
     from .closure import local_features, mean_spacing, train_closure
@@ -450,7 +451,8 @@ def learn_macro(simulator, snapshots, *, patch: float, steps: int, observables, 
     prepared = [simulator.prepare(s._replace(pos=np.mod(np.asarray(s.pos, float), np.asarray(s.box, float))))
                 for s in snapshots]
     patch_steps = partial_evolution(simulator, prepared, patch=float(patch), steps=int(steps),
-                                    patches_per_snapshot=int(patches_per_snapshot), seed=int(seed),
+                                    patches_per_snapshot=int(patches_per_snapshot), buffer=float(buffer),
+                                    seed=int(seed),
                                     progress=progress)
     K = float(patch_steps[0].n_patches)
     closure = None
@@ -475,7 +477,7 @@ def learn_macro(simulator, snapshots, *, patch: float, steps: int, observables, 
     sde, fit = fit_sde(z0, z1, dt=float(steps), names=enc.names, lam=lam_v, area_px2=area,
                        tile_area_px2=area if tile_area_px2 is None else float(tile_area_px2), start=z_start,
                        labels=labels, seed=int(seed), iterations=iterations, progress=progress)
-    report = {"patch_px": float(patch), "n_patches_K": K, "lambda": lam_v, "steps_frames": int(steps),
+    report = {"patch_px": float(patch), "buffer_px": float(buffer), "n_patches_K": K, "lambda": lam_v, "steps_frames": int(steps),
               "snapshots": len(prepared), "patches": len(patch_steps), "area_px2": area,
               "tile_area_px2": sde.config.tile_area_px2, "variables": enc.names, "fit": asdict(fit)}
     return MacroLearned(sde, enc, z0, z1, K, lam_v, report, closure_report)

@@ -279,7 +279,9 @@ def _separate(pos, size, box, closest, sweeps, drop_below, floor, movable, group
         i, j = pr[:, 0], pr[:, 1]
         sep = tree.separations(i, j)               # r_j - r_i, minimum image
         d = np.sqrt(np.square(sep).sum(1))
-        target = closest(None if size is None else size[i], None if size is None else size[j])
+        # one value per pair (without sizes the closest approach is a single number)
+        target = np.broadcast_to(closest(None if size is None else size[i], None if size is None else size[j]),
+                                 d.shape)
         bad = d < target
         if group is not None:     # same side of a seam: only pairs closer than the floor
             low = floor(None if size is None else size[i], None if size is None else size[j])

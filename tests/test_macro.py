@@ -1,0 +1,305 @@
+"""The macroscopic SDE (colloidcg.scaling.macro), its observables and closure encoder.
+
+Known answers (fast):
+- an Ornstein-Uhlenbeck process: drift and diffusion recovered from increments whose
+  covariance is lambda = 16 times the process's (as partial increments are), to a few %;
+- the predicted stationary variance scales as 1 / area (4x against 16x, within 25 %,
+  and the OU value sigma^2 / (2 theta) / F);
+- lambda = K recovers the large system's fluctuations from patch increments, lambda = 1
+  overestimates them K-fold;
+- psi6 of a perfect triangular lattice is 1; observables and closure codes are additive
+  over patches (a patch's inner particles with a halo give the whole system's per-particle
+  values exactly); codes are permutation and rotation invariant;
+- a saved SDE loads in a fresh process and gives the same ensemble.
+
+The full soft-disk known answer (learning from 1/16 of the area, 20 direct large runs) is
+benchmarks/macro.py; its reduced version here is marked slow.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from colloidcg.errors import ParameterError
+from colloidcg.scaling.closure import ClosureEncoder, local_features
+from colloidcg.scaling.macro import Encoder, fit_sde, load_sde, partial_increments
+from colloidcg.scaling.observables import check_names, labels, patch_mean, per_particle, whole
+from colloidcg.scaling.simulators import MicroState
+
+torch.set_num_threads(1)
+
+THETA, MEAN, SIGMA, DT = 0.2, 0.6, 0.01, 1.0
+
+
+def ou_increments(n, lam, seed=0):
+    """Exact OU transitions over DT from uniform starts, covariance times ``lam``."""
+    rng = np.random.default_rng(seed)
+    z0 = rng.uniform(0.3, 0.9, (n, 1))
+    var = SIGMA ** 2 / (2 * THETA) * (1 - math.exp(-2 * THETA * DT)) * lam
+    z1 = MEAN + (z0 - MEAN) * math.exp(-THETA * DT) + math.sqrt(var) * rng.standard_normal((n, 1))
+    return z0, z1
+
+
+@pytest.fixture(scope="module")
+def ou_sde():
+    z0, z1 = ou_increments(3000, 16.0)
+    sde, rep = fit_sde(z0, z1, dt=DT, names=["z"], lam=16.0, area_px2=16.0, tile_area_px2=1.0, start=[0.4],
+                       iterations=150)
+    return sde, rep
+
+
+def test_sde_recovers_ou_drift_and_diffusion(ou_sde):
+    sde, rep = ou_sde
+    z = torch.linspace(0.35, 0.85, 11, dtype=torch.float64)[:, None]
+    with torch.no_grad():
+        mu = sde.drift(z)[:, 0].numpy()
+        sig = sde.sigma(z)[:, 0, 0].numpy()
+    rate = (1 - math.exp(-THETA * DT)) / DT            # the Euler drift of the exact transition
+    true_mu = -rate * (z[:, 0].numpy() - MEAN)
+    true_sig = math.sqrt(SIGMA ** 2 / (2 * THETA) * (1 - math.exp(-2 * THETA * DT)) / DT)
+    # slope and offset of the fitted drift, and sigma, to a few %
+    slope = np.polyfit(z[:, 0].numpy(), mu, 1)[0]
+    assert slope == pytest.approx(-rate, rel=0.06)
+    assert np.max(np.abs(mu - true_mu)) < 0.06 * np.max(np.abs(true_mu))
+    np.testing.assert_allclose(sig, true_sig, rtol=0.05)
+    assert rep.n_increments == 3000
+
+
+def test_variance_scales_as_inverse_area(ou_sde):
+    sde, _ = ou_sde
+    # factor relative to the tile (area 1); the SDE describes area 16
+    v = {}
+    for f in (4.0, 16.0):
+        z = sde.simulate(steps=400, runs=400, factor=f, z0=[MEAN], seed=int(f))
+        v[f] = z[:, 100:, 0].var(0).mean()
+    assert v[4.0] / v[16.0] == pytest.approx(4.0, rel=0.25)
+    rate = (1 - math.exp(-THETA * DT)) / DT
+    true_sig2 = SIGMA ** 2 * (1 - math.exp(-2 * THETA * DT)) / (2 * THETA * DT)
+    stationary = true_sig2 / (2 * rate - rate ** 2 * DT)        # Euler-Maruyama's stationary variance
+    for f in (4.0, 16.0):
+        assert v[f] == pytest.approx(stationary * 16.0 / f, rel=0.25)
+
+
+def test_lambda_K_recovers_large_system_fluctuations():
+    """Patch increments (K = 16 times the large system's covariance, its mean): lambda = K
+    gives the large system's stationary variance; lambda = 1 gives K times too much."""
+    K = 16.0
+    z0, z1 = ou_increments(2000, K, seed=3)
+    stationary = SIGMA ** 2 / (2 * THETA)
+    got = {}
+    for lam in (1.0, K):
+        sde, _ = fit_sde(z0, z1, dt=DT, names=["z"], lam=lam, area_px2=1.0, iterations=60, seed=1)
+        z = sde.simulate(steps=300, runs=300, z0=[MEAN], seed=2)
+        got[lam] = z[:, 100:, 0].var(0).mean()
+    assert got[K] == pytest.approx(stationary, rel=0.25)
+    assert got[1.0] / got[K] == pytest.approx(K, rel=0.25)
+    assert abs(math.log(got[K] / stationary)) < abs(math.log(got[1.0] / stationary))
+
+
+def test_saved_sde_loads_in_a_fresh_process(ou_sde, tmp_path):
+    sde, _ = ou_sde
+    sde.save(tmp_path / "m")
+    here = sde.simulate(steps=20, runs=5, factor=4.0, seed=7)
+    code = ("import json, sys; from colloidcg.scaling.macro import load_sde; "
+            f"s = load_sde({str(tmp_path / 'm')!r}); "
+            "print(json.dumps(s.simulate(steps=20, runs=5, factor=4.0, seed=7).tolist()))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    np.testing.assert_array_equal(np.array(json.loads(out.stdout)), here)
+    assert load_sde(tmp_path / "m").covariance_scale(4.0) == pytest.approx(4.0)
+
+
+def test_sde_refusals(tmp_path):
+    z0, z1 = ou_increments(50, 1.0)
+    with pytest.raises(ParameterError, match="lambda"):
+        fit_sde(z0, z1, dt=1.0, names=["z"], lam=0.0)
+    with pytest.raises(ParameterError, match="increments"):
+        fit_sde(z0, z1[:, :0], dt=1.0, names=["z"])
+    from colloidcg.errors import ColloidcgError
+    with pytest.raises(ColloidcgError, match="not a macro SDE folder"):
+        load_sde(tmp_path)
+
+
+# ---------------------------------------------------------------------- observables
+def triangular(nx, ny, a=16.0):
+    """A perfect triangular lattice in its periodic box (nx x ny, ny even)."""
+    i, j = np.meshgrid(np.arange(nx), np.arange(ny), indexing="ij")
+    pos = np.stack([(i + 0.5 * (j % 2)) * a, j * a * math.sqrt(3) / 2], -1).reshape(-1, 2)
+    box = np.array([nx * a, ny * a * math.sqrt(3) / 2])
+    return MicroState(pos, np.full(len(pos), a), box, np.arange(len(pos)), None, None)
+
+
+def test_psi6_of_a_triangular_lattice_is_one():
+    s = triangular(8, 8)
+    np.testing.assert_allclose(per_particle(s, ["psi6", "ordered_fraction"]), 1.0, atol=1e-12)
+    assert labels(s, ["area_fraction"])["area_fraction"] == pytest.approx(math.pi / (2 * math.sqrt(3)), rel=1e-12)
+    rng = np.random.default_rng(0)
+    gas = s._replace(pos=rng.uniform(0, 1, s.pos.shape) * s.box)
+    assert whole(gas, ["psi6"])[0] < 0.6
+
+
+def test_observable_names_the_data_cannot_give_are_refused():
+    with pytest.raises(ParameterError, match="psi6 is a 2D"):
+        check_names(["psi6"], 3)
+    with pytest.raises(ParameterError, match="mean_S needs"):
+        check_names(["mean_S"], 2, has_S=False)
+    with pytest.raises(ParameterError, match="area_fraction needs"):
+        check_names(["psi6", "area_fraction"], 2, has_size=False)
+    with pytest.raises(ParameterError, match="constant label"):
+        check_names(["area_fraction"], 2)
+    assert check_names(["psi6", "area_fraction"], 2) == (["psi6"], ["area_fraction"])
+
+
+def liquid(n=400, seed=0):
+    rng = np.random.default_rng(seed)
+    side = math.sqrt(n) * 16.0
+    from colloidcg.synthetic.dynamics import Box, fire_relax
+    pos = fire_relax(rng.uniform(0, side, (n, 2)), np.full(n, 16.0), Box(side, side, side / 2))
+    return MicroState(np.mod(pos, side), np.full(n, 16.0), np.array([side, side]), np.arange(n), None, None)
+
+
+def test_patch_values_are_the_whole_systems_per_particle_values():
+    """Inner particles of a patch with a 2-diameter halo (A's cut_patch) have exactly the
+    per-particle values they have in the whole system, and the particle-weighted mean of
+    patches tiling the box is the whole system's value (additivity)."""
+    from colloidcg.scaling.partial import cut_patch
+    s = liquid()
+    enc = Encoder(["psi6", "ordered_fraction"], ClosureEncoder(15, 2, spacing=16.0))
+    full = enc.per_particle(s)
+    side = s.box[0] / 2
+    total, count = np.zeros(4), 0
+    for cx in (0.5, 1.5):
+        for cy in (0.5, 1.5):
+            st, rows, mask, _, periodic = cut_patch(s, np.array([cx, cy]) * side, side, 48.0)
+            assert not periodic
+            np.testing.assert_allclose(enc.per_particle(st)[mask], full[rows[mask]], atol=1e-12)
+            total += enc.patch(st, mask) * mask.sum()
+            count += mask.sum()
+            np.testing.assert_allclose(patch_mean(st, mask, ["psi6"]), full[rows[mask], 0].mean(), atol=1e-12)
+    assert count == len(s.pos)
+    np.testing.assert_allclose(total / count, enc.whole(s), atol=1e-12)
+
+
+def test_closure_codes_are_permutation_and_rotation_invariant():
+    s = liquid(200, seed=1)
+    enc = ClosureEncoder(15, 3, spacing=16.0)
+    c = enc.codes(s)
+    perm = np.random.default_rng(2).permutation(len(s.pos))
+    np.testing.assert_allclose(enc.codes(s._replace(pos=s.pos[perm]))[np.argsort(perm)], c, atol=1e-10)
+    # rotate an open copy by 90 degrees plus a shift: interior particles keep their codes
+    open_s = s._replace(box=None)
+    rot = open_s._replace(pos=np.stack([-s.pos[:, 1], s.pos[:, 0]], 1) + 3.0)
+    inner = np.all((s.pos > 60) & (s.pos < s.box - 60), axis=1)
+    np.testing.assert_allclose(enc.codes(rot)[inner], enc.codes(open_s)[inner], atol=1e-10)
+    assert local_features(s, 16.0).shape == (200, 15)
+
+
+def test_partial_increments_form():
+    """z1 = z(x0) + z_I(x1) - z_I(x0) from PatchSteps (A's partial evolution with the soft
+    disks): an unmoved patch (zero steps of motion) gives z1 = z0 exactly."""
+    from colloidcg.scaling.partial import PatchStep, cut_patch
+    s = liquid(200, seed=2)
+    enc = Encoder(["psi6"])
+    st, rows, mask, frozen, _ = cut_patch(s, s.box / 2, 100.0, 40.0)
+    moved = st._replace(pos=st.pos + np.where(mask[:, None], 0.3, 0.0))
+    ps = [PatchStep(0, s.box / 2, 100.0, rows[mask], st, st, mask, 5.0, 0, rows, frozen),
+          PatchStep(0, s.box / 2, 100.0, rows[mask], st, moved, mask, 5.0, 0, rows, frozen)]
+    z0, z1 = partial_increments(enc, [s], ps)
+    np.testing.assert_allclose(z1[0], z0[0], atol=1e-14)
+    np.testing.assert_allclose(z1[1] - z0[1], enc.patch(moved, mask) - enc.patch(st, mask), atol=1e-14)
+
+
+# ---------------------------------------------------------------------- command line
+def model_folder(path, dim=2, box=None, cutoff=20.0):
+    """An untrained float64 model saved as colloidcg train would (calibration 1 um/px, 1 fps)."""
+    from colloidcg.core import MetriplecticModel, ModelConfig
+    from colloidcg.core.persist import save_model
+    torch.manual_seed(0)
+    m = MetriplecticModel(ModelConfig(dim=dim, cutoff=cutoff, theta_ref=0.7, tau=0.3)).double()
+    save_model(m, path, {"calibration": {"um_per_px": 1.0, "fps": 1.0, "box_px": box}})
+    return path
+
+
+def tracks_file(path, frames=4, n=200, seed=0, box=True):
+    import pandas as pd
+
+    from colloidcg.outputs import write_table
+    s = liquid(n, seed)
+    rng = np.random.default_rng(seed)
+    rows = [pd.DataFrame({"frame": f, "particle": np.arange(n),
+                          "x": np.mod(s.pos[:, 0] + rng.normal(0, 0.3, n), s.box[0]),
+                          "y": np.mod(s.pos[:, 1] + rng.normal(0, 0.3, n), s.box[1])}) for f in range(frames)]
+    write_table(path, pd.concat(rows, ignore_index=True), {"meta": {"box_px": s.box.tolist()} if box else {}})
+    return path, s.box
+
+
+def test_cli_macro_train_and_simulate(tmp_path, capsys):
+    from colloidcg.cli import main
+    from colloidcg.outputs import read_table
+    tr, box = tracks_file(tmp_path / "t.parquet")
+    model = model_folder(tmp_path / "model", box=box.tolist())
+    out = tmp_path / "macro"
+    assert main(["macro", "train", str(model), "--init", str(tr), "-o", str(out), "--factor", "4",
+                 "--snapshots", "2", "--steps", "1", "--patches", "6", "--buffer", "0", "--no-patch-curve"]) == 0
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["n_patches_K"] == pytest.approx(4.0)         # patch = the tile's side, box 4x its area
+    assert rep["lambda"] == pytest.approx(4.0) and rep["variables"] == ["psi6"]
+    for name in ("sde.json", "sde.pt", "increments.png", "lambda_sweep.png", "patch_curve.png"):
+        assert (out / name).is_file()
+    table = tmp_path / "m.parquet"
+    assert main(["macro", "simulate", str(out), "--factor", "16", "--steps", "5", "--runs", "3",
+                 "-o", str(table)]) == 0
+    df, meta = read_table(table)
+    assert list(df.columns) == ["run", "step", "time", "psi6"]
+    assert len(df) == 3 * 6
+    assert meta["parameters"]["covariance_scale"] == pytest.approx(0.25)     # fitted for 4x, run at 16x
+    assert table.with_suffix(".png").is_file()
+    # refused: an existing table without --overwrite
+    assert main(["macro", "simulate", str(out), "--factor", "16", "--steps", "5", "-o", str(table)]) == 2
+
+
+@pytest.mark.parametrize("extra, dim, message", [
+    (["--factor", "8"], 2, "not a square"),
+    (["--patch", "30"], 2, "smaller than twice"),
+    (["--observables", "psi6,area_fraction"], 2, "area_fraction needs per-particle sizes"),
+    (["--observables", "psi6", "--factor", "8"], 3, "psi6 is a 2D"),
+    (["--lambda", "-1"], 2, "--lambda"),
+])
+def test_cli_macro_train_refusals(tmp_path, capsys, extra, dim, message):
+    from colloidcg.cli import main
+    tr, box = tracks_file(tmp_path / "t.parquet", frames=1)
+    model = model_folder(tmp_path / "model", dim=dim, box=box.tolist() if dim == 2 else None)
+    code = main(["macro", "train", str(model), "--init", str(tr), "-o", str(tmp_path / "o")] + extra)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and message in err[0]
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_macro_train_refuses_tracks_without_box_or_field_of_view(tmp_path, capsys):
+    import pandas as pd
+
+    from colloidcg.cli import main
+    from colloidcg.outputs import write_table
+    model = model_folder(tmp_path / "model")
+    df = pd.DataFrame({"frame": [0, 0, 0], "particle": [0, 1, 2], "x": [1.0, 10.0, 20.0], "y": [1.0, 5.0, 9.0]})
+    write_table(tmp_path / "t.parquet", df, {})
+    code = main(["macro", "train", str(model), "--init", str(tmp_path / "t.parquet"), "-o", str(tmp_path / "o"),
+                 "--factor", "4"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "no periodic box" in err[0]
+
+
+def test_cli_macro_simulate_refusals(tmp_path, capsys):
+    from colloidcg.cli import main
+    assert main(["macro", "simulate", str(tmp_path), "--factor", "4", "--steps", "3",
+                 "-o", str(tmp_path / "m.parquet")]) == 2
+    assert "not a macro SDE folder" in capsys.readouterr().err
+    assert main(["macro", "simulate", str(tmp_path), "--factor", "0", "--steps", "3",
+                 "-o", str(tmp_path / "m.parquet")]) == 2
+    assert "--factor" in capsys.readouterr().err
