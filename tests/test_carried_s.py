@@ -196,3 +196,51 @@ def test_training_with_carried_S_lowers_the_likelihood_and_options_are_checked()
         TrainConfig(s_window=0).validate()
     with pytest.raises(ParameterError, match="covariance"):
         TrainConfig(s_memory="carried", covariance="full").validate()
+
+
+def _vacancy_tracks(nx=14, frames=40, n_vac=10, seed=0):
+    """A small hex lattice with vacancies whose neighbours shear now and then (the
+    benchmark's vacancy control, smaller), with thermal jitter; px and frames."""
+    rng = np.random.default_rng(seed)
+    jj, ii = np.meshgrid(np.arange(nx), np.arange(nx))
+    full = np.column_stack([(jj * 10.0 + (ii % 2) * 5.0).ravel(), (ii * 10.0 * np.sqrt(3) / 2).ravel()]) + 20.0
+    vac = rng.choice(len(full), n_vac, replace=False)
+    keep = np.ones(len(full), bool)
+    keep[vac] = False
+    p0 = full[keep]
+    pos = np.repeat(p0[None], frames, 0)
+    for s in full[vac]:
+        for f in rng.choice(np.arange(3, frames - 2), 2, replace=False):
+            d = p0 - s
+            pos[f:] += np.column_stack([d[:, 0], -d[:, 1]]) * np.exp(-np.square(d).sum(1) / 64.0)[:, None]
+    pos = pos + rng.normal(0, 0.25, pos.shape)
+    n = len(p0)
+    return pd.DataFrame({"frame": np.repeat(np.arange(frames), n), "particle": np.tile(np.arange(n), frames),
+                         "x": pos[..., 0].ravel(), "y": pos[..., 1].ravel()})
+
+
+def test_train_tracks_writes_S_parquet_and_scores_it_on_the_softness_rows(tmp_path):
+    """The model folder's S.parquet has one row per tracked row (S0, dSdt) and a sidecar
+    with units; report.json scores S0 and dSdt on exactly the softness baseline's test rows
+    with the baseline's AUC and SE beside them (scored again here from S.parquet: equal)."""
+    from colloidcg.outputs import read_table
+    from colloidcg.rearrangements import detect
+    from colloidcg.rearrangements.scoring import score_against_softness
+    from colloidcg.train import train_tracks
+
+    tracks = _vacancy_tracks()
+    table = detect(tracks, lag=2, cutoff=13.0).table
+    out = tmp_path / "model"
+    train_tracks(tracks, None, TrainConfig(epochs=1, cutoff=13.0, edge=0.0, n_pair=0, progress=False,
+                                           val_rollout_steps=3, horizon=2), out, labels=table,
+                 fps=1.0, um_per_px=1.0, labels_lag=2)
+    S, side = read_table(out / "S.parquet")
+    assert len(S) == len(tracks) and {"S0", "dSdt"} <= set(S.columns)
+    assert side["units"]["dSdt"].startswith("k_B per frame")
+    rep = json.loads((out / "report.json").read_text())["carried_s_auc"]
+    assert {"softness", "S0", "dSdt"} <= set(rep) and rep["lag"] == 2
+    again = score_against_softness(table, S[["frame", "particle", "S0", "dSdt"]], 2, fix_sign=["S0"])
+    assert rep["S0"]["auc"] == pytest.approx(again["S0"].auc, abs=1e-12)
+    assert rep["softness"]["auc"] == pytest.approx(again["softness"].auc, abs=1e-12)
+    assert rep["S0"]["softness_auc"] == pytest.approx(rep["softness"]["auc"], abs=1e-12)   # same rows
+    assert rep["S0"]["n_test"] == rep["softness"]["n_test"] > 0
