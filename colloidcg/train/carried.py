@@ -185,7 +185,8 @@ def make_carried_window(traj: Trajectory, t: int, steps: int, cutoff: float,
     """The carried-S window of up to ``steps`` frames from t (fewer near the end of the
     data), of the particles present in frames t-1..t+K (only those of the (N,) bool mask
     ``among`` when given), scored where the trajectory's mask (and ``interior``) holds in
-    every frame t..t+K; ``horizon`` attaches the rearrangement labels of frames t..t+K-1."""
+    every frame t..t+K; ``horizon`` attaches the rearrangement labels of frames t..t+K-1
+    (NaN outside ``interior`` when given: a patch's halo)."""
     K = max(1, min(steps, traj.n_frames - 1 - t))
     win = traj.present[t - 1: t + K + 1].all(0)
     if among is not None:
@@ -204,6 +205,8 @@ def make_carried_window(traj: Trajectory, t: int, steps: int, cutoff: float,
             rows.append(torch.full((idx.numel(),), float("nan"), dtype=r.dtype, device=r.device)
                         if lab is None else lab[idx].to(r.dtype))
         labels = torch.stack(rows)
+        if interior is not None:   # a sub-system's halo is not scored by the auxiliary loss either
+            labels = torch.where(interior[idx], labels, torch.full_like(labels, float("nan")))
     return CarriedWindow(idx, r, traj.vel[t: t + K + 1, idx], pairs, inner, particle_sizes(traj, idx), labels)
 
 
