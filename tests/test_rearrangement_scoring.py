@@ -1,0 +1,150 @@
+"""The rearrangement yardstick (colloidcg.rearrangements.scoring): AUC and its standard
+error against known answers, the softness baseline's rows, and natural rearrangements in a
+glass."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import norm
+from sklearn.metrics import roc_auc_score
+
+from colloidcg.errors import ParameterError
+from colloidcg.rearrangements import softness_baseline
+from colloidcg.rearrangements.scoring import (auc, block_pair_counts, bootstrap_counts, frame_blocks,
+                                              score_against_softness, softness_test_rows,
+                                              softness_train_rows)
+
+_BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "rearrangements.py"
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("bench_rearrangements", _BENCH)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def clustered_system(rng, d: float = 1.0, rho: float = 0.8, T: int = 120, N: int = 100,
+                     groups: int = 16, group_size: int = 6, events_per_group: int = 4,
+                     duration: int = 3) -> pd.DataFrame:
+    """A table of T frames x N particles whose rearranging rows come in events (a group of
+    ``group_size`` particles for ``duration`` frames, events never overlapping) with a
+    known AUC: every negative row's value is N(0, 1); an event shares a latent u ~ N(0, 1),
+    its rows' values are d + sqrt(rho) u + sqrt(1 - rho) e, so each positive is N(d, 1)
+    and the expected AUC is Phi(d / sqrt 2), while rows within an event are correlated
+    (rho). Structure functions G_a, G_b are pure noise; D2min known everywhere, some edge
+    rows and NaN features sprinkled in."""
+    frame = np.repeat(np.arange(T), N)
+    particle = np.tile(np.arange(N), T)
+    y = np.zeros((T, N), bool)
+    val = rng.standard_normal((T, N))
+    slots = T // duration
+    for g in range(groups):
+        members = np.arange(g * group_size, (g + 1) * group_size)
+        for s in rng.choice(slots, events_per_group, replace=False):
+            f = np.arange(s * duration, (s + 1) * duration)
+            u = rng.standard_normal()
+            y[np.ix_(f, members)] = True
+            val[np.ix_(f, members)] = d + np.sqrt(rho) * u + np.sqrt(1 - rho) * rng.standard_normal((duration, group_size))
+    G = rng.standard_normal((T * N, 2))
+    G[rng.random(T * N) < 0.01, 0] = np.nan
+    return pd.DataFrame({"frame": frame, "particle": particle, "x": rng.random(T * N), "y": rng.random(T * N),
+                         "d2min": np.abs(rng.standard_normal(T * N)), "edge": rng.random(T * N) < 0.02,
+                         "rearranging": y.ravel(), "G_a": G[:, 0], "G_b": G[:, 1], "value": val.ravel()})
+
+
+def test_auc_exact_with_ties_and_block_resamples():
+    rng = np.random.default_rng(0)
+    s = np.round(rng.standard_normal(3000), 1)                 # many ties
+    y = rng.random(3000) < 0.2 + 0.1 * (s > 0)
+    assert auc(s, y) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+    block = frame_blocks(rng.integers(0, 40, 3000), 4)
+    pairs = block_pair_counts(s, y, block)
+    counts = bootstrap_counts(int(block.max()) + 1, 5, seed=1)
+    for c in counts:   # a resample of whole blocks = the rows repeated by their block's multiplicity
+        rep = np.repeat(np.arange(3000), c[block].astype(int))
+        assert pairs.auc(c[None])[0] == pytest.approx(roc_auc_score(y[rep], s[rep]), abs=1e-12)
+
+
+def test_rows_are_the_softness_baselines_and_sign_and_subsets():
+    t = clustered_system(np.random.default_rng(1))
+    soft = softness_baseline(t, 2)
+    train, test = softness_train_rows(t, soft), softness_test_rows(t, soft)
+    assert test.sum() == soft.n_test and train.sum() == soft.n_train
+    frame = t["frame"].to_numpy()
+    assert frame[test].min() >= soft.split_frame + 2 and frame[train].max() < soft.split_frame
+    assert not t["edge"].to_numpy()[test | train].any() and np.isfinite(t["G_a"].to_numpy()[test | train]).all()
+    y = t["rearranging"].to_numpy()
+    assert roc_auc_score(y[test], soft.softness(t)[test]) == pytest.approx(soft.auc, abs=1e-12)
+
+    v = t["value"].to_numpy()
+    sub = t[["frame", "particle"]].assign(neg=-v, half=np.where(t["particle"] < 50, v, np.nan))
+    rep = score_against_softness(t, sub.iloc[::-1], 2, fix_sign=["neg"], n_boot=200)
+    assert rep.softness.auc == pytest.approx(soft.auc, abs=1e-12) and rep.softness.coverage == 1.0
+    assert rep["neg"].sign == -1 and rep["neg"].auc == pytest.approx(roc_auc_score(y[test], v[test]), abs=1e-12)
+    half = test & (t["particle"].to_numpy() < 50)
+    assert rep["half"].sign == 1 and rep["half"].n_test == half.sum()
+    assert rep["half"].coverage == pytest.approx(half.sum() / test.sum())
+    assert rep["half"].softness_auc == pytest.approx(roc_auc_score(y[half], soft.softness(t)[half]), abs=1e-12)
+    assert rep["half"].diff == pytest.approx(rep["half"].auc - rep["half"].softness_auc, abs=1e-12)
+    with pytest.raises(ParameterError, match="values"):
+        score_against_softness(t, {"bad": v[:10]}, soft=soft)
+    with pytest.raises(ParameterError, match="lag"):
+        score_against_softness(t, {"v": "value"})
+    with pytest.raises(ParameterError, match="fix_sign"):
+        score_against_softness(t, {"v": "value"}, soft=soft, fix_sign=["w"])
+
+
+def test_known_auc_and_standard_error_over_resampled_systems():
+    """Mean AUC = Phi(d / sqrt 2); the block-bootstrap s.e. of one system matches the spread
+    of the AUC over independently drawn systems (blocks of 12 frames, 4 x an event's
+    duration, not aligned with the events), where the row-wise (Hanley-McNeil) error, blind
+    to the events' correlation, is much smaller."""
+    d, R = 1.0, 40
+    aucs, ses, se_rows = [], [], []
+    for k in range(R):
+        t = clustered_system(np.random.default_rng(100 + k), d=d, T=240, events_per_group=8)
+        rep = score_against_softness(t, {"v": "value"}, 2, n_boot=300, block_frames=12, seed=k)
+        aucs.append(rep["v"].auc)
+        ses.append(rep["v"].se)
+        se_rows.append(rep["v"].se_rows)
+    spread = np.std(aucs, ddof=1)
+    truth = norm.cdf(d / np.sqrt(2))
+    assert abs(np.mean(aucs) - truth) < 3 * spread / np.sqrt(R)
+    assert 0.75 < np.mean(ses) / spread < 1.3
+    assert np.mean(se_rows) < 0.6 * spread
+
+
+def _glass_case(b, n_frames, width, equilibration, margin=None):
+    vid = b.glass_video(n_frames=n_frames, seed=1, width=width, height=width, equilibration=equilibration,
+                        margin=margin)
+    res = b.glass_labels(vid.truth[["frame", "particle", "x", "y", "diameter"]],
+                         [(-0.5, width - 0.5), (-0.5, width - 0.5)])
+    soft = softness_baseline(res.table, res.parameters["lag_frames"])
+    return res, soft, b.label_check(res, soft)
+
+
+def test_glass_labels_are_genuine_rearrangements():
+    """A short run of the benchmark's glass (nothing planted; 160 x 160 px, 100 frames):
+    the labelled rows (top 1 % of D2min over 10 frames) lose a neighbour for good over
+    the lag about 20 times as often as the others; cage rattling would not."""
+    res, soft, c = _glass_case(_bench(), 100, 160, 40, margin=24)
+    assert 0.004 < c["rate"] < 0.02
+    assert c["lost_labelled"] > 0.1 and c["lost_labelled"] > 8 * c["lost_other"]
+
+
+@pytest.mark.slow
+def test_glass_softness_predicts_natural_rearrangements():
+    """The benchmark's glass case at full size (256 x 256 px, 300 frames, seed 1):
+    softness predicts the natural rearrangements well above chance, and so does size
+    alone (small particles rearrange more), about as well."""
+    res, soft, c = _glass_case(_bench(), 300, 256, 200)
+    assert c["lost_labelled"] > 10 * c["lost_other"]
+    rep = score_against_softness(res.table, {"size": "diameter"}, soft=soft, fix_sign=True, n_boot=500)
+    assert rep.softness.auc - 2 * rep.softness.se > 0.55
+    assert rep["size"].sign == -1 and rep["size"].auc - 2 * rep["size"].se > 0.55
