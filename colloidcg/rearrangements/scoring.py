@@ -13,19 +13,24 @@ neighbour count, ...) is measured with:
 - **score**: ROC AUC (0.5 chance, 1 perfect; Mann-Whitney, ties counted one half);
 - **sign**: optionally fixed on the baseline's training rows (a learned S is defined only
   up to sign): the value is negated when its AUC there is below 0.5;
-- **standard error**: a moving-block bootstrap over test frames (Kuensch, Ann. Stat. 17,
-  1217, 1989; here non-overlapping blocks of ``block_frames`` consecutive frames, drawn
-  with replacement). Rows are not independent: all rows of a frame share its state (a
-  shear's phase, which events are under way), one rearrangement labels several particles
-  in several consecutive frames, and label windows of consecutive frames overlap. Whole
-  frames are therefore resampled, in blocks long enough (default 2 x lag, at least 2) to
-  keep the frames of one label window and of one event mostly together. Resampling events
-  instead would leave out the negatives' correlation and needs an event for every
-  positive row, which a value table need not carry. The row-wise Hanley-McNeil error is
-  reported beside it (``se_rows``); with clustered positives it is smaller, often
-  several-fold. The same resamples score every value, so the difference from softness
-  comes with a paired standard error (``diff_se``), much smaller than either SE alone
-  when the two are correlated.
+- **standard error**: a block bootstrap over test frames (non-overlapping blocks of
+  ``block_frames`` consecutive frames, drawn with replacement; Carlstein, Ann. Stat. 14,
+  1171, 1986). Rows are not independent: all rows of a frame share its state (a shear's
+  phase, which events are under way), one rearrangement labels several particles in
+  several consecutive frames, and label windows of consecutive frames overlap. Whole
+  frames are therefore resampled, in blocks long enough to keep the rows of one event
+  mostly together: default 2 x lag (at least 2), since an event's rows span about lag
+  frames (every window [t, t + lag] that contains it). An event cut by a block boundary
+  counts as two independent pieces, which understates the error: on constructed data
+  with 3-frame events of correlated rows, blocks of 6 frames gave 0.68-0.76 of the true spread
+  over resampled systems, blocks of 12 frames 0.93 (tests/test_rearrangement_scoring.py);
+  with few blocks (under about 10) the SE is itself uncertain by 1/sqrt(2 x blocks).
+  Resampling events instead would leave out the negatives' correlation and needs an
+  event for every positive row, which a value table need not carry. The row-wise
+  Hanley-McNeil error is reported beside it (``se_rows``); with clustered positives it is
+  smaller, several-fold where events hold many rows. The same resamples score every
+  value, so the difference from softness comes with a paired standard error
+  (``diff_se``), much smaller than either SE alone when the two are correlated.
 
 What the SE does not include: the variation between independently prepared samples that
 differ in ways one long recording does not explore (e.g. a fixed lattice of vacancies);
