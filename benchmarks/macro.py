@@ -154,6 +154,7 @@ def main(argv=None) -> int:
     ap.add_argument("--buffer", type=float, default=BUFFER, help="mobile buffer around each patch, px")
     ap.add_argument("--closure", type=int, default=0, help="learned closure variables")
     ap.add_argument("--sde-runs", type=int, default=200)
+    ap.add_argument("--patch-mults", default="0.5,1,2", help="patch sides in units of the small box's side")
     args = ap.parse_args(argv)
     import torch
     torch.set_num_threads(1)
@@ -200,12 +201,24 @@ def main(argv=None) -> int:
     patch_rows = {}
     sdes = {}
     inc = {}
-    for mult in (0.5, 1.0, 2.0):
+    mults = [float(x) for x in args.patch_mults.split(",")]
+    for mult in mults:
         l = mult * side
         t0 = time.perf_counter()
         steps = partial_evolution(simulator(), snaps, patch=l, steps=DT, patches_per_snapshot=args.patches,
                                   buffer=args.buffer, seed=11, progress=True)
         t_pe = time.perf_counter() - t0
+        if args.closure and mult == 1.0:
+            from colloidcg.scaling.closure import local_features, mean_spacing, train_closure
+            spacing = mean_spacing(snaps[-1])
+            obs = Encoder(["psi6"])
+            a = np.array([obs.patch(ps.before, ps.inner_mask) for ps in steps])
+            b = np.array([obs.patch(ps.after, ps.inner_mask) for ps in steps])
+            feats = [local_features(ps.before, spacing)[ps.inner_mask] for ps in steps]
+            closure, crep = train_closure(feats, a, b - a, n_closure=args.closure, spacing=spacing, progress=True)
+            results["closure_training"] = crep
+            enc = Encoder(["psi6"], closure)
+            z_start = np.mean([enc.whole(s) for s, t in zip(snaps, snap_t) if t == 0], axis=0)
         z0, z1 = partial_increments(enc, snaps, steps)
         K = steps[0].n_patches
         inc[mult] = (z0, z1, K)

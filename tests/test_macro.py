@@ -276,7 +276,7 @@ def test_cli_macro_train_refusals(tmp_path, capsys, extra, dim, message):
     tr, box = tracks_file(tmp_path / "t.parquet", frames=1)
     model = model_folder(tmp_path / "model", dim=dim, box=box.tolist() if dim == 2 else None)
     code = main(["macro", "train", str(model), "--init", str(tr), "-o", str(tmp_path / "o")] + extra)
-    err = capsys.readouterr().err.strip().splitlines()
+    err = [ln for ln in capsys.readouterr().err.replace("\r", "\n").splitlines() if "error:" in ln]
     assert code == 2 and len(err) == 1 and message in err[0]
     assert not (tmp_path / "o").exists()
 
@@ -291,7 +291,7 @@ def test_cli_macro_train_refuses_tracks_without_box_or_field_of_view(tmp_path, c
     write_table(tmp_path / "t.parquet", df, {})
     code = main(["macro", "train", str(model), "--init", str(tmp_path / "t.parquet"), "-o", str(tmp_path / "o"),
                  "--factor", "4"])
-    err = capsys.readouterr().err.strip().splitlines()
+    err = [ln for ln in capsys.readouterr().err.replace("\r", "\n").splitlines() if "error:" in ln]
     assert code == 2 and len(err) == 1 and "no periodic box" in err[0]
 
 
@@ -303,3 +303,37 @@ def test_cli_macro_simulate_refusals(tmp_path, capsys):
     assert main(["macro", "simulate", str(tmp_path), "--factor", "0", "--steps", "3",
                  "-o", str(tmp_path / "m.parquet")]) == 2
     assert "--factor" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------- the full known answer (slow)
+@pytest.fixture(scope="module")
+def known_answer(tmp_path_factory):
+    """benchmarks/macro.py (soft disks quenched to phi 0.85, kT 0.002; learned from 64-particle
+    systems, predicted for 1024 against 20 direct runs), patch side l only."""
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "macro.py"
+    spec = importlib.util.spec_from_file_location("macro_benchmark", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    tmp = tmp_path_factory.mktemp("macro")
+    assert mod.main(["--cache", str(tmp / "cache"), "--out", str(tmp / "out"), "--patch-mults", "1"]) == 0
+    return json.loads((tmp / "out" / "results.json").read_text())
+
+
+@pytest.mark.slow
+def test_known_answer_fluctuations_scale_as_inverse_area_and_lambda_K_is_right(known_answer):
+    r = known_answer
+    assert r["variance"]["pred_ratio_4x_over_16x"] == pytest.approx(4.0, rel=0.25)
+    err = {k: v["log_var_error"] for k, v in r["lambda_sweep"].items()}
+    # lambda = 1 and K/4 overestimate the 16x system's fluctuations 20x and 6x (measured);
+    # lambda = K is within a factor 2 of the direct runs' variance
+    assert err["K"] < err["1"] and err["K"] < err["K/4"] and err["K"] < math.log(2.0)
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="measured: the ensemble mean's relative MSE is 5e-3 with partial "
+                                       "evolution, 5e-4 naive (docs/scaling.md); the goal is not met")
+def test_known_answer_mean_trajectory_beats_naive_fivefold(known_answer):
+    r = known_answer
+    assert r["relmse_ours"] <= 2e-3 and r["ratio_naive_over_ours"] >= 5.0
