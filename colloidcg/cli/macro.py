@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import add_output, add_table_output, table_output, torch_device
+from ._common import DefaultsHelpFormatter, add_output, add_table_output, table_output, torch_device
 
 REPORT_FILES = ["sde.json", "sde.pt", "report.json", "increments.png", "lambda_sweep.png", "patch_curve.png"]
 CLOSURE_FILES = ["closure.json", "closure.pt"]
@@ -25,6 +25,7 @@ def add_parser(subparsers) -> None:
     sub = p.add_subparsers(dest="macro_command", metavar="ACTION", required=True)
 
     t = sub.add_parser("train", help="upsample, partial evolution, closure encoder and SDE fit",
+                       formatter_class=DefaultsHelpFormatter,
                        description="Upsample snapshots of the input tracks by --factor, evolve random patches "
                                    "of side --patch (a frozen halo of twice the interaction range around "
                                    "each) by --steps frames with the model, and fit the SDE to the "
@@ -63,6 +64,7 @@ def add_parser(subparsers) -> None:
     t.set_defaults(func=run_train)
 
     s = sub.add_parser("simulate", help="ensemble of the macroscopic SDE for a system of K times the tile's area",
+                       formatter_class=DefaultsHelpFormatter,
                        description="Euler-Maruyama runs of the SDE in MACRO_DIR for a system whose area "
                                    "(volume) is --factor times the small system's; the noise covariance "
                                    "is scaled by the area the SDE was fitted for over this system's. "
@@ -192,8 +194,9 @@ def run_train(args: argparse.Namespace) -> int:
         box = up_params["tile_px"] if up_params["tile"] == "periodic box" else None
         sweep = []
         if box is not None:
-            pairs = _small_increments(tracks, meta, np.asarray(box, float), [int(f) for f in frames], args.steps,
-                                      size_col, dim)
+            pairs = [[sim.prepare(s) for s in pr] for pr in
+                     _small_increments(tracks, meta, np.asarray(box, float), [int(f) for f in frames], args.steps,
+                                       size_col, dim)]
             if len(pairs) >= 10:
                 sz0, sz1 = trajectory_increments(res.encoder, pairs)
                 for name, lv in (("1", 1.0), ("K/4", K / 4), ("K/2", K / 2), ("K", K), ("2K", 2 * K)):
