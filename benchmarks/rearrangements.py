@@ -338,8 +338,12 @@ def match_rows(ref: pd.DataFrame, got: pd.DataFrame, max_dist: float = 3.0):
 
 # ----------------------------------------------------------------------------- cases
 
-def case_vacancy(seeds: int, epochs: int, memories) -> dict:
-    """The vacancy control: table, baseline and values to score."""
+def case_vacancy(seeds, epochs: int, memories) -> dict:
+    """The vacancy control: table, baseline, values to score and the training seeds
+    (an iterable of ints) of the learned S. The case dicts hold name, tracks, res
+    (Rearrangements), soft (SoftnessResult), values, fix (names whose sign is fixed on the
+    training rows), learn (seeds, epochs, s_memory variants, whether to score S of frame 0)
+    and checks (:func:`label_check`)."""
     tracks = soft_spot_system()
     res = detect(tracks, lag=2, cutoff=13.0)
     soft = softness_baseline(res.table, 2)
@@ -353,7 +357,7 @@ def case_vacancy(seeds: int, epochs: int, memories) -> dict:
             "fix": set(), "learn": (seeds, epochs, memories, True), "checks": label_check(res, soft)}
 
 
-def case_glass(vid, seeds: int, epochs: int, memories) -> dict:
+def case_glass(vid, seeds, epochs: int, memories) -> dict:
     fov = [(-0.5, vid.meta["width"] - 0.5), (-0.5, vid.meta["height"] - 0.5)]
     tracks = vid.truth[["frame", "particle", "x", "y", "diameter"]]
     res = glass_labels(tracks, fov)
@@ -366,7 +370,7 @@ def case_glass(vid, seeds: int, epochs: int, memories) -> dict:
             "checks": label_check(res, soft)}
 
 
-def case_glass_video(vid, truth_case: dict, seeds: int, epochs: int, memories) -> dict:
+def case_glass_video(vid, truth_case: dict, seeds, epochs: int, memories) -> dict:
     import trackpy
 
     from colloidcg.tracking import track
@@ -399,7 +403,7 @@ def score_case(case: dict) -> dict:
     rep = score_against_softness(t, case["values"], soft=soft, fix_sign=case["fix"])
     seeds, epochs, memories, frame0 = case["learn"]
     learned: dict = {}
-    for seed in range(seeds):
+    for seed in seeds:
         for memory in memories:
             for aux in (0.0, 1.0):
                 t0 = time.perf_counter()
@@ -469,7 +473,7 @@ def print_tables(results: list[tuple[dict, dict]], memories) -> None:
             for k in keys:
                 diffs = [r[k].diff for r, _ in runs]
                 des = [r[k].diff_se for r, _ in runs]
-                print(f"| {k}, s_memory {memory}, {tag}, seeds 0-{len(runs) - 1} (cutoff "
+                print(f"| {k}, s_memory {memory}, {tag}, {len(runs)} seeds (cutoff "
                       f"{', '.join(f'{cut:.1f}' for _, cut in runs)} px) | {_mean(runs, k)} | "
                       f"{np.mean([r[k].se for r, _ in runs]):.3f} (mean s.e.) | "
                       f"{'/'.join(f'{r[k].sign:+.0f}' for r, _ in runs)} | "
@@ -529,6 +533,7 @@ def main() -> None:
                     help=f"comma-separated cases among {', '.join(CASES)}, or all (default)")
     ap.add_argument("--seeds", "--learned-s", type=int, default=0, metavar="N",
                     help="train the learned S with N seeds per variant (0: no learned S)")
+    ap.add_argument("--first-seed", type=int, default=0, help="training seeds start here (default 0)")
     ap.add_argument("--epochs", type=int, default=40, help="training epochs of each learned S (default 40)")
     ap.add_argument("--s-memory", default="encoded,carried",
                     help="comma-separated s_memory variants to train: encoded, carried (default both)")
@@ -544,7 +549,7 @@ def main() -> None:
         ap.error("--s-memory: expected encoded, carried or both")
     if not args.skip_speed:
         speed((50, 100, 200) if args.quick else (100, 300, 1000))
-    learn = (args.seeds, args.epochs, memories)
+    learn = (range(args.first_seed, args.first_seed + args.seeds), args.epochs, memories)
     results = []
     if "vacancy" in cases:
         case = case_vacancy(*learn)
