@@ -48,7 +48,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from colloidcg.rearrangements import d2min, detect, find_events, softness_baseline  # noqa: E402
-from colloidcg.rearrangements.scoring import score_against_softness, softness_test_rows  # noqa: E402
+from colloidcg.rearrangements.scoring import score_against_softness  # noqa: E402
 from colloidcg.structure import descriptors  # noqa: E402
 
 SPACING = 10.0
