@@ -326,6 +326,17 @@ def test_cli_md_synth_then_md_read(tmp_path, capsys):
     assert df["particle"].nunique() == 50 and df["frame"].nunique() == 5
     assert main(args) == 2                                   # the dump exists: refused
     assert "already exists" in capsys.readouterr().err
+    sheared = ["md-synth", "star-melt", "-o", str(tmp_path / "s"), "--n-stars", "8", "--arms", "2", "--beads", "2",
+               "--frames", "4", "--dump-every", "10", "--equilibrate", "100", "--shear-rate", "0.2",
+               "--shear-equilibrate", "100"]
+    assert main(sheared) == 0 and "sheared at 0.2/tau" in capsys.readouterr().out
+    assert main(["md-read", str(tmp_path / "s" / "dump.lammpstrj"), "-o", str(tmp_path / "st"),
+                 "--coarse-grain", "molecule"]) == 0
+    side = json.loads((tmp_path / "st" / "tracks.json").read_text())
+    assert side["meta"]["lees_edwards"]["shear_rate"] == pytest.approx(0.2, rel=1e-6)
+    assert main(["md-synth", "star-melt", "-o", str(tmp_path / "s2"), "--shear-rate", "0.2",
+                 "--thermostat", "langevin"]) == 2
+    assert "needs the DPD thermostat" in capsys.readouterr().err
 
 
 def test_mdanalysis_with_topology_residues_as_molecules(tmp_path):

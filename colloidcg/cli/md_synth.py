@@ -54,6 +54,10 @@ def add_parser(subparsers) -> None:
     g.add_argument("--thermostat", choices=["dpd", "langevin"], default="dpd",
                    help="dpd (pairwise, momentum-conserving; default) or langevin (per bead)")
     g.add_argument("--gamma-dpd", type=float, default=1.0, dest="gamma_dpd", help="DPD friction (default 1)")
+    g.add_argument("--shear-rate", type=float, default=0.0, dest="shear_rate",
+                   help="steady xy shear, 1/tau (flow along x, gradient along y; DPD thermostat; default 0: none)")
+    g.add_argument("--shear-equilibrate", type=int, default=10000, dest="shear_equilibrate",
+                   help="steps of shear before the dump (default 10000)")
     p.set_defaults(func=run)
 
 
@@ -77,8 +81,10 @@ def run(args: argparse.Namespace) -> int:
               f"{rec['dump']}")
     else:
         rec = star_melt(out, n_stars=args.n_stars, arms=args.arms, beads=args.beads, thermostat=args.thermostat,
-                        gamma_dpd=args.gamma_dpd, **common)
+                        gamma_dpd=args.gamma_dpd, shear_rate=args.shear_rate,
+                        shear_equilibrate=args.shear_equilibrate, **common)
+        shear = f", sheared at {rec['shear_rate']:g}/tau" if rec["shear_rate"] > 0 else ""
         print(f"star melt: {rec['n_stars']} stars x ({rec['arms']} arms x {rec['beads']} beads + core) = "
-              f"{rec['atoms']} beads, box {rec['box'][0]:.4g}, {rec['frames']} frames every {rec['frame_dt']:g} tau "
-              f"({rec['wall_s']:.1f} s) -> {rec['dump']}")
+              f"{rec['atoms']} beads, box {rec['box'][0]:.4g}{shear}, {rec['frames']} frames every "
+              f"{rec['frame_dt']:g} tau ({rec['wall_s']:.1f} s) -> {rec['dump']}")
     return 0
