@@ -197,6 +197,18 @@ def test_upsample_no_seam_within_two_standard_errors(up4):
     assert 0.25 <= rel["k_B_scale"] < 1.0          # calibrated: the trained model runs hot here
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "a ridge at the relaxed band's edge: 16-48 px from a seam (the band's outer third and the held "
+    "layer) particles have +0.10-0.15 more neighbours within 24 px (2-3 %) than in the bulk, 3-4 "
+    "standard errors with 40-60 samples; the seam's excess of close cross-seam pairs pushes the band "
+    "outward against the held layer (seamless replicas relaxed the same way show none)"))
+def test_upsample_no_ridge_at_the_band_edge(up4):
+    """The issue's criterion over the rest of the profile: 16-48 px from a seam. Not met."""
+    up, _ = up4
+    mean, se = seam_profiles(up.tracks, up.box_px, edges=(16, 48))["density"]
+    assert abs(mean[0]) <= 2.0 * se[0], (mean, se)
+
+
 @pytest.mark.slow
 def test_upsample_16x_matches_direct_simulation(small):
     """One seed (3), 10 samples: g(r), area fraction, closest pairs and no seam within 2

@@ -28,7 +28,12 @@ macroscopic stochastic dynamics", carried from lattices to off-lattice particles
    step of the band equals that of the whole system). All
    seam windows of a level go into one rollout: the windows along the seams overlap at
    the seam crossings and are relaxed together there. The overlap removal is repeated after
-   the rollout for pairs the model brought closer than the closest approach.
+   the rollout for pairs the model brought closer than the closest approach. The model
+   runs with its k_B scaled by a factor calibrated on the input
+   (:func:`relaxation_temperature`): a trained model's stationary structure is not the
+   data's (the test model runs hot: |psi6| 0.015-0.02 low), and the relaxed seams took it
+   on; the relaxation samples, so its temperature is set to what keeps the input's first
+   coordination shell.
 5. Repeat 2-4 until the target area factor K = m_total^d.
 
 Per-particle sizes travel with their particles, so a mixture keeps its composition
@@ -49,7 +54,7 @@ import torch
 from ..errors import ColloidcgError, ParameterError
 
 __all__ = ["Configuration", "Upsampled", "ClosestApproach", "upsample", "side_steps",
-           "closest_approach", "separate", "tile_configurations"]
+           "closest_approach", "separate", "tile_configurations", "relaxation_temperature"]
 
 #: Most distinct sizes treated as discrete species (more: sizes are continuous).
 MAX_SPECIES = 8
@@ -545,7 +550,7 @@ def _relax(model, cfg: Configuration, new_seam: np.ndarray, *, band_px: float, c
     if steps == 0 or not mobile.any():
         return cfg, 0
     param = next(model.parameters())
-    as_t = lambda a: torch.as_tensor(a, dtype=param.dtype, device=param.device)  # noqa: E731
+    as_t = lambda a: torch.tensor(np.asarray(a), dtype=param.dtype, device=param.device)  # noqa: E731
     box = as_t(cfg.box * um)
     r0 = as_t(cfg.pos[sub] * um)
     v0 = as_t(cfg.vel[sub] * um * fps)
@@ -641,7 +646,7 @@ def relaxation_temperature(model, src: "_Source", *, steps: int, cutoff_px: floa
     peak = slice(first, last + 1)
     target = float(g0[peak].mean())
     param = next(model.parameters())
-    as_t = lambda a: torch.as_tensor(a, dtype=param.dtype, device=param.device)  # noqa: E731
+    as_t = lambda a: torch.tensor(np.asarray(a), dtype=param.dtype, device=param.device)  # noqa: E731
     box = None if src.box is None else as_t(src.box * um)
     values = {}
 
