@@ -239,7 +239,7 @@ def _rollout_script_matches_simulate(bundle, tracks, tmp_path, steps=6, seed=11,
 @pytest.mark.parametrize("name", ["substrate", "deviatoric", "float32 periodic"])
 def test_rollout_script_with_torch_alone_reproduces_simulate(bundles, tmp_path, name):
     """The bundle's rollout.py (torch only) and colloidcg simulate, same rows and seed: the
-    same trajectory to 1e-5 relative (frame-averaged exact-OU and Euler-Maruyama models,
+    same trajectory to 1e-5 relative (a frame-averaged exact-OU model and a pair-splitting one,
     open boundaries with their halo; a float32 model in a periodic box)."""
     _, tracks, out = bundles
     if name == "float32 periodic":
