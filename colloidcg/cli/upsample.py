@@ -13,7 +13,8 @@ def add_parser(subparsers) -> None:
         description="Hierarchical upsampling (docs/scaling.md): tiles of the input (frames of a periodic "
                     "box under random cyclic shifts, or square windows of an open field of view) are "
                     "placed side by side with random symmetries, overlaps at the seams are pushed apart "
-                    "and the seams relaxed with the model, the rest held fixed; repeated by doubling "
+                    "and the seams relaxed with the model (at a temperature calibrated on the input), "
+                    "the rest held fixed; repeated by doubling "
                     "until the area (volume) is K times the tile's. Writes the tracks schema (frame = "
                     "sample index, px) to the .parquet file given with -o, with a JSON sidecar recording "
                     "the periodic box and the seam relaxation.")
