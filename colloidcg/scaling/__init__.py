@@ -1,13 +1,27 @@
 """Learning large systems from small ones (issue 19; Chen et al., "Scalable learning of
 macroscopic stochastic dynamics").
 
-So far: hierarchical upsampling, :func:`upsample` — large-system snapshots built from a
-small observed or simulated one by tiling, overlap removal and seam relaxation with the
-learned model (see :mod:`colloidcg.scaling.upsample` and docs/scaling.md).
+- :mod:`.upsample`: hierarchical upsampling, :func:`upsample` — large-system snapshots
+  built from a small observed or simulated one by tiling, overlap removal and seam
+  relaxation with the learned model.
+- :mod:`.simulators`: the microscopic simulators (:class:`SoftDiskSimulator`, the
+  synthetic soft disks; :class:`ModelSimulator`, the learned model) behind one
+  :class:`MicroSimulator` interface, with noise keyed by particle and pair identity.
+- :mod:`.partial`: partial evolution, :func:`partial_evolution` — patches of a large
+  snapshot advanced by one macroscopic step with their surroundings frozen as a halo.
+- :mod:`.observables`, :mod:`.closure`, :mod:`.macro`: additive observables, learned
+  closure variables and the macroscopic SDE (:func:`learn_macro`, :class:`MacroSDE`).
+
+See docs/scaling.md for the method, the references and what was measured.
 """
 
+from .macro import MacroLearned, MacroSDE, SDEConfig, fit_sde, learn_macro, load_sde
+from .partial import PatchStep, full_step, partial_evolution
+from .simulators import MicroSimulator, MicroState, ModelSimulator, SoftDiskSimulator
 from .upsample import (ClosestApproach, Configuration, Upsampled, closest_approach, separate, side_steps,
                        tile_configurations, upsample)
 
-__all__ = ["ClosestApproach", "Configuration", "Upsampled", "closest_approach", "separate", "side_steps",
+__all__ = ["ClosestApproach", "Configuration", "MacroLearned", "MacroSDE", "MicroSimulator", "MicroState",
+           "ModelSimulator", "PatchStep", "SDEConfig", "SoftDiskSimulator", "Upsampled", "closest_approach",
+           "fit_sde", "full_step", "learn_macro", "load_sde", "partial_evolution", "separate", "side_steps",
            "tile_configurations", "upsample"]
