@@ -59,7 +59,8 @@ def test_ideal_gas_full(tmp_path):
                    "temperature now steady (<v^2> 1.10x the MD's over the first and the last quarter; with "
                    "Euler-Maruyama it was 1.4x rising to 1.8x), g(r) 0.108, but the momentum-conserving model "
                    "still moves too far: MSD 1.63, VACF 0.81 relative RMS (with the 5-frame likelihood, "
-                   "multistep = 5: MSD 1.03, VACF 0.56, g(r) 0.111, <v^2> 0.88x): the remaining error is in the "
+                   "multistep = 5: MSD 1.03, VACF 0.56, g(r) 0.111, <v^2> 0.88x; multistep = 10: MSD 1.12, "
+                   "VACF 0.61): the remaining error is in the "
                    "learned dynamics (a longer likelihood horizon reduces it), not in the integrator; with "
                    "substrate friction (not momentum-conserving) MSD 0.10, VACF 0.14, g(r) 0.09")
 def test_star_melt_full(tmp_path):
