@@ -138,9 +138,9 @@ def test_glass_labels_are_genuine_rearrangements():
     assert c["lost_labelled"] > 0.1 and c["lost_labelled"] > 8 * c["lost_other"]
 
 
-@pytest.mark.slow
 def test_glass_softness_predicts_natural_rearrangements():
-    """The benchmark's glass case at full size (256 x 256 px, 300 frames, seed 1):
+    """The benchmark's glass case at full size (256 x 256 px, 300 frames, seed 1; about
+    25 s):
     softness predicts the natural rearrangements well above chance, and so does size
     alone (small particles rearrange more), about as well."""
     res, soft, c = _glass_case(_bench(), 300, 256, 200)
