@@ -22,7 +22,8 @@ def add_parser(subparsers) -> None:
                     "closure variables (docs/scaling.md): 'train' builds large snapshots by upsampling, "
                     "evolves patches of them with the model (partial evolution) and fits the SDE to the "
                     "increments; 'simulate' runs ensembles for a system of any area factor.")
-    sub = p.add_subparsers(dest="macro_command", metavar="ACTION", required=True)
+    sub = p.add_subparsers(dest="macro_command", metavar="ACTION", required=True,
+                           help="train: learn the SDE from a model and tracks; simulate: run ensembles of it")
 
     t = sub.add_parser("train", help="upsample, partial evolution, closure encoder and SDE fit",
                        formatter_class=DefaultsHelpFormatter,
