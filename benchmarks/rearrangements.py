@@ -436,7 +436,7 @@ def print_tables(results: list[tuple[dict, dict]], memories) -> None:
           "(+- block-bootstrap s.e.; learned S: mean over seeds (each seed))\n")
     main_mem = "carried" if "carried" in memories else (memories[0] if memories else None)
     skey = "S carried" if main_mem == "carried" else "S"
-    print(f"| case | softness | size alone | S self-supervised | S + aux | dS/dt | ceiling |")
+    print("| case | softness | size alone | S self-supervised | S + aux | dS/dt | ceiling |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for case, out in results:
         rep, learned = out["report"], out["learned"]
@@ -494,7 +494,7 @@ def planted_and_sample(quick: bool) -> None:
     lag = res.parameters["lag_frames"]
     s = softness_baseline(res.table, lag)
     rep = score_against_softness(res.table, {"diameter": "diameter"}, soft=s, fix_sign=True)
-    print(f"| system | rows | lag | rearranging rows (train / test) | softness ROC AUC +- s.e. | size alone |")
+    print("| system | rows | lag | rearranging rows (train / test) | softness ROC AUC +- s.e. | size alone |")
     print("|---|---:|---:|---:|---:|---:|")
     print(f"| soft-disk glass, {T} frames, {n_ev} shears planted at random | {len(res.table)} | {lag} | "
           f"{s.n_train_pos} / {s.n_test_pos} | {_fmt(rep.softness)} | {_fmt(rep['diameter'])} |")

@@ -426,7 +426,7 @@ def test_batch_of_md_trajectories_on_real_dask_scheduler(dask_processes, tmp_pat
     box; a truncated dump fails its first stage with the reader's one-line error and blocks
     only its own later stages."""
     root = tmp_path / "root"
-    good = _md_dump(root / "melt" / "run.lammpstrj")
+    _md_dump(root / "melt" / "run.lammpstrj")
     bad = _md_dump(root / "cut" / "run.lammpstrj", seed=1)
     bad.write_text("\n".join(bad.read_text().splitlines()[:-5]) + "\n")
     (root / "colloidcg.toml").write_text('[md]\ncoarse_grain = "molecule"\n')

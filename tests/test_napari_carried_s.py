@@ -18,9 +18,9 @@ if importlib.util.find_spec("PyQt6") is not None:
 
 napari = pytest.importorskip("napari")
 
-from test_napari_plugin import _qt_can_start  # noqa: E402,F401  (skips where Qt cannot start)
+from test_napari_plugin import _qt_can_start  # noqa: E402  (skips where Qt cannot start)
 
-pytestmark = [pytest.mark.gui,
+pytestmark = [pytest.mark.gui, pytest.mark.usefixtures(_qt_can_start.__name__),
               pytest.mark.filterwarnings("ignore:System theme detection requires a Qt6 backend")]
 
 WAIT_MS = 120_000

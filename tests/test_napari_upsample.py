@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
@@ -22,24 +20,10 @@ if importlib.util.find_spec("PyQt6") is not None:
 
 napari = pytest.importorskip("napari")
 
-pytestmark = [pytest.mark.gui,
+from test_napari_plugin import _qt_can_start  # noqa: E402  (skip, in CI fail, where Qt cannot start)
+
+pytestmark = [pytest.mark.gui, pytest.mark.usefixtures(_qt_can_start.__name__),
               pytest.mark.filterwarnings("ignore:System theme detection requires a Qt6 backend")]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _qt_can_start():
-    """Skip where Qt cannot open a display (a failure with COLLOIDCG_REQUIRE_GUI set), as
-    tests/test_napari_plugin.py does."""
-    code = "from qtpy.QtWidgets import QApplication; QApplication([])"
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                       env=os.environ.copy())
-    if r.returncode != 0:
-        tail = (r.stderr or r.stdout).strip().splitlines()[-3:]
-        why = ("Qt cannot start a GUI here (.ci/system-deps.sh installs xvfb and Qt's xcb "
-               f"libraries): {' / '.join(tail)}")
-        if os.environ.get("COLLOIDCG_REQUIRE_GUI"):
-            pytest.fail(why)
-        pytest.skip(why)
 
 
 def _layers(layers):

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from ..errors import ColloidcgError, ParameterError
+from ..structure.order import bond_order
 from .observables import knn
 
 __all__ = ["ClosureEncoder", "local_features", "train_closure", "load_closure", "mean_spacing", "N_NEIGHBOURS"]
@@ -40,18 +41,14 @@ def local_features(state, spacing: float) -> np.ndarray:
     box or None), lengths in units of ``spacing`` px. F = 12 (3D) or 15 (2D)."""
     pos = np.asarray(state.pos, np.float64)
     k = min(N_NEIGHBOURS, len(pos) - 1)
-    sep, dist = knn(pos, state.box, k)
+    sep, dist, idx = knn(pos, state.box, k)
     feats = [dist / spacing]
     if k < N_NEIGHBOURS:
         feats.append(np.full((len(pos), N_NEIGHBOURS - k), np.max(dist) / spacing))
     if pos.shape[1] == 2:
-        ang = np.arctan2(sep[..., 1], sep[..., 0])
-        psi6 = np.exp(6j * ang[:, :6]).mean(1)
-        psi4 = np.exp(4j * ang[:, :4]).mean(1)
-        from ..neighbours import Tree
-        _, idx = Tree(pos, state.box).nearest(min(6, len(pos) - 1))
-        idx = idx.reshape(len(pos), -1)
-        align = np.real(psi6 * np.conj(psi6[idx].mean(1)))
+        psi6 = bond_order(sep[:, :6], 6).mean(1)
+        psi4 = bond_order(sep[:, :4], 4).mean(1)
+        align = np.real(psi6 * np.conj(psi6[idx[:, :6]].mean(1)))
         feats += [np.abs(psi4)[:, None], np.abs(psi6)[:, None], align[:, None]]
     return np.concatenate(feats, axis=1)
 
@@ -186,6 +183,6 @@ def train_closure(patch_features: list[np.ndarray], patch_obs0: np.ndarray, patc
 
 def mean_spacing(state) -> float:
     """The mean nearest-neighbour distance of a state, px (the features' length unit)."""
-    _, d = knn(np.asarray(state.pos, np.float64), state.box, 1)
+    _, d, _ = knn(np.asarray(state.pos, np.float64), state.box, 1)
     return float(np.mean(d))
 

@@ -28,6 +28,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import ParameterError
+from ..structure.order import bond_order
 
 __all__ = ["OBSERVABLES", "LABELS", "ORDER_THRESHOLD", "check_names", "per_particle", "whole", "patch_mean",
            "labels", "psi6_local", "knn"]
@@ -68,7 +69,7 @@ def check_names(names: Sequence[str], dim: int, has_S: bool = True, has_size: bo
 
 def knn(pos: np.ndarray, box, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` nearest neighbours of every particle, minimum image in ``box`` (None: open).
-    Returns (separations (N, k, d) px, r_j - r_i; distances (N, k) px)."""
+    Returns (separations (N, k, d) px, r_j - r_i; distances (N, k) px; indices (N, k))."""
     from ..neighbours import Tree
 
     tree = Tree(pos, box)
@@ -81,16 +82,15 @@ def knn(pos: np.ndarray, box, k: int) -> tuple[np.ndarray, np.ndarray]:
     sep = tree.points[idx] - tree.points[:, None, :]
     if tree.box is not None:
         sep -= tree.box * np.round(sep / tree.box)
-    return sep, d
+    return sep, d, idx
 
 
 def psi6_local(pos: np.ndarray, box, k: int = 6) -> np.ndarray:
     """Complex psi6_i (N,) over the ``k`` nearest neighbours (2D positions px)."""
     if pos.shape[1] != 2:
         raise ParameterError(f"psi6: a 2D hexatic order; the positions are {pos.shape[1]}D")
-    sep, _ = knn(pos, box, k)
-    ang = np.arctan2(sep[..., 1], sep[..., 0])
-    return np.exp(6j * ang).mean(axis=1)
+    sep, _, _ = knn(pos, box, k)
+    return bond_order(sep, 6).mean(axis=1)
 
 
 def per_particle(state, names: Sequence[str]) -> np.ndarray:

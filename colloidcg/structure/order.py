@@ -5,7 +5,15 @@ from __future__ import annotations
 import numpy as np
 
 
-def psi_k(pos: np.ndarray, src: np.ndarray, dst: np.ndarray, n_rows: int, k: int = 6) -> np.ndarray:
+def bond_order(d: np.ndarray, k: int = 6) -> np.ndarray:
+    """exp(i k theta) of bond vectors ``d`` (..., 2) px, theta the angle to the x axis:
+    complex (...)."""
+    z = (d[..., 0] + 1j * d[..., 1]) / np.hypot(d[..., 0], d[..., 1])  # exp(i theta)
+    return z ** k if k not in (6,) else (z * z * z) ** 2  # exact integer powers, no trig
+
+
+def psi_k(pos: np.ndarray, src: np.ndarray, dst: np.ndarray, n_rows: int, k: int = 6,
+          bonds: np.ndarray | None = None) -> np.ndarray:
     """Local k-fold bond-orientational order, complex, per row (2D).
 
     psi_k(i) = (1/n_i) sum_j exp(i k theta_ij) over the directed bonds i -> j given by
@@ -17,14 +25,15 @@ def psi_k(pos: np.ndarray, src: np.ndarray, dst: np.ndarray, n_rows: int, k: int
     src, dst : (B,) int  directed bonds (each neighbour relation listed once per direction)
     n_rows : int
     k : int
+    bonds : (B, 2) px, optional
+        The bond vectors r_j - r_i where they are not pos[dst] - pos[src] (minimum image
+        in a periodic box).
 
     Returns
     -------
     (R,) complex128; NaN for rows with no bonds.
     """
-    d = pos[dst] - pos[src]
-    z = (d[:, 0] + 1j * d[:, 1]) / np.hypot(d[:, 0], d[:, 1])  # exp(i theta)
-    zk = z ** k if k not in (6,) else (z * z * z) ** 2  # exact integer powers, no trig
+    zk = bond_order(pos[dst] - pos[src] if bonds is None else bonds, k)
     re = np.bincount(src, zk.real, minlength=n_rows)
     im = np.bincount(src, zk.imag, minlength=n_rows)
     n = np.bincount(src, minlength=n_rows)

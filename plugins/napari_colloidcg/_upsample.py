@@ -73,9 +73,7 @@ def local_psi6(pos: np.ndarray, box: np.ndarray | None, radius: float) -> np.nda
     bond = pos[dst] - pos[src]
     if box is not None:
         bond -= box * np.round(bond / box)
-    # psi_k takes positions: the neighbour's image nearest to the particle
-    ext = np.concatenate([pos, pos[src] + bond])
-    return np.abs(psi_k(ext, src, len(pos) + np.arange(len(src)), len(ext), 6)[:len(pos)])
+    return np.abs(psi_k(pos, src, dst, len(pos), 6, bonds=bond))
 
 
 def upsample_features(df: pd.DataFrame, meta: dict) -> pd.DataFrame:
