@@ -48,15 +48,12 @@ from .types import Carry
 
 
 class Integrator(nn.Module):
-    """Holds the model; subclasses define ``init`` and ``step`` (see the module docstring)."""
+    """Holds the model; subclasses define ``step`` and, where the carry needs more than the
+    state (exact OU), ``init`` (see the module docstring)."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
-
-
-class EulerMaruyama(Integrator):
-    """Semi-implicit Euler-Maruyama step (see the module docstring)."""
 
     @torch.jit.export
     def init(self, r: Tensor, v: Tensor, S: Tensor, pairs: Tensor, box: Optional[Tensor],
@@ -64,6 +61,10 @@ class EulerMaruyama(Integrator):
              numbers: Optional[Tuple[Tensor, Tensor]] = None) -> Carry:
         z = torch.zeros_like(r)
         return Carry(wrap(r, box), v, S, v, z, z)
+
+
+class EulerMaruyama(Integrator):
+    """Semi-implicit Euler-Maruyama step (see the module docstring)."""
 
     @torch.jit.export
     def step(self, c: Carry, pairs: Tensor, box: Optional[Tensor], size: Optional[Tensor], dt: float,
@@ -178,13 +179,6 @@ class PairSplitting(Integrator):
     where Euler-Maruyama of a stiff pair friction (rate x dt not small) runs hot by about
     1 / (1 - x dt / 2) per mode. Total momentum is conserved exactly by every part.
     """
-
-    @torch.jit.export
-    def init(self, r: Tensor, v: Tensor, S: Tensor, pairs: Tensor, box: Optional[Tensor],
-             size: Optional[Tensor], dt: float, generator: Optional[torch.Generator], noise: bool,
-             numbers: Optional[Tuple[Tensor, Tensor]] = None) -> Carry:
-        z = torch.zeros_like(r)
-        return Carry(wrap(r, box), v, S, v, z, z)
 
     @torch.jit.export
     def step(self, c: Carry, pairs: Tensor, box: Optional[Tensor], size: Optional[Tensor], dt: float,
