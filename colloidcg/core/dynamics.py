@@ -79,6 +79,18 @@ def pair_drift(t: Terms, k_B: float, ito: bool = True, friction_heat: bool = Tru
     return dv, sdot
 
 
+def pair_friction_rate(t: Terms) -> Tensor:
+    """(N,) each particle's pair-friction rate, 1/t: the diagonal of the pair friction
+    -Gamma v_ij / m per unit of its own velocity, averaged over the d directions,
+    gamma_i = sum_j ((d - 1) s2_perp + s2_par) / (d theta_bar m). It is the friction the
+    particle would feel if its neighbours' velocities were held (the mean-field rate the
+    frame-averaged likelihood of momentum-conserving models uses, :mod:`.loss`)."""
+    g, ds = t.geom, t.diss
+    d = g.e.shape[1]
+    per_pair = ((d - 1) * ds.s2_perp[0] + ds.s2_par[0]) / (d * ds.th_bar)
+    return scatter2(g.n, g.ij, per_pair, per_pair) / t.m
+
+
 def substrate_drift(t: Terms, v: Tensor, k_B: float, ito: bool = True) -> Tuple[Tensor, Tensor]:
     """Substrate (solvent) part of the drift besides the friction -gamma0 v: the Ito
     velocity term (N, d) and dS/dt (N,) (frictional heating and its Ito term)."""
@@ -204,7 +216,8 @@ def ou_flow(t: Terms, b: Tensor, b_ext: Tensor, u: Tensor, u_ref: Tensor, dt: fl
     return u1, dr, heat
 
 
-def pair_ou_sweep(t: Terms, v: Tensor, dt: float, k_B: float, xi_pair: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
+def pair_ou_sweep(t: Terms, v: Tensor, dt: float, k_B: float, xi_pair: Optional[Tensor],
+                  jump: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
     """The pair friction and its noise over dt, integrated exactly pair by pair (a
     Shardlow splitting of dissipative particle dynamics; Shardlow 2003, SIAM J. Sci.
     Comput. 24, 1267), with every coefficient frozen at the terms' state.
@@ -229,7 +242,9 @@ def pair_ou_sweep(t: Terms, v: Tensor, dt: float, k_B: float, xi_pair: Optional[
 
     v : (N, d) velocities. xi_pair : (P, d + 2) standard normal numbers of
     :func:`normal_numbers` (columns 0..d-1 across, d along e_ij; d + 1, conduction, unused
-    here), or None for the noise-free path. Returns (v' (N, d), heat (N,)): the caller moves
+    here), or None for the noise-free path. jump : (P, d) the velocity of each pair's
+    image of j relative to j (a sheared box: :func:`.driver.shear_velocity`), subtracted
+    from v_i - v_j, or None. Returns (v' (N, d), heat (N,)): the caller moves
     each particle's heat into its internal energy.
     """
     g, ds = t.geom, t.diss
@@ -271,6 +286,8 @@ def pair_ou_sweep(t: Terms, v: Tensor, dt: float, k_B: float, xi_pair: Optional[
         qi, qj = gi[q], gj[q]
         eq = e[q]
         vij = v[qi] - v[qj]
+        if jump is not None:
+            vij = vij - jump[q]
         par = dot(eq, vij)
         perp = vij - eq * par.unsqueeze(-1)
         par1 = a_par[q] * par + n_par[q]

@@ -29,13 +29,14 @@ from .nets import MLP
 
 
 def invariant_features(r: Tensor, pairs: Tensor, cutoff: float, box: Optional[Tensor],
-                       centres: Tensor, width: float) -> Tensor:
+                       centres: Tensor, width: float, shear: Optional[Tensor] = None) -> Tensor:
     """(N, n_features) invariant features of every particle's neighbourhood.
 
     r : (N, d) positions; pairs : (P, 2) unordered pairs i < j (all pairs closer than
     ``cutoff`` at least; farther ones contribute exactly 0); box : (d,) or None;
     centres : (n_rbf,) radial Gaussian centres in units of ``cutoff``; width : their
-    standard deviation, same units. Columns: n_rbf radial, the neighbour weight, |D|, then
+    standard deviation, same units; shear : the Lees-Edwards state of a sheared box
+    (:func:`colloidcg.core.driver.minimum_image`) or None. Columns: n_rbf radial, the neighbour weight, |D|, then
     tr D^3 (3D) or |psi_2|, |psi_4|, |psi_6| (2D).
 
     Written in TorchScript's subset: the exported bundle compiles the model itself,
@@ -45,7 +46,7 @@ def invariant_features(r: Tensor, pairs: Tensor, cutoff: float, box: Optional[Te
     dim = r.shape[1]
     i = pairs[:, 0]
     j = pairs[:, 1]
-    rij = minimum_image(r[i] - r[j], box)
+    rij = minimum_image(r[i] - r[j], box, shear)
     dist = torch.linalg.vector_norm(rij, dim=-1)
     q = dist / cutoff
     w = torch.clamp(1.0 - q, min=0.0).square()
@@ -106,12 +107,12 @@ class StructuralEncoder(nn.Module):
         self.register_buffer("f_std", torch.ones(self.n_features))
 
     def features(self, r: torch.Tensor, pairs: torch.Tensor, cutoff: float,
-                 box: torch.Tensor | None) -> torch.Tensor:
+                 box: torch.Tensor | None, shear: torch.Tensor | None = None) -> torch.Tensor:
         """(N, n_features) invariant features (:func:`invariant_features`)."""
-        return invariant_features(r, pairs, cutoff, box, self.centres.to(r.dtype), self.width_rbf)
+        return invariant_features(r, pairs, cutoff, box, self.centres.to(r.dtype), self.width_rbf, shear)
 
     def forward(self, r: torch.Tensor, pairs: torch.Tensor, cutoff: float,
-                box: torch.Tensor | None) -> torch.Tensor:
-        f = self.features(r, pairs, cutoff, box)
+                box: torch.Tensor | None, shear: torch.Tensor | None = None) -> torch.Tensor:
+        f = self.features(r, pairs, cutoff, box, shear)
         f = (f - self.f_mean.to(r.dtype)) / self.f_std.to(r.dtype)
         return self.mlp(f)

@@ -31,6 +31,13 @@ TorchScript: the exported bundle carries the model's integrator, and
 All record the frame's displacement / dt (:func:`.driver.run`), what finite differences of
 recorded positions give, as the data's velocities are (for Euler-Maruyama at one step per
 frame, the new velocity itself, to rounding).
+
+Sheared boxes: ``init`` and ``step`` take the Lees-Edwards state (:mod:`.driver`) of the
+step's start as an optional last argument ``shear``; the pairs see the image offset and the
+velocity jump across the y boundary (in the friction too), and the new positions are
+wrapped with the offset of the step's end, the velocities of particles wrapped across y
+shifted by the jump (:func:`.driver.wrap`, :func:`.driver.wrap_velocity`). Without it
+(None) every step is the rectangular one, op for op.
 """
 
 from __future__ import annotations
@@ -41,7 +48,7 @@ import torch
 from torch import Tensor, nn
 
 from . import dynamics
-from .driver import wrap
+from .driver import advance_shear, shear_velocity, wrap, wrap_velocity
 from .ou import coefficients
 from .scatter import dot
 from .types import Carry
@@ -58,9 +65,17 @@ class Integrator(nn.Module):
     @torch.jit.export
     def init(self, r: Tensor, v: Tensor, S: Tensor, pairs: Tensor, box: Optional[Tensor],
              size: Optional[Tensor], dt: float, generator: Optional[torch.Generator], noise: bool,
-             numbers: Optional[Tuple[Tensor, Tensor]] = None) -> Carry:
+             numbers: Optional[Tuple[Tensor, Tensor]] = None, shear: Optional[Tensor] = None) -> Carry:
         z = torch.zeros_like(r)
-        return Carry(wrap(r, box), v, S, v, z, z)
+        if shear is not None:
+            v = wrap_velocity(v, r, box, shear)
+        return Carry(wrap(r, box, shear), v, S, v, z, z)
+
+    def _pair_jump(self, r: Tensor, pairs: Tensor, box: Optional[Tensor], shear: Optional[Tensor]) -> Optional[Tensor]:
+        """(P, d) the velocity jump of each pair's image (sheared boxes; None otherwise)."""
+        if shear is None:
+            return None
+        return shear_velocity(r[pairs[:, 0]] - r[pairs[:, 1]], box, shear)
 
 
 class EulerMaruyama(Integrator):
@@ -69,9 +84,9 @@ class EulerMaruyama(Integrator):
     @torch.jit.export
     def step(self, c: Carry, pairs: Tensor, box: Optional[Tensor], size: Optional[Tensor], dt: float,
              generator: Optional[torch.Generator], noise: bool,
-             numbers: Optional[Tuple[Tensor, Tensor]] = None) -> Carry:
+             numbers: Optional[Tuple[Tensor, Tensor]] = None, shear: Optional[Tensor] = None) -> Carry:
         m = self.model
-        t = m.terms_of(c.r, c.u, c.S, pairs, box, size)
+        t = m.terms_of(c.r, c.u, c.S, pairs, box, size, shear)
         dv, dS = dynamics.drift(t, c.u, m.k_B, m.substrate, True)
         v = c.u + dv * dt
         S = c.S + dS * dt
@@ -87,6 +102,10 @@ class EulerMaruyama(Integrator):
             v = v + nv
             S = S + nS
         dr = v * dt
+        if shear is not None:
+            end = advance_shear(shear, dt)
+            v = wrap_velocity(v, c.r + dr, box, end)
+            return Carry(wrap(c.r + dr, box, end), v, S, v, t.force, dr)
         return Carry(wrap(c.r + dr, box), v, S, v, t.force, dr)
 
 
@@ -116,10 +135,12 @@ class ExactOU(Integrator):
     @torch.jit.export
     def init(self, r: Tensor, v: Tensor, S: Tensor, pairs: Tensor, box: Optional[Tensor],
              size: Optional[Tensor], dt: float, generator: Optional[torch.Generator], noise: bool,
-             numbers: Optional[Tuple[Tensor, Tensor]] = None) -> Carry:
+             numbers: Optional[Tuple[Tensor, Tensor]] = None, shear: Optional[Tensor] = None) -> Carry:
         m = self.model
-        r = wrap(r, box)
-        t = m.terms_of(r, v, S, pairs, box, size)
+        if shear is not None:
+            v = wrap_velocity(v, r, box, shear)
+        r = wrap(r, box, shear)
+        t = m.terms_of(r, v, S, pairs, box, size, shear)
         dv, _ = dynamics.drift(t, v, m.k_B, m.substrate, True)
         co = coefficients(t.diss.gamma0 * dt)
         u = v + dv * (dt * co.omb).unsqueeze(-1)
@@ -137,9 +158,9 @@ class ExactOU(Integrator):
     @torch.jit.export
     def step(self, c: Carry, pairs: Tensor, box: Optional[Tensor], size: Optional[Tensor], dt: float,
              generator: Optional[torch.Generator], noise: bool,
-             numbers: Optional[Tuple[Tensor, Tensor]] = None) -> Carry:
+             numbers: Optional[Tuple[Tensor, Tensor]] = None, shear: Optional[Tensor] = None) -> Carry:
         m = self.model
-        t = m.terms_of(c.r, c.v_avg, c.S, pairs, box, size)
+        t = m.terms_of(c.r, c.v_avg, c.S, pairs, box, size, shear)
         b, b_ext, sdot = dynamics.ou_parts(t, c.v_avg, m.k_B)
         S = c.S + sdot.unsqueeze(-1) * t.w * dt
         u = c.u
@@ -155,6 +176,11 @@ class ExactOU(Integrator):
         extra = 0.5 * dot(t.force - c.force, c.dr)
         u1, dr, heat = dynamics.ou_flow(t, b, b_ext, u, c.u, dt, m.k_B, z, extra)
         dS = m.terms["density"].heat_to_entropy(c.S, t.thermo, heat, t.w)
+        if shear is not None:
+            end = advance_shear(shear, dt)
+            rn = c.r + dr
+            return Carry(wrap(rn, box, end), wrap_velocity(u1, rn, box, end), S + dS,
+                         wrap_velocity(dr / dt, rn, box, end), t.force, dr)
         return Carry(wrap(c.r + dr, box), u1, S + dS, dr / dt, t.force, dr)
 
 
@@ -183,9 +209,9 @@ class PairSplitting(Integrator):
     @torch.jit.export
     def step(self, c: Carry, pairs: Tensor, box: Optional[Tensor], size: Optional[Tensor], dt: float,
              generator: Optional[torch.Generator], noise: bool,
-             numbers: Optional[Tuple[Tensor, Tensor]] = None) -> Carry:
+             numbers: Optional[Tuple[Tensor, Tensor]] = None, shear: Optional[Tensor] = None) -> Carry:
         m = self.model
-        t = m.terms_of(c.r, c.u, c.S, pairs, box, size)
+        t = m.terms_of(c.r, c.u, c.S, pairs, box, size, shear)
         kick, sdot = dynamics.pair_drift(t, m.k_B, True, False, False)
         S = c.S + sdot.unsqueeze(-1) * t.w * dt
         xi: Optional[Tensor] = None
@@ -196,10 +222,14 @@ class PairSplitting(Integrator):
                 xi = numbers[0]
             S = S + dynamics.conduction_noise(t, dt, m.k_B, xi)
         u = c.u + (0.5 * dt) * kick
-        u, heat = dynamics.pair_ou_sweep(t, u, dt, m.k_B, xi)
+        u, heat = dynamics.pair_ou_sweep(t, u, dt, m.k_B, xi, self._pair_jump(c.r, t.geom.pairs, box, shear))
         u = u + (0.5 * dt) * kick
         S = S + m.terms["density"].heat_to_entropy(c.S, t.thermo, heat, t.w)
         dr = u * dt
+        if shear is not None:
+            end = advance_shear(shear, dt)
+            u = wrap_velocity(u, c.r + dr, box, end)
+            return Carry(wrap(c.r + dr, box, end), u, S, u, t.force, dr)
         return Carry(wrap(c.r + dr, box), u, S, u, t.force, dr)
 
 

@@ -92,7 +92,7 @@ from torch.nn import functional as F
 
 from . import dynamics
 from .config import ModelConfig, State
-from .driver import minimum_image, search_pairs
+from .driver import minimum_image, search_pairs, shear_velocity
 from .encoder import StructuralEncoder
 from .nets import CompactKernel, PairCoefficients, inv_softplus
 from .scatter import scatter2
@@ -159,7 +159,7 @@ class MetriplecticModel(nn.Module):
     :meth:`compute`, :meth:`drift`, :meth:`noise`, :meth:`total_energy`, :meth:`initial_S`.
     """
 
-    __jit_unused_properties__ = ["mass", "heat_weights", "frame_averaged"]
+    __jit_unused_properties__ = ["mass", "heat_weights", "frame_averaged", "pair_frame_averaged"]
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -197,6 +197,7 @@ class MetriplecticModel(nn.Module):
         self.size_scale = float(config.size_scale)
         self.substrate = bool(config.substrate)
         self.fa = bool(config.frame_average and config.substrate)
+        self.fa_pair = bool(config.frame_average and not config.substrate)
         for term in self.terms.values():
             term.configure(config)
 
@@ -239,6 +240,14 @@ class MetriplecticModel(nn.Module):
         is integrated exactly (``config.frame_average`` with a substrate)."""
         return self.fa
 
+    @property
+    def pair_frame_averaged(self) -> bool:
+        """True for a momentum-conserving model (no substrate) whose likelihood reads the
+        data's velocities as frame averages, with each particle's mean-field pair-friction
+        rate (:func:`.dynamics.pair_friction_rate`) in the exact-OU factors of :mod:`.ou`;
+        its rollouts integrate the pair friction pair by pair (:class:`~.integrators.PairSplitting`)."""
+        return self.fa_pair
+
     def mass_value(self) -> Tensor:
         return self.mass_scale * F.softplus(self.raw_mass)
 
@@ -259,13 +268,15 @@ class MetriplecticModel(nn.Module):
             raise RuntimeError("size: the model was trained with per-particle sizes; pass them (N,)")
         return (size.to(like.dtype) / self.size_scale).clamp(min=1e-3, max=1.0)
 
-    def geometry(self, r: Tensor, pairs: Tensor, box: Optional[Tensor], size: Optional[Tensor]) -> PairGeometry:
+    def geometry(self, r: Tensor, pairs: Tensor, box: Optional[Tensor], size: Optional[Tensor],
+                 shear: Optional[Tensor] = None) -> PairGeometry:
         """The pairs of the candidate list ``pairs`` (P, 2) closer than their range
         h_ij = h (a_i + a_j) / 2 (h without sizes), and every function of their distance.
-        Candidate pairs beyond the range are dropped here (a Verlet list holds many)."""
+        Candidate pairs beyond the range are dropped here (a Verlet list holds many).
+        ``shear``: the Lees-Edwards state of a sheared box (:mod:`.driver`), or None."""
         n = r.shape[0]
         i, j = pairs[:, 0], pairs[:, 1]
-        rij = minimum_image(r[i] - r[j], box)
+        rij = minimum_image(r[i] - r[j], box, shear)
         dist = torch.linalg.vector_norm(rij, dim=-1).clamp_min(1e-12 * self.cutoff)
         a = self.reduced_size(size, r)
         if a is None:
@@ -285,17 +296,19 @@ class MetriplecticModel(nn.Module):
         return PairGeometry(pairs, i, j, torch.cat([i, j]), e, dist, h, q, W, dW, coef, n)
 
     def neighbour_weight(self, r: Tensor, pairs: Tensor, box: Optional[Tensor] = None,
-                         size: Optional[Tensor] = None) -> Tensor:
+                         size: Optional[Tensor] = None, shear: Optional[Tensor] = None) -> Tensor:
         """(N,) sum_j W(q_ij) over each particle's neighbours (its own W(0) left out)."""
-        g = self.geometry(r, pairs, box, size)
+        g = self.geometry(r, pairs, box, size, shear)
         return scatter2(g.n, g.ij, g.W, g.W)
 
     # ------------------------------------------------------------------ terms
     def terms_of(self, r: Tensor, v: Tensor, S: Tensor, pairs: Tensor, box: Optional[Tensor],
-                 size: Optional[Tensor]) -> Terms:
+                 size: Optional[Tensor], shear: Optional[Tensor] = None) -> Terms:
         """Everything the drift, noise and covariance of the state (r, v, S) need, in one
-        pass (:class:`~.types.Terms`)."""
-        g = self.geometry(r, pairs, box, size)
+        pass (:class:`~.types.Terms`). ``shear``: the Lees-Edwards state of a sheared box
+        (:mod:`.driver`): pairs across the y boundary then see the image's offset and its
+        velocity jump (in ``vij``, which the friction acts on)."""
+        g = self.geometry(r, pairs, box, size, shear)
         n = g.n
         dtype = r.dtype
         w = self.weights().to(dtype)
@@ -349,30 +362,34 @@ class MetriplecticModel(nn.Module):
             s0t = (z, z)
             gamma0 = z
         diss = Dissipation(th_i, th_j, th_bar, s2_perp, s2_par, c2t, s0t, gamma0)
-        return Terms(g, thermo, diss, m, w, force, energy, pair_energy, v, v[g.i] - v[g.j])
+        vij = v[g.i] - v[g.j]
+        if shear is not None:
+            vij = vij - shear_velocity(r[g.i] - r[g.j], box, shear)
+        return Terms(g, thermo, diss, m, w, force, energy, pair_energy, v, vij)
 
     # ------------------------------------------------------------------ exported
     @torch.jit.export
     def drift_rates(self, r: Tensor, v: Tensor, S: Tensor, pairs: Tensor, box: Optional[Tensor] = None,
-                    size: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
+                    size: Optional[Tensor] = None, shear: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
         """(dr/dt, dv/dt, dS/dt) = L dE/dx + M dS/dx + k_B div M at (r, v, S)."""
-        t = self.terms_of(r, v, S, pairs, box, size)
+        t = self.terms_of(r, v, S, pairs, box, size, shear)
         dv, dS = dynamics.drift(t, v, self.k_B, self.substrate, True)
         return v, dv, dS
 
     @torch.jit.export
     def noise_covariance(self, r: Tensor, v: Tensor, S: Tensor, pairs: Tensor, dt: float,
-                         box: Optional[Tensor] = None, size: Optional[Tensor] = None) -> Tensor:
+                         box: Optional[Tensor] = None, size: Optional[Tensor] = None,
+                         shear: Optional[Tensor] = None) -> Tensor:
         """(N, d, d) covariance of each particle's velocity noise over dt, 2 k_B M_vv dt."""
-        t = self.terms_of(r, v, S, pairs, box, size)
+        t = self.terms_of(r, v, S, pairs, box, size, shear)
         return dynamics.velocity_covariance(t, dt, self.k_B, self.substrate)
 
     @torch.jit.export
     def noise_sample(self, r: Tensor, v: Tensor, S: Tensor, pairs: Tensor, dt: float,
                      generator: Optional[torch.Generator] = None, box: Optional[Tensor] = None,
-                     size: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+                     size: Optional[Tensor] = None, shear: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
         """One noise increment (dv~ (N, d), dS~ (N, n_s)) over dt, covariance 2 k_B M dt."""
-        t = self.terms_of(r, v, S, pairs, box, size)
+        t = self.terms_of(r, v, S, pairs, box, size, shear)
         return self._noise(t, v, dt, generator)
 
     def _noise(self, t: Terms, v: Tensor, dt: float, generator: Optional[torch.Generator]) -> Tuple[Tensor, Tensor]:
@@ -384,22 +401,23 @@ class MetriplecticModel(nn.Module):
 
     @torch.jit.export
     def energy(self, r: Tensor, v: Tensor, S: Tensor, pairs: Tensor, box: Optional[Tensor] = None,
-               size: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+               size: Optional[Tensor] = None, shear: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
         """Total energy () and per-particle energy (N,): m |v|^2 / 2 plus every term's share."""
-        t = self.terms_of(r, v, S, pairs, box, size)
+        t = self.terms_of(r, v, S, pairs, box, size, shear)
         half = 0.5 * t.pair_energy
         e = 0.5 * t.m * v.square().sum(-1) + t.energy + scatter2(t.geom.n, t.geom.ij, half, half)
         return e.sum(), e
 
     @torch.jit.export
-    def encode(self, r: Tensor, pairs: Tensor, box: Optional[Tensor] = None) -> Tensor:
+    def encode(self, r: Tensor, pairs: Tensor, box: Optional[Tensor] = None,
+               shear: Optional[Tensor] = None) -> Tensor:
         """S (N, n_s) from the structural encoder."""
-        return self.encoder(r, pairs, self.cutoff, box)
+        return self.encoder(r, pairs, self.cutoff, box, shear)
 
     @torch.jit.export
-    def pairs(self, r: Tensor, box: Optional[Tensor] = None) -> Tensor:
+    def pairs(self, r: Tensor, box: Optional[Tensor] = None, shear: Optional[Tensor] = None) -> Tensor:
         """Every pair i < j closer than the cutoff, sorted (torch only; O(N^2) in blocks)."""
-        return search_pairs(r, self.cutoff, box, self.pair_block)
+        return search_pairs(r, self.cutoff, box, self.pair_block, shear)
 
     # ------------------------------------------------------------------ eager conveniences
     def _size(self, state: State) -> Optional[Tensor]:
@@ -409,9 +427,10 @@ class MetriplecticModel(nn.Module):
                                  f"{self.config.size_column!r}); pass them as State.size")
         return state.size
 
-    def compute(self, state: State, pairs: Tensor, box: Optional[Tensor] = None) -> Terms:
+    def compute(self, state: State, pairs: Tensor, box: Optional[Tensor] = None,
+                shear: Optional[Tensor] = None) -> Terms:
         """:meth:`terms_of` for a :class:`State`."""
-        return self.terms_of(state.r, state.v, state.S, pairs, box, self._size(state))
+        return self.terms_of(state.r, state.v, state.S, pairs, box, self._size(state), shear)
 
     def drift(self, state: State, pairs: Tensor, box: Optional[Tensor] = None, ns: Optional[Terms] = None,
               ito: bool = True) -> Tuple[Tensor, Tensor, Tensor]:
@@ -434,12 +453,12 @@ class MetriplecticModel(nn.Module):
         t = self.compute(state, pairs, box)
         return 0.5 * t.m * state.v.square().sum() + t.energy.sum() + t.pair_energy.sum()
 
-    def initial_S(self, r: Tensor, pairs: Optional[Tensor] = None, box=None) -> Tensor:
+    def initial_S(self, r: Tensor, pairs: Optional[Tensor] = None, box=None, shear=None) -> Tensor:
         """S from the structural encoder, (N, n_s)."""
         if pairs is None:
             from .graph import find_pairs
-            pairs = find_pairs(r, self.cutoff, box)
-        return self.encode(r, pairs, box)
+            pairs = find_pairs(r, self.cutoff, box, shear)
+        return self.encode(r, pairs, box, shear)
 
     def term_reports(self) -> Dict[str, dict]:
         """Every energy term's learned parameters in physical units (report.json)."""
@@ -471,6 +490,7 @@ class MetriplecticModel(nn.Module):
                 errors[name] = err
         return fast.to(dtype), errors
 
-    def density_of(self, state: State, pairs: Tensor, box=None) -> Tensor:
+    def density_of(self, state: State, pairs: Tensor, box=None, shear=None) -> Tensor:
         """(N,) kernel density W(0) + sum_j W(q_ij) at the state's positions."""
-        return self.pairfn.at_zero().to(state.r.dtype) + self.neighbour_weight(state.r, pairs, box, self._size(state))
+        return self.pairfn.at_zero().to(state.r.dtype) + self.neighbour_weight(state.r, pairs, box, self._size(state),
+                                                                             shear)
