@@ -547,8 +547,17 @@ def run_conditions(mode: str = "quick", scenes: bool = False, as_json: bool = Fa
     tp.quiet()
     warnings.simplefilter("ignore")
     conds = quick_conditions() if mode == "quick" else full_conditions()
+    # each condition's seed is its place in the whole list, so that --only reproduces the
+    # rows of the whole table
+    seeds = {c.name: seed + i for i, c in enumerate(conds)}
     if only:
         want = {s.strip() for s in only.split(";")}
+        unknown = want - set(seeds)
+        if unknown:
+            from colloidcg.errors import ParameterError
+
+            raise ParameterError(f"only: unknown condition(s) {sorted(unknown)}; expected names "
+                                 f"from the {mode} table, separated by semicolons")
         conds = [c for c in conds if c.name in want]
     n_frames = 5 if mode == "quick" else 10
     t_all = time.perf_counter()
@@ -561,8 +570,8 @@ def run_conditions(mode: str = "quick", scenes: bool = False, as_json: bool = Fa
     except Exception:
         pass
     rows = []
-    for i, c in enumerate(conds):
-        rows.append(run_condition(c, n_frames, seed + i, n_crb=60 if mode == "quick" else 150))
+    for c in conds:
+        rows.append(run_condition(c, n_frames, seeds[c.name], n_crb=60 if mode == "quick" else 150))
         if not as_json:
             r = rows[-1]
             msg = ", ".join(f"{m}: {v['target']}" for m, v in r["methods"].items())

@@ -16,6 +16,7 @@ estimated from the data (:mod:`colloidcg.tracking.params`).
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generator
@@ -27,7 +28,8 @@ from ..errors import ParameterError, TrackingError
 from ..outputs import provenance, write_table
 from .link import add_velocities, estimate_drift, filter_stubs, link, subtract_drift
 from .locate import iter_locate, locate_frame, prepare
-from .params import (TrackParams, blob_scan, blob_sigma, contrast_ambiguity, spot_scale,
+from .params import (AMBIGUOUS_CONTRAST, TrackParams, blob_scan, blob_sigma, contrast_ambiguity,
+                     model_residual, spot_scale,
                      suggest_diameter,
                      suggest_contrast, suggest_invert, suggest_minmass, suggest_parameters_2d,
                      suggest_search_range, suggest_separation)
@@ -172,6 +174,9 @@ def suggest_parameters(frame: np.ndarray, params: TrackParams | None = None) -> 
     if ndim == 2:
         if p.contrast == "both" and scan is None:
             scan = blob_scan(prepare(frame, False, p.roi))
+        if (scan is not None and p.sources["contrast"] == "estimated" and p.contrast != "both"
+                and contrast_ambiguity(scan) >= AMBIGUOUS_CONTRAST):
+            return _contrast_by_residual(frame, p, scan)
         return suggest_parameters_2d(img, p, scan,
                                      prepare(frame, True, p.roi) if p.contrast == "both" else None)
     spacing = float("nan")
@@ -218,6 +223,29 @@ def suggest_parameters(frame: np.ndarray, params: TrackParams | None = None) -> 
                                 "check the video, --diameter and --invert")
         p.minmass = suggest_minmass(f2["mass"].to_numpy())
     return p
+
+
+def _contrast_by_residual(frame: np.ndarray, p: TrackParams, scan: dict) -> TrackParams:
+    """Bright or dark, when the blob scan cannot tell (:data:`AMBIGUOUS_CONTRAST`): the
+    parameters are estimated for each polarity, and the one whose spot model leaves the
+    smaller residual (:func:`colloidcg.tracking.params.model_residual`) is kept; the
+    scan's choice where only it could be fitted."""
+    best, best_res = None, math.inf
+    for contrast in (p.contrast, "dark" if p.contrast == "bright" else "bright"):
+        q = dataclasses.replace(p, contrast=contrast, invert=contrast == "dark",
+                                sources=dict(p.sources))
+        img = prepare(frame, q.invert, p.roi)
+        try:
+            q = suggest_parameters_2d(img, q, scan)
+        except TrackingError:
+            continue
+        res = model_residual(img, int(q.diameter), float(q.separation), float(q.minmass))
+        if best is None or res < best_res:
+            best, best_res = q, res
+    if best is None:
+        raise TrackingError("no particles found: nothing spot-like in the first frame; check "
+                            "the video or give --diameter and --contrast")
+    return best
 
 
 def track(video, params: TrackParams | dict | None = None, progress: bool = True,
