@@ -15,7 +15,12 @@ arrays over (frame, particle) in physical units (um, s):
 - ``size`` (N,): optional per-particle size, the particle's median over its frames of a
   size column of the tracks (units of that column, e.g. the synthetic truth's
   ``diameter`` or the tracker's ``size``, proportional to the radius of gyration); a
-  constant of the particle, read by models trained with per-particle sizes.
+  constant of the particle, read by models trained with per-particle sizes;
+- ``shear`` (T, 2): a sheared periodic box's Lees-Edwards state per frame (the offset
+  along x of the image across +y, um, and the velocity jump rate L_y, um/s;
+  :mod:`colloidcg.core.driver`), from a sidecar's ``meta.lees_edwards`` (MD tracks of a
+  LAMMPS run with ``fix deform ... xy``), or None. Positions are then unwrapped in the
+  infinite sheared system and the velocities carry the streaming part.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ class Trajectory:
     d2min: torch.Tensor | None = None         # (T, N) float, NaN where unknown
     fov: tuple | None = None                  # ((lo, hi) per axis) in um, for open boundaries
     size: torch.Tensor | None = None          # (N,) per-particle size (size column's units)
+    shear: torch.Tensor | None = None         # (T, 2) Lees-Edwards (offset um, jump um/s) per frame
 
     @property
     def n_frames(self) -> int:
@@ -69,14 +75,33 @@ class Trajectory:
             return t.to(device=device)
         return Trajectory(cv(self.pos), cv(self.vel), cv(self.present), cv(self.mask), self.dt,
                           cv(self.box), self.frames, self.particles, self.um_per_px, self.fps,
-                          cv(self.rearranging), cv(self.d2min), self.fov, cv(self.size))
+                          cv(self.rearranging), cv(self.d2min), self.fov, cv(self.size), cv(self.shear))
+
+    @property
+    def shear_rate(self) -> float | None:
+        """The shear rate of a Lees-Edwards box (1/s), None for an unsheared one."""
+        if self.shear is None or self.box is None:
+            return None
+        return float(self.shear[0, 1]) / float(self.box[1])
+
+    def shear_at(self, t: int) -> torch.Tensor | None:
+        """(2,) the Lees-Edwards state of row t (None for an unsheared box)."""
+        return None if self.shear is None else self.shear[t]
+
+    def lees_edwards(self, t: int):
+        """A :class:`colloidcg.core.driver.LeesEdwards` whose time 0 is row t (rollouts that
+        start there), or None for an unsheared box."""
+        if self.shear is None:
+            return None
+        from .core.driver import LeesEdwards
+        return LeesEdwards(self.shear_rate, float(self.shear[t, 0]))
 
     def frame_slice(self, start: int, stop: int) -> "Trajectory":
         s = slice(start, stop)
         sub = lambda t: None if t is None else t[s]  # noqa: E731
         return Trajectory(self.pos[s], self.vel[s], self.present[s], self.mask[s], self.dt, self.box,
                           self.frames[s], self.particles, self.um_per_px, self.fps,
-                          sub(self.rearranging), sub(self.d2min), self.fov, self.size)
+                          sub(self.rearranging), sub(self.d2min), self.fov, self.size, sub(self.shear))
 
 
 def _meta_value(meta: dict | None, key: str):
@@ -104,6 +129,21 @@ def meta_box(meta: dict | None):
     return [float(b) for b in box]
 
 
+def meta_lees_edwards(meta: dict | None) -> dict | None:
+    """A sidecar's ``meta.lees_edwards`` (a sheared MD box: ``shear_rate``, 1/time, and
+    ``tilt_xy``, px per frame read), checked, or None."""
+    inner = (meta or {}).get("meta") if isinstance((meta or {}).get("meta"), dict) else None
+    le = (inner or {}).get("lees_edwards")
+    if le is None:
+        return None
+    rate, tilt = le.get("shear_rate") if isinstance(le, dict) else None, le.get("tilt_xy") if isinstance(le, dict) else None
+    if le.get("plane", "xy") != "xy" or not isinstance(rate, (int, float)) or not np.isfinite(rate) \
+            or not isinstance(tilt, (list, tuple)) or not all(isinstance(x, (int, float)) for x in tilt):
+        raise ColloidcgError("sidecar meta.lees_edwards: expected plane 'xy', a finite shear_rate and a tilt_xy "
+                             f"list per frame, got {le!r}")
+    return {"shear_rate": float(rate), "tilt_xy": [float(x) for x in tilt]}
+
+
 def near_edge(pos: torch.Tensor, fov, edge: float) -> torch.Tensor:
     """Bool tensor of shape ``pos.shape[:-1]``: positions (..., d) closer than ``edge`` to the
     border of the field of view ``fov`` ((lo, hi) per axis, same units as ``pos``)."""
@@ -115,7 +155,7 @@ def near_edge(pos: torch.Tensor, fov, edge: float) -> torch.Tensor:
 def from_tracks(tracks: pd.DataFrame, meta: dict | None = None, *, fps: float | None = None,
                 um_per_px: float | None = None, box_px=None, edge: float = 0.0,
                 labels: pd.DataFrame | None = None, size_column: str | None = None,
-                dtype=torch.float64) -> Trajectory:
+                dtype=torch.float64, lees_edwards: dict | None = None) -> Trajectory:
     """Build a :class:`Trajectory` from a tracks table.
 
     Parameters
@@ -131,6 +171,9 @@ def from_tracks(tracks: pd.DataFrame, meta: dict | None = None, *, fps: float | 
     labels : optional table with frame, particle and d2min and/or rearranging columns.
     size_column : name of a per-particle size column (e.g. ``diameter`` or the tracker's
         ``size``); its per-particle median becomes ``Trajectory.size``.
+    lees_edwards : a sheared box, ``{"shear_rate": 1/time, "tilt_xy": [px per frame]}``
+        (default: the sidecar's ``meta.lees_edwards``, used with a periodic box only);
+        becomes ``Trajectory.shear``.
     """
     need = ["frame", "particle", "x", "y"]
     missing = [c for c in need if c not in tracks.columns]
@@ -217,9 +260,20 @@ def from_tracks(tracks: pd.DataFrame, meta: dict | None = None, *, fps: float | 
         if not np.all(np.isfinite(vals) & (vals > 0)):
             raise ParameterError(f"size_column: {size_column!r} must be positive and finite for every particle")
         size = torch.as_tensor(np.array(vals, dtype=float), dtype=dtype)
+    shear = None
+    le = lees_edwards if lees_edwards is not None else meta_lees_edwards(meta)
+    if le is not None and box is not None:
+        if d < 2:
+            raise ParameterError("lees_edwards: a sheared box needs at least 2 dimensions")
+        tilt = np.asarray(le["tilt_xy"], float)
+        if f0 < 0 or f1 >= len(tilt):
+            raise ColloidcgError(f"sidecar meta.lees_edwards: tilt_xy has {len(tilt)} frames; the tracks have "
+                                 f"frames {f0}..{f1}")
+        jump = float(le["shear_rate"]) * float(box[1])
+        shear = torch.as_tensor(np.column_stack([tilt[f0: f1 + 1] * um, np.full(T, jump)]), dtype=dtype)
     return Trajectory(torch.as_tensor(pos, dtype=dtype), torch.as_tensor(vel, dtype=dtype),
                       torch.as_tensor(present), torch.as_tensor(mask), dt, box,
-                      np.arange(f0, f1 + 1), parts, um, fps, rearr, d2, fov, size)
+                      np.arange(f0, f1 + 1), parts, um, fps, rearr, d2, fov, size, shear)
 
 
 def to_tracks(pos, um_per_px: float = 1.0, fps: float = 1.0, first_frame: int = 0,

@@ -55,6 +55,12 @@ def simulate(model: MetriplecticModel, model_config: dict, tracks: pd.DataFrame,
     from the data at every later frame the data has them, and held at their last observed
     state after that. They are left out of the returned tracks unless ``keep_halo``.
     Periodic boxes have no boundary particles.
+
+    Sheared boxes (the tracks' sidecar has ``meta.lees_edwards``: MD tracks of a LAMMPS run
+    with ``fix deform ... xy``; positions unwrapped in the infinite sheared system): the
+    rollout runs in the Lees-Edwards box (:class:`colloidcg.core.driver.LeesEdwards`) with
+    the data's shear rate, from the image offset (tilt) of the starting frame, and its
+    ``meta`` carries ``lees_edwards`` with the offset continued to every frame.
     """
     if steps < 1:
         raise ParameterError(f"steps: must be >= 1, got {steps}")
@@ -69,6 +75,9 @@ def simulate(model: MetriplecticModel, model_config: dict, tracks: pd.DataFrame,
         raise ColloidcgError(f"{name}: {traj.dim}D tracks but the model is {model.config.dim}D")
     param = next(model.parameters())
     traj = traj.to(device=param.device, dtype=param.dtype)
+    if traj.shear is not None and model.substrate:
+        raise ParameterError(f"{name}: the tracks are sheared (sidecar meta.lees_edwards) but the model has "
+                             "substrate friction; shear needs a momentum-conserving model (substrate False)")
     f0 = int(traj.frames[0])
     frame = f0 + 1 if frame is None else int(frame)
     t = frame - f0
@@ -91,21 +100,23 @@ def simulate(model: MetriplecticModel, model_config: dict, tracks: pd.DataFrame,
         raise ColloidcgError(f"{name}: every particle of frame {frame} lies within the halo ({halo:g} um) "
                              "of the field-of-view border; nothing is left to simulate (pass a smaller halo)")
     tab_err = eos_err = None
+    shear0 = traj.shear_at(t)
     with torch.no_grad():
-        S0 = model.initial_S(r0, None, traj.box)
+        S0 = model.initial_S(r0, None, traj.box, shear0)
         prescribed = _observed(traj, t, idx, steps, S0) if boundary is not None else None
         size = None if traj.size is None else traj.size[idx]
         state = State(r0, v0, S0, size)
         runner = model
         if fast:
             # a tabulated copy; the equation-of-state table covers the starting state
-            rw = wrap(r0, traj.box)
-            dens0 = model.density_of(State(rw, v0, S0, size), find_pairs(rw, model.cutoff, traj.box), traj.box)
+            rw = wrap(r0, traj.box, shear0)
+            dens0 = model.density_of(State(rw, v0, S0, size), find_pairs(rw, model.cutoff, traj.box, shear0),
+                                     traj.box, shear0)
             runner, errors = model.tabulated((S0, dens0))
             eos_err = errors.pop("density", None)
             tab_err = max(errors.values())
         res = rollout(runner, state, steps, traj.dt, box=traj.box, seed=seed, substeps=substeps,
-                      boundary=boundary, prescribed=prescribed)
+                      boundary=boundary, prescribed=prescribed, lees_edwards=traj.lees_edwards(t))
     keep = torch.ones_like(idx, dtype=torch.bool) if (boundary is None or keep_halo) else ~boundary
     df = to_tracks(res.r[:, keep], traj.um_per_px, traj.fps, first_frame=frame,
                    particles=traj.particles[idx[keep].cpu().numpy()], vel=res.v[:, keep])
@@ -117,8 +128,23 @@ def simulate(model: MetriplecticModel, model_config: dict, tracks: pd.DataFrame,
                   "eos_table_max_rel_error": eos_err,
                   "n_particles": int(idx.numel()) - n_halo,
                   "n_boundary": n_halo, "halo_um": halo if boundary is not None else None}
-    return Simulation(df, parameters, {"fps": traj.fps, "um_per_px": traj.um_per_px,
-                                       "box_px": cal.get("box_px")})
+    meta_out = {"fps": traj.fps, "um_per_px": traj.um_per_px, "box_px": cal.get("box_px")}
+    if traj.shear is not None:
+        meta_out["box_px"] = (traj.box / traj.um_per_px).tolist()
+        meta_out["lees_edwards"] = sheared_meta(traj, t, frame, steps)
+        parameters["shear_rate"] = traj.shear_rate
+    return Simulation(df, parameters, meta_out)
+
+
+def sheared_meta(traj, t: int, frame: int, steps: int) -> dict:
+    """The ``meta.lees_edwards`` of a rollout from row t (frame ``frame``) of a sheared
+    trajectory: the offset (px) continued at the shear rate to frames 0..frame + steps (the
+    frames the rollout's tracks and the data before it carry)."""
+    off0 = float(traj.shear[t, 0])
+    jump = float(traj.shear[t, 1])
+    tilt = [(off0 + jump * (k - frame) * traj.dt) / traj.um_per_px for k in range(frame + steps + 1)]
+    return {"plane": "xy", "shear_rate": traj.shear_rate, "tilt_xy": tilt,
+            "note": "continued from the starting frame's offset at the shear rate (colloidcg simulate)"}
 
 
 def _observed(traj, t: int, idx: torch.Tensor, steps: int, S0: torch.Tensor):

@@ -42,7 +42,7 @@ class Rollout:
 def rollout(model, state: State, steps: int, dt: float, *, box: torch.Tensor | None = None,
             seed: int | None = 0, noise: bool = True, skin: float | None = None,
             boundary: torch.Tensor | None = None, prescribed=None, record_every: int = 1,
-            substeps: int = 1) -> Rollout:
+            substeps: int = 1, lees_edwards=None) -> Rollout:
     """Advance ``state`` by ``steps`` recorded steps of length ``dt``.
 
     Parameters
@@ -58,6 +58,10 @@ def rollout(model, state: State, steps: int, dt: float, *, box: torch.Tensor | N
     prescribed : callable ``k -> State`` giving the boundary particles' state after
         recorded step k (k = 1..steps), or None to hold them at their initial state.
     record_every : keep every n-th recorded step.
+    lees_edwards : steady shear of the box, a :class:`~.driver.LeesEdwards` with the offset
+        at the initial state (positions unwrapped in the infinite sheared system,
+        velocities with their streaming part, as finite differences of sheared MD give),
+        or None.
     """
     if steps < 0 or substeps < 1 or record_every < 1:
         raise ValueError("steps must be >= 0, substeps and record_every >= 1")
@@ -70,5 +74,5 @@ def rollout(model, state: State, steps: int, dt: float, *, box: torch.Tensor | N
         return ref.r, ref.v, ref.S
     r, v, S, _ = run(integrator_for(model), state.r, state.v, state.S, steps, dt, neighbours=nl, size=size,
                      box=box, seed=seed, noise=noise, boundary=boundary, prescribed=presc if prescribed is not None else None,
-                     record_every=record_every, substeps=substeps)
+                     record_every=record_every, substeps=substeps, lees_edwards=lees_edwards)
     return Rollout(r, v, S, dt * record_every, nl.n_builds)

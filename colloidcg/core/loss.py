@@ -77,10 +77,11 @@ class TransitionMoments(NamedTuple):
 
 
 def transition_mean_cov(model: MetriplecticModel, state: State, pairs: torch.Tensor, dt: float,
-                        box=None) -> TransitionMoments:
+                        box=None, shear=None) -> TransitionMoments:
     """Mean (N, d) and covariance blocks (N, d, d) of v_{t+1} given ``state`` at t
-    (:class:`TransitionMoments`)."""
-    ns = model.compute(state, pairs, box)
+    (:class:`TransitionMoments`); ``shear``: the Lees-Edwards state of a sheared box at t
+    (:mod:`.driver`), or None."""
+    ns = model.compute(state, pairs, box, shear)
     _, dv, dS = model.drift(state, pairs, box, ns=ns)
     cov = model.velocity_covariance(ns, dt)
     x = _rates(model, ns, dt, dv)
@@ -113,7 +114,7 @@ def moments_nll(moments: TransitionMoments, v_next: torch.Tensor, valid: torch.T
 def transition_nll(model: MetriplecticModel, state: State, v_next: torch.Tensor,
                    valid: torch.Tensor, pairs: torch.Tensor, dt: float, box=None,
                    loc_var: torch.Tensor | float = 0.0, covariance: str = "marginal",
-                   jitter: float = 1e-9):
+                   jitter: float = 1e-9, shear=None):
     """Mean NLL per valid particle of one observed transition.
 
     Parameters
@@ -123,13 +124,16 @@ def transition_nll(model: MetriplecticModel, state: State, v_next: torch.Tensor,
     valid : (N,) bool: particles entering the loss (interior, observed at t-1, t, t+1).
     pairs : (P, 2) neighbour pairs at t.
     loc_var : localisation variance per coordinate (length^2), tensor or float.
-    covariance : "marginal" or "full".
+    covariance : "marginal" or "full" ("marginal" only in a sheared box).
+    shear : the Lees-Edwards state (2,) of a sheared box at t, or None.
 
     Returns
     -------
     (nll, moments): scalar tensor and the :class:`TransitionMoments` it was computed from.
     """
-    moments = transition_mean_cov(model, state, pairs, dt, box)
+    if shear is not None and covariance != "marginal":
+        raise ValueError("covariance: a sheared box supports 'marginal' only")
+    moments = transition_mean_cov(model, state, pairs, dt, box, shear)
     mean, c = moments.mean, moments.c
     res = (v_next - mean)[valid]
     d = res.shape[-1]

@@ -30,7 +30,8 @@ def build_model(traj: Trajectory, cfg: TrainConfig, cutoff: float) -> Metriplect
     ``frame_average``), reference volume, neighbour weight and encoder normalisation from a
     few frames, and U's stiffness by :func:`force_scale`. On ``cfg.device`` in ``cfg.dtype``;
     the weights' initialisation draws from torch's global generator."""
-    vel = traj.vel[traj.mask]
+    tvel = peculiar_velocities(traj)
+    vel = tvel[traj.mask]
     if vel.shape[0] < 2:
         raise ColloidcgError("trajectory: fewer than two usable velocities (particles must be tracked in consecutive frames)")
     v2 = float(vel.var(0).mean())
@@ -39,7 +40,7 @@ def build_model(traj: Trajectory, cfg: TrainConfig, cutoff: float) -> Metriplect
     # lag-1 velocity correlation a; for the Euler-Maruyama AR(1) with FDT noise the
     # stationary variance is 2 theta / (m (1 + a)), so theta ~ m <v^2> (1 + a) / 2
     ok = traj.mask[1:] & traj.mask[:-1]
-    a = float((traj.vel[1:][ok] * traj.vel[:-1][ok]).sum() / traj.vel[:-1][ok].square().sum()) \
+    a = float((tvel[1:][ok] * tvel[:-1][ok]).sum() / tvel[:-1][ok].square().sum()) \
         if bool(ok.any()) else 0.0
     a = min(max(a, -0.5), 0.95)
     arch = cfg.model
@@ -68,10 +69,11 @@ def build_model(traj: Trajectory, cfg: TrainConfig, cutoff: float) -> Metriplect
     with torch.no_grad():
         for t in np.linspace(0, traj.n_frames - 1, min(5, traj.n_frames)).astype(int):
             r = traj.pos[t][traj.present[t]]
-            pairs = find_pairs(r, cutoff, traj.box)
-            nbr = model.neighbour_weight(r, pairs, traj.box, particle_sizes(traj, traj.present[t]))
+            sh = traj.shear_at(int(t))
+            pairs = find_pairs(r, cutoff, traj.box, sh)
+            nbr = model.neighbour_weight(r, pairs, traj.box, particle_sizes(traj, traj.present[t]), sh)
             nbr_weight.append(nbr)                                       # sum_j W(q_ij)
-            feats.append(model.encoder.features(r, pairs, cutoff, traj.box))
+            feats.append(model.encoder.features(r, pairs, cutoff, traj.box, sh))
     # each energy term's scales from the neighbour weights: the density term's reference
     # volume, the deviatoric term's typical fabric
     model.calibrate(torch.cat(nbr_weight))
@@ -84,6 +86,20 @@ def build_model(traj: Trajectory, cfg: TrainConfig, cutoff: float) -> Metriplect
     model.encoder.f_std.copy_(f.std(0).clamp_min(1e-6))
     model.update_config(stiffness=force_scale(model, traj))
     return model
+
+
+def peculiar_velocities(traj: Trajectory) -> torch.Tensor:
+    """(T, N, d) the velocities less the streaming velocity of a sheared box, v_x - rate y
+    and its mean (``traj.vel`` itself otherwise): the thermal part that sets the
+    temperature scale."""
+    rate = traj.shear_rate
+    if rate is None:
+        return traj.vel
+    vel = traj.vel.clone()
+    vel[..., 0] = vel[..., 0] - rate * traj.pos[..., 1]
+    if bool(traj.mask.any()):
+        vel[..., 0] = vel[..., 0] - vel[..., 0][traj.mask].mean()     # the profile's offset
+    return vel
 
 
 @torch.no_grad()
@@ -107,11 +123,12 @@ def force_scale(model: MetriplecticModel, traj: Trajectory, max_frames: int = 8)
     for t in ts:
         idx = torch.nonzero(traj.present[t] & traj.present[t + 1]).squeeze(-1)
         r, v = traj.pos[t, idx], traj.vel[t, idx]
-        pairs = find_pairs(r, model.config.cutoff, traj.box)
+        sh = traj.shear_at(t)
+        pairs = find_pairs(r, model.config.cutoff, traj.box, sh)
         if pairs.shape[0] == 0:
             continue
-        S = model.initial_S(r, pairs, traj.box)
-        ns = model.compute(State(r, v, S, particle_sizes(traj, idx)), pairs, traj.box)
+        S = model.initial_S(r, pairs, traj.box, sh)
+        ns = model.compute(State(r, v, S, particle_sizes(traj, idx)), pairs, traj.box, sh)
         x = ns.diss.gamma0 * traj.dt
         if model.frame_averaged:
             co = ou_coefficients(x)

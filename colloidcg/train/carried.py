@@ -295,16 +295,17 @@ def carry_along(model: MetriplecticModel, traj: Trajectory, loc_var: float = 0.0
             prev_mom = None
             continue
         r = pos[t, idx]
-        pairs = find_pairs(r, model.cutoff, box)
+        shear = None if traj.shear is None else traj.shear[t].to(device, dtype)
+        pairs = find_pairs(r, model.cutoff, box, shear)
         new = ~carried[idx]
         if bool(new.any()):
-            cur[idx[new]] = model.initial_S(r, pairs, box)[new]
+            cur[idx[new]] = model.initial_S(r, pairs, box, shear)[new]
             carried[idx[new]] = True
         S_out[t, idx] = cur[idx]
         has_v = present[t - 1, idx] if t > 0 else torch.zeros_like(new)
         v = torch.where(has_v.unsqueeze(-1), vel[t, idx], torch.zeros_like(r))
         sz = None if size is None else size[idx]
-        mom = transition_mean_cov(model, State(r, v, cur[idx], sz), pairs, dt, box)
+        mom = transition_mean_cov(model, State(r, v, cur[idx], sz), pairs, dt, box, shear)
         v_hat, p = entry_posterior(mom.terms, v, loc_var, dt, model.k_B)
         if prev_mom is not None and loc_var:
             pidx, pm, p_has_v = prev_mom

@@ -46,9 +46,27 @@ def check_trajectory(traj: Trajectory, cfg: TrainConfig) -> None:
         raise ColloidcgError("trajectory: NaN or infinite positions")
     if cfg.aux_weight > 0 and traj.rearranging is None:
         raise ParameterError("aux_weight: > 0 needs rearrangement labels (rearranging column)")
+    if traj.shear is not None:
+        check_sheared(cfg)
     if cfg.cutoff and not fits_box(traj, float(cfg.cutoff)):
         raise ParameterError(f"cutoff: {float(cfg.cutoff):g} is too large for the periodic box "
                              f"{[round(float(b), 4) for b in traj.box]} (needs 1.3 x cutoff < half the box)")
+
+
+def check_sheared(cfg: TrainConfig, sampler: TransitionSampler | None = None) -> None:
+    """What training in a sheared (Lees-Edwards) box supports: a momentum-conserving model
+    (no substrate: a solvent at rest would brake the flow), one-step likelihood with the
+    marginal covariance and encoded S, whole frames."""
+    if cfg.model.substrate:
+        raise ParameterError("substrate: a sheared box (sidecar meta.lees_edwards) needs substrate False "
+                             "(substrate friction would act against the lab frame, not the flow)")
+    for name, value, ok in (("multistep", cfg.multistep, 1), ("s_memory", cfg.s_memory, "encoded"),
+                            ("covariance", cfg.covariance, "marginal")):
+        if value != ok:
+            raise ParameterError(f"{name}: a sheared box (sidecar meta.lees_edwards) supports {ok!r} only, "
+                                 f"got {value!r}")
+    if sampler is not None and not isinstance(sampler, FrameSampler):
+        raise ParameterError("sampler: a sheared box (sidecar meta.lees_edwards) trains on whole frames only")
 
 
 def with_edge_halo(traj: Trajectory, edge: float | None, cutoff: float) -> Trajectory:
@@ -86,6 +104,8 @@ def fit(traj: Trajectory, config: TrainConfig | None = None, out_dir=None,
     """
     cfg = (config or TrainConfig()).validate()
     check_trajectory(traj, cfg)
+    if traj.shear is not None:
+        check_sheared(cfg, sampler)
     sampler = sampler if sampler is not None else FrameSampler()
     seed_everything(cfg.seed)
     traj = traj.to(device=cfg.device, dtype=getattr(torch, cfg.dtype))

@@ -91,9 +91,9 @@ def transition_terms(model: MetriplecticModel, tr: Transition, opts: LossOptions
         nll, aux = carried_window_terms(model, tr.carried, opts.dt, opts.box, opts.loc_var, opts.aux)
         ms = window_nll(model, tr.window, opts) if tr.window is not None else None
         return TransitionTerms(nll, ms, aux)
-    S = model.initial_S(tr.r, tr.pairs, opts.box)
+    S = model.initial_S(tr.r, tr.pairs, opts.box, tr.shear)
     nll, _ = transition_nll(model, State(tr.r, tr.v, S, tr.size), tr.v_next, tr.valid, tr.pairs, opts.dt,
-                            opts.box, loc_var=opts.loc_var, covariance=opts.covariance)
+                            opts.box, loc_var=opts.loc_var, covariance=opts.covariance, shear=tr.shear)
     ms = window_nll(model, tr.window, opts) if tr.window is not None else None
     aux = opts.aux(S, tr.labels) if opts.aux is not None else None
     return TransitionTerms(nll, ms, aux)

@@ -84,6 +84,7 @@ class Transition:
     window : the K-step window starting at t (``multistep`` > 1), or None
     carried : the carried-S window starting at t (``s_window`` given: training with
         ``s_memory = "carried"``), or None
+    shear : (2,) the Lees-Edwards state at t of a sheared box (``Trajectory.shear``), or None
     """
 
     frame: int
@@ -97,6 +98,7 @@ class Transition:
     labels: torch.Tensor | None = None
     window: Window | None = None
     carried: "CarriedWindow | None" = None
+    shear: torch.Tensor | None = None
 
     @property
     def prescribed(self) -> torch.Tensor:
@@ -145,7 +147,8 @@ def make_transition(traj: Trajectory, t: int, cutoff: float, index: torch.Tensor
     if whole:
         index = torch.nonzero(traj.present[t] & traj.present[t + 1]).squeeze(-1)
     r = traj.pos[t, index]
-    pairs = find_pairs(r, cutoff, traj.box)
+    shear = traj.shear_at(t)
+    pairs = find_pairs(r, cutoff, traj.box, shear)
     ok = traj.mask[t, index] & traj.mask[t + 1, index]
     if valid is not None:
         ok = ok & valid
@@ -171,7 +174,7 @@ def make_transition(traj: Trajectory, t: int, cutoff: float, index: torch.Tensor
         from .carried import make_carried_window
         carried = make_carried_window(traj, t, s_window, cutoff, among, interior, horizon)
     return Transition(t, index, r, traj.vel[t, index], traj.vel[t + 1, index], pairs, ok,
-                      particle_sizes(traj, index), labels, window, carried)
+                      particle_sizes(traj, index), labels, window, carried, shear)
 
 
 def make_window(traj: Trajectory, t: int, steps: int, cutoff: float,

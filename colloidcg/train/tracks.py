@@ -60,6 +60,8 @@ def train_tracks(tracks, meta: dict | None = None, config: TrainConfig | None = 
     result.report["calibration"] = {"um_per_px": traj.um_per_px, "fps": traj.fps,
                                     "box_px": list(box_px) if box_px is not None else None,
                                     "tracks": str(Path(source).resolve()) if source else None}
+    if traj.shear is not None:      # trained in a sheared (Lees-Edwards) box
+        result.report["calibration"]["lees_edwards"] = {"plane": "xy", "shear_rate": traj.shear_rate}
     if out_dir is not None:
         out = Path(out_dir)
         train_rec = cfg.to_dict()

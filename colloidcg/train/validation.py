@@ -38,15 +38,17 @@ def validation_rollout(model: MetriplecticModel, traj: Trajectory, start: int, s
     r0, v0 = traj.pos[start, idx], traj.vel[start, idx]
     size = particle_sizes(traj, idx)
     with torch.no_grad():
-        S0 = model.initial_S(r0, None, traj.box)
+        S0 = model.initial_S(r0, None, traj.box, traj.shear_at(start))
         halo = ~interior
 
         def prescribed(k):
             t = start + k
             return State(traj.pos[t, idx], traj.vel[t, idx], S0, size)
 
+        sheared = traj.shear is not None
         out = rollout(model, State(r0, v0, S0, size), steps, traj.dt, box=traj.box, seed=seed,
-                      boundary=halo if bool(halo.any()) else None, prescribed=prescribed)
+                      boundary=halo if bool(halo.any()) and not sheared else None, prescribed=prescribed,
+                      lees_edwards=traj.lees_edwards(start))
     data_r = traj.pos[start: start + steps + 1, idx]
     if traj.box is not None:
         disp = minimum_image(data_r[1:] - data_r[:-1], traj.box)
