@@ -44,7 +44,7 @@ def build_model(traj: Trajectory, cfg: TrainConfig, cutoff: float) -> Metriplect
         if bool(ok.any()) else 0.0
     a = min(max(a, -0.5), 0.95)
     arch = cfg.model
-    frame_average = arch.frame_average and arch.substrate
+    frame_average = arch.frame_average
     if frame_average:
         # frame-averaged velocities of a Langevin particle: lag-1 correlation rho1(x) and
         # variance 2 phi2(x) kT/m, x = gamma dt (colloidcg.core.ou)
