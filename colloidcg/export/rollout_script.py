@@ -1,7 +1,7 @@
 """Roll out an exported colloidcg model with torch alone (copied into every bundle as rollout.py).
 
     python rollout.py --init INIT.csv --steps N --seed S -o OUT.csv [--frame F] [--substeps K]
-                      [--halo H] [--pixels] [--device cpu|cuda]
+                      [--halo H] [--pixels] [--device cpu|cuda] [--shear-offset DELTA]
 
 INIT.csv holds the tracks schema: frame, particle, x, y [, z] [, size] (other columns, such
 as vx, vy, are ignored), in the bundle's units (positions um; ``--pixels``: px with the
@@ -15,6 +15,13 @@ held at their last position once the file has no more, and left out of OUT.csv, 
 ``colloidcg simulate`` does; ``--halo 0`` for none. OUT.csv: frame, particle, x, y [, z],
 vx, vy [, vz] in the same units, recorded velocities being displacement / dt (what finite
 differences of positions give) for frame-averaged models.
+
+A model trained in a sheared periodic box (bundle calibration ``lees_edwards``: flow along
+x, gradient along y, its ``shear_rate``) rolls out under the same steady shear in a
+Lees-Edwards box: the positions of INIT.csv are then unwrapped in the infinite sheared
+system (as LAMMPS's xu, yu with an xy tilt give them), ``--shear-offset`` is the shift along
+x of the image across +y at the starting frame (the LAMMPS xy tilt of that frame; um, or
+px with ``--pixels``; default 0) and ``--shear-rate`` (1/s) replaces the bundle's rate.
 
 With the same seed, this script and ``colloidcg simulate BUNDLE --init (the same rows) ...``
 give the same trajectory: they run the same loop (driver.py, beside this file) over the
@@ -57,6 +64,10 @@ def main(argv=None) -> int:
     p.add_argument("--halo", type=float, default=None, help="boundary width, um (default: the cutoff)")
     p.add_argument("--pixels", action="store_true", help="CSV positions in px, velocities in px/frame")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--shear-offset", type=float, default=0.0, dest="shear_offset",
+                   help="sheared box: image offset along x at the starting frame (default 0)")
+    p.add_argument("--shear-rate", type=float, default=None, dest="shear_rate",
+                   help="sheared box: shear rate, 1/s (default: the bundle's, none for an unsheared model)")
     a = p.parse_args(argv)
     if a.steps < 1 or a.substeps < 1:
         raise SystemExit("--steps and --substeps must be >= 1")
@@ -79,6 +90,12 @@ def main(argv=None) -> int:
     box = None
     if cal.get("box_px"):
         box = torch.tensor([float(b) for b in cal["box_px"]], dtype=torch.float64) * um
+    rate = a.shear_rate if a.shear_rate is not None else (cal.get("lees_edwards") or {}).get("shear_rate")
+    le = None
+    if rate is not None:
+        if box is None:
+            raise SystemExit("--shear-rate: a sheared box needs the bundle's periodic box (calibration box_px)")
+        le = driver.LeesEdwards(float(rate), a.shear_offset * (um if a.pixels else 1.0))
 
     rows = read_csv(Path(a.init))
     names = ["x", "y", "z"][:d]
@@ -137,9 +154,10 @@ def main(argv=None) -> int:
     r0, v0 = r0.to(**cast), v0.to(**cast)
     bx = None if box is None else box.to(**cast)
     sz = None if size is None else size[idx].to(**cast)
+    sh0 = None if le is None else le.state(0.0, bx)
     with torch.no_grad():
-        pairs0 = model.pairs(driver.wrap(r0, bx), bx)
-        S0 = model.encode(driver.wrap(r0, bx), pairs0, bx)
+        pairs0 = model.pairs(driver.wrap(r0, bx, sh0), bx, sh0)
+        S0 = model.encode(driver.wrap(r0, bx, sh0), pairs0, bx, sh0)
     if boundary is not None:
         last = min(T - 1, t + a.steps)
         pp = pos[t: last + 1, idx].clone()
@@ -160,11 +178,13 @@ def main(argv=None) -> int:
         prescribed = from_file
         boundary = boundary.to(dev)
 
-    nl = driver.VerletList(cutoff, 0.3 * cutoff, bx, search=lambda r, radius, b: driver.search_pairs(r, radius, b))
+    nl = driver.VerletList(cutoff, 0.3 * cutoff, bx,
+                           search=lambda r, radius, b, sh=None: driver.search_pairs(r, radius, b, 1024, sh))
     # the compiled graph as written, op for op as colloidcg runs it (no graph rewriting)
     with torch.jit.optimized_execution(False):
         r_out, v_out, _, _ = driver.run(integrator, r0, v0, S0, a.steps, dt, neighbours=nl, size=sz, box=bx, seed=a.seed,
-                                        boundary=boundary, prescribed=prescribed, substeps=a.substeps)
+                                        boundary=boundary, prescribed=prescribed, substeps=a.substeps,
+                                        lees_edwards=le)
     keep = torch.ones(idx.shape[0], dtype=torch.bool) if boundary is None else ~boundary.cpu()
     with open(a.output, "w", newline="") as fh:
         w = csv.writer(fh)
