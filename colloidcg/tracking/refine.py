@@ -288,9 +288,21 @@ def _solve_free(jtj, jtr, free, step, inv_diag, work, idx):
 
 
 @njit(cache=True)
+def _radial(knots, knot_px, r):
+    """The piecewise-linear radial profile ``knots`` (values every ``knot_px`` px) at r;
+    0 beyond its last knot."""
+    rr = r / knot_px
+    kk = int(rr)
+    if kk >= knots.shape[0] - 1:
+        return 0.0
+    f = rr - kk
+    return knots[kk] * (1.0 - f) + knots[kk + 1] * f
+
+
+@njit(cache=True)
 def _gs_sweep(img, canvas, params, cache_x, cache_y, cache_w, order, free, n_newton,
               fit_k, render_k, s_min, s_max, max_shift, tol, stats, active, next_active,
-              nbr_ptr, nbr_idx, last):
+              nbr_ptr, nbr_idx, last, knots, knot_px, pw, ppos):
     """One Gauss-Seidel sweep: refit each active spot in ``order`` against img - (others).
 
     ``canvas`` holds the model of all spots and is updated after each spot, so the next
@@ -304,7 +316,11 @@ def _gs_sweep(img, canvas, params, cache_x, cache_y, cache_w, order, free, n_new
     ``last`` the sweep is the final one: ``stats[i, 3]`` receives the eccentricity of the
     spot's own light (Gaussian-weighted second moments of the image minus background and
     other spots, sqrt((Mxx - Myy)^2 + 4 Mxy^2) / (Mxx + Myy), 0 for a round spot, as
-    trackpy's). Returns the number of spots refitted.
+    trackpy's). With a non-empty radial profile ``knots`` (values every ``knot_px`` px;
+    :mod:`colloidcg.tracking.psf`) ``img`` is the frame less every spot's profile (spot i
+    at ``ppos[i]`` times ``pw[i]``), and each spot's own profile is added back to its
+    target: a spot is fitted against its neighbours' whole light, its own as it is.
+    Returns the number of spots refitted.
     """
     ny, nx = img.shape
     m = 2 * MAX_HALF_WIDTH + 1
@@ -313,6 +329,7 @@ def _gs_sweep(img, canvas, params, cache_x, cache_y, cache_w, order, free, n_new
     hx = np.empty(m)
     hy = np.empty(m)
     T = np.zeros((m, m))
+    T0 = np.zeros((m, m)) if knots.shape[0] else np.zeros((1, 1))
     P = np.empty((5, m))
     TT = np.zeros((5, 5))
     Gx = np.zeros((5, 5))
@@ -332,6 +349,7 @@ def _gs_sweep(img, canvas, params, cache_x, cache_y, cache_w, order, free, n_new
     nfree = 0
     for k in range(7):
         nfree += free[k]
+    n_knots = knots.shape[0]
     done = 0
     for j in range(order.shape[0]):
         i = order[j]
@@ -369,9 +387,30 @@ def _gs_sweep(img, canvas, params, cache_x, cache_y, cache_w, order, free, n_new
                 t = irow[k] - crow[k] + av * ox[k]
                 tseg[k] = t
                 sum_t2 += t * t
+            if n_knots:   # own profile back (it was subtracted at ppos with the others')
+                dv2 = (v - ppos[i, 1]) ** 2
+                t0seg = T0[kv, k0:k1]
+                for k in range(k1 - k0):
+                    t0seg[k] = tseg[k] + pw[i] * _radial(knots, knot_px, math.sqrt(
+                        (cu - w + k0 + k - ppos[i, 0]) ** 2 + dv2))
         ok = True
         for it in range(n_newton):
             a = p[2]
+            if n_knots:
+                # the target less the own profile where the spot is now: the spot is
+                # modelled as Gaussian + profile, moving together (the Jacobian has
+                # the Gaussian's part only; the fixed point is the same)
+                sum_t2 = 0.0
+                for kv in range(mw):
+                    v = cv - w + kv
+                    if v < 0 or v >= ny or k1 <= k0:
+                        continue
+                    dv2 = (v - p[1]) ** 2
+                    for k in range(k0, k1):
+                        t = T0[kv, k] - pw[i] * _radial(knots, knot_px, math.sqrt(
+                            (cu - w + k - p[0]) ** 2 + dv2))
+                        T[kv, k] = t
+                        sum_t2 += t * t
             _profile(cu, w, p[0], p[3], nx, X[0], X[1], X[2], X[3], X[4])
             _profile(cv, w, p[1], p[3], ny, Y[0], Y[1], Y[2], Y[3], Y[4])
             # P[q, u] = sum_v T[v, u] Y[q, v]
@@ -557,7 +596,11 @@ def _neighbours(params, reach):
     return ptr, dst[o].astype(np.int64)
 
 
-def _sweeps(img, model, free, n_sweeps, n_newton, sigma, tol, stats, fit_k=None, final=False):
+_NO_PROFILE = (np.zeros(0), 1.0, np.zeros(0), np.zeros((0, 2)))
+
+
+def _sweeps(img, model, free, n_sweeps, n_newton, sigma, tol, stats, fit_k=None, final=False,
+            profile=_NO_PROFILE):
     """Gauss-Seidel sweeps until no spot changes by more than ``tol`` or n_sweeps done.
 
     The first sweep visits every spot with ``n_newton`` Gauss-Newton steps; later ones
@@ -583,7 +626,8 @@ def _sweeps(img, model, free, n_sweeps, n_newton, sigma, tol, stats, fit_k=None,
         nxt = np.zeros(n, np.uint8)
         _gs_sweep(img, model.canvas, params, model.cache_x, model.cache_y, model.cache_w,
                   order, free, n_newton if k == 0 else 1, fit_k, RENDER_HALF_WIDTH,
-                  0.4 * sigma, s_max, float(sigma), tol, stats, active, nxt, ptr, idx, 0)
+                  0.4 * sigma, s_max, float(sigma), tol, stats, active, nxt, ptr, idx, 0,
+                  *profile)
         done += 1
         order = order[::-1].copy()   # symmetric Gauss-Seidel: alternate direction
         if n_sweeps > 2:
@@ -594,7 +638,7 @@ def _sweeps(img, model, free, n_sweeps, n_newton, sigma, tol, stats, fit_k=None,
         _gs_sweep(img, model.canvas, params, model.cache_x, model.cache_y, model.cache_w,
                   order, free, n_newton if done == 0 else 1, fit_k, RENDER_HALF_WIDTH,
                   0.4 * sigma, s_max, float(sigma), tol, stats, np.ones(n, np.uint8),
-                  np.zeros(n, np.uint8), ptr, idx, 1)
+                  np.zeros(n, np.uint8), ptr, idx, 1, *profile)
         done += 1
     return done
 
@@ -720,7 +764,9 @@ def find_missed(residual: np.ndarray, x: np.ndarray, y: np.ndarray, sigma: float
 def refine_jointly(image: np.ndarray, x: np.ndarray, y: np.ndarray, sigma: float,
                    n_sweeps: int = 8, n_newton: int = 2, add_missed: bool = True,
                    tol: float = 1e-3, stage1_sweeps: int = 8,
-                   stage2_newton: int = 2, background_passes: int = 1) -> dict[str, np.ndarray]:
+                   stage2_newton: int = 2, background_passes: int = 1,
+                   return_background: bool = False, profile=None,
+                   fit_sigma: bool = True) -> dict[str, np.ndarray]:
     """Refine spot centres by fitting all spots of a frame jointly.
 
     Parameters
@@ -745,6 +791,16 @@ def refine_jointly(image: np.ndarray, x: np.ndarray, y: np.ndarray, sigma: float
     stage1_sweeps : int
         Most sweeps of the first stage (a background offset per spot; the background
         map comes from its residual, so its convergence sets the final accuracy).
+    return_background : bool
+        Also return the smooth background map (``background_map``, ndarray (Y, X)).
+    profile : (knots, knot_px, weight, correction), optional
+        The spots' common non-Gaussian radial profile (:mod:`colloidcg.tracking.psf`):
+        values ``knots`` (K,) every ``knot_px`` px, each spot's ``weight`` (N,), and
+        ``correction`` (Y, X), the profile rendered around every spot at (x, y). The
+        frame less the correction is fitted, each spot's own profile added back to its
+        target (it is fitted against its neighbours' whole light). No spots are added.
+    fit_sigma : bool
+        Fit each spot's width (else every spot keeps ``sigma``).
 
     Returns
     -------
@@ -761,6 +817,16 @@ def refine_jointly(image: np.ndarray, x: np.ndarray, y: np.ndarray, sigma: float
     img = np.ascontiguousarray(image, dtype=np.float64)
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
+    prof = _NO_PROFILE
+    if profile is not None:
+        knots, knot_px, weight, correction = profile
+        img = np.ascontiguousarray(img - correction)
+        prof = (np.ascontiguousarray(knots, dtype=np.float64), float(knot_px),
+                np.ascontiguousarray(weight, dtype=np.float64), np.ascontiguousarray(np.c_[x, y]))
+        add_missed = False
+    free1, free2 = STAGE1_FREE, STAGE2_FREE
+    if not fit_sigma:
+        free1, free2 = free1[:3] + (0,) + free1[4:], free2[:3] + (0,) + free2[4:]
     w = int(np.ceil(FIT_HALF_WIDTH * sigma))
     n0 = len(x)
     ny, nx = img.shape
@@ -780,8 +846,8 @@ def refine_jointly(image: np.ndarray, x: np.ndarray, y: np.ndarray, sigma: float
     model = _Model(img.shape, init(x, y, floor))
     start = model.params[:, :2].copy()
     stats = np.zeros((n0, 4))
-    _sweeps(img, model, STAGE1_FREE, stage1_sweeps, n_newton, sigma, tol, stats,
-            STAGE1_FIT_HALF_WIDTH)
+    _sweeps(img, model, free1, stage1_sweeps, n_newton, sigma, tol, stats,
+            STAGE1_FIT_HALF_WIDTH, profile=prof)
     residual = np.subtract(img, model.canvas)
     bg = smooth_background(residual, block)
     residual -= bg
@@ -805,15 +871,18 @@ def refine_jointly(image: np.ndarray, x: np.ndarray, y: np.ndarray, sigma: float
         if k:   # the background again, from what the current spots leave
             bg = smooth_background(np.subtract(img, model.canvas), block)
             np.subtract(img, bg, out=sub)
-        _sweeps(sub, model, STAGE2_FREE, n_sweeps, stage2_newton, sigma, tol, stats,
-                final=k == background_passes - 1)
+        _sweeps(sub, model, free2, n_sweeps, stage2_newton, sigma, tol, stats,
+                final=k == background_passes - 1, profile=prof)
     params = model.params
     moved = np.hypot(params[:, 0] - start[:, 0], params[:, 1] - start[:, 1])
     ecc = stats[:, 3]
     ep = np.sqrt(stats[:, 0] * 0.5 * (stats[:, 1] + stats[:, 2]))
     cu = np.clip(np.rint(params[:, 0]).astype(np.int64), 0, nx - 1)
     cv = np.clip(np.rint(params[:, 1]).astype(np.int64), 0, ny - 1)
-    return {"x": params[:, 0].copy(), "y": params[:, 1].copy(),
-            "amplitude": params[:, 2].copy(), "sigma": params[:, 3].copy(),
-            "background": bg[cv, cu], "converged": moved <= 2 * sigma, "added": added,
-            "ep": ep, "ecc": ecc}
+    out = {"x": params[:, 0].copy(), "y": params[:, 1].copy(),
+           "amplitude": params[:, 2].copy(), "sigma": params[:, 3].copy(),
+           "background": bg[cv, cu], "converged": moved <= 2 * sigma, "added": added,
+           "ep": ep, "ecc": ecc}
+    if return_background:
+        out["background_map"] = bg
+    return out
