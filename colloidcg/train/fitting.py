@@ -58,8 +58,9 @@ def check_sheared(cfg: TrainConfig, sampler: TransitionSampler | None = None) ->
     (no substrate: a solvent at rest would brake the flow), one-step likelihood with the
     marginal covariance and encoded S, whole frames."""
     if cfg.model.substrate:
-        raise ParameterError("substrate: a sheared box (sidecar meta.lees_edwards) needs substrate False "
-                             "(substrate friction would act against the lab frame, not the flow)")
+        raise ParameterError("substrate: a sheared box (sidecar meta.lees_edwards) needs the momentum-conserving "
+                             "model (substrate False, --no-substrate): substrate friction would act against "
+                             "the lab frame, not the flow")
     for name, value, ok in (("multistep", cfg.multistep, 1), ("s_memory", cfg.s_memory, "encoded"),
                             ("covariance", cfg.covariance, "marginal")):
         if value != ok:
