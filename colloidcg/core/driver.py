@@ -325,6 +325,7 @@ def _run_sheared(integrator, r: Tensor, v: Tensor, S: Tensor, steps: int, dt: fl
         v0 = wrap_velocity(v, r, box, sh)
         jump = _jump_vector(box, sh)
         cur = integrator.init(r0, v0, S.clone(), neighbours.update(r0, sh), box, size, dt, gen, noise, None, sh)
+        n_img = n_img + torch.round((r0[:, 1:2] - cur.r[:, 1:2]) / box[1])   # a y at L_y that init wrapped again
         unwrapped = r.clone()
         rs, vs, Ss = [unwrapped.clone()], [v.clone()], [cur.S.clone()]
         n_sub = 0
