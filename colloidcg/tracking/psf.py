@@ -38,17 +38,18 @@ MIN_GAIN = 0.05
 
 
 def _design(shape: tuple[int, int], x: np.ndarray, y: np.ndarray, weight: np.ndarray,
-            r_max: float, knot_px: float):
-    """Sparse matrix (H*W, K) of the profile's tent functions around every spot, times
-    the spot's weight; K = ceil(r_max / knot_px) + 1 knots at 0, knot_px, ..."""
+            scale: np.ndarray, r_max: float, knot_px: float):
+    """Sparse matrix (H*W, K) of the profile's tent functions around every spot, its
+    radius stretched by the spot's ``scale``, times the spot's weight; K = ceil(r_max /
+    knot_px) + 1 knots at 0, knot_px, ..."""
     from scipy import sparse
 
     h, w = shape
     n_knots = int(math.ceil(r_max / knot_px)) + 1
-    half = int(math.ceil(r_max))
-    du = np.arange(-half, half + 1)
     rows, cols, vals = [], [], []
-    for xi, yi, wi in zip(x, y, weight):
+    for xi, yi, wi, si in zip(x, y, weight, scale):
+        half = int(math.ceil(r_max * si))
+        du = np.arange(-half, half + 1)
         cu, cv = int(round(xi)), int(round(yi))
         u = cu + du
         v = cv + du
@@ -57,7 +58,7 @@ def _design(shape: tuple[int, int], x: np.ndarray, y: np.ndarray, weight: np.nda
         if len(u) == 0 or len(v) == 0:
             continue
         uu, vv = np.meshgrid(u, v)
-        r = np.hypot(uu - xi, vv - yi).ravel()
+        r = np.hypot(uu - xi, vv - yi).ravel() / si
         inside = r < r_max
         r = r[inside] / knot_px
         pix = (vv.ravel() * w + uu.ravel())[inside]
@@ -74,7 +75,8 @@ def _design(shape: tuple[int, int], x: np.ndarray, y: np.ndarray, weight: np.nda
 
 
 def radial_profile(residual: np.ndarray, x: np.ndarray, y: np.ndarray, weight: np.ndarray,
-                   r_max: float, knot_px: float = KNOT_PX) -> tuple[np.ndarray, float]:
+                   scale: np.ndarray, r_max: float, knot_px: float = KNOT_PX
+                   ) -> tuple[np.ndarray, float]:
     """The radial profile common to all spots that best explains ``residual``.
 
     Parameters
@@ -84,9 +86,12 @@ def radial_profile(residual: np.ndarray, x: np.ndarray, y: np.ndarray, weight: n
     x, y : ndarray (N,)
         Spot centres (px).
     weight : ndarray (N,)
-        Scale of each spot's profile (its amplitude over the median amplitude).
+        Height of each spot's profile (its peak over the median peak).
+    scale : ndarray (N,)
+        Size of each spot's profile (its width over the median width): spot i's profile
+        at distance r is R(r / scale_i).
     r_max : float
-        Extent of the profile (px); it is zero beyond.
+        Extent of the profile (px, for scale 1); it is zero beyond.
 
     Returns
     -------
@@ -96,7 +101,7 @@ def radial_profile(residual: np.ndarray, x: np.ndarray, y: np.ndarray, weight: n
         Share of the residual's variance, over the pixels the profile covers, that the
         fitted profile removes (0..1).
     """
-    a = _design(residual.shape, x, y, weight, r_max, knot_px)
+    a = _design(residual.shape, x, y, weight, scale, r_max, knot_px)
     b = np.asarray(residual, dtype=np.float64).ravel()
     covered = np.flatnonzero(np.diff(a.indptr) > 0)
     if len(covered) == 0:
@@ -113,20 +118,21 @@ def radial_profile(residual: np.ndarray, x: np.ndarray, y: np.ndarray, weight: n
 
 
 def render_profile(shape: tuple[int, int], x: np.ndarray, y: np.ndarray, weight: np.ndarray,
-                   knots: np.ndarray, knot_px: float = KNOT_PX) -> np.ndarray:
-    """Image (Y, X) of the profile ``knots`` around every spot, times its weight."""
+                   scale: np.ndarray, knots: np.ndarray, knot_px: float = KNOT_PX) -> np.ndarray:
+    """Image (Y, X) of the profile ``knots`` around every spot (as :func:`radial_profile`)."""
     r_max = (len(knots) - 1) * knot_px
-    a = _design(shape, x, y, weight, r_max, knot_px)
+    a = _design(shape, x, y, weight, scale, r_max, knot_px)
     return (a @ knots).reshape(shape)
 
 
 def own_light_centroids(residual: np.ndarray, x: np.ndarray, y: np.ndarray, amplitude: np.ndarray,
-                        sigma: np.ndarray, weight: np.ndarray, knots: np.ndarray, radius: float,
+                        sigma: np.ndarray, weight: np.ndarray, scale: np.ndarray,
+                        knots: np.ndarray, radius: float,
                         knot_px: float = KNOT_PX, n_iter: int = 5
                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Centroid of each spot's own light: the fit's residual plus the spot's own model
     (Gaussian and profile), i.e. the frame less the background and every *other* spot,
-    over a disc of ``radius`` px moved to the centroid until it settles (at most
+    over a disc of ``radius`` x scale px moved to the centroid until it settles (at most
     ``n_iter`` times). Negative pixels count as zero.
 
     A symmetric spot's centroid is unbiased whatever its shape, and with its neighbours'
@@ -134,17 +140,20 @@ def own_light_centroids(residual: np.ndarray, x: np.ndarray, y: np.ndarray, ampl
 
     Returns x, y, ep (N,) px. ``ep`` is the centroid's standard error per axis from the
     residual's variance over the disc (s^2, what no model explains: the noise and any
-    misfit): ep^2 = s^2 sum (u - x)^2 / (sum I)^2, averaged over the two axes. A spot
+    misfit): ep^2 = s^2 sum (u - x)^2 / (sum I)^2, averaged over the two axes, divided
+    by (1 - b)^2 since the disc moves with the centroid (b = pi R^2 I(R) / sum I, I(R)
+    the light on the disc's rim: 0.31 for a Gaussian spot and R = 2 sigma). A spot
     whose centroid cannot be taken keeps its position and gets ep = NaN.
     """
     from scipy.special import erf
 
     h, w = residual.shape
-    half = int(math.ceil(radius)) + 2
     ox, oy = np.array(x, dtype=np.float64), np.array(y, dtype=np.float64)
     ep = np.full(len(ox), np.nan)
     s2 = math.sqrt(2.0)
     for i in range(len(x)):
+        rad = radius * scale[i]
+        half = int(math.ceil(rad)) + 2
         cu, cv = int(round(x[i])), int(round(y[i]))
         u0, u1 = max(0, cu - 2 * half), min(w, cu + 2 * half + 1)
         v0, v1 = max(0, cv - 2 * half), min(h, cv + 2 * half + 1)
@@ -154,7 +163,7 @@ def own_light_centroids(residual: np.ndarray, x: np.ndarray, y: np.ndarray, ampl
         v = np.arange(v0, v1, dtype=np.float64)
         gx = 0.5 * (erf((u + 0.5 - x[i]) / (s2 * sigma[i])) - erf((u - 0.5 - x[i]) / (s2 * sigma[i])))
         gy = 0.5 * (erf((v + 0.5 - y[i]) / (s2 * sigma[i])) - erf((v - 0.5 - y[i]) / (s2 * sigma[i])))
-        r = np.hypot(u[None, :] - x[i], v[:, None] - y[i]) / knot_px
+        r = np.hypot(u[None, :] - x[i], v[:, None] - y[i]) / (knot_px * scale[i])
         k = np.minimum(r.astype(np.int64), len(knots) - 1)
         f = r - k
         prof = np.where(k < len(knots) - 1,
@@ -163,7 +172,7 @@ def own_light_centroids(residual: np.ndarray, x: np.ndarray, y: np.ndarray, ampl
         np.maximum(own, 0.0, out=own)
         cx, cy = float(x[i]), float(y[i])
         for _ in range(n_iter):
-            disc = (u[None, :] - cx) ** 2 + (v[:, None] - cy) ** 2 <= radius * radius
+            disc = (u[None, :] - cx) ** 2 + (v[:, None] - cy) ** 2 <= rad * rad
             wgt = own * disc
             tot = wgt.sum()
             if tot <= 0:
@@ -174,11 +183,16 @@ def own_light_centroids(residual: np.ndarray, x: np.ndarray, y: np.ndarray, ampl
             if moved < 1e-3:
                 break
         if math.hypot(cx - x[i], cy - y[i]) < half:
-            disc = (u[None, :] - cx) ** 2 + (v[:, None] - cy) ** 2 <= radius * radius
+            disc = (u[None, :] - cx) ** 2 + (v[:, None] - cy) ** 2 <= rad * rad
             tot = float((own * disc).sum())
             if tot > 0:
                 ox[i], oy[i] = cx, cy
                 s2_res = float(np.mean(residual[v0:v1, u0:u1][disc] ** 2))
-                m2 = float((((u[None, :] - cx) ** 2 + (v[:, None] - cy) ** 2) * disc).sum())
-                ep[i] = math.sqrt(s2_res * 0.5 * m2) / tot
+                d2 = (u[None, :] - cx) ** 2 + (v[:, None] - cy) ** 2
+                m2 = float((d2 * disc).sum())
+                # the disc follows the centroid, which amplifies its noise by 1 / (1 - b),
+                # b = pi R^2 I(R) / sum I (I(R): the light on the disc's rim)
+                rim = np.abs(np.sqrt(d2) - rad) < 0.5
+                b = math.pi * rad * rad * float(own[rim].mean()) / tot if rim.any() else 0.0
+                ep[i] = math.sqrt(s2_res * 0.5 * m2) / tot / (1.0 - min(max(b, 0.0), 0.8))
     return ox, oy, ep

@@ -318,7 +318,7 @@ def _gs_sweep(img, canvas, params, cache_x, cache_y, cache_w, order, free, n_new
     other spots, sqrt((Mxx - Myy)^2 + 4 Mxy^2) / (Mxx + Myy), 0 for a round spot, as
     trackpy's). With a non-empty radial profile ``knots`` (values every ``knot_px`` px;
     :mod:`colloidcg.tracking.psf`) ``img`` is the frame less every spot's profile (spot i
-    at ``ppos[i]`` times ``pw[i]``), and each spot's own profile is added back to its
+    at ``ppos[i, :2]``, stretched by ``ppos[i, 2]``, times ``pw[i]``), and each spot's own profile is added back to its
     target: a spot is fitted against its neighbours' whole light, its own as it is.
     Returns the number of spots refitted.
     """
@@ -392,7 +392,7 @@ def _gs_sweep(img, canvas, params, cache_x, cache_y, cache_w, order, free, n_new
                 t0seg = T0[kv, k0:k1]
                 for k in range(k1 - k0):
                     t0seg[k] = tseg[k] + pw[i] * _radial(knots, knot_px, math.sqrt(
-                        (cu - w + k0 + k - ppos[i, 0]) ** 2 + dv2))
+                        (cu - w + k0 + k - ppos[i, 0]) ** 2 + dv2) / ppos[i, 2])
         ok = True
         for it in range(n_newton):
             a = p[2]
@@ -408,7 +408,7 @@ def _gs_sweep(img, canvas, params, cache_x, cache_y, cache_w, order, free, n_new
                     dv2 = (v - p[1]) ** 2
                     for k in range(k0, k1):
                         t = T0[kv, k] - pw[i] * _radial(knots, knot_px, math.sqrt(
-                            (cu - w + k - p[0]) ** 2 + dv2))
+                            (cu - w + k - p[0]) ** 2 + dv2) / ppos[i, 2])
                         T[kv, k] = t
                         sum_t2 += t * t
             _profile(cu, w, p[0], p[3], nx, X[0], X[1], X[2], X[3], X[4])
@@ -596,7 +596,7 @@ def _neighbours(params, reach):
     return ptr, dst[o].astype(np.int64)
 
 
-_NO_PROFILE = (np.zeros(0), 1.0, np.zeros(0), np.zeros((0, 2)))
+_NO_PROFILE = (np.zeros(0), 1.0, np.zeros(0), np.zeros((0, 3)))
 
 
 def _sweeps(img, model, free, n_sweeps, n_newton, sigma, tol, stats, fit_k=None, final=False,
@@ -793,9 +793,9 @@ def refine_jointly(image: np.ndarray, x: np.ndarray, y: np.ndarray, sigma: float
         map comes from its residual, so its convergence sets the final accuracy).
     return_background : bool
         Also return the smooth background map (``background_map``, ndarray (Y, X)).
-    profile : (knots, knot_px, weight, correction), optional
+    profile : (knots, knot_px, weight, scale, correction), optional
         The spots' common non-Gaussian radial profile (:mod:`colloidcg.tracking.psf`):
-        values ``knots`` (K,) every ``knot_px`` px, each spot's ``weight`` (N,), and
+        values ``knots`` (K,) every ``knot_px`` px, each spot's ``weight`` and ``scale`` (N,), and
         ``correction`` (Y, X), the profile rendered around every spot at (x, y). The
         frame less the correction is fitted, each spot's own profile added back to its
         target (it is fitted against its neighbours' whole light). No spots are added.
@@ -819,10 +819,11 @@ def refine_jointly(image: np.ndarray, x: np.ndarray, y: np.ndarray, sigma: float
     y = np.asarray(y, dtype=np.float64)
     prof = _NO_PROFILE
     if profile is not None:
-        knots, knot_px, weight, correction = profile
+        knots, knot_px, weight, scale, correction = profile
         img = np.ascontiguousarray(img - correction)
         prof = (np.ascontiguousarray(knots, dtype=np.float64), float(knot_px),
-                np.ascontiguousarray(weight, dtype=np.float64), np.ascontiguousarray(np.c_[x, y]))
+                np.ascontiguousarray(weight, dtype=np.float64),
+                np.ascontiguousarray(np.c_[x, y, scale], dtype=np.float64))
         add_missed = False
     free1, free2 = STAGE1_FREE, STAGE2_FREE
     if not fit_sigma:
