@@ -7,22 +7,29 @@ random positions (infinite temperature). The mean local hexatic order |psi6_i| (
 neighbours) rises from 0.36 to ~0.6 within 50 frames and then grows slowly as grains
 coarsen.
 
-1. Learning uses small systems only (64 particles, 1/16 of the target area): 16 small
-   quench trajectories, one snapshot every macro step (25 frames). Large snapshots are
-   built by tiling 16 small snapshots of the same time (random shifts and symmetries),
-   pushing overlaps apart at the seams and relaxing with 2 frames of the truth dynamics
-   (not at the start, uniformly random already); partial evolution of patches (the small
-   box's side, a mobile buffer of 2 diameters, then a frozen halo of 2 diameters) gives
-   increments.
-2. The SDE (psi6, optionally closure variables) is run for the 16x system (1024 particles),
-   200 runs, and its ensemble-mean psi6 trajectory compared with 20 direct simulations of
-   the 16x system (relative MSE = sum (pred - true)^2 / sum true^2 over the macro steps);
-   the naive baseline is the same SDE fitted on whole small-system increments, lambda = 1.
+1. Learning uses small systems only (64 particles, 1/16 of the target area): 64 small
+   quench trajectories, one snapshot every macro step (25 frames).
+   a. Upsampled states, halo patches: large snapshots built by tiling 16 small snapshots
+      of the same time (random shifts and symmetries), pushing overlaps apart at the seams
+      and relaxing with 2 frames of the truth dynamics (not at the start, uniformly random
+      already); partial evolution of patches (the small box's side, a mobile buffer of 2
+      diameters, then a frozen halo of 2 diameters) gives increments.
+   b. Block states, periodic patches: K = 16 small systems of the same time side by side,
+      uncoupled (no seams); a patch is one of them evolved with its own periodic boundary
+      (its own next macro step); z1 = z(block state) + z_I(x1) - z_I(x0), lambda = K.
+2. The SDE (psi6, optionally more observables or closure variables) is run for the 16x
+   system (1024 particles), 200 runs, and its ensemble-mean psi6 trajectory compared with
+   20 direct simulations of the 16x system (relative MSE = sum (pred - true)^2 / sum true^2
+   over the macro steps); the naive baseline is the same SDE fitted on whole small-system
+   increments, lambda = 1. The block states and the naive baseline are fitted with
+   --fit-seeds seeds (network initialisation and validation split), whose spread is
+   reported.
 3. Fluctuations: the across-run variance of psi6 at 4x and 16x (and the direct runs').
 4. Patch curve (l/2, l, 2l) and lambda sweep (1, K/4, K/2, K, 2K).
 
     python benchmarks/macro.py                     # everything (cached in --cache)
     python benchmarks/macro.py --stage truth       # only the direct simulations
+    python benchmarks/macro.py --small 16 --fit-seeds 1   # the previous session's setting
 
 Prints markdown tables; writes plots and results.json into --out.
 """
@@ -109,7 +116,7 @@ def stage_small(cache: Path, n_traj: int):
     return cached(cache / f"small_{n_traj}.npz", go)["pos"]
 
 
-def upsampled(small_pos, t, samples, rng):
+def upsampled(small_pos, t, samples, rng, relax=RELAX):
     """Large snapshots at macro step t: 4 x 4 small snapshots of time t from different
     trajectories, random shifts/symmetries, overlaps pushed apart, 2 frames of truth
     relaxation of the whole large system. Returns MicroStates."""
@@ -133,7 +140,7 @@ def upsampled(small_pos, t, samples, rng):
             pos = pos[keep]
         st = MicroState(pos, np.full(len(pos), DIAM), cfg.box, np.arange(len(pos), dtype=np.int64), None, None)
         if t > 0:
-            st = full_step(simulator(), st, RELAX, derive_key(77, t, k))
+            st = full_step(simulator(), st, relax, derive_key(77, t, k))
         out.append(st)
     return out
 
@@ -148,11 +155,17 @@ def main(argv=None) -> int:
     ap.add_argument("--cache", default="/tmp/colloidcg_macro_cache")
     ap.add_argument("--out", default="benchmarks/results/macro")
     ap.add_argument("--runs", type=int, default=20, help="direct simulations per size")
-    ap.add_argument("--small", type=int, default=16, help="small quench trajectories")
+    ap.add_argument("--small", type=int, default=64, help="small quench trajectories")
+    ap.add_argument("--fit-seeds", type=int, default=5,
+                    help="SDE fits (network seeds and validation splits) for the block states and the naive baseline")
+    ap.add_argument("--block-sets", type=int, default=8, help="block states drawn per macro step")
     ap.add_argument("--samples", type=int, default=3, help="upsampled snapshots per macro step")
     ap.add_argument("--patches", type=int, default=4, help="patches per upsampled snapshot")
     ap.add_argument("--buffer", type=float, default=BUFFER, help="mobile buffer around each patch, px")
     ap.add_argument("--closure", type=int, default=0, help="learned closure variables")
+    ap.add_argument("--observables", default="psi6",
+                    help="evolved observables, psi6 first (the compared one); e.g. psi6,ordered_fraction")
+    ap.add_argument("--relax", type=int, default=RELAX, help="frames of truth relaxation of each upsampled snapshot")
     ap.add_argument("--sde-runs", type=int, default=200)
     ap.add_argument("--patch-mults", default="0.5,1,2", help="patch sides in units of the small box's side")
     args = ap.parse_args(argv)
@@ -164,7 +177,7 @@ def main(argv=None) -> int:
     truth = stage_truth(cache, args.runs)
     if args.stage == "truth":
         return 0
-    from colloidcg.scaling.macro import Encoder, fit_sde, partial_increments, trajectory_increments
+    from colloidcg.scaling.macro import Encoder, block_increments, fit_sde, partial_increments, trajectory_increments
     from colloidcg.scaling.partial import partial_evolution
     from colloidcg.scaling.simulators import MicroState
     small_pos = stage_small(cache, args.small)
@@ -175,16 +188,20 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     snaps, snap_t = [], []
     for t in range(STEPS):
-        for s in upsampled(small_pos, t, args.samples, rng):
+        for s in upsampled(small_pos, t, args.samples, rng, relax=args.relax):
             snaps.append(s)
             snap_t.append(t)
     t_up = time.perf_counter() - t0
-    enc = Encoder(["psi6"])
+    obs_names = [n.strip() for n in args.observables.split(",") if n.strip()]
+    if obs_names[0] != "psi6":
+        raise SystemExit("--observables: psi6 must come first (it is the one compared with the direct runs)")
+    enc = Encoder(obs_names)
     results = {"parameters": {"phi": PHI, "kT": KT, "D0": D0, "substeps": SUBSTEPS, "diameter_px": DIAM,
                               "n_small": N_SMALL, "factor": FACTOR, "dt_frames": DT, "steps": STEPS,
                               "direct_runs": args.runs, "small_trajectories": args.small,
                               "upsampled_per_step": args.samples, "patches_per_snapshot": args.patches,
-                              "sde_runs": args.sde_runs, "buffer_px": args.buffer, "relax_frames": RELAX}}
+                              "sde_runs": args.sde_runs, "buffer_px": args.buffer, "relax_frames": args.relax,
+                              "observables": obs_names}}
     z_start = np.mean([enc.whole(s) for s, t in zip(snaps, snap_t) if t == 0], axis=0)
     true_mean = truth[FACTOR].mean(0)
 
@@ -211,13 +228,13 @@ def main(argv=None) -> int:
         if args.closure and mult == 1.0:
             from colloidcg.scaling.closure import local_features, mean_spacing, train_closure
             spacing = mean_spacing(snaps[-1])
-            obs = Encoder(["psi6"])
+            obs = Encoder(obs_names)
             a = np.array([obs.patch(ps.before, ps.inner_mask) for ps in steps])
             b = np.array([obs.patch(ps.after, ps.inner_mask) for ps in steps])
             feats = [local_features(ps.before, spacing)[ps.inner_mask] for ps in steps]
             closure, crep = train_closure(feats, a, b - a, n_closure=args.closure, spacing=spacing, progress=True)
             results["closure_training"] = crep
-            enc = Encoder(["psi6"], closure)
+            enc = Encoder(obs_names, closure)
             z_start = np.mean([enc.whole(s) for s, t in zip(snaps, snap_t) if t == 0], axis=0)
         z0, z1 = partial_increments(enc, snaps, steps)
         K = steps[0].n_patches
@@ -234,6 +251,30 @@ def main(argv=None) -> int:
     nz0, nz1 = trajectory_increments(enc, small_states)
     naive = fit(nz0, nz1, 1.0, tile_area)
     zn = evaluate(naive, FACTOR)
+    # block states (periodic patches, no seams): K = FACTOR small systems side by side, one
+    # of them evolved (its own next macro step); lambda = K, the area of K small systems.
+    # Both the block SDE and the naive one are fitted with several seeds: the spread of a
+    # fit is as large as the difference being measured.
+    block = {"relmse": [], "relmse_naive": [], "var_ratio_4x_over_16x": [], "var_ratio_16x_direct": []}
+    zb_first = None
+    for fs in range(args.fit_seeds):
+        n_sde, _ = fit_sde(nz0, nz1, dt=DT, names=enc.names, lam=1.0, area_px2=tile_area, tile_area_px2=tile_area,
+                           start=z_start, seed=fs)
+        zn_s = n_sde.simulate(steps=STEPS, runs=args.sde_runs, factor=FACTOR, z0=z_start, seed=fs)[..., 0]
+        bz0, bz1 = block_increments(enc, small_states, blocks=FACTOR, sets_per_step=args.block_sets, seed=fs)
+        b_sde, _ = fit_sde(bz0, bz1, dt=DT, names=enc.names, lam=float(FACTOR), area_px2=FACTOR * tile_area,
+                           tile_area_px2=tile_area, start=z_start, seed=fs)
+        zb = b_sde.simulate(steps=STEPS, runs=args.sde_runs, factor=FACTOR, z0=z_start, seed=fs)[..., 0]
+        zb4 = b_sde.simulate(steps=STEPS, runs=args.sde_runs, factor=4, z0=z_start, seed=fs + 1000)[..., 0]
+        zb_first = zb if zb_first is None else zb_first
+        block["relmse"].append(relmse(zb.mean(0), true_mean))
+        block["relmse_naive"].append(relmse(zn_s.mean(0), true_mean))
+        block["var_ratio_4x_over_16x"].append(float(np.mean(zb4[:, 5:].var(0)) / np.mean(zb[:, 5:].var(0))))
+        block["var_ratio_16x_direct"].append(float(np.mean(zb[:, 5:].var(0)) / np.mean(truth[FACTOR][:, 5:].var(0))))
+    block["median_relmse"] = float(np.median(block["relmse"]))
+    block["median_relmse_naive"] = float(np.median(block["relmse_naive"]))
+    block["ratio_of_medians"] = block["median_relmse_naive"] / block["median_relmse"]
+    block["ratio_per_seed"] = [a / b for a, b in zip(block["relmse_naive"], block["relmse"])]
     # lambda sweep at l
     z0, z1, K = inc[1.0]
     lam_rows = {}
@@ -254,6 +295,9 @@ def main(argv=None) -> int:
     results.update({
         "relmse_ours": relmse(zo.mean(0), true_mean), "relmse_naive": relmse(zn.mean(0), true_mean),
         "relmse_small_mean": relmse(truth[1].mean(0), true_mean),
+        "relmse_training_small_mean": relmse(np.array([[enc.whole(st)[0] for st in traj] for traj in small_states]).mean(0),
+                                             true_mean),
+        "block": block,
         "patch_curve": patch_rows, "lambda_sweep": lam_rows, "variance": var,
         "seconds_upsampling": t_up,
     })
@@ -268,8 +312,9 @@ def main(argv=None) -> int:
     ax[0].plot(t, true_mean, "k-", lw=2, label=f"direct 16x ({args.runs} runs)")
     ax[0].fill_between(t, true_mean - truth[FACTOR].std(0), true_mean + truth[FACTOR].std(0), color="k", alpha=0.15)
     ax[0].plot(t, truth[1].mean(0), "k:", label="direct 1x (training size)")
-    ax[0].plot(t, zo.mean(0), "C0-", label="macro SDE, partial evolution, lambda = K")
+    ax[0].plot(t, zo.mean(0), "C0-", label="macro SDE, upsampled states, halo patches, lambda = K")
     ax[0].plot(t, zn.mean(0), "C3--", label="naive (small increments, lambda = 1)")
+    ax[0].plot(t, zb_first.mean(0), "C2-", label="macro SDE, block states (periodic patches), lambda = K")
     ax[0].set_xlabel("time (frames)")
     ax[0].set_ylabel("mean |psi6|")
     ax[0].legend(fontsize=8)
@@ -291,7 +336,17 @@ def main(argv=None) -> int:
     print(f"| partial evolution, lambda = K | {results['relmse_ours']:.2e} |")
     print(f"| naive (small increments, lambda = 1) | {results['relmse_naive']:.2e} |")
     print(f"| ratio naive / ours | {results['ratio_naive_over_ours']:.2f} |")
-    print(f"| the small system's own mean (direct 1x) | {results['relmse_small_mean']:.2e} |\n")
+    print(f"| the small system's own mean (direct 1x) | {results['relmse_small_mean']:.2e} |")
+    print(f"| the training trajectories' own mean ({args.small} small quenches) | "
+          f"{results['relmse_training_small_mean']:.2e} |\n")
+    print(f"| {args.fit_seeds} fit seeds | block states, periodic patches, lambda = K | naive | naive / block |")
+    print("|---|---|---|---|")
+    for k, (a, b) in enumerate(zip(block["relmse"], block["relmse_naive"])):
+        print(f"| seed {k} | {a:.2e} | {b:.2e} | {b / a:.1f} |")
+    print(f"| median | {block['median_relmse']:.2e} | {block['median_relmse_naive']:.2e} | "
+          f"{block['ratio_of_medians']:.1f} |")
+    print(f"| block SDE variance 4x / 16x | {', '.join(f'{v:.2f}' for v in block['var_ratio_4x_over_16x'])} | "
+          f"16x / direct | {', '.join(f'{v:.2f}' for v in block['var_ratio_16x_direct'])} |\n")
     print("| patch | K | relative MSE | variance / direct 16x |")
     print("|---|---|---|---|")
     for mult, r in patch_rows.items():

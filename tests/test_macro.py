@@ -29,7 +29,7 @@ import torch
 
 from colloidcg.errors import ParameterError
 from colloidcg.scaling.closure import ClosureEncoder, local_features
-from colloidcg.scaling.macro import Encoder, fit_sde, load_sde, partial_increments
+from colloidcg.scaling.macro import Encoder, block_increments, block_pairs, fit_sde, load_sde, partial_increments
 from colloidcg.scaling.observables import check_names, labels, patch_mean, per_particle, whole
 from colloidcg.scaling.simulators import MicroState
 
@@ -142,6 +142,67 @@ def test_psi6_of_a_triangular_lattice_is_one():
     rng = np.random.default_rng(0)
     gas = s._replace(pos=rng.uniform(0, 1, s.pos.shape) * s.box)
     assert whole(gas, ["psi6"])[0] < 0.6
+
+
+def test_psi6_coherence_is_one_on_a_lattice_and_low_between_grains():
+    """Coherence is 1 on a perfect lattice; next to a 30-degree grain boundary (two lattices,
+    one rotated, meeting along a line) it falls where psi6 is still 1, and deep inside each
+    grain it stays 1; in a gas it is far below psi6."""
+    s = triangular(12, 12)
+    np.testing.assert_allclose(per_particle(s, ["psi6_coherence"]), 1.0, atol=1e-12)
+    big = triangular(30, 30)
+    c = big.box / 2
+    t = math.pi / 6
+    rot = (big.pos - c) @ np.array([[math.cos(t), math.sin(t)], [-math.sin(t), math.cos(t)]]) + c
+    lower, upper = big.pos[big.pos[:, 1] < c[1]], rot[rot[:, 1] >= c[1] + 8.0]
+    pos = np.concatenate([lower, upper])
+    two = MicroState(pos, None, None, np.arange(len(pos)), None, None)
+    f = per_particle(two, ["psi6", "psi6_coherence"])
+    dy, dx = pos[:, 1] - c[1], np.abs(pos[:, 0] - c[0])
+    inside = (np.abs(np.abs(dy) - 100) < 10) & (dx < 60)
+    # a row or two from the boundary, all six nearest neighbours in the own grain
+    near = (np.abs(np.abs(dy - 4.0) - 24) < 10) & (dx < 100) & (f[:, 0] > 1 - 1e-9)
+    assert inside.sum() > 10 and near.sum() > 10
+    np.testing.assert_allclose(f[inside], 1.0, atol=1e-9)
+    assert f[near, 1].mean() < 0.8
+    gas = s._replace(pos=np.random.default_rng(0).uniform(0, 1, s.pos.shape) * s.box)
+    g = whole(gas, ["psi6", "psi6_coherence"])
+    assert g[1] < 0.5 * g[0]
+
+
+def test_block_increments_average_to_the_block_states_own_increment():
+    """Exact invariant of the block construction: the K increments drawn from one block
+    state start at its particle-weighted mean z and average to its own whole increment;
+    the encoder route equals the values route."""
+    rng = np.random.default_rng(0)
+    z = rng.uniform(0.3, 0.8, (10, 4, 2))
+    w = rng.integers(50, 70, (10, 4)).astype(float)
+    z0, z1 = block_pairs(z, w, blocks=4, sets_per_step=3, seed=1)
+    assert z0.shape == z1.shape == (3 * 3 * 4, 2)
+    pick_rng = np.random.default_rng(1)
+    row = 0
+    for t in range(3):
+        for _ in range(3):
+            pick = pick_rng.choice(10, 4, replace=False)
+            zbar0 = (w[pick, t, None] * z[pick, t]).sum(0) / w[pick, t].sum()
+            np.testing.assert_allclose(z0[row:row + 4], np.broadcast_to(zbar0, (4, 2)), atol=1e-15)
+            np.testing.assert_allclose((z1[row:row + 4] - z0[row:row + 4]).mean(0),
+                                       (z[pick, t + 1] - z[pick, t]).mean(0), atol=1e-15)
+            row += 4
+    # from states: whole-system encodings of small periodic systems
+    trajs = [[liquid(60, seed=10 * i + k) for k in range(3)] for i in range(5)]
+    enc = Encoder(["psi6"])
+    a0, a1 = block_increments(enc, trajs, blocks=2, sets_per_step=2, seed=3)
+    zz = np.array([[enc.whole(s) for s in tr] for tr in trajs])
+    b0, b1 = block_pairs(zz, np.full((5, 3), 60.0), blocks=2, sets_per_step=2, seed=3)
+    np.testing.assert_allclose(a0, b0, atol=1e-15)
+    np.testing.assert_allclose(a1, b1, atol=1e-15)
+    with pytest.raises(ParameterError, match="blocks"):
+        block_pairs(z, blocks=1)
+    with pytest.raises(ParameterError, match="equally long"):
+        block_increments(enc, [trajs[0], trajs[1][:2]], blocks=2)
+    with pytest.raises(ParameterError, match="weights"):
+        block_pairs(z, w[:, :2], blocks=2)
 
 
 def test_observable_names_the_data_cannot_give_are_refused():

@@ -51,7 +51,7 @@ def add_parser(subparsers) -> None:
                         "interaction range; 0: none); it shrinks the frozen halo's bias on the increments")
     t.add_argument("--patches", type=int, default=4, metavar="P", help="patches evolved per snapshot")
     t.add_argument("--observables", default="psi6", metavar="NAMES",
-                   help="comma-separated: psi6, ordered_fraction, mean_S (evolved); area_fraction "
+                   help="comma-separated: psi6, ordered_fraction, psi6_coherence, mean_S (evolved); area_fraction "
                         "(a constant label, recorded, not evolved)")
     t.add_argument("--n-closure", type=int, default=0, metavar="N", dest="n_closure",
                    help="learned closure variables")

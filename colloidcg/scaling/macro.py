@@ -31,7 +31,7 @@ import torch
 from ..errors import ColloidcgError, ParameterError
 
 __all__ = ["MacroSDE", "SDEConfig", "FitReport", "Encoder", "fit_sde", "load_sde", "gaussian_nll", "partial_increments",
-           "trajectory_increments", "learn_macro", "MacroLearned"]
+           "trajectory_increments", "block_increments", "block_pairs", "learn_macro", "MacroLearned"]
 
 #: Files of a saved SDE inside its folder.
 CONFIG_FILE = "sde.json"
@@ -406,6 +406,69 @@ def trajectory_increments(encoder: Encoder, trajectories) -> tuple[np.ndarray, n
         z0.append(z[:-1])
         z1.append(z[1:])
     return np.concatenate(z0), np.concatenate(z1)
+
+
+def block_increments(encoder: Encoder, trajectories, *, blocks: int, sets_per_step: int = 8,
+                     seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Partial increments of block states: periodic patches, no seams.
+
+    A block state is ``blocks`` (= K) small periodic systems at the same macro step, side
+    by side and uncoupled; its z is the particle-weighted mean of theirs. A patch is one
+    block, evolved with its own periodic boundary (the periodic patches of Chen et al.):
+    its step is the small system's own next macro step. As for
+    :func:`partial_increments`, z1 = z(x0) + z_I(x1) - z_I(x0), an increment with the
+    block state's mean and K times its covariance (fit with lambda = K and the area of K
+    small systems).
+
+    Unlike the naive baseline (a small system's increment against its own z), the drift is
+    conditioned on the mean of K systems, whose fluctuations are K times smaller, as the
+    large system's are. The block state ignores the coupling between neighbouring regions
+    and keeps each block's own finite-size effects: it describes a large system whose
+    correlation length (grain size) stays below the small box, and nothing larger.
+
+    trajectories : lists of periodic MicroStates one macro step apart (every list equally
+        long, same macro steps); blocks : K >= 2; sets_per_step : block states drawn per
+        macro step (members without replacement while there are enough trajectories).
+    Returns (z0, z1), (M, d) each, M = (steps - 1) x sets_per_step x K.
+    """
+    trajectories = [list(t) for t in trajectories]
+    if not trajectories:
+        raise ParameterError("trajectories: expected at least one small-system trajectory")
+    steps = len(trajectories[0])
+    if steps < 2 or any(len(t) != steps for t in trajectories):
+        raise ParameterError("trajectories: expected equally long trajectories of >= 2 states each, "
+                             f"got lengths {sorted({len(t) for t in trajectories})}")
+    z = np.array([[encoder.whole(s) for s in t] for t in trajectories])           # (n, steps, d)
+    w = np.array([[len(s.pos) for s in t] for t in trajectories], dtype=float)      # (n, steps)
+    return block_pairs(z, w, blocks=blocks, sets_per_step=sets_per_step, seed=seed)
+
+
+def block_pairs(z, weights=None, *, blocks: int, sets_per_step: int = 8, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`block_increments` from values: ``z`` (n, steps, d) the small systems' z along
+    their trajectories, ``weights`` (n, steps) their particle counts (None: equal).
+    Returns (z0, z1), ((steps - 1) x sets_per_step x blocks, d) each."""
+    z = np.asarray(z, np.float64)
+    if z.ndim != 3 or z.shape[1] < 2:
+        raise ParameterError(f"z: expected (systems, steps >= 2, d) values, got shape {z.shape}")
+    n, steps, _ = z.shape
+    w = np.ones((n, steps)) if weights is None else np.asarray(weights, np.float64)
+    if w.shape != (n, steps) or not np.all(w > 0):
+        raise ParameterError(f"weights: expected ({n}, {steps}) positive particle counts, got shape {w.shape}")
+    if isinstance(blocks, bool) or int(blocks) != blocks or blocks < 2:
+        raise ParameterError(f"blocks: expected an integer K >= 2 small systems per block state, got {blocks!r}")
+    if isinstance(sets_per_step, bool) or int(sets_per_step) != sets_per_step or sets_per_step < 1:
+        raise ParameterError(f"sets_per_step: expected an integer >= 1, got {sets_per_step!r}")
+    rng = np.random.default_rng(seed)
+    K = int(blocks)
+    z0, z1 = [], []
+    for t in range(steps - 1):
+        for _ in range(int(sets_per_step)):
+            pick = rng.choice(n, K, replace=n < K)
+            zbar = (w[pick, t, None] * z[pick, t]).sum(0) / w[pick, t].sum()
+            for i in pick:
+                z0.append(zbar)
+                z1.append(zbar + z[i, t + 1] - z[i, t])
+    return np.array(z0), np.array(z1)
 
 
 # ---------------------------------------------------------------------- the whole chain
