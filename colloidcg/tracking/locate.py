@@ -439,7 +439,8 @@ def _refine_with_profile(img: np.ndarray, x: np.ndarray, y: np.ndarray, sigma: f
     ``profile_gain`` (0-d: share of the Gaussian fit's residual variance the profile
     explains; 0 when it was not measured).
     """
-    from .psf import KNOT_PX, MIN_GAIN, own_light_centroids, radial_profile, render_profile
+    from .psf import (KNOT_PX, MIN_GAIN, correlated_noise_gain, own_light_centroids, radial_profile,
+                      render_profile)
     from .refine import render_spots
 
     r = refine_jointly(img, x, y, sigma, return_background=True, **opts)
@@ -472,8 +473,10 @@ def _refine_with_profile(img: np.ndarray, x: np.ndarray, y: np.ndarray, sigma: f
     spots = np.c_[r2["x"], r2["y"], r2["amplitude"], r2["sigma"]]
     residual = (img - bg - render_spots(img.shape, spots)
                 - render_profile(img.shape, r2["x"], r2["y"], weight, scale, knots))
+    radius = PSF_CENTROID_RADIUS * s_med
     cx, cy, ep = own_light_centroids(residual, r2["x"], r2["y"], r2["amplitude"], r2["sigma"],
-                                     weight, scale, knots, PSF_CENTROID_RADIUS * s_med)
+                                     weight, scale, knots, radius,
+                                     noise_gain=correlated_noise_gain(residual, radius))
     r2["x"], r2["y"] = cx, cy
     r2["ep"] = np.where(np.isfinite(ep), ep, r2["ep"])
     return r2

@@ -128,7 +128,7 @@ def render_profile(shape: tuple[int, int], x: np.ndarray, y: np.ndarray, weight:
 def own_light_centroids(residual: np.ndarray, x: np.ndarray, y: np.ndarray, amplitude: np.ndarray,
                         sigma: np.ndarray, weight: np.ndarray, scale: np.ndarray,
                         knots: np.ndarray, radius: float,
-                        knot_px: float = KNOT_PX, n_iter: int = 5
+                        knot_px: float = KNOT_PX, n_iter: int = 5, noise_gain: float = 1.0
                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Centroid of each spot's own light: the fit's residual plus the spot's own model
     (Gaussian and profile), i.e. the frame less the background and every *other* spot,
@@ -142,7 +142,8 @@ def own_light_centroids(residual: np.ndarray, x: np.ndarray, y: np.ndarray, ampl
     residual's variance over the disc (s^2, what no model explains: the noise and any
     misfit): ep^2 = s^2 sum (u - x)^2 / (sum I)^2, averaged over the two axes, divided
     by (1 - b)^2 since the disc moves with the centroid (b = pi R^2 I(R) / sum I, I(R)
-    the light on the disc's rim: 0.31 for a Gaussian spot and R = 2 sigma). A spot
+    the light on the disc's rim: 0.31 for a Gaussian spot and R = 2 sigma) and multiplied
+    by sqrt(``noise_gain``) (:func:`correlated_noise_gain`: the residual is not white). A spot
     whose centroid cannot be taken keeps its position and gets ep = NaN.
     """
     from scipy.special import erf
@@ -194,5 +195,38 @@ def own_light_centroids(residual: np.ndarray, x: np.ndarray, y: np.ndarray, ampl
                 # b = pi R^2 I(R) / sum I (I(R): the light on the disc's rim)
                 rim = np.abs(np.sqrt(d2) - rad) < 0.5
                 b = math.pi * rad * rad * float(own[rim].mean()) / tot if rim.any() else 0.0
-                ep[i] = math.sqrt(s2_res * 0.5 * m2) / tot / (1.0 - min(max(b, 0.0), 0.8))
+                ep[i] = (math.sqrt(s2_res * 0.5 * m2 * noise_gain) / tot
+                         / (1.0 - min(max(b, 0.0), 0.8)))
     return ox, oy, ep
+
+
+def correlated_noise_gain(residual: np.ndarray, radius: float) -> float:
+    """How much more a centroid over a disc of ``radius`` px varies with the residual's
+    actual spatial correlation than with white noise of the same variance.
+
+    A centroid's error is sum_u a_u e_u with a_u = (u - c) / sum I over the disc; its
+    variance is sum_u sum_v a_u a_v C(u - v), C the residual's autocovariance (measured
+    over the whole frame by FFT). For white noise only C(0) counts. Returns the ratio
+    (>= 0; 1 for white noise): the misfit that no model removes (neighbours' shapes,
+    background) is smooth, and moves a centroid more than its variance suggests.
+    """
+    res = np.asarray(residual, dtype=np.float64)
+    res = res - res.mean()
+    n = int(math.ceil(radius))
+    h, w = res.shape
+    if h < 4 * n + 2 or w < 4 * n + 2:
+        return 1.0
+    f = np.fft.rfft2(res, s=(h + 2 * n + 1, w + 2 * n + 1))
+    acov = np.fft.irfft2(f * np.conj(f), s=(h + 2 * n + 1, w + 2 * n + 1)) / res.size
+    lag = np.arange(-2 * n, 2 * n + 1)
+    c = acov[np.ix_(lag % acov.shape[0], lag % acov.shape[1])]      # C at lags -2n..2n
+    if c[2 * n, 2 * n] <= 0:
+        return 1.0
+    k = np.arange(-n, n + 1)
+    disc = (k[None, :] ** 2 + k[:, None] ** 2) <= radius * radius
+    a = k[None, :] * disc                                             # x-weights
+    from scipy.signal import correlate
+
+    aa = correlate(a, a, mode="full")                                 # lags -2n..2n
+    white = float((a * a).sum()) * c[2 * n, 2 * n]
+    return max(float((aa * c).sum()) / white, 0.0)
