@@ -26,7 +26,9 @@ RMS an unbiased locator can reach. The JSON also has the bound with the neighbou
 (``crb_known_*``).
 
 Target (issue 15): recall and precision >= 0.99 and RMS <= 0.15 px. ``target`` says
-``met``, ``bound`` (not met and not allowed: the bound's RMS exceeds 0.15 px) or ``MISSED``.
+``met``, ``bound`` (not met and not allowed: the bound's RMS exceeds 0.15 px) or ``MISSED``
+(``near the bound`` when the RMS is within 10 % of the bound and the bound within 10 % of
+the target: still a miss).
 """
 
 from __future__ import annotations
@@ -261,8 +263,18 @@ def trackpy_params(frame0, truth0, d_small, margin, radius, invert=False):
     return diameter, separation, float(minmass)
 
 
+#: An RMS within this factor of the Cramér-Rao bound is as close as any locator in the
+#: table comes (the best RMS/bound over all conditions is 1.0-1.1): a miss there, with the
+#: bound itself within this factor of the target, is marked "near the bound". It stays a
+#: miss: the target is not moved.
+NEAR_BOUND = 1.1
+
+
 def _verdict(s, bound):
-    """"met"; "bound" when only the RMS misses and the bound forbids it; else "MISSED: ..."."""
+    """"met"; "bound" when only the RMS misses and the bound forbids it; else "MISSED: ...",
+    with "RMS (near the bound)" when the RMS is within NEAR_BOUND of the bound and the
+    bound within NEAR_BOUND of the target (only a locator closer to the bound than any in
+    the table would meet it)."""
     if s is None:
         return "error"
     miss = []
@@ -276,13 +288,16 @@ def _verdict(s, bound):
     if not miss and bound > TARGET_RMS:
         return "bound"
     if rms_bad:
-        miss.append("RMS (bound forbids)" if bound > TARGET_RMS else "RMS")
+        near = s.rms_error <= NEAR_BOUND * bound and bound * NEAR_BOUND > TARGET_RMS
+        miss.append("RMS (bound forbids)" if bound > TARGET_RMS else
+                    "RMS (near the bound)" if near else "RMS")
     return "MISSED: " + ", ".join(miss)
 
 
 def run_condition(c: Condition, n_frames: int, seed: int, n_crb: int = 100) -> dict:
     import trackpy as tp
 
+    from colloidcg.errors import TrackingError
     from colloidcg.tracking import track
     from colloidcg.tracking.accuracy import score_localisation
 
@@ -311,6 +326,10 @@ def run_condition(c: Condition, n_frames: int, seed: int, n_crb: int = 100) -> d
                 "contrast": getattr(p, "contrast", None),
                 "quality": qd.get("status") if isinstance(qd, dict) else None}
         err = None
+    except TrackingError as e:
+        # the tracker refused to link (e.g. no trajectory of 3 frames at very low signal):
+        # its verdict is the refusal; the detections it would have linked are still scored
+        s, info, err = _score_refused(frames, truth, shape, margin, radius, crowd, e)
     except Exception as e:                            # report, do not stop the table
         s, info, err = None, {}, f"{type(e).__name__}: {e}"
     row["methods"]["colloidcg"] = {"score": s.as_dict() if s else None, "params": info,
@@ -331,6 +350,26 @@ def run_condition(c: Condition, n_frames: int, seed: int, n_crb: int = 100) -> d
                                  "error": err, "seconds": time.perf_counter() - t0,
                                  "target": _verdict(s, crb_rms)}
     return row
+
+
+def _score_refused(frames, truth, shape, margin, radius, crowd, error):
+    """Score the detections of a video that :func:`colloidcg.tracking.track` refused to
+    link: located with the same automatic parameters, unlinked; quality "refused"."""
+    from colloidcg.tracking import suggest_parameters
+    from colloidcg.tracking.accuracy import score_localisation
+    from colloidcg.tracking.locate import locate_many
+
+    try:
+        p = suggest_parameters(frames[0])
+        f = locate_many(frames, range(len(frames)), processes=1, progress=False,
+                        diameter=p.diameter, separation=p.separation, minmass=p.minmass,
+                        invert=p.invert, roi=p.roi, refine=p.refine, contrast=p.contrast)
+    except Exception:
+        return None, {}, f"TrackingError: {error}"
+    s = score_localisation(f, truth, shape, margin, radius, crowded_within=crowd)
+    info = {"diameter": p.diameter, "minmass": p.minmass, "separation": p.separation,
+            "contrast": p.contrast, "quality": "refused (unlinked detections scored)"}
+    return s, info, f"TrackingError: {error}"
 
 
 # ---------------------------------------------------------------------------- analogue scenes
@@ -452,7 +491,9 @@ def markdown(rows, scenes_rows, mode, seconds) -> str:
                      "per-axis ep is exact). `CRB` = median per-axis Cramér-Rao bound; `bound` = "
                      "its RMS over both axes (the least RMS error possible). Target: recall, "
                      "precision >= 0.99, RMS <= 0.15 px: `met`, `bound` (the bound forbids it) or "
-                     "`MISSED`. Bounds with each particle fitted jointly with its touching neighbours. "
+                     "`MISSED` (`near the bound`: RMS within 10 % of the bound, the bound within 10 % of "
+                     "the target: only a locator closer to the bound than any here would meet it). "
+                     "Bounds with each particle fitted jointly with its touching neighbours. "
                      "colloidcg: automatic parameters; trackpy.batch: hand-set diameter "
                      "(odd >= d), separation 0.8 d, minmass chosen with the truth.")
         lines.append("")
@@ -489,13 +530,18 @@ def markdown(rows, scenes_rows, mode, seconds) -> str:
         for r in rows:
             lines.append(f"| {r['condition']} | {r['shape'][1]} x {r['shape'][0]} px | {r['describe']} |")
         lines.append("")
-        n = {m: {"met": 0, "bound": 0, "MISSED": 0, "error": 0} for m in ("colloidcg", "trackpy")}
+        n = {m: {"met": 0, "bound": 0, "MISSED": 0, "error": 0, "near": 0}
+             for m in ("colloidcg", "trackpy")}
         for r in rows:
             for m in n:
-                n[m][r["methods"][m]["target"].split(":")[0]] += 1
+                t = r["methods"][m]["target"]
+                n[m][t.split(":")[0]] += 1
+                n[m]["near"] += t == "MISSED: RMS (near the bound)"
         for m, v in n.items():
+            near = f" ({v['near']} of them only near the bound)" if v["near"] else ""
             lines.append(f"- {m}: target met in {v['met']}, forbidden by the bound in {v['bound']}, "
-                         f"missed in {v['MISSED']}" + (f", errors in {v['error']}" if v["error"] else "")
+                         f"missed in {v['MISSED']}{near}"
+                         + (f", errors in {v['error']}" if v["error"] else "")
                          + f" of {len(rows)} conditions.")
         lines.append("")
     if scenes_rows:

@@ -31,6 +31,9 @@ def test_verdict(bench):
     s.rms_error = 0.3
     assert bench._verdict(s, 0.2) == "bound"
     assert bench._verdict(s, 0.05) == "MISSED: RMS"
+    s.rms_error = 0.158                   # the 1/3-photon condition: bound 0.146
+    assert bench._verdict(s, 0.146) == "MISSED: RMS (near the bound)"
+    assert bench._verdict(s, 0.12) == "MISSED: RMS"
     s.recall = 0.9
     assert bench._verdict(s, 0.2).startswith("MISSED: recall")
     assert bench._verdict(None, 0.1) == "error"
