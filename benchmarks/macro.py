@@ -105,15 +105,17 @@ def stage_truth(cache: Path, runs: int):
     return res
 
 
-def stage_small(cache: Path, n_traj: int):
-    """Small quench trajectories: positions (n_traj, STEPS + 1, N, 2)."""
+def stage_small(cache: Path, n_traj: int, first_seed: int = 0):
+    """Small quench trajectories (seeds first_seed, first_seed + 1, ...): positions
+    (n_traj, STEPS + 1, N, 2)."""
     from tqdm.auto import tqdm
 
     def go():
-        pos = [np.array([s.pos for s in trajectory(N_SMALL, r, keep=True)[1]])
+        pos = [np.array([s.pos for s in trajectory(N_SMALL, first_seed + r, keep=True)[1]])
                for r in tqdm(range(n_traj), desc="small quenches")]
         return {"pos": np.array(pos)}
-    return cached(cache / f"small_{n_traj}.npz", go)["pos"]
+    name = f"small_{n_traj}.npz" if first_seed == 0 else f"small_{n_traj}_from_{first_seed}.npz"
+    return cached(cache / name, go)["pos"]
 
 
 def upsampled(small_pos, t, samples, rng, relax=RELAX):
@@ -149,9 +151,55 @@ def relmse(pred, true):
     return float(np.sum((pred - true) ** 2) / np.sum(true ** 2))
 
 
+def block_states(args, enc, small_states, z_start, truth, tile_area, nz0, nz1):
+    """Block states (periodic patches, no seams): K = FACTOR small systems side by side, one
+    of them evolved (its own next macro step); lambda = K, the area of K small systems.
+    The block SDE and the naive one (nz0, nz1: whole small-system increments, lambda = 1)
+    are both fitted with ``args.fit_seeds`` seeds: the spread of one fit is as large as the
+    difference being measured. Returns (the numbers, the first seed's 16x ensemble)."""
+    from colloidcg.scaling.macro import block_increments, fit_sde
+    true_mean = truth[FACTOR].mean(0)
+    var_direct = np.mean(truth[FACTOR][:, 5:].var(0))
+    block = {"relmse": [], "relmse_naive": [], "var_ratio_4x_over_16x": [], "var_ratio_16x_direct": []}
+    zb_first = None
+    for fs in range(args.fit_seeds):
+        n_sde, _ = fit_sde(nz0, nz1, dt=DT, names=enc.names, lam=1.0, area_px2=tile_area, tile_area_px2=tile_area,
+                           start=z_start, seed=fs)
+        zn_s = n_sde.simulate(steps=STEPS, runs=args.sde_runs, factor=FACTOR, z0=z_start, seed=fs)[..., 0]
+        bz0, bz1 = block_increments(enc, small_states, blocks=FACTOR, sets_per_step=args.block_sets, seed=fs)
+        b_sde, _ = fit_sde(bz0, bz1, dt=DT, names=enc.names, lam=float(FACTOR), area_px2=FACTOR * tile_area,
+                           tile_area_px2=tile_area, start=z_start, seed=fs)
+        zb = b_sde.simulate(steps=STEPS, runs=args.sde_runs, factor=FACTOR, z0=z_start, seed=fs)[..., 0]
+        zb4 = b_sde.simulate(steps=STEPS, runs=args.sde_runs, factor=4, z0=z_start, seed=fs + 1000)[..., 0]
+        zb_first = zb if zb_first is None else zb_first
+        block["relmse"].append(relmse(zb.mean(0), true_mean))
+        block["relmse_naive"].append(relmse(zn_s.mean(0), true_mean))
+        block["var_ratio_4x_over_16x"].append(float(np.mean(zb4[:, 5:].var(0)) / np.mean(zb[:, 5:].var(0))))
+        block["var_ratio_16x_direct"].append(float(np.mean(zb[:, 5:].var(0)) / var_direct))
+    block["median_relmse"] = float(np.median(block["relmse"]))
+    block["median_relmse_naive"] = float(np.median(block["relmse_naive"]))
+    block["ratio_of_medians"] = block["median_relmse_naive"] / block["median_relmse"]
+    block["ratio_per_seed"] = [a / b for a, b in zip(block["relmse_naive"], block["relmse"])]
+    return block, zb_first
+
+
+def print_block(block, n_small):
+    print(f"| {len(block['relmse'])} fit seeds, {n_small} small quenches | block states, periodic patches, "
+          "lambda = K | naive | naive / block |")
+    print("|---|---|---|---|")
+    for k, (a, b) in enumerate(zip(block["relmse"], block["relmse_naive"])):
+        print(f"| seed {k} | {a:.2e} | {b:.2e} | {b / a:.1f} |")
+    print(f"| median | {block['median_relmse']:.2e} | {block['median_relmse_naive']:.2e} | "
+          f"{block['ratio_of_medians']:.1f} |")
+    print(f"| block SDE variance 4x / 16x | {', '.join(f'{v:.2f}' for v in block['var_ratio_4x_over_16x'])} | "
+          f"16x / direct | {', '.join(f'{v:.2f}' for v in block['var_ratio_16x_direct'])} |\n")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--stage", choices=("truth", "all"), default="all")
+    ap.add_argument("--stage", choices=("truth", "block", "all"), default="all",
+                    help="truth: the direct runs only; block: the block states and the naive baseline only")
+    ap.add_argument("--small-seed", type=int, default=0, help="the small quenches' seeds start here")
     ap.add_argument("--cache", default="/tmp/colloidcg_macro_cache")
     ap.add_argument("--out", default="benchmarks/results/macro")
     ap.add_argument("--runs", type=int, default=20, help="direct simulations per size")
@@ -177,17 +225,17 @@ def main(argv=None) -> int:
     truth = stage_truth(cache, args.runs)
     if args.stage == "truth":
         return 0
-    from colloidcg.scaling.macro import Encoder, block_increments, fit_sde, partial_increments, trajectory_increments
+    from colloidcg.scaling.macro import Encoder, fit_sde, partial_increments, trajectory_increments
     from colloidcg.scaling.partial import partial_evolution
     from colloidcg.scaling.simulators import MicroState
-    small_pos = stage_small(cache, args.small)
+    small_pos = stage_small(cache, args.small, args.small_seed)
     side = side_for(N_SMALL)
     tile_area = side * side
     big_area = FACTOR * tile_area
     rng = np.random.default_rng(5)
     t0 = time.perf_counter()
     snaps, snap_t = [], []
-    for t in range(STEPS):
+    for t in range(1 if args.stage == "block" else STEPS):      # block: only the start, for z_start
         for s in upsampled(small_pos, t, args.samples, rng, relax=args.relax):
             snaps.append(s)
             snap_t.append(t)
@@ -201,7 +249,8 @@ def main(argv=None) -> int:
                               "direct_runs": args.runs, "small_trajectories": args.small,
                               "upsampled_per_step": args.samples, "patches_per_snapshot": args.patches,
                               "sde_runs": args.sde_runs, "buffer_px": args.buffer, "relax_frames": args.relax,
-                              "observables": obs_names}}
+                              "observables": obs_names, "small_seed": args.small_seed,
+                              "fit_seeds": args.fit_seeds, "block_sets": args.block_sets}}
     z_start = np.mean([enc.whole(s) for s, t in zip(snaps, snap_t) if t == 0], axis=0)
     true_mean = truth[FACTOR].mean(0)
 
@@ -214,6 +263,15 @@ def main(argv=None) -> int:
                            start=z_start, seed=0)
         return sde
 
+    small_states = [[MicroState(p, np.full(N_SMALL, DIAM), np.array([side, side]), np.arange(N_SMALL), None, None)
+                     for p in traj] for traj in small_pos]
+    if args.stage == "block":
+        nz0, nz1 = trajectory_increments(enc, small_states)
+        block, _ = block_states(args, enc, small_states, z_start, truth, tile_area, nz0, nz1)
+        results["block"] = block
+        (out / "results.json").write_text(json.dumps(results, indent=1, default=float))
+        print_block(block, args.small)
+        return 0
     # partial evolution at l/2, l, 2l
     patch_rows = {}
     sdes = {}
@@ -246,35 +304,10 @@ def main(argv=None) -> int:
                             "var_ratio_16x": float(np.mean(z[:, 5:].var(0)) / np.mean(truth[FACTOR][:, 5:].var(0))),
                             "seconds_partial": t_pe}
     # naive: whole small-system increments, lambda = 1
-    small_states = [[MicroState(p, np.full(N_SMALL, DIAM), np.array([side, side]), np.arange(N_SMALL), None, None)
-                     for p in traj] for traj in small_pos]
     nz0, nz1 = trajectory_increments(enc, small_states)
     naive = fit(nz0, nz1, 1.0, tile_area)
     zn = evaluate(naive, FACTOR)
-    # block states (periodic patches, no seams): K = FACTOR small systems side by side, one
-    # of them evolved (its own next macro step); lambda = K, the area of K small systems.
-    # Both the block SDE and the naive one are fitted with several seeds: the spread of a
-    # fit is as large as the difference being measured.
-    block = {"relmse": [], "relmse_naive": [], "var_ratio_4x_over_16x": [], "var_ratio_16x_direct": []}
-    zb_first = None
-    for fs in range(args.fit_seeds):
-        n_sde, _ = fit_sde(nz0, nz1, dt=DT, names=enc.names, lam=1.0, area_px2=tile_area, tile_area_px2=tile_area,
-                           start=z_start, seed=fs)
-        zn_s = n_sde.simulate(steps=STEPS, runs=args.sde_runs, factor=FACTOR, z0=z_start, seed=fs)[..., 0]
-        bz0, bz1 = block_increments(enc, small_states, blocks=FACTOR, sets_per_step=args.block_sets, seed=fs)
-        b_sde, _ = fit_sde(bz0, bz1, dt=DT, names=enc.names, lam=float(FACTOR), area_px2=FACTOR * tile_area,
-                           tile_area_px2=tile_area, start=z_start, seed=fs)
-        zb = b_sde.simulate(steps=STEPS, runs=args.sde_runs, factor=FACTOR, z0=z_start, seed=fs)[..., 0]
-        zb4 = b_sde.simulate(steps=STEPS, runs=args.sde_runs, factor=4, z0=z_start, seed=fs + 1000)[..., 0]
-        zb_first = zb if zb_first is None else zb_first
-        block["relmse"].append(relmse(zb.mean(0), true_mean))
-        block["relmse_naive"].append(relmse(zn_s.mean(0), true_mean))
-        block["var_ratio_4x_over_16x"].append(float(np.mean(zb4[:, 5:].var(0)) / np.mean(zb[:, 5:].var(0))))
-        block["var_ratio_16x_direct"].append(float(np.mean(zb[:, 5:].var(0)) / np.mean(truth[FACTOR][:, 5:].var(0))))
-    block["median_relmse"] = float(np.median(block["relmse"]))
-    block["median_relmse_naive"] = float(np.median(block["relmse_naive"]))
-    block["ratio_of_medians"] = block["median_relmse_naive"] / block["median_relmse"]
-    block["ratio_per_seed"] = [a / b for a, b in zip(block["relmse_naive"], block["relmse"])]
+    block, zb_first = block_states(args, enc, small_states, z_start, truth, tile_area, nz0, nz1)
     # lambda sweep at l
     z0, z1, K = inc[1.0]
     lam_rows = {}
@@ -339,14 +372,7 @@ def main(argv=None) -> int:
     print(f"| the small system's own mean (direct 1x) | {results['relmse_small_mean']:.2e} |")
     print(f"| the training trajectories' own mean ({args.small} small quenches) | "
           f"{results['relmse_training_small_mean']:.2e} |\n")
-    print(f"| {args.fit_seeds} fit seeds | block states, periodic patches, lambda = K | naive | naive / block |")
-    print("|---|---|---|---|")
-    for k, (a, b) in enumerate(zip(block["relmse"], block["relmse_naive"])):
-        print(f"| seed {k} | {a:.2e} | {b:.2e} | {b / a:.1f} |")
-    print(f"| median | {block['median_relmse']:.2e} | {block['median_relmse_naive']:.2e} | "
-          f"{block['ratio_of_medians']:.1f} |")
-    print(f"| block SDE variance 4x / 16x | {', '.join(f'{v:.2f}' for v in block['var_ratio_4x_over_16x'])} | "
-          f"16x / direct | {', '.join(f'{v:.2f}' for v in block['var_ratio_16x_direct'])} |\n")
+    print_block(block, args.small)
     print("| patch | K | relative MSE | variance / direct 16x |")
     print("|---|---|---|---|")
     for mult, r in patch_rows.items():

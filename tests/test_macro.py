@@ -393,8 +393,25 @@ def test_known_answer_fluctuations_scale_as_inverse_area_and_lambda_K_is_right(k
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="measured: the ensemble mean's relative MSE is 5e-3 with partial "
-                                       "evolution, 5e-4 naive (docs/scaling.md); the goal is not met")
-def test_known_answer_mean_trajectory_beats_naive_fivefold(known_answer):
+def test_known_answer_block_states_meet_the_mean_target(known_answer):
+    """The issue's mean target with block states (periodic patches): relative MSE <= 2e-3
+    for every fit seed, and the naive baseline's median over the fit seeds at least 5x the
+    block states'. Measured on this configuration (64 small quenches, seeds 0-63): block
+    2.6e-5..2.8e-4 (median 1.2e-4), naive 5.5e-4..7.0e-4 (median 6.3e-4), ratio 5.2. The
+    margin is small: two other sets of 64 quenches gave ratios of medians of 3.8 and 5.8
+    (docs/scaling.md)."""
+    b = known_answer["block"]
+    assert max(b["relmse"]) <= 2e-3
+    assert b["ratio_of_medians"] >= 5.0
+    # fluctuations of the block SDE scale as 1/area (issue: within 25 %), every seed
+    assert all(abs(v / 4.0 - 1.0) <= 0.25 for v in b["var_ratio_4x_over_16x"])
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="measured: with upsampled states and halo patches the ensemble mean's "
+                                       "relative MSE is 9.1e-3 against 6.3e-4 naive (64 small quenches; 5.1e-3 "
+                                       "with 16): tiling 8 x 8-particle tiles leaves seams that lower psi6 by "
+                                       "0.05-0.09 and no snapshot above psi6 0.69 (docs/scaling.md)")
+def test_known_answer_upsampled_halo_chain_mean_trajectory_beats_naive_fivefold(known_answer):
     r = known_answer
     assert r["relmse_ours"] <= 2e-3 and r["ratio_naive_over_ours"] >= 5.0
