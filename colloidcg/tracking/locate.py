@@ -439,17 +439,25 @@ def _refine_with_profile(img: np.ndarray, x: np.ndarray, y: np.ndarray, sigma: f
     ``profile_gain`` (0-d: share of the Gaussian fit's residual variance the profile
     explains; 0 when it was not measured).
     """
-    from .psf import (KNOT_PX, MIN_GAIN, correlated_noise_gain, own_light_centroids, radial_profile,
-                      render_profile)
-    from .refine import render_spots
+    from .psf import (KNOT_PX, MAX_SIDE, MIN_GAIN, correlated_noise_gain, own_light_centroids,
+                      radial_profile, render_profile)
+    from .refine import RENDER_HALF_WIDTH, render_spots
 
     r = refine_jointly(img, x, y, sigma, return_background=True, **opts)
     bg = r.pop("background_map")
     r["profile_gain"] = np.float64(0.0)
     if not PSF_PROFILE or len(r["x"]) < PSF_MIN_SPOTS:
         return r
-    spots = np.c_[r["x"], r["y"], r["amplitude"], r["sigma"]]
-    residual = img - bg - render_spots(img.shape, spots)
+    # the residual on the central square the profile is measured on (psf.MAX_SIDE)
+    h, w = img.shape
+    y0, x0 = max(0, (h - MAX_SIDE) // 2), max(0, (w - MAX_SIDE) // 2)
+    box = (slice(y0, y0 + MAX_SIDE), slice(x0, x0 + MAX_SIDE))
+    spots = np.c_[r["x"] - x0, r["y"] - y0, r["amplitude"], r["sigma"]]
+    reach = RENDER_HALF_WIDTH * spots[:, 3] + 1
+    side = img[box].shape
+    near = ((spots[:, 0] > -reach) & (spots[:, 0] < side[1] + reach)
+            & (spots[:, 1] > -reach) & (spots[:, 1] < side[0] + reach))
+    residual = img[box] - bg[box] - render_spots(side, spots[near])
     # each spot's profile scaled to its fitted amplitude (by its peak height instead:
     # clipped 8-bit spots 0.099 -> 0.154 px, rings the same); not stretched to its fitted
     # width: the widths fitted to ring-shaped spots in a crowd scatter (RMS 0.083 ->
@@ -457,7 +465,7 @@ def _refine_with_profile(img: np.ndarray, x: np.ndarray, y: np.ndarray, sigma: f
     s_med = float(np.median(r["sigma"]))
     scale = np.ones(len(r["sigma"]))
     weight = r["amplitude"] / np.median(r["amplitude"])
-    knots, gain = radial_profile(residual, r["x"], r["y"], weight, scale,
+    knots, gain = radial_profile(residual, r["x"] - x0, r["y"] - y0, weight, scale,
                                  PSF_REACH * diameter)
     if gain < MIN_GAIN:
         return r

@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from numba import njit
 
 #: Knot spacing of the radial profile (px).
 KNOT_PX = 0.5
@@ -35,48 +36,62 @@ KNOT_PX = 0.5
 #: over the pixels it covers: on Gaussian spots (both sampled and pixel-integrated) it
 #: removes under 1 %, on ring-shaped and Airy spots 10-60 %.
 MIN_GAIN = 0.05
+#: Side (px) of the central square the profile is measured on.
+MAX_SIDE = 128
 
 
-def _design(shape: tuple[int, int], x: np.ndarray, y: np.ndarray, weight: np.ndarray,
-            scale: np.ndarray, r_max: float, knot_px: float):
-    """Sparse matrix (H*W, K) of the profile's tent functions around every spot, its
-    radius stretched by the spot's ``scale``, times the spot's weight; K = ceil(r_max /
-    knot_px) + 1 knots at 0, knot_px, ..."""
-    from scipy import sparse
+@njit(cache=True)
+def _dense_design(h, w, x, y, weight, scale, r_max, knot_px, n_knots, out):
+    """out (h*w, n_knots) += the profile's tent functions around every spot (as
+    :func:`radial_profile`), over an h x w region whose origin is at (0, 0)."""
+    for i in range(x.shape[0]):
+        reach = r_max * scale[i]
+        u0 = max(0, int(math.floor(x[i] - reach)))
+        u1 = min(w - 1, int(math.ceil(x[i] + reach)))
+        v0 = max(0, int(math.floor(y[i] - reach)))
+        v1 = min(h - 1, int(math.ceil(y[i] + reach)))
+        for v in range(v0, v1 + 1):
+            for u in range(u0, u1 + 1):
+                r = math.sqrt((u - x[i]) ** 2 + (v - y[i]) ** 2) / scale[i]
+                if r >= r_max:
+                    continue
+                rr = r / knot_px
+                k = int(rr)
+                f = rr - k
+                row = v * w + u
+                out[row, k] += weight[i] * (1.0 - f)
+                if k + 1 < n_knots:
+                    out[row, k + 1] += weight[i] * f
 
-    h, w = shape
-    n_knots = int(math.ceil(r_max / knot_px)) + 1
-    rows, cols, vals = [], [], []
-    for xi, yi, wi, si in zip(x, y, weight, scale):
-        half = int(math.ceil(r_max * si))
-        du = np.arange(-half, half + 1)
-        cu, cv = int(round(xi)), int(round(yi))
-        u = cu + du
-        v = cv + du
-        u = u[(u >= 0) & (u < w)]
-        v = v[(v >= 0) & (v < h)]
-        if len(u) == 0 or len(v) == 0:
-            continue
-        uu, vv = np.meshgrid(u, v)
-        r = np.hypot(uu - xi, vv - yi).ravel() / si
-        inside = r < r_max
-        r = r[inside] / knot_px
-        pix = (vv.ravel() * w + uu.ravel())[inside]
-        k0 = np.floor(r).astype(np.int64)
-        f = r - k0
-        rows += [pix, pix]
-        cols += [k0, np.minimum(k0 + 1, n_knots - 1)]
-        vals += [wi * (1.0 - f), wi * f]
-    if not rows:
-        return sparse.csr_matrix((h * w, n_knots))
-    m = sparse.coo_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-                          shape=(h * w, n_knots))
-    return m.tocsr()
+
+@njit(cache=True)
+def _render(h, w, x, y, weight, scale, knots, knot_px, out):
+    """out (h, w) += the profile ``knots`` around every spot."""
+    n_knots = knots.shape[0]
+    r_max = (n_knots - 1) * knot_px
+    for i in range(x.shape[0]):
+        reach = r_max * scale[i]
+        u0 = max(0, int(math.floor(x[i] - reach)))
+        u1 = min(w - 1, int(math.ceil(x[i] + reach)))
+        v0 = max(0, int(math.floor(y[i] - reach)))
+        v1 = min(h - 1, int(math.ceil(y[i] + reach)))
+        for v in range(v0, v1 + 1):
+            for u in range(u0, u1 + 1):
+                rr = math.sqrt((u - x[i]) ** 2 + (v - y[i]) ** 2) / (scale[i] * knot_px)
+                k = int(rr)
+                if k >= n_knots - 1:
+                    continue
+                f = rr - k
+                out[v, u] += weight[i] * (knots[k] * (1.0 - f) + knots[k + 1] * f)
+
+
+def _f64(a):
+    return np.ascontiguousarray(a, dtype=np.float64)
 
 
 def radial_profile(residual: np.ndarray, x: np.ndarray, y: np.ndarray, weight: np.ndarray,
-                   scale: np.ndarray, r_max: float, knot_px: float = KNOT_PX
-                   ) -> tuple[np.ndarray, float]:
+                   scale: np.ndarray, r_max: float, knot_px: float = KNOT_PX,
+                   max_side: int = MAX_SIDE) -> tuple[np.ndarray, float]:
     """The radial profile common to all spots that best explains ``residual``.
 
     Parameters
@@ -86,33 +101,45 @@ def radial_profile(residual: np.ndarray, x: np.ndarray, y: np.ndarray, weight: n
     x, y : ndarray (N,)
         Spot centres (px).
     weight : ndarray (N,)
-        Height of each spot's profile (its peak over the median peak).
+        Height of each spot's profile (its amplitude over the median amplitude).
     scale : ndarray (N,)
-        Size of each spot's profile (its width over the median width): spot i's profile
-        at distance r is R(r / scale_i).
+        Size of each spot's profile: spot i's profile at distance r is R(r / scale_i).
     r_max : float
         Extent of the profile (px, for scale 1); it is zero beyond.
+    max_side : int
+        The profile is fitted on a central square of at most this side (px; the spots
+        reaching into it count): it is an average, a few hundred spots measure it.
 
     Returns
     -------
     knots : ndarray (K,)
         The profile's values (image units for weight 1) at r = 0, knot_px, 2 knot_px, ...
+        (K = ceil(r_max / knot_px) + 1; the last is 0).
     gain : float
         Share of the residual's variance, over the pixels the profile covers, that the
         fitted profile removes (0..1).
     """
-    a = _design(residual.shape, x, y, weight, scale, r_max, knot_px)
-    b = np.asarray(residual, dtype=np.float64).ravel()
-    covered = np.flatnonzero(np.diff(a.indptr) > 0)
+    n_knots = int(math.ceil(r_max / knot_px)) + 1
+    h, w = residual.shape
+    y0, x0 = max(0, (h - max_side) // 2), max(0, (w - max_side) // 2)
+    ch, cw = min(h, max_side), min(w, max_side)
+    x, y = _f64(x) - x0, _f64(y) - y0
+    reach = r_max * np.asarray(scale)
+    near = (x > -reach) & (x < cw - 1 + reach) & (y > -reach) & (y < ch - 1 + reach)
+    a = np.zeros((ch * cw, n_knots))
+    _dense_design(ch, cw, x[near], y[near], _f64(weight)[near], _f64(scale)[near],
+                  float(r_max), float(knot_px), n_knots, a)
+    b = np.asarray(residual[y0:y0 + ch, x0:x0 + cw], dtype=np.float64).ravel()
+    covered = np.flatnonzero(a.any(axis=1))
     if len(covered) == 0:
-        return np.zeros(a.shape[1]), 0.0
-    ata = (a.T @ a).toarray()
-    atb = a.T @ b
+        return np.zeros(n_knots), 0.0
+    a, b = a[covered], b[covered]
+    ata = a.T @ a
     ridge = 1e-9 * float(np.trace(ata)) / len(ata) + 1e-12
-    knots = np.linalg.solve(ata + ridge * np.eye(len(ata)), atb)
-    fit = a @ knots
-    before = float(np.sum(b[covered] ** 2))
-    after = float(np.sum((b[covered] - fit[covered]) ** 2))
+    knots = np.linalg.solve(ata + ridge * np.eye(len(ata)), a.T @ b)
+    knots[-1] = 0.0        # the profile ends at r_max
+    before = float(b @ b)
+    after = float(np.sum((b - a @ knots) ** 2))
     gain = (before - after) / before if before > 0 else 0.0
     return knots, gain
 
@@ -120,9 +147,10 @@ def radial_profile(residual: np.ndarray, x: np.ndarray, y: np.ndarray, weight: n
 def render_profile(shape: tuple[int, int], x: np.ndarray, y: np.ndarray, weight: np.ndarray,
                    scale: np.ndarray, knots: np.ndarray, knot_px: float = KNOT_PX) -> np.ndarray:
     """Image (Y, X) of the profile ``knots`` around every spot (as :func:`radial_profile`)."""
-    r_max = (len(knots) - 1) * knot_px
-    a = _design(shape, x, y, weight, scale, r_max, knot_px)
-    return (a @ knots).reshape(shape)
+    out = np.zeros(shape)
+    _render(shape[0], shape[1], _f64(x), _f64(y), _f64(weight), _f64(scale), _f64(knots),
+            float(knot_px), out)
+    return out
 
 
 def own_light_centroids(residual: np.ndarray, x: np.ndarray, y: np.ndarray, amplitude: np.ndarray,
