@@ -10,18 +10,20 @@ macroscopic stochastic dynamics").
 - :mod:`.partial`: partial evolution, :func:`partial_evolution` — patches of a large
   snapshot advanced by one macroscopic step with their surroundings frozen as a halo.
 - :mod:`.observables`, :mod:`.closure`, :mod:`.macro`: additive observables, learned
-  closure variables and the macroscopic SDE (:func:`learn_macro`, :class:`MacroSDE`).
+  closure variables and the macroscopic SDE (:func:`learn_macro`, :class:`MacroSDE`;
+  :func:`block_increments`, its increments from block states of small periodic systems).
 
 See docs/scaling.md for the method, the references and what was measured.
 """
 
-from .macro import MacroLearned, MacroSDE, SDEConfig, fit_sde, learn_macro, load_sde
+from .macro import MacroLearned, MacroSDE, SDEConfig, block_increments, fit_sde, learn_macro, load_sde
 from .partial import PatchStep, full_step, partial_evolution
 from .simulators import MicroSimulator, MicroState, ModelSimulator, SoftDiskSimulator
 from .upsample import (ClosestApproach, Configuration, Upsampled, closest_approach, separate, side_steps,
                        tile_configurations, upsample)
 
 __all__ = ["ClosestApproach", "Configuration", "MacroLearned", "MacroSDE", "MicroSimulator", "MicroState",
-           "ModelSimulator", "PatchStep", "SDEConfig", "SoftDiskSimulator", "Upsampled", "closest_approach",
+           "ModelSimulator", "PatchStep", "SDEConfig", "SoftDiskSimulator", "Upsampled", "block_increments",
+           "closest_approach",
            "fit_sde", "full_step", "learn_macro", "load_sde", "partial_evolution", "separate", "side_steps",
            "tile_configurations", "upsample"]
