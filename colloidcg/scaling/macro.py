@@ -431,6 +431,7 @@ def block_increments(encoder: Encoder, trajectories, *, blocks: int, sets_per_st
         macro step (members without replacement while there are enough trajectories).
     Returns (z0, z1), (M, d) each, M = (steps - 1) x sets_per_step x K.
     """
+    _check_blocks(blocks, sets_per_step)
     trajectories = [list(t) for t in trajectories]
     if not trajectories:
         raise ParameterError("trajectories: expected at least one small-system trajectory")
@@ -441,6 +442,13 @@ def block_increments(encoder: Encoder, trajectories, *, blocks: int, sets_per_st
     z = np.array([[encoder.whole(s) for s in t] for t in trajectories])           # (n, steps, d)
     w = np.array([[len(s.pos) for s in t] for t in trajectories], dtype=float)      # (n, steps)
     return block_pairs(z, w, blocks=blocks, sets_per_step=sets_per_step, seed=seed)
+
+
+def _check_blocks(blocks, sets_per_step) -> None:
+    if isinstance(blocks, bool) or int(blocks) != blocks or blocks < 2:
+        raise ParameterError(f"blocks: expected an integer K >= 2 small systems per block state, got {blocks!r}")
+    if isinstance(sets_per_step, bool) or int(sets_per_step) != sets_per_step or sets_per_step < 1:
+        raise ParameterError(f"sets_per_step: expected an integer >= 1, got {sets_per_step!r}")
 
 
 def block_pairs(z, weights=None, *, blocks: int, sets_per_step: int = 8, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -454,10 +462,7 @@ def block_pairs(z, weights=None, *, blocks: int, sets_per_step: int = 8, seed: i
     w = np.ones((n, steps)) if weights is None else np.asarray(weights, np.float64)
     if w.shape != (n, steps) or not np.all(w > 0):
         raise ParameterError(f"weights: expected ({n}, {steps}) positive particle counts, got shape {w.shape}")
-    if isinstance(blocks, bool) or int(blocks) != blocks or blocks < 2:
-        raise ParameterError(f"blocks: expected an integer K >= 2 small systems per block state, got {blocks!r}")
-    if isinstance(sets_per_step, bool) or int(sets_per_step) != sets_per_step or sets_per_step < 1:
-        raise ParameterError(f"sets_per_step: expected an integer >= 1, got {sets_per_step!r}")
+    _check_blocks(blocks, sets_per_step)
     rng = np.random.default_rng(seed)
     K = int(blocks)
     z0, z1 = [], []
