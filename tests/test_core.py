@@ -648,3 +648,30 @@ def test_pair_splitting_step_conserves_momentum_and_compiles(case):
         assert float((p[1:] - s.v.sum(0)).abs().max()) <= 1e-12 * float(s.v.abs().sum())
         out.append((r, v, S))
     assert all(torch.equal(a, b) for a, b in zip(*out))
+
+
+@given(cases)
+@settings(max_examples=4, deadline=None, derandomize=True)
+def test_pair_friction_rate_is_the_drift_jacobian_diagonal(case):
+    """dynamics.pair_friction_rate (the mean-field rate of the momentum-conserving models'
+    frame-averaged likelihood) equals minus the trace / d of each particle's own block of
+    d(dv/dt)/dv, from autograd (k_B = 0: no Ito terms, so the drift's velocity dependence
+    is the pair friction alone)."""
+    from colloidcg.core.dynamics import pair_friction_rate
+    seed, dim, n_s, _ = case
+    m = random_model(seed, dim, n_s, substrate=False, k_B=0.0)
+    L = 3.0
+    box = torch.full((dim,), L, dtype=torch.float64)
+    s = random_state(seed, 12, dim, n_s, L)
+    pairs = find_pairs(s.r, H, box)
+    assert pairs.shape[0] > 0
+    with torch.no_grad():
+        rate = pair_friction_rate(m.compute(s, pairs, box))
+
+    def dvdt(v):
+        return m.drift(State(s.r, v, s.S), pairs, box)[1]
+
+    J = torch.autograd.functional.jacobian(dvdt, s.v)           # (N, d, N, d)
+    own = torch.stack([J[i, :, i, :].diagonal().sum() for i in range(s.r.shape[0])]) / dim
+    assert torch.allclose(-own, rate, rtol=1e-9, atol=1e-12), (own, rate)
+    assert float(rate.max()) > 0

@@ -27,16 +27,20 @@ from .lammps import ideal_gas, ideal_gas_exact, ideal_gas_msd, ideal_gas_vacf_fr
 SIZES = {
     "ideal_gas": {"short": dict(n=300, train_frames=30, epochs=4),
                   "full": dict(n=1000, train_frames=200, epochs=10)},
-    # frames every 0.1 tau (20 steps), so the stars' velocity relaxation (~0.3 tau) is
-    # resolved (the momentum-conserving model is trained with the Euler-Maruyama likelihood
-    # at the frame rate: frame averaging needs substrate friction); cutoff ~1.2 star
-    # spacings. The rollout takes 4 pair-splitting steps per frame, so that its recorded
-    # velocities are frame averages (displacement / dt) as the MD's finite differences are
-    # (at one step per frame they are the instantaneous velocities: <v^2> 16 % higher)
+    # frames every 0.1 tau (20 steps), so the stars' velocity relaxation (~0.15 tau) is
+    # resolved (the momentum-conserving model's likelihood reads frame averages with each
+    # star's mean-field pair-friction rate, colloidcg.core.loss). The pair functions reach
+    # 5 sigma, about 1.9 star spacings (~26 neighbours): a star hands its momentum to the
+    # beads of every star its arms overlap, and a shorter range (3.2 sigma, ~6 neighbours)
+    # keeps it among a few neighbours that then move together (MSD 44 % off at 4.1 sigma,
+    # 103 % at 3.2); 125 stars make a box wide enough for that range (1.3 x cutoff < L / 2).
+    # The rollout takes 4 pair-splitting steps per frame, so that its recorded velocities
+    # are frame averages (displacement / dt) as the MD's finite differences are (at one
+    # step per frame they are the instantaneous velocities: <v^2> 16 % higher)
     "star_melt": {"short": dict(n_stars=27, arms=3, beads=3, train_frames=20, epochs=3, equilibrate=5000,
                                 dump_every=20, substeps=4, train={"cutoff": 2.5}),
-                  "full": dict(n_stars=64, arms=4, beads=4, train_frames=100, epochs=30, equilibrate=20000,
-                               dump_every=20, substeps=4, train={"cutoff": 3.2, "lr": 1e-2, "batch_frames": 8,
+                  "full": dict(n_stars=125, arms=4, beads=4, train_frames=100, epochs=30, equilibrate=20000,
+                               dump_every=20, substeps=4, train={"cutoff": 5.0, "lr": 1e-2, "batch_frames": 8,
                                                                 "loc_noise": "none"})},
 }
 
