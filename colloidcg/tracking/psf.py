@@ -41,15 +41,19 @@ MAX_SIDE = 128
 
 
 @njit(cache=True)
+def _window(h, w, x, y, reach):
+    """Pixel columns u0..u1 and rows v0..v1 (inclusive) within ``reach`` px of (x, y),
+    clipped to an h x w image."""
+    return (max(0, int(math.floor(x - reach))), min(w - 1, int(math.ceil(x + reach))),
+            max(0, int(math.floor(y - reach))), min(h - 1, int(math.ceil(y + reach))))
+
+
+@njit(cache=True)
 def _dense_design(h, w, x, y, weight, scale, r_max, knot_px, n_knots, out):
     """out (h*w, n_knots) += the profile's tent functions around every spot (as
     :func:`radial_profile`), over an h x w region whose origin is at (0, 0)."""
     for i in range(x.shape[0]):
-        reach = r_max * scale[i]
-        u0 = max(0, int(math.floor(x[i] - reach)))
-        u1 = min(w - 1, int(math.ceil(x[i] + reach)))
-        v0 = max(0, int(math.floor(y[i] - reach)))
-        v1 = min(h - 1, int(math.ceil(y[i] + reach)))
+        u0, u1, v0, v1 = _window(h, w, x[i], y[i], r_max * scale[i])
         for v in range(v0, v1 + 1):
             for u in range(u0, u1 + 1):
                 r = math.sqrt((u - x[i]) ** 2 + (v - y[i]) ** 2) / scale[i]
@@ -70,11 +74,7 @@ def _render(h, w, x, y, weight, scale, knots, knot_px, out):
     n_knots = knots.shape[0]
     r_max = (n_knots - 1) * knot_px
     for i in range(x.shape[0]):
-        reach = r_max * scale[i]
-        u0 = max(0, int(math.floor(x[i] - reach)))
-        u1 = min(w - 1, int(math.ceil(x[i] + reach)))
-        v0 = max(0, int(math.floor(y[i] - reach)))
-        v1 = min(h - 1, int(math.ceil(y[i] + reach)))
+        u0, u1, v0, v1 = _window(h, w, x[i], y[i], r_max * scale[i])
         for v in range(v0, v1 + 1):
             for u in range(u0, u1 + 1):
                 rr = math.sqrt((u - x[i]) ** 2 + (v - y[i]) ** 2) / (scale[i] * knot_px)
