@@ -31,6 +31,7 @@ coarsen.
     python benchmarks/macro.py --stage truth       # only the direct simulations
     python benchmarks/macro.py --stage block --small-seed 200   # block states on other quenches
     python benchmarks/macro.py --stage seams       # why upsampled snapshots mislead the SDE
+    python benchmarks/macro.py --stage ensemble --fit-seeds 10 --small-seed 100   # bagged block SDE fits
 
 Prints markdown tables; writes plots and results.json into --out.
 """
@@ -184,6 +185,60 @@ def block_states(args, enc, small_states, z_start, truth, tile_area, nz0, nz1):
     return block, zb_first
 
 
+def ensemble_fits(args, enc, small_states, z_start, truth, tile_area, nz0, nz1, sets_list=(8, 32)):
+    """Is the block SDE's spread the fit's, and does averaging fits remove it?
+
+    For every fit seed s (0 .. --fit-seeds - 1) the naive SDE and the block SDE (block states
+    drawn with ``sets_per_step`` in ``sets_list``, draw and fit both seeded by s) are fitted
+    and run for the 16x system. Reported per method: each fit's relative MSE, their median,
+    and the relative MSE of the *bagged* ensemble mean (the mean over fits of each fit's
+    ensemble-mean trajectory: an equal mixture of the fitted SDEs), for all fits and for
+    disjoint groups of 5 fits. Bagging is applied to the naive baseline as well."""
+    from tqdm.auto import tqdm
+
+    from colloidcg.scaling.macro import block_increments, fit_sde
+    true_mean = truth[FACTOR].mean(0)
+    M = int(args.fit_seeds)
+    means = {"naive": []}
+    means.update({f"block_{k}": [] for k in sets_list})
+    for fs in tqdm(range(M), desc="fits"):
+        n_sde, _ = fit_sde(nz0, nz1, dt=DT, names=enc.names, lam=1.0, area_px2=tile_area, tile_area_px2=tile_area,
+                           start=z_start, seed=fs)
+        means["naive"].append(n_sde.simulate(steps=STEPS, runs=args.sde_runs, factor=FACTOR, z0=z_start,
+                                             seed=fs)[..., 0].mean(0))
+        for k in sets_list:
+            bz0, bz1 = block_increments(enc, small_states, blocks=FACTOR, sets_per_step=k, seed=fs)
+            b_sde, _ = fit_sde(bz0, bz1, dt=DT, names=enc.names, lam=float(FACTOR), area_px2=FACTOR * tile_area,
+                               tile_area_px2=tile_area, start=z_start, seed=fs)
+            means[f"block_{k}"].append(b_sde.simulate(steps=STEPS, runs=args.sde_runs, factor=FACTOR, z0=z_start,
+                                                      seed=fs)[..., 0].mean(0))
+    out = {}
+    for name, m in means.items():
+        m = np.array(m)
+        single = [relmse(x, true_mean) for x in m]
+        groups = [relmse(m[g:g + 5].mean(0), true_mean) for g in range(0, M - 4, 5)]
+        out[name] = {"relmse": single, "median": float(np.median(single)),
+                     "bagged_all": relmse(m.mean(0), true_mean), "bagged_groups_of_5": groups}
+    return out
+
+
+def print_ensemble(ens, n_small, small_seed):
+    print(f"| {n_small} small quenches from seed {small_seed} | fits | median single fit | range | bagged, all fits "
+          "| bagged, groups of 5 |")
+    print("|---|---|---|---|---|---|")
+    for name, r in ens.items():
+        print(f"| {name} | {len(r['relmse'])} | {r['median']:.2e} | {min(r['relmse']):.1e} - {max(r['relmse']):.1e} "
+              f"| {r['bagged_all']:.2e} | {', '.join(f'{g:.2e}' for g in r['bagged_groups_of_5'])} |")
+    nv = ens["naive"]
+    for name, r in ens.items():
+        if name == "naive":
+            continue
+        print(f"\n{name}: ratio of medians {nv['median'] / r['median']:.2f}; bagged all: naive bagged / block bagged "
+              f"{nv['bagged_all'] / r['bagged_all']:.2f}, naive median / block bagged "
+              f"{nv['median'] / r['bagged_all']:.2f}; groups of 5 (both bagged): "
+              + ", ".join(f"{a / b:.2f}" for a, b in zip(nv["bagged_groups_of_5"], r["bagged_groups_of_5"])))
+
+
 def print_block(block, n_small):
     print(f"| {len(block['relmse'])} fit seeds, {n_small} small quenches | block states, periodic patches, "
           "lambda = K | naive | naive / block |")
@@ -265,10 +320,11 @@ def seam_table(small_pos, truth, samples=3, seed=1):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--stage", choices=("truth", "block", "seams", "all"), default="all",
+    ap.add_argument("--stage", choices=("truth", "block", "ensemble", "seams", "all"), default="all",
                     help="truth: the direct runs only; block: the block states and the naive baseline only; "
                          "seams: the upsampled snapshots' psi6 and ordering rate against their tiles' and the "
-                         "direct runs'")
+                         "direct runs'; ensemble: block SDE fits bagged (averaged) against single fits, "
+                         "with 8 and 32 block states per macro step")
     ap.add_argument("--small-seed", type=int, default=0, help="the small quenches' seeds start here")
     ap.add_argument("--cache", default="/tmp/colloidcg_macro_cache")
     ap.add_argument("--out", default="benchmarks/results/macro")
@@ -309,7 +365,7 @@ def main(argv=None) -> int:
     rng = np.random.default_rng(5)
     t0 = time.perf_counter()
     snaps, snap_t = [], []
-    for t in range(1 if args.stage == "block" else STEPS):      # block: only the start, for z_start
+    for t in range(1 if args.stage in ("block", "ensemble") else STEPS):      # block: only the start, for z_start
         for s in upsampled(small_pos, t, args.samples, rng, relax=args.relax):
             snaps.append(s)
             snap_t.append(t)
@@ -339,6 +395,14 @@ def main(argv=None) -> int:
 
     small_states = [[MicroState(p, np.full(N_SMALL, DIAM), np.array([side, side]), np.arange(N_SMALL), None, None)
                      for p in traj] for traj in small_pos]
+    if args.stage == "ensemble":
+        nz0, nz1 = trajectory_increments(enc, small_states)
+        ens = ensemble_fits(args, enc, small_states, z_start, truth, tile_area, nz0, nz1)
+        results["ensemble"] = ens
+        name = "ensemble.json" if args.small_seed == 0 else f"ensemble_from_{args.small_seed}.json"
+        (out / name).write_text(json.dumps(results, indent=1, default=float))
+        print_ensemble(ens, args.small, args.small_seed)
+        return 0
     if args.stage == "block":
         nz0, nz1 = trajectory_increments(enc, small_states)
         block, _ = block_states(args, enc, small_states, z_start, truth, tile_area, nz0, nz1)

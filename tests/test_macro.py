@@ -360,6 +360,81 @@ def test_cli_macro_train_refuses_tracks_without_box_or_field_of_view(tmp_path, c
     assert code == 2 and len(err) == 1 and "no periodic box" in err[0]
 
 
+def block_tables(tmp_path, n_tables, frames=4, n=100, box=True):
+    """``n_tables`` small periodic systems (tracks tables, frames 0..frames-1 one frame
+    apart), each a different relaxed liquid with 0.3 px noise per frame."""
+    return [tracks_file(tmp_path / f"b{k}.parquet", frames=frames, n=n, seed=10 + k, box=box)
+            for k in range(n_tables)]
+
+
+def test_cli_macro_train_block_states(tmp_path):
+    """`macro train --states block` fits the SDE on block states of the --init tables: the
+    SDE describes K small boxes (area K x the box's, lambda = K), starts from the tables'
+    mean psi6 at their first frame (computed here independently), and is fitted on
+    (T - 1) x sets x K increments."""
+    import pandas as pd
+
+    from colloidcg.cli import main
+    from colloidcg.outputs import read_table
+    tabs = block_tables(tmp_path, 5)
+    box = tabs[0][1]
+    model = model_folder(tmp_path / "model", box=box.tolist())
+    out = tmp_path / "macro"
+    assert main(["macro", "train", str(model), "--init", *[str(t) for t, _ in tabs], "-o", str(out),
+                 "--states", "block", "--factor", "4", "--steps", "1", "--block-sets", "6"]) == 0
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["states"] == "block" and rep["systems"] == 5 and rep["frames"] == [0, 1, 2, 3]
+    assert rep["n_patches_K"] == pytest.approx(4.0) and rep["lambda"] == pytest.approx(4.0)
+    assert rep["fit"]["n_increments"] == 3 * 6 * 4
+    assert [r["lambda"] for r in rep["lambda_sweep"]] == ["1", "K/4", "K/2", "K", "2K"]
+    assert not (out / "patch_curve.png").exists() and (out / "increments.png").is_file()
+    sde = load_sde(out)
+    assert sde.config.tile_area_px2 == pytest.approx(box[0] * box[1])
+    assert sde.config.area_px2 == pytest.approx(4 * box[0] * box[1])
+    first = []
+    for t, _ in tabs:
+        df, _ = read_table(t)
+        g = df[df["frame"] == 0]
+        st = MicroState(np.mod(g[["x", "y"]].to_numpy(float), box), None, box, g["particle"].to_numpy(), None, None)
+        first.append(whole(st, ["psi6"])[0])
+    assert sde.config.z0[0] == pytest.approx(float(np.mean(first)), abs=1e-12)
+    table = tmp_path / "m.parquet"
+    assert main(["macro", "simulate", str(out), "--factor", "16", "--steps", "3", "--runs", "2",
+                 "-o", str(table)]) == 0
+    df, meta = read_table(table)
+    assert meta["parameters"]["covariance_scale"] == pytest.approx(0.25)      # fitted for 4 boxes, run at 16
+    assert isinstance(df, pd.DataFrame) and len(df) == 2 * 4
+
+
+@pytest.mark.parametrize("states, n_tables, extra, message", [
+    ("blocks", 4, [], "--states: expected 'upsampled' or 'block'"),
+    ("block", 3, [], "need at least 4 small systems"),
+    ("block", 4, ["--patch", "40"], "--patch: applies to --states upsampled only"),
+    ("block", 4, ["--n-closure", "2"], "--n-closure: applies to --states upsampled only"),
+    ("block", 4, ["--steps", "9"], "--steps: no frame 0 + 9"),
+    ("upsampled", 2, [], "--init: --states upsampled takes one tracks table"),
+])
+def test_cli_macro_train_block_state_refusals(tmp_path, capsys, states, n_tables, extra, message):
+    from colloidcg.cli import main
+    tabs = block_tables(tmp_path, n_tables, frames=2)
+    model = model_folder(tmp_path / "model", box=tabs[0][1].tolist())
+    code = main(["macro", "train", str(model), "--init", *[str(t) for t, _ in tabs], "-o", str(tmp_path / "o"),
+                 "--states", states, "--factor", "4", "--steps", "1"] + extra)
+    err = [ln for ln in capsys.readouterr().err.replace("\r", "\n").splitlines() if "error:" in ln]
+    assert code == 2 and len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_macro_train_block_states_need_a_periodic_box(tmp_path, capsys):
+    from colloidcg.cli import main
+    tabs = block_tables(tmp_path, 4, frames=2, box=False)
+    model = model_folder(tmp_path / "model")
+    code = main(["macro", "train", str(model), "--init", *[str(t) for t, _ in tabs], "-o", str(tmp_path / "o"),
+                 "--states", "block", "--factor", "4", "--steps", "1"])
+    err = [ln for ln in capsys.readouterr().err.replace("\r", "\n").splitlines() if "error:" in ln]
+    assert code == 2 and len(err) == 1 and "no periodic box" in err[0] and "block states" in err[0]
+
+
 def test_cli_macro_simulate_refusals(tmp_path, capsys):
     from colloidcg.cli import main
     assert main(["macro", "simulate", str(tmp_path), "--factor", "4", "--steps", "3",

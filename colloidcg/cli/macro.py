@@ -27,34 +27,49 @@ def add_parser(subparsers) -> None:
 
     t = sub.add_parser("train", help="upsample, partial evolution, closure encoder and SDE fit",
                        formatter_class=DefaultsHelpFormatter,
-                       description="Upsample snapshots of the input tracks by --factor, evolve random patches "
-                                   "of side --patch (a frozen halo of twice the interaction range around "
-                                   "each) by --steps frames with the model, and fit the SDE to the "
-                                   "increments z1 = z(x0) + z_I(x1) - z_I(x0), covariance scaled by lambda "
-                                   "(default K, the patch count). Writes MACRO_DIR: sde.json + sde.pt "
-                                   "(the SDE), closure.json + closure.pt (the closure encoder, when "
-                                   "--n-closure > 0), report.json and plots.")
+                       description="Upsampled states (default): upsample snapshots of the input tracks by "
+                                   "--factor, evolve random patches of side --patch (a frozen halo of twice "
+                                   "the interaction range around each) by --steps frames with the model, and "
+                                   "fit the SDE to the increments z1 = z(x0) + z_I(x1) - z_I(x0), covariance "
+                                   "scaled by lambda (default K, the patch count). Block states (--states "
+                                   "block): K = --factor of the small periodic systems given with --init, "
+                                   "at the same frame, side by side; a patch is one of them, its step its own "
+                                   "next --steps frames (no upsampling, no seams, no simulation). Writes "
+                                   "MACRO_DIR: sde.json + sde.pt (the SDE), closure.json + closure.pt (the "
+                                   "closure encoder, when --n-closure > 0), report.json and plots.")
     t.add_argument("model", metavar="MODEL", help="model folder written by colloidcg train (or a bundle)")
-    t.add_argument("--init", required=True, metavar="TRACKS.parquet",
-                   help="small-system tracks (px, frames) whose frames are upsampled; periodic box from the "
-                        "sidecar or the model's calibration, else windows of the field of view")
+    t.add_argument("--init", required=True, nargs="+", metavar="TRACKS.parquet",
+                   help="small-system tracks (px, frames). Upsampled states: one table, whose frames are "
+                        "upsampled; periodic box from the sidecar or the model's calibration, else windows "
+                        "of the field of view. Block states: at least --factor tables, one small periodic "
+                        "system each (repeated experiments or quenches of the same age: the frame numbers "
+                        "are aligned), boxes of equal area")
+    t.add_argument("--states", default="upsampled", metavar="upsampled|block",
+                   help="the large states the increments start from: 'upsampled' (tiles of the input, "
+                        "seams relaxed with the model, patches evolved with the model) or 'block' (K small "
+                        "periodic systems side by side, uncoupled, each evolved by its own data; describes a "
+                        "large system whose correlations stay within the small box, docs/scaling.md)")
+    t.add_argument("--block-sets", type=int, default=8, metavar="N", dest="block_sets",
+                   help="block states drawn per macro step (--states block)")
     t.add_argument("--factor", type=int, default=16, metavar="K",
                    help="area factor of the upsampled snapshots: a square (2D) or cube (3D)")
     t.add_argument("--snapshots", type=int, default=8, metavar="N",
-                   help="input frames upsampled, evenly spaced over the table")
+                   help="input frames upsampled, evenly spaced over the table (--states upsampled)")
     t.add_argument("--steps", type=int, default=10, metavar="F", help="frames per macroscopic step")
     t.add_argument("--patch", type=float, default=None, metavar="L",
                    help="patch side, px (default: the tile's side, so K = --factor); at least twice the "
-                        "model's interaction range")
+                        "model's interaction range (--states upsampled)")
     t.add_argument("--buffer", type=float, default=None, metavar="PX",
                    help="mobile layer between each patch and its frozen halo, px (default: the model's "
-                        "interaction range; 0: none); it shrinks the frozen halo's bias on the increments")
-    t.add_argument("--patches", type=int, default=4, metavar="P", help="patches evolved per snapshot")
+                        "interaction range; 0: none); it shrinks the frozen halo's bias on the increments "
+                        "(--states upsampled)")
+    t.add_argument("--patches", type=int, default=None, metavar="P",
+                   help="patches evolved per snapshot (--states upsampled; default 4)")
     t.add_argument("--observables", default="psi6", metavar="NAMES",
                    help="comma-separated: psi6, ordered_fraction, psi6_coherence, mean_S (evolved); area_fraction "
                         "(a constant label, recorded, not evolved)")
     t.add_argument("--n-closure", type=int, default=0, metavar="N", dest="n_closure",
-                   help="learned closure variables")
+                   help="learned closure variables (--states upsampled)")
     t.add_argument("--lambda", default="auto", dest="lam", metavar="auto|X",
                    help="covariance scale of a patch increment: auto = K, the patch count")
     t.add_argument("--no-patch-curve", action="store_true", dest="no_patch_curve",
@@ -130,8 +145,21 @@ def run_train(args: argparse.Namespace) -> int:
     from ..scaling.observables import check_names, labels as label_values
     from ..scaling.simulators import ModelSimulator
 
+    if args.states not in ("upsampled", "block"):
+        raise ParameterError(f"--states: expected 'upsampled' or 'block', got {args.states!r}")
+    if args.states == "block":
+        for flag, v in (("--patch", args.patch), ("--buffer", args.buffer), ("--patches", args.patches),
+                        ("--n-closure", args.n_closure or None)):
+            if v is not None:
+                raise ParameterError(f"{flag}: applies to --states upsampled only (block states have no patches "
+                                     "cut from a large system)")
+    elif len(args.init) != 1:
+        raise ParameterError(f"--init: --states upsampled takes one tracks table, got {len(args.init)} "
+                             "(several small systems of the same age: --states block)")
+    if args.patches is None:
+        args.patches = 4
     for flag, v, lo in (("--snapshots", args.snapshots, 1), ("--steps", args.steps, 1), ("--patches", args.patches, 1),
-                        ("--n-closure", args.n_closure, 0), ("--seed", args.seed, 0)):
+                        ("--n-closure", args.n_closure, 0), ("--seed", args.seed, 0), ("--block-sets", args.block_sets, 1)):
         if v < lo:
             raise ParameterError(f"{flag}: must be >= {lo}, got {v}")
     if args.lam != "auto":
@@ -146,6 +174,8 @@ def run_train(args: argparse.Namespace) -> int:
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     dev = torch_device(args.device)
     out = Path(args.output)
+    if args.states == "block":
+        return _train_block(args, lam, dev, out)
     names = REPORT_FILES + (CLOSURE_FILES if args.n_closure else [])
     with output_folder(out, names, args.overwrite, option=f"-o {out}") as tx:
         model, cfg = load_model(args.model, device=dev)
@@ -157,7 +187,7 @@ def run_train(args: argparse.Namespace) -> int:
             raise ParameterError(f"--{exc}") from None
         size_col = model.config.size_column or None
         obs, labs = check_names(args.observables.split(","), dim, has_S=True, has_size=bool(size_col))
-        tracks, meta = read_table(args.init, required=["frame", "particle", "x", "y"])
+        tracks, meta = read_table(args.init[0], required=["frame", "particle", "x", "y"])
         sim = ModelSimulator(model, cfg, device=dev)
         if args.patch is not None and args.patch < 2 * sim.interaction_range:
             raise ParameterError(f"--patch: {args.patch:g} px is smaller than twice the model's interaction "
@@ -168,7 +198,7 @@ def run_train(args: argparse.Namespace) -> int:
         snaps, up_params = [], None
         for i, f in enumerate(tqdm(pick, desc="upsampling", unit="snapshot")):
             up = upsample(model, cfg, tracks, meta, factor=args.factor, frame=int(f), samples=1,
-                          seed=args.seed + i, name=str(args.init))
+                          seed=args.seed + i, name=str(args.init[0]))
             snaps += _states(up, size_col, dim)
             up_params = up.parameters
         tile = np.asarray(up_params["tile_px"], float)
@@ -187,7 +217,7 @@ def run_train(args: argparse.Namespace) -> int:
         if res.encoder.closure is not None:
             res.encoder.closure.save(folder)
         K = res.n_patches
-        report = {"model": str(args.model), "init": str(args.init), "factor": args.factor,
+        report = {"model": str(args.model), "init": str(args.init[0]), "states": "upsampled", "factor": args.factor,
                   "snapshot_frames": [int(f) for f in pick], "observables": obs, "labels": labels,
                   "n_closure": args.n_closure, "upsampling": {k: up_params[k] for k in ("tile", "tile_px", "side_steps")},
                   **res.report, "closure_training": res.closure_report}
@@ -232,6 +262,115 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _block_trajectories(args, model_config, size_col, dim, sim):
+    """The --init tables as small periodic systems: (trajectories, frames, box). Each
+    table's frames f0, f0 + steps, ... (f0 the first frame all tables share, as long as all
+    have it), positions wrapped into its periodic box, prepared by the model's simulator."""
+    import numpy as np
+
+    from ..data import meta_box
+    from ..errors import ParameterError
+    from ..outputs import read_table
+    from ..scaling.simulators import MicroState
+
+    cal_box = (model_config.get("calibration", {}) or {}).get("box_px")
+    names = ["x", "y", "z"][:dim]
+    tables, boxes = [], []
+    for path in args.init:
+        tracks, meta = read_table(path, required=["frame", "particle"] + names)
+        if size_col and size_col not in tracks.columns:
+            raise ParameterError(f"{path}: the model was trained with per-particle sizes (column {size_col!r}) "
+                                 "but the tracks have no such column")
+        box = meta_box(meta)
+        box = cal_box if box is None else box
+        if box is None:
+            raise ParameterError(f"{path}: no periodic box (sidecar meta.box_px or model calibration box_px); "
+                                 "block states need periodic small systems")
+        box = np.asarray(box, float).reshape(-1)
+        if len(box) != dim:
+            raise ParameterError(f"{path}: the periodic box {box.tolist()} has {len(box)} sides for {dim}D tracks")
+        if not np.isfinite(tracks[names].to_numpy(float)).all():
+            raise ParameterError(f"{path}: NaN or infinite positions; drop or fill them first")
+        tables.append({int(f): g for f, g in tracks.groupby("frame", sort=True)})
+        boxes.append(box)
+    areas = np.array([np.prod(b) for b in boxes])
+    if not np.allclose(areas, areas[0], rtol=1e-6):
+        raise ParameterError(f"--init: block states need small boxes of one area, got "
+                             f"{sorted(set(np.round(areas, 3).tolist()))} px^2")
+    common = sorted(set.intersection(*(set(t) for t in tables)))
+    if not common:
+        raise ParameterError("--init: the tables share no frame number (block states pair systems of the same age)")
+    frames = [common[0]]
+    while frames[-1] + args.steps in set(common):
+        frames.append(frames[-1] + args.steps)
+    if len(frames) < 2:
+        raise ParameterError(f"--steps: no frame {common[0]} + {args.steps} in every table; block states need "
+                             "frames one macro step apart")
+    trajs = []
+    for t, box in zip(tables, boxes):
+        traj = []
+        for f in frames:
+            g = t[f]
+            traj.append(sim.prepare(MicroState(np.mod(g[names].to_numpy(float), box),
+                                               g[size_col].to_numpy(float) if size_col else None, box,
+                                               g["particle"].to_numpy(np.int64), None, None)))
+        trajs.append(traj)
+    return trajs, frames, boxes[0]
+
+
+def _train_block(args, lam, dev, out) -> int:
+    """``macro train --states block``: the SDE fitted on block states of the --init tables."""
+    from ..errors import ParameterError
+    from ..export import load_model
+    from ..outputs import atomic_write_json, output_folder
+    from ..scaling import side_steps
+    from ..scaling.macro import fit_sde, learn_block, trajectory_increments
+    from ..scaling.observables import check_names, labels as label_values
+    from ..scaling.simulators import ModelSimulator
+
+    names = [n for n in REPORT_FILES if n != "patch_curve.png"]
+    with output_folder(out, names, args.overwrite, option=f"-o {out}") as tx:
+        model, cfg = load_model(args.model, device=dev)
+        model = model.double()
+        dim = int(model.config.dim)
+        try:
+            side_steps(args.factor, dim)
+        except ParameterError as exc:
+            raise ParameterError(f"--{exc}") from None
+        if len(args.init) < args.factor:
+            raise ParameterError(f"--init: block states of K = --factor {args.factor} need at least {args.factor} "
+                                 f"small systems (one tracks table each), got {len(args.init)}")
+        size_col = model.config.size_column or None
+        obs, labs = check_names(args.observables.split(","), dim, has_S=True, has_size=bool(size_col))
+        sim = ModelSimulator(model, cfg, device=dev)
+        trajs, frames, box = _block_trajectories(args, cfg, size_col, dim, sim)
+        labels = label_values(trajs[0][0], labs)
+        res = learn_block(trajs, steps=args.steps, observables=obs, blocks=args.factor, lam=lam,
+                          sets_per_step=args.block_sets, labels=labels, seed=args.seed, progress=True)
+        folder = tx.path("sde.json").parent
+        res.sde.save(folder)
+        K = res.n_patches
+        report = {"model": str(args.model), "init": [str(p) for p in args.init], "factor": args.factor,
+                  "frames": [int(f) for f in frames], "box_px": box.tolist(), "observables": obs,
+                  "labels": labels, **res.report}
+        # lambda sweep against the small systems' own increments (factor 1)
+        sz0, sz1 = trajectory_increments(res.encoder, trajs)
+        sweep = []
+        if len(sz0) >= 10:
+            for name, lv in (("1", 1.0), ("K/4", K / 4), ("K/2", K / 2), ("K", K), ("2K", 2 * K)):
+                sde_l, _ = fit_sde(res.z0, res.z1, dt=args.steps, names=res.encoder.names, lam=lv,
+                                   area_px2=res.report["area_px2"], tile_area_px2=res.report["tile_area_px2"],
+                                   seed=args.seed)
+                sweep.append({"lambda": name, "value": lv, **_variance_check(sde_l, sz0, sz1, args.steps)})
+        report["lambda_sweep"] = sweep or "needs >= 10 whole-system increments of the small systems"
+        report["patch_curve"] = "block states: no patches cut from a large system"
+        atomic_write_json(tx.path("report.json"), report)
+        _plots(tx, res, report)
+    print(f"macro SDE of {', '.join(res.encoder.names)} from {len(res.z0)} block-state increments "
+          f"({len(trajs)} small systems, K = {K:.3g}, lambda = {res.lam:.3g}): {out}")
+    return 0
+
+
 def _variance_check(sde, z0, z1, steps) -> dict:
     """The SDE's predicted increment variance for the small system (factor 1), first
     variable, against the observed variance of the small input's own increments about
@@ -263,7 +402,8 @@ def _plots(tx, res, report) -> None:
         mu = res.sde.drift(torch.as_tensor(res.z0)).numpy() * res.sde.dt
     for k, ax in enumerate(axes[0]):
         dz = res.z1[:, k] - res.z0[:, k]
-        ax.scatter(res.z0[:, k], dz, s=5, alpha=0.4, label="partial increments")
+        ax.scatter(res.z0[:, k], dz, s=5, alpha=0.4,
+                   label="block-state increments" if res.report.get("states") == "block" else "partial increments")
         order = np.argsort(res.z0[:, k])
         ax.plot(res.z0[order, k], mu[order, k], "k.", ms=3, label="mu(z0) dt")
         ax.set_xlabel(res.encoder.names[k])
@@ -285,6 +425,8 @@ def _plots(tx, res, report) -> None:
     fig.tight_layout()
     fig.savefig(tx.path("lambda_sweep.png"), dpi=100)
     plt.close(fig)
+    if not isinstance(report["patch_curve"], list):
+        return
     fig, ax = plt.subplots(figsize=(4.5, 3.8))
     rows = report["patch_curve"]
     key = "ratio" if all("ratio" in r for r in rows) else "val_nll"

@@ -11,12 +11,13 @@ macroscopic stochastic dynamics").
   snapshot advanced by one macroscopic step with their surroundings frozen as a halo.
 - :mod:`.observables`, :mod:`.closure`, :mod:`.macro`: additive observables, learned
   closure variables and the macroscopic SDE (:func:`learn_macro`, :class:`MacroSDE`;
-  :func:`block_increments`, its increments from block states of small periodic systems).
+  :func:`block_increments`, its increments from block states of small periodic systems,
+  and :func:`learn_block`, the SDE fitted on them).
 
 See docs/scaling.md for the method, the references and what was measured.
 """
 
-from .macro import MacroLearned, MacroSDE, SDEConfig, block_increments, fit_sde, learn_macro, load_sde
+from .macro import MacroLearned, MacroSDE, SDEConfig, block_increments, fit_sde, learn_block, learn_macro, load_sde
 from .partial import PatchStep, full_step, partial_evolution
 from .simulators import MicroSimulator, MicroState, ModelSimulator, SoftDiskSimulator
 from .upsample import (ClosestApproach, Configuration, Upsampled, closest_approach, separate, side_steps,
@@ -25,5 +26,5 @@ from .upsample import (ClosestApproach, Configuration, Upsampled, closest_approa
 __all__ = ["ClosestApproach", "Configuration", "MacroLearned", "MacroSDE", "MicroSimulator", "MicroState",
            "ModelSimulator", "PatchStep", "SDEConfig", "SoftDiskSimulator", "Upsampled", "block_increments",
            "closest_approach",
-           "fit_sde", "full_step", "learn_macro", "load_sde", "partial_evolution", "separate", "side_steps",
+           "fit_sde", "full_step", "learn_block", "learn_macro", "load_sde", "partial_evolution", "separate", "side_steps",
            "tile_configurations", "upsample"]

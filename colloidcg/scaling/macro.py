@@ -31,7 +31,7 @@ import torch
 from ..errors import ColloidcgError, ParameterError
 
 __all__ = ["MacroSDE", "SDEConfig", "FitReport", "Encoder", "fit_sde", "load_sde", "gaussian_nll", "partial_increments",
-           "trajectory_increments", "block_increments", "block_pairs", "learn_macro", "MacroLearned"]
+           "trajectory_increments", "block_increments", "block_pairs", "learn_macro", "learn_block", "MacroLearned"]
 
 #: Files of a saved SDE inside its folder.
 CONFIG_FILE = "sde.json"
@@ -549,3 +549,46 @@ def learn_macro(simulator, snapshots, *, patch: float, steps: int, observables, 
               "snapshots": len(prepared), "patches": len(patch_steps), "area_px2": area,
               "tile_area_px2": sde.config.tile_area_px2, "variables": enc.names, "fit": asdict(fit)}
     return MacroLearned(sde, enc, z0, z1, K, lam_v, report, closure_report)
+
+
+def learn_block(trajectories, *, steps: int, observables, blocks: int, lam: float | str = "auto",
+                sets_per_step: int = 8, labels: dict | None = None, seed: int = 0, iterations: int = 300,
+                progress: bool = False) -> MacroLearned:
+    """The SDE fitted on block states (:func:`block_increments`) of small periodic systems.
+
+    trajectories : one list per small system of periodic MicroStates ``steps`` frames
+        apart, all systems at the same times (the same age: repeated experiments or
+        quenches), all in boxes of one area; at least ``blocks`` systems, so that a block
+        state is the mean of K different systems.
+    steps : frames per macro step; observables : names (:mod:`.observables`);
+    blocks : K, the block state's area over the small box's (the large system's factor);
+    lam : 'auto' (= K) or a number; sets_per_step : block states drawn per macro step.
+    The SDE describes a system of K small boxes (area_px2 = K x the box's area,
+    tile_area_px2 = the box's area) and starts by default from the systems' mean z at the
+    first time. Returns a :class:`MacroLearned` (n_patches = K, no closure).
+    """
+    trajectories = [list(t) for t in trajectories]
+    _check_blocks(blocks, sets_per_step)
+    K = int(blocks)
+    if len(trajectories) < K:
+        raise ParameterError(f"trajectories: a block state of K = {K} needs at least {K} small systems, "
+                             f"got {len(trajectories)}")
+    areas = np.array([float(np.prod(np.asarray(t[0].box, float))) if t else 0.0 for t in trajectories])
+    if not np.all(areas > 0) or not np.allclose(areas, areas[0], rtol=1e-6):
+        raise ParameterError("trajectories: every small system needs a periodic box of the same area, got "
+                             f"{sorted(set(np.round(areas, 3).tolist()))} px^2")
+    enc = Encoder(observables)
+    z0, z1 = block_increments(enc, trajectories, blocks=K, sets_per_step=int(sets_per_step), seed=int(seed))
+    tile_area = float(areas[0])
+    lam_v = float(K) if lam == "auto" else float(lam)
+    first = [t[0] for t in trajectories]
+    w = np.array([len(s.pos) for s in first], float)
+    z_start = (w[:, None] * np.array([enc.whole(s) for s in first])).sum(0) / w.sum()
+    sde, fit = fit_sde(z0, z1, dt=float(steps), names=enc.names, lam=lam_v, area_px2=K * tile_area,
+                       tile_area_px2=tile_area, start=z_start, labels=labels, seed=int(seed), iterations=iterations,
+                       progress=progress)
+    report = {"states": "block", "systems": len(trajectories), "n_patches_K": float(K), "lambda": lam_v,
+              "steps_frames": int(steps), "macro_steps": len(trajectories[0]) - 1,
+              "block_sets_per_step": int(sets_per_step), "area_px2": K * tile_area, "tile_area_px2": tile_area,
+              "variables": enc.names, "fit": asdict(fit)}
+    return MacroLearned(sde, enc, z0, z1, float(K), lam_v, report, None)
