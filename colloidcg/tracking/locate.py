@@ -49,7 +49,12 @@ REFINE_OPTIONS = dict(n_sweeps=1, stage1_sweeps=2, n_newton=2, stage2_newton=1, 
 #: bidisperse analogue of tests/test_tracking_robust.py). There the fit runs longer and
 #: the background and the spots are refitted in turn: on that analogue, from positions
 #: 0.5 px off, RMS 0.26 px with REFINE_OPTIONS, 0.18 px with these at twice the time
-#: (0.16 px at four times: not worth it).
+#: (0.16 px at four times: not worth it). Most of what was left came from the free width
+#: of every spot and from spots the fit never had (a partner merged into one detection, a
+#: spot centred outside the frame): with each population's width held
+#: (``shared_widths``, :func:`colloidcg.tracking.refine.refine_jointly`) and the missed
+#: spots found in that fit's residual, 0.12-0.17 px over three realisations (was
+#: 0.15-0.36) at about 2.5 times the time of the crowded fit without it.
 CROWDED_SIGMAS = 3.2
 #: A fit whose position error (ep) is this many times the frame's median has failed
 #: (a spot far from Gaussian, e.g. a few percent of ring-shaped bright-field spots, with
@@ -63,7 +68,7 @@ CROWDED_SIGMAS = 3.2
 FAILED_FIT_EP = 2.5
 FAILED_FIT_MAX_SHIFT = 2.0   # px
 CROWDED_OPTIONS = dict(n_sweeps=2, stage1_sweeps=4, n_newton=2, stage2_newton=2, tol=1e-3,
-                       background_passes=5)
+                       background_passes=5, shared_widths=True)
 #: A spot within two diameters of one this many times more massive is dropped as a
 #: satellite (the bright halo of a bright-field ring); neighbouring particles differ by
 #: far less.
@@ -397,7 +402,10 @@ def _locate_refined(img: np.ndarray, diameter, separation, minmass: float) -> pd
     # cuts it); then the duplicate and satellite rules
     ok = r["converged"] & (rx >= -0.5) & (rx < w - 0.5) & (ry >= -0.5) & (ry < h - 0.5)
     ok &= full >= minmass
-    ok[ok] = _thin(rx[ok], ry[ok], mass[ok], full[ok], sep, 2.0 * d, SATELLITE_RATIO)
+    # in a crowd a heavily overlapping pair sums to several times one spot's band-passed
+    # mass: there a satellite must also be that much fainter in its own fitted light
+    own = r["amplitude"][ok] if crowded else None
+    ok[ok] = _thin(rx[ok], ry[ok], mass[ok], full[ok], sep, 2.0 * d, SATELLITE_RATIO, own)
     sel = np.flatnonzero(ok)
     rx, ry, s, ep = rx[sel], ry[sel], r["sigma"][sel], r["ep"][sel]
     failed = np.zeros(len(ep), bool)
@@ -544,11 +552,12 @@ def _centroids(bp, xs, ys, radius):
     return ox, oy
 
 
-def _thin(x, y, mass, full, separation, reach, ratio) -> np.ndarray:
+def _thin(x, y, mass, full, separation, reach, ratio, own=None) -> np.ndarray:
     """Which spots to keep: of spots closer than ``separation`` only the most massive
     (greedy, as trackpy's ``where_close``); no spot within ``reach`` px of one at least
     ``ratio`` times as massive (by the border-scaled ``full`` mass): the bright halo and
-    side lobes of ring-shaped (bright-field) particles."""
+    side lobes of ring-shaped (bright-field) particles. With ``own`` (N,), e.g. the
+    fitted amplitudes, such a spot must also be ``ratio`` times fainter by ``own``."""
     from ..neighbours import Tree
 
     keep = np.ones(len(x), bool)
@@ -558,7 +567,11 @@ def _thin(x, y, mass, full, separation, reach, ratio) -> np.ndarray:
     faint = np.flatnonzero(full * ratio <= full.max())   # only these can be satellites
     if len(faint):
         for i, nb in zip(faint, tree.within(reach, query=np.c_[x[faint], y[faint]])):
-            keep[i] = not np.any(full[nb] >= ratio * full[i])
+            nb = np.asarray(nb, dtype=np.int64)
+            big = full[nb] >= ratio * full[i]
+            if own is not None:
+                big &= own[nb] >= ratio * own[i]
+            keep[i] = not np.any(big)
     pairs = tree.pairs(separation)
     keep &= ~_greedy_drop(pairs, mass, len(x))
     return keep

@@ -302,7 +302,7 @@ def _radial(knots, knot_px, r):
 @njit(cache=True)
 def _gs_sweep(img, canvas, params, cache_x, cache_y, cache_w, order, free, n_newton,
               fit_k, render_k, s_min, s_max, max_shift, tol, stats, active, next_active,
-              nbr_ptr, nbr_idx, last, knots, knot_px, pw, ppos):
+              nbr_ptr, nbr_idx, last, dry, knots, knot_px, pw, ppos):
     """One Gauss-Seidel sweep: refit each active spot in ``order`` against img - (others).
 
     ``canvas`` holds the model of all spots and is updated after each spot, so the next
@@ -320,6 +320,10 @@ def _gs_sweep(img, canvas, params, cache_x, cache_y, cache_w, order, free, n_new
     :mod:`colloidcg.tracking.psf`) ``img`` is the frame less every spot's profile (spot i
     at ``ppos[i, :2]``, stretched by ``ppos[i, 2]``, times ``pw[i]``), and each spot's own profile is added back to its
     target: a spot is fitted against its neighbours' whole light, its own as it is.
+    With ``dry`` nothing is updated: each spot is fitted against the model as it stands
+    (``params[i]`` may hold trial values; the cache holds what the canvas holds) and
+    only ``stats`` is written (``stats[i, 0]``: residual variance per pixel after
+    ``n_newton`` steps).
     Returns the number of spots refitted.
     """
     ny, nx = img.shape
@@ -529,6 +533,8 @@ def _gs_sweep(img, canvas, params, cache_x, cache_y, cache_w, order, free, n_new
         if d2 > max_shift * max_shift:
             continue
         done += 1
+        if dry:
+            continue
         if last:
             # eccentricity from the target's moments, weighted by the fitted profile
             _profile(cu, w, p[0], p[3], nx, X[0], X[1], X[2], X[3], X[4])
@@ -626,7 +632,7 @@ def _sweeps(img, model, free, n_sweeps, n_newton, sigma, tol, stats, fit_k=None,
         nxt = np.zeros(n, np.uint8)
         _gs_sweep(img, model.canvas, params, model.cache_x, model.cache_y, model.cache_w,
                   order, free, n_newton if k == 0 else 1, fit_k, RENDER_HALF_WIDTH,
-                  0.4 * sigma, s_max, float(sigma), tol, stats, active, nxt, ptr, idx, 0,
+                  0.4 * sigma, s_max, float(sigma), tol, stats, active, nxt, ptr, idx, 0, 0,
                   *profile)
         done += 1
         order = order[::-1].copy()   # symmetric Gauss-Seidel: alternate direction
@@ -638,9 +644,100 @@ def _sweeps(img, model, free, n_sweeps, n_newton, sigma, tol, stats, fit_k=None,
         _gs_sweep(img, model.canvas, params, model.cache_x, model.cache_y, model.cache_w,
                   order, free, n_newton if done == 0 else 1, fit_k, RENDER_HALF_WIDTH,
                   0.4 * sigma, s_max, float(sigma), tol, stats, np.ones(n, np.uint8),
-                  np.zeros(n, np.uint8), ptr, idx, 1, *profile)
+                  np.zeros(n, np.uint8), ptr, idx, 1, 0, *profile)
         done += 1
     return done
+
+
+# ------------------------------------------------------------------ shared widths
+#: Most particle populations (distinct spot widths) one frame is split into.
+MAX_POPULATIONS = 3
+#: Two groups of fitted widths are separate populations when their medians differ by more
+#: than this many robust standard deviations of log width within the groups ...
+POPULATION_SEPARATION = 4.0
+#: ... and by more than this fraction (widths within 8 % are one population).
+POPULATION_MIN_RATIO = 1.08
+#: ... and the smaller group holds at least this share of the spots.
+POPULATION_MIN_SHARE = 0.05
+#: Half-width, in the widest population's sigmas, of the window in which the widths are
+#: compared spot by spot (the same window for every candidate width).
+CHOICE_HALF_WIDTH = 2.0
+
+
+def width_populations(sigma: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Group fitted spot widths into populations (particle sizes).
+
+    Widths (N,) px are split on log scale by k-means for k = 1 .. MAX_POPULATIONS; the
+    largest k is kept whose neighbouring groups all differ by more than
+    POPULATION_SEPARATION robust standard deviations (1.4826 x the median absolute
+    deviation of log width within the groups) and by POPULATION_MIN_RATIO, each group
+    holding at least POPULATION_MIN_SHARE of the spots. Returns the populations' widths
+    (K,) px (each group's median, ascending) and every spot's population (N,) int.
+    """
+    s = np.asarray(sigma, dtype=np.float64)
+    good = np.isfinite(s) & (s > 0)
+    if good.sum() < 10:
+        w = float(np.median(s[good])) if good.any() else 1.0
+        return np.array([w]), np.zeros(len(s), np.int64)
+    ls = np.log(s[good])
+    best = (np.array([np.median(ls)]), np.zeros(len(ls), np.int64))
+    for k in range(2, MAX_POPULATIONS + 1):
+        centres = np.quantile(ls, (np.arange(k) + 0.5) / k)
+        for _ in range(50):   # Lloyd's iterations in 1D
+            lab = np.argmin(np.abs(ls[:, None] - centres[None, :]), axis=1)
+            new = np.array([np.median(ls[lab == q]) if np.any(lab == q) else centres[q]
+                            for q in range(k)])
+            if np.allclose(new, centres):
+                break
+            centres = new
+        lab = np.argmin(np.abs(ls[:, None] - centres[None, :]), axis=1)
+        share = np.bincount(lab, minlength=k) / len(ls)
+        if share.min() < POPULATION_MIN_SHARE:
+            break
+        spread = 1.4826 * np.median(np.abs(ls - centres[lab]))
+        gaps = np.diff(np.sort(centres))
+        if spread <= 0 or gaps.min() < max(POPULATION_SEPARATION * spread,
+                                           np.log(POPULATION_MIN_RATIO)):
+            break
+        best = (centres, lab)
+    centres, lab = best
+    order = np.argsort(centres)
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    labels = np.zeros(len(s), np.int64)
+    labels[good] = rank[lab]
+    # a spot without a usable width joins the most common population
+    labels[~good] = np.bincount(rank[lab]).argmax()
+    widths = np.exp(np.sort(centres))
+    return widths, labels
+
+
+def _choose_widths(img, model, widths, labels, sigma):
+    """Each spot's population by the residual of its own fit with each width.
+
+    Every spot is fitted (x, y, amplitude; 3 Gauss-Newton steps) against the model of
+    all other spots, once with each population's width, in the same window of
+    CHOICE_HALF_WIDTH widest sigmas; it takes the width with the least residual. Spots
+    whose fit cannot be made (rendered window too small) keep ``labels``.
+    """
+    n, k = len(model.params), len(widths)
+    rss = np.full((n, k), np.inf)
+    half = math.ceil(CHOICE_HALF_WIDTH * float(widths.max()))
+    free = np.array([1, 1, 1, 0, 0, 0, 0], np.int64)
+    dummy = np.zeros(n + 1, np.int64)
+    for q, wq in enumerate(widths):
+        trial = model.params.copy()
+        trial[:, 3] = wq
+        stats = np.full((n, 4), np.nan)
+        _gs_sweep(img, model.canvas, trial, model.cache_x, model.cache_y, model.cache_w,
+                  np.arange(n), free, 3, (half - 0.5) / wq, RENDER_HALF_WIDTH, 0.4 * sigma,
+                  2.5 * sigma, float(sigma), 1e-4, stats, np.ones(n, np.uint8),
+                  np.zeros(n, np.uint8), dummy, dummy, 0, 1, *_NO_PROFILE)
+        rss[:, q] = np.where(np.isfinite(stats[:, 0]), stats[:, 0], np.inf)
+    out = np.argmin(rss, axis=1)
+    keep = ~np.isfinite(rss).all(axis=1)
+    out[keep] = labels[keep]
+    return out
 
 
 # ------------------------------------------------------------------ background
@@ -760,13 +857,80 @@ def find_missed(residual: np.ndarray, x: np.ndarray, y: np.ndarray, sigma: float
     return px, py
 
 
+# ------------------------------------------------------------------ shared-width stage
+#: Rounds of the shared-width stage (populations, refit, missed spots).
+SHARED_ROUNDS = 4
+#: Most sweeps per background pass in the shared-width stage.
+SHARED_SWEEPS = 10
+#: In the shared-width stage a residual peak above this fraction of the median spot peak,
+#: further than SHARED_MISSED_DISTANCE narrowest widths from every spot, is a missed spot
+#: (a partner merged into one detection, a spot centred outside the frame).
+SHARED_MISSED_THRESHOLD = 0.25
+SHARED_MISSED_DISTANCE = 1.5
+
+
+def _shared_width_stage(img, model, bg, sigma, block, tol, passes, add_missed, start, added):
+    """Populations' widths, refit with the widths held, missed spots; see refine_jointly.
+
+    Returns the model, background map, the final sweep's stats, start positions and the
+    ``added`` flags (both extended by the spots found here).
+    """
+    ny, nx = img.shape
+    fixed = (1, 1, 1, 0, 0, 0, 0)
+    sub = np.subtract(img, bg)
+    prev = None
+    for rnd in range(SHARED_ROUNDS):
+        if prev is None:
+            widths, labels = width_populations(model.params[:, 3])
+        if len(widths) > 1:   # (after the first round, with the held widths as they are)
+            labels = _choose_widths(sub, model, widths, labels, sigma)
+        if prev is not None and len(prev) == len(labels) and np.array_equal(prev, labels):
+            break
+        prev = labels
+        params = model.params.copy()
+        params[:, 3] = widths[labels]
+        model = _Model(img.shape, params)
+        n = len(params)
+        for k in range(passes):
+            if k:
+                bg = smooth_background(np.subtract(img, model.canvas), block)
+                np.subtract(img, bg, out=sub)
+            _sweeps(sub, model, fixed, SHARED_SWEEPS, 2, sigma, tol, np.zeros((n, 4)))
+        if not add_missed or rnd == SHARED_ROUNDS - 1:
+            continue
+        p = model.params
+        peak = np.median(p[:, 2] / (2 * np.pi * p[:, 3] ** 2))
+        w0 = float(widths[0])
+        mx, my = find_missed(np.subtract(sub, model.canvas), p[:, 0], p[:, 1], w0,
+                             SHARED_MISSED_THRESHOLD * peak, SHARED_MISSED_DISTANCE * w0)
+        if len(mx) == 0:
+            continue
+        cu = np.clip(np.rint(mx).astype(np.int64), 0, nx - 1)
+        cv = np.clip(np.rint(my).astype(np.int64), 0, ny - 1)
+        res = np.subtract(sub, model.canvas)
+        extra = np.zeros((len(mx), 7))
+        extra[:, 0], extra[:, 1], extra[:, 3] = mx, my, w0
+        extra[:, 2] = np.maximum(res[cv, cu], 1.0) * 2 * np.pi * w0 ** 2
+        model.add(extra)
+        start = np.vstack([start, extra[:, :2]])
+        added = np.r_[added, np.ones(len(mx), bool)]
+        # every width free again for a few sweeps: the new spots find theirs, and the
+        # populations are found again
+        _sweeps(sub, model, STAGE2_FREE, 4, 2, sigma, tol, np.zeros((len(model.params), 4)))
+        prev = None
+    stats = np.zeros((len(model.params), 4))
+    stats[:, 3] = np.nan
+    _sweeps(sub, model, fixed, 1, 1, sigma, tol, stats, final=True)
+    return model, bg, stats, start, added
+
+
 # ------------------------------------------------------------------ driver
 def refine_jointly(image: np.ndarray, x: np.ndarray, y: np.ndarray, sigma: float,
                    n_sweeps: int = 8, n_newton: int = 2, add_missed: bool = True,
                    tol: float = 1e-3, stage1_sweeps: int = 8,
                    stage2_newton: int = 2, background_passes: int = 1,
                    return_background: bool = False, profile=None,
-                   fit_sigma: bool = True) -> dict[str, np.ndarray]:
+                   fit_sigma: bool = True, shared_widths: bool = False) -> dict[str, np.ndarray]:
     """Refine spot centres by fitting all spots of a frame jointly.
 
     Parameters
@@ -801,6 +965,14 @@ def refine_jointly(image: np.ndarray, x: np.ndarray, y: np.ndarray, sigma: float
         target (it is fitted against its neighbours' whole light). No spots are added.
     fit_sigma : bool
         Fit each spot's width (else every spot keeps ``sigma``).
+    shared_widths : bool
+        After the second stage, group the fitted widths into populations
+        (:func:`width_populations`), give every spot its population's width (the one
+        that fits it best, :func:`_choose_widths`) and refit positions and amplitudes
+        with the widths held; look for missed spots in that fit's residual and repeat
+        (SHARED_ROUNDS times). Free widths per spot cost accuracy where spots overlap:
+        on the dense bidisperse analogue, from the true positions, 0.150 px with free
+        widths against 0.127 px with each population's width.
 
     Returns
     -------
@@ -830,6 +1002,7 @@ def refine_jointly(image: np.ndarray, x: np.ndarray, y: np.ndarray, sigma: float
         free1, free2 = free1[:3] + (0,) + free1[4:], free2[:3] + (0,) + free2[4:]
     w = int(np.ceil(FIT_HALF_WIDTH * sigma))
     n0 = len(x)
+    shared = shared_widths and fit_sigma and profile is None and n0 >= 10
     ny, nx = img.shape
     block = 2 * w + 1
 
@@ -873,7 +1046,11 @@ def refine_jointly(image: np.ndarray, x: np.ndarray, y: np.ndarray, sigma: float
             bg = smooth_background(np.subtract(img, model.canvas), block)
             np.subtract(img, bg, out=sub)
         _sweeps(sub, model, free2, n_sweeps, stage2_newton, sigma, tol, stats,
-                final=k == background_passes - 1, profile=prof)
+                final=k == background_passes - 1 and not shared, profile=prof)
+    if shared:
+        model, bg, stats, start, added = _shared_width_stage(
+            img, model, bg, sigma, block, tol, max(background_passes, 1), add_missed,
+            start, added)
     params = model.params
     moved = np.hypot(params[:, 0] - start[:, 0], params[:, 1] - start[:, 1])
     ecc = stats[:, 3]
