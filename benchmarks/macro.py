@@ -32,6 +32,7 @@ coarsen.
     python benchmarks/macro.py --stage block --small-seed 200   # block states on other quenches
     python benchmarks/macro.py --stage seams       # why upsampled snapshots mislead the SDE
     python benchmarks/macro.py --stage ensemble --fit-seeds 10 --small-seed 100   # bagged block SDE fits
+    python benchmarks/macro.py --stage video --video-seed 1   # the chain from a tracked video
 
 Prints markdown tables; writes plots and results.json into --out.
 """
@@ -239,6 +240,101 @@ def print_ensemble(ens, n_small, small_seed):
               + ", ".join(f"{a / b:.2f}" for a, b in zip(nv["bagged_groups_of_5"], r["bagged_groups_of_5"])))
 
 
+def stage_video(args, cache: Path, out: Path, truth, z_start, tile_area, small_states, enc):
+    """The chain from video (the path a user takes): a quench of N_SMALL visible particles
+    filmed in a window of a periodic sample 4x its area (the same soft disks, from uniformly
+    random positions), tracked, a model trained on the tracks, ``colloidcg macro train``
+    (upsampled 16x, patches evolved with the model, lambda = K) on its frames 0, DT, ...,
+    and the SDE run for 16x and 4x against the same direct runs and the same start as the
+    particle-truth chain. Returns the results dict."""
+    from colloidcg.scaling.macro import block_increments, fit_sde, load_sde, trajectory_increments
+    from colloidcg.scaling.video_chain import quench_video, run_chain
+    true_mean = truth[FACTOR].mean(0)
+    var_direct = {f: float(np.mean(truth[f][:, 5:].var(0))) for f in (4, FACTOR)}
+    t0 = time.perf_counter()
+    video = quench_video(n_fov=N_SMALL, frames=STEPS * DT + 1, seed=args.video_seed, area_fraction=PHI,
+                         diameter=DIAM, diffusion=D0, kT=KT, substeps=SUBSTEPS, progress=True)
+    t_video = time.perf_counter() - t0
+    work = cache / f"video_{args.video_seed}"
+    chain = run_chain(video, work, factor=FACTOR, steps=DT, snapshots=STEPS + 1, patches=args.patches,
+                      epochs=args.video_epochs, seed=args.video_seed, progress=True)
+    sde = load_sde(chain.macro_dir)
+    res = {"video": {"fov_px": video.fov_px, "sample_px": video.sample_px, "n_sample": video.n_sample,
+                     "frames": int(len(video.frames)), "seed": args.video_seed,
+                     "visible_per_frame": float(video.truth.groupby("frame").size().mean()),
+                     "seconds_video": t_video},
+           "tracking": chain.tracking, "seconds": chain.seconds, "macro_report": chain.report,
+           "epochs": args.video_epochs}
+    runs = {}
+    for start_name, z0 in (("truth_start", z_start), ("own_start", None)):
+        z16 = sde.simulate(steps=STEPS, runs=args.sde_runs, factor=FACTOR, z0=z0, seed=0)[..., 0]
+        z4 = sde.simulate(steps=STEPS, runs=args.sde_runs, factor=4, z0=z0, seed=1)[..., 0]
+        runs[start_name] = (z16, z4)
+        v16, v4 = float(np.mean(z16[:, 5:].var(0))), float(np.mean(z4[:, 5:].var(0)))
+        res[start_name] = {"z0": float(z16[0, 0]),
+                           "relmse": relmse(z16.mean(0), true_mean), "var_16x": v16, "var_4x": v4,
+                           "var_ratio_4x_over_16x": v4 / v16, "var_ratio_16x_direct": v16 / var_direct[FACTOR],
+                           "var_ratio_4x_direct": v4 / var_direct[4], "mean_16x": z16.mean(0).tolist()}
+    # references on the same direct runs: the particle-truth chain's naive and block SDEs (fit seed 0),
+    # and the video sample's own psi6 (one quench of the 4x sample, every DT frames)
+    nz0, nz1 = trajectory_increments(enc, small_states)
+    n_sde, _ = fit_sde(nz0, nz1, dt=DT, names=enc.names, lam=1.0, area_px2=tile_area, tile_area_px2=tile_area,
+                       start=z_start, seed=0)
+    zn = n_sde.simulate(steps=STEPS, runs=args.sde_runs, factor=FACTOR, z0=z_start, seed=0)[..., 0]
+    bz0, bz1 = block_increments(enc, small_states, blocks=FACTOR, sets_per_step=args.block_sets, seed=0)
+    b_sde, _ = fit_sde(bz0, bz1, dt=DT, names=enc.names, lam=float(FACTOR), area_px2=FACTOR * tile_area,
+                       tile_area_px2=tile_area, start=z_start, seed=0)
+    zb = b_sde.simulate(steps=STEPS, runs=args.sde_runs, factor=FACTOR, z0=z_start, seed=0)[..., 0]
+    sample = video.psi6_sample[::DT]
+    res["reference"] = {"relmse_naive": relmse(zn.mean(0), true_mean), "relmse_block": relmse(zb.mean(0), true_mean),
+                        "relmse_video_sample_psi6": relmse(sample, true_mean),
+                        "video_sample_psi6": sample.tolist(), "direct_16x_mean": true_mean.tolist()}
+    res["snapshot_frames"] = chain.report.get("snapshot_frames")
+    (out / f"video_{args.video_seed}.json").write_text(json.dumps(res, indent=1, default=float))
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    t = np.arange(STEPS + 1) * DT
+    fig, ax = plt.subplots(1, 2, figsize=(11, 4))
+    ax[0].plot(t, true_mean, "k-", lw=2, label=f"direct 16x ({len(truth[FACTOR])} runs)")
+    ax[0].fill_between(t, true_mean - truth[FACTOR].std(0), true_mean + truth[FACTOR].std(0), color="k", alpha=0.15)
+    ax[0].plot(t, sample, "k:", label="the filmed sample (4x, one quench)")
+    ax[0].plot(t, runs["truth_start"][0].mean(0), "C1-", label="macro SDE from video (upsampled, model patches)")
+    ax[0].plot(t, runs["own_start"][0].mean(0), "C1--", label="the same from its own first snapshot")
+    ax[0].plot(t, zb.mean(0), "C2-", label="particle truth: block states")
+    ax[0].plot(t, zn.mean(0), "C3--", label="particle truth: naive")
+    ax[0].set_xlabel("time (frames)")
+    ax[0].set_ylabel("mean |psi6|")
+    ax[0].legend(fontsize=7)
+    ax[1].plot(t[1:], truth[FACTOR].var(0)[1:], "k-", label="direct 16x")
+    ax[1].plot(t[1:], truth[4].var(0)[1:], "k--", label="direct 4x")
+    ax[1].plot(t[1:], runs["truth_start"][0].var(0)[1:], "C1-", label="SDE from video 16x")
+    ax[1].plot(t[1:], runs["truth_start"][1].var(0)[1:], "C1--", label="SDE from video 4x")
+    ax[1].set_yscale("log")
+    ax[1].set_xlabel("time (frames)")
+    ax[1].set_ylabel("variance over runs")
+    ax[1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / f"video_{args.video_seed}.png", dpi=110)
+    plt.close(fig)
+    tr = res["tracking"]
+    print(f"## chain from video (seed {args.video_seed}; field of view {video.fov_px} px, ~"
+          f"{res['video']['visible_per_frame']:.0f} particles; sample {video.sample_px:g} px, {video.n_sample})\n")
+    print(f"tracking: {tr['rms_error_per_axis_px']:.3f} px per axis, recall {tr['recall']:.3f}, precision "
+          f"{tr['precision']:.3f}; seconds {', '.join(f'{k} {v:.0f}' for k, v in chain.seconds.items())}\n")
+    print("| ensemble-mean psi6 against the direct 16x runs | relative MSE | var 4x / 16x | var 16x / direct |")
+    print("|---|---|---|---|")
+    for k in ("truth_start", "own_start"):
+        r = res[k]
+        print(f"| video chain, SDE from {k.replace('_', ' ')} (z0 {r['z0']:.3f}) | {r['relmse']:.2e} | "
+              f"{r['var_ratio_4x_over_16x']:.2f} | {r['var_ratio_16x_direct']:.2f} |")
+    ref = res["reference"]
+    print(f"| particle truth, block states (fit seed 0) | {ref['relmse_block']:.2e} | | |")
+    print(f"| particle truth, naive (fit seed 0) | {ref['relmse_naive']:.2e} | | |")
+    print(f"| the filmed sample's own psi6 (one quench) | {ref['relmse_video_sample_psi6']:.2e} | | |")
+    return res
+
+
 def print_block(block, n_small):
     print(f"| {len(block['relmse'])} fit seeds, {n_small} small quenches | block states, periodic patches, "
           "lambda = K | naive | naive / block |")
@@ -320,12 +416,15 @@ def seam_table(small_pos, truth, samples=3, seed=1):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--stage", choices=("truth", "block", "ensemble", "seams", "all"), default="all",
+    ap.add_argument("--stage", choices=("truth", "block", "ensemble", "seams", "video", "all"), default="all",
                     help="truth: the direct runs only; block: the block states and the naive baseline only; "
                          "seams: the upsampled snapshots' psi6 and ordering rate against their tiles' and the "
                          "direct runs'; ensemble: block SDE fits bagged (averaged) against single fits, "
-                         "with 8 and 32 block states per macro step")
+                         "with 8 and 32 block states per macro step; video: the chain from a tracked video "
+                         "(render, track, train, colloidcg macro train) against the same direct runs")
     ap.add_argument("--small-seed", type=int, default=0, help="the small quenches' seeds start here")
+    ap.add_argument("--video-seed", type=int, default=1, help="--stage video: seed of the filmed quench")
+    ap.add_argument("--video-epochs", type=int, default=6, help="--stage video: the model's training epochs")
     ap.add_argument("--cache", default="/tmp/colloidcg_macro_cache")
     ap.add_argument("--out", default="benchmarks/results/macro")
     ap.add_argument("--runs", type=int, default=20, help="direct simulations per size")
@@ -365,7 +464,7 @@ def main(argv=None) -> int:
     rng = np.random.default_rng(5)
     t0 = time.perf_counter()
     snaps, snap_t = [], []
-    for t in range(1 if args.stage in ("block", "ensemble") else STEPS):      # block: only the start, for z_start
+    for t in range(1 if args.stage in ("block", "ensemble", "video") else STEPS):      # block: only the start, for z_start
         for s in upsampled(small_pos, t, args.samples, rng, relax=args.relax):
             snaps.append(s)
             snap_t.append(t)
@@ -395,6 +494,9 @@ def main(argv=None) -> int:
 
     small_states = [[MicroState(p, np.full(N_SMALL, DIAM), np.array([side, side]), np.arange(N_SMALL), None, None)
                      for p in traj] for traj in small_pos]
+    if args.stage == "video":
+        stage_video(args, cache, out, truth, z_start, tile_area, small_states, enc)
+        return 0
     if args.stage == "ensemble":
         nz0, nz1 = trajectory_increments(enc, small_states)
         ens = ensemble_fits(args, enc, small_states, z_start, truth, tile_area, nz0, nz1)

@@ -493,3 +493,33 @@ def test_known_answer_block_states_beat_naive_and_meet_the_absolute_mean_target(
 def test_known_answer_upsampled_halo_chain_mean_trajectory_beats_naive_fivefold(known_answer):
     r = known_answer
     assert r["relmse_ours"] <= 2e-3 and r["ratio_naive_over_ours"] >= 5.0
+
+
+# ---------------------------------------------------------------------- the chain from video (short)
+def test_chain_from_a_tracked_video_end_to_end(tmp_path):
+    """The user's path on a tiny video (colloidcg.scaling.video_chain): a quench of soft disks
+    filmed in a window of a periodic sample, tracked, a model trained on the tracks,
+    ``colloidcg macro train`` (upsampled 4x, patches evolved with the model), the SDE run.
+    What must hold: tracking recovers the rendered positions; every upsampled snapshot is
+    tiled from the video's one field-of-view window, so the patch (the window) is exactly
+    1/K of the box (K = 4); the quench orders in the truth and the learned SDE orders too
+    (its mean psi6 rises over the video's duration, from its first snapshot's value).
+    The full comparison with direct large runs is benchmarks/macro.py --stage video."""
+    from colloidcg.scaling.video_chain import quench_video, run_chain
+    v = quench_video(n_fov=36, frames=31, seed=2, area_fraction=0.85, diameter=16.0, diffusion=0.25, kT=0.002,
+                     substeps=3)
+    assert v.frames.shape == (31, v.fov_px, v.fov_px) and v.sample_px == 2 * v.fov_px
+    assert v.psi6_sample[-1] > v.psi6_sample[0] + 0.1            # the truth orders after the quench
+    r = run_chain(v, tmp_path / "chain", factor=4, steps=10, snapshots=3, patches=2, epochs=2, seed=0)
+    assert r.tracking["rms_error_per_axis_px"] < 0.4
+    assert r.tracking["recall"] > 0.95 and r.tracking["precision"] > 0.98
+    rep = r.report
+    assert rep["states"] == "upsampled" and rep["snapshot_frames"] == [0, 15, 30]
+    assert rep["upsampling"]["tile"] == "square window of the field of view"
+    tile = rep["upsampling"]["tile_px"][0]
+    assert v.fov_px - 4 < tile <= v.fov_px                        # the video's whole window
+    assert rep["n_patches_K"] == pytest.approx(4.0, rel=1e-9)     # every snapshot's box is 2 x the window
+    assert rep["patches"] == 3 * 2
+    sde = load_sde(r.macro_dir)
+    z = sde.simulate(steps=3, runs=50, factor=4, seed=0)[..., 0]
+    assert z.mean(0)[-1] > z.mean(0)[0]

@@ -479,7 +479,9 @@ def _source(tracks, meta, model_config, size_col, frame, cutoff_px, dim, name) -
         _check_box(pos, box, name)
         pos = [np.mod(p, box) for p in pos]
         return _Source(pos, vel, size, box, None, None)
-    allp = np.concatenate(pos)
+    # the field of view is the video's, over all its frames (also when tiles come from one frame)
+    cols = ["x", "y", "z"][:d]
+    allp = tracks[cols].to_numpy(float)
     fov = np.stack([allp.min(0), allp.max(0)], 1)
     window = float(np.min(fov[:, 1] - fov[:, 0]))
     if not np.isfinite(window) or window <= 2 * cutoff_px:
