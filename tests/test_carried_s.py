@@ -244,3 +244,92 @@ def test_train_tracks_writes_S_parquet_and_scores_it_on_the_softness_rows(tmp_pa
     assert rep["softness"]["auc"] == pytest.approx(again["softness"].auc, abs=1e-12)
     assert rep["S0"]["softness_auc"] == pytest.approx(rep["softness"]["auc"], abs=1e-12)   # same rows
     assert rep["S0"]["n_test"] == rep["softness"]["n_test"] > 0
+
+
+def test_carried_window_starts_from_S_carried_since_entry_and_aux_gradient_reaches_the_entry_encoder():
+    """Training's carried windows (``s_start`` entry) start from S as carry_along carries it
+    along the data: the start value is carry_along's S at the window's frame exactly, and
+    its gradient is that of the encoder at each particle's entry frame (the auxiliary loss
+    reaches the initial-S encoder; the carried increments are held fixed). A particle that
+    enters at frame 4 is encoded from frame 4's configuration."""
+    from colloidcg.train import AuxiliaryLoss
+    from colloidcg.train.carried import CarriedStart, entry_frames, make_carried_window
+
+    df = langevin(n=30, frames=12, L=12.0)
+    late = (df["particle"] == 7) & (df["frame"] < 4)
+    gone = (df["particle"] == 3) & (df["frame"] == 2)                      # leaves and comes back at 3
+    traj = from_tracks(df[~late & ~gone])
+    j7, j3 = (int(np.flatnonzero(traj.particles == p)[0]) for p in (7, 3))
+    ent = entry_frames(traj.present)
+    assert int(ent[8, j7]) == 4 and int(ent[8, j3]) == 3 and int(ent[1, j3]) == 0 and int(ent[2, j3]) == -1
+    model = build_model(traj, TrainConfig(n_pair=0).validate(), 3.0)
+    with torch.no_grad():                                  # dS/dt that moves S measurably
+        for prm in model.pairfn.coef.parameters():
+            prm.add_(0.3 * torch.randn(prm.shape, generator=torch.Generator().manual_seed(2), dtype=prm.dtype))
+    start = CarriedStart(traj, 0.004)
+    start.refresh(model)
+    car = carry_along(model, traj, 0.004)
+    t = 7
+    w = make_carried_window(traj, t, 3, 3.0)
+    assert w.t == t and bool((w.index == j7).any()) and bool((w.index == j3).any())
+    S = start.start_S(model, t, w.index)
+    assert torch.equal(S.detach(), car.S[t, w.index])
+    assert float((car.S[t, w.index] - car.S[ent[t, w.index].clamp_min(0), w.index]).abs().max()) > 1e-6
+    # gradient: that of the encoder at the entry frames (frame 0, 3 for particle 3, 4 for particle 7)
+    c = torch.randn(S.shape, generator=torch.Generator().manual_seed(3), dtype=S.dtype)
+    enc_params = list(model.encoder.parameters())
+    got = torch.autograd.grad((c * S).sum(), enc_params)
+    ref = 0.0
+    for f in (0, 3, 4):
+        here = torch.nonzero(traj.present[f]).squeeze(-1)
+        enc = model.initial_S(traj.pos[f, here], None)
+        rows = torch.nonzero(ent[t, w.index] == f).squeeze(-1)
+        pos = torch.searchsorted(here, w.index[rows])
+        ref = ref + (c[rows] * enc[pos]).sum()
+    want = torch.autograd.grad(ref, enc_params)
+    assert max(float((a - b).abs().max()) for a, b in zip(got, want)) < 1e-12
+    assert max(float(a.abs().max()) for a in got) > 0
+    # the auxiliary loss of a carried window reaches the encoder through that start
+    w.labels = (torch.rand(3, w.index.numel(), generator=torch.Generator().manual_seed(4)) < 0.3).to(S.dtype)
+    aux = AuxiliaryLoss.new(1, 1.0, torch.tensor(2.0, dtype=S.dtype))
+    _, a = carried_window_terms(model, w, traj.dt, None, 0.004, aux, start)
+    g = torch.autograd.grad(a, enc_params, allow_unused=True)
+    assert all(x is not None for x in g) and max(float(x.abs().max()) for x in g) > 0
+
+
+def _vacancy_exposure(nx=14, n_vac=10, seed=0):
+    """(n,) each remaining site's exposure in :func:`_vacancy_tracks` (same arguments): the
+    summed shear amplitude (px) its vacancies give it, the structural truth of that system."""
+    rng = np.random.default_rng(seed)
+    jj, ii = np.meshgrid(np.arange(nx), np.arange(nx))
+    full = np.column_stack([(jj * 10.0 + (ii % 2) * 5.0).ravel(), (ii * 10.0 * np.sqrt(3) / 2).ravel()]) + 20.0
+    vac = rng.choice(len(full), n_vac, replace=False)
+    keep = np.ones(len(full), bool)
+    keep[vac] = False
+    p0 = full[keep]
+    return sum(np.linalg.norm(p0 - s, axis=1) * np.exp(-np.square(p0 - s).sum(1) / 64.0) for s in full[vac])
+
+
+def test_carried_S_with_aux_recovers_the_planted_structure_and_keeps_it_along_the_data():
+    """A small vacancy lattice (14 x 14 sites, 10 vacancies whose neighbours shear twice
+    each at random frames): S trained carried with the auxiliary loss, then carried along
+    all frames from frame 0. Known truth: each site's exposure to its vacancies' shears.
+    The increasing read-out makes soft sites high-S, the direction their shear heat moves
+    S, so the carried S still ranks the sites by exposure at the last frame."""
+    from colloidcg.rearrangements import detect
+
+    tracks = _vacancy_tracks(frames=40, seed=1)
+    exposure = _vacancy_exposure(seed=1)
+    table = detect(tracks, lag=2, cutoff=13.0).table
+    early = table[table["frame"] < 30]
+    traj = from_tracks(tracks[tracks["frame"] < 30], fps=1.0, um_per_px=1.0,
+                       labels=early[["frame", "particle", "rearranging"]])
+    res = fit(traj, TrainConfig(epochs=4, cutoff=13.0, edge=0.0, n_pair=0, progress=False, val_rollout_steps=3,
+                                horizon=2, s_memory="carried", s_window=2, aux_weight=1.0, seed=0,
+                                batch_frames=4))
+    whole = from_tracks(tracks, fps=1.0, um_per_px=1.0)
+    car = carry_along(res.model, whole, float(res.report["localisation_noise"]) ** 2)
+    order = np.argsort(whole.particles)
+    S0, S_last = car.S[0, order, 0].numpy(), car.S[-1, order, 0].numpy()
+    assert np.corrcoef(S0, exposure)[0, 1] > 0.5            # encoded: soft sites high
+    assert np.corrcoef(S_last, exposure)[0, 1] > 0.5        # still so after 39 frames of carrying

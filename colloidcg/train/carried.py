@@ -60,6 +60,7 @@ from ..core.model import MetriplecticModel
 from ..core.ou import coefficients
 from ..core.types import Terms
 from ..data import Trajectory
+from ..errors import ColloidcgError
 from .labels import future_labels
 from .measures import particle_sizes
 
@@ -164,6 +165,7 @@ class CarriedWindow:
     interior : (m,) bool, particles scored at every step (the rest: halo, prescribed)
     size : (m,) per-particle sizes, or None
     labels : (K, m) float rearrangement labels at t..t+K-1 (1, 0, NaN), or None
+    t : the window's first frame (the trajectory's frame index)
     """
 
     index: torch.Tensor
@@ -173,6 +175,7 @@ class CarriedWindow:
     interior: torch.Tensor
     size: torch.Tensor | None = None
     labels: torch.Tensor | None = None
+    t: int = 0
 
     @property
     def steps(self) -> int:
@@ -207,22 +210,28 @@ def make_carried_window(traj: Trajectory, t: int, steps: int, cutoff: float,
         labels = torch.stack(rows)
         if interior is not None:   # a sub-system's halo is not scored by the auxiliary loss either
             labels = torch.where(interior[idx], labels, torch.full_like(labels, float("nan")))
-    return CarriedWindow(idx, r, traj.vel[t: t + K + 1, idx], pairs, inner, particle_sizes(traj, idx), labels)
+    return CarriedWindow(idx, r, traj.vel[t: t + K + 1, idx], pairs, inner, particle_sizes(traj, idx), labels, t)
 
 
 def carried_window_terms(model: MetriplecticModel, w: CarriedWindow, dt: float, box=None,
-                         loc_var: float = 0.0, aux=None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                         loc_var: float = 0.0, aux=None,
+                         start: "CarriedStart | None" = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(NLL, auxiliary loss or None) of a carried-S window.
 
-    S_0 is encoded from the window's first frame; for k = 0..K-1 the observed v_{t+k+1} is
-    scored under the one-step law from the data (r, v) at t+k and the carried S_k
-    (:func:`colloidcg.core.loss.moments_nll`), and S_{k+1} = S_k + dt dS/dt with the
-    noise-aware dS/dt of :func:`latent_entropy_rate`. The NLL is the mean over steps and
-    scored particles (for K = 1 it equals the one-step NLL of the encoded S); ``aux`` (an
-    :class:`~colloidcg.train.AuxiliaryLoss`) is the mean over steps of its loss on S_k
-    against the labels of frame t+k.
+    S_0 is the window's start S: with ``start`` (a :class:`CarriedStart`, training's
+    default) the S carried from each particle's entry frame, as :func:`carry_along` and
+    the scores use it; without, S encoded from the window's first frame. For k = 0..K-1
+    the observed v_{t+k+1} is scored under the one-step law from the data (r, v) at t+k
+    and the carried S_k (:func:`colloidcg.core.loss.moments_nll`), and S_{k+1} = S_k + dt
+    dS/dt with the noise-aware dS/dt of :func:`latent_entropy_rate`. The NLL is the mean
+    over steps and scored particles (for K = 1 without ``start`` it equals the one-step
+    NLL of the encoded S); ``aux`` (an :class:`~colloidcg.train.AuxiliaryLoss`) is the mean
+    over steps of its loss on S_k against the labels of frame t+k.
     """
-    S = model.initial_S(w.r[0], w.pairs[0], box)
+    if start is not None:
+        S = start.start_S(model, w.t, w.index)
+    else:
+        S = model.initial_S(w.r[0], w.pairs[0], box)
     total = w.r.new_zeros(())
     count = 0
     aux_terms = []
@@ -346,3 +355,73 @@ def carried_table(model: MetriplecticModel, traj: Trajectory, loc_var: float = 0
         cols[f"S{k}"] = S[:, k]
     cols["dSdt"] = dS
     return pd.DataFrame(cols)
+
+
+# ----------------------------------------------------------------------------- training from the carried state
+def entry_frames(present: torch.Tensor) -> torch.Tensor:
+    """(T, N) long: for each present row, the frame at which the particle's current run of
+    presence began (its entry into the field of view, or its first frame); -1 where absent.
+    ``present``: (T, N) bool."""
+    T, N = present.shape
+    out = torch.full((T, N), -1, dtype=torch.long, device=present.device)
+    run = torch.full((N,), -1, dtype=torch.long, device=present.device)
+    for t in range(T):
+        here = present[t]
+        run = torch.where(here, torch.where(run >= 0, run, torch.full_like(run, t)), torch.full_like(run, -1))
+        out[t] = run
+    return out
+
+
+class CarriedStart:
+    """The start S of training's carried windows: S as :func:`carry_along` carries it along
+    the training trajectory (encoded at each particle's entry frame, then advanced with the
+    noise-aware dS/dt), so that training sees S at the ages at which it is used along the
+    data, in rollouts and by the scores, not only within ``s_window`` frames of an encoding.
+
+    :meth:`refresh` carries S with the current weights (no gradient; once per epoch).
+    :meth:`start_S` returns, for a window's particles, that carried value with the gradient
+    of the encoder at their entry frames attached (S_t = S_enc + sum of dS, the sum held
+    fixed: truncated backpropagation through time, cut at the window's start). Units: S in
+    k_B; ``loc_var`` the localisation variance (length^2) of the noise-aware heat.
+    """
+
+    def __init__(self, traj: Trajectory, loc_var: float = 0.0):
+        self.traj, self.loc_var = traj, float(loc_var)
+        self.entry = entry_frames(traj.present)
+        self.S: torch.Tensor | None = None
+        self._pairs: dict = {}
+
+    @torch.no_grad()
+    def refresh(self, model: MetriplecticModel) -> None:
+        """Carry S along the whole trajectory with the model's current weights."""
+        was = model.training
+        model.eval()
+        self.S = carry_along(model, self.traj, self.loc_var).S
+        model.train(was)
+
+    def _encoded(self, model: MetriplecticModel, f: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(rows present at frame f (M,), their encoded S (M, n_s), with gradient)."""
+        tr = self.traj
+        if f not in self._pairs:
+            idx = torch.nonzero(tr.present[f]).squeeze(-1)
+            self._pairs[f] = (idx, find_pairs(tr.pos[f, idx], model.cutoff, tr.box))
+        idx, pairs = self._pairs[f]
+        return idx, model.initial_S(tr.pos[f, idx], pairs, tr.box)
+
+    def start_S(self, model: MetriplecticModel, t: int, index: torch.Tensor) -> torch.Tensor:
+        """(m, n_s) S at frame t of the trajectory rows ``index`` (m,): the carried value,
+        differentiable through the encoder at each row's entry frame."""
+        if self.S is None:
+            self.refresh(model)
+        value = self.S[t, index]
+        if not bool(torch.isfinite(value).all()):
+            raise ColloidcgError(f"carried S: rows absent at frame {t} have no carried S")
+        ent = self.entry[t, index]
+        enc = torch.zeros_like(value)
+        slot = torch.full((self.traj.n_particles,), -1, dtype=torch.long, device=index.device)
+        for f in torch.unique(ent).tolist():
+            rows = torch.nonzero(ent == f).squeeze(-1)
+            idx, S_f = self._encoded(model, int(f))
+            slot[idx] = torch.arange(idx.numel(), device=idx.device)
+            enc = enc.index_copy(0, rows, S_f[slot[index[rows]]])
+        return value + (enc - enc.detach())

@@ -26,8 +26,8 @@ from ..errors import ParameterError
 #: ModelConfig fields that training sets from the data (or leaves fixed), not options:
 #: the dimension and the physical scales. Every other ModelConfig field is an
 #: architecture option (``TrainConfig.model``).
-CALIBRATED = ("dim", "cutoff", "k_B", "tau", "mass_scale", "theta_ref", "volume_ref", "stiffness",
-              "fabric_ref", "size_scale", "size_column")
+CALIBRATED = ("dim", "cutoff", "k_B", "tau", "friction_scale", "mass_scale", "theta_ref", "volume_ref",
+              "stiffness", "fabric_ref", "size_scale", "size_column")
 
 def architecture_keys() -> tuple[str, ...]:
     """The ModelConfig fields that are training options (in ModelConfig's order)."""
@@ -95,10 +95,19 @@ class TrainConfig:
                                            "one-step likelihoods)")
     s_window: int = option(4, unit="frames", help="frames over which S is carried in training "
                                                   "(s_memory carried)")
+    s_start: str = option("entry", help="where a carried-S training window's S starts (s_memory carried): "
+                                        "entry (S carried from each particle's first frame, as along the "
+                                        "data and in the scores) or window (encoded at the window's first "
+                                        "frame)")
     aux_weight: float = option(0.0, help="weight of the auxiliary loss that teaches S the rearrangement "
                                          "labels (0: S is learned through the likelihood alone)")
     horizon: int = option(3, unit="frames", help="frames ahead within which a rearrangement counts as "
                                                  "coming (ROC AUC of S and the auxiliary loss)")
+    transport: str = option("likelihood", help="friction as the likelihood fits it (likelihood), or scaled "
+                                               "after training by one factor so that rollouts reproduce the "
+                                               "training frames' MSD (msd: the Markovian closure of a "
+                                               "velocity memory, for coarse-grained MD such as one particle "
+                                               "per star polymer; colloidcg.train.transport)")
     select: str = option("val_nll", help="validation score that picks the best epoch: val_nll (held-out "
                                          "likelihood) or val_msd (rollout MSD error)")
     cutoff_factors: tuple = option((1.05, 1.15, 1.5, 2.5),
@@ -268,8 +277,12 @@ class TrainConfig:
             raise bad("dtype", "'float32' or 'float64'", self.dtype)
         if self.select not in ("val_nll", "val_msd"):
             raise bad("select", "'val_nll' or 'val_msd'", self.select)
+        if self.transport not in ("likelihood", "msd"):
+            raise bad("transport", "'likelihood' or 'msd'", self.transport)
         if self.s_memory not in ("encoded", "carried"):
             raise bad("s_memory", "'encoded' or 'carried'", self.s_memory)
+        if self.s_start not in ("entry", "window"):
+            raise bad("s_start", "'entry' or 'window'", self.s_start)
         if self.s_memory == "carried" and self.covariance != "marginal":
             raise bad("covariance", "'marginal' with s_memory 'carried'", self.covariance)
         if self.covariance not in ("marginal", "full"):

@@ -13,6 +13,7 @@ from ..core.model import MetriplecticModel
 from ..data import Trajectory, near_edge
 from ..errors import ColloidcgError, ParameterError
 from .calibrate import build_model
+from .carried import CarriedStart
 from .config import TrainConfig
 from .cutoff import fits_box, select_cutoff
 from .labels import balanced_pos_weight, rearrangement_auc
@@ -21,6 +22,7 @@ from .loop import (Checkpoints, DivergenceGuard, EarlyStopping, ProgressBar, mak
 from .measures import localisation_sigma
 from .objective import AuxiliaryLoss, LossOptions
 from .sampler import FrameSampler, FrameTransitions, TransitionSampler
+from .transport import calibrate_transport
 from .validation import selection_score, validate_epoch
 
 
@@ -62,7 +64,7 @@ def check_sheared(cfg: TrainConfig, sampler: TransitionSampler | None = None) ->
                              "model (substrate False, --no-substrate): substrate friction would act against "
                              "the lab frame, not the flow")
     for name, value, ok in (("multistep", cfg.multistep, 1), ("s_memory", cfg.s_memory, "encoded"),
-                            ("covariance", cfg.covariance, "marginal")):
+                            ("covariance", cfg.covariance, "marginal"), ("transport", cfg.transport, "likelihood")):
         if value != ok:
             raise ParameterError(f"{name}: a sheared box (sidecar meta.lees_edwards) supports {ok!r} only, "
                                  f"got {value!r}")
@@ -102,6 +104,10 @@ def fit(traj: Trajectory, config: TrainConfig | None = None, out_dir=None,
     returns True, training stops there (as on early stopping) and the best model so far is
     returned, with ``report["cancelled"] = True``. GUIs and batch runners use it for live
     loss curves and cancellation.
+
+    ``config.transport == "msd"``: the best model's friction is then scaled by one factor
+    so that its rollouts reproduce the data's MSD (:mod:`colloidcg.train.transport`;
+    ``report["transport"]``).
     """
     cfg = (config or TrainConfig()).validate()
     check_trajectory(traj, cfg)
@@ -114,7 +120,11 @@ def fit(traj: Trajectory, config: TrainConfig | None = None, out_dir=None,
         cutoff, selection = float(cfg.cutoff), None
     else:
         cutoff, selection = select_cutoff(traj, cfg, sampler)
-    return fit_with_cutoff(traj, cfg, cutoff, sampler, out_dir, callback, selection)
+    result = fit_with_cutoff(traj, cfg, cutoff, sampler, out_dir, callback, selection)
+    if cfg.transport == "msd":
+        result.report["transport"] = calibrate_transport(result.model, with_edge_halo(traj, cfg.edge, cutoff),
+                                                         seed=cfg.seed)
+    return result
 
 
 def fit_with_cutoff(traj: Trajectory, cfg: TrainConfig, cutoff: float, sampler: TransitionSampler,
@@ -132,8 +142,10 @@ def fit_with_cutoff(traj: Trajectory, cfg: TrainConfig, cutoff: float, sampler: 
     seed_everything(cfg.seed)
     model = build_model(traj, cfg, cutoff)
     loc_sigma = localisation_sigma(traj, cfg.loc_noise)
-    aux = AuxiliaryLoss.new(cfg.model.n_s, cfg.aux_weight, pos_weight) if pos_weight is not None else None
-    opts = LossOptions(traj.dt, traj.box, loc_sigma ** 2, cfg.covariance, aux)
+    aux = (AuxiliaryLoss.new(cfg.model.n_s, cfg.aux_weight, pos_weight, increasing=cfg.s_memory == "carried")
+           if pos_weight is not None else None)
+    carry = CarriedStart(traj, loc_sigma ** 2) if cfg.s_memory == "carried" and cfg.s_start == "entry" else None
+    opts = LossOptions(traj.dt, traj.box, loc_sigma ** 2, cfg.covariance, aux, carry)
     params = list(model.parameters()) + (list(aux.head.parameters()) if aux is not None else [])
     optimiser, scheduler = make_optimiser(params, cfg.lr, cfg.lr_final_fraction,
                                           cfg.epochs * sampler.steps_per_epoch())

@@ -86,9 +86,12 @@ class DivergenceGuard:
 
 def train_epoch(model: MetriplecticModel, sampler: TransitionSampler, opts: LossOptions, optimiser,
                 scheduler, params, guard: DivergenceGuard, epoch: int, grad_clip: float) -> tuple[list, int]:
-    """One epoch of optimiser steps over the sampler's batches. Returns the batches' losses
-    and the number of particle-steps they held."""
+    """One epoch of optimiser steps over the sampler's batches (with carried-S windows,
+    ``opts.carry`` is first carried along the data with the epoch's initial weights).
+    Returns the batches' losses and the number of particle-steps they held."""
     model.train()
+    if opts.carry is not None:   # the carried windows start from S carried with these weights
+        opts.carry.refresh(model)
     losses, n_steps = [], 0
     for batch in sampler.epoch(epoch):
         optimiser.zero_grad()

@@ -6,8 +6,9 @@ Per transition: the one-step Gaussian NLL of the next velocities (mean per score
 (:func:`colloidcg.core.loss.multistep_nll`), plus, with an :class:`AuxiliaryLoss`, the
 class-balanced logistic loss of a read-out of S against the coming rearrangement labels.
 S is never observed: the encoder predicts S_t from the configuration at t, or, with a
-carried-S window (``TrainConfig.s_memory = "carried"``), from the window's first frame, after
-which S is carried with the model's noise-aware dS/dt (:mod:`.carried`).
+carried-S window (``TrainConfig.s_memory = "carried"``), S is encoded at each particle's
+entry frame and carried with the model's noise-aware dS/dt to the window and through it
+(``s_start = "window"``: encoded at the window's first frame instead; :mod:`.carried`).
 """
 
 from __future__ import annotations
@@ -19,25 +20,51 @@ import torch
 
 from ..core.loss import multistep_nll, transition_nll
 from ..core.model import MetriplecticModel, State
-from .carried import carried_window_terms
+from .carried import CarriedStart, carried_window_terms
 from .sampler import Transition, TransitionBatch, Window
+
+
+class IncreasingReadout(torch.nn.Module):
+    """A linear read-out n_s -> 1 whose weights are non-negative (softplus of free
+    parameters): the logit can only grow with every component of S. (M, n_s) -> (M, 1)."""
+
+    def __init__(self, n_s: int):
+        super().__init__()
+        self.raw = torch.nn.Parameter(torch.zeros(1, n_s))
+        self.bias = torch.nn.Parameter(torch.zeros(1))
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """(1, n_s) the non-negative weights."""
+        return torch.nn.functional.softplus(self.raw)
+
+    def forward(self, S: torch.Tensor) -> torch.Tensor:
+        return S @ self.weight.T + self.bias
 
 
 @dataclass
 class AuxiliaryLoss:
     """A logistic read-out of S, ``head`` (n_s -> 1), trained on the rearrangement labels
     with weight ``weight``; rearranging rows weigh ``pos_weight`` (negatives / positives
-    of the training frames: both classes count equally)."""
+    of the training frames: both classes count equally).
 
-    head: torch.nn.Linear
+    With carried S the read-out is increasing (:class:`IncreasingReadout`): a particle's
+    carried S rises with the heat its motion produces, and rearranging regions produce
+    it, so the structural S the encoder gives must point the same way or the heat carried
+    along the data cancels it (measured on the vacancy control: an encoder that put the
+    soft sites at low S lost its signal within 60-90 frames of carrying)."""
+
+    head: torch.nn.Module
     weight: float
     pos_weight: torch.Tensor
 
     @classmethod
-    def new(cls, n_s: int, weight: float, pos_weight: torch.Tensor) -> "AuxiliaryLoss":
-        """A fresh read-out (its initial weights drawn from torch's global generator), on the
+    def new(cls, n_s: int, weight: float, pos_weight: torch.Tensor, increasing: bool = False) -> "AuxiliaryLoss":
+        """A fresh read-out (a Linear's initial weights drawn from torch's global generator;
+        ``increasing``: an :class:`IncreasingReadout`, weights softplus(0) = log 2), on the
         device and in the dtype of ``pos_weight``."""
-        head = torch.nn.Linear(n_s, 1).to(device=pos_weight.device, dtype=pos_weight.dtype)
+        head = IncreasingReadout(n_s) if increasing else torch.nn.Linear(n_s, 1)
+        head = head.to(device=pos_weight.device, dtype=pos_weight.dtype)
         return cls(head, weight, pos_weight)
 
     def __call__(self, S: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor | None:
@@ -56,14 +83,16 @@ class AuxiliaryLoss:
 class LossOptions:
     """What the loss needs besides the model and the batch: the frame interval ``dt``
     (time), the periodic box (length; None: open), the localisation noise variance
-    ``loc_var`` (length^2 per axis), the transition covariance ("marginal" or "full") and
-    the optional auxiliary loss."""
+    ``loc_var`` (length^2 per axis), the transition covariance ("marginal" or "full"), the
+    optional auxiliary loss and, for carried-S windows, the :class:`~.carried.CarriedStart`
+    that gives their start S (None: encoded at each window's first frame)."""
 
     dt: float
     box: torch.Tensor | None = None
     loc_var: float = 0.0
     covariance: str = "marginal"
     aux: AuxiliaryLoss | None = None
+    carry: CarriedStart | None = None
 
 
 class TransitionTerms(NamedTuple):
@@ -84,11 +113,14 @@ def window_nll(model: MetriplecticModel, w: Window, opts: LossOptions) -> torch.
 
 def transition_terms(model: MetriplecticModel, tr: Transition, opts: LossOptions) -> TransitionTerms:
     """The loss terms of one transition. With a carried-S window (``tr.carried``) its NLL is
-    the window's mean one-step NLL with S carried from the window's first frame and the
-    auxiliary loss that of the carried S (:func:`~colloidcg.train.carried.carried_window_terms`);
-    otherwise the one-step NLL and auxiliary loss of the S encoded from frame t."""
+    the window's mean one-step NLL with S carried through the window from its start S (the
+    S carried from each particle's entry frame, ``opts.carry``, or encoded at the window's
+    first frame) and the auxiliary loss that of the carried S
+    (:func:`~colloidcg.train.carried.carried_window_terms`); otherwise the one-step NLL and
+    auxiliary loss of the S encoded from frame t."""
     if tr.carried is not None:
-        nll, aux = carried_window_terms(model, tr.carried, opts.dt, opts.box, opts.loc_var, opts.aux)
+        nll, aux = carried_window_terms(model, tr.carried, opts.dt, opts.box, opts.loc_var, opts.aux,
+                                        opts.carry)
         ms = window_nll(model, tr.window, opts) if tr.window is not None else None
         return TransitionTerms(nll, ms, aux)
     S = model.initial_S(tr.r, tr.pairs, opts.box, tr.shear)

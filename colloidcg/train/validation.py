@@ -69,6 +69,8 @@ def validate_epoch(model: MetriplecticModel, sampler: TransitionSampler, opts: L
     ``val_msd_rel_rms``: :func:`validation_rollout` from the frame before the first
     validation frame (frame 0 without validation frames); ``n_val``: validation batches."""
     model.eval()
+    if opts.carry is not None:   # carried-S windows start from S carried with the trained weights
+        opts.carry.refresh(model)
     losses = [float(batch_loss(model, b, opts)) for b in sampler.validation()]
     val_nll = float(np.mean(losses)) if losses else float("nan")
     vf = list(sampler.validation_frames)
