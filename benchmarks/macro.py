@@ -186,8 +186,9 @@ def block_states(args, enc, small_states, z_start, truth, tile_area, nz0, nz1):
     return block, zb_first
 
 
-def ensemble_fits(args, enc, small_states, z_start, truth, tile_area, nz0, nz1, sets_list=(8, 32)):
-    """Is the block SDE's spread the fit's, and does averaging fits remove it?
+def ensemble_fits(args, enc, small_states, z_start, truth, tile_area, nz0, nz1, sets_list=(8,)):
+    """Is the block SDE's spread the fit's, and does averaging fits remove it? (And how far is
+    the bagged mean from the training quenches' own mean, the most the data can tell?)
 
     For every fit seed s (0 .. --fit-seeds - 1) the naive SDE and the block SDE (block states
     drawn with ``sets_per_step`` in ``sets_list``, draw and fit both seeded by s) are fitted
@@ -213,13 +214,16 @@ def ensemble_fits(args, enc, small_states, z_start, truth, tile_area, nz0, nz1, 
                                tile_area_px2=tile_area, start=z_start, seed=fs)
             means[f"block_{k}"].append(b_sde.simulate(steps=STEPS, runs=args.sde_runs, factor=FACTOR, z0=z_start,
                                                       seed=fs)[..., 0].mean(0))
-    out = {}
+    # what the training data themselves give: their own mean psi6 per macro step
+    train_mean = np.array([[enc.whole(st)[0] for st in traj] for traj in small_states]).mean(0)
+    out = {"training_mean_vs_direct": relmse(train_mean, true_mean)}
     for name, m in means.items():
         m = np.array(m)
         single = [relmse(x, true_mean) for x in m]
         groups = [relmse(m[g:g + 5].mean(0), true_mean) for g in range(0, M - 4, 5)]
         out[name] = {"relmse": single, "median": float(np.median(single)),
-                     "bagged_all": relmse(m.mean(0), true_mean), "bagged_groups_of_5": groups}
+                     "bagged_all": relmse(m.mean(0), true_mean), "bagged_groups_of_5": groups,
+                     "bagged_vs_training_mean": relmse(m.mean(0), train_mean), "bagged_mean": m.mean(0).tolist()}
     return out
 
 
@@ -228,12 +232,16 @@ def print_ensemble(ens, n_small, small_seed):
           "| bagged, groups of 5 |")
     print("|---|---|---|---|---|---|")
     for name, r in ens.items():
+        if name == "training_mean_vs_direct":
+            continue
         print(f"| {name} | {len(r['relmse'])} | {r['median']:.2e} | {min(r['relmse']):.1e} - {max(r['relmse']):.1e} "
               f"| {r['bagged_all']:.2e} | {', '.join(f'{g:.2e}' for g in r['bagged_groups_of_5'])} |")
     nv = ens["naive"]
+    print(f"\nthe training quenches' own mean psi6 against the direct runs: {ens['training_mean_vs_direct']:.2e}")
     for name, r in ens.items():
-        if name == "naive":
+        if name in ("naive", "training_mean_vs_direct"):
             continue
+        print(f"{name}: bagged mean against the training quenches' own mean: {r['bagged_vs_training_mean']:.2e}")
         print(f"\n{name}: ratio of medians {nv['median'] / r['median']:.2f}; bagged all: naive bagged / block bagged "
               f"{nv['bagged_all'] / r['bagged_all']:.2f}, naive median / block bagged "
               f"{nv['median'] / r['bagged_all']:.2f}; groups of 5 (both bagged): "
@@ -248,6 +256,8 @@ def stage_video(args, cache: Path, out: Path, truth, z_start, tile_area, small_s
     and the SDE run for 16x and 4x against the same direct runs and the same start as the
     particle-truth chain. Returns the results dict."""
     from colloidcg.scaling.macro import block_increments, fit_sde, load_sde, trajectory_increments
+    from tqdm.auto import tqdm
+
     from colloidcg.scaling.video_chain import quench_video, run_chain
     true_mean = truth[FACTOR].mean(0)
     var_direct = {f: float(np.mean(truth[f][:, 5:].var(0))) for f in (4, FACTOR)}
@@ -255,9 +265,18 @@ def stage_video(args, cache: Path, out: Path, truth, z_start, tile_area, small_s
     video = quench_video(n_fov=N_SMALL, frames=STEPS * DT + 1, seed=args.video_seed, area_fraction=PHI,
                          diameter=DIAM, diffusion=D0, kT=KT, substeps=SUBSTEPS, progress=True)
     t_video = time.perf_counter() - t0
-    work = cache / f"video_{args.video_seed}"
-    chain = run_chain(video, work, factor=FACTOR, steps=DT, snapshots=STEPS + 1, patches=args.patches,
-                      epochs=args.video_epochs, seed=args.video_seed, progress=True)
+    work = cache / f"video_{args.video_seed}_e{args.video_epochs}"
+    if (work / "macro" / "report.json").is_file() and not args.fresh:      # the chain is cached: reuse it
+        from colloidcg.outputs import read_table
+        from colloidcg.scaling.video_chain import ChainResult, match_error
+        tracks, _ = read_table(work / "tracks.parquet")
+        chain = ChainResult(tracks, match_error(tracks, video.truth, 8.0), work / "model", work / "macro",
+                            json.loads((work / "macro" / "report.json").read_text()),
+                            json.loads((work / "seconds.json").read_text()))
+    else:
+        chain = run_chain(video, work, factor=FACTOR, steps=DT, snapshots=STEPS + 1, patches=args.patches,
+                          epochs=args.video_epochs, seed=args.video_seed, progress=True)
+        (work / "seconds.json").write_text(json.dumps(chain.seconds))
     sde = load_sde(chain.macro_dir)
     res = {"video": {"fov_px": video.fov_px, "sample_px": video.sample_px, "n_sample": video.n_sample,
                      "frames": int(len(video.frames)), "seed": args.video_seed,
@@ -290,6 +309,30 @@ def stage_video(args, cache: Path, out: Path, truth, z_start, tile_area, small_s
                         "relmse_video_sample_psi6": relmse(sample, true_mean),
                         "video_sample_psi6": sample.tolist(), "direct_16x_mean": true_mean.tolist()}
     res["snapshot_frames"] = chain.report.get("snapshot_frames")
+    # decomposition: the same upsampled snapshots (macro train's seeds), their psi6 against the
+    # filmed sample's, and patches evolved with the truth dynamics instead of the model
+    from colloidcg.cli.macro import _states
+    from colloidcg.export import load_model
+    from colloidcg.outputs import read_table
+    from colloidcg.scaling import upsample
+    from colloidcg.scaling.macro import learn_macro
+    model, mcfg = load_model(chain.model_dir)
+    model = model.double()
+    tracks, meta = read_table(work / "tracks.parquet")
+    snaps = []
+    for i, f in enumerate(tqdm(chain.report["snapshot_frames"], desc="upsampling again")):
+        up = upsample(model, mcfg, tracks, meta, factor=FACTOR, frame=int(f), samples=1, seed=args.video_seed + i)
+        snaps += [st._replace(size=np.full(len(st.pos), DIAM)) for st in _states(up, None, 2)]
+    z_snap = np.array([enc.whole(st)[0] for st in snaps])
+    res["snapshots_psi6"] = z_snap.tolist()
+    res["snapshots_minus_sample"] = float(np.mean(z_snap[1:] - video.psi6_sample[::DT][1:]))
+    tile = float(chain.report["upsampling"]["tile_px"][0])
+    truth_patches = learn_macro(simulator(), snaps, patch=tile, steps=DT, observables=["psi6"],
+                                patches_per_snapshot=args.patches, buffer=args.buffer, tile_area_px2=tile * tile,
+                                seed=args.video_seed, progress=True)
+    zt = truth_patches.sde.simulate(steps=STEPS, runs=args.sde_runs, factor=FACTOR, z0=z_start, seed=0)[..., 0]
+    res["truth_dynamics_on_video_snapshots"] = {"relmse": relmse(zt.mean(0), true_mean),
+                                                "mean_16x": zt.mean(0).tolist()}
     (out / f"video_{args.video_seed}.json").write_text(json.dumps(res, indent=1, default=float))
     import matplotlib
     matplotlib.use("Agg")
@@ -332,6 +375,10 @@ def stage_video(args, cache: Path, out: Path, truth, z_start, tile_area, small_s
     print(f"| particle truth, block states (fit seed 0) | {ref['relmse_block']:.2e} | | |")
     print(f"| particle truth, naive (fit seed 0) | {ref['relmse_naive']:.2e} | | |")
     print(f"| the filmed sample's own psi6 (one quench) | {ref['relmse_video_sample_psi6']:.2e} | | |")
+    print(f"| video snapshots, patches evolved with the truth dynamics | "
+          f"{res['truth_dynamics_on_video_snapshots']['relmse']:.2e} | | |")
+    print(f"\nupsampled snapshots' psi6 minus the filmed sample's (frames {DT}-{STEPS * DT}, mean): "
+          f"{res['snapshots_minus_sample']:+.3f}")
     return res
 
 
@@ -420,11 +467,14 @@ def main(argv=None) -> int:
                     help="truth: the direct runs only; block: the block states and the naive baseline only; "
                          "seams: the upsampled snapshots' psi6 and ordering rate against their tiles' and the "
                          "direct runs'; ensemble: block SDE fits bagged (averaged) against single fits, "
-                         "with 8 and 32 block states per macro step; video: the chain from a tracked video "
+                         "(--ensemble-sets block states per macro step); video: the chain from a tracked video "
                          "(render, track, train, colloidcg macro train) against the same direct runs")
     ap.add_argument("--small-seed", type=int, default=0, help="the small quenches' seeds start here")
     ap.add_argument("--video-seed", type=int, default=1, help="--stage video: seed of the filmed quench")
     ap.add_argument("--video-epochs", type=int, default=6, help="--stage video: the model's training epochs")
+    ap.add_argument("--ensemble-sets", default="8", help="--stage ensemble: block states per macro step, "
+                    "comma-separated (one block SDE per value and fit seed)")
+    ap.add_argument("--fresh", action="store_true", help="--stage video: redo the chain even when it is cached")
     ap.add_argument("--cache", default="/tmp/colloidcg_macro_cache")
     ap.add_argument("--out", default="benchmarks/results/macro")
     ap.add_argument("--runs", type=int, default=20, help="direct simulations per size")
@@ -499,9 +549,10 @@ def main(argv=None) -> int:
         return 0
     if args.stage == "ensemble":
         nz0, nz1 = trajectory_increments(enc, small_states)
-        ens = ensemble_fits(args, enc, small_states, z_start, truth, tile_area, nz0, nz1)
+        ens = ensemble_fits(args, enc, small_states, z_start, truth, tile_area, nz0, nz1,
+                            sets_list=[int(x) for x in args.ensemble_sets.split(",")])
         results["ensemble"] = ens
-        name = "ensemble.json" if args.small_seed == 0 else f"ensemble_from_{args.small_seed}.json"
+        name = "bagged_fits.json" if args.small_seed == 0 else f"bagged_fits_from_{args.small_seed}.json"
         (out / name).write_text(json.dumps(results, indent=1, default=float))
         print_ensemble(ens, args.small, args.small_seed)
         return 0

@@ -12,7 +12,12 @@ Known answers (fast):
   values exactly); codes are permutation and rotation invariant;
 - a saved SDE loads in a fresh process and gives the same ensemble;
 - psi6_coherence is 1 on a lattice and falls beside a grain boundary where psi6 is 1;
-- block states: the K increments of one block state average to its own increment.
+- block states: the K increments of one block state average to its own increment;
+  `macro train --states block` describes K boxes, starts from the tables' mean z and
+  refuses what it cannot use (one line each);
+- the chain from video (short): tracking recovers the rendered positions, every
+  upsampled snapshot of the video has the box of K windows, and the learned SDE orders
+  as the filmed quench does.
 
 The full soft-disk known answer (learning from 1/16 of the area, 20 direct large runs) is
 benchmarks/macro.py; its reduced version here is marked slow (about 5 minutes): block
@@ -510,7 +515,7 @@ def test_chain_from_a_tracked_video_end_to_end(tmp_path):
                      substeps=3)
     assert v.frames.shape == (31, v.fov_px, v.fov_px) and v.sample_px == 2 * v.fov_px
     assert v.psi6_sample[-1] > v.psi6_sample[0] + 0.1            # the truth orders after the quench
-    r = run_chain(v, tmp_path / "chain", factor=4, steps=10, snapshots=3, patches=2, epochs=2, seed=0)
+    r = run_chain(v, tmp_path / "chain", factor=4, steps=10, snapshots=3, patches=4, epochs=2, seed=0)
     assert r.tracking["rms_error_per_axis_px"] < 0.4
     assert r.tracking["recall"] > 0.95 and r.tracking["precision"] > 0.98
     rep = r.report
@@ -519,7 +524,7 @@ def test_chain_from_a_tracked_video_end_to_end(tmp_path):
     tile = rep["upsampling"]["tile_px"][0]
     assert v.fov_px - 4 < tile <= v.fov_px                        # the video's whole window
     assert rep["n_patches_K"] == pytest.approx(4.0, rel=1e-9)     # every snapshot's box is 2 x the window
-    assert rep["patches"] == 3 * 2
+    assert rep["patches"] == 3 * 4
     sde = load_sde(r.macro_dir)
     z = sde.simulate(steps=3, runs=50, factor=4, seed=0)[..., 0]
     assert z.mean(0)[-1] > z.mean(0)[0]
