@@ -13,7 +13,7 @@ LENGTHS = ("cutoff", "edge", "loc_noise")
 #: TrainConfig options set by flags of the same name (dest); --cutoff, --edge and --loc-noise
 #: are lengths converted to um first.
 CONFIG_FLAGS = ("epochs", "batch_frames", "lr", "device", "seed", "multistep", "aux_weight", "n_s", "dtype",
-                "s_memory", "s_window",
+                "s_memory", "s_window", "transport",
                 "substrate", "deviatoric", "cutoff_factors", "n_kernel", "n_pair", "select", "size_column",
                 "frame_average", "progress")
 
@@ -89,6 +89,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--n-kernel", type=int, default=d("n_kernel"), dest="n_kernel", help=h("n_kernel"))
     p.add_argument("--n-pair", type=int, default=d("n_pair"), dest="n_pair", help=h("n_pair"))
     p.add_argument("--select", default=d("select"), choices=["val_nll", "val_msd"], help=h("select"))
+    p.add_argument("--transport", default=d("transport"), choices=["likelihood", "msd"], help=h("transport"))
     p.add_argument("--size-column", default=d("size_column"), dest="size_column", metavar="COLUMN",
                    help=h("size_column"))
     p.add_argument("--no-frame-average", action="store_false", dest="frame_average", help=off("frame_average"))

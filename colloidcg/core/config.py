@@ -61,6 +61,9 @@ class ModelConfig:
                                      "the frame rate (particle data recorded at the integration step)")
     k_B: float = _opt(1.0, "Boltzmann constant in the model's units (0: deterministic)")
     tau: float = _opt(1.0, "time scale of the friction coefficients", "time")
+    friction_scale: float = _opt(1.0, "factor on every friction coefficient, pair and substrate (set by "
+                                      "the transport calibration, TrainConfig.transport 'msd'; 1: as "
+                                      "the likelihood fitted them)")
     mass_scale: float = _opt(1.0, "scale of the learned particle mass", "mass")
     theta_ref: float = _opt(1.0, "temperature scale (calibrated from the velocities)", "energy")
     volume_ref: float = _opt(1.0, "reference kernel volume 1 / (W(0) + sum_j W) (calibrated)")

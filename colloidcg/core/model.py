@@ -192,6 +192,7 @@ class MetriplecticModel(nn.Module):
         self.cutoff = float(config.cutoff)
         self.k_B = float(config.k_B)
         self.tau = float(config.tau)
+        self.friction_scale = float(config.friction_scale)
         self.mass_scale = float(config.mass_scale)
         self.theta_ref = float(config.theta_ref)
         self.size_scale = float(config.size_scale)
@@ -257,7 +258,8 @@ class MetriplecticModel(nn.Module):
 
     def substrate_friction(self) -> Tuple[Tensor, Tensor]:
         """(gamma0 scale, its temperature exponent alpha0)."""
-        return self.mass_scale / self.tau * F.softplus(self.raw_gamma0), 2.0 * torch.tanh(self.raw_alpha0)
+        g0 = self.friction_scale * self.mass_scale / self.tau * F.softplus(self.raw_gamma0)
+        return g0, 2.0 * torch.tanh(self.raw_alpha0)
 
     # ------------------------------------------------------------------ geometry
     def reduced_size(self, size: Optional[Tensor], like: Tensor) -> Optional[Tensor]:
@@ -340,7 +342,7 @@ class MetriplecticModel(nn.Module):
         dbar_i = th_bar.square() / (2.0 * th_i.square())  # d theta_bar / d theta_i
         dbar_j = th_bar.square() / (2.0 * th_j.square())
         alpha = (2.0 * torch.tanh(self.raw_alpha)).to(dtype)
-        gscale = self.mass_scale / self.tau
+        gscale = self.friction_scale * self.mass_scale / self.tau
         ratio = th_bar / self.theta_ref
         coef = g.coef
         val = gscale * coef[:, 0] * th_bar * ratio ** alpha[0]          # shear friction

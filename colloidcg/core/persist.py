@@ -77,7 +77,7 @@ MODEL_LIMITS = {"dim": (2, 3), "n_s": (1, 16), "width": (1, 4096), "depth": (1, 
                 "n_kernel": (1, 256), "energy_width": (1, 4096), "energy_depth": (1, 32),
                 "encoder_width": (1, 4096), "n_rbf": (1, 1024), "n_pair": (0, 1024)}
 #: Physical scales: finite and positive (size_scale: finite and >= 0).
-MODEL_SCALES = ("cutoff", "k_B", "tau", "mass_scale", "theta_ref", "volume_ref", "stiffness",
+MODEL_SCALES = ("cutoff", "k_B", "tau", "friction_scale", "mass_scale", "theta_ref", "volume_ref", "stiffness",
                 "fabric_ref")
 
 

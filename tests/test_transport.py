@@ -1,0 +1,110 @@
+"""Transport calibration (colloidcg.train.transport): one factor on the friction, fitted to
+the training data's MSD, is the Markovian closure of a velocity memory.
+
+Known answer: particles bound by a spring k to a hidden overdamped bath bead (friction
+gamma_b), with their own friction gamma_p: a generalised Langevin equation whose memory
+time gamma_b / k is one frame. At long times particle and bead move together, so
+D = kT / (gamma_p + gamma_b) exactly. A Markovian model fitted by the one-frame likelihood
+sees mostly gamma_p and diffuses ~1.6 x too fast; calibrated, its MSD follows the truth.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from colloidcg import evaluate as ev
+from colloidcg.core.persist import load_model, save_model
+from colloidcg.data import from_tracks
+from colloidcg.errors import ParameterError
+from colloidcg.train import TrainConfig, fit
+from colloidcg.train.transport import msd_all_origins
+
+from test_known_answers import rollout_free, tracks_table
+
+torch.set_num_threads(1)
+
+GAMMA_P, GAMMA_B, K = 0.5, 2.0, 2.0       # per frame, m = kT = 1: memory time gamma_b / k = 1 frame
+
+
+def bath_tracks(n, frames, kT=1.0, sub=50, spacing=50.0, seed=0):
+    """(tracks table) free particles (m = 1, friction GAMMA_P) each bound by a spring K to a
+    hidden overdamped bead (friction GAMMA_B), far apart; Euler-Maruyama with ``sub`` steps
+    per frame of unit length, started in equilibrium."""
+    rng = np.random.default_rng(seed)
+    side = int(math.ceil(math.sqrt(n)))
+    x = np.stack(np.meshgrid(np.arange(side), np.arange(side)), -1).reshape(-1, 2)[:n].astype(float) * spacing
+    v = rng.normal(0, math.sqrt(kT), (n, 2))
+    q = x + rng.normal(0, math.sqrt(kT / K), (n, 2))
+    h = 1.0 / sub
+    out = []
+    for _ in range(frames):
+        out.append(x.copy())
+        for _ in range(sub):
+            f = -K * (x - q)
+            v = v + h * (f - GAMMA_P * v) + math.sqrt(2 * GAMMA_P * kT * h) * rng.normal(size=v.shape)
+            q = q - h * f / GAMMA_B + math.sqrt(2 * kT * h / GAMMA_B) * rng.normal(size=q.shape)
+            x = x + h * v
+    return tracks_table(np.array(out))
+
+
+def test_msd_all_origins_is_the_mean_over_origins():
+    r = torch.cumsum(torch.randn(30, 5, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0)), 0)
+    m = msd_all_origins(r, 4)
+    brute = [np.mean([float((r[t + k] - r[t]).square().sum(-1).mean()) for t in range(30 - k)]) for k in range(1, 5)]
+    assert np.allclose(m, brute, rtol=1e-12)
+
+
+@pytest.fixture(scope="module")
+def calibrated(tmp_path_factory):
+    traj = from_tracks(bath_tracks(100, 100, seed=1))
+    res = fit(traj, TrainConfig(epochs=6, batch_frames=8, lr=1e-2, cutoff=3.0, edge=0.0, progress=False,
+                                loc_noise="none", transport="msd"))
+    return traj, res
+
+
+def test_calibrated_friction_reproduces_the_memory_kernel_s_long_time_transport(calibrated):
+    traj, res = calibrated
+    rep = res.report["transport"]
+    assert rep["converged"] and rep["particles"] == 100 and rep["max_lag"] == 49
+    # the truth: the same process, many more particles
+    truth = ev.msd(bath_tracks(1000, 160, seed=7), max_lag=80)["msd"].to_numpy()
+    D_exact = 1.0 / (GAMMA_P + GAMMA_B)
+    slope_truth = (truth[79] - truth[39]) / (4 * 40)
+    assert abs(slope_truth / D_exact - 1) < 0.05          # the data generator is right
+
+    def scores(model):
+        ms = ev.msd(rollout_free(model, traj, 1000, 160, seed=2), max_lag=80)["msd"].to_numpy()
+        return ev.rel_rms(ms, truth, pointwise=True), (ms[79] - ms[39]) / (4 * 40) / D_exact
+
+    err_cal, d_cal = scores(res.model)
+    factor = rep["factor"]
+    res.model.update_config(friction_scale=res.model.friction_scale / factor)
+    err_raw, d_raw = scores(res.model)
+    res.model.update_config(friction_scale=res.model.friction_scale * factor)
+    assert err_raw > 0.3 and d_raw > 1.3                  # the likelihood alone: Markovian, too fast
+    assert 1.2 < factor < 1.8
+    assert err_cal <= 0.10, (err_cal, err_raw)
+    assert abs(d_cal - 1) <= 0.15, d_cal                  # long-time D (all lags are matched alike)
+
+
+def test_friction_scale_is_saved_loaded_and_scales_every_friction(calibrated, tmp_path):
+    traj, res = calibrated
+    save_model(res.model, tmp_path / "m")
+    cfg = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert cfg["model"]["friction_scale"] == pytest.approx(res.report["transport"]["friction_scale"])
+    loaded, _ = load_model(tmp_path / "m")
+    assert loaded.friction_scale == res.model.friction_scale
+    g_cal, _ = loaded.substrate_friction()
+    loaded.update_config(friction_scale=1.0)
+    g_one, _ = loaded.substrate_friction()
+    assert float((g_cal / g_one).detach()) == pytest.approx(res.model.friction_scale, rel=1e-12)
+
+
+def test_transport_option_is_checked():
+    with pytest.raises(ParameterError, match="transport"):
+        TrainConfig(transport="green-kubo").validate()
