@@ -13,6 +13,8 @@ macroscopic stochastic dynamics").
   closure variables and the macroscopic SDE (:func:`learn_macro`, :class:`MacroSDE`;
   :func:`block_increments`, its increments from block states of small periodic systems,
   and :func:`learn_block`, the SDE fitted on them).
+- :mod:`.video_chain`: the chain from a video with a known truth (a rendered quench,
+  tracked, trained on, ``colloidcg macro train``), for the benchmark and its test.
 
 See docs/scaling.md for the method, the references and what was measured.
 """
