@@ -52,7 +52,8 @@ def add_parser(subparsers) -> None:
     t.add_argument("--block-sets", type=int, default=8, metavar="N", dest="block_sets",
                    help="block states drawn per macro step (--states block)")
     t.add_argument("--factor", type=int, default=16, metavar="K",
-                   help="area factor of the upsampled snapshots: a square (2D) or cube (3D)")
+                   help="area factor of the upsampled snapshots, a square (2D) or cube (3D); with --states "
+                        "block also the number K of small systems in a block state")
     t.add_argument("--snapshots", type=int, default=8, metavar="N",
                    help="input frames upsampled, evenly spaced over the table (--states upsampled)")
     t.add_argument("--steps", type=int, default=10, metavar="F", help="frames per macroscopic step")
