@@ -170,7 +170,8 @@ def neighbour_counts(tracks: pd.DataFrame, table: pd.DataFrame, radius: float,
 # ----------------------------------------------------------------------------- learned S
 
 def learned_s(tracks: pd.DataFrame, table: pd.DataFrame, soft, seed: int = 0, aux_weight: float = 0.0,
-              s_memory: str = "encoded", epochs: int = 40, frame0: bool = False) -> dict:
+              s_memory: str = "encoded", epochs: int = 40, frame0: bool = False,
+              cutoff: float | None = None) -> dict:
     """Train the model on the frames before the softness baseline's split (its own
     validation split for model selection lies inside them) and return per-row values
     aligned with ``table`` (arrays (len(table),), NaN where a row has none):
@@ -183,7 +184,8 @@ def learned_s(tracks: pd.DataFrame, table: pd.DataFrame, soft, seed: int = 0, au
     frame 0; and ``cutoff`` (px), the model's range, also the encoder's radius.
 
     Tracks in px and frames (calibration 1 um/px, 1 frame/s), labels' horizon = the
-    baseline's lag, no size column (the model sees positions only)."""
+    baseline's lag, no size column (the model sees positions only); ``cutoff`` (px) the
+    model's range, or None: selected by training from the data."""
     import torch
 
     from colloidcg.data import from_tracks
@@ -195,7 +197,7 @@ def learned_s(tracks: pd.DataFrame, table: pd.DataFrame, soft, seed: int = 0, au
     early = tracks[tracks["frame"] < soft.split_frame]
     traj = from_tracks(early, None, fps=1.0, um_per_px=1.0, labels=labels[labels["frame"] < soft.split_frame])
     cfg = TrainConfig(epochs=epochs, patience=epochs, aux_weight=aux_weight, horizon=lag, edge=0,
-                      progress=False, seed=seed, s_memory=s_memory)
+                      progress=False, seed=seed, s_memory=s_memory, cutoff=cutoff)
     res = fit(traj, cfg)
     model = res.model
     keys = list(zip(table["frame"].to_numpy(), table["particle"].to_numpy()))
@@ -405,15 +407,15 @@ def score_case(case: dict) -> dict:
     learned: dict = {}
     for seed in seeds:
         for memory in memories:
-            for aux in (0.0, 1.0):
+            for aux in AUX_WEIGHTS:
                 t0 = time.perf_counter()
                 v = learned_s(case["tracks"], t, soft, seed=seed, aux_weight=aux, s_memory=memory,
-                              epochs=epochs, frame0=frame0)
+                              epochs=epochs, frame0=frame0, cutoff=MODEL_CUTOFF)
                 vals = {"S": v["S"], "S carried": v["S_carried"], "dS/dt": v["dSdt"]}
                 if frame0:
                     vals["S frame 0"] = v["S_frame0"]
                 r = score_against_softness(t, vals, soft=soft, fix_sign=[k for k in vals if k != "dS/dt"])
-                tag = "self-supervised" if aux == 0 else "aux"
+                tag = "self-supervised" if aux == 0 else ("aux" if aux == 1 else f"aux {aux:g}")
                 learned.setdefault((memory, tag), []).append((r, v["cutoff"]))
                 print(f"  [{case['name']}] trained s_memory={memory}, {tag}, seed {seed}: "
                       + ", ".join(f"{k} {r[k].auc:.3f}" for k in vals)
@@ -523,6 +525,10 @@ def planted_and_sample(quick: bool) -> None:
 
 
 CASES = ("vacancy", "glass", "glass-video", "planted")
+#: auxiliary-loss weights of the learned S (0: self-supervised) and the models' range (px;
+#: None: selected from the data), set by --aux-weights and --cutoff
+AUX_WEIGHTS = (0.0, 1.0)
+MODEL_CUTOFF = None
 
 
 def main() -> None:
@@ -537,6 +543,11 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=40, help="training epochs of each learned S (default 40)")
     ap.add_argument("--s-memory", default="encoded,carried",
                     help="comma-separated s_memory variants to train: encoded, carried (default both)")
+    ap.add_argument("--aux-weights", default="0,1",
+                    help="comma-separated auxiliary-loss weights of the learned S (default 0,1: "
+                         "self-supervised and with the auxiliary loss)")
+    ap.add_argument("--cutoff", type=float, default=None,
+                    help="the learned models' range in px (default: selected by training from the data)")
     ap.add_argument("--glass-frames", type=int, default=300, help="frames of the glass (default 300)")
     ap.add_argument("--glass-seed", type=int, default=1, help="seed of the glass simulation (default 1)")
     args = ap.parse_args()
@@ -547,6 +558,16 @@ def main() -> None:
     memories = tuple(m.strip() for m in args.s_memory.split(",") if m.strip())
     if any(m not in ("encoded", "carried") for m in memories):
         ap.error("--s-memory: expected encoded, carried or both")
+    global AUX_WEIGHTS, MODEL_CUTOFF
+    try:
+        AUX_WEIGHTS = tuple(float(w) for w in args.aux_weights.split(",") if w.strip())
+    except ValueError:
+        ap.error(f"--aux-weights: expected comma-separated numbers, got {args.aux_weights!r}")
+    if not AUX_WEIGHTS or any(w < 0 for w in AUX_WEIGHTS):
+        ap.error(f"--aux-weights: expected numbers >= 0, got {args.aux_weights!r}")
+    if args.cutoff is not None and not args.cutoff > 0:
+        ap.error(f"--cutoff: expected a positive length in px, got {args.cutoff}")
+    MODEL_CUTOFF = args.cutoff
     if not args.skip_speed:
         speed((50, 100, 200) if args.quick else (100, 300, 1000))
     learn = (range(args.first_seed, args.first_seed + args.seeds), args.epochs, memories)
