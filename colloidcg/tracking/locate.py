@@ -15,7 +15,8 @@ With ``refine=True`` (the default) a frame goes through
 5. as trackpy after refinement: minmass on the mass at the fitted position, and of two
    spots closer than ``separation`` only the brighter; besides, a spot within two
    diameters of one at least four times as massive is dropped (the bright halo of a
-   bright-field ring is not a particle).
+   bright-field ring is not a particle; in crowded frames it must also be four times
+   fainter in fitted amplitude).
 
 With ``refine=False`` it is plain ``trackpy.locate`` (centroids), for comparison and for
 z-stacks.
