@@ -78,7 +78,7 @@ def test_calibrated_friction_reproduces_the_memory_kernel_s_long_time_transport(
     assert abs(slope_truth / D_exact - 1) < 0.05          # the data generator is right
 
     def scores(model):
-        ms = ev.msd(rollout_free(model, traj, 1000, 160, seed=2), max_lag=80)["msd"].to_numpy()
+        ms = ev.msd(rollout_free(model, traj, 600, 130, seed=2), max_lag=80)["msd"].to_numpy()
         return ev.rel_rms(ms, truth, pointwise=True), (ms[79] - ms[39]) / (4 * 40) / D_exact
 
     err_cal, d_cal = scores(res.model)

@@ -17,8 +17,9 @@ How. Stochastic rollouts from the training data's own state (its second frame, t
 with a velocity), positions
 of the data's particles with every particle present throughout, the MSD averaged over all
 time origins of the window, model against data; f solves mean_lag log(MSD_model / MSD_data)
-= 0 (every lag weighed alike, as the known answers score MSD), by the secant method in
-log f with the same random numbers at every f. Nothing outside the training frames is used.
+= 0 (every lag weighed alike, as the known answers score MSD): the root of a straight line
+in log f fitted to every evaluation, since a rollout's MSD is noisy. Nothing outside the
+training frames is used.
 
 Where it stops working: it fixes one number (the long-time mobility); the shape of the
 velocity correlation within the memory time stays that of a Markovian model, and with
@@ -82,17 +83,43 @@ def _rollout_positions(model: MetriplecticModel, traj: Trajectory, start: int, s
     return out.r
 
 
-def calibrate_transport(model: MetriplecticModel, traj: Trajectory, frames: int = 100, seeds: int = 2,
-                        iterations: int = 6, tol: float = 0.005, seed: int = 0) -> dict:
+def _line_root(xs: list, gs: list) -> tuple[float, float, float]:
+    """Least-squares line g = a + b x through the evaluations; returns (root -a / b, b,
+    standard error of the root) with b held <= -0.1 (MSD falls as the friction grows; a
+    flatter or rising fit, from noise, steps as the diffusive limit's b = -1 would)."""
+    x, g = np.asarray(xs, float), np.asarray(gs, float)
+    if len(x) < 2 or np.ptp(x) == 0:
+        return float(x[-1] + g[-1]), -1.0, float("nan")
+    b, a = np.polyfit(x, g, 1)
+    if not b <= -0.1:
+        b, a = -1.0, float(np.mean(g + x))
+    root = -a / b
+    if len(x) < 3:
+        return float(root), float(b), float("nan")
+    resid = g - (a + b * x)
+    s = math.sqrt(float(resid @ resid) / (len(x) - 2))
+    sxx = float(((x - x.mean()) ** 2).sum())
+    se = s / abs(b) * math.sqrt(1.0 / len(x) + (root - x.mean()) ** 2 / sxx)
+    return float(root), float(b), float(se)
+
+
+def calibrate_transport(model: MetriplecticModel, traj: Trajectory, frames: int = 100, seeds: int = 3,
+                        evaluations: int = 6, tol: float = 0.01, seed: int = 0) -> dict:
     """Set ``model``'s ``friction_scale`` so that its rollouts reproduce the MSD of ``traj``
     over lags 1..frames // 2 (see the module docstring); returns the report: ``factor``
-    (the scale applied, relative to the fitted friction), ``log_msd_ratio_before`` and
-    ``_after`` (mean over lags of log(MSD_model / MSD_data)), ``converged``, ``frames``,
-    ``max_lag``, ``particles``, and each iteration's (factor, log ratio).
+    (the scale applied, relative to the fitted friction) and ``factor_rel_se`` (its
+    relative standard error from the rollouts' noise), ``log_msd_ratio_before`` (mean over
+    lags of log(MSD_model / MSD_data) at the fitted friction), ``slope`` (of that mean log
+    ratio against log factor), ``converged``, ``frames``, ``max_lag``, ``particles``, and
+    every evaluation's (factor, log ratio).
+
+    A rollout's MSD is noisy (a many-body rollout does not follow its random numbers
+    smoothly as the friction changes), so the factor is the root of a straight line fitted
+    to every evaluation of the mean log ratio against log factor, refined by evaluating
+    there until the root moves by less than ``tol`` (relative).
 
     ``frames``: rollout length (the trajectory's frames at most); ``seeds``: rollouts per
-    evaluation (their MSDs are pooled); ``iterations``: secant steps at most; ``tol``:
-    |mean log ratio| at which to stop (0.005: MSD within 0.5 %).
+    evaluation (their MSDs are pooled); ``evaluations``: at most, after the first.
     """
     start = 1                     # the first frame with a velocity (a backward difference)
     steps = min(int(frames), traj.n_frames - 1 - start)
@@ -105,32 +132,36 @@ def calibrate_transport(model: MetriplecticModel, traj: Trajectory, frames: int 
     msd_data = msd_all_origins(data_r[:, interior], max_lag)
     base = float(model.friction_scale)
 
-    def log_ratio(f: float) -> float:
-        model.update_config(friction_scale=base * f)
+    def log_ratio(x: float) -> float:
+        model.update_config(friction_scale=base * math.exp(x))
         m = np.mean([msd_all_origins(_rollout_positions(model, traj, start, steps, idx, interior, seed + k)
                                      [:, interior], max_lag) for k in range(seeds)], axis=0)
         if not np.all(np.isfinite(m)) or np.any(m <= 0):
             return float("inf")
         return float(np.mean(np.log(m / msd_data)))
 
-    trail = [(1.0, log_ratio(1.0))]
-    # first step: diffusive MSD scales as 1 / f, so log f moves by the log ratio
-    x_prev, g_prev = 0.0, trail[0][1]
-    x = g_prev if math.isfinite(g_prev) else 0.0
-    for _ in range(iterations):
-        if abs(g_prev) <= tol or not math.isfinite(g_prev):
-            break
-        g = log_ratio(math.exp(x))
-        trail.append((math.exp(x), g))
-        if abs(g) <= tol or not math.isfinite(g):
-            break
-        slope = (g - g_prev) / (x - x_prev) if x != x_prev else -1.0
-        if not (slope < 0 and math.isfinite(slope)):     # MSD falls as friction grows; else step as at first
-            slope = -1.0
-        x_prev, g_prev, x = x, g, float(np.clip(x - g / slope, x - 1.0, x + 1.0))
-    best_f, best_g = min(trail, key=lambda t: abs(t[1]) if math.isfinite(t[1]) else float("inf"))
-    model.update_config(friction_scale=base * best_f)
-    return {"factor": best_f, "friction_scale": base * best_f, "log_msd_ratio_before": trail[0][1],
-            "log_msd_ratio_after": best_g, "converged": bool(abs(best_g) <= tol), "frames": steps,
+    xs, gs = [0.0], [log_ratio(0.0)]
+    converged = False
+    root, slope, se = 0.0, float("nan"), float("nan")
+    if math.isfinite(gs[0]):
+        root, slope, se = _line_root(xs, gs)
+        for _ in range(evaluations):
+            x = float(np.clip(root, xs[-1] - 1.0, xs[-1] + 1.0))
+            g = log_ratio(x)
+            if not math.isfinite(g):          # a diverging rollout: step back halfway
+                root = 0.5 * (x + xs[-1])
+                continue
+            xs.append(x)
+            gs.append(g)
+            new_root, slope, se = _line_root(xs, gs)
+            moved = abs(new_root - root)
+            root = new_root
+            if moved <= tol and len(xs) >= 3:
+                converged = True
+                break
+    factor = math.exp(root)
+    model.update_config(friction_scale=base * factor)
+    return {"factor": factor, "factor_rel_se": se, "friction_scale": base * factor,
+            "log_msd_ratio_before": gs[0], "slope": slope, "converged": converged, "frames": steps,
             "max_lag": max_lag, "particles": int(interior.sum()), "seeds": seeds, "substeps": SUBSTEPS,
-            "iterations": [{"factor": f, "log_msd_ratio": g} for f, g in trail]}
+            "evaluations": [{"factor": math.exp(x), "log_msd_ratio": g} for x, g in zip(xs, gs)]}
