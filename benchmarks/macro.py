@@ -33,6 +33,7 @@ coarsen.
     python benchmarks/macro.py --stage seams       # why upsampled snapshots mislead the SDE
     python benchmarks/macro.py --stage ensemble --fit-seeds 10 --small-seed 100   # bagged block SDE fits
     python benchmarks/macro.py --stage video --video-seed 1   # the chain from a tracked video
+    python benchmarks/macro.py --stage video-block --fields 32   # block states from 32 filmed fields of view
 
 Prints markdown tables; writes plots and results.json into --out.
 """
@@ -382,6 +383,85 @@ def stage_video(args, cache: Path, out: Path, truth, z_start, tile_area, small_s
     return res
 
 
+def stage_video_block(args, cache: Path, out: Path, truth, z_start, tile_area):
+    """Block states from video: --fields quenches, each filmed in its own field of view
+    (the same system and window as --stage video; frames 0, DT, ... only), located with
+    colloidcg's tracking (parameters estimated on the first, then reused), psi6 averaged
+    over the particles at least 24 px (1.5 diameters) inside each field of view. Block
+    states of K = FACTOR fields of view, lambda = K, against the naive SDE of the same
+    fields' own increments (lambda = 1), --fit-seeds fits each; run for the 16x system
+    (1024 particles' area) from the same start and compared with the same direct runs."""
+    from tqdm.auto import tqdm
+
+    from colloidcg.scaling.macro import block_pairs, fit_sde
+    from colloidcg.scaling.video_chain import interior_psi6, quench_video
+    from colloidcg.tracking import track
+    edge = 1.5 * DIAM
+    tag = f"{args.fields}" if args.field_sample == 4 else f"{args.fields}_sample{args.field_sample}"
+    path = cache / f"video_fields_{tag}.npz"
+    if path.is_file():
+        d = np.load(path)
+        z, n, window = d["z"], d["n"], float(d["window"])
+    else:
+        z, n, params, window = [], [], None, None
+        for k in tqdm(range(args.fields), desc="fields of view"):
+            v = quench_video(n_fov=N_SMALL, frames=STEPS * DT + 1, seed=5000 + k, area_fraction=PHI, diameter=DIAM,
+                             diffusion=D0, kT=KT, substeps=SUBSTEPS, render_every=DT,
+                             sample_factor=args.field_sample)
+            tr = track(v.frames, params=params, progress=False)
+            params = tr.params if params is None else params
+            f, zz, nn = interior_psi6(tr.tracks, edge)
+            if len(f) != STEPS + 1:
+                raise SystemExit(f"field {k}: psi6 in {len(f)} of {STEPS + 1} frames")
+            z.append(zz)
+            n.append(nn)
+            window = float(v.fov_px)
+        z, n = np.array(z), np.array(n)
+        np.savez(path, z=z, n=n, window=window)
+    inner_area = (window - 2 * edge) ** 2
+    big_area = FACTOR * tile_area        # the direct 16x system's area
+    true_mean = truth[FACTOR].mean(0)
+    res = {"fields": args.fields, "sample_factor": args.field_sample, "edge_px": edge, "window_px": window, "interior_area_px2": inner_area,
+           "particles_averaged_per_field": float(n[:, 1:].mean()),
+           "fields_mean_vs_direct": relmse(z.mean(0), true_mean), "block": [], "naive": []}
+    zb_all, zn_all = [], []
+    for fs in range(args.fit_seeds):
+        bz0, bz1 = block_pairs(z[..., None], n.astype(float), blocks=FACTOR, sets_per_step=args.block_sets, seed=fs)
+        b_sde, _ = fit_sde(bz0, bz1, dt=DT, names=["psi6"], lam=float(FACTOR), area_px2=FACTOR * inner_area,
+                           tile_area_px2=inner_area, start=z_start, seed=fs)
+        zb = b_sde.simulate(steps=STEPS, runs=args.sde_runs, area_px2=big_area, z0=z_start, seed=fs)[..., 0]
+        nz0, nz1 = z[:, :-1].reshape(-1, 1), z[:, 1:].reshape(-1, 1)
+        n_sde, _ = fit_sde(nz0, nz1, dt=DT, names=["psi6"], lam=1.0, area_px2=inner_area, tile_area_px2=inner_area,
+                           start=z_start, seed=fs)
+        zn = n_sde.simulate(steps=STEPS, runs=args.sde_runs, area_px2=big_area, z0=z_start, seed=fs)[..., 0]
+        res["block"].append(relmse(zb.mean(0), true_mean))
+        res["naive"].append(relmse(zn.mean(0), true_mean))
+        zb_all.append(zb)
+        zn_all.append(zn)
+    zb4 = b_sde.simulate(steps=STEPS, runs=args.sde_runs, area_px2=big_area / 4, z0=z_start, seed=7)[..., 0]
+    res["median_block"] = float(np.median(res["block"]))
+    res["median_naive"] = float(np.median(res["naive"]))
+    res["ratio_of_medians"] = res["median_naive"] / res["median_block"]
+    res["bagged_block"] = relmse(np.mean([a.mean(0) for a in zb_all], 0), true_mean)
+    res["bagged_naive"] = relmse(np.mean([a.mean(0) for a in zn_all], 0), true_mean)
+    v16 = float(np.mean(zb_all[-1][:, 5:].var(0)))
+    res["var_4x_over_16x_last_fit"] = float(np.mean(zb4[:, 5:].var(0))) / v16
+    res["var_16x_over_direct_last_fit"] = v16 / float(np.mean(truth[FACTOR][:, 5:].var(0)))
+    (out / f"video_fields_{tag}.json").write_text(json.dumps(res, indent=1, default=float))
+    print(f"## block states from {args.fields} fields of view of samples {args.field_sample}x their area (interior {window - 2 * edge:.0f} px, "
+          f"~{res['particles_averaged_per_field']:.0f} particles each)\n")
+    print("| fit seed | block states, lambda = K | naive (the fields' own increments) |")
+    print("|---|---|---|")
+    for k, (a, b) in enumerate(zip(res["block"], res["naive"])):
+        print(f"| {k} | {a:.2e} | {b:.2e} |")
+    print(f"| median | {res['median_block']:.2e} | {res['median_naive']:.2e} |")
+    print(f"| bagged | {res['bagged_block']:.2e} | {res['bagged_naive']:.2e} |")
+    print(f"\nratio of medians {res['ratio_of_medians']:.2f}; the fields' own mean against the direct runs "
+          f"{res['fields_mean_vs_direct']:.2e}; block variance 4x / 16x {res['var_4x_over_16x_last_fit']:.2f}, "
+          f"16x / direct {res['var_16x_over_direct_last_fit']:.2f}")
+    return res
+
+
 def print_block(block, n_small):
     print(f"| {len(block['relmse'])} fit seeds, {n_small} small quenches | block states, periodic patches, "
           "lambda = K | naive | naive / block |")
@@ -463,17 +543,22 @@ def seam_table(small_pos, truth, samples=3, seed=1):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--stage", choices=("truth", "block", "ensemble", "seams", "video", "all"), default="all",
+    ap.add_argument("--stage", choices=("truth", "block", "ensemble", "seams", "video", "video-block", "all"),
+                    default="all",
                     help="truth: the direct runs only; block: the block states and the naive baseline only; "
                          "seams: the upsampled snapshots' psi6 and ordering rate against their tiles' and the "
                          "direct runs'; ensemble: block SDE fits bagged (averaged) against single fits, "
                          "(--ensemble-sets block states per macro step); video: the chain from a tracked video "
-                         "(render, track, train, colloidcg macro train) against the same direct runs")
+                         "(render, track, train, colloidcg macro train) against the same direct runs; "
+                         "video-block: block states from --fields filmed fields of view")
     ap.add_argument("--small-seed", type=int, default=0, help="the small quenches' seeds start here")
     ap.add_argument("--video-seed", type=int, default=1, help="--stage video: seed of the filmed quench")
     ap.add_argument("--video-epochs", type=int, default=6, help="--stage video: the model's training epochs")
     ap.add_argument("--ensemble-sets", default="8", help="--stage ensemble: block states per macro step, "
                     "comma-separated (one block SDE per value and fit seed)")
+    ap.add_argument("--fields", type=int, default=32, help="--stage video-block: filmed quenches (fields of view)")
+    ap.add_argument("--field-sample", type=int, default=4, help="--stage video-block: the filmed periodic sample's "
+                    "area over the field of view's (a square number)")
     ap.add_argument("--fresh", action="store_true", help="--stage video: redo the chain even when it is cached")
     ap.add_argument("--cache", default="/tmp/colloidcg_macro_cache")
     ap.add_argument("--out", default="benchmarks/results/macro")
@@ -514,7 +599,7 @@ def main(argv=None) -> int:
     rng = np.random.default_rng(5)
     t0 = time.perf_counter()
     snaps, snap_t = [], []
-    for t in range(1 if args.stage in ("block", "ensemble", "video") else STEPS):      # block: only the start, for z_start
+    for t in range(1 if args.stage in ("block", "ensemble", "video", "video-block") else STEPS):      # block: only the start, for z_start
         for s in upsampled(small_pos, t, args.samples, rng, relax=args.relax):
             snaps.append(s)
             snap_t.append(t)
@@ -544,6 +629,9 @@ def main(argv=None) -> int:
 
     small_states = [[MicroState(p, np.full(N_SMALL, DIAM), np.array([side, side]), np.arange(N_SMALL), None, None)
                      for p in traj] for traj in small_pos]
+    if args.stage == "video-block":
+        stage_video_block(args, cache, out, truth, z_start, tile_area)
+        return 0
     if args.stage == "video":
         stage_video(args, cache, out, truth, z_start, tile_area, small_states, enc)
         return 0

@@ -528,3 +528,35 @@ def test_chain_from_a_tracked_video_end_to_end(tmp_path):
     sde = load_sde(r.macro_dir)
     z = sde.simulate(steps=3, runs=50, factor=4, seed=0)[..., 0]
     assert z.mean(0)[-1] > z.mean(0)[0]
+
+
+def test_interior_psi6_of_a_lattice_window_is_one_and_the_edge_is_not():
+    """psi6 of an open field of view over the particles at least ``edge`` inside it: a
+    window of a triangular lattice gives 1 exactly with an edge of 1.5 spacings, and less
+    with no edge (edge particles' nearest neighbours are not all bonds of the lattice)."""
+    import pandas as pd
+
+    from colloidcg.scaling.video_chain import interior_psi6
+    s = triangular(12, 12)
+    pos = s.pos[np.all(s.pos < s.box * 0.75, axis=1)]        # an open window: no periodic images
+    df = pd.DataFrame({"frame": np.repeat([0, 3], len(pos)), "particle": np.tile(np.arange(len(pos)), 2),
+                       "x": np.tile(pos[:, 0], 2), "y": np.tile(pos[:, 1], 2)})
+    spacing = s.box[0] / 12
+    f, z, n = interior_psi6(df, edge=1.5 * spacing)
+    assert f.tolist() == [0, 3] and np.allclose(z, 1.0, atol=1e-12)
+    assert 0 < n[0] < len(pos)
+    _, z0, n0 = interior_psi6(df, edge=0.0)
+    assert n0[0] == len(pos) and z0[0] < 0.95
+    with pytest.raises(ParameterError, match="edge"):
+        interior_psi6(df, edge=s.box[0])
+
+
+def test_quench_video_renders_every_nth_frame():
+    from colloidcg.scaling.video_chain import quench_video
+    v = quench_video(n_fov=16, frames=11, seed=0, area_fraction=0.8, diameter=16.0, diffusion=0.25, kT=0.002,
+                     substeps=3, render_every=5)
+    assert v.frames.shape[0] == 3 and sorted(v.truth["frame"].unique()) == [0, 5, 10]
+    assert len(v.psi6_sample) == 11
+    with pytest.raises(ParameterError, match="render_every"):
+        quench_video(n_fov=16, frames=11, seed=0, area_fraction=0.8, diameter=16.0, diffusion=0.25, kT=0.002,
+                     substeps=3, render_every=0)

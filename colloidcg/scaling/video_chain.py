@@ -31,7 +31,7 @@ import pandas as pd
 
 from ..errors import ParameterError
 
-__all__ = ["QuenchVideo", "quench_video", "ChainResult", "run_chain", "match_error"]
+__all__ = ["QuenchVideo", "quench_video", "ChainResult", "run_chain", "match_error", "interior_psi6"]
 
 
 @dataclass
@@ -55,7 +55,7 @@ class QuenchVideo:
 
 def quench_video(*, n_fov: int, frames: int, seed: int, area_fraction: float, diameter: float, diffusion: float,
                  kT: float, substeps: int, sample_factor: int = 4, photons: float = 200.0,
-                 progress: bool = False) -> QuenchVideo:
+                 render_every: int = 1, progress: bool = False) -> QuenchVideo:
     """Simulate and render a quench filmed in a window of a larger periodic sample.
 
     n_fov : particles expected in the field of view (its side W = sqrt(n_fov pi d^2 / 4 /
@@ -67,7 +67,10 @@ def quench_video(*, n_fov: int, frames: int, seed: int, area_fraction: float, di
     Frame 0 is the random start. Rendering follows :class:`colloidcg.synthetic.SynthConfig`'s
     defaults (spot sigma 0.25 d, brightness spread 0.1, background 0.2 of ``photons``,
     unevenness 0.3, read noise 2, 8 bit); spots of particles near the window's edge are
-    drawn whole (periodic images included).
+    drawn whole (periodic images included). ``render_every`` n > 1 renders (and records
+    the truth of) frames 0, n, 2n, ... only: the video then holds frames // n + 1 images,
+    its i-th image frame i x n (``truth.frame`` is the simulation's frame), and
+    ``psi6_sample`` is still per simulated frame.
     """
     from ..synthetic.render import background_field, digitise, fluorescence_spots
     from .observables import whole
@@ -94,7 +97,10 @@ def quench_video(*, n_fov: int, frames: int, seed: int, area_fraction: float, di
     bg = photons * background * background_field(W, W, 0.3, rng)
     gain = 0.6 * 255 / (photons * (1.0 + background))
     pad = 4 * sigma[0] + 1
-    video = np.empty((frames, W, W), np.uint8)
+    if int(render_every) != render_every or render_every < 1:
+        raise ParameterError(f"render_every: expected an integer >= 1, got {render_every!r}")
+    shown = list(range(0, frames, int(render_every)))
+    video = np.empty((len(shown), W, W), np.uint8)
     rows, psi = [], np.empty(frames)
     it = range(frames)
     if progress:
@@ -105,6 +111,8 @@ def quench_video(*, n_fov: int, frames: int, seed: int, area_fraction: float, di
             state = full_step(sim, state, 1, derive_key(seed, 7, f))
         q = np.mod(state.pos, L)
         psi[f] = whole(state._replace(pos=q), ["psi6"])[0]
+        if f % int(render_every):
+            continue
         xs, ys, idx = [], [], []
         for sx in (-L, 0, L):
             for sy in (-L, 0, L):
@@ -115,7 +123,7 @@ def quench_video(*, n_fov: int, frames: int, seed: int, area_fraction: float, di
                 ys.append(p[ok, 1])
                 idx.append(ok)
         x, y, i = np.concatenate(xs), np.concatenate(ys), np.concatenate(idx)
-        video[f] = digitise(bg + fluorescence_spots(x, y, sigma[i], photons * bright[i], W, W), gain, 2.0, 8, rng)
+        video[f // int(render_every)] = digitise(bg + fluorescence_spots(x, y, sigma[i], photons * bright[i], W, W), gain, 2.0, 8, rng)
         inside = (x >= -0.5) & (x < W - 0.5) & (y >= -0.5) & (y < W - 0.5)
         rows.append(pd.DataFrame({"frame": f, "particle": i[inside], "x": x[inside], "y": y[inside]}))
     return QuenchVideo(video, pd.concat(rows, ignore_index=True), W, float(L), n, psi)
@@ -146,6 +154,32 @@ def match_error(tracks: pd.DataFrame, truth: pd.DataFrame, radius: float) -> dic
     e = np.concatenate(err) if err else np.zeros((0, 2))
     return {"rms_error_per_axis_px": float(np.sqrt(np.mean(e ** 2))) if len(e) else math.nan,
             "recall": matched / max(n_r, 1), "precision": matched / max(n_t, 1)}
+
+
+def interior_psi6(tracks: pd.DataFrame, edge: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """psi6 of an open field of view, per frame: the mean |psi6_i| (6 nearest neighbours,
+    among all particles in view, no periodic images) over the particles at least ``edge``
+    px inside the field of view (the extent of all the table's positions), so that their
+    neighbours are in view. Returns (frames, z (T,), counts (T,) of particles averaged)."""
+    from .observables import psi6_local
+
+    if not edge >= 0:
+        raise ParameterError(f"edge: expected a distance >= 0 px, got {edge!r}")
+    allp = tracks[["x", "y"]].to_numpy(float)
+    lo, hi = allp.min(0) + edge, allp.max(0) - edge
+    if np.any(hi <= lo):
+        raise ParameterError(f"edge: {edge:g} px leaves no interior in a field of view of "
+                             f"{(allp.max(0) - allp.min(0)).tolist()} px")
+    frames, z, n = [], [], []
+    for f, g in tracks.groupby("frame", sort=True):
+        pos = g[["x", "y"]].to_numpy(float)
+        inner = np.all((pos >= lo) & (pos <= hi), axis=1)
+        if len(pos) < 7 or not inner.any():
+            continue
+        frames.append(int(f))
+        z.append(float(np.abs(psi6_local(pos, None)[inner]).mean()))
+        n.append(int(inner.sum()))
+    return np.array(frames), np.array(z), np.array(n)
 
 
 @dataclass
