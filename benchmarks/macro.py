@@ -421,7 +421,8 @@ def stage_video_block(args, cache: Path, out: Path, truth, z_start, tile_area):
     inner_area = (window - 2 * edge) ** 2
     big_area = FACTOR * tile_area        # the direct 16x system's area
     true_mean = truth[FACTOR].mean(0)
-    res = {"fields": args.fields, "sample_factor": args.field_sample, "edge_px": edge, "window_px": window, "interior_area_px2": inner_area,
+    res = {"fields": args.fields, "sample_factor": args.field_sample, "edge_px": edge, "window_px": window,
+           "interior_area_px2": inner_area,
            "particles_averaged_per_field": float(n[:, 1:].mean()),
            "fields_mean_vs_direct": relmse(z.mean(0), true_mean), "block": [], "naive": []}
     zb_all, zn_all = [], []
@@ -448,7 +449,8 @@ def stage_video_block(args, cache: Path, out: Path, truth, z_start, tile_area):
     res["var_4x_over_16x_last_fit"] = float(np.mean(zb4[:, 5:].var(0))) / v16
     res["var_16x_over_direct_last_fit"] = v16 / float(np.mean(truth[FACTOR][:, 5:].var(0)))
     (out / f"video_fields_{tag}.json").write_text(json.dumps(res, indent=1, default=float))
-    print(f"## block states from {args.fields} fields of view of samples {args.field_sample}x their area (interior {window - 2 * edge:.0f} px, "
+    print(f"## block states from {args.fields} fields of view of samples {args.field_sample}x their area "
+          f"(interior {window - 2 * edge:.0f} px, "
           f"~{res['particles_averaged_per_field']:.0f} particles each)\n")
     print("| fit seed | block states, lambda = K | naive (the fields' own increments) |")
     print("|---|---|---|")
@@ -599,7 +601,8 @@ def main(argv=None) -> int:
     rng = np.random.default_rng(5)
     t0 = time.perf_counter()
     snaps, snap_t = [], []
-    for t in range(1 if args.stage in ("block", "ensemble", "video", "video-block") else STEPS):      # block: only the start, for z_start
+    # block, ensemble, video stages: only the start, for z_start
+    for t in range(1 if args.stage in ("block", "ensemble", "video", "video-block") else STEPS):
         for s in upsampled(small_pos, t, args.samples, rng, relax=args.relax):
             snaps.append(s)
             snap_t.append(t)

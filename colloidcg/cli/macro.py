@@ -160,7 +160,8 @@ def run_train(args: argparse.Namespace) -> int:
     if args.patches is None:
         args.patches = 4
     for flag, v, lo in (("--snapshots", args.snapshots, 1), ("--steps", args.steps, 1), ("--patches", args.patches, 1),
-                        ("--n-closure", args.n_closure, 0), ("--seed", args.seed, 0), ("--block-sets", args.block_sets, 1)):
+                        ("--n-closure", args.n_closure, 0), ("--seed", args.seed, 0),
+                        ("--block-sets", args.block_sets, 1)):
         if v < lo:
             raise ParameterError(f"{flag}: must be >= {lo}, got {v}")
     if args.lam != "auto":
