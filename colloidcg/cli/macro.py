@@ -131,6 +131,23 @@ def _small_increments(tracks, meta, box, frames, steps, size_col, dim):
     return pairs
 
 
+def _load_model(args, dev):
+    """(model in float64, its config dict, its dimension), with --factor checked against the
+    dimension (a square in 2D, a cube in 3D)."""
+    from ..errors import ParameterError
+    from ..export import load_model
+    from ..scaling import side_steps
+
+    model, cfg = load_model(args.model, device=dev)
+    model = model.double()
+    dim = int(model.config.dim)
+    try:
+        side_steps(args.factor, dim)
+    except ParameterError as exc:
+        raise ParameterError(f"--{exc}") from None
+    return model, cfg, dim
+
+
 def run_train(args: argparse.Namespace) -> int:
     import math
     from pathlib import Path
@@ -139,9 +156,8 @@ def run_train(args: argparse.Namespace) -> int:
     import torch
 
     from ..errors import ParameterError
-    from ..export import load_model
     from ..outputs import atomic_write_json, output_folder, read_table
-    from ..scaling import side_steps, upsample
+    from ..scaling import upsample
     from ..scaling.macro import fit_sde, learn_macro, trajectory_increments
     from ..scaling.observables import check_names, labels as label_values
     from ..scaling.simulators import ModelSimulator
@@ -180,13 +196,7 @@ def run_train(args: argparse.Namespace) -> int:
         return _train_block(args, lam, dev, out)
     names = REPORT_FILES + (CLOSURE_FILES if args.n_closure else [])
     with output_folder(out, names, args.overwrite, option=f"-o {out}") as tx:
-        model, cfg = load_model(args.model, device=dev)
-        model = model.double()
-        dim = int(model.config.dim)
-        try:
-            side_steps(args.factor, dim)
-        except ParameterError as exc:
-            raise ParameterError(f"--{exc}") from None
+        model, cfg, dim = _load_model(args, dev)
         size_col = model.config.size_column or None
         obs, labs = check_names(args.observables.split(","), dim, has_S=True, has_size=bool(size_col))
         tracks, meta = read_table(args.init[0], required=["frame", "particle", "x", "y"])
@@ -323,22 +333,14 @@ def _block_trajectories(args, model_config, size_col, dim, sim):
 def _train_block(args, lam, dev, out) -> int:
     """``macro train --states block``: the SDE fitted on block states of the --init tables."""
     from ..errors import ParameterError
-    from ..export import load_model
     from ..outputs import atomic_write_json, output_folder
-    from ..scaling import side_steps
     from ..scaling.macro import fit_sde, learn_block, trajectory_increments
     from ..scaling.observables import check_names, labels as label_values
     from ..scaling.simulators import ModelSimulator
 
     names = [n for n in REPORT_FILES if n != "patch_curve.png"]
     with output_folder(out, names, args.overwrite, option=f"-o {out}") as tx:
-        model, cfg = load_model(args.model, device=dev)
-        model = model.double()
-        dim = int(model.config.dim)
-        try:
-            side_steps(args.factor, dim)
-        except ParameterError as exc:
-            raise ParameterError(f"--{exc}") from None
+        model, cfg, dim = _load_model(args, dev)
         if len(args.init) < args.factor:
             raise ParameterError(f"--init: block states of K = --factor {args.factor} need at least {args.factor} "
                                  f"small systems (one tracks table each), got {len(args.init)}")
