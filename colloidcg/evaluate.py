@@ -106,7 +106,7 @@ def vacf(tracks: pd.DataFrame, um_per_px: float = 1.0, fps: float = 1.0, max_lag
 
 def rdf(tracks: pd.DataFrame, um_per_px: float = 1.0, r_max: float | None = None, bins: int = 60,
         box_px=None, max_frames: int = 20, seed: int = 0, edge: str | None = None,
-        fov_px=None) -> pd.DataFrame:
+        fov_px=None, tilt_px=None) -> pd.DataFrame:
     """g(r) averaged over up to ``max_frames`` evenly spaced frames: columns r (um), g
     (dimensionless).
 
@@ -123,12 +123,14 @@ def rdf(tracks: pd.DataFrame, um_per_px: float = 1.0, r_max: float | None = None
       the bounding box of all positions) are centres.
 
     ``r_max`` in um, default 5 median nearest-neighbour distances of the first frame used;
-    ``bins`` equal bins from 0 to r_max.
+    ``bins`` equal bins from 0 to r_max. ``tilt_px``: a sheared (Lees-Edwards) box's offset
+    per frame number (px; the sidecar's ``meta.lees_edwards.tilt_xy``, index = frame), for
+    the sheared minimum image (``"periodic"`` only).
     """
     from .neighbours import nearest
     from .structure.rdf import gr
 
-    pos, _ = dense(tracks, um_per_px)
+    pos, frame_numbers = dense(tracks, um_per_px)
     d = pos.shape[-1]
     frames = np.linspace(0, pos.shape[0] - 1, min(max_frames, pos.shape[0])).astype(int)
     if edge is None:
@@ -149,7 +151,15 @@ def rdf(tracks: pd.DataFrame, um_per_px: float = 1.0, r_max: float | None = None
         fin = pos[np.isfinite(pos).all(-1)]
         fov = np.c_[fin.min(0), fin.max(0)]
     edges = np.linspace(0, r_max, bins + 1)
-    r, g, _ = gr((pos[t] for t in frames), edges, edge, box=box, fov=fov, rng=seed)
+    shear = None
+    if tilt_px is not None:
+        if edge != "periodic":
+            raise ColloidcgError("rdf: tilt_px (a sheared box) needs edge='periodic'")
+        if len(tilt_px) <= int(frame_numbers[frames].max()):
+            raise ColloidcgError(f"rdf: tilt_px has {len(tilt_px)} offsets; the tracks reach frame "
+                                 f"{int(frame_numbers[frames].max())} (one offset per frame number needed)")
+        shear = [float(tilt_px[int(frame_numbers[t])]) * um_per_px for t in frames]
+    r, g, _ = gr((pos[t] for t in frames), edges, edge, box=box, fov=fov, rng=seed, shear=shear)
     return pd.DataFrame({"r": r, "g": g})
 
 
@@ -227,7 +237,8 @@ class Settings:
     ``um_per_px`` (um per px) and ``fps`` (frames per s) convert the table's px and
     frames; ``max_lag`` (frames) bounds the lags of time-dependent statistics;
     ``n_frames`` is the number of frames the table spans; ``box_px`` the periodic box (px)
-    or None; ``r_max`` (um) an explicit largest distance, or None. ``reference`` is the
+    or None, ``tilt_px`` its Lees-Edwards offset per frame number (px) when it is sheared;
+    ``r_max`` (um) an explicit largest distance, or None. ``reference`` is the
     data's value of this same statistic while the model's is computed (so that the model
     is measured on the data's bins, lags or range), None otherwise.
     """
@@ -239,6 +250,7 @@ class Settings:
     box_px: Any = None
     r_max: float | None = None
     reference: Any = None
+    tilt_px: Any = None
 
 
 @dataclass(frozen=True)
@@ -381,7 +393,7 @@ def _rdf_stat(tracks: pd.DataFrame, st: Settings) -> pd.DataFrame:
     ref = st.reference
     if r_max is None and ref is not None and len(ref) > 1:   # the model on the data's bins
         r_max = float(ref["r"].iloc[-1] + 0.5 * (ref["r"].iloc[1] - ref["r"].iloc[0]))
-    return rdf(tracks, st.um_per_px, r_max=r_max, box_px=st.box_px)
+    return rdf(tracks, st.um_per_px, r_max=r_max, box_px=st.box_px, tilt_px=st.tilt_px)
 
 
 def _lag_text(lag, fps) -> str:
@@ -425,12 +437,13 @@ del _stat
 
 
 def statistics(tracks: pd.DataFrame, um_per_px: float = 1.0, fps: float = 1.0, max_lag: int | None = None,
-               box_px=None, r_max: float | None = None, reference: dict | None = None) -> dict:
+               box_px=None, r_max: float | None = None, reference: dict | None = None,
+               tilt_px=None) -> dict:
     """Every statistic of :data:`STATISTICS` for one table: {name: DataFrame or float}.
 
     ``max_lag`` in frames (default half the frames); ``r_max`` in um; ``reference``: the
     data's statistics when these are the model's (each statistic then measures on the
-    data's bins, lags or range).
+    data's bins, lags or range); ``tilt_px``: a sheared box's offset per frame number (px).
     """
     _check(tracks)
     T = int(tracks["frame"].max() - tracks["frame"].min() + 1)
@@ -438,14 +451,17 @@ def statistics(tracks: pd.DataFrame, um_per_px: float = 1.0, fps: float = 1.0, m
     out = {}
     for name, stat in list(STATISTICS.items()):
         st = Settings(um_per_px, fps, L, T, box_px, r_max,
-                      None if reference is None else reference.get(name))
+                      None if reference is None else reference.get(name), tilt_px)
         out[name] = stat.compute(tracks, st)
     return out
 
 
 def compare(data: pd.DataFrame, sim: pd.DataFrame, um_per_px: float = 1.0, fps: float = 1.0,
-            max_lag: int | None = None, box_px=None) -> tuple[dict, dict, dict]:
+            max_lag: int | None = None, box_px=None, tilt_data=None, tilt_sim=None) -> tuple[dict, dict, dict]:
     """Statistics of both tables and their model-versus-data errors (common lags / bins).
+
+    ``tilt_data``, ``tilt_sim``: in a sheared (Lees-Edwards) box, each table's offset per
+    frame number (px; the sidecars' ``meta.lees_edwards.tilt_xy``), for g(r)'s minimum image.
 
     Returns (metrics, stats_data, stats_sim); metrics holds each statistic's error under
     its ``metric`` name (msd_rel_rms (pointwise), vacf_rel_rms, rdf_rel_rms,
@@ -457,8 +473,8 @@ def compare(data: pd.DataFrame, sim: pd.DataFrame, um_per_px: float = 1.0, fps: 
     Td = int(data["frame"].max() - data["frame"].min() + 1)
     Ts = int(sim["frame"].max() - sim["frame"].min() + 1)
     L = max_lag or max(2, min(Td, Ts) // 2)
-    sd = statistics(data, um_per_px, fps, L, box_px)
-    ss = statistics(sim, um_per_px, fps, L, box_px, reference=sd)
+    sd = statistics(data, um_per_px, fps, L, box_px, tilt_px=tilt_data)
+    ss = statistics(sim, um_per_px, fps, L, box_px, reference=sd, tilt_px=tilt_sim)
     ctx = Comparison(data, sim, Settings(um_per_px, fps, L, min(Td, Ts), box_px))
     metrics: dict = {}
     for name, stat in list(STATISTICS.items()):
@@ -527,10 +543,11 @@ def draw_statistic(ax, stat: Statistic, series, fps: float | None = None) -> Non
 
 
 def write_report(data: pd.DataFrame, sim: pd.DataFrame, out_dir, um_per_px: float = 1.0, fps: float = 1.0,
-                 box_px=None, extra: dict | None = None) -> dict:
-    """Compare two tables; write metrics.json and PNG plots into ``out_dir``."""
+                 box_px=None, extra: dict | None = None, tilt_data=None, tilt_sim=None) -> dict:
+    """Compare two tables; write metrics.json and PNG plots into ``out_dir`` (``tilt_*``:
+    see :func:`compare`)."""
     from .outputs import atomic_write_json
-    metrics, sd, ss = compare(data, sim, um_per_px, fps, box_px=box_px)
+    metrics, sd, ss = compare(data, sim, um_per_px, fps, box_px=box_px, tilt_data=tilt_data, tilt_sim=tilt_sim)
     plots = plot_comparison(sd, ss, out_dir, fps=fps)
     rec = dict(metrics)
     rec["plots"] = [p.name for p in plots]

@@ -51,7 +51,12 @@ def run(args: argparse.Namespace) -> int:
                 isinstance(b, (int, float)) and math.isfinite(b) and b > 0 for b in box)):
             raise ParameterError(f"{'--box' if args.box else str(args.sim) + ': meta.box_px'}: expected "
                                  f"two or three positive lengths in px, got {box!r}")
+        # a sheared box (md-read of a LAMMPS fix deform run, or simulate from one): each
+        # table's offset per frame, for g(r)'s sheared minimum image
+        tilts = [((m.get("meta", {}) or {}).get("lees_edwards") or {}).get("tilt_xy") for m in (mdata, msim)]
         rec = write_report(data, sim, tx.new, um_per_px=um, fps=fps, box_px=box,
+                           tilt_data=tilts[0] if box is not None else None,
+                           tilt_sim=tilts[1] if box is not None else None,
                            extra={"data": str(Path(args.data).resolve()), "sim": str(Path(args.sim).resolve()),
                                   "fps": fps, "um_per_px": um})
     print(f"MSD error {rec['msd_rel_rms']:.3g}, VACF error {rec['vacf_rel_rms']:.3g}, "

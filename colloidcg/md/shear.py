@@ -200,6 +200,12 @@ def sheared_melt_answer(workdir, size: str = "short", seed: int = 5, md_dir=None
              for name, tr in (("md", cont), ("model", tr_sim))}
     m_md = ev.msd(plane["md"], 1.0, fps, max_lag=lag)["msd"].to_numpy()
     m_sim = ev.msd(plane["model"], 1.0, fps, max_lag=lag)["msd"].to_numpy()
+    # g(r) in the sheared box: each table's offset per frame (the data's from its sidecar,
+    # the rollout's continued by simulate), the sheared minimum image
+    box = side["meta"]["box_px"]
+    g_md = ev.rdf(cont, box_px=box, tilt_px=side["meta"]["lees_edwards"]["tilt_xy"])
+    g_sim = ev.rdf(tr_sim, box_px=box, r_max=float(g_md["r"].iloc[-1] + 0.5 * (g_md["r"].iloc[1] - g_md["r"].iloc[0])),
+                   tilt_px=sim.meta["lees_edwards"]["tilt_xy"])
     P = total_momentum(tr_sim)
     n = tr_sim["particle"].nunique()
     v_scale = float(np.sqrt((tr_sim[["vx", "vy", "vz"]].to_numpy() ** 2).sum(1).mean())) * fps
@@ -217,5 +223,6 @@ def sheared_melt_answer(workdir, size: str = "short", seed: int = 5, md_dir=None
             "non_gaussian_max_abs_diff": float(np.nanmax(np.abs(a_sim - a_md))),
             "non_gaussian_mean_abs_diff": float(np.nanmean(np.abs(a_sim - a_md))),
             "transverse_msd_rel_rms": ev.rel_rms(m_sim, m_md, pointwise=True),
+            "rdf_rel_rms": ev.rel_rms(g_sim["g"].to_numpy(), g_md["g"].to_numpy()),
             "momentum_drift_rel": float(np.abs(P[1:] - P[1]).max() / (np.sqrt(n) * v_scale)),
             "train_report": {k: res.report.get(k) for k in ("epochs_run", "best_epoch", "best_val_score")}}

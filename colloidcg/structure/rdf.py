@@ -46,8 +46,45 @@ def _shells(edges: np.ndarray, dim: int) -> np.ndarray:
     raise ValueError(f"g(r) needs 2D or 3D positions, got {dim}D")
 
 
+def sheared_distances(p: np.ndarray, r_max: float, box: np.ndarray, offset: float) -> np.ndarray:
+    """(P,) distances of the unordered pairs closer than ``r_max`` in a Lees-Edwards box
+    (``box`` (d,) side lengths; the image across +y shifted along x by ``offset``), for
+    positions ``p`` (N, d), by explicit images: the primary cell's particles against its 3^d
+    neighbouring cells (the y neighbours shifted by -+offset). r_max must be below half the
+    shortest side, so each pair has one image that close. (cKDTree's periodic boxes are
+    rectangular only; freud's triclinic box would need the tilt reduced to its range.)"""
+    from scipy.spatial import cKDTree
+
+    dim = p.shape[1]
+    offset = offset - box[0] * np.round(offset / box[0])      # the same images, offset in [-L_x/2, L_x/2]
+    q = p.copy()
+    ny = np.floor(q[:, 1] / box[1])
+    q[:, 0] -= ny * offset                         # into the primary cell along y, sheared
+    q[:, 1] -= ny * box[1]
+    q[:, 0] = np.mod(q[:, 0], box[0])
+    if dim == 3:
+        q[:, 2] = np.mod(q[:, 2], box[2])
+    shifts = []
+    for j in (-1, 0, 1):
+        for i in (-1, 0, 1):
+            for k in ((-1, 0, 1) if dim == 3 else (0,)):
+                v = np.zeros(dim)
+                v[0] = i * box[0] + j * offset
+                v[1] = j * box[1]
+                if dim == 3:
+                    v[2] = k * box[2]
+                shifts.append(v)
+    images = np.concatenate([q + v for v in shifts])
+    n = len(q)
+    centre = len(shifts) // 2                      # the shift (0, 0[, 0]) sits in the middle
+    dm = cKDTree(q).sparse_distance_matrix(cKDTree(images), r_max, output_type="ndarray")
+    keep = ~((dm["j"] // n == centre) & (dm["j"] % n == dm["i"]))       # not a particle with itself
+    keep &= dm["i"] < dm["j"] % n                  # each unordered pair once
+    return dm["v"][keep]
+
+
 def gr(frames: Iterable[np.ndarray], edges, edge: str = "exclude", *, box=None, fov=None,
-       n_random: int = 2, rng=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+       n_random: int = 2, rng=None, shear=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """g(r) of point sets, averaged over frames, with the edge treatment ``edge``.
 
     Parameters
@@ -69,6 +106,10 @@ def gr(frames: Iterable[np.ndarray], edges, edge: str = "exclude", *, box=None, 
         ``"random"``: random point sets per frame (their pair counts are averaged).
     rng : numpy Generator or int seed, optional
         ``"random"``: the random points' generator (default seed 0).
+    shear : iterable of float, L, optional
+        ``"periodic"`` only: each frame's Lees-Edwards offset (the image across +y shifted
+        along x by it, e.g. a sheared LAMMPS box's xy tilt), one per frame; pair distances
+        then use the sheared minimum image (:func:`sheared_distances`).
 
     Returns
     -------
@@ -84,6 +125,8 @@ def gr(frames: Iterable[np.ndarray], edges, edge: str = "exclude", *, box=None, 
     """
     if edge not in EDGE_TREATMENTS:
         raise ValueError(f"edge must be one of {', '.join(EDGE_TREATMENTS)}, got {edge!r}")
+    if shear is not None and edge != "periodic":
+        raise ValueError(f"shear: a sheared box needs edge='periodic', got {edge!r}")
     edges = np.asarray(edges, float)
     r_max = float(edges[-1])
     nb = len(edges) - 1
@@ -104,7 +147,9 @@ def gr(frames: Iterable[np.ndarray], edges, edge: str = "exclude", *, box=None, 
         fov = np.asarray(fov, float)
     if edge == "random" and not isinstance(rng, np.random.Generator):
         rng = np.random.default_rng(0 if rng is None else rng)
+    offsets = iter(shear) if shear is not None else None
     for p in frames:
+        offset = next(offsets) if offsets is not None else None
         p = np.asarray(p, float)
         p = p[np.isfinite(p).all(axis=1)]
         dim = p.shape[1]
@@ -113,7 +158,10 @@ def gr(frames: Iterable[np.ndarray], edges, edge: str = "exclude", *, box=None, 
             b = np.asarray(box, float).reshape(-1)[:dim]
             if n < 1:
                 continue
-            ij, d = close_pairs(p, r_max, b, sort=False, distances=True)
+            if offset is not None and float(offset) != 0.0:
+                d = sheared_distances(p, r_max, b, float(offset))
+            else:
+                d = close_pairs(p, r_max, b, sort=False, distances=True)[1]
             w = np.full(len(d), 2.0)
             norm += n * n / float(np.prod(b))
         elif edge == "exclude":
