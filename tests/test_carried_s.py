@@ -198,18 +198,24 @@ def test_training_with_carried_S_lowers_the_likelihood_and_options_are_checked()
         TrainConfig(s_memory="carried", covariance="full").validate()
 
 
-def _vacancy_tracks(nx=14, frames=40, n_vac=10, seed=0):
-    """A small hex lattice with vacancies whose neighbours shear now and then (the
-    benchmark's vacancy control, smaller), with thermal jitter; px and frames."""
+def _vacancy_lattice(nx, n_vac, seed):
+    """(rng after the draw, (n, 2) remaining sites, (n_vac, 2) vacancies) of a hex lattice
+    with spacing 10 px and ``n_vac`` vacancies drawn with ``seed``."""
     rng = np.random.default_rng(seed)
     jj, ii = np.meshgrid(np.arange(nx), np.arange(nx))
     full = np.column_stack([(jj * 10.0 + (ii % 2) * 5.0).ravel(), (ii * 10.0 * np.sqrt(3) / 2).ravel()]) + 20.0
     vac = rng.choice(len(full), n_vac, replace=False)
     keep = np.ones(len(full), bool)
     keep[vac] = False
-    p0 = full[keep]
+    return rng, full[keep], full[vac]
+
+
+def _vacancy_tracks(nx=14, frames=40, n_vac=10, seed=0):
+    """A small hex lattice with vacancies whose neighbours shear now and then (the
+    benchmark's vacancy control, smaller), with thermal jitter; px and frames."""
+    rng, p0, vacancies = _vacancy_lattice(nx, n_vac, seed)
     pos = np.repeat(p0[None], frames, 0)
-    for s in full[vac]:
+    for s in vacancies:
         for f in rng.choice(np.arange(3, frames - 2), 2, replace=False):
             d = p0 - s
             pos[f:] += np.column_stack([d[:, 0], -d[:, 1]]) * np.exp(-np.square(d).sum(1) / 64.0)[:, None]
@@ -302,14 +308,8 @@ def test_carried_window_starts_from_S_carried_since_entry_and_aux_gradient_reach
 def _vacancy_exposure(nx=14, n_vac=10, seed=0):
     """(n,) each remaining site's exposure in :func:`_vacancy_tracks` (same arguments): the
     summed shear amplitude (px) its vacancies give it, the structural truth of that system."""
-    rng = np.random.default_rng(seed)
-    jj, ii = np.meshgrid(np.arange(nx), np.arange(nx))
-    full = np.column_stack([(jj * 10.0 + (ii % 2) * 5.0).ravel(), (ii * 10.0 * np.sqrt(3) / 2).ravel()]) + 20.0
-    vac = rng.choice(len(full), n_vac, replace=False)
-    keep = np.ones(len(full), bool)
-    keep[vac] = False
-    p0 = full[keep]
-    return sum(np.linalg.norm(p0 - s, axis=1) * np.exp(-np.square(p0 - s).sum(1) / 64.0) for s in full[vac])
+    _, p0, vacancies = _vacancy_lattice(nx, n_vac, seed)
+    return sum(np.linalg.norm(p0 - s, axis=1) * np.exp(-np.square(p0 - s).sum(1) / 64.0) for s in vacancies)
 
 
 @pytest.mark.slow
