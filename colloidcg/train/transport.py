@@ -34,11 +34,9 @@ import math
 import numpy as np
 import torch
 
-from ..core.graph import minimum_image
-from ..core.integrate import rollout
-from ..core.model import MetriplecticModel, State
+from ..core.model import MetriplecticModel
 from ..data import Trajectory
-from .measures import particle_sizes
+from .validation import data_window, window_rollout
 
 #: integration steps per frame of the calibration rollouts (as ``simulate --substeps 4``)
 SUBSTEPS = 4
@@ -48,39 +46,6 @@ def msd_all_origins(r: torch.Tensor, max_lag: int) -> np.ndarray:
     """(max_lag,) MSD at lags 1..max_lag, averaged over every time origin and particle of
     unwrapped positions ``r`` (T, N, d) [length^2]."""
     return np.array([float((r[k:] - r[:-k]).square().sum(-1).mean()) for k in range(1, max_lag + 1)])
-
-
-def _window(traj: Trajectory, start: int, steps: int):
-    """Indices of the particles present throughout frames start..start+steps, their
-    unwrapped data positions (steps + 1, n, d), and the mask of those scored (inside the
-    field of view's mask at ``start``; the rest are prescribed as a halo)."""
-    keep = traj.present[start: start + steps + 1].all(0)
-    idx = torch.nonzero(keep).squeeze(-1)
-    data_r = traj.pos[start: start + steps + 1, idx]
-    if traj.box is not None:
-        disp = minimum_image(data_r[1:] - data_r[:-1], traj.box)
-        data_r = torch.cat([data_r[:1], data_r[:1] + torch.cumsum(disp, 0)])
-    return idx, data_r, traj.mask[start, idx]
-
-
-def _rollout_positions(model: MetriplecticModel, traj: Trajectory, start: int, steps: int, idx: torch.Tensor,
-                       interior: torch.Tensor, seed: int) -> torch.Tensor:
-    """(steps + 1, n, d) unwrapped rollout positions of the particles ``idx`` from frame
-    ``start``, the particles outside ``interior`` prescribed from the data."""
-    size = particle_sizes(traj, idx)
-    r0, v0 = traj.pos[start, idx], traj.vel[start, idx]
-    with torch.no_grad():
-        S0 = model.initial_S(r0, None, traj.box, traj.shear_at(start))
-        halo = ~interior
-        sheared = traj.shear is not None
-
-        def prescribed(k):
-            return State(traj.pos[start + k, idx], traj.vel[start + k, idx], S0, size)
-
-        out = rollout(model, State(r0, v0, S0, size), steps, traj.dt, box=traj.box, seed=seed,
-                      boundary=halo if bool(halo.any()) and not sheared else None, prescribed=prescribed,
-                      substeps=SUBSTEPS, lees_edwards=traj.lees_edwards(start))
-    return out.r
 
 
 def _line_root(xs: list, gs: list) -> tuple[float, float, float]:
@@ -126,7 +91,7 @@ def calibrate_transport(model: MetriplecticModel, traj: Trajectory, frames: int 
     max_lag = steps // 2
     if max_lag < 2:
         return {"factor": 1.0, "converged": False, "reason": f"{traj.n_frames} frames: too few for an MSD"}
-    idx, data_r, interior = _window(traj, start, steps)
+    idx, data_r, interior = data_window(traj, start, steps)
     if int(interior.sum()) < 2:
         return {"factor": 1.0, "converged": False, "reason": "fewer than 2 particles present in every frame"}
     msd_data = msd_all_origins(data_r[:, interior], max_lag)
@@ -134,7 +99,7 @@ def calibrate_transport(model: MetriplecticModel, traj: Trajectory, frames: int 
 
     def log_ratio(x: float) -> float:
         model.update_config(friction_scale=base * math.exp(x))
-        m = np.mean([msd_all_origins(_rollout_positions(model, traj, start, steps, idx, interior, seed + k)
+        m = np.mean([msd_all_origins(window_rollout(model, traj, start, steps, idx, interior, seed + k, SUBSTEPS)
                                      [:, interior], max_lag) for k in range(seeds)], axis=0)
         if not np.all(np.isfinite(m)) or np.any(m <= 0):
             return float("inf")

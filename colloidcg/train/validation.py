@@ -22,19 +22,25 @@ def _msd_curve(r: torch.Tensor) -> torch.Tensor:
     return (r - r[0]).square().sum(-1).mean(-1)
 
 
-def validation_rollout(model: MetriplecticModel, traj: Trajectory, start: int, steps: int,
-                       seed: int = 0) -> dict:
-    """Rollout over frames start..start+steps, halo prescribed; MSD relative RMS error
-    (``msd_rel_rms``, NaN with fewer than 2 steps or particles; inf when the rollout
-    diverges) and both MSD curves (length^2, lags 1..steps)."""
-    steps = min(steps, traj.n_frames - 1 - start)
-    if steps < 2:
-        return {"msd_rel_rms": float("nan")}
-    keep = traj.present[start: start + steps + 1].all(0) & traj.present[start]
+def data_window(traj: Trajectory, start: int, steps: int):
+    """The particles present throughout frames start..start+steps: their indices (n,),
+    their data positions (steps + 1, n, d) unwrapped by minimum-image steps, and the mask
+    (n,) of those scored (inside the field of view's mask at ``start``; the rest are a
+    prescribed halo in :func:`window_rollout`)."""
+    keep = traj.present[start: start + steps + 1].all(0)
     idx = torch.nonzero(keep).squeeze(-1)
-    if idx.numel() < 2:
-        return {"msd_rel_rms": float("nan")}
-    interior = traj.mask[start, idx]
+    data_r = traj.pos[start: start + steps + 1, idx]
+    if traj.box is not None:
+        disp = minimum_image(data_r[1:] - data_r[:-1], traj.box)
+        data_r = torch.cat([data_r[:1], data_r[:1] + torch.cumsum(disp, 0)])
+    return idx, data_r, traj.mask[start, idx]
+
+
+def window_rollout(model: MetriplecticModel, traj: Trajectory, start: int, steps: int, idx: torch.Tensor,
+                   interior: torch.Tensor, seed: int = 0, substeps: int = 1) -> torch.Tensor:
+    """(steps + 1, n, d) unwrapped positions of a stochastic rollout of the particles
+    ``idx`` from their data state at frame ``start`` (S encoded there), those outside
+    ``interior`` prescribed from the data (open boundaries; none in a sheared box)."""
     r0, v0 = traj.pos[start, idx], traj.vel[start, idx]
     size = particle_sizes(traj, idx)
     with torch.no_grad():
@@ -48,13 +54,24 @@ def validation_rollout(model: MetriplecticModel, traj: Trajectory, start: int, s
         sheared = traj.shear is not None
         out = rollout(model, State(r0, v0, S0, size), steps, traj.dt, box=traj.box, seed=seed,
                       boundary=halo if bool(halo.any()) and not sheared else None, prescribed=prescribed,
-                      lees_edwards=traj.lees_edwards(start))
-    data_r = traj.pos[start: start + steps + 1, idx]
-    if traj.box is not None:
-        disp = minimum_image(data_r[1:] - data_r[:-1], traj.box)
-        data_r = torch.cat([data_r[:1], data_r[:1] + torch.cumsum(disp, 0)])
+                      substeps=substeps, lees_edwards=traj.lees_edwards(start))
+    return out.r
+
+
+def validation_rollout(model: MetriplecticModel, traj: Trajectory, start: int, steps: int,
+                       seed: int = 0) -> dict:
+    """Rollout over frames start..start+steps, halo prescribed; MSD relative RMS error
+    (``msd_rel_rms``, NaN with fewer than 2 steps or particles; inf when the rollout
+    diverges) and both MSD curves (length^2, lags 1..steps)."""
+    steps = min(steps, traj.n_frames - 1 - start)
+    if steps < 2:
+        return {"msd_rel_rms": float("nan")}
+    idx, data_r, interior = data_window(traj, start, steps)
+    if idx.numel() < 2:
+        return {"msd_rel_rms": float("nan")}
+    sim_r = window_rollout(model, traj, start, steps, idx, interior, seed)
     sel = interior if bool(interior.any()) else torch.ones_like(interior)
-    m_sim = _msd_curve(out.r[:, sel])[1:]
+    m_sim = _msd_curve(sim_r[:, sel])[1:]
     m_dat = _msd_curve(data_r[:, sel])[1:]
     err = float(torch.sqrt(((m_sim - m_dat) / m_dat.clamp_min(1e-300)).square().mean()))
     if not math.isfinite(err):
