@@ -623,35 +623,42 @@ def scene_fluorescence_mjpeg(n_frames: int = 10, shape=(256, 256), n_particles: 
         "expect": "about n_in_view detections a frame (not 4 x more), diameter ~7 (not 11)"})
 
 
-def scene_dense_brightfield(n_frames: int = 5, shape=(256, 256), diameter: float = 12.0,
-                            area_fraction: float = 0.78, seed: int = 0) -> Scene:
+def scene_dense_brightfield(n_frames: int = 5, shape=(256, 256), diameter=12.0,
+                            area_fraction: float = 0.78, seed: int = 0,
+                            sigma_over_d: float = 0.15, ring_radius: float = 0.42,
+                            ring_width: float = 0.07, gap_grey: float = 70.0,
+                            read_noise: float = 4.0) -> Scene:
     """(c) Dense bright-field monolayer: bright centres, dark rings, bright interstitial gaps.
 
-    Grey background 110; each particle a bright centre (+90) with a dark ring (-60) at
-    its edge; the gaps between particles (outside every disk) are lit +70, smoothed
-    over 1 px, so the triangular interstices look like small bright spots.
+    Grey background 110; each particle a bright centre (+90, Gaussian of
+    ``sigma_over_d`` d) with a dark ring (-60) of radius ``ring_radius`` d and width
+    ``ring_width`` d; the gaps between particles (outside every disk) are lit
+    ``gap_grey`` (+70), smoothed over 1 px, so the triangular interstices look like small
+    bright spots. ``diameter``: px, or a tuple of diameters in equal numbers (a mixture);
+    ``info['diameter']`` is then the largest. The defaults give the scene of the tests.
     """
     rng = np.random.default_rng(seed)
-    pos, diam = random_packing(shape, area_fraction, (diameter,), rng=rng)
+    sizes = tuple(np.atleast_1d(np.asarray(diameter, float)))
+    pos, diam = random_packing(shape, area_fraction, sizes, rng=rng)
     traj = brownian_steps(pos, diam, shape, n_frames, 0.3, rng=rng)
     yy, xx = np.mgrid[0:shape[0], 0:shape[1]]
+    ring = dict(psf="ring", sigma_over_d=sigma_over_d, amplitude=90.0, ring_radius=ring_radius,
+                ring_width=ring_width, ring_depth=60.0 / 90.0)
     out, bgs = [], []
     for t in range(n_frames):
         dist, idx = nearest(traj[t], query=np.column_stack([xx.ravel(), yy.ravel()]))
         gap = (dist > 0.5 * diam[idx]).reshape(shape).astype(float)
-        bg = 110.0 + 70.0 * _smooth(gap, 1.0)
+        bg = 110.0 + gap_grey * _smooth(gap, 1.0)
         bgs.append(bg)
-        mu = expected_image(traj[t], diam, shape, psf="ring", sigma_over_d=0.15, amplitude=90.0,
-                            background=bg, ring_radius=0.42, ring_width=0.07,
-                            ring_depth=60.0 / 90.0 + 0.0)
-        out.append(add_noise(mu, rng, poisson=False, read_noise=4.0, bit_depth=8))
+        mu = expected_image(traj[t], diam, shape, background=bg, **ring)
+        out.append(add_noise(mu, rng, poisson=False, read_noise=read_noise, bit_depth=8))
     truth = truth_table(traj, diam, 1.0)
     return Scene(np.stack(out), truth, {
-        "name": "dense_brightfield", "diameter": diameter, "area_fraction": area_fraction,
-        "contrast": "bright centres", "gap_brightness": 180.0,
-        "crb": dict(psf="ring", sigma_over_d=0.15, amplitude=90.0, background=bgs[0],
-                    ring_radius=0.42, ring_width=0.07, ring_depth=60.0 / 90.0, poisson=False,
-                    read_noise=4.0, saturation=255.0),
+        "name": "dense_brightfield", "diameter": max(sizes), "diameters": sizes,
+        "area_fraction": area_fraction, "contrast": "bright centres",
+        "gap_brightness": 110.0 + gap_grey,
+        "crb": dict(background=bgs[0], poisson=False, read_noise=read_noise, saturation=255.0,
+                    **ring),
         "expect": "one detection per particle, none on the bright interstitial gaps"})
 
 

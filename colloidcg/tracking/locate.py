@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 from numba import njit
 
+from .gaps import bright_gaps
 from .refine import refine_jointly
 
 FEATURE_COLUMNS = ["frame", "y", "x", "mass", "size", "ecc", "signal", "raw_mass", "ep"]
@@ -285,6 +286,10 @@ def locate_frame(frame: np.ndarray, frame_no: int, diameter, separation, minmass
                           engine="numba", preprocess=True)
         f = f.reset_index(drop=True)
     if img.ndim == 2 and len(f):
+        # the lit gaps of a bright-field packing (colloidcg.tracking.gaps); they stay in
+        # the joint fit, where their light is modelled instead of pulling the particles
+        f = f[~bright_gaps(img, f["x"].to_numpy(), f["y"].to_numpy(),
+                           float(np.max(diameter)))]
         f = f[~interstices(f["x"].to_numpy(), f["y"].to_numpy(), f["mass"].to_numpy())]
     if roi is not None:
         f["x"] += roi[0]
