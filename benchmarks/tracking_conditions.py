@@ -28,7 +28,10 @@ RMS an unbiased locator can reach. The JSON also has the bound with the neighbou
 Target (issue 15): recall and precision >= 0.99 and RMS <= 0.15 px. ``target`` says
 ``met``, ``bound`` (not met and not allowed: the bound's RMS exceeds 0.15 px) or ``MISSED``
 (``near the bound`` when the RMS is within 10 % of the bound and the bound within 10 % of
-the target: still a miss).
+the target: still a miss). For colloidcg the target also asks a calibrated ``ep``
+(``ep/err`` within 0.85 x [0.7, 1.3] = 0.60-1.10): outside it the row says ``MISSED: ep``
+(``MISSED: ep; RMS: bound`` where the bound forbids the RMS target as well). trackpy's
+rows are judged on positions only (its ``ep`` is not a standard error of its centroid).
 """
 
 from __future__ import annotations
@@ -270,13 +273,40 @@ def trackpy_params(frame0, truth0, d_small, margin, radius, invert=False):
 NEAR_BOUND = 1.1
 
 
-def _verdict(s, bound):
+#: Calibrated ep (issue 15: "its median within 30 % of the real median error"): median
+#: ep / median radial error within 0.85 x (1 -+ EP_TOLERANCE), 0.85 being the ratio of a
+#: per-axis standard error to the median radial error of Gaussian errors.
+EP_EXACT = 0.85
+EP_TOLERANCE = 0.3
+
+
+def ep_calibrated(s) -> bool:
+    """Whether the median reported ep is within EP_TOLERANCE of a calibrated one."""
+    r = s.ep_ratio
+    return bool(np.isfinite(r) and EP_EXACT * (1 - EP_TOLERANCE) <= r <= EP_EXACT * (1 + EP_TOLERANCE))
+
+
+def _verdict(s, bound, judge_ep=False):
     """"met"; "bound" when only the RMS misses and the bound forbids it; else "MISSED: ...",
     with "RMS (near the bound)" when the RMS is within NEAR_BOUND of the bound and the
     bound within NEAR_BOUND of the target (only a locator closer to the bound than any in
-    the table would meet it)."""
+    the table would meet it). With ``judge_ep`` an ep outside the calibration window
+    (:func:`ep_calibrated`) is a miss too ("MISSED: ep", "MISSED: ep; RMS: bound" where
+    the bound forbids the RMS target)."""
     if s is None:
         return "error"
+    v = _verdict_position(s, bound)
+    if not judge_ep or ep_calibrated(s):
+        return v
+    if v == "met":
+        return "MISSED: ep"
+    if v == "bound":
+        return "MISSED: ep; RMS: bound"
+    return "MISSED: ep, " + v[len("MISSED: "):]
+
+
+def _verdict_position(s, bound):
+    """The verdict on recall, precision and RMS alone (see :func:`_verdict`)."""
     miss = []
     if not s.recall >= TARGET_RECALL:
         miss.append("recall")
@@ -334,7 +364,7 @@ def run_condition(c: Condition, n_frames: int, seed: int, n_crb: int = 100) -> d
         s, info, err = None, {}, f"{type(e).__name__}: {e}"
     row["methods"]["colloidcg"] = {"score": s.as_dict() if s else None, "params": info,
                                    "error": err, "seconds": time.perf_counter() - t0,
-                                   "target": _verdict(s, crb_rms)}
+                                   "target": _verdict(s, crb_rms, judge_ep=True)}
     # trackpy, hand-set
     t0 = time.perf_counter()
     try:
@@ -492,7 +522,9 @@ def markdown(rows, scenes_rows, mode, seconds) -> str:
                      "its RMS over both axes (the least RMS error possible). Target: recall, "
                      "precision >= 0.99, RMS <= 0.15 px: `met`, `bound` (the bound forbids it) or "
                      "`MISSED` (`near the bound`: RMS within 10 % of the bound, the bound within 10 % of "
-                     "the target: only a locator closer to the bound than any here would meet it). "
+                     "the target: only a locator closer to the bound than any here would meet it); for "
+                     "colloidcg also a calibrated ep, `ep/err` 0.60-1.10 (`MISSED: ep` outside; "
+                     "trackpy's rows are judged on positions only). "
                      "Bounds with each particle fitted jointly with its touching neighbours. "
                      "colloidcg: automatic parameters; trackpy.batch: hand-set diameter "
                      "(odd >= d), separation 0.8 d, minmass chosen with the truth.")
@@ -543,6 +575,14 @@ def markdown(rows, scenes_rows, mode, seconds) -> str:
                          f"missed in {v['MISSED']}{near}"
                          + (f", errors in {v['error']}" if v["error"] else "")
                          + f" of {len(rows)} conditions.")
+        scored = [r["methods"]["colloidcg"]["score"] for r in rows]
+        ratios = [sc["ep_ratio"] for sc in scored if sc is not None]
+        calibrated = sum(EP_EXACT * (1 - EP_TOLERANCE) <= x <= EP_EXACT * (1 + EP_TOLERANCE)
+                         for x in ratios if np.isfinite(x))
+        if ratios:
+            lines.append(f"- colloidcg ep calibrated (ep/err 0.60-1.10) in {calibrated} of "
+                         f"{len(rows)} conditions; ep/err from {np.nanmin(ratios):.2f} to "
+                         f"{np.nanmax(ratios):.2f}, median {np.nanmedian(ratios):.2f}.")
         lines.append("")
     if scenes_rows:
         lines.append("### Analogue scenes of issue 15's failure classes (colloidcg, automatic)")

@@ -997,8 +997,8 @@ def refine_jointly(image: np.ndarray, x: np.ndarray, y: np.ndarray, sigma: float
         ``x``, ``y`` (px), ``amplitude`` (integrated counts above background), ``sigma``
         (px), ``background`` (counts under the spot), ``converged`` (bool), ``added``
         (bool: found in the residual; the first N rows are the given spots, in order),
-        ``ep`` (px: standard error of x and of y from the fit's normal matrix and the
-        local residual variance) and ``ecc`` (eccentricity of the spot with its
+        ``ep`` (px: standard error of x and of y, :func:`colloidcg.tracking.uncertainty.position_errors`:
+        the fit's sandwich covariance with the pixel noise measured from its residual) and ``ecc`` (eccentricity of the spot with its
         neighbours and background removed, 0 for a round spot).
         A spot whose fit fails keeps its starting position; a spot that ends more than
         2 sigma from its start is marked not converged.
@@ -1071,7 +1071,10 @@ def refine_jointly(image: np.ndarray, x: np.ndarray, y: np.ndarray, sigma: float
     params = model.params
     moved = np.hypot(params[:, 0] - start[:, 0], params[:, 1] - start[:, 1])
     ecc = stats[:, 3]
-    ep = np.sqrt(stats[:, 0] * 0.5 * (stats[:, 1] + stats[:, 2]))
+    from .uncertainty import position_errors
+
+    ep = position_errors(np.subtract(img, bg), model.canvas, params,
+                         free_s=bool(fit_sigma and not shared))
     cu = np.clip(np.rint(params[:, 0]).astype(np.int64), 0, nx - 1)
     cv = np.clip(np.rint(params[:, 1]).astype(np.int64), 0, ny - 1)
     out = {"x": params[:, 0].copy(), "y": params[:, 1].copy(),
