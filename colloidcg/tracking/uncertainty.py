@@ -51,6 +51,9 @@ from numba import njit
 
 from .refine import FIT_HALF_WIDTH, _half_width, _neighbours, _profile
 
+#: Largest factor by which marginalising the neighbours may raise a position's variance
+#: (a spot that its neighbours leave undetermined, e.g. a merged pair, gets this).
+MAX_NEIGHBOUR_FACTOR = 25.0
 #: Bins of the model's value over which the residual's variance is measured.
 VARIANCE_BINS = 16
 #: Pixels whose model value is below this fraction of the median spot peak count as
@@ -264,12 +267,14 @@ def _sandwich(residual, model, v0, g, params, free_s, fit_k, nbr_ptr, nbr_idx, o
                         for q in range(npar):
                             fij[p, q] += ji[p] * jj[q] / var
             schur -= fij @ finv[j, :npar, :npar] @ fij.T
-        if not _invertible(schur):
-            continue
-        held = np.linalg.inv(f)
-        marg = np.linalg.inv(schur)
-        out[i, 0] = cov[0, 0] * max(marg[0, 0] / held[0, 0], 1.0)
-        out[i, 1] = cov[1, 1] * max(marg[1, 1] / held[1, 1], 1.0)
+        rx = ry = MAX_NEIGHBOUR_FACTOR
+        if _invertible(schur):   # (else the neighbours leave the spot undetermined)
+            held = np.linalg.inv(f)
+            marg = np.linalg.inv(schur)
+            rx = min(max(marg[0, 0] / held[0, 0], 1.0), MAX_NEIGHBOUR_FACTOR)
+            ry = min(max(marg[1, 1] / held[1, 1], 1.0), MAX_NEIGHBOUR_FACTOR)
+        out[i, 0] = cov[0, 0] * rx
+        out[i, 1] = cov[1, 1] * ry
         out[i, 2] = chi / (npix - npar)
 
 
