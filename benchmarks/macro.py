@@ -32,6 +32,7 @@ coarsen.
     python benchmarks/macro.py --stage block --small-seed 200   # block states on other quenches
     python benchmarks/macro.py --stage seams       # why upsampled snapshots mislead the SDE
     python benchmarks/macro.py --stage ensemble --fit-seeds 10 --small-seed 100   # bagged block SDE fits
+    python benchmarks/macro.py --stage bagging --fit-seeds 10 --sde-runs 1000 --small-seed 100   # the default bagged fit
     python benchmarks/macro.py --stage video --video-seed 1   # the chain from a tracked video
     python benchmarks/macro.py --stage video-block --fields 32   # block states from 32 filmed fields of view
 
@@ -247,6 +248,87 @@ def print_ensemble(ens, n_small, small_seed):
               f"{nv['bagged_all'] / r['bagged_all']:.2f}, naive median / block bagged "
               f"{nv['median'] / r['bagged_all']:.2f}; groups of 5 (both bagged): "
               + ", ".join(f"{a / b:.2f}" for a, b in zip(nv["bagged_groups_of_5"], r["bagged_groups_of_5"])))
+
+
+def stage_bagging(args, enc, small_states, z_start, truth, tile_area, nz0, nz1):
+    """Bagging as ``colloidcg macro train`` does it by default (colloidcg.scaling.macro.fit_bagged:
+    ``--fit-seeds`` members, each fitted to a bootstrap resample of its own block-state draw,
+    drift averaged), ``--bags`` independent bags (member seeds 1000 b + k), against the naive
+    baseline as before (single fits, seeds 0 .. --fit-seeds - 1, their median) and against a
+    bagged naive SDE. Bags without the bootstrap (members differ by seed and block draw only)
+    are fitted too. Each SDE is run ``--sde-runs`` times for the 16x system from ``z_start``.
+    The standard errors of the ratios come from a bootstrap over the direct runs (the same
+    resample for every method), the fits' spread from the bags."""
+    from tqdm.auto import tqdm
+
+    from colloidcg.scaling.macro import block_increments, fit_bagged, fit_sde
+    M, nb = int(args.fit_seeds), int(args.bags)
+    runs = truth[FACTOR]
+    common = dict(dt=DT, names=enc.names, tile_area_px2=tile_area)
+
+    def mean_of(sde, seed):
+        return sde.simulate(steps=STEPS, runs=args.sde_runs, factor=FACTOR, z0=z_start, seed=seed)[..., 0].mean(0)
+
+    def draw(s):
+        return block_increments(enc, small_states, blocks=FACTOR, sets_per_step=args.block_sets, seed=s)
+
+    means = {"naive_single": [], "naive_bagged": [], "block_bagged": [], "block_bagged_no_bootstrap": []}
+    t0 = time.perf_counter()
+    for fs in tqdm(range(M), desc="naive single fits"):
+        sde, _ = fit_sde(nz0, nz1, lam=1.0, area_px2=tile_area, start=z_start, seed=fs, **common)
+        means["naive_single"].append(mean_of(sde, fs))
+    for b in tqdm(range(nb), desc="bags"):
+        seed = 1000 * b
+        sde, _ = fit_bagged((nz0, nz1), fits=M, seed=seed, lam=1.0, area_px2=tile_area, start=z_start, **common)
+        means["naive_bagged"].append(mean_of(sde, seed))
+        for name, boot in (("block_bagged", True), ("block_bagged_no_bootstrap", False)):
+            sde, _ = fit_bagged(draw, fits=M, seed=seed, bootstrap=boot, lam=float(FACTOR),
+                                area_px2=FACTOR * tile_area, start=z_start, **common)
+            means[name].append(mean_of(sde, seed))
+    seconds = time.perf_counter() - t0
+    means = {k: np.array(v) for k, v in means.items()}
+
+    def table(true_mean):
+        err = {k: np.array([relmse(m, true_mean) for m in v]) for k, v in means.items()}
+        med = {k: float(np.median(v)) for k, v in err.items()}
+        return err, {"naive median / block bagged median": med["naive_single"] / med["block_bagged"],
+                     "naive bagged median / block bagged median": med["naive_bagged"] / med["block_bagged"],
+                     "naive median / block bagged (no bootstrap) median":
+                         med["naive_single"] / med["block_bagged_no_bootstrap"]}
+
+    err, ratios = table(runs.mean(0))
+    rng = np.random.default_rng(0)
+    boot = {k: [] for k in ratios}
+    boot_err = {k: [] for k in err}
+    for _ in range(2000):
+        e, r = table(runs[rng.integers(0, len(runs), len(runs))].mean(0))
+        for k, v in r.items():
+            boot[k].append(v)
+        for k, v in e.items():
+            boot_err[k].append(np.median(v))
+    train_mean = np.array([[enc.whole(st)[0] for st in traj] for traj in small_states]).mean(0)
+    return {"members_per_bag": M, "bags": nb, "sde_runs": args.sde_runs, "block_sets": args.block_sets,
+            "relmse": {k: v.tolist() for k, v in err.items()},
+            "median_relmse": {k: float(np.median(v)) for k, v in err.items()},
+            "median_relmse_bootstrap_se": {k: float(np.std(v)) for k, v in boot_err.items()},
+            "ratios": ratios, "ratios_bootstrap_se": {k: float(np.std(v)) for k, v in boot.items()},
+            "ratios_bootstrap_2.5_97.5": {k: np.percentile(v, [2.5, 97.5]).tolist() for k, v in boot.items()},
+            "training_mean_vs_direct": relmse(train_mean, runs.mean(0)), "seconds": seconds}
+
+
+def print_bagging(res, n_small, small_seed):
+    print(f"\n## bagging: {n_small} small quenches from seed {small_seed}, {res['bags']} bags of "
+          f"{res['members_per_bag']} fits, {res['sde_runs']} SDE runs, bootstrap SE over the direct runs\n")
+    print("| method | relative MSE per fit or bag | median (bootstrap SE) |")
+    print("|---|---|---|")
+    for k, v in res["relmse"].items():
+        print(f"| {k} | {', '.join(f'{x:.2e}' for x in v)} | {res['median_relmse'][k]:.2e} "
+              f"({res['median_relmse_bootstrap_se'][k]:.1e}) |")
+    print(f"\nthe training quenches' own mean against the direct runs: {res['training_mean_vs_direct']:.2e}\n")
+    for k, v in res["ratios"].items():
+        lo, hi = res["ratios_bootstrap_2.5_97.5"][k]
+        print(f"- {k}: {v:.2f} +- {res['ratios_bootstrap_se'][k]:.2f} (95 %: {lo:.2f} - {hi:.2f})")
+    print(f"\n{res['seconds']:.0f} s of fitting")
 
 
 def stage_video(args, cache: Path, out: Path, truth, z_start, tile_area, small_states, enc):
@@ -545,7 +627,8 @@ def seam_table(small_pos, truth, samples=3, seed=1):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--stage", choices=("truth", "block", "ensemble", "seams", "video", "video-block", "all"),
+    ap.add_argument("--stage", choices=("truth", "block", "ensemble", "bagging", "seams", "video", "video-block",
+                                        "all"),
                     default="all",
                     help="truth: the direct runs only; block: the block states and the naive baseline only; "
                          "seams: the upsampled snapshots' psi6 and ordering rate against their tiles' and the "
@@ -566,6 +649,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="benchmarks/results/macro")
     ap.add_argument("--runs", type=int, default=20, help="direct simulations per size")
     ap.add_argument("--small", type=int, default=64, help="small quench trajectories")
+    ap.add_argument("--bags", type=int, default=3, help="--stage bagging: independent bags of --fit-seeds fits")
     ap.add_argument("--fit-seeds", type=int, default=5,
                     help="SDE fits (network seeds and validation splits) for the block states and the naive baseline")
     ap.add_argument("--block-sets", type=int, default=8, help="block states drawn per macro step")
@@ -602,7 +686,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     snaps, snap_t = [], []
     # block, ensemble, video stages: only the start, for z_start
-    for t in range(1 if args.stage in ("block", "ensemble", "video", "video-block") else STEPS):
+    for t in range(1 if args.stage in ("block", "ensemble", "bagging", "video", "video-block") else STEPS):
         for s in upsampled(small_pos, t, args.samples, rng, relax=args.relax):
             snaps.append(s)
             snap_t.append(t)
@@ -646,6 +730,14 @@ def main(argv=None) -> int:
         name = "bagged_fits.json" if args.small_seed == 0 else f"bagged_fits_from_{args.small_seed}.json"
         (out / name).write_text(json.dumps(results, indent=1, default=float))
         print_ensemble(ens, args.small, args.small_seed)
+        return 0
+    if args.stage == "bagging":
+        nz0, nz1 = trajectory_increments(enc, small_states)
+        res = stage_bagging(args, enc, small_states, z_start, truth, tile_area, nz0, nz1)
+        results["bagging"] = res
+        name = f"bagging_{args.small}" + ("" if args.small_seed == 0 else f"_from_{args.small_seed}") + ".json"
+        (out / name).write_text(json.dumps(results, indent=1, default=float))
+        print_bagging(res, args.small, args.small_seed)
         return 0
     if args.stage == "block":
         nz0, nz1 = trajectory_increments(enc, small_states)

@@ -38,7 +38,8 @@ import torch
 
 from colloidcg.errors import ParameterError
 from colloidcg.scaling.closure import ClosureEncoder, local_features
-from colloidcg.scaling.macro import Encoder, block_increments, block_pairs, fit_sde, load_sde, partial_increments
+from colloidcg.scaling.macro import (BaggedSDE, Encoder, block_increments, block_pairs, fit_bagged, fit_sde, load_sde,
+                                     partial_increments)
 from colloidcg.scaling.observables import check_names, labels, patch_mean, per_particle, whole
 from colloidcg.scaling.simulators import MicroState
 
@@ -133,6 +134,60 @@ def test_sde_refusals(tmp_path):
     from colloidcg.errors import ColloidcgError
     with pytest.raises(ColloidcgError, match="not a macro SDE folder"):
         load_sde(tmp_path)
+
+
+# ---------------------------------------------------------------------- bagging
+@pytest.fixture(scope="module")
+def ou_bag():
+    z0, z1 = ou_increments(1000, 16.0, seed=4)
+    return fit_bagged((z0, z1), fits=3, dt=DT, names=["z"], lam=16.0, area_px2=16.0, tile_area_px2=1.0,
+                      start=[0.4], iterations=60)
+
+
+def test_bagged_sde_averages_its_members_and_recovers_ou(ou_bag):
+    """The bagged SDE's drift is the members' mean drift and its diffusion the mean of
+    sigma sigma^T (exactly), each member fitted on its own bootstrap resample (members
+    differ); together they recover the OU process's drift and noise."""
+    bag, reports = ou_bag
+    assert isinstance(bag, BaggedSDE) and len(bag.members) == 3 and len(reports) == 3
+    z = torch.linspace(0.35, 0.85, 11, dtype=torch.float64)[:, None]
+    with torch.no_grad():
+        mus = torch.stack([m.drift(z) for m in bag.members])
+        covs = torch.stack([m.sigma(z) @ m.sigma(z).transpose(1, 2) for m in bag.members])
+        torch.testing.assert_close(bag.drift(z), mus.mean(0), rtol=0, atol=1e-15)
+        L = bag.sigma(z)
+        torch.testing.assert_close(L @ L.transpose(1, 2), covs.mean(0), rtol=1e-12, atol=1e-18)
+    assert float((mus[0] - mus[1]).abs().max()) > 0                 # resampled: not one fit thrice
+    rate = (1 - math.exp(-THETA * DT)) / DT
+    mu = bag.drift(z)[:, 0].detach().numpy()
+    assert np.polyfit(z[:, 0].numpy(), mu, 1)[0] == pytest.approx(-rate, rel=0.08)
+    true_sig = math.sqrt(SIGMA ** 2 / (2 * THETA) * (1 - math.exp(-2 * THETA * DT)) / DT)
+    np.testing.assert_allclose(L[:, 0, 0].detach().numpy(), true_sig, rtol=0.06)
+    assert bag.config.extra["fits"] == 3
+
+
+def test_bagged_sde_saves_and_loads_in_a_fresh_process(ou_bag, tmp_path):
+    bag, _ = ou_bag
+    bag.save(tmp_path / "b")
+    here = bag.simulate(steps=10, runs=4, factor=4.0, seed=3)
+    code = ("import json; from colloidcg.scaling.macro import load_sde; "
+            f"s = load_sde({str(tmp_path / 'b')!r}); "
+            "print(type(s).__name__, json.dumps(s.simulate(steps=10, runs=4, factor=4.0, seed=3).tolist()))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    name, arr = out.stdout.split(" ", 1)
+    assert name == "BaggedSDE"
+    np.testing.assert_array_equal(np.array(json.loads(arr)), here)
+
+
+def test_one_fit_is_the_plain_fit_and_bad_fits_refused():
+    z0, z1 = ou_increments(200, 1.0, seed=5)
+    one, reps = fit_bagged((z0, z1), fits=1, seed=2, dt=DT, names=["z"], iterations=20)
+    ref, _ = fit_sde(z0, z1, seed=2, dt=DT, names=["z"], iterations=20, start=z0[0])
+    assert type(one).__name__ == "MacroSDE" and len(reps) == 1
+    np.testing.assert_array_equal(one.simulate(steps=3, runs=2, seed=1), ref.simulate(steps=3, runs=2, seed=1))
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ParameterError, match="fits"):
+            fit_bagged((z0, z1), fits=bad, dt=DT, names=["z"])
 
 
 # ---------------------------------------------------------------------- observables
@@ -316,7 +371,8 @@ def test_cli_macro_train_and_simulate(tmp_path, capsys):
     model = model_folder(tmp_path / "model", box=box.tolist())
     out = tmp_path / "macro"
     assert main(["macro", "train", str(model), "--init", str(tr), "-o", str(out), "--factor", "4",
-                 "--snapshots", "2", "--steps", "1", "--patches", "6", "--buffer", "0", "--no-patch-curve"]) == 0
+                 "--snapshots", "2", "--steps", "1", "--patches", "6", "--buffer", "0", "--no-patch-curve",
+                 "--fits", "1"]) == 0
     rep = json.loads((out / "report.json").read_text())
     assert rep["n_patches_K"] == pytest.approx(4.0)         # patch = the tile's side, box 4x its area
     assert rep["lambda"] == pytest.approx(4.0) and rep["variables"] == ["psi6"]
@@ -386,14 +442,16 @@ def test_cli_macro_train_block_states(tmp_path):
     model = model_folder(tmp_path / "model", box=box.tolist())
     out = tmp_path / "macro"
     assert main(["macro", "train", str(model), "--init", *[str(t) for t, _ in tabs], "-o", str(out),
-                 "--states", "block", "--factor", "4", "--steps", "1", "--block-sets", "6"]) == 0
+                 "--states", "block", "--factor", "4", "--steps", "1", "--block-sets", "6", "--fits", "2"]) == 0
     rep = json.loads((out / "report.json").read_text())
     assert rep["states"] == "block" and rep["systems"] == 5 and rep["frames"] == [0, 1, 2, 3]
     assert rep["n_patches_K"] == pytest.approx(4.0) and rep["lambda"] == pytest.approx(4.0)
     assert rep["fit"]["n_increments"] == 3 * 6 * 4
+    assert rep["n_fits"] == 2 and len(rep["fits"]) == 2             # --fits 2: a bag of two fits
     assert [r["lambda"] for r in rep["lambda_sweep"]] == ["1", "K/4", "K/2", "K", "2K"]
     assert not (out / "patch_curve.png").exists() and (out / "increments.png").is_file()
     sde = load_sde(out)
+    assert isinstance(sde, BaggedSDE) and len(sde.members) == 2
     assert sde.config.tile_area_px2 == pytest.approx(box[0] * box[1])
     assert sde.config.area_px2 == pytest.approx(4 * box[0] * box[1])
     first = []
@@ -417,6 +475,7 @@ def test_cli_macro_train_block_states(tmp_path):
     ("block", 4, ["--patch", "40"], "--patch: applies to --states upsampled only"),
     ("block", 4, ["--n-closure", "2"], "--n-closure: applies to --states upsampled only"),
     ("block", 4, ["--steps", "9"], "--steps: no frame 0 + 9"),
+    ("block", 4, ["--fits", "0"], "--fits: must be >= 1"),
     ("upsampled", 2, [], "--init: --states upsampled takes one tracks table"),
 ])
 def test_cli_macro_train_block_state_refusals(tmp_path, capsys, states, n_tables, extra, message):

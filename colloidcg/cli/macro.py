@@ -75,6 +75,10 @@ def add_parser(subparsers) -> None:
                    help="covariance scale of a patch increment: auto = K, the patch count")
     t.add_argument("--no-patch-curve", action="store_true", dest="no_patch_curve",
                    help="skip the fits at half and twice the patch side (the report's patch curve)")
+    t.add_argument("--fits", type=int, default=10, metavar="M",
+                   help="SDE fits averaged into the saved SDE (bagging: each fitted to a bootstrap resample of "
+                        "the increments, block states: to its own draw of them; drift and diffusion averaged). "
+                        "Costs M fits; 1: a single fit")
     t.add_argument("--seed", type=int, default=0, help="seed (>= 0) of upsampling, patches and noise")
     t.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     add_output(t, help="output folder MACRO_DIR")
@@ -177,7 +181,7 @@ def run_train(args: argparse.Namespace) -> int:
         args.patches = 4
     for flag, v, lo in (("--snapshots", args.snapshots, 1), ("--steps", args.steps, 1), ("--patches", args.patches, 1),
                         ("--n-closure", args.n_closure, 0), ("--seed", args.seed, 0),
-                        ("--block-sets", args.block_sets, 1)):
+                        ("--block-sets", args.block_sets, 1), ("--fits", args.fits, 1)):
         if v < lo:
             raise ParameterError(f"{flag}: must be >= {lo}, got {v}")
     if args.lam != "auto":
@@ -222,8 +226,7 @@ def run_train(args: argparse.Namespace) -> int:
         labels = label_values(snaps[0], labs)
         res = learn_macro(sim, snaps, patch=patch, steps=args.steps, observables=obs, n_closure=args.n_closure,
                           lam=lam, patches_per_snapshot=args.patches, buffer=buffer, tile_area_px2=tile_area,
-                          labels=labels,
-                          seed=args.seed, progress=True)
+                          labels=labels, seed=args.seed, fits=args.fits, progress=True)
         folder = tx.path("sde.json").parent
         res.sde.save(folder)
         if res.encoder.closure is not None:
@@ -260,8 +263,7 @@ def run_train(args: argparse.Namespace) -> int:
                 # observables only (no closure) at the other patch sides
                 r2 = learn_macro(sim, snaps, patch=lp, steps=args.steps, observables=obs,
                                  patches_per_snapshot=args.patches, buffer=buffer, tile_area_px2=tile_area,
-                                 seed=args.seed,
-                                 progress=True)
+                                 seed=args.seed, fits=args.fits, progress=True)
                 row = {"patch_px": lp, "K": r2.n_patches, "val_nll": r2.report["fit"]["val_nll"]}
                 if sweep:
                     row.update(_variance_check(r2.sde, *trajectory_increments(r2.encoder, pairs), args.steps))
@@ -350,7 +352,8 @@ def _train_block(args, lam, dev, out) -> int:
         trajs, frames, box = _block_trajectories(args, cfg, size_col, dim, sim)
         labels = label_values(trajs[0][0], labs)
         res = learn_block(trajs, steps=args.steps, observables=obs, blocks=args.factor, lam=lam,
-                          sets_per_step=args.block_sets, labels=labels, seed=args.seed, progress=True)
+                          sets_per_step=args.block_sets, labels=labels, seed=args.seed, fits=args.fits,
+                          progress=True)
         folder = tx.path("sde.json").parent
         res.sde.save(folder)
         K = res.n_patches

@@ -30,7 +30,7 @@ import torch
 
 from ..errors import ColloidcgError, ParameterError
 
-__all__ = ["MacroSDE", "SDEConfig", "FitReport", "Encoder", "fit_sde", "load_sde", "gaussian_nll", "partial_increments",
+__all__ = ["MacroSDE", "BaggedSDE", "SDEConfig", "FitReport", "Encoder", "fit_sde", "fit_bagged", "load_sde", "gaussian_nll", "partial_increments",
            "trajectory_increments", "block_increments", "block_pairs", "learn_macro", "learn_block", "MacroLearned"]
 
 #: Files of a saved SDE inside its folder.
@@ -202,8 +202,55 @@ class MacroSDE(torch.nn.Module):
         return folder
 
 
+class BaggedSDE(MacroSDE):
+    """An ensemble of M fitted :class:`MacroSDE` members used as one SDE (bagging):
+    mu(z) = mean over members of mu_m(z), sigma(z) = the Cholesky factor of the mean of
+    sigma_m sigma_m^T. Its ``config`` is the first member's (names, dt, areas, start),
+    with ``extra["fits"] = M``; :meth:`simulate`, :meth:`covariance_scale` and
+    :meth:`save` are :class:`MacroSDE`'s. Averaging the drift removes the part of one
+    fit's error that differs between fits (initialisation, validation split, the data's
+    resample), not the error the fits share.
+    """
+
+    def __init__(self, configs: list):
+        torch.nn.Module.__init__(self)
+        if not configs:
+            raise ParameterError("fits: a bagged SDE needs at least one member")
+        first = configs[0]
+        for c in configs[1:]:
+            if list(c.names) != list(first.names) or c.dt != first.dt or c.area_px2 != first.area_px2:
+                raise ParameterError("fits: the members of a bagged SDE must share variables, dt and area")
+        self.members = torch.nn.ModuleList([MacroSDE(c) for c in configs])
+        self.config = SDEConfig(**{**asdict(first), "extra": {**first.extra, "fits": len(configs)}})
+        self.d = len(first.names)
+
+    def drift(self, z: torch.Tensor) -> torch.Tensor:
+        """The members' mean drift, (R, d) -> (R, d), units of z per frame."""
+        return torch.stack([m.drift(z) for m in self.members]).mean(0)
+
+    def sigma(self, z: torch.Tensor) -> torch.Tensor:
+        """Cholesky factor of the members' mean diffusion, (R, d) -> (R, d, d)."""
+        cov = torch.stack([(L @ L.transpose(1, 2)) for L in (m.sigma(z) for m in self.members)]).mean(0)
+        return torch.linalg.cholesky(cov)
+
+    def save(self, folder) -> Path:
+        """Write ``sde.json`` (every member's config) and ``sde.pt`` into ``folder``, atomically."""
+        import io
+
+        from ..outputs import atomic_write_bytes, atomic_write_json
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        buf = io.BytesIO()
+        torch.save(self.state_dict(), buf)
+        atomic_write_bytes(folder / STATE_FILE, buf.getvalue())
+        atomic_write_json(folder / CONFIG_FILE, {"kind": "colloidcg macro SDE", "version": 1,
+                                                  "config": asdict(self.config),
+                                                  "members": [asdict(m.config) for m in self.members]})
+        return folder
+
+
 def load_sde(folder) -> MacroSDE:
-    """A :class:`MacroSDE` saved by :meth:`MacroSDE.save` (in any process)."""
+    """A :class:`MacroSDE` (or :class:`BaggedSDE`) saved by its ``save`` (in any process)."""
     folder = Path(folder)
     cfg_path, st_path = folder / CONFIG_FILE, folder / STATE_FILE
     if not cfg_path.is_file() or not st_path.is_file():
@@ -212,9 +259,10 @@ def load_sde(folder) -> MacroSDE:
     try:
         doc = json.loads(cfg_path.read_text())
         cfg = SDEConfig(**doc["config"])
+        members = [SDEConfig(**c) for c in doc["members"]] if "members" in doc else None
     except (ValueError, KeyError, TypeError) as exc:
         raise ColloidcgError(f"{cfg_path}: unreadable macro SDE configuration ({exc})") from None
-    sde = MacroSDE(cfg)
+    sde = MacroSDE(cfg) if members is None else BaggedSDE(members)
     sde.load_state_dict(torch.load(st_path, map_location="cpu", weights_only=True))
     sde.eval()
     return sde
@@ -340,6 +388,61 @@ def fit_sde(z0, z1, *, dt: float, names, lam: float = 1.0, area_px2: float = 1.0
     with torch.no_grad():
         tr_nll = float(gaussian_nll(sde, Z0[tr], DZ[tr], lam, jitter))
     return sde, FitReport(float(lam), float(jitter), int(iterations), tr_nll, float(best), int(len(z0)))
+
+
+#: Fits averaged by default (:func:`fit_bagged`, ``colloidcg macro train --fits``).
+DEFAULT_FITS = 10
+
+
+def fit_bagged(increments, *, fits: int = DEFAULT_FITS, seed: int = 0, bootstrap: bool = True,
+               start=None, **kwargs) -> tuple[MacroSDE, list]:
+    """Bagging: ``fits`` SDEs fitted by :func:`fit_sde`, averaged into one :class:`BaggedSDE`.
+
+    increments : (z0, z1), each (M, d), or a callable seed -> (z0, z1) that draws them
+        afresh for each member (block states: every member its own draw of block sets).
+    fits : members M (1: a plain :class:`MacroSDE`, as :func:`fit_sde`).
+    seed : member k is fitted with seed ``seed + k`` (network initialisation, validation
+        split, its draw of increments and its resample).
+    bootstrap : each member is fitted to a resample of its increments with replacement
+        (same count); False: to all of them (members then differ by seed only).
+    start : (d,) default start of simulations (default: the first row of the first
+        member's z0). Other keyword arguments go to :func:`fit_sde`.
+    Returns (the SDE, [FitReport per member]). Costs ``fits`` times one fit.
+    """
+    if isinstance(fits, bool) or int(fits) != fits or fits < 1:
+        raise ParameterError(f"fits: must be an integer >= 1, got {fits}")
+    members, reports = [], []
+    for k in range(int(fits)):
+        s = int(seed) + k
+        z0, z1 = increments(s) if callable(increments) else increments
+        z0, z1 = np.asarray(z0, np.float64), np.asarray(z1, np.float64)
+        if start is None:
+            start = z0[0] if z0.ndim == 2 and len(z0) else None
+        if bootstrap and int(fits) > 1:
+            pick = np.random.default_rng([s, 7919]).integers(0, len(z0), len(z0))
+            z0, z1 = z0[pick], z1[pick]
+        sde, rep = fit_sde(z0, z1, start=start, seed=s, **kwargs)
+        members.append(sde)
+        reports.append(rep)
+    if len(members) == 1:
+        return members[0], reports
+    bag = BaggedSDE([m.config for m in members])
+    for dst, src in zip(bag.members, members):
+        dst.load_state_dict(src.state_dict())
+    bag.eval()
+    return bag, reports
+
+
+def _fit_summary(reports: list) -> dict:
+    """The report's fit entries: the first member's FitReport as ``fit`` (val_nll: the
+    members' mean) and, for a bag, every member's in ``fits``."""
+    first = asdict(reports[0])
+    first["val_nll"] = float(np.mean([r.val_nll for r in reports]))
+    first["train_nll"] = float(np.mean([r.train_nll for r in reports]))
+    out = {"fit": first, "n_fits": len(reports)}
+    if len(reports) > 1:
+        out["fits"] = [asdict(r) for r in reports]
+    return out
 
 
 # ---------------------------------------------------------------------- increments
@@ -500,7 +603,7 @@ class MacroLearned:
 def learn_macro(simulator, snapshots, *, patch: float, steps: int, observables, n_closure: int = 0,
                 lam: float | str = "auto", patches_per_snapshot: int = 4, buffer: float = 0.0, tile_area_px2: float | None = None,
                 start=None, labels: dict | None = None, seed: int = 0, iterations: int = 300,
-                progress: bool = False) -> MacroLearned:
+                fits: int = DEFAULT_FITS, progress: bool = False) -> MacroLearned:
     """Partial evolution, closure encoder and SDE fit on large periodic ``snapshots``.
 
     simulator : a :class:`~.simulators.MicroSimulator`; snapshots : large periodic
@@ -509,7 +612,9 @@ def learn_macro(simulator, snapshots, *, patch: float, steps: int, observables, 
     none); lam : 'auto' (= K, the patch count) or a number; tile_area_px2 : the small
     system's area, px^2 (default: the snapshots'); buffer : mobile layer between each patch
     and its frozen halo, px (:func:`~.partial.partial_evolution`); start : (d_obs,) or None, the default
-    start of simulations (default: the mean z of the first snapshot).
+    start of simulations (default: the mean z of the first snapshot); fits : SDE fits
+    averaged (:func:`fit_bagged`, each on a bootstrap resample of the patch increments;
+    1: one fit on all of them).
     """
     from .closure import local_features, mean_spacing, train_closure
     from .partial import partial_evolution
@@ -542,18 +647,18 @@ def learn_macro(simulator, snapshots, *, patch: float, steps: int, observables, 
     lam_v = K if lam == "auto" else float(lam)
     area = float(np.prod(np.asarray(prepared[0].box, float)))
     z_start = enc.whole(prepared[0]) if start is None else np.asarray(start, float)
-    sde, fit = fit_sde(z0, z1, dt=float(steps), names=enc.names, lam=lam_v, area_px2=area,
-                       tile_area_px2=area if tile_area_px2 is None else float(tile_area_px2), start=z_start,
-                       labels=labels, seed=int(seed), iterations=iterations, progress=progress)
+    sde, fit = fit_bagged((z0, z1), fits=fits, dt=float(steps), names=enc.names, lam=lam_v, area_px2=area,
+                          tile_area_px2=area if tile_area_px2 is None else float(tile_area_px2), start=z_start,
+                          labels=labels, seed=int(seed), iterations=iterations, progress=progress)
     report = {"patch_px": float(patch), "buffer_px": float(buffer), "n_patches_K": K, "lambda": lam_v, "steps_frames": int(steps),
               "snapshots": len(prepared), "patches": len(patch_steps), "area_px2": area,
-              "tile_area_px2": sde.config.tile_area_px2, "variables": enc.names, "fit": asdict(fit)}
+              "tile_area_px2": sde.config.tile_area_px2, "variables": enc.names, **_fit_summary(fit)}
     return MacroLearned(sde, enc, z0, z1, K, lam_v, report, closure_report)
 
 
 def learn_block(trajectories, *, steps: int, observables, blocks: int, lam: float | str = "auto",
                 sets_per_step: int = 8, labels: dict | None = None, seed: int = 0, iterations: int = 300,
-                progress: bool = False) -> MacroLearned:
+                fits: int = DEFAULT_FITS, progress: bool = False) -> MacroLearned:
     """The SDE fitted on block states (:func:`block_increments`) of small periodic systems.
 
     trajectories : one list per small system of periodic MicroStates ``steps`` frames
@@ -565,7 +670,10 @@ def learn_block(trajectories, *, steps: int, observables, blocks: int, lam: floa
     lam : 'auto' (= K) or a number; sets_per_step : block states drawn per macro step.
     The SDE describes a system of K small boxes (area_px2 = K x the box's area,
     tile_area_px2 = the box's area) and starts by default from the systems' mean z at the
-    first time. Returns a :class:`MacroLearned` (n_patches = K, no closure).
+    first time. fits : SDE fits averaged (:func:`fit_bagged`: member k draws its own block
+    states with seed ``seed + k`` and is fitted to a bootstrap resample of them; 1: one fit).
+    Returns a :class:`MacroLearned` (n_patches = K, no closure; z0, z1 the first member's
+    block states).
     """
     trajectories = [list(t) for t in trajectories]
     _check_blocks(blocks, sets_per_step)
@@ -578,17 +686,19 @@ def learn_block(trajectories, *, steps: int, observables, blocks: int, lam: floa
         raise ParameterError("trajectories: every small system needs a periodic box of the same area, got "
                              f"{sorted(set(np.round(areas, 3).tolist()))} px^2")
     enc = Encoder(observables)
-    z0, z1 = block_increments(enc, trajectories, blocks=K, sets_per_step=int(sets_per_step), seed=int(seed))
+    def draw(s):
+        return block_increments(enc, trajectories, blocks=K, sets_per_step=int(sets_per_step), seed=int(s))
+    z0, z1 = draw(seed)
     tile_area = float(areas[0])
     lam_v = float(K) if lam == "auto" else float(lam)
     first = [t[0] for t in trajectories]
     w = np.array([len(s.pos) for s in first], float)
     z_start = (w[:, None] * np.array([enc.whole(s) for s in first])).sum(0) / w.sum()
-    sde, fit = fit_sde(z0, z1, dt=float(steps), names=enc.names, lam=lam_v, area_px2=K * tile_area,
-                       tile_area_px2=tile_area, start=z_start, labels=labels, seed=int(seed), iterations=iterations,
-                       progress=progress)
+    sde, fit = fit_bagged(draw, fits=fits, dt=float(steps), names=enc.names, lam=lam_v, area_px2=K * tile_area,
+                          tile_area_px2=tile_area, start=z_start, labels=labels, seed=int(seed),
+                          iterations=iterations, progress=progress)
     report = {"states": "block", "systems": len(trajectories), "n_patches_K": float(K), "lambda": lam_v,
               "steps_frames": int(steps), "macro_steps": len(trajectories[0]) - 1,
               "block_sets_per_step": int(sets_per_step), "area_px2": K * tile_area, "tile_area_px2": tile_area,
-              "variables": enc.names, "fit": asdict(fit)}
+              "variables": enc.names, **_fit_summary(fit)}
     return MacroLearned(sde, enc, z0, z1, float(K), lam_v, report, None)
