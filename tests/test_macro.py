@@ -522,7 +522,9 @@ def known_answer(tmp_path_factory):
     spec.loader.exec_module(mod)
     tmp = tmp_path_factory.mktemp("macro")
     assert mod.main(["--cache", str(tmp / "cache"), "--out", str(tmp / "out"), "--patch-mults", "1"]) == 0
-    return json.loads((tmp / "out" / "results.json").read_text())
+    res = json.loads((tmp / "out" / "results.json").read_text())
+    res["_benchmark"] = (mod, tmp)
+    return res
 
 
 @pytest.mark.slow
@@ -550,6 +552,26 @@ def test_known_answer_block_states_beat_naive_and_meet_the_absolute_mean_target(
 
 
 @pytest.mark.slow
+def test_known_answer_bagged_block_states_beat_naive_fivefold(known_answer):
+    """The default fit of ``macro train`` (a bag of 10 fits, each on a bootstrap resample of
+    its own block-state draw, drift averaged) on the known answer's training set (quenches
+    0-63), against the naive baseline as before (median of 10 single fits): relative MSE
+    <= 2e-3 and at least 5x better, the issue's goal. Measured on three training sets of
+    64 quenches (docs/scaling.md, ``--stage bagging``): 6.2 +- 0.8, 6.2 +- 0.9 and the
+    third in the docs, every bag of every set >= 5x. The bag without the bootstrap is not
+    asserted (4.4 on one set)."""
+    mod, tmp = known_answer["_benchmark"]
+    assert mod.main(["--stage", "bagging", "--cache", str(tmp / "cache"), "--out", str(tmp / "out"),
+                     "--fit-seeds", "10", "--bags", "1", "--sde-runs", "1000"]) == 0
+    r = json.loads((tmp / "out" / "bagging_64.json").read_text())["bagging"]
+    block = r["relmse"]["block_bagged"][0]
+    assert block <= 2e-3
+    assert r["median_relmse"]["naive_single"] / block >= 5.0
+    # bagging the naive baseline does not close the gap: its error is its conditioning
+    assert r["median_relmse"]["naive_bagged"] / block >= 5.0
+
+
+@pytest.mark.slow
 @pytest.mark.xfail(strict=True, reason="measured: with upsampled states and halo patches the ensemble mean's "
                                        "relative MSE is 9.1e-3 against 6.3e-4 naive (64 small quenches; 5.1e-3 "
                                        "with 16): tiling 8 x 8-particle tiles leaves seams that lower psi6 by "
@@ -574,7 +596,7 @@ def test_chain_from_a_tracked_video_end_to_end(tmp_path):
                      substeps=3)
     assert v.frames.shape == (31, v.fov_px, v.fov_px) and v.sample_px == 2 * v.fov_px
     assert v.psi6_sample[-1] > v.psi6_sample[0] + 0.1            # the truth orders after the quench
-    r = run_chain(v, tmp_path / "chain", factor=4, steps=10, snapshots=3, patches=4, epochs=2, seed=0)
+    r = run_chain(v, tmp_path / "chain", factor=4, steps=10, snapshots=3, patches=4, epochs=2, seed=0, fits=2)
     assert r.tracking["rms_error_per_axis_px"] < 0.4
     assert r.tracking["recall"] > 0.95 and r.tracking["precision"] > 0.98
     rep = r.report

@@ -198,10 +198,12 @@ def test_upsample_no_seam_within_two_standard_errors(up4):
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "a ridge at the relaxed band's edge: 16-48 px from a seam (the band's outer third and the held "
-    "layer) particles have +0.10-0.15 more neighbours within 24 px (2-3 %) than in the bulk, 3-4 "
-    "standard errors with 40-60 samples; the seam's excess of close cross-seam pairs pushes the band "
-    "outward against the held layer (seamless replicas relaxed the same way show none)"))
+    "a ridge at the relaxed band's edge: 16-48 px from a seam particles have +0.10-0.15 more neighbours "
+    "within 24 px (2-3 %) than the bulk, 3-4 standard errors with 40-60 samples. Measured cause "
+    "(docs/scaling.md): the frozen held layer takes band particles and gives none back (density 0.75 just "
+    "inside the band's edge, 1.28 just outside, also without a seam), and the model's own structure has "
+    "2-3 % more neighbours where its |psi6| matches the data; reflecting the band's particles at its edge "
+    "closes the leak but then the 0-16 px band fails (+3 SE), so neither is in the method"))
 def test_upsample_no_ridge_at_the_band_edge(up4):
     """The issue's criterion over the rest of the profile: 16-48 px from a seam. Not met."""
     up, _ = up4

@@ -199,7 +199,7 @@ class ChainResult:
 
 def run_chain(video: QuenchVideo, work: Path, *, factor: int, steps: int, snapshots: int, patches: int = 4,
               epochs: int = 8, cutoff: float = 24.0, seed: int = 0, diameter: float | None = None,
-              match_radius: float = 8.0, progress: bool = False) -> ChainResult:
+              match_radius: float = 8.0, fits: int = 10, progress: bool = False) -> ChainResult:
     """Track ``video``, train the model on the tracks, and run ``colloidcg macro train``
     (upsampled states, model-evolved patches, lambda = K) with ``--factor factor --steps
     steps --snapshots snapshots --patches patches --no-patch-curve --seed seed``; the
@@ -208,7 +208,8 @@ def run_chain(video: QuenchVideo, work: Path, *, factor: int, steps: int, snapsh
     cutoff : the model's pair cutoff, px. diameter : the tracker's feature size, px (None:
     estimated by the tracker). epochs : training epochs (lr 1e-2, localisation noise
     estimated from the tracks). match_radius : px, the largest tracked-to-true distance
-    counted as a match in ``tracking``. Returns a :class:`ChainResult`.
+    counted as a match in ``tracking``. fits : SDE fits averaged (``--fits``). Returns a
+    :class:`ChainResult`.
     """
     import json
     import time
@@ -238,7 +239,8 @@ def run_chain(video: QuenchVideo, work: Path, *, factor: int, steps: int, snapsh
     macro_dir = work / "macro"
     code = cli_main(["macro", "train", str(model_dir), "--init", str(path), "--factor", str(factor),
                      "--snapshots", str(snapshots), "--steps", str(steps), "--patches", str(patches),
-                     "--no-patch-curve", "--seed", str(seed), "-o", str(macro_dir), "--overwrite"])
+                     "--no-patch-curve", "--seed", str(seed), "--fits", str(fits), "-o", str(macro_dir),
+                     "--overwrite"])
     if code != 0:
         raise RuntimeError(f"colloidcg macro train exited with {code}")
     sec["macro_train"] = time.perf_counter() - t0
