@@ -99,7 +99,7 @@ def main() -> None:
     print(f"\nsplit frame {soft.split_frame}; spread (std over particles, k_B) of S at entry {S[0].std():.2f}\n")
     print("| frame | std S carried | std accumulated | from shear rows | from quiet rows | mean accumulated |")
     print("|---:|---:|---:|---:|---:|---:|")
-    for f in (10, 30, 59, 90, T - 1):
+    for f in (10, 30, 60, 90, T - 1):
         print(f"| {f} | {S[f].std():.2f} | {acc_all[f].std():.2f} | {acc_shear[f].std():.2f} | "
               f"{acc_quiet[f].std():.2f} | {acc_all[f].mean():+.2f} |")
     rate = np.where(quiet, dS, 0.0).sum(0) / quiet.sum(0)
