@@ -52,6 +52,12 @@ RADIAL_STEP = 0.5
 #: mixed-contrast videos); packings of Gaussian spots 0.06-0.07 (dark spheres in a dish)
 #: and 0.24-0.29 (the dense bidisperse analogue).
 RING_SYMMETRY = 0.04
+#: ... and when their common ring radius is under this fraction of the distance between
+#: neighbouring particles (peers of like symmetry). A bright-field ring lies inside the
+#: particle (0.42 d in the analogue: 0.40-0.42 of the distance in a dense packing); in a
+#: packing of Gaussian spots the darkest radius is the hole between neighbours, at half
+#: their distance (a pair) to 0.58 (a triangle): 0.55-0.7 measured.
+RING_INSIDE = 0.5
 #: A gap is at least this many times less symmetric than the particles bounding it;
 #: particles of one frame spread by a factor of about 10 (5th to 95th percentile),
 #: and gaps lie a factor 50 or more above their typical particle.
@@ -121,7 +127,8 @@ def radial_asymmetry(img: np.ndarray, x: np.ndarray, y: np.ndarray, r_max: float
     q : ndarray (N,)
         Dimensionless, >= 1e-3 (floor).
     R : float
-        The common ring radius (px).
+        The common ring radius (px); NaN when the median profile has no ring (it does not
+        rise again beyond its darkest radius by more than ``noise``).
     own : ndarray (N,)
         Each candidate's own ring radius (px): where its azimuthal mean is lowest,
         1 px to ``r_max`` (for a particle of a mixture, its own size's ring).
@@ -142,13 +149,17 @@ def radial_asymmetry(img: np.ndarray, x: np.ndarray, y: np.ndarray, r_max: float
 
     def ring(rows):
         prof = np.median(mean[rows], axis=0)
-        return float(r[lo + int(np.argmin(prof[lo:]))])
+        k = lo + int(np.argmin(prof[lo:]))
+        # a ring: the profile rises again beyond its darkest radius by more than the
+        # pixel noise (an isolated Gaussian spot falls all the way out: no ring)
+        ringed = k < len(r) - 1 and prof[k + 1:].max() - prof[k] > noise
+        return float(r[k]), ringed
 
-    R = ring(slice(None))
+    R, ringed = ring(slice(None))
     q = q_within(R)
-    R = ring(q <= np.median(q))
+    R, ringed = ring(q <= np.median(q))
     own = r[lo + np.argmin(mean[:, lo:], axis=1)]
-    return q_within(R), R, own
+    return q_within(R), (R if ringed else float("nan")), own
 
 
 def bright_gaps(img: np.ndarray, x: np.ndarray, y: np.ndarray, diameter: float,
@@ -172,6 +183,7 @@ def bright_gaps(img: np.ndarray, x: np.ndarray, y: np.ndarray, diameter: float,
     ndarray (N,) bool
         True for the gaps (see the module notes for the rule).
     """
+    from ..neighbours import nearest
     from ..neighbours import pairs as close_pairs
     from .params import noise_level
 
@@ -184,21 +196,34 @@ def bright_gaps(img: np.ndarray, x: np.ndarray, y: np.ndarray, diameter: float,
     x = np.asarray(x, float)
     y = np.asarray(y, float)
     q, R, own = radial_asymmetry(img, x, y, 1.5 * float(diameter), noise)
+    if not np.isfinite(R):
+        return drop
     h, w = img.shape
     inside = (x >= R + 1) & (x <= w - 2 - R) & (y >= R + 1) & (y <= h - 2 - R)
     if inside.sum() < MIN_CANDIDATES or np.percentile(q[inside], 25) > RING_SYMMETRY:
         return drop
+    score = -np.log(q)
+    margin = math.log(GAP_RATIO)
+    # the ring lies inside the particle: under half the distance to the nearest peer (a
+    # candidate of like symmetry). In a packing of Gaussian spots the darkest radius is
+    # the hole between neighbours, at half their distance or beyond
+    k = min(n - 1, 12)
+    dist, idx = nearest(np.c_[x, y], k=k)
+    peer = np.abs(score[idx] - score[:, None]) <= margin
+    spacing = np.where(peer.any(axis=1), dist[np.arange(n), peer.argmax(axis=1)], np.inf)
+    quarter = inside & (q <= np.percentile(q[inside], 25))
+    if not R < RING_INSIDE * np.median(spacing[quarter]):
+        return drop
     # candidates whose disc the frame cuts are not judged (their light is cut, not
     # asymmetric); they still count as particles around the others. Each particle's
-    # reach is its own ring radius (a mixture's sizes differ), at least the common one.
-    score = -np.log(q)
-    ring = np.maximum(own, R)
+    # reach is its own ring radius (a mixture's sizes differ), 1-1.5 times the common one.
+    ring = np.clip(own, R, 1.5 * R)
     pr = close_pairs(np.c_[x, y], 3 * float(ring.max()))
     close, near = np.zeros(n, int), np.zeros(n, int)
     if len(pr):
         dist = np.hypot(x[pr[:, 0]] - x[pr[:, 1]], y[pr[:, 0]] - y[pr[:, 1]])
         for i, j in (pr.T, pr[:, ::-1].T):       # j the more symmetric of the pair
-            dominant = score[j] - score[i] > math.log(GAP_RATIO)
+            dominant = score[j] - score[i] > margin
             np.add.at(close, i, dominant & (dist < 2 * ring[j]))
             np.add.at(near, i, dominant & (dist < 3 * ring[j]))
     return inside & (close >= 1) & (near >= 3)

@@ -587,6 +587,96 @@ def noise_mass_floor(shape: tuple[int, int], noise: float, diameter: int, separa
     return float(mass.max()) if len(mass) else 0.0
 
 
+#: Expected false detections per particle allowed by the minmass threshold (precision
+#: 0.995 from noise alone).
+FALSE_DETECTION_RATE = 0.005
+#: Noise realisations drawn on the frame's context (:func:`context_mass_floor`).
+NOISE_REALISATIONS = 16
+#: Peaks with at least this share of the white-noise floor's mass make the model's spots.
+CONTEXT_SPOTS = 0.25
+
+
+def context_mass_floor(img: np.ndarray, noise: float, diameter: int, separation: float,
+                       white_floor: float, seed: int = 0) -> tuple[float, int]:
+    """The mass that white noise reaches among this frame's own particles, at
+    :data:`FALSE_DETECTION_RATE` expected false detections per particle.
+
+    White noise on an empty frame (:func:`noise_mass_floor`) overstates what noise
+    reaches in a packing: the band-pass subtracts a boxcar mean that takes in the
+    neighbouring particles' light, so noise between particles loses much of its mass
+    (200 photons a particle at area fraction 0.7: the frame's background peaks reach
+    11-13, white noise of the same level 29, the particles' 1st percentile 16). Here the
+    noise is drawn on a noise-free model of the frame itself: in the central (at most)
+    256 x 256 px, every peak with at least :data:`CONTEXT_SPOTS` of the white-noise
+    floor's mass (faint particles included) is fitted jointly as a Gaussian spot on a smooth background
+    (:func:`colloidcg.tracking.refine.refine_jointly`); white noise of the frame's level
+    is added to that model :data:`NOISE_REALISATIONS` times, and the peaks found
+    (:func:`feature_masses`) farther than ``separation`` from every fitted spot are noise
+    peaks in the frame's context. The threshold is the mass that the allowed number of
+    false detections a frame (the rate times the fitted spots, at least one; scaled to
+    the crop's area) exceeds over the realisations: read off their sorted masses where
+    at least 10 lie above it, else from an exponential fitted to the top 10 % of them.
+
+    Parameters
+    ----------
+    img : ndarray (Y, X)
+        Frame, particles bright.
+    noise : float
+        Pixel noise (grey levels, :func:`noise_level`).
+    diameter, separation : float
+        Feature diameter and separation (px).
+    white_floor : float
+        :func:`noise_mass_floor` of the frame (trackpy mass units).
+    seed : int
+        Seed of the noise realisations.
+
+    Returns
+    -------
+    floor : float
+        Mass threshold (trackpy mass units); NaN when fewer than 20 noise peaks were
+        seen over the realisations (noise peaks do not survive among the particles;
+        the white-noise floor is then the one to use).
+    n_spots : int
+        Spots of the model, scaled to the whole frame.
+    """
+    from ..neighbours import nearest
+    from .locate import find_peaks
+    from .refine import refine_jointly, render_spots
+
+    h, w = img.shape
+    ch, cw = min(h, 256), min(w, 256)
+    y0, x0 = (h - ch) // 2, (w - cw) // 2
+    crop = np.ascontiguousarray(img[y0:y0 + ch, x0:x0 + cw], dtype=np.float64)
+    x, y, m, _ = find_peaks(crop, diameter, separation)
+    keep = m >= CONTEXT_SPOTS * white_floor
+    if keep.sum() < 3:
+        return float("nan"), 0
+    r = refine_jointly(crop, x[keep], y[keep], diameter / 3.5, add_missed=False, n_sweeps=2,
+                       stage1_sweeps=2, tol=1e-2, return_background=True)
+    spots = np.c_[r["x"], r["y"], r["amplitude"], r["sigma"]]
+    model = r["background_map"] + render_spots(crop.shape, spots)
+    area = (h * w) / float(ch * cw)
+    n_spots = int(round(len(spots) * area))
+    rng = np.random.default_rng(seed)
+    masses = []
+    for _ in range(NOISE_REALISATIONS):
+        xs, ys, ms = feature_masses(model + rng.normal(0.0, noise, model.shape), diameter,
+                                    separation)
+        masses.append(ms[nearest(spots[:, :2], query=np.c_[xs, ys])[0] > separation])
+    m = np.sort(np.concatenate(masses))
+    if len(m) < 20:
+        return float("nan"), n_spots
+    allowed = FALSE_DETECTION_RATE * max(n_spots, 1)       # false detections per frame
+    k = int(allowed * NOISE_REALISATIONS / area)           # ... over the realisations
+    if k >= 10:          # enough noise peaks above the threshold: read it off
+        return float(m[len(m) - 1 - k]) if k < len(m) else 0.0, n_spots
+    u = float(m[int(0.9 * len(m))])
+    excess = m[m > u] - u
+    beta = float(excess.mean()) if len(excess) else 0.0
+    above_u = len(excess) / NOISE_REALISATIONS * area       # noise peaks above u, per frame
+    return u + beta * math.log(max(above_u / allowed, 1.0)), n_spots
+
+
 def nn_spacing(x: np.ndarray, y: np.ndarray) -> float:
     """Median nearest-neighbour distance (px) of points; NaN for fewer than two."""
     from ..neighbours import nearest
@@ -660,6 +750,15 @@ def suggest_parameters_2d(img: np.ndarray, p: "TrackParams", scan: dict | None =
             raise TrackingError(f"no particles found in the first frame with diameter={p.diameter}; "
                                 "check the video, --diameter and --contrast")
         floor = noise_mass_floor(img.shape, noise, p.diameter, p.separation, p.refine)
+        # where particles lie just under that floor (dim particles in a packing), the noise's
+        # own peaks among them decide (context_mass_floor): they are weaker than on an
+        # empty frame
+        if p.refine and np.sum((mass >= 0.5 * floor) & (mass < floor)) > \
+                FALSE_DETECTION_RATE * np.sum(mass >= floor):
+            ctx = [context_mass_floor(im, noise, p.diameter, p.separation, floor)[0]
+                   for im in imgs]
+            if np.all(np.isfinite(ctx)):
+                floor = min(floor, max(ctx))
         strong = strong_blobs(blobs)
         covered = float(np.sum(math.pi * (1.75 * strong[:, 2]) ** 2)) if len(strong) else 0.0
         if covered < 0.3 * img.size:   # a background to measure (not a dense packing)
