@@ -95,7 +95,12 @@ def main() -> None:
     near = jump.copy()
     near[:-1] |= jump[1:]            # the rate at t is used from t to t + 1
     quiet = ~near
-    acc_all, acc_shear, acc_quiet = (np.cumsum(np.where(m, dS, 0.0), 0) for m in (np.ones_like(near), near, quiet))
+    # accumulated before frame f (rates of frames < f): acc_all[f] = S_f - S_entry
+    def before(m):
+        c = np.cumsum(np.where(m, dS, 0.0), 0)
+        return np.concatenate([np.zeros_like(c[:1]), c[:-1]])
+
+    acc_all, acc_shear, acc_quiet = before(np.ones_like(near)), before(near), before(quiet)
     print(f"\nsplit frame {soft.split_frame}; spread (std over particles, k_B) of S at entry {S[0].std():.2f}\n")
     print("| frame | std S carried | std accumulated | from shear rows | from quiet rows | mean accumulated |")
     print("|---:|---:|---:|---:|---:|---:|")
