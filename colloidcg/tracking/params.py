@@ -750,11 +750,12 @@ def suggest_parameters_2d(img: np.ndarray, p: "TrackParams", scan: dict | None =
             raise TrackingError(f"no particles found in the first frame with diameter={p.diameter}; "
                                 "check the video, --diameter and --contrast")
         floor = noise_mass_floor(img.shape, noise, p.diameter, p.separation, p.refine)
-        # where particles lie just under that floor (dim particles in a packing), the noise's
-        # own peaks among them decide (context_mass_floor): they are weaker than on an
-        # empty frame
-        if p.refine and np.sum((mass >= 0.5 * floor) & (mass < floor)) > \
-                FALSE_DETECTION_RATE * np.sum(mass >= floor):
+        dim = np.sum((mass >= 0.5 * floor) & (mass < floor))
+        packed = np.sum(mass >= 0.5 * floor) * math.pi * (p.diameter / 2) ** 2 / (len(imgs) * img.size)
+        if p.refine and packed >= 0.3 and dim > FALSE_DETECTION_RATE * np.sum(mass >= floor):
+            # a packing with particles just under the white-noise floor: the noise's own
+            # peaks among them decide (context_mass_floor); they are weaker than on an
+            # empty frame
             ctx = [context_mass_floor(im, noise, p.diameter, p.separation, floor)[0]
                    for im in imgs]
             if np.all(np.isfinite(ctx)):
