@@ -64,8 +64,10 @@ NEIGHBOUR_REACH = 4.0
 #: nothing at area fraction 0.7 and made ep unstable where spots overlap heavily, s/d
 #: 0.35: ep/err 0.90 -> 1.77 -> 1.34 with 1, 2, 3 rounds).
 SCHUR_ROUNDS = 1
+#: Side (px) of the central square on which the noise's correlation is measured.
+MAX_SIDE = 256
 #: At most about this many pixels (a regular subsample) measure the noise model.
-MAX_PIXELS = 20000
+MAX_PIXELS = 10000
 #: Pixels whose model value is below this fraction of the median spot peak count as
 #: background in the variance fit (one bin of their own).
 BACKGROUND_LEVEL = 0.02
@@ -275,14 +277,43 @@ def _sandwich(residual, model, v0, g, params, free_s, weighted, fit_k, pairs, ro
         if ua > ub or va > vb:
             continue
         fij = np.zeros((npar, npar))
-        for v in range(va, vb + 1):
+        if npar == 3:
+            # x, y, A: every Jacobian column is separable, X[p](u) Y[p](v); with the
+            # weight 1 / var taken where the two spots meet (their midpoint) the cross
+            # information is a product of two 1D sums
+            um = min(max(int(np.rint(0.5 * (xi + xj))), 0), nx - 1)
+            vm = min(max(int(np.rint(0.5 * (yi + yj))), 0), ny - 1)
+            wm = 1.0 / max(v0 + g * max(model[vm, um], 0.0), 1e-12)
+            sx = np.zeros((3, 3))
+            sy = np.zeros((3, 3))
             for u in range(ua, ub + 1):
-                var = max(v0 + g * max(model[v, u], 0.0), 1e-12)
-                _jac(ai, pxi, pyi, u - ui, v - vi, ji)
-                _jac(aj, pxj, pyj, u - uj, v - vj, jj)
-                for p in range(npar):
-                    for q in range(npar):
-                        fij[p, q] += ji[p] * jj[q] / var
+                ki = u - ui
+                kj = u - uj
+                xa = (ai * pxi[1, ki], pxi[0, ki], pxi[0, ki])
+                xb = (aj * pxj[1, kj], pxj[0, kj], pxj[0, kj])
+                for p in range(3):
+                    for q in range(3):
+                        sx[p, q] += xa[p] * xb[q]
+            for v in range(va, vb + 1):
+                ki = v - vi
+                kj = v - vj
+                ya = (pyi[0, ki], ai * pyi[1, ki], pyi[0, ki])
+                yb = (pyj[0, kj], aj * pyj[1, kj], pyj[0, kj])
+                for p in range(3):
+                    for q in range(3):
+                        sy[p, q] += ya[p] * yb[q]
+            for p in range(3):
+                for q in range(3):
+                    fij[p, q] = wm * sx[p, q] * sy[p, q]
+        else:
+            for v in range(va, vb + 1):
+                for u in range(ua, ub + 1):
+                    var = max(v0 + g * max(model[v, u], 0.0), 1e-12)
+                    _jac(ai, pxi, pyi, u - ui, v - vi, ji)
+                    _jac(aj, pxj, pyj, u - uj, v - vj, jj)
+                    for p in range(npar):
+                        for q in range(npar):
+                            fij[p, q] += ji[p] * jj[q] / var
         fij_all[k] = fij
         has[k] = True
     for rnd in range(rounds):
@@ -339,6 +370,10 @@ def correlated_noise_gain(z: np.ndarray, kernel: np.ndarray, use: np.ndarray) ->
 
     z = np.asarray(z, dtype=np.float64)
     use = np.asarray(use, bool)
+    # a central square of at most MAX_SIDE px measures the correlation (it is the
+    # camera's and the compression's, the same over the frame)
+    y0, x0 = max(0, (z.shape[0] - MAX_SIDE) // 2), max(0, (z.shape[1] - MAX_SIDE) // 2)
+    z, use = z[y0:y0 + MAX_SIDE, x0:x0 + MAX_SIDE], use[y0:y0 + MAX_SIDE, x0:x0 + MAX_SIDE]
     n = kernel.shape[0] // 2
     aa = correlate(kernel, kernel, mode="full")
     a0 = aa[2 * n, 2 * n]
