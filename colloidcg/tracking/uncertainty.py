@@ -67,7 +67,7 @@ SCHUR_ROUNDS = 1
 #: Side (px) of the central square on which the noise's correlation is measured.
 MAX_SIDE = 256
 #: At most about this many pixels (a regular subsample) measure the noise model.
-MAX_PIXELS = 10000
+MAX_PIXELS = 20000
 #: Pixels whose model value is below this fraction of the median spot peak count as
 #: background in the variance fit (one bin of their own).
 BACKGROUND_LEVEL = 0.02
