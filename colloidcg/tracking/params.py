@@ -18,9 +18,12 @@ Every parameter can be given; any left as ``None`` is estimated from the first f
   particles), so touching neighbours are still resolved.
 - ``minmass``: at least the mass that pure pixel noise reaches (the largest feature
   mass found in a white-noise image of the frame's noise level, measured with a
-  second-difference estimator, Immerkaer, Comput. Vis. Image Underst. 64, 300 (1996));
-  above that, the middle of a clear break (a factor >= 3) in the sorted masses, if
-  there is one (dim junk versus particles), else a quarter of the 5th percentile.
+  second-difference estimator, Immerkaer, Comput. Vis. Image Underst. 64, 300 (1996)),
+  or in a packing with particles just under that, the mass noise reaches among the
+  frame's own fitted particles at 0.5 % false detections per particle
+  (:func:`context_mass_floor`); above that, the middle of a clear break (a factor >= 3)
+  in the sorted masses, if there is one (dim junk versus particles), else a quarter of
+  the 5th percentile.
 - ``search_range``: from the displacement distribution: the 99.5th percentile of the
   distance from each feature to its nearest feature in the next frame, pooled over up
   to 20 pairs of frames spread over the video (leaving out
