@@ -5,7 +5,8 @@ answer: with localisation noise added to truth tracks the mean dS/dt along the d
 within 20 % of the noise-free one where the plain drift does not; a one-frame carried
 window is the one-step likelihood; carried S follows its own rate and is encoded on entry;
 training with carried S runs; ``train_tracks`` writes S.parquet and scores it on the
-softness baseline's test rows."""
+softness baseline's test rows; the carried production splits among S components exactly by
+the heat weights; (slow) the free-Langevin known answer holds with carried S."""
 
 import json
 import math
