@@ -668,8 +668,12 @@ def _weighted_sweep(sub, canvas, params, order, v0, g, n_newton, fit_k, render_k
                         b[p] += wt * jac[p] * r
                         for q in range(3):
                             h[p, q] += wt * jac[p] * jac[q]
-            det = np.linalg.det(h)
-            if not (math.isfinite(det) and det > 0):
+            finite = True
+            for v_ in h.ravel():
+                finite = finite and math.isfinite(v_)
+            for v_ in b:
+                finite = finite and math.isfinite(v_)
+            if not finite or np.linalg.det(h) <= 0:
                 ok = False
                 break
             step = np.linalg.solve(h, b)

@@ -143,6 +143,8 @@ def noise_model(residual: np.ndarray, model: np.ndarray, peak: float) -> tuple[f
         v0 = float(np.average(vs, weights=w))
     if v0 <= 0:
         v0 = max(float(np.min(vs)), 1e-12)
+    if not (math.isfinite(v0) and math.isfinite(g)):   # degenerate bins: one variance
+        v0, g = max(float(robust(r)), 1e-12), 0.0
     return v0, g
 
 
