@@ -72,6 +72,16 @@ GAP_ASYMMETRY = 0.1
 #: Fewest candidates judged in a frame for the rule to run (the quarter statistic and
 #: the median profile need a population).
 MIN_CANDIDATES = 12
+#: In frames with more candidates than this, the frame-level gates (1 and the ring's
+#: position) are first judged on the candidates nearest the frame's centre, and the
+#: whole frame is sampled only where that block does not clearly rule the rule out
+#: (fluorescence packings of 1000 spots: 66 -> 13 ms a frame).
+GATE_BLOCK = 160
+#: ... clearly: the block's most symmetric quarter above twice RING_SYMMETRY, or its
+#: ring radius at or above this fraction of the peer distance (RING_INSIDE with a margin
+#: of twice the block's scatter: ring particles of the analogue 0.40-0.50; the project's
+#: dense fluorescence preset 0.60-0.63 on blocks, 0.625 on whole frames).
+BLOCK_RING_INSIDE = 0.55
 
 
 def polar_samples(img: np.ndarray, x: np.ndarray, y: np.ndarray, r_max: float
@@ -169,6 +179,34 @@ def radial_asymmetry(img: np.ndarray, x: np.ndarray, y: np.ndarray, r_max: float
     return q_within(R), (R if ringed else float("nan")), own
 
 
+def _ring_gates(img, x, y, r_max, noise):
+    """The frame-level quantities of the rule for candidates (x, y): ``(q, R, own,
+    inside, q25, ratio)`` with ``inside`` the candidates whose disc the frame holds,
+    ``q25`` their most symmetric quarter's bound and ``ratio`` the ring radius over the
+    median peer distance of that quarter; None where there is no ring or too few
+    candidates are inside."""
+    from ..neighbours import nearest
+
+    n = len(x)
+    q, R, own = radial_asymmetry(img, x, y, r_max, noise)
+    if not np.isfinite(R):
+        return None
+    h, w = img.shape
+    inside = (x >= R + 1) & (x <= w - 2 - R) & (y >= R + 1) & (y <= h - 2 - R)
+    if inside.sum() < MIN_CANDIDATES:
+        return None
+    q25 = float(np.percentile(q[inside], 25))
+    # the ring lies inside the particle: under half the distance to the nearest peer (a
+    # candidate of like symmetry). In a packing of Gaussian spots the darkest radius is
+    # the hole between neighbours, at half their distance or beyond
+    score = -np.log(q)
+    dist, idx = nearest(np.c_[x, y], k=min(n - 1, 12))
+    peer = np.abs(score[idx] - score[:, None]) <= math.log(GAP_RATIO)
+    spacing = np.where(peer.any(axis=1), dist[np.arange(n), peer.argmax(axis=1)], np.inf)
+    quarter = inside & (q <= q25)
+    return q, R, own, inside, q25, float(R / np.median(spacing[quarter]))
+
+
 def bright_gaps(img: np.ndarray, x: np.ndarray, y: np.ndarray, diameter: float,
                 noise: float | None = None) -> np.ndarray:
     """Mask of the candidates that are lit gaps between bright-field particles.
@@ -190,7 +228,6 @@ def bright_gaps(img: np.ndarray, x: np.ndarray, y: np.ndarray, diameter: float,
     ndarray (N,) bool
         True for the gaps (see the module notes for the rule).
     """
-    from ..neighbours import nearest
     from ..neighbours import pairs as close_pairs
     from .params import noise_level
 
@@ -202,25 +239,20 @@ def bright_gaps(img: np.ndarray, x: np.ndarray, y: np.ndarray, diameter: float,
         noise = noise_level(img)
     x = np.asarray(x, float)
     y = np.asarray(y, float)
-    q, R, own = radial_asymmetry(img, x, y, 1.5 * float(diameter), noise)
-    if not np.isfinite(R):
+    r_max = 1.5 * float(diameter)
+    if n > 2 * GATE_BLOCK:    # the frame-level gates on a central block first (cheap)
+        block = np.argsort(np.hypot(x - np.median(x), y - np.median(y)))[:GATE_BLOCK]
+        gates = _ring_gates(img, x[block], y[block], r_max, noise)
+        if gates is None or gates[4] > 2 * RING_SYMMETRY or gates[5] >= BLOCK_RING_INSIDE:
+            return drop
+    gates = _ring_gates(img, x, y, r_max, noise)
+    if gates is None:
         return drop
-    h, w = img.shape
-    inside = (x >= R + 1) & (x <= w - 2 - R) & (y >= R + 1) & (y <= h - 2 - R)
-    if inside.sum() < MIN_CANDIDATES or np.percentile(q[inside], 25) > RING_SYMMETRY:
+    q, R, own, inside, q25, ratio = gates
+    if q25 > RING_SYMMETRY or not ratio < RING_INSIDE:
         return drop
     score = -np.log(q)
     margin = math.log(GAP_RATIO)
-    # the ring lies inside the particle: under half the distance to the nearest peer (a
-    # candidate of like symmetry). In a packing of Gaussian spots the darkest radius is
-    # the hole between neighbours, at half their distance or beyond
-    k = min(n - 1, 12)
-    dist, idx = nearest(np.c_[x, y], k=k)
-    peer = np.abs(score[idx] - score[:, None]) <= margin
-    spacing = np.where(peer.any(axis=1), dist[np.arange(n), peer.argmax(axis=1)], np.inf)
-    quarter = inside & (q <= np.percentile(q[inside], 25))
-    if not R < RING_INSIDE * np.median(spacing[quarter]):
-        return drop
     # candidates whose disc the frame cuts are not judged (their light is cut, not
     # asymmetric); they still count as particles around the others. Each particle's
     # reach is its own ring radius (a mixture's sizes differ), 1-1.5 times the common one.
