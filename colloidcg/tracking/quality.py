@@ -186,21 +186,20 @@ def localisation_noise(tracks: pd.DataFrame) -> float:
 
 
 def calibrate_ep(tracks: pd.DataFrame, max_rel_error: float = 0.4) -> tuple[float, str]:
-    """Scale factor for the fitted ``ep`` so that its median equals the tracks' own noise.
+    """Ratio of the tracks' own localisation noise to the median fitted ``ep``: a check.
 
-    The fit's ``ep`` (from its normal matrix and the local residual variance) follows
-    crowding and brightness particle by particle, but its overall scale assumes
-    independent pixel noise and a Gaussian spot: correlated noise (compression) makes
-    it too small, a ring-shaped spot too large. The localisation noise measured from
-    the tracks (:func:`localisation_noise`) is free of both assumptions; it sets the
-    scale when it is well determined: its variance estimate must have a
-    standard error (about sqrt(2) C(0) / sqrt(n) for n step pairs) below
-    ``max_rel_error`` of itself.
+    The localisation noise measured from the tracks (:func:`localisation_noise`) is free
+    of the fit's noise model, but the motion's own step correlations bias it (over the
+    conditions benchmark, scaling ``ep`` to it put median ep / error at 0.51-1.65), so
+    :func:`colloidcg.tracking.track` reports the ratio (``quality.metrics.
+    ep_tracks_ratio``) and does not apply it. The ratio is given only when the noise is
+    well determined: its variance estimate must have a standard error (about sqrt(2)
+    C(0) / sqrt(n) for n step pairs) below ``max_rel_error`` of itself.
 
     Returns
     -------
     scale : float
-        Multiply ``ep`` by this (1.0 when not calibrated).
+        The tracks' noise over the median ``ep`` (1.0 when not determined).
     how : str
         "tracks" or why not: "too few steps", "noise not resolved".
     """
