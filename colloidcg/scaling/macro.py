@@ -189,6 +189,10 @@ class MacroSDE(torch.nn.Module):
     # ------------------------------------------------------------------ save / load
     def save(self, folder) -> Path:
         """Write ``sde.json`` (config) and ``sde.pt`` (state dict) into ``folder``, atomically."""
+        return self._write(folder, {})
+
+    def _write(self, folder, extra: dict) -> Path:
+        """Write the state dict and the config (plus ``extra`` entries) atomically."""
         import io
 
         from ..outputs import atomic_write_bytes, atomic_write_json
@@ -198,7 +202,7 @@ class MacroSDE(torch.nn.Module):
         torch.save(self.state_dict(), buf)
         atomic_write_bytes(folder / STATE_FILE, buf.getvalue())
         atomic_write_json(folder / CONFIG_FILE, {"kind": "colloidcg macro SDE", "version": 1,
-                                                  "config": asdict(self.config)})
+                                                  "config": asdict(self.config), **extra})
         return folder
 
 
@@ -235,18 +239,7 @@ class BaggedSDE(MacroSDE):
 
     def save(self, folder) -> Path:
         """Write ``sde.json`` (every member's config) and ``sde.pt`` into ``folder``, atomically."""
-        import io
-
-        from ..outputs import atomic_write_bytes, atomic_write_json
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        buf = io.BytesIO()
-        torch.save(self.state_dict(), buf)
-        atomic_write_bytes(folder / STATE_FILE, buf.getvalue())
-        atomic_write_json(folder / CONFIG_FILE, {"kind": "colloidcg macro SDE", "version": 1,
-                                                  "config": asdict(self.config),
-                                                  "members": [asdict(m.config) for m in self.members]})
-        return folder
+        return self._write(folder, {"members": [asdict(m.config) for m in self.members]})
 
 
 def load_sde(folder) -> MacroSDE:
