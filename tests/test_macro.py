@@ -113,15 +113,24 @@ def test_lambda_K_recovers_large_system_fluctuations():
     assert abs(math.log(got[K] / stationary)) < abs(math.log(got[1.0] / stationary))
 
 
+def _round_trip(sde, folder, steps, runs, seed):
+    """Save ``sde`` in ``folder``, load it in a new Python process and run it at factor 4:
+    the runs must equal this process's exactly. Returns the loaded object's class name."""
+    sde.save(folder)
+    here = sde.simulate(steps=steps, runs=runs, factor=4.0, seed=seed)
+    code = ("import json; from colloidcg.scaling.macro import load_sde; "
+            f"s = load_sde({str(folder)!r}); "
+            f"print(type(s).__name__, json.dumps(s.simulate(steps={steps}, runs={runs}, factor=4.0, "
+            f"seed={seed}).tolist()))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    name, arr = out.stdout.split(" ", 1)
+    np.testing.assert_array_equal(np.array(json.loads(arr)), here)
+    return name
+
+
 def test_saved_sde_loads_in_a_fresh_process(ou_sde, tmp_path):
     sde, _ = ou_sde
-    sde.save(tmp_path / "m")
-    here = sde.simulate(steps=20, runs=5, factor=4.0, seed=7)
-    code = ("import json, sys; from colloidcg.scaling.macro import load_sde; "
-            f"s = load_sde({str(tmp_path / 'm')!r}); "
-            "print(json.dumps(s.simulate(steps=20, runs=5, factor=4.0, seed=7).tolist()))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    np.testing.assert_array_equal(np.array(json.loads(out.stdout)), here)
+    assert _round_trip(sde, tmp_path / "m", steps=20, runs=5, seed=7) == "MacroSDE"
     assert load_sde(tmp_path / "m").covariance_scale(4.0) == pytest.approx(4.0)
 
 
@@ -168,15 +177,7 @@ def test_bagged_sde_averages_its_members_and_recovers_ou(ou_bag):
 
 def test_bagged_sde_saves_and_loads_in_a_fresh_process(ou_bag, tmp_path):
     bag, _ = ou_bag
-    bag.save(tmp_path / "b")
-    here = bag.simulate(steps=10, runs=4, factor=4.0, seed=3)
-    code = ("import json; from colloidcg.scaling.macro import load_sde; "
-            f"s = load_sde({str(tmp_path / 'b')!r}); "
-            "print(type(s).__name__, json.dumps(s.simulate(steps=10, runs=4, factor=4.0, seed=3).tolist()))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    name, arr = out.stdout.split(" ", 1)
-    assert name == "BaggedSDE"
-    np.testing.assert_array_equal(np.array(json.loads(arr)), here)
+    assert _round_trip(bag, tmp_path / "b", steps=10, runs=4, seed=3) == "BaggedSDE"
 
 
 def test_one_fit_is_the_plain_fit_and_bad_fits_refused():
