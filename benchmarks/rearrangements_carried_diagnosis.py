@@ -1,6 +1,6 @@
 """Why carried S loses its encoder's frame-0 ranking on the vacancy control (issue 20).
 
-    python benchmarks/rearrangements_carried_diagnosis.py --aux-weight 1 --seed 0 [--n-s 1]
+    python benchmarks/rearrangements_carried_diagnosis.py --aux-weight 1 --seed 0 [--n-s 1] [--s-heat work]
 
 Trains one model as ``benchmarks/rearrangements.py --case vacancy --s-memory carried
 --epochs 10 --cutoff 14.3`` does (frames before the softness split), carries S along all
@@ -42,6 +42,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0, help="training seed")
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--n-s", type=int, default=1, help="entropic variables (S0 is diagnosed)")
+    ap.add_argument("--s-heat", default="drift", choices=["drift", "work"],
+                    help="how carried S books heat (TrainConfig.s_heat), in training and along the tracks")
     args = ap.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import torch
@@ -64,11 +66,11 @@ def main() -> None:
     traj = from_tracks(early, None, fps=1.0, um_per_px=1.0, labels=labels[labels["frame"] < soft.split_frame])
     fitted = fit(traj, TrainConfig(epochs=args.epochs, patience=args.epochs, aux_weight=args.aux_weight, horizon=2,
                                    edge=0, progress=False, seed=args.seed, s_memory="carried", cutoff=14.3,
-                                   n_s=args.n_s))
+                                   n_s=args.n_s, s_heat=args.s_heat))
     model = fitted.model
     dtype = next(model.parameters()).dtype
     whole = from_tracks(tracks, None, fps=1.0, um_per_px=1.0).to(dtype=dtype)
-    car = carry_along(model, whole, float(fitted.report["localisation_noise"]) ** 2)
+    car = carry_along(model, whole, float(fitted.report["localisation_noise"]) ** 2, heat=args.s_heat)
     S, dS = car.S[..., 0].numpy(), np.nan_to_num(car.dSdt[..., 0].numpy()) * whole.dt
     with torch.no_grad():
         enc = np.stack([model.initial_S(r, find_pairs(r, model.cutoff, whole.box), whole.box)[:, 0].numpy()
@@ -81,7 +83,7 @@ def main() -> None:
             "accumulated production S_t - S_entry": S[rf, rp] - S[0][rp],
             "encoder on the row's own frame": enc[rf, rp], "exposure ceiling": bench.vacancy_exposure(t)}
     rep = score_against_softness(t, vals, soft=soft, fix_sign=list(vals))
-    tag = f"aux weight {args.aux_weight:g}, seed {args.seed}, n_s {args.n_s}"
+    tag = f"aux weight {args.aux_weight:g}, seed {args.seed}, n_s {args.n_s}, s_heat {args.s_heat}"
     print(f"\n### Carried S on the vacancy control ({tag})\n")
     print("| predictor (softness's test rows) | ROC AUC +- s.e. | sign |\n|---|---:|---:|")
     for sc in [rep.softness, *rep.scores]:
@@ -115,6 +117,82 @@ def main() -> None:
           f"{rate.mean():+.3f}, std over particles {rate.std():.3f}, correlation with the pair count "
           f"{np.corrcoef(rate, pairs)[0, 1]:+.2f}, with the exposure {np.corrcoef(rate, expo)[0, 1]:+.2f}, "
           f"with S at entry {np.corrcoef(rate, S[0])[0, 1]:+.2f}")
+    if args.s_heat == "drift":
+        parts = term_rates(model, whole, car.S, float(fitted.report["localisation_noise"]) ** 2)
+        print("\nThe drift's dS split into its terms along the same carried path (k_B per frame; quiet rows; "
+              "accumulated S_119 - S_entry):\n")
+        print("| term | mean per quiet row | std over particles of the quiet rate | accumulated mean | "
+              "accumulated std | corr(quiet rate, S at entry) |\n|---|---:|---:|---:|---:|---:|")
+        for name, key in [*TERMS.items(), ("sum (the carried dS)", None)]:
+            x = sum(parts.values()) if key is None else parts[key]
+            qr = np.where(quiet, x, 0.0).sum(0) / quiet.sum(0)
+            acc = x[1:T - 1].sum(0)
+            print(f"| {name} | {x[quiet[:, :] & (np.arange(T) > 0)[:, None]].mean():+.4f} | {qr.std():.4f} | "
+                  f"{acc.mean():+.2f} | {acc.std():.2f} | {np.corrcoef(qr, S[0])[0, 1]:+.2f} |")
+
+
+TERMS = {"substrate friction heating": "sub_heat", "substrate fluctuation (Ito)": "sub_ito",
+         "pair friction heating": "pair_heat", "pair friction fluctuation (Ito)": "pair_ito",
+         "heat conduction (Fourier)": "cond", "heat conduction fluctuation (Ito)": "cond_ito"}
+
+
+def _term_drift(which: str):
+    """dynamics.drift with dS/dt restricted to one term of :data:`TERMS` (dv/dt unchanged)."""
+    from colloidcg.core import dynamics
+
+    full = dynamics.drift
+
+    def drift(t, v, k_B, substrate, ito=True):
+        dv, _ = full(t, v, k_B, substrate, ito)
+        pair = dynamics.pair_drift
+        if which == "sub_heat":
+            s = dynamics.substrate_drift(t, v, 0.0, False)[1]
+        elif which == "sub_ito":
+            s = dynamics.substrate_drift(t, v, k_B, True)[1] - dynamics.substrate_drift(t, v, 0.0, False)[1]
+        elif which == "cond":
+            s = pair(t, k_B, False, False)[1]
+        elif which == "pair_heat":
+            s = pair(t, k_B, False, True)[1] - pair(t, k_B, False, False)[1]
+        elif which == "cond_ito":
+            s = pair(t, k_B, True, False)[1] - pair(t, k_B, False, False)[1]
+        else:   # pair_ito
+            s = (pair(t, k_B, True, True)[1] - pair(t, k_B, True, False)[1]
+                 - pair(t, k_B, False, True)[1] + pair(t, k_B, False, False)[1])
+        return dv, s.unsqueeze(-1) * t.w
+    return drift
+
+
+def term_rates(model, whole, S, loc_var: float):
+    """{term: (T, N) k_B per frame}: the drift heat's dS/dt split into the terms of
+    :data:`TERMS`, each evaluated along the same carried S path ``S`` (T, N, n_s), at the
+    same posterior velocities as :func:`colloidcg.train.carried.carry_along` (every
+    particle is in view in every frame of the control). Their sum is the carried dS/dt."""
+    from unittest import mock
+
+    import torch
+
+    from colloidcg.core.config import State
+    from colloidcg.core.graph import find_pairs
+    from colloidcg.core.loss import transition_mean_cov
+    from colloidcg.train import carried as C
+
+    T, N, _ = whole.pos.shape
+    out = {k: np.zeros((T, N)) for k in TERMS.values()}
+    prev = None
+    with torch.no_grad():
+        for t in range(1, T):
+            r, v = whole.pos[t], whole.vel[t]
+            mom = transition_mean_cov(model, State(r, v, S[t], None), find_pairs(r, model.cutoff, whole.box),
+                                      whole.dt, whole.box)
+            if prev is None:
+                vh, p = C.entry_posterior(mom.terms, v, loc_var, whole.dt, model.k_B)
+            else:
+                vh, p = C.velocity_posterior(prev, v, loc_var, whole.dt)
+            for key in out:
+                with mock.patch.object(C.dynamics, "drift", _term_drift(key)):
+                    out[key][t] = C.latent_entropy_rate(model, mom.terms, vh, p, whole.dt)[:, 0].numpy() * whole.dt
+            prev = mom
+    return out
 
 
 if __name__ == "__main__":

@@ -41,8 +41,31 @@ isotropic P; the substrate part always is) by the model's own drift: dS at veloc
 whose quadratic invariants equal the expected ones (|v_i|^2 = d p_i; for each pair
 (e . v_ij)^2 = p_i + p_j, |v_ij|^2 = d (p_i + p_j)) minus dS at v = 0.
 
+**First-law heat** (``heat="work"``). The drift above books the model's *expected* heat:
+the frictional heating of the latent motion plus the fluctuation (Ito) terms, which
+presume thermal motion at the model's temperature theta. Where the data hold less latent
+motion than theta implies (a lattice whose particles sit still between events, seen
+through localisation noise), the fluctuation terms are not balanced and S cools steadily,
+at a rate set by each particle's friction and temperature, i.e. by its structure. The
+alternative books each frame's heat from the first law, as the model's own exact-OU
+rollouts do (:class:`~colloidcg.core.integrators.ExactOU`): the heat q_i a particle receives
+from t to t + 1 is the mechanical energy its friction channels took, the loss of its
+latent kinetic energy K = (m / 2) E[|v|^2 | data] = (m / 2) (|v_hat|^2 + d p) plus the work
+of the conservative forces along its measured displacement, by the trapezoidal rule
+(booked one frame late, as the rollouts do):
+
+    q_i(t) = K_i(t) - K_i(t+1) + F_i(t) . dr_i(t+1) + (F_i(t) - F_i(t-1)) . dr_i(t) / 2,
+
+    dS_i = w q_i / theta_i + dt (heat conduction: the drift's conduction terms, as in the rollouts).
+
+The kinetic terms telescope and the trapezoidal work of a time-reversible stationary
+process has zero mean (it changes sign under time reversal), so along an equilibrium or
+quiescent film the carried S has no mean drift, whatever the model's theta, while the work
+the forces do on a particle that is moved (a shear) is heat. dS/dt of a row needs the
+next frame's position: at a particle's last frame it is NaN.
+
 Units: S in k_B, velocities length/time (px/frame for tracks in px and frames), loc_var
-length^2 (px^2), dS/dt k_B/time.
+length^2 (px^2), dS/dt k_B/time, q energy.
 """
 
 from __future__ import annotations
@@ -58,9 +81,10 @@ from ..core.graph import find_pairs
 from ..core.loss import TransitionMoments, moments_nll, transition_mean_cov
 from ..core.model import MetriplecticModel
 from ..core.ou import coefficients
+from ..core.scatter import dot
 from ..core.types import Terms
 from ..data import Trajectory
-from ..errors import ColloidcgError
+from ..errors import ColloidcgError, ParameterError
 from .labels import future_labels
 from .measures import particle_sizes
 
@@ -153,6 +177,42 @@ def latent_entropy_rate(model: MetriplecticModel, terms: Terms, v_hat: torch.Ten
     return dS + rate(fake_v, fake_vij)[1] - rate(zero, zero[g.i] - zero[g.j])[1]
 
 
+#: How the carried S books heat along the data (module docstring): ``drift``, the model's
+#: expected dS/dt at the posterior velocities; ``work``, the first law with the latent
+#: kinetic energy and the conservative forces' trapezoidal work.
+HEATS = ("drift", "work")
+
+
+def check_heat(heat: str) -> str:
+    """``heat`` if it is one of :data:`HEATS`, else ParameterError."""
+    if heat not in HEATS:
+        raise ParameterError(f"s_heat: expected one of {', '.join(HEATS)}, got {heat!r}")
+    return heat
+
+
+def kinetic_energy(terms: Terms, v_hat: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """(N,) expected kinetic energy (m / 2) (|v_hat|^2 + d p) of velocities with posterior
+    mean ``v_hat`` (N, d) and isotropic variance ``p`` (N,), energy units."""
+    d = v_hat.shape[-1]
+    return 0.5 * terms.m * (v_hat.square().sum(-1) + d * p)
+
+
+def work_entropy_rate(model: MetriplecticModel, terms: Terms, k_now: torch.Tensor, k_next: torch.Tensor,
+                      dr: torch.Tensor, late: torch.Tensor | None, dt: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(dS/dt (N, n_s), heat q (N,)) of one frame by the first law (module docstring).
+
+    ``terms``: the state at t; ``k_now``, ``k_next`` (N,): the expected kinetic energies at
+    t and t + 1 (:func:`kinetic_energy`); ``dr`` (N, d): the measured displacement
+    r_{t+1} - r_t; ``late`` (N,): the late half of the previous frame's trapezoidal work,
+    (F(t) - F(t-1)) . dr(t) / 2, or None. Heat conduction enters as the drift's conduction
+    terms (with their Ito part), as in the exact-OU rollouts."""
+    q = k_now - k_next + dot(terms.force, dr)
+    if late is not None:
+        q = q + late
+    _, cond = dynamics.pair_drift(terms, model.k_B, True, False)
+    return (q / (terms.thermo.theta * dt) + cond).unsqueeze(-1) * terms.w, q
+
+
 # ----------------------------------------------------------------------------- training windows
 @dataclass
 class CarriedWindow:
@@ -214,8 +274,8 @@ def make_carried_window(traj: Trajectory, t: int, steps: int, cutoff: float,
 
 
 def carried_window_terms(model: MetriplecticModel, w: CarriedWindow, dt: float, box=None,
-                         loc_var: float = 0.0, aux=None,
-                         start: "CarriedStart | None" = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                         loc_var: float = 0.0, aux=None, start: "CarriedStart | None" = None,
+                         heat: str = "drift") -> tuple[torch.Tensor, torch.Tensor | None]:
     """(NLL, auxiliary loss or None) of a carried-S window.
 
     S_0 is the window's start S: with ``start`` (a :class:`CarriedStart`, training's
@@ -223,11 +283,14 @@ def carried_window_terms(model: MetriplecticModel, w: CarriedWindow, dt: float, 
     the scores use it; without, S encoded from the window's first frame. For k = 0..K-1
     the observed v_{t+k+1} is scored under the one-step law from the data (r, v) at t+k
     and the carried S_k (:func:`colloidcg.core.loss.moments_nll`), and S_{k+1} = S_k + dt
-    dS/dt with the noise-aware dS/dt of :func:`latent_entropy_rate`. The NLL is the mean
+    dS/dt with the noise-aware dS/dt of :func:`latent_entropy_rate` (``heat="drift"``) or
+    the first-law heat of :func:`work_entropy_rate` (``heat="work"``; the window's first
+    step has no late half of the previous frame's work). The NLL is the mean
     over steps and scored particles (for K = 1 without ``start`` it equals the one-step
     NLL of the encoded S); ``aux`` (an :class:`~colloidcg.train.AuxiliaryLoss`) is the mean
     over steps of its loss on S_k against the labels of frame t+k.
     """
+    check_heat(heat)
     if start is not None:
         S = start.start_S(model, w.t, w.index)
     else:
@@ -236,6 +299,7 @@ def carried_window_terms(model: MetriplecticModel, w: CarriedWindow, dt: float, 
     count = 0
     aux_terms = []
     v_hat = p = None
+    force = dr_prev = None
     for k in range(w.steps):
         mom = transition_mean_cov(model, State(w.r[k], w.v[k], S, w.size), w.pairs[k], dt, box)
         nll = moments_nll(mom, w.v[k + 1], w.interior, dt, loc_var)
@@ -248,6 +312,16 @@ def carried_window_terms(model: MetriplecticModel, w: CarriedWindow, dt: float, 
         if k + 1 < w.steps:
             if v_hat is None:
                 v_hat, p = entry_posterior(mom.terms, w.v[k], loc_var, dt, model.k_B)
+            if heat == "work":
+                v_next, p_next = velocity_posterior(mom, w.v[k + 1], loc_var, dt)
+                dr = w.v[k + 1] * dt
+                late = None if force is None else 0.5 * dot(mom.terms.force - force, dr_prev)
+                rate, _ = work_entropy_rate(model, mom.terms, kinetic_energy(mom.terms, v_hat, p),
+                                            kinetic_energy(mom.terms, v_next, p_next), dr, late, dt)
+                S = S + dt * rate
+                force, dr_prev = mom.terms.force, dr
+                v_hat, p = v_next, p_next
+                continue
             S = S + dt * latent_entropy_rate(model, mom.terms, v_hat, p, dt)
             v_hat, p = velocity_posterior(mom, w.v[k + 1], loc_var, dt)
     aux_loss = torch.stack(aux_terms).mean() if aux_terms else None
@@ -270,14 +344,17 @@ class CarriedS:
 
 @torch.no_grad()
 def carry_along(model: MetriplecticModel, traj: Trajectory, loc_var: float = 0.0,
-                progress: bool = False) -> CarriedS:
+                progress: bool = False, heat: str = "drift") -> CarriedS:
     """Carry S along ``traj`` (:class:`CarriedS`): each particle's S is encoded at the first
     frame it is seen (from that frame's configuration) and then advanced frame by frame
     with the noise-aware dS/dt (:func:`latent_entropy_rate`) at the measured positions and
     the posterior velocities (:func:`velocity_posterior`; localisation variance
     ``loc_var``, length^2). A particle that disappears and comes back is encoded again.
     At a particle's first frame its velocity is unknown: it enters its neighbours' drift
-    with v = 0, its own S is held to the next frame."""
+    with v = 0, its own S is held to the next frame. ``heat="work"`` books the first-law
+    heat of :func:`work_entropy_rate` instead of the drift (module docstring): a row's rate
+    then also needs the particle's next frame (NaN, and S held, at its last frame)."""
+    check_heat(heat)
     T, N, d = traj.pos.shape
     dt = traj.dt
     param = next(model.parameters())
@@ -292,6 +369,12 @@ def carry_along(model: MetriplecticModel, traj: Trajectory, loc_var: float = 0.0
     cur = torch.full((N, n_s), float("nan"), dtype=dtype, device=device)
     carried = torch.zeros(N, dtype=torch.bool, device=device)
     prev_mom = None          # (index, TransitionMoments, had a velocity) of the previous frame
+    work = heat == "work"
+    if work:                 # per particle: the next frame's kinetic energy, last force and step
+        k_next = torch.full((N,), float("nan"), dtype=dtype, device=device)
+        f_last = torch.zeros((N, d), dtype=dtype, device=device)
+        dr_last = torch.zeros((N, d), dtype=dtype, device=device)
+        booked = torch.zeros(N, dtype=torch.bool, device=device)
     frames = range(T)
     if progress:
         from tqdm.auto import tqdm
@@ -299,6 +382,8 @@ def carry_along(model: MetriplecticModel, traj: Trajectory, loc_var: float = 0.0
     for t in frames:
         here = present[t]
         carried = carried & here                      # gone particles are re-encoded on return
+        if work:
+            booked = booked & here
         idx = torch.nonzero(here).squeeze(-1)
         if idx.numel() == 0:
             prev_mom = None
@@ -330,7 +415,22 @@ def carry_along(model: MetriplecticModel, traj: Trajectory, loc_var: float = 0.0
                 v_hat[ok], p[ok] = vh, pp
         v_hat = torch.where(has_v.unsqueeze(-1), v_hat, torch.zeros_like(v_hat))
         p = torch.where(has_v, p, torch.zeros_like(p))
-        rate = latent_entropy_rate(model, mom.terms, v_hat, p, dt)
+        if work:
+            go = has_v & (present[t + 1, idx] if t + 1 < T else torch.zeros_like(has_v))
+            v1 = vel[t + 1, idx] if t + 1 < T else torch.zeros_like(v)
+            v1 = torch.where(go.unsqueeze(-1), v1, torch.zeros_like(v1))
+            vh1, p1 = velocity_posterior(mom, v1, loc_var, dt)
+            k1 = kinetic_energy(mom.terms, vh1, p1)
+            k0 = torch.where(booked[idx], k_next[idx], kinetic_energy(mom.terms, v_hat, p))
+            dr = v1 * dt
+            late = torch.where(booked[idx], 0.5 * dot(mom.terms.force - f_last[idx], dr_last[idx]),
+                               torch.zeros_like(k0))
+            rate, _ = work_entropy_rate(model, mom.terms, k0, k1, dr, late, dt)
+            k_next[idx], f_last[idx], dr_last[idx] = k1, mom.terms.force, dr
+            booked[idx] = go
+            has_v = go
+        else:
+            rate = latent_entropy_rate(model, mom.terms, v_hat, p, dt)
         rate = torch.where(has_v.unsqueeze(-1), rate, torch.zeros_like(rate))
         dS_out[t, idx] = torch.where(has_v.unsqueeze(-1), rate, torch.full_like(rate, float("nan")))
         cur[idx] = cur[idx] + dt * rate
@@ -339,12 +439,12 @@ def carry_along(model: MetriplecticModel, traj: Trajectory, loc_var: float = 0.0
 
 
 def carried_table(model: MetriplecticModel, traj: Trajectory, loc_var: float = 0.0,
-                  progress: bool = False):
+                  progress: bool = False, heat: str = "drift"):
     """:func:`carry_along` as a table: frame, particle, S0 [, S1 ...] (k_B), dSdt (the sum
     over components, k_B per frame), one row per tracked row of ``traj``; frames and
-    particle ids those of the tracks."""
+    particle ids those of the tracks; ``heat``: as :func:`carry_along`."""
     import pandas as pd
-    res = carry_along(model, traj, loc_var, progress)
+    res = carry_along(model, traj, loc_var, progress, heat)
     pres = traj.present.cpu().numpy()
     tt, nn = np.nonzero(pres)
     S = res.S.cpu().numpy()[tt, nn]
@@ -382,11 +482,12 @@ class CarriedStart:
     :meth:`start_S` returns, for a window's particles, that carried value with the gradient
     of the encoder at their entry frames attached (S_t = S_enc + sum of dS, the sum held
     fixed: truncated backpropagation through time, cut at the window's start). Units: S in
-    k_B; ``loc_var`` the localisation variance (length^2) of the noise-aware heat.
+    k_B; ``loc_var`` the localisation variance (length^2) of the noise-aware heat; ``heat``
+    how heat is booked (:data:`HEATS`).
     """
 
-    def __init__(self, traj: Trajectory, loc_var: float = 0.0):
-        self.traj, self.loc_var = traj, float(loc_var)
+    def __init__(self, traj: Trajectory, loc_var: float = 0.0, heat: str = "drift"):
+        self.traj, self.loc_var, self.heat = traj, float(loc_var), check_heat(heat)
         self.entry = entry_frames(traj.present)
         self.S: torch.Tensor | None = None
         self._pairs: dict = {}
@@ -396,7 +497,7 @@ class CarriedStart:
         """Carry S along the whole trajectory with the model's current weights."""
         was = model.training
         model.eval()
-        self.S = carry_along(model, self.traj, self.loc_var).S
+        self.S = carry_along(model, self.traj, self.loc_var, heat=self.heat).S
         model.train(was)
 
     def _encoded(self, model: MetriplecticModel, f: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -99,6 +99,12 @@ class TrainConfig:
                                         "entry (S carried from each particle's first frame, as along the "
                                         "data and in the scores) or window (encoded at the window's first "
                                         "frame)")
+    s_heat: str = option("drift", help="how carried S books heat along the data (s_memory carried, and "
+                                       "S.parquet): drift (the model's expected dS/dt at the posterior "
+                                       "velocities) or work (the first law: the latent kinetic energy's "
+                                       "loss plus the conservative forces' work along the measured "
+                                       "displacement, as the model's own rollouts book it; no mean drift "
+                                       "along a stationary film)")
     aux_weight: float = option(0.0, help="weight of the auxiliary loss that teaches S the rearrangement "
                                          "labels (0: S is learned through the likelihood alone)")
     horizon: int = option(3, unit="frames", help="frames ahead within which a rearrangement counts as "
@@ -283,6 +289,8 @@ class TrainConfig:
             raise bad("s_memory", "'encoded' or 'carried'", self.s_memory)
         if self.s_start not in ("entry", "window"):
             raise bad("s_start", "'entry' or 'window'", self.s_start)
+        if self.s_heat not in ("drift", "work"):
+            raise bad("s_heat", "'drift' or 'work'", self.s_heat)
         if self.s_memory == "carried" and self.covariance != "marginal":
             raise bad("covariance", "'marginal' with s_memory 'carried'", self.covariance)
         if self.covariance not in ("marginal", "full"):

@@ -144,8 +144,9 @@ def fit_with_cutoff(traj: Trajectory, cfg: TrainConfig, cutoff: float, sampler: 
     loc_sigma = localisation_sigma(traj, cfg.loc_noise)
     aux = (AuxiliaryLoss.new(cfg.model.n_s, cfg.aux_weight, pos_weight, increasing=cfg.s_memory == "carried")
            if pos_weight is not None else None)
-    carry = CarriedStart(traj, loc_sigma ** 2) if cfg.s_memory == "carried" and cfg.s_start == "entry" else None
-    opts = LossOptions(traj.dt, traj.box, loc_sigma ** 2, cfg.covariance, aux, carry)
+    carry = (CarriedStart(traj, loc_sigma ** 2, cfg.s_heat)
+             if cfg.s_memory == "carried" and cfg.s_start == "entry" else None)
+    opts = LossOptions(traj.dt, traj.box, loc_sigma ** 2, cfg.covariance, aux, carry, cfg.s_heat)
     params = list(model.parameters()) + (list(aux.head.parameters()) if aux is not None else [])
     optimiser, scheduler = make_optimiser(params, cfg.lr, cfg.lr_final_fraction,
                                           cfg.epochs * sampler.steps_per_epoch())

@@ -85,7 +85,8 @@ class LossOptions:
     (time), the periodic box (length; None: open), the localisation noise variance
     ``loc_var`` (length^2 per axis), the transition covariance ("marginal" or "full"), the
     optional auxiliary loss and, for carried-S windows, the :class:`~.carried.CarriedStart`
-    that gives their start S (None: encoded at each window's first frame)."""
+    that gives their start S (None: encoded at each window's first frame) and how they book
+    heat (``s_heat``, :data:`~.carried.HEATS`)."""
 
     dt: float
     box: torch.Tensor | None = None
@@ -93,6 +94,7 @@ class LossOptions:
     covariance: str = "marginal"
     aux: AuxiliaryLoss | None = None
     carry: CarriedStart | None = None
+    s_heat: str = "drift"
 
 
 class TransitionTerms(NamedTuple):
@@ -120,7 +122,7 @@ def transition_terms(model: MetriplecticModel, tr: Transition, opts: LossOptions
     auxiliary loss of the S encoded from frame t."""
     if tr.carried is not None:
         nll, aux = carried_window_terms(model, tr.carried, opts.dt, opts.box, opts.loc_var, opts.aux,
-                                        opts.carry)
+                                        opts.carry, opts.s_heat)
         ms = window_nll(model, tr.window, opts) if tr.window is not None else None
         return TransitionTerms(nll, ms, aux)
     S = model.initial_S(tr.r, tr.pairs, opts.box, tr.shear)

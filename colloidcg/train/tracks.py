@@ -53,7 +53,8 @@ def train_tracks(tracks, meta: dict | None = None, config: TrainConfig | None = 
         cfg = replace(cfg, checkpoint_dir=str(out_dir))
     result = fit(traj, cfg, callback=callback, sampler=sampler)
     s_table = carried_table(result.model, traj.to(device=cfg.device, dtype=getattr(torch, cfg.dtype)),
-                            float(result.report["localisation_noise"]) ** 2, progress=cfg.progress)
+                            float(result.report["localisation_noise"]) ** 2, progress=cfg.progress,
+                            heat=cfg.s_heat)
     s_table["frame"] = s_table["frame"].astype(tracks["frame"].dtype)
     if labels is not None:
         result.report["carried_s_auc"] = carried_s_auc(labels, s_table, labels_lag or cfg.horizon)
