@@ -41,6 +41,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from numba import njit
 
 #: Directions of the polar grid (the samples of one radius).
 N_ANGLES = 24
@@ -106,17 +107,41 @@ def polar_samples(img: np.ndarray, x: np.ndarray, y: np.ndarray, r_max: float
         The share of one pixel's white-noise variance each sample carries (the sum of
         its squared bilinear weights, 0.25-1).
     """
-    from scipy.ndimage import map_coordinates
-
     r = np.arange(0.0, r_max + 1e-9, RADIAL_STEP)
     th = np.arange(N_ANGLES) * (2 * math.pi / N_ANGLES)
-    X = x[:, None, None] + r[None, :, None] * np.cos(th)[None, None, :]
-    Y = y[:, None, None] + r[None, :, None] * np.sin(th)[None, None, :]
-    samples = map_coordinates(np.asarray(img, np.float32), [Y.ravel(), X.ravel()], order=1,
-                              mode="nearest").reshape(X.shape)
-    fx, fy = X - np.floor(X), Y - np.floor(Y)
-    keep = ((1 - fx) ** 2 + fx ** 2) * ((1 - fy) ** 2 + fy ** 2)
+    x = np.asarray(x, np.float64)
+    y = np.asarray(y, np.float64)
+    samples = np.empty((len(x), len(r), N_ANGLES), np.float32)
+    keep = np.empty((len(x), len(r), N_ANGLES))
+    _polar_bilinear(np.ascontiguousarray(img, dtype=np.float32), x, y, r, np.cos(th),
+                    np.sin(th), samples, keep)
     return r, samples, keep
+
+
+@njit(cache=True)
+def _polar_bilinear(img, x, y, r, cos, sin, samples, keep):
+    """Bilinear samples of ``img`` at (x + r cos, y + r sin), the pixel indices clamped to
+    the frame (scipy.ndimage.map_coordinates(order=1, mode="nearest") gives the same;
+    this fused loop is ~10x faster at the ~10^5 points a frame needs), and each sample's
+    sum of squared weights."""
+    ny, nx = img.shape
+    for i in range(x.shape[0]):
+        for k in range(r.shape[0]):
+            for t in range(cos.shape[0]):
+                px = x[i] + r[k] * cos[t]
+                py = y[i] + r[k] * sin[t]
+                fx0 = math.floor(px)
+                fy0 = math.floor(py)
+                fx = px - fx0
+                fy = py - fy0
+                u0 = min(max(int(fx0), 0), nx - 1)
+                u1 = min(max(int(fx0) + 1, 0), nx - 1)
+                v0 = min(max(int(fy0), 0), ny - 1)
+                v1 = min(max(int(fy0) + 1, 0), ny - 1)
+                top = (1 - fx) * img[v0, u0] + fx * img[v0, u1]
+                bot = (1 - fx) * img[v1, u0] + fx * img[v1, u1]
+                samples[i, k, t] = (1 - fy) * top + fy * bot
+                keep[i, k, t] = ((1 - fx) ** 2 + fx ** 2) * ((1 - fy) ** 2 + fy ** 2)
 
 
 def radial_asymmetry(img: np.ndarray, x: np.ndarray, y: np.ndarray, r_max: float,

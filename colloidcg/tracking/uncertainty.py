@@ -59,6 +59,9 @@ from numba import njit
 from ..neighbours import pairs as close_pairs
 from .refine import FIT_HALF_WIDTH, _half_width, _profile
 
+#: Floating-point freedoms for the hot loops: reassociate sums (vectorised) and multiply
+#: by reciprocals, but keep NaN and infinity semantics (spots are screened by them).
+_SAFE_FAST = {"reassoc", "contract", "arcp"}
 #: Largest factor by which marginalising the neighbours may raise a position's variance
 #: (a spot that its neighbours leave undetermined, e.g. a merged pair, gets this).
 MAX_NEIGHBOUR_FACTOR = 25.0
@@ -112,23 +115,26 @@ def noise_model(residual: np.ndarray, model: np.ndarray, peak: float) -> tuple[f
     bgmask = m < BACKGROUND_LEVEL * max(peak, 1e-12)
     xs, vs, ns = [], [], []
 
-    def robust(a):
-        return (1.4826 * np.median(np.abs(a - np.median(a)))) ** 2
+    def robust(a, axis=None):
+        med = np.median(a, axis=axis, keepdims=True)
+        return (1.4826 * np.median(np.abs(a - med), axis=axis)) ** 2
 
     if bgmask.sum() >= 20:
         xs.append(float(np.mean(m[bgmask])))
-        vs.append(robust(r[bgmask]))
+        vs.append(float(robust(r[bgmask])))
         ns.append(int(bgmask.sum()))
     sm, sr = m[~bgmask], r[~bgmask]
     if len(sm) >= 20 * VARIANCE_BINS:
-        edges = np.quantile(sm, np.linspace(0, 1, VARIANCE_BINS + 1))
-        idx = np.clip(np.searchsorted(edges, sm, side="right") - 1, 0, VARIANCE_BINS - 1)
-        for k in range(VARIANCE_BINS):
-            sel = idx == k
-            if sel.sum() >= 20:
-                xs.append(float(np.mean(sm[sel])))
-                vs.append(robust(sr[sel]))
-                ns.append(int(sel.sum()))
+        # VARIANCE_BINS bins of equal count along the model's value (its quantiles),
+        # all measured at once: one row per bin
+        per = len(sm) // VARIANCE_BINS
+        kth = per * np.arange(1, VARIANCE_BINS)
+        order = np.argpartition(sm, kth)[:per * VARIANCE_BINS]
+        bm = sm[order].reshape(VARIANCE_BINS, per)
+        br = sr[order].reshape(VARIANCE_BINS, per)
+        xs.extend(bm.mean(axis=1).tolist())
+        vs.extend(robust(br, axis=1).tolist())
+        ns.extend([per] * VARIANCE_BINS)
     xs, vs, ns = np.array(xs), np.array(vs), np.array(ns, float)
     if len(xs) < 2 or np.ptp(xs) <= 0:
         v = float(np.average(vs, weights=ns)) if len(vs) else float(robust(r))
@@ -163,12 +169,50 @@ def _spot_profiles(x, y, s, w, nx, ny, px, py):
 
 
 @njit(cache=True)
-def _invertible(mat):
-    """Whether mat is finite with a positive determinant (a Fisher or normal matrix)."""
+def _invert(mat, out):
+    """Inverse of a Fisher or normal matrix ``mat`` (k, k) into ``out``; returns False
+    (``out`` untouched) unless ``mat`` is finite with a positive determinant. 3 x 3 by
+    cofactors (called for every spot and neighbour: LAPACK's per-call cost dominated)."""
     for v in mat.ravel():
         if not math.isfinite(v):
             return False
-    return np.linalg.det(mat) > 0
+    if mat.shape[0] != 3:
+        if np.linalg.det(mat) <= 0:
+            return False
+        out[:, :] = np.linalg.inv(mat)
+        return True
+    c00 = mat[1, 1] * mat[2, 2] - mat[1, 2] * mat[2, 1]
+    c01 = mat[1, 2] * mat[2, 0] - mat[1, 0] * mat[2, 2]
+    c02 = mat[1, 0] * mat[2, 1] - mat[1, 1] * mat[2, 0]
+    det = mat[0, 0] * c00 + mat[0, 1] * c01 + mat[0, 2] * c02
+    if not det > 0:
+        return False
+    r = 1.0 / det
+    out[0, 0] = c00 * r
+    out[1, 0] = c01 * r
+    out[2, 0] = c02 * r
+    out[0, 1] = (mat[0, 2] * mat[2, 1] - mat[0, 1] * mat[2, 2]) * r
+    out[1, 1] = (mat[0, 0] * mat[2, 2] - mat[0, 2] * mat[2, 0]) * r
+    out[2, 1] = (mat[0, 1] * mat[2, 0] - mat[0, 0] * mat[2, 1]) * r
+    out[0, 2] = (mat[0, 1] * mat[1, 2] - mat[0, 2] * mat[1, 1]) * r
+    out[1, 2] = (mat[0, 2] * mat[1, 0] - mat[0, 0] * mat[1, 2]) * r
+    out[2, 2] = (mat[0, 0] * mat[1, 1] - mat[0, 1] * mat[1, 0]) * r
+    return True
+
+
+@njit(cache=True)
+def _less_sandwich(target, a, c, tr):
+    """target -= a c a^T (``tr``: a^T c a), all (k, k); no temporaries."""
+    k = target.shape[0]
+    for p in range(k):
+        for q in range(k):
+            acc = 0.0
+            for r in range(k):
+                ap = a[r, p] if tr else a[p, r]
+                for t in range(k):
+                    aq = a[t, q] if tr else a[q, t]
+                    acc += ap * c[r, t] * aq
+            target[p, q] -= acc
 
 
 @njit(cache=True)
@@ -186,7 +230,7 @@ def _jac(a, px, py, ku, kv, jac):
     jac[3] = a * (px[2, ku] * py[0, kv] + px[0, ku] * py[2, kv])
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=_SAFE_FAST)
 def _sandwich(residual, model, v0, g, params, free_s, weighted, fit_k, pairs, rounds, out):
     """Per spot: out[i] = (var_x, var_y, chi2) of the least-squares position with pixel
     variance v0 + g * model (see the module docstring); parameters x, y, A (and s where
@@ -199,6 +243,10 @@ def _sandwich(residual, model, v0, g, params, free_s, weighted, fit_k, pairs, ro
     ny, nx = residual.shape
     n = params.shape[0]
     m = 2 * 48 + 1
+    ivar = np.empty((ny, nx))     # 1 / the pixels' noise variance
+    for v in range(ny):
+        for u in range(nx):
+            ivar[v, u] = 1.0 / max(v0 + g * max(model[v, u], 0.0), 1e-12)
     pxi = np.empty((3, m))
     pyi = np.empty((3, m))
     pxj = np.empty((3, m))
@@ -219,57 +267,79 @@ def _sandwich(residual, model, v0, g, params, free_s, weighted, fit_k, pairs, ro
         x, y, a, s = params[i, 0], params[i, 1], params[i, 2], params[i, 3]
         w = _half_width(s, fit_k)
         u0, v0_ = _spot_profiles(x, y, s, w, nx, ny, pxi, pyi)
+        # the window's part inside the frame (the profiles are 0 outside it)
+        ka, kb = max(0, -u0), min(2 * w + 1, nx - u0)
+        la, lb = max(0, -v0_), min(2 * w + 1, ny - v0_)
         h = np.zeros((npar, npar))
         b = np.zeros((npar, npar))
         f = np.zeros((npar, npar))
         chi = 0.0
-        npix = 0
-        for kv in range(2 * w + 1):
-            v = v0_ + kv
-            if v < 0 or v >= ny:
-                continue
-            for ku in range(2 * w + 1):
-                u = u0 + ku
-                if u < 0 or u >= nx:
-                    continue
-                var = max(v0 + g * max(model[v, u], 0.0), 1e-12)
-                _jac(a, pxi, pyi, ku, kv, ji)
-                if weighted:
-                    for p in range(npar):
-                        for q in range(p, npar):
-                            f[p, q] += ji[p] * ji[q] / var
-                else:
+        npix = max(kb - ka, 0) * max(lb - la, 0)
+        if weighted and npar == 3:
+            # the default (weighted fit of x, y, A): scalar sums, one division a pixel
+            f00 = f01 = f02 = f11 = f12 = f22 = 0.0
+            for kv in range(la, lb):
+                v = v0_ + kv
+                gyv = pyi[0, kv]
+                dyv = a * pyi[1, kv]
+                for ku in range(ka, kb):
+                    u = u0 + ku
+                    iv = ivar[v, u]
+                    j0 = a * pxi[1, ku] * gyv
+                    j1 = pxi[0, ku] * dyv
+                    j2 = pxi[0, ku] * gyv
+                    f00 += j0 * j0 * iv
+                    f01 += j0 * j1 * iv
+                    f02 += j0 * j2 * iv
+                    f11 += j1 * j1 * iv
+                    f12 += j1 * j2 * iv
+                    f22 += j2 * j2 * iv
+                    rr = residual[v, u]
+                    chi += rr * rr * iv
+            f[0, 0], f[0, 1], f[0, 2] = f00, f01, f02
+            f[1, 1], f[1, 2], f[2, 2] = f11, f12, f22
+        else:
+            for kv in range(la, lb):
+                v = v0_ + kv
+                for ku in range(ka, kb):
+                    u = u0 + ku
+                    var = max(v0 + g * max(model[v, u], 0.0), 1e-12)
+                    iv = 1.0 / var
+                    _jac(a, pxi, pyi, ku, kv, ji)
                     for p in range(npar):
                         for q in range(p, npar):
                             jq = ji[p] * ji[q]
-                            h[p, q] += jq
-                            b[p, q] += var * jq
-                            f[p, q] += jq / var
-                rr = residual[v, u]
-                chi += rr * rr / var
-                npix += 1
+                            f[p, q] += jq * iv
+                            if not weighted:
+                                h[p, q] += jq
+                                b[p, q] += var * jq
+                    rr = residual[v, u]
+                    chi += rr * rr * iv
         for p in range(npar):
             for q in range(p):
                 h[p, q] = h[q, p]
                 b[p, q] = b[q, p]
                 f[p, q] = f[q, p]
-        if npix <= npar + 1 or not _invertible(f) or not (weighted or _invertible(h)):
+        if npix <= npar + 1 or not _invert(f, finv[i]):
             continue
-        okf[i] = True
-        fis[i] = f
-        finv[i] = np.linalg.inv(f)
-        schur[i] = f
         if weighted:     # (weights 1 / var: the sandwich is the inverse Fisher matrix)
             cov = finv[i]
         else:
-            hi = np.linalg.inv(h)
+            hi = np.empty((npar, npar))
+            if not _invert(h, hi):
+                continue
             cov = hi @ b @ hi
+        okf[i] = True
+        fis[i] = f
+        schur[i] = f
         out[i, 0] = cov[0, 0]
         out[i, 1] = cov[1, 1]
         out[i, 2] = chi / (npix - npar)
     # neighbours sharing pixels: each pair's cross information once, for both
     fij_all = np.zeros((pairs.shape[0], npar, npar))
     has = np.zeros(pairs.shape[0], np.bool_)
+    sx = np.empty((3, 3))
+    sy = np.empty((3, 3))
     for k in range(pairs.shape[0]):
         i = pairs[k, 0]
         j = pairs[k, 1]
@@ -285,7 +355,7 @@ def _sandwich(residual, model, v0, g, params, free_s, weighted, fit_k, pairs, ro
         va, vb = max(vi, vj, 0), min(vi + 2 * wi, vj + 2 * wj, ny - 1)
         if ua > ub or va > vb:
             continue
-        fij = np.zeros((npar, npar))
+        fij = fij_all[k]
         if npar == 3:
             # x, y, A: every Jacobian column is separable, X[p](u) Y[p](v); with the
             # weight 1 / var taken where the two spots meet (their midpoint) the cross
@@ -293,24 +363,33 @@ def _sandwich(residual, model, v0, g, params, free_s, weighted, fit_k, pairs, ro
             um = min(max(int(np.rint(0.5 * (xi + xj))), 0), nx - 1)
             vm = min(max(int(np.rint(0.5 * (yi + yj))), 0), ny - 1)
             wm = 1.0 / max(v0 + g * max(model[vm, um], 0.0), 1e-12)
-            sx = np.zeros((3, 3))
-            sy = np.zeros((3, 3))
+            # the columns' 1D factors: x (a gx', gx, gx) and y (gy, a gy', gy)
+            sx[:, :] = 0.0
+            sy[:, :] = 0.0
             for u in range(ua, ub + 1):
                 ki = u - ui
                 kj = u - uj
-                xa = (ai * pxi[1, ki], pxi[0, ki], pxi[0, ki])
-                xb = (aj * pxj[1, kj], pxj[0, kj], pxj[0, kj])
-                for p in range(3):
-                    for q in range(3):
-                        sx[p, q] += xa[p] * xb[q]
+                xa0, xa1 = ai * pxi[1, ki], pxi[0, ki]
+                xb0, xb1 = aj * pxj[1, kj], pxj[0, kj]
+                sx[0, 0] += xa0 * xb0
+                sx[0, 1] += xa0 * xb1
+                sx[1, 0] += xa1 * xb0
+                sx[1, 1] += xa1 * xb1
             for v in range(va, vb + 1):
                 ki = v - vi
                 kj = v - vj
-                ya = (pyi[0, ki], ai * pyi[1, ki], pyi[0, ki])
-                yb = (pyj[0, kj], aj * pyj[1, kj], pyj[0, kj])
-                for p in range(3):
-                    for q in range(3):
-                        sy[p, q] += ya[p] * yb[q]
+                ya0, ya1 = pyi[0, ki], ai * pyi[1, ki]
+                yb0, yb1 = pyj[0, kj], aj * pyj[1, kj]
+                sy[0, 0] += ya0 * yb0
+                sy[0, 1] += ya0 * yb1
+                sy[1, 0] += ya1 * yb0
+                sy[1, 1] += ya1 * yb1
+            # (column 2 shares its x factor with column 1 and its y factor with column 0)
+            for p in range(3):
+                sx[p, 2] = sx[p, 1] if p < 2 else sx[1, 1]
+                sx[2, p] = sx[1, p] if p < 2 else sx[1, 1]
+                sy[p, 2] = sy[p, 0] if p < 2 else sy[0, 0]
+                sy[2, p] = sy[0, p] if p < 2 else sy[0, 0]
             for p in range(3):
                 for q in range(3):
                     fij[p, q] = wm * sx[p, q] * sy[p, q]
@@ -323,7 +402,6 @@ def _sandwich(residual, model, v0, g, params, free_s, weighted, fit_k, pairs, ro
                     for p in range(npar):
                         for q in range(npar):
                             fij[p, q] += ji[p] * jj[q] / var
-        fij_all[k] = fij
         has[k] = True
     for rnd in range(rounds):
         # the neighbours' information: their own (first round), then their marginal one
@@ -331,8 +409,8 @@ def _sandwich(residual, model, v0, g, params, free_s, weighted, fit_k, pairs, ro
         cinv = finv.copy()
         if rnd:
             for i in range(n):
-                if okf[i] and _invertible(schur[i]):
-                    cinv[i] = np.linalg.inv(schur[i])
+                if okf[i]:
+                    _invert(schur[i], cinv[i])
         for i in range(n):
             schur[i] = fis[i]
         for k in range(pairs.shape[0]):
@@ -340,15 +418,14 @@ def _sandwich(residual, model, v0, g, params, free_s, weighted, fit_k, pairs, ro
                 continue
             i = pairs[k, 0]
             j = pairs[k, 1]
-            fij = fij_all[k]
-            schur[i] -= fij @ cinv[j] @ fij.T
-            schur[j] -= fij.T @ cinv[i] @ fij
+            _less_sandwich(schur[i], fij_all[k], cinv[j], False)
+            _less_sandwich(schur[j], fij_all[k], cinv[i], True)
+    marg = np.empty((npar, npar))
     for i in range(n):
         if not okf[i]:
             continue
         rx = ry = MAX_NEIGHBOUR_FACTOR
-        if _invertible(schur[i]):   # (else the neighbours leave the spot undetermined)
-            marg = np.linalg.inv(schur[i])
+        if _invert(schur[i], marg):   # (else the neighbours leave the spot undetermined)
             rx = min(max(marg[0, 0] / finv[i, 0, 0], 1.0), MAX_NEIGHBOUR_FACTOR)
             ry = min(max(marg[1, 1] / finv[i, 1, 1], 1.0), MAX_NEIGHBOUR_FACTOR)
         out[i, 0] *= rx
@@ -457,7 +534,10 @@ def position_errors(sub: np.ndarray, model: np.ndarray, params: np.ndarray, free
     u = np.arange(-w, w + 1, dtype=np.float64)
     gk = np.exp(-0.5 * (u / s_med) ** 2)
     kernel = (u * gk)[None, :] * gk[:, None]
-    z = residual / np.sqrt(v0 + g * np.maximum(model, 0.0))
-    flank = (model >= FLANK[0] * peak) & (model <= FLANK[1] * peak) & np.isfinite(z)
+    # (measured on the central square only, as correlated_noise_gain does)
+    y0, x0 = max(0, (model.shape[0] - MAX_SIDE) // 2), max(0, (model.shape[1] - MAX_SIDE) // 2)
+    mc = model[y0:y0 + MAX_SIDE, x0:x0 + MAX_SIDE]
+    z = residual[y0:y0 + MAX_SIDE, x0:x0 + MAX_SIDE] / np.sqrt(v0 + g * np.maximum(mc, 0.0))
+    flank = (mc >= FLANK[0] * peak) & (mc <= FLANK[1] * peak) & np.isfinite(z)
     var = var * correlated_noise_gain(z, kernel, flank)
     return np.sqrt(np.where(var >= 0, var, np.nan))

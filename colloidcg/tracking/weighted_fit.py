@@ -36,14 +36,19 @@ WEIGHTED_NEWTON = 2
 WEIGHTED_MAX_SHIFT = 0.25
 
 
-@njit(cache=True)
-def _weighted_sweep(sub, canvas, params, order, v0, g, n_newton, fit_k, render_k, max_shift):
+#: Floating-point freedoms for the hot loop: reassociate sums (vectorised) and multiply
+#: by reciprocals, but keep NaN and infinity semantics (failed steps are caught by them).
+_SAFE_FAST = {"reassoc", "contract", "arcp"}
+
+
+@njit(cache=True, fastmath=_SAFE_FAST)
+def _weighted_sweep(sub, canvas, ivar, params, order, n_newton, fit_k, render_k, max_shift):
     """One Gauss-Seidel sweep of weighted least squares: each spot's x, y and A refitted
     (``n_newton`` Gauss-Newton steps, width and background held) against ``sub`` less the
-    other spots, every pixel weighted by 1 / (v0 + g * model), its noise variance
-    (:func:`colloidcg.tracking.uncertainty.noise_model`). ``canvas`` (the model of all
-    spots) is updated after each spot. A spot whose step fails or moves it more than
-    ``max_shift`` px keeps its parameters. Returns the number of spots refitted."""
+    other spots, every pixel weighted by ``ivar`` (Y, X), 1 / its noise variance.
+    ``canvas`` (the model of all spots) is updated after each spot. A spot whose step
+    fails or moves it more than ``max_shift`` px keeps its parameters. Returns the number
+    of spots refitted."""
     ny, nx = sub.shape
     m = 2 * MAX_HALF_WIDTH + 1
     gx = np.empty(m)
@@ -60,7 +65,6 @@ def _weighted_sweep(sub, canvas, params, order, v0, g, n_newton, fit_k, render_k
     ry = np.empty(m)
     hx = np.empty(m)
     hy = np.empty(m)
-    jac = np.empty(3)
     done = 0
     for j in range(order.shape[0]):
         i = order[j]
@@ -71,6 +75,9 @@ def _weighted_sweep(sub, canvas, params, order, v0, g, n_newton, fit_k, render_k
         wr = _half_width(s, render_k)
         cu = int(np.rint(x0))
         cv = int(np.rint(y0))
+        # the fit window's part inside the frame
+        ka, kb = max(0, w - cu), min(2 * w + 1, nx - cu + w)
+        la, lb = max(0, w - cv), min(2 * w + 1, ny - cv + w)
         _gauss1d(cu, wr, x0, s, nx, rx)
         _gauss1d(cv, wr, y0, s, ny, ry)
         x, y, a = x0, y0, a0
@@ -78,46 +85,57 @@ def _weighted_sweep(sub, canvas, params, order, v0, g, n_newton, fit_k, render_k
         for it in range(n_newton):
             _profile(cu, w, x, s, nx, gx, dgx, sgx, mx, ox)
             _profile(cv, w, y, s, ny, gy, dgy, sgy, my, oy)
-            h = np.zeros((3, 3))
-            b = np.zeros(3)
-            for kv in range(2 * w + 1):
+            # normal equations H step = b, H symmetric (6 sums), b (3 sums)
+            h00 = h01 = h02 = h11 = h12 = h22 = 0.0
+            b0 = b1 = b2 = 0.0
+            for kv in range(la, lb):
                 v = cv - w + kv
-                if v < 0 or v >= ny:
-                    continue
-                for ku in range(2 * w + 1):
+                gyv = gy[kv]
+                dyv = a * dgy[kv]
+                ryv = a0 * ry[kv + wr - w]
+                for ku in range(ka, kb):
                     u = cu - w + ku
-                    if u < 0 or u >= nx:
-                        continue
-                    mod = canvas[v, u]
-                    own0 = a0 * rx[ku + wr - w] * ry[kv + wr - w]
-                    t = sub[v, u] - mod + own0
-                    var = v0 + g * max(mod, 0.0)
-                    if var <= 0:
-                        continue
-                    wt = 1.0 / var
-                    r = t - a * gx[ku] * gy[kv]
-                    jac[0] = a * dgx[ku] * gy[kv]
-                    jac[1] = a * gx[ku] * dgy[kv]
-                    jac[2] = gx[ku] * gy[kv]
-                    for p in range(3):
-                        b[p] += wt * jac[p] * r
-                        for q in range(3):
-                            h[p, q] += wt * jac[p] * jac[q]
-            finite = True
-            for v_ in h.ravel():
-                finite = finite and math.isfinite(v_)
-            for v_ in b:
-                finite = finite and math.isfinite(v_)
-            if not finite or np.linalg.det(h) <= 0:
+                    wt = ivar[v, u]
+                    gg = gx[ku] * gyv
+                    # the data less the other spots (own old rendering added back)
+                    r = sub[v, u] - canvas[v, u] + ryv * rx[ku + wr - w] - a * gg
+                    j0 = a * dgx[ku] * gyv
+                    j1 = gx[ku] * dyv
+                    wj0 = wt * j0
+                    wj1 = wt * j1
+                    wj2 = wt * gg
+                    h00 += wj0 * j0
+                    h01 += wj0 * j1
+                    h02 += wj0 * gg
+                    h11 += wj1 * j1
+                    h12 += wj1 * gg
+                    h22 += wj2 * gg
+                    b0 += wj0 * r
+                    b1 += wj1 * r
+                    b2 += wj2 * r
+            # solve by cofactors (H positive definite, else the step fails)
+            c00 = h11 * h22 - h12 * h12
+            c01 = h12 * h02 - h01 * h22
+            c02 = h01 * h12 - h11 * h02
+            det = h00 * c00 + h01 * c01 + h02 * c02
+            if not (math.isfinite(det) and det > 0 and math.isfinite(b0)
+                    and math.isfinite(b1) and math.isfinite(b2)):
                 ok = False
                 break
-            step = np.linalg.solve(h, b)
-            shift = math.sqrt(step[0] ** 2 + step[1] ** 2)
+            c11 = h00 * h22 - h02 * h02
+            c12 = h02 * h01 - h00 * h12
+            c22 = h00 * h11 - h01 * h01
+            s0 = (c00 * b0 + c01 * b1 + c02 * b2) / det
+            s1 = (c01 * b0 + c11 * b1 + c12 * b2) / det
+            s2 = (c02 * b0 + c12 * b1 + c22 * b2) / det
+            shift = math.sqrt(s0 * s0 + s1 * s1)
             if shift > 1.0:
-                step /= shift
-            x += step[0]
-            y += step[1]
-            a += step[2]
+                s0 /= shift
+                s1 /= shift
+                s2 /= shift
+            x += s0
+            y += s1
+            a += s2
             if not (math.isfinite(x) and math.isfinite(y) and a > 0):
                 ok = False
                 break
@@ -144,7 +162,7 @@ def _weighted_sweep(sub, canvas, params, order, v0, g, n_newton, fit_k, render_k
 def weighted_polish(sub: np.ndarray, model, sigma: float, sweeps: int | None = None
                     ) -> tuple[float, float]:
     """Refit every spot's x, y and A by weighted least squares, the weights 1 / (pixel
-    noise variance) with the variance measured from the current fit's residual
+    noise variance) with the variance measured from the unweighted fit's residual
     (:func:`colloidcg.tracking.uncertainty.noise_model`), ``sweeps`` Gauss-Seidel sweeps
     from the unweighted fit (``model``: :class:`_Model`, updated in place; its render
     caches are left stale). Returns the noise model (v0, g)."""
@@ -155,9 +173,12 @@ def weighted_polish(sub: np.ndarray, model, sigma: float, sweeps: int | None = N
         return 1.0, 0.0
     peak = float(np.median(params[:, 2])) / (2 * np.pi * float(np.median(params[:, 3])) ** 2)
     v0, g = noise_model(np.subtract(sub, model.canvas), model.canvas, peak)
+    # the weights: 1 / the noise variance of the unweighted fit's model, held through
+    # the sweeps (the variance is a property of the expected image, not of each step)
+    ivar = 1.0 / np.maximum(v0 + g * np.maximum(model.canvas, 0.0), 1e-12)
     order = np.arange(len(params))
     for _ in range(WEIGHTED_SWEEPS if sweeps is None else sweeps):
-        _weighted_sweep(sub, model.canvas, params, order, v0, g, WEIGHTED_NEWTON,
+        _weighted_sweep(sub, model.canvas, ivar, params, order, WEIGHTED_NEWTON,
                         FIT_HALF_WIDTH, RENDER_HALF_WIDTH, WEIGHTED_MAX_SHIFT * float(sigma))
         order = order[::-1].copy()
     return v0, g
