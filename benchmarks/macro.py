@@ -33,6 +33,7 @@ coarsen.
     python benchmarks/macro.py --stage seams       # why upsampled snapshots mislead the SDE
     python benchmarks/macro.py --stage ensemble --fit-seeds 10 --small-seed 100   # bagged block SDE fits
     python benchmarks/macro.py --stage bagging --fit-seeds 10 --sde-runs 1000 --small-seed 100   # the default bagged fit
+    python benchmarks/macro.py --stage diagnose --sde-runs 1000 --small-seed 200   # where the bag's error comes from
     python benchmarks/macro.py --stage video --video-seed 1   # the chain from a tracked video
     python benchmarks/macro.py --stage video-block --fields 32   # block states from 32 filmed fields of view
 
@@ -331,6 +332,82 @@ def print_bagging(res, n_small, small_seed):
     print(f"\n{res['seconds']:.0f} s of fitting")
 
 
+def _hat(z, knots):
+    """(M, len(knots)) piecewise-linear interpolation weights of z on the knots (clamped)."""
+    z = np.clip(z, knots[0], knots[-1])
+    k = np.clip(np.searchsorted(knots, z) - 1, 0, len(knots) - 2)
+    f = (z - knots[k]) / (knots[k + 1] - knots[k])
+    X = np.zeros((len(z), len(knots)))
+    X[np.arange(len(z)), k] = 1 - f
+    X[np.arange(len(z)), k + 1] = f
+    return X
+
+
+def stage_diagnose(args, enc, small_states, z_start, truth, tile_area):
+    """Where the block SDE's error comes from, per training set: the default bag (10 members,
+    seed 0, --sde-runs runs) against the direct runs and against its own training quenches'
+    mean; the same drift without noise (is it the drift or the diffusion?); the naive
+    single fit (seed 0); the error split into the training mean's own error, the SDE's
+    error against its training mean and their cross term, and by macro-step window; and a
+    piecewise-linear drift (knots at quantiles of the block states' z, weighted least
+    squares) in place of the network."""
+    import torch
+
+    from colloidcg.scaling.macro import block_pairs, fit_bagged, fit_sde, trajectory_increments
+    runs = truth[FACTOR]
+    T = runs.mean(0)
+    z = np.array([[enc.whole(st)[0] for st in traj] for traj in small_states])     # (n, STEPS + 1)
+    m = z.mean(0)
+    common = dict(dt=DT, names=enc.names, tile_area_px2=tile_area)
+    draw = lambda s: block_pairs(z[..., None], blocks=FACTOR, sets_per_step=args.block_sets, seed=s)  # noqa: E731
+    bag, _ = fit_bagged(draw, fits=10, seed=0, lam=float(FACTOR), area_px2=FACTOR * tile_area, start=z_start, **common)
+    zb = bag.simulate(steps=STEPS, runs=args.sde_runs, factor=FACTOR, z0=z_start, seed=0)[..., 0].mean(0)
+    det = [float(z_start[0])]
+    with torch.no_grad():
+        for _ in range(STEPS):
+            det.append(det[-1] + DT * float(bag.drift(torch.tensor([[det[-1]]], dtype=torch.float64))[0, 0]))
+    det = np.array(det)
+    nz0, nz1 = trajectory_increments(enc, small_states)
+    naive, _ = fit_sde(nz0, nz1, lam=1.0, area_px2=tile_area, start=z_start, seed=0, **common)
+    zn = naive.simulate(steps=STEPS, runs=args.sde_runs, factor=FACTOR, z0=z_start, seed=0)[..., 0].mean(0)
+    den = float(np.sum(T ** 2))
+    a, b = zb - m, m - T
+    windows = {"1-5": slice(1, 6), "6-17": slice(6, 18), "18-30": slice(18, STEPS + 1)}
+    res = {"training_mean_vs_direct": relmse(m, T), "bag_vs_direct": relmse(zb, T), "bag_vs_training_mean": relmse(zb, m),
+           "cross_term": float(2 * np.sum(a * b) / den), "drift_alone_vs_direct": relmse(det, T),
+           "naive_seed0_vs_direct": relmse(zn, T),
+           "window_mean_bag_minus_training": {k: float(a[v].mean()) for k, v in windows.items()},
+           "window_mean_training_minus_direct": {k: float(b[v].mean()) for k, v in windows.items()},
+           "window_mean_naive_minus_training": {k: float((zn - m)[v].mean()) for k, v in windows.items()},
+           "window_share_of_bag_relmse": {k: float(np.sum((zb - T)[v] ** 2) / den) for k, v in windows.items()}}
+    z0, z1 = draw(0)
+    z0, dz = z0[:, 0], (z1 - z0)[:, 0] / DT
+    spline = {}
+    for nk in (8, 16, 31):
+        knots = np.unique(np.quantile(z0, np.linspace(0, 1, nk)))
+        X = _hat(z0, knots)
+        w = np.ones(len(z0))
+        for _ in range(3):          # weights: 1 / the residual variance, itself piecewise linear in z
+            c = np.linalg.lstsq(X * np.sqrt(w)[:, None], dz * np.sqrt(w), rcond=None)[0]
+            v = np.linalg.lstsq(X, (dz - X @ c) ** 2, rcond=None)[0]
+            w = 1.0 / np.maximum(X @ v, 1e-3 * np.mean((dz - X @ c) ** 2))
+        path = [float(z_start[0])]
+        for _ in range(STEPS):
+            path.append(path[-1] + DT * float((_hat(np.array([path[-1]]), knots) @ c)[0]))
+        spline[nk] = {"vs_direct": relmse(np.array(path), T), "vs_training_mean": relmse(np.array(path), m)}
+    res["piecewise_linear_drift"] = spline
+    return res
+
+
+def print_diagnose(res, n_small, small_seed):
+    print(f"\n## diagnosis: {n_small} small quenches from seed {small_seed}\n")
+    for k, v in res.items():
+        if isinstance(v, dict):
+            print(f"- {k}: " + ", ".join(f"{a}: {b if isinstance(b, dict) else f'{b:.2e}'}" for a, b in v.items()))
+        else:
+            print(f"- {k}: {v:.2e}")
+
+
 def stage_video(args, cache: Path, out: Path, truth, z_start, tile_area, small_states, enc):
     """The chain from video (the path a user takes): a quench of N_SMALL visible particles
     filmed in a window of a periodic sample 4x its area (the same soft disks, from uniformly
@@ -627,15 +704,16 @@ def seam_table(small_pos, truth, samples=3, seed=1):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--stage", choices=("truth", "block", "ensemble", "bagging", "seams", "video", "video-block",
-                                        "all"),
+    ap.add_argument("--stage", choices=("truth", "block", "ensemble", "bagging", "diagnose", "seams", "video",
+                                        "video-block", "all"),
                     default="all",
                     help="truth: the direct runs only; block: the block states and the naive baseline only; "
                          "seams: the upsampled snapshots' psi6 and ordering rate against their tiles' and the "
                          "direct runs'; ensemble: block SDE fits bagged (averaged) against single fits, "
                          "(--ensemble-sets block states per macro step); video: the chain from a tracked video "
                          "(render, track, train, colloidcg macro train) against the same direct runs; "
-                         "video-block: block states from --fields filmed fields of view")
+                         "video-block: block states from --fields filmed fields of view; diagnose: where the "
+                         "bagged block SDE's error comes from (drift or diffusion, training mean or SDE)")
     ap.add_argument("--small-seed", type=int, default=0, help="the small quenches' seeds start here")
     ap.add_argument("--video-seed", type=int, default=1, help="--stage video: seed of the filmed quench")
     ap.add_argument("--video-epochs", type=int, default=6, help="--stage video: the model's training epochs")
@@ -686,7 +764,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     snaps, snap_t = [], []
     # block, ensemble, video stages: only the start, for z_start
-    for t in range(1 if args.stage in ("block", "ensemble", "bagging", "video", "video-block") else STEPS):
+    for t in range(1 if args.stage in ("block", "ensemble", "bagging", "diagnose", "video", "video-block") else STEPS):
         for s in upsampled(small_pos, t, args.samples, rng, relax=args.relax):
             snaps.append(s)
             snap_t.append(t)
@@ -730,6 +808,13 @@ def main(argv=None) -> int:
         name = "bagged_fits.json" if args.small_seed == 0 else f"bagged_fits_from_{args.small_seed}.json"
         (out / name).write_text(json.dumps(results, indent=1, default=float))
         print_ensemble(ens, args.small, args.small_seed)
+        return 0
+    if args.stage == "diagnose":
+        res = stage_diagnose(args, enc, small_states, z_start, truth, tile_area)
+        results["diagnose"] = res
+        name = f"diagnose_{args.small}" + ("" if args.small_seed == 0 else f"_from_{args.small_seed}") + ".json"
+        (out / name).write_text(json.dumps(results, indent=1, default=float))
+        print_diagnose(res, args.small, args.small_seed)
         return 0
     if args.stage == "bagging":
         nz0, nz1 = trajectory_increments(enc, small_states)

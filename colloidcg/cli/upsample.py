@@ -40,6 +40,10 @@ def add_parser(subparsers) -> None:
                    help="scale of the model's k_B during the seam relaxation: auto (default) calibrates it so "
                         "that the model's rollouts of the input keep the input's first coordination shell; "
                         "1 runs the model as trained")
+    p.add_argument("--band-edge", choices=("held", "reflect"), default="held",
+                   help="held (default): the band's particles move freely among the held layer, which never "
+                        "moves; reflect: a band particle that leaves the band is reflected back, so the band "
+                        "keeps its particles (docs/scaling.md)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     add_table_output(p, "BIG")
     p.set_defaults(func=run)
@@ -77,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
         tracks, meta = read_table(args.init, required=["frame", "particle", "x", "y"])
         up = upsample(model, cfg, tracks, meta, factor=args.factor, frame=args.frame, samples=args.samples,
                       seed=args.seed, relax_steps=args.relax_steps, band=args.band,
-                      relax_temperature=temperature, name=str(args.init))
+                      relax_temperature=temperature, band_edge=args.band_edge, name=str(args.init))
         cal = cfg.get("calibration", {}) or {}
         dim = int(model.config.dim)
         names = ["x", "y", "z"][:dim]

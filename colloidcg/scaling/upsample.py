@@ -538,13 +538,38 @@ class _Temperature:
         return False
 
 
+def reflect_into_band(pos: np.ndarray, vel: np.ndarray, period: np.ndarray, band_px: float) -> int:
+    """Bring particles that left the band back into it, in place: a particle farther than
+    ``band_px`` from every seam line (the multiples of ``period`` (d,) px along each axis)
+    is reflected specularly at the band's edge along the axis of its nearest seam line,
+    its velocity component along that axis reversed. pos, vel : (n, d) px, px/frame.
+    Returns the number of particles reflected."""
+    line = period * np.round(pos / period)
+    off = pos - line                                    # (n, d) signed offset to the nearest line per axis
+    axis = np.argmin(np.abs(off), axis=1)
+    rows = np.arange(len(pos))
+    o = off[rows, axis]
+    out = np.abs(o) > band_px
+    if not out.any():
+        return 0
+    r, a = rows[out], axis[out]
+    folded = np.sign(o[out]) * np.maximum(2.0 * band_px - np.abs(o[out]), 0.0)
+    pos[r, a] = line[r, a] + folded
+    vel[r, a] *= -1.0
+    return int(out.sum())
+
+
 def _relax(model, cfg: Configuration, new_seam: np.ndarray, *, band_px: float, cutoff_px: float,
            steps: int, um: float, fps: float, seed: int, noise: bool = True,
-           temperature: float = 1.0) -> tuple[Configuration, int]:
+           temperature: float = 1.0, period: np.ndarray | None = None) -> tuple[Configuration, int]:
     """Roll out the particles within ``band_px`` of the new seams for ``steps`` frames, the
     next :func:`held_layer_px` wide layer held fixed (the rest of the system does not enter),
-    the model's k_B scaled by ``temperature``. Returns (configuration, number of particles
-    moved)."""
+    the model's k_B scaled by ``temperature``. With ``period`` (d,) px, the spacing of the new seam lines (the parts' box), the
+    band's particles are kept inside the band: after every frame a particle that left it is
+    reflected back (:func:`reflect_into_band`), so that the rollout samples the band given
+    the held layer and the band keeps its particles (a held particle never moves, so
+    without this nothing would cross back inward: the band would lose particles to the
+    held layer). Returns (configuration, number of particles moved)."""
     from ..core import State, rollout
 
     sub = np.nonzero(new_seam < band_px + held_layer_px(cutoff_px))[0]
@@ -554,18 +579,28 @@ def _relax(model, cfg: Configuration, new_seam: np.ndarray, *, band_px: float, c
     param = next(model.parameters())
     as_t = lambda a: torch.tensor(np.asarray(a), dtype=param.dtype, device=param.device)  # noqa: E731
     box = as_t(cfg.box * um)
-    r0 = as_t(cfg.pos[sub] * um)
-    v0 = as_t(cfg.vel[sub] * um * fps)
     size = None if cfg.size is None else as_t(cfg.size[sub])
+    boundary = as_t(~mobile).bool()
+    pos, vel = cfg.pos[sub].copy(), cfg.vel[sub].copy()
+    chunks = [steps] if period is None else [1] * steps
     with torch.no_grad(), _Temperature(model, temperature):
-        S0 = model.initial_S(r0, None, box)
-        res = rollout(model, State(r0, v0, S0, size), steps, 1.0 / fps, box=box, seed=seed, noise=noise,
-                      boundary=as_t(~mobile).bool())
-    pos = cfg.pos.copy()
-    vel = cfg.vel.copy()
-    pos[sub] = np.mod(res.r[-1].cpu().numpy() / um, cfg.box)
-    vel[sub] = res.v[-1].cpu().numpy() / um / fps
-    return Configuration(pos, vel, cfg.size, cfg.box, cfg.seam, cfg.tile, cfg.n_tiles), int(mobile.sum())
+        S = model.initial_S(as_t(pos * um), None, box)
+        for k, n in enumerate(chunks):
+            res = rollout(model, State(as_t(pos * um), as_t(vel * um * fps), S, size), n, 1.0 / fps, box=box,
+                          seed=seed + k, noise=noise, boundary=boundary)
+            pos = np.mod(res.r[-1].cpu().numpy() / um, cfg.box)
+            vel = res.v[-1].cpu().numpy() / um / fps
+            S = res.S[-1]
+            if period is not None:
+                m = np.nonzero(mobile)[0]
+                p, v = pos[m], vel[m]
+                reflect_into_band(p, v, np.asarray(period, float), band_px)
+                pos[m], vel[m] = np.mod(p, cfg.box), v
+    out_pos = cfg.pos.copy()
+    out_vel = cfg.vel.copy()
+    out_pos[sub] = pos
+    out_vel[sub] = vel
+    return Configuration(out_pos, out_vel, cfg.size, cfg.box, cfg.seam, cfg.tile, cfg.n_tiles), int(mobile.sum())
 
 
 #: k_B scales tried when calibrating the relaxation temperature (:func:`relaxation_temperature`):
@@ -690,6 +725,7 @@ def relaxation_temperature(model, src: "_Source", *, steps: int, cutoff_px: floa
 def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None = None, *, factor: int,
              frame: int | None = None, samples: int = 1, seed: int = 0, relax_steps: int = 10,
              band: float | None = None, push_quantile: float = 0.02, relax_temperature: float | str = "auto",
+             band_edge: str = "held",
              name: str = "tracks") -> Upsampled:
     """Large-system snapshots built from ``tracks`` by hierarchical tiling (module docstring).
 
@@ -715,6 +751,12 @@ def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None 
     relax_temperature : scale of the model's k_B during the seam relaxation; "auto": the
         scale under which the model's rollouts of the input keep the input's first
         coordination shell (:func:`relaxation_temperature`); 1: the model as trained.
+    band_edge : "held" (default): the band's particles move freely among the held layer,
+        which never moves (band particles that cross the band's edge stay where they went
+        and none come back, so the band loses particles to the layer: docs/scaling.md);
+        "reflect": a band particle that leaves the band is reflected back into it after
+        every frame (:func:`reflect_into_band`), so the band keeps its particles and the
+        rollout samples the band given the held layer.
 
     Returns
     -------
@@ -736,6 +778,8 @@ def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None 
                                             and not isinstance(relax_temperature, bool)
                                             and np.isfinite(relax_temperature) and relax_temperature > 0)):
         raise ParameterError(f"relax_temperature: must be 'auto' or a number > 0, got {relax_temperature!r}")
+    if band_edge not in ("held", "reflect"):
+        raise ParameterError(f"band_edge: must be 'held' or 'reflect', got {band_edge!r}")
     cal = model_config.get("calibration", {}) or {}
     um = float(cal.get("um_per_px") or 1.0)
     fps = float(cal.get("fps") or 1.0)
@@ -777,7 +821,8 @@ def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None 
         cfg = cfg.subset(keep, pos)
         new = new[keep]
         cfg, n_relaxed = _relax(model, cfg, new, band_px=band_px, cutoff_px=cutoff_px, steps=int(relax_steps),
-                                um=um, fps=fps, seed=int(rng.integers(2 ** 31)), temperature=k_B_scale)
+                                um=um, fps=fps, seed=int(rng.integers(2 ** 31)), temperature=k_B_scale,
+                                period=cfg.box / m if band_edge == "reflect" else None)
         stats["relaxed"] += n_relaxed
         if n_relaxed:
             near = new < band_px     # the relaxed particles; neighbours among all
@@ -815,7 +860,7 @@ def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None 
         "push_quantile": push_quantile, "push_to": push.as_dict(),
         "seam_relaxation": {"model_steps": int(relax_steps), "band_px": band_px,
                             "held_fixed_layer_px": held_layer_px(cutoff_px),
-                            "k_B_scale": k_B_scale,
+                            "k_B_scale": k_B_scale, "band_edge": band_edge,
                             "temperature_calibration": {"input_first_shell_g": calibration["first_shell_g"],
                                                         "rollout_first_shell_g": calibration["grid"]},
                             "particles_relaxed": stats["relaxed"],
