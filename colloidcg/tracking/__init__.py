@@ -26,14 +26,14 @@ import pandas as pd
 
 from ..errors import ParameterError, TrackingError
 from ..outputs import provenance, write_table
-from .link import add_velocities, estimate_drift, filter_stubs, link, subtract_drift
+from .link import add_velocities, estimate_drift, filter_stubs, gc_frozen, link, subtract_drift
 from .locate import iter_locate, locate_frame, prepare
 from .params import (AMBIGUOUS_CONTRAST, TrackParams, blob_scan, blob_sigma, contrast_ambiguity,
                      model_residual, spot_scale,
                      suggest_diameter,
                      suggest_contrast, suggest_invert, suggest_minmass, suggest_parameters_2d,
                      suggest_search_range, suggest_separation)
-from .quality import Quality, assess, calibrate_ep
+from .quality import Quality, assess, calibrate_ep, step_covariances
 from .refine import refine_jointly
 
 __all__ = ["track", "track_iter", "TrackParams", "TrackResult", "locate_frame", "refine_jointly",
@@ -147,6 +147,14 @@ def suggest_parameters(frame: np.ndarray, params: TrackParams | None = None) -> 
     parameter "given" or "estimated". Raises :class:`TrackingError` if nothing
     particle-like is found.
     """
+    return _suggest(frame, params)[0]
+
+
+def _suggest(frame: np.ndarray, params: TrackParams | None) -> tuple[TrackParams, float | None]:
+    """:func:`suggest_parameters`, and the frame's
+    :func:`~colloidcg.tracking.params.contrast_ambiguity` when the contrast was estimated
+    from the blob scan of the unoriented frame (``None`` otherwise), so that the quality
+    verdict need not scan the frame again."""
     import trackpy as tp
 
     p = dataclasses.replace(params) if params is not None else TrackParams()
@@ -170,15 +178,16 @@ def suggest_parameters(frame: np.ndarray, params: TrackParams | None = None) -> 
         raise ParameterError("contrast: 'both' (mixed contrast) is available for 2D frames only")
     p.invert = None if p.contrast == "both" else p.contrast == "dark"
     p.sources["invert"] = p.sources["contrast"]
+    ambiguity = contrast_ambiguity(scan) if (
+        scan is not None and p.sources["contrast"] == "estimated" and p.contrast != "both") else None
     img = prepare(frame, bool(p.invert), p.roi)
     if ndim == 2:
         if p.contrast == "both" and scan is None:
             scan = blob_scan(prepare(frame, False, p.roi))
-        if (scan is not None and p.sources["contrast"] == "estimated" and p.contrast != "both"
-                and contrast_ambiguity(scan) >= AMBIGUOUS_CONTRAST):
-            return _contrast_by_residual(frame, p, scan)
-        return suggest_parameters_2d(img, p, scan,
-                                     prepare(frame, True, p.roi) if p.contrast == "both" else None)
+        if ambiguity is not None and ambiguity >= AMBIGUOUS_CONTRAST:
+            return _contrast_by_residual(frame, p, scan), ambiguity
+        return suggest_parameters_2d(img, p, scan, prepare(frame, True, p.roi)
+                                     if p.contrast == "both" else None), ambiguity
     spacing = float("nan")
     if p.diameter is None:
         plane = img if ndim == 2 else img.max(axis=0)
@@ -222,7 +231,7 @@ def suggest_parameters(frame: np.ndarray, params: TrackParams | None = None) -> 
             raise TrackingError(f"no particles found in the first frame with diameter={p.diameter}; "
                                 "check the video, --diameter and --invert")
         p.minmass = suggest_minmass(f2["mass"].to_numpy())
-    return p
+    return p, ambiguity
 
 
 def _contrast_by_residual(frame: np.ndarray, p: TrackParams, scan: dict) -> TrackParams:
@@ -291,7 +300,18 @@ def track_iter(video, params: TrackParams | dict | None = None, progress: bool =
     track_iter(...)``). Closing it early (``close()``) stops the worker processes; frames
     already handed out finish first. ``meta`` describes an array ``video`` for the sidecar
     (fps, um_per_px, path); other arguments are those of :func:`track`.
+
+    While it runs, the objects that existed before are kept out of Python's cyclic
+    garbage collection (:func:`colloidcg.tracking.link.gc_frozen`): full collections
+    walking the whole heap cost as much as linking itself.
     """
+    with gc_frozen():
+        return (yield from _track_steps(video, params, progress, meta, overrides))
+
+
+def _track_steps(video, params: TrackParams | dict | None, progress: bool, meta: dict | None,
+                 overrides: dict) -> Generator[int, None, TrackResult]:
+    """The body of :func:`track_iter`."""
     from ..io import Video, open_video
 
     if isinstance(params, dict):
@@ -339,7 +359,7 @@ def track_iter(video, params: TrackParams | dict | None = None, progress: bool =
                                  f"{small} px frame (or roi) of {path}; expected the diameter of "
                                  "one particle's spot")
     try:
-        p = suggest_parameters(first, p)
+        p, ambiguity = _suggest(first, p)
     except TrackingError as e:
         raise TrackingError(f"{path}: {e}") from None
     kwargs = dict(diameter=p.diameter, separation=p.separation, minmass=p.minmass,
@@ -378,8 +398,9 @@ def track_iter(video, params: TrackParams | dict | None = None, progress: bool =
     # truth); the tracks' own noise is a check only: scaled to it, median ep / error
     # ranged 0.51-1.65 over the conditions benchmark (1.16 and 0.94 on two realisations
     # of one condition: the motion's own step correlations bias it), so it is not applied
-    scale, how = calibrate_ep(tracks) if "ep" in tracks else (1.0, "no ep")
-    quality = _assess(tracks, p, frames, video, first)
+    covariances = step_covariances(tracks)
+    scale, how = calibrate_ep(tracks, covariances=covariances) if "ep" in tracks else (1.0, "no ep")
+    quality = _assess(tracks, p, frames, video, first, ambiguity, covariances)
     quality.metrics.update(ep_tracks_ratio=round(scale, 4), ep_tracks_check=how,
                            no_sample_fraction=round(masked, 4))
     drift = None
@@ -430,10 +451,12 @@ def _mask_no_sample(features: pd.DataFrame, first: np.ndarray, p: TrackParams
     return features[mask[yi, xi]].reset_index(drop=True), float(1 - mask.mean())
 
 
-def _assess(tracks: pd.DataFrame, p: TrackParams, frames: range, video, first: np.ndarray
-            ) -> Quality:
+def _assess(tracks: pd.DataFrame, p: TrackParams, frames: range, video, first: np.ndarray,
+            ambiguity: float | None = None, covariances: dict | None = None) -> Quality:
     """The quality verdict, with the frame correlation of up to 5 consecutive frames
-    from the middle of the range."""
+    from the middle of the range. ``ambiguity``: the first frame's contrast ambiguity
+    if already measured (computed here when the contrast was estimated and it is not);
+    ``covariances``: :func:`~colloidcg.tracking.quality.step_covariances` of ``tracks``."""
     from .params import noise_level
 
     k0 = frames.start + max(0, (len(frames) - 5) // 2)
@@ -449,10 +472,11 @@ def _assess(tracks: pd.DataFrame, p: TrackParams, frames: range, video, first: n
         first = first[y0:y1, x0:x1]
         origin = (x0, y0)
     d = float(np.max(p.diameter))
-    ambiguity = None
-    if p.sources.get("contrast") == "estimated" and p.contrast != "both":
+    if p.sources.get("contrast") != "estimated" or p.contrast == "both":
+        ambiguity = None
+    elif ambiguity is None:
         ambiguity = contrast_ambiguity(blob_scan(np.asarray(first, np.float32)))
     return assess(tracks, diameter=d, search_range=float(p.search_range), n_frames=len(frames),
                   noise=noise_level(np.asarray(first, np.float32)), frames=sample,
                   frame_numbers=numbers if first.ndim == 2 and "z" not in tracks else None,
-                  origin=origin, contrast_ambiguity=ambiguity)
+                  origin=origin, contrast_ambiguity=ambiguity, covariances=covariances)

@@ -111,20 +111,16 @@ def frame_correlation(frames: Sequence[np.ndarray], diameter: int,
         half a diameter of the first frame's detections count, so that the empty
         background's pixel noise does not swamp the particles in a dilute field.
     """
-    import cv2
-
     from .locate import bandpass
 
     if len(frames) < 2:
         return float("nan")
     bp = [bandpass(np.asarray(f, np.float32), diameter) for f in frames]
+    radius = max(1, int(diameter) // 2)
     cs = []
     for i, (a, b) in enumerate(zip(bp[:-1], bp[1:])):
         if points is not None:
-            mask = np.zeros(a.shape, np.uint8)
-            for x, y in np.asarray(points[i]).reshape(-1, 2):
-                cv2.circle(mask, (int(round(x)), int(round(y))), max(1, int(diameter) // 2), 1, -1)
-            sel = mask.astype(bool)
+            sel = _disc_mask(a.shape, np.asarray(points[i], float).reshape(-1, 2), radius)
             if sel.sum() < 10:
                 continue
             a, b = a[sel], b[sel]
@@ -135,17 +131,47 @@ def frame_correlation(frames: Sequence[np.ndarray], diameter: int,
     return float(np.median(cs)) if cs else float("nan")
 
 
+def _disc_mask(shape: tuple[int, int], xy: np.ndarray, radius: int) -> np.ndarray:
+    """Boolean (Y, X) mask of the filled discs of ``radius`` px (OpenCV's raster, as
+    ``cv2.circle(..., -1)`` draws it) centred on the rounded points ``xy`` (N, 2: x, y; px)."""
+    import cv2
+
+    side = 2 * radius + 1
+    stamp = np.zeros((side, side), np.uint8)
+    cv2.circle(stamp, (radius, radius), radius, 1, -1)
+    dy, dx = np.nonzero(stamp)
+    mask = np.zeros(shape, bool)
+    if not len(xy):
+        return mask
+    c = np.rint(xy).astype(np.int64)
+    yy = (c[:, 1:2] + (dy - radius)).ravel()
+    xx = (c[:, 0:1] + (dx - radius)).ravel()
+    inside = (yy >= 0) & (yy < shape[0]) & (xx >= 0) & (xx < shape[1])
+    mask[yy[inside], xx[inside]] = True
+    return mask
+
+
+def _by_track(tracks: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """particle (N,), frame (N,) and x, y [, z] (N, d; px), ordered by particle, then frame."""
+    pos = [c for c in ("x", "y", "z") if c in tracks]
+    p = tracks["particle"].to_numpy()
+    f = tracks["frame"].to_numpy()
+    order = np.lexsort((f, p))
+    return p[order], f[order], tracks[pos].to_numpy(float)[order]
+
+
 def step_covariances(tracks: pd.DataFrame, lags: Sequence[int] = (0, 1, 2)) -> dict[int, float]:
     """Covariance per axis of a track's successive displacements at the given lags, px^2.
 
     C(k) = <dx_t . dx_{t+k}> / d over all tracks, using only displacements between
     consecutive frames. C(0) is the mean squared step per axis.
     """
-    pos = [c for c in ("x", "y", "z") if c in tracks]
-    t = tracks.sort_values(["particle", "frame"])
-    p = t["particle"].to_numpy()
-    f = t["frame"].to_numpy()
-    xyz = t[pos].to_numpy(float)
+    return _step_covariances(*_by_track(tracks), lags)
+
+
+def _step_covariances(p: np.ndarray, f: np.ndarray, xyz: np.ndarray,
+                      lags: Sequence[int] = (0, 1, 2)) -> dict[int, float]:
+    """:func:`step_covariances` of tracks given as the arrays of :func:`_by_track`."""
     step = xyz[1:] - xyz[:-1]
     ok = (p[1:] == p[:-1]) & (f[1:] == f[:-1] + 1)
     out = {}
@@ -157,7 +183,8 @@ def step_covariances(tracks: pd.DataFrame, lags: Sequence[int] = (0, 1, 2)) -> d
         both = ok[:len(ok) - k] & ok[k:]
         if k:
             both &= (p[1:len(p) - k] == p[1 + k:]) & (f[k:len(f) - 1] == f[:len(f) - 1 - k] + k)
-        out[k] = float((a[both] * b[both]).sum(axis=1).mean() / len(pos)) if both.any() else float("nan")
+        out[k] = float((a[both] * b[both]).sum(axis=1).mean() / xyz.shape[1]) \
+            if both.any() else float("nan")
     return out
 
 
@@ -176,16 +203,18 @@ def _noise_variance(c: dict[int, float]) -> float:
     return min(-c[1], c[2] - c[1])
 
 
-def localisation_noise(tracks: pd.DataFrame) -> float:
+def localisation_noise(tracks: pd.DataFrame, covariances: dict[int, float] | None = None) -> float:
     """Localisation noise sigma (px per axis) from the tracks themselves
-    (:func:`_noise_variance` of :func:`step_covariances`). NaN without enough steps."""
-    c = step_covariances(tracks)
+    (:func:`_noise_variance` of :func:`step_covariances`; ``covariances``: those, if
+    already computed). NaN without enough steps."""
+    c = step_covariances(tracks) if covariances is None else covariances
     if not (np.isfinite(c[1]) and np.isfinite(c[2])):
         return float("nan")
     return math.sqrt(max(0.0, _noise_variance(c)))
 
 
-def calibrate_ep(tracks: pd.DataFrame, max_rel_error: float = 0.4) -> tuple[float, str]:
+def calibrate_ep(tracks: pd.DataFrame, max_rel_error: float = 0.4,
+                 covariances: dict[int, float] | None = None) -> tuple[float, str]:
     """Ratio of the tracks' own localisation noise to the median fitted ``ep``: a check.
 
     The localisation noise measured from the tracks (:func:`localisation_noise`) is free
@@ -196,6 +225,8 @@ def calibrate_ep(tracks: pd.DataFrame, max_rel_error: float = 0.4) -> tuple[floa
     well determined: its variance estimate must have a standard error (about sqrt(2)
     C(0) / sqrt(n) for n step pairs) below ``max_rel_error`` of itself.
 
+    ``covariances``: :func:`step_covariances` of ``tracks``, if already computed.
+
     Returns
     -------
     scale : float
@@ -205,9 +236,8 @@ def calibrate_ep(tracks: pd.DataFrame, max_rel_error: float = 0.4) -> tuple[floa
     """
     if "ep" not in tracks:
         return 1.0, "no ep"
-    c = step_covariances(tracks)
-    t = tracks.sort_values(["particle", "frame"])
-    p, f = t["particle"].to_numpy(), t["frame"].to_numpy()
+    p, f, xyz = _by_track(tracks)
+    c = _step_covariances(p, f, xyz) if covariances is None else covariances
     n_pairs = int(((p[2:] == p[:-2]) & (f[2:] == f[:-2] + 2)).sum())
     if n_pairs < 100 or not all(np.isfinite(c[k]) for k in (0, 1, 2)):
         return 1.0, "too few steps"
@@ -234,7 +264,8 @@ def _grade(name: str, value) -> int:
 def assess(tracks: pd.DataFrame, *, diameter: float, search_range: float, n_frames: int,
            noise: float, frames: Sequence[np.ndarray] | None = None,
            frame_numbers: Sequence[int] | None = None, origin: tuple[float, float] = (0, 0),
-           contrast_ambiguity: float | None = None) -> Quality:
+           contrast_ambiguity: float | None = None,
+           covariances: dict[int, float] | None = None) -> Quality:
     """Judge tracks from measurable signs (see the module docstring).
 
     Parameters
@@ -260,6 +291,8 @@ def assess(tracks: pd.DataFrame, *, diameter: float, search_range: float, n_fram
     contrast_ambiguity : float, optional
         :func:`colloidcg.tracking.params.contrast_ambiguity` of the first frame, when
         the contrast was estimated.
+    covariances : dict, optional
+        :func:`step_covariances` of ``tracks``, if already computed.
     """
     from ..neighbours import nearest
 
@@ -271,28 +304,32 @@ def assess(tracks: pd.DataFrame, *, diameter: float, search_range: float, n_fram
     else:
         m["snr"] = None
     pos = [c for c in ("x", "y", "z") if c in tracks]
-    close, total = 0, 0
-    for _, g in tracks.groupby("frame"):
-        if len(g) > 1:
-            d, _ = nearest(g[pos].to_numpy(float))
-            close += int((d < 0.5 * diameter).sum())
-        total += len(g)
-    m["close_pairs"] = close / total if total else None
-    lengths = tracks.groupby("particle")["frame"].transform("size").to_numpy()
+    frame = tracks["frame"].to_numpy()
+    close = 0
+    if len(tracks):
+        xyz = tracks[pos].to_numpy(float)
+        by_frame = np.argsort(frame, kind="stable")
+        for i in np.split(by_frame, np.flatnonzero(np.diff(frame[by_frame])) + 1):
+            if len(i) > 1:
+                d, _ = nearest(xyz[i])
+                close += int((d < 0.5 * diameter).sum())
+    m["close_pairs"] = close / len(tracks) if len(tracks) else None
+    p, f, xyz_t = _by_track(tracks)
+    starts = np.flatnonzero(np.r_[True, p[1:] != p[:-1]]) if len(p) else np.zeros(0, int)
+    runs = np.diff(np.r_[starts, len(p)])
+    lengths = np.repeat(runs, runs)              # per detection: the length of its track
     m["track_length"] = float(np.median(lengths) / n_frames) if n_frames >= 20 and len(lengths) else None
-    t = tracks.sort_values(["particle", "frame"])
-    p, f, xyz = t["particle"].to_numpy(), t["frame"].to_numpy(), t[pos].to_numpy(float)
     linked = (p[1:] == p[:-1])
-    steps = np.linalg.norm(xyz[1:] - xyz[:-1], axis=1)[linked & (f[1:] == f[:-1] + 1)]
+    steps = np.linalg.norm(xyz_t[1:] - xyz_t[:-1], axis=1)[linked & (f[1:] == f[:-1] + 1)]
     m["steps_near_range"] = float(np.mean(steps > 0.8 * search_range)) if len(steps) >= 20 else None
     points = None
     if frame_numbers is not None:
-        points = [tracks.loc[tracks["frame"] == k, ["x", "y"]].to_numpy(float) - np.asarray(origin)
-                  for k in frame_numbers]
+        xy = tracks[["x", "y"]].to_numpy(float)
+        points = [xy[frame == k] - np.asarray(origin) for k in frame_numbers]
     m["frame_correlation"] = frame_correlation(frames, int(diameter) | 1, points) \
         if frames is not None and len(frames) >= 2 else None
-    c = step_covariances(t)
-    sigma = localisation_noise(t)
+    c = _step_covariances(p, f, xyz_t) if covariances is None else covariances
+    sigma = localisation_noise(tracks, c)
     m["localisation_noise_px"] = sigma if np.isfinite(sigma) else None
     m["mean_squared_step_px2"] = c[0] if np.isfinite(c[0]) else None
     m["noise_share"] = float(min(1.0, 2 * sigma ** 2 / c[0])) \
