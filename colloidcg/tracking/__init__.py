@@ -15,9 +15,11 @@ estimated from the data (:mod:`colloidcg.tracking.params`).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generator
 
@@ -59,6 +61,11 @@ class TrackResult:
     quality : Quality or None
         The verdict on the tracks (:mod:`colloidcg.tracking.quality`): status "ok",
         "warning" or "unreliable", the reasons, and the metrics behind them.
+    timings : dict
+        Wall time (s) of each stage of the call: "parameters" (estimation, search range
+        included), "locating" (the frame loop, parallel over frames), "linking" (linking
+        and stub removal), "quality" (the verdict), "other" (the rest: reading the first
+        frame, masking, drift, velocities), and "total". Not saved with the tracks.
     """
 
     tracks: pd.DataFrame
@@ -66,6 +73,7 @@ class TrackResult:
     meta: dict[str, Any]
     drift: pd.DataFrame | None = None
     quality: Quality | None = None
+    timings: dict[str, float] = field(default_factory=dict)
 
     def sidecar(self) -> dict[str, Any]:
         fps, ump = self.meta.get("fps"), self.meta.get("um_per_px")
@@ -314,6 +322,9 @@ def _track_steps(video, params: TrackParams | dict | None, progress: bool, meta:
     """The body of :func:`track_iter`."""
     from ..io import Video, open_video
 
+    t_start = time.perf_counter()
+    timings = dict.fromkeys(("parameters", "locating", "linking", "quality"), 0.0)
+
     if isinstance(params, dict):
         params = TrackParams.from_dict(params)
     p = dataclasses.replace(params) if params is not None else TrackParams()
@@ -359,12 +370,14 @@ def _track_steps(video, params: TrackParams | dict | None, progress: bool, meta:
                                  f"{small} px frame (or roi) of {path}; expected the diameter of "
                                  "one particle's spot")
     try:
-        p, ambiguity = _suggest(first, p)
+        with _timed(timings, "parameters"):
+            p, ambiguity = _suggest(first, p)
     except TrackingError as e:
         raise TrackingError(f"{path}: {e}") from None
     kwargs = dict(diameter=p.diameter, separation=p.separation, minmass=p.minmass,
                   invert=p.invert, roi=p.roi, refine=p.refine, contrast=p.contrast)
     parts = []
+    t_locate = time.perf_counter()
     try:
         for done, f in enumerate(iter_locate(video, frames, processes=p.processes,
                                              progress=progress, **kwargs), start=1):
@@ -373,15 +386,18 @@ def _track_steps(video, params: TrackParams | dict | None, progress: bool, meta:
             yield done
     except TrackingError as e:          # a bad frame met while locating: name the file
         raise TrackingError(f"{path}: {e}") from None
+    timings["locating"] = time.perf_counter() - t_locate
     if not parts:
         raise TrackingError(f"no particles found in {path} with diameter={p.diameter}, "
                             f"minmass={p.minmass:.4g}, contrast={p.contrast}; check these parameters")
     features = pd.concat(parts, ignore_index=True)
     features, masked = _mask_no_sample(features, first, p)
     if p.search_range is None:
-        p.search_range = _estimate_search_range(features, frames)
-    tracks = link(features, p.search_range, p.memory)
-    tracks = filter_stubs(tracks, min(p.min_length, len(frames)))
+        with _timed(timings, "parameters"):
+            p.search_range = _estimate_search_range(features, frames)
+    with _timed(timings, "linking"):
+        tracks = link(features, p.search_range, p.memory)
+        tracks = filter_stubs(tracks, min(p.min_length, len(frames)))
     if len(tracks) == 0:
         from .quality import frame_correlation
 
@@ -398,9 +414,10 @@ def _track_steps(video, params: TrackParams | dict | None, progress: bool, meta:
     # truth); the tracks' own noise is a check only: scaled to it, median ep / error
     # ranged 0.51-1.65 over the conditions benchmark (1.16 and 0.94 on two realisations
     # of one condition: the motion's own step correlations bias it), so it is not applied
-    covariances = step_covariances(tracks)
-    scale, how = calibrate_ep(tracks, covariances=covariances) if "ep" in tracks else (1.0, "no ep")
-    quality = _assess(tracks, p, frames, video, first, ambiguity, covariances)
+    with _timed(timings, "quality"):
+        covariances = step_covariances(tracks)
+        scale, how = calibrate_ep(tracks, covariances=covariances) if "ep" in tracks else (1.0, "no ep")
+        quality = _assess(tracks, p, frames, video, first, ambiguity, covariances)
     quality.metrics.update(ep_tracks_ratio=round(scale, 4), ep_tracks_check=how,
                            no_sample_fraction=round(masked, 4))
     drift = None
@@ -413,7 +430,21 @@ def _track_steps(video, params: TrackParams | dict | None, progress: bool, meta:
     tracks = tracks[first_cols + rest]
     tracks["frame"] = tracks["frame"].astype(np.int64)
     tracks["particle"] = tracks["particle"].astype(np.int64)
-    return TrackResult(tracks=tracks, params=p, meta=meta, drift=drift, quality=quality)
+    timings["total"] = time.perf_counter() - t_start
+    timings["other"] = timings["total"] - sum(timings[k] for k in ("parameters", "locating",
+                                                                      "linking", "quality"))
+    return TrackResult(tracks=tracks, params=p, meta=meta, drift=drift, quality=quality,
+                       timings=timings)
+
+
+@contextlib.contextmanager
+def _timed(timings: dict[str, float], stage: str):
+    """Add the wall time (s) of the block to ``timings[stage]``."""
+    t = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[stage] += time.perf_counter() - t
 
 
 def _check_frame(frame: np.ndarray, k: int, path) -> None:
