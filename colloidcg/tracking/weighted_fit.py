@@ -24,10 +24,12 @@ from .refine import (FIT_HALF_WIDTH, MAX_HALF_WIDTH, OUTSIDE_LIMIT, RENDER_HALF_
 #: After the unweighted joint fit, positions and amplitudes are refitted by least squares
 #: weighted by each pixel's noise variance (Poisson + read noise, measured from the fit's
 #: residual): this many Gauss-Seidel sweeps of WEIGHTED_NEWTON Gauss-Newton steps (more
-#: change nothing: photons / 3 0.151 px with 1, 2 or 4 sweeps, 2 or 4 steps). Where
-#: the spots are bright above a faint background an unweighted fit is not efficient.
+#: change nothing: photons / 3 0.151 px with 1, 2 or 4 sweeps, 2 or 4 steps; one step
+#: against two: the same RMS to 0.001 px on base, phi 0.85, photons / 3 and / 10, dark
+#: particles and the issue 15 case of ``benchmarks/tracking.py --conditions quick``).
+#: Where the spots are bright above a faint background an unweighted fit is not efficient.
 WEIGHTED_SWEEPS = 1
-WEIGHTED_NEWTON = 2
+WEIGHTED_NEWTON = 1
 #: The weighted fit refines the unweighted one: a spot it would move further than this
 #: many sigmas keeps its unweighted position (at a dish's wall and black frame borders,
 #: with 1 sigma allowed, precision fell 0.97+ -> 0.968 on tests/test_tracking_robust.py's
