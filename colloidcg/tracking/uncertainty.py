@@ -476,9 +476,11 @@ def correlated_noise_gain(z: np.ndarray, kernel: np.ndarray, use: np.ndarray) ->
         ua = use[dy:, max(dx, 0):use.shape[1] + min(dx, 0)]
         ub = use[:use.shape[0] - dy, max(-dx, 0):use.shape[1] - max(dx, 0)]
         both = ua & ub
-        if both.sum() < 50:
+        nb = int(np.count_nonzero(both))
+        if nb < 50:
             continue
-        rho = float((a * b)[both].mean()) / var
+        # (zz is 0 off the used pixels, so the product needs no indexing)
+        rho = float(np.einsum("ij,ij->", a, b)) / nb / var
         # the lag and its opposite
         gain += 2.0 * rho * (aa[2 * n + dy, 2 * n + dx]) / a0
     return max(gain, 0.0)
