@@ -963,12 +963,14 @@ def _prune_redundant(sub, model, sigma, tol, w0, added):
     return alive
 
 
-def _shared_width_stage(img, model, bg, sigma, block, tol, passes, add_missed, start, added):
+def _shared_width_stage(img, model, bg, sigma, block, tol, passes, add_missed, start, added,
+                        partner):
     """Populations' widths, refit with the widths held, missed spots; see refine_jointly.
 
-    Returns the model, background map, the final sweep's stats, start positions and the
-    ``added`` flags (both extended by the spots found here), and ``alive`` (M,) bool over
-    those rows: False for the spots :func:`_prune_redundant` left out (not in the model).
+    Returns the model, background map, the final sweep's stats, start positions, the
+    ``added`` and ``partner`` flags (all extended by the spots found here; ``partner``
+    True for those), and ``alive`` (M,) bool over those rows: False for the spots
+    :func:`_prune_redundant` left out (not in the model).
     """
     ny, nx = img.shape
     fixed = (1, 1, 1, 0, 0, 0, 0)
@@ -1011,6 +1013,7 @@ def _shared_width_stage(img, model, bg, sigma, block, tol, passes, add_missed, s
         model.add(extra)
         start = np.vstack([start, extra[:, :2]])
         added = np.r_[added, np.ones(len(mx), bool)]
+        partner = np.r_[partner, np.ones(len(mx), bool)]
         # every width free again for a few sweeps: the new spots find theirs, and the
         # populations are found again
         _sweeps(sub, model, STAGE2_FREE, 4, 2, sigma, tol, np.zeros((len(model.params), 4)))
@@ -1023,7 +1026,7 @@ def _shared_width_stage(img, model, bg, sigma, block, tol, passes, add_missed, s
     stats = np.zeros((len(model.params), 4))
     stats[:, 3] = np.nan
     _sweeps(sub, model, fixed, 1, 1, sigma, tol, stats, final=True)
-    return model, bg, stats, start, added, alive
+    return model, bg, stats, start, added, partner, alive
 
 
 # ------------------------------------------------------------------ driver
@@ -1088,7 +1091,8 @@ def refine_jointly(image: np.ndarray, x: np.ndarray, y: np.ndarray, sigma: float
         (px), ``background`` (counts under the spot), ``converged`` (bool), ``added``
         (bool: found in the residual; the first rows are the given spots, in order, all N
         of them unless the shared-width stage left some out as redundant,
-        :func:`_prune_redundant`),
+        :func:`_prune_redundant`), ``partner`` (bool: found by the shared-width stage's
+        search, whose peaks must also exceed the residual's noise; see SHARED_MISSED_*),
         ``ep`` (px: standard error of x and of y, :func:`colloidcg.tracking.uncertainty.position_errors`:
         the fit's sandwich covariance with the pixel noise measured from its residual) and ``ecc`` (eccentricity of the spot with its
         neighbours and background removed, 0 for a round spot).
@@ -1157,10 +1161,12 @@ def refine_jointly(image: np.ndarray, x: np.ndarray, y: np.ndarray, sigma: float
         _sweeps(sub, model, free2, n_sweeps, stage2_newton, sigma, tol, stats,
                 final=k == background_passes - 1 and not shared, profile=prof)
     if shared:
-        model, bg, stats, start, added, alive = _shared_width_stage(
+        model, bg, stats, start, added, partner, alive = _shared_width_stage(
             img, model, bg, sigma, block, tol, max(background_passes, 1), add_missed,
-            start, added)
-        start, added = start[alive], added[alive]
+            start, added, np.zeros(len(added), bool))
+        start, added, partner = start[alive], added[alive], partner[alive]
+    else:
+        partner = np.zeros(len(added), bool)
     params = model.params
     moved = np.hypot(params[:, 0] - start[:, 0], params[:, 1] - start[:, 1])
     ecc = stats[:, 3]
@@ -1181,6 +1187,7 @@ def refine_jointly(image: np.ndarray, x: np.ndarray, y: np.ndarray, sigma: float
     out = {"x": params[:, 0].copy(), "y": params[:, 1].copy(),
            "amplitude": params[:, 2].copy(), "sigma": params[:, 3].copy(),
            "background": bg[cv, cu], "converged": moved <= 2 * sigma, "added": added,
+           "partner": partner,
            "ep": ep, "ecc": ecc}
     if return_background:
         out["background_map"] = bg
