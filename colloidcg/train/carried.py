@@ -62,7 +62,11 @@ The kinetic terms telescope and the trapezoidal work of a time-reversible statio
 process has zero mean (it changes sign under time reversal), so along an equilibrium or
 quiescent film the carried S has no mean drift, whatever the model's theta, while the work
 the forces do on a particle that is moved (a shear) is heat. dS/dt of a row needs the
-next frame's position: at a particle's last frame it is NaN.
+next frame's position: at a particle's last frame it is NaN. Where it stops working: along
+thermal motion the realized work is large and random from frame to frame, so the carried S
+random-walks (on the glass of ``benchmarks/rearrangements.py`` carried S + aux fell from
+0.666 to 0.456; on the vacancy control's quiescent lattice it rose from 0.745 to 0.839), so
+it is an option (``TrainConfig.s_heat``), not the default.
 
 Units: S in k_B, velocities length/time (px/frame for tracks in px and frames), loc_var
 length^2 (px^2), dS/dt k_B/time, q energy.
