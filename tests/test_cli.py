@@ -167,8 +167,15 @@ def test_train_defaults_are_TrainConfig_defaults():
     args = build_parser().parse_args(["train", "t.parquet", "-o", "m"])
     cfg = TrainConfig()
     for key in ("epochs", "batch_frames", "lr", "seed", "aux_weight", "multistep", "n_s", "n_kernel",
-                "n_pair", "select", "dtype", "device", "loc_noise", "size_column"):
+                "n_pair", "select", "dtype", "device", "loc_noise", "size_column", "s_memory",
+                "s_window", "s_heat"):
         assert getattr(args, key) == getattr(cfg, key), key
+    # --s-heat reaches the options TrainConfig is built from; a bad value is refused
+    from colloidcg.cli.train import CONFIG_FLAGS
+    assert "s_heat" in CONFIG_FLAGS
+    assert build_parser().parse_args(["train", "t.parquet", "-o", "m", "--s-heat", "work"]).s_heat == "work"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "t.parquet", "-o", "m", "--s-heat", "heat"])
     assert tuple(args.cutoff_factors) == cfg.cutoff_factors
     text = build_parser()._subparsers._group_actions[0].choices["train"].format_help()
     assert f"(default: {cfg.epochs})" in " ".join(text.split())

@@ -13,7 +13,7 @@ LENGTHS = ("cutoff", "edge", "loc_noise")
 #: TrainConfig options set by flags of the same name (dest); --cutoff, --edge and --loc-noise
 #: are lengths converted to um first.
 CONFIG_FLAGS = ("epochs", "batch_frames", "lr", "device", "seed", "multistep", "aux_weight", "n_s", "dtype",
-                "s_memory", "s_window", "transport",
+                "s_memory", "s_window", "s_heat", "transport",
                 "substrate", "deviatoric", "cutoff_factors", "n_kernel", "n_pair", "select", "size_column",
                 "frame_average", "progress")
 
@@ -73,6 +73,8 @@ def add_parser(subparsers) -> None:
                    help=h("s_memory"))
     p.add_argument("--s-window", type=int, default=d("s_window"), dest="s_window", metavar="K",
                    help=h("s_window"))
+    p.add_argument("--s-heat", default=d("s_heat"), dest="s_heat", choices=["drift", "work"],
+                   help=h("s_heat"))
     p.add_argument("--aux-weight", type=float, default=d("aux_weight"), dest="aux_weight",
                    help=h("aux_weight", "; the labels come from --rearrangements"))
     p.add_argument("--n-s", type=int, default=d("n_s"), dest="n_s", help=h("n_s"))
