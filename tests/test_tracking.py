@@ -274,3 +274,38 @@ def test_interstices_of_a_packing_are_dropped_and_small_particles_kept():
     pts = np.r_[np.delete(lattice, 40, axis=0), [small]]
     mass = np.r_[np.full(len(lattice) - 1, 600.0), 300.0]
     assert not interstices(pts[:, 0], pts[:, 1], mass).any()
+
+
+def test_locating_holds_blas_to_one_thread_and_restores_it(monkeypatch):
+    """A frame's small matrix products run on one BLAS thread (frames are located in
+    parallel already); the caller's BLAS setting is back afterwards."""
+    import importlib
+
+    importlib.import_module("cv2")   # OpenCV brings its own OpenBLAS: loaded before the check
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    import colloidcg.tracking.psf as psf
+    from colloidcg.synthetic import scenes
+    from colloidcg.tracking.locate import locate_frame
+
+    def blas_threads():
+        return [d["num_threads"] for d in threadpool_info() if d["user_api"] == "blas"]
+
+    if not blas_threads():
+        pytest.skip("numpy is linked to no BLAS that threadpoolctl can control")
+    seen = []
+    real = psf.radial_profile
+
+    def spy(*args, **kwargs):
+        seen.append(blas_threads())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(psf, "radial_profile", spy)    # (locate imports it per call)
+    frames, _ = scenes.frames((96, 96), 1, 0.6, (8.0,), rng=0, photons=2000, background=5)
+    with threadpool_limits(2, user_api="blas"):
+        before = blas_threads()
+        f = locate_frame(frames[0], 0, diameter=9, separation=6.0, minmass=50.0, invert=False)
+        after = blas_threads()
+    assert len(f) > 10 and seen, (len(f), seen)
+    assert all(t == [1] * len(t) for t in seen), seen
+    assert after == before

@@ -270,23 +270,18 @@ def locate_frame(frame: np.ndarray, frame_no: int, diameter, separation, minmass
                              refine, contrast)
 
 
-_BLAS: Any = None
-
-
 def _one_blas_thread():
     """Context in which BLAS (numpy's matrix products and solves) runs on one thread.
 
     A frame's few small products (the radial profile's normal matrix, 3 x 3 to 40 x 40
     solves) are slower threaded than not, and frames are already located in parallel: with
     OpenBLAS's default of one thread a core, one core located the dense benchmark's frames
-    in 101 ms instead of 55 ms. The controller is made once (0.02 ms a use; a fresh
-    ``threadpool_limits`` scans the loaded libraries each time, 0.7 ms)."""
-    global _BLAS
-    if _BLAS is None:
-        from threadpoolctl import ThreadpoolController
+    in 101 ms instead of 55 ms. The loaded libraries are looked up on every call (0.7 ms):
+    a controller kept from an earlier call misses BLAS libraries loaded since (SciPy's,
+    torch's)."""
+    from threadpoolctl import threadpool_limits
 
-        _BLAS = ThreadpoolController()
-    return _BLAS.limit(limits=1, user_api="blas")
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 def _locate_frame(frame, frame_no, diameter, separation, minmass, invert, roi, refine,
