@@ -164,7 +164,13 @@ def _half_width(s, factor):
 # ------------------------------------------------------------------ the model image
 @njit(cache=True)
 def _add_outer(canvas, cu, cv, w, a, gx, gy, b, hx, hy):
-    """canvas[window] += a gx (x) gy + b hx (x) hy over the (2w+1)^2 window at (cu, cv)."""
+    """canvas[window] += a gx (x) gy + b hx (x) hy over the (2w+1)^2 window at (cu, cv).
+
+    With b = 0 the second term is not evaluated at all: callers then pass profiles (hx,
+    hy) that may be filled for a narrower window only, and 0 x an unfilled entry (NaN or
+    inf left in scratch memory) would be NaN. That put NaN into the model image now and
+    then, depending on what earlier frames had left in memory: a frame's result changed
+    between runs (tests/test_tracking.py::test_locating_is_repeatable)."""
     ny, nx = canvas.shape
     k0 = max(0, w - cu)
     k1 = min(2 * w + 1, nx - cu + w)
@@ -177,10 +183,14 @@ def _add_outer(canvas, cu, cv, w, a, gx, gy, b, hx, hy):
         if v < 0 or v >= ny:
             continue
         ao = a * gy[kv]
-        bn = b * hy[kv]
         row = canvas[v, cu - w + k0:cu - w + k1]   # unit-stride slices: vectorised
-        for k in range(k1 - k0):
-            row[k] += ao * ox[k] + bn * px[k]
+        if b == 0.0:
+            for k in range(k1 - k0):
+                row[k] += ao * ox[k]
+        else:
+            bn = b * hy[kv]
+            for k in range(k1 - k0):
+                row[k] += ao * ox[k] + bn * px[k]
 
 
 @njit(cache=True)
