@@ -411,6 +411,7 @@ def _batch_trials(tmp_path, capsys, seed: int, n: int, stages: str, n_videos: in
         _no_leftovers(out)
 
 
+@pytest.mark.slow    # (the default suite's time: kills of track and train stay in it)
 def test_kill_batch(tmp_path, capsys):
     _batch_trials(tmp_path, capsys, seed=3, n=1, stages="track", n_videos=1)
 
