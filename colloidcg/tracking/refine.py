@@ -60,6 +60,10 @@ STAGE2_FREE = (1, 1, 1, 1, 0, 0, 0)
 MISSED_THRESHOLD = 0.35
 #: A spot's centre may lie at most this many of its sigmas outside the frame.
 OUTSIDE_LIMIT = 2.5
+#: Floating-point freedoms for compiled hot loops (uncertainty, weighted_fit): reassociate
+#: sums (vectorised) and multiply by reciprocals, but keep NaN and infinity semantics
+#: (spots and failed steps are screened by them).
+SAFE_FASTMATH = {"reassoc", "contract", "arcp"}
 
 # Parameters: x, y, A, s, b0, bu, bv. Each Jacobian column (and the model) is a sum of
 # separable terms coef * X[p](u) * Y[q](v), with the 1D vectors

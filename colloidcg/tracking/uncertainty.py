@@ -57,11 +57,8 @@ import numpy as np
 from numba import njit
 
 from ..neighbours import pairs as close_pairs
-from .refine import FIT_HALF_WIDTH, _half_width, _profile
+from .refine import FIT_HALF_WIDTH, SAFE_FASTMATH, _half_width, _profile
 
-#: Floating-point freedoms for the hot loops: reassociate sums (vectorised) and multiply
-#: by reciprocals, but keep NaN and infinity semantics (spots are screened by them).
-_SAFE_FAST = {"reassoc", "contract", "arcp"}
 #: Largest factor by which marginalising the neighbours may raise a position's variance
 #: (a spot that its neighbours leave undetermined, e.g. a merged pair, gets this).
 MAX_NEIGHBOUR_FACTOR = 25.0
@@ -230,7 +227,7 @@ def _jac(a, px, py, ku, kv, jac):
     jac[3] = a * (px[2, ku] * py[0, kv] + px[0, ku] * py[2, kv])
 
 
-@njit(cache=True, fastmath=_SAFE_FAST)
+@njit(cache=True, fastmath=SAFE_FASTMATH)
 def _sandwich(residual, model, v0, g, params, free_s, weighted, fit_k, pairs, rounds, out):
     """Per spot: out[i] = (var_x, var_y, chi2) of the least-squares position with pixel
     variance v0 + g * model (see the module docstring); parameters x, y, A (and s where

@@ -19,7 +19,7 @@ import numpy as np
 from numba import njit
 
 from .refine import (FIT_HALF_WIDTH, MAX_HALF_WIDTH, OUTSIDE_LIMIT, RENDER_HALF_WIDTH,
-                     _add_outer, _gauss1d, _half_width, _profile)
+                     SAFE_FASTMATH, _add_outer, _gauss1d, _half_width, _profile)
 
 #: After the unweighted joint fit, positions and amplitudes are refitted by least squares
 #: weighted by each pixel's noise variance (Poisson + read noise, measured from the fit's
@@ -38,12 +38,9 @@ WEIGHTED_NEWTON = 1
 WEIGHTED_MAX_SHIFT = 0.25
 
 
-#: Floating-point freedoms for the hot loop: reassociate sums (vectorised) and multiply
-#: by reciprocals, but keep NaN and infinity semantics (failed steps are caught by them).
-_SAFE_FAST = {"reassoc", "contract", "arcp"}
 
 
-@njit(cache=True, fastmath=_SAFE_FAST)
+@njit(cache=True, fastmath=SAFE_FASTMATH)
 def _weighted_sweep(sub, canvas, ivar, params, order, n_newton, fit_k, render_k, max_shift):
     """One Gauss-Seidel sweep of weighted least squares: each spot's x, y and A refitted
     (``n_newton`` Gauss-Newton steps, width and background held) against ``sub`` less the
