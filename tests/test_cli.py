@@ -42,6 +42,9 @@ def test_track_contract(small_video, tmp_path):
     assert side["units"]["x"] == "px" and side["units"]["fps"] == pytest.approx(100.0)
     assert side["parameters"]["diameter"] % 2 == 1
     assert side["parameters"]["sources"]["diameter"] == "estimated"
+    # Gaussian spots: the two probes found nothing on the probed frames and stay off
+    assert side["parameters"]["spot_profile"] is False and side["parameters"]["gap_check"] is False
+    assert side["parameters"]["sources"]["gap_check"] == "estimated"
     # Truth agreement through the CLI too.
     truth = pd.read_parquet(small_video / "truth.parquet")
     from colloidcg.tracking.accuracy import score_tracks
@@ -53,9 +56,12 @@ def test_track_contract(small_video, tmp_path):
 def test_track_given_parameters_are_recorded(small_video, tmp_path):
     out = tmp_path / "o"
     assert main(["track", str(small_video / "video.tif"), "-o", str(out), "--quiet", "--diameter", "13",
-                 "--search-range", "4", "--no-invert", "--frames", "1", "5", "--fps", "50"]) == 0
+                 "--search-range", "4", "--no-invert", "--frames", "1", "5", "--fps", "50",
+                 "--spot-profile", "on", "--gap-check", "off"]) == 0
     side = json.loads((out / "tracks.json").read_text())
     assert side["parameters"]["diameter"] == 13 and side["parameters"]["sources"]["diameter"] == "given"
+    assert side["parameters"]["spot_profile"] is True and side["parameters"]["gap_check"] is False
+    assert side["parameters"]["sources"]["spot_profile"] == "given"
     assert side["parameters"]["search_range"] == 4
     assert side["units"]["fps"] == 50
     assert sorted(pd.read_parquet(out / "tracks.parquet").frame.unique()) == [1, 2, 3, 4]

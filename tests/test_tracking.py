@@ -218,11 +218,12 @@ def test_track_iter_steps_match_track_and_stop_early(dense, dense_result):
     assert seen == list(range(1, len(frames) + 1))
     pd.testing.assert_frame_equal(result.tracks, dense_result.tracks)
     assert result.meta["fps"] == 50.0 and result.meta["n_frames"] == len(frames)
-    # stopping after two frames shuts the worker processes down (children left by earlier
-    # tests in this process, still exiting, are not this generator's)
+    # stopping after four frames (the three probed ones, located first in this process,
+    # and one from the workers) shuts the worker processes down (children left by
+    # earlier tests in this process, still exiting, are not this generator's)
     before = set(multiprocessing.active_children())
     steps = track_iter(np.concatenate([frames] * 4), processes=2)
-    assert [next(steps), next(steps)] == [1, 2]
+    assert [next(steps) for _ in range(4)] == [1, 2, 3, 4]
     assert len(set(multiprocessing.active_children()) - before) == 2
     steps.close()
     assert set(multiprocessing.active_children()) - before == set()
@@ -304,11 +305,37 @@ def test_locating_holds_blas_to_one_thread_and_restores_it(monkeypatch):
     frames, _ = scenes.frames((96, 96), 1, 0.6, (8.0,), rng=0, photons=2000, background=5)
     with threadpool_limits(2, user_api="blas"):
         before = blas_threads()
-        f = locate_frame(frames[0], 0, diameter=9, separation=6.0, minmass=50.0, invert=False)
+        for _ in range(2):   # the second call reuses the first's controller
+            f = locate_frame(frames[0], 0, diameter=9, separation=6.0, minmass=50.0,
+                             invert=False)
         after = blas_threads()
     assert len(f) > 10 and seen, (len(f), seen)
     assert all(t == [1] * len(t) for t in seen), seen
     assert after == before
+
+
+def test_probes_are_decided_on_the_first_frame_and_change_nothing_they_skip(dense, dense_result):
+    """Gaussian spots: on the first, middle and last frames the radial profile explains
+    nothing and the gap test's gates rule rings out, so neither runs on the other frames, and the tracks are exactly
+    those with both forced on. Ring-shaped bright-field spots with lit gaps: both stay on."""
+    from colloidcg.synthetic import scenes
+
+    p = dense_result.params
+    assert p.spot_profile is False and p.gap_check is False
+    assert p.sources["spot_profile"] == p.sources["gap_check"] == "estimated"
+    assert dense_result.quality.metrics["probed_profile_gain"] < 0.025
+    frames = dense[0][:3]
+    fixed = dict(diameter=p.diameter, separation=p.separation, minmass=p.minmass,
+                 search_range=p.search_range, invert=p.invert, progress=False, processes=1)
+    off = track(frames, **fixed).tracks
+    on = track(frames, spot_profile=True, gap_check=True, **fixed)
+    assert on.params.sources["spot_profile"] == "given"
+    pd.testing.assert_frame_equal(off, on.tracks)
+    sc = scenes.scene_dense_brightfield(n_frames=3, seed=5)
+    ring = track(sc.frames, progress=False, processes=1).params
+    assert ring.spot_profile is True and ring.gap_check is True
+    with pytest.raises(ParameterError, match="spot_profile"):
+        track(frames, spot_profile="yes", progress=False)
 
 
 def test_model_update_ignores_unfilled_profile_entries_when_their_weight_is_zero():

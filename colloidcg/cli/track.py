@@ -53,6 +53,12 @@ def add_parser(sub) -> None:
                    help="region of interest in px (X1, Y1 exclusive; default: the whole frame)")
     g.add_argument("--no-refine", dest="refine", action="store_false",
                    help="skip the overlap-aware joint refinement (plain trackpy centroids; default: refine)")
+    g.add_argument("--spot-profile", choices=("auto", "on", "off"), default="auto",
+                   help="measure the spots' non-Gaussian radial profile (rings, Airy patterns) "
+                        "in every frame; auto: decided on the first, middle and last frames (default)")
+    g.add_argument("--gap-check", choices=("auto", "on", "off"), default="auto",
+                   help="test every frame for the lit gaps of a bright-field packing; auto: "
+                        "decided on the first, middle and last frames (default)")
     g.add_argument("--subtract-drift", action="store_true",
                    help="estimate collective drift and subtract it from x, y (default: keep it)")
     g.add_argument("--min-length", type=int, default=3, dest="min_length",
@@ -82,9 +88,11 @@ def run(args) -> int:
             search_range=args.search_range, memory=args.memory, invert=args.invert,
             contrast=args.contrast, frames=tuple(args.frames) if args.frames else None,
             roi=tuple(args.roi) if args.roi else None, refine=args.refine,
-            subtract_drift=args.subtract_drift, min_length=args.min_length, processes=args.processes)
-        given = {k for k in ("diameter", "minmass", "separation", "search_range", "invert", "contrast")
-                 if getattr(args, k) is not None}
+            subtract_drift=args.subtract_drift, min_length=args.min_length, processes=args.processes,
+            spot_profile=_switch(args.spot_profile), gap_check=_switch(args.gap_check))
+        given = {k for k in ("diameter", "minmass", "separation", "search_range", "invert", "contrast",
+                             "spot_profile", "gap_check")
+                 if getattr(params, k) is not None}
         with open_video(args.video, fps=args.fps, um_per_px=args.um_per_px,
                         tiff_axis=args.tiff_axis) as video:
             result = track(video, params, progress=not args.quiet,
@@ -108,3 +116,8 @@ def run(args) -> int:
 
 def _fmt(v):
     return ", ".join(f"{x:.3g}" for x in v) if isinstance(v, (tuple, list)) else f"{float(v):.3g}"
+
+
+def _switch(value: str) -> bool | None:
+    """An auto/on/off flag as a :class:`~colloidcg.tracking.TrackParams` value."""
+    return {"auto": None, "on": True, "off": False}[value]

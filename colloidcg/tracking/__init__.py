@@ -171,6 +171,9 @@ def _suggest(frame: np.ndarray, params: TrackParams | None) -> tuple[TrackParams
     p.validate(ndim)
     for name in ("diameter", "separation", "minmass", "search_range"):
         p.sources.setdefault(name, "given" if getattr(p, name) is not None else "estimated")
+    for name in ("spot_profile", "gap_check"):   # (estimated ones: when locating starts)
+        if getattr(p, name) is not None:
+            p.sources.setdefault(name, "given")
     if p.contrast is None and p.invert is not None:
         p.contrast = "dark" if p.invert else "bright"
         p.sources.setdefault("contrast", p.sources.get("invert", "given"))
@@ -376,11 +379,28 @@ def _track_steps(video, params: TrackParams | dict | None, progress: bool, meta:
         raise TrackingError(f"{path}: {e}") from None
     kwargs = dict(diameter=p.diameter, separation=p.separation, minmass=p.minmass,
                   invert=p.invert, roi=p.roi, refine=p.refine, contrast=p.contrast)
-    parts = []
+    parts, rest, probe = [], list(frames), None
     t_locate = time.perf_counter()
     try:
-        for done, f in enumerate(iter_locate(video, frames, processes=p.processes,
-                                             progress=progress, **kwargs), start=1):
+        if first.ndim == 2 and p.refine and (p.spot_profile is None or p.gap_check is None):
+            # the first, middle and last frames are located with both probes on, and what
+            # they find decides the probes for the video; their results are kept (the
+            # same as without a probe that finds nothing)
+            probe = {}
+            probed = sorted({frames[0], frames[len(frames) // 2], frames[-1]})
+            for done, k in enumerate(probed, start=1):
+                f = locate_frame(first if k == frames.start else np.asarray(video[k]), k,
+                                 **kwargs, probe=probe)
+                if len(f):
+                    parts.append(f)
+                yield done
+            rest = [k for k in frames if k not in set(probed)]
+            _decide_probes(p, probe)
+        kwargs.update(spot_profile=p.spot_profile is not False,
+                      gap_check=p.gap_check is not False)
+        for done, f in enumerate(iter_locate(video, rest, processes=p.processes,
+                                             progress=progress, **kwargs),
+                                 start=len(frames) - len(rest) + 1):
             if len(f):
                 parts.append(f)
             yield done
@@ -390,7 +410,8 @@ def _track_steps(video, params: TrackParams | dict | None, progress: bool, meta:
     if not parts:
         raise TrackingError(f"no particles found in {path} with diameter={p.diameter}, "
                             f"minmass={p.minmass:.4g}, contrast={p.contrast}; check these parameters")
-    features = pd.concat(parts, ignore_index=True)
+    features = pd.concat(parts, ignore_index=True).sort_values("frame", kind="stable",
+                                                               ignore_index=True)
     features, masked = _mask_no_sample(features, first, p)
     if p.search_range is None:
         with _timed(timings, "parameters"):
@@ -420,6 +441,9 @@ def _track_steps(video, params: TrackParams | dict | None, progress: bool, meta:
         quality = _assess(tracks, p, frames, video, first, ambiguity, covariances)
     quality.metrics.update(ep_tracks_ratio=round(scale, 4), ep_tracks_check=how,
                            no_sample_fraction=round(masked, 4))
+    if probe is not None:
+        quality.metrics.update(probed_profile_gain=round(probe.get("profile_gain", 0.0), 4),
+                               probed_rings_possible=bool(probe.get("rings", True)))
     drift = None
     if p.subtract_drift:
         drift = estimate_drift(tracks)
@@ -435,6 +459,27 @@ def _track_steps(video, params: TrackParams | dict | None, progress: bool, meta:
                                                                       "linking", "quality"))
     return TrackResult(tracks=tracks, params=p, meta=meta, drift=drift, quality=quality,
                        timings=timings)
+
+
+#: The spots' radial profile is measured in every frame when, on one of the probed
+#: frames (first, middle, last), it explains at least this fraction of :data:`colloidcg.tracking.psf.MIN_GAIN` (the gain
+#: at which a frame's fit uses it): half, so that a video whose gain hovers near the
+#: threshold keeps deciding frame by frame.
+PROFILE_PROBE_MARGIN = 0.5
+
+
+def _decide_probes(p: TrackParams, probe: dict) -> None:
+    """Fill ``p.spot_profile`` and ``p.gap_check`` (where None) from what the probed frames
+    found (``probe``: :func:`colloidcg.tracking.locate.locate_frame`'s, the largest
+    profile gain and whether any frame may hold rings)."""
+    from .psf import MIN_GAIN
+
+    decided = {"spot_profile": probe.get("profile_gain", 0.0) >= PROFILE_PROBE_MARGIN * MIN_GAIN,
+               "gap_check": bool(probe.get("rings", True))}
+    for name, value in decided.items():
+        if getattr(p, name) is None:
+            setattr(p, name, bool(value))
+            p.sources[name] = "estimated"
 
 
 @contextlib.contextmanager

@@ -291,3 +291,29 @@ def bright_gaps(img: np.ndarray, x: np.ndarray, y: np.ndarray, diameter: float,
             np.add.at(close, i, dominant & (dist < 2 * ring[j]))
             np.add.at(near, i, dominant & (dist < 3 * ring[j]))
     return inside & (q >= GAP_ASYMMETRY) & (close >= 1) & (near >= 3)
+
+
+def rings_possible(img: np.ndarray, x: np.ndarray, y: np.ndarray, diameter: float,
+                   noise: float | None = None) -> bool:
+    """Whether the frame may hold ring-shaped (bright-field) particles, so that
+    :func:`bright_gaps` can drop anything in it.
+
+    False only where the rule's frame-level gates rule rings out with the block gate's
+    margins (:data:`GATE_BLOCK`): no darkest radius with light beyond it, or the most
+    symmetric quarter above twice :data:`RING_SYMMETRY`, or the ring radius at or beyond
+    :data:`BLOCK_RING_INSIDE` of the peer distance. Too few candidates to judge: True.
+    Parameters as :func:`bright_gaps`.
+    """
+    from .params import noise_level
+
+    if len(x) < MIN_CANDIDATES:
+        return True
+    if noise is None:
+        noise = noise_level(img)
+    x = np.asarray(x, float)
+    y = np.asarray(y, float)
+    r_max = 1.5 * float(diameter)
+    gates = _ring_gates(img, x, y, r_max, noise)
+    if gates is None:   # no ring at all, or too few candidates whose disc the frame holds
+        return bool(np.isfinite(radial_asymmetry(img, x, y, r_max, noise)[1]))
+    return gates[4] <= 2 * RING_SYMMETRY and gates[5] < BLOCK_RING_INSIDE

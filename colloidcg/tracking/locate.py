@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 from numba import njit
 
-from .gaps import bright_gaps
+from .gaps import bright_gaps, rings_possible
 from .refine import refine_jointly
 
 FEATURE_COLUMNS = ["frame", "y", "x", "mass", "size", "ecc", "signal", "raw_mass", "ep"]
@@ -232,7 +232,8 @@ def find_peaks(img: np.ndarray, diameter: int, separation: float, percentile: fl
 
 def locate_frame(frame: np.ndarray, frame_no: int, diameter, separation, minmass: float,
                  invert: bool | None, roi=None, refine: bool = True,
-                 contrast: str | None = None) -> pd.DataFrame:
+                 contrast: str | None = None, spot_profile: bool = True,
+                 gap_check: bool = True, probe: dict | None = None) -> pd.DataFrame:
     """Locate the particles of one frame.
 
     Parameters
@@ -256,6 +257,20 @@ def locate_frame(frame: np.ndarray, frame_no: int, diameter, separation, minmass
         spot closer than ``diameter`` only the more massive is kept: the bright halo of
         a dark particle (and the dark ring of a bright one) is not a particle.
         "bright"/"dark" override ``invert``; None: ``invert`` decides.
+    spot_profile : bool
+        Measure the spots' shared non-Gaussian radial profile and, where it explains
+        enough of the residual, locate by own light (:func:`_refine_with_profile`, with
+        ``refine``). False skips the measurement: for Gaussian spots (the profile explains
+        nothing) the result is the same.
+    gap_check : bool
+        Test the candidates for the lit gaps of a bright-field packing
+        (:func:`colloidcg.tracking.gaps.bright_gaps`). False skips the test: where the
+        frame holds no ring-shaped particles it drops nothing anyway.
+    probe : dict, optional
+        Filled with what the two probes found: ``profile_gain`` (share of the Gaussian
+        fit's residual variance the radial profile explains; 0 when not measured) and
+        ``rings`` (the gap test's frame-level gates did not rule rings out), to decide them
+        once per video (:func:`colloidcg.tracking._decide_probes`).
 
     Returns
     -------
@@ -267,7 +282,7 @@ def locate_frame(frame: np.ndarray, frame_no: int, diameter, separation, minmass
     """
     with _one_blas_thread():
         return _locate_frame(frame, frame_no, diameter, separation, minmass, invert, roi,
-                             refine, contrast)
+                             refine, contrast, spot_profile, gap_check, probe)
 
 
 def _one_blas_thread():
@@ -276,28 +291,38 @@ def _one_blas_thread():
     A frame's few small products (the radial profile's normal matrix, 3 x 3 to 40 x 40
     solves) are slower threaded than not, and frames are already located in parallel: with
     OpenBLAS's default of one thread a core, one core located the dense benchmark's frames
-    in 101 ms instead of 55 ms. The loaded libraries are looked up on every call (0.7 ms):
-    a controller kept from an earlier call misses BLAS libraries loaded since (SciPy's,
-    torch's)."""
-    from threadpoolctl import threadpool_limits
+    in 101 ms instead of 55 ms. Finding the loaded BLAS libraries costs 1-2.5 ms, so the
+    controller is kept, and found again whenever a module has been imported since: BLAS
+    libraries arrive with extension modules (OpenCV and SciPy bring their own), and a
+    controller from before such an import would miss them."""
+    global _BLAS
+    from threadpoolctl import ThreadpoolController
 
-    return threadpool_limits(limits=1, user_api="blas")
+    if _BLAS is None or _BLAS[0] != len(sys.modules):
+        controller = ThreadpoolController()   # (may import modules itself)
+        _BLAS = (len(sys.modules), controller)
+    return _BLAS[1].limit(limits=1, user_api="blas")
+
+
+#: (len(sys.modules) when found, threadpoolctl.ThreadpoolController) for _one_blas_thread.
+_BLAS = None
 
 
 def _locate_frame(frame, frame_no, diameter, separation, minmass, invert, roi, refine,
-                  contrast) -> pd.DataFrame:
+                  contrast, spot_profile, gap_check, probe) -> pd.DataFrame:
     if np.issubdtype(np.asarray(frame).dtype, np.floating) and not np.isfinite(frame).all():
         from ..errors import TrackingError
 
         raise TrackingError(f"frame {frame_no} has {int((~np.isfinite(frame)).sum())} non-finite "
                             "pixels (NaN or inf); replace them before tracking")
     if contrast == "both":
-        return _locate_both(frame, frame_no, diameter, separation, minmass, roi, refine)
+        return _locate_both(frame, frame_no, diameter, separation, minmass, roi, refine,
+                            spot_profile, gap_check, probe)
     if contrast is not None:
         invert = contrast == "dark"
     img = prepare(frame, bool(invert), roi)
     if img.ndim == 2 and refine:
-        f = _locate_refined(img, diameter, separation, minmass)
+        f = _locate_refined(img, diameter, separation, minmass, spot_profile, probe)
     else:
         import trackpy as tp
 
@@ -309,8 +334,11 @@ def _locate_frame(frame, frame_no, diameter, separation, minmass, invert, roi, r
     if img.ndim == 2 and len(f):
         # the lit gaps of a bright-field packing (colloidcg.tracking.gaps); they stay in
         # the joint fit, where their light is modelled instead of pulling the particles
-        f = f[~bright_gaps(img, f["x"].to_numpy(), f["y"].to_numpy(),
-                           float(np.max(diameter)))]
+        x, y, dia = f["x"].to_numpy(), f["y"].to_numpy(), float(np.max(diameter))
+        if probe is not None:
+            probe["rings"] = probe.get("rings", False) or rings_possible(img, x, y, dia)
+        if gap_check:
+            f = f[~bright_gaps(img, x, y, dia)]
         f = f[~interstices(f["x"].to_numpy(), f["y"].to_numpy(), f["mass"].to_numpy())]
     if roi is not None:
         f["x"] += roi[0]
@@ -321,11 +349,13 @@ def _locate_frame(frame, frame_no, diameter, separation, minmass, invert, roi, r
     return f[cols].reset_index(drop=True)
 
 
-def _locate_both(frame, frame_no, diameter, separation, minmass, roi, refine) -> pd.DataFrame:
+def _locate_both(frame, frame_no, diameter, separation, minmass, roi, refine, spot_profile,
+                 gap_check, probe) -> pd.DataFrame:
     """Mixed contrast: bright and dark particles located separately, halos dropped."""
     parts = []
     for sign in (1, -1):
-        f = locate_frame(frame, frame_no, diameter, separation, minmass, sign < 0, roi, refine)
+        f = locate_frame(frame, frame_no, diameter, separation, minmass, sign < 0, roi, refine,
+                         spot_profile=spot_profile, gap_check=gap_check, probe=probe)
         f["contrast"] = np.int8(sign)
         parts.append(f)
     f = pd.concat(parts, ignore_index=True)
@@ -429,7 +459,8 @@ def _enclosed(x, y, idx, dist, heavier, spacing, reach):
     return drop
 
 
-def _locate_refined(img: np.ndarray, diameter, separation, minmass: float) -> pd.DataFrame:
+def _locate_refined(img: np.ndarray, diameter, separation, minmass: float,
+                    spot_profile: bool = True, probe: dict | None = None) -> pd.DataFrame:
     d = int(np.asarray(diameter).ravel()[0])
     sep = float(np.asarray(separation).ravel()[0])
     sigma = d / 3.5
@@ -448,7 +479,9 @@ def _locate_refined(img: np.ndarray, diameter, separation, minmass: float) -> pd
         crowded = bool(np.median(nn) < CROWDED_SIGMAS * sigma)
         if crowded:
             opts = dict(CROWDED_OPTIONS)
-    r = _refine_with_profile(img, x, y, sigma, d, opts)
+    r = _refine_with_profile(img, x, y, sigma, d, opts, spot_profile or probe is not None)
+    if probe is not None:
+        probe["profile_gain"] = max(probe.get("profile_gain", 0.0), float(r["profile_gain"]))
     rx, ry = r["x"], r["y"]
     radius = float(d // 2)
     mass, full = _disc_sums(bp, rx, ry, radius)
@@ -485,7 +518,8 @@ def _locate_refined(img: np.ndarray, diameter, separation, minmass: float) -> pd
 
 
 def _refine_with_profile(img: np.ndarray, x: np.ndarray, y: np.ndarray, sigma: float,
-                         diameter: int, opts: dict) -> dict[str, np.ndarray]:
+                         diameter: int, opts: dict, measure: bool = True
+                         ) -> dict[str, np.ndarray]:
     """The joint Gaussian fit; where the spots are not Gaussian, then positions from
     their own light (:mod:`colloidcg.tracking.psf`).
 
@@ -500,6 +534,8 @@ def _refine_with_profile(img: np.ndarray, x: np.ndarray, y: np.ndarray, sigma: f
        Gaussians and profiles) over a disc of PSF_CENTROID_RADIUS median fitted sigmas, with
        its standard error from the residual (:func:`colloidcg.tracking.psf.own_light_centroids`).
 
+    Steps 2-3 are skipped when ``measure`` is False.
+
     Returns :func:`refine_jointly`'s dict (without the background map), plus
     ``profile_gain`` (0-d: share of the Gaussian fit's residual variance the profile
     explains; 0 when it was not measured).
@@ -511,7 +547,7 @@ def _refine_with_profile(img: np.ndarray, x: np.ndarray, y: np.ndarray, sigma: f
     r = refine_jointly(img, x, y, sigma, return_background=True, **opts)
     bg = r.pop("background_map")
     r["profile_gain"] = np.float64(0.0)
-    if not PSF_PROFILE or len(r["x"]) < PSF_MIN_SPOTS:
+    if not (PSF_PROFILE and measure) or len(r["x"]) < PSF_MIN_SPOTS:
         return r
     # the residual on the central square the profile is measured on (psf.MAX_SIDE)
     h, w = img.shape

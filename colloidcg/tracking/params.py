@@ -67,6 +67,13 @@ class TrackParams:
     frames: tuple[int, int] | None = None      # [start, stop) frame range
     roi: tuple[int, int, int, int] | None = None  # x0, y0, x1, y1 in px (x1, y1 exclusive)
     refine: bool = True                        # overlap-aware joint refinement (2D)
+    #: measure the spots' non-Gaussian radial profile in every frame (rings, Airy
+    #: patterns; colloidcg.tracking.locate._refine_with_profile); None: decided on the
+    #: first, middle and last frames (colloidcg.tracking._decide_probes)
+    spot_profile: bool | None = None
+    #: test every frame's candidates for the lit gaps of a bright-field packing
+    #: (colloidcg.tracking.gaps); None: decided on the first, middle and last frames
+    gap_check: bool | None = None
     subtract_drift: bool = False
     min_length: int = 3                        # drop tracks shorter than this (frames)
     processes: int | None = None               # worker processes (None: all cores)
@@ -118,6 +125,11 @@ class TrackParams:
                 self.contrast != ("dark" if self.invert else "bright"):
             raise ParameterError(f"invert={self.invert} contradicts contrast={self.contrast!r}; "
                                  "give one of them")
+        for name in ("spot_profile", "gap_check"):
+            v = getattr(self, name)
+            if v is not None and not isinstance(v, (bool, np.bool_)):
+                raise ParameterError(f"{name} must be true, false or None (decide on the first "
+                                     f"frame), got {v!r}")
         if self.processes is not None and self.processes < 1:
             raise ParameterError(f"processes must be >= 1, got {self.processes}")
         if self.roi is not None:
