@@ -114,10 +114,12 @@ def main(argv=None) -> int:
                         processes="auto")
 
     def run_colloidcg_locate():
+        # the probes as track() decides them on this video (the 3-frame run above)
         p = suggest_parameters(frames[0])
         return locate_many(frames, range(n), progress=False, diameter=p.diameter,
                            separation=p.separation, minmass=p.minmass, invert=p.invert,
-                           roi=None, refine=True)
+                           roi=None, refine=True, spot_profile=auto.params.spot_profile,
+                           gap_check=auto.params.gap_check)
 
     # warm-up on one frame: numba compilation / cache loading, not timed
     tp.batch(frames[:1], tpp.diameter, minmass=tpp.minmass, separation=tpp.separation,
