@@ -341,6 +341,10 @@ def test_track_all_twice_save_load_and_cancel(sample_viewer, qtbot, tmp_path, no
     w.auto()
     _wait_idle(qtbot, w)
     w.live.value = False
+    assert w.params().spot_profile is None and w.params().gap_check is None    # auto
+    w.gap_check.value = "off"
+    assert w.params().gap_check is False
+    w.gap_check.value = "auto"
     for min_length in (3, 40):            # twice: the second run replaces the first layer
         w.min_length.value = min_length
         w.track_all()
@@ -361,6 +365,7 @@ def test_track_all_twice_save_load_and_cancel(sample_viewer, qtbot, tmp_path, no
     score = score_tracks(tracks, truth, (256, 256), margin=8.0, match_radius=3.0)
     assert score.recall > 0.98 and score.precision > 0.98
     assert score.rms_error < 0.3 and score.link_accuracy > 0.99
+    assert w.result.params.sources["spot_profile"] == "estimated"    # auto: decided by track
     # the tracking quality verdict, when the library gives one
     quality = w.result.sidecar().get("quality")
     if quality:

@@ -52,6 +52,13 @@ class TrackWidget(LayerWidget):
                                  value="bright", tooltip="bright on dark, dark on bright, "
                                  "or both kinds in one video (mixed contrast)")
         self.refine = CheckBox(text="joint refinement (dense packings)", value=True)
+        self.spot_profile = ComboBox(label="spot profile", choices=["auto", "on", "off"],
+                                     value="auto", tooltip="check every frame for spots that "
+                                     "are not Gaussian (rings, Airy patterns); auto: decided on "
+                                     "the first, middle and last frames")
+        self.gap_check = ComboBox(label="gap check", choices=["auto", "on", "off"], value="auto",
+                                  tooltip="check every frame for the lit gaps of a bright-field "
+                                  "packing; auto: decided on the first, middle and last frames")
         self.auto_button = PushButton(text="auto", tooltip="fill in the suggested values "
                                       "estimated from the current frame")
         self.live = CheckBox(text="live preview on the current frame", value=True)
@@ -76,7 +83,8 @@ class TrackWidget(LayerWidget):
         self.quality.visible = False
         self.mass_plot = MassHistogram(self.viewer)
         detection = Container(widgets=[self.diameter, self.separation, self.minmass, self.contrast,
-                                       self.refine, self.auto_button, self.live], labels=True)
+                                       self.refine, self.spot_profile, self.gap_check,
+                                       self.auto_button, self.live], labels=True)
         linking = Container(widgets=[self.search_range, self.show_links, self.memory,
                                      self.min_length, self.processes, self.subtract_drift],
                             labels=True)
@@ -175,7 +183,9 @@ class TrackWidget(LayerWidget):
                         search_range=float(self.search_range.value) or None,
                         memory=int(self.memory.value), min_length=int(self.min_length.value),
                         subtract_drift=bool(self.subtract_drift.value),
-                        processes=int(self.processes.value) or None)
+                        processes=int(self.processes.value) or None,
+                        spot_profile=_SWITCH[self.spot_profile.value],
+                        gap_check=_SWITCH[self.gap_check.value])
         return p.validate(ndim)
 
     def _check_fields(self) -> str | None:
@@ -609,6 +619,10 @@ class TrackWidget(LayerWidget):
         path, _ = QFileDialog.getOpenFileName(self.native, "Open tracks", "", "Parquet tables (*.parquet)")
         if path:
             self.load_tracks(path)
+
+
+#: The auto/on/off choices as TrackParams values.
+_SWITCH = {"auto": None, "on": True, "off": False}
 
 
 def _toml_track_params(path):
