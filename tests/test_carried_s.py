@@ -344,20 +344,23 @@ def test_carried_S_with_aux_recovers_the_planted_structure_and_keeps_it_along_th
     assert np.corrcoef(S_last, exposure)[0, 1] > 0.5        # and still so after 39 frames of carrying
 
 
-def test_carried_production_is_shared_among_components_by_the_heat_weights():
+@pytest.mark.parametrize("heat", ["drift", "work"])
+def test_carried_production_is_shared_among_components_by_the_heat_weights(heat):
     """Exact invariant of the GENERIC heat bookkeeping, T . dS = q with theta = w . T: every
     channel moves S_i along the heat weights w, so along the data each component's carried
-    increment S_t^a - S_entry^a is w_a times one per-particle amount (n_s = 3, unequal w).
-    With n_s > 1 a component therefore produces w_a of the entropy a single S would; the
-    vacancy control's measurements (docs/model.md) show the trained encoder shrinking that
-    component's encoded spread in step, so the split alone does not lengthen its memory."""
+    increment S_t^a - S_entry^a is w_a times one per-particle amount (n_s = 3, unequal w),
+    whether the heat is the drift's or the first law's (heat conduction included in both).
+    With n_s > 1 a component therefore produces w_a of the entropy a single S would: with the
+    drift heat the trained encoder shrank that component's encoded spread in step; with the
+    first-law heat on the vacancy control it did not, and S0 of n_s = 2 keeps its entry
+    ranking (docs/model.md)."""
     traj = from_tracks(langevin(n=30, frames=12, L=12.0))
     model = build_model(traj, TrainConfig(n_pair=0, n_s=3).validate(), 3.0)
     with torch.no_grad():
         model.raw_w.copy_(torch.tensor([-1.0, 0.3, 1.2], dtype=model.raw_w.dtype))
     w = model.heat_weights.detach()
     assert float(w.max() / w.min()) > 5
-    car = carry_along(model, traj, 0.004)
+    car = carry_along(model, traj, 0.004, heat=heat)
     per = (car.S[-1] - car.S[0]) / w
     assert float(per.abs().min()) > 1e-3                      # S did move
     assert float((per - per[:, :1]).abs().max()) < 1e-12 * float(per.abs().max())
