@@ -17,7 +17,16 @@ and reports on the softness baseline's test rows (ROC AUC, sign fixed on its tra
   correlation with the pair count (neighbours within the model's cutoff at frame 0) and
   with the exposure ceiling.
 
-Units: S and dS in k_B (dS per frame), lengths px. 4-7 min on 2 shared cores.
+With ``--s-heat work`` it also carries S with the heat-conduction terms left out (a
+probe, not an option of the code) and scores the conduction's share; for every heat it
+reports each value's AUC on the training rows with the sign fixed there (the sign's
+stability), the AUC of carried S and S at entry over four bins of test frames, and what S
+does for the likelihood: the summed one-step NLL per frame over the training frames with
+the carried S, with S at entry, and with S replaced by its mean over particles (no
+structure), split into quiet rows and rows next to a shear. ``--untrained`` scores the
+freshly initialised encoder of the same seed at frame 0 (before any training).
+
+Units: S and dS in k_B (dS per frame), lengths px, NLL in nats. 4-7 min on 2 shared cores.
 """
 
 from __future__ import annotations
@@ -44,6 +53,8 @@ def main() -> None:
     ap.add_argument("--n-s", type=int, default=1, help="entropic variables (S0 is diagnosed)")
     ap.add_argument("--s-heat", default="drift", choices=["drift", "work"],
                     help="how carried S books heat (TrainConfig.s_heat), in training and along the tracks")
+    ap.add_argument("--untrained", action="store_true",
+                    help="also score the untrained encoder of the same seed at frame 0")
     args = ap.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import torch
@@ -53,7 +64,7 @@ def main() -> None:
     from colloidcg.data import from_tracks
     from colloidcg.neighbours import count_within
     from colloidcg.rearrangements import detect, softness_baseline
-    from colloidcg.rearrangements.scoring import score_against_softness
+    from colloidcg.rearrangements.scoring import auc, score_against_softness
     from colloidcg.train import TrainConfig, fit
     from colloidcg.train.carried import carry_along
 
@@ -82,12 +93,32 @@ def main() -> None:
     vals = {"S at entry (encoder, frame 0)": S[0][rp], "S carried (scored)": S[rf, rp],
             "accumulated production S_t - S_entry": S[rf, rp] - S[0][rp],
             "encoder on the row's own frame": enc[rf, rp], "exposure ceiling": bench.vacancy_exposure(t)}
+    loc_var = float(fitted.report["localisation_noise"]) ** 2
+    S_nc = None
+    if args.s_heat == "work":
+        S_nc = carried_without_conduction(model, whole, loc_var)
+        vals["S carried without heat conduction (probe)"] = S_nc[rf, rp]
+        vals["conduction's share S_t - S_t(no conduction)"] = S[rf, rp] - S_nc[rf, rp]
+    if args.untrained:
+        vals["untrained encoder of the same seed, frame 0"] = untrained_entry(traj, whole.particles, args)[rp]
     rep = score_against_softness(t, vals, soft=soft, fix_sign=list(vals))
     tag = f"aux weight {args.aux_weight:g}, seed {args.seed}, n_s {args.n_s}, s_heat {args.s_heat}"
+    train_rows, test_rows = soft.rows(t)
+    y = t["rearranging"].to_numpy(bool)
     print(f"\n### Carried S on the vacancy control ({tag})\n")
-    print("| predictor (softness's test rows) | ROC AUC +- s.e. | sign |\n|---|---:|---:|")
+    print("| predictor (softness's test rows) | ROC AUC +- s.e. | sign | AUC on the training rows (sign fixed there) |"
+          "\n|---|---:|---:|---:|")
     for sc in [rep.softness, *rep.scores]:
-        print(f"| {sc.name} | {sc.auc:.3f} +- {sc.se:.3f} | {sc.sign:+.0f} |")
+        v = soft.softness(t) if sc is rep.softness else vals[sc.name]
+        ok = train_rows & np.isfinite(v)
+        print(f"| {sc.name} | {sc.auc:.3f} +- {sc.se:.3f} | {sc.sign:+.0f} | {auc(sc.sign * v[ok], y[ok]):.3f} |")
+    fr = t["frame"].to_numpy()
+    sg_c, sg_e = rep["S carried (scored)"].sign, rep["S at entry (encoder, frame 0)"].sign
+    print("\nby test frames (AUC, signs as above): " + "; ".join(
+        f"{lo}-{hi - 1}: carried {auc(sg_c * vals['S carried (scored)'][m], y[m]):.3f}, "
+        f"entry {auc(sg_e * vals['S at entry (encoder, frame 0)'][m], y[m]):.3f}"
+        for lo, hi in ((60, 75), (75, 90), (90, 105), (105, 120))
+        for m in [test_rows & (fr >= lo) & (fr < hi)]))
 
     T = S.shape[0]
     pos = whole.pos.numpy()
@@ -117,6 +148,24 @@ def main() -> None:
           f"{rate.mean():+.3f}, std over particles {rate.std():.3f}, correlation with the pair count "
           f"{np.corrcoef(rate, pairs)[0, 1]:+.2f}, with the exposure {np.corrcoef(rate, expo)[0, 1]:+.2f}, "
           f"with S at entry {np.corrcoef(rate, S[0])[0, 1]:+.2f}")
+    if S_nc is not None:
+        print(f"\nspread (std over particles, k_B) of the conduction's share at frames 60 / {T - 1}: "
+              f"{np.std(S[60] - S_nc[60]):.2f} / {np.std(S[T - 1] - S_nc[T - 1]):.2f}; correlation of S at entry "
+              f"with the exposure {np.corrcoef(S[0], expo)[0, 1]:+.2f}, of the accumulated production at frame "
+              f"{T - 1} {np.corrcoef(S[T - 1] - S[0], expo)[0, 1]:+.2f}, of its part without conduction "
+              f"{np.corrcoef(S_nc[T - 1] - S[0], expo)[0, 1]:+.2f}")
+    nll = likelihood_use(model, whole, car.S, loc_var, soft.split_frame, near)
+    print(f"\nWhat S does for the likelihood (training frames 1-{soft.split_frame - 2}): summed one-step NLL per "
+          f"frame (nats; {near[1:soft.split_frame - 1].mean() * 100:.1f} % of the rows are next to a shear), "
+          "minus that with S replaced by its mean over particles:\n")
+    print("| S used | all rows | quiet rows | rows next to a shear |\n|---|---:|---:|---:|")
+    base = nll["S's mean over particles (no structure)"]
+    for name, (x, sh) in nll.items():
+        d = x - base[0]
+        n_f = soft.split_frame - 2
+        print(f"| {name} | {d.sum() / n_f:+.3f} | {d[~sh].sum() / n_f:+.3f} | {d[sh].sum() / n_f:+.3f} |")
+    print(f"(the NLL itself, with the carried S: {nll['carried S (scored)'][0].sum() / (soft.split_frame - 2):.1f} "
+          "nats per frame)")
     if args.s_heat == "drift":
         parts = term_rates(model, whole, car.S, float(fitted.report["localisation_noise"]) ** 2)
         print("\nThe drift's dS split into its terms along the same carried path (k_B per frame; quiet rows; "
@@ -129,6 +178,72 @@ def main() -> None:
             acc = x[1:T - 1].sum(0)
             print(f"| {name} | {x[quiet[:, :] & (np.arange(T) > 0)[:, None]].mean():+.4f} | {qr.std():.4f} | "
                   f"{acc.mean():+.2f} | {acc.std():.2f} | {np.corrcoef(qr, S[0])[0, 1]:+.2f} |")
+
+
+def carried_without_conduction(model, whole, loc_var: float) -> np.ndarray:
+    """(T, N) S0 carried with the first-law heat as :func:`colloidcg.train.carried.carry_along`
+    does, with the heat-conduction terms left out (a probe, k_B)."""
+    from unittest import mock
+
+    from colloidcg.core.scatter import dot
+    from colloidcg.train import carried as C
+
+    def first_law_only(model, terms, k_now, k_next, dr, late, dt):
+        q = k_now - k_next + dot(terms.force, dr)
+        if late is not None:
+            q = q + late
+        return (q / (terms.thermo.theta * dt)).unsqueeze(-1) * terms.w, q
+
+    with mock.patch.object(C, "work_entropy_rate", first_law_only):
+        return C.carry_along(model, whole, loc_var, heat="work").S[..., 0].numpy()
+
+
+def likelihood_use(model, whole, S, loc_var: float, split: int, near: np.ndarray) -> dict:
+    """{S used: (per-row NLL (nats), rows next to a shear (bool)), concatenated over the
+    training frames 1..split-2}: the one-step NLL of each row's next velocity with the
+    carried S ``S`` (T, N, n_s), with S at entry (frame 0) and with S replaced by its mean
+    over particles; ``near`` (T, N) marks the rows next to a shear."""
+    import torch
+
+    from colloidcg.core.config import State
+    from colloidcg.core.graph import find_pairs
+    from colloidcg.core.loss import moments_nll, transition_mean_cov
+
+    out = {"carried S (scored)": [], "S at entry (encoded at frame 0, not carried)": [],
+           "S's mean over particles (no structure)": []}
+    sh = []
+    with torch.no_grad():
+        for f in range(1, split - 1):
+            r, v = whole.pos[f], whole.vel[f]
+            pairs = find_pairs(r, model.cutoff, whole.box)
+            valid = torch.ones(r.shape[0], dtype=torch.bool)
+            for name, Sf in zip(out, (S[f], S[0], S[f].mean(0, keepdim=True).expand_as(S[f]))):
+                mom = transition_mean_cov(model, State(r, v, Sf, None), pairs, whole.dt, whole.box)
+                out[name].append(moments_nll(mom, whole.vel[f + 1], valid, whole.dt, loc_var).numpy())
+            sh.append(near[f])
+    sh = np.concatenate(sh)
+    return {k: (np.concatenate(x), sh) for k, x in out.items()}
+
+
+def untrained_entry(traj, whole_particles, args) -> np.ndarray:
+    """(N,) S0 at frame 0 of the encoder as training initialises it (same seed and settings)."""
+    import torch
+
+    from colloidcg.core.graph import find_pairs
+    from colloidcg.train import TrainConfig
+    from colloidcg.train.calibrate import build_model
+    from colloidcg.train.fitting import seed_everything, with_edge_halo
+
+    cfg = TrainConfig(epochs=1, aux_weight=args.aux_weight, horizon=2, edge=0, progress=False, seed=args.seed,
+                      s_memory="carried", cutoff=14.3, n_s=args.n_s, s_heat=args.s_heat)
+    tr = with_edge_halo(traj, 0, 14.3)
+    if not np.array_equal(np.asarray(tr.particles), np.asarray(whole_particles)):
+        raise RuntimeError("the training frames and the whole film order their particles differently")
+    seed_everything(args.seed)
+    model = build_model(tr, cfg, 14.3).eval()
+    with torch.no_grad():
+        r = tr.pos[0].to(next(model.parameters()).dtype)
+        return model.initial_S(r, find_pairs(r, model.cutoff, tr.box), tr.box)[:, 0].numpy()
 
 
 TERMS = {"substrate friction heating": "sub_heat", "substrate fluctuation (Ito)": "sub_ito",
