@@ -68,6 +68,53 @@ def test_link_ids_do_not_depend_on_memory_layout():
         assert np.array_equal(again, ref)
 
 
+def _same_partition(a: np.ndarray, b: np.ndarray) -> bool:
+    """Two labellings of the same rows group them identically."""
+    pairs = np.unique(np.c_[a, b], axis=0)
+    return len(pairs) == len(np.unique(a)) == len(np.unique(b))
+
+
+def test_frame_by_frame_linking_is_trackpys_and_falls_back_on_oversize_groups():
+    """FrameLinker, fed one frame at a time (as track() does while later frames are being
+    located), links exactly as trackpy.link does on the whole table; a group of candidate
+    links too large for trackpy is relinked with the adaptive search range, as trackpy's
+    own adaptive linking does."""
+    import trackpy as tp
+
+    rng = np.random.default_rng(3)
+    # a Brownian lattice, 10 frames, with gaps (memory) and noise detections
+    g = np.stack(np.meshgrid(np.arange(12) * 6.0, np.arange(12) * 6.0), -1).reshape(-1, 2)
+    rows = []
+    pos = g.copy()
+    for t in range(10):
+        pos = pos + rng.normal(0, 0.6, pos.shape)
+        seen = rng.random(len(pos)) > 0.05
+        junk = rng.uniform(0, 70, (3, 2))
+        for x, y in np.r_[pos[seen], junk]:
+            rows.append((t, x, y))
+    f = pd.DataFrame(rows, columns=["frame", "x", "y"])
+    linker = link_module.FrameLinker(2.5, memory=2)
+    for t in range(10):
+        linker.add(f[f.frame == t])
+    out = linker.tracks()
+    ref = tp.link(f[["frame", "y", "x"]], 2.5, memory=2)
+    assert np.array_equal(out[["frame", "x", "y"]].to_numpy(), f[["frame", "x", "y"]].to_numpy())
+    assert _same_partition(out["particle"].to_numpy(), ref["particle"].reindex(f.index).to_numpy())
+    pd.testing.assert_frame_equal(out, link_module.link(f, 2.5, 2))
+    with pytest.raises(ValueError, match="increasing order"):
+        linker.add(f[f.frame == 3])
+    # an oversize group: a lattice (7 x 7, spacing 6 px) linked with a range of two spacings
+    g7 = g.reshape(12, 12, 2)[:7, :7].reshape(-1, 2)
+    dense = pd.DataFrame([(t, x, y) for t in range(2) for x, y in g7 + rng.normal(0, 0.6, g7.shape)],
+                         columns=["frame", "x", "y"])
+    with pytest.raises(tp.SubnetOversizeException):
+        tp.link(dense[["frame", "y", "x"]], 12.0, memory=0)
+    out = link_module.link(dense, 12.0, 0)
+    ref = tp.link(dense[["frame", "y", "x"]], 12.0, memory=0, adaptive_stop=0.5,
+                  adaptive_step=0.9, link_strategy="auto")
+    assert _same_partition(out["particle"].to_numpy(), ref["particle"].reindex(dense.index).to_numpy())
+
+
 def test_first_appearance_ids():
     assert first_appearance_ids(np.array([7, 7, 3, 9, 3, 0, 9])).tolist() == [0, 0, 1, 2, 1, 3, 2]
     assert first_appearance_ids(np.array([], np.int64)).tolist() == []

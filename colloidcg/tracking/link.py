@@ -54,33 +54,119 @@ def link(features: pd.DataFrame, search_range: float, memory: int) -> pd.DataFra
     memory : int
         Frames a particle may vanish for and keep its identity.
     """
+    features = features.reset_index(drop=True)
+    frame = features["frame"].to_numpy()
+    order = np.argsort(frame, kind="stable")
+    if np.any(np.diff(frame) < 0):
+        features = features.iloc[order].reset_index(drop=True)
+        frame = frame[order]
+    linker = FrameLinker(search_range, memory)
+    cuts = np.flatnonzero(np.diff(frame)) + 1
+    with gc_frozen():
+        for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, len(frame)]):
+            linker.add(features.iloc[lo:hi])
+        return linker.tracks()
+
+
+class FrameLinker:
+    """trackpy's linking (Crocker and Grier's, ``trackpy.linking.Linker``) fed one frame at
+    a time, in frame order, so that it can run while later frames are still being located;
+    :meth:`tracks` gives what :func:`link` gives for all the frames at once.
+
+    Parameters
+    ----------
+    search_range : float
+        Largest displacement between frames (px).
+    memory : int
+        Frames a particle may vanish for and keep its identity.
+    """
+
+    def __init__(self, search_range: float, memory: int):
+        self.search_range = float(search_range)
+        self.memory = int(memory)
+        self._linker = None
+        self._parts: list[pd.DataFrame] = []
+        self._ids: list[np.ndarray] = []
+        self._oversize = False   # a group of candidate links too large: relink at the end
+        self._last = None
+
+    def add(self, features: pd.DataFrame) -> None:
+        """The next frame's features (one frame: frame, x, y [, z] (px) ...); frames
+        must come in increasing order; an empty table is skipped."""
+        if not len(features):
+            return
+        t = int(features["frame"].iloc[0])
+        if self._last is not None and t <= self._last:
+            raise ValueError(f"frames must come in increasing order: {t} after {self._last}")
+        self._last = t
+        self._parts.append(features)
+        if self._oversize:
+            return
+        from trackpy.linking.linking import Linker, SubnetOversizeException
+
+        pos = ["z", "y", "x"] if "z" in features else ["y", "x"]
+        coords = features[pos].to_numpy(np.float64)
+        try:
+            with _trackpy_quiet():
+                if self._linker is None:
+                    self._linker = Linker(self.search_range, memory=self.memory)
+                    self._linker.init_level(coords, t)
+                else:
+                    self._linker.next_level(coords, t)
+        except SubnetOversizeException:
+            self._oversize, self._linker, self._ids = True, None, []
+            return
+        self._ids.append(np.asarray(self._linker.particle_ids, dtype=np.int64))
+
+    @property
+    def empty(self) -> bool:
+        """No features were added."""
+        return not self._parts
+
+    def tracks(self) -> pd.DataFrame:
+        """Every feature added, with its ``particle`` (ids by first appearance); rows in
+        the order added."""
+        if not self._parts:
+            return pd.DataFrame(columns=["frame", "particle"])
+        features = pd.concat(self._parts, ignore_index=True)
+        if self._oversize:
+            ids = _link_adaptive(features, self.search_range, self.memory)
+        else:
+            ids = np.concatenate(self._ids)
+        out = features.copy()
+        out["particle"] = first_appearance_ids(ids)
+        return out
+
+
+def _link_adaptive(features: pd.DataFrame, search_range: float, memory: int) -> np.ndarray:
+    """Track ids (N,) of ``features`` (ordered by frame) by trackpy with the search range
+    shrunk where a group of candidate links is too large to solve (it costs a fifth more
+    time everywhere, so it runs only after plain linking met such a group)."""
     import trackpy as tp
 
     pos = ["z", "y", "x"] if "z" in features else ["y", "x"]
-    features = features.reset_index(drop=True)
-    # trackpy copies what it is given: only frame and position (a quarter faster)
     slim = features[["frame"] + pos]
-    log = logging.getLogger("trackpy")
-    level = log.level
-    log.setLevel(max(level, logging.WARNING))   # no line per frame from trackpy
     try:
-        with gc_frozen():
-            try:
-                linked = tp.link(slim, search_range, memory=memory, pos_columns=pos)
-            except tp.SubnetOversizeException:
-                # adaptive search only where needed (it costs a fifth more time everywhere);
-                # trackpy then shrinks the range in the crowded places only
-                linked = tp.link(slim, search_range, memory=memory, pos_columns=pos,
-                                 adaptive_stop=0.5, adaptive_step=0.9, link_strategy="auto")
+        with _trackpy_quiet():
+            linked = tp.link(slim, search_range, memory=memory, pos_columns=pos,
+                             adaptive_stop=0.5, adaptive_step=0.9, link_strategy="auto")
     except tp.SubnetOversizeException:
         raise TrackingError(
             f"linking with search_range={search_range:.3g} px met an unsolvably large group of "
             "candidate links; pass a smaller --search-range") from None
+    return linked["particle"].reindex(features.index).to_numpy()
+
+
+@contextlib.contextmanager
+def _trackpy_quiet():
+    """trackpy's per-frame log lines held back (warnings still pass)."""
+    log = logging.getLogger("trackpy")
+    level = log.level
+    log.setLevel(max(level, logging.WARNING))
+    try:
+        yield
     finally:
         log.setLevel(level)
-    out = features.loc[linked.index].copy()
-    out["particle"] = first_appearance_ids(linked["particle"].to_numpy())
-    return out.reset_index(drop=True)
 
 
 def first_appearance_ids(ids: np.ndarray) -> np.ndarray:
