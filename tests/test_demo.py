@@ -11,10 +11,32 @@ from colloidcg.cli import main
 
 
 @pytest.fixture(scope="module")
-def demo_out(tmp_path_factory):
+def demo_run(tmp_path_factory):
+    """One demo run shared by the tests: (output folder, what it printed, torch's thread
+    count before and after it)."""
+    import contextlib
+    import io
+
+    import torch
+
+    from colloidcg.cli.demo import DEMO_TORCH_THREADS
+
     out = tmp_path_factory.mktemp("demo") / "demo"
-    assert main(["demo", "-o", str(out), "--epochs", "2", "--quiet"]) == 0
-    return out
+    threads = torch.get_num_threads()
+    torch.set_num_threads(DEMO_TORCH_THREADS + 1)     # other than the demo's own, to see it restored
+    text = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(text):
+            assert main(["demo", "-o", str(out), "--epochs", "2", "--quiet"]) == 0
+        after = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(threads)
+    return out, text.getvalue(), (DEMO_TORCH_THREADS + 1, after)
+
+
+@pytest.fixture(scope="module")
+def demo_out(demo_run):
+    return demo_run[0]
 
 
 def test_demo_tracks_the_sample_to_its_truth(demo_out):
@@ -59,14 +81,9 @@ def test_demo_trains_simulates_and_reports(demo_out):
     assert (demo_out / "bundle" / "rollout.py").is_file() and (demo_out / "bundle" / "driver.py").is_file()
 
 
-def test_demo_shows_and_times_every_stage(tmp_path, capsys):
-    import torch
-
-    threads = torch.get_num_threads()
-    out = tmp_path / "demo"
-    assert main(["demo", "-o", str(out), "--epochs", "1", "--quiet"]) == 0
-    assert torch.get_num_threads() == threads      # the demo's one torch thread is not left behind
-    text = capsys.readouterr().out
+def test_demo_shows_and_times_every_stage(demo_run):
+    _, text, (before, after) = demo_run
+    assert after == before      # the demo's one torch thread is not left behind
     for k in range(1, 7):
         assert f"[{k}/6]" in text
     assert text.count("    took ") == 6 and "done in " in text
