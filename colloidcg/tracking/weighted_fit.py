@@ -201,7 +201,6 @@ def _width_variances(canvas, params, v0, g, fit_k, out):
     sgy = np.empty(m)
     my = np.empty(m)
     oy = np.empty(m)
-    jac = np.empty(4)
     for i in range(params.shape[0]):
         out[i] = np.nan
         x, y, a, s = params[i, 0], params[i, 1], params[i, 2], params[i, 3]
@@ -216,32 +215,79 @@ def _width_variances(canvas, params, v0, g, fit_k, out):
             continue
         _profile(cu, w, x, s, nx, gx, dgx, sgx, mx, ox)
         _profile(cv, w, y, s, ny, gy, dgy, sgy, my, oy)
-        h = np.zeros((4, 4))
-        b = np.zeros((4, 4))
+        # H = J^T J and B = J^T V J, their 10 distinct entries as scalars
+        h00 = h01 = h02 = h03 = h11 = h12 = h13 = h22 = h23 = h33 = 0.0
+        b00 = b01 = b02 = b03 = b11 = b12 = b13 = b22 = b23 = b33 = 0.0
         for kv in range(la, lb):
             v = cv - w + kv
             for ku in range(ka, kb):
                 u = cu - w + ku
                 var = max(v0 + g * max(canvas[v, u], 0.0), 1e-12)
-                jac[0] = a * dgx[ku] * gy[kv]
-                jac[1] = a * gx[ku] * dgy[kv]
-                jac[2] = gx[ku] * gy[kv]
-                jac[3] = a * (sgx[ku] * gy[kv] + gx[ku] * sgy[kv])
-                for p in range(4):
-                    for q in range(p, 4):
-                        jj = jac[p] * jac[q]
-                        h[p, q] += jj
-                        b[p, q] += var * jj
-        for p in range(4):
-            for q in range(p):
-                h[p, q] = h[q, p]
-                b[p, q] = b[q, p]
-        if not np.all(np.isfinite(h)) or np.linalg.det(h) <= 0:
+                j0 = a * dgx[ku] * gy[kv]
+                j1 = a * gx[ku] * dgy[kv]
+                j2 = gx[ku] * gy[kv]
+                j3 = a * (sgx[ku] * gy[kv] + gx[ku] * sgy[kv])
+                h00 += j0 * j0
+                h01 += j0 * j1
+                h02 += j0 * j2
+                h03 += j0 * j3
+                h11 += j1 * j1
+                h12 += j1 * j2
+                h13 += j1 * j3
+                h22 += j2 * j2
+                h23 += j2 * j3
+                h33 += j3 * j3
+                b00 += var * j0 * j0
+                b01 += var * j0 * j1
+                b02 += var * j0 * j2
+                b03 += var * j0 * j3
+                b11 += var * j1 * j1
+                b12 += var * j1 * j2
+                b13 += var * j1 * j3
+                b22 += var * j2 * j2
+                b23 += var * j2 * j3
+                b33 += var * j3 * j3
+        # (H^-1 B H^-1)[3, 3] = z^T B z with z = H^-1 e_3, the last column of H^-1
+        z0, z1, z2, z3, ok = _last_column_of_inverse(h00, h01, h02, h03, h11, h12, h13,
+                                                     h22, h23, h33)
+        if not ok:
             continue
-        hi = np.linalg.inv(h)
-        c = hi @ b @ hi
-        if c[3, 3] > 0:
-            out[i] = c[3, 3]
+        c33 = (b00 * z0 * z0 + b11 * z1 * z1 + b22 * z2 * z2 + b33 * z3 * z3
+               + 2.0 * (b01 * z0 * z1 + b02 * z0 * z2 + b03 * z0 * z3
+                        + b12 * z1 * z2 + b13 * z1 * z3 + b23 * z2 * z3))
+        if c33 > 0:
+            out[i] = c33
+
+
+@njit(cache=True)
+def _last_column_of_inverse(h00, h01, h02, h03, h11, h12, h13, h22, h23, h33):
+    """The last column (z0..z3) of the inverse of the symmetric 4 x 4 matrix H (upper
+    entries given), by its LDL^T factorisation; ok False unless H is positive definite
+    (a fit window that does not determine all four parameters)."""
+    if not (h00 > 0):
+        return 0.0, 0.0, 0.0, 0.0, False
+    l10 = h01 / h00
+    l20 = h02 / h00
+    l30 = h03 / h00
+    d1 = h11 - l10 * h01
+    if not (d1 > 0):
+        return 0.0, 0.0, 0.0, 0.0, False
+    l21 = (h12 - l20 * h01) / d1
+    l31 = (h13 - l30 * h01) / d1
+    d2 = h22 - l20 * h02 - l21 * l21 * d1
+    if not (d2 > 0):
+        return 0.0, 0.0, 0.0, 0.0, False
+    l32 = (h23 - l30 * h02 - l31 * l21 * d1) / d2
+    d3 = h33 - l30 * h03 - l31 * l31 * d1 - l32 * l32 * d2
+    if not (d3 > 0):
+        return 0.0, 0.0, 0.0, 0.0, False
+    # solve L D L^T z = e_3: L y = e_3 gives y = e_3, D w = y gives w = e_3 / d3,
+    # then back-substitute L^T z = w
+    z3 = 1.0 / d3
+    z2 = -l32 * z3
+    z1 = -l21 * z2 - l31 * z3
+    z0 = -l10 * z1 - l20 * z2 - l30 * z3
+    return z0, z1, z2, z3, True
 
 
 def shrink_widths(params: np.ndarray, canvas: np.ndarray, noise: tuple[float, float],
