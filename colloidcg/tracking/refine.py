@@ -696,14 +696,7 @@ def width_populations(sigma: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     ls = np.log(s[good])
     best = (np.array([np.median(ls)]), np.zeros(len(ls), np.int64))
     for k in range(2, MAX_POPULATIONS + 1):
-        centres = np.quantile(ls, (np.arange(k) + 0.5) / k)
-        for _ in range(50):   # Lloyd's iterations in 1D
-            lab = np.argmin(np.abs(ls[:, None] - centres[None, :]), axis=1)
-            new = np.array([np.median(ls[lab == q]) if np.any(lab == q) else centres[q]
-                            for q in range(k)])
-            if np.allclose(new, centres):
-                break
-            centres = new
+        centres = _lloyd_medians(ls, np.quantile(ls, (np.arange(k) + 0.5) / k), 50)
         lab = np.argmin(np.abs(ls[:, None] - centres[None, :]), axis=1)
         share = np.bincount(lab, minlength=k) / len(ls)
         if share.min() < POPULATION_MIN_SHARE:
@@ -724,6 +717,43 @@ def width_populations(sigma: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     labels[~good] = np.bincount(rank[lab]).argmax()
     widths = np.exp(np.sort(centres))
     return widths, labels
+
+
+@njit(cache=True)
+def _lloyd_medians(ls, centres, iterations):
+    """Lloyd's iterations in 1D with medians: each value joins its nearest centre (the
+    first of equally near ones), each centre moves to its group's median (an empty
+    group's stays), until no centre moves by more than 1e-8 + 1e-5 |centre| (numpy's
+    allclose) or after ``iterations``. ``ls`` (N,), ``centres`` (K,); returns the centres.
+    (Compiled: as numpy calls, 0.45 ms an iteration, 8 ms a frame.)"""
+    n, k = len(ls), len(centres)
+    centres = centres.copy()
+    new = np.empty(k)
+    lab = np.empty(n, np.int64)
+    buf = np.empty(n)
+    for _ in range(iterations):
+        for i in range(n):
+            best, q_best = abs(ls[i] - centres[0]), 0
+            for q in range(1, k):
+                d = abs(ls[i] - centres[q])
+                if d < best:
+                    best, q_best = d, q
+            lab[i] = q_best
+        for q in range(k):
+            m = 0
+            for i in range(n):
+                if lab[i] == q:
+                    buf[m] = ls[i]
+                    m += 1
+            new[q] = np.median(buf[:m]) if m else centres[q]
+        settled = True
+        for q in range(k):
+            if abs(new[q] - centres[q]) > 1e-8 + 1e-5 * abs(centres[q]):
+                settled = False
+        if settled:
+            break
+        centres[:] = new
+    return centres
 
 
 def _choose_widths(img, model, widths, labels, sigma):
