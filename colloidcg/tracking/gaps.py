@@ -254,17 +254,12 @@ def bright_gaps(img: np.ndarray, x: np.ndarray, y: np.ndarray, diameter: float,
         True for the gaps (see the module notes for the rule).
     """
     from ..neighbours import pairs as close_pairs
-    from .params import noise_level
 
     n = len(x)
     drop = np.zeros(n, bool)
     if n < MIN_CANDIDATES:
         return drop
-    if noise is None:
-        noise = noise_level(img)
-    x = np.asarray(x, float)
-    y = np.asarray(y, float)
-    r_max = 1.5 * float(diameter)
+    x, y, r_max, noise = _inputs(img, x, y, diameter, noise)
     if n > 2 * GATE_BLOCK:    # the frame-level gates on a central block first (cheap)
         block = np.argsort(np.hypot(x - np.median(x), y - np.median(y)))[:GATE_BLOCK]
         gates = _ring_gates(img, x[block], y[block], r_max, noise)
@@ -304,16 +299,20 @@ def rings_possible(img: np.ndarray, x: np.ndarray, y: np.ndarray, diameter: floa
     :data:`BLOCK_RING_INSIDE` of the peer distance. Too few candidates to judge: True.
     Parameters as :func:`bright_gaps`.
     """
-    from .params import noise_level
-
     if len(x) < MIN_CANDIDATES:
         return True
-    if noise is None:
-        noise = noise_level(img)
-    x = np.asarray(x, float)
-    y = np.asarray(y, float)
-    r_max = 1.5 * float(diameter)
+    x, y, r_max, noise = _inputs(img, x, y, diameter, noise)
     gates = _ring_gates(img, x, y, r_max, noise)
     if gates is None:   # no ring at all, or too few candidates whose disc the frame holds
         return bool(np.isfinite(radial_asymmetry(img, x, y, r_max, noise)[1]))
     return gates[4] <= 2 * RING_SYMMETRY and gates[5] < BLOCK_RING_INSIDE
+
+
+def _inputs(img, x, y, diameter, noise):
+    """The candidates as float arrays, the largest ring radius searched (1.5 diameters)
+    and the pixel noise (measured on ``img`` when None)."""
+    from .params import noise_level
+
+    if noise is None:
+        noise = noise_level(img)
+    return np.asarray(x, float), np.asarray(y, float), 1.5 * float(diameter), noise
