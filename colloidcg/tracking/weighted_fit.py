@@ -75,16 +75,8 @@ def _weighted_sweep(sub, canvas, ivar, params, order, n_newton, fit_k, render_k,
     of spots refitted."""
     ny, nx = sub.shape
     m = 2 * MAX_HALF_WIDTH + 1
-    gx = np.empty(m)
-    dgx = np.empty(m)
-    sgx = np.empty(m)
-    mx = np.empty(m)
-    ox = np.empty(m)
-    gy = np.empty(m)
-    dgy = np.empty(m)
-    sgy = np.empty(m)
-    my = np.empty(m)
-    oy = np.empty(m)
+    gx, dgx, sgx, mx, ox = _profile_buffers(m)
+    gy, dgy, sgy, my, oy = _profile_buffers(m)
     rx = np.empty(m)
     ry = np.empty(m)
     hx = np.empty(m)
@@ -183,6 +175,13 @@ def _weighted_sweep(sub, canvas, ivar, params, order, n_newton, fit_k, render_k,
     return done
 
 
+@njit(cache=True)
+def _profile_buffers(m):
+    """Scratch for one axis of ``_profile`` (m = window length): g, dg/dx, dg/ds, mask,
+    offset."""
+    return np.empty(m), np.empty(m), np.empty(m), np.empty(m), np.empty(m)
+
+
 @njit(cache=True, fastmath=SAFE_FASTMATH)
 def _width_variances(canvas, params, v0, g, fit_k, out):
     """out[i] = the variance (px^2) of spot i's width as the unweighted least-squares fit
@@ -191,16 +190,8 @@ def _width_variances(canvas, params, v0, g, fit_k, out):
     NaN where the window is degenerate."""
     ny, nx = canvas.shape
     m = 2 * MAX_HALF_WIDTH + 1
-    gx = np.empty(m)
-    dgx = np.empty(m)
-    sgx = np.empty(m)
-    mx = np.empty(m)
-    ox = np.empty(m)
-    gy = np.empty(m)
-    dgy = np.empty(m)
-    sgy = np.empty(m)
-    my = np.empty(m)
-    oy = np.empty(m)
+    gx, dgx, sgx, mx, ox = _profile_buffers(m)
+    gy, dgy, sgy, my, oy = _profile_buffers(m)
     for i in range(params.shape[0]):
         out[i] = np.nan
         x, y, a, s = params[i, 0], params[i, 1], params[i, 2], params[i, 3]
