@@ -303,9 +303,11 @@ def test_kill_track_many(tmp_path, capsys):
 # ----------------------------------------------------------------------------- train
 @pytest.fixture(scope="module")
 def tiny_tracks(tmp_path_factory):
+    """Tracks of a tiny video for the training trials, made by `colloidcg track` in this
+    process (the kills here are of `colloidcg train`; a process of its own would only
+    import and warm up the tracker again)."""
     d = tmp_path_factory.mktemp("tracks")
-    r = _run(["track", str(_video(d / "v.tif")), "-o", str(d), "--quiet", "--processes", "1"])
-    assert r.returncode == 0, r.stderr
+    assert main(["track", str(_video(d / "v.tif")), "-o", str(d), "--quiet", "--processes", "1"]) == 0
     return d / "tracks.parquet"
 
 

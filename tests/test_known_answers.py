@@ -99,7 +99,10 @@ def test_free_langevin_msd_and_vacf_within_5_percent(gamma):
     strongly correlated averages); gamma dt = 4: nearly overdamped at the frame rate."""
     kT, lags = 1.0, 30
     traj = from_tracks(langevin_tracks(200, 150, gamma, kT, seed=1))
-    res = fit(traj, TrainConfig(epochs=10, batch_frames=8, lr=1e-2, cutoff=3.0, edge=0.0,
+    # gamma dt = 1 is learned in 5 epochs (MSD 0.004, VACF 0.009 measured; 0.006 / 0.014
+    # with 10, 0.041 / 0.031 with 3)
+    epochs = 5 if gamma == 1.0 else 10
+    res = fit(traj, TrainConfig(epochs=epochs, batch_frames=8, lr=1e-2, cutoff=3.0, edge=0.0,
                                 progress=False, loc_noise="none"))
     sim = rollout_free(res.model, traj, 1000, 160, seed=2)
     msd_true, vacf_true = langevin_truth(gamma, kT, lags)

@@ -6,6 +6,7 @@ GUI tests run under xvfb (pytest-xvfb) with napari's ``make_napari_viewer`` fixt
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import subprocess
@@ -78,8 +79,10 @@ def _names(viewer):
     return [lay.name for lay in viewer.layers]
 
 
+@functools.lru_cache(maxsize=None)
 def _small_video(n_frames=24, size=128, seed=3):
-    """A dense synthetic video (with two planted rearrangements when long enough) and its truth."""
+    """A dense synthetic video (with two planted rearrangements when long enough) and its
+    truth; rendered once per session for each size (the tests only read it)."""
     from colloidcg.synthetic import SynthConfig, make_video
 
     events = [(6, size / 2, size / 2, 30.0, 1.0), (11, size / 3, 2 * size / 3, 30.0, 1.0)]
