@@ -34,6 +34,7 @@ coarsen.
     python benchmarks/macro.py --stage ensemble --fit-seeds 10 --small-seed 100   # bagged block SDE fits
     python benchmarks/macro.py --stage bagging --fit-seeds 10 --sde-runs 1000 --small-seed 100   # the default bagged fit
     python benchmarks/macro.py --stage diagnose --sde-runs 1000 --small-seed 200   # where the bag's error comes from
+    python benchmarks/macro.py --stage horizon --fit-seeds 10 --sde-runs 1000 --small-seed 200   # the multi-step drift
     python benchmarks/macro.py --stage video --video-seed 1   # the chain from a tracked video
     python benchmarks/macro.py --stage video-block --fields 32   # block states from 32 filmed fields of view
 
@@ -329,6 +330,80 @@ def print_bagging(res, n_small, small_seed):
     for k, v in res["ratios"].items():
         lo, hi = res["ratios_bootstrap_2.5_97.5"][k]
         print(f"- {k}: {v:.2f} +- {res['ratios_bootstrap_se'][k]:.2f} (95 %: {lo:.2f} - {hi:.2f})")
+    print(f"\n{res['seconds']:.0f} s of fitting")
+
+
+def stage_horizon(args, enc, small_states, z_start, truth, tile_area, nz0, nz1):
+    """The multi-step drift (colloidcg.scaling.macro.refine_drift): the default bag (10
+    members, seed 0, each on its own block-state draw, bootstrap) with the drift of the
+    one-step likelihood (horizon 0) and refitted to follow the block states' own
+    trajectories over H macro steps, for each H in --horizons; against the naive baseline as
+    in --stage bagging (the median of --fit-seeds single fits, seeds 0, 1, ...). Standard
+    errors of the ratios from 2000 bootstrap resamples of the direct runs (the same resample
+    for every method)."""
+    from tqdm.auto import tqdm
+
+    from colloidcg.scaling.macro import block_draw, fit_bagged, fit_sde
+    runs = truth[FACTOR]
+    common = dict(dt=DT, names=enc.names, tile_area_px2=tile_area)
+    z = np.array([[enc.whole(st) for st in traj] for traj in small_states])          # (n, STEPS + 1, d)
+    m = z[..., 0].mean(0)
+    horizons = [int(h) for h in args.horizons.split(",")]
+
+    def mean_of(sde, seed):
+        return sde.simulate(steps=STEPS, runs=args.sde_runs, factor=FACTOR, z0=z_start, seed=seed)[..., 0].mean(0)
+
+    t0 = time.perf_counter()
+    naive = np.array([mean_of(fit_sde(nz0, nz1, lam=1.0, area_px2=tile_area, start=z_start, seed=fs, **common)[0], fs)
+                      for fs in tqdm(range(int(args.fit_seeds)), desc="naive single fits")])
+    bag_seeds = [int(b) for b in args.bag_seeds.split(",")]
+    bags = {}
+    for H in horizons:
+        def draw(s, H=H):
+            d = block_draw(z, blocks=FACTOR, sets_per_step=args.block_sets, seed=s, horizon=max(H, 1))
+            return d if H else (d.z0, d.z1)          # H = 0: the one-step fit (the same draw as block_pairs)
+        for b in tqdm(bag_seeds, desc=f"bags, horizon {H}"):
+            sde, _ = fit_bagged(draw, fits=10, seed=b, lam=float(FACTOR), area_px2=FACTOR * tile_area,
+                                start=z_start, **common)
+            bags[(H, b)] = mean_of(sde, b)
+    seconds = time.perf_counter() - t0
+
+    def errors(true_mean):
+        nv = float(np.median([relmse(x, true_mean) for x in naive]))
+        return nv, {H: relmse(b, true_mean) for H, b in bags.items()}
+
+    nv, err = errors(runs.mean(0))
+    rng = np.random.default_rng(0)
+    boot = {H: [] for H in bags}
+    for _ in range(2000):
+        bn, be = errors(runs[rng.integers(0, len(runs), len(runs))].mean(0))
+        for H, e in be.items():
+            boot[H].append(bn / e)
+    windows = {"1-5": slice(1, 6), "6-17": slice(6, 18), "18-30": slice(18, STEPS + 1)}
+    return {"horizons": horizons, "bag_seeds": bag_seeds, "naive_median": nv, "naive_relmse": [relmse(x, runs.mean(0)) for x in naive],
+            "training_mean_vs_direct": relmse(m, runs.mean(0)),
+            "bag": {f"H{H[0]}_seed{H[1]}": {
+                "horizon": H[0], "bag_seed": H[1], "relmse": err[H], "ratio": nv / err[H],
+                "ratio_bootstrap_se": float(np.std(boot[H])),
+                "ratio_bootstrap_2.5_97.5": np.percentile(boot[H], [2.5, 97.5]).tolist(),
+                "vs_training_mean": relmse(bags[H], m),
+                "window_mean_minus_training": {k: float((bags[H] - m)[v].mean()) for k, v in windows.items()},
+                "mean": bags[H].tolist()} for H in bags},
+            "seconds": seconds}
+
+
+def print_horizon(res, n_small, small_seed):
+    print(f"\n## multi-step drift: {n_small} small quenches from seed {small_seed}; naive: median of "
+          f"{len(res['naive_relmse'])} single fits {res['naive_median']:.2e}; the training quenches' own mean "
+          f"against the direct runs {res['training_mean_vs_direct']:.2e}\n")
+    print("| horizon H (macro steps) | bag: relative MSE | against its training mean | ratio naive / bag (bootstrap SE; 95 %) "
+          "| bag minus training mean, steps 1-5 / 6-17 / 18-30 (1e-3) |")
+    print("|---|---|---|---|---|")
+    for r in res["bag"].values():
+        lo, hi = r["ratio_bootstrap_2.5_97.5"]
+        w = r["window_mean_minus_training"]
+        print(f"| {r['horizon']} (bag seed {r['bag_seed']}) | {r['relmse']:.2e} | {r['vs_training_mean']:.2e} | {r['ratio']:.2f} +- {r['ratio_bootstrap_se']:.2f} "
+              f"({lo:.1f}-{hi:.1f}) | {w['1-5'] * 1e3:+.1f} / {w['6-17'] * 1e3:+.1f} / {w['18-30'] * 1e3:+.1f} |")
     print(f"\n{res['seconds']:.0f} s of fitting")
 
 
@@ -704,7 +779,7 @@ def seam_table(small_pos, truth, samples=3, seed=1):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--stage", choices=("truth", "block", "ensemble", "bagging", "diagnose", "seams", "video",
+    ap.add_argument("--stage", choices=("truth", "block", "ensemble", "bagging", "diagnose", "horizon", "seams", "video",
                                         "video-block", "all"),
                     default="all",
                     help="truth: the direct runs only; block: the block states and the naive baseline only; "
@@ -713,8 +788,13 @@ def main(argv=None) -> int:
                          "(--ensemble-sets block states per macro step); video: the chain from a tracked video "
                          "(render, track, train, colloidcg macro train) against the same direct runs; "
                          "video-block: block states from --fields filmed fields of view; diagnose: where the "
-                         "bagged block SDE's error comes from (drift or diffusion, training mean or SDE)")
+                         "bagged block SDE's error comes from (drift or diffusion, training mean or SDE); "
+                         "horizon: the bag with the multi-step drift (--horizons) against the naive baseline")
     ap.add_argument("--small-seed", type=int, default=0, help="the small quenches' seeds start here")
+    ap.add_argument("--bag-seeds", default="0", help="--stage horizon: comma-separated seeds of the bags "
+                    "(member k of the bag with seed b: seed b + k)")
+    ap.add_argument("--horizons", default="0,8", help="--stage horizon: comma-separated horizons H of the "
+                    "multi-step drift, macro steps (0: the one-step likelihood's drift)")
     ap.add_argument("--video-seed", type=int, default=1, help="--stage video: seed of the filmed quench")
     ap.add_argument("--video-epochs", type=int, default=6, help="--stage video: the model's training epochs")
     ap.add_argument("--ensemble-sets", default="8", help="--stage ensemble: block states per macro step, "
@@ -764,7 +844,8 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     snaps, snap_t = [], []
     # block, ensemble, video stages: only the start, for z_start
-    for t in range(1 if args.stage in ("block", "ensemble", "bagging", "diagnose", "video", "video-block") else STEPS):
+    for t in range(1 if args.stage in ("block", "ensemble", "bagging", "diagnose", "horizon", "video", "video-block")
+                   else STEPS):
         for s in upsampled(small_pos, t, args.samples, rng, relax=args.relax):
             snaps.append(s)
             snap_t.append(t)
@@ -815,6 +896,15 @@ def main(argv=None) -> int:
         name = f"diagnose_{args.small}" + ("" if args.small_seed == 0 else f"_from_{args.small_seed}") + ".json"
         (out / name).write_text(json.dumps(results, indent=1, default=float))
         print_diagnose(res, args.small, args.small_seed)
+        return 0
+    if args.stage == "horizon":
+        nz0, nz1 = trajectory_increments(enc, small_states)
+        res = stage_horizon(args, enc, small_states, z_start, truth, tile_area, nz0, nz1)
+        results["horizon"] = res
+        name = (f"horizon_{args.small}" + ("" if args.small_seed == 0 else f"_from_{args.small_seed}")
+                + ("" if args.bag_seeds == "0" else "_bags_" + args.bag_seeds.replace(",", "_")) + ".json")
+        (out / name).write_text(json.dumps(results, indent=1, default=float))
+        print_horizon(res, args.small, args.small_seed)
         return 0
     if args.stage == "bagging":
         nz0, nz1 = trajectory_increments(enc, small_states)

@@ -443,8 +443,10 @@ def test_cli_macro_train_block_states(tmp_path):
     model = model_folder(tmp_path / "model", box=box.tolist())
     out = tmp_path / "macro"
     assert main(["macro", "train", str(model), "--init", *[str(t) for t, _ in tabs], "-o", str(out),
-                 "--states", "block", "--factor", "4", "--steps", "1", "--block-sets", "6", "--fits", "2"]) == 0
+                 "--states", "block", "--factor", "4", "--steps", "1", "--block-sets", "6", "--fits", "2",
+                 "--horizon", "2"]) == 0
     rep = json.loads((out / "report.json").read_text())
+    assert rep["horizon_macro_steps"] == 2                          # the multi-step drift
     assert rep["states"] == "block" and rep["systems"] == 5 and rep["frames"] == [0, 1, 2, 3]
     assert rep["n_patches_K"] == pytest.approx(4.0) and rep["lambda"] == pytest.approx(4.0)
     assert rep["fit"]["n_increments"] == 3 * 6 * 4
@@ -477,6 +479,8 @@ def test_cli_macro_train_block_states(tmp_path):
     ("block", 4, ["--n-closure", "2"], "--n-closure: applies to --states upsampled only"),
     ("block", 4, ["--steps", "9"], "--steps: no frame 0 + 9"),
     ("block", 4, ["--fits", "0"], "--fits: must be >= 1"),
+    ("block", 4, ["--horizon", "-1"], "--horizon: must be >= 0"),
+    ("upsampled", 1, ["--horizon", "2"], "--horizon: applies to --states block only"),
     ("upsampled", 2, [], "--init: --states upsampled takes one tracks table"),
 ])
 def test_cli_macro_train_block_state_refusals(tmp_path, capsys, states, n_tables, extra, message):
@@ -643,3 +647,77 @@ def test_quench_video_renders_every_nth_frame():
     with pytest.raises(ParameterError, match="render_every"):
         quench_video(n_fov=16, frames=11, seed=0, area_fraction=0.8, diameter=16.0, diffusion=0.25, kT=0.002,
                      substeps=3, render_every=0)
+
+
+def test_multi_step_drift_follows_the_mean_trajectory_of_a_mixture():
+    """Known truth: two populations relax from the same z at rates 0.3 and 0.05 per frame,
+    z(t) = 0.3 + 0.5 (1 - exp(-r t)). At a given z the one-step drift averages whichever
+    population is there, so its Euler path from the common start misses the mixture's mean
+    trajectory (by 0.05-0.07); the drift refitted to the trajectories (refine_drift) follows the
+    mean, which an autonomous drift can represent (it is monotone), to within 0.015, a
+    twentieth of its range. A weight of 0 leaves a trajectory out: the drift then follows
+    the other one."""
+    import copy
+
+    from colloidcg.scaling.macro import refine_drift
+    t = np.arange(21)
+    paths = np.array([0.3 + 0.5 * (1 - np.exp(-r * t)) for r in (0.3, 0.05)])       # (2, 21)
+    rng = np.random.default_rng(0)
+    noisy = paths[None] + 0.002 * rng.standard_normal((4, 2, 21))
+    z0, z1 = noisy[..., :-1].reshape(-1, 1), noisy[..., 1:].reshape(-1, 1)
+
+    def euler(sde, start, steps=20):
+        r = [start]
+        with torch.no_grad():
+            for _ in range(steps):
+                r.append(r[-1] + sde.dt * float(sde.drift(torch.tensor([[r[-1]]], dtype=torch.float64))[0, 0]))
+        return np.array(r)
+
+    mean = paths.mean(0)
+    one, _ = fit_sde(z0, z1, dt=1.0, names=["z"], seed=0, iterations=80)
+    multi = copy.deepcopy(one)
+    refine_drift(multi, paths[:, :, None], iterations=150, lr=5e-3)
+    miss_one = np.abs(euler(one, mean[0]) - mean).max()
+    miss_multi = np.abs(euler(multi, mean[0]) - mean).max()
+    assert miss_one > 0.03, miss_one
+    assert miss_multi < 0.015, miss_multi
+    # sigma is the likelihood fit's, untouched by the refit
+    zz = torch.linspace(0.3, 0.8, 7, dtype=torch.float64)[:, None]
+    with torch.no_grad():
+        torch.testing.assert_close(one.sigma(zz), multi.sigma(zz), rtol=0, atol=0)
+    # a weight of 0 removes a trajectory: weights (1, 0) follow the fast population alone
+    fast = copy.deepcopy(one)
+    refine_drift(fast, paths[:, :, None], weights=np.array([1.0, 0.0]), iterations=150, lr=5e-3)
+    assert np.abs(euler(fast, paths[0, 0]) - paths[0]).max() < 0.005
+    with pytest.raises(ParameterError, match="paths"):
+        refine_drift(one, paths[:, :1, None])
+    with pytest.raises(ParameterError, match="path_weights"):
+        refine_drift(one, paths[:, :, None], weights=np.zeros(2))
+
+
+def test_block_draw_paths_are_the_block_states_own_trajectories():
+    """Exact: a BlockDraw has block_pairs' increments for the same seed; each block state's
+    path starts at its increments' z0, its next value is their mean z1 (the K increments
+    average to the block state's own increment), and it ends in NaN after the last step."""
+    from colloidcg.scaling.macro import block_draw
+    rng = np.random.default_rng(2)
+    z = rng.uniform(0.3, 0.8, (9, 5, 1))
+    w = rng.integers(50, 70, (9, 5)).astype(float)
+    p0, p1 = block_pairs(z, w, blocks=3, sets_per_step=2, seed=4)
+    d = block_draw(z, w, blocks=3, sets_per_step=2, seed=4, horizon=3)
+    np.testing.assert_array_equal(d.z0, p0)             # particle-weighted: the same increments
+    np.testing.assert_array_equal(d.z1, p1)
+    p0, p1 = block_pairs(z, blocks=3, sets_per_step=2, seed=4)
+    d = block_draw(z, blocks=3, sets_per_step=2, seed=4, horizon=3)     # equal counts: exact averages
+    np.testing.assert_array_equal(d.z0, p0)
+    np.testing.assert_array_equal(d.z1, p1)
+    assert d.paths.shape == (4 * 2, 4, 1)
+    for b in range(len(d.paths)):
+        rows = d.state == b
+        assert rows.sum() == 3
+        np.testing.assert_allclose(d.paths[b, 0], d.z0[rows].mean(0), atol=1e-15)
+        np.testing.assert_allclose(d.paths[b, 1], d.z1[rows].mean(0), atol=1e-15)
+    t = np.repeat(np.arange(4), 2)                     # the macro step each block state starts at
+    assert np.array_equal(np.isnan(d.paths[:, :, 0]).sum(1), np.maximum(t + 3 - 4, 0))
+    with pytest.raises(ParameterError, match="horizon"):
+        block_draw(z, w, blocks=3, horizon=0)

@@ -51,6 +51,10 @@ def add_parser(subparsers) -> None:
                         "large system whose correlations stay within the small box, docs/scaling.md)")
     t.add_argument("--block-sets", type=int, default=8, metavar="N", dest="block_sets",
                    help="block states drawn per macro step (--states block)")
+    t.add_argument("--horizon", type=int, default=0, metavar="H",
+                   help="--states block: 0, the drift of the one-step likelihood; H >= 1, the multi-step "
+                        "drift, refitted so that its integrated steps follow the block states' own "
+                        "trajectories over H macro steps (docs/scaling.md)")
     t.add_argument("--factor", type=int, default=16, metavar="K",
                    help="area factor of the upsampled snapshots, a square (2D) or cube (3D); with --states "
                         "block also the number K of small systems in a block state")
@@ -174,6 +178,9 @@ def run_train(args: argparse.Namespace) -> int:
             if v is not None:
                 raise ParameterError(f"{flag}: applies to --states upsampled only (block states have no patches "
                                      "cut from a large system)")
+    elif args.horizon:
+        raise ParameterError("--horizon: applies to --states block only (upsampled states have no trajectories "
+                             "of their own to follow)")
     elif len(args.init) != 1:
         raise ParameterError(f"--init: --states upsampled takes one tracks table, got {len(args.init)} "
                              "(several small systems of the same age: --states block)")
@@ -181,7 +188,7 @@ def run_train(args: argparse.Namespace) -> int:
         args.patches = 4
     for flag, v, lo in (("--snapshots", args.snapshots, 1), ("--steps", args.steps, 1), ("--patches", args.patches, 1),
                         ("--n-closure", args.n_closure, 0), ("--seed", args.seed, 0),
-                        ("--block-sets", args.block_sets, 1), ("--fits", args.fits, 1)):
+                        ("--block-sets", args.block_sets, 1), ("--fits", args.fits, 1), ("--horizon", args.horizon, 0)):
         if v < lo:
             raise ParameterError(f"{flag}: must be >= {lo}, got {v}")
     if args.lam != "auto":
@@ -353,7 +360,7 @@ def _train_block(args, lam, dev, out) -> int:
         labels = label_values(trajs[0][0], labs)
         res = learn_block(trajs, steps=args.steps, observables=obs, blocks=args.factor, lam=lam,
                           sets_per_step=args.block_sets, labels=labels, seed=args.seed, fits=args.fits,
-                          progress=True)
+                          horizon=args.horizon, progress=True)
         folder = tx.path("sde.json").parent
         res.sde.save(folder)
         K = res.n_patches

@@ -31,7 +31,7 @@ import torch
 from ..errors import ColloidcgError, ParameterError
 
 __all__ = ["MacroSDE", "BaggedSDE", "SDEConfig", "FitReport", "Encoder", "fit_sde", "fit_bagged", "load_sde", "gaussian_nll", "partial_increments",
-           "trajectory_increments", "block_increments", "block_pairs", "learn_macro", "learn_block", "MacroLearned"]
+           "trajectory_increments", "block_increments", "block_pairs", "block_draw", "BlockDraw", "refine_drift", "learn_macro", "learn_block", "MacroLearned"]
 
 #: Files of a saved SDE inside its folder.
 CONFIG_FILE = "sde.json"
@@ -293,6 +293,7 @@ def fit_sde(z0, z1, *, dt: float, names, lam: float = 1.0, area_px2: float = 1.0
             tile_area_px2: float | None = None, start=None, labels: dict | None = None,
             jitter: float = 1e-3, hidden: int = 32, layers: int = 2, iterations: int = 300,
             lr: float = 2e-3, weight_decay: float = 1e-5, val_fraction: float = 0.2, seed: int = 0,
+            paths=None, path_weights=None, path_iterations: int = 200, path_lr: float = 1e-3,
             progress: bool = False) -> tuple[MacroSDE, FitReport]:
     """Fit :class:`MacroSDE` to increments by the Gaussian likelihood.
 
@@ -308,6 +309,12 @@ def fit_sde(z0, z1, *, dt: float, names, lam: float = 1.0, area_px2: float = 1.0
         quadrature, unscaled by lambda).
     iterations : full-batch Adam steps (lr, weight_decay); the state with the lowest
         validation NLL (a random ``val_fraction`` of the increments) is kept.
+    paths : optional (B, H + 1, d) trajectories of the states the increments start from,
+        one macro step apart (NaN after a trajectory's end; block states:
+        :func:`block_draw`). When given, the drift is then refined so that its own
+        integrated steps follow them over H macro steps (:func:`refine_drift`, the
+        multi-step drift; ``path_weights`` (B,) weights per trajectory, ``path_iterations``
+        Adam steps at ``path_lr``); sigma stays the likelihood fit's.
     """
     z0 = np.asarray(z0, np.float64)
     z1 = np.asarray(z1, np.float64)
@@ -377,10 +384,89 @@ def fit_sde(z0, z1, *, dt: float, names, lam: float = 1.0, area_px2: float = 1.0
             best_state = {k: x.detach().clone() for k, x in sde.state_dict().items()}
     if best_state is not None:
         sde.load_state_dict(best_state)
+    if paths is not None:
+        refine_drift(sde, paths, weights=path_weights, iterations=path_iterations, lr=path_lr, seed=seed,
+                     val_fraction=val_fraction)
     sde.eval()
     with torch.no_grad():
         tr_nll = float(gaussian_nll(sde, Z0[tr], DZ[tr], lam, jitter))
-    return sde, FitReport(float(lam), float(jitter), int(iterations), tr_nll, float(best), int(len(z0)))
+        v_nll = float(gaussian_nll(sde, Z0[va], DZ[va], lam, jitter)) if n_val else tr_nll
+    return sde, FitReport(float(lam), float(jitter), int(iterations), tr_nll, v_nll if paths is not None else float(best),
+                          int(len(z0)))
+
+
+def refine_drift(sde: MacroSDE, paths, *, weights=None, iterations: int = 200, lr: float = 1e-3,
+                 val_fraction: float = 0.2, seed: int = 0) -> float:
+    """The multi-step drift: refit mu so that the SDE's own integrated steps follow
+    observed trajectories over several macro steps (sigma is left as it is).
+
+    A one-step fit makes mu(z) dt the mean increment of the states seen at z. When states
+    of different histories share a z (a non-Markov process seen through z), the
+    integrated drift need not follow the mean trajectory the increments came from. Here
+    the noise-free Euler path r_0 = x_0, r_{k+1} = r_k + mu(r_k) dt is fitted to each
+    trajectory x_0 .. x_H by weighted least squares over all lags k = 1..H at once:
+
+        loss = sum_b w_b sum_k sum_i (r_k,i - x_k,i)^2 / (k s_i(x_0)^2 dt)
+
+    s_i^2 the diagonal of sigma sigma^T at the start (the variance of x_k grows as k s^2
+    dt). The pooled lags are correlated; this is a least-squares criterion, not a
+    likelihood.
+
+    paths : (B, H + 1, d) trajectories one macro step (``sde.dt`` frames) apart; NaN
+        entries (after a trajectory's end) are left out. H >= 1.
+    weights : (B,) weights of the trajectories (default 1).
+    iterations : Adam steps at ``lr`` on the drift network; the state with the lowest
+        loss on a random ``val_fraction`` of the trajectories (all if fewer than 10) is
+        kept. Returns that loss.
+    """
+    P = np.asarray(paths, np.float64)
+    if P.ndim != 3 or P.shape[1] < 2 or P.shape[2] != sde.d:
+        raise ParameterError(f"paths: expected (trajectories, horizon + 1 >= 2, {sde.d}) values, got shape {P.shape}")
+    if not np.isfinite(P[:, :2]).all():
+        raise ColloidcgError("paths: every trajectory needs finite values at its first two macro steps")
+    B, H1, _ = P.shape
+    w = np.ones(B) if weights is None else np.asarray(weights, np.float64)
+    if w.shape != (B,) or not np.all(np.isfinite(w)) or np.any(w < 0) or not w.sum() > 0:
+        raise ParameterError(f"path_weights: expected ({B},) finite weights >= 0, not all 0")
+    X = torch.as_tensor(P)
+    mask = torch.isfinite(X)
+    X = torch.nan_to_num(X)
+    dt = sde.dt
+    with torch.no_grad():
+        L = sde.sigma(X[:, 0])
+        s2 = torch.diagonal(L @ L.transpose(1, 2), dim1=1, dim2=2) * dt          # (B, d)
+    k = torch.arange(H1, dtype=torch.float64).clamp(min=1.0)
+    Wt = mask.double() / (k[None, :, None] * s2[:, None, :]) * torch.as_tensor(w)[:, None, None]
+    Wt[:, 0] = 0.0
+    rng = np.random.default_rng([int(seed), 4099])
+    perm = rng.permutation(B)
+    n_val = int(round(val_fraction * B)) if B >= 10 else 0
+    va = torch.as_tensor(perm[:n_val]) if n_val else torch.as_tensor(perm)
+    tr = torch.as_tensor(perm[n_val:])
+
+    def loss(idx):
+        r = X[idx, 0]
+        path = [r]
+        for _ in range(H1 - 1):
+            r = r + sde.drift(r) * dt
+            path.append(r)
+        R = torch.stack(path, 1)
+        return ((R - X[idx]) ** 2 * Wt[idx]).sum() / Wt[idx].sum()
+
+    opt = torch.optim.Adam(sde.drift_net.parameters(), lr=lr)
+    with torch.no_grad():
+        best = float(loss(va))
+    best_state = {n: x.detach().clone() for n, x in sde.state_dict().items()}
+    for _ in range(int(iterations)):
+        opt.zero_grad()
+        loss(tr).backward()
+        opt.step()
+        with torch.no_grad():
+            v = float(loss(va))
+        if v < best:
+            best, best_state = v, {n: x.detach().clone() for n, x in sde.state_dict().items()}
+    sde.load_state_dict(best_state)
+    return best
 
 
 #: Fits averaged by default (:func:`fit_bagged`, ``colloidcg macro train --fits``).
@@ -392,7 +478,10 @@ def fit_bagged(increments, *, fits: int = DEFAULT_FITS, seed: int = 0, bootstrap
     """Bagging: ``fits`` SDEs fitted by :func:`fit_sde`, averaged into one :class:`BaggedSDE`.
 
     increments : (z0, z1), each (M, d), or a callable seed -> (z0, z1) that draws them
-        afresh for each member (block states: every member its own draw of block sets).
+        afresh for each member (block states: every member its own draw of block sets);
+        either may be a :class:`BlockDraw` with trajectories instead, whose drift is then
+        the multi-step drift (:func:`refine_drift`; with the bootstrap, each trajectory
+        weighted by how many of its increments were drawn).
     fits : members M (1: a plain :class:`MacroSDE`, as :func:`fit_sde`).
     seed : member k is fitted with seed ``seed + k`` (network initialisation, validation
         split, its draw of increments and its resample).
@@ -407,13 +496,22 @@ def fit_bagged(increments, *, fits: int = DEFAULT_FITS, seed: int = 0, bootstrap
     members, reports = [], []
     for k in range(int(fits)):
         s = int(seed) + k
-        z0, z1 = increments(s) if callable(increments) else increments
+        data = increments(s) if callable(increments) else increments
+        paths = state = weights = None
+        if isinstance(data, BlockDraw):
+            z0, z1, paths, state = data.z0, data.z1, data.paths, data.state
+        else:
+            z0, z1 = data
         z0, z1 = np.asarray(z0, np.float64), np.asarray(z1, np.float64)
         if start is None:
             start = z0[0] if z0.ndim == 2 and len(z0) else None
         if bootstrap and int(fits) > 1:
             pick = np.random.default_rng([s, 7919]).integers(0, len(z0), len(z0))
             z0, z1 = z0[pick], z1[pick]
+            if paths is not None:     # each trajectory weighted by how often its increments were drawn
+                weights = np.bincount(state[pick], minlength=len(paths)).astype(float)
+        if paths is not None:
+            kwargs = {**kwargs, "paths": paths, "path_weights": weights}
         sde, rep = fit_sde(z0, z1, start=start, seed=s, **kwargs)
         members.append(sde)
         reports.append(rep)
@@ -551,6 +649,35 @@ def block_pairs(z, weights=None, *, blocks: int, sets_per_step: int = 8, seed: i
     """:func:`block_increments` from values: ``z`` (n, steps, d) the small systems' z along
     their trajectories, ``weights`` (n, steps) their particle counts (None: equal).
     Returns (z0, z1), ((steps - 1) x sets_per_step x blocks, d) each."""
+    d = block_draw(z, weights, blocks=blocks, sets_per_step=sets_per_step, seed=seed, horizon=1)
+    return d.z0, d.z1
+
+
+@dataclass
+class BlockDraw:
+    """One draw of block states (:func:`block_draw`).
+
+    z0, z1 : (M, d) partial increments, M = (steps - 1) x sets_per_step x K (as
+        :func:`block_pairs`). paths : (B, horizon + 1, d) each block state's own z over
+        the next ``horizon`` macro steps (its K systems' weighted mean; NaN after the
+        last macro step), B = (steps - 1) x sets_per_step. state : (M,) the block state
+        (row of ``paths``) each increment belongs to.
+    """
+
+    z0: np.ndarray
+    z1: np.ndarray
+    paths: np.ndarray
+    state: np.ndarray
+
+
+def block_draw(z, weights=None, *, blocks: int, sets_per_step: int = 8, seed: int = 0,
+               horizon: int = 1) -> BlockDraw:
+    """Block states' partial increments (:func:`block_pairs`, the same draw for the same
+    seed) and their trajectories over ``horizon`` >= 1 macro steps, for the multi-step
+    drift (:func:`refine_drift`; :func:`fit_bagged` takes a BlockDraw).
+    ``z`` (n, steps, d), ``weights`` (n, steps) as in :func:`block_pairs`."""
+    if isinstance(horizon, bool) or int(horizon) != horizon or horizon < 1:
+        raise ParameterError(f"horizon: expected an integer >= 1 macro steps, got {horizon!r}")
     z = np.asarray(z, np.float64)
     if z.ndim != 3 or z.shape[1] < 2:
         raise ParameterError(f"z: expected (systems, steps >= 2, d) values, got shape {z.shape}")
@@ -560,16 +687,20 @@ def block_pairs(z, weights=None, *, blocks: int, sets_per_step: int = 8, seed: i
         raise ParameterError(f"weights: expected ({n}, {steps}) positive particle counts, got shape {w.shape}")
     _check_blocks(blocks, sets_per_step)
     rng = np.random.default_rng(seed)
-    K = int(blocks)
-    z0, z1 = [], []
+    K, H = int(blocks), int(horizon)
+    z0, z1, paths = [], [], []
     for t in range(steps - 1):
         for _ in range(int(sets_per_step)):
             pick = rng.choice(n, K, replace=n < K)
-            zbar = (w[pick, t, None] * z[pick, t]).sum(0) / w[pick, t].sum()
+            end = min(t + H, steps - 1) + 1
+            path = np.full((H + 1, z.shape[2]), np.nan)
+            path[:end - t] = (w[pick, t:end, None] * z[pick, t:end]).sum(0) / w[pick, t:end, None].sum(0)
+            paths.append(path)
+            zbar = path[0]
             for i in pick:
                 z0.append(zbar)
                 z1.append(zbar + z[i, t + 1] - z[i, t])
-    return np.array(z0), np.array(z1)
+    return BlockDraw(np.array(z0), np.array(z1), np.array(paths), np.repeat(np.arange(len(paths)), K))
 
 
 # ---------------------------------------------------------------------- the whole chain
@@ -651,7 +782,7 @@ def learn_macro(simulator, snapshots, *, patch: float, steps: int, observables, 
 
 def learn_block(trajectories, *, steps: int, observables, blocks: int, lam: float | str = "auto",
                 sets_per_step: int = 8, labels: dict | None = None, seed: int = 0, iterations: int = 300,
-                fits: int = DEFAULT_FITS, progress: bool = False) -> MacroLearned:
+                fits: int = DEFAULT_FITS, horizon: int = 0, progress: bool = False) -> MacroLearned:
     """The SDE fitted on block states (:func:`block_increments`) of small periodic systems.
 
     trajectories : one list per small system of periodic MicroStates ``steps`` frames
@@ -665,6 +796,9 @@ def learn_block(trajectories, *, steps: int, observables, blocks: int, lam: floa
     tile_area_px2 = the box's area) and starts by default from the systems' mean z at the
     first time. fits : SDE fits averaged (:func:`fit_bagged`: member k draws its own block
     states with seed ``seed + k`` and is fitted to a bootstrap resample of them; 1: one fit).
+    horizon : 0 (default): the drift of the one-step likelihood; H >= 1: the multi-step
+    drift, refitted so that its integrated steps follow the block states' own trajectories
+    over H macro steps (:func:`refine_drift`; docs/scaling.md).
     Returns a :class:`MacroLearned` (n_patches = K, no closure; z0, z1 the first member's
     block states).
     """
@@ -678,10 +812,21 @@ def learn_block(trajectories, *, steps: int, observables, blocks: int, lam: floa
     if not np.all(areas > 0) or not np.allclose(areas, areas[0], rtol=1e-6):
         raise ParameterError("trajectories: every small system needs a periodic box of the same area, got "
                              f"{sorted(set(np.round(areas, 3).tolist()))} px^2")
+    if isinstance(horizon, bool) or int(horizon) != horizon or horizon < 0:
+        raise ParameterError(f"horizon: expected an integer >= 0 macro steps, got {horizon!r}")
     enc = Encoder(observables)
-    def draw(s):
-        return block_increments(enc, trajectories, blocks=K, sets_per_step=int(sets_per_step), seed=int(s))
-    z0, z1 = draw(seed)
+    if horizon:
+        z_all = np.array([[enc.whole(s) for s in t] for t in trajectories])
+        counts = np.array([[len(s.pos) for s in t] for t in trajectories], dtype=float)
+
+        def draw(s):
+            return block_draw(z_all, counts, blocks=K, sets_per_step=int(sets_per_step), seed=int(s),
+                              horizon=int(horizon))
+    else:
+        def draw(s):
+            return block_increments(enc, trajectories, blocks=K, sets_per_step=int(sets_per_step), seed=int(s))
+    first_draw = draw(seed)
+    z0, z1 = (first_draw.z0, first_draw.z1) if horizon else first_draw
     tile_area = float(areas[0])
     lam_v = float(K) if lam == "auto" else float(lam)
     first = [t[0] for t in trajectories]
@@ -692,6 +837,7 @@ def learn_block(trajectories, *, steps: int, observables, blocks: int, lam: floa
                           iterations=iterations, progress=progress)
     report = {"states": "block", "systems": len(trajectories), "n_patches_K": float(K), "lambda": lam_v,
               "steps_frames": int(steps), "macro_steps": len(trajectories[0]) - 1,
-              "block_sets_per_step": int(sets_per_step), "area_px2": K * tile_area, "tile_area_px2": tile_area,
+              "block_sets_per_step": int(sets_per_step), "horizon_macro_steps": int(horizon),
+              "area_px2": K * tile_area, "tile_area_px2": tile_area,
               "variables": enc.names, **_fit_summary(fit)}
     return MacroLearned(sde, enc, z0, z1, float(K), lam_v, report, None)
