@@ -284,7 +284,9 @@ def test_quality_ok_on_the_project_video_and_bad_on_a_too_small_diameter():
     good = _track(frames)
     assert good.quality.status == "ok", good.quality.reasons
     assert good.quality.metrics["frame_correlation"] > 0.5
-    bad = _track(frames, diameter=3, separation=1.5, minmass=1.0)
+    # half the frames for the bad settings (their thousands of spurious spots cost 10x
+    # the good run): the verdict and its reason are the same (snr 1.7 on 6 frames, 1.9 on 12)
+    bad = _track(frames[:6], diameter=3, separation=1.5, minmass=1.0)
     assert bad.quality.status != "ok"
     assert bad.quality.metrics["close_pairs"] > 0.05 or bad.quality.metrics["snr"] < 3
 
