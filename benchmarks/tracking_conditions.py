@@ -504,11 +504,16 @@ def _git_state() -> str:
     return f"commit {head}" + (" + uncommitted changes in colloidcg/tracking" if dirty else "")
 
 
-def markdown(rows, scenes_rows, mode, seconds) -> str:
+def markdown(rows, scenes_rows, mode, seconds, state: str | None = None) -> str:
+    """The table as markdown; ``state``: the commit measured (:func:`_git_state`, read
+    when the run started: the code is imported then, and commits made during a long run
+    are not in it), with the time the run started."""
     lines = []
     lines.append(f"## Tracking accuracy over imaging conditions ({mode})")
     lines.append("")
-    lines.append(f"Measured at {_git_state()}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.")
+    if state is None:
+        state = f"{_git_state()}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
+    lines.append(f"Measured at {state}.")
     lines.append("")
     if rows:
         r0 = rows[0]
@@ -646,6 +651,7 @@ def run_conditions(mode: str = "quick", scenes: bool = False, as_json: bool = Fa
                                  f"from the {mode} table, separated by semicolons")
         conds = [c for c in conds if c.name in want]
     n_frames = 5 if mode == "quick" else 10
+    state = f"{_git_state()}, run started {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
     t_all = time.perf_counter()
     # warm-up (numba / worker start), not part of any measure
     from colloidcg.tracking import track
@@ -674,7 +680,7 @@ def run_conditions(mode: str = "quick", scenes: bool = False, as_json: bool = Fa
         print(json.dumps({"mode": mode, "seconds": seconds, "conditions": rows,
                           "scenes": scene_rows}, indent=1, default=_jsonable))
     else:
-        print(markdown(rows, scene_rows, mode, seconds))
+        print(markdown(rows, scene_rows, mode, seconds, state))
     return 0
 
 
