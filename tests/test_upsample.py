@@ -204,7 +204,9 @@ def test_upsample_no_seam_within_two_standard_errors(up4):
     "inside the band's edge, 1.28 just outside, also without a seam), and the model's own structure has "
     "2-3 % more neighbours where its |psi6| matches the data; reflecting the band's particles at its edge "
     "(band_edge='reflect') closes the leak but then the 0-16 px band fails (+3.0 SE, 16-48 px +3.1 SE): "
-    "with no seam at all the model's relaxation adds 1.3-2 % neighbours at the calibrated temperature"))
+    "with no seam at all the model's relaxation adds 1.3-2 % neighbours at the calibrated temperature. "
+    "Before any model frame the overlap pushes already leave +0.06 (2.0 SE) at 16-48 px; 2-5 reflecting frames, "
+    "a 48 px band or 3 frames of the whole system leave +0.04-0.11 (1.5-3.6 SE, docs/scaling.md, session 15)"))
 def test_upsample_no_ridge_at_the_band_edge(up4):
     """The issue's criterion over the rest of the profile: 16-48 px from a seam. Not met."""
     up, _ = up4
