@@ -28,9 +28,8 @@ import pandas as pd
 
 from ..errors import ParameterError, TrackingError
 from ..outputs import provenance, write_table
-from .link import (FrameLinker, add_velocities, estimate_drift, filter_stubs, gc_frozen,
-                   subtract_drift)
-from .locate import iter_locate, locate_frame, locate_reporting, prepare
+from .link import add_velocities, estimate_drift, filter_stubs, gc_frozen, link, subtract_drift
+from .locate import iter_locate, locate_frame, prepare
 from .params import (AMBIGUOUS_CONTRAST, TrackParams, blob_scan, blob_sigma, contrast_ambiguity,
                      model_residual, spot_scale,
                      suggest_diameter,
@@ -128,50 +127,22 @@ def _nn_spacing(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.median(nearest(np.c_[x, y])[0]))
 
 
-#: The search range is estimated from enough pairs of consecutive frames (spread over
-#: the video) to hold about this many detections in their first frames, 3 to 20 pairs.
-SEARCH_RANGE_DETECTIONS = 2000
-
-
-def _head_frames(frames: range, probing: bool, search: bool, n_first: int
-                 ) -> tuple[list[int], np.ndarray]:
-    """The frames to locate before linking: the probed ones (first, middle, last) when
-    ``probing``, and when ``search``, pairs of consecutive frames for the search range
-    (``n_first`` detections in the first frame set how many pairs); returns them (sorted)
-    and the pairs' first frames."""
-    head = {frames[0], frames[len(frames) // 2], frames[-1]} if probing else {frames[0]}
-    starts = np.zeros(0, int)
-    if search:
-        n_pairs = int(np.clip(math.ceil(SEARCH_RANGE_DETECTIONS / max(n_first, 1)), 3, 20))
-        starts = np.unique(np.linspace(frames.start, max(frames.start, frames.stop - 2),
-                                       min(n_pairs, max(1, len(frames) - 1))).astype(int))
-        head |= {int(k) for k in starts} | {int(k) + 1 for k in starts if k + 1 < frames.stop}
-    return sorted(head), starts
-
-
-def _merge_probe(found: dict, f: pd.DataFrame) -> pd.DataFrame:
-    """Fold what a frame's probes found (``f.attrs["probe"]``) into ``found``: the largest
-    profile gain, and rings possible in any frame; returns ``f`` without it."""
-    probe = f.attrs.pop("probe", {})
-    if "profile_gain" in probe:
-        found["profile_gain"] = max(found.get("profile_gain", 0.0), probe["profile_gain"])
-    if "rings" in probe:
-        found["rings"] = found.get("rings", False) or probe["rings"]
-    return f
-
-
-def _estimate_search_range(located: dict[int, pd.DataFrame], frames: range,
-                           starts: np.ndarray) -> float:
-    """Search range from nearest-feature distances between the consecutive frames
-    (k, k + 1) for k in ``starts``, pooled (``located``: frame -> features)."""
-    pos = ["z", "y", "x"] if any("z" in f for f in located.values()) else ["y", "x"]
+def _estimate_search_range(features: pd.DataFrame, frames: range) -> float:
+    """Search range from nearest-feature distances between consecutive frames: up to 20
+    pairs of frames spread over the range, pooled."""
+    pos = ["z", "y", "x"] if "z" in features else ["y", "x"]
+    t = features["frame"].to_numpy()
+    xyz = features[pos].to_numpy()
+    order = np.argsort(t, kind="stable")
+    t, xyz = t[order], xyz[order]
 
     def at(k):
-        f = located.get(int(k))
-        return f[pos].to_numpy() if f is not None and len(f) else np.zeros((0, len(pos)))
+        return xyz[np.searchsorted(t, k, "left"):np.searchsorted(t, k, "right")]
 
     f0 = at(frames.start)
     spacing = _nn_spacing(f0[:, -1], f0[:, -2]) if len(f0) > 1 else float("nan")
+    starts = np.unique(np.linspace(frames.start, max(frames.start, frames.stop - 2),
+                                   min(20, max(1, len(frames) - 1))).astype(int))
     p0 = [at(k) for k in starts]
     p1 = [at(k + 1 if len(frames) > 1 else k) for k in starts]
     return round(suggest_search_range(p0, p1, spacing), 3)
@@ -407,65 +378,47 @@ def _track_steps(video, params: TrackParams | dict | None, progress: bool, meta:
     except TrackingError as e:
         raise TrackingError(f"{path}: {e}") from None
     kwargs = dict(diameter=p.diameter, separation=p.separation, minmass=p.minmass,
-                  invert=p.invert, roi=p.roi, refine=p.refine, contrast=p.contrast,
-                  spot_profile=p.spot_profile is not False, gap_check=p.gap_check is not False)
-    probing = first.ndim == 2 and p.refine and (p.spot_profile is None or p.gap_check is None)
-    located: dict[int, pd.DataFrame] = {}
-    found: dict = {}
-    no_sample = _NoSample(first, p)
-    link_s, param_s = 0.0, timings["parameters"]
+                  invert=p.invert, roi=p.roi, refine=p.refine, contrast=p.contrast)
+    parts, rest, probe = [], list(frames), None
     t_locate = time.perf_counter()
     try:
-        # 1. The frames needed before linking can start, located first: the first, middle
-        #    and last frames decide the probes for the video (located with both on; the
-        #    same result as without a probe that finds nothing), and pairs of consecutive
-        #    frames give the search range. The first frame alone says how many pairs.
-        if probing or p.search_range is None:
-            located[frames.start] = f0 = locate_reporting(first, frames.start, kwargs)
-            _merge_probe(found, f0)
-            yield 1
-            head, starts = _head_frames(frames, probing, p.search_range is None, len(f0))
-            more = [k for k in head if k not in located]
-            for k, f in zip(more, iter_locate(video, more, processes=p.processes,
-                                              progress=False, report_probes=True, **kwargs)):
-                located[k] = _merge_probe(found, f)
-                yield len(located)
-            if probing:
-                _decide_probes(p, found)
-                kwargs.update(spot_profile=p.spot_profile, gap_check=p.gap_check)
-            no_sample.fit(list(located.values()))
-            located = {k: no_sample(f) for k, f in located.items()}
-            if p.search_range is None:
-                with _timed(timings, "parameters"):
-                    p.search_range = _estimate_search_range(located, frames, starts)
-        # 2. The rest, linked in frame order while later frames are still being located
-        linker = FrameLinker(p.search_range, p.memory)
-        rest = [k for k in frames if k not in located]
-        done = len(frames) - len(rest)
-        stream = iter_locate(video, rest, processes=p.processes, progress=progress, **kwargs)
-        try:
-            for k in frames:
-                f = located.pop(k, None)
-                if f is None:
-                    f, done = no_sample(next(stream)), done + 1
-                    yield done
-                t0 = time.perf_counter()
-                linker.add(f)
-                link_s += time.perf_counter() - t0
-        finally:
-            stream.close()
+        if first.ndim == 2 and p.refine and (p.spot_profile is None or p.gap_check is None):
+            # the first, middle and last frames are located with both probes on, and what
+            # they find decides the probes for the video; their results are kept (the
+            # same as without a probe that finds nothing)
+            probe = {}
+            probed = sorted({frames[0], frames[len(frames) // 2], frames[-1]})
+            for done, k in enumerate(probed, start=1):
+                f = locate_frame(first if k == frames.start else np.asarray(video[k]), k,
+                                 **kwargs, probe=probe)
+                if len(f):
+                    parts.append(f)
+                yield done
+            rest = [k for k in frames if k not in set(probed)]
+            _decide_probes(p, probe)
+        kwargs.update(spot_profile=p.spot_profile is not False,
+                      gap_check=p.gap_check is not False)
+        for done, f in enumerate(iter_locate(video, rest, processes=p.processes,
+                                             progress=progress, **kwargs),
+                                 start=len(frames) - len(rest) + 1):
+            if len(f):
+                parts.append(f)
+            yield done
     except TrackingError as e:          # a bad frame met while locating: name the file
         raise TrackingError(f"{path}: {e}") from None
-    timings["locating"] = (time.perf_counter() - t_locate - link_s
-                           - (timings["parameters"] - param_s))
-    timings["linking"] = link_s
-    if linker.empty:
+    timings["locating"] = time.perf_counter() - t_locate
+    if not parts:
         raise TrackingError(f"no particles found in {path} with diameter={p.diameter}, "
                             f"minmass={p.minmass:.4g}, contrast={p.contrast}; check these parameters")
+    features = pd.concat(parts, ignore_index=True).sort_values("frame", kind="stable",
+                                                               ignore_index=True)
+    features, masked = _mask_no_sample(features, first, p)
+    if p.search_range is None:
+        with _timed(timings, "parameters"):
+            p.search_range = _estimate_search_range(features, frames)
     with _timed(timings, "linking"):
-        tracks = linker.tracks()
+        tracks = link(features, p.search_range, p.memory)
         tracks = filter_stubs(tracks, min(p.min_length, len(frames)))
-    masked = no_sample.fraction
     if len(tracks) == 0:
         from .quality import frame_correlation
 
@@ -488,9 +441,9 @@ def _track_steps(video, params: TrackParams | dict | None, progress: bool, meta:
         quality = _assess(tracks, p, frames, video, first, ambiguity, covariances)
     quality.metrics.update(ep_tracks_ratio=round(scale, 4), ep_tracks_check=how,
                            no_sample_fraction=round(masked, 4))
-    if probing:
-        quality.metrics.update(probed_profile_gain=round(found.get("profile_gain", 0.0), 4),
-                               probed_rings_possible=bool(found.get("rings", True)))
+    if probe is not None:
+        quality.metrics.update(probed_profile_gain=round(probe.get("profile_gain", 0.0), 4),
+                               probed_rings_possible=bool(probe.get("rings", True)))
     drift = None
     if p.subtract_drift:
         drift = estimate_drift(tracks)
@@ -553,47 +506,25 @@ def _check_frame(frame: np.ndarray, k: int, path) -> None:
                             "nothing can be tracked in it")
 
 
-class _NoSample:
-    """Drops detections where the first frame shows no sample (black borders, walls;
-    :func:`colloidcg.tracking.params.sample_mask`). 2D, single contrast only. The mask's
-    spot level is the median ``signal`` of the detections it is fitted on (:meth:`fit`; else
-    the first non-empty frame it is called on)."""
+def _mask_no_sample(features: pd.DataFrame, first: np.ndarray, p: TrackParams
+                    ) -> tuple[pd.DataFrame, float]:
+    """Drop detections where the first frame shows no sample (black borders, walls;
+    :func:`colloidcg.tracking.params.sample_mask`); returns them and the masked share
+    of the frame. 2D, single-contrast only."""
+    from .params import sample_mask
 
-    def __init__(self, first: np.ndarray, p: TrackParams):
-        self.first, self.p = first, p
-        self.applies = first.ndim == 2 and p.contrast != "both"
-        self.mask = None
-        self.fitted = False
-
-    @property
-    def fraction(self) -> float:
-        """The share of the frame masked."""
-        return float(1 - self.mask.mean()) if self.mask is not None else 0.0
-
-    def fit(self, parts: list[pd.DataFrame]) -> None:
-        from .params import sample_mask
-
-        signal = [f["signal"].to_numpy(float) for f in parts if len(f) and "signal" in f]
-        if not self.applies or not signal:
-            return
-        img = prepare(self.first, bool(self.p.invert), self.p.roi)
-        self.mask = sample_mask(img, int(np.max(self.p.diameter)),
-                                float(np.nanmedian(np.concatenate(signal))))
-        self.fitted = True
-
-    def __call__(self, features: pd.DataFrame) -> pd.DataFrame:
-        """``features`` less the rows outside the sample."""
-        if not self.applies or not len(features):
-            return features
-        if not self.fitted:
-            self.fit([features])
-        if self.mask is None:
-            return features
-        x0, y0 = (self.p.roi[0], self.p.roi[1]) if self.p.roi is not None else (0, 0)
-        h, w = self.mask.shape
-        xi = np.clip(np.rint(features["x"].to_numpy() - x0).astype(int), 0, w - 1)
-        yi = np.clip(np.rint(features["y"].to_numpy() - y0).astype(int), 0, h - 1)
-        return features[self.mask[yi, xi]].reset_index(drop=True)
+    if first.ndim != 2 or p.contrast == "both" or "signal" not in features or not len(features):
+        return features, 0.0
+    img = prepare(first, bool(p.invert), p.roi)
+    peak = float(np.nanmedian(features["signal"].to_numpy(float)))
+    mask = sample_mask(img, int(np.max(p.diameter)), peak)
+    if mask is None:
+        return features, 0.0
+    x0, y0 = (p.roi[0], p.roi[1]) if p.roi is not None else (0, 0)
+    h, w = mask.shape
+    xi = np.clip(np.rint(features["x"].to_numpy() - x0).astype(int), 0, w - 1)
+    yi = np.clip(np.rint(features["y"].to_numpy() - y0).astype(int), 0, h - 1)
+    return features[mask[yi, xi]].reset_index(drop=True), float(1 - mask.mean())
 
 
 def _assess(tracks: pd.DataFrame, p: TrackParams, frames: range, video, first: np.ndarray,

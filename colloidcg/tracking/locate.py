@@ -750,36 +750,23 @@ def _duplicates(x: np.ndarray, y: np.ndarray, mass: np.ndarray, tol: float) -> n
 _FORKED: dict[str, Any] = {}   # the video and parameters, inherited by forked workers
 
 
-def _locate_chunk(video, frame_numbers: Sequence[int], kwargs: dict[str, Any] | None,
-                  report: bool = False) -> list[pd.DataFrame]:
+def _locate_chunk(video, frame_numbers: Sequence[int], kwargs: dict[str, Any] | None
+                  ) -> list[pd.DataFrame]:
     if video is None:   # forked worker: take them from the parent's memory
         video, kwargs = _FORKED["video"], _FORKED["kwargs"]
-    return [locate_reporting(video[i], i, kwargs) if report else locate_frame(video[i], i, **kwargs)
-            for i in frame_numbers]
-
-
-def locate_reporting(frame: np.ndarray, frame_no: int, kwargs: dict[str, Any]) -> pd.DataFrame:
-    """:func:`locate_frame` with what its probes found in the result's
-    ``attrs["probe"]`` (a dict, see ``probe`` there)."""
-    found: dict = {}
-    f = locate_frame(frame, frame_no, **kwargs, probe=found)
-    f.attrs["probe"] = found
-    return f
+    return [locate_frame(video[i], i, **kwargs) for i in frame_numbers]
 
 
 def iter_locate(video, frame_numbers: Sequence[int], processes: int | None = None,
-                progress: bool = True, report_probes: bool = False,
-                **kwargs) -> Iterator[pd.DataFrame]:
+                progress: bool = True, **kwargs) -> Iterator[pd.DataFrame]:
     """Locate particles in many frames, in parallel over frames; yield one DataFrame per
-    frame (as :func:`locate_frame`), in the order of ``frame_numbers``, as soon as it is
-    ready.
+    frame (as :func:`locate_frame`), in frame order, as soon as it is ready.
 
     ``video`` is anything indexable by frame number: an in-memory array is inherited
     by forked worker processes (no copy); a :class:`colloidcg.io.Video` pickles as its
     path and workers reopen it. Frames are dealt out in small chunks to ``processes``
     worker processes (default: all cores); the caller gets the first frames while later
-    ones are still being located. ``report_probes``: each DataFrame carries what the
-    probes found in ``attrs["probe"]`` (:func:`locate_reporting`).
+    ones are still being located.
     """
     from tqdm.auto import tqdm
 
@@ -791,7 +778,7 @@ def iter_locate(video, frame_numbers: Sequence[int], processes: int | None = Non
     try:
         if n_proc <= 1:
             for i in frame_numbers:
-                yield _locate_chunk(video, [i], kwargs, report_probes)[0]
+                yield locate_frame(video[i], i, **kwargs)
                 bar.update(1)
             return
         chunk = max(1, min(4, len(frame_numbers) // (4 * n_proc)))
@@ -803,12 +790,12 @@ def iter_locate(video, frame_numbers: Sequence[int], processes: int | None = Non
         inherit = fork and isinstance(video, np.ndarray)
         if inherit:
             _FORKED.update(video=video, kwargs=kwargs)
-        args = (None, None, report_probes) if inherit else (video, kwargs, report_probes)
+        args = (None, None) if inherit else (video, kwargs)
         try:
             with _single_threaded_cv2():
                 pool = cf.ProcessPoolExecutor(n_proc, mp_context=ctx, initializer=_worker_init)
                 try:
-                    futures = [pool.submit(_locate_chunk, args[0], c, *args[1:]) for c in chunks]
+                    futures = [pool.submit(_locate_chunk, args[0], c, args[1]) for c in chunks]
                     for fut, c in zip(futures, chunks):   # in order; later ones run meanwhile
                         yield from fut.result()
                         bar.update(len(c))
