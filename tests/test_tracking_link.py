@@ -144,7 +144,9 @@ def test_gc_frozen_restores_the_collector_and_collects_new_cycles():
         n = gc.get_freeze_count()
         with gc_frozen():
             pass
-        assert gc.get_freeze_count() == n
+        # not emptied (an unfreeze would leave 0); a few frozen objects may be freed
+        # meanwhile by their reference counts (another thread's), so not exactly n
+        assert gc.get_freeze_count() > n // 2, (gc.get_freeze_count(), n)
     finally:
         gc.unfreeze()
 
