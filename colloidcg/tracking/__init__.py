@@ -378,14 +378,16 @@ def _track_steps(video, params: TrackParams | dict | None, progress: bool, meta:
     except TrackingError as e:
         raise TrackingError(f"{path}: {e}") from None
     kwargs = dict(diameter=p.diameter, separation=p.separation, minmass=p.minmass,
-                  invert=p.invert, roi=p.roi, refine=p.refine, contrast=p.contrast)
+                  invert=p.invert, roi=p.roi, refine=p.refine, contrast=p.contrast,
+                  spot_profile=p.spot_profile is not False, gap_check=p.gap_check is not False)
     parts, rest, probe = [], list(frames), None
     t_locate = time.perf_counter()
     try:
         if first.ndim == 2 and p.refine and (p.spot_profile is None or p.gap_check is None):
-            # the first, middle and last frames are located with both probes on, and what
-            # they find decides the probes for the video; their results are kept (the
-            # same as without a probe that finds nothing)
+            # the first, middle and last frames are located with the undecided probes on
+            # (a given one as given), and what they find decides the probes for the
+            # video; their results are kept (the same as without a probe that finds
+            # nothing)
             probe = {}
             probed = sorted({frames[0], frames[len(frames) // 2], frames[-1]})
             for done, k in enumerate(probed, start=1):
@@ -394,7 +396,7 @@ def _track_steps(video, params: TrackParams | dict | None, progress: bool, meta:
                 if len(f):
                     parts.append(f)
                 yield done
-            rest = [k for k in frames if k not in set(probed)]
+            rest = [k for k in frames if k not in probed]
             _decide_probes(p, probe)
         kwargs.update(spot_profile=p.spot_profile is not False,
                       gap_check=p.gap_check is not False)
@@ -478,7 +480,7 @@ def _decide_probes(p: TrackParams, probe: dict) -> None:
                "gap_check": bool(probe.get("rings", True))}
     for name, value in decided.items():
         if getattr(p, name) is None:
-            setattr(p, name, bool(value))
+            setattr(p, name, value)
             p.sources[name] = "estimated"
 
 

@@ -267,7 +267,7 @@ def locate_frame(frame: np.ndarray, frame_no: int, diameter, separation, minmass
         (:func:`colloidcg.tracking.gaps.bright_gaps`). False skips the test: where the
         frame holds no ring-shaped particles it drops nothing anyway.
     probe : dict, optional
-        Filled with what the two probes found: ``profile_gain`` (share of the Gaussian
+        Filled with what the two probes (those switched on) found: ``profile_gain`` (share of the Gaussian
         fit's residual variance the radial profile explains; 0 when not measured) and
         ``rings`` (the gap test's frame-level gates did not rule rings out), to decide them
         once per video (:func:`colloidcg.tracking._decide_probes`).
@@ -335,7 +335,7 @@ def _locate_frame(frame, frame_no, diameter, separation, minmass, invert, roi, r
         # the lit gaps of a bright-field packing (colloidcg.tracking.gaps); they stay in
         # the joint fit, where their light is modelled instead of pulling the particles
         x, y, dia = f["x"].to_numpy(), f["y"].to_numpy(), float(np.max(diameter))
-        if probe is not None:
+        if probe is not None and gap_check:
             probe["rings"] = probe.get("rings", False) or rings_possible(img, x, y, dia)
         if gap_check:
             f = f[~bright_gaps(img, x, y, dia)]
@@ -479,7 +479,7 @@ def _locate_refined(img: np.ndarray, diameter, separation, minmass: float,
         crowded = bool(np.median(nn) < CROWDED_SIGMAS * sigma)
         if crowded:
             opts = dict(CROWDED_OPTIONS)
-    r = _refine_with_profile(img, x, y, sigma, d, opts, spot_profile or probe is not None)
+    r = _refine_with_profile(img, x, y, sigma, d, opts, spot_profile)
     if probe is not None:
         probe["profile_gain"] = max(probe.get("profile_gain", 0.0), float(r["profile_gain"]))
     rx, ry = r["x"], r["y"]
