@@ -373,9 +373,10 @@ def test_cli_macro_train_and_simulate(tmp_path, capsys):
     out = tmp_path / "macro"
     assert main(["macro", "train", str(model), "--init", str(tr), "-o", str(out), "--factor", "4",
                  "--snapshots", "2", "--steps", "1", "--patches", "6", "--buffer", "0", "--no-patch-curve",
-                 "--fits", "1"]) == 0
+                 "--fits", "1", "--fit-iterations", "20"]) == 0
     rep = json.loads((out / "report.json").read_text())
     assert rep["n_patches_K"] == pytest.approx(4.0)         # patch = the tile's side, box 4x its area
+    assert rep["fit"]["iterations"] == 20
     assert rep["lambda"] == pytest.approx(4.0) and rep["variables"] == ["psi6"]
     for name in ("sde.json", "sde.pt", "increments.png", "lambda_sweep.png", "patch_curve.png"):
         assert (out / name).is_file()
@@ -444,9 +445,10 @@ def test_cli_macro_train_block_states(tmp_path):
     out = tmp_path / "macro"
     assert main(["macro", "train", str(model), "--init", *[str(t) for t, _ in tabs], "-o", str(out),
                  "--states", "block", "--factor", "4", "--steps", "1", "--block-sets", "6", "--fits", "2",
-                 "--horizon", "2"]) == 0
+                 "--horizon", "2", "--fit-iterations", "20"]) == 0
     rep = json.loads((out / "report.json").read_text())
     assert rep["horizon_macro_steps"] == 2                          # the multi-step drift
+    assert rep["fit"]["iterations"] == 20 and all(r["iterations"] == 20 for r in rep["fits"])
     assert rep["states"] == "block" and rep["systems"] == 5 and rep["frames"] == [0, 1, 2, 3]
     assert rep["n_patches_K"] == pytest.approx(4.0) and rep["lambda"] == pytest.approx(4.0)
     assert rep["fit"]["n_increments"] == 3 * 6 * 4
@@ -480,6 +482,7 @@ def test_cli_macro_train_block_states(tmp_path):
     ("block", 4, ["--steps", "9"], "--steps: no frame 0 + 9"),
     ("block", 4, ["--fits", "0"], "--fits: must be >= 1"),
     ("block", 4, ["--horizon", "-1"], "--horizon: must be >= 0"),
+    ("block", 4, ["--fit-iterations", "0"], "--fit-iterations: must be >= 1"),
     ("upsampled", 1, ["--horizon", "2"], "--horizon: applies to --states block only"),
     ("upsampled", 2, [], "--init: --states upsampled takes one tracks table"),
 ])

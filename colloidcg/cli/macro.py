@@ -83,6 +83,8 @@ def add_parser(subparsers) -> None:
                    help="SDE fits averaged into the saved SDE (bagging: each fitted to a bootstrap resample of "
                         "the increments, block states: to its own draw of them; drift and diffusion averaged). "
                         "Costs M fits; 1: a single fit")
+    t.add_argument("--fit-iterations", type=int, default=300, metavar="N", dest="fit_iterations",
+                   help="full-batch Adam steps of each SDE fit (the lowest validation NLL is kept)")
     t.add_argument("--seed", type=int, default=0, help="seed (>= 0) of upsampling, patches and noise")
     t.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     add_output(t, help="output folder MACRO_DIR")
@@ -188,7 +190,8 @@ def run_train(args: argparse.Namespace) -> int:
         args.patches = 4
     for flag, v, lo in (("--snapshots", args.snapshots, 1), ("--steps", args.steps, 1), ("--patches", args.patches, 1),
                         ("--n-closure", args.n_closure, 0), ("--seed", args.seed, 0),
-                        ("--block-sets", args.block_sets, 1), ("--fits", args.fits, 1), ("--horizon", args.horizon, 0)):
+                        ("--block-sets", args.block_sets, 1), ("--fits", args.fits, 1), ("--horizon", args.horizon, 0),
+                        ("--fit-iterations", args.fit_iterations, 1)):
         if v < lo:
             raise ParameterError(f"{flag}: must be >= {lo}, got {v}")
     if args.lam != "auto":
@@ -233,7 +236,8 @@ def run_train(args: argparse.Namespace) -> int:
         labels = label_values(snaps[0], labs)
         res = learn_macro(sim, snaps, patch=patch, steps=args.steps, observables=obs, n_closure=args.n_closure,
                           lam=lam, patches_per_snapshot=args.patches, buffer=buffer, tile_area_px2=tile_area,
-                          labels=labels, seed=args.seed, fits=args.fits, progress=True)
+                          labels=labels, seed=args.seed, fits=args.fits, iterations=args.fit_iterations,
+                          progress=True)
         folder = tx.path("sde.json").parent
         res.sde.save(folder)
         if res.encoder.closure is not None:
@@ -254,7 +258,8 @@ def run_train(args: argparse.Namespace) -> int:
                 sz0, sz1 = trajectory_increments(res.encoder, pairs)
                 for name, lv in (("1", 1.0), ("K/4", K / 4), ("K/2", K / 2), ("K", K), ("2K", 2 * K)):
                     sde_l, _ = fit_sde(res.z0, res.z1, dt=args.steps, names=res.encoder.names, lam=lv,
-                                       area_px2=res.report["area_px2"], tile_area_px2=tile_area, seed=args.seed)
+                                       area_px2=res.report["area_px2"], tile_area_px2=tile_area, seed=args.seed,
+                                       iterations=args.fit_iterations)
                     sweep.append({"lambda": name, "value": lv,
                                   **_variance_check(sde_l, sz0, sz1, args.steps)})
         report["lambda_sweep"] = sweep or "needs a periodic input with frames --steps apart (>= 10 pairs)"
@@ -270,7 +275,7 @@ def run_train(args: argparse.Namespace) -> int:
                 # observables only (no closure) at the other patch sides
                 r2 = learn_macro(sim, snaps, patch=lp, steps=args.steps, observables=obs,
                                  patches_per_snapshot=args.patches, buffer=buffer, tile_area_px2=tile_area,
-                                 seed=args.seed, fits=args.fits, progress=True)
+                                 seed=args.seed, fits=args.fits, iterations=args.fit_iterations, progress=True)
                 row = {"patch_px": lp, "K": r2.n_patches, "val_nll": r2.report["fit"]["val_nll"]}
                 if sweep:
                     row.update(_variance_check(r2.sde, *trajectory_increments(r2.encoder, pairs), args.steps))
@@ -360,7 +365,7 @@ def _train_block(args, lam, dev, out) -> int:
         labels = label_values(trajs[0][0], labs)
         res = learn_block(trajs, steps=args.steps, observables=obs, blocks=args.factor, lam=lam,
                           sets_per_step=args.block_sets, labels=labels, seed=args.seed, fits=args.fits,
-                          horizon=args.horizon, progress=True)
+                          horizon=args.horizon, iterations=args.fit_iterations, progress=True)
         folder = tx.path("sde.json").parent
         res.sde.save(folder)
         K = res.n_patches
@@ -374,7 +379,7 @@ def _train_block(args, lam, dev, out) -> int:
             for name, lv in (("1", 1.0), ("K/4", K / 4), ("K/2", K / 2), ("K", K), ("2K", 2 * K)):
                 sde_l, _ = fit_sde(res.z0, res.z1, dt=args.steps, names=res.encoder.names, lam=lv,
                                    area_px2=res.report["area_px2"], tile_area_px2=res.report["tile_area_px2"],
-                                   seed=args.seed)
+                                   seed=args.seed, iterations=args.fit_iterations)
                 sweep.append({"lambda": name, "value": lv, **_variance_check(sde_l, sz0, sz1, args.steps)})
         report["lambda_sweep"] = sweep or "needs >= 10 whole-system increments of the small systems"
         report["patch_curve"] = "block states: no patches cut from a large system"
