@@ -171,7 +171,7 @@ def neighbour_counts(tracks: pd.DataFrame, table: pd.DataFrame, radius: float,
 
 def learned_s(tracks: pd.DataFrame, table: pd.DataFrame, soft, seed: int = 0, aux_weight: float = 0.0,
               s_memory: str = "encoded", epochs: int = 40, frame0: bool = False,
-              cutoff: float | None = None, n_s: int = 1, s_heat: str = "drift") -> dict:
+              cutoff: float | None = None, n_s: int = 1, s_heat: str = "drift", ordered_s: bool = False) -> dict:
     """Train the model on the frames before the softness baseline's split (its own
     validation split for model selection lies inside them) and return per-row values
     aligned with ``table`` (arrays (len(table),), NaN where a row has none):
@@ -187,7 +187,9 @@ def learned_s(tracks: pd.DataFrame, table: pd.DataFrame, soft, seed: int = 0, au
     baseline's lag, no size column (the model sees positions only); ``cutoff`` (px) the
     model's range, or None: selected by training from the data; ``n_s`` the number of
     entropic variables (S is their first component, S0); ``s_heat`` how carried S books heat
-    (``TrainConfig.s_heat``: drift or work), in training and along the tracks."""
+    (``TrainConfig.s_heat``: drift or work), in training and along the tracks; ``ordered_s``
+    the heat weights sorted ascending, so S0 is the variable that receives the least heat
+    (``ModelConfig.ordered_s``)."""
     import torch
 
     from colloidcg.data import from_tracks
@@ -199,7 +201,8 @@ def learned_s(tracks: pd.DataFrame, table: pd.DataFrame, soft, seed: int = 0, au
     early = tracks[tracks["frame"] < soft.split_frame]
     traj = from_tracks(early, None, fps=1.0, um_per_px=1.0, labels=labels[labels["frame"] < soft.split_frame])
     cfg = TrainConfig(epochs=epochs, patience=epochs, aux_weight=aux_weight, horizon=lag, edge=0,
-                      progress=False, seed=seed, s_memory=s_memory, cutoff=cutoff, n_s=n_s, s_heat=s_heat)
+                      progress=False, seed=seed, s_memory=s_memory, cutoff=cutoff, n_s=n_s, s_heat=s_heat,
+                      ordered_s=ordered_s)
     res = fit(traj, cfg)
     model = res.model
     keys = list(zip(table["frame"].to_numpy(), table["particle"].to_numpy()))
@@ -414,7 +417,7 @@ def score_case(case: dict) -> dict:
                 t0 = time.perf_counter()
                 v = learned_s(case["tracks"], t, soft, seed=seed, aux_weight=aux, s_memory=memory,
                               epochs=epochs, frame0=frame0, cutoff=MODEL_CUTOFF, n_s=MODEL_NS,
-                              s_heat=MODEL_HEAT)
+                              s_heat=MODEL_HEAT, ordered_s=MODEL_ORDERED)
                 vals = {"S": v["S"], "S carried": v["S_carried"], "dS/dt": v["dSdt"]}
                 if frame0:
                     vals["S frame 0"] = v["S_frame0"]
@@ -423,7 +426,7 @@ def score_case(case: dict) -> dict:
                 learned.setdefault((memory, tag), []).append((r, v["cutoff"]))
                 print(f"  [{case['name']}] trained s_memory={memory}, {tag}, seed {seed}: "
                       + ", ".join(f"{k} {r[k].auc:.3f}" for k in vals)
-                      + f" (cutoff {v['cutoff']:.1f} px, n_s {MODEL_NS}, s_heat {MODEL_HEAT}, "
+                      + f" (cutoff {v['cutoff']:.1f} px, n_s {MODEL_NS}{', ordered' if MODEL_ORDERED else ''}, s_heat {MODEL_HEAT}, "
                         f"{time.perf_counter() - t0:.0f} s)", flush=True)
     return {"report": rep, "learned": learned}
 
@@ -532,11 +535,13 @@ def planted_and_sample(quick: bool) -> None:
 CASES = ("vacancy", "glass", "glass-video", "planted")
 #: auxiliary-loss weights of the learned S (0: self-supervised), the models' range (px;
 #: None: selected from the data) and their number of entropic variables, set by
-#: --aux-weights, --cutoff and --n-s; how carried S books heat, set by --s-heat
+#: --aux-weights, --cutoff and --n-s; how carried S books heat, set by --s-heat; whether
+#: the heat weights are sorted (S0 receives the least heat), set by --ordered-s
 AUX_WEIGHTS = (0.0, 1.0)
 MODEL_CUTOFF = None
 MODEL_NS = 1
 MODEL_HEAT = "drift"
+MODEL_ORDERED = False
 
 
 def main() -> None:
@@ -561,6 +566,9 @@ def main() -> None:
     ap.add_argument("--s-heat", default="drift", choices=["drift", "work"],
                     help="how carried S books heat (TrainConfig.s_heat): drift (default, the model's "
                          "expected dS/dt) or work (the first law along the measured motion)")
+    ap.add_argument("--ordered-s", action="store_true",
+                    help="sort the heat weights (ModelConfig.ordered_s): S0, the S scored, is the "
+                         "entropic variable that receives the least heat (with --n-s > 1)")
     ap.add_argument("--glass-frames", type=int, default=300, help="frames of the glass (default 300)")
     ap.add_argument("--glass-seed", type=int, default=1, help="seed of the glass simulation (default 1)")
     args = ap.parse_args()
@@ -571,7 +579,7 @@ def main() -> None:
     memories = tuple(m.strip() for m in args.s_memory.split(",") if m.strip())
     if any(m not in ("encoded", "carried") for m in memories):
         ap.error("--s-memory: expected encoded, carried or both")
-    global AUX_WEIGHTS, MODEL_CUTOFF, MODEL_NS, MODEL_HEAT
+    global AUX_WEIGHTS, MODEL_CUTOFF, MODEL_NS, MODEL_HEAT, MODEL_ORDERED
     try:
         AUX_WEIGHTS = tuple(float(w) for w in args.aux_weights.split(",") if w.strip())
     except ValueError:
@@ -582,7 +590,7 @@ def main() -> None:
         ap.error(f"--cutoff: expected a positive length in px, got {args.cutoff}")
     if args.n_s < 1:
         ap.error(f"--n-s: expected an integer >= 1, got {args.n_s}")
-    MODEL_CUTOFF, MODEL_NS, MODEL_HEAT = args.cutoff, args.n_s, args.s_heat
+    MODEL_CUTOFF, MODEL_NS, MODEL_HEAT, MODEL_ORDERED = args.cutoff, args.n_s, args.s_heat, args.ordered_s
     if not args.skip_speed:
         speed((50, 100, 200) if args.quick else (100, 300, 1000))
     learn = (range(args.first_seed, args.first_seed + args.seeds), args.epochs, memories)

@@ -53,8 +53,13 @@ def main() -> None:
     ap.add_argument("--n-s", type=int, default=1, help="entropic variables (S0 is diagnosed)")
     ap.add_argument("--s-heat", default="drift", choices=["drift", "work"],
                     help="how carried S books heat (TrainConfig.s_heat), in training and along the tracks")
+    ap.add_argument("--ordered-s", action="store_true",
+                    help="heat weights sorted ascending (ModelConfig.ordered_s): S0 receives the least heat")
     ap.add_argument("--untrained", action="store_true",
                     help="also score the untrained encoder of the same seed at frame 0")
+    ap.add_argument("--save", default=None, help="save the trained model to this folder (with its report)")
+    ap.add_argument("--load", default=None,
+                    help="diagnose the model saved by --save in this folder instead of training one")
     args = ap.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import torch
@@ -75,13 +80,32 @@ def main() -> None:
     labels = t[["frame", "particle", "rearranging"]]
     early = tracks[tracks["frame"] < soft.split_frame]
     traj = from_tracks(early, None, fps=1.0, um_per_px=1.0, labels=labels[labels["frame"] < soft.split_frame])
-    fitted = fit(traj, TrainConfig(epochs=args.epochs, patience=args.epochs, aux_weight=args.aux_weight, horizon=2,
-                                   edge=0, progress=False, seed=args.seed, s_memory="carried", cutoff=14.3,
-                                   n_s=args.n_s, s_heat=args.s_heat))
-    model = fitted.model
+    if args.load:
+        import json
+
+        from colloidcg.core.persist import load_model
+
+        model, _ = load_model(args.load)
+        report = json.loads((Path(args.load) / "fit_report.json").read_text())
+    else:
+        fitted = fit(traj, TrainConfig(epochs=args.epochs, patience=args.epochs, aux_weight=args.aux_weight,
+                                       horizon=2, edge=0, progress=False, seed=args.seed, s_memory="carried",
+                                       cutoff=14.3, n_s=args.n_s, s_heat=args.s_heat,
+                                       ordered_s=args.ordered_s))
+        model, report = fitted.model, {**fitted.report, "history": fitted.history}
+        if args.save:
+            from colloidcg.core.persist import save_model
+            from colloidcg.outputs import atomic_write_json
+
+            save_model(model, args.save)
+            atomic_write_json(Path(args.save) / "fit_report.json", report)
+    print("training (validation NLL per epoch, the best epoch is kept): "
+          + ", ".join(f"{h['epoch']}: {h['val_nll']:.4f}" for h in report["history"])
+          + f"; best epoch {report['best_epoch']}; heat weights w "
+          + " / ".join(f"{x:.3f}" for x in model.heat_weights.detach().tolist()))
     dtype = next(model.parameters()).dtype
     whole = from_tracks(tracks, None, fps=1.0, um_per_px=1.0).to(dtype=dtype)
-    car = carry_along(model, whole, float(fitted.report["localisation_noise"]) ** 2, heat=args.s_heat)
+    car = carry_along(model, whole, float(report["localisation_noise"]) ** 2, heat=args.s_heat)
     S, dS = car.S[..., 0].numpy(), np.nan_to_num(car.dSdt[..., 0].numpy()) * whole.dt
     with torch.no_grad():
         enc = np.stack([model.initial_S(r, find_pairs(r, model.cutoff, whole.box), whole.box)[:, 0].numpy()
@@ -93,7 +117,7 @@ def main() -> None:
     vals = {"S at entry (encoder, frame 0)": S[0][rp], "S carried (scored)": S[rf, rp],
             "accumulated production S_t - S_entry": S[rf, rp] - S[0][rp],
             "encoder on the row's own frame": enc[rf, rp], "exposure ceiling": bench.vacancy_exposure(t)}
-    loc_var = float(fitted.report["localisation_noise"]) ** 2
+    loc_var = float(report["localisation_noise"]) ** 2
     S_nc = None
     if args.s_heat == "work":
         S_nc = carried_without_conduction(model, whole, loc_var)
@@ -167,7 +191,7 @@ def main() -> None:
     print(f"(the NLL itself, with the carried S: {nll['carried S (scored)'][0].sum() / (soft.split_frame - 2):.1f} "
           "nats per frame)")
     if args.s_heat == "drift":
-        parts = term_rates(model, whole, car.S, float(fitted.report["localisation_noise"]) ** 2)
+        parts = term_rates(model, whole, car.S, float(report["localisation_noise"]) ** 2)
         print("\nThe drift's dS split into its terms along the same carried path (k_B per frame; quiet rows; "
               "accumulated S_119 - S_entry):\n")
         print("| term | mean per quiet row | std over particles of the quiet rate | accumulated mean | "
@@ -235,7 +259,7 @@ def untrained_entry(traj, whole_particles, args) -> np.ndarray:
     from colloidcg.train.fitting import seed_everything, with_edge_halo
 
     cfg = TrainConfig(epochs=1, aux_weight=args.aux_weight, horizon=2, edge=0, progress=False, seed=args.seed,
-                      s_memory="carried", cutoff=14.3, n_s=args.n_s, s_heat=args.s_heat)
+                      s_memory="carried", cutoff=14.3, n_s=args.n_s, s_heat=args.s_heat, ordered_s=args.ordered_s)
     tr = with_edge_halo(traj, 0, 14.3)
     if not np.array_equal(np.asarray(tr.particles), np.asarray(whole_particles)):
         raise RuntimeError("the training frames and the whole film order their particles differently")

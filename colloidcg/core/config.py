@@ -46,6 +46,10 @@ class ModelConfig:
     dim: int = _opt(2, "spatial dimension, 2 or 3 (set from the data)")
     cutoff: float = _opt(1.0, "interaction range h of every pair function", "length")
     n_s: int = _opt(1, "number of entropy-like variables S per particle")
+    ordered_s: bool = _opt(False, "order the entropy-like variables by their share of the heat (n_s > 1): "
+                                  "S0 receives the least, so it changes slowest and keeps its encoded "
+                                  "value longest; off: the shares are free and which variable is S0 "
+                                  "is arbitrary")
     width: int = _opt(50, "width of the pair networks (friction and heat-conduction coefficients)")
     depth: int = _opt(2, "hidden layers of the pair networks")
     n_kernel: int = _opt(4, "basis functions of the learned density kernel W")

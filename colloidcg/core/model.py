@@ -26,8 +26,9 @@ sizes (``size_scale = 0``, the default) sigma_ij = 1.
 
 Entropy: S_tot = sum_i sum_a S_i^a. Temperatures T_i^a = dU/dS_i^a > 0 and an effective
 temperature theta_i = sum_a w_a T_i^a with learned w_a > 0, sum_a w_a = 1 (theta_i = T_i
-when n_s = 1). Heat q delivered to particle i raises S_i by w q / theta_i, so that
-T_i . dS_i = q.
+when n_s = 1; with ``ordered_s`` the w_a are sorted, w_0 <= w_1 <= ..., so S^0 is the
+variable that receives the least heat). Heat q delivered to particle i raises S_i by
+w q / theta_i, so that T_i . dS_i = q.
 
 Dynamics:  dx = [L dE/dx + M dS/dx + k_B div M] dt + dx~,   <dx~ dx~^T> = 2 k_B M dt.
 
@@ -189,6 +190,7 @@ class MetriplecticModel(nn.Module):
         self.config = config
         self.dim = int(config.dim)
         self.n_s = int(config.n_s)
+        self.ordered_s = bool(config.ordered_s)
         self.cutoff = float(config.cutoff)
         self.k_B = float(config.k_B)
         self.tau = float(config.tau)
@@ -253,8 +255,12 @@ class MetriplecticModel(nn.Module):
         return self.mass_scale * F.softplus(self.raw_mass)
 
     def weights(self) -> Tensor:
-        """Heat weights w (n_s,), positive, summing to 1."""
-        return torch.softmax(self.raw_w, 0)
+        """Heat weights w (n_s,), positive, summing to 1; with ``ordered_s`` sorted
+        ascending (S0 receives the least heat), a permutation of the free ones."""
+        w = torch.softmax(self.raw_w, 0)
+        if self.ordered_s:
+            w = torch.sort(w).values
+        return w
 
     def substrate_friction(self) -> Tuple[Tensor, Tensor]:
         """(gamma0 scale, its temperature exponent alpha0)."""

@@ -94,6 +94,8 @@ def check_model_config(model: dict, where: str) -> None:
         v = model[key]
         if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
             raise ColloidcgError(f"{where}: 'model.{key}' must be an integer from {lo} to {hi}, got {v!r}")
+    if not isinstance(model.get("ordered_s", False), bool):
+        raise ColloidcgError(f"{where}: 'model.ordered_s' must be true or false, got {model['ordered_s']!r}")
     terms = model.get("terms", {})
     if not (isinstance(terms, dict) and all(isinstance(k, str) and isinstance(v, dict) for k, v in terms.items())):
         raise ColloidcgError(f"{where}: 'model.terms' must map energy-term names to option tables, got {terms!r}")

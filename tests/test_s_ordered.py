@@ -1,0 +1,70 @@
+"""Ordered entropic variables (``ModelConfig.ordered_s``): the heat weights sorted
+ascending, so S0 is the variable that receives the least heat and keeps its encoded value
+longest (docs/model.md, "S as carried state"). Exact invariants only: the order is a
+relabelling of the free weights, it changes nothing where they are already ascending, and
+each component's carried increment is w_a times one per-particle amount."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from colloidcg.core.persist import load_model, save_model
+from colloidcg.data import from_tracks
+from colloidcg.errors import ColloidcgError
+from colloidcg.train import TrainConfig, build_model
+from colloidcg.train.carried import carry_along
+
+from test_train import langevin
+
+
+def _model(traj, ordered: bool, raw_w):
+    torch.manual_seed(0)
+    model = build_model(traj, TrainConfig(n_pair=0, n_s=3, ordered_s=ordered).validate(), 3.0)
+    with torch.no_grad():
+        model.raw_w.copy_(torch.tensor(raw_w, dtype=model.raw_w.dtype))
+    return model
+
+
+@pytest.mark.parametrize("heat", ["drift", "work"])
+def test_ordered_s_gives_S0_the_least_heat_and_is_only_a_relabelling(heat):
+    traj = from_tracks(langevin(n=30, frames=10, L=12.0))
+    descending = [1.2, 0.3, -1.0]
+    free = _model(traj, False, descending)
+    ordered = _model(traj, True, descending)
+    w_free, w = free.heat_weights.detach(), ordered.heat_weights.detach()
+    # a permutation of the free weights, ascending
+    assert torch.equal(w, torch.sort(w_free).values)
+    assert bool((w[1:] > w[:-1]).all())
+    # exact: each component's carried increment is w_a times one per-particle amount, so
+    # S0's is the smallest in magnitude, by the ratio of the weights
+    car = carry_along(ordered, traj, 0.004, heat=heat)
+    inc = car.S[-1] - car.S[0]
+    assert float(inc.abs().max()) > 1e-3
+    ratio = inc[:, 0] / inc[:, 2]
+    assert float((ratio - w[0] / w[2]).abs().max()) < 1e-10
+    # where the free weights are already ascending, ordering changes nothing, to the bit
+    ascending = [-1.0, 0.3, 1.2]
+    a, b = _model(traj, False, ascending), _model(traj, True, ascending)
+    assert torch.equal(carry_along(a, traj, 0.004, heat=heat).S, carry_along(b, traj, 0.004, heat=heat).S)
+
+
+def test_ordered_s_is_saved_and_old_models_load_unordered(tmp_path):
+    traj = from_tracks(langevin(n=20, frames=4, L=10.0))
+    model = _model(traj, True, [1.2, 0.3, -1.0])
+    save_model(model, tmp_path / "m")
+    back, _ = load_model(tmp_path / "m")
+    assert back.ordered_s and torch.equal(back.heat_weights, model.heat_weights)
+    path = tmp_path / "m" / "config.json"
+    cfg = json.loads(path.read_text())
+    del cfg["model"]["ordered_s"]            # a model saved before the option existed
+    path.write_text(json.dumps(cfg))
+    old, _ = load_model(tmp_path / "m")
+    assert not old.ordered_s
+    assert torch.equal(old.heat_weights, torch.softmax(old.raw_w, 0))
+    cfg["model"]["ordered_s"] = "yes"
+    path.write_text(json.dumps(cfg))
+    with pytest.raises(ColloidcgError, match="model.ordered_s"):
+        load_model(tmp_path / "m")
