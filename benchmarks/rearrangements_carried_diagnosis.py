@@ -24,7 +24,11 @@ stability), the AUC of carried S and S at entry over four bins of test frames, a
 does for the likelihood: the summed one-step NLL per frame over the training frames with
 the carried S, with S at entry, and with S replaced by its mean over particles (no
 structure), split into quiet rows and rows next to a shear. ``--untrained`` scores the
-freshly initialised encoder of the same seed at frame 0 (before any training).
+freshly initialised encoder of the same seed at frame 0 (before any training). It prints
+the validation NLL of every epoch and the heat weights; ``--save DIR`` keeps the trained
+model, ``--load DIR`` diagnoses a kept one without training. ``--budget`` prints only the
+control's shear-budget oracle (no training): the exposure ceiling plus or minus the
+shear amplitude a site has already received, and the label rate by spent budget.
 
 Units: S and dS in k_B (dS per frame), lengths px, NLL in nats. 4-7 min on 2 shared cores.
 """
@@ -60,8 +64,14 @@ def main() -> None:
     ap.add_argument("--save", default=None, help="save the trained model to this folder (with its report)")
     ap.add_argument("--load", default=None,
                     help="diagnose the model saved by --save in this folder instead of training one")
+    ap.add_argument("--budget", action="store_true",
+                    help="only the control's shear-budget oracle (no training): what a memory of past "
+                         "shears adds to the exposure ceiling, and with which sign")
     args = ap.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    if args.budget:
+        shear_budget_oracle()
+        return
     import torch
 
     torch.set_num_threads(1)
@@ -202,6 +212,59 @@ def main() -> None:
             acc = x[1:T - 1].sum(0)
             print(f"| {name} | {x[quiet[:, :] & (np.arange(T) > 0)[:, None]].mean():+.4f} | {qr.std():.4f} | "
                   f"{acc.mean():+.2f} | {acc.std():.2f} | {np.corrcoef(qr, S[0])[0, 1]:+.2f} |")
+
+
+def shear_budget_oracle() -> None:
+    """Print what a memory of past shears tells about the next ones on the vacancy control
+    (its generating rule replayed; labels from the data as the benchmark makes them).
+
+    Each of the 40 vacancies shears exactly twice, at random frames 5-117, so a site whose
+    vacancies have spent their shears will not shear again. The exposure ceiling is each
+    site's summed shear amplitude (px; :func:`rearrangements.vacancy_exposure`); "past" is
+    the amplitude of the shears that already hit the site before or at the row's frame.
+    Scored like every predictor: ROC AUC on the softness baseline's test rows, sign fixed on
+    its training rows; then the label rate of the exposed test rows by the spent fraction
+    past / (2 x exposure) of their shear budget."""
+    from colloidcg.rearrangements import detect, softness_baseline
+    from colloidcg.rearrangements.scoring import score_against_softness
+
+    tracks = bench.soft_spot_system()
+    res = detect(tracks, lag=2, cutoff=13.0)
+    soft = softness_baseline(res.table, 2)
+    t = res.table
+    rng = np.random.default_rng(0)               # the control's own draws, in its order
+    full, vac = bench._vacancy_lattice(rng)
+    keep = np.ones(len(full), bool)
+    keep[vac] = False
+    p0, T = full[keep], int(tracks["frame"].max()) + 1
+    past = np.zeros((T, len(p0)))
+    for s in full[vac]:
+        amp = np.linalg.norm(bench._shear_amplitude(p0, s), axis=1)
+        for f in rng.choice(np.arange(5, T - 2), 2, replace=False):
+            past[f:] += amp
+    expo = bench.vacancy_exposure(t)
+    c = past[t["frame"].to_numpy(), t["particle"].to_numpy()]
+    vals = {"exposure (the ceiling)": expo}
+    for a in (-1.0, -0.5, -0.25, 0.25, 0.5, 1.0):
+        vals[f"exposure {a:+g} x past"] = expo + a * c
+    rep = score_against_softness(t, vals, soft=soft, fix_sign=list(vals))
+    print("\n### The vacancy control's shear budget (oracle, no training)\n")
+    print("| predictor (softness's test rows; past: shear amplitude already received, px) | ROC AUC +- s.e. | sign |")
+    print("|---|---:|---:|")
+    for k in vals:
+        print(f"| {k} | {rep[k].auc:.3f} +- {rep[k].se:.3f} | {rep[k].sign:+.0f} |")
+    test = soft.rows(t)[1]
+    y = t["rearranging"].to_numpy(bool)
+    exposed = expo > 0.5
+    spent = np.where(exposed, c / (2 * np.where(exposed, expo, 1.0)), np.nan)
+    print("\n| exposed test rows (exposure > 0.5 px), spent fraction of the shear budget | rows | rearranging |")
+    print("|---|---:|---:|")
+    for lo, hi, name in ((-1, 0.01, "none"), (0.01, 0.4, "0.01-0.4"), (0.4, 0.6, "about half"),
+                         (0.6, 0.99, "0.6-0.99"), (0.99, 9, "all")):
+        m = test & exposed & (spent > lo) & (spent <= hi)
+        print(f"| {name} | {int(m.sum())} | {100 * y[m].mean():.2f} % |")
+    m = test & ~exposed
+    print(f"| (unexposed rows) | {int(m.sum())} | {100 * y[m].mean():.2f} % |")
 
 
 def carried_without_conduction(model, whole, loc_var: float) -> np.ndarray:
