@@ -151,11 +151,16 @@ def test_report_check_detects_broken_images(tmp_path):
     assert check_report_in_chromium(out / "report.html", ["v.tif"], tmp_path) is not None
 
 
-def test_batch_local_cluster_failures_resume_and_report(experiment, tmp_path, capsys):
+def test_batch_local_cluster_failures_resume_and_report(experiment, dask_processes, tmp_path, capsys):
+    """A batch on an embedded LocalCluster (2 workers): a corrupt video fails alone, the
+    others are done with their nearest colloidcg.toml; then resumed on the real scheduler's
+    worker (resume reads only the output folder; a second LocalCluster would only start and
+    warm up its workers again): unchanged stages skipped, damaged and changed ones redone."""
     out = tmp_path / "out"
     code = main(["batch", str(experiment), "-o", str(out), "--stages", "rearrangements,track",
                  "--workers", "2", "--quiet"])
     assert code == 1                                          # one video is corrupt
+    assert json.loads((out / "batch.json").read_text())["scheduler"] == "LocalCluster(2 workers)"
     s = pd.read_csv(out / "summary.csv", keep_default_na=False)
     assert list(s.columns[:6]) == ["video", "stage", "status", "error", "duration_s", "computed_s"]
     assert sorted(s["video"].unique()) == VIDEOS and len(s) == 2 * len(VIDEOS)
@@ -201,7 +206,7 @@ def test_batch_local_cluster_failures_resume_and_report(experiment, tmp_path, ca
         fh.truncate(100)
     (experiment / "b" / "c" / "colloidcg.toml").write_text(
         "[calibration]\nfps = 25.0\n[rearrangements]\ncutoff = 12.0\n[track]\nmemory = 1\n")
-    res = run_batch(experiment, out, stages="track,rearrangements", workers=2, progress=False)
+    res = run_batch(experiment, out, stages="track,rearrangements", scheduler=dask_processes, progress=False)
     st = res.rows.set_index(["video", "stage"])["status"]
     assert st[("a/v0.tif", "track")] == "unchanged" and st[("a/v0.tif", "rearrangements")] == "done"
     assert st[("b/frames", "track")] == "done"                 # damaged output redone
@@ -212,6 +217,7 @@ def test_batch_local_cluster_failures_resume_and_report(experiment, tmp_path, ca
     assert pd.read_parquet(out / "b/frames/track/tracks.parquet").shape[0] > 0
     assert json.loads((out / "b/c/frames/track/tracks.json").read_text())["parameters"]["memory"] == 1
     assert not list(out.rglob(".*.tmp"))                      # no temporary files left behind
+    assert json.loads((out / "batch.json").read_text())["scheduler"] == dask_processes
 
 
 def _free_port() -> int:
