@@ -313,7 +313,7 @@ def _radial(knots, knot_px, r):
     return knots[kk] * (1.0 - f) + knots[kk + 1] * f
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=SAFE_FASTMATH)
 def _gs_sweep(img, canvas, params, cache_x, cache_y, cache_w, order, free, n_newton,
               fit_k, render_k, s_min, s_max, max_shift, tol, stats, active, next_active,
               nbr_ptr, nbr_idx, last, dry, knots, knot_px, pw, ppos):
