@@ -28,7 +28,8 @@ freshly initialised encoder of the same seed at frame 0 (before any training). I
 the validation NLL of every epoch and the heat weights; ``--save DIR`` keeps the trained
 model, ``--load DIR`` diagnoses a kept one without training. ``--budget`` prints only the
 control's shear-budget oracle (no training): the exposure ceiling plus or minus the
-shear amplitude a site has already received, and the label rate by spent budget.
+shear amplitude a site has already received, and the label rate by spent budget;
+``--features`` only what the encoder's features rank at frame 0 (no training).
 
 Units: S and dS in k_B (dS per frame), lengths px, NLL in nats. 4-7 min on 2 shared cores.
 """
@@ -67,10 +68,17 @@ def main() -> None:
     ap.add_argument("--budget", action="store_true",
                     help="only the control's shear-budget oracle (no training): what a memory of past "
                          "shears adds to the exposure ceiling, and with which sign")
+    ap.add_argument("--features", action="store_true",
+                    help="only what the encoder's features can rank at entry (no training): the smooth "
+                         "neighbour weight and a logistic fit on all features, by cutoff")
     args = ap.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    if args.budget:
-        shear_budget_oracle()
+    ap_features = args.features
+    if args.budget or ap_features:
+        if args.budget:
+            shear_budget_oracle()
+        if ap_features:
+            encoder_features_at_entry()
         return
     import torch
 
@@ -265,6 +273,46 @@ def shear_budget_oracle() -> None:
         print(f"| {name} | {int(m.sum())} | {100 * y[m].mean():.2f} % |")
     m = test & ~exposed
     print(f"| (unexposed rows) | {int(m.sum())} | {100 * y[m].mean():.2f} % |")
+
+
+def encoder_features_at_entry() -> None:
+    """Print what the structural encoder's invariant features (:func:`colloidcg.core.encoder.invariant_features`)
+    of frame 0 can rank on the vacancy control, by the encoder's radius (the model's cutoff,
+    px): the smooth neighbour weight sum_j (1 - r_ij / h)^2 alone, and a class-balanced
+    logistic regression on all features fitted on the softness baseline's training rows
+    (labels: an upper reference for a read-out, not self-supervised); from the frame-0
+    positions and from their mean over frames 0-4 (localisation noise averaged down)."""
+    import torch
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from colloidcg.core.encoder import invariant_features
+    from colloidcg.core.graph import find_pairs
+    from colloidcg.rearrangements import detect, softness_baseline
+    from colloidcg.rearrangements.scoring import score_against_softness
+
+    tracks = bench.soft_spot_system()
+    res = detect(tracks, lag=2, cutoff=13.0)
+    soft = softness_baseline(res.table, 2)
+    t = res.table
+    pid, y, train = t["particle"].to_numpy(), t["rearranging"].to_numpy(bool), soft.rows(t)[0]
+    print("\n### What the encoder's features rank at entry (frame 0, no training)\n")
+    print("| positions | encoder radius (px) | neighbour weight alone | logistic fit on all features (labels) |")
+    print("|---|---:|---:|---:|")
+    for frames in (1, 5):
+        xy = tracks[tracks["frame"] < frames].groupby("particle")[["x", "y"]].mean()
+        r = torch.tensor(xy.to_numpy(float))
+        for h in (14.3, 17.0, 19.0, 21.0, 24.0):
+            F = invariant_features(r, find_pairs(r, h, None), h, None, torch.linspace(0, 1, 8, dtype=r.dtype),
+                                   0.5 / 7).numpy()
+            X = F[xy.index.get_indexer(pid)]
+            fit = make_pipeline(StandardScaler(), LogisticRegression(class_weight="balanced", max_iter=2000))
+            fit.fit(X[train], y[train])
+            rep = score_against_softness(t, {"w": X[:, 8], "fit": fit.decision_function(X)}, soft=soft,
+                                         fix_sign=["w", "fit"])
+            print(f"| {'frame 0' if frames == 1 else 'mean of frames 0-4'} | {h:g} | {rep['w'].auc:.3f} | "
+                  f"{rep['fit'].auc:.3f} |")
 
 
 def carried_without_conduction(model, whole, loc_var: float) -> np.ndarray:
