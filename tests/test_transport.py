@@ -24,7 +24,7 @@ from colloidcg.errors import ParameterError
 from colloidcg.train import TrainConfig, fit
 from colloidcg.train.transport import msd_all_origins
 
-from test_known_answers import rollout_free, tracks_table
+from test_known_answers import msd_of, rollout_free, tracks_table
 
 torch.set_num_threads(1)
 
@@ -57,21 +57,6 @@ def test_msd_all_origins_is_the_mean_over_origins():
     m = msd_all_origins(r, 4)
     brute = [np.mean([float((r[t + k] - r[t]).square().sum(-1).mean()) for t in range(30 - k)]) for k in range(1, 5)]
     assert np.allclose(m, brute, rtol=1e-12)
-
-
-def msd_of(tracks, max_lag):
-    """(max_lag,) MSD at lags 1..max_lag of tracks in which every particle is present in
-    every frame: the mean over all time origins and particles, as trackpy's ensemble MSD
-    (colloidcg.evaluate.msd) gives it for such tracks (equal to 1e-10 relative), without
-    its per-particle pandas loop (10 s for the 1000-particle truth here)."""
-    pos, _ = ev.dense(tracks)
-    assert np.isfinite(pos).all()
-    return msd_all_origins(torch.as_tensor(pos), max_lag)
-
-
-def test_msd_of_complete_tracks_is_colloidcg_evaluate_s_msd():
-    tracks = bath_tracks(6, 30, seed=3)
-    assert np.allclose(msd_of(tracks, 10), ev.msd(tracks, max_lag=10)["msd"].to_numpy(), rtol=1e-9, atol=0)
 
 
 @pytest.fixture(scope="module")
