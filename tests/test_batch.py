@@ -5,6 +5,7 @@ a self-contained report checked in headless Chromium, and clear errors for bad i
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -151,16 +152,19 @@ def test_report_check_detects_broken_images(tmp_path):
     assert check_report_in_chromium(out / "report.html", ["v.tif"], tmp_path) is not None
 
 
-def test_batch_local_cluster_failures_resume_and_report(experiment, dask_processes, tmp_path, capsys):
-    """A batch on an embedded LocalCluster (2 workers): a corrupt video fails alone, the
-    others are done with their nearest colloidcg.toml; then resumed on the real scheduler's
-    worker (resume reads only the output folder; a second LocalCluster would only start and
-    warm up its workers again): unchanged stages skipped, damaged and changed ones redone."""
+def _failures_resume_and_report(experiment, tmp_path, capsys, cluster_args: list[str], cluster: dict,
+                                scheduler_record: str):
+    """A batch over a copy of ``experiment`` (the resume below edits a colloidcg.toml) on the
+    cluster ``cluster_args`` names (CLI options; ``cluster``: the same as run_batch keywords):
+    the corrupt video fails alone, the others are done with their nearest colloidcg.toml,
+    provenance, report and info; then resumed: unchanged stages skipped, a damaged output, a
+    missing record and a changed parameter redone."""
+    experiment = Path(shutil.copytree(experiment, tmp_path / "exp"))
     out = tmp_path / "out"
     code = main(["batch", str(experiment), "-o", str(out), "--stages", "rearrangements,track",
-                 "--workers", "2", "--quiet"])
+                 *cluster_args, "--quiet"])
     assert code == 1                                          # one video is corrupt
-    assert json.loads((out / "batch.json").read_text())["scheduler"] == "LocalCluster(2 workers)"
+    assert json.loads((out / "batch.json").read_text())["scheduler"] == scheduler_record
     s = pd.read_csv(out / "summary.csv", keep_default_na=False)
     assert list(s.columns[:6]) == ["video", "stage", "status", "error", "duration_s", "computed_s"]
     assert sorted(s["video"].unique()) == VIDEOS and len(s) == 2 * len(VIDEOS)
@@ -206,7 +210,7 @@ def test_batch_local_cluster_failures_resume_and_report(experiment, dask_process
         fh.truncate(100)
     (experiment / "b" / "c" / "colloidcg.toml").write_text(
         "[calibration]\nfps = 25.0\n[rearrangements]\ncutoff = 12.0\n[track]\nmemory = 1\n")
-    res = run_batch(experiment, out, stages="track,rearrangements", scheduler=dask_processes, progress=False)
+    res = run_batch(experiment, out, stages="track,rearrangements", progress=False, **cluster)
     st = res.rows.set_index(["video", "stage"])["status"]
     assert st[("a/v0.tif", "track")] == "unchanged" and st[("a/v0.tif", "rearrangements")] == "done"
     assert st[("b/frames", "track")] == "done"                 # damaged output redone
@@ -217,7 +221,37 @@ def test_batch_local_cluster_failures_resume_and_report(experiment, dask_process
     assert pd.read_parquet(out / "b/frames/track/tracks.parquet").shape[0] > 0
     assert json.loads((out / "b/c/frames/track/tracks.json").read_text())["parameters"]["memory"] == 1
     assert not list(out.rglob(".*.tmp"))                      # no temporary files left behind
-    assert json.loads((out / "batch.json").read_text())["scheduler"] == dask_processes
+    assert json.loads((out / "batch.json").read_text())["scheduler"] == scheduler_record
+
+
+@pytest.fixture
+def in_process_scheduler():
+    """Address of a Dask cluster inside this process (one worker thread, inproc://): stages
+    run one at a time on this process's warm imports; no worker process starts."""
+    import matplotlib
+    from distributed import LocalCluster
+
+    matplotlib.use("Agg")    # the stages draw from the worker thread
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None,
+                      silence_logs=logging.ERROR) as cluster:
+        yield cluster.scheduler_address
+
+
+def test_batch_failures_resume_and_report(experiment, tmp_path, capsys, in_process_scheduler):
+    """The batch's logic (failures, nearest colloidcg.toml, provenance, report, resume) on a
+    cluster inside this process. Worker processes are the other tests': the embedded
+    LocalCluster's fork server and thread caps (test_local_cluster_workers_start_...), a
+    real scheduler and worker (test_batch_on_real_dask_scheduler_...), and this test on a
+    2-worker LocalCluster (test_batch_local_cluster_failures_resume_and_report, slow: its
+    two clusters' worker start-ups and warm-ups made it the default suite's longest test)."""
+    _failures_resume_and_report(experiment, tmp_path, capsys, ["--scheduler", in_process_scheduler],
+                                {"scheduler": in_process_scheduler}, in_process_scheduler)
+
+
+@pytest.mark.slow
+def test_batch_local_cluster_failures_resume_and_report(experiment, tmp_path, capsys):
+    _failures_resume_and_report(experiment, tmp_path, capsys, ["--workers", "2"], {"workers": 2},
+                                "LocalCluster(2 workers)")
 
 
 def _free_port() -> int:
@@ -260,11 +294,13 @@ def dask_processes(tmp_path_factory):
 
 
 def test_batch_on_real_dask_scheduler_with_train_evaluate_export(dask_processes, tmp_path, capsys):
-    """All stages through real scheduler and worker processes; training kept to one epoch."""
+    """All stages through real scheduler and worker processes; training kept to one epoch
+    with the cutoff given (the automatic choice's short fits are test_train's to check;
+    here they were most of the training stage)."""
     root = tmp_path / "root"
     _tif(root / "run1" / "movie.tif", _frames(5))
     cfg = tmp_path / "cfg.toml"
-    cfg.write_text("[train]\nepochs = 1\nval_rollout_steps = 3\n[evaluate]\nseed = 3\n")
+    cfg.write_text("[train]\nepochs = 1\ncutoff = 2.0\nval_rollout_steps = 3\n[evaluate]\nseed = 3\n")
     out = tmp_path / "out"
     code = main(["batch", str(root), "-o", str(out), "--config", str(cfg), "--scheduler", dask_processes,
                  "--quiet"])
