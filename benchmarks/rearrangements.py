@@ -30,8 +30,9 @@ Predictors: softness, particle size alone (sign fixed on the training rows), a s
 reference (vacancy: the exposure ceiling; glass: minus the local area fraction, sign fixed),
 and with ``--seeds N`` the learned S over N training seeds: self-supervised and with the
 auxiliary loss, S encoded from each frame (``s_memory`` encoded) and S carried along the
-tracks (``s_memory`` carried; ``--s-heat work``: its heat booked by the first law), and the
-carried dS/dt. Models are trained on the frames before the softness baseline's split only.
+tracks (``s_memory`` carried; ``--s-heat work``: its heat booked by the first law;
+``--n-s N``: N entropic variables, S0 scored; ``--ordered-s``: their heat weights sorted so
+that S0 receives the least heat), and the carried dS/dt. Models are trained on the frames before the softness baseline's split only.
 """
 
 from __future__ import annotations

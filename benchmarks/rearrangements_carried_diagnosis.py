@@ -73,11 +73,10 @@ def main() -> None:
                          "neighbour weight and a logistic fit on all features, by cutoff")
     args = ap.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    ap_features = args.features
-    if args.budget or ap_features:
+    if args.budget or args.features:
         if args.budget:
             shear_budget_oracle()
-        if ap_features:
+        if args.features:
             encoder_features_at_entry()
         return
     import torch
