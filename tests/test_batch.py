@@ -5,7 +5,6 @@ a self-contained report checked in headless Chromium, and clear errors for bad i
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shutil
 import signal
@@ -152,19 +151,12 @@ def test_report_check_detects_broken_images(tmp_path):
     assert check_report_in_chromium(out / "report.html", ["v.tif"], tmp_path) is not None
 
 
-def _failures_resume_and_report(experiment, tmp_path, capsys, cluster_args: list[str], cluster: dict,
-                                scheduler_record: str):
-    """A batch over a copy of ``experiment`` (the resume below edits a colloidcg.toml) on the
-    cluster ``cluster_args`` names (CLI options; ``cluster``: the same as run_batch keywords):
-    the corrupt video fails alone, the others are done with their nearest colloidcg.toml,
-    provenance, report and info; then resumed: unchanged stages skipped, a damaged output, a
-    missing record and a changed parameter redone."""
-    experiment = Path(shutil.copytree(experiment, tmp_path / "exp"))
+def test_batch_local_cluster_failures_resume_and_report(experiment, tmp_path, capsys):
     out = tmp_path / "out"
     code = main(["batch", str(experiment), "-o", str(out), "--stages", "rearrangements,track",
-                 *cluster_args, "--quiet"])
+                 "--workers", "2", "--quiet"])
     assert code == 1                                          # one video is corrupt
-    assert json.loads((out / "batch.json").read_text())["scheduler"] == scheduler_record
+    assert json.loads((out / "batch.json").read_text())["scheduler"] == "LocalCluster(2 workers)"
     s = pd.read_csv(out / "summary.csv", keep_default_na=False)
     assert list(s.columns[:6]) == ["video", "stage", "status", "error", "duration_s", "computed_s"]
     assert sorted(s["video"].unique()) == VIDEOS and len(s) == 2 * len(VIDEOS)
@@ -210,7 +202,7 @@ def _failures_resume_and_report(experiment, tmp_path, capsys, cluster_args: list
         fh.truncate(100)
     (experiment / "b" / "c" / "colloidcg.toml").write_text(
         "[calibration]\nfps = 25.0\n[rearrangements]\ncutoff = 12.0\n[track]\nmemory = 1\n")
-    res = run_batch(experiment, out, stages="track,rearrangements", progress=False, **cluster)
+    res = run_batch(experiment, out, stages="track,rearrangements", workers=2, progress=False)
     st = res.rows.set_index(["video", "stage"])["status"]
     assert st[("a/v0.tif", "track")] == "unchanged" and st[("a/v0.tif", "rearrangements")] == "done"
     assert st[("b/frames", "track")] == "done"                 # damaged output redone
@@ -221,37 +213,6 @@ def _failures_resume_and_report(experiment, tmp_path, capsys, cluster_args: list
     assert pd.read_parquet(out / "b/frames/track/tracks.parquet").shape[0] > 0
     assert json.loads((out / "b/c/frames/track/tracks.json").read_text())["parameters"]["memory"] == 1
     assert not list(out.rglob(".*.tmp"))                      # no temporary files left behind
-    assert json.loads((out / "batch.json").read_text())["scheduler"] == scheduler_record
-
-
-@pytest.fixture
-def in_process_scheduler():
-    """Address of a Dask cluster inside this process (one worker thread, inproc://): stages
-    run one at a time on this process's warm imports; no worker process starts."""
-    import matplotlib
-    from distributed import LocalCluster
-
-    matplotlib.use("Agg")    # the stages draw from the worker thread
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None,
-                      silence_logs=logging.ERROR) as cluster:
-        yield cluster.scheduler_address
-
-
-def test_batch_failures_resume_and_report(experiment, tmp_path, capsys, in_process_scheduler):
-    """The batch's logic (failures, nearest colloidcg.toml, provenance, report, resume) on a
-    cluster inside this process. Worker processes are the other tests': the embedded
-    LocalCluster's fork server and thread caps (test_local_cluster_workers_start_...), a
-    real scheduler and worker (test_batch_on_real_dask_scheduler_...), and this test on a
-    2-worker LocalCluster (test_batch_local_cluster_failures_resume_and_report, slow: its
-    two clusters' worker start-ups and warm-ups made it the default suite's longest test)."""
-    _failures_resume_and_report(experiment, tmp_path, capsys, ["--scheduler", in_process_scheduler],
-                                {"scheduler": in_process_scheduler}, in_process_scheduler)
-
-
-@pytest.mark.slow
-def test_batch_local_cluster_failures_resume_and_report(experiment, tmp_path, capsys):
-    _failures_resume_and_report(experiment, tmp_path, capsys, ["--workers", "2"], {"workers": 2},
-                                "LocalCluster(2 workers)")
 
 
 def _free_port() -> int:
