@@ -12,7 +12,8 @@ def add_parser(subparsers) -> None:
         "upsample", help="build large-system snapshots from a small tracks table and a model",
         description="Hierarchical upsampling (docs/scaling.md): tiles of the input (frames of a periodic "
                     "box under random cyclic shifts, or square windows of an open field of view) are "
-                    "placed side by side with random symmetries, overlaps at the seams are pushed apart "
+                    "placed side by side with random symmetries, particles placed too close across a seam "
+                    "are moved into gaps on their own side "
                     "and the seams relaxed with the model (at a temperature calibrated on the input), "
                     "the rest held fixed; repeated by doubling "
                     "until the area (volume) is K times the tile's. Writes the tracks schema (frame = "
@@ -31,7 +32,7 @@ def add_parser(subparsers) -> None:
                    help="area factor (volume in 3D): a square (cube) such as 4, 16, 64 (required)")
     p.add_argument("--samples", type=int, default=1, metavar="N", help="independent large snapshots")
     p.add_argument("--seed", type=int, default=0, help="seed (>= 0) of the tiling and relaxation noise")
-    p.add_argument("--relax-steps", type=int, default=10, metavar="N",
+    p.add_argument("--relax-steps", type=int, default=3, metavar="N",
                    help="model frames of seam relaxation per doubling (0: overlap removal only)")
     p.add_argument("--band", type=float, default=None, metavar="PX",
                    help="half-width of the relaxed band along each seam, px (default: the model's "
@@ -40,10 +41,14 @@ def add_parser(subparsers) -> None:
                    help="scale of the model's k_B during the seam relaxation: auto (default) calibrates it so "
                         "that the model's rollouts of the input keep the input's first coordination shell; "
                         "1 runs the model as trained")
-    p.add_argument("--band-edge", choices=("held", "reflect"), default="held",
-                   help="held (default): the band's particles move freely among the held layer, which never "
-                        "moves; reflect: a band particle that leaves the band is reflected back, so the band "
-                        "keeps its particles (docs/scaling.md)")
+    p.add_argument("--band-edge", choices=("reflect", "held"), default="reflect",
+                   help="reflect (default): a band particle that leaves the band is reflected back, so the "
+                        "band keeps its particles; held: the band's particles move freely among the held "
+                        "layer, which never moves, and leak into it (docs/scaling.md)")
+    p.add_argument("--seam-overlaps", choices=("reinsert", "push"), default="reinsert", dest="seam_overlaps",
+                   help="reinsert (default): a pair placed too close across a seam loses one particle to the "
+                        "largest gap of its own side at its own distance to the seam (no density wave); push: "
+                        "the pair is pushed apart (docs/scaling.md)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     add_table_output(p, "BIG")
     p.set_defaults(func=run)
@@ -81,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
         tracks, meta = read_table(args.init, required=["frame", "particle", "x", "y"])
         up = upsample(model, cfg, tracks, meta, factor=args.factor, frame=args.frame, samples=args.samples,
                       seed=args.seed, relax_steps=args.relax_steps, band=args.band,
-                      relax_temperature=temperature, band_edge=args.band_edge, name=str(args.init))
+                      relax_temperature=temperature, band_edge=args.band_edge,
+                      seam_overlaps=args.seam_overlaps, name=str(args.init))
         cal = cfg.get("calibration", {}) or {}
         dim = int(model.config.dim)
         names = ["x", "y", "z"][:dim]

@@ -371,6 +371,123 @@ def tile_configurations(parts: list[Configuration], m: int) -> tuple[Configurati
             np.concatenate(new), np.concatenate(label))
 
 
+def _part_frame(pos: np.ndarray, part_box: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """(N,) index of the part (as :func:`tile_configurations` numbers them) each position
+    (N, d) px lies in, and (N,) its distance to the part's nearest face (the new seams), px."""
+    cell = np.clip(np.floor(pos / part_box).astype(np.int64), 0, m - 1)
+    u = pos - cell * part_box
+    dist = np.min(np.minimum(u, part_box - u), axis=1)
+    return np.ravel_multi_index(tuple(cell.T), (m,) * pos.shape[1]), dist
+
+
+#: Reinsertion (:func:`reinsert_across_seams`): candidate sites are a grid of this spacing
+#: (px) within REINSERT_RADIUS_PX of the particle, at its own distance to the new seams
+#: within REINSERT_TOL_PX; at most REINSERT_SWEEPS passes.
+REINSERT_GRID_PX = 1.0
+REINSERT_RADIUS_PX = 48.0
+REINSERT_TOL_PX = 2.0
+REINSERT_SWEEPS = 5
+
+
+def reinsert_across_seams(cfg: Configuration, new_seam: np.ndarray, part: np.ndarray, m: int,
+                          push: ClosestApproach, rng: np.random.Generator) -> tuple[Configuration, np.ndarray, int]:
+    """Resolve pairs placed too close across a new seam by moving one particle of each pair
+    into the largest gap of its own part at its own distance to the seams, instead of
+    pushing the pair apart.
+
+    Pushing moves particles away from a seam and makes a density wave (a dip at the seam,
+    a crest behind it) that a few relaxation frames do not spread out (docs/scaling.md).
+    Here each pair across a new seam closer than ``push`` for its sizes (closest pairs
+    first, each particle in one pair per pass) loses one of its two particles, chosen at
+    random, which is put back at the site of largest clearance min_j (|x - x_j| -
+    push(s, s_j)) among a grid (:data:`REINSERT_GRID_PX`) of sites inside its own part,
+    within :data:`REINSERT_RADIUS_PX` of where it was and at its own distance to the new
+    seams within :data:`REINSERT_TOL_PX`. Particles are only moved, never added or
+    removed, and stay in their part, so counts per tile, composition and area fraction
+    are kept exactly, and the number density along the seam normal as well (within the
+    tolerance). Up to :data:`REINSERT_SWEEPS` passes; pairs left are for :func:`separate`.
+
+    cfg : the placed configuration (px); new_seam : (N,) distance to the nearest new
+    seam, px; part : (N,) the part index of each particle; m : parts per axis. Returns
+    (configuration with moved particles (velocity kept, ``seam`` updated), (N,) updated
+    distance to the new seams, number of particles moved).
+    """
+    from ..neighbours import Tree
+
+    pos = np.mod(cfg.pos, cfg.box).copy()
+    size = cfg.size
+    box = cfg.box
+    d = pos.shape[1]
+    part_box = box / m
+    new_seam = new_seam.copy()
+    origin = new_seam.copy()              # a particle moved twice stays at its first distance
+    seam = cfg.seam.copy()
+    sz = (lambda idx: None) if size is None else (lambda idx: size[idx])  # noqa: E731
+    reach = push.largest(size)
+    look = 2.0 * REINSERT_RADIUS_PX + reach
+    g = np.arange(-REINSERT_RADIUS_PX, REINSERT_RADIUS_PX + 0.5 * REINSERT_GRID_PX, REINSERT_GRID_PX)
+    across = np.arange(-REINSERT_TOL_PX, REINSERT_TOL_PX + 0.5 * REINSERT_GRID_PX, REINSERT_GRID_PX)
+    # a slab parallel to a face: the grid along the other axes, +-tol across (offsets from
+    # the slab's centre; the slab's coordinate along its axis is set per particle)
+    slab = np.stack(np.meshgrid(*([across] + [g] * (d - 1)), indexing="ij"), -1).reshape(-1, d)
+    moved = np.zeros(len(pos), bool)
+    for _ in range(REINSERT_SWEEPS):
+        tree = Tree(pos, box)
+        pr, dist = tree.pairs(reach, sort=True, distances=True)
+        if len(pr) == 0:
+            break
+        i, j = pr[:, 0], pr[:, 1]
+        target = np.broadcast_to(push(sz(i), sz(j)), dist.shape)
+        bad = (dist < target) & (part[i] != part[j])
+        if not bad.any():
+            break
+        order = np.argsort(dist[bad] / target[bad], kind="stable")
+        busy = np.zeros(len(pos), bool)
+        movers = []
+        for a, b in zip(i[bad][order], j[bad][order]):
+            if busy[a] or busy[b]:
+                continue
+            busy[a] = busy[b] = True
+            movers.append(a if rng.random() < 0.5 else b)
+        for k in movers:
+            # sites at the particle's own distance to each face of its part, near the particle
+            cell = np.array(np.unravel_index(part[k], (m,) * d))
+            lo = cell * part_box
+            sites = []
+            for a in range(d):
+                for face in (origin[k], part_box[a] - origin[k]):
+                    site = pos[k] + slab[:, np.r_[np.arange(1, a + 1), 0, np.arange(a + 1, d)]]
+                    site[:, a] = lo[a] + face + slab[:, 0]
+                    sites.append(site)
+            sites = np.concatenate(sites)
+            sites = sites[np.sqrt(np.square(sites - pos[k]).sum(1)) <= REINSERT_RADIUS_PX]
+            sites = sites[np.all((sites >= 0) & (sites < box), axis=1)]
+            sp, sd = _part_frame(sites, part_box, m)
+            sites = sites[(sp == part[k]) & (np.abs(sd - origin[k]) <= REINSERT_TOL_PX)]
+            if len(sites) == 0:
+                continue
+            # the tree is this pass's: a particle moved since is at most the radius from where it was
+            if look < 0.499 * float(np.min(box)):
+                near = np.asarray(tree.within(look, query=pos[k:k + 1])[0], np.int64)
+            else:                                   # a small box: every particle
+                near = np.arange(len(pos))
+            near = near[near != k]
+            if len(near) == 0:
+                continue
+            sep = pos[near][None, :, :] - sites[:, None, :]
+            sep -= box * np.round(sep / box)
+            gap = np.sqrt(np.square(sep).sum(-1)) - np.broadcast_to(
+                push(None if size is None else np.full(len(near), size[k]), sz(near)), (len(near),))[None, :]
+            best = int(np.argmax(gap.min(1)))
+            pos[k] = sites[best]
+            _, dk = _part_frame(sites[best:best + 1], part_box, m)
+            seam[k] = float(dk[0]) if seam[k] == new_seam[k] else min(seam[k], float(dk[0]))
+            new_seam[k] = float(dk[0])
+            moved[k] = True
+    out = Configuration(pos, cfg.vel, cfg.size, cfg.box, seam, cfg.tile, cfg.n_tiles)
+    return out, new_seam, int(moved.sum())
+
+
 # ----------------------------------------------------------------------------- sources
 @dataclass
 class _Source:
@@ -723,9 +840,9 @@ def relaxation_temperature(model, src: "_Source", *, steps: int, cutoff_px: floa
 
 # ----------------------------------------------------------------------------- entry point
 def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None = None, *, factor: int,
-             frame: int | None = None, samples: int = 1, seed: int = 0, relax_steps: int = 10,
+             frame: int | None = None, samples: int = 1, seed: int = 0, relax_steps: int = 3,
              band: float | None = None, push_quantile: float = 0.02, relax_temperature: float | str = "auto",
-             band_edge: str = "held",
+             band_edge: str = "reflect", seam_overlaps: str = "reinsert",
              name: str = "tracks") -> Upsampled:
     """Large-system snapshots built from ``tracks`` by hierarchical tiling (module docstring).
 
@@ -741,22 +858,30 @@ def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None 
     frame : draw every tile from this frame (default: tiles drawn from all frames at random).
     samples : number of independent large snapshots.
     seed : seed (>= 0) of the tiling's random numbers and of the relaxation noise.
-    relax_steps : model frames of seam relaxation per doubling step (0: overlap removal only).
+    relax_steps : model frames of seam relaxation per doubling step (0: overlap removal
+        only). Default 3: enough to give the seams the input's structure within 2
+        standard errors in the tests; longer relaxations give the band the model's own
+        structure, which is not the data's (docs/scaling.md).
     band : half-width of the relaxed band along the seams, px (default: the model's
         interaction range).
     push_quantile : pairs placed across a seam closer than this quantile of the data's
-        near-shell distances for their pair of sizes are pushed apart to it before the
-        relaxation (0: to the closest approach); after the relaxation only pairs closer
-        than the closest approach are pushed.
+        near-shell distances for their pair of sizes are resolved (``seam_overlaps``)
+        before the relaxation (0: the closest approach); after the relaxation only pairs
+        closer than the closest approach are pushed apart.
     relax_temperature : scale of the model's k_B during the seam relaxation; "auto": the
         scale under which the model's rollouts of the input keep the input's first
         coordination shell (:func:`relaxation_temperature`); 1: the model as trained.
-    band_edge : "held" (default): the band's particles move freely among the held layer,
-        which never moves (band particles that cross the band's edge stay where they went
-        and none come back, so the band loses particles to the layer: docs/scaling.md);
-        "reflect": a band particle that leaves the band is reflected back into it after
-        every frame (:func:`reflect_into_band`), so the band keeps its particles and the
-        rollout samples the band given the held layer.
+    seam_overlaps : "reinsert" (default): a pair placed too close across a new seam loses
+        one particle to the largest gap of its own part at its own distance to the seams
+        (:func:`reinsert_across_seams`), so no density wave is made; "push": the pair is
+        pushed apart symmetrically (the method before session 16). Either way pairs still
+        closer than the closest approach are then pushed apart (:func:`separate`).
+    band_edge : "reflect" (default): a band particle that leaves the band is reflected
+        back into it after every frame (:func:`reflect_into_band`), so the band keeps its
+        particles and the rollout samples the band given the held layer; "held": the
+        band's particles move freely among the held layer, which never moves (band
+        particles that cross the band's edge stay where they went and none come back, so
+        the band loses particles to the layer: docs/scaling.md).
 
     Returns
     -------
@@ -778,6 +903,8 @@ def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None 
                                             and not isinstance(relax_temperature, bool)
                                             and np.isfinite(relax_temperature) and relax_temperature > 0)):
         raise ParameterError(f"relax_temperature: must be 'auto' or a number > 0, got {relax_temperature!r}")
+    if seam_overlaps not in ("reinsert", "push"):
+        raise ParameterError(f"seam_overlaps: must be 'reinsert' or 'push', got {seam_overlaps!r}")
     if band_edge not in ("held", "reflect"):
         raise ParameterError(f"band_edge: must be 'held' or 'reflect', got {band_edge!r}")
     cal = model_config.get("calibration", {}) or {}
@@ -802,7 +929,7 @@ def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None 
         calibration = {"k_B_scale": scale, "first_shell_g": None, "grid": {}}
     k_B_scale = float(calibration["k_B_scale"])
     rng = np.random.default_rng(seed)
-    stats = {"displaced": 0, "dropped": 0, "relaxed": 0, "displaced_after_relaxation": 0}
+    stats = {"displaced": 0, "dropped": 0, "relaxed": 0, "displaced_after_relaxation": 0, "reinserted": 0}
 
     def build(level: int) -> Configuration:
         if level == 0:
@@ -813,9 +940,13 @@ def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None 
             part = build(level - 1)
             parts.append(_transform(part, rng) if level > 1 else part)
         cfg, new, part = tile_configurations(parts, m)
+        if seam_overlaps == "reinsert":
+            cfg, new, n_re = reinsert_across_seams(cfg, new, part, m, push, rng)
+            stats["reinserted"] += n_re
         # only pairs across the new seams can be too close: look near them alone
         near = new < push.largest(cfg.size) + band_px
-        pos, keep, moved = separate(cfg.pos, cfg.size, cfg.box, push, floor=closest, active=near, group=part)
+        pos, keep, moved = separate(cfg.pos, cfg.size, cfg.box, push if seam_overlaps == "push" else closest,
+                                    floor=closest, active=near, group=part)
         stats["displaced"] += moved
         stats["dropped"] += int((~keep).sum())
         cfg = cfg.subset(keep, pos)
@@ -863,6 +994,8 @@ def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None 
                             "k_B_scale": k_B_scale, "band_edge": band_edge,
                             "temperature_calibration": {"input_first_shell_g": calibration["first_shell_g"],
                                                         "rollout_first_shell_g": calibration["grid"]},
+                            "seam_overlaps": seam_overlaps,
+                            "particles_reinserted": stats["reinserted"],
                             "particles_relaxed": stats["relaxed"],
                             "particles_displaced": stats["displaced"],
                             "particles_displaced_after_relaxation": stats["displaced_after_relaxation"],
