@@ -313,9 +313,11 @@ def test_cli(small, tmp_path):
     write_table(init, df[df["frame"] < 5], provenance("test", {}, {}))
     out = tmp_path / "big.parquet"
     assert main(["upsample", str(mdir), "--init", str(init), "--factor", "4", "--samples", "2",
-                 "--relax-steps", "2", "--band-edge", "reflect", "-o", str(out)]) == 0
+                 "--relax-steps", "2", "--band-edge", "held", "--seam-overlaps", "push", "-o", str(out)]) == 0
     big, side_meta = read_table(out)
-    assert side_meta["parameters"]["seam_relaxation"]["band_edge"] == "reflect"
+    assert side_meta["parameters"]["seam_relaxation"]["band_edge"] == "held"
+    assert side_meta["parameters"]["seam_relaxation"]["seam_overlaps"] == "push"
+    assert side_meta["parameters"]["seam_relaxation"]["particles_reinserted"] == 0
     assert {"frame", "particle", "x", "y", "diameter", "seam_distance", "tile"} <= set(big.columns)
     assert set(big["frame"]) == {0, 1}
     assert side_meta["meta"]["box_px"] == pytest.approx([2 * side] * 2)
@@ -523,6 +525,8 @@ def test_band_edge_reflect_keeps_the_band_inside(small):
     assert out["held"] > 26.0, out
     with pytest.raises(ParameterError, match="band_edge"):
         upsample(model, cfg, df, factor=4, band_edge="open")
+    with pytest.raises(ParameterError, match="seam_overlaps"):
+        upsample(model, cfg, df, factor=4, seam_overlaps="drop")
 
 
 def test_reinsert_across_seams_moves_particles_within_their_part_at_their_seam_distance(small):

@@ -15,14 +15,18 @@ macroscopic stochastic dynamics", carried from lattices to off-lattice particles
    is even, else the remaining odd factor) are placed side by side in a box m times larger
    per axis. Every placed configuration is drawn afresh (its own tiles, shifts and
    symmetries), so the large system is not a periodic repetition.
-3. **Overlaps at the seams** are removed by displacement: pairs across a new seam closer
-   than the data's ``push_quantile`` (2 %) quantile of near-shell distances for that pair
-   of sizes, and any pair near the seams closer than the data's closest approach, are
-   pushed apart symmetrically, up to 50 sweeps; pairs still closer than 0.9 x the closest
-   approach after that lose one particle (the number dropped is reported; 0 in the tests).
+3. **Overlaps at the seams**: a pair across a new seam closer than the data's
+   ``push_quantile`` (2 %) quantile of near-shell distances for that pair of sizes loses
+   one of its particles to the largest gap of its own part at its own distance to the
+   seams (:func:`reinsert_across_seams`; ``seam_overlaps="push"``: the pair is pushed
+   apart symmetrically instead, which leaves a density wave along the seam). Any pair
+   near the seams still closer than the data's closest approach is then pushed apart, up
+   to 50 sweeps; pairs still closer than 0.9 x the closest approach after that lose one
+   particle (the number dropped is reported; 0 in the tests).
 4. **Seam relaxation with the learned model.** The particles within ``band`` of the new
-   seams are rolled out for ``relax_steps`` frames with :func:`colloidcg.core.integrate.rollout`
-   in the large periodic box, the particles in the next 2.1 x ``cutoff`` wide layer held
+   seams are rolled out for ``relax_steps`` (3) frames with :func:`colloidcg.core.integrate.rollout`
+   in the large periodic box, reflected back into the band when they leave it
+   (``band_edge="reflect"``), the particles in the next 2.1 x ``cutoff`` wide layer held
    fixed as prescribed boundary particles (the rest of the system does not enter; a band
    particle's terms depend on particles up to 2 x ``cutoff`` away, so one deterministic
    step of the band equals that of the whole system). All
