@@ -31,7 +31,8 @@ control's shear-budget oracle (no training): the exposure ceiling plus or minus 
 shear amplitude a site has already received, and the label rate by spent budget;
 ``--features`` only what the encoder's features rank at frame 0 (no training).
 
-Units: S and dS in k_B (dS per frame), lengths px, NLL in nats. 4-7 min on 2 shared cores.
+With n_s > 1 the other variables' S at entry and carried S are scored too (the benchmark
+scores S0 only). Units: S and dS in k_B (dS per frame), lengths px, NLL in nats. 4-7 min on 2 shared cores.
 """
 
 from __future__ import annotations
@@ -134,6 +135,10 @@ def main() -> None:
     vals = {"S at entry (encoder, frame 0)": S[0][rp], "S carried (scored)": S[rf, rp],
             "accumulated production S_t - S_entry": S[rf, rp] - S[0][rp],
             "encoder on the row's own frame": enc[rf, rp], "exposure ceiling": bench.vacancy_exposure(t)}
+    S_all = car.S.numpy()
+    for a in range(1, S_all.shape[-1]):       # the other entropic variables (not scored by the benchmark)
+        vals[f"S{a} at entry (heat weight {float(model.heat_weights[a]):.3f})"] = S_all[0, rp, a]
+        vals[f"S{a} carried"] = S_all[rf, rp, a]
     loc_var = float(report["localisation_noise"]) ** 2
     S_nc = None
     if args.s_heat == "work":
