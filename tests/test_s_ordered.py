@@ -68,3 +68,31 @@ def test_ordered_s_is_saved_and_old_models_load_unordered(tmp_path):
     path.write_text(json.dumps(cfg))
     with pytest.raises(ColloidcgError, match="model.ordered_s"):
         load_model(tmp_path / "m")
+
+
+def test_cli_and_batch_ordered_s_reach_the_saved_model(tmp_path):
+    """``colloidcg train --ordered-s`` is saved in the model's config (and a model trained
+    without it says false); the loaded model's heat weights are ascending. A batch
+    [train] table passes ``ordered_s`` the same way."""
+    from colloidcg.batch.stages import train_config
+    from colloidcg.cli import main
+    from colloidcg.outputs import provenance, write_table
+
+    tracks = tmp_path / "tracks.parquet"
+    side = provenance("test", {}, {}, meta={"fps": 10.0, "um_per_px": 0.2})
+    write_table(tracks, langevin(n=30, frames=8), side)
+    common = ["--epochs", "1", "--quiet", "--edge", "0", "--cutoff", "0.6", "--n-s", "2"]
+    for flag, ordered in ((["--ordered-s"], True), ([], False)):
+        out = tmp_path / f"model_{ordered}"
+        assert main(["train", str(tracks), "-o", str(out), *common, *flag]) == 0
+        cfg = json.loads((out / "config.json").read_text())
+        assert cfg["model"]["ordered_s"] is ordered and cfg["train"]["model"]["ordered_s"] is ordered
+        assert cfg["model"]["n_s"] == 2
+        back, _ = load_model(out)
+        assert back.ordered_s is ordered
+        if ordered:
+            w = back.heat_weights
+            assert float(w[0]) <= float(w[1])
+            assert torch.equal(w, torch.sort(torch.softmax(back.raw_w, 0)).values)
+    assert train_config({"n_s": 2, "ordered_s": True}).model.ordered_s
+    assert not train_config({"n_s": 2}).model.ordered_s

@@ -12,8 +12,8 @@ from ._common import add_calibration, add_output, config_default, config_help, l
 LENGTHS = ("cutoff", "edge", "loc_noise")
 #: TrainConfig options set by flags of the same name (dest); --cutoff, --edge and --loc-noise
 #: are lengths converted to um first.
-CONFIG_FLAGS = ("epochs", "batch_frames", "lr", "device", "seed", "multistep", "aux_weight", "n_s", "dtype",
-                "s_memory", "s_window", "s_heat", "transport",
+CONFIG_FLAGS = ("epochs", "batch_frames", "lr", "device", "seed", "multistep", "aux_weight", "n_s",
+                "ordered_s", "dtype", "s_memory", "s_window", "s_heat", "transport",
                 "substrate", "deviatoric", "cutoff_factors", "n_kernel", "n_pair", "select", "size_column",
                 "frame_average", "progress")
 
@@ -37,6 +37,10 @@ def add_parser(subparsers) -> None:
     def off(name):           # a --no-X switch: what "off" means, then the default
         on, _, without = h(name).partition("; off: ")
         return f"{without}; default: {on}"
+
+    def on(name):            # an --X switch that is off by default: what it does, then the default
+        does, _, without = h(name).partition("; off: ")
+        return f"{does}; default: off ({without})"
 
     p = subparsers.add_parser(
         "train", help="fit the stochastic particle model to tracks",
@@ -78,6 +82,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--aux-weight", type=float, default=d("aux_weight"), dest="aux_weight",
                    help=h("aux_weight", "; the labels come from --rearrangements"))
     p.add_argument("--n-s", type=int, default=d("n_s"), dest="n_s", help=h("n_s"))
+    p.add_argument("--ordered-s", action="store_true", default=d("ordered_s"), dest="ordered_s",
+                   help=on("ordered_s"))
     p.add_argument("--dtype", default=d("dtype"), choices=["float32", "float64"], help=h("dtype"))
     p.add_argument("--box", type=length, nargs="+", default=None, metavar="L",
                    help="periodic box lengths, um, or in px with the suffix (512px); a bare "
