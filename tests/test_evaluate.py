@@ -31,6 +31,32 @@ def test_msd_is_4Dt(data):
     assert np.allclose(m["msd"], 4 * D * m["t"], rtol=0.05)
 
 
+@pytest.mark.parametrize("case", ["complete", "gaps", "3d"])
+def test_msd_is_trackpy_emsd(case):
+    """msd is trackpy.motion.emsd's estimator (each particle's all-origins MSD, weighted
+    by its independent measurements) on complete tracks, on tracks of unequal lengths
+    with gaps (including every other frame missing, so odd lags of that particle have no
+    pairs) and in 3D."""
+    import trackpy
+
+    rng = np.random.default_rng(3)
+    T, n = 40, 30
+    pos = np.cumsum(rng.normal(size=(T, n, 3)), 0)
+    df = pd.DataFrame({"frame": np.repeat(np.arange(T), n) + 7, "particle": np.tile(np.arange(n), T) * 3,
+                       "x": pos[..., 0].ravel(), "y": pos[..., 1].ravel(), "z": pos[..., 2].ravel()})
+    dims = ["x", "y", "z"] if case == "3d" else ["x", "y"]
+    df = df[["frame", "particle"] + dims]
+    if case == "gaps":
+        p, f = df["particle"] // 3, df["frame"] - 7
+        df = df[~((p % 4 == 0) & f.between(10, 14)) & ~((p % 5 == 1) & (f > 25 + p % 7))
+                & ~((p % 3 == 2) & (f < 5 + p)) & ~((p % 7 == 3) & (f % 2 == 1))]
+    m = ev.msd(df, UM, FPS, max_lag=25)
+    e = trackpy.motion.emsd(df, mpp=UM, fps=FPS, max_lagtime=25, pos_columns=dims)
+    assert m["lag"].tolist() == list(range(1, 26))
+    np.testing.assert_allclose(m["t"], np.asarray(e.index, float), rtol=1e-12)
+    np.testing.assert_allclose(m["msd"], np.asarray(e, float), rtol=1e-10)
+
+
 def test_vacf_of_finite_difference_velocities(data):
     c = ev.vacf(data, UM, FPS, max_lag=5)
     assert c["vacf"].iloc[0] == pytest.approx(4 * D * FPS, rel=0.05)
