@@ -278,3 +278,21 @@ def test_train_lengths_in_px_are_converted_and_info_prints_the_cutoff_with_its_u
     text = capsys.readouterr().out
     line = next(ln for ln in text.splitlines() if ln.startswith("cutoff"))
     assert f"{24 * um:.4g} um" in line and "= 24 px" in line
+
+
+def test_a_subcommand_imports_only_its_own_options():
+    """`colloidcg track` builds its parser alone: torch (which `train`'s options import) is
+    not loaded to track a video; `colloidcg --help` still lists every command."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from colloidcg.cli import build_parser, _command_module; "
+            "p = build_parser(_command_module(['track', 'v.avi', '-o', 'x'])); "
+            "print('torch' in sys.modules, ','.join(p._subparsers._group_actions[0].choices))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "track"]
+    from colloidcg.cli import _command_module
+    assert _command_module(["md-read", "x"]) == "md_read" and _command_module(["--version"]) is None
+    assert _command_module(["trak"]) is None
+    full = build_parser()._subparsers._group_actions[0].choices
+    assert {"track", "train", "md-read", "macro", "batch"} <= set(full)
