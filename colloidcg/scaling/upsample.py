@@ -406,7 +406,8 @@ def reinsert_across_seams(cfg: Configuration, new_seam: np.ndarray, part: np.nda
     random, which is put back at the site of largest clearance min_j (|x - x_j| -
     push(s, s_j)) among a grid (:data:`REINSERT_GRID_PX`) of sites inside its own part,
     within :data:`REINSERT_RADIUS_PX` of where it was and at its own distance to the new
-    seams within :data:`REINSERT_TOL_PX`. Particles are only moved, never added or
+    seams within :data:`REINSERT_TOL_PX` (the clearance counted up to the largest push
+    distance). Particles are only moved, never added or
     removed, and stay in their part, so counts per tile, composition and area fraction
     are kept exactly, and the number density along the seam normal as well (within the
     tolerance). Up to :data:`REINSERT_SWEEPS` passes; pairs left are for :func:`separate`.
@@ -418,16 +419,22 @@ def reinsert_across_seams(cfg: Configuration, new_seam: np.ndarray, part: np.nda
     """
     from ..neighbours import Tree
 
-    pos = np.mod(cfg.pos, cfg.box).copy()
-    size = cfg.size
     box = cfg.box
+    reach = push.largest(cfg.size)
+    # only particles near the new seams take part: a too-close pair across a seam lies
+    # within ``reach`` of it, sites within reach + tol, their neighbours within 2 reach + tol
+    take = np.nonzero(new_seam < 3.0 * reach + 2.0 * REINSERT_TOL_PX)[0]
+    all_pos = np.mod(cfg.pos, box)
+    all_new, all_seam = new_seam.copy(), cfg.seam.copy()
+    pos = all_pos[take].copy()
+    size = None if cfg.size is None else cfg.size[take]
+    part = part[take]
     d = pos.shape[1]
     part_box = box / m
-    new_seam = new_seam.copy()
+    new_seam = all_new[take].copy()
     origin = new_seam.copy()              # a particle moved twice stays at its first distance
-    seam = cfg.seam.copy()
+    seam = all_seam[take].copy()
     sz = (lambda idx: None) if size is None else (lambda idx: size[idx])  # noqa: E731
-    reach = push.largest(size)
     look = 2.0 * REINSERT_RADIUS_PX + reach
     g = np.arange(-REINSERT_RADIUS_PX, REINSERT_RADIUS_PX + 0.5 * REINSERT_GRID_PX, REINSERT_GRID_PX)
     across = np.arange(-REINSERT_TOL_PX, REINSERT_TOL_PX + 0.5 * REINSERT_GRID_PX, REINSERT_GRID_PX)
@@ -476,20 +483,26 @@ def reinsert_across_seams(cfg: Configuration, new_seam: np.ndarray, part: np.nda
             else:                                   # a small box: every particle
                 near = np.arange(len(pos))
             near = near[near != k]
+            off = pos[near] - pos[k]
+            off -= box * np.round(off / box)
+            near = near[np.square(off).sum(1) <= (REINSERT_RADIUS_PX + reach) ** 2]
             if len(near) == 0:
                 continue
             sep = pos[near][None, :, :] - sites[:, None, :]
             sep -= box * np.round(sep / box)
             gap = np.sqrt(np.square(sep).sum(-1)) - np.broadcast_to(
                 push(None if size is None else np.full(len(near), size[k]), sz(near)), (len(near),))[None, :]
-            best = int(np.argmax(gap.min(1)))
+            # clearance counted up to the reach (the particles taken part are those that can
+            # be nearer than that to a site)
+            best = int(np.argmax(np.minimum(gap.min(1), reach)))
             pos[k] = sites[best]
             _, dk = _part_frame(sites[best:best + 1], part_box, m)
             seam[k] = float(dk[0]) if seam[k] == new_seam[k] else min(seam[k], float(dk[0]))
             new_seam[k] = float(dk[0])
             moved[k] = True
-    out = Configuration(pos, cfg.vel, cfg.size, cfg.box, seam, cfg.tile, cfg.n_tiles)
-    return out, new_seam, int(moved.sum())
+    all_pos[take], all_new[take], all_seam[take] = pos, new_seam, seam
+    out = Configuration(all_pos, cfg.vel, cfg.size, cfg.box, all_seam, cfg.tile, cfg.n_tiles)
+    return out, all_new, int(moved.sum())
 
 
 # ----------------------------------------------------------------------------- sources
