@@ -400,6 +400,7 @@ run 90
 
 
 @needs_lammps
+@pytest.mark.slow
 def test_md_speed_benchmark_smoke(capsys):
     """benchmarks/md_speed.py runs both engines and prints the ratio (no timing asserted)."""
     import importlib.util
