@@ -37,7 +37,7 @@ import pandas as pd
 from numba import njit
 
 from .gaps import bright_gaps, rings_possible
-from .refine import refine_jointly
+from .refine import _median_inplace, _sort_small, refine_jointly
 
 FEATURE_COLUMNS = ["frame", "y", "x", "mass", "size", "ecc", "signal", "raw_mass", "ep"]
 #: With mixed contrast, a ``contrast`` column follows (+1 bright, -1 dark).
@@ -442,7 +442,7 @@ def _enclosed(x, y, idx, dist, heavier, spacing, reach):
                 m += 1
         if m < 3:
             continue
-        lim = reach * np.median(buf[:m])
+        lim = reach * _median_inplace(buf, m)
         c = 0
         for t in range(k):
             if heavier[i, t] and dist[i, t] <= lim:
@@ -451,10 +451,10 @@ def _enclosed(x, y, idx, dist, heavier, spacing, reach):
                 c += 1
         if c < 3:
             continue
-        a = np.sort(ang[:c])
-        widest = a[0] + 2 * math.pi - a[c - 1]
+        _sort_small(ang, c)
+        widest = ang[0] + 2 * math.pi - ang[c - 1]
         for t in range(1, c):
-            widest = max(widest, a[t] - a[t - 1])
+            widest = max(widest, ang[t] - ang[t - 1])
         drop[i] = widest < math.pi
     return drop
 

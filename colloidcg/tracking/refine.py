@@ -592,8 +592,9 @@ def _gs_sweep(img, canvas, params, cache_x, cache_y, cache_w, order, free, n_new
         else:
             _add_outer(canvas, cu, cv, wr, -old[2], cache_x[i], cache_y[i], 0.0, hx, hy)
             _add_outer(canvas, nu, nw, wn, p[2], hx, hy, 0.0, hx, hy)
-        cache_x[i, :2 * wn + 1] = hx[:2 * wn + 1]
-        cache_y[i, :2 * wn + 1] = hy[:2 * wn + 1]
+        for k in range(2 * wn + 1):   # (a loop: a slice copy compiles numba's shape-error text)
+            cache_x[i, k] = hx[k]
+            cache_y[i, k] = hy[k]
         cache_w[i, 0] = nu
         cache_w[i, 1] = nw
         cache_w[i, 2] = wn
@@ -745,14 +746,15 @@ def _lloyd_medians(ls, centres, iterations):
                 if lab[i] == q:
                     buf[m] = ls[i]
                     m += 1
-            new[q] = np.median(buf[:m]) if m else centres[q]
+            new[q] = _median_inplace(buf, m) if m else centres[q]
         settled = True
         for q in range(k):
             if abs(new[q] - centres[q]) > 1e-8 + 1e-5 * abs(centres[q]):
                 settled = False
         if settled:
             break
-        centres[:] = new
+        for q in range(k):
+            centres[q] = new[q]
     return centres
 
 
@@ -800,8 +802,58 @@ def _block_median(img, block):
                 for u in range(j * block, min(nx, (j + 1) * block)):
                     buf[n] = img[v, u]
                     n += 1
-            out[i, j] = np.median(buf[:n])
+            out[i, j] = _median_inplace(buf, n)
     return out
+
+
+# The tracking kernels take medians and sorts of a few to a few hundred values with these
+# rather than numba's np.median / np.sort: the results are the same, but numba's generic
+# versions (and its slice-copy shape checks, whose error text builds strings) took about
+# a quarter of the kernels' first-run compilation, which every fresh install pays.
+@njit(cache=True)
+def _median_inplace(buf, n):
+    """Median of ``buf[:n]`` (n >= 1) as numpy gives it (the mean of the two middle values
+    for even n); reorders ``buf[:n]``. Quickselect (Hoare, C. A. R., Comm. ACM 4, 321 (1961))."""
+    k = n // 2
+    lo, hi = 0, n - 1
+    while lo < hi:
+        pivot = buf[(lo + hi) // 2]
+        i, j = lo, hi
+        while i <= j:
+            while buf[i] < pivot:
+                i += 1
+            while buf[j] > pivot:
+                j -= 1
+            if i <= j:
+                buf[i], buf[j] = buf[j], buf[i]
+                i += 1
+                j -= 1
+        if k <= j:
+            hi = j
+        elif k >= i:
+            lo = i
+        else:
+            break
+    upper = buf[k]
+    if n % 2:
+        return upper
+    lower = buf[0]
+    for t in range(1, k):   # the largest of the lower part
+        if buf[t] > lower:
+            lower = buf[t]
+    return (lower + upper) / 2
+
+
+@njit(cache=True)
+def _sort_small(a, n):
+    """Sort ``a[:n]`` in place (insertion sort: for a dozen values)."""
+    for i in range(1, n):
+        v = a[i]
+        j = i - 1
+        while j >= 0 and a[j] > v:
+            a[j + 1] = a[j]
+            j -= 1
+        a[j + 1] = v
 
 
 def _cells(img: np.ndarray, cell: int) -> np.ndarray:

@@ -166,18 +166,57 @@ def _spot_profiles(x, y, s, w, nx, ny, px, py):
 
 
 @njit(cache=True)
+def _invert_gauss_jordan(mat, out):
+    """``out`` = inverse of the small matrix ``mat`` (k, k), by Gauss-Jordan elimination with
+    partial pivoting; returns False (``out`` untouched) unless its determinant is positive.
+    (numba's np.linalg.inv / det add several seconds to the first run's compilation, for
+    the 4 x 4 matrices of fits with free widths.)"""
+    k = mat.shape[0]
+    a = np.empty((k, 2 * k))
+    for r in range(k):
+        for c in range(k):
+            a[r, c] = mat[r, c]
+            a[r, k + c] = 1.0 if r == c else 0.0
+    det = 1.0
+    for c in range(k):
+        piv = c
+        for r in range(c + 1, k):
+            if abs(a[r, c]) > abs(a[piv, c]):
+                piv = r
+        if a[piv, c] == 0.0:
+            return False
+        if piv != c:
+            det = -det
+            for t in range(2 * k):
+                a[c, t], a[piv, t] = a[piv, t], a[c, t]
+        det *= a[c, c]
+        inv_p = 1.0 / a[c, c]
+        for t in range(2 * k):
+            a[c, t] *= inv_p
+        for r in range(k):
+            if r != c and a[r, c] != 0.0:
+                f = a[r, c]
+                for t in range(2 * k):
+                    a[r, t] -= f * a[c, t]
+    if not det > 0:
+        return False
+    for r in range(k):
+        for c in range(k):
+            out[r, c] = a[r, k + c]
+    return True
+
+
+@njit(cache=True)
 def _invert(mat, out):
     """Inverse of a Fisher or normal matrix ``mat`` (k, k) into ``out``; returns False
     (``out`` untouched) unless ``mat`` is finite with a positive determinant. 3 x 3 by
-    cofactors (called for every spot and neighbour: LAPACK's per-call cost dominated)."""
+    cofactors (called for every spot and neighbour: LAPACK's per-call cost dominated),
+    larger by Gauss-Jordan elimination."""
     for v in mat.ravel():
         if not math.isfinite(v):
             return False
     if mat.shape[0] != 3:
-        if np.linalg.det(mat) <= 0:
-            return False
-        out[:, :] = np.linalg.inv(mat)
-        return True
+        return _invert_gauss_jordan(mat, out)
     c00 = mat[1, 1] * mat[2, 2] - mat[1, 2] * mat[2, 1]
     c01 = mat[1, 2] * mat[2, 0] - mat[1, 0] * mat[2, 2]
     c02 = mat[1, 0] * mat[2, 1] - mat[1, 1] * mat[2, 0]
@@ -325,10 +364,16 @@ def _sandwich(residual, model, v0, g, params, free_s, weighted, fit_k, pairs, ro
             hi = np.empty((npar, npar))
             if not _invert(h, hi):
                 continue
-            cov = hi @ b @ hi
+            cov = np.zeros((2, 2))   # the x and y diagonal of hi b hi
+            for d in range(2):
+                for p in range(npar):
+                    for q in range(npar):
+                        cov[d, d] += hi[d, p] * b[p, q] * hi[q, d]
         okf[i] = True
-        fis[i] = f
-        schur[i] = f
+        for p in range(npar):   # (element loops: numba's row copies compile its shape-error text)
+            for q in range(npar):
+                fis[i, p, q] = f[p, q]
+                schur[i, p, q] = f[p, q]
         out[i, 0] = cov[0, 0]
         out[i, 1] = cov[1, 1]
         out[i, 2] = chi / (npix - npar)
@@ -409,7 +454,9 @@ def _sandwich(residual, model, v0, g, params, free_s, weighted, fit_k, pairs, ro
                 if okf[i]:
                     _invert(schur[i], cinv[i])
         for i in range(n):
-            schur[i] = fis[i]
+            for p in range(npar):
+                for q in range(npar):
+                    schur[i, p, q] = fis[i, p, q]
         for k in range(pairs.shape[0]):
             if not has[k]:
                 continue
