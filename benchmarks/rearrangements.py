@@ -182,7 +182,9 @@ def learned_s(tracks: pd.DataFrame, table: pd.DataFrame, soft, seed: int = 0, au
     frame, then advanced with the model's noise-aware dS/dt) and that dS/dt
     (:func:`colloidcg.train.carried.carried_table`);
     ``S_frame0`` (with ``frame0``): the encoder's S of each particle's neighbourhood in
-    frame 0; and ``cutoff`` (px), the model's range, also the encoder's radius.
+    frame 0; ``cutoff`` (px), the model's range, also the encoder's radius; and ``val_nll``,
+    the selected epoch's held-out NLL per row (nats; the training's own validation frames, no
+    labels).
 
     Tracks in px and frames (calibration 1 um/px, 1 frame/s), labels' horizon = the
     baseline's lag, no size column (the model sees positions only); ``cutoff`` (px) the
@@ -214,7 +216,8 @@ def learned_s(tracks: pd.DataFrame, table: pd.DataFrame, soft, seed: int = 0, au
             r = torch.tensor(g[["x", "y"]].to_numpy(float), dtype=dtype)
             s_of.update(zip(zip(np.full(len(g), f), g["particle"].to_numpy()),
                             model.initial_S(r)[:, 0].numpy()))
-    out = {"S": np.array([s_of.get(k, np.nan) for k in keys], float), "cutoff": float(model.config.cutoff)}
+    out = {"S": np.array([s_of.get(k, np.nan) for k in keys], float), "cutoff": float(model.config.cutoff),
+           "val_nll": float(res.report["best_val_nll"])}
     if frame0:
         out["S_frame0"] = np.array([s_of.get((0, k[1]), np.nan) for k in keys], float)
     whole = from_tracks(tracks, None, fps=1.0, um_per_px=1.0).to(dtype=dtype)
@@ -428,7 +431,7 @@ def score_case(case: dict) -> dict:
                 print(f"  [{case['name']}] trained s_memory={memory}, {tag}, seed {seed}: "
                       + ", ".join(f"{k} {r[k].auc:.3f}" for k in vals)
                       + f" (cutoff {v['cutoff']:.1f} px, n_s {MODEL_NS}{', ordered' if MODEL_ORDERED else ''}, s_heat {MODEL_HEAT}, "
-                        f"{time.perf_counter() - t0:.0f} s)", flush=True)
+                        f"held-out NLL {v['val_nll']:.5f} per row, {time.perf_counter() - t0:.0f} s)", flush=True)
     return {"report": rep, "learned": learned}
 
 
