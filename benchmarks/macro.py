@@ -125,33 +125,93 @@ def stage_small(cache: Path, n_traj: int, first_seed: int = 0):
     return cached(cache / name, go)["pos"]
 
 
-def upsampled(small_pos, t, samples, rng, relax=RELAX):
+def place(parts, m, rng, closest, push, seam_overlaps):
+    """Tile ``parts`` (m x m Configurations of the small box) and resolve pairs placed too
+    close across the new seams: "reinsert" (colloidcg's default, upsample.reinsert_across_seams:
+    one particle of each pair moves to the largest gap on its own side at its own distance
+    to the seam, then pairs still closer than the closest approach are pushed to it) or
+    "push" (the earlier treatment: pairs pushed apart to ``closest``). Returns (positions,
+    (N,) distance to the nearest new seam, px, the box)."""
+    from colloidcg.scaling.upsample import reinsert_across_seams, separate, tile_configurations
+    cfg, new, part = tile_configurations(parts, m)
+    if seam_overlaps == "reinsert":
+        cfg, new, _ = reinsert_across_seams(cfg, new, part, m, push, rng)
+        pos, keep, _ = separate(cfg.pos, None, cfg.box, closest, floor=closest,
+                                active=new < push.largest(None) + 2 * DIAM, group=part)
+    else:
+        pos, keep, _ = separate(cfg.pos, None, cfg.box, closest, active=new < 2 * DIAM, group=part)
+    return pos[keep], new[keep], cfg.box
+
+
+def seam_approaches(small_pos):
+    """(closest, push) ClosestApproach of the small quenches' late frames: the closest pair
+    seen, and the 2 % quantile of the first shell's near side (upsample's push distance)."""
+    from colloidcg.scaling.upsample import closest_approach
+    side = side_for(N_SMALL)
+    box = np.array([side, side])
+    frames = [np.mod(p, box) for p in small_pos[:8, -1]]
+    return closest_approach(frames, [None] * 8, box), closest_approach(frames, [None] * 8, box, quantile=0.02)
+
+
+def upsampled(small_pos, t, samples, rng, relax=RELAX, seam_overlaps="reinsert"):
     """Large snapshots at macro step t: 4 x 4 small snapshots of time t from different
-    trajectories, random shifts/symmetries, overlaps pushed apart, 2 frames of truth
-    relaxation of the whole large system. Returns MicroStates."""
+    trajectories, random shifts/symmetries, overlaps at the seams resolved (:func:`place`),
+    ``relax`` frames of truth relaxation of the whole large system. Returns MicroStates."""
     from colloidcg.scaling.partial import full_step
     from colloidcg.scaling.simulators import MicroState, derive_key
-    from colloidcg.scaling.upsample import Configuration, _transform, closest_approach, separate, tile_configurations
+    from colloidcg.scaling.upsample import Configuration, _transform, tile_configurations
     side = side_for(N_SMALL)
     box = np.array([side, side])
     m = int(round(math.sqrt(FACTOR)))
-    frames = [np.mod(p, box) for p in small_pos[:, -1]]
-    closest = closest_approach(frames[:8], [None] * 8, box)
+    closest, push = seam_approaches(small_pos)
     out = []
     for k in range(samples):
         pick = rng.choice(len(small_pos), m * m, replace=len(small_pos) < m * m)
         parts = [_transform(Configuration(np.mod(small_pos[i, t], box), np.zeros((N_SMALL, 2)), None, box,
                                           np.full(N_SMALL, np.inf)), rng) for i in pick]
-        cfg, new, part = tile_configurations(parts, m)
-        pos = cfg.pos
         if t > 0:    # the quench's start is uniformly random: tiles of it need no seam treatment
-            pos, keep, _ = separate(cfg.pos, None, cfg.box, closest, active=new < 2 * DIAM, group=part)
-            pos = pos[keep]
-        st = MicroState(pos, np.full(len(pos), DIAM), cfg.box, np.arange(len(pos), dtype=np.int64), None, None)
-        if t > 0:
+            pos, _, big = place(parts, m, rng, closest, push, seam_overlaps)
+        else:
+            cfg, _, _ = tile_configurations(parts, m)
+            pos, big = cfg.pos, cfg.box
+        st = MicroState(pos, np.full(len(pos), DIAM), big, np.arange(len(pos), dtype=np.int64), None, None)
+        if t > 0 and relax:
             st = full_step(simulator(), st, relax, derive_key(77, t, k))
         out.append(st)
     return out
+
+
+def snapshot_seams(snaps, snap_t, small_states, enc, side, true_mean):
+    """The upsampled snapshots' psi6 against their tiles': per macro step t >= 1, the
+    snapshots' mean |psi6| minus the training quenches' mean at t (the tiles' population),
+    and its split into the band within one diameter of a seam (seams at multiples of the
+    small box's side) and the rest beyond two diameters. Means over t (and over the late
+    half, t >= 15), and the relative MSE of the snapshots' mean psi6 (per t) against the
+    direct runs' mean: what a drift that followed the snapshots exactly would get."""
+    from colloidcg.scaling.observables import psi6_local
+    train = np.array([[enc.whole(st)[0] for st in traj] for traj in small_states]).mean(0)
+    rows = []
+    for t in sorted(set(snap_t) - {0}):
+        whole_, band, bulk = [], [], []
+        for s, ts in zip(snaps, snap_t):
+            if ts != t:
+                continue
+            p = np.abs(psi6_local(s.pos, s.box))
+            u = np.mod(s.pos, side)
+            d = np.min(np.minimum(u, side - u), axis=1)
+            whole_.append(p.mean())
+            band.append(p[d < DIAM].mean())
+            bulk.append(p[d >= 2 * DIAM].mean())
+        rows.append((t, np.mean(whole_) - train[t], np.mean(band) - np.mean(bulk), np.mean(bulk) - train[t],
+                     np.mean(whole_)))
+    r = np.array(rows)
+    tt = r[:, 0].astype(int)
+    snap_mean = np.concatenate([[np.mean([enc.whole(s)[0] for s, ts in zip(snaps, snap_t) if ts == 0])], r[:, 4]])
+    late = r[:, 0] >= 15
+    return {"per_step": r.tolist(), "snapshot_minus_tiles": float(r[:, 1].mean()),
+            "snapshot_minus_tiles_late": float(r[late, 1].mean()), "seam_band_minus_bulk": float(r[:, 2].mean()),
+            "bulk_minus_tiles": float(r[:, 3].mean()),
+            "snapshots_mean_vs_direct": relmse(snap_mean, true_mean[np.concatenate([[0], tt])])}
 
 
 def relmse(pred, true):
@@ -348,24 +408,52 @@ def stage_horizon(args, enc, small_states, z_start, truth, tile_area, nz0, nz1):
     common = dict(dt=DT, names=enc.names, tile_area_px2=tile_area)
     z = np.array([[enc.whole(st) for st in traj] for traj in small_states])          # (n, STEPS + 1, d)
     m = z[..., 0].mean(0)
-    horizons = [int(h) for h in args.horizons.split(",")]
+    horizons = [h.strip() if h.strip() == "auto" else int(h) for h in args.horizons.split(",")]
 
     def mean_of(sde, seed):
         return sde.simulate(steps=STEPS, runs=args.sde_runs, factor=FACTOR, z0=z_start, seed=seed)[..., 0].mean(0)
 
     t0 = time.perf_counter()
+    bag_seeds = [int(b) for b in args.bag_seeds.split(",")]
+    choices = {}
+    if "auto" in horizons:      # H chosen from the small quenches alone, seeded by the bag's seed
+        from colloidcg.scaling.horizon import choose_horizon
+        for b in bag_seeds:
+            tc = time.perf_counter()
+            H, rep = choose_horizon(z, blocks=FACTOR, dt=DT, sets_per_step=args.block_sets, seed=b,
+                                    names=enc.names, progress=True)
+            choices[b] = {**rep, "seconds": time.perf_counter() - tc}
+            print(f"bag seed {b}: horizon auto chose H = {H} (held-out scores "
+                  + ", ".join(f"H {h}: {m:.4f} +- {e:.4f}" for h, m, e in
+                              zip(rep["candidates"], rep["mean_score"], rep["se_of_difference_to_best"]))
+                  + f"; {choices[b]['seconds']:.0f} s)", flush=True)
+        if args.choice_only:
+            return {"horizons": horizons, "bag_seeds": bag_seeds, "auto_choice": choices,
+                    "seconds": time.perf_counter() - t0}
     naive = np.array([mean_of(fit_sde(nz0, nz1, lam=1.0, area_px2=tile_area, start=z_start, seed=fs, **common)[0], fs)
                       for fs in tqdm(range(int(args.fit_seeds)), desc="naive single fits")])
-    bag_seeds = [int(b) for b in args.bag_seeds.split(",")]
     bags = {}
-    for H in horizons:
+    runs_of = {}
+    for Hs in horizons:
+        if Hs == "auto":
+            continue
+        for b in bag_seeds:
+            runs_of[(Hs, b)] = Hs
+    for b, rep in choices.items():
+        runs_of[("auto", b)] = rep["chosen"]
+    done = {}
+    for key, H in runs_of.items():
+        b = key[1]
+        if (H, b) in done:          # auto chose a horizon already fitted with this bag seed
+            bags[key] = done[(H, b)]
+            continue
         def draw(s, H=H):
             d = block_draw(z, blocks=FACTOR, sets_per_step=args.block_sets, seed=s, horizon=max(H, 1))
             return d if H else (d.z0, d.z1)          # H = 0: the one-step fit (the same draw as block_pairs)
-        for b in tqdm(bag_seeds, desc=f"bags, horizon {H}"):
-            sde, _ = fit_bagged(draw, fits=10, seed=b, lam=float(FACTOR), area_px2=FACTOR * tile_area,
-                                start=z_start, **common)
-            bags[(H, b)] = mean_of(sde, b)
+        print(f"bag seed {b}, horizon {H}" + (" (auto)" if key[0] == "auto" else ""), flush=True)
+        sde, _ = fit_bagged(draw, fits=10, seed=b, lam=float(FACTOR), area_px2=FACTOR * tile_area,
+                            start=z_start, **common)
+        bags[key] = done[(H, b)] = mean_of(sde, b)
     seconds = time.perf_counter() - t0
 
     def errors(true_mean):
@@ -380,10 +468,11 @@ def stage_horizon(args, enc, small_states, z_start, truth, tile_area, nz0, nz1):
         for H, e in be.items():
             boot[H].append(bn / e)
     windows = {"1-5": slice(1, 6), "6-17": slice(6, 18), "18-30": slice(18, STEPS + 1)}
-    return {"horizons": horizons, "bag_seeds": bag_seeds, "naive_median": nv, "naive_relmse": [relmse(x, runs.mean(0)) for x in naive],
+    return {"horizons": horizons, "bag_seeds": bag_seeds, "auto_choice": choices,
+            "naive_median": nv, "naive_relmse": [relmse(x, runs.mean(0)) for x in naive],
             "training_mean_vs_direct": relmse(m, runs.mean(0)),
             "bag": {f"H{H[0]}_seed{H[1]}": {
-                "horizon": H[0], "bag_seed": H[1], "relmse": err[H], "ratio": nv / err[H],
+                "horizon": H[0], "horizon_fitted": runs_of[H], "bag_seed": H[1], "relmse": err[H], "ratio": nv / err[H],
                 "ratio_bootstrap_se": float(np.std(boot[H])),
                 "ratio_bootstrap_2.5_97.5": np.percentile(boot[H], [2.5, 97.5]).tolist(),
                 "vs_training_mean": relmse(bags[H], m),
@@ -393,6 +482,11 @@ def stage_horizon(args, enc, small_states, z_start, truth, tile_area, nz0, nz1):
 
 
 def print_horizon(res, n_small, small_seed):
+    if "bag" not in res:        # --choice-only
+        for b, c in res["auto_choice"].items():
+            print(f"| {n_small} quenches from seed {small_seed}, bag seed {b} | H = {c['chosen']} | "
+                  + ", ".join(f"{h}: {m:.4f}" for h, m in zip(c["candidates"], c["mean_score"])) + " |")
+        return
     print(f"\n## multi-step drift: {n_small} small quenches from seed {small_seed}; naive: median of "
           f"{len(res['naive_relmse'])} single fits {res['naive_median']:.2e}; the training quenches' own mean "
           f"against the direct runs {res['training_mean_vs_direct']:.2e}\n")
@@ -402,7 +496,8 @@ def print_horizon(res, n_small, small_seed):
     for r in res["bag"].values():
         lo, hi = r["ratio_bootstrap_2.5_97.5"]
         w = r["window_mean_minus_training"]
-        print(f"| {r['horizon']} (bag seed {r['bag_seed']}) | {r['relmse']:.2e} | {r['vs_training_mean']:.2e} | {r['ratio']:.2f} +- {r['ratio_bootstrap_se']:.2f} "
+        name = f"auto = {r['horizon_fitted']}" if r["horizon"] == "auto" else r["horizon"]
+        print(f"| {name} (bag seed {r['bag_seed']}) | {r['relmse']:.2e} | {r['vs_training_mean']:.2e} | {r['ratio']:.2f} +- {r['ratio_bootstrap_se']:.2f} "
               f"({lo:.1f}-{hi:.1f}) | {w['1-5'] * 1e3:+.1f} / {w['6-17'] * 1e3:+.1f} / {w['18-30'] * 1e3:+.1f} |")
     print(f"\n{res['seconds']:.0f} s of fitting")
 
@@ -505,9 +600,16 @@ def stage_video(args, cache: Path, out: Path, truth, z_start, tile_area, small_s
         from colloidcg.outputs import read_table
         from colloidcg.scaling.video_chain import ChainResult, match_error
         tracks, _ = read_table(work / "tracks.parquet")
+        seconds = json.loads((work / "seconds.json").read_text())
+        if args.fresh_macro:        # the same tracks and model; colloidcg macro train again (e.g. new seams)
+            from colloidcg.scaling.video_chain import macro_train_chain
+            t_macro = time.perf_counter()
+            macro_train_chain(work, factor=FACTOR, steps=DT, snapshots=STEPS + 1, patches=args.patches,
+                              seed=args.video_seed)
+            seconds["macro_train"] = time.perf_counter() - t_macro
+            (work / "seconds.json").write_text(json.dumps(seconds))
         chain = ChainResult(tracks, match_error(tracks, video.truth, 8.0), work / "model", work / "macro",
-                            json.loads((work / "macro" / "report.json").read_text()),
-                            json.loads((work / "seconds.json").read_text()))
+                            json.loads((work / "macro" / "report.json").read_text()), seconds)
     else:
         chain = run_chain(video, work, factor=FACTOR, steps=DT, snapshots=STEPS + 1, patches=args.patches,
                           epochs=args.video_epochs, seed=args.video_seed, progress=True)
@@ -710,20 +812,21 @@ def print_block(block, n_small):
           f"16x / direct | {', '.join(f'{v:.2f}' for v in block['var_ratio_16x_direct'])} |\n")
 
 
-def seam_table(small_pos, truth, samples=3, seed=1):
+def seam_table(small_pos, truth, samples=3, seed=1, seam_overlaps="reinsert"):
     """Why upsampled states mislead the SDE: for tiles of several times, the tiles' own psi6,
     the upsampled snapshots' psi6 (random symmetries as in :func:`upsampled`, or every tile's
-    symmetry chosen to match a common psi6 orientation; 2 or 25 frames of relaxation) and
+    symmetry chosen to match a common psi6 orientation; 2 or 25 frames of relaxation; overlaps
+    at the seams resolved by ``seam_overlaps``, :func:`place`) and
     their ordering rate over one whole-system macro step, beside the direct 16x runs' rate
     at the same psi6. Prints a markdown table; returns its rows."""
     from colloidcg.scaling.observables import psi6_local
     from colloidcg.scaling.partial import full_step
     from colloidcg.scaling.simulators import MicroState, derive_key
-    from colloidcg.scaling.upsample import Configuration, closest_approach, separate, tile_configurations
+    from colloidcg.scaling.upsample import Configuration
     side = side_for(N_SMALL)
     box = np.array([side, side])
     m = int(round(math.sqrt(FACTOR)))
-    closest = closest_approach([np.mod(p, box) for p in small_pos[:8, -1]], [None] * 8, box)
+    closest, push = seam_approaches(small_pos)
     curve = truth[FACTOR].mean(0)
     zz, rate = 0.5 * (curve[1:] + curve[:-1]), np.diff(curve) / DT
     order = np.argsort(zz)
@@ -747,9 +850,8 @@ def seam_table(small_pos, truth, samples=3, seed=1):
             else:
                 pos = apply(pos, *syms[rng.integers(len(syms))])
             parts.append(Configuration(pos, np.zeros((N_SMALL, 2)), None, box, np.full(N_SMALL, np.inf)))
-        cfg, new, part = tile_configurations(parts, m)
-        pos, keep, _ = separate(cfg.pos, None, cfg.box, closest, active=new < 2 * DIAM, group=part)
-        st = MicroState(pos[keep], np.full(int(keep.sum()), DIAM), cfg.box, np.arange(int(keep.sum())), None, None)
+        pos, _, big = place(parts, m, rng, closest, push, seam_overlaps)
+        st = MicroState(pos, np.full(len(pos), DIAM), big, np.arange(len(pos)), None, None)
         return full_step(simulator(), st, relax, derive_key(77, t, int(rng.integers(1 << 30))))
 
     rng = np.random.default_rng(seed)
@@ -794,7 +896,10 @@ def main(argv=None) -> int:
     ap.add_argument("--bag-seeds", default="0", help="--stage horizon: comma-separated seeds of the bags "
                     "(member k of the bag with seed b: seed b + k)")
     ap.add_argument("--horizons", default="0,8", help="--stage horizon: comma-separated horizons H of the "
-                    "multi-step drift, macro steps (0: the one-step likelihood's drift)")
+                    "multi-step drift, macro steps (0: the one-step likelihood's drift; auto: chosen by "
+                    "cross-validation over the small quenches, colloidcg.scaling.horizon)")
+    ap.add_argument("--choice-only", action="store_true", help="--stage horizon with auto in --horizons: only "
+                    "choose H (colloidcg.scaling.horizon.choose_horizon), fit no bags")
     ap.add_argument("--video-seed", type=int, default=1, help="--stage video: seed of the filmed quench")
     ap.add_argument("--video-epochs", type=int, default=6, help="--stage video: the model's training epochs")
     ap.add_argument("--ensemble-sets", default="8", help="--stage ensemble: block states per macro step, "
@@ -803,6 +908,8 @@ def main(argv=None) -> int:
     ap.add_argument("--field-sample", type=int, default=4, help="--stage video-block: the filmed periodic sample's "
                     "area over the field of view's (a square number)")
     ap.add_argument("--fresh", action="store_true", help="--stage video: redo the chain even when it is cached")
+    ap.add_argument("--fresh-macro", action="store_true", help="--stage video: keep the cached tracks and model, "
+                    "redo colloidcg macro train (its upsampling and patches)")
     ap.add_argument("--cache", default="/tmp/colloidcg_macro_cache")
     ap.add_argument("--out", default="benchmarks/results/macro")
     ap.add_argument("--runs", type=int, default=20, help="direct simulations per size")
@@ -817,6 +924,10 @@ def main(argv=None) -> int:
     ap.add_argument("--closure", type=int, default=0, help="learned closure variables")
     ap.add_argument("--observables", default="psi6",
                     help="evolved observables, psi6 first (the compared one); e.g. psi6,ordered_fraction")
+    ap.add_argument("--seam-overlaps", choices=("reinsert", "push"), default="reinsert",
+                    help="pairs placed too close across a seam of an upsampled snapshot: 'reinsert' (colloidcg "
+                         "upsample's default: one of the pair moves to the largest gap on its own side) or 'push' "
+                         "(pushed apart: the treatment before session 16, results.json up to then)")
     ap.add_argument("--relax", type=int, default=RELAX, help="frames of truth relaxation of each upsampled snapshot")
     ap.add_argument("--sde-runs", type=int, default=200)
     ap.add_argument("--patch-mults", default="0.5,1,2", help="patch sides in units of the small box's side")
@@ -834,8 +945,9 @@ def main(argv=None) -> int:
     from colloidcg.scaling.simulators import MicroState
     small_pos = stage_small(cache, args.small, args.small_seed)
     if args.stage == "seams":
-        rows = seam_table(small_pos, truth)
-        (out / "seams.json").write_text(json.dumps(rows, indent=1))
+        rows = seam_table(small_pos, truth, seam_overlaps=args.seam_overlaps)
+        name = "seams.json" if args.seam_overlaps == "push" else f"seams_{args.seam_overlaps}.json"
+        (out / name).write_text(json.dumps(rows, indent=1))
         return 0
     side = side_for(N_SMALL)
     tile_area = side * side
@@ -846,7 +958,7 @@ def main(argv=None) -> int:
     # block, ensemble, video stages: only the start, for z_start
     for t in range(1 if args.stage in ("block", "ensemble", "bagging", "diagnose", "horizon", "video", "video-block")
                    else STEPS):
-        for s in upsampled(small_pos, t, args.samples, rng, relax=args.relax):
+        for s in upsampled(small_pos, t, args.samples, rng, relax=args.relax, seam_overlaps=args.seam_overlaps):
             snaps.append(s)
             snap_t.append(t)
     t_up = time.perf_counter() - t0
@@ -859,6 +971,7 @@ def main(argv=None) -> int:
                               "direct_runs": args.runs, "small_trajectories": args.small,
                               "upsampled_per_step": args.samples, "patches_per_snapshot": args.patches,
                               "sde_runs": args.sde_runs, "buffer_px": args.buffer, "relax_frames": args.relax,
+                              "seam_overlaps": args.seam_overlaps,
                               "observables": obs_names, "small_seed": args.small_seed,
                               "fit_seeds": args.fit_seeds, "block_sets": args.block_sets}}
     z_start = np.mean([enc.whole(s) for s, t in zip(snaps, snap_t) if t == 0], axis=0)
@@ -902,7 +1015,9 @@ def main(argv=None) -> int:
         res = stage_horizon(args, enc, small_states, z_start, truth, tile_area, nz0, nz1)
         results["horizon"] = res
         name = (f"horizon_{args.small}" + ("" if args.small_seed == 0 else f"_from_{args.small_seed}")
-                + ("" if args.bag_seeds == "0" else "_bags_" + args.bag_seeds.replace(",", "_")) + ".json")
+                + ("" if args.bag_seeds == "0" else "_bags_" + args.bag_seeds.replace(",", "_"))
+                + ("" if "auto" not in args.horizons else "_auto" + ("_choice" if args.choice_only else ""))
+                + ".json")
         (out / name).write_text(json.dumps(results, indent=1, default=float))
         print_horizon(res, args.small, args.small_seed)
         return 0
@@ -984,6 +1099,7 @@ def main(argv=None) -> int:
         "seconds_upsampling": t_up,
     })
     results["ratio_naive_over_ours"] = results["relmse_naive"] / results["relmse_ours"]
+    results["seams"] = snapshot_seams(snaps, snap_t, small_states, enc, side, true_mean)
     (out / "results.json").write_text(json.dumps(results, indent=1, default=float))
     # plots
     import matplotlib
@@ -1022,6 +1138,13 @@ def main(argv=None) -> int:
     print(f"| the small system's own mean (direct 1x) | {results['relmse_small_mean']:.2e} |")
     print(f"| the training trajectories' own mean ({args.small} small quenches) | "
           f"{results['relmse_training_small_mean']:.2e} |\n")
+    sm = results["seams"]
+    print(f"upsampled snapshots ({args.seam_overlaps} at the seams, {args.relax} frames relaxed): psi6 minus their "
+          f"tiles' (the training quenches' mean at that time) {sm['snapshot_minus_tiles']:+.4f} over macro steps "
+          f"1-{STEPS} ({sm['snapshot_minus_tiles_late']:+.4f} over 15-{STEPS}); within {DIAM:g} px of a seam minus "
+          f"beyond {2 * DIAM:g} px {sm['seam_band_minus_bulk']:+.4f}, beyond {2 * DIAM:g} px minus the tiles' "
+          f"{sm['bulk_minus_tiles']:+.4f}; the snapshots' own mean psi6 against the direct runs: relative MSE "
+          f"{sm['snapshots_mean_vs_direct']:.2e}\n")
     print_block(block, args.small)
     print("| patch | K | relative MSE | variance / direct 16x |")
     print("|---|---|---|---|")

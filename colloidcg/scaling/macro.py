@@ -782,7 +782,7 @@ def learn_macro(simulator, snapshots, *, patch: float, steps: int, observables, 
 
 def learn_block(trajectories, *, steps: int, observables, blocks: int, lam: float | str = "auto",
                 sets_per_step: int = 8, labels: dict | None = None, seed: int = 0, iterations: int = 300,
-                fits: int = DEFAULT_FITS, horizon: int = 0, progress: bool = False) -> MacroLearned:
+                fits: int = DEFAULT_FITS, horizon: int | str = 0, progress: bool = False) -> MacroLearned:
     """The SDE fitted on block states (:func:`block_increments`) of small periodic systems.
 
     trajectories : one list per small system of periodic MicroStates ``steps`` frames
@@ -798,7 +798,10 @@ def learn_block(trajectories, *, steps: int, observables, blocks: int, lam: floa
     states with seed ``seed + k`` and is fitted to a bootstrap resample of them; 1: one fit).
     horizon : 0 (default): the drift of the one-step likelihood; H >= 1: the multi-step
     drift, refitted so that its integrated steps follow the block states' own trajectories
-    over H macro steps (:func:`refine_drift`; docs/scaling.md).
+    over H macro steps (:func:`refine_drift`; docs/scaling.md); "auto": H chosen among
+    :data:`~.horizon.AUTO_HORIZONS` by cross-validation over the small systems
+    (:func:`~.horizon.choose_horizon`, seeded by ``seed``; the report's
+    ``horizon_choice`` holds its scores).
     Returns a :class:`MacroLearned` (n_patches = K, no closure; z0, z1 the first member's
     block states).
     """
@@ -812,13 +815,19 @@ def learn_block(trajectories, *, steps: int, observables, blocks: int, lam: floa
     if not np.all(areas > 0) or not np.allclose(areas, areas[0], rtol=1e-6):
         raise ParameterError("trajectories: every small system needs a periodic box of the same area, got "
                              f"{sorted(set(np.round(areas, 3).tolist()))} px^2")
-    if isinstance(horizon, bool) or int(horizon) != horizon or horizon < 0:
-        raise ParameterError(f"horizon: expected an integer >= 0 macro steps, got {horizon!r}")
+    if not (horizon == "auto" or (isinstance(horizon, (int, np.integer)) and not isinstance(horizon, bool)
+                                  and horizon >= 0)):
+        raise ParameterError(f"horizon: expected an integer >= 0 macro steps or 'auto', got {horizon!r}")
     enc = Encoder(observables)
+    choice = None
     if horizon:
         z_all = np.array([[enc.whole(s) for s in t] for t in trajectories])
         counts = np.array([[len(s.pos) for s in t] for t in trajectories], dtype=float)
-
+    if horizon == "auto":
+        from .horizon import choose_horizon
+        horizon, choice = choose_horizon(z_all, counts, blocks=K, dt=float(steps), sets_per_step=int(sets_per_step),
+                                         seed=int(seed), iterations=iterations, names=enc.names, progress=progress)
+    if horizon:
         def draw(s):
             return block_draw(z_all, counts, blocks=K, sets_per_step=int(sets_per_step), seed=int(s),
                               horizon=int(horizon))
@@ -838,6 +847,7 @@ def learn_block(trajectories, *, steps: int, observables, blocks: int, lam: floa
     report = {"states": "block", "systems": len(trajectories), "n_patches_K": float(K), "lambda": lam_v,
               "steps_frames": int(steps), "macro_steps": len(trajectories[0]) - 1,
               "block_sets_per_step": int(sets_per_step), "horizon_macro_steps": int(horizon),
+              "horizon_choice": choice,
               "area_px2": K * tile_area, "tile_area_px2": tile_area,
               "variables": enc.names, **_fit_summary(fit)}
     return MacroLearned(sde, enc, z0, z1, float(K), lam_v, report, None)

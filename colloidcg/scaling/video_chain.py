@@ -236,13 +236,27 @@ def run_chain(video: QuenchVideo, work: Path, *, factor: int, steps: int, snapsh
                  TrainConfig(epochs=epochs, lr=1e-2, cutoff=cutoff, seed=seed, progress=progress), out_dir=model_dir)
     sec["training"] = time.perf_counter() - t0
     t0 = time.perf_counter()
+    macro_dir, report = macro_train_chain(work, factor=factor, steps=steps, snapshots=snapshots, patches=patches,
+                                          seed=seed, fits=fits)
+    sec["macro_train"] = time.perf_counter() - t0
+    return ChainResult(tracks, tracking, model_dir, macro_dir, report, sec)
+
+
+def macro_train_chain(work: Path, *, factor: int, steps: int, snapshots: int, patches: int = 4, seed: int = 0,
+                      fits: int = 10) -> tuple[Path, dict]:
+    """The last step of :func:`run_chain` alone: ``colloidcg macro train`` on ``work``'s
+    model and tracks (as run_chain wrote them), into ``work / "macro"`` (replaced).
+    Returns (the macro folder, its report)."""
+    import json
+
+    from ..cli import main as cli_main
+
+    work = Path(work)
     macro_dir = work / "macro"
-    code = cli_main(["macro", "train", str(model_dir), "--init", str(path), "--factor", str(factor),
-                     "--snapshots", str(snapshots), "--steps", str(steps), "--patches", str(patches),
+    code = cli_main(["macro", "train", str(work / "model"), "--init", str(work / "tracks.parquet"), "--factor",
+                     str(factor), "--snapshots", str(snapshots), "--steps", str(steps), "--patches", str(patches),
                      "--no-patch-curve", "--seed", str(seed), "--fits", str(fits), "-o", str(macro_dir),
                      "--overwrite"])
     if code != 0:
         raise RuntimeError(f"colloidcg macro train exited with {code}")
-    sec["macro_train"] = time.perf_counter() - t0
-    report = json.loads((macro_dir / "report.json").read_text())
-    return ChainResult(tracks, tracking, model_dir, macro_dir, report, sec)
+    return macro_dir, json.loads((macro_dir / "report.json").read_text())
