@@ -748,7 +748,7 @@ def test_block_draw_paths_are_the_block_states_own_trajectories():
 
 
 # ---------------------------------------------------------------------- horizon auto (colloidcg.scaling.horizon)
-def observed_with_noise(seed, n=64, steps=16, noise=0.1):
+def observed_with_noise(seed, n=64, steps=21, noise=0.05):
     """(n, steps, 1) systems that all follow z(t) = 0.3 + 0.5 (1 - exp(-0.15 t)) exactly, each
     value seen with independent Gaussian noise (``noise``): the one-step drift regresses the
     next value on a noisy one, which biases it (errors in variables), while the paths over
@@ -758,7 +758,7 @@ def observed_with_noise(seed, n=64, steps=16, noise=0.1):
     return (m + noise * rng.standard_normal((n, steps)))[..., None]
 
 
-def ou_systems(seed, n=64, steps=16, theta=0.2, mean=0.6, sigma=0.03):
+def ou_systems(seed, n=128, steps=16, theta=0.2, mean=0.6, sigma=0.03):
     """(n, steps, 1) Ornstein-Uhlenbeck trajectories from near 0.3 (a Markov process in z:
     the one-step drift is exact)."""
     rng = np.random.default_rng(seed)
@@ -769,14 +769,13 @@ def ou_systems(seed, n=64, steps=16, theta=0.2, mean=0.6, sigma=0.03):
     return z[..., None]
 
 
-AUTO = dict(blocks=2, dt=1.0, candidates=(0, 4), folds=4, sets_per_step=4, path_iterations=100, path_lr=5e-3,
-            runs=100)
+AUTO = dict(blocks=2, dt=1.0, candidates=(0, 4), folds=4, path_lr=5e-3, runs=100)
 
 
 def test_horizon_choice_is_deterministic_given_the_seed_and_refuses_bad_input():
     from colloidcg.scaling.horizon import choose_horizon
     z = observed_with_noise(0, n=16, steps=8)
-    kw = dict(AUTO, candidates=(0, 2, 30), folds=2, iterations=20, path_iterations=10, runs=20)
+    kw = dict(AUTO, candidates=(0, 2, 30), folds=2, sets_per_step=4, iterations=20, path_iterations=10, runs=20)
     h1, r1 = choose_horizon(z, seed=3, **kw)
     h2, r2 = choose_horizon(z, seed=3, **kw)
     assert h1 == h2 and r1["scores"] == r2["scores"]          # bit for bit
@@ -791,3 +790,32 @@ def test_horizon_choice_is_deterministic_given_the_seed_and_refuses_bad_input():
             choose_horizon(z, seed=0, **{**kw, **bad})
     with pytest.raises(ParameterError, match="z: expected"):
         choose_horizon(z[:, :2], seed=0, **kw)
+
+
+@pytest.mark.slow
+def test_horizon_auto_takes_the_multi_step_drift_where_the_one_step_drift_is_biased():
+    """Systems that follow one known path, each value seen with noise 0.05 (errors in
+    variables bias the one-step drift): auto takes H = 4, whose held-out score is lower
+    than the one-step drift's by more than its standard error. Measured on seeds 0-5 of
+    this construction: H = 4 on 5 of 6 (H = 0 on seed 4, where the one-step drift scored
+    better); this is seed 1 (scores 0.063 against 0.026, SE 0.004)."""
+    from colloidcg.scaling.horizon import choose_horizon
+    H, rep = choose_horizon(observed_with_noise(1), seed=1, sets_per_step=8, iterations=80, path_iterations=150,
+                            **AUTO)
+    mean, se = rep["mean_score"], rep["se_of_difference_to_best"]
+    assert H == 4 and rep["best"] == 4
+    assert mean[0] - mean[1] > se[0]
+
+
+@pytest.mark.slow
+def test_horizon_auto_keeps_the_one_step_drift_for_an_ou_process():
+    """An Ornstein-Uhlenbeck process is Markov in z, so the one-step drift is exact: auto
+    keeps H = 0 (the refitted drift's held-out score is within one standard error of
+    it). Measured on seeds 0-4 of this construction: H = 0 on all five (the H = 4 score
+    lower than H = 0's on two of them, by 2 and 14 %, within the standard error; higher on
+    three)."""
+    from colloidcg.scaling.horizon import choose_horizon
+    H, rep = choose_horizon(ou_systems(0), seed=0, sets_per_step=32, iterations=300, path_iterations=100, **AUTO)
+    mean, se = rep["mean_score"], rep["se_of_difference_to_best"]
+    assert H == 0
+    assert mean[0] - min(mean) <= se[0]
