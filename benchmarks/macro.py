@@ -10,10 +10,13 @@ coarsen.
 1. Learning uses small systems only (64 particles, 1/16 of the target area): 64 small
    quench trajectories, one snapshot every macro step (25 frames).
    a. Upsampled states, halo patches: large snapshots built by tiling 16 small snapshots
-      of the same time (random shifts and symmetries), pushing overlaps apart at the seams
-      and relaxing with 2 frames of the truth dynamics (not at the start, uniformly random
-      already); partial evolution of patches (the small box's side, a mobile buffer of 2
-      diameters, then a frozen halo of 2 diameters) gives increments.
+      of the same time (random shifts and symmetries), resolving pairs too close across
+      the seams (--seam-overlaps: reinserted, colloidcg upsample's default, or pushed
+      apart, the treatment before session 17) and relaxing with 2 frames of the truth
+      dynamics (not at the start, uniformly random already); partial evolution of patches
+      (the small box's side, a mobile buffer of 2 diameters, then a frozen halo of 2
+      diameters) gives increments. Printed too: the snapshots' psi6 against their tiles',
+      near the seams and away from them.
    b. Block states, periodic patches: K = 16 small systems of the same time side by side,
       uncoupled (no seams); a patch is one of them evolved with its own periodic boundary
       (its own next macro step); z1 = z(block state) + z_I(x1) - z_I(x0), lambda = K.
@@ -35,7 +38,9 @@ coarsen.
     python benchmarks/macro.py --stage bagging --fit-seeds 10 --sde-runs 1000 --small-seed 100   # the default bagged fit
     python benchmarks/macro.py --stage diagnose --sde-runs 1000 --small-seed 200   # where the bag's error comes from
     python benchmarks/macro.py --stage horizon --fit-seeds 10 --sde-runs 1000 --small-seed 200   # the multi-step drift
+    python benchmarks/macro.py --stage horizon --horizons auto --fit-seeds 10 --sde-runs 1000   # H chosen by cross-validation
     python benchmarks/macro.py --stage video --video-seed 1   # the chain from a tracked video
+    python benchmarks/macro.py --stage video --video-seed 1 --fresh-macro   # the same tracks and model, macro train again
     python benchmarks/macro.py --stage video-block --fields 32   # block states from 32 filmed fields of view
 
 Prints markdown tables; writes plots and results.json into --out.
@@ -927,7 +932,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seam-overlaps", choices=("reinsert", "push"), default="reinsert",
                     help="pairs placed too close across a seam of an upsampled snapshot: 'reinsert' (colloidcg "
                          "upsample's default: one of the pair moves to the largest gap on its own side) or 'push' "
-                         "(pushed apart: the treatment before session 16, results.json up to then)")
+                         "(pushed apart: this benchmark's treatment until session 17)")
     ap.add_argument("--relax", type=int, default=RELAX, help="frames of truth relaxation of each upsampled snapshot")
     ap.add_argument("--sde-runs", type=int, default=200)
     ap.add_argument("--patch-mults", default="0.5,1,2", help="patch sides in units of the small box's side")
