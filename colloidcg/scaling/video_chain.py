@@ -211,10 +211,8 @@ def run_chain(video: QuenchVideo, work: Path, *, factor: int, steps: int, snapsh
     counted as a match in ``tracking``. fits : SDE fits averaged (``--fits``). Returns a
     :class:`ChainResult`.
     """
-    import json
     import time
 
-    from ..cli import main as cli_main
     from ..outputs import write_table
     from ..tracking import track
     from ..train import TrainConfig, train_tracks
