@@ -115,6 +115,57 @@ def test_frame_by_frame_linking_is_trackpys_and_falls_back_on_oversize_groups():
     assert _same_partition(out["particle"].to_numpy(), ref["particle"].reindex(dense.index).to_numpy())
 
 
+def _random_features(seed: int, dim: int = 2):
+    """Frames of drifting particles with missed detections and noise detections; the
+    search range and step are drawn so that many groups hold several sources."""
+    rng = np.random.default_rng(seed)
+    n, frames, side = int(rng.integers(60, 250)), int(rng.integers(4, 9)), 100.0 if dim == 2 else 40.0
+    step, search_range, memory = rng.uniform(0.5, 1.5), rng.uniform(2.0, 4.0), int(rng.integers(0, 4))
+    pos = rng.uniform(0, side, (n, dim))
+    rows = []
+    for t in range(frames):
+        pos = pos + rng.normal(0, step, pos.shape)
+        seen = rng.random(n) > rng.uniform(0, 0.3)
+        junk = rng.uniform(0, side, (int(rng.integers(0, 15)), dim))
+        rows += [(t, *p) for p in np.r_[pos[seen], junk]]
+    f = pd.DataFrame(rows, columns=["frame"] + ["x", "y", "z"][:dim])
+    return f, search_range, memory
+
+
+def test_linking_equals_trackpys_on_random_frames_with_groups_births_and_memory():
+    """The tracks are trackpy.link's, row for row (the same partition into tracks), in 2D
+    and 3D, with memory, births, noise detections and groups of several sources (solved
+    as assignment problems here, by trackpy's recursive or numba linker there)."""
+    import trackpy as tp
+
+    solved = compared = 0
+    orig = link_module.FrameLinker._solve_groups
+
+    def counting(self, g, *args):
+        nonlocal solved
+        solved += len(np.unique(g))
+        return orig(self, g, *args)
+
+    link_module.FrameLinker._solve_groups = counting
+    try:
+        for seed in range(24):
+            dim = 3 if seed % 4 == 3 else 2
+            f, search_range, memory = _random_features(seed, dim)
+            pos = ["z", "y", "x"] if dim == 3 else ["y", "x"]
+            try:
+                ref = tp.link(f[["frame"] + pos], search_range, memory=memory, pos_columns=pos)
+            except tp.SubnetOversizeException:
+                continue
+            out = link_module.link(f, search_range, memory)
+            assert np.array_equal(out[["frame"] + pos].to_numpy(), f[["frame"] + pos].to_numpy())
+            assert _same_partition(out["particle"].to_numpy(),
+                                   ref["particle"].reindex(f.index).to_numpy()), seed
+            compared += 1
+    finally:
+        link_module.FrameLinker._solve_groups = orig
+    assert compared >= 20 and solved > 100      # the assignment solver was exercised
+
+
 def test_first_appearance_ids():
     assert first_appearance_ids(np.array([7, 7, 3, 9, 3, 0, 9])).tolist() == [0, 0, 1, 2, 1, 3, 2]
     assert first_appearance_ids(np.array([], np.int64)).tolist() == []
