@@ -61,11 +61,14 @@ def link(features: pd.DataFrame, search_range: float, memory: int) -> pd.DataFra
         features = features.iloc[order].reset_index(drop=True)
         frame = frame[order]
     linker = FrameLinker(search_range, memory)
+    if not len(features):
+        return linker.tracks()
+    coords = features[["z", "y", "x"] if "z" in features else ["y", "x"]].to_numpy(np.float64)
     cuts = np.flatnonzero(np.diff(frame)) + 1
     with gc_frozen():
         for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, len(frame)]):
-            linker.add(features.iloc[lo:hi])
-        return linker.tracks()
+            linker._add_coords(int(frame[lo]), coords[lo:hi])
+        return linker._with_ids(features)
 
 
 class FrameLinker:
@@ -128,12 +131,16 @@ class FrameLinker:
         t = int(features["frame"].iloc[0])
         if self._last is not None and t <= self._last:
             raise ValueError(f"frames must come in increasing order: {t} after {self._last}")
-        self._last = t
         self._parts.append(features)
+        pos = ["z", "y", "x"] if "z" in features else ["y", "x"]
+        self._add_coords(t, features[pos].to_numpy(np.float64))
+
+    def _add_coords(self, t: int, coords: np.ndarray) -> None:
+        """Link frame ``t``'s positions ``coords`` (N >= 1, d) px, z y x order (frames in
+        increasing order, as :meth:`add` checks)."""
+        self._last = t
         if self._oversize:
             return
-        pos = ["z", "y", "x"] if "z" in features else ["y", "x"]
-        coords = features[pos].to_numpy(np.float64)
         if self._pos is None:
             ids = self._new_ids(len(coords))
             self._mem_pos = np.zeros((0, coords.shape[1]))
@@ -238,7 +245,12 @@ class FrameLinker:
         the order added."""
         if not self._parts:
             return pd.DataFrame(columns=["frame", "particle"])
-        features = pd.concat(self._parts, ignore_index=True)
+        return self._with_ids(pd.concat(self._parts, ignore_index=True))
+
+    def _with_ids(self, features: pd.DataFrame) -> pd.DataFrame:
+        """``features`` (the rows linked so far, in order) with their ``particle``."""
+        if not len(features):
+            return pd.DataFrame(columns=["frame", "particle"])
         if self._oversize:
             ids = _link_adaptive(features, self.search_range, self.memory)
         else:
