@@ -67,15 +67,10 @@ def choose_horizon(z, weights=None, *, blocks: int, dt: float, candidates=AUTO_H
     differences to the best, the best H and the chosen one.
     Costs ``folds`` one-step fits and ``folds x (candidates - 1)`` drift refits.
     """
-    from .macro import block_draw, fit_sde, refine_drift
+    from .macro import block_draw, fit_sde, refine_drift, systems_and_weights
 
-    z = np.asarray(z, np.float64)
-    if z.ndim != 3 or z.shape[1] < 3:
-        raise ParameterError(f"z: expected (systems, steps >= 3, d) values, got shape {z.shape}")
+    z, w = systems_and_weights(z, weights, min_steps=3)
     n, steps, d = z.shape
-    w = np.ones((n, steps)) if weights is None else np.asarray(weights, np.float64)
-    if w.shape != (n, steps) or not np.all(w > 0):
-        raise ParameterError(f"weights: expected ({n}, {steps}) positive particle counts")
     if isinstance(folds, bool) or int(folds) != folds or not 2 <= folds <= n:
         raise ParameterError(f"folds: expected an integer from 2 to the number of systems ({n}), got {folds!r}")
     cands = sorted({int(h) for h in candidates})

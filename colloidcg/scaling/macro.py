@@ -670,6 +670,19 @@ class BlockDraw:
     state: np.ndarray
 
 
+def systems_and_weights(z, weights, min_steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """``z`` as float (systems, steps >= min_steps, d) and its weights (systems, steps),
+    ones when None; a one-line ParameterError for anything else."""
+    z = np.asarray(z, np.float64)
+    if z.ndim != 3 or z.shape[1] < min_steps:
+        raise ParameterError(f"z: expected (systems, steps >= {min_steps}, d) values, got shape {z.shape}")
+    n, steps, _ = z.shape
+    w = np.ones((n, steps)) if weights is None else np.asarray(weights, np.float64)
+    if w.shape != (n, steps) or not np.all(w > 0):
+        raise ParameterError(f"weights: expected ({n}, {steps}) positive particle counts, got shape {w.shape}")
+    return z, w
+
+
 def block_draw(z, weights=None, *, blocks: int, sets_per_step: int = 8, seed: int = 0,
                horizon: int = 1) -> BlockDraw:
     """Block states' partial increments (:func:`block_pairs`, the same draw for the same
@@ -678,13 +691,8 @@ def block_draw(z, weights=None, *, blocks: int, sets_per_step: int = 8, seed: in
     ``z`` (n, steps, d), ``weights`` (n, steps) as in :func:`block_pairs`."""
     if isinstance(horizon, bool) or int(horizon) != horizon or horizon < 1:
         raise ParameterError(f"horizon: expected an integer >= 1 macro steps, got {horizon!r}")
-    z = np.asarray(z, np.float64)
-    if z.ndim != 3 or z.shape[1] < 2:
-        raise ParameterError(f"z: expected (systems, steps >= 2, d) values, got shape {z.shape}")
+    z, w = systems_and_weights(z, weights, min_steps=2)
     n, steps, _ = z.shape
-    w = np.ones((n, steps)) if weights is None else np.asarray(weights, np.float64)
-    if w.shape != (n, steps) or not np.all(w > 0):
-        raise ParameterError(f"weights: expected ({n}, {steps}) positive particle counts, got shape {w.shape}")
     _check_blocks(blocks, sets_per_step)
     rng = np.random.default_rng(seed)
     K, H = int(blocks), int(horizon)
