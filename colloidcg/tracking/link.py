@@ -17,10 +17,10 @@ def gc_frozen():
     """Keep Python's cyclic garbage collector off the objects that exist on entry until
     exit (:func:`gc.freeze`); objects made inside are collected as usual.
 
-    trackpy links with one Python object per feature, and every full collection that
-    the new objects trigger walks the whole heap (a quarter of a million objects once
-    trackpy and pandas are loaded): on the dense benchmark this was half of the linking
-    time. No-op when the collector is disabled or something is frozen already (nested
+    trackpy's linker (here only the fallback for groups too large, :func:`_link_adaptive`)
+    makes one Python object per feature, and every full collection that the new objects
+    trigger walks the whole heap (a quarter of a million objects once trackpy and pandas
+    are loaded): on the dense benchmark this was half of trackpy's linking time. No-op when the collector is disabled or something is frozen already (nested
     use, or a caller's own freeze), so a caller's frozen objects are never unfrozen.
     """
     if not gc.isenabled() or gc.get_freeze_count():
@@ -65,10 +65,9 @@ def link(features: pd.DataFrame, search_range: float, memory: int) -> pd.DataFra
         return linker.tracks()
     coords = features[["z", "y", "x"] if "z" in features else ["y", "x"]].to_numpy(np.float64)
     cuts = np.flatnonzero(np.diff(frame)) + 1
-    with gc_frozen():
-        for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, len(frame)]):
-            linker._add_coords(int(frame[lo]), coords[lo:hi])
-        return linker._with_ids(features)
+    for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, len(frame)]):
+        linker._add_coords(int(frame[lo]), coords[lo:hi])
+    return linker._with_ids(features)
 
 
 class FrameLinker:
@@ -269,7 +268,7 @@ def _link_adaptive(features: pd.DataFrame, search_range: float, memory: int) -> 
     pos = ["z", "y", "x"] if "z" in features else ["y", "x"]
     slim = features[["frame"] + pos]
     try:
-        with _trackpy_quiet():
+        with _trackpy_quiet(), gc_frozen():
             linked = tp.link(slim, search_range, memory=memory, pos_columns=pos,
                              adaptive_stop=0.5, adaptive_step=0.9, link_strategy="auto")
     except tp.SubnetOversizeException:
