@@ -229,6 +229,43 @@ def test_track_iter_steps_match_track_and_stop_early(dense, dense_result):
     assert set(multiprocessing.active_children()) - before == set()
 
 
+def test_probed_frames_in_parallel_give_what_probing_first_gives(dense, dense_result):
+    """With two workers the probed frames are located in parallel and a worker left idle
+    locates another frame with the guessed decision meanwhile: kept when the probes agree,
+    located again when they do not. Either way every frame is located exactly as by
+    probing first in one process, and the decision sees the probes' merged findings."""
+    from colloidcg.tracking.locate import iter_locate_probed
+
+    frames = dense[0][:6]
+    p = dense_result.params
+    kw = dict(diameter=p.diameter, separation=p.separation, minmass=p.minmass,
+              invert=p.invert, spot_profile=True, gap_check=True)
+    probed, rest = [0, 3, 5], [1, 2, 4]
+    # a decision that visibly changes the rest: no particle passes minmass
+    strict = dict(spot_profile=False, gap_check=False, minmass=1e12)
+    seen = []
+
+    def decide(found):
+        seen.append(found)
+        return strict
+
+    def run(guess, processes):
+        out = list(iter_locate_probed(frames, probed, rest, decide, guess,
+                                      processes=processes, progress=False, **kw))
+        return {int(f["frame"].iloc[0]) if len(f) else None: f for f in out}, len(out)
+
+    serial, n = run({}, 1)
+    assert n == 6 and sorted(k for k in serial if k is not None) == probed
+    for guess in (strict, dict(spot_profile=False, gap_check=False)):   # right, wrong
+        par, n = run(guess, 2)
+        assert n == 6 and par.keys() == serial.keys()
+        for k in probed:
+            pd.testing.assert_frame_equal(par[k], serial[k])
+    assert len(seen) == 3 and all(s == seen[0] for s in seen)
+    assert set(seen[0]) == {"profile_gain", "rings"}
+    assert dense_result.params.sources["spot_profile"] == "estimated"
+
+
 def test_bad_frames_and_absurd_diameter_are_named(tmp_path):
     """A NaN pixel, a blank video and a diameter larger than the frame: one-line errors
     that name the file, the frame and the cause (not "no particles found")."""

@@ -29,7 +29,7 @@ import pandas as pd
 from ..errors import ParameterError, TrackingError
 from ..outputs import provenance, write_table
 from .link import add_velocities, estimate_drift, filter_stubs, gc_frozen, link, subtract_drift
-from .locate import iter_locate, locate_frame, prepare
+from .locate import iter_locate, iter_locate_probed, locate_frame, prepare
 from .params import (AMBIGUOUS_CONTRAST, TrackParams, blob_scan, blob_sigma, contrast_ambiguity,
                      model_residual, spot_scale,
                      suggest_diameter,
@@ -380,7 +380,7 @@ def _track_steps(video, params: TrackParams | dict | None, progress: bool, meta:
     kwargs = dict(diameter=p.diameter, separation=p.separation, minmass=p.minmass,
                   invert=p.invert, roi=p.roi, refine=p.refine, contrast=p.contrast,
                   spot_profile=p.spot_profile is not False, gap_check=p.gap_check is not False)
-    parts, rest, probe = [], list(frames), None
+    parts, probe = [], None
     t_locate = time.perf_counter()
     try:
         if first.ndim == 2 and p.refine and (p.spot_profile is None or p.gap_check is None):
@@ -388,21 +388,24 @@ def _track_steps(video, params: TrackParams | dict | None, progress: bool, meta:
             # (a given one as given), and what they find decides the probes for the
             # video; their results are kept (the same as without a probe that finds
             # nothing)
-            probe = {}
             probed = sorted({frames[0], frames[len(frames) // 2], frames[-1]})
-            for done, k in enumerate(probed, start=1):
-                f = locate_frame(first if k == frames.start else np.asarray(video[k]), k,
-                                 **kwargs, probe=probe)
-                if len(f):
-                    parts.append(f)
-                yield done
-            rest = [k for k in frames if k not in probed]
-            _decide_probes(p, probe)
-        kwargs.update(spot_profile=p.spot_profile is not False,
-                      gap_check=p.gap_check is not False)
-        for done, f in enumerate(iter_locate(video, rest, processes=p.processes,
-                                             progress=progress, **kwargs),
-                                 start=len(frames) - len(rest) + 1):
+            probe = {}
+
+            def decide(found: dict) -> dict:
+                probe.update(found)
+                _decide_probes(p, found)
+                return dict(spot_profile=p.spot_profile is not False,
+                            gap_check=p.gap_check is not False)
+
+            # the guess: what the undecided probes find on Gaussian spots (nothing)
+            guess = dict(spot_profile=p.spot_profile is True, gap_check=p.gap_check is True)
+            located = iter_locate_probed(video, probed, [k for k in frames if k not in probed],
+                                         decide, guess, processes=p.processes,
+                                         progress=progress, **kwargs)
+        else:
+            located = iter_locate(video, list(frames), processes=p.processes,
+                                  progress=progress, **kwargs)
+        for done, f in enumerate(located, start=1):
             if len(f):
                 parts.append(f)
             yield done
