@@ -811,8 +811,13 @@ def _workers(processes: int | None, n_frames: int) -> int:
 
 
 def _chunks(frames: list[int], n_proc: int) -> list[list[int]]:
+    """Frames dealt out in chunks of up to 4 (fewer hand-overs), the last two per worker
+    one by one, so that the workers run out of frames together: with chunks of 4 to the
+    end, one worker could still be on its last 3 frames while the others wait."""
     size = max(1, min(4, len(frames) // (4 * n_proc)))
-    return [frames[k:k + size] for k in range(0, len(frames), size)]
+    head = frames[:max(0, len(frames) - 2 * n_proc)]
+    return ([head[k:k + size] for k in range(0, len(head), size)]
+            + [[k] for k in frames[len(head):]])
 
 
 def iter_locate(video, frame_numbers: Sequence[int], processes: int | None = None,
