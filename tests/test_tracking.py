@@ -402,3 +402,17 @@ def test_locating_is_repeatable():
     for a, b in zip(*runs):
         pd.testing.assert_frame_equal(a, b)
         assert np.isfinite(a[["x", "y", "ep"]].to_numpy()).all()
+
+
+def test_close_pairs_are_counted_within_frames_only():
+    """The close-pair share counts detections whose nearest neighbour in the same frame is
+    nearer than half a diameter; a detection alone in its frame, at the place of one in
+    the next frame, is not close."""
+    from colloidcg.tracking.quality import assess
+
+    tracks = pd.DataFrame({"frame": [0, 0, 0, 1, 2, 2],
+                           "particle": [0, 1, 2, 0, 0, 1],
+                           "x": [10.0, 13.0, 40.0, 10.0, 10.0, 30.0],
+                           "y": [10.0, 10.0, 40.0, 10.0, 10.0, 30.0]})
+    q = assess(tracks, diameter=10.0, search_range=3.0, n_frames=3, noise=1.0)
+    assert q.metrics["close_pairs"] == pytest.approx(2 / 6)
