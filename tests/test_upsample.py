@@ -315,8 +315,11 @@ def test_cli(small, tmp_path):
     write_table(init, df[df["frame"] < 5], provenance("test", {}, {}))
     out = tmp_path / "big.parquet"
     assert main(["upsample", str(mdir), "--init", str(init), "--factor", "4", "--samples", "2",
-                 "--relax-steps", "2", "--band-edge", "held", "--seam-overlaps", "push", "-o", str(out)]) == 0
+                 "--relax-steps", "2", "--band-edge", "held", "--seam-overlaps", "push", "--tiling", "matched",
+                 "--tiling-candidates", "8", "-o", str(out)]) == 0
     big, side_meta = read_table(out)
+    assert side_meta["parameters"]["tiling"]["method"] == "matched"
+    assert side_meta["parameters"]["tiling"]["candidates"] == 8
     assert side_meta["parameters"]["seam_relaxation"]["band_edge"] == "held"
     assert side_meta["parameters"]["seam_relaxation"]["seam_overlaps"] == "push"
     assert side_meta["parameters"]["seam_relaxation"]["particles_reinserted"] == 0
@@ -334,6 +337,8 @@ def test_cli(small, tmp_path):
                  str(tmp_path / "y.parquet")]) == 2
     assert main(["upsample", str(mdir), "--init", str(init), "--factor", "4", "--seed", "-1", "-o",
                  str(tmp_path / "y.parquet")]) == 2
+    assert main(["upsample", str(mdir), "--init", str(init), "--factor", "4", "--tiling", "matched",
+                 "--tiling-candidates", "0", "-o", str(tmp_path / "y.parquet")]) == 2
     assert not (tmp_path / "y.parquet").exists()
 
 
