@@ -34,6 +34,8 @@ coarsen.
     python benchmarks/macro.py --stage truth       # only the direct simulations
     python benchmarks/macro.py --stage block --small-seed 200   # block states on other quenches
     python benchmarks/macro.py --stage seams       # why upsampled snapshots mislead the SDE
+    python benchmarks/macro.py --stage seams --tiling matched   # the same, registry-matched tiles beside random
+    python benchmarks/macro.py --tiling matched --patch-mults 1 --chain-fits 5 --small-seed 100   # the issue's chain, matched tiles
     python benchmarks/macro.py --stage ensemble --fit-seeds 10 --small-seed 100   # bagged block SDE fits
     python benchmarks/macro.py --stage bagging --fit-seeds 10 --sde-runs 1000 --small-seed 100   # the default bagged fit
     python benchmarks/macro.py --stage diagnose --sde-runs 1000 --small-seed 200   # where the bag's error comes from
@@ -158,13 +160,16 @@ def seam_approaches(small_pos):
     return closest_approach(frames, [None] * 8, box), closest_approach(frames, [None] * 8, box, quantile=0.02)
 
 
-def upsampled(small_pos, t, samples, rng, relax=RELAX, seam_overlaps="reinsert"):
+def upsampled(small_pos, t, samples, rng, relax=RELAX, seam_overlaps="reinsert", tiling="random"):
     """Large snapshots at macro step t: 4 x 4 small snapshots of time t from different
-    trajectories, random shifts/symmetries, overlaps at the seams resolved (:func:`place`),
-    ``relax`` frames of truth relaxation of the whole large system. Returns MicroStates."""
+    trajectories, random shifts/symmetries (``tiling="matched"``: every tile after the first
+    the best of 32 symmetries and registry shifts for its seams with the tiles placed
+    before it, colloidcg.scaling.match_parts), overlaps at the seams resolved
+    (:func:`place`), ``relax`` frames of truth relaxation of the whole large system.
+    Returns MicroStates."""
     from colloidcg.scaling.partial import full_step
     from colloidcg.scaling.simulators import MicroState, derive_key
-    from colloidcg.scaling.upsample import Configuration, _transform, tile_configurations
+    from colloidcg.scaling.upsample import Configuration, _transform, match_parts, tile_configurations
     side = side_for(N_SMALL)
     box = np.array([side, side])
     m = int(round(math.sqrt(FACTOR)))
@@ -174,6 +179,8 @@ def upsampled(small_pos, t, samples, rng, relax=RELAX, seam_overlaps="reinsert")
         pick = rng.choice(len(small_pos), m * m, replace=len(small_pos) < m * m)
         parts = [_transform(Configuration(np.mod(small_pos[i, t], box), np.zeros((N_SMALL, 2)), None, box,
                                           np.full(N_SMALL, np.inf)), rng) for i in pick]
+        if tiling == "matched" and t > 0:
+            parts, _ = match_parts(parts, m, rng)
         if t > 0:    # the quench's start is uniformly random: tiles of it need no seam treatment
             pos, _, big = place(parts, m, rng, closest, push, seam_overlaps)
         else:
@@ -817,17 +824,20 @@ def print_block(block, n_small):
           f"16x / direct | {', '.join(f'{v:.2f}' for v in block['var_ratio_16x_direct'])} |\n")
 
 
-def seam_table(small_pos, truth, samples=3, seed=1, seam_overlaps="reinsert"):
+def seam_table(small_pos, truth, samples=3, seed=1, seam_overlaps="reinsert", tiling="random"):
     """Why upsampled states mislead the SDE: for tiles of several times, the tiles' own psi6,
     the upsampled snapshots' psi6 (random symmetries as in :func:`upsampled`, or every tile's
     symmetry chosen to match a common psi6 orientation; 2 or 25 frames of relaxation; overlaps
-    at the seams resolved by ``seam_overlaps``, :func:`place`) and
-    their ordering rate over one whole-system macro step, beside the direct 16x runs' rate
-    at the same psi6. Prints a markdown table; returns its rows."""
+    at the seams resolved by ``seam_overlaps``, :func:`place`), split into the band within
+    one diameter of a seam and the rest beyond two diameters, beside the direct 16x runs'
+    mean at that time, and their ordering rate over one whole-system macro step, beside the
+    direct 16x runs' rate at the same psi6. With ``tiling="matched"`` the rows are random
+    and registry-matched tiling (colloidcg.scaling.match_parts), 2 and 25 frames, the same
+    small quenches. Prints a markdown table; returns its rows."""
     from colloidcg.scaling.observables import psi6_local
     from colloidcg.scaling.partial import full_step
     from colloidcg.scaling.simulators import MicroState, derive_key
-    from colloidcg.scaling.upsample import Configuration
+    from colloidcg.scaling.upsample import Configuration, match_parts
     side = side_for(N_SMALL)
     box = np.array([side, side])
     m = int(round(math.sqrt(FACTOR)))
@@ -845,6 +855,8 @@ def seam_table(small_pos, truth, samples=3, seed=1, seam_overlaps="reinsert"):
 
     def lift(t, rng, align, relax):
         target = rng.uniform(0, 2 * np.pi)
+        matched = align == "matched"
+        align = align is True
         parts = []
         for i in rng.choice(len(small_pos), m * m, replace=len(small_pos) < m * m):
             pos = np.mod(small_pos[i, t] + rng.uniform(0, 1, 2) * box, box)
@@ -855,33 +867,60 @@ def seam_table(small_pos, truth, samples=3, seed=1, seam_overlaps="reinsert"):
             else:
                 pos = apply(pos, *syms[rng.integers(len(syms))])
             parts.append(Configuration(pos, np.zeros((N_SMALL, 2)), None, box, np.full(N_SMALL, np.inf)))
+        if matched:
+            parts, _ = match_parts(parts, m, rng)
         pos, _, big = place(parts, m, rng, closest, push, seam_overlaps)
         st = MicroState(pos, np.full(len(pos), DIAM), big, np.arange(len(pos)), None, None)
         return full_step(simulator(), st, relax, derive_key(77, t, int(rng.integers(1 << 30))))
 
     rng = np.random.default_rng(seed)
     rows = []
-    print("| tiles | relaxation, frames | time, frames | tiles' psi6 | upsampled psi6 | its rate, 1e-4/frame "
-          "| direct 16x rate at that psi6 |")
-    print("|---|---|---|---|---|---|---|")
-    for align, relax in ((False, 2), (True, 2), (False, 25)):
+    print("| tiles | relaxation, frames | time, frames | tiles' psi6 | upsampled psi6 (SE) | within a diameter "
+          "of a seam | beyond two diameters | direct 16x psi6 | its rate, 1e-4/frame | direct 16x rate at that psi6 |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    modes = (((False, 2), (True, 2), (False, 25)) if tiling == "random"
+             else ((False, 2), ("matched", 2), (False, 25), ("matched", 25)))
+    for align, relax in modes:
         for t in (2, 4, 8, 12, 20, 28):
             z_tiles = float(np.mean([np.abs(psi6_local(np.mod(p, box), box)).mean() for p in small_pos[:, t]]))
-            z, d = [], []
+            z, d, band, bulk = [], [], [], []
             for k in range(samples):
                 st = lift(t, rng, align, relax)
-                a = np.abs(psi6_local(st.pos, st.box)).mean()
+                p6 = np.abs(psi6_local(st.pos, st.box))
+                a = p6.mean()
+                u = np.mod(st.pos, side)
+                dist = np.min(np.minimum(u, side - u), axis=1)
+                band.append(p6[dist < DIAM].mean())
+                bulk.append(p6[dist >= 2 * DIAM].mean())
                 b = full_step(simulator(), st, DT, derive_key(5, t, k))
                 z.append(a)
                 d.append((np.abs(psi6_local(b.pos, b.box)).mean() - a) / DT)
             zl = float(np.mean(z))
-            row = {"aligned": align, "relax": relax, "t_frames": t * DT, "psi6_tiles": z_tiles, "psi6_upsampled": zl,
+            name = "matched" if align == "matched" else ("aligned" if align else "random")
+            row = {"tiling": name, "aligned": align is True, "relax": relax, "t_frames": t * DT, "psi6_tiles": z_tiles,
+                   "psi6_upsampled": zl, "psi6_upsampled_se": float(np.std(z, ddof=1) / math.sqrt(samples)),
+                   "psi6_seam_band": float(np.mean(band)), "psi6_beyond_two_diameters": float(np.mean(bulk)),
+                   "psi6_direct_16x": float(curve[t]),
                    "rate": float(np.mean(d)), "rate_se": float(np.std(d) / math.sqrt(samples)),
                    "rate_direct_16x": float(np.interp(zl, zz[order], rate[order]))}
             rows.append(row)
-            print(f"| {'aligned' if align else 'random'} | {relax} | {t * DT} | {z_tiles:.3f} | {zl:.3f} | "
-                  f"{row['rate'] * 1e4:.1f} +- {row['rate_se'] * 1e4:.1f} | {row['rate_direct_16x'] * 1e4:.1f} |")
-    return rows
+            print(f"| {name} | {relax} | {t * DT} | {z_tiles:.3f} | {zl:.3f} ({row['psi6_upsampled_se']:.3f}) | "
+                  f"{row['psi6_seam_band']:.3f} | {row['psi6_beyond_two_diameters']:.3f} | {curve[t]:.3f} | "
+                  f"{row['rate'] * 1e4:.1f} +- {row['rate_se'] * 1e4:.1f} | {row['rate_direct_16x'] * 1e4:.1f} |",
+                  flush=True)
+    summary = {}
+    for name, relax in {(r["tiling"], r["relax"]) for r in rows}:
+        sel = [r for r in rows if r["tiling"] == name and r["relax"] == relax]
+        summary[f"{name}_{relax}"] = {
+            "band_minus_beyond": float(np.mean([r["psi6_seam_band"] - r["psi6_beyond_two_diameters"] for r in sel])),
+            "upsampled_minus_tiles": float(np.mean([r["psi6_upsampled"] - r["psi6_tiles"] for r in sel])),
+            "upsampled_minus_direct_16x": float(np.mean([r["psi6_upsampled"] - r["psi6_direct_16x"] for r in sel]))}
+    print("\n| tiling, relaxation | band minus beyond two diameters | upsampled minus tiles | upsampled minus direct 16x |")
+    print("|---|---|---|---|")
+    for key, v in sorted(summary.items()):
+        print(f"| {key} | {v['band_minus_beyond']:+.4f} | {v['upsampled_minus_tiles']:+.4f} | "
+              f"{v['upsampled_minus_direct_16x']:+.4f} |")
+    return {"rows": rows, "summary": summary}
 
 
 def main(argv=None) -> int:
@@ -933,6 +972,14 @@ def main(argv=None) -> int:
                     help="pairs placed too close across a seam of an upsampled snapshot: 'reinsert' (colloidcg "
                          "upsample's default: one of the pair moves to the largest gap on its own side) or 'push' "
                          "(pushed apart: this benchmark's treatment until session 17)")
+    ap.add_argument("--tiling", choices=("random", "matched"), default="random",
+                    help="upsampled snapshots: tiles placed with random symmetries and shifts (default) or "
+                         "'matched' (colloidcg.scaling.match_parts: each tile after the first the best of 32 "
+                         "symmetries and registry shifts by |psi6| along its seams); --stage seams: 'matched' "
+                         "adds matched rows beside the random ones")
+    ap.add_argument("--chain-fits", type=int, default=1, dest="chain_fits",
+                    help="default stage: also fit the chain's SDE (patch l) and the naive one with this many "
+                         "seeds and report their medians")
     ap.add_argument("--relax", type=int, default=RELAX, help="frames of truth relaxation of each upsampled snapshot")
     ap.add_argument("--sde-runs", type=int, default=200)
     ap.add_argument("--patch-mults", default="0.5,1,2", help="patch sides in units of the small box's side")
@@ -950,8 +997,12 @@ def main(argv=None) -> int:
     from colloidcg.scaling.simulators import MicroState
     small_pos = stage_small(cache, args.small, args.small_seed)
     if args.stage == "seams":
-        rows = seam_table(small_pos, truth, seam_overlaps=args.seam_overlaps)
+        rows = seam_table(small_pos, truth, samples=args.samples, seam_overlaps=args.seam_overlaps,
+                          tiling=args.tiling)
         name = "seams.json" if args.seam_overlaps == "push" else f"seams_{args.seam_overlaps}.json"
+        if args.tiling == "matched":
+            name = name.replace(".json", f"_matched_{args.small}" + ("" if args.small_seed == 0 else
+                                                                     f"_from_{args.small_seed}") + ".json")
         (out / name).write_text(json.dumps(rows, indent=1))
         return 0
     side = side_for(N_SMALL)
@@ -963,7 +1014,8 @@ def main(argv=None) -> int:
     # block, ensemble, video stages: only the start, for z_start
     for t in range(1 if args.stage in ("block", "ensemble", "bagging", "diagnose", "horizon", "video", "video-block")
                    else STEPS):
-        for s in upsampled(small_pos, t, args.samples, rng, relax=args.relax, seam_overlaps=args.seam_overlaps):
+        for s in upsampled(small_pos, t, args.samples, rng, relax=args.relax, seam_overlaps=args.seam_overlaps,
+                           tiling=args.tiling):
             snaps.append(s)
             snap_t.append(t)
     t_up = time.perf_counter() - t0
@@ -976,7 +1028,7 @@ def main(argv=None) -> int:
                               "direct_runs": args.runs, "small_trajectories": args.small,
                               "upsampled_per_step": args.samples, "patches_per_snapshot": args.patches,
                               "sde_runs": args.sde_runs, "buffer_px": args.buffer, "relax_frames": args.relax,
-                              "seam_overlaps": args.seam_overlaps,
+                              "seam_overlaps": args.seam_overlaps, "tiling": args.tiling,
                               "observables": obs_names, "small_seed": args.small_seed,
                               "fit_seeds": args.fit_seeds, "block_sets": args.block_sets}}
     z_start = np.mean([enc.whole(s) for s, t in zip(snaps, snap_t) if t == 0], axis=0)
@@ -1104,8 +1156,26 @@ def main(argv=None) -> int:
         "seconds_upsampling": t_up,
     })
     results["ratio_naive_over_ours"] = results["relmse_naive"] / results["relmse_ours"]
+    if args.chain_fits > 1:
+        # the chain's SDE and the naive one fitted with seeds 0 .. chain_fits - 1 (network
+        # initialisation and validation split): one fit's spread is large (single block fits
+        # spread 10-fold), so the chain is compared by the median over seeds
+        z0, z1, K = inc[1.0]
+        per = {"ours": [], "naive": []}
+        for fs in range(args.chain_fits):
+            for name, (a0, a1, lam, area) in (("ours", (z0, z1, K, big_area)), ("naive", (nz0, nz1, 1.0, tile_area))):
+                sde, _ = fit_sde(a0, a1, dt=DT, names=enc.names, lam=lam, area_px2=area, tile_area_px2=tile_area,
+                                 start=z_start, seed=fs)
+                per[name].append(relmse(evaluate(sde, FACTOR, seed=fs).mean(0), true_mean))
+        results["chain_fits"] = {"relmse_ours": per["ours"], "relmse_naive": per["naive"],
+                                 "median_ours": float(np.median(per["ours"])),
+                                 "median_naive": float(np.median(per["naive"])),
+                                 "ratio_of_medians": float(np.median(per["naive"]) / np.median(per["ours"]))}
     results["seams"] = snapshot_seams(snaps, snap_t, small_states, enc, side, true_mean)
-    (out / "results.json").write_text(json.dumps(results, indent=1, default=float))
+    results_name = ("results.json" if args.tiling == "random" and args.small_seed == 0 and args.chain_fits == 1 else
+                    f"results_{args.tiling}_{args.small}" + ("" if args.small_seed == 0 else f"_from_{args.small_seed}")
+                    + ".json")
+    (out / results_name).write_text(json.dumps(results, indent=1, default=float))
     # plots
     import matplotlib
     matplotlib.use("Agg")
@@ -1131,13 +1201,20 @@ def main(argv=None) -> int:
     ax[1].set_ylabel("variance over runs (from the first step)")
     ax[1].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out / "ensemble.png", dpi=110)
+    fig.savefig(out / results_name.replace("results", "ensemble").replace(".json", ".png"), dpi=110)
     plt.close(fig)
     # tables
     print(f"## macro SDE known answer (soft disks, phi {PHI}, kT {KT}; {N_SMALL} -> {N_SMALL * FACTOR} particles)\n")
     print("| | relative MSE of the ensemble-mean psi6 against 20 direct 16x runs |")
     print("|---|---|")
     print(f"| upsampled states, halo patches, lambda = K | {results['relmse_ours']:.2e} |")
+    if "chain_fits" in results:
+        cf = results["chain_fits"]
+        print(f"| the same, {args.chain_fits} fit seeds: median (range) | {cf['median_ours']:.2e} "
+              f"({min(cf['relmse_ours']):.1e} - {max(cf['relmse_ours']):.1e}) |")
+        print(f"| naive, {args.chain_fits} fit seeds: median (range) | {cf['median_naive']:.2e} "
+              f"({min(cf['relmse_naive']):.1e} - {max(cf['relmse_naive']):.1e}) |")
+        print(f"| ratio of medians naive / ours | {cf['ratio_of_medians']:.2f} |")
     print(f"| naive (small increments, lambda = 1) | {results['relmse_naive']:.2e} |")
     print(f"| ratio naive / ours | {results['ratio_naive_over_ours']:.2f} |")
     print(f"| the small system's own mean (direct 1x) | {results['relmse_small_mean']:.2e} |")

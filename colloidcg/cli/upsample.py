@@ -49,6 +49,13 @@ def add_parser(subparsers) -> None:
                    help="reinsert (default): a pair placed too close across a seam loses one particle to the "
                         "largest gap of its own side at its own distance to the seam (no density wave); push: "
                         "the pair is pushed apart (docs/scaling.md)")
+    p.add_argument("--tiling", choices=("random", "matched"), default="random",
+                   help="random (default): every tile placed with a uniformly random symmetry and shift; "
+                        "matched (2D): each tile after the first of a doubling gets the best of "
+                        "--tiling-candidates symmetries and registry shifts, scored by |psi6| along the new "
+                        "seams, so ordered tiles continue their lattice across them (docs/scaling.md)")
+    p.add_argument("--tiling-candidates", type=int, default=32, metavar="N", dest="tiling_candidates",
+                   help="--tiling matched: candidates per placed tile (default 32)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     add_table_output(p, "BIG")
     p.set_defaults(func=run)
@@ -87,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
         up = upsample(model, cfg, tracks, meta, factor=args.factor, frame=args.frame, samples=args.samples,
                       seed=args.seed, relax_steps=args.relax_steps, band=args.band,
                       relax_temperature=temperature, band_edge=args.band_edge,
-                      seam_overlaps=args.seam_overlaps, name=str(args.init))
+                      seam_overlaps=args.seam_overlaps, tiling=args.tiling,
+                      tiling_candidates=args.tiling_candidates, name=str(args.init))
         cal = cfg.get("calibration", {}) or {}
         dim = int(model.config.dim)
         names = ["x", "y", "z"][:dim]

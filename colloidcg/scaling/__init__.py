@@ -22,11 +22,11 @@ See docs/scaling.md for the method, the references and what was measured.
 from .macro import MacroLearned, MacroSDE, SDEConfig, block_increments, fit_sde, learn_block, learn_macro, load_sde
 from .partial import PatchStep, full_step, partial_evolution
 from .simulators import MicroSimulator, MicroState, ModelSimulator, SoftDiskSimulator
-from .upsample import (ClosestApproach, Configuration, Upsampled, closest_approach, separate, side_steps,
-                       tile_configurations, upsample)
+from .upsample import (ClosestApproach, Configuration, Upsampled, closest_approach, match_parts, separate,
+                       side_steps, tile_configurations, upsample)
 
 __all__ = ["ClosestApproach", "Configuration", "MacroLearned", "MacroSDE", "MicroSimulator", "MicroState",
            "ModelSimulator", "PatchStep", "SDEConfig", "SoftDiskSimulator", "Upsampled", "block_increments",
            "closest_approach",
-           "fit_sde", "full_step", "learn_block", "learn_macro", "load_sde", "partial_evolution", "separate", "side_steps",
+           "fit_sde", "full_step", "learn_block", "learn_macro", "load_sde", "match_parts", "partial_evolution", "separate", "side_steps",
            "tile_configurations", "upsample"]
