@@ -62,41 +62,6 @@ def softness_test_rows(table: pd.DataFrame, soft: SoftnessResult) -> np.ndarray:
     return soft.rows(table)[1]
 
 
-def rank_ensemble(members, align: bool = True) -> np.ndarray:
-    """(N,) the rank average of several restarts' values of one predictor: each member's
-    normalised rank (average ranks over its finite rows, divided by their count, so in
-    (0, 1]), averaged over the members; NaN on a row where any member is NaN.
-
-    ``members``: a sequence of arrays (N,) (e.g. the carried S0 of models trained from
-    different seeds on the same data). With ``align`` a member whose Spearman correlation
-    with the first member is negative is negated first, so restarts whose learned S came
-    out with opposite signs add up instead of cancelling; the alignment uses no labels
-    (the ensemble's own sign is then fixed, like any learned S, on the training rows by
-    :func:`score_against_softness`). This is an average, not a selection: every member
-    counts equally. Its ROC AUC equals that of the mean of the members' ranks, which need
-    not lie between the members' own AUCs."""
-    from scipy.stats import rankdata
-
-    vals = [np.asarray(m, float) for m in members]
-    if not vals:
-        raise ParameterError("members: expected at least one array of values")
-    n = vals[0].shape
-    if any(v.shape != n or v.ndim != 1 for v in vals):
-        raise ParameterError(f"members: expected arrays of one shape (N,), got {[v.shape for v in vals]}")
-    ok = np.logical_and.reduce([np.isfinite(v) for v in vals])
-    out = np.full(n, np.nan)
-    if not ok.any():
-        return out
-    ranks = []
-    for v in vals:
-        r = rankdata(v[ok]) / ok.sum()
-        if align and ranks and np.corrcoef(r, ranks[0])[0, 1] < 0:
-            r = rankdata(-v[ok]) / ok.sum()
-        ranks.append(r)
-    out[ok] = np.mean(ranks, axis=0)
-    return out
-
-
 def auc(score: np.ndarray, label: np.ndarray) -> float:
     """ROC AUC of ``score`` (N,) for the boolean ``label`` (N,): the Mann-Whitney statistic
     P(score_pos > score_neg) + P(tie) / 2. NaN when a class is empty."""
