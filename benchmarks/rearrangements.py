@@ -32,7 +32,8 @@ and with ``--seeds N`` the learned S over N training seeds: self-supervised and 
 auxiliary loss, S encoded from each frame (``s_memory`` encoded) and S carried along the
 tracks (``s_memory`` carried; ``--s-heat work``: its heat booked by the first law;
 ``--n-s N``: N entropic variables, S0 scored; ``--ordered-s``: their heat weights sorted so
-that S0 receives the least heat), and the carried dS/dt. Models are trained on the frames before the softness baseline's split only.
+that S0 receives the least heat; ``--restarts R``: R training restarts per seed scored as
+the rank average of their values, an ensemble), and the carried dS/dt. Models are trained on the frames before the softness baseline's split only.
 """
 
 from __future__ import annotations
@@ -419,20 +420,112 @@ def score_case(case: dict) -> dict:
         for memory in memories:
             for aux in AUX_WEIGHTS:
                 t0 = time.perf_counter()
-                v = learned_s(case["tracks"], t, soft, seed=seed, aux_weight=aux, s_memory=memory,
-                              epochs=epochs, frame0=frame0, cutoff=MODEL_CUTOFF, n_s=MODEL_NS,
-                              s_heat=MODEL_HEAT, ordered_s=MODEL_ORDERED)
-                vals = {"S": v["S"], "S carried": v["S_carried"], "dS/dt": v["dSdt"]}
-                if frame0:
-                    vals["S frame 0"] = v["S_frame0"]
-                r = score_against_softness(t, vals, soft=soft, fix_sign=[k for k in vals if k != "dS/dt"])
                 tag = "self-supervised" if aux == 0 else ("aux" if aux == 1 else f"aux {aux:g}")
-                learned.setdefault((memory, tag), []).append((r, v["cutoff"]))
-                print(f"  [{case['name']}] trained s_memory={memory}, {tag}, seed {seed}: "
+                members = []
+                for k in range(RESTARTS):
+                    v = cached_learned_s(case, seed + RESTART_STRIDE * k, aux, memory, epochs, frame0)
+                    members.append(v)
+                    if RESTARTS > 1:
+                        mv = _learned_values(v, frame0)
+                        mr = score_against_softness(t, mv, soft=soft, fix_sign=[q for q in mv if q != "dS/dt"])
+                        print(f"    [{case['name']}] restart {k} (training seed {seed + RESTART_STRIDE * k}), "
+                              f"{tag}: " + ", ".join(f"{q} {mr[q].auc:.3f}" for q in mv)
+                              + f" (held-out NLL {v['val_nll']:.5f} per row)", flush=True)
+                vals = ensemble_values(members, frame0)
+                r = score_against_softness(t, vals, soft=soft, fix_sign=[k for k in vals if k != "dS/dt"])
+                learned.setdefault((memory, tag), []).append((r, members[0]["cutoff"]))
+                nll = np.mean([m["val_nll"] for m in members])
+                ens = f", rank average of {RESTARTS} restarts" if RESTARTS > 1 else ""
+                print(f"  [{case['name']}] trained s_memory={memory}, {tag}, seed {seed}{ens}: "
                       + ", ".join(f"{k} {r[k].auc:.3f}" for k in vals)
-                      + f" (cutoff {v['cutoff']:.1f} px, n_s {MODEL_NS}{', ordered' if MODEL_ORDERED else ''}, s_heat {MODEL_HEAT}, "
-                        f"held-out NLL {v['val_nll']:.5f} per row, {time.perf_counter() - t0:.0f} s)", flush=True)
+                      + f" (cutoff {members[0]['cutoff']:.1f} px, n_s {MODEL_NS}{', ordered' if MODEL_ORDERED else ''}, s_heat {MODEL_HEAT}, "
+                        f"held-out NLL {nll:.5f} per row, {time.perf_counter() - t0:.0f} s)", flush=True)
     return {"report": rep, "learned": learned}
+
+
+def _learned_values(v: dict, frame0: bool) -> dict:
+    """The scored values of one trained model (:func:`learned_s`'s output)."""
+    vals = {"S": v["S"], "S carried": v["S_carried"], "dS/dt": v["dSdt"]}
+    if frame0:
+        vals["S frame 0"] = v["S_frame0"]
+    return vals
+
+
+def rank_ensemble(members, align: bool = True) -> np.ndarray:
+    """(N,) the rank average of several restarts' values of one predictor: each member's
+    normalised rank (average ranks over its finite rows, divided by their count, so in
+    (0, 1]), averaged over the members; NaN on a row where any member is NaN.
+
+    ``members``: a sequence of arrays (N,) (e.g. the carried S0 of models trained from
+    different seeds on the same data). With ``align`` a member whose Spearman correlation
+    with the first member is negative is negated first, so restarts whose learned S came
+    out with opposite signs add up instead of cancelling; the alignment uses no labels
+    (the ensemble's own sign is then fixed, like any learned S, on the training rows by
+    :func:`score_against_softness`). This is an average, not a selection: every member
+    counts equally. Its ROC AUC equals that of the mean of the members' ranks, which need
+    not lie between the members' own AUCs."""
+    from scipy.stats import rankdata
+
+    vals = [np.asarray(m, float) for m in members]
+    if not vals:
+        raise ValueError("members: expected at least one array of values")
+    n = vals[0].shape
+    if any(v.shape != n or v.ndim != 1 for v in vals):
+        raise ValueError(f"members: expected arrays of one shape (N,), got {[v.shape for v in vals]}")
+    ok = np.logical_and.reduce([np.isfinite(v) for v in vals])
+    out = np.full(n, np.nan)
+    if not ok.any():
+        return out
+    ranks = []
+    for v in vals:
+        r = rankdata(v[ok]) / ok.sum()
+        if align and ranks and np.corrcoef(r, ranks[0])[0, 1] < 0:
+            r = rankdata(-v[ok]) / ok.sum()
+        ranks.append(r)
+    out[ok] = np.mean(ranks, axis=0)
+    return out
+
+
+def ensemble_values(members: list, frame0: bool) -> dict:
+    """The scored values of one seed: those of its single model, or with several restarts
+    (``--restarts``) the rank average of theirs
+    (:func:`rank_ensemble`; the learned S's members
+    aligned in sign by their correlation with the first, no labels; dS/dt, a physical
+    rate, not aligned)."""
+    if len(members) == 1:
+        return _learned_values(members[0], frame0)
+    each = [_learned_values(m, frame0) for m in members]
+    return {k: rank_ensemble([e[k] for e in each], align=k != "dS/dt") for k in each[0]}
+
+
+def cached_learned_s(case: dict, seed: int, aux: float, memory: str, epochs: int, frame0: bool) -> dict:
+    """:func:`learned_s` for ``case``, read from / written to the ``--cache`` folder when
+    one is given (one .npz per trained model, named by the case and every training
+    setting; the per-row values are checked against the table's (frame, particle) rows)."""
+    def train():
+        return learned_s(case["tracks"], case["res"].table, case["soft"], seed=seed, aux_weight=aux,
+                         s_memory=memory, epochs=epochs, frame0=frame0, cutoff=MODEL_CUTOFF, n_s=MODEL_NS,
+                         s_heat=MODEL_HEAT, ordered_s=MODEL_ORDERED)
+
+    if CACHE is None:
+        return train()
+    keys = case["res"].table[["frame", "particle"]].to_numpy(np.int64)
+    name = (f"{case['name']}{case.get('cache_tag', '')}_{memory}_aux{aux:g}_seed{seed}_ep{epochs}"
+            f"_cut{MODEL_CUTOFF if MODEL_CUTOFF is None else f'{MODEL_CUTOFF:g}'}_ns{MODEL_NS}_{MODEL_HEAT}"
+            f"{'_ordered' if MODEL_ORDERED else ''}{'_f0' if frame0 else ''}.npz")
+    path = Path(CACHE) / name
+    if path.exists():
+        with np.load(path) as z:
+            if not np.array_equal(z["keys"], keys):
+                raise SystemExit(f"--cache: {path} holds other rows than this table; remove it")
+            v = {k: z[k] for k in z.files if k != "keys"}
+        v["cutoff"], v["val_nll"] = float(v["cutoff"]), float(v["val_nll"])
+        print(f"    (read {path.name} from the cache)", flush=True)
+        return v
+    v = train()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, keys=keys, **v)
+    return v
 
 
 def _fmt(score) -> str:
@@ -487,7 +580,8 @@ def print_tables(results: list[tuple[dict, dict]], memories) -> None:
             for k in keys:
                 diffs = [r[k].diff for r, _ in runs]
                 des = [r[k].diff_se for r, _ in runs]
-                print(f"| {k}, s_memory {memory}, {tag}, {len(runs)} seeds (cutoff "
+                ens = f" x {RESTARTS} restarts, rank average" if RESTARTS > 1 else ""
+                print(f"| {k}, s_memory {memory}, {tag}, {len(runs)} seeds{ens} (cutoff "
                       f"{', '.join(f'{cut:.1f}' for _, cut in runs)} px) | {_mean(runs, k)} | "
                       f"{np.mean([r[k].se for r, _ in runs]):.3f} (mean s.e.) | "
                       f"{'/'.join(f'{r[k].sign:+.0f}' for r, _ in runs)} | "
@@ -546,6 +640,12 @@ MODEL_CUTOFF = None
 MODEL_NS = 1
 MODEL_HEAT = "drift"
 MODEL_ORDERED = False
+#: restarts per seed scored as one rank-averaged predictor (--restarts; 1: the single
+#: model), their training seeds seed + RESTART_STRIDE * k; the folder of trained models'
+#: per-row values (--cache; None: nothing stored)
+RESTARTS = 1
+RESTART_STRIDE = 100
+CACHE = None
 
 
 def main() -> None:
@@ -573,6 +673,14 @@ def main() -> None:
     ap.add_argument("--ordered-s", action="store_true",
                     help="sort the heat weights (ModelConfig.ordered_s): S0, the S scored, is the "
                          "entropic variable that receives the least heat (with --n-s > 1)")
+    ap.add_argument("--restarts", type=int, default=1,
+                    help="train R restarts per seed (training seeds seed + 100 k, k < R; k = 0 is the "
+                         "seed's own model) and score the rank average of their values (an ensemble, "
+                         "not a selection; the learned S's restarts aligned in sign without labels); "
+                         "default 1")
+    ap.add_argument("--cache", default=None, metavar="DIR",
+                    help="store each trained model's per-row values in DIR and reuse them on a later "
+                         "run with the same case and settings (default: none)")
     ap.add_argument("--glass-frames", type=int, default=300, help="frames of the glass (default 300)")
     ap.add_argument("--glass-seed", type=int, default=1, help="seed of the glass simulation (default 1)")
     args = ap.parse_args()
@@ -595,6 +703,13 @@ def main() -> None:
     if args.n_s < 1:
         ap.error(f"--n-s: expected an integer >= 1, got {args.n_s}")
     MODEL_CUTOFF, MODEL_NS, MODEL_HEAT, MODEL_ORDERED = args.cutoff, args.n_s, args.s_heat, args.ordered_s
+    global RESTARTS, CACHE
+    if args.restarts < 1 or args.restarts > RESTART_STRIDE:
+        ap.error(f"--restarts: expected an integer from 1 to {RESTART_STRIDE}, got {args.restarts}")
+    if args.first_seed + args.seeds > RESTART_STRIDE and args.restarts > 1:
+        ap.error(f"--restarts: seeds must stay below {RESTART_STRIDE} (restart k of seed s trains seed s + "
+                 f"{RESTART_STRIDE} k)")
+    RESTARTS, CACHE = args.restarts, args.cache
     if not args.skip_speed:
         speed((50, 100, 200) if args.quick else (100, 300, 1000))
     learn = (range(args.first_seed, args.first_seed + args.seeds), args.epochs, memories)
@@ -608,10 +723,12 @@ def main() -> None:
         print(f"glass: simulated and rendered {args.glass_frames} frames in {time.perf_counter() - t0:.0f} s",
               flush=True)
         truth_case = case_glass(vid, *learn)
+        truth_case["cache_tag"] = f"_frames{args.glass_frames}_gs{args.glass_seed}"
         if "glass" in cases:
             results.append((truth_case, score_case(truth_case)))
         if "glass-video" in cases:
             case = case_glass_video(vid, truth_case, *learn)
+            case["cache_tag"] = truth_case["cache_tag"]
             results.append((case, score_case(case)))
     if results:
         print_tables(results, memories)
