@@ -306,15 +306,13 @@ def assess(tracks: pd.DataFrame, *, diameter: float, search_range: float, n_fram
     pos = [c for c in ("x", "y", "z") if c in tracks]
     frame = tracks["frame"].to_numpy()
     close = 0
-    if len(tracks) > 1:
-        # each detection's nearest neighbour in its own frame, all frames in one tree: the
-        # frame number is one more coordinate, spaced further apart than any two detections
-        # of a frame and than a diameter (a difference of 0 adds nothing to a distance, so
-        # the distances within a frame are exact, and a frame's only detection is not close)
+    if len(tracks):
         xyz = tracks[pos].to_numpy(float)
-        gap = 2.0 * (float(np.ptp(xyz, axis=0).sum()) + diameter + 1.0)
-        d, _ = nearest(np.c_[xyz, (frame - frame.min()) * gap])
-        close = int((d < 0.5 * diameter).sum())
+        by_frame = np.argsort(frame, kind="stable")
+        for i in np.split(by_frame, np.flatnonzero(np.diff(frame[by_frame])) + 1):
+            if len(i) > 1:
+                d, _ = nearest(xyz[i])
+                close += int((d < 0.5 * diameter).sum())
     m["close_pairs"] = close / len(tracks) if len(tracks) else None
     p, f, xyz_t = _by_track(tracks)
     starts = np.flatnonzero(np.r_[True, p[1:] != p[:-1]]) if len(p) else np.zeros(0, int)
