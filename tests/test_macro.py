@@ -524,12 +524,9 @@ def test_cli_macro_simulate_refusals(tmp_path, capsys):
 def known_answer(tmp_path_factory):
     """benchmarks/macro.py (soft disks quenched to phi 0.85, kT 0.002; learned from 64-particle
     systems, predicted for 1024 against 20 direct runs), patch side l only."""
-    import importlib.util
-    from pathlib import Path
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "macro.py"
-    spec = importlib.util.spec_from_file_location("macro_benchmark", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    from bench_helpers import load_benchmark
+
+    mod = load_benchmark("macro")
     tmp = tmp_path_factory.mktemp("macro")
     assert mod.main(["--cache", str(tmp / "cache"), "--out", str(tmp / "out"), "--patch-mults", "1"]) == 0
     res = json.loads((tmp / "out" / "results.json").read_text())

@@ -403,13 +403,9 @@ run 90
 @pytest.mark.slow
 def test_md_speed_benchmark_smoke(capsys):
     """benchmarks/md_speed.py runs both engines and prints the ratio (no timing asserted)."""
-    import importlib.util
-    from pathlib import Path
+    from bench_helpers import load_benchmark
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "md_speed.py"
-    spec = importlib.util.spec_from_file_location("md_speed", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_benchmark("md_speed")
     assert mod.main(["--sizes", "400", "--dims", "3", "--quick", "--json"]) == 0
     out = capsys.readouterr().out
     rec = json.loads(out.strip().splitlines()[-1])

@@ -3,8 +3,6 @@ predictor, benchmarks/rearrangements.py: rank_ensemble) and --cache plumbing."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -13,14 +11,11 @@ import pytest
 from scipy.stats import rankdata
 from sklearn.metrics import roc_auc_score
 
-_BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "rearrangements.py"
+from bench_helpers import load_benchmark
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_rearrangements_ens", _BENCH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("rearrangements")
 
 
 rank_ensemble = _bench().rank_ensemble

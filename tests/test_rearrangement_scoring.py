@@ -4,29 +4,21 @@ glass."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
 from scipy.stats import norm
 from sklearn.metrics import roc_auc_score
 
+from bench_helpers import load_benchmark
 from colloidcg.errors import ParameterError
 from colloidcg.rearrangements import softness_baseline
 from colloidcg.rearrangements.scoring import (auc, block_pair_counts, bootstrap_counts, frame_blocks,
                                               score_against_softness, softness_test_rows,
                                               softness_train_rows)
 
-_BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "rearrangements.py"
-
-
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_rearrangements", _BENCH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("rearrangements")
 
 
 def clustered_system(rng, d: float = 1.0, rho: float = 0.8, T: int = 120, N: int = 100,
