@@ -790,8 +790,13 @@ class _FramePool:
             _FORKED.update(video=self.video)
         self.cv2 = _single_threaded_cv2()
         self.cv2.__enter__()
-        self.pool = cf.ProcessPoolExecutor(self.n_proc, mp_context=self.ctx,
-                                           initializer=_worker_init)
+        try:
+            self.pool = cf.ProcessPoolExecutor(self.n_proc, mp_context=self.ctx,
+                                               initializer=_worker_init)
+        except BaseException:       # no pool: leave OpenCV and the inherited video as found
+            self.cv2.__exit__(None, None, None)
+            _FORKED.clear()
+            raise
         return self
 
     def chunk(self, frames: Sequence[int], kwargs: dict) -> cf.Future:
