@@ -833,6 +833,16 @@ def _chunks(frames: list[int], n_proc: int) -> list[list[int]]:
             + [[k] for k in frames[len(head):]])
 
 
+def _in_chunks(pool: _FramePool, frames: list[int], kwargs: dict, bar) -> Iterator[pd.DataFrame]:
+    """Locate ``frames`` on ``pool`` in chunks (:func:`_chunks`); yield each frame's
+    DataFrame in order, while later chunks run."""
+    chunks = _chunks(frames, pool.n_proc)
+    futures = [pool.chunk(c, kwargs) for c in chunks]
+    for fut, c in zip(futures, chunks):
+        yield from fut.result()
+        bar.update(len(c))
+
+
 def iter_locate(video, frame_numbers: Sequence[int], processes: int | None = None,
                 progress: bool = True, **kwargs) -> Iterator[pd.DataFrame]:
     """Locate particles in many frames, in parallel over frames; yield one DataFrame per
@@ -856,11 +866,7 @@ def iter_locate(video, frame_numbers: Sequence[int], processes: int | None = Non
                 bar.update(1)
             return
         with _FramePool(video, n_proc) as pool:
-            chunks = _chunks(frame_numbers, n_proc)
-            futures = [pool.chunk(c, kwargs) for c in chunks]
-            for fut, c in zip(futures, chunks):   # in order; later ones run meanwhile
-                yield from fut.result()
-                bar.update(len(c))
+            yield from _in_chunks(pool, frame_numbers, kwargs, bar)
 
 
 def merge_probes(probes: Sequence[dict]) -> dict:
@@ -939,11 +945,7 @@ def iter_locate_probed(video, probed: Sequence[int], rest: Sequence[int],
                 for fut in spec:
                     fut.cancel()
                 todo = rest
-            chunks = _chunks(todo, n_proc)
-            futures = [pool.chunk(c, final) for c in chunks]
-            for fut, c in zip(futures, chunks):
-                yield from fut.result()
-                bar.update(len(c))
+            yield from _in_chunks(pool, todo, final, bar)
 
 
 def locate_many(video, frame_numbers: Sequence[int], processes: int | None = None,

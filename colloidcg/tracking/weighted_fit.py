@@ -64,9 +64,11 @@ SHRINK_MIN_SPOTS = 10
 #: d 30 ratio 1.4 shrinking there cost 0.0006-0.0012 px over three seeds.
 SHRINK_MIN_NOISE = 0.01
 #: ... measured on at most this many spots of each population, evenly spaced in the
-#: detection order (a median over 128 spots is within a few percent of the population's;
-#: computing every spot's variance cost about a tenth of a dense frame's locating, mostly
-#: for frames whose widths are then left alone).
+#: detection order (computing every spot's variance cost about a tenth of a dense frame's
+#: locating, mostly for frames whose widths are then left alone). On five populations of
+#: 201-793 spots (dense benchmark, photons / 3, dense bidisperse analogue) the sample's
+#: median se / width was within 1.3 % of the whole population's, so only a population
+#: that close to SHRINK_MIN_NOISE can be decided differently.
 SHRINK_SAMPLE = 128
 #: No width moves by more than this many of its own standard errors (the limited-
 #: translation rule of Efron & Morris: a spot whose width really differs, e.g. one of
