@@ -25,6 +25,7 @@ z-stacks.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import math
 import multiprocessing as mp
 import os
@@ -298,6 +299,13 @@ def _one_blas_thread():
     global _BLAS
     from threadpoolctl import ThreadpoolController
 
+    if _IN_FORKED_WORKER:
+        # BLAS is one-threaded already (the pool's parent set it so before forking), and
+        # setting it here would cost: in a forked child OpenBLAS has no thread server, and
+        # any change of its thread count starts one, whose threads spin for about 0.1 s
+        # after each use. On the dense benchmark a fresh worker's first frame took 310 ms
+        # of CPU that way (two extra threads busy beside it), 85 ms without.
+        return contextlib.nullcontext()
     if _BLAS is None or _BLAS[0] != len(sys.modules):
         controller = ThreadpoolController()   # (may import modules itself)
         _BLAS = (len(sys.modules), controller)
@@ -306,6 +314,8 @@ def _one_blas_thread():
 
 #: (len(sys.modules) when found, threadpoolctl.ThreadpoolController) for _one_blas_thread.
 _BLAS = None
+#: True in a worker process forked by :class:`_FramePool` (set by :func:`_worker_init`).
+_IN_FORKED_WORKER = False
 
 
 def _locate_frame(frame, frame_no, diameter, separation, minmass, invert, roi, refine,
@@ -790,10 +800,17 @@ class _FramePool:
             _FORKED.update(video=self.video)
         self.cv2 = _single_threaded_cv2()
         self.cv2.__enter__()
+        # BLAS on one thread in the parent while the pool lives: forked workers inherit
+        # that and never change it (see _one_blas_thread), and the parent's own linking
+        # meanwhile has no BLAS threads competing with the workers for the cores
+        self.blas = _one_blas_thread()
+        self.blas.__enter__()
         try:
             self.pool = cf.ProcessPoolExecutor(self.n_proc, mp_context=self.ctx,
-                                               initializer=_worker_init)
-        except BaseException:       # no pool: leave OpenCV and the inherited video as found
+                                               initializer=_worker_init,
+                                               initargs=(self.ctx.get_start_method(),))
+        except BaseException:       # no pool: leave OpenCV, BLAS and the video as found
+            self.blas.__exit__(None, None, None)
             self.cv2.__exit__(None, None, None)
             _FORKED.clear()
             raise
@@ -814,6 +831,7 @@ class _FramePool:
             # a consumer that stops early (close()) drops the chunks not yet started
             self.pool.shutdown(wait=True, cancel_futures=True)
         finally:
+            self.blas.__exit__(*exc)
             self.cv2.__exit__(*exc)
             _FORKED.clear()
 
@@ -961,10 +979,13 @@ def locate_many(video, frame_numbers: Sequence[int], processes: int | None = Non
     return pd.concat(parts, ignore_index=True)
 
 
-def _worker_init() -> None:
+def _worker_init(start_method: str = "fork") -> None:
     """Keep freed memory in the worker's heap: every frame allocates the same few
     image-sized arrays, and returning them to the OS makes each new one page-fault
-    again (about a fifth of the time per frame)."""
+    again (about a fifth of the time per frame). A forked worker also marks itself so
+    that it leaves the BLAS thread count it inherited (one) alone."""
+    global _IN_FORKED_WORKER
+    _IN_FORKED_WORKER = start_method == "fork"
     if sys.platform.startswith("linux"):
         import ctypes
 
