@@ -47,6 +47,11 @@ def add_parser(sub) -> None:
     inv.add_argument("--contrast", choices=("bright", "dark", "both"),
                      help="particle contrast; 'both': mixed bright and dark particles in one "
                           "field (bright field around focus), each row gets contrast +1 or -1 (default: estimated)")
+    g.add_argument("--objects", choices=("spots", "cells"),
+                   help="what is tracked: 'spots' (particles) or 'cells' (objects that fill the "
+                        "plane between thin walls: foams, bubble rafts, concentrated emulsions; "
+                        "--contrast is then the cells' interior); default: estimated (cells only "
+                        "where the first frame shows them)")
     g.add_argument("--frames", type=int, nargs=2, metavar=("START", "STOP"),
                    help="frame range to track, frame numbers from 0, STOP exclusive (default: every frame)")
     g.add_argument("--roi", type=int, nargs=4, metavar=("X0", "Y0", "X1", "Y1"),
@@ -86,12 +91,13 @@ def run(args) -> int:
         params = TrackParams(
             diameter=args.diameter, minmass=args.minmass, separation=args.separation,
             search_range=args.search_range, memory=args.memory, invert=args.invert,
-            contrast=args.contrast, frames=tuple(args.frames) if args.frames else None,
+            contrast=args.contrast, objects=args.objects,
+            frames=tuple(args.frames) if args.frames else None,
             roi=tuple(args.roi) if args.roi else None, refine=args.refine,
             subtract_drift=args.subtract_drift, min_length=args.min_length, processes=args.processes,
             spot_profile=_switch(args.spot_profile), gap_check=_switch(args.gap_check))
         given = {k for k in ("diameter", "minmass", "separation", "search_range", "invert", "contrast",
-                             "spot_profile", "gap_check")
+                             "objects", "spot_profile", "gap_check")
                  if getattr(params, k) is not None}
         with open_video(args.video, fps=args.fps, um_per_px=args.um_per_px,
                         tiff_axis=args.tiff_axis) as video:
@@ -105,7 +111,8 @@ def run(args) -> int:
     print(f"diameter={p.diameter} ({p.sources.get('diameter')}), minmass={p.minmass:.4g} "
           f"({p.sources.get('minmass')}), separation={_fmt(p.separation)} "
           f"({p.sources.get('separation')}), search_range={p.search_range:.3g} "
-          f"({p.sources.get('search_range')}), contrast={p.contrast} ({p.sources.get('contrast')})")
+          f"({p.sources.get('search_range')}), contrast={p.contrast} ({p.sources.get('contrast')}), "
+          f"objects={p.objects} ({p.sources.get('objects')})")
     q = result.quality
     if q is not None:
         print(f"quality: {q.status}")

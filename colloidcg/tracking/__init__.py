@@ -191,6 +191,12 @@ def _suggest(frame: np.ndarray, params: TrackParams | None) -> tuple[TrackParams
     p.sources["invert"] = p.sources["contrast"]
     ambiguity = contrast_ambiguity(scan) if (
         scan is not None and p.sources["contrast"] == "estimated" and p.contrast != "both") else None
+    p.sources.setdefault("objects", "given" if p.objects is not None else "estimated")
+    if ndim == 2 and p.contrast != "both" and p.objects != "spots":
+        q = _suggest_cells(frame, p, scan)
+        if q is not None:      # the segmentation settled what the blob scan could not
+            return q, None
+    p.objects = "spots"
     img = prepare(frame, bool(p.invert), p.roi)
     if ndim == 2:
         if p.contrast == "both" and scan is None:
@@ -243,6 +249,49 @@ def _suggest(frame: np.ndarray, params: TrackParams | None) -> tuple[TrackParams
                                 "check the video, --diameter and --invert")
         p.minmass = suggest_minmass(f2["mass"].to_numpy())
     return p, ambiguity
+
+
+def _suggest_cells(frame: np.ndarray, p: TrackParams, scan: dict | None) -> TrackParams | None:
+    """The parameters for cells (:mod:`colloidcg.tracking.cells`) when the first frame
+    shows them, else None. Estimated (``p.objects`` None), cells are looked for only
+    where the blob scan cannot tell particles from the holes between them
+    (:data:`~colloidcg.tracking.params.AMBIGUOUS_CONTRAST`): a foam's flat cells and
+    their wall junctions are blobs of both polarities alike (the shared data's foam:
+    0.97). The polarity is the estimated contrast's, or where that was estimated too,
+    the one whose segmentation shows cells (the more of them if both do). Given
+    (``p.objects == "cells"``), the polarity that found the most cells is used even
+    where :func:`~colloidcg.tracking.cells.cell_evidence` would not call them cells."""
+    from .cells import cell_evidence
+
+    raw = prepare(frame, False, p.roi)
+    given = p.objects == "cells"
+    if not given:
+        sc = scan if scan is not None else blob_scan(raw)
+        if contrast_ambiguity(sc) < AMBIGUOUS_CONTRAST:
+            return None
+    polarities = ("bright", "dark") if p.sources["contrast"] == "estimated" else (p.contrast,)
+    found = {c: cell_evidence(raw, invert=c == "dark") for c in polarities}
+    candidates = [c for c in polarities if found[c]["cells"]] or (list(polarities) if given else [])
+    candidates = [c for c in candidates if found[c]["n"] > 0]
+    if not candidates:
+        if given:
+            raise TrackingError("objects: 'cells' was given, but no cells were found in the first "
+                                "frame; check the video and --contrast (the cells' interior)")
+        return None
+    c = max(candidates, key=lambda k: found[k]["n"])
+    q = dataclasses.replace(p, objects="cells", contrast=c, invert=c == "dark",
+                            sources=dict(p.sources))
+    q.sources["invert"] = q.sources["contrast"]
+    if q.diameter is None:
+        q.diameter = max(3, int(round(found[c]["diameter"])) | 1)
+    if q.separation is None:
+        q.separation = 0.5 * q.diameter
+    if q.minmass is None:
+        q.minmass = 0.0
+    for name in ("spot_profile", "gap_check"):   # spot checks: not for cells
+        setattr(q, name, False)
+        q.sources.setdefault(name, "not used for cells")
+    return q
 
 
 def _contrast_by_residual(frame: np.ndarray, p: TrackParams, scan: dict) -> TrackParams:
@@ -379,7 +428,8 @@ def _track_steps(video, params: TrackParams | dict | None, progress: bool, meta:
         raise TrackingError(f"{path}: {e}") from None
     kwargs = dict(diameter=p.diameter, separation=p.separation, minmass=p.minmass,
                   invert=p.invert, roi=p.roi, refine=p.refine, contrast=p.contrast,
-                  spot_profile=p.spot_profile is not False, gap_check=p.gap_check is not False)
+                  spot_profile=p.spot_profile is not False, gap_check=p.gap_check is not False,
+                  objects=p.objects)
     parts, probe = [], None
     t_locate = time.perf_counter()
     try:
@@ -553,8 +603,8 @@ def _assess(tracks: pd.DataFrame, p: TrackParams, frames: range, video, first: n
         first = first[y0:y1, x0:x1]
         origin = (x0, y0)
     d = float(np.max(p.diameter))
-    if p.sources.get("contrast") != "estimated" or p.contrast == "both":
-        ambiguity = None
+    if p.sources.get("contrast") != "estimated" or p.contrast == "both" or p.objects == "cells":
+        ambiguity = None      # (cells: the segmentation settled it, _suggest_cells)
     elif ambiguity is None:
         ambiguity = contrast_ambiguity(blob_scan(np.asarray(first, np.float32)))
     return assess(tracks, diameter=d, search_range=float(p.search_range), n_frames=len(frames),

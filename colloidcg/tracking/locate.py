@@ -234,7 +234,8 @@ def find_peaks(img: np.ndarray, diameter: int, separation: float, percentile: fl
 def locate_frame(frame: np.ndarray, frame_no: int, diameter, separation, minmass: float,
                  invert: bool | None, roi=None, refine: bool = True,
                  contrast: str | None = None, spot_profile: bool = True,
-                 gap_check: bool = True, probe: dict | None = None) -> pd.DataFrame:
+                 gap_check: bool = True, probe: dict | None = None,
+                 objects: str = "spots") -> pd.DataFrame:
     """Locate the particles of one frame.
 
     Parameters
@@ -273,6 +274,11 @@ def locate_frame(frame: np.ndarray, frame_no: int, diameter, separation, minmass
         ``rings`` (the gap test's frame-level gates did not rule rings out), to decide them
         once per video (:func:`colloidcg.tracking._decide_probes`).
 
+    objects : {"spots", "cells"}
+        "cells": segment the 2D frame into cells between walls
+        (:func:`colloidcg.tracking.cells.locate_cells`; ``invert``: the cells are dark,
+        ``diameter``: the typical cell's); the spot parameters are not used.
+
     Returns
     -------
     DataFrame
@@ -281,6 +287,11 @@ def locate_frame(frame: np.ndarray, frame_no: int, diameter, separation, minmass
         ecc, signal (peak height above background), raw_mass, ep (px: standard error of
         the position).
     """
+    if objects == "cells":
+        from .cells import locate_cells
+
+        inv = contrast == "dark" if contrast in ("bright", "dark") else bool(invert)
+        return locate_cells(frame, frame_no, invert=inv, diameter=float(diameter), roi=roi)
     with _one_blas_thread():
         return _locate_frame(frame, frame_no, diameter, separation, minmass, invert, roi,
                              refine, contrast, spot_profile, gap_check, probe)

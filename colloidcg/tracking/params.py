@@ -46,6 +46,10 @@ from ..errors import ParameterError
 
 #: Particle contrasts :class:`TrackParams` knows.
 CONTRASTS = ("bright", "dark", "both")
+#: What is tracked: "spots" (particles: blobs, rings, Airy patterns) or "cells" (objects
+#: that fill the plane between thin walls: foams, bubble rafts, concentrated emulsions;
+#: :mod:`colloidcg.tracking.cells`).
+OBJECTS = ("spots", "cells")
 
 
 @dataclass
@@ -64,6 +68,10 @@ class TrackParams:
     #: "bright", "dark" or "both" (mixed contrast: both populations are tracked, each row
     #: gets a ``contrast`` of +1 or -1); None: estimate. ``invert=True`` means "dark".
     contrast: str | None = None
+    #: "spots" or "cells" (segmented between walls; ``contrast`` is then the cells'
+    #: interior: "bright" cells have dark walls); None: estimate (cells only where the
+    #: first frame's blob scan is ambiguous and its segmentation shows cells)
+    objects: str | None = None
     frames: tuple[int, int] | None = None      # [start, stop) frame range
     roi: tuple[int, int, int, int] | None = None  # x0, y0, x1, y1 in px (x1, y1 exclusive)
     refine: bool = True                        # overlap-aware joint refinement (2D)
@@ -121,6 +129,11 @@ class TrackParams:
             raise ParameterError(f"min_length must be a positive integer number of frames, got {self.min_length}")
         if self.contrast is not None and self.contrast not in CONTRASTS:
             raise ParameterError(f"contrast must be one of {', '.join(CONTRASTS)}, got {self.contrast!r}")
+        if self.objects is not None and self.objects not in OBJECTS:
+            raise ParameterError(f"objects must be one of {', '.join(OBJECTS)}, got {self.objects!r}")
+        if self.objects == "cells" and (self.contrast == "both" or ndim != 2):
+            raise ParameterError("objects: 'cells' is available for 2D frames of one contrast "
+                                 f"(got contrast={self.contrast!r}, {ndim}D frames)")
         if self.contrast is not None and self.invert is not None and \
                 self.contrast != ("dark" if self.invert else "bright"):
             raise ParameterError(f"invert={self.invert} contradicts contrast={self.contrast!r}; "
