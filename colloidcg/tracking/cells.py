@@ -159,7 +159,8 @@ def segment(frame: np.ndarray, invert: bool = False, diameter: float | None = No
     q = np.rint(dist * 8).astype(np.int32)      # h-maxima on integer steps (exact, fast)
     split = np.isin(regions, large)
     seeds, _ = ndimage.label(h_maxima(q, max(1, int(round(H_FRACTION * r_typ * 8)))) & split)
-    markers = np.where(split, seeds + n, regions)   # whole regions keep their own label
+    # whole regions keep their own label; a split one's basins grow from its seeds
+    markers = np.where(split, np.where(seeds > 0, seeds + n, 0), regions)
     labels = watershed(-dist, markers, mask=inside.astype(bool))
     labels = np.unique(labels, return_inverse=True)[1].reshape(labels.shape).astype(np.int32)
     return labels, img, t

@@ -224,7 +224,7 @@ def _ring_gates(img, x, y, r_max, noise):
     # the ring lies inside the particle: under half the distance to the nearest peer (a
     # candidate of like symmetry). In a packing of Gaussian spots the darkest radius is
     # the hole between neighbours, at half their distance or beyond
-    score = -np.log(q)
+    score = -np.log(np.maximum(q, 1e-12))   # q = 0: a perfectly symmetric candidate
     dist, idx = nearest(np.c_[x, y], k=min(n - 1, 12))
     peer = np.abs(score[idx] - score[:, None]) <= math.log(GAP_RATIO)
     spacing = np.where(peer.any(axis=1), dist[np.arange(n), peer.argmax(axis=1)], np.inf)
@@ -271,7 +271,7 @@ def bright_gaps(img: np.ndarray, x: np.ndarray, y: np.ndarray, diameter: float,
     q, R, own, inside, q25, ratio = gates
     if q25 > RING_SYMMETRY or not ratio < RING_INSIDE:
         return drop
-    score = -np.log(q)
+    score = -np.log(np.maximum(q, 1e-12))   # q = 0: a perfectly symmetric candidate
     margin = math.log(GAP_RATIO)
     # candidates whose disc the frame cuts are not judged (their light is cut, not
     # asymmetric); they still count as particles around the others. Each particle's
