@@ -187,6 +187,11 @@ def _measure(labels: np.ndarray, img: np.ndarray, raw: np.ndarray, t: float,
     out = {k: np.full(n, np.nan) for k in ("area", "x", "y", "plateau", "contrast", "flat",
                                            "solidity", "mass", "raw_mass", "size", "ecc")}
     out["edge"] = np.zeros(n, bool)
+    # scraps far below the typical area are left unmeasured (NaN: never kept); the
+    # measurement costs about 1 ms a label and a frame can hold more scraps than cells
+    area = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+    sized = area[area >= MIN_AREA_PX]
+    floor = max(MIN_AREA_PX, 0.5 * AREA_RANGE[0] * float(np.median(sized))) if len(sized) else np.inf
     grown = expand_labels(labels, EDGE_PX)
     lit = -raw if invert else raw      # oriented: cells bright
     big = {r.label: r for r in regionprops(grown, intensity_image=lit)}
@@ -194,12 +199,14 @@ def _measure(labels: np.ndarray, img: np.ndarray, raw: np.ndarray, t: float,
         k = r.label - 1
         y0, x0, y1, x1 = r.bbox
         out["edge"][k] = y0 == 0 or x0 == 0 or y1 == ny or x1 == nx
+        if out["edge"][k] or area[k] < floor:
+            continue
         vals = r.image_intensity[r.image]
-        plateau = float(np.percentile(vals, 90))
         g = big[r.label]
         gv = g.image_intensity[g.image]
-        top = float(np.median(lit[r.slice][r.image]))
-        low = float(np.percentile(gv, 10))
+        rv = lit[r.slice][r.image]
+        top = _quantile(rv, 0.5)
+        low = _quantile(gv, 0.1)
         if not top > low:
             continue
         w = np.clip((gv - low) / (top - low), 0.0, None)
@@ -210,14 +217,13 @@ def _measure(labels: np.ndarray, img: np.ndarray, raw: np.ndarray, t: float,
         cx = float((w * xx).sum() / sw) + gx0
         dy, dx = yy + gy0 - cy, xx + gx0 - cx
         myy, mxx, mxy = (w * dy * dy).sum() / sw, (w * dx * dx).sum() / sw, (w * dx * dy).sum() / sw
-        out["area"][k] = r.area
+        out["area"][k] = area[k]
         out["x"][k], out["y"][k] = cx, cy
-        out["plateau"][k] = plateau
+        out["plateau"][k] = _quantile(vals, 0.9)
         out["contrast"][k] = top - low
         # flatness from the raw grey levels between the wall's and the cell's 90th
         # percentile (the prepared frame is flat on spots too: the closing leaves them)
-        rv = lit[r.slice][r.image]
-        hi = float(np.percentile(rv, 90))
+        hi = _quantile(rv, 0.9)
         out["flat"][k] = float(np.mean(rv > low + PLATEAU_LEVEL * (hi - low))) if hi > low else 0.0
         out["solidity"][k] = r.solidity
         out["mass"][k] = float(np.sum(vals - t))
@@ -225,6 +231,12 @@ def _measure(labels: np.ndarray, img: np.ndarray, raw: np.ndarray, t: float,
         out["size"][k] = math.sqrt(mxx + myy)
         out["ecc"][k] = math.sqrt((mxx - myy) ** 2 + 4 * mxy ** 2) / max(mxx + myy, 1e-12)
     return out
+
+
+def _quantile(a: np.ndarray, q: float) -> float:
+    """The q-quantile of a (the lower of the two middle values; no interpolation)."""
+    k = int(q * (len(a) - 1))
+    return float(np.partition(a, k)[k])
 
 
 def _kept(m: dict[str, np.ndarray]) -> np.ndarray:
@@ -272,8 +284,9 @@ def cell_evidence(frame: np.ndarray, invert: bool = False) -> dict[str, float]:
     the cell diameter that found (when it found cells).
 
     Returns a dict: ``n`` (cells kept), ``neighbours`` (median number of other kept
-    cells within :data:`NEIGHBOUR_RANGE` diameters of a kept cell's centroid), ``flat`` (median share of a kept cell's pixels on its plateau), ``diameter`` (px:
-    diameter of a disc of the median kept cell's area) and ``cells`` (1.0 when all of
+    cells within :data:`NEIGHBOUR_RANGE` diameters of a kept cell's centroid), ``flat``
+    (median share of a kept cell's pixels on its plateau), ``diameter`` (px: diameter
+    of a disc of the median kept cell's interior area) and ``cells`` (1.0 when all of
     :data:`MIN_CELLS`, :data:`MIN_NEIGHBOURS` and :data:`MIN_FLAT` are met, else 0.0).
     """
     raw = np.asarray(frame, np.float64)
@@ -283,20 +296,19 @@ def cell_evidence(frame: np.ndarray, invert: bool = False) -> dict[str, float]:
         m = _measure(labels, img, raw, t, invert)
         k = _kept(m)
         n = int(k.sum())
-        if n == 0:
+        if n < MIN_CELLS:
             break
         diameter = float(2 * math.sqrt(np.median(m["area"][k]) / math.pi))
+    dia = float(2 * math.sqrt(np.median(m["area"][k]) / math.pi)) if n else float("nan")
     # neighbours: kept cells whose centroid lies within NEIGHBOUR_RANGE diameters
+    neighbours = 0.0
     if n >= 2:
         from ..neighbours import Tree
 
         xy = np.c_[m["x"][k], m["y"][k]]
-        i, _, _ = Tree(xy).distances_to(Tree(xy), NEIGHBOUR_RANGE * diameter)
+        i, _, _ = Tree(xy).distances_to(Tree(xy), NEIGHBOUR_RANGE * dia)
         neighbours = float(np.median(np.bincount(i, minlength=n) - 1))
-    else:
-        neighbours = 0.0
     flat = float(np.median(m["flat"][k])) if n else 0.0
-    dia = diameter if n else float("nan")
     ok = n >= MIN_CELLS and neighbours >= MIN_NEIGHBOURS and flat >= MIN_FLAT
     return {"n": float(n), "neighbours": neighbours, "flat": flat, "diameter": dia,
             "cells": float(ok)}
