@@ -192,7 +192,8 @@ def _suggest(frame: np.ndarray, params: TrackParams | None) -> tuple[TrackParams
     ambiguity = contrast_ambiguity(scan) if (
         scan is not None and p.sources["contrast"] == "estimated" and p.contrast != "both") else None
     p.sources.setdefault("objects", "given" if p.objects is not None else "estimated")
-    if ndim == 2 and p.contrast != "both" and p.objects != "spots":
+    if ndim == 2 and p.objects != "spots" and (p.contrast != "both" or
+                                               p.sources["contrast"] == "estimated"):
         q = _suggest_cells(frame, p, scan)
         if q is not None:      # the segmentation settled what the blob scan could not
             return q, None
