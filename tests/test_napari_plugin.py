@@ -891,3 +891,25 @@ def test_colloidcg_as_the_preferred_reader(make_napari_viewer, tmp_path, frames8
         assert "*.tif" not in mapping
     finally:
         settings.plugins.extension2reader = before
+
+
+def test_track_widget_finds_foam_cells(make_napari_viewer, qtbot, tmp_path):
+    """Auto on a synthetic foam picks cells; the preview then shows one point per cell,
+    and Track all links them (colloidcg.tracking.cells)."""
+    from colloidcg.synthetic.foam import FoamConfig, make_foam_video
+    from colloidcg.tracking.accuracy import score_tracks
+
+    frames, truth = make_foam_video(FoamConfig(n_frames=4, seed=4, shape=(160, 160)))
+    viewer = make_napari_viewer()
+    viewer.add_image(frames, name="foam")
+    w = _dock(viewer, "Track")
+    w.auto()
+    _wait_idle(qtbot, w)
+    assert w.objects.value == "cells" and w.contrast.value == "bright"
+    qtbot.waitUntil(lambda: w.preview_layer is not None and not w.busy, timeout=WAIT_MS)
+    t0 = truth[truth.frame == 0]
+    assert abs(len(w.preview_layer.data) - len(t0)) <= 0.05 * len(t0) + 2
+    w.track_all()
+    _wait_idle(qtbot, w)
+    s = score_tracks(w.result.tracks, truth, frames.shape[1:], 24.0, 7.0)
+    assert s.recall >= 0.98 and s.precision >= 0.98 and s.rms_error < 0.25, s

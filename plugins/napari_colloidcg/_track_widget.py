@@ -51,6 +51,11 @@ class TrackWidget(LayerWidget):
         self.contrast = ComboBox(label="particles", choices=["bright", "dark", "both"],
                                  value="bright", tooltip="bright on dark, dark on bright, "
                                  "or both kinds in one video (mixed contrast)")
+        self.objects = ComboBox(label="objects", choices=["auto", "spots", "cells"], value="auto",
+                                tooltip="spots: particles; cells: objects that fill the plane "
+                                "between thin walls (foams, bubble rafts, emulsions; 'particles' "
+                                "is then the cells' interior); auto: cells only where the frame "
+                                "shows them")
         self.refine = CheckBox(text="joint refinement (dense packings)", value=True)
         self.spot_profile = ComboBox(label="spot profile", choices=["auto", "on", "off"],
                                      value="auto", tooltip="check every frame for spots that "
@@ -83,7 +88,7 @@ class TrackWidget(LayerWidget):
         self.quality.visible = False
         self.mass_plot = MassHistogram(self.viewer)
         detection = Container(widgets=[self.diameter, self.separation, self.minmass, self.contrast,
-                                       self.refine, self.spot_profile, self.gap_check,
+                                       self.objects, self.refine, self.spot_profile, self.gap_check,
                                        self.auto_button, self.live], labels=True)
         linking = Container(widgets=[self.search_range, self.show_links, self.memory,
                                      self.min_length, self.processes, self.subtract_drift],
@@ -118,8 +123,8 @@ class TrackWidget(LayerWidget):
         self._sep_z: float | None = None
         self.status.value = "press auto to estimate the parameters from the current frame"
 
-        for w in (self.diameter, self.separation, self.minmass, self.contrast, self.refine,
-                  self.search_range, self.show_links):
+        for w in (self.diameter, self.separation, self.minmass, self.contrast, self.objects,
+                  self.refine, self.search_range, self.show_links):
             w.changed.connect(self._on_param_changed)
         self.live.changed.connect(lambda v: self.request_preview() if v else None)
         self.image.changed.connect(self._on_image_changed)
@@ -179,6 +184,7 @@ class TrackWidget(LayerWidget):
                         separation=sep if ready else None,
                         minmass=float(self.minmass.value) if ready else None,
                         contrast=str(self.contrast.value) if ready else None,
+                        objects=None if self.objects.value == "auto" else str(self.objects.value),
                         refine=bool(self.refine.value),
                         search_range=float(self.search_range.value) or None,
                         memory=int(self.memory.value), min_length=int(self.min_length.value),
@@ -285,13 +291,15 @@ class TrackWidget(LayerWidget):
             self.minmass.value = float(round(p.minmass, 2))
             contrast = p.contrast
             self.contrast.value = contrast
+            self.objects.value = p.objects or "auto"
         finally:
             self._filling = False
         self._ready = True
         self._set_invalid(None)
         z = f" (z: {self._diam_z} px)" if self._diam_z is not None else ""
         self.status.value = (f"suggested: diameter {int(d[-1])} px{z}, separation {float(sep[-1]):.1f} px, "
-                             f"minmass {p.minmass:.4g}, {contrast} particles")
+                             f"minmass {p.minmass:.4g}, {contrast} "
+                             f"{'cells' if p.objects == 'cells' else 'particles'}")
         if preview:
             self.request_preview()
 

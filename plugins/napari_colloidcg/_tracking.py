@@ -19,7 +19,7 @@ def locate_preview(frame: np.ndarray, frame_no: int, params: TrackParams) -> pd.
     """Particles of one frame with the given (complete) parameters, as Track all finds them."""
     return locate_frame(np.asarray(frame), frame_no, params.diameter, params.separation,
                         params.minmass, params.invert, roi=params.roi, refine=params.refine,
-                        contrast=params.contrast)
+                        contrast=params.contrast, objects=params.objects or "spots")
 
 
 def candidate_masses(frame: np.ndarray, params: TrackParams) -> np.ndarray:
