@@ -51,8 +51,6 @@ def _trackpy(frames, truth, d, search_range):
 
 
 def run(n_frames: int, seeds: list[int]) -> list[dict]:
-    import numpy as np
-
     from colloidcg.synthetic.foam import FoamConfig, make_foam_video
     from colloidcg.tracking import track
     from colloidcg.tracking.accuracy import score_tracks
