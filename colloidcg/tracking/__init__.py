@@ -566,7 +566,9 @@ def _mask_no_sample(features: pd.DataFrame, first: np.ndarray, p: TrackParams
                     ) -> tuple[pd.DataFrame, float]:
     """Drop detections where the first frame shows no sample (black borders, walls;
     :func:`colloidcg.tracking.params.sample_mask`); returns them and the masked share
-    of the frame. 2D, single-contrast only."""
+    of the frame. 2D, single-contrast only; cells are masked frame by frame where they
+    are found (:func:`colloidcg.tracking.cells.locate_cells`), so only the share is
+    measured here."""
     from .params import sample_mask
 
     if first.ndim != 2 or p.contrast == "both" or "signal" not in features or not len(features):
@@ -576,6 +578,8 @@ def _mask_no_sample(features: pd.DataFrame, first: np.ndarray, p: TrackParams
     mask = sample_mask(img, int(np.max(p.diameter)), peak)
     if mask is None:
         return features, 0.0
+    if p.objects == "cells":   # masked per frame while locating (a raft moves: cells.py)
+        return features, float(1 - mask.mean())
     x0, y0 = (p.roi[0], p.roi[1]) if p.roi is not None else (0, 0)
     h, w = mask.shape
     xi = np.clip(np.rint(features["x"].to_numpy() - x0).astype(int), 0, w - 1)

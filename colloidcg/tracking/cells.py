@@ -79,6 +79,11 @@ PLATEAU_LEVEL = 0.6
 #: falls to 0.72 and they are not recognised (give ``objects="cells"``).
 MIN_CELLS = 20
 MIN_NEIGHBOURS = 4
+#: Each located cell needs at least this many other kept cells within NEIGHBOUR_RANGE
+#: diameters, and to be linked so to at least MIN_GROUP cells (:func:`locate_cells`; on
+#: the real raft the smudges on the empty bath had 0-2 and formed groups of up to 7).
+MIN_CELL_NEIGHBOURS = 2
+MIN_GROUP = 10
 NEIGHBOUR_RANGE = 1.8
 MIN_FLAT = 0.8
 
@@ -272,8 +277,42 @@ def locate_cells(frame: np.ndarray, frame_no: int, invert: bool = False,
         x0, y0, x1, y1 = roi
         raw = raw[y0:y1, x0:x1]
     labels, img, t = segment(raw, invert, diameter)
-    m = _measure(labels, img, raw.astype(np.float64), t, invert)
+    raw = raw.astype(np.float64)
+    m = _measure(labels, img, raw, t, invert)
     k = _kept(m)
+    if k.any() and diameter:
+        # the frame's own no-sample mask (black borders, a tank's walls; the spot path's
+        # rule, :func:`colloidcg.tracking.params.sample_mask`, with the cells' median wall
+        # contrast as the peak): per frame, because a raft on a moving bath carries its
+        # cells over areas that held none in the first frame
+        from .params import sample_mask
+
+        mask = sample_mask(-raw if invert else raw, int(diameter),
+                           float(np.median(m["contrast"][k])))
+        if mask is not None:
+            h, w = mask.shape
+            idx = np.flatnonzero(k)
+            xi = np.clip(np.rint(m["x"][idx]).astype(int), 0, w - 1)
+            yi = np.clip(np.rint(m["y"][idx]).astype(int), 0, h - 1)
+            k[idx[~mask[yi, xi]]] = False
+    if k.sum() > 2 and diameter:
+        # a cell lies in a foam: one with fewer than MIN_CELL_NEIGHBOURS kept cells
+        # within NEIGHBOUR_RANGE diameters, or in a group of fewer than MIN_GROUP cells
+        # so linked, is a scrap (smudges on an empty bath, texture on a tank's wall)
+        from scipy.sparse import coo_matrix
+        from scipy.sparse.csgraph import connected_components
+
+        from ..neighbours import Tree
+
+        idx = np.flatnonzero(k)
+        xy = np.c_[m["x"][idx], m["y"][idx]]
+        i, j, _ = Tree(xy).distances_to(Tree(xy), NEIGHBOUR_RANGE * float(diameter))
+        few = np.bincount(i, minlength=len(idx)) - 1 < MIN_CELL_NEIGHBOURS
+        keep = ~few[i] & ~few[j]
+        graph = coo_matrix((np.ones(keep.sum()), (i[keep], j[keep])), shape=(len(idx),) * 2)
+        _, group = connected_components(graph, directed=False)
+        size = np.bincount(group)[group]
+        k[idx[few | (size < MIN_GROUP)]] = False
     n = int(k.sum())
     return pd.DataFrame({"frame": np.full(n, frame_no, np.int64), "y": m["y"][k] + y0,
                          "x": m["x"][k] + x0, "mass": m["mass"][k], "size": m["size"][k],
