@@ -87,8 +87,15 @@ class TrackWidget(LayerWidget):
         self.quality.native.setWordWrap(True)
         self.quality.visible = False
         self.mass_plot = MassHistogram(self.viewer)
-        detection = Container(widgets=[self.diameter, self.separation, self.minmass, self.contrast,
-                                       self.objects, self.refine, self.spot_profile, self.gap_check,
+        # contrast and objects share a row (the dock must fit a 768 px screen)
+        looks = Container(widgets=[self.contrast, self.objects], layout="horizontal", labels=False,
+                          label="contrast, objects")
+        looks.native.layout().setContentsMargins(0, 0, 0, 0)
+        checks = Container(widgets=[self.spot_profile, self.gap_check], layout="horizontal",
+                           labels=False, label="spot profile, gap check")
+        checks.native.layout().setContentsMargins(0, 0, 0, 0)
+        detection = Container(widgets=[self.diameter, self.separation, self.minmass, looks,
+                                       self.refine, checks,
                                        self.auto_button, self.live], labels=True)
         linking = Container(widgets=[self.search_range, self.show_links, self.memory,
                                      self.min_length, self.processes, self.subtract_drift],
