@@ -306,7 +306,10 @@ def locate_cells(frame: np.ndarray, frame_no: int, invert: bool = False,
 
         idx = np.flatnonzero(k)
         xy = np.c_[m["x"][idx], m["y"][idx]]
-        i, j, _ = Tree(xy).distances_to(Tree(xy), NEIGHBOUR_RANGE * float(diameter))
+        own = np.maximum(2 * np.sqrt(m["area"][idx] / math.pi), float(diameter))   # a large
+        i, j, r = Tree(xy).distances_to(Tree(xy), NEIGHBOUR_RANGE * float(own.max()))
+        near = r <= NEIGHBOUR_RANGE * 0.5 * (own[i] + own[j])   # cell's neighbours lie farther
+        i, j = i[near], j[near]
         few = np.bincount(i, minlength=len(idx)) - 1 < MIN_CELL_NEIGHBOURS
         keep = ~few[i] & ~few[j]
         graph = coo_matrix((np.ones(keep.sum()), (i[keep], j[keep])), shape=(len(idx),) * 2)
