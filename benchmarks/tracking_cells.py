@@ -6,7 +6,7 @@ shared data's real bubble raft.
 
 Each synthetic condition (``colloidcg.synthetic.foam``) varies one factor around a base
 foam (cells about 24 px across with 2 px walls, a 0.7 px blur, read noise 2 grey levels
-and shot noise, 8-bit). Scored over cells at least one cell diameter from the edges:
+and shot noise, 8-bit; one row through JPEG at quality 50). Scored over cells at least one cell diameter from the edges:
 recall, precision, RMS error against the centroid of each cell's rendered interior,
 link accuracy, and whether ``track`` chose cells by itself. trackpy: ``tp.batch`` on the
 bright cells with the cell size as diameter, separation 0.8 of it, and minmass split
@@ -34,8 +34,18 @@ CONDITIONS = [
     ("noisy (read 8)", dict(read_noise=8.0)),
     ("irregular cells (1 Lloyd step)", dict(lloyd_steps=1)),
     ("dark cells, bright walls", dict(invert=True)),
+    ("JPEG quality 50", dict(jpeg=50)),
     ("fast shear (0.02 per frame)", dict(shear_per_frame=0.02)),
 ]
+
+
+def _jpeg(frames, quality: int):
+    """Each frame through OpenCV's JPEG encoder and decoder (8-bit, grey)."""
+    import cv2
+    import numpy as np
+
+    return np.stack([cv2.imdecode(cv2.imencode(".jpg", f, [cv2.IMWRITE_JPEG_QUALITY, quality])[1],
+                                  cv2.IMREAD_GRAYSCALE) for f in frames])
 
 
 def _trackpy(frames, truth, d, search_range):
@@ -59,11 +69,14 @@ def run(n_frames: int, seeds: list[int]) -> list[dict]:
     for name, kw in CONDITIONS:
         kw = dict(kw)
         invert = kw.pop("invert", False)
+        jpeg = kw.pop("jpeg", None)
         for seed in seeds:
             cfg = FoamConfig(n_frames=n_frames, seed=seed, **kw)
             frames, truth = make_foam_video(cfg)
             if invert:
                 frames = 255 - frames
+            if jpeg:
+                frames = _jpeg(frames, jpeg)
             d = cfg.cell_diameter
             t = time.perf_counter()
             r = track(frames, progress=False)
