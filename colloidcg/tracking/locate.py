@@ -665,7 +665,7 @@ def _refine_with_profile(img: np.ndarray, x: np.ndarray, y: np.ndarray, sigma: f
     spots = np.c_[r2["x"], r2["y"], r2["amplitude"], r2["sigma"]]
     residual = (img - bg - render_spots(img.shape, spots)
                 - render_profile(img.shape, r2["x"], r2["y"], weight, scale, knots))
-    radius = PSF_CENTROID_RADIUS * s_med
+    radius = _centroid_radius(knots, s_med, float(np.median(r2["amplitude"])))
     cx, cy, ep = own_light_centroids(residual, r2["x"], r2["y"], r2["amplitude"], r2["sigma"],
                                      weight, scale, knots, radius,
                                      noise_gain=correlated_noise_gain(residual, radius))
@@ -687,6 +687,28 @@ PSF_REACH = 1.2
 #: 0.35 / 0.20 with 2.0, about the same with 2.5, and 0.12-0.24 with 1.5 (a disc of 3 px
 #: samples the spot too coarsely).
 PSF_CENTROID_RADIUS = 2.0
+#: ... or less where the median spot's light (its Gaussian + the profile) ends sooner:
+#: 1 px beyond the radius at which, going out from its brightest radius, it first falls
+#: under PSF_CENTROID_LEVEL of that maximum. A Gaussian fitted to a ring or a flat top
+#: is broad, and a disc of 2 of its sigmas takes in misfit beyond the spot
+#: (trackpy.artificial rings of radius 8 px: RMS 0.32 px with the 15.6 px of 2 sigmas,
+#: 0.09 with 9 px; ``benchmarks/tracking_artificial.py``).
+PSF_CENTROID_LEVEL = 0.1
+
+
+def _centroid_radius(knots: np.ndarray, sigma: float, amplitude: float) -> float:
+    """Radius (px) of the own-light centroid's disc (PSF_CENTROID_RADIUS, _LEVEL) for
+    spots of the median ``amplitude``: a Gaussian of width ``sigma`` (px) plus the radial
+    profile ``knots`` (every psf.KNOT_PX px)."""
+    from .psf import KNOT_PX
+
+    r = np.arange(len(knots)) * KNOT_PX
+    light = amplitude / (2 * np.pi * sigma ** 2) * np.exp(-0.5 * (r / sigma) ** 2) + knots
+    top = int(np.argmax(light))
+    below = np.flatnonzero(light[top:] < PSF_CENTROID_LEVEL * light[top])
+    if len(below) == 0 or light[top] <= 0:
+        return PSF_CENTROID_RADIUS * sigma
+    return min(PSF_CENTROID_RADIUS * sigma, float(r[top + below[0]]) + 1.0)
 
 
 @njit(cache=True)
