@@ -11,13 +11,16 @@ evaluated at pixel centres without blur:
 - ``disc``: the same with a steeper shoulder;
 - ``step``: a uniform disc of radius ``size`` with a sharp edge (no blur at all);
 - ``ring``: a bright ring of radius about size, Gaussian cross-section, dark centre (a
-  defocused fluorescent particle).
+  defocused fluorescent particle);
+- ``brightfield`` (:func:`trackpy.artificial.draw_features_brightfield`): on a grey
+  background (127), a bright disc of radius ``size`` (clipped at 255) inside a dark rim
+  2 px wide, with ``dip`` a dark centre: a bright-field particle.
 
 Positions are random sequential addition with a minimum distance of ``spacing`` x the
 feature's diameter (1.05: a dense packing near jamming, 2: dilute); the particles take
 random-walk steps of 0.3 px per frame. The image: 0.8 x the drawn feature (8 bit, peak 204)
-on a background of 20 grey levels, with shot noise (variance 0.5 x signal) and read noise
-(3 grey levels). Counted: particles more than a feature diameter inside every edge,
+on a background of 20 grey levels (bright-field features: as drawn), with shot noise
+(variance 0.5 x the light above 20) and read noise (3 grey levels). Counted: particles more than a feature diameter inside every edge,
 one-to-one matching within half a feature diameter.
 
 Rows: colloidcg with automatic parameters (``track``), and trackpy.batch with hand-set
@@ -52,6 +55,8 @@ CASES = [
     ("ring", 3.0, 1.2, {"thickness": 0.3}), ("ring", 5.0, 1.2, {"thickness": 0.3}),
     ("ring", 5.0, 2.0, {"thickness": 0.3}), ("ring", 8.0, 1.2, {"thickness": 0.2}),
     ("ring", 8.0, 2.0, {"thickness": 0.2}),
+    ("brightfield", 6.0, 1.2, {}), ("brightfield", 10.0, 1.2, {}),
+    ("brightfield", 10.0, 2.0, {}), ("brightfield", 10.0, 1.2, {"dip": True}),
 ]
 
 SHAPE = (256, 256)
@@ -93,10 +98,13 @@ def render(feat: str, size: float, spacing: float, kwargs: dict, seed: int = 0,
         keep = ((pos[:, 0] >= 0) & (pos[:, 0] < shape[0] - 1)
                 & (pos[:, 1] >= 0) & (pos[:, 1] < shape[1] - 1))
         p = pos[keep]
-        drawn = art.draw_spots(shape, p, size, noise_level=0, bitdepth=8, feat_func=feat,
-                               **kwargs).astype(float)
-        signal = 0.8 * drawn
-        img = 20.0 + signal + rng.normal(0.0, 1.0, shape) * np.sqrt(9.0 + 0.5 * signal)
+        if feat == "brightfield":   # grey background 127, a bright disc with a dark rim
+            light = art.draw_features_brightfield(shape, p, (size, size), noise_level=0,
+                                                  bitdepth=8, **kwargs).astype(float)
+        else:
+            light = 20.0 + 0.8 * art.draw_spots(shape, p, size, noise_level=0, bitdepth=8,
+                                                feat_func=feat, **kwargs).astype(float)
+        img = light + rng.normal(0.0, 1.0, shape) * np.sqrt(9.0 + 0.5 * (light - 20.0))
         frames.append(np.clip(np.rint(img), 0, 255).astype(np.uint8))
         rows.append(pd.DataFrame({"frame": t, "particle": np.flatnonzero(keep),
                                   "x": p[:, 1], "y": p[:, 0]}))

@@ -71,6 +71,7 @@ def test_ring_centres_are_holes_not_dark_particles():
     ("step", 12.0, 2.0, {}),
     ("step", 8.0, 1.5, {}),
     ("hat", 6.0, 1.05, {"disc_size": 0.5}),
+    ("brightfield", 10.0, 2.0, {"dip": True}),
 ])
 def test_rings_and_flat_discs_meet_the_target(feat, size, spacing, kw):
     """Rings and flat discs of trackpy.artificial: recall and precision >= 0.99 and RMS
