@@ -127,9 +127,15 @@ def _nn_spacing(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.median(nearest(np.c_[x, y])[0]))
 
 
+#: The search range is read from pairs of consecutive frames spread over the video (3 to
+#: 20 of them) holding together at least this many features: the displacements' 99th
+#: percentile is then set by thousands of steps.
+SEARCH_RANGE_FEATURES = 5000
+
+
 def _estimate_search_range(features: pd.DataFrame, frames: range) -> float:
-    """Search range from nearest-feature distances between consecutive frames: up to 20
-    pairs of frames spread over the range, pooled."""
+    """Search range from nearest-feature distances between consecutive frames: 3 to 20
+    pairs of frames spread over the range (SEARCH_RANGE_FEATURES), pooled."""
     pos = ["z", "y", "x"] if "z" in features else ["y", "x"]
     t = features["frame"].to_numpy()
     xyz = features[pos].to_numpy()
@@ -141,8 +147,11 @@ def _estimate_search_range(features: pd.DataFrame, frames: range) -> float:
 
     f0 = at(frames.start)
     spacing = _nn_spacing(f0[:, -1], f0[:, -2]) if len(f0) > 1 else float("nan")
+    # enough pairs for SEARCH_RANGE_FEATURES features (a dense frame's 10^3 need 5, not 20)
+    per_frame = max(1, len(t)) / max(1, len(frames))
+    n_pairs = int(np.clip(np.ceil(SEARCH_RANGE_FEATURES / per_frame), 3, 20))
     starts = np.unique(np.linspace(frames.start, max(frames.start, frames.stop - 2),
-                                   min(20, max(1, len(frames) - 1))).astype(int))
+                                   min(n_pairs, max(1, len(frames) - 1))).astype(int))
     p0 = [at(k) for k in starts]
     p1 = [at(k + 1 if len(frames) > 1 else k) for k in starts]
     return round(suggest_search_range(p0, p1, spacing), 3)

@@ -307,8 +307,14 @@ def blob_scan(frame: np.ndarray, z_min: float = 6.0, s_min: float = 0.8,
         ys, xs = np.nonzero(peak)
         bl = np.c_[xs, ys, scale[k][ys, xs], m[ys, xs]].astype(np.float64)
         out[name] = drop_parts(bl[np.argsort(-bl[:, 3], kind="stable")])
-    for name, other in (("bright", "dark"), ("dark", "bright")):
-        out[name] = out[name][~_holes(img, out[name], out[other], name == "bright", noise)]
+    holes = {k: _enclosed_by_other(out[k], out[o]) for k, o in (("bright", "dark"), ("dark", "bright"))}
+    if any(h.any() for h in holes.values()):
+        level, n1, g1 = _background_level(img, noise)
+        for name, enclosed in holes.items():
+            b = out[name]
+            value = g1[b[:, 1].astype(np.int64), b[:, 0].astype(np.int64)]
+            depth = (value - level if name == "bright" else level - value) / max(n1, 1e-12)
+            out[name] = b[~(enclosed & (depth < HOLE_DEPTH))]
     return out
 
 
@@ -323,29 +329,30 @@ def blob_scan(frame: np.ndarray, z_min: float = 6.0, s_min: float = 0.8,
 HOLE_DEPTH = 3.0
 
 
-def _holes(img: np.ndarray, blobs: np.ndarray, other: np.ndarray, bright: bool,
-           noise: float) -> np.ndarray:
-    """Mask of ``blobs`` (N, 4) that are holes of a larger blob of ``other`` (see
-    HOLE_DEPTH); ``bright``: the polarity of ``blobs``; ``noise``: the pixel noise."""
-    import cv2
-
+def _enclosed_by_other(blobs: np.ndarray, other: np.ndarray) -> np.ndarray:
+    """Mask of ``blobs`` (N, 4) centred inside a blob of ``other`` at least PART_SCALE
+    times their scale (candidates for holes, HOLE_DEPTH)."""
     from ..neighbours import nearest
 
     if len(blobs) == 0 or len(other) == 0:
         return np.zeros(len(blobs), bool)
     d, j = nearest(other[:, :2], query=blobs[:, :2])
-    enclosed = (other[j, 2] >= PART_SCALE * blobs[:, 2]) & (d < other[j, 2])
-    if not enclosed.any():
-        return enclosed
+    return (other[j, 2] >= PART_SCALE * blobs[:, 2]) & (d < other[j, 2])
+
+
+def _background_level(img: np.ndarray, noise: float) -> tuple[float, float, np.ndarray]:
+    """The frame's background (the mode of its values after a 1 px Gaussian smoothing,
+    taken on every second pixel of every second row), the noise level after that
+    smoothing, and the smoothed frame."""
+    import cv2
+
     g1 = cv2.GaussianBlur(img, (0, 0), 1.0, borderType=cv2.BORDER_REFLECT)
     n1 = 0.28 * noise            # white noise after a 1 px Gaussian: 1 / (2 sqrt(pi))
-    lo, hi = np.percentile(g1, [0.5, 99.5])
+    sample = g1[::2, ::2]
+    lo, hi = np.percentile(sample, [0.5, 99.5])
     bins = int(np.clip((hi - lo) / max(n1, 1e-12), 16, 512))
-    counts, edges = np.histogram(g1, bins=bins, range=(float(lo), float(hi) + 1e-9))
-    background = 0.5 * (edges[counts.argmax()] + edges[counts.argmax() + 1])   # the mode
-    value = g1[blobs[:, 1].astype(np.int64), blobs[:, 0].astype(np.int64)]
-    depth = (value - background if bright else background - value) / max(n1, 1e-12)
-    return enclosed & (depth < HOLE_DEPTH)
+    counts, edges = np.histogram(sample, bins=bins, range=(float(lo), float(hi) + 1e-9))
+    return 0.5 * (edges[counts.argmax()] + edges[counts.argmax() + 1]), n1, g1
 
 
 #: A blob is part of a larger one of the same polarity (a flat-topped spot's rim, a
