@@ -79,3 +79,15 @@ def test_rings_and_flat_discs_meet_the_target(feat, size, spacing, kw):
     r, s = _score(feat, size, spacing, kw)
     assert s.recall >= 0.99 and s.precision >= 0.99, (s.recall, s.precision, r.params)
     assert s.rms_error <= 0.15, (s.rms_error, r.params)
+
+
+def test_touching_rings_keep_their_contrast():
+    """Touching rings of radius 5 px, where bright and dark blobs are alike in strength
+    (ambiguity 0.97): the holes say the particles are the bright rings (RING_HOLES), and
+    every ring is found once (before: the holes and gaps taken for dark particles, recall
+    0.18). Their positions miss the 0.15 px target (0.17-0.23 px on three realisations);
+    on a 192 px frame of one of them the separation came out at 3 px (verdict unreliable)."""
+    r, s = _score("ring", 5.0, 1.2, {"thickness": 0.3}, shape=(256, 256))
+    assert r.params.contrast == "bright"
+    assert s.recall >= 0.99 and s.precision >= 0.99, (s.recall, s.precision, r.params)
+    assert s.rms_error <= 0.35, s.rms_error

@@ -308,13 +308,16 @@ def blob_scan(frame: np.ndarray, z_min: float = 6.0, s_min: float = 0.8,
         bl = np.c_[xs, ys, scale[k][ys, xs], m[ys, xs]].astype(np.float64)
         out[name] = drop_parts(bl[np.argsort(-bl[:, 3], kind="stable")])
     holes = {k: _enclosed_by_other(out[k], out[o]) for k, o in (("bright", "dark"), ("dark", "bright"))}
+    out["hole_fraction"] = {"bright": 0.0, "dark": 0.0}
     if any(h.any() for h in holes.values()):
         level, n1, g1 = _background_level(img, noise)
         for name, enclosed in holes.items():
             b = out[name]
             value = g1[b[:, 1].astype(np.int64), b[:, 0].astype(np.int64)]
             depth = (value - level if name == "bright" else level - value) / max(n1, 1e-12)
-            out[name] = b[~(enclosed & (depth < HOLE_DEPTH))]
+            hole = enclosed & (depth < HOLE_DEPTH)
+            out["hole_fraction"][name] = float(hole.mean()) if len(b) else 0.0
+            out[name] = b[~hole]
     return out
 
 
