@@ -172,7 +172,7 @@ def suggest_parameters(frame: np.ndarray, params: TrackParams | None = None) -> 
 #: then not decided by the spot model's residual, which for touching rings of radius 5 px
 #: (trackpy.artificial) preferred the holes and gaps between them (recall 0.18). Rings
 #: give 0.38-0.40 (radius 3-5; 0.15 for touching rings of radius 8), flat discs 0.01-0.35,
-#: the shared real files 0.00-0.03.
+#: the shared mixed-contrast, bright-field and stuck files 0.00-0.03, the shared foam 0.17.
 RING_HOLES = 0.25
 
 

@@ -258,8 +258,10 @@ def blob_scan(frame: np.ndarray, z_min: float = 6.0, s_min: float = 0.8,
     -------
     dict
         ``"bright"``, ``"dark"``: ndarray (N, 4) of x, y (px), scale s (px) and strength
-        (scale-normalised sqrt det Hessian, image units), strongest first; ``"noise"``:
-        the pixel noise level.
+        (scale-normalised sqrt det Hessian, image units), strongest first, without the
+        parts of larger blobs (:func:`drop_parts`) and the holes of blobs of the other
+        polarity (HOLE_DEPTH); ``"hole_fraction"``: dict, per polarity the share of its
+        blobs dropped as holes; ``"noise"``: the pixel noise level.
     """
     import cv2
 
@@ -374,19 +376,14 @@ PART_REACH, PART_SCALE, PART_STRENGTH = 2.0, 1.5, 0.5
 def drop_parts(blobs: np.ndarray) -> np.ndarray:
     """The blobs (N, 4: x, y, scale, strength; strongest first) that are not parts of
     another blob of the same polarity (see PART_REACH); order kept."""
-    from ..neighbours import pairs as close_pairs
+    from .refine import _neighbours
 
     if len(blobs) < 2:
         return blobs
     b = np.ascontiguousarray(blobs, dtype=np.float64)
-    pairs = close_pairs(b[:, :2], PART_REACH * float(b[:, 2].max()), sort=False)
-    src = np.r_[pairs[:, 0], pairs[:, 1]]
-    dst = np.r_[pairs[:, 1], pairs[:, 0]]
-    o = np.argsort(src, kind="stable")
-    ptr = np.zeros(len(b) + 1, np.int64)
-    np.cumsum(np.bincount(src, minlength=len(b)), out=ptr[1:])
+    ptr, nbr = _neighbours(b, PART_REACH * float(b[:, 2].max()))
     by_scale = np.argsort(-b[:, 2], kind="stable")
-    return blobs[_parts_kept(b, ptr, dst[o].astype(np.int64), by_scale)]
+    return blobs[_parts_kept(b, ptr, nbr, by_scale)]
 
 
 @njit(cache=True)
