@@ -204,16 +204,17 @@ def radial_asymmetry(img: np.ndarray, x: np.ndarray, y: np.ndarray, r_max: float
     return q_within(R), (R if ringed else float("nan")), own
 
 
-def _ring_gates(img, x, y, r_max, noise):
+def _ring_gates(img, x, y, r_max, noise, asymmetry=None):
     """The frame-level quantities of the rule for candidates (x, y): ``(q, R, own,
     inside, q25, ratio)`` with ``inside`` the candidates whose disc the frame holds,
     ``q25`` their most symmetric quarter's bound and ``ratio`` the ring radius over the
     median peer distance of that quarter; None where there is no ring or too few
-    candidates are inside."""
+    candidates are inside. ``asymmetry``: :func:`radial_asymmetry` of the candidates,
+    if already computed."""
     from ..neighbours import nearest
 
     n = len(x)
-    q, R, own = radial_asymmetry(img, x, y, r_max, noise)
+    q, R, own = radial_asymmetry(img, x, y, r_max, noise) if asymmetry is None else asymmetry
     if not np.isfinite(R):
         return None
     h, w = img.shape
@@ -302,9 +303,10 @@ def rings_possible(img: np.ndarray, x: np.ndarray, y: np.ndarray, diameter: floa
     if len(x) < MIN_CANDIDATES:
         return True
     x, y, r_max, noise = _inputs(img, x, y, diameter, noise)
-    gates = _ring_gates(img, x, y, r_max, noise)
+    asymmetry = radial_asymmetry(img, x, y, r_max, noise)
+    gates = _ring_gates(img, x, y, r_max, noise, asymmetry)
     if gates is None:   # no ring at all, or too few candidates whose disc the frame holds
-        return bool(np.isfinite(radial_asymmetry(img, x, y, r_max, noise)[1]))
+        return bool(np.isfinite(asymmetry[1]))
     return gates[4] <= 2 * RING_SYMMETRY and gates[5] < BLOCK_RING_INSIDE
 
 
