@@ -6,6 +6,10 @@ the blob scan dropped the parts of larger blobs and the holes of rings
 (:func:`colloidcg.tracking.params.drop_parts`, ``HOLE_DEPTH``), automatic parameters
 took a ring's arcs or a disc's rim for particles (diameter 11 and separation 3 for 16 px
 discs: precision 0.22) and the dark centres of radius-8 rings for dark particles.
+Flat tops and sharp discs near contact showed two or three noise maxima per top within
+the separation that resolves touching Gaussian spots; fitted as two spots each they gave
+0.5-0.65 px (flat top to 0.8 of the radius) and 0.3-0.44 px (16 px discs) until such
+maxima were merged (:func:`colloidcg.tracking.locate.plateau_pairs`).
 ``benchmarks/tracking_artificial.py`` has the whole table.
 """
 
@@ -19,6 +23,7 @@ import pytest
 from bench_helpers import load_benchmark
 from colloidcg.tracking import track
 from colloidcg.tracking.accuracy import score_localisation
+from colloidcg.tracking.locate import plateau_pairs
 from colloidcg.tracking.params import blob_scan, drop_parts, suggest_contrast
 
 pytest.importorskip("trackpy.artificial")
@@ -71,6 +76,8 @@ def test_ring_centres_are_holes_not_dark_particles():
     ("step", 12.0, 2.0, {}),
     ("step", 8.0, 1.5, {}),
     ("hat", 6.0, 1.05, {"disc_size": 0.5}),
+    ("hat", 10.0, 1.05, {"disc_size": 0.8}),
+    ("step", 8.0, 1.05, {}),
     ("brightfield", 10.0, 2.0, {"dip": True}),
 ])
 def test_rings_and_flat_discs_meet_the_target(feat, size, spacing, kw):
@@ -79,6 +86,24 @@ def test_rings_and_flat_discs_meet_the_target(feat, size, spacing, kw):
     r, s = _score(feat, size, spacing, kw)
     assert s.recall >= 0.99 and s.precision >= 0.99, (s.recall, s.precision, r.params)
     assert s.rms_error <= 0.15, (s.rms_error, r.params)
+
+
+def test_plateau_pairs_are_maxima_of_one_flat_top():
+    """Two maxima on one flat top (light between them 20 % lower) are a pair; two
+    particles with a gap between them, or a pair farther apart than the reach, are not."""
+    yy, xx = np.mgrid[0:60, 0:120].astype(float)
+    top = lambda cx, cy: np.clip(9.0 - np.hypot(xx - cx, yy - cy), 0.0, 1.0)   # radius 8-9
+    bp = 100.0 * top(30, 30) + 100.0 * top(80, 30)           # two particles 50 px apart
+    bp[30, 26] = bp[30, 34] = 110.0                          # two noise maxima on one top
+    bp[30, 29:32] = 88.0                                     # 20 % lower between them
+    x, y = np.array([26.0, 34.0, 80.0]), np.array([30.0, 30.0, 30.0])
+    assert plateau_pairs(bp, x, y, reach=14.0).tolist() == [[0, 1]]
+    bp[30, 29:32] = 40.0                                     # a gap: two particles
+    assert len(plateau_pairs(bp, x, y, reach=14.0)) == 0
+    bp[30, 29:32] = 88.0
+    assert len(plateau_pairs(bp, x, y, reach=7.0)) == 0      # beyond the reach
+    # the 50 px pair crosses the background between the particles
+    assert len(plateau_pairs(bp, np.array([30.0, 80.0]), np.array([30.0, 30.0]), 60.0)) == 0
 
 
 def test_touching_rings_keep_their_contrast():
