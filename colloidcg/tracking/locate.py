@@ -345,7 +345,7 @@ def _locate_frame(frame, frame_no, diameter, separation, minmass, invert, roi, r
     # the columns travel as a dict of arrays and become a DataFrame once, at the end
     # (selecting columns of a DataFrame costs pandas 3 about 1.3 ms, 2 % of a dense frame)
     if img.ndim == 2 and refine:
-        f = _locate_refined(img, diameter, separation, minmass, spot_profile, probe)
+        f = _locate_refined(img, diameter, separation, minmass, spot_profile, probe, gap_check)
     else:
         import trackpy as tp
 
@@ -542,8 +542,8 @@ def _enclosed(x, y, idx, dist, heavier, spacing, reach):
 
 
 def _locate_refined(img: np.ndarray, diameter, separation, minmass: float,
-                    spot_profile: bool = True, probe: dict | None = None
-                    ) -> dict[str, np.ndarray]:
+                    spot_profile: bool = True, probe: dict | None = None,
+                    gap_check: bool = False) -> dict[str, np.ndarray]:
     d = int(np.asarray(diameter).ravel()[0])
     sep = float(np.asarray(separation).ravel()[0])
     sigma = d / 3.5
@@ -553,7 +553,7 @@ def _locate_refined(img: np.ndarray, diameter, separation, minmass: float,
     h, w = img.shape
     if len(x) == 0:
         return {c: np.zeros(0) for c in FEATURE_COLUMNS[1:]}
-    r = _refine_with_profile(img, x, y, sigma, d, spot_profile, (bp, mass))
+    r = _refine_with_profile(img, x, y, sigma, d, spot_profile, (bp, mass, gap_check))
     crowded = bool(r.pop("crowded"))
     if probe is not None:
         probe["profile_gain"] = max(probe.get("profile_gain", 0.0), float(r["profile_gain"]))
@@ -621,10 +621,12 @@ def _refine_with_profile(img: np.ndarray, x: np.ndarray, y: np.ndarray, sigma: f
        Gaussians and profiles) over a disc of PSF_CENTROID_RADIUS median fitted sigmas, with
        its standard error from the residual (:func:`colloidcg.tracking.psf.own_light_centroids`).
 
-    Where step 2 finds a profile and ``candidates`` (the band-passed frame and the
-    start positions' masses) is given, start positions that are noise maxima on one flat
-    top (:func:`plateau_pairs`) are merged first, the more massive kept, and everything
-    runs again from the rest (once).
+    Where step 2 finds a profile and ``candidates`` (the band-passed frame, the start
+    positions' masses and whether lit gaps may be among them) is given, start positions
+    that are noise maxima on one flat top (:func:`plateau_pairs`; not lit gaps,
+    :func:`colloidcg.tracking.gaps.bright_gaps`, which the fit models as spots of their
+    own) are merged first, the more massive kept, and everything runs again from the rest
+    (once).
 
     Steps 2-3 are skipped when ``measure`` is False.
 
@@ -666,8 +668,11 @@ def _refine_with_profile(img: np.ndarray, x: np.ndarray, y: np.ndarray, sigma: f
     if gain < MIN_GAIN:
         return r
     if candidates is not None:
-        bp, mass = candidates
+        bp, mass, gap_check = candidates
         flat = plateau_pairs(bp, x, y, PLATEAU_REACH * diameter)
+        if len(flat) and gap_check:   # lit gaps of a bright-field packing are fitted as spots
+            gap = bright_gaps(img, x, y, diameter)
+            flat = flat[~gap[flat[:, 0]] & ~gap[flat[:, 1]]]
         if len(flat):
             keep = ~_greedy_drop(flat, mass, len(x))
             return _refine_with_profile(img, x[keep], y[keep], sigma, diameter, measure)

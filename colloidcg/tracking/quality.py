@@ -310,8 +310,8 @@ def assess(tracks: pd.DataFrame, *, diameter: float, search_range: float, n_fram
         xyz = tracks[pos].to_numpy(float)
         by_frame = np.argsort(frame, kind="stable")
         for i in np.split(by_frame, np.flatnonzero(np.diff(frame[by_frame])) + 1):
-            if len(i) > 1:
-                d, _ = nearest(xyz[i])
+            if len(i) > 1:   # (the bound prunes the search: only close pairs count)
+                d, _ = nearest(xyz[i], max_distance=0.5 * diameter)
                 close += int((d < 0.5 * diameter).sum())
     m["close_pairs"] = close / len(tracks) if len(tracks) else None
     p, f, xyz_t = _by_track(tracks)
