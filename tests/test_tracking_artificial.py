@@ -88,6 +88,21 @@ def test_rings_and_flat_discs_meet_the_target(feat, size, spacing, kw):
     assert s.rms_error <= 0.15, (s.rms_error, r.params)
 
 
+def test_touching_flat_discs_are_particles_not_cells():
+    """Touching 12 px sharp discs fill the plane with flat round regions, which met the
+    three conditions for cells; the segmentation merged touching discs (recall 0.85).
+    Their median eccentricity is under cells.MIN_ECC (a foam's polygons: 0.18-0.34), so
+    they are located as spots."""
+    from colloidcg.tracking.cells import MIN_ECC, cell_evidence
+
+    frames, _ = ART.render("step", 6.0, 1.05, {}, seed=1, shape=(192, 192), n_frames=1)
+    ev = cell_evidence(frames[0].astype(np.float64))
+    assert ev["flat"] >= 0.8 and ev["eccentricity"] < MIN_ECC and not ev["cells"], ev
+    r, s = _score("step", 6.0, 1.05, {})
+    assert r.params.objects == "spots"
+    assert s.recall >= 0.99 and s.precision >= 0.99 and s.rms_error <= 0.2, s
+
+
 def test_plateau_pairs_are_maxima_of_one_flat_top():
     """Two maxima on one flat top (light between them 20 % lower) are a pair; two
     particles with a gap between them, or a pair farther apart than the reach, are not."""

@@ -79,6 +79,14 @@ PLATEAU_LEVEL = 0.6
 #: falls to 0.72 and they are not recognised (give ``objects="cells"``).
 MIN_CELLS = 20
 MIN_NEIGHBOURS = 4
+#: ... and the median kept cell's eccentricity (of its second moments, 0 for a disc) is at
+#: least MIN_ECC: a foam's cells are irregular polygons (0.18-0.34 in the foams of
+#: ``benchmarks/tracking_cells.py``, 0.30 in the shared bubble raft), whereas touching
+#: flat discs (trackpy.artificial flat tops and sharp discs near contact, 12-20 px:
+#: 0.01-0.03) are particles, which the spot path locates (12 px discs: recall 0.85 as
+#: cells, 1.000 at 0.146 px as spots; 16 px flat tops: recall 0.45 as cells). A regular
+#: honeycomb foam would fall under it too (give ``objects="cells"``).
+MIN_ECC = 0.1
 #: Each located cell needs at least this many other kept cells within NEIGHBOUR_RANGE
 #: diameters, and to be linked so to at least MIN_GROUP cells (:func:`locate_cells`; on
 #: the real raft the smudges on the empty bath had 0-2 and formed groups of up to 7).
@@ -333,8 +341,9 @@ def cell_evidence(frame: np.ndarray, invert: bool = False) -> dict[str, float]:
     Returns a dict: ``n`` (cells kept), ``neighbours`` (median number of other kept
     cells within :data:`NEIGHBOUR_RANGE` diameters of a kept cell's centroid), ``flat``
     (median share of a kept cell's pixels on its plateau), ``diameter`` (px: diameter
-    of a disc of the median kept cell's interior area) and ``cells`` (1.0 when all of
-    :data:`MIN_CELLS`, :data:`MIN_NEIGHBOURS` and :data:`MIN_FLAT` are met, else 0.0).
+    of a disc of the median kept cell's interior area), ``eccentricity`` (the median
+    kept cell's) and ``cells`` (1.0 when all of :data:`MIN_CELLS`,
+    :data:`MIN_NEIGHBOURS`, :data:`MIN_FLAT` and :data:`MIN_ECC` are met, else 0.0).
     """
     raw = np.asarray(frame, np.float64)
     diameter = None
@@ -356,6 +365,7 @@ def cell_evidence(frame: np.ndarray, invert: bool = False) -> dict[str, float]:
         i, _, _ = Tree(xy).distances_to(Tree(xy), NEIGHBOUR_RANGE * dia)
         neighbours = float(np.median(np.bincount(i, minlength=n) - 1))
     flat = float(np.median(m["flat"][k])) if n else 0.0
-    ok = n >= MIN_CELLS and neighbours >= MIN_NEIGHBOURS and flat >= MIN_FLAT
+    ecc = float(np.median(m["ecc"][k])) if n else 0.0
+    ok = n >= MIN_CELLS and neighbours >= MIN_NEIGHBOURS and flat >= MIN_FLAT and ecc >= MIN_ECC
     return {"n": float(n), "neighbours": neighbours, "flat": flat, "diameter": dia,
-            "cells": float(ok)}
+            "eccentricity": ecc, "cells": float(ok)}
