@@ -605,7 +605,7 @@ def _fit_options(x: np.ndarray, y: np.ndarray, sigma: float) -> tuple[dict, bool
 
 def _refine_with_profile(img: np.ndarray, x: np.ndarray, y: np.ndarray, sigma: float,
                          diameter: int, measure: bool = True,
-                         candidates: tuple[np.ndarray, np.ndarray] | None = None
+                         candidates: tuple[np.ndarray, np.ndarray, bool] | None = None
                          ) -> dict[str, np.ndarray]:
     """The joint Gaussian fit; where the spots are not Gaussian, then positions from
     their own light (:mod:`colloidcg.tracking.psf`).
