@@ -8,7 +8,7 @@ took a ring's arcs or a disc's rim for particles (diameter 11 and separation 3 f
 discs: precision 0.22) and the dark centres of radius-8 rings for dark particles.
 Flat tops and sharp discs near contact showed two or three noise maxima per top within
 the separation that resolves touching Gaussian spots; fitted as two spots each they gave
-0.5-0.65 px (flat top to 0.8 of the radius) and 0.3-0.44 px (16 px discs) until such
+0.43-0.69 px (flat top to 0.8 of the radius) and 0.36-0.44 px (16 px discs) until such
 maxima were merged (:func:`colloidcg.tracking.locate.plateau_pairs`).
 ``benchmarks/tracking_artificial.py`` has the whole table.
 """

@@ -83,9 +83,10 @@ MIN_NEIGHBOURS = 4
 #: least MIN_ECC: a foam's cells are irregular polygons (0.18-0.34 in the foams of
 #: ``benchmarks/tracking_cells.py``, 0.30 in the shared bubble raft), whereas touching
 #: flat discs (trackpy.artificial flat tops and sharp discs near contact, 12-20 px:
-#: 0.01-0.03) are particles, which the spot path locates (12 px discs: recall 0.85 as
-#: cells, 1.000 at 0.146 px as spots; 16 px flat tops: recall 0.45 as cells). A regular
-#: honeycomb foam would fall under it too (give ``objects="cells"``).
+#: 0.01-0.03) are particles, which the spot path locates (12 px discs, four seeds of
+#: ``benchmarks/tracking_artificial.py --touching``: recall 0.81-0.87 as cells, 1.000 at
+#: 0.104-0.146 px as spots). A regular honeycomb foam would fall under it too (give
+#: ``objects="cells"``).
 MIN_ECC = 0.1
 #: Each located cell needs at least this many other kept cells within NEIGHBOUR_RANGE
 #: diameters, and to be linked so to at least MIN_GROUP cells (:func:`locate_cells`; on

@@ -710,7 +710,7 @@ PSF_PROFILE = True
 #: touching Gaussian spots (0.6 neighbour spacings) leaves two or three maxima on one top,
 #: 0.55-0.68 diameters apart, the light between them 8-42 % below the lower one; between
 #: two such particles it falls to the background. Those pairs fitted as two spots each
-#: gave RMS 0.69 px (flat top to 0.8 of the radius) and 0.36 px (sharp discs of 16 px);
+#: gave RMS 0.69 px (flat top to 0.8 of the radius) and 0.36 px (sharp discs of 16 px; seed 0);
 #: merged, 0.08 and 0.12. Touching Gaussian spots can be as close with as little light
 #: lost between them (distinct spots 0.54 diameters apart, 37 % lower between, in the
 #: conditions table's softest bidisperse packing), hence the restriction to non-Gaussian
