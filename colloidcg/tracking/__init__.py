@@ -388,12 +388,12 @@ def track_iter(video, params: TrackParams | dict | None = None, progress: bool =
     already handed out finish first. ``meta`` describes an array ``video`` for the sidecar
     (fps, um_per_px, path); other arguments are those of :func:`track`.
 
-    While it runs, the objects that existed before are kept out of Python's cyclic
-    garbage collection (:func:`colloidcg.tracking.link.gc_frozen`): full collections
-    walking the whole heap cost as much as linking itself.
+    While it links and assesses the tracks (after the last yield), the objects that
+    existed before are kept out of Python's cyclic garbage collection
+    (:func:`colloidcg.tracking.link.gc_frozen`): full collections walking the whole heap
+    cost as much as linking itself.
     """
-    with gc_frozen():
-        return (yield from _track_steps(video, params, progress, meta, overrides))
+    return (yield from _track_steps(video, params, progress, meta, overrides))
 
 
 def _track_steps(video, params: TrackParams | dict | None, progress: bool, meta: dict | None,
@@ -492,6 +492,19 @@ def _track_steps(video, params: TrackParams | dict | None, progress: bool, meta:
     if not parts:
         raise TrackingError(f"no particles found in {path} with diameter={p.diameter}, "
                             f"minmass={p.minmass:.4g}, contrast={p.contrast}; check these parameters")
+    # (frozen here, where nothing yields: held across the yields above, the freeze kept
+    # the caller's whole heap out of collection for as long as it held the generator
+    # unfinished, e.g. a GUI between frames)
+    with gc_frozen():
+        return _link_and_assess(parts, video, first, frames, p, path, meta, ambiguity,
+                                probe, timings, t_start)
+
+
+def _link_and_assess(parts: list[pd.DataFrame], video, first: np.ndarray, frames: range,
+                     p: TrackParams, path, meta: dict, ambiguity, probe: dict | None,
+                     timings: dict[str, float], t_start: float) -> TrackResult:
+    """The located frames ``parts`` linked, assessed and returned as a TrackResult (the
+    steps of :func:`track` after locating; ``timings`` is completed in place)."""
     features = pd.concat(parts, ignore_index=True).sort_values("frame", kind="stable",
                                                                ignore_index=True)
     features, masked = _mask_no_sample(features, first, p)
