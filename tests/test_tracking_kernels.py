@@ -2,7 +2,8 @@
 
 import numpy as np
 
-from colloidcg.tracking.refine import _median_inplace, _sort_small
+from colloidcg.tracking.refine import (_median_inplace, _normal_equations,
+                                       _normal_equations_offset, _solve_free, _sort_small)
 from colloidcg.tracking.uncertainty import _invert
 
 
@@ -43,3 +44,45 @@ def test_inverse_of_4x4_matches_numpy_and_refuses_non_positive_determinants():
     nan = np.eye(4)
     nan[2, 1] = np.nan
     assert not _invert(nan, np.zeros((4, 4)))
+
+
+def test_written_out_normal_equations_equal_the_table_driven_ones():
+    """The default fit's normal equations (x, y, A, s and a background offset), written
+    out, equal the general table-driven sums for any Gram matrices and projections."""
+    rng = np.random.default_rng(2)
+    free = np.array([1, 1, 1, 1, 1, 0, 0], np.int64)
+    for _ in range(200):
+        gx, gy = rng.normal(size=(5, 8)), rng.normal(size=(5, 8))
+        Gx, Gy, TT = gx @ gx.T, gy @ gy.T, rng.normal(size=(5, 5))
+        a, b0 = rng.uniform(0.1, 1e4), rng.normal(scale=50.0)
+        mod_c = np.array([a, b0, 0.0, 0.0])
+        want_j, want_r = np.zeros((7, 7)), np.zeros(7)
+        _normal_equations(a, mod_c, free, 2, TT, Gx, Gy, want_j, want_r)
+        got_j, got_r = np.zeros((7, 7)), np.zeros(7)
+        _normal_equations_offset(a, b0, TT, Gx, Gy, got_j, got_r)
+        upper = np.triu(np.ones((5, 5), bool))
+        scale = np.abs(want_j[:5, :5]).max()
+        assert np.abs(got_j[:5, :5] - want_j[:5, :5])[upper].max() <= 1e-12 * scale
+        assert np.abs(got_r[:5] - want_r[:5]).max() <= 1e-12 * (np.abs(want_r[:5]).max() + scale)
+
+
+def test_solve_of_the_free_block_matches_numpy():
+    """Cholesky on the free parameters' block (upper triangle given): the same step as
+    numpy's solver, 0 for the held parameters, and False for a matrix that is not
+    positive definite."""
+    rng = np.random.default_rng(3)
+    work, idx, step = np.empty((2, 8, 8)), np.empty(7, np.int64), np.empty(7)
+    for t in range(300):
+        free = (rng.random(7) < 0.7).astype(np.int64)
+        free[0] = 1
+        k = np.flatnonzero(free)
+        m = rng.normal(size=(7, 7))
+        jtj = m @ m.T + 0.1 * np.eye(7)
+        jtr = rng.normal(size=7)
+        lower_junk = np.tril(rng.normal(size=(7, 7)), -1)   # only the upper triangle is read
+        assert _solve_free(np.triu(jtj) + lower_junk, jtr, free, step, work, idx)
+        want = np.zeros(7)
+        want[k] = np.linalg.solve(jtj[np.ix_(k, k)], jtr[k])
+        assert np.abs(step - want).max() <= 1e-9 * (np.abs(want).max() + 1)
+    bad = -np.eye(7)
+    assert not _solve_free(bad, np.ones(7), np.ones(7, np.int64), step, work, idx)

@@ -247,23 +247,19 @@ def render_spots(shape, params) -> np.ndarray:
 
 # ------------------------------------------------------------------ the fit
 @njit(cache=True)
-def _solve_free(jtj, jtr, free, step, inv_diag, work, idx):
-    """Solve jtj[free, free] step[free] = jtr[free] by Cholesky (upper triangle of jtj).
-
-    Returns False if the matrix is not positive definite. Fills ``inv_diag`` with the
-    diagonal of the inverse (for the parameter uncertainties). ``work`` (2, 8, 8) and
-    ``idx`` (7,) are scratch space.
-    """
+def _solve_free(jtj, jtr, free, step, work, idx):
+    """Solve jtj[free, free] step[free] = jtr[free] by Cholesky (upper triangle of jtj);
+    the other entries of ``step`` are 0. Returns False if the matrix is not positive
+    definite. ``work`` (2, 8, 8) and ``idx`` (7,) are scratch space."""
     n = 0
     for k in range(7):
         step[k] = 0.0
-        inv_diag[k] = 0.0
         if free[k]:
             idx[n] = k
             n += 1
     L = work[0]
     z = work[1, 0]
-    e = work[1, 1]
+    r = work[1, 1]      # 1 / L[i, i]: one division per pivot, products elsewhere
     for i in range(n):
         for j in range(i + 1):
             acc = jtj[idx[j], idx[i]]
@@ -272,33 +268,83 @@ def _solve_free(jtj, jtr, free, step, inv_diag, work, idx):
             if i == j:
                 if acc <= 0.0:
                     return False
-                L[i, i] = math.sqrt(acc)
+                d = math.sqrt(acc)
+                L[i, i] = d
+                r[i] = 1.0 / d
             else:
-                L[i, j] = acc / L[j, j]
+                L[i, j] = acc * r[j]
     for i in range(n):
         acc = jtr[idx[i]]
         for k in range(i):
             acc -= L[i, k] * z[k]
-        z[i] = acc / L[i, i]
+        z[i] = acc * r[i]
     for i in range(n - 1, -1, -1):
         acc = z[i]
         for k in range(i + 1, n):
             acc -= L[k, i] * step[idx[k]]
-        step[idx[i]] = acc / L[i, i]
-    # diagonal of the inverse, (L^-T L^-1)[j, j] = sum_i (L^-1)[i, j]^2, column by column
-    for col in range(n):
-        s2 = 0.0
-        for i in range(n):
-            if i < col:
-                e[i] = 0.0
-                continue
-            acc = 1.0 if i == col else 0.0
-            for k in range(col, i):
-                acc -= L[i, k] * e[k]
-            e[i] = acc / L[i, i]
-            s2 += e[i] * e[i]
-        inv_diag[idx[col]] = s2
+        step[idx[i]] = acc * r[i]
     return True
+
+
+@njit(cache=True)
+def _normal_equations(a, mod_c, free, n_mod, TT, Gx, Gy, jtj, jtr):
+    """J^T J and J^T (T - model) of the free parameters from the 1D projections, for any
+    free set (the table-driven general case; :func:`_normal_equations_offset` writes out
+    the default one)."""
+    for k in range(7):
+        if not free[k]:
+            continue
+        acc_t = 0.0
+        acc_m = 0.0
+        for l in range(k, 7):
+            jtj[k, l] = 0.0
+        for t1 in range(_COL_N[k]):
+            c1 = a if _COL_A[k, t1] else 1.0
+            p1 = _COL_P[k, t1]
+            q1 = _COL_Q[k, t1]
+            acc_t += c1 * TT[p1, q1]
+            for mt in range(n_mod):
+                acc_m += c1 * mod_c[mt] * Gx[p1, _MOD_P[mt]] * Gy[q1, _MOD_Q[mt]]
+            for l in range(k, 7):
+                if not free[l]:
+                    continue
+                for t2 in range(_COL_N[l]):
+                    c2 = a if _COL_A[l, t2] else 1.0
+                    jtj[k, l] += c1 * c2 * Gx[p1, _COL_P[l, t2]] * Gy[q1, _COL_Q[l, t2]]
+        jtr[k] = acc_t - acc_m
+
+
+@njit(cache=True)
+def _normal_equations_offset(a, b0, TT, Gx, Gy, jtj, jtr):
+    """J^T J and J^T (T - model) for x, y, A, s and the offset b0 (the columns
+    a X1 Y0, a X0 Y1, X0 Y0, a (X2 Y0 + X0 Y2), X3 Y3; the model a X0 Y0 + b0 X3 Y3),
+    written out: what the table-driven :func:`_normal_equations` sums term by term."""
+    g00, g01, g02, g03 = Gx[0, 0], Gx[0, 1], Gx[0, 2], Gx[0, 3]
+    g11, g12, g13, g22, g23, g33 = Gx[1, 1], Gx[1, 2], Gx[1, 3], Gx[2, 2], Gx[2, 3], Gx[3, 3]
+    h00, h01, h02, h03 = Gy[0, 0], Gy[0, 1], Gy[0, 2], Gy[0, 3]
+    h11, h12, h13, h22, h23, h33 = Gy[1, 1], Gy[1, 2], Gy[1, 3], Gy[2, 2], Gy[2, 3], Gy[3, 3]
+    a2 = a * a
+    jtj[0, 0] = a2 * g11 * h00
+    jtj[0, 1] = a2 * g01 * h01
+    jtj[0, 2] = a * g01 * h00
+    jtj[0, 3] = a2 * (g12 * h00 + g01 * h02)
+    jtj[0, 4] = a * g13 * h03
+    jtj[1, 1] = a2 * g00 * h11
+    jtj[1, 2] = a * g00 * h01
+    jtj[1, 3] = a2 * (g02 * h01 + g00 * h12)
+    jtj[1, 4] = a * g03 * h13
+    jtj[2, 2] = g00 * h00
+    jtj[2, 3] = a * (g02 * h00 + g00 * h02)
+    jtj[2, 4] = g03 * h03
+    jtj[3, 3] = a2 * (g22 * h00 + 2.0 * g02 * h02 + g00 * h22)
+    jtj[3, 4] = a * (g23 * h03 + g03 * h23)
+    jtj[4, 4] = g33 * h33
+    # <column, model> = a <column, X0 Y0> + b0 <column, X3 Y3>: columns 2 and 4
+    jtr[0] = a * TT[1, 0] - (a * jtj[0, 2] + b0 * jtj[0, 4])
+    jtr[1] = a * TT[0, 1] - (a * jtj[1, 2] + b0 * jtj[1, 4])
+    jtr[2] = TT[0, 0] - (a * jtj[2, 2] + b0 * jtj[2, 4])
+    jtr[3] = a * (TT[2, 0] + TT[0, 2]) - (a * jtj[2, 3] + b0 * jtj[3, 4])
+    jtr[4] = TT[3, 3] - (a * jtj[2, 4] + b0 * jtj[4, 4])
 
 
 @njit(cache=True)
@@ -325,8 +371,9 @@ def _gs_sweep(img, canvas, params, cache_x, cache_y, cache_w, order, free, n_new
     fit changes (position by more than ``tol`` px, amplitude or width by more than
     ``tol`` relative) marks itself and its neighbours (CSR lists ``nbr_ptr``,
     ``nbr_idx``) in ``next_active``; spots whose neighbourhood did not change are
-    skipped, so late sweeps cost little. ``stats[i]`` receives the residual variance
-    per pixel and the (unscaled) variances of x and y from the normal matrix. With
+    skipped, so late sweeps cost little. ``stats[i, 0]`` receives the residual variance
+    per pixel (``stats[i, 1:3]`` are not written: the positions' errors come from
+    :mod:`colloidcg.tracking.uncertainty`). With
     ``last`` the sweep is the final one: ``stats[i, 3]`` receives the eccentricity of the
     spot's own light (Gaussian-weighted second moments of the image minus background and
     other spots, sqrt((Mxx - Myy)^2 + 4 Mxy^2) / (Mxx + Myy), 0 for a round spot, as
@@ -355,7 +402,6 @@ def _gs_sweep(img, canvas, params, cache_x, cache_y, cache_w, order, free, n_new
     jtj = np.zeros((7, 7))
     jtr = np.zeros(7)
     step = np.empty(7)
-    inv_diag = np.empty(7)
     work = np.empty((2, 8, 8))
     idx = np.empty(7, np.int64)
     old = np.empty(7)
@@ -485,27 +531,11 @@ def _gs_sweep(img, canvas, params, cache_x, cache_y, cache_w, order, free, n_new
             mod_c[1] = p[4]
             mod_c[2] = p[5]
             mod_c[3] = p[6]
+            if plane:
+                _normal_equations(a, mod_c, free, n_mod, TT, Gx, Gy, jtj, jtr)
+            else:
+                _normal_equations_offset(a, p[4], TT, Gx, Gy, jtj, jtr)
             for k in range(7):
-                if not free[k]:
-                    continue
-                acc_t = 0.0
-                acc_m = 0.0
-                for l in range(k, 7):
-                    jtj[k, l] = 0.0
-                for t1 in range(_COL_N[k]):
-                    c1 = a if _COL_A[k, t1] else 1.0
-                    p1 = _COL_P[k, t1]
-                    q1 = _COL_Q[k, t1]
-                    acc_t += c1 * TT[p1, q1]
-                    for mt in range(n_mod):
-                        acc_m += c1 * mod_c[mt] * Gx[p1, _MOD_P[mt]] * Gy[q1, _MOD_Q[mt]]
-                    for l in range(k, 7):
-                        if not free[l]:
-                            continue
-                        for t2 in range(_COL_N[l]):
-                            c2 = a if _COL_A[l, t2] else 1.0
-                            jtj[k, l] += c1 * c2 * Gx[p1, _COL_P[l, t2]] * Gy[q1, _COL_Q[l, t2]]
-                jtr[k] = acc_t - acc_m
                 jtj[k, k] = jtj[k, k] * (1.0 + 1e-6) + 1e-12
             # residual sum of squares at the current parameters (before the step):
             # sum T^2 - 2 sum T M + sum M^2, all from the projections
@@ -519,11 +549,9 @@ def _gs_sweep(img, canvas, params, cache_x, cache_y, cache_w, order, free, n_new
             rss = sum_t2 + mm - 2.0 * msum
             npix = Gx[3, 3] * Gy[3, 3]
             stats[i, 0] = max(rss, 0.0) / max(npix - nfree, 1.0)
-            if not _solve_free(jtj, jtr, free, step, inv_diag, work, idx):
+            if not _solve_free(jtj, jtr, free, step, work, idx):
                 ok = False
                 break
-            stats[i, 1] = inv_diag[0]
-            stats[i, 2] = inv_diag[1]
             shift = math.sqrt(step[0] ** 2 + step[1] ** 2)
             if shift > 1.0:  # trust region: at most 1 px per Gauss-Newton step
                 for k in range(7):

@@ -180,8 +180,11 @@ def _weighted_sweep(sub, canvas, ivar, params, order, n_newton, fit_k, render_k,
         nv = int(np.rint(y))
         _gauss1d(nu, wr, x, s, nx, hx)
         _gauss1d(nv, wr, y, s, ny, hy)
-        _add_outer(canvas, cu, cv, wr, -a0, rx, ry, 0.0, rx, ry)
-        _add_outer(canvas, nu, nv, wr, a, hx, hy, 0.0, hx, hy)
+        if nu == cu and nv == cv:   # (the usual case) old out and new in, one pass
+            _add_outer(canvas, cu, cv, wr, -a0, rx, ry, a, hx, hy)
+        else:
+            _add_outer(canvas, cu, cv, wr, -a0, rx, ry, 0.0, rx, ry)
+            _add_outer(canvas, nu, nv, wr, a, hx, hy, 0.0, hx, hy)
         params[i, 0] = x
         params[i, 1] = y
         params[i, 2] = a
