@@ -315,23 +315,27 @@ def _sandwich(residual, model, v0, g, params, free_s, weighted, fit_k, pairs, ro
         if weighted and npar == 3:
             # the default (weighted fit of x, y, A): scalar sums, one division a pixel
             f00 = f01 = f02 = f11 = f12 = f22 = 0.0
+            # (slices indexed from 0: no negative-index handling, vector loads)
+            gxs = pxi[0, ka:kb]
+            dxs = pxi[1, ka:kb]
             for kv in range(la, lb):
                 v = v0_ + kv
                 gyv = pyi[0, kv]
                 dyv = a * pyi[1, kv]
-                for ku in range(ka, kb):
-                    u = u0 + ku
-                    iv = ivar[v, u]
-                    j0 = a * pxi[1, ku] * gyv
-                    j1 = pxi[0, ku] * dyv
-                    j2 = pxi[0, ku] * gyv
+                ivs = ivar[v, u0 + ka:u0 + kb]
+                rs = residual[v, u0 + ka:u0 + kb]
+                for k in range(kb - ka):
+                    iv = ivs[k]
+                    j0 = a * dxs[k] * gyv
+                    j1 = gxs[k] * dyv
+                    j2 = gxs[k] * gyv
                     f00 += j0 * j0 * iv
                     f01 += j0 * j1 * iv
                     f02 += j0 * j2 * iv
                     f11 += j1 * j1 * iv
                     f12 += j1 * j2 * iv
                     f22 += j2 * j2 * iv
-                    rr = residual[v, u]
+                    rr = rs[k]
                     chi += rr * rr * iv
             f[0, 0], f[0, 1], f[0, 2] = f00, f01, f02
             f[1, 1], f[1, 2], f[2, 2] = f11, f12, f22

@@ -118,19 +118,27 @@ def _weighted_sweep(sub, canvas, ivar, params, order, n_newton, fit_k, render_k,
             # normal equations H step = b, H symmetric (6 sums), b (3 sums)
             h00 = h01 = h02 = h11 = h12 = h22 = 0.0
             b0 = b1 = b2 = 0.0
+            # the window's in-frame columns as slices indexed from 0, so that the loop
+            # needs no negative-index handling and compiles to vector loads
+            gxs = gx[ka:kb]
+            dgxs = dgx[ka:kb]
+            rxs = rx[ka + wr - w:kb + wr - w]
+            u0 = cu - w + ka
             for kv in range(la, lb):
                 v = cv - w + kv
                 gyv = gy[kv]
                 dyv = a * dgy[kv]
                 ryv = a0 * ry[kv + wr - w]
-                for ku in range(ka, kb):
-                    u = cu - w + ku
-                    wt = ivar[v, u]
-                    gg = gx[ku] * gyv
+                ivs = ivar[v, u0:u0 + kb - ka]
+                sbs = sub[v, u0:u0 + kb - ka]
+                cvs = canvas[v, u0:u0 + kb - ka]
+                for k in range(kb - ka):
+                    wt = ivs[k]
+                    gg = gxs[k] * gyv
                     # the data less the other spots (own old rendering added back)
-                    r = sub[v, u] - canvas[v, u] + ryv * rx[ku + wr - w] - a * gg
-                    j0 = a * dgx[ku] * gyv
-                    j1 = gx[ku] * dyv
+                    r = sbs[k] - cvs[k] + ryv * rxs[k] - a * gg
+                    j0 = a * dgxs[k] * gyv
+                    j1 = gxs[k] * dyv
                     wj0 = wt * j0
                     wj1 = wt * j1
                     wj2 = wt * gg
@@ -282,12 +290,16 @@ def _width_variances(canvas, params, v0, g, fit_k, out):
             dx1[k] = a * z1 * gx[k]
             dx2[k] = a * z3 * gx[k]
         cd = 0.0
+        # (slices indexed from 0: no negative-index handling, vector loads)
+        d0, d1, d2 = dx0[ka:kb], dx1[ka:kb], dx2[ka:kb]
+        u0 = cu - w + ka
         for kv in range(la, lb):
             v = cv - w + kv
             g0, g1, g2 = gy[kv], dgy[kv], sgy[kv]
-            for ku in range(ka, kb):
-                d = dx0[ku] * g0 + dx1[ku] * g1 + dx2[ku] * g2
-                cd += max(canvas[v, cu - w + ku], 0.0) * d * d
+            cs = canvas[v, u0:u0 + kb - ka]
+            for k in range(kb - ka):
+                d = d0[k] * g0 + d1[k] * g1 + d2[k] * g2
+                cd += max(cs[k], 0.0) * d * d
         c33 = v0 * z3 + g * cd
         if c33 > 0:
             out[i] = c33
