@@ -239,16 +239,21 @@ def _invert(mat, out):
 
 @njit(cache=True)
 def _less_sandwich(target, a, c, tr):
-    """target -= a c a^T (``tr``: a^T c a), all (k, k); no temporaries."""
+    """target -= a c a^T (``tr``: a^T c a), all (k, k); no temporaries beyond a k x k
+    product (c a^T first, then a times it)."""
     k = target.shape[0]
+    tmp = np.empty((k, k))
+    for r in range(k):
+        for q in range(k):
+            acc = 0.0
+            for t in range(k):
+                acc += c[r, t] * (a[t, q] if tr else a[q, t])
+            tmp[r, q] = acc
     for p in range(k):
         for q in range(k):
             acc = 0.0
             for r in range(k):
-                ap = a[r, p] if tr else a[p, r]
-                for t in range(k):
-                    aq = a[t, q] if tr else a[q, t]
-                    acc += ap * c[r, t] * aq
+                acc += (a[r, p] if tr else a[p, r]) * tmp[r, q]
             target[p, q] -= acc
 
 
@@ -291,6 +296,16 @@ def _sandwich(residual, model, v0, g, params, free_s, weighted, fit_k, pairs, ro
     npar = 4 if free_s else 3
     ji = np.empty(4)
     jj = np.empty(4)
+    # each spot's window corner and, for the pairs below (x, y, A), its 1D profiles gx,
+    # gx' and gy, gy' (computed once here, not again for each of its neighbours)
+    corner = np.zeros((n, 2), np.int64)
+    wmax = 1
+    for i in range(n):
+        if _usable(params, i):
+            wmax = max(wmax, _half_width(params[i, 3], fit_k))
+    keep = npar == 3 and pairs.shape[0] > 0
+    px_all = np.zeros((n if keep else 0, 2, 2 * wmax + 1))
+    py_all = np.zeros((n if keep else 0, 2, 2 * wmax + 1))
     fis = np.zeros((n, npar, npar))
     finv = np.zeros((n, npar, npar))
     schur = np.zeros((n, npar, npar))
@@ -304,6 +319,12 @@ def _sandwich(residual, model, v0, g, params, free_s, weighted, fit_k, pairs, ro
         x, y, a, s = params[i, 0], params[i, 1], params[i, 2], params[i, 3]
         w = _half_width(s, fit_k)
         u0, v0_ = _spot_profiles(x, y, s, w, nx, ny, pxi, pyi)
+        corner[i, 0], corner[i, 1] = u0, v0_
+        if keep:
+            for r in range(2):
+                for k in range(2 * w + 1):
+                    px_all[i, r, k] = pxi[r, k]
+                    py_all[i, r, k] = pyi[r, k]
         # the window's part inside the frame (the profiles are 0 outside it)
         ka, kb = max(0, -u0), min(2 * w + 1, nx - u0)
         la, lb = max(0, -v0_), min(2 * w + 1, ny - v0_)
@@ -396,8 +417,8 @@ def _sandwich(residual, model, v0, g, params, free_s, weighted, fit_k, pairs, ro
         xj, yj, aj, sj = params[j, 0], params[j, 1], params[j, 2], params[j, 3]
         wi = _half_width(si, fit_k)
         wj = _half_width(sj, fit_k)
-        ui, vi = _spot_profiles(xi, yi, si, wi, nx, ny, pxi, pyi)
-        uj, vj = _spot_profiles(xj, yj, sj, wj, nx, ny, pxj, pyj)
+        ui, vi = corner[i, 0], corner[i, 1]
+        uj, vj = corner[j, 0], corner[j, 1]
         ua, ub = max(ui, uj, 0), min(ui + 2 * wi, uj + 2 * wj, nx - 1)
         va, vb = max(vi, vj, 0), min(vi + 2 * wi, vj + 2 * wj, ny - 1)
         if ua > ub or va > vb:
@@ -411,26 +432,29 @@ def _sandwich(residual, model, v0, g, params, free_s, weighted, fit_k, pairs, ro
             vm = min(max(int(np.rint(0.5 * (yi + yj))), 0), ny - 1)
             wm = 1.0 / max(v0 + g * max(model[vm, um], 0.0), 1e-12)
             # the columns' 1D factors: x (a gx', gx, gx) and y (gy, a gy', gy)
-            sx[:, :] = 0.0
-            sy[:, :] = 0.0
-            for u in range(ua, ub + 1):
-                ki = u - ui
-                kj = u - uj
-                xa0, xa1 = ai * pxi[1, ki], pxi[0, ki]
-                xb0, xb1 = aj * pxj[1, kj], pxj[0, kj]
-                sx[0, 0] += xa0 * xb0
-                sx[0, 1] += xa0 * xb1
-                sx[1, 0] += xa1 * xb0
-                sx[1, 1] += xa1 * xb1
-            for v in range(va, vb + 1):
-                ki = v - vi
-                kj = v - vj
-                ya0, ya1 = pyi[0, ki], ai * pyi[1, ki]
-                yb0, yb1 = pyj[0, kj], aj * pyj[1, kj]
-                sy[0, 0] += ya0 * yb0
-                sy[0, 1] += ya0 * yb1
-                sy[1, 0] += ya1 * yb0
-                sy[1, 1] += ya1 * yb1
+            # (the shared columns and rows as slices indexed from 0: vector loads)
+            xgi, xdi = px_all[i, 0, ua - ui:ub - ui + 1], px_all[i, 1, ua - ui:ub - ui + 1]
+            xgj, xdj = px_all[j, 0, ua - uj:ub - uj + 1], px_all[j, 1, ua - uj:ub - uj + 1]
+            s00 = s01 = s10 = s11 = 0.0
+            for t in range(ub - ua + 1):
+                xa0, xa1 = ai * xdi[t], xgi[t]
+                xb0, xb1 = aj * xdj[t], xgj[t]
+                s00 += xa0 * xb0
+                s01 += xa0 * xb1
+                s10 += xa1 * xb0
+                s11 += xa1 * xb1
+            sx[0, 0], sx[0, 1], sx[1, 0], sx[1, 1] = s00, s01, s10, s11
+            ygi, ydi = py_all[i, 0, va - vi:vb - vi + 1], py_all[i, 1, va - vi:vb - vi + 1]
+            ygj, ydj = py_all[j, 0, va - vj:vb - vj + 1], py_all[j, 1, va - vj:vb - vj + 1]
+            s00 = s01 = s10 = s11 = 0.0
+            for t in range(vb - va + 1):
+                ya0, ya1 = ygi[t], ai * ydi[t]
+                yb0, yb1 = ygj[t], aj * ydj[t]
+                s00 += ya0 * yb0
+                s01 += ya0 * yb1
+                s10 += ya1 * yb0
+                s11 += ya1 * yb1
+            sy[0, 0], sy[0, 1], sy[1, 0], sy[1, 1] = s00, s01, s10, s11
             # (column 2 shares its x factor with column 1 and its y factor with column 0)
             for p in range(3):
                 sx[p, 2] = sx[p, 1] if p < 2 else sx[1, 1]
@@ -441,6 +465,8 @@ def _sandwich(residual, model, v0, g, params, free_s, weighted, fit_k, pairs, ro
                 for q in range(3):
                     fij[p, q] = wm * sx[p, q] * sy[p, q]
         else:
+            _spot_profiles(xi, yi, si, wi, nx, ny, pxi, pyi)
+            _spot_profiles(xj, yj, sj, wj, nx, ny, pxj, pyj)
             for v in range(va, vb + 1):
                 for u in range(ua, ub + 1):
                     var = max(v0 + g * max(model[v, u], 0.0), 1e-12)
