@@ -261,11 +261,8 @@ def bright_gaps(img: np.ndarray, x: np.ndarray, y: np.ndarray, diameter: float,
     if n < MIN_CANDIDATES:
         return drop
     x, y, r_max, noise = _inputs(img, x, y, diameter, noise)
-    if n > 2 * GATE_BLOCK:    # the frame-level gates on a central block first (cheap)
-        block = np.argsort(np.hypot(x - np.median(x), y - np.median(y)))[:GATE_BLOCK]
-        gates = _ring_gates(img, x[block], y[block], r_max, noise)
-        if gates is None or gates[4] > 2 * RING_SYMMETRY or gates[5] >= BLOCK_RING_INSIDE:
-            return drop
+    if _block_rules_out(img, x, y, r_max, noise):
+        return drop
     gates = _ring_gates(img, x, y, r_max, noise)
     if gates is None:
         return drop
@@ -289,20 +286,38 @@ def bright_gaps(img: np.ndarray, x: np.ndarray, y: np.ndarray, diameter: float,
     return inside & (q >= GAP_ASYMMETRY) & (close >= 1) & (near >= 3)
 
 
+def _block_rules_out(img, x, y, r_max, noise) -> bool:
+    """In a frame of more than twice GATE_BLOCK candidates, whether the frame-level gates
+    judged on the GATE_BLOCK candidates nearest its centre clearly rule the rule out
+    (no ring, the most symmetric quarter above twice RING_SYMMETRY, or the ring radius
+    at or beyond BLOCK_RING_INSIDE of the peer distance); then :func:`bright_gaps`
+    drops nothing in the frame. False for smaller frames."""
+    if len(x) <= 2 * GATE_BLOCK:
+        return False
+    block = np.argsort(np.hypot(x - np.median(x), y - np.median(y)))[:GATE_BLOCK]
+    gates = _ring_gates(img, x[block], y[block], r_max, noise)
+    return gates is None or gates[4] > 2 * RING_SYMMETRY or gates[5] >= BLOCK_RING_INSIDE
+
+
 def rings_possible(img: np.ndarray, x: np.ndarray, y: np.ndarray, diameter: float,
                    noise: float | None = None) -> bool:
     """Whether the frame may hold ring-shaped (bright-field) particles, so that
     :func:`bright_gaps` can drop anything in it.
 
-    False only where the rule's frame-level gates rule rings out with the block gate's
-    margins (:data:`GATE_BLOCK`): no darkest radius with light beyond it, or the most
-    symmetric quarter above twice :data:`RING_SYMMETRY`, or the ring radius at or beyond
-    :data:`BLOCK_RING_INSIDE` of the peer distance. Too few candidates to judge: True.
-    Parameters as :func:`bright_gaps`.
+    False only where :func:`bright_gaps` would drop nothing in this frame because the
+    rule's frame-level gates rule rings out with the block gate's margins
+    (:data:`GATE_BLOCK`): on the central block first, as bright_gaps judges them (in a
+    frame of more than twice GATE_BLOCK candidates), then on the whole frame: no darkest
+    radius with light beyond it, or the most symmetric quarter above twice
+    :data:`RING_SYMMETRY`, or the ring radius at or beyond :data:`BLOCK_RING_INSIDE` of
+    the peer distance. Too few candidates to judge: True. Parameters as
+    :func:`bright_gaps`.
     """
     if len(x) < MIN_CANDIDATES:
         return True
     x, y, r_max, noise = _inputs(img, x, y, diameter, noise)
+    if _block_rules_out(img, x, y, r_max, noise):
+        return False
     asymmetry = radial_asymmetry(img, x, y, r_max, noise)
     gates = _ring_gates(img, x, y, r_max, noise, asymmetry)
     if gates is None:   # no ring at all, or too few candidates whose disc the frame holds

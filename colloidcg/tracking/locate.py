@@ -358,9 +358,11 @@ def _locate_frame(frame, frame_no, diameter, separation, minmass, invert, roi, r
         # the lit gaps of a bright-field packing (colloidcg.tracking.gaps); they stay in
         # the joint fit, where their light is modelled instead of pulling the particles
         x, y, dia = f["x"], f["y"], float(np.max(diameter))
+        rings = True
         if probe is not None and gap_check:
-            probe["rings"] = probe.get("rings", False) or rings_possible(img, x, y, dia)
-        if gap_check:
+            rings = rings_possible(img, x, y, dia)
+            probe["rings"] = probe.get("rings", False) or rings
+        if gap_check and rings:   # (where rings are ruled out, bright_gaps drops nothing)
             f = _rows(f, ~bright_gaps(img, x, y, dia))
         f = _rows(f, ~interstices(f["x"], f["y"], f["mass"], dia))
     if roi is not None:
