@@ -253,22 +253,8 @@ def _width_variances(canvas, params, v0, g, fit_k, out):
         _profile(cu, w, x, s, nx, gx, dgx, sgx, mx, ox)
         _profile(cv, w, y, s, ny, gy, dgy, sgy, my, oy)
         # 1D sums of products over the window (the profiles are 0 outside the frame)
-        xgg = xdd = xss = xdg = xds = xgs = 0.0
-        for k in range(ka, kb):
-            xgg += gx[k] * gx[k]
-            xdd += dgx[k] * dgx[k]
-            xss += sgx[k] * sgx[k]
-            xdg += dgx[k] * gx[k]
-            xds += dgx[k] * sgx[k]
-            xgs += gx[k] * sgx[k]
-        ygg = ydd = yss = ydg = yds = ygs = 0.0
-        for k in range(la, lb):
-            ygg += gy[k] * gy[k]
-            ydd += dgy[k] * dgy[k]
-            yss += sgy[k] * sgy[k]
-            ydg += dgy[k] * gy[k]
-            yds += dgy[k] * sgy[k]
-            ygs += gy[k] * sgy[k]
+        xgg, xdd, xss, xdg, xds, xgs = _products(gx, dgx, sgx, ka, kb)
+        ygg, ydd, yss, ydg, yds, ygs = _products(gy, dgy, sgy, la, lb)
         a2 = a * a
         h00 = a2 * xdd * ygg
         h01 = a2 * xdg * ydg
@@ -303,6 +289,21 @@ def _width_variances(canvas, params, v0, g, fit_k, out):
         c33 = v0 * z3 + g * cd
         if c33 > 0:
             out[i] = c33
+
+
+@njit(cache=True, fastmath=SAFE_FASTMATH)
+def _products(g, dg, sg, lo, hi):
+    """Sums over entries lo..hi-1 of the six products of a 1D profile g, its position
+    derivative dg and its width derivative sg: (g g, dg dg, sg sg, dg g, dg sg, g sg)."""
+    gg = dd = ss = dgg = ds = gs = 0.0
+    for k in range(lo, hi):
+        gg += g[k] * g[k]
+        dd += dg[k] * dg[k]
+        ss += sg[k] * sg[k]
+        dgg += dg[k] * g[k]
+        ds += dg[k] * sg[k]
+        gs += g[k] * sg[k]
+    return gg, dd, ss, dgg, ds, gs
 
 
 @njit(cache=True)
