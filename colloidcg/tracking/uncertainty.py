@@ -153,6 +153,19 @@ def noise_model(residual: np.ndarray, model: np.ndarray, peak: float) -> tuple[f
 
 
 @njit(cache=True)
+def inverse_variance(canvas, v0, g):
+    """1 / the pixel noise variance of :func:`noise_model`, 1 / (v0 + g * max(canvas, 0))
+    (the variance floored at 1e-12), ndarray (Y, X) like ``canvas`` (the fitted spots
+    rendered): one compiled pass (numpy's expression made four image-sized temporaries)."""
+    ny, nx = canvas.shape
+    out = np.empty((ny, nx))
+    for v in range(ny):
+        for u in range(nx):
+            out[v, u] = 1.0 / max(v0 + g * max(canvas[v, u], 0.0), 1e-12)
+    return out
+
+
+@njit(cache=True)
 def _spot_profiles(x, y, s, w, nx, ny, px, py):
     """1D profiles of a spot over its window: px[0..2] = gx, dgx/dx, dgx/ds (and py for
     y); returns the window's corner (u0, v0)."""
@@ -285,10 +298,7 @@ def _sandwich(residual, model, v0, g, params, free_s, weighted, fit_k, pairs, ro
     ny, nx = residual.shape
     n = params.shape[0]
     m = 2 * 48 + 1
-    ivar = np.empty((ny, nx))     # 1 / the pixels' noise variance
-    for v in range(ny):
-        for u in range(nx):
-            ivar[v, u] = 1.0 / max(v0 + g * max(model[v, u], 0.0), 1e-12)
+    ivar = inverse_variance(model, v0, g)     # 1 / the pixels' noise variance
     pxi = np.empty((3, m))
     pyi = np.empty((3, m))
     pxj = np.empty((3, m))

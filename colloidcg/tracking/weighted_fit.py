@@ -201,18 +201,6 @@ def _weighted_sweep(sub, canvas, ivar, params, order, n_newton, fit_k, render_k,
 
 
 @njit(cache=True)
-def _inverse_variance(canvas, v0, g):
-    """1 / (v0 + g * max(canvas, 0)) per pixel (floored at 1e-12), ndarray like
-    ``canvas``: one pass, where numpy's expression made four image-sized temporaries."""
-    ny, nx = canvas.shape
-    out = np.empty((ny, nx))
-    for v in range(ny):
-        for u in range(nx):
-            out[v, u] = 1.0 / max(v0 + g * max(canvas[v, u], 0.0), 1e-12)
-    return out
-
-
-@njit(cache=True)
 def _profile_buffers(m):
     """Scratch for one axis of ``_profile`` (m = window length): g, dg/dx, dg/ds, mask,
     offset."""
@@ -412,7 +400,7 @@ def weighted_polish(sub: np.ndarray, model, sigma: float, sweeps: int | None = N
     caches are left stale), the widths first shrunk towards their populations'
     (:func:`shrink_widths`, with SHRINK_WIDTHS) and then held. ``sub`` (Y, X): the frame
     less its background map. Returns the noise model (v0, g)."""
-    from .uncertainty import noise_model
+    from .uncertainty import inverse_variance, noise_model
 
     params = model.params
     if len(params) == 0:
@@ -426,7 +414,7 @@ def weighted_polish(sub: np.ndarray, model, sigma: float, sweeps: int | None = N
             model.canvas[...] = _Model(model.canvas.shape, params).canvas
     # the weights: 1 / the noise variance of the unweighted fit's model, held through
     # the sweeps (the variance is a property of the expected image, not of each step)
-    ivar = _inverse_variance(model.canvas, v0, g)
+    ivar = inverse_variance(model.canvas, v0, g)
     order = np.arange(len(params))
     for _ in range(WEIGHTED_SWEEPS if sweeps is None else sweeps):
         _weighted_sweep(sub, model.canvas, ivar, params, order, WEIGHTED_NEWTON,
