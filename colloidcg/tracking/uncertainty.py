@@ -344,7 +344,7 @@ def _sandwich(residual, model, v0, g, params, free_s, weighted, fit_k, pairs, ro
         chi = 0.0
         npix = max(kb - ka, 0) * max(lb - la, 0)
         if weighted and npar == 3:
-            # the default (weighted fit of x, y, A): scalar sums, one division a pixel
+            # the default (weighted fit of x, y, A): scalar sums (the weights precomputed in ivar)
             f00 = f01 = f02 = f11 = f12 = f22 = 0.0
             # (slices indexed from 0: no negative-index handling, vector loads)
             gxs = pxi[0, ka:kb]
