@@ -86,3 +86,56 @@ def test_solve_of_the_free_block_matches_numpy():
         assert np.abs(step - want).max() <= 1e-9 * (np.abs(want).max() + 1)
     bad = -np.eye(7)
     assert not _solve_free(bad, np.ones(7), np.ones(7, np.int64), step, work, idx)
+
+
+def test_blob_strength_rows_equal_the_per_pixel_strength_edges_included():
+    from colloidcg.tracking.params import _doh, _doh_row, _doh_track
+
+    rng = np.random.default_rng(2)
+    g = rng.normal(size=(23, 31)).astype(np.float32)
+    row = np.empty(31)
+    for v in range(23):
+        _doh_row(g, v, 2.5, row)
+        assert np.array_equal(row, [_doh(g, v, u, 2.5) for u in range(31)])
+    # the kept maxima: per pixel and polarity the strongest over the scales, its scale and z
+    best, scale, z = (np.zeros((2, 23, 31), np.float32) for _ in range(3))
+    want = np.zeros((2, 23, 31))
+    want_s = np.zeros((2, 23, 31))
+    for s in (1.0, 2.0, 3.0):
+        gs = (g * s + rng.normal(size=g.shape)).astype(np.float32)
+        _doh_track(gs, s, s, 0.5, best, scale, z)
+        b = np.array([[_doh(gs, v, u, s) for u in range(31)] for v in range(23)])
+        for k, bk in enumerate((b, -b)):
+            up = bk > want[k]
+            want[k][up], want_s[k][up] = bk[up], s
+    assert np.array_equal(best, want.astype(np.float32))
+    assert np.array_equal(scale, want_s.astype(np.float32))
+    assert np.array_equal(z, (want / 0.5).astype(np.float32))
+    # both polarities and every scale were kept somewhere
+    assert all((scale[k] == s).any() for k in range(2) for s in (1.0, 2.0, 3.0))
+
+
+def test_part_pairs_hold_every_pair_the_rules_compare_and_drop_parts_is_unchanged():
+    from colloidcg.neighbours import pairs
+    from colloidcg.tracking.params import PART_REACH, _part_pairs, _parts_kept, drop_parts
+    from colloidcg.tracking.refine import pairs_csr
+
+    rng = np.random.default_rng(3)
+    for t in range(40):
+        n = int(rng.integers(2, 400))
+        scales = rng.choice([1.0, 1.6, 2.5, 4.0, 10.0, 25.0], size=n,
+                            p=[0.2, 0.3, 0.3, 0.15, 0.04, 0.01] if t % 2 else None)
+        b = np.c_[rng.uniform(0, 300, (n, 2)).round(), scales, rng.uniform(1, 10, n)]
+        b = b[np.argsort(-b[:, 3])]
+        found = _part_pairs(b)
+        key = set(map(tuple, np.sort(found, axis=1)))
+        assert len(key) == len(found)                      # each pair once
+        assert all(i != j for i, j in key)
+        # every pair within PART_REACH of its larger scale is there
+        allp, dist = pairs(b[:, :2], PART_REACH * b[:, 2].max(), distances=True)
+        need = dist <= PART_REACH * np.maximum(b[allp[:, 0], 2], b[allp[:, 1], 2])
+        assert set(map(tuple, allp[need])) <= key
+        # and the kept blobs equal those of one reach for all
+        ptr, nbr = pairs_csr(allp, n)
+        want = b[_parts_kept(b, ptr, nbr, np.argsort(-b[:, 2], kind="stable"))]
+        assert np.array_equal(drop_parts(b), want)

@@ -192,15 +192,34 @@ def _doh(g, v, u, norm):
 
 
 @njit(cache=True)
+def _doh_row(g, v, norm, out):
+    """:func:`_doh` along row v of g, into ``out`` (float64, length X). (The interior
+    is written out without clamped indices, a loop that compiles to vector code: 4x
+    faster than calling :func:`_doh` per pixel, with the same values.)"""
+    ny, nx = g.shape
+    r0, r1, r2 = g[max(v - 1, 0)], g[v], g[min(v + 1, ny - 1)]
+    for u in range(1, nx - 1):
+        c = r1[u]
+        lxx = r1[u + 1] - 2.0 * c + r1[u - 1]
+        lyy = r2[u] - 2.0 * c + r0[u]
+        lxy = 0.25 * (r2[u + 1] - r2[u - 1] - r0[u + 1] + r0[u - 1])
+        b = norm * math.sqrt(max(lxx * lyy - lxy * lxy, 0.0))
+        out[u] = b if lxx + lyy < 0.0 else -b
+    out[0] = _doh(g, v, 0, norm)
+    out[nx - 1] = _doh(g, v, nx - 1, norm)
+
+
+@njit(cache=True)
 def _doh_rms(g, norm):
     """Root mean square of the blob strength over the interior of g."""
     ny, nx = g.shape
+    row = np.empty(nx, np.float64)
     acc = 0.0
     n = 0
     for v in range(2, ny - 2):
+        _doh_row(g, v, norm, row)
         for u in range(2, nx - 2):
-            b = _doh(g, v, u, norm)
-            acc += b * b
+            acc += row[u] * row[u]
             n += 1
     return math.sqrt(acc / max(n, 1))
 
@@ -210,15 +229,17 @@ def _doh_track(g, norm, s, unit, best, scale, z):
     """Keep, per pixel and polarity (index 0 bright, 1 dark), the strongest blob strength
     over the scales seen so far, its scale and its strength in noise units."""
     ny, nx = g.shape
+    row = np.empty(nx, np.float64)
     for v in range(ny):
-        for u in range(nx):
-            b = _doh(g, v, u, norm)
-            k = 0 if b >= 0.0 else 1
-            b = abs(b)
-            if b > best[k, v, u]:
-                best[k, v, u] = b
-                scale[k, v, u] = s
-                z[k, v, u] = b / unit
+        _doh_row(g, v, norm, row)
+        for k in range(2):
+            bk, sk, zk = best[k, v], scale[k, v], z[k, v]
+            for u in range(nx):
+                b = row[u] if k == 0 else -row[u]
+                if b > bk[u]:
+                    bk[u] = b
+                    sk[u] = s
+                    zk[u] = b / unit
 
 
 @njit(cache=True)
@@ -376,14 +397,44 @@ PART_REACH, PART_SCALE, PART_STRENGTH = 2.0, 1.5, 0.5
 def drop_parts(blobs: np.ndarray) -> np.ndarray:
     """The blobs (N, 4: x, y, scale, strength; strongest first) that are not parts of
     another blob of the same polarity (see PART_REACH); order kept."""
-    from .refine import _neighbours
+    from .refine import pairs_csr
 
     if len(blobs) < 2:
         return blobs
     b = np.ascontiguousarray(blobs, dtype=np.float64)
-    ptr, nbr = _neighbours(b, PART_REACH * float(b[:, 2].max()))
+    ptr, nbr = pairs_csr(_part_pairs(b), len(b))
     by_scale = np.argsort(-b[:, 2], kind="stable")
     return blobs[_parts_kept(b, ptr, nbr, by_scale)]
+
+
+def _part_pairs(b: np.ndarray) -> np.ndarray:
+    """Unordered pairs (P, 2) of the blobs ``b`` (N, 4) that :func:`_parts_kept` must
+    compare: at least those within PART_REACH of the larger of their two scales.
+
+    Every rule of :func:`drop_parts` concerns a pair within PART_REACH of its larger
+    scale, so one reach for all (PART_REACH x the largest scale) finds all of them, but
+    with a few large blobs among many small ones nearly all of the pairs it finds are
+    too far apart to matter (a dense frame's scan: 86 000 pairs, of which some 3 000
+    are needed). So the blobs are cut at a scale c: pairs among those up to c within
+    PART_REACH c, and pairs of each larger blob with every blob within PART_REACH x the
+    largest scale; c is the scale that minimises the number of pairs this looks at
+    (for uniformly spread blobs)."""
+    from ..neighbours import Tree
+
+    s = b[:, 2]
+    n, s_max = len(b), float(s.max())
+    cuts = np.unique(s)
+    n_small = np.searchsorted(np.sort(s), cuts, side="right")
+    cost = n_small.astype(np.float64) ** 2 * cuts ** 2 + 2.0 * (n - n_small) * n * s_max ** 2
+    cut = float(cuts[int(np.argmin(cost))])
+    small, large = np.flatnonzero(s <= cut), np.flatnonzero(s > cut)
+    found = [small[Tree(b[small, :2]).pairs(PART_REACH * cut, sort=False)]]
+    if len(large):
+        i, j, _ = Tree(b[large, :2]).distances_to(Tree(b[:, :2]), PART_REACH * s_max)
+        i = large[i]
+        once = (s[j] <= cut) | (i < j)      # a pair of two large blobs: found from both
+        found.append(np.c_[i[once], j[once]])
+    return np.vstack(found).reshape(-1, 2)
 
 
 @njit(cache=True)

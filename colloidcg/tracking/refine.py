@@ -635,8 +635,12 @@ def _neighbours(params, reach):
     """CSR lists of the spots within ``reach`` px of each spot."""
     from ..neighbours import pairs as close_pairs
 
-    n = len(params)
-    pairs = close_pairs(params[:, :2], reach)
+    return pairs_csr(close_pairs(params[:, :2], reach), len(params))
+
+
+def pairs_csr(pairs: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """CSR neighbour lists (``ptr`` (n + 1,), ``nbr``; int64) of n points from their
+    unordered pairs (P, 2): each pair listed under both of its points."""
     src = np.r_[pairs[:, 0], pairs[:, 1]]
     dst = np.r_[pairs[:, 1], pairs[:, 0]]
     o = np.argsort(src, kind="stable")
