@@ -32,7 +32,7 @@ The signs, and the thresholds (warning / unreliable) at which they count:
   legitimately all noise) and "unreliable" when > 0.8 together with a low frame
   correlation, the signature of linking noise to noise.
 
-Calibrated on cases with known truth in ``tests/test_quality.py``: dense and dilute
+Calibrated on cases with known truth in ``tests/test_tracking_robust.py``: dense and dilute
 synthetic videos from two renderers say "ok"; videos of pure noise, frames
 re-drawn at random, and a diameter far too small never do.
 """
