@@ -88,7 +88,7 @@ def main() -> None:
     from colloidcg.neighbours import count_within
     from colloidcg.rearrangements import detect, softness_baseline
     from colloidcg.rearrangements.scoring import auc, score_against_softness
-    from colloidcg.train import TrainConfig, fit
+    from colloidcg.train import TrainConfig
     from colloidcg.train.carried import carry_along
 
     tracks = bench.soft_spot_system()
@@ -98,25 +98,11 @@ def main() -> None:
     labels = t[["frame", "particle", "rearranging"]]
     early = tracks[tracks["frame"] < soft.split_frame]
     traj = from_tracks(early, None, fps=1.0, um_per_px=1.0, labels=labels[labels["frame"] < soft.split_frame])
-    if args.load:
-        import json
-
-        from colloidcg.core.persist import load_model
-
-        model, _ = load_model(args.load)
-        report = json.loads((Path(args.load) / "fit_report.json").read_text())
-    else:
-        fitted = fit(traj, TrainConfig(epochs=args.epochs, patience=args.epochs, aux_weight=args.aux_weight,
-                                       horizon=2, edge=0, progress=False, seed=args.seed, s_memory="carried",
-                                       cutoff=14.3, n_s=args.n_s, s_heat=args.s_heat,
-                                       ordered_s=args.ordered_s))
-        model, report = fitted.model, {**fitted.report, "history": fitted.history}
-        if args.save:
-            from colloidcg.core.persist import save_model
-            from colloidcg.outputs import atomic_write_json
-
-            save_model(model, args.save)
-            atomic_write_json(Path(args.save) / "fit_report.json", report)
+    model, report = fit_or_load(traj, TrainConfig(epochs=args.epochs, patience=args.epochs, aux_weight=args.aux_weight,
+                                                  horizon=2, edge=0, progress=False, seed=args.seed,
+                                                  s_memory="carried", cutoff=14.3, n_s=args.n_s,
+                                                  s_heat=args.s_heat, ordered_s=args.ordered_s),
+                                args.load, args.save)
     print("training (validation NLL per epoch, the best epoch is kept): "
           + ", ".join(f"{h['epoch']}: {h['val_nll']:.4f}" for h in report["history"])
           + f"; best epoch {report['best_epoch']}; heat weights w "
@@ -224,6 +210,25 @@ def main() -> None:
             acc = x[1:T - 1].sum(0)
             print(f"| {name} | {x[quiet[:, :] & (np.arange(T) > 0)[:, None]].mean():+.4f} | {qr.std():.4f} | "
                   f"{acc.mean():+.2f} | {acc.std():.2f} | {np.corrcoef(qr, S[0])[0, 1]:+.2f} |")
+
+
+def fit_or_load(traj, cfg, load: str | None, save: str | None):
+    """(model, fit report with its history): the model saved in folder ``load`` by an earlier
+    run, or trained on ``traj`` with ``cfg`` (and saved to folder ``save`` when given)."""
+    import json
+
+    from colloidcg.core.persist import load_model, save_model
+    from colloidcg.outputs import atomic_write_json
+    from colloidcg.train import fit
+
+    if load:
+        return load_model(load)[0], json.loads((Path(load) / "fit_report.json").read_text())
+    fitted = fit(traj, cfg)
+    report = {**fitted.report, "history": fitted.history}
+    if save:
+        save_model(fitted.model, save)
+        atomic_write_json(Path(save) / "fit_report.json", report)
+    return fitted.model, report
 
 
 def shear_budget_oracle() -> None:

@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import rearrangements as bench  # noqa: E402
+from rearrangements_carried_diagnosis import fit_or_load  # noqa: E402
 
 
 def main() -> None:
@@ -56,7 +57,7 @@ def main() -> None:
     from colloidcg.data import from_tracks
     from colloidcg.rearrangements import softness_baseline
     from colloidcg.rearrangements.scoring import score_against_softness
-    from colloidcg.train import TrainConfig, fit
+    from colloidcg.train import TrainConfig
     from colloidcg.train.calibrate import build_model
     from colloidcg.train.carried import carry_along
     from colloidcg.train.fitting import seed_everything, with_edge_halo
@@ -74,22 +75,7 @@ def main() -> None:
     traj = from_tracks(early, None, fps=1.0, um_per_px=1.0, labels=labels[labels["frame"] < soft.split_frame])
     cfg = TrainConfig(epochs=args.epochs, patience=args.epochs, aux_weight=args.aux_weight, horizon=lag, edge=0,
                       progress=False, seed=args.seed, s_memory="carried")
-    if args.load:
-        import json
-
-        from colloidcg.core.persist import load_model
-
-        model, _ = load_model(args.load)
-        report = json.loads((Path(args.load) / "fit_report.json").read_text())
-    else:
-        fitted = fit(traj, cfg)
-        model, report = fitted.model, fitted.report
-        if args.save:
-            from colloidcg.core.persist import save_model
-            from colloidcg.outputs import atomic_write_json
-
-            save_model(model, args.save)
-            atomic_write_json(Path(args.save) / "fit_report.json", report)
+    model, report = fit_or_load(traj, cfg, args.load, args.save)
     cutoff = float(model.config.cutoff)
     print(f"trained: cutoff {cutoff:.1f} px, best epoch {report['best_epoch']}, held-out NLL "
           f"{report['best_val_nll']:.5f} per row")
