@@ -30,6 +30,13 @@ matched within 4 px (:func:`colloidcg.tracking.accuracy.score_tracks`).
 
     python benchmarks/tracking.py                 # 40 frames
     python benchmarks/tracking.py --frames 100 --repeats 1
+    python benchmarks/tracking.py --condition "issue 15 case"   # another renderer, crowded
+
+With ``--condition NAME`` the same table is measured on a 512 x 512 px video of one of the
+conditions below (:func:`tracking_conditions.speed_video`), drawn by the independent
+renderer: crowded bidisperse spots, bright-field rings, Airy spots and so on, where the
+locator takes paths the dense preset does not (shared widths and the partner search,
+own-light positions).
 
 Conditions mode (issue 15, item 4): accuracy over many imaging conditions, rendered by
 the independent renderer :mod:`colloidcg.synthetic.scenes` (not the renderer colloidcg is
@@ -62,6 +69,10 @@ def main(argv=None) -> int:
     ap.add_argument("--only", default=None,
                     help="with --conditions: condition names to run, separated by semicolons")
     ap.add_argument("--json", action="store_true", help="with --conditions: print JSON")
+    ap.add_argument("--condition", default=None,
+                    help="the speed table on a 512 x 512 px video of this imaging condition (a name "
+                         "from --conditions, e.g. 'issue 15 case'), rendered by colloidcg.synthetic.scenes, "
+                         "instead of the dense preset")
     args = ap.parse_args(argv)
     if args.conditions or args.scenes:
         sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -80,8 +91,16 @@ def main(argv=None) -> int:
 
     tp.quiet()
     warnings.simplefilter("ignore")
-    cfg = SynthConfig.preset("dense", n_frames=args.frames, seed=args.seed)
-    frames, truth, _ = make_video(cfg, progress=False)
+    if args.condition:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from tracking_conditions import speed_video
+
+        frames, truth, cond = speed_video(args.condition, args.frames, args.seed)
+        what = f"Condition {cond.name!r} ({cond.describe()}), rendered by colloidcg.synthetic.scenes"
+    else:
+        cfg = SynthConfig.preset("dense", n_frames=args.frames, seed=args.seed)
+        frames, truth, _ = make_video(cfg, progress=False)
+        what = f"Dense synthetic video (area fraction {cfg.area_fraction})"
     n, shape = len(frames), frames.shape[1:]
     n_true = truth.groupby("frame").size().mean()
 
@@ -94,7 +113,7 @@ def main(argv=None) -> int:
 
     def run_trackpy():
         t0 = time.perf_counter()
-        f = tp.batch(frames, tpp.diameter, minmass=tpp.minmass, separation=tpp.separation,
+        f = tp.batch(frames, tpp.diameter, minmass=tpp.minmass, separation=tpp.separation, invert=bool(tpp.invert),
                      processes="auto")
         t1 = time.perf_counter()
         linked = tp.link(f, search_range, memory=3)
@@ -110,7 +129,7 @@ def main(argv=None) -> int:
         return r.tracks
 
     def run_trackpy_locate():
-        return tp.batch(frames, tpp.diameter, minmass=tpp.minmass, separation=tpp.separation,
+        return tp.batch(frames, tpp.diameter, minmass=tpp.minmass, separation=tpp.separation, invert=bool(tpp.invert),
                         processes="auto")
 
     def run_colloidcg_locate():
@@ -143,8 +162,7 @@ def main(argv=None) -> int:
         rows.append((name, n / best, s.recall, s.precision, s.rms_error,
                      s.link_accuracy if linked else float("nan")))
 
-    print(f"Dense synthetic video: {n} frames of {shape[1]} x {shape[0]} px, "
-          f"{n_true:.0f} particles per frame, area fraction {cfg.area_fraction}; "
+    print(f"{what}: {n} frames of {shape[1]} x {shape[0]} px, {n_true:.0f} particles per frame; "
           f"{os.cpu_count()} cores; best of {args.repeats} run(s), JIT warm-up excluded.")
     print(f"trackpy parameters: diameter={tpp.diameter}, separation={tpp.separation:.3g}, "
           f"minmass={tpp.minmass:.4g}, search_range={search_range:.3g}")

@@ -179,12 +179,14 @@ def full_conditions() -> list[Condition]:
 
 # ---------------------------------------------------------------------------- one condition
 
-def render_condition(c: Condition, n_frames: int, seed: int):
+def render_condition(c: Condition, n_frames: int, seed: int, side: int | None = None):
+    """Frames, truth, shape, trajectory, diameters and signal level of condition ``c``,
+    on ``side`` x ``side`` px (default: 16 of its largest diameters, at least 192)."""
     from colloidcg.synthetic import scenes as S
 
     rng = np.random.default_rng(seed)
     ds = c.species()
-    side = int(max(192, 16 * max(ds)))
+    side = int(side or max(192, 16 * max(ds)))
     shape = (side, side)
     k = 1.0 - c.softness
     dsa = np.asarray(ds, float)
@@ -200,6 +202,19 @@ def render_condition(c: Condition, n_frames: int, seed: int):
               jpeg_quality=c.jpeg_quality, **level)
     frames, truth = S.video(traj, diam, shape, rng=rng, **kw)
     return frames, truth, shape, traj, diam, level
+
+
+def speed_video(name: str, n_frames: int, seed: int, side: int = 512):
+    """A ``side`` x ``side`` px video of the quick or full condition called ``name``
+    (:func:`render_condition`), for the speed table of ``benchmarks/tracking.py
+    --condition NAME``. Returns (frames (T, H, W), truth DataFrame, the Condition)."""
+    by_name = {c.name: c for c in quick_conditions() + full_conditions()}
+    if name not in by_name:
+        raise SystemExit(f"--condition: unknown condition {name!r}; expected one of: "
+                         + "; ".join(sorted(by_name)))
+    c = by_name[name]
+    frames, truth = render_condition(c, n_frames, seed, side)[:2]
+    return frames, truth, c
 
 
 def _crb_summary(cr):

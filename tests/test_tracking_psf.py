@@ -198,3 +198,76 @@ def test_merged_airy_pairs_split_with_nothing_left_between(seed, monkeypatch):
     assert len(found) == len(pos) and len(i_f) == len(pos)
     monkeypatch.setattr(refine_mod, "PRUNE_FRACTION", 0.0)
     assert len(fit()["x"]) > len(pos)
+
+
+def _own_light_reference(residual, x, y, amplitude, sigma, weight, scale, knots, radius,
+                         knot_px=0.5, n_iter=5, noise_gain=1.0):
+    """own_light_centroids written with numpy per spot (the compiled loop's specification)."""
+    import math
+
+    from scipy.special import erf
+
+    h, w = residual.shape
+    ox, oy = np.array(x, dtype=float), np.array(y, dtype=float)
+    ep = np.full(len(ox), np.nan)
+    for i in range(len(x)):
+        rad = radius * scale[i]
+        half = int(math.ceil(rad)) + 2
+        cu, cv = int(round(x[i])), int(round(y[i]))
+        u0, u1 = max(0, cu - 2 * half), min(w, cu + 2 * half + 1)
+        v0, v1 = max(0, cv - 2 * half), min(h, cv + 2 * half + 1)
+        if u1 - u0 < 3 or v1 - v0 < 3:
+            continue
+        u, v = np.arange(u0, u1, dtype=float), np.arange(v0, v1, dtype=float)
+        s = math.sqrt(2.0) * sigma[i]
+        gx = 0.5 * (erf((u + 0.5 - x[i]) / s) - erf((u - 0.5 - x[i]) / s))
+        gy = 0.5 * (erf((v + 0.5 - y[i]) / s) - erf((v - 0.5 - y[i]) / s))
+        r = np.hypot(u[None, :] - x[i], v[:, None] - y[i]) / (knot_px * scale[i])
+        k = np.minimum(r.astype(np.int64), len(knots) - 1)
+        f = r - k
+        prof = np.where(k < len(knots) - 1, knots[k] * (1 - f) + knots[np.minimum(k + 1, len(knots) - 1)] * f, 0.0)
+        own = np.maximum(residual[v0:v1, u0:u1] + amplitude[i] * gy[:, None] * gx[None, :] + weight[i] * prof, 0.0)
+        cx, cy = float(x[i]), float(y[i])
+        for _ in range(n_iter):
+            disc = (u[None, :] - cx) ** 2 + (v[:, None] - cy) ** 2 <= rad * rad
+            tot = (own * disc).sum()
+            if tot <= 0:
+                break
+            nx_, ny_ = ((own * disc).sum(0) * u).sum() / tot, ((own * disc).sum(1) * v).sum() / tot
+            moved = math.hypot(nx_ - cx, ny_ - cy)
+            cx, cy = nx_, ny_
+            if moved < 1e-3:
+                break
+        if math.hypot(cx - x[i], cy - y[i]) < half:
+            d2 = (u[None, :] - cx) ** 2 + (v[:, None] - cy) ** 2
+            disc = d2 <= rad * rad
+            tot = float((own * disc).sum())
+            if tot > 0:
+                ox[i], oy[i] = cx, cy
+                rim = np.abs(np.sqrt(d2) - rad) < 0.5
+                b = math.pi * rad * rad * float(own[rim].mean()) / tot if rim.any() else 0.0
+                ep[i] = (math.sqrt(float(np.mean(residual[v0:v1, u0:u1][disc] ** 2)) * 0.5
+                                   * float((d2 * disc).sum()) * noise_gain) / tot / (1.0 - min(max(b, 0.0), 0.8)))
+    return ox, oy, ep
+
+
+def test_own_light_centroids_equal_their_numpy_specification_at_edges_and_half_pixels():
+    from colloidcg.tracking.psf import own_light_centroids
+
+    rng = np.random.default_rng(0)
+    h, w = 120, 140
+    residual = rng.normal(0, 1, (h, w))
+    n = 80
+    x, y = rng.uniform(-3, w + 2, n), rng.uniform(-3, h + 2, n)
+    # half-pixel centres (rounding), corners and a spot off the frame
+    x[:6] = [10.5, 20.5, 31.5, 0.0, 139.0, -30.0]
+    y[:6] = [10.5, 11.5, 12.5, 0.0, 119.0, 50.0]
+    args = (residual, x, y, rng.uniform(5, 50, n), rng.uniform(1, 3, n), rng.uniform(0, 5, n),
+            rng.uniform(0.8, 1.2, n), rng.normal(0, 1, 12), 4.0)
+    got = own_light_centroids(*args, noise_gain=1.3)
+    want = _own_light_reference(*args, noise_gain=1.3)
+    assert np.isnan(got[2][5]) and got[0][5] == -30.0          # no window: kept, ep NaN
+    assert np.isfinite(got[2]).sum() > 60
+    for g, r in zip(got, want):
+        assert np.array_equal(np.isnan(g), np.isnan(r))
+        assert np.nanmax(np.abs(g - r)) < 1e-9

@@ -174,58 +174,102 @@ def own_light_centroids(residual: np.ndarray, x: np.ndarray, y: np.ndarray, ampl
     by sqrt(``noise_gain``) (:func:`correlated_noise_gain`: the residual is not white). A spot
     whose centroid cannot be taken keeps its position and gets ep = NaN.
     """
-    from scipy.special import erf
-
-    h, w = residual.shape
     ox, oy = np.array(x, dtype=np.float64), np.array(y, dtype=np.float64)
     ep = np.full(len(ox), np.nan)
+    _own_light(np.ascontiguousarray(residual, dtype=np.float64), _f64(x), _f64(y), _f64(amplitude),
+               _f64(sigma), _f64(weight), _f64(scale), _f64(knots), float(radius), float(knot_px),
+               int(n_iter), float(noise_gain), ox, oy, ep)
+    return ox, oy, ep
+
+
+@njit(cache=True)
+def _own_light(residual, x, y, amplitude, sigma, weight, scale, knots, radius, knot_px, n_iter,
+               noise_gain, ox, oy, ep):
+    """:func:`own_light_centroids` (a compiled loop over the spots: a bright-field frame
+    has thousands, and per spot numpy spent most of a frame's time in small calls).
+    Writes ox, oy, ep in place."""
+    h, w = residual.shape
+    nk = knots.shape[0]
     s2 = math.sqrt(2.0)
-    for i in range(len(x)):
+    for i in range(x.shape[0]):
+        xi, yi = x[i], y[i]
         rad = radius * scale[i]
         half = int(math.ceil(rad)) + 2
-        cu, cv = int(round(x[i])), int(round(y[i]))
+        cu, cv = int(np.rint(xi)), int(np.rint(yi))
         u0, u1 = max(0, cu - 2 * half), min(w, cu + 2 * half + 1)
         v0, v1 = max(0, cv - 2 * half), min(h, cv + 2 * half + 1)
         if u1 - u0 < 3 or v1 - v0 < 3:
             continue
-        u = np.arange(u0, u1, dtype=np.float64)
-        v = np.arange(v0, v1, dtype=np.float64)
-        gx = 0.5 * (erf((u + 0.5 - x[i]) / (s2 * sigma[i])) - erf((u - 0.5 - x[i]) / (s2 * sigma[i])))
-        gy = 0.5 * (erf((v + 0.5 - y[i]) / (s2 * sigma[i])) - erf((v - 0.5 - y[i]) / (s2 * sigma[i])))
-        r = np.hypot(u[None, :] - x[i], v[:, None] - y[i]) / (knot_px * scale[i])
-        k = np.minimum(r.astype(np.int64), len(knots) - 1)
-        f = r - k
-        prof = np.where(k < len(knots) - 1,
-                        knots[k] * (1 - f) + knots[np.minimum(k + 1, len(knots) - 1)] * f, 0.0)
-        own = residual[v0:v1, u0:u1] + amplitude[i] * gy[:, None] * gx[None, :] + weight[i] * prof
-        np.maximum(own, 0.0, out=own)
-        cx, cy = float(x[i]), float(y[i])
+        nu, nv = u1 - u0, v1 - v0
+        sg = s2 * sigma[i]
+        gx = np.empty(nu)
+        for a in range(nu):
+            uu = u0 + a
+            gx[a] = 0.5 * (math.erf((uu + 0.5 - xi) / sg) - math.erf((uu - 0.5 - xi) / sg))
+        gy = np.empty(nv)
+        for b in range(nv):
+            vv = v0 + b
+            gy[b] = 0.5 * (math.erf((vv + 0.5 - yi) / sg) - math.erf((vv - 0.5 - yi) / sg))
+        own = np.empty((nv, nu))
+        ks = knot_px * scale[i]
+        for b in range(nv):
+            for a in range(nu):
+                r = math.hypot(u0 + a - xi, v0 + b - yi) / ks
+                k = min(int(r), nk - 1)
+                prof = 0.0
+                if k < nk - 1:
+                    f = r - k
+                    prof = knots[k] * (1 - f) + knots[k + 1] * f
+                val = residual[v0 + b, u0 + a] + amplitude[i] * gy[b] * gx[a] + weight[i] * prof
+                own[b, a] = val if val > 0.0 else 0.0
+        cx, cy = xi, yi
+        r2 = rad * rad
         for _ in range(n_iter):
-            disc = (u[None, :] - cx) ** 2 + (v[:, None] - cy) ** 2 <= rad * rad
-            wgt = own * disc
-            tot = wgt.sum()
+            tot = 0.0
+            sx = 0.0
+            sy = 0.0
+            for b in range(nv):
+                dv = (v0 + b - cy) ** 2
+                for a in range(nu):
+                    if (u0 + a - cx) ** 2 + dv <= r2:
+                        q = own[b, a]
+                        tot += q
+                        sx += q * (u0 + a)
+                        sy += q * (v0 + b)
             if tot <= 0:
                 break
-            nx_, ny_ = float((wgt.sum(axis=0) * u).sum() / tot), float((wgt.sum(axis=1) * v).sum() / tot)
+            nx_, ny_ = sx / tot, sy / tot
             moved = math.hypot(nx_ - cx, ny_ - cy)
             cx, cy = nx_, ny_
             if moved < 1e-3:
                 break
-        if math.hypot(cx - x[i], cy - y[i]) < half:
-            disc = (u[None, :] - cx) ** 2 + (v[:, None] - cy) ** 2 <= rad * rad
-            tot = float((own * disc).sum())
-            if tot > 0:
-                ox[i], oy[i] = cx, cy
-                s2_res = float(np.mean(residual[v0:v1, u0:u1][disc] ** 2))
-                d2 = (u[None, :] - cx) ** 2 + (v[:, None] - cy) ** 2
-                m2 = float((d2 * disc).sum())
-                # the disc follows the centroid, which amplifies its noise by 1 / (1 - b),
-                # b = pi R^2 I(R) / sum I (I(R): the light on the disc's rim)
-                rim = np.abs(np.sqrt(d2) - rad) < 0.5
-                b = math.pi * rad * rad * float(own[rim].mean()) / tot if rim.any() else 0.0
-                ep[i] = (math.sqrt(s2_res * 0.5 * m2 * noise_gain) / tot
-                         / (1.0 - min(max(b, 0.0), 0.8)))
-    return ox, oy, ep
+        if math.hypot(cx - xi, cy - yi) >= half:
+            continue
+        tot = 0.0
+        res2 = 0.0
+        m2 = 0.0
+        n_disc = 0
+        rim = 0.0
+        n_rim = 0
+        for b in range(nv):
+            for a in range(nu):
+                d2 = (u0 + a - cx) ** 2 + (v0 + b - cy) ** 2
+                if d2 <= r2:
+                    tot += own[b, a]
+                    res2 += residual[v0 + b, u0 + a] ** 2
+                    m2 += d2
+                    n_disc += 1
+                if abs(math.sqrt(d2) - rad) < 0.5:
+                    rim += own[b, a]
+                    n_rim += 1
+        if tot <= 0:
+            continue
+        ox[i], oy[i] = cx, cy
+        # the disc follows the centroid, which amplifies its noise by 1 / (1 - b),
+        # b = pi R^2 I(R) / sum I (I(R): the light on the disc's rim)
+        bb = math.pi * r2 * (rim / n_rim) / tot if n_rim > 0 else 0.0
+        ep[i] = (math.sqrt(res2 / n_disc * 0.5 * m2 * noise_gain) / tot
+                 / (1.0 - min(max(bb, 0.0), 0.8)))
 
 
 def correlated_noise_gain(residual: np.ndarray, radius: float) -> float:
