@@ -343,29 +343,42 @@ def carried_without_conduction(model, whole, loc_var: float) -> np.ndarray:
 
 
 def likelihood_use(model, whole, S, loc_var: float, split: int, near: np.ndarray) -> dict:
-    """{S used: (per-row NLL (nats), rows next to a shear (bool)), concatenated over the
-    training frames 1..split-2}: the one-step NLL of each row's next velocity with the
-    carried S ``S`` (T, N, n_s), with S at entry (frame 0) and with S replaced by its mean
-    over particles; ``near`` (T, N) marks the rows next to a shear."""
+    """{S used: (per-row NLL (nats), rows marked by ``near`` (bool))}, concatenated over
+    the training frames 1..split-2 and the particles present at t - 1, t and t + 1: the
+    one-step NLL of each row's next velocity with the carried S ``S`` (T, N, n_s), with S at
+    each particle's entry (its first frame) and with S replaced by its mean over the
+    particles present; ``near`` (T, N) marks the rows next to an event (a shear, a labelled
+    rearrangement). Also prints the temperature contrast the carried S sets (std / mean of
+    theta over the particles present, median over the frames)."""
     import torch
 
     from colloidcg.core.config import State
     from colloidcg.core.graph import find_pairs
     from colloidcg.core.loss import moments_nll, transition_mean_cov
 
-    out = {"carried S (scored)": [], "S at entry (encoded at frame 0, not carried)": [],
+    present = torch.isfinite(whole.pos[..., 0])
+    entry = present.to(torch.int64).argmax(0)
+    S_entry = S[entry, torch.arange(S.shape[1])]
+    out = {"carried S (scored)": [], "S at entry (not carried)": [],
            "S's mean over particles (no structure)": []}
-    sh = []
+    sh, contrast = [], []
     with torch.no_grad():
         for f in range(1, split - 1):
-            r, v = whole.pos[f], whole.vel[f]
+            ok = (present[f] & present[f - 1] & present[f + 1] & torch.isfinite(S[f, :, 0])
+                  & torch.isfinite(S_entry[:, 0]) & torch.isfinite(whole.vel[f + 1][:, 0]))
+            r, v, Sf = whole.pos[f][ok], whole.vel[f][ok], S[f][ok]
             pairs = find_pairs(r, model.cutoff, whole.box)
             valid = torch.ones(r.shape[0], dtype=torch.bool)
-            for name, Sf in zip(out, (S[f], S[0], S[f].mean(0, keepdim=True).expand_as(S[f]))):
-                mom = transition_mean_cov(model, State(r, v, Sf, None), pairs, whole.dt, whole.box)
-                out[name].append(moments_nll(mom, whole.vel[f + 1], valid, whole.dt, loc_var).numpy())
-            sh.append(near[f])
+            for name, Su in zip(out, (Sf, S_entry[ok], Sf.mean(0, keepdim=True).expand_as(Sf))):
+                mom = transition_mean_cov(model, State(r, v, Su, None), pairs, whole.dt, whole.box)
+                out[name].append(moments_nll(mom, whole.vel[f + 1][ok], valid, whole.dt, loc_var).numpy())
+                if name.startswith("carried"):
+                    theta = mom.terms.thermo.theta
+                    contrast.append(float(theta.std() / theta.mean()))
+            sh.append(near[f][ok.numpy()])
     sh = np.concatenate(sh)
+    print(f"the temperature contrast the carried S sets: std / mean of theta over the particles present, "
+          f"median over the training frames {np.median(contrast):.4f}")
     return {k: (np.concatenate(x), sh) for k, x in out.items()}
 
 

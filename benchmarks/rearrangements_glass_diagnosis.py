@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import rearrangements as bench  # noqa: E402
-from rearrangements_carried_diagnosis import fit_or_load  # noqa: E402
+from rearrangements_carried_diagnosis import fit_or_load, likelihood_use  # noqa: E402
 
 
 def main() -> None:
@@ -150,45 +150,6 @@ def main() -> None:
         d = x - base
         print(f"| {name} | {d.sum() / n_f:+.3f} | {d[~sh].sum() / n_f:+.3f} | {d[sh].sum() / n_f:+.3f} |")
     print(f"(the NLL itself, with the carried S: {nll['carried S (scored)'][0].sum() / n_f:.1f} nats per frame)")
-
-
-def likelihood_use(model, whole, S, loc_var: float, split: int, near: np.ndarray) -> dict:
-    """{S used: (per-row NLL (nats), rows inside a labelled window (bool))}, concatenated
-    over the training frames 1..split-2 and the particles present at t and t + 1: the
-    one-step NLL of each row's next velocity with the carried S ``S`` (T, N, n_s), with S at
-    each particle's entry and with S replaced by its mean over the particles present (the
-    glass's particles leave and enter the field of view, so each frame's present ones are
-    taken; :func:`rearrangements_carried_diagnosis.likelihood_use` is the vacancy's, where
-    all stay)."""
-    import torch
-
-    from colloidcg.core.config import State
-    from colloidcg.core.graph import find_pairs
-    from colloidcg.core.loss import moments_nll, transition_mean_cov
-
-    present = torch.isfinite(whole.pos[..., 0])
-    entry = present.to(torch.int64).argmax(0)
-    S_entry = S[entry, torch.arange(S.shape[1])]
-    out = {"carried S (scored)": [], "S at entry (not carried)": [], "S's mean over particles (no structure)": []}
-    sh, contrast = [], []
-    with torch.no_grad():
-        for f in range(1, split - 1):
-            ok = (present[f] & present[f - 1] & present[f + 1] & torch.isfinite(S[f, :, 0])
-                  & torch.isfinite(S_entry[:, 0]) & torch.isfinite(whole.vel[f + 1][:, 0]))
-            r, v, Sf = whole.pos[f][ok], whole.vel[f][ok], S[f][ok]
-            pairs = find_pairs(r, model.cutoff, whole.box)
-            valid = torch.ones(r.shape[0], dtype=torch.bool)
-            for name, Su in zip(out, (Sf, S_entry[ok], Sf.mean(0, keepdim=True).expand_as(Sf))):
-                mom = transition_mean_cov(model, State(r, v, Su, None), pairs, whole.dt, whole.box)
-                out[name].append(moments_nll(mom, whole.vel[f + 1][ok], valid, whole.dt, loc_var).numpy())
-                if name.startswith("carried"):
-                    theta = mom.terms.thermo.theta
-                    contrast.append(float(theta.std() / theta.mean()))
-            sh.append(near[f][ok.numpy()])
-    sh = np.concatenate(sh)
-    print(f"the temperature contrast the carried S sets: std / mean of theta over the particles present, "
-          f"median over the training frames {np.median(contrast):.4f}")
-    return {k: (np.concatenate(x), sh) for k, x in out.items()}
 
 
 if __name__ == "__main__":

@@ -113,7 +113,8 @@ def main(argv=None) -> int:
 
     def run_trackpy():
         t0 = time.perf_counter()
-        f = tp.batch(frames, tpp.diameter, minmass=tpp.minmass, separation=tpp.separation, invert=bool(tpp.invert),
+        f = tp.batch(frames, tpp.diameter, minmass=tpp.minmass, separation=tpp.separation,
+                     invert=bool(tpp.invert),
                      processes="auto")
         t1 = time.perf_counter()
         linked = tp.link(f, search_range, memory=3)
@@ -129,8 +130,8 @@ def main(argv=None) -> int:
         return r.tracks
 
     def run_trackpy_locate():
-        return tp.batch(frames, tpp.diameter, minmass=tpp.minmass, separation=tpp.separation, invert=bool(tpp.invert),
-                        processes="auto")
+        return tp.batch(frames, tpp.diameter, minmass=tpp.minmass, separation=tpp.separation,
+                        invert=bool(tpp.invert), processes="auto")
 
     def run_colloidcg_locate():
         # the probes as track() decides them on this video (the 3-frame run above)
@@ -142,7 +143,7 @@ def main(argv=None) -> int:
 
     # warm-up on one frame: numba compilation / cache loading, not timed
     tp.batch(frames[:1], tpp.diameter, minmass=tpp.minmass, separation=tpp.separation,
-             processes=1)
+             invert=bool(tpp.invert), processes=1)
     track(frames[:2], progress=False, processes=1)
 
     rows = []
