@@ -36,6 +36,8 @@ coarsen.
     python benchmarks/macro.py --stage seams       # why upsampled snapshots mislead the SDE
     python benchmarks/macro.py --stage seams --tiling matched   # the same, registry-matched tiles beside random
     python benchmarks/macro.py --tiling matched --patch-mults 1 --chain-fits 5 --small-seed 100   # the issue's chain, matched tiles
+    python benchmarks/macro.py --tiling oriented --patch-mults 1 --chain-fits 5 --small-seed 200  # tiles turned to any angle
+    python benchmarks/macro.py --stage seam-causes   # what the oriented seams' deficit is made of (700 frames)
     python benchmarks/macro.py --stage ensemble --fit-seeds 10 --small-seed 100   # bagged block SDE fits
     python benchmarks/macro.py --stage bagging --fit-seeds 10 --sde-runs 1000 --small-seed 100   # the default bagged fit
     python benchmarks/macro.py --stage diagnose --sde-runs 1000 --small-seed 200   # where the bag's error comes from
@@ -119,16 +121,17 @@ def stage_truth(cache: Path, runs: int):
     return res
 
 
-def stage_small(cache: Path, n_traj: int, first_seed: int = 0):
+def stage_small(cache: Path, n_traj: int, first_seed: int = 0, steps: int = STEPS):
     """Small quench trajectories (seeds first_seed, first_seed + 1, ...): positions
-    (n_traj, STEPS + 1, N, 2)."""
+    (n_traj, steps + 1, N, 2)."""
     from tqdm.auto import tqdm
 
     def go():
-        pos = [np.array([s.pos for s in trajectory(N_SMALL, first_seed + r, keep=True)[1]])
+        pos = [np.array([s.pos for s in trajectory(N_SMALL, first_seed + r, steps=steps, keep=True)[1]])
                for r in tqdm(range(n_traj), desc="small quenches")]
         return {"pos": np.array(pos)}
-    name = f"small_{n_traj}.npz" if first_seed == 0 else f"small_{n_traj}_from_{first_seed}.npz"
+    name = f"small_{n_traj}" + ("" if first_seed == 0 else f"_from_{first_seed}") + \
+        ("" if steps == STEPS else f"_steps_{steps}") + ".npz"
     return cached(cache / name, go)["pos"]
 
 
@@ -179,8 +182,8 @@ def upsampled(small_pos, t, samples, rng, relax=RELAX, seam_overlaps="reinsert",
         pick = rng.choice(len(small_pos), m * m, replace=len(small_pos) < m * m)
         parts = [_transform(Configuration(np.mod(small_pos[i, t], box), np.zeros((N_SMALL, 2)), None, box,
                                           np.full(N_SMALL, np.inf)), rng) for i in pick]
-        if tiling == "matched" and t > 0:
-            parts, _ = match_parts(parts, m, rng)
+        if tiling != "random" and t > 0:
+            parts, _ = match_parts(parts, m, rng, rotate=tiling == "oriented")
         if t > 0:    # the quench's start is uniformly random: tiles of it need no seam treatment
             pos, _, big = place(parts, m, rng, closest, push, seam_overlaps)
         else:
@@ -218,12 +221,14 @@ def snapshot_seams(snaps, snap_t, small_states, enc, side, true_mean):
                      np.mean(whole_)))
     r = np.array(rows)
     tt = r[:, 0].astype(int)
-    snap_mean = np.concatenate([[np.mean([enc.whole(s)[0] for s, ts in zip(snaps, snap_t) if ts == 0])], r[:, 4]])
+    within = tt < len(true_mean)         # longer small quenches (--small-steps): compared where the truth is
+    snap_mean = np.concatenate([[np.mean([enc.whole(s)[0] for s, ts in zip(snaps, snap_t) if ts == 0])],
+                                r[within, 4]])
     late = r[:, 0] >= 15
     return {"per_step": r.tolist(), "snapshot_minus_tiles": float(r[:, 1].mean()),
             "snapshot_minus_tiles_late": float(r[late, 1].mean()), "seam_band_minus_bulk": float(r[:, 2].mean()),
             "bulk_minus_tiles": float(r[:, 3].mean()),
-            "snapshots_mean_vs_direct": relmse(snap_mean, true_mean[np.concatenate([[0], tt])])}
+            "snapshots_mean_vs_direct": relmse(snap_mean, true_mean[np.concatenate([[0], tt[within]])])}
 
 
 def relmse(pred, true):
@@ -855,7 +860,8 @@ def seam_table(small_pos, truth, samples=3, seed=1, seam_overlaps="reinsert", ti
 
     def lift(t, rng, align, relax):
         target = rng.uniform(0, 2 * np.pi)
-        matched = align == "matched"
+        matched = align in ("matched", "oriented")
+        rotate = align == "oriented"
         align = align is True
         parts = []
         for i in rng.choice(len(small_pos), m * m, replace=len(small_pos) < m * m):
@@ -868,7 +874,7 @@ def seam_table(small_pos, truth, samples=3, seed=1, seam_overlaps="reinsert", ti
                 pos = apply(pos, *syms[rng.integers(len(syms))])
             parts.append(Configuration(pos, np.zeros((N_SMALL, 2)), None, box, np.full(N_SMALL, np.inf)))
         if matched:
-            parts, _ = match_parts(parts, m, rng)
+            parts, _ = match_parts(parts, m, rng, rotate=rotate)
         pos, _, big = place(parts, m, rng, closest, push, seam_overlaps)
         st = MicroState(pos, np.full(len(pos), DIAM), big, np.arange(len(pos)), None, None)
         return full_step(simulator(), st, relax, derive_key(77, t, int(rng.integers(1 << 30))))
@@ -879,7 +885,7 @@ def seam_table(small_pos, truth, samples=3, seed=1, seam_overlaps="reinsert", ti
           "of a seam | beyond two diameters | direct 16x psi6 | its rate, 1e-4/frame | direct 16x rate at that psi6 |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     modes = (((False, 2), (True, 2), (False, 25)) if tiling == "random"
-             else ((False, 2), ("matched", 2), (False, 25), ("matched", 25)))
+             else ((False, 2), (tiling, 2), (False, 25), (tiling, 25)))
     for align, relax in modes:
         for t in (2, 4, 8, 12, 20, 28):
             z_tiles = float(np.mean([np.abs(psi6_local(np.mod(p, box), box)).mean() for p in small_pos[:, t]]))
@@ -896,7 +902,7 @@ def seam_table(small_pos, truth, samples=3, seed=1, seam_overlaps="reinsert", ti
                 z.append(a)
                 d.append((np.abs(psi6_local(b.pos, b.box)).mean() - a) / DT)
             zl = float(np.mean(z))
-            name = "matched" if align == "matched" else ("aligned" if align else "random")
+            name = align if align in ("matched", "oriented") else ("aligned" if align else "random")
             row = {"tiling": name, "aligned": align is True, "relax": relax, "t_frames": t * DT, "psi6_tiles": z_tiles,
                    "psi6_upsampled": zl, "psi6_upsampled_se": float(np.std(z, ddof=1) / math.sqrt(samples)),
                    "psi6_seam_band": float(np.mean(band)), "psi6_beyond_two_diameters": float(np.mean(bulk)),
@@ -923,10 +929,60 @@ def seam_table(small_pos, truth, samples=3, seed=1, seam_overlaps="reinsert", ti
     return {"rows": rows, "summary": summary}
 
 
+def seam_causes(small_pos, t=28, samples=4, seed=3):
+    """What the oriented tiling's seam band is made of, at macro step ``t`` (700 frames):
+    snapshots of 4 x 4 tiles (no relaxation) under matched and oriented tiling (32 and 128
+    candidates), oriented tiling of 16 copies of one tile, and oriented tiling without the
+    overlap treatment. Per row the mean |psi6| of the snapshot, of the band within one
+    diameter of a seam and of the region beyond two diameters, and the particle count,
+    means over ``samples`` snapshots. Prints a markdown table; returns its rows."""
+    from colloidcg.scaling.observables import psi6_local
+    from colloidcg.scaling.upsample import Configuration, _transform, match_parts, tile_configurations
+    side = side_for(N_SMALL)
+    box = np.array([side, side])
+    m = int(round(math.sqrt(FACTOR)))
+    closest, push = seam_approaches(small_pos)
+    tiles = float(np.mean([np.abs(psi6_local(np.mod(p, box), box)).mean() for p in small_pos[:, t]]))
+
+    def snap(rng, candidates, rotate, same=False, treat=True):
+        pick = rng.choice(len(small_pos), m * m, replace=len(small_pos) < m * m)
+        if same:
+            pick = [pick[0]] * (m * m)
+        parts = [_transform(Configuration(np.mod(small_pos[i, t], box), np.zeros((N_SMALL, 2)), None, box,
+                                          np.full(N_SMALL, np.inf)), rng) for i in pick]
+        parts, _ = match_parts(parts, m, rng, candidates=candidates, rotate=rotate)
+        if treat:
+            pos, _, big = place(parts, m, rng, closest, push, "reinsert")
+        else:
+            cfg, _, _ = tile_configurations(parts, m)
+            pos, big = cfg.pos, cfg.box
+        p6 = np.abs(psi6_local(pos, big))
+        u = np.mod(pos, side)
+        dist = np.min(np.minimum(u, side - u), axis=1)
+        return p6.mean(), p6[dist < DIAM].mean(), p6[dist >= 2 * DIAM].mean(), len(pos)
+
+    cases = [("matched, 32 candidates", dict(candidates=32, rotate=False)),
+             ("oriented, 32 candidates", dict(candidates=32, rotate=True)),
+             ("oriented, 128 candidates", dict(candidates=128, rotate=True)),
+             ("oriented, 16 copies of one tile", dict(candidates=32, rotate=True, same=True)),
+             ("oriented, no overlap treatment", dict(candidates=32, rotate=True, treat=False))]
+    print(f"\n| tiling (t = {t * DT} frames, tiles' psi6 {tiles:.3f}, {samples} snapshots each) | snapshot psi6 | "
+          "within a diameter of a seam | beyond two diameters | particles |")
+    print("|---|---|---|---|---|")
+    rows = []
+    for name, kw in cases:
+        rng = np.random.default_rng(seed)
+        r = np.array([snap(rng, **kw) for _ in range(samples)]).mean(0)
+        rows.append({"case": name, "psi6": r[0], "band": r[1], "beyond": r[2], "particles": r[3],
+                     "tiles": tiles, "t_frames": t * DT})
+        print(f"| {name} | {r[0]:.3f} | {r[1]:.3f} | {r[2]:.3f} | {r[3]:.0f} |", flush=True)
+    return rows
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--stage", choices=("truth", "block", "ensemble", "bagging", "diagnose", "horizon", "seams", "video",
-                                        "video-block", "all"),
+                                        "video-block", "seam-causes", "all"),
                     default="all",
                     help="truth: the direct runs only; block: the block states and the naive baseline only; "
                          "seams: the upsampled snapshots' psi6 and ordering rate against their tiles' and the "
@@ -935,7 +991,9 @@ def main(argv=None) -> int:
                          "(render, track, train, colloidcg macro train) against the same direct runs; "
                          "video-block: block states from --fields filmed fields of view; diagnose: where the "
                          "bagged block SDE's error comes from (drift or diffusion, training mean or SDE); "
-                         "horizon: the bag with the multi-step drift (--horizons) against the naive baseline")
+                         "horizon: the bag with the multi-step drift (--horizons) against the naive baseline; "
+                         "seam-causes: oriented seams at 700 frames with more candidates, copies of one tile and "
+                         "no overlap treatment")
     ap.add_argument("--small-seed", type=int, default=0, help="the small quenches' seeds start here")
     ap.add_argument("--bag-seeds", default="0", help="--stage horizon: comma-separated seeds of the bags "
                     "(member k of the bag with seed b: seed b + k)")
@@ -958,6 +1016,10 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="benchmarks/results/macro")
     ap.add_argument("--runs", type=int, default=20, help="direct simulations per size")
     ap.add_argument("--small", type=int, default=64, help="small quench trajectories")
+    ap.add_argument("--small-steps", type=int, default=STEPS, dest="small_steps",
+                    help="macro steps of each small quench (the large system is compared over "
+                         f"{STEPS}); longer quenches give the chain's snapshots the older, more ordered "
+                         "tiles that seams pull below the large system's late psi6")
     ap.add_argument("--bags", type=int, default=3, help="--stage bagging: independent bags of --fit-seeds fits")
     ap.add_argument("--fit-seeds", type=int, default=5,
                     help="SDE fits (network seeds and validation splits) for the block states and the naive baseline")
@@ -972,7 +1034,7 @@ def main(argv=None) -> int:
                     help="pairs placed too close across a seam of an upsampled snapshot: 'reinsert' (colloidcg "
                          "upsample's default: one of the pair moves to the largest gap on its own side) or 'push' "
                          "(pushed apart: this benchmark's treatment until session 17)")
-    ap.add_argument("--tiling", choices=("random", "matched"), default="random",
+    ap.add_argument("--tiling", choices=("random", "matched", "oriented"), default="random",
                     help="upsampled snapshots: tiles placed with random symmetries and shifts (default) or "
                          "'matched' (colloidcg.scaling.match_parts: each tile after the first the best of 32 "
                          "symmetries and registry shifts by |psi6| along its seams); --stage seams: 'matched' "
@@ -995,13 +1057,17 @@ def main(argv=None) -> int:
     from colloidcg.scaling.macro import Encoder, fit_sde, partial_increments, trajectory_increments
     from colloidcg.scaling.partial import partial_evolution
     from colloidcg.scaling.simulators import MicroState
-    small_pos = stage_small(cache, args.small, args.small_seed)
+    small_pos = stage_small(cache, args.small, args.small_seed, args.small_steps)
+    if args.stage == "seam-causes":
+        rows = seam_causes(small_pos)
+        (out / f"seam_causes_{args.small}.json").write_text(json.dumps(rows, indent=1, default=float))
+        return 0
     if args.stage == "seams":
         rows = seam_table(small_pos, truth, samples=args.samples, seam_overlaps=args.seam_overlaps,
                           tiling=args.tiling)
         name = "seams.json" if args.seam_overlaps == "push" else f"seams_{args.seam_overlaps}.json"
-        if args.tiling == "matched":
-            name = name.replace(".json", f"_matched_{args.small}" + ("" if args.small_seed == 0 else
+        if args.tiling != "random":
+            name = name.replace(".json", f"_{args.tiling}_{args.small}" + ("" if args.small_seed == 0 else
                                                                      f"_from_{args.small_seed}") + ".json")
         (out / name).write_text(json.dumps(rows, indent=1))
         return 0
@@ -1013,7 +1079,7 @@ def main(argv=None) -> int:
     snaps, snap_t = [], []
     # block, ensemble, video stages: only the start, for z_start
     for t in range(1 if args.stage in ("block", "ensemble", "bagging", "diagnose", "horizon", "video", "video-block")
-                   else STEPS):
+                   else args.small_steps):
         for s in upsampled(small_pos, t, args.samples, rng, relax=args.relax, seam_overlaps=args.seam_overlaps,
                            tiling=args.tiling):
             snaps.append(s)
@@ -1149,8 +1215,8 @@ def main(argv=None) -> int:
     results.update({
         "relmse_ours": relmse(zo.mean(0), true_mean), "relmse_naive": relmse(zn.mean(0), true_mean),
         "relmse_small_mean": relmse(truth[1].mean(0), true_mean),
-        "relmse_training_small_mean": relmse(np.array([[enc.whole(st)[0] for st in traj] for traj in small_states]).mean(0),
-                                             true_mean),
+        "relmse_training_small_mean": relmse(np.array([[enc.whole(st)[0] for st in traj[:STEPS + 1]]
+                                                       for traj in small_states]).mean(0), true_mean),
         "block": block,
         "patch_curve": patch_rows, "lambda_sweep": lam_rows, "variance": var,
         "seconds_upsampling": t_up,
@@ -1162,19 +1228,24 @@ def main(argv=None) -> int:
         # spread 10-fold), so the chain is compared by the median over seeds
         z0, z1, K = inc[1.0]
         per = {"ours": [], "naive": []}
+        away = {"ours": [], "naive": []}
         for fs in range(args.chain_fits):
             for name, (a0, a1, lam, area) in (("ours", (z0, z1, K, big_area)), ("naive", (nz0, nz1, 1.0, tile_area))):
                 sde, _ = fit_sde(a0, a1, dt=DT, names=enc.names, lam=lam, area_px2=area, tile_area_px2=tile_area,
                                  start=z_start, seed=fs)
-                per[name].append(relmse(evaluate(sde, FACTOR, seed=fs).mean(0), true_mean))
+                zf = evaluate(sde, FACTOR, seed=fs)
+                per[name].append(relmse(zf.mean(0), true_mean))
+                away[name].append(int(sde.outside_data(zf[..., None]).sum()))
         results["chain_fits"] = {"relmse_ours": per["ours"], "relmse_naive": per["naive"],
+                                 "runs_outside_fitted_states_ours": away["ours"],
+                                 "runs_outside_fitted_states_naive": away["naive"],
                                  "median_ours": float(np.median(per["ours"])),
                                  "median_naive": float(np.median(per["naive"])),
                                  "ratio_of_medians": float(np.median(per["naive"]) / np.median(per["ours"]))}
     results["seams"] = snapshot_seams(snaps, snap_t, small_states, enc, side, true_mean)
     results_name = ("results.json" if args.tiling == "random" and args.small_seed == 0 and args.chain_fits == 1 else
                     f"results_{args.tiling}_{args.small}" + ("" if args.small_seed == 0 else f"_from_{args.small_seed}")
-                    + ".json")
+                    + ("" if args.small_steps == STEPS else f"_steps_{args.small_steps}") + ".json")
     (out / results_name).write_text(json.dumps(results, indent=1, default=float))
     # plots
     import matplotlib
@@ -1215,6 +1286,8 @@ def main(argv=None) -> int:
         print(f"| naive, {args.chain_fits} fit seeds: median (range) | {cf['median_naive']:.2e} "
               f"({min(cf['relmse_naive']):.1e} - {max(cf['relmse_naive']):.1e}) |")
         print(f"| ratio of medians naive / ours | {cf['ratio_of_medians']:.2f} |")
+        print(f"| runs (of {args.sde_runs}) leaving the fitted states, per fit: ours / naive | "
+              f"{cf['runs_outside_fitted_states_ours']} / {cf['runs_outside_fitted_states_naive']} |")
     print(f"| naive (small increments, lambda = 1) | {results['relmse_naive']:.2e} |")
     print(f"| ratio naive / ours | {results['ratio_naive_over_ours']:.2f} |")
     print(f"| the small system's own mean (direct 1x) | {results['relmse_small_mean']:.2e} |")

@@ -97,6 +97,29 @@ def test_variance_scales_as_inverse_area(ou_sde):
         assert v[f] == pytest.approx(stationary * 16.0 / f, rel=0.25)
 
 
+def test_runs_that_leave_the_fitted_states_are_flagged(ou_sde, ou_bag):
+    """The fit records the range of z its increments cover (both ends), and outside_data
+    flags exactly the runs that go more than a quarter of that range beyond it: none of
+    the OU runs started inside (they stay near the mean), every run started far outside,
+    a run pushed out by hand at one step alone; a bag's range is its members' union."""
+    sde, _ = ou_sde
+    z0, z1 = ou_increments(3000, 16.0)
+    assert sde.config.extra["z_min"] == pytest.approx([min(z0.min(), z1.min())])
+    assert sde.config.extra["z_max"] == pytest.approx([max(z0.max(), z1.max())])
+    inside = sde.simulate(steps=50, runs=20, factor=16, z0=[0.4], seed=1)
+    assert not sde.outside_data(inside).any()
+    far = sde.simulate(steps=5, runs=4, factor=16, z0=[3.0], seed=1)
+    assert sde.outside_data(far).all()
+    lo, hi = sde.config.extra["z_min"][0], sde.config.extra["z_max"][0]
+    edited = inside.copy()
+    edited[3, 7, 0] = hi + 0.26 * (hi - lo)
+    edited[5, 2, 0] = hi + 0.24 * (hi - lo)                 # within the margin: not flagged
+    assert np.flatnonzero(sde.outside_data(edited)).tolist() == [3]
+    bag, _ = ou_bag
+    assert bag.config.extra["z_min"] == pytest.approx([min(m.config.extra["z_min"][0] for m in bag.members)])
+    assert bag.config.extra["z_max"] == pytest.approx([max(m.config.extra["z_max"][0] for m in bag.members)])
+
+
 def test_lambda_K_recovers_large_system_fluctuations():
     """Patch increments (K = 16 times the large system's covariance, its mean): lambda = K
     gives the large system's stationary variance; lambda = 1 gives K times too much."""
@@ -387,6 +410,7 @@ def test_cli_macro_train_and_simulate(tmp_path, capsys):
     assert list(df.columns) == ["run", "step", "time", "psi6"]
     assert len(df) == 3 * 6
     assert meta["parameters"]["covariance_scale"] == pytest.approx(0.25)     # fitted for 4x, run at 16x
+    assert isinstance(meta["parameters"]["runs_outside_fitted_states"], int)
     assert table.with_suffix(".png").is_file()
     # refused: an existing table without --overwrite
     assert main(["macro", "simulate", str(out), "--factor", "16", "--steps", "5", "-o", str(table)]) == 2
@@ -479,6 +503,7 @@ def test_cli_macro_train_block_states(tmp_path):
     ("block", 3, [], "need at least 4 small systems"),
     ("block", 4, ["--patch", "40"], "--patch: applies to --states upsampled only"),
     ("block", 4, ["--n-closure", "2"], "--n-closure: applies to --states upsampled only"),
+    ("block", 4, ["--tiling", "oriented"], "--tiling: applies to --states upsampled only"),
     ("block", 4, ["--steps", "9"], "--steps: no frame 0 + 9"),
     ("block", 4, ["--fits", "0"], "--fits: must be >= 1"),
     ("block", 4, ["--horizon", "-1"], "--horizon: must be >= 0"),

@@ -297,6 +297,8 @@ def test_seeded_and_open_field_of_view(small):
     wide = wide[wide["y"] < 0.6 * side]
     up = upsample(model, open_cfg, wide, factor=4, seed=1, relax_steps=2)
     assert up.parameters["tile"].startswith("square window")
+    with pytest.raises(ParameterError, match="tiling: 'oriented' .* no periodic box"):
+        upsample(model, open_cfg, wide, factor=4, seed=1, relax_steps=0, tiling="oriented")
     assert up.box_px[0] == pytest.approx(up.box_px[1])
     with pytest.raises(ColloidcgError, match="field of view"):
         upsample(model, open_cfg, wide[wide["x"] < 40], factor=4)
@@ -315,10 +317,10 @@ def test_cli(small, tmp_path):
     write_table(init, df[df["frame"] < 5], provenance("test", {}, {}))
     out = tmp_path / "big.parquet"
     assert main(["upsample", str(mdir), "--init", str(init), "--factor", "4", "--samples", "2",
-                 "--relax-steps", "2", "--band-edge", "held", "--seam-overlaps", "push", "--tiling", "matched",
+                 "--relax-steps", "2", "--band-edge", "held", "--seam-overlaps", "push", "--tiling", "oriented",
                  "--tiling-candidates", "8", "-o", str(out)]) == 0
     big, side_meta = read_table(out)
-    assert side_meta["parameters"]["tiling"]["method"] == "matched"
+    assert side_meta["parameters"]["tiling"]["method"] == "oriented"
     assert side_meta["parameters"]["tiling"]["candidates"] == 8
     assert side_meta["parameters"]["seam_relaxation"]["band_edge"] == "held"
     assert side_meta["parameters"]["seam_relaxation"]["seam_overlaps"] == "push"
@@ -585,11 +587,13 @@ def hex_crystal(nx=8, ny=8, a=16.0, noise=0.0, seed=0):
 
 
 @pytest.mark.parametrize("m", [2, 3])
-def test_matched_tiling_continues_a_crystal_across_the_seams(m):
-    """Registry-matched tiling (match_parts) on a perfect periodic crystal tile under random
-    shifts and reflections: every seam continues the lattice (no pair closer than the
-    spacing, |psi6| at the seams that of the bulk, 1); random tiling of the same parts
-    makes pairs far closer than the spacing and lowers |psi6| at the seams."""
+@pytest.mark.parametrize("rotate", [False, True], ids=["matched", "oriented"])
+def test_matched_tiling_continues_a_crystal_across_the_seams(m, rotate):
+    """Registry-matched tiling (match_parts, by symmetries or by turned windows) on a
+    perfect periodic crystal tile under random shifts and reflections: every seam
+    continues the lattice (no pair closer than the spacing, |psi6| at the seams that of the
+    bulk, 1, every particle kept); random tiling of the same parts makes pairs far closer
+    than the spacing and lowers |psi6| at the seams."""
     import importlib
     U = importlib.import_module("colloidcg.scaling.upsample")
     from colloidcg.neighbours import nearest
@@ -602,8 +606,9 @@ def test_matched_tiling_continues_a_crystal_across_the_seams(m):
         parts = [U._transform(U.Configuration(pos, np.zeros_like(pos), None, box, np.full(len(pos), np.inf)), rng)
                  for _ in range(m * m)]
         for tiling in ("random", "matched"):
-            use, rep = U.match_parts(parts, m, rng) if tiling == "matched" else (parts, None)
+            use, rep = U.match_parts(parts, m, rng, rotate=rotate) if tiling == "matched" else (parts, None)
             cfg, new, _ = U.tile_configurations(use, m)
+            assert len(cfg.pos) == m * m * len(pos)
             psi = np.abs(psi6_local(cfg.pos, cfg.box))
             closest = float(nearest(cfg.pos, 1, box=cfg.box)[0].min())
             seam, bulk = psi[new < a].mean(), psi[new >= 2 * a].mean()
@@ -614,6 +619,93 @@ def test_matched_tiling_continues_a_crystal_across_the_seams(m):
                 assert rep["parts_matched"] == m * m - 1 and rep["score"] == pytest.approx(1.0, abs=1e-6)
             else:
                 assert closest < 0.8 * a and seam < 0.95, (seed, closest, seam)
+
+
+def test_rotated_window_is_a_rigid_cut_of_the_periodic_pattern():
+    """rotated_window: at angle 0 from a point onto itself it returns the configuration
+    (same particles, box, sizes, tiles); at any angle it cuts a perfect crystal's pattern
+    without a defect (every nearest distance the spacing, psi6 turned by 6 theta), keeps
+    the box's share of particles, lands the chosen point where asked, and turns velocities
+    with positions."""
+    import importlib
+    U = importlib.import_module("colloidcg.scaling.upsample")
+    from colloidcg.neighbours import nearest
+    from colloidcg.scaling.observables import psi6_local
+
+    a = 16.0
+    pos, box = hex_crystal(a=a)
+    n = len(pos)
+    rng = np.random.default_rng(4)
+    vel = rng.normal(size=(n, 2))
+    cfg = U.Configuration(pos, vel, rng.uniform(10, 20, n), box, np.full(n, np.inf), np.arange(n) % 3, 3)
+    same = U.rotated_window(cfg, 0.0, pos[5], pos[5])
+    order = np.lexsort(same.pos.T)
+    ref = np.lexsort(pos.T)
+    np.testing.assert_allclose(same.pos[order], pos[ref], atol=1e-9)
+    np.testing.assert_allclose(same.vel[order], vel[ref], atol=1e-12)
+    np.testing.assert_array_equal(same.size[order], cfg.size[ref])
+    np.testing.assert_array_equal(same.tiles()[order], cfg.tiles()[ref])
+    for theta in (0.3, 1.0, 2.5):
+        to = np.array([0.4, 0.7]) * box
+        w = U.rotated_window(cfg, theta, pos[7], to)
+        assert np.all((w.pos >= 0) & (w.pos < box)) and np.array_equal(w.box, box)
+        assert np.min(np.linalg.norm(w.pos - to, axis=1)) < 1e-9          # the chosen particle lands there
+        d = nearest(w.pos, 1)[0]
+        assert d.min() == pytest.approx(a, rel=1e-9)                       # no defect inside the window
+        inner = np.all((w.pos > 1.5 * a) & (w.pos < box - 1.5 * a), axis=1)
+        psi = psi6_local(w.pos, None)[inner]
+        np.testing.assert_allclose(np.angle(psi * np.exp(-6j * theta)), 0.0, atol=1e-9)
+        assert abs(len(w.pos) - n) <= 2 * (box.sum() / a)                  # the cut edges' share
+        j = np.argmin(np.linalg.norm(w.pos - to, axis=1))
+        k = 7
+        R = np.array([[math.cos(theta), -math.sin(theta)], [math.sin(theta), math.cos(theta)]])
+        np.testing.assert_allclose(w.vel[j], R @ vel[k], atol=1e-12)
+
+
+def test_oriented_candidates_continue_a_lattice_at_any_angle():
+    """The turned windows match_parts tries (``tiling="oriented"``) take the placed
+    neighbours' lattice orientation, whatever it is, and continue it: a periodic crystal
+    at 0 degrees placed in a cell surrounded by the same lattice turned by 17 or 41
+    degrees has psi6 of the surrounding phase, and no particle nearer any placed one than
+    the spacing (symmetry-matched candidates reach 4 orientations and cannot)."""
+    import importlib
+    U = importlib.import_module("colloidcg.scaling.upsample")
+    from colloidcg.neighbours import nearest
+    from colloidcg.scaling.observables import psi6_local
+
+    a = 16.0
+    pos, box = hex_crystal(a=a)
+    n = len(pos)
+    base = U.Configuration(pos, np.zeros((n, 2)), None, box, np.full(n, np.inf))
+    big = 5 * box
+    lo = 2 * box                                   # the candidate's cell, in the middle of the big box
+    for deg in (17.0, 41.0):
+        th = math.radians(deg)
+        R = np.array([[math.cos(th), -math.sin(th)], [math.sin(th), math.cos(th)]])
+        ij = np.stack(np.meshgrid(np.arange(-40, 41), np.arange(-40, 41), indexing="ij"), -1).reshape(-1, 2)
+        lat = (ij[:, :1] * np.array([a, 0.0]) + ij[:, 1:] * np.array([a / 2, a * math.sqrt(3) / 2])) @ R.T
+        lat = lat + lo + 0.37 * box
+        lat = lat[np.all((lat >= 0) & (lat < big), axis=1)]
+        dist = U._box_distance(lat, lo, box, big)
+        keep = (dist > 0) & (dist < 8 * a)         # the placed lattice around the cell, not inside it
+        P = lat[keep]
+        lattice = (dist[keep] >= a) & (dist[keep] < 4 * a)
+        cands = list(U._oriented_candidates(base, P, lattice, dist[keep], lo, box, big, a, 8,
+                                            np.random.default_rng(1)))
+        assert len(cands) == 8
+        for c in cands:
+            Q = c.pos + lo
+            inner = np.all((c.pos > 1.5 * a) & (c.pos < box - 1.5 * a), axis=1)
+            psi = psi6_local(c.pos, None)[inner]
+            np.testing.assert_allclose(np.angle(psi * np.exp(-6j * th)), 0.0, atol=1e-6)
+            across = nearest(P, 1, query=Q)[0]
+            assert across.min() == pytest.approx(a, rel=1e-6), deg
+            assert nearest(Q, 1)[0].min() == pytest.approx(a, rel=1e-6)
+        syms = [(np.asarray(p), np.array(f, bool)) for p in U._symmetries(box) for f in np.ndindex(2, 2)]
+        for c in U._symmetry_candidates(base, P[dist[keep] < a], syms, box, 8, np.random.default_rng(1)):
+            inner = np.all((c.pos > 1.5 * a) & (c.pos < box - 1.5 * a), axis=1)
+            off = np.angle(psi6_local(c.pos, box)[inner] * np.exp(-6j * th))
+            assert np.abs(off).min() > 1.0, deg                    # never the neighbours' orientation
 
 
 def test_upsample_tiling_option(small):
@@ -634,7 +726,7 @@ def test_upsample_tiling_option(small):
     crystal_cfg = {"calibration": {**cfg["calibration"], "box_px": None}}
     meta = {"meta": {"box_px": box.tolist()}}
     out = {}
-    for tiling in ("random", "matched"):
+    for tiling in ("random", "matched", "oriented"):
         up = upsample(model, crystal_cfg, tracks, meta, factor=16, samples=2, seed=1, relax_steps=0, tiling=tiling)
         assert up.parameters["tiling"]["method"] == tiling
         gap = []
@@ -646,7 +738,7 @@ def test_upsample_tiling_option(small):
     print({k: (v[0], v[1]["seam_relaxation"]["particles_reinserted"], v[1]["tiling"]) for k, v in out.items()})
     # measured (seed 1, 2 samples): seam band minus bulk |psi6| -0.025 matched (the overlap
     # treatment after the placement moves some particles), -0.31 random
-    assert out["matched"][0] > -0.05 and out["random"][0] < -0.15
+    assert out["matched"][0] > -0.05 and out["oriented"][0] > -0.05 and out["random"][0] < -0.15
     rel = {k: v[1]["seam_relaxation"]["particles_reinserted"] for k, v in out.items()}
     assert rel["matched"] < 0.2 * rel["random"]
     assert out["matched"][1]["tiling"]["candidates"] == 32

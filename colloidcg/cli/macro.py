@@ -8,6 +8,7 @@ SDE for a system of any area factor.
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ._common import DefaultsHelpFormatter, add_output, add_table_output, table_output, torch_device
 
@@ -49,6 +50,9 @@ def add_parser(subparsers) -> None:
                         "seams relaxed with the model, patches evolved with the model) or 'block' (K small "
                         "periodic systems side by side, uncoupled, each evolved by its own data; describes a "
                         "large system whose correlations stay within the small box, docs/scaling.md)")
+    t.add_argument("--tiling", choices=("random", "matched", "oriented"), default="random",
+                   help="--states upsampled: how tiles are placed (colloidcg upsample --tiling; oriented "
+                        "turns ordered periodic tiles to their neighbours' lattice, docs/scaling.md)")
     t.add_argument("--block-sets", type=int, default=8, metavar="N", dest="block_sets",
                    help="block states drawn per macro step (--states block)")
     t.add_argument("--horizon", default="0", metavar="H|auto",
@@ -183,7 +187,8 @@ def run_train(args: argparse.Namespace) -> int:
             raise ParameterError(f"--horizon: expected an integer >= 0 or 'auto', got {args.horizon!r}") from None
     if args.states == "block":
         for flag, v in (("--patch", args.patch), ("--buffer", args.buffer), ("--patches", args.patches),
-                        ("--n-closure", args.n_closure or None)):
+                        ("--n-closure", args.n_closure or None),
+                        ("--tiling", None if args.tiling == "random" else args.tiling)):
             if v is not None:
                 raise ParameterError(f"{flag}: applies to --states upsampled only (block states have no patches "
                                      "cut from a large system)")
@@ -232,7 +237,7 @@ def run_train(args: argparse.Namespace) -> int:
         snaps, up_params = [], None
         for i, f in enumerate(tqdm(pick, desc="upsampling", unit="snapshot")):
             up = upsample(model, cfg, tracks, meta, factor=args.factor, frame=int(f), samples=1,
-                          seed=args.seed + i, name=str(args.init[0]))
+                          seed=args.seed + i, tiling=args.tiling, name=str(args.init[0]))
             snaps += _states(up, size_col, dim)
             up_params = up.parameters
         tile = np.asarray(up_params["tile_px"], float)
@@ -491,6 +496,13 @@ def run_simulate(args: argparse.Namespace) -> int:
     sde = load_sde(args.macro_dir)
     z = sde.simulate(steps=args.steps, runs=args.runs, factor=args.factor, seed=args.seed, progress=True)
     R, T, d = z.shape
+    outside = sde.outside_data(z)
+    if outside is not None and outside.any():
+        lo, hi = sde.config.extra["z_min"], sde.config.extra["z_max"]
+        rng = ", ".join(f"{n} {a:.4g}..{b:.4g}" for n, a, b in zip(sde.names, lo, hi))
+        print(f"warning: {int(outside.sum())} of {R} runs left the states the SDE was fitted on ({rng}, by more "
+              f"than a quarter of that range): their drift and noise there are extrapolated, not learned",
+              file=sys.stderr)
     cols = {"run": np.repeat(np.arange(R), T), "step": np.tile(np.arange(T), R),
             "time": np.tile(np.arange(T) * sde.dt, R)}
     for k, n in enumerate(sde.names):
@@ -503,7 +515,8 @@ def run_simulate(args: argparse.Namespace) -> int:
                        option=f"-o {out}: folder") as tx:
         side = provenance("macro simulate", {"macro_dir": args.macro_dir},
                           {"factor": args.factor, "steps": args.steps, "runs": args.runs, "seed": args.seed,
-                           "dt_frames": sde.dt, "covariance_scale": sde.covariance_scale(args.factor)},
+                           "dt_frames": sde.dt, "covariance_scale": sde.covariance_scale(args.factor),
+                           "runs_outside_fitted_states": None if outside is None else int(outside.sum())},
                           units={"time": "frames", "step": "macro steps"})
         write_table(tx.path(out.name), df, side)
         import matplotlib

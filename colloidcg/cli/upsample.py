@@ -49,13 +49,15 @@ def add_parser(subparsers) -> None:
                    help="reinsert (default): a pair placed too close across a seam loses one particle to the "
                         "largest gap of its own side at its own distance to the seam (no density wave); push: "
                         "the pair is pushed apart (docs/scaling.md)")
-    p.add_argument("--tiling", choices=("random", "matched"), default="random",
+    p.add_argument("--tiling", choices=("random", "matched", "oriented"), default="random",
                    help="random (default): every tile placed with a uniformly random symmetry and shift; "
                         "matched (2D): each tile after the first of a doubling gets the best of "
                         "--tiling-candidates symmetries and registry shifts, scored by |psi6| along the new "
-                        "seams, so ordered tiles continue their lattice across them (docs/scaling.md)")
+                        "seams, so ordered tiles continue their lattice across them; oriented (2D, periodic "
+                        "box): the same with each tile's pattern turned to its neighbours' lattice orientation, "
+                        "any angle (docs/scaling.md)")
     p.add_argument("--tiling-candidates", type=int, default=32, metavar="N", dest="tiling_candidates",
-                   help="--tiling matched: candidates per placed tile (default 32)")
+                   help="--tiling matched|oriented: candidates per placed tile (default 32)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     add_table_output(p, "BIG")
     p.set_defaults(func=run)

@@ -33,6 +33,10 @@ from ..errors import ColloidcgError, ParameterError
 __all__ = ["MacroSDE", "BaggedSDE", "SDEConfig", "FitReport", "Encoder", "fit_sde", "fit_bagged", "load_sde", "gaussian_nll", "partial_increments",
            "trajectory_increments", "block_increments", "block_pairs", "block_draw", "BlockDraw", "refine_drift", "learn_macro", "learn_block", "MacroLearned"]
 
+#: A run of :meth:`MacroSDE.simulate` counts as outside the fitted states when it goes this
+#: fraction of the data's range beyond either end (:meth:`MacroSDE.outside_data`).
+DATA_MARGIN = 0.25
+
 #: Files of a saved SDE inside its folder.
 CONFIG_FILE = "sde.json"
 STATE_FILE = "sde.pt"
@@ -186,6 +190,22 @@ class MacroSDE(torch.nn.Module):
             out[:, k + 1] = z
         return out.numpy()
 
+    def outside_data(self, z: np.ndarray, margin: float = DATA_MARGIN) -> np.ndarray | None:
+        """Which runs left the states the SDE was fitted on: (runs,) bool, True where a run's
+        trajectory ``z`` ((runs, steps + 1, d), as :meth:`simulate` returns) goes outside
+        [z_min - margin w, z_max + margin w] in any component, w = z_max - z_min over the
+        fit's increments (both ends). There the drift and noise are extrapolations of the
+        networks, which nothing in the data constrains (a run can then run away). None
+        for an SDE saved without its data range (before this was recorded)."""
+        lo, hi = self.config.extra.get("z_min"), self.config.extra.get("z_max")
+        if lo is None or hi is None:
+            return None
+        lo, hi = np.asarray(lo, float), np.asarray(hi, float)
+        w = np.maximum(hi - lo, 1e-12)
+        z = np.asarray(z, float)
+        out = (z < lo - margin * w) | (z > hi + margin * w) | ~np.isfinite(z)
+        return out.reshape(len(z), -1).any(axis=1)
+
     # ------------------------------------------------------------------ save / load
     def save(self, folder) -> Path:
         """Write ``sde.json`` (config) and ``sde.pt`` (state dict) into ``folder``, atomically."""
@@ -225,7 +245,11 @@ class BaggedSDE(MacroSDE):
             if list(c.names) != list(first.names) or c.dt != first.dt or c.area_px2 != first.area_px2:
                 raise ParameterError("fits: the members of a bagged SDE must share variables, dt and area")
         self.members = torch.nn.ModuleList([MacroSDE(c) for c in configs])
-        self.config = SDEConfig(**{**asdict(first), "extra": {**first.extra, "fits": len(configs)}})
+        span = {}
+        if all("z_min" in c.extra and "z_max" in c.extra for c in configs):
+            span = {"z_min": np.min([c.extra["z_min"] for c in configs], axis=0).tolist(),
+                    "z_max": np.max([c.extra["z_max"] for c in configs], axis=0).tolist()}
+        self.config = SDEConfig(**{**asdict(first), "extra": {**first.extra, **span, "fits": len(configs)}})
         self.d = len(first.names)
 
     def drift(self, z: torch.Tensor) -> torch.Tensor:
@@ -340,7 +364,9 @@ def fit_sde(z0, z1, *, dt: float, names, lam: float = 1.0, area_px2: float = 1.0
                     z_mean=z0.mean(0).tolist(), z_scale=zs.tolist(), drift_scale=ds.tolist(),
                     noise_scale=ns.tolist(), z0=list(map(float, z0[0] if start is None else start)),
                     labels=dict(labels or {}), hidden=int(hidden), layers=int(layers),
-                    extra={"lambda": float(lam), "jitter": float(jitter)})
+                    extra={"lambda": float(lam), "jitter": float(jitter),
+                           "z_min": np.minimum(z0.min(0), z1.min(0)).tolist(),
+                           "z_max": np.maximum(z0.max(0), z1.max(0)).tolist()})
     torch.manual_seed(int(seed))
     sde = MacroSDE(cfg)
     # start from the least-squares linear drift (an Ornstein-Uhlenbeck fit), the MLP at zero

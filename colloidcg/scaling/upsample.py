@@ -18,7 +18,11 @@ macroscopic stochastic dynamics", carried from lattices to off-lattice particles
    With ``tiling="matched"`` (2D), each configuration after the first of a doubling takes
    the best of ``tiling_candidates`` symmetries and registry shifts instead of a random
    one, scored by the local hexatic order along its seams with those already placed
-   (:func:`match_parts`): an ordered tile then continues its neighbour's lattice.
+   (:func:`match_parts`): an ordered tile then continues its neighbour's lattice. With
+   ``tiling="oriented"`` (2D, periodic tiles) the candidates are windows cut from the
+   configuration's periodic pattern turned to any angle (:func:`rotated_window`), at the
+   orientation of the placed neighbours' lattice, so that tiles whose lattices point
+   anywhere are turned to continue it (a square box's symmetries reach 4 orientations).
 3. **Overlaps at the seams**: a pair across a new seam closer than the data's
    ``push_quantile`` (2 %) quantile of near-shell distances for that pair of sizes loses
    one of its particles to the largest gap of its own part at its own distance to the
@@ -63,7 +67,8 @@ import torch
 from ..errors import ColloidcgError, ParameterError
 
 __all__ = ["Configuration", "Upsampled", "ClosestApproach", "upsample", "side_steps",
-           "closest_approach", "separate", "tile_configurations", "match_parts", "relaxation_temperature"]
+           "closest_approach", "separate", "tile_configurations", "match_parts", "rotated_window",
+           "relaxation_temperature"]
 
 #: Most distinct sizes treated as discrete species (more: sizes are continuous).
 MAX_SPECIES = 8
@@ -392,7 +397,7 @@ def tile_configurations(parts: list[Configuration], m: int) -> tuple[Configurati
 #: nearest-neighbour spacings of the parts.
 MATCH_CANDIDATES = 32
 MATCH_BAND = 1.5
-TILINGS = ("random", "matched")
+TILINGS = ("random", "matched", "oriented")
 
 
 def _box_distance(pos: np.ndarray, lo: np.ndarray, side: np.ndarray, big: np.ndarray) -> np.ndarray:
@@ -403,25 +408,78 @@ def _box_distance(pos: np.ndarray, lo: np.ndarray, side: np.ndarray, big: np.nda
     return np.sqrt(np.square(np.maximum(np.abs(off) - 0.5 * side, 0.0)).sum(1))
 
 
+def _rotation(theta: float) -> np.ndarray:
+    c, s = math.cos(theta), math.sin(theta)
+    return np.array([[c, -s], [s, c]])
+
+
+def rotated_window(cfg: Configuration, theta: float, point_from: np.ndarray, point_to: np.ndarray) -> Configuration:
+    """A box-sized window cut from the periodic continuation of ``cfg`` (2D), rotated.
+
+    The infinite periodic pattern of ``cfg`` (box (2,) px) is rotated by ``theta`` (rad,
+    anticlockwise) about the box centre and translated so that the point ``point_from``
+    (2,) px of the pattern lands on ``point_to`` (2,) px; the particles inside [0, box)
+    are kept. A periodic configuration has no seams of its own, so the window has none
+    inside; its edges are cut, and its particle count is the box's share of the pattern
+    (it differs from ``len(cfg.pos)`` by the particles the cut edges take or leave).
+    Velocities rotate with the positions; sizes, seam distances (a rigid motion keeps
+    them) and tile labels travel with their particles.
+    """
+    box = np.asarray(cfg.box, float)
+    c = 0.5 * box
+    R = _rotation(theta)
+    y = R.T @ (np.asarray(point_to, float) - c) + c      # the unrotated point that lands on point_to
+    u = np.mod(cfg.pos + (y - np.asarray(point_from, float)), box)
+    reach = 0.5 * float(np.hypot(*box))                   # the window lies within this of c
+    lo = np.floor((c - reach) / box).astype(int)
+    hi = np.floor((c + reach) / box).astype(int)
+    shifts = np.array([(i, j) for i in range(lo[0], hi[0] + 1) for j in range(lo[1], hi[1] + 1)], float) * box
+    n = len(u)
+    img = (u[None, :, :] + shifts[:, None, :]).reshape(-1, 2)
+    rot = (img - c) @ R.T + c
+    inside = np.all((rot >= 0.0) & (rot < box), axis=1)
+    src = np.tile(np.arange(n), len(shifts))[inside]
+    size = None if cfg.size is None else cfg.size[src]
+    return Configuration(rot[inside], cfg.vel[src] @ R.T, size, box, cfg.seam[src], cfg.tiles()[src], cfg.n_tiles)
+
+
 def match_parts(parts: list[Configuration], m: int, rng: np.random.Generator, *,
-                candidates: int = MATCH_CANDIDATES, band: float = MATCH_BAND) -> tuple[list[Configuration], dict]:
-    """Registry-matched tiling: choose each part's symmetry and cyclic shift so that its
-    seams with the parts already placed mismatch least (2D only).
+                candidates: int = MATCH_CANDIDATES, band: float = MATCH_BAND,
+                rotate: bool = False) -> tuple[list[Configuration], dict]:
+    """Registry-matched tiling: choose each part's symmetry (or orientation) and shift so
+    that its seams with the parts already placed mismatch least (2D only).
 
     The ``m^d`` parts (equal periodic boxes, placed by :func:`tile_configurations` in
     ravel order of an m x m grid of cells) are placed one after another. The first keeps
-    its configuration; for every later one ``candidates`` transforms are tried: each
-    symmetry of the box (:func:`_symmetries` and reflections: 8 for a square) with an
-    equal share of cyclic shifts, each shift putting a random particle of the part onto the
-    place of a random particle of an already placed neighbour within the scored band
-    (taken in that part's own cell coordinates: where the neighbour's periodic
-    continuation has a particle), so that a crystal continued across the seam is in
-    registry when the orientations agree. A candidate's score is the mean |psi6_i| (6
-    nearest neighbours, taken among the placed parts and the candidate together, in the
-    periodic large box) of the particles within ``band`` median nearest-neighbour
-    spacings of a seam between the candidate and a placed part, leaving out those within
-    that distance of a cell not yet placed (their neighbours are missing). The best
-    candidate is kept.
+    its configuration; for every later one ``candidates`` transforms are tried, and the
+    best is kept.
+
+    ``rotate=False`` (``tiling="matched"``): each symmetry of the box (:func:`_symmetries`
+    and reflections: 8 for a square) with an equal share of cyclic shifts, each shift
+    putting a random particle of the part onto the place of a random particle of an
+    already placed neighbour within the scored band (taken in that part's own cell
+    coordinates: where the neighbour's periodic continuation has a particle), so that a
+    crystal continued across the seam is in registry when the orientations agree. A square
+    box's symmetries reach only 4 orientations of a hexagonal lattice.
+
+    ``rotate=True`` (``tiling="oriented"``): the part's periodic pattern, as it is and
+    mirrored, is rotated by the angle that brings its mean psi6 phase onto that of the
+    placed particles along its seams (psi6 turns by 6 theta under a rotation by theta),
+    and a window of the cell is cut from it (:func:`rotated_window`) with half the
+    candidates for each hand, each translated so that a random particle of the part lands
+    on a lattice site continuing a placed neighbour's lattice: p - b for a placed particle
+    p within one spacing of a shared face and a bond b to one of its 6 nearest placed
+    neighbours, where that site lies inside the cell. Any orientation is reached, so
+    polycrystalline tiles whose grains point anywhere in 0-60 degrees are turned to
+    continue their neighbours. The window's particle count is the cell's share of the
+    pattern, so the number of particles of a tiled system varies by what the cut edges
+    take or leave.
+
+    A candidate's score is the mean |psi6_i| (6 nearest neighbours, taken among the placed
+    parts and the candidate together, in the periodic large box) of the particles within
+    ``band`` median nearest-neighbour spacings of a seam between the candidate and a
+    placed part, leaving out those within that distance of a cell not yet placed (their
+    neighbours are missing).
 
     A crystal tile tiled this way continues its lattice across the seams; in a liquid the
     choice favours seams of slightly higher local order than chance (docs/scaling.md).
@@ -435,8 +493,8 @@ def match_parts(parts: list[Configuration], m: int, rng: np.random.Generator, *,
     box = np.asarray(parts[0].box, float)
     d = len(box)
     if d != 2:
-        raise ParameterError(f"tiling: 'matched' scores the seams by |psi6|, a 2D order; the tiles are {d}D "
-                             "(use tiling='random')")
+        raise ParameterError(f"tiling: '{'oriented' if rotate else 'matched'}' scores the seams by |psi6|, a 2D "
+                             f"order; the tiles are {d}D (use tiling='random')")
     if int(candidates) != candidates or candidates < 1:
         raise ParameterError(f"tiling candidates: must be a positive integer, got {candidates}")
     big = box * m
@@ -448,7 +506,6 @@ def match_parts(parts: list[Configuration], m: int, rng: np.random.Generator, *,
     reach = sb + 2.0 * spacing          # neighbours of a scored particle lie within this of the seam
     syms = [(np.asarray(p), np.array(f, bool)) for p in _symmetries(box)
             for f in np.ndindex(*(2,) * d)]
-    per = max(1, int(math.ceil(int(candidates) / len(syms))))
     out = [parts[0]]
     placed = [0]
     chosen, means = [], []
@@ -471,39 +528,90 @@ def match_parts(parts: list[Configuration], m: int, rng: np.random.Generator, *,
         shared = [(a, side) for a in range(d) for side in (0, 1)
                   if int(np.ravel_multi_index(tuple(np.mod(cell + (2 * side - 1) * np.eye(d, dtype=int)[a], m)),
                                               (m,) * d)) in placed]
-        anchors = np.mod(Pn[to_cand[near] < sb], box)
         base = parts[k]
+        if rotate:
+            # the placed particles' orientation: those within reach of the cell but more than
+            # a spacing from it and from cells not yet placed (all their neighbours present)
+            lattice = (to_cand >= spacing) & (to_cand < reach)
+            lattice[lattice] = to_void(P[lattice]) >= spacing
+        cands = (_oriented_candidates(base, P, lattice, to_cand, lo, box, big, spacing, int(candidates), rng)
+                 if rotate else _symmetry_candidates(base, Pn[to_cand[near] < sb], syms, box, int(candidates), rng))
         best, best_score, scores = None, -np.inf, []
-        for perm, flip in syms:
-            q0 = _apply(base, 0.0, perm, flip).pos
-            for _ in range(per):
-                if len(anchors):
-                    shift = anchors[rng.integers(len(anchors))] - q0[rng.integers(len(q0))]
-                else:
-                    shift = rng.uniform(0, 1, d) * box
-                q = np.mod(q0 + shift, box)
-                face = np.full(len(q), np.inf)
-                for a, side in shared:
-                    face = np.minimum(face, q[:, a] if side == 0 else box[a] - q[:, a])
-                keep = face < reach
-                Q = q[keep] + lo
-                score_Q = (face[keep] < sb) & (to_void(Q) >= sb)
-                allp = np.concatenate([Pn, Q])
-                if len(allp) < 8 or not (score_P.any() or score_Q.any()):
-                    value = 0.0
-                else:
-                    psi = np.abs(psi6_local(allp, big))
-                    value = float(psi[np.concatenate([score_P, score_Q])].mean())
-                scores.append(value)
-                if value > best_score:
-                    best, best_score = (shift, perm, flip), value
-        shift, perm, flip = best
-        out.append(_apply(_apply(base, 0.0, perm, flip), shift, np.arange(d), np.zeros(d, bool)))
+        for cand in cands:
+            q = cand.pos
+            face = np.full(len(q), np.inf)
+            for a, side in shared:
+                face = np.minimum(face, q[:, a] if side == 0 else box[a] - q[:, a])
+            keep = face < reach
+            Q = q[keep] + lo
+            score_Q = (face[keep] < sb) & (to_void(Q) >= sb)
+            allp = np.concatenate([Pn, Q])
+            if len(allp) < 8 or not (score_P.any() or score_Q.any()):
+                value = 0.0
+            else:
+                psi = np.abs(psi6_local(allp, big))
+                value = float(psi[np.concatenate([score_P, score_Q])].mean())
+            scores.append(value)
+            if value > best_score:
+                best, best_score = cand, value
+        out.append(best)
         placed.append(k)
         chosen.append(best_score)
         means.append(float(np.mean(scores)))
     return out, {"score": float(np.mean(chosen)) if chosen else None,
                  "candidates_mean": float(np.mean(means)) if means else None, "parts_matched": len(chosen)}
+
+
+def _symmetry_candidates(base: Configuration, anchors_big: np.ndarray, syms: list, box: np.ndarray,
+                         candidates: int, rng: np.random.Generator):
+    """``tiling="matched"`` candidates of :func:`match_parts`: each symmetry with an equal
+    share of cyclic shifts putting a random particle onto a placed neighbour's periodic
+    continuation (``anchors_big``: placed particles within the scored band, big-box px)."""
+    d = len(box)
+    per = max(1, int(math.ceil(candidates / len(syms))))
+    anchors = np.mod(anchors_big, box)
+    for perm, flip in syms:
+        turned = _apply(base, 0.0, perm, flip)
+        for _ in range(per):
+            if len(anchors):
+                shift = anchors[rng.integers(len(anchors))] - turned.pos[rng.integers(len(turned.pos))]
+            else:
+                shift = rng.uniform(0, 1, d) * box
+            yield _apply(turned, shift, np.arange(d), np.zeros(d, bool))
+
+
+def _oriented_candidates(base: Configuration, P: np.ndarray, lattice: np.ndarray, dist_P: np.ndarray,
+                         lo: np.ndarray, box: np.ndarray, big: np.ndarray, spacing: float, candidates: int,
+                         rng: np.random.Generator):
+    """``tiling="oriented"`` candidates of :func:`match_parts` (its docstring): rotated
+    windows of ``base``'s pattern, both hands, at the mean psi6 phase of the placed
+    particles ``P`` (big-box px) selected by ``lattice`` ((N,) bool), each anchored on a
+    lattice site continuing a placed neighbour's lattice inside the cell [lo, lo + box)
+    (``dist_P``: (N,) the placed particles' distances to it, px)."""
+    from ..structure.order import bond_order
+    from .observables import knn, psi6_local
+
+    psi, target = None, 0j
+    if len(P) > 6:
+        sep, _, _ = knn(P, big, 6)
+        psi = bond_order(sep, 6).mean(axis=1)
+        if lattice.any():
+            target = complex(psi[lattice].mean())
+    edge = np.flatnonzero(dist_P < spacing)
+    sites = np.empty((0, 2))
+    if len(edge) and psi is not None:
+        cand_sites = (P[edge, None, :] - sep[edge]).reshape(-1, 2)
+        off = np.mod(cand_sites - lo, big)
+        sites = off[np.all(off < box, axis=1)]
+    per_hand = max(1, int(math.ceil(candidates / 2)))
+    for mirror in (False, True):
+        hand = _apply(base, 0.0, np.arange(2), np.array([mirror, False]))
+        own = complex(np.mean(psi6_local(np.mod(hand.pos, box), box))) if len(hand.pos) > 6 else 0j
+        theta = (np.angle(target) - np.angle(own)) / 6.0 if abs(target) > 0 and abs(own) > 0 else \
+            rng.uniform(0, np.pi / 3)
+        for _ in range(per_hand):
+            to = sites[rng.integers(len(sites))] if len(sites) else rng.uniform(0, 1, 2) * box
+            yield rotated_window(hand, theta, np.mod(hand.pos[rng.integers(len(hand.pos))], box), to)
 
 
 def _part_frame(pos: np.ndarray, part_box: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
@@ -1035,9 +1143,13 @@ def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None 
         the best of ``tiling_candidates`` symmetries and registry shifts, scored by the
         |psi6| of the particles along the new seams (:func:`match_parts`), so that ordered
         tiles continue their lattice across the seams instead of meeting at a grain
-        boundary. The first part of each doubling keeps its random transform.
-    tiling_candidates : candidates per placed part with ``tiling="matched"`` (default 32:
-        4 shifts for each of the 8 symmetries of a square box).
+        boundary; "oriented" (2D, a periodic box only): the same score over windows of
+        each part's periodic pattern turned to the placed neighbours' lattice orientation,
+        any angle (the particle count then varies by what the cut edges take or leave).
+        The first part of each doubling keeps its random transform.
+    tiling_candidates : candidates per placed part with ``tiling="matched"`` or
+        ``"oriented"`` (default 32: 4 shifts for each of the 8 symmetries of a square box;
+        16 for each hand).
 
     Returns
     -------
@@ -1064,9 +1176,9 @@ def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None 
     if band_edge not in ("held", "reflect"):
         raise ParameterError(f"band_edge: must be 'held' or 'reflect', got {band_edge!r}")
     if tiling not in TILINGS:
-        raise ParameterError(f"tiling: must be 'random' or 'matched', got {tiling!r}")
-    if tiling == "matched" and dim != 2:
-        raise ParameterError(f"tiling: 'matched' scores the seams by |psi6|, a 2D order; the model is {dim}D "
+        raise ParameterError(f"tiling: must be one of {', '.join(TILINGS)}, got {tiling!r}")
+    if tiling != "random" and dim != 2:
+        raise ParameterError(f"tiling: {tiling!r} scores the seams by |psi6|, a 2D order; the model is {dim}D "
                              "(use tiling='random')")
     if isinstance(tiling_candidates, bool) or int(tiling_candidates) != tiling_candidates or tiling_candidates < 1:
         raise ParameterError(f"tiling_candidates: must be a positive integer, got {tiling_candidates}")
@@ -1079,6 +1191,9 @@ def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None 
         raise ParameterError(f"band: must be > 0 px, got {band}")
     size_col = model.config.size_column or None
     src = _source(tracks, meta, model_config, size_col, frame, cutoff_px, dim, name)
+    if tiling == "oriented" and src.box is None:
+        raise ParameterError(f"tiling: 'oriented' turns each tile's periodic pattern, and {name} has no periodic "
+                             "box (a field of view's windows are not periodic; use 'matched' or 'random')")
     closest = closest_approach(src.pos[:20] if len(src.pos) > 20 else src.pos,
                                src.size[:20] if len(src.size) > 20 else src.size,
                                src.box if src.box is not None else None)
@@ -1103,8 +1218,8 @@ def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None 
         for _ in range(m ** dim):
             part = build(level - 1)
             parts.append(_transform(part, rng) if level > 1 else part)
-        if tiling == "matched":
-            parts, rep = match_parts(parts, m, rng, candidates=int(tiling_candidates))
+        if tiling != "random":
+            parts, rep = match_parts(parts, m, rng, candidates=int(tiling_candidates), rotate=tiling == "oriented")
             for key in match_scores:
                 if rep[key] is not None:
                     match_scores[key].append(rep[key])
@@ -1162,7 +1277,7 @@ def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None 
                    **({"candidates": int(tiling_candidates),
                        "seam_psi6_chosen": float(np.mean(match_scores["score"])),
                        "seam_psi6_candidates_mean": float(np.mean(match_scores["candidates_mean"]))}
-                      if tiling == "matched" and match_scores["score"] else {})},
+                      if tiling != "random" and match_scores["score"] else {})},
         "seam_relaxation": {"model_steps": int(relax_steps), "band_px": band_px,
                             "held_fixed_layer_px": held_layer_px(cutoff_px),
                             "k_B_scale": k_B_scale, "band_edge": band_edge,
