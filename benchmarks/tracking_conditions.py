@@ -169,6 +169,13 @@ def full_conditions() -> list[Condition]:
     out.append(replace(b, name="issue-like, pixel-integrated", psf="gauss_pixel",
                        sigma_over_d=0.28, size_ratio=1 / 0.7, diameter=8.4, area_fraction=0.74,
                        bit_depth=8))
+    # bright-field rings away from contact: the light beyond each dark ring makes lit
+    # features between particles that are not enclosed by a packing (added last, so that
+    # the rows above keep their seeds)
+    for s in (0.2, 0.3):
+        for phi in (0.1, 0.3):
+            out.append(replace(b, name=f"ring s/d {s:.2f}, phi {phi:.2f}", psf="ring", sigma_over_d=s,
+                               area_fraction=phi, background=100.0))
     seen, uniq = set(), []
     for c in out:
         if c.name not in seen:

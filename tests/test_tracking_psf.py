@@ -271,3 +271,108 @@ def test_own_light_centroids_equal_their_numpy_specification_at_edges_and_half_p
     for g, r in zip(got, want):
         assert np.array_equal(np.isnan(g), np.isnan(r))
         assert np.nanmax(np.abs(g - r)) < 1e-9
+
+
+# ----------------------------------------------------------------------------- template fit
+def _ring_knots(amp_scale, knot_px=0.5, r_max=9.0):
+    """A dark ring at 4.5 px (depth 0.6 of a peak of ``amp_scale``, width 1 px) as a
+    radial profile on knots, the last 0."""
+    from colloidcg.tracking.psf import KNOT_PX
+    assert knot_px == KNOT_PX
+    r = np.arange(0.0, r_max + 1e-9, knot_px)
+    k = -0.6 * amp_scale * np.exp(-0.5 * ((r - 4.5) / 1.0) ** 2)
+    k[-1] = 0.0
+    return k
+
+
+def _template_image(shape, x, y, amp, sigma, weight, knots):
+    from colloidcg.tracking.refine import render_spots
+    spots = np.c_[x, y, amp, np.full(len(x), sigma)]
+    return render_spots(shape, spots) + render_profile(shape, x, y, weight, np.ones(len(x)), knots)
+
+
+def test_template_fit_is_exact_without_noise_and_refuses_far_starts():
+    """A spot drawn exactly as its template (pixel-integrated Gaussian + dark-ring
+    profile) is found to 1e-4 px (the tolerance) from a start 0.3 px off, its own light taken from a
+    residual and a joint-fit position that differ from it; a fit that would move more
+    than TEMPLATE_MAX_MOVE keeps its start and is flagged; the x weights of the fit
+    (template_kernel) are the template's numerical x derivative."""
+    from colloidcg.tracking.psf import TEMPLATE_MAX_MOVE, template_kernel, template_positions
+
+    shape = (40, 40)
+    sigma, amp = 2.0, 2000.0
+    peak = amp / (2 * np.pi * sigma ** 2)
+    knots = _ring_knots(peak)
+    tx, ty = np.array([19.37]), np.array([20.81])
+    img = _template_image(shape, tx, ty, [amp], sigma, np.array([1.0]), knots) + 50.0
+    jx, jy = tx + 0.2, ty - 0.15                    # the joint fit's position (own model there)
+    residual = img - 50.0 - _template_image(shape, jx, jy, [amp], sigma, np.array([1.0]), knots)
+    x, y, ep, ok = template_positions(residual, jx, jy, np.array([amp]), np.array([sigma]), np.array([1.0]),
+                                      np.ones(1), knots, tx + 0.3, ty - 0.2, 3.5 * sigma)
+    assert ok[0]
+    assert abs(x[0] - tx[0]) < 1e-4 and abs(y[0] - ty[0]) < 1e-4
+    assert ep[0] < 1e-4                                # no noise, no misfit
+    far = 1.5 * TEMPLATE_MAX_MOVE
+    x, y, ep, ok = template_positions(residual, jx, jy, np.array([amp]), np.array([sigma]), np.array([1.0]),
+                                      np.ones(1), knots, tx + far, ty, 3.5 * sigma)
+    assert not ok[0] and x[0] == tx[0] + far and np.isnan(ep[0])
+    rho = 1.0 / amp
+    kern = template_kernel(sigma, rho, knots, 3.5 * sigma)
+    n = kern.shape[0] // 2
+    h = 1e-5
+    plus = _template_image((2 * n + 1,) * 2, np.array([n + h]), np.array([float(n)]), [1.0], sigma,
+                           np.array([rho]), knots)
+    minus = _template_image((2 * n + 1,) * 2, np.array([n - h]), np.array([float(n)]), [1.0], sigma,
+                            np.array([rho]), knots)
+    k = np.arange(-n, n + 1)
+    r = np.hypot(k[None, :], k[:, None])
+    # (pixels at a knot's radius left out: there the profile's slope jumps, and the
+    # central difference averages its two sides)
+    on_knot = np.abs(r / 0.5 - np.round(r / 0.5)) < 1e-9
+    disc = (r <= 3.5 * sigma) & ~on_knot
+    # (the rendered Gaussian's pixel integral is Simpson's rule: 3e-6 of the peak slope)
+    np.testing.assert_allclose(kern[disc], ((plus - minus) / (2 * h))[disc], rtol=1e-3,
+                               atol=1e-3 * np.abs(kern).max())
+
+
+def test_template_fit_reaches_the_cramer_rao_bound_and_its_ep_is_calibrated():
+    """Isolated ring-shaped spots drawn as their template, white noise: the template
+    fit's RMS error per axis is within 15 % of the Cramér-Rao bound of the fitted disc
+    (sigma_noise / sqrt(sum (A dT/dx)^2)); the own-light centroid of the same spots is
+    far above it (it weights the pixels by light, not by how the light moves); and the
+    fit's ep is within 15 % of its RMS error."""
+    from colloidcg.tracking.psf import own_light_centroids, template_kernel, template_positions
+
+    rng = np.random.default_rng(7)
+    sigma, amp, noise = 2.0, 2000.0, 6.0
+    peak = amp / (2 * np.pi * sigma ** 2)
+    knots = _ring_knots(peak)
+    side, step = 300, 30
+    g = np.arange(step // 2, side - step // 2 + 1, step, dtype=float)
+    gx, gy = np.meshgrid(g, g)
+    tx = gx.ravel() + rng.uniform(-0.5, 0.5, gx.size)
+    ty = gy.ravel() + rng.uniform(-0.5, 0.5, gy.size)
+    n = len(tx)
+    ones = np.ones(n)
+    model = _template_image((side, side), tx, ty, np.full(n, amp), sigma, ones, knots)
+    errs, eps, cents = [], [], []
+    for rep in range(4):
+        img = model + rng.normal(0.0, noise, model.shape)
+        residual = img - model                       # the joint fit at the truth
+        cx, cy, _ = own_light_centroids(residual, tx, ty, np.full(n, amp), np.full(n, sigma), ones, ones,
+                                        knots, 1.8 * sigma)
+        sx, sy = tx + rng.normal(0, 0.1, n), ty + rng.normal(0, 0.1, n)
+        x, y, ep, ok = template_positions(residual, tx, ty, np.full(n, amp), np.full(n, sigma), ones, ones,
+                                          knots, sx, sy, 3.5 * sigma)
+        assert ok.all()
+        errs.append(np.c_[x - tx, y - ty])
+        cents.append(np.c_[cx - tx, cy - ty])
+        eps.append(ep)
+    e = np.concatenate(errs)
+    rms_axis = float(np.sqrt((e ** 2).mean()))
+    kern = template_kernel(sigma, 1.0 / amp, knots, 3.5 * sigma)
+    crb = noise / (amp * float(np.sqrt((kern ** 2).sum())))
+    assert rms_axis <= 1.15 * crb and rms_axis >= 0.85 * crb, (rms_axis, crb)
+    cent_axis = float(np.sqrt((np.concatenate(cents) ** 2).mean()))
+    assert cent_axis > 1.5 * rms_axis, (cent_axis, rms_axis)
+    assert np.median(np.concatenate(eps)) == pytest.approx(rms_axis, rel=0.15)

@@ -637,8 +637,8 @@ def _refine_with_profile(img: np.ndarray, x: np.ndarray, y: np.ndarray, sigma: f
     explains; 0 when it was not measured) and ``crowded`` (whether the crowded options
     were used).
     """
-    from .psf import (KNOT_PX, MAX_SIDE, MIN_GAIN, correlated_noise_gain, own_light_centroids,
-                      radial_profile, render_profile)
+    from .psf import (KNOT_PX, MAX_SIDE, MIN_GAIN, TEMPLATE_RADIUS, correlated_noise_gain, own_light_centroids,
+                      radial_profile, render_profile, template_kernel, template_positions)
     from .refine import RENDER_HALF_WIDTH, render_spots
 
     opts, crowded = _fit_options(x, y, sigma)
@@ -696,6 +696,15 @@ def _refine_with_profile(img: np.ndarray, x: np.ndarray, y: np.ndarray, sigma: f
     cx, cy, ep = own_light_centroids(residual, r2["x"], r2["y"], r2["amplitude"], r2["sigma"],
                                      weight, scale, knots, radius,
                                      noise_gain=correlated_noise_gain(residual, radius))
+    if PSF_TEMPLATE:
+        # each spot's measured template fitted to its own light, from the centroid
+        rt = TEMPLATE_RADIUS * s_med
+        rho = float(np.median(weight / np.maximum(r2["amplitude"], 1e-300)))
+        gain_t = correlated_noise_gain(residual, rt, template_kernel(s_med, rho, knots, rt))
+        tx, ty, tep, tok = template_positions(residual, r2["x"], r2["y"], r2["amplitude"], r2["sigma"],
+                                              weight, scale, knots, cx, cy, rt, noise_gain=gain_t)
+        cx, cy = np.where(tok, tx, cx), np.where(tok, ty, cy)
+        ep = np.where(tok, tep, ep)
     r2["x"], r2["y"] = cx, cy
     r2["ep"] = np.where(np.isfinite(ep), ep, r2["ep"])
     return r2
@@ -704,6 +713,9 @@ def _refine_with_profile(img: np.ndarray, x: np.ndarray, y: np.ndarray, sigma: f
 #: Measure the spots' non-Gaussian part and, where there is one, locate them by their own
 #: light (:func:`_refine_with_profile`).
 PSF_PROFILE = True
+#: ... and then refine each own-light centroid by a fit of the spot's measured template to
+#: its own light (:func:`colloidcg.tracking.psf.template_positions`).
+PSF_TEMPLATE = True
 #: Two start positions closer than PLATEAU_REACH diameters are noise maxima on one flat top
 #: when the band-passed frame along the segment between them stays above (1 - PLATEAU_DIP)
 #: of the lower of its two ends (:func:`plateau_pairs`); only where the spots are not
