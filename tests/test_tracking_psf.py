@@ -403,8 +403,8 @@ def test_lit_surroundings_of_rings_standing_apart_are_not_particles(dilute_rings
     dropped = []
     real = gaps.lit_halos
 
-    def spy(img, x, y, diameter, noise=None):
-        out = real(img, x, y, diameter, noise)
+    def spy(img, x, y, diameter, noise=None, mass=None):
+        out = real(img, x, y, diameter, noise, mass)
         dropped.append(np.c_[x[out], y[out]])
         return out
 
@@ -416,6 +416,7 @@ def test_lit_surroundings_of_rings_standing_apart_are_not_particles(dilute_rings
     assert len(d) >= 20
     t0 = truth[truth["frame"] == 0][["x", "y"]].to_numpy()
     assert np.min(np.hypot(*(d[:, None, :] - t0[None, :, :]).transpose(2, 0, 1))) > D / 3
-    monkeypatch.setattr(locate_mod, "lit_halos", lambda img, x, y, diameter, noise=None: np.zeros(len(x), bool))
+    monkeypatch.setattr(locate_mod, "lit_halos", lambda img, x, y, diameter, noise=None, mass=None:
+                        np.zeros(len(x), bool))
     off = _score(frames, truth, track(frames, progress=False, params=p).tracks)
     assert off.precision < s.precision - 0.02 and off.rms_error > s.rms_error, (off, s)

@@ -32,6 +32,13 @@ A candidate is a gap when
    3-6). A particle that merely touches one other one (a dilute field, a pair in the
    focal transition) is never dropped.
 
+Also a gap, inside a packing or not: a candidate whose angular variance is at least
+:data:`HALO_ASYMMETRY` times its radial variance with such a more symmetric candidate
+within :data:`HALO_REACH` ring radii. Away from a packing the light around each particle
+beyond its dark ring makes band-pass maxima of that kind; :func:`lit_halos` finds those
+that are not enclosed by three particles before the fit, so that they are not fitted as
+spots among the particles.
+
 Each particle therefore stands by its own light, compared with the others of its frame,
 rather than by a brightness threshold of one renderer.
 """
@@ -79,7 +86,7 @@ HALO_ASYMMETRY = 1.0
 #: ... and lies within this many ring radii of a particle at least GAP_RATIO times more
 #: symmetric: the light between two particles peaks midway (the same frames: 8.7-10 px
 #: from the nearest particle, ring radius 4.5 px).
-HALO_REACH = 2.5
+HALO_REACH = 3.0
 #: Fewest candidates judged in a frame for the rule to run (the quarter statistic and
 #: the median profile need a population).
 MIN_CANDIDATES = 12
@@ -214,13 +221,14 @@ def radial_asymmetry(img: np.ndarray, x: np.ndarray, y: np.ndarray, r_max: float
     return q_within(R), (R if ringed else float("nan")), own
 
 
-def _ring_gates(img, x, y, r_max, noise, asymmetry=None):
+def _ring_gates(img, x, y, r_max, noise, asymmetry=None, among=None):
     """The frame-level quantities of the rule for candidates (x, y): ``(q, R, own,
     inside, q25, ratio)`` with ``inside`` the candidates whose disc the frame holds,
     ``q25`` their most symmetric quarter's bound and ``ratio`` the ring radius over the
     median peer distance of that quarter; None where there is no ring or too few
     candidates are inside. ``asymmetry``: :func:`radial_asymmetry` of the candidates,
-    if already computed."""
+    if already computed. ``among`` ((N,) bool): the quarter is taken among these
+    candidates only (default all)."""
     from ..neighbours import nearest
 
     n = len(x)
@@ -231,7 +239,10 @@ def _ring_gates(img, x, y, r_max, noise, asymmetry=None):
     inside = (x >= R + 1) & (x <= w - 2 - R) & (y >= R + 1) & (y <= h - 2 - R)
     if inside.sum() < MIN_CANDIDATES:
         return None
-    q25 = float(np.percentile(q[inside], 25))
+    pool = inside if among is None else inside & among
+    if pool.sum() < MIN_CANDIDATES:
+        return None
+    q25 = float(np.percentile(q[pool], 25))
     # the ring lies inside the particle: under half the distance to the nearest peer (a
     # candidate of like symmetry). In a packing of Gaussian spots the darkest radius is
     # the hole between neighbours, at half their distance or beyond
@@ -239,7 +250,7 @@ def _ring_gates(img, x, y, r_max, noise, asymmetry=None):
     dist, idx = nearest(np.c_[x, y], k=min(n - 1, 12))
     peer = np.abs(score[idx] - score[:, None]) <= math.log(GAP_RATIO)
     spacing = np.where(peer.any(axis=1), dist[np.arange(n), peer.argmax(axis=1)], np.inf)
-    quarter = inside & (q <= q25)
+    quarter = pool & (q <= q25)
     return q, R, own, inside, q25, float(R / np.median(spacing[quarter]))
 
 
@@ -267,8 +278,12 @@ def bright_gaps(img: np.ndarray, x: np.ndarray, y: np.ndarray, diameter: float,
     judged = _judge(img, x, y, diameter, noise)
     if judged is None:
         return np.zeros(len(x), bool)
-    q, inside, (close, _, near) = judged
-    return inside & (q >= GAP_ASYMMETRY) & (close >= 1) & (near >= 3)
+    q, inside, (close, beside, near) = judged
+    # (and, inside a packing or not, light as asymmetric as the lit surroundings of
+    # :func:`lit_halos` beside a particle: in a loose packing some lie just beyond two
+    # ring radii of every particle, 9-10 px for a ring of 4.5 px)
+    return inside & (((q >= GAP_ASYMMETRY) & (close >= 1) & (near >= 3))
+                     | ((q >= HALO_ASYMMETRY) & (beside >= 1)))
 
 
 def _dominant_neighbours(x, y, q, R, own, reaches=(2.0, 3.0)):
@@ -295,7 +310,7 @@ def _dominant_neighbours(x, y, q, R, own, reaches=(2.0, 3.0)):
 
 
 def lit_halos(img: np.ndarray, x: np.ndarray, y: np.ndarray, diameter: float,
-              noise: float | None = None) -> np.ndarray:
+              noise: float | None = None, mass: np.ndarray | None = None) -> np.ndarray:
     """Mask of the candidates that are the lit surroundings of bright-field particles
     away from a packing: not particles, and to be left out of the fit.
 
@@ -310,16 +325,25 @@ def lit_halos(img: np.ndarray, x: np.ndarray, y: np.ndarray, diameter: float,
     lies within :data:`HALO_REACH` of its ring radii, fewer than three do within 3 (not a
     gap of a packing: those stay in the fit, which models their light, and
     :func:`bright_gaps` drops them after it), and its angular variance is at least
-    :data:`HALO_ASYMMETRY` times its radial variance. Parameters as :func:`bright_gaps`.
+    :data:`HALO_ASYMMETRY` times its radial variance. Parameters as :func:`bright_gaps`;
+    ``mass`` ((N,) the candidates' band-passed masses): rule 1's symmetric quarter is taken
+    among the more massive half. Far apart (area fraction 0.1) the band-pass makes
+    several maxima in the light around each particle, three quarters of the candidates,
+    and the quarter of all of them was not symmetric (q 0.77); particles are 4-5 times
+    more massive than these.
     """
-    judged = _judge(img, x, y, diameter, noise)
+    among = None
+    if mass is not None:
+        mass = np.asarray(mass, dtype=np.float64)
+        among = mass >= np.median(mass)
+    judged = _judge(img, x, y, diameter, noise, among)
     if judged is None:
         return np.zeros(len(x), bool)
     q, inside, (_, beside, near) = judged
     return inside & (q >= HALO_ASYMMETRY) & (beside >= 1) & (near < 3)
 
 
-def _judge(img, x, y, diameter, noise):
+def _judge(img, x, y, diameter, noise, among=None):
     """What the rules of :func:`bright_gaps` and :func:`lit_halos` read: (q, inside,
     counts) per candidate, counts the dominant neighbours within 2, HALO_REACH and 3 ring
     radii (:func:`_dominant_neighbours`), or None where the frame-level gates rule rings
@@ -330,7 +354,7 @@ def _judge(img, x, y, diameter, noise):
     x, y, r_max, noise = _inputs(img, x, y, diameter, noise)
     if _block_rules_out(img, x, y, r_max, noise):
         return None
-    gates = _ring_gates(img, x, y, r_max, noise)
+    gates = _ring_gates(img, x, y, r_max, noise, among=among)
     if gates is None:
         return None
     q, R, own, inside, q25, ratio = gates

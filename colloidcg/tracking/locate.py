@@ -555,7 +555,7 @@ def _locate_refined(img: np.ndarray, diameter, separation, minmass: float,
     if gap_check and len(x):
         # the lit surroundings of bright-field particles standing apart are not fitted
         # (gaps of a packing are: their light is modelled, and they are dropped after)
-        keep = ~lit_halos(img, x, y, d)
+        keep = ~lit_halos(img, x, y, d, mass=mass)
         x, y, mass = x[keep], y[keep], mass[keep]
     h, w = img.shape
     if len(x) == 0:
