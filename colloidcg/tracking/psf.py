@@ -431,10 +431,18 @@ def _template_fit(residual, x, y, amplitude, sigma, weight, scale, knots, radius
         own = np.empty((nv, nu))
         use = np.zeros((nv, nu), np.bool_)
         n_use = 0
+        gx = np.empty(nu)
+        dgx = np.empty(nu)
+        gy = np.empty(nv)
+        dgy = np.empty(nv)
+        for a in range(nu):
+            gx[a] = 0.5 * (math.erf((u0 + a + 0.5 - x[i]) / sg) - math.erf((u0 + a - 0.5 - x[i]) / sg))
         for b in range(nv):
-            gyb = 0.5 * (math.erf((v0 + b + 0.5 - y[i]) / sg) - math.erf((v0 + b - 0.5 - y[i]) / sg))
+            gy[b] = 0.5 * (math.erf((v0 + b + 0.5 - y[i]) / sg) - math.erf((v0 + b - 0.5 - y[i]) / sg))
+        for b in range(nv):
+            gyb = gy[b]
             for a in range(nu):
-                gxa = 0.5 * (math.erf((u0 + a + 0.5 - x[i]) / sg) - math.erf((u0 + a - 0.5 - x[i]) / sg))
+                gxa = gx[a]
                 r = math.hypot(u0 + a - x[i], v0 + b - y[i]) / ks
                 k = min(int(r), nk - 1)
                 prof = 0.0
@@ -447,10 +455,6 @@ def _template_fit(residual, x, y, amplitude, sigma, weight, scale, knots, radius
                     n_use += 1
         if n_use < 8:
             continue
-        gx = np.empty(nu)
-        dgx = np.empty(nu)
-        gy = np.empty(nv)
-        dgy = np.empty(nv)
         cx, cy, A, bg = sx, sy, amplitude[i], 0.0
         converged = False
         prev_ss = np.inf
@@ -550,6 +554,16 @@ def _template_fit(residual, x, y, amplitude, sigma, weight, scale, knots, radius
         # covariance at the solution
         jtj[:, :] = 0.0
         meat = np.zeros((4, 4))
+        for a in range(nu):
+            a1 = (u0 + a + 0.5 - cx) / sg
+            a0 = (u0 + a - 0.5 - cx) / sg
+            gx[a] = 0.5 * (math.erf(a1) - math.erf(a0))
+            dgx[a] = -(math.exp(-a1 * a1) - math.exp(-a0 * a0)) * inv_s2pi / sigma[i]
+        for b in range(nv):
+            a1 = (v0 + b + 0.5 - cy) / sg
+            a0 = (v0 + b - 0.5 - cy) / sg
+            gy[b] = 0.5 * (math.erf(a1) - math.erf(a0))
+            dgy[b] = -(math.exp(-a1 * a1) - math.exp(-a0 * a0)) * inv_s2pi / sigma[i]
         for b in range(nv):
             for a in range(nu):
                 if not use[b, a]:
@@ -565,12 +579,10 @@ def _template_fit(residual, x, y, amplitude, sigma, weight, scale, knots, radius
                     f = r - k
                     prof = knots[k] * (1 - f) + knots[k + 1] * f
                     slope = (knots[k + 1] - knots[k]) / ks
-                a1, a0 = (u0 + a + 0.5 - cx) / sg, (u0 + a - 0.5 - cx) / sg
-                b1, b0 = (v0 + b + 0.5 - cy) / sg, (v0 + b - 0.5 - cy) / sg
-                gxa = 0.5 * (math.erf(a1) - math.erf(a0))
-                gyb = 0.5 * (math.erf(b1) - math.erf(b0))
-                jx = -(math.exp(-a1 * a1) - math.exp(-a0 * a0)) * inv_s2pi / sigma[i] * gyb
-                jy = -(math.exp(-b1 * b1) - math.exp(-b0 * b0)) * inv_s2pi / sigma[i] * gxa
+                gxa = gx[a]
+                gyb = gy[b]
+                jx = dgx[a] * gyb
+                jy = gxa * dgy[b]
                 if rr > 1e-12:
                     jx -= rho * slope * du / rr
                     jy -= rho * slope * dv / rr
