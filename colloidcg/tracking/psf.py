@@ -403,13 +403,48 @@ def template_kernel(sigma: float, rho: float, knots: np.ndarray, radius: float,
 
 
 @njit(cache=True)
+def _gauss_axis(lo, c, sigma, g, dg):
+    """The pixel-integrated unit Gaussian's 1D factor g[k] on pixels lo + k of a window
+    (centre ``c`` px, width ``sigma`` px) and its derivative dg[k] with respect to c."""
+    sg = math.sqrt(2.0) * sigma
+    norm = 1.0 / (math.sqrt(2.0 * math.pi) * sigma)
+    for k in range(g.shape[0]):
+        a1 = (lo + k + 0.5 - c) / sg
+        a0 = (lo + k - 0.5 - c) / sg
+        g[k] = 0.5 * (math.erf(a1) - math.erf(a0))
+        dg[k] = -(math.exp(-a1 * a1) - math.exp(-a0 * a0)) * norm
+
+
+@njit(cache=True)
+def _template_at(du, dv, gxa, gyb, dgxa, dgyb, knots, ks, rho):
+    """The template G + rho R at a pixel (du, dv) px from its centre, and its derivatives
+    with respect to the centre's x and y: (t, dt/dcx, dt/dcy). ``gxa`` ... ``dgyb``: the
+    Gaussian's axis factors there (:func:`_gauss_axis`); R the piecewise linear profile
+    ``knots`` every ``ks`` px."""
+    nk = knots.shape[0]
+    rr = math.hypot(du, dv)
+    r = rr / ks
+    k = min(int(r), nk - 1)
+    prof = 0.0
+    slope = 0.0
+    if k < nk - 1:
+        f = r - k
+        prof = knots[k] * (1 - f) + knots[k + 1] * f
+        slope = (knots[k + 1] - knots[k]) / ks
+    jx = dgxa * gyb
+    jy = gxa * dgyb
+    if rr > 1e-12:
+        jx -= rho * slope * du / rr
+        jy -= rho * slope * dv / rr
+    return gxa * gyb + rho * prof, jx, jy
+
+
+@njit(cache=True)
 def _template_fit(residual, x, y, amplitude, sigma, weight, scale, knots, radius, knot_px, n_iter, tol,
                   max_move, noise_gain, inv_var, weighted, ox, oy, ep, ok):
     """:func:`template_positions` (compiled loop over the spots). Writes ox, oy, ep, ok."""
     h, w = residual.shape
     nk = knots.shape[0]
-    s2 = math.sqrt(2.0)
-    inv_s2pi = 1.0 / math.sqrt(2.0 * math.pi)
     jtj = np.empty((4, 4))
     jtr = np.empty(4)
     for i in range(x.shape[0]):
@@ -424,7 +459,6 @@ def _template_fit(residual, x, y, amplitude, sigma, weight, scale, knots, radius
         nu, nv = u1 - u0, v1 - v0
         if nu < 3 or nv < 3:
             continue
-        sg = s2 * sigma[i]
         ks = knot_px * scale[i]
         rho = weight[i] / amplitude[i]
         # the own light on the window and the disc (fixed around the start)
@@ -435,10 +469,8 @@ def _template_fit(residual, x, y, amplitude, sigma, weight, scale, knots, radius
         dgx = np.empty(nu)
         gy = np.empty(nv)
         dgy = np.empty(nv)
-        for a in range(nu):
-            gx[a] = 0.5 * (math.erf((u0 + a + 0.5 - x[i]) / sg) - math.erf((u0 + a - 0.5 - x[i]) / sg))
-        for b in range(nv):
-            gy[b] = 0.5 * (math.erf((v0 + b + 0.5 - y[i]) / sg) - math.erf((v0 + b - 0.5 - y[i]) / sg))
+        _gauss_axis(u0, x[i], sigma[i], gx, dgx)        # the own model, at the joint fit's place
+        _gauss_axis(v0, y[i], sigma[i], gy, dgy)
         for b in range(nv):
             gyb = gy[b]
             for a in range(nu):
@@ -460,16 +492,8 @@ def _template_fit(residual, x, y, amplitude, sigma, weight, scale, knots, radius
         prev_ss = np.inf
         last = np.zeros(4)
         for it in range(n_iter):
-            for a in range(nu):
-                a1 = (u0 + a + 0.5 - cx) / sg
-                a0 = (u0 + a - 0.5 - cx) / sg
-                gx[a] = 0.5 * (math.erf(a1) - math.erf(a0))
-                dgx[a] = -(math.exp(-a1 * a1) - math.exp(-a0 * a0)) * inv_s2pi / sigma[i]
-            for b in range(nv):
-                a1 = (v0 + b + 0.5 - cy) / sg
-                a0 = (v0 + b - 0.5 - cy) / sg
-                gy[b] = 0.5 * (math.erf(a1) - math.erf(a0))
-                dgy[b] = -(math.exp(-a1 * a1) - math.exp(-a0 * a0)) * inv_s2pi / sigma[i]
+            _gauss_axis(u0, cx, sigma[i], gx, dgx)
+            _gauss_axis(v0, cy, sigma[i], gy, dgy)
             jtj[:, :] = 0.0
             jtr[:] = 0.0
             ss = 0.0
@@ -477,23 +501,8 @@ def _template_fit(residual, x, y, amplitude, sigma, weight, scale, knots, radius
                 for a in range(nu):
                     if not use[b, a]:
                         continue
-                    du = u0 + a - cx
-                    dv = v0 + b - cy
-                    rr = math.hypot(du, dv)
-                    r = rr / ks
-                    k = min(int(r), nk - 1)
-                    prof = 0.0
-                    slope = 0.0
-                    if k < nk - 1:
-                        f = r - k
-                        prof = knots[k] * (1 - f) + knots[k + 1] * f
-                        slope = (knots[k + 1] - knots[k]) / ks
-                    t = gx[a] * gy[b] + rho * prof          # the template
-                    jx = dgx[a] * gy[b]
-                    jy = gx[a] * dgy[b]
-                    if rr > 1e-12:
-                        jx -= rho * slope * du / rr
-                        jy -= rho * slope * dv / rr
+                    t, jx, jy = _template_at(u0 + a - cx, v0 + b - cy, gx[a], gy[b], dgx[a], dgy[b],
+                                             knots, ks, rho)
                     wt = inv_var[v0 + b, u0 + a] if weighted else 1.0
                     j0, j1, j2, j3 = A * jx, A * jy, t, 1.0
                     res = own[b, a] - (A * t + bg)
@@ -554,39 +563,13 @@ def _template_fit(residual, x, y, amplitude, sigma, weight, scale, knots, radius
         # covariance at the solution
         jtj[:, :] = 0.0
         meat = np.zeros((4, 4))
-        for a in range(nu):
-            a1 = (u0 + a + 0.5 - cx) / sg
-            a0 = (u0 + a - 0.5 - cx) / sg
-            gx[a] = 0.5 * (math.erf(a1) - math.erf(a0))
-            dgx[a] = -(math.exp(-a1 * a1) - math.exp(-a0 * a0)) * inv_s2pi / sigma[i]
-        for b in range(nv):
-            a1 = (v0 + b + 0.5 - cy) / sg
-            a0 = (v0 + b - 0.5 - cy) / sg
-            gy[b] = 0.5 * (math.erf(a1) - math.erf(a0))
-            dgy[b] = -(math.exp(-a1 * a1) - math.exp(-a0 * a0)) * inv_s2pi / sigma[i]
+        _gauss_axis(u0, cx, sigma[i], gx, dgx)
+        _gauss_axis(v0, cy, sigma[i], gy, dgy)
         for b in range(nv):
             for a in range(nu):
                 if not use[b, a]:
                     continue
-                du = u0 + a - cx
-                dv = v0 + b - cy
-                rr = math.hypot(du, dv)
-                r = rr / ks
-                k = min(int(r), nk - 1)
-                prof = 0.0
-                slope = 0.0
-                if k < nk - 1:
-                    f = r - k
-                    prof = knots[k] * (1 - f) + knots[k + 1] * f
-                    slope = (knots[k + 1] - knots[k]) / ks
-                gxa = gx[a]
-                gyb = gy[b]
-                jx = dgx[a] * gyb
-                jy = gxa * dgy[b]
-                if rr > 1e-12:
-                    jx -= rho * slope * du / rr
-                    jy -= rho * slope * dv / rr
-                t = gxa * gyb + rho * prof
+                t, jx, jy = _template_at(u0 + a - cx, v0 + b - cy, gx[a], gy[b], dgx[a], dgy[b], knots, ks, rho)
                 jv = (A * jx, A * jy, t, 1.0)
                 wt = inv_var[v0 + b, u0 + a] if weighted else 1.0
                 res = own[b, a] - (A * t + bg)
