@@ -642,13 +642,16 @@ def test_chain_from_a_tracked_video_end_to_end(tmp_path):
     tiled from the video's one field-of-view window, so the patch (the window) is exactly
     1/K of the box (K = 4); the quench orders in the truth and the learned SDE orders too
     (its mean psi6 rises over the video's duration, from its first snapshot's value).
-    The full comparison with direct large runs is benchmarks/macro.py --stage video."""
+    The full comparison with direct large runs is benchmarks/macro.py --stage video.
+    (The model trains 4 epochs: with 2, whether the SDE's mean rises depended on the seed
+    and moved with small tracking changes; measured over training seeds 0-3, 2 and 4
+    epochs, with and without the template fit of non-Gaussian spots: it rose in 14 of 16.)"""
     from colloidcg.scaling.video_chain import quench_video, run_chain
     v = quench_video(n_fov=36, frames=31, seed=2, area_fraction=0.85, diameter=16.0, diffusion=0.25, kT=0.002,
                      substeps=3)
     assert v.frames.shape == (31, v.fov_px, v.fov_px) and v.sample_px == 2 * v.fov_px
     assert v.psi6_sample[-1] > v.psi6_sample[0] + 0.1            # the truth orders after the quench
-    r = run_chain(v, tmp_path / "chain", factor=4, steps=10, snapshots=3, patches=4, epochs=2, seed=0, fits=2)
+    r = run_chain(v, tmp_path / "chain", factor=4, steps=10, snapshots=3, patches=4, epochs=4, seed=0, fits=2)
     assert r.tracking["rms_error_per_axis_px"] < 0.4
     assert r.tracking["recall"] > 0.95 and r.tracking["precision"] > 0.98
     rep = r.report
