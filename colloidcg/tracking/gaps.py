@@ -34,7 +34,7 @@ A candidate is a gap when
 
 Also a gap, inside a packing or not: a candidate whose angular variance is at least
 :data:`HALO_ASYMMETRY` times its radial variance with such a more symmetric candidate
-within :data:`HALO_REACH` ring radii. Away from a packing the light around each particle
+within 3 ring radii (rule 3's reach). Away from a packing the light around each particle
 beyond its dark ring makes band-pass maxima of that kind; :func:`lit_halos` finds those
 that are not enclosed by three particles before the fit, so that they are not fitted as
 spots among the particles.
@@ -83,10 +83,6 @@ GAP_ASYMMETRY = 0.1
 #: area fraction 0.3, two frames): such candidates 0.46 and more (91-95 % above 1), the
 #: particles of the same frames all under 0.1 where their disc is inside the frame.
 HALO_ASYMMETRY = 1.0
-#: ... and lies within this many ring radii of a particle at least GAP_RATIO times more
-#: symmetric: the light between two particles peaks midway (the same frames: 8.7-10 px
-#: from the nearest particle, ring radius 4.5 px).
-HALO_REACH = 3.0
 #: Fewest candidates judged in a frame for the rule to run (the quarter statistic and
 #: the median profile need a population).
 MIN_CANDIDATES = 12
@@ -278,35 +274,35 @@ def bright_gaps(img: np.ndarray, x: np.ndarray, y: np.ndarray, diameter: float,
     judged = _judge(img, x, y, diameter, noise)
     if judged is None:
         return np.zeros(len(x), bool)
-    q, inside, (close, beside, near) = judged
+    q, inside, (close, near) = judged
     # (and, inside a packing or not, light as asymmetric as the lit surroundings of
-    # :func:`lit_halos` beside a particle: in a loose packing some lie just beyond two
-    # ring radii of every particle, 9-10 px for a ring of 4.5 px)
+    # :func:`lit_halos` within 3 ring radii of a particle: in a loose packing some lie
+    # just beyond two ring radii of every particle, 9-10 px for a ring of 4.5 px)
     return inside & (((q >= GAP_ASYMMETRY) & (close >= 1) & (near >= 3))
-                     | ((q >= HALO_ASYMMETRY) & (beside >= 1)))
+                     | ((q >= HALO_ASYMMETRY) & (near >= 1)))
 
 
-def _dominant_neighbours(x, y, q, R, own, reaches=(2.0, 3.0)):
-    """(N,) counts, one array per entry of ``reaches``, of the candidates at least
-    GAP_RATIO times more symmetric than each candidate within that many of their own ring
-    radii (2 and 3: rules 2 and 3 of the module notes). Candidates whose disc the frame
-    cuts still count as particles around the others. Each particle's reach is its own
-    ring radius (a mixture's sizes differ), 1-1.5 times the common one ``R``."""
+def _dominant_neighbours(x, y, q, R, own):
+    """(close, near): (N,) counts of the candidates at least GAP_RATIO times more
+    symmetric than each candidate within 2 and within 3 of their own ring radii (rules 2
+    and 3 of the module notes). Candidates whose disc the frame cuts still count as
+    particles around the others. Each particle's reach is its own ring radius (a
+    mixture's sizes differ), 1-1.5 times the common one ``R``."""
     from ..neighbours import pairs as close_pairs
 
     n = len(x)
     score = -np.log(np.maximum(q, 1e-12))   # q = 0: a perfectly symmetric candidate
     margin = math.log(GAP_RATIO)
     ring = np.clip(own, R, 1.5 * R)
-    pr = close_pairs(np.c_[x, y], max(reaches) * float(ring.max()))
-    counts = [np.zeros(n, int) for _ in reaches]
+    pr = close_pairs(np.c_[x, y], 3 * float(ring.max()))
+    close, near = np.zeros(n, int), np.zeros(n, int)
     if len(pr):
         dist = np.hypot(x[pr[:, 0]] - x[pr[:, 1]], y[pr[:, 0]] - y[pr[:, 1]])
         for i, j in (pr.T, pr[:, ::-1].T):       # j the more symmetric of the pair
             dominant = score[j] - score[i] > margin
-            for c, k in zip(counts, reaches):
-                np.add.at(c, i, dominant & (dist < k * ring[j]))
-    return counts
+            np.add.at(close, i, dominant & (dist < 2 * ring[j]))
+            np.add.at(near, i, dominant & (dist < 3 * ring[j]))
+    return close, near
 
 
 def lit_halos(img: np.ndarray, x: np.ndarray, y: np.ndarray, diameter: float,
@@ -322,9 +318,9 @@ def lit_halos(img: np.ndarray, x: np.ndarray, y: np.ndarray, diameter: float,
     particles they pull the fit (RMS 0.15-1.5 px there, precision 0.58-0.94). Their light
     is far from radially symmetric: a candidate is such a halo when the frame holds
     ring-shaped particles (rule 1), a candidate at least GAP_RATIO times more symmetric
-    lies within :data:`HALO_REACH` of its ring radii, fewer than three do within 3 (not a
-    gap of a packing: those stay in the fit, which models their light, and
-    :func:`bright_gaps` drops them after it), and its angular variance is at least
+    lies within 3 of its ring radii but fewer than three do (not a gap of a packing:
+    those stay in the fit, which models their light, and :func:`bright_gaps` drops them
+    after it), and its angular variance is at least
     :data:`HALO_ASYMMETRY` times its radial variance. Parameters as :func:`bright_gaps`;
     ``mass`` ((N,) the candidates' band-passed masses): rule 1's symmetric quarter is taken
     among the more massive half. Far apart (area fraction 0.1) the band-pass makes
@@ -339,14 +335,14 @@ def lit_halos(img: np.ndarray, x: np.ndarray, y: np.ndarray, diameter: float,
     judged = _judge(img, x, y, diameter, noise, among)
     if judged is None:
         return np.zeros(len(x), bool)
-    q, inside, (_, beside, near) = judged
-    return inside & (q >= HALO_ASYMMETRY) & (beside >= 1) & (near < 3)
+    q, inside, (_, near) = judged
+    return inside & (q >= HALO_ASYMMETRY) & (near >= 1) & (near < 3)
 
 
 def _judge(img, x, y, diameter, noise, among=None):
     """What the rules of :func:`bright_gaps` and :func:`lit_halos` read: (q, inside,
-    counts) per candidate, counts the dominant neighbours within 2, HALO_REACH and 3 ring
-    radii (:func:`_dominant_neighbours`), or None where the frame-level gates rule rings
+    counts) per candidate, counts the dominant neighbours within 2 and 3 ring radii
+    (:func:`_dominant_neighbours`), or None where the frame-level gates rule rings
     out (too few candidates, no ring, the most symmetric quarter not symmetric, the ring
     not inside the particles)."""
     if len(x) < MIN_CANDIDATES:
@@ -360,7 +356,7 @@ def _judge(img, x, y, diameter, noise, among=None):
     q, R, own, inside, q25, ratio = gates
     if q25 > RING_SYMMETRY or not ratio < RING_INSIDE:
         return None
-    return q, inside, _dominant_neighbours(x, y, q, R, own, (2.0, HALO_REACH, 3.0))
+    return q, inside, _dominant_neighbours(x, y, q, R, own)
 
 
 def _block_rules_out(img, x, y, r_max, noise) -> bool:

@@ -698,13 +698,14 @@ def _refine_with_profile(img: np.ndarray, x: np.ndarray, y: np.ndarray, sigma: f
     spots = np.c_[r2["x"], r2["y"], r2["amplitude"], r2["sigma"]]
     model = render_spots(img.shape, spots) + render_profile(img.shape, r2["x"], r2["y"], weight, scale, knots)
     residual = img - bg - model
-    radius = _centroid_radius(knots, s_med, float(np.median(r2["amplitude"])))
+    amp_med = float(np.median(r2["amplitude"]))
+    radius = _centroid_radius(knots, s_med, amp_med)
     cx, cy, ep = own_light_centroids(residual, r2["x"], r2["y"], r2["amplitude"], r2["sigma"],
                                      weight, scale, knots, radius,
                                      noise_gain=correlated_noise_gain(residual, radius))
     if PSF_TEMPLATE:
         # each spot's measured template fitted to its own light, from the centroid
-        rt = _template_radius(knots, s_med, float(np.median(r2["amplitude"])))
+        rt = _template_radius(knots, s_med, amp_med)
         rho = float(np.median(weight / np.maximum(r2["amplitude"], 1e-300)))
         gain_t = correlated_noise_gain(residual, rt, template_kernel(s_med, rho, knots, rt))
         # each pixel weighted by its expected noise variance, v0 + g x (the spots' light),
@@ -712,7 +713,7 @@ def _refine_with_profile(img: np.ndarray, x: np.ndarray, y: np.ndarray, sigma: f
         # never less than the background's: below it (a bright-field particle's dark ring)
         # the template's misfit, not the noise, would set the weights (dilute rings: RMS
         # 0.084 -> 0.097 px with a floor of a tenth of it)
-        peak = float(np.median(r2["amplitude"])) / (2 * np.pi * s_med ** 2)
+        peak = amp_med / (2 * np.pi * s_med ** 2)
         v0, g = noise_model(residual, model, peak)
         variance = np.maximum(v0 + g * model, v0)
         tx, ty, tep, tok = template_positions(residual, r2["x"], r2["y"], r2["amplitude"], r2["sigma"],
@@ -792,14 +793,20 @@ PSF_CENTROID_RADIUS = 2.0
 PSF_CENTROID_LEVEL = 0.1
 
 
+def _median_light(knots: np.ndarray, sigma: float, amplitude: float) -> tuple[np.ndarray, np.ndarray]:
+    """The median spot's radial light: radii (K,) px at the profile's knots and there its
+    Gaussian of width ``sigma`` px and integral ``amplitude`` plus the profile ``knots``."""
+    from .psf import KNOT_PX
+
+    r = np.arange(len(knots)) * KNOT_PX
+    return r, amplitude / (2 * np.pi * sigma ** 2) * np.exp(-0.5 * (r / sigma) ** 2) + knots
+
+
 def _centroid_radius(knots: np.ndarray, sigma: float, amplitude: float) -> float:
     """Radius (px) of the own-light centroid's disc (PSF_CENTROID_RADIUS, _LEVEL) for
     spots of the median ``amplitude``: a Gaussian of width ``sigma`` (px) plus the radial
     profile ``knots`` (every psf.KNOT_PX px)."""
-    from .psf import KNOT_PX
-
-    r = np.arange(len(knots)) * KNOT_PX
-    light = amplitude / (2 * np.pi * sigma ** 2) * np.exp(-0.5 * (r / sigma) ** 2) + knots
+    r, light = _median_light(knots, sigma, amplitude)
     top = int(np.argmax(light))
     below = np.flatnonzero(light[top:] < PSF_CENTROID_LEVEL * light[top])
     if len(below) == 0 or light[top] <= 0:
@@ -817,10 +824,9 @@ def _template_radius(knots: np.ndarray, sigma: float, amplitude: float) -> float
     neighbours (trackpy.artificial's: RMS 0.24 px against the centroid's 0.07). At a
     tenth the measured dark ring of the conditions table's bright-field spots (7 % of the
     peak at area fraction 0.7) was left out: 0.069 -> 0.091 px."""
-    from .psf import KNOT_PX, TEMPLATE_RADIUS
+    from .psf import TEMPLATE_RADIUS
 
-    r = np.arange(len(knots)) * KNOT_PX
-    light = amplitude / (2 * np.pi * sigma ** 2) * np.exp(-0.5 * (r / sigma) ** 2) + knots
+    r, light = _median_light(knots, sigma, amplitude)
     top = float(np.max(np.abs(light)))
     lit = np.flatnonzero(np.abs(light) >= TEMPLATE_LEVEL * top)
     if top <= 0 or len(lit) == 0:

@@ -570,11 +570,13 @@ def _template_fit(residual, x, y, amplitude, sigma, weight, scale, knots, radius
         _gauss_axis(u0, cx, sigma[i], gx, dgx)
         _gauss_axis(v0, cy, sigma[i], gy, dgy)
         resid = np.zeros((nv, nu))
+        jac = np.zeros((nv, nu, 3))          # the template and its x, y derivatives
         for b in range(nv):
             for a in range(nu):
                 if use[b, a]:
                     t, jx, jy = _template_at(u0 + a - cx, v0 + b - cy, gx[a], gy[b], dgx[a], dgy[b], knots, ks,
                                              rho)
+                    jac[b, a, 0], jac[b, a, 1], jac[b, a, 2] = t, jx, jy
                     resid[b, a] = own[b, a] - (A * t + bg)
         # each pixel's variance from the part of the residual that is odd about the spot's
         # centre (the pixel less its mirror image through the centre pixel nearest 2c, /2,
@@ -585,8 +587,7 @@ def _template_fit(residual, x, y, amplitude, sigma, weight, scale, knots, radius
             for a in range(nu):
                 if not use[b, a]:
                     continue
-                t, jx, jy = _template_at(u0 + a - cx, v0 + b - cy, gx[a], gy[b], dgx[a], dgy[b], knots, ks, rho)
-                jv = (A * jx, A * jy, t, 1.0)
+                jv = (A * jac[b, a, 1], A * jac[b, a, 2], jac[b, a, 0], 1.0)
                 wt = inv_var[v0 + b, u0 + a] if weighted else 1.0
                 am, bm = mu - a, mv - b
                 if 0 <= am < nu and 0 <= bm < nv and use[bm, am]:
