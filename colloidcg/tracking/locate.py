@@ -704,6 +704,21 @@ def _refine_with_profile(img: np.ndarray, x: np.ndarray, y: np.ndarray, sigma: f
                                      weight, scale, knots, radius,
                                      noise_gain=correlated_noise_gain(residual, radius))
     if PSF_TEMPLATE:
+        moved = np.hypot(cx - r2["x"], cy - r2["y"])
+        if np.isfinite(moved).any() and np.median(moved[np.isfinite(moved)]) > PSF_REMEASURE_SHIFT * KNOT_PX:
+            # the profile was measured at positions that the centroids have since moved by
+            # more than its resolution (flat discs: detected anywhere on their plateau, the
+            # Gaussian fits ended 0.5-4.5 px from the centres, smearing a sharp edge at 12 px
+            # over 8-16 px): measure it again around the centroids, and the template with it
+            cx = np.where(np.isfinite(cx), cx, r2["x"])
+            cy = np.where(np.isfinite(cy), cy, r2["y"])
+            spots = np.c_[cx, cy, r2["amplitude"], r2["sigma"]]
+            gauss = render_spots(img.shape, spots)
+            knots, _ = radial_profile((img - bg - gauss)[box], cx - x0, cy - y0, weight, scale,
+                                      PSF_REACH * diameter)
+            r2["x"], r2["y"] = cx, cy
+            model = gauss + render_profile(img.shape, cx, cy, weight, scale, knots)
+            residual = img - bg - model
         # each spot's measured template fitted to its own light, from the centroid
         rt = _template_radius(knots, s_med, amp_med)
         rho = float(np.median(weight / np.maximum(r2["amplitude"], 1e-300)))
@@ -732,6 +747,9 @@ PSF_PROFILE = True
 #: ... and then refine each own-light centroid by a fit of the spot's measured template to
 #: its own light (:func:`colloidcg.tracking.psf.template_positions`).
 PSF_TEMPLATE = True
+#: The profile is measured again around the own-light centroids when they moved from the
+#: positions it was measured at by more than this many knot spacings (median over spots).
+PSF_REMEASURE_SHIFT = 0.5
 #: The template fit's disc ends 1 px beyond the last radius where the median spot's light
 #: is at least this share of its brightest (:func:`_template_radius`).
 TEMPLATE_LEVEL = 0.05
