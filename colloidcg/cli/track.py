@@ -64,6 +64,9 @@ def add_parser(sub) -> None:
     g.add_argument("--gap-check", choices=("auto", "on", "off"), default="auto",
                    help="test every frame for the lit gaps of a bright-field packing; auto: "
                         "decided on the first, middle and last frames (default)")
+    g.add_argument("--spot-model", choices=("auto", "gauss", "ball"), default="auto",
+                   help="3D stacks: fit every spot as an anisotropic Gaussian or as a dyed sphere "
+                        "blurred by the PSF; auto: decided on the first frame (default)")
     g.add_argument("--subtract-drift", action="store_true",
                    help="estimate collective drift and subtract it from x, y (default: keep it)")
     g.add_argument("--min-length", type=int, default=3, dest="min_length",
@@ -95,9 +98,10 @@ def run(args) -> int:
             frames=tuple(args.frames) if args.frames else None,
             roi=tuple(args.roi) if args.roi else None, refine=args.refine,
             subtract_drift=args.subtract_drift, min_length=args.min_length, processes=args.processes,
-            spot_profile=_switch(args.spot_profile), gap_check=_switch(args.gap_check))
+            spot_profile=_switch(args.spot_profile), gap_check=_switch(args.gap_check),
+            spot_model=None if args.spot_model == "auto" else args.spot_model)
         given = {k for k in ("diameter", "minmass", "separation", "search_range", "invert", "contrast",
-                             "objects", "spot_profile", "gap_check")
+                             "objects", "spot_profile", "gap_check", "spot_model")
                  if getattr(params, k) is not None}
         with open_video(args.video, fps=args.fps, um_per_px=args.um_per_px,
                         tiff_axis=args.tiff_axis) as video:

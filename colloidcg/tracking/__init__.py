@@ -29,9 +29,9 @@ import pandas as pd
 from ..errors import ParameterError, TrackingError
 from ..outputs import provenance, write_table
 from .link import add_velocities, estimate_drift, filter_stubs, gc_frozen, link, subtract_drift
-from .locate import iter_locate, iter_locate_probed, locate_frame, prepare
+from .locate import iter_locate, iter_locate_probed, locate_frame, prepare, trackpy_rows_3d
 from .params import (AMBIGUOUS_CONTRAST, TrackParams, blob_scan, blob_sigma, contrast_ambiguity,
-                     model_residual, spot_scale,
+                     model_residual, representative_plane, spot_scale,
                      suggest_diameter,
                      suggest_contrast, suggest_invert, suggest_minmass, suggest_parameters_2d,
                      suggest_search_range, suggest_separation)
@@ -127,6 +127,23 @@ def _nn_spacing(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.median(nearest(np.c_[x, y])[0]))
 
 
+def _axis_spacing(f: pd.DataFrame, diameter: tuple) -> np.ndarray:
+    """The typical neighbour distance along each axis (px): the median nearest-neighbour
+    distance, in 3D with z scaled to the plane by the diameters' ratio (a stack's z
+    voxels are often longer, and its spots' extent along z says by how much) and scaled
+    back per axis. In 3D the plane's own nearest neighbours (of the projection) were
+    closer than the particles are."""
+    from ..neighbours import nearest
+
+    if len(f) < 2:
+        return np.full(len(diameter), np.nan)
+    if "z" not in f or len(diameter) == 2:
+        return np.full(2, _nn_spacing(f["x"].to_numpy(), f["y"].to_numpy()))
+    aspect = np.asarray(diameter, dtype=float) / float(diameter[-1])
+    pts = f[["z", "y", "x"]].to_numpy() / aspect
+    return float(np.median(nearest(pts)[0])) * aspect
+
+
 #: The search range is read from pairs of consecutive frames spread over the video (3 to
 #: 20 of them) holding together at least this many features: the displacements' 99th
 #: percentile is then set by thousands of steps.
@@ -189,7 +206,7 @@ def _suggest(frame: np.ndarray, params: TrackParams | None) -> tuple[TrackParams
     p.validate(ndim)
     for name in ("diameter", "separation", "minmass", "search_range"):
         p.sources.setdefault(name, "given" if getattr(p, name) is not None else "estimated")
-    for name in ("spot_profile", "gap_check"):   # (estimated ones: when locating starts)
+    for name in ("spot_profile", "gap_check", "spot_model"):   # (estimated ones: later)
         if getattr(p, name) is not None:
             p.sources.setdefault(name, "given")
     if p.contrast is None and p.invert is not None:
@@ -199,7 +216,7 @@ def _suggest(frame: np.ndarray, params: TrackParams | None) -> tuple[TrackParams
     scan = None
     if p.contrast is None:
         raw = prepare(frame, False, p.roi)
-        plane = raw if ndim == 2 else raw.max(axis=0)
+        plane = representative_plane(raw)
         scan = blob_scan(plane)
         p.contrast = suggest_contrast(scan, area=float(plane.size)) if ndim == 2 else \
             ("dark" if suggest_invert(plane, scan) else "bright")
@@ -232,9 +249,9 @@ def _suggest(frame: np.ndarray, params: TrackParams | None) -> tuple[TrackParams
             return _contrast_by_residual(frame, p, scan), ambiguity
         return suggest_parameters_2d(img, p, scan, prepare(frame, True, p.roi)
                                      if p.contrast == "both" else None), ambiguity
-    spacing = float("nan")
+    found, model = None, None
     if p.diameter is None:
-        plane = img if ndim == 2 else img.max(axis=0)
+        plane = representative_plane(img)
         s0 = blob_sigma(plane)
         if not np.isfinite(s0):
             raise TrackingError("no particles found: nothing spot-like in the first frame; "
@@ -247,35 +264,78 @@ def _suggest(frame: np.ndarray, params: TrackParams | None) -> tuple[TrackParams
         # trackpy's default separation (diameter + 1) here: a smaller one lets pixel noise
         # swamp the mass distribution that minmass is read from.
         f0 = tp.locate(img, d0 if ndim == 3 else d0[0], minmass=0, engine="numba")
+        if ndim == 3:
+            f0 = f0[trackpy_rows_3d(f0)]
         if len(f0) == 0:
             raise TrackingError("no particles found in the first frame; check the video or "
                                 "give --diameter, --minmass and --invert")
         keep = f0["mass"].to_numpy() >= suggest_minmass(f0["mass"].to_numpy())
         f0 = f0[keep]
-        spacing = _nn_spacing(f0["x"].to_numpy(), f0["y"].to_numpy())
+        found = f0
         if ndim == 2 and len(f0) >= 3:
             r = refine_jointly(img, f0["x"].to_numpy(), f0["y"].to_numpy(), s0, add_missed=False)
             ok = r["converged"]
             if ok.sum() >= 3:
                 sig = np.full(2, float(np.median(r["sigma"][ok])))
+        elif ndim == 3 and len(f0) >= 3:
+            # the widths of Gaussians fitted to the spots (the blob scan of the maximum
+            # projection read 1.2 px for spots of 1.1, and the diameter from it, 5 px, left
+            # trackpy's centroids 0.14 px off where 9 px gave 0.02)
+            from .refine3d import fit_spots_3d
+
+            r = fit_spots_3d(img, f0["z"].to_numpy(), f0["y"].to_numpy(), f0["x"].to_numpy(),
+                             (float(sig[0]), float(sig[1:].mean())), model=p.spot_model or "auto")
+            model = r["model"]
+            if r["ok"].sum() >= 3:
+                sig = np.array([float(np.median(r["sigma_z"][r["ok"]]))]
+                               + [float(np.median(r["sigma_xy"][r["ok"]]))] * 2)
         dia = suggest_diameter(sig)
         p.diameter = dia[0] if ndim == 2 else dia
     dia_t = p.diameter if isinstance(p.diameter, tuple) else (p.diameter,) * ndim
     if p.separation is None:
-        if not np.isfinite(spacing):
+        if found is None:
             f1 = tp.locate(img, p.diameter, minmass=0, engine="numba")
+            if ndim == 3:
+                f1 = f1[trackpy_rows_3d(f1)]
             if len(f1):
-                f1 = f1[f1["mass"] >= suggest_minmass(f1["mass"].to_numpy())]
-                spacing = _nn_spacing(f1["x"].to_numpy(), f1["y"].to_numpy())
-        sep = suggest_separation(dia_t, np.full(ndim, spacing))
+                found = f1[f1["mass"] >= suggest_minmass(f1["mass"].to_numpy())]
+        spacing = _axis_spacing(found, dia_t) if found is not None else np.full(ndim, np.nan)
+        sep = suggest_separation(dia_t, spacing)
+        if ndim == 3:
+            # along z the spots' extent overstates the spacing in voxels (the PSF is
+            # longer there): spheres touching along z were merged at 0.6 of it (recall
+            # 0.95); half the spot's length keeps them and still joins one spot's maxima
+            sep = (min(float(sep[0]), 0.5 * dia_t[0]),) + tuple(float(v) for v in sep[1:])
         p.separation = sep[0] if ndim == 2 else sep
     if p.minmass is None:
         f2 = tp.locate(img, p.diameter, minmass=0, separation=p.separation, engine="numba")
+        if ndim == 3:
+            f2 = f2[trackpy_rows_3d(f2)]
         if len(f2) == 0:
             raise TrackingError(f"no particles found in the first frame with diameter={p.diameter}; "
                                 "check the video, --diameter and --invert")
         p.minmass = suggest_minmass(f2["mass"].to_numpy())
+    if p.spot_model is None and p.refine:
+        # one spot model for the whole video (frame by frame the choice could flip)
+        p.sources.setdefault("spot_model", "estimated")
+        p.spot_model = model or _decide_spot_model(img, p)
     return p, ambiguity
+
+
+def _decide_spot_model(img: np.ndarray, p: TrackParams) -> str:
+    """The 3D spot model ("gauss" or "ball") that :func:`~colloidcg.tracking.refine3d.
+    fit_spots_3d` chooses on the spots of ``img`` found with ``p``'s parameters."""
+    import trackpy as tp
+
+    from .refine3d import fit_spots_3d
+
+    f = tp.locate(img, p.diameter, minmass=p.minmass, separation=p.separation, engine="numba")
+    f = f[trackpy_rows_3d(f)]
+    if len(f) < 3:
+        return "gauss"
+    dia = np.broadcast_to(np.asarray(p.diameter, dtype=float), (3,))
+    return fit_spots_3d(img, f["z"].to_numpy(), f["y"].to_numpy(), f["x"].to_numpy(),
+                        (dia[0] / 3.5, 0.5 * (dia[1] + dia[2]) / 3.5))["model"]
 
 
 def _suggest_cells(frame: np.ndarray, p: TrackParams, scan: dict | None) -> TrackParams | None:
@@ -457,6 +517,8 @@ def _track_steps(video, params: TrackParams | dict | None, progress: bool, meta:
                   invert=p.invert, roi=p.roi, refine=p.refine, contrast=p.contrast,
                   spot_profile=p.spot_profile is not False, gap_check=p.gap_check is not False,
                   objects=p.objects)
+    if first.ndim == 3:
+        kwargs["spot_model"] = p.spot_model or "auto"
     parts, probe = [], None
     t_locate = time.perf_counter()
     try:

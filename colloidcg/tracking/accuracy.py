@@ -135,13 +135,15 @@ class LocalisationScore:
 
 def match_one_to_one(found_xy, true_xy, radius: float):
     """Optimal one-to-one assignment (minimum total distance) of found to true positions
-    within ``radius`` px. Returns (i_found, i_true) index arrays of the matched pairs."""
+    within ``radius`` px. Positions are (N, d) arrays of any dimension d (2 for flat
+    ones). Returns (i_found, i_true) index arrays of the matched pairs."""
     from scipy.optimize import linear_sum_assignment
     from scipy.sparse.csgraph import connected_components
     from scipy.sparse import coo_matrix
 
-    found_xy = np.asarray(found_xy, float).reshape(-1, 2)
-    true_xy = np.asarray(true_xy, float).reshape(-1, 2)
+    found_xy, true_xy = np.asarray(found_xy, float), np.asarray(true_xy, float)
+    d = found_xy.shape[-1] if found_xy.ndim == 2 else 2
+    found_xy, true_xy = found_xy.reshape(-1, d), true_xy.reshape(-1, d)
     nf, nt = len(found_xy), len(true_xy)
     if nf == 0 or nt == 0:
         return np.zeros(0, int), np.zeros(0, int)

@@ -234,7 +234,7 @@ def find_peaks(img: np.ndarray, diameter: int, separation: float, percentile: fl
 def locate_frame(frame: np.ndarray, frame_no: int, diameter, separation, minmass: float,
                  invert: bool | None, roi=None, refine: bool = True,
                  contrast: str | None = None, spot_profile: bool = True,
-                 gap_check: bool = True, probe: dict | None = None,
+                 gap_check: bool = True, probe: dict | None = None, spot_model: str = "auto",
                  objects: str = "spots") -> pd.DataFrame:
     """Locate the particles of one frame.
 
@@ -251,8 +251,9 @@ def locate_frame(frame: np.ndarray, frame_no: int, diameter, separation, minmass
     roi : (x0, y0, x1, y1), optional
         Crop in px; positions are returned in full-frame coordinates.
     refine : bool
-        Fit all spots jointly (2D only) to remove the bias of overlapping neighbours;
-        False: plain trackpy.locate.
+        Fit all spots jointly to remove the bias of overlapping neighbours (3D stacks:
+        anisotropic Gaussians, :mod:`colloidcg.tracking.refine3d`, which adds the
+        standard error along z as ``ep_z``); False: plain trackpy.locate.
     contrast : {"bright", "dark", "both"}, optional
         "both": mixed contrast (2D); bright and dark particles are located separately
         and a ``contrast`` column (+1 bright, -1 dark) is added. Of a bright and a dark
@@ -274,6 +275,11 @@ def locate_frame(frame: np.ndarray, frame_no: int, diameter, separation, minmass
         ``rings`` (the gap test's frame-level gates did not rule rings out), to decide them
         once per video (:func:`colloidcg.tracking._decide_probes`).
 
+    spot_model : {"auto", "gauss", "ball"}
+        3D stacks: the spot model of the joint fit (:func:`colloidcg.tracking.refine3d.
+        fit_spots_3d`; "auto" decides in this frame, :func:`colloidcg.tracking.track`
+        decides once, on the first frame, and passes its choice).
+
     objects : {"spots", "cells"}
         "cells": segment the 2D frame into cells between walls
         (:func:`colloidcg.tracking.cells.locate_cells`; ``invert``: the cells are dark,
@@ -294,7 +300,7 @@ def locate_frame(frame: np.ndarray, frame_no: int, diameter, separation, minmass
         return locate_cells(frame, frame_no, invert=inv, diameter=float(diameter), roi=roi)
     with _one_blas_thread():
         return _locate_frame(frame, frame_no, diameter, separation, minmass, invert, roi,
-                             refine, contrast, spot_profile, gap_check, probe)
+                             refine, contrast, spot_profile, gap_check, probe, spot_model)
 
 
 def _one_blas_thread():
@@ -330,7 +336,7 @@ _IN_FORKED_WORKER = False
 
 
 def _locate_frame(frame, frame_no, diameter, separation, minmass, invert, roi, refine,
-                  contrast, spot_profile, gap_check, probe) -> pd.DataFrame:
+                  contrast, spot_profile, gap_check, probe, spot_model="auto") -> pd.DataFrame:
     if np.issubdtype(np.asarray(frame).dtype, np.floating) and not np.isfinite(frame).all():
         from ..errors import TrackingError
 
@@ -354,6 +360,10 @@ def _locate_frame(frame, frame_no, diameter, separation, minmass, invert, roi, r
             t = tp.locate(img, diameter, minmass=minmass, separation=separation,
                           engine="numba", preprocess=True)
         f = {c: t[c].to_numpy() for c in t.columns}
+        if img.ndim == 3:
+            f = _rows(f, trackpy_rows_3d(f))
+            if refine and len(f["x"]):
+                f = _refine_3d(img, f, diameter, spot_model)
     if img.ndim == 2 and len(f["x"]):
         # the lit gaps of a bright-field packing (colloidcg.tracking.gaps); they stay in
         # the joint fit, where their light is modelled instead of pulling the particles
@@ -369,10 +379,39 @@ def _locate_frame(frame, frame_no, diameter, separation, minmass, invert, roi, r
         f["x"] = f["x"] + roi[0]
         f["y"] = f["y"] + roi[1]
     cols = (["z"] if "z" in f else []) + ["y", "x"] + \
-        [c for c in ("mass", "size", "ecc", "signal", "raw_mass", "ep") if c in f]
+        [c for c in ("mass", "size", "ecc", "signal", "raw_mass", "ep", "ep_z") if c in f]
     n = len(f["x"])
     return pd.DataFrame({"frame": np.full(n, frame_no, dtype=np.int64),
                          **{c: np.asarray(f[c], dtype=np.float64) for c in cols}})
+
+
+def trackpy_rows_3d(f: dict[str, np.ndarray]) -> np.ndarray:
+    """The rows of trackpy's 3D ``locate`` output (columns ``f``) that are features.
+
+    With an anisotropic diameter, trackpy 0.7 under pandas 3 joins its per-axis ``ep``
+    columns to the features on a different index, which adds one row of NaN positions
+    per feature whose index the other side lacks (on a stack of 2:1 spots, 53 of 130
+    rows); those rows are not features."""
+    return np.isfinite(f["x"]) & np.isfinite(f["y"]) & np.isfinite(f["z"])
+
+
+def _refine_3d(img: np.ndarray, f: dict[str, np.ndarray], diameter, model: str = "auto"
+               ) -> dict[str, np.ndarray]:
+    """Positions of 3D features refined by joint fits of the spot ``model`` ("gauss",
+    "ball" or "auto"; :func:`colloidcg.tracking.refine3d.fit_spots_3d`), started from
+    trackpy's centroids with widths diameter / 3.5 per axis; ``size`` becomes the fitted
+    (Gaussian-equivalent) width in the plane,
+    ``ep`` the standard error in the plane (the rms of the y and x ones) and ``ep_z`` that
+    along z (voxels)."""
+    from .refine3d import fit_spots_3d
+
+    dia = np.broadcast_to(np.asarray(diameter, dtype=float), (3,))
+    r = fit_spots_3d(img, f["z"], f["y"], f["x"], (dia[0] / 3.5, 0.5 * (dia[1] + dia[2]) / 3.5),
+                     model=model)
+    out = {c: v for c, v in f.items() if not c.startswith(("ep", "size"))}
+    out.update(z=r["z"], y=r["y"], x=r["x"], size=r["sigma_xy"],
+               ep=np.sqrt(0.5 * (r["ep_y"] ** 2 + r["ep_x"] ** 2)), ep_z=r["ep_z"])
+    return out
 
 
 def _rows(columns: dict[str, np.ndarray], keep: np.ndarray) -> dict[str, np.ndarray]:

@@ -50,6 +50,8 @@ CONTRASTS = ("bright", "dark", "both")
 #: that fill the plane between thin walls: foams, bubble rafts, concentrated emulsions;
 #: :mod:`colloidcg.tracking.cells`).
 OBJECTS = ("spots", "cells")
+#: The spot models of 3D stacks (:data:`TrackParams.spot_model`).
+SPOT_MODELS = ("gauss", "ball")
 
 
 @dataclass
@@ -74,7 +76,7 @@ class TrackParams:
     objects: str | None = None
     frames: tuple[int, int] | None = None      # [start, stop) frame range
     roi: tuple[int, int, int, int] | None = None  # x0, y0, x1, y1 in px (x1, y1 exclusive)
-    refine: bool = True                        # overlap-aware joint refinement (2D)
+    refine: bool = True                        # overlap-aware joint refinement
     #: measure the spots' non-Gaussian radial profile in every frame (rings, Airy
     #: patterns; colloidcg.tracking.locate._refine_with_profile); None: decided on the
     #: first, middle and last frames (colloidcg.tracking._decide_probes)
@@ -82,6 +84,10 @@ class TrackParams:
     #: test every frame's candidates for the lit gaps of a bright-field packing
     #: (colloidcg.tracking.gaps); None: decided on the first, middle and last frames
     gap_check: bool | None = None
+    #: 3D stacks: the spot model of the joint fit (colloidcg.tracking.refine3d): "gauss"
+    #: (an anisotropic Gaussian) or "ball" (a uniformly dyed sphere blurred by the PSF);
+    #: None: decided on the first frame
+    spot_model: str | None = None
     subtract_drift: bool = False
     min_length: int = 3                        # drop tracks shorter than this (frames)
     processes: int | None = None               # worker processes (None: all cores)
@@ -143,6 +149,13 @@ class TrackParams:
             if v is not None and not isinstance(v, (bool, np.bool_)):
                 raise ParameterError(f"{name} must be true, false or None (decide on the first "
                                      f"frame), got {v!r}")
+        if self.spot_model is not None:
+            if self.spot_model not in SPOT_MODELS:
+                raise ParameterError(f"spot_model must be one of {', '.join(SPOT_MODELS)}, "
+                                     f"got {self.spot_model!r}")
+            if ndim != 3:
+                raise ParameterError(f"spot_model ({self.spot_model!r}) is for 3D stacks; "
+                                     f"these frames are {ndim}D")
         if self.processes is not None and self.processes < 1:
             raise ParameterError(f"processes must be >= 1, got {self.processes}")
         if self.roi is not None:
@@ -486,9 +499,21 @@ def strong_blobs(blobs: np.ndarray, fraction: float = 0.25) -> np.ndarray:
     return blobs[blobs[:, 3] >= fraction * _reference_strength(blobs)]
 
 
+def representative_plane(stack: np.ndarray) -> np.ndarray:
+    """The z-plane (Y, X) of a stack (Z, Y, X) whose intensities vary most: in a dense
+    packing every plane cuts particles near their centres, and the maximum projection is
+    bright nearly everywhere (spots of 2:1 near contact gave dark particles between
+    bright gaps: the contrast came out inverted); in a sparse one it is the plane through
+    the most particles."""
+    a = np.asarray(stack)
+    if a.ndim == 2:
+        return a
+    return a[int(np.argmax(a.reshape(a.shape[0], -1).astype(np.float64).std(axis=1)))]
+
+
 def suggest_invert(frame: np.ndarray, scan: dict | None = None) -> bool:
     """True when particles are dark on a bright background (see the module docstring)."""
-    plane = frame if frame.ndim == 2 else np.asarray(frame).max(axis=0)
+    plane = representative_plane(frame)
     scan = scan if scan is not None else blob_scan(plane.astype(np.float64))
     return bool(_reference_strength(scan["dark"]) > _reference_strength(scan["bright"]))
 

@@ -1,0 +1,577 @@
+"""Sub-voxel positions in 3D stacks: every spot fitted as an anisotropic Gaussian, jointly
+with its neighbours.
+
+A confocal stack's spots are elongated along the optical axis (z): the point-spread
+function is 2-4 times longer there, and the z step is often larger than the pixel. The
+centroid of a spot's mask (trackpy's 3D ``locate``) is biased towards the voxel it starts
+on when the mask is small against the spot, and pulled towards neighbours whose light
+falls inside it; it gives no standard error per axis that could be trusted.
+
+Here each spot is the voxel-integrated Gaussian
+
+    A gz(k; z, sz) gy(j; y, sxy) gx(i; x, sxy) + b,
+    g(k; c, s) = (erf((k + 1/2 - c) / (sqrt 2 s)) - erf((k - 1/2 - c) / (sqrt 2 s))) / 2,
+
+over a box of ``WINDOW`` widths around it, with the light of every other spot (as
+currently fitted) taken out of the box first: sweeps of per-spot Gauss-Newton fits over
+all spots (a block Gauss-Seidel iteration of the joint least-squares fit, as
+:mod:`colloidcg.tracking.refine` does in 2D). The widths are one per axis pair (sz, sxy),
+first fitted per spot, then fixed at their medians over the frame's spots (free widths
+scatter with the noise and the neighbours; one microscope has one PSF). ``b`` is a local
+background per spot.
+
+The standard error of each coordinate is the sandwich estimate (J^T J)^-1 (J^T diag(r^2)
+J) (J^T J)^-1 x n / (n - p) over the spot's box, each voxel's variance its own squared
+residual (noise and misfit alike, no noise model needed), as the 2D template fit does.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+#: Half-width of a spot's fit box, in its Gaussian widths per axis.
+WINDOW = 2.5
+#: Gauss-Newton iterations per spot and sweep, and the step (voxels) at which a spot stops.
+ITERATIONS = 8
+TOLERANCE = 1e-3
+#: Sweeps over all spots: with free widths, then with the median widths.
+SWEEPS_FREE = 2
+SWEEPS_FIXED = 3
+#: The shared shape (widths, or ball radius, blur and z scale) and the model are measured
+#: on at most this many spots of a frame, spread over it.
+SHAPE_SPOTS = 150
+#: A fit that ends farther than this many widths from its start, or with a non-positive
+#: amplitude, keeps its start and gets no standard error.
+MAX_MOVE = 1.0
+
+
+@njit(cache=True)
+def _axis(lo, n, c, s, g, dg, ds):
+    """Voxel-integrated unit Gaussian along one axis on voxels lo .. lo + n - 1: values g,
+    derivatives dg (by the centre c) and ds (by the width s)."""
+    sq = math.sqrt(2.0) * s
+    for k in range(n):
+        a1 = (lo + k + 0.5 - c) / sq
+        a0 = (lo + k - 0.5 - c) / sq
+        e1, e0 = math.exp(-a1 * a1), math.exp(-a0 * a0)
+        g[k] = 0.5 * (math.erf(a1) - math.erf(a0))
+        dg[k] = -(e1 - e0) / (math.sqrt(math.pi) * sq)
+        ds[k] = -(a1 * e1 - a0 * e0) / (math.sqrt(math.pi) * s)
+
+
+@njit(cache=True)
+def _box(c, s, n):
+    lo = max(0, int(math.floor(c - WINDOW * s)))
+    hi = min(n - 1, int(math.ceil(c + WINDOW * s)))
+    return lo, hi - lo + 1
+
+
+@njit(cache=True)
+def _paint(canvas, z, y, x, a, sz, sxy, sign):
+    """canvas += sign x A gz gy gx over the spot's box."""
+    nz, ny, nx = canvas.shape
+    z0, mz = _box(z, sz, nz)
+    y0, my = _box(y, sxy, ny)
+    x0, mx = _box(x, sxy, nx)
+    if mz <= 0 or my <= 0 or mx <= 0:
+        return
+    gz, dz, sz_ = np.empty(mz), np.empty(mz), np.empty(mz)
+    gy, dy, sy_ = np.empty(my), np.empty(my), np.empty(my)
+    gx, dx, sx_ = np.empty(mx), np.empty(mx), np.empty(mx)
+    _axis(z0, mz, z, sz, gz, dz, sz_)
+    _axis(y0, my, y, sxy, gy, dy, sy_)
+    _axis(x0, mx, x, sxy, gx, dx, sx_)
+    for k in range(mz):
+        for j in range(my):
+            for i in range(mx):
+                canvas[z0 + k, y0 + j, x0 + i] += sign * a * gz[k] * gy[j] * gx[i]
+
+
+@njit(cache=True)
+def _solve(m, v, p):
+    """Solve the p x p system m u = v in place by Gaussian elimination with partial
+    pivoting; returns False when it is singular."""
+    for c in range(p):
+        piv = c
+        for r in range(c + 1, p):
+            if abs(m[r, c]) > abs(m[piv, c]):
+                piv = r
+        if abs(m[piv, c]) < 1e-300:
+            return False
+        if piv != c:
+            for q in range(p):
+                t = m[c, q]
+                m[c, q] = m[piv, q]
+                m[piv, q] = t
+            t = v[c]
+            v[c] = v[piv]
+            v[piv] = t
+        for r in range(c + 1, p):
+            f = m[r, c] / m[c, c]
+            for q in range(c, p):
+                m[r, q] -= f * m[c, q]
+            v[r] -= f * v[c]
+    for c in range(p - 1, -1, -1):
+        acc = v[c]
+        for q in range(c + 1, p):
+            acc -= m[c, q] * v[q]
+        v[c] = acc / m[c, c]
+    return True
+
+
+@njit(cache=True)
+def _fit_one(img, canvas, par, i, free_width, final, start, ep):
+    """Gauss-Newton fit of spot i (row par[i] = z, y, x, A, b, sz, sxy) to the image less
+    every other spot (canvas holds all spots, spot i included). Updates par[i], the
+    canvas, and with ``final`` the standard errors ep[i] (z, y, x). Returns whether it
+    converged."""
+    nz, ny, nx = img.shape
+    z, y, x, a, b, sz, sxy = par[i, 0], par[i, 1], par[i, 2], par[i, 3], par[i, 4], par[i, 5], par[i, 6]
+    # the box is fixed for the whole fit (around the spot's place when the fit starts)
+    z0, mz = _box(z, sz * 1.2, nz)
+    y0, my = _box(y, sxy * 1.2, ny)
+    x0, mx = _box(x, sxy * 1.2, nx)
+    if mz < 2 or my < 3 or mx < 3:
+        return False
+    own = np.empty((mz, my, mx))
+    gz, dz, wz = np.empty(mz), np.empty(mz), np.empty(mz)
+    gy, dy, wy = np.empty(my), np.empty(my), np.empty(my)
+    gx, dx, wx = np.empty(mx), np.empty(mx), np.empty(mx)
+    _axis(z0, mz, z, sz, gz, dz, wz)
+    _axis(y0, my, y, sxy, gy, dy, wy)
+    _axis(x0, mx, x, sxy, gx, dx, wx)
+    for k in range(mz):
+        for j in range(my):
+            for l in range(mx):
+                # the image less the other spots: canvas minus this spot's current model
+                own[k, j, l] = img[z0 + k, y0 + j, x0 + l] - (canvas[z0 + k, y0 + j, x0 + l]
+                                                             - a * gz[k] * gy[j] * gx[l])
+    p = 7 if free_width else 5
+    jtj = np.zeros((7, 7))
+    jtr = np.zeros(7)
+    jac = np.zeros(7)
+    old = (z, y, x, a, sz, sxy)
+    ok = False
+    for it in range(ITERATIONS):
+        _axis(z0, mz, z, sz, gz, dz, wz)
+        _axis(y0, my, y, sxy, gy, dy, wy)
+        _axis(x0, mx, x, sxy, gx, dx, wx)
+        jtj[:, :] = 0.0
+        jtr[:] = 0.0
+        for k in range(mz):
+            for j in range(my):
+                gzy = gz[k] * gy[j]
+                for l in range(mx):
+                    m = gzy * gx[l]
+                    r = own[k, j, l] - (a * m + b)
+                    jac[0] = a * dz[k] * gy[j] * gx[l]
+                    jac[1] = a * gz[k] * dy[j] * gx[l]
+                    jac[2] = a * gzy * dx[l]
+                    jac[3] = m
+                    jac[4] = 1.0
+                    if free_width:
+                        jac[5] = a * wz[k] * gy[j] * gx[l]
+                        jac[6] = a * gz[k] * (wy[j] * gx[l] + gy[j] * wx[l])
+                    for u in range(p):
+                        jtr[u] += jac[u] * r
+                        for v in range(u, p):
+                            jtj[u, v] += jac[u] * jac[v]
+        for u in range(p):
+            for v in range(u):
+                jtj[u, v] = jtj[v, u]
+            jtj[u, u] *= 1.0 + 1e-9
+        step = jtr.copy()
+        if not _solve(jtj, step, p):
+            break
+        z += step[0]
+        y += step[1]
+        x += step[2]
+        a += step[3]
+        b += step[4]
+        if free_width:
+            sz = min(max(sz + step[5], 0.3), 3.0 * par[i, 5] + 1.0)
+            sxy = min(max(sxy + step[6], 0.3), 3.0 * par[i, 6] + 1.0)
+        if a <= 0.0:
+            break
+        if math.sqrt(step[0] ** 2 + step[1] ** 2 + step[2] ** 2) < TOLERANCE:
+            ok = True
+            break
+    moved = math.sqrt(((z - start[i, 0]) / sz) ** 2 + ((y - start[i, 1]) / sxy) ** 2
+                      + ((x - start[i, 2]) / sxy) ** 2)
+    if not ok or a <= 0.0 or moved > MAX_MOVE or not (z0 - 1 <= z <= z0 + mz) \
+            or not (y0 - 1 <= y <= y0 + my) or not (x0 - 1 <= x <= x0 + mx):
+        return False
+    # accept: move this spot's light on the canvas
+    _paint(canvas, old[0], old[1], old[2], old[3], old[4], old[5], -1.0)
+    _paint(canvas, z, y, x, a, sz, sxy, 1.0)
+    par[i, 0], par[i, 1], par[i, 2], par[i, 3], par[i, 4], par[i, 5], par[i, 6] = z, y, x, a, b, sz, sxy
+    if final:
+        _axis(z0, mz, z, sz, gz, dz, wz)
+        _axis(y0, my, y, sxy, gy, dy, wy)
+        _axis(x0, mx, x, sxy, gx, dx, wx)
+        bread = np.zeros((5, 5))
+        meat = np.zeros((5, 5))
+        n = mz * my * mx
+        for k in range(mz):
+            for j in range(my):
+                gzy = gz[k] * gy[j]
+                for l in range(mx):
+                    m = gzy * gx[l]
+                    r = own[k, j, l] - (a * m + b)
+                    jac[0] = a * dz[k] * gy[j] * gx[l]
+                    jac[1] = a * gz[k] * dy[j] * gx[l]
+                    jac[2] = a * gzy * dx[l]
+                    jac[3] = m
+                    jac[4] = 1.0
+                    for u in range(5):
+                        for v in range(5):
+                            bread[u, v] += jac[u] * jac[v]
+                            meat[u, v] += r * r * jac[u] * jac[v]
+        inv = np.linalg.inv(bread)
+        cov = inv @ meat @ inv * (n / max(n - 5, 1))
+        for u in range(3):
+            ep[i, u] = math.sqrt(max(cov[u, u], 0.0))
+    return True
+
+
+@njit(cache=True)
+def _sweeps(img, canvas, par, start, n_sweeps, free_width, final, ep, ok, idx):
+    """``n_sweeps`` sweeps of :func:`_fit_one` over the spots ``idx`` (in that order)."""
+    for s in range(n_sweeps):
+        last = final and s == n_sweeps - 1
+        for i in idx:
+            ok[i] = _fit_one(img, canvas, par, i, free_width, last, start, ep)
+
+
+#: "auto" fits blurred balls as well as Gaussians where the spots are at least this wide
+#: (Gaussian width in the plane, voxels), and keeps the balls where they leave at least
+#: BALL_GAIN less squared residual over the spots' boxes.
+BALL_MIN_SIGMA = 1.5
+BALL_GAIN = 0.1
+_SQ2PI = math.sqrt(2.0 * math.pi)
+
+
+@njit(cache=True)
+def _ball(r, R, s):
+    """A uniform ball of radius R blurred by an isotropic Gaussian of width s, at distance
+    r from its centre: the value (1 at the centre of a ball much wider than s) and its
+    derivative by r. The value is the probability that a Gaussian of width s centred r
+    from the ball's centre lies inside it:
+    (erf((R - r) a) + erf((R + r) a)) / 2 + s (e+ - e-) / (r sqrt(2 pi)), a = 1 / (sqrt 2 s),
+    e+- = exp(-((R +- r) a)^2)."""
+    a = 1.0 / (math.sqrt(2.0) * s)
+    if r < 1e-6 * s:
+        u = R / s
+        return math.erf(u / math.sqrt(2.0)) - math.sqrt(2.0 / math.pi) * u * math.exp(-0.5 * u * u), 0.0
+    ep = math.exp(-((R + r) * a) ** 2)
+    em = math.exp(-((R - r) * a) ** 2)
+    v = 0.5 * (math.erf((R - r) * a) + math.erf((R + r) * a)) + s / (r * _SQ2PI) * (ep - em)
+    dv = -R / (r * s * _SQ2PI) * (ep + em) - s / (r * r * _SQ2PI) * (ep - em)
+    return v, dv
+
+
+@njit(cache=True)
+def _ball_box(c, half, n):
+    lo = max(0, int(math.floor(c - half)))
+    hi = min(n - 1, int(math.ceil(c + half)))
+    return lo, hi - lo + 1
+
+
+@njit(cache=True)
+def _paint_ball(canvas, z, y, x, a, R, s, k, sign):
+    """canvas += sign x A ball(|(k dz, dy, dx)|; R, s) over the ball's box (z voxels
+    scaled by k to the plane's)."""
+    nz, ny, nx = canvas.shape
+    h = R + WINDOW * s
+    z0, mz = _ball_box(z, h / k, nz)
+    y0, my = _ball_box(y, h, ny)
+    x0, mx = _ball_box(x, h, nx)
+    for q in range(mz):
+        dz = k * (z0 + q - z)
+        for j in range(my):
+            dy = y0 + j - y
+            for l in range(mx):
+                dx = x0 + l - x
+                v, _ = _ball(math.sqrt(dz * dz + dy * dy + dx * dx), R, s)
+                canvas[z0 + q, y0 + j, x0 + l] += sign * a * v
+
+
+@njit(cache=True)
+def _fit_one_ball(img, canvas, par, i, free, final, start, ep):
+    """As :func:`_fit_one` for a blurred ball, par[i] = z, y, x, A, b, R, s, k (k: the
+    scale from z voxels to the plane's); with ``free`` R, s and k are fitted too (their
+    derivatives by central differences)."""
+    nz, ny, nx = img.shape
+    z, y, x, a, b, R, s, k = par[i, 0], par[i, 1], par[i, 2], par[i, 3], par[i, 4], par[i, 5], par[i, 6], par[i, 7]
+    h = 1.2 * (R + WINDOW * s)
+    z0, mz = _ball_box(z, h / k, nz)
+    y0, my = _ball_box(y, h, ny)
+    x0, mx = _ball_box(x, h, nx)
+    if mz < 2 or my < 3 or mx < 3:
+        return False
+    own = np.empty((mz, my, mx))
+    for q in range(mz):
+        dz = k * (z0 + q - z)
+        for j in range(my):
+            dy = y0 + j - y
+            for l in range(mx):
+                dx = x0 + l - x
+                v, _ = _ball(math.sqrt(dz * dz + dy * dy + dx * dx), R, s)
+                own[q, j, l] = img[z0 + q, y0 + j, x0 + l] - (canvas[z0 + q, y0 + j, x0 + l] - a * v)
+    p = 8 if free else 5
+    jtj = np.zeros((8, 8))
+    jtr = np.zeros(8)
+    jac = np.zeros(8)
+    old = (z, y, x, a, R, s, k)
+    ok = False
+    h_fd = 1e-4
+    for it in range(ITERATIONS):
+        jtj[:, :] = 0.0
+        jtr[:] = 0.0
+        for q in range(mz):
+            dz = k * (z0 + q - z)
+            for j in range(my):
+                dy = y0 + j - y
+                for l in range(mx):
+                    dx = x0 + l - x
+                    rr = math.sqrt(dz * dz + dy * dy + dx * dx)
+                    v, dv = _ball(rr, R, s)
+                    res = own[q, j, l] - (a * v + b)
+                    g = a * dv / rr if rr > 1e-9 else 0.0
+                    jac[0] = -g * dz * k
+                    jac[1] = -g * dy
+                    jac[2] = -g * dx
+                    jac[3] = v
+                    jac[4] = 1.0
+                    if free:
+                        v1, _ = _ball(rr, R + h_fd, s)
+                        v0, _ = _ball(rr, R - h_fd, s)
+                        jac[5] = a * (v1 - v0) / (2 * h_fd)
+                        v1, _ = _ball(rr, R, s + h_fd)
+                        v0, _ = _ball(rr, R, s - h_fd)
+                        jac[6] = a * (v1 - v0) / (2 * h_fd)
+                        jac[7] = g * dz * dz / k          # d rr / dk = dz^2 / (k rr)
+                    for u in range(p):
+                        jtr[u] += jac[u] * res
+                        for w in range(u, p):
+                            jtj[u, w] += jac[u] * jac[w]
+        for u in range(p):
+            for w in range(u):
+                jtj[u, w] = jtj[w, u]
+            jtj[u, u] *= 1.0 + 1e-9
+        step = jtr.copy()
+        if not _solve(jtj, step, p):
+            break
+        z += step[0]
+        y += step[1]
+        x += step[2]
+        a += step[3]
+        b += step[4]
+        if free:
+            R = min(max(R + step[5], 0.1), 3.0 * par[i, 5] + 2.0)
+            s = min(max(s + step[6], 0.3), 3.0 * par[i, 6] + 1.0)
+            k = min(max(k + step[7], 0.1), 10.0)
+        if a <= 0.0:
+            break
+        if math.sqrt(step[0] ** 2 + step[1] ** 2 + step[2] ** 2) < TOLERANCE:
+            ok = True
+            break
+    w = R + s
+    moved = math.sqrt(((z - start[i, 0]) * k / w) ** 2 + ((y - start[i, 1]) / w) ** 2
+                      + ((x - start[i, 2]) / w) ** 2)
+    if not ok or a <= 0.0 or moved > MAX_MOVE:
+        return False
+    _paint_ball(canvas, old[0], old[1], old[2], old[3], old[4], old[5], old[6], -1.0)
+    _paint_ball(canvas, z, y, x, a, R, s, k, 1.0)
+    par[i, 0], par[i, 1], par[i, 2], par[i, 3], par[i, 4], par[i, 5], par[i, 6], par[i, 7] = z, y, x, a, b, R, s, k
+    if final:
+        bread = np.zeros((5, 5))
+        meat = np.zeros((5, 5))
+        n = mz * my * mx
+        for q in range(mz):
+            dz = k * (z0 + q - z)
+            for j in range(my):
+                dy = y0 + j - y
+                for l in range(mx):
+                    dx = x0 + l - x
+                    rr = math.sqrt(dz * dz + dy * dy + dx * dx)
+                    v, dv = _ball(rr, R, s)
+                    res = own[q, j, l] - (a * v + b)
+                    g = a * dv / rr if rr > 1e-9 else 0.0
+                    jac[0] = -g * dz * k
+                    jac[1] = -g * dy
+                    jac[2] = -g * dx
+                    jac[3] = v
+                    jac[4] = 1.0
+                    for u in range(5):
+                        for w2 in range(5):
+                            bread[u, w2] += jac[u] * jac[w2]
+                            meat[u, w2] += res * res * jac[u] * jac[w2]
+        inv = np.linalg.inv(bread)
+        cov = inv @ meat @ inv * (n / max(n - 5, 1))
+        for u in range(3):
+            ep[i, u] = math.sqrt(max(cov[u, u], 0.0))
+    return True
+
+
+@njit(cache=True)
+def _sweeps_ball(img, canvas, par, start, n_sweeps, free, final, ep, ok, idx):
+    """As :func:`_sweeps` for blurred balls."""
+    for sw in range(n_sweeps):
+        last = final and sw == n_sweeps - 1
+        for i in idx:
+            ok[i] = _fit_one_ball(img, canvas, par, i, free, last, start, ep)
+
+
+@njit(cache=True)
+def _residual_ss(img, canvas, par, hz, hxy):
+    """Sum of squared residuals (image less canvas less each spot's background) over the
+    union of the boxes of half-widths (hz, hxy, hxy) voxels around the spots (each voxel
+    once; its background that of the spot whose box marked it first)."""
+    nz, ny, nx = img.shape
+    seen = np.zeros(img.shape, np.bool_)
+    ss = 0.0
+    for i in range(par.shape[0]):
+        z0, mz = _ball_box(par[i, 0], hz, nz)
+        y0, my = _ball_box(par[i, 1], hxy, ny)
+        x0, mx = _ball_box(par[i, 2], hxy, nx)
+        for q in range(mz):
+            for j in range(my):
+                for l in range(mx):
+                    if seen[z0 + q, y0 + j, x0 + l]:
+                        continue
+                    seen[z0 + q, y0 + j, x0 + l] = True
+                    r = img[z0 + q, y0 + j, x0 + l] - canvas[z0 + q, y0 + j, x0 + l] - par[i, 4]
+                    ss += r * r
+    return ss
+
+
+def _start(im, z, y, x, n_par, unit_peak):
+    """Parameter rows (N, n_par) with the start positions, amplitude from the voxel at the
+    start over ``unit_peak`` (the model's peak for amplitude 1), background the image's
+    20th percentile."""
+    par = np.zeros((len(x), n_par))
+    par[:, 0], par[:, 1], par[:, 2] = z, y, x
+    zi, yi, xi = (np.clip(np.rint(c).astype(int), 0, m - 1) for c, m in zip((z, y, x), im.shape))
+    base = float(np.percentile(im, 20))
+    par[:, 3] = np.maximum(im[zi, yi, xi] - base, 1e-3) / unit_peak
+    par[:, 4] = base
+    return par
+
+
+def _paint_all(canvas, par, ball):
+    canvas[:] = 0.0
+    for i in range(par.shape[0]):
+        if ball:
+            _paint_ball(canvas, par[i, 0], par[i, 1], par[i, 2], par[i, 3], par[i, 5], par[i, 6], par[i, 7], 1.0)
+        else:
+            _paint(canvas, par[i, 0], par[i, 1], par[i, 2], par[i, 3], par[i, 5], par[i, 6], 1.0)
+
+
+def _fix_shared(par, ok, cols, canvas, ball, idx):
+    """Set the shared shape columns to their medians over the spots ``idx`` whose fit
+    converged (all of ``idx`` if fewer than 3 did) and paint the canvas again."""
+    good = idx[ok[idx]] if ok[idx].sum() >= 3 else idx
+    for c in cols:
+        par[:, c] = float(np.median(par[good, c]))
+    _paint_all(canvas, par, ball)
+
+
+def fit_spots_3d(img: np.ndarray, z: np.ndarray, y: np.ndarray, x: np.ndarray,
+                 sigma: tuple[float, float], fit_width: bool = True,
+                 model: str = "auto") -> dict[str, np.ndarray]:
+    """Refine 3D spot positions by joint fits of every spot with its neighbours.
+
+    Parameters
+    ----------
+    img : ndarray (Z, Y, X)
+        The stack, bright spots on a dark background (invert dark ones first).
+    z, y, x : ndarray (N,)
+        Start positions (voxels), e.g. centroids.
+    sigma : (sz, sxy)
+        Start Gaussian widths (voxels along z, and in the plane).
+    fit_width : bool
+        Fit the shape per spot first and then fix it at the medians (else keep ``sigma``,
+        Gaussians only).
+    model : {"auto", "gauss", "ball"}
+        The spot: an anisotropic Gaussian, or a uniformly dyed ball blurred by a Gaussian
+        (radius R, blur s, z scaled by k: :func:`_ball`), the image of a dyed sphere
+        larger than the resolution. "auto": balls where the Gaussians are at least
+        :data:`BALL_MIN_SIGMA` wide and the balls leave :data:`BALL_GAIN` less squared
+        residual over the spots' boxes.
+
+    Returns
+    -------
+    dict
+        z, y, x (voxels; the last accepted fit's, or the start) (N,), amplitude (N,),
+        background (N,), sigma_z, sigma_xy (N,: the Gaussian widths, or the ball's
+        Gaussian-equivalent widths sqrt(R^2 / 5 + s^2) / k and sqrt(R^2 / 5 + s^2)),
+        ep_z, ep_y, ep_x (N,: voxels; NaN where the last fit failed), ok (N,: bool),
+        model ("gauss" or "ball") and for balls radius, blur, z_scale.
+    """
+    if model not in ("auto", "gauss", "ball"):
+        raise ValueError(f"model: expected 'auto', 'gauss' or 'ball', got {model!r}")
+    im = np.ascontiguousarray(img, dtype=np.float64)
+    n = len(x)
+    start = np.ascontiguousarray(np.c_[z, y, x], dtype=np.float64)
+    sz, sxy = float(sigma[0]), float(sigma[1])
+    ep = np.full((n, 3), np.nan)
+    ok = np.zeros(n, np.bool_)
+    canvas = np.zeros_like(im)
+    par = _start(im, z, y, x, 7, 1.0 / ((math.sqrt(2 * math.pi)) ** 3 * sz * sxy * sxy))
+    par[:, 5], par[:, 6] = sz, sxy
+    _paint_all(canvas, par, False)
+    use_ball = model == "ball"
+    every = np.arange(n)
+    # the shape is one microscope's: measured on up to SHAPE_SPOTS spots spread over the list
+    sub = every if n <= SHAPE_SPOTS else np.unique(np.linspace(0, n - 1, SHAPE_SPOTS).astype(np.int64))
+    if n and (fit_width or model != "gauss"):
+        _sweeps(im, canvas, par, start, SWEEPS_FREE, True, False, ep, ok, sub)
+        _fix_shared(par, ok, (5, 6), canvas, False, sub)
+        sz, sxy = float(par[0, 5]), float(par[0, 6])
+        if model == "auto" and sxy >= BALL_MIN_SIGMA:
+            hz, hxy = WINDOW * sz, WINDOW * sxy
+            ss_gauss = _residual_ss(im, canvas, par[sub], hz, hxy)
+            bpar, bcanvas, bok = _ball_free(im, start, sz, sxy, ep, sub)
+            use_ball = _residual_ss(im, bcanvas, bpar[sub], hz, hxy) < (1.0 - BALL_GAIN) * ss_gauss
+    out: dict = {}
+    if use_ball and n:
+        if model == "ball":
+            bpar, canvas, ok = _ball_free(im, start, sz, sxy, ep, sub)
+        else:
+            canvas, ok = bcanvas, bok
+        par = bpar
+        _sweeps_ball(im, canvas, par, start, SWEEPS_FIXED, False, True, ep, ok, every)
+        R, s, k = float(par[0, 5]), float(par[0, 6]), float(par[0, 7])
+        w = math.sqrt(R * R / 5.0 + s * s)
+        sig_z, sig_xy = np.full(n, w / k), np.full(n, w)
+        out.update(model="ball", radius=R, blur=s, z_scale=k)
+    else:
+        if n:
+            _sweeps(im, canvas, par, start, SWEEPS_FIXED, False, True, ep, ok, every)
+        sig_z, sig_xy = par[:, 5], par[:, 6]
+        out.update(model="gauss")
+    ep[~ok] = np.nan
+    out.update(z=par[:, 0], y=par[:, 1], x=par[:, 2], amplitude=par[:, 3], background=par[:, 4],
+               sigma_z=sig_z, sigma_xy=sig_xy, ep_z=ep[:, 0], ep_y=ep[:, 1], ep_x=ep[:, 2], ok=ok)
+    return out
+
+
+def _ball_free(im, start, sz, sxy, ep, sub):
+    """Blurred balls fitted with free shapes from the Gaussian widths (sz, sxy) on the
+    spots ``sub``, then the shape fixed at their medians: (par (N, 8), canvas, ok)."""
+    n = len(start)
+    # a ball whose Gaussian-equivalent width is the Gaussians': R^2 / 5 + s^2 = sxy^2
+    s0 = max(0.5, 0.5 * sxy)
+    R0 = math.sqrt(max(5.0 * (sxy * sxy - s0 * s0), 0.25))
+    par = _start(im, start[:, 0], start[:, 1], start[:, 2], 8, 1.0)
+    par[:, 5], par[:, 6], par[:, 7] = R0, s0, sxy / sz
+    canvas = np.zeros_like(im)
+    _paint_all(canvas, par, True)
+    ok = np.zeros(n, np.bool_)
+    _sweeps_ball(im, canvas, par, start, SWEEPS_FREE, True, False, ep, ok, sub)
+    _fix_shared(par, ok, (5, 6, 7), canvas, True, sub)
+    return par, canvas, ok
