@@ -116,7 +116,8 @@ def run(args) -> int:
           f"({p.sources.get('minmass')}), separation={_fmt(p.separation)} "
           f"({p.sources.get('separation')}), search_range={p.search_range:.3g} "
           f"({p.sources.get('search_range')}), contrast={p.contrast} ({p.sources.get('contrast')}), "
-          f"objects={p.objects} ({p.sources.get('objects')})")
+          f"objects={p.objects} ({p.sources.get('objects')})"
+          + (f", spot_model={p.spot_model} ({p.sources.get('spot_model')})" if p.spot_model else ""))
     q = result.quality
     if q is not None:
         print(f"quality: {q.status}")
