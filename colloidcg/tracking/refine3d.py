@@ -123,6 +123,45 @@ def _solve(m, v, p):
 
 
 @njit(cache=True)
+def _add_normal(jtj, jtr, jac, res, p):
+    """Add one voxel's row (Jacobian ``jac``, residual ``res``) to the upper triangle of
+    the normal equations of the first ``p`` parameters."""
+    for u in range(p):
+        jtr[u] += jac[u] * res
+        for v in range(u, p):
+            jtj[u, v] += jac[u] * jac[v]
+
+
+@njit(cache=True)
+def _gauss_newton_step(jtj, jtr, p):
+    """(solved, step): the Gauss-Newton step of the normal equations (upper triangle)."""
+    for u in range(p):
+        for v in range(u):
+            jtj[u, v] = jtj[v, u]
+        jtj[u, u] *= 1.0 + 1e-9
+    step = jtr.copy()
+    return _solve(jtj, step, p), step
+
+
+@njit(cache=True)
+def _add_sandwich(bread, meat, jac, res):
+    """Add one voxel to J^T J and J^T diag(r^2) J of the five fitted parameters."""
+    for u in range(5):
+        for v in range(5):
+            bread[u, v] += jac[u] * jac[v]
+            meat[u, v] += res * res * jac[u] * jac[v]
+
+
+@njit(cache=True)
+def _sandwich_ep(bread, meat, n, ep, i):
+    """ep[i] (z, y, x): the sandwich standard errors over n voxels (5 parameters)."""
+    inv = np.linalg.inv(bread)
+    cov = inv @ meat @ inv * (n / max(n - 5, 1))
+    for u in range(3):
+        ep[i, u] = math.sqrt(max(cov[u, u], 0.0))
+
+
+@njit(cache=True)
 def _fit_one(img, canvas, par, i, free_width, final, start, ep):
     """Gauss-Newton fit of spot i (row par[i] = z, y, x, A, b, sz, sxy) to the image less
     every other spot (canvas holds all spots, spot i included). Updates par[i], the
@@ -175,16 +214,9 @@ def _fit_one(img, canvas, par, i, free_width, final, start, ep):
                     if free_width:
                         jac[5] = a * wz[k] * gy[j] * gx[l]
                         jac[6] = a * gz[k] * (wy[j] * gx[l] + gy[j] * wx[l])
-                    for u in range(p):
-                        jtr[u] += jac[u] * r
-                        for v in range(u, p):
-                            jtj[u, v] += jac[u] * jac[v]
-        for u in range(p):
-            for v in range(u):
-                jtj[u, v] = jtj[v, u]
-            jtj[u, u] *= 1.0 + 1e-9
-        step = jtr.copy()
-        if not _solve(jtj, step, p):
+                    _add_normal(jtj, jtr, jac, r, p)
+        solved, step = _gauss_newton_step(jtj, jtr, p)
+        if not solved:
             break
         z += step[0]
         y += step[1]
@@ -226,24 +258,22 @@ def _fit_one(img, canvas, par, i, free_width, final, start, ep):
                     jac[2] = a * gzy * dx[l]
                     jac[3] = m
                     jac[4] = 1.0
-                    for u in range(5):
-                        for v in range(5):
-                            bread[u, v] += jac[u] * jac[v]
-                            meat[u, v] += r * r * jac[u] * jac[v]
-        inv = np.linalg.inv(bread)
-        cov = inv @ meat @ inv * (n / max(n - 5, 1))
-        for u in range(3):
-            ep[i, u] = math.sqrt(max(cov[u, u], 0.0))
+                    _add_sandwich(bread, meat, jac, r)
+        _sandwich_ep(bread, meat, n, ep, i)
     return True
 
 
 @njit(cache=True)
-def _sweeps(img, canvas, par, start, n_sweeps, free_width, final, ep, ok, idx):
-    """``n_sweeps`` sweeps of :func:`_fit_one` over the spots ``idx`` (in that order)."""
-    for s in range(n_sweeps):
-        last = final and s == n_sweeps - 1
+def _sweeps(img, canvas, par, start, n_sweeps, free, final, ep, ok, idx, ball):
+    """``n_sweeps`` sweeps over the spots ``idx`` (in that order) of :func:`_fit_one`, or
+    of :func:`_fit_one_ball` with ``ball``; ``final``: standard errors in the last one."""
+    for sw in range(n_sweeps):
+        last = final and sw == n_sweeps - 1
         for i in idx:
-            ok[i] = _fit_one(img, canvas, par, i, free_width, last, start, ep)
+            if ball:
+                ok[i] = _fit_one_ball(img, canvas, par, i, free, last, start, ep)
+            else:
+                ok[i] = _fit_one(img, canvas, par, i, free, last, start, ep)
 
 
 #: "auto" fits blurred balls as well as Gaussians where the spots are at least this wide
@@ -300,6 +330,21 @@ def _paint_ball(canvas, z, y, x, a, R, s, k, sign):
 
 
 @njit(cache=True)
+def _ball_row(value, rr, dz, dy, dx, a, b, R, s, k, jac):
+    """One voxel of a ball fit, at offset (dz, dy, dx) from the centre (z already scaled by
+    k; rr its length): fills jac[0:5] (by z, y, x, A, b) and returns (residual, A ball'(rr)
+    / rr)."""
+    v, dv = _ball(rr, R, s)
+    g = a * dv / rr if rr > 1e-9 else 0.0
+    jac[0] = -g * dz * k
+    jac[1] = -g * dy
+    jac[2] = -g * dx
+    jac[3] = v
+    jac[4] = 1.0
+    return value - (a * v + b), g
+
+
+@njit(cache=True)
 def _fit_one_ball(img, canvas, par, i, free, final, start, ep):
     """As :func:`_fit_one` for a blurred ball, par[i] = z, y, x, A, b, R, s, k (k: the
     scale from z voxels to the plane's); with ``free`` R, s and k are fitted too (their
@@ -338,14 +383,7 @@ def _fit_one_ball(img, canvas, par, i, free, final, start, ep):
                 for l in range(mx):
                     dx = x0 + l - x
                     rr = math.sqrt(dz * dz + dy * dy + dx * dx)
-                    v, dv = _ball(rr, R, s)
-                    res = own[q, j, l] - (a * v + b)
-                    g = a * dv / rr if rr > 1e-9 else 0.0
-                    jac[0] = -g * dz * k
-                    jac[1] = -g * dy
-                    jac[2] = -g * dx
-                    jac[3] = v
-                    jac[4] = 1.0
+                    res, g = _ball_row(own[q, j, l], rr, dz, dy, dx, a, b, R, s, k, jac)
                     if free:
                         v1, _ = _ball(rr, R + h_fd, s)
                         v0, _ = _ball(rr, R - h_fd, s)
@@ -354,16 +392,9 @@ def _fit_one_ball(img, canvas, par, i, free, final, start, ep):
                         v0, _ = _ball(rr, R, s - h_fd)
                         jac[6] = a * (v1 - v0) / (2 * h_fd)
                         jac[7] = g * dz * dz / k          # d rr / dk = dz^2 / (k rr)
-                    for u in range(p):
-                        jtr[u] += jac[u] * res
-                        for w in range(u, p):
-                            jtj[u, w] += jac[u] * jac[w]
-        for u in range(p):
-            for w in range(u):
-                jtj[u, w] = jtj[w, u]
-            jtj[u, u] *= 1.0 + 1e-9
-        step = jtr.copy()
-        if not _solve(jtj, step, p):
+                    _add_normal(jtj, jtr, jac, res, p)
+        solved, step = _gauss_newton_step(jtj, jtr, p)
+        if not solved:
             break
         z += step[0]
         y += step[1]
@@ -398,32 +429,10 @@ def _fit_one_ball(img, canvas, par, i, free, final, start, ep):
                 for l in range(mx):
                     dx = x0 + l - x
                     rr = math.sqrt(dz * dz + dy * dy + dx * dx)
-                    v, dv = _ball(rr, R, s)
-                    res = own[q, j, l] - (a * v + b)
-                    g = a * dv / rr if rr > 1e-9 else 0.0
-                    jac[0] = -g * dz * k
-                    jac[1] = -g * dy
-                    jac[2] = -g * dx
-                    jac[3] = v
-                    jac[4] = 1.0
-                    for u in range(5):
-                        for w2 in range(5):
-                            bread[u, w2] += jac[u] * jac[w2]
-                            meat[u, w2] += res * res * jac[u] * jac[w2]
-        inv = np.linalg.inv(bread)
-        cov = inv @ meat @ inv * (n / max(n - 5, 1))
-        for u in range(3):
-            ep[i, u] = math.sqrt(max(cov[u, u], 0.0))
+                    res, g = _ball_row(own[q, j, l], rr, dz, dy, dx, a, b, R, s, k, jac)
+                    _add_sandwich(bread, meat, jac, res)
+        _sandwich_ep(bread, meat, n, ep, i)
     return True
-
-
-@njit(cache=True)
-def _sweeps_ball(img, canvas, par, start, n_sweeps, free, final, ep, ok, idx):
-    """As :func:`_sweeps` for blurred balls."""
-    for sw in range(n_sweeps):
-        last = final and sw == n_sweeps - 1
-        for i in idx:
-            ok[i] = _fit_one_ball(img, canvas, par, i, free, last, start, ep)
 
 
 @njit(cache=True)
@@ -529,7 +538,7 @@ def fit_spots_3d(img: np.ndarray, z: np.ndarray, y: np.ndarray, x: np.ndarray,
     # the shape is one microscope's: measured on up to SHAPE_SPOTS spots spread over the list
     sub = every if n <= SHAPE_SPOTS else np.unique(np.linspace(0, n - 1, SHAPE_SPOTS).astype(np.int64))
     if n and (fit_width or model != "gauss"):
-        _sweeps(im, canvas, par, start, SWEEPS_FREE, True, False, ep, ok, sub)
+        _sweeps(im, canvas, par, start, SWEEPS_FREE, True, False, ep, ok, sub, False)
         _fix_shared(par, ok, (5, 6), canvas, False, sub)
         sz, sxy = float(par[0, 5]), float(par[0, 6])
         if model == "auto" and sxy >= BALL_MIN_SIGMA:
@@ -544,14 +553,14 @@ def fit_spots_3d(img: np.ndarray, z: np.ndarray, y: np.ndarray, x: np.ndarray,
         else:
             canvas, ok = bcanvas, bok
         par = bpar
-        _sweeps_ball(im, canvas, par, start, SWEEPS_FIXED, False, True, ep, ok, every)
+        _sweeps(im, canvas, par, start, SWEEPS_FIXED, False, True, ep, ok, every, True)
         R, s, k = float(par[0, 5]), float(par[0, 6]), float(par[0, 7])
         w = math.sqrt(R * R / 5.0 + s * s)
         sig_z, sig_xy = np.full(n, w / k), np.full(n, w)
         out.update(model="ball", radius=R, blur=s, z_scale=k)
     else:
         if n:
-            _sweeps(im, canvas, par, start, SWEEPS_FIXED, False, True, ep, ok, every)
+            _sweeps(im, canvas, par, start, SWEEPS_FIXED, False, True, ep, ok, every, False)
         sig_z, sig_xy = par[:, 5], par[:, 6]
         out.update(model="gauss")
     ep[~ok] = np.nan
@@ -572,6 +581,6 @@ def _ball_free(im, start, sz, sxy, ep, sub):
     canvas = np.zeros_like(im)
     _paint_all(canvas, par, True)
     ok = np.zeros(n, np.bool_)
-    _sweeps_ball(im, canvas, par, start, SWEEPS_FREE, True, False, ep, ok, sub)
+    _sweeps(im, canvas, par, start, SWEEPS_FREE, True, False, ep, ok, sub, True)
     _fix_shared(par, ok, (5, 6, 7), canvas, True, sub)
     return par, canvas, ok
