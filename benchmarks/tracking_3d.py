@@ -38,8 +38,10 @@ import warnings
 import numpy as np
 import pandas as pd
 
-#: (name, renderer, feature size per axis (z, y, x) in voxels, spacing in diameters,
-#:  z voxel size in xy voxels (sphere: the PSF sigmas (z, xy) in xy voxels follow))
+#: (name, renderer, size, spacing in diameters[, options]): size per axis (z, y, x) in
+#: voxels for trackpy's features; for spheres (radius, PSF sigma in the plane, PSF sigma
+#: along z, z step), all in xy voxels; options: ``peak``, the particles' light in grey
+#: levels above the background (default about 200)
 CASES = [
     ("gauss isotropic, dilute", "gauss", (2.0, 2.0, 2.0), 2.0),
     ("gauss z 2x, apart", "gauss", (4.0, 2.0, 2.0), 1.5),
@@ -47,6 +49,10 @@ CASES = [
     ("hat z 1.5x, near contact", "hat", (6.0, 4.0, 4.0), 1.1),
     ("spheres r 5, z-step 2, phi ~0.3", "sphere", (5.0, 1.2, 3.0, 2.0), 1.3),
     ("spheres r 5, z-step 2, dense", "sphere", (5.0, 1.2, 3.0, 2.0), 1.05),
+    # where it gets harder: a coarser z step, and a tenth of the light
+    ("spheres r 5, z-step 3, phi ~0.3", "sphere", (5.0, 1.2, 3.0, 3.0), 1.3),
+    ("gauss z 2x, apart, peak 20", "gauss", (4.0, 2.0, 2.0), 1.5, {"peak": 20.0}),
+    ("spheres r 5, z-step 2, phi ~0.3, peak 20", "sphere", (5.0, 1.2, 3.0, 2.0), 1.3, {"peak": 20.0}),
 ]
 
 SHAPE = (40, 112, 112)
@@ -82,8 +88,9 @@ def positions(rng, shape, diameter, spacing, tries=40000) -> np.ndarray:
     return kept
 
 
-def render_frame(kind: str, size, pos: np.ndarray, shape, rng) -> np.ndarray:
-    """One 8-bit volume (Z, Y, X) of the particles at ``pos`` (N, 3)."""
+def render_frame(kind: str, size, pos: np.ndarray, shape, rng, peak: float = 200.0) -> np.ndarray:
+    """One 8-bit volume (Z, Y, X) of the particles at ``pos`` (N, 3), their light
+    ``peak`` grey levels above the background at most."""
     if kind == "sphere":
         from scipy.ndimage import gaussian_filter
 
@@ -104,18 +111,19 @@ def render_frame(kind: str, size, pos: np.ndarray, shape, rng) -> np.ndarray:
             fine[tuple(sl)] += (dz ** 2 + dy ** 2 + dx ** 2 <= radius ** 2)
         fine = gaussian_filter(fine, (s_z / zstep * f, s_xy * f, s_xy * f), mode="constant")
         vol = fine.reshape(shape[0], f, shape[1], f, shape[2], f).mean(axis=(1, 3, 5))
-        light = 20.0 + 200.0 * vol / max(float(vol.max()), 1e-12)
+        light = 20.0 + peak * vol / max(float(vol.max()), 1e-12)
     else:
         import trackpy.artificial as art
 
         kw = {"disc_size": 0.5} if kind == "hat" else {}
         drawn = art.draw_spots(shape, pos, tuple(size), noise_level=0, bitdepth=8, feat_func=kind, **kw)
-        light = 20.0 + 0.8 * drawn.astype(float)
+        light = 20.0 + peak / 255.0 * drawn.astype(float)
     img = light + rng.normal(0.0, 1.0, shape) * np.sqrt(9.0 + 0.5 * (light - 20.0))
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
 
-def render(kind: str, size, spacing: float, seed: int = 0, shape=SHAPE, n_frames=N_FRAMES):
+def render(kind: str, size, spacing: float, seed: int = 0, shape=SHAPE, n_frames=N_FRAMES,
+           peak: float = 200.0):
     """Frames (T, Z, Y, X) uint8 and truth (frame, particle, x, y, z), voxels."""
     rng = np.random.default_rng(seed)
     dia = feature_diameter(kind, size)
@@ -126,7 +134,7 @@ def render(kind: str, size, spacing: float, seed: int = 0, shape=SHAPE, n_frames
             pos = pos + rng.normal(0, STEP, pos.shape)
         keep = np.all((pos >= 0) & (pos < np.array(shape) - 1), axis=1)
         p = pos[keep]
-        frames.append(render_frame(kind, size, p, shape, rng))
+        frames.append(render_frame(kind, size, p, shape, rng, peak))
         rows.append(pd.DataFrame({"frame": t, "particle": np.flatnonzero(keep),
                                   "x": p[:, 2], "y": p[:, 1], "z": p[:, 0]}))
     return np.array(frames), pd.concat(rows, ignore_index=True)
@@ -200,10 +208,10 @@ def trackpy_run(frames, truth, dia, spacing):
     return f[trackpy_rows_3d(f)]
 
 
-def run_case(name, kind, size, spacing, seed=0) -> dict:
+def run_case(name, kind, size, spacing, options=None, seed=0) -> dict:
     from colloidcg.tracking import track
 
-    frames, truth = render(kind, size, spacing, seed)
+    frames, truth = render(kind, size, spacing, seed, **(options or {}))
     dia = feature_diameter(kind, size)
     row = {"case": name, "n": float(truth.groupby("frame").size().mean())}
     t0 = time.perf_counter()
@@ -233,8 +241,8 @@ def main(argv=None) -> int:
           "recall / precision / RMS z / y / x (voxels)\n")
     print("| case | particles | colloidcg (auto) | ep/err z / y / x | trackpy (hand-set) | colloidcg parameters | time (s) |")
     print("|---|---:|---|---|---|---|---:|")
-    for name, kind, size, spacing in cases:
-        r = run_case(name, kind, size, spacing, args.seed)
+    for name, kind, size, spacing, *options in cases:
+        r = run_case(name, kind, size, spacing, options[0] if options else None, args.seed)
         ep = r["ours"].get("ep_ratio")
         eps = " / ".join(f"{v:.2f}" for v in ep) if ep is not None else "-"
         print(f"| {r['case']} | {r['n']:.0f} | {fmt(r['ours'])} | {eps} | {fmt(r['trackpy'])} | "
