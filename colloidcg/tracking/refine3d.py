@@ -1,5 +1,5 @@
-"""Sub-voxel positions in 3D stacks: every spot fitted as an anisotropic Gaussian, jointly
-with its neighbours.
+"""Sub-voxel positions in 3D stacks: every spot fitted as an anisotropic Gaussian or as a
+blurred dyed sphere, jointly with its neighbours.
 
 A confocal stack's spots are elongated along the optical axis (z): the point-spread
 function is 2-4 times longer there, and the z step is often larger than the pixel. The
@@ -19,6 +19,12 @@ all spots (a block Gauss-Seidel iteration of the joint least-squares fit, as
 first fitted per spot, then fixed at their medians over the frame's spots (free widths
 scatter with the noise and the neighbours; one microscope has one PSF). ``b`` is a local
 background per spot.
+
+A uniformly dyed sphere larger than the resolution images as a flat-topped ball, which a
+Gaussian misfits; the second model is that ball, of radius R, blurred by an isotropic
+Gaussian of width s, with z voxels scaled by k to the plane's (:func:`_ball`, closed form).
+Its shape (R, s, k) is shared in the same way. :func:`fit_spots_3d` ("auto") keeps the balls
+where they fit the spots clearly better (:data:`BALL_GAIN`).
 
 The standard error of each coordinate is the sandwich estimate (J^T J)^-1 (J^T diag(r^2)
 J) (J^T J)^-1 x n / (n - p) over the spot's box, each voxel's variance its own squared
