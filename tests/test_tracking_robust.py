@@ -332,5 +332,11 @@ def test_calibrate_ep_needs_resolved_noise():
     assert how == "tracks" and abs(0.03 * scale / sigma - 1) < 0.15
     few = t[t.particle < 3]
     assert calibrate_ep(few) == (1.0, "too few steps")
+    # the reported ep (0.03) is a third of the real noise (0.1): the verdict says so
     q = assess(t, diameter=7, search_range=2.0, n_frames=T, noise=1.0)
-    assert q.status == "ok" and abs(q.metrics["localisation_noise_px"] / sigma - 1) < 0.15
+    assert abs(q.metrics["localisation_noise_px"] / sigma - 1) < 0.15
+    assert q.status == "warning" and q.metrics["ep_tracks_ratio"] > 2.5
+    assert any("ep underestimates" in r for r in q.reasons), q.reasons
+    # ... and with an ep that matches the noise it does not
+    q = assess(t.assign(ep=sigma), diameter=7, search_range=2.0, n_frames=T, noise=1.0)
+    assert q.status == "ok" and abs(q.metrics["ep_tracks_ratio"] - 1) < 0.15, q

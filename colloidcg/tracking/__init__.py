@@ -36,7 +36,7 @@ from .params import (AMBIGUOUS_CONTRAST, TrackParams, blob_scan, blob_sigma, con
                      suggest_diameter,
                      suggest_contrast, suggest_invert, suggest_minmass, suggest_parameters_2d,
                      suggest_search_range, suggest_separation)
-from .quality import Quality, assess, calibrate_ep, step_covariances
+from .quality import Quality, assess, step_covariances
 from .refine import refine_jointly
 
 __all__ = ["track", "track_iter", "TrackParams", "TrackResult", "locate_frame", "refine_jointly",
@@ -610,15 +610,14 @@ def _link_and_assess(parts: list[pd.DataFrame], video, first: np.ndarray, frames
                             f"(search range {p.search_range:.3g} px){why}; lower --min-length or "
                             "check --search-range")
     # ep is a standard error from the fit (tracking.uncertainty, calibrated on known
-    # truth); the tracks' own noise is a check only: scaled to it, median ep / error
-    # ranged 0.51-1.65 over the conditions benchmark (1.16 and 0.94 on two realisations
-    # of one condition: the motion's own step correlations bias it), so it is not applied
+    # truth); the tracks' own noise is a check only (the verdict's ep_tracks_ratio):
+    # scaled to it, median ep / error ranged 0.51-1.65 over the conditions benchmark
+    # (1.16 and 0.94 on two realisations of one condition: the motion's own step
+    # correlations bias it), so it is not applied
     with _timed(timings, "quality"):
         covariances = step_covariances(tracks)
-        scale, how = calibrate_ep(tracks, covariances=covariances) if "ep" in tracks else (1.0, "no ep")
         quality = _assess(tracks, p, frames, video, first, ambiguity, covariances)
-    quality.metrics.update(ep_tracks_ratio=round(scale, 4), ep_tracks_check=how,
-                           no_sample_fraction=round(masked, 4))
+    quality.metrics.update(no_sample_fraction=round(masked, 4))
     if probe is not None:
         quality.metrics.update(probed_profile_gain=round(probe.get("profile_gain", 0.0), 4),
                                probed_rings_possible=bool(probe.get("rings", True)))

@@ -26,6 +26,11 @@ The signs, and the thresholds (warning / unreliable) at which they count:
 - ``contrast_ambiguity``: when the contrast was estimated, the typical strength of the
   weaker polarity's blobs over the stronger's: > 0.8 (warning only). Wide spots that
   overlap heavily leave holes between them that are blobs as strong as the spots.
+- ``ep_tracks_ratio``: the tracks' own localisation noise (from the anticorrelation of
+  successive steps, where it is well determined: :func:`calibrate_ep`) over the median
+  reported ``ep``: > 2.5 (warning only). Over the 2D conditions benchmark it lies in
+  0.51-1.65 (the motion's own step correlations bias it); dyed spheres near contact in
+  3D stacks gave 6.6, where ``ep`` was 3-6 times too small (neighbours' misfit light).
 - ``noise_share``: share of the mean squared step that is localisation noise,
   2 sigma^2 / <dx^2> per axis, with sigma^2 from the anticorrelation of successive
   steps (:func:`localisation_noise`): > 0.8 (warning only: stuck particles are
@@ -55,6 +60,7 @@ THRESHOLDS: dict[str, tuple[float, float, str]] = {
     "frame_correlation": (0.3, 0.1, "low"),
     "noise_share": (0.8, math.inf, "high"),
     "contrast_ambiguity": (0.8, math.inf, "high"),
+    "ep_tracks_ratio": (2.5, math.inf, "high"),
 }
 
 MESSAGES = {
@@ -74,6 +80,9 @@ MESSAGES = {
     "contrast_ambiguity": "bright and dark blobs are nearly equally strong (ratio {v:.2f}): the "
                           "estimated contrast may have taken the gaps between particles for "
                           "particles; check an overlay or give --contrast",
+    "ep_tracks_ratio": "the tracks' own localisation noise is {v:.2g} times the median reported "
+                       "ep: ep underestimates the position errors here (crowded or misfit "
+                       "spots); take the noise from the tracks (metrics.localisation_noise_px)",
 }
 
 STATUSES = ("ok", "warning", "unreliable")
@@ -334,10 +343,13 @@ def assess(tracks: pd.DataFrame, *, diameter: float, search_range: float, n_fram
     m["mean_squared_step_px2"] = c[0] if np.isfinite(c[0]) else None
     m["noise_share"] = float(min(1.0, 2 * sigma ** 2 / c[0])) \
         if np.isfinite(sigma) and np.isfinite(c[0]) and c[0] > 0 else None
+    m["ep_tracks_ratio"], m["ep_tracks_check"] = None, "no ep"
     if "ep" in tracks:
         ep = tracks["ep"].to_numpy(float)
         ep = ep[np.isfinite(ep)]
         m["median_ep_px"] = float(np.median(ep)) if len(ep) else None
+        scale, how = calibrate_ep(tracks, covariances=c)
+        m["ep_tracks_ratio"], m["ep_tracks_check"] = (scale if how == "tracks" else None), how
 
     m["contrast_ambiguity"] = contrast_ambiguity
     grades = {k: _grade(k, m[k]) for k in THRESHOLDS}
