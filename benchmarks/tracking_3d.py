@@ -186,13 +186,12 @@ def score(found: pd.DataFrame, truth: pd.DataFrame, shape, dia) -> dict:
 def trackpy_run(frames, truth, dia, spacing):
     import trackpy as tp
 
-    from colloidcg.tracking.locate import trackpy_rows_3d
+    from colloidcg.tracking.locate import trackpy_locate, trackpy_rows
 
     d = tuple(int(2 * math.ceil(x / 2) + 1) for x in dia)      # odd, >= the feature's
     sep = tuple(0.8 * spacing * x for x in dia)
     t0 = truth[truth["frame"] == 0]
-    f0 = tp.locate(frames[0], d, minmass=0, separation=sep, engine="numba")
-    f0 = f0[trackpy_rows_3d(f0)]
+    f0 = trackpy_locate(frames[0], d, minmass=0, separation=sep)
     # minmass chosen with the truth: the largest that keeps every true particle matched
     from colloidcg.tracking.accuracy import match_one_to_one
 
@@ -204,8 +203,8 @@ def trackpy_run(frames, truth, dia, spacing):
         warnings.simplefilter("ignore")
         f = tp.batch(frames, d, minmass=minmass, separation=sep, processes=1, engine="numba")
     # trackpy 0.7 under pandas 3 adds rows of NaN positions with anisotropic diameters
-    # (colloidcg.tracking.locate.trackpy_rows_3d); they are not features
-    return f[trackpy_rows_3d(f)]
+    # (colloidcg.tracking.locate.trackpy_rows); they are not features
+    return f[trackpy_rows(f)]
 
 
 def run_case(name, kind, size, spacing, options=None, seed=0) -> dict:

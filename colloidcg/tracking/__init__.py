@@ -19,7 +19,6 @@ import contextlib
 import dataclasses
 import math
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generator
@@ -30,7 +29,8 @@ import pandas as pd
 from ..errors import ParameterError, TrackingError
 from ..outputs import provenance, write_table
 from .link import add_velocities, estimate_drift, filter_stubs, gc_frozen, link, subtract_drift
-from .locate import iter_locate, iter_locate_probed, locate_frame, prepare, trackpy_rows_3d
+from .locate import (iter_locate, iter_locate_probed, locate_frame, prepare, start_widths_3d,
+                     trackpy_locate)
 from .params import (AMBIGUOUS_CONTRAST, TrackParams, blob_scan, blob_sigma, contrast_ambiguity,
                      model_residual, noise_level, representative_plane, spot_scale,
                      suggest_diameter,
@@ -129,17 +129,15 @@ def _nn_spacing(x: np.ndarray, y: np.ndarray) -> float:
 
 
 def _axis_spacing(f: pd.DataFrame, diameter: tuple) -> np.ndarray:
-    """The typical neighbour distance along each axis (px): the median nearest-neighbour
-    distance, in 3D with z scaled to the plane by the diameters' ratio (a stack's z
-    voxels are often longer, and its spots' extent along z says by how much) and scaled
-    back per axis. In 3D the plane's own nearest neighbours (of the projection) were
+    """The typical neighbour distance along each axis (voxels) of 3D features ``f``: the
+    median nearest-neighbour distance with z scaled to the plane by the diameters' ratio
+    (a stack's z voxels are often longer, and its spots' extent along z says by how much),
+    scaled back per axis. The nearest neighbours of the projection on the plane were
     closer than the particles are."""
     from ..neighbours import nearest
 
     if len(f) < 2:
-        return np.full(len(diameter), np.nan)
-    if "z" not in f or len(diameter) == 2:
-        return np.full(2, _nn_spacing(f["x"].to_numpy(), f["y"].to_numpy()))
+        return np.full(3, np.nan)
     aspect = np.asarray(diameter, dtype=float) / float(diameter[-1])
     pts = f[["z", "y", "x"]].to_numpy() / aspect
     return float(np.median(nearest(pts)[0])) * aspect
@@ -199,8 +197,6 @@ def _suggest(frame: np.ndarray, params: TrackParams | None) -> tuple[TrackParams
     :func:`~colloidcg.tracking.params.contrast_ambiguity` when the contrast was estimated
     from the blob scan of the unoriented frame (``None`` otherwise), so that the quality
     verdict need not scan the frame again."""
-    import trackpy as tp
-
     p = dataclasses.replace(params) if params is not None else TrackParams()
     p.sources = dict(p.sources)
     ndim = frame.ndim
@@ -264,9 +260,7 @@ def _suggest(frame: np.ndarray, params: TrackParams | None) -> tuple[TrackParams
         d0 = suggest_diameter(sig)
         # trackpy's default separation (diameter + 1) here: a smaller one lets pixel noise
         # swamp the mass distribution that minmass is read from.
-        f0 = tp.locate(img, d0 if ndim == 3 else d0[0], minmass=0, engine="numba")
-        if ndim == 3:
-            f0 = f0[trackpy_rows_3d(f0)]
+        f0 = trackpy_locate(img, d0 if ndim == 3 else d0[0], minmass=0)
         if len(f0) == 0:
             raise TrackingError("no particles found in the first frame; check the video or "
                                 "give --diameter, --minmass and --invert")
@@ -295,9 +289,7 @@ def _suggest(frame: np.ndarray, params: TrackParams | None) -> tuple[TrackParams
     dia_t = p.diameter if isinstance(p.diameter, tuple) else (p.diameter,) * ndim
     if p.separation is None:
         if found is None:
-            f1 = tp.locate(img, p.diameter, minmass=0, engine="numba")
-            if ndim == 3:
-                f1 = f1[trackpy_rows_3d(f1)]
+            f1 = trackpy_locate(img, p.diameter, minmass=0)
             if len(f1):
                 found = f1[f1["mass"] >= suggest_minmass(f1["mass"].to_numpy())]
         spacing = _axis_spacing(found, dia_t) if found is not None else np.full(ndim, np.nan)
@@ -309,10 +301,9 @@ def _suggest(frame: np.ndarray, params: TrackParams | None) -> tuple[TrackParams
             sep = (min(float(sep[0]), 0.5 * dia_t[0]),) + tuple(float(v) for v in sep[1:])
         p.separation = sep[0] if ndim == 2 else sep
     if p.minmass is None:
-        f2 = tp.locate(img, p.diameter, minmass=0, separation=p.separation, engine="numba")
+        f2 = trackpy_locate(img, p.diameter, minmass=0, separation=p.separation)
         floor = 0.0
         if ndim == 3:
-            f2 = f2[trackpy_rows_3d(f2)]
             # the mass pure noise reaches (a stack of 2:1 spots at a tenth of the light:
             # 39 % of the detections were noise without it)
             floor = _noise_mass_floor_3d(img.shape, noise_level(representative_plane(img)),
@@ -332,31 +323,22 @@ def _noise_mass_floor_3d(shape: tuple, noise: float, diameter, separation, seed:
     """The largest mass trackpy's 3D locate finds in white noise of std ``noise`` on a
     stack of ``shape`` (at most 64 x 128 x 128 voxels): a minmass that pure noise does not
     pass (the 3D counterpart of :func:`~colloidcg.tracking.params.noise_mass_floor`)."""
-    import trackpy as tp
-
     size = tuple(min(n, m) for n, m in zip(shape, (64, 128, 128)))
     img = np.random.default_rng(seed).normal(0.0, noise, size) + 10 * noise
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        f = tp.locate(img, diameter, minmass=0, separation=separation, engine="numba")
-    mass = f["mass"].to_numpy()[trackpy_rows_3d(f)]
+    mass = trackpy_locate(img, diameter, minmass=0, separation=separation)["mass"].to_numpy()
     return float(mass.max()) if len(mass) else 0.0
 
 
 def _decide_spot_model(img: np.ndarray, p: TrackParams) -> str:
     """The 3D spot model ("gauss" or "ball") that :func:`~colloidcg.tracking.refine3d.
     fit_spots_3d` chooses on the spots of ``img`` found with ``p``'s parameters."""
-    import trackpy as tp
-
     from .refine3d import fit_spots_3d
 
-    f = tp.locate(img, p.diameter, minmass=p.minmass, separation=p.separation, engine="numba")
-    f = f[trackpy_rows_3d(f)]
+    f = trackpy_locate(img, p.diameter, minmass=p.minmass, separation=p.separation)
     if len(f) < 3:
         return "gauss"
-    dia = np.broadcast_to(np.asarray(p.diameter, dtype=float), (3,))
     return fit_spots_3d(img, f["z"].to_numpy(), f["y"].to_numpy(), f["x"].to_numpy(),
-                        (dia[0] / 3.5, 0.5 * (dia[1] + dia[2]) / 3.5))["model"]
+                        start_widths_3d(p.diameter))["model"]
 
 
 def _suggest_cells(frame: np.ndarray, p: TrackParams, scan: dict | None) -> TrackParams | None:

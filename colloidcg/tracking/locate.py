@@ -252,8 +252,9 @@ def locate_frame(frame: np.ndarray, frame_no: int, diameter, separation, minmass
         Crop in px; positions are returned in full-frame coordinates.
     refine : bool
         Fit all spots jointly to remove the bias of overlapping neighbours (3D stacks:
-        anisotropic Gaussians, :mod:`colloidcg.tracking.refine3d`, which adds the
-        standard error along z as ``ep_z``); False: plain trackpy.locate.
+        anisotropic Gaussians or blurred balls, ``spot_model``,
+        :mod:`colloidcg.tracking.refine3d`, which adds the standard error along z as
+        ``ep_z``); False: plain trackpy.locate.
     contrast : {"bright", "dark", "both"}, optional
         "both": mixed contrast (2D); bright and dark particles are located separately
         and a ``contrast`` column (+1 bright, -1 dark) is added. Of a bright and a dark
@@ -353,17 +354,10 @@ def _locate_frame(frame, frame_no, diameter, separation, minmass, invert, roi, r
     if img.ndim == 2 and refine:
         f = _locate_refined(img, diameter, separation, minmass, spot_profile, probe, gap_check)
     else:
-        import trackpy as tp
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            t = tp.locate(img, diameter, minmass=minmass, separation=separation,
-                          engine="numba", preprocess=True)
+        t = trackpy_locate(img, diameter, minmass=minmass, separation=separation, preprocess=True)
         f = {c: t[c].to_numpy() for c in t.columns}
-        if img.ndim == 3:
-            f = _rows(f, trackpy_rows_3d(f))
-            if refine and len(f["x"]):
-                f = _refine_3d(img, f, diameter, spot_model)
+        if img.ndim == 3 and refine and len(f["x"]):
+            f = _refine_3d(img, f, diameter, spot_model)
     if img.ndim == 2 and len(f["x"]):
         # the lit gaps of a bright-field packing (colloidcg.tracking.gaps); they stay in
         # the joint fit, where their light is modelled instead of pulling the particles
@@ -385,14 +379,38 @@ def _locate_frame(frame, frame_no, diameter, separation, minmass, invert, roi, r
                          **{c: np.asarray(f[c], dtype=np.float64) for c in cols}})
 
 
-def trackpy_rows_3d(f: dict[str, np.ndarray]) -> np.ndarray:
-    """The rows of trackpy's 3D ``locate`` output (columns ``f``) that are features.
+def trackpy_rows(f) -> np.ndarray:
+    """The rows of trackpy's ``locate`` (or ``batch``) output ``f`` (a DataFrame or a
+    dict of columns) that are features: those with a position.
 
-    With an anisotropic diameter, trackpy 0.7 under pandas 3 joins its per-axis ``ep``
+    With an anisotropic 3D diameter, trackpy 0.7 under pandas 3 joins its per-axis ``ep``
     columns to the features on a different index, which adds one row of NaN positions
     per feature whose index the other side lacks (on a stack of 2:1 spots, 53 of 130
     rows); those rows are not features."""
-    return np.isfinite(f["x"]) & np.isfinite(f["y"]) & np.isfinite(f["z"])
+    ok = np.ones(len(f["x"]), bool)
+    for c in ("z", "y", "x"):
+        if c in f:
+            ok &= np.isfinite(np.asarray(f[c], dtype=float))
+    return ok
+
+
+def trackpy_locate(img: np.ndarray, diameter, **kwargs) -> pd.DataFrame:
+    """``trackpy.locate`` with the numba engine and its warnings silenced, keeping only
+    the rows that are features (:func:`trackpy_rows`). ``kwargs`` go to trackpy."""
+    import trackpy as tp
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        t = tp.locate(img, diameter, engine="numba", **kwargs)
+    return t[trackpy_rows(t)]
+
+
+def start_widths_3d(diameter) -> tuple[float, float]:
+    """The Gaussian widths (along z, in the plane; voxels) a 3D fit starts from: the
+    diameter per axis over 3.5 (:func:`colloidcg.tracking.params.suggest_diameter`'s
+    inverse)."""
+    dia = np.broadcast_to(np.asarray(diameter, dtype=float), (3,))
+    return float(dia[0] / 3.5), float(0.5 * (dia[1] + dia[2]) / 3.5)
 
 
 def _refine_3d(img: np.ndarray, f: dict[str, np.ndarray], diameter, model: str = "auto"
@@ -405,9 +423,7 @@ def _refine_3d(img: np.ndarray, f: dict[str, np.ndarray], diameter, model: str =
     along z (voxels)."""
     from .refine3d import fit_spots_3d
 
-    dia = np.broadcast_to(np.asarray(diameter, dtype=float), (3,))
-    r = fit_spots_3d(img, f["z"], f["y"], f["x"], (dia[0] / 3.5, 0.5 * (dia[1] + dia[2]) / 3.5),
-                     model=model)
+    r = fit_spots_3d(img, f["z"], f["y"], f["x"], start_widths_3d(diameter), model=model)
     out = {c: v for c, v in f.items() if not c.startswith(("ep", "size"))}
     out.update(z=r["z"], y=r["y"], x=r["x"], size=r["sigma_xy"],
                ep=np.sqrt(0.5 * (r["ep_y"] ** 2 + r["ep_x"] ** 2)), ep_z=r["ep_z"])
