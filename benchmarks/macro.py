@@ -37,6 +37,7 @@ coarsen.
     python benchmarks/macro.py --stage seams --tiling matched   # the same, registry-matched tiles beside random
     python benchmarks/macro.py --tiling matched --patch-mults 1 --chain-fits 5 --small-seed 100   # the issue's chain, matched tiles
     python benchmarks/macro.py --tiling oriented --patch-mults 1 --chain-fits 5 --small-seed 200  # tiles turned to any angle
+    python benchmarks/macro.py --tiling refine --refine-relax 10 --samples 12 --patch-mults 1 --chain-fits 5 --chain-bags 3   # refined, not tiled
     python benchmarks/macro.py --stage seam-causes   # what the oriented seams' deficit is made of (700 frames)
     python benchmarks/macro.py --stage ensemble --fit-seeds 10 --small-seed 100   # bagged block SDE fits
     python benchmarks/macro.py --stage bagging --fit-seeds 10 --sde-runs 1000 --small-seed 100   # the default bagged fit
@@ -66,6 +67,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 PHI, KT, D0, SUBSTEPS, DIAM = 0.85, 0.002, 0.25, 3, 16.0
 N_SMALL, FACTOR, DT, STEPS = 64, 16, 25, 30
 RELAX, BUFFER = 2, 2 * DIAM     # frames of seam relaxation; mobile buffer between patch and frozen halo, px
+REFINE_COHERENCE = 0.5          # --tiling refine: refine where the small boxes' order coherence reaches this
 
 
 def simulator():
@@ -163,16 +165,89 @@ def seam_approaches(small_pos):
     return closest_approach(frames, [None] * 8, box), closest_approach(frames, [None] * 8, box, quantile=0.02)
 
 
-def upsampled(small_pos, t, samples, rng, relax=RELAX, seam_overlaps="reinsert", tiling="random"):
+def refine_periodic(pos, box):
+    """One refinement step of a periodic 2D configuration, the off-lattice counterpart of
+    the reference's block-spin doubling (a spin becomes a 2 x 2 block): every particle at r
+    moves to 2 r in a box twice as large per axis, and a particle is added at the midpoint
+    2 r_i + (r_j - r_i) of every periodic Delaunay edge (freud's periodic Voronoi
+    neighbours). A periodic triangulation has 3 N edges, so the density is kept, and a
+    triangular lattice refines to the same lattice: grains keep their orientation and
+    double in size. pos (N, 2) px, box (2,) px -> (positions (M, 2) px, the box 2 box)."""
+    import freud
+    u = np.mod(pos, box)
+    vor = freud.locality.Voronoi()
+    vor.compute((freud.box.Box(Lx=float(box[0]), Ly=float(box[1]), is2D=True),
+                 np.c_[u - box / 2.0, np.zeros(len(u))]))
+    nl = vor.nlist
+    i, j = np.asarray(nl.query_point_indices), np.asarray(nl.point_indices)
+    once = i < j                     # each edge is listed from both ends
+    i, j = i[once], j[once]
+    raw = u[j] - u[i]                # freud's float32 vectors choose the image, float64 the length
+    sep = raw + np.round((np.asarray(nl.vectors, float)[once, :2] - raw) / box) * box
+    big = 2.0 * box
+    out = np.mod(np.concatenate([2.0 * u, 2.0 * u[i] + sep]), big)
+    out[out >= big] = 0.0
+    return out, big
+
+
+def order_coherence(pos, box):
+    """|<psi6>| / <|psi6|> of one periodic configuration: near 1 when one grain's
+    orientation spans the box, about 1/sqrt(N) for many independent grains."""
+    from colloidcg.scaling.observables import psi6_local
+    psi = psi6_local(np.mod(pos, box), box)
+    return float(abs(psi.mean()) / np.abs(psi).mean())
+
+
+def refine_from(small_pos):
+    """The first macro step at which the small quenches' median order coherence reaches
+    REFINE_COHERENCE: from there on ``--tiling refine`` refines instead of tiling."""
+    side = side_for(N_SMALL)
+    box = np.array([side, side])
+    for t in range(small_pos.shape[1]):
+        if np.median([order_coherence(p[t], box) for p in small_pos]) >= REFINE_COHERENCE:
+            return t
+    return small_pos.shape[1]
+
+
+def refined(small_pos, t, samples, rng, relax_per_level):
+    """Large snapshots at macro step t by refinement: one small snapshot of time t refined
+    twice (16x the area), overlaps below the data's closest approach pushed apart and
+    ``relax_per_level`` frames of truth dynamics after each doubling. Returns MicroStates."""
+    from colloidcg.scaling.partial import full_step
+    from colloidcg.scaling.simulators import MicroState, derive_key
+    from colloidcg.scaling.upsample import separate
+    side = side_for(N_SMALL)
+    closest, _ = seam_approaches(small_pos)
+    out = []
+    for k in range(samples):
+        p, b = np.mod(small_pos[rng.integers(len(small_pos)), t], side), np.array([side, side])
+        for level in range(int(round(math.log(FACTOR, 4)))):
+            p, b = refine_periodic(p, b)
+            moved, keep, _ = separate(p, None, b, closest)
+            st = MicroState(moved[keep], np.full(int(keep.sum()), DIAM), b, np.arange(int(keep.sum())), None, None)
+            st = full_step(simulator(), st, relax_per_level, derive_key(78, t, k, level))
+            p = st.pos
+        out.append(st)
+    return out
+
+
+def upsampled(small_pos, t, samples, rng, relax=RELAX, seam_overlaps="reinsert", tiling="random",
+              refine_relax=10, refine_start=None):
     """Large snapshots at macro step t: 4 x 4 small snapshots of time t from different
     trajectories, random shifts/symmetries (``tiling="matched"``: every tile after the first
     the best of 32 symmetries and registry shifts for its seams with the tiles placed
     before it, colloidcg.scaling.match_parts), overlaps at the seams resolved
     (:func:`place`), ``relax`` frames of truth relaxation of the whole large system.
+    ``tiling="refine"``: from macro step ``refine_start`` on (:func:`refine_from`), where the
+    small quenches' order spans their box, :func:`refined` snapshots; oriented tiles before.
     Returns MicroStates."""
     from colloidcg.scaling.partial import full_step
     from colloidcg.scaling.simulators import MicroState, derive_key
     from colloidcg.scaling.upsample import Configuration, _transform, match_parts, tile_configurations
+    if tiling == "refine":
+        if t >= refine_start:
+            return refined(small_pos, t, samples, rng, refine_relax)
+        tiling = "oriented"
     side = side_for(N_SMALL)
     box = np.array([side, side])
     m = int(round(math.sqrt(FACTOR)))
@@ -1034,11 +1109,18 @@ def main(argv=None) -> int:
                     help="pairs placed too close across a seam of an upsampled snapshot: 'reinsert' (colloidcg "
                          "upsample's default: one of the pair moves to the largest gap on its own side) or 'push' "
                          "(pushed apart: this benchmark's treatment until session 17)")
-    ap.add_argument("--tiling", choices=("random", "matched", "oriented"), default="random",
+    ap.add_argument("--refine-relax", type=int, default=10, dest="refine_relax",
+                    help="--tiling refine: frames of truth relaxation after each doubling")
+    ap.add_argument("--tiling", choices=("random", "matched", "oriented", "refine"), default="random",
                     help="upsampled snapshots: tiles placed with random symmetries and shifts (default) or "
                          "'matched' (colloidcg.scaling.match_parts: each tile after the first the best of 32 "
                          "symmetries and registry shifts by |psi6| along its seams); --stage seams: 'matched' "
-                         "adds matched rows beside the random ones")
+                         "adds matched rows beside the random ones; 'refine': from the macro step where the small "
+                         "boxes' median order coherence reaches REFINE_COHERENCE, one small snapshot refined twice "
+                         "(refine_periodic, --refine-relax frames after each doubling), oriented tiles before")
+    ap.add_argument("--chain-bags", type=int, default=0, dest="chain_bags",
+                    help="default stage: also fit the chain's SDE (patch l) and the naive one as this many bags "
+                         "of 10 bootstrap fits each (colloidcg macro train's default fit)")
     ap.add_argument("--chain-fits", type=int, default=1, dest="chain_fits",
                     help="default stage: also fit the chain's SDE (patch l) and the naive one with this many "
                          "seeds and report their medians")
@@ -1078,10 +1160,11 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     snaps, snap_t = [], []
     # block, ensemble, video stages: only the start, for z_start
+    refine_start = refine_from(small_pos) if args.tiling == "refine" else None
     for t in range(1 if args.stage in ("block", "ensemble", "bagging", "diagnose", "horizon", "video", "video-block")
                    else args.small_steps):
         for s in upsampled(small_pos, t, args.samples, rng, relax=args.relax, seam_overlaps=args.seam_overlaps,
-                           tiling=args.tiling):
+                           tiling=args.tiling, refine_relax=args.refine_relax, refine_start=refine_start):
             snaps.append(s)
             snap_t.append(t)
     t_up = time.perf_counter() - t0
@@ -1095,6 +1178,8 @@ def main(argv=None) -> int:
                               "upsampled_per_step": args.samples, "patches_per_snapshot": args.patches,
                               "sde_runs": args.sde_runs, "buffer_px": args.buffer, "relax_frames": args.relax,
                               "seam_overlaps": args.seam_overlaps, "tiling": args.tiling,
+                              **({"refine_relax_frames": args.refine_relax, "refine_from_step": refine_start}
+                                 if args.tiling == "refine" else {}),
                               "observables": obs_names, "small_seed": args.small_seed,
                               "fit_seeds": args.fit_seeds, "block_sets": args.block_sets}}
     z_start = np.mean([enc.whole(s) for s, t in zip(snaps, snap_t) if t == 0], axis=0)
@@ -1242,10 +1327,28 @@ def main(argv=None) -> int:
                                  "median_ours": float(np.median(per["ours"])),
                                  "median_naive": float(np.median(per["naive"])),
                                  "ratio_of_medians": float(np.median(per["naive"]) / np.median(per["ours"]))}
+    if args.chain_bags:
+        # the chain and the naive SDE as colloidcg macro train fits them by default: bags of
+        # 10 bootstrap fits (colloidcg.scaling.macro.fit_bagged), bag b's members seeded
+        # 1000 b + k
+        from colloidcg.scaling.macro import fit_bagged
+        z0, z1, K = inc[1.0]
+        per = {"ours": [], "naive": []}
+        for b in range(args.chain_bags):
+            for name, (a0, a1, lam, area) in (("ours", (z0, z1, K, big_area)), ("naive", (nz0, nz1, 1.0, tile_area))):
+                sde, _ = fit_bagged((a0, a1), fits=10, seed=1000 * b, dt=DT, names=enc.names, lam=lam,
+                                    area_px2=area, tile_area_px2=tile_area, start=z_start)
+                per[name].append(relmse(evaluate(sde, FACTOR, seed=b).mean(0), true_mean))
+        results["chain_bags"] = {"relmse_ours": per["ours"], "relmse_naive": per["naive"],
+                                 "ratio_per_bag": [n / o for n, o in zip(per["naive"], per["ours"])]}
     results["seams"] = snapshot_seams(snaps, snap_t, small_states, enc, side, true_mean)
     results_name = ("results.json" if args.tiling == "random" and args.small_seed == 0 and args.chain_fits == 1 else
                     f"results_{args.tiling}_{args.small}" + ("" if args.small_seed == 0 else f"_from_{args.small_seed}")
-                    + ("" if args.small_steps == STEPS else f"_steps_{args.small_steps}") + ".json")
+                    + ("" if args.small_steps == STEPS else f"_steps_{args.small_steps}")
+                    + (f"_relax_{args.refine_relax}" if args.tiling == "refine" else "")
+                    + (f"_samples_{args.samples}" if args.samples != 3 else "")
+                    + (f"_bags_{args.chain_bags}" if args.chain_bags else "")
+                    + ".json")
     (out / results_name).write_text(json.dumps(results, indent=1, default=float))
     # plots
     import matplotlib
@@ -1288,6 +1391,12 @@ def main(argv=None) -> int:
         print(f"| ratio of medians naive / ours | {cf['ratio_of_medians']:.2f} |")
         print(f"| runs (of {args.sde_runs}) leaving the fitted states, per fit: ours / naive | "
               f"{cf['runs_outside_fitted_states_ours']} / {cf['runs_outside_fitted_states_naive']} |")
+    if "chain_bags" in results:
+        cb = results["chain_bags"]
+        print(f"| the same, bags of 10 fits (bag seeds 0, 1000, ...): ours | "
+              f"{', '.join(f'{v:.2e}' for v in cb['relmse_ours'])} |")
+        print(f"| naive, bags of 10 fits | {', '.join(f'{v:.2e}' for v in cb['relmse_naive'])} |")
+        print(f"| ratio naive / ours per bag | {', '.join(f'{v:.2f}' for v in cb['ratio_per_bag'])} |")
     print(f"| naive (small increments, lambda = 1) | {results['relmse_naive']:.2e} |")
     print(f"| ratio naive / ours | {results['ratio_naive_over_ours']:.2f} |")
     print(f"| the small system's own mean (direct 1x) | {results['relmse_small_mean']:.2e} |")
