@@ -632,6 +632,50 @@ REINSERT_TOL_PX = 2.0
 REINSERT_SWEEPS = 5
 
 
+#: Nearest neighbours per site examined first by :func:`_clearance`.
+CLEARANCE_NEIGHBOURS = 16
+
+
+def _clearance(sites: np.ndarray, others: np.ndarray, need: np.ndarray, box: np.ndarray,
+               cap: float) -> np.ndarray:
+    """(S,) min_j (|site - x_j| - need_j) over the particles ``others`` (M, d) px for each of
+    ``sites`` (S, d) px, distances by the minimum image in the periodic ``box`` (d,) px;
+    values at or above ``cap`` may be returned as any value >= cap.
+
+    A periodic k-d tree gives each site's nearest :data:`CLEARANCE_NEIGHBOURS`; a farther
+    particle cannot lower a site's clearance below d_k - max(need), so only sites whose
+    clearance that bound (or ``cap``) does not settle are compared with every particle.
+    The values are those of the full comparison to the last bit. (In 3D the full
+    comparison of some 10^5 sites with 10^2-10^3 particles per reinserted particle took
+    25 s per 1024-particle snapshot.)
+    """
+    from scipy.spatial import cKDTree
+
+    def exact(rows, cols):
+        sep = others[cols] - sites[rows][:, None, :] if cols.ndim == 2 else \
+            others[cols][None, :, :] - sites[rows][:, None, :]
+        sep -= box * np.round(sep / box)
+        return np.sqrt(np.square(sep).sum(-1)) - need[cols]
+
+    m = len(others)
+    k = min(CLEARANCE_NEIGHBOURS, m)
+    if len(sites) * m <= 4096 or k == m:
+        return exact(np.arange(len(sites)), np.arange(m)).min(1)
+
+    def wrapped(a):
+        a = np.mod(a, box)
+        return np.where(a >= box, 0.0, a)        # np.mod of a tiny negative number rounds up to the side
+
+    dist, idx = cKDTree(wrapped(others), boxsize=box).query(wrapped(sites), k=k)
+    gap = exact(np.arange(len(sites)), idx).min(1)
+    bound = dist[:, -1] - need.max()
+    open_ = (gap > bound) & (bound < cap)
+    if open_.any():
+        rows = np.nonzero(open_)[0]
+        gap[rows] = exact(rows, np.arange(m)).min(1)
+    return gap
+
+
 def reinsert_across_seams(cfg: Configuration, new_seam: np.ndarray, part: np.ndarray, m: int,
                           push: ClosestApproach, rng: np.random.Generator) -> tuple[Configuration, np.ndarray, int]:
     """Resolve pairs placed too close across a new seam by moving one particle of each pair
@@ -727,13 +771,11 @@ def reinsert_across_seams(cfg: Configuration, new_seam: np.ndarray, part: np.nda
             near = near[np.square(off).sum(1) <= (REINSERT_RADIUS_PX + reach) ** 2]
             if len(near) == 0:
                 continue
-            sep = pos[near][None, :, :] - sites[:, None, :]
-            sep -= box * np.round(sep / box)
-            gap = np.sqrt(np.square(sep).sum(-1)) - np.broadcast_to(
-                push(None if size is None else np.full(len(near), size[k]), sz(near)), (len(near),))[None, :]
+            need = np.broadcast_to(push(None if size is None else np.full(len(near), size[k]), sz(near)),
+                                   (len(near),))
             # clearance counted up to the reach (the particles taken part are those that can
             # be nearer than that to a site)
-            best = int(np.argmax(np.minimum(gap.min(1), reach)))
+            best = int(np.argmax(np.minimum(_clearance(sites, pos[near], need, box, reach), reach)))
             pos[k] = sites[best]
             _, dk = _part_frame(sites[best:best + 1], part_box, m)
             seam[k] = float(dk[0]) if seam[k] == new_seam[k] else min(seam[k], float(dk[0]))
