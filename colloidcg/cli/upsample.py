@@ -49,6 +49,10 @@ def add_parser(subparsers) -> None:
                    help="reinsert (default): a pair placed too close across a seam loses one particle to the "
                         "largest gap of its own side at its own distance to the seam (no density wave); push: "
                         "the pair is pushed apart (docs/scaling.md)")
+    p.add_argument("--push-quantile", type=float, default=0.02, metavar="Q", dest="push_quantile",
+                   help="pairs placed across a seam closer than this quantile of the data's near-shell "
+                        "distances are resolved (default 0.02; 0: only pairs closer than the data's closest "
+                        "approach, better in 3D, docs/scaling.md)")
     p.add_argument("--tiling", choices=("random", "matched", "oriented"), default="random",
                    help="random (default): every tile placed with a uniformly random symmetry and shift; "
                         "matched (2D): each tile after the first of a doubling gets the best of "
@@ -96,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         up = upsample(model, cfg, tracks, meta, factor=args.factor, frame=args.frame, samples=args.samples,
                       seed=args.seed, relax_steps=args.relax_steps, band=args.band,
                       relax_temperature=temperature, band_edge=args.band_edge,
-                      seam_overlaps=args.seam_overlaps, tiling=args.tiling,
+                      seam_overlaps=args.seam_overlaps, tiling=args.tiling, push_quantile=args.push_quantile,
                       tiling_candidates=args.tiling_candidates, name=str(args.init))
         cal = cfg.get("calibration", {}) or {}
         dim = int(model.config.dim)

@@ -1,0 +1,128 @@
+"""Hierarchical upsampling in 3D (colloidcg.scaling.upsample), a bidisperse soft-sphere liquid
+simulated by benchmarks/upsample_3d.py (128 spheres at volume fraction 0.4, a model trained
+on them for 8 epochs).
+
+Default run: the exact invariants of one 2 x 2 x 2 doubling (box, whole tiles, volume
+fraction, composition, no pair closer than the data's closest approach) and the
+reinsertion's fast clearance against the full comparison. Slow: g(r) against a direct
+simulation of 1024 spheres, and the seam band's neighbour count against the interior.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from bench_helpers import load_benchmark
+from colloidcg import evaluate as ev
+from colloidcg.scaling import upsample
+from colloidcg.train import TrainConfig, train_tracks
+
+torch.set_num_threads(1)
+B = load_benchmark("upsample_3d")
+
+
+@pytest.fixture(scope="module")
+def spheres():
+    df, side = B.soft_spheres(128, 100, 5, seed=0, phi=0.4)
+    res = train_tracks(df, {"fps": 1.0, "um_per_px": 1.0},
+                       TrainConfig(epochs=8, lr=1e-2, progress=False, loc_noise="none", cutoff=24.0,
+                                   size_column="diameter", seed=0), box_px=[side] * 3)
+    return df, side, res.model, {"calibration": res.report["calibration"]}
+
+
+def test_upsample_3d_exact_invariants(spheres):
+    """K = 8 in 3D: a box twice the side per axis, 8 whole tiles of 128 per sample, the
+    input's volume fraction and composition exactly, no pair closer than the data's
+    closest approach (the seams' overlaps resolved), reproducible with a seed."""
+    df, side, model, cfg = spheres
+    up = upsample(model, cfg, df, factor=8, samples=2, seed=3, relax_steps=1)
+    np.testing.assert_allclose(up.box_px, [2 * side] * 3, rtol=1e-12)
+    u = up.tracks
+    counts = u.groupby(["frame", "tile"]).size()
+    assert len(counts) == 16 and (counts == 128).all()
+    frac = lambda t: float(np.mean(t["diameter"] == df["diameter"].max()))  # noqa: E731
+    assert frac(u) == frac(df[df.frame == 0])
+    assert u.groupby("frame")["diameter"].apply(lambda s: np.sum(s ** 3)).tolist() == \
+        pytest.approx([8 * np.sum(df[df.frame == 0]["diameter"] ** 3)] * 2, rel=1e-12)
+    assert B.closest_pair(u, np.asarray(up.box_px)) >= 0.9 * B.closest_pair(df, np.full(3, side))
+    assert up.parameters["seam_relaxation"]["particles_reinserted"] > 0
+    again = upsample(model, cfg, df, factor=8, samples=2, seed=3, relax_steps=1)
+    np.testing.assert_array_equal(again.tracks[["x", "y", "z"]].to_numpy(), u[["x", "y", "z"]].to_numpy())
+
+
+def test_cli_3d_push_quantile(spheres, tmp_path, capsys):
+    """colloidcg upsample on the 3D model with --push-quantile 0 (what 3D needs): a cube of
+    twice the side, the setting in the sidecar, fewer particles reinserted than with the
+    default; a quantile outside [0, 1) is a one-line error (exit 2) and writes nothing."""
+    from colloidcg.cli import main
+    from colloidcg.core.persist import save_model
+    from colloidcg.outputs import provenance, read_table, write_table
+
+    df, side, model, cfg = spheres
+    mdir = save_model(model, tmp_path / "model", {"calibration": cfg["calibration"]})
+    init = tmp_path / "small.parquet"
+    write_table(init, df[df["frame"] < 5], provenance("test", {}, {}, meta={"box_px": [side] * 3}))
+    reinserted = {}
+    for q in ("0", "0.02"):
+        out = tmp_path / f"big_{q}.parquet"
+        assert main(["upsample", str(mdir), "--init", str(init), "--factor", "8", "--relax-steps", "0",
+                     "--push-quantile", q, "--seed", "2", "-o", str(out)]) == 0
+        big, meta = read_table(out)
+        assert meta["parameters"]["push_quantile"] == float(q)
+        assert meta["meta"]["box_px"] == pytest.approx([2 * side] * 3)
+        assert {"x", "y", "z", "diameter", "seam_distance", "tile"} <= set(big.columns)
+        reinserted[q] = meta["parameters"]["seam_relaxation"]["particles_reinserted"]
+    assert reinserted["0"] < reinserted["0.02"]
+    bad = tmp_path / "bad.parquet"
+    assert main(["upsample", str(mdir), "--init", str(init), "--factor", "8", "--push-quantile", "1.5",
+                 "-o", str(bad)]) == 2
+    assert "push_quantile" in capsys.readouterr().err and not bad.exists()
+
+
+def test_clearance_equals_the_full_comparison():
+    """The reinsertion's clearance (a periodic k-d tree's nearest particles, the full
+    comparison only where they do not settle a site) equals min_j (|site - x_j| - need_j)
+    over every particle to the last bit, in a small periodic box (images nearer than the
+    particles themselves) and a large one, 2D and 3D, with a cap; changing the particle
+    set changes it (a control)."""
+    import importlib
+    U = importlib.import_module("colloidcg.scaling.upsample")
+    rng = np.random.default_rng(0)
+    for d, side in ((2, 60.0), (2, 400.0), (3, 50.0), (3, 200.0)):
+        box = np.full(d, side)
+        others = rng.uniform(0, side, (300, d))
+        need = rng.choice([10.0, 13.0], 300)
+        sites = rng.uniform(0, side, (2000, d))
+        sep = others[None] - sites[:, None]
+        sep -= box * np.round(sep / box)
+        full = (np.sqrt(np.square(sep).sum(-1)) - need).min(1)
+        for cap in (np.inf, 5.0):
+            fast = U._clearance(sites, others, need, box, cap)
+            settled = full < cap
+            np.testing.assert_array_equal(fast[settled], full[settled])
+            assert np.all(fast[~settled] >= cap)
+        drop = int(np.argmin((np.sqrt(np.square(sep[0]).sum(-1)) - need)))     # site 0's nearest particle
+        keep = np.arange(len(others)) != drop
+        assert U._clearance(sites, others[keep], need[keep], box, np.inf)[0] > full[0]
+
+
+@pytest.mark.slow
+def test_upsample_3d_against_direct_simulation(spheres):
+    """K = 8, the default seam relaxation, 6 samples, against 20 frames of a direct
+    simulation of 1024 spheres: g(r) relative RMS error <= 0.07 (measured 0.054; the
+    issue's 2D target is 0.05, not met in 3D: docs/scaling.md), and the seam band's
+    neighbour count within 2.5 standard errors of the interior's."""
+    df, side, model, cfg = spheres
+    up = upsample(model, cfg, df, factor=8, samples=6, seed=0)
+    big, bside = B.soft_spheres(1024, 20, 25, seed=1, phi=0.4)
+    g_big = ev.rdf(big, box_px=[bside] * 3, max_frames=20, r_max=40.0, bins=20)["g"]
+    err = ev.rel_rms(ev.rdf(up.tracks, box_px=up.box_px, max_frames=6, r_max=40.0, bins=20)["g"], g_big)
+    rows = B.seam_rows(up.tracks, np.asarray(up.box_px))
+    z = rows[:, 0].mean() / (rows[:, 0].std(ddof=1) / math.sqrt(len(rows)))
+    print(f"3D K = 8: g(r) {err:.4f}; seam band minus interior {rows[:, 0].mean():+.3f} neighbours ({z:+.2f} SE)")
+    assert err <= 0.07
+    assert abs(z) <= 2.5
