@@ -17,6 +17,7 @@ diameter of a seam and 16-32 px from it, minus the interior (> 32 px; a cube of 
 little interior), with its standard error over samples.
 
     python benchmarks/upsample_3d.py                       # relaxations 0, 1, 3; 6 samples
+    python benchmarks/upsample_3d.py --push-quantile 0.02  # the 2D default, for comparison
     python benchmarks/upsample_3d.py --relax 3 --samples 10 --phi 0.3
 """
 
@@ -106,10 +107,12 @@ def main(argv=None) -> int:
     ap.add_argument("--relax", default="0,1,3", help="seam relaxation frames, comma-separated")
     ap.add_argument("--samples", type=int, default=6)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--push-quantile", type=float, default=0.02, dest="push_quantile",
-                    help="upsample's push_quantile (pairs across a seam closer than this quantile of the "
-                         "data's near-shell distances are resolved)")
+    ap.add_argument("--push-quantile", default="auto", dest="push_quantile",
+                    help="upsample's push_quantile: auto (its default, 0 in 3D) or a number (pairs across a "
+                         "seam closer than this quantile of the data's near-shell distances are resolved)")
     args = ap.parse_args(argv)
+    if args.push_quantile != "auto":
+        args.push_quantile = float(args.push_quantile)
     torch.set_num_threads(1)
     df, side = soft_spheres(128, 100, 5, seed=0, phi=args.phi)
     res = train_tracks(df, {"fps": 1.0, "um_per_px": 1.0},

@@ -49,10 +49,10 @@ def add_parser(subparsers) -> None:
                    help="reinsert (default): a pair placed too close across a seam loses one particle to the "
                         "largest gap of its own side at its own distance to the seam (no density wave); push: "
                         "the pair is pushed apart (docs/scaling.md)")
-    p.add_argument("--push-quantile", type=float, default=0.02, metavar="Q", dest="push_quantile",
+    p.add_argument("--push-quantile", default="auto", metavar="auto|Q", dest="push_quantile",
                    help="pairs placed across a seam closer than this quantile of the data's near-shell "
-                        "distances are resolved (default 0.02; 0: only pairs closer than the data's closest "
-                        "approach, better in 3D, docs/scaling.md)")
+                        "distances are resolved; auto (default): 0.02 in 2D, 0 in 3D (only pairs closer than "
+                        "the data's closest approach; docs/scaling.md)")
     p.add_argument("--tiling", choices=("random", "matched", "oriented"), default="random",
                    help="random (default): every tile placed with a uniformly random symmetry and shift; "
                         "matched (2D): each tile after the first of a doubling gets the best of "
@@ -88,6 +88,14 @@ def run(args: argparse.Namespace) -> int:
             temperature = -1.0
         if not (temperature > 0 and temperature != float("inf")):
             raise ParameterError(f"--relax-temperature: must be auto or a number > 0, got {args.relax_temperature}")
+    push_quantile = args.push_quantile
+    if push_quantile != "auto":
+        try:
+            push_quantile = float(push_quantile)
+        except ValueError:
+            push_quantile = -1.0
+        if not 0.0 <= push_quantile < 1.0:
+            raise ParameterError(f"--push-quantile: must be auto or a number in [0, 1), got {args.push_quantile}")
     dev = torch_device(args.device)
     with output_folder(out.parent, [out.name, out.with_suffix(".json").name], args.overwrite,
                        option=f"-o {out}: folder") as tx:
@@ -100,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
         up = upsample(model, cfg, tracks, meta, factor=args.factor, frame=args.frame, samples=args.samples,
                       seed=args.seed, relax_steps=args.relax_steps, band=args.band,
                       relax_temperature=temperature, band_edge=args.band_edge,
-                      seam_overlaps=args.seam_overlaps, tiling=args.tiling, push_quantile=args.push_quantile,
+                      seam_overlaps=args.seam_overlaps, tiling=args.tiling, push_quantile=push_quantile,
                       tiling_candidates=args.tiling_candidates, name=str(args.init))
         cal = cfg.get("calibration", {}) or {}
         dim = int(model.config.dim)
