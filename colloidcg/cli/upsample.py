@@ -80,22 +80,10 @@ def run(args: argparse.Namespace) -> int:
         raise ParameterError(f"--seed: must be >= 0, got {args.seed}")
     if args.relax_steps < 0:
         raise ParameterError(f"--relax-steps: must be >= 0, got {args.relax_steps}")
-    temperature = args.relax_temperature
-    if temperature != "auto":
-        try:
-            temperature = float(temperature)
-        except ValueError:
-            temperature = -1.0
-        if not (temperature > 0 and temperature != float("inf")):
-            raise ParameterError(f"--relax-temperature: must be auto or a number > 0, got {args.relax_temperature}")
-    push_quantile = args.push_quantile
-    if push_quantile != "auto":
-        try:
-            push_quantile = float(push_quantile)
-        except ValueError:
-            push_quantile = -1.0
-        if not 0.0 <= push_quantile < 1.0:
-            raise ParameterError(f"--push-quantile: must be auto or a number in [0, 1), got {args.push_quantile}")
+    temperature = _auto_or_number(args.relax_temperature, "--relax-temperature", "a number > 0",
+                                  lambda v: 0 < v < float("inf"))
+    push_quantile = _auto_or_number(args.push_quantile, "--push-quantile", "a number in [0, 1)",
+                                    lambda v: 0.0 <= v < 1.0)
     dev = torch_device(args.device)
     with output_folder(out.parent, [out.name, out.with_suffix(".json").name], args.overwrite,
                        option=f"-o {out}: folder") as tx:
@@ -124,3 +112,19 @@ def run(args: argparse.Namespace) -> int:
     print(f"upsampled x{args.factor}: {args.samples} snapshot(s) of {min(n)}-{max(n)} particles in a "
           f"{' x '.join(f'{b:.1f}' for b in up.box_px)} px periodic box: {out}")
     return 0
+
+
+def _auto_or_number(text: str, option: str, expected: str, ok) -> str | float:
+    """``text`` as given on the command line: "auto", or a number for which ``ok`` holds
+    (else a ParameterError naming ``option`` and what was ``expected``)."""
+    from ..errors import ParameterError
+
+    if text == "auto":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not ok(value):
+        raise ParameterError(f"{option}: must be auto or {expected}, got {text}")
+    return value
