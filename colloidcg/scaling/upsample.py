@@ -653,8 +653,8 @@ def _clearance(sites: np.ndarray, others: np.ndarray, need: np.ndarray, box: np.
     from scipy.spatial import cKDTree
 
     def exact(rows, cols):
-        sep = others[cols] - sites[rows][:, None, :] if cols.ndim == 2 else \
-            others[cols][None, :, :] - sites[rows][:, None, :]
+        # cols (M,): every particle for each row; (R, k): each row's own nearest k
+        sep = others[cols] - sites[rows][:, None, :]
         sep -= box * np.round(sep / box)
         return np.sqrt(np.square(sep).sum(-1)) - need[cols]
 
