@@ -9,7 +9,8 @@ g(r) misses the target), and prints one table: per case and seed the relative RM
 then mean and worst against the targets of the issue. ``--n-pair 0`` trains without the
 learned pair energy, for comparison; ``--deviatoric`` adds the shear-strain energy and
 ``--cases`` picks cases by number (``--cases 1,2`` for 0.75 and 0.85). About 15-40 s per
-case and seed on 2 cores.
+case and seed on 2 cores. ``--s-memory carried`` (with ``--s-heat``, ``--n-s``,
+``--ordered-s``) trains with S carried along the data, as issue 20's settings do.
 
 ``--floor`` prints instead the errors a perfect model would get on the particle-truth
 cases: the truth against another realisation of itself from the same start (other noise),
@@ -50,12 +51,24 @@ def main() -> None:
     ap.add_argument("--deviatoric", action="store_true", help="train with the deviatoric energy")
     ap.add_argument("--cases", default=None,
                     help="comma-separated case numbers (0-based, in the order of the table); default all")
+    ap.add_argument("--s-memory", choices=("encoded", "carried"), default=None, dest="s_memory",
+                    help="how training obtains S (default: TrainConfig's, encoded)")
+    ap.add_argument("--s-heat", choices=("drift", "work"), default=None, dest="s_heat",
+                    help="carried S's heat (default: TrainConfig's, drift)")
+    ap.add_argument("--n-s", type=int, default=None, dest="n_s", help="entropic variables per particle")
+    ap.add_argument("--ordered-s", action="store_true", dest="ordered_s",
+                    help="heat weights sorted ascending (n_s > 1)")
     ap.add_argument("--floor", action="store_true",
                     help="the truth against itself from the same start (other noise), no model")
     args = ap.parse_args()
     train = {} if args.n_pair is None else {"n_pair": args.n_pair}
     if args.deviatoric:
         train["deviatoric"] = True
+    for key in ("s_memory", "s_heat", "n_s"):
+        if getattr(args, key) is not None:
+            train[key] = getattr(args, key)
+    if args.ordered_s:
+        train["ordered_s"] = True
     cases = CASES if args.cases is None else [CASES[int(k)] for k in args.cases.split(",")]
     rows = []
     for name, a in cases:

@@ -279,7 +279,8 @@ def _suggest(frame: np.ndarray, params: TrackParams | None) -> tuple[TrackParams
             from .refine3d import fit_spots_3d
 
             r = fit_spots_3d(img, f0["z"].to_numpy(), f0["y"].to_numpy(), f0["x"].to_numpy(),
-                             (float(sig[0]), float(sig[1:].mean())), model=p.spot_model or "auto")
+                             (float(sig[0]), float(sig[1:].mean())), model=p.spot_model or "auto",
+                             add_missed=False)
             model = r["model"]
             if r["ok"].sum() >= 3:
                 sig = np.array([float(np.median(r["sigma_z"][r["ok"]]))]
@@ -338,7 +339,7 @@ def _decide_spot_model(img: np.ndarray, p: TrackParams) -> str:
     if len(f) < 3:
         return "gauss"
     return fit_spots_3d(img, f["z"].to_numpy(), f["y"].to_numpy(), f["x"].to_numpy(),
-                        start_widths_3d(p.diameter))["model"]
+                        start_widths_3d(p.diameter), add_missed=False)["model"]
 
 
 def _suggest_cells(frame: np.ndarray, p: TrackParams, scan: dict | None) -> TrackParams | None:

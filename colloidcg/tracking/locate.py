@@ -357,7 +357,7 @@ def _locate_frame(frame, frame_no, diameter, separation, minmass, invert, roi, r
         t = trackpy_locate(img, diameter, minmass=minmass, separation=separation, preprocess=True)
         f = {c: t[c].to_numpy() for c in t.columns}
         if img.ndim == 3 and refine and len(f["x"]):
-            f = _refine_3d(img, f, diameter, spot_model)
+            f = _refine_3d(img, f, diameter, spot_model, minmass)
     if img.ndim == 2 and len(f["x"]):
         # the lit gaps of a bright-field packing (colloidcg.tracking.gaps); they stay in
         # the joint fit, where their light is modelled instead of pulling the particles
@@ -413,21 +413,70 @@ def start_widths_3d(diameter) -> tuple[float, float]:
     return float(dia[0] / 3.5), float(0.5 * (dia[1] + dia[2]) / 3.5)
 
 
-def _refine_3d(img: np.ndarray, f: dict[str, np.ndarray], diameter, model: str = "auto"
-               ) -> dict[str, np.ndarray]:
+def _refine_3d(img: np.ndarray, f: dict[str, np.ndarray], diameter, model: str = "auto",
+               minmass: float = 0.0) -> dict[str, np.ndarray]:
     """Positions of 3D features refined by joint fits of the spot ``model`` ("gauss",
     "ball" or "auto"; :func:`colloidcg.tracking.refine3d.fit_spots_3d`), started from
-    trackpy's centroids with widths diameter / 3.5 per axis; ``size`` becomes the fitted
+    trackpy's centroids with widths diameter / 3.5 per axis, with the spots the centroids
+    missed found in the fit's residual (rows appended; their mass, raw_mass and signal
+    measured at the fitted position, ecc NaN); ``size`` becomes the fitted
     (Gaussian-equivalent) width in the plane,
     ``ep`` the standard error in the plane (the rms of the y and x ones) and ``ep_z`` that
     along z (voxels)."""
     from .refine3d import fit_spots_3d
 
     r = fit_spots_3d(img, f["z"], f["y"], f["x"], start_widths_3d(diameter), model=model)
+    n = len(f["x"])
     out = {c: v for c, v in f.items() if not c.startswith(("ep", "size"))}
-    out.update(z=r["z"], y=r["y"], x=r["x"], size=r["sigma_xy"],
-               ep=np.sqrt(0.5 * (r["ep_y"] ** 2 + r["ep_x"] ** 2)), ep_z=r["ep_z"])
+    added = np.flatnonzero(r["added"])
+    if len(added):
+        # spots found in the fit's residual (trackpy's margin left them out, or they were
+        # merged into a neighbour's maximum): kept where centred in the stack with a mass,
+        # scaled to the whole mask where a face cuts it, that passes minmass
+        pos = np.c_[r["z"][added], r["y"][added], r["x"][added]]
+        inside = np.all((pos >= -0.5) & (pos < np.array(img.shape) - 0.5), axis=1)
+        added, pos = added[inside], pos[inside]
+        radii = np.broadcast_to(np.asarray(diameter, dtype=float), (3,)) // 2
+        bp = _bandpass_3d(img, diameter)
+        mass, full = _ellipsoid_sums(bp, pos, radii)
+        keep = full >= (minmass or 0.0)
+        added, pos, mass = added[keep], pos[keep], mass[keep]
+        extra = {"mass": mass, "raw_mass": _ellipsoid_sums(img, pos, radii)[0],
+                 "signal": r["peak"][added]}
+        for c, v in out.items():
+            out[c] = np.r_[v, extra.get(c, np.full(len(added), np.nan))]
+    rows = np.r_[np.arange(n), added].astype(np.int64)
+    out.update(z=r["z"][rows], y=r["y"][rows], x=r["x"][rows], size=r["sigma_xy"][rows],
+               ep=np.sqrt(0.5 * (r["ep_y"][rows] ** 2 + r["ep_x"][rows] ** 2)), ep_z=r["ep_z"][rows])
     return out
+
+
+def _bandpass_3d(img: np.ndarray, diameter) -> np.ndarray:
+    """trackpy's band-pass of a stack (noise 1 voxel, boxcar ``diameter`` per axis), the
+    image trackpy's 3D masses are summed on."""
+    import trackpy as tp
+
+    d = tuple(int(v) for v in np.broadcast_to(np.asarray(diameter), (3,)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return np.asarray(tp.preprocessing.bandpass(img, 1, d), dtype=np.float64)
+
+
+def _ellipsoid_sums(img: np.ndarray, pos: np.ndarray, radii) -> tuple[np.ndarray, np.ndarray]:
+    """Sums of ``img`` over ellipsoids of semi-axes ``radii`` (z, y, x voxels) around the
+    rounded positions ``pos`` (N, 3): the in-stack part, and that part scaled to the whole
+    ellipsoid's voxel count (for spots cut by a face)."""
+    r = np.maximum(np.asarray(radii, dtype=int), 1)
+    grid = np.mgrid[-r[0]:r[0] + 1, -r[1]:r[1] + 1, -r[2]:r[2] + 1].reshape(3, -1).T
+    grid = grid[np.sum((grid / r) ** 2, axis=1) <= 1.0]
+    out, full = np.zeros(len(pos)), np.zeros(len(pos))
+    shape = np.array(img.shape)
+    for i, c in enumerate(np.rint(pos).astype(int)):
+        v = grid + c
+        inside = np.all((v >= 0) & (v < shape), axis=1)
+        out[i] = float(img[tuple(v[inside].T)].sum())
+        full[i] = out[i] * len(grid) / max(int(inside.sum()), 1)
+    return out, full
 
 
 def _rows(columns: dict[str, np.ndarray], keep: np.ndarray) -> dict[str, np.ndarray]:
