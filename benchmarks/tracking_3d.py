@@ -40,7 +40,8 @@ import pandas as pd
 
 #: (name, renderer, size, spacing in diameters[, options]): size per axis (z, y, x) in
 #: voxels for trackpy's features; for spheres (radius, PSF sigma in the plane, PSF sigma
-#: along z, z step), all in xy voxels; options: ``peak``, the particles' light in grey
+#: along z, z step), all in xy voxels, the radius a pair for a 50:50 binary mixture
+#: (spacing then in contact distances r_i + r_j); options: ``peak``, the particles' light in grey
 #: levels above the background (default about 200)
 CASES = [
     ("gauss isotropic, dilute", "gauss", (2.0, 2.0, 2.0), 2.0),
@@ -49,6 +50,8 @@ CASES = [
     ("hat z 1.5x, near contact", "hat", (6.0, 4.0, 4.0), 1.1),
     ("spheres r 5, z-step 2, phi ~0.3", "sphere", (5.0, 1.2, 3.0, 2.0), 1.3),
     ("spheres r 5, z-step 2, dense", "sphere", (5.0, 1.2, 3.0, 2.0), 1.05),
+    # a binary mixture (radii 4 and 5.5 px, 50:50) near contact: one shared spot shape
+    ("spheres r 4 + 5.5, z-step 2, dense", "sphere", ((4.0, 5.5), 1.2, 3.0, 2.0), 1.05),
     # where it gets harder: a coarser z step, and a tenth of the light
     ("spheres r 5, z-step 3, phi ~0.3", "sphere", (5.0, 1.2, 3.0, 3.0), 1.3),
     ("gauss z 2x, apart, peak 20", "gauss", (4.0, 2.0, 2.0), 1.5, {"peak": 20.0}),
@@ -63,9 +66,10 @@ STEP = 0.3
 def feature_diameter(kind: str, size) -> np.ndarray:
     """Diameter per axis (z, y, x) in voxels: 4 widths for a Gaussian (trackpy draws
     exp(-3 r^2 / 2 size^2) in 3D), 2 x size for a hat, the sphere's diameter (z in z
-    voxels) for spheres."""
+    voxels) for spheres (the larger one of a binary mixture)."""
     if kind == "sphere":
         radius, _, _, zstep = size
+        radius = float(np.max(radius))
         return np.array([2 * radius / zstep, 2 * radius, 2 * radius])
     s = np.asarray(size, float)
     return 4.0 * s / math.sqrt(3.0) if kind == "gauss" else 2.0 * s
@@ -88,17 +92,48 @@ def positions(rng, shape, diameter, spacing, tries=40000) -> np.ndarray:
     return kept
 
 
-def render_frame(kind: str, size, pos: np.ndarray, shape, rng, peak: float = 200.0) -> np.ndarray:
+def sphere_radii(size, n: int, rng) -> np.ndarray:
+    """(n,) radii of the spheres: one radius, or a 50:50 mixture of the two radii of a
+    tuple ``size[0]`` (drawn with ``rng``)."""
+    r = np.atleast_1d(np.asarray(size[0], float))
+    return np.full(n, r[0]) if len(r) == 1 else rng.choice(r, n)
+
+
+def positions_mixture(rng, shape, radii, zstep, spacing, tries=40000) -> tuple[np.ndarray, np.ndarray]:
+    """Random sequential addition of spheres of the given radii (px; chosen at random for
+    each candidate): (positions (N, 3) z, y, x voxels, radii (N,)), pairs at least
+    ``spacing`` x (r_i + r_j) apart, z in voxels of ``zstep`` px."""
+    from scipy.spatial import cKDTree
+
+    scale = np.array([zstep, 1.0, 1.0])
+    cand = rng.uniform([0, 0, 0], shape, (tries, 3)) * scale
+    rad = rng.choice(np.asarray(radii, float), tries)
+    reach = 2 * spacing * float(np.max(radii))
+    kept: list[int] = []
+    for i, c in enumerate(cand):
+        if kept:
+            near = cKDTree(cand[kept]).query_ball_point(c, reach)
+            k = np.asarray(kept)[near]
+            if len(k) and np.any(np.linalg.norm(cand[k] - c, axis=1) < spacing * (rad[k] + rad[i])):
+                continue
+        kept.append(i)
+    return cand[kept] / scale, rad[kept]
+
+
+def render_frame(kind: str, size, pos: np.ndarray, shape, rng, peak: float = 200.0,
+                 radii: np.ndarray | None = None) -> np.ndarray:
     """One 8-bit volume (Z, Y, X) of the particles at ``pos`` (N, 3), their light
-    ``peak`` grey levels above the background at most."""
+    ``peak`` grey levels above the background at most; spheres of ``radii`` (N,) px
+    (default ``size[0]`` each)."""
     if kind == "sphere":
         from scipy.ndimage import gaussian_filter
 
-        radius, s_xy, s_z, zstep = size
+        _, s_xy, s_z, zstep = size
+        radii = np.full(len(pos), float(np.max(size[0]))) if radii is None else radii
         f = 2       # fine grid: f x f x f subvoxels per voxel
         fine = np.zeros(tuple(n * f for n in shape), np.float32)
         zz, yy, xx = [np.arange(n * f) / f + (0.5 / f - 0.5) for n in shape]
-        for z, y, x in pos:
+        for (z, y, x), radius in zip(pos, radii):
             rz = int(math.ceil(radius / zstep)) + 1
             rr = int(math.ceil(radius)) + 1
             sl = []
@@ -127,14 +162,19 @@ def render(kind: str, size, spacing: float, seed: int = 0, shape=SHAPE, n_frames
     """Frames (T, Z, Y, X) uint8 and truth (frame, particle, x, y, z), voxels."""
     rng = np.random.default_rng(seed)
     dia = feature_diameter(kind, size)
-    pos = positions(rng, shape, dia, spacing)
+    radii = None
+    if kind == "sphere" and np.size(size[0]) > 1:
+        pos, radii = positions_mixture(rng, shape, size[0], size[3], spacing)
+    else:
+        pos = positions(rng, shape, dia, spacing)
     frames, rows = [], []
     for t in range(n_frames):
         if t:
             pos = pos + rng.normal(0, STEP, pos.shape)
         keep = np.all((pos >= 0) & (pos < np.array(shape) - 1), axis=1)
         p = pos[keep]
-        frames.append(render_frame(kind, size, p, shape, rng, peak))
+        frames.append(render_frame(kind, size, p, shape, rng, peak,
+                                   None if radii is None else radii[keep]))
         rows.append(pd.DataFrame({"frame": t, "particle": np.flatnonzero(keep),
                                   "x": p[:, 2], "y": p[:, 1], "z": p[:, 0]}))
     return np.array(frames), pd.concat(rows, ignore_index=True)

@@ -353,8 +353,8 @@ def _ball_row(value, rr, dz, dy, dx, a, b, R, s, k, jac):
 @njit(cache=True)
 def _fit_one_ball(img, canvas, par, i, free, final, start, ep):
     """As :func:`_fit_one` for a blurred ball, par[i] = z, y, x, A, b, R, s, k (k: the
-    scale from z voxels to the plane's); with ``free`` R, s and k are fitted too (their
-    derivatives by central differences)."""
+    scale from z voxels to the plane's); ``free`` 1: R, s and k are fitted too (their
+    derivatives by central differences), 2: R alone (a mixture's sizes), 0: none."""
     nz, ny, nx = img.shape
     z, y, x, a, b, R, s, k = par[i, 0], par[i, 1], par[i, 2], par[i, 3], par[i, 4], par[i, 5], par[i, 6], par[i, 7]
     h = 1.2 * (R + WINDOW * s)
@@ -372,7 +372,7 @@ def _fit_one_ball(img, canvas, par, i, free, final, start, ep):
                 dx = x0 + l - x
                 v, _ = _ball(math.sqrt(dz * dz + dy * dy + dx * dx), R, s)
                 own[q, j, l] = img[z0 + q, y0 + j, x0 + l] - (canvas[z0 + q, y0 + j, x0 + l] - a * v)
-    p = 8 if free else 5
+    p = 8 if free == 1 else (6 if free == 2 else 5)
     jtj = np.zeros((8, 8))
     jtr = np.zeros(8)
     jac = np.zeros(8)
@@ -394,6 +394,7 @@ def _fit_one_ball(img, canvas, par, i, free, final, start, ep):
                         v1, _ = _ball(rr, R + h_fd, s)
                         v0, _ = _ball(rr, R - h_fd, s)
                         jac[5] = a * (v1 - v0) / (2 * h_fd)
+                    if free == 1:
                         v1, _ = _ball(rr, R, s + h_fd)
                         v0, _ = _ball(rr, R, s - h_fd)
                         jac[6] = a * (v1 - v0) / (2 * h_fd)
@@ -409,6 +410,7 @@ def _fit_one_ball(img, canvas, par, i, free, final, start, ep):
         b += step[4]
         if free:
             R = min(max(R + step[5], 0.1), 3.0 * par[i, 5] + 2.0)
+        if free == 1:
             s = min(max(s + step[6], 0.3), 3.0 * par[i, 6] + 1.0)
             k = min(max(k + step[7], 0.1), 10.0)
         if a <= 0.0:
@@ -530,7 +532,8 @@ def fit_spots_3d(img: np.ndarray, z: np.ndarray, y: np.ndarray, x: np.ndarray,
         Gaussian-equivalent widths sqrt(R^2 / 5 + s^2) / k and sqrt(R^2 / 5 + s^2)),
         ep_z, ep_y, ep_x (N,: voxels; NaN where the last fit failed), ok (N,: bool),
         peak (N,: the spot's light at its centre above the background), model ("gauss"
-        or "ball") and for balls radius, blur, z_scale; added (bool:
+        or "ball") and for balls radius (N,: its population's, :func:`_radius_populations`),
+        blur, z_scale; added (bool:
         found in the residual; their positions may lie outside the stack). The arrays have
         one row per given start, then one per spot found.
     """
@@ -570,15 +573,18 @@ def fit_spots_3d(img: np.ndarray, z: np.ndarray, y: np.ndarray, x: np.ndarray,
     if n:
         if add_missed:
             par, canvas, start, ep, ok, added = _add_missed(im, canvas, par, start, ep, ok, use_ball)
+        if use_ball:
+            _radius_populations(im, canvas, par, start, ep, ok)
         _sweeps(im, canvas, par, start, SWEEPS_FIXED, False, True, ep, ok, np.arange(len(par)), use_ball)
         if added.any():
             par, canvas, start, ep, ok, added = _drop_failed_added(im, canvas, par, start, ep, ok,
                                                                    added, use_ball)
     if use_ball and n:
-        R, s, k = float(par[0, 5]), float(par[0, 6]), float(par[0, 7])
-        w = math.sqrt(R * R / 5.0 + s * s)
-        sig_z, sig_xy = np.full(len(par), w / k), np.full(len(par), w)
-        out.update(model="ball", radius=R, blur=s, z_scale=k, peak=par[:, 3] * _ball(0.0, R, s)[0])
+        R, s, k = par[:, 5], float(par[0, 6]), float(par[0, 7])
+        w = np.sqrt(R * R / 5.0 + s * s)
+        sig_z, sig_xy = w / k, w
+        out.update(model="ball", radius=R, blur=s, z_scale=k,
+                   peak=par[:, 3] * np.array([_ball(0.0, r, s)[0] for r in R]))
     else:
         sig_z, sig_xy = par[:, 5], par[:, 6]
         out.update(model="gauss", peak=par[:, 3] / ((2 * math.pi) ** 1.5 * sig_z * sig_xy ** 2))
@@ -608,7 +614,7 @@ def _equivalent_widths(par, ball):
     """(sz, sxy): the spots' Gaussian widths (medians), or a ball's Gaussian-equivalent
     widths sqrt(R^2 / 5 + s^2) / k and sqrt(R^2 / 5 + s^2) (voxels)."""
     if ball:
-        w = math.sqrt(float(par[0, 5]) ** 2 / 5.0 + float(par[0, 6]) ** 2)
+        w = math.sqrt(float(np.median(par[:, 5])) ** 2 / 5.0 + float(par[0, 6]) ** 2)
         return w / float(par[0, 7]), w
     return float(np.median(par[:, 5])), float(np.median(par[:, 6]))
 
@@ -744,7 +750,7 @@ def _light_reach(par, ball) -> np.ndarray:
     """(3,) int: how far (voxels along z, y, x) a spot's fit box reaches from its centre
     (a fit box: 1.2 x the painted extent, :func:`_fit_one`, :func:`_fit_one_ball`)."""
     if ball:
-        R, s, k = float(par[0, 5]), float(par[0, 6]), float(par[0, 7])
+        R, s, k = float(np.max(par[:, 5])), float(par[0, 6]), float(par[0, 7])
         h = 1.2 * (R + WINDOW * s) * np.array([1.0 / k, 1.0, 1.0])
     else:
         h = 1.2 * WINDOW * np.array([np.max(par[:, 5]), np.max(par[:, 6]), np.max(par[:, 6])])
@@ -760,6 +766,34 @@ def _unit_light(par, ok, ball):
     canvas = np.zeros(tuple(2 * h + 1))
     _paint_one(canvas, row, ball, 1.0)
     return float(np.sum(canvas ** 2))
+
+
+#: Sweeps with each ball's radius free, whose radii are then grouped into populations.
+RADIUS_SWEEPS = 2
+
+
+def _radius_populations(im, canvas, par, start, ep, ok):
+    """Balls of a mixture: each spot's radius fitted (RADIUS_SWEEPS sweeps, blur and z
+    scale held), the radii grouped into populations as the 2D widths are
+    (:func:`colloidcg.tracking.refine.width_populations`: up to three, clearly separate),
+    and each spot given its population's radius (par and canvas updated in place; the
+    radius-free fits' positions and amplitudes kept). One population: every spot keeps
+    the shared radius. (A binary mixture of dyed spheres of radius 4 and 5.5 px fitted
+    with one shared radius: 0.17-0.18 voxel.)"""
+    from .refine import width_populations
+
+    trial = par.copy()
+    tok = ok.copy()
+    _sweeps(im, canvas.copy(), trial, start, RADIUS_SWEEPS, 2, False, ep, tok, np.arange(len(par)), True)
+    radii, labels = width_populations(np.where(tok, trial[:, 5], np.nan))
+    if len(radii) < 2:
+        return
+    for i in range(len(par)):
+        _paint_one(canvas, par[i], True, -1.0)
+    par[:, 5] = radii[labels]
+    par[tok, :4] = trial[tok, :4]
+    for i in range(len(par)):
+        _paint_one(canvas, par[i], True, 1.0)
 
 
 def _paint_one(canvas, row, ball, sign):
