@@ -12,7 +12,9 @@ Two renderers, neither of them the tracker's own model:
 
 Positions: random sequential addition with a minimum distance of ``spacing`` x the
 feature's diameter along each axis (z scaled by the anisotropy); every particle then takes
-random steps of 0.3 voxel per axis and frame. Light: 0.8 x the feature (peak about 200 grey
+random steps of 0.3 voxel per axis and frame (spheres: a step that would overlap another
+sphere is not taken; before session 28 they could, and two overlapping spheres summed to
+one brighter, larger blob). Light: 0.8 x the feature (peak about 200 grey
 levels of 8 bits) on a background of 20, with shot noise (variance 0.5 x the light above
 20) and read noise (3 grey levels). Counted: particles more than a feature diameter inside
 every face; one-to-one matching within half the xy diameter (z scaled to xy voxels).
@@ -157,6 +159,25 @@ def render_frame(kind: str, size, pos: np.ndarray, shape, rng, peak: float = 200
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
 
+def hard_sphere_steps(pos: np.ndarray, step: np.ndarray, radii: np.ndarray, zstep: float) -> np.ndarray:
+    """Positions (N, 3) voxels after the random ``step``s of spheres of ``radii`` (px),
+    each particle in turn; a step that would overlap another sphere is not taken (dyed
+    colloids do not interpenetrate; summed overlaps looked like one larger sphere)."""
+    from scipy.spatial import cKDTree
+
+    scale = np.array([zstep, 1.0, 1.0])
+    out = pos.copy()
+    tree = cKDTree(pos * scale)
+    reach = 2 * float(np.max(radii))
+    for i in range(len(pos)):
+        new = (out[i] + step[i]) * scale
+        near = [j for j in tree.query_ball_point(pos[i] * scale, reach + 3 * STEP * zstep) if j != i]
+        if near and np.any(np.linalg.norm(out[near] * scale - new, axis=1) < radii[near] + radii[i]):
+            continue
+        out[i] = out[i] + step[i]
+    return out
+
+
 def render(kind: str, size, spacing: float, seed: int = 0, shape=SHAPE, n_frames=N_FRAMES,
            peak: float = 200.0):
     """Frames (T, Z, Y, X) uint8 and truth (frame, particle, x, y, z), voxels."""
@@ -167,10 +188,13 @@ def render(kind: str, size, spacing: float, seed: int = 0, shape=SHAPE, n_frames
         pos, radii = positions_mixture(rng, shape, size[0], size[3], spacing)
     else:
         pos = positions(rng, shape, dia, spacing)
+    if kind == "sphere" and radii is None:
+        radii = np.full(len(pos), float(size[0]))
     frames, rows = [], []
     for t in range(n_frames):
         if t:
-            pos = pos + rng.normal(0, STEP, pos.shape)
+            step = rng.normal(0, STEP, pos.shape)
+            pos = pos + step if kind != "sphere" else hard_sphere_steps(pos, step, radii, size[3])
         keep = np.all((pos >= 0) & (pos < np.array(shape) - 1), axis=1)
         p = pos[keep]
         frames.append(render_frame(kind, size, p, shape, rng, peak,

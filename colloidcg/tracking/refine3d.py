@@ -287,6 +287,11 @@ def _sweeps(img, canvas, par, start, n_sweeps, free, final, ep, ok, idx, ball):
 #: BALL_GAIN less squared residual over the spots' boxes.
 BALL_MIN_SIGMA = 1.5
 BALL_GAIN = 0.1
+#: ... or where the balls leave less residual at all and are resolved spheres, radius at
+#: least this many blur widths (dyed spheres of radius 5 px under a PSF of 1.2 px fit with
+#: R / s 3.1-4.3; a crowded first frame or a mixture, where every fit is rough, brought
+#: the gain under BALL_GAIN and the Gaussians then merged touching partners).
+BALL_RESOLVED = 2.5
 _SQ2PI = math.sqrt(2.0 * math.pi)
 
 
@@ -561,7 +566,9 @@ def fit_spots_3d(img: np.ndarray, z: np.ndarray, y: np.ndarray, x: np.ndarray,
             hz, hxy = WINDOW * sz, WINDOW * sxy
             ss_gauss = _residual_ss(im, canvas, par[sub], hz, hxy)
             bpar, bcanvas, bok = _ball_free(im, start, sz, sxy, ep, sub)
-            use_ball = _residual_ss(im, bcanvas, bpar[sub], hz, hxy) < (1.0 - BALL_GAIN) * ss_gauss
+            ss_ball = _residual_ss(im, bcanvas, bpar[sub], hz, hxy)
+            resolved = float(bpar[0, 5]) >= BALL_RESOLVED * float(bpar[0, 6])
+            use_ball = ss_ball < (1.0 - BALL_GAIN) * ss_gauss or (resolved and ss_ball < ss_gauss)
     out: dict = {}
     if use_ball and n:
         if model == "ball":
