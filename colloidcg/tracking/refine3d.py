@@ -287,10 +287,12 @@ def _sweeps(img, canvas, par, start, n_sweeps, free, final, ep, ok, idx, ball):
 #: BALL_GAIN less squared residual over the spots' boxes.
 BALL_MIN_SIGMA = 1.5
 BALL_GAIN = 0.1
-#: ... or where the balls leave less residual at all and are resolved spheres, radius at
-#: least this many blur widths (dyed spheres of radius 5 px under a PSF of 1.2 px fit with
-#: R / s 3.1-4.3; a crowded first frame or a mixture, where every fit is rough, brought
-#: the gain under BALL_GAIN and the Gaussians then merged touching partners).
+#: ... or where they are resolved spheres, radius at least this many blur widths, and
+#: leave less than 1 + BALL_GAIN times the Gaussians' residual (dyed spheres of radius
+#: 3-8 px fit with R / s 3.1-4.3; on a crowded first frame, a mixture or a PSF 4.5 px long
+#: along z the start list merges neighbours, every fit is rough and the residuals came
+#: within 10 % of each other either way; the Gaussians then merged touching partners; the
+#: ball model holds the Gaussian as R -> 0, so R / s is the data's own verdict).
 BALL_RESOLVED = 2.5
 _SQ2PI = math.sqrt(2.0 * math.pi)
 
@@ -568,7 +570,8 @@ def fit_spots_3d(img: np.ndarray, z: np.ndarray, y: np.ndarray, x: np.ndarray,
             bpar, bcanvas, bok = _ball_free(im, start, sz, sxy, ep, sub)
             ss_ball = _residual_ss(im, bcanvas, bpar[sub], hz, hxy)
             resolved = float(bpar[0, 5]) >= BALL_RESOLVED * float(bpar[0, 6])
-            use_ball = ss_ball < (1.0 - BALL_GAIN) * ss_gauss or (resolved and ss_ball < ss_gauss)
+            use_ball = ss_ball < (1.0 - BALL_GAIN) * ss_gauss or \
+                (resolved and ss_ball < (1.0 + BALL_GAIN) * ss_gauss)
     out: dict = {}
     if use_ball and n:
         if model == "ball":
