@@ -100,6 +100,23 @@ def test_blurred_spheres_beat_centroids():
     assert math.isfinite(s["ep_ratio"][0])
 
 
+def _sphere_stack(size, seed, shape):
+    """Two frames of dyed spheres near contact (spacing 1.05): frames, truth, diameter."""
+    frames, truth = B.render("sphere", size, 1.05, seed=seed, shape=shape, n_frames=2)
+    return frames, truth, B.feature_diameter("sphere", size)
+
+
+def _assert_found(frames, truth, dia, max_rms, model=None):
+    """Track ``frames``: every particle found (recall and precision >= 0.99), each axis's
+    RMS error under ``max_rms`` voxel, and the spot ``model`` chosen when given."""
+    r = _track(frames)
+    if model is not None:
+        assert r.params.spot_model == model
+    s = B.score(r.tracks, truth, frames.shape[1:], dia)
+    assert s["recall"] >= 0.99 and s["precision"] >= 0.99, s
+    assert (s["rms"] < max_rms).all(), s
+
+
 def test_dense_spheres_with_spots_the_starts_missed(monkeypatch):
     """Dyed spheres near contact (spacing 1.05 diameters): trackpy's 3D centroids leave
     out the spheres centred within a radius of a face of the stack and partners merged
@@ -110,14 +127,10 @@ def test_dense_spheres_with_spots_the_starts_missed(monkeypatch):
     The control runs the same track without the search."""
     import colloidcg.tracking.refine3d as r3
 
-    shape, size = (24, 72, 72), (5.0, 1.2, 3.0, 2.0)
-    frames, truth = B.render("sphere", size, 1.05, seed=1, shape=shape, n_frames=2)
-    dia = B.feature_diameter("sphere", size)
-    s = B.score(_track(frames).tracks, truth, shape, dia)
-    assert s["recall"] >= 0.99 and s["precision"] >= 0.99, s
-    assert (s["rms"] < 0.07).all(), s
+    frames, truth, dia = _sphere_stack((5.0, 1.2, 3.0, 2.0), 1, (24, 72, 72))
+    _assert_found(frames, truth, dia, 0.07)
     monkeypatch.setattr(r3, "MISSED_ROUNDS", 0)
-    c = B.score(_track(frames).tracks, truth, shape, dia)
+    c = B.score(_track(frames).tracks, truth, frames.shape[1:], dia)
     assert c["rms"].max() > 0.1, c
 
 
@@ -129,16 +142,10 @@ def test_binary_mixture_of_spheres_gets_two_radii(monkeypatch):
     radius: 0.15-0.16."""
     import colloidcg.tracking.refine3d as r3
 
-    shape, size = (32, 96, 96), ((4.0, 5.5), 1.2, 3.0, 2.0)
-    frames, truth = B.render("sphere", size, 1.05, seed=1, shape=shape, n_frames=2)
-    dia = B.feature_diameter("sphere", size)
-    r = _track(frames)
-    assert r.params.spot_model == "ball"
-    s = B.score(r.tracks, truth, shape, dia)
-    assert s["recall"] >= 0.99 and s["precision"] >= 0.99, s
-    assert (s["rms"] < 0.08).all(), s
+    frames, truth, dia = _sphere_stack(((4.0, 5.5), 1.2, 3.0, 2.0), 1, (32, 96, 96))
+    _assert_found(frames, truth, dia, 0.08, model="ball")
     monkeypatch.setattr(r3, "RADIUS_SWEEPS", 0)
-    c = B.score(_track(frames).tracks, truth, shape, dia)
+    c = B.score(_track(frames).tracks, truth, frames.shape[1:], dia)
     assert c["rms"].min() > 0.12, c
 
 
@@ -151,18 +158,12 @@ def test_resolved_spheres_under_a_long_psf_are_balls(monkeypatch):
     separation that merges spheres touching along z (recall 0.88, 0.44 / 0.35 / 0.37)."""
     import colloidcg.tracking.refine3d as r3
 
-    shape, size = (32, 96, 96), (5.0, 1.5, 4.5, 2.0)
-    frames, truth = B.render("sphere", size, 1.05, seed=5, shape=shape, n_frames=2)
-    dia = B.feature_diameter("sphere", size)
-    r = _track(frames)
-    assert r.params.spot_model == "ball"
-    s = B.score(r.tracks, truth, shape, dia)
-    assert s["recall"] >= 0.99 and s["precision"] >= 0.99, s
-    assert (s["rms"] < 0.1).all(), s
+    frames, truth, dia = _sphere_stack((5.0, 1.5, 4.5, 2.0), 5, (32, 96, 96))
+    _assert_found(frames, truth, dia, 0.1, model="ball")
     monkeypatch.setattr(r3, "BALL_RESOLVED", math.inf)
     c = _track(frames)
     assert c.params.spot_model == "gauss"
-    assert B.score(c.tracks, truth, shape, dia)["recall"] < 0.95
+    assert B.score(c.tracks, truth, frames.shape[1:], dia)["recall"] < 0.95
 
 
 def test_flat_topped_beads_as_blurred_balls_and_as_gaussians():
