@@ -137,9 +137,9 @@ def test_dense_spheres_with_spots_the_starts_missed(monkeypatch):
 def test_binary_mixture_of_spheres_gets_two_radii(monkeypatch):
     """A 50:50 mixture of dyed spheres of radius 4 and 5.5 px near contact: each ball
     gets its population's radius, every particle found and each axis under 0.08 voxel
-    (0.041-0.056 on seeds 1 and 2 of this stack; 0.08-0.13 on seed 0, where two small
-    spheres touching along z are taken for one large). The control fits one shared
-    radius: 0.15-0.16."""
+    (0.041-0.056 on seeds 1 and 2 of this stack, 0.06-0.08 on seed 0, where two small
+    spheres touching along z are split from the large ball first fitted between them).
+    The control fits one shared radius: 0.15-0.16."""
     import colloidcg.tracking.refine3d as r3
 
     frames, truth, dia = _sphere_stack(((4.0, 5.5), 1.2, 3.0, 2.0), 1, (32, 96, 96))

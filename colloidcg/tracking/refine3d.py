@@ -583,8 +583,8 @@ def fit_spots_3d(img: np.ndarray, z: np.ndarray, y: np.ndarray, x: np.ndarray,
     if n:
         if add_missed:
             par, canvas, start, ep, ok, added = _add_missed(im, canvas, par, start, ep, ok, use_ball)
-        if use_ball:
-            _radius_populations(im, canvas, par, start, ep, ok)
+        if use_ball and _radius_populations(im, canvas, par, start, ep, ok):
+            par, start, ep, ok, added = _split_along_z(im, canvas, par, start, ep, ok, added)
         _sweeps(im, canvas, par, start, SWEEPS_FIXED, False, True, ep, ok, np.arange(len(par)), use_ball)
         if added.any():
             par, canvas, start, ep, ok, added = _drop_failed_added(im, canvas, par, start, ep, ok,
@@ -789,7 +789,7 @@ def _radius_populations(im, canvas, par, start, ep, ok):
     and each spot given its population's radius (par and canvas updated in place; the
     radius-free fits' positions and amplitudes kept). One population: every spot keeps
     the shared radius. (A binary mixture of dyed spheres of radius 4 and 5.5 px fitted
-    with one shared radius: 0.17-0.18 voxel.)"""
+    with one shared radius: 0.17-0.18 voxel.) Returns whether there are several."""
     from .refine import width_populations
 
     trial = par.copy()
@@ -797,13 +797,104 @@ def _radius_populations(im, canvas, par, start, ep, ok):
     _sweeps(im, canvas.copy(), trial, start, RADIUS_SWEEPS, 2, False, ep, tok, np.arange(len(par)), True)
     radii, labels = width_populations(np.where(tok, trial[:, 5], np.nan))
     if len(radii) < 2:
-        return
+        return False
     for i in range(len(par)):
         _paint_one(canvas, par[i], True, -1.0)
     par[:, 5] = radii[labels]
     par[tok, :4] = trial[tok, :4]
     for i in range(len(par)):
         _paint_one(canvas, par[i], True, 1.0)
+    return True
+
+
+#: Sweeps of the two small balls and their neighbours in a split test (_split_along_z).
+SPLIT_SWEEPS = 3
+
+
+#: A large ball is tested for a split only where the residual beyond both of its ends
+#: along z (where two small balls touching would still shine) exceeds this fraction of
+#: its own peak.
+SPLIT_END_LIGHT = 0.15
+
+
+def _split_candidates(im, canvas, par, ok, small, large):
+    """The large balls (radius ``large``) with unexplained light beyond both ends along z:
+    the residual (image less every spot and its background), averaged over the 3 x 3
+    voxels about the axis at (large + 2 small) / 2 px from the centre, above
+    SPLIT_END_LIGHT of the ball's peak on both sides."""
+    k, blur = float(par[0, 7]), float(par[0, 6])
+    off = 0.5 * (large + 2 * small) / k
+    peak = _ball(0.0, large, blur)[0]
+    nz, ny, nx = im.shape
+    out = []
+    for i in np.flatnonzero(ok & (par[:, 5] == large)):
+        z, y, x = par[i, 0], int(round(par[i, 1])), int(round(par[i, 2]))
+        ys, xs = slice(max(y - 1, 0), min(y + 2, ny)), slice(max(x - 1, 0), min(x + 2, nx))
+        ends = []
+        for zz in (int(round(z - off)), int(round(z + off))):
+            if 0 <= zz < nz:
+                ends.append(float(np.mean(im[zz, ys, xs] - canvas[zz, ys, xs] - par[i, 4])))
+        if len(ends) == 2 and min(ends) > SPLIT_END_LIGHT * par[i, 3] * peak:
+            out.append(i)
+    return np.array(out, dtype=np.int64)
+
+
+def _split_along_z(im, canvas, par, start, ep, ok, added):
+    """Balls of the largest population tested as two balls of the smallest touching
+    along z (the optical axis, where the PSF is longest and trackpy's starts merge such
+    pairs: in a mixture a large ball between them explains their light about as well).
+    Each is replaced by the pair, the pair and its neighbours refitted (SPLIT_SWEEPS
+    sweeps), and the pair kept when the squared residual over their boxes falls by more
+    than PRUNE_FRACTION of a median spot's own squared light; otherwise everything is
+    restored. Returns par, start, ep, ok, added (the second ball of each kept pair
+    appended, flagged as found)."""
+    from scipy.spatial import cKDTree
+
+    small, large = float(par[:, 5].min()), float(par[:, 5].max())
+    k = float(par[0, 7])
+    scale = np.array([k, 1.0, 1.0])
+    unit = _unit_light(par, ok, True)
+    shape = np.array(im.shape)
+    margin = 2 * _light_reach(par, True) + 2
+    tree = cKDTree(par[:, :3] * scale)
+    new_rows = []
+    for i in _split_candidates(im, canvas, par, ok, small, large):
+        nb = np.asarray(tree.query_ball_point(par[i, :3] * scale, 2 * (large + small) + 2), dtype=np.int64)
+        nb = nb[nb != i]
+        lo = np.clip(np.floor(par[i, :3]).astype(int) - margin, 0, shape)
+        hi = np.clip(np.ceil(par[i, :3]).astype(int) + margin + 1, 0, shape)
+        box = tuple(slice(a, b) for a, b in zip(lo, hi))
+        saved = canvas[box].copy(), par[np.r_[i, nb]].copy()
+        rss0 = float(np.sum((im[box] - canvas[box] - par[i, 4]) ** 2))
+        _paint_one(canvas, par[i], True, -1.0)
+        twin = par[i].copy()
+        par[i, 5] = twin[5] = small
+        par[i, 0] -= small / k
+        twin[0] += small / k
+        _paint_one(canvas, par[i], True, 1.0)
+        _paint_one(canvas, twin, True, 1.0)
+        both = np.vstack([par, twin[None]])
+        st = np.vstack([start, twin[None, :3]])
+        st[i] = par[i, :3]
+        e2 = np.vstack([ep, np.full((1, 3), np.nan)])
+        ok2 = np.r_[ok, False]
+        rows = np.r_[i, len(par), nb].astype(np.int64)
+        _sweeps(im, canvas, both, st, SPLIT_SWEEPS, False, False, e2, ok2, rows, True)
+        rss1 = float(np.sum((im[box] - canvas[box] - par[i, 4]) ** 2))
+        if ok2[i] and ok2[len(par)] and rss1 < rss0 - PRUNE_FRACTION * unit:
+            par[:] = both[:-1]
+            start[i] = par[i, :3]
+            ok[i] = True
+            new_rows.append(both[-1].copy())
+        else:
+            canvas[box] = saved[0]
+            par[np.r_[i, nb]] = saved[1]
+    if not new_rows:
+        return par, start, ep, ok, added
+    m = len(new_rows)
+    extra = np.array(new_rows)
+    return (np.vstack([par, extra]), np.vstack([start, extra[:, :3]]), np.vstack([ep, np.full((m, 3), np.nan)]),
+            np.r_[ok, np.ones(m, np.bool_)], np.r_[added, np.ones(m, np.bool_)])
 
 
 def _paint_one(canvas, row, ball, sign):
