@@ -489,10 +489,7 @@ def _start(im, z, y, x, n_par, unit_peak):
 def _paint_all(canvas, par, ball):
     canvas[:] = 0.0
     for i in range(par.shape[0]):
-        if ball:
-            _paint_ball(canvas, par[i, 0], par[i, 1], par[i, 2], par[i, 3], par[i, 5], par[i, 6], par[i, 7], 1.0)
-        else:
-            _paint(canvas, par[i, 0], par[i, 1], par[i, 2], par[i, 3], par[i, 5], par[i, 6], 1.0)
+        _paint_one(canvas, par[i], ball, 1.0)
 
 
 def _fix_shared(par, ok, cols, canvas, ball, idx):
@@ -587,8 +584,7 @@ def fit_spots_3d(img: np.ndarray, z: np.ndarray, y: np.ndarray, x: np.ndarray,
             par, start, ep, ok, added = _split_along_z(im, canvas, par, start, ep, ok, added)
         _sweeps(im, canvas, par, start, SWEEPS_FIXED, False, True, ep, ok, np.arange(len(par)), use_ball)
         if added.any():
-            par, canvas, start, ep, ok, added = _drop_failed_added(im, canvas, par, start, ep, ok,
-                                                                   added, use_ball)
+            par, start, ep, ok, added = _drop_failed_added(canvas, par, start, ep, ok, added, use_ball)
     if use_ball and n:
         R, s, k = par[:, 5], float(par[0, 6]), float(par[0, 7])
         w = np.sqrt(R * R / 5.0 + s * s)
@@ -629,6 +625,14 @@ def _equivalent_widths(par, ball):
     return float(np.median(par[:, 5])), float(np.median(par[:, 6]))
 
 
+def _axis_scale(par, ball):
+    """((3,) scale taking (z, y, x) voxels to the plane's units, the spots' Gaussian(-
+    equivalent) width in the plane): distances between spots are measured in the scaled
+    coordinates."""
+    sz, sxy = _equivalent_widths(par, ball)
+    return np.array([sxy / sz, 1.0, 1.0]), sxy
+
+
 def _add_missed(im, canvas, par, start, ep, ok, ball):
     """Spots that no start accounted for, found in the fit's residual and fitted too.
 
@@ -666,7 +670,7 @@ def _add_missed(im, canvas, par, start, ep, ok, ball):
         cand = np.argwhere(top).astype(np.float64)
         if len(cand) == 0:
             break
-        scale = np.array([sxy / sz, 1.0, 1.0])
+        scale, _ = _axis_scale(par, ball)
         d, _ = cKDTree(par[:, :3] * scale).query(cand * scale)
         cand = cand[d > MISSED_DISTANCE * sxy]
         if len(cand) == 0:
@@ -798,12 +802,9 @@ def _radius_populations(im, canvas, par, start, ep, ok):
     radii, labels = width_populations(np.where(tok, trial[:, 5], np.nan))
     if len(radii) < 2:
         return False
-    for i in range(len(par)):
-        _paint_one(canvas, par[i], True, -1.0)
     par[:, 5] = radii[labels]
     par[tok, :4] = trial[tok, :4]
-    for i in range(len(par)):
-        _paint_one(canvas, par[i], True, 1.0)
+    _paint_all(canvas, par, True)
     return True
 
 
@@ -852,7 +853,7 @@ def _split_along_z(im, canvas, par, start, ep, ok, added):
 
     small, large = float(par[:, 5].min()), float(par[:, 5].max())
     k = float(par[0, 7])
-    scale = np.array([k, 1.0, 1.0])
+    scale, _ = _axis_scale(par, True)
     unit = _unit_light(par, ok, True)
     shape = np.array(im.shape)
     margin = 2 * _light_reach(par, True) + 2
@@ -904,26 +905,25 @@ def _paint_one(canvas, row, ball, sign):
         _paint(canvas, row[0], row[1], row[2], row[3], row[5], row[6], sign)
 
 
-def _drop_failed_added(im, canvas, par, start, ep, ok, added, ball):
+def _drop_failed_added(canvas, par, start, ep, ok, added, ball):
     """Spots found by :func:`_add_missed` whose final fit failed, or that ended within
-    MISSED_DISTANCE widths of another spot, are taken out (their light from the canvas)."""
+    MISSED_DISTANCE widths of another spot, are taken out (their light from the canvas,
+    in place). Returns par, start, ep, ok, added without them."""
     from scipy.spatial import cKDTree
 
-    sz, sxy = _equivalent_widths(par, ball)
-    scale = np.array([sxy / sz, 1.0, 1.0])
+    scale, sxy = _axis_scale(par, ball)
     drop = added & ~ok
-    tree = cKDTree(par[:, :3] * scale)
-    for i, j in tree.query_pairs(MISSED_DISTANCE * sxy):
-        for a, b in ((i, j), (j, i)):
-            if added[a] and not drop[b] and not drop[a]:
-                drop[a] = True
-                break
-    if not drop.any():
-        return par, canvas, start, ep, ok, added
+    for i, j in cKDTree(par[:, :3] * scale).query_pairs(MISSED_DISTANCE * sxy):
+        if drop[i] or drop[j]:
+            continue
+        if added[i]:
+            drop[i] = True
+        elif added[j]:
+            drop[j] = True
     for i in np.flatnonzero(drop):
         _paint_one(canvas, par[i], ball, -1.0)
     keep = ~drop
-    return par[keep], canvas, start[keep], ep[keep], ok[keep], added[keep]
+    return par[keep], start[keep], ep[keep], ok[keep], added[keep]
 
 
 def _ball_free(im, start, sz, sxy, ep, sub):
