@@ -112,6 +112,24 @@ def test_known_auc_and_standard_error_over_resampled_systems():
     assert np.mean(se_rows) < 0.6 * spread
 
 
+def test_short_film_resamples_single_frames_not_one_block():
+    """A film whose test frames fit in one bootstrap block (the shared bubble raft: 9 frames,
+    3 test frames at lag 1) got an SE of exactly 0 from resampling that one block; now
+    single frames are resampled (SE > 0, block_frames 1 in the report), and a single test
+    frame gives NaN."""
+    t = clustered_system(np.random.default_rng(3), T=12, events_per_group=2, duration=1)
+    soft = softness_baseline(t, 1, train_fraction=0.7)
+    te_frames = np.unique(t["frame"].to_numpy()[softness_test_rows(t, soft)])
+    assert 2 <= len(te_frames) <= 4
+    rep = score_against_softness(t, {"v": "value"}, soft=soft, block_frames=len(te_frames) + 1, n_boot=200)
+    assert rep.block_frames == 1 and rep.n_blocks == len(te_frames)
+    assert min(rep["v"].se, rep.softness.se, rep["v"].diff_se) > 1e-4   # one block: 1e-16
+    one = t[(t["frame"] < soft.split_frame) | (t["frame"] == te_frames[0])]
+    rep1 = score_against_softness(one, {"v": "value"}, soft=soft, n_boot=200)
+    assert rep1.n_blocks == 1 and np.isnan(rep1["v"].se) and np.isnan(rep1["v"].diff_se)
+    assert rep1["v"].se_rows > 0
+
+
 def _glass_case(b, n_frames, width, equilibration, margin=None):
     vid = b.glass_video(n_frames=n_frames, seed=1, width=width, height=width, equilibration=equilibration,
                         margin=margin)

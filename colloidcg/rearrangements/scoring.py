@@ -24,7 +24,9 @@ neighbour count, ...) is measured with:
   counts as two independent pieces, which understates the error: on constructed data
   with 3-frame events of correlated rows, blocks of 6 frames gave 0.68-0.76 of the true spread
   over resampled systems, blocks of 12 frames 0.93 (tests/test_rearrangement_scoring.py);
-  with few blocks (under about 10) the SE is itself uncertain by 1/sqrt(2 x blocks).
+  with few blocks (under about 10) the SE is itself uncertain by 1/sqrt(2 x blocks). Where
+  the test frames fit in one block (a short film), single frames are resampled instead
+  (the report's ``block_frames`` is then 1); with a single test frame the SE is NaN.
   Resampling events instead would leave out the negatives' correlation and needs an
   event for every positive row, which a value table need not carry. The row-wise
   Hanley-McNeil error is reported beside it (``se_rows``); with clustered positives it is
@@ -261,7 +263,8 @@ def score_against_softness(table: pd.DataFrame, values, lag: int | None = None, 
     fix_sign : bool or iterable of names
         Values (True: all) whose sign is fixed on the baseline's training rows.
     block_frames : int, optional
-        Bootstrap block length in frames (default max(2, 2 x lag)).
+        Bootstrap block length in frames (default max(2, 2 x lag)); 1 where the test
+        frames would fit in a single block.
     n_boot : int
         Bootstrap resamples (default 2000; the SE's own relative error is about 1/sqrt(2 n_boot)).
     seed : int
@@ -302,6 +305,13 @@ def score_against_softness(table: pd.DataFrame, values, lag: int | None = None, 
     te = np.flatnonzero(test)
     block = frame_blocks(frame[te], block_frames)
     n_blocks = int(block.max()) + 1
+    if n_blocks < 2 and block_frames > 1:
+        # a short film whose test frames fit in one block: resampling one block gives an SE
+        # of exactly 0, so resample single frames (consecutive frames share events, so this
+        # understates the error more; the report records the length used)
+        block_frames = 1
+        block = frame_blocks(frame[te], block_frames)
+        n_blocks = int(block.max()) + 1
     # one set of block resamples of the test rows, shared by every value (paired)
     counts = bootstrap_counts(n_blocks, n_boot, seed)
 
@@ -326,11 +336,14 @@ def score_against_softness(table: pd.DataFrame, values, lag: int | None = None, 
         b = boot(sign * v, ok)
         b_soft = soft_boot_all if ok.all() else boot(s_soft, ok)
         good = np.isfinite(b) & np.isfinite(b_soft)
-        return Score(name=name, auc=a, se=float(np.std(b[good], ddof=1)),
+
+        def spread(x):   # NaN, not 0, where a single test frame leaves nothing to resample
+            return float(np.std(x, ddof=1)) if n_blocks > 1 and len(x) > 1 else float("nan")
+        return Score(name=name, auc=a, se=spread(b[good]),
                      se_rows=hanley_mcneil_se(a, npos, n - npos), sign=float(sign), n_test=n,
                      n_test_pos=npos, coverage=n / len(te), softness_auc=a_soft,
-                     softness_se=float(np.std(b_soft[good], ddof=1)), diff=a - a_soft,
-                     diff_se=float(np.std((b - b_soft)[good], ddof=1)))
+                     softness_se=spread(b_soft[good]), diff=a - a_soft,
+                     diff_se=spread((b - b_soft)[good]))
 
     base = make("softness", s_soft, 1.0)
     scores = []
