@@ -23,6 +23,10 @@ frames", block-bootstrap standard errors over test frames):
 - ``glass-video``: the same system rendered as a fluorescence video, tracked with
   colloidcg.tracking.track, labelled from the tracked positions with the truth's lag,
   cutoff and threshold; localisation error and label agreement with the truth reported.
+- ``foam``: real data, the shared bubble raft (``../shared/data/foam``: 9 frames of a dense
+  raft of bubbles on an oscillating bath, trackpy-examples), tracked as cells, labelled by
+  the detector's defaults at lag 1; skipped with a message where the shared data is absent.
+  Its test rows are 3 frames: its standard errors resample single frames.
 - ``planted``: a soft-disk glass with shears planted at random places (no structural
   predictor can do well) and the labels of the tracked sample video against its truth.
 
@@ -409,6 +413,33 @@ def case_glass_video(vid, truth_case: dict, seeds, epochs: int, memories) -> dic
             "fix": {"size alone"}, "learn": (seeds, epochs, memories, False), "checks": checks}
 
 
+#: the shared data's real bubble raft (``foam`` case)
+FOAM = Path(__file__).resolve().parents[2] / "shared" / "data" / "foam"
+
+
+def case_foam(seeds, epochs: int, memories) -> dict | None:
+    """Real rearrangements: the shared bubble raft, segmented as cells
+    (:func:`colloidcg.tracking.track` with ``objects="cells"``), labels from
+    :func:`~colloidcg.rearrangements.detect` with its own cutoff and threshold at lag 1 (9
+    frames leave no room for more). None, with a message, where the shared data is absent."""
+    import trackpy
+
+    from colloidcg.io import open_video
+    from colloidcg.tracking import track
+
+    if not FOAM.is_dir():
+        print(f"foam: skipped, {FOAM} is absent (the shared data)", flush=True)
+        return None
+    trackpy.quiet()
+    tracks = track(open_video(FOAM), objects="cells", progress=False).tracks[["frame", "particle", "x", "y", "size"]]
+    res = detect(tracks, lag=1)
+    soft = softness_baseline(res.table, 1)
+    t = res.table
+    values = {"size alone": t["size"].to_numpy(float), "ceiling": structure_fit(t, soft, "size")}
+    return {"name": "foam", "tracks": tracks, "res": res, "soft": soft, "values": values,
+            "fix": {"size alone"}, "learn": (seeds, epochs, memories, False), "checks": label_check(res, soft)}
+
+
 def score_case(case: dict) -> dict:
     """Train the learned S (if asked) and score every value of ``case``; returns
     {"report": ScoreReport of the fixed values, "learned": {column: [ScoreReport per seed]}}."""
@@ -555,7 +586,7 @@ def print_tables(results: list[tuple[dict, dict]], memories) -> None:
               f"{_mean(ax, skey) if ax else '-'} | {_mean(ax, 'dS/dt') if ax else '-'} | {ceil} |")
     if main_mem:
         print(f"\n(S: s_memory {main_mem}; dS/dt of the models trained with the auxiliary loss; "
-              "ceiling: vacancy, each site's exposure to the vacancies' shears; glass, a class-balanced "
+              "ceiling: vacancy, each site's exposure to the vacancies' shears; glass and foam, a class-balanced "
               "logistic regression on the structure functions, coordination, Voronoi area, |psi6| and size)")
     for case, out in results:
         rep, learned = out["report"], out["learned"]
@@ -630,7 +661,7 @@ def planted_and_sample(quick: bool) -> None:
           f"{tp / max(tb.sum(), 1):.3f} | {tp / max(ta.sum(), 1):.3f} |")
 
 
-CASES = ("vacancy", "glass", "glass-video", "planted")
+CASES = ("vacancy", "glass", "glass-video", "foam", "planted")
 #: auxiliary-loss weights of the learned S (0: self-supervised), the models' range (px;
 #: None: selected from the data) and their number of entropic variables, set by
 #: --aux-weights, --cutoff and --n-s; how carried S books heat, set by --s-heat; whether
@@ -729,6 +760,10 @@ def main() -> None:
         if "glass-video" in cases:
             case = case_glass_video(vid, truth_case, *learn)
             case["cache_tag"] = truth_case["cache_tag"]
+            results.append((case, score_case(case)))
+    if "foam" in cases:
+        case = case_foam(*learn)
+        if case is not None:
             results.append((case, score_case(case)))
     if results:
         print_tables(results, memories)
