@@ -61,6 +61,8 @@ CASES = [
 ]
 
 SHAPE = (40, 112, 112)
+#: the sphere renderer's subvoxels per voxel and axis (its drawn balls are staircases of them)
+FINE = 2
 N_FRAMES = 3
 STEP = 0.3
 
@@ -132,7 +134,7 @@ def render_frame(kind: str, size, pos: np.ndarray, shape, rng, peak: float = 200
 
         _, s_xy, s_z, zstep = size
         radii = np.full(len(pos), float(np.max(size[0]))) if radii is None else radii
-        f = 2       # fine grid: f x f x f subvoxels per voxel
+        f = FINE    # fine grid: f x f x f subvoxels per voxel
         fine = np.zeros(tuple(n * f for n in shape), np.float32)
         zz, yy, xx = [np.arange(n * f) / f + (0.5 / f - 0.5) for n in shape]
         for (z, y, x), radius in zip(pos, radii):
