@@ -470,3 +470,50 @@ def test_batch_of_md_trajectories_on_real_dask_scheduler(dask_processes, tmp_pat
                  "--quiet"]) == 1
     s2 = pd.read_csv(out / "summary.csv").set_index(["video", "stage"])
     assert (s2.loc["melt/run.lammpstrj"].drop(index="rearrangements")["status"] == "unchanged").all()
+
+
+def test_batch_macro_stage_runs_on_request_resumes_and_keeps_its_result(tmp_path):
+    """The optional macro stage (issue 19): on request it learns the macroscopic SDE from
+    the video's tracks and trained model and runs an ensemble of it, with the [macro]
+    table's options; a rerun leaves it unchanged, a changed option redoes it alone, and a
+    failing redo (too few increments) keeps the previous result, marked stale."""
+    root = tmp_path / "root"
+    v = make_video(SynthConfig(n_frames=12, width=128, height=128, diameter=8.0, area_fraction=0.6, seed=7))
+    _tif(root / "run1" / "movie.tif", v.frames)
+    base = ("[train]\nepochs = 1\ncutoff = 2.0\nval_rollout_steps = 3\n[macro]\nfactor = 4\nsnapshots = 3\n"
+            "steps = 1\npatches = 4\nfits = 1\nfit_iterations = 20\nsimulate_steps = 5\n")
+    cfg = tmp_path / "cfg.toml"
+    cfg.write_text(base + "runs = 4\n")
+    out = tmp_path / "out"
+
+    def run():
+        run_batch(root, out, config=cfg, stages="track,train,macro", workers=1, progress=False)
+        return pd.read_csv(out / "summary.csv").set_index("stage")
+
+    s = run()
+    assert list(s.index) == ["track", "train", "macro"] and (s["status"] == "done").all(), s[["status", "error"]]
+    assert s.loc["macro", "macro_K"] == pytest.approx(4.0) and s.loc["macro", "macro_increments"] == 12
+    folder = out / "run1" / "movie.tif" / "macro"
+    table = pd.read_parquet(folder / "macro.parquet")
+    assert list(table.columns) == ["run", "step", "time", "psi6"] and len(table) == 4 * 6
+    assert np.isfinite(table["psi6"]).all() and table.groupby("step")["psi6"].std().iloc[-1] > 0
+    rep = json.loads((folder / "sde" / "report.json").read_text())
+    assert rep["factor"] == 4 and rep["init"] == str(out / "run1" / "movie.tif" / "track" / "tracks.parquet")
+    assert (folder / "macro.png").is_file() and (folder / "sde" / "sde.pt").is_file()
+    before = (folder / "macro.parquet").read_bytes()
+
+    assert (run()["status"] == "unchanged").all()
+    cfg.write_text(base + "runs = 3\n")
+    s = run()
+    assert list(s["status"]) == ["unchanged", "unchanged", "done"]
+    assert pd.read_parquet(folder / "macro.parquet")["run"].nunique() == 3
+    kept = (folder / "macro.parquet").read_bytes()
+    assert kept != before
+    cfg.write_text(base.replace("snapshots = 3", "snapshots = 1") + "runs = 3\n")
+    s = run()
+    assert s.loc["macro", "status"] == "stale" and "too few to fit an SDE" in s.loc["macro", "error"]
+    assert (folder / "macro.parquet").read_bytes() == kept
+
+    cfg.write_text(base + "runz = 4\n")
+    with pytest.raises(ColloidcgError, match="unknown key 'macro.runz'"):
+        run()

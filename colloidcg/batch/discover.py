@@ -43,7 +43,7 @@ TRAJECTORY_SUFFIXES = (".dump", ".lammpstrj", ".lammpsdump", ".gsd", ".xtc", ".t
                        ".h5md")
 #: TrainConfig fields the batch sets itself.
 TRAIN_RESERVED = {"progress", "checkpoint_dir"}
-TABLES = ("calibration", "track", "rearrangements", "train", "evaluate", "md")
+TABLES = ("calibration", "track", "rearrangements", "train", "evaluate", "md", "macro")
 
 
 @dataclass
@@ -110,8 +110,12 @@ def check_tables(path: Path, data: dict) -> dict:
             p.validate(len(d) if isinstance(d, tuple) else 2)
         except (ColloidcgError, TypeError, ValueError) as exc:
             raise ColloidcgError(f"{path}: [track] {exc}") from None
+    from .stages import MACRO_KEYS
+
+    macro = {k: (t if isinstance(t, tuple) else (t,)) + ((int,) if t is float else ())
+             for k, (_, _, t) in MACRO_KEYS.items()}
     for table, spec in (("rearrangements", REARRANGEMENT_KEYS), ("evaluate", EVALUATE_KEYS),
-                        ("md", MD_KEYS), ("train", None)):
+                        ("md", MD_KEYS), ("macro", macro), ("train", None)):
         if table not in data:
             continue
         spec = spec if spec is not None else _train_types()   # imports torch: only when needed

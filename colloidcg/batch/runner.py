@@ -26,7 +26,7 @@ from ..errors import ColloidcgError, ParameterError
 from ..outputs import (LOCK_NAME, TXN_PREFIX, OutputLock, _make_folder, atomic_write_json,
                        check_output_folder, recover, recover_tree)
 from .discover import VideoJob, discover
-from .stages import STAGES, Options, record_failure, run_stage, stage_dir
+from .stages import DEFAULT_STAGES, STAGES, Options, record_failure, run_stage, stage_dir
 
 BATCH_JSON = "batch.json"
 
@@ -87,6 +87,7 @@ STAGE_MODULES = {
     "train": ("torch", "colloidcg.train"),
     "evaluate": ("torch", "colloidcg.simulate", "colloidcg.evaluate"),
     "export": ("torch", "colloidcg.export"),
+    "macro": ("torch", "colloidcg.scaling", "colloidcg.cli.macro"),
 }
 
 
@@ -187,7 +188,7 @@ class _Cluster:
         self.close()
 
 
-def run_batch(root, out, *, config=None, stages=STAGES, workers: int | None = None,
+def run_batch(root, out, *, config=None, stages=DEFAULT_STAGES, workers: int | None = None,
               scheduler: str | None = None, threads: int | None = None, progress: bool = True,
               connect_timeout: float = 10.0, worker_timeout: float = 60.0,
               report: bool = True) -> BatchResult:
@@ -200,7 +201,8 @@ def run_batch(root, out, *, config=None, stages=STAGES, workers: int | None = No
         stages whose inputs and parameters are unchanged are skipped.
     config : a colloidcg.toml-format file applied to every video (under the nearest
         colloidcg.toml of each video).
-    stages : subset of :data:`STAGES` (always run in pipeline order).
+    stages : subset of :data:`STAGES` (always run in pipeline order; default the five of
+        :data:`DEFAULT_STAGES`, macro only when named).
     workers : worker processes of the embedded LocalCluster (default: CPU count, at most
         the number of videos); ignored with ``scheduler``.
     scheduler : address of a running Dask scheduler (e.g. "tcp://10.0.0.5:8786").

@@ -17,6 +17,9 @@ reported "stale", with the reason, in ``attempt.json`` beside its ``stage.json``
 - train: tracks (+ rearrangement labels when that stage is complete) -> the model folder
 - evaluate: model + tracks -> sim.parquet, metrics.json and model-versus-data plots
 - export: model (+ evaluate metrics when complete) -> bundle/
+- macro (optional, not run by default): model + tracks -> sde/ (``colloidcg macro train``:
+  upsampling, partial evolution, SDE fit, report and plots) and macro.parquet (+ .json,
+  .png: ``colloidcg macro simulate``), with the ``[macro]`` table's options (:data:`MACRO_KEYS`)
 """
 
 from __future__ import annotations
@@ -37,9 +40,11 @@ from ..outputs import Commit
 from . import hashing
 from .discover import VideoJob
 
-STAGES = ("track", "rearrangements", "train", "evaluate", "export")
+STAGES = ("track", "rearrangements", "train", "evaluate", "export", "macro")
+#: The stages a batch runs unless told otherwise (macro is asked for by name).
+DEFAULT_STAGES = STAGES[:5]
 REQUIRES = {"track": (), "rearrangements": ("track",), "train": ("track",),
-            "evaluate": ("track", "train"), "export": ("train",)}
+            "evaluate": ("track", "train"), "export": ("train",), "macro": ("track", "train")}
 #: Used when complete, not required.
 OPTIONAL = {"train": ("rearrangements",), "export": ("evaluate",)}
 
@@ -327,10 +332,84 @@ def _run_export(job, opts, ups, ctx, out: Path) -> dict:
     return {"bundle": f"{job.rel}/export/bundle"}
 
 
+# ----------------------------------------------------------------------------- macro
+#: The [macro] table: key -> (command, its flag, type). "train" keys go to ``colloidcg
+#: macro train`` (states upsampled from the video's tracks), "simulate" keys to ``colloidcg
+#: macro simulate`` (simulate_factor defaults to factor).
+MACRO_KEYS = {"factor": ("train", "--factor", int), "snapshots": ("train", "--snapshots", int),
+              "steps": ("train", "--steps", int), "patch": ("train", "--patch", float),
+              "buffer": ("train", "--buffer", float), "patches": ("train", "--patches", int),
+              "observables": ("train", "--observables", str), "n_closure": ("train", "--n-closure", int),
+              "lambda": ("train", "--lambda", (str, float, int)), "tiling": ("train", "--tiling", str),
+              "fits": ("train", "--fits", int), "fit_iterations": ("train", "--fit-iterations", int),
+              "seed": ("train", "--seed", int), "patch_curve": ("train", None, bool),
+              "simulate_factor": ("simulate", "--factor", float), "simulate_steps": ("simulate", "--steps", int),
+              "runs": ("simulate", "--runs", int)}
+#: What the batch's macro stage does where the [macro] table is silent: a 16x area, no
+#: patch-size curve (it triples the cost), 100 macro steps of 100 runs.
+MACRO_DEFAULTS = {"factor": 16, "patch_curve": False, "simulate_steps": 100, "runs": 100}
+
+
+def macro_argv(table: dict, model: str, tracks: str, out: Path) -> tuple[list[str], list[str]]:
+    """The ``colloidcg macro train`` and ``macro simulate`` command lines of a [macro]
+    table (values already checked against :data:`MACRO_KEYS`)."""
+    opts = {**MACRO_DEFAULTS, **table}
+    train = ["macro", "train", model, "--init", tracks, "-o", str(out / "sde")]
+    sim = ["macro", "simulate", str(out / "sde"), "-o", str(out / "macro.parquet")]
+    for key, value in opts.items():
+        command, flag, _ = MACRO_KEYS[key]
+        if key == "patch_curve":
+            train += [] if value else ["--no-patch-curve"]
+        elif command == "train":
+            train += [flag, str(value)]
+        else:
+            sim += [flag, str(value)]
+    if "simulate_factor" not in opts:
+        sim += ["--factor", str(opts["factor"])]
+    if "seed" in opts:
+        sim += ["--seed", str(opts["seed"])]
+    return train, sim
+
+
+def _plan_macro(job, opts, ups, ctx):
+    return ({"macro": job.config.get("macro", {})},
+            {"tracks": _out_hash(ups["track"], "tracks.parquet"), "model": _model_hash(ups["train"])})
+
+
+def _run_macro(job, opts, ups, ctx, out: Path) -> dict:
+    import contextlib
+    import io
+    import json
+
+    from ..cli import build_parser
+
+    tpath = stage_dir(opts, job, "track") / "tracks.parquet"
+    train, sim = macro_argv(job.config.get("macro", {}), str(stage_dir(opts, job, "train")), str(tpath), out)
+    parser = build_parser("macro")
+    said = io.StringIO()
+    for argv in (train, sim):
+        args = parser.parse_args(argv)
+        # the commands' one-line summaries and progress bars stay out of the worker's
+        # output; their warnings go to the summary
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(said):
+            args.func(args)
+    warnings = [ln.strip() for ln in said.getvalue().replace("\r", "\n").splitlines()
+                if ln.strip().startswith("warning:")]
+    rep = json.loads((out / "sde" / "report.json").read_text())
+    side = json.loads((out / "macro.json").read_text())
+    fit = rep.get("fit") or {}
+    return {"macro_variables": ",".join(rep.get("variables") or []), "macro_K": rep.get("n_patches_K"),
+            "macro_increments": rep.get("patches"), "macro_val_nll": fit.get("val_nll"),
+            "macro_runs_outside": (side.get("parameters") or {}).get("runs_outside_fitted_states"),
+            "macro_warnings": " ".join(warnings)}
+
+
 PLAN: dict[str, Callable] = {"track": _plan_track, "rearrangements": _plan_rearrangements,
-                             "train": _plan_train, "evaluate": _plan_evaluate, "export": _plan_export}
+                             "train": _plan_train, "evaluate": _plan_evaluate, "export": _plan_export,
+                             "macro": _plan_macro}
 RUN: dict[str, Callable] = {"track": _run_track, "rearrangements": _run_rearrangements,
-                            "train": _run_train, "evaluate": _run_evaluate, "export": _run_export}
+                            "train": _run_train, "evaluate": _run_evaluate, "export": _run_export,
+                            "macro": _run_macro}
 
 
 def _error_text(exc: BaseException) -> str:
@@ -383,7 +462,7 @@ def run_stage(job: VideoJob, stage: str, opts: Options, previous: Any = None) ->
                            "duration_s": 0.0, "computed_s": None, "numbers": {}}
     record: dict[str, Any] = {"stage": stage, "colloidcg_version": __version__,
                               "video": job.path, "video_rel": job.rel, "config_files": job.config_files}
-    if stage in ("train", "evaluate", "export"):
+    if stage in ("train", "evaluate", "export", "macro"):
         import torch
 
         torch.set_num_threads(int(opts.threads))

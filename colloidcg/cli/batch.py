@@ -25,8 +25,9 @@ def add_parser(subparsers) -> None:
                    help="configuration for every video (colloidcg.toml format); a colloidcg.toml "
                         "under ROOT overrides it key by key (default: none)")
     p.add_argument("--stages", default="track,rearrangements,train,evaluate,export",
-                   help="comma-separated stages to run (default: all: "
-                        "track,rearrangements,train,evaluate,export)")
+                   help="comma-separated stages to run (default: track,rearrangements,train,evaluate,"
+                        "export; add macro for the macroscopic SDE of large systems, options in the "
+                        "configuration's [macro] table)")
     p.add_argument("--workers", type=int, default=None,
                    help="worker processes of the embedded local cluster (default: CPU count, at "
                         "most the number of videos)")
