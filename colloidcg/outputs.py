@@ -239,6 +239,10 @@ def read_table(path: str | os.PathLike, required: Iterable[str] = ()) -> tuple[p
     recover(path.parent)   # finish a commit a killed writer left halfway
     if not path.exists():
         raise ColloidcgError(f"{path}: no such file (expected a .parquet table)")
+    if path.is_dir():   # an output folder given for its table (pandas would read it as a dataset)
+        inside = sorted(q.name for q in path.glob("*.parquet"))
+        hint = f"; it holds {', '.join(str(path / n) for n in inside)}" if inside else ""
+        raise ColloidcgError(f"{path}: a folder, expected a .parquet table{hint}")
     try:
         df = pd.read_parquet(path)
     except Exception as exc:  # pyarrow raises several unrelated types

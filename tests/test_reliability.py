@@ -526,3 +526,18 @@ def test_stale_cleared_when_input_is_good_again(stale_batch):
     assert set(third.rows["status"]) == {"unchanged"}, third.rows
     assert verified_status(out / "v.tif" / "track") == ("done", "")
     assert verified_status(out / "v.tif" / "rearrangements") == ("done", "")
+
+
+def test_output_folder_named_like_a_table_and_a_folder_given_for_a_table(tmp_path, capsys, tracked):
+    """`track VIDEO -o tracks.parquet` made a folder that later commands took for a table
+    (pandas read it as a dataset and failed on its JSON sidecar): now -o refuses a file
+    name, writing nothing, and a folder given where a table is expected names its tables."""
+    d, video, tracks, _ = tracked
+    for cmd in (["track", video, "--processes", "1", "--quiet"], ["rearrangements", tracks],
+                ["train", tracks, "--epochs", "1", "--quiet"]):
+        code, err = _cli(cmd + ["-o", tmp_path / "out.parquet"], capsys)
+        _one_line_error(code, err, "-o", "expected an output folder", str(tmp_path / "out"))
+        assert _entries(tmp_path) == []
+    code, err = _cli(["rearrangements", tracks.parent, "-o", tmp_path / "r"], capsys)
+    _one_line_error(code, err, "a folder, expected a .parquet table", str(tracks))
+    assert not (tmp_path / "r").exists()

@@ -32,6 +32,25 @@ def table_output(args: argparse.Namespace):
     return out
 
 
+#: Endings of the files colloidcg writes or reads: an output *folder* named like one of
+#: them is almost always a mistaken -o (``track video.avi -o tracks.parquet`` made a folder
+#: that later commands, and pandas, took for a table)
+FILE_SUFFIXES = (".parquet", ".json", ".csv", ".pt", ".npz", ".png", ".tif", ".tiff")
+
+
+def folder_output(args: argparse.Namespace):
+    """The -o path of :func:`add_output`, checked: a ParameterError when its name ends like
+    a file's (:data:`FILE_SUFFIXES`); the command's outputs go inside the folder."""
+    from pathlib import Path
+
+    from ..errors import ParameterError
+    out = Path(args.output)
+    if out.suffix.lower() in FILE_SUFFIXES:
+        raise ParameterError(f"-o: {out}: expected an output folder (the command writes its files inside it), "
+                             f"not a {out.suffix} file name; e.g. -o {out.with_suffix('')}")
+    return out
+
+
 def torch_device(dev: str) -> str:
     """``--device``: 'cpu', 'cuda' or 'cuda:N', and CUDA only where torch sees it
     (ParameterError otherwise)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import add_calibration, add_output, length
+from ._common import add_calibration, add_output, folder_output, length
 
 
 def add_parser(subparsers) -> None:
@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from ..evaluate import write_report
     from ..outputs import check_unique_rows, output_folder, read_table
 
-    out = Path(args.output)
+    out = folder_output(args)
     with output_folder(out, ["metrics.json"], args.overwrite) as tx:
         data, mdata = read_table(args.data, required=["frame", "particle", "x", "y"])
         sim, msim = read_table(args.sim, required=["frame", "particle", "x", "y"])

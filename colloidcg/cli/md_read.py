@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import add_output
+from ._common import add_output, folder_output
 
 _EPILOG = """\
 formats: LAMMPS text dumps (dump custom with id [mol] [type] [mass] and x y z [ix iy iz],
@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
                              f"{args.coarse_grain!r} is none of them")
     if args.stride < 1 or args.start < 0:
         raise ParameterError(f"--stride must be >= 1 and --start >= 0 (got {args.stride}, {args.start})")
-    out = Path(args.output)
+    out = folder_output(args)
     with output_folder(out, ["tracks.parquet", "tracks.json"], args.overwrite) as tx:
         df, side = read_md_tracks(args.trajectory, args.coarse_grain, args.types, format=args.format,
                                   topology=args.topology, units=args.units, timestep=args.timestep,

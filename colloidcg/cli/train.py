@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import re
 
-from ._common import add_calibration, add_output, config_default, config_help, length
+from ._common import add_calibration, add_output, folder_output, config_default, config_help, length
 
 
 #: TrainConfig options that are lengths (um, or with the px suffix).
@@ -107,7 +107,6 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import math
-    from pathlib import Path
 
     from ..errors import ParameterError
     from ..outputs import check_unique_rows, output_folder, read_table
@@ -116,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     from ._common import Length
     from ._common import length as parse_length
 
-    out = Path(args.output)
+    out = folder_output(args)
     loc = args.loc_noise
     if loc not in ("estimate", "none"):
         try:
