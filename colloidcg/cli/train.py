@@ -169,8 +169,10 @@ def run(args: argparse.Namespace) -> int:
     auc = report.get("rearrangement_auc", {})
     msg = (f"trained {report['epochs_run']} epochs (best {report['best_epoch']}, validation MSD error "
            f"{report['best_val_score']:.3g}); model in {out}")
-    if auc.get("S") is not None:
+    if auc.get("S") is not None and math.isfinite(auc["S"]):
         msg += f"; rearrangement ROC AUC of S: {auc['S']:.3f}"
+    elif auc.get("n"):   # e.g. a short film: no rearranging row within the horizon there
+        msg += "; rearrangement ROC AUC of S: undefined (the validation frames hold one class)"
     cs = report.get("carried_s_auc", {})
     if "S0" in cs:
         msg += (f"; carried S on the softness test rows: {cs['S0']['auc']:.3f} (softness "
