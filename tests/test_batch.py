@@ -500,6 +500,8 @@ def test_batch_macro_stage_runs_on_request_resumes_and_keeps_its_result(tmp_path
     rep = json.loads((folder / "sde" / "report.json").read_text())
     assert rep["factor"] == 4 and rep["init"] == str(out / "run1" / "movie.tif" / "track" / "tracks.parquet")
     assert (folder / "macro.png").is_file() and (folder / "sde" / "sde.pt").is_file()
+    page = (out / "report.html").read_text()
+    assert "Macroscopic SDE: ensemble against time" in page and "patch increments" in page
     before = (folder / "macro.parquet").read_bytes()
 
     assert (run()["status"] == "unchanged").all()

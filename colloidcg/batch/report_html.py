@@ -1,6 +1,7 @@
 """OUT/report.html: one self-contained page (images as base64 data URIs, no server, no
-network) with, per video: particle count, D, MSD and g(r), the D2min map, and the
-model-versus-data metrics and plots."""
+network) with, per video: particle count, D, MSD and g(r), the D2min map, the
+model-versus-data metrics and plots, and the macroscopic SDE's ensemble when the optional
+macro stage ran."""
 
 from __future__ import annotations
 
@@ -26,6 +27,8 @@ PICTURES_MEASURED = [
     ("rearrangements", "d2min.png", "D2min map (busiest frame; red: rearranging)"),
     ("train", "loss.png", "Training loss"),
 ]
+#: (stage, file, caption) of the pictures shown after the model-versus-data plots.
+PICTURES_AFTER = [("macro", "macro.png", "Macroscopic SDE: ensemble against time (the optional macro stage)")]
 
 
 def pictures() -> list[tuple[str, str, str]]:
@@ -34,7 +37,7 @@ def pictures() -> list[tuple[str, str, str]]:
     from ..evaluate import STATISTICS
 
     return PICTURES_MEASURED + [("evaluate", f"{name}.png", f"{stat.label}: model vs data")
-                                for name, stat in STATISTICS.items() if not stat.scalar and stat.plot]
+                                for name, stat in STATISTICS.items() if not stat.scalar and stat.plot] + PICTURES_AFTER
 
 
 def metric_rows() -> list[tuple[str, str]]:
@@ -127,6 +130,13 @@ def _video_section(out: Path, job: VideoJob, rows: pd.DataFrame, idx: int) -> st
         numbers += [("training epochs", n.get("epochs_run")),
                     ("validation MSD error", n.get("best_val_score")),
                     ("ROC AUC of S for rearrangements", n.get("rearrangement_auc_S"))]
+    mrec = _completed(out / rel / "macro")
+    if mrec:
+        n = mrec.get("numbers") or {}
+        numbers += [("macroscopic SDE: variables", n.get("macro_variables")),
+                    ("macroscopic SDE: patches per system K", n.get("macro_K")),
+                    ("macroscopic SDE: patch increments", n.get("macro_increments")),
+                    ("macroscopic SDE: runs outside the fitted states", n.get("macro_runs_outside"))]
     if numbers:
         parts.append('<table class="numbers">' + "".join(
             f"<tr><th>{html.escape(k)}</th><td>{_fmt(v)}</td></tr>" for k, v in numbers) + "</table>")
