@@ -306,6 +306,34 @@ def test_carried_window_starts_from_S_carried_since_entry_and_aux_gradient_reach
         TrainConfig(s_start="frame").validate()
 
 
+def test_multistep_window_of_a_carried_transition_starts_from_the_carried_S():
+    """With carried S (``s_start`` entry) and ``multistep`` > 1, the K-step term of a
+    transition starts from the S carried since each particle's entry frame, as its carried
+    one-step window does; it used to encode S afresh at the window's first frame."""
+    from colloidcg.core.loss import multistep_nll
+    from colloidcg.train.carried import CarriedStart
+    from colloidcg.train.objective import LossOptions, window_nll
+    from colloidcg.train.sampler import make_window
+
+    traj = from_tracks(langevin(n=30, frames=12, L=12.0))
+    model = build_model(traj, TrainConfig(n_pair=0).validate(), 3.0)
+    with torch.no_grad():                                  # dS/dt that moves S measurably
+        for prm in model.pairfn.coef.parameters():
+            prm.add_(0.3 * torch.randn(prm.shape, generator=torch.Generator().manual_seed(2), dtype=prm.dtype))
+    start = CarriedStart(traj, 0.004)
+    t = 6
+    w = make_window(traj, t, 3, 3.0)
+    opts = LossOptions(dt=traj.dt, loc_var=0.004, carry=start)
+    got = window_nll(model, w, opts, frame=t)
+    S_t = carry_along(model, traj, 0.004).S[t, w.index]
+    valid = w.interior.unsqueeze(0).expand(w.steps, -1)
+    want = multistep_nll(model, w.r, w.v, S_t, valid, w.pairs, traj.dt, None, loc_var=0.004,
+                         prescribed=~w.interior, size=w.size)
+    assert float(got) == pytest.approx(float(want), rel=1e-12)
+    encoded = window_nll(model, w, LossOptions(dt=traj.dt, loc_var=0.004))
+    assert abs(float(encoded) - float(got)) > 1e-6 * abs(float(got))
+
+
 def _vacancy_exposure(nx=14, n_vac=10, seed=0):
     """(n,) each remaining site's exposure in :func:`_vacancy_tracks` (same arguments): the
     summed shear amplitude (px) its vacancies give it, the structural truth of that system."""

@@ -105,9 +105,15 @@ class TransitionTerms(NamedTuple):
     aux: torch.Tensor | None
 
 
-def window_nll(model: MetriplecticModel, w: Window, opts: LossOptions) -> torch.Tensor:
-    """K-step NLL of a window (scored particles; the rest prescribed from the data)."""
-    S0 = model.initial_S(w.r[0], w.pairs_S, opts.box)
+def window_nll(model: MetriplecticModel, w: Window, opts: LossOptions, frame: int | None = None) -> torch.Tensor:
+    """K-step NLL of a window (scored particles; the rest prescribed from the data). Its S
+    at the first frame is encoded there, or, when training carries S from each particle's
+    entry (``opts.carry``) and the window's ``frame`` is given, the carried S: the same
+    start as the carried one-step windows."""
+    if opts.carry is not None and frame is not None:
+        S0 = opts.carry.start_S(model, frame, w.index)
+    else:
+        S0 = model.initial_S(w.r[0], w.pairs_S, opts.box)
     valid = w.interior.unsqueeze(0).expand(w.steps, -1)
     return multistep_nll(model, w.r, w.v, S0, valid, w.pairs, opts.dt, opts.box,
                          loc_var=opts.loc_var, prescribed=~w.interior, size=w.size)
@@ -123,7 +129,7 @@ def transition_terms(model: MetriplecticModel, tr: Transition, opts: LossOptions
     if tr.carried is not None:
         nll, aux = carried_window_terms(model, tr.carried, opts.dt, opts.box, opts.loc_var, opts.aux,
                                         opts.carry, opts.s_heat)
-        ms = window_nll(model, tr.window, opts) if tr.window is not None else None
+        ms = window_nll(model, tr.window, opts, tr.frame) if tr.window is not None else None
         return TransitionTerms(nll, ms, aux)
     S = model.initial_S(tr.r, tr.pairs, opts.box, tr.shear)
     nll, _ = transition_nll(model, State(tr.r, tr.v, S, tr.size), tr.v_next, tr.valid, tr.pairs, opts.dt,
