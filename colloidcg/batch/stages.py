@@ -390,7 +390,9 @@ def _run_macro(job, opts, ups, ctx, out: Path) -> dict:
     for argv in (train, sim):
         args = parser.parse_args(argv)
         # the commands' one-line summaries and progress bars stay out of the worker's
-        # output; their warnings go to the summary
+        # output; their warnings go to the summary (the redirection is process-wide: a
+        # local cluster runs one task per worker process; on an external scheduler's
+        # multi-threaded worker, other tasks' stderr is held here while this stage runs)
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(said):
             args.func(args)
     warnings = [ln.strip() for ln in said.getvalue().replace("\r", "\n").splitlines()
