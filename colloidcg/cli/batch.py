@@ -24,10 +24,12 @@ def add_parser(subparsers) -> None:
     p.add_argument("--config", metavar="CFG.toml", default=None,
                    help="configuration for every video (colloidcg.toml format); a colloidcg.toml "
                         "under ROOT overrides it key by key (default: none)")
-    p.add_argument("--stages", default="track,rearrangements,train,evaluate,export",
-                   help="comma-separated stages to run (default: track,rearrangements,train,evaluate,"
-                        "export; add macro for the macroscopic SDE of large systems, options in the "
-                        "configuration's [macro] table)")
+    from ..batch.stages import DEFAULT_STAGES
+
+    default = ",".join(DEFAULT_STAGES)
+    p.add_argument("--stages", default=default,
+                   help=f"comma-separated stages to run (default: {default}; add macro for the "
+                        "macroscopic SDE of large systems, options in the configuration's [macro] table)")
     p.add_argument("--workers", type=int, default=None,
                    help="worker processes of the embedded local cluster (default: CPU count, at "
                         "most the number of videos)")

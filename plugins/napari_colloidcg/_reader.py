@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from colloidcg.batch.stages import STAGES   # the batch's stage folders
 from colloidcg.io.readers import file_extensions
 
 
@@ -138,8 +139,6 @@ def napari_get_reader(path) -> Callable | None:
 
 
 # ---------------------------------------------------------------- results read back in
-#: File and folder names of colloidcg's outputs (``colloidcg batch`` stage folders).
-STAGES = ("track", "rearrangements", "train", "evaluate", "export")
 
 
 def _sidecar_scale(meta: dict, ndim: int) -> dict:
