@@ -483,8 +483,9 @@ run {steps}
     return dump
 
 
-def case_lammps_glass(seeds, epochs: int, memories) -> dict | None:
-    """The ``lammps-glass`` case (module docstring); None, with a message, without LAMMPS."""
+def case_lammps_glass(seeds, epochs: int, memories, lammps_seed: int = 11) -> dict | None:
+    """The ``lammps-glass`` case (module docstring) with the LAMMPS seed ``lammps_seed``;
+    None, with a message, without LAMMPS."""
     import tempfile
 
     from colloidcg.md import read_md_tracks
@@ -496,7 +497,7 @@ def case_lammps_glass(seeds, epochs: int, memories) -> dict | None:
         return None
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        tracks, _ = read_md_tracks(ka_glass_2d(Path(tmp)), "none", None)
+        tracks, _ = read_md_tracks(ka_glass_2d(Path(tmp), seed=lammps_seed), "none", None)
     print(f"lammps-glass: {KA_N} particles, {KA_FRAMES} frames simulated in {time.perf_counter() - t0:.0f} s",
           flush=True)
     L = (KA_N / 1.2) ** 0.5 * KA_SCALE
@@ -509,7 +510,8 @@ def case_lammps_glass(seeds, epochs: int, memories) -> dict | None:
     tab = res.table
     values = {"size alone": tab["diameter"].to_numpy(float), "ceiling": structure_fit(tab, soft, "diameter")}
     return {"name": "lammps-glass", "tracks": t, "res": res, "soft": soft, "values": values,
-            "fix": {"size alone"}, "learn": (seeds, epochs, memories, False), "checks": label_check(res, soft)}
+            "fix": {"size alone"}, "learn": (seeds, epochs, memories, False), "checks": label_check(res, soft),
+            **({} if lammps_seed == 11 else {"cache_tag": f"_ls{lammps_seed}"})}
 
 
 #: the shared data's real bubble raft (``foam`` case)
@@ -819,6 +821,8 @@ def main() -> None:
                          "run with the same case and settings (default: none)")
     ap.add_argument("--glass-frames", type=int, default=300, help="frames of the glass (default 300)")
     ap.add_argument("--glass-seed", type=int, default=1, help="seed of the glass simulation (default 1)")
+    ap.add_argument("--lammps-seed", type=int, default=11,
+                    help="seed of the LAMMPS glass (placement and thermostats; default 11)")
     args = ap.parse_args()
     cases = CASES if args.case == "all" else tuple(c.strip() for c in args.case.split(","))
     bad = [c for c in cases if c not in CASES]
@@ -870,7 +874,7 @@ def main() -> None:
             case["cache_tag"] = truth_case["cache_tag"]
             results.append((case, score_case(case)))
     if "lammps-glass" in cases:
-        case = case_lammps_glass(*learn)
+        case = case_lammps_glass(*learn, lammps_seed=args.lammps_seed)
         if case is not None:
             results.append((case, score_case(case)))
     if "foam" in cases:

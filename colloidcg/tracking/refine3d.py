@@ -658,6 +658,8 @@ def fit_spots_3d(img: np.ndarray, z: np.ndarray, y: np.ndarray, x: np.ndarray,
     added = np.zeros(n, np.bool_)
     if n:
         if add_missed:
+            if use_ball and EARLY_POPULATIONS:
+                _radius_populations(im, canvas, par, start, ep, ok)
             par, canvas, start, ep, ok, added = _add_missed(im, canvas, par, start, ep, ok, use_ball)
         if use_ball and _radius_populations(im, canvas, par, start, ep, ok):
             par, start, ep, ok, added = _split_along_z(im, canvas, par, start, ep, ok, added)
@@ -863,6 +865,7 @@ def _unit_light(par, ok, ball):
 
 #: Sweeps with each ball's radius free, whose radii are then grouped into populations.
 RADIUS_SWEEPS = 2
+EARLY_POPULATIONS = True
 
 
 def _radius_populations(im, canvas, par, start, ep, ok):
@@ -884,7 +887,43 @@ def _radius_populations(im, canvas, par, start, ep, ok):
     par[:, 5] = radii[labels]
     par[tok, :4] = trial[tok, :4]
     _paint_all(canvas, par, True)
+    for i in np.flatnonzero(~tok):
+        _choose_radius(im, canvas, par, start, ep, ok, i, radii)
     return True
+
+
+#: Sweeps of a ball whose radius fit failed, tried with each population's radius
+#: (_choose_radius).
+CHOICE_SWEEPS = 2
+
+
+def _choose_radius(im, canvas, par, start, ep, ok, i, radii):
+    """Ball i, whose radius-free fit failed, gets the population radius among ``radii``
+    whose fit (CHOICE_SWEEPS sweeps of ball i alone, its neighbours held) leaves the least
+    squared residual over its box (par, canvas, ep and ok updated in place). Before, such
+    a ball joined the most common population: a large sphere of a mixture imaged through
+    a computed confocal PSF then got the small radius, and its centre was off by 0.3-0.6
+    voxel."""
+    shape = np.array(im.shape)
+    reach = _light_reach(par, True)
+    lo = np.clip(np.floor(par[i, :3]).astype(int) - reach, 0, shape)
+    hi = np.clip(np.ceil(par[i, :3]).astype(int) + reach + 1, 0, shape)
+    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    saved_canvas, saved_row = canvas[box].copy(), par[i].copy()
+    saved_ep, saved_ok = ep[i].copy(), ok[i]
+    best = None
+    for R in radii:
+        canvas[box] = saved_canvas
+        _paint_one(canvas, saved_row, True, -1.0)
+        par[i] = saved_row
+        par[i, 5] = R
+        _paint_one(canvas, par[i], True, 1.0)
+        _sweeps(im, canvas, par, start, CHOICE_SWEEPS, False, False, ep, ok, np.array([i], np.int64), True)
+        rss = float(np.sum((im[box] - canvas[box] - par[i, 4]) ** 2))
+        if best is None or rss < best[0]:
+            best = (rss, par[i].copy(), canvas[box].copy(), ep[i].copy(), ok[i])
+        ep[i], ok[i] = saved_ep, saved_ok
+    _, par[i], canvas[box], ep[i], ok[i] = best
 
 
 #: Sweeps of the two small balls and their neighbours in a split test (_split_along_z).
