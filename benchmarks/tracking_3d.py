@@ -124,6 +124,26 @@ def positions_mixture(rng, shape, radii, zstep, spacing, tries=40000) -> tuple[n
     return cand[kept] / scale, rad[kept]
 
 
+def draw_dye(pos: np.ndarray, radii: np.ndarray, shape, zstep: float, f: int) -> np.ndarray:
+    """Uniformly dyed spheres at ``pos`` (N, 3) voxels, of ``radii`` (N,) px, on a grid of
+    f x f x f subvoxels per voxel (float32, shape ``shape`` x f): 1 in each subvoxel whose
+    centre lies inside a sphere (z voxels are ``zstep`` px long)."""
+    fine = np.zeros(tuple(n * f for n in shape), np.float32)
+    zz, yy, xx = [np.arange(n * f) / f + (0.5 / f - 0.5) for n in shape]
+    for (z, y, x), radius in zip(pos, radii):
+        rz = int(math.ceil(radius / zstep)) + 1
+        rr = int(math.ceil(radius)) + 1
+        sl = []
+        for c, r, n in ((z, rz, shape[0]), (y, rr, shape[1]), (x, rr, shape[2])):
+            lo, hi = max(0, int(math.floor(c - r))), min(n, int(math.ceil(c + r)) + 1)
+            sl.append(slice(lo * f, hi * f))
+        dz = (zz[sl[0]] - z)[:, None, None] * zstep
+        dy = (yy[sl[1]] - y)[None, :, None]
+        dx = (xx[sl[2]] - x)[None, None, :]
+        fine[tuple(sl)] += (dz ** 2 + dy ** 2 + dx ** 2 <= radius ** 2)
+    return fine
+
+
 def render_frame(kind: str, size, pos: np.ndarray, shape, rng, peak: float = 200.0,
                  radii: np.ndarray | None = None) -> np.ndarray:
     """One 8-bit volume (Z, Y, X) of the particles at ``pos`` (N, 3), their light
@@ -135,19 +155,7 @@ def render_frame(kind: str, size, pos: np.ndarray, shape, rng, peak: float = 200
         _, s_xy, s_z, zstep = size
         radii = np.full(len(pos), float(np.max(size[0]))) if radii is None else radii
         f = FINE    # fine grid: f x f x f subvoxels per voxel
-        fine = np.zeros(tuple(n * f for n in shape), np.float32)
-        zz, yy, xx = [np.arange(n * f) / f + (0.5 / f - 0.5) for n in shape]
-        for (z, y, x), radius in zip(pos, radii):
-            rz = int(math.ceil(radius / zstep)) + 1
-            rr = int(math.ceil(radius)) + 1
-            sl = []
-            for c, r, n in ((z, rz, shape[0]), (y, rr, shape[1]), (x, rr, shape[2])):
-                lo, hi = max(0, int(math.floor(c - r))), min(n, int(math.ceil(c + r)) + 1)
-                sl.append(slice(lo * f, hi * f))
-            dz = (zz[sl[0]] - z)[:, None, None] * zstep
-            dy = (yy[sl[1]] - y)[None, :, None]
-            dx = (xx[sl[2]] - x)[None, None, :]
-            fine[tuple(sl)] += (dz ** 2 + dy ** 2 + dx ** 2 <= radius ** 2)
+        fine = draw_dye(pos, radii, shape, zstep, f)
         fine = gaussian_filter(fine, (s_z / zstep * f, s_xy * f, s_xy * f), mode="constant")
         vol = fine.reshape(shape[0], f, shape[1], f, shape[2], f).mean(axis=(1, 3, 5))
         light = 20.0 + peak * vol / max(float(vol.max()), 1e-12)

@@ -108,22 +108,11 @@ def render(c: Condition, seed: int, shape=(32, 96, 96), n_frames: int = 3):
     pos, radii = bench.positions_mixture(rng, shape, radii_px, zstep, c.spacing)
     kernel = confocal_psf(o, o.dz / FINE, o.dxy / FINE)
     f = FINE
-    zz, yy, xx = [np.arange(n * f) / f + (0.5 / f - 0.5) for n in shape]
     frames, rows = [], []
     for t in range(n_frames):
         if t:
             pos = bench.hard_sphere_steps(pos, rng.normal(0, 0.3, pos.shape), radii, zstep)
-        dye = np.zeros(tuple(n * f for n in shape), np.float32)
-        for (z, y, x), r in zip(pos, radii):
-            rz, rr = int(math.ceil(r / zstep)) + 1, int(math.ceil(r)) + 1
-            sl = []
-            for cc, h, n in ((z, rz, shape[0]), (y, rr, shape[1]), (x, rr, shape[2])):
-                lo, hi = max(0, int(math.floor(cc - h))), min(n, int(math.ceil(cc + h)) + 1)
-                sl.append(slice(lo * f, hi * f))
-            dz = (zz[sl[0]] - z)[:, None, None] * zstep
-            dy = (yy[sl[1]] - y)[None, :, None]
-            dx = (xx[sl[2]] - x)[None, None, :]
-            dye[tuple(sl)] += (dz ** 2 + dy ** 2 + dx ** 2 <= r ** 2)
+        dye = bench.draw_dye(pos, radii, shape, zstep, f)
         light = fftconvolve(dye, kernel.astype(np.float32), mode="same")
         vol = light.reshape(shape[0], f, shape[1], f, shape[2], f).mean(axis=(1, 3, 5))
         if t == 0:
