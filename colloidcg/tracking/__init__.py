@@ -719,4 +719,5 @@ def _assess(tracks: pd.DataFrame, p: TrackParams, frames: range, video, first: n
     return assess(tracks, diameter=d, search_range=float(p.search_range), n_frames=len(frames),
                   noise=noise_level(np.asarray(first, np.float32)), frames=sample,
                   frame_numbers=numbers if first.ndim == 2 and "z" not in tracks else None,
-                  origin=origin, contrast_ambiguity=ambiguity, covariances=covariances)
+                  origin=origin, contrast_ambiguity=ambiguity, covariances=covariances,
+                  first_frame=frames.start)

@@ -31,6 +31,11 @@ The signs, and the thresholds (warning / unreliable) at which they count:
   reported ``ep``: > 2.5 (warning only). Over the 2D conditions benchmark it lies in
   0.51-1.65 (the motion's own step correlations bias it); dyed spheres near contact in
   3D stacks gave 6.6, where ``ep`` was 3-6 times too small (neighbours' misfit light).
+- ``count_range``: detections per frame, each a running median over a tenth of the video
+  (at least 3 frames), least over most: < 0.5 (warning only; videos of 10 frames or more
+  with at least 20 detections in the busiest stretch). Particles that fade
+  (photobleaching) drop below the minmass estimated on the first frames; particles that
+  leave the field or the focus do the same honestly, so it is a warning, not a verdict.
 - ``noise_share``: share of the mean squared step that is localisation noise,
   2 sigma^2 / <dx^2> per axis, with sigma^2 from the anticorrelation of successive
   steps (:func:`localisation_noise`): > 0.8 (warning only: stuck particles are
@@ -61,6 +66,7 @@ THRESHOLDS: dict[str, tuple[float, float, str]] = {
     "noise_share": (0.8, math.inf, "high"),
     "contrast_ambiguity": (0.8, math.inf, "high"),
     "ep_tracks_ratio": (2.5, math.inf, "high"),
+    "count_range": (0.5, -math.inf, "low"),
 }
 
 MESSAGES = {
@@ -83,6 +89,10 @@ MESSAGES = {
     "ep_tracks_ratio": "the tracks' own localisation noise is {v:.2g} times the median reported "
                        "ep: ep underestimates the position errors here (crowded or misfit "
                        "spots); take the noise from the tracks (metrics.localisation_noise_px)",
+    "count_range": "detections per frame change over the video (the fewest {v:.0%} of the most, in "
+                   "running medians): particles fade (photobleaching: the minmass estimated on the "
+                   "first frames then drops them; give a lower --minmass) or leave the field or the "
+                   "focus; see metrics.detections_per_frame",
 }
 
 STATUSES = ("ok", "warning", "unreliable")
@@ -262,6 +272,25 @@ def calibrate_ep(tracks: pd.DataFrame, max_rel_error: float = 0.4,
     return math.sqrt(var) / typical, "tracks"
 
 
+def count_range(frame: np.ndarray, n_frames: int, first_frame: int | None = None,
+                min_frames: int = 10, min_count: int = 20) -> tuple[float | None, list | None]:
+    """(least over most of the running-median detections per frame, [first, least, most]
+    of those medians): each frame's count of rows in ``frame`` (frame numbers of the
+    detections; frames with none count 0), a running median over max(3, n_frames // 10)
+    frames. (None, None) for fewer than ``min_frames`` frames or fewer than ``min_count``
+    detections in the busiest stretch, where counting noise decides."""
+    if n_frames < min_frames or len(frame) == 0:
+        return None, None
+    start = int(np.min(frame)) if first_frame is None else int(first_frame)
+    counts = np.bincount(np.asarray(frame, np.int64) - start, minlength=n_frames)[:n_frames]
+    w = max(3, n_frames // 10)
+    runs = np.array([np.median(counts[i:i + w]) for i in range(n_frames - w + 1)])
+    most = float(runs.max())
+    if most < min_count:
+        return None, None
+    return float(runs.min() / most), [float(runs[0]), float(runs.min()), most]
+
+
 def _grade(name: str, value) -> int:
     if value is None or not np.isfinite(value):
         return 0
@@ -274,7 +303,8 @@ def assess(tracks: pd.DataFrame, *, diameter: float, search_range: float, n_fram
            noise: float, frames: Sequence[np.ndarray] | None = None,
            frame_numbers: Sequence[int] | None = None, origin: tuple[float, float] = (0, 0),
            contrast_ambiguity: float | None = None,
-           covariances: dict[int, float] | None = None) -> Quality:
+           covariances: dict[int, float] | None = None,
+           first_frame: int | None = None) -> Quality:
     """Judge tracks from measurable signs (see the module docstring).
 
     Parameters
@@ -302,6 +332,9 @@ def assess(tracks: pd.DataFrame, *, diameter: float, search_range: float, n_fram
         the contrast was estimated.
     covariances : dict, optional
         :func:`step_covariances` of ``tracks``, if already computed.
+    first_frame : int, optional
+        The first tracked frame's number (the tracked frames are first_frame ...
+        first_frame + n_frames - 1); default: the smallest frame in ``tracks``.
     """
     from ..neighbours import nearest
 
@@ -352,6 +385,7 @@ def assess(tracks: pd.DataFrame, *, diameter: float, search_range: float, n_fram
         m["ep_tracks_ratio"], m["ep_tracks_check"] = (scale if how == "tracks" else None), how
 
     m["contrast_ambiguity"] = contrast_ambiguity
+    m["count_range"], m["detections_per_frame"] = count_range(frame, n_frames, first_frame)
     grades = {k: _grade(k, m[k]) for k in THRESHOLDS}
     # noise to noise: steps all noise *and* frames unrelated
     if grades["noise_share"] and m["frame_correlation"] is not None \
