@@ -68,7 +68,7 @@ def fake_formats():
     finally:
         for s in specs:
             unregister_backend(s.name)
-    assert [s.name for s in backends()] == ["tiff", "movie", "image folder", "cine"]
+    assert [s.name for s in backends()] == ["tiff", "movie", "image folder", "cine", "mraw"]
 
 
 def _fakevid(path: Path, n: int = 4) -> np.ndarray:
@@ -81,7 +81,7 @@ def _fakevid(path: Path, n: int = 4) -> np.ndarray:
 # ---------------------------------------------------------------- the table as shipped
 def test_builtin_table_and_derived_names():
     names = [s.name for s in backends()]
-    assert names == ["tiff", "movie", "image folder", "cine"]
+    assert names == ["tiff", "movie", "image folder", "cine", "mraw"]
     for s in backends():
         assert s.reader.kind == s.name          # what VideoMeta.format reports
         assert s.layout in ("file", "folder") and s.description
@@ -90,7 +90,8 @@ def test_builtin_table_and_derived_names():
     assert readers.MOVIE_EXTS == backend_spec("movie").extensions
     assert readers.CINE_EXTS == backend_spec("cine").extensions == (".cine",)
     assert readers.FRAME_EXTS == backend_spec("image folder").extensions
-    assert readers.file_extensions() == readers.TIFF_EXTS + readers.MOVIE_EXTS + readers.CINE_EXTS
+    assert readers.file_extensions() == (readers.TIFF_EXTS + readers.MOVIE_EXTS + readers.CINE_EXTS
+                                         + backend_spec("mraw").extensions)
     assert readers.backend_for(Path("x.MP4")) is readers.MovieBackend
 
 
@@ -140,7 +141,7 @@ def test_register_refuses_bad_entries():
         register_backend(BackendSpec("odd", NpyVideoBackend, (".odd",), "stream", "x"))
     with pytest.raises(ValueError, match="lower-case"):
         register_backend(BackendSpec("odd", NpyVideoBackend, (".ODD",), "file", "x"))
-    assert [s.name for s in backends()] == ["tiff", "movie", "image folder", "cine"]
+    assert [s.name for s in backends()] == ["tiff", "movie", "image folder", "cine", "mraw"]
 
 
 # ---------------------------------------------------------------- a registered format is picked up
@@ -173,7 +174,7 @@ def test_registered_format_is_opened_discovered_and_described(tmp_path, fake_for
     assert ".fakevid" in helptext and "npy video" in helptext and "a test folder format" in helptext
 
     (tmp_path / "nope.gif").write_bytes(b"GIF89a")
-    with pytest.raises(VideoError, match=r"nope.gif: unsupported video format .*\.cine, \.fakevid"):
+    with pytest.raises(VideoError, match=r"nope.gif: unsupported video format .*\.cine, .*\.fakevid"):
         open_video(tmp_path / "nope.gif")
 
 

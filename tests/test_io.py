@@ -490,3 +490,66 @@ def test_channel_labelled_stack_is_tracked_and_batched_as_a_video(tmp_path):
     assert find_videos(tmp_path) == [path]
     res = track(open_video(path), progress=False, processes=1, min_length=1)
     assert res.tracks["frame"].nunique() == 12
+
+
+# ---------------------------------------------------------------- Photron .cih / .mraw
+@pytest.mark.parametrize("bits", [8, 16])
+def test_photron_mraw_written_by_pymraw(tmp_path, bits):
+    """A Photron recording written by pyMRAW (header .cih, frames in the .mraw beside it):
+    every frame read exactly, lazily, frame rate from the header; pickles by path."""
+    pyMRAW = pytest.importorskip("pyMRAW")
+    top = 255 if bits == 8 else 4095
+    data = np.random.default_rng(bits).integers(0, top, (7, 24, 40)).astype(np.uint8 if bits == 8 else np.uint16)
+    _, cih = pyMRAW.save_mraw(data, str(tmp_path / "run.cih"), bit_depth=bits,
+                              info_dict={"Record Rate(fps)": 20000})
+    v = open_video(cih)
+    assert v.meta.format == "mraw" and len(v) == 7 and v.meta.frame_shape == (24, 40)
+    assert v.meta.dtype == data.dtype and v.meta.fps == 20000 and v.meta.sources["fps"] == "file"
+    for i in (6, 0, 3):
+        np.testing.assert_array_equal(v[i], data[i])
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(v))[5], data[5])
+
+
+def _pack12(frames: np.ndarray) -> bytes:
+    """12-bit packing as Photron writes it: two pixels in three bytes, high bits first."""
+    flat = frames.astype(np.uint16).ravel()
+    a, b = flat[0::2], flat[1::2]
+    out = np.empty((len(a), 3), np.uint8)
+    out[:, 0] = a >> 4
+    out[:, 1] = ((a & 0xF) << 4) | (b >> 8)
+    out[:, 2] = b & 0xFF
+    return out.tobytes()
+
+
+def test_photron_mraw_12_bit_packed_frames_are_unpacked_one_at_a_time(tmp_path):
+    pyMRAW = pytest.importorskip("pyMRAW")
+    data = np.random.default_rng(3).integers(0, 4096, (5, 16, 24)).astype(np.uint16)
+    _, cih = pyMRAW.save_mraw(data, str(tmp_path / "r12.cih"), bit_depth=16)
+    text = (tmp_path / "r12.cih").read_text().replace("Color Bit : 16", "Color Bit : 12")
+    (tmp_path / "r12.cih").write_text(text)
+    (tmp_path / "r12.mraw").write_bytes(_pack12(data))
+    v = open_video(tmp_path / "r12.cih")
+    assert v.meta.dtype == np.uint16 and len(v) == 5
+    for i in (4, 1):
+        np.testing.assert_array_equal(v[i], data[i])
+
+
+def test_photron_mraw_bad_files_are_named(tmp_path):
+    pyMRAW = pytest.importorskip("pyMRAW")
+    data = np.zeros((4, 8, 8), np.uint16)
+    _, cih = pyMRAW.save_mraw(data, str(tmp_path / "a.cih"), bit_depth=16)
+    mraw = tmp_path / "a.mraw"
+    mraw.write_bytes(mraw.read_bytes()[:300])
+    with pytest.raises(VideoError, match=r"a\.mraw: 300 bytes, expected 512 .*truncated"):
+        open_video(cih)
+    mraw.unlink()
+    with pytest.raises(VideoError, match=r"a\.cih: its frames file a\.mraw is missing"):
+        open_video(cih)
+    pyMRAW.save_mraw(data, str(tmp_path / "c.cih"), bit_depth=16)
+    colour = (tmp_path / "c.cih").read_text().replace("Color Type : Mono", "Color Type : Color")
+    (tmp_path / "c.cih").write_text(colour)
+    with pytest.raises(VideoError, match="only monochrome"):
+        open_video(tmp_path / "c.cih")
+    (tmp_path / "d.cih").write_text("not a header at all\n")
+    with pytest.raises(VideoError, match=r"d\.cih: not a readable Photron"):
+        open_video(tmp_path / "d.cih")

@@ -8,8 +8,8 @@ import argparse
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "batch", help="run the pipeline on every video under a folder (Dask; resumable)",
-        description="Find every video under ROOT (movies, multi-frame TIFFs, .cine files, folders "
-                    "of frames) and run the chosen stages on each, in parallel on Dask: an embedded "
+        description="Find every video under ROOT (movies, multi-frame TIFFs, .cine files, Photron .cih "
+                    "headers, folders of frames) and run the chosen stages on each, in parallel on Dask: an embedded "
                     "local cluster, or a running scheduler given with --scheduler. A colloidcg.toml "
                     "in any folder sets calibration and parameters ([calibration], [track], "
                     "[rearrangements], [train], [evaluate]) for the videos below it; the nearest "

@@ -665,6 +665,65 @@ class CineBackend:
         self._reader.close()
 
 
+class MrawBackend:
+    """Photron FASTCAM .mraw high-speed recordings, opened by their .cih / .cihx header
+    (the .mraw beside it, with the same name, holds the frames). The header is parsed by
+    pyMRAW (``pip install pymraw``); 8- and 16-bit frames are memory-mapped, 12-bit packed
+    ones unpacked frame by frame with pyMRAW's decoder. Monochrome only."""
+
+    kind = "mraw"
+
+    def __init__(self, path: Path):
+        try:
+            import pyMRAW
+        except ImportError:
+            raise VideoError(f"{path}: reading Photron .cih/.mraw files needs pyMRAW "
+                             "(pip install pymraw)") from None
+        self.path = path
+        try:
+            cih = pyMRAW.get_cih(str(path))
+            w, h, n = int(cih["Image Width"]), int(cih["Image Height"]), int(cih["Total Frame"])
+            bits = int(cih["Color Bit"])
+        except Exception as exc:
+            raise VideoError(f"{path}: not a readable Photron .cih/.cihx header "
+                             f"({exc.__class__.__name__}: {exc})") from None
+        colour = str(cih.get("Color Type", "Mono"))
+        if colour.lower() != "mono":
+            raise VideoError(f"{path}: Color Type {colour!r}: only monochrome Photron recordings are read")
+        if bits not in (8, 12, 16):
+            raise VideoError(f"{path}: Color Bit {bits}: expected 8, 12 or 16")
+        if bits == 12 and (h * w) % 2:
+            raise VideoError(f"{path}: 12-bit frames of {w} x {h} (an odd number of pixels) cannot be "
+                             "unpacked: expected an even pixel count")
+        mraw = path.with_suffix(".mraw")
+        if not mraw.is_file():
+            raise VideoError(f"{path}: its frames file {mraw.name} is missing (expected beside the header)")
+        per_frame = h * w * bits // 8
+        size = mraw.stat().st_size
+        if size < n * per_frame:
+            raise VideoError(f"{mraw}: {size} bytes, expected {n * per_frame} for {n} frames of {w} x {h} "
+                             f"at {bits} bit (the header's Total Frame): the file is truncated")
+        self._decode = pyMRAW.nb_read_uint12
+        self._bits, self._shape, self._per_frame = bits, (h, w), per_frame
+        store = np.uint8 if bits == 8 else np.uint16
+        self._data = np.memmap(mraw, dtype=np.uint8 if bits == 12 else store, mode="r",
+                               shape=(n * per_frame,) if bits == 12 else (n, h, w))
+        self.n_frames = n
+        self.is_stack = False
+        self.dtype = np.dtype(store)
+        fps = float(cih.get("Record Rate(fps)", 0) or 0)
+        self.native: dict[str, Any] = {"fps": fps} if fps > 0 else {}
+
+    def read(self, i: int) -> np.ndarray:
+        if self._bits == 12:
+            raw = np.asarray(self._data[i * self._per_frame:(i + 1) * self._per_frame])
+            return np.asarray(self._decode(raw)).reshape(self._shape)
+        return np.array(self._data[i])
+
+    def close(self) -> None:
+        self._data = None
+
+
 # ------------------------------------------------------------------ the table of formats
 @dataclass(frozen=True)
 class BackendSpec:
@@ -760,6 +819,9 @@ _TABLE: list[BackendSpec] = [
                 "folder", "single-frame images in natural sort order (f2 before f10)"),
     BackendSpec("cine", CineBackend, (".cine",), "file",
                 "Phantom high-speed camera files, with per-frame timestamps (pims)"),
+    BackendSpec("mraw", MrawBackend, (".cih", ".cihx"), "file",
+                "Photron FASTCAM high-speed recordings: the .cih/.cihx header, frames in the "
+                ".mraw beside it; 8, 12 (packed) or 16 bit, monochrome (pyMRAW)"),
 ]
 
 _LAYOUTS = ("file", "folder")
