@@ -78,6 +78,10 @@ CONDITIONS = (
     Condition("r 0.75 um, NA 1.2 water-like (n 1.33), apart", optics=Optics(na=1.2, n=1.33)),
     Condition("r 0.75 um, pinhole 3 AU, apart", optics=Optics(pinhole_au=3.0)),
     Condition("r 0.75 um, 20 photons at the peak, apart", peak=20.0, background=2.0),
+    Condition("r 0.3 um beads, apart", radius=(0.3,), spacing=2.0),
+    Condition("r 0.3 um beads, voxels 100 x 60 x 60 nm, apart", radius=(0.3,), spacing=2.0,
+              optics=Optics(dxy=0.06, dz=0.1)),
+    Condition("r 1.2 um, near contact", radius=(1.2,), spacing=1.05),
 )
 
 
