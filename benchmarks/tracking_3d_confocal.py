@@ -100,30 +100,45 @@ def confocal_psf(optics: Optics, step_z: float, step_r: float, half_z: float = 2
     return v / v.sum()
 
 
+def place(c: Condition, rng, shape) -> tuple[np.ndarray, np.ndarray]:
+    """Sphere centres (N, 3) z, y, x voxels and radii (N,) px of condition ``c``."""
+    o = c.optics
+    return bench.positions_mixture(rng, shape, np.asarray(c.radius, float) / o.dxy, o.dz / o.dxy, c.spacing)
+
+
+def light(c: Condition, pos: np.ndarray, radii: np.ndarray, shape, kernel: np.ndarray) -> np.ndarray:
+    """The noise-free image (Z, Y, X) of the spheres: dye drawn FINE times finer than the
+    voxels, convolved with ``kernel`` (:func:`confocal_psf` on that grid), voxel means."""
+    from scipy.signal import fftconvolve
+
+    f = FINE
+    dye = bench.draw_dye(pos, radii, shape, c.optics.dz / c.optics.dxy, f)
+    vol = fftconvolve(dye, kernel.astype(np.float32), mode="same")
+    return np.clip(vol.reshape(shape[0], f, shape[1], f, shape[2], f).mean(axis=(1, 3, 5)), 0, None)
+
+
+def counts(c: Condition, photons: np.ndarray, rng) -> np.ndarray:
+    """One 12-bit frame: Poisson photons on ``photons`` + the background, read noise."""
+    n = rng.poisson(photons + c.background) + rng.normal(0.0, c.read_noise, photons.shape)
+    return np.clip(np.rint(n), 0, 4095).astype(np.uint16)
+
+
 def render(c: Condition, seed: int, shape=(32, 96, 96), n_frames: int = 3):
     """Frames (T, Z, Y, X) uint16 and truth (frame, particle, x, y, z; voxels)."""
     import pandas as pd
-    from scipy.signal import fftconvolve
 
     o = c.optics
-    zstep = o.dz / o.dxy                      # z voxel in lateral voxels
     rng = np.random.default_rng(seed)
-    radii_px = np.asarray(c.radius, float) / o.dxy
-    pos, radii = bench.positions_mixture(rng, shape, radii_px, zstep, c.spacing)
+    pos, radii = place(c, rng, shape)
     kernel = confocal_psf(o, o.dz / FINE, o.dxy / FINE)
-    f = FINE
     frames, rows = [], []
     for t in range(n_frames):
         if t:
-            pos = bench.hard_sphere_steps(pos, rng.normal(0, 0.3, pos.shape), radii, zstep)
-        dye = bench.draw_dye(pos, radii, shape, zstep, f)
-        light = fftconvolve(dye, kernel.astype(np.float32), mode="same")
-        vol = light.reshape(shape[0], f, shape[1], f, shape[2], f).mean(axis=(1, 3, 5))
+            pos = bench.hard_sphere_steps(pos, rng.normal(0, 0.3, pos.shape), radii, o.dz / o.dxy)
+        vol = light(c, pos, radii, shape, kernel)
         if t == 0:
             scale = c.peak / max(float(vol.max()), 1e-12)
-        photons = rng.poisson(np.clip(vol, 0, None) * scale + c.background)
-        counts = photons + rng.normal(0.0, c.read_noise, shape)
-        frames.append(np.clip(np.rint(counts), 0, 4095).astype(np.uint16))
+        frames.append(counts(c, vol * scale, rng))
         keep = np.all((pos >= 0) & (pos < np.array(shape) - 1), axis=1)
         for i in np.flatnonzero(keep):
             rows.append((t, i, pos[i, 2], pos[i, 1], pos[i, 0]))
