@@ -32,6 +32,7 @@ from .link import add_velocities, estimate_drift, filter_stubs, gc_frozen, link,
 from .locate import (iter_locate, iter_locate_probed, locate_frame, prepare, start_widths_3d,
                      trackpy_locate)
 from .params import (AMBIGUOUS_CONTRAST, TrackParams, blob_scan, blob_sigma, contrast_ambiguity,
+                     frame_minmass,
                      model_residual, noise_level, representative_plane, spot_scale,
                      suggest_diameter,
                      suggest_contrast, suggest_invert, suggest_minmass, suggest_parameters_2d,
@@ -554,6 +555,11 @@ def _track_steps(video, params: TrackParams | dict | None, progress: bool, meta:
             yield done
     except TrackingError as e:          # a bad frame met while locating: name the file
         raise TrackingError(f"{path}: {e}") from None
+    if first.ndim == 2 and parts:
+        final = dict(kwargs, spot_profile=p.spot_profile is not False, gap_check=p.gap_check is not False)
+        parts, refit = _follow_fading(video, frames, parts, p, final)
+        if refit:
+            p.sources = {**p.sources, "minmass": f"estimated; per frame in {refit} faded frames"}
     timings["locating"] = time.perf_counter() - t_locate
     if not parts:
         raise TrackingError(f"no particles found in {path} with diameter={p.diameter}, "
@@ -564,6 +570,55 @@ def _track_steps(video, params: TrackParams | dict | None, progress: bool, meta:
     with gc_frozen():
         return _link_and_assess(parts, video, first, frames, p, path, meta, ambiguity,
                                 probe, timings, t_start)
+
+
+#: Fading (photobleaching): where the detections per frame fall below FADING_TRIGGER of
+#: the first frames' (running medians, :func:`colloidcg.tracking.quality.count_range`),
+#: every frame with fewer than FADING_FRAME of their count gets a minmass of its own, and is
+#: located again with it where that is below FADING_REFIT of the first frame's.
+FADING_TRIGGER = 0.8
+FADING_FRAME = 0.95
+FADING_REFIT = 0.8
+
+
+def _follow_fading(video, frames: range, parts: list[pd.DataFrame], p: TrackParams,
+                   kwargs: dict) -> tuple[list[pd.DataFrame], int]:
+    """Frames whose particles have faded (photobleaching) located again with a minmass
+    estimated on each (:func:`colloidcg.tracking.params.frame_minmass`, the first frame's
+    rule, never below the noise floor of that frame).
+
+    Only where the minmass was estimated, for one polarity of spots, on videos of 10 frames
+    or more whose detections per frame fall to under FADING_TRIGGER of the first frames'
+    count (a fall from the start: particles that come later do not trigger it). A frame
+    with fewer than FADING_FRAME of that count is located again when its own minmass is
+    under FADING_REFIT of the first frame's; particles that merely left the field keep their
+    brightness, and with it the minmass. Returns the parts (each replaced frame's table swapped in) and how many
+    frames were located again."""
+    from .quality import count_range
+
+    if (p.sources.get("minmass") != "estimated" or p.objects != "spots" or p.contrast == "both"
+            or len(frames) < 10):
+        return parts, 0
+    table = {int(f["frame"].iloc[0]): f for f in parts}
+    numbers = np.concatenate([np.full(len(f), k) for k, f in table.items()])
+    ratio, runs = count_range(numbers, len(frames), frames.start)
+    if ratio is None or ratio >= FADING_TRIGGER or runs[0] < runs[2]:
+        return parts, 0
+    refit = 0
+    for k in frames:
+        if len(table.get(k, ())) >= FADING_FRAME * runs[0]:
+            continue
+        frame = np.asarray(video[k])
+        img = prepare(frame, bool(p.invert), p.roi)
+        scan = blob_scan(img)
+        mm = frame_minmass([img], p, float(scan["noise"]), scan["bright"])
+        if mm is None or not mm < FADING_REFIT * p.minmass:
+            continue
+        f = locate_frame(frame, k, **{**kwargs, "minmass": mm})
+        if len(f):
+            table[k] = f
+        refit += 1
+    return [table[k] for k in sorted(table)], refit
 
 
 def _link_and_assess(parts: list[pd.DataFrame], video, first: np.ndarray, frames: range,
@@ -678,7 +733,12 @@ def _mask_no_sample(features: pd.DataFrame, first: np.ndarray, p: TrackParams
     if first.ndim != 2 or p.contrast == "both" or "signal" not in features or not len(features):
         return features, 0.0
     img = prepare(first, bool(p.invert), p.roi)
-    peak = float(np.nanmedian(features["signal"].to_numpy(float)))
+    # the particles' height in the frame the mask is drawn from: a video whose particles
+    # fade (photobleaching) has a lower median over all frames, and the first frame's
+    # bright packing was then masked as "no sample"
+    frame = features["frame"].to_numpy()
+    own = frame == frame.min()
+    peak = float(np.nanmedian(features["signal"].to_numpy(float)[own]))
     mask = sample_mask(img, int(np.max(p.diameter)), peak)
     if mask is None:
         return features, 0.0

@@ -950,32 +950,44 @@ def suggest_parameters_2d(img: np.ndarray, p: "TrackParams", scan: dict | None =
             spacing = nn_spacing(found[:, 0], found[:, 1])
         p.separation = suggest_separation((p.diameter,), [spacing])[0]
     if p.minmass is None:
-        mass = np.concatenate([feature_masses(im, p.diameter, p.separation, p.refine)[2]
-                               for im in imgs])
-        if len(mass) == 0:
+        p.minmass = frame_minmass(imgs, p, noise, blobs)
+        if p.minmass is None:
             raise TrackingError(f"no particles found in the first frame with diameter={p.diameter}; "
                                 "check the video, --diameter and --contrast")
-        floor = noise_mass_floor(img.shape, noise, p.diameter, p.separation, p.refine)
-        dim = np.sum((mass >= 0.5 * floor) & (mass < floor))
-        packed = np.sum(mass >= 0.5 * floor) * math.pi * (p.diameter / 2) ** 2 / (len(imgs) * img.size)
-        if p.refine and packed >= 0.3 and dim > FALSE_DETECTION_RATE * np.sum(mass >= floor):
-            # a packing with particles just under the white-noise floor: the noise's own
-            # peaks among them decide (context_mass_floor); they are weaker than on an
-            # empty frame
-            ctx = [context_mass_floor(im, noise, p.diameter, p.separation, floor)[0]
-                   for im in imgs]
-            if np.all(np.isfinite(ctx)):
-                floor = min(floor, max(ctx))
-        strong = strong_blobs(blobs)
-        covered = float(np.sum(math.pi * (1.75 * strong[:, 2]) ** 2)) if len(strong) else 0.0
-        if covered < 0.3 * img.size:   # a background to measure (not a dense packing)
-            bg = background_mass_floor(imgs, p.diameter, p.separation, floor)
-            # at very low signal no particle is clear, and the "background" is the
-            # particles: a floor that half the blobs of the scan cannot pass is not noise
-            if np.sum(mass >= bg) >= 0.5 * len(strong):
-                floor = max(floor, bg)
-        p.minmass = suggest_minmass(mass, floor)
     return p
+
+
+def frame_minmass(imgs: list[np.ndarray], p: "TrackParams", noise: float, blobs: np.ndarray
+                  ) -> float | None:
+    """The minmass of oriented 2D frames ``imgs`` (particles bright; two for mixed
+    contrast) at ``p``'s diameter and separation: :func:`suggest_minmass` of their
+    candidate masses above the noise floor (see the module docstring). ``noise`` and
+    ``blobs`` are the frames' :func:`blob_scan` noise level and blobs of the particles'
+    polarity. None when no candidate is found."""
+    img = imgs[0]
+    mass = np.concatenate([feature_masses(im, p.diameter, p.separation, p.refine)[2] for im in imgs])
+    if len(mass) == 0:
+        return None
+    floor = noise_mass_floor(img.shape, noise, p.diameter, p.separation, p.refine)
+    dim = np.sum((mass >= 0.5 * floor) & (mass < floor))
+    packed = np.sum(mass >= 0.5 * floor) * math.pi * (p.diameter / 2) ** 2 / (len(imgs) * img.size)
+    if p.refine and packed >= 0.3 and dim > FALSE_DETECTION_RATE * np.sum(mass >= floor):
+        # a packing with particles just under the white-noise floor: the noise's own
+        # peaks among them decide (context_mass_floor); they are weaker than on an
+        # empty frame
+        ctx = [context_mass_floor(im, noise, p.diameter, p.separation, floor)[0]
+               for im in imgs]
+        if np.all(np.isfinite(ctx)):
+            floor = min(floor, max(ctx))
+    strong = strong_blobs(blobs)
+    covered = float(np.sum(math.pi * (1.75 * strong[:, 2]) ** 2)) if len(strong) else 0.0
+    if covered < 0.3 * img.size:   # a background to measure (not a dense packing)
+        bg = background_mass_floor(imgs, p.diameter, p.separation, floor)
+        # at very low signal no particle is clear, and the "background" is the
+        # particles: a floor that half the blobs of the scan cannot pass is not noise
+        if np.sum(mass >= bg) >= 0.5 * len(strong):
+            floor = max(floor, bg)
+    return suggest_minmass(mass, floor)
 
 
 def sample_mask(img: np.ndarray, diameter: int, peak: float) -> np.ndarray | None:
