@@ -33,9 +33,9 @@ The signs, and the thresholds (warning / unreliable) at which they count:
   3D stacks gave 6.6, where ``ep`` was 3-6 times too small (neighbours' misfit light).
 - ``count_range``: detections per frame, each a running median over a tenth of the video
   (at least 3 frames), least over most: < 0.5 (warning only; videos of 10 frames or more
-  with at least 20 detections in the busiest stretch). Particles that fade
-  (photobleaching) drop below the minmass estimated on the first frames; particles that
-  leave the field or the focus do the same honestly, so it is a warning, not a verdict.
+  with at least 20 detections in the busiest stretch). Particles that leave the field or
+  the focus, or fade (photobleaching) further than :func:`colloidcg.tracking.track` can
+  follow them with a minmass per frame, or under a given minmass; a warning only.
 - ``noise_share``: share of the mean squared step that is localisation noise,
   2 sigma^2 / <dx^2> per axis, with sigma^2 from the anticorrelation of successive
   steps (:func:`localisation_noise`): > 0.8 (warning only: stuck particles are
@@ -90,9 +90,9 @@ MESSAGES = {
                        "ep: ep underestimates the position errors here (crowded or misfit "
                        "spots); take the noise from the tracks (metrics.localisation_noise_px)",
     "count_range": "detections per frame change over the video (the fewest {v:.0%} of the most, in "
-                   "running medians): particles fade (photobleaching: the minmass estimated on the "
-                   "first frames then drops them; give a lower --minmass) or leave the field or the "
-                   "focus; see metrics.detections_per_frame",
+                   "running medians): particles leave the field or the focus, or fade further than "
+                   "can be followed (photobleaching; with a given --minmass, give a lower one); see "
+                   "metrics.detections_per_frame",
 }
 
 STATUSES = ("ok", "warning", "unreliable")
