@@ -592,8 +592,8 @@ def _follow_fading(video, frames: range, parts: list[pd.DataFrame], p: TrackPara
     count (a fall from the start: particles that come later do not trigger it). A frame
     with fewer than FADING_FRAME of that count is located again when its own minmass is
     under FADING_REFIT of the first frame's; particles that merely left the field keep their
-    brightness, and with it the minmass. Returns the parts (each replaced frame's table swapped in) and how many
-    frames were located again."""
+    brightness, and with it the minmass. Returns the parts (each replaced frame's table
+    swapped in) and how many frames were located again."""
     from .quality import count_range
 
     if (p.sources.get("minmass") != "estimated" or p.objects != "spots" or p.contrast == "both"

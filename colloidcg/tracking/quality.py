@@ -277,14 +277,17 @@ def count_range(frame: np.ndarray, n_frames: int, first_frame: int | None = None
     """(least over most of the running-median detections per frame, [first, least, most]
     of those medians): each frame's count of rows in ``frame`` (frame numbers of the
     detections; frames with none count 0), a running median over max(3, n_frames // 10)
-    frames. (None, None) for fewer than ``min_frames`` frames or fewer than ``min_count``
+    frames, made odd. (None, None) for fewer than ``min_frames`` frames or fewer than ``min_count``
     detections in the busiest stretch, where counting noise decides."""
     if n_frames < min_frames or len(frame) == 0:
         return None, None
     start = int(np.min(frame)) if first_frame is None else int(first_frame)
+    from scipy.ndimage import median_filter
+
     counts = np.bincount(np.asarray(frame, np.int64) - start, minlength=n_frames)[:n_frames]
-    w = max(3, n_frames // 10)
-    runs = np.array([np.median(counts[i:i + w]) for i in range(n_frames - w + 1)])
+    w = max(3, n_frames // 10) | 1     # odd: the median is one detection count
+    # windows wholly inside the video (window i covers frames i .. i + w - 1)
+    runs = median_filter(counts.astype(float), size=w, mode="nearest")[w // 2:n_frames - w + 1 + w // 2]
     most = float(runs.max())
     if most < min_count:
         return None, None

@@ -826,9 +826,7 @@ def _prune(im, canvas, par, start, ep, ok, added, bg, scale, reach, ball):
         if not np.any(np.sum(((par[nb, :3] - par[i, :3]) * scale) ** 2, axis=1) < reach ** 2):
             continue
         rows = np.r_[i, nb]
-        lo = np.clip(np.floor(par[rows, :3].min(0)).astype(int) - margin, 0, shape)
-        hi = np.clip(np.ceil(par[rows, :3].max(0)).astype(int) + margin + 1, 0, shape)
-        box = tuple(slice(a, b) for a, b in zip(lo, hi))
+        box = _box_around(par[rows, :3], margin, shape)
         saved = canvas[box].copy(), par[rows].copy(), ok[rows].copy()
         rss0 = float(np.sum((im[box] - canvas[box] - bg) ** 2))
         _paint_one(canvas, par[i], ball, -1.0)
@@ -839,6 +837,15 @@ def _prune(im, canvas, par, start, ep, ok, added, bg, scale, reach, ball):
         else:
             canvas[box], par[rows], ok[rows] = saved
     return alive
+
+
+def _box_around(centres: np.ndarray, margin, shape) -> tuple[slice, ...]:
+    """Slices (z, y, x) of the stack around the spot centres (3,) or (M, 3) voxels, ``margin``
+    voxels (int or (3,) ints) beyond the outermost, clipped to ``shape``."""
+    c = np.atleast_2d(centres)
+    lo = np.clip(np.floor(c.min(0)).astype(int) - margin, 0, shape)
+    hi = np.clip(np.ceil(c.max(0)).astype(int) + margin + 1, 0, shape)
+    return tuple(slice(a, b) for a, b in zip(lo, hi))
 
 
 def _light_reach(par, ball) -> np.ndarray:
@@ -906,9 +913,7 @@ def _choose_radius(im, canvas, par, start, ep, ok, i, radii):
     voxel."""
     shape = np.array(im.shape)
     reach = _light_reach(par, True)
-    lo = np.clip(np.floor(par[i, :3]).astype(int) - reach, 0, shape)
-    hi = np.clip(np.ceil(par[i, :3]).astype(int) + reach + 1, 0, shape)
-    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    box = _box_around(par[i, :3], reach, shape)
     saved_canvas, saved_row = canvas[box].copy(), par[i].copy()
     saved_ep, saved_ok = ep[i].copy(), ok[i]
     best = None
@@ -980,9 +985,7 @@ def _split_along_z(im, canvas, par, start, ep, ok, added):
     for i in _split_candidates(im, canvas, par, ok, small, large):
         nb = np.asarray(tree.query_ball_point(par[i, :3] * scale, 2 * (large + small) + 2), dtype=np.int64)
         nb = nb[nb != i]
-        lo = np.clip(np.floor(par[i, :3]).astype(int) - margin, 0, shape)
-        hi = np.clip(np.ceil(par[i, :3]).astype(int) + margin + 1, 0, shape)
-        box = tuple(slice(a, b) for a, b in zip(lo, hi))
+        box = _box_around(par[i, :3], margin, shape)
         saved = canvas[box].copy(), par[np.r_[i, nb]].copy()
         rss0 = float(np.sum((im[box] - canvas[box] - par[i, 4]) ** 2))
         _paint_one(canvas, par[i], True, -1.0)
