@@ -25,7 +25,7 @@ frames", block-bootstrap standard errors over test frames):
   cutoff and threshold; localisation error and label agreement with the truth reported.
 - ``lammps-glass``: natural rearrangements from another simulator: the 2D Kob-Andersen
   Lennard-Jones mixture (65:35, density 1.2; Bruning et al., J. Phys. Condens. Matter 21,
-  035117, 2009) run by LAMMPS with a Langevin thermostat at T = 0.40 (:func:`ka_glass_2d`;
+  035117, 2009) run by LAMMPS with a Langevin thermostat at T = 0.40 (:func:`colloidcg.md.lammps.ka_mixture_2d`;
   400 particles, 300 frames one LJ time apart); its periodic box seen as a field of view
   (unwrapped positions, a particle that crosses a face leaves the view), lengths x 16 px per
   sigma, sizes 1 and 0.88 sigma; labels as for the glass. Skipped with a message where
@@ -426,70 +426,13 @@ def case_glass_video(vid, truth_case: dict, seeds, epochs: int, memories) -> dic
 KA_TEMPERATURE, KA_N, KA_FRAMES, KA_EVERY, KA_SCALE = 0.40, 400, 301, 500, 16.0
 
 
-def ka_glass_2d(folder: Path, temperature: float = KA_TEMPERATURE, n: int = KA_N, frames: int = KA_FRAMES,
-                every: int = KA_EVERY, seed: int = 11) -> Path:
-    """Run the 2D Kob-Andersen mixture in LAMMPS and return its dump (id type xu yu zu).
-
-    Random placement, soft-potential push-off, energy minimisation, 4 x the production length
-    of Langevin dynamics at ``temperature`` (damping time 1), then ``frames`` frames every
-    ``every`` steps of 0.002 (LJ units). About a minute on one core."""
-    from colloidcg.md.lammps import run_script
-
-    folder.mkdir(parents=True, exist_ok=True)
-    n_a = int(round(0.65 * n))
-    L = (n / 1.2) ** 0.5
-    dump = folder / "dump.lammpstrj"
-    steps = (frames - 1) * every
-    run_script(f"""
-units lj
-dimension 2
-boundary p p p
-atom_style atomic
-region box block 0 {L} 0 {L} -0.5 0.5
-create_box 2 box
-create_atoms 1 random {n_a} {seed} NULL overlap 0.7 maxtry 500
-create_atoms 2 random {n - n_a} {seed + 1} NULL overlap 0.7 maxtry 500
-mass * 1.0
-pair_style soft 1.0
-pair_coeff * * 0.0
-variable pre equal ramp(0.0,30.0)
-fix push all adapt 1 pair soft a * * v_pre
-fix lim all nve/limit 0.05
-fix lv all langevin 1.0 1.0 0.1 {seed + 2}
-fix twod all enforce2d
-timestep 0.002
-run 5000
-unfix push
-unfix lim
-unfix lv
-pair_style lj/cut 2.5
-pair_coeff 1 1 1.0 1.0 2.5
-pair_coeff 1 2 1.5 0.8 2.0
-pair_coeff 2 2 0.5 0.88 2.2
-pair_modify shift yes
-neighbor 0.3 bin
-neigh_modify every 1 delay 0 check yes
-minimize 1e-6 1e-8 1000 10000
-velocity all create {temperature} {seed + 3} dist gaussian mom yes
-fix integ all nve
-fix bath all langevin {temperature} {temperature} 1.0 {seed + 4}
-timestep 0.002
-run {4 * steps}
-reset_timestep 0
-dump traj all custom {every} {dump} id type xu yu zu
-dump_modify traj sort id format float %.8g
-run {steps}
-""", log=folder / "log.lammps")
-    return dump
-
-
 def case_lammps_glass(seeds, epochs: int, memories, lammps_seed: int = 11) -> dict | None:
     """The ``lammps-glass`` case (module docstring) with the LAMMPS seed ``lammps_seed``;
     None, with a message, without LAMMPS."""
     import tempfile
 
     from colloidcg.md import read_md_tracks
-    from colloidcg.md.lammps import lammps_available
+    from colloidcg.md.lammps import ka_mixture_2d, lammps_available
 
     ok, why = lammps_available()
     if not ok:
@@ -497,7 +440,9 @@ def case_lammps_glass(seeds, epochs: int, memories, lammps_seed: int = 11) -> di
         return None
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        tracks, _ = read_md_tracks(ka_glass_2d(Path(tmp), seed=lammps_seed), "none", None)
+        run = ka_mixture_2d(Path(tmp), n=KA_N, temperature=KA_TEMPERATURE, frames=KA_FRAMES,
+                            dump_every=KA_EVERY, seed=lammps_seed)
+        tracks, _ = read_md_tracks(run["dump"], "none", None)
     print(f"lammps-glass: {KA_N} particles, {KA_FRAMES} frames simulated in {time.perf_counter() - t0:.0f} s",
           flush=True)
     L = (KA_N / 1.2) ** 0.5 * KA_SCALE

@@ -7,6 +7,7 @@ the same schema, so measured and simulated tracks go through the same evaluation
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,6 +17,7 @@ import torch
 from .core.graph import find_pairs, wrap
 from .core.integrate import rollout
 from .core.model import MetriplecticModel, State
+from .core.stability import UnstableRolloutWarning, stable_substeps
 from .data import from_tracks, near_edge, to_tracks
 from .errors import ColloidcgError, ParameterError
 
@@ -37,7 +39,7 @@ class Simulation:
 
 
 def simulate(model: MetriplecticModel, model_config: dict, tracks: pd.DataFrame, meta: dict | None = None, *,
-             steps: int, frame: int | None = None, seed: int = 0, substeps: int = 1,
+             steps: int, frame: int | None = None, seed: int = 0, substeps: int | str = 1,
              fast: bool = False, halo: float | None = None, keep_halo: bool = False,
              name: str = "tracks") -> Simulation:
     """Stochastic rollout of ``model`` for ``steps`` frames, started from ``frame`` of ``tracks``.
@@ -48,6 +50,14 @@ def simulate(model: MetriplecticModel, model_config: dict, tracks: pd.DataFrame,
     rolls out a tabulated copy of the model (:meth:`MetriplecticModel.tabulated`: pair
     functions, pair energy and equation of state; errors reported in ``parameters``). ``name`` is used in
     error messages (the file the tracks came from).
+
+    ``substeps``: integration steps per frame, or "auto": one where one step per frame is
+    linearly stable at the starting frame, else enough for twice its stiffest mode
+    (:func:`colloidcg.core.stability.stable_substeps`; steep contact forces learned at the
+    frame rate, WCA or Lennard-Jones particles, need several). With a number, the same check
+    runs and warns (:class:`UnstableRolloutWarning`) where steps of that length are unstable
+    even at the starting configuration; the check is in ``parameters["stability"]`` either
+    way.
 
     Open boundaries (video): a field of view is a window into a larger sample, so the
     particles within ``halo`` (um; default the model's cutoff, 0 for none) of its border at
@@ -64,8 +74,9 @@ def simulate(model: MetriplecticModel, model_config: dict, tracks: pd.DataFrame,
     """
     if steps < 1:
         raise ParameterError(f"steps: must be >= 1, got {steps}")
-    if substeps < 1:
-        raise ParameterError(f"substeps: must be >= 1, got {substeps}")
+    auto = substeps == "auto"
+    if not auto and (isinstance(substeps, bool) or not isinstance(substeps, (int, np.integer)) or substeps < 1):
+        raise ParameterError(f"substeps: expected an integer >= 1 or 'auto', got {substeps!r}")
     cal = model_config.get("calibration", {}) or {}
     um = cal.get("um_per_px") or 1.0
     fps = cal.get("fps") or 1.0
@@ -115,6 +126,15 @@ def simulate(model: MetriplecticModel, model_config: dict, tracks: pd.DataFrame,
             runner, errors = model.tabulated((S0, dens0))
             eos_err = errors.pop("density", None)
             tab_err = max(errors.values())
+        stability = stable_substeps(model, [State(wrap(r0, traj.box, shear0), v0, S0, size)], traj.dt, traj.box,
+                                    shear=shear0, **({} if auto else {"safety": 1.0}))
+        if auto:
+            substeps = stability.substeps
+        elif stability.substeps > substeps:
+            warnings.warn(UnstableRolloutWarning(
+                f"{name}: {substeps} integration step(s) per frame is unstable for this model from frame "
+                f"{frame} (its stiffest mode needs {stability.substeps} even at the starting configuration); "
+                f"the rollout will likely heat and melt: pass substeps='auto' (--substeps auto)"), stacklevel=2)
         res = rollout(runner, state, steps, traj.dt, box=traj.box, seed=seed, substeps=substeps,
                       boundary=boundary, prescribed=prescribed, lees_edwards=traj.lees_edwards(t))
     keep = torch.ones_like(idx, dtype=torch.bool) if (boundary is None or keep_halo) else ~boundary
@@ -123,7 +143,9 @@ def simulate(model: MetriplecticModel, model_config: dict, tracks: pd.DataFrame,
     if keep_halo and boundary is not None:
         df["boundary"] = np.tile(boundary.cpu().numpy(), res.r.shape[0])
     n_halo = 0 if boundary is None else int(boundary.sum())
-    parameters = {"frame": frame, "steps": steps, "seed": seed, "substeps": substeps, "fast": fast,
+    parameters = {"frame": frame, "steps": steps, "seed": seed, "substeps": int(substeps),
+                  "substeps_requested": "auto" if auto else int(substeps), "stability": stability.to_dict(),
+                  "fast": fast,
                   "tabulation_max_rel_error": tab_err,
                   "eos_table_max_rel_error": eos_err,
                   "n_particles": int(idx.numel()) - n_halo,

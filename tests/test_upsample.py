@@ -25,9 +25,8 @@ import torch
 from colloidcg import evaluate as ev
 from colloidcg.cli import main
 from colloidcg.errors import ColloidcgError, ParameterError
-from colloidcg.neighbours import pairs
 from colloidcg.scaling import side_steps, upsample
-from colloidcg.structure.order import psi_k
+from colloidcg.scaling.seams import closest_by_pair, seam_profile
 from colloidcg.train import TrainConfig, train_tracks
 
 torch.set_num_threads(1)
@@ -75,46 +74,11 @@ def small():
 
 def closest_by_species(df, box):
     """{(small, large) diameter pair: smallest distance} over every frame, px."""
-    out = {}
-    for _, g in df.groupby("frame"):
-        p = g[["x", "y"]].to_numpy()
-        s = g["diameter"].to_numpy()
-        pr, d = pairs(np.mod(p, box), 30.0, box, distances=True)
-        key = pd.Series(d).groupby([np.minimum(s[pr[:, 0]], s[pr[:, 1]]), np.maximum(s[pr[:, 0]], s[pr[:, 1]])]).min()
-        for k, v in key.items():
-            out[k] = min(out.get(k, np.inf), v)
-    return out
+    return closest_by_pair(df, box, "diameter", r_max=30.0)
 
 
 def seam_profiles(tracks, box, r_bond=24.0, edges=(0, 4, 8, 12, 16, 24)):
-    """Per-particle local density (neighbours within ``r_bond`` px) and |psi6| (same
-    neighbours), binned by distance to the nearest seam (``edges`` px), minus the same in
-    the bulk (seam_distance > 3 r_bond), per sample. Returns {name: (mean difference per
-    bin, standard error per bin)} over samples."""
-    diffs = {"density": [], "psi6": []}
-    for _, g in tracks.groupby("frame"):
-        p = g[["x", "y"]].to_numpy()
-        pr = pairs(p, r_bond, box)
-        src = np.concatenate([pr[:, 0], pr[:, 1]])
-        dst = np.concatenate([pr[:, 1], pr[:, 0]])
-        # minimum-image bond vectors: psi_k takes positions; shift dst to the image nearest src
-        d = p[dst] - p[src]
-        d -= np.asarray(box) * np.round(d / np.asarray(box))
-        pos2 = np.concatenate([p, p[src] + d])
-        dst2 = len(p) + np.arange(len(src))
-        psi = np.abs(psi_k(pos2, src, dst2, len(pos2), 6)[:len(p)])
-        dens = np.bincount(src, minlength=len(p)).astype(float)
-        seam = g["seam_distance"].to_numpy()
-        bulk = seam > 3 * r_bond
-        which = np.digitize(seam, edges) - 1
-        for name, val in (("density", dens), ("psi6", psi)):
-            ref = np.nanmean(val[bulk])
-            diffs[name].append([np.nanmean(val[which == b]) - ref for b in range(len(edges) - 1)])
-    out = {}
-    for name, rows in diffs.items():
-        a = np.array(rows)
-        out[name] = (a.mean(0), a.std(0, ddof=1) / math.sqrt(len(a)))
-    return out
+    return seam_profile(tracks, box, r_bond, edges)
 
 
 def area_fraction(tracks, box):

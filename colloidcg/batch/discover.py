@@ -32,7 +32,7 @@ from ..io.readers import backends, file_extensions, frame_extensions
 #: colloidcg.io.config.read_config): table -> {key: (expected types, description)}.
 REARRANGEMENT_KEYS = {"lag": (int,), "cutoff": (int, float), "threshold": (int, float),
                       "diameter": (int, float), "descriptors": (bool,), "n_sigma": (int, float)}
-EVALUATE_KEYS = {"steps": (int,), "seed": (int,), "substeps": (int,), "fast": (bool,)}
+EVALUATE_KEYS = {"steps": (int,), "seed": (int,), "substeps": (int, str), "fast": (bool,)}
 #: [md] keys: how a trajectory is read and coarse-grained (colloidcg md-read's options).
 #: ``coarse_grain``: none, molecule, type, or a mapping file (CSV/Parquet/JSON; a relative
 #: path is taken from the trajectory's folder); ``topology`` likewise.
@@ -127,9 +127,12 @@ def check_tables(path: Path, data: dict) -> dict:
             if tuple in types and isinstance(value, list):   # TOML has arrays, not tuples
                 value = tuple(value)
             _check_value(path, table, key, value, types)
+    sub = data.get("evaluate", {}).get("substeps")
+    if isinstance(sub, str) and sub != "auto":
+        raise ColloidcgError(f"{path}: 'evaluate.substeps' must be an integer >= 1 or \"auto\", got {sub!r}")
     for key, lo in (("steps", 2), ("seed", 0), ("substeps", 1)):
         v = data.get("evaluate", {}).get(key)
-        if v is not None and v < lo:
+        if v is not None and not isinstance(v, str) and v < lo:
             raise ColloidcgError(f"{path}: 'evaluate.{key}' must be >= {lo}, got {v!r}")
     md = data.get("md", {})
     from ..md.coarse import MAPS

@@ -176,3 +176,16 @@ def length(text: str) -> Length:
             f"got {text!r}")
     unit = m.group(2)
     return Length(v, "um" if unit in ("µm", "μm") else unit)
+
+
+def substeps_arg(text: str) -> int | str:
+    """--substeps: a positive integer or 'auto'."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        k = int(text)
+    except ValueError:
+        k = 0
+    if k < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1 or 'auto', got {text!r}")
+    return k

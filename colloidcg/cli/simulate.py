@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import add_table_output, table_output, torch_device
+from ._common import add_table_output, substeps_arg, table_output, torch_device
 
 
 def add_parser(subparsers) -> None:
@@ -23,8 +23,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("--steps", type=int, required=True, metavar="N",
                    help="number of frames to simulate (required)")
     p.add_argument("--seed", type=int, default=0, help="seed of the noise; same seed, same rollout")
-    p.add_argument("--substeps", type=int, default=1, metavar="K",
-                   help="integration steps per frame (default 1)")
+    p.add_argument("--substeps", type=substeps_arg, default=1, metavar="K",
+                   help="integration steps per frame, or auto: the fewest that keep the rollout stable "
+                        "(steep contact forces need several; default 1, with a warning where one step is "
+                        "unstable)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--fast", action="store_true",
                    help="tabulated pair functions and equation of state (faster; the tabulation error is "

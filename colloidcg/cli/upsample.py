@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import add_table_output, table_output, torch_device
+from ._common import add_table_output, substeps_arg, table_output, torch_device
 
 
 def add_parser(subparsers) -> None:
@@ -34,6 +34,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed (>= 0) of the tiling and relaxation noise")
     p.add_argument("--relax-steps", type=int, default=3, metavar="N",
                    help="model frames of seam relaxation per doubling (0: overlap removal only)")
+    p.add_argument("--relax-substeps", type=substeps_arg, default="auto", metavar="K",
+                   help="integration steps per model frame in the seam relaxation, or auto (default): the "
+                        "fewest that keep the model's rollouts of the input stable")
     p.add_argument("--band", type=float, default=None, metavar="PX",
                    help="half-width of the relaxed band along each seam, px (default: the model's "
                         "interaction range)")
@@ -94,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
             raise ParameterError(f"--{exc}") from None
         tracks, meta = read_table(args.init, required=["frame", "particle", "x", "y"])
         up = upsample(model, cfg, tracks, meta, factor=args.factor, frame=args.frame, samples=args.samples,
-                      seed=args.seed, relax_steps=args.relax_steps, band=args.band,
+                      seed=args.seed, relax_steps=args.relax_steps, relax_substeps=args.relax_substeps, band=args.band,
                       relax_temperature=temperature, band_edge=args.band_edge,
                       seam_overlaps=args.seam_overlaps, tiling=args.tiling, push_quantile=push_quantile,
                       tiling_candidates=args.tiling_candidates, name=str(args.init))

