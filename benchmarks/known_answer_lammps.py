@@ -28,7 +28,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 
@@ -42,16 +41,12 @@ SCALE = 16.0
 
 def lammps_truth(phi: float, seed: int) -> tuple[pd.DataFrame, float]:
     """400 WCA disks, 10 x WINDOW + 2 frames (px, with a diameter column); box side px."""
-    from colloidcg.md import read_md_tracks
-    from colloidcg.md.lammps import brownian_mixture_2d
+    from colloidcg.md.lammps import brownian_mixture_2d, mixture_tracks
 
     with tempfile.TemporaryDirectory() as tmp:
         run = brownian_mixture_2d(Path(tmp), n=400, area_fraction=phi, frames=10 * WINDOW + 2, dump_every=50,
                                   equilibrate=25000, seed=seed, threads=2)
-        tr, _ = read_md_tracks(run["dump"], "none", None)
-    df = pd.DataFrame({"frame": tr["frame"], "particle": tr["particle"], "x": tr["x"] * SCALE,
-                       "y": tr["y"] * SCALE, "diameter": np.where(tr["type"] == 1, 1.0, 1.4) * SCALE})
-    return df, run["box"][0] * SCALE
+        return mixture_tracks(run, SCALE)
 
 
 def main(argv=None) -> int:

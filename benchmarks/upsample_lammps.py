@@ -48,8 +48,8 @@ import torch
 SCALE = 16.0            # px per sigma
 N_SMALL, K = 400, 16
 #: per system: the runs (particles, frames, steps per frame, equilibration steps) of the small
-#: and the large system, the species' diameters in sigma, the seam profile's neighbour
-#: distance in px (about g(r)'s first minimum)
+#: and the large system, the species' diameters in sigma (as the runs record them), the seam
+#: profile's neighbour distance in px (about g(r)'s first minimum)
 SYSTEMS = {
     "brownian": {"small": (N_SMALL, 200, 50, 25000), "large": (N_SMALL * K, 10, 5000, 25000),
                  "diameters": {1: 1.0, 2: 1.4}, "r_bond": 25.0},
@@ -62,23 +62,15 @@ def lammps_tracks(system: str, which: str, seed: int, temperature: float, thread
                   ) -> tuple[pd.DataFrame, float, float]:
     """Run ``system``'s ``which`` ("small" or "large") run -> (tracks in px with a diameter
     column, unwrapped; box side px; wall seconds)."""
-    from colloidcg.md import read_md_tracks
-    from colloidcg.md.lammps import brownian_mixture_2d, ka_mixture_2d
+    from colloidcg.md.lammps import brownian_mixture_2d, ka_mixture_2d, mixture_tracks
 
-    spec = SYSTEMS[system]
-    n, frames, every, equilibrate = spec[which]
+    n, frames, every, equilibrate = SYSTEMS[system][which]
+    run_md = brownian_mixture_2d if system == "brownian" else ka_mixture_2d
     with tempfile.TemporaryDirectory() as tmp:
-        if system == "brownian":
-            run = brownian_mixture_2d(Path(tmp), n=n, temperature=temperature, frames=frames, dump_every=every,
-                                      equilibrate=equilibrate, seed=seed, threads=threads)
-        else:
-            run = ka_mixture_2d(Path(tmp), n=n, temperature=temperature, frames=frames, dump_every=every,
-                                equilibrate=equilibrate, seed=seed, threads=threads)
-        tracks, _ = read_md_tracks(run["dump"], "none", None)
-    diam = tracks["type"].map(spec["diameters"]).to_numpy(float) * SCALE
-    t = pd.DataFrame({"frame": tracks["frame"].to_numpy(), "particle": tracks["particle"].to_numpy(),
-                      "x": tracks["x"].to_numpy() * SCALE, "y": tracks["y"].to_numpy() * SCALE, "diameter": diam})
-    return t, run["box"][0] * SCALE, run["wall_s"]
+        run = run_md(Path(tmp), n=n, temperature=temperature, frames=frames, dump_every=every,
+                     equilibrate=equilibrate, seed=seed, threads=threads)
+        tracks, side = mixture_tracks(run, SCALE)
+    return tracks, side, run["wall_s"]
 
 
 def rdf_of(ev, tracks, box, diameter, frames):

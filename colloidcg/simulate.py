@@ -54,10 +54,11 @@ def simulate(model: MetriplecticModel, model_config: dict, tracks: pd.DataFrame,
     ``substeps``: integration steps per frame, or "auto": one where one step per frame is
     linearly stable at the starting frame, else enough for twice its stiffest mode
     (:func:`colloidcg.core.stability.stable_substeps`; steep contact forces learned at the
-    frame rate, WCA or Lennard-Jones particles, need several). With a number, the same check
+    frame rate, WCA or Lennard-Jones particles, need several), and at least the steps the
+    model's friction was calibrated with (``transport="msd"``). With a number, the same check
     runs and warns (:class:`UnstableRolloutWarning`) where steps of that length are unstable
-    even at the starting configuration; the check is in ``parameters["stability"]`` either
-    way.
+    even at the starting configuration or fewer than the calibration's; the check is in
+    ``parameters["stability"]`` either way.
 
     Open boundaries (video): a field of view is a window into a larger sample, so the
     particles within ``halo`` (um; default the model's cutoff, 0 for none) of its border at
@@ -131,10 +132,13 @@ def simulate(model: MetriplecticModel, model_config: dict, tracks: pd.DataFrame,
         if auto:
             substeps = stability.substeps
         elif stability.substeps > substeps:
+            why = (f"its friction was calibrated with {stability.calibrated_substeps} steps per frame "
+                   "(transport 'msd')" if stability.calibrated_substeps > substeps else
+                   f"its stiffest mode needs {stability.substeps} even at the starting configuration; the "
+                   "rollout may heat and melt")
             warnings.warn(UnstableRolloutWarning(
-                f"{name}: {substeps} integration step(s) per frame is unstable for this model from frame "
-                f"{frame} (its stiffest mode needs {stability.substeps} even at the starting configuration); "
-                f"the rollout will likely heat and melt: pass substeps='auto' (--substeps auto)"), stacklevel=2)
+                f"{name}: {substeps} integration step(s) per frame is too few for this model from frame "
+                f"{frame} ({why}): pass substeps='auto' (--substeps auto)"), stacklevel=2)
         res = rollout(runner, state, steps, traj.dt, box=traj.box, seed=seed, substeps=substeps,
                       boundary=boundary, prescribed=prescribed, lees_edwards=traj.lees_edwards(t))
     keep = torch.ones_like(idx, dtype=torch.bool) if (boundary is None or keep_halo) else ~boundary

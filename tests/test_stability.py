@@ -95,16 +95,11 @@ def wca_liquid(n, frames, seed):
     import tempfile
     from pathlib import Path
 
-    from colloidcg.md import read_md_tracks
-    from colloidcg.md.lammps import brownian_mixture_2d
+    from colloidcg.md.lammps import brownian_mixture_2d, mixture_tracks
 
     with tempfile.TemporaryDirectory() as tmp:
         run = brownian_mixture_2d(Path(tmp), n=n, frames=frames, dump_every=50, equilibrate=20000, seed=seed)
-        tr, _ = read_md_tracks(run["dump"], "none", None)
-    scale = 16.0                                          # px per sigma
-    df = pd.DataFrame({"frame": tr["frame"], "particle": tr["particle"], "x": tr["x"] * scale,
-                       "y": tr["y"] * scale, "diameter": np.where(tr["type"] == 1, 1.0, 1.4) * scale})
-    return df, run["box"][0] * scale
+        return mixture_tracks(run, 16.0)
 
 
 def gr(tracks, side, frames):
@@ -160,3 +155,26 @@ def test_auto_substeps_on_a_soft_model_and_bad_values():
                                        torch.zeros(30, 1, dtype=torch.float64))], 1.0,
                          torch.tensor([side, side], dtype=torch.float64))
     assert math.isfinite(st.kappa) and st.integrator == "ExactOU"
+
+
+def test_transport_calibration_sets_the_floor_of_auto_substeps():
+    """A friction calibrated to the MSD (transport 'msd') with 4 steps per frame is recorded
+    in the model (transport_substeps) and taken by substeps='auto'; one step warns."""
+    rng = np.random.default_rng(3)
+    n, side = 30, 60.0
+    pos = rng.uniform(0, side, (n, 2))
+    rows = []
+    for f in range(14):
+        pos = np.mod(pos + rng.normal(0, 0.6, pos.shape), side)
+        rows.append(pd.DataFrame({"frame": f, "particle": np.arange(n), "x": pos[:, 0], "y": pos[:, 1]}))
+    df = pd.concat(rows, ignore_index=True)
+    res = train_tracks(df, {"fps": 1.0, "um_per_px": 1.0},
+                       TrainConfig(epochs=1, progress=False, loc_noise="none", cutoff=12.0, seed=0, transport="msd"),
+                       box_px=[side, side])
+    assert res.model.config.transport_substeps == res.report["transport"]["substeps"] >= 4
+    cfg = {"calibration": res.report["calibration"]}
+    sim = simulate(res.model, cfg, df, steps=2, seed=0, substeps="auto")
+    assert sim.parameters["substeps"] >= res.model.config.transport_substeps
+    assert sim.parameters["stability"]["calibrated_substeps"] == res.model.config.transport_substeps
+    with pytest.warns(UnstableRolloutWarning, match="calibrated with"):
+        simulate(res.model, cfg, df, steps=2, seed=0, substeps=1)

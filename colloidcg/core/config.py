@@ -68,6 +68,9 @@ class ModelConfig:
     friction_scale: float = _opt(1.0, "factor on every friction coefficient, pair and substrate (set by "
                                       "the transport calibration, TrainConfig.transport 'msd'; 1: as "
                                       "the likelihood fitted them)")
+    transport_substeps: int = _opt(1, "integration steps per frame the friction_scale was calibrated with "
+                                      "(TrainConfig.transport 'msd'); rollouts with substeps 'auto' take "
+                                      "at least this many")
     mass_scale: float = _opt(1.0, "scale of the learned particle mass", "mass")
     theta_ref: float = _opt(1.0, "temperature scale (calibrated from the velocities)", "energy")
     volume_ref: float = _opt(1.0, "reference kernel volume 1 / (W(0) + sum_j W) (calibrated)")

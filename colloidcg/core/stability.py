@@ -64,7 +64,9 @@ class Stability:
     ``kappa`` (1/time^2, the stiffest mode's rate, before the safety factor), the friction
     rates ``gamma_min`` and ``gamma_max`` (1/time) and ``radius``, the spectral radius of one
     substep at ``safety`` x kappa (<= 1: stable; ``safety`` 1 where one step per frame is
-    stable); ``capped``: more than ``MAX_SUBSTEPS`` were needed."""
+    stable); ``capped``: more than ``MAX_SUBSTEPS`` were needed; ``calibrated_substeps``:
+    the steps per frame the model's friction was calibrated with (``transport_substeps``,
+    1 unless ``TrainConfig.transport`` is "msd"), a floor on ``substeps``."""
 
     substeps: int
     integrator: str
@@ -74,6 +76,7 @@ class Stability:
     safety: float
     radius: float
     capped: bool
+    calibrated_substeps: int = 1
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -167,7 +170,8 @@ def stable_substeps(model, states: list[State], dt: float, box: torch.Tensor | N
                     shear: torch.Tensor | None = None) -> Stability:
     """The integration steps per recorded step of length ``dt`` (model units) that keep
     ``model``'s rollouts from the configurations ``states`` linearly stable: one if one step
-    is stable there, else the fewest stable for ``safety`` x kappa (module docstring). ``states``: one or a few configurations of the data (their largest
+    is stable there, else the fewest stable for ``safety`` x kappa (module docstring); at
+    least the steps its friction was calibrated with (``config.transport_substeps``). ``states``: one or a few configurations of the data (their largest
     curvature is used); ``shear``: the Lees-Edwards state of a sheared box (:mod:`.driver`)."""
     from .dynamics import pair_friction_rate
     from .integrators import integrator_for
@@ -195,4 +199,9 @@ def stable_substeps(model, states: list[State], dt: float, box: torch.Tensor | N
         k, rho, capped = substeps_for(name, kappa, gammas, dt, safety, max_substeps)
     else:
         safety = 1.0
-    return Stability(int(k), name, float(kappa), float(gmin), float(gmax), float(safety), float(rho), bool(capped))
+    calibrated = int(getattr(model.config, "transport_substeps", 1))
+    if calibrated > k:          # the friction was calibrated with more steps: take them
+        k = calibrated
+        rho = max(spectral_radius(name, safety * kappa, g, dt / k) for g in gammas)
+    return Stability(int(k), name, float(kappa), float(gmin), float(gmax), float(safety), float(rho), bool(capped),
+                     calibrated)

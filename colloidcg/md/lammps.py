@@ -204,6 +204,23 @@ KA_FRACTION_A = 0.65
 KA_DIAMETERS = {1: 1.0, 2: 0.88}
 
 
+def _two_species_2d(L: float, n1: int, n2: int, seed: int, overlap: float, maxtry: int) -> str:
+    """LAMMPS commands: a periodic 2D square box of side L (LJ units) with n1 atoms of type 1
+    and n2 of type 2 placed at random (seeds ``seed``, ``seed + 1``; no two closer than
+    ``overlap``), all of mass 1."""
+    return f"""
+units lj
+dimension 2
+boundary p p p
+atom_style atomic
+region box block 0 {L} 0 {L} -0.5 0.5
+create_box 2 box
+create_atoms 1 random {n1} {seed} NULL overlap {overlap} maxtry {maxtry}
+create_atoms 2 random {n2} {seed + 1} NULL overlap {overlap} maxtry {maxtry}
+mass * 1.0
+"""
+
+
 def ka_mixture_2d(out_dir, *, n: int = 400, density: float = 1.2, temperature: float = 0.4,
                   frames: int = 301, dump_every: int = 500, equilibrate: int | None = None,
                   seed: int = 11, threads: int = 1) -> dict:
@@ -225,17 +242,7 @@ def ka_mixture_2d(out_dir, *, n: int = 400, density: float = 1.2, temperature: f
     steps = (frames - 1) * dump_every
     equilibrate = 4 * steps if equilibrate is None else int(equilibrate)
     coeffs = "\n".join(f"pair_coeff {a} {b} {e} {s} {c}" for (a, b), (e, s, c) in KA_PAIRS.items())
-    script = f"""
-units lj
-dimension 2
-boundary p p p
-atom_style atomic
-region box block 0 {L} 0 {L} -0.5 0.5
-create_box 2 box
-create_atoms 1 random {n_a} {seed} NULL overlap 0.7 maxtry 500
-create_atoms 2 random {n - n_a} {seed + 1} NULL overlap 0.7 maxtry 500
-mass * 1.0
-pair_style soft 1.0
+    script = _two_species_2d(L, n_a, n - n_a, seed, 0.7, 500) + f"""pair_style soft 1.0
 pair_coeff * * 0.0
 variable pre equal ramp(0.0,30.0)
 fix push all adapt 1 pair soft a * * v_pre
@@ -273,6 +280,22 @@ run {steps}
     return rec
 
 
+def mixture_tracks(run: dict, px_per_sigma: float = 16.0):
+    """The tracks table of a mixture run (:func:`ka_mixture_2d`, :func:`brownian_mixture_2d`):
+    frame, particle, x, y (unwrapped) and diameter, lengths in px at ``px_per_sigma``, with
+    the run's diameters per atom type; and the periodic box side in px."""
+    import pandas as pd
+
+    from .coarse import read_md_tracks
+
+    tr, _ = read_md_tracks(run["dump"], "none", None)
+    diam = tr["type"].astype(str).map(run["diameters"]).to_numpy(float)
+    df = pd.DataFrame({"frame": tr["frame"].to_numpy(), "particle": tr["particle"].to_numpy(),
+                       "x": tr["x"].to_numpy() * px_per_sigma, "y": tr["y"].to_numpy() * px_per_sigma,
+                       "diameter": diam * px_per_sigma})
+    return df, float(run["box"][0]) * px_per_sigma
+
+
 # ------------------------------------------------------------- Brownian (colloid-like) mixture
 def brownian_mixture_2d(out_dir, *, n: int = 400, area_fraction: float = 0.7, size_ratio: float = 1.4,
                         temperature: float = 1.0, gamma: float = 1.0, timestep: float = 2e-4,
@@ -299,17 +322,7 @@ def brownian_mixture_2d(out_dir, *, n: int = 400, area_fraction: float = 0.7, si
     wca = 2 ** (1 / 6)
     soft = "\n".join(f"pair_coeff {a} {b} 0.0 {s}" for (a, b), s in sig.items())
     lj = "\n".join(f"pair_coeff {a} {b} 1.0 {s} {wca * s}" for (a, b), s in sig.items())
-    script = f"""
-units lj
-dimension 2
-boundary p p p
-atom_style atomic
-region box block 0 {L} 0 {L} -0.5 0.5
-create_box 2 box
-create_atoms 1 random {n1} {seed} NULL overlap 0.5 maxtry 200
-create_atoms 2 random {n - n1} {seed + 1} NULL overlap 0.5 maxtry 200
-mass * 1.0
-pair_style soft {size_ratio}
+    script = _two_species_2d(L, n1, n - n1, seed, 0.5, 200) + f"""pair_style soft {size_ratio}
 {soft}
 variable pre equal ramp(0.0,60.0)
 fix push all adapt 1 pair soft a * * v_pre

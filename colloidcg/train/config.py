@@ -26,8 +26,8 @@ from ..errors import ParameterError
 #: ModelConfig fields that training sets from the data (or leaves fixed), not options:
 #: the dimension and the physical scales. Every other ModelConfig field is an
 #: architecture option (``TrainConfig.model``).
-CALIBRATED = ("dim", "cutoff", "k_B", "tau", "friction_scale", "mass_scale", "theta_ref", "volume_ref",
-              "stiffness", "fabric_ref", "size_scale", "size_column")
+CALIBRATED = ("dim", "cutoff", "k_B", "tau", "friction_scale", "transport_substeps", "mass_scale", "theta_ref",
+              "volume_ref", "stiffness", "fabric_ref", "size_scale", "size_column")
 
 def architecture_keys() -> tuple[str, ...]:
     """The ModelConfig fields that are training options (in ModelConfig's order)."""

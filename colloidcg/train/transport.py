@@ -38,8 +38,27 @@ from ..core.model import MetriplecticModel
 from ..data import Trajectory
 from .validation import data_window, window_rollout
 
-#: integration steps per frame of the calibration rollouts (as ``simulate --substeps 4``)
+#: integration steps per frame of the calibration rollouts, at least (more where linear
+#: stability asks for more, :mod:`colloidcg.core.stability`); recorded in the model's
+#: ``transport_substeps``, which ``simulate --substeps auto`` then takes
 SUBSTEPS = 4
+
+
+def _stable_substeps(model: MetriplecticModel, traj: Trajectory, start: int) -> int:
+    """The integration steps per frame linear stability asks for at the data's frame
+    ``start`` with the fitted friction (:func:`colloidcg.core.stability.stable_substeps`;
+    the calibration takes at least :data:`SUBSTEPS`)."""
+    from ..core import State
+    from ..core.stability import stable_substeps
+    from .measures import particle_sizes
+
+    idx = torch.nonzero(traj.present[start]).squeeze(-1)
+    r = traj.pos[start, idx]
+    with torch.no_grad():
+        S = model.initial_S(r, None, traj.box, traj.shear_at(start))
+        st = stable_substeps(model, [State(r, traj.vel[start, idx], S, particle_sizes(traj, idx))], traj.dt,
+                             traj.box, shear=traj.shear_at(start))
+    return int(st.substeps)
 
 
 def msd_all_origins(r: torch.Tensor, max_lag: int) -> np.ndarray:
@@ -96,10 +115,11 @@ def calibrate_transport(model: MetriplecticModel, traj: Trajectory, frames: int 
         return {"factor": 1.0, "converged": False, "reason": "fewer than 2 particles present in every frame"}
     msd_data = msd_all_origins(data_r[:, interior], max_lag)
     base = float(model.friction_scale)
+    substeps = max(SUBSTEPS, _stable_substeps(model, traj, start))
 
     def log_ratio(x: float) -> float:
         model.update_config(friction_scale=base * math.exp(x))
-        m = np.mean([msd_all_origins(window_rollout(model, traj, start, steps, idx, interior, seed + k, SUBSTEPS)
+        m = np.mean([msd_all_origins(window_rollout(model, traj, start, steps, idx, interior, seed + k, substeps)
                                      [:, interior], max_lag) for k in range(seeds)], axis=0)
         if not np.all(np.isfinite(m)) or np.any(m <= 0):
             return float("inf")
@@ -125,8 +145,8 @@ def calibrate_transport(model: MetriplecticModel, traj: Trajectory, frames: int 
                 converged = True
                 break
     factor = math.exp(root)
-    model.update_config(friction_scale=base * factor)
+    model.update_config(friction_scale=base * factor, transport_substeps=substeps)
     return {"factor": factor, "factor_rel_se": se, "friction_scale": base * factor,
             "log_msd_ratio_before": gs[0], "slope": slope, "converged": converged, "frames": steps,
-            "max_lag": max_lag, "particles": int(interior.sum()), "seeds": seeds, "substeps": SUBSTEPS,
+            "max_lag": max_lag, "particles": int(interior.sum()), "seeds": seeds, "substeps": substeps,
             "evaluations": [{"factor": math.exp(x), "log_msd_ratio": g} for x, g in zip(xs, gs)]}
