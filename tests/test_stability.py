@@ -119,6 +119,7 @@ def test_wca_disks_from_lammps_melt_at_one_step_and_hold_with_auto_substeps():
                        TrainConfig(epochs=6, lr=1e-2, progress=False, loc_noise="none", cutoff=24.0,
                                    size_column="diameter", seed=0), box_px=[side, side])
     cfg = {"calibration": res.report["calibration"]}
+    assert res.report["rollout_stability"]["substeps"] >= 3      # the training report says so too
     g_data = gr(df, side, 100)
     meta = {"meta": {"box_px": [side, side]}}
     with warnings.catch_warnings(record=True) as caught:

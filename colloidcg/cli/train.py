@@ -177,5 +177,9 @@ def run(args: argparse.Namespace) -> int:
     if "S0" in cs:
         msg += (f"; carried S on the softness test rows: {cs['S0']['auc']:.3f} (softness "
                 f"{cs['softness']['auc']:.3f} +- {cs['softness']['se']:.3f})")
+    steps = (report.get("rollout_stability") or {}).get("substeps", 1)
+    if steps > 1:
+        msg += (f"; its rollouts need {steps} integration steps per frame (colloidcg simulate "
+                "--substeps auto)")
     print(msg)
     return 0
