@@ -190,3 +190,30 @@ def _observed(traj, t: int, idx: torch.Tensor, steps: int, S0: torch.Tensor):
             return State(pos[k], vel[k], S0)
         return State(pos[-1], torch.zeros_like(vel[-1]), S0)
     return prescribed
+
+
+def tracks_stability(model: MetriplecticModel, model_config: dict, tracks: pd.DataFrame, meta: dict | None = None,
+                     frame: int | None = None):
+    """:func:`colloidcg.core.stability.stable_substeps` of ``model`` at one frame of
+    ``tracks`` (default its first; one frame suffices), in the units of ``model_config``'s
+    calibration: the integration steps per frame its rollouts from there need."""
+    from .data import meta_box
+
+    cal = model_config.get("calibration", {}) or {}
+    um, fps = float(cal.get("um_per_px") or 1.0), float(cal.get("fps") or 1.0)
+    frame = int(tracks["frame"].min()) if frame is None else int(frame)
+    rows = tracks[tracks["frame"] == frame]
+    if rows.empty:
+        raise ParameterError(f"frame: {frame} is not in the tracks")
+    dim = int(model.config.dim)
+    param = next(model.parameters())
+    as_t = lambda a: torch.as_tensor(np.asarray(a, float), dtype=param.dtype, device=param.device)  # noqa: E731
+    box_px = cal.get("box_px") or meta_box(meta)
+    box = None if box_px is None else as_t(box_px) * um
+    r = as_t(rows[["x", "y", "z"][:dim]].to_numpy()) * um
+    r = wrap(r, box)
+    col = model.config.size_column or None
+    size = as_t(rows[col].to_numpy()) if col else None
+    with torch.no_grad():
+        S = model.initial_S(r, None, box)
+        return stable_substeps(model, [State(r, torch.zeros_like(r), S, size)], 1.0 / fps, box)

@@ -147,6 +147,8 @@ def test_auto_substeps_on_a_soft_model_and_bad_values():
         sim = simulate(model, cfg, df, steps=2, seed=0, substeps="auto")
     assert sim.parameters["substeps"] == sim.parameters["stability"]["substeps"] >= 1
     assert sim.parameters["substeps_requested"] == "auto"
+    from colloidcg.simulate import tracks_stability
+    assert tracks_stability(model, cfg, df).to_dict() == sim.parameters["stability"]   # the same check
     from colloidcg.errors import ParameterError
     for bad in (0, "fast", 1.5, True):
         with pytest.raises(ParameterError, match="substeps"):

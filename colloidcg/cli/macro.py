@@ -177,6 +177,7 @@ def run_train(args: argparse.Namespace) -> int:
     from ..scaling.macro import fit_sde, learn_macro, trajectory_increments
     from ..scaling.observables import check_names, labels as label_values
     from ..scaling.simulators import ModelSimulator
+    from ..simulate import tracks_stability
 
     if args.states not in ("upsampled", "block"):
         raise ParameterError(f"--states: expected 'upsampled' or 'block', got {args.states!r}")
@@ -231,6 +232,7 @@ def run_train(args: argparse.Namespace) -> int:
         if args.patch is not None and args.patch < 2 * sim.interaction_range:
             raise ParameterError(f"--patch: {args.patch:g} px is smaller than twice the model's interaction "
                                  f"range (2 x {sim.interaction_range:g} px)")
+        sim.substeps = tracks_stability(model, cfg, tracks, meta).substeps    # steep contacts need several
         frames = np.unique(tracks["frame"].to_numpy())
         pick = frames[np.unique(np.round(np.linspace(0, len(frames) - 1, min(args.snapshots, len(frames)))).astype(int))]
         from tqdm.auto import tqdm
@@ -257,6 +259,7 @@ def run_train(args: argparse.Namespace) -> int:
             res.encoder.closure.save(folder)
         K = res.n_patches
         report = {"model": str(args.model), "init": str(args.init[0]), "states": "upsampled", "factor": args.factor,
+                  "model_substeps": sim.substeps,
                   "snapshot_frames": [int(f) for f in pick], "observables": obs, "labels": labels,
                   "n_closure": args.n_closure, "upsampling": {k: up_params[k] for k in ("tile", "tile_px", "side_steps")},
                   **res.report, "closure_training": res.closure_report}
@@ -360,10 +363,11 @@ def _block_trajectories(args, model_config, size_col, dim, sim):
 def _train_block(args, lam, dev, out) -> int:
     """``macro train --states block``: the SDE fitted on block states of the --init tables."""
     from ..errors import ParameterError
-    from ..outputs import atomic_write_json, output_folder
+    from ..outputs import atomic_write_json, output_folder, read_table
     from ..scaling.macro import fit_sde, learn_block, trajectory_increments
     from ..scaling.observables import check_names, labels as label_values
     from ..scaling.simulators import ModelSimulator
+    from ..simulate import tracks_stability
 
     names = [n for n in REPORT_FILES if n != "patch_curve.png"]
     with output_folder(out, names, args.overwrite, option=f"-o {out}") as tx:
@@ -373,7 +377,9 @@ def _train_block(args, lam, dev, out) -> int:
                                  f"small systems (one tracks table each), got {len(args.init)}")
         size_col = model.config.size_column or None
         obs, labs = check_names(args.observables.split(","), dim, has_S=True, has_size=bool(size_col))
-        sim = ModelSimulator(model, cfg, device=dev)
+        first, first_meta = read_table(args.init[0], required=["frame", "particle", "x", "y"])
+        sim = ModelSimulator(model, cfg, substeps=tracks_stability(model, cfg, first, first_meta).substeps,
+                             device=dev)
         trajs, frames, box = _block_trajectories(args, cfg, size_col, dim, sim)
         labels = label_values(trajs[0][0], labs)
         res = learn_block(trajs, steps=args.steps, observables=obs, blocks=args.factor, lam=lam,
@@ -383,6 +389,7 @@ def _train_block(args, lam, dev, out) -> int:
         res.sde.save(folder)
         K = res.n_patches
         report = {"model": str(args.model), "init": [str(p) for p in args.init], "factor": args.factor,
+                  "model_substeps": sim.substeps,
                   "frames": [int(f) for f in frames], "box_px": box.tolist(), "observables": obs,
                   "labels": labels, **res.report}
         # lambda sweep against the small systems' own increments (factor 1)
