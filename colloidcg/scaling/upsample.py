@@ -1189,9 +1189,9 @@ def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None 
         standard errors in the tests; longer relaxations give the band the model's own
         structure, which is not the data's (docs/scaling.md).
     relax_substeps : integration steps per model frame in the relaxation and its temperature
-        calibration; "auto" (default): the fewest that keep the model's rollouts of the input
-        stable (:func:`colloidcg.core.stability.stable_substeps`; steep contact forces, WCA
-        or Lennard-Jones particles, need several, and one step per frame melts the seams).
+        calibration; "auto" (default): as ``simulate(substeps="auto")`` chooses them at two
+        input frames (:func:`colloidcg.core.stability.stable_substeps`; steep contact forces,
+        WCA or Lennard-Jones particles, need several, and one step per frame melts the seams).
     band : half-width of the relaxed band along the seams, px (default: the model's
         interaction range).
     push_quantile : pairs placed across a seam closer than this quantile of the data's
