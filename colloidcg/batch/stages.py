@@ -300,7 +300,7 @@ def _run_evaluate(job, opts, ups, ctx, out: Path) -> dict:
         raise ColloidcgError(f"{tpath}: {f1 - f0 + 1} frames; evaluate needs at least 4 "
                              "(a rollout of two or more steps)")
     sim = simulate(model, cfg, tracks, meta, steps=steps, seed=int(ev.get("seed", 0)),
-                   substeps=ev.get("substeps", 1), fast=bool(ev.get("fast", False)),
+                   substeps=ev.get("substeps", "auto"), fast=bool(ev.get("fast", False)),
                    name=str(tpath))
     side = provenance("simulate", {"model": str(mdir), "init": str(tpath)}, sim.parameters,
                       units={"x": "px", "y": "px", "vx": "px/frame", "vy": "px/frame", "frame": "frame"},
