@@ -174,12 +174,14 @@ def stable_substeps(model, states: list[State], dt: float, box: torch.Tensor | N
     least the steps its friction was calibrated with (``config.transport_substeps``). ``states``: one or a few configurations of the data (their largest
     curvature is used); ``shear``: the Lees-Edwards state of a sheared box (:mod:`.driver`)."""
     from .dynamics import pair_friction_rate
+    from .graph import find_pairs
     from .integrators import integrator_for
 
     name = type(integrator_for(model)).__name__
     kappa, gmin, gmax = 0.0, np.inf, 0.0
     for st in states:
-        pairs = model.pairs(st.r, box, shear)
+        # k-d tree (model.pairs is O(N^2)); a little beyond the range, as the probes move the particles
+        pairs = find_pairs(st.r, 1.01 * float(model.cutoff), box, shear)
         t = model.terms_of(st.r, torch.zeros_like(st.r), st.S, pairs, box, model._size(st), shear)
         m = float(t.m)
         kappa = max(kappa, largest_curvature(model, st, pairs, box, shear=shear) / m)

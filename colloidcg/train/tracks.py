@@ -11,6 +11,7 @@ import torch
 from .carried import carried_table
 from .config import TrainConfig
 from .fitting import FitResult, fit
+from .validation import stability_at
 
 #: Files a trained model folder holds (see :func:`train_tracks`).
 MODEL_FILES = ("model.pt", "config.json", "report.json", "S.parquet", "S.json")
@@ -58,8 +59,10 @@ def train_tracks(tracks, meta: dict | None = None, config: TrainConfig | None = 
     s_table["frame"] = s_table["frame"].astype(tracks["frame"].dtype)
     if labels is not None:
         result.report["carried_s_auc"] = carried_s_auc(labels, s_table, labels_lag or cfg.horizon)
-    result.report["rollout_stability"] = rollout_stability(result.model, traj.to(device=cfg.device,
-                                                                                 dtype=getattr(torch, cfg.dtype)))
+    # the integration steps per frame the model's rollouts need (simulate --substeps auto takes them)
+    st = stability_at(result.model, traj.to(device=cfg.device, dtype=getattr(torch, cfg.dtype)),
+                      max(1, traj.n_frames // 2))
+    result.report["rollout_stability"] = {} if st is None else st.to_dict()
     result.report["calibration"] = {"um_per_px": traj.um_per_px, "fps": traj.fps,
                                     "box_px": list(box_px) if box_px is not None else None,
                                     "tracks": str(Path(source).resolve()) if source else None}
@@ -101,22 +104,3 @@ def carried_s_auc(labels, s_table, lag: int) -> dict:
                    "on the frames before its split only)")
     return out
 
-
-def rollout_stability(model, traj) -> dict:
-    """:func:`colloidcg.core.stability.stable_substeps` of the trained model at the
-    trajectory's middle frame (the integration steps per frame its rollouts need:
-    ``colloidcg simulate --substeps auto`` takes them)."""
-    from ..core import State
-    from ..core.stability import stable_substeps
-    from .measures import particle_sizes
-
-    t = max(1, traj.n_frames // 2)
-    idx = torch.nonzero(traj.mask[t]).squeeze(-1)
-    if idx.numel() < 2:
-        return {}
-    r = traj.pos[t, idx]
-    with torch.no_grad():
-        S = model.initial_S(r, None, traj.box, traj.shear_at(t))
-        st = stable_substeps(model, [State(r, traj.vel[t, idx], S, particle_sizes(traj, idx))], traj.dt,
-                             traj.box, shear=traj.shear_at(t))
-    return st.to_dict()

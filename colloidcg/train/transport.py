@@ -36,29 +36,12 @@ import torch
 
 from ..core.model import MetriplecticModel
 from ..data import Trajectory
-from .validation import data_window, window_rollout
+from .validation import data_window, stability_at, window_rollout
 
 #: integration steps per frame of the calibration rollouts, at least (more where linear
 #: stability asks for more, :mod:`colloidcg.core.stability`); recorded in the model's
 #: ``transport_substeps``, which ``simulate --substeps auto`` then takes
 SUBSTEPS = 4
-
-
-def _stable_substeps(model: MetriplecticModel, traj: Trajectory, start: int) -> int:
-    """The integration steps per frame linear stability asks for at the data's frame
-    ``start`` with the fitted friction (:func:`colloidcg.core.stability.stable_substeps`;
-    the calibration takes at least :data:`SUBSTEPS`)."""
-    from ..core import State
-    from ..core.stability import stable_substeps
-    from .measures import particle_sizes
-
-    idx = torch.nonzero(traj.present[start]).squeeze(-1)
-    r = traj.pos[start, idx]
-    with torch.no_grad():
-        S = model.initial_S(r, None, traj.box, traj.shear_at(start))
-        st = stable_substeps(model, [State(r, traj.vel[start, idx], S, particle_sizes(traj, idx))], traj.dt,
-                             traj.box, shear=traj.shear_at(start))
-    return int(st.substeps)
 
 
 def msd_all_origins(r: torch.Tensor, max_lag: int) -> np.ndarray:
@@ -115,7 +98,8 @@ def calibrate_transport(model: MetriplecticModel, traj: Trajectory, frames: int 
         return {"factor": 1.0, "converged": False, "reason": "fewer than 2 particles present in every frame"}
     msd_data = msd_all_origins(data_r[:, interior], max_lag)
     base = float(model.friction_scale)
-    substeps = max(SUBSTEPS, _stable_substeps(model, traj, start))
+    st = stability_at(model, traj, start)      # with the fitted friction
+    substeps = max(SUBSTEPS, st.substeps if st is not None else 1)
 
     def log_ratio(x: float) -> float:
         model.update_config(friction_scale=base * math.exp(x))

@@ -58,6 +58,22 @@ def window_rollout(model: MetriplecticModel, traj: Trajectory, start: int, steps
     return out.r
 
 
+def stability_at(model: MetriplecticModel, traj: Trajectory, t: int):
+    """:func:`colloidcg.core.stability.stable_substeps` of ``model`` at frame index ``t`` of
+    ``traj`` (the particles present there): the integration steps per frame its rollouts
+    from there need. None with fewer than 2 particles."""
+    from ..core.stability import stable_substeps
+
+    idx = torch.nonzero(traj.present[t]).squeeze(-1)
+    if idx.numel() < 2:
+        return None
+    r, shear = traj.pos[t, idx], traj.shear_at(t)
+    with torch.no_grad():
+        S = model.initial_S(r, None, traj.box, shear)
+        return stable_substeps(model, [State(r, traj.vel[t, idx], S, particle_sizes(traj, idx))], traj.dt,
+                               traj.box, shear=shear)
+
+
 def validation_rollout(model: MetriplecticModel, traj: Trajectory, start: int, steps: int,
                        seed: int = 0) -> dict:
     """Rollout over frames start..start+steps, halo prescribed; MSD relative RMS error
