@@ -48,13 +48,12 @@ import torch
 SCALE = 16.0            # px per sigma
 N_SMALL, K = 400, 16
 #: per system: the runs (particles, frames, steps per frame, equilibration steps) of the small
-#: and the large system, the species' diameters in sigma (as the runs record them), the seam
-#: profile's neighbour distance in px (about g(r)'s first minimum)
+#: and the large system, the seam profile's neighbour distance in px (about g(r)'s first minimum)
 SYSTEMS = {
     "brownian": {"small": (N_SMALL, 200, 50, 25000), "large": (N_SMALL * K, 10, 5000, 25000),
-                 "diameters": {1: 1.0, 2: 1.4}, "r_bond": 25.0},
+                 "r_bond": 25.0},
     "ka": {"small": (N_SMALL, 100, 250, 20000), "large": (N_SMALL * K, 10, 2000, 20000),
-           "diameters": {1: 1.0, 2: 0.88}, "r_bond": 24.0},
+           "r_bond": 24.0},
 }
 
 
@@ -112,7 +111,7 @@ def main(argv=None) -> int:
     print(f"model trained in {time.perf_counter() - t0:.0f} s", flush=True)
     cfg = {"calibration": res.report["calibration"]}
     box_small, box_big = [side, side], [bside, bside]
-    sizes = sorted(SCALE * d for d in spec["diameters"].values())
+    sizes = sorted(float(d) for d in small["diameter"].unique())     # px, from the run's types
     species = {"all": None, **{f"{d / SCALE:g}": d for d in sizes}}
     n_small = small["frame"].nunique()
     g_big = {k: rdf_of(ev, big, box_big, d, 10) for k, d in species.items()}
