@@ -89,7 +89,10 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--system", choices=sorted(SYSTEMS), default="brownian")
     ap.add_argument("--temperature", type=float, default=1.0, help="LJ temperature (kT / epsilon)")
-    ap.add_argument("--relax", default="0,3,10", help="seam relaxation frames, comma-separated")
+    ap.add_argument("--relax", default="0,3,10,auto", help="seam relaxation frames, comma-separated ('auto': "
+                    "until the particles have moved as far as healing takes, colloidcg.scaling.upsample)")
+    ap.add_argument("--band", default="all", help="relaxed band along the seams, px, or 'all' (the whole system; "
+                    "default) or 'range' (the model's interaction range, the library's default)")
     ap.add_argument("--samples", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0, help="upsampling seed")
     ap.add_argument("--md-seed", type=int, default=11, help="LAMMPS seed of the small system (the large: + 100)")
@@ -130,9 +133,11 @@ def main(argv=None) -> int:
           "|psi6|, seam band minus bulk (SE) | seconds per sample |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     r_bond = spec["r_bond"]
-    for relax in [int(r) for r in args.relax.split(",")]:
+    band = None if args.band == "range" else ("all" if args.band == "all" else float(args.band))
+    for relax in [r if r == "auto" else int(r) for r in args.relax.split(",")]:
         t0 = time.perf_counter()
-        up = upsample(res.model, cfg, small, factor=K, samples=args.samples, seed=args.seed, relax_steps=relax)
+        up = upsample(res.model, cfg, small, factor=K, samples=args.samples, seed=args.seed, relax_steps=relax,
+                      band=band)
         sec = (time.perf_counter() - t0) / args.samples
         u, box = up.tracks, up.box_px
         errs = " / ".join(f"{ev.rel_rms(rdf_of(ev, u, box, d, args.samples), g_big[k]):.4f}"
@@ -144,7 +149,8 @@ def main(argv=None) -> int:
         z = {name: mean / se for name, (mean, se) in prof.items()}
         dm, pm = prof["density"][0], prof["psi6"][0]
         sub = up.parameters["seam_relaxation"]["substeps"]
-        print(f"| {relax} | {sub} | {errs} | {dens:.5f} | {np.mean(u['diameter'] == sizes[0]):.4f} / "
+        steps = up.parameters["seam_relaxation"]["model_steps"]
+        print(f"| {relax if relax != 'auto' else f'auto ({steps})'} | {sub} | {errs} | {dens:.5f} | {np.mean(u['diameter'] == sizes[0]):.4f} / "
               f"{frac[sizes[0]]:.4f} | {ratios} | {dm[0]:+.3f} ({z['density'][0]:+.1f}) | "
               f"{dm[1]:+.3f} ({z['density'][1]:+.1f}) | {pm[0]:+.4f} ({z['psi6'][0]:+.1f}) | {sec:.1f} |",
               flush=True)

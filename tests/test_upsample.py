@@ -711,3 +711,58 @@ def test_upsample_tiling_option(small):
         upsample(model, crystal_cfg, tracks, meta, factor=4, relax_steps=0, tiling="best")
     with pytest.raises(ParameterError, match="tiling_candidates"):
         upsample(model, crystal_cfg, tracks, meta, factor=4, relax_steps=0, tiling="matched", tiling_candidates=0)
+
+
+def test_shell_distances_and_seam_lines_exact():
+    """The input's nearest-neighbour distance and first minimum on a jittered triangular
+    lattice (spacing 20 px: peak at 20, minimum between 20 and 20 sqrt 3); seam-line
+    distances and neighbour counts on hand-made positions."""
+    from colloidcg.scaling.upsample import _Source, neighbour_counts, seam_line_distance, shell_distances
+    rng = np.random.default_rng(0)
+    a, nx, ny = 20.0, 16, 18
+    box = np.array([nx * a, ny * a * math.sqrt(3) / 2])
+    i, j = np.meshgrid(np.arange(nx), np.arange(ny), indexing="ij")
+    lattice = np.stack([(i + 0.5 * (j % 2)) * a, j * a * math.sqrt(3) / 2], -1).reshape(-1, 2)
+    frames = [np.mod(lattice + rng.normal(0, 0.8, lattice.shape), box) for _ in range(5)]
+    src = _Source(frames, [np.zeros_like(p) for p in frames], [None] * 5, box, None, None)
+    peak, low = shell_distances(src, 24.0)
+    assert abs(peak - a) <= 0.8 + 1e-9                       # bins of 0.8 px
+    assert a < low < a * math.sqrt(3)
+    pos = np.array([[1.0, 50.0], [99.0, 30.0], [50.0, 52.0], [25.0, 75.0]])
+    np.testing.assert_allclose(seam_line_distance(pos, np.array([100.0, 100.0])), [1.0, 1.0, 48.0, 25.0])
+    across = np.array([[1.0, 50.0], [199.0, 51.0], [50.0, 52.0], [25.0, 75.0]])   # a pair across the edge
+    np.testing.assert_array_equal(neighbour_counts(across, np.array([200.0, 200.0]), 3.0), [1, 1, 0, 0])
+
+
+def test_relax_steps_auto_relaxes_until_the_particles_have_moved(small, tmp_path):
+    """``relax_steps="auto"``: the pilot stops at the first frame whose mean squared
+    displacement reaches HEAL_MSD nearest-neighbour distances squared, and every doubling
+    is relaxed for that many frames; with ``band="all"`` every particle is relaxed. The
+    CLI takes ``--relax-steps auto --band all`` and refuses other words."""
+    from colloidcg.scaling.upsample import HEAL_MSD
+    df, side, model, cfg = small
+    up = upsample(model, cfg, df, factor=4, samples=2, seed=3, relax_steps="auto", band="all")
+    rel = up.parameters["seam_relaxation"]
+    h = rel["healing"]
+    msd = np.array(h["msd_px2"])
+    assert h["reached"] and rel["model_steps"] == h["frames"] == len(msd) - 1 >= 1
+    assert h["target_msd_px2"] == pytest.approx(HEAL_MSD * h["shell_px"] ** 2)
+    assert msd[0] == 0.0 and msd[-1] >= h["target_msd_px2"] > msd[-2]
+    assert 12.0 < h["shell_px"] < 20.0 < h["r_bond_px"] < 32.0    # the diameters are 13.3 and 18.7 px
+    assert len(h["deficit"]) == len(msd)
+    assert rel["band_px"] == float("inf") and rel["particles_relaxed"] == 2 * 4 * N_SMALL
+    with pytest.raises(ParameterError, match="relax_steps"):
+        upsample(model, cfg, df, factor=4, relax_steps="often")
+    from colloidcg.core.persist import save_model
+    from colloidcg.outputs import provenance, read_table, write_table
+    mdir = save_model(model, tmp_path / "model", {"calibration": cfg["calibration"]})
+    init = tmp_path / "small.parquet"
+    write_table(init, df[df["frame"] < 5], provenance("test", {}, {}))
+    out = tmp_path / "big.parquet"
+    assert main(["upsample", str(mdir), "--init", str(init), "--factor", "4", "--relax-steps", "auto",
+                 "--band", "all", "-o", str(out)]) == 0
+    assert read_table(out)[1]["parameters"]["seam_relaxation"]["healing"]["reached"]
+    for opt, bad in (("--relax-steps", "often"), ("--relax-steps", "-1"), ("--band", "most"), ("--band", "0")):
+        with pytest.raises(SystemExit):
+            main(["upsample", str(mdir), "--init", str(init), "--factor", "4", opt, bad, "-o",
+                  str(tmp_path / "z.parquet")])

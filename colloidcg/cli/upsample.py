@@ -32,14 +32,17 @@ def add_parser(subparsers) -> None:
                    help="area factor (volume in 3D): a square (cube) such as 4, 16, 64 (required)")
     p.add_argument("--samples", type=int, default=1, metavar="N", help="independent large snapshots")
     p.add_argument("--seed", type=int, default=0, help="seed (>= 0) of the tiling and relaxation noise")
-    p.add_argument("--relax-steps", type=int, default=3, metavar="N",
-                   help="model frames of seam relaxation per doubling (0: overlap removal only)")
+    p.add_argument("--relax-steps", type=_relax_steps_arg, default=3, metavar="N|auto",
+                   help="model frames of seam relaxation per doubling (0: overlap removal only; default 3); "
+                        "auto: until the particles have moved, rms, 0.39 nearest-neighbour distances, as "
+                        "far as seams in steep-contact (hard-sphere-like) liquids take to heal, measured on a "
+                        "pilot doubling (use it with --band all; docs/scaling.md)")
     p.add_argument("--relax-substeps", type=substeps_arg, default="auto", metavar="K",
                    help="integration steps per model frame in the seam relaxation, or auto (default): the "
                         "fewest that keep the model's rollouts of the input stable")
-    p.add_argument("--band", type=float, default=None, metavar="PX",
+    p.add_argument("--band", type=_band_arg, default=None, metavar="PX|all",
                    help="half-width of the relaxed band along each seam, px (default: the model's "
-                        "interaction range)")
+                        "interaction range); all: the whole system is relaxed (no held layer, no band edge)")
     p.add_argument("--relax-temperature", default="auto", metavar="auto|X",
                    help="scale of the model's k_B during the seam relaxation: auto (default) calibrates it so "
                         "that the model's rollouts of the input keep the input's first coordination shell; "
@@ -81,8 +84,6 @@ def run(args: argparse.Namespace) -> int:
         raise ParameterError(f"--samples: must be >= 1, got {args.samples}")
     if args.seed < 0:
         raise ParameterError(f"--seed: must be >= 0, got {args.seed}")
-    if args.relax_steps < 0:
-        raise ParameterError(f"--relax-steps: must be >= 0, got {args.relax_steps}")
     temperature = _auto_or_number(args.relax_temperature, "--relax-temperature", "a number > 0",
                                   lambda v: 0 < v < float("inf"))
     push_quantile = _auto_or_number(args.push_quantile, "--push-quantile", "a number in [0, 1)",
@@ -131,3 +132,29 @@ def _auto_or_number(text: str, option: str, expected: str, ok) -> str | float:
     if value is None or not ok(value):
         raise ParameterError(f"{option}: must be auto or {expected}, got {text}")
     return value
+
+
+def _relax_steps_arg(text: str) -> int | str:
+    """--relax-steps: an integer >= 0 or 'auto'."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        k = int(text)
+    except ValueError:
+        k = -1
+    if k < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0 or 'auto', got {text!r}")
+    return k
+
+
+def _band_arg(text: str) -> float | str:
+    """--band: a width > 0 px or 'all'."""
+    if text.strip().lower() == "all":
+        return "all"
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not v > 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a width > 0 px or 'all', got {text!r}")
+    return v

@@ -978,7 +978,7 @@ def reflect_into_band(pos: np.ndarray, vel: np.ndarray, period: np.ndarray, band
 def _relax(model, cfg: Configuration, new_seam: np.ndarray, *, band_px: float, cutoff_px: float,
            steps: int, um: float, fps: float, seed: int, noise: bool = True,
            temperature: float = 1.0, period: np.ndarray | None = None,
-           substeps: int = 1) -> tuple[Configuration, int]:
+           substeps: int = 1, observe=None) -> tuple[Configuration, int]:
     """Roll out the particles within ``band_px`` of the new seams for ``steps`` frames, the
     next :func:`held_layer_px` wide layer held fixed (the rest of the system does not enter),
     the model's k_B scaled by ``temperature``. With ``period`` (d,) px, the spacing of the new seam lines (the parts' box), the
@@ -999,7 +999,7 @@ def _relax(model, cfg: Configuration, new_seam: np.ndarray, *, band_px: float, c
     size = None if cfg.size is None else as_t(cfg.size[sub])
     boundary = as_t(~mobile).bool()
     pos, vel = cfg.pos[sub].copy(), cfg.vel[sub].copy()
-    chunks = [steps] if period is None else [1] * steps
+    chunks = [steps] if period is None and observe is None else [1] * steps
     with torch.no_grad(), _Temperature(model, temperature):
         S = model.initial_S(as_t(pos * um), None, box)
         for k, n in enumerate(chunks):
@@ -1013,6 +1013,11 @@ def _relax(model, cfg: Configuration, new_seam: np.ndarray, *, band_px: float, c
                 p, v = pos[m], vel[m]
                 reflect_into_band(p, v, np.asarray(period, float), band_px)
                 pos[m], vel[m] = np.mod(p, cfg.box), v
+            if observe is not None:
+                whole = cfg.pos.copy()
+                whole[sub] = pos
+                if observe(whole):
+                    break
     out_pos = cfg.pos.copy()
     out_vel = cfg.vel.copy()
     out_pos[sub] = pos
@@ -1158,6 +1163,113 @@ def relaxation_temperature(model, src: "_Source", *, steps: int, cutoff_px: floa
     return {"k_B_scale": best, "first_shell_g": target, "grid": values}
 
 
+# ----------------------------------------------------------------------------- healing time
+#: ``relax_steps="auto"``: the seams are relaxed until the particles have moved, rms, sqrt(HEAL_MSD)
+#: nearest-neighbour distances: 0.15 d^2 is what LAMMPS's own Brownian dynamics of WCA disks
+#: had moved when it had healed tiled seams (30 frames, 0.14 d^2: benchmarks/results/upsample_lammps.md),
+#: and where the model trained on it had healed them too (95-120 of its slower frames).
+HEAL_MSD = 0.15
+#: pilot doublings relaxed to measure it, and the most frames.
+HEALING_PILOTS = 2
+HEALING_MAX_FRAMES = 300
+
+
+def shell_distances(src: "_Source", cutoff_px: float) -> tuple[float, float]:
+    """(the first peak of the input's g(r), its first minimum after the peak), px: the
+    nearest-neighbour distance and the neighbour distance of the seam checks. g(r) from up
+    to 20 input frames, 60 bins up to 2 x ``cutoff_px``, smoothed over 3 bins."""
+    r_max, bins = 2.0 * cutoff_px, 60
+    edges = np.linspace(0.0, r_max, bins + 1)
+    counts, ideal = np.zeros(bins), np.zeros(bins)
+    step = max(1, len(src.pos) // 20)
+    for p in src.pos[::step]:
+        if src.box is not None:
+            c, i = shell_histogram(np.mod(p, src.box), src.box, np.ones(len(p), bool), r_max, bins,
+                                   float(np.prod(src.box)))
+        else:
+            lo, hi = src.fov[:, 0], src.fov[:, 1]
+            cen = np.all((p > lo + r_max) & (p < hi - r_max), axis=1)
+            if not cen.any():
+                continue
+            c, i = shell_histogram(p, None, cen, r_max, bins, float(np.prod(hi - lo)))
+        counts += c
+        ideal += i
+    g = np.convolve(counts / np.maximum(ideal, 1e-300), np.ones(3) / 3, mode="same")
+    mid = 0.5 * (edges[1:] + edges[:-1])
+    peak = int(np.argmax(g))
+    rising = np.nonzero(np.diff(g[peak:]) > 0)[0]
+    low = peak + (int(rising[0]) if len(rising) else int(np.argmin(g[peak:])))
+    return float(mid[peak]), float(mid[max(low, peak + 1)])
+
+
+def seam_line_distance(pos: np.ndarray, period: np.ndarray) -> np.ndarray:
+    """(N,) distance of each position (N, d) px to the nearest seam line of a level whose
+    parts have side ``period`` (d,) px (the lines at multiples of ``period``)."""
+    off = pos - period * np.round(pos / period)
+    return np.min(np.abs(off), axis=1)
+
+
+def neighbour_counts(pos: np.ndarray, box: np.ndarray, r: float) -> np.ndarray:
+    """(N,) number of neighbours within ``r`` px of each particle (periodic ``box``)."""
+    from ..neighbours import pairs
+
+    pr = pairs(pos, r, box)
+    return (np.bincount(pr[:, 0], minlength=len(pos)) + np.bincount(pr[:, 1], minlength=len(pos))).astype(float)
+
+
+def healing_frames(place, relax, shell_px: float, r_bond_px: float, *, max_frames: int = HEALING_MAX_FRAMES,
+                   pilots: int = HEALING_PILOTS, heal_msd: float = HEAL_MSD) -> dict:
+    """Model frames of seam relaxation for ``relax_steps="auto"``: as many as the relaxation
+    takes to move the particles, rms, sqrt(``heal_msd``) x ``shell_px`` (the input's
+    nearest-neighbour distance) from where they were placed.
+
+    Why a distance and not the seam itself: a seam heals when the particles along it have
+    left the positions the tiling gave them for positions their neighbours select, which in
+    a dense liquid means a good part of a cage size (measured on LAMMPS Brownian WCA disks:
+    healed by 0.14 d^2 in LAMMPS's own dynamics and by 0.13-0.16 d^2 in the model's, a
+    neighbour deficit of -0.35 at 0.07 d^2, :data:`HEAL_MSD`). The mean squared displacement
+    of a whole pilot is precise after a few frames; the seam's own neighbour deficit over a
+    few pilots is not (its frame-to-frame noise is as large as what is left to heal).
+
+    ``pilots`` first-level doublings are placed (``place(1)``) and relaxed (``relax``) frame
+    by frame until the mean squared displacement of their relaxed particles reaches the target or ``max_frames``.
+    Recorded per frame, for the report: that displacement and the neighbour deficit of the
+    particles within ``shell_px`` of a seam line against those farther than 1.5
+    ``r_bond_px`` (neighbours within ``r_bond_px``, pooled over pilots). Returns {"frames",
+    "reached" (bool), "target_msd_px2", "msd_px2", "deficit"}.
+    """
+    target = heal_msd * shell_px ** 2
+    msd, deficit, frames, reached = [], [], [], True
+    for _ in range(pilots):
+        cfg, new, m = place(1)
+        rows = []
+
+        def observe(pos, box=cfg.box, period=cfg.box / m, start=cfg.pos.copy()):
+            n = neighbour_counts(pos, box, r_bond_px)
+            d = seam_line_distance(pos, period)
+            band, bulk = d < shell_px, d > 1.5 * r_bond_px
+            disp = pos - start
+            disp -= box * np.round(disp / box)
+            sq = np.sum(disp ** 2, axis=1)
+            moving = sq > 0                      # the relaxed particles (the held layer never moves)
+            rows.append((float(np.mean(sq[moving])) if moving.any() else 0.0, n[band].sum(), band.sum(),
+                         n[bulk].sum(), bulk.sum()))
+            return rows[-1][0] >= target
+
+        observe(cfg.pos)
+        relax(cfg, new, m, max_frames, observe)
+        a = np.array(rows)
+        reached &= bool(a[-1, 0] >= target)
+        frames.append(len(a) - 1)
+        msd.append(a[:, 0])
+        deficit.append(a[:, 1:])
+    n = min(len(x) for x in msd)
+    tot = sum(x[:n] for x in deficit)
+    return {"frames": int(round(np.mean(frames))), "reached": reached, "target_msd_px2": float(target),
+            "msd_px2": np.mean([x[:n] for x in msd], axis=0).round(4).tolist(),
+            "deficit": (tot[:, 0] / np.maximum(tot[:, 1], 1) - tot[:, 2] / np.maximum(tot[:, 3], 1)).round(4).tolist()}
+
+
 # ----------------------------------------------------------------------------- entry point
 #: Default ``push_quantile`` of :func:`upsample` per dimension (docs/scaling.md: 2D session
 #: 16, 3D session 27: g(r) 0.054-0.065 with 0.02, 0.039-0.055 with 0).
@@ -1240,8 +1352,10 @@ def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None 
         raise ParameterError(f"seed: must be an integer >= 0, got {seed}")
     if int(samples) != samples or samples < 1:
         raise ParameterError(f"samples: must be a positive integer, got {samples}")
-    if int(relax_steps) != relax_steps or relax_steps < 0:
-        raise ParameterError(f"relax_steps: must be an integer >= 0, got {relax_steps}")
+    auto_steps = relax_steps == "auto"
+    if not auto_steps and (isinstance(relax_steps, (bool, str)) or int(relax_steps) != relax_steps
+                           or relax_steps < 0):
+        raise ParameterError(f"relax_steps: must be 'auto' or an integer >= 0, got {relax_steps!r}")
     if not (relax_substeps == "auto" or (isinstance(relax_substeps, (int, np.integer))
                                          and not isinstance(relax_substeps, bool) and relax_substeps >= 1)):
         raise ParameterError(f"relax_substeps: must be 'auto' or an integer >= 1, got {relax_substeps!r}")
@@ -1268,7 +1382,7 @@ def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None 
     um = float(cal.get("um_per_px") or 1.0)
     fps = float(cal.get("fps") or 1.0)
     cutoff_px = float(model.cutoff) / um
-    band_px = cutoff_px if band is None else float(band)
+    band_px = cutoff_px if band is None else (np.inf if band == "all" else float(band))
     if not band_px > 0:
         raise ParameterError(f"band: must be > 0 px, got {band}")
     size_col = model.config.size_column or None
@@ -1283,11 +1397,12 @@ def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None 
         src.pos[:20], src.size[:20], src.box if src.box is not None else None, quantile=push_quantile)
     stability = None
     if relax_substeps == "auto":
-        stability = input_stability(model, src, um, fps) if relax_steps > 0 else None
+        stability = input_stability(model, src, um, fps) if auto_steps or relax_steps > 0 else None
         relax_substeps = 1 if stability is None else stability.substeps
     relax_substeps = int(relax_substeps)
-    if relax_temperature == "auto" and relax_steps > 0:
-        calibration = relaxation_temperature(model, src, steps=int(relax_steps), cutoff_px=cutoff_px, um=um,
+    if relax_temperature == "auto" and (auto_steps or relax_steps > 0):
+        calibration = relaxation_temperature(model, src, steps=0 if auto_steps else int(relax_steps),
+                                             cutoff_px=cutoff_px, um=um,
                                              fps=fps, seed=int(seed), substeps=relax_substeps)
     else:
         scale = 1.0 if relax_temperature == "auto" else float(relax_temperature)
@@ -1297,9 +1412,9 @@ def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None 
     stats = {"displaced": 0, "dropped": 0, "relaxed": 0, "displaced_after_relaxation": 0, "reinserted": 0}
     match_scores = {"score": [], "candidates_mean": []}
 
-    def build(level: int) -> Configuration:
-        if level == 0:
-            return _base(src, rng)
+    def place(level: int) -> tuple[Configuration, np.ndarray, int]:
+        """Level ``level``'s parts tiled, overlaps across the new seams resolved: (the
+        configuration, (N,) distance to the nearest new seam px, m)."""
         m = steps[level - 1]
         parts = []
         for _ in range(m ** dim):
@@ -1315,16 +1430,17 @@ def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None 
             cfg, new, n_re = reinsert_across_seams(cfg, new, part, m, push, rng)
             stats["reinserted"] += n_re
         # only pairs across the new seams can be too close: look near them alone
-        near = new < push.largest(cfg.size) + band_px
+        near = new < push.largest(cfg.size) + min(band_px, cutoff_px)
         pos, keep, moved = separate(cfg.pos, cfg.size, cfg.box, push if seam_overlaps == "push" else closest,
                                     floor=closest, active=near, group=part)
         stats["displaced"] += moved
         stats["dropped"] += int((~keep).sum())
-        cfg = cfg.subset(keep, pos)
-        new = new[keep]
-        cfg, n_relaxed = _relax(model, cfg, new, band_px=band_px, cutoff_px=cutoff_px, steps=int(relax_steps),
+        return cfg.subset(keep, pos), new[keep], m
+
+    def relax(cfg: Configuration, new: np.ndarray, m: int, n_steps: int, observe=None) -> Configuration:
+        cfg, n_relaxed = _relax(model, cfg, new, band_px=band_px, cutoff_px=cutoff_px, steps=int(n_steps),
                                 um=um, fps=fps, seed=int(rng.integers(2 ** 31)), temperature=k_B_scale,
-                                substeps=relax_substeps,
+                                substeps=relax_substeps, observe=observe,
                                 period=cfg.box / m if band_edge == "reflect" else None)
         stats["relaxed"] += n_relaxed
         if n_relaxed:
@@ -1334,6 +1450,23 @@ def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None 
             stats["dropped"] += int((~keep).sum())
             cfg = cfg.subset(keep, pos)
         return cfg
+
+    def build(level: int) -> Configuration:
+        if level == 0:
+            return _base(src, rng)
+        cfg, new, m = place(level)
+        return relax(cfg, new, m, relax_steps)
+
+    healing = None
+    if auto_steps:
+        shell_px, r_bond_px = shell_distances(src, cutoff_px)
+        healing = healing_frames(place, relax, shell_px, r_bond_px)
+        healing.update(shell_px=shell_px, r_bond_px=r_bond_px)
+        relax_steps = healing["frames"]
+        for key in stats:
+            stats[key] = 0
+        for key in match_scores:
+            match_scores[key].clear()
 
     tables = []
     box_px = None
@@ -1366,7 +1499,7 @@ def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None 
                        "seam_psi6_chosen": float(np.mean(match_scores["score"])),
                        "seam_psi6_candidates_mean": float(np.mean(match_scores["candidates_mean"]))}
                       if tiling != "random" and match_scores["score"] else {})},
-        "seam_relaxation": {"model_steps": int(relax_steps), "substeps": relax_substeps,
+        "seam_relaxation": {"model_steps": int(relax_steps), "substeps": relax_substeps, "healing": healing,
                             "stability": None if stability is None else stability.to_dict(), "band_px": band_px,
                             "held_fixed_layer_px": held_layer_px(cutoff_px),
                             "k_B_scale": k_B_scale, "band_edge": band_edge,
