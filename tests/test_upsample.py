@@ -766,3 +766,38 @@ def test_relax_steps_auto_relaxes_until_the_particles_have_moved(small, tmp_path
         with pytest.raises(SystemExit):
             main(["upsample", str(mdir), "--init", str(init), "--factor", "4", opt, bad, "-o",
                   str(tmp_path / "z.parquet")])
+
+
+def test_seam_check_sees_a_planted_seam_and_not_a_seamless_system(small):
+    """No seam: copies of one periodic frame side by side, each sample cyclically shifted
+    at random (the pattern continues across the lines), judged over 6 samples; one
+    snapshot of a direct simulation of 600 particles with seam lines declared on a 2 x 2
+    grid, judged over its 4 tiles. Neither is visible. Thinning the particles along the
+    declared lines is: the band's neighbour deficit is negative and beyond 3 standard
+    errors."""
+    from colloidcg.scaling.seams import seam_check
+    df, side, model, cfg = small
+    rng = np.random.default_rng(1)
+    frames = []
+    for k, f in enumerate([0, 20, 40, 60, 80, 99]):
+        p = np.mod(df[df["frame"] == f][["x", "y"]].to_numpy() + rng.uniform(0, side, 2), side)
+        pos = np.concatenate([p + side * np.array(o) for o in [(0, 0), (1, 0), (0, 1), (1, 1)]])
+        off = pos - side * np.round(pos / side)
+        frames.append(pd.DataFrame({"frame": k, "x": pos[:, 0], "y": pos[:, 1],
+                                    "seam_distance": np.min(np.abs(off), axis=1)}))
+    copies = pd.concat(frames, ignore_index=True)
+    big, bside = soft_disks(600, 1, 1, seed=1)
+    p = np.mod(big[["x", "y"]].to_numpy(), bside)
+    half = bside / 2
+    off = p - half * np.round(p / half)
+    one = pd.DataFrame({"frame": 0, "x": p[:, 0], "y": p[:, 1], "seam_distance": np.min(np.abs(off), axis=1),
+                        "tile": (p[:, 0] // half) * 2 + p[:, 1] // half})
+    for tr, box, samples in ((copies, [2 * side] * 2, 6), (one, [bside] * 2, 1)):
+        c = seam_check(tr, box, 24.0, 16.0)
+        assert c["samples"] == samples and not c["visible"], c
+        assert abs(c["density"]["z"]) < 3 and abs(c["psi6"]["z"]) < 3
+        thinned = tr[(tr["seam_distance"] > 6.0) | (tr.index % 2 == 0)]
+        c = seam_check(thinned, box, 24.0, 16.0)
+        assert c["visible"] and c["density"]["difference"] < 0 and c["density"]["z"] < -3, c
+    # without tiles one sample cannot be judged
+    assert seam_check(one.drop(columns="tile"), [bside] * 2, 24.0, 16.0)["density"] is None

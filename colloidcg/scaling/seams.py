@@ -9,6 +9,9 @@ periodic snapshot, so a direct simulation can be measured the same way.
   the same in the bulk (``seam_distance`` > 3 ``r_bond``), per sample; mean and standard
   error over samples. A seam is visible where a bin's mean is more than about 2 standard
   errors from 0 (issue 19's criterion).
+- :func:`seam_check`: the same for the band within one nearest-neighbour distance of a
+  seam, with its size in standard errors also for a single sample (over its tiles), as
+  :func:`~colloidcg.scaling.upsample` records and warns on.
 - :func:`closest_by_pair`: the smallest distance of every pair of sizes over all samples,
   to compare with the data's own closest approach.
 """
@@ -54,17 +57,7 @@ def seam_profile(tracks: pd.DataFrame, box, r_bond: float, edges: Sequence[float
     if two_d:
         diffs["psi6"] = []
     for _, g in tracks.groupby("frame"):
-        p = np.mod(_positions(g), box)
-        pr = pairs(p, r_bond, box)
-        src = np.concatenate([pr[:, 0], pr[:, 1]])
-        dst = np.concatenate([pr[:, 1], pr[:, 0]])
-        values = {"density": np.bincount(src, minlength=len(p)).astype(float)}
-        if two_d:
-            # psi_k takes positions: each bond's far end is placed at its minimum image
-            d = p[dst] - p[src]
-            d -= box * np.round(d / box)
-            pos2 = np.concatenate([p, p[src] + d])
-            values["psi6"] = np.abs(psi_k(pos2, src, len(p) + np.arange(len(src)), len(pos2), 6)[:len(p)])
+        values = _local(g, box, r_bond, two_d)
         seam = g["seam_distance"].to_numpy(float)
         bulk = seam > 3 * r_bond
         which = np.digitize(seam, edges) - 1
@@ -78,6 +71,84 @@ def seam_profile(tracks: pd.DataFrame, box, r_bond: float, edges: Sequence[float
         se = a.std(0, ddof=1) / math.sqrt(len(a)) if len(a) > 1 else np.full(a.shape[1], np.nan)
         out[name] = (a.mean(0), se)
     return out
+
+
+class SeamVisibleWarning(UserWarning):
+    """An upsampled snapshot's seams differ from its bulk by more than :data:`SEAM_WARN_SE`
+    standard errors."""
+
+
+#: :func:`seam_check` warns beyond this many standard errors.
+SEAM_WARN_SE = 3.0
+
+
+def seam_check(tracks: pd.DataFrame, box, r_bond: float, shell: float) -> dict:
+    """Is a seam visible in ``tracks`` (upsampled samples, px, with ``seam_distance`` and,
+    for fewer than 3 samples, ``tile``)?
+
+    The band is the particles within ``shell`` px of a seam (one nearest-neighbour
+    distance), the bulk those farther than 3 ``r_bond``; neighbours are counted within
+    ``r_bond`` (and |psi6| over them, 2D). Per measure: the band's mean minus the bulk's
+    and its standard error, over samples when there are 3 or more (:func:`seam_profile`);
+    with fewer, over the tiles: each tile's band mean minus its bulk mean (at least 4 tiles
+    with both; neighbouring particles are correlated, so the spread over particles would
+    understate the error). Returns {"shell_px", "r_bond_px",
+    "samples", "density": {"difference", "se", "z"}, "psi6": {...} (2D), "visible": any
+    |z| > :data:`SEAM_WARN_SE`}; a measure that cannot be judged is None.
+    """
+    box = np.asarray(box, float)
+    frames = tracks["frame"].nunique()
+    out: dict = {"shell_px": float(shell), "r_bond_px": float(r_bond), "samples": int(frames)}
+    if frames >= 3:
+        rows = {name: (float(mean[0]), float(se[0]))
+                for name, (mean, se) in seam_profile(tracks, box, r_bond, edges=(0.0, shell)).items()}
+    else:
+        values = _per_particle(tracks, box, r_bond)
+        seam = tracks["seam_distance"].to_numpy(float)
+        band, bulk = seam < shell, seam > 3 * r_bond
+        key = (tracks["frame"].astype(str) + ":" + tracks["tile"].astype(str)).to_numpy() \
+            if "tile" in tracks.columns else None
+        rows = {}
+        for name, val in values.items():
+            obs = []
+            for t in np.unique(key) if key is not None else []:
+                here = key == t
+                if (band & here).any() and (bulk & here).any():
+                    obs.append(np.mean(val[band & here]) - np.mean(val[bulk & here]))
+            rows[name] = ((float(np.mean(obs)), float(np.std(obs, ddof=1) / math.sqrt(len(obs))))
+                          if len(obs) >= 4 else (math.nan, math.nan))
+    for name, (m, e) in rows.items():
+        out[name] = {"difference": m, "se": e, "z": m / e if e > 0 else None} \
+            if np.isfinite(m) and np.isfinite(e) else None
+    zs = [abs(v["z"]) for v in out.values() if isinstance(v, dict) and v.get("z") is not None]
+    out["visible"] = bool(zs) and max(zs) > SEAM_WARN_SE
+    return out
+
+
+def _per_particle(tracks: pd.DataFrame, box: np.ndarray, r_bond: float) -> dict[str, np.ndarray]:
+    """Per row of ``tracks`` (in order): neighbours within ``r_bond`` and, in 2D, |psi6|."""
+    two_d = "z" not in tracks.columns
+    out = {name: np.full(len(tracks), np.nan) for name in (["density", "psi6"] if two_d else ["density"])}
+    for rows in tracks.groupby("frame").indices.values():
+        for name, v in _local(tracks.iloc[rows], box, r_bond, two_d).items():
+            out[name][rows] = v
+    return out
+
+
+def _local(g: pd.DataFrame, box: np.ndarray, r_bond: float, two_d: bool) -> dict[str, np.ndarray]:
+    """One sample's per-particle neighbour counts within ``r_bond`` and |psi6| (2D)."""
+    p = np.mod(_positions(g), box)
+    pr = pairs(p, r_bond, box)
+    src = np.concatenate([pr[:, 0], pr[:, 1]])
+    dst = np.concatenate([pr[:, 1], pr[:, 0]])
+    values = {"density": np.bincount(src, minlength=len(p)).astype(float)}
+    if two_d:
+        # psi_k takes positions: each bond's far end is placed at its minimum image
+        d = p[dst] - p[src]
+        d -= box * np.round(d / box)
+        pos2 = np.concatenate([p, p[src] + d])
+        values["psi6"] = np.abs(psi_k(pos2, src, len(p) + np.arange(len(src)), len(pos2), 6)[:len(p)])
+    return values
 
 
 def closest_by_pair(tracks: pd.DataFrame, box, size_column: str | None = None,

@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from itertools import permutations
 
@@ -66,6 +67,7 @@ import pandas as pd
 import torch
 
 from ..errors import ColloidcgError, ParameterError
+from .seams import SeamVisibleWarning, seam_check
 
 __all__ = ["Configuration", "Upsampled", "ClosestApproach", "upsample", "side_steps",
            "closest_approach", "separate", "tile_configurations", "match_parts", "rotated_window",
@@ -1486,6 +1488,20 @@ def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None 
         cols["seam_distance"] = cfg.seam
         cols["tile"] = cfg.tiles()
         tables.append(pd.DataFrame(cols))
+    big = pd.concat(tables, ignore_index=True)
+    shell_px, r_bond_px = shell_distances(src, cutoff_px) if healing is None else (healing["shell_px"],
+                                                                                   healing["r_bond_px"])
+    check = seam_check(big, box_px, r_bond_px, shell_px)
+    if check["visible"]:
+        d = check["density"] or {}
+        warnings.warn(SeamVisibleWarning(
+            f"{name}: the seams of the upsampled system are visible: within {shell_px:.3g} px of a seam the "
+            f"particles have {d.get('difference', float('nan')):+.3g} neighbours (within {r_bond_px:.3g} px) "
+            f"against the bulk ({(d.get('z') or float('nan')):+.1f} standard errors; |psi6| "
+            f"{_z_text(check.get('psi6'))}). Steep-contact (hard-sphere-like) liquids heal only after the "
+            "particles have moved a good part of their spacing: relax_steps='auto' with band='all' "
+            "(--relax-steps auto --band all); in an ordered tile the seams are grain boundaries "
+            "(docs/scaling.md)"), stacklevel=2)
     tile_side = (src.box if src.box is not None else np.full(dim, src.window))
     parameters = {
         "factor": int(factor), "side_steps": steps, "samples": int(samples), "seed": int(seed),
@@ -1511,6 +1527,12 @@ def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None 
                             "particles_displaced": stats["displaced"],
                             "particles_displaced_after_relaxation": stats["displaced_after_relaxation"],
                             "particles_dropped": stats["dropped"]},
+        "seam_check": check,
         "seconds": round(time.perf_counter() - t_start, 3),
     }
-    return Upsampled(pd.concat(tables, ignore_index=True), [float(b) for b in box_px], parameters)
+    return Upsampled(big, [float(b) for b in box_px], parameters)
+
+
+def _z_text(measure: dict | None) -> str:
+    return "not measured" if not measure or measure.get("z") is None else \
+        f"{measure['difference']:+.3g}, {measure['z']:+.1f} standard errors"
