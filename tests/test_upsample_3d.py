@@ -54,6 +54,22 @@ def test_upsample_3d_exact_invariants(spheres):
     np.testing.assert_array_equal(again.tracks[["x", "y", "z"]].to_numpy(), u[["x", "y", "z"]].to_numpy())
 
 
+def test_upsample_3d_auto_relaxation_and_seam_check(spheres):
+    """``relax_steps="auto"`` with ``band="all"`` in 3D: the pilots reach the displacement
+    target and every sphere is relaxed. The seam check measures density alone (no |psi6| in
+    3D), and in this small cube (tiles 3.8 first minima of g(r) wide) no sphere is three
+    first minima from a seam, so there is no bulk to judge against: not judged, no warning."""
+    df, side, model, cfg = spheres
+    up = upsample(model, cfg, df, factor=8, samples=3, seed=1, relax_steps="auto", band="all")
+    rel = up.parameters["seam_relaxation"]
+    assert rel["healing"]["reached"] and rel["model_steps"] == rel["healing"]["frames"] >= 1
+    assert rel["particles_relaxed"] == 3 * 8 * 128
+    check = up.parameters["seam_check"]
+    assert check["samples"] == 3 and "psi6" not in check
+    assert check["shell_px"] < check["r_bond_px"] < 2 * 24.0
+    assert check["density"] is None and not check["visible"]
+
+
 def test_cli_3d_push_quantile(spheres, tmp_path, capsys):
     """colloidcg upsample on the 3D model: --push-quantile auto is 0 in 3D (recorded in the
     sidecar, the same reinsertions as 0, fewer than 0.02), a cube of twice the side; a

@@ -63,7 +63,7 @@ def seam_profile(tracks: pd.DataFrame, box, r_bond: float, edges: Sequence[float
         bulk = seam > 3 * r_bond
         which = np.digitize(seam, edges) - 1
         for name, val in values.items():
-            ref = np.nanmean(val[bulk])
+            ref = np.nanmean(val[bulk]) if bulk.any() else np.nan
             diffs[name].append([np.nanmean(val[which == b]) - ref if np.any(which == b) else np.nan
                                 for b in range(len(edges) - 1)])
     out = {}

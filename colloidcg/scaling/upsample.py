@@ -1180,8 +1180,11 @@ HEALING_MAX_FRAMES = 600
 def shell_distances(src: "_Source", cutoff_px: float) -> tuple[float, float]:
     """(the first peak of the input's g(r), its first minimum after the peak), px: the
     nearest-neighbour distance and the neighbour distance of the seam checks. g(r) from up
-    to 20 input frames, 60 bins up to 2 x ``cutoff_px``, smoothed over 3 bins."""
+    to 20 input frames, 60 bins up to 2 x ``cutoff_px`` (at most just under half a periodic
+    box), smoothed over 3 bins."""
     r_max, bins = 2.0 * cutoff_px, 60
+    if src.box is not None:
+        r_max = min(r_max, 0.499 * float(np.min(src.box)))
     edges = np.linspace(0.0, r_max, bins + 1)
     counts, ideal = np.zeros(bins), np.zeros(bins)
     step = max(1, len(src.pos) // 20)
