@@ -1463,8 +1463,6 @@ def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None 
         if level == 0:
             return _base(src, rng)
         cfg, new, m = place(level)
-        if np.isinf(band_px) and level < len(steps):
-            return cfg          # band="all": the last level's whole-system relaxation relaxes these seams too
         return relax(cfg, new, m, relax_steps)
 
     healing = None
