@@ -59,7 +59,7 @@ N_SMALL, K = 400, 16
 #: and the large system, the seam profile's neighbour distance in px (about g(r)'s first minimum)
 SYSTEMS = {
     "brownian": {"small": (N_SMALL, 200, 50, 25000), "large": (N_SMALL * K, 10, 5000, 25000),
-                 "r_bond": 25.0},
+                 "large_x4": (N_SMALL * 4, 10, 5000, 25000), "r_bond": 25.0},
     "ka": {"small": (N_SMALL, 100, 250, 20000), "large": (N_SMALL * K, 10, 2000, 20000),
            "r_bond": 24.0},
 }
@@ -67,8 +67,9 @@ SYSTEMS = {
 
 def lammps_tracks(system: str, which: str, seed: int, temperature: float, threads: int = 2
                   ) -> tuple[pd.DataFrame, float, float]:
-    """Run ``system``'s ``which`` ("small" or "large") run -> (tracks in px with a diameter
-    column, unwrapped; box side px; wall seconds)."""
+    """Run ``system``'s ``which`` ("small", "large" or, for brownian, "large_x4": 4 times the
+    small one) run -> (tracks in px with a diameter column, unwrapped; box side px; wall
+    seconds)."""
     from colloidcg.md.lammps import brownian_mixture_2d, ka_mixture_2d, mixture_tracks
 
     n, frames, every, equilibrate = SYSTEMS[system][which]

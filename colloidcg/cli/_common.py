@@ -178,14 +178,20 @@ def length(text: str) -> Length:
     return Length(v, "um" if unit in ("µm", "μm") else unit)
 
 
-def substeps_arg(text: str) -> int | str:
-    """--substeps: a positive integer or 'auto'."""
-    if text.strip().lower() == "auto":
-        return "auto"
-    try:
-        k = int(text)
-    except ValueError:
-        k = 0
-    if k < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1 or 'auto', got {text!r}")
-    return k
+def auto_or_int(minimum: int):
+    """An argparse type: 'auto' or an integer >= ``minimum``."""
+    def parse(text: str) -> int | str:
+        if text.strip().lower() == "auto":
+            return "auto"
+        try:
+            k = int(text)
+        except ValueError:
+            k = minimum - 1
+        if k < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum} or 'auto', got {text!r}")
+        return k
+    return parse
+
+
+#: --substeps: a positive integer or 'auto'.
+substeps_arg = auto_or_int(1)

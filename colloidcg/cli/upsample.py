@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import add_table_output, substeps_arg, table_output, torch_device
+from ._common import add_table_output, auto_or_int, substeps_arg, table_output, torch_device
 
 
 def add_parser(subparsers) -> None:
@@ -32,7 +32,7 @@ def add_parser(subparsers) -> None:
                    help="area factor (volume in 3D): a square (cube) such as 4, 16, 64 (required)")
     p.add_argument("--samples", type=int, default=1, metavar="N", help="independent large snapshots")
     p.add_argument("--seed", type=int, default=0, help="seed (>= 0) of the tiling and relaxation noise")
-    p.add_argument("--relax-steps", type=_relax_steps_arg, default=3, metavar="N|auto",
+    p.add_argument("--relax-steps", type=auto_or_int(0), default=3, metavar="N|auto",
                    help="model frames of seam relaxation per doubling (0: overlap removal only; default 3); "
                         "auto: until the particles have moved, rms, 0.55 nearest-neighbour distances, as "
                         "far as seams in steep-contact (hard-sphere-like) liquids take to heal, measured on a "
@@ -132,19 +132,6 @@ def _auto_or_number(text: str, option: str, expected: str, ok) -> str | float:
     if value is None or not ok(value):
         raise ParameterError(f"{option}: must be auto or {expected}, got {text}")
     return value
-
-
-def _relax_steps_arg(text: str) -> int | str:
-    """--relax-steps: an integer >= 0 or 'auto'."""
-    if text.strip().lower() == "auto":
-        return "auto"
-    try:
-        k = int(text)
-    except ValueError:
-        k = -1
-    if k < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0 or 'auto', got {text!r}")
-    return k
 
 
 def _band_arg(text: str) -> float | str:
