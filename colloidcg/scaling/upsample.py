@@ -1181,7 +1181,7 @@ def shell_distances(src: "_Source", cutoff_px: float) -> tuple[float, float]:
     """(the first peak of the input's g(r), its first minimum after the peak), px: the
     nearest-neighbour distance and the neighbour distance of the seam checks. g(r) from up
     to 20 input frames, 60 bins up to 2 x ``cutoff_px`` (at most just under half a periodic
-    box), smoothed over 3 bins."""
+    box), smoothed over 3 bins; (``cutoff_px`` / 1.5, ``cutoff_px``) where no pair is in range."""
     r_max, bins = 2.0 * cutoff_px, 60
     if src.box is not None:
         r_max = min(r_max, 0.499 * float(np.min(src.box)))
@@ -1200,6 +1200,10 @@ def shell_distances(src: "_Source", cutoff_px: float) -> tuple[float, float]:
             c, i = shell_histogram(p, None, cen, r_max, bins, float(np.prod(hi - lo)))
         counts += c
         ideal += i
+    if not counts.any():
+        # no pair within range (a field of view too small to centre a shell in): the usual
+        # ratio of a model's range to the diameter (1.5), and the range
+        return cutoff_px / 1.5, cutoff_px
     g = np.convolve(counts / np.maximum(ideal, 1e-300), np.ones(3) / 3, mode="same")
     mid = 0.5 * (edges[1:] + edges[:-1])
     peak = int(np.argmax(g))
