@@ -142,14 +142,21 @@ def _per_particle(tracks: pd.DataFrame, box: np.ndarray, r_bond: float) -> dict[
     return out
 
 
+def neighbour_counts(pos: np.ndarray, box: np.ndarray, r: float, pr: np.ndarray | None = None) -> np.ndarray:
+    """(N,) number of neighbours within ``r`` px of each particle (N, d) px (periodic
+    ``box``); ``pr``: the (M, 2) pairs within ``r`` when already found."""
+    pr = pairs(pos, r, box) if pr is None else pr
+    return (np.bincount(pr[:, 0], minlength=len(pos)) + np.bincount(pr[:, 1], minlength=len(pos))).astype(float)
+
+
 def _local(g: pd.DataFrame, box: np.ndarray, r_bond: float, two_d: bool) -> dict[str, np.ndarray]:
     """One sample's per-particle neighbour counts within ``r_bond`` and |psi6| (2D)."""
     p = np.mod(_positions(g), box)
     pr = pairs(p, r_bond, box)
-    src = np.concatenate([pr[:, 0], pr[:, 1]])
-    dst = np.concatenate([pr[:, 1], pr[:, 0]])
-    values = {"density": np.bincount(src, minlength=len(p)).astype(float)}
+    values = {"density": neighbour_counts(p, box, r_bond, pr)}
     if two_d:
+        src = np.concatenate([pr[:, 0], pr[:, 1]])
+        dst = np.concatenate([pr[:, 1], pr[:, 0]])
         # psi_k takes positions: each bond's far end is placed at its minimum image
         d = p[dst] - p[src]
         d -= box * np.round(d / box)

@@ -67,7 +67,7 @@ import pandas as pd
 import torch
 
 from ..errors import ColloidcgError, ParameterError
-from .seams import SeamVisibleWarning, seam_check
+from .seams import SeamVisibleWarning, neighbour_counts, seam_check
 
 __all__ = ["Configuration", "Upsampled", "ClosestApproach", "upsample", "side_steps",
            "closest_approach", "separate", "tile_configurations", "match_parts", "rotated_window",
@@ -1217,14 +1217,6 @@ def seam_line_distance(pos: np.ndarray, period: np.ndarray) -> np.ndarray:
     parts have side ``period`` (d,) px (the lines at multiples of ``period``)."""
     off = pos - period * np.round(pos / period)
     return np.min(np.abs(off), axis=1)
-
-
-def neighbour_counts(pos: np.ndarray, box: np.ndarray, r: float) -> np.ndarray:
-    """(N,) number of neighbours within ``r`` px of each particle (periodic ``box``)."""
-    from ..neighbours import pairs
-
-    pr = pairs(pos, r, box)
-    return (np.bincount(pr[:, 0], minlength=len(pos)) + np.bincount(pr[:, 1], minlength=len(pos))).astype(float)
 
 
 def healing_frames(place, relax, shell_px: float, r_bond_px: float, *, max_frames: int = HEALING_MAX_FRAMES,
