@@ -1519,7 +1519,8 @@ def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None 
                        "seam_psi6_candidates_mean": float(np.mean(match_scores["candidates_mean"]))}
                       if tiling != "random" and match_scores["score"] else {})},
         "seam_relaxation": {"model_steps": int(relax_steps), "substeps": relax_substeps, "healing": healing,
-                            "stability": None if stability is None else stability.to_dict(), "band_px": band_px,
+                            "stability": None if stability is None else stability.to_dict(),
+                            "band_px": "all" if np.isinf(band_px) else band_px,     # strict JSON has no Infinity
                             "held_fixed_layer_px": held_layer_px(cutoff_px),
                             "k_B_scale": k_B_scale, "band_edge": band_edge,
                             "temperature_calibration": {"input_first_shell_g": calibration["first_shell_g"],
