@@ -68,7 +68,7 @@ def fake_formats():
     finally:
         for s in specs:
             unregister_backend(s.name)
-    assert [s.name for s in backends()] == ["tiff", "movie", "image folder", "cine", "mraw"]
+    assert [s.name for s in backends()] == ["tiff", "movie", "image folder", "cine", "mraw", "seq"]
 
 
 def _fakevid(path: Path, n: int = 4) -> np.ndarray:
@@ -81,7 +81,7 @@ def _fakevid(path: Path, n: int = 4) -> np.ndarray:
 # ---------------------------------------------------------------- the table as shipped
 def test_builtin_table_and_derived_names():
     names = [s.name for s in backends()]
-    assert names == ["tiff", "movie", "image folder", "cine", "mraw"]
+    assert names == ["tiff", "movie", "image folder", "cine", "mraw", "seq"]
     for s in backends():
         assert s.reader.kind == s.name          # what VideoMeta.format reports
         assert s.layout in ("file", "folder") and s.description
@@ -91,7 +91,7 @@ def test_builtin_table_and_derived_names():
     assert readers.CINE_EXTS == backend_spec("cine").extensions == (".cine",)
     assert readers.FRAME_EXTS == backend_spec("image folder").extensions
     assert readers.file_extensions() == (readers.TIFF_EXTS + readers.MOVIE_EXTS + readers.CINE_EXTS
-                                         + backend_spec("mraw").extensions)
+                                         + backend_spec("mraw").extensions + backend_spec("seq").extensions)
     assert readers.backend_for(Path("x.MP4")) is readers.MovieBackend
 
 
@@ -141,7 +141,7 @@ def test_register_refuses_bad_entries():
         register_backend(BackendSpec("odd", NpyVideoBackend, (".odd",), "stream", "x"))
     with pytest.raises(ValueError, match="lower-case"):
         register_backend(BackendSpec("odd", NpyVideoBackend, (".ODD",), "file", "x"))
-    assert [s.name for s in backends()] == ["tiff", "movie", "image folder", "cine", "mraw"]
+    assert [s.name for s in backends()] == ["tiff", "movie", "image folder", "cine", "mraw", "seq"]
 
 
 # ---------------------------------------------------------------- a registered format is picked up

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 
 import numpy as np
+import pandas as pd
 import pytest
 import tifffile
 
@@ -553,3 +555,97 @@ def test_photron_mraw_bad_files_are_named(tmp_path):
     (tmp_path / "d.cih").write_text("not a header at all\n")
     with pytest.raises(VideoError, match=r"d\.cih: not a readable Photron"):
         open_video(tmp_path / "d.cih")
+
+
+# ---------------------------------------------------------------- NorPix StreamPix .seq
+
+def write_streampix(path, frames, fps, t0=1_700_000_000.0, step=None, block=8192, fmt=100, compression=0):
+    """A StreamPix 6 sequence (header version 5): an 8192-byte header, then per frame the
+    raw image, its timestamp (uint32 s, uint16 ms, uint16 us) and zero padding up to the
+    ``block`` size the header records (StreamPix aligns frames to 8192 bytes). Little-endian
+    throughout; the header fields in their published order."""
+    import struct
+
+    frames = np.asarray(frames)
+    n, h, w = frames.shape
+    image = h * w * frames.dtype.itemsize
+    true_size = -(-(image + 8) // block) * block
+    name = "Norpix seq".encode("utf-16-le").ljust(24, b"\0")
+    fields = struct.pack("<L24sll512sLLLLLLLLLdlLLLlllLlHH", 0xFEED, name, 5, 1024, b"colloidcg test".ljust(512, b"\0"),
+                         w, h, 8 * frames.dtype.itemsize, 8 * frames.dtype.itemsize, image, fmt, n, 0,
+                         true_size, fps, 0, 0, 0, 0, 0, 0, 0, compression, 0, 0, 0)
+    step = 1.0 / fps if step is None else step
+    with open(path, "wb") as f:
+        f.write(fields.ljust(8192, b"\0"))
+        for i, img in enumerate(frames):
+            t = t0 + i * step
+            sec = int(t)
+            us_total = int(round((t - sec) * 1e6))
+            stamp = struct.pack("<LHH", sec, us_total // 1000, us_total % 1000)
+            f.write((img.astype(img.dtype.newbyteorder("<")).tobytes() + stamp).ljust(true_size, b"\0"))
+    return path
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_norpix_seq_frames_and_timestamps(tmp_path, dtype):
+    """A StreamPix sequence: every frame read back exactly, the per-frame timestamps as
+    the time base (fps = their median step), the header's suggested rate kept beside them."""
+    rng = np.random.default_rng(3)
+    hi = 255 if dtype == np.uint8 else 4095          # 12-bit camera data in 16-bit words
+    data = rng.integers(0, hi + 1, (6, 20, 36)).astype(dtype)
+    path = write_streampix(tmp_path / "run.seq", data, fps=2000.0, step=1 / 1000.0)
+    v = open_video(path)
+    assert v.meta.format == "seq" and len(v) == 6 and v.frame_shape == (20, 36) and v.dtype == dtype
+    for i in (3, 0, 5):
+        np.testing.assert_array_equal(v[i], data[i])
+    np.testing.assert_allclose(v.meta.timestamps, np.arange(6) / 1000.0, atol=2e-6)
+    assert v.meta.fps == pytest.approx(1000.0, rel=1e-3) and v.meta.sources["fps"] == "file"
+    assert v.meta.header["fps"] == pytest.approx(2000.0)
+    assert any("claims 2000 fps" in n for n in v.meta.notes), v.meta.notes
+    # the same rate in header and stamps: no note
+    same = open_video(write_streampix(tmp_path / "same.seq", data, fps=500.0))
+    assert same.meta.fps == pytest.approx(500.0, rel=1e-3) and not same.meta.notes
+
+
+def test_norpix_seq_bad_files_are_named(tmp_path):
+    data = np.zeros((3, 8, 8), np.uint8)
+    colour = write_streampix(tmp_path / "colour.seq", data, fps=100.0, fmt=200)
+    with pytest.raises(VideoError, match=r"colour\.seq: not a readable NorPix \.seq file: expected an "
+                                         r"uncompressed monochrome"):
+        open_video(colour)
+    packed = write_streampix(tmp_path / "jpeg.seq", data, fps=100.0, compression=1)
+    with pytest.raises(VideoError, match=r"jpeg\.seq: .*uncompressed"):
+        open_video(packed)
+    (tmp_path / "junk.seq").write_bytes(b"\0" * 9000)
+    with pytest.raises(VideoError, match=r"junk\.seq: not a readable NorPix"):
+        open_video(tmp_path / "junk.seq")
+    whole = write_streampix(tmp_path / "cut.seq", data, fps=100.0)
+    whole.write_bytes(whole.read_bytes()[:-100])      # the last frame's block cut short
+    v = open_video(whole)
+    assert len(v) == 2 and any("truncated" in n for n in v.meta.notes), v.meta.notes
+    empty = tmp_path / "empty.seq"
+    empty.write_bytes(whole.read_bytes()[:8192])
+    with pytest.raises(VideoError, match=r"empty\.seq: .*no complete frame"):
+        open_video(empty)
+
+
+def test_norpix_seq_tracked_from_the_command_line_and_found_by_batch(tmp_path):
+    """A synthetic 16-bit video saved as a StreamPix sequence: `colloidcg track` reads it at
+    the timestamps' rate and finds the particles where the truth has them; batch discovery
+    takes the file as a video."""
+    from colloidcg.batch.discover import find_videos
+    from colloidcg.cli import main
+    from colloidcg.synthetic import SynthConfig, make_video
+    from colloidcg.tracking.accuracy import score_tracks
+
+    frames, truth, _ = make_video(SynthConfig.preset("dilute", seed=2, n_frames=6, width=128, height=128))
+    frames = np.clip(frames, 0, 65535).astype(np.uint16)
+    (tmp_path / "cam").mkdir()
+    path = write_streampix(tmp_path / "cam" / "run.seq", frames, fps=250.0)
+    assert main(["track", str(path), "-o", str(tmp_path / "out"), "--quiet"]) == 0
+    tracks = pd.read_parquet(tmp_path / "out" / "tracks.parquet")
+    side = json.loads((tmp_path / "out" / "tracks.json").read_text())
+    assert side["units"]["fps"] == pytest.approx(250.0, rel=1e-3)
+    s = score_tracks(tracks, truth, frames.shape[1:], margin=8, match_radius=3)
+    assert s.recall >= 0.98 and s.precision >= 0.98 and s.rms_error <= 0.2, s
+    assert [p.name for p in find_videos(tmp_path / "cam")] == ["run.seq"]

@@ -665,6 +665,61 @@ class CineBackend:
         self._reader.close()
 
 
+class SeqBackend:
+    """NorPix StreamPix .seq sequences (the streaming format of many high-speed and
+    machine-vision cameras), through pims: uncompressed monochrome frames of 8, 16 or 32
+    bit, each followed by its timestamp (s since the epoch, with ms and, from StreamPix 6,
+    us). As for Phantom files the timestamps are the time base, and the header's suggested
+    frame rate is kept beside them."""
+
+    kind = "seq"
+
+    def __init__(self, path: Path):
+        import pims
+
+        self.path = path
+        try:
+            self._reader = pims.NorpixSeq(str(path))
+            self.n_frames = len(self._reader)
+        except Exception as exc:
+            raise VideoError(f"{path}: not a readable NorPix .seq file: expected an uncompressed monochrome "
+                             f"StreamPix sequence ({exc.__class__.__name__}: {exc})") from None
+        if self.n_frames < 1:
+            raise VideoError(f"{path}: a NorPix .seq header but no complete frame after it "
+                             "(the file is truncated)")
+        self.is_stack = False
+        self.dtype = np.dtype(self._reader.pixel_type)
+        hdr = self._reader.header_dict
+        self.notes: list[str] = []
+        tail = (path.stat().st_size - self._reader._image_offset) % int(hdr["true_image_size"])
+        if tail:
+            self.notes.append(f"{tail} bytes after the last complete frame: the recording may be truncated "
+                              f"({self.n_frames} complete frames read)")
+        if int(hdr["allocated_frames"]) > self.n_frames:
+            self.notes.append(f"the header allocates {hdr['allocated_frames']} frames; the file holds "
+                              f"{self.n_frames}")
+        native: dict[str, Any] = {}
+        header_fps = float(self._reader.frame_rate or 0.0) or None
+        if header_fps:
+            native["fps"] = header_fps
+        t = np.asarray(self._reader.dump_times_float(), float)
+        steps = np.diff(t)
+        if len(steps) and np.all(steps > 0):
+            native["timestamps"] = t - t[0]
+            native["fps"] = 1.0 / float(np.median(steps))
+            native["header"] = {"fps": header_fps}
+        self.native = native
+
+    def read(self, i: int) -> np.ndarray:
+        try:
+            return to_grey(np.asarray(self._reader[i]))
+        except Exception as exc:
+            raise VideoError(f"{self.path}: frame {i} cannot be read ({exc.__class__.__name__}: {exc})") from None
+
+    def close(self) -> None:
+        self._reader.close()
+
+
 class MrawBackend:
     """Photron FASTCAM .mraw high-speed recordings, opened by their .cih / .cihx header
     (the .mraw beside it, with the same name, holds the frames). The header is parsed by
@@ -822,6 +877,9 @@ _TABLE: list[BackendSpec] = [
     BackendSpec("mraw", MrawBackend, (".cih", ".cihx"), "file",
                 "Photron FASTCAM high-speed recordings: the .cih/.cihx header, frames in the "
                 ".mraw beside it; 8, 12 (packed) or 16 bit, monochrome (pyMRAW)"),
+    BackendSpec("seq", SeqBackend, (".seq",), "file",
+                "NorPix StreamPix sequences from high-speed and machine-vision cameras: "
+                "uncompressed monochrome, 8 or 16 bit, per-frame timestamps (pims)"),
 ]
 
 _LAYOUTS = ("file", "folder")
