@@ -559,11 +559,13 @@ def test_photron_mraw_bad_files_are_named(tmp_path):
 
 # ---------------------------------------------------------------- NorPix StreamPix .seq
 
-def write_streampix(path, frames, fps, t0=1_700_000_000.0, step=None, block=8192, fmt=100, compression=0):
+def write_streampix(path, frames, fps, t0=1_700_000_000.0, step=None, block=8192, fmt=100, compression=0,
+                    version=5):
     """A StreamPix 6 sequence (header version 5): an 8192-byte header, then per frame the
     raw image, its timestamp (uint32 s, uint16 ms, uint16 us) and zero padding up to the
     ``block`` size the header records (StreamPix aligns frames to 8192 bytes). Little-endian
-    throughout; the header fields in their published order."""
+    throughout; the header fields in their published order. ``version`` < 5: the older
+    layout, a 1024-byte header and stamps of s and ms only."""
     import struct
 
     frames = np.asarray(frames)
@@ -571,17 +573,17 @@ def write_streampix(path, frames, fps, t0=1_700_000_000.0, step=None, block=8192
     image = h * w * frames.dtype.itemsize
     true_size = -(-(image + 8) // block) * block
     name = "Norpix seq".encode("utf-16-le").ljust(24, b"\0")
-    fields = struct.pack("<L24sll512sLLLLLLLLLdlLLLlllLlHH", 0xFEED, name, 5, 1024, b"colloidcg test".ljust(512, b"\0"),
+    fields = struct.pack("<L24sll512sLLLLLLLLLdlLLLlllLlHH", 0xFEED, name, version, 1024, b"colloidcg test".ljust(512, b"\0"),
                          w, h, 8 * frames.dtype.itemsize, 8 * frames.dtype.itemsize, image, fmt, n, 0,
                          true_size, fps, 0, 0, 0, 0, 0, 0, 0, compression, 0, 0, 0)
-    step = 1.0 / fps if step is None else step
+    step_us = round(1e6 / fps if step is None else 1e6 * step)
     with open(path, "wb") as f:
-        f.write(fields.ljust(8192, b"\0"))
+        f.write(fields.ljust(8192 if version >= 5 else 1024, b"\0"))
         for i, img in enumerate(frames):
-            t = t0 + i * step
-            sec = int(t)
-            us_total = int(round((t - sec) * 1e6))
-            stamp = struct.pack("<LHH", sec, us_total // 1000, us_total % 1000)
+            t_us = round(t0 * 1e6) + i * step_us
+            sec, us = divmod(t_us, 1_000_000)
+            stamp = struct.pack("<LHH", sec, us // 1000, us % 1000) if version >= 5 else \
+                struct.pack("<LH", sec, us // 1000)
             f.write((img.astype(img.dtype.newbyteorder("<")).tobytes() + stamp).ljust(true_size, b"\0"))
     return path
 
@@ -594,11 +596,17 @@ def test_norpix_seq_frames_and_timestamps(tmp_path, dtype):
     hi = 255 if dtype == np.uint8 else 4095          # 12-bit camera data in 16-bit words
     data = rng.integers(0, hi + 1, (6, 20, 36)).astype(dtype)
     path = write_streampix(tmp_path / "run.seq", data, fps=2000.0, step=1 / 1000.0)
+    fast = open_video(write_streampix(tmp_path / "fast.seq", data, fps=1e5))   # 10 us apart
+    np.testing.assert_allclose(np.diff(fast.meta.timestamps), 1e-5, rtol=1e-9)
+    # the older layout (StreamPix 5 and before): 1024-byte header, millisecond stamps
+    old = open_video(write_streampix(tmp_path / "old.seq", data, fps=100.0, version=4))
+    np.testing.assert_array_equal(old[4], data[4])
+    np.testing.assert_allclose(old.meta.timestamps, np.arange(6) / 100.0, rtol=1e-12)
     v = open_video(path)
     assert v.meta.format == "seq" and len(v) == 6 and v.frame_shape == (20, 36) and v.dtype == dtype
     for i in (3, 0, 5):
         np.testing.assert_array_equal(v[i], data[i])
-    np.testing.assert_allclose(v.meta.timestamps, np.arange(6) / 1000.0, atol=2e-6)
+    np.testing.assert_allclose(v.meta.timestamps, np.arange(6) / 1000.0, rtol=1e-12)
     assert v.meta.fps == pytest.approx(1000.0, rel=1e-3) and v.meta.sources["fps"] == "file"
     assert v.meta.header["fps"] == pytest.approx(2000.0)
     assert any("claims 2000 fps" in n for n in v.meta.notes), v.meta.notes
