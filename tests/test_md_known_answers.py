@@ -72,3 +72,35 @@ def test_star_melt_full(tmp_path):
     assert r["msd_rel_rms"] <= 0.10, r
     assert r["vacf_rel_rms"] <= 0.10, r
     assert r["rdf_rel_rms"] <= 0.10, r
+
+
+def test_brownian_mixture_3d_is_the_colloid_analogue(tmp_path):
+    """The 3D WCA mixture under fix brownian: the stated volume fraction and composition,
+    spheres never closer than their WCA contacts allow, and at short lag the MSD of free
+    Brownian motion, 6 D0 t (D0 = kT / gamma = 1; slowed by the crowding, never faster)."""
+    import numpy as np
+
+    from colloidcg.md.lammps import brownian_mixture_2d, brownian_mixture_3d, mixture_tracks
+    from colloidcg.neighbours import pairs
+
+    run = brownian_mixture_3d(tmp_path / "bd", n=200, volume_fraction=0.3, frames=21, dump_every=5,
+                              equilibrate=5000, seed=3)
+    df, side = mixture_tracks(run, 1.0)
+    assert {"x", "y", "z"} <= set(df.columns) and df["particle"].nunique() == 200
+    first = df[df["frame"] == 0]
+    assert np.mean(first["diameter"] == 1.4) == 0.5
+    assert np.sum(np.pi / 6 * first["diameter"] ** 3) / side ** 3 == pytest.approx(0.3, rel=1e-9)
+    box = np.full(3, side)
+    p = np.mod(first[["x", "y", "z"]].to_numpy(), box)
+    pr, d = pairs(p, 2.0, box, distances=True)
+    sig = (first["diameter"].to_numpy()[pr[:, 0]] + first["diameter"].to_numpy()[pr[:, 1]]) / 2
+    assert (d / sig).min() > 0.75                       # WCA at kT = 1: no deep overlaps
+    # MSD over one frame (5 steps of 2e-4): below the free 6 D0 t, above half of it at phi 0.3
+    w = df.pivot(index="frame", columns="particle", values=["x", "y", "z"])
+    steps = np.stack([np.diff(w[a].to_numpy(), axis=0) for a in ("x", "y", "z")], -1)
+    msd1 = float(np.mean(np.sum(steps ** 2, -1)))
+    free = 6 * 1.0 * run["frame_dt"]
+    assert 0.5 * free < msd1 < 1.05 * free, (msd1, free)
+    # the 2D entry point still writes its record with the area fraction
+    r2 = brownian_mixture_2d(tmp_path / "bd2", n=50, frames=2, dump_every=5, equilibrate=100, seed=3)
+    assert r2["dim"] == 2 and r2["area_fraction"] == 0.7

