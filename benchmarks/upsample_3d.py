@@ -84,6 +84,16 @@ def soft_spheres(n, frames, every, seed, phi, equilibration=1500, D0=0.5, kT=0.0
                          "diameter": np.tile(diam, t)}), side
 
 
+def closest_pair(df, box):
+    """The closest pair of spheres over all frames, px (minimum image in ``box``)."""
+    from colloidcg.neighbours import pairs
+    best = np.inf
+    for _, g in df.groupby("frame"):
+        _, d = pairs(np.mod(g[["x", "y", "z"]].to_numpy(), box), 30.0, box, distances=True)
+        best = min(best, float(d.min()))
+    return best
+
+
 def closest_ratio(tracks, box, data_closest):
     """The smallest, over pairs of sizes, of the closest pair in ``tracks`` over the data's
     closest approach for that pair (:func:`colloidcg.scaling.seams.closest_by_pair`)."""
