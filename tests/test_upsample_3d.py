@@ -126,6 +126,32 @@ def test_clearance_equals_the_full_comparison():
         assert U._clearance(sites, others[keep], need[keep], box, np.inf)[0] > full[0]
 
 
+def test_best_site_is_the_full_argmax():
+    """The reinsertion's two-pass search (cells of 3 px, then every site of the cells that
+    can still hold the maximum) picks the same site as the argmax over every site, the
+    first of equals included: 2D and 3D, with and without the cap, sites on a 1 px grid
+    as the reinsertion makes them; a site that beats all others is found (a control)."""
+    import importlib
+    U = importlib.import_module("colloidcg.scaling.upsample")
+    rng = np.random.default_rng(5)
+    for d, side, n, n_sites in ((2, 200.0, 300, 3000), (3, 150.0, 500, 30000), (3, 150.0, 1500, 30000)):
+        box = np.full(d, side)
+        others = rng.uniform(0, side, (n, d))
+        need = rng.choice([14.0, 19.0], n)
+        for _ in range(4):
+            sites = rng.uniform(20, side - 20, d) + np.round(rng.uniform(-30, 30, (n_sites, d)))
+            for cap in (np.inf, 25.0, 3.0):
+                full = int(np.argmax(np.minimum(U._clearance(sites, others, need, box, cap), cap)))
+                assert U._best_site(sites, others, need, box, cap) == full
+    # a control: the one site in the middle of a hole 40 px wide is the best, wherever it is listed
+    centre = np.full(3, 75.0)
+    hole = np.sqrt(np.square(others - centre).sum(1)) > 40.0
+    sites = centre + np.round(rng.uniform(-70, 70, (30000, 3)))
+    sites = sites[np.sqrt(np.square(sites - centre).sum(1)) > 60.0]
+    sites = np.insert(sites, 1234, centre, axis=0)
+    assert U._best_site(sites, others[hole], need[hole], box, np.inf) == 1234
+
+
 @pytest.mark.slow
 def test_upsample_3d_against_direct_simulation(spheres):
     """K = 8, the defaults (push quantile 0 in 3D, 3 relaxation frames), 6 samples, against

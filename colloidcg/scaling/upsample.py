@@ -679,6 +679,40 @@ def _clearance(sites: np.ndarray, others: np.ndarray, need: np.ndarray, box: np.
     return gap
 
 
+#: Cell side (px) of the coarse pass of :func:`_best_site`, and the fewest sites worth it.
+BEST_SITE_CELL_PX = 3.0
+BEST_SITE_MIN_SITES = 2000
+
+
+def _best_site(sites: np.ndarray, others: np.ndarray, need: np.ndarray, box: np.ndarray, cap: float) -> int:
+    """Index of the site of largest clearance min(:func:`_clearance`, ``cap``) among
+    ``sites`` (S, d) px, the first one where several share it: exactly
+    ``argmax(minimum(_clearance(sites, ...), cap))``, found in two passes.
+
+    The clearance is 1-Lipschitz in the site's position (a minimum of distances less
+    constants), so a site within delta of a site of clearance c has at most c + delta. Sites
+    are grouped in cubic cells of :data:`BEST_SITE_CELL_PX`; the first site of each cell is
+    evaluated, and then every site of the cells whose representative's clearance plus the
+    cell's largest distance to it reaches the best representative's value: every site that
+    can reach the maximum is among them. (In 3D a reinsertion offers some 10^4-10^5 sites
+    and a 2048-sphere snapshot of WCA spheres spent 25 s in the full evaluation.)
+    """
+    if len(sites) < BEST_SITE_MIN_SITES:
+        return int(np.argmax(np.minimum(_clearance(sites, others, need, box, cap), cap)))
+    key = np.floor(sites / BEST_SITE_CELL_PX).astype(np.int64)
+    key -= key.min(0)
+    flat = np.ravel_multi_index(tuple(key.T), tuple(key.max(0) + 1))
+    _, first, cell = np.unique(flat, return_index=True, return_inverse=True)
+    rep = sites[first]
+    spread = np.zeros(len(first))
+    np.maximum.at(spread, cell, np.sqrt(np.square(sites - rep[cell]).sum(1)))
+    value = np.minimum(_clearance(rep, others, need, box, cap), cap)
+    open_ = value + spread >= value.max()
+    rows = np.nonzero(open_[cell])[0]                       # in the sites' own order
+    fine = np.minimum(_clearance(sites[rows], others, need, box, cap), cap)
+    return int(rows[np.argmax(fine)])
+
+
 def reinsert_across_seams(cfg: Configuration, new_seam: np.ndarray, part: np.ndarray, m: int,
                           push: ClosestApproach, rng: np.random.Generator) -> tuple[Configuration, np.ndarray, int]:
     """Resolve pairs placed too close across a new seam by moving one particle of each pair
@@ -753,9 +787,13 @@ def reinsert_across_seams(cfg: Configuration, new_seam: np.ndarray, part: np.nda
             sites = []
             for a in range(d):
                 for face in (origin[k], part_box[a] - origin[k]):
+                    if abs(pos[k, a] - (lo[a] + face)) > REINSERT_RADIUS_PX + REINSERT_TOL_PX:
+                        continue                    # the slab lies beyond the radius: no site
                     site = pos[k] + slab[:, np.r_[np.arange(1, a + 1), 0, np.arange(a + 1, d)]]
                     site[:, a] = lo[a] + face + slab[:, 0]
                     sites.append(site)
+            if not sites:
+                continue
             sites = np.concatenate(sites)
             sites = sites[np.sqrt(np.square(sites - pos[k]).sum(1)) <= REINSERT_RADIUS_PX]
             sites = sites[np.all((sites >= 0) & (sites < box), axis=1)]
@@ -778,7 +816,7 @@ def reinsert_across_seams(cfg: Configuration, new_seam: np.ndarray, part: np.nda
                                    (len(near),))
             # clearance counted up to the reach (the particles taken part are those that can
             # be nearer than that to a site)
-            best = int(np.argmax(np.minimum(_clearance(sites, pos[near], need, box, reach), reach)))
+            best = _best_site(sites, pos[near], need, box, reach)
             pos[k] = sites[best]
             _, dk = _part_frame(sites[best:best + 1], part_box, m)
             seam[k] = float(dk[0]) if seam[k] == new_seam[k] else min(seam[k], float(dk[0]))
