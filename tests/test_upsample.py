@@ -16,6 +16,7 @@ at the relaxed band's edge, met since session 16).
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -26,7 +27,7 @@ from colloidcg import evaluate as ev
 from colloidcg.cli import main
 from colloidcg.errors import ColloidcgError, ParameterError
 from colloidcg.scaling import side_steps, upsample
-from colloidcg.scaling.seams import closest_by_pair, seam_profile
+from colloidcg.scaling.seams import SeamVisibleWarning, closest_by_pair, seam_profile
 from colloidcg.train import TrainConfig, train_tracks
 
 torch.set_num_threads(1)
@@ -691,7 +692,10 @@ def test_upsample_tiling_option(small):
     meta = {"meta": {"box_px": box.tolist()}}
     out = {}
     for tiling in ("random", "matched", "oriented"):
-        up = upsample(model, crystal_cfg, tracks, meta, factor=16, samples=2, seed=1, relax_steps=0, tiling=tiling)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SeamVisibleWarning)      # asserted below
+            up = upsample(model, crystal_cfg, tracks, meta, factor=16, samples=2, seed=1, relax_steps=0,
+                          tiling=tiling)
         assert up.parameters["tiling"]["method"] == tiling
         gap = []
         for _, g in up.tracks.groupby("frame"):
@@ -705,6 +709,13 @@ def test_upsample_tiling_option(small):
     assert out["matched"][0] > -0.05 and out["oriented"][0] > -0.05 and out["random"][0] < -0.15
     rel = {k: v[1]["seam_relaxation"]["particles_reinserted"] for k, v in out.items()}
     assert rel["matched"] < 0.2 * rel["random"]
+    # the crystal tile is too small for a bulk 3 bond lengths from its seams: the check
+    # judges against the bulk beyond shell + bond length, and sees the random tiles' grain
+    # boundaries only
+    checks = {k: v[1]["seam_check"] for k, v in out.items()}
+    assert checks["random"]["bulk_px"] == pytest.approx(checks["random"]["shell_px"] + checks["random"]["r_bond_px"])
+    assert checks["random"]["visible"] and checks["random"]["psi6"]["z"] < -5
+    assert not checks["matched"]["visible"] and not checks["oriented"]["visible"]
     assert out["matched"][1]["tiling"]["candidates"] == 32
     assert out["matched"][1]["tiling"]["seam_psi6_chosen"] > out["matched"][1]["tiling"]["seam_psi6_candidates_mean"]
     with pytest.raises(ParameterError, match="tiling"):
@@ -819,10 +830,8 @@ def test_lammps_wca_seams_heal_with_auto_relaxation():
     the default's and its |psi6| deficit at most half, and g(r) is within 0.05 (about 4
     minutes). Measured here: neighbours -0.014 (-0.3 SE), |psi6| -0.007 (-2.4 SE; at K =
     16 in the benchmark -0.5 SE)."""
-    import warnings
-
     from colloidcg.md.lammps import lammps_available
-    from colloidcg.scaling.seams import SeamVisibleWarning
+
     ok, why = lammps_available()
     if not ok:
         pytest.skip(f"LAMMPS unavailable: {why}")

@@ -35,7 +35,7 @@ def _positions(frame: pd.DataFrame) -> np.ndarray:
 
 
 def seam_profile(tracks: pd.DataFrame, box, r_bond: float, edges: Sequence[float] = (0.0, 16.0),
-                 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+                 bulk_px: float | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """The seam's imprint on local density and order.
 
     Parameters
@@ -44,12 +44,14 @@ def seam_profile(tracks: pd.DataFrame, box, r_bond: float, edges: Sequence[float
     box : periodic box side(s), px.
     r_bond : neighbour distance, px (about the first minimum of g(r)).
     edges : bin edges of the distance to the nearest seam, px.
+    bulk_px : the bulk is the particles farther than this from every seam, px (default
+        3 ``r_bond``).
 
     Returns
     -------
     {"density": (mean, se), "psi6": (mean, se)} ("psi6" in 2D only), each of shape
     (len(edges) - 1,): the bin's mean over its particles minus the bulk's mean
-    (``seam_distance`` > 3 ``r_bond``), averaged over samples, and the standard error of that
+    (``seam_distance`` > ``bulk_px``), averaged over samples, and the standard error of that
     average over samples (NaN with one sample).
     """
     box = np.asarray(box, float)
@@ -60,7 +62,7 @@ def seam_profile(tracks: pd.DataFrame, box, r_bond: float, edges: Sequence[float
     for _, g in tracks.groupby("frame"):
         values = _local(g, box, r_bond, two_d)
         seam = g["seam_distance"].to_numpy(float)
-        bulk = seam > 3 * r_bond
+        bulk = seam > (3 * r_bond if bulk_px is None else bulk_px)
         which = np.digitize(seam, edges) - 1
         for name, val in values.items():
             ref = np.nanmean(val[bulk]) if bulk.any() else np.nan
@@ -82,6 +84,9 @@ class SeamVisibleWarning(UserWarning):
 #: two-sided probability of 3 standard errors of a normal) is measured.
 SEAM_FALSE_ALARM = 0.0027
 
+#: :func:`seam_check` judges against a bulk of at least this many particles per sample.
+MIN_BULK = 20
+
 
 def seam_check(tracks: pd.DataFrame, box, r_bond: float, shell: float) -> dict:
     """Is a seam visible in ``tracks`` (upsampled samples, px, with ``seam_distance`` and,
@@ -89,7 +94,10 @@ def seam_check(tracks: pd.DataFrame, box, r_bond: float, shell: float) -> dict:
 
     The band is the particles within ``shell`` px of a seam (one nearest-neighbour
     distance), the bulk those farther than 3 ``r_bond``; neighbours are counted within
-    ``r_bond`` (and |psi6| over them, 2D). Per measure: the band's mean minus the bulk's
+    ``r_bond`` (and |psi6| over them, 2D). Where tiles are too small to hold a bulk that far
+    (fewer than :data:`MIN_BULK` particles per sample: small 3D cubes), the bulk is those
+    farther than ``shell`` + ``r_bond``, whose neighbourhoods do not reach the band;
+    recorded as "bulk_px". Per measure: the band's mean minus the bulk's
     and its standard error, over samples when there are 3 or more (:func:`seam_profile`);
     with fewer, over the tiles: each tile's band mean minus its bulk mean (at least 4 tiles
     with both; neighbouring particles are correlated, so the spread over particles would
@@ -99,18 +107,26 @@ def seam_check(tracks: pd.DataFrame, box, r_bond: float, shell: float) -> dict:
     """
     box = np.asarray(box, float)
     frames = tracks["frame"].nunique()
-    out: dict = {"shell_px": float(shell), "r_bond_px": float(r_bond), "samples": int(frames)}
-    if frames >= 3:
+    seam_all = tracks["seam_distance"].to_numpy(float)
+    bulk_px = 3.0 * r_bond
+    if np.sum(seam_all > bulk_px) < MIN_BULK * frames:
+        bulk_px = float(shell + r_bond)
+    out: dict = {"shell_px": float(shell), "r_bond_px": float(r_bond), "bulk_px": bulk_px, "samples": int(frames)}
+    n_tiles = 0
+    if np.sum(seam_all > bulk_px) < MIN_BULK * frames:
+        rows = {name: (math.nan, math.nan) for name in (["density", "psi6"] if "z" not in tracks.columns
+                                                         else ["density"])}
+    elif frames >= 3:
         rows = {name: (float(mean[0]), float(se[0]))
-                for name, (mean, se) in seam_profile(tracks, box, r_bond, edges=(0.0, shell)).items()}
+                for name, (mean, se) in seam_profile(tracks, box, r_bond, edges=(0.0, shell),
+                                                     bulk_px=bulk_px).items()}
     else:
         values = _per_particle(tracks, box, r_bond)
-        seam = tracks["seam_distance"].to_numpy(float)
-        band, bulk = seam < shell, seam > 3 * r_bond
+        seam = seam_all
+        band, bulk = seam < shell, seam > bulk_px
         key = (tracks["frame"].astype(str) + ":" + tracks["tile"].astype(str)).to_numpy() \
             if "tile" in tracks.columns else None
         rows = {}
-        n_tiles = 0
         for name, val in values.items():
             obs = []
             for t in np.unique(key) if key is not None else []:
