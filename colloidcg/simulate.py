@@ -207,7 +207,7 @@ def tracks_stability(model: MetriplecticModel, model_config: dict, tracks: pd.Da
         raise ParameterError(f"frame: {frame} is not in the tracks")
     dim = int(model.config.dim)
     param = next(model.parameters())
-    as_t = lambda a: torch.as_tensor(np.asarray(a, float), dtype=param.dtype, device=param.device)  # noqa: E731
+    as_t = lambda a: torch.tensor(np.asarray(a, float), dtype=param.dtype, device=param.device)  # noqa: E731
     box_px = cal.get("box_px") or meta_box(meta)
     box = None if box_px is None else as_t(box_px) * um
     r = as_t(rows[["x", "y", "z"][:dim]].to_numpy()) * um
