@@ -315,11 +315,8 @@ def brownian_mixture_2d(out_dir, *, n: int = 400, area_fraction: float = 0.7, si
     positions and types (1: diameter 1, 2: ``size_ratio``)."""
     _check_positive(n=n, area_fraction=area_fraction, size_ratio=size_ratio, temperature=temperature,
                     gamma=gamma, timestep=timestep, frames=frames, dump_every=dump_every)
-    rec = _brownian_mixture(out_dir, 2, n, area_fraction, size_ratio, temperature, gamma, timestep, frames,
-                            dump_every, equilibrate, seed, threads)
-    rec["area_fraction"] = area_fraction
-    Path(out_dir, "run.json").write_text(json.dumps(rec, indent=1))
-    return rec
+    return _brownian_mixture(out_dir, 2, n, area_fraction, size_ratio, temperature, gamma, timestep, frames,
+                             dump_every, equilibrate, seed, threads)
 
 
 def brownian_mixture_3d(out_dir, *, n: int = 256, volume_fraction: float = 0.4, size_ratio: float = 1.4,
@@ -332,18 +329,15 @@ def brownian_mixture_3d(out_dir, *, n: int = 256, volume_fraction: float = 0.4, 
     freeze, a liquid). Same units, schedule and dump; returns the run record."""
     _check_positive(n=n, volume_fraction=volume_fraction, size_ratio=size_ratio, temperature=temperature,
                     gamma=gamma, timestep=timestep, frames=frames, dump_every=dump_every)
-    rec = _brownian_mixture(out_dir, 3, n, volume_fraction, size_ratio, temperature, gamma, timestep, frames,
-                            dump_every, equilibrate, seed, threads)
-    rec["volume_fraction"] = volume_fraction
-    Path(out_dir, "run.json").write_text(json.dumps(rec, indent=1))
-    return rec
+    return _brownian_mixture(out_dir, 3, n, volume_fraction, size_ratio, temperature, gamma, timestep, frames,
+                             dump_every, equilibrate, seed, threads)
 
 
 def _brownian_mixture(out_dir, dim: int, n: int, fraction: float, size_ratio: float, temperature: float,
                       gamma: float, timestep: float, frames: int, dump_every: int, equilibrate: int, seed: int,
                       threads: int) -> dict:
-    """The run behind :func:`brownian_mixture_2d` and :func:`brownian_mixture_3d`; ``fraction``
-    is the area (2D) or volume (3D) fraction of the diameters sigma."""
+    """The run behind :func:`brownian_mixture_2d` and :func:`brownian_mixture_3d` (writes
+    ``run.json``); ``fraction`` is the area (2D) or volume (3D) fraction of the diameters sigma."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     n1 = n // 2
@@ -381,11 +375,14 @@ dump_modify traj sort id format float %.8g
 run {(frames - 1) * dump_every}
 """
     wall = run_script(script, threads, log=out / "log.lammps")
-    return {"system": f"brownian_mixture_{dim}d", "engine": "lammps", "units": "lj", "n": n,
-            "size_ratio": size_ratio, "dim": dim, "box": [L] * dim, "temperature": temperature, "gamma": gamma,
-            "D0": temperature / gamma, "timestep": timestep, "frames": frames, "dump_every": dump_every,
-            "frame_dt": timestep * dump_every, "equilibrate": int(equilibrate), "seed": seed, "wall_s": wall,
-            "dump": str(dump), "diameters": {"1": 1.0, "2": float(size_ratio)}}
+    rec = {"system": f"brownian_mixture_{dim}d", "engine": "lammps", "units": "lj", "n": n,
+           ("area_fraction" if dim == 2 else "volume_fraction"): fraction,
+           "size_ratio": size_ratio, "dim": dim, "box": [L] * dim, "temperature": temperature, "gamma": gamma,
+           "D0": temperature / gamma, "timestep": timestep, "frames": frames, "dump_every": dump_every,
+           "frame_dt": timestep * dump_every, "equilibrate": int(equilibrate), "seed": seed, "wall_s": wall,
+           "dump": str(dump), "diameters": {"1": 1.0, "2": float(size_ratio)}}
+    (out / "run.json").write_text(json.dumps(rec, indent=1))
+    return rec
 
 
 # ---------------------------------------------------------------------------- star melt
