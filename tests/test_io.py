@@ -606,6 +606,9 @@ def test_norpix_seq_frames_and_timestamps(tmp_path, dtype):
     assert v.meta.format == "seq" and len(v) == 6 and v.frame_shape == (20, 36) and v.dtype == dtype
     for i in (3, 0, 5):
         np.testing.assert_array_equal(v[i], data[i])
+    again = pickle.loads(pickle.dumps(v))               # batch workers reopen it by path
+    np.testing.assert_array_equal(again[2], data[2])
+    np.testing.assert_array_equal(np.asarray(v.to_dask()[4]), data[4])
     np.testing.assert_allclose(v.meta.timestamps, np.arange(6) / 1000.0, rtol=1e-12)
     assert v.meta.fps == pytest.approx(1000.0, rel=1e-3) and v.meta.sources["fps"] == "file"
     assert v.meta.header["fps"] == pytest.approx(2000.0)
