@@ -645,7 +645,7 @@ def _bound(a: np.ndarray, b: np.ndarray) -> bool:
 
 def _autocorr(img: np.ndarray) -> np.ndarray:
     f = np.fft.rfftn(img - img.mean())
-    ac = np.fft.irfftn(f * np.conj(f), s=img.shape)
+    ac = np.fft.irfftn(f * np.conj(f), s=img.shape, axes=tuple(range(img.ndim)))
     ac = np.fft.fftshift(ac)
     return ac / ac.max()
 
