@@ -191,6 +191,17 @@ def test_reader_cine(make_napari_viewer, shared_data):
     assert viewer.dims.nsteps[0] == 15
 
 
+def test_reader_norpix_seq(make_napari_viewer, tmp_path):
+    """A StreamPix .seq opens in napari through the plugin, every frame the file's."""
+    from streampix import write_streampix
+
+    data = np.random.default_rng(4).integers(0, 4096, (5, 24, 30)).astype(np.uint16)
+    viewer = make_napari_viewer()
+    layer = _open(viewer, write_streampix(tmp_path / "cam.seq", data, fps=1000.0))
+    assert layer.data.shape == (5, 24, 30) and viewer.dims.nsteps[0] == 5
+    np.testing.assert_array_equal(np.asarray(layer.data[3]), data[3])
+
+
 def test_sample_data_is_the_shipped_video(make_napari_viewer):
     from colloidcg.io import open_video
     from colloidcg.samples import sample_video
