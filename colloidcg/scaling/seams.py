@@ -107,13 +107,12 @@ def seam_check(tracks: pd.DataFrame, box, r_bond: float, shell: float) -> dict:
     """
     box = np.asarray(box, float)
     frames = tracks["frame"].nunique()
-    seam_all = tracks["seam_distance"].to_numpy(float)
-    bulk_px = 3.0 * r_bond
-    if np.sum(seam_all > bulk_px) < MIN_BULK * frames:
-        bulk_px = float(shell + r_bond)
+    seam = tracks["seam_distance"].to_numpy(float)
+    enough = lambda px: np.sum(seam > px) >= MIN_BULK * frames  # noqa: E731
+    bulk_px = 3.0 * r_bond if enough(3.0 * r_bond) else float(shell + r_bond)
     out: dict = {"shell_px": float(shell), "r_bond_px": float(r_bond), "bulk_px": bulk_px, "samples": int(frames)}
     n_tiles = 0
-    if np.sum(seam_all > bulk_px) < MIN_BULK * frames:
+    if not enough(bulk_px):
         rows = {name: (math.nan, math.nan) for name in (["density", "psi6"] if "z" not in tracks.columns
                                                          else ["density"])}
     elif frames >= 3:
@@ -122,7 +121,6 @@ def seam_check(tracks: pd.DataFrame, box, r_bond: float, shell: float) -> dict:
                                                      bulk_px=bulk_px).items()}
     else:
         values = _per_particle(tracks, box, r_bond)
-        seam = seam_all
         band, bulk = seam < shell, seam > bulk_px
         key = (tracks["frame"].astype(str) + ":" + tracks["tile"].astype(str)).to_numpy() \
             if "tile" in tracks.columns else None

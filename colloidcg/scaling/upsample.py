@@ -707,7 +707,7 @@ def _best_site(sites: np.ndarray, others: np.ndarray, need: np.ndarray, box: np.
     spread = np.zeros(len(first))
     np.maximum.at(spread, cell, np.sqrt(np.square(sites - rep[cell]).sum(1)))
     value = np.minimum(_clearance(rep, others, need, box, cap), cap)
-    open_ = value + spread >= value.max()
+    open_ = value + spread + 1e-9 >= value.max()             # a margin for rounding: never fewer
     rows = np.nonzero(open_[cell])[0]                       # in the sites' own order
     fine = np.minimum(_clearance(sites[rows], others, need, box, cap), cap)
     return int(rows[np.argmax(fine)])
