@@ -9,9 +9,13 @@ arrays over (frame, particle) in physical units (um, s):
   the model's semi-implicit step; zero where undefined;
 - ``present`` (T, N): the particle was tracked in that frame;
 - ``mask`` (T, N): usable as a model particle: present, velocity defined, and at least
-  ``edge`` away from the field of view's border (particles near the border, whose
+  ``edge`` away from its frame's field-of-view border (particles near the border, whose
   neighbourhoods are cut by the frame, are prescribed halo particles in training);
 - ``dt`` = 1 / fps; ``box`` (d,) periodic box in um, or None for open boundaries;
+- ``fov``: open boundaries only, the bounding box of all positions ((lo, hi) per axis,
+  um); ``frame_fov`` (T, d, 2): each frame's own field of view, the bounding box of its
+  particles (with the drift subtracted the view moves from frame to frame; the halo is
+  measured from each frame's own border, :func:`frame_fields_of_view`);
 - ``size`` (N,): optional per-particle size, the particle's median over its frames of a
   size column of the tracks (units of that column, e.g. the synthetic truth's
   ``diameter`` or the tracker's ``size``, proportional to the radius of gyration); a
@@ -25,6 +29,7 @@ arrays over (frame, particle) in physical units (um, s):
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -53,6 +58,7 @@ class Trajectory:
     fov: tuple | None = None                  # ((lo, hi) per axis) in um, for open boundaries
     size: torch.Tensor | None = None          # (N,) per-particle size (size column's units)
     shear: torch.Tensor | None = None         # (T, 2) Lees-Edwards (offset um, jump um/s) per frame
+    frame_fov: torch.Tensor | None = None     # (T, d, 2) each row's field of view (lo, hi per axis), um
 
     @property
     def n_frames(self) -> int:
@@ -75,7 +81,8 @@ class Trajectory:
             return t.to(device=device)
         return Trajectory(cv(self.pos), cv(self.vel), cv(self.present), cv(self.mask), self.dt,
                           cv(self.box), self.frames, self.particles, self.um_per_px, self.fps,
-                          cv(self.rearranging), cv(self.d2min), self.fov, cv(self.size), cv(self.shear))
+                          cv(self.rearranging), cv(self.d2min), self.fov, cv(self.size), cv(self.shear),
+                          cv(self.frame_fov))
 
     @property
     def shear_rate(self) -> float | None:
@@ -101,7 +108,8 @@ class Trajectory:
         sub = lambda t: None if t is None else t[s]  # noqa: E731
         return Trajectory(self.pos[s], self.vel[s], self.present[s], self.mask[s], self.dt, self.box,
                           self.frames[s], self.particles, self.um_per_px, self.fps,
-                          sub(self.rearranging), sub(self.d2min), self.fov, self.size, sub(self.shear))
+                          sub(self.rearranging), sub(self.d2min), self.fov, self.size, sub(self.shear),
+                          sub(self.frame_fov))
 
 
 def _meta_value(meta: dict | None, key: str):
@@ -146,10 +154,34 @@ def meta_lees_edwards(meta: dict | None) -> dict | None:
 
 def near_edge(pos: torch.Tensor, fov, edge: float) -> torch.Tensor:
     """Bool tensor of shape ``pos.shape[:-1]``: positions (..., d) closer than ``edge`` to the
-    border of the field of view ``fov`` ((lo, hi) per axis, same units as ``pos``)."""
-    lo = torch.tensor([a for a, _ in fov], dtype=pos.dtype, device=pos.device)
-    hi = torch.tensor([b for _, b in fov], dtype=pos.dtype, device=pos.device)
+    border of the field of view ``fov`` ((lo, hi) per axis, same units as ``pos``): one
+    field of view (d, 2), or one per frame (T, d, 2) for positions (T, N, d)."""
+    f = torch.as_tensor(np.asarray(fov, dtype=float), dtype=pos.dtype, device=pos.device)
+    lo, hi = f[..., 0], f[..., 1]
+    if f.dim() == 3:                  # per frame: broadcast over the particles
+        lo, hi = lo[:, None, :], hi[:, None, :]
     return ((pos < lo + edge) | (pos > hi - edge)).any(-1)
+
+
+def frame_fields_of_view(pos: np.ndarray, present: np.ndarray) -> np.ndarray:
+    """(T, d, 2) each frame's field of view: the bounding box of the particles present in it
+    (pos (T, N, d), present (T, N) bool); a frame without particles gets that of all frames.
+
+    Tracks with the drift subtracted (``colloidcg track`` does by default) have each frame's
+    field of view moved by that frame's drift, so the bounding box of all frames is wider
+    than what any one frame saw; particles near a frame's own border but far from the union's
+    have neighbours out of view, and must be halo, not scored."""
+    T, _, d = pos.shape
+    big = np.where(present[..., None], pos, np.nan)
+    out = np.empty((T, d, 2))
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)      # all-NaN frames
+        out[..., 0], out[..., 1] = np.nanmin(big, axis=1), np.nanmax(big, axis=1)
+    empty = ~present.any(1)
+    if empty.any():
+        out[empty, :, 0] = np.nanmin(out[~empty, :, 0], axis=0)
+        out[empty, :, 1] = np.nanmax(out[~empty, :, 1], axis=0)
+    return out
 
 
 def from_tracks(tracks: pd.DataFrame, meta: dict | None = None, *, fps: float | None = None,
@@ -218,7 +250,7 @@ def from_tracks(tracks: pd.DataFrame, meta: dict | None = None, *, fps: float | 
     vel[1:] = np.where(vok[1:, :, None], (pos[1:] - pos[:-1]) / dt, 0.0)
     mask = present & vok
     box = None
-    fov = None
+    fov = frame_fov = None
     if box_px is not None:
         b = np.asarray(box_px, float).reshape(-1)
         if b.shape != (d,) or np.any(b <= 0):
@@ -232,8 +264,10 @@ def from_tracks(tracks: pd.DataFrame, meta: dict | None = None, *, fps: float | 
         lo = xyz.min(0) * um
         hi = xyz.max(0) * um
         fov = tuple((float(a), float(c)) for a, c in zip(lo, hi))
+        frame_fov = frame_fields_of_view(pos, present)
         if edge > 0:
-            mask &= ~near_edge(torch.as_tensor(pos), fov, edge).numpy()
+            mask &= ~near_edge(torch.as_tensor(pos), frame_fov, edge).numpy()
+        frame_fov = torch.as_tensor(frame_fov, dtype=dtype)
     rearr = d2 = None
     lab = labels if labels is not None else tracks
     if "rearranging" in lab.columns or "d2min" in lab.columns:
@@ -273,7 +307,7 @@ def from_tracks(tracks: pd.DataFrame, meta: dict | None = None, *, fps: float | 
         shear = torch.as_tensor(np.column_stack([tilt[f0: f1 + 1] * um, np.full(T, jump)]), dtype=dtype)
     return Trajectory(torch.as_tensor(pos, dtype=dtype), torch.as_tensor(vel, dtype=dtype),
                       torch.as_tensor(present), torch.as_tensor(mask), dt, box,
-                      np.arange(f0, f1 + 1), parts, um, fps, rearr, d2, fov, size, shear)
+                      np.arange(f0, f1 + 1), parts, um, fps, rearr, d2, fov, size, shear, frame_fov)
 
 
 def to_tracks(pos, um_per_px: float = 1.0, fps: float = 1.0, first_frame: int = 0,

@@ -105,7 +105,7 @@ def simulate(model: MetriplecticModel, model_config: dict, tracks: pd.DataFrame,
         raise ParameterError(f"halo: must be >= 0 um, got {halo}")
     boundary = None
     if traj.box is None and traj.fov is not None and halo > 0:
-        boundary = near_edge(r0, traj.fov, halo)
+        boundary = near_edge(r0, traj.fov if traj.frame_fov is None else traj.frame_fov[t], halo)
         if not bool(boundary.any()):
             boundary = None
     if boundary is not None and bool(boundary.all()):

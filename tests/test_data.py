@@ -71,3 +71,39 @@ def test_non_positive_dt():
         from_tracks(df, fps=0.0)
     with pytest.raises(ParameterError, match="fps"):
         from_tracks(df, fps=-3.0)
+
+
+def test_halo_follows_each_frames_field_of_view():
+    """Drift-subtracted tracks of a camera whose view moves 3 px per frame along x: the halo
+    is measured from each frame's own view, so no scored particle has neighbours out of view
+    within the halo; measured from the bounding box of all frames, particles at the view's
+    edge were scored."""
+    from colloidcg.data import frame_fields_of_view, near_edge
+    from colloidcg.train.fitting import with_edge_halo
+    rng = np.random.default_rng(1)
+    lattice = rng.uniform(-40.0, 200.0, (2800, 2))             # about 0.05 particles per px^2
+    rows, view = [], 100.0
+    for t in range(20):
+        p = lattice + rng.normal(0, 0.2, lattice.shape)
+        seen = np.nonzero((p[:, 0] >= 3.0 * t) & (p[:, 0] < 3.0 * t + view) & (p[:, 1] >= 0) & (p[:, 1] < view))[0]
+        rows.append(pd.DataFrame({"frame": t, "particle": seen, "x": p[seen, 0], "y": p[seen, 1]}))
+    df = pd.concat(rows)
+    edge = 10.0
+    tr = from_tracks(df, edge=edge)
+    assert tr.frame_fov.shape == (20, 2, 2)
+    assert np.allclose(tr.frame_fov[:, 0, 0].numpy(), 3.0 * np.arange(20), atol=1.0)
+    assert tr.fov[0][1] - tr.fov[0][0] > view + 50            # the union is wider than any view
+    x = tr.pos[..., 0].numpy()
+    left = x - 3.0 * np.arange(20)[:, None]                   # distance to the view's left edge
+    scored = tr.mask.numpy()
+    assert scored.sum() > 500
+    assert left[scored].min() >= edge - 1.5 and (view - left[scored]).min() >= edge - 1.5
+    union = tr.present.numpy() & ~near_edge(tr.pos, tr.fov, edge).numpy()
+    assert left[union].min() < 2.0                            # what the union's halo let through
+    # training's halo (with_edge_halo) and one frame's view (simulate) follow the frames too
+    halo = with_edge_halo(tr, 12.0, 10.0).mask.numpy()
+    assert left[halo].min() >= 12.0 - 1.5
+    one = near_edge(tr.pos[7], tr.frame_fov[7], edge).numpy()
+    assert np.array_equal(one, near_edge(tr.pos, tr.frame_fov, edge).numpy()[7])
+    fov = frame_fields_of_view(np.zeros((2, 3, 2)), np.array([[True, True, False], [False, False, False]]))
+    assert np.array_equal(fov[1], fov[0])                     # an empty frame: the union

@@ -831,7 +831,8 @@ def reinsert_across_seams(cfg: Configuration, new_seam: np.ndarray, part: np.nda
 @dataclass
 class _Source:
     """Frames of the input: positions (N_t, d) px, velocities px/frame, sizes; the periodic
-    box (px) or the open field of view ((d, 2) px) and the window side."""
+    box (px), or for an open field of view each frame's field of view ((T, d, 2) px, lower
+    and upper bounds per axis, :func:`frame_fields_of_view`) and the window side."""
 
     pos: list
     vel: list
@@ -935,11 +936,16 @@ def _source(tracks, meta, model_config, size_col, frame, cutoff_px, dim, name) -
         _check_box(pos, box, name)
         pos = [np.mod(p, box) for p in pos]
         return _Source(pos, vel, size, box, None, None)
-    # the field of view is the video's, over all its frames (also when tiles come from one frame)
+    # the window is the video's, from all its frames (also when tiles come from one frame, so
+    # that every sample of a video has the same box): the side that fits 90 % of the frames'
+    # fields of view, so that a frame where tracking lost part of the view does not shrink
+    # every tile
     cols = ["x", "y", "z"][:d]
-    allp = tracks[cols].to_numpy(float)
-    fov = np.stack([allp.min(0), allp.max(0)], 1)
-    window = float(np.min(fov[:, 1] - fov[:, 0]))
+    by_frame = {int(f): g[cols].to_numpy(float) for f, g in tracks.groupby("frame", sort=True)}
+    every = frame_fields_of_view(list(by_frame.values()))
+    window = float(np.quantile(np.min(every[:, :, 1] - every[:, :, 0], axis=1), WINDOW_QUANTILE,
+                               method="lower"))
+    fov = every if frame is None else every[list(by_frame).index(int(frame))][None]
     if not np.isfinite(window) or window <= 2 * cutoff_px:
         raise ColloidcgError(f"{name}: no periodic box (sidecar meta.box_px or model calibration) and a field of "
                              f"view of {window:g} px, not wider than twice the model's interaction range "
@@ -947,16 +953,42 @@ def _source(tracks, meta, model_config, size_col, frame, cutoff_px, dim, name) -
     return _Source(pos, vel, size, None, fov, window)
 
 
+#: Open fields of view: the window side is this quantile of the frames' narrowest sides.
+WINDOW_QUANTILE = 0.1
+
+
+def frame_fields_of_view(pos: list) -> np.ndarray:
+    """Each frame's field of view, (T, d, 2) px: the bounding box of the positions found in
+    that frame (pos: T arrays (N_t, d) px).
+
+    Not the bounding box of all frames together: tracks with the drift subtracted
+    (``colloidcg track`` does by default) have each frame's field of view moved by that
+    frame's drift, so the union over frames is wider than any one frame. A window cut from
+    the union holds an empty strip along the edges where the frame it is cut from saw
+    nothing, and tiled copies of such windows meet along a gap (the demo's sheared packing,
+    drift 7-13 px over 50 frames: neighbours -0.62 within a seam's shell, -31 standard errors,
+    with windows of the union; see docs/scaling.md). In a dense frame the outermost
+    particles lie within a fraction of a spacing of where the camera's view (or the
+    tracker's edge margin) ends."""
+    return np.stack([np.stack([p.min(0), p.max(0)], 1) for p in pos])
+
+
 def _base(src: _Source, rng: np.random.Generator) -> Configuration:
     """One level-0 tile: a random frame, shifted (periodic) or windowed (open), with a
     random symmetry of its box."""
-    t = int(rng.integers(len(src.pos)))
-    p, v, s = src.pos[t], src.vel[t], src.size[t]
     if src.box is not None:
+        t = int(rng.integers(len(src.pos)))
+        p, v, s = src.pos[t], src.vel[t], src.size[t]
         cfg = Configuration(p, v, s, src.box, np.full(len(p), np.inf))
         return _transform(cfg, rng, shift=True)
     w = src.window
-    lo = src.fov[:, 0] + rng.uniform(0, 1, len(src.fov)) * (src.fov[:, 1] - src.fov[:, 0] - w)
+    fits = np.nonzero(np.min(src.fov[:, :, 1] - src.fov[:, :, 0], axis=1) >= w)[0]
+    if len(fits) == 0:        # one frame (--frame) among the narrowest tenth: its window overhangs
+        fits = np.arange(len(src.pos))
+    t = int(fits[rng.integers(len(fits))])
+    p, v, s = src.pos[t], src.vel[t], src.size[t]
+    fov = src.fov[t]
+    lo = fov[:, 0] + rng.uniform(0, 1, len(fov)) * np.maximum(fov[:, 1] - fov[:, 0] - w, 0.0)
     inside = np.all((p >= lo) & (p < lo + w), axis=1)
     if inside.sum() < 2:
         raise ColloidcgError("tracks: fewer than two particles in a window of the field of view; nothing to tile")
@@ -1136,16 +1168,18 @@ def relaxation_temperature(model, src: "_Source", *, steps: int, cutoff_px: floa
     n_steps = max(int(steps), CALIBRATION_MIN_STEPS)
     layer = held_layer_px(cutoff_px)
 
-    def centres_and_area(p):
+    def centres_and_area(p, t):
+        """Shell centres and the area of input frame t's field of view."""
         if src.box is not None:
             return np.ones(len(p), bool), float(np.prod(src.box))
-        lo, hi = src.fov[:, 0], src.fov[:, 1]
+        lo, hi = src.fov[t, :, 0], src.fov[t, :, 1]
         return np.all((p > lo + layer) & (p < hi - layer), axis=1), float(np.prod(hi - lo))
 
     def g_of(configs):
+        """g(r) of configurations given as (positions, input frame index) pairs."""
         c_sum, i_sum = np.zeros(bins), np.zeros(bins)
-        for p in configs:
-            cen, area = centres_and_area(p)
+        for p, t in configs:
+            cen, area = centres_and_area(p, t)
             if cen.sum() == 0:
                 continue
             c, i = shell_histogram(p, src.box, cen, cutoff_px, bins, area)
@@ -1154,7 +1188,8 @@ def relaxation_temperature(model, src: "_Source", *, steps: int, cutoff_px: floa
         return c_sum / np.maximum(i_sum, 1e-300)
 
     step = max(1, n // 20)
-    g0 = g_of([np.mod(p, src.box) if src.box is not None else p for p in src.pos[::step]])
+    g0 = g_of([(np.mod(src.pos[t], src.box) if src.box is not None else src.pos[t], t)
+               for t in range(0, n, step)])
     above = np.nonzero(g0 > 1.0)[0]
     if len(above) == 0 or model.k_B == 0.0:
         return {"k_B_scale": 1.0, "first_shell_g": None, "grid": {}}
@@ -1176,14 +1211,14 @@ def relaxation_temperature(model, src: "_Source", *, steps: int, cutoff_px: floa
             r0 = as_t(p * um)
             size = None if src.size[t] is None else as_t(src.size[t])
             # open field of view: the particles near its edges held fixed (no free surface)
-            boundary = None if src.box is not None else as_t(~centres_and_area(p)[0]).bool()
+            boundary = None if src.box is not None else as_t(~centres_and_area(p, t)[0]).bool()
             with torch.no_grad(), _Temperature(model, scale):
                 S0 = model.initial_S(r0, None, box)
                 res = rollout(model, State(r0, as_t(src.vel[t] * um * fps), S0, size), n_steps, 1.0 / fps,
                               box=box, seed=seed + k, boundary=boundary, substeps=substeps)
             for r in res.r[n_steps // 2 + 1:]:
                 q = r.cpu().numpy() / um
-                configs.append(np.mod(q, src.box) if src.box is not None else q)
+                configs.append((np.mod(q, src.box) if src.box is not None else q, t))
         values[float(scale)] = float(g_of(configs)[peak].mean())
         return values[float(scale)] - target
 
@@ -1226,12 +1261,13 @@ def shell_distances(src: "_Source", cutoff_px: float) -> tuple[float, float]:
     edges = np.linspace(0.0, r_max, bins + 1)
     counts, ideal = np.zeros(bins), np.zeros(bins)
     step = max(1, len(src.pos) // 20)
-    for p in src.pos[::step]:
+    for t in range(0, len(src.pos), step):
+        p = src.pos[t]
         if src.box is not None:
             c, i = shell_histogram(np.mod(p, src.box), src.box, np.ones(len(p), bool), r_max, bins,
                                    float(np.prod(src.box)))
         else:
-            lo, hi = src.fov[:, 0], src.fov[:, 1]
+            lo, hi = src.fov[t, :, 0], src.fov[t, :, 1]
             cen = np.all((p > lo + r_max) & (p < hi - r_max), axis=1)
             if not cen.any():
                 continue

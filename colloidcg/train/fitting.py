@@ -79,7 +79,8 @@ def with_edge_halo(traj: Trajectory, edge: float | None, cutoff: float) -> Traje
     traj = traj.to()
     width = cutoff if edge is None else edge
     if traj.box is None and traj.fov is not None and width > 0:
-        traj.mask = traj.mask & ~near_edge(traj.pos, traj.fov, width)
+        fov = traj.frame_fov if traj.frame_fov is not None else traj.fov
+        traj.mask = traj.mask & ~near_edge(traj.pos, fov, width)
     return traj
 
 
