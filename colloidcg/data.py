@@ -13,9 +13,9 @@ arrays over (frame, particle) in physical units (um, s):
   neighbourhoods are cut by the frame, are prescribed halo particles in training);
 - ``dt`` = 1 / fps; ``box`` (d,) periodic box in um, or None for open boundaries;
 - ``fov``: open boundaries only, the bounding box of all positions ((lo, hi) per axis,
-  um); ``frame_fov`` (T, d, 2): each frame's own field of view, the bounding box of its
-  particles (with the drift subtracted the view moves from frame to frame; the halo is
-  measured from each frame's own border, :func:`frame_fields_of_view`);
+  um); ``frame_fov`` (T, d, 2): each frame's own field of view (with the drift subtracted
+  the camera's view moves from frame to frame; the halo is measured from each frame's own
+  border, :func:`frame_fields_of_view`);
 - ``size`` (N,): optional per-particle size, the particle's median over its frames of a
   size column of the tracks (units of that column, e.g. the synthetic truth's
   ``diameter`` or the tracker's ``size``, proportional to the radius of gyration); a
@@ -29,7 +29,6 @@ arrays over (frame, particle) in physical units (um, s):
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -163,25 +162,50 @@ def near_edge(pos: torch.Tensor, fov, edge: float) -> torch.Tensor:
     return ((pos < lo + edge) | (pos > hi - edge)).any(-1)
 
 
-def frame_fields_of_view(pos: np.ndarray, present: np.ndarray) -> np.ndarray:
-    """(T, d, 2) each frame's field of view: the bounding box of the particles present in it
-    (pos (T, N, d), present (T, N) bool); a frame without particles gets that of all frames.
+#: Fields of view (:func:`frame_fields_of_view`) reach as far as this share (1 - FOV_QUANTILE)
+#: of the frames have particles.
+FOV_QUANTILE = 0.1
 
-    Tracks with the drift subtracted (``colloidcg track`` does by default) have each frame's
-    field of view moved by that frame's drift, so the bounding box of all frames is wider
-    than what any one frame saw; particles near a frame's own border but far from the union's
-    have neighbours out of view, and must be halo, not scored."""
-    T, _, d = pos.shape
-    big = np.where(present[..., None], pos, np.nan)
-    out = np.empty((T, d, 2))
-    with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)      # all-NaN frames
-        out[..., 0], out[..., 1] = np.nanmin(big, axis=1), np.nanmax(big, axis=1)
-    empty = ~present.any(1)
-    if empty.any():
-        out[empty, :, 0] = np.nanmin(out[~empty, :, 0], axis=0)
-        out[empty, :, 1] = np.nanmax(out[~empty, :, 1], axis=0)
-    return out
+
+def frame_fields_of_view(tracks: pd.DataFrame, cols: list) -> tuple[np.ndarray, np.ndarray]:
+    """Each frame's field of view in the tracks' coordinates: (frames (F,) ascending, fov
+    (F, d, 2) px, (lo, hi) per axis): a region where that frame's particles are found, the
+    same size in every frame.
+
+    Tracks with the drift subtracted (``colloidcg track`` does so by default) keep the image
+    positions as ``x_image``, ``y_image``. Along such an axis the region is, in image
+    coordinates, from the lowest image position that 90 % of the frames reach to the highest
+    that 90 % reach, and frame f's field of view is that region moved by the frame's drift
+    (median of x - x_image). Along an axis without image positions (tracks from elsewhere)
+    it is centred on the frame's own extent, which follows a drift that was subtracted
+    before, and as wide as 90 % of the frames' extents are.
+
+    Why not the extent of all frames together: with the drift subtracted it is wider than
+    what any one frame saw, by the drift's range, and particles near a frame's own border
+    look like interior ones. Why not wider than the particles reach: trackers find fewer
+    particles within a few pixels of the image's edge (the demo's sample: 0.8 of the
+    interior density in the outermost 2 px), and a region that includes that margin
+    carries its deficit into whatever is cut from it (upsampled seams, docs/scaling.md); a
+    region a little too small loses nothing but area."""
+    frames = tracks["frame"].to_numpy()
+    uniq, inv = np.unique(frames, return_inverse=True)
+    fov = np.empty((len(uniq), len(cols), 2))
+    q = FOV_QUANTILE
+    for a, c in enumerate(cols):
+        x = tracks[c].to_numpy(float)
+        img = f"{c}_image"
+        im = tracks[img].to_numpy(float) if img in tracks.columns else None
+        if im is not None and np.isfinite(im).all():
+            by = pd.Series(im).groupby(inv)
+            shift = pd.Series(x - im).groupby(inv).median().to_numpy()
+            fov[:, a, 0] = float(np.quantile(by.min().to_numpy(), 1.0 - q)) + shift
+            fov[:, a, 1] = float(np.quantile(by.max().to_numpy(), q)) + shift
+        else:
+            by = pd.Series(x).groupby(inv)
+            lo, hi = by.min().to_numpy(), by.max().to_numpy()
+            half, mid = 0.5 * float(np.quantile(hi - lo, q)), 0.5 * (lo + hi)
+            fov[:, a, 0], fov[:, a, 1] = mid - half, mid + half
+    return uniq, fov
 
 
 def from_tracks(tracks: pd.DataFrame, meta: dict | None = None, *, fps: float | None = None,
@@ -264,7 +288,9 @@ def from_tracks(tracks: pd.DataFrame, meta: dict | None = None, *, fps: float | 
         lo = xyz.min(0) * um
         hi = xyz.max(0) * um
         fov = tuple((float(a), float(c)) for a, c in zip(lo, hi))
-        frame_fov = frame_fields_of_view(pos, present)
+        which, per = frame_fields_of_view(tracks, cols)
+        frame_fov = np.tile(np.stack([lo, hi], 1), (T, 1, 1))     # frames the table lacks: the union
+        frame_fov[which - f0] = per * um
         if edge > 0:
             mask &= ~near_edge(torch.as_tensor(pos), frame_fov, edge).numpy()
         frame_fov = torch.as_tensor(frame_fov, dtype=dtype)

@@ -86,12 +86,14 @@ def test_halo_follows_each_frames_field_of_view():
     for t in range(20):
         p = lattice + rng.normal(0, 0.2, lattice.shape)
         seen = np.nonzero((p[:, 0] >= 3.0 * t) & (p[:, 0] < 3.0 * t + view) & (p[:, 1] >= 0) & (p[:, 1] < view))[0]
-        rows.append(pd.DataFrame({"frame": t, "particle": seen, "x": p[seen, 0], "y": p[seen, 1]}))
+        rows.append(pd.DataFrame({"frame": t, "particle": seen, "x": p[seen, 0], "y": p[seen, 1],
+                                  "x_image": p[seen, 0] - 3.0 * t, "y_image": p[seen, 1]}))
     df = pd.concat(rows)
     edge = 10.0
     tr = from_tracks(df, edge=edge)
     assert tr.frame_fov.shape == (20, 2, 2)
-    assert np.allclose(tr.frame_fov[:, 0, 0].numpy(), 3.0 * np.arange(20), atol=1.0)
+    assert np.allclose(tr.frame_fov[:, 0, 0].numpy(), 3.0 * np.arange(20), atol=0.5)
+    assert np.allclose(np.diff(tr.frame_fov[:, 0].numpy(), axis=1), view, atol=1.0)
     assert tr.fov[0][1] - tr.fov[0][0] > view + 50            # the union is wider than any view
     x = tr.pos[..., 0].numpy()
     left = x - 3.0 * np.arange(20)[:, None]                   # distance to the view's left edge
@@ -105,5 +107,8 @@ def test_halo_follows_each_frames_field_of_view():
     assert left[halo].min() >= 12.0 - 1.5
     one = near_edge(tr.pos[7], tr.frame_fov[7], edge).numpy()
     assert np.array_equal(one, near_edge(tr.pos, tr.frame_fov, edge).numpy()[7])
-    fov = frame_fields_of_view(np.zeros((2, 3, 2)), np.array([[True, True, False], [False, False, False]]))
-    assert np.array_equal(fov[1], fov[0])                     # an empty frame: the union
+    # without image positions (drift subtracted elsewhere): each frame's own extent
+    frames, fov = frame_fields_of_view(df.drop(columns=["x_image"]), ["x", "y"])
+    assert np.array_equal(frames, np.arange(20))
+    assert np.allclose(fov[:, 0, 0], 3.0 * np.arange(20), atol=1.0)
+    assert np.allclose(fov[:, 0, 1] - fov[:, 0, 0], view, atol=1.0)

@@ -213,8 +213,9 @@ def _rollout_script_matches_simulate(bundle, tracks, tmp_path, steps=6, seed=11,
     assert main(["simulate", str(bundle), "--init", str(tracks), "--steps", str(steps), "--seed", str(seed),
                  "--frame", str(frame), "-o", str(sim)]) == 0
     csv = df.copy()
-    csv["x"] *= UM
-    csv["y"] *= UM
+    for c in ("x", "y", "x_image", "y_image"):
+        if c in csv.columns:
+            csv[c] *= UM
     rng = np.random.default_rng(5)           # velocity columns are ignored, as simulate ignores them
     csv["vx"], csv["vy"] = rng.normal(size=len(csv)), rng.normal(size=len(csv))
     csv.to_csv(tmp_path / "init.csv", index=False, float_format="%.17g")
@@ -254,6 +255,16 @@ def test_rollout_script_with_torch_alone_reproduces_simulate(bundles, tmp_path, 
         bundle = out[name][2]
     dpos, dvel, n = _rollout_script_matches_simulate(bundle, tracks, tmp_path)
     assert n > 7 * 10 and dpos < 1e-5 and dvel < 1e-5
+    if name == "substrate":
+        # drift-free tracks with the image positions kept: the halo is measured from the
+        # starting frame's view (the image extent moved by its drift), in both
+        df = pd.read_parquet(tracks)
+        df = df.assign(x_image=df["x"] - 6.0 * df["frame"], y_image=df["y"])
+        drifting = tmp_path / "drifting.parquet"
+        write_table(drifting, df, provenance("track", {}, {}, units={"x": "px"}))
+        (tmp_path / "d").mkdir()
+        dpos, dvel, n_view = _rollout_script_matches_simulate(bundle, drifting, tmp_path / "d")
+        assert dpos < 1e-5 and dvel < 1e-5 and n_view != n
 
 
 def test_simulate_and_info_accept_a_bundle(bundles, tmp_path, capsys):

@@ -658,7 +658,9 @@ def test_chain_from_a_tracked_video_end_to_end(tmp_path):
     assert rep["states"] == "upsampled" and rep["snapshot_frames"] == [0, 15, 30]
     assert rep["upsampling"]["tile"] == "square window of the field of view"
     tile = rep["upsampling"]["tile_px"][0]
-    assert v.fov_px - 4 < tile <= v.fov_px                        # the video's whole window
+    # the video's window, less the margin that 10 % of the frames leave empty: about 36
+    # particles per frame are 2-4 px from the image's edges at their closest
+    assert v.fov_px - 12 < tile <= v.fov_px
     assert rep["n_patches_K"] == pytest.approx(4.0, rel=1e-9)     # every snapshot's box is 2 x the window
     assert rep["patches"] == 3 * 4
     sde = load_sde(r.macro_dir)

@@ -279,7 +279,7 @@ def test_windows_of_a_drifting_field_of_view(small):
     moved by that frame's drift, so the union over frames is wider than any one frame.
     Windows are cut inside the frame they come from, and the tiled seams show no gap; cut
     from the union they held empty strips and the seams lost a fifth of their neighbours."""
-    from colloidcg.scaling.upsample import frame_fields_of_view
+    from colloidcg.data import frame_fields_of_view
     df, side, model, cfg = small
     open_cfg = {"calibration": {**cfg["calibration"], "box_px": None}}
     w = 0.6 * side
@@ -288,7 +288,9 @@ def test_windows_of_a_drifting_field_of_view(small):
     seen = (x >= shift[df["frame"].to_numpy()]) & (x < shift[df["frame"].to_numpy()] + w)
     drifting = df[seen].assign(x=x[seen], y=df["y"].to_numpy()[seen] % side * 0.999)
     drifting = drifting[drifting["y"] < w]
-    fov = frame_fields_of_view([g[["x", "y"]].to_numpy() for _, g in drifting.groupby("frame")])
+    # the tracker's image positions: the camera's view is [0, w) in each frame
+    drifting = drifting.assign(x_image=drifting["x"] - shift[drifting["frame"].to_numpy()], y_image=drifting["y"])
+    frames, fov = frame_fields_of_view(drifting, ["x", "y"])
     assert fov.shape == (df["frame"].nunique(), 2, 2)
     assert np.all(fov[:, 0, 1] - fov[:, 0, 0] <= w) and np.ptp(fov[:, 0, 0]) > 0.25 * side
     with warnings.catch_warnings():
@@ -303,9 +305,9 @@ def test_windows_of_a_drifting_field_of_view(small):
             warnings.simplefilter("ignore", SeamVisibleWarning)
             one = upsample(model, open_cfg, drifting, factor=4, samples=1, seed=2, frame=f, relax_steps=0)
         assert one.parameters["tile_px"] == up.parameters["tile_px"]
-    assert abs(check["z"]) < 3.0 and abs(check["difference"]) < 0.25, check
+    assert abs(check["z"]) < 3.0 and abs(check["difference"]) < 0.3, check
 
-def test_cli(small, tmp_path):
+def test_cli(small, tmp_path, capsys):
     df, side, model, cfg = small
     from colloidcg.core.persist import save_model
     from colloidcg.outputs import provenance, read_table, write_table
@@ -316,6 +318,8 @@ def test_cli(small, tmp_path):
     assert main(["upsample", str(mdir), "--init", str(init), "--factor", "4", "--samples", "2",
                  "--relax-steps", "2", "--band-edge", "held", "--seam-overlaps", "push", "--tiling", "oriented",
                  "--tiling-candidates", "8", "-o", str(out)]) == 0
+    err = capsys.readouterr().err      # the progress bar: 2 samples x 1 doubling x 2 model frames
+    assert "seam relaxation (model frames)" in err and "4/4" in err, err
     big, side_meta = read_table(out)
     assert side_meta["parameters"]["tiling"]["method"] == "oriented"
     assert side_meta["parameters"]["tiling"]["candidates"] == 8

@@ -69,6 +69,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--tiling-candidates", type=int, default=32, metavar="N", dest="tiling_candidates",
                    help="--tiling matched|oriented: candidates per placed tile (default 32)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_table_output(p, "BIG")
     p.set_defaults(func=run)
 
@@ -101,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
                       seed=args.seed, relax_steps=args.relax_steps, relax_substeps=args.relax_substeps, band=args.band,
                       relax_temperature=temperature, band_edge=args.band_edge,
                       seam_overlaps=args.seam_overlaps, tiling=args.tiling, push_quantile=push_quantile,
-                      tiling_candidates=args.tiling_candidates, name=str(args.init))
+                      tiling_candidates=args.tiling_candidates, name=str(args.init), progress=not args.quiet)
         cal = cfg.get("calibration", {}) or {}
         dim = int(model.config.dim)
         names = ["x", "y", "z"][:dim]

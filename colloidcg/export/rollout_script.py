@@ -9,8 +9,11 @@ bundle's calibration). The rollout starts at frame F (default: the second frame 
 file); as in colloidcg, the starting velocities are the finite differences from the frame
 before (frame-averaged velocities, what the model was trained on), zero for particles the
 frame before lacks. Without a periodic box (bundle calibration box_px),
-particles within H (default: the cutoff) of the field of view's border (the extent of all
-positions in the file) are boundary particles: prescribed from the file's later frames,
+particles within H (default: the cutoff) of the starting frame's field-of-view border are
+boundary particles (the border: centred on the extent of that frame's positions, as wide
+as 90 % of the frames' extents are; with image positions x_image, y_image beside drift-free
+x, y, as colloidcg's tracker writes them, from the lowest image position 90 % of the frames
+reach to the highest, moved by the starting frame's drift): prescribed from the file's later frames,
 held at their last position once the file has no more, and left out of OUT.csv, as
 ``colloidcg simulate`` does; ``--halo 0`` for none. OUT.csv: frame, particle, x, y [, z],
 vx, vy [, vz] in the same units, recorded velocities being displacement / dt (what finite
@@ -31,6 +34,7 @@ same compiled model. Only torch (and the standard library) is imported.
 import argparse
 import csv
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -51,6 +55,48 @@ def read_csv(path: Path):
     if missing:
         raise SystemExit(f"{path}: missing column(s) {', '.join(missing)}; expected frame, particle, x, y")
     return rows
+
+
+def _quantile(values, q):
+    """numpy.quantile's default (linear) quantile of a list."""
+    v = sorted(values)
+    h = (len(v) - 1) * q
+    k = int(math.floor(h))
+    return v[k] if k + 1 >= len(v) else v[k] + (h - k) * (v[k + 1] - v[k])
+
+
+#: as colloidcg.data.FOV_QUANTILE
+FOV_QUANTILE = 0.1
+
+
+def field_of_view(rows, names, frame, scale):
+    """(lo, hi) (d,) of the field of view at ``frame`` as colloidcg.data.frame_fields_of_view
+    gives it, in um: per axis with image positions (x_image ...), from the lowest image
+    position 90 % of the frames reach to the highest 90 % reach, moved by that frame's drift
+    (median of x - x_image); without them, centred on the extent of the frame's own
+    positions, as wide as 90 % of the frames' extents are."""
+    q = FOV_QUANTILE
+    lo, hi = [], []
+    for n in names:
+        img = n + "_image"
+        try:
+            im = [float(r[img]) for r in rows]
+        except (KeyError, TypeError, ValueError):
+            im = None
+        use_image = im is not None and all(math.isfinite(v) for v in im)
+        per = {}
+        for r, v in zip(rows, im if use_image else [float(r[n]) for r in rows]):
+            per.setdefault(int(r["frame"]), []).append(v)
+        if use_image:
+            shift = _quantile([float(r[n]) - v for r, v in zip(rows, im) if int(r["frame"]) == frame], 0.5)
+            lo.append((_quantile([min(v) for v in per.values()], 1.0 - q) + shift) * scale)
+            hi.append((_quantile([max(v) for v in per.values()], q) + shift) * scale)
+        else:
+            half = 0.5 * _quantile([max(v) - min(v) for v in per.values()], q)
+            mid = 0.5 * (min(per[frame]) + max(per[frame]))
+            lo.append((mid - half) * scale)
+            hi.append((mid + half) * scale)
+    return torch.tensor(lo, dtype=torch.float64), torch.tensor(hi, dtype=torch.float64)
 
 
 def main(argv=None) -> int:
@@ -142,8 +188,7 @@ def main(argv=None) -> int:
     boundary = None
     prescribed = None                    # k -> (r, v, S) of the boundary particles
     if box is None and halo > 0:
-        flat = pos[present]
-        lo, hi = flat.min(0).values, flat.max(0).values
+        lo, hi = field_of_view(rows, names, frames[0] + t, scale_r)
         boundary = ((r0 < lo + halo) | (r0 > hi - halo)).any(-1)
         if not bool(boundary.any()):
             boundary = None

@@ -832,7 +832,7 @@ def reinsert_across_seams(cfg: Configuration, new_seam: np.ndarray, part: np.nda
 class _Source:
     """Frames of the input: positions (N_t, d) px, velocities px/frame, sizes; the periodic
     box (px), or for an open field of view each frame's field of view ((T, d, 2) px, lower
-    and upper bounds per axis, :func:`frame_fields_of_view`) and the window side."""
+    and upper bounds per axis, :func:`colloidcg.data.frame_fields_of_view`) and the window side."""
 
     pos: list
     vel: list
@@ -911,7 +911,7 @@ def _check_box(pos: list, box: np.ndarray, name: str) -> None:
 
 
 def _source(tracks, meta, model_config, size_col, frame, cutoff_px, dim, name) -> _Source:
-    from ..data import meta_box
+    from ..data import frame_fields_of_view, meta_box
 
     cal = model_config.get("calibration", {}) or {}
     side_box = meta_box(meta)
@@ -936,16 +936,15 @@ def _source(tracks, meta, model_config, size_col, frame, cutoff_px, dim, name) -
         _check_box(pos, box, name)
         pos = [np.mod(p, box) for p in pos]
         return _Source(pos, vel, size, box, None, None)
-    # the window is the video's, from all its frames (also when tiles come from one frame, so
-    # that every sample of a video has the same box): the side that fits 90 % of the frames'
-    # fields of view, so that a frame where tracking lost part of the view does not shrink
-    # every tile
-    cols = ["x", "y", "z"][:d]
-    by_frame = {int(f): g[cols].to_numpy(float) for f, g in tracks.groupby("frame", sort=True)}
-    every = frame_fields_of_view(list(by_frame.values()))
-    window = float(np.quantile(np.min(every[:, :, 1] - every[:, :, 0], axis=1), WINDOW_QUANTILE,
-                               method="lower"))
-    fov = every if frame is None else every[list(by_frame).index(int(frame))][None]
+    # each frame's field of view: with the drift subtracted the camera's view moves with the
+    # drift, and windows cut from the union of all frames held empty strips (tiled, the seams
+    # met along a gap: the demo's sheared packing, drift 7-13 px over 50 frames, -0.62
+    # neighbours within a seam's shell, -31 standard errors; docs/scaling.md). Every frame's
+    # view has the same size, so every sample of a video has the same box (also when tiles
+    # come from one frame: macro train upsamples one frame at a time)
+    frames, every = frame_fields_of_view(tracks, ["x", "y", "z"][:d])
+    window = float(np.min(every[0, :, 1] - every[0, :, 0]))       # every frame's view has one size
+    fov = every if frame is None else every[np.searchsorted(frames, int(frame))][None]
     if not np.isfinite(window) or window <= 2 * cutoff_px:
         raise ColloidcgError(f"{name}: no periodic box (sidecar meta.box_px or model calibration) and a field of "
                              f"view of {window:g} px, not wider than twice the model's interaction range "
@@ -953,42 +952,19 @@ def _source(tracks, meta, model_config, size_col, frame, cutoff_px, dim, name) -
     return _Source(pos, vel, size, None, fov, window)
 
 
-#: Open fields of view: the window side is this quantile of the frames' narrowest sides.
-WINDOW_QUANTILE = 0.1
-
-
-def frame_fields_of_view(pos: list) -> np.ndarray:
-    """Each frame's field of view, (T, d, 2) px: the bounding box of the positions found in
-    that frame (pos: T arrays (N_t, d) px).
-
-    Not the bounding box of all frames together: tracks with the drift subtracted
-    (``colloidcg track`` does by default) have each frame's field of view moved by that
-    frame's drift, so the union over frames is wider than any one frame. A window cut from
-    the union holds an empty strip along the edges where the frame it is cut from saw
-    nothing, and tiled copies of such windows meet along a gap (the demo's sheared packing,
-    drift 7-13 px over 50 frames: neighbours -0.62 within a seam's shell, -31 standard errors,
-    with windows of the union; see docs/scaling.md). In a dense frame the outermost
-    particles lie within a fraction of a spacing of where the camera's view (or the
-    tracker's edge margin) ends."""
-    return np.stack([np.stack([p.min(0), p.max(0)], 1) for p in pos])
-
-
 def _base(src: _Source, rng: np.random.Generator) -> Configuration:
-    """One level-0 tile: a random frame, shifted (periodic) or windowed (open), with a
-    random symmetry of its box."""
+    """One level-0 tile: a random frame, shifted (periodic) or windowed (open, inside that
+    frame's field of view), with a random symmetry of its box."""
     if src.box is not None:
         t = int(rng.integers(len(src.pos)))
         p, v, s = src.pos[t], src.vel[t], src.size[t]
         cfg = Configuration(p, v, s, src.box, np.full(len(p), np.inf))
         return _transform(cfg, rng, shift=True)
     w = src.window
-    fits = np.nonzero(np.min(src.fov[:, :, 1] - src.fov[:, :, 0], axis=1) >= w)[0]
-    if len(fits) == 0:        # one frame (--frame) among the narrowest tenth: its window overhangs
-        fits = np.arange(len(src.pos))
-    t = int(fits[rng.integers(len(fits))])
+    t = int(rng.integers(len(src.pos)))
     p, v, s = src.pos[t], src.vel[t], src.size[t]
     fov = src.fov[t]
-    lo = fov[:, 0] + rng.uniform(0, 1, len(fov)) * np.maximum(fov[:, 1] - fov[:, 0] - w, 0.0)
+    lo = fov[:, 0] + rng.uniform(0, 1, len(fov)) * (fov[:, 1] - fov[:, 0] - w)
     inside = np.all((p >= lo) & (p < lo + w), axis=1)
     if inside.sum() < 2:
         raise ColloidcgError("tracks: fewer than two particles in a window of the field of view; nothing to tile")
@@ -1050,7 +1026,7 @@ def reflect_into_band(pos: np.ndarray, vel: np.ndarray, period: np.ndarray, band
 def _relax(model, cfg: Configuration, new_seam: np.ndarray, *, band_px: float, cutoff_px: float,
            steps: int, um: float, fps: float, seed: int, noise: bool = True,
            temperature: float = 1.0, period: np.ndarray | None = None,
-           substeps: int = 1, observe=None) -> tuple[Configuration, int]:
+           substeps: int = 1, observe=None, tick=None) -> tuple[Configuration, int]:
     """Roll out the particles within ``band_px`` of the new seams for ``steps`` frames, the
     next :func:`held_layer_px` wide layer held fixed (the rest of the system does not enter),
     the model's k_B scaled by ``temperature``. With ``period`` (d,) px, the spacing of the new seam lines (the parts' box), the
@@ -1085,6 +1061,8 @@ def _relax(model, cfg: Configuration, new_seam: np.ndarray, *, band_px: float, c
                 p, v = pos[m], vel[m]
                 reflect_into_band(p, v, np.asarray(period, float), band_px)
                 pos[m], vel[m] = np.mod(p, cfg.box), v
+            if tick is not None:
+                tick(n)
             if observe is not None:
                 whole = cfg.pos.copy()
                 whole[sub] = pos
@@ -1348,6 +1326,29 @@ def healing_frames(place, relax, shell_px: float, r_bond_px: float, *, max_frame
             "deficit": (tot[:, 0] / np.maximum(tot[:, 1], 1) - tot[:, 2] / np.maximum(tot[:, 3], 1)).round(4).tolist()}
 
 
+class _Bar:
+    """A tqdm bar over model frames of seam relaxation, restarted for each phase (healing
+    pilots, samples); does nothing when ``enabled`` is False."""
+
+    def __init__(self, enabled: bool):
+        self.enabled, self.bar = bool(enabled), None
+
+    def start(self, total: int, desc: str) -> None:
+        self.close()
+        if self.enabled and total > 0:
+            from tqdm.auto import tqdm
+            self.bar = tqdm(total=int(total), desc=desc, unit="frame", leave=False)
+
+    def update(self, n: int) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
 # ----------------------------------------------------------------------------- entry point
 #: Default ``push_quantile`` of :func:`upsample` per dimension (docs/scaling.md: 2D session
 #: 16, 3D session 27: g(r) 0.054-0.065 with 0.02, 0.039-0.055 with 0).
@@ -1359,7 +1360,7 @@ def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None 
              relax_substeps: int | str = "auto", band: float | None = None, push_quantile: float | str = "auto",
              relax_temperature: float | str = "auto",
              band_edge: str = "reflect", seam_overlaps: str = "reinsert", tiling: str = "random",
-             tiling_candidates: int = MATCH_CANDIDATES, name: str = "tracks") -> Upsampled:
+             tiling_candidates: int = MATCH_CANDIDATES, name: str = "tracks", progress: bool = False) -> Upsampled:
     """Large-system snapshots built from ``tracks`` by hierarchical tiling (module docstring).
 
     Parameters
@@ -1417,6 +1418,9 @@ def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None 
     tiling_candidates : candidates per placed part with ``tiling="matched"`` or
         ``"oriented"`` (default 32: 4 shifts for each of the 8 symmetries of a square box;
         16 for each hand).
+    name : the input's name in messages (a file name).
+    progress : show tqdm bars over the model frames of seam relaxation (the healing pilots
+        of ``relax_steps="auto"``, then the samples).
 
     Returns
     -------
@@ -1515,10 +1519,12 @@ def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None 
         stats["dropped"] += int((~keep).sum())
         return cfg.subset(keep, pos), new[keep], m
 
+    bar = _Bar(progress)
+
     def relax(cfg: Configuration, new: np.ndarray, m: int, n_steps: int, observe=None) -> Configuration:
         cfg, n_relaxed = _relax(model, cfg, new, band_px=band_px, cutoff_px=cutoff_px, steps=int(n_steps),
                                 um=um, fps=fps, seed=int(rng.integers(2 ** 31)), temperature=k_B_scale,
-                                substeps=relax_substeps, observe=observe,
+                                substeps=relax_substeps, observe=observe, tick=bar.update,
                                 period=cfg.box / m if band_edge == "reflect" else None)
         stats["relaxed"] += n_relaxed
         if n_relaxed:
@@ -1538,6 +1544,7 @@ def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None 
     healing = None
     if auto_steps:
         shell_px, r_bond_px = shell_distances(src, cutoff_px)
+        bar.start(HEALING_PILOTS * HEALING_MAX_FRAMES, "upsample: healing pilots (model frames, at most)")
         healing = healing_frames(place, relax, shell_px, r_bond_px)
         healing.update(shell_px=shell_px, r_bond_px=r_bond_px)
         relax_steps = healing["frames"]
@@ -1549,6 +1556,10 @@ def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None 
     tables = []
     box_px = None
     n_each = []
+    # model frames of relaxation per sample: each doubling of level l builds its m^d parts
+    per_sample = sum(int(np.prod([steps[j] ** dim for j in range(lv + 1, len(steps))])) for lv in range(len(steps)))
+    bar.start(int(samples) * per_sample * int(relax_steps), f"upsample x{factor}: {samples} sample(s), "
+              "seam relaxation (model frames)")
     for k in range(int(samples)):
         cfg = build(len(steps))
         box_px = cfg.box
@@ -1564,6 +1575,7 @@ def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None 
         cols["seam_distance"] = cfg.seam
         cols["tile"] = cfg.tiles()
         tables.append(pd.DataFrame(cols))
+    bar.close()
     big = pd.concat(tables, ignore_index=True)
     shell_px, r_bond_px = shell_distances(src, cutoff_px) if healing is None else (healing["shell_px"],
                                                                                    healing["r_bond_px"])
