@@ -88,3 +88,17 @@ def test_model_widget_colours_by_carried_S(make_napari_viewer, qtbot, tmp_path):
         enc = w.model.initial_S(torch.tensor(frame5[["x", "y"]].to_numpy(float), dtype=torch.float64))[:, 0]
     np.testing.assert_allclose(f3.loc[f3["frame"] == 5, "S"].to_numpy(), enc.numpy(), rtol=1e-10, atol=1e-10)
     assert not np.allclose(f3.loc[f3["frame"] == 9, "S"].to_numpy(), f2.loc[f2["frame"] == 9, "S"].to_numpy())
+
+
+def test_edge_rows_follow_the_image_not_the_drift_free_positions():
+    """Drift-free tracks keep the image positions: the rows the Model widget leaves out of
+    its S scores as edge rows are those near the footage's border in the image, whatever
+    the drift."""
+    from napari_colloidcg._model_widget import _fov, _near_edge
+    x_img = np.array([2.0, 50.0, 97.0, 50.0])
+    df = pd.DataFrame({"frame": [5] * 4, "particle": range(4), "x": x_img + 30.0, "y": [50.0] * 4,
+                       "x_image": x_img, "y_image": [50.0] * 4})
+    fov = _fov(df, (10, 100, 100))
+    assert fov == [(-0.5, 99.5), (-0.5, 99.5)]
+    assert _near_edge(df, fov, 5.0).tolist() == [True, False, True, False]
+    assert _fov(df, None)[0] == (2.0, 97.0)                   # no footage: the image positions' extent

@@ -160,20 +160,23 @@ def match_error(tracks: pd.DataFrame, truth: pd.DataFrame, radius: float) -> dic
 def interior_psi6(tracks: pd.DataFrame, edge: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """psi6 of an open field of view, per frame: the mean |psi6_i| (6 nearest neighbours,
     among all particles in view, no periodic images) over the particles at least ``edge``
-    px inside the field of view (the extent of all the table's positions), so that their
-    neighbours are in view. Returns (frames, z (T,), counts (T,) of particles averaged)."""
+    px inside their frame's field of view (:func:`colloidcg.data.frame_fields_of_view`,
+    which follows a subtracted drift), so that their neighbours are in view. Returns
+    (frames, z (T,), counts (T,) of particles averaged)."""
+    from ..data import frame_fields_of_view
     from .observables import psi6_local
 
     if not edge >= 0:
         raise ParameterError(f"edge: expected a distance >= 0 px, got {edge!r}")
-    allp = tracks[["x", "y"]].to_numpy(float)
-    lo, hi = allp.min(0) + edge, allp.max(0) - edge
-    if np.any(hi <= lo):
-        raise ParameterError(f"edge: {edge:g} px leaves no interior in a field of view of "
-                             f"{(allp.max(0) - allp.min(0)).tolist()} px")
+    which, fov = frame_fields_of_view(tracks, ["x", "y"])
+    side = fov[0, :, 1] - fov[0, :, 0]
+    if np.any(side <= 2 * edge):
+        raise ParameterError(f"edge: {edge:g} px leaves no interior in a field of view of {side.tolist()} px")
+    view = dict(zip(which.tolist(), fov))
     frames, z, n = [], [], []
     for f, g in tracks.groupby("frame", sort=True):
         pos = g[["x", "y"]].to_numpy(float)
+        lo, hi = view[int(f)][:, 0] + edge, view[int(f)][:, 1] - edge
         inner = np.all((pos >= lo) & (pos <= hi), axis=1)
         if len(pos) < 7 or not inner.any():
             continue

@@ -20,6 +20,8 @@ import pandas as pd
 from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, Label, PushButton, SpinBox
 from qtpy.QtCore import QObject, Signal
 
+from colloidcg.structure.frames import image_axes
+
 from ._common import (LayerWidget, calibration, current_frame, find_layer, frame_shape,
                       layer_info, notify_info, points_data, replace_layer, spatial_transform,
                       table_features, tabs, tracks_layer_args, tracks_table)
@@ -573,20 +575,22 @@ def _join_S(df: pd.DataFrame, st: pd.DataFrame) -> pd.DataFrame:
 
 
 def _fov(df: pd.DataFrame, shape) -> list:
-    """Field of view in px as (lo, hi) per axis in x, y[, z] order: the footage when its
-    shape is known, else the extent of the positions."""
+    """Field of view in image px as (lo, hi) per axis in x, y[, z] order: the footage when
+    its shape is known, else the extent of the image positions (``x_image`` ... where the
+    tracker subtracted the drift)."""
     dims = [c for c in ("x", "y", "z") if c in df.columns]
     if shape:
         shape = list(shape)
         sizes = {"x": shape[-1], "y": shape[-2], "z": shape[-3] if len(shape) > 2 else None}
         if all(sizes[c] is not None for c in dims):
             return [(-0.5, float(sizes[c]) - 0.5) for c in dims]
-    return [(float(df[c].min()), float(df[c].max())) for c in dims]
+    return [(float(df[c].min()), float(df[c].max())) for c in image_axes(df, dims)]
 
 
 def _near_edge(table: pd.DataFrame, fov, width: float) -> np.ndarray:
-    """Rows closer than ``width`` px to the field of view's border (the model's halo)."""
-    dims = [c for c in ("x", "y", "z") if c in table.columns]
+    """Rows closer than ``width`` px to the field of view's border (the model's halo), in
+    image coordinates (drift-free tracks keep them as ``x_image`` ...)."""
+    dims = image_axes(table, [c for c in ("x", "y", "z") if c in table.columns])
     out = np.zeros(len(table), bool)
     for c, (lo, hi) in zip(dims, fov):
         v = table[c].to_numpy(float)
