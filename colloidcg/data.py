@@ -172,7 +172,7 @@ def frame_fields_of_view(tracks: pd.DataFrame, cols: list) -> tuple[np.ndarray, 
     (F, d, 2) px, (lo, hi) per axis): a region where that frame's particles are found, the
     same size in every frame.
 
-    Tracks with the drift subtracted (``colloidcg track`` does so by default) keep the image
+    Tracks with the drift subtracted (``colloidcg track --subtract-drift``, and the demo) keep the image
     positions as ``x_image``, ``y_image``. Along such an axis the region is, in image
     coordinates, from the lowest image position that 90 % of the frames reach to the highest
     that 90 % reach, and frame f's field of view is that region moved by the frame's drift
