@@ -232,21 +232,29 @@ def check_unique_rows(df: pd.DataFrame, path: str | os.PathLike, keys=("frame", 
 def read_table(path: str | os.PathLike, required: Iterable[str] = ()) -> tuple[pd.DataFrame, dict]:
     """Read a Parquet table and its JSON sidecar (empty dict when absent).
 
+    A ``.csv`` file (tracks from elsewhere, such as trackpy's ``DataFrame.to_csv``: a header
+    row with the trackpy column names) is read too, its sidecar likewise optional; an unnamed
+    leading index column that ``to_csv`` writes is dropped. colloidcg itself writes Parquet.
+
     Raises :class:`ColloidcgError` naming the file when it is missing, unreadable or lacks
     one of the ``required`` columns.
     """
     path = Path(path)
     recover(path.parent)   # finish a commit a killed writer left halfway
     if not path.exists():
-        raise ColloidcgError(f"{path}: no such file (expected a .parquet table)")
+        raise ColloidcgError(f"{path}: no such file (expected a .parquet or .csv table)")
     if path.is_dir():   # an output folder given for its table (pandas would read it as a dataset)
         inside = sorted(q.name for q in path.glob("*.parquet"))
         hint = f"; it holds {', '.join(str(path / n) for n in inside)}" if inside else ""
         raise ColloidcgError(f"{path}: a folder, expected a .parquet table{hint}")
+    csv = path.suffix.lower() == ".csv"
     try:
-        df = pd.read_parquet(path)
-    except Exception as exc:  # pyarrow raises several unrelated types
-        raise ColloidcgError(f"{path}: not a readable Parquet table ({exc.__class__.__name__}: {exc})") from None
+        df = pd.read_csv(path) if csv else pd.read_parquet(path)
+    except Exception as exc:  # pyarrow and the CSV parser raise several unrelated types
+        kind = "CSV table (a header row, then one row per particle and frame)" if csv else "Parquet table"
+        raise ColloidcgError(f"{path}: not a readable {kind} ({exc.__class__.__name__}: {exc})") from None
+    if csv and len(df.columns) and str(df.columns[0]).startswith("Unnamed: 0"):
+        df = df.drop(columns=df.columns[0])        # the index column DataFrame.to_csv writes
     missing = [c for c in required if c not in df.columns]
     if missing:
         raise ColloidcgError(

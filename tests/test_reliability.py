@@ -338,6 +338,33 @@ def test_info_on_text_named_parquet(tmp_path, capsys):
     assert "1234" not in err
 
 
+def test_tracks_from_a_csv_file(tmp_path, capsys, tracked):
+    """Tracks saved as CSV elsewhere (pandas' to_csv, index column included, no sidecar) are
+    read as the Parquet table is: the same model, to the bit, given the same calibration;
+    a CSV without the tracks' columns or that is not CSV at all gets one line naming it."""
+    import pandas as pd
+    import torch
+
+    _, _, tracks, _ = tracked
+    df = pd.read_parquet(tracks)
+    df.to_csv(tmp_path / "t.csv")
+    cal = json.loads(tracks.with_suffix(".json").read_text())["video"]
+    flags = ["--epochs", "1", "--cutoff", "2.0", "--n-pair", "2", "--quiet",
+             "--fps", cal["fps"], "--um-per-px", cal["um_per_px"]]
+    plain = tmp_path / "plain.parquet"
+    df.to_parquet(plain)                            # the same rows, no sidecar either
+    for src, out in ((tmp_path / "t.csv", "a"), (plain, "b")):
+        assert _cli(["train", src, "-o", tmp_path / out, *flags], capsys)[0] == 0
+    wa, wb = (torch.load(tmp_path / k / "model.pt", weights_only=True) for k in ("a", "b"))
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    (tmp_path / "cols.csv").write_text("a,b\n1,2\n")
+    code, err = _cli(["train", tmp_path / "cols.csv", "-o", tmp_path / "c"], capsys)
+    _one_line_error(code, err, "cols.csv", "missing column(s) frame, particle, x, y")
+    (tmp_path / "bin.csv").write_bytes(b"\x00\xff\x00" * 50)
+    code, err = _cli(["rearrangements", tmp_path / "bin.csv", "-o", tmp_path / "r"], capsys)
+    assert code == 2 and "bin.csv" in err and "Traceback" not in err, err
+
+
 def test_export_bundle_swapped_whole(tmp_path, capsys, tracked):
     from colloidcg.export import read_bundle
 
