@@ -357,6 +357,10 @@ def test_tracks_from_a_csv_file(tmp_path, capsys, tracked):
         assert _cli(["train", src, "-o", tmp_path / out, *flags], capsys)[0] == 0
     wa, wb = (torch.load(tmp_path / k / "model.pt", weights_only=True) for k in ("a", "b"))
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    capsys.readouterr()
+    assert main(["info", str(tmp_path / "t.csv")]) == 0
+    out = capsys.readouterr().out
+    assert f"rows        {len(df)}" in out and f"{df['particle'].nunique()} particles" in out, out
     (tmp_path / "cols.csv").write_text("a,b\n1,2\n")
     code, err = _cli(["train", tmp_path / "cols.csv", "-o", tmp_path / "c"], capsys)
     _one_line_error(code, err, "cols.csv", "missing column(s) frame, particle, x, y")

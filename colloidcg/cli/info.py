@@ -192,6 +192,25 @@ def _print_trajectory(path: Path) -> int:
     return 0
 
 
+def _print_csv(path: Path) -> int:
+    """A tracks table made elsewhere (CSV, no sidecar): what the commands will read."""
+    from ..outputs import read_table
+
+    df, _ = read_table(path)
+    print(f"table       {path} (CSV, no provenance sidecar: made outside colloidcg)")
+    print(f"rows        {len(df)}")
+    print(f"columns     {', '.join(map(str, df.columns))}")
+    need = [c for c in ("frame", "particle", "x", "y") if c not in df.columns]
+    if need:
+        print(f"not tracks  missing {', '.join(need)} (the tracks schema: frame, particle, x, y [, z], px)")
+        return 0
+    frames = df["frame"]
+    print(f"frames      {frames.min()}..{frames.max()} ({frames.nunique()} present), "
+          f"{df['particle'].nunique()} particles")
+    print("calibration none recorded: give --fps and --um-per-px to the commands (else frames and px)")
+    return 0
+
+
 def _check_parquet(path: Path) -> int:
     """The number of rows of a Parquet table; a one-line error when it is not one."""
     from ..errors import ColloidcgError
@@ -217,6 +236,8 @@ def run(args) -> int:
     recover(path if path.is_dir() else path.parent)   # finish a commit a killed run left halfway
     if path.suffix.lower() == ".parquet" and path.exists():
         _check_parquet(path)
+    if path.suffix.lower() == ".csv" and not path.with_suffix(".json").exists():
+        return _print_csv(path)
     if path.suffix.lower() in (".parquet", ".json"):
         side = path.with_suffix(".json")
         if not side.exists():
