@@ -162,49 +162,61 @@ def near_edge(pos: torch.Tensor, fov, edge: float) -> torch.Tensor:
     return ((pos < lo + edge) | (pos > hi - edge)).any(-1)
 
 
-#: Fields of view (:func:`frame_fields_of_view`) reach as far as this share (1 - FOV_QUANTILE)
-#: of the frames have particles.
-FOV_QUANTILE = 0.1
+#: Frames over which a running median of each frame's centre estimates a drift the tracks
+#: do not record (:func:`frame_fields_of_view`).
+DRIFT_WINDOW = 9
 
 
-def frame_fields_of_view(tracks: pd.DataFrame, cols: list) -> tuple[np.ndarray, np.ndarray]:
+def _symmetric_running_median(v: np.ndarray, half: int) -> np.ndarray:
+    """Running median over up to 2 ``half`` + 1 values centred on each; near the ends the
+    window shrinks symmetrically, so that a linear trend (a steady drift) is kept exactly."""
+    n = len(v)
+    return np.array([np.median(v[k - h: k + h + 1]) for k in range(n) for h in (min(half, k, n - 1 - k),)])
+
+
+def frame_fields_of_view(tracks: pd.DataFrame, cols: list, share: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Each frame's field of view in the tracks' coordinates: (frames (F,) ascending, fov
-    (F, d, 2) px, (lo, hi) per axis): a region where that frame's particles are found, the
-    same size in every frame.
+    (F, d, 2) px, (lo, hi) per axis), the same size in every frame.
 
-    Tracks with the drift subtracted (``colloidcg track --subtract-drift``, and the demo) keep the image
-    positions as ``x_image``, ``y_image``. Along such an axis the region is, in image
-    coordinates, from the lowest image position that 90 % of the frames reach to the highest
-    that 90 % reach, and frame f's field of view is that region moved by the frame's drift
-    (median of x - x_image). Along an axis without image positions (tracks from elsewhere)
-    it is centred on the frame's own extent, which follows a drift that was subtracted
-    before, and as wide as 90 % of the frames' extents are.
+    Along each axis the view is found in the camera's frame of reference, then moved by each
+    frame's drift. Tracks with the drift subtracted by ``colloidcg track --subtract-drift``
+    (the demo's) keep the image positions as ``x_image``, ``y_image``: there the camera's
+    frame is the image, and the drift is x - x_image (median per frame). Without image
+    positions (tracks from elsewhere) the drift is estimated as a running median over
+    :data:`DRIFT_WINDOW` frames (fewer, symmetrically, near the ends) of each frame's centre
+    (mid-point of its extent), less its median: about zero for a static camera, and it follows a drift that was subtracted
+    before (trackpy's ``subtract_drift`` keeps no image positions).
 
-    Why not the extent of all frames together: with the drift subtracted it is wider than
-    what any one frame saw, by the drift's range, and particles near a frame's own border
-    look like interior ones. Why not wider than the particles reach: trackers find fewer
-    particles within a few pixels of the image's edge (the demo's sample: 0.8 of the
-    interior density in the outermost 2 px), and a region that includes that margin
-    carries its deficit into whatever is cut from it (upsampled seams, docs/scaling.md); a
-    region a little too small loses nothing but area."""
+    ``share``: the view's edges are where this share of the frames have particles out to
+    (the quantile ``share`` of the frames' lowest positions, in the camera's frame, and 1 -
+    ``share`` of their highest). 0 (the default): everything any frame saw, as a training
+    halo needs (particles near a frame's own border have neighbours out of view).
+    Upsampling cuts its windows from ``share=0.9``: trackers find fewer particles within a
+    few pixels of the image's edge (the demo's sample: 0.8 of the interior density in the
+    outermost 2 px), and a window that includes that margin carries its deficit into the
+    seams (docs/scaling.md); a window a little too small loses only area.
+
+    Why not simply the extent of all positions: with the drift subtracted it is wider than
+    what any one frame saw, by the drift's range."""
+    if not 0.0 <= share < 1.0:
+        raise ParameterError(f"share: expected a share of the frames in [0, 1), got {share!r}")
     frames = tracks["frame"].to_numpy()
     uniq, inv = np.unique(frames, return_inverse=True)
     fov = np.empty((len(uniq), len(cols), 2))
-    q = FOV_QUANTILE
     for a, c in enumerate(cols):
         x = tracks[c].to_numpy(float)
         img = f"{c}_image"
         im = tracks[img].to_numpy(float) if img in tracks.columns else None
         if im is not None and np.isfinite(im).all():
-            by = pd.Series(im).groupby(inv)
             shift = pd.Series(x - im).groupby(inv).median().to_numpy()
-            fov[:, a, 0] = float(np.quantile(by.min().to_numpy(), 1.0 - q)) + shift
-            fov[:, a, 1] = float(np.quantile(by.max().to_numpy(), q)) + shift
         else:
             by = pd.Series(x).groupby(inv)
-            lo, hi = by.min().to_numpy(), by.max().to_numpy()
-            half, mid = 0.5 * float(np.quantile(hi - lo, q)), 0.5 * (lo + hi)
-            fov[:, a, 0], fov[:, a, 1] = mid - half, mid + half
+            centre = 0.5 * (by.min().to_numpy() + by.max().to_numpy())
+            smooth = _symmetric_running_median(centre, DRIFT_WINDOW // 2)
+            shift = smooth - float(np.median(smooth))
+        by = pd.Series(x - shift[inv]).groupby(inv)          # positions in the camera's frame
+        fov[:, a, 0] = float(np.quantile(by.min().to_numpy(), share)) + shift
+        fov[:, a, 1] = float(np.quantile(by.max().to_numpy(), 1.0 - share)) + shift
     return uniq, fov
 
 

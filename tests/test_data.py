@@ -107,8 +107,21 @@ def test_halo_follows_each_frames_field_of_view():
     assert left[halo].min() >= 12.0 - 1.5
     one = near_edge(tr.pos[7], tr.frame_fov[7], edge).numpy()
     assert np.array_equal(one, near_edge(tr.pos, tr.frame_fov, edge).numpy()[7])
-    # without image positions (drift subtracted elsewhere): each frame's own extent
+    # without image positions (drift subtracted elsewhere, as trackpy's subtract_drift does):
+    # the drift is read off the frames' centres, a steady one exactly, ends included
     frames, fov = frame_fields_of_view(df.drop(columns=["x_image"]), ["x", "y"])
     assert np.array_equal(frames, np.arange(20))
     assert np.allclose(fov[:, 0, 0], 3.0 * np.arange(20), atol=1.0)
-    assert np.allclose(fov[:, 0, 1] - fov[:, 0, 0], view, atol=1.0)
+    assert np.allclose(fov[:, 0, 1] - fov[:, 0, 0], view, atol=1.5)
+    # a static camera: every frame's view is the extent of all frames, as before
+    static = df.assign(x=df["x_image"]).drop(columns=["x_image"])
+    _, fov = frame_fields_of_view(static, ["x", "y"])
+    assert np.ptp(fov[:, 0, 0]) < 1.0 and abs(fov[0, 0, 0] - static["x"].min()) < 1.0
+    assert abs(fov[0, 0, 1] - static["x"].max()) < 1.0
+    # upsampling's windows: the region 90 % of the frames reach, inside the full extent
+    _, inner = frame_fields_of_view(df, ["x", "y"], share=0.9)
+    assert np.all(inner[:, :, 0] >= tr.frame_fov.numpy()[:, :, 0] - 1e-9)
+    assert np.all(inner[:, :, 1] <= tr.frame_fov.numpy()[:, :, 1] + 1e-9)
+    assert np.all(np.diff(inner[:, 0], axis=1) < np.diff(tr.frame_fov.numpy()[:, 0], axis=1))
+    with pytest.raises(ParameterError, match="share"):
+        frame_fields_of_view(df, ["x", "y"], share=1.0)

@@ -10,10 +10,10 @@ file); as in colloidcg, the starting velocities are the finite differences from 
 before (frame-averaged velocities, what the model was trained on), zero for particles the
 frame before lacks. Without a periodic box (bundle calibration box_px),
 particles within H (default: the cutoff) of the starting frame's field-of-view border are
-boundary particles (the border: centred on the extent of that frame's positions, as wide
-as 90 % of the frames' extents are; with image positions x_image, y_image beside drift-free
-x, y, as colloidcg's tracker writes them, from the lowest image position 90 % of the frames
-reach to the highest, moved by the starting frame's drift): prescribed from the file's later frames,
+boundary particles (the border: the extent of all positions in the camera's frame of
+reference, moved by the starting frame's drift; the drift is x - x_image where the file has
+image positions, as colloidcg's tracker writes them with --subtract-drift, else a running
+median of the frames' centres): prescribed from the file's later frames,
 held at their last position once the file has no more, and left out of OUT.csv, as
 ``colloidcg simulate`` does; ``--halo 0`` for none. OUT.csv: frame, particle, x, y [, z],
 vx, vy [, vz] in the same units, recorded velocities being displacement / dt (what finite
@@ -57,25 +57,24 @@ def read_csv(path: Path):
     return rows
 
 
-def _quantile(values, q):
-    """numpy.quantile's default (linear) quantile of a list."""
+def _median(values):
     v = sorted(values)
-    h = (len(v) - 1) * q
-    k = int(math.floor(h))
-    return v[k] if k + 1 >= len(v) else v[k] + (h - k) * (v[k + 1] - v[k])
+    h = len(v) // 2
+    return v[h] if len(v) % 2 else 0.5 * (v[h - 1] + v[h])
 
 
-#: as colloidcg.data.FOV_QUANTILE
-FOV_QUANTILE = 0.1
+#: as colloidcg.data.DRIFT_WINDOW
+DRIFT_WINDOW = 9
 
 
 def field_of_view(rows, names, frame, scale):
     """(lo, hi) (d,) of the field of view at ``frame`` as colloidcg.data.frame_fields_of_view
-    gives it, in um: per axis with image positions (x_image ...), from the lowest image
-    position 90 % of the frames reach to the highest 90 % reach, moved by that frame's drift
-    (median of x - x_image); without them, centred on the extent of the frame's own
-    positions, as wide as 90 % of the frames' extents are."""
-    q = FOV_QUANTILE
+    gives it (reach 1), in um: per axis, the extent of all positions in the camera's frame
+    of reference, moved by that frame's drift. The drift is x - x_image (median per frame)
+    where the file has image positions (x_image ...), else a running median over
+    DRIFT_WINDOW frames (fewer, symmetrically, near the ends) of each frame's centre
+    (mid-point of its extent), less its median."""
+    frames = sorted({int(r["frame"]) for r in rows})
     lo, hi = [], []
     for n in names:
         img = n + "_image"
@@ -83,19 +82,29 @@ def field_of_view(rows, names, frame, scale):
             im = [float(r[img]) for r in rows]
         except (KeyError, TypeError, ValueError):
             im = None
-        use_image = im is not None and all(math.isfinite(v) for v in im)
+        x = [float(r[n]) for r in rows]
         per = {}
-        for r, v in zip(rows, im if use_image else [float(r[n]) for r in rows]):
-            per.setdefault(int(r["frame"]), []).append(v)
-        if use_image:
-            shift = _quantile([float(r[n]) - v for r, v in zip(rows, im) if int(r["frame"]) == frame], 0.5)
-            lo.append((_quantile([min(v) for v in per.values()], 1.0 - q) + shift) * scale)
-            hi.append((_quantile([max(v) for v in per.values()], q) + shift) * scale)
+        if im is not None and all(math.isfinite(v) for v in im):
+            for r, a, b in zip(rows, x, im):
+                per.setdefault(int(r["frame"]), []).append(a - b)
+            shift = {f: _median(v) for f, v in per.items()}
         else:
-            half = 0.5 * _quantile([max(v) - min(v) for v in per.values()], q)
-            mid = 0.5 * (min(per[frame]) + max(per[frame]))
-            lo.append((mid - half) * scale)
-            hi.append((mid + half) * scale)
+            for r, a in zip(rows, x):
+                per.setdefault(int(r["frame"]), []).append(a)
+            centre = [0.5 * (min(per[f]) + max(per[f])) for f in frames]
+            n_f, half = len(frames), DRIFT_WINDOW // 2
+            smooth = []
+            for k in range(n_f):                 # the window shrinks symmetrically at the ends
+                h = min(half, k, n_f - 1 - k)
+                smooth.append(_median(centre[k - h: k + h + 1]))
+            mid = _median(smooth)
+            shift = {f: v - mid for f, v in zip(frames, smooth)}
+        own = {}
+        for r, a in zip(rows, x):
+            f = int(r["frame"])
+            own.setdefault(f, []).append(a - shift[f])
+        lo.append((min(min(v) for v in own.values()) + shift[frame]) * scale)
+        hi.append((max(max(v) for v in own.values()) + shift[frame]) * scale)
     return torch.tensor(lo, dtype=torch.float64), torch.tensor(hi, dtype=torch.float64)
 
 

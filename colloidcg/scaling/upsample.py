@@ -910,6 +910,12 @@ def _check_box(pos: list, box: np.ndarray, name: str) -> None:
                                  f"{unwrapped:.3g} px unwrapped); tracks from another box?")
 
 
+#: Open fields of view: windows are cut from the region whose edges this share of the frames
+#: have particles out to (:func:`colloidcg.data.frame_fields_of_view`), not from the
+#: tracker's sparse edge margin.
+WINDOW_SHARE = 0.9
+
+
 def _source(tracks, meta, model_config, size_col, frame, cutoff_px, dim, name) -> _Source:
     from ..data import frame_fields_of_view, meta_box
 
@@ -942,7 +948,7 @@ def _source(tracks, meta, model_config, size_col, frame, cutoff_px, dim, name) -
     # neighbours within a seam's shell, -31 standard errors; docs/scaling.md). Every frame's
     # view has the same size, so every sample of a video has the same box (also when tiles
     # come from one frame: macro train upsamples one frame at a time)
-    frames, every = frame_fields_of_view(tracks, ["x", "y", "z"][:d])
+    frames, every = frame_fields_of_view(tracks, ["x", "y", "z"][:d], share=WINDOW_SHARE)
     window = float(np.min(every[0, :, 1] - every[0, :, 0]))       # every frame's view has one size
     fov = every if frame is None else every[np.searchsorted(frames, int(frame))][None]
     if not np.isfinite(window) or window <= 2 * cutoff_px:
