@@ -961,14 +961,12 @@ def _source(tracks, meta, model_config, size_col, frame, cutoff_px, dim, name) -
 def _base(src: _Source, rng: np.random.Generator) -> Configuration:
     """One level-0 tile: a random frame, shifted (periodic) or windowed (open, inside that
     frame's field of view), with a random symmetry of its box."""
+    t = int(rng.integers(len(src.pos)))
+    p, v, s = src.pos[t], src.vel[t], src.size[t]
     if src.box is not None:
-        t = int(rng.integers(len(src.pos)))
-        p, v, s = src.pos[t], src.vel[t], src.size[t]
         cfg = Configuration(p, v, s, src.box, np.full(len(p), np.inf))
         return _transform(cfg, rng, shift=True)
     w = src.window
-    t = int(rng.integers(len(src.pos)))
-    p, v, s = src.pos[t], src.vel[t], src.size[t]
     fov = src.fov[t]
     lo = fov[:, 0] + rng.uniform(0, 1, len(fov)) * (fov[:, 1] - fov[:, 0] - w)
     inside = np.all((p >= lo) & (p < lo + w), axis=1)
