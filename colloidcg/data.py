@@ -171,7 +171,11 @@ def _symmetric_running_median(v: np.ndarray, half: int) -> np.ndarray:
     """Running median over up to 2 ``half`` + 1 values centred on each; near the ends the
     window shrinks symmetrically, so that a linear trend (a steady drift) is kept exactly."""
     n = len(v)
-    return np.array([np.median(v[k - h: k + h + 1]) for k in range(n) for h in (min(half, k, n - 1 - k),)])
+    out = np.empty(n)
+    for k in range(n):
+        h = min(half, k, n - 1 - k)
+        out[k] = np.median(v[k - h: k + h + 1])
+    return out
 
 
 def frame_fields_of_view(tracks: pd.DataFrame, cols: list, share: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
@@ -184,8 +188,10 @@ def frame_fields_of_view(tracks: pd.DataFrame, cols: list, share: float = 0.0) -
     frame is the image, and the drift is x - x_image (median per frame). Without image
     positions (tracks from elsewhere) the drift is estimated as a running median over
     :data:`DRIFT_WINDOW` frames (fewer, symmetrically, near the ends) of each frame's centre
-    (mid-point of its extent), less its median: about zero for a static camera, and it follows a drift that was subtracted
-    before (trackpy's ``subtract_drift`` keeps no image positions).
+    (mid-point of its extent), less its median: about zero for a static camera, and it
+    follows a drift that was subtracted before (trackpy's ``subtract_drift`` keeps no image
+    positions). It also follows a collective flow of a dilute sample, which it cannot tell
+    from a camera's drift (the real ``mixed_contrast`` film: views moved by up to 5 px).
 
     ``share``: the view's edges are where this share of the frames have particles out to
     (the quantile ``share`` of the frames' lowest positions, in the camera's frame, and 1 -

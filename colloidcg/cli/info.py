@@ -195,12 +195,13 @@ def _print_trajectory(path: Path) -> int:
 def _print_csv(path: Path) -> int:
     """A tracks table made elsewhere (CSV, no sidecar): what the commands will read."""
     from ..outputs import read_table
+    from ..structure.frames import REQUIRED
 
     df, _ = read_table(path)
     print(f"table       {path} (CSV, no provenance sidecar: made outside colloidcg)")
     print(f"rows        {len(df)}")
     print(f"columns     {', '.join(map(str, df.columns))}")
-    need = [c for c in ("frame", "particle", "x", "y") if c not in df.columns]
+    need = [c for c in REQUIRED if c not in df.columns]
     if need:
         print(f"not tracks  missing {', '.join(need)} (the tracks schema: frame, particle, x, y [, z], px)")
         return 0

@@ -69,7 +69,7 @@ DRIFT_WINDOW = 9
 
 def field_of_view(rows, names, frame, scale):
     """(lo, hi) (d,) of the field of view at ``frame`` as colloidcg.data.frame_fields_of_view
-    gives it (reach 1), in um: per axis, the extent of all positions in the camera's frame
+    gives it (share 0), in um: per axis, the extent of all positions in the camera's frame
     of reference, moved by that frame's drift. The drift is x - x_image (median per frame)
     where the file has image positions (x_image ...), else a running median over
     DRIFT_WINDOW frames (fewer, symmetrically, near the ends) of each frame's centre
