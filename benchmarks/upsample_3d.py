@@ -132,11 +132,13 @@ def lammps_spheres(n, frames, every, seed, phi):
 def main(argv=None) -> int:
     from colloidcg import evaluate as ev
     from colloidcg.scaling import upsample
+    from colloidcg.scaling.upsample import relaxation_summary
     from colloidcg.train import TrainConfig, train_tracks
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--phi", type=float, default=0.4, help="volume fraction")
-    ap.add_argument("--relax", default="0,1,3", help="seam relaxation frames, comma-separated")
+    ap.add_argument("--relax", default="0,1,3", help="seam relaxation frames, comma-separated, or auto, or "
+                    "adaptive (the library's default)")
     ap.add_argument("--samples", type=int, default=6)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--push-quantile", default="auto", dest="push_quantile",
@@ -185,7 +187,7 @@ def main(argv=None) -> int:
           f"upsampled / input | closest pair / data's (worst pair of sizes) | neighbours within {r_bond:g} px, seam band (0-{band_px:g} "
           f"px) minus interior (SE) | {band_px:g}-{2 * band_px:g} px minus interior (SE) | seconds per sample |")
     print("|---|---|---|---|---|---|---|---|")
-    for relax in [r if r == "auto" else int(r) for r in args.relax.split(",")]:
+    for relax in [r if r in ("auto", "adaptive") else int(r) for r in args.relax.split(",")]:
         t0 = time.perf_counter()
         up = upsample(res.model, cfg, df, factor=8, samples=args.samples, seed=args.seed, relax_steps=relax,
                       push_quantile=args.push_quantile, band=band)
@@ -194,8 +196,7 @@ def main(argv=None) -> int:
         err = ev.rel_rms(ev.rdf(u, box_px=up.box_px, max_frames=args.samples, r_max=r_max, bins=20)["g"], g_big)
         s = seam_rows(u, box, r_bond, band_px)
         se = s.std(0, ddof=1) / math.sqrt(len(s))
-        steps = up.parameters["seam_relaxation"]["model_steps"]
-        label = f"auto ({steps})" if relax == "auto" else relax
+        label = f"{relax}: {relaxation_summary(up.parameters['seam_relaxation'])}"
         print(f"| {label} | {err:.4f} | {vol(u, box) / vol(df, np.full(3, side)):.5f} | "
               f"{np.mean(u['diameter'] == large):.4f} / {np.mean(df[df.frame == 0]['diameter'] == large):.4f} | "
               f"{closest_ratio(u, box, data_closest):.3f} | {s[:, 0].mean():+.3f} ({se[0]:.3f}) | "

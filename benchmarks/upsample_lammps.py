@@ -147,6 +147,7 @@ def main(argv=None) -> int:
     from colloidcg import evaluate as ev
     from colloidcg.md.lammps import lammps_available
     from colloidcg.scaling import upsample
+    from colloidcg.scaling.upsample import relaxation_summary
     from colloidcg.scaling.seams import closest_by_pair, seam_profile
     from colloidcg.train import TrainConfig, train_tracks
 
@@ -154,7 +155,8 @@ def main(argv=None) -> int:
     ap.add_argument("--system", choices=sorted(SYSTEMS), default="brownian")
     ap.add_argument("--temperature", type=float, default=1.0, help="LJ temperature (kT / epsilon)")
     ap.add_argument("--relax", default="0,3,10,auto", help="seam relaxation frames, comma-separated ('auto': "
-                    "until the particles have moved as far as healing takes, colloidcg.scaling.upsample)")
+                    "until the particles have moved as far as healing takes; 'adaptive': the library's "
+                    "default, 3 frames unless pilots show unhealed seams; colloidcg.scaling.upsample)")
     ap.add_argument("--band", default="all", help="relaxed band along the seams, px, or 'all' (the whole system; "
                     "default) or 'range' (the model's interaction range, the library's default)")
     ap.add_argument("--samples", type=int, default=10)
@@ -206,7 +208,7 @@ def main(argv=None) -> int:
     print("|---|---|---|---|---|---|---|---|---|---|")
     r_bond = spec["r_bond"]
     band = None if args.band == "range" else ("all" if args.band == "all" else float(args.band))
-    for relax in [r if r == "auto" else int(r) for r in args.relax.split(",")]:
+    for relax in [r if r in ("auto", "adaptive") else int(r) for r in args.relax.split(",")]:
         t0 = time.perf_counter()
         up = upsample(res.model, cfg, small, factor=K, samples=args.samples, seed=args.seed, relax_steps=relax,
                       band=band)
@@ -221,8 +223,8 @@ def main(argv=None) -> int:
         z = {name: mean / se for name, (mean, se) in prof.items()}
         dm, pm = prof["density"][0], prof["psi6"][0]
         sub = up.parameters["seam_relaxation"]["substeps"]
-        steps = up.parameters["seam_relaxation"]["model_steps"]
-        print(f"| {relax if relax != 'auto' else f'auto ({steps})'} | {sub} | {errs} | {dens:.5f} | {np.mean(u['diameter'] == sizes[0]):.4f} / "
+        relax_text = f"{relax}: {relaxation_summary(up.parameters['seam_relaxation'])}"
+        print(f"| {relax_text} | {sub} | {errs} | {dens:.5f} | {np.mean(u['diameter'] == sizes[0]):.4f} / "
               f"{frac[sizes[0]]:.4f} | {ratios} | {dm[0]:+.3f} ({z['density'][0]:+.1f}) | "
               f"{dm[1]:+.3f} ({z['density'][1]:+.1f}) | {pm[0]:+.4f} ({z['psi6'][0]:+.1f}) | {sec:.1f} |",
               flush=True)

@@ -188,6 +188,11 @@ def test_upsample_4x_exact_invariants(small, up4_short):
     assert 0.25 <= rel["k_B_scale"] < 1.0          # calibrated: the trained model runs hot here
     assert rel["particles_relaxed"] > 0 and rel["model_steps"] == 3 and rel["band_edge"] == "reflect"
     assert rel["seam_overlaps"] == "reinsert" and rel["particles_reinserted"] > 0
+    # the default is adaptive: on this soft liquid 3 frames of the band heal the pilots' seams
+    pilots = rel["adaptive"]
+    assert pilots["steps"] == 3 and pilots["tiles"] == 4 * pilots["pilots"] and not pilots["unhealed"]
+    assert abs(pilots["z"]) < pilots["threshold"] and rel["band_px"] == pytest.approx(24.0)
+    assert rel["healing"] is None
 
 
 @pytest.fixture(scope="module")
@@ -318,8 +323,16 @@ def test_cli(small, tmp_path, capsys):
     assert main(["upsample", str(mdir), "--init", str(init), "--factor", "4", "--samples", "2",
                  "--relax-steps", "2", "--band-edge", "held", "--seam-overlaps", "push", "--tiling", "oriented",
                  "--tiling-candidates", "8", "-o", str(out)]) == 0
-    err = capsys.readouterr().err      # the progress bar: 2 samples x 1 doubling x 2 model frames
+    cap = capsys.readouterr()
+    err = cap.err      # the progress bar: 2 samples x 1 doubling x 2 model frames
     assert "seam relaxation (model frames)" in err and "4/4" in err, err
+    assert "seam relaxation: 2 model frames of a band of 24 px\n" in cap.out, cap.out
+    # the default: adaptive, its pilots and their verdict said in one line
+    assert main(["upsample", str(mdir), "--init", str(init), "--factor", "4", "--quiet", "-o",
+                 str(tmp_path / "default.parquet")]) == 0
+    said = capsys.readouterr().out
+    assert "seam relaxation: 3 model frames of a band of 24 px (adaptive: 8 pilot doublings" in said, said
+    assert "after 3 frames, healed)" in said
     big, side_meta = read_table(out)
     assert side_meta["parameters"]["tiling"]["method"] == "oriented"
     assert side_meta["parameters"]["tiling"]["candidates"] == 8
@@ -855,13 +868,78 @@ def test_seam_check_sees_a_planted_seam_and_not_a_seamless_system(small):
     assert seam_check(lattice.drop(columns="tile"), box, 21.0, 16.0)["density"] is None
 
 
+def test_seam_pilots_see_a_seam_that_lacks_neighbours(small):
+    """:func:`seam_pilots`, the adaptive default's test: pilot doublings of four copies of
+    one periodic frame, shifted together (the pattern continues across the seams), are
+    healed; the same with every particle within 5 px of a seam line removed (a seam short of
+    contacts, as steep-contact tiles leave it) is not, and the relaxation it is given is
+    the one passed."""
+    from colloidcg.scaling.upsample import Configuration, seam_pilots, tile_configurations
+    df, side, model, cfg = small
+    box = np.array([side, side])
+    rng = np.random.default_rng(4)
+    asked = []
+
+    def place(gap):
+        def make(level):
+            assert level == 1
+            f = int(rng.integers(100))
+            p = np.mod(df[df["frame"] == f][["x", "y"]].to_numpy() + rng.uniform(0, side, 2), side)
+            part = Configuration(p, np.zeros_like(p), None, box, np.full(len(p), np.inf))
+            big, new, _ = tile_configurations([part] * 4, 2)
+            return big.subset(new >= gap), new[new >= gap], 2
+        return make
+
+    def relax(c, new, m, steps):
+        asked.append(steps)
+        return c
+
+    healed = seam_pilots(place(0.0), relax, 16.0, 24.0, steps=3, pilots=4)
+    gapped = seam_pilots(place(5.0), relax, 16.0, 24.0, steps=3, pilots=4)
+    assert asked == [3] * 8
+    assert healed["tiles"] == gapped["tiles"] == 16 and 3.0 < healed["threshold"] < 4.0
+    assert not healed["unhealed"] and abs(healed["z"]) < healed["threshold"], healed
+    assert gapped["unhealed"] and gapped["z"] < -gapped["threshold"], gapped
+    assert gapped["difference"] < -0.015 * gapped["bulk_neighbours"]
+
+
+def test_adaptive_relaxation_escalates_where_the_pilots_stay_unhealed(small, monkeypatch):
+    """Where :func:`seam_pilots` reports unhealed seams, the adaptive default relaxes the
+    whole system until the particles have moved (``relax_steps="auto"``, ``band="all"``);
+    a band the caller gave is kept. Recorded in the sidecar's ``seam_relaxation``."""
+    import importlib
+    up_mod = importlib.import_module("colloidcg.scaling.upsample")   # the package exports the function
+    df, side, model, cfg = small
+    real = up_mod.seam_pilots
+
+    def unhealed(*a, **k):
+        out = real(*a, **k)
+        return {**out, "unhealed": True}
+
+    monkeypatch.setattr(up_mod, "seam_pilots", unhealed)
+    up = upsample(model, cfg, df[df["frame"] < 10], factor=4, samples=1, seed=2)
+    rel = up.parameters["seam_relaxation"]
+    assert rel["adaptive"]["unhealed"] and rel["band_px"] == "all"
+    assert rel["healing"]["reached"] and rel["model_steps"] == rel["healing"]["frames"] > 3
+    assert rel["particles_relaxed"] == 4 * N_SMALL
+    kept = upsample(model, cfg, df[df["frame"] < 10], factor=4, samples=1, seed=2, band=30.0)
+    assert kept.parameters["seam_relaxation"]["band_px"] == 30.0
+    assert kept.parameters["seam_relaxation"]["healing"] is not None
+    monkeypatch.setattr(up_mod, "seam_pilots", real)
+    fixed = upsample(model, cfg, df[df["frame"] < 10], factor=4, samples=1, seed=2, relax_steps=3)
+    assert fixed.parameters["seam_relaxation"]["adaptive"] is None
+    with pytest.raises(ParameterError, match="'adaptive', 'auto' or an integer"):
+        upsample(model, cfg, df, factor=4, relax_steps="sometimes")
+
+
 @pytest.mark.slow
 def test_lammps_wca_seams_heal_with_auto_relaxation():
     """Known answer from another simulator: LAMMPS Brownian dynamics of WCA disks
     (diameters 1 and 1.4, area fraction 0.7, benchmarks/upsample_lammps.py's small system),
-    K = 4 (400 -> 1600), 10 samples, against a direct LAMMPS run of 1600. With the default
-    relaxation (3 frames of the band) the seams stay visible and upsample warns; with
-    ``relax_steps="auto", band="all"`` the seam check does not see them (3-sigma level),
+    K = 4 (400 -> 1600), 10 samples, against a direct LAMMPS run of 1600. With 3 frames of
+    the band (a soft liquid's relaxation) the seams stay visible and upsample warns; the
+    adaptive default sees that on its pilot doublings and relaxes with ``relax_steps="auto",
+    band="all"``, after which the seam check does not see them (3-sigma level),
     the band's neighbour deficit within one small diameter of a seam is at most a fifth of
     the default's and its |psi6| deficit at most half, and g(r) is within 0.05 (about 4
     minutes). Measured here: neighbours -0.014 (-0.3 SE), |psi6| -0.007 (-2.4 SE; at K =
@@ -881,11 +959,14 @@ def test_lammps_wca_seams_heal_with_auto_relaxation():
     cfg = {"calibration": res.report["calibration"]}
     g_big = bench.rdf_of(ev, big, [bside, bside], None, 10)
     with pytest.warns(SeamVisibleWarning):
-        plain = upsample(res.model, cfg, small, factor=4, samples=10, seed=0)
+        plain = upsample(res.model, cfg, small, factor=4, samples=10, seed=0, relax_steps=3)
     assert plain.parameters["seam_check"]["density"]["z"] < -5
     with warnings.catch_warnings():
         warnings.simplefilter("error", SeamVisibleWarning)
-        up = upsample(res.model, cfg, small, factor=4, samples=10, seed=0, relax_steps="auto", band="all")
+        up = upsample(res.model, cfg, small, factor=4, samples=10, seed=0)       # the adaptive default
+    rel = up.parameters["seam_relaxation"]
+    print("pilots:", rel["adaptive"])
+    assert rel["adaptive"]["unhealed"] and rel["band_px"] == "all" and rel["healing"]["reached"]
     before = seam_profile(plain.tracks, plain.box_px, 25.0, edges=(0.0, 16.0))
     after = seam_profile(up.tracks, up.box_px, 25.0, edges=(0.0, 16.0))
     for name, (mean, se) in after.items():

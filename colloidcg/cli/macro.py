@@ -238,8 +238,9 @@ def run_train(args: argparse.Namespace) -> int:
         from tqdm.auto import tqdm
         snaps, up_params = [], None
         for i, f in enumerate(tqdm(pick, desc="upsampling", unit="snapshot")):
+            # 3 frames of the band, as measured for the macroscopic chain (docs/scaling.md)
             up = upsample(model, cfg, tracks, meta, factor=args.factor, frame=int(f), samples=1,
-                          seed=args.seed + i, tiling=args.tiling, name=str(args.init[0]))
+                          seed=args.seed + i, tiling=args.tiling, relax_steps=3, name=str(args.init[0]))
             snaps += _states(up, size_col, dim)
             up_params = up.parameters
         tile = np.asarray(up_params["tile_px"], float)

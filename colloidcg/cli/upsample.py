@@ -32,11 +32,13 @@ def add_parser(subparsers) -> None:
                    help="area factor (volume in 3D): a square (cube) such as 4, 16, 64 (required)")
     p.add_argument("--samples", type=int, default=1, metavar="N", help="independent large snapshots")
     p.add_argument("--seed", type=int, default=0, help="seed (>= 0) of the tiling and relaxation noise")
-    p.add_argument("--relax-steps", type=auto_or_int(0), default=3, metavar="N|auto",
-                   help="model frames of seam relaxation per doubling (0: overlap removal only; default 3); "
-                        "auto: until the particles have moved, rms, 0.55 nearest-neighbour distances, as "
-                        "far as seams in steep-contact (hard-sphere-like) liquids take to heal, measured on a "
-                        "pilot doubling (use it with --band all; docs/scaling.md)")
+    p.add_argument("--relax-steps", type=_relax_steps_arg, default="adaptive", metavar="N|auto|adaptive",
+                   help="model frames of seam relaxation per doubling (0: overlap removal only); auto: until "
+                        "the particles have moved, rms, 0.55 nearest-neighbour distances, as far as seams in "
+                        "steep-contact (hard-sphere-like) liquids take to heal, measured on a pilot doubling "
+                        "(use it with --band all); adaptive (default): 3 frames of the band, unless pilot "
+                        "doublings relaxed that long still lack neighbours at their seams, in which case auto "
+                        "and, without --band, --band all (docs/scaling.md)")
     p.add_argument("--relax-substeps", type=substeps_arg, default="auto", metavar="K",
                    help="integration steps per model frame in the seam relaxation, or auto (default): the "
                         "fewest that keep the model's rollouts of the input stable")
@@ -79,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
     from ..export import load_model
     from ..outputs import output_folder, provenance, read_table, write_table
     from ..scaling import side_steps, upsample
+    from ..scaling.upsample import relaxation_summary
 
     out = table_output(args)
     if args.samples < 1:
@@ -116,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
     n = up.parameters["n_particles"]
     print(f"upsampled x{args.factor}: {args.samples} snapshot(s) of {min(n)}-{max(n)} particles in a "
           f"{' x '.join(f'{b:.1f}' for b in up.box_px)} px periodic box: {out}")
+    print(f"seam relaxation: {relaxation_summary(up.parameters['seam_relaxation'])}")
     return 0
 
 
@@ -133,6 +137,16 @@ def _auto_or_number(text: str, option: str, expected: str, ok) -> str | float:
     if value is None or not ok(value):
         raise ParameterError(f"{option}: must be auto or {expected}, got {text}")
     return value
+
+
+def _relax_steps_arg(text: str) -> int | str:
+    """--relax-steps: an integer >= 0, 'auto' or 'adaptive'."""
+    if text.strip().lower() == "adaptive":
+        return "adaptive"
+    try:
+        return auto_or_int(0)(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, 'auto' or 'adaptive', got {text!r}") from None
 
 
 def _band_arg(text: str) -> float | str:

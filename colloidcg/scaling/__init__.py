@@ -23,10 +23,11 @@ from .macro import MacroLearned, MacroSDE, SDEConfig, block_increments, fit_sde,
 from .partial import PatchStep, full_step, partial_evolution
 from .simulators import MicroSimulator, MicroState, ModelSimulator, SoftDiskSimulator
 from .upsample import (ClosestApproach, Configuration, Upsampled, closest_approach, match_parts, separate,
-                       side_steps, tile_configurations, upsample)
+                       relaxation_summary, side_steps, tile_configurations, upsample)
 
 __all__ = ["ClosestApproach", "Configuration", "MacroLearned", "MacroSDE", "MicroSimulator", "MicroState",
            "ModelSimulator", "PatchStep", "SDEConfig", "SoftDiskSimulator", "Upsampled", "block_increments",
            "closest_approach",
-           "fit_sde", "full_step", "learn_block", "learn_macro", "load_sde", "match_parts", "partial_evolution", "separate", "side_steps",
+           "fit_sde", "full_step", "learn_block", "learn_macro", "load_sde", "match_parts", "partial_evolution", "relaxation_summary",
+           "separate", "side_steps",
            "tile_configurations", "upsample"]

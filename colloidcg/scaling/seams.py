@@ -120,17 +120,8 @@ def seam_check(tracks: pd.DataFrame, box, r_bond: float, shell: float) -> dict:
                 for name, (mean, se) in seam_profile(tracks, box, r_bond, edges=(0.0, shell),
                                                      bulk_px=bulk_px).items()}
     else:
-        values = _per_particle(tracks, box, r_bond)
-        band, bulk = seam < shell, seam > bulk_px
-        key = (tracks["frame"].astype(str) + ":" + tracks["tile"].astype(str)).to_numpy() \
-            if "tile" in tracks.columns else None
         rows = {}
-        for name, val in values.items():
-            obs = []
-            for t in np.unique(key) if key is not None else []:
-                here = key == t
-                if (band & here).any() and (bulk & here).any():
-                    obs.append(np.mean(val[band & here]) - np.mean(val[bulk & here]))
+        for name, obs in tile_differences(tracks, box, r_bond, shell, bulk_px).items():
             n_tiles = max(n_tiles, len(obs))
             rows[name] = ((float(np.mean(obs)), float(np.std(obs, ddof=1) / math.sqrt(len(obs))))
                           if len(obs) >= 4 else (math.nan, math.nan))
@@ -143,6 +134,31 @@ def seam_check(tracks: pd.DataFrame, box, r_bond: float, shell: float) -> dict:
             if np.isfinite(m) and np.isfinite(e) else None
     zs = [abs(v["z"]) for v in out.values() if isinstance(v, dict) and v.get("z") is not None]
     out["visible"] = bool(zs) and out["threshold"] is not None and max(zs) > out["threshold"]
+    return out
+
+
+def tile_differences(tracks: pd.DataFrame, box, r_bond: float, shell: float, bulk_px: float
+                     ) -> dict[str, np.ndarray]:
+    """Per tile of every sample (``frame`` and ``tile`` columns): the mean over its particles
+    within ``shell`` px of a seam minus the mean over its particles farther than ``bulk_px``,
+    of the neighbours within ``r_bond`` px ("density") and, in 2D, |psi6| ("psi6"); tiles
+    without both are left out. Neighbouring particles are correlated, so the spread of these
+    per-tile differences, not that over particles, gives a standard error.
+    Returns {measure: (n_tiles,) array}."""
+    box = np.asarray(box, float)
+    seam = tracks["seam_distance"].to_numpy(float)
+    values = _per_particle(tracks, box, r_bond)
+    band, bulk = seam < shell, seam > bulk_px
+    key = (tracks["frame"].astype(str) + ":" + tracks["tile"].astype(str)).to_numpy() \
+        if "tile" in tracks.columns else None
+    out = {}
+    for name, val in values.items():
+        obs = []
+        for t in np.unique(key) if key is not None else []:
+            here = key == t
+            if (band & here).any() and (bulk & here).any():
+                obs.append(np.mean(val[band & here]) - np.mean(val[bulk & here]))
+        out[name] = np.asarray(obs, float)
     return out
 
 
