@@ -67,7 +67,7 @@ import pandas as pd
 import torch
 
 from ..errors import ColloidcgError, ParameterError
-from .seams import MIN_BULK, SEAM_FALSE_ALARM, SeamVisibleWarning, neighbour_counts, seam_check, tile_differences
+from .seams import SEAM_FALSE_ALARM, SeamVisibleWarning, neighbour_counts, seam_check, tile_differences
 
 __all__ = ["Configuration", "Upsampled", "ClosestApproach", "upsample", "side_steps", "relaxation_summary",
            "closest_approach", "separate", "tile_configurations", "match_parts", "rotated_window",
@@ -1330,7 +1330,6 @@ def healing_frames(place, relax, shell_px: float, r_bond_px: float, *, max_frame
             "deficit": (tot[:, 0] / np.maximum(tot[:, 1], 1) - tot[:, 2] / np.maximum(tot[:, 3], 1)).round(4).tolist()}
 
 
-
 # ----------------------------------------------------------------------------- adaptive relaxation
 #: ``relax_steps="adaptive"`` (the default): model frames of the band tried first, the
 #: relaxation that soft liquids need (docs/scaling.md)
@@ -1338,10 +1337,14 @@ ADAPTIVE_STEPS = 3
 #: first-level doublings placed and relaxed to judge it
 ADAPTIVE_PILOTS = 8
 #: the seams count as unhealed where they lack more than this share of the bulk's
-#: neighbours, beyond chance (a 3-sigma Student t over the pilots' tiles). Measured after 3
-#: frames: LAMMPS WCA disks 0.24 of 4.6 (5 %), WCA spheres 0.24-0.37 of about 9.3 (2.6-4 %);
-#: the synthetic harmonic soft disks within 1 % (docs/scaling.md).
+#: neighbours, beyond chance (a 3-sigma Student t over the pilots' tiles). Measured by the
+#: pilots (docs/scaling.md, "The adaptive default"): LAMMPS WCA disks 0.14-0.23 of 6.0
+#: (2.4-3.8 %), WCA spheres 0.20-0.32 of 11.2 (1.8-2.9 %); the synthetic harmonic soft
+#: disks -0.07 to +0.09 of 5.9, within 2 standard errors.
 ADAPTIVE_DEFICIT = 0.015
+#: :func:`seam_pilots` compares the seams with the particles farther than this many ``r_bond``
+#: from every seam
+PILOT_BULK = 1.0
 
 
 def seam_pilots(place, relax, shell_px: float, r_bond_px: float, *, steps: int = ADAPTIVE_STEPS,
@@ -1350,8 +1353,12 @@ def seam_pilots(place, relax, shell_px: float, r_bond_px: float, *, steps: int =
 
     ``pilots`` first-level doublings are placed (``place(1)``) and relaxed (``relax``) for
     ``steps`` frames. Per tile of every pilot, the neighbours within ``r_bond_px`` of its
-    particles within ``shell_px`` of a seam minus those of its particles farther than 3
-    ``r_bond_px`` (:func:`~colloidcg.scaling.seams.tile_differences`). The seams are unhealed
+    particles within ``shell_px`` of a seam minus those of its particles farther than
+    ``r_bond_px`` from every seam, whose neighbourhoods reach across none
+    (:data:`PILOT_BULK`; :func:`~colloidcg.scaling.seams.tile_differences`). The final
+    seam check's bulk lies 3 ``r_bond_px`` away; this nearer one holds more of a small
+    tile's particles, which halved the error on the test soft disks (3D cubes of 256
+    spheres have almost no bulk that far). The seams are unhealed
     when that deficit is beyond chance (more than a 3-sigma Student t's standard errors over
     the tiles) and larger than :data:`ADAPTIVE_DEFICIT` of the bulk's neighbours: the
     signature of steep contacts, whose fresh seams lack part of the first shell until the
@@ -1375,10 +1382,7 @@ def seam_pilots(place, relax, shell_px: float, r_bond_px: float, *, steps: int =
         tables.append(pd.DataFrame(cols))
         bulk_n.append(neighbour_counts(np.mod(cfg.pos, box), box, r_bond_px))
     pilot = pd.concat(tables, ignore_index=True)
-    # small tiles (3D cubes) hold no bulk 3 r_bond from a seam: as seam_check, judge against
-    # the particles whose neighbourhoods do not reach the band
-    bulk_px = 3.0 * r_bond_px if np.sum(pilot["seam_distance"] > 3.0 * r_bond_px) >= MIN_BULK * pilots \
-        else shell_px + r_bond_px
+    bulk_px = PILOT_BULK * r_bond_px
     diff = tile_differences(pilot, box, r_bond_px, shell_px, bulk_px)["density"]
     bulk_n = np.concatenate(bulk_n)[pilot["seam_distance"].to_numpy() > bulk_px]
     bulk = float(np.mean(bulk_n)) if len(bulk_n) else math.nan
@@ -1694,7 +1698,7 @@ def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None 
             remedy = ("the pilot doublings' seams had their neighbours after 3 frames, so these are not the "
                       "missing contacts of a steep-contact liquid: in an ordered or slowly relaxing input (a dense "
                       "or sheared packing) the seams are grain boundaries; a longer relaxation "
-                      "(relax_steps='auto', band='all') may anneal them, at the price of the model's own structure")
+                      "(relax_steps='auto', band='all') may anneal them or overshoot to the model's own structure")
         else:
             remedy = ("steep-contact (hard-sphere-like) liquids heal only after the particles have moved a good "
                       "part of their spacing: relax_steps='auto' with band='all' (--relax-steps auto --band all); "
