@@ -905,8 +905,10 @@ def test_seam_pilots_see_a_seam_that_lacks_neighbours(small):
 
 def test_adaptive_relaxation_escalates_where_the_pilots_stay_unhealed(small, monkeypatch):
     """Where :func:`seam_pilots` reports unhealed seams, the adaptive default relaxes the
-    whole system until the particles have moved (``relax_steps="auto"``, ``band="all"``);
-    a band the caller gave is kept. Recorded in the sidecar's ``seam_relaxation``."""
+    whole system until the particles have moved (``relax_steps="auto"``, ``band="all"``),
+    provided the healing pilots' relaxation keeps the input's g(r) within
+    ``ADAPTIVE_G_TOLERANCE``; a band the caller gave is kept. Recorded in the sidecar's
+    ``seam_relaxation``."""
     import importlib
     up_mod = importlib.import_module("colloidcg.scaling.upsample")   # the package exports the function
     df, side, model, cfg = small
@@ -919,9 +921,19 @@ def test_adaptive_relaxation_escalates_where_the_pilots_stay_unhealed(small, mon
     monkeypatch.setattr(up_mod, "seam_pilots", unhealed)
     up = upsample(model, cfg, df[df["frame"] < 10], factor=4, samples=1, seed=2)
     rel = up.parameters["seam_relaxation"]
-    assert rel["adaptive"]["unhealed"] and rel["band_px"] == "all"
+    assert rel["adaptive"]["unhealed"] and rel["adaptive"]["escalated"] and rel["band_px"] == "all"
     assert rel["healing"]["reached"] and rel["model_steps"] == rel["healing"]["frames"] > 3
     assert rel["particles_relaxed"] == 4 * N_SMALL
+    assert 0.0 < rel["healing"]["g_error"] <= up_mod.ADAPTIVE_G_TOLERANCE
+    # a model whose whole-system relaxation moves g(r) too far from the input's is not let
+    # relax the whole system: the band's 3 frames stay, and the line says why
+    monkeypatch.setattr(up_mod, "ADAPTIVE_G_TOLERANCE", 0.5 * rel["healing"]["g_error"])
+    refused = upsample(model, cfg, df[df["frame"] < 10], factor=4, samples=1, seed=2)
+    rel = refused.parameters["seam_relaxation"]
+    assert rel["adaptive"]["unhealed"] and not rel["adaptive"]["escalated"]
+    assert rel["model_steps"] == 3 and rel["band_px"] == pytest.approx(24.0) and rel["healing"]["g_error"] > 0
+    assert "kept the band's frames" in up_mod.relaxation_summary(rel)
+    monkeypatch.setattr(up_mod, "ADAPTIVE_G_TOLERANCE", 0.1)
     kept = upsample(model, cfg, df[df["frame"] < 10], factor=4, samples=1, seed=2, band=30.0)
     assert kept.parameters["seam_relaxation"]["band_px"] == 30.0
     assert kept.parameters["seam_relaxation"]["healing"] is not None
