@@ -137,17 +137,18 @@ def seam_check(tracks: pd.DataFrame, box, r_bond: float, shell: float) -> dict:
     return out
 
 
-def tile_differences(tracks: pd.DataFrame, box, r_bond: float, shell: float, bulk_px: float
-                     ) -> dict[str, np.ndarray]:
+def tile_differences(tracks: pd.DataFrame, box, r_bond: float, shell: float, bulk_px: float,
+                     values: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """Per tile of every sample (``frame`` and ``tile`` columns): the mean over its particles
     within ``shell`` px of a seam minus the mean over its particles farther than ``bulk_px``,
     of the neighbours within ``r_bond`` px ("density") and, in 2D, |psi6| ("psi6"); tiles
-    without both are left out. Neighbouring particles are correlated, so the spread of these
-    per-tile differences, not that over particles, gives a standard error.
+    without both are left out. ``values``: {measure: (rows,) per-row values} already
+    computed, instead of those two. Neighbouring particles are correlated, so the spread of
+    these per-tile differences, not that over particles, gives a standard error.
     Returns {measure: (n_tiles,) array}."""
     box = np.asarray(box, float)
     seam = tracks["seam_distance"].to_numpy(float)
-    values = _per_particle(tracks, box, r_bond)
+    values = _per_particle(tracks, box, r_bond) if values is None else values
     band, bulk = seam < shell, seam > bulk_px
     key = (tracks["frame"].astype(str) + ":" + tracks["tile"].astype(str)).to_numpy() \
         if "tile" in tracks.columns else None

@@ -1259,12 +1259,13 @@ def input_rdf(src: "_Source", cutoff_px: float, bins: int = 60) -> tuple[np.ndar
     return edges, counts, ideal
 
 
-def shell_distances(src: "_Source", cutoff_px: float) -> tuple[float, float]:
+def shell_distances(src: "_Source", cutoff_px: float, rdf=None) -> tuple[float, float]:
     """(the first peak of the input's g(r), its first minimum after the peak), px: the
     nearest-neighbour distance and the neighbour distance of the seam checks. g(r) of
-    :func:`input_rdf` (60 bins up to 2 x ``cutoff_px``), smoothed over 3 bins;
-    (``cutoff_px`` / 1.5, ``cutoff_px``) where no pair is in range."""
-    edges, counts, ideal = input_rdf(src, cutoff_px)
+    :func:`input_rdf` (60 bins up to 2 x ``cutoff_px``; ``rdf``: its result when already
+    computed), smoothed over 3 bins; (``cutoff_px`` / 1.5, ``cutoff_px``) where no pair is
+    in range."""
+    edges, counts, ideal = input_rdf(src, cutoff_px) if rdf is None else rdf
     if not counts.any():
         # no pair within range (a field of view too small to centre a shell in): the usual
         # ratio of a model's range to the diameter (1.5), and the range
@@ -1399,7 +1400,7 @@ def seam_pilots(place, relax, shell_px: float, r_bond_px: float, *, steps: int =
     """
     from scipy.stats import t as student_t
 
-    tables, bulk_n, box = [], [], None
+    tables, counts, box = [], [], None
     for k in range(pilots):
         cfg, new, m = place(1)
         cfg = relax(cfg, new, m, steps)
@@ -1408,11 +1409,12 @@ def seam_pilots(place, relax, shell_px: float, r_bond_px: float, *, steps: int =
         cols = {"frame": np.full(len(cfg.pos), k), **{"xyz"[a]: cfg.pos[:, a] for a in range(dim)},
                 "seam_distance": cfg.seam, "tile": cfg.tiles()}
         tables.append(pd.DataFrame(cols))
-        bulk_n.append(neighbour_counts(np.mod(cfg.pos, box), box, r_bond_px))
+        counts.append(neighbour_counts(np.mod(cfg.pos, box), box, r_bond_px))
     pilot = pd.concat(tables, ignore_index=True)
+    counts = np.concatenate(counts)
     bulk_px = PILOT_BULK * r_bond_px
-    diff = tile_differences(pilot, box, r_bond_px, shell_px, bulk_px)["density"]
-    bulk_n = np.concatenate(bulk_n)[pilot["seam_distance"].to_numpy() > bulk_px]
+    diff = tile_differences(pilot, box, r_bond_px, shell_px, bulk_px, values={"density": counts})["density"]
+    bulk_n = counts[pilot["seam_distance"].to_numpy() > bulk_px]
     bulk = float(np.mean(bulk_n)) if len(bulk_n) else math.nan
     out = {"steps": int(steps), "pilots": int(pilots), "tiles": int(len(diff)), "difference": None, "se": None,
            "z": None, "threshold": None, "bulk_px": float(bulk_px), "bulk_neighbours": bulk, "unhealed": False}
@@ -1679,9 +1681,11 @@ def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None 
         for key in match_scores:
             match_scores[key].clear()
 
+    # the input's g(r) and its shell distances: for the pilots, the healing and the seam check
+    rdf = input_rdf(src, cutoff_px)
+    shell_px, r_bond_px = shell_distances(src, cutoff_px, rdf)
     pilots = None
     if adaptive:
-        shell_px, r_bond_px = shell_distances(src, cutoff_px)
         bar.start(ADAPTIVE_PILOTS * ADAPTIVE_STEPS, "upsample: do 3 frames heal the seams? (pilot doublings)")
         pilots = seam_pilots(place, relax, shell_px, r_bond_px, steps=ADAPTIVE_STEPS, pilots=ADAPTIVE_PILOTS)
         pilots["escalated"] = False
@@ -1693,8 +1697,7 @@ def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None 
 
     healing = None
     if auto_steps:
-        shell_px, r_bond_px = shell_distances(src, cutoff_px)
-        edges, counts, ideal = input_rdf(src, cutoff_px)
+        edges, counts, ideal = rdf
         bar.start(HEALING_PILOTS * HEALING_MAX_FRAMES, "upsample: healing pilots (model frames, at most)")
         healing = healing_frames(place, relax, shell_px, r_bond_px,
                                  input_g=(edges, counts / np.maximum(ideal, 1e-300)) if counts.any() else None)
@@ -1732,8 +1735,6 @@ def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None 
         tables.append(pd.DataFrame(cols))
     bar.close()
     big = pd.concat(tables, ignore_index=True)
-    shell_px, r_bond_px = shell_distances(src, cutoff_px) if healing is None else (healing["shell_px"],
-                                                                                   healing["r_bond_px"])
     check = seam_check(big, box_px, r_bond_px, shell_px)
     if check["visible"]:
         if healing is not None and np.isinf(band_px) and (pilots is None or pilots["escalated"]):
