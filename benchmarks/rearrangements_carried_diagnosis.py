@@ -29,7 +29,10 @@ the validation NLL of every epoch and the heat weights; ``--save DIR`` keeps the
 model, ``--load DIR`` diagnoses a kept one without training. ``--budget`` prints only the
 control's shear-budget oracle (no training): the exposure ceiling plus or minus the
 shear amplitude a site has already received, and the label rate by spent budget;
-``--features`` only what the encoder's features rank at frame 0 (no training).
+``--features`` only what the encoder's features rank at frame 0 (no training);
+``--variance-probe`` only what the self-supervised signal itself can rank (no training):
+regressions from the frame-0 features to each site's velocity variance over the training
+frames, the per-site quantity a Gaussian likelihood rewards S for following.
 
 With n_s > 1 the other variables' S at entry and carried S are scored too (the benchmark
 scores S0 only). Units: S and dS in k_B (dS per frame), lengths px, NLL in nats. 4-7 min on 2 shared cores.
@@ -72,13 +75,19 @@ def main() -> None:
     ap.add_argument("--features", action="store_true",
                     help="only what the encoder's features can rank at entry (no training): the smooth "
                          "neighbour weight and a logistic fit on all features, by cutoff")
+    ap.add_argument("--variance-probe", action="store_true",
+                    help="only what the self-supervised signal supports (no training): regressions of "
+                         "each site's training-frame velocity variance on its frame-0 features, by "
+                         "regularisation")
     args = ap.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    if args.budget or args.features:
+    if args.budget or args.features or args.variance_probe:
         if args.budget:
             shear_budget_oracle()
         if args.features:
             encoder_features_at_entry()
+        if args.variance_probe:
+            variance_probe()
         return
     import torch
 
@@ -322,6 +331,64 @@ def encoder_features_at_entry() -> None:
                                          fix_sign=["w", "fit"])
             print(f"| {'frame 0' if frames == 1 else 'mean of frames 0-4'} | {h:g} | {rep['w'].auc:.3f} | "
                   f"{rep['fit'].auc:.3f} |")
+
+
+def variance_probe() -> None:
+    """Print how well each site's own training-frame velocity variance, and regressions of
+    it on the encoder's frame-0 features (cutoff 14.3 px), rank the sites on the softness
+    baseline's test rows (sign fixed on its training rows).
+
+    A Gaussian one-step likelihood rewards S, through the temperature it sets, for following
+    each site's velocity variance; over the training frames that variance is a noisy
+    target (which vacancies happened to shear before the split is random). The
+    regressions show how much of the exposure ceiling that target supports, and how
+    much a flexible read-out loses by fitting its noise: ridge fits over the
+    regularisation strength (fitted on all sites: no labels are used), a 5-fold
+    cross-validated ridge, and two-layer MLPs (scikit-learn's, ReLU) by
+    width and L2 penalty."""
+    import torch
+    from sklearn.linear_model import Ridge, RidgeCV
+    from sklearn.model_selection import cross_val_predict
+    from sklearn.neural_network import MLPRegressor
+
+    from colloidcg.core.encoder import invariant_features
+    from colloidcg.core.graph import find_pairs
+    from colloidcg.rearrangements import detect, softness_baseline
+    from colloidcg.rearrangements.scoring import score_against_softness
+
+    tracks = bench.soft_spot_system()
+    res = detect(tracks, lag=2, cutoff=13.0)
+    soft = softness_baseline(res.table, 2)
+    t = res.table
+    wide = tracks.sort_values(["particle", "frame"])
+    n_frames = tracks["frame"].nunique()
+    pos = wide[["x", "y"]].to_numpy(float).reshape(-1, n_frames, 2)   # (N, T, 2) px
+    steps = np.diff(pos[:, :soft.split_frame], axis=1)                   # training frames only
+    log_var = np.log(np.square(steps).sum(-1).mean(1))                  # (N,) log px^2 / frame^2
+    r0 = torch.tensor(pos[:, 0])
+    h = 14.3
+    F = invariant_features(r0, find_pairs(r0, h, None), h, None, torch.linspace(0, 1, 8, dtype=r0.dtype),
+                           0.5 / 7).numpy()
+    X = (F - F.mean(0)) / (F.std(0) + 1e-12)
+    pid = t["particle"].to_numpy()
+    values = {"the site's own training-frame variance": log_var[pid],
+              "the smooth neighbour weight alone (frame 0)": F[pid, 8]}
+    for alpha in (1e-3, 10.0, 100.0, 1000.0):
+        fit = Ridge(alpha=alpha).fit(X, log_var)
+        values[f"ridge, alpha {alpha:g}"] = (X @ fit.coef_)[pid]
+    values["ridge, alpha by leave-one-out, 5-fold predictions"] = cross_val_predict(
+        RidgeCV(alphas=np.logspace(-3, 3, 13)), X, log_var, cv=5)[pid]
+    for width in (4, 32):
+        for l2 in (1e-4, 1.0):
+            fit = MLPRegressor(hidden_layer_sizes=(width, width), alpha=l2, max_iter=3000, random_state=0)
+            values[f"MLP {width}x{width}, L2 {l2:g}"] = fit.fit(X, log_var).predict(X)[pid]
+    rep = score_against_softness(t, values, soft=soft, fix_sign=list(values))
+    print("\n### What the self-supervised signal supports at entry (no training)\n")
+    print(f"softness {rep['softness'].auc:.3f} +- {rep['softness'].se:.3f}; target = softness + 2 s.e.\n")
+    print("| read-out of the frame-0 features -> log velocity variance of the training frames | ROC AUC |")
+    print("|---|---:|")
+    for k in values:
+        print(f"| {k} | {rep[k].auc:.3f} |")
 
 
 def carried_without_conduction(model, whole, loc_var: float) -> np.ndarray:
