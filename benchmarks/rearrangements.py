@@ -189,7 +189,7 @@ def neighbour_counts(tracks: pd.DataFrame, table: pd.DataFrame, radius: float,
 def learned_s(tracks: pd.DataFrame, table: pd.DataFrame, soft, seed: int = 0, aux_weight: float = 0.0,
               s_memory: str = "encoded", epochs: int = 40, frame0: bool = False,
               cutoff: float | None = None, n_s: int = 1, s_heat: str = "drift", ordered_s: bool = False,
-              s_window: int = 4) -> dict:
+              s_window: int = 4, s0_heat_share: float = 0.0) -> dict:
     """Train the model on the frames before the softness baseline's split (its own
     validation split for model selection lies inside them) and return per-row values
     aligned with ``table`` (arrays (len(table),), NaN where a row has none):
@@ -209,7 +209,8 @@ def learned_s(tracks: pd.DataFrame, table: pd.DataFrame, soft, seed: int = 0, au
     entropic variables (S is their first component, S0); ``s_heat`` how carried S books heat
     (``TrainConfig.s_heat``: drift or work), in training and along the tracks; ``ordered_s``
     the heat weights sorted ascending, so S0 is the variable that receives the least heat
-    (``ModelConfig.ordered_s``)."""
+    (``ModelConfig.ordered_s``); ``s0_heat_share`` S0's fixed share of the heat
+    (``ModelConfig.s0_heat_share``; 0: learned)."""
     import torch
 
     from colloidcg.data import from_tracks
@@ -222,7 +223,7 @@ def learned_s(tracks: pd.DataFrame, table: pd.DataFrame, soft, seed: int = 0, au
     traj = from_tracks(early, None, fps=1.0, um_per_px=1.0, labels=labels[labels["frame"] < soft.split_frame])
     cfg = TrainConfig(epochs=epochs, patience=epochs, aux_weight=aux_weight, horizon=lag, edge=0,
                       progress=False, seed=seed, s_memory=s_memory, cutoff=cutoff, n_s=n_s, s_heat=s_heat,
-                      ordered_s=ordered_s, s_window=s_window)
+                      ordered_s=ordered_s, s_window=s_window, s0_heat_share=s0_heat_share)
     res = fit(traj, cfg)
     model = res.model
     keys = list(zip(table["frame"].to_numpy(), table["particle"].to_numpy()))
@@ -540,7 +541,8 @@ def score_case(case: dict) -> dict:
                 print(f"  [{case['name']}] trained s_memory={memory}, {tag}, seed {seed}{ens}: "
                       + ", ".join(f"{k} {r[k].auc:.3f}" for k in vals)
                       + f" (cutoff {members[0]['cutoff']:.1f} px, n_s {MODEL_NS}{', ordered' if MODEL_ORDERED else ''}, s_heat {MODEL_HEAT}"
-                        f"{'' if MODEL_WINDOW == 4 else f', s_window {MODEL_WINDOW}'}, "
+                        f"{'' if MODEL_WINDOW == 4 else f', s_window {MODEL_WINDOW}'}"
+                        f"{f', S0 heat share {MODEL_S0_SHARE:g}' if MODEL_S0_SHARE else ''}, "
                         f"held-out NLL {nll:.5f} per row, {time.perf_counter() - t0:.0f} s)", flush=True)
     return {"report": rep, "learned": learned}
 
@@ -607,7 +609,8 @@ def cached_learned_s(case: dict, seed: int, aux: float, memory: str, epochs: int
     def train():
         return learned_s(case["tracks"], case["res"].table, case["soft"], seed=seed, aux_weight=aux,
                          s_memory=memory, epochs=epochs, frame0=frame0, cutoff=MODEL_CUTOFF, n_s=MODEL_NS,
-                         s_heat=MODEL_HEAT, ordered_s=MODEL_ORDERED, s_window=MODEL_WINDOW)
+                         s_heat=MODEL_HEAT, ordered_s=MODEL_ORDERED, s_window=MODEL_WINDOW,
+                         s0_heat_share=MODEL_S0_SHARE)
 
     if CACHE is None:
         return train()
@@ -615,6 +618,7 @@ def cached_learned_s(case: dict, seed: int, aux: float, memory: str, epochs: int
     name = (f"{case['name']}{case.get('cache_tag', '')}_{memory}_aux{aux:g}_seed{seed}_ep{epochs}"
             f"_cut{MODEL_CUTOFF if MODEL_CUTOFF is None else f'{MODEL_CUTOFF:g}'}_ns{MODEL_NS}_{MODEL_HEAT}"
             f"{'_ordered' if MODEL_ORDERED else ''}{'' if MODEL_WINDOW == 4 else f'_w{MODEL_WINDOW}'}"
+            f"{f'_share{MODEL_S0_SHARE:g}' if MODEL_S0_SHARE else ''}"
             f"{'_f0' if frame0 else ''}.npz")
     path = Path(CACHE) / name
     if path.exists():
@@ -745,6 +749,8 @@ MODEL_HEAT = "drift"
 MODEL_ORDERED = False
 #: frames over which carried S is trained (TrainConfig.s_window), set by --s-window
 MODEL_WINDOW = 4
+#: S0's fixed share of the heat (ModelConfig.s0_heat_share; 0: learned), set by --s0-heat-share
+MODEL_S0_SHARE = 0.0
 #: restarts per seed scored as one rank-averaged predictor (--restarts; 1: the single
 #: model), their training seeds seed + RESTART_STRIDE * k; the folder of trained models'
 #: per-row values (--cache; None: nothing stored)
@@ -780,6 +786,9 @@ def main() -> None:
     ap.add_argument("--ordered-s", action="store_true",
                     help="sort the heat weights (ModelConfig.ordered_s): S0, the S scored, is the "
                          "entropic variable that receives the least heat (with --n-s > 1)")
+    ap.add_argument("--s0-heat-share", type=float, default=0.0, dest="s0_heat_share", metavar="W",
+                    help="S0's fixed share of the heat (ModelConfig.s0_heat_share, with --n-s > 1): a slow "
+                         "structural variable; default 0 (every share learned)")
     ap.add_argument("--restarts", type=int, default=1,
                     help="train R restarts per seed (training seeds seed + 100 k, k < R; k = 0 is the "
                          "seed's own model) and score the rank average of their values (an ensemble, "
@@ -800,7 +809,7 @@ def main() -> None:
     memories = tuple(m.strip() for m in args.s_memory.split(",") if m.strip())
     if any(m not in ("encoded", "carried") for m in memories):
         ap.error("--s-memory: expected encoded, carried or both")
-    global AUX_WEIGHTS, MODEL_CUTOFF, MODEL_NS, MODEL_HEAT, MODEL_ORDERED, MODEL_WINDOW
+    global AUX_WEIGHTS, MODEL_CUTOFF, MODEL_NS, MODEL_HEAT, MODEL_ORDERED, MODEL_WINDOW, MODEL_S0_SHARE
     try:
         AUX_WEIGHTS = tuple(float(w) for w in args.aux_weights.split(",") if w.strip())
     except ValueError:
@@ -815,6 +824,7 @@ def main() -> None:
     if args.s_window < 1:
         ap.error(f"--s-window: expected an integer >= 1, got {args.s_window}")
     MODEL_WINDOW = args.s_window
+    MODEL_S0_SHARE = args.s0_heat_share
     global RESTARTS, CACHE
     if args.restarts < 1 or args.restarts > RESTART_STRIDE:
         ap.error(f"--restarts: expected an integer from 1 to {RESTART_STRIDE}, got {args.restarts}")

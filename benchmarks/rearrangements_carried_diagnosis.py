@@ -64,6 +64,8 @@ def main() -> None:
                     help="how carried S books heat (TrainConfig.s_heat), in training and along the tracks")
     ap.add_argument("--ordered-s", action="store_true",
                     help="heat weights sorted ascending (ModelConfig.ordered_s): S0 receives the least heat")
+    ap.add_argument("--s0-heat-share", type=float, default=0.0, dest="s0_heat_share", metavar="W",
+                    help="S0's fixed share of the heat (ModelConfig.s0_heat_share; default 0: learned)")
     ap.add_argument("--untrained", action="store_true",
                     help="also score the untrained encoder of the same seed at frame 0")
     ap.add_argument("--save", default=None, help="save the trained model to this folder (with its report)")
@@ -110,7 +112,8 @@ def main() -> None:
     model, report = fit_or_load(traj, TrainConfig(epochs=args.epochs, patience=args.epochs, aux_weight=args.aux_weight,
                                                   horizon=2, edge=0, progress=False, seed=args.seed,
                                                   s_memory="carried", cutoff=14.3, n_s=args.n_s,
-                                                  s_heat=args.s_heat, ordered_s=args.ordered_s),
+                                                  s_heat=args.s_heat, ordered_s=args.ordered_s,
+                                                  s0_heat_share=args.s0_heat_share),
                                 args.load, args.save)
     print("training (validation NLL per epoch, the best epoch is kept): "
           + ", ".join(f"{h['epoch']}: {h['val_nll']:.4f}" for h in report["history"])
@@ -459,7 +462,8 @@ def untrained_entry(traj, whole_particles, args) -> np.ndarray:
     from colloidcg.train.fitting import seed_everything, with_edge_halo
 
     cfg = TrainConfig(epochs=1, aux_weight=args.aux_weight, horizon=2, edge=0, progress=False, seed=args.seed,
-                      s_memory="carried", cutoff=14.3, n_s=args.n_s, s_heat=args.s_heat, ordered_s=args.ordered_s)
+                      s_memory="carried", cutoff=14.3, n_s=args.n_s, s_heat=args.s_heat, ordered_s=args.ordered_s,
+                      s0_heat_share=args.s0_heat_share)
     tr = with_edge_halo(traj, 0, 14.3)
     if not np.array_equal(np.asarray(tr.particles), np.asarray(whole_particles)):
         raise RuntimeError("the training frames and the whole film order their particles differently")

@@ -1,6 +1,7 @@
 """Ordered entropic variables (``ModelConfig.ordered_s``): the heat weights sorted
 ascending, so S0 is the variable that receives the least heat and keeps its encoded value
-longest (docs/model.md, "S as carried state"). Exact invariants only: the order is a
+longest (docs/model.md, "S as carried state"), and a share of the heat fixed for S0
+(``ModelConfig.s0_heat_share``). Exact invariants only: the order is a
 relabelling of the free weights, it changes nothing where they are already ascending, and
 each component's carried increment is w_a times one per-particle amount."""
 
@@ -97,3 +98,64 @@ def test_cli_and_batch_ordered_s_reach_the_saved_model(tmp_path):
             assert torch.equal(w, torch.sort(free).values)
     assert train_config({"n_s": 2, "ordered_s": True}).model.ordered_s
     assert not train_config({"n_s": 2}).model.ordered_s
+
+
+def _shared(traj, share: float, raw_w=(0.4, -0.2, 0.7)):
+    torch.manual_seed(0)
+    model = build_model(traj, TrainConfig(n_pair=0, n_s=3, ordered_s=True, s0_heat_share=share).validate(), 3.0)
+    with torch.no_grad():
+        model.raw_w.copy_(torch.tensor(raw_w, dtype=model.raw_w.dtype))
+    return model
+
+
+@pytest.mark.parametrize("heat", ["drift", "work"])
+def test_s0_heat_share_fixes_S0s_share_and_the_others_share_the_rest(heat):
+    """``ModelConfig.s0_heat_share``: w_0 is the share, exactly, whatever the learned
+    weights; the others are the learned (sorted) weights scaled to the rest; S0's carried
+    increment is w_0 / w_a times each other's; the compiled model has the same weights."""
+    traj = from_tracks(langevin(n=30, frames=10, L=12.0))
+    model = _shared(traj, 0.05)
+    w = model.heat_weights.detach()
+    rest = torch.sort(torch.softmax(model.raw_w.detach()[1:], 0)).values
+    assert float(w[0]) == 0.05
+    assert torch.allclose(w[1:], 0.95 * rest, rtol=0, atol=1e-15)
+    assert abs(float(w.sum()) - 1.0) < 1e-15
+    car = carry_along(model, traj, 0.004, heat=heat)
+    inc = car.S[-1] - car.S[0]
+    assert float(inc.abs().max()) > 1e-3
+    assert float((inc[:, 0] / inc[:, 1] - w[0] / w[1]).abs().max()) < 1e-10
+    # raw_w[0] does not enter: the share is fixed, not learned
+    other = _shared(traj, 0.05, raw_w=(-3.0, -0.2, 0.7))
+    assert torch.equal(other.heat_weights, model.heat_weights)
+    assert torch.equal(torch.jit.script(model).weights(), model.weights())
+
+
+def test_s0_heat_share_is_saved_checked_and_reaches_the_model_from_the_cli(tmp_path):
+    from colloidcg.cli import main
+    from colloidcg.outputs import provenance, write_table
+
+    traj = from_tracks(langevin(n=20, frames=4, L=10.0))
+    model = _shared(traj, 0.1)
+    save_model(model, tmp_path / "m")
+    back, _ = load_model(tmp_path / "m")
+    assert back.s0_share == 0.1 and torch.equal(back.heat_weights, model.heat_weights)
+    path = tmp_path / "m" / "config.json"
+    cfg = json.loads(path.read_text())
+    for bad in (1.0, -0.1, "0.1"):
+        cfg["model"]["s0_heat_share"] = bad
+        path.write_text(json.dumps(cfg))
+        with pytest.raises(ColloidcgError, match="model.s0_heat_share"):
+            load_model(tmp_path / "m")
+    del cfg["model"]["s0_heat_share"]         # a model saved before the option existed
+    path.write_text(json.dumps(cfg))
+    assert load_model(tmp_path / "m")[0].s0_share == 0.0
+    for kw in ({"n_s": 1, "s0_heat_share": 0.1}, {"n_s": 2, "s0_heat_share": 1.0}):
+        with pytest.raises(ColloidcgError, match="s0_heat_share"):
+            TrainConfig(**kw).validate()
+    tracks = tmp_path / "tracks.parquet"
+    write_table(tracks, langevin(n=30, frames=8), provenance("test", {}, {}, meta={"fps": 10.0, "um_per_px": 0.2}))
+    out = tmp_path / "trained"
+    assert main(["train", str(tracks), "-o", str(out), "--epochs", "1", "--quiet", "--edge", "0",
+                 "--cutoff", "0.6", "--n-s", "2", "--s0-heat-share", "0.1"]) == 0
+    trained, _ = load_model(out)
+    assert float(trained.heat_weights[0]) == 0.1

@@ -13,7 +13,7 @@ LENGTHS = ("cutoff", "edge", "loc_noise")
 #: TrainConfig options set by flags of the same name (dest); --cutoff, --edge and --loc-noise
 #: are lengths converted to um first.
 CONFIG_FLAGS = ("epochs", "batch_frames", "lr", "device", "seed", "multistep", "aux_weight", "n_s",
-                "ordered_s", "dtype", "s_memory", "s_window", "s_heat", "transport",
+                "ordered_s", "s0_heat_share", "dtype", "s_memory", "s_window", "s_heat", "transport",
                 "substrate", "deviatoric", "cutoff_factors", "n_kernel", "n_pair", "select", "size_column",
                 "frame_average", "progress")
 
@@ -84,6 +84,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--n-s", type=int, default=d("n_s"), dest="n_s", help=h("n_s"))
     p.add_argument("--ordered-s", action="store_true", default=d("ordered_s"), dest="ordered_s",
                    help=on("ordered_s"))
+    p.add_argument("--s0-heat-share", type=float, default=d("s0_heat_share"), dest="s0_heat_share",
+                   metavar="W", help=h("s0_heat_share"))
     p.add_argument("--dtype", default=d("dtype"), choices=["float32", "float64"], help=h("dtype"))
     p.add_argument("--box", type=length, nargs="+", default=None, metavar="L",
                    help="periodic box lengths, um, or in px with the suffix (512px); a bare "

@@ -50,6 +50,9 @@ class ModelConfig:
                                   "S0 receives the least, so it changes slowest and keeps its encoded "
                                   "value longest; off: the shares are free and which variable is S0 "
                                   "is arbitrary")
+    s0_heat_share: float = _opt(0.0, "fixed share of the heat that S0 receives (n_s > 1): S0 becomes a slow "
+                                     "structural variable that keeps its encoded value while the other "
+                                     "variables take up the rest of the heat; 0: every share is learned")
     width: int = _opt(50, "width of the pair networks (friction and heat-conduction coefficients)")
     depth: int = _opt(2, "hidden layers of the pair networks")
     n_kernel: int = _opt(4, "basis functions of the learned density kernel W")

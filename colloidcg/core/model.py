@@ -27,7 +27,8 @@ sizes (``size_scale = 0``, the default) sigma_ij = 1.
 Entropy: S_tot = sum_i sum_a S_i^a. Temperatures T_i^a = dU/dS_i^a > 0 and an effective
 temperature theta_i = sum_a w_a T_i^a with learned w_a > 0, sum_a w_a = 1 (theta_i = T_i
 when n_s = 1; with ``ordered_s`` the w_a are sorted, w_0 <= w_1 <= ..., so S^0 is the
-variable that receives the least heat). Heat q delivered to particle i raises S_i by
+variable that receives the least heat; with ``s0_heat_share`` w_0 is fixed at that share,
+a slow structural variable, and the others share the rest). Heat q delivered to particle i raises S_i by
 w q / theta_i, so that T_i . dS_i = q.
 
 Dynamics:  dx = [L dE/dx + M dS/dx + k_B div M] dt + dx~,   <dx~ dx~^T> = 2 k_B M dt.
@@ -191,6 +192,7 @@ class MetriplecticModel(nn.Module):
         self.dim = int(config.dim)
         self.n_s = int(config.n_s)
         self.ordered_s = bool(config.ordered_s)
+        self.s0_share = float(config.s0_heat_share)
         self.cutoff = float(config.cutoff)
         self.k_B = float(config.k_B)
         self.tau = float(config.tau)
@@ -256,7 +258,16 @@ class MetriplecticModel(nn.Module):
 
     def weights(self) -> Tensor:
         """Heat weights w (n_s,), positive, summing to 1; with ``ordered_s`` sorted
-        ascending (S0 receives the least heat), a permutation of the free ones."""
+        ascending (S0 receives the least heat), a permutation of the free ones. With
+        ``s0_heat_share`` > 0, w_0 is that share, fixed, and the other variables share the
+        rest by their learned (and, with ``ordered_s``, sorted) weights; raw_w[0] is then
+        unused."""
+        if self.s0_share > 0.0:
+            rest = torch.softmax(self.raw_w[1:], 0)
+            if self.ordered_s:
+                rest = torch.sort(rest).values
+            share = torch.full((1,), self.s0_share, dtype=rest.dtype, device=rest.device)
+            return torch.cat([share, (1.0 - self.s0_share) * rest])
         w = torch.softmax(self.raw_w, 0)
         if self.ordered_s:
             w = torch.sort(w).values

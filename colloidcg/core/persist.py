@@ -96,6 +96,12 @@ def check_model_config(model: dict, where: str) -> None:
             raise ColloidcgError(f"{where}: 'model.{key}' must be an integer from {lo} to {hi}, got {v!r}")
     if not isinstance(model.get("ordered_s", False), bool):
         raise ColloidcgError(f"{where}: 'model.ordered_s' must be true or false, got {model['ordered_s']!r}")
+    share = model.get("s0_heat_share", 0.0)
+    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0.0 <= share < 1.0:
+        raise ColloidcgError(f"{where}: 'model.s0_heat_share' must be a number from 0 to below 1, got {share!r}")
+    if share > 0 and model.get("n_s", 1) < 2:
+        raise ColloidcgError(f"{where}: 'model.s0_heat_share' needs n_s >= 2 (S0 and a variable that takes "
+                             f"the rest of the heat), got n_s = {model.get('n_s', 1)}")
     terms = model.get("terms", {})
     if not (isinstance(terms, dict) and all(isinstance(k, str) and isinstance(v, dict) for k, v in terms.items())):
         raise ColloidcgError(f"{where}: 'model.terms' must map energy-term names to option tables, got {terms!r}")

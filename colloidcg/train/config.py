@@ -257,6 +257,12 @@ class TrainConfig:
                 integer(name, lo, hi, obj=m)
             elif isinstance(getattr(defaults, name), bool) and not isinstance(getattr(m, name), bool):
                 raise bad(name, "true or false", getattr(m, name))
+        share = m.s0_heat_share
+        if isinstance(share, bool) or not isinstance(share, (int, float)) or not (
+                math.isfinite(share) and 0.0 <= share < 1.0):
+            raise bad("s0_heat_share", "a number from 0 to below 1", share)
+        if share > 0 and m.n_s < 2:
+            raise bad("s0_heat_share", "0 with n_s = 1 (a fixed share for S0 needs n_s >= 2)", share)
         from ..core.terms import REGISTRY
         if not (isinstance(m.terms, dict) and all(isinstance(k, str) and isinstance(v, dict) for k, v in m.terms.items())):
             raise bad("terms", "a table of energy-term names to option tables", m.terms)
