@@ -159,3 +159,5 @@ def test_s0_heat_share_is_saved_checked_and_reaches_the_model_from_the_cli(tmp_p
                  "--cutoff", "0.6", "--n-s", "2", "--s0-heat-share", "0.1"]) == 0
     trained, _ = load_model(out)
     assert float(trained.heat_weights[0]) == 0.1
+    from colloidcg.batch.stages import train_config
+    assert train_config({"n_s": 2, "s0_heat_share": 0.1}).model.s0_heat_share == 0.1
