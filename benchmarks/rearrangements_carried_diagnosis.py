@@ -54,6 +54,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import rearrangements as bench  # noqa: E402
 
 
+def vacancy_control():
+    """(tracks, rearrangements table, softness baseline) of the benchmark's vacancy control,
+    labelled as ``benchmarks/rearrangements.py --case vacancy`` labels it (lag 2 frames,
+    D2min cutoff 13 px)."""
+    from colloidcg.rearrangements import detect, softness_baseline
+
+    tracks = bench.soft_spot_system()
+    res = detect(tracks, lag=2, cutoff=13.0)
+    return tracks, res.table, softness_baseline(res.table, 2)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--aux-weight", type=float, default=0.0, help="auxiliary-loss weight (0: self-supervised)")
@@ -97,15 +108,11 @@ def main() -> None:
     from colloidcg.core.graph import find_pairs
     from colloidcg.data import from_tracks
     from colloidcg.neighbours import count_within
-    from colloidcg.rearrangements import detect, softness_baseline
     from colloidcg.rearrangements.scoring import auc, score_against_softness
     from colloidcg.train import TrainConfig
     from colloidcg.train.carried import carry_along
 
-    tracks = bench.soft_spot_system()
-    res = detect(tracks, lag=2, cutoff=13.0)
-    soft = softness_baseline(res.table, 2)
-    t = res.table
+    tracks, t, soft = vacancy_control()
     labels = t[["frame", "particle", "rearranging"]]
     early = tracks[tracks["frame"] < soft.split_frame]
     traj = from_tracks(early, None, fps=1.0, um_per_px=1.0, labels=labels[labels["frame"] < soft.split_frame])
@@ -254,13 +261,9 @@ def shear_budget_oracle() -> None:
     Scored like every predictor: ROC AUC on the softness baseline's test rows, sign fixed on
     its training rows; then the label rate of the exposed test rows by the spent fraction
     past / (2 x exposure) of their shear budget."""
-    from colloidcg.rearrangements import detect, softness_baseline
     from colloidcg.rearrangements.scoring import score_against_softness
 
-    tracks = bench.soft_spot_system()
-    res = detect(tracks, lag=2, cutoff=13.0)
-    soft = softness_baseline(res.table, 2)
-    t = res.table
+    tracks, t, soft = vacancy_control()
     rng = np.random.default_rng(0)               # the control's own draws, in its order
     full, vac = bench._vacancy_lattice(rng)
     keep = np.ones(len(full), bool)
@@ -308,15 +311,11 @@ def encoder_features_at_entry() -> None:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from colloidcg.core.encoder import invariant_features
+    from colloidcg.core.encoder import StructuralEncoder
     from colloidcg.core.graph import find_pairs
-    from colloidcg.rearrangements import detect, softness_baseline
     from colloidcg.rearrangements.scoring import score_against_softness
 
-    tracks = bench.soft_spot_system()
-    res = detect(tracks, lag=2, cutoff=13.0)
-    soft = softness_baseline(res.table, 2)
-    t = res.table
+    tracks, t, soft = vacancy_control()
     pid, y, train = t["particle"].to_numpy(), t["rearranging"].to_numpy(bool), soft.rows(t)[0]
     print("\n### What the encoder's features rank at entry (frame 0, no training)\n")
     print("| positions | encoder radius (px) | neighbour weight alone | logistic fit on all features (labels) |")
@@ -325,8 +324,7 @@ def encoder_features_at_entry() -> None:
         xy = tracks[tracks["frame"] < frames].groupby("particle")[["x", "y"]].mean()
         r = torch.tensor(xy.to_numpy(float))
         for h in (14.3, 17.0, 19.0, 21.0, 24.0):
-            F = invariant_features(r, find_pairs(r, h, None), h, None, torch.linspace(0, 1, 8, dtype=r.dtype),
-                                   0.5 / 7).numpy()
+            F = StructuralEncoder(2).double().features(r, find_pairs(r, h, None), h, None).numpy()
             X = F[xy.index.get_indexer(pid)]
             fit = make_pipeline(StandardScaler(), LogisticRegression(class_weight="balanced", max_iter=2000))
             fit.fit(X[train], y[train])
@@ -354,15 +352,11 @@ def variance_probe() -> None:
     from sklearn.model_selection import cross_val_predict
     from sklearn.neural_network import MLPRegressor
 
-    from colloidcg.core.encoder import invariant_features
+    from colloidcg.core.encoder import StructuralEncoder
     from colloidcg.core.graph import find_pairs
-    from colloidcg.rearrangements import detect, softness_baseline
     from colloidcg.rearrangements.scoring import score_against_softness
 
-    tracks = bench.soft_spot_system()
-    res = detect(tracks, lag=2, cutoff=13.0)
-    soft = softness_baseline(res.table, 2)
-    t = res.table
+    tracks, t, soft = vacancy_control()
     wide = tracks.sort_values(["particle", "frame"])
     n_frames = tracks["frame"].nunique()
     pos = wide[["x", "y"]].to_numpy(float).reshape(-1, n_frames, 2)   # (N, T, 2) px
@@ -370,8 +364,7 @@ def variance_probe() -> None:
     log_var = np.log(np.square(steps).sum(-1).mean(1))                  # (N,) log px^2 / frame^2
     r0 = torch.tensor(pos[:, 0])
     h = 14.3
-    F = invariant_features(r0, find_pairs(r0, h, None), h, None, torch.linspace(0, 1, 8, dtype=r0.dtype),
-                           0.5 / 7).numpy()
+    F = StructuralEncoder(2).double().features(r0, find_pairs(r0, h, None), h, None).numpy()
     X = (F - F.mean(0)) / (F.std(0) + 1e-12)
     pid = t["particle"].to_numpy()
     values = {"the site's own training-frame variance": log_var[pid],

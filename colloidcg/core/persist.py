@@ -81,6 +81,20 @@ MODEL_SCALES = ("cutoff", "k_B", "tau", "friction_scale", "mass_scale", "theta_r
                 "fabric_ref")
 
 
+def s0_share_expected(share, n_s: int) -> str:
+    """What ``ModelConfig.s0_heat_share`` must be, where ``share`` (with ``n_s`` entropic
+    variables) is not that; "" where it is fine. One rule for saved models and training
+    options."""
+    import math
+
+    if isinstance(share, bool) or not isinstance(share, (int, float)) or not (
+            math.isfinite(share) and 0.0 <= share < 1.0):
+        return "a number from 0 to below 1"
+    if share > 0 and n_s < 2:
+        return "0 with n_s = 1 (a fixed share for S0 needs n_s >= 2)"
+    return ""
+
+
 def check_model_config(model: dict, where: str) -> None:
     """Refuse a model configuration outside sane limits before anything is allocated;
     the one-line error names ``where`` (the file) and the key."""
@@ -96,12 +110,10 @@ def check_model_config(model: dict, where: str) -> None:
             raise ColloidcgError(f"{where}: 'model.{key}' must be an integer from {lo} to {hi}, got {v!r}")
     if not isinstance(model.get("ordered_s", False), bool):
         raise ColloidcgError(f"{where}: 'model.ordered_s' must be true or false, got {model['ordered_s']!r}")
-    share = model.get("s0_heat_share", 0.0)
-    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0.0 <= share < 1.0:
-        raise ColloidcgError(f"{where}: 'model.s0_heat_share' must be a number from 0 to below 1, got {share!r}")
-    if share > 0 and model.get("n_s", 1) < 2:
-        raise ColloidcgError(f"{where}: 'model.s0_heat_share' needs n_s >= 2 (S0 and a variable that takes "
-                             f"the rest of the heat), got n_s = {model.get('n_s', 1)}")
+    expected = s0_share_expected(model.get("s0_heat_share", 0.0), model.get("n_s", 1))
+    if expected:
+        raise ColloidcgError(f"{where}: 'model.s0_heat_share' must be {expected}, got "
+                             f"{model['s0_heat_share']!r} with n_s = {model.get('n_s', 1)}")
     terms = model.get("terms", {})
     if not (isinstance(terms, dict) and all(isinstance(k, str) and isinstance(v, dict) for k, v in terms.items())):
         raise ColloidcgError(f"{where}: 'model.terms' must map energy-term names to option tables, got {terms!r}")

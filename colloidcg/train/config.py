@@ -213,7 +213,7 @@ class TrainConfig:
         tuples are. Raises :class:`ParameterError` naming the option (prefixed by
         ``where``, e.g. a configuration file's ``[train]`` table; architecture options by
         their flat name, e.g. ``n_pair``). Returns self."""
-        from ..core.persist import MODEL_LIMITS
+        from ..core.persist import MODEL_LIMITS, s0_share_expected
 
         pre = f"{where}" if where else ""
 
@@ -257,12 +257,9 @@ class TrainConfig:
                 integer(name, lo, hi, obj=m)
             elif isinstance(getattr(defaults, name), bool) and not isinstance(getattr(m, name), bool):
                 raise bad(name, "true or false", getattr(m, name))
-        share = m.s0_heat_share
-        if isinstance(share, bool) or not isinstance(share, (int, float)) or not (
-                math.isfinite(share) and 0.0 <= share < 1.0):
-            raise bad("s0_heat_share", "a number from 0 to below 1", share)
-        if share > 0 and m.n_s < 2:
-            raise bad("s0_heat_share", "0 with n_s = 1 (a fixed share for S0 needs n_s >= 2)", share)
+        expected = s0_share_expected(m.s0_heat_share, m.n_s)
+        if expected:
+            raise bad("s0_heat_share", expected, m.s0_heat_share)
         from ..core.terms import REGISTRY
         if not (isinstance(m.terms, dict) and all(isinstance(k, str) and isinstance(v, dict) for k, v in m.terms.items())):
             raise bad("terms", "a table of energy-term names to option tables", m.terms)
