@@ -258,6 +258,72 @@ def test_psi6_coherence_is_one_on_a_lattice_and_low_between_grains():
     assert g[1] < 0.5 * g[0]
 
 
+def fcc(n, a=22.6):
+    """A periodic fcc crystal of n^3 cubic cells (4 n^3 particles, nearest-neighbour distance
+    a / sqrt 2 = 16 px)."""
+    base = np.array([[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
+    cells = np.array([[i, j, k] for i in range(n) for j in range(n) for k in range(n)])
+    pos = ((cells[:, None, :] + base[None]) * a).reshape(-1, 3)
+    return MicroState(pos, np.full(len(pos), 16.0), np.full(3, n * a), np.arange(len(pos)), None, None)
+
+
+def hcp(nx, ny, nz, b=16.0):
+    """A periodic hcp crystal (layers A B A B ..., nearest-neighbour distance b px)."""
+    pos = []
+    for k in range(nz):
+        shift = np.array([0.5 * b, b / (2 * math.sqrt(3))]) if k % 2 else np.zeros(2)
+        for j in range(ny):
+            for i in range(nx):
+                xy = np.array([i * b + 0.5 * b * (j % 2), j * b * math.sqrt(3) / 2]) + shift
+                pos.append([*xy, k * b * math.sqrt(2 / 3)])
+    box = np.array([nx * b, ny * b * math.sqrt(3) / 2, nz * b * math.sqrt(2 / 3)])
+    return MicroState(np.mod(pos, box), None, box, np.arange(len(pos)), None, None)
+
+
+def test_q6_and_solid_fraction_known_values():
+    """Steinhardt q6 over 12 nearest neighbours: fcc 0.57452, hcp 0.48476 (Steinhardt,
+    Nelson & Ronchetti 1983), every particle solid-like; unchanged by a rotation (open
+    system); a uniform random gas is far below (q6 ~ 0.28) and not solid-like."""
+    f = fcc(3)
+    v = per_particle(f, ["q6", "solid_fraction"])
+    np.testing.assert_allclose(v[:, 0], 0.57452, atol=5e-6)
+    np.testing.assert_array_equal(v[:, 1], 1.0)
+    h = hcp(6, 6, 6)
+    v = per_particle(h, ["q6", "solid_fraction"])
+    np.testing.assert_allclose(v[:, 0], 0.48476, atol=5e-6)
+    np.testing.assert_array_equal(v[:, 1], 1.0)
+    rng = np.random.default_rng(0)
+    gas = f._replace(pos=rng.uniform(0, 1, (2000, 3)) * f.box, size=None, ids=np.arange(2000))
+    g = per_particle(gas, ["q6", "solid_fraction"])
+    assert g[:, 0].mean() < 0.35 and g[:, 1].mean() < 0.01
+    rot, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+    op = gas._replace(box=None)
+    np.testing.assert_allclose(per_particle(op._replace(pos=op.pos @ rot.T), ["q6", "solid_fraction"]),
+                               per_particle(op, ["q6", "solid_fraction"]), atol=1e-9)
+    # a crystal with thermal noise (0.05 spacings rms) stays solid-like
+    warm = f._replace(pos=f.pos + rng.normal(0, 0.8, f.pos.shape))
+    assert whole(warm, ["solid_fraction"])[0] == 1.0
+
+
+def test_patch_values_in_3d_are_the_whole_systems():
+    """q6 and the solid-like flag reach two neighbour shells: a patch with a 3-diameter halo
+    gives its inner particles their whole-system values (half a crystal, half a gas)."""
+    from colloidcg.scaling.partial import cut_patch
+    f = fcc(7)
+    rng = np.random.default_rng(1)
+    pos = f.pos + rng.normal(0, 1.0, f.pos.shape)
+    gas = pos[:, 0] > f.box[0] / 2
+    pos[gas] = rng.uniform(0, 1, (gas.sum(), 3)) * np.array([0.5, 1, 1]) * f.box + [f.box[0] / 2, 0, 0]
+    s = f._replace(pos=pos)
+    full = per_particle(s, ["q6", "solid_fraction"])
+    assert full[~gas, 1].mean() > 0.9 and full[gas, 1].mean() < 0.1
+    for c in ([0.25, 0.5, 0.5], [0.5, 0.1, 0.9]):
+        st, rows, mask, _, periodic = cut_patch(s, np.array(c) * f.box, 60.0, 48.0)
+        assert not periodic and mask.sum() > 50
+        np.testing.assert_allclose(per_particle(st, ["q6", "solid_fraction"])[mask],
+                                   full[rows[mask]], atol=1e-12)
+
+
 def test_block_increments_average_to_the_block_states_own_increment():
     """Exact invariant of the block construction: the K increments drawn from one block
     state start at its particle-weighted mean z and average to its own whole increment;
@@ -294,8 +360,11 @@ def test_block_increments_average_to_the_block_states_own_increment():
 
 
 def test_observable_names_the_data_cannot_give_are_refused():
-    with pytest.raises(ParameterError, match="psi6 is a 2D"):
+    with pytest.raises(ParameterError, match="psi6 is a 2D hexatic order; the data are 3D .3D: q6, solid"):
         check_names(["psi6"], 3)
+    with pytest.raises(ParameterError, match="q6 is a 3D bond order; the data are 2D"):
+        check_names(["psi6", "q6"], 2)
+    assert check_names(["q6", "solid_fraction", "area_fraction"], 3) == (["q6", "solid_fraction"], ["area_fraction"])
     with pytest.raises(ParameterError, match="mean_S needs"):
         check_names(["mean_S"], 2, has_S=False)
     with pytest.raises(ParameterError, match="area_fraction needs"):
@@ -496,6 +565,46 @@ def test_cli_macro_train_block_states(tmp_path):
     df, meta = read_table(table)
     assert meta["parameters"]["covariance_scale"] == pytest.approx(0.25)      # fitted for 4 boxes, run at 16
     assert isinstance(df, pd.DataFrame) and len(df) == 2 * 4
+
+
+def test_cli_macro_train_3d_block_states_evolve_q6(tmp_path):
+    """3D tracks: ``macro train`` evolves the 3D bond order q6 by default (and the solid
+    fraction on request), starting from the tables' mean q6 at frame 0 computed here; a
+    2D observable is refused naming the data's dimension; ``macro simulate`` runs at 27x."""
+    import pandas as pd
+
+    from colloidcg.cli import main
+    from colloidcg.outputs import read_table, write_table
+    f = fcc(3)
+    rng = np.random.default_rng(0)
+    tabs, first = [], []
+    for k in range(8):
+        pos = f.pos + rng.normal(0, 1.0 + 0.3 * k, f.pos.shape)
+        rows = [pd.DataFrame({"frame": fr, "particle": np.arange(len(pos)),
+                              **dict(zip("xyz", np.mod(pos + rng.normal(0, 0.3, pos.shape), f.box).T))})
+                for fr in range(3)]
+        write_table(tmp_path / f"c{k}.parquet", pd.concat(rows, ignore_index=True), {"meta": {"box_px": f.box.tolist()}})
+        tabs.append(str(tmp_path / f"c{k}.parquet"))
+        first.append(whole(MicroState(rows[0][["x", "y", "z"]].to_numpy(float), None, f.box, np.arange(len(pos)),
+                                      None, None), ["q6"])[0])
+    model = model_folder(tmp_path / "model", dim=3, box=f.box.tolist())
+    out = tmp_path / "macro"
+    common = ["--states", "block", "--factor", "8", "--steps", "1", "--block-sets", "4", "--fits", "1",
+              "--fit-iterations", "20"]
+    assert main(["macro", "train", str(model), "--init", *tabs, "-o", str(out)] + common) == 0
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["variables"] == ["q6"] and rep["n_patches_K"] == pytest.approx(8.0)
+    assert load_sde(out).config.z0[0] == pytest.approx(float(np.mean(first)), abs=1e-12)
+    assert main(["macro", "train", str(model), "--init", *tabs, "-o", str(tmp_path / "m2"),
+                 "--observables", "q6,solid_fraction"] + common) == 0
+    assert json.loads((tmp_path / "m2" / "report.json").read_text())["variables"] == ["q6", "solid_fraction"]
+    assert main(["macro", "train", str(model), "--init", *tabs, "-o", str(tmp_path / "m3"),
+                 "--observables", "psi6"] + common) == 2
+    table = tmp_path / "m.parquet"
+    assert main(["macro", "simulate", str(out), "--factor", "27", "--steps", "3", "--runs", "2",
+                 "-o", str(table)]) == 0
+    df, _ = read_table(table)
+    assert list(df.columns) == ["run", "step", "time", "q6"] and len(df) == 2 * 4
 
 
 @pytest.mark.parametrize("states, n_tables, extra, message", [

@@ -22,7 +22,7 @@ import torch
 from colloidcg.errors import ParameterError
 from colloidcg.scaling.partial import cut_patch, full_step, partial_evolution
 from colloidcg.scaling.simulators import (PAIR, PARTICLE, MicroSimulator, MicroState, ModelSimulator,
-                                          SoftDiskSimulator, keyed_normals)
+                                          SoftDiskSimulator, SoftSphereSimulator, keyed_normals)
 from colloidcg.synthetic.dynamics import Box, fire_relax
 
 torch.set_num_threads(1)
@@ -87,6 +87,7 @@ def test_keyed_normals_are_a_function_of_their_counter():
 def test_simulators_satisfy_the_protocol():
     from colloidcg.core import MetriplecticModel, ModelConfig
     assert isinstance(SoftDiskSimulator(diffusion=0.05, kT=1e-3, diameter=D), MicroSimulator)
+    assert isinstance(SoftSphereSimulator(diffusion=0.05, kT=1e-3, diameter=D), MicroSimulator)
     assert isinstance(ModelSimulator(MetriplecticModel(ModelConfig(dim=2))), MicroSimulator)
 
 
@@ -232,6 +233,78 @@ def test_model_patch_step_equals_full_step_3d():
     (ps,) = partial_evolution(sim, [snap], patch=6.0, steps=1, seed=0)
     assert ps.before.box is None and ps.n_patches == pytest.approx(125.0) and len(ps.inner) > 5
     assert_same_step(ps, snap, full_step(sim, snap, 1, ps.key))
+
+
+# ----------------------------------------------------------------------------- soft spheres (3D)
+def sphere_snapshot(n_side: int = 9, phi: float = 0.5, seed: int = 0) -> MicroState:
+    """n_side^3 spheres of diameter D at volume fraction phi, random positions pushed apart by
+    200 overdamped steps of the soft-sphere forces, shuffled identities."""
+    rng = np.random.default_rng(seed)
+    n = n_side ** 3
+    L = float((n * np.pi / 6 * D ** 3 / phi) ** (1 / 3))
+    sim = SoftSphereSimulator(diffusion=0.05, kT=1e-3, diameter=D)
+    pos = rng.uniform(0, L, (n, 3))
+    for _ in range(200):
+        pos = np.mod(pos + np.clip(sim._forces(pos, np.full(n, D), np.full(3, L)) * 40.0, -1, 1), L)
+    ids = rng.permutation(n).astype(np.int64) * 5 + 2
+    return MicroState(pos, None, np.full(3, L), ids, None, None)
+
+
+def test_soft_sphere_forces_are_the_harmonic_potentials_gradient():
+    """Forces equal minus the numerical gradient of U = sum (1 - r / sigma)^2 / 2 over
+    overlapping pairs (sigma the mean diameter), minimum image; they sum to zero."""
+    from colloidcg.neighbours import pairs
+    rng = np.random.default_rng(1)
+    L = 60.0
+    pos, diam = rng.uniform(0, L, (80, 3)), rng.uniform(12.0, 20.0, 80)
+    box = np.full(3, L)
+    sim = SoftSphereSimulator(diffusion=0.05, kT=1e-3, interaction_range=20.0)
+
+    def energy(p):
+        pr, r = pairs(p, 20.0, box, distances=True)
+        sig = 0.5 * (diam[pr[:, 0]] + diam[pr[:, 1]])
+        return 0.5 * np.sum(np.clip(1 - r / sig, 0, None) ** 2)
+
+    f = sim._forces(pos, diam, box)
+    assert np.abs(f).max() > 1e-3
+    np.testing.assert_allclose(f.sum(0), 0.0, atol=1e-12)
+    h = 1e-6
+    for i in rng.choice(80, 6, replace=False):
+        for k in range(3):
+            a, b = pos.copy(), pos.copy()
+            a[i, k] += h
+            b[i, k] -= h
+            assert f[i, k] == pytest.approx(-(energy(a) - energy(b)) / (2 * h), abs=1e-7)
+
+
+def test_soft_sphere_patch_step_equals_full_step():
+    snap = sphere_snapshot()
+    sim = SoftSphereSimulator(diffusion=0.05, kT=1e-3, diameter=D, substeps=1)
+    steps = partial_evolution(sim, [snap], patch=50.0, steps=1, patches_per_snapshot=3, seed=2)
+    L = snap.box[0]
+    for ps in steps:
+        assert ps.n_patches == pytest.approx((L / 50.0) ** 3)
+        assert ps.before.box is None and len(ps.inner) > 5
+        assert_same_step(ps, snap, full_step(sim, snap, 1, ps.key))
+        np.testing.assert_array_equal(ps.after.pos[~ps.inner_mask], ps.before.pos[~ps.inner_mask])
+    with pytest.raises(ParameterError, match="soft spheres are 3D"):
+        sim.advance(disk_snapshot(), 1)
+
+
+def test_soft_sphere_free_diffusion_and_noise_by_identity():
+    """Non-overlapping spheres diffuse freely: per-axis variance 2 D0 t (4000 particles, 5
+    frames); the same key gives each identity the same displacement in any order."""
+    rng = np.random.default_rng(3)
+    n, L = 4000, 4000.0
+    s = MicroState(rng.uniform(0, L, (n, 3)), np.full(n, 1.0), np.full(3, L), np.arange(n, dtype=np.int64),
+                   None, None)
+    sim = SoftSphereSimulator(diffusion=0.3, kT=1e-2, diameter=1.0, substeps=4)
+    a = sim.advance(s, 5, key=9)
+    d = displacement(a.pos, s.pos, s.box)
+    assert d.var() == pytest.approx(2 * 0.3 * 5, rel=4 * np.sqrt(2 / d.size))
+    perm = rng.permutation(n)
+    b = sim.advance(s._replace(pos=s.pos[perm], ids=s.ids[perm]), 5, key=9)
+    np.testing.assert_allclose(b.pos, a.pos[perm], atol=1e-9)
 
 
 # ----------------------------------------------------------------------------- refusals

@@ -76,9 +76,10 @@ def add_parser(subparsers) -> None:
                         "(--states upsampled)")
     t.add_argument("--patches", type=int, default=None, metavar="P",
                    help="patches evolved per snapshot (--states upsampled; default 4)")
-    t.add_argument("--observables", default="psi6", metavar="NAMES",
-                   help="comma-separated: psi6, ordered_fraction, psi6_coherence, mean_S (evolved); area_fraction "
-                        "(a constant label, recorded, not evolved)")
+    t.add_argument("--observables", default="auto", metavar="NAMES",
+                   help="comma-separated: psi6, ordered_fraction, psi6_coherence (2D), q6, solid_fraction (3D), "
+                        "mean_S (evolved); area_fraction (a constant label, recorded, not evolved); default auto: "
+                        "psi6 in 2D, q6 in 3D")
     t.add_argument("--n-closure", type=int, default=0, metavar="N", dest="n_closure",
                    help="learned closure variables (--states upsampled)")
     t.add_argument("--lambda", default="auto", dest="lam", metavar="auto|X",
@@ -115,6 +116,11 @@ def add_parser(subparsers) -> None:
 
 
 # ---------------------------------------------------------------------- train
+def _observable_names(arg: str, dim: int) -> list[str]:
+    """--observables as a list; "auto" is the dimension's bond order (psi6 2D, q6 3D)."""
+    return ["psi6" if dim == 2 else "q6"] if arg.strip() == "auto" else arg.split(",")
+
+
 def _states(up, size_col, dim):
     """MicroStates of an upsampled table (one per sample)."""
     import numpy as np
@@ -226,7 +232,7 @@ def run_train(args: argparse.Namespace) -> int:
     with output_folder(out, names, args.overwrite, option=f"-o {out}") as tx:
         model, cfg, dim = _load_model(args, dev)
         size_col = model.config.size_column or None
-        obs, labs = check_names(args.observables.split(","), dim, has_S=True, has_size=bool(size_col))
+        obs, labs = check_names(_observable_names(args.observables, dim), dim, has_S=True, has_size=bool(size_col))
         tracks, meta = read_table(args.init[0], required=["frame", "particle", "x", "y"])
         sim = ModelSimulator(model, cfg, device=dev)
         if args.patch is not None and args.patch < 2 * sim.interaction_range:
@@ -377,7 +383,7 @@ def _train_block(args, lam, dev, out) -> int:
             raise ParameterError(f"--init: block states of K = --factor {args.factor} need at least {args.factor} "
                                  f"small systems (one tracks table each), got {len(args.init)}")
         size_col = model.config.size_column or None
-        obs, labs = check_names(args.observables.split(","), dim, has_S=True, has_size=bool(size_col))
+        obs, labs = check_names(_observable_names(args.observables, dim), dim, has_S=True, has_size=bool(size_col))
         first, first_meta = read_table(args.init[0], required=["frame", "particle", "x", "y"])
         sim = ModelSimulator(model, cfg, substeps=tracks_stability(model, cfg, first, first_meta).substeps,
                              device=dev)

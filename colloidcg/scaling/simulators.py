@@ -25,6 +25,7 @@ Implementations:
 - :class:`SoftDiskSimulator`: the truth of :mod:`colloidcg.synthetic` — overdamped
   Brownian harmonic soft disks (Ermak & McCammon 1978, Euler-Maruyama), the forces of
   :func:`colloidcg.synthetic.dynamics.pair_forces`, 2D.
+- :class:`SoftSphereSimulator`: the same dynamics for harmonic soft spheres, 3D.
 - :class:`ModelSimulator`: a learned :class:`~colloidcg.core.model.MetriplecticModel`
   stepped by its integrator with local steps (:func:`~colloidcg.core.integrators.integrator_for`
   with ``local=True``: exact-OU for frame-averaged models, else Euler-Maruyama; the
@@ -42,7 +43,7 @@ import numpy as np
 
 from ..errors import ParameterError
 
-__all__ = ["MicroState", "MicroSimulator", "SoftDiskSimulator", "ModelSimulator", "keyed_normals",
+__all__ = ["MicroState", "MicroSimulator", "SoftDiskSimulator", "SoftSphereSimulator", "ModelSimulator", "keyed_normals",
            "derive_key", "check_state"]
 
 
@@ -293,6 +294,70 @@ class SoftDiskSimulator:
         pos = pos - offset
         if state.box is not None:
             pos = np.mod(pos, np.asarray(state.box, float))
+        pos[fz] = np.asarray(state.pos, float)[fz]       # exactly where they were
+        return state._replace(pos=pos, vel=None)
+
+
+class SoftSphereSimulator(SoftDiskSimulator):
+    """Overdamped Brownian harmonic soft spheres in 3D: :class:`SoftDiskSimulator`'s
+    dynamics (same parameters, same keyed noise, same Euler-Maruyama step) with the pair
+    potential U = eps (1 - r / sigma)^2 / 2 for r < sigma = (d_i + d_j) / 2, eps = 1, in a
+    periodic box or open (box None).
+
+    :mod:`colloidcg.synthetic`'s force routine is written for 2D (its box also shears);
+    this one finds pairs with :mod:`colloidcg.neighbours` (cKDTree), in any dimension.
+    """
+
+    def _forces(self, pos: np.ndarray, diam: np.ndarray, box) -> np.ndarray:
+        """(N, d) forces, eps/px, on ``pos`` (N, d) px in ``box`` (d,) px or None (open)."""
+        from ..neighbours import Tree
+
+        tree = Tree(pos, box)
+        p = tree.pairs(float(diam.max()), sort=False)
+        force = np.zeros_like(pos)
+        if len(p) == 0:
+            return force
+        i, j = p[:, 0], p[:, 1]
+        dv = tree.separations(i, j)                      # r_j - r_i, minimum image
+        r = np.sqrt(np.square(dv).sum(axis=1))
+        sig = 0.5 * (diam[i] + diam[j])
+        on = r < sig
+        i, j, dv, r, sig = i[on], j[on], dv[on], r[on], sig[on]
+        fj = ((1.0 - r / sig) / sig / np.maximum(r, 1e-12))[:, None] * dv   # on j, away from i
+        for k in range(pos.shape[1]):
+            force[:, k] = (np.bincount(j, weights=fj[:, k], minlength=len(pos))
+                           - np.bincount(i, weights=fj[:, k], minlength=len(pos)))
+        return force
+
+    def advance(self, state: MicroState, steps: int, *, frozen: np.ndarray | None = None,
+                key: int = 0) -> MicroState:
+        """Advance ``steps`` frames (``substeps`` Euler-Maruyama micro steps each); frozen
+        particles stay put. Returns the new state (vel None: overdamped)."""
+        d = check_state(state)
+        if d != 3:
+            raise ParameterError(f"state.pos: soft spheres are 3D, got {d}D positions (2D: SoftDiskSimulator)")
+        steps = _check_steps(steps)
+        n = len(state.pos)
+        fz = _frozen_mask(frozen, n)
+        diam = self._diameters(state)
+        pos = np.array(state.pos, float)
+        if n == 0 or steps == 0:
+            return state._replace(pos=pos, vel=None)
+        box = None if state.box is None else np.asarray(state.box, float)
+        nsub = self.micro_steps(diam)
+        dt = 1.0 / nsub
+        amp = np.sqrt(2.0 * self.D0 * dt)
+        move = ~fz
+        mids = np.asarray(state.ids, np.int64)[move]
+        k = 0
+        for _ in range(steps):
+            for _ in range(nsub):
+                f = self._forces(pos, diam, box)
+                xi = keyed_normals(key, k, PARTICLE, mids, None, 3)
+                pos[move] += dt * f[move] / self.zeta + amp * xi
+                k += 1
+        if box is not None:
+            pos = np.mod(pos, box)
         pos[fz] = np.asarray(state.pos, float)[fz]       # exactly where they were
         return state._replace(pos=pos, vel=None)
 
