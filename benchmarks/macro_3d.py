@@ -114,10 +114,10 @@ def stage_small(cache: Path, n_traj: int, first_seed: int = 0):
     return np.load(path)
 
 
-def upsampled(small_pos, t, samples, rng):
+def upsampled(small_pos, t, samples, rng, relax=RELAX):
     """Large snapshots at macro step t: 3 x 3 x 3 small snapshots of time t from different
     quenches, each under a random cube symmetry and cyclic shift, pairs too close across the
-    seams pushed apart, RELAX frames of truth relaxation of the
+    seams pushed apart, ``relax`` frames of truth relaxation of the
     whole large system (none at t = 0: random positions need no seam treatment)."""
     from colloidcg.scaling.partial import full_step
     from colloidcg.scaling.simulators import MicroState, derive_key
@@ -141,8 +141,8 @@ def upsampled(small_pos, t, samples, rng):
         else:
             pos = cfg.pos
         st = MicroState(pos, np.full(len(pos), DIAM), cfg.box, np.arange(len(pos), dtype=np.int64), None, None)
-        if t > 0 and RELAX:
-            st = full_step(simulator(), st, RELAX, derive_key(77, t, k))
+        if t > 0 and relax:
+            st = full_step(simulator(), st, relax, derive_key(77, t, k))
         out.append(st)
     return out
 
@@ -195,6 +195,7 @@ def main(argv=None) -> int:
     ap.add_argument("--samples", type=int, default=2, help="upsampled snapshots per macro step")
     ap.add_argument("--patches", type=int, default=4, help="patches per upsampled snapshot")
     ap.add_argument("--buffer", type=float, default=BUFFER, help="mobile buffer around each patch, px")
+    ap.add_argument("--relax", type=int, default=RELAX, help="frames of truth relaxation of each upsampled snapshot")
     ap.add_argument("--fits", type=int, default=10, help="members of each bagged fit")
     ap.add_argument("--sde-runs", type=int, default=1000, dest="sde_runs")
     args = ap.parse_args(argv)
@@ -234,7 +235,7 @@ def main(argv=None) -> int:
     res = {"parameters": {"phi": PHI, "kT": KT, "D0": D0, "substeps": SUBSTEPS, "diameter_px": DIAM,
                           "n_small": N_SMALL, "factor": FACTOR, "dt_frames": DT, "steps": STEPS,
                           "direct_runs": args.runs, "small_quenches": args.small, "small_seed": args.small_seed,
-                          "upsampled_per_step": args.samples, "patches": args.patches, "buffer_px": args.buffer,
+                          "upsampled_per_step": args.samples, "relax_frames": args.relax, "patches": args.patches, "buffer_px": args.buffer,
                           "fits": args.fits, "sde_runs": args.sde_runs, "observables": NAMES},
            "direct_mean": true_mean.tolist(), "small_mean": train_mean.tolist()}
     t0 = time.perf_counter()
@@ -243,7 +244,7 @@ def main(argv=None) -> int:
     methods["block"] = fit(lambda s: block_increments(enc, small_states, blocks=FACTOR, sets_per_step=8, seed=s),
                            float(FACTOR), FACTOR * tile)
     rng = np.random.default_rng(5)
-    snaps = [s for t in range(STEPS) for s in upsampled(small_pos, t, args.samples, rng)]
+    snaps = [s for t in range(STEPS) for s in upsampled(small_pos, t, args.samples, rng, relax=args.relax)]
     res["upsampled_snapshot_mean"] = [np.mean([enc.whole(s) for s in snaps[t * args.samples:(t + 1) * args.samples]],
                                               axis=0).tolist() for t in range(STEPS)]
     steps = partial_evolution(simulator(), snaps, patch=side, steps=DT, patches_per_snapshot=args.patches,
@@ -264,7 +265,8 @@ def main(argv=None) -> int:
     res["methods"] = rows
     res["direct_var_ratio_8x_over_27x"] = (truth[8][:, 5:].var(0).mean(0) / truth[FACTOR][:, 5:].var(0).mean(0)).tolist()
     res["small_mean_relmse"] = {n: relmse(train_mean[:, i], true_mean[:, i]) for i, n in enumerate(NAMES)}
-    name = f"results_3d_{args.small}" + ("" if args.small_seed == 0 else f"_from_{args.small_seed}")
+    name = (f"results_3d_{args.small}" + ("" if args.small_seed == 0 else f"_from_{args.small_seed}")
+            + ("" if args.relax == RELAX else f"_relax_{args.relax}"))
     (out / f"{name}.json").write_text(json.dumps(res, indent=1, default=float))
     plot(res, truth[FACTOR], out / f"{name}.png")
     print(f"## soft spheres crystallising after a quench (phi {PHI}): {N_SMALL} -> {N_SMALL * FACTOR} spheres\n")
