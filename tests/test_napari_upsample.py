@@ -126,12 +126,20 @@ def test_psi6_feature_is_one_on_a_triangular_lattice_and_zero_on_a_square_one(ma
     assert np.ptp(got["Points"].size) == 0 and got["Points"].size[0] > 0
 
 
-def test_3d_upsample_output_has_points_without_psi6_or_box(make_napari_viewer, tmp_path):
+def test_3d_upsample_output_has_points_coloured_by_q6_without_box(make_napari_viewer, tmp_path):
+    """A 3D upsample output: one Points layer, no box rectangle, no psi6; coloured by each
+    particle's q6 in its own sample: 0.5745 on a periodic fcc crystal (sample 1), far lower
+    in a random gas (sample 0)."""
     rng = np.random.default_rng(1)
-    n = 200
-    p = rng.uniform(0, 100, (n, 3))
-    df = pd.DataFrame({"frame": 0, "particle": np.arange(n), "x": p[:, 0], "y": p[:, 1], "z": p[:, 2],
-                       "seam_distance": np.minimum(p[:, 0] % 50, 50 - p[:, 0] % 50), "tile": 0})
+    a = 25.0
+    base = np.array([[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
+    cells = np.array([[i, j, k] for i in range(4) for j in range(4) for k in range(4)])
+    lattice = ((cells[:, None, :] + base[None]) * a).reshape(-1, 3)
+    n = len(lattice)
+    p = np.concatenate([rng.uniform(0, 100, (n, 3)), lattice])
+    df = pd.DataFrame({"frame": np.repeat([0, 1], n), "particle": np.tile(np.arange(n), 2), "x": p[:, 0],
+                       "y": p[:, 1], "z": p[:, 2], "seam_distance": np.minimum(p[:, 0] % 50, 50 - p[:, 0] % 50),
+                       "tile": 0})
     path = tmp_path / "cube.parquet"
     _write_upsample(path, df, [100.0, 100.0, 100.0])
     viewer = make_napari_viewer()
@@ -140,3 +148,6 @@ def test_3d_upsample_output_has_points_without_psi6_or_box(make_napari_viewer, t
     pts = layers[0]
     assert "psi6_abs" not in pts.features
     np.testing.assert_allclose(pts.data[:, 1:], df[["z", "y", "x"]].to_numpy())
+    q6 = pts.features["q6"].to_numpy()
+    np.testing.assert_allclose(q6[n:], 0.57452, atol=5e-6)
+    assert q6[:n].mean() < 0.35

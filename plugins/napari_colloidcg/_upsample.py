@@ -77,13 +77,16 @@ def local_psi6(pos: np.ndarray, box: np.ndarray | None, radius: float) -> np.nda
 
 
 def upsample_features(df: pd.DataFrame, meta: dict) -> pd.DataFrame:
-    """Every column of the table as features, and in 2D ``psi6_abs`` (local |psi6|, per
-    sample, neighbours within that sample's first minimum of g(r))."""
+    """Every column of the table as features, and the local bond order: in 2D ``psi6_abs``
+    (local |psi6|, per sample, neighbours within that sample's first minimum of g(r)), in 3D
+    ``q6`` (Steinhardt q6 over the 12 nearest neighbours, as the macroscopic observable
+    ``q6`` of :mod:`colloidcg.scaling.observables`)."""
     from ._common import table_features
 
     rows = df.reset_index(drop=True)
     features = table_features(rows)
     if "z" in rows.columns:
+        features.insert(0, "q6", _local_q6(rows, _box(meta, 3)))
         return features
     box = _box(meta, 2)
     psi = np.full(len(rows), np.nan)
@@ -96,6 +99,19 @@ def upsample_features(df: pd.DataFrame, meta: dict) -> pd.DataFrame:
         psi[idx] = local_psi6(pos, box, shell_radius(pos, box))
     features.insert(0, "psi6_abs", psi)
     return features
+
+
+def _local_q6(rows: pd.DataFrame, box) -> np.ndarray:
+    """(N,) q6 of every particle over the 12 nearest neighbours in its own sample (NaN in
+    a sample of 12 particles or fewer)."""
+    from colloidcg.scaling.observables import q6_norm, q6m_local
+
+    q6 = np.full(len(rows), np.nan)
+    for _, idx in rows.groupby("frame").indices.items():
+        pos = rows.loc[idx, ["x", "y", "z"]].to_numpy(float)
+        if len(pos) > 12:
+            q6[idx] = q6_norm(q6m_local(np.mod(pos, box) if box is not None else pos, box)[0])
+    return q6
 
 
 def upsample_layers(df: pd.DataFrame, meta: dict, name: str) -> list[tuple]:
@@ -114,7 +130,7 @@ def upsample_layers(df: pd.DataFrame, meta: dict, name: str) -> list[tuple]:
 
         first = rows[rows["frame"] == rows["frame"].iloc[0]][["x", "y", "z"][:dim]].to_numpy(float)
         size = 0.9 * float(np.median(nearest(first, 1)[0])) if len(first) > 1 else 10.0
-    colour = "psi6_abs" if dim == 2 else ("seam_distance" if "seam_distance" in features else None)
+    colour = "psi6_abs" if dim == 2 else "q6"
     params = meta.get("parameters") or {}
     info = {"kind": "upsample", "tracks": rows, "meta": meta, "parameters": params}
     kwargs = {"name": name, "features": features, "size": size, "border_width": 0.05,
@@ -126,6 +142,8 @@ def upsample_layers(df: pd.DataFrame, meta: dict, name: str) -> list[tuple]:
         lo, hi = (float(ok.min()), float(ok.max())) if len(ok) else (0.0, 1.0)
         if colour == "psi6_abs":
             lo, hi = 0.0, 1.0
+        elif colour == "q6":
+            lo, hi = 0.2, 0.6          # a gas about 0.28, a dense liquid 0.41, fcc 0.575
         kwargs.update({"face_color": colour, "face_colormap": "viridis",
                        "face_contrast_limits": (lo, hi if hi > lo else lo + 1.0)})
     out = [(points_data(rows), kwargs, "points")]
