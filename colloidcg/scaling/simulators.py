@@ -250,45 +250,54 @@ class SoftDiskSimulator:
         check_state(state)
         return state
 
-    def advance(self, state: MicroState, steps: int, *, frozen: np.ndarray | None = None,
-                key: int = 0) -> MicroState:
-        """Advance ``steps`` frames (``substeps`` Euler-Maruyama micro steps each); frozen
-        particles stay put. Returns the new state (vel None: overdamped)."""
+    #: the dimension this simulator integrates, and what a state of another one is told
+    DIM, WRONG_DIM = 2, "soft disks are 2D, got {d}D positions"
+
+    def _force_field(self, state: MicroState, pos: np.ndarray, diam: np.ndarray):
+        """(positions to integrate (N, d) px, forces: positions -> (N, d) eps/px, offset px to
+        subtract afterwards). Soft disks use synthetic's force routine, whose box is always
+        periodic: an open system goes into a periodic box wide enough that no pair meets
+        across its edge."""
         from ..synthetic.dynamics import Box, NeighbourList, pair_forces
 
-        d = check_state(state)
-        if d != 2:
-            raise ParameterError(f"state.pos: soft disks are 2D, got {d}D positions")
-        steps = _check_steps(steps)
-        n = len(state.pos)
-        fz = _frozen_mask(frozen, n)
-        diam = self._diameters(state)
-        pos = np.array(state.pos, float)
-        ids = np.asarray(state.ids, np.int64)
-        if n == 0 or steps == 0:
-            return state._replace(pos=pos, vel=None)
         if state.box is not None:
             box = Box(float(state.box[0]), float(state.box[1]), yc=0.0)
             offset = np.zeros(2)
         else:
-            # an open system: a periodic box wide enough that no pair meets across its edge
             lo, hi = pos.min(0), pos.max(0)
             pad = 4.0 * self.interaction_range + 0.5 * (hi - lo) + 1.0
             side = (hi - lo) + 2.0 * pad
             box = Box(float(side[0]), float(side[1]), yc=0.0)
             offset = pad - lo
             pos = pos + offset
+        nlist = NeighbourList(cutoff=float(diam.max()), skin=0.4 * float(diam.min()))
+        return pos, (lambda p: pair_forces(p, diam, box, nlist)[0]), offset
+
+    def advance(self, state: MicroState, steps: int, *, frozen: np.ndarray | None = None,
+                key: int = 0) -> MicroState:
+        """Advance ``steps`` frames (``substeps`` Euler-Maruyama micro steps each); frozen
+        particles stay put. Returns the new state (vel None: overdamped)."""
+        d = check_state(state)
+        if d != self.DIM:
+            raise ParameterError("state.pos: " + self.WRONG_DIM.format(d=d))
+        steps = _check_steps(steps)
+        n = len(state.pos)
+        fz = _frozen_mask(frozen, n)
+        diam = self._diameters(state)
+        pos = np.array(state.pos, float)
+        if n == 0 or steps == 0:
+            return state._replace(pos=pos, vel=None)
+        pos, forces, offset = self._force_field(state, pos, diam)
         nsub = self.micro_steps(diam)
         dt = 1.0 / nsub
         amp = np.sqrt(2.0 * self.D0 * dt)
         move = ~fz
-        mids = ids[move]
-        nlist = NeighbourList(cutoff=float(diam.max()), skin=0.4 * float(diam.min()))
+        mids = np.asarray(state.ids, np.int64)[move]
         k = 0
         for _ in range(steps):
             for _ in range(nsub):
-                f, _, _ = pair_forces(pos, diam, box, nlist)
-                xi = keyed_normals(key, k, PARTICLE, mids, None, 2)
+                f = forces(pos)
+                xi = keyed_normals(key, k, PARTICLE, mids, None, self.DIM)
                 pos[move] += dt * f[move] / self.zeta + amp * xi
                 k += 1
         pos = pos - offset
@@ -307,6 +316,8 @@ class SoftSphereSimulator(SoftDiskSimulator):
     :mod:`colloidcg.synthetic`'s force routine is written for 2D (its box also shears);
     this one finds pairs with :mod:`colloidcg.neighbours` (cKDTree), in any dimension.
     """
+
+    DIM, WRONG_DIM = 3, "soft spheres are 3D, got {d}D positions (2D: SoftDiskSimulator)"
 
     def _forces(self, pos: np.ndarray, diam: np.ndarray, box) -> np.ndarray:
         """(N, d) forces, eps/px, on ``pos`` (N, d) px in ``box`` (d,) px or None (open)."""
@@ -329,37 +340,11 @@ class SoftSphereSimulator(SoftDiskSimulator):
                            - np.bincount(i, weights=fj[:, k], minlength=len(pos)))
         return force
 
-    def advance(self, state: MicroState, steps: int, *, frozen: np.ndarray | None = None,
-                key: int = 0) -> MicroState:
-        """Advance ``steps`` frames (``substeps`` Euler-Maruyama micro steps each); frozen
-        particles stay put. Returns the new state (vel None: overdamped)."""
-        d = check_state(state)
-        if d != 3:
-            raise ParameterError(f"state.pos: soft spheres are 3D, got {d}D positions (2D: SoftDiskSimulator)")
-        steps = _check_steps(steps)
-        n = len(state.pos)
-        fz = _frozen_mask(frozen, n)
-        diam = self._diameters(state)
-        pos = np.array(state.pos, float)
-        if n == 0 or steps == 0:
-            return state._replace(pos=pos, vel=None)
+    def _force_field(self, state: MicroState, pos: np.ndarray, diam: np.ndarray):
+        """(positions, forces: positions -> (N, 3) eps/px, offset 0): pairs found in the
+        periodic box, or open (box None)."""
         box = None if state.box is None else np.asarray(state.box, float)
-        nsub = self.micro_steps(diam)
-        dt = 1.0 / nsub
-        amp = np.sqrt(2.0 * self.D0 * dt)
-        move = ~fz
-        mids = np.asarray(state.ids, np.int64)[move]
-        k = 0
-        for _ in range(steps):
-            for _ in range(nsub):
-                f = self._forces(pos, diam, box)
-                xi = keyed_normals(key, k, PARTICLE, mids, None, 3)
-                pos[move] += dt * f[move] / self.zeta + amp * xi
-                k += 1
-        if box is not None:
-            pos = np.mod(pos, box)
-        pos[fz] = np.asarray(state.pos, float)[fz]       # exactly where they were
-        return state._replace(pos=pos, vel=None)
+        return pos, (lambda p: self._forces(p, diam, box)), 0.0
 
 
 # ----------------------------------------------------------------------------- learned model
