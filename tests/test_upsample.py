@@ -27,7 +27,7 @@ from colloidcg import evaluate as ev
 from colloidcg.cli import main
 from colloidcg.errors import ColloidcgError, ParameterError
 from colloidcg.scaling import side_steps, upsample
-from colloidcg.scaling.seams import SeamVisibleWarning, closest_by_pair, seam_profile
+from colloidcg.scaling.seams import SeamVisibleWarning, closest_by_pair, seam_check_summary, seam_profile
 from colloidcg.train import TrainConfig, train_tracks
 
 torch.set_num_threads(1)
@@ -333,6 +333,9 @@ def test_cli(small, tmp_path, capsys):
     said = capsys.readouterr().out
     assert "seam relaxation: 3 model frames of a band of 24 px (adaptive: 8 pilot doublings" in said, said
     assert "after 3 frames, healed)" in said
+    # the final seam check, said in one line (one sample: over its 4 tiles)
+    check = read_table(tmp_path / "default.parquet")[1]["parameters"]["seam_check"]
+    assert f"seam check: {seam_check_summary(check)}\n" in said and "neighbours" in seam_check_summary(check)
     big, side_meta = read_table(out)
     assert side_meta["parameters"]["tiling"]["method"] == "oriented"
     assert side_meta["parameters"]["tiling"]["candidates"] == 8
@@ -988,3 +991,27 @@ def test_lammps_wca_seams_heal_with_auto_relaxation():
     err = ev.rel_rms(bench.rdf_of(ev, up.tracks, up.box_px, None, 10), g_big)
     print(f"g(r) relative RMS {err:.4f}, {up.parameters['seam_relaxation']['model_steps']} frames")
     assert err <= 0.05
+
+
+def test_unjudged_seams_whose_pilots_stayed_unhealed_are_warned_about():
+    """Samples whose tiles hold no bulk cannot be judged by the seam check; where the
+    adaptive pilots saw their seams short of neighbours and the escalation was refused, the
+    output is warned about instead of passing silently (a dilute real film did). Judged
+    checks, healed or escalated pilots and no pilots give no such warning."""
+    from colloidcg.scaling.upsample import unjudged_seam_warning
+    unjudged = {"shell_px": 74.0, "r_bond_px": 78.0, "bulk_px": 152.0, "samples": 4, "threshold": 9.2,
+                "density": None, "psi6": None, "visible": False}
+    pilots = {"difference": -2.23, "bulk_neighbours": 10.55, "z": -16.9, "unhealed": True, "escalated": False}
+    msg = unjudged_seam_warning(unjudged, pilots, {"g_error": 0.44}, "film.parquet")
+    assert msg.startswith("film.parquet: the seam check cannot judge") and "2.23 of the bulk's 10.6" in msg
+    assert "-16.9 standard errors" in msg and "g(r) 0.44" in msg
+    judged = {**unjudged, "density": {"difference": -0.1, "se": 0.1, "z": -1.0}}
+    assert unjudged_seam_warning(judged, pilots, {"g_error": 0.44}, "f") is None
+    assert unjudged_seam_warning(unjudged, {**pilots, "unhealed": False}, None, "f") is None
+    assert unjudged_seam_warning(unjudged, {**pilots, "escalated": True}, {"g_error": 0.05}, "f") is None
+    assert unjudged_seam_warning(unjudged, None, None, "f") is None
+    assert seam_check_summary(unjudged).startswith("not judged: fewer than 20 particles per sample farther than 152 px")
+    visible = {**judged, "density": {"difference": -0.84, "se": 0.1, "z": -8.1}, "visible": True}
+    assert seam_check_summary(visible) == ("VISIBLE: within 74 px of a seam against the bulk, neighbours -0.84 "
+                                           "(-8.1 SE) (visible beyond 9.2 SE)")
+    assert seam_check_summary(None) == "not run"

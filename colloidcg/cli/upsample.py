@@ -81,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
     from ..export import load_model
     from ..outputs import output_folder, provenance, read_table, write_table
     from ..scaling import side_steps, upsample
+    from ..scaling.seams import seam_check_summary
     from ..scaling.upsample import relaxation_summary
 
     out = table_output(args)
@@ -120,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"upsampled x{args.factor}: {args.samples} snapshot(s) of {min(n)}-{max(n)} particles in a "
           f"{' x '.join(f'{b:.1f}' for b in up.box_px)} px periodic box: {out}")
     print(f"seam relaxation: {relaxation_summary(up.parameters['seam_relaxation'])}")
+    print(f"seam check: {seam_check_summary(up.parameters['seam_check'])}")
     return 0
 
 

@@ -137,6 +137,23 @@ def seam_check(tracks: pd.DataFrame, box, r_bond: float, shell: float) -> dict:
     return out
 
 
+def seam_check_summary(check: dict | None) -> str:
+    """One line on a :func:`seam_check` result, for the command line."""
+    if not check:
+        return "not run"
+    parts = []
+    for name, label in (("density", "neighbours"), ("psi6", "|psi6|")):
+        m = check.get(name)
+        if isinstance(m, dict) and m.get("z") is not None:
+            parts.append(f"{label} {m['difference']:+.3g} ({m['z']:+.1f} SE)")
+    if not parts:
+        return (f"not judged: fewer than {MIN_BULK} particles per sample farther than {check['bulk_px']:.3g} px "
+                "from every seam (tiles too small for a bulk)")
+    verdict = "VISIBLE" if check["visible"] else "not visible"
+    return (f"{verdict}: within {check['shell_px']:.3g} px of a seam against the bulk, " + ", ".join(parts)
+            + (f" (visible beyond {check['threshold']:.2g} SE)" if check.get("threshold") else ""))
+
+
 def tile_differences(tracks: pd.DataFrame, box, r_bond: float, shell: float, bulk_px: float,
                      values: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """Per tile of every sample (``frame`` and ``tile`` columns): the mean over its particles

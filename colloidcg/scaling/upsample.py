@@ -68,7 +68,7 @@ import torch
 
 from ..errors import ColloidcgError, ParameterError
 from ..evaluate import rel_rms
-from .seams import SEAM_FALSE_ALARM, SeamVisibleWarning, neighbour_counts, seam_check, tile_differences
+from .seams import MIN_BULK, SEAM_FALSE_ALARM, SeamVisibleWarning, neighbour_counts, seam_check, tile_differences
 
 __all__ = ["Configuration", "Upsampled", "ClosestApproach", "upsample", "side_steps", "relaxation_summary",
            "closest_approach", "separate", "tile_configurations", "match_parts", "rotated_window",
@@ -1736,6 +1736,9 @@ def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None 
     bar.close()
     big = pd.concat(tables, ignore_index=True)
     check = seam_check(big, box_px, r_bond_px, shell_px)
+    unjudged = unjudged_seam_warning(check, pilots, healing, name)
+    if unjudged:
+        warnings.warn(SeamVisibleWarning(unjudged), stacklevel=2)
     if check["visible"]:
         if healing is not None and np.isinf(band_px) and (pilots is None or pilots["escalated"]):
             remedy = ("the model's own structure differs from the data's there, or the tiles are ordered (their "
@@ -1791,6 +1794,22 @@ def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None 
         "seconds": round(time.perf_counter() - t_start, 3),
     }
     return Upsampled(big, [float(b) for b in box_px], parameters)
+
+
+def unjudged_seam_warning(check: dict, pilots: dict | None, healing: dict | None, name: str) -> str | None:
+    """The warning for samples the seam check cannot judge (tiles too small for a bulk)
+    whose adaptive pilots saw the seams short of neighbours and were not healed: without
+    it such an output would pass silently. None otherwise."""
+    judged = any(isinstance(check.get(k), dict) for k in ("density", "psi6"))
+    if judged or pilots is None or not pilots.get("unhealed") or pilots.get("escalated"):
+        return None
+    why = (f"relaxing the whole system until they healed moved g(r) {healing['g_error']:.2g} from the input's"
+           if healing and healing.get("g_error") is not None else "they were not relaxed further")
+    return (f"{name}: the seam check cannot judge these samples (fewer than {MIN_BULK} particles per sample "
+            f"farther than {check['bulk_px']:.3g} px from every seam), but the pilot doublings' seams lacked "
+            f"{-pilots['difference']:.3g} of the bulk's {pilots['bulk_neighbours']:.3g} neighbours "
+            f"({pilots['z']:+.1f} standard errors) after 3 frames and {why}: the seams are likely visible "
+            "(a larger tile, more frames of a denser input, or a better model; docs/scaling.md)")
 
 
 def _z_text(measure: dict | None) -> str:
