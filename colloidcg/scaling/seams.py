@@ -4,8 +4,9 @@ Both read the tracks schema that :func:`~colloidcg.scaling.upsample` writes (fra
 x, y [, z] in px, ``seam_distance`` in px, optionally a size column) and work on any
 periodic snapshot, so a direct simulation can be measured the same way.
 
-- :func:`seam_profile`: per particle, the neighbours within ``r_bond`` (local density) and,
-  in 2D, |psi6| over the same neighbours, binned by distance to the nearest seam and minus
+- :func:`seam_profile`: per particle, the neighbours within ``r_bond`` (local density) and
+  the local bond order (2D: |psi6| over the same neighbours; 3D: Steinhardt q6 over the 12
+  nearest neighbours, as the macroscopic observable ``q6``), binned by distance to the nearest seam and minus
   the same in the bulk (``seam_distance`` > 3 ``r_bond``), per sample; mean and standard
   error over samples. A seam is visible where a bin's mean is more than about 2 standard
   errors from 0 (issue 19's criterion).
@@ -49,16 +50,14 @@ def seam_profile(tracks: pd.DataFrame, box, r_bond: float, edges: Sequence[float
 
     Returns
     -------
-    {"density": (mean, se), "psi6": (mean, se)} ("psi6" in 2D only), each of shape
+    {"density": (mean, se), "psi6" (2D) or "q6" (3D): (mean, se)}, each of shape
     (len(edges) - 1,): the bin's mean over its particles minus the bulk's mean
     (``seam_distance`` > ``bulk_px``), averaged over samples, and the standard error of that
     average over samples (NaN with one sample).
     """
     box = np.asarray(box, float)
-    diffs: dict[str, list] = {"density": []}
     two_d = "z" not in tracks.columns
-    if two_d:
-        diffs["psi6"] = []
+    diffs: dict[str, list] = {name: [] for name in _measures(two_d)}
     for _, g in tracks.groupby("frame"):
         values = _local(g, box, r_bond, two_d)
         seam = g["seam_distance"].to_numpy(float)
@@ -94,7 +93,7 @@ def seam_check(tracks: pd.DataFrame, box, r_bond: float, shell: float) -> dict:
 
     The band is the particles within ``shell`` px of a seam (one nearest-neighbour
     distance), the bulk those farther than 3 ``r_bond``; neighbours are counted within
-    ``r_bond`` (and |psi6| over them, 2D). Where tiles are too small to hold a bulk that far
+    ``r_bond`` (and |psi6| over them, 2D; q6 over the 12 nearest neighbours, 3D). Where tiles are too small to hold a bulk that far
     (fewer than :data:`MIN_BULK` particles per sample: small 3D cubes), the bulk is those
     farther than ``shell`` + ``r_bond``, whose neighbourhoods do not reach the band;
     recorded as "bulk_px". Per measure: the band's mean minus the bulk's
@@ -102,7 +101,7 @@ def seam_check(tracks: pd.DataFrame, box, r_bond: float, shell: float) -> dict:
     with fewer, over the tiles: each tile's band mean minus its bulk mean (at least 4 tiles
     with both; neighbouring particles are correlated, so the spread over particles would
     understate the error). Returns {"shell_px", "r_bond_px",
-    "samples", "density": {"difference", "se", "z"}, "psi6": {...} (2D), "visible": any
+    "samples", "density": {"difference", "se", "z"}, "psi6" (2D) or "q6" (3D): {...}, "visible": any
     |z| > :data:`SEAM_WARN_SE`}; a measure that cannot be judged is None.
     """
     box = np.asarray(box, float)
@@ -113,8 +112,7 @@ def seam_check(tracks: pd.DataFrame, box, r_bond: float, shell: float) -> dict:
     out: dict = {"shell_px": float(shell), "r_bond_px": float(r_bond), "bulk_px": bulk_px, "samples": int(frames)}
     n_tiles = 0
     if not enough(bulk_px):
-        rows = {name: (math.nan, math.nan) for name in (["density", "psi6"] if "z" not in tracks.columns
-                                                         else ["density"])}
+        rows = {name: (math.nan, math.nan) for name in _measures("z" not in tracks.columns)}
     elif frames >= 3:
         rows = {name: (float(mean[0]), float(se[0]))
                 for name, (mean, se) in seam_profile(tracks, box, r_bond, edges=(0.0, shell),
@@ -142,7 +140,7 @@ def seam_check_summary(check: dict | None) -> str:
     if not check:
         return "not run"
     parts = []
-    for name, label in (("density", "neighbours"), ("psi6", "|psi6|")):
+    for name, label in (("density", "neighbours"), ("psi6", "|psi6|"), ("q6", "q6")):
         m = check.get(name)
         if isinstance(m, dict) and m.get("z") is not None:
             parts.append(f"{label} {m['difference']:+.3g} ({m['z']:+.1f} SE)")
@@ -158,7 +156,8 @@ def tile_differences(tracks: pd.DataFrame, box, r_bond: float, shell: float, bul
                      values: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """Per tile of every sample (``frame`` and ``tile`` columns): the mean over its particles
     within ``shell`` px of a seam minus the mean over its particles farther than ``bulk_px``,
-    of the neighbours within ``r_bond`` px ("density") and, in 2D, |psi6| ("psi6"); tiles
+    of the neighbours within ``r_bond`` px ("density") and the bond order (2D |psi6| "psi6", 3D
+    "q6"); tiles
     without both are left out. ``values``: {measure: (rows,) per-row values} already
     computed, instead of those two. Neighbouring particles are correlated, so the spread of
     these per-tile differences, not that over particles, gives a standard error.
@@ -181,9 +180,9 @@ def tile_differences(tracks: pd.DataFrame, box, r_bond: float, shell: float, bul
 
 
 def _per_particle(tracks: pd.DataFrame, box: np.ndarray, r_bond: float) -> dict[str, np.ndarray]:
-    """Per row of ``tracks`` (in order): neighbours within ``r_bond`` and, in 2D, |psi6|."""
+    """Per row of ``tracks`` (in order): neighbours within ``r_bond`` and the bond order."""
     two_d = "z" not in tracks.columns
-    out = {name: np.full(len(tracks), np.nan) for name in (["density", "psi6"] if two_d else ["density"])}
+    out = {name: np.full(len(tracks), np.nan) for name in _measures(two_d)}
     for rows in tracks.groupby("frame").indices.values():
         for name, v in _local(tracks.iloc[rows], box, r_bond, two_d).items():
             out[name][rows] = v
@@ -197,11 +196,22 @@ def neighbour_counts(pos: np.ndarray, box: np.ndarray, r: float, pr: np.ndarray 
     return (np.bincount(pr[:, 0], minlength=len(pos)) + np.bincount(pr[:, 1], minlength=len(pos))).astype(float)
 
 
+def _measures(two_d: bool) -> list[str]:
+    """The seam measures: neighbour count and the local bond order of the dimension."""
+    return ["density", "psi6"] if two_d else ["density", "q6"]
+
+
 def _local(g: pd.DataFrame, box: np.ndarray, r_bond: float, two_d: bool) -> dict[str, np.ndarray]:
-    """One sample's per-particle neighbour counts within ``r_bond`` and |psi6| (2D)."""
+    """One sample's per-particle neighbour counts within ``r_bond`` and |psi6| (2D) or q6
+    (3D, over the 12 nearest neighbours; NaN in a sample of 12 particles or fewer)."""
+    from .observables import Q6_NEIGHBOURS, q6_norm, q6m_local
+
     p = np.mod(_positions(g), box)
     pr = pairs(p, r_bond, box)
     values = {"density": neighbour_counts(p, box, r_bond, pr)}
+    if not two_d:
+        values["q6"] = (q6_norm(q6m_local(p, box)[0]) if len(p) > Q6_NEIGHBOURS
+                        else np.full(len(p), np.nan))
     if two_d:
         src = np.concatenate([pr[:, 0], pr[:, 1]])
         dst = np.concatenate([pr[:, 1], pr[:, 0]])

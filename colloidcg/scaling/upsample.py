@@ -1760,8 +1760,9 @@ def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None 
                       "in an ordered tile the seams are grain boundaries")
         warnings.warn(SeamVisibleWarning(
             f"{name}: the seams of the upsampled system are visible: within {shell_px:.3g} px of a seam, "
-            f"neighbours within {r_bond_px:.3g} px {_z_text(check.get('density'))} and |psi6| "
-            f"{_z_text(check.get('psi6'))} against the bulk (visible beyond {check['threshold']:.2g}); "
+            f"neighbours within {r_bond_px:.3g} px {_z_text(check.get('density'))} and "
+            + ("|psi6| " + _z_text(check.get("psi6")) if dim == 2 else "q6 " + _z_text(check.get("q6")))
+            + f" against the bulk (visible beyond {check['threshold']:.2g}); "
             f"{remedy} (docs/scaling.md)"), stacklevel=2)
     tile_side = (src.box if src.box is not None else np.full(dim, src.window))
     parameters = {
@@ -1800,7 +1801,7 @@ def unjudged_seam_warning(check: dict, pilots: dict | None, healing: dict | None
     """The warning for samples the seam check cannot judge (tiles too small for a bulk)
     whose adaptive pilots saw the seams short of neighbours and were not healed: without
     it such an output would pass silently. None otherwise."""
-    judged = any(isinstance(check.get(k), dict) for k in ("density", "psi6"))
+    judged = any(isinstance(check.get(k), dict) for k in ("density", "psi6", "q6"))
     if judged or pilots is None or not pilots.get("unhealed") or pilots.get("escalated"):
         return None
     why = (f"relaxing the whole system until they healed moved g(r) {healing['g_error']:.2g} from the input's"
