@@ -21,7 +21,7 @@ Observables (:data:`OBSERVABLES`):
 - ``q6``: mean local Steinhardt bond order q6_i over the 12 nearest neighbours,
   q6_i = sqrt(4 pi / 13 sum_m |q6m_i|^2), q6m_i = (1/12) sum_j Y6m(r_ij) (Steinhardt,
   Nelson & Ronchetti 1983; 3D only). A perfect fcc crystal gives 0.5745, hcp 0.4848, a
-  dense liquid about 0.35.
+  uniform random gas about 0.28, a dense soft-sphere liquid about 0.41.
 - ``solid_fraction``: the fraction of solid-like particles, the crystallinity of 3D
   nucleation studies (ten Wolde, Ruiz-Montero & Frenkel 1996): a bond i-j between 12
   nearest neighbours is solid-like when the normalised overlap of their q6m vectors,
@@ -49,7 +49,7 @@ from ..errors import ParameterError
 from ..structure.order import bond_order
 
 __all__ = ["OBSERVABLES", "LABELS", "ORDER_THRESHOLD", "COHERENCE_NEIGHBOURS", "psi6_coherence", "check_names", "per_particle", "whole", "patch_mean",
-           "labels", "psi6_local", "knn", "q6m_local", "solid_like"]
+           "labels", "psi6_local", "knn", "q6m_local", "q6_norm", "solid_like"]
 
 OBSERVABLES = ("psi6", "ordered_fraction", "psi6_coherence", "q6", "solid_fraction", "mean_S")
 LABELS = ("area_fraction",)

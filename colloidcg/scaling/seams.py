@@ -6,8 +6,8 @@ periodic snapshot, so a direct simulation can be measured the same way.
 
 - :func:`seam_profile`: per particle, the neighbours within ``r_bond`` (local density) and
   the local bond order (2D: |psi6| over the same neighbours; 3D: Steinhardt q6 over the 12
-  nearest neighbours, as the macroscopic observable ``q6``), binned by distance to the nearest seam and minus
-  the same in the bulk (``seam_distance`` > 3 ``r_bond``), per sample; mean and standard
+  nearest neighbours, as the macroscopic observable ``q6``), binned by distance to the
+  nearest seam and minus the same in the bulk (``seam_distance`` > 3 ``r_bond``), per sample; mean and standard
   error over samples. A seam is visible where a bin's mean is more than about 2 standard
   errors from 0 (issue 19's criterion).
 - :func:`seam_check`: the same for the band within one nearest-neighbour distance of a
@@ -93,16 +93,16 @@ def seam_check(tracks: pd.DataFrame, box, r_bond: float, shell: float) -> dict:
 
     The band is the particles within ``shell`` px of a seam (one nearest-neighbour
     distance), the bulk those farther than 3 ``r_bond``; neighbours are counted within
-    ``r_bond`` (and |psi6| over them, 2D; q6 over the 12 nearest neighbours, 3D). Where tiles are too small to hold a bulk that far
-    (fewer than :data:`MIN_BULK` particles per sample: small 3D cubes), the bulk is those
-    farther than ``shell`` + ``r_bond``, whose neighbourhoods do not reach the band;
-    recorded as "bulk_px". Per measure: the band's mean minus the bulk's
+    ``r_bond`` (and |psi6| over them, 2D; q6 over the 12 nearest neighbours, 3D). Where
+    tiles are too small to hold a bulk that far (fewer than :data:`MIN_BULK` particles per
+    sample: small 3D cubes), the bulk is those farther than ``shell`` + ``r_bond``, whose
+    neighbourhoods do not reach the band; recorded as "bulk_px". Per measure: the band's mean minus the bulk's
     and its standard error, over samples when there are 3 or more (:func:`seam_profile`);
     with fewer, over the tiles: each tile's band mean minus its bulk mean (at least 4 tiles
     with both; neighbouring particles are correlated, so the spread over particles would
     understate the error). Returns {"shell_px", "r_bond_px",
-    "samples", "density": {"difference", "se", "z"}, "psi6" (2D) or "q6" (3D): {...}, "visible": any
-    |z| > :data:`SEAM_WARN_SE`}; a measure that cannot be judged is None.
+    "samples", "density": {"difference", "se", "z"}, "psi6" (2D) or "q6" (3D): {...},
+    "visible": any |z| > :data:`SEAM_WARN_SE`}; a measure that cannot be judged is None.
     """
     box = np.asarray(box, float)
     frames = tracks["frame"].nunique()
@@ -157,8 +157,7 @@ def tile_differences(tracks: pd.DataFrame, box, r_bond: float, shell: float, bul
     """Per tile of every sample (``frame`` and ``tile`` columns): the mean over its particles
     within ``shell`` px of a seam minus the mean over its particles farther than ``bulk_px``,
     of the neighbours within ``r_bond`` px ("density") and the bond order (2D |psi6| "psi6", 3D
-    "q6"); tiles
-    without both are left out. ``values``: {measure: (rows,) per-row values} already
+    "q6"); tiles without both are left out. ``values``: {measure: (rows,) per-row values} already
     computed, instead of those two. Neighbouring particles are correlated, so the spread of
     these per-tile differences, not that over particles, gives a standard error.
     Returns {measure: (n_tiles,) array}."""
