@@ -19,9 +19,9 @@ periodic self-templating that small boxes have.
    - block states: 27 small systems side by side, each a periodic patch (lambda = K);
    - the issue's chain: upsampled snapshots (27 small snapshots of the same time tiled with
      random shifts and cube symmetries, pairs closer across a seam than the data's 2 %
-     quantile of near-shell distances pushed apart, 2 frames of truth relaxation), patches of the small box's side
-     evolved with a mobile buffer and a frozen halo (colloidcg.scaling.partial_evolution),
-     lambda = K.
+     quantile of near-shell distances pushed apart, 2 frames of truth relaxation), patches
+     of the small box's side evolved with a mobile buffer and a frozen halo
+     (colloidcg.scaling.partial_evolution), lambda = K.
    Every SDE is the library's default fit (a bag of 10 bootstrap fits, fit_bagged).
 2. Each SDE is run for the 27x system (2916 spheres), 1000 runs, from the direct runs' mean
    start; relative MSE of the ensemble-mean q6 (and solid fraction) against 20 direct
@@ -33,7 +33,8 @@ periodic self-templating that small boxes have.
     python benchmarks/macro_3d.py --stage truth --shard 1/2
     python benchmarks/macro_3d.py                              # small quenches, the three chains, the table
 
-Prints a markdown table; writes results_3d.json into --out.
+Prints a markdown table; writes results_3d_<quenches>[_from_<seed>][_relax_<frames>].json and
+a .png of the ensemble means into --out.
 """
 
 from __future__ import annotations
@@ -114,18 +115,17 @@ def stage_small(cache: Path, n_traj: int, first_seed: int = 0):
     return np.load(path)
 
 
-def upsampled(small_pos, t, samples, rng, relax=RELAX):
+def upsampled(small_pos, t, samples, rng, push, relax=RELAX):
     """Large snapshots at macro step t: 3 x 3 x 3 small snapshots of time t from different
     quenches, each under a random cube symmetry and cyclic shift, pairs too close across the
-    seams pushed apart, ``relax`` frames of truth relaxation of the
-    whole large system (none at t = 0: random positions need no seam treatment)."""
+    seams pushed apart to ``push`` (:func:`seam_push`), ``relax`` frames of truth relaxation
+    of the whole large system (none at t = 0: random positions need no seam treatment)."""
     from colloidcg.scaling.partial import full_step
     from colloidcg.scaling.simulators import MicroState, derive_key
     from colloidcg.scaling.upsample import Configuration, _transform, separate, tile_configurations
     side = side_for(N_SMALL)
     box = np.full(3, side)
     m = 3
-    push = seam_push(small_pos, box)
     out = []
     for k in range(samples):
         pick = rng.choice(len(small_pos), m ** 3, replace=len(small_pos) < m ** 3)
@@ -244,7 +244,8 @@ def main(argv=None) -> int:
     methods["block"] = fit(lambda s: block_increments(enc, small_states, blocks=FACTOR, sets_per_step=8, seed=s),
                            float(FACTOR), FACTOR * tile)
     rng = np.random.default_rng(5)
-    snaps = [s for t in range(STEPS) for s in upsampled(small_pos, t, args.samples, rng, relax=args.relax)]
+    push = seam_push(small_pos, np.full(3, side))
+    snaps = [s for t in range(STEPS) for s in upsampled(small_pos, t, args.samples, rng, push, relax=args.relax)]
     res["upsampled_snapshot_mean"] = [np.mean([enc.whole(s) for s in snaps[t * args.samples:(t + 1) * args.samples]],
                                               axis=0).tolist() for t in range(STEPS)]
     steps = partial_evolution(simulator(), snaps, patch=side, steps=DT, patches_per_snapshot=args.patches,

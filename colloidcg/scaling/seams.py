@@ -211,7 +211,7 @@ def _local(g: pd.DataFrame, box: np.ndarray, r_bond: float, two_d: bool) -> dict
     if not two_d:
         values["q6"] = (q6_norm(q6m_local(p, box)[0]) if len(p) > Q6_NEIGHBOURS
                         else np.full(len(p), np.nan))
-    if two_d:
+    else:
         src = np.concatenate([pr[:, 0], pr[:, 1]])
         dst = np.concatenate([pr[:, 1], pr[:, 0]])
         # psi_k takes positions: each bond's far end is placed at its minimum image
