@@ -61,11 +61,13 @@ def add_parser(subparsers) -> None:
                    help="pairs placed across a seam closer than this quantile of the data's near-shell "
                         "distances are resolved; auto (default): 0.02 in 2D, 0 in 3D (only pairs closer than "
                         "the data's closest approach; docs/scaling.md)")
-    p.add_argument("--tiling", choices=("random", "matched", "oriented"), default="random",
-                   help="random (default): every tile placed with a uniformly random symmetry and shift; "
-                        "matched (2D): each tile after the first of a doubling gets the best of "
-                        "--tiling-candidates symmetries and registry shifts, scored by |psi6| along the new "
-                        "seams, so ordered tiles continue their lattice across them; oriented (2D, periodic "
+    p.add_argument("--tiling", choices=("auto", "random", "matched", "oriented"), default="auto",
+                   help="auto (default): matched where one crystal orientation spans the input's frames "
+                        "(median order coherence >= 0.5), else random; random: every tile placed with a "
+                        "uniformly random symmetry and shift; matched: each tile after the first of a "
+                        "doubling gets the best of --tiling-candidates symmetries and registry shifts, scored "
+                        "by |psi6| (2D) or q6 (3D) along the new seams, so ordered tiles continue their "
+                        "lattice across them; oriented (2D, periodic "
                         "box): the same with each tile's pattern turned to its neighbours' lattice orientation, "
                         "any angle (docs/scaling.md)")
     p.add_argument("--tiling-candidates", type=int, default=32, metavar="N", dest="tiling_candidates",
@@ -82,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     from ..outputs import output_folder, provenance, read_table, write_table
     from ..scaling import side_steps, upsample
     from ..scaling.seams import seam_check_summary
-    from ..scaling.upsample import relaxation_summary
+    from ..scaling.upsample import relaxation_summary, tiling_summary
 
     out = table_output(args)
     if args.samples < 1:
@@ -120,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
     n = up.parameters["n_particles"]
     print(f"upsampled x{args.factor}: {args.samples} snapshot(s) of {min(n)}-{max(n)} particles in a "
           f"{' x '.join(f'{b:.1f}' for b in up.box_px)} px periodic box: {out}")
+    print(f"tiling: {tiling_summary(up.parameters['tiling'])}")
     print(f"seam relaxation: {relaxation_summary(up.parameters['seam_relaxation'])}")
     print(f"seam check: {seam_check_summary(up.parameters['seam_check'])}")
     return 0

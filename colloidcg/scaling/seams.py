@@ -203,13 +203,13 @@ def _measures(two_d: bool) -> list[str]:
 def _local(g: pd.DataFrame, box: np.ndarray, r_bond: float, two_d: bool) -> dict[str, np.ndarray]:
     """One sample's per-particle neighbour counts within ``r_bond`` and |psi6| (2D) or q6
     (3D, over the 12 nearest neighbours; NaN in a sample of 12 particles or fewer)."""
-    from .observables import Q6_NEIGHBOURS, q6_norm, q6m_local
+    from .observables import Q6_NEIGHBOURS, q6_local
 
     p = np.mod(_positions(g), box)
     pr = pairs(p, r_bond, box)
     values = {"density": neighbour_counts(p, box, r_bond, pr)}
     if not two_d:
-        values["q6"] = (q6_norm(q6m_local(p, box)[0]) if len(p) > Q6_NEIGHBOURS
+        values["q6"] = (q6_local(p, box) if len(p) > Q6_NEIGHBOURS
                         else np.full(len(p), np.nan))
     else:
         src = np.concatenate([pr[:, 0], pr[:, 1]])

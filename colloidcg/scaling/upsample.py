@@ -15,10 +15,13 @@ macroscopic stochastic dynamics", carried from lattices to off-lattice particles
    is even, else the remaining odd factor) are placed side by side in a box m times larger
    per axis. Every placed configuration is drawn afresh (its own tiles, shifts and
    symmetries), so the large system is not a periodic repetition.
-   With ``tiling="matched"`` (2D), each configuration after the first of a doubling takes
+   With ``tiling="matched"``, each configuration after the first of a doubling takes
    the best of ``tiling_candidates`` symmetries and registry shifts instead of a random
-   one, scored by the local hexatic order along its seams with those already placed
-   (:func:`match_parts`): an ordered tile then continues its neighbour's lattice. With
+   one, scored by the local bond order (|psi6| in 2D, q6 in 3D) along its seams with
+   those already placed (:func:`match_parts`): an ordered tile then continues its
+   neighbour's lattice. ``tiling="auto"`` (the default) matches where one crystal
+   orientation spans the input (:func:`choose_tiling`) and places tiles at random
+   otherwise. With
    ``tiling="oriented"`` (2D, periodic tiles) the candidates are windows cut from the
    configuration's periodic pattern turned to any angle (:func:`rotated_window`), at the
    orientation of the placed neighbours' lattice, so that tiles whose lattices point
@@ -92,6 +95,8 @@ class Configuration:
     tile : (N,) int64 index of the level-0 tile each particle came from (0..n_tiles-1),
         or None (all from one tile).
     n_tiles : number of level-0 tiles placed in the configuration.
+    origin : (source frame index, (d,) lower corner px) of a level-0 window cut from an
+        open field of view, which is not periodic (None: periodic).
     """
 
     pos: np.ndarray
@@ -101,6 +106,7 @@ class Configuration:
     seam: np.ndarray
     tile: np.ndarray | None = None
     n_tiles: int = 1
+    origin: tuple | None = None
 
     def tiles(self) -> np.ndarray:
         """(N,) int64 tile index of each particle (zeros when ``tile`` is None)."""
@@ -365,7 +371,7 @@ def _apply(cfg: Configuration, shift, perm: np.ndarray, flip: np.ndarray) -> Con
     vel = cfg.vel[:, perm].copy()
     pos[:, flip] = box[flip] - pos[:, flip]
     vel[:, flip] *= -1.0
-    return Configuration(np.mod(pos, box), vel, cfg.size, box, cfg.seam, cfg.tile, cfg.n_tiles)
+    return Configuration(np.mod(pos, box), vel, cfg.size, box, cfg.seam, cfg.tile, cfg.n_tiles, cfg.origin)
 
 
 def tile_configurations(parts: list[Configuration], m: int) -> tuple[Configuration, np.ndarray, np.ndarray]:
@@ -401,7 +407,32 @@ def tile_configurations(parts: list[Configuration], m: int) -> tuple[Configurati
 #: nearest-neighbour spacings of the parts.
 MATCH_CANDIDATES = 32
 MATCH_BAND = 1.5
-TILINGS = ("random", "matched", "oriented")
+TILINGS = ("auto", "random", "matched", "oriented")
+#: ``tiling="auto"``: matched tiling where the input frames' median order coherence
+#: (:func:`~colloidcg.scaling.observables.order_coherence`) reaches this, that is where one
+#: orientation of the crystal spans a tile (one grain: near 1; two grains of equal size
+#: about 0.6 on average; a liquid about 1/sqrt(N)); random tiling below.
+AUTO_COHERENCE = 0.5
+#: Matched windows of an open field of view (:func:`_window_candidates`): at most this many
+#: bond steps bring a window's shift under a spacing, and the windows are cut this many
+#: nearest-neighbour spacings narrower than the field of view, so that such a shift fits.
+WINDOW_REDUCTIONS = 8
+WINDOW_MARGIN = 2.0
+
+
+def choose_tiling(frames: list[np.ndarray], box: np.ndarray | None, most: int = 20) -> tuple[str, float | None]:
+    """``tiling="auto"``: ("matched" or "random", the median order coherence of up to
+    ``most`` evenly spaced ``frames`` ((N, d) px each, periodic ``box`` (d,) px or None);
+    None where no frame has enough particles for the bond order)."""
+    from .observables import Q6_NEIGHBOURS, order_coherence
+
+    need = 7 if frames[0].shape[1] == 2 else Q6_NEIGHBOURS + 1
+    step = max(1, int(math.ceil(len(frames) / most)))
+    values = [order_coherence(p, box) for p in frames[::step] if len(p) >= need]
+    if not values:
+        return "random", None
+    c = float(np.median(values))
+    return ("matched" if c >= AUTO_COHERENCE else "random"), c
 
 
 def _box_distance(pos: np.ndarray, lo: np.ndarray, side: np.ndarray, big: np.ndarray) -> np.ndarray:
@@ -449,9 +480,10 @@ def rotated_window(cfg: Configuration, theta: float, point_from: np.ndarray, poi
 
 def match_parts(parts: list[Configuration], m: int, rng: np.random.Generator, *,
                 candidates: int = MATCH_CANDIDATES, band: float = MATCH_BAND,
-                rotate: bool = False) -> tuple[list[Configuration], dict]:
+                rotate: bool = False, recut=None) -> tuple[list[Configuration], dict]:
     """Registry-matched tiling: choose each part's symmetry (or orientation) and shift so
-    that its seams with the parts already placed mismatch least (2D only).
+    that its seams with the parts already placed mismatch least (2D and 3D; turned
+    windows, ``rotate=True``, 2D only).
 
     The ``m^d`` parts (equal periodic boxes, placed by :func:`tile_configurations` in
     ravel order of an m x m grid of cells) are placed one after another. The first keeps
@@ -459,12 +491,18 @@ def match_parts(parts: list[Configuration], m: int, rng: np.random.Generator, *,
     best is kept.
 
     ``rotate=False`` (``tiling="matched"``): each symmetry of the box (:func:`_symmetries`
-    and reflections: 8 for a square) with an equal share of cyclic shifts, each shift
+    and reflections: 8 for a square, 48 for a cube) with an equal share of cyclic shifts, each shift
     putting a random particle of the part onto the place of a random particle of an
     already placed neighbour within the scored band (taken in that part's own cell
     coordinates: where the neighbour's periodic continuation has a particle), so that a
     crystal continued across the seam is in registry when the orientations agree. A square
-    box's symmetries reach only 4 orientations of a hexagonal lattice.
+    box's symmetries reach only 4 orientations of a hexagonal lattice. A window of an open
+    field of view (a part with an ``origin``) is not periodic, so it is not shifted
+    cyclically: ``recut(frame, lo)`` (a :class:`Configuration` or None) cuts it again from
+    its frame, moved by the shift that puts its particle nearest a placed neighbour's
+    particle just across the seam onto that particle's place, so that the particle itself
+    falls outside the window and the window's lattice continues the neighbour's; windows
+    that would leave the field of view are skipped.
 
     ``rotate=True`` (``tiling="oriented"``): the part's periodic pattern, as it is and
     mirrored, is rotated by the angle that brings its mean psi6 phase onto that of the
@@ -479,26 +517,29 @@ def match_parts(parts: list[Configuration], m: int, rng: np.random.Generator, *,
     pattern, so the number of particles of a tiled system varies by what the cut edges
     take or leave.
 
-    A candidate's score is the mean |psi6_i| (6 nearest neighbours, taken among the placed
+    A candidate's score is the mean local bond order (:func:`~colloidcg.scaling.observables.local_order`:
+    |psi6_i| over 6 nearest neighbours in 2D, q6_i over 12 in 3D, taken among the placed
     parts and the candidate together, in the periodic large box) of the particles within
     ``band`` median nearest-neighbour spacings of a seam between the candidate and a
     placed part, leaving out those within that distance of a cell not yet placed (their
     neighbours are missing).
 
-    A crystal tile tiled this way continues its lattice across the seams; in a liquid the
-    choice favours seams of slightly higher local order than chance (docs/scaling.md).
+    A crystal tile tiled this way continues its lattice across the seams (in 3D a cubic
+    crystal whose axes lie along the box's: every symmetry of the cube is one of the
+    lattice's, and the anchoring shift puts it in registry); in a liquid the choice favours
+    seams of slightly higher local order than chance (docs/scaling.md).
     Returns (the parts, transformed; {"score": mean over placed parts of the chosen
     candidate's score, "candidates_mean": mean over parts of all candidates' mean score
     (what a random choice gives on average), "parts_matched"}).
     """
     from ..neighbours import nearest
-    from .observables import psi6_local
+    from .observables import local_order
 
     box = np.asarray(parts[0].box, float)
     d = len(box)
-    if d != 2:
-        raise ParameterError(f"tiling: '{'oriented' if rotate else 'matched'}' scores the seams by |psi6|, a 2D "
-                             f"order; the tiles are {d}D (use tiling='random')")
+    if rotate and d != 2:
+        raise ParameterError(f"tiling: 'oriented' turns tiles to the psi6 phase of their neighbours, a 2D "
+                             f"order; the tiles are {d}D (use tiling='matched' or 'random')")
     if int(candidates) != candidates or candidates < 1:
         raise ParameterError(f"tiling candidates: must be a positive integer, got {candidates}")
     big = box * m
@@ -539,7 +580,8 @@ def match_parts(parts: list[Configuration], m: int, rng: np.random.Generator, *,
             lattice = (to_cand >= spacing) & (to_cand < reach)
             lattice[lattice] = to_void(P[lattice]) >= spacing
         cands = (_oriented_candidates(base, P, lattice, to_cand, lo, box, big, spacing, int(candidates), rng)
-                 if rotate else _symmetry_candidates(base, Pn[to_cand[near] < sb], syms, box, int(candidates), rng))
+                 if rotate else _symmetry_candidates(base, Pn[to_cand[near] < sb], syms, box, int(candidates), rng,
+                                                     lo=lo, big=big, recut=recut))
         best, best_score, scores = None, -np.inf, []
         for cand in cands:
             q = cand.pos
@@ -550,38 +592,110 @@ def match_parts(parts: list[Configuration], m: int, rng: np.random.Generator, *,
             Q = q[keep] + lo
             score_Q = (face[keep] < sb) & (to_void(Q) >= sb)
             allp = np.concatenate([Pn, Q])
-            if len(allp) < 8 or not (score_P.any() or score_Q.any()):
+            if len(allp) < 16 or not (score_P.any() or score_Q.any()):
                 value = 0.0
             else:
-                psi = np.abs(psi6_local(allp, big))
-                value = float(psi[np.concatenate([score_P, score_Q])].mean())
+                value = float(local_order(allp, big)[np.concatenate([score_P, score_Q])].mean())
             scores.append(value)
             if value > best_score:
                 best, best_score = cand, value
+        if best is None:        # no candidate (every recut window left the field of view)
+            best, best_score = base, float("nan")
         out.append(best)
         placed.append(k)
         chosen.append(best_score)
-        means.append(float(np.mean(scores)))
+        if scores:
+            means.append(float(np.mean(scores)))
+    chosen = [c for c in chosen if np.isfinite(c)]
     return out, {"score": float(np.mean(chosen)) if chosen else None,
                  "candidates_mean": float(np.mean(means)) if means else None, "parts_matched": len(chosen)}
 
 
 def _symmetry_candidates(base: Configuration, anchors_big: np.ndarray, syms: list, box: np.ndarray,
-                         candidates: int, rng: np.random.Generator):
+                         candidates: int, rng: np.random.Generator, *, lo=None, big=None, recut=None):
     """``tiling="matched"`` candidates of :func:`match_parts`: each symmetry with an equal
     share of cyclic shifts putting a random particle onto a placed neighbour's periodic
-    continuation (``anchors_big``: placed particles within the scored band, big-box px)."""
+    continuation (``anchors_big``: placed particles within the scored band, big-box px);
+    for a window of an open field of view (``base.origin`` and ``recut``), windows cut again
+    from its frame (:func:`_window_candidates`)."""
     d = len(box)
     per = max(1, int(math.ceil(candidates / len(syms))))
+    if base.origin is not None and recut is not None:
+        # the placed particles in the candidate cell's coordinates (nearest image)
+        rel = anchors_big - lo
+        rel -= big * np.round((rel - 0.5 * box) / big)
+        yield from _window_candidates(base.origin, rel, syms, per, recut, rng)
+        return
     anchors = np.mod(anchors_big, box)
     for perm, flip in syms:
         turned = _apply(base, 0.0, perm, flip)
         for _ in range(per):
             if len(anchors):
                 shift = anchors[rng.integers(len(anchors))] - turned.pos[rng.integers(len(turned.pos))]
+                shift = shift + _registry_correction(np.mod(turned.pos + shift, box), anchors, box)
             else:
                 shift = rng.uniform(0, 1, d) * box
             yield _apply(turned, shift, np.arange(d), np.zeros(d, bool))
+
+
+def _registry_correction(pos: np.ndarray, anchors: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """(d,) px: the mean offset from each anchor's nearest particle of ``pos`` to the anchor
+    (periodic ``box``), over the anchors within a quarter of the median nearest-neighbour
+    spacing of ``pos`` of their particle.
+
+    One anchor pair puts a crystal in registry up to both particles' thermal displacements
+    (their relative rms); the mean over the tens of anchors along a seam puts it there up
+    to that over their square root. In a liquid the offsets point anywhere and their mean
+    is small."""
+    from ..neighbours import Tree
+
+    if len(pos) < 2 or len(anchors) < 2:
+        return np.zeros(len(box))
+    tree = Tree(pos, box)
+    dist, idx = tree.nearest(1, anchors)
+    off = anchors - pos[idx]
+    off -= box * np.round(off / box)
+    close = dist < 0.25 * float(np.median(tree.nearest(1)[0]))
+    return off[close].mean(axis=0) if close.any() else np.zeros(len(box))
+
+
+def _window_candidates(origin: tuple, anchors: np.ndarray, syms: list, per: int, recut, rng: np.random.Generator):
+    """Matched candidates for a window of an open field of view (:func:`match_parts`):
+    for each symmetry (``syms``: (perm, flip)), ``per`` windows cut again from the frame
+    ``origin[0]``, each moved so that the window's particle nearest a random placed
+    particle ``anchors`` (k, d) (cell px, just outside the cell) lands on it (the same
+    translation in the frame, undone through the symmetry's linear part)."""
+    t, lo0 = origin
+    lo0 = np.asarray(lo0, float)
+    d = len(lo0)
+    first = recut(t, lo0)
+    if first is None:
+        return
+    for perm, flip in syms:
+        turned = _apply(first, 0.0, perm, flip)
+        sign = np.where(flip, -1.0, 1.0)
+        for _ in range(per):
+            if not len(anchors):
+                yield turned
+                continue
+            a = anchors[rng.integers(len(anchors))]
+            j = int(np.argmin(np.sum((turned.pos - a) ** 2, axis=1)))
+            delta = a - turned.pos[j]
+            # a lies outside the window, so its nearest lattice site may be an extrapolated
+            # one, q_j + w for bonds w of q_j: the window then moves by less than a spacing
+            near = np.argsort(np.sum((turned.pos - turned.pos[j]) ** 2, axis=1))[1:2 * d + 3]
+            bonds = turned.pos[near] - turned.pos[j]
+            bonds = np.concatenate([bonds, -bonds])
+            for _ in range(WINDOW_REDUCTIONS):
+                w = bonds[int(np.argmin(np.sum((delta - bonds) ** 2, axis=1)))]
+                if np.sum((delta - w) ** 2) >= np.sum(delta ** 2):
+                    break
+                delta = delta - w
+            back = np.empty_like(delta)
+            back[perm] = sign * delta            # the symmetry's linear part, inverted
+            cand = recut(t, lo0 - back)
+            if cand is not None:
+                yield _apply(cand, 0.0, perm, flip)
 
 
 def _oriented_candidates(base: Configuration, P: np.ndarray, lattice: np.ndarray, dist_P: np.ndarray,
@@ -967,15 +1081,40 @@ def _base(src: _Source, rng: np.random.Generator) -> Configuration:
     if src.box is not None:
         cfg = Configuration(p, v, s, src.box, np.full(len(p), np.inf))
         return _transform(cfg, rng, shift=True)
-    w = src.window
     fov = src.fov[t]
-    lo = fov[:, 0] + rng.uniform(0, 1, len(fov)) * (fov[:, 1] - fov[:, 0] - w)
-    inside = np.all((p >= lo) & (p < lo + w), axis=1)
-    if inside.sum() < 2:
+    lo = fov[:, 0] + rng.uniform(0, 1, len(fov)) * (fov[:, 1] - fov[:, 0] - src.window)
+    cfg = _window(src, t, lo)
+    if cfg is None:
         raise ColloidcgError("tracks: fewer than two particles in a window of the field of view; nothing to tile")
-    cfg = Configuration(p[inside] - lo, v[inside], None if s is None else s[inside],
-                        np.full(len(lo), w), np.full(int(inside.sum()), np.inf))
     return _transform(cfg, rng, shift=False)
+
+
+def _narrow_windows(src: _Source, cutoff_px: float, name: str) -> _Source:
+    """``src`` with its windows :data:`WINDOW_MARGIN` median nearest-neighbour spacings
+    narrower than the field of view, so that matched windows can be cut again in registry
+    (:func:`_window_candidates`); unchanged where that leaves a window not wider than twice
+    the interaction range."""
+    from ..neighbours import nearest
+
+    p = src.pos[0]
+    spacing = float(np.median(nearest(p, 1)[0])) if len(p) > 1 else 0.0
+    window = src.window - WINDOW_MARGIN * spacing
+    if window <= 2 * cutoff_px:
+        return src
+    return _Source(src.pos, src.vel, src.size, None, src.fov, window)
+
+
+def _window(src: _Source, t: int, lo: np.ndarray) -> Configuration | None:
+    """The square (cube) window of side ``src.window`` px with lower corner ``lo`` (d,) px
+    cut from frame ``t`` of an open field of view, in window coordinates; None when it
+    holds fewer than two particles."""
+    p, v, s = src.pos[t], src.vel[t], src.size[t]
+    lo = np.asarray(lo, float)
+    inside = np.all((p >= lo) & (p < lo + src.window), axis=1)
+    if inside.sum() < 2:
+        return None
+    return Configuration(p[inside] - lo, v[inside], None if s is None else s[inside],
+                         np.full(len(lo), src.window), np.full(int(inside.sum()), np.inf), origin=(t, lo))
 
 
 # ----------------------------------------------------------------------------- relaxation
@@ -1429,6 +1568,20 @@ def seam_pilots(place, relax, shell_px: float, r_bond_px: float, *, steps: int =
     return out
 
 
+def tiling_summary(tiling: dict) -> str:
+    """One line on how the tiles were placed, from an :class:`Upsampled`'s ``parameters["tiling"]``."""
+    text = tiling["method"]
+    if tiling.get("requested") == "auto":
+        c = tiling.get("order_coherence")
+        text += (" (auto: the input's bond order has no coherence to judge)" if c is None else
+                 f" (auto: the input's order coherence {c:.2f} is {'at least' if c >= tiling['auto_threshold'] else 'below'}"
+                 f" {tiling['auto_threshold']:g}, {'one crystal orientation spans a tile' if c >= tiling['auto_threshold'] else 'no single crystal'})")
+    if "seam_order_chosen" in tiling:
+        text += (f"; seam bond order {tiling['seam_order_chosen']:.3f} chosen, "
+                 f"{tiling['seam_order_candidates_mean']:.3f} on average over the candidates")
+    return text
+
+
 def relaxation_summary(seam_relaxation: dict) -> str:
     """One line on the seam relaxation an :class:`Upsampled`'s ``parameters["seam_relaxation"]``
     records: how many model frames, over which band, and what the adaptive pilots saw."""
@@ -1485,7 +1638,7 @@ def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None 
              frame: int | None = None, samples: int = 1, seed: int = 0, relax_steps: int | str = "adaptive",
              relax_substeps: int | str = "auto", band: float | None = None, push_quantile: float | str = "auto",
              relax_temperature: float | str = "auto",
-             band_edge: str = "reflect", seam_overlaps: str = "reinsert", tiling: str = "random",
+             band_edge: str = "reflect", seam_overlaps: str = "reinsert", tiling: str = "auto",
              tiling_candidates: int = MATCH_CANDIDATES, name: str = "tracks", progress: bool = False) -> Upsampled:
     """Large-system snapshots built from ``tracks`` by hierarchical tiling (module docstring).
 
@@ -1537,15 +1690,19 @@ def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None 
         band's particles move freely among the held layer, which never moves (band
         particles that cross the band's edge stay where they went and none come back, so
         the band loses particles to the layer: docs/scaling.md).
-    tiling : "random" (default): every placed part gets a uniformly random symmetry and
-        cyclic shift; "matched" (2D only): the parts after the first of each doubling get
-        the best of ``tiling_candidates`` symmetries and registry shifts, scored by the
-        |psi6| of the particles along the new seams (:func:`match_parts`), so that ordered
-        tiles continue their lattice across the seams instead of meeting at a grain
-        boundary; "oriented" (2D, a periodic box only): the same score over windows of
-        each part's periodic pattern turned to the placed neighbours' lattice orientation,
-        any angle (the particle count then varies by what the cut edges take or leave).
-        The first part of each doubling keeps its random transform.
+    tiling : "auto" (default): "matched" where one orientation of the bond order spans the
+        input's frames (median order coherence at least :data:`AUTO_COHERENCE`, a single
+        crystal: :func:`choose_tiling`), else "random"; "random": every placed part gets a
+        uniformly random symmetry and cyclic shift; "matched": the parts after the first of
+        each doubling get the best of ``tiling_candidates`` symmetries and registry shifts,
+        scored by the local bond order (|psi6| in 2D, q6 in 3D) of the particles along the
+        new seams (:func:`match_parts`), so that ordered tiles continue their lattice across
+        the seams instead of meeting at a grain boundary (windows of an open field of view
+        are cut again in registry rather than shifted); "oriented" (2D, a periodic box
+        only): the same score over windows of each part's periodic pattern turned to the
+        placed neighbours' lattice orientation, any angle (the particle count then varies by
+        what the cut edges take or leave). The first part of each doubling keeps its random
+        transform.
     tiling_candidates : candidates per placed part with ``tiling="matched"`` or
         ``"oriented"`` (default 32: 4 shifts for each of the 8 symmetries of a square box;
         16 for each hand).
@@ -1588,9 +1745,9 @@ def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None 
         raise ParameterError(f"band_edge: must be 'held' or 'reflect', got {band_edge!r}")
     if tiling not in TILINGS:
         raise ParameterError(f"tiling: must be one of {', '.join(TILINGS)}, got {tiling!r}")
-    if tiling != "random" and dim != 2:
-        raise ParameterError(f"tiling: {tiling!r} scores the seams by |psi6|, a 2D order; the model is {dim}D "
-                             "(use tiling='random')")
+    if tiling == "oriented" and dim != 2:
+        raise ParameterError(f"tiling: 'oriented' turns tiles to their neighbours' psi6 phase, a 2D order; the "
+                             f"model is {dim}D (use tiling='matched' or 'random')")
     if isinstance(tiling_candidates, bool) or int(tiling_candidates) != tiling_candidates or tiling_candidates < 1:
         raise ParameterError(f"tiling_candidates: must be a positive integer, got {tiling_candidates}")
     cal = model_config.get("calibration", {}) or {}
@@ -1605,6 +1762,18 @@ def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None 
     if tiling == "oriented" and src.box is None:
         raise ParameterError(f"tiling: 'oriented' turns each tile's periodic pattern, and {name} has no periodic "
                              "box (a field of view's windows are not periodic; use 'matched' or 'random')")
+    requested, coherence = tiling, None
+    if tiling == "auto":
+        tiling, coherence = choose_tiling(src.pos, src.box)
+    if tiling == "matched" and src.box is None:
+        src = _narrow_windows(src, cutoff_px, name)
+
+    def recut(t: int, lo: np.ndarray) -> Configuration | None:
+        """A window of frame t with lower corner lo (px), None outside its field of view."""
+        fov = src.fov[t]
+        if np.any(lo < fov[:, 0]) or np.any(lo + src.window > fov[:, 1]):
+            return None
+        return _window(src, t, lo)
     closest = closest_approach(src.pos[:20] if len(src.pos) > 20 else src.pos,
                                src.size[:20] if len(src.size) > 20 else src.size,
                                src.box if src.box is not None else None)
@@ -1636,7 +1805,8 @@ def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None 
             part = build(level - 1)
             parts.append(_transform(part, rng) if level > 1 else part)
         if tiling != "random":
-            parts, rep = match_parts(parts, m, rng, candidates=int(tiling_candidates), rotate=tiling == "oriented")
+            parts, rep = match_parts(parts, m, rng, candidates=int(tiling_candidates), rotate=tiling == "oriented",
+                                     recut=recut if src.box is None else None)
             for key in match_scores:
                 if rep[key] is not None:
                     match_scores[key].append(rep[key])
@@ -1772,10 +1942,11 @@ def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None 
         "n_particles": n_each,
         "closest_approach": closest.as_dict(),
         "push_quantile": push_quantile, "push_to": push.as_dict(),
-        "tiling": {"method": tiling,
+        "tiling": {"method": tiling, "requested": requested,
+                   **({"order_coherence": coherence, "auto_threshold": AUTO_COHERENCE} if requested == "auto" else {}),
                    **({"candidates": int(tiling_candidates),
-                       "seam_psi6_chosen": float(np.mean(match_scores["score"])),
-                       "seam_psi6_candidates_mean": float(np.mean(match_scores["candidates_mean"]))}
+                       "seam_order_chosen": float(np.mean(match_scores["score"])),
+                       "seam_order_candidates_mean": float(np.mean(match_scores["candidates_mean"]))}
                       if tiling != "random" and match_scores["score"] else {})},
         "seam_relaxation": {"model_steps": int(relax_steps), "substeps": relax_substeps,
                             "adaptive": pilots, "healing": healing,
