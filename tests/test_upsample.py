@@ -734,7 +734,10 @@ def test_upsample_tiling_option(small):
     """``tiling="matched"`` through upsample (relax_steps 0, a jittered crystal in its own
     periodic box, diameters for the model's size column): recorded in the parameters, the
     seams keep the crystal's |psi6| (within 0.05 of the bulk) where random tiling loses it,
-    and fewer particles need reinserting; bad values are one-line errors."""
+    and fewer particles need reinserting; "auto" matches this crystal, and the adaptive
+    relaxation then relaxes nothing; bad values are one-line errors."""
+    import importlib
+    up_mod = importlib.import_module("colloidcg.scaling.upsample")
     from colloidcg.scaling.observables import psi6_local
 
     df, side, model, cfg = small
@@ -769,6 +772,12 @@ def test_upsample_tiling_option(small):
     auto = out["auto"][1]["tiling"]
     assert auto["requested"] == "auto" and auto["order_coherence"] > 0.95
     assert out["auto"][0] == out["matched"][0]
+    # the adaptive relaxation leaves one crystal's registered seams alone (no pilots)
+    plain = upsample(model, crystal_cfg, tracks, meta, factor=4, samples=1, seed=1)
+    rel = plain.parameters["seam_relaxation"]
+    assert rel["model_steps"] == 0 and rel["adaptive"] is None and rel["crystal_tiles"]["order_coherence"] > 0.95
+    assert "the tiles are one crystal" in up_mod.relaxation_summary(rel)
+    assert not plain.parameters["seam_check"]["visible"]
     rel = {k: v[1]["seam_relaxation"]["particles_reinserted"] for k, v in out.items()}
     assert rel["matched"] < 0.2 * rel["random"]
     # the crystal tile is too small for a bulk 3 bond lengths from its seams: the check
