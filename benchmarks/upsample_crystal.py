@@ -147,6 +147,80 @@ def closest(tracks: pd.DataFrame, box, dim: int) -> float:
                      for _, g in tracks.groupby("frame")))
 
 
+def known_answer(dim: int = 2, *, phi: float | None = None, truth: str = "numpy", density: float | None = None,
+                 samples: int = 4, seed: int = 0, tilings=("auto", "random"), relax_steps="adaptive",
+                 equilibrate: int = 200, epochs: int = 8, report=print) -> dict:
+    """Simulate the small and the large crystal, train a model on the small one, upsample
+    with each of ``tilings`` and compare with the large one (module docstring). Returns
+    {"small_g_error", "order_small", "order_direct", "rows": {tiling: {"method",
+    "g_error", "order", "closest_ratio", "seam_check", "seconds"}}}; ``report`` gets the
+    printed lines (None: silent)."""
+    import torch
+
+    from colloidcg import evaluate as ev
+    from colloidcg.scaling import upsample
+    from colloidcg.scaling.seams import SeamVisibleWarning, seam_check_summary
+    from colloidcg.train import TrainConfig, train_tracks
+
+    say = report or (lambda *a: None)
+    torch.set_num_threads(1)
+    phi = PHI[dim] if phi is None else phi
+    cells, factor = (12, 16) if dim == 2 else (4, 8)
+    m = round(factor ** (1 / dim))
+    t0 = time.perf_counter()
+    if truth == "lammps":
+        density = density or (1.05 if dim == 2 else 1.1)
+        small, box = lammps_crystal(dim, cells, density, 60, 250, 10000, seed=1)
+        big, big_box = lammps_crystal(dim, cells * m, density, 8, 2500, 10000, seed=2)
+        big = big.assign(**{c: np.mod(big[c], big_box[k]) for k, c in enumerate("xyz"[:dim])})
+        what = f"LAMMPS Brownian WCA crystal, number density {density} sigma^-{dim}"
+    else:
+        pos, box = lattice(dim, cells, phi)
+        small = run(dim, pos, box, equilibrate, 60, 5, seed=1)
+        big_pos, big_box = lattice(dim, cells * m, phi) if dim == 3 else (None, None)
+        if dim == 2:    # m x m copies of the small crystal's lattice: the same rectangle, m times per axis
+            shifts = np.array([(i, j) for i in range(m) for j in range(m)], float) * box
+            big_pos, big_box = (pos[None] + shifts[:, None]).reshape(-1, 2), box * m
+        big = run(dim, big_pos, big_box, equilibrate, 8, 25, seed=2)
+        what = f"soft {'disk' if dim == 2 else 'sphere'} crystal, packing fraction {phi}"
+    small = small.assign(**{c: np.mod(small[c], box[k]) for k, c in enumerate("xyz"[:dim])})
+    say(f"{dim}D {what}: {small['particle'].nunique()} -> {big['particle'].nunique()} particles (K = {factor}); "
+        f"truth simulated in {time.perf_counter() - t0:.0f} s")
+    res = train_tracks(small, {"fps": 1.0, "um_per_px": 1.0},
+                       TrainConfig(epochs=epochs, lr=1e-2, progress=False, loc_noise="none",
+                                   cutoff=1.5 * DIAM, seed=0), box_px=box.tolist())
+    cfg = {"calibration": res.report["calibration"]}
+    r_max = min(float(box.min()) / 2, 4 * DIAM)      # g(r) of the small periodic box is defined to half its side
+    g_big = ev.rdf(big, box_px=big_box.tolist(), max_frames=8, r_max=r_max, bins=40)["g"]
+    g_small = ev.rdf(small, box_px=box.tolist(), max_frames=60, r_max=r_max, bins=40)["g"]
+    out = {"small_g_error": ev.rel_rms(g_small, g_big), "order_small": bond_order(small, box, dim),
+           "order_direct": bond_order(big, big_box, dim), "rows": {}}
+    name = "|psi6|" if dim == 2 else "q6"
+    say(f"small crystal against the large: g(r) {out['small_g_error']:.4f}; mean {name} "
+        f"{out['order_small']:.4f} against {out['order_direct']:.4f}\n")
+    say(f"| tiling | g(r) rel. RMS | mean {name} (direct {out['order_direct']:.4f}) | closest pair / data's "
+        "| seam check | s |")
+    say("|---|---|---|---|---|---|")
+    for tiling in tilings:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SeamVisibleWarning)
+            up = upsample(res.model, cfg, small, {"meta": {"box_px": box.tolist()}}, factor=factor,
+                          samples=samples, seed=seed, tiling=tiling, relax_steps=relax_steps,
+                          seam_overlaps="push" if tiling == "random" else "reinsert")
+        u = up.tracks
+        row = {"method": up.parameters["tiling"]["method"],
+               "g_error": ev.rel_rms(ev.rdf(u, box_px=up.box_px, max_frames=samples, r_max=r_max, bins=40)["g"],
+                                     g_big),
+               "order": bond_order(u, up.box_px, dim),
+               "closest_ratio": closest(u, up.box_px, dim) / closest(small, box, dim),
+               "seam_check": up.parameters["seam_check"], "seconds": up.parameters["seconds"]}
+        out["rows"][tiling] = row
+        say(f"| {tiling}{' (' + row['method'] + ')' if row['method'] != tiling else ''} | {row['g_error']:.4f} | "
+            f"{row['order']:.4f} | {row['closest_ratio']:.3f} | {seam_check_summary(row['seam_check'])} | "
+            f"{row['seconds']:.0f} |")
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dim", type=int, choices=(2, 3), default=2)
@@ -163,64 +237,10 @@ def main(argv=None) -> int:
     ap.add_argument("--relax-steps", default="adaptive", dest="relax_steps",
                     help="upsample's relax_steps: adaptive (default), auto or a number of model frames")
     args = ap.parse_args(argv)
-    import torch
-
-    from colloidcg import evaluate as ev
-    from colloidcg.scaling import upsample
-    from colloidcg.scaling.seams import SeamVisibleWarning, seam_check_summary
-    from colloidcg.train import TrainConfig, train_tracks
-
-    torch.set_num_threads(1)
-    dim = args.dim
-    phi = PHI[dim] if args.phi is None else args.phi
-    cells, factor = (12, 16) if dim == 2 else (4, 8)
-    m = round(factor ** (1 / dim))
-    t0 = time.perf_counter()
-    if args.truth == "lammps":
-        density = args.density or (1.05 if dim == 2 else 1.1)
-        small, box = lammps_crystal(dim, cells, density, 60, 250, 10000, seed=1)
-        big, big_box = lammps_crystal(dim, cells * m, density, 8, 2500, 10000, seed=2)
-        big = big.assign(**{c: np.mod(big[c], big_box[k]) for k, c in enumerate("xyz"[:dim])})
-        what = f"LAMMPS Brownian WCA crystal, number density {density} sigma^-{dim}"
-    else:
-        pos, box = lattice(dim, cells, phi)
-        small = run(dim, pos, box, args.equilibrate, 60, 5, seed=1)
-        big_pos, big_box = lattice(dim, cells * m, phi) if dim == 3 else (None, None)
-        if dim == 2:    # m x m copies of the small crystal's lattice: the same rectangle, m times per axis
-            shifts = np.array([(i, j) for i in range(m) for j in range(m)], float) * box
-            big_pos, big_box = (pos[None] + shifts[:, None]).reshape(-1, 2), box * m
-        big = run(dim, big_pos, big_box, args.equilibrate, 8, 25, seed=2)
-        what = f"soft {'disk' if dim == 2 else 'sphere'} crystal, packing fraction {phi}"
-    small = small.assign(**{c: np.mod(small[c], box[k]) for k, c in enumerate("xyz"[:dim])})
-    print(f"{dim}D {what}: {small['particle'].nunique()} -> {big['particle'].nunique()} particles (K = {factor}); "
-          f"truth simulated in {time.perf_counter() - t0:.0f} s")
-    res = train_tracks(small, {"fps": 1.0, "um_per_px": 1.0},
-                       TrainConfig(epochs=args.epochs, lr=1e-2, progress=False, loc_noise="none",
-                                   cutoff=1.5 * DIAM, seed=0), box_px=box.tolist())
-    cfg = {"calibration": res.report["calibration"]}
-    r_max = min(float(box.min()) / 2, 4 * DIAM)      # g(r) of the small periodic box is defined to half its side
-    g_big = ev.rdf(big, box_px=big_box.tolist(), max_frames=8, r_max=r_max, bins=40)["g"]
-    g_small = ev.rdf(small, box_px=box.tolist(), max_frames=60, r_max=r_max, bins=40)["g"]
-    name = "|psi6|" if dim == 2 else "q6"
-    print(f"small crystal against the large: g(r) {ev.rel_rms(g_small, g_big):.4f}; mean {name} "
-          f"{bond_order(small, box, dim):.4f} against {bond_order(big, big_box, dim):.4f}\n")
-    print(f"| tiling | g(r) rel. RMS | mean {name} (direct {bond_order(big, big_box, dim):.4f}) | closest pair / data's "
-          "| seam check | s |")
-    print("|---|---|---|---|---|---|")
-    for tiling in args.tilings.split(","):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", SeamVisibleWarning)
-            up = upsample(res.model, cfg, small, {"meta": {"box_px": box.tolist()}}, factor=factor,
-                          samples=args.samples, seed=args.seed, tiling=tiling,
-                          relax_steps=args.relax_steps if args.relax_steps in ("adaptive", "auto")
-                          else int(args.relax_steps),
-                          seam_overlaps="push" if tiling == "random" else "reinsert")
-        u = up.tracks
-        err = ev.rel_rms(ev.rdf(u, box_px=up.box_px, max_frames=args.samples, r_max=r_max, bins=40)["g"], g_big)
-        chosen = up.parameters["tiling"]["method"]
-        print(f"| {tiling}{' (' + chosen + ')' if chosen != tiling else ''} | {err:.4f} | "
-              f"{bond_order(u, up.box_px, dim):.4f} | {closest(u, up.box_px, dim) / closest(small, box, dim):.3f} | "
-              f"{seam_check_summary(up.parameters['seam_check'])} | {up.parameters['seconds']:.0f} |")
+    relax = args.relax_steps if args.relax_steps in ("adaptive", "auto") else int(args.relax_steps)
+    known_answer(args.dim, phi=args.phi, truth=args.truth, density=args.density, samples=args.samples,
+                 seed=args.seed, tilings=args.tilings.split(","), relax_steps=relax,
+                 equilibrate=args.equilibrate, epochs=args.epochs)
     return 0
 
 
