@@ -795,19 +795,20 @@ def test_upsample_tiling_option(small):
         upsample(model, crystal_cfg, tracks, meta, factor=4, relax_steps=0, tiling="matched", tiling_candidates=0)
 
 
-def test_matched_windows_of_an_open_crystal_film_are_cut_in_registry(small):
-    """Windows of an open field of view are not periodic: matched tiling cuts them again
-    from their frame, moved into registry with the neighbour placed before (no cyclic shift,
-    which would put the window's own cut edge inside it unseen), and auto chooses it for a
-    single-crystal film (a triangular crystal at 0.3 rad to the image axes, 0.4 px
-    jitter). Measured (4 samples, seeds 1-3, no relaxation): |psi6| within a spacing of a
-    seam minus beyond two, -0.32 to -0.33 random, -0.23 to -0.24 matched (the seam check's
-    band: -0.40 to -0.41 and -0.27 to -0.29); every window particle is a particle of
-    its frame at the window's place; the windows are 2 spacings narrower than the view.
-    The seams are not gone: a window side incommensurate with the lattice cannot be in
-    registry on both sides of a periodic row of two (README, where it stops)."""
+def test_a_crystal_film_is_tiled_into_one_crystal(small):
+    """One triangular crystal filmed in an open field of view at 0.3 rad to the image axes
+    (0.4 px jitter): auto tiling sees it (order coherence near 1), turns the frames so a
+    lattice vector lies along x, and cuts windows of n a x 2 k h midway between lattice
+    planes: wrapped, such a window continues its lattice, so it is tiled as a periodic box
+    is, in registry, and the film becomes one crystal (measured, seeds 1-2, 4 samples, no
+    relaxation: |psi6| within a spacing of a seam 0.003-0.014 below the bulk's, against 0.32
+    with random windows; every sample exactly 4 x 224 disks). Windows of an open field of
+    view that are matched without being one crystal's (here: forced on the liquid's) are
+    cut again from their frame, never shifted cyclically (which put the window's own cut
+    edge inside it, unmarked)."""
     import importlib
     U = importlib.import_module("colloidcg.scaling.upsample")
+    from colloidcg.neighbours import nearest
     from colloidcg.scaling.observables import local_order
 
     df, side, model, cfg = small
@@ -830,15 +831,28 @@ def test_matched_windows_of_an_open_crystal_film_are_cut_in_registry(small):
             up = upsample(model, open_cfg, film, factor=4, samples=4, seed=1, relax_steps=0, tiling=tiling)
         gap = []
         for _, g in up.tracks.groupby("frame"):
-            q = local_order(g[["x", "y"]].to_numpy(), np.asarray(up.box_px))
+            pos = g[["x", "y"]].to_numpy()
+            q = local_order(pos, np.asarray(up.box_px))
             seam = g["seam_distance"].to_numpy()
             gap.append(q[seam < a].mean() - q[seam >= 2 * a].mean())
+            assert float(nearest(pos, 1, box=np.asarray(up.box_px))[0].min()) > 0.8 * a
         gaps[tiling] = float(np.mean(gap))
         params = up.parameters
-    assert params["tiling"]["method"] == "matched" and params["tiling"]["order_coherence"] > 0.95
-    assert params["tile_px"][0] < 300 - 1.9 * a
-    assert gaps["random"] < -0.28 and gaps["auto"] > gaps["random"] + 0.06, gaps
-    # a recut window is the frame's particles inside [lo, lo + w), in window coordinates
+    info = params["tiling"]
+    assert info["method"] == "matched" and info["order_coherence"] > 0.95
+    assert info["crystal_film"]["turned_deg"] == pytest.approx(-math.degrees(theta), abs=0.2)
+    np.testing.assert_allclose(info["crystal_film"]["lattice_px"], [a, a * math.sqrt(3)], rtol=2e-3)
+    assert params["n_particles"] == [4 * 224] * 4                      # 14 x 16 disks per window
+    assert gaps["random"] < -0.28 and gaps["auto"] > -0.03, gaps
+    assert not params["seam_check"]["visible"]
+    # matched windows of a field of view that is not one crystal: cut again in registry
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SeamVisibleWarning)
+        liquid = upsample(model, open_cfg, df, factor=4, samples=1, seed=1, relax_steps=0, tiling="matched")
+        plain = upsample(model, open_cfg, df, factor=4, samples=1, seed=1, relax_steps=0, tiling="random")
+    assert liquid.parameters["tiling"]["crystal_film"] is None
+    # 2 nearest-neighbour spacings narrower than the field of view, room to move into registry
+    assert 20.0 < plain.parameters["tile_px"][0] - liquid.parameters["tile_px"][0] < 40.0
     pos = [f[["x", "y"]].to_numpy() for _, f in film.groupby("frame")]
     src = U._Source(pos, [np.zeros_like(p) for p in pos], [None] * 4, None,
                     np.array([[[0.0, 300.0], [0.0, 300.0]]] * 4), 200.0)

@@ -947,14 +947,20 @@ def reinsert_across_seams(cfg: Configuration, new_seam: np.ndarray, part: np.nda
 class _Source:
     """Frames of the input: positions (N_t, d) px, velocities px/frame, sizes; the periodic
     box (px), or for an open field of view each frame's field of view ((T, d, 2) px, lower
-    and upper bounds per axis, :func:`colloidcg.data.frame_fields_of_view`) and the window side."""
+    and upper bounds per axis, :func:`colloidcg.data.frame_fields_of_view`) and the window
+    side (px; (d,) px for the rectangular windows of a crystal film, :func:`_crystal_film`,
+    which are commensurate with the lattice and so periodic: ``periodic_windows``)."""
 
     pos: list
     vel: list
     size: list
     box: np.ndarray | None
     fov: np.ndarray | None
-    window: float | None
+    window: float | np.ndarray | None
+    periodic_windows: bool = False
+    #: crystal films: (the lattice planes' spacing (d,) px, each frame's phase (T, d) px):
+    #: windows are cut midway between lattice planes (:func:`_crystal_film`)
+    planes: tuple | None = None
 
 
 def _frames(tracks: pd.DataFrame, size_col: str | None, frame: int | None, box: np.ndarray | None,
@@ -1083,10 +1089,17 @@ def _base(src: _Source, rng: np.random.Generator) -> Configuration:
         return _transform(cfg, rng, shift=True)
     fov = src.fov[t]
     lo = fov[:, 0] + rng.uniform(0, 1, len(fov)) * (fov[:, 1] - fov[:, 0] - src.window)
+    if src.planes is not None:
+        # midway between lattice planes, so that the window's two cut edges meet as a
+        # lattice continued when it is wrapped
+        step, phase = src.planes
+        cut = phase[t] + 0.5 * step
+        lo = cut + np.floor((lo - cut) / step) * step
+        lo = np.where(lo < fov[:, 0], lo + step, lo)
     cfg = _window(src, t, lo)
     if cfg is None:
         raise ColloidcgError("tracks: fewer than two particles in a window of the field of view; nothing to tile")
-    return _transform(cfg, rng, shift=False)
+    return _transform(cfg, rng, shift=src.periodic_windows)
 
 
 def _narrow_windows(src: _Source, cutoff_px: float, name: str) -> _Source:
@@ -1113,8 +1126,66 @@ def _window(src: _Source, t: int, lo: np.ndarray) -> Configuration | None:
     inside = np.all((p >= lo) & (p < lo + src.window), axis=1)
     if inside.sum() < 2:
         return None
-    return Configuration(p[inside] - lo, v[inside], None if s is None else s[inside],
-                         np.full(len(lo), src.window), np.full(int(inside.sum()), np.inf), origin=(t, lo))
+    side = np.broadcast_to(np.asarray(src.window, float), lo.shape).copy()
+    return Configuration(p[inside] - lo, v[inside], None if s is None else s[inside], side,
+                         np.full(int(inside.sum()), np.inf), origin=None if src.periodic_windows else (t, lo))
+
+
+#: Crystal films (:func:`_crystal_film`): bonds within this angle of a lattice direction
+#: give the lattice vectors' mean.
+FILM_BOND_TOLERANCE_DEG = 15.0
+
+
+def _crystal_film(src: _Source, cutoff_px: float) -> tuple[_Source, dict] | None:
+    """One 2D crystal filmed in an open field of view, as periodic tiles: every frame turned
+    (about the origin) so that a lattice vector lies along x, and rectangular windows of
+    n a x 2 k h (a the spacing along x, h the row spacing: a triangular lattice repeats
+    after two rows) cut inside the largest axis-aligned square of the turned field of view.
+    Such a window continues its lattice when wrapped, so it is tiled as a periodic box is
+    (cyclic shifts, matched registry), and a film of one crystal becomes one crystal.
+
+    The orientation is the mean psi6 phase over up to 20 frames; a and h are the means of
+    the bond vectors (6 nearest neighbours) within :data:`FILM_BOND_TOLERANCE_DEG` of the
+    lattice directions (thermal displacements average out of a mean bond, not out of a
+    nearest distance). Returns (the turned source, {"turned_deg", "lattice_px": [a, 2 h],
+    "window_px"}) or None where the windows would not be wider than twice the interaction
+    range or the bonds do not show a triangular lattice."""
+    from .observables import knn, psi6_local
+
+    step = max(1, int(math.ceil(len(src.pos) / 20)))
+    used = [p for p in src.pos[::step] if len(p) > 12]
+    if not used:
+        return None
+    theta = float(np.angle(np.sum([psi6_local(p, None).sum() for p in used]))) / 6.0
+    c, s_ = math.cos(-theta), math.sin(-theta)
+    R = np.array([[c, -s_], [s_, c]])
+    bonds = np.concatenate([knn(p @ R.T, None, 6)[0].reshape(-1, 2) for p in used])
+    length = np.hypot(bonds[:, 0], bonds[:, 1])
+    first = length < 1.25 * np.median(length)          # edge particles' 6 nearest reach the second shell
+    ang = np.degrees(np.arctan2(bonds[:, 1], bonds[:, 0]))
+    along = first & (np.abs(ang) < FILM_BOND_TOLERANCE_DEG)
+    rising = first & (np.abs(ang - 60.0) < FILM_BOND_TOLERANCE_DEG)
+    if along.sum() < 10 or rising.sum() < 10:
+        return None
+    a = float(bonds[along, 0].mean())
+    h = float(bonds[rising, 1].mean())
+    period = np.array([a, 2.0 * h])
+    # lattice planes: sites lie on x = x0 (mod a / 2) (rows alternate by a / 2) and y = y0
+    # (mod h); each frame's phases from the mean of exp(2 pi i x / spacing)
+    step = np.array([0.5 * a, h])
+    phase = np.array([[step[k] / (2 * math.pi) * float(np.angle(np.exp(2j * math.pi * (p @ R.T)[:, k] / step[k]).sum()))
+                       for k in range(2)] for p in src.pos])
+    # the largest axis-aligned square inside each turned field of view, about its centre
+    width = np.min(src.fov[:, :, 1] - src.fov[:, :, 0], axis=1)
+    side = width / (abs(math.cos(theta)) + abs(math.sin(theta)))
+    window = np.floor(float(side.min()) / period) * period
+    if np.any(window <= 2 * cutoff_px):
+        return None
+    centre = (0.5 * (src.fov[:, :, 0] + src.fov[:, :, 1])) @ R.T
+    fov = np.stack([centre - 0.5 * side[:, None], centre + 0.5 * side[:, None]], axis=2)
+    turned = _Source([p @ R.T for p in src.pos], [v @ R.T for v in src.vel], src.size, None, fov, window,
+                     periodic_windows=True, planes=(step, phase))
+    return turned, {"turned_deg": math.degrees(-theta), "lattice_px": period.tolist(), "window_px": window.tolist()}
 
 
 # ----------------------------------------------------------------------------- relaxation
@@ -1705,8 +1776,10 @@ def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None 
         each doubling get the best of ``tiling_candidates`` symmetries and registry shifts,
         scored by the local bond order (|psi6| in 2D, q6 in 3D) of the particles along the
         new seams (:func:`match_parts`), so that ordered tiles continue their lattice across
-        the seams instead of meeting at a grain boundary (windows of an open field of view
-        are cut again in registry rather than shifted); "oriented" (2D, a periodic box
+        the seams instead of meeting at a grain boundary (one 2D crystal filmed in an open
+        field of view is turned and cut into windows commensurate with its lattice,
+        :func:`_crystal_film`; other windows of an open field of view are cut again in
+        registry rather than shifted); "oriented" (2D, a periodic box
         only): the same score over windows of each part's periodic pattern turned to the
         placed neighbours' lattice orientation, any angle (the particle count then varies by
         what the cut edges take or leave). The first part of each doubling keeps its random
@@ -1773,8 +1846,15 @@ def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None 
     requested, coherence = tiling, None
     if tiling == "auto":
         tiling, coherence = choose_tiling(src.pos, src.box)
+    film = None
     if tiling == "matched" and src.box is None:
-        src = _narrow_windows(src, cutoff_px, name)
+        if dim == 2 and (coherence if coherence is not None else choose_tiling(src.pos, None)[1] or 0.0) \
+                >= AUTO_COHERENCE:
+            film = _crystal_film(src, cutoff_px)
+        if film is not None:
+            src, film = film
+        else:
+            src = _narrow_windows(src, cutoff_px, name)
     crystal = None
     if adaptive and tiling == "matched":
         if coherence is None:
@@ -1951,15 +2031,17 @@ def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None 
             + ("|psi6| " + _z_text(check.get("psi6")) if dim == 2 else "q6 " + _z_text(check.get("q6")))
             + f" against the bulk (visible beyond {check['threshold']:.2g}); "
             f"{remedy} (docs/scaling.md)"), stacklevel=2)
-    tile_side = (src.box if src.box is not None else np.full(dim, src.window))
+    tile_side = (src.box if src.box is not None else np.broadcast_to(np.asarray(src.window, float), (dim,)))
     parameters = {
         "factor": int(factor), "side_steps": steps, "samples": int(samples), "seed": int(seed),
-        "frame": frame, "tile": "periodic box" if src.box is not None else "square window of the field of view",
+        "frame": frame, "tile": ("periodic box" if src.box is not None else
+                                 "window of a crystal film, commensurate with its lattice" if film is not None
+                                 else "square window of the field of view"),
         "tile_px": tile_side.tolist(), "n_source_frames": len(src.pos), "size_column": size_col,
         "n_particles": n_each,
         "closest_approach": closest.as_dict(),
         "push_quantile": push_quantile, "push_to": push.as_dict(),
-        "tiling": {"method": tiling, "requested": requested,
+        "tiling": {"method": tiling, "requested": requested, "crystal_film": film,
                    **({"order_coherence": coherence, "auto_threshold": AUTO_COHERENCE} if requested == "auto" else {}),
                    **({"candidates": int(tiling_candidates),
                        "seam_order_chosen": float(np.mean(match_scores["score"])),
