@@ -843,6 +843,7 @@ def test_a_crystal_film_is_tiled_into_one_crystal(small):
     assert info["crystal_film"]["turned_deg"] == pytest.approx(-math.degrees(theta), abs=0.2)
     np.testing.assert_allclose(info["crystal_film"]["lattice_px"], [a, a * math.sqrt(3)], rtol=2e-3)
     assert params["n_particles"] == [4 * 224] * 4                      # 14 x 16 disks per window
+    assert "a crystal film: turned -17.2 deg, windows 224.0 x 221.6 px" in U.tiling_summary(info)
     assert gaps["random"] < -0.28 and gaps["auto"] > -0.03, gaps
     assert not params["seam_check"]["visible"]
     # matched windows of a field of view that is not one crystal: cut again in registry

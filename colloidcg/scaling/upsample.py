@@ -1647,6 +1647,10 @@ def tiling_summary(tiling: dict) -> str:
         text += (" (auto: the input's bond order has no coherence to judge)" if c is None else
                  f" (auto: the input's order coherence {c:.2f} is {'at least' if c >= tiling['auto_threshold'] else 'below'}"
                  f" {tiling['auto_threshold']:g}, {'one crystal orientation spans a tile' if c >= tiling['auto_threshold'] else 'no single crystal'})")
+    film = tiling.get("crystal_film")
+    if film:
+        text += (f"; a crystal film: turned {film['turned_deg']:.1f} deg, windows "
+                 f"{' x '.join(f'{w:.1f}' for w in film['window_px'])} px commensurate with its lattice")
     if "seam_order_chosen" in tiling:
         text += (f"; seam bond order {tiling['seam_order_chosen']:.3f} chosen, "
                  f"{tiling['seam_order_candidates_mean']:.3f} on average over the candidates")
