@@ -305,6 +305,36 @@ def test_q6_and_solid_fraction_known_values():
     assert whole(warm, ["solid_fraction"])[0] == 1.0
 
 
+def test_q6_by_the_addition_theorem_and_order_coherence():
+    """q6_local (Legendre P6 of bond-pair angles) equals q6 from the 13 harmonics to
+    rounding, on fcc, hcp, a gas, open and periodic. order_coherence: 1 on one crystal (2D
+    lattice and fcc, also turned), low on a gas (about 1/sqrt(N)) and in between for two
+    grains at 15 degrees to each other (|1 + exp(6i 15 deg)| / 2 = 0.71 in 2D)."""
+    from colloidcg.scaling.observables import local_order, order_coherence, q6_local, q6_norm, q6m_local
+    rng = np.random.default_rng(3)
+    for st in (fcc(3), hcp(4, 4, 4)):
+        np.testing.assert_allclose(q6_local(st.pos, st.box), q6_norm(q6m_local(st.pos, st.box)[0]), atol=1e-12)
+        assert order_coherence(st.pos, st.box) == pytest.approx(1.0, abs=1e-9)
+    gas = rng.uniform(0, 100, (800, 3))
+    for box in (None, np.full(3, 100.0)):
+        np.testing.assert_allclose(local_order(gas, box), q6_norm(q6m_local(gas, box)[0]), atol=1e-12)
+        assert order_coherence(gas, box) < 0.15
+    rot, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+    # open, jittered (no ties among neighbours): the surface particles' bond order is off
+    p = fcc(4).pos + rng.normal(0, 0.3, (256, 3))
+    assert order_coherence(p @ rot.T, None) == pytest.approx(order_coherence(p, None), abs=1e-9)
+    assert order_coherence(p, None) > 0.9
+    # 2D: a triangular lattice, and two half-planes of it turned 15 degrees apart
+    i, j = np.meshgrid(np.arange(-20, 20), np.arange(-20, 20), indexing="ij")
+    lat = np.stack([(i + 0.5 * (j % 2)) * 10.0, j * 10.0 * np.sqrt(3) / 2], -1).reshape(-1, 2)
+    assert order_coherence(lat, None) > 0.98
+    t = np.radians(15.0)
+    turned = lat @ np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]]).T
+    two = np.concatenate([lat[lat[:, 0] < 0], turned[turned[:, 0] > 5.0]])
+    assert 0.6 < order_coherence(two, None) < 0.8
+    assert order_coherence(rng.uniform(0, 400, (1600, 2)), None) < 0.1
+
+
 def test_patch_values_in_3d_are_the_whole_systems():
     """q6 and the solid-like flag reach two neighbour shells: a patch with a 3-diameter halo
     gives its inner particles their whole-system values (half a crystal, half a gas)."""

@@ -643,6 +643,23 @@ def test_matched_tiling_continues_a_crystal_across_the_seams(m, rotate):
                 assert closest < 0.8 * a and seam < 0.95, (seed, closest, seam)
 
 
+def test_registry_correction_recovers_a_small_offset():
+    """The matched shift's correction: a periodic crystal displaced by a known 2.3 px offset
+    (under a quarter spacing), with anchors on the true lattice sites (thermal jitter 0.5
+    px), gives the offset back to the jitter over the square root of the anchors; a
+    liquid's correction is small against a spacing."""
+    import importlib
+    U = importlib.import_module("colloidcg.scaling.upsample")
+    pos, box = hex_crystal(nx=12, ny=12, a=16.0)
+    rng = np.random.default_rng(4)
+    delta = np.array([2.3, -1.1])
+    anchors = np.mod(pos[rng.choice(len(pos), 40, replace=False)] + rng.normal(0, 0.5, (40, 2)), box)
+    got = U._registry_correction(np.mod(pos - delta, box), anchors, box)
+    np.testing.assert_allclose(got, delta, atol=0.3)
+    liquid = rng.uniform(0, 1, (144, 2)) * box
+    assert np.hypot(*U._registry_correction(liquid, anchors, box)) < 4.0
+
+
 def test_rotated_window_is_a_rigid_cut_of_the_periodic_pattern():
     """rotated_window: at angle 0 from a point onto itself it returns the configuration
     (same particles, box, sizes, tiles); at any angle it cuts a perfect crystal's pattern
