@@ -1850,24 +1850,22 @@ def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None 
     requested, coherence = tiling, None
     if tiling == "auto":
         tiling, coherence = choose_tiling(src.pos, src.box)
+    elif tiling == "matched":
+        coherence = choose_tiling(src.pos, src.box)[1]
+    one_crystal = tiling == "matched" and coherence is not None and coherence >= AUTO_COHERENCE
     film = None
     if tiling == "matched" and src.box is None:
-        if dim == 2 and (coherence if coherence is not None else choose_tiling(src.pos, None)[1] or 0.0) \
-                >= AUTO_COHERENCE:
-            film = _crystal_film(src, cutoff_px)
+        film = _crystal_film(src, cutoff_px) if dim == 2 and one_crystal else None
         if film is not None:
             src, film = film
         else:
             src = _narrow_windows(src, cutoff_px, name)
     crystal = None
-    if adaptive and tiling == "matched":
-        if coherence is None:
-            coherence = choose_tiling(src.pos, src.box)[1]
-        if coherence is not None and coherence >= AUTO_COHERENCE:
-            # one crystal, its tiles placed in registry: nothing a short relaxation heals,
-            # and the relaxation gives the band the model's structure (docs/scaling.md)
-            crystal = {"order_coherence": coherence}
-            adaptive, relax_steps = False, 0
+    if adaptive and one_crystal:
+        # one crystal, its tiles placed in registry: nothing a short relaxation heals, and
+        # the relaxation gives the band the model's structure (docs/scaling.md)
+        crystal = {"order_coherence": coherence}
+        adaptive, relax_steps = False, 0
 
     def recut(t: int, lo: np.ndarray) -> Configuration | None:
         """A window of frame t with lower corner lo (px), None outside its field of view."""
