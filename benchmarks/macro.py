@@ -191,11 +191,10 @@ def refine_periodic(pos, box):
 
 
 def order_coherence(pos, box):
-    """|<psi6>| / <|psi6|> of one periodic configuration: near 1 when one grain's
-    orientation spans the box, about 1/sqrt(N) for many independent grains."""
-    from colloidcg.scaling.observables import psi6_local
-    psi = psi6_local(np.mod(pos, box), box)
-    return float(abs(psi.mean()) / np.abs(psi).mean())
+    """|<psi6>| / <|psi6|> of one periodic configuration (colloidcg.scaling.observables.order_coherence):
+    near 1 when one grain's orientation spans the box, about 1/sqrt(N) for many independent grains."""
+    from colloidcg.scaling.observables import order_coherence as coherence
+    return coherence(np.mod(pos, box), box)
 
 
 def refine_from(small_pos):
