@@ -472,6 +472,7 @@ def test_batch_of_md_trajectories_on_real_dask_scheduler(dask_processes, tmp_pat
     assert (s2.loc["melt/run.lammpstrj"].drop(index="rearrangements")["status"] == "unchanged").all()
 
 
+@pytest.mark.slow
 def test_batch_macro_stage_runs_on_request_resumes_and_keeps_its_result(tmp_path):
     """The optional macro stage (issue 19): on request it learns the macroscopic SDE from
     the video's tracks and trained model and runs an ensemble of it, with the [macro]

@@ -107,6 +107,7 @@ def gr(tracks, side, frames):
     return ev.rdf(t, box_px=[side, side], max_frames=frames, r_max=56.0, bins=28)["g"]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not HAVE_LAMMPS, reason=f"LAMMPS unavailable: {LAMMPS_WHY}")
 def test_wca_disks_from_lammps_melt_at_one_step_and_hold_with_auto_substeps():
     """Measured (seed 11, 400 disks at area fraction 0.7, 0.01 Brownian times per frame, 6

@@ -117,29 +117,39 @@ def _assert_found(frames, truth, dia, max_rms, model=None):
     assert (s["rms"] < max_rms).all(), s
 
 
-def test_dense_spheres_with_spots_the_starts_missed(monkeypatch):
+def test_dense_spheres_with_spots_the_starts_missed():
     """Dyed spheres near contact (spacing 1.05 diameters): trackpy's 3D centroids leave
     out the spheres centred within a radius of a face of the stack and partners merged
     into one maximum; their light, left out of the joint fit, pulled the neighbours'
     (0.13-0.26 voxel on some axis over three realisations, recall 0.976 on one). Found in
     the fit's residual and fitted too, the redundant start between two partners pruned:
     every particle found and each axis under 0.07 voxel (0.038-0.060 over seeds 0-2).
-    The control runs the same track without the search."""
+    The control (slow, below) runs the same track without the search."""
+    frames, truth, dia = _sphere_stack((5.0, 1.2, 3.0, 2.0), 1, (24, 72, 72))
+    _assert_found(frames, truth, dia, 0.07)
+
+
+@pytest.mark.slow
+def test_dense_spheres_control_without_the_residual_search(monkeypatch):
+    """The control of the test above (slow: a second whole track): the same stack
+    without the search of the residual misses the spheres' light (rms > 0.1 voxel)."""
     import colloidcg.tracking.refine3d as r3
 
     frames, truth, dia = _sphere_stack((5.0, 1.2, 3.0, 2.0), 1, (24, 72, 72))
-    _assert_found(frames, truth, dia, 0.07)
     monkeypatch.setattr(r3, "MISSED_ROUNDS", 0)
     c = B.score(_track(frames).tracks, truth, frames.shape[1:], dia)
     assert c["rms"].max() > 0.1, c
 
 
+@pytest.mark.slow
 def test_binary_mixture_of_spheres_gets_two_radii(monkeypatch):
     """A 50:50 mixture of dyed spheres of radius 4 and 5.5 px near contact: each ball
     gets its population's radius, every particle found and each axis under 0.08 voxel
     (0.041-0.056 on seeds 1 and 2 of this stack, 0.06-0.08 on seed 0, where two small
     spheres touching along z are split from the large ball first fitted between them).
-    The control fits one shared radius: 0.15-0.16."""
+    The control fits one shared radius: 0.15-0.16. Slow (two tracks of a 32 x 96 x 96
+    stack, about a minute); the default run tracks the same mixture on a smaller stack
+    (the next test)."""
     import colloidcg.tracking.refine3d as r3
 
     frames, truth, dia = _sphere_stack(((4.0, 5.5), 1.2, 3.0, 2.0), 1, (32, 96, 96))
@@ -149,31 +159,47 @@ def test_binary_mixture_of_spheres_gets_two_radii(monkeypatch):
     assert c["rms"].min() > 0.12, c
 
 
-def test_small_spheres_touching_along_z_are_split_from_a_large_ball(monkeypatch):
+def test_small_spheres_touching_along_z_are_split_from_a_large_ball():
     """The mixture on a small stack (24 x 72 x 72, seed 1): two small spheres touching
     along z were fitted as one large ball between them (0.20 voxel along z); tested as two
     small balls where light shows beyond both ends, they are split: every particle found,
-    each axis under 0.08 voxel (0.047 / 0.050 / 0.044). The control never tests a split."""
+    each axis under 0.08 voxel (0.047 / 0.050 / 0.044). The control (slow, below) never
+    tests a split."""
+    frames, truth, dia = _sphere_stack(((4.0, 5.5), 1.2, 3.0, 2.0), 1, (24, 72, 72))
+    _assert_found(frames, truth, dia, 0.08, model="ball")
+
+
+@pytest.mark.slow
+def test_small_spheres_control_without_splits(monkeypatch):
+    """The control of the test above (slow: a second whole track): never testing a
+    split leaves the large ball between two small spheres (rms > 0.12 voxel)."""
     import colloidcg.tracking.refine3d as r3
 
     frames, truth, dia = _sphere_stack(((4.0, 5.5), 1.2, 3.0, 2.0), 1, (24, 72, 72))
-    _assert_found(frames, truth, dia, 0.08, model="ball")
     monkeypatch.setattr(r3, "SPLIT_END_LIGHT", math.inf)
     c = B.score(_track(frames).tracks, truth, frames.shape[1:], dia)
     assert c["rms"][0] > 0.12, c
 
 
-def test_resolved_spheres_under_a_long_psf_are_balls(monkeypatch):
+@pytest.mark.slow
+def test_resolved_spheres_under_a_long_psf_are_balls():
     """Dyed spheres (radius 5 px) near contact under a PSF 4.5 px long along z: the first
     frame's start list merges neighbours, the fits are rough and balls and Gaussians leave
     residuals within 10 % of each other; the balls' radius (3.5 blur widths) says resolved
     spheres, and balls are chosen: every particle found, each axis under 0.1 voxel (0.073 /
-    0.058 / 0.060). The control needs the 10 % gain: Gaussians, whose z extent sets a
-    separation that merges spheres touching along z (recall 0.88, 0.44 / 0.35 / 0.37)."""
+    0.058 / 0.060). The control (slow, below) needs the 10 % gain."""
+    frames, truth, dia = _sphere_stack((5.0, 1.5, 4.5, 2.0), 5, (32, 96, 96))
+    _assert_found(frames, truth, dia, 0.1, model="ball")
+
+
+@pytest.mark.slow
+def test_resolved_spheres_control_needs_the_gain(monkeypatch):
+    """The control of the test above (slow: a second whole track): asked for a 10 %
+    lower residual, the fit keeps Gaussians, whose z extent sets a separation that merges
+    spheres touching along z (recall 0.88, 0.44 / 0.35 / 0.37)."""
     import colloidcg.tracking.refine3d as r3
 
     frames, truth, dia = _sphere_stack((5.0, 1.5, 4.5, 2.0), 5, (32, 96, 96))
-    _assert_found(frames, truth, dia, 0.1, model="ball")
     monkeypatch.setattr(r3, "BALL_RESOLVED", math.inf)
     c = _track(frames)
     assert c.params.spot_model == "gauss"

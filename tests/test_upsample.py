@@ -901,6 +901,7 @@ def test_shell_distances_and_seam_lines_exact():
     np.testing.assert_array_equal(neighbour_counts(across, np.array([200.0, 200.0]), 3.0), [1, 1, 0, 0])
 
 
+@pytest.mark.slow
 def test_relax_steps_auto_relaxes_until_the_particles_have_moved(small, tmp_path):
     """``relax_steps="auto"``: the pilot stops at the first frame whose mean squared
     displacement reaches HEAL_MSD nearest-neighbour distances squared, and every doubling

@@ -55,6 +55,7 @@ def test_upsample_3d_exact_invariants(spheres):
     np.testing.assert_array_equal(again.tracks[["x", "y", "z"]].to_numpy(), u[["x", "y", "z"]].to_numpy())
 
 
+@pytest.mark.slow
 def test_upsample_3d_auto_relaxation_and_seam_check(spheres):
     """``relax_steps="auto"`` with ``band="all"`` in 3D: the pilots reach the displacement
     target and every sphere is relaxed. The seam check measures density alone (no |psi6| in
@@ -71,6 +72,7 @@ def test_upsample_3d_auto_relaxation_and_seam_check(spheres):
     assert check["density"] is None and not check["visible"]
 
 
+@pytest.mark.slow
 def test_cli_3d_push_quantile(spheres, tmp_path, capsys):
     """colloidcg upsample on the 3D model: --push-quantile auto is 0 in 3D (recorded in the
     sidecar, the same reinsertions as 0, fewer than 0.02), a cube of twice the side; a

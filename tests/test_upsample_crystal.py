@@ -2,10 +2,12 @@
 (benchmarks/upsample_crystal.py): ``tiling="auto"`` sees one crystal and places its tiles
 in registry, and the adaptive relaxation leaves such seams alone.
 
-Default run: the 2D soft-disk crystal (area fraction 0.85, 144 -> 2304 disks, K = 16, 4
-samples; measured g(r) 0.033, |psi6| 0.840 against the direct 0.846, seams -7.0 / -2.0 SE
-in neighbours / |psi6|). Slow: the 3D fcc soft-sphere crystal (volume fraction 0.70, 256 ->
-2048; g(r) 0.042) and LAMMPS's Brownian WCA crystals, 2D and 3D (g(r) 0.033 and 0.049).
+All slow (``python -m pytest -m slow tests/test_upsample_crystal.py``): the 2D soft-disk
+crystal (area fraction 0.85, 144 -> 2304 disks, K = 16, 4 samples; measured g(r) 0.033,
+|psi6| 0.840 against the direct 0.846, seams -7.0 / -2.0 SE in neighbours / |psi6|), the
+3D fcc soft-sphere crystal (volume fraction 0.70, 256 -> 2048; g(r) 0.042) and LAMMPS's
+Brownian WCA crystals, 2D and 3D (g(r) 0.033 and 0.049). The default run tests matched
+tiling on crystals in tests/test_upsample.py and tests/test_upsample_3d.py.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ def check(out, g_bound=0.05, order_bound=0.01):
     return row
 
 
+@pytest.mark.slow
 def test_2d_crystal_upsampled_in_registry_matches_the_large_crystal():
     """g(r) within 0.05 and |psi6| within 0.01 of the direct large crystal, no seam the
     check sees; random tiles of the same crystal (the control) miss g(r) by 4x and their
