@@ -1,7 +1,8 @@
 """Hierarchical upsampling (colloidcg.scaling) against a direct simulation of the large system.
 
 A small periodic bidisperse soft-disk liquid (colloidcg.synthetic dynamics, 150 particles,
-area fraction 0.7) is simulated; a model is trained quickly on its trajectory; snapshots
+area fraction 0.7) is simulated; a model is trained on its trajectory (8 epochs; 24 for the
+slow comparisons, whose seams take the relaxing model's structure); snapshots
 at 4x and 16x the area are built by upsampling and compared with a direct simulation of
 the large system (both slow; the default suite checks the exact invariants on 8 samples at
 4x): g(r) relative RMS error <= 0.05, area fraction within
@@ -63,14 +64,29 @@ def soft_disks(n, frames, every, seed, equilibration=2000, phi=PHI):
     return df, side
 
 
-@pytest.fixture(scope="module")
-def small():
-    """The small system (100 frames, one every 5 simulated frames) and a model trained on it."""
+def _small_system(epochs):
     df, side = soft_disks(N_SMALL, 100, 5, seed=0)
     res = train_tracks(df, {"fps": 1.0, "um_per_px": 1.0},
-                       TrainConfig(epochs=8, lr=1e-2, progress=False, loc_noise="none", cutoff=24.0,
+                       TrainConfig(epochs=epochs, lr=1e-2, progress=False, loc_noise="none", cutoff=24.0,
                                    size_column="diameter", seed=0), box_px=[side, side])
     return df, side, res.model, {"calibration": res.report["calibration"]}
+
+
+@pytest.fixture(scope="module")
+def small():
+    """The small system (100 frames, one every 5 simulated frames) and a model trained on it
+    quickly (8 epochs)."""
+    return _small_system(8)
+
+
+@pytest.fixture(scope="module")
+def small_trained():
+    """The same small system with a model trained 24 epochs, for the slow tests against a
+    direct simulation. The seam relaxation gives the seams the model's own structure: with
+    the 8-epoch model the band within a diameter of a seam held 0.08-0.11 more neighbours
+    than the bulk at K = 16 on 2 of 4 upsampling seeds (+2.0 to +2.7 SE, 10 samples; session
+    39's packages), with the 24-epoch one every seed lies within 1.8 SE (-0.08 to -0.002)."""
+    return _small_system(24)
 
 
 def closest_by_species(df, box):
@@ -89,10 +105,11 @@ def area_fraction(tracks, box):
 
 #: Seam bounds asserted (band within one mean diameter of a seam minus the bulk, mean over
 #: samples): |density difference| (neighbours within 24 px; bulk 5.30) and |psi6
-#: difference| (bulk 0.459; K = 4, 10 samples, seed 0). Measured with this module's model and 10 samples per
-#: seed (K = 4, seeds 0-11): density -0.084 +- 0.020 (mean +- SE over seeds, range -0.224
-#: to +0.008), |psi6| -0.016 +- 0.004 (range -0.049 to +0.001); K = 16, seeds 0-3: density
-#: -0.058 +- 0.013, |psi6| -0.019 +- 0.004.
+#: difference| (bulk 0.459; K = 4, 10 samples, seed 0). Measured with an 8-epoch model and 10
+#: samples per seed (K = 4, seeds 0-11; before session 31): density -0.084 +- 0.020 (mean +- SE
+#: over seeds, range -0.224 to +0.008), |psi6| -0.016 +- 0.004 (range -0.049 to +0.001); K = 16,
+#: seeds 0-3: density -0.058 +- 0.013, |psi6| -0.019 +- 0.004. Session 39, 16x, seeds 0-3:
+#: +0.026 to +0.106 with the 8-epoch model, -0.077 to -0.002 with the 24-epoch one.
 SEAM_DENSITY_BOUND = 0.25
 SEAM_PSI6_BOUND = 0.04
 
@@ -196,10 +213,10 @@ def test_upsample_4x_exact_invariants(small, up4_short):
 
 
 @pytest.fixture(scope="module")
-def up4(small):
+def up4(small_trained):
     """K = 4, 60 samples (seed 0) against a direct simulation of 600 particles: enough to
     resolve the seam deficit (about 45 s)."""
-    return check_against_direct(small, 4, samples=60, frames_direct=20, seed=0)
+    return check_against_direct(small_trained, 4, samples=60, frames_direct=20, seed=0)
 
 
 @pytest.mark.slow
@@ -233,10 +250,10 @@ def test_upsample_no_ridge_at_the_band_edge(up4):
 
 
 @pytest.mark.slow
-def test_upsample_16x_matches_direct_simulation(small):
+def test_upsample_16x_matches_direct_simulation(small_trained):
     """One seed (3), 10 samples: g(r), area fraction, closest pairs and no seam within 2
     standard errors."""
-    up, z = check_against_direct(small, 16, samples=10, frames_direct=12, seed=3)
+    up, z = check_against_direct(small_trained, 16, samples=10, frames_direct=12, seed=3)
     assert up.parameters["side_steps"] == [2, 2]
     assert abs(z["density"]) <= 2.0 and abs(z["psi6"]) <= 2.0, z
 
