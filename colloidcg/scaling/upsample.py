@@ -63,7 +63,7 @@ import math
 import time
 import warnings
 from dataclasses import dataclass, field
-from itertools import permutations
+from itertools import permutations, product
 
 import numpy as np
 import pandas as pd
@@ -1188,6 +1188,109 @@ def _crystal_film(src: _Source, cutoff_px: float) -> tuple[_Source, dict] | None
     return turned, {"turned_deg": math.degrees(-theta), "lattice_px": period.tolist(), "window_px": window.tolist()}
 
 
+#: 3D crystal films (:func:`_crystal_film_3d`): the share of first-shell bonds that must lie
+#: within FILM_FCC_TOLERANCE_DEG of the fitted fcc bond directions. fcc keeps 0.97-1 up to
+#: a Lindemann ratio of 0.16 (thermal jitter of 1.5 px per axis on 15.6 px bonds); hcp at
+#: most 0.78 (a quarter of its bonds lie 45-48 degrees from the nearest fcc bond), so an
+#: hcp or randomly stacked crystal is not taken for fcc.
+FILM_FCC_SHARE = 0.85
+FILM_FCC_TOLERANCE_DEG = 25.0
+#: the 12 nearest-neighbour directions of fcc, cubic axes along x, y, z
+_FCC_BONDS = np.array([v for v in product((-1.0, 0.0, 1.0), repeat=3)
+                       if sum(abs(c) for c in v) == 2.0]) / math.sqrt(2.0)
+
+
+def fcc_orientation(bonds: np.ndarray, starts: int = 400) -> tuple[np.ndarray, float, float]:
+    """The rotation that turns first-shell bond vectors of an fcc crystal onto the ideal fcc
+    bonds with cubic axes along x, y, z. bonds: (n, 3) px. Returns (R (3, 3), such that
+    ``bonds @ R.T`` lie along the ideal bonds; the share of bonds within
+    :data:`FILM_FCC_TOLERANCE_DEG` of one; the cubic cell side a px, sqrt 2 times the mean
+    over those bonds of the bond projected on its ideal direction, so that thermal
+    displacements across the bond average out).
+
+    The rotation group is searched from ``starts`` seeded random rotations (a bond set is
+    matched up to the cube's 48 symmetries, so one start in 48 lands near an equivalent
+    answer) and the best refined by assigning each bond to its nearest ideal direction and
+    solving the orthogonal Procrustes problem (scipy's ``Rotation.align_vectors``) until the
+    assignment stops changing. Written here: neither freud nor scipy fits a lattice's
+    orientation to a cloud of bonds."""
+    from scipy.spatial.transform import Rotation
+
+    u = bonds / np.linalg.norm(bonds, axis=1, keepdims=True)
+    probe = u[np.random.default_rng(0).permutation(len(u))[:5000]]
+    mats = Rotation.random(starts, random_state=0).as_matrix()                  # (s, 3, 3)
+    score = np.einsum("sij,nj,ki->snk", mats, probe, _FCC_BONDS, optimize=True).max(axis=2).mean(axis=1)
+    R = mats[int(np.argmax(score))]
+    assign = None
+    for _ in range(20):
+        k = np.argmax((u @ R.T) @ _FCC_BONDS.T, axis=1)
+        if assign is not None and np.array_equal(k, assign):
+            break
+        assign = k
+        R = Rotation.align_vectors(_FCC_BONDS[k], u)[0].as_matrix()
+    ok = np.sum((u @ R.T) * _FCC_BONDS[assign], axis=1) > math.cos(math.radians(FILM_FCC_TOLERANCE_DEG))
+    a = math.sqrt(2.0) * float(np.mean(np.sum((bonds[ok] @ R.T) * _FCC_BONDS[assign[ok]], axis=1)))
+    return R, float(np.mean(ok)), a
+
+
+def _crystal_film_3d(src: _Source, cutoff_px: float) -> tuple[_Source, dict] | None:
+    """One fcc crystal imaged in an open 3D field of view (a confocal stack), as periodic
+    tiles: the 2D film's method (:func:`_crystal_film`) with the cubic cell. Every frame is
+    turned so that the crystal's cubic axes lie along x, y, z (:func:`fcc_orientation`,
+    fitted to the first-shell bonds, 12 nearest neighbours, of up to 20 frames), and cubic
+    windows of n a (a the cubic cell side) are cut inside the largest axis-aligned cube of
+    the turned field of view, midway between the lattice planes (spaced a / 2 along each
+    cubic axis). Wrapped, such a window continues its lattice, and every symmetry of the
+    cube is one of the lattice's, so it is tiled as a periodic fcc box is (matched registry,
+    48 symmetries). Returns (the turned source, {"turned_deg" (the rotation's angle),
+    "axes" (R's rows, the cubic axes in the frame's coordinates), "lattice_px": [a, a, a], a
+    refined to the lattice planes' period, "window_px", "fcc_bond_share"}) or None where the bonds are not fcc's (hcp, random
+    stacking, a glass: :data:`FILM_FCC_SHARE`) or the window would not be wider than twice
+    the interaction range."""
+    from scipy.spatial.transform import Rotation
+
+    from .observables import knn
+
+    step = max(1, int(math.ceil(len(src.pos) / 20)))
+    used = [p for p in src.pos[::step] if len(p) > 26]
+    if not used:
+        return None
+    bonds = np.concatenate([knn(p, None, 12)[0].reshape(-1, 3) for p in used])
+    length = np.linalg.norm(bonds, axis=1)
+    # edge particles' 12 nearest reach the second shell, sqrt 2 times as far
+    bonds = bonds[length < 1.3 * np.median(length)]
+    if len(bonds) < 100:
+        return None
+    R, share, a = fcc_orientation(bonds)
+    if share < FILM_FCC_SHARE:
+        return None
+    turned = [p @ R.T for p in src.pos]
+    # the bonds' mean is cut short by the first-shell filter (1-1.5 % at a Lindemann ratio of
+    # 0.16); the lattice planes' own period is not: the spacing a / 2 at which the planes'
+    # density wave along the three axes is strongest, within 4 % of the bonds' estimate
+    grid = a * np.linspace(0.96, 1.04, 161)
+    power = np.zeros(len(grid))
+    for q in turned[::max(1, int(math.ceil(len(turned) / 5)))]:
+        power += np.sum(np.abs(np.exp(4j * math.pi * q.T[None, :, :] / grid[:, None, None]).sum(axis=2)) ** 2, axis=1)
+    a = float(grid[int(np.argmax(power))])
+    step = np.full(3, 0.5 * a)
+    phase = np.array([[step[k] / (2 * math.pi) * float(np.angle(np.exp(2j * math.pi * q[:, k] / step[k]).sum()))
+                       for k in range(3)] for q in turned])
+    # the largest cube about the view's centre whose turned corners stay inside the view:
+    # its half side h reaches h sum_j |R_jk| along the frame's axis k
+    width = src.fov[:, :, 1] - src.fov[:, :, 0]                                  # (T, 3)
+    side = np.min(width / np.abs(R).sum(axis=0)[None, :], axis=1)
+    window = np.full(3, math.floor(float(side.min()) / a) * a)
+    if np.any(window <= 2 * cutoff_px):
+        return None
+    centre = (0.5 * (src.fov[:, :, 0] + src.fov[:, :, 1])) @ R.T
+    fov = np.stack([centre - 0.5 * side[:, None], centre + 0.5 * side[:, None]], axis=2)
+    out = _Source(turned, [v @ R.T for v in src.vel], src.size, None, fov, window,
+                  periodic_windows=True, planes=(step, phase))
+    return out, {"turned_deg": math.degrees(float(Rotation.from_matrix(R).magnitude())), "axes": R.tolist(),
+                 "lattice_px": [a] * 3, "window_px": window.tolist(), "fcc_bond_share": share}
+
+
 # ----------------------------------------------------------------------------- relaxation
 #: Held layer around the relaxed band, in interaction ranges: a particle's terms depend on
 #: its neighbours within the range h and, through their densities and encoded S, on their
@@ -1781,8 +1884,8 @@ def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None 
         scored by the local bond order (|psi6| in 2D, q6 in 3D) of the particles along the
         new seams (:func:`match_parts`), so that ordered tiles continue their lattice across
         the seams instead of meeting at a grain boundary (one 2D crystal filmed in an open
-        field of view is turned and cut into windows commensurate with its lattice,
-        :func:`_crystal_film`; other windows of an open field of view are cut again in
+        field of view, or one 3D fcc crystal, is turned and cut into windows commensurate
+        with its lattice, :func:`_crystal_film`, :func:`_crystal_film_3d`; other windows of an open field of view are cut again in
         registry rather than shifted); "oriented" (2D, a periodic box
         only): the same score over windows of each part's periodic pattern turned to the
         placed neighbours' lattice orientation, any angle (the particle count then varies by
@@ -1855,7 +1958,7 @@ def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None 
     one_crystal = tiling == "matched" and coherence is not None and coherence >= AUTO_COHERENCE
     film = None
     if tiling == "matched" and src.box is None:
-        film = _crystal_film(src, cutoff_px) if dim == 2 and one_crystal else None
+        film = (_crystal_film if dim == 2 else _crystal_film_3d)(src, cutoff_px) if one_crystal else None
         if film is not None:
             src, film = film
         else:
