@@ -773,6 +773,7 @@ def test_known_answer_upsampled_halo_chain_mean_trajectory_beats_naive_fivefold(
 
 
 # ---------------------------------------------------------------------- the chain from video (short)
+@pytest.mark.slow
 def test_chain_from_a_tracked_video_end_to_end(tmp_path):
     """The user's path on a tiny video (colloidcg.scaling.video_chain): a quench of soft disks
     filmed in a window of a periodic sample, tracked, a model trained on the tracks,

@@ -1028,6 +1028,7 @@ def test_seam_pilots_see_a_seam_that_lacks_neighbours(small):
     assert gapped["difference"] < -0.015 * gapped["bulk_neighbours"]
 
 
+@pytest.mark.slow
 def test_adaptive_relaxation_escalates_where_the_pilots_stay_unhealed(small, monkeypatch):
     """Where :func:`seam_pilots` reports unhealed seams, the adaptive default relaxes the
     whole system until the particles have moved (``relax_steps="auto"``, ``band="all"``),
