@@ -877,7 +877,7 @@ def test_a_crystal_film_is_tiled_into_one_crystal(small):
     assert info["crystal_film"]["turned_deg"] == pytest.approx(-math.degrees(theta), abs=0.2)
     np.testing.assert_allclose(info["crystal_film"]["lattice_px"], [a, a * math.sqrt(3)], rtol=2e-3)
     assert params["n_particles"] == [4 * 224] * 4                      # 14 x 16 disks per window
-    assert "a crystal film: turned -17.2 deg, windows 224.0 x 221.6 px" in U.tiling_summary(info)
+    assert "a crystal film: turned -17.2 deg, windows 224.0 x 221.7 px" in U.tiling_summary(info)   # 8 x 16 sqrt 3
     assert gaps["random"] < -0.28 and gaps["auto"] > -0.03, gaps
     assert not params["seam_check"]["visible"]
     # matched windows of a field of view that is not one crystal: cut again in registry
@@ -1143,3 +1143,27 @@ def test_unjudged_seams_whose_pilots_stayed_unhealed_are_warned_about():
     assert seam_check_summary(visible) == ("VISIBLE: within 74 px of a seam against the bulk, neighbours -0.84 "
                                            "(-8.1 SE) (visible beyond 9.2 SE)")
     assert seam_check_summary(None) == "not run"
+
+
+def test_a_film_windows_own_faces_are_new_seams():
+    """A crystal film's window is periodic by construction, but its faces are cuts through
+    a crystal whose displacements on either side are not correlated: each particle keeps its
+    distance to them (``wrap``) through the cyclic shift and the symmetries, and the
+    doubling that places the window counts them as new seams (before session 39 a shift
+    moved them into the tile unmarked, and pairs 0.34 x the data's closest approach sat
+    there on the 2D film benchmark)."""
+    import importlib
+    U = importlib.import_module("colloidcg.scaling.upsample")
+
+    box = np.array([100.0, 100.0])
+    pos = np.array([[1.0, 50.0], [50.0, 50.0], [50.0, 98.0]])
+    wrap = np.min(np.minimum(pos, box - pos), axis=1)                 # 1, 50, 2 px
+    for w in (wrap, None):
+        cfg = U.Configuration(pos, np.zeros_like(pos), None, box, np.full(3, np.inf), wrap=w)
+        moved = U._apply(cfg, np.array([40.0, 30.0]), np.array([1, 0]), np.array([True, False]))
+        assert (moved.wrap is None) if w is None else np.array_equal(moved.wrap, wrap)
+        placed, new, part = U.tile_configurations([moved] * 4, 2)
+        faces = np.min(np.minimum(moved.pos, box - moved.pos), axis=1)     # 20, 10, 28 px to the part's faces
+        np.testing.assert_allclose(new[:3], faces if w is None else np.minimum(faces, wrap))
+        np.testing.assert_allclose(placed.seam[:3], new[:3])
+    assert np.allclose(np.minimum(faces, wrap), [1.0, 10.0, 2.0])

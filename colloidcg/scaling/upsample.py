@@ -97,6 +97,11 @@ class Configuration:
     n_tiles : number of level-0 tiles placed in the configuration.
     origin : (source frame index, (d,) lower corner px) of a level-0 window cut from an
         open field of view, which is not periodic (None: periodic).
+    wrap : (N,) float64 distance of each particle to the window's own faces, px, for a
+        level-0 window of a crystal film (periodic by construction, but its faces are cuts
+        through a crystal whose displacements on either side are not correlated, so they
+        are seams), or None. The doubling that places the window treats them as new
+        seams, wherever the cyclic shift has moved them.
     """
 
     pos: np.ndarray
@@ -107,6 +112,7 @@ class Configuration:
     tile: np.ndarray | None = None
     n_tiles: int = 1
     origin: tuple | None = None
+    wrap: np.ndarray | None = None
 
     def tiles(self) -> np.ndarray:
         """(N,) int64 tile index of each particle (zeros when ``tile`` is None)."""
@@ -371,7 +377,10 @@ def _apply(cfg: Configuration, shift, perm: np.ndarray, flip: np.ndarray) -> Con
     vel = cfg.vel[:, perm].copy()
     pos[:, flip] = box[flip] - pos[:, flip]
     vel[:, flip] *= -1.0
-    return Configuration(np.mod(pos, box), vel, cfg.size, box, cfg.seam, cfg.tile, cfg.n_tiles, cfg.origin)
+    # each particle keeps its distance to the window's own faces (``wrap``) wherever the
+    # shift moves them
+    return Configuration(np.mod(pos, box), vel, cfg.size, box, cfg.seam, cfg.tile, cfg.n_tiles, cfg.origin,
+                         cfg.wrap)
 
 
 def tile_configurations(parts: list[Configuration], m: int) -> tuple[Configuration, np.ndarray, np.ndarray]:
@@ -389,6 +398,8 @@ def tile_configurations(parts: list[Configuration], m: int) -> tuple[Configurati
         idx = np.array(np.unravel_index(k, (m,) * d))
         u = np.mod(part.pos, box)
         dist = np.min(np.minimum(u, box - u), axis=1)
+        if part.wrap is not None:       # a crystal film's window: its own faces are new seams too
+            dist = np.minimum(dist, part.wrap)
         pos.append(u + idx * box)
         vel.append(part.vel)
         size.append(part.size)
@@ -1127,13 +1138,31 @@ def _window(src: _Source, t: int, lo: np.ndarray) -> Configuration | None:
     if inside.sum() < 2:
         return None
     side = np.broadcast_to(np.asarray(src.window, float), lo.shape).copy()
-    return Configuration(p[inside] - lo, v[inside], None if s is None else s[inside], side,
-                         np.full(int(inside.sum()), np.inf), origin=None if src.periodic_windows else (t, lo))
+    q = p[inside] - lo
+    wrap = np.min(np.minimum(q, side - q), axis=1) if src.periodic_windows else None
+    return Configuration(q, v[inside], None if s is None else s[inside], side,
+                         np.full(int(inside.sum()), np.inf), origin=None if src.periodic_windows else (t, lo),
+                         wrap=wrap)
 
 
 #: Crystal films (:func:`_crystal_film`): bonds within this angle of a lattice direction
 #: give the lattice vectors' mean.
 FILM_BOND_TOLERANCE_DEG = 15.0
+
+
+def plane_spacing(frames: list, axis: int, guess: float, most: int = 5) -> float:
+    """The spacing of lattice planes normal to ``axis`` in ``frames`` (positions (n, d) px,
+    turned so that the planes are normal to that axis): the period, within 4 % of
+    ``guess`` px, at which the planes' density wave |sum exp(2 pi i x / spacing)|^2 summed
+    over up to ``most`` frames is strongest. Mean bonds are cut short by the first-shell
+    filter that keeps an edge particle's second shell out (1-1.5 % at a Lindemann ratio of
+    0.16, 0.35 % in a 2D crystal at area fraction 0.85: over 30 spacings a 1.7 px misfit at
+    the window's wrap); the planes' own period is not."""
+    grid = guess * np.linspace(0.96, 1.04, 161)
+    power = np.zeros(len(grid))
+    for q in frames[::max(1, int(math.ceil(len(frames) / most)))]:
+        power += np.abs(np.exp(2j * math.pi * q[None, :, axis] / grid[:, None]).sum(axis=1)) ** 2
+    return float(grid[int(np.argmax(power))])
 
 
 def _crystal_film(src: _Source, cutoff_px: float) -> tuple[_Source, dict] | None:
@@ -1167,25 +1196,38 @@ def _crystal_film(src: _Source, cutoff_px: float) -> tuple[_Source, dict] | None
     rising = first & (np.abs(ang - 60.0) < FILM_BOND_TOLERANCE_DEG)
     if along.sum() < 10 or rising.sum() < 10:
         return None
-    a = float(bonds[along, 0].mean())
-    h = float(bonds[rising, 1].mean())
+    turned = [p @ R.T for p in src.pos]
+    a = 2.0 * plane_spacing(turned, 0, 0.5 * float(bonds[along, 0].mean()))    # sites lie on x = x0 (mod a / 2)
+    h = plane_spacing(turned, 1, float(bonds[rising, 1].mean()))
     period = np.array([a, 2.0 * h])
     # lattice planes: sites lie on x = x0 (mod a / 2) (rows alternate by a / 2) and y = y0
     # (mod h); each frame's phases from the mean of exp(2 pi i x / spacing)
-    step = np.array([0.5 * a, h])
-    phase = np.array([[step[k] / (2 * math.pi) * float(np.angle(np.exp(2j * math.pi * (p @ R.T)[:, k] / step[k]).sum()))
-                       for k in range(2)] for p in src.pos])
-    # the largest axis-aligned square inside each turned field of view, about its centre
-    width = np.min(src.fov[:, :, 1] - src.fov[:, :, 0], axis=1)
-    side = width / (abs(math.cos(theta)) + abs(math.sin(theta)))
+    out = _turned_film(src, turned, R, np.array([0.5 * a, h]), period, cutoff_px)
+    if out is None:
+        return None
+    return out, {"turned_deg": math.degrees(-theta), "lattice_px": period.tolist(), "window_px": out.window.tolist()}
+
+
+def _turned_film(src: _Source, turned: list, R: np.ndarray, step: np.ndarray, period: np.ndarray,
+                 cutoff_px: float) -> _Source | None:
+    """The turned source of a crystal film (:func:`_crystal_film`, :func:`_crystal_film_3d`):
+    frames ``turned`` (each ``p @ R.T``), lattice planes spaced ``step`` (d,) px along the
+    turned axes (each frame's phase from the mean of exp(2 pi i x / step)), windows of
+    whole ``period`` (d,) px inside the largest axis-aligned box about each view's centre
+    whose turned corners stay in the view (half side h reaches h sum_j |R_jk| along the
+    frame's axis k). None where a window would not be wider than twice the interaction range."""
+    d = len(step)
+    phase = np.array([[step[k] / (2 * math.pi) * float(np.angle(np.exp(2j * math.pi * q[:, k] / step[k]).sum()))
+                       for k in range(d)] for q in turned])
+    width = src.fov[:, :, 1] - src.fov[:, :, 0]                                  # (T, d)
+    side = np.min(width / np.abs(R).sum(axis=0)[None, :], axis=1)
     window = np.floor(float(side.min()) / period) * period
     if np.any(window <= 2 * cutoff_px):
         return None
     centre = (0.5 * (src.fov[:, :, 0] + src.fov[:, :, 1])) @ R.T
     fov = np.stack([centre - 0.5 * side[:, None], centre + 0.5 * side[:, None]], axis=2)
-    turned = _Source([p @ R.T for p in src.pos], [v @ R.T for v in src.vel], src.size, None, fov, window,
-                     periodic_windows=True, planes=(step, phase))
-    return turned, {"turned_deg": math.degrees(-theta), "lattice_px": period.tolist(), "window_px": window.tolist()}
+    return _Source(turned, [v @ R.T for v in src.vel], src.size, None, fov, window,
+                   periodic_windows=True, planes=(step, phase))
 
 
 #: 3D crystal films (:func:`_crystal_film_3d`): the share of first-shell bonds that must lie
@@ -1265,30 +1307,13 @@ def _crystal_film_3d(src: _Source, cutoff_px: float) -> tuple[_Source, dict] | N
     if share < FILM_FCC_SHARE:
         return None
     turned = [p @ R.T for p in src.pos]
-    # the bonds' mean is cut short by the first-shell filter (1-1.5 % at a Lindemann ratio of
-    # 0.16); the lattice planes' own period is not: the spacing a / 2 at which the planes'
-    # density wave along the three axes is strongest, within 4 % of the bonds' estimate
-    grid = a * np.linspace(0.96, 1.04, 161)
-    power = np.zeros(len(grid))
-    for q in turned[::max(1, int(math.ceil(len(turned) / 5)))]:
-        power += np.sum(np.abs(np.exp(4j * math.pi * q.T[None, :, :] / grid[:, None, None]).sum(axis=2)) ** 2, axis=1)
-    a = float(grid[int(np.argmax(power))])
-    step = np.full(3, 0.5 * a)
-    phase = np.array([[step[k] / (2 * math.pi) * float(np.angle(np.exp(2j * math.pi * q[:, k] / step[k]).sum()))
-                       for k in range(3)] for q in turned])
-    # the largest cube about the view's centre whose turned corners stay inside the view:
-    # its half side h reaches h sum_j |R_jk| along the frame's axis k
-    width = src.fov[:, :, 1] - src.fov[:, :, 0]                                  # (T, 3)
-    side = np.min(width / np.abs(R).sum(axis=0)[None, :], axis=1)
-    window = np.full(3, math.floor(float(side.min()) / a) * a)
-    if np.any(window <= 2 * cutoff_px):
+    # the planes' period (:func:`plane_spacing`), a / 2 along each cubic axis, averaged
+    a = float(np.mean([2.0 * plane_spacing(turned, k, 0.5 * a) for k in range(3)]))
+    out = _turned_film(src, turned, R, np.full(3, 0.5 * a), np.full(3, a), cutoff_px)
+    if out is None:
         return None
-    centre = (0.5 * (src.fov[:, :, 0] + src.fov[:, :, 1])) @ R.T
-    fov = np.stack([centre - 0.5 * side[:, None], centre + 0.5 * side[:, None]], axis=2)
-    out = _Source(turned, [v @ R.T for v in src.vel], src.size, None, fov, window,
-                  periodic_windows=True, planes=(step, phase))
     return out, {"turned_deg": math.degrees(float(Rotation.from_matrix(R).magnitude())), "axes": R.tolist(),
-                 "lattice_px": [a] * 3, "window_px": window.tolist(), "fcc_bond_share": share}
+                 "lattice_px": [a] * 3, "window_px": out.window.tolist(), "fcc_bond_share": share}
 
 
 # ----------------------------------------------------------------------------- relaxation
