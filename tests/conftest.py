@@ -38,3 +38,16 @@ def _write_movie(path: Path, frames: np.ndarray, codec: str, fps: int = 25) -> P
         for pkt in s.encode():
             c.mux(pkt)
     return path
+
+
+@pytest.fixture(scope="session")
+def tracker_compiled() -> None:
+    """Track a tiny synthetic video once in this process, so that numba compiles the
+    tracker's kernels and caches them on disk (``cache=True``) before a test starts Dask
+    worker processes: on a fresh checkout each worker otherwise compiles them itself (40-50 s
+    each, `python benchmarks/first_run.py`), two at once on two cores."""
+    from colloidcg.synthetic import SynthConfig, make_video
+    from colloidcg.tracking import track
+
+    video = make_video(SynthConfig(n_frames=4, width=64, height=64, diameter=8.0, area_fraction=0.3, seed=0))
+    track(video.frames, progress=False, processes=1)

@@ -151,7 +151,7 @@ def test_report_check_detects_broken_images(tmp_path):
     assert check_report_in_chromium(out / "report.html", ["v.tif"], tmp_path) is not None
 
 
-def test_batch_local_cluster_failures_resume_and_report(experiment, tmp_path, capsys):
+def test_batch_local_cluster_failures_resume_and_report(tracker_compiled, experiment, tmp_path, capsys):
     out = tmp_path / "out"
     code = main(["batch", str(experiment), "-o", str(out), "--stages", "rearrangements,track",
                  "--workers", "2", "--quiet"])
@@ -254,7 +254,8 @@ def dask_processes(tmp_path_factory):
             f.close()
 
 
-def test_batch_on_real_dask_scheduler_with_train_evaluate_export(dask_processes, tmp_path, capsys):
+def test_batch_on_real_dask_scheduler_with_train_evaluate_export(tracker_compiled, dask_processes, tmp_path,
+                                                                 capsys):
     """All stages through real scheduler and worker processes; training kept to one epoch
     with the cutoff given (the automatic choice's short fits are test_train's to check;
     here they were most of the training stage)."""

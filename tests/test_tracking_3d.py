@@ -148,8 +148,7 @@ def test_binary_mixture_of_spheres_gets_two_radii(monkeypatch):
     (0.041-0.056 on seeds 1 and 2 of this stack, 0.06-0.08 on seed 0, where two small
     spheres touching along z are split from the large ball first fitted between them).
     The control fits one shared radius: 0.15-0.16. Slow (two tracks of a 32 x 96 x 96
-    stack, about a minute); the default run tracks the same mixture on a smaller stack
-    (the next test)."""
+    stack, about a minute), as is the same mixture on a smaller stack (the next test)."""
     import colloidcg.tracking.refine3d as r3
 
     frames, truth, dia = _sphere_stack(((4.0, 5.5), 1.2, 3.0, 2.0), 1, (32, 96, 96))
@@ -159,6 +158,7 @@ def test_binary_mixture_of_spheres_gets_two_radii(monkeypatch):
     assert c["rms"].min() > 0.12, c
 
 
+@pytest.mark.slow
 def test_small_spheres_touching_along_z_are_split_from_a_large_ball():
     """The mixture on a small stack (24 x 72 x 72, seed 1): two small spheres touching
     along z were fitted as one large ball between them (0.20 voxel along z); tested as two

@@ -1149,7 +1149,8 @@ def test_a_film_windows_own_faces_are_new_seams():
     """A crystal film's window is periodic by construction, but its faces are cuts through
     a crystal whose displacements on either side are not correlated: each particle keeps its
     distance to them (``wrap``) through the cyclic shift and the symmetries, and the
-    doubling that places the window counts them as new seams (before session 39 a shift
+    doubling that places the window marks them as seams and separates pairs too close
+    across them (the relaxation's band stays on the tiles' faces; before session 39 a shift
     moved them into the tile unmarked, and pairs 0.34 x the data's closest approach sat
     there on the 2D film benchmark)."""
     import importlib
@@ -1164,6 +1165,8 @@ def test_a_film_windows_own_faces_are_new_seams():
         assert (moved.wrap is None) if w is None else np.array_equal(moved.wrap, wrap)
         placed, new, part = U.tile_configurations([moved] * 4, 2)
         faces = np.min(np.minimum(moved.pos, box - moved.pos), axis=1)     # 20, 10, 28 px to the part's faces
-        np.testing.assert_allclose(new[:3], faces if w is None else np.minimum(faces, wrap))
-        np.testing.assert_allclose(placed.seam[:3], new[:3])
+        np.testing.assert_allclose(new[:3], faces)              # the relaxation's band: the tiles' faces
+        own = faces if w is None else np.minimum(faces, wrap)
+        np.testing.assert_allclose(placed.seam[:3], own)       # seams: the window's faces too
+        assert (placed.wrap is None) if w is None else np.allclose(placed.wrap[:3], own)
     assert np.allclose(np.minimum(faces, wrap), [1.0, 10.0, 2.0])

@@ -100,8 +100,10 @@ class Configuration:
     wrap : (N,) float64 distance of each particle to the window's own faces, px, for a
         level-0 window of a crystal film (periodic by construction, but its faces are cuts
         through a crystal whose displacements on either side are not correlated, so they
-        are seams), or None. The doubling that places the window treats them as new
-        seams, wherever the cyclic shift has moved them.
+        are seams), or None. The doubling that places the window marks them as seams
+        (``seam``) and separates pairs too close across them, wherever the cyclic shift has
+        moved them; the relaxation's band follows the tiles' faces only (its reflecting
+        edge is measured from them).
     """
 
     pos: np.ndarray
@@ -388,28 +390,33 @@ def tile_configurations(parts: list[Configuration], m: int) -> tuple[Configurati
 
     Returns (the placed configuration, (N,) distance of each particle to the nearest new
     seam, px, (N,) index of the part each particle came from). The configuration's ``seam``
-    is the smaller of that distance and the parts' own seam distances.
+    is the smaller of that distance and the parts' own seam distances. Parts that are
+    crystal-film windows (``wrap``) add their own faces: to ``seam``, and to the placed
+    configuration's ``wrap`` (the distance to the nearest new seam or window face, for the
+    overlap separation); the new seams returned, which the relaxation's band follows, are
+    the parts' faces alone.
     """
     box = parts[0].box
     d = len(box)
-    pos, vel, size, seam, new, label, tile = [], [], [], [], [], [], []
+    pos, vel, size, seam, new, label, tile, wrap = [], [], [], [], [], [], [], []
     n_tiles = max(part.n_tiles for part in parts)
     for k, part in enumerate(parts):
         idx = np.array(np.unravel_index(k, (m,) * d))
         u = np.mod(part.pos, box)
         dist = np.min(np.minimum(u, box - u), axis=1)
-        if part.wrap is not None:       # a crystal film's window: its own faces are new seams too
-            dist = np.minimum(dist, part.wrap)
+        own = dist if part.wrap is None else np.minimum(dist, part.wrap)
         pos.append(u + idx * box)
         vel.append(part.vel)
         size.append(part.size)
-        seam.append(np.minimum(part.seam, dist))
+        seam.append(np.minimum(part.seam, own))
         new.append(dist)
+        wrap.append(own)
         label.append(np.full(len(u), k))
         tile.append(part.tiles() + k * n_tiles)
     sz = None if parts[0].size is None else np.concatenate(size)
+    films = any(part.wrap is not None for part in parts)
     return (Configuration(np.concatenate(pos), np.concatenate(vel), sz, box * m, np.concatenate(seam),
-                          np.concatenate(tile), n_tiles * len(parts)),
+                          np.concatenate(tile), n_tiles * len(parts), wrap=np.concatenate(wrap) if films else None),
             np.concatenate(new), np.concatenate(label))
 
 
@@ -949,7 +956,7 @@ def reinsert_across_seams(cfg: Configuration, new_seam: np.ndarray, part: np.nda
             new_seam[k] = float(dk[0])
             moved[k] = True
     all_pos[take], all_new[take], all_seam[take] = pos, new_seam, seam
-    out = Configuration(all_pos, cfg.vel, cfg.size, cfg.box, all_seam, cfg.tile, cfg.n_tiles)
+    out = Configuration(all_pos, cfg.vel, cfg.size, cfg.box, all_seam, cfg.tile, cfg.n_tiles, wrap=cfg.wrap)
     return out, all_new, int(moved.sum())
 
 
@@ -1173,10 +1180,10 @@ def _crystal_film(src: _Source, cutoff_px: float) -> tuple[_Source, dict] | None
     Such a window continues its lattice when wrapped, so it is tiled as a periodic box is
     (cyclic shifts, matched registry), and a film of one crystal becomes one crystal.
 
-    The orientation is the mean psi6 phase over up to 20 frames; a and h are the means of
-    the bond vectors (6 nearest neighbours) within :data:`FILM_BOND_TOLERANCE_DEG` of the
+    The orientation is the mean psi6 phase over up to 20 frames; a and h start from the means
+    of the bond vectors (6 nearest neighbours) within :data:`FILM_BOND_TOLERANCE_DEG` of the
     lattice directions (thermal displacements average out of a mean bond, not out of a
-    nearest distance). Returns (the turned source, {"turned_deg", "lattice_px": [a, 2 h],
+    nearest distance) and are refined to the lattice planes' period (:func:`plane_spacing`). Returns (the turned source, {"turned_deg", "lattice_px": [a, 2 h],
     "window_px"}) or None where the windows would not be wider than twice the interaction
     range or the bonds do not show a triangular lattice."""
     from .observables import knn, psi6_local
@@ -2041,8 +2048,9 @@ def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None 
         if seam_overlaps == "reinsert":
             cfg, new, n_re = reinsert_across_seams(cfg, new, part, m, push, rng)
             stats["reinserted"] += n_re
-        # only pairs across the new seams can be too close: look near them alone
-        near = new < push.largest(cfg.size) + min(band_px, cutoff_px)
+        # only pairs across the new seams (and a film window's own faces) can be too close:
+        # look near them alone
+        near = (new if cfg.wrap is None else cfg.wrap) < push.largest(cfg.size) + min(band_px, cutoff_px)
         pos, keep, moved = separate(cfg.pos, cfg.size, cfg.box, push if seam_overlaps == "push" else closest,
                                     floor=closest, active=near, group=part)
         stats["displaced"] += moved
