@@ -117,6 +117,7 @@ def _assert_found(frames, truth, dia, max_rms, model=None):
     assert (s["rms"] < max_rms).all(), s
 
 
+@pytest.mark.slow
 def test_dense_spheres_with_spots_the_starts_missed():
     """Dyed spheres near contact (spacing 1.05 diameters): trackpy's 3D centroids leave
     out the spheres centred within a radius of a face of the stack and partners merged
@@ -206,6 +207,7 @@ def test_resolved_spheres_control_needs_the_gain(monkeypatch):
     assert B.score(c.tracks, truth, frames.shape[1:], dia)["recall"] < 0.95
 
 
+@pytest.mark.slow
 def test_flat_topped_beads_as_blurred_balls_and_as_gaussians():
     """Flat-topped beads near contact (trackpy.artificial ``hat``): as blurred balls, the
     model chosen, under 0.03 voxel with ep calibrated within 30 % (0.011 / 0.008 / 0.007 in
