@@ -1300,8 +1300,8 @@ def _crystal_film_3d(src: _Source, cutoff_px: float) -> tuple[_Source, dict] | N
 
     from .observables import knn
 
-    step = max(1, int(math.ceil(len(src.pos) / 20)))
-    used = [p for p in src.pos[::step] if len(p) > 26]
+    stride = max(1, int(math.ceil(len(src.pos) / 20)))
+    used = [p for p in src.pos[::stride] if len(p) > 26]
     if not used:
         return None
     bonds = np.concatenate([knn(p, None, 12)[0].reshape(-1, 3) for p in used])
@@ -1310,12 +1310,13 @@ def _crystal_film_3d(src: _Source, cutoff_px: float) -> tuple[_Source, dict] | N
     bonds = bonds[length < 1.3 * np.median(length)]
     if len(bonds) < 100:
         return None
-    R, share, a = fcc_orientation(bonds)
+    R, share, a_bonds = fcc_orientation(bonds)
     if share < FILM_FCC_SHARE:
         return None
     turned = [p @ R.T for p in src.pos]
-    # the planes' period (:func:`plane_spacing`), a / 2 along each cubic axis, averaged
-    a = float(np.mean([2.0 * plane_spacing(turned, k, 0.5 * a) for k in range(3)]))
+    # the bonds' a is the guess; the planes' period (:func:`plane_spacing`), a / 2 along
+    # each cubic axis, averaged, is the answer
+    a = float(np.mean([2.0 * plane_spacing(turned, k, 0.5 * a_bonds) for k in range(3)]))
     out = _turned_film(src, turned, R, np.full(3, 0.5 * a), np.full(3, a), cutoff_px)
     if out is None:
         return None
