@@ -1135,7 +1135,8 @@ def main(argv=None) -> int:
     truth = stage_truth(cache, args.runs)
     if args.stage == "truth":
         return 0
-    from colloidcg.scaling.macro import Encoder, fit_sde, partial_increments, trajectory_increments
+    from colloidcg.scaling.macro import (Encoder, fit_sde, partial_increments, patch_only_increments,
+                                         trajectory_increments)
     from colloidcg.scaling.partial import partial_evolution
     from colloidcg.scaling.simulators import MicroState
     small_pos = stage_small(cache, args.small, args.small_seed, args.small_steps)
@@ -1268,6 +1269,8 @@ def main(argv=None) -> int:
         z0, z1 = partial_increments(enc, snaps, steps)
         K = steps[0].n_patches
         inc[mult] = (z0, z1, K)
+        if mult == 1.0:
+            rz0, rz1 = patch_only_increments(enc, snaps, steps)
         sde = fit(z0, z1, K, big_area)
         sdes[mult] = sde
         z = evaluate(sde, FACTOR)
@@ -1278,6 +1281,11 @@ def main(argv=None) -> int:
     nz0, nz1 = trajectory_increments(enc, small_states)
     naive = fit(nz0, nz1, 1.0, tile_area)
     zn = evaluate(naive, FACTOR)
+    # the reference's own naive baseline (Chen et al.'s code): the same snapshots and
+    # patches, z1 = phi(x1, I) without the partial-evolution correction, lambda = 1, its
+    # noise (a patch's) used unscaled on the large system
+    naive_ref = fit(rz0, rz1, 1.0, big_area)
+    zr = evaluate(naive_ref, FACTOR)
     block, zb_first = block_states(args, enc, small_states, z_start, truth, tile_area, nz0, nz1)
     # lambda sweep at l
     z0, z1, K = inc[1.0]
@@ -1298,6 +1306,8 @@ def main(argv=None) -> int:
     var["direct_ratio_4x_over_16x"] = var["direct_4x"] / var["direct_16x"]
     results.update({
         "relmse_ours": relmse(zo.mean(0), true_mean), "relmse_naive": relmse(zn.mean(0), true_mean),
+        "relmse_naive_reference": relmse(zr.mean(0), true_mean),
+        "var_ratio_16x_naive_reference": float(np.mean(zr[:, 5:].var(0)) / np.mean(truth[FACTOR][:, 5:].var(0))),
         "relmse_small_mean": relmse(truth[1].mean(0), true_mean),
         "relmse_training_small_mean": relmse(np.array([[enc.whole(st)[0] for st in traj[:STEPS + 1]]
                                                        for traj in small_states]).mean(0), true_mean),
@@ -1306,15 +1316,17 @@ def main(argv=None) -> int:
         "seconds_upsampling": t_up,
     })
     results["ratio_naive_over_ours"] = results["relmse_naive"] / results["relmse_ours"]
+    results["ratio_naive_reference_over_ours"] = results["relmse_naive_reference"] / results["relmse_ours"]
     if args.chain_fits > 1:
         # the chain's SDE and the naive one fitted with seeds 0 .. chain_fits - 1 (network
         # initialisation and validation split): one fit's spread is large (single block fits
         # spread 10-fold), so the chain is compared by the median over seeds
         z0, z1, K = inc[1.0]
-        per = {"ours": [], "naive": []}
-        away = {"ours": [], "naive": []}
+        per = {"ours": [], "naive": [], "naive_reference": []}
+        away = {"ours": [], "naive": [], "naive_reference": []}
         for fs in range(args.chain_fits):
-            for name, (a0, a1, lam, area) in (("ours", (z0, z1, K, big_area)), ("naive", (nz0, nz1, 1.0, tile_area))):
+            for name, (a0, a1, lam, area) in (("ours", (z0, z1, K, big_area)), ("naive", (nz0, nz1, 1.0, tile_area)),
+                                              ("naive_reference", (rz0, rz1, 1.0, big_area))):
                 sde, _ = fit_sde(a0, a1, dt=DT, names=enc.names, lam=lam, area_px2=area, tile_area_px2=tile_area,
                                  start=z_start, seed=fs)
                 zf = evaluate(sde, FACTOR, seed=fs)
@@ -1325,6 +1337,10 @@ def main(argv=None) -> int:
                                  "runs_outside_fitted_states_naive": away["naive"],
                                  "median_ours": float(np.median(per["ours"])),
                                  "median_naive": float(np.median(per["naive"])),
+                                 "relmse_naive_reference": per["naive_reference"],
+                                 "median_naive_reference": float(np.median(per["naive_reference"])),
+                                 "ratio_of_medians_reference": float(np.median(per["naive_reference"])
+                                                                     / np.median(per["ours"])),
                                  "ratio_of_medians": float(np.median(per["naive"]) / np.median(per["ours"]))}
     if args.chain_bags:
         # the chain and the naive SDE as colloidcg macro train fits them by default: bags of
@@ -1332,14 +1348,18 @@ def main(argv=None) -> int:
         # 1000 b + k
         from colloidcg.scaling.macro import fit_bagged
         z0, z1, K = inc[1.0]
-        per = {"ours": [], "naive": []}
+        per = {"ours": [], "naive": [], "naive_reference": []}
         for b in range(args.chain_bags):
-            for name, (a0, a1, lam, area) in (("ours", (z0, z1, K, big_area)), ("naive", (nz0, nz1, 1.0, tile_area))):
+            for name, (a0, a1, lam, area) in (("ours", (z0, z1, K, big_area)), ("naive", (nz0, nz1, 1.0, tile_area)),
+                                              ("naive_reference", (rz0, rz1, 1.0, big_area))):
                 sde, _ = fit_bagged((a0, a1), fits=10, seed=1000 * b, dt=DT, names=enc.names, lam=lam,
                                     area_px2=area, tile_area_px2=tile_area, start=z_start)
                 per[name].append(relmse(evaluate(sde, FACTOR, seed=b).mean(0), true_mean))
         results["chain_bags"] = {"relmse_ours": per["ours"], "relmse_naive": per["naive"],
-                                 "ratio_per_bag": [n / o for n, o in zip(per["naive"], per["ours"])]}
+                                 "ratio_per_bag": [n / o for n, o in zip(per["naive"], per["ours"])],
+                                 "relmse_naive_reference": per["naive_reference"],
+                                 "ratio_per_bag_reference": [n / o for n, o in zip(per["naive_reference"],
+                                                                                   per["ours"])]}
     results["seams"] = snapshot_seams(snaps, snap_t, small_states, enc, side, true_mean)
     results_name = ("results.json" if args.tiling == "random" and args.small_seed == 0 and args.chain_fits == 1 else
                     f"results_{args.tiling}_{args.small}" + ("" if args.small_seed == 0 else f"_from_{args.small_seed}")
@@ -1360,6 +1380,7 @@ def main(argv=None) -> int:
     ax[0].plot(t, truth[1].mean(0), "k:", label="direct 1x (training size)")
     ax[0].plot(t, zo.mean(0), "C0-", label="macro SDE, upsampled states, halo patches, lambda = K")
     ax[0].plot(t, zn.mean(0), "C3--", label="naive (small increments, lambda = 1)")
+    ax[0].plot(t, zr.mean(0), "C1:", label="the reference's naive (patch as whole, lambda = 1)")
     ax[0].plot(t, zb_first.mean(0), "C2-", label="macro SDE, block states (periodic patches), lambda = K")
     ax[0].set_xlabel("time (frames)")
     ax[0].set_ylabel("mean |psi6|")
@@ -1388,6 +1409,10 @@ def main(argv=None) -> int:
         print(f"| naive, {args.chain_fits} fit seeds: median (range) | {cf['median_naive']:.2e} "
               f"({min(cf['relmse_naive']):.1e} - {max(cf['relmse_naive']):.1e}) |")
         print(f"| ratio of medians naive / ours | {cf['ratio_of_medians']:.2f} |")
+        print(f"| the reference's naive, {args.chain_fits} fit seeds: median (range) | "
+              f"{cf['median_naive_reference']:.2e} ({min(cf['relmse_naive_reference']):.1e} - "
+              f"{max(cf['relmse_naive_reference']):.1e}) |")
+        print(f"| ratio of medians, the reference's naive / ours | {cf['ratio_of_medians_reference']:.2f} |")
         print(f"| runs (of {args.sde_runs}) leaving the fitted states, per fit: ours / naive | "
               f"{cf['runs_outside_fitted_states_ours']} / {cf['runs_outside_fitted_states_naive']} |")
     if "chain_bags" in results:
@@ -1396,8 +1421,16 @@ def main(argv=None) -> int:
               f"{', '.join(f'{v:.2e}' for v in cb['relmse_ours'])} |")
         print(f"| naive, bags of 10 fits | {', '.join(f'{v:.2e}' for v in cb['relmse_naive'])} |")
         print(f"| ratio naive / ours per bag | {', '.join(f'{v:.2f}' for v in cb['ratio_per_bag'])} |")
+        print(f"| the reference's naive, bags of 10 fits | "
+              f"{', '.join(f'{v:.2e}' for v in cb['relmse_naive_reference'])} |")
+        print(f"| ratio, the reference's naive / ours per bag | "
+              f"{', '.join(f'{v:.2f}' for v in cb['ratio_per_bag_reference'])} |")
     print(f"| naive (small increments, lambda = 1) | {results['relmse_naive']:.2e} |")
     print(f"| ratio naive / ours | {results['ratio_naive_over_ours']:.2f} |")
+    print(f"| the reference's naive (the same patches, z1 = phi(x1, I), lambda = 1, noise unscaled) | "
+          f"{results['relmse_naive_reference']:.2e} (variance / direct 16x "
+          f"{results['var_ratio_16x_naive_reference']:.1f}) |")
+    print(f"| ratio, the reference's naive / ours | {results['ratio_naive_reference_over_ours']:.2f} |")
     print(f"| the small system's own mean (direct 1x) | {results['relmse_small_mean']:.2e} |")
     print(f"| the training trajectories' own mean ({args.small} small quenches) | "
           f"{results['relmse_training_small_mean']:.2e} |\n")

@@ -617,6 +617,22 @@ def partial_increments(encoder: Encoder, snapshots, patch_steps) -> tuple[np.nda
     return np.array(z0), np.array(z1)
 
 
+def patch_only_increments(encoder: Encoder, snapshots, patch_steps) -> tuple[np.ndarray, np.ndarray]:
+    """The reference's naive baseline data (Chen et al.'s code: no partial-evolution
+    correction): z0 = phi(x0) of the snapshot and z1 = phi(x1, I), the evolved patch's own
+    mean taken for the whole system's next state. (P, d) each, the same patches as
+    :func:`partial_increments`. Fitted with lambda = 1 and the large system's area, its
+    noise is a patch's, used unscaled on the large system."""
+    whole = {}
+    z0, z1 = [], []
+    for ps in patch_steps:
+        if ps.snapshot not in whole:
+            whole[ps.snapshot] = encoder.whole(snapshots[ps.snapshot])
+        z0.append(whole[ps.snapshot])
+        z1.append(encoder.patch(ps.after, ps.inner_mask))
+    return np.array(z0), np.array(z1)
+
+
 def trajectory_increments(encoder: Encoder, trajectories) -> tuple[np.ndarray, np.ndarray]:
     """Whole-system increments along trajectories (lists of MicroState one macro step
     apart): (z(x_t), z(x_{t+1})) pairs, (M, d) each (the naive baseline's data)."""

@@ -979,6 +979,10 @@ class _Source:
     #: crystal films: (the lattice planes' spacing (d,) px, each frame's phase (T, d) px):
     #: windows are cut midway between lattice planes (:func:`_crystal_film`)
     planes: tuple | None = None
+    #: close-packed films (:func:`_stacked_film`): (each frame's first lower corner (T, d)
+    #: px, the number of corners (T, d), the step between corners (d,) px): every window
+    #: is cut in the lattice's registry from the same layers, and placed as it is
+    registered: tuple | None = None
 
 
 def _frames(tracks: pd.DataFrame, size_col: str | None, frame: int | None, box: np.ndarray | None,
@@ -1099,12 +1103,19 @@ def _source(tracks, meta, model_config, size_col, frame, cutoff_px, dim, name) -
 
 def _base(src: _Source, rng: np.random.Generator) -> Configuration:
     """One level-0 tile: a random frame, shifted (periodic) or windowed (open, inside that
-    frame's field of view), with a random symmetry of its box."""
+    frame's field of view), with a random symmetry of its box (a close-packed film's
+    window: cut in registry, as it is)."""
     t = int(rng.integers(len(src.pos)))
     p, v, s = src.pos[t], src.vel[t], src.size[t]
     if src.box is not None:
         cfg = Configuration(p, v, s, src.box, np.full(len(p), np.inf))
         return _transform(cfg, rng, shift=True)
+    if src.registered is not None:
+        first, count, step = src.registered
+        cfg = _window(src, t, first[t] + rng.integers(0, count[t]) * step)
+        if cfg is None:
+            raise ColloidcgError("tracks: fewer than two particles in a window of the crystal film; nothing to tile")
+        return cfg
     fov = src.fov[t]
     lo = fov[:, 0] + rng.uniform(0, 1, len(fov)) * (fov[:, 1] - fov[:, 0] - src.window)
     if src.planes is not None:
@@ -1255,31 +1266,12 @@ def fcc_orientation(bonds: np.ndarray, starts: int = 400) -> tuple[np.ndarray, f
     ``bonds @ R.T`` lie along the ideal bonds; the share of bonds within
     :data:`FILM_FCC_TOLERANCE_DEG` of one; the cubic cell side a px, sqrt 2 times the mean
     over those bonds of the bond projected on its ideal direction, so that thermal
-    displacements across the bond average out).
+    displacements across the bond average out). The search:
+    :func:`~colloidcg.scaling.stacking.lattice_orientation`."""
+    from .stacking import lattice_orientation
 
-    The rotation group is searched from ``starts`` seeded random rotations (a bond set is
-    matched up to the cube's 48 symmetries, so one start in 48 lands near an equivalent
-    answer) and the best refined by assigning each bond to its nearest ideal direction and
-    solving the orthogonal Procrustes problem (scipy's ``Rotation.align_vectors``) until the
-    assignment stops changing. Written here: neither freud nor scipy fits a lattice's
-    orientation to a cloud of bonds."""
-    from scipy.spatial.transform import Rotation
-
-    u = bonds / np.linalg.norm(bonds, axis=1, keepdims=True)
-    probe = u[np.random.default_rng(0).permutation(len(u))[:5000]]
-    mats = Rotation.random(starts, random_state=0).as_matrix()                  # (s, 3, 3)
-    score = np.einsum("sij,nj,ki->snk", mats, probe, _FCC_BONDS, optimize=True).max(axis=2).mean(axis=1)
-    R = mats[int(np.argmax(score))]
-    assign = None
-    for _ in range(20):
-        k = np.argmax((u @ R.T) @ _FCC_BONDS.T, axis=1)
-        if assign is not None and np.array_equal(k, assign):
-            break
-        assign = k
-        R = Rotation.align_vectors(_FCC_BONDS[k], u)[0].as_matrix()
-    ok = np.sum((u @ R.T) * _FCC_BONDS[assign], axis=1) > math.cos(math.radians(FILM_FCC_TOLERANCE_DEG))
-    a = math.sqrt(2.0) * float(np.mean(np.sum((bonds[ok] @ R.T) * _FCC_BONDS[assign[ok]], axis=1)))
-    return R, float(np.mean(ok)), a
+    R, share, along = lattice_orientation(bonds, _FCC_BONDS, FILM_FCC_TOLERANCE_DEG, starts)
+    return R, share, math.sqrt(2.0) * along
 
 
 def _crystal_film_3d(src: _Source, cutoff_px: float) -> tuple[_Source, dict] | None:
@@ -1312,7 +1304,7 @@ def _crystal_film_3d(src: _Source, cutoff_px: float) -> tuple[_Source, dict] | N
         return None
     R, share, a_bonds = fcc_orientation(bonds)
     if share < FILM_FCC_SHARE:
-        return None
+        return _stacked_film(src, bonds, cutoff_px)
     turned = [p @ R.T for p in src.pos]
     # the bonds' a is the guess; the planes' period (:func:`plane_spacing`), a / 2 along
     # each cubic axis, averaged, is the answer
@@ -1322,6 +1314,73 @@ def _crystal_film_3d(src: _Source, cutoff_px: float) -> tuple[_Source, dict] | N
         return None
     return out, {"turned_deg": math.degrees(float(Rotation.from_matrix(R).magnitude())), "axes": R.tolist(),
                  "lattice_px": [a] * 3, "window_px": out.window.tolist(), "fcc_bond_share": share}
+
+
+def _stacked_film(src: _Source, bonds: np.ndarray, cutoff_px: float) -> tuple[_Source, dict] | None:
+    """One close-packed crystal of any stacking (hcp, random hcp; fcc is taken by
+    :func:`_crystal_film_3d` first) imaged in an open 3D field of view, as periodic tiles.
+
+    The frames are turned so that the close-packed layers lie normal to z and a lattice
+    vector along x (:func:`~colloidcg.scaling.stacking.close_packed_orientation`, fitted to
+    the first-shell ``bonds`` (n, 3) px); a, the row spacing h and the layer spacing c are
+    refined to the lattice planes' periods (:func:`plane_spacing`: planes a / 2 apart along
+    x, h / 3 along y in every layer, c along z), and each layer is labelled A, B or C
+    (:func:`~colloidcg.scaling.stacking.stacking`, over every frame). A window
+    is n_x a x n_y 2 h x n c, with n layers whose wrap is a pair of layers the crystal has
+    (:func:`~colloidcg.scaling.stacking.periodic_layers`), cut midway between lattice
+    planes in registry with a site of the reference layer, inside the largest cube of the
+    turned view: wrapped, it continues its lattice and its stacking, and all windows, from
+    any frame and any in-plane place, are the same crystal in the same registry. So they are
+    placed as they are (no shift, no symmetry): a stacking sequence has no symmetry a
+    random shift or reflection could be trusted to keep. Returns (the turned source,
+    {"turned_deg", "axes", "lattice_px": [a, 2 h, c], "window_px", "close_packed_share",
+    "stacking": the window's layers as letters, "wrap_exact": whether the layer below the
+    window repeats its top one}) or None where the bonds are not close packed, the layers
+    cannot be labelled, or a window would not be wider than twice the interaction range."""
+    from scipy.spatial.transform import Rotation
+
+    from .stacking import CP_SHARE, close_packed_orientation, periodic_layers, stacking
+
+    R, share, a_bonds = close_packed_orientation(bonds)
+    if share < CP_SHARE or not np.isfinite(a_bonds):
+        return None
+    turned = [p @ R.T for p in src.pos]
+    a = 2.0 * plane_spacing(turned, 0, 0.5 * a_bonds)
+    h = 3.0 * plane_spacing(turned, 1, a_bonds * math.sqrt(3.0) / 6.0)
+    c = plane_spacing(turned, 2, a_bonds * math.sqrt(2.0 / 3.0))
+    st = stacking(turned, a, h, c)
+    if st is None:
+        return None
+    layer_z, origin = st.layer_z, st.origin
+    # the largest cube about each view's centre whose turned corners stay in the view
+    width = src.fov[:, :, 1] - src.fov[:, :, 0]
+    side = np.min(width / np.abs(R).sum(axis=0)[None, :], axis=1)
+    centre = (0.5 * (src.fov[:, :, 0] + src.fov[:, :, 1])) @ R.T
+    lo, hi = centre - 0.5 * side[:, None], centre + 0.5 * side[:, None]
+    # layers whose whole slab lies inside every frame's cube
+    first = int(np.max(np.ceil((lo[:, 2] - layer_z) / c + 0.5)))
+    last = int(np.min(np.floor((hi[:, 2] - layer_z) / c - 0.5)))
+    run = periodic_layers(st, first, last)
+    if run is None:
+        return None
+    i0, n_layers, exact = run
+    # in plane: corners o + (a / 4, h / 6) + u (a, 0) + v (0, 2 h), midway between planes
+    # and in the reference layer's registry; as many periods as fit in every frame's cube
+    step = np.array([a, 2.0 * h])
+    start = origin + np.array([0.25 * a, h / 6.0])
+    low = start + np.ceil((lo[:, :2] - start) / step) * step                   # (T, 2)
+    periods = np.floor((hi[:, :2] - low) / step).astype(int).min(axis=0)
+    window = np.array([periods[0] * a, periods[1] * 2.0 * h, n_layers * c])
+    if np.any(window <= 2 * cutoff_px):
+        return None
+    count = np.floor((hi[:, :2] - window[:2] - low) / step).astype(int) + 1
+    corner = np.column_stack([low, layer_z + (i0 - 0.5) * c])
+    counts = np.column_stack([count, np.ones(len(count), int)])
+    out = _Source(turned, [v @ R.T for v in src.vel], src.size, None, np.stack([lo, hi], axis=2), window,
+                  periodic_windows=True, registered=(corner, counts, np.array([a, 2.0 * h, 0.0])))
+    return out, {"turned_deg": math.degrees(float(Rotation.from_matrix(R).magnitude())), "axes": R.tolist(),
+                 "lattice_px": [a, 2.0 * h, c], "window_px": window.tolist(), "close_packed_share": share,
+                 "stacking": st.sequence(i0, i0 + n_layers - 1), "wrap_exact": bool(exact)}
 
 
 # ----------------------------------------------------------------------------- relaxation
@@ -2038,8 +2097,9 @@ def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None 
         parts = []
         for _ in range(m ** dim):
             part = build(level - 1)
-            parts.append(_transform(part, rng) if level > 1 else part)
-        if tiling != "random":
+            parts.append(_transform(part, rng) if level > 1 and src.registered is None else part)
+        # a close-packed film's windows are in registry as they are (:func:`_stacked_film`)
+        if tiling != "random" and src.registered is None:
             parts, rep = match_parts(parts, m, rng, candidates=int(tiling_candidates), rotate=tiling == "oriented",
                                      recut=recut if src.box is None else None)
             for key in match_scores:
