@@ -400,16 +400,6 @@ def _close_packed(d, sequence, n=10):
     return np.array(pts)
 
 
-def _hc(labels, cyclic=False):
-    """Jagodzinski's notation of a stacking: each inner layer 'h' where its two neighbours
-    sit alike (hcp-like), 'c' where they differ (fcc-like); invariant under relabelling
-    A, B, C and under the mirror images a turned view may show."""
-    lab = list(labels)
-    if cyclic:
-        lab = [lab[-1]] + lab + [lab[0]]
-    return "".join("h" if lab[k - 1] == lab[k + 1] else "c" for k in range(1, len(lab) - 1))
-
-
 def test_a_close_packed_film_keeps_its_stacking():
     """Randomly stacked (rhcp) and hcp crystals seen through an open cube at an arbitrary
     orientation, 0.8 px jitter per axis (:func:`_stacked_film`, no model): the layers'
@@ -424,6 +414,7 @@ def test_a_close_packed_film_keeps_its_stacking():
 
     from colloidcg.neighbours import nearest
     from colloidcg.scaling import stacking as S
+    from colloidcg.scaling.stacking import jagodzinski
     from colloidcg.scaling.observables import local_order
     U = importlib.import_module("colloidcg.scaling.upsample")
 
@@ -446,8 +437,8 @@ def test_a_close_packed_film_keeps_its_stacking():
         assert (a, two_h, c) == pytest.approx((d, d * math.sqrt(3), d * math.sqrt(2 / 3)), rel=1e-3)
         w = np.asarray(info["window_px"])
         assert w / np.array([a, two_h, c]) == pytest.approx(np.round(w / np.array([a, two_h, c])), abs=1e-9)
-        truth = _hc(sequence)
-        wrapped = _hc(info["stacking"], cyclic=True)
+        truth = jagodzinski(sequence)
+        wrapped = jagodzinski(info["stacking"], cyclic=True)
         assert info["wrap_exact"] and (wrapped in truth + truth or wrapped[::-1] in truth + truth), (wrapped, truth)
         # eight windows as they are: one crystal, the window's stacking twice over
         parts = [U._base(film, np.random.default_rng(k)) for k in range(8)]
@@ -457,7 +448,7 @@ def test_a_close_packed_film_keeps_its_stacking():
         st = S.stacking([big.pos], a, two_h / 2, c)
         layers = sorted(st.labels)
         assert len(layers) == 2 * len(info["stacking"])
-        assert _hc([st.labels[k] for k in layers], cyclic=True) == 2 * wrapped
+        assert jagodzinski([st.labels[k] for k in layers], cyclic=True) == 2 * wrapped
         # each particle's q6 among its tiled neighbours against that in its own window
         # wrapped (hcp-like and fcc-like layers differ in q6, so the seams are compared
         # with the same particles, not with the bulk)
@@ -476,8 +467,8 @@ def test_a_3d_fcc_film_is_tiled_into_one_crystal(spheres):
     a minute): auto tiling sees one crystal, turns it to its cubic axes and tiles cubic
     windows of n cells cut midway between lattice planes in registry: the seams keep the
     bulk's q6 (measured +0.002) where random windows lose 0.12, every sample holds 8 whole
-    windows and no pair is closer than 0.9 x the data's closest pair. hcp is tiled with
-    windows cut square, as before."""
+    windows and no pair is closer than 0.9 x the data's closest pair. A randomly stacked
+    close-packed crystal is tiled with layered windows that keep its stacking."""
     import importlib
     import warnings
     from scipy.spatial.transform import Rotation
@@ -523,9 +514,24 @@ def test_a_3d_fcc_film_is_tiled_into_one_crystal(spheres):
     assert "a crystal film" in U.tiling_summary(info)
     print(gaps, got["fcc_bond_share"], got["window_px"])
     assert gaps["random"] < -0.1 and abs(gaps["auto"]) < 0.02, gaps
-    # hcp: close packed, but not fcc; not turned into cubic windows
-    hcp = _film(_hcp(nn), turn, view, noise=0.8, frames=2)
+    # randomly stacked close-packed layers: not fcc, cut into layered windows placed as
+    # they are; the samples' layers carry the window's stacking twice over
+    from colloidcg.scaling import stacking as S
+    from colloidcg.scaling.stacking import jagodzinski
+    rng = np.random.default_rng(5)
+    sequence = [0]
+    for _ in range(23):
+        sequence.append(int((sequence[-1] + rng.integers(1, 3)) % 3))
+    rhcp = _film(_close_packed(nn, sequence), turn, view, noise=0.8, frames=2)
+    data_closest = min(float(nearest(g[["x", "y", "z"]].to_numpy(), 1)[0].min()) for _, g in rhcp.groupby("frame"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SeamVisibleWarning)
-        up = upsample(model, open_cfg, hcp, factor=8, samples=1, seed=1, relax_steps=0, tiling="matched")
-    assert up.parameters["tiling"]["crystal_film"] is None
+        up = upsample(model, open_cfg, rhcp, factor=8, samples=1, seed=1, relax_steps=0, tiling="auto")
+    got = up.parameters["tiling"]["crystal_film"]
+    assert "close-packed layers" in U.tiling_summary(up.parameters["tiling"])
+    pos = up.tracks[["x", "y", "z"]].to_numpy()
+    assert float(nearest(pos, 1, box=np.asarray(up.box_px))[0].min()) >= 0.9 * data_closest
+    a, two_h, c = got["lattice_px"]
+    st = S.stacking([pos], a, two_h / 2, c)
+    layers = sorted(st.labels)
+    assert jagodzinski([st.labels[k] for k in layers], cyclic=True) == 2 * jagodzinski(got["stacking"], cyclic=True)

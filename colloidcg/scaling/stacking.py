@@ -105,9 +105,31 @@ class Stacking:
     residual: float
     reference: int
 
+    def runs(self) -> list[list[int]]:
+        """The runs of consecutive labelled layer indices, bottom to top."""
+        out: list[list[int]] = []
+        for k in sorted(self.labels):
+            if out and k == out[-1][-1] + 1:
+                out[-1].append(k)
+            else:
+                out.append([k])
+        return out
+
     def sequence(self, first: int, last: int) -> str:
         """The labels of layers first..last (inclusive) as letters, '?' where unknown."""
         return "".join("ABC"[self.labels[k]] if k in self.labels else "?" for k in range(first, last + 1))
+
+
+def jagodzinski(labels, cyclic: bool = False) -> str:
+    """Jagodzinski's notation of a stacking sequence (labels 0, 1, 2 or letters A, B, C,
+    bottom to top): each inner layer 'h' where the layers below and above it sit alike
+    (hcp-like), 'c' where they differ (fcc-like); with ``cyclic`` every layer, the sequence
+    wrapped. fcc is all 'c', hcp all 'h'. Invariant under relabelling A, B, C and under the
+    mirror images a turned view may show (which reverse the string)."""
+    lab = list(labels)
+    if cyclic:
+        lab = [lab[-1]] + lab + [lab[0]]
+    return "".join("h" if lab[k - 1] == lab[k + 1] else "c" for k in range(1, len(lab) - 1))
 
 
 def reciprocal(a: float, h: float) -> tuple[np.ndarray, np.ndarray]:

@@ -1303,8 +1303,14 @@ def _crystal_film_3d(src: _Source, cutoff_px: float) -> tuple[_Source, dict] | N
     if len(bonds) < 100:
         return None
     R, share, a_bonds = fcc_orientation(bonds)
+    # close packed with any hcp-like layer (hcp, random stacking, an fcc twin): layered
+    # windows; a randomly stacked crystal rich in fcc-like layers can pass the fcc test, so
+    # the stacking decides, and cubic windows are left to fcc itself
+    stacked = _stacked_film(src, bonds, cutoff_px)
+    if stacked is not None and "h" in stacked[1]["view_stacking_hc"]:
+        return stacked
     if share < FILM_FCC_SHARE:
-        return _stacked_film(src, bonds, cutoff_px)
+        return stacked
     turned = [p @ R.T for p in src.pos]
     # the bonds' a is the guess; the planes' period (:func:`plane_spacing`), a / 2 along
     # each cubic axis, averaged, is the answer
@@ -1335,11 +1341,12 @@ def _stacked_film(src: _Source, bonds: np.ndarray, cutoff_px: float) -> tuple[_S
     random shift or reflection could be trusted to keep. Returns (the turned source,
     {"turned_deg", "axes", "lattice_px": [a, 2 h, c], "window_px", "close_packed_share",
     "stacking": the window's layers as letters, "wrap_exact": whether the layer below the
-    window repeats its top one}) or None where the bonds are not close packed, the layers
+    window repeats its top one, "view_stacking_hc": the stacking of the layers seen, in
+    Jagodzinski's h / c notation}) or None where the bonds are not close packed, the layers
     cannot be labelled, or a window would not be wider than twice the interaction range."""
     from scipy.spatial.transform import Rotation
 
-    from .stacking import CP_SHARE, close_packed_orientation, periodic_layers, stacking
+    from .stacking import CP_SHARE, close_packed_orientation, jagodzinski, periodic_layers, stacking
 
     R, share, a_bonds = close_packed_orientation(bonds)
     if share < CP_SHARE or not np.isfinite(a_bonds):
@@ -1380,7 +1387,8 @@ def _stacked_film(src: _Source, bonds: np.ndarray, cutoff_px: float) -> tuple[_S
                   periodic_windows=True, registered=(corner, counts, np.array([a, 2.0 * h, 0.0])))
     return out, {"turned_deg": math.degrees(float(Rotation.from_matrix(R).magnitude())), "axes": R.tolist(),
                  "lattice_px": [a, 2.0 * h, c], "window_px": window.tolist(), "close_packed_share": share,
-                 "stacking": st.sequence(i0, i0 + n_layers - 1), "wrap_exact": bool(exact)}
+                 "stacking": st.sequence(i0, i0 + n_layers - 1), "wrap_exact": bool(exact),
+                 "view_stacking_hc": " ".join(jagodzinski([st.labels[k] for k in run]) for run in st.runs())}
 
 
 # ----------------------------------------------------------------------------- relaxation
@@ -1846,6 +1854,9 @@ def tiling_summary(tiling: dict) -> str:
     if film:
         text += (f"; a crystal film: turned {film['turned_deg']:.1f} deg, windows "
                  f"{' x '.join(f'{w:.1f}' for w in film['window_px'])} px commensurate with its lattice")
+        if "stacking" in film:
+            text += (f", close-packed layers {film['stacking']} (placed as cut, in registry; the layer "
+                     f"below {'repeats' if film['wrap_exact'] else 'does not repeat'} the top one)")
     if "seam_order_chosen" in tiling:
         text += (f"; seam bond order {tiling['seam_order_chosen']:.3f} chosen, "
                  f"{tiling['seam_order_candidates_mean']:.3f} on average over the candidates")
