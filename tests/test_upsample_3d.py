@@ -361,8 +361,8 @@ def test_a_3d_fcc_film_is_turned_to_its_cubic_axes(spheres):
     seen through an open cube at an arbitrary orientation, 0.8 px jitter per axis. Its cubic
     axes are found to 0.5 degree (up to the cube's symmetries), the cell side to 0.2 %, and
     the cubic window is a whole number of cells inside every turned view; hcp (close
-    packed, not fcc) is cut into layered windows instead (:func:`_stacked_film`) and the
-    liquid is refused (None: its windows are cut square and matched as before)."""
+    packed, not fcc) is cut into layered windows instead (:func:`_stacked_film`); bcc and
+    the liquid are refused (None: their windows are cut square and matched as before)."""
     import importlib
     from scipy.spatial.transform import Rotation
     U = importlib.import_module("colloidcg.scaling.upsample")
@@ -379,12 +379,18 @@ def test_a_3d_fcc_film_is_turned_to_its_cubic_axes(spheres):
     M = np.asarray(info["axes"]) @ turn
     assert np.abs(np.abs(M) - np.round(np.abs(M))).max() < math.radians(0.5)
     assert info["lattice_px"][0] == pytest.approx(a, rel=2e-3) and info["fcc_bond_share"] > 0.95
+    assert info["plane_coherence"] > 0.8
     w = np.asarray(info["window_px"])
     assert np.all(w == w[0]) and w[0] / info["lattice_px"][0] == pytest.approx(round(w[0] / a), abs=1e-9)
     assert np.all(src.fov[:, :, 1] - src.fov[:, :, 0] >= w[0])
     assert src.periodic_windows and src.planes[0] == pytest.approx(np.full(3, info["lattice_px"][0] / 2))
     hcp = U._crystal_film_3d(source(_film(_hcp(a / math.sqrt(2)), turn, 200.0, noise=0.8, frames=2)), 24.0)
     assert "fcc_bond_share" not in hcp[1] and len(set(hcp[1]["stacking"])) == 2    # layered windows instead
+    # bcc: its bonds pass the fcc test (share 0.87) and the close-packed one (its [110]
+    # planes are distorted close-packed ones), but neither's lattice planes are there
+    g = np.array([(i, j, k) for i in range(10) for j in range(10) for k in range(10)], float) - 5.0
+    bcc = np.concatenate([g, g + 0.5]) * 18.0
+    assert U._crystal_film_3d(source(_film(bcc, turn, 200.0, noise=0.8, frames=2)), 24.0) is None
     df, side = spheres[0], spheres[1]
     liquid = df[df["frame"] < 2].assign(**{c: df[df["frame"] < 2][c] % side for c in "xyz"})
     assert U._crystal_film_3d(source(liquid), 24.0) is None
