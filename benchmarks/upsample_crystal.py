@@ -388,6 +388,13 @@ def film_answer(dim: int = 3, *, phi: float | None = None, samples: int = 4, see
             f"{row['order']:.4f} | {row['closest_ratio']:.3f} | {seam_check_summary(row['seam_check'])} | "
             f"{row['seconds']:.0f} |")
     say(f"crystal film (auto): {out.get('film')}")
+    film = out.get("film") or {}
+    if "stacking" in film:
+        from colloidcg.scaling.stacking import jagodzinski
+        whole, window = jagodzinski(layers, cyclic=True), jagodzinski(film["stacking"], cyclic=True)
+        out["hcp_like_share"] = {"crystal": whole.count("h") / len(whole), "window": window.count("h") / len(window)}
+        say(f"stacking (Jagodzinski, wrapped): the crystal {whole}, hcp-like share "
+            f"{out['hcp_like_share']['crystal']:.2f}; the windows {window}, {out['hcp_like_share']['window']:.2f}")
     return out
 
 

@@ -67,8 +67,9 @@ def add_parser(subparsers) -> None:
                         "uniformly random symmetry and shift; matched: each tile after the first of a "
                         "doubling gets the best of --tiling-candidates symmetries and registry shifts, scored "
                         "by |psi6| (2D) or q6 (3D) along the new seams, so ordered tiles continue their "
-                        "lattice across them (one crystal in an open field of view, 2D or 3D fcc, is "
-                        "turned to its lattice and cut into windows commensurate with it); oriented (2D, periodic "
+                        "lattice across them (one crystal in an open field of view, 2D, 3D fcc or 3D close-packed "
+                        "layers stacked in any order, is turned to its lattice and cut into windows "
+                        "commensurate with it; stacked layers keep their stacking); oriented (2D, periodic "
                         "box): the same with each tile's pattern turned to its neighbours' lattice orientation, "
                         "any angle (docs/scaling.md)")
     p.add_argument("--tiling-candidates", type=int, default=32, metavar="N", dest="tiling_candidates",
