@@ -317,7 +317,7 @@ def film_answer(dim: int = 3, *, phi: float | None = None, samples: int = 4, see
     box), the view is upsampled (K = 16 in 2D, 8 in 3D) and compared with the truth as in
     :func:`known_answer`. ``stacking`` (3D): "cubic", the fcc crystal of cubic cells;
     "hcp", "fcc" or "rhcp": close-packed layers along z (14 x 16 sites each, 16 layers,
-    3584 spheres; :func:`stacking_layers`). Returns the same dict, with "film" (the
+    3584 spheres, 15 for fcc; :func:`stacking_layers`). Returns the same dict, with "film" (the
     sidecar's crystal_film of the auto row)."""
     import torch
 
@@ -339,7 +339,7 @@ def film_answer(dim: int = 3, *, phi: float | None = None, samples: int = 4, see
     elif stacking == "cubic":
         pos, box = lattice(3, 8, phi)
     else:
-        layers = stacking_layers(stacking, 16)
+        layers = stacking_layers(stacking, 15 if stacking == "fcc" else 16)     # fcc wraps after 3 k layers
         pos, box = close_packed(layers, 14, 16, phi)
         say(f"stacking {''.join('ABC'[k] for k in layers)}")
     big = run(dim, pos, box, equilibrate, 8, 25, seed=2)

@@ -357,12 +357,13 @@ def _hcp(d, n=8):
 
 
 def test_a_3d_fcc_film_is_turned_to_its_cubic_axes(spheres):
-    """The 3D crystal film's geometry (:func:`_crystal_film_3d`), fast: one fcc crystal
-    seen through an open cube at an arbitrary orientation, 0.8 px jitter per axis. Its cubic
-    axes are found to 0.5 degree (up to the cube's symmetries), the cell side to 0.2 %, and
-    the cubic window is a whole number of cells inside every turned view; hcp (close
-    packed, not fcc) is cut into layered windows instead (:func:`_stacked_film`); bcc and
-    the liquid are refused (None: their windows are cut square and matched as before)."""
+    """The 3D crystal film's geometry, fast: one fcc crystal seen through an open cube at an
+    arbitrary orientation, 0.8 px jitter per axis. :func:`_crystal_film_3d` cuts it into
+    layered windows along a [111] axis (all layers fcc-like, 'c'); the cubic fallback
+    (:func:`_cubic_film`) finds its cubic axes to 0.5 degree (up to the cube's symmetries)
+    and the cell side to 0.2 %, and its window is a whole number of cells inside every
+    turned view. hcp is refused by the cubic fallback; bcc and the liquid by both (None:
+    their windows are cut square and matched as before)."""
     import importlib
     from scipy.spatial.transform import Rotation
     U = importlib.import_module("colloidcg.scaling.upsample")
@@ -372,10 +373,19 @@ def test_a_3d_fcc_film_is_turned_to_its_cubic_axes(spheres):
         fov = np.array([[[0.0, 200.0]] * 3] * len(pos))
         return U._Source(pos, [np.zeros_like(p) for p in pos], [None] * len(pos), None, fov, 200.0)
 
+    def cubic(src):
+        bonds, stride = U._first_shell_bonds(src)
+        return U._cubic_film(src, bonds, stride, 24.0)
+
     a = 22.0
     cells, _ = fcc(n=12, a=a)
     turn = Rotation.from_euler("zyx", FILM_TURN).as_matrix()
-    src, info = U._crystal_film_3d(source(_film(cells - 6 * a, turn, 200.0, noise=0.8)), 24.0)
+    view = source(_film(cells - 6 * a, turn, 200.0, noise=0.8))
+    _, layered = U._crystal_film_3d(view, 24.0)
+    assert set(layered["view_stacking_hc"].replace(" ", "")) == {"c"} and len(set(layered["stacking"])) == 3
+    normal = np.asarray(layered["axes"])[2] @ turn                      # a [111] axis of the cubic cell
+    assert np.abs(np.abs(normal) - 1 / math.sqrt(3)).max() < math.radians(0.1)
+    src, info = cubic(view)
     M = np.asarray(info["axes"]) @ turn
     assert np.abs(np.abs(M) - np.round(np.abs(M))).max() < math.radians(0.5)
     assert info["lattice_px"][0] == pytest.approx(a, rel=2e-3) and info["fcc_bond_share"] > 0.95
@@ -384,13 +394,13 @@ def test_a_3d_fcc_film_is_turned_to_its_cubic_axes(spheres):
     assert np.all(w == w[0]) and w[0] / info["lattice_px"][0] == pytest.approx(round(w[0] / a), abs=1e-9)
     assert np.all(src.fov[:, :, 1] - src.fov[:, :, 0] >= w[0])
     assert src.periodic_windows and src.planes[0] == pytest.approx(np.full(3, info["lattice_px"][0] / 2))
-    hcp = U._crystal_film_3d(source(_film(_hcp(a / math.sqrt(2)), turn, 200.0, noise=0.8, frames=2)), 24.0)
-    assert "fcc_bond_share" not in hcp[1] and len(set(hcp[1]["stacking"])) == 2    # layered windows instead
+    hcp = source(_film(_hcp(a / math.sqrt(2)), turn, 200.0, noise=0.8, frames=2))
+    assert cubic(hcp) is None and len(set(U._crystal_film_3d(hcp, 24.0)[1]["stacking"])) == 2
     # bcc: its bonds pass the fcc test (share 0.87) and the close-packed one (its [110]
     # planes are distorted close-packed ones), but neither's lattice planes are there
     g = np.array([(i, j, k) for i in range(10) for j in range(10) for k in range(10)], float) - 5.0
-    bcc = np.concatenate([g, g + 0.5]) * 18.0
-    assert U._crystal_film_3d(source(_film(bcc, turn, 200.0, noise=0.8, frames=2)), 24.0) is None
+    bcc = source(_film(np.concatenate([g, g + 0.5]) * 18.0, turn, 200.0, noise=0.8, frames=2))
+    assert U._crystal_film_3d(bcc, 24.0) is None and cubic(bcc) is None
     df, side = spheres[0], spheres[1]
     liquid = df[df["frame"] < 2].assign(**{c: df[df["frame"] < 2][c] % side for c in "xyz"})
     assert U._crystal_film_3d(source(liquid), 24.0) is None
@@ -470,11 +480,11 @@ def test_a_close_packed_film_keeps_its_stacking():
 def test_a_3d_fcc_film_is_tiled_into_one_crystal(spheres):
     """One fcc crystal seen through an open cube at an arbitrary orientation (a confocal
     stack of a colloidal crystal), through upsample (K = 8, 2 samples, no relaxation; about
-    a minute): auto tiling sees one crystal, turns it to its cubic axes and tiles cubic
-    windows of n cells cut midway between lattice planes in registry: the seams keep the
-    bulk's q6 (measured +0.002) where random windows lose 0.12, every sample holds 8 whole
-    windows and no pair is closer than 0.9 x the data's closest pair. A randomly stacked
-    close-packed crystal is tiled with layered windows that keep its stacking."""
+    a minute): auto tiling sees one crystal, turns its close-packed layers normal to z and
+    tiles layered windows cut midway between lattice planes in registry: the seams keep the
+    bulk's q6 where random windows lose 0.12, every sample holds 8 whole windows and no
+    pair is closer than 0.9 x the data's closest pair. A randomly stacked close-packed
+    crystal is tiled with layered windows that keep its stacking."""
     import importlib
     import warnings
     from scipy.spatial.transform import Rotation
@@ -511,14 +521,18 @@ def test_a_3d_fcc_film_is_tiled_into_one_crystal(spheres):
     info = params["tiling"]
     assert info["method"] == "matched" and info["order_coherence"] > 0.9
     got = info["crystal_film"]
-    assert got["lattice_px"][0] == pytest.approx(a, rel=2e-3)
-    # the fitted axes turn the crystal back to cubic axes: R turn is one of the cube's symmetries
-    M = np.asarray(got["axes"]) @ turn
-    assert np.abs(np.abs(M) - np.round(np.abs(M))).max() < math.radians(0.5)
-    per_window = round((got["window_px"][0] / a) ** 3 * 4)
-    assert params["n_particles"] == [8 * per_window] * 2
+    a_nn, two_h, c = got["lattice_px"]
+    assert (a_nn, two_h, c) == pytest.approx((nn, nn * math.sqrt(3), nn * math.sqrt(2 / 3)), rel=2e-3)
+    # the layers' normal is a [111] axis of the cubic cell; every layer fcc-like
+    normal = np.asarray(got["axes"])[2] @ turn
+    assert np.abs(np.abs(normal) - 1 / math.sqrt(3)).max() < math.radians(0.5)
+    assert set(got["view_stacking_hc"].replace(" ", "")) == {"c"}
+    w = np.asarray(got["window_px"])
+    per_window = round(w[0] / a_nn * w[1] / two_h * 2 * w[2] / c)
+    # the cut between rows h / 3 apart leaves 2.2 px: a few particles jittered across it
+    assert np.allclose(params["n_particles"], 8 * per_window, rtol=2e-3)
     assert "a crystal film" in U.tiling_summary(info)
-    print(gaps, got["fcc_bond_share"], got["window_px"])
+    print(gaps, got["stacking"], got["window_px"])
     assert gaps["random"] < -0.1 and abs(gaps["auto"]) < 0.02, gaps
     # randomly stacked close-packed layers: not fcc, cut into layered windows placed as
     # they are; the samples' layers carry the window's stacking twice over
