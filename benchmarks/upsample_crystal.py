@@ -391,7 +391,8 @@ def film_answer(dim: int = 3, *, phi: float | None = None, samples: int = 4, see
     film = out.get("film") or {}
     if "stacking" in film:
         from colloidcg.scaling.stacking import jagodzinski
-        whole, window = jagodzinski(layers, cyclic=True), jagodzinski(film["stacking"], cyclic=True)
+        whole = "c" * 3 if stacking == "cubic" else jagodzinski(layers, cyclic=True)     # cubic: fcc
+        window = jagodzinski(film["stacking"], cyclic=True)
         out["hcp_like_share"] = {"crystal": whole.count("h") / len(whole), "window": window.count("h") / len(window)}
         say(f"stacking (Jagodzinski, wrapped): the crystal {whole}, hcp-like share "
             f"{out['hcp_like_share']['crystal']:.2f}; the windows {window}, {out['hcp_like_share']['window']:.2f}")

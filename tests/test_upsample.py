@@ -833,10 +833,11 @@ def test_a_crystal_film_is_tiled_into_one_crystal(small):
     """One triangular crystal filmed in an open field of view at 0.3 rad to the image axes
     (0.4 px jitter): auto tiling sees it (order coherence near 1), turns the frames so a
     lattice vector lies along x, and cuts windows of n a x 2 k h midway between lattice
-    planes: wrapped, such a window continues its lattice, so it is tiled as a periodic box
-    is, in registry, and the film becomes one crystal (measured, seeds 1-2, 4 samples, no
-    relaxation: |psi6| within a spacing of a seam 0.003-0.014 below the bulk's, against 0.32
-    with random windows; every sample exactly 4 x 224 disks). Windows of an open field of
+    planes, in registry with a lattice site of each frame: wrapped, such a window continues
+    its lattice, and every window is the same crystal in the same registry, so windows are
+    placed as they are and the film becomes one crystal (measured, seeds 1-2, 4 samples, no
+    relaxation: |psi6| within a spacing of a seam +0.002 from the bulk's (0.003-0.014 below
+    with session 38's matched placement), against 0.32 below with random windows; every sample exactly 4 x 224 disks). Windows of an open field of
     view that are matched without being one crystal's (here: forced on the liquid's) are
     cut again from their frame, never shifted cyclically (which put the window's own cut
     edge inside it, unmarked)."""

@@ -146,6 +146,14 @@ def reciprocal(a: float, h: float) -> tuple[np.ndarray, np.ndarray]:
     return np.array([2 * math.pi / a, -math.pi / h]), np.array([0.0, 2 * math.pi / h])
 
 
+def site_origin(s1: complex, s2: complex, a: float, h: float) -> np.ndarray:
+    """(2,) px: a site of the triangular lattice (a1 = (a, 0), a2 = (a / 2, h)), modulo the
+    lattice, from its particles' sums s1 = sum exp(i b1 . r), s2 = sum exp(i b2 . r)
+    (:func:`reciprocal`): the point o with b1 . o = arg s1 and b2 . o = arg s2."""
+    oy = h * float(np.angle(s2)) / (2 * math.pi)
+    return np.array([a / (2 * math.pi) * (float(np.angle(s1)) + math.pi * oy / h), oy])
+
+
 def stacking(turned: list, a: float, h: float, c: float, *, min_count: float = 6.0) -> Stacking | None:
     """Layers and their lateral positions in frames of one close-packed crystal.
 
@@ -181,8 +189,7 @@ def stacking(turned: list, a: float, h: float, c: float, *, min_count: float = 6
         s1 = np.exp(1j * (q[:, :2] @ b1))
         s2 = np.exp(1j * (q[:, :2] @ b2))
         r1, r2 = s1[at].sum(), s2[at].sum()
-        oy = h * float(np.angle(r2)) / (2 * math.pi)
-        origin[t] = [a / (2 * math.pi) * (float(np.angle(r1)) + math.pi * oy / h), oy]
+        origin[t] = site_origin(r1, r2, a, h)
         for i in np.unique(k):
             sel = k == i
             a1, a2 = s1[sel].sum(), s2[sel].sum()

@@ -1198,6 +1198,7 @@ def _crystal_film(src: _Source, cutoff_px: float) -> tuple[_Source, dict] | None
     "window_px"}) or None where the windows would not be wider than twice the interaction
     range or the bonds do not show a triangular lattice."""
     from .observables import knn, psi6_local
+    from .stacking import reciprocal, site_origin
 
     step = max(1, int(math.ceil(len(src.pos) / 20)))
     used = [p for p in src.pos[::step] if len(p) > 12]
@@ -1218,12 +1219,41 @@ def _crystal_film(src: _Source, cutoff_px: float) -> tuple[_Source, dict] | None
     a = 2.0 * plane_spacing(turned, 0, 0.5 * float(bonds[along, 0].mean()))    # sites lie on x = x0 (mod a / 2)
     h = plane_spacing(turned, 1, float(bonds[rising, 1].mean()))
     period = np.array([a, 2.0 * h])
-    # lattice planes: sites lie on x = x0 (mod a / 2) (rows alternate by a / 2) and y = y0
-    # (mod h); each frame's phases from the mean of exp(2 pi i x / spacing)
-    out = _turned_film(src, turned, R, np.array([0.5 * a, h]), period, cutoff_px)
-    if out is None:
+    # windows in the lattice's registry: corners at a site o of each frame (from the
+    # triangular lattice's two density waves) + (a / 4, h / 2), midway between the planes
+    # x = o_x (mod a / 2) and y = o_y (mod h), + whole periods (a, 0), (0, 2 h): every
+    # window is the same crystal in the same registry, placed as it is
+    b1, b2 = reciprocal(a, h)
+    origin = np.array([site_origin(np.exp(1j * (q @ b1)).sum(), np.exp(1j * (q @ b2)).sum(), a, h) for q in turned])
+    lo, hi = _view_cube(src, R)
+    first, periods, count = _registered_corners(lo, hi, origin + np.array([0.25 * a, 0.5 * h]), period)
+    window = periods * period
+    if np.any(window <= 2 * cutoff_px):
         return None
-    return out, {"turned_deg": math.degrees(-theta), "lattice_px": period.tolist(), "window_px": out.window.tolist()}
+    out = _Source(turned, [v @ R.T for v in src.vel], src.size, None, np.stack([lo, hi], axis=2), window,
+                  periodic_windows=True, registered=(first, count, period))
+    return out, {"turned_deg": math.degrees(-theta), "lattice_px": period.tolist(), "window_px": window.tolist()}
+
+
+def _view_cube(src: _Source, R: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Lower and upper corners (T, d) px, in turned coordinates (``p @ R.T``), of the
+    largest axis-aligned square (cube) about each frame's view centre whose turned corners
+    stay in the view (half side s reaches s sum_j |R_jk| along the frame's axis k)."""
+    width = src.fov[:, :, 1] - src.fov[:, :, 0]                                  # (T, d)
+    side = np.min(width / np.abs(R).sum(axis=0)[None, :], axis=1)
+    centre = (0.5 * (src.fov[:, :, 0] + src.fov[:, :, 1])) @ R.T
+    return centre - 0.5 * side[:, None], centre + 0.5 * side[:, None]
+
+
+def _registered_corners(lo: np.ndarray, hi: np.ndarray, start: np.ndarray,
+                        step: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Window corners start + u step (u integer per axis) inside [lo, hi) (T, k) px: each
+    frame's first corner (T, k), the whole steps a window may span in every frame (k,),
+    and the corners each frame has room for (T, k) (at least 1 wherever steps >= 1)."""
+    first = start + np.ceil((lo - start) / step) * step
+    steps = np.floor((hi - first) / step).astype(int).min(axis=0)
+    count = np.floor((hi - steps * step - first) / step).astype(int) + 1
+    return first, steps, count
 
 
 def _turned_film(src: _Source, turned: list, R: np.ndarray, step: np.ndarray, period: np.ndarray,
@@ -1237,13 +1267,11 @@ def _turned_film(src: _Source, turned: list, R: np.ndarray, step: np.ndarray, pe
     d = len(step)
     phase = np.array([[step[k] / (2 * math.pi) * float(np.angle(np.exp(2j * math.pi * q[:, k] / step[k]).sum()))
                        for k in range(d)] for q in turned])
-    width = src.fov[:, :, 1] - src.fov[:, :, 0]                                  # (T, d)
-    side = np.min(width / np.abs(R).sum(axis=0)[None, :], axis=1)
-    window = np.floor(float(side.min()) / period) * period
+    lo, hi = _view_cube(src, R)
+    window = np.floor(float((hi - lo)[:, 0].min()) / period) * period
     if np.any(window <= 2 * cutoff_px):
         return None
-    centre = (0.5 * (src.fov[:, :, 0] + src.fov[:, :, 1])) @ R.T
-    fov = np.stack([centre - 0.5 * side[:, None], centre + 0.5 * side[:, None]], axis=2)
+    fov = np.stack([lo, hi], axis=2)
     return _Source(turned, [v @ R.T for v in src.vel], src.size, None, fov, window,
                    periodic_windows=True, planes=(step, phase))
 
@@ -1388,11 +1416,7 @@ def _stacked_film(src: _Source, bonds: np.ndarray, cutoff_px: float) -> tuple[_S
     if st is None or st.coherence < CP_COHERENCE:
         return None
     layer_z, origin = st.layer_z, st.origin
-    # the largest cube about each view's centre whose turned corners stay in the view
-    width = src.fov[:, :, 1] - src.fov[:, :, 0]
-    side = np.min(width / np.abs(R).sum(axis=0)[None, :], axis=1)
-    centre = (0.5 * (src.fov[:, :, 0] + src.fov[:, :, 1])) @ R.T
-    lo, hi = centre - 0.5 * side[:, None], centre + 0.5 * side[:, None]
+    lo, hi = _view_cube(src, R)
     # layers whose whole slab lies inside every frame's cube
     first = int(np.max(np.ceil((lo[:, 2] - layer_z) / c + 0.5)))
     last = int(np.min(np.floor((hi[:, 2] - layer_z) / c - 0.5)))
@@ -1403,13 +1427,10 @@ def _stacked_film(src: _Source, bonds: np.ndarray, cutoff_px: float) -> tuple[_S
     # in plane: corners o + (a / 4, h / 6) + u (a, 0) + v (0, 2 h), midway between planes
     # and in the reference layer's registry; as many periods as fit in every frame's cube
     step = np.array([a, 2.0 * h])
-    start = origin + np.array([0.25 * a, h / 6.0])
-    low = start + np.ceil((lo[:, :2] - start) / step) * step                   # (T, 2)
-    periods = np.floor((hi[:, :2] - low) / step).astype(int).min(axis=0)
+    low, periods, count = _registered_corners(lo[:, :2], hi[:, :2], origin + np.array([0.25 * a, h / 6.0]), step)
     window = np.array([periods[0] * a, periods[1] * 2.0 * h, n_layers * c])
     if np.any(window <= 2 * cutoff_px):
         return None
-    count = np.floor((hi[:, :2] - window[:2] - low) / step).astype(int) + 1
     corner = np.column_stack([low, layer_z + (i0 - 0.5) * c])
     counts = np.column_stack([count, np.ones(len(count), int)])
     out = _Source(turned, [v @ R.T for v in src.vel], src.size, None, np.stack([lo, hi], axis=2), window,
