@@ -416,6 +416,24 @@ def _close_packed(d, sequence, n=10):
     return np.array(pts)
 
 
+def test_triangular_site_origin_and_nearest_offset_exact():
+    """A triangular lattice (a = 15 px) moved by s: its site found from the two density waves
+    is s modulo the lattice, and the shortest representative of s plus any lattice vector
+    is s (for s inside the Wigner-Seitz cell)."""
+    from colloidcg.scaling.stacking import nearest_lattice_offset, reciprocal, site_origin
+    a, h = 15.0, 15.0 * math.sqrt(3) / 2
+    b1, b2 = reciprocal(a, h)
+    i, j = np.meshgrid(np.arange(-6, 6), np.arange(-6, 6), indexing="ij")
+    lattice = np.stack([(i + 0.5 * j) * a, j * h], -1).reshape(-1, 2)
+    for s in ([0.0, 0.0], [3.1, -2.2], [-6.0, 4.0], [7.0, 0.5]):
+        p = lattice + s
+        o = site_origin(np.exp(1j * (p @ b1)).sum(), np.exp(1j * (p @ b2)).sum(), a, h)
+        np.testing.assert_allclose(nearest_lattice_offset(o - np.asarray(s), a, h), 0.0, atol=1e-9)
+        for n1, n2 in ((0, 0), (3, -2), (-5, 7)):
+            shifted = np.asarray(s) + n1 * np.array([a, 0.0]) + n2 * np.array([0.5 * a, h])
+            np.testing.assert_allclose(nearest_lattice_offset(shifted, a, h), s, atol=1e-9)
+
+
 def test_a_close_packed_film_keeps_its_stacking():
     """Randomly stacked (rhcp) and hcp crystals seen through an open cube at an arbitrary
     orientation, 0.8 px jitter per axis (:func:`_stacked_film`, no model): the layers'

@@ -154,6 +154,19 @@ def site_origin(s1: complex, s2: complex, a: float, h: float) -> np.ndarray:
     return np.array([a / (2 * math.pi) * (float(np.angle(s1)) + math.pi * oy / h), oy])
 
 
+def nearest_lattice_offset(d: np.ndarray, a: float, h: float) -> np.ndarray:
+    """(2,) px: ``d`` less the nearest vector of the triangular lattice a1 = (a, 0),
+    a2 = (a / 2, h): the shortest representative of an offset known modulo the lattice."""
+    n2 = round(float(d[1]) / h)
+    best = None
+    for j in (n2 - 1, n2, n2 + 1):
+        for i in range(int(math.floor((d[0] - 0.5 * a * j) / a)) - 1, int(math.floor((d[0] - 0.5 * a * j) / a)) + 2):
+            r = np.asarray(d, float) - i * np.array([a, 0.0]) - j * np.array([0.5 * a, h])
+            if best is None or r @ r < best @ best:
+                best = r
+    return best
+
+
 def stacking(turned: list, a: float, h: float, c: float, *, min_count: float = 6.0) -> Stacking | None:
     """Layers and their lateral positions in frames of one close-packed crystal.
 

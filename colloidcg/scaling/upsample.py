@@ -979,9 +979,11 @@ class _Source:
     #: crystal films: (the lattice planes' spacing (d,) px, each frame's phase (T, d) px):
     #: windows are cut midway between lattice planes (:func:`_crystal_film`)
     planes: tuple | None = None
-    #: close-packed films (:func:`_stacked_film`): (each frame's first lower corner (T, d)
-    #: px, the number of corners (T, d), the step between corners (d,) px): every window
-    #: is cut in the lattice's registry from the same layers, and placed as it is
+    #: registered crystal films (:func:`_crystal_film`, :func:`_stacked_film`): (each
+    #: frame's first lower corner (T, d) px, the number of corners (T, d), the step between
+    #: corners (d,) px, and a function of a window's positions (n, d) px, in window
+    #: coordinates, giving the shift (d,) px that puts its own lattice where the frame's
+    #: registry has it): every window is cut in the lattice's registry and placed as it is
     registered: tuple | None = None
 
 
@@ -1111,8 +1113,17 @@ def _base(src: _Source, rng: np.random.Generator) -> Configuration:
         cfg = Configuration(p, v, s, src.box, np.full(len(p), np.inf))
         return _transform(cfg, rng, shift=True)
     if src.registered is not None:
-        first, count, step = src.registered
-        cfg = _window(src, t, first[t] + rng.integers(0, count[t]) * step)
+        first, count, step, local = src.registered
+        lo = first[t] + rng.integers(0, count[t]) * step
+        cfg = _window(src, t, lo)
+        if cfg is not None:
+            # the window's own lattice, not the frame's: a long-wavelength thermal
+            # displacement moves a window's part of the crystal as a whole, and windows so
+            # moved would meet off registry
+            room = src.fov[t]
+            moved = np.clip(lo + local(cfg.pos), room[:, 0], room[:, 1] - src.window)
+            recut = _window(src, t, moved)
+            cfg = cfg if recut is None else recut
         if cfg is None:
             raise ColloidcgError("tracks: fewer than two particles in a window of the crystal film; nothing to tile")
         return cfg
@@ -1198,7 +1209,7 @@ def _crystal_film(src: _Source, cutoff_px: float) -> tuple[_Source, dict] | None
     "window_px"}) or None where the windows would not be wider than twice the interaction
     range or the bonds do not show a triangular lattice."""
     from .observables import knn, psi6_local
-    from .stacking import reciprocal, site_origin
+    from .stacking import nearest_lattice_offset, reciprocal, site_origin
 
     step = max(1, int(math.ceil(len(src.pos) / 20)))
     used = [p for p in src.pos[::step] if len(p) > 12]
@@ -1230,8 +1241,15 @@ def _crystal_film(src: _Source, cutoff_px: float) -> tuple[_Source, dict] | None
     window = periods * period
     if np.any(window <= 2 * cutoff_px):
         return None
+    site = -np.array([0.25 * a, 0.5 * h])            # a lattice site in window coordinates
+
+    def local(q):
+        """The shift that puts the window's own lattice site on ``site`` (nearest image)."""
+        own = site_origin(np.exp(1j * (q @ b1)).sum(), np.exp(1j * (q @ b2)).sum(), a, h)
+        return nearest_lattice_offset(own - site, a, h)
+
     out = _Source(turned, [v @ R.T for v in src.vel], src.size, None, np.stack([lo, hi], axis=2), window,
-                  periodic_windows=True, registered=(first, count, period))
+                  periodic_windows=True, registered=(first, count, period, local))
     return out, {"turned_deg": math.degrees(-theta), "lattice_px": period.tolist(), "window_px": window.tolist()}
 
 
@@ -1402,8 +1420,8 @@ def _stacked_film(src: _Source, bonds: np.ndarray, cutoff_px: float) -> tuple[_S
     cannot be labelled, or a window would not be wider than twice the interaction range."""
     from scipy.spatial.transform import Rotation
 
-    from .stacking import (CP_COHERENCE, CP_SHARE, close_packed_orientation, jagodzinski, periodic_layers,
-                           stacking)
+    from .stacking import (CP_COHERENCE, CP_SHARE, close_packed_orientation, jagodzinski, nearest_lattice_offset,
+                           periodic_layers, reciprocal, site_origin, stacking)
 
     R, share, a_bonds = close_packed_orientation(bonds)
     if share < CP_SHARE or not np.isfinite(a_bonds):
@@ -1433,8 +1451,23 @@ def _stacked_film(src: _Source, bonds: np.ndarray, cutoff_px: float) -> tuple[_S
         return None
     corner = np.column_stack([low, layer_z + (i0 - 0.5) * c])
     counts = np.column_stack([count, np.ones(len(count), int)])
+    b1, b2 = reciprocal(a, h)
+    site = -np.array([0.25 * a, h / 6.0])            # a site of the reference layer, window coordinates
+    # each window layer's lateral place against the reference layer's (a / 2, h / 3) per third
+    places = {k: ((st.labels[k] - st.labels[st.reference]) % 3) * np.array([0.5 * a, h / 3.0])
+              for k in range(i0, i0 + n_layers)}
+
+    def local(q):
+        """The shift (3,) that puts the window's own lattice (its layers' sites, each less its
+        lateral place, and its layers' z) where the registry has it."""
+        k = np.clip(np.floor(q[:, 2] / c).astype(int), 0, n_layers - 1) + i0
+        flat = q[:, :2] - np.array([places[i] for i in k])
+        own = site_origin(np.exp(1j * (flat @ b1)).sum(), np.exp(1j * (flat @ b2)).sum(), a, h)
+        dz = c / (2 * math.pi) * float(np.angle(np.exp(2j * math.pi * (q[:, 2] - 0.5 * c) / c).sum()))
+        return np.append(nearest_lattice_offset(own - site, a, h), dz)
+
     out = _Source(turned, [v @ R.T for v in src.vel], src.size, None, np.stack([lo, hi], axis=2), window,
-                  periodic_windows=True, registered=(corner, counts, np.array([a, 2.0 * h, 0.0])))
+                  periodic_windows=True, registered=(corner, counts, np.array([a, 2.0 * h, 0.0]), local))
     return out, {"turned_deg": math.degrees(float(Rotation.from_matrix(R).magnitude())), "axes": R.tolist(),
                  "lattice_px": [a, 2.0 * h, c], "window_px": window.tolist(), "close_packed_share": share,
                  "stacking": st.sequence(i0, i0 + n_layers - 1), "wrap_exact": bool(exact),
