@@ -1105,8 +1105,8 @@ def _source(tracks, meta, model_config, size_col, frame, cutoff_px, dim, name) -
 
 def _base(src: _Source, rng: np.random.Generator) -> Configuration:
     """One level-0 tile: a random frame, shifted (periodic) or windowed (open, inside that
-    frame's field of view), with a random symmetry of its box (a close-packed film's
-    window: cut in registry, as it is)."""
+    frame's field of view), with a random symmetry of its box (a registered crystal film's
+    window: cut in registry and moved onto its own lattice, no symmetry)."""
     t = int(rng.integers(len(src.pos)))
     p, v, s = src.pos[t], src.vel[t], src.size[t]
     if src.box is not None:
@@ -1198,9 +1198,12 @@ def _crystal_film(src: _Source, cutoff_px: float) -> tuple[_Source, dict] | None
     """One 2D crystal filmed in an open field of view, as periodic tiles: every frame turned
     (about the origin) so that a lattice vector lies along x, and rectangular windows of
     n a x 2 k h (a the spacing along x, h the row spacing: a triangular lattice repeats
-    after two rows) cut inside the largest axis-aligned square of the turned field of view.
-    Such a window continues its lattice when wrapped, so it is tiled as a periodic box is
-    (cyclic shifts, matched registry), and a film of one crystal becomes one crystal.
+    after two rows) cut inside the largest axis-aligned square of the turned field of view,
+    midway between lattice planes and in registry with a lattice site of the frame, then
+    moved onto the window's own lattice (:data:`_Source.registered`). Such a window
+    continues its lattice when wrapped, every window is the same crystal in the same
+    registry, so windows are placed as they are, and a film of one crystal becomes one
+    crystal.
 
     The orientation is the mean psi6 phase over up to 20 frames; a and h start from the means
     of the bond vectors (6 nearest neighbours) within :data:`FILM_BOND_TOLERANCE_DEG` of the
@@ -1415,8 +1418,10 @@ def _stacked_film(src: _Source, bonds: np.ndarray, cutoff_px: float) -> tuple[_S
     random shift or reflection could be trusted to keep. Returns (the turned source,
     {"turned_deg", "axes", "lattice_px": [a, 2 h, c], "window_px", "close_packed_share",
     "stacking": the window's layers as letters, "wrap_exact": whether the layer below the
-    window repeats its top one, "view_stacking_hc": the stacking of the layers seen, in
-    Jagodzinski's h / c notation}) or None where the bonds are not close packed, the layers
+    window repeats its top one, "layer_coherence" and "label_residual_rad" (the layers'
+    density-wave amplitude and their worst label's distance from a third of a turn),
+    "view_stacking_hc": the stacking of the layers seen, in Jagodzinski's h / c
+    notation}) or None where the bonds are not close packed, the layers
     cannot be labelled, or a window would not be wider than twice the interaction range."""
     from scipy.spatial.transform import Rotation
 
@@ -1471,7 +1476,8 @@ def _stacked_film(src: _Source, bonds: np.ndarray, cutoff_px: float) -> tuple[_S
     return out, {"turned_deg": math.degrees(float(Rotation.from_matrix(R).magnitude())), "axes": R.tolist(),
                  "lattice_px": [a, 2.0 * h, c], "window_px": window.tolist(), "close_packed_share": share,
                  "stacking": st.sequence(i0, i0 + n_layers - 1), "wrap_exact": bool(exact),
-                 "layer_coherence": st.coherence, "view_stacking_hc": " ".join(jagodzinski([st.labels[k] for k in run]) for run in st.runs())}
+                 "layer_coherence": st.coherence, "label_residual_rad": st.residual,
+                 "view_stacking_hc": " ".join(jagodzinski([st.labels[k] for k in run]) for run in st.runs())}
 
 
 # ----------------------------------------------------------------------------- relaxation
