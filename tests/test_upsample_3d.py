@@ -440,7 +440,8 @@ def test_a_close_packed_film_keeps_its_stacking():
     normal is found to 0.1 degree and a, the rows' and the layers' spacings to 0.1 %; the
     window holds whole layers whose hcp-like / fcc-like sequence, wrapped, is a run of the
     crystal's own; 8 windows tiled as they are make one crystal: its layers carry the
-    window's sequence twice, no pair is closer than 0.9 x the data's closest pair, and a
+    window's sequence twice, every window holds the same number of sites (cut by site, not
+    by position), no pair is closer than 0.9 x the data's closest pair, and a
     particle near a seam has the q6 it has in its own window wrapped (measured: within
     3e-4; random shifts and reflections of the same windows lose 0.05-0.08)."""
     import importlib
@@ -476,6 +477,7 @@ def test_a_close_packed_film_keeps_its_stacking():
         assert info["wrap_exact"] and (wrapped in truth + truth or wrapped[::-1] in truth + truth), (wrapped, truth)
         # eight windows as they are: one crystal, the window's stacking twice over
         parts = [U._base(film, np.random.default_rng(k)) for k in range(8)]
+        assert len({len(part.pos) for part in parts}) == 1            # cut by site: the same sites, once each
         big, new, _ = U.tile_configurations(parts, 2)
         closest = min(float(nearest(p, 1)[0].min()) for p in pos)
         assert float(nearest(big.pos, 1, box=big.box)[0].min()) >= 0.9 * closest

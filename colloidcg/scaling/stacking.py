@@ -154,17 +154,31 @@ def site_origin(s1: complex, s2: complex, a: float, h: float) -> np.ndarray:
     return np.array([a / (2 * math.pi) * (float(np.angle(s1)) + math.pi * oy / h), oy])
 
 
+def lattice_site(r: np.ndarray, a: float, h: float) -> np.ndarray:
+    """(n, 2) px: the nearest site of the triangular lattice a1 = (a, 0), a2 = (a / 2, h)
+    (a site at the origin) to each point of ``r`` (n, 2) px: the best of the skewed
+    rounding and its eight neighbours."""
+    r = np.asarray(r, float)
+    n2 = np.round(r[:, 1] / h)
+    n1 = np.round((r[:, 0] - 0.5 * a * n2) / a)
+    best = np.full(len(r), np.inf)
+    out = np.zeros_like(r)
+    for d1 in (-1, 0, 1):
+        for d2 in (-1, 0, 1):
+            j, i = n2 + d2, n1 + d1
+            site = np.column_stack([i * a + 0.5 * a * j, j * h])
+            dist = np.sum((r - site) ** 2, axis=1)
+            better = dist < best
+            best[better] = dist[better]
+            out[better] = site[better]
+    return out
+
+
 def nearest_lattice_offset(d: np.ndarray, a: float, h: float) -> np.ndarray:
     """(2,) px: ``d`` less the nearest vector of the triangular lattice a1 = (a, 0),
     a2 = (a / 2, h): the shortest representative of an offset known modulo the lattice."""
-    n2 = round(float(d[1]) / h)
-    best = None
-    for j in (n2 - 1, n2, n2 + 1):
-        for i in range(int(math.floor((d[0] - 0.5 * a * j) / a)) - 1, int(math.floor((d[0] - 0.5 * a * j) / a)) + 2):
-            r = np.asarray(d, float) - i * np.array([a, 0.0]) - j * np.array([0.5 * a, h])
-            if best is None or r @ r < best @ best:
-                best = r
-    return best
+    d = np.asarray(d, float)
+    return d - lattice_site(d[None], a, h)[0]
 
 
 def stacking(turned: list, a: float, h: float, c: float, *, min_count: float = 6.0) -> Stacking | None:

@@ -981,9 +981,11 @@ class _Source:
     planes: tuple | None = None
     #: registered crystal films (:func:`_crystal_film`, :func:`_stacked_film`): (each
     #: frame's first lower corner (T, d) px, the number of corners (T, d), the step between
-    #: corners (d,) px, and a function of a window's positions (n, d) px, in window
+    #: corners (d,) px, a function of a window's positions (n, d) px, in window
     #: coordinates, giving the shift (d,) px that puts its own lattice where the frame's
-    #: registry has it): every window is cut in the lattice's registry and placed as it is
+    #: registry has it, and one giving the mask of particles whose lattice site lies in the
+    #: window, :func:`_site_window`): every window is cut in the lattice's registry and
+    #: placed as it is
     registered: tuple | None = None
 
 
@@ -1113,16 +1115,16 @@ def _base(src: _Source, rng: np.random.Generator) -> Configuration:
         cfg = Configuration(p, v, s, src.box, np.full(len(p), np.inf))
         return _transform(cfg, rng, shift=True)
     if src.registered is not None:
-        first, count, step, local = src.registered
+        first, count, step, local, member = src.registered
         lo = first[t] + rng.integers(0, count[t]) * step
-        cfg = _window(src, t, lo)
+        cfg = _site_window(src, t, lo, member)
         if cfg is not None:
             # the window's own lattice, not the frame's: a long-wavelength thermal
             # displacement moves a window's part of the crystal as a whole, and windows so
             # moved would meet off registry
             room = src.fov[t]
             moved = np.clip(lo + local(cfg.pos), room[:, 0], room[:, 1] - src.window)
-            recut = _window(src, t, moved)
+            recut = _site_window(src, t, moved, member)
             cfg = cfg if recut is None else recut
         if cfg is None:
             raise ColloidcgError("tracks: fewer than two particles in a window of the crystal film; nothing to tile")
@@ -1174,6 +1176,29 @@ def _window(src: _Source, t: int, lo: np.ndarray) -> Configuration | None:
                          wrap=wrap)
 
 
+def _site_window(src: _Source, t: int, lo: np.ndarray, member) -> Configuration | None:
+    """A registered crystal film's window (:data:`_Source.registered`) with lower corner
+    ``lo`` (d,) px cut from frame ``t`` by lattice site rather than by position: a particle
+    belongs to it where ``member`` (a function of window-coordinate positions (n, d) px,
+    giving a boolean mask) puts its lattice site inside the window, and one jittered just
+    across a face is held at the face (moved by its overshoot, a fraction of a pixel). So
+    every window holds the same sites, once each. Cut by position, a particle jittered
+    across a face (planes 2.2 px from the cut in a 3D layer) was in two windows or in none,
+    and tiled windows met with a pair 3 px apart or a hole; wrapped to the opposite face
+    instead of held, it would sit on the site the next window fills. None when it holds
+    fewer than two particles."""
+    side = np.broadcast_to(np.asarray(src.window, float), np.shape(lo)).copy()
+    q = src.pos[t] - np.asarray(lo, float)
+    near = np.all((q > -0.5 * side) & (q < 1.5 * side), axis=1)
+    keep = np.flatnonzero(near)[member(q[near])]
+    if len(keep) < 2:
+        return None
+    q = np.clip(q[keep], 0.0, np.nextafter(side, 0.0))
+    s = src.size[t]
+    return Configuration(q, src.vel[t][keep], None if s is None else s[keep], side, np.full(len(keep), np.inf),
+                         wrap=np.min(np.minimum(q, side - q), axis=1))
+
+
 #: Crystal films (:func:`_crystal_film`): bonds within this angle of a lattice direction
 #: give the lattice vectors' mean.
 FILM_BOND_TOLERANCE_DEG = 15.0
@@ -1212,7 +1237,7 @@ def _crystal_film(src: _Source, cutoff_px: float) -> tuple[_Source, dict] | None
     "window_px"}) or None where the windows would not be wider than twice the interaction
     range or the bonds do not show a triangular lattice."""
     from .observables import knn, psi6_local
-    from .stacking import nearest_lattice_offset, reciprocal, site_origin
+    from .stacking import lattice_site, nearest_lattice_offset, reciprocal, site_origin
 
     step = max(1, int(math.ceil(len(src.pos) / 20)))
     used = [p for p in src.pos[::step] if len(p) > 12]
@@ -1251,8 +1276,13 @@ def _crystal_film(src: _Source, cutoff_px: float) -> tuple[_Source, dict] | None
         own = site_origin(np.exp(1j * (q @ b1)).sum(), np.exp(1j * (q @ b2)).sum(), a, h)
         return nearest_lattice_offset(own - site, a, h)
 
+    def member(q):
+        """Particles whose nearest lattice site lies inside the window."""
+        at = lattice_site(q - site, a, h) + site
+        return np.all((at >= 0) & (at < window), axis=1)
+
     out = _Source(turned, [v @ R.T for v in src.vel], src.size, None, np.stack([lo, hi], axis=2), window,
-                  periodic_windows=True, registered=(first, count, period, local))
+                  periodic_windows=True, registered=(first, count, period, local, member))
     return out, {"turned_deg": math.degrees(-theta), "lattice_px": period.tolist(), "window_px": window.tolist()}
 
 
@@ -1425,8 +1455,8 @@ def _stacked_film(src: _Source, bonds: np.ndarray, cutoff_px: float) -> tuple[_S
     cannot be labelled, or a window would not be wider than twice the interaction range."""
     from scipy.spatial.transform import Rotation
 
-    from .stacking import (CP_COHERENCE, CP_SHARE, close_packed_orientation, jagodzinski, nearest_lattice_offset,
-                           periodic_layers, reciprocal, site_origin, stacking)
+    from .stacking import (CP_COHERENCE, CP_SHARE, close_packed_orientation, jagodzinski, lattice_site,
+                           nearest_lattice_offset, periodic_layers, reciprocal, site_origin, stacking)
 
     R, share, a_bonds = close_packed_orientation(bonds)
     if share < CP_SHARE or not np.isfinite(a_bonds):
@@ -1471,8 +1501,16 @@ def _stacked_film(src: _Source, bonds: np.ndarray, cutoff_px: float) -> tuple[_S
         dz = c / (2 * math.pi) * float(np.angle(np.exp(2j * math.pi * (q[:, 2] - 0.5 * c) / c).sum()))
         return np.append(nearest_lattice_offset(own - site, a, h), dz)
 
+    def member(q):
+        """Particles whose layer is one of the window's and whose site in it lies inside."""
+        k = np.floor(q[:, 2] / c).astype(int)
+        inside = (k >= 0) & (k < n_layers)
+        place = np.array([places[i0 + j] if 0 <= j < n_layers else (0.0, 0.0) for j in k]).reshape(-1, 2)
+        at = lattice_site(q[:, :2] - place - site, a, h) + site + place
+        return inside & np.all((at >= 0) & (at < window[:2]), axis=1)
+
     out = _Source(turned, [v @ R.T for v in src.vel], src.size, None, np.stack([lo, hi], axis=2), window,
-                  periodic_windows=True, registered=(corner, counts, np.array([a, 2.0 * h, 0.0]), local))
+                  periodic_windows=True, registered=(corner, counts, np.array([a, 2.0 * h, 0.0]), local, member))
     return out, {"turned_deg": math.degrees(float(Rotation.from_matrix(R).magnitude())), "axes": R.tolist(),
                  "lattice_px": [a, 2.0 * h, c], "window_px": window.tolist(), "close_packed_share": share,
                  "stacking": st.sequence(i0, i0 + n_layers - 1), "wrap_exact": bool(exact),
