@@ -98,8 +98,8 @@ class Stacking:
     layer_z : (T,) px, the unwrapped z of layer 0's centre in each frame (layer k lies at
         layer_z + k c); origin : (T, 2) px, a site of the reference layer in each frame (in
         plane, modulo the lattice); labels : {layer index: 0, 1 or 2}, each layer's lateral
-        position relative to the reference layer (A = 0); counts : {layer index: mean
-        particles per frame}; residual : the largest distance (rad) of a labelled layer's
+        position relative to the reference layer (A = 0); residual : the largest distance
+        (rad) of a labelled layer's
         phases from a third of a turn; reference : the reference layer's index;
         coherence : the layers' mean in-plane density-wave amplitude, the smaller of
         |sum exp(i b1 . r)| / n and |sum exp(i b2 . r)| / n pooled over layers and frames
@@ -109,7 +109,6 @@ class Stacking:
     layer_z: np.ndarray
     origin: np.ndarray
     labels: dict
-    counts: dict
     residual: float
     reference: int
     coherence: float
@@ -152,6 +151,13 @@ def site_origin(s1: complex, s2: complex, a: float, h: float) -> np.ndarray:
     (:func:`reciprocal`): the point o with b1 . o = arg s1 and b2 . o = arg s2."""
     oy = h * float(np.angle(s2)) / (2 * math.pi)
     return np.array([a / (2 * math.pi) * (float(np.angle(s1)) + math.pi * oy / h), oy])
+
+
+def site_of(points: np.ndarray, a: float, h: float) -> np.ndarray:
+    """(2,) px: a site of the triangular lattice a1 = (a, 0), a2 = (a / 2, h) that the
+    ``points`` (n, 2) px sit on, modulo the lattice (:func:`site_origin` of their sums)."""
+    b1, b2 = reciprocal(a, h)
+    return site_origin(np.exp(1j * (points @ b1)).sum(), np.exp(1j * (points @ b2)).sum(), a, h)
 
 
 def lattice_site(r: np.ndarray, a: float, h: float) -> np.ndarray:
@@ -223,10 +229,9 @@ def stacking(turned: list, a: float, h: float, c: float, *, min_count: float = 6
             turn1[int(i)] = turn1.get(int(i), 0) + a1 * np.conj(r1) / abs(r1)
             turn2[int(i)] = turn2.get(int(i), 0) + a2 * np.conj(r2) / abs(r2)
             amp += [abs(a1), abs(a2), sel.sum()]
-    labels, counts, worst = {}, {}, 0.0
+    labels, worst = {}, 0.0
     for i, n in total.items():
-        counts[i] = n / len(turned)
-        if counts[i] < min_count:
+        if n / len(turned) < min_count:
             continue
         d1, d2 = float(np.angle(turn1[i])), float(np.angle(turn2[i]))
         l1, l2 = int(round(3 * d1 / (2 * math.pi))) % 3, int(round(3 * d2 / (2 * math.pi))) % 3
@@ -238,7 +243,7 @@ def stacking(turned: list, a: float, h: float, c: float, *, min_count: float = 6
         worst = max(worst, res)
     if len(labels) < 2:
         return None
-    return Stacking(layer_z, origin, labels, counts, worst, ref, float(min(amp[0], amp[1]) / amp[2]))
+    return Stacking(layer_z, origin, labels, worst, ref, float(min(amp[0], amp[1]) / amp[2]))
 
 
 def periodic_layers(st: Stacking, first: int, last: int, shortest: int = 2) -> tuple[int, int, bool] | None:

@@ -976,8 +976,8 @@ class _Source:
     fov: np.ndarray | None
     window: float | np.ndarray | None
     periodic_windows: bool = False
-    #: crystal films: (the lattice planes' spacing (d,) px, each frame's phase (T, d) px):
-    #: windows are cut midway between lattice planes (:func:`_crystal_film`)
+    #: cubic fcc films: (the lattice planes' spacing (d,) px, each frame's phase (T, d) px):
+    #: windows are cut midway between lattice planes (:func:`_cubic_film`)
     planes: tuple | None = None
     #: registered crystal films (:func:`_crystal_film`, :func:`_stacked_film`): (each
     #: frame's first lower corner (T, d) px, the number of corners (T, d), the step between
@@ -1237,7 +1237,7 @@ def _crystal_film(src: _Source, cutoff_px: float) -> tuple[_Source, dict] | None
     "window_px"}) or None where the windows would not be wider than twice the interaction
     range or the bonds do not show a triangular lattice."""
     from .observables import knn, psi6_local
-    from .stacking import lattice_site, nearest_lattice_offset, reciprocal, site_origin
+    from .stacking import lattice_site, nearest_lattice_offset, site_of
 
     step = max(1, int(math.ceil(len(src.pos) / 20)))
     used = [p for p in src.pos[::step] if len(p) > 12]
@@ -1262,8 +1262,7 @@ def _crystal_film(src: _Source, cutoff_px: float) -> tuple[_Source, dict] | None
     # triangular lattice's two density waves) + (a / 4, h / 2), midway between the planes
     # x = o_x (mod a / 2) and y = o_y (mod h), + whole periods (a, 0), (0, 2 h): every
     # window is the same crystal in the same registry, placed as it is
-    b1, b2 = reciprocal(a, h)
-    origin = np.array([site_origin(np.exp(1j * (q @ b1)).sum(), np.exp(1j * (q @ b2)).sum(), a, h) for q in turned])
+    origin = np.array([site_of(q, a, h) for q in turned])
     lo, hi = _view_cube(src, R)
     first, periods, count = _registered_corners(lo, hi, origin + np.array([0.25 * a, 0.5 * h]), period)
     window = periods * period
@@ -1273,7 +1272,7 @@ def _crystal_film(src: _Source, cutoff_px: float) -> tuple[_Source, dict] | None
 
     def local(q):
         """The shift that puts the window's own lattice site on ``site`` (nearest image)."""
-        own = site_origin(np.exp(1j * (q @ b1)).sum(), np.exp(1j * (q @ b2)).sum(), a, h)
+        own = site_of(q, a, h)
         return nearest_lattice_offset(own - site, a, h)
 
     def member(q):
@@ -1309,7 +1308,7 @@ def _registered_corners(lo: np.ndarray, hi: np.ndarray, start: np.ndarray,
 
 def _turned_film(src: _Source, turned: list, R: np.ndarray, step: np.ndarray, period: np.ndarray,
                  cutoff_px: float) -> _Source | None:
-    """The turned source of a crystal film (:func:`_crystal_film`, :func:`_crystal_film_3d`):
+    """The turned source of a cubic fcc film (:func:`_cubic_film`):
     frames ``turned`` (each ``p @ R.T``), lattice planes spaced ``step`` (d,) px along the
     turned axes (each frame's phase from the mean of exp(2 pi i x / step)), windows of
     whole ``period`` (d,) px inside the largest axis-aligned box about each view's centre
@@ -1456,7 +1455,7 @@ def _stacked_film(src: _Source, bonds: np.ndarray, cutoff_px: float) -> tuple[_S
     from scipy.spatial.transform import Rotation
 
     from .stacking import (CP_COHERENCE, CP_SHARE, close_packed_orientation, jagodzinski, lattice_site,
-                           nearest_lattice_offset, periodic_layers, reciprocal, site_origin, stacking)
+                           nearest_lattice_offset, periodic_layers, site_of, stacking)
 
     R, share, a_bonds = close_packed_orientation(bonds)
     if share < CP_SHARE or not np.isfinite(a_bonds):
@@ -1486,7 +1485,6 @@ def _stacked_film(src: _Source, bonds: np.ndarray, cutoff_px: float) -> tuple[_S
         return None
     corner = np.column_stack([low, layer_z + (i0 - 0.5) * c])
     counts = np.column_stack([count, np.ones(len(count), int)])
-    b1, b2 = reciprocal(a, h)
     site = -np.array([0.25 * a, h / 6.0])            # a site of the reference layer, window coordinates
     # each window layer's lateral place against the reference layer's (a / 2, h / 3) per third
     places = {k: ((st.labels[k] - st.labels[st.reference]) % 3) * np.array([0.5 * a, h / 3.0])
@@ -1497,7 +1495,7 @@ def _stacked_film(src: _Source, bonds: np.ndarray, cutoff_px: float) -> tuple[_S
         lateral place, and its layers' z) where the registry has it."""
         k = np.clip(np.floor(q[:, 2] / c).astype(int), 0, n_layers - 1) + i0
         flat = q[:, :2] - np.array([places[i] for i in k])
-        own = site_origin(np.exp(1j * (flat @ b1)).sum(), np.exp(1j * (flat @ b2)).sum(), a, h)
+        own = site_of(flat, a, h)
         dz = c / (2 * math.pi) * float(np.angle(np.exp(2j * math.pi * (q[:, 2] - 0.5 * c) / c).sum()))
         return np.append(nearest_lattice_offset(own - site, a, h), dz)
 
