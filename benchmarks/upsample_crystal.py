@@ -269,6 +269,9 @@ def known_answer(dim: int = 2, *, phi: float | None = None, truth: str = "numpy"
     return out
 
 
+#: --film: bins of the distance to the nearest seam for the seam profile, px (neighbours
+#: within 1.25 diameters and the local bond order, minus the bulk's beyond 3.75 diameters)
+PROFILE_EDGES = (0.0, 8.0, 16.0, 32.0, 48.0)
 #: --film: the view's orientation to the crystal (2D: an angle, rad; 3D: Euler angles zyx, rad)
 FILM_TURN = {2: 0.3, 3: (0.4, 0.7, -0.3)}
 #: --film: the view's side, a share of the large crystal's smallest box side
@@ -311,7 +314,7 @@ def film_view(tracks: pd.DataFrame, box: np.ndarray, dim: int, share: float = FI
 def film_answer(dim: int = 3, *, phi: float | None = None, samples: int = 4, seed: int = 0,
                 tilings=("auto", "random"), relax_steps="adaptive", equilibrate: int = 200, epochs: int = 8,
                 stacking: str = "cubic", truth: str = "numpy", density: float | None = None,
-                report=print) -> dict:
+                seam_field: str = "gibbs", report=print) -> dict:
     """A crystal *film*: the large crystal (2D 48 x 48 disks, 3D 8^3 cells = 2048 spheres) is
     simulated twice, once as the truth and once (another seed) seen through an open view
     turned against its lattice (:func:`film_view`): the small data, like a microscope's
@@ -326,7 +329,7 @@ def film_answer(dim: int = 3, *, phi: float | None = None, samples: int = 4, see
     from colloidcg import evaluate as ev
     from colloidcg.neighbours import nearest
     from colloidcg.scaling import upsample
-    from colloidcg.scaling.seams import SeamVisibleWarning, seam_check_summary
+    from colloidcg.scaling.seams import SeamVisibleWarning, seam_check_summary, seam_profile
     from colloidcg.train import TrainConfig, train_tracks
 
     say = report or (lambda *a: None)
@@ -386,7 +389,8 @@ def film_answer(dim: int = 3, *, phi: float | None = None, samples: int = 4, see
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", SeamVisibleWarning)
             up = upsample(res.model, cfg, view, factor=factor, samples=samples, seed=seed, tiling=tiling,
-                          relax_steps=relax_steps, seam_overlaps="push" if tiling == "random" else "reinsert")
+                          relax_steps=relax_steps, seam_overlaps="push" if tiling == "random" else "reinsert",
+                          seam_field=seam_field)
         u = up.tracks
         # g(r) out to 4 diameters, or half the smallest side of the upsampled box (layered
         # windows of a close-packed film can be thin along the layers' normal)
@@ -400,11 +404,20 @@ def film_answer(dim: int = 3, *, phi: float | None = None, samples: int = 4, see
                "box_px": list(up.box_px)}
         if tiling == "auto":
             out["film"] = up.parameters["tiling"]["crystal_film"]
+        if samples > 1:
+            # the seams' imprint by distance, mean and standard error over the samples
+            prof = seam_profile(u, up.box_px, 1.25 * DIAM, edges=PROFILE_EDGES)
+            row["seam_profile"] = {k: {"mean": m.tolist(), "se": se.tolist()} for k, (m, se) in prof.items()}
         out["rows"][tiling] = row
         say(f"| {tiling}{' (' + row['method'] + ')' if row['method'] != tiling else ''} | {row['g_error']:.4f}"
             f"{'' if r_max == 4 * DIAM else f' (to {r_max:.0f} px)'} | "
             f"{row['order']:.4f} | {row['closest_ratio']:.3f} | {seam_check_summary(row['seam_check'])} | "
             f"{row['seconds']:.0f} |")
+    for tiling, row in out["rows"].items():
+        for name_, p in row.get("seam_profile", {}).items():
+            say(f"{tiling}: {name_} by distance to the nearest seam "
+                f"({', '.join(f'{a:g}-{b:g}' for a, b in zip(PROFILE_EDGES, PROFILE_EDGES[1:]))} px) minus the bulk: "
+                + ", ".join(f"{m:+.4f} ({m / se:+.1f} SE)" for m, se in zip(p["mean"], p["se"])))
     say(f"crystal film (auto): {out.get('film')}")
     film = out.get("film") or {}
     if "stacking" in film:
@@ -437,12 +450,15 @@ def main(argv=None) -> int:
                          "stacked fcc, hcp or at random")
     ap.add_argument("--film", action="store_true",
                     help="the small data is an open view turned against a larger crystal (film_answer)")
+    ap.add_argument("--seam-field", choices=("gibbs", "none"), default="gibbs",
+                    help="--film --dim 2: redraw the sites along the seams from the film's displacement field "
+                         "(default) or not")
     args = ap.parse_args(argv)
     relax = args.relax_steps if args.relax_steps in ("adaptive", "auto") else int(args.relax_steps)
     if args.film:
         film_answer(args.dim, phi=args.phi, samples=args.samples, seed=args.seed, tilings=args.tilings.split(","),
                     relax_steps=relax, equilibrate=args.equilibrate, epochs=args.epochs, stacking=args.stacking,
-                    truth=args.truth, density=args.density)
+                    truth=args.truth, density=args.density, seam_field=args.seam_field)
         return 0
     known_answer(args.dim, phi=args.phi, truth=args.truth, density=args.density, samples=args.samples,
                  seed=args.seed, tilings=args.tilings.split(","), relax_steps=relax,

@@ -74,6 +74,11 @@ def add_parser(subparsers) -> None:
                         "any angle (docs/scaling.md)")
     p.add_argument("--tiling-candidates", type=int, default=32, metavar="N", dest="tiling_candidates",
                    help="--tiling matched|oriented: candidates per placed tile (default 32)")
+    p.add_argument("--seam-field", choices=("gibbs", "none"), default="gibbs", dest="seam_field",
+                   help="a 2D crystal film: gibbs (default): the sites within 2 lattice spacings of a seam are "
+                        "redrawn from the crystal's displacement field, fitted to the film, so that neighbours "
+                        "across a window's face are correlated as in the crystal; none: keep the windows' own "
+                        "displacements (docs/scaling.md)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_table_output(p, "BIG")
@@ -110,7 +115,8 @@ def run(args: argparse.Namespace) -> int:
                       seed=args.seed, relax_steps=args.relax_steps, relax_substeps=args.relax_substeps, band=args.band,
                       relax_temperature=temperature, band_edge=args.band_edge,
                       seam_overlaps=args.seam_overlaps, tiling=args.tiling, push_quantile=push_quantile,
-                      tiling_candidates=args.tiling_candidates, name=str(args.init), progress=not args.quiet)
+                      tiling_candidates=args.tiling_candidates, seam_field=args.seam_field, name=str(args.init),
+                      progress=not args.quiet)
         cal = cfg.get("calibration", {}) or {}
         dim = int(model.config.dim)
         names = ["x", "y", "z"][:dim]
