@@ -415,6 +415,8 @@ def film_answer(dim: int = 3, *, phi: float | None = None, samples: int = 4, see
             f"{row['seconds']:.0f} |")
     for tiling, row in out["rows"].items():
         for name_, p in row.get("seam_profile", {}).items():
+            if not np.all(np.isfinite(p["mean"])):
+                continue            # tiles too small for a bulk (3D films)
             say(f"{tiling}: {name_} by distance to the nearest seam "
                 f"({', '.join(f'{a:g}-{b:g}' for a, b in zip(PROFILE_EDGES, PROFILE_EDGES[1:]))} px) minus the bulk: "
                 + ", ".join(f"{m:+.4f} ({m / se:+.1f} SE)" for m, se in zip(p["mean"], p["se"])))

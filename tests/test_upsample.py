@@ -829,6 +829,29 @@ def test_upsample_tiling_option(small):
         upsample(model, crystal_cfg, tracks, meta, factor=4, relax_steps=0, tiling="matched", tiling_candidates=0)
 
 
+def _open_view(frames: list, side: float = 300.0) -> pd.DataFrame:
+    """Tracks of the positions (n, 2) px of each frame inside the open view [0, side)^2,
+    disks of diameter 16 px."""
+    rows = []
+    for f, p in enumerate(frames):
+        p = p[np.all((p >= 0) & (p < side), 1)]
+        rows.append(pd.DataFrame({"frame": f, "particle": np.arange(len(p)), "x": p[:, 0], "y": p[:, 1],
+                                  "diameter": 16.0}))
+    return pd.concat(rows, ignore_index=True)
+
+
+def _seam_order_gaps(up, near: float) -> np.ndarray:
+    """Per sample of ``up``: mean |psi6| within ``near`` px of a seam minus beyond 2 ``near``."""
+    from colloidcg.scaling.observables import local_order
+
+    gaps = []
+    for _, g in up.tracks.groupby("frame"):
+        q = local_order(g[["x", "y"]].to_numpy(), np.asarray(up.box_px))
+        seam = g["seam_distance"].to_numpy()
+        gaps.append(q[seam < near].mean() - q[seam >= 2 * near].mean())
+    return np.array(gaps)
+
+
 def test_a_crystal_film_is_tiled_into_one_crystal(small):
     """One triangular crystal filmed in an open field of view at 0.3 rad to the image axes
     (0.4 px jitter): auto tiling sees it (order coherence near 1), turns the frames so a
@@ -844,34 +867,23 @@ def test_a_crystal_film_is_tiled_into_one_crystal(small):
     import importlib
     U = importlib.import_module("colloidcg.scaling.upsample")
     from colloidcg.neighbours import nearest
-    from colloidcg.scaling.observables import local_order
 
     df, side, model, cfg = small
     a, theta = 16.0, 0.3
     i, j = np.meshgrid(np.arange(-30, 30), np.arange(-30, 30), indexing="ij")
     lattice = np.stack([(i + 0.5 * (j % 2)) * a, j * a * math.sqrt(3) / 2], -1).reshape(-1, 2)
     turn = np.array([[math.cos(theta), -math.sin(theta)], [math.sin(theta), math.cos(theta)]])
-    frames = []
-    for f in range(4):
-        p = lattice @ turn.T + 150 + np.random.default_rng(f).normal(0, 0.4, lattice.shape)
-        p = p[np.all((p >= 0) & (p < 300), 1)]
-        frames.append(pd.DataFrame({"frame": f, "particle": np.arange(len(p)), "x": p[:, 0], "y": p[:, 1],
-                                    "diameter": 16.0}))
-    film = pd.concat(frames, ignore_index=True)
+    film = _open_view([lattice @ turn.T + 150 + np.random.default_rng(f).normal(0, 0.4, lattice.shape)
+                       for f in range(4)])
     open_cfg = {"calibration": {**cfg["calibration"], "box_px": None}}
     gaps = {}
     for tiling in ("random", "auto"):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", SeamVisibleWarning)
             up = upsample(model, open_cfg, film, factor=4, samples=4, seed=1, relax_steps=0, tiling=tiling)
-        gap = []
         for _, g in up.tracks.groupby("frame"):
-            pos = g[["x", "y"]].to_numpy()
-            q = local_order(pos, np.asarray(up.box_px))
-            seam = g["seam_distance"].to_numpy()
-            gap.append(q[seam < a].mean() - q[seam >= 2 * a].mean())
-            assert float(nearest(pos, 1, box=np.asarray(up.box_px))[0].min()) > 0.8 * a
-        gaps[tiling] = float(np.mean(gap))
+            assert float(nearest(g[["x", "y"]].to_numpy(), 1, box=np.asarray(up.box_px))[0].min()) > 0.8 * a
+        gaps[tiling] = float(np.mean(_seam_order_gaps(up, a)))
         params = up.parameters
     info = params["tiling"]
     assert info["method"] == "matched" and info["order_coherence"] > 0.95
@@ -909,30 +921,19 @@ def test_a_thermal_crystal_films_seams_are_redrawn_from_its_displacement_field(s
     (the neighbours explain 61 % of a site's displacement variance; exactly: residual sd
     sqrt(2 / 3) px), and its bond weights stay flat, as they must for a Gaussian crystal."""
     from colloidcg.scaling.lattice_field import harmonic_crystal
-    from colloidcg.scaling.observables import local_order
 
     df, side, model, cfg = small
     sites, u, box = harmonic_crystal(40, 40, 12, 2.0, 16.0, seed=7)
     theta = 0.3
     turn = np.array([[math.cos(theta), -math.sin(theta)], [math.sin(theta), math.cos(theta)]])
-    frames = []
-    for f, x in enumerate(u):
-        p = (sites + x - 0.5 * box) @ turn.T + 150
-        p = p[np.all((p >= 0) & (p < 300), 1)]
-        frames.append(pd.DataFrame({"frame": f, "particle": np.arange(len(p)), "x": p[:, 0], "y": p[:, 1],
-                                    "diameter": 16.0}))
-    film = pd.concat(frames, ignore_index=True)
+    film = _open_view([(sites + x - 0.5 * box) @ turn.T + 150 for x in u])
     open_cfg = {"calibration": {**cfg["calibration"], "box_px": None}}
     gaps, params = {}, {}
     for how in ("none", "gibbs"):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", SeamVisibleWarning)
             up = upsample(model, open_cfg, film, factor=4, samples=6, seed=1, relax_steps=0, seam_field=how)
-        gap = []
-        for _, g in up.tracks.groupby("frame"):
-            q = local_order(g[["x", "y"]].to_numpy(), np.asarray(up.box_px))
-            seam = g["seam_distance"].to_numpy()
-            gap.append(q[seam < 16.0].mean() - q[seam >= 32.0].mean())
+        gap = _seam_order_gaps(up, 16.0)
         gaps[how] = (float(np.mean(gap)), float(np.std(gap, ddof=1) / math.sqrt(len(gap))))
         params[how] = up.parameters
     assert gaps["none"][0] < -0.02, gaps

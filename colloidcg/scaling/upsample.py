@@ -988,10 +988,11 @@ class _Source:
     #: window, :func:`_site_window`): every window is cut in the lattice's registry and
     #: placed as it is
     registered: tuple | None = None
-    #: registered 2D crystal films: the crystal's displacement field, fitted to the film
-    #: (:mod:`colloidcg.scaling.lattice_field`), from which the sites along the seams are
-    #: redrawn (``seam_field="gibbs"``)
-    displacement: object | None = None
+    #: registered crystal films (2D, 3D close packed): (the crystal's displacement field,
+    #: fitted to the film, :class:`~colloidcg.scaling.lattice_field.LatticeField`; a function
+    #: of a tiled system's positions (N, d) px giving their ideal lattice sites), from which
+    #: the sites along the seams are redrawn (``seam_field="gibbs"``)
+    displacement: tuple | None = None
 
 
 def _frames(tracks: pd.DataFrame, size_col: str | None, frame: int | None, box: np.ndarray | None,
@@ -1242,7 +1243,6 @@ def _crystal_film(src: _Source, cutoff_px: float) -> tuple[_Source, dict] | None
     "window_px"}) or None where the windows would not be wider than twice the interaction
     range or the bonds do not show a triangular lattice."""
     from .observables import knn, psi6_local
-    from .lattice_field import fit_field
     from .stacking import lattice_site, nearest_lattice_offset, site_of
 
     step = max(1, int(math.ceil(len(src.pos) / 20)))
@@ -1286,14 +1286,30 @@ def _crystal_film(src: _Source, cutoff_px: float) -> tuple[_Source, dict] | None
         at = lattice_site(q - site, a, h) + site
         return np.all((at >= 0) & (at < window), axis=1)
 
-    try:
-        field = fit_field(turned[::step], a, h, list(origin[::step]))
-    except ValueError:              # no site with both neighbour shells in view
-        field = None
+    def tiled_sites(p):
+        """Ideal sites (N, 2) px of a tiled system of these windows: one lattice, a site at
+        ``site``."""
+        return site + lattice_site(p - site, a, h)
+
+    frames = [(q, o + lattice_site(q - o, a, h)) for q, o in zip(turned[::step], origin[::step])]
+    field = _film_field(frames, a)
     out = _Source(turned, [v @ R.T for v in src.vel], src.size, None, np.stack([lo, hi], axis=2), window,
-                  periodic_windows=True, registered=(first, count, period, local, member), displacement=field)
+                  periodic_windows=True, registered=(first, count, period, local, member),
+                  displacement=None if field is None else (field, tiled_sites))
     return out, {"turned_deg": math.degrees(-theta), "lattice_px": period.tolist(), "window_px": window.tolist(),
                  **({} if field is None else {"displacement_field": field.as_dict()})}
+
+
+def _film_field(frames: list, a: float):
+    """The crystal's displacement field fitted to ``frames`` ((positions, ideal sites) px
+    pairs; :func:`~colloidcg.scaling.lattice_field.fit_field`), None where no site has its
+    neighbourhood in view."""
+    from .lattice_field import fit_field
+
+    try:
+        return fit_field(frames, a)
+    except ValueError:
+        return None
 
 
 def _view_cube(src: _Source, R: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -1518,13 +1534,36 @@ def _stacked_film(src: _Source, bonds: np.ndarray, cutoff_px: float) -> tuple[_S
         at = lattice_site(q[:, :2] - place - site, a, h) + site + place
         return inside & np.all((at >= 0) & (at < window[:2]), axis=1)
 
+    def tiled_sites(p):
+        """Ideal sites (N, 3) px of a tiled system of these windows: layer j (its centre at
+        (j + 1/2) c) is window layer j mod n, at its lateral place."""
+        j = np.floor(p[:, 2] / c).astype(int)
+        place = np.array([places[i0 + k] for k in np.mod(j, n_layers)]).reshape(-1, 2)
+        lateral = site + place + lattice_site(p[:, :2] - site - place, a, h)
+        return np.column_stack([lateral, (j + 0.5) * c])
+
+    frames = []
+    ref_place = st.labels[st.reference]
+    for t in range(0, len(turned), max(1, int(math.ceil(len(turned) / 20)))):
+        q = turned[t]
+        k = np.round((q[:, 2] - layer_z[t]) / c).astype(int)
+        known = np.array([i in st.labels for i in k.tolist()], bool)
+        if known.sum() < 20:
+            continue
+        q, k = q[known], k[known]
+        place = np.array([((st.labels[i] - ref_place) % 3) * np.array([0.5 * a, h / 3.0]) for i in k.tolist()])
+        lateral = origin[t] + place + lattice_site(q[:, :2] - origin[t] - place, a, h)
+        frames.append((q, np.column_stack([lateral, layer_z[t] + k * c])))
+    field = _film_field(frames, a)
     out = _Source(turned, [v @ R.T for v in src.vel], src.size, None, np.stack([lo, hi], axis=2), window,
-                  periodic_windows=True, registered=(corner, counts, np.array([a, 2.0 * h, 0.0]), local, member))
+                  periodic_windows=True, registered=(corner, counts, np.array([a, 2.0 * h, 0.0]), local, member),
+                  displacement=None if field is None else (field, tiled_sites))
     return out, {"turned_deg": math.degrees(float(Rotation.from_matrix(R).magnitude())), "axes": R.tolist(),
                  "lattice_px": [a, 2.0 * h, c], "window_px": window.tolist(), "close_packed_share": share,
                  "stacking": st.sequence(i0, i0 + n_layers - 1), "wrap_exact": bool(exact),
                  "layer_coherence": st.coherence, "label_residual_rad": st.residual,
-                 "view_stacking_hc": " ".join(jagodzinski([st.labels[k] for k in run]) for run in st.runs())}
+                 "view_stacking_hc": " ".join(jagodzinski([st.labels[k] for k in run]) for run in st.runs()),
+                 **({} if field is None else {"displacement_field": field.as_dict()})}
 
 
 # ----------------------------------------------------------------------------- relaxation
@@ -2145,14 +2184,16 @@ def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None 
     tiling_candidates : candidates per placed part with ``tiling="matched"`` or
         ``"oriented"`` (default 32: 4 shifts for each of the 8 symmetries of a square box;
         16 for each hand).
-    seam_field : a 2D crystal film's seams (its windows' faces): "gibbs" (default): the
-        sites within :data:`~colloidcg.scaling.lattice_field.BAND_SPACINGS` lattice spacings
-        of a seam get displacements redrawn from the crystal's displacement field, fitted to
-        the film (:mod:`colloidcg.scaling.lattice_field`; recorded in
-        ``seam_relaxation.seam_field`` and ``tiling.crystal_film.displacement_field``);
-        "none": the windows' own displacements are kept, and neighbours across a face keep
-        displacements that were not correlated (|psi6| 0.025-0.03 low within a spacing).
-        Other inputs are not affected.
+    seam_field : the seams (and windows' faces) of a crystal film in registered windows
+        (2D, or 3D close-packed layers of any stacking): "gibbs" (default): once the sample
+        is whole, the sites within :data:`~colloidcg.scaling.lattice_field.BAND_SPACINGS`
+        lattice spacings of a seam get displacements redrawn from the crystal's
+        displacement field, fitted to the film (:mod:`colloidcg.scaling.lattice_field`;
+        recorded in ``seam_relaxation.seam_field`` and
+        ``tiling.crystal_film.displacement_field``); "none": the windows' own displacements
+        are kept, and neighbours across a face keep displacements that were not correlated
+        (2D: |psi6| 0.025-0.03 low within a spacing). Other inputs (liquids, periodic
+        boxes, cubic fcc windows) are not affected.
     name : the input's name in messages (a file name).
     progress : show tqdm bars over the model frames of seam relaxation (the healing pilots
         of ``relax_steps="auto"``, then the samples).
@@ -2276,19 +2317,26 @@ def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None 
                 if rep[key] is not None:
                     match_scores[key].append(rep[key])
         cfg, new, part = tile_configurations(parts, m)
-        if src.displacement is not None and seam_field == "gibbs":
-            # the new seams, and at the first doubling the windows' own faces
-            seams = new if cfg.wrap is None else cfg.wrap
-            pos, n_healed = heal(cfg.pos, cfg.box, src.displacement, seams < BAND_SPACINGS * src.displacement.a, rng)
+        # a crystal film whose seams are redrawn from its displacement field: one particle
+        # per site, so nothing is reinserted (a particle moved to a gap would leave a
+        # vacancy and make an interstitial), and the field's own close pairs are the
+        # crystal's, so only pairs closer than the data's closest approach are separated
+        redrawn = src.displacement is not None and seam_field == "gibbs"
+        if redrawn and level == len(steps):
+            # once, when the sample is whole: every seam (and window face) at once
+            field, tiled_sites = src.displacement
+            pos, n_healed = heal(cfg.pos, tiled_sites(cfg.pos), cfg.box, field, cfg.seam < BAND_SPACINGS * field.a,
+                                 rng)
             cfg = Configuration(pos, cfg.vel, cfg.size, cfg.box, cfg.seam, cfg.tile, cfg.n_tiles, wrap=cfg.wrap)
             stats["healed"] += n_healed
-        if seam_overlaps == "reinsert":
+        if seam_overlaps == "reinsert" and not redrawn:
             cfg, new, n_re = reinsert_across_seams(cfg, new, part, m, push, rng)
             stats["reinserted"] += n_re
         # only pairs across the new seams (and a film window's own faces) can be too close:
         # look near them alone
         near = (new if cfg.wrap is None else cfg.wrap) < push.largest(cfg.size) + min(band_px, cutoff_px)
-        pos, keep, moved = separate(cfg.pos, cfg.size, cfg.box, push if seam_overlaps == "push" else closest,
+        pos, keep, moved = separate(cfg.pos, cfg.size, cfg.box,
+                                    push if seam_overlaps == "push" and not redrawn else closest,
                                     floor=closest, active=near, group=part)
         stats["displaced"] += moved
         stats["dropped"] += int((~keep).sum())
@@ -2433,7 +2481,7 @@ def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None 
                             "seam_overlaps": seam_overlaps,
                             "particles_reinserted": stats["reinserted"],
                             "seam_field": (None if src.displacement is None else
-                                           {"method": seam_field, "band_px": BAND_SPACINGS * src.displacement.a,
+                                           {"method": seam_field, "band_px": BAND_SPACINGS * src.displacement[0].a,
                                             "sweeps": SWEEPS, "particles_redrawn": stats["healed"]}),
                             "particles_relaxed": stats["relaxed"],
                             "particles_displaced": stats["displaced"],
