@@ -91,10 +91,11 @@ def test_a_2d_crystal_film_matches_the_large_crystal_without_visible_seams():
 def test_a_3d_crystal_film_matches_the_large_crystal(stacking):
     """An fcc (cubic lattice, 2048 spheres) or hcp (3584) soft-sphere crystal seen through
     an open view turned against it, the model trained on the view: layered windows cut in
-    registry by lattice site give g(r) within 0.05 of the direct crystal (measured 0.037 and
-    0.028) and q6 within 0.02 (0.005, 0.002 low)."""
+    registry by lattice site, their seams redrawn from the crystal's displacement field,
+    give g(r) within 0.03 of the direct crystal (measured 0.011 and 0.013; 0.037 and 0.028
+    not redrawn) and q6 within 0.02 (+0.0003, +0.0007)."""
     out = B.film_answer(3, samples=4, seed=0, tilings=("auto",), stacking=stacking, report=None)
-    check_film(out)
+    check_film(out, g_bound=0.03)
     assert "stacking" in out["film"]
 
 
@@ -102,8 +103,8 @@ def test_a_3d_crystal_film_matches_the_large_crystal(stacking):
 @pytest.mark.parametrize("dim", [2, 3])
 def test_a_lammps_crystal_film_matches_the_large_crystal(dim):
     """Films of LAMMPS's Brownian WCA crystals (another simulator; 2D hex 2304 disks, 3D fcc
-    2048 spheres): g(r) within 0.05 (measured 0.011 with the 2D seams redrawn, 0.026 before,
-    and 0.040 in 3D), bond order within 0.02; in 2D no seam visible (|psi6| +0.001 and
+    2048 spheres): g(r) within 0.05 (measured 0.011 in 2D and 0.010 in 3D with the seams
+    redrawn, 0.026 and 0.040 before), bond order within 0.02; in 2D no seam visible (|psi6| +0.001 and
     -0.000 at 0-8 and 8-16 px from a seam, 8 samples)."""
     from colloidcg.md.lammps import lammps_available
     ok, why = lammps_available()
