@@ -4,6 +4,9 @@ macroscopic stochastic dynamics").
 - :mod:`.upsample`: hierarchical upsampling, :func:`upsample` — large-system snapshots
   built from a small observed or simulated one by tiling, overlap removal and seam
   relaxation with the learned model.
+- :mod:`.stacking`, :mod:`.lattice_field`: one crystal seen through an open view: its
+  close-packed layers and their stacking, and its thermal displacement field (fitted to
+  the film), from which the sites along a tiled film's seams are redrawn.
 - :mod:`.simulators`: the microscopic simulators (:class:`SoftDiskSimulator`, the
   synthetic soft disks; :class:`ModelSimulator`, the learned model) behind one
   :class:`MicroSimulator` interface, with noise keyed by particle and pair identity.
