@@ -70,18 +70,15 @@ class Graph:
     """Sites and their neighbours.
 
     nb : (N, K) index of each site's neighbours, sorted by offset (-1: none).
-    offset : (N, K, d) px, the ideal offset of each neighbour's site.
-    first : (N, K) bool, the neighbour is in the first shell.
     cls : (N,) class index into ``signatures`` (-1: the neighbourhood is incomplete or of a
         class the field does not know).
     sites : (N, d) px, the ideal sites.
     nb1, offset1 : (N, K1), (N, K1, d) px: the first shell alone (its bonds carry the
-        weights), -1 / 0 where missing.
+        weights): each neighbour's index and the ideal offset of its site, -1 / 0 where
+        missing.
     """
 
     nb: np.ndarray
-    offset: np.ndarray
-    first: np.ndarray
     cls: np.ndarray
     sites: np.ndarray
     nb1: np.ndarray
@@ -178,7 +175,7 @@ def graph(sites: np.ndarray, a: float, box: np.ndarray | None = None) -> tuple[G
     r, k = np.nonzero(first)
     nb1[r, rank[r, k]] = nb[r, k]
     offset1[r, rank[r, k]] = offset[r, k]
-    return Graph(nb, offset, first, np.where(complete, 0, -1), sites, nb1, offset1), sig
+    return Graph(nb, np.where(complete, 0, -1), sites, nb1, offset1), sig
 
 
 def _classify(g: Graph, sig: np.ndarray, signatures: np.ndarray) -> np.ndarray:
