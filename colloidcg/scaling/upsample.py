@@ -1225,7 +1225,7 @@ def plane_spacing(frames: list, axis: int, guess: float, most: int = 5) -> float
     return float(grid[int(np.argmax(power))])
 
 
-def _crystal_film(src: _Source, cutoff_px: float) -> tuple[_Source, dict] | None:
+def _crystal_film(src: _Source, cutoff_px: float, field: bool = True) -> tuple[_Source, dict] | None:
     """One 2D crystal filmed in an open field of view, as periodic tiles: every frame turned
     (about the origin) so that a lattice vector lies along x, and rectangular windows of
     n a x 2 k h (a the spacing along x, h the row spacing: a triangular lattice repeats
@@ -1241,7 +1241,8 @@ def _crystal_film(src: _Source, cutoff_px: float) -> tuple[_Source, dict] | None
     lattice directions (thermal displacements average out of a mean bond, not out of a
     nearest distance) and are refined to the lattice planes' period (:func:`plane_spacing`). Returns (the turned source, {"turned_deg", "lattice_px": [a, 2 h],
     "window_px"}) or None where the windows would not be wider than twice the interaction
-    range or the bonds do not show a triangular lattice."""
+    range or the bonds do not show a triangular lattice. ``field``: also fit the crystal's
+    displacement field (:data:`_Source.displacement`, for ``seam_field="gibbs"``)."""
     from .observables import knn, psi6_local
     from .stacking import lattice_site, nearest_lattice_offset, site_of
 
@@ -1292,12 +1293,12 @@ def _crystal_film(src: _Source, cutoff_px: float) -> tuple[_Source, dict] | None
         return site + lattice_site(p - site, a, h)
 
     frames = [(q, o + lattice_site(q - o, a, h)) for q, o in zip(turned[::step], origin[::step])]
-    field = _film_field(frames, a)
+    fitted = _film_field(frames, a) if field else None
     out = _Source(turned, [v @ R.T for v in src.vel], src.size, None, np.stack([lo, hi], axis=2), window,
                   periodic_windows=True, registered=(first, count, period, local, member),
-                  displacement=None if field is None else (field, tiled_sites))
+                  displacement=None if fitted is None else (fitted, tiled_sites))
     return out, {"turned_deg": math.degrees(-theta), "lattice_px": period.tolist(), "window_px": window.tolist(),
-                 **({} if field is None else {"displacement_field": field.as_dict()})}
+                 **({} if fitted is None else {"displacement_field": fitted.as_dict()})}
 
 
 def _film_field(frames: list, a: float):
@@ -1398,7 +1399,7 @@ def _first_shell_bonds(src: _Source) -> tuple[np.ndarray, int] | None:
     return (bonds, stride) if len(bonds) >= 100 else None
 
 
-def _crystal_film_3d(src: _Source, cutoff_px: float) -> tuple[_Source, dict] | None:
+def _crystal_film_3d(src: _Source, cutoff_px: float, field: bool = True) -> tuple[_Source, dict] | None:
     """One crystal imaged in an open 3D field of view (a confocal stack), as periodic tiles:
     close-packed layers of any stacking, fcc included, as layered windows placed in
     registry (:func:`_stacked_film`); where that cannot be done (too few layers to label, a
@@ -1408,12 +1409,13 @@ def _crystal_film_3d(src: _Source, cutoff_px: float) -> tuple[_Source, dict] | N
     Layered windows are preferred for fcc too: on a direct simulation of an fcc film (3360
     spheres at volume fraction 0.70, K = 8; docs/scaling.md) they gave g(r) 0.033 where
     cubic windows, larger (115 px against 98 x 85 x 80 px) but matched by symmetry and
-    anchor shifts rather than cut in registry, gave 0.050."""
+    anchor shifts rather than cut in registry, gave 0.050. ``field``: layered windows also
+    get the crystal's displacement field (:func:`_stacked_film`)."""
     found = _first_shell_bonds(src)
     if found is None:
         return None
     bonds, stride = found
-    return _stacked_film(src, bonds, cutoff_px) or _cubic_film(src, bonds, stride, cutoff_px)
+    return _stacked_film(src, bonds, cutoff_px, field) or _cubic_film(src, bonds, stride, cutoff_px)
 
 
 def _cubic_film(src: _Source, bonds: np.ndarray, stride: int, cutoff_px: float) -> tuple[_Source, dict] | None:
@@ -1455,7 +1457,7 @@ def _cubic_film(src: _Source, bonds: np.ndarray, stride: int, cutoff_px: float) 
                  "plane_coherence": coherence}
 
 
-def _stacked_film(src: _Source, bonds: np.ndarray, cutoff_px: float) -> tuple[_Source, dict] | None:
+def _stacked_film(src: _Source, bonds: np.ndarray, cutoff_px: float, field: bool = True) -> tuple[_Source, dict] | None:
     """One close-packed crystal of any stacking (fcc, hcp, random) imaged in an open 3D
     field of view, as periodic tiles.
 
@@ -1478,7 +1480,8 @@ def _stacked_film(src: _Source, bonds: np.ndarray, cutoff_px: float) -> tuple[_S
     density-wave amplitude and their worst label's distance from a third of a turn),
     "view_stacking_hc": the stacking of the layers seen, in Jagodzinski's h / c
     notation}) or None where the bonds are not close packed, the layers
-    cannot be labelled, or a window would not be wider than twice the interaction range."""
+    cannot be labelled, or a window would not be wider than twice the interaction range.
+    ``field``: also fit the crystal's displacement field (as :func:`_crystal_film`)."""
     from scipy.spatial.transform import Rotation
 
     from .stacking import (CP_COHERENCE, CP_SHARE, close_packed_orientation, jagodzinski, lattice_site,
@@ -1544,7 +1547,7 @@ def _stacked_film(src: _Source, bonds: np.ndarray, cutoff_px: float) -> tuple[_S
 
     frames = []
     ref_place = st.labels[st.reference]
-    for t in range(0, len(turned), max(1, int(math.ceil(len(turned) / 20)))):
+    for t in range(0, len(turned) if field else 0, max(1, int(math.ceil(len(turned) / 20)))):
         q = turned[t]
         k = np.round((q[:, 2] - layer_z[t]) / c).astype(int)
         known = np.array([i in st.labels for i in k.tolist()], bool)
@@ -1554,16 +1557,16 @@ def _stacked_film(src: _Source, bonds: np.ndarray, cutoff_px: float) -> tuple[_S
         place = np.array([((st.labels[i] - ref_place) % 3) * np.array([0.5 * a, h / 3.0]) for i in k.tolist()])
         lateral = origin[t] + place + lattice_site(q[:, :2] - origin[t] - place, a, h)
         frames.append((q, np.column_stack([lateral, layer_z[t] + k * c])))
-    field = _film_field(frames, a)
+    fitted = _film_field(frames, a) if frames else None
     out = _Source(turned, [v @ R.T for v in src.vel], src.size, None, np.stack([lo, hi], axis=2), window,
                   periodic_windows=True, registered=(corner, counts, np.array([a, 2.0 * h, 0.0]), local, member),
-                  displacement=None if field is None else (field, tiled_sites))
+                  displacement=None if fitted is None else (fitted, tiled_sites))
     return out, {"turned_deg": math.degrees(float(Rotation.from_matrix(R).magnitude())), "axes": R.tolist(),
                  "lattice_px": [a, 2.0 * h, c], "window_px": window.tolist(), "close_packed_share": share,
                  "stacking": st.sequence(i0, i0 + n_layers - 1), "wrap_exact": bool(exact),
                  "layer_coherence": st.coherence, "label_residual_rad": st.residual,
                  "view_stacking_hc": " ".join(jagodzinski([st.labels[k] for k in run]) for run in st.runs()),
-                 **({} if field is None else {"displacement_field": field.as_dict()})}
+                 **({} if fitted is None else {"displacement_field": fitted.as_dict()})}
 
 
 # ----------------------------------------------------------------------------- relaxation
@@ -2260,7 +2263,8 @@ def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None 
     one_crystal = tiling == "matched" and coherence is not None and coherence >= AUTO_COHERENCE
     film = None
     if tiling == "matched" and src.box is None:
-        film = (_crystal_film if dim == 2 else _crystal_film_3d)(src, cutoff_px) if one_crystal else None
+        film = ((_crystal_film if dim == 2 else _crystal_film_3d)(src, cutoff_px, seam_field == "gibbs")
+                if one_crystal else None)
         if film is not None:
             src, film = film
         else:
