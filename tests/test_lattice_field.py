@@ -138,6 +138,12 @@ def test_healing_holds_what_it_cannot_place():
     assert n == int((~held).sum()) > 0
     np.testing.assert_array_equal(healed[held], np.mod(pos[held], box))
     assert np.all((healed >= 0) & (healed < box))
+    # a site of a class the film did not show (none known here) is held too, never drawn
+    # from an empty law
+    unknown = lf.LatticeField(field.a, field.signatures[:0], field.coef[:0], field.cov[:0], field.bond_edges,
+                              field.bond_log_weight, 0, 0.0)
+    same, n = lf.heal(pos, where, box, unknown, band, np.random.default_rng(0))
+    assert n == 0 and np.array_equal(same, np.mod(pos, box))
 
 
 @pytest.mark.parametrize("n1,n2", [(12, 12), (13, 14), (16, 10)])

@@ -268,7 +268,6 @@ def fit_field(frames: list, a: float, *, rng: np.random.Generator | None = None,
     K = int(np.bincount([g.nb.shape[1] for g, _, _ in per]).argmax())
     per = [(g, sig, u) for g, sig, u in per if g.nb.shape[1] == K]
     signatures = np.unique(np.concatenate([sig[g.cls >= 0] for g, sig, _ in per]), axis=0)
-    d = per[0][2].shape[1]
     xs: dict = {}
     ys: dict = {}
     fields = []
@@ -279,27 +278,29 @@ def fit_field(frames: list, a: float, *, rng: np.random.Generator | None = None,
             xs.setdefault(c, []).append(u[g.nb[sel]].reshape(len(sel), -1))
             ys.setdefault(c, []).append(u[sel])
         fields.append((g, u))
-    coef = np.zeros((len(signatures), d, K * d))
-    cov = np.tile(np.eye(d), (len(signatures), 1, 1))
+    coef, cov, kept = [], [], []
     resid_total, total, samples = 0.0, 0.0, 0
-    for c in xs:
+    for c in sorted(xs):
         X, Y = np.concatenate(xs[c]), np.concatenate(ys[c])
         if len(Y) <= X.shape[1]:
             continue                    # too few sites of this class to fit: it stays unknown
         b, *_ = np.linalg.lstsq(X, Y, rcond=None)
         r = Y - X @ b
-        coef[c] = b.T
-        cov[c] = r.T @ r / (len(Y) - X.shape[1])
+        coef.append(b.T)
+        cov.append(r.T @ r / (len(Y) - X.shape[1]))
+        kept.append(c)
         resid_total += float(np.sum(r ** 2))
         total += float(np.sum((Y - Y.mean(0)) ** 2))
         samples += len(Y)
     if samples == 0:
         raise ValueError("fit_field: too few complete sites to fit the field")
-    fitted = np.array([c in xs and len(np.concatenate(ys[c])) > coef.shape[2] for c in range(len(signatures))])
+    # only fitted classes are known: a site of an unfitted one is held (here and in heal)
+    renumber = np.full(len(signatures), -1, np.int64)
+    renumber[kept] = np.arange(len(kept))
     for g, _ in fields:
-        g.cls = np.where((g.cls >= 0) & fitted[np.maximum(g.cls, 0)], g.cls, -1)
-    field = LatticeField(a, signatures, coef, cov, np.array([0.0, np.inf]), np.zeros(1), samples,
-                         1.0 - resid_total / total if total > 0 else 0.0)
+        g.cls = np.where(g.cls >= 0, renumber[np.maximum(g.cls, 0)], -1)
+    field = LatticeField(a, signatures[kept], np.array(coef), np.array(cov), np.array([0.0, np.inf]), np.zeros(1),
+                         samples, 1.0 - resid_total / total if total > 0 else 0.0)
     if not bond_weights:
         return field
     return calibrate_bonds(field, fields, np.random.default_rng(0) if rng is None else rng)
