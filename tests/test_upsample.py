@@ -910,6 +910,7 @@ def test_a_crystal_film_is_tiled_into_one_crystal(small):
     assert w0.origin[0] == 1 and U._window(src, 1, np.array([299.0, 299.0])) is None
 
 
+@pytest.mark.slow
 def test_a_thermal_crystal_films_seams_are_redrawn_from_its_displacement_field(small):
     """A film of a crystal whose neighbours' thermal displacements are correlated, as in
     every crystal (exact samples of a harmonic triangular crystal, kT / k = 2 px^2, seen
