@@ -381,7 +381,7 @@ def test_a_3d_fcc_film_is_turned_to_its_cubic_axes(spheres):
     cells, _ = fcc(n=12, a=a)
     turn = Rotation.from_euler("zyx", FILM_TURN).as_matrix()
     view = source(_film(cells - 6 * a, turn, 200.0, noise=0.8))
-    _, layered = U._crystal_film_3d(view, 24.0)
+    _, layered = U._crystal_film_3d(view, 24.0, field=False)
     assert set(layered["view_stacking_hc"].replace(" ", "")) == {"c"} and len(set(layered["stacking"])) == 3
     normal = np.asarray(layered["axes"])[2] @ turn                      # a [111] axis of the cubic cell
     assert np.abs(np.abs(normal) - 1 / math.sqrt(3)).max() < math.radians(0.1)
@@ -395,7 +395,7 @@ def test_a_3d_fcc_film_is_turned_to_its_cubic_axes(spheres):
     assert np.all(src.fov[:, :, 1] - src.fov[:, :, 0] >= w[0])
     assert src.periodic_windows and src.planes[0] == pytest.approx(np.full(3, info["lattice_px"][0] / 2))
     hcp = source(_film(_hcp(a / math.sqrt(2)), turn, 200.0, noise=0.8, frames=2))
-    assert cubic(hcp) is None and len(set(U._crystal_film_3d(hcp, 24.0)[1]["stacking"])) == 2
+    assert cubic(hcp) is None and len(set(U._crystal_film_3d(hcp, 24.0, field=False)[1]["stacking"])) == 2
     # bcc: its bonds pass the fcc test (share 0.87) and the close-packed one (its [110]
     # planes are distorted close-packed ones), but neither's lattice planes are there
     g = np.array([(i, j, k) for i in range(10) for j in range(10) for k in range(10)], float) - 5.0
@@ -464,7 +464,7 @@ def test_a_close_packed_film_keeps_its_stacking():
         pos = [g[["x", "y", "z"]].to_numpy() for _, g in df.groupby("frame")]
         src = U._Source(pos, [np.zeros_like(p) for p in pos], [None] * len(pos), None,
                         np.array([[[0.0, view]] * 3] * len(pos)), view)
-        film, info = U._crystal_film_3d(src, 24.0)
+        film, info = U._crystal_film_3d(src, 24.0, field=False)
         R = np.asarray(info["axes"])
         normal = R[2] @ turn                          # the layers' normal in the crystal's own frame
         assert math.degrees(math.acos(min(1.0, abs(normal[2])))) < 0.1
