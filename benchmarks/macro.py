@@ -123,17 +123,17 @@ def stage_truth(cache: Path, runs: int):
     return res
 
 
-def stage_small(cache: Path, n_traj: int, first_seed: int = 0, steps: int = STEPS):
-    """Small quench trajectories (seeds first_seed, first_seed + 1, ...): positions
-    (n_traj, steps + 1, N, 2)."""
+def stage_small(cache: Path, n_traj: int, first_seed: int = 0, steps: int = STEPS, n: int = N_SMALL):
+    """Small quench trajectories of ``n`` particles (seeds first_seed, first_seed + 1, ...):
+    positions (n_traj, steps + 1, n, 2)."""
     from tqdm.auto import tqdm
 
     def go():
-        pos = [np.array([s.pos for s in trajectory(N_SMALL, first_seed + r, steps=steps, keep=True)[1]])
-               for r in tqdm(range(n_traj), desc="small quenches")]
+        pos = [np.array([s.pos for s in trajectory(n, first_seed + r, steps=steps, keep=True)[1]])
+               for r in tqdm(range(n_traj), desc=f"small quenches of {n}")]
         return {"pos": np.array(pos)}
     name = f"small_{n_traj}" + ("" if first_seed == 0 else f"_from_{first_seed}") + \
-        ("" if steps == STEPS else f"_steps_{steps}") + ".npz"
+        ("" if steps == STEPS else f"_steps_{steps}") + ("" if n == N_SMALL else f"_n_{n}") + ".npz"
     return cached(cache / name, go)["pos"]
 
 
@@ -891,6 +891,77 @@ def stage_video_block(args, cache: Path, out: Path, truth, z_start, tile_area):
     return res
 
 
+#: --stage block-curve: small systems of l/2, l and 2l (particles), the same 4096 particles of
+#: training quenches for each (n_traj = 4096 / n), and the lambdas of the sweep at l: 1, K/4,
+#: K/2, K, 2K
+CURVE_SIZES = (16, 64, 256)
+CURVE_LAMBDAS = (1.0, FACTOR / 4, FACTOR / 2, FACTOR, 2 * FACTOR)
+
+
+def stage_block_curve(args, cache: Path, enc, z_start, truth):
+    """The issue's item 4 on block states, the chain that meets the mean target: a lambda
+    sweep (1, K/4, K/2, K, 2K) with the small systems of side l (64 particles, K = 16), and
+    small systems of side l/2, l and 2l (16, 64, 256 particles; K = 64, 16, 4; 256, 64 and
+    16 quenches, 4096 particles each, seeds 50 000 + r for the new sizes), lambda = K. Every
+    SDE is a bag as ``macro train`` fits by default (``--fit-seeds`` members, bag seed 0),
+    run ``--sde-runs`` times for the 16x system (1024 particles) from ``z_start`` and compared
+    with the 20 direct runs: the relative MSE of the ensemble mean, and the variance across
+    runs over macro steps 5-30 against the direct runs'. The naive SDE (whole small-system
+    increments, lambda = 1, bagged alike) for each size beside it."""
+    from tqdm.auto import tqdm
+
+    from colloidcg.scaling.macro import block_increments, fit_bagged, trajectory_increments
+    from colloidcg.scaling.simulators import MicroState
+    big_n = N_SMALL * FACTOR
+    runs = truth[FACTOR]
+    true_mean, var_direct = runs.mean(0), float(np.mean(runs[:, 5:].var(0)))
+    M = int(args.fit_seeds)
+
+    def score(sde, K):
+        z = sde.simulate(steps=STEPS, runs=args.sde_runs, factor=K, z0=z_start, seed=0)[..., 0]
+        return {"relmse": relmse(z.mean(0), true_mean), "var_over_direct": float(np.mean(z[:, 5:].var(0)) / var_direct)}
+
+    def states_of(n):
+        pos = (stage_small(cache, args.small, args.small_seed) if n == N_SMALL else
+               stage_small(cache, (N_SMALL * args.small) // n, 50_000, n=n))
+        side = side_for(n)
+        return [[MicroState(p, np.full(n, DIAM), np.array([side, side]), np.arange(n), None, None) for p in traj]
+                for traj in pos], side * side
+
+    rows = []
+    # (small-system particles, lambda / K or "naive"): the sweep at l, then l/2 and 2l with lambda = K
+    jobs = ([(N_SMALL, "naive")] + [(N_SMALL, lam / FACTOR) for lam in CURVE_LAMBDAS]
+            + [(n, job) for n in CURVE_SIZES if n != N_SMALL for job in (1.0, "naive")])
+    t0 = time.perf_counter()
+    states = {}
+    for n, lam in tqdm(jobs, desc="block curve"):
+        if n not in states:
+            states[n] = states_of(n)
+        small_states, tile_area = states[n]
+        K = big_n // n
+        common = dict(dt=DT, names=enc.names, tile_area_px2=tile_area, start=z_start, fits=M, seed=0)
+        if lam == "naive":
+            sde, _ = fit_bagged(trajectory_increments(enc, small_states), lam=1.0, area_px2=tile_area, **common)
+        else:
+            def draw(s, small_states=small_states, K=K):
+                return block_increments(enc, small_states, blocks=K, sets_per_step=args.block_sets, seed=s)
+            sde, _ = fit_bagged(draw, lam=float(lam * K), area_px2=K * tile_area, **common)
+        rows.append({"n_small": n, "K": K, "lambda": "naive (1)" if lam == "naive" else float(lam * K),
+                     "lambda_over_K": None if lam == "naive" else float(lam), **score(sde, K)})
+    return {"rows": rows, "members_per_bag": M, "sde_runs": args.sde_runs, "block_sets": args.block_sets,
+            "seconds": time.perf_counter() - t0}
+
+
+def print_block_curve(res):
+    print(f"\n## block states: lambda sweep and small-system size ({res['members_per_bag']} fits per bag, "
+          f"{res['sde_runs']} SDE runs, against the direct 16x runs)\n")
+    print("| small system (particles) | K | lambda | relative MSE of the mean | variance / direct runs' |")
+    print("|---|---|---|---|---|")
+    for r in res["rows"]:
+        lam = r["lambda"] if isinstance(r["lambda"], str) else f"{r['lambda']:g}"
+        print(f"| {r['n_small']} | {r['K']} | {lam} | {r['relmse']:.2e} | {r['var_over_direct']:.2f} |")
+
+
 def print_block(block, n_small):
     print(f"| {len(block['relmse'])} fit seeds, {n_small} small quenches | block states, periodic patches, "
           "lambda = K | naive | naive / block |")
@@ -1055,8 +1126,8 @@ def seam_causes(small_pos, t=28, samples=4, seed=3):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--stage", choices=("truth", "block", "ensemble", "bagging", "diagnose", "horizon", "seams", "video",
-                                        "video-block", "seam-causes", "all"),
+    ap.add_argument("--stage", choices=("truth", "block", "block-curve", "ensemble", "bagging", "diagnose", "horizon",
+                                        "seams", "video", "video-block", "seam-causes", "all"),
                     default="all",
                     help="truth: the direct runs only; block: the block states and the naive baseline only; "
                          "seams: the upsampled snapshots' psi6 and ordering rate against their tiles' and the "
@@ -1067,7 +1138,8 @@ def main(argv=None) -> int:
                          "bagged block SDE's error comes from (drift or diffusion, training mean or SDE); "
                          "horizon: the bag with the multi-step drift (--horizons) against the naive baseline; "
                          "seam-causes: oriented seams at 700 frames with more candidates, copies of one tile and "
-                         "no overlap treatment")
+                         "no overlap treatment; block-curve: block states' lambda sweep and small systems of l/2, "
+                         "l and 2l")
     ap.add_argument("--small-seed", type=int, default=0, help="the small quenches' seeds start here")
     ap.add_argument("--bag-seeds", default="0", help="--stage horizon: comma-separated seeds of the bags "
                     "(member k of the bag with seed b: seed b + k)")
@@ -1161,7 +1233,8 @@ def main(argv=None) -> int:
     snaps, snap_t = [], []
     # block, ensemble, video stages: only the start, for z_start
     refine_start = refine_from(small_pos) if args.tiling == "refine" else None
-    for t in range(1 if args.stage in ("block", "ensemble", "bagging", "diagnose", "horizon", "video", "video-block")
+    for t in range(1 if args.stage in ("block", "block-curve", "ensemble", "bagging", "diagnose", "horizon", "video",
+                                       "video-block")
                    else args.small_steps):
         for s in upsampled(small_pos, t, args.samples, rng, relax=args.relax, seam_overlaps=args.seam_overlaps,
                            tiling=args.tiling, refine_relax=args.refine_relax, refine_start=refine_start):
@@ -1236,6 +1309,13 @@ def main(argv=None) -> int:
         name = f"bagging_{args.small}" + ("" if args.small_seed == 0 else f"_from_{args.small_seed}") + ".json"
         (out / name).write_text(json.dumps(results, indent=1, default=float))
         print_bagging(res, args.small, args.small_seed)
+        return 0
+    if args.stage == "block-curve":
+        res = stage_block_curve(args, cache, enc, z_start, truth)
+        results["block_curve"] = res
+        name = f"block_curve_{args.small}" + ("" if args.small_seed == 0 else f"_from_{args.small_seed}") + ".json"
+        (out / name).write_text(json.dumps(results, indent=1, default=float))
+        print_block_curve(res)
         return 0
     if args.stage == "block":
         nz0, nz1 = trajectory_increments(enc, small_states)
