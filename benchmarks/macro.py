@@ -902,7 +902,8 @@ def stage_block_curve(args, cache: Path, enc, z_start, truth):
     """The issue's item 4 on block states, the chain that meets the mean target: a lambda
     sweep (1, K/4, K/2, K, 2K) with the small systems of side l (64 particles, K = 16), and
     small systems of side l/2, l and 2l (16, 64, 256 particles; K = 64, 16, 4; 256, 64 and
-    16 quenches, 4096 particles each, seeds 50 000 + r for the new sizes), lambda = K. Every
+    16 quenches, 4096 particles each, seeds 50 000 + --small-seed + r for the new sizes),
+    lambda = K. Every
     SDE is a bag as ``macro train`` fits by default (``--fit-seeds`` members, bag seed 0),
     run ``--sde-runs`` times for the 16x system (1024 particles) from ``z_start`` and compared
     with the 20 direct runs: the relative MSE of the ensemble mean, and the variance across
@@ -923,7 +924,7 @@ def stage_block_curve(args, cache: Path, enc, z_start, truth):
 
     def states_of(n):
         pos = (stage_small(cache, args.small, args.small_seed) if n == N_SMALL else
-               stage_small(cache, (N_SMALL * args.small) // n, 50_000, n=n))
+               stage_small(cache, (N_SMALL * args.small) // n, 50_000 + args.small_seed, n=n))
         side = side_for(n)
         return [[MicroState(p, np.full(n, DIAM), np.array([side, side]), np.arange(n), None, None) for p in traj]
                 for traj in pos], side * side
