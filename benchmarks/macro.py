@@ -47,6 +47,7 @@ coarsen.
     python benchmarks/macro.py --stage video --video-seed 1   # the chain from a tracked video
     python benchmarks/macro.py --stage video --video-seed 1 --fresh-macro   # the same tracks and model, macro train again
     python benchmarks/macro.py --stage video-block --fields 32   # block states from 32 filmed fields of view
+    python benchmarks/macro.py --stage block-curve --fit-seeds 10 --sde-runs 1000   # block states: lambda sweep, small systems of l/2, l, 2l
 
 Prints markdown tables; writes plots and results.json into --out.
 """
