@@ -899,59 +899,54 @@ CURVE_SIZES = (16, 64, 256)
 CURVE_LAMBDAS = (1.0, FACTOR / 4, FACTOR / 2, FACTOR, 2 * FACTOR)
 
 
-def stage_block_curve(args, cache: Path, enc, z_start, truth):
+def stage_block_curve(args, cache: Path, enc, z_start, truth, small_states, tile_area):
     """The issue's item 4 on block states, the chain that meets the mean target: a lambda
-    sweep (1, K/4, K/2, K, 2K) with the small systems of side l (64 particles, K = 16), and
-    small systems of side l/2, l and 2l (16, 64, 256 particles; K = 64, 16, 4; 256, 64 and
-    16 quenches, 4096 particles each, seeds 50 000 + --small-seed + r for the new sizes),
-    lambda = K. Every
-    SDE is a bag as ``macro train`` fits by default (``--fit-seeds`` members, bag seed 0),
-    run ``--sde-runs`` times for the 16x system (1024 particles) from ``z_start`` and compared
-    with the 20 direct runs: the relative MSE of the ensemble mean, and the variance across
-    runs over macro steps 5-30 against the direct runs'. The naive SDE (whole small-system
-    increments, lambda = 1, bagged alike) for each size beside it."""
+    sweep (1, K/4, K/2, K, 2K) with the small systems of side l (``small_states``, 64
+    particles, K = 16), and small systems of side l/2, l and 2l (16, 64, 256 particles;
+    K = 64, 16, 4; 256, 64 and 16 quenches, 4096 particles each, seeds 50 000 +
+    --small-seed + r for the new sizes), lambda = K. Every SDE is a bag as ``macro train``
+    fits by default (``--fit-seeds`` members, bag seed 0), run ``--sde-runs`` times for the
+    16x system (1024 particles) from ``z_start`` and compared with the 20 direct runs: the
+    relative MSE of the ensemble mean, and the variance across runs over macro steps 5-30
+    against the direct runs'. The naive SDE (whole small-system increments, lambda = 1,
+    bagged alike) for each size beside it."""
     from tqdm.auto import tqdm
 
     from colloidcg.scaling.macro import block_increments, fit_bagged, trajectory_increments
     from colloidcg.scaling.simulators import MicroState
-    big_n = N_SMALL * FACTOR
     runs = truth[FACTOR]
     true_mean, var_direct = runs.mean(0), float(np.mean(runs[:, 5:].var(0)))
-    M = int(args.fit_seeds)
-
-    def score(sde, K):
-        z = sde.simulate(steps=STEPS, runs=args.sde_runs, factor=K, z0=z_start, seed=0)[..., 0]
-        return {"relmse": relmse(z.mean(0), true_mean), "var_over_direct": float(np.mean(z[:, 5:].var(0)) / var_direct)}
+    states = {N_SMALL: (small_states, tile_area)}
 
     def states_of(n):
-        pos = (stage_small(cache, args.small, args.small_seed) if n == N_SMALL else
-               stage_small(cache, (N_SMALL * args.small) // n, 50_000 + args.small_seed, n=n))
-        side = side_for(n)
-        return [[MicroState(p, np.full(n, DIAM), np.array([side, side]), np.arange(n), None, None) for p in traj]
-                for traj in pos], side * side
-
-    rows = []
-    # (small-system particles, lambda / K or "naive"): the sweep at l, then l/2 and 2l with lambda = K
-    jobs = ([(N_SMALL, "naive")] + [(N_SMALL, lam / FACTOR) for lam in CURVE_LAMBDAS]
-            + [(n, job) for n in CURVE_SIZES if n != N_SMALL for job in (1.0, "naive")])
-    t0 = time.perf_counter()
-    states = {}
-    for n, lam in tqdm(jobs, desc="block curve"):
         if n not in states:
-            states[n] = states_of(n)
-        small_states, tile_area = states[n]
-        K = big_n // n
-        common = dict(dt=DT, names=enc.names, tile_area_px2=tile_area, start=z_start, fits=M, seed=0)
-        if lam == "naive":
-            sde, _ = fit_bagged(trajectory_increments(enc, small_states), lam=1.0, area_px2=tile_area, **common)
+            pos = stage_small(cache, (N_SMALL * args.small) // n, 50_000 + args.small_seed, n=n)
+            side = side_for(n)
+            states[n] = ([[MicroState(p, np.full(n, DIAM), np.array([side, side]), np.arange(n), None, None)
+                           for p in traj] for traj in pos], side * side)
+        return states[n]
+
+    # (small-system particles, lambda, None for the naive SDE): the sweep at l, then l/2 and 2l
+    jobs = ([(N_SMALL, None)] + [(N_SMALL, lam) for lam in CURVE_LAMBDAS]
+            + [(n, lam) for n in CURVE_SIZES if n != N_SMALL for lam in (N_SMALL * FACTOR / n, None)])
+    rows = []
+    t0 = time.perf_counter()
+    for n, lam in tqdm(jobs, desc="block curve"):
+        sts, area = states_of(n)
+        K = N_SMALL * FACTOR // n
+        common = dict(dt=DT, names=enc.names, tile_area_px2=area, start=z_start, fits=int(args.fit_seeds), seed=0)
+        if lam is None:
+            sde, _ = fit_bagged(trajectory_increments(enc, sts), lam=1.0, area_px2=area, **common)
         else:
-            def draw(s, small_states=small_states, K=K):
-                return block_increments(enc, small_states, blocks=K, sets_per_step=args.block_sets, seed=s)
-            sde, _ = fit_bagged(draw, lam=float(lam * K), area_px2=K * tile_area, **common)
-        rows.append({"n_small": n, "K": K, "lambda": "naive (1)" if lam == "naive" else float(lam * K),
-                     "lambda_over_K": None if lam == "naive" else float(lam), **score(sde, K)})
-    return {"rows": rows, "members_per_bag": M, "sde_runs": args.sde_runs, "block_sets": args.block_sets,
-            "seconds": time.perf_counter() - t0}
+            def draw(s, sts=sts, K=K):
+                return block_increments(enc, sts, blocks=K, sets_per_step=args.block_sets, seed=s)
+            sde, _ = fit_bagged(draw, lam=float(lam), area_px2=K * area, **common)
+        z = sde.simulate(steps=STEPS, runs=args.sde_runs, factor=K, z0=z_start, seed=0)[..., 0]
+        rows.append({"n_small": n, "K": K, "lambda": "naive (1)" if lam is None else float(lam),
+                     "relmse": relmse(z.mean(0), true_mean),
+                     "var_over_direct": float(np.mean(z[:, 5:].var(0)) / var_direct)})
+    return {"rows": rows, "members_per_bag": int(args.fit_seeds), "sde_runs": args.sde_runs,
+            "block_sets": args.block_sets, "seconds": time.perf_counter() - t0}
 
 
 def print_block_curve(res):
@@ -1313,7 +1308,7 @@ def main(argv=None) -> int:
         print_bagging(res, args.small, args.small_seed)
         return 0
     if args.stage == "block-curve":
-        res = stage_block_curve(args, cache, enc, z_start, truth)
+        res = stage_block_curve(args, cache, enc, z_start, truth, small_states, tile_area)
         results["block_curve"] = res
         name = f"block_curve_{args.small}" + ("" if args.small_seed == 0 else f"_from_{args.small_seed}") + ".json"
         (out / name).write_text(json.dumps(results, indent=1, default=float))
