@@ -48,6 +48,7 @@ coarsen.
     python benchmarks/macro.py --stage video --video-seed 1 --fresh-macro   # the same tracks and model, macro train again
     python benchmarks/macro.py --stage video-block --fields 32   # block states from 32 filmed fields of view
     python benchmarks/macro.py --stage block-curve --fit-seeds 10 --sde-runs 1000   # block states: lambda sweep, small systems of l/2, l, 2l
+    python benchmarks/macro.py --stage block-curve --fit-seeds 10 --sde-runs 1000 --fast-part   # the same, z's fast part kept out of sigma
 
 Prints markdown tables; writes plots and results.json into --out.
 """
@@ -310,6 +311,17 @@ def relmse(pred, true):
     return float(np.sum((pred - true) ** 2) / np.sum(true ** 2))
 
 
+def fast_var_for(args, enc, states, K):
+    """With --fast-part: the fast part of z for a block state of K small systems (what
+    ``colloidcg macro train --states block`` measures by default, macro.fast_variance of
+    the small systems' own psi6 paths, over K); None without it (sigma then holds the fast
+    part, as before session 43)."""
+    if not args.fast_part:
+        return None
+    from colloidcg.scaling.macro import fast_variance
+    return fast_variance(np.array([[enc.whole(s) for s in t] for t in states])) / K
+
+
 def block_states(args, enc, small_states, z_start, truth, tile_area, nz0, nz1):
     """Block states (periodic patches, no seams): K = FACTOR small systems side by side, one
     of them evolved (its own next macro step); lambda = K, the area of K small systems.
@@ -427,6 +439,7 @@ def stage_bagging(args, enc, small_states, z_start, truth, tile_area, nz0, nz1):
         return block_increments(enc, small_states, blocks=FACTOR, sets_per_step=args.block_sets, seed=s)
 
     means = {"naive_single": [], "naive_bagged": [], "block_bagged": [], "block_bagged_no_bootstrap": []}
+    fast = fast_var_for(args, enc, small_states, FACTOR)
     t0 = time.perf_counter()
     for fs in tqdm(range(M), desc="naive single fits"):
         sde, _ = fit_sde(nz0, nz1, lam=1.0, area_px2=tile_area, start=z_start, seed=fs, **common)
@@ -437,7 +450,7 @@ def stage_bagging(args, enc, small_states, z_start, truth, tile_area, nz0, nz1):
         means["naive_bagged"].append(mean_of(sde, seed))
         for name, boot in (("block_bagged", True), ("block_bagged_no_bootstrap", False)):
             sde, _ = fit_bagged(draw, fits=M, seed=seed, bootstrap=boot, lam=float(FACTOR),
-                                area_px2=FACTOR * tile_area, start=z_start, **common)
+                                area_px2=FACTOR * tile_area, start=z_start, fast_var=fast, **common)
             means[name].append(mean_of(sde, seed))
     seconds = time.perf_counter() - t0
     means = {k: np.array(v) for k, v in means.items()}
@@ -940,7 +953,8 @@ def stage_block_curve(args, cache: Path, enc, z_start, truth, small_states, tile
         else:
             def draw(s, sts=sts, K=K):
                 return block_increments(enc, sts, blocks=K, sets_per_step=args.block_sets, seed=s)
-            sde, _ = fit_bagged(draw, lam=float(lam), area_px2=K * area, **common)
+            sde, _ = fit_bagged(draw, lam=float(lam), area_px2=K * area, fast_var=fast_var_for(args, enc, sts, K),
+                                **common)
         z = sde.simulate(steps=STEPS, runs=args.sde_runs, factor=K, z0=z_start, seed=0)[..., 0]
         rows.append({"n_small": n, "K": K, "lambda": "naive (1)" if lam is None else float(lam),
                      "relmse": relmse(z.mean(0), true_mean),
@@ -1194,6 +1208,9 @@ def main(argv=None) -> int:
                          "seeds and report their medians")
     ap.add_argument("--relax", type=int, default=RELAX, help="frames of truth relaxation of each upsampled snapshot")
     ap.add_argument("--sde-runs", type=int, default=200)
+    ap.add_argument("--fast-part", action="store_true", dest="fast_part",
+                    help="--stage bagging, block-curve: block fits keep z's fast part out of sigma, as "
+                         "`macro train --states block` does by default since session 43 (results *_fast.json)")
     ap.add_argument("--patch-mults", default="0.5,1,2", help="patch sides in units of the small box's side")
     args = ap.parse_args(argv)
     import torch
@@ -1303,14 +1320,16 @@ def main(argv=None) -> int:
         nz0, nz1 = trajectory_increments(enc, small_states)
         res = stage_bagging(args, enc, small_states, z_start, truth, tile_area, nz0, nz1)
         results["bagging"] = res
-        name = f"bagging_{args.small}" + ("" if args.small_seed == 0 else f"_from_{args.small_seed}") + ".json"
+        name = (f"bagging_{args.small}" + ("" if args.small_seed == 0 else f"_from_{args.small_seed}")
+                + ("_fast" if args.fast_part else "") + ".json")
         (out / name).write_text(json.dumps(results, indent=1, default=float))
         print_bagging(res, args.small, args.small_seed)
         return 0
     if args.stage == "block-curve":
         res = stage_block_curve(args, cache, enc, z_start, truth, small_states, tile_area)
         results["block_curve"] = res
-        name = f"block_curve_{args.small}" + ("" if args.small_seed == 0 else f"_from_{args.small_seed}") + ".json"
+        name = (f"block_curve_{args.small}" + ("" if args.small_seed == 0 else f"_from_{args.small_seed}")
+                + ("_fast" if args.fast_part else "") + ".json")
         (out / name).write_text(json.dumps(results, indent=1, default=float))
         print_block_curve(res)
         return 0

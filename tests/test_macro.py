@@ -151,6 +151,85 @@ def _round_trip(sde, folder, steps, runs, seed):
     return name
 
 
+def fast_part_paths(n, steps, r, seed=0):
+    """n systems over ``steps`` macro steps of DT: a common rising mean path plus exact OU
+    deviations (THETA, SIGMA), observed as z = x + e with e ~ N(0, r) fresh at every step:
+    (n, steps + 1, 1)."""
+    rng = np.random.default_rng(seed)
+    a = math.exp(-THETA * DT)
+    y = np.zeros((n, steps + 1))
+    y[:, 0] = rng.normal(0.0, SIGMA / math.sqrt(2 * THETA), n)
+    for k in range(steps):
+        y[:, k + 1] = a * y[:, k] + SIGMA * math.sqrt((1 - a * a) / (2 * THETA)) * rng.standard_normal(n)
+    mean = 0.4 + 0.3 * (1 - np.exp(-np.arange(steps + 1) / 8.0))
+    return (mean + y + math.sqrt(r) * rng.standard_normal((n, steps + 1)))[..., None]
+
+
+def test_fast_part_is_measured_from_successive_increments():
+    """z = x + e (x: a rising mean path plus OU deviations of variance SIGMA^2 / (2 THETA) =
+    2.5e-4; e: white, variance r): fast_variance recovers r to 10 % (the slow part's own
+    lag-1 covariance, -(1 - e^-THETA)^2 var = -8e-6 here, is the expected bias), gives about
+    0 without a fast part, and refuses a single system. Particle counts as weights: a
+    system of twice the particles has half the fast variance, and r refers to the mean
+    count."""
+    from colloidcg.scaling.macro import fast_variance
+    r = 4e-4
+    z = fast_part_paths(400, 30, r)
+    got = float(fast_variance(z)[0])
+    assert got == pytest.approx(r, rel=0.1)
+    assert float(fast_variance(fast_part_paths(400, 30, 0.0, seed=1))[0]) < 0.05 * r
+    # half the systems with twice the particles (half the fast variance): r of the mean count, 1.5
+    zw = fast_part_paths(400, 30, 0.0, seed=2)
+    w = np.where(np.arange(400) < 200, 2.0, 1.0)[:, None] * np.ones((1, 31))
+    e = np.random.default_rng(3).standard_normal(zw.shape) * np.sqrt(r / w)[..., None]
+    assert float(fast_variance(zw + e, w)[0]) == pytest.approx(r / 1.5, rel=0.12)
+    with pytest.raises(ParameterError, match="across systems"):
+        fast_variance(z[:1])
+    with pytest.raises(ParameterError, match="steps >= 4"):
+        fast_variance(z[:, :3])
+
+
+def test_fast_part_is_kept_out_of_the_diffusion_and_added_to_the_runs(tmp_path):
+    """Exact transitions of a weakly restoring OU process (theta 0.02) from spread states,
+    seen through a fast part (variance r at each end, 2 r = sigma^2 dt: half the
+    increments' spread): told r, the fit's sigma is the process's (within 10 %), where
+    without it sigma holds both (sqrt 2 too large). (The fast part of the start state also
+    biases the drift's slope, by r over the states' spread; with a strong drift that bias
+    takes a visible share of the residual variance, hence the weak one here.) The runs
+    return the slow state plus a fresh fast part at every step: their stationary variance
+    exceeds the same SDE's without the fast part by c r (c = the covariance scale of the
+    area run), to 10 %. Saved and loaded, the fast part comes along."""
+    rng = np.random.default_rng(5)
+    n, lam, theta, r = 4000, 16.0, 0.02, 0.5 * SIGMA ** 2 * DT
+    sig = SIGMA * math.sqrt((1 - math.exp(-2 * theta * DT)) / (2 * theta * DT))    # of the exact transition
+    x0 = rng.uniform(0.3, 0.9, (n, 1))
+    x1 = MEAN + (x0 - MEAN) * math.exp(-theta * DT) + sig * math.sqrt(lam * DT) * rng.standard_normal((n, 1))
+    e = rng.standard_normal((2, n, 1)) * math.sqrt(lam * r)
+    z0, z1 = x0 + e[0], x1 + e[1]
+    kw = dict(dt=DT, names=["z"], lam=lam, area_px2=16.0, tile_area_px2=1.0, start=[0.6], iterations=150)
+    with_fast, _ = fit_sde(z0, z1, fast_var=[r], **kw)
+    without, _ = fit_sde(z0, z1, **kw)
+    zq = torch.linspace(0.4, 0.8, 9, dtype=torch.float64)[:, None]
+    with torch.no_grad():
+        s_fast = with_fast.sigma(zq)[:, 0, 0].numpy()
+        s_all = without.sigma(zq)[:, 0, 0].numpy()
+    np.testing.assert_allclose(s_fast, sig, rtol=0.1)
+    np.testing.assert_allclose(s_all, math.sqrt(sig ** 2 + 2 * r / DT), rtol=0.1)
+    assert with_fast.config.fast_var == [r] and without.config.fast_var is None
+    # the runs at 4x the tile (c = 4) carry a fast part of variance c r: measured on them as
+    # on data, by their successive increments
+    from colloidcg.scaling.macro import fast_variance
+    run = dict(steps=40, runs=5000, factor=4.0, z0=[0.6])
+    assert float(fast_variance(with_fast.simulate(seed=1, **run))[0]) == pytest.approx(4.0 * r, rel=0.1)
+    assert float(fast_variance(without.simulate(seed=1, **run))[0]) < 0.1 * 4.0 * r
+    with_fast.save(tmp_path / "sde")
+    back = load_sde(tmp_path / "sde")
+    assert back.config.fast_var == [r]
+    np.testing.assert_array_equal(back.simulate(seed=3, steps=3, runs=5), with_fast.simulate(seed=3, steps=3, runs=5))
+    with pytest.raises(ParameterError, match="fast_var"):
+        fit_sde(z0, z1, fast_var=[-1.0], **kw)
+
+
 def test_saved_sde_loads_in_a_fresh_process(ou_sde, tmp_path):
     sde, _ = ou_sde
     assert _round_trip(sde, tmp_path / "m", steps=20, runs=5, seed=7) == "MacroSDE"
@@ -580,6 +659,10 @@ def test_cli_macro_train_block_states(tmp_path):
     assert not (out / "patch_curve.png").exists() and (out / "increments.png").is_file()
     sde = load_sde(out)
     assert isinstance(sde, BaggedSDE) and len(sde.members) == 2
+    # the fast part (4 frames: the fewest it is measured from), for the block state's area
+    small_fast = rep["fast_part"]["variance_small_system"][0]
+    assert sde.config.fast_var == pytest.approx([small_fast / 4]) and all(
+        m.config.fast_var == sde.config.fast_var for m in sde.members)
     assert sde.config.tile_area_px2 == pytest.approx(box[0] * box[1])
     assert sde.config.area_px2 == pytest.approx(4 * box[0] * box[1])
     first = []
@@ -650,6 +733,7 @@ def test_cli_macro_train_3d_block_states_evolve_q6(tmp_path):
     ("upsampled", 1, ["--horizon", "auto"], "--horizon: applies to --states block only"),
     ("block", 4, ["--fit-iterations", "0"], "--fit-iterations: must be >= 1"),
     ("upsampled", 1, ["--horizon", "2"], "--horizon: applies to --states block only"),
+    ("upsampled", 1, ["--no-fast-part"], "--no-fast-part: applies to --states block only"),
     ("upsampled", 2, [], "--init: --states upsampled takes one tracks table"),
 ])
 def test_cli_macro_train_block_state_refusals(tmp_path, capsys, states, n_tables, extra, message):

@@ -61,6 +61,11 @@ def add_parser(subparsers) -> None:
                         "trajectories over H macro steps; auto: H chosen among 0, 2, 4, 8, 16 by "
                         "cross-validation over the --init systems (4 folds; about 3x the cost of the "
                         "default fit; docs/scaling.md)")
+    t.add_argument("--no-fast-part", action="store_true", dest="no_fast_part",
+                   help="--states block: let sigma hold z's fast part too (by default the part that "
+                        "decorrelates within a macro step is measured from successive increments and "
+                        "added to every simulated state instead of being integrated as diffusion; "
+                        "docs/scaling.md)")
     t.add_argument("--factor", type=int, default=16, metavar="K",
                    help="area factor of the upsampled snapshots, a square (2D) or cube (3D); with --states "
                         "block also the number K of small systems in a block state")
@@ -202,6 +207,9 @@ def run_train(args: argparse.Namespace) -> int:
     elif args.horizon:
         raise ParameterError("--horizon: applies to --states block only (upsampled states have no trajectories "
                              "of their own to follow)")
+    elif args.no_fast_part:
+        raise ParameterError("--no-fast-part: applies to --states block only (upsampled states have no "
+                             "successive increments to measure a fast part from)")
     elif len(args.init) != 1:
         raise ParameterError(f"--init: --states upsampled takes one tracks table, got {len(args.init)} "
                              "(several small systems of the same age: --states block)")
@@ -391,7 +399,8 @@ def _train_block(args, lam, dev, out) -> int:
         labels = label_values(trajs[0][0], labs)
         res = learn_block(trajs, steps=args.steps, observables=obs, blocks=args.factor, lam=lam,
                           sets_per_step=args.block_sets, labels=labels, seed=args.seed, fits=args.fits,
-                          horizon=args.horizon, iterations=args.fit_iterations, progress=True)
+                          horizon=args.horizon, iterations=args.fit_iterations,
+                          fast_part=not args.no_fast_part, progress=True)
         folder = tx.path("sde.json").parent
         res.sde.save(folder)
         K = res.n_patches
@@ -406,7 +415,8 @@ def _train_block(args, lam, dev, out) -> int:
             for name, lv in (("1", 1.0), ("K/4", K / 4), ("K/2", K / 2), ("K", K), ("2K", 2 * K)):
                 sde_l, _ = fit_sde(res.z0, res.z1, dt=args.steps, names=res.encoder.names, lam=lv,
                                    area_px2=res.report["area_px2"], tile_area_px2=res.report["tile_area_px2"],
-                                   seed=args.seed, iterations=args.fit_iterations)
+                                   seed=args.seed, iterations=args.fit_iterations,
+                                   fast_var=res.sde.config.fast_var)
                 sweep.append({"lambda": name, "value": lv, **_variance_check(sde_l, sz0, sz1, args.steps)})
         report["lambda_sweep"] = sweep or "needs >= 10 whole-system increments of the small systems"
         report["patch_curve"] = "block states: no patches cut from a large system"
@@ -430,7 +440,10 @@ def _variance_check(sde, z0, z1, steps) -> dict:
 
     with torch.no_grad():
         L = sde.sigma(torch.as_tensor(z0, dtype=torch.float64))
-        cov = (L @ L.transpose(1, 2)).numpy() * steps * sde.covariance_scale(1.0)
+        c = sde.covariance_scale(1.0)
+        cov = (L @ L.transpose(1, 2)).numpy() * steps * c
+    if sde.config.fast_var is not None:      # an increment holds the fast parts of both its ends
+        cov[:, 0, 0] += 2.0 * c * float(sde.config.fast_var[0])
     X = np.concatenate([z0, np.ones((len(z0), 1))], axis=1)
     dz = (z1 - z0)[:, 0]
     resid = dz - X @ np.linalg.lstsq(X, dz, rcond=None)[0]

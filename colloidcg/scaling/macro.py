@@ -77,6 +77,12 @@ class SDEConfig:
     z0 : the state the runs start from by default (d,).
     labels : constant labels of the data (e.g. area_fraction), not evolved.
     hidden, layers : the networks' width and depth.
+    fast_var : variance of z's fast part per component (d,) for a system of ``area_px2``,
+        or None (none): a part that decorrelates within one macro step (the thermal
+        fluctuation of a mean over particles), measured apart from the diffusion
+        (:func:`fast_variance`). The likelihood counts it in every increment
+        (:func:`gaussian_nll`) and :meth:`MacroSDE.simulate` adds it to every state it
+        returns, scaled with the covariance (1 / area).
     """
 
     names: list
@@ -92,6 +98,7 @@ class SDEConfig:
     hidden: int = 32
     layers: int = 2
     extra: dict = field(default_factory=dict)
+    fast_var: list | None = None
 
 
 class MacroSDE(torch.nn.Module):
@@ -99,7 +106,9 @@ class MacroSDE(torch.nn.Module):
 
     mu(z) = drift_scale * f(u), sigma(z) = diag(noise_scale) L(u), u = (z - z_mean) / z_scale,
     f a small MLP with a linear skip, L lower triangular with a positive diagonal
-    (softplus + 1e-4). Float64 throughout.
+    (softplus + 1e-4). Float64 throughout. With ``config.fast_var`` the observed z is
+    x + e: x follows the SDE, e is independent at every step, N(0, fast_var) (scaled as
+    the covariance).
     """
 
     def __init__(self, config: SDEConfig):
@@ -113,6 +122,8 @@ class MacroSDE(torch.nn.Module):
         self.register_buffer("z_scale", torch.tensor(config.z_scale, dtype=torch.float64))
         self.register_buffer("drift_scale", torch.tensor(config.drift_scale, dtype=torch.float64))
         self.register_buffer("noise_scale", torch.tensor(config.noise_scale, dtype=torch.float64))
+        self.fast_var = (torch.zeros(d, dtype=torch.float64) if config.fast_var is None
+                         else torch.tensor(config.fast_var, dtype=torch.float64))
         self._tril = torch.tril_indices(d, d)
         with torch.no_grad():    # start at sigma = noise_scale (softplus(x) = 1 - 1e-4 on the diagonal)
             diag = (self._tril[0] == self._tril[1])
@@ -164,7 +175,8 @@ class MacroSDE(torch.nn.Module):
         factor : the system's area over the tile's (default: the area the SDE was fitted
             for); the covariance is scaled by :meth:`covariance_scale`.
         z0 : (d,) or (runs, d) start (default: the stored ``z0``).
-        Returns (runs, steps + 1, d) float64.
+        Returns (runs, steps + 1, d) float64: the SDE's state, plus at every step after
+        the start an independent draw of the fast part when the SDE has one (``fast_var``).
         """
         if int(steps) != steps or steps < 1:
             raise ParameterError(f"steps: must be a positive integer, got {steps}")
@@ -184,10 +196,13 @@ class MacroSDE(torch.nn.Module):
         if progress:
             from tqdm.auto import tqdm
             it = tqdm(it, desc="macro SDE", unit="step")
+        fast = torch.sqrt(c * self.fast_var)
         for k in it:
             xi = torch.randn(int(runs), self.d, 1, dtype=torch.float64, generator=gen)
             z = z + self.drift(z) * dt + amp * (self.sigma(z) @ xi)[..., 0]
             out[:, k + 1] = z
+            if self.config.fast_var is not None:
+                out[:, k + 1] += fast * torch.randn(int(runs), self.d, dtype=torch.float64, generator=gen)
         return out.numpy()
 
     def outside_data(self, z: np.ndarray, margin: float = DATA_MARGIN) -> np.ndarray | None:
@@ -251,6 +266,7 @@ class BaggedSDE(MacroSDE):
                     "z_max": np.max([c.extra["z_max"] for c in configs], axis=0).tolist()}
         self.config = SDEConfig(**{**asdict(first), "extra": {**first.extra, **span, "fits": len(configs)}})
         self.d = len(first.names)
+        self.fast_var = self.members[0].fast_var
 
     def drift(self, z: torch.Tensor) -> torch.Tensor:
         """The members' mean drift, (R, d) -> (R, d), units of z per frame."""
@@ -288,12 +304,14 @@ def load_sde(folder) -> MacroSDE:
 # ---------------------------------------------------------------------- fitting
 def gaussian_nll(sde: MacroSDE, z0: torch.Tensor, dz: torch.Tensor, lam: float, jitter: float) -> torch.Tensor:
     """Mean negative log-likelihood (per increment, without the constant) of increments
-    ``dz`` (M, d) from ``z0`` (M, d): N(mu dt, lam sigma sigma^T dt + jitter^2 diag(noise_scale^2) dt)."""
+    ``dz`` (M, d) from ``z0`` (M, d): N(mu dt, lam (sigma sigma^T dt + 2 diag(fast_var))
+    + jitter^2 diag(noise_scale^2) dt), fast_var the SDE's fast part (zero without one:
+    an increment holds the fast parts of both its ends)."""
     dt = sde.dt
     r = dz - sde.drift(z0) * dt
     L = sde.sigma(z0)
     cov = lam * dt * (L @ L.transpose(1, 2))
-    cov = cov + torch.diag_embed((jitter * sde.noise_scale) ** 2 * dt).expand_as(cov)
+    cov = cov + torch.diag_embed((jitter * sde.noise_scale) ** 2 * dt + 2.0 * lam * sde.fast_var).expand_as(cov)
     C = torch.linalg.cholesky(cov)
     y = torch.linalg.solve_triangular(C, r[..., None], upper=False)[..., 0]
     logdet = torch.log(torch.diagonal(C, dim1=1, dim2=2)).sum(1)
@@ -318,7 +336,7 @@ def fit_sde(z0, z1, *, dt: float, names, lam: float = 1.0, area_px2: float = 1.0
             jitter: float = 1e-3, hidden: int = 32, layers: int = 2, iterations: int = 300,
             lr: float = 2e-3, weight_decay: float = 1e-5, val_fraction: float = 0.2, seed: int = 0,
             paths=None, path_weights=None, path_iterations: int = 200, path_lr: float = 1e-3,
-            progress: bool = False) -> tuple[MacroSDE, FitReport]:
+            fast_var=None, progress: bool = False) -> tuple[MacroSDE, FitReport]:
     """Fit :class:`MacroSDE` to increments by the Gaussian likelihood.
 
     z0, z1 : (M, d) states before and after one macroscopic step of ``dt`` frames (for
@@ -339,6 +357,9 @@ def fit_sde(z0, z1, *, dt: float, names, lam: float = 1.0, area_px2: float = 1.0
         integrated steps follow them over H macro steps (:func:`refine_drift`, the
         multi-step drift; ``path_weights`` (B,) weights per trajectory, ``path_iterations``
         Adam steps at ``path_lr``); sigma stays the likelihood fit's.
+    fast_var : (d,) variance of z's fast part for a system of ``area_px2``
+        (:func:`fast_variance`, scaled to that area), or None: sigma then describes the
+        increments' whole spread, the fast part included.
     """
     z0 = np.asarray(z0, np.float64)
     z1 = np.asarray(z1, np.float64)
@@ -353,10 +374,15 @@ def fit_sde(z0, z1, *, dt: float, names, lam: float = 1.0, area_px2: float = 1.0
         raise ParameterError(f"lambda: must be a finite number > 0, got {lam}")
     if not dt > 0:
         raise ParameterError(f"dt: must be > 0 frames, got {dt}")
+    if fast_var is not None:
+        fast_var = np.asarray(fast_var, np.float64).reshape(-1)
+        if fast_var.shape != (len(names),) or not np.all(np.isfinite(fast_var)) or np.any(fast_var < 0):
+            raise ParameterError(f"fast_var: expected {len(names)} finite variances >= 0, got {fast_var}")
     dz = z1 - z0
     zs = np.maximum(z0.std(0), 1e-12)
     ds = np.maximum(np.abs(dz.mean(0)) / dt, 1e-12)
-    spread = np.maximum(dz.std(0), 1e-12)
+    fast2 = 0.0 if fast_var is None else 2.0 * lam * fast_var
+    spread = np.sqrt(np.maximum(dz.var(0) - fast2, 0.05 * dz.var(0) + 1e-24))
     ns = spread / math.sqrt(lam * dt)
     ds = np.maximum(ds, spread / dt * 0.1)
     cfg = SDEConfig(names=names, dt=float(dt), area_px2=float(area_px2),
@@ -366,7 +392,8 @@ def fit_sde(z0, z1, *, dt: float, names, lam: float = 1.0, area_px2: float = 1.0
                     labels=dict(labels or {}), hidden=int(hidden), layers=int(layers),
                     extra={"lambda": float(lam), "jitter": float(jitter),
                            "z_min": np.minimum(z0.min(0), z1.min(0)).tolist(),
-                           "z_max": np.maximum(z0.max(0), z1.max(0)).tolist()})
+                           "z_max": np.maximum(z0.max(0), z1.max(0)).tolist()},
+                    fast_var=None if fast_var is None else fast_var.tolist())
     torch.manual_seed(int(seed))
     sde = MacroSDE(cfg)
     # start from the least-squares linear drift (an Ornstein-Uhlenbeck fit), the MLP at zero
@@ -377,7 +404,7 @@ def fit_sde(z0, z1, *, dt: float, names, lam: float = 1.0, area_px2: float = 1.0
     with torch.no_grad():
         sde.drift_net.linear.weight.copy_(torch.as_tensor(coef[:-1].T))
         sde.drift_net.linear.bias.copy_(torch.as_tensor(coef[-1]))
-        ns = np.maximum(resid.std(0), 1e-12) / math.sqrt(lam * dt)
+        ns = np.sqrt(np.maximum(resid.var(0) - fast2, 0.05 * resid.var(0) + 1e-24)) / math.sqrt(lam * dt)
         sde.noise_scale.copy_(torch.as_tensor(ns))
     cfg.noise_scale = ns.tolist()
     rng = np.random.default_rng(seed)
@@ -725,6 +752,38 @@ def systems_and_weights(z, weights, min_steps: int) -> tuple[np.ndarray, np.ndar
     return z, w
 
 
+def fast_variance(z, weights=None) -> np.ndarray:
+    """The variance of the fast part of z in one small system, per component (d,).
+
+    A mean over particles such as |psi6| holds a part that decorrelates within one macro
+    step (each particle's bonds vibrate) beside the slow part the SDE describes. Seen
+    through whole increments the fast part e counts twice (e_{k+1} - e_k) and makes
+    successive increments anticorrelated: for z = x + e, e independent at every step with
+    variance r, cov(dz_k, dz_{k+1}) = -r (lag 2 and beyond: 0), whatever x does over one
+    step (the slow part's own lag-1 covariance, of order its drift's slope times its
+    variance, is neglected). Here r = -cov(dz_k, dz_{k+1}), the increments centred per
+    time across systems (so the mean path's curvature does not enter), the first
+    increment (from the start) left out, each system's deviations scaled by the square
+    root of its particle count over the mean (r refers to a system of the mean count);
+    clipped to [0, 0.45 var(dz)] (the lag-1 correlation of a sum of a random walk and white
+    noise is at least -0.5). The same localisation-noise signature as in single-particle
+    tracking; docs/scaling.md.
+
+    z : (systems, steps >= 4, d) values one macro step apart, every system at the same
+        times; weights : (systems, steps) particle counts or None.
+    """
+    z, w = systems_and_weights(z, weights, min_steps=4)
+    n = z.shape[0]
+    if n < 2:
+        raise ParameterError(f"z: the fast part is measured across systems, expected >= 2, got {n}")
+    dz = np.diff(z, axis=1)[:, 1:]
+    dev = (dz - dz.mean(0, keepdims=True)) * np.sqrt(w[:, 2:, None] / w.mean())
+    m = dev.shape[1]
+    lag1 = (dev[:, :-1] * dev[:, 1:]).sum((0, 1)) / ((n - 1) * (m - 1))
+    var = (dev * dev).sum((0, 1)) / ((n - 1) * m)
+    return np.clip(-lag1, 0.0, 0.45 * var)
+
+
 def block_draw(z, weights=None, *, blocks: int, sets_per_step: int = 8, seed: int = 0,
                horizon: int = 1) -> BlockDraw:
     """Block states' partial increments (:func:`block_pairs`, the same draw for the same
@@ -832,7 +891,8 @@ def learn_macro(simulator, snapshots, *, patch: float, steps: int, observables, 
 
 def learn_block(trajectories, *, steps: int, observables, blocks: int, lam: float | str = "auto",
                 sets_per_step: int = 8, labels: dict | None = None, seed: int = 0, iterations: int = 300,
-                fits: int = DEFAULT_FITS, horizon: int | str = 0, progress: bool = False) -> MacroLearned:
+                fits: int = DEFAULT_FITS, horizon: int | str = 0, fast_part: bool = True,
+                progress: bool = False) -> MacroLearned:
     """The SDE fitted on block states (:func:`block_increments`) of small periodic systems.
 
     trajectories : one list per small system of periodic MicroStates ``steps`` frames
@@ -852,6 +912,12 @@ def learn_block(trajectories, *, steps: int, observables, blocks: int, lam: floa
     :data:`~.horizon.AUTO_HORIZONS` by cross-validation over the small systems
     (:func:`~.horizon.choose_horizon`, seeded by ``seed``; the report's
     ``horizon_choice`` holds its scores).
+    fast_part : measure the fast part of z from the small systems' successive increments
+        (:func:`fast_variance`, with at least 4 macro steps) and keep it out of sigma: the
+        SDE then returns the slow state plus a fresh fast part at every step
+        (``SDEConfig.fast_var``). Without it (False, or too few steps) sigma holds both,
+        and the runs' variance grows as if the fast part were diffusion (2.6x the direct
+        runs' on the crystal known answer; docs/scaling.md).
     Returns a :class:`MacroLearned` (n_patches = K, no closure; z0, z1 the first member's
     block states).
     """
@@ -870,9 +936,12 @@ def learn_block(trajectories, *, steps: int, observables, blocks: int, lam: floa
         raise ParameterError(f"horizon: expected an integer >= 0 macro steps or 'auto', got {horizon!r}")
     enc = Encoder(observables)
     choice = None
-    if horizon:
+    fast_var = None
+    if horizon or fast_part:
         z_all = np.array([[enc.whole(s) for s in t] for t in trajectories])
         counts = np.array([[len(s.pos) for s in t] for t in trajectories], dtype=float)
+    if fast_part and z_all.shape[1] >= 4:
+        fast_var = fast_variance(z_all, counts) / K     # for the block state's area, K boxes
     if horizon == "auto":
         from .horizon import choose_horizon
         horizon, choice = choose_horizon(z_all, counts, blocks=K, dt=float(steps), sets_per_step=int(sets_per_step),
@@ -893,11 +962,14 @@ def learn_block(trajectories, *, steps: int, observables, blocks: int, lam: floa
     z_start = (w[:, None] * np.array([enc.whole(s) for s in first])).sum(0) / w.sum()
     sde, fit = fit_bagged(draw, fits=fits, dt=float(steps), names=enc.names, lam=lam_v, area_px2=K * tile_area,
                           tile_area_px2=tile_area, start=z_start, labels=labels, seed=int(seed),
-                          iterations=iterations, progress=progress)
+                          iterations=iterations, fast_var=fast_var, progress=progress)
     report = {"states": "block", "systems": len(trajectories), "n_patches_K": float(K), "lambda": lam_v,
               "steps_frames": int(steps), "macro_steps": len(trajectories[0]) - 1,
               "block_sets_per_step": int(sets_per_step), "horizon_macro_steps": int(horizon),
               "horizon_choice": choice,
+              "fast_part": None if fast_var is None else {
+                  "variance_small_system": (fast_var * K).tolist(),
+                  "note": "z's fast part, from the small systems' successive increments; kept out of sigma"},
               "area_px2": K * tile_area, "tile_area_px2": tile_area,
               "variables": enc.names, **_fit_summary(fit)}
     return MacroLearned(sde, enc, z0, z1, float(K), lam_v, report, None)
