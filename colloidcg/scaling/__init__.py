@@ -15,14 +15,16 @@ macroscopic stochastic dynamics").
 - :mod:`.observables`, :mod:`.closure`, :mod:`.macro`: additive observables, learned
   closure variables and the macroscopic SDE (:func:`learn_macro`, :class:`MacroSDE`;
   :func:`block_increments`, its increments from block states of small periodic systems,
-  and :func:`learn_block`, the SDE fitted on them).
+  :func:`learn_block`, the SDE fitted on them, and :func:`fast_variance`, the part of z
+  that decorrelates within a macro step, kept out of the diffusion).
 - :mod:`.video_chain`: the chain from a video with a known truth (a rendered quench,
   tracked, trained on, ``colloidcg macro train``), for the benchmark and its test.
 
 See docs/scaling.md for the method, the references and what was measured.
 """
 
-from .macro import MacroLearned, MacroSDE, SDEConfig, block_increments, fit_sde, learn_block, learn_macro, load_sde
+from .macro import (MacroLearned, MacroSDE, SDEConfig, block_increments, fast_variance, fit_sde, learn_block,
+                    learn_macro, load_sde)
 from .partial import PatchStep, full_step, partial_evolution
 from .simulators import MicroSimulator, MicroState, ModelSimulator, SoftDiskSimulator
 from .upsample import (ClosestApproach, Configuration, Upsampled, closest_approach, match_parts, separate,
@@ -30,7 +32,7 @@ from .upsample import (ClosestApproach, Configuration, Upsampled, closest_approa
 
 __all__ = ["ClosestApproach", "Configuration", "MacroLearned", "MacroSDE", "MicroSimulator", "MicroState",
            "ModelSimulator", "PatchStep", "SDEConfig", "SoftDiskSimulator", "Upsampled", "block_increments",
-           "closest_approach",
+           "closest_approach", "fast_variance",
            "fit_sde", "full_step", "learn_block", "learn_macro", "load_sde", "match_parts", "partial_evolution", "relaxation_summary",
            "separate", "side_steps",
            "tile_configurations", "upsample"]
