@@ -663,6 +663,8 @@ def test_cli_macro_train_block_states(tmp_path):
     small_fast = rep["fast_part"]["variance_small_system"][0]
     assert sde.config.fast_var == pytest.approx([small_fast / 4]) and all(
         m.config.fast_var == sde.config.fast_var for m in sde.members)
+    share, corr = rep["fast_part"]["share_of_increment_variance"][0], rep["fast_part"]["increment_lag1_correlation"][0]
+    assert share == pytest.approx(min(max(-2 * corr, 0.0), 0.9))       # r = -lag-1 covariance, clipped
     assert sde.config.tile_area_px2 == pytest.approx(box[0] * box[1])
     assert sde.config.area_px2 == pytest.approx(4 * box[0] * box[1])
     first = []

@@ -426,6 +426,11 @@ def _train_block(args, lam, dev, out) -> int:
     if choice:
         print(f"horizon auto: H = {choice['chosen']} macro steps (held-out scores "
               + ", ".join(f"H {h}: {m:.3g}" for h, m in zip(choice["candidates"], choice["mean_score"])) + ")")
+    fast = res.report.get("fast_part")
+    if fast:
+        print("fast part (white at the macro step, kept out of sigma): "
+              + ", ".join(f"{n} {100 * sh:.0f} % of a small system's increment variance"
+                          for n, sh in zip(res.encoder.names, fast["share_of_increment_variance"])))
     print(f"macro SDE of {', '.join(res.encoder.names)} from {len(res.z0)} block-state increments "
           f"({len(trajs)} small systems, K = {K:.3g}, lambda = {res.lam:.3g}): {out}")
     return 0
