@@ -177,6 +177,9 @@ def test_fast_part_is_measured_from_successive_increments():
     z = fast_part_paths(400, 30, r)
     got = float(fast_variance(z)[0])
     assert got == pytest.approx(r, rel=0.1)
+    from colloidcg.scaling.macro import increment_moments
+    _, var, lag2 = increment_moments(z)
+    assert abs(float(lag2[0])) < 0.05                   # white at the step: lag 2 uncorrelated
     assert float(fast_variance(fast_part_paths(400, 30, 0.0, seed=1))[0]) < 0.05 * r
     # half the systems with twice the particles (half the fast variance): r of the mean count, 1.5
     zw = fast_part_paths(400, 30, 0.0, seed=2)
