@@ -436,7 +436,8 @@ def stage_bagging(args, enc, small_states, z_start, truth, tile_area, nz0, nz1):
         return sde.simulate(steps=STEPS, runs=args.sde_runs, factor=FACTOR, z0=z_start, seed=seed)[..., 0].mean(0)
 
     def draw(s):
-        return block_increments(enc, small_states, blocks=FACTOR, sets_per_step=args.block_sets, seed=s)
+        return block_increments(enc, small_states, blocks=FACTOR, sets_per_step=args.block_sets, seed=s,
+                                smooth=args.smooth_state)
 
     means = {"naive_single": [], "naive_bagged": [], "block_bagged": [], "block_bagged_no_bootstrap": []}
     fast = fast_var_for(args, enc, small_states, FACTOR)
@@ -958,7 +959,8 @@ def stage_block_curve(args, cache: Path, enc, z_start, truth, small_states, tile
             sde, _ = fit_bagged(trajectory_increments(enc, sts), lam=1.0, area_px2=area, **common)
         else:
             def draw(s, sts=sts, K=K):
-                return block_increments(enc, sts, blocks=K, sets_per_step=args.block_sets, seed=s)
+                return block_increments(enc, sts, blocks=K, sets_per_step=args.block_sets, seed=s,
+                                        smooth=args.smooth_state)
             sde, _ = fit_bagged(draw, lam=float(lam), area_px2=K * area, fast_var=fast_var_for(args, enc, sts, K),
                                 **common)
         z = sde.simulate(steps=STEPS, runs=args.sde_runs, factor=K, z0=z_start, seed=0)[..., 0]
@@ -1214,11 +1216,16 @@ def main(argv=None) -> int:
                          "seeds and report their medians")
     ap.add_argument("--relax", type=int, default=RELAX, help="frames of truth relaxation of each upsampled snapshot")
     ap.add_argument("--sde-runs", type=int, default=200)
+    ap.add_argument("--smooth-state", action="store_true", dest="smooth_state",
+                    help="--stage bagging, block-curve with --fast-part: block states conditioned on their "
+                         "three-point mean (macro train --smooth-state; results *_fast_smooth.json)")
     ap.add_argument("--fast-part", action="store_true", dest="fast_part",
                     help="--stage bagging, block-curve, video-block: block fits keep z's fast part out of sigma, as "
                          "`macro train --states block` does by default since session 43 (results *_fast.json)")
     ap.add_argument("--patch-mults", default="0.5,1,2", help="patch sides in units of the small box's side")
     args = ap.parse_args(argv)
+    if args.smooth_state and not args.fast_part:
+        raise SystemExit("--smooth-state: needs --fast-part (the smoothing is what the fast part calls for)")
     import torch
     torch.set_num_threads(1)
     cache, out = Path(args.cache), Path(args.out)
@@ -1327,7 +1334,7 @@ def main(argv=None) -> int:
         res = stage_bagging(args, enc, small_states, z_start, truth, tile_area, nz0, nz1)
         results["bagging"] = res
         name = (f"bagging_{args.small}" + ("" if args.small_seed == 0 else f"_from_{args.small_seed}")
-                + ("_fast" if args.fast_part else "") + ".json")
+                + ("_fast" if args.fast_part else "") + ("_smooth" if args.smooth_state else "") + ".json")
         (out / name).write_text(json.dumps(results, indent=1, default=float))
         print_bagging(res, args.small, args.small_seed)
         return 0
@@ -1335,7 +1342,7 @@ def main(argv=None) -> int:
         res = stage_block_curve(args, cache, enc, z_start, truth, small_states, tile_area)
         results["block_curve"] = res
         name = (f"block_curve_{args.small}" + ("" if args.small_seed == 0 else f"_from_{args.small_seed}")
-                + ("_fast" if args.fast_part else "") + ".json")
+                + ("_fast" if args.fast_part else "") + ("_smooth" if args.smooth_state else "") + ".json")
         (out / name).write_text(json.dumps(results, indent=1, default=float))
         print_block_curve(res)
         return 0

@@ -233,6 +233,43 @@ def test_fast_part_is_kept_out_of_the_diffusion_and_added_to_the_runs(tmp_path):
         fit_sde(z0, z1, fast_var=[-1.0], **kw)
 
 
+def test_smoothed_block_states_are_three_point_means_free_of_regression_to_the_mean():
+    """block_draw(smooth=True): from the third macro step on, the state an increment starts
+    from is the mean of the block state's own z at t - 1, t, t + 1 (exactly), before that
+    z_t; the increments themselves are unchanged. On a stationary OU process (a = e^-THETA)
+    seen through white noise of the slow part's own variance (block states of K = 8), the
+    least-squares slope of increment on state is what theory gives for each: conditioned on
+    z_t, -(v (1 - a) + r) / (v + r), the fast part's regression to the mean (-0.59 against
+    the process's -(1 - a) = -0.18); on the three-point mean, -v a (1 - a) / 3 / (v (3 + 4a +
+    2a^2) / 9 + r / 3), free of it but attenuated (-0.04: the mean reaches one step into the
+    increment). Why the smoothing is an option (`smooth_state`), not the default."""
+    from colloidcg.scaling.macro import block_draw
+    n, steps, r, sets = 1000, 60, 1e-3, 200
+    a = math.exp(-THETA * DT)
+    rng = np.random.default_rng(6)
+    x = np.zeros((n, steps))
+    x[:, 0] = rng.normal(0, math.sqrt(1e-3), n)
+    for k in range(steps - 1):
+        x[:, k + 1] = a * x[:, k] + math.sqrt(1e-3 * (1 - a * a)) * rng.standard_normal(n)
+    z = (0.6 + x + math.sqrt(r) * rng.standard_normal((n, steps)))[..., None]
+    plain = block_draw(z, blocks=8, sets_per_step=sets, seed=1)
+    smooth = block_draw(z, blocks=8, sets_per_step=sets, seed=1, smooth=True)
+    np.testing.assert_allclose(plain.z1 - plain.z0, smooth.z1 - smooth.z0, rtol=0, atol=1e-14)
+    per = sets * 8                     # increments per macro step
+    np.testing.assert_array_equal(smooth.z0[:2 * per], plain.z0[:2 * per])
+    rng_pick = np.random.default_rng(1)            # block_draw's own picks, redrawn
+    picks = [rng_pick.choice(n, 8, replace=False) for _ in range(3 * sets)]
+    for j, pick in enumerate(picks[2 * sets:]):     # macro step 2: the mean over steps 1, 2, 3
+        assert smooth.paths[2 * sets + j, 0, 0] == pytest.approx(z[pick, 1:4, 0].mean(), abs=1e-15)
+    v, rb = 1e-3 / 8, r / 8
+    slope = {name: np.polyfit(d.z0[2 * per:, 0], (d.z1 - d.z0)[2 * per:, 0], 1)[0]
+             for name, d in (("plain", plain), ("smooth", smooth))}
+    assert slope["plain"] == pytest.approx(-(v * (1 - a) + rb) / (v + rb), rel=0.1)
+    # (standard error of each slope about 0.013: 11 800 block states)
+    assert slope["smooth"] == pytest.approx(-v * a * (1 - a) / 3 / (v * (3 + 4 * a + 2 * a * a) / 9 + rb / 3),
+                                            abs=0.04)
+
+
 def test_saved_sde_loads_in_a_fresh_process(ou_sde, tmp_path):
     sde, _ = ou_sde
     assert _round_trip(sde, tmp_path / "m", steps=20, runs=5, seed=7) == "MacroSDE"
@@ -650,8 +687,9 @@ def test_cli_macro_train_block_states(tmp_path):
     out = tmp_path / "macro"
     assert main(["macro", "train", str(model), "--init", *[str(t) for t, _ in tabs], "-o", str(out),
                  "--states", "block", "--factor", "4", "--steps", "1", "--block-sets", "6", "--fits", "2",
-                 "--horizon", "2", "--fit-iterations", "20"]) == 0
+                 "--horizon", "2", "--fit-iterations", "20", "--smooth-state"]) == 0
     rep = json.loads((out / "report.json").read_text())
+    assert rep["fast_part"]["smooth_state"] is True
     assert rep["horizon_macro_steps"] == 2                          # the multi-step drift
     assert rep["fit"]["iterations"] == 20 and all(r["iterations"] == 20 for r in rep["fits"])
     assert rep["states"] == "block" and rep["systems"] == 5 and rep["frames"] == [0, 1, 2, 3]
@@ -739,6 +777,7 @@ def test_cli_macro_train_3d_block_states_evolve_q6(tmp_path):
     ("block", 4, ["--fit-iterations", "0"], "--fit-iterations: must be >= 1"),
     ("upsampled", 1, ["--horizon", "2"], "--horizon: applies to --states block only"),
     ("upsampled", 1, ["--no-fast-part"], "--no-fast-part: applies to --states block only"),
+    ("upsampled", 1, ["--smooth-state"], "--smooth-state: applies to --states block only"),
     ("upsampled", 2, [], "--init: --states upsampled takes one tracks table"),
 ])
 def test_cli_macro_train_block_state_refusals(tmp_path, capsys, states, n_tables, extra, message):

@@ -672,7 +672,7 @@ def trajectory_increments(encoder: Encoder, trajectories) -> tuple[np.ndarray, n
 
 
 def block_increments(encoder: Encoder, trajectories, *, blocks: int, sets_per_step: int = 8,
-                     seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+                     seed: int = 0, smooth: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Partial increments of block states: periodic patches, no seams.
 
     A block state is ``blocks`` (= K) small periodic systems at the same macro step, side
@@ -692,6 +692,7 @@ def block_increments(encoder: Encoder, trajectories, *, blocks: int, sets_per_st
     trajectories : lists of periodic MicroStates one macro step apart (every list equally
         long, same macro steps); blocks : K >= 2; sets_per_step : block states drawn per
         macro step (members without replacement while there are enough trajectories).
+    smooth : condition on the block state's smoothed z (:func:`block_draw`).
     Returns (z0, z1), (M, d) each, M = (steps - 1) x sets_per_step x K.
     """
     _check_blocks(blocks, sets_per_step)
@@ -704,7 +705,7 @@ def block_increments(encoder: Encoder, trajectories, *, blocks: int, sets_per_st
                              f"got lengths {sorted({len(t) for t in trajectories})}")
     z = np.array([[encoder.whole(s) for s in t] for t in trajectories])           # (n, steps, d)
     w = np.array([[len(s.pos) for s in t] for t in trajectories], dtype=float)      # (n, steps)
-    return block_pairs(z, w, blocks=blocks, sets_per_step=sets_per_step, seed=seed)
+    return block_pairs(z, w, blocks=blocks, sets_per_step=sets_per_step, seed=seed, smooth=smooth)
 
 
 def _check_blocks(blocks, sets_per_step) -> None:
@@ -714,11 +715,12 @@ def _check_blocks(blocks, sets_per_step) -> None:
         raise ParameterError(f"sets_per_step: expected an integer >= 1, got {sets_per_step!r}")
 
 
-def block_pairs(z, weights=None, *, blocks: int, sets_per_step: int = 8, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def block_pairs(z, weights=None, *, blocks: int, sets_per_step: int = 8, seed: int = 0,
+                smooth: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """:func:`block_increments` from values: ``z`` (n, steps, d) the small systems' z along
     their trajectories, ``weights`` (n, steps) their particle counts (None: equal).
     Returns (z0, z1), ((steps - 1) x sets_per_step x blocks, d) each."""
-    d = block_draw(z, weights, blocks=blocks, sets_per_step=sets_per_step, seed=seed, horizon=1)
+    d = block_draw(z, weights, blocks=blocks, sets_per_step=sets_per_step, seed=seed, horizon=1, smooth=smooth)
     return d.z0, d.z1
 
 
@@ -796,11 +798,21 @@ def increment_moments(z, weights=None) -> tuple[np.ndarray, np.ndarray, np.ndarr
 
 
 def block_draw(z, weights=None, *, blocks: int, sets_per_step: int = 8, seed: int = 0,
-               horizon: int = 1) -> BlockDraw:
+               horizon: int = 1, smooth: bool = False) -> BlockDraw:
     """Block states' partial increments (:func:`block_pairs`, the same draw for the same
     seed) and their trajectories over ``horizon`` >= 1 macro steps, for the multi-step
     drift (:func:`refine_drift`; :func:`fit_bagged` takes a BlockDraw).
-    ``z`` (n, steps, d), ``weights`` (n, steps) as in :func:`block_pairs`."""
+    ``z`` (n, steps, d), ``weights`` (n, steps) as in :func:`block_pairs`.
+
+    smooth : the state an increment starts from (z0, and the path's first entry) is the
+        mean of the block state's own z at t - 1, t and t + 1 instead of z at t, from
+        the third macro step on (the first two keep z_t: a quench's path bends too
+        sharply there). Its fast part (:func:`fast_variance`; weights 1/3 on e_{t-1},
+        e_t, e_{t+1}) is uncorrelated with the increment's, e_{t+1} - e_t, so the drift
+        fitted to it is not pulled towards "what is momentarily ahead falls back"
+        (regression to the mean), which a drift conditioned on z_t itself learns from the
+        fast part alone (docs/scaling.md). Costs a curvature bias of a third of the
+        path's second difference."""
     if isinstance(horizon, bool) or int(horizon) != horizon or horizon < 1:
         raise ParameterError(f"horizon: expected an integer >= 1 macro steps, got {horizon!r}")
     z, w = systems_and_weights(z, weights, min_steps=2)
@@ -815,6 +827,9 @@ def block_draw(z, weights=None, *, blocks: int, sets_per_step: int = 8, seed: in
             end = min(t + H, steps - 1) + 1
             path = np.full((H + 1, z.shape[2]), np.nan)
             path[:end - t] = (w[pick, t:end, None] * z[pick, t:end]).sum(0) / w[pick, t:end, None].sum(0)
+            if smooth and t >= 2:
+                around = (w[pick, t - 1:t + 2, None] * z[pick, t - 1:t + 2]).sum(0) / w[pick, t - 1:t + 2, None].sum(0)
+                path[0] = around.mean(0)
             paths.append(path)
             zbar = path[0]
             for i in pick:
@@ -903,7 +918,7 @@ def learn_macro(simulator, snapshots, *, patch: float, steps: int, observables, 
 def learn_block(trajectories, *, steps: int, observables, blocks: int, lam: float | str = "auto",
                 sets_per_step: int = 8, labels: dict | None = None, seed: int = 0, iterations: int = 300,
                 fits: int = DEFAULT_FITS, horizon: int | str = 0, fast_part: bool = True,
-                progress: bool = False) -> MacroLearned:
+                smooth_state: bool = False, progress: bool = False) -> MacroLearned:
     """The SDE fitted on block states (:func:`block_increments`) of small periodic systems.
 
     trajectories : one list per small system of periodic MicroStates ``steps`` frames
@@ -929,6 +944,10 @@ def learn_block(trajectories, *, steps: int, observables, blocks: int, lam: floa
         (``SDEConfig.fast_var``). Without it (False, or too few steps) sigma holds both,
         and the runs' variance grows as if the fast part were diffusion (2.6x the direct
         runs' on the crystal known answer; docs/scaling.md).
+    smooth_state : with the fast part, condition the drift on the block state's three-point
+        mean (:func:`block_draw` ``smooth``), free of regression to the mean. On the aging
+        crystal known answer it cut the mean's error 3-7x; for stationary fluctuations it
+        biases the restoring drift towards zero (docs/scaling.md), hence off by default.
     Returns a :class:`MacroLearned` (n_patches = K, no closure; z0, z1 the first member's
     block states).
     """
@@ -958,13 +977,15 @@ def learn_block(trajectories, *, steps: int, observables, blocks: int, lam: floa
         from .horizon import choose_horizon
         horizon, choice = choose_horizon(z_all, counts, blocks=K, dt=float(steps), sets_per_step=int(sets_per_step),
                                          seed=int(seed), iterations=iterations, names=enc.names, progress=progress)
+    smooth = bool(smooth_state) and fast_var is not None
     if horizon:
         def draw(s):
             return block_draw(z_all, counts, blocks=K, sets_per_step=int(sets_per_step), seed=int(s),
-                              horizon=int(horizon))
+                              horizon=int(horizon), smooth=smooth)
     else:
         def draw(s):
-            return block_increments(enc, trajectories, blocks=K, sets_per_step=int(sets_per_step), seed=int(s))
+            return block_increments(enc, trajectories, blocks=K, sets_per_step=int(sets_per_step), seed=int(s),
+                                    smooth=smooth)
     first_draw = draw(seed)
     z0, z1 = (first_draw.z0, first_draw.z1) if horizon else first_draw
     tile_area = float(areas[0])
@@ -984,6 +1005,7 @@ def learn_block(trajectories, *, steps: int, observables, blocks: int, lam: floa
                   "share_of_increment_variance": (2 * fast_var * K / np.maximum(inc_var, 1e-300)).tolist(),
                   "increment_lag1_correlation": (lag1 / np.maximum(inc_var, 1e-300)).tolist(),
                   "increment_lag2_correlation": [None if not np.isfinite(v) else float(v) for v in lag2],
+                  "smooth_state": smooth,
                   "note": "z's fast part, from the small systems' successive increments; kept out of sigma"},
               "area_px2": K * tile_area, "tile_area_px2": tile_area,
               "variables": enc.names, **_fit_summary(fit)}
