@@ -778,6 +778,7 @@ def test_cli_macro_train_3d_block_states_evolve_q6(tmp_path):
     ("upsampled", 1, ["--horizon", "2"], "--horizon: applies to --states block only"),
     ("upsampled", 1, ["--no-fast-part"], "--no-fast-part: applies to --states block only"),
     ("upsampled", 1, ["--smooth-state"], "--smooth-state: applies to --states block only"),
+    ("block", 4, ["--smooth-state", "--no-fast-part"], "--smooth-state: conditions on a state freed"),
     ("upsampled", 2, [], "--init: --states upsampled takes one tracks table"),
 ])
 def test_cli_macro_train_block_state_refusals(tmp_path, capsys, states, n_tables, extra, message):

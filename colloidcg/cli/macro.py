@@ -202,6 +202,8 @@ def run_train(args: argparse.Namespace) -> int:
             args.horizon = int(args.horizon)
         except ValueError:
             raise ParameterError(f"--horizon: expected an integer >= 0 or 'auto', got {args.horizon!r}") from None
+    if args.smooth_state and args.no_fast_part:
+        raise ParameterError("--smooth-state: conditions on a state freed of the fast part; drop --no-fast-part")
     if args.states == "block":
         for flag, v in (("--patch", args.patch), ("--buffer", args.buffer), ("--patches", args.patches),
                         ("--n-closure", args.n_closure or None),

@@ -964,6 +964,8 @@ def learn_block(trajectories, *, steps: int, observables, blocks: int, lam: floa
     if not (horizon == "auto" or (isinstance(horizon, (int, np.integer)) and not isinstance(horizon, bool)
                                   and horizon >= 0)):
         raise ParameterError(f"horizon: expected an integer >= 0 macro steps or 'auto', got {horizon!r}")
+    if smooth_state and not fast_part:
+        raise ParameterError("smooth_state: conditions on a state freed of the fast part; it needs fast_part=True")
     enc = Encoder(observables)
     choice = None
     fast_var = None
