@@ -969,9 +969,12 @@ def learn_block(trajectories, *, steps: int, observables, blocks: int, lam: floa
     enc = Encoder(observables)
     choice = None
     fast_var = None
-    if horizon or fast_part:
-        z_all = np.array([[enc.whole(s) for s in t] for t in trajectories])
-        counts = np.array([[len(s.pos) for s in t] for t in trajectories], dtype=float)
+    lengths = sorted({len(t) for t in trajectories})
+    if len(lengths) != 1 or lengths[0] < 2:
+        raise ParameterError(f"trajectories: expected equally long trajectories of >= 2 states each, got lengths {lengths}")
+    # the systems' z, encoded once: every member's draw, the fast part and the start use it
+    z_all = np.array([[enc.whole(s) for s in t] for t in trajectories])
+    counts = np.array([[len(s.pos) for s in t] for t in trajectories], dtype=float)
     if fast_part and z_all.shape[1] >= 4:
         fast_var = fast_variance(z_all, counts) / K     # for the block state's area, K boxes
         lag1, inc_var, lag2 = increment_moments(z_all, counts)
@@ -985,16 +988,13 @@ def learn_block(trajectories, *, steps: int, observables, blocks: int, lam: floa
             return block_draw(z_all, counts, blocks=K, sets_per_step=int(sets_per_step), seed=int(s),
                               horizon=int(horizon), smooth=smooth)
     else:
-        def draw(s):
-            return block_increments(enc, trajectories, blocks=K, sets_per_step=int(sets_per_step), seed=int(s),
-                                    smooth=smooth)
+        def draw(s):      # as block_increments, from the values encoded above
+            return block_pairs(z_all, counts, blocks=K, sets_per_step=int(sets_per_step), seed=int(s), smooth=smooth)
     first_draw = draw(seed)
     z0, z1 = (first_draw.z0, first_draw.z1) if horizon else first_draw
     tile_area = float(areas[0])
     lam_v = float(K) if lam == "auto" else float(lam)
-    first = [t[0] for t in trajectories]
-    w = np.array([len(s.pos) for s in first], float)
-    z_start = (w[:, None] * np.array([enc.whole(s) for s in first])).sum(0) / w.sum()
+    z_start = (counts[:, 0, None] * z_all[:, 0]).sum(0) / counts[:, 0].sum()
     sde, fit = fit_bagged(draw, fits=fits, dt=float(steps), names=enc.names, lam=lam_v, area_px2=K * tile_area,
                           tile_area_px2=tile_area, start=z_start, labels=labels, seed=int(seed),
                           iterations=iterations, fast_var=fast_var, progress=progress)
