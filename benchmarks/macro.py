@@ -435,7 +435,12 @@ def stage_bagging(args, enc, small_states, z_start, truth, tile_area, nz0, nz1):
     def mean_of(sde, seed):
         return sde.simulate(steps=STEPS, runs=args.sde_runs, factor=FACTOR, z0=z_start, seed=seed)[..., 0].mean(0)
 
+    z_all = np.array([[enc.whole(st) for st in t] for t in small_states])
+
     def draw(s):
+        if args.latent:
+            from colloidcg.scaling.latent import block_paths
+            return block_paths(z_all, blocks=FACTOR, repeats=args.block_sets, seed=s)
         return block_increments(enc, small_states, blocks=FACTOR, sets_per_step=args.block_sets, seed=s,
                                 smooth=args.smooth_state)
 
@@ -449,20 +454,22 @@ def stage_bagging(args, enc, small_states, z_start, truth, tile_area, nz0, nz1):
         seed = 1000 * b
         sde, _ = fit_bagged((nz0, nz1), fits=M, seed=seed, lam=1.0, area_px2=tile_area, start=z_start, **common)
         means["naive_bagged"].append(mean_of(sde, seed))
-        for name, boot in (("block_bagged", True), ("block_bagged_no_bootstrap", False)):
+        for name, boot in (("block_bagged", True), ("block_bagged_no_bootstrap", False))[:1 if args.bootstrap_only else 2]:
             sde, _ = fit_bagged(draw, fits=M, seed=seed, bootstrap=boot, lam=float(FACTOR),
                                 area_px2=FACTOR * tile_area, start=z_start, fast_var=fast, **common)
             means[name].append(mean_of(sde, seed))
     seconds = time.perf_counter() - t0
-    means = {k: np.array(v) for k, v in means.items()}
+    means = {k: np.array(v) for k, v in means.items() if v}
 
     def table(true_mean):
         err = {k: np.array([relmse(m, true_mean) for m in v]) for k, v in means.items()}
         med = {k: float(np.median(v)) for k, v in err.items()}
-        return err, {"naive median / block bagged median": med["naive_single"] / med["block_bagged"],
-                     "naive bagged median / block bagged median": med["naive_bagged"] / med["block_bagged"],
-                     "naive median / block bagged (no bootstrap) median":
-                         med["naive_single"] / med["block_bagged_no_bootstrap"]}
+        ratios = {"naive median / block bagged median": med["naive_single"] / med["block_bagged"],
+                  "naive bagged median / block bagged median": med["naive_bagged"] / med["block_bagged"]}
+        if "block_bagged_no_bootstrap" in med:
+            ratios["naive median / block bagged (no bootstrap) median"] = (med["naive_single"]
+                                                                           / med["block_bagged_no_bootstrap"])
+        return err, ratios
 
     err, ratios = table(runs.mean(0))
     rng = np.random.default_rng(0)
@@ -1219,6 +1226,10 @@ def main(argv=None) -> int:
     ap.add_argument("--smooth-state", action="store_true", dest="smooth_state",
                     help="--stage bagging, block-curve with --fast-part: block states conditioned on their "
                          "three-point mean (macro train --smooth-state; results *_fast_smooth.json)")
+    ap.add_argument("--bootstrap-only", action="store_true", dest="bootstrap_only",
+                    help="--stage bagging: skip the bags without the bootstrap (half the cost)")
+    ap.add_argument("--latent", action="store_true",
+                    help="block states fitted by the latent-state likelihood (colloidcg.scaling.latent; needs --fast-part)")
     ap.add_argument("--fast-part", action="store_true", dest="fast_part",
                     help="--stage bagging, block-curve, video-block: block fits keep z's fast part out of sigma, as "
                          "`macro train --states block` does by default since session 43 (results *_fast.json)")
@@ -1226,6 +1237,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.smooth_state and not args.fast_part:
         raise SystemExit("--smooth-state: needs --fast-part (the smoothing is what the fast part calls for)")
+    if args.latent and (not args.fast_part or args.smooth_state):
+        raise SystemExit("--latent: needs --fast-part (the filter's observation noise) and excludes --smooth-state")
     import torch
     torch.set_num_threads(1)
     cache, out = Path(args.cache), Path(args.out)
@@ -1334,7 +1347,8 @@ def main(argv=None) -> int:
         res = stage_bagging(args, enc, small_states, z_start, truth, tile_area, nz0, nz1)
         results["bagging"] = res
         name = (f"bagging_{args.small}" + ("" if args.small_seed == 0 else f"_from_{args.small_seed}")
-                + ("_fast" if args.fast_part else "") + ("_smooth" if args.smooth_state else "") + ".json")
+                + ("_fast" if args.fast_part else "") + ("_smooth" if args.smooth_state else "")
+                + ("_latent" if args.latent else "") + ".json")
         (out / name).write_text(json.dumps(results, indent=1, default=float))
         print_bagging(res, args.small, args.small_seed)
         return 0
@@ -1342,7 +1356,8 @@ def main(argv=None) -> int:
         res = stage_block_curve(args, cache, enc, z_start, truth, small_states, tile_area)
         results["block_curve"] = res
         name = (f"block_curve_{args.small}" + ("" if args.small_seed == 0 else f"_from_{args.small_seed}")
-                + ("_fast" if args.fast_part else "") + ("_smooth" if args.smooth_state else "") + ".json")
+                + ("_fast" if args.fast_part else "") + ("_smooth" if args.smooth_state else "")
+                + ("_latent" if args.latent else "") + ".json")
         (out / name).write_text(json.dumps(results, indent=1, default=float))
         print_block_curve(res)
         return 0

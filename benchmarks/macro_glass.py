@@ -126,6 +126,7 @@ def main(argv=None) -> int:
     import torch
     from tqdm.auto import tqdm
 
+    from colloidcg.scaling.latent import block_paths
     from colloidcg.scaling.macro import Encoder, block_increments, fast_variance, fit_sde, trajectory_increments
     from colloidcg.scaling.simulators import SoftDiskSimulator
     torch.set_num_threads(1)
@@ -167,8 +168,10 @@ def main(argv=None) -> int:
         block_fast, _ = fit_sde(bz0, bz1, fast_var=fast, **kw)
         sz0, sz1 = block_increments(enc, small, blocks=FACTOR, sets_per_step=8, seed=fs, smooth=True)
         block_smooth, _ = fit_sde(sz0, sz1, fast_var=fast, **kw)
+        paths = block_paths(z_small, blocks=FACTOR, repeats=8, seed=fs)
+        block_latent, _ = fit_sde(*paths.pairs(), fast_var=fast, latent=paths, **kw)
         row, v = [], []
-        for sde in (naive, block, block_fast, block_smooth):
+        for sde in (naive, block, block_fast, block_smooth, block_latent):
             z = sde.simulate(steps=STEPS, runs=args.sde_runs, factor=FACTOR, z0=z_start, seed=fs)[..., 0]
             row.append(relmse(z.mean(0)))
             v.append(float(np.mean(z[:, 5:].var(0))) / var_direct)
@@ -179,15 +182,16 @@ def main(argv=None) -> int:
           + " / ".join(f"{true_mean[k]:.3f}" for k in (0, 1, 2, 10, STEPS)) + "\n")
     print(f"fast part of one small system's psi6 (colloidcg.scaling.fast_variance): {fast[0] * FACTOR:.2e}\n")
     print("| fit seed | naive | block states | block states, fast part apart | the same, smoothed state | "
-          "naive / block | variance at 16x / direct runs': naive, block, fast part apart, smoothed |")
-    print("|---|---|---|---|---|---|---|")
-    for fs, ((a, b, c, d), v) in enumerate(zip(rows, var)):
-        print(f"| {fs} | {a:.2e} | {b:.2e} | {c:.2e} | {d:.2e} | {a / b:.2f} | "
+          "the same, latent state | naive / block | variance at 16x / direct runs': naive, block, fast part apart, "
+          "smoothed, latent |")
+    print("|---|---|---|---|---|---|---|---|")
+    for fs, ((a, b, c, d, e), v) in enumerate(zip(rows, var)):
+        print(f"| {fs} | {a:.2e} | {b:.2e} | {c:.2e} | {d:.2e} | {e:.2e} | {a / b:.2f} | "
               + ", ".join(f"{x:.2f}" for x in v) + " |")
-    a, b, c, d = np.median(np.array(rows), axis=0)
+    a, b, c, d, e = np.median(np.array(rows), axis=0)
     vm = np.median(np.array(var), axis=0)
-    print(f"| median | {a:.2e} | {b:.2e} | {c:.2e} | {d:.2e} | {a / b:.2f} | " + ", ".join(f"{x:.2f}" for x in vm)
-          + " |\n")
+    print(f"| median | {a:.2e} | {b:.2e} | {c:.2e} | {d:.2e} | {e:.2e} | {a / b:.2f} | "
+          + ", ".join(f"{x:.2f}" for x in vm) + " |\n")
     print(f"the training quenches' own mean psi6 against the direct runs: {relmse(train_mean):.2e}")
     if args.chain:
         rows_c, snap_mean, K = chain(args, sim, enc, small, z_start, tile, relmse)

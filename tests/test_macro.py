@@ -763,6 +763,26 @@ def test_cli_macro_train_3d_block_states_evolve_q6(tmp_path):
     assert list(df.columns) == ["run", "step", "time", "q6"] and len(df) == 2 * 4
 
 
+def test_cli_macro_train_block_states_latent(tmp_path):
+    """`macro train --states block --latent`: the block states' paths fitted by the
+    latent-state likelihood (each member's filter NLL reported), the fast part kept, and
+    the SDE saved as a bag that loads and runs."""
+    from colloidcg.cli import main
+    tabs = block_tables(tmp_path, 5)
+    model = model_folder(tmp_path / "model", box=tabs[0][1].tolist())
+    out = tmp_path / "macro"
+    assert main(["macro", "train", str(model), "--init", *[str(t) for t, _ in tabs], "-o", str(out),
+                 "--states", "block", "--factor", "4", "--steps", "1", "--block-sets", "3", "--fits", "2",
+                 "--fit-iterations", "15", "--latent"]) == 0
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["fast_part"]["latent_state"] is True and rep["fast_part"]["smooth_state"] is False
+    assert all(math.isfinite(r["latent_val_nll"]) for r in rep["fits"])
+    assert rep["fit"]["n_increments"] == 3 * 1 * 4 * 3             # 3 partitions of one block state, 4 members, 3 steps
+    sde = load_sde(out)
+    assert isinstance(sde, BaggedSDE) and sde.config.fast_var is not None
+    assert np.isfinite(sde.simulate(steps=3, runs=4, factor=16.0)).all()
+
+
 @pytest.mark.parametrize("states, n_tables, extra, message", [
     ("blocks", 4, [], "--states: expected 'upsampled' or 'block'"),
     ("block", 3, [], "need at least 4 small systems"),
@@ -779,6 +799,9 @@ def test_cli_macro_train_3d_block_states_evolve_q6(tmp_path):
     ("upsampled", 1, ["--no-fast-part"], "--no-fast-part: applies to --states block only"),
     ("upsampled", 1, ["--smooth-state"], "--smooth-state: applies to --states block only"),
     ("block", 4, ["--smooth-state", "--no-fast-part"], "--smooth-state: conditions on a state freed"),
+    ("block", 4, ["--latent", "--smooth-state"], "--latent: the latent-state fit needs the fast part"),
+    ("block", 4, ["--latent", "--horizon", "2"], "--latent: the latent-state fit needs the fast part"),
+    ("upsampled", 1, ["--latent"], "--latent: applies to --states block only"),
     ("upsampled", 2, [], "--init: --states upsampled takes one tracks table"),
 ])
 def test_cli_macro_train_block_state_refusals(tmp_path, capsys, states, n_tables, extra, message):

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from ..errors import ColloidcgError, ParameterError
+from .latent import BlockPaths
 
 __all__ = ["MacroSDE", "BaggedSDE", "SDEConfig", "FitReport", "Encoder", "fit_sde", "fit_bagged", "load_sde", "gaussian_nll", "partial_increments",
            "trajectory_increments", "block_increments", "block_pairs", "block_draw", "BlockDraw", "refine_drift", "learn_macro", "learn_block", "MacroLearned"]
@@ -329,6 +330,8 @@ class FitReport:
     train_nll: float
     val_nll: float
     n_increments: int
+    latent_train_nll: float | None = None
+    latent_val_nll: float | None = None
 
 
 def fit_sde(z0, z1, *, dt: float, names, lam: float = 1.0, area_px2: float = 1.0,
@@ -336,7 +339,8 @@ def fit_sde(z0, z1, *, dt: float, names, lam: float = 1.0, area_px2: float = 1.0
             jitter: float = 1e-3, hidden: int = 32, layers: int = 2, iterations: int = 300,
             lr: float = 2e-3, weight_decay: float = 1e-5, val_fraction: float = 0.2, seed: int = 0,
             paths=None, path_weights=None, path_iterations: int = 200, path_lr: float = 1e-3,
-            fast_var=None, progress: bool = False) -> tuple[MacroSDE, FitReport]:
+            fast_var=None, latent=None, latent_iterations: int = 300, latent_lr: float = 1e-2,
+            progress: bool = False) -> tuple[MacroSDE, FitReport]:
     """Fit :class:`MacroSDE` to increments by the Gaussian likelihood.
 
     z0, z1 : (M, d) states before and after one macroscopic step of ``dt`` frames (for
@@ -360,7 +364,15 @@ def fit_sde(z0, z1, *, dt: float, names, lam: float = 1.0, area_px2: float = 1.0
     fast_var : (d,) variance of z's fast part for a system of ``area_px2``
         (:func:`fast_variance`, scaled to that area), or None: sigma then describes the
         increments' whole spread, the fast part included.
+    latent : optional :class:`~.latent.BlockPaths`, the block states' paths the increments
+        came from (:meth:`~.latent.BlockPaths.pairs`). The likelihood fit is then refined by
+        the latent-state likelihood of those paths (:func:`~.latent.fit_latent`:
+        ``latent_iterations`` Adam steps at ``latent_lr``; the drift conditioned on the
+        filtered slow state, free of the fast part's regression to the mean). Not with
+        ``paths``.
     """
+    if latent is not None and paths is not None:
+        raise ParameterError("latent: the latent-state fit and the multi-step drift (paths) exclude each other")
     z0 = np.asarray(z0, np.float64)
     z1 = np.asarray(z1, np.float64)
     names = list(names)
@@ -400,6 +412,8 @@ def fit_sde(z0, z1, *, dt: float, names, lam: float = 1.0, area_px2: float = 1.0
     u = (z0 - z0.mean(0)) / zs
     X = np.concatenate([u, np.ones((len(u), 1))], axis=1)
     coef = np.linalg.lstsq(X, dz / dt / ds, rcond=None)[0]
+    if latent is not None and fast_var is not None:
+        coef = _errors_in_variables_start(u, dz / dt / ds, fast_var / zs ** 2, fast_var / (zs * dt * ds), coef)
     resid = dz - (X @ coef) * ds * dt
     with torch.no_grad():
         sde.drift_net.linear.weight.copy_(torch.as_tensor(coef[:-1].T))
@@ -420,6 +434,8 @@ def fit_sde(z0, z1, *, dt: float, names, lam: float = 1.0, area_px2: float = 1.0
     if progress:
         from tqdm.auto import tqdm
         it = tqdm(it, desc="fit macro SDE", unit="it")
+    if latent is not None:      # the increments only give the start (their drift is biased by the fast part)
+        it = range(0)
     for _ in it:
         opt.zero_grad()
         loss = gaussian_nll(sde, Z0[tr], DZ[tr], lam, jitter)
@@ -440,12 +456,35 @@ def fit_sde(z0, z1, *, dt: float, names, lam: float = 1.0, area_px2: float = 1.0
     if paths is not None:
         refine_drift(sde, paths, weights=path_weights, iterations=path_iterations, lr=path_lr, seed=seed,
                      val_fraction=val_fraction)
+    latent_nll = (None, None)
+    if latent is not None:
+        from .latent import fit_latent
+        latent_nll = fit_latent(sde, latent, lam=lam, jitter=jitter, iterations=latent_iterations, lr=latent_lr,
+                                val_fraction=val_fraction, seed=seed, progress=progress)
     sde.eval()
     with torch.no_grad():
         tr_nll = float(gaussian_nll(sde, Z0[tr], DZ[tr], lam, jitter))
         v_nll = float(gaussian_nll(sde, Z0[va], DZ[va], lam, jitter)) if n_val else tr_nll
-    return sde, FitReport(float(lam), float(jitter), int(iterations), tr_nll, v_nll if paths is not None else float(best),
-                          int(len(z0)))
+    return sde, FitReport(float(lam), float(jitter), int(iterations), tr_nll,
+                          v_nll if (paths is not None or latent is not None) else float(best), int(len(z0)), *latent_nll)
+
+
+def _errors_in_variables_start(u, y, noise_u, noise_uy, plain):
+    """The least-squares linear drift y ~ W u + b corrected for noise in the regressor:
+    u (M, d) centred states with independent noise of variance ``noise_u`` (d,) that
+    enters y (M, d) with covariance -``noise_uy`` (d,) component by component (the fast
+    part of z0 appears with the opposite sign in its increment). Moment equations
+    (cov(u) - diag noise_u) W^T = cov(u, y) + diag noise_uy (the errors-in-variables
+    correction; Fuller 1987, *Measurement Error Models*, sect. 2.2). Returns coef as
+    ``plain`` ((d + 1, d), last row the intercept), or ``plain`` itself where the corrected
+    covariance keeps less than a tenth of any eigenvalue (the correction then dominates)."""
+    n = len(u)
+    cuu = u.T @ u / n
+    corrected = cuu - np.diag(noise_u)
+    if np.linalg.eigvalsh(corrected).min() <= 0.1 * np.linalg.eigvalsh(cuu).min():
+        return plain
+    W = np.linalg.solve(corrected, u.T @ y / n + np.diag(noise_uy))
+    return np.vstack([W, y.mean(0)[None]])
 
 
 def refine_drift(sde: MacroSDE, paths, *, weights=None, iterations: int = 200, lr: float = 1e-3,
@@ -534,7 +573,9 @@ def fit_bagged(increments, *, fits: int = DEFAULT_FITS, seed: int = 0, bootstrap
         afresh for each member (block states: every member its own draw of block sets);
         either may be a :class:`BlockDraw` with trajectories instead, whose drift is then
         the multi-step drift (:func:`refine_drift`; with the bootstrap, each trajectory
-        weighted by how many of its increments were drawn).
+        weighted by how many of its increments were drawn), or a
+        :class:`~.latent.BlockPaths`, fitted by the latent-state likelihood after its
+        increments' (the bootstrap resamples whole paths).
     fits : members M (1: a plain :class:`MacroSDE`, as :func:`fit_sde`).
     seed : member k is fitted with seed ``seed + k`` (network initialisation, validation
         split, its draw of increments and its resample).
@@ -551,6 +592,16 @@ def fit_bagged(increments, *, fits: int = DEFAULT_FITS, seed: int = 0, bootstrap
         s = int(seed) + k
         data = increments(s) if callable(increments) else increments
         paths = state = weights = None
+        if isinstance(data, BlockPaths):
+            if bootstrap and int(fits) > 1:
+                data = data.take(np.random.default_rng([s, 7919]).integers(0, len(data.mean), len(data.mean)))
+            z0, z1 = data.pairs()
+            if start is None:
+                start = z0[0]
+            sde, rep = fit_sde(z0, z1, start=start, seed=s, latent=data, **kwargs)
+            members.append(sde)
+            reports.append(rep)
+            continue
         if isinstance(data, BlockDraw):
             z0, z1, paths, state = data.z0, data.z1, data.paths, data.state
         else:
@@ -918,7 +969,7 @@ def learn_macro(simulator, snapshots, *, patch: float, steps: int, observables, 
 def learn_block(trajectories, *, steps: int, observables, blocks: int, lam: float | str = "auto",
                 sets_per_step: int = 8, labels: dict | None = None, seed: int = 0, iterations: int = 300,
                 fits: int = DEFAULT_FITS, horizon: int | str = 0, fast_part: bool = True,
-                smooth_state: bool = False, progress: bool = False) -> MacroLearned:
+                smooth_state: bool = False, latent: bool = False, progress: bool = False) -> MacroLearned:
     """The SDE fitted on block states (:func:`block_increments`) of small periodic systems.
 
     trajectories : one list per small system of periodic MicroStates ``steps`` frames
@@ -948,11 +999,21 @@ def learn_block(trajectories, *, steps: int, observables, blocks: int, lam: floa
         mean (:func:`block_draw` ``smooth``), free of regression to the mean. On the aging
         crystal known answer it cut the mean's error 3-7x; for stationary fluctuations it
         biases the restoring drift towards zero (docs/scaling.md), hence off by default.
+    latent : fit the block states' whole paths by the latent-state likelihood
+        (:mod:`.latent`: an extended Kalman filter with the fast part as observation
+        noise, plus the members' scatter), the drift conditioned on the filtered slow
+        state; each member draws ``sets_per_step`` random partitions of the systems into
+        block states (:func:`~.latent.block_paths`); ``iterations`` are then the filter
+        likelihood's Adam steps. Needs the fast part; not with ``smooth_state`` or a horizon.
     Returns a :class:`MacroLearned` (n_patches = K, no closure; z0, z1 the first member's
     block states).
     """
     trajectories = [list(t) for t in trajectories]
     _check_blocks(blocks, sets_per_step)
+    if smooth_state and not fast_part:
+        raise ParameterError("smooth_state: conditions on a state freed of the fast part; it needs fast_part=True")
+    if latent and (not fast_part or smooth_state or horizon):
+        raise ParameterError("latent: the latent-state fit needs the fast part and excludes smooth_state and a horizon")
     K = int(blocks)
     if len(trajectories) < K:
         raise ParameterError(f"trajectories: a block state of K = {K} needs at least {K} small systems, "
@@ -964,8 +1025,6 @@ def learn_block(trajectories, *, steps: int, observables, blocks: int, lam: floa
     if not (horizon == "auto" or (isinstance(horizon, (int, np.integer)) and not isinstance(horizon, bool)
                                   and horizon >= 0)):
         raise ParameterError(f"horizon: expected an integer >= 0 macro steps or 'auto', got {horizon!r}")
-    if smooth_state and not fast_part:
-        raise ParameterError("smooth_state: conditions on a state freed of the fast part; it needs fast_part=True")
     enc = Encoder(observables)
     choice = None
     fast_var = None
@@ -975,6 +1034,8 @@ def learn_block(trajectories, *, steps: int, observables, blocks: int, lam: floa
     # the systems' z, encoded once: every member's draw, the fast part and the start use it
     z_all = np.array([[enc.whole(s) for s in t] for t in trajectories])
     counts = np.array([[len(s.pos) for s in t] for t in trajectories], dtype=float)
+    if latent and z_all.shape[1] < 4:
+        raise ParameterError(f"latent: the fast part is measured from >= 4 macro steps, got {z_all.shape[1]}")
     if fast_part and z_all.shape[1] >= 4:
         fast_var = fast_variance(z_all, counts) / K     # for the block state's area, K boxes
         lag1, inc_var, lag2 = increment_moments(z_all, counts)
@@ -983,7 +1044,12 @@ def learn_block(trajectories, *, steps: int, observables, blocks: int, lam: floa
         horizon, choice = choose_horizon(z_all, counts, blocks=K, dt=float(steps), sets_per_step=int(sets_per_step),
                                          seed=int(seed), iterations=iterations, names=enc.names, progress=progress)
     smooth = bool(smooth_state) and fast_var is not None
-    if horizon:
+    if latent:
+        from .latent import block_paths
+
+        def draw(s):
+            return block_paths(z_all, counts, blocks=K, repeats=int(sets_per_step), seed=int(s))
+    elif horizon:
         def draw(s):
             return block_draw(z_all, counts, blocks=K, sets_per_step=int(sets_per_step), seed=int(s),
                               horizon=int(horizon), smooth=smooth)
@@ -991,13 +1057,17 @@ def learn_block(trajectories, *, steps: int, observables, blocks: int, lam: floa
         def draw(s):      # as block_increments, from the values encoded above
             return block_pairs(z_all, counts, blocks=K, sets_per_step=int(sets_per_step), seed=int(s), smooth=smooth)
     first_draw = draw(seed)
-    z0, z1 = (first_draw.z0, first_draw.z1) if horizon else first_draw
+    if latent:
+        z0, z1 = first_draw.pairs()
+    else:
+        z0, z1 = (first_draw.z0, first_draw.z1) if horizon else first_draw
     tile_area = float(areas[0])
     lam_v = float(K) if lam == "auto" else float(lam)
     z_start = (counts[:, 0, None] * z_all[:, 0]).sum(0) / counts[:, 0].sum()
     sde, fit = fit_bagged(draw, fits=fits, dt=float(steps), names=enc.names, lam=lam_v, area_px2=K * tile_area,
                           tile_area_px2=tile_area, start=z_start, labels=labels, seed=int(seed),
-                          iterations=iterations, fast_var=fast_var, progress=progress)
+                          iterations=iterations, fast_var=fast_var, progress=progress,
+                          **({"latent_iterations": iterations} if latent else {}))
     report = {"states": "block", "systems": len(trajectories), "n_patches_K": float(K), "lambda": lam_v,
               "steps_frames": int(steps), "macro_steps": len(trajectories[0]) - 1,
               "block_sets_per_step": int(sets_per_step), "horizon_macro_steps": int(horizon),
@@ -1007,7 +1077,7 @@ def learn_block(trajectories, *, steps: int, observables, blocks: int, lam: floa
                   "share_of_increment_variance": (2 * fast_var * K / np.maximum(inc_var, 1e-300)).tolist(),
                   "increment_lag1_correlation": (lag1 / np.maximum(inc_var, 1e-300)).tolist(),
                   "increment_lag2_correlation": [None if not np.isfinite(v) else float(v) for v in lag2],
-                  "smooth_state": smooth,
+                  "smooth_state": smooth, "latent_state": bool(latent),
                   "note": "z's fast part, from the small systems' successive increments; kept out of sigma"},
               "area_px2": K * tile_area, "tile_area_px2": tile_area,
               "variables": enc.names, **_fit_summary(fit)}
