@@ -881,9 +881,16 @@ def stage_video_block(args, cache: Path, out: Path, truth, z_start, tile_area):
         fast = fast_variance(z[..., None], n.astype(float)) / FACTOR
         res["fast_variance_field"] = float(fast[0] * FACTOR)
     for fs in range(args.fit_seeds):
-        bz0, bz1 = block_pairs(z[..., None], n.astype(float), blocks=FACTOR, sets_per_step=args.block_sets, seed=fs)
+        latent = None
+        if args.latent:
+            from colloidcg.scaling.latent import block_paths
+            latent = block_paths(z[..., None], n.astype(float), blocks=FACTOR, repeats=args.block_sets, seed=fs)
+            bz0, bz1 = latent.pairs()
+        else:
+            bz0, bz1 = block_pairs(z[..., None], n.astype(float), blocks=FACTOR, sets_per_step=args.block_sets,
+                                   seed=fs)
         b_sde, _ = fit_sde(bz0, bz1, dt=DT, names=["psi6"], lam=float(FACTOR), area_px2=FACTOR * inner_area,
-                           tile_area_px2=inner_area, start=z_start, seed=fs, fast_var=fast)
+                           tile_area_px2=inner_area, start=z_start, seed=fs, fast_var=fast, latent=latent)
         zb = b_sde.simulate(steps=STEPS, runs=args.sde_runs, area_px2=big_area, z0=z_start, seed=fs)[..., 0]
         nz0, nz1 = z[:, :-1].reshape(-1, 1), z[:, 1:].reshape(-1, 1)
         n_sde, _ = fit_sde(nz0, nz1, dt=DT, names=["psi6"], lam=1.0, area_px2=inner_area, tile_area_px2=inner_area,
@@ -902,7 +909,7 @@ def stage_video_block(args, cache: Path, out: Path, truth, z_start, tile_area):
     v16 = float(np.mean(zb_all[-1][:, 5:].var(0)))
     res["var_4x_over_16x_last_fit"] = float(np.mean(zb4[:, 5:].var(0))) / v16
     res["var_16x_over_direct_last_fit"] = v16 / float(np.mean(truth[FACTOR][:, 5:].var(0)))
-    (out / f"video_fields_{tag}{'_fast' if args.fast_part else ''}.json").write_text(
+    (out / f"video_fields_{tag}{'_fast' if args.fast_part else ''}{'_latent' if args.latent else ''}.json").write_text(
         json.dumps(res, indent=1, default=float))
     print(f"## block states from {args.fields} fields of view of samples {args.field_sample}x their area "
           f"(interior {window - 2 * edge:.0f} px, "

@@ -689,7 +689,8 @@ def test_cli_macro_train_block_states(tmp_path):
                  "--states", "block", "--factor", "4", "--steps", "1", "--block-sets", "6", "--fits", "2",
                  "--horizon", "2", "--fit-iterations", "20", "--smooth-state"]) == 0
     rep = json.loads((out / "report.json").read_text())
-    assert rep["fast_part"]["smooth_state"] is True
+    assert rep["fast_part"]["smooth_state"] is True and rep["fast_part"]["latent_state"] is False
+    assert rep["drift_fit"] == "one-step likelihood on the smoothed state, multi-step drift over 2 macro steps"
     assert rep["horizon_macro_steps"] == 2                          # the multi-step drift
     assert rep["fit"]["iterations"] == 20 and all(r["iterations"] == 20 for r in rep["fits"])
     assert rep["states"] == "block" and rep["systems"] == 5 and rep["frames"] == [0, 1, 2, 3]
@@ -763,24 +764,33 @@ def test_cli_macro_train_3d_block_states_evolve_q6(tmp_path):
     assert list(df.columns) == ["run", "step", "time", "q6"] and len(df) == 2 * 4
 
 
-def test_cli_macro_train_block_states_latent(tmp_path):
-    """`macro train --states block --latent`: the block states' paths fitted by the
-    latent-state likelihood (each member's filter NLL reported), the fast part kept, and
-    the SDE saved as a bag that loads and runs."""
+def test_cli_macro_train_block_states_latent(tmp_path, capsys):
+    """`macro train --states block` fits the block states' paths by the latent-state
+    likelihood by default (each member's filter NLL reported), the fast part kept, and
+    saves the SDE as a bag that loads and runs; `--no-latent` fits the one-step
+    likelihood of the same block states' increments instead."""
     from colloidcg.cli import main
     tabs = block_tables(tmp_path, 5)
     model = model_folder(tmp_path / "model", box=tabs[0][1].tolist())
     out = tmp_path / "macro"
     assert main(["macro", "train", str(model), "--init", *[str(t) for t, _ in tabs], "-o", str(out),
                  "--states", "block", "--factor", "4", "--steps", "1", "--block-sets", "3", "--fits", "2",
-                 "--fit-iterations", "15", "--latent"]) == 0
+                 "--fit-iterations", "15"]) == 0
+    assert "drift fitted by the latent-state likelihood" in capsys.readouterr().out
     rep = json.loads((out / "report.json").read_text())
     assert rep["fast_part"]["latent_state"] is True and rep["fast_part"]["smooth_state"] is False
+    assert rep["drift_fit"] == "latent-state likelihood"
     assert all(math.isfinite(r["latent_val_nll"]) for r in rep["fits"])
     assert rep["fit"]["n_increments"] == 3 * 1 * 4 * 3             # 3 partitions of one block state, 4 members, 3 steps
     sde = load_sde(out)
     assert isinstance(sde, BaggedSDE) and sde.config.fast_var is not None
     assert np.isfinite(sde.simulate(steps=3, runs=4, factor=16.0)).all()
+    assert main(["macro", "train", str(model), "--init", *[str(t) for t, _ in tabs], "-o", str(tmp_path / "plain"),
+                 "--states", "block", "--factor", "4", "--steps", "1", "--block-sets", "3", "--fits", "1",
+                 "--fit-iterations", "15", "--no-latent"]) == 0
+    plain = json.loads((tmp_path / "plain" / "report.json").read_text())
+    assert plain["drift_fit"] == "one-step likelihood" and plain["fit"]["latent_val_nll"] is None
+    assert plain["fit"]["n_increments"] == 3 * 3 * 4                # 3 steps x 3 sets x K
 
 
 @pytest.mark.parametrize("states, n_tables, extra, message", [
@@ -799,9 +809,7 @@ def test_cli_macro_train_block_states_latent(tmp_path):
     ("upsampled", 1, ["--no-fast-part"], "--no-fast-part: applies to --states block only"),
     ("upsampled", 1, ["--smooth-state"], "--smooth-state: applies to --states block only"),
     ("block", 4, ["--smooth-state", "--no-fast-part"], "--smooth-state: conditions on a state freed"),
-    ("block", 4, ["--latent", "--smooth-state"], "--latent: the latent-state fit needs the fast part"),
-    ("block", 4, ["--latent", "--horizon", "2"], "--latent: the latent-state fit needs the fast part"),
-    ("upsampled", 1, ["--latent"], "--latent: applies to --states block only"),
+    ("upsampled", 1, ["--no-latent"], "--no-latent: applies to --states block only"),
     ("upsampled", 2, [], "--init: --states upsampled takes one tracks table"),
 ])
 def test_cli_macro_train_block_state_refusals(tmp_path, capsys, states, n_tables, extra, message):

@@ -10,7 +10,8 @@
   the latent fit recovers the process's restoring rate and noise, where the fit
   conditioned on z_t learns the fast part's regression to the mean (3x too fast) and the
   smoothed state flattens the drift (tests/test_macro.py);
-- learn_block(latent=True) and `macro train --states block --latent` use it; refusals.
+- learn_block and `macro train --states block` use it by default (tests/test_macro.py);
+  refusals.
 """
 
 from __future__ import annotations
@@ -157,4 +158,6 @@ def test_learn_block_latent_refusals():
         learn_block([[None]] * 4, steps=1, observables=["psi6"], blocks=2, latent=True, smooth_state=True)
     with pytest.raises(ParameterError, match="latent"):
         learn_block([[None]] * 4, steps=1, observables=["psi6"], blocks=2, latent=True, fast_part=False)
+    with pytest.raises(ParameterError, match="expected True, False or 'auto'"):
+        learn_block([[None]] * 4, steps=1, observables=["psi6"], blocks=2, latent="always")
     assert isinstance(block_paths(np.zeros((4, 3, 1)), blocks=2), BlockPaths)

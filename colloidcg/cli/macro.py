@@ -71,11 +71,12 @@ def add_parser(subparsers) -> None:
                         "three-point mean (t - 1, t, t + 1), free of regression to the mean; on an aging "
                         "quench it cut the mean's error 3-7x, for stationary fluctuations it weakens the "
                         "restoring drift (docs/scaling.md)")
-    t.add_argument("--latent", action="store_true",
-                   help="--states block, with the fast part: fit the block states' whole paths by the "
-                        "latent-state likelihood (an extended Kalman filter whose observation noise is the "
-                        "fast part), the drift conditioned on the filtered slow state; right for quenches "
-                        "and for stationary fluctuations alike, about 3x the fit's cost (docs/scaling.md)")
+    t.add_argument("--no-latent", action="store_true", dest="no_latent",
+                   help="--states block: fit the one-step likelihood of the block states' increments instead "
+                        "of the default latent-state likelihood of their whole paths (an extended Kalman "
+                        "filter whose observation noise is the fast part, the drift conditioned on the "
+                        "filtered slow state; used whenever the fast part is measured and neither "
+                        "--smooth-state nor --horizon is given; docs/scaling.md)")
     t.add_argument("--factor", type=int, default=16, metavar="K",
                    help="area factor of the upsampled snapshots, a square (2D) or cube (3D); with --states "
                         "block also the number K of small systems in a block state")
@@ -209,9 +210,6 @@ def run_train(args: argparse.Namespace) -> int:
             raise ParameterError(f"--horizon: expected an integer >= 0 or 'auto', got {args.horizon!r}") from None
     if args.smooth_state and args.no_fast_part:
         raise ParameterError("--smooth-state: conditions on a state freed of the fast part; drop --no-fast-part")
-    if args.latent and (args.no_fast_part or args.smooth_state or args.horizon):
-        raise ParameterError("--latent: the latent-state fit needs the fast part and excludes --no-fast-part, "
-                             "--smooth-state and --horizon")
     if args.states == "block":
         for flag, v in (("--patch", args.patch), ("--buffer", args.buffer), ("--patches", args.patches),
                         ("--n-closure", args.n_closure or None),
@@ -222,8 +220,8 @@ def run_train(args: argparse.Namespace) -> int:
     elif args.horizon:
         raise ParameterError("--horizon: applies to --states block only (upsampled states have no trajectories "
                              "of their own to follow)")
-    elif args.no_fast_part or args.smooth_state or args.latent:
-        flag = "--no-fast-part" if args.no_fast_part else "--smooth-state" if args.smooth_state else "--latent"
+    elif args.no_fast_part or args.smooth_state or args.no_latent:
+        flag = "--no-fast-part" if args.no_fast_part else "--smooth-state" if args.smooth_state else "--no-latent"
         raise ParameterError(f"{flag}: applies to --states block only (upsampled states have no "
                              "successive increments to measure a fast part from)")
     elif len(args.init) != 1:
@@ -416,7 +414,7 @@ def _train_block(args, lam, dev, out) -> int:
         res = learn_block(trajs, steps=args.steps, observables=obs, blocks=args.factor, lam=lam,
                           sets_per_step=args.block_sets, labels=labels, seed=args.seed, fits=args.fits,
                           horizon=args.horizon, iterations=args.fit_iterations,
-                          fast_part=not args.no_fast_part, smooth_state=args.smooth_state, latent=args.latent,
+                          fast_part=not args.no_fast_part, smooth_state=args.smooth_state, latent=False if args.no_latent else "auto",
                           progress=True)
         folder = tx.path("sde.json").parent
         res.sde.save(folder)
@@ -448,6 +446,7 @@ def _train_block(args, lam, dev, out) -> int:
         print("fast part (white at the macro step, kept out of sigma): "
               + ", ".join(f"{n} {100 * sh:.0f} % of a small system's increment variance"
                           for n, sh in zip(res.encoder.names, fast["share_of_increment_variance"])))
+    print(f"drift fitted by the {res.report['drift_fit']}")
     print(f"macro SDE of {', '.join(res.encoder.names)} from {len(res.z0)} block-state increments "
           f"({len(trajs)} small systems, K = {K:.3g}, lambda = {res.lam:.3g}): {out}")
     return 0

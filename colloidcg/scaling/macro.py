@@ -969,7 +969,7 @@ def learn_macro(simulator, snapshots, *, patch: float, steps: int, observables, 
 def learn_block(trajectories, *, steps: int, observables, blocks: int, lam: float | str = "auto",
                 sets_per_step: int = 8, labels: dict | None = None, seed: int = 0, iterations: int = 300,
                 fits: int = DEFAULT_FITS, horizon: int | str = 0, fast_part: bool = True,
-                smooth_state: bool = False, latent: bool = False, progress: bool = False) -> MacroLearned:
+                smooth_state: bool = False, latent: bool | str = "auto", progress: bool = False) -> MacroLearned:
     """The SDE fitted on block states (:func:`block_increments`) of small periodic systems.
 
     trajectories : one list per small system of periodic MicroStates ``steps`` frames
@@ -1004,7 +1004,10 @@ def learn_block(trajectories, *, steps: int, observables, blocks: int, lam: floa
         noise, plus the members' scatter), the drift conditioned on the filtered slow
         state; each member draws ``sets_per_step`` random partitions of the systems into
         block states (:func:`~.latent.block_paths`); ``iterations`` are then the filter
-        likelihood's Adam steps. Needs the fast part; not with ``smooth_state`` or a horizon.
+        likelihood's Adam steps. "auto" (default): whenever the fast part is measured
+        (``fast_part`` and >= 4 macro steps) and neither ``smooth_state`` nor a horizon is
+        asked for; True: required (a one-line error where it cannot be); False: the
+        one-step likelihood of the block states' increments.
     Returns a :class:`MacroLearned` (n_patches = K, no closure; z0, z1 the first member's
     block states).
     """
@@ -1012,7 +1015,9 @@ def learn_block(trajectories, *, steps: int, observables, blocks: int, lam: floa
     _check_blocks(blocks, sets_per_step)
     if smooth_state and not fast_part:
         raise ParameterError("smooth_state: conditions on a state freed of the fast part; it needs fast_part=True")
-    if latent and (not fast_part or smooth_state or horizon):
+    if latent not in (True, False, "auto"):
+        raise ParameterError(f"latent: expected True, False or 'auto', got {latent!r}")
+    if latent is True and (not fast_part or smooth_state or horizon):
         raise ParameterError("latent: the latent-state fit needs the fast part and excludes smooth_state and a horizon")
     K = int(blocks)
     if len(trajectories) < K:
@@ -1034,8 +1039,9 @@ def learn_block(trajectories, *, steps: int, observables, blocks: int, lam: floa
     # the systems' z, encoded once: every member's draw, the fast part and the start use it
     z_all = np.array([[enc.whole(s) for s in t] for t in trajectories])
     counts = np.array([[len(s.pos) for s in t] for t in trajectories], dtype=float)
-    if latent and z_all.shape[1] < 4:
+    if latent is True and z_all.shape[1] < 4:
         raise ParameterError(f"latent: the fast part is measured from >= 4 macro steps, got {z_all.shape[1]}")
+    latent = bool(latent) and fast_part and z_all.shape[1] >= 4 and not smooth_state and horizon == 0
     if fast_part and z_all.shape[1] >= 4:
         fast_var = fast_variance(z_all, counts) / K     # for the block state's area, K boxes
         lag1, inc_var, lag2 = increment_moments(z_all, counts)
@@ -1068,7 +1074,10 @@ def learn_block(trajectories, *, steps: int, observables, blocks: int, lam: floa
                           tile_area_px2=tile_area, start=z_start, labels=labels, seed=int(seed),
                           iterations=iterations, fast_var=fast_var, progress=progress,
                           **({"latent_iterations": iterations} if latent else {}))
-    report = {"states": "block", "systems": len(trajectories), "n_patches_K": float(K), "lambda": lam_v,
+    method = ("latent-state likelihood" if latent else
+              ", ".join((["one-step likelihood on the smoothed state"] if smooth else ["one-step likelihood"])
+                        + ([f"multi-step drift over {int(horizon)} macro steps"] if horizon else [])))
+    report = {"states": "block", "drift_fit": method, "systems": len(trajectories), "n_patches_K": float(K), "lambda": lam_v,
               "steps_frames": int(steps), "macro_steps": len(trajectories[0]) - 1,
               "block_sets_per_step": int(sets_per_step), "horizon_macro_steps": int(horizon),
               "horizon_choice": choice,
