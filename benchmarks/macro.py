@@ -972,7 +972,12 @@ def stage_block_curve(args, cache: Path, enc, z_start, truth, small_states, tile
         if lam is None:
             sde, _ = fit_bagged(trajectory_increments(enc, sts), lam=1.0, area_px2=area, **common)
         else:
-            def draw(s, sts=sts, K=K):
+            z_sts = np.array([[enc.whole(st) for st in t] for t in sts]) if args.latent else None
+
+            def draw(s, sts=sts, K=K, z_sts=z_sts):
+                if args.latent:
+                    from colloidcg.scaling.latent import block_paths
+                    return block_paths(z_sts, blocks=K, repeats=args.block_sets, seed=s)
                 return block_increments(enc, sts, blocks=K, sets_per_step=args.block_sets, seed=s,
                                         smooth=args.smooth_state)
             sde, _ = fit_bagged(draw, lam=float(lam), area_px2=K * area, fast_var=fast_var_for(args, enc, sts, K),
@@ -1236,7 +1241,9 @@ def main(argv=None) -> int:
     ap.add_argument("--bootstrap-only", action="store_true", dest="bootstrap_only",
                     help="--stage bagging: skip the bags without the bootstrap (half the cost)")
     ap.add_argument("--latent", action="store_true",
-                    help="block states fitted by the latent-state likelihood (colloidcg.scaling.latent; needs --fast-part)")
+                    help="--stage bagging, block-curve, video-block: block states fitted by the latent-state "
+                         "likelihood, as `macro train --states block` does by default since session 44 "
+                         "(colloidcg.scaling.latent; needs --fast-part; results *_latent.json)")
     ap.add_argument("--fast-part", action="store_true", dest="fast_part",
                     help="--stage bagging, block-curve, video-block: block fits keep z's fast part out of sigma, as "
                          "`macro train --states block` does by default since session 43 (results *_fast.json)")
