@@ -17,6 +17,8 @@ macroscopic stochastic dynamics").
   :func:`block_increments`, its increments from block states of small periodic systems,
   :func:`learn_block`, the SDE fitted on them, and :func:`fast_variance`, the part of z
   that decorrelates within a macro step, kept out of the diffusion).
+- :mod:`.latent`: the latent-state likelihood of block states' whole paths (an extended
+  Kalman filter with the fast part as observation noise), :func:`learn_block`'s default fit.
 - :mod:`.video_chain`: the chain from a video with a known truth (a rendered quench,
   tracked, trained on, ``colloidcg macro train``), for the benchmark and its test.
 
