@@ -6,7 +6,8 @@ precision matrix Q = Phi / kT, Phi the dynamical matrix: Phi_ii = k sum_R e_R e_
 over the 6 bonds, Phi_(i,i+R) = -k e_R e_R^T. So u_i given the rest is Gaussian with mean
 sum_R (e_R e_R^T / 3) u_(i+R) and covariance kT / (3 k) I, and the second shell does not
 enter. Samples are drawn exactly (:func:`lattice_field.harmonic_crystal`: Cholesky of Q,
-the translations pinned by a small ridge).
+the translations pinned by a small ridge). The hcp crystal's two classes of site are
+checked in the slow run (`-m slow`).
 """
 
 from __future__ import annotations
@@ -174,6 +175,7 @@ def close_packed_sites(n1: int, n2: int, layers: str, a: float) -> tuple[np.ndar
     return np.concatenate(out), np.array([n1 * a, n2 * h, len(layers) * c])
 
 
+@pytest.mark.slow
 def test_the_fitted_conditional_law_of_an_hcp_crystal():
     """Exact samples of an hcp crystal with central nearest-neighbour springs (6 x 6 sites in
     each of 6 layers ABABAB, open views of the periodic samples): two classes of site (A and

@@ -80,8 +80,9 @@ def test_centroids_alone_are_worse(elongated):
 def test_dense_stack_contrast_is_read_from_a_plane_not_the_projection():
     """Flat-topped beads near contact: their maximum projection is bright nearly
     everywhere and the contrast came out dark (every fit then failed); a plane through
-    them shows bright particles."""
-    frames, truth = B.render("hat", (6.0, 4.0, 4.0), 1.1, seed=0, shape=(32, 80, 80), n_frames=1)
+    them shows bright particles (a 56 x 56 px field: the same depth and packing as the
+    80 x 80 one where it was found, a third of the rendering)."""
+    frames, truth = B.render("hat", (6.0, 4.0, 4.0), 1.1, seed=0, shape=(32, 56, 56), n_frames=1)
     p = suggest_parameters(frames[0])
     assert p.contrast == "bright" and not p.invert
 

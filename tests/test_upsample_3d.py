@@ -5,7 +5,8 @@ on them for 8 epochs).
 Default run: the exact invariants of one 2 x 2 x 2 doubling (box, whole tiles, volume
 fraction, composition, no pair closer than the data's closest approach) and the
 reinsertion's fast clearance against the full comparison, the CLI. Slow: g(r) against a
-direct simulation of 1024 spheres, and the seam band's neighbour count against the interior.
+direct simulation of 1024 spheres, the seam band's neighbour count against the interior,
+and matched tiling of an fcc crystal scored by q6 at the seams (slow since session 44).
 """
 
 from __future__ import annotations
@@ -268,6 +269,7 @@ def fcc(n=3, a=22.0, noise=0.0, seed=0):
     return np.mod(pos + np.random.default_rng(seed).normal(0.0, noise, pos.shape), box), box
 
 
+@pytest.mark.slow
 def test_matched_tiling_continues_an_fcc_crystal_in_3d(spheres):
     """Matched tiling in 3D, scored by q6 along the seams: eight copies of a periodic fcc
     tile under random shifts and cube symmetries are placed in registry (closest pair the
