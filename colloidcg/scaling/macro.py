@@ -365,8 +365,11 @@ def fit_sde(z0, z1, *, dt: float, names, lam: float = 1.0, area_px2: float = 1.0
         (:func:`fast_variance`, scaled to that area), or None: sigma then describes the
         increments' whole spread, the fast part included.
     latent : optional :class:`~.latent.BlockPaths`, the block states' paths the increments
-        came from (:meth:`~.latent.BlockPaths.pairs`). The likelihood fit is then refined by
-        the latent-state likelihood of those paths (:func:`~.latent.fit_latent`:
+        came from (:meth:`~.latent.BlockPaths.pairs`). The increments then give only the
+        start (the least-squares linear drift, corrected for the fast part when
+        ``fast_var`` is given; their own likelihood is not optimised, its drift being
+        biased) and the SDE is fitted by the latent-state likelihood of those paths
+        (:func:`~.latent.fit_latent`:
         ``latent_iterations`` Adam steps at ``latent_lr``; the drift conditioned on the
         filtered slow state, free of the fast part's regression to the mean). Not with
         ``paths``.
@@ -431,11 +434,11 @@ def fit_sde(z0, z1, *, dt: float, names, lam: float = 1.0, area_px2: float = 1.0
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=int(iterations), eta_min=lr * 0.02)
     best, best_state, last_tr = math.inf, None, math.nan
     it = range(int(iterations))
-    if progress:
-        from tqdm.auto import tqdm
-        it = tqdm(it, desc="fit macro SDE", unit="it")
     if latent is not None:      # the increments only give the start (their drift is biased by the fast part)
         it = range(0)
+    elif progress:
+        from tqdm.auto import tqdm
+        it = tqdm(it, desc="fit macro SDE", unit="it")
     for _ in it:
         opt.zero_grad()
         loss = gaussian_nll(sde, Z0[tr], DZ[tr], lam, jitter)
