@@ -1,0 +1,125 @@
+"""Does the crystal's fitted displacement field keep the crystal's local order?
+
+The seams of a tiled crystal film are healed by redrawing bands of sites from a field fitted
+to the film (colloidcg.scaling.lattice_field). This checks the field on frames that have no
+seam: a periodic soft-disk crystal (2304 disks, area fraction 0.85, the synthetic dynamics
+of benchmarks/upsample_crystal.py) is run for ``2 * --frames`` frames 25 apart; the field is
+fitted on the first half as open views (the box's edge sites left out, as a film's), and in
+each frame of the second half bands of 2 lattice spacings about three lines per axis are
+redrawn (the rest held, ``--sweeps`` sweeps) ``--heals`` times. A field that is the
+crystal's own leaves each site's |psi6| (over the neighbours within 1.25 diameters, as the
+seam check measures it) unchanged on average; printed: healed minus before, by distance
+to the band's centre line, mean and standard error over heals, and the first-shell bond
+lengths' mean and rms against the data's.
+
+    python benchmarks/lattice_field_bands.py                       # the default field
+    python benchmarks/lattice_field_bands.py --no-order            # without the local-order weight
+    python benchmarks/lattice_field_bands.py --calibration-seed 1  # another calibration draw
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+EDGES = (0.0, 8.0, 16.0, 24.0, 33.0)         # px from the band's centre line
+R_BOND = 1.25 * 16.0                          # the seam check's neighbour range, px
+
+
+def crystal_frames(frames: int, seed: int = 0, phi: float = 0.85):
+    """(positions (F, N, 2) px wrapped, ideal sites (N, 2) px, box (2,) px): the periodic
+    crystal of benchmarks/upsample_crystal.py (4 x 4 copies of 12 x 12), equilibrated 200
+    frames, then ``frames`` frames 25 apart."""
+    from upsample_crystal import lattice, run
+    pos, box = lattice(2, 12, phi)
+    shifts = np.array([(i, j) for i in range(4) for j in range(4)], float) * box
+    pos, box = (pos[None] + shifts[:, None]).reshape(-1, 2), box * 4
+    tracks = run(2, pos, box, 200, frames, 25, seed)
+    out = np.stack([g.sort_values("particle")[["x", "y"]].to_numpy() for _, g in tracks.groupby("frame")])
+    return out, pos, box
+
+
+def registered(p: np.ndarray, sites: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """Positions moved by the frame's mean displacement so each sits by its own site."""
+    u = p - sites
+    u -= box * np.round(u / box)
+    return sites + u - u.mean(0)
+
+
+def site_psi6(p: np.ndarray, box: np.ndarray) -> np.ndarray:
+    from colloidcg.scaling.seams import _local
+    import pandas as pd
+    return _local(pd.DataFrame({"x": p[:, 0], "y": p[:, 1]}), box, R_BOND, True)["psi6"]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--frames", type=int, default=20, help="frames to fit on (and as many to heal)")
+    ap.add_argument("--heals", type=int, default=10, help="heals of each healed frame")
+    ap.add_argument("--sweeps", type=int, default=100)
+    ap.add_argument("--calibration-seed", type=int, default=0, dest="cal_seed")
+    ap.add_argument("--no-order", action="store_true", help="no local-order weight (the field before session 45)")
+    ap.add_argument("--no-bonds", action="store_true", help="the Gaussian field alone")
+    args = ap.parse_args(argv)
+
+    from colloidcg.scaling import lattice_field as lf
+
+    t0 = time.perf_counter()
+    frames, sites, box = crystal_frames(2 * args.frames)
+    a = float(np.min(np.linalg.norm(sites[1:] - sites[0], axis=1)))
+    fit = [(registered(p, sites, box), sites) for p in frames[:args.frames]]
+    t1 = time.perf_counter()
+    field = lf.fit_field(fit, a, rng=np.random.default_rng(args.cal_seed), bond_weights=not args.no_bonds,
+                         order_weight=not (args.no_order or args.no_bonds))
+    print(f"crystal {len(sites)} disks, a = {a:.2f} px, {2 * args.frames} frames simulated in {t1 - t0:.0f} s; "
+          f"field fitted in {time.perf_counter() - t1:.0f} s: {field.as_dict()}")
+    rng = np.random.default_rng(1000 + args.cal_seed)
+    diffs = []             # per heal: (bins,) healed minus before
+    bonds_before, bonds_after = [], []
+    t2 = time.perf_counter()
+    for p in frames[args.frames:]:
+        p = registered(p, sites, box)
+        before = site_psi6(p, box)
+        g, _ = lf.graph(sites, a, box)
+        for _ in range(args.heals):
+            axis = int(rng.integers(2))
+            lines = np.mod(rng.uniform(0, box[axis]) + np.arange(3) * box[axis] / 3, box[axis])
+            dist = np.mod(np.abs(sites[:, axis][:, None] - lines[None]), box[axis])
+            dist = np.min(np.minimum(dist, box[axis] - dist), axis=1)
+            band = dist < lf.BAND_SPACINGS * a
+            new, _ = lf.heal(p, sites, box, field, band, rng, sweeps=args.sweeps)
+            after = site_psi6(new, box)
+            k = np.digitize(dist, EDGES) - 1
+            # a bin of 8 px can hold no row of sites (rows 14.3 px apart across y): NaN
+            diffs.append([np.mean((after - before)[k == b]) if np.any(k == b) else np.nan
+                          for b in range(len(EDGES) - 1)])
+            inner = band & (g.cls >= 0)
+            for q, store in ((p, bonds_before), (new, bonds_after)):
+                u = q - sites
+                u -= box * np.round(u / box)
+                rows = np.flatnonzero(inner)
+                r = lf._bond_lengths(u, g, rows, u[rows])[g.nb1[rows] >= 0]
+                store.append(r)
+    d = np.array(diffs)
+    m = np.nanmean(d, 0)
+    se = np.nanstd(d, 0, ddof=1) / np.sqrt(np.sum(np.isfinite(d), 0))
+    bins = ", ".join(f"{lo:g}-{hi:g}" for lo, hi in zip(EDGES, EDGES[1:]))
+    print(f"{len(d)} heals of 6 bands, {args.sweeps} sweeps, in {time.perf_counter() - t2:.0f} s")
+    print(f"|psi6| healed minus before, by distance to the band's centre ({bins} px): "
+          + ", ".join(f"{x:+.4f} +- {s:.4f}" for x, s in zip(m, se)))
+    rb, ra = np.concatenate(bonds_before), np.concatenate(bonds_after)
+    print(f"first-shell bonds in the bands: mean {ra.mean():.3f} px (data {rb.mean():.3f}), "
+          f"rms about a {np.sqrt(np.mean((ra - a) ** 2)):.3f} (data {np.sqrt(np.mean((rb - a) ** 2)):.3f})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
