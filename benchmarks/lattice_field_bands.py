@@ -12,8 +12,9 @@ seam check measures it) unchanged on average; printed: healed minus before, by d
 to the band's centre line, mean and standard error over heals, and the first-shell bond
 lengths' mean and rms against the data's.
 
-    python benchmarks/lattice_field_bands.py                       # the default field
-    python benchmarks/lattice_field_bands.py --no-order            # without the local-order weight
+    python benchmarks/lattice_field_bands.py                       # the default field (upsample's)
+    python benchmarks/lattice_field_bands.py --order               # with the local-order weight
+    python benchmarks/lattice_field_bands.py --splice --sweeps 400 # seams between two frames, as a film's
     python benchmarks/lattice_field_bands.py --calibration-seed 1  # another calibration draw
 """
 
@@ -66,8 +67,12 @@ def main(argv=None) -> int:
     ap.add_argument("--heals", type=int, default=10, help="heals of each healed frame")
     ap.add_argument("--sweeps", type=int, default=100)
     ap.add_argument("--calibration-seed", type=int, default=0, dest="cal_seed")
-    ap.add_argument("--no-order", action="store_true", help="no local-order weight (the field before session 45)")
+    ap.add_argument("--order", action="store_true",
+                    help="with the local-order weight (lattice_field.calibrate_order; not upsample's default)")
     ap.add_argument("--no-bonds", action="store_true", help="the Gaussian field alone")
+    ap.add_argument("--splice", action="store_true",
+                    help="seams: two lines per heal, the strips between them from two frames (as a tiled "
+                         "film's windows meet); each site compared with its own frame")
     args = ap.parse_args(argv)
 
     from colloidcg.scaling import lattice_field as lf
@@ -78,31 +83,42 @@ def main(argv=None) -> int:
     fit = [(registered(p, sites, box), sites) for p in frames[:args.frames]]
     t1 = time.perf_counter()
     field = lf.fit_field(fit, a, rng=np.random.default_rng(args.cal_seed), bond_weights=not args.no_bonds,
-                         order_weight=not (args.no_order or args.no_bonds))
+                         order_weight=args.order and not args.no_bonds)
     print(f"crystal {len(sites)} disks, a = {a:.2f} px, {2 * args.frames} frames simulated in {t1 - t0:.0f} s; "
           f"field fitted in {time.perf_counter() - t1:.0f} s: {field.as_dict()}")
     rng = np.random.default_rng(1000 + args.cal_seed)
     diffs = []             # per heal: (bins,) healed minus before
     bonds_before, bonds_after = [], []
     t2 = time.perf_counter()
-    for p in frames[args.frames:]:
+    healed = frames[args.frames:]
+    g, _ = lf.graph(sites, a, box)
+    for f, p in enumerate(healed):
         p = registered(p, sites, box)
         before = site_psi6(p, box)
-        g, _ = lf.graph(sites, a, box)
+        if args.splice:
+            other = registered(healed[(f + 1) % len(healed)], sites, box)
+            before_other = site_psi6(other, box)
         for _ in range(args.heals):
             axis = int(rng.integers(2))
-            lines = np.mod(rng.uniform(0, box[axis]) + np.arange(3) * box[axis] / 3, box[axis])
+            n_lines = 2 if args.splice else 3
+            lines = np.mod(rng.uniform(0, box[axis]) + np.arange(n_lines) * box[axis] / n_lines, box[axis])
             dist = np.mod(np.abs(sites[:, axis][:, None] - lines[None]), box[axis])
             dist = np.min(np.minimum(dist, box[axis] - dist), axis=1)
             band = dist < lf.BAND_SPACINGS * a
-            new, _ = lf.heal(p, sites, box, field, band, rng, sweeps=args.sweeps)
+            start, ref = p, before
+            if args.splice:
+                # the strip between the lines (going up from the first) from the other frame
+                strip = np.mod(sites[:, axis] - lines[0], box[axis]) < box[axis] / 2
+                start = np.where(strip[:, None], other, p)
+                ref = np.where(strip, before_other, before)
+            new, _ = lf.heal(start, sites, box, field, band, rng, sweeps=args.sweeps)
             after = site_psi6(new, box)
             k = np.digitize(dist, EDGES) - 1
             # a bin of 8 px can hold no row of sites (rows 14.3 px apart across y): NaN
-            diffs.append([np.mean((after - before)[k == b]) if np.any(k == b) else np.nan
+            diffs.append([np.mean((after - ref)[k == b]) if np.any(k == b) else np.nan
                           for b in range(len(EDGES) - 1)])
             inner = band & (g.cls >= 0)
-            for q, store in ((p, bonds_before), (new, bonds_after)):
+            for q, store in ((p, bonds_before), (new, bonds_after)):     # data: the unspliced frame
                 u = q - sites
                 u -= box * np.round(u / box)
                 rows = np.flatnonzero(inner)

@@ -27,6 +27,12 @@ film itself.
   about the spacing and a crystal's are not (contacts repel, stretched bonds do not), so
   each site is also weighted by exp(sum over its first-shell bonds of w(r)), with w found
   by iterative Boltzmann inversion on the film (:func:`calibrate_bonds`).
+- :func:`calibrate_order` (2D, optional): a local-order weight exp(beta sum_j |psi6_j|),
+  beta by pseudo-likelihood. With the bond weights alone, redrawn bands of a periodic
+  soft-disk crystal come out 0.4-0.7 % too ordered in |psi6|; with it, within 1-2 standard
+  errors of the crystal's (benchmarks/lattice_field_bands.py). Not upsample's default: on
+  tiled films the seams then came out 0.5-1.3 % less ordered than the windows' interiors
+  (docs/scaling.md).
 - :func:`heal`: Metropolis-within-Gibbs sweeps over the band, the rest held: each site's
   proposal is its Gaussian conditional, accepted by its bonds' weight ratio; sites are
   drawn a colour at a time, no two of a colour neighbours.
@@ -298,14 +304,16 @@ def _wrapped(pos: np.ndarray, sites: np.ndarray, box: np.ndarray | None) -> np.n
 
 
 def fit_field(frames: list, a: float, *, rng: np.random.Generator | None = None,
-              bond_weights: bool = True, order_weight: bool = True) -> LatticeField:
+              bond_weights: bool = True, order_weight: bool = False) -> LatticeField:
     """Fit the displacement field's conditional law (:class:`LatticeField`) to frames of one
     crystal: ``frames`` a list of (positions (n, d) px, their ideal sites (n, d) px), open
     views (sites at the edge, whose neighbourhood is incomplete, are left out); ``a`` the
     nearest-neighbour spacing, px. Each frame's mean displacement is removed (its registry,
     as each window's is). Then the bond weights (:func:`calibrate_bonds`; ``bond_weights``
-    False: flat, the Gaussian field alone) and, in 2D, the local-order weight
-    (:func:`calibrate_order`; ``order_weight`` False: none)."""
+    False: flat, the Gaussian field alone) and, in 2D with ``order_weight``, the local-order
+    weight (:func:`calibrate_order`; not the default: it makes redrawn bands of a periodic
+    crystal keep its |psi6|, but left the seams of tiled soft-disk films 0.5-1.3 % less
+    ordered than their windows' interiors, docs/scaling.md)."""
     per = []
     for pos, sites in frames:
         if len(pos) < 20:
@@ -414,8 +422,8 @@ def calibrate_order(field: LatticeField, fields: list, rng: np.random.Generator)
     expectation is taken by self-normalised importance sampling over
     :data:`ORDER_PROPOSALS` draws from the site's Gaussian conditional, the same draws for
     every beta, so the score is a smooth, decreasing function of beta whose root is found
-    by Brent's method. Every complete site of up to 20 frames enters (``fields``: per
-    frame (graph, displacements (n, 2) px))."""
+    by Brent's method. Every site of up to 20 frames whose neighbours' neighbourhoods are
+    complete too enters (``fields``: per frame (graph, displacements (n, 2) px))."""
     from scipy.optimize import brentq
 
     if field.dim != 2:
@@ -423,8 +431,11 @@ def calibrate_order(field: LatticeField, fields: list, rng: np.random.Generator)
     chol = _cholesky(field)
     change, logw = [], []                   # per site and draw: S_i(draw) - S_i(data); bond log weight ratio
     for g, u in fields[:: max(1, len(fields) // 20)]:
-        for c in np.unique(g.cls[g.cls >= 0]):
-            rows = np.flatnonzero(g.cls == c)
+        # sites whose first-shell neighbours' bonds are all known (their S_i is whole)
+        whole = (g.cls >= 0) & np.all(g.nb1 >= 0, axis=1)
+        whole &= np.all(g.nb1[np.maximum(g.nb1, 0)] >= 0, axis=(1, 2))
+        for c in np.unique(g.cls[whole]):
+            rows = np.flatnonzero(whole & (g.cls == c))
             mean = u[g.nb[rows]].reshape(len(rows), -1) @ field.coef[c].T
             first = g.nb1[rows] >= 0
             held = np.where(first, field.log_weight(_bond_lengths(u, g, rows, u[rows])), 0.0).sum(1)
