@@ -336,21 +336,23 @@ def test_bad_input_gives_clear_errors(tmp_path, experiment, capsys):
 def _worker_state() -> dict:
     from threadpoolctl import threadpool_info
 
-    return {"trackpy": "trackpy" in sys.modules,
+    return {"trackpy": "trackpy" in sys.modules, "torch": "torch" in sys.modules,
             "blas_threads": max((p["num_threads"] for p in threadpool_info()), default=1)}
 
 
 def test_local_cluster_workers_start_with_stage_modules_and_bounded_threads(monkeypatch, tmp_path):
-    """Workers fork from a server that already imported what the stages need, and each
-    stage runs with BLAS pools limited to its thread share."""
+    """Workers fork from a server that already imported what every stage needs (the fork
+    server lives as long as the process: under pytest-xdist another file's cluster may
+    have started it first, as a second batch in a napari session would), and each stage
+    runs with BLAS pools limited to its thread share."""
     from distributed import Client
 
     from colloidcg.batch import runner, stages
 
-    with runner._Cluster(None, 1, 10.0, 60.0, ["track"]) as client:
+    with runner._Cluster(None, 1, 10.0, 60.0) as client:
         assert isinstance(client, Client)
         (state,) = client.run(_worker_state).values()
-    assert state["trackpy"]
+    assert state["trackpy"] and state["torch"]
 
     seen = {}
 

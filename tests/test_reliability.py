@@ -485,7 +485,7 @@ def test_dashboard_on_localhost_only():
                 if c.status == psutil.CONN_LISTEN}
 
     before = listening()
-    with _Cluster(None, 1, 10, 60, []) as client:
+    with _Cluster(None, 1, 10, 60) as client:
         assert "127.0.0.1" in client.dashboard_link
         new = listening() - before   # the scheduler's and the dashboard's
         assert len(new) >= 2 and all(a.ip in ("127.0.0.1", "::1") for a in new), new

@@ -92,9 +92,9 @@ STAGE_MODULES = {
 
 
 @contextlib.contextmanager
-def _forkserver_workers(stages: list[str]):
+def _forkserver_workers():
     """While open, the embedded LocalCluster starts its worker processes from a fork
-    server that has already imported what the stages need.
+    server that has already imported what every stage needs (:data:`STAGE_MODULES`).
 
     With Dask's default "spawn", every worker process imports trackpy, torch and the rest
     itself (about 2 s of CPU each for trackpy alone); from a fork server those imports
@@ -111,8 +111,12 @@ def _forkserver_workers(stages: list[str]):
         from distributed.utils import get_mp_context
 
         # Dask sets its own preload list the first time it makes the context; ours extends
-        # it (it only counts until the fork server starts, which is at the first worker)
-        mods = ["distributed"] + sorted({m for s in stages for m in STAGE_MODULES.get(s, ())})
+        # it. It only counts until the fork server starts (at the first worker), and the
+        # server lives as long as this process: a second batch in the same process (the
+        # napari widget, a notebook) reuses it whatever its stages, so every stage's
+        # modules are preloaded, not only this batch's (a cluster first started for
+        # training alone left later tracking workers without trackpy)
+        mods = ["distributed"] + sorted({m for mods_ in STAGE_MODULES.values() for m in mods_})
         get_mp_context().set_forkserver_preload(mods)
         # start it now: it imports while this process starts the scheduler
         multiprocessing.forkserver.ensure_running()
@@ -123,8 +127,8 @@ class _Cluster:
     """Context manager giving a connected ``distributed.Client``."""
 
     def __init__(self, scheduler: str | None, workers: int, connect_timeout: float,
-                 worker_timeout: float, stages: list[str] = ()):
-        self.scheduler, self.workers, self.stages = scheduler, workers, list(stages)
+                 worker_timeout: float):
+        self.scheduler, self.workers = scheduler, workers
         self.connect_timeout, self.worker_timeout = connect_timeout, worker_timeout
         self.cluster = self.client = None
         self._stack = contextlib.ExitStack()
@@ -133,7 +137,7 @@ class _Cluster:
         from distributed import Client, LocalCluster
 
         if self.scheduler is None:
-            self._stack.enter_context(_forkserver_workers(self.stages))
+            self._stack.enter_context(_forkserver_workers())
             # one single-threaded worker process per slot; dashboard on a free port (several
             # batches on one machine never collide); no memory limit (training holds
             # its data inside the task, which Dask's memory manager cannot spill)
@@ -312,7 +316,7 @@ def _execute(jobs: list[VideoJob], stages: list[str], opts: Options, scheduler, 
     from tqdm.auto import tqdm
 
     rows: list[dict] = []
-    with _Cluster(scheduler, workers, connect_timeout, worker_timeout, stages) as client:
+    with _Cluster(scheduler, workers, connect_timeout, worker_timeout) as client:
         if on_ready is not None:
             on_ready()
         futures, order = {}, []
