@@ -5,8 +5,8 @@ to the film (colloidcg.scaling.lattice_field). This checks the field on frames t
 seam: a periodic soft-disk crystal (2304 disks, area fraction 0.85, the synthetic dynamics
 of benchmarks/upsample_crystal.py) is run for ``2 * --frames`` frames 25 apart; the field is
 fitted on the first half as open views (the box's edge sites left out, as a film's), and in
-each frame of the second half bands of 2 lattice spacings about three lines per axis are
-redrawn (the rest held, ``--sweeps`` sweeps) ``--heals`` times. A field that is the
+each frame of the second half, ``--heals`` times, bands of 2 lattice spacings about three
+lines across a random axis are redrawn (the rest held, ``--sweeps`` sweeps). A field that is the
 crystal's own leaves each site's |psi6| (over the neighbours within 1.25 diameters, as the
 seam check measures it) unchanged on average; printed: healed minus before, by distance
 to the band's centre line, mean and standard error over heals, and the first-shell bond
@@ -16,11 +16,19 @@ lengths' mean and rms against the data's.
     python benchmarks/lattice_field_bands.py --order               # with the local-order weight
     python benchmarks/lattice_field_bands.py --splice --sweeps 400 # seams between two frames, as a film's
     python benchmarks/lattice_field_bands.py --calibration-seed 1  # another calibration draw
+    python benchmarks/lattice_field_bands.py --film --sweeps 400   # bands inside a film's own frames
+
+``--film``: the data is the 2D crystal film of ``benchmarks/upsample_crystal.py --film`` (an
+open view turned 0.3 rad inside the periodic crystal, 60 frames 5 apart), turned and given
+ideal sites as ``upsample`` does (its ``_crystal_film``); the field is fitted on every third
+frame and, in the frames after each of those, two bands per axis per ``--heals`` are redrawn
+inside the view (3 spacings from its edges); |psi6| over first-shell lattice bonds.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 import time
@@ -61,6 +69,67 @@ def site_psi6(p: np.ndarray, box: np.ndarray) -> np.ndarray:
     return _local(pd.DataFrame({"x": p[:, 0], "y": p[:, 1]}), box, R_BOND, True)["psi6"]
 
 
+def film_bands(args) -> None:
+    """The ``--film`` check (module docstring)."""
+    from colloidcg.scaling import lattice_field as lf
+    from colloidcg.scaling.stacking import lattice_site, site_of
+    from upsample_crystal import film_view, lattice, run
+    # the module, not the function of that name the package exports
+    um = importlib.import_module("colloidcg.scaling.upsample")
+
+    t0 = time.perf_counter()
+    pos, box = lattice(2, 12, 0.85)
+    shifts = np.array([(i, j) for i in range(4) for j in range(4)], float) * box
+    pos, box = (pos[None] + shifts[:, None]).reshape(-1, 2), box * 4
+    view = film_view(run(2, pos, box, 200, 60, 5, seed=1), box, 2)
+    src = um._source(view, {}, {"calibration": {}}, None, None, 24.0, 2, "view")
+    turned, info = um._crystal_film(src, 24.0, field=False)
+    a, h = info["lattice_px"][0], info["lattice_px"][1] / 2
+    frames = []
+    for q in turned.pos:
+        o = site_of(q, a, h)
+        frames.append((q, o + lattice_site(q - o, a, h)))
+    field = lf.fit_field(frames[0::3], a, rng=np.random.default_rng(args.cal_seed), bond_weights=not args.no_bonds,
+                         order_weight=args.order and not args.no_bonds)
+    print(f"film: {len(frames)} frames of about {len(frames[0][0])} disks, a = {a:.2f} px; field fitted on "
+          f"{len(frames[0::3])} in {time.perf_counter() - t0:.0f} s: {field.as_dict()}")
+    chol = lf._cholesky(field)
+    rng = np.random.default_rng(1000 + args.cal_seed)
+    diffs = []
+    t1 = time.perf_counter()
+    for k, (q, s) in enumerate(frames):
+        if k % 3 == 0:
+            continue
+        g, sig = lf.graph(s, a)
+        g.cls = lf._classify(g, sig, field.signatures)
+        u0 = q - s
+        u0 = u0 - u0.mean(0)
+        inner = np.flatnonzero(g.cls >= 0)
+        for _ in range(args.heals):
+            for axis in range(2):
+                dist = np.abs(s[:, axis] - rng.uniform(s[inner, axis].min() + 3 * a, s[inner, axis].max() - 3 * a))
+                band = inner[dist[inner] < lf.BAND_SPACINGS * a]
+                u = u0.copy()
+                groups = lf.colour_groups(g, band, field.order_weight != 0.0)
+                for _ in range(args.sweeps):
+                    lf._sweep(u, g, groups, field, chol, rng)
+                change = lf._band_psi6(g, band, u) - lf._band_psi6(g, band, u0)
+                b = np.digitize(dist[band], EDGES) - 1
+                diffs.append([change[b == i].mean() if np.any(b == i) else np.nan for i in range(len(EDGES) - 1)])
+    report(np.array(diffs), f"{len(diffs)} bands of film frames, {args.sweeps} sweeps, in "
+                            f"{time.perf_counter() - t1:.0f} s")
+
+
+def report(d: np.ndarray, head: str) -> None:
+    """Print healed minus before per distance bin: mean and standard error over heals."""
+    m = np.nanmean(d, 0)
+    se = np.nanstd(d, 0, ddof=1) / np.sqrt(np.sum(np.isfinite(d), 0))
+    bins = ", ".join(f"{lo:g}-{hi:g}" for lo, hi in zip(EDGES, EDGES[1:]))
+    print(head)
+    print(f"|psi6| healed minus before, by distance to the band's centre ({bins} px): "
+          + ", ".join(f"{x:+.4f} +- {e:.4f}" for x, e in zip(m, se)))
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--frames", type=int, default=20, help="frames to fit on (and as many to heal)")
@@ -73,7 +142,11 @@ def main(argv=None) -> int:
     ap.add_argument("--splice", action="store_true",
                     help="seams: two lines per heal, the strips between them from two frames (as a tiled "
                          "film's windows meet); each site compared with its own frame")
+    ap.add_argument("--film", action="store_true", help="bands inside the frames of a crystal film (docstring)")
     args = ap.parse_args(argv)
+    if args.film:
+        film_bands(args)
+        return 0
 
     from colloidcg.scaling import lattice_field as lf
 
@@ -124,13 +197,8 @@ def main(argv=None) -> int:
                 rows = np.flatnonzero(inner)
                 r = lf._bond_lengths(u, g, rows, u[rows])[g.nb1[rows] >= 0]
                 store.append(r)
-    d = np.array(diffs)
-    m = np.nanmean(d, 0)
-    se = np.nanstd(d, 0, ddof=1) / np.sqrt(np.sum(np.isfinite(d), 0))
-    bins = ", ".join(f"{lo:g}-{hi:g}" for lo, hi in zip(EDGES, EDGES[1:]))
-    print(f"{len(d)} heals of 6 bands, {args.sweeps} sweeps, in {time.perf_counter() - t2:.0f} s")
-    print(f"|psi6| healed minus before, by distance to the band's centre ({bins} px): "
-          + ", ".join(f"{x:+.4f} +- {s:.4f}" for x, s in zip(m, se)))
+    report(np.array(diffs), f"{len(diffs)} heals of {2 if args.splice else 3} bands, {args.sweeps} sweeps, in "
+                            f"{time.perf_counter() - t2:.0f} s")
     rb, ra = np.concatenate(bonds_before), np.concatenate(bonds_after)
     print(f"first-shell bonds in the bands: mean {ra.mean():.3f} px (data {rb.mean():.3f}), "
           f"rms about a {np.sqrt(np.mean((ra - a) ** 2)):.3f} (data {np.sqrt(np.mean((rb - a) ** 2)):.3f})")
