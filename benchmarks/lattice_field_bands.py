@@ -17,12 +17,20 @@ lengths' mean and rms against the data's.
     python benchmarks/lattice_field_bands.py --splice --sweeps 400 # seams between two frames, as a film's
     python benchmarks/lattice_field_bands.py --calibration-seed 1  # another calibration draw
     python benchmarks/lattice_field_bands.py --film --sweeps 400   # bands inside a film's own frames
+    python benchmarks/lattice_field_bands.py --windows [--truth lammps]  # the film's windows, untouched
 
 ``--film``: the data is the 2D crystal film of ``benchmarks/upsample_crystal.py --film`` (an
 open view turned 0.3 rad inside the periodic crystal, 60 frames 5 apart), turned and given
 ideal sites as ``upsample`` does (its ``_crystal_film``); the field is fitted on every third
 frame and, in the frames after each of those, two bands per axis per ``--heals`` are redrawn
 inside the view (3 spacings from its edges); |psi6| over first-shell lattice bonds.
+
+``--windows``: no field at all. The same film's windows as ``upsample`` cuts them (in
+registry, by lattice site), before any tiling: each particle's |psi6| in its source frame
+(neighbours within 20 px in the whole view) by distance to the window's nearest face, minus
+the window's interior (> 60 px), mean and standard error over windows. A tiled film's seam
+profile (band minus bulk) carries this too. ``--truth lammps``: the LAMMPS film of
+``benchmarks/upsample_crystal.py --film --truth lammps``.
 """
 
 from __future__ import annotations
@@ -73,17 +81,9 @@ def film_bands(args) -> None:
     """The ``--film`` check (module docstring)."""
     from colloidcg.scaling import lattice_field as lf
     from colloidcg.scaling.stacking import lattice_site, site_of
-    from upsample_crystal import film_view, lattice, run
-    # the module, not the function of that name the package exports
-    um = importlib.import_module("colloidcg.scaling.upsample")
 
     t0 = time.perf_counter()
-    pos, box = lattice(2, 12, 0.85)
-    shifts = np.array([(i, j) for i in range(4) for j in range(4)], float) * box
-    pos, box = (pos[None] + shifts[:, None]).reshape(-1, 2), box * 4
-    view = film_view(run(2, pos, box, 200, 60, 5, seed=1), box, 2)
-    src = um._source(view, {}, {"calibration": {}}, None, None, 24.0, 2, "view")
-    turned, info = um._crystal_film(src, 24.0, field=False)
+    turned, info = film_source(args.truth)
     a, h = info["lattice_px"][0], info["lattice_px"][1] / 2
     frames = []
     for q in turned.pos:
@@ -120,6 +120,54 @@ def film_bands(args) -> None:
                             f"{time.perf_counter() - t1:.0f} s")
 
 
+def film_source(truth: str):
+    """The 2D film of ``benchmarks/upsample_crystal.py --film [--truth lammps]`` turned and
+    windowed as ``upsample`` does: (upsample's turned source, its crystal_film dict)."""
+    from upsample_crystal import film_view, lattice, lammps_crystal, run
+    um = importlib.import_module("colloidcg.scaling.upsample")
+    if truth == "lammps":
+        seen, box = lammps_crystal(2, 48, 1.05, 60, 250, 10000, seed=1)
+        seen = seen.assign(x=np.mod(seen["x"], box[0]), y=np.mod(seen["y"], box[1]))
+    else:
+        pos, box = lattice(2, 12, 0.85)
+        shifts = np.array([(i, j) for i in range(4) for j in range(4)], float) * box
+        pos, box = (pos[None] + shifts[:, None]).reshape(-1, 2), box * 4
+        seen = run(2, pos, box, 200, 60, 5, seed=1)
+    src = um._source(film_view(seen, box, 2), {}, {"calibration": {}}, None, None, 24.0, 2, "view")
+    return um._crystal_film(src, 24.0, field=False)
+
+
+def window_profile(truth: str) -> None:
+    """The ``--windows`` check (module docstring)."""
+    from colloidcg.neighbours import pairs
+    from colloidcg.structure.order import psi_k
+
+    turned, info = film_source(truth)
+    first, count, step, _, member = turned.registered
+    side = turned.window
+    edges = np.array([0.0, 8.0, 16.0, 32.0, 48.0, 60.0])
+    rows = []
+    for t, p in enumerate(turned.pos):
+        pr = pairs(p, R_BOND, None)
+        src, dst = np.concatenate([pr[:, 0], pr[:, 1]]), np.concatenate([pr[:, 1], pr[:, 0]])
+        psi = np.abs(psi_k(p, src, dst, len(p), 6))
+        for corner in np.ndindex(*count[t]):
+            q = p - (first[t] + np.array(corner) * step)
+            near = np.all((q > -0.5 * side) & (q < 1.5 * side), axis=1)
+            keep = np.flatnonzero(near)[member(q[near])]
+            qq = np.clip(q[keep], 0.0, side)
+            d = np.min(np.minimum(qq, side - qq), axis=1)
+            b = np.digitize(d, edges) - 1
+            interior = psi[keep][d > edges[-1]].mean()
+            rows.append([psi[keep][b == k].mean() - interior if np.any(b == k) else np.nan
+                         for k in range(len(edges) - 1)])
+    r = np.array(rows)
+    m, se = np.nanmean(r, 0), np.nanstd(r, 0, ddof=1) / np.sqrt(np.sum(np.isfinite(r), 0))
+    print(f"{truth} film, {len(r)} windows of {np.round(side).tolist()} px: |psi6| in the source frames by "
+          f"distance to the window's nearest face ({', '.join(f'{a:g}-{b:g}' for a, b in zip(edges, edges[1:]))} "
+          "px) minus the interior: " + ", ".join(f"{x:+.4f} +- {e:.4f}" for x, e in zip(m, se)))
+
+
 def report(d: np.ndarray, head: str) -> None:
     """Print healed minus before per distance bin: mean and standard error over heals."""
     m = np.nanmean(d, 0)
@@ -143,7 +191,12 @@ def main(argv=None) -> int:
                     help="seams: two lines per heal, the strips between them from two frames (as a tiled "
                          "film's windows meet); each site compared with its own frame")
     ap.add_argument("--film", action="store_true", help="bands inside the frames of a crystal film (docstring)")
+    ap.add_argument("--windows", action="store_true", help="the film's windows' own |psi6| profile (docstring)")
+    ap.add_argument("--truth", choices=("numpy", "lammps"), default="numpy", help="the film (--film, --windows)")
     args = ap.parse_args(argv)
+    if args.windows:
+        window_profile(args.truth)
+        return 0
     if args.film:
         film_bands(args)
         return 0

@@ -31,8 +31,8 @@ film itself.
   beta by pseudo-likelihood. With the bond weights alone, redrawn bands of a periodic
   soft-disk crystal come out 0.4-0.7 % too ordered in |psi6|; with it, within 1-2 standard
   errors of the crystal's (benchmarks/lattice_field_bands.py). Not upsample's default: on
-  tiled films the seams then came out 0.5-1.3 % less ordered than the windows' interiors
-  (docs/scaling.md).
+  a film's own frames the pseudo-likelihood's beta overshoots (bands 0.6 % less ordered),
+  and so it does on a LAMMPS crystal film's seams (docs/scaling.md).
 - :func:`heal`: Metropolis-within-Gibbs sweeps over the band, the rest held: each site's
   proposal is its Gaussian conditional, accepted by its bonds' weight ratio; sites are
   drawn a colour at a time, no two of a colour neighbours.
@@ -312,8 +312,7 @@ def fit_field(frames: list, a: float, *, rng: np.random.Generator | None = None,
     as each window's is). Then the bond weights (:func:`calibrate_bonds`; ``bond_weights``
     False: flat, the Gaussian field alone) and, in 2D with ``order_weight``, the local-order
     weight (:func:`calibrate_order`; not the default: it makes redrawn bands of a periodic
-    crystal keep its |psi6|, but left the seams of tiled soft-disk films 0.5-1.3 % less
-    ordered than their windows' interiors, docs/scaling.md)."""
+    crystal keep its |psi6|, but overshoots on a film's own frames, docs/scaling.md)."""
     per = []
     for pos, sites in frames:
         if len(pos) < 20:
