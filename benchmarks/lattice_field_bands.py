@@ -110,7 +110,7 @@ def film_bands(args) -> None:
                 dist = np.abs(s[:, axis] - rng.uniform(s[inner, axis].min() + 3 * a, s[inner, axis].max() - 3 * a))
                 band = inner[dist[inner] < lf.BAND_SPACINGS * a]
                 u = u0.copy()
-                groups = lf.colour_groups(g, band, field.order_weight != 0.0)
+                groups = lf.colour_groups(g, band, field.ordered)
                 for _ in range(args.sweeps):
                     lf._sweep(u, g, groups, field, chol, rng)
                 change = lf._band_psi6(g, band, u) - lf._band_psi6(g, band, u0)

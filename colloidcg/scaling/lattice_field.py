@@ -129,6 +129,12 @@ class LatticeField:
     def dim(self) -> int:
         return self.cov.shape[-1]
 
+    @property
+    def ordered(self) -> bool:
+        """Whether the local-order weight is on (2D only): sites drawn together must then
+        share no neighbour (:func:`colour_groups` with ``shared``)."""
+        return self.dim == 2 and self.order_weight != 0.0
+
     def as_dict(self) -> dict:
         return {"a_px": self.a, "classes": int(len(self.signatures)), "sites": self.samples,
                 "variance_explained": round(self.variance_explained, 4),
@@ -252,7 +258,7 @@ def _sweep(u: np.ndarray, g: Graph, groups: list, field: LatticeField, chol: np.
     target, so only the weights enter). ``u`` (N, d) px is updated in place."""
     d = u.shape[1]
     weighted = bool(np.any(field.bond_log_weight != 0.0))
-    ordered = d == 2 and field.order_weight != 0.0
+    ordered = field.ordered
     for grp in groups:
         cls = g.cls[grp]
         prop = np.empty((len(grp), d))
@@ -377,12 +383,10 @@ def _cholesky(field: LatticeField) -> np.ndarray:
 
 
 def _redrawn_bands(field: LatticeField, fields: list, rng: np.random.Generator):
-    """Yield (graph, band sites, redrawn displacements (n, d) px, the frame's own (n, d)
-    px) for seam-like bands of up to 20 of ``fields`` (per frame (graph, displacements)):
+    """Yield (graph, band sites, redrawn displacements (n, d) px) for seam-like bands of up to 20 of ``fields`` (per frame (graph, displacements)):
     in each frame, for each axis, the sites within :data:`BAND_SPACINGS` of a plane through
     a random point normal to it, redrawn with :data:`BOND_SWEEPS` sweeps, the rest held."""
     chol = _cholesky(field)
-    shared = field.dim == 2 and field.order_weight != 0.0
     for g, u0 in fields[:: max(1, len(fields) // 20)]:
         inner = np.flatnonzero(g.cls >= 0)
         if len(inner) == 0:
@@ -394,10 +398,10 @@ def _redrawn_bands(field: LatticeField, fields: list, rng: np.random.Generator):
             if len(band) == 0:
                 continue
             u = u0.copy()
-            groups = colour_groups(g, band, shared)
+            groups = colour_groups(g, band, field.ordered)
             for _ in range(BOND_SWEEPS):
                 _sweep(u, g, groups, field, chol, rng)
-            yield g, band, u, u0
+            yield g, band, u
 
 
 def _band_psi6(g: Graph, band: np.ndarray, u: np.ndarray) -> np.ndarray:
@@ -453,9 +457,10 @@ def calibrate_order(field: LatticeField, fields: list, rng: np.random.Generator)
         return -float(np.mean((w * change).sum(1) / w.sum(1)))
 
     lo, hi = -ORDER_BOUND, ORDER_BOUND
-    field.order_trace = tuple((b, -score(b)) for b in (lo, 0.0, hi))
-    if score(lo) * score(hi) > 0:       # no root within the bound: the nearer end
-        field.order_weight = lo if abs(score(lo)) < abs(score(hi)) else hi
+    at_lo, at_hi = score(lo), score(hi)
+    field.order_trace = ((lo, -at_lo), (0.0, -score(0.0)), (hi, -at_hi))
+    if at_lo * at_hi > 0:               # no root within the bound: the nearer end
+        field.order_weight = lo if abs(at_lo) < abs(at_hi) else hi
     else:
         field.order_weight = float(brentq(score, lo, hi, xtol=1e-4))
     return field
@@ -484,7 +489,7 @@ def calibrate_bonds(field: LatticeField, fields: list, rng: np.random.Generator)
     history = []
     for it in range(BOND_ITERATIONS):
         got = np.zeros(BOND_BINS)
-        for g, band, u, _ in _redrawn_bands(field, fields, rng):
+        for g, band, u in _redrawn_bands(field, fields, rng):
             got += _histogram(_bond_lengths(u, g, band, u[band])[g.nb1[band] >= 0], edges)
         got = np.convolve(got, kernel, "same")
         fit = (want > 0) & (got > 0)
@@ -522,7 +527,7 @@ def heal(pos: np.ndarray, sites: np.ndarray, box: np.ndarray, field: LatticeFiel
     if len(movable) == 0:
         return np.mod(pos, box), 0
     u = _wrapped(pos, sites, box)
-    groups = colour_groups(g, movable, field.dim == 2 and field.order_weight != 0.0)
+    groups = colour_groups(g, movable, field.ordered)
     chol = _cholesky(field)
     for _ in range(int(sweeps)):
         _sweep(u, g, groups, field, chol, rng)
