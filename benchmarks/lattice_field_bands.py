@@ -18,12 +18,22 @@ lengths' mean and rms against the data's.
     python benchmarks/lattice_field_bands.py --calibration-seed 1  # another calibration draw
     python benchmarks/lattice_field_bands.py --film --sweeps 400   # bands inside a film's own frames
     python benchmarks/lattice_field_bands.py --windows [--truth lammps]  # the film's windows, untouched
+    python benchmarks/lattice_field_bands.py --defects             # band lines split: defect near or not
+    python benchmarks/lattice_field_bands.py --pair [--film]       # a pair interaction on the bonds alone
+    python benchmarks/lattice_field_bands.py --true-pair           # ... with the soft disks' own potential
 
 ``--film``: the data is the 2D crystal film of ``benchmarks/upsample_crystal.py --film`` (an
 open view turned 0.3 rad inside the periodic crystal, 60 frames 5 apart), turned and given
 ideal sites as ``upsample`` does (its ``_crystal_film``); the field is fitted on every third
 frame and, in the frames after each of those, two bands per axis per ``--heals`` are redrawn
 inside the view (3 spacings from its edges); |psi6| over first-shell lattice bonds.
+
+``--defects``: each band line also reported apart by whether the frame has a defect (a
+particle whose Voronoi cell is not six-sided) within the band or 40 px beyond it. ``--pair``:
+the field without its Gaussian part, a pair interaction on the first-shell bonds fitted by
+pseudo-likelihood and inversion (``lattice_field.fit_field(gaussian=False)``);
+``--true-pair``: the same family with the synthetic soft disks' own pair potential, eps / 2
+(1 - r / d)^2 over kT, in place of a fit (the periodic crystal only).
 
 ``--windows``: no field at all. The same film's windows as ``upsample`` cuts them (in
 registry, by lattice site), before any tiling: each particle's |psi6| in its source frame
@@ -49,6 +59,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 EDGES = (0.0, 8.0, 16.0, 24.0, 33.0)         # px from the band's centre line
 R_BOND = 1.25 * 16.0                          # the seam check's neighbour range, px
+DEFECT_CLEAR = 40.0                           # --defects: px beyond the band a defect-free line keeps clear
 
 
 def crystal_frames(frames: int, seed: int = 0, phi: float = 0.85):
@@ -77,6 +88,16 @@ def site_psi6(p: np.ndarray, box: np.ndarray) -> np.ndarray:
     return _local(pd.DataFrame({"x": p[:, 0], "y": p[:, 1]}), box, R_BOND, True)["psi6"]
 
 
+def defects(p: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """(N,) bool: particles whose Voronoi cell (periodic ``box``, px) has other than six
+    sides, the disclinations of a triangular crystal (5-7 pairs, vacancies, interstitials)."""
+    import freud
+    v = freud.locality.Voronoi()
+    v.compute((freud.box.Box(float(box[0]), float(box[1]), is2D=True),
+               np.column_stack([p - box / 2, np.zeros(len(p))])))
+    return np.bincount(v.nlist.query_point_indices, minlength=len(p)) != 6
+
+
 def film_bands(args) -> None:
     """The ``--film`` check (module docstring)."""
     from colloidcg.scaling import lattice_field as lf
@@ -90,7 +111,7 @@ def film_bands(args) -> None:
         o = site_of(q, a, h)
         frames.append((q, o + lattice_site(q - o, a, h)))
     field = lf.fit_field(frames[0::3], a, rng=np.random.default_rng(args.cal_seed), bond_weights=not args.no_bonds,
-                         order_weight=args.order and not args.no_bonds)
+                         order_weight=args.order and not args.no_bonds, gaussian=not args.pair)
     print(f"film: {len(frames)} frames of about {len(frames[0][0])} disks, a = {a:.2f} px; field fitted on "
           f"{len(frames[0::3])} in {time.perf_counter() - t0:.0f} s: {field.as_dict()}")
     chol = lf._cholesky(field)
@@ -138,7 +159,11 @@ def film_source(truth: str):
 
 
 def window_profile(truth: str) -> None:
-    """The ``--windows`` check (module docstring)."""
+    """The ``--windows`` check (module docstring), and the film's defects: particles more
+    than 40 px inside the view (its convex hull) whose Delaunay neighbours are not six,
+    and the |psi6| of particles within 40 px of one against the rest."""
+    from scipy.spatial import ConvexHull, Delaunay, cKDTree
+
     from colloidcg.neighbours import pairs
     from colloidcg.structure.order import psi_k
 
@@ -146,26 +171,46 @@ def window_profile(truth: str) -> None:
     first, count, step, _, member = turned.registered
     side = turned.window
     edges = np.array([0.0, 8.0, 16.0, 32.0, 48.0, 60.0])
-    rows = []
+    rows, deep_rows, clean_rows = [], [], []
+    n_defect, n_inner, near, far = 0, 0, [], []
     for t, p in enumerate(turned.pos):
         pr = pairs(p, R_BOND, None)
         src, dst = np.concatenate([pr[:, 0], pr[:, 1]]), np.concatenate([pr[:, 1], pr[:, 0]])
         psi = np.abs(psi_k(p, src, dst, len(p), 6))
+        hull = ConvexHull(p)
+        inside = np.min(-(p @ hull.equations[:, :2].T + hull.equations[:, 2]), axis=1)     # px to the hull
+        ind, _ = Delaunay(p).vertex_neighbor_vertices
+        defect = (inside > 20.0) & (np.diff(ind) != 6)
+        inner = inside > 40.0
+        n_defect += int(np.sum(defect & inner))
+        n_inner += int(np.sum(inner))
+        gap = cKDTree(p[defect]).query(p)[0] if np.any(defect) else np.full(len(p), np.inf)
+        near.append(psi[inner & (gap <= 40.0)])
+        far.append(psi[inner & (gap > 40.0)])
         for corner in np.ndindex(*count[t]):
             q = p - (first[t] + np.array(corner) * step)
-            near = np.all((q > -0.5 * side) & (q < 1.5 * side), axis=1)
-            keep = np.flatnonzero(near)[member(q[near])]
+            around = np.all((q > -0.5 * side) & (q < 1.5 * side), axis=1)
+            keep = np.flatnonzero(around)[member(q[around])]
             qq = np.clip(q[keep], 0.0, side)
             d = np.min(np.minimum(qq, side - qq), axis=1)
             b = np.digitize(d, edges) - 1
-            interior = psi[keep][d > edges[-1]].mean()
-            rows.append([psi[keep][b == k].mean() - interior if np.any(b == k) else np.nan
-                         for k in range(len(edges) - 1)])
-    r = np.array(rows)
-    m, se = np.nanmean(r, 0), np.nanstd(r, 0, ddof=1) / np.sqrt(np.sum(np.isfinite(r), 0))
-    print(f"{truth} film, {len(r)} windows of {np.round(side).tolist()} px: |psi6| in the source frames by "
-          f"distance to the window's nearest face ({', '.join(f'{a:g}-{b:g}' for a, b in zip(edges, edges[1:]))} "
-          "px) minus the interior: " + ", ".join(f"{x:+.4f} +- {e:.4f}" for x, e in zip(m, se)))
+            for store, ok in ((rows, np.ones(len(keep), bool)), (deep_rows, inside[keep] > 24.0),
+                              (clean_rows, gap[keep] > 40.0)):
+                interior = psi[keep][(d > edges[-1]) & ok].mean()
+                store.append([psi[keep][(b == k) & ok].mean() - interior if np.any((b == k) & ok) else np.nan
+                              for k in range(len(edges) - 1)])
+    bins = ", ".join(f"{a:g}-{b:g}" for a, b in zip(edges, edges[1:]))
+    for r, what in ((np.array(rows), ""), (np.array(deep_rows), " (particles more than 24 px inside the view)"),
+                    (np.array(clean_rows), " (particles more than 40 px from a defect)")):
+        m, se = np.nanmean(r, 0), np.nanstd(r, 0, ddof=1) / np.sqrt(np.sum(np.isfinite(r), 0))
+        print(f"{truth} film, {len(r)} windows of {np.round(side).tolist()} px: |psi6| in the source frames by "
+              f"distance to the window's nearest face ({bins} px) minus the interior{what}: "
+              + ", ".join(f"{x:+.4f} +- {e:.4f}" for x, e in zip(m, se)))
+    near, far = np.concatenate(near), np.concatenate(far)
+    print(f"defects (Delaunay neighbours not 6, > 40 px inside the view): {n_defect / n_inner:.4f} of the particles, "
+          f"{n_defect / len(turned.pos):.1f} per frame; |psi6| within 40 px of one {near.mean():.4f} "
+          f"({len(near) / (len(near) + len(far)):.3f} of the particles), beyond {far.mean():.4f}, "
+          f"all {np.concatenate([near, far]).mean():.4f}")
 
 
 def report(d: np.ndarray, head: str) -> None:
@@ -186,10 +231,17 @@ def main(argv=None) -> int:
     ap.add_argument("--calibration-seed", type=int, default=0, dest="cal_seed")
     ap.add_argument("--order", action="store_true",
                     help="with the local-order weight (lattice_field.calibrate_order; not upsample's default)")
+    ap.add_argument("--pair", action="store_true",
+                    help="a pair interaction on the bonds alone, fitted (lattice_field.fit_field(gaussian=False))")
+    ap.add_argument("--true-pair", action="store_true", dest="true_pair",
+                    help="the bonds alone with the soft disks' own pair potential (periodic crystal only)")
     ap.add_argument("--no-bonds", action="store_true", help="the Gaussian field alone")
     ap.add_argument("--splice", action="store_true",
                     help="seams: two lines per heal, the strips between them from two frames (as a tiled "
                          "film's windows meet); each site compared with its own frame")
+    ap.add_argument("--defects", action="store_true",
+                    help="also split the band lines by whether the data has a defect (Voronoi cell not "
+                         "six-sided) within the band or 40 px of it")
     ap.add_argument("--film", action="store_true", help="bands inside the frames of a crystal film (docstring)")
     ap.add_argument("--windows", action="store_true", help="the film's windows' own |psi6| profile (docstring)")
     ap.add_argument("--truth", choices=("numpy", "lammps"), default="numpy", help="the film (--film, --windows)")
@@ -208,12 +260,21 @@ def main(argv=None) -> int:
     a = float(np.min(np.linalg.norm(sites[1:] - sites[0], axis=1)))
     fit = [(registered(p, sites, box), sites) for p in frames[:args.frames]]
     t1 = time.perf_counter()
-    field = lf.fit_field(fit, a, rng=np.random.default_rng(args.cal_seed), bond_weights=not args.no_bonds,
-                         order_weight=args.order and not args.no_bonds)
+    field = lf.fit_field(fit, a, rng=np.random.default_rng(args.cal_seed),
+                         bond_weights=not (args.no_bonds or args.true_pair), order_weight=args.order and not args.no_bonds,
+                         gaussian=not args.pair)
+    if args.true_pair:
+        # the synthetic dynamics' harmonic contacts: energy eps / 2 (1 - r / d)^2, eps = 1
+        from upsample_crystal import DIAM, KT
+        field.bond_edges = np.linspace(0.5 * DIAM, 2.0 * DIAM, 1201)
+        r = 0.5 * (field.bond_edges[1:] + field.bond_edges[:-1])
+        field.bond_log_weight = -0.5 * np.clip(1.0 - r / DIAM, 0.0, None) ** 2 / KT
+        field.gaussian = False
     print(f"crystal {len(sites)} disks, a = {a:.2f} px, {2 * args.frames} frames simulated in {t1 - t0:.0f} s; "
           f"field fitted in {time.perf_counter() - t1:.0f} s: {field.as_dict()}")
     rng = np.random.default_rng(1000 + args.cal_seed)
     diffs = []             # per heal: (bins,) healed minus before
+    by_line = {True: [], False: []}   # --defects: per line, keyed by "no defect near it"
     bonds_before, bonds_after = [], []
     t2 = time.perf_counter()
     healed = frames[args.frames:]
@@ -221,9 +282,11 @@ def main(argv=None) -> int:
     for f, p in enumerate(healed):
         p = registered(p, sites, box)
         before = site_psi6(p, box)
+        bad = defects(p, box) if args.defects else None
         if args.splice:
             other = registered(healed[(f + 1) % len(healed)], sites, box)
             before_other = site_psi6(other, box)
+            bad_other = defects(other, box) if args.defects else None
         for _ in range(args.heals):
             axis = int(rng.integers(2))
             n_lines = 2 if args.splice else 3
@@ -231,18 +294,27 @@ def main(argv=None) -> int:
             dist = np.mod(np.abs(sites[:, axis][:, None] - lines[None]), box[axis])
             dist = np.min(np.minimum(dist, box[axis] - dist), axis=1)
             band = dist < lf.BAND_SPACINGS * a
-            start, ref = p, before
+            start, ref, ref_bad = p, before, bad
             if args.splice:
                 # the strip between the lines (going up from the first) from the other frame
                 strip = np.mod(sites[:, axis] - lines[0], box[axis]) < box[axis] / 2
                 start = np.where(strip[:, None], other, p)
                 ref = np.where(strip, before_other, before)
+                ref_bad = np.where(strip, bad_other, bad) if args.defects else None
             new, _ = lf.heal(start, sites, box, field, band, rng, sweeps=args.sweeps)
             after = site_psi6(new, box)
             k = np.digitize(dist, EDGES) - 1
             # a bin of 8 px can hold no row of sites (rows 14.3 px apart across y): NaN
             diffs.append([np.mean((after - ref)[k == b]) if np.any(k == b) else np.nan
                           for b in range(len(EDGES) - 1)])
+            if args.defects:
+                for line in lines:
+                    d1 = np.abs(sites[:, axis] - line)
+                    d1 = np.minimum(d1, box[axis] - d1)
+                    k1 = np.digitize(d1, EDGES) - 1
+                    clean = not np.any(ref_bad & (d1 < EDGES[-1] + DEFECT_CLEAR))
+                    by_line[clean].append([np.mean((after - ref)[k1 == b]) if np.any(k1 == b) else np.nan
+                                           for b in range(len(EDGES) - 1)])
             inner = band & (g.cls >= 0)
             for q, store in ((p, bonds_before), (new, bonds_after)):     # data: the unspliced frame
                 u = q - sites
@@ -252,6 +324,11 @@ def main(argv=None) -> int:
                 store.append(r)
     report(np.array(diffs), f"{len(diffs)} heals of {2 if args.splice else 3} bands, {args.sweeps} sweeps, in "
                             f"{time.perf_counter() - t2:.0f} s")
+    if args.defects:
+        for clean, rows in by_line.items():
+            if rows:
+                report(np.array(rows), f"{len(rows)} band lines {'with no' if clean else 'with a'} defect within "
+                                       f"{EDGES[-1] + DEFECT_CLEAR:g} px")
     rb, ra = np.concatenate(bonds_before), np.concatenate(bonds_after)
     print(f"first-shell bonds in the bands: mean {ra.mean():.3f} px (data {rb.mean():.3f}), "
           f"rms about a {np.sqrt(np.mean((ra - a) ** 2)):.3f} (data {np.sqrt(np.mean((rb - a) ** 2)):.3f})")

@@ -33,6 +33,12 @@ film itself.
   errors of the crystal's (benchmarks/lattice_field_bands.py). Not upsample's default: on
   a film's own frames the pseudo-likelihood's beta overshoots (bands 0.6 % less ordered),
   and so it does on a LAMMPS crystal film's seams (docs/scaling.md).
+- ``fit_field(gaussian=False)`` (optional): no Gaussian part in the law, which is then a
+  pair interaction on the first-shell bonds (:func:`fit_pair_weights`, pseudo-likelihood,
+  then the inversion for the bonds' tension); the Gaussian only proposes. With the soft
+  disks' own pair potential it keeps a periodic crystal's |psi6| in redrawn bands away
+  from defects, and fitted it does too, but its calibration on a film is not steady
+  (docs/scaling.md), so it is not upsample's default either.
 - :func:`heal`: Metropolis-within-Gibbs sweeps over the band, the rest held: each site's
   proposal is its Gaussian conditional, accepted by its bonds' weight ratio; sites are
   drawn a colour at a time, no two of a colour neighbours.
@@ -73,6 +79,15 @@ BOND_THRESHOLD = 1.0
 #: and the largest |beta| searched (log weight per unit of summed |psi6|)
 ORDER_PROPOSALS = 32
 ORDER_BOUND = 20.0
+#: :func:`fit_pair_weights`: sites that enter the fit (by dimension), grid points either
+#: side of a site's cage centre per axis, the grid's half-width in standard deviations of
+#: the sites' displacement from their cage centre, the weight's nodes and the penalty on
+#: its curvature (per site, on second differences of the nodes' values)
+PAIR_SITES = {2: 2000, 3: 300}
+PAIR_GRID = {2: 14, 3: 8}
+PAIR_HALF_SD = 6.0
+PAIR_NODES = 40
+PAIR_SMOOTH = 0.1
 
 
 @dataclass
@@ -112,6 +127,10 @@ class LatticeField:
         every site j (|psi6| over its first-shell bonds; 0: none; :func:`calibrate_order`).
     order_trace : the calibration's pseudo-likelihood estimating function at the search's
         ends and at 0, (beta, mean over sites of E_beta[S_i | rest] - S_i(data)).
+    gaussian : False: the Gaussian only proposes each move (accepted with its Hastings
+        ratio) and the law is the bonds' weights alone, a pair interaction on the lattice's
+        first-shell bonds (:func:`fit_pair_weights`; bonds beyond the longest seen keep
+        the last bin's weight).
     """
 
     a: float
@@ -124,6 +143,7 @@ class LatticeField:
     variance_explained: float
     order_weight: float = 0.0
     order_trace: tuple = ()
+    gaussian: bool = True
 
     @property
     def dim(self) -> int:
@@ -137,6 +157,7 @@ class LatticeField:
 
     def as_dict(self) -> dict:
         return {"a_px": self.a, "classes": int(len(self.signatures)), "sites": self.samples,
+                "gaussian": bool(self.gaussian),
                 "variance_explained": round(self.variance_explained, 4),
                 "order_weight": round(float(self.order_weight), 3),
                 "order_calibration": [[round(float(b), 3), round(float(f), 5)] for b, f in self.order_trace],
@@ -150,7 +171,9 @@ class LatticeField:
         k = ((r - lo) * (nbins / (hi - lo))).astype(np.int64) if np.isfinite(hi) else np.zeros(r.shape, np.int64)
         out = self.bond_log_weight[np.clip(k, 0, nbins - 1)]
         out = np.where(r < lo, -50.0, out)
-        return np.where(r >= hi, 0.0, out)
+        # beyond the longest bond: flat with the Gaussian (it holds the sites), else the
+        # last bin's weight (the bonds alone hold them: a bond must not gain by stretching)
+        return np.where(r >= hi, 0.0 if self.gaussian else self.bond_log_weight[-1], out)
 
 
 def graph(sites: np.ndarray, a: float, box: np.ndarray | None = None) -> tuple[Graph, np.ndarray]:
@@ -255,20 +278,27 @@ def _sweep(u: np.ndarray, g: Graph, groups: list, field: LatticeField, chol: np.
     a group neighbours, nor, with a local-order weight, sharing a neighbour): each site's
     displacement is proposed from its class's Gaussian conditional and accepted by its
     bonds' and the local order's weight ratio (the proposal is the Gaussian part of the
-    target, so only the weights enter). ``u`` (N, d) px is updated in place."""
+    target, so only the weights enter; without a Gaussian part, ``field.gaussian`` False,
+    its Hastings ratio q(old) / q(new) enters too). ``u`` (N, d) px is updated in place."""
     d = u.shape[1]
     weighted = bool(np.any(field.bond_log_weight != 0.0))
     ordered = field.ordered
     for grp in groups:
         cls = g.cls[grp]
         prop = np.empty((len(grp), d))
+        hastings = np.zeros(len(grp))
         for c in np.unique(cls):
             sel = cls == c
             sub = grp[sel]
-            prop[sel] = (u[g.nb[sub]].reshape(len(sub), -1) @ field.coef[c].T
-                         + rng.standard_normal((len(sub), d)) @ chol[c].T)
-        if weighted or ordered:
-            gain = np.zeros(len(grp))
+            mean = u[g.nb[sub]].reshape(len(sub), -1) @ field.coef[c].T
+            z = rng.standard_normal((len(sub), d))
+            prop[sel] = mean + z @ chol[c].T
+            if not field.gaussian:
+                # the Gaussian is only the proposal: q(old) / q(new)
+                z_old = np.linalg.solve(chol[c], (u[sub] - mean).T).T
+                hastings[sel] = 0.5 * (np.sum(z * z, 1) - np.sum(z_old * z_old, 1))
+        if weighted or ordered or not field.gaussian:
+            gain = hastings
             if weighted:
                 first = g.nb1[grp] >= 0
                 gain += (np.where(first, field.log_weight(_bond_lengths(u, g, grp, prop))
@@ -310,7 +340,7 @@ def _wrapped(pos: np.ndarray, sites: np.ndarray, box: np.ndarray | None) -> np.n
 
 
 def fit_field(frames: list, a: float, *, rng: np.random.Generator | None = None,
-              bond_weights: bool = True, order_weight: bool = False) -> LatticeField:
+              bond_weights: bool = True, order_weight: bool = False, gaussian: bool = True) -> LatticeField:
     """Fit the displacement field's conditional law (:class:`LatticeField`) to frames of one
     crystal: ``frames`` a list of (positions (n, d) px, their ideal sites (n, d) px), open
     views (sites at the edge, whose neighbourhood is incomplete, are left out); ``a`` the
@@ -318,7 +348,11 @@ def fit_field(frames: list, a: float, *, rng: np.random.Generator | None = None,
     as each window's is). Then the bond weights (:func:`calibrate_bonds`; ``bond_weights``
     False: flat, the Gaussian field alone) and, in 2D with ``order_weight``, the local-order
     weight (:func:`calibrate_order`; not the default: it makes redrawn bands of a periodic
-    crystal keep its |psi6|, but overshoots on a film's own frames, docs/scaling.md)."""
+    crystal keep its |psi6|, but overshoots on a film's own frames, docs/scaling.md).
+    ``gaussian`` False: the Gaussian only proposes moves and the law is the product of the
+    bonds' weights alone, a pair interaction on the lattice's first-shell bonds, fitted by
+    pseudo-likelihood (:func:`fit_pair_weights`) and then by inversion on bands
+    (:func:`calibrate_bonds`, unthresholded); not the default either (docs/scaling.md)."""
     per = []
     for pos, sites in frames:
         if len(pos) < 20:
@@ -366,10 +400,22 @@ def fit_field(frames: list, a: float, *, rng: np.random.Generator | None = None,
         g.cls = np.where(g.cls >= 0, renumber[np.maximum(g.cls, 0)], -1)
     field = LatticeField(a, signatures[kept], np.array(coef), np.array(cov), np.array([0.0, np.inf]), np.zeros(1),
                          samples, 1.0 - resid_total / total if total > 0 else 0.0)
+    field.gaussian = gaussian
+    if order_weight and not gaussian:
+        raise ValueError("fit_field: the local-order weight is calibrated with the Gaussian part; "
+                         "gaussian=False takes none")
     if not bond_weights:
+        if not gaussian:
+            raise ValueError("fit_field: a field without its Gaussian part needs bond weights")
         return field
     rng = np.random.default_rng(0) if rng is None else rng
-    field = calibrate_bonds(field, fields, rng)
+    if gaussian:
+        field = calibrate_bonds(field, fields, rng)
+    else:
+        # the pseudo-likelihood fits single sites, which do not see a uniform tension on
+        # the bonds (fit_pair_weights); the bands' bond lengths set it (unthresholded:
+        # the weights start close)
+        field = calibrate_bonds(fit_pair_weights(field, fields, rng), fields, rng, threshold=0.0)
     return calibrate_order(field, fields, rng) if order_weight else field
 
 
@@ -383,9 +429,9 @@ def _cholesky(field: LatticeField) -> np.ndarray:
 
 
 def _redrawn_bands(field: LatticeField, fields: list, rng: np.random.Generator):
-    """Yield (graph, band sites, redrawn displacements (n, d) px) for seam-like bands of up to 20 of ``fields`` (per frame (graph, displacements)):
-    in each frame, for each axis, the sites within :data:`BAND_SPACINGS` of a plane through
-    a random point normal to it, redrawn with :data:`BOND_SWEEPS` sweeps, the rest held."""
+    """Yield (graph, band sites, redrawn displacements (n, d) px) for seam-like bands of up
+    to 20 of ``fields`` (per frame (graph, displacements)): in each frame, for each axis, the sites within :data:`BAND_SPACINGS` of a plane through a random
+    point normal to it, redrawn with :data:`BOND_SWEEPS` sweeps, the rest held."""
     chol = _cholesky(field)
     for g, u0 in fields[:: max(1, len(fields) // 20)]:
         inner = np.flatnonzero(g.cls >= 0)
@@ -466,26 +512,112 @@ def calibrate_order(field: LatticeField, fields: list, rng: np.random.Generator)
     return field
 
 
-def calibrate_bonds(field: LatticeField, fields: list, rng: np.random.Generator) -> LatticeField:
+def fit_pair_weights(field: LatticeField, fields: list, rng: np.random.Generator) -> LatticeField:
+    """The bond weights of a field without its Gaussian part (``field.gaussian`` False):
+    the sites' law is the product over first-shell bonds of exp(w(r)), a pair interaction
+    on the lattice's bonds, and w is its maximum pseudo-likelihood estimate (Besag 1975).
+
+    A site's conditional law given the rest is exp(sum_j w(|x_j - x|)) over its first-shell
+    neighbours j, normalised over the site's place, and the normaliser is a sum over a grid
+    about the centre of the site's neighbours (:data:`PAIR_GRID` points either side per
+    axis, :data:`PAIR_HALF_SD` standard deviations of the sites' offsets from that centre).
+    w is piecewise linear on :data:`PAIR_NODES` nodes over the data's bond lengths (below the
+    shortest: forbidden; beyond the longest: the last node's value), with a small penalty on
+    its curvature, and the pseudo-likelihood, concave in w, is maximised by L-BFGS over
+    :data:`PAIR_SITES` sites (about 10 s for 2000 in 2D). For a crystal whose particles
+    interact in pairs within the first shell (soft disks, and WCA particles at crystal
+    densities) this family holds the crystal's own law at fixed topology: with the soft
+    disks' own pair potential, redrawn bands of their crystal keep its |psi6| within a
+    standard error (benchmarks/lattice_field_bands.py --true-pair).
+
+    Single sites do not determine the part of w linear in r, a uniform tension on the
+    bonds: to first order a site's bond lengths sum to a constant wherever it moves in its
+    cage (its bond directions sum to zero), so that part only changes the normaliser.
+    Here it comes out wrong (on the harmonic crystal's exact samples the parabola's vertex
+    0.4 px long; on the soft disks a falling tail) and :func:`fit_field` sets it with
+    the inversion on bands (:func:`calibrate_bonds`), where the held surroundings make the
+    tension count. ``fields``: per frame (graph, displacements (n, d) px)."""
+    from scipy.optimize import minimize
+
+    d = field.dim
+    picks = [(k, i) for k, (g, _) in enumerate(fields)
+             for i in np.flatnonzero((g.cls >= 0) & np.all(g.nb1 >= 0, axis=1))]
+    if not picks:
+        raise ValueError("fit_pair_weights: no site with its first shell complete")
+    chosen = [picks[j] for j in rng.choice(len(picks), min(PAIR_SITES[d], len(picks)), replace=False)]
+    nbr = np.stack([fields[k][0].offset1[i] + fields[k][1][fields[k][0].nb1[i]] for k, i in chosen])  # (S, K1, d)
+    own = np.stack([fields[k][1][i] for k, i in chosen])                                              # (S, d)
+    centre = nbr.mean(1)
+    half = PAIR_HALF_SD * float(np.sqrt(np.mean((own - centre) ** 2)))
+    axis = np.linspace(-half, half, 2 * PAIR_GRID[d] + 1)
+    grid = np.stack(np.meshgrid(*[axis] * d, indexing="ij"), -1).reshape(-1, d)                     # (G, d)
+    r_data = np.linalg.norm(nbr - own[:, None], axis=-1)                                              # (S, K1)
+    lo, hi = float(r_data.min()), float(r_data.max())
+    nodes = np.linspace(lo, hi, PAIR_NODES)
+
+    def basis(r: np.ndarray) -> np.ndarray:
+        """(..., K1) bond lengths -> (rows, PAIR_NODES) summed hat functions per row."""
+        r = np.minimum(r.reshape(-1, r.shape[-1]), hi)
+        k = np.clip(np.searchsorted(nodes, r, side="right") - 1, 0, PAIR_NODES - 2)
+        frac = np.clip((r - nodes[k]) / (nodes[k + 1] - nodes[k]), 0.0, 1.0)
+        row = np.arange(len(r))[:, None] * PAIR_NODES
+        out = np.bincount((row + k).ravel(), (1.0 - frac).ravel(), len(r) * PAIR_NODES)
+        out += np.bincount((row + k + 1).ravel(), frac.ravel(), len(r) * PAIR_NODES)
+        return out.reshape(len(r), PAIR_NODES)
+
+    t_data = basis(r_data).sum(0)
+    r_grid = np.linalg.norm(nbr[:, None] - (centre[:, None] + grid)[:, :, None], axis=-1)            # (S, G, K1)
+    allowed = np.all(r_grid >= lo, axis=-1).reshape(len(chosen), len(grid))
+    t_grid = basis(r_grid)                                                        # (S G, B)
+    del r_grid
+    curve = np.diff(np.eye(PAIR_NODES), 2, axis=0)
+    n = len(chosen)
+
+    def objective(w: np.ndarray) -> tuple[float, np.ndarray]:
+        e = (t_grid @ w).reshape(n, -1)
+        e = np.where(allowed, e, -np.inf)
+        top = e.max(1, keepdims=True)
+        p = np.exp(e - top)
+        z = p.sum(1, keepdims=True)
+        p /= z
+        expected = p.reshape(-1) @ t_grid
+        c = curve @ w
+        value = float(np.sum(top[:, 0] + np.log(z[:, 0]))) - t_data @ w + PAIR_SMOOTH * n * float(c @ c)
+        return value / n, (expected - t_data + 2.0 * PAIR_SMOOTH * n * curve.T @ c) / n
+
+    res = minimize(objective, np.zeros(PAIR_NODES), jac=True, method="L-BFGS-B",
+                   bounds=[(-50.0, 50.0)] * PAIR_NODES, options={"maxiter": 2000})
+    w = res.x - res.x.max()
+    edges = np.linspace(lo, hi, 8 * (PAIR_NODES - 1) + 1)
+    field.bond_edges = edges
+    field.bond_log_weight = np.interp(0.5 * (edges[1:] + edges[:-1]), nodes, w)
+    return field
+
+
+def calibrate_bonds(field: LatticeField, fields: list, rng: np.random.Generator,
+                    threshold: float = BOND_THRESHOLD) -> LatticeField:
     """The bond weights (:attr:`LatticeField.bond_log_weight`) that give redrawn sites the
     data's first-shell bond lengths, by iterative Boltzmann inversion (Reith et al. 2003)
     on the data itself, in the geometry of a seam: in each frame, for each axis, the sites
-    within :data:`BAND_SPACINGS` of a plane through a random point normal to it are
-    redrawn (:data:`BOND_SWEEPS` sweeps, the rest held), and each bin's log weight moves by
-    log(data's bonds / the bands' bonds), soft-thresholded at :data:`BOND_THRESHOLD`
-    standard errors, :data:`BOND_ITERATIONS` times; the weights are the mean of the later
-    half of the iterates. With one band per frame and the last iterate, the calibration's
-    noise alone moved the healed 2D faces' |psi6| between +0.002 and +0.006 over the bulk. Weights
-    calibrated on scattered single sites instead, held on every side, left the healed
-    bands' |psi6| 0.006-0.009 above the bulk in 2D. ``fields``: per frame (graph,
-    displacements (n, d) px)."""
+    within :data:`BAND_SPACINGS` of a plane through a
+    random point normal to it are redrawn (:data:`BOND_SWEEPS` sweeps, the rest held), and
+    each bin's log weight moves by log(data's bonds / the bands' bonds), soft-thresholded
+    at ``threshold`` standard errors, :data:`BOND_ITERATIONS` times (a field without its
+    Gaussian part starts from its pseudo-likelihood weights, :func:`fit_pair_weights`); the
+    weights are the mean of the later half of the iterates. With one band per frame and
+    the last iterate, the calibration's noise alone moved the healed 2D faces' |psi6|
+    between +0.002 and +0.006 over the bulk. Weights calibrated on scattered single sites
+    instead, held on every side, left the healed bands' |psi6| 0.006-0.009 above the bulk
+    in 2D. ``fields``: per frame (graph, displacements (n, d) px)."""
     data = np.concatenate([_bond_lengths(u, g, np.flatnonzero(g.cls >= 0), u[g.cls >= 0])[g.nb1[g.cls >= 0] >= 0]
                            for g, u in fields])
     lo, hi = np.quantile(data, [0.0, 0.999])
     edges = np.linspace(lo, hi, BOND_BINS + 1)
     kernel = np.array([1.0, 2.0, 3.0, 2.0, 1.0])      # the asymmetry is smooth, the counts' noise is not
     want = np.convolve(_histogram(data, edges), kernel, "same")
-    field.bond_edges, field.bond_log_weight = edges, np.zeros(BOND_BINS)
+    # a field without its Gaussian starts from its pseudo-likelihood weights
+    start = np.zeros(BOND_BINS) if field.gaussian else field.log_weight(0.5 * (edges[1:] + edges[:-1]))
+    field.bond_edges, field.bond_log_weight = edges, start
     history = []
     for it in range(BOND_ITERATIONS):
         got = np.zeros(BOND_BINS)
@@ -499,7 +631,7 @@ def calibrate_bonds(field: LatticeField, fields: list, rng: np.random.Generator)
         # kernel's weight 9): only what the counts resolve is corrected
         se = np.zeros(BOND_BINS)
         se[fit] = np.sqrt(9.0 / want[fit] + 9.0 / got[fit])
-        step = np.sign(step) * np.maximum(np.abs(step) - BOND_THRESHOLD * se, 0.0)
+        step = np.sign(step) * np.maximum(np.abs(step) - threshold * se, 0.0)
         step[want == 0] = -20.0          # never seen in the data
         field.bond_log_weight = np.clip(field.bond_log_weight + step, -20.0, 20.0)
         history.append(field.bond_log_weight.copy())
