@@ -37,8 +37,9 @@ film itself.
   pair interaction on the first-shell bonds (:func:`fit_pair_weights`, pseudo-likelihood,
   then the inversion for the bonds' tension); the Gaussian only proposes. With the soft
   disks' own pair potential it keeps a periodic crystal's |psi6| in redrawn bands away
-  from defects, and fitted it does too, but its calibration on a film is not steady
-  (docs/scaling.md), so it is not upsample's default either.
+  from defects, and fitted it does too; through upsample it removes a soft-disk film's
+  face-row excess in |psi6| but leaves the seams short of neighbours, and its fit takes
+  minutes (docs/scaling.md), so it is not upsample's default either.
 - :func:`heal`: Metropolis-within-Gibbs sweeps over the band, the rest held: each site's
   proposal is its Gaussian conditional, accepted by its bonds' weight ratio; sites are
   drawn a colour at a time, no two of a colour neighbours.
@@ -83,7 +84,7 @@ ORDER_BOUND = 20.0
 #: side of a site's cage centre per axis, the grid's half-width in standard deviations of
 #: the sites' displacement from their cage centre, the weight's nodes and the penalty on
 #: its curvature (per site, on second differences of the nodes' values)
-PAIR_SITES = {2: 2000, 3: 300}
+PAIR_SITES = {2: 8000, 3: 1000}
 PAIR_GRID = {2: 14, 3: 8}
 PAIR_HALF_SD = 6.0
 PAIR_NODES = 40
@@ -524,7 +525,8 @@ def fit_pair_weights(field: LatticeField, fields: list, rng: np.random.Generator
     w is piecewise linear on :data:`PAIR_NODES` nodes over the data's bond lengths (below the
     shortest: forbidden; beyond the longest: the last node's value), with a small penalty on
     its curvature, and the pseudo-likelihood, concave in w, is maximised by L-BFGS over
-    :data:`PAIR_SITES` sites (about 10 s for 2000 in 2D). For a crystal whose particles
+    :data:`PAIR_SITES` sites (2000 in 2D left the fit's result on a film varying by 0.005 in
+    its bands' |psi6| between draws of the sites; 8000 did not). For a crystal whose particles
     interact in pairs within the first shell (soft disks, and WCA particles at crystal
     densities) this family holds the crystal's own law at fixed topology: with the soft
     disks' own pair potential, redrawn bands of their crystal keep its |psi6| within a
@@ -537,6 +539,7 @@ def fit_pair_weights(field: LatticeField, fields: list, rng: np.random.Generator
     0.4 px long; on the soft disks a falling tail) and :func:`fit_field` sets it with
     the inversion on bands (:func:`calibrate_bonds`), where the held surroundings make the
     tension count. ``fields``: per frame (graph, displacements (n, d) px)."""
+    from scipy import sparse
     from scipy.optimize import minimize
 
     d = field.dim
@@ -555,34 +558,46 @@ def fit_pair_weights(field: LatticeField, fields: list, rng: np.random.Generator
     lo, hi = float(r_data.min()), float(r_data.max())
     nodes = np.linspace(lo, hi, PAIR_NODES)
 
-    def basis(r: np.ndarray) -> np.ndarray:
-        """(..., K1) bond lengths -> (rows, PAIR_NODES) summed hat functions per row."""
-        r = np.minimum(r.reshape(-1, r.shape[-1]), hi)
+    def hats(r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, K1) bond lengths -> each bond's two hat functions: node indices and
+        weights, (rows, 2 K1) each (bonds beyond ``hi`` take the last node's value)."""
+        r = np.minimum(r, hi)
         k = np.clip(np.searchsorted(nodes, r, side="right") - 1, 0, PAIR_NODES - 2)
         frac = np.clip((r - nodes[k]) / (nodes[k + 1] - nodes[k]), 0.0, 1.0)
-        row = np.arange(len(r))[:, None] * PAIR_NODES
-        out = np.bincount((row + k).ravel(), (1.0 - frac).ravel(), len(r) * PAIR_NODES)
-        out += np.bincount((row + k + 1).ravel(), frac.ravel(), len(r) * PAIR_NODES)
-        return out.reshape(len(r), PAIR_NODES)
+        return np.concatenate([k, k + 1], axis=1), np.concatenate([1.0 - frac, frac], axis=1)
 
-    t_data = basis(r_data).sum(0)
-    r_grid = np.linalg.norm(nbr[:, None] - (centre[:, None] + grid)[:, :, None], axis=-1)            # (S, G, K1)
-    allowed = np.all(r_grid >= lo, axis=-1).reshape(len(chosen), len(grid))
-    t_grid = basis(r_grid)                                                        # (S G, B)
-    del r_grid
+    # the grid points a site can take (no bond shorter than the data's shortest), as a
+    # sparse (points, nodes) matrix of summed hat functions, built a block of sites at a time
+    cols, vals, counts = [], [], []
+    for b in range(0, len(chosen), 250):
+        pts = centre[b:b + 250, None] + grid                                                  # (s, G, d)
+        r = np.linalg.norm(nbr[b:b + 250, None] - pts[:, :, None], axis=-1)                  # (s, G, K1)
+        ok = np.all(r >= lo, axis=-1)
+        k, w = hats(r[ok])
+        cols.append(k.astype(np.int32))
+        vals.append(w.astype(np.float32))
+        counts.append(ok.sum(1))
+    counts = np.concatenate(counts)
+    k_data, f_data = hats(r_data[counts > 0])        # a site with no grid point left has no law
+    t_data = np.bincount(k_data.ravel(), f_data.ravel(), PAIR_NODES)
+    counts = counts[counts > 0]
+    width = 2 * nbr.shape[1]
+    t_grid = sparse.csr_matrix((np.concatenate(vals).ravel(), np.concatenate(cols).ravel(),
+                                np.arange(0, counts.sum() * width + 1, width)), shape=(int(counts.sum()), PAIR_NODES))
+    starts = np.r_[0, np.cumsum(counts)[:-1]]
+    owner = np.repeat(np.arange(len(counts)), counts)
     curve = np.diff(np.eye(PAIR_NODES), 2, axis=0)
-    n = len(chosen)
+    n = len(counts)
 
     def objective(w: np.ndarray) -> tuple[float, np.ndarray]:
-        e = (t_grid @ w).reshape(n, -1)
-        e = np.where(allowed, e, -np.inf)
-        top = e.max(1, keepdims=True)
-        p = np.exp(e - top)
-        z = p.sum(1, keepdims=True)
-        p /= z
-        expected = p.reshape(-1) @ t_grid
+        e = (t_grid @ w.astype(np.float32)).astype(float)
+        top = np.maximum.reduceat(e, starts)
+        p = np.exp(e - top[owner])
+        z = np.add.reduceat(p, starts)
+        p /= z[owner]
+        expected = t_grid.T @ p
         c = curve @ w
-        value = float(np.sum(top[:, 0] + np.log(z[:, 0]))) - t_data @ w + PAIR_SMOOTH * n * float(c @ c)
+        value = float(np.sum(top + np.log(z))) - t_data @ w + PAIR_SMOOTH * n * float(c @ c)
         return value / n, (expected - t_data + 2.0 * PAIR_SMOOTH * n * curve.T @ c) / n
 
     res = minimize(objective, np.zeros(PAIR_NODES), jac=True, method="L-BFGS-B",
