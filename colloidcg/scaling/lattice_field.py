@@ -431,8 +431,9 @@ def _cholesky(field: LatticeField) -> np.ndarray:
 
 def _redrawn_bands(field: LatticeField, fields: list, rng: np.random.Generator):
     """Yield (graph, band sites, redrawn displacements (n, d) px) for seam-like bands of up
-    to 20 of ``fields`` (per frame (graph, displacements)): in each frame, for each axis, the sites within :data:`BAND_SPACINGS` of a plane through a random
-    point normal to it, redrawn with :data:`BOND_SWEEPS` sweeps, the rest held."""
+    to 20 of ``fields`` (per frame (graph, displacements)): in each frame, for each axis,
+    the sites within :data:`BAND_SPACINGS` of a plane through a random point normal to it,
+    redrawn with :data:`BOND_SWEEPS` sweeps, the rest held."""
     chol = _cholesky(field)
     for g, u0 in fields[:: max(1, len(fields) // 20)]:
         inner = np.flatnonzero(g.cls >= 0)
@@ -536,7 +537,7 @@ def fit_pair_weights(field: LatticeField, fields: list, rng: np.random.Generator
     bonds: to first order a site's bond lengths sum to a constant wherever it moves in its
     cage (its bond directions sum to zero), so that part only changes the normaliser.
     Here it comes out wrong (on the harmonic crystal's exact samples the parabola's vertex
-    0.4 px long; on the soft disks a falling tail) and :func:`fit_field` sets it with
+    off by 0.1-0.4 px over draws of the sites; on the soft disks a falling tail) and :func:`fit_field` sets it with
     the inversion on bands (:func:`calibrate_bonds`), where the held surroundings make the
     tension count. ``fields``: per frame (graph, displacements (n, d) px)."""
     from scipy import sparse
