@@ -308,7 +308,7 @@ def test_pair_weights_recover_the_harmonic_crystals_springs(crystal, monkeypatch
     within 12 % (4-7 % low). A field of bond weights alone refuses the local-order weight.
     2000 of the samples' sites enter the pseudo-likelihood (a quarter of the default, for
     the test's time)."""
-    monkeypatch.setitem(lf.PAIR_SITES, 2, 2000)
+    monkeypatch.setattr(lf, "PAIR_SITES", 2000)
     _, _, _, frames = crystal
     field = lf.fit_field(frames[:40], A, bond_weights=False)
     field.gaussian = False

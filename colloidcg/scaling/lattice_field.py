@@ -80,12 +80,12 @@ BOND_THRESHOLD = 1.0
 #: and the largest |beta| searched (log weight per unit of summed |psi6|)
 ORDER_PROPOSALS = 32
 ORDER_BOUND = 20.0
-#: :func:`fit_pair_weights`: sites that enter the fit (by dimension), grid points either
-#: side of a site's cage centre per axis, the grid's half-width in standard deviations of
+#: :func:`fit_pair_weights` (2D): sites that enter the fit, grid points either side of a
+#: site's cage centre per axis, the grid's half-width in standard deviations of
 #: the sites' displacement from their cage centre, the weight's nodes and the penalty on
 #: its curvature (per site, on second differences of the nodes' values)
-PAIR_SITES = {2: 8000, 3: 1000}
-PAIR_GRID = {2: 14, 3: 8}
+PAIR_SITES = 8000
+PAIR_GRID = 14
 PAIR_HALF_SD = 6.0
 PAIR_NODES = 40
 PAIR_SMOOTH = 0.1
@@ -402,6 +402,8 @@ def fit_field(frames: list, a: float, *, rng: np.random.Generator | None = None,
     field = LatticeField(a, signatures[kept], np.array(coef), np.array(cov), np.array([0.0, np.inf]), np.zeros(1),
                          samples, 1.0 - resid_total / total if total > 0 else 0.0)
     field.gaussian = gaussian
+    if not gaussian and field.dim != 2:
+        raise ValueError("fit_field: gaussian=False is measured in 2D only (docs/scaling.md)")
     if order_weight and not gaussian:
         raise ValueError("fit_field: the local-order weight is calibrated with the Gaussian part; "
                          "gaussian=False takes none")
@@ -548,12 +550,12 @@ def fit_pair_weights(field: LatticeField, fields: list, rng: np.random.Generator
              for i in np.flatnonzero((g.cls >= 0) & np.all(g.nb1 >= 0, axis=1))]
     if not picks:
         raise ValueError("fit_pair_weights: no site with its first shell complete")
-    chosen = [picks[j] for j in rng.choice(len(picks), min(PAIR_SITES[d], len(picks)), replace=False)]
+    chosen = [picks[j] for j in rng.choice(len(picks), min(PAIR_SITES, len(picks)), replace=False)]
     nbr = np.stack([fields[k][0].offset1[i] + fields[k][1][fields[k][0].nb1[i]] for k, i in chosen])  # (S, K1, d)
     own = np.stack([fields[k][1][i] for k, i in chosen])                                              # (S, d)
     centre = nbr.mean(1)
     half = PAIR_HALF_SD * float(np.sqrt(np.mean((own - centre) ** 2)))
-    axis = np.linspace(-half, half, 2 * PAIR_GRID[d] + 1)
+    axis = np.linspace(-half, half, 2 * PAIR_GRID + 1)
     grid = np.stack(np.meshgrid(*[axis] * d, indexing="ij"), -1).reshape(-1, d)                     # (G, d)
     r_data = np.linalg.norm(nbr - own[:, None], axis=-1)                                              # (S, K1)
     lo, hi = float(r_data.min()), float(r_data.max())
