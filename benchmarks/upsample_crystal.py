@@ -25,12 +25,17 @@ seconds taken.
     python benchmarks/upsample_crystal.py --dim 3 --film   # an open view turned inside a larger crystal
     python benchmarks/upsample_crystal.py --dim 3 --film --stacking rhcp   # randomly stacked close-packed layers
     python benchmarks/upsample_crystal.py --dim 2 --film --truth lammps   # a film of a LAMMPS crystal
+    python benchmarks/upsample_crystal.py --dim 2 --film --tilings auto --samples 8 --epochs 2 \
+        --film-seeds 1,3,4,5,6,7 [--seam-field pair]     # films of 6 independent runs, seams judged over runs
 
 ``--film`` (:func:`film_answer`): the small data is an open view (0.9 of the large crystal's
 side) turned against the lattice of a second run of the large crystal, as a microscope sees
 a crystal larger than its field of view; the model is trained on the view without a box
 and the view is upsampled (crystal films: turned to the lattice and cut into commensurate
-windows).
+windows). ``--film-seeds``: views of several independent runs, one upsampling each; the seam
+profile's mean and standard error are then taken over the runs (:func:`films_across_runs`).
+The model is not used on a crystal film tiled in registry (its seams are redrawn from the
+film's displacement field, not relaxed), so ``--epochs 2`` saves time there.
 
 ``--truth lammps``: LAMMPS Brownian dynamics of WCA particles on LAMMPS's own hex / fcc
 lattice (2D: 12 x 6 cells of 2, 144 -> 2304; 3D: 4^3 cells, 256 -> 2048), T = 1, at number
@@ -314,7 +319,7 @@ def film_view(tracks: pd.DataFrame, box: np.ndarray, dim: int, share: float = FI
 def film_answer(dim: int = 3, *, phi: float | None = None, samples: int = 4, seed: int = 0,
                 tilings=("auto", "random"), relax_steps="adaptive", equilibrate: int = 200, epochs: int = 8,
                 stacking: str = "cubic", truth: str = "numpy", density: float | None = None,
-                seam_field: str = "gibbs", report=print) -> dict:
+                seam_field: str = "auto", view_seed: int = 1, report=print) -> dict:
     """A crystal *film*: the large crystal (2D 48 x 48 disks, 3D 8^3 cells = 2048 spheres) is
     simulated twice, once as the truth and once (another seed) seen through an open view
     turned against its lattice (:func:`film_view`): the small data, like a microscope's
@@ -322,8 +327,9 @@ def film_answer(dim: int = 3, *, phi: float | None = None, samples: int = 4, see
     box), the view is upsampled (K = 16 in 2D, 8 in 3D) and compared with the truth as in
     :func:`known_answer`. ``stacking`` (3D): "cubic", the fcc crystal of cubic cells;
     "hcp", "fcc" or "rhcp": close-packed layers along z (14 x 16 sites each, 16 layers,
-    3584 spheres, 15 for fcc; :func:`stacking_layers`). Returns the same dict, with "film" (the
-    sidecar's crystal_film of the auto row)."""
+    3584 spheres, 15 for fcc; :func:`stacking_layers`). ``view_seed``: the seed of the run
+    the view films (the truth's is 2). Returns the same dict, with "film" (the sidecar's
+    crystal_film of the auto row)."""
     import torch
 
     from colloidcg import evaluate as ev
@@ -355,14 +361,14 @@ def film_answer(dim: int = 3, *, phi: float | None = None, samples: int = 4, see
         density = density or (1.05 if dim == 2 else 1.1)
         cells = 48 if dim == 2 else 8
         big, box = lammps_crystal(dim, cells, density, 8, 2500, 10000, seed=2)
-        seen, _ = lammps_crystal(dim, cells, density, 60, 250, 10000, seed=1)
+        seen, _ = lammps_crystal(dim, cells, density, 60, 250, 10000, seed=view_seed)
         cols = list("xyz"[:dim])
         big = big.assign(**{c: np.mod(big[c], box[k]) for k, c in enumerate(cols)})
         view = film_view(seen.assign(**{c: np.mod(seen[c], box[k]) for k, c in enumerate(cols)}), box, dim)
         pos = np.zeros((len(big) // big["frame"].nunique(), dim))
     else:
         big = run(dim, pos, box, equilibrate, 8, 25, seed=2)
-        view = film_view(run(dim, pos, box, equilibrate, 60, 5, seed=1), box, dim)
+        view = film_view(run(dim, pos, box, equilibrate, 60, 5, seed=view_seed), box, dim)
     what = (f"LAMMPS WCA, number density {density}" if truth == "lammps" else
             f"soft {'disk' if dim == 2 else 'sphere'}, packing fraction {phi}")
     say(f"{dim}D {what} crystal film: a view of "
@@ -432,6 +438,34 @@ def film_answer(dim: int = 3, *, phi: float | None = None, samples: int = 4, see
     return out
 
 
+def films_across_runs(runs: list, seeds: list, report=print) -> dict:
+    """The films of independent runs (``film_answer`` results, one per view seed) taken
+    together: per tiling, g(r)'s error and the bond order averaged over the runs, and each
+    seam-profile bin's mean over the runs with its standard error over the runs (each run's
+    value the mean over its samples). A film's windows carry that run's persistent
+    structure (defects, low-order regions near a face: lattice_field_bands.py --windows),
+    which the samples of one film share, so only the spread between runs measures how well
+    the seams are judged. Returns {tiling: {measure: (mean, se)}}."""
+    out = {}
+    for tiling in runs[0]["rows"]:
+        rows = [r["rows"][tiling] for r in runs]
+        report(f"{tiling}, {len(runs)} runs (view seeds {', '.join(map(str, seeds))}): g(r) rel. RMS "
+               f"{np.mean([r['g_error'] for r in rows]):.4f}, order {np.mean([r['order'] for r in rows]):.4f} "
+               f"(direct {np.mean([r['order_direct'] for r in runs]):.4f})")
+        out[tiling] = {}
+        for name in rows[0].get("seam_profile", {}):
+            per = np.array([r["seam_profile"][name]["mean"] for r in rows], float)        # (runs, bins)
+            if not np.all(np.isfinite(per)):
+                continue
+            m, se = per.mean(0), per.std(0, ddof=1) / math.sqrt(len(per))
+            out[tiling][name] = (m, se)
+            report(f"{tiling}: {name} by distance to the nearest seam "
+                   f"({', '.join(f'{a:g}-{b:g}' for a, b in zip(PROFILE_EDGES, PROFILE_EDGES[1:]))} px) minus the "
+                   "bulk, over runs: " + ", ".join(f"{x:+.4f} ({x / e:+.1f} SE)" for x, e in zip(m, se))
+                   + "; per run: " + "; ".join(", ".join(f"{x:+.4f}" for x in row) for row in per))
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dim", type=int, choices=(2, 3), default=2)
@@ -452,15 +486,26 @@ def main(argv=None) -> int:
                          "stacked fcc, hcp or at random")
     ap.add_argument("--film", action="store_true",
                     help="the small data is an open view turned against a larger crystal (film_answer)")
-    ap.add_argument("--seam-field", choices=("gibbs", "none"), default="gibbs",
-                    help="--film --dim 2: redraw the sites along the seams from the film's displacement field "
-                         "(default) or not")
+    ap.add_argument("--seam-field", choices=("auto", "gibbs", "pair", "none"), default="auto",
+                    help="--film: upsample's seam_field: the sites along the seams redrawn from the film's "
+                         "displacement field (gibbs), from a pair interaction on its bonds (pair, 2D), upsample's "
+                         "default (auto: pair in 2D, gibbs in 3D), or not (none)")
+    ap.add_argument("--film-seeds", default="1", dest="film_seeds",
+                    help="--film: seeds of the runs the view films, comma-separated (not 2, the truth's); with "
+                         "several, the seam profile's mean and standard error over the runs (films_across_runs)")
     args = ap.parse_args(argv)
     relax = args.relax_steps if args.relax_steps in ("adaptive", "auto") else int(args.relax_steps)
     if args.film:
-        film_answer(args.dim, phi=args.phi, samples=args.samples, seed=args.seed, tilings=args.tilings.split(","),
-                    relax_steps=relax, equilibrate=args.equilibrate, epochs=args.epochs, stacking=args.stacking,
-                    truth=args.truth, density=args.density, seam_field=args.seam_field)
+        seeds = [int(x) for x in args.film_seeds.split(",")]
+        if 2 in seeds:
+            raise SystemExit("--film-seeds: 2 is the truth's seed; the view must film another run")
+        runs = [film_answer(args.dim, phi=args.phi, samples=args.samples, seed=args.seed + k,
+                            tilings=args.tilings.split(","), relax_steps=relax, equilibrate=args.equilibrate,
+                            epochs=args.epochs, stacking=args.stacking, truth=args.truth, density=args.density,
+                            seam_field=args.seam_field, view_seed=v)
+                for k, v in enumerate(seeds)]
+        if len(runs) > 1:
+            films_across_runs(runs, seeds)
         return 0
     known_answer(args.dim, phi=args.phi, truth=args.truth, density=args.density, samples=args.samples,
                  seed=args.seed, tilings=args.tilings.split(","), relax_steps=relax,

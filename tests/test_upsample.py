@@ -472,6 +472,8 @@ def test_bad_input_is_one_line_error(small):
             upsample(model, cfg, d, factor=4)
     with pytest.raises(ParameterError, match="seed"):
         upsample(model, cfg, df, factor=4, seed=-1)
+    with pytest.raises(ParameterError, match="seam_field: must be one of auto, gibbs, pair, none, got 'springs'"):
+        upsample(model, cfg, df, factor=4, seam_field="springs")
     # tracks saved every other frame: velocities from the previous frame present, per frame
     every2 = df[df["frame"] % 2 == 0]
     pos, vel, _ = _frames(every2, "diameter", None, np.array([side, side]), "t")
@@ -880,7 +882,10 @@ def test_a_crystal_film_is_tiled_into_one_crystal(small):
     for tiling in ("random", "auto"):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", SeamVisibleWarning)
-            up = upsample(model, open_cfg, film, factor=4, samples=4, seed=1, relax_steps=0, tiling=tiling)
+            # the Gaussian field: these sites are jittered independently, as no pair
+            # interaction does (the 2D default, a pair field, left them -0.031 at the seams)
+            up = upsample(model, open_cfg, film, factor=4, samples=4, seed=1, relax_steps=0, tiling=tiling,
+                          seam_field="gibbs")
         for _, g in up.tracks.groupby("frame"):
             assert float(nearest(g[["x", "y"]].to_numpy(), 1, box=np.asarray(up.box_px))[0].min()) > 0.8 * a
         gaps[tiling] = float(np.mean(_seam_order_gaps(up, a)))
@@ -910,6 +915,40 @@ def test_a_crystal_film_is_tiled_into_one_crystal(small):
     assert w0.origin[0] == 1 and U._window(src, 1, np.array([299.0, 299.0])) is None
 
 
+def test_a_crystal_films_windows_are_put_on_one_lattice(small):
+    """Exact: a perfect triangular crystal filmed through an open view at 0.3 rad, each
+    frame under its own small affine deformation (strain and rotation up to 3e-3, as a
+    window's part of a thermal crystal carries at one moment, with a drift): every window
+    is put on the film's common lattice (its affine displacement from the ideal sites
+    taken out), so the tiled film is that lattice exactly, across the seams too: every
+    nearest-neighbour distance is a or sqrt(a^2 / 4 + h^2) to 1e-6 px. Left in, the
+    deformations put bonds up to 0.6 px off (measured)."""
+    from scipy.spatial import cKDTree
+
+    df, side, model, cfg = small
+    a, theta = 16.0, 0.3
+    i, j = np.meshgrid(np.arange(-30, 30), np.arange(-30, 30), indexing="ij")
+    lattice = np.stack([(i + 0.5 * (j % 2)) * a, j * a * math.sqrt(3) / 2], -1).reshape(-1, 2)
+    turn = np.array([[math.cos(theta), -math.sin(theta)], [math.sin(theta), math.cos(theta)]])
+    rng = np.random.default_rng(3)
+    frames = []
+    for f in range(6):
+        deform = np.eye(2) + rng.uniform(-3e-3, 3e-3, (2, 2))
+        frames.append(lattice @ (turn @ deform).T + 150 + rng.uniform(-3, 3, 2))
+    film = _open_view(frames)
+    open_cfg = {"calibration": {**cfg["calibration"], "box_px": None}}
+    up = upsample(model, open_cfg, film, factor=4, samples=3, seed=2, relax_steps=0, seam_field="none")
+    a_fit, h_fit = up.parameters["tiling"]["crystal_film"]["lattice_px"]
+    h_fit /= 2
+    bonds = (a_fit, math.hypot(0.5 * a_fit, h_fit))
+    for _, g in up.tracks.groupby("frame"):
+        p = g[["x", "y"]].to_numpy()
+        dist = cKDTree(p, boxsize=up.box_px).query(p, 7)[0][:, 1:]
+        off = np.min(np.abs(dist[..., None] - np.array(bonds)), axis=-1)
+        assert off.max() < 1e-6, off.max()
+        assert np.sum(g["seam_distance"].to_numpy() < a) > 100            # the seams are in there
+
+
 @pytest.mark.slow
 def test_a_thermal_crystal_films_seams_are_redrawn_from_its_displacement_field(small):
     """A film of a crystal whose neighbours' thermal displacements are correlated, as in
@@ -920,7 +959,10 @@ def test_a_thermal_crystal_films_seams_are_redrawn_from_its_displacement_field(s
     the sites within 2 spacings of every seam redrawn from the displacement field fitted to
     the film (the default), -0.006 +- 0.004. The fit finds the crystal's conditional law
     (the neighbours explain 61 % of a site's displacement variance; exactly: residual sd
-    sqrt(2 / 3) px), and its bond weights stay flat, as they must for a Gaussian crystal."""
+    sqrt(2 / 3) px), and its bond weights stay flat, as they must for a Gaussian crystal.
+    ``seam_field="pair"`` (a pair interaction on the bonds, whose family holds this
+    crystal's springs) heals the seams as well."""
+    from colloidcg.scaling import relaxation_summary
     from colloidcg.scaling.lattice_field import harmonic_crystal
 
     df, side, model, cfg = small
@@ -930,7 +972,7 @@ def test_a_thermal_crystal_films_seams_are_redrawn_from_its_displacement_field(s
     film = _open_view([(sites + x - 0.5 * box) @ turn.T + 150 for x in u])
     open_cfg = {"calibration": {**cfg["calibration"], "box_px": None}}
     gaps, params = {}, {}
-    for how in ("none", "gibbs"):
+    for how in ("none", "gibbs", "pair"):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", SeamVisibleWarning)
             up = upsample(model, open_cfg, film, factor=4, samples=6, seed=1, relax_steps=0, seam_field=how)
@@ -938,7 +980,8 @@ def test_a_thermal_crystal_films_seams_are_redrawn_from_its_displacement_field(s
         gaps[how] = (float(np.mean(gap)), float(np.std(gap, ddof=1) / math.sqrt(len(gap))))
         params[how] = up.parameters
     assert gaps["none"][0] < -0.02, gaps
-    assert abs(gaps["gibbs"][0]) < 2.5 * gaps["gibbs"][1] and abs(gaps["gibbs"][0]) < 0.012, gaps
+    for how in ("gibbs", "pair"):
+        assert abs(gaps[how][0]) < 2.5 * gaps[how][1] and abs(gaps[how][0]) < 0.012, (how, gaps)
     fitted = params["gibbs"]["tiling"]["crystal_film"]["displacement_field"]
     assert fitted["variance_explained"] == pytest.approx(0.61, abs=0.05)
     np.testing.assert_allclose(fitted["residual_sd_px"], math.sqrt(2.0 / 3.0), rtol=0.05)
@@ -946,6 +989,9 @@ def test_a_thermal_crystal_films_seams_are_redrawn_from_its_displacement_field(s
     assert redrawn["method"] == "gibbs" and redrawn["particles_redrawn"] > 0
     assert params["none"]["seam_relaxation"]["seam_field"] is None            # nothing fitted
     assert params["gibbs"]["n_particles"] == params["none"]["n_particles"]     # sites are moved, never added
+    assert params["pair"]["seam_relaxation"]["seam_field"]["method"] == "pair"
+    assert params["pair"]["tiling"]["crystal_film"]["displacement_field"]["gaussian"] is False
+    assert "pair interaction" in relaxation_summary(params["pair"]["seam_relaxation"])
 
 
 def test_shell_distances_and_seam_lines_exact():

@@ -20,6 +20,7 @@ import torch
 
 from bench_helpers import load_benchmark
 from colloidcg import evaluate as ev
+from colloidcg.errors import ParameterError
 from colloidcg.scaling import upsample
 from colloidcg.train import TrainConfig, train_tracks
 
@@ -54,6 +55,8 @@ def test_upsample_3d_exact_invariants(spheres):
     assert up.parameters["seam_relaxation"]["particles_reinserted"] > 0
     again = upsample(model, cfg, df, factor=8, samples=2, seed=3, relax_steps=1)
     np.testing.assert_array_equal(again.tracks[["x", "y", "z"]].to_numpy(), u[["x", "y", "z"]].to_numpy())
+    with pytest.raises(ParameterError, match="seam_field: 'pair' .* is measured in 2D only; the model is 3D"):
+        upsample(model, cfg, df, factor=8, seam_field="pair")
 
 
 @pytest.mark.slow

@@ -74,11 +74,13 @@ def add_parser(subparsers) -> None:
                         "any angle (docs/scaling.md)")
     p.add_argument("--tiling-candidates", type=int, default=32, metavar="N", dest="tiling_candidates",
                    help="--tiling matched|oriented: candidates per placed tile (default 32)")
-    p.add_argument("--seam-field", choices=("gibbs", "none"), default="gibbs", dest="seam_field",
-                   help="a crystal film (2D, or 3D close-packed layers): gibbs (default): the sites within 2 "
-                        "lattice spacings of a seam are redrawn from the crystal's displacement field, fitted to "
-                        "the film, so that neighbours across a window's face are correlated as in the crystal; "
-                        "none: keep the windows' own displacements (docs/scaling.md)")
+    p.add_argument("--seam-field", choices=("auto", "gibbs", "pair", "none"), default="auto", dest="seam_field",
+                   help="a crystal film (2D, or 3D close-packed layers): gibbs: the sites within 2 lattice "
+                        "spacings of a seam are redrawn from the crystal's displacement field, fitted to the film, "
+                        "so that neighbours across a window's face are correlated as in the crystal; pair (2D): "
+                        "the same from a pair interaction on the lattice's bonds, fitted to the film (about a "
+                        "minute); auto (default): pair in 2D, gibbs in 3D; none: keep the windows' own "
+                        "displacements (docs/scaling.md)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_table_output(p, "BIG")

@@ -62,6 +62,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import permutations, product
 
@@ -427,6 +428,8 @@ def tile_configurations(parts: list[Configuration], m: int) -> tuple[Configurati
 MATCH_CANDIDATES = 32
 MATCH_BAND = 1.5
 TILINGS = ("auto", "random", "matched", "oriented")
+#: How a registered crystal film's seams are healed (:func:`upsample`'s ``seam_field``)
+SEAM_FIELDS = ("auto", "gibbs", "pair", "none")
 #: ``tiling="auto"``: matched tiling where the input frames' median order coherence
 #: (:func:`~colloidcg.scaling.observables.order_coherence`) reaches this, that is where one
 #: orientation of the crystal spans a tile (one grain: near 1; two grains of equal size
@@ -991,8 +994,12 @@ class _Source:
     #: registered crystal films (2D, 3D close packed): (the crystal's displacement field,
     #: fitted to the film, :class:`~colloidcg.scaling.lattice_field.LatticeField`; a function
     #: of a tiled system's positions (N, d) px giving their ideal lattice sites), from which
-    #: the sites along the seams are redrawn (``seam_field="gibbs"``)
+    #: the sites along the seams are redrawn (``seam_field`` "gibbs" or "pair")
     displacement: tuple | None = None
+    #: registered 2D crystal films: a function of a window's positions (n, 2) px, in window
+    #: coordinates, giving them with the window's affine displacement (its mean strain and
+    #: rotation against the film's ideal lattice) taken out (:func:`_crystal_film`)
+    unstrain: Callable | None = None
 
 
 def _frames(tracks: pd.DataFrame, size_col: str | None, frame: int | None, box: np.ndarray | None,
@@ -1132,6 +1139,10 @@ def _base(src: _Source, rng: np.random.Generator) -> Configuration:
             moved = np.clip(lo + local(cfg.pos), room[:, 0], room[:, 1] - src.window)
             recut = _site_window(src, t, moved, member)
             cfg = cfg if recut is None else recut
+            if src.unstrain is not None:
+                q = np.clip(src.unstrain(cfg.pos), 0.0, np.nextafter(cfg.box, 0.0))
+                cfg = Configuration(q, cfg.vel, cfg.size, cfg.box, cfg.seam,
+                                    wrap=np.min(np.minimum(q, cfg.box - q), axis=1))
         if cfg is None:
             raise ColloidcgError("tracks: fewer than two particles in a window of the crystal film; nothing to tile")
         return cfg
@@ -1225,7 +1236,7 @@ def plane_spacing(frames: list, axis: int, guess: float, most: int = 5) -> float
     return float(grid[int(np.argmax(power))])
 
 
-def _crystal_film(src: _Source, cutoff_px: float, field: bool = True) -> tuple[_Source, dict] | None:
+def _crystal_film(src: _Source, cutoff_px: float, field: str | None = "gibbs") -> tuple[_Source, dict] | None:
     """One 2D crystal filmed in an open field of view, as periodic tiles: every frame turned
     (about the origin) so that a lattice vector lies along x, and rectangular windows of
     n a x 2 k h (a the spacing along x, h the row spacing: a triangular lattice repeats
@@ -1242,7 +1253,8 @@ def _crystal_film(src: _Source, cutoff_px: float, field: bool = True) -> tuple[_
     nearest distance) and are refined to the lattice planes' period (:func:`plane_spacing`). Returns (the turned source, {"turned_deg", "lattice_px": [a, 2 h],
     "window_px"}) or None where the windows would not be wider than twice the interaction
     range or the bonds do not show a triangular lattice. ``field``: also fit the crystal's
-    displacement field (:data:`_Source.displacement`, for ``seam_field="gibbs"``)."""
+    displacement field (:data:`_Source.displacement`), of the kind :func:`upsample`'s
+    ``seam_field`` names ("gibbs" or "pair"; None: no field)."""
     from .observables import knn, psi6_local
     from .stacking import lattice_site, nearest_lattice_offset, site_of
 
@@ -1292,23 +1304,37 @@ def _crystal_film(src: _Source, cutoff_px: float, field: bool = True) -> tuple[_
         ``site``."""
         return site + lattice_site(p - site, a, h)
 
+    def unstrain(q):
+        """A window's positions (n, 2) px less their affine displacement from the ideal
+        sites (least squares: a mean displacement, strain and rotation).
+
+        A window holds its part of the crystal's long-wavelength strain and rotation at
+        that moment (thermal phonons, and the fitted a, h and orientation's own error), and
+        its faces meet windows of other moments: over a window of 29 spacings the gradients
+        of the soft-disk films (sd 1.2-2.1e-3, docs/scaling.md) open or close a seam by
+        0.3-0.5 px. Tiled as one crystal, every window is put on the common lattice."""
+        s = tiled_sites(q)
+        x = np.column_stack([s - s.mean(0), np.ones(len(s))])
+        return q - x @ np.linalg.lstsq(x, q - s, rcond=None)[0]
+
     frames = [(q, o + lattice_site(q - o, a, h)) for q, o in zip(turned[::step], origin[::step])]
-    fitted = _film_field(frames, a) if field else None
+    fitted = _film_field(frames, a, field) if field else None
     out = _Source(turned, [v @ R.T for v in src.vel], src.size, None, np.stack([lo, hi], axis=2), window,
                   periodic_windows=True, registered=(first, count, period, local, member),
-                  displacement=None if fitted is None else (fitted, tiled_sites))
+                  displacement=None if fitted is None else (fitted, tiled_sites), unstrain=unstrain)
     return out, {"turned_deg": math.degrees(-theta), "lattice_px": period.tolist(), "window_px": window.tolist(),
                  **({} if fitted is None else {"displacement_field": fitted.as_dict()})}
 
 
-def _film_field(frames: list, a: float):
+def _film_field(frames: list, a: float, kind: str = "gibbs"):
     """The crystal's displacement field fitted to ``frames`` ((positions, ideal sites) px
-    pairs; :func:`~colloidcg.scaling.lattice_field.fit_field`), None where no site has its
+    pairs; :func:`~colloidcg.scaling.lattice_field.fit_field`; ``kind`` "pair": without its
+    Gaussian part, a pair interaction on the first-shell bonds), None where no site has its
     neighbourhood in view."""
     from .lattice_field import fit_field
 
     try:
-        return fit_field(frames, a)
+        return fit_field(frames, a, gaussian=kind != "pair")
     except ValueError:
         return None
 
@@ -1399,7 +1425,7 @@ def _first_shell_bonds(src: _Source) -> tuple[np.ndarray, int] | None:
     return (bonds, stride) if len(bonds) >= 100 else None
 
 
-def _crystal_film_3d(src: _Source, cutoff_px: float, field: bool = True) -> tuple[_Source, dict] | None:
+def _crystal_film_3d(src: _Source, cutoff_px: float, field: str | None = "gibbs") -> tuple[_Source, dict] | None:
     """One crystal imaged in an open 3D field of view (a confocal stack), as periodic tiles:
     close-packed layers of any stacking, fcc included, as layered windows placed in
     registry (:func:`_stacked_film`); where that cannot be done (too few layers to label, a
@@ -1457,7 +1483,7 @@ def _cubic_film(src: _Source, bonds: np.ndarray, stride: int, cutoff_px: float) 
                  "plane_coherence": coherence}
 
 
-def _stacked_film(src: _Source, bonds: np.ndarray, cutoff_px: float, field: bool = True) -> tuple[_Source, dict] | None:
+def _stacked_film(src: _Source, bonds: np.ndarray, cutoff_px: float, field: str | None = "gibbs") -> tuple[_Source, dict] | None:
     """One close-packed crystal of any stacking (fcc, hcp, random) imaged in an open 3D
     field of view, as periodic tiles.
 
@@ -1557,7 +1583,7 @@ def _stacked_film(src: _Source, bonds: np.ndarray, cutoff_px: float, field: bool
         place = np.array([((st.labels[i] - ref_place) % 3) * np.array([0.5 * a, h / 3.0]) for i in k.tolist()])
         lateral = origin[t] + place + lattice_site(q[:, :2] - origin[t] - place, a, h)
         frames.append((q, np.column_stack([lateral, layer_z[t] + k * c])))
-    fitted = _film_field(frames, a) if frames else None
+    fitted = _film_field(frames, a, field) if frames else None
     out = _Source(turned, [v @ R.T for v in src.vel], src.size, None, np.stack([lo, hi], axis=2), window,
                   periodic_windows=True, registered=(corner, counts, np.array([a, 2.0 * h, 0.0]), local, member),
                   displacement=None if fitted is None else (fitted, tiled_sites))
@@ -2056,9 +2082,10 @@ def relaxation_summary(seam_relaxation: dict) -> str:
                 f"{seam_relaxation['crystal_tiles']['order_coherence']:.2f}, placed in registry; a relaxation "
                 "would give the seams the model's structure rather than the data's)")
         field = seam_relaxation.get("seam_field")
-        if field and field["method"] == "gibbs":
+        if field and field["method"] != "none":
+            what = "pair interaction on the lattice's bonds" if field["method"] == "pair" else "displacement field"
             text += (f"; {field['particles_redrawn']} sites within {field['band_px']:.3g} px of the seams redrawn "
-                     f"from the crystal's displacement field ({field['sweeps']} Gibbs sweeps)")
+                     f"from the crystal's {what} ({field['sweeps']} Gibbs sweeps)")
         return text
     pilots = seam_relaxation.get("adaptive")
     if pilots:
@@ -2111,7 +2138,7 @@ def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None 
              relax_substeps: int | str = "auto", band: float | None = None, push_quantile: float | str = "auto",
              relax_temperature: float | str = "auto",
              band_edge: str = "reflect", seam_overlaps: str = "reinsert", tiling: str = "auto",
-             tiling_candidates: int = MATCH_CANDIDATES, seam_field: str = "gibbs", name: str = "tracks",
+             tiling_candidates: int = MATCH_CANDIDATES, seam_field: str = "auto", name: str = "tracks",
              progress: bool = False) -> Upsampled:
     """Large-system snapshots built from ``tracks`` by hierarchical tiling (module docstring).
 
@@ -2188,15 +2215,18 @@ def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None 
         ``"oriented"`` (default 32: 4 shifts for each of the 8 symmetries of a square box;
         16 for each hand).
     seam_field : the seams (and windows' faces) of a crystal film in registered windows
-        (2D, or 3D close-packed layers of any stacking): "gibbs" (default): once the sample
-        is whole, the sites within :data:`~colloidcg.scaling.lattice_field.BAND_SPACINGS`
-        lattice spacings of a seam get displacements redrawn from the crystal's
-        displacement field, fitted to the film (:mod:`colloidcg.scaling.lattice_field`;
-        recorded in ``seam_relaxation.seam_field`` and
-        ``tiling.crystal_film.displacement_field``); "none": the windows' own displacements
-        are kept, and neighbours across a face keep displacements that were not correlated
-        (2D: |psi6| 0.025-0.03 low within a spacing). Other inputs (liquids, periodic
-        boxes, cubic fcc windows) are not affected.
+        (2D, or 3D close-packed layers of any stacking): "gibbs": once the sample is whole,
+        the sites within :data:`~colloidcg.scaling.lattice_field.BAND_SPACINGS` lattice
+        spacings of a seam get displacements redrawn from the crystal's displacement field,
+        fitted to the film (:mod:`colloidcg.scaling.lattice_field`; recorded in
+        ``seam_relaxation.seam_field`` and ``tiling.crystal_film.displacement_field``);
+        "pair" (2D): the same with the field's law a pair interaction on the first-shell
+        bonds alone (``fit_field(gaussian=False)``, fitted in about a minute); "auto"
+        (default): "pair" in 2D, "gibbs" in 3D (docs/scaling.md: on 2D films the Gaussian
+        field leaves the seams 0.3-0.6 % too ordered); "none": the windows' own
+        displacements are kept, and neighbours across a face keep displacements that were
+        not correlated (2D: |psi6| 0.025-0.03 low within a spacing). Other inputs
+        (liquids, periodic boxes, cubic fcc windows) are not affected.
     name : the input's name in messages (a file name).
     progress : show tqdm bars over the model frames of seam relaxation (the healing pilots
         of ``relax_steps="auto"``, then the samples).
@@ -2239,8 +2269,13 @@ def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None 
     if tiling == "oriented" and dim != 2:
         raise ParameterError(f"tiling: 'oriented' turns tiles to their neighbours' psi6 phase, a 2D order; the "
                              f"model is {dim}D (use tiling='matched' or 'random')")
-    if seam_field not in ("gibbs", "none"):
-        raise ParameterError(f"seam_field: must be 'gibbs' or 'none', got {seam_field!r}")
+    if seam_field not in SEAM_FIELDS:
+        raise ParameterError(f"seam_field: must be one of {', '.join(SEAM_FIELDS)}, got {seam_field!r}")
+    if seam_field == "pair" and dim != 2:
+        raise ParameterError(f"seam_field: 'pair' (a pair interaction on the bonds) is measured in 2D only; the "
+                             f"model is {dim}D (use 'gibbs' or 'none')")
+    if seam_field == "auto":
+        seam_field = "pair" if dim == 2 else "gibbs"
     if isinstance(tiling_candidates, bool) or int(tiling_candidates) != tiling_candidates or tiling_candidates < 1:
         raise ParameterError(f"tiling_candidates: must be a positive integer, got {tiling_candidates}")
     cal = model_config.get("calibration", {}) or {}
@@ -2263,7 +2298,8 @@ def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None 
     one_crystal = tiling == "matched" and coherence is not None and coherence >= AUTO_COHERENCE
     film = None
     if tiling == "matched" and src.box is None:
-        film = ((_crystal_film if dim == 2 else _crystal_film_3d)(src, cutoff_px, seam_field == "gibbs")
+        film = ((_crystal_film if dim == 2 else _crystal_film_3d)(src, cutoff_px,
+                                                                  None if seam_field == "none" else seam_field)
                 if one_crystal else None)
         if film is not None:
             src, film = film
@@ -2325,7 +2361,7 @@ def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None 
         # per site, so nothing is reinserted (a particle moved to a gap would leave a
         # vacancy and make an interstitial), and the field's own close pairs are the
         # crystal's, so only pairs closer than the data's closest approach are separated
-        redrawn = src.displacement is not None and seam_field == "gibbs"
+        redrawn = src.displacement is not None and seam_field != "none"
         if redrawn and level == len(steps):
             # once, when the sample is whole: every seam (and window face) at once
             field, tiled_sites = src.displacement
