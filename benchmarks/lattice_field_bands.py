@@ -18,6 +18,7 @@ lengths' mean and rms against the data's.
     python benchmarks/lattice_field_bands.py --calibration-seed 1  # another calibration draw
     python benchmarks/lattice_field_bands.py --film --sweeps 400   # bands inside a film's own frames
     python benchmarks/lattice_field_bands.py --windows [--truth lammps]  # the film's windows, untouched
+    python benchmarks/lattice_field_bands.py --windows --film-seeds 1,3,4,5,6,7  # ... over independent runs
     python benchmarks/lattice_field_bands.py --defects             # band lines split: defect near or not
     python benchmarks/lattice_field_bands.py --pair [--film]       # a pair interaction on the bonds alone
     python benchmarks/lattice_field_bands.py --true-pair           # ... with the soft disks' own potential
@@ -145,42 +146,46 @@ def film_bands(args) -> None:
     print(f"first-shell bonds in the bands: {tail(np.concatenate(bonds_after), np.concatenate(bonds_before))}")
 
 
-def film_source(truth: str):
-    """The 2D film of ``benchmarks/upsample_crystal.py --film [--truth lammps]`` turned and
-    windowed as ``upsample`` does: (upsample's turned source, its crystal_film dict)."""
+def film_source(truth: str, view_seed: int = 1):
+    """The 2D film of ``benchmarks/upsample_crystal.py --film [--truth lammps]`` (the view of
+    the run with seed ``view_seed``) turned and windowed as ``upsample`` does: (upsample's
+    turned source, its crystal_film dict)."""
     from upsample_crystal import film_view, lattice, lammps_crystal, run
     um = importlib.import_module("colloidcg.scaling.upsample")
     if truth == "lammps":
-        seen, box = lammps_crystal(2, 48, 1.05, 60, 250, 10000, seed=1)
+        seen, box = lammps_crystal(2, 48, 1.05, 60, 250, 10000, seed=view_seed)
         seen = seen.assign(x=np.mod(seen["x"], box[0]), y=np.mod(seen["y"], box[1]))
     else:
         pos, box = lattice(2, 12, 0.85)
         shifts = np.array([(i, j) for i in range(4) for j in range(4)], float) * box
         pos, box = (pos[None] + shifts[:, None]).reshape(-1, 2), box * 4
-        seen = run(2, pos, box, 200, 60, 5, seed=1)
+        seen = run(2, pos, box, 200, 60, 5, seed=view_seed)
     src = um._source(film_view(seen, box, 2), {}, {"calibration": {}}, None, None, 24.0, 2, "view")
     return um._crystal_film(src, 24.0, field=False)
 
 
-def window_profile(truth: str) -> None:
+def window_profile(truth: str, view_seed: int = 1, report=print) -> dict:
     """The ``--windows`` check (module docstring), and the film's defects: particles more
     than 40 px inside the view (its convex hull) whose Delaunay neighbours are not six,
-    and the |psi6| of particles within 40 px of one against the rest."""
+    and the |psi6| of particles within 40 px of one against the rest. Returns the run's
+    profiles over all particles, {"psi6", "density"}: (bins,) means over windows of the bin
+    minus the window's interior (density: neighbours within R_BOND)."""
     from scipy.spatial import ConvexHull, Delaunay, cKDTree
 
     from colloidcg.neighbours import pairs
     from colloidcg.structure.order import psi_k
 
-    turned, info = film_source(truth)
+    turned, info = film_source(truth, view_seed)
     first, count, step, _, member = turned.registered
     side = turned.window
     edges = np.array([0.0, 8.0, 16.0, 32.0, 48.0, 60.0])
-    rows, deep_rows, clean_rows = [], [], []
+    rows, deep_rows, clean_rows, count_rows = [], [], [], []
     n_defect, n_inner, near, far = 0, 0, [], []
     for t, p in enumerate(turned.pos):
         pr = pairs(p, R_BOND, None)
         src, dst = np.concatenate([pr[:, 0], pr[:, 1]]), np.concatenate([pr[:, 1], pr[:, 0]])
         psi = np.abs(psi_k(p, src, dst, len(p), 6))
+        nbrs = np.bincount(src, minlength=len(p)).astype(float)
         hull = ConvexHull(p)
         inside = np.min(-(p @ hull.equations[:, :2].T + hull.equations[:, 2]), axis=1)     # px to the hull
         ind, _ = Delaunay(p).vertex_neighbor_vertices
@@ -198,6 +203,9 @@ def window_profile(truth: str) -> None:
             qq = np.clip(q[keep], 0.0, side)
             d = np.min(np.minimum(qq, side - qq), axis=1)
             b = np.digitize(d, edges) - 1
+            inner_count = nbrs[keep][d > edges[-1]].mean()
+            count_rows.append([nbrs[keep][b == k].mean() - inner_count if np.any(b == k) else np.nan
+                               for k in range(len(edges) - 1)])
             for store, ok in ((rows, np.ones(len(keep), bool)), (deep_rows, inside[keep] > 24.0),
                               (clean_rows, gap[keep] > 40.0)):
                 interior = psi[keep][(d > edges[-1]) & ok].mean()
@@ -207,14 +215,32 @@ def window_profile(truth: str) -> None:
     for r, what in ((np.array(rows), ""), (np.array(deep_rows), " (particles more than 24 px inside the view)"),
                     (np.array(clean_rows), " (particles more than 40 px from a defect)")):
         m, se = np.nanmean(r, 0), np.nanstd(r, 0, ddof=1) / np.sqrt(np.sum(np.isfinite(r), 0))
-        print(f"{truth} film, {len(r)} windows of {np.round(side).tolist()} px: |psi6| in the source frames by "
-              f"distance to the window's nearest face ({bins} px) minus the interior{what}: "
-              + ", ".join(f"{x:+.4f} +- {e:.4f}" for x, e in zip(m, se)))
+        report(f"{truth} film, {len(r)} windows of {np.round(side).tolist()} px: |psi6| in the source frames by "
+               f"distance to the window's nearest face ({bins} px) minus the interior{what}: "
+               + ", ".join(f"{x:+.4f} +- {e:.4f}" for x, e in zip(m, se)))
+    c = np.array(count_rows)
+    report(f"{truth} film: neighbours within {R_BOND:g} px, the same way: "
+           + ", ".join(f"{x:+.4f} +- {e:.4f}" for x, e in zip(np.nanmean(c, 0), np.nanstd(c, 0, ddof=1)
+                                                                  / np.sqrt(np.sum(np.isfinite(c), 0)))))
     near, far = np.concatenate(near), np.concatenate(far)
-    print(f"defects (Delaunay neighbours not 6, > 40 px inside the view): {n_defect / n_inner:.4f} of the particles, "
+    report(f"defects (Delaunay neighbours not 6, > 40 px inside the view): {n_defect / n_inner:.4f} of the particles, "
           f"{n_defect / len(turned.pos):.1f} per frame; |psi6| within 40 px of one {near.mean():.4f} "
           f"({len(near) / (len(near) + len(far)):.3f} of the particles), beyond {far.mean():.4f}, "
           f"all {np.concatenate([near, far]).mean():.4f}")
+    return {"psi6": np.nanmean(np.array(rows), 0), "density": np.nanmean(c, 0)}
+
+
+def windows_across_runs(truth: str, seeds: list) -> None:
+    """``--windows --film-seeds``: the windows' own profile (:func:`window_profile`) over
+    the films of independent runs, mean and standard error over runs (the same bins and
+    the same runs as ``benchmarks/upsample_crystal.py --film --film-seeds``)."""
+    runs = [window_profile(truth, v, report=lambda *a: None) for v in seeds]
+    for name in ("psi6", "density"):
+        per = np.array([r[name] for r in runs])
+        m, se = per.mean(0), per.std(0, ddof=1) / np.sqrt(len(per))
+        print(f"{truth} films, {len(runs)} runs (view seeds {', '.join(map(str, seeds))}): {name} in the source "
+              "frames by distance to the window's nearest face (0-8, 8-16, 16-32, 32-48, 48-60 px) minus the "
+              "interior, over runs: " + ", ".join(f"{x:+.4f} ({x / e:+.1f} SE)" for x, e in zip(m, se)))
 
 
 def report(d: np.ndarray, head: str) -> None:
@@ -249,9 +275,16 @@ def main(argv=None) -> int:
     ap.add_argument("--film", action="store_true", help="bands inside the frames of a crystal film (docstring)")
     ap.add_argument("--windows", action="store_true", help="the film's windows' own |psi6| profile (docstring)")
     ap.add_argument("--truth", choices=("numpy", "lammps"), default="numpy", help="the film (--film, --windows)")
+    ap.add_argument("--film-seeds", default="1", dest="film_seeds",
+                    help="--windows: seeds of the runs the view films, comma-separated; with several, the "
+                         "profile's mean and standard error over runs")
     args = ap.parse_args(argv)
     if args.windows:
-        window_profile(args.truth)
+        seeds = [int(x) for x in args.film_seeds.split(",")]
+        if len(seeds) > 1:
+            windows_across_runs(args.truth, seeds)
+        else:
+            window_profile(args.truth, seeds[0])
         return 0
     if args.film:
         film_bands(args)
