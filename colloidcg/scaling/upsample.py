@@ -2073,20 +2073,21 @@ def tiling_summary(tiling: dict) -> str:
 
 def relaxation_summary(seam_relaxation: dict) -> str:
     """One line on the seam relaxation an :class:`Upsampled`'s ``parameters["seam_relaxation"]``
-    records: how many model frames, over which band, and what the adaptive pilots saw."""
+    records: how many model frames, over which band, what the adaptive pilots saw, and the
+    sites of a crystal film redrawn from its displacement field."""
     band = seam_relaxation["band_px"]
     where = "the whole system" if band == "all" else f"a band of {band:.3g} px"
     text = f"{seam_relaxation['model_steps']} model frames of {where}"
+    field = seam_relaxation.get("seam_field")
+    redrawn = ""
+    if field and field["method"] != "none":
+        what = "pair interaction on the lattice's bonds" if field["method"] == "pair" else "displacement field"
+        redrawn = (f"; {field['particles_redrawn']} sites within {field['band_px']:.3g} px of the seams redrawn "
+                   f"from the crystal's {what} ({field['sweeps']} Gibbs sweeps)")
     if seam_relaxation.get("crystal_tiles"):
-        text = ("none (adaptive: the tiles are one crystal, order coherence "
+        return ("none (adaptive: the tiles are one crystal, order coherence "
                 f"{seam_relaxation['crystal_tiles']['order_coherence']:.2f}, placed in registry; a relaxation "
-                "would give the seams the model's structure rather than the data's)")
-        field = seam_relaxation.get("seam_field")
-        if field and field["method"] != "none":
-            what = "pair interaction on the lattice's bonds" if field["method"] == "pair" else "displacement field"
-            text += (f"; {field['particles_redrawn']} sites within {field['band_px']:.3g} px of the seams redrawn "
-                     f"from the crystal's {what} ({field['sweeps']} Gibbs sweeps)")
-        return text
+                "would give the seams the model's structure rather than the data's)" + redrawn)
     pilots = seam_relaxation.get("adaptive")
     if pilots:
         seen = ("not judged" if pilots["difference"] is None else
@@ -2101,7 +2102,7 @@ def relaxation_summary(seam_relaxation: dict) -> str:
             verdict = (f"unhealed, but relaxing the whole system moved g(r) {g_error:.2g} from the input's: "
                        "kept the band's frames)")
         text += f" (adaptive: {pilots['pilots']} pilot doublings {seen} after {pilots['steps']} frames, {verdict}"
-    return text
+    return text + redrawn
 
 
 class _Bar:
