@@ -179,7 +179,10 @@ def window_profile(truth: str, view_seed: int = 1, report=print) -> dict:
     first, count, step, _, member = turned.registered
     side = turned.window
     edges = np.array([0.0, 8.0, 16.0, 32.0, 48.0, 60.0])
-    rows, deep_rows, clean_rows, count_rows = [], [], [], []
+    rows, deep_rows, clean_rows, count_rows, site_rows = [], [], [], [], []
+    from colloidcg.scaling.stacking import lattice_site
+    a, h = info["lattice_px"][0], info["lattice_px"][1] / 2
+    site = -np.array([0.25 * a, 0.5 * h])            # a lattice site in window coordinates (upsample's)
     n_defect, n_inner, near, far = 0, 0, [], []
     for t, p in enumerate(turned.pos):
         pr = pairs(p, R_BOND, None)
@@ -206,6 +209,13 @@ def window_profile(truth: str, view_seed: int = 1, report=print) -> dict:
             inner_count = nbrs[keep][d > edges[-1]].mean()
             count_rows.append([nbrs[keep][b == k].mean() - inner_count if np.any(b == k) else np.nan
                                for k in range(len(edges) - 1)])
+            # by lattice site: each particle at its site's distance to the nearest face
+            at = lattice_site(q[keep] - site, a, h) + site
+            ds = np.min(np.minimum(at, side - at), axis=1)
+            bs = np.digitize(ds, edges) - 1
+            core = ds > edges[-1]
+            site_rows.append([[v[keep][bs == k].mean() - v[keep][core].mean() if np.any(bs == k) else np.nan
+                               for k in range(len(edges) - 1)] for v in (psi, nbrs)])
             for store, ok in ((rows, np.ones(len(keep), bool)), (deep_rows, inside[keep] > 24.0),
                               (clean_rows, gap[keep] > 40.0)):
                 interior = psi[keep][(d > edges[-1]) & ok].mean()
@@ -227,7 +237,9 @@ def window_profile(truth: str, view_seed: int = 1, report=print) -> dict:
           f"{n_defect / len(turned.pos):.1f} per frame; |psi6| within 40 px of one {near.mean():.4f} "
           f"({len(near) / (len(near) + len(far)):.3f} of the particles), beyond {far.mean():.4f}, "
           f"all {np.concatenate([near, far]).mean():.4f}")
-    return {"psi6": np.nanmean(np.array(rows), 0), "density": np.nanmean(c, 0)}
+    by_site = np.nanmean(np.array(site_rows), 0)
+    return {"psi6": np.nanmean(np.array(rows), 0), "density": np.nanmean(c, 0),
+            "psi6 by site": by_site[0], "density by site": by_site[1]}
 
 
 def windows_across_runs(truth: str, seeds: list) -> None:
@@ -235,7 +247,7 @@ def windows_across_runs(truth: str, seeds: list) -> None:
     the films of independent runs, mean and standard error over runs (the same bins and
     the same runs as ``benchmarks/upsample_crystal.py --film --film-seeds``)."""
     runs = [window_profile(truth, v, report=lambda *a: None) for v in seeds]
-    for name in ("psi6", "density"):
+    for name in ("psi6", "density", "psi6 by site", "density by site"):
         per = np.array([r[name] for r in runs])
         m, se = per.mean(0), per.std(0, ddof=1) / np.sqrt(len(per))
         print(f"{truth} films, {len(runs)} runs (view seeds {', '.join(map(str, seeds))}): {name} in the source "
