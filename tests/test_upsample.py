@@ -938,6 +938,7 @@ def test_a_crystal_films_windows_are_put_on_one_lattice(small):
     film = _open_view(frames)
     open_cfg = {"calibration": {**cfg["calibration"], "box_px": None}}
     up = upsample(model, open_cfg, film, factor=4, samples=3, seed=2, relax_steps=0, seam_field="none")
+    assert up.parameters["tiling"]["crystal_film"]["windows_on_common_lattice"]
     a_fit, h_fit = up.parameters["tiling"]["crystal_film"]["lattice_px"]
     h_fit /= 2
     bonds = (a_fit, math.hypot(0.5 * a_fit, h_fit))

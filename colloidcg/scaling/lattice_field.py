@@ -38,9 +38,10 @@ film itself.
   the inversion for the bonds' tension); the Gaussian only proposes. With the soft disks'
   own pair potential it keeps a periodic crystal's |psi6| in redrawn bands away from
   defects, and fitted it does too. Through upsample (2D films, windows on the common
-  lattice) it leaves no seam beyond 2 standard errors over independent runs, on soft-disk
-  and LAMMPS WCA films, where the Gaussian field's seams are 0.2-0.6 % too ordered
-  (docs/scaling.md), so it is upsample's 2D default since session 47. It assumes
+  lattice) it keeps the seams' |psi6| within 2 standard errors of the bulk's over films of
+  independent runs (binned by lattice site), on soft-disk and LAMMPS WCA films, where the
+  Gaussian field's seams are 0.2-0.6 % too ordered (docs/scaling.md), so it is upsample's
+  2D default since session 47. It assumes
   particles that interact in pairs within the first shell: sites jittered independently
   (a pinned lattice) come out too disordered with it, and the Gaussian field is their
   model.

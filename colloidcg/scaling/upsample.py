@@ -997,8 +997,8 @@ class _Source:
     #: the sites along the seams are redrawn (``seam_field`` "gibbs" or "pair")
     displacement: tuple | None = None
     #: registered 2D crystal films: a function of a window's positions (n, 2) px, in window
-    #: coordinates, giving them with the window's affine displacement (its mean strain and
-    #: rotation against the film's ideal lattice) taken out (:func:`_crystal_film`)
+    #: coordinates, giving them with the window's affine displacement (its mean shift,
+    #: strain and rotation against the film's ideal lattice) taken out (:func:`_crystal_film`)
     unstrain: Callable | None = None
 
 
@@ -1323,6 +1323,7 @@ def _crystal_film(src: _Source, cutoff_px: float, field: str | None = "gibbs") -
                   periodic_windows=True, registered=(first, count, period, local, member),
                   displacement=None if fitted is None else (fitted, tiled_sites), unstrain=unstrain)
     return out, {"turned_deg": math.degrees(-theta), "lattice_px": period.tolist(), "window_px": window.tolist(),
+                 "windows_on_common_lattice": True,
                  **({} if fitted is None else {"displacement_field": fitted.as_dict()})}
 
 
