@@ -164,7 +164,7 @@ def film_source(truth: str, view_seed: int = 1):
     return um._crystal_film(src, 24.0, field=False)
 
 
-def window_profile(truth: str, view_seed: int = 1, report=print) -> dict:
+def window_profile(truth: str, view_seed: int = 1, say=print) -> dict:
     """The ``--windows`` check (module docstring), and the film's defects: particles more
     than 40 px inside the view (its convex hull) whose Delaunay neighbours are not six,
     and the |psi6| of particles within 40 px of one against the rest. Returns the run's
@@ -225,18 +225,19 @@ def window_profile(truth: str, view_seed: int = 1, report=print) -> dict:
     for r, what in ((np.array(rows), ""), (np.array(deep_rows), " (particles more than 24 px inside the view)"),
                     (np.array(clean_rows), " (particles more than 40 px from a defect)")):
         m, se = np.nanmean(r, 0), np.nanstd(r, 0, ddof=1) / np.sqrt(np.sum(np.isfinite(r), 0))
-        report(f"{truth} film, {len(r)} windows of {np.round(side).tolist()} px: |psi6| in the source frames by "
-               f"distance to the window's nearest face ({bins} px) minus the interior{what}: "
-               + ", ".join(f"{x:+.4f} +- {e:.4f}" for x, e in zip(m, se)))
+        say(f"{truth} film, {len(r)} windows of {np.round(side).tolist()} px: |psi6| in the source frames by "
+            f"distance to the window's nearest face ({bins} px) minus the interior{what}: "
+            + ", ".join(f"{x:+.4f} +- {e:.4f}" for x, e in zip(m, se)))
     c = np.array(count_rows)
-    report(f"{truth} film: neighbours within {R_BOND:g} px, the same way: "
-           + ", ".join(f"{x:+.4f} +- {e:.4f}" for x, e in zip(np.nanmean(c, 0), np.nanstd(c, 0, ddof=1)
-                                                                  / np.sqrt(np.sum(np.isfinite(c), 0)))))
+    say(f"{truth} film: neighbours within {R_BOND:g} px, the same way: "
+        + ", ".join(f"{x:+.4f} +- {e:.4f}" for x, e in zip(np.nanmean(c, 0), np.nanstd(c, 0, ddof=1)
+                                                          / np.sqrt(np.sum(np.isfinite(c), 0)))))
     near, far = np.concatenate(near), np.concatenate(far)
-    report(f"defects (Delaunay neighbours not 6, > 40 px inside the view): {n_defect / n_inner:.4f} of the particles, "
-          f"{n_defect / len(turned.pos):.1f} per frame; |psi6| within 40 px of one {near.mean():.4f} "
-          f"({len(near) / (len(near) + len(far)):.3f} of the particles), beyond {far.mean():.4f}, "
-          f"all {np.concatenate([near, far]).mean():.4f}")
+    near_mean = near.mean() if len(near) else float("nan")          # a film without defects (LAMMPS)
+    say(f"defects (Delaunay neighbours not 6, > 40 px inside the view): {n_defect / n_inner:.4f} of the particles, "
+        f"{n_defect / len(turned.pos):.1f} per frame; |psi6| within 40 px of one {near_mean:.4f} "
+        f"({len(near) / (len(near) + len(far)):.3f} of the particles), beyond {far.mean():.4f}, "
+        f"all {np.concatenate([near, far]).mean():.4f}")
     by_site = np.nanmean(np.array(site_rows), 0)
     return {"psi6": np.nanmean(np.array(rows), 0), "density": np.nanmean(c, 0),
             "psi6 by site": by_site[0], "density by site": by_site[1]}
@@ -246,7 +247,7 @@ def windows_across_runs(truth: str, seeds: list) -> None:
     """``--windows --film-seeds``: the windows' own profile (:func:`window_profile`) over
     the films of independent runs, mean and standard error over runs (the same bins and
     the same runs as ``benchmarks/upsample_crystal.py --film --film-seeds``)."""
-    runs = [window_profile(truth, v, report=lambda *a: None) for v in seeds]
+    runs = [window_profile(truth, v, say=lambda *a: None) for v in seeds]
     for name in ("psi6", "density", "psi6 by site", "density by site"):
         per = np.array([r[name] for r in runs])
         m, se = per.mean(0), per.std(0, ddof=1) / np.sqrt(len(per))
