@@ -413,14 +413,12 @@ def film_answer(dim: int = 3, *, phi: float | None = None, samples: int = 4, see
         if samples > 1:
             # the seams' imprint by distance, mean and standard error over the samples
             prof = seam_profile(u, up.box_px, 1.25 * DIAM, edges=PROFILE_EDGES)
-            film = up.parameters["tiling"].get("crystal_film") or {}
-            if dim == 2 and film:
-                # the same by each particle's lattice site (site_seam_distance), free of the
-                # selection by displacement that faces in the lattice's registry make
-                a, two_h = film["lattice_px"]
-                by_site = u.assign(seam_distance=site_seam_distance(u["seam_distance"].to_numpy(), a, two_h / 2))
+            if "site_seam_distance" in u.columns:
+                # the same by each particle's lattice site (the output's site_seam_distance),
+                # free of the selection by displacement that faces in the lattice's registry make
                 prof.update({f"{k} by site": v for k, v in
-                             seam_profile(by_site, up.box_px, 1.25 * DIAM, edges=PROFILE_EDGES).items()})
+                             seam_profile(u, up.box_px, 1.25 * DIAM, edges=PROFILE_EDGES,
+                                          distance="site_seam_distance").items()})
             row["seam_profile"] = {k: {"mean": m.tolist(), "se": se.tolist()} for k, (m, se) in prof.items()}
         out["rows"][tiling] = row
         say(f"| {tiling}{' (' + row['method'] + ')' if row['method'] != tiling else ''} | {row['g_error']:.4f}"
@@ -444,24 +442,6 @@ def film_answer(dim: int = 3, *, phi: float | None = None, samples: int = 4, see
         say(f"stacking (Jagodzinski, wrapped): the crystal {whole}, hcp-like share "
             f"{out['hcp_like_share']['crystal']:.2f}; the windows {window}, {out['hcp_like_share']['window']:.2f}")
     return out
-
-
-def site_seam_distance(d: np.ndarray, a: float, h: float) -> np.ndarray:
-    """A registered 2D film's seam distances ``d`` (px; the particles' own, when the seam was
-    made) snapped to their lattice sites': the windows' faces lie midway between lattice
-    planes, so a site sits a / 4 + k a / 2 from a face across the rows (spacing a along
-    them) or h / 2 + k h from a face between rows (row spacing h), and a particle's own
-    distance is its site's plus its thermal displacement. Binned by their own distance,
-    particles are picked by their displacement where a bin edge cuts a row (rows at 7.2 px
-    for the 8 px edge), and a displaced particle has fewer neighbours and a lower |psi6|:
-    the untouched windows of a seamless crystal then give a profile that is not flat
-    (docs/scaling.md). By site they do not."""
-    top = float(np.max(d, initial=0.0)) + a
-    allowed = np.union1d(0.25 * a + 0.5 * a * np.arange(int(top / (0.5 * a)) + 1),
-                         0.5 * h + h * np.arange(int(top / h) + 1))
-    k = np.clip(np.searchsorted(allowed, d), 1, len(allowed) - 1)
-    lower, upper = allowed[k - 1], allowed[k]
-    return np.where(np.abs(d - lower) <= np.abs(upper - d), lower, upper)
 
 
 def films_across_runs(runs: list, seeds: list, report=print) -> dict:

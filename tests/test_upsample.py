@@ -898,6 +898,14 @@ def test_a_crystal_film_is_tiled_into_one_crystal(small):
     assert "a crystal film: turned -17.2 deg, windows 224.0 x 221.7 px" in U.tiling_summary(info)   # 8 x 16 sqrt 3
     assert gaps["random"] < -0.28 and gaps["auto"] > -0.03, gaps
     assert not params["seam_check"]["visible"]
+    # judged by lattice site: every particle at its site's distance to the nearest window
+    # face, a / 4 + k a / 2 across the rows or h / 2 + k h between them (exact)
+    assert params["seam_check"]["binned_by"] == "site_seam_distance"
+    a_fit, two_h = info["crystal_film"]["lattice_px"]
+    site_d = up.tracks["site_seam_distance"].to_numpy()
+    allowed = np.union1d(0.25 * a_fit + 0.5 * a_fit * np.arange(20), 0.5 * two_h / 2 + two_h / 2 * np.arange(20))
+    assert np.abs(site_d[:, None] - allowed[None]).min(axis=1).max() < 1e-6
+    assert np.abs(site_d - up.tracks["seam_distance"].to_numpy()).max() < 3.0    # a site is within its jitter
     # matched windows of a field of view that is not one crystal: cut again in registry
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SeamVisibleWarning)
@@ -948,6 +956,8 @@ def test_a_crystal_films_windows_are_put_on_one_lattice(small):
         off = np.min(np.abs(dist[..., None] - np.array(bonds)), axis=-1)
         assert off.max() < 1e-6, off.max()
         assert np.sum(g["seam_distance"].to_numpy() < a) > 100            # the seams are in there
+        # on their sites, the particles' own distances to the faces are their sites'
+        np.testing.assert_allclose(g["site_seam_distance"], g["seam_distance"], atol=1e-6)
 
 
 @pytest.mark.slow

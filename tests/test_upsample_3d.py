@@ -484,6 +484,14 @@ def test_a_close_packed_film_keeps_its_stacking():
         parts = [U._base(film, np.random.default_rng(k)) for k in range(8)]
         assert len({len(part.pos) for part in parts}) == 1            # cut by site: the same sites, once each
         big, new, _ = U.tile_configurations(parts, 2)
+        # each particle's site lies a / 4 + k a / 2, h / 6 + k h / 3 or c / 2 + k c from the
+        # nearest window face (exact; the output's site_seam_distance), within its jitter of it
+        site_d = U.seam_line_distance(film.sites(big.pos), np.asarray(film.window))
+        h = two_h / 2
+        allowed = np.unique(np.concatenate([0.25 * a + 0.5 * a * np.arange(30), h / 6 + h / 3 * np.arange(30),
+                                            0.5 * c + c * np.arange(30)]))
+        assert np.abs(site_d[:, None] - allowed[None]).min(axis=1).max() < 1e-6
+        assert np.abs(site_d - big.seam).max() < 5 * 0.8
         closest = min(float(nearest(p, 1)[0].min()) for p in pos)
         assert float(nearest(big.pos, 1, box=big.box)[0].min()) >= 0.9 * closest
         st = S.stacking([big.pos], a, two_h / 2, c)

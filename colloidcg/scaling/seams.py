@@ -36,7 +36,8 @@ def _positions(frame: pd.DataFrame) -> np.ndarray:
 
 
 def seam_profile(tracks: pd.DataFrame, box, r_bond: float, edges: Sequence[float] = (0.0, 16.0),
-                 bulk_px: float | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+                 bulk_px: float | None = None, distance: str = "seam_distance"
+                 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """The seam's imprint on local density and order.
 
     Parameters
@@ -47,6 +48,10 @@ def seam_profile(tracks: pd.DataFrame, box, r_bond: float, edges: Sequence[float
     edges : bin edges of the distance to the nearest seam, px.
     bulk_px : the bulk is the particles farther than this from every seam, px (default
         3 ``r_bond``).
+    distance : the column of distances to bin by: ``seam_distance`` (each particle's own,
+        when its seam was made) or, for a crystal film, ``site_seam_distance`` (its lattice
+        site's: faces in the lattice's registry pick particles by their displacement when
+        binned by their own distance, docs/scaling.md).
 
     Returns
     -------
@@ -60,7 +65,7 @@ def seam_profile(tracks: pd.DataFrame, box, r_bond: float, edges: Sequence[float
     diffs: dict[str, list] = {name: [] for name in _measures(two_d)}
     for _, g in tracks.groupby("frame"):
         values = _local(g, box, r_bond, two_d)
-        seam = g["seam_distance"].to_numpy(float)
+        seam = g[distance].to_numpy(float)
         bulk = seam > (3 * r_bond if bulk_px is None else bulk_px)
         which = np.digitize(seam, edges) - 1
         for name, val in values.items():
@@ -87,8 +92,9 @@ SEAM_FALSE_ALARM = 0.0027
 MIN_BULK = 20
 
 
-def seam_check(tracks: pd.DataFrame, box, r_bond: float, shell: float) -> dict:
-    """Is a seam visible in ``tracks`` (upsampled samples, px, with ``seam_distance`` and,
+def seam_check(tracks: pd.DataFrame, box, r_bond: float, shell: float, distance: str = "seam_distance") -> dict:
+    """Is a seam visible in ``tracks`` (upsampled samples, px, with the ``distance`` column,
+    ``seam_distance`` or a crystal film's ``site_seam_distance`` (:func:`seam_profile`), and,
     for fewer than 3 samples, ``tile``)?
 
     The band is the particles within ``shell`` px of a seam (one nearest-neighbour
@@ -100,26 +106,27 @@ def seam_check(tracks: pd.DataFrame, box, r_bond: float, shell: float) -> dict:
     and its standard error, over samples when there are 3 or more (:func:`seam_profile`);
     with fewer, over the tiles: each tile's band mean minus its bulk mean (at least 4 tiles
     with both; neighbouring particles are correlated, so the spread over particles would
-    understate the error). Returns {"shell_px", "r_bond_px",
+    understate the error). Returns {"shell_px", "r_bond_px", "binned_by" (``distance``),
     "samples", "density": {"difference", "se", "z"}, "psi6" (2D) or "q6" (3D): {...},
     "visible": any |z| > :data:`SEAM_WARN_SE`}; a measure that cannot be judged is None.
     """
     box = np.asarray(box, float)
     frames = tracks["frame"].nunique()
-    seam = tracks["seam_distance"].to_numpy(float)
+    seam = tracks[distance].to_numpy(float)
     enough = lambda px: np.sum(seam > px) >= MIN_BULK * frames  # noqa: E731
     bulk_px = 3.0 * r_bond if enough(3.0 * r_bond) else float(shell + r_bond)
-    out: dict = {"shell_px": float(shell), "r_bond_px": float(r_bond), "bulk_px": bulk_px, "samples": int(frames)}
+    out: dict = {"shell_px": float(shell), "r_bond_px": float(r_bond), "bulk_px": bulk_px, "binned_by": distance,
+                 "samples": int(frames)}
     n_tiles = 0
     if not enough(bulk_px):
         rows = {name: (math.nan, math.nan) for name in _measures("z" not in tracks.columns)}
     elif frames >= 3:
         rows = {name: (float(mean[0]), float(se[0]))
                 for name, (mean, se) in seam_profile(tracks, box, r_bond, edges=(0.0, shell),
-                                                     bulk_px=bulk_px).items()}
+                                                     bulk_px=bulk_px, distance=distance).items()}
     else:
         rows = {}
-        for name, obs in tile_differences(tracks, box, r_bond, shell, bulk_px).items():
+        for name, obs in tile_differences(tracks, box, r_bond, shell, bulk_px, distance=distance).items():
             n_tiles = max(n_tiles, len(obs))
             rows[name] = ((float(np.mean(obs)), float(np.std(obs, ddof=1) / math.sqrt(len(obs))))
                           if len(obs) >= 4 else (math.nan, math.nan))
@@ -153,16 +160,18 @@ def seam_check_summary(check: dict | None) -> str:
 
 
 def tile_differences(tracks: pd.DataFrame, box, r_bond: float, shell: float, bulk_px: float,
-                     values: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+                     values: dict[str, np.ndarray] | None = None, distance: str = "seam_distance"
+                     ) -> dict[str, np.ndarray]:
     """Per tile of every sample (``frame`` and ``tile`` columns): the mean over its particles
     within ``shell`` px of a seam minus the mean over its particles farther than ``bulk_px``,
     of the neighbours within ``r_bond`` px ("density") and the bond order (2D |psi6| "psi6", 3D
     "q6"); tiles without both are left out. ``values``: {measure: (rows,) per-row values} already
-    computed, instead of those two. Neighbouring particles are correlated, so the spread of
+    computed, instead of those two; ``distance``: the column of seam distances
+    (:func:`seam_profile`). Neighbouring particles are correlated, so the spread of
     these per-tile differences, not that over particles, gives a standard error.
     Returns {measure: (n_tiles,) array}."""
     box = np.asarray(box, float)
-    seam = tracks["seam_distance"].to_numpy(float)
+    seam = tracks[distance].to_numpy(float)
     values = _per_particle(tracks, box, r_bond) if values is None else values
     band, bulk = seam < shell, seam > bulk_px
     key = (tracks["frame"].astype(str) + ":" + tracks["tile"].astype(str)).to_numpy() \
