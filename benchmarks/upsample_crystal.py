@@ -335,7 +335,7 @@ def film_answer(dim: int = 3, *, phi: float | None = None, samples: int = 4, see
     from colloidcg import evaluate as ev
     from colloidcg.neighbours import nearest
     from colloidcg.scaling import upsample
-    from colloidcg.scaling.seams import SeamVisibleWarning, seam_check_summary, seam_profile
+    from colloidcg.scaling.seams import SeamVisibleWarning, local_means, seam_check_summary, seam_profile
     from colloidcg.train import TrainConfig, train_tracks
 
     say = report or (lambda *a: None)
@@ -385,6 +385,14 @@ def film_answer(dim: int = 3, *, phi: float | None = None, samples: int = 4, see
         if r_max not in g_big:
             g_big[r_max] = ev.rdf(big, box_px=box.tolist(), max_frames=8, r_max=r_max, bins=40)["g"]
         return g_big[r_max]
+    direct_means = {}
+
+    def direct_local():
+        """The direct crystal's mean neighbour count within 1.25 diameters and bond order
+        (the seam profile's measures), over its frames."""
+        if not direct_means:
+            direct_means.update(local_means(big, box, 1.25 * DIAM))
+        return direct_means
     out = {"order_direct": bond_order(big, box, dim), "rows": {}}
     name = "|psi6|" if dim == 2 else "q6"
     say(f"| tiling | g(r) rel. RMS | mean {name} (direct {out['order_direct']:.4f}) | closest pair / data's "
@@ -419,6 +427,11 @@ def film_answer(dim: int = 3, *, phi: float | None = None, samples: int = 4, see
                 prof.update({f"{k} by site": v for k, v in
                              seam_profile(u, up.box_px, 1.25 * DIAM, edges=PROFILE_EDGES,
                                           distance="site_seam_distance").items()})
+                # and against the direct crystal, which has no seams: the only reference
+                # where the tiles hold no bulk (3D films: every site within 3 spacings of a face)
+                prof.update({f"{k} by site against direct": v for k, v in
+                             seam_profile(u, up.box_px, 1.25 * DIAM, edges=PROFILE_EDGES,
+                                          distance="site_seam_distance", reference=direct_local()).items()})
             row["seam_profile"] = {k: {"mean": m.tolist(), "se": se.tolist()} for k, (m, se) in prof.items()}
         out["rows"][tiling] = row
         say(f"| {tiling}{' (' + row['method'] + ')' if row['method'] != tiling else ''} | {row['g_error']:.4f}"

@@ -509,6 +509,53 @@ def test_a_close_packed_film_keeps_its_stacking():
         assert float((local_order(rand.pos, rand.box) - own)[rand.seam < d].mean()) < -0.03
 
 
+def test_a_3d_films_seams_are_judged_against_the_film_itself():
+    """Windows of a 3D close-packed film are 5-6 spacings across, so a tiled sample has no
+    bulk away from its seams; the seam check then judges the band within a spacing of a
+    seam (by lattice site) against the film's own interior (:func:`film_reference`). An
+    fcc film (0.8 px jitter, independent per particle, so neighbours across a face are as
+    uncorrelated as within a window): windows tiled as they are pass (q6 at the seams is
+    the film's); the same windows with random shifts and reflections (seams as grain
+    boundaries, q6 0.05-0.08 lower) are seen, and a check without the reference cannot
+    judge either."""
+    import importlib
+    from scipy.spatial.transform import Rotation
+
+    from colloidcg.scaling.seams import film_reference, seam_check
+    U = importlib.import_module("colloidcg.scaling.upsample")
+
+    d, view = 22.0 / math.sqrt(2), 160.0           # windows of about 78 x 81 x 76 px
+    turn = Rotation.from_euler("zyx", FILM_TURN).as_matrix()
+    df = _film(_close_packed(d, [k % 3 for k in range(24)]), turn, view, noise=0.8, frames=6)
+    pos = [g[["x", "y", "z"]].to_numpy() for _, g in df.groupby("frame")]
+    src = U._Source(pos, [np.zeros_like(p) for p in pos], [None] * len(pos), None,
+                    np.array([[[0.0, view]] * 3] * len(pos)), view)
+    film, info = U._crystal_film_3d(src, 24.0, field=False)
+    r_bond, shell = 1.25 * d, d
+    reference = film_reference(film.pos, film.fov, r_bond)
+    assert reference["q6"][2] == 6 and 0.4 < reference["q6"][0] < 0.6
+    checks = {}
+    for how in ("as cut", "shuffled"):
+        rows, box = [], None
+        for sample in range(4):
+            rng = np.random.default_rng(sample)
+            parts = [U._base(film, rng) for _ in range(8)]
+            if how == "shuffled":
+                parts = [U._transform(part, rng) for part in parts]
+            big, _, _ = U.tile_configurations(parts, 2)
+            box = big.box
+            site_d = U.seam_line_distance(film.sites(big.pos), np.asarray(film.window))
+            rows.append(pd.DataFrame({"frame": sample, "x": big.pos[:, 0], "y": big.pos[:, 1], "z": big.pos[:, 2],
+                                      "seam_distance": big.seam, "site_seam_distance": site_d}))
+        tracks = pd.concat(rows, ignore_index=True)
+        checks[how] = seam_check(tracks, box, r_bond, shell, distance="site_seam_distance", reference=reference)
+        blind = seam_check(tracks, box, r_bond, shell, distance="site_seam_distance")
+        assert blind["q6"] is None and blind["against"] == "bulk"
+    assert checks["as cut"]["against"] == "film" and not checks["as cut"]["visible"], checks["as cut"]
+    assert abs(checks["as cut"]["q6"]["difference"]) < 0.01
+    assert checks["shuffled"]["visible"] and checks["shuffled"]["q6"]["difference"] < -0.03, checks["shuffled"]
+
+
 @pytest.mark.slow
 def test_a_3d_fcc_film_is_tiled_into_one_crystal(spheres):
     """One fcc crystal seen through an open cube at an arbitrary orientation (a confocal

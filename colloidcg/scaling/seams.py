@@ -20,7 +20,7 @@ periodic snapshot, so a direct simulation can be measured the same way.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -36,8 +36,8 @@ def _positions(frame: pd.DataFrame) -> np.ndarray:
 
 
 def seam_profile(tracks: pd.DataFrame, box, r_bond: float, edges: Sequence[float] = (0.0, 16.0),
-                 bulk_px: float | None = None, distance: str = "seam_distance"
-                 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+                 bulk_px: float | None = None, distance: str = "seam_distance",
+                 reference: dict[str, float] | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """The seam's imprint on local density and order.
 
     Parameters
@@ -52,6 +52,8 @@ def seam_profile(tracks: pd.DataFrame, box, r_bond: float, edges: Sequence[float
         when its seam was made) or, for a crystal film, ``site_seam_distance`` (its lattice
         site's: faces in the lattice's registry pick particles by their displacement when
         binned by their own distance, docs/scaling.md).
+    reference : {measure: value} to subtract instead of each sample's bulk (a direct
+        simulation's or the film's own mean, where the tiles hold no bulk: 3D films).
 
     Returns
     -------
@@ -69,7 +71,7 @@ def seam_profile(tracks: pd.DataFrame, box, r_bond: float, edges: Sequence[float
         bulk = seam > (3 * r_bond if bulk_px is None else bulk_px)
         which = np.digitize(seam, edges) - 1
         for name, val in values.items():
-            ref = np.nanmean(val[bulk]) if bulk.any() else np.nan
+            ref = reference[name] if reference is not None else np.nanmean(val[bulk]) if bulk.any() else np.nan
             diffs[name].append([np.nanmean(val[which == b]) - ref if np.any(which == b) else np.nan
                                 for b in range(len(edges) - 1)])
     out = {}
@@ -92,7 +94,38 @@ SEAM_FALSE_ALARM = 0.0027
 MIN_BULK = 20
 
 
-def seam_check(tracks: pd.DataFrame, box, r_bond: float, shell: float, distance: str = "seam_distance") -> dict:
+def film_reference(frames: Sequence[np.ndarray], views: np.ndarray, r_bond: float, margin: float | None = None
+                   ) -> dict[str, tuple[float, float, int]]:
+    """A crystal film's own local structure, for judging seams where the tiles hold no bulk
+    (:func:`seam_check`'s ``reference``): neighbours within ``r_bond`` and the bond order
+    (:func:`seam_profile`'s measures) of the particles farther than ``margin`` px (default
+    2 ``r_bond``, so that their neighbourhoods are whole) inside their frame's view.
+
+    ``frames``: positions (N_t, d) px of up to 20 frames (open, no box); ``views``: (T, d, 2)
+    px, each frame's lower and upper bound per axis. Returns {measure: (mean over frames,
+    its standard error over frames, number of frames)}; frames follow one another, so the
+    error is a lower bound where the crystal's structure persists over the film."""
+    margin = float(r_bond) if margin is None else float(margin)
+    two_d = np.asarray(frames[0]).shape[1] == 2
+    per: dict[str, list] = {name: [] for name in _measures(two_d)}
+    step = max(1, int(math.ceil(len(frames) / 20)))
+    for p, view in zip(frames[::step], views[::step]):
+        p = np.asarray(p, float)
+        inner = np.all((p > view[:, 0] + margin) & (p < view[:, 1] - margin), axis=1)
+        if inner.sum() < MIN_BULK:
+            continue
+        for name, val in _local(p, None, r_bond, two_d).items():
+            per[name].append(float(np.nanmean(val[inner])))
+    out = {}
+    for name, vals in per.items():
+        v = np.asarray(vals, float)
+        out[name] = (float(v.mean()) if len(v) else math.nan,
+                     float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else math.nan, len(v))
+    return out
+
+
+def seam_check(tracks: pd.DataFrame, box, r_bond: float, shell: float, distance: str = "seam_distance",
+               reference: dict | Callable[[], dict] | None = None) -> dict:
     """Is a seam visible in ``tracks`` (upsampled samples, px, with the ``distance`` column,
     ``seam_distance`` or a crystal film's ``site_seam_distance`` (:func:`seam_profile`), and,
     for fewer than 3 samples, ``tile``)?
@@ -108,7 +141,13 @@ def seam_check(tracks: pd.DataFrame, box, r_bond: float, shell: float, distance:
     with both; neighbouring particles are correlated, so the spread over particles would
     understate the error). Returns {"shell_px", "r_bond_px", "binned_by" (``distance``),
     "samples", "density": {"difference", "se", "z"}, "psi6" (2D) or "q6" (3D): {...},
-    "visible": any |z| > :data:`SEAM_WARN_SE`}; a measure that cannot be judged is None.
+    "threshold", "visible": any |z| above the threshold}; a measure that cannot be judged is None.
+
+    ``reference``: a crystal film's own structure (:func:`film_reference`, or a function
+    giving it, called only when needed), against which the
+    band is judged where the tiles hold no bulk (3D film windows of 5-6 spacings: every
+    site lies within 3 of a face): per sample the band's mean minus the film's, its error
+    over samples and the reference's combined; recorded as "against": "film".
     """
     box = np.asarray(box, float)
     frames = tracks["frame"].nunique()
@@ -118,7 +157,24 @@ def seam_check(tracks: pd.DataFrame, box, r_bond: float, shell: float, distance:
     out: dict = {"shell_px": float(shell), "r_bond_px": float(r_bond), "bulk_px": bulk_px, "binned_by": distance,
                  "samples": int(frames)}
     n_tiles = 0
-    if not enough(bulk_px):
+    out["against"] = "bulk"
+    if callable(reference) and not enough(bulk_px):
+        reference = reference()
+    if not enough(bulk_px) and reference is not None and frames >= 3:
+        out["against"] = "film"
+        rows = {}
+        band = tracks[distance].to_numpy(float) < shell
+        values = _per_particle(tracks, box, r_bond)
+        key = tracks["frame"].to_numpy()
+        for name, val in values.items():
+            ref, ref_se, _ = reference.get(name, (math.nan, math.nan, 0))
+            per = np.array([np.nanmean(val[band & (key == f)]) for f in np.unique(key) if np.any(band & (key == f))])
+            if len(per) < 3 or not np.isfinite(ref):
+                rows[name] = (math.nan, math.nan)
+                continue
+            se = math.sqrt(float(per.std(ddof=1)) ** 2 / len(per) + (ref_se if np.isfinite(ref_se) else 0.0) ** 2)
+            rows[name] = (float(per.mean() - ref), se)
+    elif not enough(bulk_px):
         rows = {name: (math.nan, math.nan) for name in _measures("z" not in tracks.columns)}
     elif frames >= 3:
         rows = {name: (float(mean[0]), float(se[0]))
@@ -155,7 +211,10 @@ def seam_check_summary(check: dict | None) -> str:
         return (f"not judged: fewer than {MIN_BULK} particles per sample farther than {check['bulk_px']:.3g} px "
                 "from every seam (tiles too small for a bulk)")
     verdict = "VISIBLE" if check["visible"] else "not visible"
-    return (f"{verdict}: within {check['shell_px']:.3g} px of a seam against the bulk, " + ", ".join(parts)
+    against = ("the crystal film's own interior (tiles too small for a bulk)" if check.get("against") == "film"
+               else "the bulk")
+    by = " (by lattice site)" if check.get("binned_by") == "site_seam_distance" else ""
+    return (f"{verdict}: within {check['shell_px']:.3g} px of a seam{by} against {against}, " + ", ".join(parts)
             + (f" (visible beyond {check['threshold']:.2g} SE)" if check.get("threshold") else ""))
 
 
@@ -197,6 +256,17 @@ def _per_particle(tracks: pd.DataFrame, box: np.ndarray, r_bond: float) -> dict[
     return out
 
 
+def local_means(tracks: pd.DataFrame, box, r_bond: float) -> dict[str, float]:
+    """{measure: mean over samples of the sample's mean} of :func:`seam_profile`'s measures
+    (neighbours within ``r_bond`` px, |psi6| in 2D or q6 in 3D) in periodic ``tracks`` (px):
+    a seamless system's values, such as a direct simulation's, for ``seam_profile``'s
+    ``reference``."""
+    box = np.asarray(box, float)
+    two_d = "z" not in tracks.columns
+    per = [_local(g, box, r_bond, two_d) for _, g in tracks.groupby("frame")]
+    return {name: float(np.mean([np.nanmean(v[name]) for v in per])) for name in _measures(two_d)}
+
+
 def neighbour_counts(pos: np.ndarray, box: np.ndarray, r: float, pr: np.ndarray | None = None) -> np.ndarray:
     """(N,) number of neighbours within ``r`` px of each particle (N, d) px (periodic
     ``box``); ``pr``: the (M, 2) pairs within ``r`` when already found."""
@@ -209,12 +279,15 @@ def _measures(two_d: bool) -> list[str]:
     return ["density", "psi6"] if two_d else ["density", "q6"]
 
 
-def _local(g: pd.DataFrame, box: np.ndarray, r_bond: float, two_d: bool) -> dict[str, np.ndarray]:
-    """One sample's per-particle neighbour counts within ``r_bond`` and |psi6| (2D) or q6
-    (3D, over the 12 nearest neighbours; NaN in a sample of 12 particles or fewer)."""
+def _local(g: pd.DataFrame | np.ndarray, box: np.ndarray | None, r_bond: float, two_d: bool
+           ) -> dict[str, np.ndarray]:
+    """One sample's (or, ``box`` None, one open frame's: positions (N, d) px) per-particle
+    neighbour counts within ``r_bond`` and |psi6| (2D) or q6 (3D, over the 12 nearest
+    neighbours; NaN in a sample of 12 particles or fewer)."""
     from .observables import Q6_NEIGHBOURS, q6_local
 
-    p = np.mod(_positions(g), box)
+    p = _positions(g) if isinstance(g, pd.DataFrame) else np.asarray(g, float)
+    p = p if box is None else np.mod(p, box)
     pr = pairs(p, r_bond, box)
     values = {"density": neighbour_counts(p, box, r_bond, pr)}
     if not two_d:
@@ -225,7 +298,8 @@ def _local(g: pd.DataFrame, box: np.ndarray, r_bond: float, two_d: bool) -> dict
         dst = np.concatenate([pr[:, 1], pr[:, 0]])
         # psi_k takes positions: each bond's far end is placed at its minimum image
         d = p[dst] - p[src]
-        d -= box * np.round(d / box)
+        if box is not None:
+            d -= box * np.round(d / box)
         pos2 = np.concatenate([p, p[src] + d])
         values["psi6"] = np.abs(psi_k(pos2, src, len(p) + np.arange(len(src)), len(pos2), 6)[:len(p)])
     return values

@@ -73,7 +73,8 @@ import torch
 from ..errors import ColloidcgError, ParameterError
 from ..evaluate import rel_rms
 from .lattice_field import BAND_SPACINGS, SWEEPS, heal
-from .seams import MIN_BULK, SEAM_FALSE_ALARM, SeamVisibleWarning, neighbour_counts, seam_check, tile_differences
+from .seams import (MIN_BULK, SEAM_FALSE_ALARM, SeamVisibleWarning, film_reference, neighbour_counts, seam_check,
+                    tile_differences)
 
 __all__ = ["Configuration", "Upsampled", "ClosestApproach", "upsample", "side_steps", "relaxation_summary",
            "closest_approach", "separate", "tile_configurations", "match_parts", "rotated_window",
@@ -2479,7 +2480,8 @@ def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None 
     # registry pick particles by their displacement, and a seamless crystal's windows show a
     # profile (up to 4.9 SE on LAMMPS films; docs/scaling.md)
     check = seam_check(big, box_px, r_bond_px, shell_px,
-                       distance="site_seam_distance" if "site_seam_distance" in big.columns else "seam_distance")
+                       distance="site_seam_distance" if "site_seam_distance" in big.columns else "seam_distance",
+                       reference=None if src.sites is None else lambda: film_reference(src.pos, src.fov, r_bond_px))
     unjudged = unjudged_seam_warning(check, pilots, healing, name)
     if unjudged:
         warnings.warn(SeamVisibleWarning(unjudged), stacklevel=2)
@@ -2506,7 +2508,8 @@ def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None 
             f"{name}: the seams of the upsampled system are visible: within {shell_px:.3g} px of a seam, "
             f"neighbours within {r_bond_px:.3g} px {_z_text(check.get('density'))} and "
             + ("|psi6| " + _z_text(check.get("psi6")) if dim == 2 else "q6 " + _z_text(check.get("q6")))
-            + f" against the bulk (visible beyond {check['threshold']:.2g}); "
+            + (" against the crystal film's own interior" if check.get("against") == "film" else " against the bulk")
+            + f" (visible beyond {check['threshold']:.2g}); "
             f"{remedy} (docs/scaling.md)"), stacklevel=2)
     tile_side = (src.box if src.box is not None else np.broadcast_to(np.asarray(src.window, float), (dim,)))
     parameters = {
