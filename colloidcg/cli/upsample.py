@@ -123,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
         dim = int(model.config.dim)
         names = ["x", "y", "z"][:dim]
         units = {**{n: "px" for n in names}, **{"v" + n: "px/frame" for n in names},
-                 "frame": "sample index", "seam_distance": "px",
+                 "frame": "sample index", "seam_distance": "px", "site_seam_distance": "px",
                  "tile": "index of the tile within the sample"}
         side = provenance("upsample", {"model": args.model, "init": args.init},
                           {**up.parameters, "device": dev}, units=units,

@@ -111,7 +111,7 @@ def film_reference(frames: Sequence[np.ndarray], views: np.ndarray, r_bond: floa
     step = max(1, int(math.ceil(len(frames) / 20)))
     for p, view in zip(frames[::step], views[::step]):
         p = np.asarray(p, float)
-        inner = np.all((p > view[:, 0] + margin) & (p < view[:, 1] - margin), axis=1)
+        inner = np.all((p > view[:, 0]) & (p < view[:, 1]), axis=1) & whole_neighbourhoods(p, margin)
         if inner.sum() < MIN_BULK:
             continue
         for name, val in _local(p, None, r_bond, two_d).items():
@@ -124,8 +124,22 @@ def film_reference(frames: Sequence[np.ndarray], views: np.ndarray, r_bond: floa
     return out
 
 
+def whole_neighbourhoods(pos: np.ndarray, margin: float) -> np.ndarray:
+    """(N,) bool: the particles of an open frame (positions (N, d) px) farther than
+    ``margin`` px inside the convex hull of all of them, whose neighbourhoods the view's
+    edge does not cut (a field of view is convex, and a turned one is not axis-aligned)."""
+    from scipy.spatial import ConvexHull
+
+    pos = np.asarray(pos, float)
+    hull = ConvexHull(pos)
+    # each facet: unit normal n (outward) and offset b, n . x + b <= 0 inside
+    depth = -(pos @ hull.equations[:, :-1].T + hull.equations[:, -1])
+    return depth.min(axis=1) > margin
+
+
 def seam_check(tracks: pd.DataFrame, box, r_bond: float, shell: float, distance: str = "seam_distance",
-               reference: dict | Callable[[], dict] | None = None) -> dict:
+               reference: dict | Callable[[], dict] | None = None,
+               baseline: Callable[[float, float], dict] | None = None) -> dict:
     """Is a seam visible in ``tracks`` (upsampled samples, px, with the ``distance`` column,
     ``seam_distance`` or a crystal film's ``site_seam_distance`` (:func:`seam_profile`), and,
     for fewer than 3 samples, ``tile``)?
@@ -148,6 +162,14 @@ def seam_check(tracks: pd.DataFrame, box, r_bond: float, shell: float, distance:
     band is judged where the tiles hold no bulk (3D film windows of 5-6 spacings: every
     site lies within 3 of a face): per sample the band's mean minus the film's, its error
     over samples and the reference's combined; recorded as "against": "film".
+
+    ``baseline``: for a crystal film judged against the bulk, a function of (``shell``, the
+    bulk's distance px) giving {measure: (difference, standard error, windows)}: the same
+    band-minus-bulk difference in the film's own windows where they sit in their frames,
+    untiled (:func:`~colloidcg.scaling.upsample.film_window_baseline`). A film's windows
+    carry its persistent structure (defects, a strained or less ordered edge region) at the
+    same place in every sample, which the samples' spread cannot see; the baseline is
+    subtracted, its error added in quadrature, and recorded as "baseline".
     """
     box = np.asarray(box, float)
     frames = tracks["frame"].nunique()
@@ -186,6 +208,13 @@ def seam_check(tracks: pd.DataFrame, box, r_bond: float, shell: float, distance:
             n_tiles = max(n_tiles, len(obs))
             rows[name] = ((float(np.mean(obs)), float(np.std(obs, ddof=1) / math.sqrt(len(obs))))
                           if len(obs) >= 4 else (math.nan, math.nan))
+    if baseline is not None and out["against"] == "bulk" and any(np.isfinite(m) for m, _ in rows.values()):
+        base = baseline(float(shell), float(bulk_px))
+        out["baseline"] = {name: {"difference": b[0], "se": b[1], "windows": b[2]} for name, b in base.items()}
+        for name, (m, e) in list(rows.items()):
+            b, be, n = base.get(name, (math.nan, math.nan, 0))
+            if np.isfinite(b) and np.isfinite(be):
+                rows[name] = (m - b, math.sqrt(e ** 2 + be ** 2))
     # the 3-sigma level of a normal, for a standard error from n observations (Student t, n - 1
     # degrees of freedom: with 4 tiles a 3-sigma z happens by chance 6 % of the time)
     n_obs = frames if frames >= 3 else n_tiles
@@ -277,6 +306,15 @@ def neighbour_counts(pos: np.ndarray, box: np.ndarray, r: float, pr: np.ndarray 
 def _measures(two_d: bool) -> list[str]:
     """The seam measures: neighbour count and the local bond order of the dimension."""
     return ["density", "psi6"] if two_d else ["density", "q6"]
+
+
+def local_measures(pos: np.ndarray, box, r_bond: float) -> dict[str, np.ndarray]:
+    """Per particle of one configuration (positions (N, d) px; ``box`` (d,) px periodic, or
+    None for an open frame, whose edge particles then lack neighbours): the neighbours
+    within ``r_bond`` px ("density") and the bond order ("psi6" |psi6| over them in 2D, "q6"
+    over the 12 nearest in 3D), the seam check's measures. Returns {measure: (N,)}."""
+    pos = np.asarray(pos, float)
+    return _local(pos, None if box is None else np.asarray(box, float), r_bond, pos.shape[1] == 2)
 
 
 def _local(g: pd.DataFrame | np.ndarray, box: np.ndarray | None, r_bond: float, two_d: bool

@@ -1210,15 +1210,63 @@ def _site_window(src: _Source, t: int, lo: np.ndarray, member) -> Configuration 
     instead of held, it would sit on the site the next window fills. None when it holds
     fewer than two particles."""
     side = np.broadcast_to(np.asarray(src.window, float), np.shape(lo)).copy()
-    q = src.pos[t] - np.asarray(lo, float)
-    near = np.all((q > -0.5 * side) & (q < 1.5 * side), axis=1)
-    keep = np.flatnonzero(near)[member(q[near])]
+    keep = _site_members(src, t, lo, member)
     if len(keep) < 2:
         return None
-    q = np.clip(q[keep], 0.0, np.nextafter(side, 0.0))
+    q = np.clip(src.pos[t][keep] - np.asarray(lo, float), 0.0, np.nextafter(side, 0.0))
     s = src.size[t]
     return Configuration(q, src.vel[t][keep], None if s is None else s[keep], side, np.full(len(keep), np.inf),
                          wrap=np.min(np.minimum(q, side - q), axis=1))
+
+
+def _site_members(src: _Source, t: int, lo: np.ndarray, member) -> np.ndarray:
+    """Indices into frame ``t`` of the particles whose lattice site lies in the window with
+    lower corner ``lo`` (:func:`_site_window`)."""
+    side = np.broadcast_to(np.asarray(src.window, float), np.shape(lo))
+    q = src.pos[t] - np.asarray(lo, float)
+    near = np.all((q > -0.5 * side) & (q < 1.5 * side), axis=1)
+    return np.flatnonzero(near)[member(q[near])]
+
+
+def film_window_baseline(src: _Source, r_bond: float, shell: float, bulk_px: float,
+                         most: int = 20) -> dict[str, tuple[float, float, int]]:
+    """A registered crystal film's own windows, where they sit in their frames (untiled,
+    their faces no seams): per window, the mean over its particles whose lattice site lies
+    within ``shell`` px of a face minus that over those farther than ``bulk_px`` px, of the
+    seam check's measures (:func:`~colloidcg.scaling.seams.local_measures`: neighbours within
+    ``r_bond`` px, |psi6| or q6), computed in the frame, with the particles within
+    ``r_bond`` of the frame's edge left out (their neighbourhoods are cut). Every corner of
+    up to ``most`` frames, each window cut and moved onto its own lattice as
+    :func:`_base` cuts it. Returns {measure: (mean over windows, standard error, windows)}:
+    what a seamless crystal's windows show, the baseline of :func:`~colloidcg.scaling.seams.seam_check`.
+    Frames follow one another, so the error is a lower bound where the structure persists."""
+    from .seams import local_measures, whole_neighbourhoods
+
+    first, count, step, local, member = src.registered
+    window = np.asarray(src.window, float)
+    per: dict[str, list] = {}
+    for t in range(0, len(src.pos), max(1, int(math.ceil(len(src.pos) / most)))):
+        p, view = src.pos[t], src.fov[t]
+        values = local_measures(p, None, r_bond)
+        whole = whole_neighbourhoods(p, r_bond)
+        for u in np.ndindex(*count[t]):
+            lo = first[t] + np.array(u) * step
+            keep = _site_members(src, t, lo, member)
+            if len(keep) < 2:
+                continue
+            lo = np.clip(lo + local(np.clip(p[keep] - lo, 0.0, window)), view[:, 0], view[:, 1] - window)
+            keep = _site_members(src, t, lo, member)
+            d = seam_line_distance(src.sites(p[keep] - lo), window)
+            band, bulk = (d < shell) & whole[keep], (d > bulk_px) & whole[keep]
+            if band.sum() < MIN_BULK or bulk.sum() < MIN_BULK:
+                continue
+            for name, v in values.items():
+                per.setdefault(name, []).append(float(np.nanmean(v[keep][band]) - np.nanmean(v[keep][bulk])))
+    out = {}
+    for name, vals in per.items():
+        v = np.asarray(vals, float)
+        out[name] = (float(v.mean()), float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else math.nan, len(v))
+    return out
 
 
 #: Crystal films (:func:`_crystal_film`): bonds within this angle of a lattice direction
@@ -2481,7 +2529,9 @@ def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None 
     # profile (up to 4.9 SE on LAMMPS films; docs/scaling.md)
     check = seam_check(big, box_px, r_bond_px, shell_px,
                        distance="site_seam_distance" if "site_seam_distance" in big.columns else "seam_distance",
-                       reference=None if src.sites is None else lambda: film_reference(src.pos, src.fov, r_bond_px))
+                       reference=None if src.sites is None else lambda: film_reference(src.pos, src.fov, r_bond_px),
+                       baseline=None if src.sites is None else
+                       lambda shell, bulk: film_window_baseline(src, r_bond_px, shell, bulk))
     unjudged = unjudged_seam_warning(check, pilots, healing, name)
     if unjudged:
         warnings.warn(SeamVisibleWarning(unjudged), stacklevel=2)
