@@ -62,9 +62,11 @@ def test_lammps_crystal_upsampled_in_registry_matches_the_large_crystal(dim):
 def check_film(out, g_bound=0.05, order_bound=0.02, seams=False):
     """A crystal film (an open view turned against the lattice; film_answer): the matched
     row's g(r), bond order and closest pair against the direct large crystal; with
-    ``seams`` (2D films, whose seams are redrawn from the crystal's displacement field) the
-    seam check sees none and |psi6| within 16 px of a seam is within 0.005 of the bulk's in
-    both profile bins. In 3D the tiles are too small for the check to judge."""
+    ``seams`` (films whose seams are redrawn from the crystal's displacement field) the
+    seam check sees none and, in 2D, |psi6| within 16 px of a seam is within 0.005 of the
+    bulk's in both profile bins; in 3D, where the tiles hold no bulk, the check judges the
+    seams against the film's own interior and q6 within 16 px of a seam (by lattice site)
+    is within 0.005 of the direct crystal's."""
     row = out["rows"]["auto"]
     assert row["method"] == "matched" and out["film"] is not None
     assert row["g_error"] <= g_bound, row
@@ -72,8 +74,13 @@ def check_film(out, g_bound=0.05, order_bound=0.02, seams=False):
     assert row["closest_ratio"] >= 0.9
     if seams:
         assert not row["seam_check"]["visible"], row["seam_check"]
-        for name in ("psi6", "psi6 by site"):          # by site: free of the bins' selection (docs/scaling.md)
-            assert np.all(np.abs(row["seam_profile"][name]["mean"][:2]) < 0.005), row["seam_profile"]
+        assert row["seam_check"]["binned_by"] == "site_seam_distance"
+        if "q6 by site against direct" in row["seam_profile"]:            # 3D
+            assert row["seam_check"]["against"] == "film" and row["seam_check"]["q6"] is not None
+            assert np.all(np.abs(row["seam_profile"]["q6 by site against direct"]["mean"][:2]) < 0.005)
+        else:
+            for name in ("psi6", "psi6 by site"):       # by site: free of the bins' selection (docs/scaling.md)
+                assert np.all(np.abs(row["seam_profile"][name]["mean"][:2]) < 0.005), row["seam_profile"]
     return row
 
 
@@ -100,7 +107,7 @@ def test_a_3d_crystal_film_matches_the_large_crystal(stacking):
     give g(r) within 0.03 of the direct crystal (measured 0.011 and 0.013; 0.037 and 0.028
     not redrawn) and q6 within 0.02 (+0.0003, +0.0007)."""
     out = B.film_answer(3, samples=4, seed=0, tilings=("auto",), stacking=stacking, report=None)
-    check_film(out, g_bound=0.03)
+    check_film(out, g_bound=0.03, seams=True)
     assert "stacking" in out["film"]
 
 
@@ -117,4 +124,4 @@ def test_a_lammps_crystal_film_matches_the_large_crystal(dim):
     if not ok:
         pytest.skip(f"LAMMPS: {why}")
     check_film(B.film_answer(dim, samples=8 if dim == 2 else 4, seed=0, tilings=("auto",), truth="lammps",
-                             report=None), seams=dim == 2)
+                             report=None), seams=True)
