@@ -440,11 +440,13 @@ def film_answer(dim: int = 3, *, phi: float | None = None, samples: int = 4, see
             f"{row['seconds']:.0f} |")
     for tiling, row in out["rows"].items():
         for name_, p in row.get("seam_profile", {}).items():
-            if not np.all(np.isfinite(p["mean"])):
+            if not np.any(np.isfinite(p["mean"])):
                 continue            # tiles too small for a bulk (3D films)
             say(f"{tiling}: {name_} by distance to the nearest seam "
-                f"({', '.join(f'{a:g}-{b:g}' for a, b in zip(PROFILE_EDGES, PROFILE_EDGES[1:]))} px) minus the bulk: "
-                + ", ".join(f"{m:+.4f} ({m / se:+.1f} SE)" for m, se in zip(p["mean"], p["se"])))
+                f"({', '.join(f'{a:g}-{b:g}' for a, b in zip(PROFILE_EDGES, PROFILE_EDGES[1:]))} px) minus "
+                f"{'the direct crystal' if 'against direct' in name_ else 'the bulk'}: "
+                + ", ".join(f"{m:+.4f} ({m / se:+.1f} SE)" if np.isfinite(m) else "none"
+                            for m, se in zip(p["mean"], p["se"])))
     say(f"crystal film (auto): {out.get('film')}")
     film = out.get("film") or {}
     if "stacking" in film:
@@ -455,6 +457,30 @@ def film_answer(dim: int = 3, *, phi: float | None = None, samples: int = 4, see
         say(f"stacking (Jagodzinski, wrapped): the crystal {whole}, hcp-like share "
             f"{out['hcp_like_share']['crystal']:.2f}; the windows {window}, {out['hcp_like_share']['window']:.2f}")
     return out
+
+
+def save_runs(path: str, runs: list, seeds: list, args: dict) -> None:
+    """The films' results (``film_answer`` dicts, one per view seed) as JSON, written to a
+    temporary name and renamed."""
+    import json
+
+    def plain(x):
+        if isinstance(x, dict):
+            return {str(k): plain(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [plain(v) for v in x]
+        if isinstance(x, np.ndarray):
+            return plain(x.tolist())
+        if isinstance(x, (np.floating, float)):
+            return None if not np.isfinite(x) else float(x)
+        if isinstance(x, np.integer):
+            return int(x)
+        return x
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as fh:
+        json.dump(plain({"args": args, "view_seeds": seeds, "runs": runs}), fh, indent=1)
+    os.replace(tmp, path)
 
 
 def films_across_runs(runs: list, seeds: list, report=print) -> dict:
@@ -474,13 +500,19 @@ def films_across_runs(runs: list, seeds: list, report=print) -> dict:
         out[tiling] = {}
         for name in rows[0].get("seam_profile", {}):
             per = np.array([r["seam_profile"][name]["mean"] for r in rows], float)        # (runs, bins)
-            if not np.all(np.isfinite(per)):
-                continue
-            m, se = per.mean(0), per.std(0, ddof=1) / math.sqrt(len(per))
+            if not np.any(np.isfinite(per)):
+                continue            # no bulk in any run (3D films: judged against the direct crystal)
+            # a bin no particle's site reaches in a run (a 3D window 4 rows deep) is left out there
+            n = np.isfinite(per).sum(0)
+            m = np.nanmean(np.where(n > 0, per, 0.0), 0)
+            se = np.array([np.nanstd(per[:, b], ddof=1) / math.sqrt(n[b]) if n[b] > 1 else np.nan
+                           for b in range(per.shape[1])])
             out[tiling][name] = (m, se)
             report(f"{tiling}: {name} by distance to the nearest seam "
-                   f"({', '.join(f'{a:g}-{b:g}' for a, b in zip(PROFILE_EDGES, PROFILE_EDGES[1:]))} px) minus the "
-                   "bulk, over runs: " + ", ".join(f"{x:+.4f} ({x / e:+.1f} SE)" for x, e in zip(m, se))
+                   f"({', '.join(f'{a:g}-{b:g}' for a, b in zip(PROFILE_EDGES, PROFILE_EDGES[1:]))} px) minus "
+                   f"{'the direct crystal' if 'against direct' in name else 'the bulk'}, over runs: "
+                   + ", ".join(f"{x:+.4f} ({x / e:+.1f} SE{'' if k == len(per) else f', {k} runs'})"
+                               for x, e, k in zip(m, se, n))
                    + "; per run: " + "; ".join(", ".join(f"{x:+.4f}" for x in row) for row in per))
     return out
 
@@ -512,6 +544,8 @@ def main(argv=None) -> int:
     ap.add_argument("--film-seeds", default="1", dest="film_seeds",
                     help="--film: seeds of the runs the view films, comma-separated (not 2, the truth's); with "
                          "several, the seam profile's mean and standard error over the runs (films_across_runs)")
+    ap.add_argument("--save", default=None,
+                    help="--film: write every run's rows (g(r), order, seam check, profiles) to this JSON file")
     args = ap.parse_args(argv)
     relax = args.relax_steps if args.relax_steps in ("adaptive", "auto") else int(args.relax_steps)
     if args.film:
@@ -525,6 +559,8 @@ def main(argv=None) -> int:
                 for k, v in enumerate(seeds)]
         if len(runs) > 1:
             films_across_runs(runs, seeds)
+        if args.save:
+            save_runs(args.save, runs, seeds, vars(args))
         return 0
     known_answer(args.dim, phi=args.phi, truth=args.truth, density=args.density, samples=args.samples,
                  seed=args.seed, tilings=args.tilings.split(","), relax_steps=relax,
