@@ -438,7 +438,8 @@ def _translation_invariant_lstsq(X: np.ndarray, Y: np.ndarray) -> np.ndarray:
     where nearly every site of a sample is redrawn (3D windows of 5-6 spacings, few sites
     held) each sweep multiplied the uniform mode by up to 1.025: after 400 sweeps the
     particles sat 7-23 px from their sites (a = 17 px; docs/scaling.md). With the constraint
-    that mode is neutral. Solved by eliminating the last block: Y - X_K = sum_(k<K)
+    that mode is neutral (held only by the few held sites: it wandered 0.6 px over 400
+    sweeps on that film, which moves no particle against its neighbours). Solved by eliminating the last block: Y - X_K = sum_(k<K)
     (X_k - X_K) b_k."""
     d = Y.shape[1]
     K = X.shape[1] // d
@@ -706,14 +707,8 @@ def heal(pos: np.ndarray, sites: np.ndarray, box: np.ndarray, field: LatticeFiel
     u = _wrapped(pos, sites, box)
     groups = colour_groups(g, movable, field.ordered)
     chol = _cholesky(field)
-    start = u[movable].mean(axis=0)
     for _ in range(int(sweeps)):
         _sweep(u, g, groups, field, chol, rng)
-        # the law does not change when every site moves alike (the fit's coefficients sum
-        # to the identity), so where few sites are held (3D film windows) the redrawn
-        # sites' common displacement random-walks (0.6 px over 400 sweeps on a 3D film):
-        # it is held where it started, as the held sites hold it in a wide band
-        u[movable] -= u[movable].mean(axis=0) - start
     out = pos.copy()
     out[movable] = sites[movable] + u[movable]
     return np.mod(out, box), int(len(movable))
