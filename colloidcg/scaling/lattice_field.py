@@ -389,7 +389,11 @@ def fit_field(frames: list, a: float, *, rng: np.random.Generator | None = None,
         X, Y = np.concatenate(xs[c]), np.concatenate(ys[c])
         if len(Y) <= X.shape[1]:
             continue                    # too few sites of this class to fit: it stays unknown
-        b = _translation_invariant_lstsq(X, Y)
+        # the Gaussian as the law: under translation invariance (a runaway without it);
+        # as a pair field's proposal only: as fitted, which session 47's 2D films were
+        # measured with (the proposal does not change the law, but the calibration's
+        # finite sweeps see it, and its noise moved the seams' |psi6| by about 0.002)
+        b = _translation_invariant_lstsq(X, Y) if gaussian else np.linalg.lstsq(X, Y, rcond=None)[0]
         r = Y - X @ b
         coef.append(b.T)
         cov.append(r.T @ r / (len(Y) - X.shape[1]))
