@@ -2529,7 +2529,7 @@ def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None 
     # profile (up to 4.9 SE on LAMMPS films; docs/scaling.md). Windows tiled as cut keep
     # their own structure at their faces, which the film's untiled windows show too (the
     # baseline); redrawn bands are the field's, drawn from the whole film, and do not (the
-    # baseline would over-correct: +0.007 in |psi6| on a soft-disk film), so they are
+    # baseline would have moved soft-disk films' verdicts by 0.008 either way), so they are
     # judged against the bulk alone
     check = seam_check(big, box_px, r_bond_px, shell_px,
                        distance="site_seam_distance" if "site_seam_distance" in big.columns else "seam_distance",
