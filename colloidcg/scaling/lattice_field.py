@@ -443,8 +443,8 @@ def _translation_invariant_lstsq(X: np.ndarray, Y: np.ndarray) -> np.ndarray:
     held) each sweep multiplied the uniform mode by up to 1.025: after 400 sweeps the
     particles sat 7-23 px from their sites (a = 17 px; docs/scaling.md). With the constraint
     that mode is neutral (held only by the few held sites: it wandered 0.6 px over 400
-    sweeps on that film, which moves no particle against its neighbours). Solved by eliminating the last block: Y - X_K = sum_(k<K)
-    (X_k - X_K) b_k."""
+    sweeps on that film, which moves no particle against its neighbours). Solved by
+    eliminating the last block: Y - X_K = sum_(k<K) (X_k - X_K) b_k."""
     d = Y.shape[1]
     K = X.shape[1] // d
     last = X[:, (K - 1) * d:]

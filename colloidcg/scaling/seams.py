@@ -98,8 +98,10 @@ def film_reference(frames: Sequence[np.ndarray], views: np.ndarray, r_bond: floa
                    ) -> dict[str, tuple[float, float, int]]:
     """A crystal film's own local structure, for judging seams where the tiles hold no bulk
     (:func:`seam_check`'s ``reference``): neighbours within ``r_bond`` and the bond order
-    (:func:`seam_profile`'s measures) of the particles farther than ``margin`` px (default
-    2 ``r_bond``, so that their neighbourhoods are whole) inside their frame's view.
+    (:func:`seam_profile`'s measures) of the particles inside their frame's view (the
+    tiled windows' region) and farther than ``margin`` px (default ``r_bond``, so that their
+    neighbourhoods are whole: a close-packed crystal's 12 nearest lie within its first
+    shell) inside the convex hull of the frame's particles (:func:`whole_neighbourhoods`).
 
     ``frames``: positions (N_t, d) px of up to 20 frames (open, no box); ``views``: (T, d, 2)
     px, each frame's lower and upper bound per axis. Returns {measure: (mean over frames,
@@ -116,12 +118,14 @@ def film_reference(frames: Sequence[np.ndarray], views: np.ndarray, r_bond: floa
             continue
         for name, val in _local(p, None, r_bond, two_d).items():
             per[name].append(float(np.nanmean(val[inner])))
-    out = {}
-    for name, vals in per.items():
-        v = np.asarray(vals, float)
-        out[name] = (float(v.mean()) if len(v) else math.nan,
-                     float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else math.nan, len(v))
-    return out
+    return {name: mean_and_error(vals) for name, vals in per.items()}
+
+
+def mean_and_error(values: Sequence[float]) -> tuple[float, float, int]:
+    """(mean, standard error of the mean, count) of ``values``; NaN where there are too few."""
+    v = np.asarray(values, float)
+    return (float(v.mean()) if len(v) else math.nan,
+            float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else math.nan, len(v))
 
 
 def whole_neighbourhoods(pos: np.ndarray, margin: float) -> np.ndarray:
@@ -185,7 +189,7 @@ def seam_check(tracks: pd.DataFrame, box, r_bond: float, shell: float, distance:
     if not enough(bulk_px) and reference is not None and frames >= 3:
         out["against"] = "film"
         rows = {}
-        band = tracks[distance].to_numpy(float) < shell
+        band = seam < shell
         values = _per_particle(tracks, box, r_bond)
         key = tracks["frame"].to_numpy()
         for name, val in values.items():

@@ -1240,7 +1240,7 @@ def film_window_baseline(src: _Source, r_bond: float, shell: float, bulk_px: flo
     :func:`_base` cuts it. Returns {measure: (mean over windows, standard error, windows)}:
     what a seamless crystal's windows show, the baseline of :func:`~colloidcg.scaling.seams.seam_check`.
     Frames follow one another, so the error is a lower bound where the structure persists."""
-    from .seams import local_measures, whole_neighbourhoods
+    from .seams import local_measures, mean_and_error, whole_neighbourhoods
 
     first, count, step, local, member = src.registered
     window = np.asarray(src.window, float)
@@ -1262,11 +1262,7 @@ def film_window_baseline(src: _Source, r_bond: float, shell: float, bulk_px: flo
                 continue
             for name, v in values.items():
                 per.setdefault(name, []).append(float(np.nanmean(v[keep][band]) - np.nanmean(v[keep][bulk])))
-    out = {}
-    for name, vals in per.items():
-        v = np.asarray(vals, float)
-        out[name] = (float(v.mean()), float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else math.nan, len(v))
-    return out
+    return {name: mean_and_error(vals) for name, vals in per.items()}
 
 
 #: Crystal films (:func:`_crystal_film`): bonds within this angle of a lattice direction
