@@ -47,6 +47,7 @@ profile (band minus bulk) carries this too. ``--truth lammps``: the LAMMPS film 
 from __future__ import annotations
 
 import argparse
+import math
 import importlib
 import os
 import sys
@@ -63,17 +64,48 @@ R_BOND = 1.25 * 16.0                          # the seam check's neighbour range
 DEFECT_CLEAR = 40.0                           # --defects: px beyond the band a defect-free line keeps clear
 
 
-def crystal_frames(frames: int, seed: int = 0, phi: float = 0.85):
-    """(positions (F, N, 2) px wrapped, ideal sites (N, 2) px, box (2,) px): the periodic
-    crystal of benchmarks/upsample_crystal.py (4 x 4 copies of 12 x 12), equilibrated 200
-    frames, then ``frames`` frames 25 apart."""
-    from upsample_crystal import lattice, run
-    pos, box = lattice(2, 12, phi)
-    shifts = np.array([(i, j) for i in range(4) for j in range(4)], float) * box
-    pos, box = (pos[None] + shifts[:, None]).reshape(-1, 2), box * 4
-    tracks = run(2, pos, box, 200, frames, 25, seed)
-    out = np.stack([g.sort_values("particle")[["x", "y"]].to_numpy() for _, g in tracks.groupby("frame")])
+def crystal_frames(frames: int, seed: int = 0, phi: float | None = None, dim: int = 2, truth: str = "numpy"):
+    """(positions (F, N, d) px wrapped, ideal sites (N, d) px, box (d,) px): the periodic
+    crystal of benchmarks/upsample_crystal.py, equilibrated, then ``frames`` frames. 2D: 4 x 4
+    copies of 12 x 12 soft disks at area fraction 0.85, 200 frames, then 25 apart; 3D: the
+    fcc crystal of 8^3 cubic cells (2048 soft spheres at volume fraction 0.70), the same
+    times; ``truth`` "lammps": LAMMPS's WCA crystal of the same size (number density 1.05
+    in 2D, 1.1 in 3D; 10000 steps, then 2500 apart), its ideal sites LAMMPS's lattice."""
+    from upsample_crystal import PHI, lammps_crystal, lattice, run
+    cols = list("xyz"[:dim])
+    if truth == "lammps":
+        tracks, box = lammps_crystal(dim, 48 if dim == 2 else 8, 1.05 if dim == 2 else 1.1, frames, 2500, 10000, seed)
+        first = tracks[tracks["frame"] == tracks["frame"].min()].sort_values("particle")[cols].to_numpy()
+        pos = lammps_sites(first, dim, 1.05 if dim == 2 else 1.1)
+    else:
+        pos, box = lattice(dim, 12 if dim == 2 else 8, PHI[dim] if phi is None else phi)
+        if dim == 2:
+            shifts = np.array([(i, j) for i in range(4) for j in range(4)], float) * box
+            pos, box = (pos[None] + shifts[:, None]).reshape(-1, 2), box * 4
+        tracks = run(dim, pos, box, 200, frames, 25, seed)
+    out = np.stack([np.mod(g.sort_values("particle")[cols].to_numpy(), box) for _, g in tracks.groupby("frame")])
     return out, pos, box
+
+
+def lammps_sites(pos: np.ndarray, dim: int, density: float) -> np.ndarray:
+    """Ideal sites (N, d) px of LAMMPS's ``hex`` (2D) or ``fcc`` (3D) lattice at number
+    ``density`` (sigma^-d), origin 0, nearest to ``pos`` (N, d) px (unwrapped positions of a
+    crystal started on that lattice: each within a quarter spacing of its site)."""
+    from upsample_crystal import SCALE
+    if dim == 2:
+        a = math.sqrt(2 / (math.sqrt(3) * density)) * SCALE
+        h = a * math.sqrt(3) / 2
+        row = np.round(pos[:, 1] / h)
+        shift = 0.5 * np.mod(row, 2)
+        return np.column_stack([(np.round(pos[:, 0] / a - shift) + shift) * a, row * h])
+    half = 0.5 * (4 / density) ** (1 / 3) * SCALE           # fcc: the half-cell grid's even points
+    k = np.round(pos / half)
+    odd = np.mod(k.sum(1), 2) == 1
+    # an odd point is not a site: move the coordinate furthest from its rounding
+    frac = pos[odd] / half - k[odd]
+    j = np.argmax(np.abs(frac), axis=1)
+    k[np.flatnonzero(odd), j] += np.sign(frac[np.arange(len(j)), j])
+    return k * half
 
 
 def registered(p: np.ndarray, sites: np.ndarray, box: np.ndarray) -> np.ndarray:
@@ -84,9 +116,10 @@ def registered(p: np.ndarray, sites: np.ndarray, box: np.ndarray) -> np.ndarray:
 
 
 def site_psi6(p: np.ndarray, box: np.ndarray) -> np.ndarray:
-    from colloidcg.scaling.seams import _local
-    import pandas as pd
-    return _local(pd.DataFrame({"x": p[:, 0], "y": p[:, 1]}), box, R_BOND, True)["psi6"]
+    """(N,) each particle's bond order as the seam check measures it: |psi6| over the
+    neighbours within R_BOND in 2D, q6 over the 12 nearest in 3D."""
+    from colloidcg.scaling.seams import local_measures
+    return local_measures(p, box, R_BOND)["psi6" if p.shape[1] == 2 else "q6"]
 
 
 def defects(p: np.ndarray, box: np.ndarray) -> np.ndarray:
@@ -256,13 +289,13 @@ def windows_across_runs(truth: str, seeds: list) -> None:
               "interior, over runs: " + ", ".join(f"{x:+.4f} ({x / e:+.1f} SE)" for x, e in zip(m, se)))
 
 
-def report(d: np.ndarray, head: str) -> None:
+def report(d: np.ndarray, head: str, name: str = "|psi6|") -> None:
     """Print healed minus before per distance bin: mean and standard error over heals."""
     m = np.nanmean(d, 0)
     se = np.nanstd(d, 0, ddof=1) / np.sqrt(np.sum(np.isfinite(d), 0))
     bins = ", ".join(f"{lo:g}-{hi:g}" for lo, hi in zip(EDGES, EDGES[1:]))
     print(head)
-    print(f"|psi6| healed minus before, by distance to the band's centre ({bins} px): "
+    print(f"{name} healed minus before, by distance to the band's centre ({bins} px): "
           + ", ".join(f"{x:+.4f} +- {e:.4f}" for x, e in zip(m, se)))
 
 
@@ -287,7 +320,10 @@ def main(argv=None) -> int:
                          "six-sided) within the band or 40 px of it")
     ap.add_argument("--film", action="store_true", help="bands inside the frames of a crystal film (docstring)")
     ap.add_argument("--windows", action="store_true", help="the film's windows' own |psi6| profile (docstring)")
-    ap.add_argument("--truth", choices=("numpy", "lammps"), default="numpy", help="the film (--film, --windows)")
+    ap.add_argument("--truth", choices=("numpy", "lammps"), default="numpy",
+                    help="the crystal: the synthetic soft disks (spheres) or LAMMPS's WCA crystal")
+    ap.add_argument("--dim", type=int, choices=(2, 3), default=2,
+                    help="the periodic crystal: 2D disks or 3D fcc spheres (not --film, --windows, --defects)")
     ap.add_argument("--film-seeds", default="1", dest="film_seeds",
                     help="--windows: seeds of the runs the view films, comma-separated; with several, the "
                          "profile's mean and standard error over runs")
@@ -306,7 +342,9 @@ def main(argv=None) -> int:
     from colloidcg.scaling import lattice_field as lf
 
     t0 = time.perf_counter()
-    frames, sites, box = crystal_frames(2 * args.frames)
+    if args.dim == 3 and (args.defects or args.order):
+        raise SystemExit("--dim 3: no --defects (Voronoi sides) or --order (a 2D weight)")
+    frames, sites, box = crystal_frames(2 * args.frames, dim=args.dim, truth=args.truth)
     a = float(np.min(np.linalg.norm(sites[1:] - sites[0], axis=1)))
     fit = [(registered(p, sites, box), sites) for p in frames[:args.frames]]
     t1 = time.perf_counter()
@@ -314,13 +352,18 @@ def main(argv=None) -> int:
                          bond_weights=not (args.no_bonds or args.true_pair), order_weight=args.order and not args.no_bonds,
                          gaussian=not args.pair)
     if args.true_pair:
-        # the synthetic dynamics' harmonic contacts: energy eps / 2 (1 - r / d)^2, eps = 1
-        from upsample_crystal import DIAM, KT
+        from upsample_crystal import DIAM, KT, SCALE
         field.bond_edges = np.linspace(0.5 * DIAM, 2.0 * DIAM, 1201)
         r = 0.5 * (field.bond_edges[1:] + field.bond_edges[:-1])
-        field.bond_log_weight = -0.5 * np.clip(1.0 - r / DIAM, 0.0, None) ** 2 / KT
+        if args.truth == "lammps":
+            # WCA at T = 1: 4 (s^-12 - s^-6) + 1 for s = r / sigma < 2^(1/6)
+            x = r / SCALE
+            field.bond_log_weight = -np.where(x < 2 ** (1 / 6), 4 * (x ** -12 - x ** -6) + 1, 0.0)
+        else:
+            # the synthetic dynamics' harmonic contacts: energy eps / 2 (1 - r / d)^2, eps = 1
+            field.bond_log_weight = -0.5 * np.clip(1.0 - r / DIAM, 0.0, None) ** 2 / KT
         field.gaussian = False
-    print(f"crystal {len(sites)} disks, a = {a:.2f} px, {2 * args.frames} frames simulated in {t1 - t0:.0f} s; "
+    print(f"crystal {len(sites)} {'disks' if args.dim == 2 else 'spheres'}, a = {a:.2f} px, {2 * args.frames} frames simulated in {t1 - t0:.0f} s; "
           f"field fitted in {time.perf_counter() - t1:.0f} s: {field.as_dict()}")
     rng = np.random.default_rng(1000 + args.cal_seed)
     diffs = []             # per heal: (bins,) healed minus before
@@ -338,7 +381,7 @@ def main(argv=None) -> int:
             before_other = site_psi6(other, box)
             bad_other = defects(other, box) if args.defects else None
         for _ in range(args.heals):
-            axis = int(rng.integers(2))
+            axis = int(rng.integers(args.dim))
             n_lines = 2 if args.splice else 3
             lines = np.mod(rng.uniform(0, box[axis]) + np.arange(n_lines) * box[axis] / n_lines, box[axis])
             dist = np.mod(np.abs(sites[:, axis][:, None] - lines[None]), box[axis])
@@ -373,7 +416,7 @@ def main(argv=None) -> int:
                 r = lf._bond_lengths(u, g, rows, u[rows])[g.nb1[rows] >= 0]
                 store.append(r)
     report(np.array(diffs), f"{len(diffs)} heals of {2 if args.splice else 3} bands, {args.sweeps} sweeps, in "
-                            f"{time.perf_counter() - t2:.0f} s")
+                            f"{time.perf_counter() - t2:.0f} s", "|psi6|" if args.dim == 2 else "q6")
     if args.defects:
         for clean, rows in by_line.items():
             if rows:

@@ -55,8 +55,8 @@ def test_upsample_3d_exact_invariants(spheres):
     assert up.parameters["seam_relaxation"]["particles_reinserted"] > 0
     again = upsample(model, cfg, df, factor=8, samples=2, seed=3, relax_steps=1)
     np.testing.assert_array_equal(again.tracks[["x", "y", "z"]].to_numpy(), u[["x", "y", "z"]].to_numpy())
-    with pytest.raises(ParameterError, match="seam_field: 'pair' .* is measured in 2D only; the model is 3D"):
-        upsample(model, cfg, df, factor=8, seam_field="pair")
+    with pytest.raises(ParameterError, match="seam_field: must be one of auto, gibbs, pair, none, got 'pairs'"):
+        upsample(model, cfg, df, factor=8, seam_field="pairs")
 
 
 @pytest.mark.slow

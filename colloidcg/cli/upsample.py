@@ -77,10 +77,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("--seam-field", choices=("auto", "gibbs", "pair", "none"), default="auto", dest="seam_field",
                    help="a crystal film (2D, or 3D close-packed layers): gibbs: the sites within 2 lattice "
                         "spacings of a seam are redrawn from the crystal's displacement field, fitted to the film, "
-                        "so that neighbours across a window's face are correlated as in the crystal; pair (2D): "
-                        "the same from a pair interaction on the lattice's bonds, fitted to the film (about a "
-                        "minute); auto (default): pair in 2D, gibbs in 3D; none: keep the windows' own "
-                        "displacements (docs/scaling.md)")
+                        "so that neighbours across a window's face are correlated as in the crystal; pair: "
+                        "the same from a pair interaction on the lattice's first-shell bonds, fitted to the film "
+                        "(1-2 minutes); auto (default): pair (2D since session 47, 3D since session 49); none: "
+                        "keep the windows' own displacements (docs/scaling.md)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_table_output(p, "BIG")

@@ -41,7 +41,11 @@ film itself.
   lattice) it keeps the seams' |psi6| within 2 standard errors of the bulk's over films of
   independent runs (binned by lattice site), on soft-disk and LAMMPS WCA films, where the
   Gaussian field's seams are 0.2-0.6 % too ordered (docs/scaling.md), so it is upsample's
-  2D default since session 47. It assumes
+  2D default since session 47. In 3D (a coarser grid for its normaliser) it keeps the
+  seams of LAMMPS WCA films within 1.5 standard errors over runs of the direct crystal's
+  q6, where the Gaussian field's are 2.3-3.0 too ordered, and it is the 3D default since
+  session 49; in bands of a periodic crystal it comes out 0.1-0.3 % too disordered there
+  (benchmarks/lattice_field_bands.py --dim 3). It assumes
   particles that interact in pairs within the first shell: sites jittered independently
   (a pinned lattice) come out too disordered with it, and the Gaussian field is their
   model.
@@ -85,12 +89,14 @@ BOND_THRESHOLD = 1.0
 #: and the largest |beta| searched (log weight per unit of summed |psi6|)
 ORDER_PROPOSALS = 32
 ORDER_BOUND = 20.0
-#: :func:`fit_pair_weights` (2D): sites that enter the fit, grid points either side of a
-#: site's cage centre per axis, the grid's half-width in standard deviations of
+#: :func:`fit_pair_weights`: sites that enter the fit and grid points either side of a
+#: site's cage centre per axis, by dimension (3D: a coarser grid, 13^3 points, and fewer
+#: sites, so that the normaliser's sparse matrix stays near 1 GB; 2D's 29 points per axis
+#: and 8000 sites would need 37 GB there), the grid's half-width in standard deviations of
 #: the sites' displacement from their cage centre, the weight's nodes and the penalty on
 #: its curvature (per site, on second differences of the nodes' values)
-PAIR_SITES = 8000
-PAIR_GRID = 14
+PAIR_SITES = {2: 8000, 3: 3000}
+PAIR_GRID = {2: 14, 3: 6}
 PAIR_HALF_SD = 6.0
 PAIR_NODES = 40
 PAIR_SMOOTH = 0.1
@@ -390,10 +396,11 @@ def fit_field(frames: list, a: float, *, rng: np.random.Generator | None = None,
         if len(Y) <= X.shape[1]:
             continue                    # too few sites of this class to fit: it stays unknown
         # the Gaussian as the law: under translation invariance (a runaway without it);
-        # as a pair field's proposal only: as fitted, which session 47's 2D films were
+        # as a 2D pair field's proposal only: as fitted, which session 47's 2D films were
         # measured with (the proposal does not change the law, but the calibration's
         # finite sweeps see it, and its noise moved the seams' |psi6| by about 0.002)
-        b = _translation_invariant_lstsq(X, Y) if gaussian else np.linalg.lstsq(X, Y, rcond=None)[0]
+        invariant = gaussian or Y.shape[1] == 3
+        b = _translation_invariant_lstsq(X, Y) if invariant else np.linalg.lstsq(X, Y, rcond=None)[0]
         r = Y - X @ b
         coef.append(b.T)
         cov.append(r.T @ r / (len(Y) - X.shape[1]))
@@ -411,8 +418,6 @@ def fit_field(frames: list, a: float, *, rng: np.random.Generator | None = None,
     field = LatticeField(a, signatures[kept], np.array(coef), np.array(cov), np.array([0.0, np.inf]), np.zeros(1),
                          samples, 1.0 - resid_total / total if total > 0 else 0.0)
     field.gaussian = gaussian
-    if not gaussian and field.dim != 2:
-        raise ValueError("fit_field: gaussian=False is measured in 2D only (docs/scaling.md)")
     if order_weight and not gaussian:
         raise ValueError("fit_field: the local-order weight is calibrated with the Gaussian part; "
                          "gaussian=False takes none")
@@ -561,7 +566,10 @@ def fit_pair_weights(field: LatticeField, fields: list, rng: np.random.Generator
     shortest: forbidden; beyond the longest: the last node's value), with a small penalty on
     its curvature, and the pseudo-likelihood, concave in w, is maximised by L-BFGS over
     :data:`PAIR_SITES` sites (2000 in 2D left the fit's result on a film varying by 0.005 in
-    its bands' |psi6| between draws of the sites; 8000 did not). For a crystal whose particles
+    its bands' |psi6| between draws of the sites; 8000 did not). In 3D the grid is coarser
+    (13 points per axis, one standard deviation apart): on the LAMMPS WCA crystal 21 points
+    per axis gave the same weights (the parabola's curvature -0.483 px^-2 with either, WCA's
+    own -0.522; a residual of 0.04 about WCA's after a linear term with either). For a crystal whose particles
     interact in pairs within the first shell (soft disks, and WCA particles at crystal
     densities) this family holds the crystal's own law at fixed topology: with the soft
     disks' own pair potential, redrawn bands of their crystal keep its |psi6| within a
@@ -582,12 +590,12 @@ def fit_pair_weights(field: LatticeField, fields: list, rng: np.random.Generator
              for i in np.flatnonzero((g.cls >= 0) & np.all(g.nb1 >= 0, axis=1))]
     if not picks:
         raise ValueError("fit_pair_weights: no site with its first shell complete")
-    chosen = [picks[j] for j in rng.choice(len(picks), min(PAIR_SITES, len(picks)), replace=False)]
+    chosen = [picks[j] for j in rng.choice(len(picks), min(PAIR_SITES[d], len(picks)), replace=False)]
     nbr = np.stack([fields[k][0].offset1[i] + fields[k][1][fields[k][0].nb1[i]] for k, i in chosen])  # (S, K1, d)
     own = np.stack([fields[k][1][i] for k, i in chosen])                                              # (S, d)
     centre = nbr.mean(1)
     half = PAIR_HALF_SD * float(np.sqrt(np.mean((own - centre) ** 2)))
-    axis = np.linspace(-half, half, 2 * PAIR_GRID + 1)
+    axis = np.linspace(-half, half, 2 * PAIR_GRID[d] + 1)
     grid = np.stack(np.meshgrid(*[axis] * d, indexing="ij"), -1).reshape(-1, d)                     # (G, d)
     r_data = np.linalg.norm(nbr - own[:, None], axis=-1)                                              # (S, K1)
     lo, hi = float(r_data.min()), float(r_data.max())

@@ -2272,10 +2272,11 @@ def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None 
         spacings of a seam get displacements redrawn from the crystal's displacement field,
         fitted to the film (:mod:`colloidcg.scaling.lattice_field`; recorded in
         ``seam_relaxation.seam_field`` and ``tiling.crystal_film.displacement_field``);
-        "pair" (2D): the same with the field's law a pair interaction on the first-shell
-        bonds alone (``fit_field(gaussian=False)``, fitted in about a minute); "auto"
-        (default): "pair" in 2D, "gibbs" in 3D (docs/scaling.md: on 2D films the Gaussian
-        field leaves the seams 0.3-0.6 % too ordered); "none": the windows' own
+        "pair": the same with the field's law a pair interaction on the first-shell
+        bonds alone (``fit_field(gaussian=False)``, fitted in 1-2 minutes); "auto"
+        (default): "pair" (docs/scaling.md: the Gaussian field leaves the seams too
+        ordered, 2D films by 0.3-0.6 %, 3D LAMMPS films by 0.2-0.4 %, +2.3 to +3.0 standard
+        errors over runs, where the pair field's are within 1.5); "none": the windows' own
         displacements are kept, and neighbours across a face keep displacements that were
         not correlated (2D: |psi6| 0.025-0.03 low within a spacing). Other inputs
         (liquids, periodic boxes, cubic fcc windows) are not affected.
@@ -2323,11 +2324,8 @@ def upsample(model, model_config: dict, tracks: pd.DataFrame, meta: dict | None 
                              f"model is {dim}D (use tiling='matched' or 'random')")
     if seam_field not in SEAM_FIELDS:
         raise ParameterError(f"seam_field: must be one of {', '.join(SEAM_FIELDS)}, got {seam_field!r}")
-    if seam_field == "pair" and dim != 2:
-        raise ParameterError(f"seam_field: 'pair' (a pair interaction on the bonds) is measured in 2D only; the "
-                             f"model is {dim}D (use 'gibbs' or 'none')")
     if seam_field == "auto":
-        seam_field = "pair" if dim == 2 else "gibbs"
+        seam_field = "pair"
     if isinstance(tiling_candidates, bool) or int(tiling_candidates) != tiling_candidates or tiling_candidates < 1:
         raise ParameterError(f"tiling_candidates: must be a positive integer, got {tiling_candidates}")
     cal = model_config.get("calibration", {}) or {}
