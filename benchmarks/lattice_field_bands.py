@@ -22,6 +22,13 @@ lengths' mean and rms against the data's.
     python benchmarks/lattice_field_bands.py --defects             # band lines split: defect near or not
     python benchmarks/lattice_field_bands.py --pair [--film]       # a pair interaction on the bonds alone
     python benchmarks/lattice_field_bands.py --true-pair           # ... with the soft disks' own potential
+    python benchmarks/lattice_field_bands.py --dim 3 [--truth lammps] [--pair | --true-pair]  # 3D fcc crystals
+
+``--dim 3``: the periodic fcc crystal of ``benchmarks/upsample_crystal.py --dim 3`` (2048 soft
+spheres at volume fraction 0.70; ``--truth lammps``: LAMMPS's WCA crystal at 1.1 sigma^-3,
+whose sites are LAMMPS's own fcc lattice), bands normal to a random one of the three axes,
+q6 (over the 12 nearest neighbours) in place of |psi6|; ``--true-pair`` then takes the soft
+spheres' harmonic contacts or WCA's potential at T = 1.
 
 ``--film``: the data is the 2D crystal film of ``benchmarks/upsample_crystal.py --film`` (an
 open view turned 0.3 rad inside the periodic crystal, 60 frames 5 apart), turned and given
