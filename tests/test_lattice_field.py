@@ -325,6 +325,26 @@ def test_a_field_of_bond_weights_alone_samples_its_own_law(crystal):
     np.testing.assert_allclose(got, want, rtol=0.04)
 
 
+def check_springs_recovered(field, fields, kt_over_k: float, variance: float, tolerances: tuple) -> None:
+    """Fit a field of bond weights alone to exact samples of a crystal with central springs
+    (``fields`` as :func:`lf.fit_field` passes them): after the pseudo-likelihood and again
+    after the inversion on bands, the parabola through the weights within 2 sd
+    (sqrt(``variance``), px) of the spacing has the springs' curvature -1 / (kT / k) within
+    ``tolerances`` (relative, per stage), and at the end its vertex lies within 0.25 px of
+    the spacing."""
+    rng = np.random.default_rng(1)
+    for stage, tol in zip(("pseudo-likelihood", "inversion"), tolerances):
+        if stage == "pseudo-likelihood":
+            lf.fit_pair_weights(field, fields, rng)
+        else:
+            lf.calibrate_bonds(field, fields, rng, threshold=0.0)
+        centres = 0.5 * (field.bond_edges[1:] + field.bond_edges[:-1])
+        core = np.abs(centres - A) < 2.0 * math.sqrt(variance)
+        c2, c1, _ = np.polyfit(centres[core] - A, field.bond_log_weight[core], 2)
+        assert 2 * c2 == pytest.approx(-1.0 / kt_over_k, rel=tol), (stage, 2 * c2)
+    assert abs(-c1 / (2 * c2)) < 0.25, -c1 / (2 * c2)
+
+
 def test_pair_weights_recover_the_harmonic_crystals_springs(crystal, monkeypatch):
     """A field of bond weights alone fitted to the exact samples of the harmonic crystal,
     whose law is (to second order in the displacements) a pair interaction on its
@@ -342,17 +362,7 @@ def test_pair_weights_recover_the_harmonic_crystals_springs(crystal, monkeypatch
     field = lf.fit_field(frames[:40], A, bond_weights=False)
     field.gaussian = False
     fields = _classified(frames[:80], field)
-    rng = np.random.default_rng(1)
-    for stage, curvature_tol in (("pseudo-likelihood", 0.10), ("inversion", 0.12)):
-        if stage == "pseudo-likelihood":
-            lf.fit_pair_weights(field, fields, rng)
-        else:
-            lf.calibrate_bonds(field, fields, rng, threshold=0.0)
-        centres = 0.5 * (field.bond_edges[1:] + field.bond_edges[:-1])
-        core = np.abs(centres - A) < 2.0 * math.sqrt(KT_OVER_K / 3.0)
-        c2, c1, _ = np.polyfit(centres[core] - A, field.bond_log_weight[core], 2)
-        assert 2 * c2 == pytest.approx(-1.0 / KT_OVER_K, rel=curvature_tol), (stage, 2 * c2)
-    assert abs(-c1 / (2 * c2)) < 0.25, -c1 / (2 * c2)
+    check_springs_recovered(field, fields, KT_OVER_K, KT_OVER_K / 3.0, (0.10, 0.12))
     with pytest.raises(ValueError, match="Gaussian"):
         lf.fit_field(frames[:10], A, gaussian=False, order_weight=True)
 
@@ -397,17 +407,7 @@ def test_pair_weights_recover_an_fcc_crystals_springs(monkeypatch):
     assert len(field.signatures) == 1                   # fcc: every site alike
     field.gaussian = False
     fields = _classified(frames, field)
-    rng = np.random.default_rng(1)
-    for stage, curvature_tol in (("pseudo-likelihood", 0.20), ("inversion", 0.08)):
-        if stage == "pseudo-likelihood":
-            lf.fit_pair_weights(field, fields, rng)
-        else:
-            lf.calibrate_bonds(field, fields, rng, threshold=0.0)
-        centres = 0.5 * (field.bond_edges[1:] + field.bond_edges[:-1])
-        core = np.abs(centres - A) < 2.0 * math.sqrt(kt / 4.0)
-        c2, c1, _ = np.polyfit(centres[core] - A, field.bond_log_weight[core], 2)
-        assert 2 * c2 == pytest.approx(-1.0 / kt, rel=curvature_tol), (stage, 2 * c2)
-    assert abs(-c1 / (2 * c2)) < 0.25, -c1 / (2 * c2)
+    check_springs_recovered(field, fields, kt, kt / 4.0, (0.20, 0.08))
 
 
 @pytest.mark.slow
