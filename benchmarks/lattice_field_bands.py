@@ -54,8 +54,8 @@ profile (band minus bulk) carries this too. ``--truth lammps``: the LAMMPS film 
 from __future__ import annotations
 
 import argparse
-import math
 import importlib
+import math
 import os
 import sys
 import time
@@ -81,9 +81,10 @@ def crystal_frames(frames: int, seed: int = 0, phi: float | None = None, dim: in
     from upsample_crystal import PHI, lammps_crystal, lattice, run
     cols = list("xyz"[:dim])
     if truth == "lammps":
-        tracks, box = lammps_crystal(dim, 48 if dim == 2 else 8, 1.05 if dim == 2 else 1.1, frames, 2500, 10000, seed)
+        density = 1.05 if dim == 2 else 1.1
+        tracks, box = lammps_crystal(dim, 48 if dim == 2 else 8, density, frames, 2500, 10000, seed)
         first = tracks[tracks["frame"] == tracks["frame"].min()].sort_values("particle")[cols].to_numpy()
-        pos = lammps_sites(first, dim, 1.05 if dim == 2 else 1.1)
+        pos = lammps_sites(first, dim, density)
     else:
         pos, box = lattice(dim, 12 if dim == 2 else 8, PHI[dim] if phi is None else phi)
         if dim == 2:
@@ -330,11 +331,14 @@ def main(argv=None) -> int:
     ap.add_argument("--truth", choices=("numpy", "lammps"), default="numpy",
                     help="the crystal: the synthetic soft disks (spheres) or LAMMPS's WCA crystal")
     ap.add_argument("--dim", type=int, choices=(2, 3), default=2,
-                    help="the periodic crystal: 2D disks or 3D fcc spheres (not --film, --windows, --defects)")
+                    help="the periodic crystal: 2D disks or 3D fcc spheres (3D: not --film, --windows, "
+                         "--defects, --order)")
     ap.add_argument("--film-seeds", default="1", dest="film_seeds",
                     help="--windows: seeds of the runs the view films, comma-separated; with several, the "
                          "profile's mean and standard error over runs")
     args = ap.parse_args(argv)
+    if args.dim == 3 and (args.film or args.windows or args.defects or args.order):
+        raise SystemExit("--dim 3: the periodic crystal only (no --film, --windows, --defects or --order)")
     if args.windows:
         seeds = [int(x) for x in args.film_seeds.split(",")]
         if len(seeds) > 1:
@@ -349,8 +353,6 @@ def main(argv=None) -> int:
     from colloidcg.scaling import lattice_field as lf
 
     t0 = time.perf_counter()
-    if args.dim == 3 and (args.defects or args.order):
-        raise SystemExit("--dim 3: no --defects (Voronoi sides) or --order (a 2D weight)")
     frames, sites, box = crystal_frames(2 * args.frames, dim=args.dim, truth=args.truth)
     a = float(np.min(np.linalg.norm(sites[1:] - sites[0], axis=1)))
     fit = [(registered(p, sites, box), sites) for p in frames[:args.frames]]
@@ -370,7 +372,8 @@ def main(argv=None) -> int:
             # the synthetic dynamics' harmonic contacts: energy eps / 2 (1 - r / d)^2, eps = 1
             field.bond_log_weight = -0.5 * np.clip(1.0 - r / DIAM, 0.0, None) ** 2 / KT
         field.gaussian = False
-    print(f"crystal {len(sites)} {'disks' if args.dim == 2 else 'spheres'}, a = {a:.2f} px, {2 * args.frames} frames simulated in {t1 - t0:.0f} s; "
+    print(f"crystal {len(sites)} {'disks' if args.dim == 2 else 'spheres'}, a = {a:.2f} px, {2 * args.frames} "
+          f"frames simulated in {t1 - t0:.0f} s; "
           f"field fitted in {time.perf_counter() - t1:.0f} s: {field.as_dict()}")
     rng = np.random.default_rng(1000 + args.cal_seed)
     diffs = []             # per heal: (bins,) healed minus before

@@ -364,7 +364,7 @@ def fit_field(frames: list, a: float, *, rng: np.random.Generator | None = None,
     ``gaussian`` False: the Gaussian only proposes moves and the law is the product of the
     bonds' weights alone, a pair interaction on the lattice's first-shell bonds, fitted by
     pseudo-likelihood (:func:`fit_pair_weights`) and then by inversion on bands
-    (:func:`calibrate_bonds`, unthresholded); not the default either (docs/scaling.md)."""
+    (:func:`calibrate_bonds`, unthresholded); upsample's default seam field (docs/scaling.md)."""
     per = []
     for pos, sites in frames:
         if len(pos) < 20:
@@ -395,10 +395,11 @@ def fit_field(frames: list, a: float, *, rng: np.random.Generator | None = None,
         X, Y = np.concatenate(xs[c]), np.concatenate(ys[c])
         if len(Y) <= X.shape[1]:
             continue                    # too few sites of this class to fit: it stays unknown
-        # the Gaussian as the law: under translation invariance (a runaway without it);
-        # as a 2D pair field's proposal only: as fitted, which session 47's 2D films were
-        # measured with (the proposal does not change the law, but the calibration's
-        # finite sweeps see it, and its noise moved the seams' |psi6| by about 0.002)
+        # the Gaussian as the law: under translation invariance (a runaway without it). As
+        # a pair field's proposal only, the law does not depend on it, but the calibration's
+        # finite sweeps do: 2D keeps the unconstrained proposal session 47's films were
+        # measured with (constrained, three films' seams moved by about 0.002 in |psi6|);
+        # 3D, first measured with the constraint, keeps it
         invariant = gaussian or Y.shape[1] == 3
         b = _translation_invariant_lstsq(X, Y) if invariant else np.linalg.lstsq(X, Y, rcond=None)[0]
         r = Y - X @ b
@@ -569,8 +570,8 @@ def fit_pair_weights(field: LatticeField, fields: list, rng: np.random.Generator
     its bands' |psi6| between draws of the sites; 8000 did not). In 3D the grid is coarser
     (13 points per axis, one standard deviation apart): on the LAMMPS WCA crystal 21 points
     per axis gave the same weights (the parabola's curvature -0.483 px^-2 with either, WCA's
-    own -0.522; a residual of 0.04 about WCA's after a linear term with either). For a crystal whose particles
-    interact in pairs within the first shell (soft disks, and WCA particles at crystal
+    own -0.522; a residual of 0.04 about WCA's after a linear term with either). For a
+    crystal whose particles interact in pairs within the first shell (soft disks, and WCA particles at crystal
     densities) this family holds the crystal's own law at fixed topology: with the soft
     disks' own pair potential, redrawn bands of their crystal keep its |psi6| within a
     standard error (benchmarks/lattice_field_bands.py --true-pair).
