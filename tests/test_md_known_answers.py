@@ -104,3 +104,37 @@ def test_brownian_mixture_3d_is_the_colloid_analogue(tmp_path):
     # the 2D entry point still writes its record with the area fraction
     r2 = brownian_mixture_2d(tmp_path / "bd2", n=50, frames=2, dump_every=5, equilibrate=100, seed=3)
     assert r2["dim"] == 2 and r2["area_fraction"] == 0.7
+
+
+def test_brownian_yukawa_2d_has_the_stated_pair_energy(tmp_path):
+    """Charged colloids (screened Coulomb under fix brownian): the pair energy LAMMPS reports
+    for the first dumped frame is the stated law summed over that frame's pairs,
+    U(r) = A exp(-kappa r) / r with U(a) = coupling kT at the mean spacing a = 1, to the
+    dump's precision; the cut drops less than 1e-3 kT; no two particles come closer than
+    the repulsion allows at kT = 1; the MSD over one frame is near free diffusion's 4 D0 t."""
+    import numpy as np
+
+    from colloidcg.md.lammps import brownian_yukawa_2d, mixture_tracks
+    from colloidcg.neighbours import pairs
+
+    run = brownian_yukawa_2d(tmp_path / "yk", n=144, coupling=5.0, kappa=1.5, frames=11, dump_every=5,
+                             equilibrate=2000, seed=4)
+    A, kappa, cut = run["yukawa_A"], run["kappa"], run["cutoff"]
+    assert A * np.exp(-kappa) == pytest.approx(5.0, rel=1e-12)
+    assert A * np.exp(-kappa * cut) / cut < 1e-3 and run["box"] == [12.0, 12.0]
+    df, side = mixture_tracks(run, 1.0)
+    box = np.full(2, side)
+    first = df[df["frame"] == df["frame"].min()]
+    p = np.mod(first[["x", "y"]].to_numpy(), box)
+    pr, d = pairs(p, cut, box, distances=True)
+    mine = float(np.sum(A * np.exp(-kappa * d) / d)) / len(p)
+    log = (tmp_path / "yk" / "log.lammps").read_text().splitlines()
+    head = max(i for i, line in enumerate(log) if line.split()[:3] == ["Step", "Temp", "E_pair"])
+    lammps = float(log[head + 1].split()[2])          # per atom (thermo_modify norm, LJ units)
+    assert mine == pytest.approx(lammps, rel=2e-6)
+    assert d.min() > 0.45                               # U(0.45 a) is about 40 kT here
+    w = df.pivot(index="frame", columns="particle", values=["x", "y"])
+    steps = np.stack([np.diff(w[a].to_numpy(), axis=0) for a in ("x", "y")], -1)
+    msd1 = float(np.mean(np.sum(steps ** 2, -1)))
+    free = 4 * 1.0 * run["frame_dt"]
+    assert 0.6 * free < msd1 < 1.05 * free, (msd1, free)

@@ -362,8 +362,13 @@ def closest_by_pair(tracks: pd.DataFrame, box, size_column: str | None = None,
             s = g[size_column].to_numpy(float)
             a, b = s[pr[:, 0]], s[pr[:, 1]]
             key = pd.Series(d).groupby([np.minimum(a, b), np.maximum(a, b)]).min()
+        elif len(d):
+            # no sizes: one key, set here (a Series keyed by (None, None) would index it as (nan, nan),
+            # which never equals itself, so every frame would add a key of its own)
+            out[(None, None)] = min(out.get((None, None), np.inf), float(d.min()))
+            continue
         else:
-            key = pd.Series({(None, None): d.min()}) if len(d) else pd.Series(dtype=float)
+            continue
         for k, v in key.items():
             out[k] = min(out.get(k, np.inf), float(v))
     return out
