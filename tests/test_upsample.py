@@ -94,6 +94,17 @@ def closest_by_species(df, box):
     return closest_by_pair(df, box, "diameter", r_max=30.0)
 
 
+def test_closest_by_pair_without_sizes_is_one_minimum_over_all_frames():
+    """Without a size column the result has one key, (None, None), holding the smallest
+    distance of any frame (minimum image), not one entry per frame."""
+    box = np.array([100.0, 100.0])
+    df = pd.DataFrame({"frame": [0, 0, 0, 1, 1, 1], "particle": [0, 1, 2, 0, 1, 2],
+                       "x": [10.0, 17.0, 60.0, 1.0, 96.0, 50.0], "y": [10.0, 10.0, 60.0, 50.0, 50.0, 20.0]})
+    out = closest_by_pair(df, box)
+    assert list(out) == [(None, None)]
+    assert out[(None, None)] == pytest.approx(5.0)       # frame 1, across the periodic edge
+
+
 def seam_profiles(tracks, box, r_bond=24.0, edges=(0, 4, 8, 12, 16, 24)):
     return seam_profile(tracks, box, r_bond, edges)
 

@@ -19,6 +19,8 @@ coordinates, plus ``run.json``; the dumps of the ideal gas and the melt also hav
   Langevin thermostat: a dense liquid at T = 1, a supercooled, aging one at T = 0.4.
 - :func:`brownian_mixture_2d`, :func:`brownian_mixture_3d`: overdamped Brownian dynamics
   (``fix brownian``) of a bidisperse mixture of WCA disks or spheres, the colloid analogue.
+- :func:`brownian_yukawa_2d`: overdamped Brownian dynamics of charged colloids, one species
+  with a screened-Coulomb (Yukawa) repulsion.
 - :func:`star_melt`: a melt of star polymers (one core bead plus ``arms`` arms of
   ``beads`` beads each, Kremer & Grest 1990: FENE bonds K = 30, R0 = 1.5 plus the WCA
   repulsion between all beads, bead density 0.85), thermostatted either by a Langevin
@@ -283,8 +285,10 @@ run {steps}
 
 def mixture_tracks(run: dict, px_per_sigma: float = 16.0):
     """The tracks table of a mixture run (:func:`ka_mixture_2d`, :func:`brownian_mixture_2d`,
-    :func:`brownian_mixture_3d`): frame, particle, x, y [, z] (unwrapped) and diameter, lengths in px at ``px_per_sigma``, with
-    the run's diameters per atom type; and the periodic box side in px."""
+    :func:`brownian_mixture_3d`, :func:`brownian_yukawa_2d`): frame, particle, x, y [, z]
+    (unwrapped) and diameter, lengths in px at ``px_per_sigma``, with the run's diameters per
+    atom type (the Yukawa run's: its length unit, the mean spacing); and the periodic box
+    side in px."""
     import pandas as pd
 
     from .coarse import read_md_tracks
