@@ -337,6 +337,21 @@ def brownian_mixture_3d(out_dir, *, n: int = 256, volume_fraction: float = 0.4, 
                              dump_every, equilibrate, seed, threads)
 
 
+def _brownian_production(temperature: float, gamma: float, timestep: float, equilibrate: int, dump_every: int,
+                         frames: int, dump: Path, seed: int) -> str:
+    """LAMMPS commands: ``fix brownian`` at ``temperature`` and friction ``gamma`` for
+    ``equilibrate`` steps, then ``frames`` frames every ``dump_every`` steps into ``dump``
+    (sorted by id, unwrapped coordinates), the time step reset to 0 at the first frame."""
+    return f"""fix bd all brownian {temperature} {seed + 4} gamma_t {gamma}
+timestep {timestep}
+run {int(equilibrate)}
+reset_timestep 0
+dump traj all custom {dump_every} {dump} id type xu yu zu
+dump_modify traj sort id format float %.8g
+run {(frames - 1) * dump_every}
+"""
+
+
 def _brownian_mixture(out_dir, dim: int, n: int, fraction: float, size_ratio: float, temperature: float,
                       gamma: float, timestep: float, frames: int, dump_every: int, equilibrate: int, seed: int,
                       threads: int) -> dict:
@@ -370,14 +385,7 @@ pair_style lj/cut {wca * size_ratio}
 pair_modify shift yes
 neighbor 0.3 bin
 minimize 1e-6 1e-8 1000 10000
-fix bd all brownian {temperature} {seed + 4} gamma_t {gamma}
-timestep {timestep}
-run {int(equilibrate)}
-reset_timestep 0
-dump traj all custom {dump_every} {dump} id type xu yu zu
-dump_modify traj sort id format float %.8g
-run {(frames - 1) * dump_every}
-"""
+""" + _brownian_production(temperature, gamma, timestep, equilibrate, dump_every, frames, dump, seed)
     wall = run_script(script, threads, log=out / "log.lammps")
     rec = {"system": f"brownian_mixture_{dim}d", "engine": "lammps", "units": "lj", "n": n,
            ("area_fraction" if dim == 2 else "volume_fraction"): fraction,
@@ -431,14 +439,7 @@ unfix lim
 pair_style yukawa {kappa} {cut}
 pair_coeff * * {amp}
 neighbor 0.3 bin
-fix bd all brownian {temperature} {seed + 4} gamma_t {gamma}
-timestep {timestep}
-run {int(equilibrate)}
-reset_timestep 0
-dump traj all custom {dump_every} {dump} id type xu yu zu
-dump_modify traj sort id format float %.8g
-run {(frames - 1) * dump_every}
-"""
+""" + _brownian_production(temperature, gamma, timestep, equilibrate, dump_every, frames, dump, seed)
     wall = run_script(script, threads, log=out / "log.lammps")
     rec = {"system": "brownian_yukawa_2d", "engine": "lammps", "units": "lj", "n": n, "density": 1.0,
            "coupling": coupling, "kappa": kappa, "yukawa_A": amp, "cutoff": cut, "dim": 2, "box": [L, L],
