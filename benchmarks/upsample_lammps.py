@@ -16,9 +16,9 @@ Systems (lengths x 16 px per sigma; :mod:`colloidcg.md.lammps`):
 - ``yukawa``: charged colloids, overdamped Brownian dynamics of one species with a
   screened-Coulomb repulsion (U = 6 kT at the mean spacing a, screening length a / 2;
   :func:`~colloidcg.md.lammps.brownian_yukawa_2d`): a structured liquid without contacts,
-  neighbours about 1 a = 16 px apart. Small: 400 particles, 400 frames 0.002 Brownian times
-  a^2 / D0 apart, 2 Brownian times (``--small-every 50``: 200 frames 0.01 apart, as ``brownian``); large as
-  ``brownian``. The model's pair cutoff is 40 px (2.5 a) instead of 24, because the
+  neighbours about 1 a = 16 px apart. Small: 400 particles, 1000 frames 0.002 Brownian
+  times a^2 / D0 apart, 2 Brownian times (``--small-every 50``: 200 frames 0.01 apart, as
+  ``brownian``); large as ``brownian``. The model's pair cutoff is 40 px (2.5 a) instead of 24, because the
   repulsion reaches past the first shell. A particle's cage relaxes in about 0.01 Brownian
   times (U''(a) is about 60 kT / a^2 with six neighbours): a model trained on frames that
   far apart is too soft (its own g(r) 12 % from the data's; 0.002 apart: 3 %).

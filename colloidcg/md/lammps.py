@@ -208,8 +208,8 @@ KA_DIAMETERS = {1: 1.0, 2: 0.88}
 
 def _two_species_2d(L: float, n1: int, n2: int, seed: int, overlap: float, maxtry: int, dim: int = 2) -> str:
     """LAMMPS commands: a periodic square (``dim`` 2) or cubic (3) box of side L (LJ units)
-    with n1 atoms of type 1 and n2 of type 2 placed at random (seeds ``seed``, ``seed + 1``;
-    no two closer than ``overlap``), all of mass 1."""
+    with n1 atoms of type 1 and n2 (may be 0) of type 2 placed at random (seeds ``seed``,
+    ``seed + 1``; no two closer than ``overlap``), all of mass 1."""
     z = "-0.5 0.5" if dim == 2 else f"0 {L}"
     return f"""
 units lj
@@ -219,8 +219,7 @@ atom_style atomic
 region box block 0 {L} 0 {L} {z}
 create_box 2 box
 create_atoms 1 random {n1} {seed} NULL overlap {overlap} maxtry {maxtry}
-create_atoms 2 random {n2} {seed + 1} NULL overlap {overlap} maxtry {maxtry}
-mass * 1.0
+""" + (f"create_atoms 2 random {n2} {seed + 1} NULL overlap {overlap} maxtry {maxtry}\n" if n2 else "") + """mass * 1.0
 """
 
 
@@ -425,8 +424,7 @@ def brownian_yukawa_2d(out_dir, *, n: int = 400, coupling: float = 6.0, kappa: f
         cut += 0.25
     cut = min(cut, 0.49 * L)
     dump = out / DUMP_NAME
-    script = _two_species_2d(L, n, 0, seed, 0.5, 200).replace(
-        f"create_atoms 2 random 0 {seed + 1} NULL overlap 0.5 maxtry 200\n", "") + f"""pair_style soft 1.0
+    script = _two_species_2d(L, n, 0, seed, 0.5, 200) + f"""pair_style soft 1.0
 pair_coeff * * 0.0
 variable pre equal ramp(0.0,30.0)
 fix push all adapt 1 pair soft a * * v_pre

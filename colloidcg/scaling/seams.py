@@ -358,17 +358,15 @@ def closest_by_pair(tracks: pd.DataFrame, box, size_column: str | None = None,
     out: dict[tuple, float] = {}
     for _, g in tracks.groupby("frame"):
         pr, d = pairs(np.mod(_positions(g), box), r_max, box, distances=True)
-        if size_column:
-            s = g[size_column].to_numpy(float)
-            a, b = s[pr[:, 0]], s[pr[:, 1]]
-            key = pd.Series(d).groupby([np.minimum(a, b), np.maximum(a, b)]).min()
-        elif len(d):
-            # no sizes: one key, set here (a Series keyed by (None, None) would index it as (nan, nan),
-            # which never equals itself, so every frame would add a key of its own)
+        if not len(d):
+            continue
+        if not size_column:
+            # one key, set here: a Series keyed by (None, None) indexes it as (nan, nan), which
+            # never equals itself, so every frame would add a key of its own
             out[(None, None)] = min(out.get((None, None), np.inf), float(d.min()))
             continue
-        else:
-            continue
-        for k, v in key.items():
+        s = g[size_column].to_numpy(float)
+        a, b = s[pr[:, 0]], s[pr[:, 1]]
+        for k, v in pd.Series(d).groupby([np.minimum(a, b), np.maximum(a, b)]).min().items():
             out[k] = min(out.get(k, np.inf), float(v))
     return out
