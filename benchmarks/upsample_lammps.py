@@ -20,7 +20,7 @@ Systems (lengths x 16 px per sigma; :mod:`colloidcg.md.lammps`):
   times a^2 / D0 apart, 2 Brownian times (``--small-every 50``: 200 frames 0.01 apart, as
   ``brownian``); large as ``brownian``. The model's pair cutoff is 40 px (2.5 a) instead of 24, because the
   repulsion reaches past the first shell. A particle's cage relaxes in about 0.01 Brownian
-  times (U''(a) is about 60 kT / a^2 with six neighbours): a model trained on frames that
+  times (U''(a) is about 60 kT / a^2 per neighbour): a model trained on frames that
   far apart is too soft (its own g(r) 12 % from the data's; 0.002 apart: 3 %).
 
 A model is trained on the small system (8 epochs, as tests/test_upsample.py does for the
